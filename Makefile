@@ -1,0 +1,73 @@
+# evstore — the two commands a fresh Debian 12 machine needs:
+#   make run    install what is missing, build, run the main job on ./data
+#   make test   install what is missing, build, and pass every test
+#               (plain, ASan+UBSan, and the concurrency tests under TSan)
+# Also: make build, make bench, make soak, make install PREFIX=/usr/local
+
+JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
+PREFIX   ?= /usr/local
+DATA     ?= ./data
+BUILD    := build
+CMAKE    := cmake
+APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev python3 clang
+
+.PHONY: all deps build build-asan build-tsan run test test-plain test-asan test-tsan bench soak install clean fuzz
+
+all: build
+
+deps:
+	@missing=""; for p in $(APT_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+$(BUILD)/Makefile: CMakeLists.txt | deps
+	$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+
+build: deps
+	@[ -f $(BUILD)/Makefile ] || $(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	$(CMAKE) --build $(BUILD) -j $(JOBS)
+
+build-asan: deps
+	@[ -f $(BUILD)-asan/Makefile ] || $(CMAKE) -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=Debug -DEVS_SANITIZE=address
+	$(CMAKE) --build $(BUILD)-asan -j $(JOBS)
+
+build-tsan: deps
+	@[ -f $(BUILD)-tsan/Makefile ] || $(CMAKE) -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=Debug -DEVS_SANITIZE=thread
+	$(CMAKE) --build $(BUILD)-tsan -j $(JOBS)
+
+run: build
+	@sh tools/demo.sh $(BUILD)/evstore $(DATA)
+
+test-plain: build
+	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
+
+test-asan: build-asan
+	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  EVS_SANITIZED=1 ctest --output-on-failure -j $(JOBS)
+
+test-tsan: build-tsan
+	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 EVS_SANITIZED=1 \
+	  ctest --output-on-failure -j $(JOBS) -L concurrency
+
+test: test-plain test-asan test-tsan
+
+bench: build
+	sh bench/run.sh $(BUILD)
+
+soak: build
+	cd $(BUILD) && EVS_CRASH_CYCLES=1000 EVS_SOAK=1 ctest --output-on-failure -R crash
+
+fuzz: deps
+	$(CMAKE) -S . -B $(BUILD)-fuzz -DCMAKE_C_COMPILER=clang -DEVS_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug
+	$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS)
+
+install: build
+	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
+
+clean:
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz

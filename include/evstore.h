@@ -1,0 +1,386 @@
+/*
+ * evstore.h — the public API of libevstore, an embedded event store.
+ *
+ * This header is the contract: every handle is opaque, every function returns
+ * an int status (EVS_OK or a negative code from EVS_ERRNO_MAP) and fills its
+ * out-parameters only on success.  A readable message for the last failure
+ * of the calling thread is available from evs_errmsg(); it names what was
+ * wrong and where ("stream \"order-1\": expected version 3, actual 5").
+ *
+ * Lifecycle: evs_store_create -> evs_store_set_* -> evs_store_open -> use ->
+ * evs_store_close.  evs_store_close(NULL) is a no-op.
+ *
+ * Thread rules:
+ *   - An open evs_store is thread-safe: any number of threads may append and
+ *     read concurrently.  Concurrent appends are gathered by one writer into a
+ *     single write and a single fdatasync (group commit).
+ *   - evs_append blocks until the append is durable per the durability mode.
+ *   - evs_wait_for blocks until the head passes a position or the timeout.
+ *   - An evs_reader belongs to one thread at a time; events it returns are
+ *     views into the log that stay valid until the next evs_reader_next on
+ *     that reader or evs_reader_close.  Close all readers before the store.
+ *   - The store must not be closed while other threads still use it.
+ *
+ * Positions: stream positions and global positions are 1-based.  A stream's
+ * version is its last stream position; an empty stream has version 0.  The
+ * global order is gapless and equals commit order.  Times are nanoseconds
+ * since the Unix epoch (UTC).
+ */
+#ifndef EVSTORE_H
+#define EVSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EVS_VERSION_STRING "0.1.0"
+
+/* ------------------------------------------------------------------ errors */
+
+/*
+ * One table gives each code its value, name and message.  Codes live in
+ * their own negative range; any other negative value is -errno and
+ * evs_strerror() describes it with strerror().
+ */
+#define EVS_ERRNO_MAP(X)                                                                 \
+    X(OK, 0, "success")                                                                   \
+    X(DONE, 1, "no more events")                                                          \
+    X(EINVAL, -30001, "invalid argument")                                                 \
+    X(EJSON, -30002, "malformed JSON")                                                    \
+    X(ECONFLICT, -30003, "concurrency conflict")                                          \
+    X(ENOTFOUND, -30004, "not found")                                                     \
+    X(EDUPLICATE, -30005, "event id already stored elsewhere")                            \
+    X(ELIMIT, -30006, "limit exceeded")                                                   \
+    X(EIO, -30007, "I/O error")                                                           \
+    X(ECORRUPT, -30008, "data corruption detected")                                       \
+    X(ELOCKED, -30009, "store is locked by another process")                             \
+    X(ENOMEM, -30010, "out of memory")                                                    \
+    X(EFAILED, -30011, "store refuses writes after an I/O failure; reopen it")           \
+    X(ETIMEDOUT, -30012, "timed out")                                                     \
+    X(EFORMAT, -30013, "unsupported on-disk format")                                      \
+    X(EINDEX, -30014, "index error")                                                      \
+    X(ECLOSED, -30015, "store is closed or read-only")
+
+typedef enum evs_status {
+#define EVS__ENUM(name, value, msg) EVS_##name = value,
+    EVS_ERRNO_MAP(EVS__ENUM)
+#undef EVS__ENUM
+} evs_status;
+
+/* Static description of a code (ours or -errno).  Never NULL. */
+const char *evs_strerror(int code);
+/* Symbolic name of a code, e.g. "ECONFLICT".  Never NULL. */
+const char *evs_errname(int code);
+/*
+ * Message of the last failure in the calling thread, with context: what was
+ * wrong and where.  Valid until the next evs_* call in this thread.
+ */
+const char *evs_errmsg(void);
+
+/* ------------------------------------------------------------- basic types */
+
+typedef struct evs_uuid {
+    uint8_t b[16];
+} evs_uuid;
+
+/* A new UUIDv7 (time-ordered, random tail).  Thread-safe. */
+void evs_uuid_v7(evs_uuid *out);
+/* Canonical 36-character lower-case text plus NUL into buf[37]. */
+void evs_uuid_format(const evs_uuid *u, char buf[37]);
+/* Parse the canonical 8-4-4-4-12 form (either case).  EVS_EINVAL if not one. */
+int evs_uuid_parse(const char *s, size_t len, evs_uuid *out);
+/* 1 when all 16 bytes are zero. */
+int evs_uuid_is_nil(const evs_uuid *u);
+
+/* Wall clock, ns since the epoch. */
+int64_t evs_now_ns(void);
+/*
+ * RFC 3339 / ISO 8601 UTC time ("2026-11-22T05:40:48.123456789Z", offset
+ * "+01:00" accepted) or a decimal count of ns since the epoch.
+ */
+int evs_time_parse(const char *s, size_t len, int64_t *ns_out);
+/* Format as "YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ" into buf[40]; returns length. */
+size_t evs_time_format(int64_t ns, char buf[40]);
+
+/* ------------------------------------------------------------------ limits */
+
+/*
+ * Hard limits.  Configuration may lower them (evs_store_set_limit) but never
+ * raise them; an attempt to raise one fails with EVS_ELIMIT.
+ */
+#define EVS_MAX_EVENT_BYTES (16u * 1024 * 1024)   /* data + metadata + names of one event */
+#define EVS_MAX_EVENTS_PER_APPEND 10000u
+#define EVS_MAX_APPEND_BYTES (64u * 1024 * 1024)  /* all events of one append */
+#define EVS_MAX_STREAM_NAME 255u                  /* bytes of UTF-8 */
+#define EVS_MAX_TYPE_NAME 255u                    /* event_type, stream_type */
+#define EVS_MAX_TAGS 64u                          /* tags per event */
+#define EVS_MAX_TAG_BYTES 255u                    /* bytes of one tag */
+
+typedef enum evs_limit {
+    EVS_LIMIT_EVENT_BYTES = 1,
+    EVS_LIMIT_EVENTS_PER_APPEND = 2,
+    EVS_LIMIT_APPEND_BYTES = 3,
+    EVS_LIMIT_STREAM_NAME = 4
+} evs_limit;
+
+/* ------------------------------------------------------------------ store */
+
+typedef struct evs_store evs_store;
+
+typedef enum evs_durability {
+    /* Acknowledged means fdatasync'd: survives power loss.  Default. */
+    EVS_DURABILITY_SYNC = 0,
+    /*
+     * Acknowledged after write(2): survives a process crash; fdatasync runs
+     * at most every batch_ms, so a power loss may lose the last batch_ms.
+     */
+    EVS_DURABILITY_BATCH = 1,
+    /* Never fdatasync.  For benchmarks and tests only. */
+    EVS_DURABILITY_NONE = 2
+} evs_durability;
+
+/* Open flags. */
+#define EVS_OPEN_CREATE 0x1u   /* create the directory and an empty store if missing */
+#define EVS_OPEN_READONLY 0x2u /* no writer, no lock, no recovery writes */
+
+/*
+ * Allocate an unopened store handle with default settings.
+ * Ownership: on success *out is owned by the caller and released with
+ * evs_store_close (whether or not it was ever opened).  On failure *out is
+ * left NULL and nothing needs releasing.
+ */
+int evs_store_create(evs_store **out);
+
+/* Settings; valid only before evs_store_open. */
+int evs_store_set_durability(evs_store *s, evs_durability mode, unsigned batch_ms);
+/* Segment file size in bytes (default 64 MiB, minimum 64 KiB). */
+int evs_store_set_segment_size(evs_store *s, uint64_t bytes);
+/* Lower a hard limit; EVS_ELIMIT if value exceeds the hard limit. */
+int evs_store_set_limit(evs_store *s, evs_limit which, uint64_t value);
+/* LMDB map size for the index (default 64 GiB of address space). */
+int evs_store_set_index_map_size(evs_store *s, uint64_t bytes);
+
+/*
+ * Open (and with EVS_OPEN_CREATE create) the store in directory dir.
+ * Recovery runs here: a torn or corrupt tail record is truncated and the
+ * index catches up with the log; see evs_store_recovery_report.  A second
+ * writer on the same directory fails with EVS_ELOCKED.
+ */
+int evs_store_open(evs_store *s, const char *dir, unsigned flags);
+
+/*
+ * What the last open repaired, as one human-readable line, or "" when the
+ * log was clean.  Owned by the store.
+ */
+const char *evs_store_recovery_report(const evs_store *s);
+
+/*
+ * Stop accepting appends, finish those in flight, sync, and free everything.
+ * No-op for NULL.
+ */
+void evs_store_close(evs_store *s);
+
+/* ----------------------------------------------------------------- append */
+
+/* Expected-version sentinels; any value >= 0 is an exact expected version. */
+#define EVS_EXPECT_ANY ((int64_t)-1)
+#define EVS_EXPECT_NO_STREAM ((int64_t)0)
+#define EVS_EXPECT_EXISTS ((int64_t)-2)
+
+/* One event to append.  All pointers are borrowed for the duration of the call. */
+typedef struct evs_event_in {
+    const char *event_type;      /* required, UTF-8, 1..255 bytes, NUL-terminated */
+    const char *data;            /* required: a JSON object */
+    size_t data_len;
+    const char *metadata;        /* JSON object or NULL for "{}" */
+    size_t metadata_len;
+    const evs_uuid *event_id;    /* NULL: a UUIDv7 is generated */
+    const evs_uuid *causation_id;   /* optional */
+    const evs_uuid *correlation_id; /* optional */
+    const char *stream_type;     /* NULL: the stream name before its first '-' */
+    const char *const *tags;     /* optional UTF-8 strings */
+    size_t ntags;
+    uint32_t event_version;      /* schema version; 0 means 1 */
+    int64_t occurred_at;         /* ns since epoch; 0 means now */
+} evs_event_in;
+
+typedef struct evs_append_result {
+    uint64_t first_stream_position;
+    uint64_t last_stream_position;   /* = the stream's version after the append */
+    uint64_t first_global_position;
+    uint64_t last_global_position;
+    int64_t recorded_at;
+    int idempotent;                  /* 1: events were already stored, nothing written */
+    uint64_t actual_version;         /* on EVS_ECONFLICT: the stream's actual version */
+} evs_append_result;
+
+/*
+ * Append n events (1..EVS_MAX_EVENTS_PER_APPEND) to stream, atomically, if
+ * the stream's version matches expected.  Returns EVS_OK with positions in
+ * *res; EVS_ECONFLICT with res->actual_version set and the message
+ * "Concurrency conflict: expected version X, actual version Y"; EVS_EDUPLICATE
+ * when an event_id is already stored at other positions; EVS_EINVAL/EVS_EJSON/
+ * EVS_ELIMIT for bad input (nothing stored); EVS_EIO/EVS_EFAILED after a
+ * write or sync failure.  Re-appending the same event ids at the same
+ * positions returns the original positions with res->idempotent = 1.
+ * If generated_ids is not NULL it receives the n event ids used.
+ */
+int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events,
+               size_t n, evs_append_result *res, evs_uuid *generated_ids);
+
+/* ------------------------------------------------------------------ reads */
+
+/* A stored event: a read-only view, see the thread rules above. */
+typedef struct evs_event {
+    evs_uuid event_id;
+    const char *stream;
+    size_t stream_len;
+    const char *stream_type;
+    size_t stream_type_len;
+    const char *event_type;
+    size_t event_type_len;
+    const char *data;            /* exactly the bytes that were appended */
+    size_t data_len;
+    const char *metadata;
+    size_t metadata_len;
+    const char *tags;            /* JSON array of strings, or NULL when none */
+    size_t tags_len;
+    int has_causation_id;
+    int has_correlation_id;
+    evs_uuid causation_id;
+    evs_uuid correlation_id;
+    uint32_t event_version;
+    uint64_t stream_position;
+    uint64_t global_position;
+    int64_t occurred_at;
+    int64_t recorded_at;
+} evs_event;
+
+/* Server-side filter for $all reads; zeroed fields do not filter. */
+typedef struct evs_filter {
+    const char *const *event_types; /* match any of these */
+    size_t n_event_types;
+    const char *stream_type;        /* exact */
+    const char *stream_prefix;      /* stream name starts with */
+    const evs_uuid *correlation_id;
+    int64_t since;                  /* recorded_at >= since (0: unbounded) */
+    int64_t until;                  /* recorded_at <  until (0: unbounded) */
+} evs_filter;
+
+typedef struct evs_reader evs_reader;
+
+#define EVS_FORWARD 0
+#define EVS_BACKWARD 1
+#define EVS_POSITION_END UINT64_MAX /* as a start: the last event (backward) */
+
+/*
+ * Read one stream from stream position `from` (inclusive; for backward reads
+ * EVS_POSITION_END means from the last event), at most limit events
+ * (0: no limit, still streamed, never loaded at once).
+ * EVS_ENOTFOUND if the stream has no events.
+ * Ownership: *out is the caller's; release with evs_reader_close.
+ */
+int evs_read_stream(evs_store *s, const char *stream, uint64_t from, int direction,
+                    size_t limit, evs_reader **out);
+
+/*
+ * Read the global log from global position `from` (inclusive), filtered.
+ * filter may be NULL.  Ownership as evs_read_stream.
+ */
+int evs_read_all(evs_store *s, uint64_t from, int direction, const evs_filter *filter,
+                 size_t limit, evs_reader **out);
+
+/*
+ * Next event: EVS_OK with *ev set, EVS_DONE at the end of the page or log,
+ * or an error (EVS_ECORRUPT when a record fails its checksum: no wrong data
+ * is ever returned).
+ */
+int evs_reader_next(evs_reader *r, const evs_event **ev);
+
+/*
+ * Where to continue a later read so that nothing is missed or repeated: for
+ * a forward read the position after the last event examined, matching or
+ * not (filtered reads advance even when nothing matches).
+ */
+uint64_t evs_reader_position(const evs_reader *r);
+
+void evs_reader_close(evs_reader *r);
+
+typedef struct evs_stream_info {
+    char name[EVS_MAX_STREAM_NAME + 1];
+    char stream_type[EVS_MAX_TYPE_NAME + 1];
+    uint64_t version;
+    uint64_t first_global_position;
+    uint64_t last_global_position;
+    int64_t created_at;
+    int64_t updated_at;
+} evs_stream_info;
+
+/* EVS_ENOTFOUND for a stream with no events. */
+int evs_stream_get_info(evs_store *s, const char *stream, evs_stream_info *out);
+
+/*
+ * Streams whose name starts with prefix (NULL or "": all), in name order,
+ * strictly after `after` (NULL: from the start), at most max into out[];
+ * *count receives how many were filled.
+ */
+int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_stream_info *out,
+                     size_t max, size_t *count);
+
+typedef struct evs_store_stats {
+    uint64_t head;                /* last global position, 0 when empty */
+    uint64_t streams;
+    uint64_t segments;
+    uint64_t log_bytes;
+    uint64_t appends;             /* since open */
+    uint64_t events_written;      /* since open */
+    uint64_t bytes_written;       /* since open */
+    uint64_t syncs;               /* fdatasync calls since open */
+    uint64_t batches;             /* group commits since open */
+    int durability;
+} evs_store_stats;
+
+int evs_store_get_stats(evs_store *s, evs_store_stats *out);
+
+/* The last global position (0 when empty). */
+uint64_t evs_head(evs_store *s);
+
+/*
+ * Block until the head is >= position or timeout_ms passes (-1: forever).
+ * EVS_OK with *head set, or EVS_ETIMEDOUT (with *head set), or EVS_ECLOSED
+ * when the store is closing.
+ */
+int evs_wait_for(evs_store *s, uint64_t position, int timeout_ms, uint64_t *head);
+
+/* --------------------------------------------------------------- checking */
+
+typedef struct evs_check_report {
+    uint64_t records;
+    uint64_t events;
+    uint64_t segments;
+    uint64_t errors;
+    char first_error[512];        /* "segment 00000003.seg offset 81920: checksum mismatch" */
+} evs_check_report;
+
+/*
+ * Verify every record of the log and that the index agrees with it.
+ * EVS_OK when clean, EVS_ECORRUPT when anything is wrong (details in *rep).
+ */
+int evs_store_check(evs_store *s, evs_check_report *rep);
+
+/* ------------------------------------------------------------------ JSON  */
+
+/*
+ * Render one event as a single-line JSON object with the event model's
+ * snake_case field names; data and metadata are copied verbatim.
+ * Ownership: on success *out is malloc'd and the caller frees it.
+ */
+int evs_event_to_json(const evs_event *ev, char **out, size_t *out_len);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EVSTORE_H */

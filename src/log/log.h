@@ -1,0 +1,133 @@
+/*
+ * log.h — the segmented, CRC-framed, append-only log (internal API).
+ *
+ * The log knows frames, not events: a frame is an opaque payload (one
+ * atomic append, encoded by src/store/record.c) plus the global position of
+ * its first event and its event count.  The log guarantees that frames are
+ * gapless in global position (each frame's first_gpos equals the previous
+ * frame's first_gpos + count), that a frame is returned only if its CRC
+ * verifies, and that a torn tail is cut back to the last whole frame at open.
+ * The on-disk format is written at the top of log.c and in docs/format.md.
+ *
+ * Thread rules: one writer thread calls evs__log_append / flush / sync;
+ * any number of threads may call evs__log_read concurrently with it, for
+ * locations below the end the writer has published to them (the store
+ * publishes after a flush).  Segment mappings stay valid until close.
+ *
+ * A location (evs_lsn) packs the segment number in the high 32 bits and the
+ * byte offset in the segment in the low 32 bits.
+ */
+#ifndef EVS_LOG_H
+#define EVS_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "io/io.h"
+
+typedef uint64_t evs_lsn;
+#define EVS_LSN(seg, off) (((uint64_t)(seg) << 32) | (uint32_t)(off))
+#define EVS_LSN_SEG(l) ((uint32_t)((l) >> 32))
+#define EVS_LSN_OFF(l) ((uint32_t)(l))
+
+typedef struct evs_log evs_log;
+
+typedef struct evs_log_config {
+    const evs_io *io;          /* NULL: evs__io_posix() */
+    uint64_t segment_size;     /* bytes per segment file, preallocated */
+    int readonly;              /* map and read only: no recovery writes */
+} evs_log_config;
+
+typedef struct evs_log_recovery {
+    evs_lsn end;               /* where the next frame will go */
+    uint64_t next_gpos;        /* first_gpos the next frame must carry */
+    evs_lsn scanned_from;      /* where verification started */
+    uint64_t frames_scanned;   /* valid frames found from scanned_from to end */
+    uint64_t dropped_bytes;    /* torn/corrupt tail bytes cut off (0: clean) */
+    char report[512];          /* human-readable, "" when clean */
+} evs_log_recovery;
+
+/*
+ * Open the log in dir (creating the first segment if there is none and not
+ * readonly).  Verification starts at `from` (a frame boundary the caller
+ * knows to be valid, with from_gpos the first_gpos of the frame there; 0/1
+ * for the very start) and runs to the end: a torn or corrupt tail with no
+ * valid frame after it is cut off (zeroed and synced, later empty segments
+ * removed) and described in rec->report.  A bad frame followed by valid ones
+ * is corruption in the middle: EVS_ECORRUPT with segment and offset in the
+ * message, nothing changed.  If `from` is not a valid frame boundary (an
+ * index ahead of the log), returns EVS_EINDEX so the caller can rebuild from
+ * the start.
+ * Ownership: on success *out is the caller's, released with evs__log_close.
+ */
+int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint64_t from_gpos,
+                  evs_log **out, evs_log_recovery *rec);
+
+/* Flush buffered frames (no sync), unmap, close.  NULL is a no-op. */
+void evs__log_close(evs_log *log);
+
+/* The location of the very first frame of the log (segment 1, after its header). */
+evs_lsn evs__log_start(const evs_log *log);
+
+/*
+ * Writer: copy one frame into the write buffer, rolling to a new segment
+ * when it does not fit (a frame larger than a segment gets a segment of its
+ * own).  first_gpos must equal the log's next_gpos.  *where receives the
+ * frame's location.  Nothing reaches the file until evs__log_flush.
+ */
+int evs__log_append(evs_log *log, const void *payload, uint32_t len, uint64_t first_gpos,
+                    uint32_t count, evs_lsn *where);
+
+/*
+ * Writer: write everything buffered (one pwrite per touched segment) and,
+ * when sync is nonzero, fdatasync every touched segment.  On any failure the
+ * log enters a sticky failed state: every later append/flush returns
+ * EVS_EFAILED, and nothing buffered may be acknowledged.
+ */
+int evs__log_flush(evs_log *log, int sync);
+
+/* Writer: fdatasync whatever was flushed but not yet synced (batch mode). */
+int evs__log_sync(evs_log *log);
+
+/* Location just past the last appended frame, and the next global position. */
+evs_lsn evs__log_end(const evs_log *log);
+uint64_t evs__log_next_gpos(const evs_log *log);
+
+typedef struct evs_frame {
+    const uint8_t *payload;    /* points into the mapping: valid until close */
+    uint32_t len;
+    uint32_t count;
+    uint64_t first_gpos;
+    evs_lsn at;                /* this frame */
+    evs_lsn next;              /* the frame after it (may be in the next segment) */
+} evs_frame;
+
+/*
+ * Reader: the frame at `at`, which must be below `limit` (the published
+ * end).  Crosses to the next segment when `at` is a segment's end.  Returns
+ * EVS_OK, EVS_DONE when at >= limit, or EVS_ECORRUPT (message names the
+ * segment file and offset) when the frame does not verify.
+ */
+int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out);
+
+/*
+ * Verify every frame from the start to the end.  Calls cb for each valid
+ * frame (cb may be NULL; a nonzero return from cb stops the walk and is
+ * returned).  Corrupt regions are reported (errors, first_error) and
+ * skipped by resynchronising on the next valid frame, so every damaged
+ * frame is found.
+ */
+typedef int (*evs_frame_cb)(void *arg, const evs_frame *f);
+typedef struct evs_log_check {
+    uint64_t frames;
+    uint64_t events;
+    uint64_t segments;
+    uint64_t errors;
+    char first_error[512];
+} evs_log_check;
+int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out);
+
+/* Number of segment files and total bytes of frames. */
+void evs__log_usage(const evs_log *log, uint64_t *segments, uint64_t *bytes);
+
+#endif
