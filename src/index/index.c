@@ -1,0 +1,302 @@
+/*
+ * index.c — LMDB index over the log: environment, databases, and the one
+ * function that turns a log record into index entries.
+ *
+ * evs__index_add_record serves both the writer (inside the group-commit
+ * transaction) and recovery (re-indexing the log's tail), so the two can
+ * never disagree about what a record contributes to the index.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "core/core.h"
+#include "index/index.h"
+#include "store/record.h"
+
+int evs__index_err(int rc, const char *what) {
+    if (rc == MDB_MAP_FULL)
+        return evs__err(EVS_ELIMIT, "index: %s: the index map is full (raise the index map size)", what);
+    if (rc == MDB_NOTFOUND) return evs__err(EVS_ENOTFOUND, "index: %s: not found", what);
+    if (rc > 0) return evs__err_errno(-rc, "index: %s", what);
+    return evs__err(EVS_EINDEX, "index: %s: %s", what, mdb_strerror(rc));
+}
+
+static int open_dbi(MDB_txn *txn, const char *name, unsigned flags, MDB_dbi *dbi) {
+    int rc = mdb_dbi_open(txn, name, flags, dbi);
+    if (rc) return evs__index_err(rc, name);
+    return EVS_OK;
+}
+
+int evs__index_open(evs_index *ix, const char *path, uint64_t mapsize, unsigned maxreaders, int readonly) {
+    int rc;
+    MDB_txn *txn = NULL;
+    memset(ix, 0, sizeof *ix);
+    ix->readonly = readonly;
+    if (!readonly && mkdir(path, 0755) != 0 && errno != EEXIST)
+        return evs__err_errno(-errno, "index: cannot create directory %s", path);
+    if ((rc = mdb_env_create(&ix->env))) return evs__index_err(rc, "create environment");
+    mdb_env_set_maxdbs(ix->env, 16);
+    mdb_env_set_maxreaders(ix->env, maxreaders);
+    mdb_env_set_mapsize(ix->env, (size_t)mapsize);
+    unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (readonly ? MDB_RDONLY : MDB_NOSYNC);
+    if ((rc = mdb_env_open(ix->env, path, flags, 0644))) {
+        rc = evs__index_err(rc, path);
+        goto fail;
+    }
+    if ((rc = mdb_txn_begin(ix->env, NULL, readonly ? MDB_RDONLY : 0, &txn))) {
+        rc = evs__index_err(rc, "begin");
+        goto fail;
+    }
+    unsigned c = readonly ? 0 : MDB_CREATE, dup = MDB_DUPSORT | MDB_DUPFIXED;
+    if ((rc = open_dbi(txn, "meta", c, &ix->meta)) || (rc = open_dbi(txn, "streams", c, &ix->streams)) ||
+        (rc = open_dbi(txn, "stream_ev", c, &ix->stream_ev)) ||
+        (rc = open_dbi(txn, "event_ids", c, &ix->event_ids)) || (rc = open_dbi(txn, "records", c, &ix->records)) ||
+        (rc = open_dbi(txn, "types", c | dup, &ix->types)) || (rc = open_dbi(txn, "stypes", c | dup, &ix->stypes)) ||
+        (rc = open_dbi(txn, "corr", c | dup, &ix->corr)) || (rc = open_dbi(txn, "times", c, &ix->times)))
+        goto fail;
+    if ((rc = mdb_txn_commit(txn))) {
+        txn = NULL;
+        rc = evs__index_err(rc, "commit");
+        goto fail;
+    }
+    return EVS_OK;
+fail:
+    if (txn) mdb_txn_abort(txn);
+    mdb_env_close(ix->env);
+    ix->env = NULL;
+    return rc;
+}
+
+void evs__index_close(evs_index *ix) {
+    if (!ix || !ix->env) return;
+    if (!ix->readonly) mdb_env_sync(ix->env, 1);
+    mdb_env_close(ix->env);
+    ix->env = NULL;
+}
+
+int evs__index_clear(evs_index *ix) {
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(ix->env, NULL, 0, &txn);
+    if (rc) return evs__index_err(rc, "begin clear");
+    MDB_dbi all[] = {ix->meta, ix->streams, ix->stream_ev, ix->event_ids, ix->records,
+                     ix->types, ix->stypes, ix->corr, ix->times};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+        if ((rc = mdb_drop(txn, all[i], 0))) {
+            mdb_txn_abort(txn);
+            return evs__index_err(rc, "clear");
+        }
+    if ((rc = mdb_txn_commit(txn))) return evs__index_err(rc, "commit clear");
+    return EVS_OK;
+}
+
+static MDB_val sval(const void *p, size_t n) {
+    MDB_val v = {n, (void *)p};
+    return v;
+}
+
+int evs__index_checkpoint_get(evs_index *ix, MDB_txn *txn, evs_lsn *lsn, uint64_t *next_gpos) {
+    MDB_val k = sval("checkpoint", 10), v;
+    int rc = mdb_get(txn, ix->meta, &k, &v);
+    if (rc == MDB_NOTFOUND) return EVS_ENOTFOUND;
+    if (rc) return evs__index_err(rc, "read checkpoint");
+    if (v.mv_size != 16) return evs__err(EVS_EINDEX, "index: checkpoint has %zu bytes, expected 16", v.mv_size);
+    *lsn = evs__get64(v.mv_data);
+    *next_gpos = evs__get64((uint8_t *)v.mv_data + 8);
+    return EVS_OK;
+}
+
+int evs__index_checkpoint_put(evs_index *ix, MDB_txn *txn, evs_lsn lsn, uint64_t next_gpos) {
+    uint8_t b[16];
+    evs__put64(b, lsn);
+    evs__put64(b + 8, next_gpos);
+    MDB_val k = sval("checkpoint", 10), v = sval(b, 16);
+    int rc = mdb_put(txn, ix->meta, &k, &v, 0);
+    return rc ? evs__index_err(rc, "write checkpoint") : EVS_OK;
+}
+
+/* Stream record: u64 id, version, first, last, i64 created, updated, u8 stype_len, stype. */
+int evs__index_stream_decode(const MDB_val *v, evs_ix_stream *st) {
+    const uint8_t *p = v->mv_data;
+    if (v->mv_size < 49 || v->mv_size != 49u + p[48]) return evs__err(EVS_EINDEX, "index: malformed stream record");
+    st->id = evs__get64(p);
+    st->version = evs__get64(p + 8);
+    st->first_gpos = evs__get64(p + 16);
+    st->last_gpos = evs__get64(p + 24);
+    st->created = (int64_t)evs__get64(p + 32);
+    st->updated = (int64_t)evs__get64(p + 40);
+    st->stype_len = p[48];
+    memcpy(st->stype, p + 49, st->stype_len);
+    st->stype[st->stype_len] = '\0';
+    return EVS_OK;
+}
+
+int evs__index_stream_get(evs_index *ix, MDB_txn *txn, const char *name, size_t len, evs_ix_stream *st) {
+    MDB_val k = sval(name, len), v;
+    int rc = mdb_get(txn, ix->streams, &k, &v);
+    if (rc == MDB_NOTFOUND) {
+        memset(st, 0, sizeof *st);
+        return EVS_ENOTFOUND;
+    }
+    if (rc) return evs__index_err(rc, "read stream");
+    return evs__index_stream_decode(&v, st);
+}
+
+int evs__index_event_id_get(evs_index *ix, MDB_txn *txn, const evs_uuid *id, uint64_t *gpos, uint64_t *sid,
+                            uint64_t *spos) {
+    MDB_val k = sval(id->b, 16), v;
+    int rc = mdb_get(txn, ix->event_ids, &k, &v);
+    if (rc == MDB_NOTFOUND) return EVS_ENOTFOUND;
+    if (rc) return evs__index_err(rc, "read event id");
+    if (v.mv_size != 24) return evs__err(EVS_EINDEX, "index: malformed event id entry");
+    *gpos = evs__get64(v.mv_data);
+    *sid = evs__get64((uint8_t *)v.mv_data + 8);
+    *spos = evs__get64((uint8_t *)v.mv_data + 16);
+    return EVS_OK;
+}
+
+static int next_stream_id(evs_index *ix, MDB_txn *txn, uint64_t *id) {
+    MDB_val k = sval("next_stream_id", 14), v;
+    uint64_t next = 1;
+    int rc = mdb_get(txn, ix->meta, &k, &v);
+    if (rc == 0 && v.mv_size == 8) next = evs__get64(v.mv_data);
+    else if (rc && rc != MDB_NOTFOUND) return evs__index_err(rc, "read stream id");
+    *id = next;
+    uint8_t b[8];
+    evs__put64(b, next + 1);
+    v = sval(b, 8);
+    rc = mdb_put(txn, ix->meta, &k, &v, 0);
+    return rc ? evs__index_err(rc, "write stream id") : EVS_OK;
+}
+
+int evs__index_add_record(evs_index *ix, MDB_txn *txn, const uint8_t *payload, uint32_t len, uint64_t first_gpos,
+                          uint32_t count, evs_lsn lsn, evs_ix_stream *st) {
+    int rc;
+    const char *stream;
+    size_t stream_len;
+    if (evs__record_stream(payload, len, &stream, &stream_len))
+        return evs__err(EVS_ECORRUPT, "record at global position %llu has a malformed header",
+                        (unsigned long long)first_gpos);
+    uint64_t spos0 = evs__record_first_stream_pos(payload);
+    int64_t recorded = evs__record_recorded_at(payload);
+    size_t off = evs__record_first_event(payload, len);
+    if (st->id == 0) {
+        if ((rc = next_stream_id(ix, txn, &st->id))) return rc;
+        st->first_gpos = first_gpos;
+        st->created = recorded;
+    }
+    uint8_t kb[16], vb[24];
+    MDB_val k, v;
+    for (uint32_t i = 0; i < count; i++) {
+        evs_event ev;
+        size_t next = off ? evs__record_decode(payload, len, off, first_gpos, i, &ev) : 0;
+        if (!next)
+            return evs__err(EVS_ECORRUPT, "record at global position %llu: event %u is malformed",
+                            (unsigned long long)first_gpos, i + 1);
+        if (i == 0 && st->stype_len == 0) {
+            st->stype_len = (uint32_t)ev.stream_type_len;
+            memcpy(st->stype, ev.stream_type, ev.stream_type_len);
+            st->stype[st->stype_len] = '\0';
+        }
+        uint64_t gpos = first_gpos + i, spos = spos0 + i;
+        uint8_t gbe[8];
+        evs__put64be(gbe, gpos);
+        /* stream_ev */
+        evs__put64be(kb, st->id);
+        evs__put64be(kb + 8, spos);
+        evs__put64(vb, lsn);
+        evs__put32(vb + 8, i);
+        k = sval(kb, 16);
+        v = sval(vb, 12);
+        if ((rc = mdb_put(txn, ix->stream_ev, &k, &v, 0))) return evs__index_err(rc, "write stream entry");
+        /* event_ids */
+        evs__put64(vb, gpos);
+        evs__put64(vb + 8, st->id);
+        evs__put64(vb + 16, spos);
+        k = sval(ev.event_id.b, 16);
+        v = sval(vb, 24);
+        if ((rc = mdb_put(txn, ix->event_ids, &k, &v, 0))) return evs__index_err(rc, "write event id");
+        /* types, stream types, correlation */
+        v = sval(gbe, 8);
+        k = sval(ev.event_type, ev.event_type_len);
+        if ((rc = mdb_put(txn, ix->types, &k, &v, 0))) return evs__index_err(rc, "write type entry");
+        k = sval(ev.stream_type, ev.stream_type_len);
+        if ((rc = mdb_put(txn, ix->stypes, &k, &v, 0))) return evs__index_err(rc, "write stream type entry");
+        if (ev.has_correlation_id) {
+            k = sval(ev.correlation_id.b, 16);
+            if ((rc = mdb_put(txn, ix->corr, &k, &v, 0))) return evs__index_err(rc, "write correlation entry");
+        }
+        off = next;
+    }
+    /* records: first gpos -> lsn, count.  Appended in order, so MDB_APPEND keeps pages full. */
+    evs__put64be(kb, first_gpos);
+    evs__put64(vb, lsn);
+    evs__put32(vb + 8, count);
+    k = sval(kb, 8);
+    v = sval(vb, 12);
+    if ((rc = mdb_put(txn, ix->records, &k, &v, MDB_APPEND)) == MDB_KEYEXIST)
+        rc = mdb_put(txn, ix->records, &k, &v, 0);
+    if (rc) return evs__index_err(rc, "write record entry");
+    evs__put64be(kb, (uint64_t)(recorded < 0 ? 0 : recorded));
+    evs__put64be(kb + 8, first_gpos);
+    k = sval(kb, 16);
+    v = sval("", 0);
+    if ((rc = mdb_put(txn, ix->times, &k, &v, MDB_APPEND)) == MDB_KEYEXIST)
+        rc = mdb_put(txn, ix->times, &k, &v, 0);
+    if (rc) return evs__index_err(rc, "write time entry");
+    /* the stream */
+    st->version = spos0 + count - 1;
+    st->last_gpos = first_gpos + count - 1;
+    st->updated = recorded;
+    uint8_t sb[49 + EVS_MAX_TYPE_NAME];
+    evs__put64(sb, st->id);
+    evs__put64(sb + 8, st->version);
+    evs__put64(sb + 16, st->first_gpos);
+    evs__put64(sb + 24, st->last_gpos);
+    evs__put64(sb + 32, (uint64_t)st->created);
+    evs__put64(sb + 40, (uint64_t)st->updated);
+    sb[48] = (uint8_t)st->stype_len;
+    memcpy(sb + 49, st->stype, st->stype_len);
+    k = sval(stream, stream_len);
+    v = sval(sb, 49 + st->stype_len);
+    if ((rc = mdb_put(txn, ix->streams, &k, &v, 0))) return evs__index_err(rc, "write stream");
+    return EVS_OK;
+}
+
+int evs__index_find_record(evs_index *ix, MDB_cursor *cur, uint64_t gpos, uint64_t *first_gpos, evs_lsn *lsn,
+                           uint32_t *count) {
+    (void)ix;
+    uint8_t kb[8];
+    evs__put64be(kb, gpos);
+    MDB_val k = sval(kb, 8), v;
+    int rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0 && evs__get64be(k.mv_data) == gpos) goto found;
+    if (rc == 0 || rc == MDB_NOTFOUND) {
+        rc = mdb_cursor_get(cur, &k, &v, rc == 0 ? MDB_PREV : MDB_LAST);
+        if (rc == MDB_NOTFOUND) return EVS_ENOTFOUND;
+    }
+    if (rc) return evs__index_err(rc, "find record");
+found:
+    if (v.mv_size != 12) return evs__err(EVS_EINDEX, "index: malformed record entry");
+    *first_gpos = evs__get64be(k.mv_data);
+    *lsn = evs__get64(v.mv_data);
+    *count = evs__get32((uint8_t *)v.mv_data + 8);
+    if (gpos >= *first_gpos + *count) return EVS_ENOTFOUND;
+    return EVS_OK;
+}
+
+int evs__index_first_at_or_after(evs_index *ix, MDB_txn *txn, int64_t t, uint64_t *gpos) {
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, ix->times, &cur);
+    if (rc) return evs__index_err(rc, "open time cursor");
+    uint8_t kb[16];
+    evs__put64be(kb, (uint64_t)(t < 0 ? 0 : t));
+    evs__put64be(kb + 8, 0);
+    MDB_val k = sval(kb, 16), v;
+    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+    if (rc == 0) *gpos = evs__get64be((uint8_t *)k.mv_data + 8);
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND) return EVS_ENOTFOUND;
+    return rc ? evs__index_err(rc, "time lookup") : EVS_OK;
+}

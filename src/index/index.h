@@ -1,0 +1,89 @@
+/*
+ * index.h — the LMDB index over the log (internal).
+ *
+ * The log is the truth; the index is derived from it and can be rebuilt
+ * from it at any time.  It answers: a stream's version and positions, where
+ * stream position N of a stream lives in the log, whether an event id is
+ * already stored (idempotency), which records hold an event type, stream
+ * type or correlation id (filtered reads that do not scan what they skip),
+ * and which record holds global position P.
+ *
+ * Durability: the index is opened MDB_NOSYNC.  The log's fdatasync is the
+ * only one on the append path; the index is synced in the background and
+ * at close.  Its checkpoint (the log location and global position it has
+ * indexed up to) is written in the same transaction as the entries, so
+ * after a crash the index is exactly "everything up to its checkpoint" and
+ * opening re-indexes only the log's tail.  The index is never trusted past
+ * the log: a checkpoint beyond the log's valid end makes open rebuild it.
+ *
+ * Databases (keys big-endian where they must sort numerically):
+ *   meta       "checkpoint" -> u64 lsn, u64 next_gpos; "next_stream_id" -> u64;
+ *              "state" -> boot id + clean flag (see store.c)
+ *   streams    stream name -> stream record (evs_ix_stream, encoded)
+ *   stream_ev  u64be stream id, u64be stream position -> u64 lsn, u32 index in record
+ *   event_ids  16-byte event id -> u64 gpos, u64 stream id, u64 stream position
+ *   records    u64be first gpos of a record -> u64 lsn, u32 count
+ *   types      event type -> dup u64be gpos
+ *   stypes     stream type -> dup u64be gpos
+ *   corr       16-byte correlation id -> dup u64be gpos
+ *   times      u64be recorded_at, u64be first gpos -> (empty)
+ */
+#ifndef EVS_INDEX_H
+#define EVS_INDEX_H
+
+#include <lmdb.h>
+#include <stdint.h>
+
+#include "evstore.h"
+#include "log/log.h"
+
+typedef struct evs_index {
+    MDB_env *env;
+    MDB_dbi meta, streams, stream_ev, event_ids, records, types, stypes, corr, times;
+    int readonly;
+} evs_index;
+
+typedef struct evs_ix_stream {
+    uint64_t id;              /* 0: the stream does not exist yet */
+    uint64_t version;
+    uint64_t first_gpos, last_gpos;
+    int64_t created, updated;
+    uint32_t stype_len;
+    char stype[EVS_MAX_TYPE_NAME + 1];
+} evs_ix_stream;
+
+/* Map an LMDB code to ours, recording what was being done. */
+int evs__index_err(int mdb_rc, const char *what);
+
+/* Open the environment in directory path (created when missing and not readonly). */
+int evs__index_open(evs_index *ix, const char *path, uint64_t mapsize, unsigned maxreaders, int readonly);
+void evs__index_close(evs_index *ix);
+/* Empty every database (before a rebuild from the log). */
+int evs__index_clear(evs_index *ix);
+
+int evs__index_checkpoint_get(evs_index *ix, MDB_txn *txn, evs_lsn *lsn, uint64_t *next_gpos);
+int evs__index_checkpoint_put(evs_index *ix, MDB_txn *txn, evs_lsn lsn, uint64_t next_gpos);
+
+/* EVS_ENOTFOUND when the stream has no events (st->id is then 0). */
+int evs__index_stream_get(evs_index *ix, MDB_txn *txn, const char *name, size_t len, evs_ix_stream *st);
+int evs__index_stream_decode(const MDB_val *v, evs_ix_stream *st);
+
+/* Event id lookup: EVS_ENOTFOUND or EVS_OK with its positions. */
+int evs__index_event_id_get(evs_index *ix, MDB_txn *txn, const evs_uuid *id, uint64_t *gpos, uint64_t *sid,
+                            uint64_t *spos);
+
+/*
+ * Add every entry of one record (a frame's payload) at lsn.  st is the
+ * stream's state before the record (id 0 for a new stream) and is updated.
+ */
+int evs__index_add_record(evs_index *ix, MDB_txn *txn, const uint8_t *payload, uint32_t len, uint64_t first_gpos,
+                          uint32_t count, evs_lsn lsn, evs_ix_stream *st);
+
+/* The record holding gpos: its first gpos and location.  EVS_ENOTFOUND past the end. */
+int evs__index_find_record(evs_index *ix, MDB_cursor *records_cur, uint64_t gpos, uint64_t *first_gpos,
+                           evs_lsn *lsn, uint32_t *count);
+
+/* First record whose recorded_at >= t: its first gpos (EVS_ENOTFOUND if none). */
+int evs__index_first_at_or_after(evs_index *ix, MDB_txn *txn, int64_t t, uint64_t *gpos);
+
+#endif

@@ -1,0 +1,561 @@
+/*
+ * read.c — cursors over a stream and over the global log, stream info and
+ * listing, and the whole-store check.
+ *
+ * A reader is a snapshot: it opens an LMDB read transaction and reads the
+ * index checkpoint inside it, so the log end it may read to and the index
+ * entries it sees describe the same moment.  Readers never load a result
+ * set: each evs_reader_next decodes one event from the mapped log, after
+ * the frame's CRC has been verified (a frame is verified once and then
+ * served from a one-frame cache, which keeps stream reads of multi-event
+ * appends cheap).
+ *
+ * $all reads with an event-type, stream-type or correlation filter walk the
+ * matching index (merging one cursor per event type) instead of the log, so
+ * they do not read what they exclude; a time range starts at the first
+ * record at or after `since`, found in the time index.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "store/record.h"
+#include "store/store_internal.h"
+
+enum { RD_STREAM, RD_SCAN, RD_INDEX };
+
+typedef struct dupcur {
+    MDB_cursor *c;
+    MDB_val key;
+    uint64_t cur;     /* current gpos, 0 when exhausted */
+} dupcur;
+
+struct evs_reader {
+    evs_store *s;
+    MDB_txn *txn;
+    MDB_cursor *rec_cur;
+    MDB_cursor *cur;
+    int kind, dir, started, exhausted;
+    size_t limit, returned;
+    evs_lsn end;
+    uint64_t head;
+    /* stream */
+    uint64_t sid, version, next_spos;
+    /* $all */
+    uint64_t gpos;            /* next gpos to examine */
+    uint64_t position;
+    dupcur *dc;
+    size_t ndc;
+    /* frame cache */
+    evs_frame fr;
+    int have_fr;
+    uint32_t *offs;
+    size_t offs_cap;
+    evs_event ev;
+    /* filter */
+    char **types;
+    size_t ntypes;
+    char *stype, *prefix;
+    size_t prefix_len;
+    int has_corr;
+    evs_uuid corr;
+    int64_t since, until;
+};
+
+void evs_reader_close(evs_reader *r) {
+    if (!r) return;
+    for (size_t i = 0; i < r->ndc; i++)
+        if (r->dc[i].c) mdb_cursor_close(r->dc[i].c);
+    free(r->dc);
+    if (r->cur) mdb_cursor_close(r->cur);
+    if (r->rec_cur) mdb_cursor_close(r->rec_cur);
+    if (r->txn) mdb_txn_abort(r->txn);
+    if (r->types)
+        for (size_t i = 0; i < r->ntypes; i++) free(r->types[i]);
+    free(r->types);
+    free(r->stype);
+    free(r->prefix);
+    free(r->offs);
+    free(r);
+}
+
+static int reader_new(evs_store *s, int kind, int dir, size_t limit, evs_reader **out) {
+    *out = NULL;
+    if (!s || !s->dir) return evs__err(EVS_ECLOSED, "read: the store is not open");
+    if (dir != EVS_FORWARD && dir != EVS_BACKWARD) return evs__err(EVS_EINVAL, "read: direction must be forward or backward");
+    evs_reader *r = calloc(1, sizeof *r);
+    if (!r) return evs__err(EVS_ENOMEM, "out of memory for a reader");
+    r->s = s;
+    r->kind = kind;
+    r->dir = dir;
+    r->limit = limit;
+    int rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &r->txn);
+    if (rc) {
+        r->txn = NULL;
+        evs_reader_close(r);
+        return evs__index_err(rc, "begin read");
+    }
+    uint64_t next = 1;
+    rc = evs__index_checkpoint_get(&s->ix, r->txn, &r->end, &next);
+    if (rc == EVS_ENOTFOUND) r->end = 0, next = 1, rc = EVS_OK;
+    if (!rc && (rc = mdb_cursor_open(r->txn, s->ix.records, &r->rec_cur))) rc = evs__index_err(rc, "open cursor");
+    if (rc) {
+        evs_reader_close(r);
+        return rc;
+    }
+    r->head = next - 1;
+    *out = r;
+    return EVS_OK;
+}
+
+/* Verify and cache the frame at lsn, with the offsets of its events. */
+static int load_frame(evs_reader *r, evs_lsn at) {
+    if (r->have_fr && r->fr.at == at) return EVS_OK;
+    r->have_fr = 0;
+    int rc = evs__log_read(r->s->log, at, r->end, &r->fr);
+    if (rc == EVS_DONE)
+        return evs__err(EVS_EINDEX, "index points at log location %u:%u past the readable end",
+                        EVS_LSN_SEG(at), EVS_LSN_OFF(at));
+    if (rc) return rc;
+    if (r->fr.count > r->offs_cap) {
+        size_t cap = r->fr.count < 64 ? 64 : r->fr.count;
+        uint32_t *o = realloc(r->offs, cap * sizeof *o);
+        if (!o) return evs__err(EVS_ENOMEM, "out of memory for a frame of %u events", r->fr.count);
+        r->offs = o;
+        r->offs_cap = cap;
+    }
+    size_t off = evs__record_first_event(r->fr.payload, r->fr.len);
+    for (uint32_t i = 0; i < r->fr.count; i++) {
+        if (!off || off + EVS_REC_EVENT_HEADER > r->fr.len) goto bad;
+        r->offs[i] = (uint32_t)off;
+        uint32_t el = evs__get32(r->fr.payload + off);
+        if (el < EVS_REC_EVENT_HEADER || el > r->fr.len - off) goto bad;
+        off += el;
+    }
+    r->have_fr = 1;
+    return EVS_OK;
+bad:
+    return evs__err(EVS_ECORRUPT, "record at global position %llu (log %u:%u) has a malformed event table",
+                    (unsigned long long)r->fr.first_gpos, EVS_LSN_SEG(at), EVS_LSN_OFF(at));
+}
+
+static int decode(evs_reader *r, uint32_t idx) {
+    if (!evs__record_decode(r->fr.payload, r->fr.len, r->offs[idx], r->fr.first_gpos, idx, &r->ev))
+        return evs__err(EVS_ECORRUPT, "record at global position %llu: event %u is malformed",
+                        (unsigned long long)r->fr.first_gpos, idx + 1);
+    return EVS_OK;
+}
+
+/* Decode global position g (must be <= head). */
+static int load_gpos(evs_reader *r, uint64_t g) {
+    if (!(r->have_fr && g >= r->fr.first_gpos && g < r->fr.first_gpos + r->fr.count)) {
+        uint64_t first;
+        evs_lsn lsn;
+        uint32_t count;
+        int rc = evs__index_find_record(&r->s->ix, r->rec_cur, g, &first, &lsn, &count);
+        if (rc == EVS_ENOTFOUND)
+            return evs__err(EVS_EINDEX, "index has no record for global position %llu", (unsigned long long)g);
+        if (rc) return rc;
+        if ((rc = load_frame(r, lsn))) return rc;
+        if (r->fr.first_gpos != first || r->fr.count != count)
+            return evs__err(EVS_EINDEX, "index and log disagree at global position %llu", (unsigned long long)g);
+    }
+    return decode(r, (uint32_t)(g - r->fr.first_gpos));
+}
+
+/* ------------------------------------------------------------ streams */
+
+int evs_read_stream(evs_store *s, const char *stream, uint64_t from, int direction, size_t limit, evs_reader **out) {
+    size_t slen;
+    int rc;
+    if (!out) return evs__err(EVS_EINVAL, "read: out is NULL");
+    *out = NULL;
+    if ((rc = evs__check_stream_name(s, stream, &slen))) return rc;
+    evs_reader *r;
+    if ((rc = reader_new(s, RD_STREAM, direction, limit, &r))) return rc;
+    evs_ix_stream st;
+    rc = evs__index_stream_get(&s->ix, r->txn, stream, slen, &st);
+    if (rc == EVS_ENOTFOUND) rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found", stream);
+    if (!rc && (rc = mdb_cursor_open(r->txn, s->ix.stream_ev, &r->cur))) rc = evs__index_err(rc, "open cursor");
+    if (rc) {
+        evs_reader_close(r);
+        return rc;
+    }
+    r->sid = st.id;
+    r->version = st.version;
+    if (direction == EVS_FORWARD) r->next_spos = from ? from : 1;
+    else r->next_spos = from > st.version ? st.version : from;
+    r->position = r->next_spos;
+    *out = r;
+    return EVS_OK;
+}
+
+static int next_stream(evs_reader *r, const evs_event **ev) {
+    if (r->dir == EVS_FORWARD ? r->next_spos > r->version : r->next_spos == 0) return EVS_DONE;
+    uint8_t kb[16];
+    evs__put64be(kb, r->sid);
+    evs__put64be(kb + 8, r->next_spos);
+    MDB_val k = {16, kb}, v;
+    int rc = mdb_cursor_get(r->cur, &k, &v, !r->started ? MDB_SET_KEY : r->dir == EVS_FORWARD ? MDB_NEXT : MDB_PREV);
+    r->started = 1;
+    if (rc == 0 && (k.mv_size != 16 || memcmp(k.mv_data, kb, 16) != 0 || v.mv_size != 12)) rc = MDB_NOTFOUND;
+    if (rc) {
+        if (rc == MDB_NOTFOUND)
+            return evs__err(EVS_EINDEX, "index is missing stream position %llu", (unsigned long long)r->next_spos);
+        return evs__index_err(rc, "stream cursor");
+    }
+    evs_lsn lsn = evs__get64(v.mv_data);
+    uint32_t idx = evs__get32((uint8_t *)v.mv_data + 8);
+    if ((rc = load_frame(r, lsn))) return rc;
+    if (idx >= r->fr.count) return evs__err(EVS_EINDEX, "index points past the events of a record");
+    if ((rc = decode(r, idx))) return rc;
+    if (r->ev.stream_position != r->next_spos)
+        return evs__err(EVS_EINDEX, "index and log disagree at stream position %llu", (unsigned long long)r->next_spos);
+    r->next_spos += r->dir == EVS_FORWARD ? 1 : (uint64_t)-1;
+    r->position = r->next_spos;
+    *ev = &r->ev;
+    return EVS_OK;
+}
+
+/* ---------------------------------------------------------------- $all */
+
+static int set_filter(evs_reader *r, const evs_filter *f) {
+    if (!f) return EVS_OK;
+    if (f->n_event_types) {
+        if (!f->event_types) return evs__err(EVS_EINVAL, "filter: event_types is NULL");
+        if (!(r->types = calloc(f->n_event_types, sizeof *r->types))) return evs__err(EVS_ENOMEM, "out of memory");
+        r->ntypes = f->n_event_types;
+        for (size_t i = 0; i < f->n_event_types; i++) {
+            if (!f->event_types[i] || !*f->event_types[i]) return evs__err(EVS_EINVAL, "filter: event type %zu is empty", i + 1);
+            if (!(r->types[i] = strdup(f->event_types[i]))) return evs__err(EVS_ENOMEM, "out of memory");
+        }
+    }
+    if (f->stream_type && *f->stream_type && !(r->stype = strdup(f->stream_type))) return evs__err(EVS_ENOMEM, "out of memory");
+    if (f->stream_prefix && *f->stream_prefix) {
+        if (!(r->prefix = strdup(f->stream_prefix))) return evs__err(EVS_ENOMEM, "out of memory");
+        r->prefix_len = strlen(r->prefix);
+    }
+    if (f->correlation_id) {
+        r->has_corr = 1;
+        r->corr = *f->correlation_id;
+    }
+    if (f->since < 0 || f->until < 0) return evs__err(EVS_EINVAL, "filter: negative time");
+    if (f->since && f->until && f->until <= f->since) return evs__err(EVS_EINVAL, "filter: until must be after since");
+    r->since = f->since;
+    r->until = f->until;
+    return EVS_OK;
+}
+
+static int matches(const evs_reader *r, const evs_event *e) {
+    if (r->ntypes) {
+        size_t i;
+        for (i = 0; i < r->ntypes; i++)
+            if (strlen(r->types[i]) == e->event_type_len && !memcmp(r->types[i], e->event_type, e->event_type_len)) break;
+        if (i == r->ntypes) return 0;
+    }
+    if (r->stype && (strlen(r->stype) != e->stream_type_len || memcmp(r->stype, e->stream_type, e->stream_type_len)))
+        return 0;
+    if (r->prefix && (e->stream_len < r->prefix_len || memcmp(r->prefix, e->stream, r->prefix_len))) return 0;
+    if (r->has_corr && (!e->has_correlation_id || memcmp(&r->corr, &e->correlation_id, 16))) return 0;
+    if (r->since && e->recorded_at < r->since) return 0;
+    if (r->until && e->recorded_at >= r->until) return 0;
+    return 1;
+}
+
+/* Position a dup cursor at the first value >= g (forward) or <= g (backward). */
+static int dc_seek(evs_reader *r, dupcur *d, uint64_t g) {
+    uint8_t vb[8];
+    evs__put64be(vb, g);
+    MDB_val k = d->key, v = {8, vb};
+    int rc = mdb_cursor_get(d->c, &k, &v, MDB_GET_BOTH_RANGE);
+    if (r->dir == EVS_FORWARD) {
+        d->cur = rc == 0 ? evs__get64be(v.mv_data) : 0;
+        return rc && rc != MDB_NOTFOUND ? evs__index_err(rc, "index cursor") : EVS_OK;
+    }
+    if (rc == 0 && evs__get64be(v.mv_data) == g) {
+        d->cur = g;
+        return EVS_OK;
+    }
+    if (rc == 0) rc = mdb_cursor_get(d->c, &k, &v, MDB_PREV_DUP);
+    else if (rc == MDB_NOTFOUND) {
+        k = d->key;
+        rc = mdb_cursor_get(d->c, &k, &v, MDB_SET_KEY);
+        if (rc == 0) rc = mdb_cursor_get(d->c, &k, &v, MDB_LAST_DUP);
+    }
+    d->cur = rc == 0 ? evs__get64be(v.mv_data) : 0;
+    return rc && rc != MDB_NOTFOUND ? evs__index_err(rc, "index cursor") : EVS_OK;
+}
+
+static int dc_step(evs_reader *r, dupcur *d) {
+    MDB_val k, v;
+    int rc = mdb_cursor_get(d->c, &k, &v, r->dir == EVS_FORWARD ? MDB_NEXT_DUP : MDB_PREV_DUP);
+    d->cur = rc == 0 ? evs__get64be(v.mv_data) : 0;
+    return rc && rc != MDB_NOTFOUND ? evs__index_err(rc, "index cursor") : EVS_OK;
+}
+
+static int add_dc(evs_reader *r, MDB_dbi dbi, const void *key, size_t klen) {
+    dupcur *d = &r->dc[r->ndc];
+    int rc = mdb_cursor_open(r->txn, dbi, &d->c);
+    if (rc) return evs__index_err(rc, "open index cursor");
+    r->ndc++;
+    d->key.mv_size = klen;
+    d->key.mv_data = (void *)key;
+    return EVS_OK;
+}
+
+int evs_read_all(evs_store *s, uint64_t from, int direction, const evs_filter *filter, size_t limit,
+                 evs_reader **out) {
+    int rc;
+    if (!out) return evs__err(EVS_EINVAL, "read: out is NULL");
+    *out = NULL;
+    evs_reader *r;
+    if ((rc = reader_new(s, RD_SCAN, direction, limit, &r))) return rc;
+    if ((rc = set_filter(r, filter))) goto fail;
+    if (direction == EVS_FORWARD) {
+        r->gpos = from ? from : 1;
+        if (r->since) {
+            uint64_t g;
+            rc = evs__index_first_at_or_after(&s->ix, r->txn, r->since, &g);
+            if (rc == EVS_ENOTFOUND) g = r->head + 1, rc = EVS_OK;
+            if (rc) goto fail;
+            if (g > r->gpos) r->gpos = g;
+        }
+    } else {
+        r->gpos = from > r->head ? r->head : from;
+        if (r->until) {
+            uint64_t g;
+            rc = evs__index_first_at_or_after(&s->ix, r->txn, r->until, &g);
+            if (rc == EVS_ENOTFOUND) rc = EVS_OK;
+            else if (rc) goto fail;
+            else if (g - 1 < r->gpos) r->gpos = g - 1;
+        }
+    }
+    r->position = r->gpos;
+    /* an index answers the most selective filter present */
+    if (r->has_corr || r->stype || r->ntypes) {
+        r->kind = RD_INDEX;
+        if (!(r->dc = calloc(r->has_corr || r->stype ? 1 : r->ntypes, sizeof *r->dc))) {
+            rc = evs__err(EVS_ENOMEM, "out of memory");
+            goto fail;
+        }
+        if (r->has_corr) rc = add_dc(r, s->ix.corr, r->corr.b, 16);
+        else if (r->stype) rc = add_dc(r, s->ix.stypes, r->stype, strlen(r->stype));
+        else
+            for (size_t i = 0; i < r->ntypes && !rc; i++) rc = add_dc(r, s->ix.types, r->types[i], strlen(r->types[i]));
+        if (rc) goto fail;
+        if (r->gpos >= 1 && r->gpos <= r->head)
+            for (size_t i = 0; i < r->ndc; i++)
+                if ((rc = dc_seek(r, &r->dc[i], r->gpos))) goto fail;
+    }
+    *out = r;
+    return EVS_OK;
+fail:
+    evs_reader_close(r);
+    return rc;
+}
+
+/* The next candidate position from the index cursors, 0 when none. */
+static int next_candidate(evs_reader *r, uint64_t *g) {
+    dupcur *best = NULL;
+    for (size_t i = 0; i < r->ndc; i++) {
+        dupcur *d = &r->dc[i];
+        if (!d->cur) continue;
+        if (!best || (r->dir == EVS_FORWARD ? d->cur < best->cur : d->cur > best->cur)) best = d;
+    }
+    *g = best ? best->cur : 0;
+    return best ? dc_step(r, best) : EVS_OK;
+}
+
+static int next_all(evs_reader *r, const evs_event **ev) {
+    int rc;
+    for (;;) {
+        uint64_t g;
+        if (r->exhausted) return EVS_DONE;
+        if (r->kind == RD_INDEX) {
+            if (r->gpos < 1 || r->gpos > r->head) g = 0;
+            else if ((rc = next_candidate(r, &g))) return rc;
+            if (g && g > r->head) g = 0;
+        } else {
+            g = (r->gpos >= 1 && r->gpos <= r->head) ? r->gpos : 0;
+        }
+        if (!g) {
+            r->exhausted = 1;
+            r->position = r->dir == EVS_FORWARD ? r->head + 1 : 0;
+            return EVS_DONE;
+        }
+        if ((rc = load_gpos(r, g))) return rc;
+        r->gpos = r->dir == EVS_FORWARD ? g + 1 : g - 1;
+        r->position = r->gpos;
+        /* recorded_at grows with the position: once past the range, stop */
+        if (r->dir == EVS_FORWARD && r->until && r->ev.recorded_at >= r->until) {
+            r->exhausted = 1;
+            r->position = g;
+            return EVS_DONE;
+        }
+        if (r->dir == EVS_BACKWARD && r->since && r->ev.recorded_at < r->since) {
+            r->exhausted = 1;
+            r->position = g;
+            return EVS_DONE;
+        }
+        if (matches(r, &r->ev)) {
+            *ev = &r->ev;
+            return EVS_OK;
+        }
+    }
+}
+
+int evs_reader_next(evs_reader *r, const evs_event **ev) {
+    if (!r || !ev) return evs__err(EVS_EINVAL, "reader_next: NULL argument");
+    *ev = NULL;
+    if (r->limit && r->returned >= r->limit) return EVS_DONE;
+    int rc = r->kind == RD_STREAM ? next_stream(r, ev) : next_all(r, ev);
+    if (rc == EVS_OK) r->returned++;
+    return rc;
+}
+
+uint64_t evs_reader_position(const evs_reader *r) { return r ? r->position : 0; }
+
+/* ------------------------------------------------------- stream info */
+
+static void fill_info(evs_stream_info *out, const char *name, size_t nlen, const evs_ix_stream *st) {
+    memset(out, 0, sizeof *out);
+    memcpy(out->name, name, nlen);
+    memcpy(out->stream_type, st->stype, st->stype_len);
+    out->version = st->version;
+    out->first_global_position = st->first_gpos;
+    out->last_global_position = st->last_gpos;
+    out->created_at = st->created;
+    out->updated_at = st->updated;
+}
+
+int evs_stream_get_info(evs_store *s, const char *stream, evs_stream_info *out) {
+    size_t slen;
+    int rc;
+    if (!s || !s->dir) return evs__err(EVS_ECLOSED, "info: the store is not open");
+    if (!out) return evs__err(EVS_EINVAL, "info: out is NULL");
+    if ((rc = evs__check_stream_name(s, stream, &slen))) return rc;
+    MDB_txn *txn;
+    if ((rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn))) return evs__index_err(rc, "begin read");
+    evs_ix_stream st;
+    rc = evs__index_stream_get(&s->ix, txn, stream, slen, &st);
+    if (rc == EVS_OK) fill_info(out, stream, slen, &st);
+    else if (rc == EVS_ENOTFOUND) rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found", stream);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_stream_info *out, size_t max,
+                     size_t *count) {
+    int rc;
+    if (!s || !s->dir) return evs__err(EVS_ECLOSED, "list: the store is not open");
+    if (!count || (max && !out)) return evs__err(EVS_EINVAL, "list: NULL argument");
+    *count = 0;
+    size_t plen = prefix ? strlen(prefix) : 0;
+    if (plen > EVS_MAX_STREAM_NAME) return EVS_OK;
+    MDB_txn *txn;
+    MDB_cursor *cur;
+    if ((rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn))) return evs__index_err(rc, "begin read");
+    if ((rc = mdb_cursor_open(txn, s->ix.streams, &cur))) {
+        mdb_txn_abort(txn);
+        return evs__index_err(rc, "open cursor");
+    }
+    MDB_val k, v;
+    const char *start = prefix ? prefix : "";
+    if (after && strcmp(after, start) > 0) start = after;
+    k.mv_size = strlen(start);
+    k.mv_data = (void *)start;
+    rc = k.mv_size ? mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE) : mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    int err = EVS_OK;
+    while (rc == 0 && *count < max) {
+        if (plen && (k.mv_size < plen || memcmp(k.mv_data, prefix, plen))) break;
+        int skip = after && k.mv_size == strlen(after) && !memcmp(k.mv_data, after, k.mv_size);
+        if (!skip) {
+            evs_ix_stream st;
+            if ((err = evs__index_stream_decode(&v, &st))) break;
+            fill_info(&out[*count], k.mv_data, k.mv_size, &st);
+            (*count)++;
+        }
+        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    }
+    if (!err && rc && rc != MDB_NOTFOUND) err = evs__index_err(rc, "list streams");
+    rc = err;
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+/* ------------------------------------------------------------- check */
+
+typedef struct check_ctx {
+    evs_store *s;
+    MDB_txn *txn;
+    MDB_cursor *rec;
+    evs_check_report *rep;
+} check_ctx;
+
+static void check_error(check_ctx *c, const evs_frame *f, const char *what) {
+    if (c->rep->errors++ == 0)
+        snprintf(c->rep->first_error, sizeof c->rep->first_error,
+                 "segment %08u.seg offset %u (global position %llu): %s", EVS_LSN_SEG(f->at), EVS_LSN_OFF(f->at),
+                 (unsigned long long)f->first_gpos, what);
+}
+
+static int check_frame(void *arg, const evs_frame *f) {
+    check_ctx *c = arg;
+    uint64_t first;
+    evs_lsn lsn;
+    uint32_t count;
+    int rc = evs__index_find_record(&c->s->ix, c->rec, f->first_gpos, &first, &lsn, &count);
+    if (rc == EVS_ENOTFOUND || (!rc && (first != f->first_gpos || lsn != f->at || count != f->count))) {
+        check_error(c, f, "record missing from or different in the index");
+        return 0;
+    }
+    if (rc) return rc;
+    size_t off = evs__record_first_event(f->payload, f->len);
+    for (uint32_t i = 0; i < f->count; i++) {
+        evs_event ev;
+        size_t next = off ? evs__record_decode(f->payload, f->len, off, f->first_gpos, i, &ev) : 0;
+        if (!next) {
+            check_error(c, f, "malformed event inside a record whose checksum verifies");
+            return 0;
+        }
+        uint64_t g, sid, sp;
+        rc = evs__index_event_id_get(&c->s->ix, c->txn, &ev.event_id, &g, &sid, &sp);
+        if (rc == EVS_ENOTFOUND || (!rc && (g != ev.global_position || sp != ev.stream_position))) {
+            check_error(c, f, "event id missing from or different in the index");
+            return 0;
+        }
+        if (rc) return rc;
+        off = next;
+    }
+    return 0;
+}
+
+int evs_store_check(evs_store *s, evs_check_report *rep) {
+    if (!s || !s->dir || !rep) return evs__err(EVS_EINVAL, "check: store not open or report is NULL");
+    memset(rep, 0, sizeof *rep);
+    check_ctx c = {s, NULL, NULL, rep};
+    int rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &c.txn);
+    if (rc) return evs__index_err(rc, "begin check");
+    if ((rc = mdb_cursor_open(c.txn, s->ix.records, &c.rec))) {
+        mdb_txn_abort(c.txn);
+        return evs__index_err(rc, "open cursor");
+    }
+    evs_log_check lc;
+    memset(&lc, 0, sizeof lc);
+    rc = evs__log_check(s->log, check_frame, &c, &lc);
+    mdb_cursor_close(c.rec);
+    mdb_txn_abort(c.txn);
+    if (rc) return rc;
+    rep->records = lc.frames;
+    rep->events = lc.events;
+    rep->segments = lc.segments;
+    if (lc.errors) { /* log damage first: it is what a user must act on */
+        snprintf(rep->first_error, sizeof rep->first_error, "%s", lc.first_error);
+        rep->errors += lc.errors;
+    }
+    if (rep->errors) return evs__err(EVS_ECORRUPT, "check found %llu problem(s); first: %s",
+                                     (unsigned long long)rep->errors, rep->first_error);
+    return EVS_OK;
+}

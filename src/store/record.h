@@ -1,0 +1,55 @@
+/*
+ * record.h — the payload of one log frame: one atomic append (internal).
+ *
+ * The log treats payloads as opaque bytes; this module lays out the events
+ * of an append inside one payload, so that an append is atomic by
+ * construction (one frame, one checksum).  The layout is documented at the
+ * top of record.c and in docs/format.md.
+ */
+#ifndef EVS_RECORD_H
+#define EVS_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "evstore.h"
+
+/* Fixed offsets the writer patches once positions are known. */
+#define EVS_REC_OFF_STREAM_POS 0
+#define EVS_REC_OFF_RECORDED_AT 8
+#define EVS_REC_HEADER 16          /* then u16 stream_len, stream, pad to 8 */
+#define EVS_REC_EVENT_HEADER 80
+
+/* An event's fixed part, as decoded (pointers into the payload). */
+typedef struct evs_rec_event {
+    const uint8_t *at;        /* start of the entry */
+    uint32_t entry_len;
+} evs_rec_event;
+
+/*
+ * Encode n validated events of one append for stream into a new buffer.
+ * stream_types[i] and the tag JSON arrays are already resolved by the
+ * caller.  Ownership: on success *out is malloc'd, the caller frees it.
+ */
+int evs__record_encode(const char *stream, size_t stream_len, const evs_event_in *events,
+                       const evs_uuid *ids, const char *const *stream_types, const size_t *stream_type_lens,
+                       const char *const *tags_json, const size_t *tags_json_lens, size_t n,
+                       uint8_t **out, size_t *out_len);
+
+/* Stream name and first stream position of a payload. */
+int evs__record_stream(const uint8_t *p, size_t len, const char **stream, size_t *stream_len);
+uint64_t evs__record_first_stream_pos(const uint8_t *p);
+int64_t evs__record_recorded_at(const uint8_t *p);
+/* Offset of the first event entry. */
+size_t evs__record_first_event(const uint8_t *p, size_t len);
+
+/*
+ * Decode the entry at offset off of a payload into ev (views into p).
+ * first_gpos/first_spos are the frame's, idx the event's index in the
+ * record.  Returns the offset of the next entry, or 0 if the entry is
+ * malformed (a checksummed frame should never be; treat it as corruption).
+ */
+size_t evs__record_decode(const uint8_t *p, size_t len, size_t off, uint64_t first_gpos, uint32_t idx,
+                          evs_event *ev);
+
+#endif
