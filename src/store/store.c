@@ -212,7 +212,7 @@ static int build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_l
         return evs__err(EVS_ELIMIT, "event %zu: %zu tags, the limit is %u", i + 1, e->ntags, EVS_MAX_TAGS);
     size_t cap = 2;
     for (size_t t = 0; t < e->ntags; t++) {
-        char what[48];
+        char what[64];
         snprintf(what, sizeof what, "event %zu: tag %zu", i + 1, t + 1);
         if (!e->tags[t]) return evs__err(EVS_EINVAL, "%s is NULL", what);
         size_t n = strnlen(e->tags[t], EVS_MAX_TAG_BYTES + 1);
@@ -252,7 +252,7 @@ static int prepare(evs_store *s, const char *stream, size_t slen, const evs_even
         const evs_event_in *e = &events[i];
         evs_event_in *c = &p->ev[i];
         *c = *e;
-        char what[64];
+        char what[96];
         if (!e->event_type) return evs__err(EVS_EINVAL, "event %zu: event_type is missing", i + 1);
         snprintf(what, sizeof what, "event %zu: event_type", i + 1);
         if ((rc = name_ok(what, e->event_type, strnlen(e->event_type, EVS_MAX_TYPE_NAME + 1), EVS_MAX_TYPE_NAME)))
