@@ -40,7 +40,7 @@ int evs__index_open(evs_index *ix, const char *path, uint64_t mapsize, unsigned 
     mdb_env_set_maxdbs(ix->env, 16);
     mdb_env_set_maxreaders(ix->env, maxreaders);
     mdb_env_set_mapsize(ix->env, (size_t)mapsize);
-    unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (readonly ? MDB_RDONLY : MDB_NOSYNC);
+    unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (readonly ? MDB_RDONLY : MDB_NOSYNC | MDB_WRITEMAP);
     if ((rc = mdb_env_open(ix->env, path, flags, 0644))) {
         rc = evs__index_err(rc, path);
         goto fail;
