@@ -11,6 +11,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <sys/random.h>
+#include <string.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,8 +29,13 @@ int64_t evs__mono_ns(void) {
     return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
-void evs__random(void *buf, size_t n) {
-    uint8_t *p = buf;
+/*
+ * getrandom costs a system call; event ids need 10 random bytes each, so a
+ * per-thread pool is refilled 512 bytes at a time.  The pool remembers the
+ * process it was filled in: a forked child must never hand out the bytes
+ * its parent also holds (two processes would generate the same ids).
+ */
+static void random_fill(uint8_t *p, size_t n) {
     while (n > 0) {
         ssize_t r = getrandom(p, n, 0);
         if (r < 0) {
@@ -39,7 +45,7 @@ void evs__random(void *buf, size_t n) {
         p += r;
         n -= (size_t)r;
     }
-    if (n > 0) { /* no getrandom: xorshift seeded from clocks; ids stay unique enough */
+    if (n > 0) { /* no getrandom: xorshift seeded from clocks and the pid */
         static _Thread_local uint64_t x;
         if (!x) x = (uint64_t)evs__mono_ns() ^ ((uint64_t)evs_now_ns() << 17) ^ (uint64_t)getpid();
         while (n--) {
@@ -49,6 +55,29 @@ void evs__random(void *buf, size_t n) {
             *p++ = (uint8_t)x;
         }
     }
+}
+
+void evs__random(void *buf, size_t n) {
+    static _Thread_local uint8_t pool[512];
+    static _Thread_local size_t avail;
+    static _Thread_local pid_t owner;
+    uint8_t *p = buf;
+    if (n > sizeof pool / 4) {
+        random_fill(p, n);
+        return;
+    }
+    pid_t me = getpid();
+    if (owner != me) {
+        owner = me;
+        avail = 0;
+    }
+    if (avail < n) {
+        random_fill(pool, sizeof pool);
+        avail = sizeof pool;
+    }
+    memcpy(p, pool + sizeof pool - avail, n);
+    memset(pool + sizeof pool - avail, 0, n);
+    avail -= n;
 }
 
 /* Days since 1970-01-01 of a proleptic Gregorian date. */

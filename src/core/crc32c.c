@@ -21,7 +21,7 @@
 static uint32_t evs_crc_table[8][256];
 /* evs_shift_table[k][b]: the CRC contribution of byte b followed by LANE bytes of zeros,
    used to combine three hardware lanes. */
-#define LANE 4096
+#define LANE 1024
 static uint32_t evs_shift_table[4][256];
 static pthread_once_t evs_crc_once = PTHREAD_ONCE_INIT;
 

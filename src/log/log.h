@@ -86,6 +86,13 @@ int evs__log_append(evs_log *log, const void *payload, uint32_t len, uint64_t fi
  */
 int evs__log_flush(evs_log *log, int sync);
 
+/*
+ * Writer: enter the sticky failed state on behalf of the caller (a failure
+ * outside the log after frames were buffered): nothing buffered is ever
+ * written, and later appends return EVS_EFAILED.
+ */
+void evs__log_poison(evs_log *log, int code);
+
 /* Writer: fdatasync whatever was flushed but not yet synced (batch mode). */
 int evs__log_sync(evs_log *log);
 

@@ -234,6 +234,8 @@ static int build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_l
     return EVS_OK;
 }
 
+static int uuid_cmp(const void *a, const void *b) { return memcmp(a, b, sizeof(evs_uuid)); }
+
 static int prepare(evs_store *s, const char *stream, size_t slen, const evs_event_in *events, size_t n,
                    prepared *p, size_t *total_out) {
     int rc;
@@ -296,15 +298,20 @@ static int prepare(evs_store *s, const char *stream, size_t slen, const evs_even
         if (!c->occurred_at) c->occurred_at = now;
         if (!c->event_version) c->event_version = 1;
     }
-    /* the same id twice in one append can never be stored */
+    /* the same id twice in one append can never be stored: sort a copy, compare neighbours */
     if (n > 1) {
-        for (size_t i = 0; i < n; i++)
-            for (size_t j = i + 1; j < n && j < i + 64; j++)
-                if (!memcmp(&p->ids[i], &p->ids[j], 16)) {
-                    char b[37];
-                    evs_uuid_format(&p->ids[i], b);
-                    return evs__err(EVS_EINVAL, "events %zu and %zu have the same event_id %s", i + 1, j + 1, b);
-                }
+        evs_uuid *sorted = malloc(n * sizeof *sorted);
+        if (!sorted) return evs__err(EVS_ENOMEM, "out of memory checking event ids");
+        memcpy(sorted, p->ids, n * sizeof *sorted);
+        qsort(sorted, n, sizeof *sorted, uuid_cmp);
+        for (size_t i = 1; i < n; i++)
+            if (!memcmp(&sorted[i - 1], &sorted[i], 16)) {
+                char b[37];
+                evs_uuid_format(&sorted[i], b);
+                free(sorted);
+                return evs__err(EVS_EINVAL, "the append holds event_id %s more than once", b);
+            }
+        free(sorted);
     }
     *total_out = (size_t)total;
     return EVS_OK;
@@ -475,8 +482,9 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
     atomic_fetch_add(&s->st_batches, 1);
     goto done;
 fatal:
-    /* nothing of this batch may be acknowledged: the log refuses further writes */
+    /* nothing of this batch may be acknowledged or ever reach the file */
     set_failed(s, rc);
+    evs__log_poison(s->log, rc);
     if (txn) mdb_txn_abort(txn);
     for (evs_append_req *r = batch; r; r = r->next)
         if (r->rc == EVS_OK && !r->res.idempotent) req_fail(r, rc);
@@ -934,4 +942,36 @@ int evs_store_get_stats(evs_store *s, evs_store_stats *out) {
     out->batches = atomic_load(&s->st_batches);
     out->durability = (int)s->durability;
     return EVS_OK;
+}
+
+/* ------------------------------------------------------------ test hooks */
+
+/*
+ * Test hook (declared in store/store_testing.h): drop an open store the way
+ * a killed process would.  The writer thread is stopped and everything is
+ * freed, but neither the log nor the index is synced and the clean-close
+ * flag is not written, so the next open recovers as after a crash.
+ */
+void evs__store_abandon(evs_store *s);
+void evs__store_abandon(evs_store *s) {
+    if (!s) return;
+    if (s->dir) {
+        if (s->writer_started) {
+            pthread_mutex_lock(&s->mu);
+            s->closing = 1;
+            pthread_cond_broadcast(&s->work_cv);
+            pthread_cond_broadcast(&s->head_cv);
+            pthread_mutex_unlock(&s->mu);
+            pthread_join(s->writer, NULL);
+        }
+        evs__log_close(s->log);
+        evs__index_close(&s->ix);
+        if (s->lock_fd >= 0) close(s->lock_fd);
+        pthread_mutex_destroy(&s->mu);
+        pthread_cond_destroy(&s->work_cv);
+        pthread_cond_destroy(&s->done_cv);
+        pthread_cond_destroy(&s->head_cv);
+        free(s->dir);
+    }
+    free(s);
 }

@@ -1,0 +1,1178 @@
+/*
+ * log.c — the segmented, CRC-framed, append-only log (see log.h).
+ *
+ * ON-DISK FORMAT (also in docs/format.md).  All integers little-endian.
+ *
+ * Directory: DIR/log/00000001.seg, 00000002.seg, ... (8 decimal digits).
+ * Numbers are contiguous from 1.  A segment is created at its full size
+ * (fallocate), its header written and fsync'd, under the name NNNNNNNN.seg.tmp,
+ * then renamed and the directory synced: a name without ".tmp" is always a
+ * complete segment with a valid header.
+ *
+ * Segment header, 64 bytes at offset 0:
+ *   off size  field
+ *     0    8  magic "EVSLOG01"
+ *     8    4  format version = 1
+ *    12    4  header size = 64
+ *    16    8  segment number (equals the file name's)
+ *    24    8  salt: random per segment
+ *    32    8  first global position of the segment (informative; 0 when the
+ *             segment was created ahead of need and not known yet)
+ *    40    8  segment size in bytes (the file's size)
+ *    48   12  reserved, zero
+ *    60    4  crc32c of bytes 0..59
+ *
+ * Frame, at an 8-byte aligned offset >= 64:
+ *   off size  field
+ *     0    4  payload_len (0 here means "no more frames in this segment")
+ *     4    4  crc
+ *     8    8  first_gpos: global position of the frame's first event
+ *    16    4  event_count (>= 1)
+ *    20    4  flags = 0
+ *    24    8  synced_to: the log location (segment << 32 | offset) up to
+ *             which the log was known durable (fdatasync'd) when this frame
+ *             was appended; always <= the frame's own location
+ *    32  len  payload (opaque: src/store/record.c)
+ *     .   ..  zero padding to a multiple of 8
+ *   crc = crc32c over: the segment's salt (8 bytes, LE), frame bytes 0..3,
+ *   frame bytes 8..31, the payload.  The salt makes bytes left over from any
+ *   other segment (another salt) fail to verify.
+ *
+ * A frame at offset X of segment S is VALID when payload_len > 0, the frame
+ * including padding fits in the segment, the crc verifies, event_count >= 1,
+ * flags == 0, and first_gpos equals the expected next global position (the
+ * previous frame's first_gpos + event_count; 1 for the first frame).
+ *
+ * INVARIANTS
+ *  1. A segment's frames are contiguous from offset 64.  Where a frame would
+ *     start and payload_len is 0, or fewer than 32 bytes remain, the
+ *     segment's data ends; the next frame is at offset 64 of the next
+ *     segment.  Preallocated space reads as zeros, so no end marker is written.
+ *  2. Global positions are gapless across frames and segments.
+ *  3. After the end of the log, and after the end of data in every segment,
+ *     every byte is zero.  Recovery zeroes what it cuts (rather than just
+ *     moving the end back): otherwise a later, shorter frame could make an
+ *     old dropped frame line up at a frame boundary and verify again.
+ *  4. Every byte before a frame's synced_to was durable before the frame was
+ *     written.  This is what tells a torn tail from damage in the middle:
+ *     after a power loss the unsynced tail may come back with holes (the
+ *     kernel writes dirty pages back in any order), so "a valid frame
+ *     follows the bad one" alone proves nothing; but a valid frame whose
+ *     synced_to lies beyond the end of the verified data proves that the
+ *     data there had been synced, so losing it is corruption, not a crash.
+ *  5. Sticky failure: once a write or fdatasync fails, the writer accepts
+ *     nothing more (EVS_EFAILED) until the log is reopened.  A failed
+ *     fdatasync is never retried: the kernel may have dropped the dirty pages
+ *     and a retry could "succeed" without the data.
+ *
+ * RECOVERY (evs__log_open).  Verification starts at `from` (see log.h) and
+ * walks frames, crossing segments per invariant 1, until the first position
+ * where no valid frame is: the end of verified data E.  Then every 8-byte
+ * offset from E to the end of the last segment is searched for a frame that
+ * verifies with its segment's salt and has synced_to > E.  If there is one,
+ * the log is damaged in the middle: EVS_ECORRUPT, nothing changed.  If not,
+ * whatever lies after E is a torn tail: it is zeroed up to the last non-zero
+ * byte of E's segment, later segments are removed (highest first, so no gap
+ * in the numbering can appear) except one all-zero segment right after E's,
+ * which is kept as the next segment, and E's segment is fdatasync'd.
+ * Read-only opens change nothing and report what would be cut.
+ *
+ * WRITER.  evs__log_append frames the payload into a write buffer, noting
+ * one extent (segment, offset, length) per segment touched; evs__log_flush
+ * issues one pwrite per extent and, when asked, one fdatasync per segment
+ * holding unsynced data.  In steady state neither allocates nor makes any
+ * other system call.  When the current segment passes half full the next
+ * one is created ahead, so the rollover itself costs nothing.
+ *
+ * READERS.  Every segment is mapped read-only at its full size once it
+ * exists.  Segment pointers live in a large array indexed by segment number,
+ * reserved with mmap so untouched entries cost no memory; the writer fills an
+ * entry (release) before any location in that segment is published, and
+ * readers load it (acquire).  Segment structs are immutable once published
+ * and are freed only at close.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <fcntl.h>
+
+#include "core/core.h"
+#include "log/log.h"
+
+#define SEG_HDR 64u
+#define FRAME_HDR 32u
+#define SEG_MAGIC "EVSLOG01"
+#define SEG_VERSION 1u
+#define DEFAULT_SEGMENT_SIZE (64ull << 20)
+#define MIN_SEGMENT_SIZE 4096ull
+/* Offsets are 32 bits in a location; stay well clear of the top. */
+#define MAX_SEGMENT_SIZE (1ull << 31)
+#define MAX_PAYLOAD ((uint32_t)(MAX_SEGMENT_SIZE - SEG_HDR - FRAME_HDR - 4096))
+/* Capacity of the segment table: 4M segments of at least 4 KiB. */
+#define MAX_SEGMENTS (1u << 22)
+/* A write buffer grown past this by one large batch is shrunk back after the flush. */
+#define BUF_KEEP (16u << 20)
+#define BUF_SHRINK_TO (1u << 20)
+
+#define SEGFMT "segment %08" PRIu32 ".seg"
+
+typedef struct evs_seg {
+    uint32_t no;
+    int fd;
+    uint64_t size;        /* from the header */
+    uint64_t avail;       /* readable bytes: min(file size, size), multiple of 8 */
+    uint64_t fsize;       /* file size when opened, if shorter than size (else size) */
+    uint8_t salt[8];      /* as stored: little-endian */
+    const uint8_t *map;
+} evs_seg;
+
+typedef struct log_extent {
+    evs_seg *seg;
+    uint64_t off;         /* file offset */
+    size_t start, len;    /* bytes of the write buffer */
+} log_extent;
+
+struct evs_log {
+    const evs_io *io;
+    char *dir;            /* DIR/log */
+    uint64_t seg_size;    /* for new segments */
+    int readonly;
+
+    _Atomic(evs_seg *) *slots;  /* [segment number]; see READERS */
+    size_t slots_bytes;
+    _Atomic uint32_t nseg;      /* segment files, numbered 1..nseg */
+
+    /* Writer state (the writer thread only). */
+    evs_seg *cur;               /* segment holding the end (NULL: read-only empty log) */
+    uint64_t w_off;             /* where the next frame goes in cur */
+    uint64_t next_gpos;
+    evs_lsn synced_to;          /* everything before it is durable */
+    uint64_t bytes_before_cur;  /* sizes of the segments before cur */
+    uint32_t unsynced_lo, unsynced_hi; /* segments written but not synced (0: none) */
+    int ahead_failed;           /* creating the next segment early failed once; wait for the roll */
+    uint8_t *buf;
+    size_t blen, bcap;
+    log_extent *ext;
+    size_t next, extcap;
+    int failed;                 /* sticky: the first failure's code (invariant 5) */
+    char failed_msg[400];
+
+    /* Published for other threads (check, usage). */
+    _Atomic uint64_t flushed_end;
+    _Atomic uint64_t used_bytes;
+};
+
+static inline uint64_t align8(uint64_t v) { return (v + 7) & ~(uint64_t)7; }
+
+static inline evs_seg *slot_get(const evs_log *log, uint32_t no) {
+    if (no == 0 || no >= MAX_SEGMENTS) return NULL;
+    return atomic_load_explicit(&log->slots[no], memory_order_acquire);
+}
+
+static inline void slot_set(evs_log *log, uint32_t no, evs_seg *sg) {
+    atomic_store_explicit(&log->slots[no], sg, memory_order_release);
+}
+
+static int log_path(const evs_log *log, char *buf, size_t n, uint32_t no, const char *suffix) {
+    int k = snprintf(buf, n, "%s/%08" PRIu32 ".seg%s", log->dir, no, suffix);
+    if (k < 0 || (size_t)k >= n) return evs__err(EVS_EINVAL, "log directory path too long: %s", log->dir);
+    return 0;
+}
+
+/* ------------------------------------------------------------ frames */
+
+typedef struct frame_info {
+    uint32_t len, count;
+    uint64_t gpos;
+    evs_lsn synced_to;
+    uint64_t size;        /* header + payload + padding */
+} frame_info;
+
+static uint32_t frame_crc(const uint8_t salt[8], const uint8_t *f, uint32_t len) {
+    uint32_t c = evs__crc32c(0, salt, 8);
+    c = evs__crc32c(c, f, 4);
+    c = evs__crc32c(c, f + 8, 24);
+    return evs__crc32c(c, f + FRAME_HDR, len);
+}
+
+/*
+ * Does the frame at off verify (everything but the expected position)?
+ * Returns NULL and fills *fi if so, else a short reason for messages.
+ * Assumes off + FRAME_HDR <= sg->avail.
+ */
+static const char *frame_check(const evs_seg *sg, uint64_t off, frame_info *fi) {
+    const uint8_t *p = sg->map + off;
+    uint32_t len = evs__get32(p);
+    if (len == 0) return "zero bytes where a frame should be";
+    uint64_t size = FRAME_HDR + align8(len);
+    if (len > MAX_PAYLOAD || off + size > sg->avail) return "frame length runs past the segment end";
+    if (frame_crc(sg->salt, p, len) != evs__get32(p + 4)) return "checksum mismatch";
+    fi->len = len;
+    fi->count = evs__get32(p + 16);
+    fi->gpos = evs__get64(p + 8);
+    fi->synced_to = evs__get64(p + 24);
+    fi->size = size;
+    if (fi->count == 0) return "frame with zero events";
+    if (evs__get32(p + 20) != 0) return "unknown frame flags";
+    return NULL;
+}
+
+/* Is off (8-aligned) the end of this segment's data (invariant 1)? */
+static inline int seg_data_ends(const evs_seg *sg, uint64_t off) {
+    return off + FRAME_HDR > sg->avail || evs__get32(sg->map + off) == 0;
+}
+
+/* End (exclusive, 8-aligned) of the last non-zero byte in [from, avail), or from if none. */
+static uint64_t seg_last_nonzero(const evs_seg *sg, uint64_t from) {
+    uint64_t off = sg->avail;
+    while (off > from) {
+        if (evs__get64(sg->map + off - 8) != 0) return off;
+        off -= 8;
+    }
+    return from;
+}
+
+/* ------------------------------------------------------------ reading */
+
+evs_lsn evs__log_start(const evs_log *log) { return EVS_LSN(1, SEG_HDR); }
+
+int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out) {
+    if (at >= limit) return EVS_DONE;
+    uint32_t no = EVS_LSN_SEG(at);
+    uint64_t off = EVS_LSN_OFF(at);
+    const evs_seg *sg = slot_get(log, no);
+    if (EVS_UNLIKELY(!sg || off < SEG_HDR || (off & 7) || off > sg->avail))
+        return evs__err(EVS_EINVAL, SEGFMT " offset %" PRIu64 ": not a frame location of this log", no, off);
+    if (seg_data_ends(sg, off)) {
+        /* Invariant 1: the next frame opens the next segment. */
+        evs_lsn nxt = EVS_LSN(no + 1, SEG_HDR);
+        sg = slot_get(log, no + 1);
+        if (EVS_UNLIKELY(nxt >= limit || !sg))
+            return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": zero bytes below the end of the log", no,
+                            off);
+        no++;
+        off = SEG_HDR;
+        at = nxt;
+    }
+    frame_info fi;
+    const char *why = frame_check(sg, off, &fi);
+    if (EVS_UNLIKELY(why != NULL))
+        return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": %s", no, off, why);
+    out->payload = sg->map + off + FRAME_HDR;
+    out->len = fi.len;
+    out->count = fi.count;
+    out->first_gpos = fi.gpos;
+    out->at = at;
+    out->next = EVS_LSN(no, off + fi.size);
+    return EVS_OK;
+}
+
+/* ------------------------------------------------------------ segments */
+
+static void seg_free(evs_log *log, evs_seg *sg) {
+    if (!sg) return;
+    if (sg->map) log->io->unmap(log->io->ctx, (void *)sg->map, (size_t)sg->size);
+    if (sg->fd >= 0) log->io->close(log->io->ctx, sg->fd);
+    free(sg);
+}
+
+/*
+ * Open and map an existing segment file, verifying its header.
+ * EVS_EFORMAT for a file that is not a segment of this format,
+ * EVS_ECORRUPT for a damaged header.
+ */
+static int seg_load(evs_log *log, uint32_t no, evs_seg **out) {
+    char path[4096];
+    uint8_t h[SEG_HDR];
+    int rc;
+    evs_seg *sg = calloc(1, sizeof *sg);
+    if (!sg) return evs__err(EVS_ENOMEM, SEGFMT ": out of memory", no);
+    sg->no = no;
+    sg->fd = -1;
+    if ((rc = log_path(log, path, sizeof path, no, ""))) goto fail;
+    int fd = log->io->open(log->io->ctx, path, log->readonly ? O_RDONLY : O_RDWR, 0);
+    if (fd < 0) {
+        rc = evs__err_errno(fd, SEGFMT ": open %s", no, path);
+        goto fail;
+    }
+    sg->fd = fd;
+    off_t fsize = log->io->size(log->io->ctx, fd);
+    if (fsize < 0) {
+        rc = evs__err_errno((int)fsize, SEGFMT ": size", no);
+        goto fail;
+    }
+    ssize_t r = log->io->pread(log->io->ctx, fd, h, SEG_HDR, 0);
+    if (r < 0) {
+        rc = evs__err_errno((int)r, SEGFMT ": reading the header", no);
+        goto fail;
+    }
+    if (r < (ssize_t)SEG_HDR) {
+        rc = evs__err(EVS_ECORRUPT, SEGFMT ": file is %zd bytes, shorter than a segment header", no, r);
+        goto fail;
+    }
+    if (memcmp(h, SEG_MAGIC, 8) != 0) {
+        rc = evs__err(EVS_EFORMAT, SEGFMT ": bad magic, not an evstore log segment", no);
+        goto fail;
+    }
+    if (evs__get32(h + 8) != SEG_VERSION) {
+        rc = evs__err(EVS_EFORMAT, SEGFMT ": log format version %" PRIu32 ", this build reads version %u", no,
+                      evs__get32(h + 8), SEG_VERSION);
+        goto fail;
+    }
+    if (evs__get32(h + 12) != SEG_HDR) {
+        rc = evs__err(EVS_EFORMAT, SEGFMT ": header size %" PRIu32 ", expected %u", no, evs__get32(h + 12), SEG_HDR);
+        goto fail;
+    }
+    if (evs__crc32c(0, h, 60) != evs__get32(h + 60)) {
+        rc = evs__err(EVS_ECORRUPT, SEGFMT ": header checksum mismatch", no);
+        goto fail;
+    }
+    if (evs__get64(h + 16) != no) {
+        rc = evs__err(EVS_ECORRUPT, SEGFMT ": header says segment %" PRIu64, no, evs__get64(h + 16));
+        goto fail;
+    }
+    sg->size = evs__get64(h + 40);
+    if (sg->size < SEG_HDR + FRAME_HDR || sg->size > MAX_SEGMENT_SIZE || (sg->size & 7)) {
+        rc = evs__err(EVS_ECORRUPT, SEGFMT ": implausible segment size %" PRIu64, no, sg->size);
+        goto fail;
+    }
+    memcpy(sg->salt, h + 24, 8);
+    /* A file cut short (by hand; the writer never makes one) reads as zeros
+       past its end; never touch the mapping there (SIGBUS). */
+    sg->fsize = (uint64_t)fsize < sg->size ? (uint64_t)fsize : sg->size;
+    sg->avail = sg->fsize & ~(uint64_t)7;
+    void *map;
+    if ((rc = log->io->map(log->io->ctx, fd, (size_t)sg->size, &map))) {
+        rc = evs__err_errno(rc, SEGFMT ": mapping %" PRIu64 " bytes", no, sg->size);
+        goto fail;
+    }
+    sg->map = map;
+    *out = sg;
+    return 0;
+fail:
+    seg_free(log, sg);
+    return rc;
+}
+
+/* Sticky failure (invariant 5): remember the first error and return its code. */
+static int log_fail(evs_log *log, int code) {
+    if (!log->failed) {
+        log->failed = code;
+        snprintf(log->failed_msg, sizeof log->failed_msg, "%s", evs_errmsg());
+    }
+    return code;
+}
+
+static int log_failed_err(const evs_log *log) {
+    return evs__err(EVS_EFAILED, "log refuses writes after an earlier failure (%s); reopen it", log->failed_msg);
+}
+
+/*
+ * Create segment `no` of `size` bytes: temp name, preallocate, header,
+ * fsync, map, rename over the real name (replacing a segment made ahead that
+ * turned out too small), sync the directory.  Failures before the rename
+ * leave nothing behind and are plain errors; failures after it are sticky,
+ * since the directory's state is then unknown.
+ */
+static int seg_create(evs_log *log, uint32_t no, uint64_t size, uint64_t first_gpos, evs_seg **out) {
+    char tmp[4096], path[4096];
+    uint8_t h[SEG_HDR];
+    int rc, renamed = 0;
+    const evs_io *io = log->io;
+    if (no >= MAX_SEGMENTS || no > 99999999u)
+        return evs__err(EVS_ELIMIT, SEGFMT ": the log has reached its maximum number of segments", no);
+    if ((rc = log_path(log, tmp, sizeof tmp, no, ".tmp")) || (rc = log_path(log, path, sizeof path, no, "")))
+        return rc;
+    evs_seg *sg = calloc(1, sizeof *sg);
+    if (!sg) return evs__err(EVS_ENOMEM, SEGFMT ": out of memory", no);
+    sg->no = no;
+    sg->size = sg->avail = sg->fsize = size;
+    sg->fd = io->open(io->ctx, tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (sg->fd < 0) {
+        rc = evs__err_errno(sg->fd, SEGFMT ": creating %s", no, tmp);
+        goto fail;
+    }
+    if ((rc = io->fallocate(io->ctx, sg->fd, 0, (off_t)size))) {
+        rc = evs__err_errno(rc, SEGFMT ": reserving %" PRIu64 " bytes", no, size);
+        goto fail;
+    }
+    uint64_t salt;
+    evs__random(&salt, sizeof salt);
+    memset(h, 0, sizeof h);
+    memcpy(h, SEG_MAGIC, 8);
+    evs__put32(h + 8, SEG_VERSION);
+    evs__put32(h + 12, SEG_HDR);
+    evs__put64(h + 16, no);
+    evs__put64(h + 24, salt);
+    evs__put64(h + 32, first_gpos);
+    evs__put64(h + 40, size);
+    evs__put32(h + 60, evs__crc32c(0, h, 60));
+    memcpy(sg->salt, h + 24, 8);
+    ssize_t w = io->pwrite(io->ctx, sg->fd, h, SEG_HDR, 0);
+    if (w != (ssize_t)SEG_HDR) {
+        rc = w < 0 ? evs__err_errno((int)w, SEGFMT ": writing the header", no)
+                   : evs__err(EVS_EIO, SEGFMT ": short write of the header (%zd of %u bytes)", no, w, SEG_HDR);
+        goto fail;
+    }
+    /* fsync, not fdatasync: the allocation and size must be durable too. */
+    if ((rc = io->fsync(io->ctx, sg->fd))) {
+        rc = evs__err_errno(rc, SEGFMT ": fsync of the new segment", no);
+        goto fail;
+    }
+    void *map;
+    if ((rc = io->map(io->ctx, sg->fd, (size_t)size, &map))) {
+        rc = evs__err_errno(rc, SEGFMT ": mapping %" PRIu64 " bytes", no, size);
+        goto fail;
+    }
+    sg->map = map;
+    if ((rc = io->rename(io->ctx, tmp, path))) {
+        rc = evs__err_errno(rc, SEGFMT ": renaming %s into place", no, tmp);
+        goto fail;
+    }
+    renamed = 1;
+    if ((rc = io->sync_dir(io->ctx, log->dir))) {
+        rc = evs__err_errno(rc, SEGFMT ": syncing directory %s", no, log->dir);
+        goto fail;
+    }
+    *out = sg;
+    return 0;
+fail:
+    if (!renamed && sg->fd >= 0) io->unlink(io->ctx, tmp);
+    seg_free(log, sg);
+    if (renamed) return log_fail(log, rc);
+    return rc;
+}
+
+/* ------------------------------------------------------------ writer */
+
+evs_lsn evs__log_end(const evs_log *log) {
+    return log->cur ? EVS_LSN(log->cur->no, log->w_off) : EVS_LSN(1, SEG_HDR);
+}
+
+uint64_t evs__log_next_gpos(const evs_log *log) { return log->next_gpos; }
+
+/* Move the writer to the next segment, which must hold `need` bytes after its header. */
+static int log_roll(evs_log *log, uint64_t fsize) {
+    uint32_t no = log->cur->no + 1;
+    evs_seg *nx = slot_get(log, no);
+    if (!nx || nx->size < SEG_HDR + fsize) {
+        /* No segment made ahead, or one too small for this frame: a segment
+           sized to hold exactly this frame replaces it under the same number. */
+        uint64_t size = log->seg_size;
+        if (SEG_HDR + fsize > size) size = SEG_HDR + fsize;
+        evs_seg *made;
+        int rc = seg_create(log, no, size, log->next_gpos, &made);
+        if (rc) return rc;
+        /* Nothing in a segment past the end is ever read, so the old
+           struct can go at once. */
+        slot_set(log, no, made);
+        if (nx) seg_free(log, nx);
+        else atomic_fetch_add_explicit(&log->nseg, 1, memory_order_relaxed);
+        nx = made;
+    }
+    log->bytes_before_cur += log->cur->size;
+    log->cur = nx;
+    log->w_off = SEG_HDR;
+    log->ahead_failed = 0;
+    return 0;
+}
+
+/*
+ * Create the next segment now, while the current one still has room, so
+ * the rollover needs no file creation.  A failure here is not the append's:
+ * it is retried (and reported) at the rollover.
+ */
+static void log_make_ahead(evs_log *log) {
+    uint32_t no = log->cur->no + 1;
+    if (slot_get(log, no)) return;
+    evs_seg *made;
+    if (seg_create(log, no, log->seg_size, 0, &made)) {
+        log->ahead_failed = 1;
+        evs__err_clear();
+        return;
+    }
+    slot_set(log, no, made);
+    atomic_fetch_add_explicit(&log->nseg, 1, memory_order_relaxed);
+}
+
+static int buf_reserve(evs_log *log, size_t more) {
+    if (log->bcap - log->blen >= more && log->next < log->extcap) return 0;
+    if (log->next == log->extcap) {
+        size_t cap = log->extcap ? log->extcap * 2 : 8;
+        log_extent *ne = realloc(log->ext, cap * sizeof *ne);
+        if (!ne) return evs__err(EVS_ENOMEM, "log: out of memory for the write buffer");
+        log->ext = ne;
+        log->extcap = cap;
+    }
+    if (log->bcap - log->blen < more) {
+        size_t cap = log->bcap ? log->bcap : 64 * 1024;
+        while (cap - log->blen < more) cap *= 2;
+        uint8_t *nb = realloc(log->buf, cap);
+        if (!nb) return evs__err(EVS_ENOMEM, "log: out of memory for a %zu-byte write buffer", cap);
+        log->buf = nb;
+        log->bcap = cap;
+    }
+    return 0;
+}
+
+int evs__log_append(evs_log *log, const void *payload, uint32_t len, uint64_t first_gpos, uint32_t count,
+                    evs_lsn *where) {
+    int rc;
+    if (EVS_UNLIKELY(log->failed)) return log_failed_err(log);
+    if (EVS_UNLIKELY(log->readonly)) return evs__err(EVS_ECLOSED, "log %s is open read-only", log->dir);
+    if (EVS_UNLIKELY(len == 0 || count == 0))
+        return evs__err(EVS_EINVAL, "log: a frame needs a payload and at least one event (len %" PRIu32
+                                    ", count %" PRIu32 ")", len, count);
+    if (EVS_UNLIKELY(first_gpos != log->next_gpos))
+        return evs__err(EVS_EINVAL, "log: frame starts at global position %" PRIu64 ", the log expects %" PRIu64
+                                    " (positions are gapless)", first_gpos, log->next_gpos);
+    if (EVS_UNLIKELY(len > MAX_PAYLOAD))
+        return evs__err(EVS_ELIMIT, "log: frame of %" PRIu32 " bytes exceeds the maximum of %" PRIu32, len,
+                        MAX_PAYLOAD);
+    uint64_t fsize = FRAME_HDR + align8(len);
+    if (log->w_off + fsize > log->cur->size && (rc = log_roll(log, fsize))) return rc;
+    if ((rc = buf_reserve(log, (size_t)fsize))) return rc;
+
+    if (log->next == 0 || log->ext[log->next - 1].seg != log->cur)
+        log->ext[log->next++] = (log_extent){.seg = log->cur, .off = log->w_off, .start = log->blen, .len = 0};
+    uint8_t *f = log->buf + log->blen;
+    evs__put32(f, len);
+    evs__put64(f + 8, first_gpos);
+    evs__put32(f + 16, count);
+    evs__put32(f + 20, 0);
+    evs__put64(f + 24, log->synced_to);
+    memcpy(f + FRAME_HDR, payload, len);
+    memset(f + FRAME_HDR + len, 0, (size_t)(fsize - FRAME_HDR - len));
+    evs__put32(f + 4, frame_crc(log->cur->salt, f, len));
+    log->blen += (size_t)fsize;
+    log->ext[log->next - 1].len += (size_t)fsize;
+
+    if (where) *where = EVS_LSN(log->cur->no, log->w_off);
+    log->w_off += fsize;
+    log->next_gpos += count;
+    if (!log->ahead_failed && log->w_off > log->cur->size / 2) log_make_ahead(log);
+    return 0;
+}
+
+/* Best effort after a short write: zero what did reach the file, so no torn frame is left. */
+static void log_scrub(evs_log *log, evs_seg *sg, uint64_t off, size_t n) {
+    static const uint8_t zeros[4096];
+    while (n > 0) {
+        size_t k = n < sizeof zeros ? n : sizeof zeros;
+        if (log->io->pwrite(log->io->ctx, sg->fd, zeros, k, (off_t)off) != (ssize_t)k) return;
+        off += k;
+        n -= k;
+    }
+}
+
+/* fdatasync every segment holding written but unsynced data. */
+static int log_sync_written(evs_log *log) {
+    for (uint32_t no = log->unsynced_lo; no && no <= log->unsynced_hi; no++) {
+        evs_seg *sg = slot_get(log, no);
+        int rc = log->io->fdatasync(log->io->ctx, sg->fd);
+        if (rc) return log_fail(log, evs__err_errno(rc, SEGFMT ": fdatasync", no));
+    }
+    log->unsynced_lo = log->unsynced_hi = 0;
+    log->synced_to = atomic_load_explicit(&log->flushed_end, memory_order_relaxed);
+    return 0;
+}
+
+int evs__log_flush(evs_log *log, int sync) {
+    int rc = 0;
+    if (EVS_UNLIKELY(log->failed)) return log_failed_err(log);
+    for (size_t i = 0; i < log->next; i++) {
+        log_extent *e = &log->ext[i];
+        ssize_t w = log->io->pwrite(log->io->ctx, e->seg->fd, log->buf + e->start, e->len, (off_t)e->off);
+        if (EVS_UNLIKELY(w != (ssize_t)e->len)) {
+            if (w < 0) {
+                rc = evs__err_errno((int)w, SEGFMT " offset %" PRIu64 ": writing %zu bytes", e->seg->no, e->off,
+                                    e->len);
+            } else {
+                rc = evs__err(EVS_EIO, SEGFMT " offset %" PRIu64 ": short write (%zd of %zu bytes)", e->seg->no,
+                              e->off, w, e->len);
+                log_scrub(log, e->seg, e->off, (size_t)w);
+            }
+            goto fail;
+        }
+        if (!log->unsynced_lo) log->unsynced_lo = e->seg->no;
+        log->unsynced_hi = e->seg->no;
+    }
+    log->blen = 0;
+    log->next = 0;
+    atomic_store_explicit(&log->flushed_end, evs__log_end(log), memory_order_release);
+    atomic_store_explicit(&log->used_bytes, log->bytes_before_cur + log->w_off, memory_order_relaxed);
+    if (sync && (rc = log_sync_written(log))) return rc;
+    if (EVS_UNLIKELY(log->bcap > BUF_KEEP)) {
+        /* One huge batch must not pin its buffer for the life of the store. */
+        uint8_t *nb = realloc(log->buf, BUF_SHRINK_TO);
+        if (nb) {
+            log->buf = nb;
+            log->bcap = BUF_SHRINK_TO;
+        }
+    }
+    return 0;
+fail:
+    return log_fail(log, rc);
+}
+
+int evs__log_sync(evs_log *log) {
+    if (EVS_UNLIKELY(log->failed)) return log_failed_err(log);
+    return log_sync_written(log);
+}
+
+void evs__log_usage(const evs_log *log, uint64_t *segments, uint64_t *bytes) {
+    if (segments) *segments = atomic_load_explicit(&log->nseg, memory_order_relaxed);
+    if (bytes) *bytes = atomic_load_explicit(&log->used_bytes, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------ open / recovery */
+
+static void log_free(evs_log *log) {
+    if (!log) return;
+    if (log->slots) {
+        uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
+        for (uint32_t no = 1; no <= n; no++) seg_free(log, slot_get(log, no));
+        munmap((void *)log->slots, log->slots_bytes);
+    }
+    free(log->buf);
+    free(log->ext);
+    free(log->dir);
+    free(log);
+}
+
+void evs__log_close(evs_log *log) {
+    if (!log) return;
+    if (!log->failed && !log->readonly && log->blen) (void)evs__log_flush(log, 0);
+    log_free(log);
+}
+
+static int cmp_u32(const void *a, const void *b) {
+    uint32_t x = *(const uint32_t *)a, y = *(const uint32_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* "NNNNNNNN.seg" -> number; 0 if the name is anything else. */
+static uint32_t seg_number(const char *name, const char *suffix) {
+    for (int i = 0; i < 8; i++)
+        if (name[i] < '0' || name[i] > '9') return 0;
+    if (strcmp(name + 8, suffix) != 0) return 0;
+    return (uint32_t)strtoul(name, NULL, 10);
+}
+
+/* List, load and map the segments; they must be numbered 1..n. */
+static int log_load_segments(evs_log *log) {
+    int rc = 0;
+    uint32_t *nums = NULL;
+    size_t n = 0, cap = 0;
+    DIR *d = opendir(log->dir);
+    if (!d) return evs__err_errno(-errno, "log: opening directory %s", log->dir);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        uint32_t no = seg_number(de->d_name, ".seg");
+        if (!no) {
+            /* A half-created segment from a crash: never real (see seg_create). */
+            if (!log->readonly && seg_number(de->d_name, ".seg.tmp")) {
+                char path[4096];
+                if (!log_path(log, path, sizeof path, seg_number(de->d_name, ".seg.tmp"), ".tmp"))
+                    log->io->unlink(log->io->ctx, path);
+            }
+            continue;
+        }
+        if (n == cap) {
+            cap = cap ? cap * 2 : 64;
+            uint32_t *nn = realloc(nums, cap * sizeof *nn);
+            if (!nn) {
+                rc = evs__err(EVS_ENOMEM, "log: out of memory listing %s", log->dir);
+                goto out;
+            }
+            nums = nn;
+        }
+        nums[n++] = no;
+    }
+    if (n) qsort(nums, n, sizeof *nums, cmp_u32);
+    for (size_t i = 0; i < n; i++) {
+        if (nums[i] != i + 1) {
+            rc = evs__err(EVS_ECORRUPT, "log %s: segment %08zu.seg is missing (the next one found is %08" PRIu32 ".seg)",
+                          log->dir, i + 1, nums[i]);
+            goto out;
+        }
+        if (nums[i] >= MAX_SEGMENTS) {
+            rc = evs__err(EVS_ELIMIT, "log %s: more than %u segments", log->dir, MAX_SEGMENTS - 1);
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        evs_seg *sg;
+        if ((rc = seg_load(log, nums[i], &sg))) goto out;
+        slot_set(log, nums[i], sg);
+        atomic_store_explicit(&log->nseg, nums[i], memory_order_relaxed);
+    }
+out:
+    closedir(d);
+    free(nums);
+    return rc;
+}
+
+static const char log_gap_msg[] = "gap in global positions";
+
+/* Where verification stopped, and why. */
+typedef struct log_scan {
+    evs_lsn good_end;      /* end of verified data: the new log end */
+    uint64_t expected;     /* first_gpos the next frame must carry */
+    uint64_t frames;
+    const char *why;       /* NULL: data simply ended */
+    evs_lsn bad_at;        /* where `why` applies */
+    uint64_t want, found;  /* for a gap */
+    int passed;            /* walked through `through` with the right position */
+} log_scan;
+
+/*
+ * Walk valid frames from pos.  adopt: take the first frame's position as
+ * given (used when starting from a frame's synced_to).  through/through_gpos:
+ * note whether the walk passes that location expecting that position.
+ */
+static void log_walk(const evs_log *log, evs_lsn pos, uint64_t expected, int adopt, evs_lsn through,
+                     uint64_t through_gpos, log_scan *st) {
+    memset(st, 0, sizeof *st);
+    st->good_end = pos;
+    for (;;) {
+        if (pos == through && !adopt) st->passed = expected == through_gpos;
+        uint32_t no = EVS_LSN_SEG(pos);
+        uint64_t off = EVS_LSN_OFF(pos);
+        const evs_seg *sg = slot_get(log, no);
+        if (seg_data_ends(sg, off)) {
+            const evs_seg *nx = slot_get(log, no + 1);
+            if (nx && !seg_data_ends(nx, SEG_HDR)) {
+                pos = EVS_LSN(no + 1, SEG_HDR);
+                continue;
+            }
+            break;
+        }
+        frame_info fi;
+        const char *why = frame_check(sg, off, &fi);
+        if (!why && adopt) {
+            /* The first frame after a synced point sets the expected position. */
+            expected = fi.gpos;
+            adopt = 0;
+            if (pos == through) st->passed = expected == through_gpos;
+        }
+        if (!why && fi.gpos != expected) {
+            why = log_gap_msg;
+            st->want = expected;
+            st->found = fi.gpos;
+        }
+        if (why) {
+            st->why = why;
+            st->bad_at = pos;
+            break;
+        }
+        expected += fi.count;
+        st->frames++;
+        pos = st->good_end = EVS_LSN(no, off + fi.size);
+    }
+    st->expected = expected;
+}
+
+/*
+ * Invariant 4: is there, anywhere from good_end on, a frame that verifies
+ * and was written after data beyond good_end had been synced?
+ */
+static int log_durable_after(const evs_log *log, evs_lsn good_end, evs_lsn *found) {
+    uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
+    for (uint32_t no = EVS_LSN_SEG(good_end); no <= n; no++) {
+        const evs_seg *sg = slot_get(log, no);
+        uint64_t off = no == EVS_LSN_SEG(good_end) ? EVS_LSN_OFF(good_end) : SEG_HDR;
+        for (; off + FRAME_HDR <= sg->avail; off += 8) {
+            const uint8_t *p = sg->map + off;
+            /* Cheap filters first: almost every offset fails one of them. */
+            uint32_t len = evs__get32(p);
+            if (len == 0 || off + FRAME_HDR + (uint64_t)len > sg->avail) continue;
+            if (evs__get64(p + 24) <= good_end) continue;
+            frame_info fi;
+            if (frame_check(sg, off, &fi) == NULL && fi.synced_to > good_end && fi.synced_to <= EVS_LSN(no, off)) {
+                *found = EVS_LSN(no, off);
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
+/* Find the anchor for a `from` that is not the start: see evs__log_open. */
+static int log_anchor(const evs_log *log, evs_lsn from, uint64_t from_gpos, evs_lsn *anchor) {
+    uint32_t no = EVS_LSN_SEG(from);
+    uint64_t off = EVS_LSN_OFF(from);
+    const evs_seg *sg = slot_get(log, no);
+    if (!sg || off < SEG_HDR || (off & 7) || off > sg->avail)
+        return evs__err(EVS_EINDEX, SEGFMT " offset %" PRIu64 ": not a location in the log", no, off);
+    frame_info fi;
+    /* The frame at from, if it is the one expected there... */
+    if (!seg_data_ends(sg, off) && !frame_check(sg, off, &fi) && fi.gpos == from_gpos) {
+        *anchor = fi.synced_to;
+        return 0;
+    }
+    /* ...or the frame that ends exactly at from (searching back 8 bytes at a time). */
+    for (uint64_t p = off >= SEG_HDR + FRAME_HDR + 8 ? off - FRAME_HDR - 8 : 0; p >= SEG_HDR; p -= 8) {
+        uint32_t len = evs__get32(sg->map + p);
+        if (len && p + FRAME_HDR + align8(len) == off && !frame_check(sg, p, &fi) && fi.gpos + fi.count == from_gpos) {
+            *anchor = fi.synced_to;
+            return 0;
+        }
+    }
+    return evs__err(EVS_EINDEX, SEGFMT " offset %" PRIu64 ": no frame ends or starts there with global position %" PRIu64,
+                    no, off, from_gpos);
+}
+
+static int log_mkdir(evs_log *log, const char *parent) {
+    if (mkdir(log->dir, 0755) == 0) {
+        int rc = log->io->sync_dir(log->io->ctx, parent);
+        if (rc) return evs__err_errno(rc, "log: syncing directory %s", parent);
+        return 0;
+    }
+    if (errno == EEXIST) return 0;
+    return evs__err_errno(-errno, "log: creating directory %s", log->dir);
+}
+
+/* Zero [off, end) of a segment through the file. */
+static int seg_zero(evs_log *log, evs_seg *sg, uint64_t off, uint64_t end) {
+    static const uint8_t zeros[65536];
+    while (off < end) {
+        size_t k = end - off < sizeof zeros ? (size_t)(end - off) : sizeof zeros;
+        ssize_t w = log->io->pwrite(log->io->ctx, sg->fd, zeros, k, (off_t)off);
+        if (w != (ssize_t)k)
+            return w < 0 ? evs__err_errno((int)w, SEGFMT " offset %" PRIu64 ": zeroing a torn tail", sg->no, off)
+                         : evs__err(EVS_EIO, SEGFMT " offset %" PRIu64 ": short write zeroing a torn tail", sg->no, off);
+        off += k;
+    }
+    return 0;
+}
+
+/* Remove segment no (the highest one) from disk and from the table. */
+static int seg_remove(evs_log *log, uint32_t no) {
+    char path[4096];
+    int rc;
+    if ((rc = log_path(log, path, sizeof path, no, ""))) return rc;
+    evs_seg *sg = slot_get(log, no);
+    slot_set(log, no, NULL);
+    atomic_store_explicit(&log->nseg, no - 1, memory_order_relaxed);
+    seg_free(log, sg);
+    if ((rc = log->io->unlink(log->io->ctx, path))) return evs__err_errno(rc, SEGFMT ": removing %s", no, path);
+    /* Synced one at a time so that a crash can never leave a gap in the numbering. */
+    if ((rc = log->io->sync_dir(log->io->ctx, log->dir)))
+        return evs__err_errno(rc, SEGFMT ": syncing directory %s after removal", no, log->dir);
+    return 0;
+}
+
+/*
+ * Everything after the verified end is a torn tail: cut it (or, read-only,
+ * say what would be cut).  Appends to rep.
+ */
+static int log_cut_tail(evs_log *log, const log_scan *st, evs_log_recovery *rec) {
+    int rc;
+    uint32_t eno = EVS_LSN_SEG(st->good_end);
+    uint64_t eoff = EVS_LSN_OFF(st->good_end);
+    evs_seg *es = slot_get(log, eno);
+    uint64_t nz = seg_last_nonzero(es, eoff);
+    /* A file cut short may end in a partial word past avail: cut that too. */
+    if (es->fsize > nz) nz = es->fsize > es->avail ? es->fsize : nz;
+    uint64_t dropped = nz - eoff;
+    uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
+    /* An all-zero segment right after the end's (made ahead of need) stays
+       as the next segment; every later one goes. */
+    uint32_t keep = eno;
+    if (n > eno) {
+        evs_seg *sg = slot_get(log, eno + 1);
+        if (sg->avail == sg->size && seg_last_nonzero(sg, SEG_HDR) == SEG_HDR) keep = eno + 1;
+    }
+    uint32_t removed_with_data = 0;
+    for (uint32_t no = keep + 1; no <= n; no++) {
+        evs_seg *sg = slot_get(log, no);
+        uint64_t snz = seg_last_nonzero(sg, SEG_HDR);
+        dropped += snz - SEG_HDR;
+        if (snz > SEG_HDR || sg->avail < sg->size) removed_with_data++;
+    }
+    uint32_t removing = n - keep;
+    int short_file = es->avail < es->size;
+    rec->dropped_bytes = dropped;
+    if (!dropped && !removed_with_data && !short_file) {
+        /* Clean: only (empty) segments past the end, e.g. two made ahead. */
+        if (log->readonly) return 0;
+        for (uint32_t no = n; no > keep; no--)
+            if ((rc = seg_remove(log, no))) return rc;
+        return 0;
+    }
+
+    char what[160];
+    if (st->why == log_gap_msg)
+        snprintf(what, sizeof what, "%s: expected %" PRIu64 ", found %" PRIu64, st->why, st->want, st->found);
+    else
+        snprintf(what, sizeof what, "%s", st->why ? st->why : "bytes after the last frame that form no frame");
+    int k = snprintf(rec->report, sizeof rec->report, SEGFMT " offset %" PRIu64 ": %s a torn tail of %" PRIu64
+                     " bytes (%s)", eno, eoff, log->readonly ? "read-only, not cutting" : "cut", dropped, what);
+    if (removing && k > 0 && (size_t)k < sizeof rec->report)
+        k += snprintf(rec->report + k, sizeof rec->report - (size_t)k, "; %s %" PRIu32 " later segment%s",
+                      log->readonly ? "would remove" : "removed", removing, removing == 1 ? "" : "s");
+    if (short_file && k > 0 && (size_t)k < sizeof rec->report)
+        snprintf(rec->report + k, sizeof rec->report - (size_t)k, "; file was %" PRIu64 " of %" PRIu64 " bytes%s",
+                 es->avail, es->size, log->readonly ? "" : ", extended");
+    if (log->readonly) return 0;
+
+    for (uint32_t no = n; no > keep; no--)
+        if ((rc = seg_remove(log, no))) return rc;
+    if (nz > eoff && (rc = seg_zero(log, es, eoff, nz))) return rc;
+    if (short_file) {
+        if ((rc = log->io->fallocate(log->io->ctx, es->fd, 0, (off_t)es->size)))
+            return evs__err_errno(rc, SEGFMT ": extending to %" PRIu64 " bytes", eno, es->size);
+        es->avail = es->fsize = es->size;
+    }
+    if ((rc = log->io->fdatasync(log->io->ctx, es->fd))) return evs__err_errno(rc, SEGFMT ": fdatasync", eno);
+    return 0;
+}
+
+int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint64_t from_gpos, evs_log **out,
+                  evs_log_recovery *rec) {
+    int rc = 0;
+    evs_log_recovery local;
+    if (!rec) rec = &local;
+    memset(rec, 0, sizeof *rec);
+    *out = NULL;
+    uint64_t seg_size = cfg && cfg->segment_size ? cfg->segment_size : DEFAULT_SEGMENT_SIZE;
+    seg_size = (seg_size + 4095) & ~(uint64_t)4095;
+    if (seg_size < MIN_SEGMENT_SIZE || seg_size > MAX_SEGMENT_SIZE)
+        return evs__err(EVS_EINVAL, "log: segment size %" PRIu64 " outside %llu..%llu", seg_size,
+                        MIN_SEGMENT_SIZE, MAX_SEGMENT_SIZE);
+
+    evs_log *log = calloc(1, sizeof *log);
+    if (!log) return evs__err(EVS_ENOMEM, "log: out of memory");
+    log->io = cfg && cfg->io ? cfg->io : evs__io_posix();
+    log->seg_size = seg_size;
+    log->readonly = cfg ? cfg->readonly : 0;
+    size_t dl = strlen(dir);
+    log->dir = malloc(dl + 5);
+    if (!log->dir) {
+        rc = evs__err(EVS_ENOMEM, "log: out of memory");
+        goto fail;
+    }
+    memcpy(log->dir, dir, dl);
+    memcpy(log->dir + dl, "/log", 5);
+    /* Reserved, not committed: untouched pages of the table cost nothing. */
+    log->slots_bytes = (size_t)MAX_SEGMENTS * sizeof *log->slots;
+    void *sl = mmap(NULL, log->slots_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (sl == MAP_FAILED) {
+        rc = evs__err_errno(-errno, "log: reserving the segment table");
+        goto fail;
+    }
+    log->slots = sl;
+
+    if (log->readonly) {
+        struct stat st;
+        if (stat(log->dir, &st) != 0) {
+            rc = evs__err_errno(-errno, "log: directory %s", log->dir);
+            goto fail;
+        }
+    } else if ((rc = log_mkdir(log, dir))) {
+        goto fail;
+    }
+    if ((rc = log_load_segments(log))) goto fail;
+
+    uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
+    evs_lsn start = EVS_LSN(1, SEG_HDR);
+    if (n == 0) {
+        if (from != 0 && from != start) {
+            rc = evs__err(EVS_EINDEX, "log %s is empty, but verification was to start at segment %" PRIu32
+                          " offset %" PRIu32, log->dir, EVS_LSN_SEG(from), EVS_LSN_OFF(from));
+            goto fail;
+        }
+        rec->end = rec->scanned_from = start;
+        rec->next_gpos = 1;
+        log->next_gpos = 1;
+        log->synced_to = start;
+        if (!log->readonly) {
+            evs_seg *sg;
+            if ((rc = seg_create(log, 1, log->seg_size, 1, &sg))) goto fail;
+            slot_set(log, 1, sg);
+            atomic_store_explicit(&log->nseg, 1, memory_order_relaxed);
+            log->cur = sg;
+            log->w_off = SEG_HDR;
+        }
+        atomic_store_explicit(&log->flushed_end, start, memory_order_relaxed);
+        atomic_store_explicit(&log->used_bytes, SEG_HDR, memory_order_relaxed);
+        *out = log;
+        return 0;
+    }
+
+    /* Where to start verifying.  For a `from` other than the start, the
+       frame there (or the one ending there) carries synced_to, a point known
+       durable when it was written: walking from that point through `from`
+       proves from is a frame boundary of what is on disk now, not of data an
+       index saw before a crash lost it. */
+    evs_lsn scan_from = start;
+    int adopt = 0;
+    if (from == 0 || from == start) {
+        from = start;
+        if (!from_gpos) from_gpos = 1;
+    } else {
+        if ((rc = log_anchor(log, from, from_gpos, &scan_from))) goto fail;
+        const evs_seg *as = slot_get(log, EVS_LSN_SEG(scan_from));
+        if (scan_from < start || scan_from > from || !as || EVS_LSN_OFF(scan_from) < SEG_HDR ||
+            (EVS_LSN_OFF(scan_from) & 7) || EVS_LSN_OFF(scan_from) > as->avail) {
+            rc = evs__err(EVS_EINDEX, SEGFMT " offset %" PRIu32 ": frame refers to an impossible synced location",
+                          EVS_LSN_SEG(from), EVS_LSN_OFF(from));
+            goto fail;
+        }
+        adopt = scan_from != start;
+    }
+    log_scan st;
+    log_walk(log, scan_from, adopt ? 0 : (scan_from == from ? from_gpos : 1), adopt, from, from_gpos, &st);
+    if (!st.passed) {
+        rc = evs__err(EVS_EINDEX, SEGFMT " offset %" PRIu32 ": not a frame boundary with global position %" PRIu64
+                      " of the log as it is on disk", EVS_LSN_SEG(from), EVS_LSN_OFF(from), from_gpos);
+        goto fail;
+    }
+
+    evs_lsn found;
+    if (log_durable_after(log, st.good_end, &found)) {
+        uint32_t no = EVS_LSN_SEG(st.good_end);
+        uint64_t off = EVS_LSN_OFF(st.good_end);
+        const char *why = st.bad_at == st.good_end && st.why ? st.why : "zero bytes where a frame should be";
+        rc = evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": %s, valid records follow (" SEGFMT " offset %" PRIu32
+                      "); the log is damaged in the middle", no, off, why, EVS_LSN_SEG(found), EVS_LSN_OFF(found));
+        goto fail;
+    }
+    if ((rc = log_cut_tail(log, &st, rec))) goto fail;
+
+    uint32_t eno = EVS_LSN_SEG(st.good_end);
+    log->cur = slot_get(log, eno);
+    log->w_off = EVS_LSN_OFF(st.good_end);
+    log->next_gpos = st.expected;
+    for (uint32_t no = 1; no < eno; no++) log->bytes_before_cur += slot_get(log, no)->size;
+    if (!log->readonly) {
+        /* Whatever an earlier process wrote without syncing becomes durable
+           now, so that synced_to in new frames tells the truth.  Segments
+           with nothing dirty make this a cheap call each. */
+        for (uint32_t no = 1; no <= eno; no++) {
+            evs_seg *sg = slot_get(log, no);
+            if ((rc = log->io->fdatasync(log->io->ctx, sg->fd))) {
+                rc = evs__err_errno(rc, SEGFMT ": fdatasync at open", no);
+                goto fail;
+            }
+        }
+    }
+    log->synced_to = st.good_end;
+    atomic_store_explicit(&log->flushed_end, st.good_end, memory_order_relaxed);
+    atomic_store_explicit(&log->used_bytes, log->bytes_before_cur + log->w_off, memory_order_relaxed);
+    rec->end = st.good_end;
+    rec->next_gpos = st.expected;
+    rec->scanned_from = scan_from;
+    rec->frames_scanned = st.frames;
+    *out = log;
+    return 0;
+fail:
+    log_free(log);
+    return rc;
+}
+
+/* ------------------------------------------------------------ check */
+
+static void check_error(evs_log_check *out, uint32_t no, uint64_t off, const char *fmt, const char *why,
+                        uint64_t a, uint64_t b) {
+    if (out->errors++ == 0) {
+        int k = snprintf(out->first_error, sizeof out->first_error, SEGFMT " offset %" PRIu64 ": ", no, off);
+        if (k > 0 && (size_t)k < sizeof out->first_error)
+            snprintf(out->first_error + k, sizeof out->first_error - (size_t)k, fmt, why, a, b);
+    }
+}
+
+/* The next offset in [off, lim) of a frame that verifies, or lim. */
+static uint64_t check_resync(const evs_seg *sg, uint64_t off, uint64_t lim) {
+    frame_info fi;
+    for (; off + FRAME_HDR <= lim; off += 8) {
+        uint32_t len = evs__get32(sg->map + off);
+        if (len && off + FRAME_HDR + (uint64_t)len <= lim && !frame_check(sg, off, &fi)) return off;
+    }
+    return lim;
+}
+
+int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out) {
+    evs_log_check local;
+    if (!out) out = &local;
+    memset(out, 0, sizeof *out);
+    evs_lsn end = atomic_load_explicit(&log->flushed_end, memory_order_acquire);
+    uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
+    uint32_t eno = EVS_LSN_SEG(end);
+    out->segments = n;
+    uint64_t expected = 1;
+    int resynced = 0;
+    for (uint32_t no = 1; no <= eno && no <= n; no++) {
+        const evs_seg *sg = slot_get(log, no);
+        uint64_t lim = no == eno ? EVS_LSN_OFF(end) : sg->avail;
+        uint64_t off = SEG_HDR;
+        while (off < lim && off + FRAME_HDR <= sg->avail) {
+            frame_info fi;
+            const char *why = NULL;
+            if (evs__get32(sg->map + off) == 0) {
+                /* In a segment before the end's this ends the segment's data,
+                   unless frames follow a zeroed stretch; below the end in the
+                   end's segment it is always damage. */
+                uint64_t nx = check_resync(sg, off, no == eno ? lim : sg->avail);
+                if (nx >= lim && no != eno) break;
+                check_error(out, no, off, "%s", "zero bytes where a frame should be", 0, 0);
+                off = nx;
+                resynced = 1;
+                continue;
+            }
+            why = frame_check(sg, off, &fi);
+            if (why) {
+                check_error(out, no, off, "%s", why, 0, 0);
+                /* Skip by the frame's own length when that lands on a good
+                   frame (only the contents were hit), else search. */
+                uint32_t len = evs__get32(sg->map + off);
+                uint64_t skip = off + FRAME_HDR + align8(len);
+                frame_info f2;
+                if (len <= MAX_PAYLOAD && skip + FRAME_HDR <= lim && !seg_data_ends(sg, skip) &&
+                    !frame_check(sg, skip, &f2))
+                    off = skip;
+                else
+                    off = check_resync(sg, off + 8, lim);
+                resynced = 1;
+                continue;
+            }
+            if (fi.gpos != expected && !resynced)
+                check_error(out, no, off, "%s: expected %" PRIu64 ", found %" PRIu64, "gap in global positions",
+                            expected, fi.gpos);
+            resynced = 0;
+            expected = fi.gpos + fi.count;
+            out->frames++;
+            out->events += fi.count;
+            if (cb) {
+                evs_frame f = {.payload = sg->map + off + FRAME_HDR,
+                               .len = fi.len,
+                               .count = fi.count,
+                               .first_gpos = fi.gpos,
+                               .at = EVS_LSN(no, off),
+                               .next = EVS_LSN(no, off + fi.size)};
+                int rc = cb(arg, &f);
+                if (rc) return rc;
+            }
+            off += fi.size;
+        }
+    }
+    if (out->errors) return evs__err(EVS_ECORRUPT, "%s (%" PRIu64 " damaged region%s in the log)", out->first_error,
+                                     out->errors, out->errors == 1 ? "" : "s");
+    return EVS_OK;
+}
+
+/*
+ * The store calls this when something outside the log (the index) failed
+ * after frames were buffered: those frames were never acknowledged, so they
+ * must never reach the file, not even at close.
+ */
+void evs__log_poison(evs_log *log, int code) {
+    if (log) (void)log_fail(log, code);
+}
