@@ -984,9 +984,10 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
     uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
     evs_lsn start = EVS_LSN(1, SEG_HDR);
     if (n == 0) {
-        if (from != 0 && from != start) {
+        if ((from != 0 && from != start) || from_gpos > 1) {
             rc = evs__err(EVS_EINDEX, "log %s is empty, but verification was to start at segment %" PRIu32
-                          " offset %" PRIu32, log->dir, EVS_LSN_SEG(from), EVS_LSN_OFF(from));
+                          " offset %" PRIu32 " (global position %" PRIu64 ")", log->dir, EVS_LSN_SEG(from),
+                          EVS_LSN_OFF(from), from_gpos);
             goto fail;
         }
         rec->end = rec->scanned_from = start;
@@ -1017,8 +1018,14 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
     if (from == 0 || from == start) {
         from = start;
         if (!from_gpos) from_gpos = 1;
+        if (from_gpos != 1) {
+            rc = evs__err(EVS_EINDEX, "log %s starts at global position 1, not %" PRIu64, log->dir, from_gpos);
+            goto fail;
+        }
     } else {
         if ((rc = log_anchor(log, from, from_gpos, &scan_from))) goto fail;
+        /* the frame at or before from verified; after a clean close that is enough */
+        if (cfg && cfg->from_is_durable) scan_from = from;
         const evs_seg *as = slot_get(log, EVS_LSN_SEG(scan_from));
         if (scan_from < start || scan_from > from || !as || EVS_LSN_OFF(scan_from) < SEG_HDR ||
             (EVS_LSN_OFF(scan_from) & 7) || EVS_LSN_OFF(scan_from) > as->avail) {
@@ -1029,6 +1036,7 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
         adopt = scan_from != start;
     }
     log_scan st;
+    if (scan_from == from) adopt = 0;
     log_walk(log, scan_from, adopt ? 0 : (scan_from == from ? from_gpos : 1), adopt, from, from_gpos, &st);
     if (!st.passed) {
         rc = evs__err(EVS_EINDEX, SEGFMT " offset %" PRIu32 ": not a frame boundary with global position %" PRIu64

@@ -36,6 +36,10 @@ typedef struct evs_log_config {
     const evs_io *io;          /* NULL: evs__io_posix() */
     uint64_t segment_size;     /* bytes per segment file, preallocated */
     int readonly;              /* map and read only: no recovery writes */
+    /* The caller knows every byte before `from` is durable (the last session
+       synced the log and closed cleanly): verification starts at `from`
+       instead of at the synced point recorded in the frame before it. */
+    int from_is_durable;
 } evs_log_config;
 
 typedef struct evs_log_recovery {

@@ -635,20 +635,29 @@ static int state_put(evs_store *s, int clean) {
     return rc ? evs__index_err(rc, "sync state") : EVS_OK;
 }
 
-/* 1 when the index may hold torn pages: unclean close under another boot. */
-static int index_untrusted(evs_store *s) {
+/*
+ * What the last session left: *untrusted when it did not close cleanly and
+ * the machine has restarted since (its unsynced index pages may be torn);
+ * *clean when it closed cleanly (log and index synced at close).
+ */
+static void index_state(evs_store *s, int *untrusted, int *clean) {
     MDB_txn *txn;
-    if (mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn)) return 1;
+    *untrusted = 0;
+    *clean = 0;
+    if (mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn)) {
+        *untrusted = 1;
+        return;
+    }
     MDB_val k = {5, "state"}, v;
-    int rc = mdb_get(txn, s->ix.meta, &k, &v), untrusted = 0;
+    int rc = mdb_get(txn, s->ix.meta, &k, &v);
     if (rc == 0 && v.mv_size == 41) {
         char boot[40];
         read_boot_id(boot);
         const uint8_t *b = v.mv_data;
-        untrusted = !b[40] && memcmp(b, boot, 40) != 0;
+        *clean = b[40] != 0;
+        *untrusted = !b[40] && memcmp(b, boot, 40) != 0;
     }
     mdb_txn_abort(txn);
-    return untrusted;
 }
 
 static int lock_dir(evs_store *s) {
@@ -762,7 +771,9 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     int rebuild = 0;
     evs_lsn from = 0;
     uint64_t from_gpos = 1;
-    if (!s->readonly && index_untrusted(s)) {
+    int untrusted = 0, clean = 0;
+    if (!s->readonly) index_state(s, &untrusted, &clean);
+    if (untrusted) {
         rebuild = 1;
         report_add(s, "index rebuilt from the log: the last session did not close cleanly before a system restart");
     } else {
@@ -777,7 +788,7 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
         if (rc) goto fail;
     }
     if (rebuild && (rc = evs__index_clear(&s->ix))) goto fail;
-    evs_log_config cfg = {s->io, s->segment_size, s->readonly};
+    evs_log_config cfg = {s->io, s->segment_size, s->readonly, clean && !rebuild};
     evs_log_recovery rec;
     memset(&rec, 0, sizeof rec);
     rc = evs__log_open(dir, &cfg, from, from_gpos, &s->log, &rec);
@@ -842,11 +853,11 @@ void evs_store_close(evs_store *s) {
             pthread_mutex_unlock(&s->mu);
             pthread_join(s->writer, NULL);
         }
-        if (!s->readonly && !atomic_load(&s->failed)) {
-            if (s->durability != EVS_DURABILITY_NONE) evs__log_sync(s->log);
-            mdb_env_sync(s->ix.env, 1);
+        /* clean only when the log and the index are both on disk: the next
+           open then trusts the checkpoint instead of re-verifying the tail */
+        if (!s->readonly && !atomic_load(&s->failed) && evs__log_sync(s->log) == EVS_OK &&
+            mdb_env_sync(s->ix.env, 1) == 0)
             state_put(s, 1);
-        }
         evs__log_close(s->log);
         evs__index_close(&s->ix);
         if (s->lock_fd >= 0) close(s->lock_fd);
