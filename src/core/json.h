@@ -64,7 +64,13 @@ int evs__json_string_eq(evs_json_span s, const char *lit);
 /* Parse an integer span into *out; EVS_EINVAL for fractions, exponents, overflow. */
 int evs__json_int64(evs_json_span s, int64_t *out);
 
-/* Append JSON-escaped text with quotes into buf; returns bytes needed (like snprintf). */
+/* "object", "array", "string", "number", "true", "false", "null" or "invalid". */
+const char *evs__json_type_name(evs_json_type t);
+/* 1-based line (counting LF) and byte column of offset within p. */
+void evs__json_position(const char *p, size_t offset, unsigned *line, unsigned *column);
+
+/* Append JSON-escaped text with quotes into buf; returns bytes needed (like snprintf).
+   Bytes that are not valid UTF-8 are written as \ufffd, so the output is always valid JSON. */
 size_t evs__json_escape(const char *s, size_t n, char *buf, size_t cap);
 
 #endif
