@@ -47,7 +47,11 @@
  *  1. A segment's frames are contiguous from offset 64.  Where a frame would
  *     start and payload_len is 0, or fewer than 32 bytes remain, the
  *     segment's data ends; the next frame is at offset 64 of the next
- *     segment.  Preallocated space reads as zeros, so no end marker is written.
+ *     segment.  Preallocated space reads as zeros, so no end marker is
+ *     written.  A zero payload_len counts as the end only if the rest of the
+ *     segment is zero too (invariant 3); otherwise a frame header was zeroed
+ *     and readers, recovery and check all report damage at that offset,
+ *     never step over it into the next segment.
  *  2. Global positions are gapless across frames and segments.
  *  3. After the end of the log, and after the end of data in every segment,
  *     every byte is zero.  Recovery zeroes what it cuts (rather than just
@@ -228,6 +232,24 @@ static inline int seg_data_ends(const evs_seg *sg, uint64_t off) {
     return off + FRAME_HDR > sg->avail || evs__get32(sg->map + off) == 0;
 }
 
+/*
+ * Invariant 3: is every byte from off (8-aligned) to the end of the segment
+ * zero?  Only then is a zero payload_len really the end of the segment's
+ * data; otherwise a frame header was zeroed and data follows it.
+ */
+static int seg_zero_from(const evs_seg *sg, uint64_t off) {
+    const uint8_t *p = sg->map + off, *e = sg->map + sg->avail;
+    while (p + 64 <= e) {
+        uint64_t acc = 0;
+        for (int i = 0; i < 64; i += 8) acc |= evs__get64(p + i);
+        if (acc) return 0;
+        p += 64;
+    }
+    for (; p < e; p += 8)
+        if (evs__get64(p)) return 0;
+    return 1;
+}
+
 /* End (exclusive, 8-aligned) of the last non-zero byte in [from, avail), or from if none. */
 static uint64_t seg_last_nonzero(const evs_seg *sg, uint64_t from) {
     uint64_t off = sg->avail;
@@ -250,12 +272,14 @@ int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out) {
     if (EVS_UNLIKELY(!sg || off < SEG_HDR || (off & 7) || off > sg->avail))
         return evs__err(EVS_EINVAL, SEGFMT " offset %" PRIu64 ": not a frame location of this log", no, off);
     if (seg_data_ends(sg, off)) {
-        /* Invariant 1: the next frame opens the next segment. */
+        /* Invariant 1: the next frame opens the next segment, provided the
+           rest of this one is empty (invariant 3).  The end being in a later
+           segment also means the writer is done with this one. */
         evs_lsn nxt = EVS_LSN(no + 1, SEG_HDR);
-        sg = slot_get(log, no + 1);
-        if (EVS_UNLIKELY(nxt >= limit || !sg))
-            return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": zero bytes below the end of the log", no,
-                            off);
+        const evs_seg *nx = slot_get(log, no + 1);
+        if (EVS_UNLIKELY(nxt >= limit || !nx || !seg_zero_from(sg, off)))
+            return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": zero bytes where a frame should be", no, off);
+        sg = nx;
         no++;
         off = SEG_HDR;
         at = nxt;
@@ -720,6 +744,7 @@ out:
 }
 
 static const char log_gap_msg[] = "gap in global positions";
+static const char log_zero_msg[] = "zero bytes where a frame should be";
 
 /* Where verification stopped, and why. */
 typedef struct log_scan {
@@ -747,8 +772,15 @@ static void log_walk(const evs_log *log, evs_lsn pos, uint64_t expected, int ado
         uint64_t off = EVS_LSN_OFF(pos);
         const evs_seg *sg = slot_get(log, no);
         if (seg_data_ends(sg, off)) {
+            if (!seg_zero_from(sg, off)) {
+                st->why = log_zero_msg;
+                st->bad_at = pos;
+                break;
+            }
+            /* Cross when the next segment holds anything: if its first
+               frame header was zeroed, the walk stops right there. */
             const evs_seg *nx = slot_get(log, no + 1);
-            if (nx && !seg_data_ends(nx, SEG_HDR)) {
+            if (nx && (!seg_data_ends(nx, SEG_HDR) || !seg_zero_from(nx, SEG_HDR))) {
                 pos = EVS_LSN(no + 1, SEG_HDR);
                 continue;
             }
@@ -1048,9 +1080,19 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
     if (log_durable_after(log, st.good_end, &found)) {
         uint32_t no = EVS_LSN_SEG(st.good_end);
         uint64_t off = EVS_LSN_OFF(st.good_end);
-        const char *why = st.bad_at == st.good_end && st.why ? st.why : "zero bytes where a frame should be";
-        rc = evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": %s, valid records follow (" SEGFMT " offset %" PRIu32
-                      "); the log is damaged in the middle", no, off, why, EVS_LSN_SEG(found), EVS_LSN_OFF(found));
+        /* Name the first bad frame: where the walk stopped (past a clean
+           segment end, if it crossed one), or the end of the good data. */
+        const char *why = log_zero_msg;
+        char gap[96] = "";
+        if (st.why) {
+            no = EVS_LSN_SEG(st.bad_at);
+            off = EVS_LSN_OFF(st.bad_at);
+            why = st.why;
+            if (why == log_gap_msg)
+                snprintf(gap, sizeof gap, " (expected %" PRIu64 ", found %" PRIu64 ")", st.want, st.found);
+        }
+        rc = evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": %s%s, valid records follow (" SEGFMT " offset %" PRIu32
+                      "); the log is damaged in the middle", no, off, why, gap, EVS_LSN_SEG(found), EVS_LSN_OFF(found));
         goto fail;
     }
     if ((rc = log_cut_tail(log, &st, rec))) goto fail;
@@ -1097,12 +1139,29 @@ static void check_error(evs_log_check *out, uint32_t no, uint64_t off, const cha
     }
 }
 
-/* The next offset in [off, lim) of a frame that verifies, or lim. */
-static uint64_t check_resync(const evs_seg *sg, uint64_t off, uint64_t lim) {
+/*
+ * Could the bytes at off be a frame header written by this log, checksum
+ * aside?  Used to step over damaged frames one at a time, so that adjacent
+ * damaged frames are each found: a frame whose payload was hit still has a
+ * sound header.  gmin..gmax bounds the first_gpos it may carry.
+ */
+static int check_plausible(const evs_seg *sg, uint64_t off, uint64_t lim, uint64_t gmin, uint64_t gmax) {
+    const uint8_t *p = sg->map + off;
+    uint32_t len = evs__get32(p);
+    if (len == 0 || len > MAX_PAYLOAD || off + FRAME_HDR + align8(len) > lim) return 0;
+    uint64_t gpos = evs__get64(p + 8);
+    return evs__get32(p + 16) >= 1 && evs__get32(p + 20) == 0 && gpos >= gmin && gpos <= gmax &&
+           evs__get64(p + 24) <= EVS_LSN(sg->no, off);
+}
+
+/* After damage at off: the next offset in (off, lim) holding a frame that
+   verifies or a plausible header at or past position gmin; lim if none. */
+static uint64_t check_resync(const evs_seg *sg, uint64_t off, uint64_t lim, uint64_t gmin) {
     frame_info fi;
-    for (; off + FRAME_HDR <= lim; off += 8) {
+    for (off += 8; off + FRAME_HDR <= lim; off += 8) {
         uint32_t len = evs__get32(sg->map + off);
-        if (len && off + FRAME_HDR + (uint64_t)len <= lim && !frame_check(sg, off, &fi)) return off;
+        if (len == 0 || off + FRAME_HDR + (uint64_t)len > lim) continue;
+        if (!frame_check(sg, off, &fi) || check_plausible(sg, off, lim, gmin, gmin + (1u << 24))) return off;
     }
     return lim;
 }
@@ -1116,44 +1175,45 @@ int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out)
     uint32_t eno = EVS_LSN_SEG(end);
     out->segments = n;
     uint64_t expected = 1;
-    int resynced = 0;
+    int resynced = 0; /* expected is only a lower bound after skipping damage */
     for (uint32_t no = 1; no <= eno && no <= n; no++) {
         const evs_seg *sg = slot_get(log, no);
         uint64_t lim = no == eno ? EVS_LSN_OFF(end) : sg->avail;
         uint64_t off = SEG_HDR;
         while (off < lim && off + FRAME_HDR <= sg->avail) {
             frame_info fi;
-            const char *why = NULL;
             if (evs__get32(sg->map + off) == 0) {
-                /* In a segment before the end's this ends the segment's data,
-                   unless frames follow a zeroed stretch; below the end in the
-                   end's segment it is always damage. */
-                uint64_t nx = check_resync(sg, off, no == eno ? lim : sg->avail);
-                if (nx >= lim && no != eno) break;
-                check_error(out, no, off, "%s", "zero bytes where a frame should be", 0, 0);
-                off = nx;
+                /* The end of this segment's data if all the rest is zero
+                   (invariant 3); in the end's segment, below the end, never. */
+                if (no < eno && seg_zero_from(sg, off)) break;
+                check_error(out, no, off, "%s", log_zero_msg, 0, 0);
+                off = check_resync(sg, off, lim, expected);
                 resynced = 1;
                 continue;
             }
-            why = frame_check(sg, off, &fi);
+            const char *why = frame_check(sg, off, &fi);
             if (why) {
                 check_error(out, no, off, "%s", why, 0, 0);
-                /* Skip by the frame's own length when that lands on a good
-                   frame (only the contents were hit), else search. */
-                uint32_t len = evs__get32(sg->map + off);
-                uint64_t skip = off + FRAME_HDR + align8(len);
-                frame_info f2;
-                if (len <= MAX_PAYLOAD && skip + FRAME_HDR <= lim && !seg_data_ends(sg, skip) &&
-                    !frame_check(sg, skip, &f2))
-                    off = skip;
-                else
-                    off = check_resync(sg, off + 8, lim);
-                resynced = 1;
+                /* A sound header (only the contents were hit) says where the
+                   next frame is and what it must carry; believe it if the
+                   bytes there agree, else search. */
+                const uint8_t *p = sg->map + off;
+                uint64_t next = off + FRAME_HDR + align8(evs__get32(p));
+                uint64_t after = evs__get64(p + 8) + evs__get32(p + 16);
+                if (check_plausible(sg, off, lim, expected, resynced ? expected + (1u << 24) : expected) &&
+                    (next >= lim || seg_data_ends(sg, next) || !frame_check(sg, next, &fi) ||
+                     check_plausible(sg, next, lim, after, after))) {
+                    off = next;
+                    expected = after;
+                    resynced = 0;
+                } else {
+                    off = check_resync(sg, off, lim, expected);
+                    resynced = 1;
+                }
                 continue;
             }
             if (fi.gpos != expected && !resynced)
-                check_error(out, no, off, "%s: expected %" PRIu64 ", found %" PRIu64, "gap in global positions",
-                            expected, fi.gpos);
+                check_error(out, no, off, "%s: expected %" PRIu64 ", found %" PRIu64, log_gap_msg, expected, fi.gpos);
             resynced = 0;
             expected = fi.gpos + fi.count;
             out->frames++;
@@ -1171,8 +1231,8 @@ int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out)
             off += fi.size;
         }
     }
-    if (out->errors) return evs__err(EVS_ECORRUPT, "%s (%" PRIu64 " damaged region%s in the log)", out->first_error,
-                                     out->errors, out->errors == 1 ? "" : "s");
+    /* Damage is reported in *out, not as the return value (log.h): the
+       caller wants the counts and the first error either way. */
     return EVS_OK;
 }
 

@@ -109,15 +109,24 @@ static int reader_new(evs_store *s, int kind, int dir, size_t limit, evs_reader 
     return EVS_OK;
 }
 
-/* Verify and cache the frame at lsn, with the offsets of its events. */
-static int load_frame(evs_reader *r, evs_lsn at) {
+/*
+ * Verify and cache the frame at lsn, with the offsets of its events.  exact:
+ * the index says a frame starts at lsn, so finding none there (zeroed bytes
+ * read as the end of a segment, and the log would move on to the next one)
+ * is damage; otherwise lsn may be a segment's end and the next segment's
+ * first frame is the one wanted.
+ */
+static int load_frame(evs_reader *r, evs_lsn at, int exact) {
     if (r->have_fr && r->fr.at == at) return EVS_OK;
     r->have_fr = 0;
     int rc = evs__log_read(r->s->log, at, r->end, &r->fr);
-    if (rc == EVS_DONE)
-        return evs__err(EVS_EINDEX, "index points at log location %u:%u past the readable end",
-                        EVS_LSN_SEG(at), EVS_LSN_OFF(at));
+    if (rc == EVS_DONE && exact)
+        return evs__err(EVS_ECORRUPT, "segment %08u.seg offset %u: no record where the index points (the log is "
+                        "damaged there or ends early)", EVS_LSN_SEG(at), EVS_LSN_OFF(at));
     if (rc) return rc;
+    if (exact && r->fr.at != at)
+        return evs__err(EVS_ECORRUPT, "segment %08u.seg offset %u: zero bytes where the index has a record; the log "
+                        "is damaged there", EVS_LSN_SEG(at), EVS_LSN_OFF(at));
     if (r->fr.count > r->offs_cap) {
         size_t cap = r->fr.count < 64 ? 64 : r->fr.count;
         uint32_t *o = realloc(r->offs, cap * sizeof *o);
@@ -149,6 +158,13 @@ static int decode(evs_reader *r, uint32_t idx) {
 
 /* Decode global position g (must be <= head). */
 static int load_gpos(evs_reader *r, uint64_t g) {
+    /* a forward scan usually wants the very next frame: follow the log, no index lookup */
+    if (r->have_fr && g == r->fr.first_gpos + r->fr.count && r->fr.next < r->end) {
+        int rc = load_frame(r, r->fr.next, 0);
+        if (rc) return rc;
+        if (r->fr.first_gpos == g) return decode(r, 0);
+        r->have_fr = 0;
+    }
     if (!(r->have_fr && g >= r->fr.first_gpos && g < r->fr.first_gpos + r->fr.count)) {
         uint64_t first;
         evs_lsn lsn;
@@ -157,7 +173,7 @@ static int load_gpos(evs_reader *r, uint64_t g) {
         if (rc == EVS_ENOTFOUND)
             return evs__err(EVS_EINDEX, "index has no record for global position %llu", (unsigned long long)g);
         if (rc) return rc;
-        if ((rc = load_frame(r, lsn))) return rc;
+        if ((rc = load_frame(r, lsn, 1))) return rc;
         if (r->fr.first_gpos != first || r->fr.count != count)
             return evs__err(EVS_EINDEX, "index and log disagree at global position %llu", (unsigned long long)g);
     }
@@ -207,7 +223,7 @@ static int next_stream(evs_reader *r, const evs_event **ev) {
     }
     evs_lsn lsn = evs__get64(v.mv_data);
     uint32_t idx = evs__get32((uint8_t *)v.mv_data + 8);
-    if ((rc = load_frame(r, lsn))) return rc;
+    if ((rc = load_frame(r, lsn, 1))) return rc;
     if (idx >= r->fr.count) return evs__err(EVS_EINDEX, "index points past the events of a record");
     if ((rc = decode(r, idx))) return rc;
     if (r->ev.stream_position != r->next_spos)

@@ -792,7 +792,15 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     evs_log_recovery rec;
     memset(&rec, 0, sizeof rec);
     rc = evs__log_open(dir, &cfg, from, from_gpos, &s->log, &rec);
-    if (rc == EVS_EINDEX && !s->readonly) {
+    if (rc == EVS_EINDEX && s->readonly) {
+        /* a reader cannot repair: read what verifies, and say so */
+        cfg.from_is_durable = 0;
+        memset(&rec, 0, sizeof rec);
+        rc = evs__log_open(dir, &cfg, 0, 1, &s->log, &rec);
+        if (!rc)
+            report_add(s, "the index is ahead of the log (a torn tail was not yet repaired); reads past the "
+                          "log's valid end fail until the store is opened for writing");
+    } else if (rc == EVS_EINDEX) {
         report_add(s, "index rebuilt from the log: its checkpoint lay beyond the log's valid end");
         if ((rc = evs__index_clear(&s->ix))) goto fail;
         from = 0, from_gpos = 1;

@@ -1,0 +1,181 @@
+/*
+ * test_log_concurrency.c — readers of the log running while the writer
+ * appends, rolls to new segments (some sized for one oversized frame) and
+ * creates segments ahead of need.  Run under ThreadSanitizer by `make test`.
+ *
+ * The writer publishes the end after each flush with a release store, as
+ * the store does; readers load it with acquire and read every frame below
+ * it, checking positions are gapless and payloads are what was appended
+ * (generated from the global position, so nothing is shared but the log).
+ * A checker thread runs evs__log_check and evs__log_usage meanwhile.  No
+ * timing is asserted: readers simply run until they have seen the end.
+ */
+#include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <dirent.h>
+
+#include "core/core.h"
+#include "log/log.h"
+
+#define FAILF(...)                                                            \
+    do {                                                                      \
+        fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                       \
+        fprintf(stderr, __VA_ARGS__);                                         \
+        fprintf(stderr, "\n  last error: %s\n", evs_errmsg());                \
+        exit(1);                                                              \
+    } while (0)
+
+#define CHECK_RC(expr, want)                                                                      \
+    do {                                                                                          \
+        int g_ = (expr), w_ = (want);                                                             \
+        if (g_ != w_) FAILF("%s: got %s (%d), wanted %s (%d)", #expr, evs_errname(g_), g_, evs_errname(w_), w_); \
+    } while (0)
+
+#define NFRAMES 6000
+#define NREADERS 3
+#define SEG (64u * 1024)
+
+static evs_log *g_log;
+static _Atomic uint64_t g_pub_end;   /* readers may read below this */
+static _Atomic int g_done;           /* the writer published its last end */
+
+static uint64_t mix64(uint64_t z) {
+    z += 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+/* Frame shape by its first global position: mostly small, now and then
+   larger than a segment. */
+static uint32_t len_for(uint64_t gpos) {
+    uint64_t r = mix64(gpos);
+    if (r % 400 == 0) return 100 * 1024 + (uint32_t)(r % 5000);
+    return 1 + (uint32_t)(r % 3000);
+}
+
+static uint32_t count_for(uint64_t gpos) { return 1 + (uint32_t)(mix64(gpos ^ 0xABCD) % 3); }
+
+static void gen_payload(uint64_t gpos, uint8_t *buf, uint32_t len) {
+    uint64_t s = mix64(gpos * 31 + 7);
+    for (uint32_t i = 0; i < len; i++) {
+        if ((i & 7) == 0) s = mix64(s);
+        buf[i] = (uint8_t)(s >> ((i & 7) * 8));
+    }
+}
+
+static void *reader(void *arg) {
+    uint8_t *want = malloc(200 * 1024);
+    evs_lsn at = evs__log_start(g_log);
+    uint64_t gpos = 1, frames = 0;
+    for (;;) {
+        int done = atomic_load_explicit(&g_done, memory_order_acquire);
+        evs_lsn lim = atomic_load_explicit(&g_pub_end, memory_order_acquire);
+        evs_frame f;
+        int rc;
+        while ((rc = evs__log_read(g_log, at, lim, &f)) == EVS_OK) {
+            if (f.first_gpos != gpos) FAILF("reader: got position %" PRIu64 ", wanted %" PRIu64, f.first_gpos, gpos);
+            if (f.len != len_for(gpos) || f.count != count_for(gpos))
+                FAILF("reader: frame %" PRIu64 ": got len %u count %u, wanted %u %u", gpos, f.len, f.count,
+                      len_for(gpos), count_for(gpos));
+            gen_payload(gpos, want, f.len);
+            if (memcmp(want, f.payload, f.len) != 0) FAILF("reader: frame %" PRIu64 ": payload differs", gpos);
+            gpos += f.count;
+            at = f.next;
+            frames++;
+        }
+        CHECK_RC(rc, EVS_DONE);
+        if (done && at == lim) break;
+        sched_yield();
+    }
+    if (frames != NFRAMES) FAILF("reader: got %" PRIu64 " frames, wanted %d", frames, NFRAMES);
+    free(want);
+    return arg;
+}
+
+static void *checker(void *arg) {
+    uint64_t last = 0;
+    while (!atomic_load_explicit(&g_done, memory_order_acquire)) {
+        evs_log_check ck;
+        CHECK_RC(evs__log_check(g_log, NULL, NULL, &ck), EVS_OK);
+        if (ck.errors) FAILF("check during appends: %" PRIu64 " errors, first: %s", ck.errors, ck.first_error);
+        if (ck.frames < last) FAILF("check: got %" PRIu64 " frames, fewer than the %" PRIu64 " before", ck.frames, last);
+        last = ck.frames;
+        uint64_t segs, bytes;
+        evs__log_usage(g_log, &segs, &bytes);
+        if (segs < ck.segments) FAILF("usage: got %" PRIu64 " segments, check saw %" PRIu64, segs, ck.segments);
+        sched_yield();
+    }
+    return arg;
+}
+
+static void rm_rf(const char *path) {
+    DIR *d = opendir(path);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+            char p[1024];
+            snprintf(p, sizeof p, "%s/%s", path, de->d_name);
+            rm_rf(p);
+        }
+        closedir(d);
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+int main(void) {
+    char dir[256];
+    const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+    snprintf(dir, sizeof dir, "%s/evs-test-logc-XXXXXX", base);
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    evs_log_config cfg = {.io = NULL, .segment_size = SEG, .readonly = 0};
+    evs_log_recovery rec;
+    CHECK_RC(evs__log_open(dir, &cfg, 0, 0, &g_log, &rec), EVS_OK);
+    atomic_store(&g_pub_end, evs__log_end(g_log));
+
+    pthread_t rd[NREADERS], ck;
+    for (int i = 0; i < NREADERS; i++) pthread_create(&rd[i], NULL, reader, NULL);
+    pthread_create(&ck, NULL, checker, NULL);
+
+    /* The writer: this thread. */
+    uint8_t *buf = malloc(200 * 1024);
+    uint64_t gpos = 1;
+    int batch = 0;
+    for (int i = 0; i < NFRAMES; i++) {
+        uint32_t len = len_for(gpos);
+        gen_payload(gpos, buf, len);
+        CHECK_RC(evs__log_append(g_log, buf, len, gpos, count_for(gpos), NULL), EVS_OK);
+        gpos += count_for(gpos);
+        if (++batch >= 1 + (int)(mix64((uint64_t)i) % 8) || i == NFRAMES - 1) {
+            CHECK_RC(evs__log_flush(g_log, 0), EVS_OK);
+            atomic_store_explicit(&g_pub_end, evs__log_end(g_log), memory_order_release);
+            batch = 0;
+        }
+    }
+    atomic_store_explicit(&g_done, 1, memory_order_release);
+    for (int i = 0; i < NREADERS; i++) pthread_join(rd[i], NULL);
+    pthread_join(ck, NULL);
+
+    evs_log_check res;
+    CHECK_RC(evs__log_check(g_log, NULL, NULL, &res), EVS_OK);
+    if (res.errors) FAILF("check: %" PRIu64 " errors, first: %s", res.errors, res.first_error);
+    if (res.frames != NFRAMES) FAILF("check: got %" PRIu64 " frames, wanted %d", res.frames, NFRAMES);
+    evs__log_close(g_log);
+    free(buf);
+    rm_rf(dir);
+    printf("ok log concurrency (%d frames, %d readers, %" PRIu64 " segments)\n", NFRAMES, NREADERS, res.segments);
+    return 0;
+}
