@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <sys/random.h>
 #include <string.h>
@@ -31,9 +32,10 @@ int64_t evs__mono_ns(void) {
 
 /*
  * getrandom costs a system call; event ids need 10 random bytes each, so a
- * per-thread pool is refilled 512 bytes at a time.  The pool remembers the
- * process it was filled in: a forked child must never hand out the bytes
- * its parent also holds (two processes would generate the same ids).
+ * per-thread pool is refilled 512 bytes at a time.  A forked child must
+ * never hand out bytes its parent also holds (two processes would generate
+ * the same ids): a fork handler bumps a generation that every pool checks,
+ * which costs no system call per id.
  */
 static void random_fill(uint8_t *p, size_t n) {
     while (n > 0) {
@@ -57,18 +59,25 @@ static void random_fill(uint8_t *p, size_t n) {
     }
 }
 
+/* Bumped in every child after fork(2): a pool filled before it is stale. */
+static _Atomic unsigned evs_fork_gen;
+static pthread_once_t evs_atfork_once = PTHREAD_ONCE_INIT;
+static void on_fork_child(void) { atomic_fetch_add(&evs_fork_gen, 1); }
+static void register_atfork(void) { pthread_atfork(NULL, NULL, on_fork_child); }
+
 void evs__random(void *buf, size_t n) {
     static _Thread_local uint8_t pool[512];
     static _Thread_local size_t avail;
-    static _Thread_local pid_t owner;
+    static _Thread_local unsigned gen;
     uint8_t *p = buf;
     if (n > sizeof pool / 4) {
         random_fill(p, n);
         return;
     }
-    pid_t me = getpid();
-    if (owner != me) {
-        owner = me;
+    if (EVS_UNLIKELY(avail == 0)) pthread_once(&evs_atfork_once, register_atfork);
+    unsigned g = atomic_load_explicit(&evs_fork_gen, memory_order_relaxed);
+    if (gen != g) {
+        gen = g;
         avail = 0;
     }
     if (avail < n) {

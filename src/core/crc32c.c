@@ -10,6 +10,7 @@
  * slicing-by-8 table.
  */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -100,17 +101,25 @@ __attribute__((target("sse4.2"))) static uint32_t crc_hw(uint32_t crc, const uin
     return c;
 }
 static int evs_have_hw;
+static _Atomic int evs_crc_ready;
 static void crc_init_all(void) {
     crc_init();
     __builtin_cpu_init();
     evs_have_hw = __builtin_cpu_supports("sse4.2");
+    atomic_store_explicit(&evs_crc_ready, 1, memory_order_release);
 }
 #else
-static void crc_init_all(void) { crc_init(); }
+static _Atomic int evs_crc_ready;
+static void crc_init_all(void) {
+    crc_init();
+    atomic_store_explicit(&evs_crc_ready, 1, memory_order_release);
+}
 #endif
 
 uint32_t evs__crc32c(uint32_t crc, const void *buf, size_t len) {
-    pthread_once(&evs_crc_once, crc_init_all);
+    /* every frame read calls this: skip pthread_once once the tables exist */
+    if (EVS_UNLIKELY(!atomic_load_explicit(&evs_crc_ready, memory_order_acquire)))
+        pthread_once(&evs_crc_once, crc_init_all);
     crc = ~crc;
 #if defined(__x86_64__) && defined(__GNUC__)
     if (evs_have_hw) return ~crc_hw(crc, buf, len);
