@@ -11,4 +11,12 @@
 /* Before evs_store_open: every file operation of the log goes through io. */
 int evs__store_set_io(evs_store *s, const evs_io *io);
 
+/*
+ * Abandon an open store as a killed process would: stop the writer and free
+ * everything WITHOUT syncing the log or the index and without writing the
+ * clean-close flag.  For crash simulations (io_fault.h's evs__fault_crash).
+ * In batch durability the writer's final periodic sync may still run.
+ */
+void evs__store_abandon(evs_store *s);
+
 #endif
