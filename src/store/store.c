@@ -4,8 +4,8 @@
  *
  * Data flow of an append:
  *   caller thread   validate names and JSON, generate ids, encode the record
- *                   (no lock held), enqueue, wait
- *   writer thread   take every queued request; in ONE LMDB write txn check
+ *                   (no lock held), enqueue; wait, or lead if at the front
+ *   leader          take every queued request; in ONE LMDB write txn check
  *                   each request's expected version and event ids against
  *                   the index (the txn sees the batch's own earlier
  *                   requests), assign positions, copy frames into the log's
@@ -38,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -62,6 +63,8 @@ struct evs_append_req {
     const evs_uuid *ids;
     int rc;
     int done;
+    int sync_only;            /* the batch-mode syncer's request: no frame, just an fdatasync */
+    pthread_cond_t cv;        /* its caller waits here to be done or to lead */
     evs_append_result res;
     char msg[512];
     evs_append_req *next;
@@ -389,16 +392,10 @@ static int check_ids(evs_store *s, MDB_txn *txn, evs_append_req *r, const evs_ix
     return EVS_OK;
 }
 
-static void batch_finish(evs_store *s, evs_append_req *batch) {
-    pthread_mutex_lock(&s->mu);
-    for (evs_append_req *r = batch; r; r = r->next) r->done = 1;
-    pthread_cond_broadcast(&s->done_cv);
-    pthread_cond_broadcast(&s->head_cv);
-    pthread_mutex_unlock(&s->mu);
-}
-
 static void process_batch(evs_store *s, evs_append_req *batch) {
     MDB_txn *txn = NULL;
+    int sync_due = 0;
+    for (evs_append_req *r = batch; r; r = r->next) sync_due |= r->sync_only;
     int rc = atomic_load(&s->failed);
     if (rc) {
         for (evs_append_req *r = batch; r; r = r->next) {
@@ -417,6 +414,7 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
     uint64_t next = evs__log_next_gpos(s->log);
     size_t wrote = 0, events = 0, bytes = 0;
     for (evs_append_req *r = batch; r; r = r->next) {
+        if (r->sync_only) continue;
         evs_ix_stream st;
         rc = evs__index_stream_get(&s->ix, txn, r->stream, r->stream_len, &st);
         if (rc && rc != EVS_ENOTFOUND) goto fatal;
@@ -489,61 +487,119 @@ fatal:
     for (evs_append_req *r = batch; r; r = r->next)
         if (r->rc == EVS_OK && !r->res.idempotent) req_fail(r, rc);
 done:
-    batch_finish(s, batch);
+    /* batch mode: fdatasync once the interval has passed since the last one */
+    if (s->unsynced && !atomic_load(&s->failed) &&
+        (sync_due || evs__mono_ns() >= s->last_sync_ns + (int64_t)s->batch_ms * 1000000)) {
+        int src = evs__log_sync(s->log);
+        if (src) set_failed(s, src);
+        atomic_fetch_add(&s->st_syncs, 1);
+        s->unsynced = 0;
+        s->last_sync_ns = evs__mono_ns();
+    }
 }
 
-static void *writer_main(void *arg) {
+/*
+ * Group commit without a writer thread (leader/follower): requests queue in
+ * arrival order; the request at the front leads.  Its caller takes every
+ * queued request (up to the batch limits), releases the lock, runs the
+ * batch, then wakes each member and hands the lead to the new front.  A
+ * lone appender thus commits on its own thread with no hand-off, and
+ * appenders that arrive while a batch is being synced form the next batch.
+ * Called and returns with s->mu held.
+ */
+static void lead(evs_store *s) {
+    evs_append_req *batch = s->q_head, *last = NULL;
+    size_t nreq = 0, nbytes = 0;
+    for (evs_append_req *r = batch; r && nreq < EVS_BATCH_MAX_REQS && (nreq == 0 || nbytes + r->len <= EVS_BATCH_MAX_BYTES);
+         r = r->next) {
+        last = r;
+        nreq++;
+        nbytes += r->len;
+    }
+    s->q_head = last->next;
+    if (!s->q_head) s->q_tail = NULL;
+    last->next = NULL;
+    s->leading = 1;
+    s->last_batch = nreq;
+    pthread_mutex_unlock(&s->mu);
+    process_batch(s, batch);
+    pthread_mutex_lock(&s->mu);
+    s->leading = 0;
+    for (evs_append_req *r = batch, *nx; r; r = nx) {
+        nx = r->next; /* r may be gone once its caller sees done */
+        r->done = 1;
+        pthread_cond_signal(&r->cv);
+    }
+    if (s->q_head) pthread_cond_signal(&s->q_head->cv);
+    else if (s->closing) pthread_cond_broadcast(&s->idle_cv);
+    pthread_cond_broadcast(&s->head_cv);
+}
+
+/* Queue r and wait until it is done, leading a batch when it reaches the front.  s->mu held. */
+static void submit(evs_store *s, evs_append_req *r) {
+    if (s->q_tail) s->q_tail->next = r;
+    else s->q_head = r;
+    s->q_tail = r;
+    while (!r->done) {
+        if (s->q_head == r && !s->leading) {
+            if (r->next == NULL && s->last_batch > 1) {
+                /* appenders just released by the previous batch are about to
+                   queue again: let them, so they share this sync */
+                s->leading = 1;
+                pthread_mutex_unlock(&s->mu);
+                sched_yield();
+                pthread_mutex_lock(&s->mu);
+                s->leading = 0;
+            }
+            lead(s);
+        } else {
+            pthread_cond_wait(&r->cv, &s->mu);
+        }
+    }
+}
+
+/*
+ * Batch durability: appends are acknowledged after write(2); this thread
+ * makes sure an fdatasync follows within batch_ms even when no further
+ * append comes to trigger it.  It queues like an appender, so the log
+ * still has one writer at a time.
+ */
+static void *syncer_main(void *arg) {
     evs_store *s = arg;
     pthread_mutex_lock(&s->mu);
-    for (;;) {
-        while (!s->q_head && !s->closing) {
-            if (s->unsynced) {
-                int64_t due = s->last_sync_ns + (int64_t)s->batch_ms * 1000000;
-                if (evs__mono_ns() >= due) break;
-                struct timespec ts;
-                clock_gettime(CLOCK_REALTIME, &ts);
-                int64_t wait = due - evs__mono_ns();
-                if (wait < 0) wait = 0;
-                ts.tv_sec += wait / 1000000000;
-                ts.tv_nsec += wait % 1000000000;
-                if (ts.tv_nsec >= 1000000000) {
-                    ts.tv_sec++;
-                    ts.tv_nsec -= 1000000000;
-                }
-                pthread_cond_timedwait(&s->work_cv, &s->mu, &ts);
-            } else {
-                pthread_cond_wait(&s->work_cv, &s->mu);
-            }
+    while (!s->closing) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        int64_t wait = (int64_t)s->batch_ms * 1000000;
+        ts.tv_sec += wait / 1000000000;
+        ts.tv_nsec += wait % 1000000000;
+        if (ts.tv_nsec >= 1000000000) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000;
         }
-        evs_append_req *batch = s->q_head, *last = NULL;
-        size_t nreq = 0, nbytes = 0;
-        for (evs_append_req *r = batch; r && nreq < EVS_BATCH_MAX_REQS && (nreq == 0 || nbytes + r->len <= EVS_BATCH_MAX_BYTES);
-             r = r->next) {
-            last = r;
-            nreq++;
-            nbytes += r->len;
-        }
-        if (last) {
-            s->q_head = last->next;
-            if (!s->q_head) s->q_tail = NULL;
-            last->next = NULL;
-        }
-        int stop = s->closing && !batch;
-        pthread_mutex_unlock(&s->mu);
-        if (last) process_batch(s, batch);
-        if (s->unsynced && !atomic_load(&s->failed) &&
-            (stop || evs__mono_ns() >= s->last_sync_ns + (int64_t)s->batch_ms * 1000000)) {
-            int rc = evs__log_sync(s->log);
-            if (rc) set_failed(s, rc);
-            atomic_fetch_add(&s->st_syncs, 1);
-            s->unsynced = 0;
-            s->last_sync_ns = evs__mono_ns();
-        }
-        pthread_mutex_lock(&s->mu);
-        if (stop) break;
+        pthread_cond_timedwait(&s->syncer_cv, &s->mu, &ts);
+        if (s->closing) break;
+        evs_append_req r;
+        memset(&r, 0, sizeof r);
+        r.sync_only = 1;
+        pthread_cond_init(&r.cv, NULL);
+        submit(s, &r);
+        pthread_cond_destroy(&r.cv);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
+}
+
+/* Refuse new appends, let queued ones finish, stop the syncer.  For close and abandon. */
+static void quiesce(evs_store *s) {
+    pthread_mutex_lock(&s->mu);
+    s->closing = 1;
+    pthread_cond_broadcast(&s->syncer_cv);
+    pthread_cond_broadcast(&s->head_cv);
+    while (s->q_head || s->leading) pthread_cond_wait(&s->idle_cv, &s->mu);
+    pthread_mutex_unlock(&s->mu);
+    if (s->syncer_started) pthread_join(s->syncer, NULL);
+    s->syncer_started = 0;
 }
 
 int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events, size_t n,
@@ -553,7 +609,9 @@ int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_eve
     prepared p;
     uint8_t *payload = NULL;
     size_t plen = 0;
+    evs_append_req r;
     memset(&p, 0, sizeof p);
+    memset(&r, 0, sizeof r);
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "append: the store is not open");
     if (s->readonly) return evs__err(EVS_ECLOSED, "append: the store is open read-only");
     if (!res) return evs__err(EVS_EINVAL, "append: result pointer is NULL");
@@ -566,12 +624,11 @@ int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_eve
     if (n > s->lim_events)
         return evs__err(EVS_ELIMIT, "an append of %zu events exceeds the limit of %llu", n,
                         (unsigned long long)s->lim_events);
+    pthread_cond_init(&r.cv, NULL);
     if ((rc = prepare(s, stream, slen, events, n, &p, &total))) goto out;
     if ((rc = evs__record_encode(stream, slen, p.ev, p.ids, p.stypes, p.stype_lens, (const char *const *)p.tags,
                                  p.tag_lens, n, &payload, &plen)))
         goto out;
-    evs_append_req r;
-    memset(&r, 0, sizeof r);
     r.stream = stream;
     r.stream_len = slen;
     r.expected = expected;
@@ -590,17 +647,14 @@ int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_eve
         rc = evs__err(EVS_EFAILED, "store refuses writes after an earlier failure (%s); reopen it", s->failed_msg);
         goto out;
     }
-    if (s->q_tail) s->q_tail->next = &r;
-    else s->q_head = &r;
-    s->q_tail = &r;
-    pthread_cond_signal(&s->work_cv);
-    while (!r.done) pthread_cond_wait(&s->done_cv, &s->mu);
+    submit(s, &r);
     pthread_mutex_unlock(&s->mu);
     *res = r.res;
     rc = r.rc;
     if (rc) evs__err(rc, "%s", r.msg);
     else if (generated_ids) memcpy(generated_ids, p.ids, n * sizeof *p.ids);
 out:
+    pthread_cond_destroy(&r.cv);
     free(payload);
     prepared_free(&p, n);
     return rc;
@@ -757,8 +811,8 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     if (!(s->dir = strdup(dir))) return evs__err(EVS_ENOMEM, "out of memory");
     s->report[0] = 0;
     pthread_mutex_init(&s->mu, NULL);
-    pthread_cond_init(&s->work_cv, NULL);
-    pthread_cond_init(&s->done_cv, NULL);
+    pthread_cond_init(&s->syncer_cv, NULL);
+    pthread_cond_init(&s->idle_cv, NULL);
     pthread_cond_init(&s->head_cv, NULL);
     if (!s->readonly && (rc = lock_dir(s))) goto fail;
     if (!s->readonly && mkdir(path, 0755) != 0 && errno != EEXIST) {
@@ -822,12 +876,12 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     atomic_store(&s->head, evs__log_next_gpos(s->log) - 1);
     atomic_store(&s->pub_end, evs__log_end(s->log));
     s->last_sync_ns = evs__mono_ns();
-    if (!s->readonly) {
-        if (pthread_create(&s->writer, NULL, writer_main, s) != 0) {
-            rc = evs__err(EVS_ENOMEM, "cannot start the writer thread");
+    if (!s->readonly && s->durability == EVS_DURABILITY_BATCH) {
+        if (pthread_create(&s->syncer, NULL, syncer_main, s) != 0) {
+            rc = evs__err(EVS_ENOMEM, "cannot start the batch syncer thread");
             goto fail;
         }
-        s->writer_started = 1;
+        s->syncer_started = 1;
     }
     evs__err_clear();
     return EVS_OK;
@@ -840,8 +894,8 @@ fail:;
     if (s->lock_fd >= 0) close(s->lock_fd);
     s->lock_fd = -1;
     pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->work_cv);
-    pthread_cond_destroy(&s->done_cv);
+    pthread_cond_destroy(&s->syncer_cv);
+    pthread_cond_destroy(&s->idle_cv);
     pthread_cond_destroy(&s->head_cv);
     free(s->dir);
     s->dir = NULL;
@@ -853,14 +907,7 @@ const char *evs_store_recovery_report(const evs_store *s) { return s ? s->report
 void evs_store_close(evs_store *s) {
     if (!s) return;
     if (s->dir) {
-        if (s->writer_started) {
-            pthread_mutex_lock(&s->mu);
-            s->closing = 1;
-            pthread_cond_broadcast(&s->work_cv);
-            pthread_cond_broadcast(&s->head_cv);
-            pthread_mutex_unlock(&s->mu);
-            pthread_join(s->writer, NULL);
-        }
+        if (!s->readonly) quiesce(s);
         /* clean only when the log and the index are both on disk: the next
            open then trusts the checkpoint instead of re-verifying the tail */
         if (!s->readonly && !atomic_load(&s->failed) && evs__log_sync(s->log) == EVS_OK &&
@@ -870,8 +917,8 @@ void evs_store_close(evs_store *s) {
         evs__index_close(&s->ix);
         if (s->lock_fd >= 0) close(s->lock_fd);
         pthread_mutex_destroy(&s->mu);
-        pthread_cond_destroy(&s->work_cv);
-        pthread_cond_destroy(&s->done_cv);
+        pthread_cond_destroy(&s->syncer_cv);
+        pthread_cond_destroy(&s->idle_cv);
         pthread_cond_destroy(&s->head_cv);
         free(s->dir);
     }
@@ -967,7 +1014,7 @@ int evs_store_get_stats(evs_store *s, evs_store_stats *out) {
 
 /*
  * Test hook (declared in store/store_testing.h): drop an open store the way
- * a killed process would.  The writer thread is stopped and everything is
+ * a killed process would.  Queued appends finish and everything is
  * freed, but neither the log nor the index is synced and the clean-close
  * flag is not written, so the next open recovers as after a crash.
  */
@@ -975,20 +1022,13 @@ void evs__store_abandon(evs_store *s);
 void evs__store_abandon(evs_store *s) {
     if (!s) return;
     if (s->dir) {
-        if (s->writer_started) {
-            pthread_mutex_lock(&s->mu);
-            s->closing = 1;
-            pthread_cond_broadcast(&s->work_cv);
-            pthread_cond_broadcast(&s->head_cv);
-            pthread_mutex_unlock(&s->mu);
-            pthread_join(s->writer, NULL);
-        }
+        if (!s->readonly) quiesce(s);
         evs__log_close(s->log);
         evs__index_close(&s->ix);
         if (s->lock_fd >= 0) close(s->lock_fd);
         pthread_mutex_destroy(&s->mu);
-        pthread_cond_destroy(&s->work_cv);
-        pthread_cond_destroy(&s->done_cv);
+        pthread_cond_destroy(&s->syncer_cv);
+        pthread_cond_destroy(&s->idle_cv);
         pthread_cond_destroy(&s->head_cv);
         free(s->dir);
     }

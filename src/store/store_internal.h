@@ -36,15 +36,18 @@ struct evs_store {
     _Atomic uint64_t head;        /* last global position */
     _Atomic uint64_t pub_end;     /* log location readers may read below */
 
-    /* writer */
-    pthread_t writer;
-    int writer_started;
-    pthread_mutex_t mu;           /* guards queue, closing, waiters */
-    pthread_cond_t work_cv;       /* writer waits for requests */
-    pthread_cond_t done_cv;       /* appenders wait for their request */
+    /* group commit (leader/follower, see store.c) */
+    pthread_mutex_t mu;           /* guards the queue, leading, closing */
     pthread_cond_t head_cv;       /* evs_wait_for waits for the head */
+    pthread_cond_t idle_cv;       /* close waits for the queue to drain */
+    pthread_cond_t syncer_cv;     /* wakes the batch-mode syncer at close */
     evs_append_req *q_head, *q_tail;
+    int leading;                  /* a batch is being committed */
+    size_t last_batch;            /* requests in the last batch */
     int closing;
+    pthread_t syncer;             /* batch durability only */
+    int syncer_started;
+    /* owned by whoever leads (handed over under mu) */
     _Atomic int failed;           /* sticky: first write/sync failure code */
     char failed_msg[512];
     int64_t last_recorded;        /* recorded_at never goes backwards */

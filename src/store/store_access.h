@@ -1,0 +1,15 @@
+/*
+ * store_access.h — read-only access to a few fields of an open store for
+ * other subsystems of the library (the consumer bus in src/bus/ needs the
+ * store's directory to put its own LMDB environment next to the log).
+ * Not part of the public API.
+ */
+#ifndef EVS_STORE_ACCESS_H
+#define EVS_STORE_ACCESS_H
+
+#include "evstore.h"
+
+/* The directory the store was opened in, or NULL when it is not open.  Owned by the store. */
+const char *evs__store_dir(const evs_store *s);
+
+#endif
