@@ -1,0 +1,64 @@
+#!/bin/sh
+# run.sh BUILD_DIR — run the benchmarks built in BUILD_DIR and keep the output.
+#
+# Measures nothing itself: it prints the machine (CPU, cores, memory,
+# kernel, the filesystem the stores are built on), then runs bench_json (the
+# colleague's JSON validator benchmark, when it was built) and bench_store
+# (appends against the disk's fdatasync rate, reads, open time; see the top
+# of bench/bench_store.c), and tees everything to BUILD_DIR/bench-results.txt.
+#
+# Stores are built in $EVS_BENCH_DIR (default BUILD_DIR/bench-data) and
+# removed at the end.  EVS_BENCH_QUICK=1 gives a smoke run of about a minute;
+# the other EVS_BENCH_* variables are described in bench/bench_store.c.
+# Exit status: nonzero when a benchmark failed to run (a missed target is
+# reported in the output, not as a failure).
+set -u
+
+build=${1:-build}
+if [ ! -d "$build" ]; then
+    echo "run.sh: build directory '$build' does not exist; run 'make build' first" >&2
+    exit 2
+fi
+results="$build/bench-results.txt"
+EVS_BENCH_DIR=${EVS_BENCH_DIR:-$build/bench-data}
+export EVS_BENCH_DIR
+mkdir -p "$EVS_BENCH_DIR"
+
+# Run the benchmarks with their output going to stdout; the caller tees it.
+run_all() {
+    status=0
+    echo "== evstore benchmarks, $(date -u '+%Y-%m-%d %H:%M:%S UTC') =="
+    echo "commit:     $(git -C "$(dirname "$0")/.." rev-parse --short HEAD 2>/dev/null || echo unknown)"
+    echo "cpu:        $(nproc) x $(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)"
+    echo "memory:     $(awk '/^MemTotal/ { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+    echo "kernel:     $(uname -sr)"
+    echo "filesystem: $(df -T "$EVS_BENCH_DIR" | awk 'NR == 2 { print $2 " on " $1 " (mounted on " $7 ")" }')"
+    echo "load:       $(cut -d' ' -f1-3 /proc/loadavg) (1, 5, 15 min)"
+    case "${EVS_BENCH_QUICK:-0}" in 0|"") mode=full ;; *) mode=quick ;; esac
+    echo "mode:       $mode, data in $EVS_BENCH_DIR"
+    echo
+    if [ -x "$build/bench_json" ]; then
+        echo "== bench_json =="
+        "$build/bench_json" || status=1
+        echo
+    else
+        echo "== bench_json: not built, skipped =="
+        echo
+    fi
+    if [ -x "$build/bench_store" ]; then
+        echo "== bench_store =="
+        "$build/bench_store" || status=1
+    else
+        echo "== bench_store: not built ($build/bench_store missing) =="
+        status=1
+    fi
+    return $status
+}
+
+# A pipeline's status is its last command's; carry the benchmarks' through a file.
+statusfile="$build/.bench-status"
+{ run_all; echo $? > "$statusfile"; } 2>&1 | tee "$results"
+status=$(cat "$statusfile" 2>/dev/null || echo 1)
+rm -f "$statusfile"
+echo "results written to $results"
+exit "$status"

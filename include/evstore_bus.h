@@ -1,0 +1,399 @@
+/*
+ * evstore_bus.h — event-driven consumers on top of an evstore: durable
+ * subscriptions with checkpoints, retries with backoff, a dead-letter queue
+ * (DLQ), and projections (read models) written in C or in Lua 5.4.
+ *
+ * Model.  Every consumer is a pull-based cursor over the log.  A poll reads
+ * pages with evs_read_all / evs_read_stream from the consumer's checkpoint
+ * and, once caught up, waits with evs_wait_for for the head to move.  There
+ * is one code path for catch-up and live, so the switch has no gap and no
+ * duplicate, memory is bounded by one page, and a slow handler only slows
+ * its own consumer.  A filtered consumer's checkpoint follows
+ * evs_reader_position, so it advances even when nothing matches.
+ *
+ * Durable state (consumer records, checkpoints, DLQ entries, projection
+ * state) lives in a separate LMDB environment, DIR/consumers/, committed with
+ * sync: it cannot be rebuilt from the log.  Consumer fsyncs never touch the
+ * append path.
+ *
+ * Delivery guarantees.
+ *   - Subscriptions: in global order (or stream order), each event once per
+ *     run; across a crash, events after the last checkpoint are delivered
+ *     again (at-least-once).  Checkpoints are written every N events or T ms.
+ *   - Projections: the state changes and the checkpoint are committed in one
+ *     transaction, so after any crash each event has been applied exactly
+ *     once.
+ *
+ * Failures.  A handler that fails is retried per its evs_retry_policy (the
+ * sleeps go through an injectable evs_clock), then the event is parked in
+ * the consumer's DLQ and the consumer continues, or the consumer stops with
+ * status "error".  With per_stream_order, once an event of stream S is
+ * parked, later events of S are parked behind it (never applied out of
+ * order) while other streams flow; retrying from the DLQ releases them.
+ *
+ * Thread rules.
+ *   - An evs_bus is thread-safe; open it once per store and close it after
+ *     every consumer and before the store.
+ *   - An evs_subscription / evs_projection handle belongs to one thread at a
+ *     time (the one polling it); evs_sub_cancel / evs_proj_cancel may be
+ *     called from any thread to make a blocked poll return.
+ *   - A consumer name is open at most once per bus (EVS_ELOCKED otherwise).
+ *   - Handlers run on the polling thread; the evs_event they get is a view
+ *     valid only during the call.
+ *
+ * All functions return EVS_OK or a negative evs_status and set evs_errmsg().
+ */
+#ifndef EVSTORE_BUS_H
+#define EVSTORE_BUS_H
+
+#include "evstore.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define EVS_BUS_MAX_NAME 128u          /* bytes of a consumer name */
+#define EVS_BUS_MAX_PAGE 1000u         /* events read per page: the bounded buffer */
+
+/* ------------------------------------------------------------------ bus */
+
+typedef struct evs_bus evs_bus;
+
+/*
+ * Open (creating) the consumer environment DIR/consumers/ of an open store.
+ * Ownership: on success *out belongs to the caller, released with
+ * evs_bus_close before the store is closed; on failure *out is NULL.
+ */
+int evs_bus_open(evs_store *s, evs_bus **out);
+/* Release the environment.  Every consumer of the bus must be closed.  NULL: no-op. */
+void evs_bus_close(evs_bus *b);
+
+/* ------------------------------------------------------ clock and retries */
+
+/*
+ * Time as seen by retries and checkpoints.  Tests substitute a fake clock so
+ * a backoff schedule is verified without sleeping.  NULL members fall back
+ * to the real clock (CLOCK_REALTIME, nanosleep, getrandom).
+ */
+typedef struct evs_clock {
+    int64_t (*now_ns)(void *ctx);              /* wall time, ns since the epoch */
+    void (*sleep_ns)(void *ctx, int64_t ns);   /* wait this long */
+    uint64_t (*random)(void *ctx);             /* uniform 64-bit, for jitter */
+    void *ctx;
+} evs_clock;
+
+typedef enum evs_backoff {
+    EVS_BACKOFF_EXPONENTIAL = 0,   /* initial * 2^(k-1) */
+    EVS_BACKOFF_LINEAR = 1,        /* initial * k */
+    EVS_BACKOFF_FIXED = 2          /* initial */
+} evs_backoff;
+
+/*
+ * Retry k (1-based) of a failed event waits delay(k) first, capped at
+ * max_delay_ns and then spread by +-jitter (0..1, fraction of the delay).
+ * Defaults (evs_retry_policy_default): exponential, 3 retries, 1 s, cap
+ * 60 s, no jitter — that is 1 s, 2 s, 4 s, then the failure policy.
+ */
+typedef struct evs_retry_policy {
+    evs_backoff backoff;
+    uint32_t max_retries;          /* retries after the first failure; 0: none */
+    int64_t initial_delay_ns;
+    int64_t max_delay_ns;
+    double jitter;
+} evs_retry_policy;
+
+void evs_retry_policy_default(evs_retry_policy *p);
+/* The delay before retry k (k >= 1); random is used only when jitter > 0. */
+int64_t evs_retry_delay_ns(const evs_retry_policy *p, uint32_t k, uint64_t random);
+
+/* What happens to an event once its retries are exhausted. */
+typedef enum evs_on_failure {
+    EVS_ON_FAILURE_PARK = 0,       /* move it to the DLQ and continue */
+    EVS_ON_FAILURE_STOP = 1        /* stop the consumer with status "error" */
+} evs_on_failure;
+
+typedef enum evs_consumer_status {
+    EVS_CONSUMER_ACTIVE = 0,
+    EVS_CONSUMER_PAUSED = 1,
+    EVS_CONSUMER_ERROR = 2
+} evs_consumer_status;
+
+/* "active", "paused", "error". */
+const char *evs_consumer_status_name(int status);
+
+/* ---------------------------------------------------------- subscriptions */
+
+typedef struct evs_subscription evs_subscription;
+
+#define EVS_SUB_FROM_START ((uint64_t)0)
+#define EVS_SUB_FROM_NOW UINT64_MAX
+
+/*
+ * A handler returns 0 when the event was handled; any other value is a
+ * failure, described in err (errcap bytes, may be left empty).
+ */
+typedef int (*evs_sub_handler)(void *ctx, const evs_event *ev, char *err, size_t errcap);
+
+typedef struct evs_sub_config {
+    const char *name;              /* required: 1..128 bytes, the durable identity */
+    const char *owner;             /* owner service, informational; may be NULL */
+    const char *stream;            /* one stream, or NULL for $all */
+    evs_filter filter;             /* as evs_read_all; since/until are ignored */
+    const char *tag;               /* only events carrying this tag; NULL: any */
+    uint64_t from;                 /* first position when the subscription is new:
+                                      EVS_SUB_FROM_START, EVS_SUB_FROM_NOW or a
+                                      global (stream: stream) position */
+    uint32_t page_size;            /* events per read, 1..EVS_BUS_MAX_PAGE (default 1000) */
+    uint32_t checkpoint_every;     /* write the checkpoint every N events (default 1000) */
+    uint32_t checkpoint_ms;        /* ... or every T ms (default 1000) */
+    evs_retry_policy retry;
+    evs_on_failure on_failure;
+    int per_stream_order;          /* park an event behind a parked one of its stream */
+    uint64_t dlq_max_count;        /* DLQ retention: keep the newest N (0: unbounded) */
+    int64_t dlq_max_age_ns;        /* ... drop entries older than this (0: unbounded) */
+    const evs_clock *clock;        /* NULL: real time; borrowed for the handle's life */
+} evs_sub_config;
+
+/* Defaults: $all from the start, no filter, page 1000, checkpoint 1000 events / 1 s,
+   default retry policy, park on failure. */
+void evs_sub_config_init(evs_sub_config *c);
+
+/*
+ * Open a subscription: create its record, or resume from the stored
+ * checkpoint (the configuration given replaces the stored one; `from` is
+ * used only when the record is new).  The config's strings are copied.
+ * Ownership: *out belongs to the caller and is released with evs_sub_close.
+ */
+int evs_sub_open(evs_bus *b, const evs_sub_config *c, evs_sub_handler h, void *ctx,
+                 evs_subscription **out);
+
+/*
+ * Deliver events: read from the checkpoint and call the handler, blocking up
+ * to timeout_ms (-1: forever, 0: do not wait) for the first new event.
+ * Returns once at least one event was delivered and the consumer is caught
+ * up, after max_events (0: no limit), or at the timeout; *delivered (may be
+ * NULL) counts handled events.  EVS_OK also when nothing arrived; EVS_EFAILED
+ * when the subscription is in status "error"; EVS_ECLOSED when the store
+ * closes; EVS_OK with nothing delivered when paused or cancelled.
+ */
+int evs_sub_poll(evs_subscription *sub, int timeout_ms, size_t max_events, size_t *delivered);
+/* Make a blocked or later poll return early (any thread).  Cleared by the next poll. */
+void evs_sub_cancel(evs_subscription *sub);
+/* Write the checkpoint now. */
+int evs_sub_checkpoint(evs_subscription *sub);
+/* Pause / resume (resume also clears status "error"); persisted. */
+int evs_sub_pause(evs_subscription *sub);
+int evs_sub_resume(evs_subscription *sub);
+/* Continue from this position next (EVS_SUB_FROM_START / _NOW allowed); persisted. */
+int evs_sub_reset(evs_subscription *sub, uint64_t position);
+/* Write the checkpoint and release the handle.  NULL: no-op. */
+void evs_sub_close(evs_subscription *sub);
+
+/* What a user sees of a subscription or projection (the seed's event_subscriptions). */
+typedef struct evs_consumer_info {
+    char name[EVS_BUS_MAX_NAME + 1];
+    char kind[16];                 /* "subscription" or "projection" */
+    char owner[256];
+    char stream[EVS_MAX_STREAM_NAME + 1];  /* "" for $all */
+    char filter_json[2048];        /* {"event_types":[..],"stream_type":..,...} */
+    uint64_t checkpoint;           /* last position processed (0: none) */
+    int status;                    /* evs_consumer_status */
+    uint64_t retry_count;          /* retries made so far */
+    uint32_t max_retries;
+    char last_error[512];
+    int64_t last_processed_at;     /* wall time of the last handled event, 0: never */
+    uint64_t processed, failed, parked;
+    uint64_t dlq_depth;
+    uint64_t lag_events;           /* head - checkpoint ($all consumers) */
+    int64_t lag_ms;                /* age of the oldest unprocessed event, 0 when caught up */
+} evs_consumer_info;
+
+/* Current record of a subscription or projection by name.  EVS_ENOTFOUND if none. */
+int evs_consumer_get(evs_bus *b, const char *name, evs_consumer_info *out);
+/* Records in name order strictly after `after` (NULL: from the start). */
+int evs_consumer_list(evs_bus *b, const char *after, evs_consumer_info *out, size_t max, size_t *count);
+/* Delete a record, its DLQ and its projection state.  EVS_ELOCKED if open. */
+int evs_consumer_delete(evs_bus *b, const char *name);
+/* Set the status / the next position of a consumer that is not open (EVS_ELOCKED if it is). */
+int evs_consumer_set_status(evs_bus *b, const char *name, int status);
+int evs_consumer_set_position(evs_bus *b, const char *name, uint64_t next_position);
+
+/* ------------------------------------------------------------------- DLQ */
+
+typedef struct evs_dlq_entry {
+    uint64_t position;             /* global position of the parked event */
+    uint64_t stream_position;
+    char stream[EVS_MAX_STREAM_NAME + 1];
+    char event_type[EVS_MAX_TYPE_NAME + 1];
+    char last_error[512];
+    uint32_t attempts;             /* handler calls made; 0 when parked behind another */
+    int64_t first_failure_at;
+    int64_t last_failure_at;
+    uint64_t blocked_by;           /* per-stream order: the parked position it waits behind */
+} evs_dlq_entry;
+
+/* Entries of a consumer in position order, strictly after `after` (0: from the start). */
+int evs_dlq_list(evs_bus *b, const char *consumer, uint64_t after, evs_dlq_entry *out, size_t max,
+                 size_t *count);
+/* One entry.  EVS_ENOTFOUND if that position is not parked. */
+int evs_dlq_get(evs_bus *b, const char *consumer, uint64_t position, evs_dlq_entry *out);
+/* Number of entries. */
+int evs_dlq_depth(evs_bus *b, const char *consumer, uint64_t *depth);
+/* Drop one entry without delivering it. */
+int evs_dlq_discard(evs_bus *b, const char *consumer, uint64_t position);
+/* Drop every entry; *removed (may be NULL) counts them. */
+int evs_dlq_purge(evs_bus *b, const char *consumer, uint64_t *removed);
+/* Retention: drop entries whose last failure is older than now - max_age_ns
+   (0: no age limit), then the oldest beyond max_count (0: no count limit). */
+int evs_dlq_prune(evs_bus *b, const char *consumer, int64_t max_age_ns, uint64_t max_count, int64_t now,
+                  uint64_t *removed);
+
+/*
+ * Deliver one parked event again to the subscription's handler (once, no
+ * backoff).  On success the entry is removed; on failure it stays with
+ * attempts and last error updated and EVS_EFAILED is returned.  With
+ * per_stream_order an entry that waits behind an earlier one of its stream
+ * is refused with EVS_ECONFLICT.
+ */
+int evs_sub_dlq_retry(evs_subscription *sub, uint64_t position);
+/* Retry every entry in position order; an entry behind a still-failing one
+   of its stream stays parked.  Counts may be NULL. */
+int evs_sub_dlq_retry_all(evs_subscription *sub, size_t *released, size_t *failed);
+
+/* ------------------------------------------------------------ projections */
+
+typedef struct evs_projection evs_projection;
+
+typedef enum evs_partitioning {
+    EVS_PARTITION_BY_STREAM = 0,   /* one state per stream (default) */
+    EVS_PARTITION_NONE = 1,        /* one state, partition "" */
+    EVS_PARTITION_CUSTOM = 2       /* the partition function decides */
+} evs_partitioning;
+
+/* Write the partition key (1..255 bytes) into buf; return its length, or -1 on failure. */
+typedef int (*evs_proj_partition_fn)(void *ctx, const evs_event *ev, char *buf, size_t cap);
+
+/*
+ * Fold one event into a partition's state (JSON text, NUL-terminated).
+ * Return 0 and set *new_state to a malloc'd JSON text (ownership passes to
+ * the projection) or leave it NULL for "unchanged"; nonzero on failure,
+ * described in err.  Must be deterministic: replays must give equal states.
+ */
+typedef int (*evs_proj_apply_fn)(void *ctx, const evs_event *ev, const char *state, size_t state_len,
+                                 char **new_state, size_t *new_len, char *err, size_t errcap);
+
+typedef struct evs_proj_config {
+    const char *name;              /* required, 1..128 bytes */
+    evs_filter filter;             /* since/until ignored */
+    const char *tag;
+    evs_partitioning partitioning;
+    evs_proj_partition_fn partition;   /* EVS_PARTITION_CUSTOM only */
+    const char *initial_state;     /* JSON text of a new partition (default "{}") */
+    evs_proj_apply_fn apply;       /* required for C projections */
+    void *ctx;
+    uint32_t page_size;            /* default 1000 */
+    uint32_t checkpoint_every;     /* commit state + checkpoint every N events (default 1000) */
+    uint32_t checkpoint_ms;        /* ... or every T ms (default 1000) */
+    evs_retry_policy retry;        /* default: no retries (handlers are deterministic) */
+    evs_on_failure on_failure;
+    int per_stream_order;
+    const evs_clock *clock;
+} evs_proj_config;
+
+void evs_proj_config_init(evs_proj_config *c);
+
+/*
+ * Open a C projection (creating its record, or resuming from its checkpoint).
+ * Ownership: *out is the caller's, released with evs_proj_close.
+ */
+int evs_proj_open(evs_bus *b, const evs_proj_config *c, evs_projection **out);
+
+/* Limits of a Lua projection's sandbox; zero fields take the defaults. */
+typedef struct evs_lua_limits {
+    size_t memory_bytes;           /* Lua heap cap (default 64 MiB) */
+    uint64_t instructions;         /* VM instructions per handler call (default 10,000,000) */
+} evs_lua_limits;
+
+/*
+ * Open a Lua 5.4 projection from source.  The script returns a table:
+ *
+ *     return {
+ *       filter = { event_types = {"OrderPlaced"}, stream_prefix = "order-",
+ *                  stream_type = "order" },            -- optional
+ *       partition = "stream" | "none" | function(e) return key end,
+ *       init = function() return { count = 0 } end,    -- or a table
+ *       handlers = {
+ *         OrderPlaced = function(state, e) state.count = state.count + 1 end,
+ *         ["$any"] = function(state, e) ... end,       -- other types
+ *       },
+ *     }
+ *
+ * A handler mutates its state or returns a new table.  e has type, stream,
+ * stream_type, position, stream_position, id, recorded_at, data and
+ * metadata (tables).  The source is stored in the record so that the CLI
+ * can run the projection later.  The sandbox has no io, os, require, load,
+ * dofile, loadfile, debug, collectgarbage, print or math.random; memory and
+ * instructions are capped (a pcall cannot catch the budget).  A script
+ * error is a handler failure (retry policy, then DLQ or stop).
+ * limits and cfg may be NULL (defaults); cfg->name overrides name when set,
+ * its apply/partition/filter members are ignored.
+ * Ownership: *out is the caller's, released with evs_proj_close.
+ */
+int evs_proj_open_lua(evs_bus *b, const char *name, const char *source, size_t source_len,
+                      const evs_lua_limits *limits, const evs_proj_config *cfg, evs_projection **out);
+
+/* Open a stored Lua projection by name, with its stored source. */
+int evs_proj_open_stored(evs_bus *b, const char *name, const evs_lua_limits *limits, evs_projection **out);
+
+/* As evs_sub_poll. */
+int evs_proj_poll(evs_projection *p, int timeout_ms, size_t max_events, size_t *applied);
+void evs_proj_cancel(evs_projection *p);
+/* Commit pending state and the checkpoint now. */
+int evs_proj_checkpoint(evs_projection *p);
+int evs_proj_pause(evs_projection *p);
+int evs_proj_resume(evs_projection *p);
+/* Commit and release.  NULL: no-op. */
+void evs_proj_close(evs_projection *p);
+
+/*
+ * Start a rebuild: replay from `from` (0: the beginning) into a fresh copy
+ * of the state while queries keep reading the current one; polls drive the
+ * rebuild, and when it reaches the head the copy replaces the current state
+ * in one transaction.  Survives restarts (the rebuild resumes).
+ */
+int evs_proj_rebuild(evs_projection *p, uint64_t from);
+
+typedef struct evs_proj_status {
+    evs_consumer_info info;
+    int rebuilding;                /* 1 while a rebuild is in progress */
+    uint64_t rebuild_position;     /* next position of the rebuild */
+    double rebuild_percent;        /* 0..100 */
+    double events_per_second;      /* over the handle's last polls */
+    uint64_t generation;           /* bumps at each swap */
+} evs_proj_status;
+
+int evs_proj_get_status(evs_projection *p, evs_proj_status *out);
+
+/*
+ * The committed state of one partition (NULL or "" for a non-partitioned
+ * projection), as JSON text.  EVS_ENOTFOUND when the partition has no state.
+ * Ownership: *json is malloc'd, the caller frees it.
+ */
+int evs_proj_get_state(evs_bus *b, const char *name, const char *partition, char **json, size_t *len);
+
+typedef struct evs_partition_name {
+    char name[EVS_MAX_STREAM_NAME + 1];
+} evs_partition_name;
+
+/* Partitions in key order strictly after `after` (NULL: from the start). */
+int evs_proj_list_partitions(evs_bus *b, const char *name, const char *after, evs_partition_name *out,
+                             size_t max, size_t *count);
+
+/* The projection's DLQ: as evs_sub_dlq_retry / _all, applied to the state. */
+int evs_proj_dlq_retry(evs_projection *p, uint64_t position);
+int evs_proj_dlq_retry_all(evs_projection *p, size_t *released, size_t *failed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* EVSTORE_BUS_H */

@@ -1,0 +1,918 @@
+/*
+ * bus.c — the consumer environment DIR/consumers/ and what is stored in it:
+ * consumer records, DLQ entries and the per-stream parking counts (layout in
+ * bus_internal.h), plus the clock and the backoff formula.
+ *
+ * The environment is opened with LMDB's default durability except the meta
+ * page sync (MDB_NOMETASYNC): a commit is durable after the data pages'
+ * fdatasync, and an OS crash can at worst roll back to the previous commit,
+ * which is still a consistent state (record, DLQ and projection state move
+ * together).  Records and DLQ entries are small JSON objects (jansson): they
+ * are written once per checkpoint, never per event.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "bus/bus_internal.h"
+#include "store/store_access.h"
+
+#define EVS_BUS_MAP_SIZE (8ull << 30)
+
+int evs__bus_mdb_err(int rc, const char *what) {
+    if (rc == MDB_MAP_FULL) return evs__err(EVS_ELIMIT, "consumers: %s: the consumer map is full", what);
+    return evs__err(EVS_EIO, "consumers: %s: %s", what, mdb_strerror(rc));
+}
+
+void evs__bus_fmt(char *buf, size_t cap, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, cap, fmt, ap);
+    va_end(ap);
+}
+
+int evs__bus_check_name(const char *name) {
+    if (!name || !*name) return evs__err(EVS_EINVAL, "consumer name is empty");
+    size_t n = strlen(name);
+    if (n > EVS_BUS_MAX_NAME) return evs__err(EVS_EINVAL, "consumer name is %zu bytes, at most %u", n, EVS_BUS_MAX_NAME);
+    if (!evs__utf8_valid(name, n, NULL)) return evs__err(EVS_EINVAL, "consumer name is not valid UTF-8");
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)name[i] < 0x20) return evs__err(EVS_EINVAL, "consumer name contains a control character");
+    return EVS_OK;
+}
+
+/* ------------------------------------------------------------------ clock */
+
+int64_t evs__clock_now(const evs_clock *c) {
+    if (c && c->now_ns) return c->now_ns(c->ctx);
+    return evs_now_ns();
+}
+
+void evs__clock_sleep(const evs_clock *c, int64_t ns) {
+    if (c && c->sleep_ns) {
+        c->sleep_ns(c->ctx, ns);
+        return;
+    }
+    if (ns <= 0) return;
+    struct timespec ts = {(time_t)(ns / 1000000000), (long)(ns % 1000000000)};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR) {
+    }
+}
+
+uint64_t evs__clock_random(const evs_clock *c) {
+    if (c && c->random) return c->random(c->ctx);
+    uint64_t v;
+    evs__random(&v, sizeof v);
+    return v;
+}
+
+void evs_retry_policy_default(evs_retry_policy *p) {
+    if (!p) return;
+    memset(p, 0, sizeof *p);
+    p->backoff = EVS_BACKOFF_EXPONENTIAL;
+    p->max_retries = 3;
+    p->initial_delay_ns = 1000000000;
+    p->max_delay_ns = 60000000000;
+    p->jitter = 0;
+}
+
+int64_t evs_retry_delay_ns(const evs_retry_policy *p, uint32_t k, uint64_t random) {
+    if (!p || k == 0) return 0;
+    double d = (double)p->initial_delay_ns;
+    switch (p->backoff) {
+    case EVS_BACKOFF_FIXED: break;
+    case EVS_BACKOFF_LINEAR: d *= k; break;
+    default: d *= k > 62 ? 4.6e18 : (double)(1ull << (k - 1)); break;
+    }
+    if (p->max_delay_ns > 0 && d > (double)p->max_delay_ns) d = (double)p->max_delay_ns;
+    if (p->jitter > 0) {
+        double j = p->jitter > 1 ? 1 : p->jitter;
+        double u = (double)(random >> 11) / 9007199254740992.0; /* [0,1) */
+        d *= 1.0 + j * (2.0 * u - 1.0);
+    }
+    if (d < 0) d = 0;
+    if (d > 9.2e18) d = 9.2e18;
+    return (int64_t)d;
+}
+
+const char *evs_consumer_status_name(int status) {
+    switch (status) {
+    case EVS_CONSUMER_ACTIVE: return "active";
+    case EVS_CONSUMER_PAUSED: return "paused";
+    case EVS_CONSUMER_ERROR: return "error";
+    default: return "unknown";
+    }
+}
+
+/* -------------------------------------------------------------------- bus */
+
+int evs_bus_open(evs_store *s, evs_bus **out) {
+    int rc;
+    char path[4096];
+    MDB_txn *txn = NULL;
+    evs_bus *b = NULL;
+    if (!out) return evs__err(EVS_EINVAL, "bus_open: out is NULL");
+    *out = NULL;
+    const char *dir = evs__store_dir(s);
+    if (!dir) return evs__err(EVS_ECLOSED, "bus_open: the store is not open");
+    if ((size_t)snprintf(path, sizeof path, "%s/consumers", dir) >= sizeof path)
+        return evs__err(EVS_EINVAL, "bus_open: store path too long");
+    if (mkdir(path, 0755) != 0 && errno != EEXIST) return evs__err_errno(-errno, "cannot create %s", path);
+    if (!(b = calloc(1, sizeof *b))) return evs__err(EVS_ENOMEM, "out of memory");
+    b->store = s;
+    pthread_mutex_init(&b->mu, NULL);
+    if ((rc = mdb_env_create(&b->env))) {
+        b->env = NULL;
+        rc = evs__bus_mdb_err(rc, "create environment");
+        goto fail;
+    }
+    mdb_env_set_maxdbs(b->env, 8);
+    mdb_env_set_mapsize(b->env, EVS_BUS_MAP_SIZE);
+    mdb_env_set_maxreaders(b->env, 512);
+    if ((rc = mdb_env_open(b->env, path, MDB_NOMETASYNC | MDB_NOTLS, 0644))) {
+        rc = evs__bus_mdb_err(rc, path);
+        goto fail;
+    }
+    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) {
+        rc = evs__bus_mdb_err(rc, "begin");
+        goto fail;
+    }
+    if ((rc = mdb_dbi_open(txn, "consumers", MDB_CREATE, &b->consumers)) ||
+        (rc = mdb_dbi_open(txn, "dlq", MDB_CREATE, &b->dlq)) ||
+        (rc = mdb_dbi_open(txn, "dlq_streams", MDB_CREATE, &b->dlq_streams)) ||
+        (rc = mdb_dbi_open(txn, "pstate", MDB_CREATE, &b->pstate))) {
+        mdb_txn_abort(txn);
+        rc = evs__bus_mdb_err(rc, "open databases");
+        goto fail;
+    }
+    if ((rc = mdb_txn_commit(txn))) {
+        rc = evs__bus_mdb_err(rc, "commit");
+        goto fail;
+    }
+    *out = b;
+    return EVS_OK;
+fail:
+    evs_bus_close(b);
+    return rc;
+}
+
+void evs_bus_close(evs_bus *b) {
+    if (!b) return;
+    if (b->env) mdb_env_close(b->env);
+    for (size_t i = 0; i < b->n_open; i++) free(b->open_names[i]);
+    free(b->open_names);
+    pthread_mutex_destroy(&b->mu);
+    free(b);
+}
+
+int evs__bus_claim(evs_bus *b, const char *name) {
+    int rc = EVS_OK;
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n_open; i++)
+        if (strcmp(b->open_names[i], name) == 0) {
+            rc = evs__err(EVS_ELOCKED, "consumer \"%s\" is already open", name);
+            goto out;
+        }
+    if (b->n_open == b->cap_open) {
+        size_t nc = b->cap_open ? b->cap_open * 2 : 8;
+        char **nn = realloc(b->open_names, nc * sizeof *nn);
+        if (!nn) {
+            rc = evs__err(EVS_ENOMEM, "out of memory");
+            goto out;
+        }
+        b->open_names = nn;
+        b->cap_open = nc;
+    }
+    if (!(b->open_names[b->n_open] = strdup(name))) {
+        rc = evs__err(EVS_ENOMEM, "out of memory");
+        goto out;
+    }
+    b->n_open++;
+out:
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
+
+void evs__bus_release(evs_bus *b, const char *name) {
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n_open; i++)
+        if (strcmp(b->open_names[i], name) == 0) {
+            free(b->open_names[i]);
+            b->open_names[i] = b->open_names[--b->n_open];
+            break;
+        }
+    pthread_mutex_unlock(&b->mu);
+}
+
+int evs__bus_is_open(evs_bus *b, const char *name) {
+    int found = 0;
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n_open && !found; i++) found = strcmp(b->open_names[i], name) == 0;
+    pthread_mutex_unlock(&b->mu);
+    return found;
+}
+
+/* ---------------------------------------------------------------- records */
+
+void evs__record_free(evs__record *r) {
+    if (!r) return;
+    for (size_t i = 0; i < r->n_event_types; i++) free(r->event_types[i]);
+    free(r->event_types);
+    free(r->stream_type);
+    free(r->stream_prefix);
+    free(r->tag);
+    free(r->lua_source);
+    r->event_types = NULL;
+    r->n_event_types = 0;
+    r->stream_type = r->stream_prefix = r->tag = r->lua_source = NULL;
+}
+
+static void clear_filter(evs__record *r) {
+    for (size_t i = 0; i < r->n_event_types; i++) free(r->event_types[i]);
+    free(r->event_types);
+    free(r->stream_type);
+    free(r->stream_prefix);
+    free(r->tag);
+    r->event_types = NULL;
+    r->n_event_types = 0;
+    r->stream_type = r->stream_prefix = r->tag = NULL;
+    r->has_corr = 0;
+}
+
+static int dup_opt(const char *s, char **out) {
+    *out = NULL;
+    if (!s || !*s) return EVS_OK;
+    if (!(*out = strdup(s))) return evs__err(EVS_ENOMEM, "out of memory");
+    return EVS_OK;
+}
+
+int evs__record_set_filter(evs__record *r, const evs_filter *f, const char *tag) {
+    clear_filter(r);
+    int rc;
+    if (f) {
+        if (f->n_event_types) {
+            if (!f->event_types) return evs__err(EVS_EINVAL, "filter: event_types is NULL");
+            if (!(r->event_types = calloc(f->n_event_types, sizeof *r->event_types)))
+                return evs__err(EVS_ENOMEM, "out of memory");
+            r->n_event_types = f->n_event_types;
+            for (size_t i = 0; i < f->n_event_types; i++) {
+                if (!f->event_types[i] || !*f->event_types[i])
+                    return evs__err(EVS_EINVAL, "filter: event type %zu is empty", i + 1);
+                if (!(r->event_types[i] = strdup(f->event_types[i]))) return evs__err(EVS_ENOMEM, "out of memory");
+            }
+        }
+        if ((rc = dup_opt(f->stream_type, &r->stream_type))) return rc;
+        if ((rc = dup_opt(f->stream_prefix, &r->stream_prefix))) return rc;
+        if (f->correlation_id) {
+            r->has_corr = 1;
+            r->corr = *f->correlation_id;
+        }
+    }
+    return dup_opt(tag, &r->tag);
+}
+
+static json_t *filter_json(const evs__record *r) {
+    json_t *f = json_object();
+    if (!f) return NULL;
+    if (r->n_event_types) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < r->n_event_types; i++) json_array_append_new(a, json_string(r->event_types[i]));
+        json_object_set_new(f, "event_types", a);
+    }
+    if (r->stream_type) json_object_set_new(f, "stream_type", json_string(r->stream_type));
+    if (r->stream_prefix) json_object_set_new(f, "stream_prefix", json_string(r->stream_prefix));
+    if (r->tag) json_object_set_new(f, "tag", json_string(r->tag));
+    if (r->has_corr) {
+        char u[37];
+        evs_uuid_format(&r->corr, u);
+        json_object_set_new(f, "correlation_id", json_string(u));
+    }
+    return f;
+}
+
+static uint64_t jget_u64(json_t *o, const char *k) {
+    json_t *v = json_object_get(o, k);
+    return json_is_integer(v) ? (uint64_t)json_integer_value(v) : 0;
+}
+
+static void jget_str(json_t *o, const char *k, char *buf, size_t cap) {
+    const char *s = json_string_value(json_object_get(o, k));
+    snprintf(buf, cap, "%s", s ? s : "");
+}
+
+int evs__record_get(evs_bus *b, MDB_txn *txn, const char *name, evs__record *out) {
+    MDB_val k = {strlen(name), (void *)name}, v;
+    int rc = mdb_get(txn, b->consumers, &k, &v);
+    if (rc == MDB_NOTFOUND) return evs__err(EVS_ENOTFOUND, "consumer \"%s\" not found", name);
+    if (rc) return evs__bus_mdb_err(rc, "read record");
+    json_error_t je;
+    json_t *o = json_loadb(v.mv_data, v.mv_size, 0, &je);
+    if (!o) return evs__err(EVS_ECORRUPT, "consumer \"%s\": record is not JSON: %s", name, je.text);
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", name);
+    out->kind = (int)jget_u64(o, "kind");
+    jget_str(o, "owner", out->owner, sizeof out->owner);
+    jget_str(o, "stream", out->stream, sizeof out->stream);
+    json_t *f = json_object_get(o, "filter");
+    rc = EVS_OK;
+    json_t *a = json_object_get(f, "event_types");
+    if (json_array_size(a)) {
+        out->event_types = calloc(json_array_size(a), sizeof *out->event_types);
+        if (!out->event_types) rc = evs__err(EVS_ENOMEM, "out of memory");
+        for (size_t i = 0; !rc && i < json_array_size(a); i++) {
+            const char *t = json_string_value(json_array_get(a, i));
+            if (!(out->event_types[i] = strdup(t ? t : "?"))) rc = evs__err(EVS_ENOMEM, "out of memory");
+            else out->n_event_types++;
+        }
+    }
+    if (!rc) rc = dup_opt(json_string_value(json_object_get(f, "stream_type")), &out->stream_type);
+    if (!rc) rc = dup_opt(json_string_value(json_object_get(f, "stream_prefix")), &out->stream_prefix);
+    if (!rc) rc = dup_opt(json_string_value(json_object_get(f, "tag")), &out->tag);
+    const char *corr = json_string_value(json_object_get(f, "correlation_id"));
+    if (!rc && corr && evs_uuid_parse(corr, strlen(corr), &out->corr) == EVS_OK) out->has_corr = 1;
+    out->next = jget_u64(o, "next");
+    out->status = (int)jget_u64(o, "status");
+    out->retry_count = jget_u64(o, "retry_count");
+    out->processed = jget_u64(o, "processed");
+    out->failed = jget_u64(o, "failed");
+    out->parked = jget_u64(o, "parked");
+    out->max_retries = (uint32_t)jget_u64(o, "max_retries");
+    jget_str(o, "last_error", out->last_error, sizeof out->last_error);
+    out->last_processed_at = (int64_t)jget_u64(o, "last_processed_at");
+    out->created_at = (int64_t)jget_u64(o, "created_at");
+    out->partitioning = (int)jget_u64(o, "partitioning");
+    out->generation = jget_u64(o, "generation");
+    out->build_gen = jget_u64(o, "build_gen");
+    out->build_next = jget_u64(o, "build_next");
+    out->build_from = jget_u64(o, "build_from");
+    if (!rc) rc = dup_opt(json_string_value(json_object_get(o, "lua_source")), &out->lua_source);
+    json_decref(o);
+    if (rc) evs__record_free(out);
+    return rc;
+}
+
+int evs__record_put(evs_bus *b, MDB_txn *txn, const evs__record *r) {
+    json_t *o = json_object();
+    if (!o) return evs__err(EVS_ENOMEM, "out of memory");
+    json_object_set_new(o, "kind", json_integer(r->kind));
+    json_object_set_new(o, "owner", json_string(r->owner));
+    json_object_set_new(o, "stream", json_string(r->stream));
+    json_object_set_new(o, "filter", filter_json(r));
+    json_object_set_new(o, "next", json_integer((json_int_t)r->next));
+    json_object_set_new(o, "status", json_integer(r->status));
+    json_object_set_new(o, "retry_count", json_integer((json_int_t)r->retry_count));
+    json_object_set_new(o, "processed", json_integer((json_int_t)r->processed));
+    json_object_set_new(o, "failed", json_integer((json_int_t)r->failed));
+    json_object_set_new(o, "parked", json_integer((json_int_t)r->parked));
+    json_object_set_new(o, "max_retries", json_integer(r->max_retries));
+    json_object_set_new(o, "last_error", json_string(r->last_error));
+    json_object_set_new(o, "last_processed_at", json_integer(r->last_processed_at));
+    json_object_set_new(o, "created_at", json_integer(r->created_at));
+    if (r->kind == EVS__KIND_PROJ) {
+        json_object_set_new(o, "partitioning", json_integer(r->partitioning));
+        json_object_set_new(o, "generation", json_integer((json_int_t)r->generation));
+        json_object_set_new(o, "build_gen", json_integer((json_int_t)r->build_gen));
+        json_object_set_new(o, "build_next", json_integer((json_int_t)r->build_next));
+        json_object_set_new(o, "build_from", json_integer((json_int_t)r->build_from));
+        if (r->lua_source) json_object_set_new(o, "lua_source", json_string(r->lua_source));
+    }
+    char *txt = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!txt) return evs__err(EVS_ENOMEM, "consumer \"%s\": cannot encode record", r->name);
+    MDB_val k = {strlen(r->name), (void *)r->name}, v = {strlen(txt), txt};
+    int rc = mdb_put(txn, b->consumers, &k, &v, 0);
+    free(txt);
+    return rc ? evs__bus_mdb_err(rc, "write record") : EVS_OK;
+}
+
+/* Age of the event at position pos ($all), 0 when it does not exist. */
+static int64_t age_of(evs_store *s, uint64_t pos, int64_t now) {
+    evs_reader *r = NULL;
+    const evs_event *ev;
+    int64_t age = 0;
+    if (evs_read_all(s, pos, EVS_FORWARD, NULL, 1, &r) == EVS_OK && evs_reader_next(r, &ev) == EVS_OK)
+        age = now - ev->recorded_at;
+    evs_reader_close(r);
+    evs__err_clear();
+    return age > 0 ? age : 0;
+}
+
+int evs__record_info(evs_bus *b, MDB_txn *txn, const evs__record *r, evs_consumer_info *out) {
+    memset(out, 0, sizeof *out);
+    snprintf(out->name, sizeof out->name, "%s", r->name);
+    snprintf(out->kind, sizeof out->kind, "%s", r->kind == EVS__KIND_PROJ ? "projection" : "subscription");
+    snprintf(out->owner, sizeof out->owner, "%s", r->owner);
+    snprintf(out->stream, sizeof out->stream, "%s", r->stream);
+    json_t *f = filter_json(r);
+    char *ft = f ? json_dumps(f, JSON_COMPACT) : NULL;
+    snprintf(out->filter_json, sizeof out->filter_json, "%s", ft ? ft : "{}");
+    free(ft);
+    json_decref(f);
+    out->checkpoint = r->next ? r->next - 1 : 0;
+    out->status = r->status;
+    out->retry_count = r->retry_count;
+    out->max_retries = r->max_retries;
+    snprintf(out->last_error, sizeof out->last_error, "%s", r->last_error);
+    out->last_processed_at = r->last_processed_at;
+    out->processed = r->processed;
+    out->failed = r->failed;
+    out->parked = r->parked;
+    /* DLQ depth: count the consumer's keys */
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, b->dlq, &cur);
+    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    size_t nl = strlen(r->name);
+    MDB_val k = {nl + 1, (void *)r->name}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != nl + 9 || memcmp(k.mv_data, r->name, nl + 1) != 0) break;
+        out->dlq_depth++;
+    }
+    mdb_cursor_close(cur);
+    if (!r->stream[0]) {
+        uint64_t head = evs_head(b->store);
+        uint64_t done = r->next ? r->next - 1 : 0;
+        out->lag_events = head > done ? head - done : 0;
+        if (out->lag_events) out->lag_ms = age_of(b->store, done + 1, evs_now_ns()) / 1000000;
+    }
+    return EVS_OK;
+}
+
+int evs_consumer_get(evs_bus *b, const char *name, evs_consumer_info *out) {
+    int rc;
+    MDB_txn *txn;
+    evs__record r;
+    if (!b || !out || (rc = evs__bus_check_name(name))) return b && out ? rc : evs__err(EVS_EINVAL, "consumer_get: NULL argument");
+    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if (!(rc = evs__record_get(b, txn, name, &r))) {
+        rc = evs__record_info(b, txn, &r, out);
+        evs__record_free(&r);
+    }
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int evs_consumer_list(evs_bus *b, const char *after, evs_consumer_info *out, size_t max, size_t *count) {
+    int rc;
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    if (!b || (!out && max) || !count) return evs__err(EVS_EINVAL, "consumer_list: NULL argument");
+    *count = 0;
+    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = mdb_cursor_open(txn, b->consumers, &cur))) {
+        rc = evs__bus_mdb_err(rc, "cursor");
+        goto out;
+    }
+    MDB_val k, v;
+    if (after && *after) {
+        k.mv_size = strlen(after);
+        k.mv_data = (void *)after;
+        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
+        if (rc == 0 && k.mv_size == strlen(after) && memcmp(k.mv_data, after, k.mv_size) == 0)
+            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+    } else {
+        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+    }
+    for (; rc == 0 && *count < max; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        char name[EVS_BUS_MAX_NAME + 1];
+        if (k.mv_size > EVS_BUS_MAX_NAME) continue;
+        memcpy(name, k.mv_data, k.mv_size);
+        name[k.mv_size] = 0;
+        evs__record r;
+        int rc2 = evs__record_get(b, txn, name, &r);
+        if (rc2) {
+            rc = rc2;
+            goto out;
+        }
+        rc2 = evs__record_info(b, txn, &r, &out[*count]);
+        evs__record_free(&r);
+        if (rc2) {
+            rc = rc2;
+            goto out;
+        }
+        (*count)++;
+    }
+    rc = rc == MDB_NOTFOUND || rc == 0 ? EVS_OK : evs__bus_mdb_err(rc, "list");
+out:
+    if (cur) mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int evs__bus_delete_prefix(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *removed) {
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, dbi, &cur);
+    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    size_t nl = strlen(name);
+    for (;;) {
+        MDB_val k = {nl + 1, (void *)name}, v;
+        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE))) break;
+        if (k.mv_size < nl + 1 || memcmp(k.mv_data, name, nl + 1) != 0) break;
+        if ((rc = mdb_cursor_del(cur, 0))) break;
+        if (removed) (*removed)++;
+    }
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "delete");
+}
+
+int evs_consumer_delete(evs_bus *b, const char *name) {
+    int rc;
+    MDB_txn *txn;
+    if (!b) return evs__err(EVS_EINVAL, "consumer_delete: bus is NULL");
+    if ((rc = evs__bus_check_name(name))) return rc;
+    if (evs__bus_is_open(b, name)) return evs__err(EVS_ELOCKED, "consumer \"%s\" is open", name);
+    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
+    MDB_val k = {strlen(name), (void *)name};
+    rc = mdb_del(txn, b->consumers, &k, NULL);
+    if (rc == MDB_NOTFOUND) rc = evs__err(EVS_ENOTFOUND, "consumer \"%s\" not found", name);
+    else if (rc) rc = evs__bus_mdb_err(rc, "delete record");
+    if (!rc) rc = evs__bus_delete_prefix(txn, b->dlq, name, NULL);
+    if (!rc) rc = evs__bus_delete_prefix(txn, b->dlq_streams, name, NULL);
+    if (!rc) rc = evs__bus_delete_prefix(txn, b->pstate, name, NULL);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if ((rc = mdb_txn_commit(txn))) return evs__bus_mdb_err(rc, "commit");
+    atomic_fetch_add(&b->dlq_gen, 1);
+    return EVS_OK;
+}
+
+/* Modify a record that is not open: status (which >= 0) or next (pos). */
+static int modify_closed(evs_bus *b, const char *name, int status, int set_pos, uint64_t pos) {
+    int rc;
+    MDB_txn *txn;
+    evs__record r;
+    if (!b) return evs__err(EVS_EINVAL, "NULL bus");
+    if ((rc = evs__bus_check_name(name))) return rc;
+    if (evs__bus_is_open(b, name)) return evs__err(EVS_ELOCKED, "consumer \"%s\" is open", name);
+    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__record_get(b, txn, name, &r))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if (status >= 0) {
+        r.status = status;
+        if (status == EVS_CONSUMER_ACTIVE) r.last_error[0] = 0;
+    }
+    if (set_pos) r.next = pos == EVS_SUB_FROM_NOW ? evs_head(b->store) + 1 : pos ? pos : 1;
+    rc = evs__record_put(b, txn, &r);
+    evs__record_free(&r);
+    if (rc) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    return (rc = mdb_txn_commit(txn)) ? evs__bus_mdb_err(rc, "commit") : EVS_OK;
+}
+
+int evs_consumer_set_status(evs_bus *b, const char *name, int status) {
+    if (status < EVS_CONSUMER_ACTIVE || status > EVS_CONSUMER_ERROR) return evs__err(EVS_EINVAL, "bad status %d", status);
+    return modify_closed(b, name, status, 0, 0);
+}
+
+int evs_consumer_set_position(evs_bus *b, const char *name, uint64_t next_position) {
+    return modify_closed(b, name, -1, 1, next_position);
+}
+
+/* -------------------------------------------------------------------- DLQ */
+
+static void dlq_key(uint8_t *buf, const char *name, size_t nl, uint64_t pos) {
+    memcpy(buf, name, nl);
+    buf[nl] = 0;
+    evs__put64be(buf + nl + 1, pos);
+}
+
+static int dlq_decode(MDB_val *v, uint64_t pos, evs_dlq_entry *out) {
+    json_error_t je;
+    json_t *o = json_loadb(v->mv_data, v->mv_size, 0, &je);
+    if (!o) return evs__err(EVS_ECORRUPT, "DLQ entry at %llu is not JSON", (unsigned long long)pos);
+    memset(out, 0, sizeof *out);
+    out->position = pos;
+    out->stream_position = jget_u64(o, "stream_position");
+    jget_str(o, "stream", out->stream, sizeof out->stream);
+    jget_str(o, "event_type", out->event_type, sizeof out->event_type);
+    jget_str(o, "last_error", out->last_error, sizeof out->last_error);
+    out->attempts = (uint32_t)jget_u64(o, "attempts");
+    out->first_failure_at = (int64_t)jget_u64(o, "first_failure_at");
+    out->last_failure_at = (int64_t)jget_u64(o, "last_failure_at");
+    out->blocked_by = jget_u64(o, "blocked_by");
+    json_decref(o);
+    return EVS_OK;
+}
+
+static int stream_key(uint8_t *buf, size_t cap, const char *name, const char *stream, size_t slen) {
+    size_t nl = strlen(name);
+    if (nl + 1 + slen > cap) return -1;
+    memcpy(buf, name, nl);
+    buf[nl] = 0;
+    memcpy(buf + nl + 1, stream, slen);
+    return (int)(nl + 1 + slen);
+}
+
+static int stream_count_add(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, int delta, uint64_t pos) {
+    uint8_t kb[EVS_BUS_MAX_NAME + 1 + EVS_MAX_STREAM_NAME];
+    int kl = stream_key(kb, sizeof kb, name, stream, strlen(stream));
+    if (kl < 0) return evs__err(EVS_EINVAL, "stream name too long");
+    MDB_val k = {(size_t)kl, kb}, v;
+    uint64_t count = 0, first = pos;
+    int rc = mdb_get(txn, b->dlq_streams, &k, &v);
+    if (rc == 0 && v.mv_size == 16) {
+        count = evs__get64be(v.mv_data);
+        first = evs__get64be((uint8_t *)v.mv_data + 8);
+    } else if (rc && rc != MDB_NOTFOUND) {
+        return evs__bus_mdb_err(rc, "read stream count");
+    }
+    if (delta > 0) {
+        count++;
+        if (count == 1 || pos < first) first = pos;
+    } else if (count > 0) {
+        count--;
+    }
+    if (count == 0) {
+        rc = mdb_del(txn, b->dlq_streams, &k, NULL);
+        return rc && rc != MDB_NOTFOUND ? evs__bus_mdb_err(rc, "delete stream count") : EVS_OK;
+    }
+    uint8_t vb[16];
+    evs__put64be(vb, count);
+    evs__put64be(vb + 8, first);
+    MDB_val nv = {16, vb};
+    rc = mdb_put(txn, b->dlq_streams, &k, &nv, 0);
+    return rc ? evs__bus_mdb_err(rc, "write stream count") : EVS_OK;
+}
+
+int evs__dlq_put(evs_bus *b, MDB_txn *txn, const char *name, const evs_dlq_entry *e, int is_new) {
+    json_t *o = json_object();
+    if (!o) return evs__err(EVS_ENOMEM, "out of memory");
+    json_object_set_new(o, "stream", json_string(e->stream));
+    json_object_set_new(o, "stream_position", json_integer((json_int_t)e->stream_position));
+    json_object_set_new(o, "event_type", json_string(e->event_type));
+    json_object_set_new(o, "last_error", json_string(e->last_error));
+    json_object_set_new(o, "attempts", json_integer(e->attempts));
+    json_object_set_new(o, "first_failure_at", json_integer(e->first_failure_at));
+    json_object_set_new(o, "last_failure_at", json_integer(e->last_failure_at));
+    json_object_set_new(o, "blocked_by", json_integer((json_int_t)e->blocked_by));
+    char *txt = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!txt) return evs__err(EVS_ENOMEM, "cannot encode DLQ entry");
+    size_t nl = strlen(name);
+    uint8_t kb[EVS_BUS_MAX_NAME + 9];
+    dlq_key(kb, name, nl, e->position);
+    MDB_val k = {nl + 9, kb}, v = {strlen(txt), txt};
+    int rc = is_new ? MDB_NOOVERWRITE : 0;
+    rc = mdb_put(txn, b->dlq, &k, &v, (unsigned)rc);
+    free(txt);
+    if (rc == MDB_KEYEXIST) {
+        /* already parked (a replay after a crash): overwrite, keep counts */
+        return evs__dlq_put(b, txn, name, e, 0);
+    }
+    if (rc) return evs__bus_mdb_err(rc, "write DLQ entry");
+    if (is_new) return stream_count_add(b, txn, name, e->stream, +1, e->position);
+    return EVS_OK;
+}
+
+int evs__dlq_get_txn(evs_bus *b, MDB_txn *txn, const char *name, uint64_t pos, evs_dlq_entry *out) {
+    size_t nl = strlen(name);
+    uint8_t kb[EVS_BUS_MAX_NAME + 9];
+    dlq_key(kb, name, nl, pos);
+    MDB_val k = {nl + 9, kb}, v;
+    int rc = mdb_get(txn, b->dlq, &k, &v);
+    if (rc == MDB_NOTFOUND)
+        return evs__err(EVS_ENOTFOUND, "consumer \"%s\": position %llu is not in the DLQ", name, (unsigned long long)pos);
+    if (rc) return evs__bus_mdb_err(rc, "read DLQ entry");
+    return dlq_decode(&v, pos, out);
+}
+
+int evs__dlq_del(evs_bus *b, MDB_txn *txn, const char *name, uint64_t pos) {
+    evs_dlq_entry e;
+    int rc = evs__dlq_get_txn(b, txn, name, pos, &e);
+    if (rc) return rc;
+    size_t nl = strlen(name);
+    uint8_t kb[EVS_BUS_MAX_NAME + 9];
+    dlq_key(kb, name, nl, pos);
+    MDB_val k = {nl + 9, kb};
+    if ((rc = mdb_del(txn, b->dlq, &k, NULL))) return evs__bus_mdb_err(rc, "delete DLQ entry");
+    return stream_count_add(b, txn, name, e.stream, -1, pos);
+}
+
+int evs__dlq_stream_first(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, size_t slen,
+                          uint64_t *first) {
+    uint8_t kb[EVS_BUS_MAX_NAME + 1 + EVS_MAX_STREAM_NAME];
+    *first = 0;
+    int kl = stream_key(kb, sizeof kb, name, stream, slen);
+    if (kl < 0) return EVS_OK;
+    MDB_val k = {(size_t)kl, kb}, v;
+    int rc = mdb_get(txn, b->dlq_streams, &k, &v);
+    if (rc == MDB_NOTFOUND) return EVS_OK;
+    if (rc) return evs__bus_mdb_err(rc, "read stream count");
+    if (v.mv_size == 16) *first = evs__get64be((uint8_t *)v.mv_data + 8);
+    return EVS_OK;
+}
+
+int evs__dlq_earlier_of_stream(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, uint64_t pos,
+                               uint64_t *earlier) {
+    MDB_cursor *cur;
+    *earlier = 0;
+    int rc = mdb_cursor_open(txn, b->dlq, &cur);
+    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    size_t nl = strlen(name);
+    MDB_val k = {nl + 1, (void *)name}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != nl + 9 || memcmp(k.mv_data, name, nl + 1) != 0) break;
+        uint64_t p = evs__get64be((uint8_t *)k.mv_data + nl + 1);
+        if (p >= pos) break;
+        evs_dlq_entry e;
+        if ((rc = dlq_decode(&v, p, &e))) {
+            mdb_cursor_close(cur);
+            return rc;
+        }
+        if (strcmp(e.stream, stream) == 0) {
+            *earlier = p;
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "scan DLQ");
+}
+
+int evs_dlq_list(evs_bus *b, const char *consumer, uint64_t after, evs_dlq_entry *out, size_t max, size_t *count) {
+    int rc;
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    if (!b || !count || (!out && max)) return evs__err(EVS_EINVAL, "dlq_list: NULL argument");
+    *count = 0;
+    if ((rc = evs__bus_check_name(consumer))) return rc;
+    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = mdb_cursor_open(txn, b->dlq, &cur))) {
+        rc = evs__bus_mdb_err(rc, "cursor");
+        goto out;
+    }
+    size_t nl = strlen(consumer);
+    uint8_t kb[EVS_BUS_MAX_NAME + 9];
+    dlq_key(kb, consumer, nl, after == UINT64_MAX ? after : after + 1);
+    MDB_val k = {nl + 9, kb}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && *count < max;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != nl + 9 || memcmp(k.mv_data, consumer, nl + 1) != 0) break;
+        uint64_t p = evs__get64be((uint8_t *)k.mv_data + nl + 1);
+        if ((rc = dlq_decode(&v, p, &out[*count]))) goto out;
+        (*count)++;
+    }
+    rc = rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "list DLQ");
+out:
+    if (cur) mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int evs_dlq_get(evs_bus *b, const char *consumer, uint64_t position, evs_dlq_entry *out) {
+    int rc;
+    MDB_txn *txn;
+    if (!b || !out) return evs__err(EVS_EINVAL, "dlq_get: NULL argument");
+    if ((rc = evs__bus_check_name(consumer))) return rc;
+    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    rc = evs__dlq_get_txn(b, txn, consumer, position, out);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int evs_dlq_depth(evs_bus *b, const char *consumer, uint64_t *depth) {
+    int rc;
+    MDB_txn *txn;
+    if (!b || !depth) return evs__err(EVS_EINVAL, "dlq_depth: NULL argument");
+    if ((rc = evs__bus_check_name(consumer))) return rc;
+    *depth = 0;
+    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    MDB_cursor *cur;
+    if ((rc = mdb_cursor_open(txn, b->dlq, &cur))) {
+        mdb_txn_abort(txn);
+        return evs__bus_mdb_err(rc, "cursor");
+    }
+    size_t nl = strlen(consumer);
+    MDB_val k = {nl + 1, (void *)consumer}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != nl + 9 || memcmp(k.mv_data, consumer, nl + 1) != 0) break;
+        (*depth)++;
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return EVS_OK;
+}
+
+/* Run fn in a write transaction and bump the DLQ generation on success. */
+static int dlq_write(evs_bus *b, const char *consumer, int (*fn)(evs_bus *, MDB_txn *, const char *, void *),
+                     void *arg) {
+    int rc;
+    MDB_txn *txn;
+    if (!b) return evs__err(EVS_EINVAL, "NULL bus");
+    if ((rc = evs__bus_check_name(consumer))) return rc;
+    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = fn(b, txn, consumer, arg))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
+    if ((rc = mdb_txn_commit(txn))) return evs__bus_mdb_err(rc, "commit");
+    atomic_fetch_add(&b->dlq_gen, 1);
+    return EVS_OK;
+}
+
+static int discard_fn(evs_bus *b, MDB_txn *txn, const char *c, void *arg) {
+    return evs__dlq_del(b, txn, c, *(uint64_t *)arg);
+}
+
+int evs_dlq_discard(evs_bus *b, const char *consumer, uint64_t position) {
+    return dlq_write(b, consumer, discard_fn, &position);
+}
+
+static int purge_fn(evs_bus *b, MDB_txn *txn, const char *c, void *arg) {
+    int rc = evs__bus_delete_prefix(txn, b->dlq, c, (uint64_t *)arg);
+    if (!rc) rc = evs__bus_delete_prefix(txn, b->dlq_streams, c, NULL);
+    return rc;
+}
+
+int evs_dlq_purge(evs_bus *b, const char *consumer, uint64_t *removed) {
+    uint64_t n = 0;
+    int rc = dlq_write(b, consumer, purge_fn, &n);
+    if (removed) *removed = rc ? 0 : n;
+    return rc;
+}
+
+int evs__dlq_prune_txn(evs_bus *b, MDB_txn *txn, const char *name, int64_t max_age_ns, uint64_t max_count,
+                       int64_t now, uint64_t *removed) {
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, b->dlq, &cur);
+    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    size_t nl = strlen(name);
+    /* pass 1: count and collect old ones */
+    uint64_t total = 0, n_old = 0, cap = 0;
+    uint64_t *old = NULL;
+    MDB_val k = {nl + 1, (void *)name}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != nl + 9 || memcmp(k.mv_data, name, nl + 1) != 0) break;
+        uint64_t p = evs__get64be((uint8_t *)k.mv_data + nl + 1);
+        evs_dlq_entry e;
+        if ((rc = dlq_decode(&v, p, &e))) break;
+        total++;
+        int drop = max_age_ns > 0 && e.last_failure_at < now - max_age_ns;
+        if (drop) {
+            if (n_old == cap) {
+                cap = cap ? cap * 2 : 64;
+                uint64_t *no = realloc(old, cap * sizeof *no);
+                if (!no) {
+                    rc = evs__err(EVS_ENOMEM, "out of memory");
+                    break;
+                }
+                old = no;
+            }
+            old[n_old++] = p;
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc && rc != MDB_NOTFOUND) {
+        free(old);
+        return rc < 0 ? rc : evs__bus_mdb_err(rc, "scan DLQ");
+    }
+    rc = EVS_OK;
+    uint64_t gone = 0;
+    for (uint64_t i = 0; i < n_old && !rc; i++, gone++) rc = evs__dlq_del(b, txn, name, old[i]);
+    free(old);
+    /* count limit: drop the oldest (lowest positions) beyond max_count */
+    while (!rc && max_count && total - gone > max_count) {
+        if ((rc = mdb_cursor_open(txn, b->dlq, &cur))) return evs__bus_mdb_err(rc, "cursor");
+        MDB_val k2 = {nl + 1, (void *)name}, v2;
+        rc = mdb_cursor_get(cur, &k2, &v2, MDB_SET_RANGE);
+        uint64_t p = 0;
+        if (rc == 0 && k2.mv_size == nl + 9 && memcmp(k2.mv_data, name, nl + 1) == 0)
+            p = evs__get64be((uint8_t *)k2.mv_data + nl + 1);
+        mdb_cursor_close(cur);
+        if (!p) break;
+        rc = evs__dlq_del(b, txn, name, p);
+        gone++;
+    }
+    if (removed) *removed = gone;
+    return rc;
+}
+
+typedef struct prune_args {
+    int64_t age;
+    uint64_t count;
+    int64_t now;
+    uint64_t removed;
+} prune_args;
+
+static int prune_fn(evs_bus *b, MDB_txn *txn, const char *c, void *arg) {
+    prune_args *a = arg;
+    return evs__dlq_prune_txn(b, txn, c, a->age, a->count, a->now, &a->removed);
+}
+
+int evs_dlq_prune(evs_bus *b, const char *consumer, int64_t max_age_ns, uint64_t max_count, int64_t now,
+                  uint64_t *removed) {
+    prune_args a = {max_age_ns, max_count, now, 0};
+    int rc = dlq_write(b, consumer, prune_fn, &a);
+    if (removed) *removed = rc ? 0 : a.removed;
+    return rc;
+}

@@ -1,0 +1,379 @@
+/*
+ * test_bus_proj.c — C projections: per-stream, non-partitioned and custom
+ * partitions; queries (one partition, paged partitions); a failing event
+ * parked without touching the state and applied in order by a DLQ retry;
+ * kill -9 of a child process while it projects (after restart the state
+ * equals a fresh replay, event for event); rebuild into a fresh copy while
+ * appends continue and the old state answers queries, then the swap.
+ */
+#include <signal.h>
+#include <sys/wait.h>
+#include <time.h>
+
+#include "evstore_bus.h"
+#include "testutil.h"
+
+/*
+ * State: {"h":H,"last":L,"n":N,"sum":S}.  h chains every applied position,
+ * so a skipped or doubly applied event changes it.
+ */
+typedef struct st {
+    unsigned long long h, last, n, sum;
+} st;
+
+static void parse_state(const char *s, st *o) {
+    memset(o, 0, sizeof *o);
+    if (strcmp(s, "{}") != 0) sscanf(s, "{\"h\":%llu,\"last\":%llu,\"n\":%llu,\"sum\":%llu}", &o->h, &o->last, &o->n, &o->sum);
+}
+
+static int poison_fixed;
+
+static int fold(void *ctx, const evs_event *ev, const char *state, size_t len, char **out, size_t *out_len, char *err,
+                size_t cap) {
+    (void)ctx, (void)len;
+    if (!poison_fixed && ev->event_type_len == 6 && memcmp(ev->event_type, "Poison", 6) == 0) {
+        snprintf(err, cap, "poison at %llu", (unsigned long long)ev->global_position);
+        return 1;
+    }
+    st s;
+    parse_state(state, &s);
+    long v = 0;
+    const char *p = memchr(ev->data, ':', ev->data_len);
+    if (p) v = strtol(p + 1, NULL, 10);
+    s.h = (s.h * 1000003ull + ev->global_position) & ((1ull << 52) - 1);
+    s.last = ev->global_position;
+    s.n++;
+    s.sum += (unsigned long long)v;
+    char buf[160];
+    int n = snprintf(buf, sizeof buf, "{\"h\":%llu,\"last\":%llu,\"n\":%llu,\"sum\":%llu}", s.h, s.last, s.n, s.sum);
+    *out = strdup(buf);
+    *out_len = (size_t)n;
+    return 0;
+}
+
+static int by_first_letter(void *ctx, const evs_event *ev, char *buf, size_t cap) {
+    (void)ctx, (void)cap;
+    buf[0] = ev->stream[0];
+    return 1;
+}
+
+static void append_v(evs_store *s, const char *stream, const char *type, int v) {
+    char data[32];
+    snprintf(data, sizeof data, "{\"v\":%d}", v);
+    evs_event_in e = tu_event(type, data);
+    evs_append_result r;
+    if (evs_append(s, stream, EVS_EXPECT_ANY, &e, 1, &r, NULL) != EVS_OK) {
+        fprintf(stderr, "append: %s\n", evs_errmsg());
+        exit(2);
+    }
+}
+
+static void check_state(evs_bus *b, const char *name, const char *part, unsigned long long n, unsigned long long sum) {
+    char *js = NULL;
+    size_t len;
+    CHECK_RC(evs_proj_get_state(b, name, part, &js, &len), EVS_OK);
+    if (!js) return;
+    st s;
+    parse_state(js, &s);
+    CHECK_INT(s.n, n);
+    CHECK_INT(s.sum, sum);
+    free(js);
+}
+
+static void test_partitions_and_queries(evs_store *s, evs_bus *b) {
+    for (int i = 1; i <= 10; i++) append_v(s, i % 2 ? "acct-1" : "acct-2", "Deposited", i);
+    append_v(s, "bank-1", "Opened", 100);
+    evs_proj_config c;
+    evs_proj_config_init(&c);
+    c.name = "balances";
+    c.apply = fold;
+    const char *types[] = {"Deposited"};
+    c.filter.event_types = types;
+    c.filter.n_event_types = 1;
+    evs_projection *p;
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    size_t n;
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 10);
+    /* nothing is visible before the commit */
+    char *js;
+    CHECK_RC(evs_proj_get_state(b, "balances", "acct-1", &js, NULL), EVS_ENOTFOUND);
+    CHECK_RC(evs_proj_checkpoint(p), EVS_OK);
+    check_state(b, "balances", "acct-1", 5, 1 + 3 + 5 + 7 + 9);
+    check_state(b, "balances", "acct-2", 5, 2 + 4 + 6 + 8 + 10);
+    CHECK_RC(evs_proj_get_state(b, "balances", "bank-1", &js, NULL), EVS_ENOTFOUND);
+    evs_partition_name parts[4];
+    size_t cnt;
+    CHECK_RC(evs_proj_list_partitions(b, "balances", NULL, parts, 4, &cnt), EVS_OK);
+    CHECK_INT(cnt, 2);
+    CHECK_STR(parts[0].name, "acct-1");
+    CHECK_STR(parts[1].name, "acct-2");
+    CHECK_RC(evs_proj_list_partitions(b, "balances", "acct-1", parts, 4, &cnt), EVS_OK);
+    CHECK_INT(cnt, 1);
+    CHECK_STR(parts[0].name, "acct-2");
+    evs_proj_status stt;
+    CHECK_RC(evs_proj_get_status(p, &stt), EVS_OK);
+    CHECK_STR(stt.info.kind, "projection");
+    CHECK_INT(stt.info.checkpoint, evs_head(s));
+    CHECK_INT(stt.info.lag_events, 0);
+    CHECK_INT(stt.rebuilding, 0);
+    evs_proj_close(p);
+
+    /* one state for everything */
+    evs_proj_config_init(&c);
+    c.name = "total";
+    c.apply = fold;
+    c.partitioning = EVS_PARTITION_NONE;
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    evs_proj_close(p);
+    check_state(b, "total", NULL, 11, 155);
+
+    /* custom partitions */
+    evs_proj_config_init(&c);
+    c.name = "letters";
+    c.apply = fold;
+    c.partitioning = EVS_PARTITION_CUSTOM;
+    c.partition = by_first_letter;
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    evs_proj_close(p);
+    check_state(b, "letters", "a", 10, 55);
+    check_state(b, "letters", "b", 1, 100);
+    /* a subscription name is not a projection */
+    CHECK_RC(evs_proj_get_state(b, "nope", NULL, &js, NULL), EVS_ENOTFOUND);
+    c.partition = NULL;
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_EINVAL);
+}
+
+static void test_failure_parks(evs_store *s, evs_bus *b) {
+    evs_proj_config c;
+    evs_proj_config_init(&c);
+    c.name = "poisoned";
+    c.apply = fold;
+    c.per_stream_order = 1;
+    c.checkpoint_every = 1000;
+    const char *pfx = "cust-";
+    c.filter.stream_prefix = pfx;
+    evs_projection *p;
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    append_v(s, "cust-1", "Deposited", 1);
+    append_v(s, "cust-2", "Deposited", 10);
+    uint64_t bad = evs_head(s) + 1;
+    append_v(s, "cust-1", "Poison", 2);
+    append_v(s, "cust-1", "Deposited", 4);
+    append_v(s, "cust-2", "Deposited", 20);
+    size_t n;
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 3);
+    CHECK_RC(evs_proj_checkpoint(p), EVS_OK);
+    /* cust-1 stopped before the poison, its follower parked behind it */
+    check_state(b, "poisoned", "cust-1", 1, 1);
+    check_state(b, "poisoned", "cust-2", 2, 30);
+    uint64_t depth;
+    CHECK_RC(evs_dlq_depth(b, "poisoned", &depth), EVS_OK);
+    CHECK_INT(depth, 2);
+    poison_fixed = 1;
+    size_t rel, failed;
+    CHECK_RC(evs_proj_dlq_retry_all(p, &rel, &failed), EVS_OK);
+    CHECK_INT(rel, 2);
+    check_state(b, "poisoned", "cust-1", 3, 7);
+    char *js;
+    CHECK_RC(evs_proj_get_state(b, "poisoned", "cust-1", &js, NULL), EVS_OK);
+    st st1;
+    parse_state(js, &st1);
+    CHECK_INT(st1.last, bad + 1);
+    free(js);
+    poison_fixed = 0;
+    evs_proj_close(p);
+}
+
+/* ------------------------------------------------------------- kill -9 */
+
+#define KILL_EVENTS 40000
+
+static evs_projection *open_fold(evs_bus *b, const char *name, uint32_t every) {
+    evs_proj_config c;
+    evs_proj_config_init(&c);
+    c.name = name;
+    c.apply = fold;
+    c.checkpoint_every = every;
+    c.page_size = 97;
+    const char *pfx = "k-";
+    c.filter.stream_prefix = pfx;
+    evs_projection *p = NULL;
+    if (evs_proj_open(b, &c, &p) != EVS_OK) {
+        fprintf(stderr, "open %s: %s\n", name, evs_errmsg());
+        exit(2);
+    }
+    return p;
+}
+
+static void child_project(const char *d) {
+    evs_store *s = NULL;
+    evs_bus *b = NULL;
+    if (evs_store_create(&s) || evs_store_open(s, d, 0) || evs_bus_open(s, &b)) _exit(3);
+    evs_projection *p = open_fold(b, "killed", 37);
+    for (;;) {
+        size_t n;
+        if (evs_proj_poll(p, 0, 500, &n) != EVS_OK) _exit(4);
+        if (n == 0) break;
+    }
+    evs_proj_close(p);
+    evs_bus_close(b);
+    evs_store_close(s);
+    _exit(0);
+}
+
+static void test_kill9(void) {
+    char *d = tu_tempdir("bus-kill9");
+    evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 4 << 20);
+    for (int i = 0; i < KILL_EVENTS / 100; i++) {
+        char stream[16], data[100][32];
+        evs_event_in ev[100];
+        for (int j = 0; j < 100; j++) {
+            snprintf(data[j], sizeof data[j], "{\"v\":%d}", (i * 100 + j) % 7);
+            ev[j] = tu_event("Deposited", data[j]);
+        }
+        snprintf(stream, sizeof stream, "k-%d", i % 13);
+        evs_append_result r;
+        CHECK_RC(evs_append(s, stream, EVS_EXPECT_ANY, ev, 100, &r, NULL), EVS_OK);
+    }
+    evs_store_close(s);
+    unsigned seed = (unsigned)time(NULL);
+    srand(seed);
+    int kills = 0, finished = 0;
+    for (int round = 0; round < 30 && !finished; round++) {
+        pid_t pid = fork();
+        if (pid == 0) child_project(d);
+        CHECK(pid > 0);
+        struct timespec ts = {0, (long)(2000 + round * 2000 + rand() % 3000) * 1000L};
+        nanosleep(&ts, NULL);
+        kill(pid, SIGKILL);
+        int status;
+        waitpid(pid, &status, 0);
+        if (WIFSIGNALED(status)) kills++;
+        else if (WIFEXITED(status) && WEXITSTATUS(status) == 0) finished = 1;
+        else {
+            fprintf(stderr, "child failed with status %d (seed %u)\n", status, seed);
+            CHECK(0);
+        }
+    }
+    CHECK(kills > 0);
+    printf("kill -9: %d kills, child finished: %s\n", kills, finished ? "yes" : "no");
+    s = tu_open(d, EVS_DURABILITY_NONE, 4 << 20);
+    evs_bus *b;
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    evs_consumer_info before;
+    CHECK_RC(evs_consumer_get(b, "killed", &before), EVS_OK);
+    printf("kill -9: the killed children had checkpointed %llu of %d events\n",
+           (unsigned long long)before.checkpoint, KILL_EVENTS);
+    evs_projection *p = open_fold(b, "killed", 37), *f = open_fold(b, "fresh", 100000);
+    size_t n;
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_proj_poll(f, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, KILL_EVENTS);
+    evs_proj_close(p);
+    evs_proj_close(f);
+    evs_partition_name parts[32];
+    size_t cnt, cnt2;
+    CHECK_RC(evs_proj_list_partitions(b, "killed", NULL, parts, 32, &cnt), EVS_OK);
+    CHECK_INT(cnt, 13);
+    CHECK_RC(evs_proj_list_partitions(b, "fresh", NULL, parts, 32, &cnt2), EVS_OK);
+    CHECK_INT(cnt2, 13);
+    unsigned long long total = 0;
+    for (size_t i = 0; i < cnt2; i++) {
+        char *a = NULL, *z = NULL;
+        CHECK_RC(evs_proj_get_state(b, "killed", parts[i].name, &a, NULL), EVS_OK);
+        CHECK_RC(evs_proj_get_state(b, "fresh", parts[i].name, &z, NULL), EVS_OK);
+        if (a && z) {
+            CHECK_STR(a, z);
+            st x;
+            parse_state(z, &x);
+            total += x.n;
+        }
+        free(a);
+        free(z);
+    }
+    CHECK_INT(total, KILL_EVENTS);
+    if (tu_failures) fprintf(stderr, "kill -9 test: seed %u, %d kills\n", seed, kills);
+    evs_bus_close(b);
+    evs_store_close(s);
+    tu_rmrf(d);
+    free(d);
+}
+
+/* --------------------------------------------------------------- rebuild */
+
+static void test_rebuild(evs_store *s, evs_bus *b) {
+    evs_proj_config c;
+    evs_proj_config_init(&c);
+    c.name = "rebuilt";
+    c.apply = fold;
+    c.page_size = 10;
+    c.checkpoint_every = 25;
+    const char *pfx = "r-";
+    c.filter.stream_prefix = pfx;
+    evs_projection *p;
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    for (int i = 0; i < 200; i++) append_v(s, i % 2 ? "r-a" : "r-b", "Deposited", 1);
+    size_t n;
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_proj_checkpoint(p), EVS_OK);
+    check_state(b, "rebuilt", "r-a", 100, 100);
+    CHECK_RC(evs_proj_rebuild(p, 0), EVS_OK);
+    evs_proj_status stt;
+    CHECK_RC(evs_proj_get_status(p, &stt), EVS_OK);
+    CHECK_INT(stt.rebuilding, 1);
+    CHECK(stt.rebuild_percent < 50);
+    /* rebuild in small steps while appends continue; the old state answers */
+    for (int round = 0; round < 10; round++) {
+        append_v(s, "r-a", "Deposited", 2);
+        CHECK_RC(evs_proj_poll(p, 0, 7, &n), EVS_OK);
+        check_state(b, "rebuilt", "r-a", 100, 100);
+    }
+    CHECK_RC(evs_proj_get_status(p, &stt), EVS_OK);
+    CHECK_INT(stt.rebuilding, 1);
+    CHECK(stt.rebuild_percent > 0);
+    /* close and reopen mid-rebuild: it resumes */
+    evs_proj_close(p);
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_proj_get_status(p, &stt), EVS_OK);
+    CHECK_INT(stt.rebuilding, 0);
+    CHECK_INT(stt.generation, 1);
+    check_state(b, "rebuilt", "r-a", 110, 120);
+    check_state(b, "rebuilt", "r-b", 100, 100);
+    /* equal to a fresh replay */
+    c.name = "rebuilt-fresh";
+    evs_projection *f;
+    CHECK_RC(evs_proj_open(b, &c, &f), EVS_OK);
+    CHECK_RC(evs_proj_poll(f, 0, 0, &n), EVS_OK);
+    evs_proj_close(f);
+    const char *parts[] = {"r-a", "r-b"};
+    for (int i = 0; i < 2; i++) {
+        char *x = NULL, *y = NULL;
+        CHECK_RC(evs_proj_get_state(b, "rebuilt", parts[i], &x, NULL), EVS_OK);
+        CHECK_RC(evs_proj_get_state(b, "rebuilt-fresh", parts[i], &y, NULL), EVS_OK);
+        if (x && y) CHECK_STR(x, y);
+        free(x);
+        free(y);
+    }
+    evs_proj_close(p);
+}
+
+int main(void) {
+    char *d = tu_tempdir("bus-proj");
+    evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
+    evs_bus *b;
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    test_partitions_and_queries(s, b);
+    test_failure_parks(s, b);
+    test_rebuild(s, b);
+    evs_bus_close(b);
+    evs_store_close(s);
+    tu_rmrf(d);
+    free(d);
+    test_kill9();
+    return TEST_REPORT();
+}

@@ -1,0 +1,290 @@
+/*
+ * test_bus_sub.c — subscriptions: catch-up then live in global order,
+ * filters (event types, prefix, tag, stream subscriptions), a filtered
+ * checkpoint that advances when nothing matches, durable checkpoints across
+ * a reopen, from-now, pause/resume/reset, and the records users see.
+ */
+#include "evstore_bus.h"
+#include "testutil.h"
+
+typedef struct seen {
+    uint64_t pos[4096];
+    char type[4096][16];
+    size_t n;
+} seen;
+
+static int record_handler(void *ctx, const evs_event *ev, char *err, size_t cap) {
+    seen *s = ctx;
+    (void)err, (void)cap;
+    if (s->n < 4096) {
+        s->pos[s->n] = ev->global_position;
+        snprintf(s->type[s->n], 16, "%.*s", (int)ev->event_type_len, ev->event_type);
+    }
+    s->n++;
+    return 0;
+}
+
+static void append_n(evs_store *s, const char *stream, const char *type, int n) {
+    for (int i = 0; i < n; i++) {
+        evs_event_in e = tu_event(type, "{\"x\":1}");
+        evs_append_result r;
+        if (evs_append(s, stream, EVS_EXPECT_ANY, &e, 1, &r, NULL) != EVS_OK) {
+            fprintf(stderr, "append failed: %s\n", evs_errmsg());
+            exit(2);
+        }
+    }
+}
+
+static void test_catchup_then_live(evs_store *s, evs_bus *b) {
+    append_n(s, "order-1", "OrderPlaced", 5);
+    append_n(s, "user-1", "UserCreated", 5);
+    evs_sub_config c;
+    evs_sub_config_init(&c);
+    c.name = "all";
+    c.page_size = 3; /* several pages during catch-up */
+    seen *sn = calloc(1, sizeof *sn);
+    evs_subscription *sub;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, sn, &sub), EVS_OK);
+    size_t n;
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 10);
+    CHECK_INT(sn->n, 10);
+    for (size_t i = 0; i < sn->n && i < 10; i++) CHECK_INT(sn->pos[i], i + 1);
+    /* nothing new: a zero timeout returns at once */
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 0);
+    /* live */
+    append_n(s, "order-2", "OrderPlaced", 2);
+    CHECK_RC(evs_sub_poll(sub, 1000, 0, &n), EVS_OK);
+    CHECK_INT(n, 2);
+    CHECK_INT(sn->n, 12);
+    CHECK_INT(sn->pos[11], 12);
+    /* max_events */
+    append_n(s, "order-3", "OrderPlaced", 4);
+    CHECK_RC(evs_sub_poll(sub, 0, 3, &n), EVS_OK);
+    CHECK_INT(n, 3);
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 1);
+    CHECK_INT(sn->pos[15], 16);
+    evs_consumer_info info;
+    CHECK_RC(evs_consumer_get(b, "all", &info), EVS_OK); /* not yet checkpointed: stored value lags */
+    CHECK_RC(evs_sub_checkpoint(sub), EVS_OK);
+    CHECK_RC(evs_consumer_get(b, "all", &info), EVS_OK);
+    CHECK_INT(info.checkpoint, 16);
+    CHECK_INT(info.processed, 16);
+    CHECK_INT(info.status, EVS_CONSUMER_ACTIVE);
+    CHECK_STR(info.kind, "subscription");
+    CHECK_INT(info.lag_events, 0);
+    CHECK(info.last_processed_at > 0);
+    /* a second open of the same name is refused */
+    evs_subscription *dup;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, sn, &dup), EVS_ELOCKED);
+    evs_sub_close(sub);
+    free(sn);
+}
+
+static void test_filters(evs_store *s, evs_bus *b) {
+    uint64_t head = evs_head(s);
+    evs_sub_config c;
+    evs_sub_config_init(&c);
+    c.name = "orders-only";
+    const char *types[] = {"OrderPlaced"};
+    c.filter.event_types = types;
+    c.filter.n_event_types = 1;
+    c.from = head + 1;
+    c.checkpoint_every = 1;
+    seen *sn = calloc(1, sizeof *sn);
+    evs_subscription *sub;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, sn, &sub), EVS_OK);
+    /* many events that do not match: the checkpoint still moves */
+    append_n(s, "user-2", "UserCreated", 50);
+    size_t n;
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 0);
+    CHECK_RC(evs_sub_checkpoint(sub), EVS_OK);
+    evs_consumer_info info;
+    CHECK_RC(evs_consumer_get(b, "orders-only", &info), EVS_OK);
+    CHECK_INT(info.checkpoint, head + 50);
+    CHECK_CONTAINS(info.filter_json, "\"event_types\":[\"OrderPlaced\"]");
+    append_n(s, "order-9", "OrderPlaced", 1);
+    CHECK_RC(evs_sub_poll(sub, 1000, 0, &n), EVS_OK);
+    CHECK_INT(n, 1);
+    CHECK_INT(sn->pos[0], head + 51);
+    evs_sub_close(sub);
+
+    /* tag and prefix */
+    evs_sub_config_init(&c);
+    c.name = "vip";
+    c.tag = "vip";
+    c.filter.stream_prefix = "cust-";
+    c.from = evs_head(s) + 1;
+    memset(sn, 0, sizeof *sn);
+    CHECK_RC(evs_sub_open(b, &c, record_handler, sn, &sub), EVS_OK);
+    const char *tags[] = {"eu", "vip"};
+    evs_event_in e = tu_event("Tagged", "{}");
+    e.tags = tags;
+    e.ntags = 2;
+    evs_append_result r;
+    CHECK_RC(evs_append(s, "cust-1", EVS_EXPECT_ANY, &e, 1, &r, NULL), EVS_OK);
+    CHECK_RC(evs_append(s, "other-1", EVS_EXPECT_ANY, &e, 1, &r, NULL), EVS_OK);
+    e.ntags = 1;
+    CHECK_RC(evs_append(s, "cust-2", EVS_EXPECT_ANY, &e, 1, &r, NULL), EVS_OK);
+    CHECK_RC(evs_sub_poll(sub, 1000, 0, &n), EVS_OK);
+    CHECK_INT(n, 1);
+    CHECK_INT(sn->n, 1);
+    CHECK_INT(sn->pos[0], r.first_global_position - 2);
+    evs_sub_close(sub);
+
+    /* one stream, with a type filter */
+    evs_sub_config_init(&c);
+    c.name = "stream-order-1";
+    c.stream = "order-1";
+    memset(sn, 0, sizeof *sn);
+    CHECK_RC(evs_sub_open(b, &c, record_handler, sn, &sub), EVS_OK);
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 5);
+    append_n(s, "order-1", "OrderShipped", 1);
+    append_n(s, "order-7", "OrderShipped", 1);
+    CHECK_RC(evs_sub_poll(sub, 1000, 0, &n), EVS_OK);
+    CHECK_INT(n, 1);
+    CHECK_STR(sn->type[5], "OrderShipped");
+    evs_sub_close(sub);
+    /* the stored record names the stream: opening it on $all is refused */
+    c.stream = NULL;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, sn, &sub), EVS_EINVAL);
+
+    /* a stream that does not exist yet, from now */
+    evs_sub_config_init(&c);
+    c.name = "future";
+    c.stream = "later-1";
+    c.from = EVS_SUB_FROM_NOW;
+    memset(sn, 0, sizeof *sn);
+    CHECK_RC(evs_sub_open(b, &c, record_handler, sn, &sub), EVS_OK);
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 0);
+    append_n(s, "later-1", "A", 2);
+    CHECK_RC(evs_sub_poll(sub, 1000, 0, &n), EVS_OK);
+    CHECK_INT(n, 2);
+    evs_sub_close(sub);
+    free(sn);
+}
+
+static void test_pause_reset(evs_store *s, evs_bus *b) {
+    evs_sub_config c;
+    evs_sub_config_init(&c);
+    c.name = "pausable";
+    c.from = EVS_SUB_FROM_NOW;
+    seen *sn = calloc(1, sizeof *sn);
+    evs_subscription *sub;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, sn, &sub), EVS_OK);
+    uint64_t h = evs_head(s);
+    append_n(s, "p-1", "A", 3);
+    CHECK_RC(evs_sub_pause(sub), EVS_OK);
+    size_t n;
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 0);
+    evs_consumer_info info;
+    CHECK_RC(evs_consumer_get(b, "pausable", &info), EVS_OK);
+    CHECK_INT(info.status, EVS_CONSUMER_PAUSED);
+    CHECK_INT(info.lag_events, 3);
+    CHECK_RC(evs_sub_resume(sub), EVS_OK);
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 3);
+    CHECK_RC(evs_sub_reset(sub, h + 2), EVS_OK);
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 2);
+    CHECK_INT(sn->pos[3], h + 2);
+    /* cancel before poll makes it return at once */
+    evs_sub_cancel(sub);
+    int64_t t0 = evs_now_ns();
+    CHECK_RC(evs_sub_poll(sub, 5000, 0, &n), EVS_OK);
+    CHECK(evs_now_ns() - t0 < 1000000000);
+    evs_sub_close(sub);
+    /* by name, while closed */
+    CHECK_RC(evs_consumer_set_status(b, "pausable", EVS_CONSUMER_PAUSED), EVS_OK);
+    CHECK_RC(evs_consumer_get(b, "pausable", &info), EVS_OK);
+    CHECK_STR(evs_consumer_status_name(info.status), "paused");
+    CHECK_RC(evs_consumer_set_position(b, "pausable", 1), EVS_OK);
+    CHECK_RC(evs_consumer_get(b, "pausable", &info), EVS_OK);
+    CHECK_INT(info.checkpoint, 0);
+    CHECK_RC(evs_consumer_delete(b, "pausable"), EVS_OK);
+    CHECK_RC(evs_consumer_get(b, "pausable", &info), EVS_ENOTFOUND);
+    CHECK_RC(evs_consumer_delete(b, "pausable"), EVS_ENOTFOUND);
+    free(sn);
+}
+
+static void test_restart_resumes(const char *d) {
+    evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
+    evs_bus *b;
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    evs_sub_config c;
+    evs_sub_config_init(&c);
+    c.name = "durable";
+    c.checkpoint_every = 10;
+    seen *sn = calloc(1, sizeof *sn);
+    evs_subscription *sub;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, sn, &sub), EVS_OK);
+    uint64_t head = evs_head(s);
+    size_t n;
+    CHECK_RC(evs_sub_poll(sub, 0, 25, &n), EVS_OK);
+    CHECK_INT(n, 25);
+    evs_sub_close(sub); /* close writes the checkpoint */
+    evs_bus_close(b);
+    evs_store_close(s);
+
+    s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    memset(sn, 0, sizeof *sn);
+    c.from = EVS_SUB_FROM_NOW; /* ignored: the record exists */
+    CHECK_RC(evs_sub_open(b, &c, record_handler, sn, &sub), EVS_OK);
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, head - 25);
+    CHECK_INT(sn->pos[0], 26);
+    evs_consumer_info list[16];
+    size_t cnt;
+    CHECK_RC(evs_consumer_list(b, NULL, list, 16, &cnt), EVS_OK);
+    CHECK(cnt >= 5);
+    CHECK_STR(list[0].name, "all");
+    CHECK_RC(evs_consumer_list(b, "all", list, 1, &cnt), EVS_OK);
+    CHECK_INT(cnt, 1);
+    CHECK_STR(list[0].name, "durable");
+    evs_sub_close(sub);
+    evs_bus_close(b);
+    evs_store_close(s);
+    free(sn);
+}
+
+static void test_bad_args(evs_bus *b) {
+    evs_sub_config c;
+    evs_sub_config_init(&c);
+    evs_subscription *sub;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "consumer name is empty");
+    c.name = "x";
+    c.page_size = 5000;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_ELIMIT);
+    c.page_size = 0;
+    CHECK_RC(evs_sub_open(b, &c, NULL, NULL, &sub), EVS_EINVAL);
+    char longname[200];
+    memset(longname, 'a', sizeof longname - 1);
+    longname[199] = 0;
+    c.name = longname;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_EINVAL);
+}
+
+int main(void) {
+    char *d = tu_tempdir("bus-sub");
+    evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
+    evs_bus *b;
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    test_catchup_then_live(s, b);
+    test_filters(s, b);
+    test_pause_reset(s, b);
+    test_bad_args(b);
+    evs_bus_close(b);
+    evs_store_close(s);
+    test_restart_resumes(d);
+    tu_rmrf(d);
+    free(d);
+    return TEST_REPORT();
+}
