@@ -39,9 +39,10 @@
  *   other segment (another salt) fail to verify.
  *
  * A frame at offset X of segment S is VALID when payload_len > 0, the frame
- * including padding fits in the segment, the crc verifies, event_count >= 1,
- * flags == 0, and first_gpos equals the expected next global position (the
- * previous frame's first_gpos + event_count; 1 for the first frame).
+ * including padding fits in the segment, the crc verifies, the padding is
+ * zero, event_count >= 1, flags == 0, and first_gpos equals the expected
+ * next global position (the previous frame's first_gpos + event_count; 1
+ * for the first frame).
  *
  * INVARIANTS
  *  1. A segment's frames are contiguous from offset 64.  Where a frame would
@@ -217,6 +218,9 @@ static const char *frame_check(const evs_seg *sg, uint64_t off, frame_info *fi) 
     uint64_t size = FRAME_HDR + align8(len);
     if (len > MAX_PAYLOAD || off + size > sg->avail) return "frame length runs past the segment end";
     if (frame_crc(sg->salt, p, len) != evs__get32(p + 4)) return "checksum mismatch";
+    /* the CRC stops at the payload: padding must be zero, so that every flipped byte is found */
+    for (uint64_t i = FRAME_HDR + len; i < size; i++)
+        if (p[i]) return "non-zero padding after the payload";
     fi->len = len;
     fi->count = evs__get32(p + 16);
     fi->gpos = evs__get64(p + 8);
