@@ -791,6 +791,29 @@ static void report_add(evs_store *s, const char *text) {
     snprintf(s->report + n, sizeof s->report - n, "%s%s", n ? "; " : "", text);
 }
 
+/*
+ * Tear down an opened (or half-opened) store and leave the handle unopened.
+ * clean: sync the log and the index and mark the close clean, so the next
+ * open trusts the checkpoint instead of re-verifying the tail.
+ */
+static void store_teardown(evs_store *s, int clean) {
+    if (!s->readonly) quiesce(s);
+    if (clean && !s->readonly && !atomic_load(&s->failed) && evs__log_sync(s->log) == EVS_OK &&
+        mdb_env_sync(s->ix.env, 1) == 0)
+        state_put(s, 1);
+    evs__log_close(s->log);
+    s->log = NULL;
+    evs__index_close(&s->ix);
+    if (s->lock_fd >= 0) close(s->lock_fd);
+    s->lock_fd = -1;
+    pthread_mutex_destroy(&s->mu);
+    pthread_cond_destroy(&s->syncer_cv);
+    pthread_cond_destroy(&s->idle_cv);
+    pthread_cond_destroy(&s->head_cv);
+    free(s->dir);
+    s->dir = NULL;
+}
+
 int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     int rc;
     char path[PATH_MAX];
@@ -810,6 +833,8 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
         return evs__err(EVS_ENOTFOUND, "no store at %s (no log/ directory)", dir);
     if (!(s->dir = strdup(dir))) return evs__err(EVS_ENOMEM, "out of memory");
     s->report[0] = 0;
+    s->closing = 0;
+    atomic_store(&s->failed, 0);
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->syncer_cv, NULL);
     pthread_cond_init(&s->idle_cv, NULL);
@@ -888,17 +913,7 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
 fail:;
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", evs_errmsg());
-    evs__log_close(s->log);
-    s->log = NULL;
-    evs__index_close(&s->ix);
-    if (s->lock_fd >= 0) close(s->lock_fd);
-    s->lock_fd = -1;
-    pthread_mutex_destroy(&s->mu);
-    pthread_cond_destroy(&s->syncer_cv);
-    pthread_cond_destroy(&s->idle_cv);
-    pthread_cond_destroy(&s->head_cv);
-    free(s->dir);
-    s->dir = NULL;
+    store_teardown(s, 0);
     return evs__err(rc, "%s", msg);
 }
 
@@ -906,22 +921,7 @@ const char *evs_store_recovery_report(const evs_store *s) { return s ? s->report
 
 void evs_store_close(evs_store *s) {
     if (!s) return;
-    if (s->dir) {
-        if (!s->readonly) quiesce(s);
-        /* clean only when the log and the index are both on disk: the next
-           open then trusts the checkpoint instead of re-verifying the tail */
-        if (!s->readonly && !atomic_load(&s->failed) && evs__log_sync(s->log) == EVS_OK &&
-            mdb_env_sync(s->ix.env, 1) == 0)
-            state_put(s, 1);
-        evs__log_close(s->log);
-        evs__index_close(&s->ix);
-        if (s->lock_fd >= 0) close(s->lock_fd);
-        pthread_mutex_destroy(&s->mu);
-        pthread_cond_destroy(&s->syncer_cv);
-        pthread_cond_destroy(&s->idle_cv);
-        pthread_cond_destroy(&s->head_cv);
-        free(s->dir);
-    }
+    if (s->dir) store_teardown(s, 1);
     free(s);
 }
 
@@ -1021,16 +1021,6 @@ int evs_store_get_stats(evs_store *s, evs_store_stats *out) {
 void evs__store_abandon(evs_store *s);
 void evs__store_abandon(evs_store *s) {
     if (!s) return;
-    if (s->dir) {
-        if (!s->readonly) quiesce(s);
-        evs__log_close(s->log);
-        evs__index_close(&s->ix);
-        if (s->lock_fd >= 0) close(s->lock_fd);
-        pthread_mutex_destroy(&s->mu);
-        pthread_cond_destroy(&s->syncer_cv);
-        pthread_cond_destroy(&s->idle_cv);
-        pthread_cond_destroy(&s->head_cv);
-        free(s->dir);
-    }
+    if (s->dir) store_teardown(s, 0);
     free(s);
 }
