@@ -10,6 +10,7 @@
 #define EVS_TESTUTIL_H
 
 #include <errno.h>
+#include <stdarg.h>
 #include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -132,6 +133,32 @@ static inline evs_event_in tu_event(const char *type, const char *data) {
     e.data = data;
     e.data_len = strlen(data);
     return e;
+}
+
+/* Problems found off the main thread or in a loop: a count and the first description. */
+typedef struct problems {
+    int count;
+    char first[512];
+} problems;
+
+/* Set (e.g. from EVS_VERBOSE) to print every problem, not just keep the first. */
+static int tu_verbose;
+
+static void problem(problems *p, const char *fmt, ...) __attribute__((format(printf, 2, 3), unused));
+static void problem(problems *p, const char *fmt, ...) {
+    va_list ap;
+    if (p->count++ == 0) {
+        va_start(ap, fmt);
+        vsnprintf(p->first, sizeof p->first, fmt, ap);
+        va_end(ap);
+    }
+    if (tu_verbose) {
+        va_start(ap, fmt);
+        fprintf(stderr, "    ");
+        vfprintf(stderr, fmt, ap);
+        fprintf(stderr, "\n");
+        va_end(ap);
+    }
 }
 
 #endif

@@ -294,29 +294,6 @@ static void where(const frame *f, char *buf, size_t n) {
     snprintf(buf, n, "segment %08u.seg offset %u", f->seg, f->off);
 }
 
-typedef struct problems {
-    int count;
-    char first[512];
-} problems;
-
-static void problem(problems *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int verbose; /* EVS_VERBOSE=1: print every problem, not just the first of a trial */
-
-static void problem(problems *p, const char *fmt, ...) {
-    va_list ap;
-    if (p->count++ == 0) {
-        va_start(ap, fmt);
-        vsnprintf(p->first, sizeof p->first, fmt, ap);
-        va_end(ap);
-    }
-    if (verbose) {
-        va_start(ap, fmt);
-        fprintf(stderr, "    ");
-        vfprintf(stderr, fmt, ap);
-        fprintf(stderr, "\n");
-        va_end(ap);
-    }
-}
 
 /* A read of g failed with rc: fine only for a damaged event, as ECORRUPT naming its record. */
 static void read_failed(const trial *t, uint64_t g, int rc, problems *p, tally *ty) {
@@ -722,7 +699,7 @@ int main(void) {
     e = getenv("EVS_CORRUPTION_TRIALS");
     int per = e ? atoi(e) : 16;
     if (per < 1) per = 1;
-    verbose = getenv("EVS_VERBOSE") != NULL;
+    tu_verbose = getenv("EVS_VERBOSE") != NULL;
     printf("crash_corruption: %d trials per kind, seed %llu (EVS_SEED repeats a run)\n", per,
            (unsigned long long)seed);
     char *root = tu_tempdir("corruption");

@@ -225,20 +225,6 @@ static void child_main(const char *dir, int wfd, uint64_t seed) {
 
 /* ----------------------------------------------------------------- parent */
 
-typedef struct problems {
-    int count;
-    char first[512];
-} problems;
-
-static void problem(problems *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(problems *p, const char *fmt, ...) {
-    if (p->count++ == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(p->first, sizeof p->first, fmt, ap);
-        va_end(ap);
-    }
-}
 
 static int64_t mono_ms(void) {
     struct timespec ts;

@@ -60,21 +60,6 @@ typedef struct ack {
     evs_uuid id;
 } ack;
 
-/* Problems found off the main thread: a count and the first description. */
-typedef struct problems {
-    int count;
-    char first[512];
-} problems;
-
-static void problem(problems *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(problems *p, const char *fmt, ...) {
-    if (p->count++ == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(p->first, sizeof p->first, fmt, ap);
-        va_end(ap);
-    }
-}
 
 typedef struct run {
     evs_store *s;

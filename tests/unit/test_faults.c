@@ -44,20 +44,6 @@
 
 /* ------------------------------------------------------------ helpers */
 
-typedef struct problems {
-    int count;
-    char first[512];
-} problems;
-
-static void problem(problems *p, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(problems *p, const char *fmt, ...) {
-    if (p->count++ == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        vsnprintf(p->first, sizeof p->first, fmt, ap);
-        va_end(ap);
-    }
-}
 
 /* Report a problems list as one check. */
 #define CHECK_PROBLEMS(label, p)                                                                    \
