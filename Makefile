@@ -1,17 +1,18 @@
 # evstore — the two commands a fresh Debian 12 machine needs:
-#   make run    install what is missing, build, run the main job on ./data
+#   make run    install what is missing, build, serve ./data over HTTP (prints the address)
 #   make test   install what is missing, build, and pass every test
 #               (plain, ASan+UBSan, and the concurrency tests under TSan)
-# Also: make build, make bench, make soak, make install PREFIX=/usr/local
+# Also: make demo (the CLI tour), make build, make bench, make soak, make install PREFIX=/usr/local
 
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX   ?= /usr/local
 DATA     ?= ./data
 BUILD    := build
 CMAKE    := cmake
-APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev python3 clang
+APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev liblua5.4-dev python3 clang \
+            libmicrohttpd-dev libwslay-dev prometheus
 
-.PHONY: all deps build build-asan build-tsan run test test-plain test-asan test-tsan bench soak install clean fuzz
+.PHONY: all deps build build-asan build-tsan run demo test test-plain test-asan test-tsan bench soak install clean fuzz
 
 all: build
 
@@ -40,7 +41,11 @@ build-tsan: deps
 	@[ -f $(BUILD)-tsan/Makefile ] || $(CMAKE) -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=Debug -DEVS_SANITIZE=thread
 	$(CMAKE) --build $(BUILD)-tsan -j $(JOBS)
 
+# The server on ./data; it prints its address (default http://127.0.0.1:2113).
 run: build
+	$(BUILD)/evstore serve -d $(DATA)
+
+demo: build
 	@sh tools/demo.sh $(BUILD)/evstore $(DATA)
 
 test-plain: build
@@ -51,7 +56,7 @@ test-asan: build-asan
 	  EVS_SANITIZED=1 ctest --output-on-failure -j $(JOBS)
 
 test-tsan: build-tsan
-	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 EVS_SANITIZED=1 \
+	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp EVS_SANITIZED=1 \
 	  ctest --output-on-failure -j $(JOBS) -L concurrency
 
 test: test-plain test-asan test-tsan

@@ -791,30 +791,6 @@ class LiveTest(unittest.TestCase):
             self.assertLess(rss_behind, 64 * 1024, "RssAnon %d kB with a 3 MB backlog" % rss_behind)
 
 
-class SlowWebSocketTest(LiveTest):
-    test_sse_catch_up_then_live_exactly_once = WebSocketTest.test_sse_catch_up_then_live_exactly_once
-    test_sse_filters = test_sse_heartbeat_and_shutdown_message = test_sse_catch_up_then_live_exactly_once
-    test_slow_subscriber_receives_everything = test_sse_catch_up_then_live_exactly_once
-
-    def test_ws_slow_subscriber_receives_everything(self):
-        s = self.srv
-        w = WSClient(s.port)
-        w.send({"op": "subscribe", "from": 1})
-        self.assertEqual(w.recv()["op"], "subscribed")
-        n, pad = 3000, "p" * 1000
-        c = s.conn()
-        for i in range(0, n, 100):
-            st, _, b = s.post_on(c, "/streams/wslow-1", [ev("S", {"i": i + j, "pad": pad}) for j in range(100)])
-            self.assertEqual(st, 201, b)
-        c.close()
-        rss_behind = rss_anon_kb(s.proc.pid)
-        got = w.events(n)
-        self.assertEqual([e["global_position"] for e in got], list(range(1, n + 1)))
-        w.close()
-        if rss_behind is not None and not os.environ.get("EVS_SANITIZED"):
-            self.assertLess(rss_behind, 64 * 1024, "RssAnon %d kB with a 3 MB backlog" % rss_behind)
-
-
 def rss_anon_kb(pid):
     try:
         with open("/proc/%d/status" % pid) as f:
@@ -1009,6 +985,24 @@ class WebSocketTest(LiveTest):
         st, _, b = s.get("/ws")
         self.assertEqual(st, 400, b)
         self.assertIn("WebSocket", b["error"])
+
+    def test_ws_slow_subscriber_receives_everything(self):
+        s = self.srv
+        w = WSClient(s.port)
+        w.send({"op": "subscribe", "from": 1})
+        self.assertEqual(w.recv()["op"], "subscribed")
+        n, pad = 3000, "p" * 1000
+        c = s.conn()
+        for i in range(0, n, 100):
+            st, _, b = s.post_on(c, "/streams/wslow-1", [ev("S", {"i": i + j, "pad": pad}) for j in range(100)])
+            self.assertEqual(st, 201, b)
+        c.close()
+        rss_behind = rss_anon_kb(s.proc.pid)
+        got = w.events(n)
+        self.assertEqual([e["global_position"] for e in got], list(range(1, n + 1)))
+        w.close()
+        if rss_behind is not None and not os.environ.get("EVS_SANITIZED"):
+            self.assertLess(rss_behind, 64 * 1024, "RssAnon %d kB with a 3 MB backlog" % rss_behind)
 
     def test_ws_shutdown_message(self):
         s = self.srv

@@ -1,0 +1,246 @@
+/*
+ * cli_admin.c — `evstore streams`, `evstore info` and `evstore check`.
+ *
+ * All three open the store read-only, so they can inspect a store that a
+ * running process is writing to, and `check` never repairs anything: it
+ * reports.  (Repair of a torn tail is what a normal writable open does, and
+ * its recovery report is printed by every command that opens the store.)
+ *
+ * `streams` pages through evs_list_streams with after = the last name seen,
+ * so the listing is streamed in bounded memory however many streams exist.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+static const char evs_streams_help[] =
+    "Usage: evstore streams -d DIR [--prefix P] [--limit N]\n"
+    "\n"
+    "List streams in name order as JSON lines: stream, stream_type, version,\n"
+    "first/last global position, created_at, updated_at.\n"
+    "\n"
+    "Options:\n"
+    "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
+    "  --prefix P        only streams whose name starts with P\n"
+    "  --limit N         at most N streams (default: all)\n"
+    "  -h, --help        show this help\n";
+
+static const char evs_info_help[] =
+    "Usage: evstore info -d DIR [STREAM]\n"
+    "\n"
+    "Without STREAM: the store's head position, number of streams and segments,\n"
+    "bytes of log and durability mode, as one JSON object.  With STREAM: that\n"
+    "stream's version, first/last global position, created_at, updated_at and\n"
+    "stream_type (exit 2 if the stream has no events).\n"
+    "\n"
+    "Options:\n"
+    "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
+    "  -h, --help        show this help\n";
+
+static const char evs_check_help[] =
+    "Usage: evstore check -d DIR\n"
+    "\n"
+    "Verify every record of the log and that the index agrees with it, without\n"
+    "changing anything.  Prints a JSON summary; on corruption exits 5 and names\n"
+    "the first bad segment and offset on stderr.\n"
+    "\n"
+    "Options:\n"
+    "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
+    "  -h, --help        show this help\n";
+
+/* Streams per evs_list_streams call: ~130 KiB of evs_stream_info. */
+#define EVS_CLI_STREAMS_PAGE 256
+
+int evs__cli_streams(int argc, char **argv) {
+    evs__cli_args a;
+    const char *opt_dir = NULL, *dir = NULL, *prefix = NULL;
+    uint64_t limit = 0;
+    evs_store *store = NULL;
+    evs_stream_info *page = NULL;
+    char after[EVS_MAX_STREAM_NAME + 1];
+    int code = EVS_CLI_OK;
+
+    evs__cli_args_init(&a, "streams", argc, argv);
+    int t;
+    while ((t = evs__cli_args_next(&a)) != EVS_CLI_END) {
+        const char *v;
+        if (t == EVS_CLI_POSITIONAL) {
+            code = evs__cli_usage(a.cmd, "unexpected argument \"%s\" (use --prefix P)", a.arg);
+            goto cleanup;
+        } else if (evs__cli_is(&a, "--help", "-h")) {
+            fputs(evs_streams_help, stdout);
+            goto cleanup;
+        } else if (evs__cli_is(&a, "--dir", "-d")) {
+            if ((code = evs__cli_value(&a, &opt_dir))) goto cleanup;
+        } else if (evs__cli_is(&a, "--prefix", NULL)) {
+            if ((code = evs__cli_value(&a, &prefix))) goto cleanup;
+        } else if (evs__cli_is(&a, "--limit", NULL)) {
+            if ((code = evs__cli_value(&a, &v))) goto cleanup;
+            if ((code = evs__cli_u64(&a, "--limit", v, UINT64_MAX, &limit))) goto cleanup;
+        } else {
+            code = evs__cli_unknown(&a);
+            goto cleanup;
+        }
+    }
+    if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+
+    page = calloc(EVS_CLI_STREAMS_PAGE, sizeof *page);
+    if (!page) {
+        code = evs__cli_fail(EVS_CLI_IO, "out of memory");
+        goto cleanup;
+    }
+    if ((code = evs__cli_open(dir, EVS_OPEN_READONLY, &store))) goto cleanup;
+
+    /* limit 0 means all; count down otherwise. */
+    uint64_t left = limit ? limit : UINT64_MAX;
+    int have_after = 0;
+    while (left > 0) {
+        size_t want = left < EVS_CLI_STREAMS_PAGE ? (size_t)left : EVS_CLI_STREAMS_PAGE;
+        size_t got = 0;
+        evs__cli_clear_error();
+        int rc = evs_list_streams(store, prefix, have_after ? after : NULL, page, want, &got);
+        if (rc != EVS_OK) {
+            code = evs__cli_lib_fail(rc, "listing streams");
+            goto cleanup;
+        }
+        for (size_t i = 0; i < got; i++) {
+            evs__cli_json_stream_info(stdout, &page[i]);
+            fputc('\n', stdout);
+        }
+        left -= got;
+        if (got < want) break;
+        memcpy(after, page[got - 1].name, sizeof after);
+        after[sizeof after - 1] = '\0';
+        have_after = 1;
+    }
+
+cleanup:
+    evs_store_close(store);
+    free(page);
+    return evs__cli_finish_output(code);
+}
+
+static const char *evs_cli_durability_name(int d) {
+    switch (d) {
+    case EVS_DURABILITY_SYNC: return "sync";
+    case EVS_DURABILITY_BATCH: return "batch";
+    case EVS_DURABILITY_NONE: return "none";
+    default: return "unknown";
+    }
+}
+
+int evs__cli_info(int argc, char **argv) {
+    evs__cli_args a;
+    const char *opt_dir = NULL, *dir = NULL, *stream = NULL;
+    evs_store *store = NULL;
+    int code = EVS_CLI_OK;
+
+    evs__cli_args_init(&a, "info", argc, argv);
+    int t;
+    while ((t = evs__cli_args_next(&a)) != EVS_CLI_END) {
+        if (t == EVS_CLI_POSITIONAL) {
+            if (stream) {
+                code = evs__cli_usage(a.cmd, "unexpected argument \"%s\" (at most one STREAM)",
+                                      a.arg);
+                goto cleanup;
+            }
+            stream = a.arg;
+        } else if (evs__cli_is(&a, "--help", "-h")) {
+            fputs(evs_info_help, stdout);
+            goto cleanup;
+        } else if (evs__cli_is(&a, "--dir", "-d")) {
+            if ((code = evs__cli_value(&a, &opt_dir))) goto cleanup;
+        } else {
+            code = evs__cli_unknown(&a);
+            goto cleanup;
+        }
+    }
+    if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+    if ((code = evs__cli_open(dir, EVS_OPEN_READONLY, &store))) goto cleanup;
+
+    evs__cli_clear_error();
+    if (stream) {
+        evs_stream_info si;
+        int rc = evs_stream_get_info(store, stream, &si);
+        if (rc != EVS_OK) {
+            code = evs__cli_lib_fail(rc, NULL);
+            goto cleanup;
+        }
+        evs__cli_json_stream_info(stdout, &si);
+        fputc('\n', stdout);
+    } else {
+        evs_store_stats st;
+        int rc = evs_store_get_stats(store, &st);
+        if (rc != EVS_OK) {
+            code = evs__cli_lib_fail(rc, "store statistics of %s", dir);
+            goto cleanup;
+        }
+        printf("{\"head\":%llu,\"streams\":%llu,\"segments\":%llu,\"log_bytes\":%llu,"
+               "\"durability\":\"%s\"}\n",
+               (unsigned long long)st.head, (unsigned long long)st.streams,
+               (unsigned long long)st.segments, (unsigned long long)st.log_bytes,
+               evs_cli_durability_name(st.durability));
+    }
+
+cleanup:
+    evs_store_close(store);
+    return evs__cli_finish_output(code);
+}
+
+int evs__cli_check(int argc, char **argv) {
+    evs__cli_args a;
+    const char *opt_dir = NULL, *dir = NULL;
+    evs_store *store = NULL;
+    int code = EVS_CLI_OK;
+
+    evs__cli_args_init(&a, "check", argc, argv);
+    int t;
+    while ((t = evs__cli_args_next(&a)) != EVS_CLI_END) {
+        if (t == EVS_CLI_POSITIONAL) {
+            code = evs__cli_usage(a.cmd, "unexpected argument \"%s\"", a.arg);
+            goto cleanup;
+        } else if (evs__cli_is(&a, "--help", "-h")) {
+            fputs(evs_check_help, stdout);
+            goto cleanup;
+        } else if (evs__cli_is(&a, "--dir", "-d")) {
+            if ((code = evs__cli_value(&a, &opt_dir))) goto cleanup;
+        } else {
+            code = evs__cli_unknown(&a);
+            goto cleanup;
+        }
+    }
+    if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+    if ((code = evs__cli_open(dir, EVS_OPEN_READONLY, &store))) goto cleanup;
+
+    evs_check_report rep;
+    memset(&rep, 0, sizeof rep);
+    evs__cli_clear_error();
+    int rc = evs_store_check(store, &rep);
+    if (rc != EVS_OK && rc != EVS_ECORRUPT) {
+        code = evs__cli_lib_fail(rc, "check %s", dir);
+        goto cleanup;
+    }
+    rep.first_error[sizeof rep.first_error - 1] = '\0';
+    printf("{\"ok\":%s,\"records\":%llu,\"events\":%llu,\"segments\":%llu,\"errors\":%llu",
+           rc == EVS_OK ? "true" : "false", (unsigned long long)rep.records,
+           (unsigned long long)rep.events, (unsigned long long)rep.segments,
+           (unsigned long long)rep.errors);
+    if (rep.first_error[0]) {
+        fputs(",\"first_error\":", stdout);
+        evs__cli_json_str(stdout, rep.first_error, strlen(rep.first_error));
+    }
+    fputs("}\n", stdout);
+    if (rc == EVS_ECORRUPT) {
+        if (rep.errors && rep.first_error[0])
+            code = evs__cli_fail(EVS_CLI_IO, "check %s: %llu error%s; first: %s", dir,
+                                 (unsigned long long)rep.errors, rep.errors == 1 ? "" : "s",
+                                 rep.first_error);
+        else /* the report is empty: the library's message is all there is */
+            code = evs__cli_lib_fail(rc, "check %s", dir);
+    }
+
+cleanup:
+    evs_store_close(store);
+    return evs__cli_finish_output(code);
+}

@@ -1,0 +1,285 @@
+/*
+ * cli_util.c — what every evstore subcommand shares: the argument cursor,
+ * strict number parsing, exit codes and messages, opening the store, and
+ * JSON output helpers.
+ *
+ * Why a hand-written argument scanner rather than getopt_long: the command
+ * must name the offending flag and value in its messages ("--limit 12x: not
+ * a number", "--from -1: ..."), must take a value that starts with '-' as a
+ * value (getopt would report "-1" as an unknown option), and must accept
+ * options after positionals (evstore read STREAM --limit 5) without relying
+ * on GNU argv permutation.
+ */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli/cli.h"
+
+/* ------------------------------------------------------------ arguments */
+
+void evs__cli_args_init(evs__cli_args *a, const char *cmd, int argc, char **argv) {
+    memset(a, 0, sizeof *a);
+    a->cmd = cmd;
+    a->argc = argc;
+    a->argv = argv;
+}
+
+int evs__cli_args_next(evs__cli_args *a) {
+    a->arg = NULL;
+    a->name[0] = '\0';
+    a->inline_value = NULL;
+    while (a->i < a->argc) {
+        const char *s = a->argv[a->i++];
+        /* "-" alone is a positional by convention (it often means stdin). */
+        if (a->no_more_options || s[0] != '-' || s[1] == '\0') {
+            a->arg = s;
+            return EVS_CLI_POSITIONAL;
+        }
+        if (s[1] == '-' && s[2] == '\0') {
+            a->no_more_options = 1;
+            continue;
+        }
+        a->arg = s;
+        size_t n;
+        if (s[1] == '-') {
+            const char *eq = strchr(s, '=');
+            n = eq ? (size_t)(eq - s) : strlen(s);
+            a->inline_value = eq ? eq + 1 : NULL;
+        } else {
+            n = 2;
+            a->inline_value = s[2] ? s + 2 : NULL;
+        }
+        /* An over-long name cannot match any option; truncation only affects
+           matching, messages print the argument as written (a->arg). */
+        if (n >= sizeof a->name) n = sizeof a->name - 1;
+        memcpy(a->name, s, n);
+        a->name[n] = '\0';
+        return EVS_CLI_OPTION;
+    }
+    return EVS_CLI_END;
+}
+
+int evs__cli_is(const evs__cli_args *a, const char *lng, const char *shrt) {
+    return (lng && strcmp(a->name, lng) == 0) || (shrt && strcmp(a->name, shrt) == 0);
+}
+
+int evs__cli_value(evs__cli_args *a, const char **val) {
+    if (a->inline_value) {
+        *val = a->inline_value;
+        return EVS_CLI_OK;
+    }
+    if (a->i < a->argc) {
+        *val = a->argv[a->i++];
+        return EVS_CLI_OK;
+    }
+    return evs__cli_usage(a->cmd, "%s needs a value", a->name);
+}
+
+int evs__cli_flag(evs__cli_args *a) {
+    if (a->inline_value) return evs__cli_usage(a->cmd, "%s takes no value (got \"%s\")", a->name, a->arg);
+    return EVS_CLI_OK;
+}
+
+int evs__cli_unknown(const evs__cli_args *a) {
+    return evs__cli_usage(a->cmd, "unknown option %s", a->arg);
+}
+
+int evs__cli_dir(const evs__cli_args *a, const char *opt_dir, const char **dir) {
+    if (opt_dir) {
+        if (!opt_dir[0]) return evs__cli_usage(a->cmd, "-d: the store directory name is empty");
+        *dir = opt_dir;
+        return EVS_CLI_OK;
+    }
+    const char *env = getenv("EVSTORE_DIR");
+    if (env && env[0]) {
+        *dir = env;
+        return EVS_CLI_OK;
+    }
+    return evs__cli_usage(a->cmd, "no store directory: give -d DIR or set EVSTORE_DIR");
+}
+
+int evs__cli_u64(const evs__cli_args *a, const char *name, const char *text, uint64_t max,
+                 uint64_t *out) {
+    if (!text[0]) return evs__cli_usage(a->cmd, "%s: empty value, expected a number", name);
+    if (text[0] == '-' && text[1] >= '0' && text[1] <= '9')
+        return evs__cli_usage(a->cmd, "%s %s: not a number (negative values are not allowed)", name,
+                              text);
+    uint64_t v = 0;
+    for (const char *p = text; *p; p++) {
+        if (*p < '0' || *p > '9') return evs__cli_usage(a->cmd, "%s %s: not a number", name, text);
+        unsigned d = (unsigned)(*p - '0');
+        if (d > max || v > (max - d) / 10)
+            return evs__cli_usage(a->cmd, "%s %s: number too large (at most %llu)", name, text,
+                                  (unsigned long long)max);
+        v = v * 10 + d;
+    }
+    *out = v;
+    return EVS_CLI_OK;
+}
+
+/* --------------------------------------------------------------- errors */
+
+int evs__cli_exit_code(int status) {
+    switch (status) {
+    case EVS_OK:
+    case EVS_DONE:
+        return EVS_CLI_OK;
+    case EVS_ENOTFOUND:
+    case -ENOENT:
+        return EVS_CLI_NOTFOUND;
+    case EVS_ECONFLICT:
+        return EVS_CLI_CONFLICT;
+    case EVS_EINVAL:
+    case EVS_EJSON:
+    case EVS_ELIMIT:
+    case EVS_EDUPLICATE:
+        return EVS_CLI_INVALID;
+    default:
+        /* EIO, ECORRUPT, EFAILED, EFORMAT, EINDEX, ELOCKED, ENOMEM, OS errors:
+           the store or the machine is at fault, not the caller's input. */
+        return EVS_CLI_IO;
+    }
+}
+
+static void evs_cli_vmsg(const char *fmt, va_list ap) {
+    fputs("evstore: ", stderr);
+    vfprintf(stderr, fmt, ap);
+}
+
+int evs__cli_fail(int exit_code, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    evs_cli_vmsg(fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    return exit_code;
+}
+
+int evs__cli_usage(const char *cmd, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    evs_cli_vmsg(fmt, ap);
+    va_end(ap);
+    if (cmd)
+        fprintf(stderr, "\nTry 'evstore %s --help'.\n", cmd);
+    else
+        fputs("\nTry 'evstore --help'.\n", stderr);
+    return EVS_CLI_USAGE;
+}
+
+int evs__cli_lib_fail(int status, const char *context, ...) {
+    /* The library's message says what and where; fall back to the code's
+       description when a call failed without leaving one. */
+    const char *msg = evs_errmsg();
+    if (!msg[0] || strcmp(msg, "no error") == 0) msg = evs_strerror(status);
+    fputs("evstore: ", stderr);
+    if (context) {
+        va_list ap;
+        va_start(ap, context);
+        vfprintf(stderr, context, ap);
+        va_end(ap);
+        fputs(": ", stderr);
+    }
+    fprintf(stderr, "%s\n", msg);
+    return evs__cli_exit_code(status);
+}
+
+void evs__cli_clear_error(void) { evs__err_clear(); }
+
+/* ----------------------------------------------------------------- store */
+
+int evs__cli_open(const char *dir, unsigned flags, evs_store **out) {
+    evs_store *s = NULL;
+    int code = EVS_CLI_OK;
+    *out = NULL;
+    evs__cli_clear_error();
+    int rc = evs_store_create(&s);
+    if (rc != EVS_OK) {
+        code = evs__cli_lib_fail(rc, "store %s", dir);
+        goto cleanup;
+    }
+    rc = evs_store_open(s, dir, flags);
+    if (rc != EVS_OK) {
+        /* Most open failures already name the directory; say it only when
+           the message does not, rather than printing it twice. */
+        if (strstr(evs_errmsg(), dir))
+            code = evs__cli_lib_fail(rc, NULL);
+        else
+            code = evs__cli_lib_fail(rc, "open %s", dir);
+        goto cleanup;
+    }
+    const char *rep = evs_store_recovery_report(s);
+    if (rep && rep[0]) fprintf(stderr, "evstore: %s: recovery: %s\n", dir, rep);
+    *out = s;
+    s = NULL;
+cleanup:
+    evs_store_close(s);
+    return code;
+}
+
+/* ---------------------------------------------------------------- output */
+
+void evs__cli_json_str(FILE *f, const char *s, size_t n) {
+    /* Strings reaching here come from the store (valid UTF-8, no NUL), so
+       only the characters JSON forbids raw need escaping; UTF-8 passes as is. */
+    static const char hex[] = "0123456789abcdef";
+    fputc('"', f);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        switch (c) {
+        case '"': fputs("\\\"", f); break;
+        case '\\': fputs("\\\\", f); break;
+        case '\n': fputs("\\n", f); break;
+        case '\r': fputs("\\r", f); break;
+        case '\t': fputs("\\t", f); break;
+        case '\b': fputs("\\b", f); break;
+        case '\f': fputs("\\f", f); break;
+        default:
+            if (c < 0x20) {
+                fputs("\\u00", f);
+                fputc(hex[c >> 4], f);
+                fputc(hex[c & 15], f);
+            } else {
+                fputc(c, f);
+            }
+        }
+    }
+    fputc('"', f);
+}
+
+void evs__cli_json_time(FILE *f, int64_t ns) {
+    if (ns == 0) {
+        fputs("null", f);
+        return;
+    }
+    char buf[40];
+    size_t n = evs_time_format(ns, buf);
+    evs__cli_json_str(f, buf, n);
+}
+
+void evs__cli_json_stream_info(FILE *f, const evs_stream_info *si) {
+    fputs("{\"stream\":", f);
+    evs__cli_json_str(f, si->name, strlen(si->name));
+    fputs(",\"stream_type\":", f);
+    evs__cli_json_str(f, si->stream_type, strlen(si->stream_type));
+    fprintf(f, ",\"version\":%llu,\"first_global_position\":%llu,\"last_global_position\":%llu",
+            (unsigned long long)si->version, (unsigned long long)si->first_global_position,
+            (unsigned long long)si->last_global_position);
+    fputs(",\"created_at\":", f);
+    evs__cli_json_time(f, si->created_at);
+    fputs(",\"updated_at\":", f);
+    evs__cli_json_time(f, si->updated_at);
+    fputc('}', f);
+}
+
+int evs__cli_finish_output(int exit_code) {
+    errno = 0;
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        int e = errno ? errno : EIO;
+        evs__cli_fail(EVS_CLI_IO, "writing to stdout: %s", strerror(e));
+        return exit_code ? exit_code : EVS_CLI_IO;
+    }
+    return exit_code;
+}

@@ -1,0 +1,91 @@
+/*
+ * main.c — the evstore command: global options and subcommand dispatch.
+ *
+ *     evstore [--help | --version] COMMAND [ARGS...]
+ *
+ * Each subcommand parses its own arguments and returns the exit status (see
+ * cli.h for the table); `serve` lives in src/server/ behind the same
+ * signature (server/server.h).  `evstore help COMMAND` is the same as
+ * `evstore COMMAND --help`, for those who type it that way round.
+ */
+#include <string.h>
+
+#include "cli/cli.h"
+#include "cli/cli_bus.h"
+#include "server/server.h"
+
+typedef struct evs_cli_command {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+} evs_cli_command;
+
+static const evs_cli_command evs_cli_commands[] = {
+    {"append", evs__cli_append, "append events to a stream in one atomic append"},
+    {"read", evs__cli_read, "read a stream or the whole log ('$all') as JSON lines"},
+    {"tail", evs__cli_tail, "print the log's events and follow new ones"},
+    {"streams", evs__cli_streams, "list streams"},
+    {"info", evs__cli_info, "store statistics, or one stream's info"},
+    {"check", evs__cli_check, "verify the log and the index"},
+    {"serve", evs__cli_serve, "run the HTTP/JSON server (see docs/http-api.md)"},
+    {"sub", evs__cli_sub, "durable subscriptions: list, show, pause, resume, reset, delete"},
+    {"dlq", evs__cli_dlq, "dead-letter queues: list, show, retry, discard, purge"},
+    {"projection", evs__cli_projection, "Lua projections: create, run, status, state, rebuild"},
+};
+
+#define EVS_CLI_NCOMMANDS (sizeof evs_cli_commands / sizeof evs_cli_commands[0])
+
+static void evs_cli_help(FILE *f) {
+    fputs("Usage: evstore [--help | --version] COMMAND [ARGS...]\n"
+          "\n"
+          "An embedded event store on the command line.\n"
+          "\n"
+          "Commands:\n",
+          f);
+    for (size_t i = 0; i < EVS_CLI_NCOMMANDS; i++)
+        fprintf(f, "  %-9s %s\n", evs_cli_commands[i].name, evs_cli_commands[i].summary);
+    fputs("\n"
+          "Every command takes -d DIR (or the environment variable EVSTORE_DIR) and\n"
+          "--help.  Output is JSON; messages go to stderr.\n"
+          "\n"
+          "Exit status: 0 success, 1 usage error, 2 not found, 3 concurrency conflict,\n"
+          "4 invalid input, 5 I/O error or corruption.\n",
+          f);
+}
+
+static const evs_cli_command *evs_cli_find(const char *name) {
+    for (size_t i = 0; i < EVS_CLI_NCOMMANDS; i++)
+        if (strcmp(evs_cli_commands[i].name, name) == 0) return &evs_cli_commands[i];
+    return NULL;
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        evs_cli_help(stderr);
+        return EVS_CLI_USAGE;
+    }
+    const char *first = argv[1];
+    if (strcmp(first, "--help") == 0 || strcmp(first, "-h") == 0) {
+        evs_cli_help(stdout);
+        return evs__cli_finish_output(EVS_CLI_OK);
+    }
+    if (strcmp(first, "--version") == 0 || strcmp(first, "-V") == 0) {
+        printf("evstore %s\n", EVS_VERSION_STRING);
+        return evs__cli_finish_output(EVS_CLI_OK);
+    }
+    if (strcmp(first, "help") == 0) {
+        if (argc < 3) {
+            evs_cli_help(stdout);
+            return evs__cli_finish_output(EVS_CLI_OK);
+        }
+        const evs_cli_command *c = evs_cli_find(argv[2]);
+        if (!c) return evs__cli_usage(NULL, "unknown command \"%s\"", argv[2]);
+        char help[] = "--help";
+        char *hargv[] = {help, NULL};
+        return c->run(1, hargv);
+    }
+    if (first[0] == '-') return evs__cli_usage(NULL, "unknown option %s (options go after COMMAND)", first);
+    const evs_cli_command *c = evs_cli_find(first);
+    if (!c) return evs__cli_usage(NULL, "unknown command \"%s\"", first);
+    return c->run(argc - 2, argv + 2);
+}

@@ -1,0 +1,302 @@
+/*
+ * sse.c — GET /subscribe (Server-Sent Events) and the head notifier.
+ *
+ * A subscriber is a cursor on the log: `next` is the next global position
+ * it has to examine.  libmicrohttpd asks the response's content reader for
+ * bytes whenever the socket can take more; the reader renders events from
+ * the log starting at `next` until the socket buffer's worth is ready.  So
+ * catch-up and live are the same code path and there is no hand-over at
+ * which an event could be lost or sent twice; a slow consumer costs no
+ * memory beyond one buffer (it just falls behind and reads the log later).
+ *
+ * When the cursor reaches the head the reader suspends the connection
+ * (MHD_suspend_connection) instead of blocking a worker thread, and the
+ * notifier thread, which waits on evs_wait_for, resumes it once the head
+ * moves, when a heartbeat is due, or at shutdown.
+ *
+ * No lost wake-up: the reader decides to suspend while holding sub_mu,
+ * after re-reading the head under it; the notifier reads the head before
+ * taking sub_mu and resumes every suspended subscriber whose `next` is at
+ * or below it.  A subscriber that suspended after the notifier's sweep saw
+ * that same head under the lock, so it had nothing to read.  The notifier
+ * also sweeps on a short tick, which bounds any delay to that tick.
+ *
+ * Resuming happens outside sub_mu: a subscriber flagged `suspended` is
+ * suspended inside libmicrohttpd and cannot complete (and be freed) until
+ * somebody resumes it, and only the one who cleared the flag does.
+ *
+ * Wire format: "retry:" once, then per event "id: <global position>" and
+ * "data: <event JSON>" (one line: evs_event_to_json never emits a raw
+ * newline), heartbeats as comment lines, and at shutdown a final
+ * "event: shutdown".  Last-Event-ID resumes exactly after that position.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/srv.h"
+
+#define SSE_READ_BATCH 256           /* events per log read */
+#define SSE_KEEP_BUF ((size_t)1 << 20) /* drop a drained buffer larger than this */
+#define NOTIFY_TICK_MS 250
+
+struct evs__sse_sub {
+    evs__srv *srv;
+    struct MHD_Connection *conn;
+    evs__live_filter lf;
+    _Atomic uint64_t next;           /* next global position to examine */
+    evs__sb pend;                    /* rendered, not yet handed to MHD */
+    size_t pend_off;
+    int suspended;                   /* guarded by srv->sub_mu */
+    int said_bye;
+    _Atomic int64_t last_write_ns;
+    evs__sse_sub *prev, *nxt;        /* guarded by srv->sub_mu */
+};
+
+/* Render events from the log into sub->pend until about `want` bytes. */
+static int sse_fill(evs__sse_sub *sub, size_t want) {
+    evs__srv *srv = sub->srv;
+    uint64_t from = atomic_load(&sub->next);
+    if (from > evs_head(srv->store)) return EVS_OK;
+    evs_reader *r = NULL;
+    int rc = evs_read_all(srv->store, from, EVS_FORWARD, &sub->lf.f, SSE_READ_BATCH, &r);
+    if (rc) return rc;
+    for (;;) {
+        const evs_event *ev;
+        rc = evs_reader_next(r, &ev);
+        if (rc == EVS_DONE) {
+            uint64_t p = evs_reader_position(r);
+            if (p > atomic_load(&sub->next)) atomic_store(&sub->next, p);
+            rc = EVS_OK;
+            break;
+        }
+        if (rc) break;
+        atomic_store(&sub->next, ev->global_position + 1);
+        if (!evs__live_filter_match(&sub->lf, ev)) continue;
+        char *js;
+        size_t jn;
+        if ((rc = evs_event_to_json(ev, &js, &jn))) break;
+        evs__sb_printf(&sub->pend, "id: %llu\ndata: ", (unsigned long long)ev->global_position);
+        evs__sb_add(&sub->pend, js, jn);
+        evs__sb_add(&sub->pend, "\n\n", 2);
+        free(js);
+        if (sub->pend.oom) {
+            rc = EVS_ENOMEM;
+            break;
+        }
+        atomic_fetch_add_explicit(&srv->m.deliveries_sse, 1, memory_order_relaxed);
+        if (sub->pend.len >= want) break;
+    }
+    evs_reader_close(r);
+    return rc;
+}
+
+static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
+    evs__sse_sub *sub = cls;
+    evs__srv *srv = sub->srv;
+    (void)pos;
+    for (int round = 0;; round++) {
+        if (sub->pend_off < sub->pend.len) {
+            size_t n = sub->pend.len - sub->pend_off;
+            if (n > max) n = max;
+            memcpy(buf, sub->pend.p + sub->pend_off, n);
+            sub->pend_off += n;
+            if (sub->pend_off == sub->pend.len) {
+                sub->pend_off = 0;
+                sub->pend.len = 0;
+                if (sub->pend.cap > SSE_KEEP_BUF) evs__sb_free(&sub->pend);
+            }
+            atomic_store(&sub->last_write_ns, evs__mono_ns());
+            return (ssize_t)n;
+        }
+        if (sub->said_bye) return MHD_CONTENT_READER_END_OF_STREAM;
+        if (atomic_load(&srv->shutting)) {
+            evs__sb_printf(&sub->pend, "event: shutdown\ndata: {\"reason\":\"server shutting down\",\"next\":%llu}\n\n",
+                           (unsigned long long)atomic_load(&sub->next));
+            sub->said_bye = 1;
+            continue;
+        }
+        uint64_t before = atomic_load(&sub->next);
+        int rc = sse_fill(sub, max);
+        if (rc) {
+            fprintf(stderr, "evstore serve: subscriber at position %llu: %s\n", (unsigned long long)before,
+                    evs_errmsg());
+            return MHD_CONTENT_READER_END_WITH_ERROR;
+        }
+        if (sub->pend.len) continue;
+        int64_t now = evs__mono_ns();
+        if (now - atomic_load(&sub->last_write_ns) >= (int64_t)srv->heartbeat_ms * 1000000) {
+            evs__sb_printf(&sub->pend, ": heartbeat %llu\n\n", (unsigned long long)evs_head(srv->store));
+            continue;
+        }
+        pthread_mutex_lock(&srv->sub_mu);
+        /* events arrived since the read (bounded: a reader must not spin) */
+        int more = evs_head(srv->store) >= atomic_load(&sub->next);
+        if (atomic_load(&srv->shutting) || (more && round < 64)) {
+            pthread_mutex_unlock(&srv->sub_mu);
+            continue;
+        }
+        /* Nothing to send: park the connection; the notifier resumes it. */
+        sub->suspended = 1;
+        MHD_suspend_connection(sub->conn);
+        pthread_mutex_unlock(&srv->sub_mu);
+        return 0;
+    }
+}
+
+static void sse_free(void *cls) {
+    evs__sse_sub *sub = cls;
+    evs__srv *srv = sub->srv;
+    pthread_mutex_lock(&srv->sub_mu);
+    if (sub->prev) sub->prev->nxt = sub->nxt;
+    else srv->sse_head = sub->nxt;
+    if (sub->nxt) sub->nxt->prev = sub->prev;
+    pthread_mutex_unlock(&srv->sub_mu);
+    atomic_fetch_sub(&srv->sse_count, 1);
+    evs__live_filter_free(&sub->lf);
+    evs__sb_free(&sub->pend);
+    free(sub);
+}
+
+enum MHD_Result evs__route_subscribe(evs__srv *srv, struct MHD_Connection *c) {
+    const int R = EVS_R_SUBSCRIBE;
+    enum MHD_Result mr = MHD_NO;
+    evs__sse_sub *sub = calloc(1, sizeof *sub);
+    if (!sub) return evs__respond_error(srv, c, R, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+    sub->srv = srv;
+    sub->conn = c;
+    if (evs__query_text(srv, c, R, "type", 64 * 1024, &sub->lf.types_buf, &mr) ||
+        evs__query_text(srv, c, R, "stream_type", EVS_MAX_TYPE_NAME, &sub->lf.stream_type, &mr) ||
+        evs__query_text(srv, c, R, "stream", EVS_MAX_STREAM_NAME, &sub->lf.stream, &mr))
+        goto fail;
+    if (evs__live_filter_finish(&sub->lf)) {
+        mr = evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
+                                "filters: type takes at most %u comma-separated names; names are 1..255 bytes",
+                                EVS_SRV_MAX_FILTER_TYPES);
+        goto fail;
+    }
+    /* Start: Last-Event-ID (a reconnecting EventSource) wins over from=. */
+    uint64_t start;
+    const char *lei = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
+    const char *from = evs__query(c, "from");
+    if (lei && *lei) {
+        uint64_t id;
+        if (evs__parse_u64(lei, UINT64_MAX - 1, &id)) {
+            mr = evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
+                                    "Last-Event-ID \"%.40s\" is not a global position", lei);
+            goto fail;
+        }
+        start = id + 1;
+    } else if (!from || strcmp(from, "now") == 0) {
+        start = evs_head(srv->store) + 1;
+    } else {
+        int rc = evs__parse_u64(from, UINT64_MAX - 1, &start);
+        if (rc) {
+            mr = evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
+                                    "parameter from=%.40s is not \"now\" or a global position%s", from,
+                                    rc == -2 ? " (negative)" : rc == -3 ? " (too large)" : "");
+            goto fail;
+        }
+        if (start == 0) start = 1;
+    }
+    atomic_store(&sub->next, start);
+    atomic_store(&sub->last_write_ns, evs__mono_ns());
+    evs__sb_adds(&sub->pend, "retry: 1000\n\n");
+
+    struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, sse_reader,
+                                                                  sub, sse_free);
+    if (!resp) {
+        mr = evs__respond_error(srv, c, R, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+        goto fail;
+    }
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+    MHD_add_response_header(resp, "X-Accel-Buffering", "no");
+    pthread_mutex_lock(&srv->sub_mu);
+    sub->nxt = srv->sse_head;
+    if (srv->sse_head) srv->sse_head->prev = sub;
+    srv->sse_head = sub;
+    pthread_mutex_unlock(&srv->sub_mu);
+    atomic_fetch_add(&srv->sse_count, 1);
+    /* from here the response owns sub (sse_free) */
+    mr = MHD_queue_response(c, EVS_HTTP_OK, resp);
+    MHD_destroy_response(resp);
+    evs__metrics_count(srv, R, EVS_HTTP_OK);
+    return mr;
+fail:
+    evs__live_filter_free(&sub->lf);
+    evs__sb_free(&sub->pend);
+    free(sub);
+    return mr;
+}
+
+/* ---------------------------------------------------------------- notifier */
+
+/*
+ * Resume suspended subscribers that have something to do: new events at or
+ * below head, a heartbeat due, or shutdown (all = 1).  Flags are cleared
+ * under the lock; the resumes happen after it, in batches.
+ */
+static void sweep(evs__srv *srv, uint64_t head, int all) {
+    struct MHD_Connection *batch[64];
+    for (;;) {
+        size_t n = 0;
+        int64_t now = evs__mono_ns();
+        int64_t hb = (int64_t)srv->heartbeat_ms * 1000000;
+        pthread_mutex_lock(&srv->sub_mu);
+        if (atomic_load(&srv->shutting)) all = 1;
+        for (evs__sse_sub *s = srv->sse_head; s && n < 64; s = s->nxt) {
+            if (!s->suspended) continue;
+            if (all || atomic_load(&s->next) <= head || now - atomic_load(&s->last_write_ns) >= hb) {
+                s->suspended = 0;
+                batch[n++] = s->conn;
+            }
+        }
+        pthread_mutex_unlock(&srv->sub_mu);
+        for (size_t i = 0; i < n; i++) MHD_resume_connection(batch[i]);
+        if (n < 64) return;
+    }
+}
+
+void evs__sse_wake_all(evs__srv *srv) { sweep(srv, evs_head(srv->store), 1); }
+
+static void *notifier_main(void *arg) {
+    evs__srv *srv = arg;
+    uint64_t seen = evs_head(srv->store);
+    while (!atomic_load(&srv->notifier_stop)) {
+        uint64_t h = seen;
+        int rc = evs_wait_for(srv->store, seen + 1, NOTIFY_TICK_MS, &h);
+        if (rc != EVS_OK && rc != EVS_ETIMEDOUT) break;
+        if (h > seen) {
+            seen = h;
+            evs__ws_kick(srv);
+        }
+        sweep(srv, h, 0);
+    }
+    return NULL;
+}
+
+int evs__notifier_start(evs__srv *srv) {
+    if (pthread_create(&srv->notifier, NULL, notifier_main, srv)) return -1;
+    srv->notifier_started = 1;
+    return 0;
+}
+
+void evs__notifier_stop(evs__srv *srv) {
+    if (!srv->notifier_started) return;
+    atomic_store(&srv->notifier_stop, 1);
+    pthread_join(srv->notifier, NULL);
+    srv->notifier_started = 0;
+}
+
+uint64_t evs__sse_max_lag(evs__srv *srv, uint64_t head) {
+    uint64_t worst = 0;
+    pthread_mutex_lock(&srv->sub_mu);
+    for (evs__sse_sub *s = srv->sse_head; s; s = s->nxt) {
+        uint64_t nx = atomic_load(&s->next);
+        uint64_t lag = head + 1 > nx ? head + 1 - nx : 0;
+        if (lag > worst) worst = lag;
+    }
+    pthread_mutex_unlock(&srv->sub_mu);
+    return worst;
+}

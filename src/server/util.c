@@ -1,0 +1,232 @@
+/*
+ * util.c — small pieces the server routes share: a growable output buffer,
+ * strict percent-decoding of path segments and query values, strict
+ * numbers, and SHA-1/base64 for the WebSocket handshake.
+ *
+ * Why our own percent-decoder: libmicrohttpd decodes the path before the
+ * access handler sees it, which would turn "/streams/a%2Fb" into
+ * "/streams/a/b" and make a stream named "a/b" unreachable (or reachable as
+ * stream "a", position "b").  The server installs a no-op unescape callback
+ * and splits the raw path on '/' first, then decodes each segment here,
+ * where a decoded NUL or invalid UTF-8 is refused instead of passed on.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "server/srv.h"
+
+/* ---------------------------------------------------------------- buffers */
+
+static int sb_reserve(evs__sb *b, size_t more) {
+    if (b->oom) return -1;
+    if (b->len + more + 1 <= b->cap) return 0;
+    size_t ncap = b->cap ? b->cap : 1024;
+    while (ncap < b->len + more + 1) {
+        if (ncap > SIZE_MAX / 2) {
+            b->oom = 1;
+            return -1;
+        }
+        ncap *= 2;
+    }
+    char *np = realloc(b->p, ncap);
+    if (!np) {
+        b->oom = 1;
+        return -1;
+    }
+    b->p = np;
+    b->cap = ncap;
+    return 0;
+}
+
+void evs__sb_add(evs__sb *b, const void *p, size_t n) {
+    if (sb_reserve(b, n)) return;
+    if (n) memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = '\0';
+}
+
+void evs__sb_adds(evs__sb *b, const char *s) { evs__sb_add(b, s, strlen(s)); }
+
+void evs__sb_printf(evs__sb *b, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    char tmp[256];
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0) return;
+    if ((size_t)n < sizeof tmp) {
+        evs__sb_add(b, tmp, (size_t)n);
+        return;
+    }
+    if (sb_reserve(b, (size_t)n)) return;
+    va_start(ap, fmt);
+    vsnprintf(b->p + b->len, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    b->len += (size_t)n;
+}
+
+void evs__sb_json_str(evs__sb *b, const char *s, size_t n) {
+    /* evs__json_escape reports the size it needs, like snprintf. */
+    size_t need = evs__json_escape(s, n, NULL, 0);
+    if (sb_reserve(b, need)) return;
+    evs__json_escape(s, n, b->p + b->len, need + 1);
+    b->len += need;
+    b->p[b->len] = '\0';
+}
+
+void evs__sb_json_time(evs__sb *b, int64_t ns) {
+    if (!ns) {
+        evs__sb_adds(b, "null");
+        return;
+    }
+    char t[40];
+    size_t n = evs_time_format(ns, t);
+    evs__sb_add(b, "\"", 1);
+    evs__sb_add(b, t, n);
+    evs__sb_add(b, "\"", 1);
+}
+
+char *evs__sb_take(evs__sb *b, size_t *len) {
+    if (b->oom) {
+        evs__sb_free(b);
+        return NULL;
+    }
+    if (!b->p) evs__sb_add(b, "", 0);
+    char *p = b->p;
+    if (len) *len = b->len;
+    b->p = NULL;
+    b->len = b->cap = 0;
+    return p;
+}
+
+void evs__sb_free(evs__sb *b) {
+    free(b->p);
+    b->p = NULL;
+    b->len = b->cap = 0;
+    b->oom = 0;
+}
+
+/* ------------------------------------------------------------------ input */
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+long evs__pct_decode(const char *in, size_t n, char *out, size_t cap, char *why, size_t whycap) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch == '%') {
+            int hi = i + 1 < n ? hexval(in[i + 1]) : -1;
+            int lo = i + 2 < n ? hexval(in[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                snprintf(why, whycap, "malformed percent-escape at byte %zu", i + 1);
+                return -1;
+            }
+            ch = (unsigned char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (ch == 0) {
+            snprintf(why, whycap, "contains a NUL byte");
+            return -1;
+        }
+        if (o + 1 >= cap) {
+            snprintf(why, whycap, "is longer than %zu bytes", cap - 1);
+            return -1;
+        }
+        out[o++] = (char)ch;
+    }
+    out[o] = '\0';
+    size_t bad;
+    if (!evs__utf8_valid(out, o, &bad)) {
+        snprintf(why, whycap, "is not valid UTF-8 (decoded byte %zu)", bad + 1);
+        return -1;
+    }
+    return (long)o;
+}
+
+int evs__parse_u64(const char *s, uint64_t max, uint64_t *out) {
+    if (!s || !*s) return -1;
+    if (s[0] == '-') return -2;
+    uint64_t v = 0;
+    for (const char *p = s; *p; p++) {
+        if (*p < '0' || *p > '9') return -1;
+        unsigned d = (unsigned)(*p - '0');
+        if (d > max || v > (max - d) / 10) return -3;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ SHA-1 */
+
+/* FIPS 180-4, section 6.1: 80 rounds over 512-bit blocks, big-endian words. */
+static uint32_t rol32(uint32_t x, unsigned k) { return (x << k) | (x >> (32 - k)); }
+
+static void sha1_block(uint32_t h[5], const uint8_t blk[64]) {
+    uint32_t w[80];
+    for (int t = 0; t < 16; t++)
+        w[t] = (uint32_t)blk[4 * t] << 24 | (uint32_t)blk[4 * t + 1] << 16 |
+               (uint32_t)blk[4 * t + 2] << 8 | blk[4 * t + 3];
+    for (int t = 16; t < 80; t++) w[t] = rol32(w[t - 3] ^ w[t - 8] ^ w[t - 14] ^ w[t - 16], 1);
+    uint32_t a = h[0], b = h[1], c = h[2], d = h[3], e = h[4];
+    for (int t = 0; t < 80; t++) {
+        uint32_t f, k;
+        if (t < 20) f = (b & c) | (~b & d), k = 0x5a827999u;
+        else if (t < 40) f = b ^ c ^ d, k = 0x6ed9eba1u;
+        else if (t < 60) f = (b & c) | (b & d) | (c & d), k = 0x8f1bbcdcu;
+        else f = b ^ c ^ d, k = 0xca62c1d6u;
+        uint32_t tmp = rol32(a, 5) + f + e + k + w[t];
+        e = d;
+        d = c;
+        c = rol32(b, 30);
+        b = a;
+        a = tmp;
+    }
+    h[0] += a, h[1] += b, h[2] += c, h[3] += d, h[4] += e;
+}
+
+void evs__sha1(const void *p, size_t n, uint8_t out[20]) {
+    uint32_t h[5] = {0x67452301u, 0xefcdab89u, 0x98badcfeu, 0x10325476u, 0xc3d2e1f0u};
+    const uint8_t *in = p;
+    size_t full = n / 64 * 64;
+    for (size_t i = 0; i < full; i += 64) sha1_block(h, in + i);
+    /* the tail, a 0x80 marker, zero padding and the bit length */
+    uint8_t last[128] = {0};
+    size_t rem = n - full;
+    memcpy(last, in + full, rem);
+    last[rem] = 0x80;
+    size_t tot = rem + 9 <= 64 ? 64 : 128;
+    uint64_t bits = (uint64_t)n * 8;
+    for (int i = 0; i < 8; i++) last[tot - 1 - i] = (uint8_t)(bits >> (8 * i));
+    sha1_block(h, last);
+    if (tot == 128) sha1_block(h, last + 64);
+    for (int i = 0; i < 5; i++) {
+        out[4 * i] = (uint8_t)(h[i] >> 24);
+        out[4 * i + 1] = (uint8_t)(h[i] >> 16);
+        out[4 * i + 2] = (uint8_t)(h[i] >> 8);
+        out[4 * i + 3] = (uint8_t)h[i];
+    }
+}
+
+void evs__base64(const uint8_t *p, size_t n, char *out) {
+    static const char al[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    size_t o = 0;
+    for (size_t i = 0; i < n; i += 3) {
+        uint32_t v = (uint32_t)p[i] << 16;
+        if (i + 1 < n) v |= (uint32_t)p[i + 1] << 8;
+        if (i + 2 < n) v |= p[i + 2];
+        out[o++] = al[(v >> 18) & 63];
+        out[o++] = al[(v >> 12) & 63];
+        out[o++] = i + 1 < n ? al[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < n ? al[v & 63] : '=';
+    }
+    out[o] = '\0';
+}
