@@ -3,9 +3,10 @@
 #
 # Measures nothing itself: it prints the machine (CPU, cores, memory,
 # kernel, the filesystem the stores are built on), then runs bench_json (the
-# colleague's JSON validator benchmark, when it was built) and bench_store
-# (appends against the disk's fdatasync rate, reads, open time; see the top
-# of bench/bench_store.c), and tees everything to BUILD_DIR/bench-results.txt.
+# JSON validator against jansson), bench_store (appends against the disk's
+# fdatasync rate, reads, open time; see the top of bench/bench_store.c) and
+# bench_bus (subscriptions and projections), and tees everything to
+# BUILD_DIR/bench-results.txt.
 #
 # Stores are built in $EVS_BENCH_DIR (default BUILD_DIR/bench-data) and
 # removed at the end.  EVS_BENCH_QUICK=1 gives a smoke run of about a minute;
@@ -51,6 +52,11 @@ run_all() {
     else
         echo "== bench_store: not built ($build/bench_store missing) =="
         status=1
+    fi
+    if [ -x "$build/bench_bus" ]; then
+        echo
+        echo "== bench_bus =="
+        "$build/bench_bus" || status=1
     fi
     return $status
 }
