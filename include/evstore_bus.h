@@ -393,6 +393,230 @@ int evs_proj_list_partitions(evs_bus *b, const char *name, const char *after, ev
 int evs_proj_dlq_retry(evs_projection *p, uint64_t position);
 int evs_proj_dlq_retry_all(evs_projection *p, size_t *released, size_t *failed);
 
+/* ---------------------------------------------- competing consumers (groups) */
+
+/*
+ * A persistent subscription group: a named, durable consumer of $all (with
+ * the usual filter) whose events are shared out between the consumers that
+ * have joined it.  Each event goes to one consumer at a time; the consumer
+ * answers with an ack, or a nack asking to retry it later (with the group's
+ * backoff), to park it in the group's DLQ, or to skip it.  An unacked
+ * delivery is redelivered once the ack timeout passes; max_in_flight bounds
+ * the unacked deliveries one consumer holds (backpressure).
+ *
+ * Delivery ids.  Every delivery carries (position, attempt): the event's
+ * global position and the number of times it has been handed out (1 for the
+ * first).  An ack or nack names the delivery it answers; once an event has
+ * been handed out again, answers to the older delivery are refused with
+ * EVS_ECONFLICT ("delivery 1 of event 42 was redelivered; its ack is
+ * refused"), so an event is never counted twice.  A delivery that timed out
+ * but has not been handed out again may still be acked by its consumer.
+ *
+ * Strategies.
+ *   EVS_GROUP_ROUND_ROBIN  any event to any consumer that asks; a delivery
+ *                          that timed out goes preferably to another consumer
+ *                          waiting for work.
+ *   EVS_GROUP_PINNED       every stream belongs to one connected consumer
+ *                          (rendezvous hashing of stream and consumer names),
+ *                          so one consumer sees a stream's events in order;
+ *                          an event waiting for a retry holds back the later
+ *                          events of its stream.  A stream moves only when
+ *                          its consumer leaves (its unacked events are then
+ *                          redelivered, in order, to the new owner) or, after
+ *                          a join, when nothing of it is outstanding.
+ *
+ * Durability.  The group (settings, checkpoint, counters) is a record of the
+ * consumers environment, listed by evs_consumer_list with kind "group";
+ * evs_consumer_get / _delete / _set_status / _set_position work on it while
+ * it is not open.  The checkpoint is the end of the contiguous prefix of
+ * finished (acked, parked, skipped or filtered-out) events and is written
+ * every checkpoint_every finished events or checkpoint_ms, at parks and at
+ * close.  After a restart delivery starts again at the first unfinished
+ * event: events acked beyond a gap are delivered again (at-least-once),
+ * nothing is lost.  A parked event's DLQ entry and the checkpoint that
+ * passes it are written in one transaction.
+ *
+ * Thread rules.  An evs_group is thread-safe.  Every call on a member may be
+ * made from any thread, concurrently with calls on other members and with
+ * other calls on the same member, except evs_group_leave, which must be the
+ * last call on it.  evs_group_next blocks; evs_group_cancel wakes it.
+ * Close a group after its members have left (evs_group_close releases any
+ * that remain, which must then be unused), and before the bus.
+ *
+ * Limits: buffer_size events (at most EVS_BUS_MAX_PAGE) are read ahead and
+ * tracked per group; the checkpoint cannot pass an unfinished event, so a
+ * buffer full behind one slow event stops reading ahead until it finishes.
+ */
+
+typedef struct evs_group evs_group;
+typedef struct evs_group_member evs_group_member;
+
+typedef enum evs_group_strategy {
+    EVS_GROUP_ROUND_ROBIN = 0,
+    EVS_GROUP_PINNED = 1
+} evs_group_strategy;
+
+#define EVS_GROUP_MAX_IN_FLIGHT 1000u  /* per consumer */
+#define EVS_GROUP_MAX_MEMBERS 1024u    /* consumers joined to one group */
+
+/* "round_robin", "pinned" ("unknown" otherwise). */
+const char *evs_group_strategy_name(int strategy);
+/* The inverse; EVS_EINVAL for any other text. */
+int evs_group_strategy_parse(const char *name, evs_group_strategy *out);
+
+typedef struct evs_group_config {
+    const char *name;              /* required: 1..128 bytes, the durable identity */
+    const char *owner;             /* owner service, informational; may be NULL */
+    evs_filter filter;             /* as evs_read_all; since/until are ignored */
+    const char *tag;               /* only events carrying this tag; NULL: any */
+    uint64_t from;                 /* first global position of a new group:
+                                      EVS_SUB_FROM_START, EVS_SUB_FROM_NOW or a position */
+    evs_group_strategy strategy;
+    int64_t ack_timeout_ns;        /* redeliver an unacked delivery after this (default 30 s) */
+    uint32_t max_in_flight;        /* unacked deliveries per consumer, 1..EVS_GROUP_MAX_IN_FLIGHT (default 10) */
+    uint32_t buffer_size;          /* events tracked ahead, 1..EVS_BUS_MAX_PAGE (default 1000) */
+    evs_retry_policy retry;        /* backoff of nack-retry; max_retries also counts ack timeouts */
+    evs_on_failure on_failure;     /* retries exhausted: park (default) or stop the group ("error") */
+    uint64_t dlq_max_count;        /* DLQ retention: keep the newest N (0: unbounded) */
+    int64_t dlq_max_age_ns;        /* ... drop entries older than this (0: unbounded) */
+    uint32_t checkpoint_every;     /* write the checkpoint every N finished events (default 1000) */
+    uint32_t checkpoint_ms;        /* ... or every T ms (default 1000) */
+} evs_group_config;
+
+/* Defaults: $all from the start, no filter, round-robin, ack timeout 30 s,
+   10 in flight per consumer, buffer 1000, the default retry policy, park. */
+void evs_group_config_init(evs_group_config *c);
+
+/*
+ * Create a group's record.  The config's strings are copied.  EVS_ECONFLICT
+ * when a consumer of that name exists.
+ */
+int evs_group_create(evs_bus *b, const evs_group_config *c);
+/*
+ * Replace the settings of an existing group (checkpoint, counters and status
+ * are kept; `from` is ignored).  EVS_ELOCKED while it is open, EVS_ENOTFOUND
+ * when there is no such group, EVS_EINVAL when the name is not a group.
+ */
+int evs_group_update(evs_bus *b, const evs_group_config *c);
+
+/* What a user sees of a group: the common record plus the group's settings. */
+typedef struct evs_group_info {
+    evs_consumer_info info;        /* kind "group"; checkpoint = end of the finished prefix */
+    int strategy;                  /* evs_group_strategy */
+    int64_t ack_timeout_ns;
+    uint32_t max_in_flight;
+    uint32_t buffer_size;
+    evs_retry_policy retry;
+    int on_failure;                /* evs_on_failure */
+    uint64_t dlq_max_count;
+    int64_t dlq_max_age_ns;
+    uint32_t checkpoint_every, checkpoint_ms;
+    uint64_t skipped;              /* events finished by nack-skip */
+    uint64_t timeouts;             /* deliveries whose ack timeout passed */
+    /* live figures, from evs_group_get_info on an open group (0 otherwise) */
+    uint32_t members;              /* connected consumers */
+    uint64_t in_flight;            /* unacked deliveries */
+    uint64_t buffered;             /* events read ahead and not yet finished */
+} evs_group_info;
+
+/* The stored record of a group by name.  EVS_ENOTFOUND if none, EVS_EINVAL if not a group. */
+int evs_group_get(evs_bus *b, const char *name, evs_group_info *out);
+
+/*
+ * Open a group for delivery (one handle per name and bus: EVS_ELOCKED
+ * otherwise).  clock may be NULL (real time); it times ack timeouts and
+ * retry backoff, is borrowed for the handle's life, and is called from every
+ * thread that calls into the group (so it must be thread-safe).
+ * Ownership: *out belongs to the caller and is released with evs_group_close.
+ */
+int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_group **out);
+/* Write the checkpoint, release remaining members and the handle.  NULL: no-op. */
+void evs_group_close(evs_group *g);
+/* The record with live figures (checkpoint in memory, members, in flight). */
+int evs_group_get_info(evs_group *g, evs_group_info *out);
+/* Write the checkpoint now. */
+int evs_group_checkpoint(evs_group *g);
+/* Pause delivery (acks are still taken) / resume it (also clears status "error"); persisted. */
+int evs_group_pause(evs_group *g);
+int evs_group_resume(evs_group *g);
+
+/*
+ * Deliver a parked event again through the group (to a consumer, as a new
+ * delivery whose attempt continues the entry's count).  The DLQ entry stays
+ * until the event is acked or skipped; a park or exhausted retries update
+ * it.  EVS_ENOTFOUND if not parked, EVS_ECONFLICT if already queued,
+ * EVS_ELIMIT when buffer_size retries are already queued.
+ */
+int evs_group_dlq_retry(evs_group *g, uint64_t position);
+/* Queue every DLQ entry in position order, as many as fit; *queued (may be NULL) counts them. */
+int evs_group_dlq_retry_all(evs_group *g, size_t *queued);
+
+typedef struct evs_group_member_info {
+    char name[EVS_BUS_MAX_NAME + 1];
+    uint32_t in_flight;            /* unacked deliveries it holds */
+    uint64_t delivered, acked, nacked, timeouts;
+} evs_group_member_info;
+
+/* Connected consumers in join order. */
+int evs_group_list_members(evs_group *g, evs_group_member_info *out, size_t max, size_t *count);
+
+/*
+ * Join the group as consumer `name` (1..128 bytes, unique within the group:
+ * EVS_ELOCKED otherwise).  Ownership: *out is the caller's, released with
+ * evs_group_leave; evs_group_close releases members still joined.
+ */
+int evs_group_join(evs_group *g, const char *name, evs_group_member **out);
+/*
+ * Leave: every unacked delivery of the member is handed out again, and its
+ * pinned streams pass to the remaining consumers.  NULL: no-op.
+ */
+void evs_group_leave(evs_group_member *m);
+
+/* Identifies one delivery: the event's global position and the attempt (1-based). */
+typedef struct evs_delivery_id {
+    uint64_t position;
+    uint32_t attempt;
+} evs_delivery_id;
+
+/* One delivered event.  event's strings are copies living as long as the delivery. */
+typedef struct evs_delivery {
+    evs_delivery_id id;
+    evs_event event;
+} evs_delivery;
+
+/* Release a delivery (it does not ack it).  NULL: no-op. */
+void evs_delivery_free(evs_delivery *d);
+
+/*
+ * Take the next event for this consumer, blocking up to timeout_ms (-1:
+ * forever, 0: do not wait).  EVS_OK with *out set; EVS_ETIMEDOUT when
+ * nothing could be delivered in time (the message says why: nothing new,
+ * max_in_flight reached, paused); EVS_ECLOSED after evs_group_cancel or when
+ * the store closes; EVS_EFAILED while the group is in status "error".
+ * Ownership: *out is malloc'd for the caller, released with evs_delivery_free.
+ */
+int evs_group_next(evs_group_member *m, int timeout_ms, evs_delivery **out);
+/* Make a blocked or the next evs_group_next of m return EVS_ECLOSED (any thread). */
+void evs_group_cancel(evs_group_member *m);
+
+/*
+ * Ack a delivery: the event is finished.  EVS_ECONFLICT when that delivery
+ * was superseded (redelivered), already answered, or is held by another
+ * consumer; EVS_ENOTFOUND when the event has no such delivery.  The ack is
+ * taken even when the checkpoint write it triggers fails (that error is
+ * returned; the write is retried at the next checkpoint).
+ */
+int evs_group_ack(evs_group_member *m, evs_delivery_id id);
+
+typedef enum evs_nack_action {
+    EVS_NACK_RETRY = 0,            /* deliver again after the backoff (then park/stop per on_failure) */
+    EVS_NACK_PARK = 1,             /* move it to the group's DLQ now */
+    EVS_NACK_SKIP = 2              /* drop it: finished, not parked */
+} evs_nack_action;
+
+/* Refuse a delivery; reason (may be NULL) is kept as the last error. Errors as evs_group_ack. */
+int evs_group_nack(evs_group_member *m, evs_delivery_id id, evs_nack_action action, const char *reason);
+
 #ifdef __cplusplus
 }
 #endif

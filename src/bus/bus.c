@@ -101,6 +101,14 @@ int64_t evs_retry_delay_ns(const evs_retry_policy *p, uint32_t k, uint64_t rando
     return (int64_t)d;
 }
 
+const char *evs__kind_name(int kind) {
+    switch (kind) {
+    case EVS__KIND_PROJ: return "projection";
+    case EVS__KIND_GROUP: return "group";
+    default: return "subscription";
+    }
+}
+
 const char *evs_consumer_status_name(int status) {
     switch (status) {
     case EVS_CONSUMER_ACTIVE: return "active";
@@ -352,6 +360,26 @@ int evs__record_get(evs_bus *b, MDB_txn *txn, const char *name, evs__record *out
     out->build_next = jget_u64(o, "build_next");
     out->build_from = jget_u64(o, "build_from");
     if (!rc) rc = dup_opt(json_string_value(json_object_get(o, "lua_source")), &out->lua_source);
+    json_t *g = json_object_get(o, "group");
+    if (json_is_object(g)) {
+        evs__group_settings *gs = &out->group;
+        gs->strategy = (int)jget_u64(g, "strategy");
+        gs->ack_timeout_ns = (int64_t)jget_u64(g, "ack_timeout_ns");
+        gs->max_in_flight = (uint32_t)jget_u64(g, "max_in_flight");
+        gs->buffer_size = (uint32_t)jget_u64(g, "buffer_size");
+        gs->checkpoint_every = (uint32_t)jget_u64(g, "checkpoint_every");
+        gs->checkpoint_ms = (uint32_t)jget_u64(g, "checkpoint_ms");
+        gs->retry.backoff = (evs_backoff)jget_u64(g, "backoff");
+        gs->retry.max_retries = out->max_retries;
+        gs->retry.initial_delay_ns = (int64_t)jget_u64(g, "initial_delay_ns");
+        gs->retry.max_delay_ns = (int64_t)jget_u64(g, "max_delay_ns");
+        gs->retry.jitter = json_number_value(json_object_get(g, "jitter"));
+        gs->on_failure = (int)jget_u64(g, "on_failure");
+        gs->dlq_max_count = jget_u64(g, "dlq_max_count");
+        gs->dlq_max_age_ns = (int64_t)jget_u64(g, "dlq_max_age_ns");
+        gs->skipped = jget_u64(g, "skipped");
+        gs->timeouts = jget_u64(g, "timeouts");
+    }
     json_decref(o);
     if (rc) evs__record_free(out);
     return rc;
@@ -382,6 +410,26 @@ int evs__record_put(evs_bus *b, MDB_txn *txn, const evs__record *r) {
         json_object_set_new(o, "build_from", json_integer((json_int_t)r->build_from));
         if (r->lua_source) json_object_set_new(o, "lua_source", json_string(r->lua_source));
     }
+    if (r->kind == EVS__KIND_GROUP) {
+        const evs__group_settings *gs = &r->group;
+        json_t *g = json_object();
+        json_object_set_new(g, "strategy", json_integer(gs->strategy));
+        json_object_set_new(g, "ack_timeout_ns", json_integer(gs->ack_timeout_ns));
+        json_object_set_new(g, "max_in_flight", json_integer(gs->max_in_flight));
+        json_object_set_new(g, "buffer_size", json_integer(gs->buffer_size));
+        json_object_set_new(g, "checkpoint_every", json_integer(gs->checkpoint_every));
+        json_object_set_new(g, "checkpoint_ms", json_integer(gs->checkpoint_ms));
+        json_object_set_new(g, "backoff", json_integer(gs->retry.backoff));
+        json_object_set_new(g, "initial_delay_ns", json_integer(gs->retry.initial_delay_ns));
+        json_object_set_new(g, "max_delay_ns", json_integer(gs->retry.max_delay_ns));
+        json_object_set_new(g, "jitter", json_real(gs->retry.jitter));
+        json_object_set_new(g, "on_failure", json_integer(gs->on_failure));
+        json_object_set_new(g, "dlq_max_count", json_integer((json_int_t)gs->dlq_max_count));
+        json_object_set_new(g, "dlq_max_age_ns", json_integer(gs->dlq_max_age_ns));
+        json_object_set_new(g, "skipped", json_integer((json_int_t)gs->skipped));
+        json_object_set_new(g, "timeouts", json_integer((json_int_t)gs->timeouts));
+        json_object_set_new(o, "group", g);
+    }
     char *txt = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!txt) return evs__err(EVS_ENOMEM, "consumer \"%s\": cannot encode record", r->name);
@@ -406,7 +454,7 @@ static int64_t age_of(evs_store *s, uint64_t pos, int64_t now) {
 int evs__record_info(evs_bus *b, MDB_txn *txn, const evs__record *r, evs_consumer_info *out) {
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", r->name);
-    snprintf(out->kind, sizeof out->kind, "%s", r->kind == EVS__KIND_PROJ ? "projection" : "subscription");
+    snprintf(out->kind, sizeof out->kind, "%s", evs__kind_name(r->kind));
     snprintf(out->owner, sizeof out->owner, "%s", r->owner);
     snprintf(out->stream, sizeof out->stream, "%s", r->stream);
     json_t *f = filter_json(r);

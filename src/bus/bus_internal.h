@@ -9,6 +9,8 @@
  *   proj.c      projections: partitioned state cache, commit of state and
  *               checkpoint in one transaction, queries, rebuild
  *   proj_lua.c  the Lua 5.4 sandbox behind Lua projections
+ *   group.c     persistent subscription groups (competing consumers): a
+ *               window of outstanding events shared between members
  *
  * LMDB databases of DIR/consumers/ (keys are byte strings):
  *   consumers    name                          -> record, JSON object
@@ -37,6 +39,10 @@
 
 #define EVS__KIND_SUB 1
 #define EVS__KIND_PROJ 2
+#define EVS__KIND_GROUP 3
+
+/* "subscription", "projection", "group". */
+const char *evs__kind_name(int kind);
 
 struct evs_bus {
     evs_store *store;
@@ -69,6 +75,19 @@ uint64_t evs__clock_random(const evs_clock *c);
 
 /* ---------------------------------------------------------------- records */
 
+/* The settings and group-only counters of a subscription group ("group" in the record). */
+typedef struct evs__group_settings {
+    int strategy;
+    int64_t ack_timeout_ns;
+    uint32_t max_in_flight, buffer_size;
+    uint32_t checkpoint_every, checkpoint_ms;
+    evs_retry_policy retry;
+    int on_failure;
+    uint64_t dlq_max_count;
+    int64_t dlq_max_age_ns;
+    uint64_t skipped, timeouts;
+} evs__group_settings;
+
 /* The persistent part of a consumer, as stored in "consumers". */
 typedef struct evs__record {
     char name[EVS_BUS_MAX_NAME + 1];
@@ -95,6 +114,8 @@ typedef struct evs__record {
     uint64_t build_gen;           /* != 0 while rebuilding */
     uint64_t build_next, build_from;
     char *lua_source;             /* Lua projections */
+    /* groups */
+    evs__group_settings group;
 } evs__record;
 
 void evs__record_free(evs__record *r);
@@ -122,6 +143,9 @@ int evs__dlq_prune_txn(evs_bus *b, MDB_txn *txn, const char *name, int64_t max_a
                        int64_t now, uint64_t *removed);
 /* Delete every key of db starting with name 0x00. */
 int evs__bus_delete_prefix(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *removed);
+
+/* 1 when the event's tags (a JSON array) contain tag. */
+int evs__bus_has_tag(const evs_event *ev, const char *tag);
 
 /* --------------------------------------------------------------- consumer */
 

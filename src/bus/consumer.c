@@ -80,8 +80,7 @@ int evs__consumer_init(evs__consumer *c, evs_bus *b, int kind, const char *name,
     } else if (rc) {
         goto fail;
     } else if (c->rec.kind != kind) {
-        rc = evs__err(EVS_EINVAL, "consumer \"%s\" is a %s", name,
-                      c->rec.kind == EVS__KIND_PROJ ? "projection" : "subscription");
+        rc = evs__err(EVS_EINVAL, "consumer \"%s\" is a %s", name, evs__kind_name(c->rec.kind));
         goto fail;
     } else if (strcmp(c->rec.stream, stream ? stream : "") != 0) {
         rc = evs__err(EVS_EINVAL, "subscription \"%s\" reads %s%s%s, not %s%s%s", name,
@@ -203,7 +202,7 @@ int evs__consumer_info(evs__consumer *c, evs_consumer_info *out) {
 
 /* ---------------------------------------------------------------- filters */
 
-static int has_tag(const evs_event *ev, const char *tag) {
+int evs__bus_has_tag(const evs_event *ev, const char *tag) {
     if (!ev->tags || !ev->tags_len) return 0;
     evs_json_iter it;
     evs_json_span v;
@@ -232,7 +231,7 @@ static int extra_match(const evs__consumer *c, const evs_event *ev) {
             return 0;
         if (r->has_corr && (!ev->has_correlation_id || memcmp(&r->corr, &ev->correlation_id, 16))) return 0;
     }
-    if (r->tag && !has_tag(ev, r->tag)) return 0;
+    if (r->tag && !evs__bus_has_tag(ev, r->tag)) return 0;
     return 1;
 }
 
