@@ -10,7 +10,7 @@ DATA     ?= ./data
 BUILD    := build
 CMAKE    := cmake
 APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev liblua5.4-dev python3 clang \
-            libmicrohttpd-dev libwslay-dev prometheus
+            libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev prometheus
 
 .PHONY: all deps build build-asan build-tsan run demo test test-plain test-asan test-tsan bench soak install clean fuzz
 

@@ -15,6 +15,7 @@
 #ifndef EVS_CLI_H
 #define EVS_CLI_H
 
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 
@@ -68,6 +69,13 @@ int evs__cli_unknown(const evs__cli_args *a);
 
 /* The store directory: -d value, else $EVSTORE_DIR; usage error when neither. */
 int evs__cli_dir(const evs__cli_args *a, const char *opt_dir, const char **dir);
+/*
+ * Local store or server, for the commands that take --url: -d DIR or
+ * --url URL (both: usage error), else $EVSTORE_DIR or $EVSTORE_URL (both set:
+ * usage error, a flag decides).  Sets exactly one of *dir and *url.
+ */
+int evs__cli_target(const evs__cli_args *a, const char *opt_dir, const char *opt_url, const char **dir,
+                    const char **url);
 
 /*
  * Strict unsigned decimal: digits only, no sign, no spaces, no overflow.
@@ -115,11 +123,32 @@ int evs__cli_finish_output(int exit_code);
 
 /* ------------------------------------------------------------ subcommands */
 
+/* One event's JSON text and where it came from (stdin line, 0 for an argument). */
+typedef struct evs__cli_src {
+    const char *p;
+    size_t n;
+    unsigned line;
+} evs__cli_src;
+
 int evs__cli_append(int argc, char **argv);
 int evs__cli_read(int argc, char **argv);
 int evs__cli_tail(int argc, char **argv);
 int evs__cli_streams(int argc, char **argv);
 int evs__cli_info(int argc, char **argv);
 int evs__cli_check(int argc, char **argv);
+
+/*
+ * The same commands against a running `evstore serve` (cli_remote.c), called
+ * after the local command parsed and checked its arguments: same output,
+ * same exit codes.  Events are already validated JSON objects.
+ */
+int evs__cli_remote_append(const char *url, const char *stream, int64_t expected, const evs__cli_src *ev,
+                           size_t n);
+/* from: 0 for the default start; limit 0 for all. */
+int evs__cli_remote_read(const char *url, const char *stream, uint64_t from, uint64_t limit, int backward,
+                         const evs_filter *f);
+int evs__cli_remote_tail(const char *url, uint64_t from, const evs_filter *f, volatile sig_atomic_t *stop);
+int evs__cli_remote_streams(const char *url, const char *prefix, uint64_t limit);
+int evs__cli_remote_info(const char *url, const char *stream);
 
 #endif

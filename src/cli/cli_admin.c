@@ -8,6 +8,8 @@
  *
  * `streams` pages through evs_list_streams with after = the last name seen,
  * so the listing is streamed in bounded memory however many streams exist.
+ * `streams` and `info` also take --url (cli_remote.c); `check` needs the
+ * files and stays local.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -15,19 +17,21 @@
 #include "cli/cli.h"
 
 static const char evs_streams_help[] =
-    "Usage: evstore streams -d DIR [--prefix P] [--limit N]\n"
+    "Usage: evstore streams -d DIR|--url URL [--prefix P] [--limit N]\n"
     "\n"
     "List streams in name order as JSON lines: stream, stream_type, version,\n"
     "first/last global position, created_at, updated_at.\n"
     "\n"
     "Options:\n"
     "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
+    "  --url URL         list the streams of a running `evstore serve` at URL\n"
+    "                    instead (default: $EVSTORE_URL)\n"
     "  --prefix P        only streams whose name starts with P\n"
     "  --limit N         at most N streams (default: all)\n"
     "  -h, --help        show this help\n";
 
 static const char evs_info_help[] =
-    "Usage: evstore info -d DIR [STREAM]\n"
+    "Usage: evstore info -d DIR|--url URL [STREAM]\n"
     "\n"
     "Without STREAM: the store's head position, number of streams and segments,\n"
     "bytes of log and durability mode, as one JSON object.  With STREAM: that\n"
@@ -36,6 +40,8 @@ static const char evs_info_help[] =
     "\n"
     "Options:\n"
     "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
+    "  --url URL         ask a running `evstore serve` at URL instead (default:\n"
+    "                    $EVSTORE_URL); durability is then the server's mode\n"
     "  -h, --help        show this help\n";
 
 static const char evs_check_help[] =
@@ -54,7 +60,7 @@ static const char evs_check_help[] =
 
 int evs__cli_streams(int argc, char **argv) {
     evs__cli_args a;
-    const char *opt_dir = NULL, *dir = NULL, *prefix = NULL;
+    const char *opt_dir = NULL, *dir = NULL, *prefix = NULL, *opt_url = NULL, *url = NULL;
     uint64_t limit = 0;
     evs_store *store = NULL;
     evs_stream_info *page = NULL;
@@ -73,6 +79,8 @@ int evs__cli_streams(int argc, char **argv) {
             goto cleanup;
         } else if (evs__cli_is(&a, "--dir", "-d")) {
             if ((code = evs__cli_value(&a, &opt_dir))) goto cleanup;
+        } else if (evs__cli_is(&a, "--url", NULL)) {
+            if ((code = evs__cli_value(&a, &opt_url))) goto cleanup;
         } else if (evs__cli_is(&a, "--prefix", NULL)) {
             if ((code = evs__cli_value(&a, &prefix))) goto cleanup;
         } else if (evs__cli_is(&a, "--limit", NULL)) {
@@ -83,7 +91,11 @@ int evs__cli_streams(int argc, char **argv) {
             goto cleanup;
         }
     }
-    if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+    if ((code = evs__cli_target(&a, opt_dir, opt_url, &dir, &url))) goto cleanup;
+    if (url) {
+        code = evs__cli_remote_streams(url, prefix, limit);
+        goto cleanup;
+    }
 
     page = calloc(EVS_CLI_STREAMS_PAGE, sizeof *page);
     if (!page) {
@@ -132,7 +144,7 @@ static const char *evs_cli_durability_name(int d) {
 
 int evs__cli_info(int argc, char **argv) {
     evs__cli_args a;
-    const char *opt_dir = NULL, *dir = NULL, *stream = NULL;
+    const char *opt_dir = NULL, *dir = NULL, *stream = NULL, *opt_url = NULL, *url = NULL;
     evs_store *store = NULL;
     int code = EVS_CLI_OK;
 
@@ -151,12 +163,18 @@ int evs__cli_info(int argc, char **argv) {
             goto cleanup;
         } else if (evs__cli_is(&a, "--dir", "-d")) {
             if ((code = evs__cli_value(&a, &opt_dir))) goto cleanup;
+        } else if (evs__cli_is(&a, "--url", NULL)) {
+            if ((code = evs__cli_value(&a, &opt_url))) goto cleanup;
         } else {
             code = evs__cli_unknown(&a);
             goto cleanup;
         }
     }
-    if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+    if ((code = evs__cli_target(&a, opt_dir, opt_url, &dir, &url))) goto cleanup;
+    if (url) {
+        code = evs__cli_remote_info(url, stream);
+        goto cleanup;
+    }
     if ((code = evs__cli_open(dir, EVS_OPEN_READONLY, &store))) goto cleanup;
 
     evs__cli_clear_error();

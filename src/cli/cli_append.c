@@ -8,7 +8,8 @@
  *
  * Every event is parsed before the store is opened: a typo in event 7 of a
  * batch must not leave events 1..6 stored, and must not create a store
- * directory either.  Messages name the event and its source line, then the
+ * directory either.  With --url the checked events go to the server as one
+ * JSON array in one POST (cli_remote.c), so the append stays atomic.  Messages name the event and its source line, then the
  * parser's line and column within it:
  *     evstore: event 2 (stdin line 3): line 1, column 17: expected ',' or '}'
  *
@@ -27,7 +28,7 @@
 #include "core/event_json.h"
 
 static const char evs_append_help[] =
-    "Usage: evstore append -d DIR STREAM [--expected any|no-stream|exists|N] [EVENT_JSON ...]\n"
+    "Usage: evstore append -d DIR|--url URL STREAM [--expected any|no-stream|exists|N] [EVENT_JSON ...]\n"
     "\n"
     "Append events to STREAM in one atomic append.  Each event is a JSON object:\n"
     "  {\"event_type\": \"OrderPlaced\", \"data\": {...}, \"metadata\": {...},\n"
@@ -39,6 +40,8 @@ static const char evs_append_help[] =
     "\n"
     "Options:\n"
     "  -d, --dir DIR        the store directory (default: $EVSTORE_DIR); created if missing\n"
+    "  --url URL            append through a running `evstore serve` at URL instead\n"
+    "                       (default: $EVSTORE_URL), e.g. http://127.0.0.1:2113\n"
     "  --expected V         append only if the stream's version is V:\n"
     "                         any (default), no-stream, exists, or a version number\n"
     "  -h, --help           show this help\n"
@@ -48,7 +51,7 @@ static const char evs_append_help[] =
     "event_ids.  Re-sending events with the same event_id is safe.\n"
     "\n"
     "Exit status: 0 ok, 1 usage, 3 concurrency conflict, 4 invalid input\n"
-    "(nothing stored), 5 I/O error.\n";
+    "(nothing stored), 5 I/O error or server unreachable.\n";
 
 /*
  * stdin cap: one append holds at most EVS_MAX_APPEND_BYTES of events; the
@@ -57,11 +60,7 @@ static const char evs_append_help[] =
  */
 #define EVS_CLI_STDIN_MAX ((size_t)EVS_MAX_APPEND_BYTES + 16u * 1024 * 1024)
 
-typedef struct evs_cli_src {
-    const char *p;
-    size_t n;
-    unsigned line;  /* stdin line number, 0 for an argument */
-} evs_cli_src;
+typedef evs__cli_src evs_cli_src; /* cli.h: the remote append takes them too */
 
 /* Read all of stdin into *out (NUL-terminated for safety).  Exit code. */
 static int evs_cli_read_stdin(char **out, size_t *out_len) {
@@ -189,7 +188,7 @@ static void evs_cli_print_result(const char *stream, const evs_append_result *re
 
 int evs__cli_append(int argc, char **argv) {
     evs__cli_args a;
-    const char *opt_dir = NULL, *dir = NULL, *stream = NULL;
+    const char *opt_dir = NULL, *dir = NULL, *stream = NULL, *opt_url = NULL, *url = NULL;
     int64_t expected = EVS_EXPECT_ANY;
     char *input = NULL;
     size_t input_len = 0;
@@ -221,6 +220,8 @@ int evs__cli_append(int argc, char **argv) {
             goto cleanup;
         } else if (evs__cli_is(&a, "--dir", "-d")) {
             if ((code = evs__cli_value(&a, &opt_dir))) goto cleanup;
+        } else if (evs__cli_is(&a, "--url", NULL)) {
+            if ((code = evs__cli_value(&a, &opt_url))) goto cleanup;
         } else if (evs__cli_is(&a, "--expected", NULL)) {
             const char *v;
             if ((code = evs__cli_value(&a, &v))) goto cleanup;
@@ -230,7 +231,7 @@ int evs__cli_append(int argc, char **argv) {
             goto cleanup;
         }
     }
-    if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+    if ((code = evs__cli_target(&a, opt_dir, opt_url, &dir, &url))) goto cleanup;
     if (!stream) {
         code = evs__cli_usage(a.cmd, "missing STREAM");
         goto cleanup;
@@ -287,6 +288,10 @@ int evs__cli_append(int argc, char **argv) {
         ins[i] = parsed[i].ev;
     }
 
+    if (url) {
+        code = evs__cli_remote_append(url, stream, expected, srcs, n);
+        goto cleanup;
+    }
     if ((code = evs__cli_open(dir, EVS_OPEN_CREATE, &store))) goto cleanup;
     evs_append_result res;
     memset(&res, 0, sizeof res);

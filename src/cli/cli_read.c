@@ -16,6 +16,11 @@
  * advances past non-matching events too, so nothing is missed or repeated).
  * SIGINT/SIGTERM only set a flag: the wait uses a short timeout so the loop
  * notices it, closes the store properly and exits 0.
+ *
+ * With --url both run against a server (cli_remote.c): read pages through
+ * GET /all or /streams/{s}, tail follows GET /subscribe (Server-Sent Events).
+ * Arguments are parsed and checked here either way, so a usage error is the
+ * same whichever the target.
  */
 #include <signal.h>
 #include <stdlib.h>
@@ -24,12 +29,14 @@
 #include "cli/cli.h"
 
 static const char evs_read_help[] =
-    "Usage: evstore read -d DIR STREAM|'$all' [options]\n"
+    "Usage: evstore read -d DIR|--url URL STREAM|'$all' [options]\n"
     "\n"
     "Print the events of STREAM, or of the whole log with '$all', as JSON lines.\n"
     "\n"
     "Options:\n"
     "  -d, --dir DIR          the store directory (default: $EVSTORE_DIR)\n"
+    "  --url URL              read from a running `evstore serve` at URL instead\n"
+    "                         (default: $EVSTORE_URL), page by page\n"
     "  --from N               first position to read (stream position for a stream,\n"
     "                         global position for $all); default: 1 forward,\n"
     "                         the last event backward\n"
@@ -44,10 +51,11 @@ static const char evs_read_help[] =
     "  --until TIME           recorded before TIME\n"
     "  -h, --help             show this help\n"
     "\n"
-    "Exit status: 0 ok, 1 usage, 2 stream or store not found, 5 I/O error or corruption.\n";
+    "Exit status: 0 ok, 1 usage, 2 stream or store not found, 5 I/O error, corruption\n"
+    "or server unreachable.\n";
 
 static const char evs_tail_help[] =
-    "Usage: evstore tail -d DIR [--from N] [filters]\n"
+    "Usage: evstore tail -d DIR|--url URL [--from N] [filters]\n"
     "\n"
     "Print the events of the whole log from global position N (default 1) as JSON\n"
     "lines, then keep following new events until interrupted (SIGINT or SIGTERM,\n"
@@ -55,6 +63,9 @@ static const char evs_tail_help[] =
     "\n"
     "Options:\n"
     "  -d, --dir DIR          the store directory (default: $EVSTORE_DIR)\n"
+    "  --url URL              follow a running `evstore serve` at URL instead\n"
+    "                         (default: $EVSTORE_URL) over Server-Sent Events; a\n"
+    "                         dropped connection resumes after the last event\n"
     "  --from N               first global position to print (default: 1)\n"
     "  --type T1,T2           event_type is one of these\n"
     "  --stream-type C        stream_type is C\n"
@@ -62,7 +73,10 @@ static const char evs_tail_help[] =
     "  --correlation UUID     correlation_id is UUID\n"
     "  --since TIME           recorded at or after TIME (RFC 3339 or ns since the epoch)\n"
     "  --until TIME           recorded before TIME\n"
-    "  -h, --help             show this help\n";
+    "  -h, --help             show this help\n"
+    "\n"
+    "Exit status: 0 after SIGINT/SIGTERM, 1 usage, 2 store not found, 5 I/O error or\n"
+    "server unreachable (with --url: not reachable again within 30 s of losing it).\n";
 
 /* The filter flags and what they parse into. */
 typedef struct evs_cli_filter {
@@ -182,7 +196,7 @@ static int evs_cli_drain(evs_reader *r, volatile sig_atomic_t *stop, size_t *pri
 int evs__cli_read(int argc, char **argv) {
     evs__cli_args a;
     evs_cli_filter cf;
-    const char *opt_dir = NULL, *dir = NULL, *stream = NULL;
+    const char *opt_dir = NULL, *dir = NULL, *stream = NULL, *opt_url = NULL, *url = NULL;
     uint64_t from = 0, limit = 0;
     int have_from = 0, backward = 0;
     evs_store *store = NULL;
@@ -207,6 +221,8 @@ int evs__cli_read(int argc, char **argv) {
             goto cleanup;
         } else if (evs__cli_is(&a, "--dir", "-d")) {
             if ((code = evs__cli_value(&a, &opt_dir))) goto cleanup;
+        } else if (evs__cli_is(&a, "--url", NULL)) {
+            if ((code = evs__cli_value(&a, &opt_url))) goto cleanup;
         } else if (evs__cli_is(&a, "--from", NULL)) {
             if ((code = evs__cli_value(&a, &v))) goto cleanup;
             if ((code = evs__cli_u64(&a, "--from", v, UINT64_MAX, &from))) goto cleanup;
@@ -229,7 +245,7 @@ int evs__cli_read(int argc, char **argv) {
             }
         }
     }
-    if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+    if ((code = evs__cli_target(&a, opt_dir, opt_url, &dir, &url))) goto cleanup;
     if (!stream) {
         code = evs__cli_usage(a.cmd, "missing STREAM (a stream name, or '$all' for every event)");
         goto cleanup;
@@ -240,6 +256,10 @@ int evs__cli_read(int argc, char **argv) {
                               "%s filters only '$all'; a stream read returns all of the stream's "
                               "events",
                               cf.first_flag);
+        goto cleanup;
+    }
+    if (url) {
+        code = evs__cli_remote_read(url, stream, have_from ? from : 0, limit, backward, &cf.f);
         goto cleanup;
     }
     if (!have_from) from = backward ? EVS_POSITION_END : 1;
@@ -279,7 +299,7 @@ static void evs_cli_tail_signal(int sig) {
 int evs__cli_tail(int argc, char **argv) {
     evs__cli_args a;
     evs_cli_filter cf;
-    const char *opt_dir = NULL, *dir = NULL;
+    const char *opt_dir = NULL, *dir = NULL, *opt_url = NULL, *url = NULL;
     uint64_t pos = 1;
     evs_store *store = NULL;
     evs_reader *reader = NULL;
@@ -302,6 +322,8 @@ int evs__cli_tail(int argc, char **argv) {
             goto cleanup;
         } else if (evs__cli_is(&a, "--dir", "-d")) {
             if ((code = evs__cli_value(&a, &opt_dir))) goto cleanup;
+        } else if (evs__cli_is(&a, "--url", NULL)) {
+            if ((code = evs__cli_value(&a, &opt_url))) goto cleanup;
         } else if (evs__cli_is(&a, "--from", NULL)) {
             if ((code = evs__cli_value(&a, &v))) goto cleanup;
             if ((code = evs__cli_u64(&a, "--from", v, UINT64_MAX - 1, &pos))) goto cleanup;
@@ -317,10 +339,11 @@ int evs__cli_tail(int argc, char **argv) {
             }
         }
     }
-    if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+    if ((code = evs__cli_target(&a, opt_dir, opt_url, &dir, &url))) goto cleanup;
 
     /* No SA_RESTART needed: nothing here blocks in a system call that the
-       signal must interrupt; the wait below wakes up every tick. */
+       signal must interrupt; the wait below (and the remote tail's poll)
+       wakes up every tick. */
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = evs_cli_tail_signal;
@@ -328,6 +351,10 @@ int evs__cli_tail(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    if (url) {
+        code = evs__cli_remote_tail(url, pos, &cf.f, &evs_cli_tail_stop);
+        goto cleanup;
+    }
     if ((code = evs__cli_open(dir, EVS_OPEN_READONLY, &store))) goto cleanup;
     while (!evs_cli_tail_stop) {
         evs__cli_clear_error();

@@ -100,6 +100,34 @@ int evs__cli_dir(const evs__cli_args *a, const char *opt_dir, const char **dir) 
     return evs__cli_usage(a->cmd, "no store directory: give -d DIR or set EVSTORE_DIR");
 }
 
+int evs__cli_target(const evs__cli_args *a, const char *opt_dir, const char *opt_url, const char **dir,
+                    const char **url) {
+    *dir = NULL;
+    *url = NULL;
+    if (opt_dir && opt_url)
+        return evs__cli_usage(a->cmd, "-d and --url exclude each other: a command works on a local store "
+                                      "directory or against a server, not both");
+    if (opt_url) {
+        if (!opt_url[0]) return evs__cli_usage(a->cmd, "--url: the server URL is empty");
+        *url = opt_url;
+        return EVS_CLI_OK;
+    }
+    if (opt_dir) return evs__cli_dir(a, opt_dir, dir);
+    const char *env_dir = getenv("EVSTORE_DIR"), *env_url = getenv("EVSTORE_URL");
+    if (env_dir && env_dir[0] && env_url && env_url[0])
+        return evs__cli_usage(a->cmd, "both EVSTORE_DIR and EVSTORE_URL are set: choose with -d DIR or --url URL");
+    if (env_url && env_url[0]) {
+        *url = env_url;
+        return EVS_CLI_OK;
+    }
+    if (env_dir && env_dir[0]) {
+        *dir = env_dir;
+        return EVS_CLI_OK;
+    }
+    return evs__cli_usage(a->cmd, "no store: give -d DIR (or set EVSTORE_DIR), or --url URL of a running "
+                                  "`evstore serve` (or set EVSTORE_URL)");
+}
+
 int evs__cli_u64(const evs__cli_args *a, const char *name, const char *text, uint64_t max,
                  uint64_t *out) {
     if (!text[0]) return evs__cli_usage(a->cmd, "%s: empty value, expected a number", name);

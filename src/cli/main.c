@@ -46,10 +46,12 @@ static void evs_cli_help(FILE *f) {
         fprintf(f, "  %-9s %s\n", evs_cli_commands[i].name, evs_cli_commands[i].summary);
     fputs("\n"
           "Every command takes -d DIR (or the environment variable EVSTORE_DIR) and\n"
-          "--help.  Output is JSON; messages go to stderr.\n"
+          "--help.  append, read, tail, streams and info also run against a running\n"
+          "`evstore serve` with --url URL (or EVSTORE_URL) instead of -d DIR, with the\n"
+          "same output and exit codes.  Output is JSON; messages go to stderr.\n"
           "\n"
           "Exit status: 0 success, 1 usage error, 2 not found, 3 concurrency conflict,\n"
-          "4 invalid input, 5 I/O error or corruption.\n",
+          "4 invalid input, 5 I/O error, corruption or server unreachable.\n",
           f);
 }
 

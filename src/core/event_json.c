@@ -287,29 +287,48 @@ void evs__event_parsed_free(evs_event_parsed *e) {
 
 /* ----------------------------------------------------------- rendering */
 
-/* snprintf-style output: counts every byte, stores those that fit. */
+/*
+ * Rendering is on the server's hot path (every page of /all, every live
+ * delivery), so it allocates nothing and makes one pass: each piece is
+ * written if it fits and counted either way, like snprintf.  Numbers, UUIDs
+ * and times are formatted by hand instead of through printf, and the date
+ * and clock part of a time ("2026-11-22T05:40:48") is cached per thread for
+ * the last two seconds seen: the events of a page or a batch mostly share
+ * their second, and occurred_at and recorded_at are usually the same one.
+ */
+
+/*
+ * snprintf-style output: counts every byte, stores those that fit.  (When
+ * the output does not fit, the last stored byte may be wrong: the escaper
+ * ends what it wrote with a NUL.  Callers only use complete output.)
+ */
 typedef struct out_buf {
     char *p;
     size_t len, cap;
 } out_buf;
 
-static void put(out_buf *o, const char *s, size_t n) {
-    if (o->len < o->cap) memcpy(o->p + o->len, s, o->len + n <= o->cap ? n : o->cap - o->len);
+static inline void put(out_buf *o, const char *s, size_t n) {
+    if (EVS_LIKELY(o->len + n <= o->cap)) memcpy(o->p + o->len, s, n);
+    else if (o->len < o->cap) memcpy(o->p + o->len, s, o->cap - o->len);
     o->len += n;
 }
 
-static void put_lit(out_buf *o, const char *s) { put(o, s, strlen(s)); }
+#define PUT_LIT(o, lit) put((o), (lit), sizeof(lit) - 1)
 
-static void put_u64(out_buf *o, uint64_t v) {
-    char tmp[24];
-    int n = snprintf(tmp, sizeof tmp, "%llu", (unsigned long long)v);
-    put(o, tmp, (size_t)n);
+static inline void put_u64(out_buf *o, uint64_t v) {
+    char tmp[20];
+    size_t i = sizeof tmp;
+    do {
+        tmp[--i] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    put(o, tmp + i, sizeof tmp - i);
 }
 
 /* A string field; NULL means absent and renders as null. */
 static void put_str(out_buf *o, const char *s, size_t n) {
     if (!s) {
-        put_lit(o, "null");
+        PUT_LIT(o, "null");
         return;
     }
     size_t room = o->len < o->cap ? o->cap - o->len : 0;
@@ -317,80 +336,191 @@ static void put_str(out_buf *o, const char *s, size_t n) {
 }
 
 /* Verbatim JSON, with raw CR/LF (whitespace in valid JSON) as spaces; see the top comment. */
-static void put_json(out_buf *o, const char *s, size_t n, const char *if_absent) {
+static void put_json(out_buf *o, const char *s, size_t n, const char *if_absent, size_t absent_len) {
     if (!s || n == 0) {
-        put_lit(o, if_absent);
+        put(o, if_absent, absent_len);
         return;
     }
     size_t start = o->len;
     put(o, s, n);
-    for (size_t i = start; i < o->len && i < o->cap; i++)
-        if (o->p[i] == '\n' || o->p[i] == '\r') o->p[i] = ' ';
+    if (start >= o->cap) return;
+    /* memchr runs at memory speed; most payloads have no raw line break at all */
+    char *p = o->p + start, *end = o->p + (o->len < o->cap ? o->len : o->cap);
+    for (char *q = p; (q = memchr(q, '\n', (size_t)(end - q))); q++) *q = ' ';
+    for (char *q = p; (q = memchr(q, '\r', (size_t)(end - q))); q++) *q = ' ';
 }
 
+/* Two lower-case hex digits for every byte value. */
+static const char hex_pairs[513] =
+    "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
+    "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
+    "404142434445464748494a4b4c4d4e4f505152535455565758595a5b5c5d5e5f"
+    "606162636465666768696a6b6c6d6e6f707172737475767778797a7b7c7d7e7f"
+    "808182838485868788898a8b8c8d8e8f909192939495969798999a9b9c9d9e9f"
+    "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7b8b9babbbcbdbebf"
+    "c0c1c2c3c4c5c6c7c8c9cacbcccdcecfd0d1d2d3d4d5d6d7d8d9dadbdcdddedf"
+    "e0e1e2e3e4e5e6e7e8e9eaebecedeeeff0f1f2f3f4f5f6f7f8f9fafbfcfdfeff";
+
+/* The canonical 8-4-4-4-12 text in quotes: 38 bytes, as evs_uuid_format writes it. */
 static void put_uuid(out_buf *o, int present, const evs_uuid *u) {
-    char tmp[37];
     if (!present) {
-        put_lit(o, "null");
+        PUT_LIT(o, "null");
         return;
     }
-    evs_uuid_format(u, tmp);
-    put(o, "\"", 1);
-    put(o, tmp, 36);
-    put(o, "\"", 1);
+    char t[38], *w = t;
+    *w++ = '"';
+    for (int i = 0; i < 16; i++) {
+        if (i == 4 || i == 6 || i == 8 || i == 10) *w++ = '-';
+        memcpy(w, hex_pairs + 2 * u->b[i], 2);
+        w += 2;
+    }
+    *w = '"';
+    put(o, t, sizeof t);
 }
 
+/*
+ * "YYYY-MM-DDTHH:MM:SS" of secs, as evs_time_format writes it.  Times are
+ * int64 ns, which span 1677-09-21 to 2262-04-11, so the year always has
+ * exactly four digits.
+ */
+static void format_second(int64_t secs, char out[19]) {
+    int64_t days = secs / 86400, rem = secs % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days -= 1;
+    }
+    /* civil_from_days, as in clock.c */
+    int64_t z = days + 719468;
+    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const unsigned doe = (unsigned)(z - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = (int64_t)yoe + era * 400;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    const unsigned d = doy - (153 * mp + 2) / 5 + 1;
+    const unsigned m = mp < 10 ? mp + 3 : mp - 9;
+    y += m <= 2;
+    unsigned yy = (unsigned)y, hh = (unsigned)(rem / 3600), mi = (unsigned)(rem % 3600 / 60), ss = (unsigned)(rem % 60);
+    out[0] = (char)('0' + yy / 1000);
+    out[1] = (char)('0' + yy / 100 % 10);
+    out[2] = (char)('0' + yy / 10 % 10);
+    out[3] = (char)('0' + yy % 10);
+    out[4] = '-';
+    out[5] = (char)('0' + m / 10);
+    out[6] = (char)('0' + m % 10);
+    out[7] = '-';
+    out[8] = (char)('0' + d / 10);
+    out[9] = (char)('0' + d % 10);
+    out[10] = 'T';
+    out[11] = (char)('0' + hh / 10);
+    out[12] = (char)('0' + hh % 10);
+    out[13] = ':';
+    out[14] = (char)('0' + mi / 10);
+    out[15] = (char)('0' + mi % 10);
+    out[16] = ':';
+    out[17] = (char)('0' + ss / 10);
+    out[18] = (char)('0' + ss % 10);
+}
+
+typedef struct second_cache {
+    int64_t secs;
+    int valid;
+    char text[19];
+} second_cache;
+
 static void put_time(out_buf *o, int64_t ns) {
-    char tmp[40];
-    size_t n = evs_time_format(ns, tmp);
-    put(o, "\"", 1);
-    put(o, tmp, n);
-    put(o, "\"", 1);
+    static _Thread_local second_cache cache[2];
+    static _Thread_local unsigned victim;
+    int64_t secs = ns / 1000000000, frac = ns % 1000000000;
+    if (frac < 0) {
+        frac += 1000000000;
+        secs -= 1;
+    }
+    const char *date;
+    if (cache[0].valid && cache[0].secs == secs) {
+        date = cache[0].text;
+    } else if (cache[1].valid && cache[1].secs == secs) {
+        date = cache[1].text;
+    } else {
+        second_cache *c = &cache[victim++ & 1];
+        format_second(secs, c->text);
+        c->secs = secs;
+        c->valid = 1;
+        date = c->text;
+    }
+    char t[32];
+    t[0] = '"';
+    memcpy(t + 1, date, 19);
+    t[20] = '.';
+    uint32_t f = (uint32_t)frac;
+    for (int i = 29; i >= 21; i--) {
+        t[i] = (char)('0' + f % 10);
+        f /= 10;
+    }
+    t[30] = 'Z';
+    t[31] = '"';
+    put(o, t, sizeof t);
 }
 
 /* The whole object into o; o->len ends as the full length whether or not it fit. */
 static void render(const evs_event *ev, out_buf *o) {
-    put_lit(o, "{\"global_position\":");
+    PUT_LIT(o, "{\"global_position\":");
     put_u64(o, ev->global_position);
-    put_lit(o, ",\"stream\":");
+    PUT_LIT(o, ",\"stream\":");
     put_str(o, ev->stream, ev->stream_len);
-    put_lit(o, ",\"stream_position\":");
+    PUT_LIT(o, ",\"stream_position\":");
     put_u64(o, ev->stream_position);
-    put_lit(o, ",\"event_id\":");
+    PUT_LIT(o, ",\"event_id\":");
     put_uuid(o, 1, &ev->event_id);
-    put_lit(o, ",\"event_type\":");
+    PUT_LIT(o, ",\"event_type\":");
     put_str(o, ev->event_type, ev->event_type_len);
-    put_lit(o, ",\"event_version\":");
+    PUT_LIT(o, ",\"event_version\":");
     put_u64(o, ev->event_version ? ev->event_version : 1);
-    put_lit(o, ",\"stream_type\":");
+    PUT_LIT(o, ",\"stream_type\":");
     put_str(o, ev->stream_type, ev->stream_type_len);
-    put_lit(o, ",\"data\":");
-    put_json(o, ev->data, ev->data_len, "null");
-    put_lit(o, ",\"metadata\":");
-    put_json(o, ev->metadata, ev->metadata_len, "{}");
-    put_lit(o, ",\"causation_id\":");
+    PUT_LIT(o, ",\"data\":");
+    put_json(o, ev->data, ev->data_len, "null", 4);
+    PUT_LIT(o, ",\"metadata\":");
+    put_json(o, ev->metadata, ev->metadata_len, "{}", 2);
+    PUT_LIT(o, ",\"causation_id\":");
     put_uuid(o, ev->has_causation_id, &ev->causation_id);
-    put_lit(o, ",\"correlation_id\":");
+    PUT_LIT(o, ",\"correlation_id\":");
     put_uuid(o, ev->has_correlation_id, &ev->correlation_id);
-    put_lit(o, ",\"tags\":");
-    put_json(o, ev->tags, ev->tags_len, "[]");
-    put_lit(o, ",\"occurred_at\":");
+    PUT_LIT(o, ",\"tags\":");
+    put_json(o, ev->tags, ev->tags_len, "[]", 2);
+    PUT_LIT(o, ",\"occurred_at\":");
     put_time(o, ev->occurred_at);
-    put_lit(o, ",\"recorded_at\":");
+    PUT_LIT(o, ",\"recorded_at\":");
     put_time(o, ev->recorded_at);
-    put_lit(o, "}");
+    PUT_LIT(o, "}");
+}
+
+size_t evs__event_json_render(const evs_event *ev, char *buf, size_t cap) {
+    out_buf o = {buf, 0, buf ? cap : 0};
+    render(ev, &o);
+    return o.len;
 }
 
 int evs_event_to_json(const evs_event *ev, char **out, size_t *out_len) {
     if (!ev || !out) return evs__err(EVS_EINVAL, "evs_event_to_json: event and out must not be NULL");
-    out_buf o = {NULL, 0, 0};
-    render(ev, &o); /* sizing pass */
-    size_t need = o.len;
-    o = (out_buf){malloc(need + 1), 0, need + 1};
-    if (!o.p) return evs__err(EVS_ENOMEM, "evs_event_to_json: out of memory for %zu bytes", need + 1);
-    render(ev, &o);
-    o.p[need] = '\0';
-    *out = o.p;
+    /* Most events fit a first guess from the payload sizes, so one pass
+       usually does; otherwise the returned length sizes the second. */
+    size_t guess = 512 + ev->data_len + ev->metadata_len + ev->tags_len + 2 * (ev->stream_len + ev->event_type_len +
+                                                                              ev->stream_type_len);
+    char *p = malloc(guess + 1);
+    if (!p) return evs__err(EVS_ENOMEM, "evs_event_to_json: out of memory for %zu bytes", guess + 1);
+    size_t need = evs__event_json_render(ev, p, guess);
+    if (need > guess) {
+        char *np = realloc(p, need + 1);
+        if (!np) {
+            free(p);
+            return evs__err(EVS_ENOMEM, "evs_event_to_json: out of memory for %zu bytes", need + 1);
+        }
+        p = np;
+        evs__event_json_render(ev, p, need);
+    }
+    p[need] = '\0';
+    *out = p;
     if (out_len) *out_len = need;
     return EVS_OK;
 }

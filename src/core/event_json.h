@@ -37,4 +37,14 @@ typedef struct evs_event_parsed {
 int evs__event_from_json(const char *p, size_t n, evs_event_parsed *out, evs_json_error *err);
 void evs__event_parsed_free(evs_event_parsed *e);
 
+/*
+ * Render ev exactly as evs_event_to_json does, into buf[0..cap), without
+ * allocating.  Returns the full length, like snprintf; no NUL is added.
+ * When that is larger than cap, nothing past buf[cap - 1] was touched but
+ * the bytes before are unspecified: call again with a buffer of the
+ * returned length.  buf may be NULL when cap is 0 (sizing only).
+ * Thread-safe.
+ */
+size_t evs__event_json_render(const evs_event *ev, char *buf, size_t cap);
+
 #endif

@@ -16,11 +16,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "server/routes_bus.h"
 #include "server/srv.h"
 
 static const char *const route_names[EVS_R_COUNT] = {
     "append", "read_stream", "read_event", "list_streams", "all", "subscribe",
     "ws", "metrics", "health", "info", "other",
+    "projections", "subscriptions", "groups",
 };
 
 static const unsigned status_codes[EVS_ST_NSLOTS - 1] = {
@@ -155,6 +157,7 @@ enum MHD_Result evs__route_metrics(evs__srv *srv, struct MHD_Connection *c) {
                    (unsigned long long)ld(&m->deliveries_sse));
     evs__sb_printf(&b, "evstore_live_deliveries_total{protocol=\"ws\"} %llu\n",
                    (unsigned long long)ld(&m->deliveries_ws));
+    evs__bus_metrics(srv, &b);
 
     size_t len;
     char *p = evs__sb_take(&b, &len);

@@ -6,7 +6,8 @@
  * strict validator (which gives line and column for a 400), then each event
  * object is parsed by evs__event_from_json into spans of the body, and the
  * store receives data and metadata byte for byte.  Reads render events
- * with evs_event_to_json, which copies stored data and metadata verbatim.
+ * straight into the page buffer (evs__sb_event: no allocation per event),
+ * copying stored data and metadata verbatim.
  *
  * Query numbers are strict (digits only): a sign, a fraction or an overflow
  * is a 400 naming the parameter, never a silent clamp.  A page stops at
@@ -116,6 +117,13 @@ int evs__live_filter_finish(evs__live_filter *lf) {
         /* the prefix index narrows the scan; the exact match is ours */
         lf->f.stream_prefix = lf->stream;
     }
+    if (lf->stream_prefix && *lf->stream_prefix) {
+        if (lf->stream || strlen(lf->stream_prefix) > EVS_MAX_STREAM_NAME) return -1;
+        lf->f.stream_prefix = lf->stream_prefix;
+    }
+    if (lf->has_correlation) lf->f.correlation_id = &lf->correlation;
+    lf->f.since = lf->since;
+    lf->f.until = lf->until;
     return 0;
 }
 
@@ -123,7 +131,57 @@ void evs__live_filter_free(evs__live_filter *lf) {
     free(lf->types_buf);
     free(lf->stream_type);
     free(lf->stream);
+    free(lf->stream_prefix);
     memset(lf, 0, sizeof *lf);
+}
+
+int evs__query_filter(evs__srv *srv, struct MHD_Connection *c, int route, int allow_stream,
+                      evs__live_filter *lf, enum MHD_Result *mr) {
+    char *corr = NULL, *since = NULL, *until = NULL;
+    int rc = -1;
+    if (evs__query_text(srv, c, route, "type", 64 * 1024, &lf->types_buf, mr) ||
+        evs__query_text(srv, c, route, "stream_type", EVS_MAX_TYPE_NAME, &lf->stream_type, mr) ||
+        (allow_stream && evs__query_text(srv, c, route, "stream", EVS_MAX_STREAM_NAME, &lf->stream, mr)) ||
+        evs__query_text(srv, c, route, "stream_prefix", EVS_MAX_STREAM_NAME, &lf->stream_prefix, mr) ||
+        evs__query_text(srv, c, route, "correlation_id", 64, &corr, mr) ||
+        evs__query_text(srv, c, route, "since", 64, &since, mr) ||
+        evs__query_text(srv, c, route, "until", 64, &until, mr))
+        goto cleanup;
+    if (lf->stream && lf->stream_prefix) {
+        *mr = evs__respond_error(srv, c, route, EVS_HTTP_BAD_REQUEST, NULL,
+                                 "parameters stream and stream_prefix exclude each other");
+        goto cleanup;
+    }
+    if (corr) {
+        if (evs_uuid_parse(corr, strlen(corr), &lf->correlation)) {
+            *mr = evs__respond_error(srv, c, route, EVS_HTTP_BAD_REQUEST, NULL,
+                                     "parameter correlation_id is not a UUID");
+            goto cleanup;
+        }
+        lf->has_correlation = 1;
+    }
+    if (since && evs_time_parse(since, strlen(since), &lf->since)) {
+        *mr = evs__respond_error(srv, c, route, EVS_HTTP_BAD_REQUEST, NULL,
+                                 "parameter since is not an RFC 3339 time or a count of ns");
+        goto cleanup;
+    }
+    if (until && evs_time_parse(until, strlen(until), &lf->until)) {
+        *mr = evs__respond_error(srv, c, route, EVS_HTTP_BAD_REQUEST, NULL,
+                                 "parameter until is not an RFC 3339 time or a count of ns");
+        goto cleanup;
+    }
+    if (evs__live_filter_finish(lf)) {
+        *mr = evs__respond_error(srv, c, route, EVS_HTTP_BAD_REQUEST, NULL,
+                                 "parameter type: at most %u comma-separated names of 1..%u bytes",
+                                 EVS_SRV_MAX_FILTER_TYPES, EVS_MAX_TYPE_NAME);
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    free(corr);
+    free(since);
+    free(until);
+    return rc;
 }
 
 int evs__live_filter_match(const evs__live_filter *lf, const evs_event *ev) {
@@ -342,10 +400,8 @@ cleanup:
  * *last the last event's stream or global position, *done 1 when the reader
  * reached its end.  Returns a library status.
  */
-static int render_page(evs__srv *srv, evs_reader *r, evs__sb *out, size_t limit, int want_global,
-                       size_t *count, uint64_t *last, int *done) {
-    *count = 0;
-    *done = 0;
+static int render_events(evs_reader *r, evs__sb *out, size_t limit, int want_global, size_t *count,
+                         uint64_t *last, int *done) {
     while (*count < limit) {
         if (out->len >= EVS_SRV_MAX_PAGE_BYTES) return EVS_OK;
         const evs_event *ev;
@@ -355,18 +411,23 @@ static int render_page(evs__srv *srv, evs_reader *r, evs__sb *out, size_t limit,
             return EVS_OK;
         }
         if (rc) return rc;
-        char *js;
-        size_t jn;
-        if ((rc = evs_event_to_json(ev, &js, &jn))) return rc;
         if (*count) evs__sb_add(out, ",", 1);
-        evs__sb_add(out, js, jn);
-        free(js);
+        evs__sb_event(out, ev);
         if (out->oom) return EVS_ENOMEM;
         (*count)++;
-        atomic_fetch_add(&srv->m.events_read, 1);
         *last = want_global ? ev->global_position : ev->stream_position;
     }
     return EVS_OK;
+}
+
+static int render_page(evs__srv *srv, evs_reader *r, evs__sb *out, size_t limit, int want_global,
+                       size_t *count, uint64_t *last, int *done) {
+    *count = 0;
+    *done = 0;
+    int rc = render_events(r, out, limit, want_global, count, last, done);
+    /* one shared-counter update per page, not per event */
+    atomic_fetch_add(&srv->m.events_read, *count);
+    return rc;
 }
 
 static enum MHD_Result finish_json(evs__srv *srv, struct MHD_Connection *c, int route, evs__sb *out) {
@@ -529,43 +590,14 @@ enum MHD_Result evs__route_all(evs__srv *srv, struct MHD_Connection *c) {
     evs__sb out = {0};
     evs__live_filter lf;
     memset(&lf, 0, sizeof lf);
-    char *corr = NULL, *since = NULL, *until = NULL;
-    evs_uuid corr_id;
     int dir;
     uint64_t from = 0, limit = EVS_SRV_DEFAULT_PAGE;
     if (query_direction(srv, c, R, &dir, &mr) || query_u64(srv, c, R, "from", UINT64_MAX - 1, &from, &mr) ||
         query_u64(srv, c, R, "limit", EVS_SRV_MAX_PAGE, &limit, &mr) ||
-        evs__query_text(srv, c, R, "type", 64 * 1024, &lf.types_buf, &mr) ||
-        evs__query_text(srv, c, R, "stream_type", EVS_MAX_TYPE_NAME, &lf.stream_type, &mr) ||
-        evs__query_text(srv, c, R, "correlation_id", 64, &corr, &mr) ||
-        evs__query_text(srv, c, R, "since", 64, &since, &mr) ||
-        evs__query_text(srv, c, R, "until", 64, &until, &mr))
+        evs__query_filter(srv, c, R, 0, &lf, &mr))
         goto cleanup;
     if (!evs__query(c, "from")) from = dir == EVS_FORWARD ? 1 : EVS_POSITION_END;
     if (limit == 0) limit = EVS_SRV_DEFAULT_PAGE;
-    if (evs__live_filter_finish(&lf)) {
-        mr = evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
-                                "parameter type: at most %u comma-separated names of 1..%u bytes",
-                                EVS_SRV_MAX_FILTER_TYPES, EVS_MAX_TYPE_NAME);
-        goto cleanup;
-    }
-    if (corr) {
-        if (evs_uuid_parse(corr, strlen(corr), &corr_id)) {
-            mr = evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL, "parameter correlation_id is not a UUID");
-            goto cleanup;
-        }
-        lf.f.correlation_id = &corr_id;
-    }
-    if (since && evs_time_parse(since, strlen(since), &lf.f.since)) {
-        mr = evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
-                                "parameter since is not an RFC 3339 time or a count of ns");
-        goto cleanup;
-    }
-    if (until && evs_time_parse(until, strlen(until), &lf.f.until)) {
-        mr = evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
-                                "parameter until is not an RFC 3339 time or a count of ns");
-        goto cleanup;
-    }
     uint64_t head = evs_head(srv->store);
     int rc = evs_read_all(srv->store, from, dir, &lf.f, (size_t)limit, &r);
     if (rc) {
@@ -591,9 +623,6 @@ cleanup:
     evs_reader_close(r);
     evs__sb_free(&out);
     evs__live_filter_free(&lf);
-    free(corr);
-    free(since);
-    free(until);
     return mr;
 }
 

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "server/routes_bus.h"
 #include "server/server.h"
 #include "server/srv.h"
 
@@ -297,6 +298,10 @@ int evs__cli_serve(int argc, char **argv) {
     const char *rep = evs_store_recovery_report(srv->store);
     if (rep && *rep) fprintf(stderr, "evstore serve: recovery: %s\n", rep);
 
+    if (evs__bus_srv_start(srv)) { /* before any request: projections resume first */
+        code = EVS_CLI_IO;
+        goto cleanup;
+    }
     if (evs__notifier_start(srv) || evs__ws_start(srv)) {
         code = evs__cli_fail(EVS_CLI_IO, "serve: cannot start the live-stream threads");
         goto cleanup;
@@ -310,7 +315,7 @@ int evs__cli_serve(int argc, char **argv) {
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     srv->daemon = MHD_start_daemon(
-        flags, 0, evs__http_accept, srv, evs__http_access, srv,
+        flags, 0, evs__http_accept, srv, evs__bus_http_access, srv,
         MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lsock,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)srv->threads,
@@ -318,7 +323,7 @@ int evs__cli_serve(int argc, char **argv) {
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)srv->timeout_s,
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)EVS_SRV_HEADER_MEMORY,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
-        MHD_OPTION_NOTIFY_COMPLETED, evs__http_completed, srv,
+        MHD_OPTION_NOTIFY_COMPLETED, evs__bus_http_completed, srv,
         MHD_OPTION_NOTIFY_CONNECTION, evs__http_conn_notify, srv,
         MHD_OPTION_UNESCAPE_CALLBACK, evs__http_unescape_none, NULL,
         MHD_OPTION_END);
@@ -345,6 +350,7 @@ int evs__cli_serve(int argc, char **argv) {
     /* 3: live subscribers get their final message */
     evs__sse_wake_all(srv);
     evs__ws_stop(srv);
+    evs__bus_srv_quiesce(srv); /* group long-polls end */
     /* 4: in-flight requests and the SSE goodbyes, bounded */
     for (int i = 0; i < 1000 && (atomic_load(&srv->active) > 0 || atomic_load(&srv->sse_count) > 0); i++) {
         if (i % 10 == 0) evs__sse_wake_all(srv);
@@ -362,6 +368,7 @@ cleanup:
     }
     if (quiesced != MHD_INVALID_SOCKET) close(quiesced);
     evs__ws_free(srv);
+    evs__bus_srv_stop(srv); /* projections commit before the store closes */
     evs_store_close(srv->store);
     pthread_mutex_destroy(&srv->sub_mu);
     free(srv);

@@ -5,6 +5,7 @@
  *   serve.c    command line, store and daemon lifecycle, signals, shutdown
  *   http.c     libmicrohttpd access handler: routing, bodies, responses
  *   routes.c   the JSON routes (append, reads, stream list, info, health)
+ *   routes_bus.c  projections (one runner thread each), groups, consumers, DLQs
  *   metrics.c  counters, histograms and the Prometheus text rendering
  *   sse.c      GET /subscribe (Server-Sent Events) and the head notifier
  *   ws.c       GET /ws (WebSocket over libwslay) on one epoll thread
@@ -82,6 +83,8 @@ void evs__sb_printf(evs__sb *b, const char *fmt, ...) EVS_PRINTF(2, 3);
 void evs__sb_json_str(evs__sb *b, const char *s, size_t n);
 /* An RFC 3339 time as a JSON string, or null for 0. */
 void evs__sb_json_time(evs__sb *b, int64_t ns);
+/* One event as evs_event_to_json renders it, without a temporary copy. */
+void evs__sb_event(evs__sb *b, const evs_event *ev);
 /* Take ownership of the bytes (NUL-terminated); the buffer is emptied. */
 char *evs__sb_take(evs__sb *b, size_t *len);
 void evs__sb_free(evs__sb *b);
@@ -108,6 +111,7 @@ void evs__base64(const uint8_t *p, size_t n, char *out);
 enum evs_route {
     EVS_R_APPEND, EVS_R_READ_STREAM, EVS_R_READ_EVENT, EVS_R_LIST_STREAMS, EVS_R_ALL,
     EVS_R_SUBSCRIBE, EVS_R_WS, EVS_R_METRICS, EVS_R_HEALTH, EVS_R_INFO, EVS_R_OTHER,
+    EVS_R_PROJECTIONS, EVS_R_SUBSCRIPTIONS, EVS_R_GROUPS, /* routes_bus.c */
     EVS_R_COUNT
 };
 
@@ -164,6 +168,9 @@ typedef struct evs__srv {
 
     /* WebSocket thread (ws.c) */
     evs__ws_hub *ws;
+
+    /* projections, consumers and their DLQs (routes_bus.c) */
+    struct evs__bus_srv *bus;
 } evs__srv;
 
 /* http.c */
@@ -218,7 +225,8 @@ int evs__query_text(evs__srv *srv, struct MHD_Connection *c, int route, const ch
                     size_t maxlen, char **out, enum MHD_Result *mr);
 /*
  * A live-stream filter from query or protocol fields: event types (comma
- * separated), stream type and one exact stream.  Owns its strings.
+ * separated), stream type and one exact stream; from queries also a stream
+ * prefix, a correlation id and a recorded_at range.  Owns its strings.
  */
 typedef struct evs__live_filter {
     char *types_buf;
@@ -227,8 +235,19 @@ typedef struct evs__live_filter {
     char *stream_type;
     char *stream;
     size_t stream_len;
+    char *stream_prefix;          /* not together with stream */
+    int has_correlation;
+    evs_uuid correlation;
+    int64_t since, until;         /* 0: unbounded */
     evs_filter f;                 /* points into the fields above */
 } evs__live_filter;
+/*
+ * The filter parameters of /all and /subscribe: type, stream_type,
+ * stream_prefix, correlation_id, since, until, and with allow_stream also
+ * stream.  0 with lf finished, or -1 after queueing a 400 (*mr).
+ */
+int evs__query_filter(evs__srv *srv, struct MHD_Connection *c, int route, int allow_stream,
+                      evs__live_filter *lf, enum MHD_Result *mr);
 /* Split types_buf on ',' into types[]; -1 when there are too many or an empty one. */
 int evs__live_filter_finish(evs__live_filter *lf);
 void evs__live_filter_free(evs__live_filter *lf);

@@ -26,8 +26,7 @@
  * somebody resumes it, and only the one who cleared the flag does.
  *
  * Wire format: "retry:" once, then per event "id: <global position>" and
- * "data: <event JSON>" (one line: evs_event_to_json never emits a raw
- * newline), heartbeats as comment lines, and at shutdown a final
+ * "data: <event JSON>" (one line: the renderer never emits a raw newline), heartbeats as comment lines, and at shutdown a final
  * "event: shutdown".  Last-Event-ID resumes exactly after that position.
  */
 #include <stdio.h>
@@ -59,6 +58,7 @@ static int sse_fill(evs__sse_sub *sub, size_t want) {
     uint64_t from = atomic_load(&sub->next);
     if (from > evs_head(srv->store)) return EVS_OK;
     evs_reader *r = NULL;
+    uint64_t delivered = 0;
     int rc = evs_read_all(srv->store, from, EVS_FORWARD, &sub->lf.f, SSE_READ_BATCH, &r);
     if (rc) return rc;
     for (;;) {
@@ -73,21 +73,20 @@ static int sse_fill(evs__sse_sub *sub, size_t want) {
         if (rc) break;
         atomic_store(&sub->next, ev->global_position + 1);
         if (!evs__live_filter_match(&sub->lf, ev)) continue;
-        char *js;
-        size_t jn;
-        if ((rc = evs_event_to_json(ev, &js, &jn))) break;
-        evs__sb_printf(&sub->pend, "id: %llu\ndata: ", (unsigned long long)ev->global_position);
-        evs__sb_add(&sub->pend, js, jn);
+        char id[40];
+        int idn = snprintf(id, sizeof id, "id: %llu\ndata: ", (unsigned long long)ev->global_position);
+        evs__sb_add(&sub->pend, id, (size_t)idn);
+        evs__sb_event(&sub->pend, ev); /* rendered in place, no copy per event */
         evs__sb_add(&sub->pend, "\n\n", 2);
-        free(js);
         if (sub->pend.oom) {
             rc = EVS_ENOMEM;
             break;
         }
-        atomic_fetch_add_explicit(&srv->m.deliveries_sse, 1, memory_order_relaxed);
+        delivered++;
         if (sub->pend.len >= want) break;
     }
     evs_reader_close(r);
+    atomic_fetch_add_explicit(&srv->m.deliveries_sse, delivered, memory_order_relaxed);
     return rc;
 }
 
@@ -165,16 +164,7 @@ enum MHD_Result evs__route_subscribe(evs__srv *srv, struct MHD_Connection *c) {
     if (!sub) return evs__respond_error(srv, c, R, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
     sub->srv = srv;
     sub->conn = c;
-    if (evs__query_text(srv, c, R, "type", 64 * 1024, &sub->lf.types_buf, &mr) ||
-        evs__query_text(srv, c, R, "stream_type", EVS_MAX_TYPE_NAME, &sub->lf.stream_type, &mr) ||
-        evs__query_text(srv, c, R, "stream", EVS_MAX_STREAM_NAME, &sub->lf.stream, &mr))
-        goto fail;
-    if (evs__live_filter_finish(&sub->lf)) {
-        mr = evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
-                                "filters: type takes at most %u comma-separated names; names are 1..255 bytes",
-                                EVS_SRV_MAX_FILTER_TYPES);
-        goto fail;
-    }
+    if (evs__query_filter(srv, c, R, 1, &sub->lf, &mr)) goto fail;
     /* Start: Last-Event-ID (a reconnecting EventSource) wins over from=. */
     uint64_t start;
     const char *lei = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/event_json.h"
 #include "core/json.h"
 #include "server/srv.h"
 
@@ -73,6 +74,20 @@ void evs__sb_json_str(evs__sb *b, const char *s, size_t n) {
     size_t need = evs__json_escape(s, n, NULL, 0);
     if (sb_reserve(b, need)) return;
     evs__json_escape(s, n, b->p + b->len, need + 1);
+    b->len += need;
+    b->p[b->len] = '\0';
+}
+
+void evs__sb_event(evs__sb *b, const evs_event *ev) {
+    /* Render straight into the spare capacity; only an event that does not
+       fit is rendered twice (after growing the buffer to its length). */
+    if (b->oom) return;
+    size_t room = b->cap > b->len + 1 ? b->cap - b->len - 1 : 0;
+    size_t need = evs__event_json_render(ev, room ? b->p + b->len : NULL, room);
+    if (need > room) {
+        if (sb_reserve(b, need)) return;
+        evs__event_json_render(ev, b->p + b->len, need);
+    }
     b->len += need;
     b->p[b->len] = '\0';
 }

@@ -19,11 +19,29 @@
  * Control messages are parsed with jansson: they are small and rare, and
  * never on the event path.
  *
- * Flow control: like SSE, a subscription is a cursor on the log.  The hub
- * reads more events for a client only while fewer than WS_QUEUE_MSGS
- * messages (and WS_QUEUE_BYTES) wait in its wslay queue, so a client that
- * does not read costs a bounded queue and resumes from the log when its
- * socket drains; nothing is skipped and nothing is held per event.
+ * Flow control: like SSE, a subscription is a cursor on the log.  A client
+ * gets its next events only once the previous ones have left for its
+ * socket, so a client that does not read holds one block (below) and
+ * resumes from the log when its socket drains; nothing is skipped.
+ *
+ * Fan-out: event frames do not go through wslay (which copies every message
+ * and writes each frame with its own send calls).  The hub renders a run of
+ * events once into a block of complete WebSocket frames, and every client
+ * with the same filter that needs that run sends from the same block with
+ * one send() per socket-buffer's worth: 100 subscribers cost one render per
+ * event, not 100.  Blocks are keyed by the filter (a chain per distinct
+ * filter) and by the position they start at; a client asks for the block
+ * starting at its `next`, renders it from the log if no one has, and the
+ * block then covers [from, next) for everyone.  Clients reading in step
+ * share every block; a client that starts elsewhere renders its own until
+ * it meets the others at the head, where every block ends.  Recent blocks
+ * stay cached up to WS_CACHE_BYTES (oldest dropped first; one still being
+ * sent lives until its last sender is done).
+ *
+ * Ordering: the other messages (subscribed, heartbeat, errors, the close
+ * frame) still go through wslay.  wslay may send only while the client has
+ * no block in flight, and a new block is taken only when wslay has nothing
+ * to send, so frames never interleave and messages keep their order.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -38,15 +56,39 @@
 #include <unistd.h>
 #include <wslay/wslay.h>
 
+#include "core/event_json.h"
 #include "server/srv.h"
 
-#define WS_QUEUE_MSGS 64
-#define WS_QUEUE_BYTES ((size_t)512 << 10)
-#define WS_READ_BATCH 64
+#define WS_BLOCK_EVENTS 256                /* events read from the log per block */
+#define WS_BLOCK_BYTES ((size_t)64 << 10)  /* a block stops growing here */
+#define WS_CACHE_BYTES ((size_t)16 << 20)  /* rendered blocks kept for reuse, per server */
+#define WS_EVENT_PREFIX "{\"op\":\"event\",\"event\":"
 #define WS_TICK_MS 200
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 typedef struct ws_client ws_client;
+typedef struct ws_block ws_block;
+typedef struct ws_chain ws_chain;
+
+/* Complete event frames for the events of [from, next) that pass a chain's filter. */
+struct ws_block {
+    ws_chain *chain;               /* NULL once out of the cache */
+    uint64_t from, next;
+    uint64_t nevents;
+    int refs;                      /* clients sending from it */
+    ws_block *cprev, *cnext;       /* the chain's blocks, newest first */
+    ws_block *older, *newer;       /* every cached block, by age */
+    size_t len, cap;
+    unsigned char *data;
+};
+
+/* The clients that share one filter, and the blocks rendered for it. */
+struct ws_chain {
+    char *key;                     /* the filter, canonical */
+    int refs;                      /* subscribed clients */
+    ws_block *blocks;
+    ws_chain *prev, *next;
+};
 
 struct ws_client {
     evs__ws_hub *hub;
@@ -60,6 +102,10 @@ struct ws_client {
     _Atomic uint64_t next;
     int64_t last_send_ns;
     uint32_t mask;                 /* current epoll interest */
+    ws_chain *chain;               /* while subscribed */
+    ws_block *blk;                 /* frames being sent (a reference) */
+    size_t blk_off;
+    int closing;                   /* we queued a close frame: no more events */
     ws_client *prev, *nxt;
 };
 
@@ -75,7 +121,14 @@ struct evs__ws_hub {
     int stopped;
     _Atomic long count;
     int busy;                      /* hub thread only: a client is behind with room to send */
+    /* the block cache, hub thread only */
+    ws_chain *chains;
+    ws_block *oldest, *newest;
+    size_t cache_bytes;
 };
+
+static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf);
+static void chain_put(evs__ws_hub *hub, ws_chain *ch);
 
 /* ------------------------------------------------------------- messages */
 
@@ -183,6 +236,11 @@ static void on_subscribe(ws_client *cl, json_t *msg) {
         evs__live_filter_free(lf);
         return;
     }
+    if (!(cl->chain = chain_get(cl->hub, lf))) {
+        send_error(cl, NULL, "out of memory");
+        evs__live_filter_free(lf);
+        return;
+    }
     atomic_store(&cl->next, start);
     cl->subscribed = 1;
     char reply[128];
@@ -210,7 +268,10 @@ static void on_text(ws_client *cl, const uint8_t *p, size_t n) {
             send_error(cl, NULL, "not subscribed");
         } else {
             cl->subscribed = 0;
+            chain_put(cl->hub, cl->chain);
+            cl->chain = NULL;
             evs__live_filter_free(&cl->lf);
+            /* a block in flight is still sent whole: its events are before `next` */
             char reply[96];
             int k = snprintf(reply, sizeof reply, "{\"op\":\"unsubscribed\",\"next\":%llu}",
                              (unsigned long long)atomic_load(&cl->next));
@@ -276,6 +337,209 @@ static const struct wslay_event_callbacks callbacks = {cb_recv, cb_send, NULL, N
 
 /* ------------------------------------------------------------------ hub */
 
+/* ---------------------------------------------------------- block cache */
+
+static void block_free(ws_block *b) {
+    free(b->data);
+    free(b);
+}
+
+/* Out of the cache; freed now, or by its last sender. */
+static void block_uncache(evs__ws_hub *hub, ws_block *b) {
+    ws_chain *ch = b->chain;
+    if (!ch) return;
+    if (b->cprev) b->cprev->cnext = b->cnext;
+    else ch->blocks = b->cnext;
+    if (b->cnext) b->cnext->cprev = b->cprev;
+    if (b->older) b->older->newer = b->newer;
+    else hub->oldest = b->newer;
+    if (b->newer) b->newer->older = b->older;
+    else hub->newest = b->older;
+    b->chain = NULL;
+    b->cprev = b->cnext = b->older = b->newer = NULL;
+    hub->cache_bytes -= b->cap + sizeof *b;
+    if (b->refs == 0) block_free(b);
+}
+
+static void block_release(ws_block *b) {
+    if (--b->refs == 0 && !b->chain) block_free(b);
+}
+
+static void block_cache(evs__ws_hub *hub, ws_chain *ch, ws_block *b) {
+    b->chain = ch;
+    b->cnext = ch->blocks;
+    if (ch->blocks) ch->blocks->cprev = b;
+    ch->blocks = b;
+    b->older = hub->newest;
+    if (hub->newest) hub->newest->newer = b;
+    else hub->oldest = b;
+    hub->newest = b;
+    hub->cache_bytes += b->cap + sizeof *b;
+    while (hub->cache_bytes > WS_CACHE_BYTES && hub->oldest) block_uncache(hub, hub->oldest);
+}
+
+/* The chain of clients with this filter (a new one if none); NULL when out of memory. */
+static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf) {
+    evs__sb k = {0};
+    /* types in the order given: a different order only costs sharing */
+    for (size_t i = 0; i < lf->ntypes; i++) {
+        evs__sb_adds(&k, lf->types[i]);
+        evs__sb_add(&k, ",", 1);
+    }
+    evs__sb_printf(&k, "\x1f%s\x1f%s", lf->stream_type ? lf->stream_type : "", lf->stream ? lf->stream : "");
+    if (k.oom || !k.p) {
+        evs__sb_free(&k);
+        return NULL;
+    }
+    for (ws_chain *ch = hub->chains; ch; ch = ch->next)
+        if (strcmp(ch->key, k.p) == 0) {
+            ch->refs++;
+            evs__sb_free(&k);
+            return ch;
+        }
+    ws_chain *ch = calloc(1, sizeof *ch);
+    if (!ch) {
+        evs__sb_free(&k);
+        return NULL;
+    }
+    ch->key = evs__sb_take(&k, NULL);
+    ch->refs = 1;
+    ch->next = hub->chains;
+    if (hub->chains) hub->chains->prev = ch;
+    hub->chains = ch;
+    return ch;
+}
+
+static void chain_put(evs__ws_hub *hub, ws_chain *ch) {
+    if (!ch || --ch->refs > 0) return;
+    while (ch->blocks) block_uncache(hub, ch->blocks);
+    if (ch->prev) ch->prev->next = ch->next;
+    else hub->chains = ch->next;
+    if (ch->next) ch->next->prev = ch->prev;
+    free(ch->key);
+    free(ch);
+}
+
+/*
+ * Append one event as a complete text frame: {"op":"event","event":{...}}.
+ * The payload is rendered in place after room for a 4-byte header and moved
+ * when its length needs the short (2-byte) or long (10-byte) form.
+ */
+static int block_add(ws_block *b, const evs_event *ev) {
+    const size_t pre = sizeof WS_EVENT_PREFIX - 1;
+    for (int pass = 0;; pass++) {
+        size_t room = b->cap - b->len, need;
+        unsigned char *h = b->data + b->len;
+        if (room > 4 + pre + 1)
+            need = evs__event_json_render(ev, (char *)h + 4 + pre, room - 4 - pre - 1);
+        else
+            need = evs__event_json_render(ev, NULL, 0);
+        size_t plen = pre + need + 1, hdr = plen <= 0xffff ? 4 : 10;
+        if (hdr + plen <= room) {
+            memcpy(h + 4, WS_EVENT_PREFIX, pre);
+            h[4 + pre + need] = '}';
+            h[0] = 0x81; /* FIN, text */
+            if (plen < 126) {
+                h[1] = (unsigned char)plen;
+                memmove(h + 2, h + 4, plen);
+                b->len += 2 + plen;
+            } else if (plen <= 0xffff) {
+                h[1] = 126;
+                h[2] = (unsigned char)(plen >> 8);
+                h[3] = (unsigned char)plen;
+                b->len += 4 + plen;
+            } else {
+                memmove(h + 10, h + 4, plen);
+                h[1] = 127;
+                for (int i = 0; i < 8; i++) h[2 + i] = (unsigned char)((uint64_t)plen >> (56 - 8 * i));
+                b->len += 10 + plen;
+            }
+            return EVS_OK;
+        }
+        if (pass) return evs__err(EVS_ENOMEM, "ws: event frame does not fit"); /* cannot happen */
+        size_t ncap = b->len + 10 + plen;
+        if (ncap < WS_BLOCK_BYTES + 4096) ncap = WS_BLOCK_BYTES + 4096;
+        unsigned char *np = realloc(b->data, ncap);
+        if (!np) return evs__err(EVS_ENOMEM, "ws: out of memory for %zu bytes of events", ncap);
+        b->data = np;
+        b->cap = ncap;
+    }
+}
+
+/* Read and render the block that starts at the client's `next`. */
+static int block_render(evs__ws_hub *hub, ws_client *cl, ws_block **out) {
+    uint64_t from = atomic_load(&cl->next);
+    evs_reader *r = NULL;
+    int rc;
+    ws_block *b = calloc(1, sizeof *b);
+    if (!b) return evs__err(EVS_ENOMEM, "ws: out of memory");
+    b->from = b->next = from;
+    if ((rc = evs_read_all(hub->srv->store, from, EVS_FORWARD, &cl->lf.f, WS_BLOCK_EVENTS, &r))) goto fail;
+    for (;;) {
+        const evs_event *ev;
+        rc = evs_reader_next(r, &ev);
+        if (rc == EVS_DONE) {
+            uint64_t p = evs_reader_position(r);
+            if (p > b->next) b->next = p;
+            rc = EVS_OK;
+            break;
+        }
+        if (rc) goto fail;
+        b->next = ev->global_position + 1;
+        if (!evs__live_filter_match(&cl->lf, ev)) continue;
+        if ((rc = block_add(b, ev))) goto fail;
+        b->nevents++;
+        if (b->len >= WS_BLOCK_BYTES) break;
+    }
+    evs_reader_close(r);
+    /* keep only what is used: cached blocks count against WS_CACHE_BYTES */
+    if (b->len == 0) {
+        free(b->data);
+        b->data = NULL;
+        b->cap = 0;
+    } else if (b->cap - b->len > 4096) {
+        unsigned char *np = realloc(b->data, b->len);
+        if (np) {
+            b->data = np;
+            b->cap = b->len;
+        }
+    }
+    *out = b;
+    return EVS_OK;
+fail:
+    evs_reader_close(r);
+    block_free(b);
+    return rc;
+}
+
+/* Give the client the block at its `next`: shared when cached, else rendered (and cached). */
+static int client_feed(evs__ws_hub *hub, ws_client *cl) {
+    uint64_t next = atomic_load(&cl->next);
+    ws_block *b = NULL;
+    int fresh = 0, rc;
+    for (ws_block *c = cl->chain->blocks; c && !b; c = c->cnext)
+        if (c->from == next) b = c;
+    if (!b) {
+        if ((rc = block_render(hub, cl, &b))) return rc;
+        fresh = 1;
+    }
+    if (b->next <= next) { /* nothing to read after all: cannot happen below the head */
+        if (fresh) block_free(b);
+        return EVS_OK;
+    }
+    atomic_store(&cl->next, b->next);
+    if (b->nevents) atomic_fetch_add_explicit(&hub->srv->m.deliveries_ws, b->nevents, memory_order_relaxed);
+    if (b->len) {
+        b->refs++;
+        cl->blk = b;
+        cl->blk_off = 0;
+    }
+    if (fresh) block_cache(hub, cl->chain, b); /* after the reference: the trim cannot free it */
+    return EVS_OK;
+}
+
+/* ------------------------------------------------------------------ hub */
+
 static void client_destroy(evs__ws_hub *hub, ws_client *cl) {
     epoll_ctl(hub->epfd, EPOLL_CTL_DEL, cl->fd, NULL);
     pthread_mutex_lock(&hub->mu);
@@ -284,6 +548,8 @@ static void client_destroy(evs__ws_hub *hub, ws_client *cl) {
     if (cl->nxt) cl->nxt->prev = cl->prev;
     pthread_mutex_unlock(&hub->mu);
     atomic_fetch_sub(&hub->count, 1);
+    if (cl->blk) block_release(cl->blk);
+    chain_put(hub, cl->chain);
     if (cl->ctx) wslay_event_context_free(cl->ctx);
     MHD_upgrade_action(cl->urh, MHD_UPGRADE_ACTION_CLOSE);
     evs__live_filter_free(&cl->lf);
@@ -291,81 +557,69 @@ static void client_destroy(evs__ws_hub *hub, ws_client *cl) {
     free(cl);
 }
 
-/* Queue events from the log while the client's queue has room. */
-static int pump_events(evs__ws_hub *hub, ws_client *cl, uint64_t head) {
-    evs__srv *srv = hub->srv;
-    while (cl->subscribed && atomic_load(&cl->next) <= head &&
-           wslay_event_get_queued_msg_count(cl->ctx) < WS_QUEUE_MSGS &&
-           wslay_event_get_queued_msg_length(cl->ctx) < WS_QUEUE_BYTES) {
-        evs_reader *r = NULL;
-        int rc = evs_read_all(srv->store, atomic_load(&cl->next), EVS_FORWARD, &cl->lf.f, WS_READ_BATCH, &r);
-        if (rc) return rc;
-        evs__sb b = {0};
-        for (;;) {
-            const evs_event *ev;
-            rc = evs_reader_next(r, &ev);
-            if (rc == EVS_DONE) {
-                uint64_t p = evs_reader_position(r);
-                if (p > atomic_load(&cl->next)) atomic_store(&cl->next, p);
-                rc = EVS_OK;
-                break;
-            }
-            if (rc) break;
-            atomic_store(&cl->next, ev->global_position + 1);
-            if (!evs__live_filter_match(&cl->lf, ev)) continue;
-            char *js;
-            size_t jn;
-            if ((rc = evs_event_to_json(ev, &js, &jn))) break;
-            b.len = 0;
-            evs__sb_adds(&b, "{\"op\":\"event\",\"event\":");
-            evs__sb_add(&b, js, jn);
-            evs__sb_add(&b, "}", 1);
-            free(js);
-            if (b.oom) {
-                rc = EVS_ENOMEM;
-                break;
-            }
-            send_text(cl, b.p, b.len);
-            atomic_fetch_add_explicit(&srv->m.deliveries_ws, 1, memory_order_relaxed);
-            if (wslay_event_get_queued_msg_count(cl->ctx) >= WS_QUEUE_MSGS ||
-                wslay_event_get_queued_msg_length(cl->ctx) >= WS_QUEUE_BYTES)
-                break;
+/*
+ * Send what the client has: the rest of its block first, then wslay's
+ * queue (only with no block in flight, so frames never interleave).
+ * 0, or -1 when the connection failed.
+ */
+static int client_write(ws_client *cl) {
+    while (cl->blk) {
+        ws_block *b = cl->blk;
+        while (cl->blk_off < b->len) {
+            ssize_t r = send(cl->fd, b->data + cl->blk_off, b->len - cl->blk_off, MSG_NOSIGNAL);
+            if (r < 0 && errno == EINTR) continue;
+            if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0; /* EPOLLOUT will tell */
+            if (r <= 0) return -1;
+            cl->blk_off += (size_t)r;
+            cl->last_send_ns = evs__mono_ns();
         }
-        evs__sb_free(&b);
-        evs_reader_close(r);
-        if (rc) return rc;
+        block_release(b);
+        cl->blk = NULL;
+        cl->blk_off = 0;
     }
-    return EVS_OK;
+    if (wslay_event_want_write(cl->ctx) && wslay_event_send(cl->ctx)) return -1;
+    return 0;
+}
+
+/* 1 while more events may be queued for the client. */
+static int client_open(const ws_client *cl) {
+    return !cl->closing && wslay_event_get_write_enabled(cl->ctx) && wslay_event_get_read_enabled(cl->ctx);
 }
 
 /*
  * Feed, send, and re-arm one client; 0 to keep it, -1 to destroy it.  A
  * client behind the head is fed again as long as its socket takes what was
- * queued, for a few rounds; after that (fairness) hub->busy makes the next
+ * sent, for a few rounds; after that (fairness) hub->busy makes the next
  * epoll_wait return at once instead of sleeping until the tick.
  */
 static int client_step(evs__ws_hub *hub, ws_client *cl, uint64_t head, int64_t now) {
-    if (now - cl->last_send_ns >= (int64_t)hub->srv->heartbeat_ms * 1000000 && wslay_event_get_write_enabled(cl->ctx)) {
+    /* a heartbeat only into an idle connection, so they never pile up */
+    if (now - cl->last_send_ns >= (int64_t)hub->srv->heartbeat_ms * 1000000 && !cl->blk &&
+        wslay_event_get_queued_msg_count(cl->ctx) == 0 && client_open(cl)) {
         char hb[80];
         int n = snprintf(hb, sizeof hb, "{\"op\":\"heartbeat\",\"head\":%llu}", (unsigned long long)head);
         send_text(cl, hb, (size_t)n);
         cl->last_send_ns = now;
     }
     for (int round = 0; round < 8; round++) {
-        if (cl->subscribed && pump_events(hub, cl, head)) {
+        if (client_write(cl)) return -1;
+        if (cl->blk || wslay_event_want_write(cl->ctx)) break; /* socket full: wait for EPOLLOUT */
+        if (!cl->subscribed || !client_open(cl) || atomic_load(&cl->next) > head) break;
+        if (client_feed(hub, cl)) {
             fprintf(stderr, "evstore serve: ws subscriber at position %llu: %s\n",
                     (unsigned long long)atomic_load(&cl->next), evs_errmsg());
             cl->subscribed = 0; /* stop reading; the close frame tells the client */
+            chain_put(hub, cl->chain);
+            cl->chain = NULL;
             wslay_event_queue_close(cl->ctx, 1011, (const uint8_t *)"log read failed", 15);
+            cl->closing = 1;
+            continue;
         }
-        if (wslay_event_want_write(cl->ctx) && wslay_event_send(cl->ctx)) return -1;
-        if (wslay_event_want_write(cl->ctx)) break;       /* socket full: wait for EPOLLOUT */
-        if (!cl->subscribed || atomic_load(&cl->next) > head) break;
         if (round == 7) hub->busy = 1;
     }
-    if (!wslay_event_want_read(cl->ctx) && !wslay_event_want_write(cl->ctx)) return -1;
-    uint32_t mask = (wslay_event_want_read(cl->ctx) ? EPOLLIN : 0) |
-                    (wslay_event_want_write(cl->ctx) ? EPOLLOUT : 0);
+    int want_out = cl->blk || wslay_event_want_write(cl->ctx);
+    if (!wslay_event_want_read(cl->ctx) && !want_out) return -1;
+    uint32_t mask = (wslay_event_want_read(cl->ctx) ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0);
     if (mask != cl->mask) {
         struct epoll_event e = {.events = mask, .data.ptr = cl};
         epoll_ctl(hub->epfd, EPOLL_CTL_MOD, cl->fd, &e);
@@ -410,8 +664,8 @@ static void flush_all(evs__ws_hub *hub, int ms) {
     while (hub->clients && evs__mono_ns() < deadline) {
         int pending = 0;
         for (ws_client *cl = hub->clients; cl; cl = cl->nxt)
-            if (wslay_event_want_write(cl->ctx) && wslay_event_send(cl->ctx) == 0 &&
-                wslay_event_want_write(cl->ctx))
+            if ((cl->blk || wslay_event_want_write(cl->ctx)) && client_write(cl) == 0 &&
+                (cl->blk || wslay_event_want_write(cl->ctx)))
                 pending = 1;
         if (!pending) return;
         struct epoll_event evs[16];
@@ -422,15 +676,18 @@ static void flush_all(evs__ws_hub *hub, int ms) {
 /*
  * Shutdown: {"op":"shutdown"} first, then the close frame.  wslay sends
  * queued control frames ahead of data, so the close is queued only after
- * the goodbye has left (or the time for it is up).
+ * the goodbye has left (or the time for it is up).  Both follow the block
+ * in flight, if any, which is sent whole.
  */
 static void goodbye(evs__ws_hub *hub) {
     for (ws_client *cl = hub->clients; cl; cl = cl->nxt)
         if (wslay_event_get_write_enabled(cl->ctx)) send_text(cl, "{\"op\":\"shutdown\"}", 17);
     flush_all(hub, 500);
     for (ws_client *cl = hub->clients; cl; cl = cl->nxt)
-        if (wslay_event_get_write_enabled(cl->ctx))
+        if (wslay_event_get_write_enabled(cl->ctx)) {
             wslay_event_queue_close(cl->ctx, 1001, (const uint8_t *)"server shutting down", 20);
+            cl->closing = 1;
+        }
     flush_all(hub, 500);
     while (hub->clients) client_destroy(hub, hub->clients);
 }
@@ -601,6 +858,8 @@ void evs__ws_free(evs__srv *srv) {
     evs__ws_hub *hub = srv->ws;
     if (!hub) return;
     evs__ws_stop(srv);
+    /* every client is gone, and with them every chain; drop what is left */
+    while (hub->oldest) block_uncache(hub, hub->oldest);
     if (hub->epfd >= 0) close(hub->epfd);
     if (hub->efd >= 0) close(hub->efd);
     pthread_mutex_destroy(&hub->mu);

@@ -1,0 +1,47 @@
+/*
+ * routes_bus.h — the event-driven side of `evstore serve` (routes_bus.c):
+ * Lua projections run by the server, competing-consumer groups over
+ * long-poll HTTP, the records of every durable consumer, their dead-letter
+ * queues, and their series in /metrics.
+ *
+ * Lifecycle, called from serve.c: evs__bus_srv_start after the store is
+ * open and before the daemon accepts connections; evs__bus_srv_quiesce
+ * while shutting down, with the live streams; evs__bus_srv_stop after the
+ * daemon stopped (no request can reach a consumer any more) and before the
+ * store closes.
+ */
+#ifndef EVS_ROUTES_BUS_H
+#define EVS_ROUTES_BUS_H
+
+#include "server/srv.h"
+
+/*
+ * Open DIR/consumers/ and start a runner for every stored Lua projection.
+ * 0, or -1 after printing why (the server then does not start).
+ * Ownership: the state hangs off srv->bus until evs__bus_srv_stop.
+ */
+int evs__bus_srv_start(evs__srv *srv);
+/*
+ * Shutdown step 3 (with the live streams): end every group long-poll and
+ * wait, bounded, until their connections are resumed, so that the daemon
+ * can stop.  New long-polls are refused from here on.
+ */
+void evs__bus_srv_quiesce(evs__srv *srv);
+/* Stop every runner (committing its projection), close groups and the bus.  No-op when not started. */
+void evs__bus_srv_stop(evs__srv *srv);
+
+/*
+ * The daemon's access and completion callbacks.  Paths under /projections,
+ * /subscriptions and /groups are answered here; every other request is
+ * handed to evs__http_access / evs__http_completed unchanged.
+ */
+enum MHD_Result evs__bus_http_access(void *cls, struct MHD_Connection *c, const char *url,
+                                     const char *method, const char *version, const char *upload,
+                                     size_t *upload_size, void **con_cls);
+void evs__bus_http_completed(void *cls, struct MHD_Connection *c, void **con_cls,
+                             enum MHD_RequestTerminationCode toe);
+
+/* Append the per-consumer families to a /metrics body (nothing when there are no consumers). */
+void evs__bus_metrics(evs__srv *srv, evs__sb *b);
+
+#endif
