@@ -19,18 +19,11 @@
  * (a Python client measured itself, not the server).  Exit 0 when every
  * client got its events, 1 on any error.
  */
-#include <arpa/inet.h>
-#include <errno.h>
-#include <netdb.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/epoll.h>
-#include <sys/socket.h>
-#include <time.h>
-#include <unistd.h>
 #include <fcntl.h>
+#include <stdlib.h>
+#include <sys/epoll.h>
+
+#include "ws_client.h"
 
 #define EVENT_PREFIX "{\"op\":\"event\""
 #define PREFIX_LEN (sizeof EVENT_PREFIX - 1)
@@ -39,127 +32,12 @@ typedef struct client {
     int fd;
     long got;              /* event messages received */
     int done;
-    /* frame parser */
-    uint8_t hdr[14];
-    size_t hdr_len, hdr_need;
-    uint64_t left;         /* payload bytes still to skip in the current frame */
-    uint8_t pre[PREFIX_LEN];
-    size_t pre_len;        /* payload bytes seen of the current frame, up to PREFIX_LEN */
-    int text;
+    wsc_parser ps;
 } client;
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static int connect_to(const char *host, const char *port) {
-    struct addrinfo hints = {0}, *res = NULL;
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    if (getaddrinfo(host, port, &hints, &res)) return -1;
-    int fd = socket(res->ai_family, SOCK_STREAM, 0);
-    if (fd >= 0 && connect(fd, res->ai_addr, res->ai_addrlen)) {
-        close(fd);
-        fd = -1;
-    }
-    freeaddrinfo(res);
-    return fd;
-}
-
-static int write_all(int fd, const void *p, size_t n) {
-    const char *c = p;
-    while (n) {
-        ssize_t r = write(fd, c, n);
-        if (r < 0 && errno == EINTR) continue;
-        if (r <= 0) return -1;
-        c += r;
-        n -= (size_t)r;
-    }
-    return 0;
-}
-
-/* Handshake on a blocking socket; bytes after the 101 head are not expected before we subscribe. */
-static int handshake(int fd, const char *host) {
-    char req[512], buf[2048];
-    int n = snprintf(req, sizeof req,
-                     "GET /ws HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-                     host);
-    if (write_all(fd, req, (size_t)n)) return -1;
-    size_t len = 0;
-    while (len < sizeof buf - 1) {
-        ssize_t r = read(fd, buf + len, sizeof buf - 1 - len);
-        if (r <= 0) return -1;
-        len += (size_t)r;
-        buf[len] = '\0';
-        if (strstr(buf, "\r\n\r\n")) return strncmp(buf, "HTTP/1.1 101", 12) == 0 ? 0 : -1;
-    }
-    return -1;
-}
-
-/* A masked client text frame (the mask is zero: allowed, and XOR with 0 is a no-op). */
-static int send_text(int fd, const char *msg) {
-    uint8_t f[300];
-    size_t n = strlen(msg), h;
-    if (n > 256) return -1;
-    f[0] = 0x81;
-    if (n < 126) {
-        f[1] = (uint8_t)(0x80 | n);
-        h = 2;
-    } else {
-        f[1] = 0x80 | 126;
-        f[2] = (uint8_t)(n >> 8);
-        f[3] = (uint8_t)n;
-        h = 4;
-    }
-    memset(f + h, 0, 4);
-    memcpy(f + h + 4, msg, n);
-    return write_all(fd, f, h + 4 + n);
-}
-
-/* Feed received bytes through the frame parser. */
-static void feed(client *c, const uint8_t *p, size_t n) {
-    while (n) {
-        if (c->left == 0 && c->hdr_need == 0) { /* start of a frame */
-            c->hdr_len = 0;
-            c->hdr_need = 2;
-        }
-        if (c->hdr_need) {
-            while (n && c->hdr_len < c->hdr_need) {
-                c->hdr[c->hdr_len++] = *p++;
-                n--;
-                if (c->hdr_len == 2) {
-                    uint8_t l = c->hdr[1] & 0x7f;
-                    c->hdr_need = 2 + (l == 126 ? 2 : l == 127 ? 8 : 0);
-                }
-            }
-            if (c->hdr_len < c->hdr_need) return;
-            uint64_t len = c->hdr[1] & 0x7f;
-            if (len == 126) len = (uint64_t)c->hdr[2] << 8 | c->hdr[3];
-            else if (len == 127) {
-                len = 0;
-                for (int i = 2; i < 10; i++) len = len << 8 | c->hdr[i];
-            }
-            c->text = (c->hdr[0] & 0x0f) == 1;
-            c->left = len;
-            c->pre_len = 0;
-            c->hdr_need = 0;
-            if (len == 0) continue;
-        }
-        size_t take = n < c->left ? n : (size_t)c->left;
-        while (c->pre_len < PREFIX_LEN && take) {
-            c->pre[c->pre_len++] = *p++;
-            n--;
-            take--;
-            c->left--;
-            if (c->pre_len == PREFIX_LEN && c->text && memcmp(c->pre, EVENT_PREFIX, PREFIX_LEN) == 0) c->got++;
-        }
-        p += take;
-        n -= take;
-        c->left -= take;
-    }
+static void on_frame(void *ctx, int opcode, const uint8_t *pre, size_t len) {
+    client *c = ctx;
+    if (opcode == 1 && len >= PREFIX_LEN && memcmp(pre, EVENT_PREFIX, PREFIX_LEN) == 0) c->got++;
 }
 
 int main(int argc, char **argv) {
@@ -176,14 +54,14 @@ int main(int argc, char **argv) {
     int ep = epoll_create1(0);
     if (!cl || ep < 0) return 1;
     for (int i = 0; i < nc; i++) {
-        cl[i].fd = connect_to(host, port);
-        if (cl[i].fd < 0 || handshake(cl[i].fd, host)) {
+        cl[i].fd = wsc_connect(host, port);
+        if (cl[i].fd < 0 || wsc_handshake(cl[i].fd, host)) {
             fprintf(stderr, "client %d: connect or handshake failed\n", i);
             return 1;
         }
     }
     const char *types = argc > 6 ? argv[6] : NULL;
-    double t0 = now_s();
+    double t0 = wsc_now();
     for (int i = 0; i < nc; i++) {
         char sub[256], list[160] = "";
         if (types) {
@@ -204,7 +82,7 @@ int main(int argc, char **argv) {
         } else {
             snprintf(sub, sizeof sub, "{\"op\":\"subscribe\",\"from\":%ld}", from);
         }
-        if (send_text(cl[i].fd, sub)) return 1;
+        if (wsc_send_text(cl[i].fd, sub)) return 1;
         fcntl(cl[i].fd, F_SETFL, fcntl(cl[i].fd, F_GETFL) | O_NONBLOCK);
         struct epoll_event e = {.events = EPOLLIN, .data.ptr = &cl[i]};
         epoll_ctl(ep, EPOLL_CTL_ADD, cl[i].fd, &e);
@@ -228,7 +106,7 @@ int main(int argc, char **argv) {
                     fprintf(stderr, "a client lost its connection after %ld events\n", c->got);
                     return 1;
                 }
-                feed(c, buf, (size_t)r);
+                wsc_feed(&c->ps, buf, (size_t)r, on_frame, c);
                 if (!c->done && c->got >= want) {
                     c->done = 1;
                     left--;
@@ -238,7 +116,7 @@ int main(int argc, char **argv) {
             }
         }
     }
-    double t1 = now_s();
+    double t1 = wsc_now();
     for (int i = 0; i < nc; i++) close(cl[i].fd);
     printf("clients=%d events=%ld deliveries=%ld seconds=%.3f deliveries_per_s=%.0f\n", nc, want, (long)nc * want,
            t1 - t0, (double)nc * (double)want / (t1 - t0));

@@ -4,8 +4,9 @@
 # Measures nothing itself: it prints the machine (CPU, cores, memory,
 # kernel, the filesystem the stores are built on), then runs bench_json (the
 # JSON validator against jansson), bench_store (appends against the disk's
-# fdatasync rate, reads, open time; see the top of bench/bench_store.c) and
-# bench_bus (subscriptions and projections), and tees everything to
+# fdatasync rate, reads, open time; see the top of bench/bench_store.c),
+# bench_bus (subscriptions and projections) and bench_ws_group (competing
+# consumers over WebSocket against the in-process group), and tees everything to
 # BUILD_DIR/bench-results.txt.
 #
 # Stores are built in $EVS_BENCH_DIR (default BUILD_DIR/bench-data) and
@@ -57,6 +58,10 @@ run_all() {
         echo
         echo "== bench_bus =="
         "$build/bench_bus" || status=1
+    fi
+    if [ -x "$build/bench_ws_group" ] && [ -x "$build/evstore" ]; then
+        echo
+        "$build/bench_ws_group" "$build/evstore" || status=1
     fi
     return $status
 }

@@ -1204,14 +1204,20 @@ int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out)
                 const uint8_t *p = sg->map + off;
                 uint64_t next = off + FRAME_HDR + align8(evs__get32(p));
                 uint64_t after = evs__get64(p + 8) + evs__get32(p + 16);
-                if (check_plausible(sg, off, lim, expected, resynced ? expected + (1u << 24) : expected) &&
-                    (next >= lim || seg_data_ends(sg, next) || !frame_check(sg, next, &fi) ||
-                     check_plausible(sg, next, lim, after, after))) {
+                int sound = check_plausible(sg, off, lim, expected, resynced ? expected + (1u << 24) : expected);
+                if (sound && (next >= lim || seg_data_ends(sg, next) || !frame_check(sg, next, &fi) ||
+                              check_plausible(sg, next, lim, after, after))) {
                     off = next;
                     expected = after;
                     resynced = 0;
                 } else {
-                    off = check_resync(sg, off, lim, expected);
+                    uint64_t to = check_resync(sg, off, lim, expected);
+                    /* The search stepped past where this frame's sound header
+                       says the next one starts: that one is damaged too (its
+                       header), and counts as an error of its own. */
+                    if (sound && next + FRAME_HDR <= to && next < lim)
+                        check_error(out, no, next, "%s", "damaged frame header", 0, 0);
+                    off = to;
                     resynced = 1;
                 }
                 continue;

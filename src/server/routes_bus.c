@@ -355,6 +355,12 @@ static void view_of(evs__bus_srv *bs, const char *name, run_view *v) {
  * connections: so `next` suspends the connection and waits on a thread of
  * its own (at most GROUP_MAX_POLLS of them), which resumes the connection
  * with the result.
+ *
+ * WebSocket consumers (evs__gconn, used by ws.c) are members too, flagged
+ * `conn`: their lifetime is the connection's, so they never idle out and
+ * HTTP requests cannot act for them.  When the group is closed under them
+ * (update, reset, delete, DELETE of the consumer) their gmember outlives the
+ * group's list, marked `gone`, until the connection lets go of it.
  */
 
 #define GROUP_IDLE_NS (30 * 1000000000LL)
@@ -364,8 +370,10 @@ static void view_of(evs__bus_srv *bs, const char *name, run_view *v) {
 
 typedef struct gmember {
     char name[EVS_BUS_MAX_NAME + 1];
-    evs_group_member *m;
+    evs_group_member *m;          /* NULL once gone (see evs__gconn) */
     int busy;                     /* requests using m, under the group's mu */
+    int conn;                     /* tied to a WebSocket connection: never idles out */
+    int gone;                     /* conn: left the group without the connection asking */
     int64_t last_seen;            /* monotonic ns of the last request */
     uint64_t polls;               /* long-polls answered */
     struct gmember *next;
@@ -478,7 +486,13 @@ static void group_retire(ghandle *gh) {
     while (gh->members) {
         gmember *m = gh->members;
         gh->members = m->next;
-        free(m);
+        if (m->conn) { /* the connection frees it */
+            m->m = NULL;
+            m->gone = 1;
+            m->next = NULL;
+        } else {
+            free(m);
+        }
     }
     pthread_mutex_unlock(&gh->mu);
     group_put(gh);
@@ -507,7 +521,7 @@ static int member_acquire(ghandle *gh, const char *consumer, int join, gmember *
     }
     for (gmember **pp = &gh->members; *pp;) {
         gmember *m = *pp;
-        if (!m->busy && now - m->last_seen > gh->idle_ns && strcmp(m->name, consumer) != 0) {
+        if (!m->busy && !m->conn && now - m->last_seen > gh->idle_ns && strcmp(m->name, consumer) != 0) {
             *pp = m->next;
             member_leave(m);
             continue;
@@ -516,6 +530,12 @@ static int member_acquire(ghandle *gh, const char *consumer, int join, gmember *
     }
     gmember *m = gh->members;
     while (m && strcmp(m->name, consumer) != 0) m = m->next;
+    if (m && m->conn) {
+        snprintf(msg, cap, "consumer \"%s\" of group \"%s\" is connected over WebSocket: it answers there", consumer,
+                 gh->name);
+        rc = EVS_ELOCKED;
+        goto out;
+    }
     if (!m && !join) {
         snprintf(msg, cap,
                  "consumer \"%s\" is not connected to group \"%s\" (a consumer silent for longer than the ack "
@@ -570,9 +590,138 @@ static int member_remove(ghandle *gh, const char *consumer) {
         evs_group_cancel(m->m);
         pthread_cond_wait(&gh->cv, &gh->mu);
     }
-    member_leave(m);
+    if (m->conn) { /* its connection learns it at its next call, and frees it */
+        evs_group_leave(m->m);
+        m->m = NULL;
+        m->gone = 1;
+        m->next = NULL;
+    } else {
+        member_leave(m);
+    }
     pthread_mutex_unlock(&gh->mu);
     return EVS_OK;
+}
+
+/* ------------------------------------------------- WebSocket consumers */
+
+struct evs__gconn {
+    ghandle *gh;                  /* a reference */
+    gmember *m;                   /* conn; ours once gone */
+};
+
+static const char *const gone_why =
+    "was closed (updated, reset or deleted, the consumer was removed, or the server is stopping)";
+
+int evs__gconn_join(evs__srv *srv, const char *group, const char *consumer, evs__gconn **out, char *msg,
+                    size_t cap) {
+    evs__bus_srv *bs = srv->bus;
+    evs__gconn *gc = NULL;
+    gmember *m = NULL;
+    ghandle *gh = NULL;
+    evs_group_info gi;
+    int rc;
+    *out = NULL;
+    if (!bs) {
+        snprintf(msg, cap, "consumers are not available");
+        return EVS_ECLOSED;
+    }
+    /* a name that is no group: say so, rather than "cannot open" */
+    if ((rc = evs_group_get(bs->bus, group, &gi))) {
+        if (rc == EVS_ENOTFOUND) snprintf(msg, cap, "group \"%s\" does not exist (create it with PUT /groups/%s)", group, group);
+        else copy_errmsg(msg, cap, rc);
+        return rc;
+    }
+    if ((rc = group_open(bs, group, &gh))) {
+        copy_errmsg(msg, cap, rc);
+        return rc;
+    }
+    if (!(gc = calloc(1, sizeof *gc)) || !(m = calloc(1, sizeof *m))) {
+        snprintf(msg, cap, "out of memory");
+        rc = EVS_ENOMEM;
+        goto fail;
+    }
+    snprintf(m->name, sizeof m->name, "%s", consumer);
+    m->conn = 1;
+    pthread_mutex_lock(&gh->mu);
+    if (gh->closing || !gh->g || atomic_load(&bs->quiescing)) {
+        snprintf(msg, cap, "group \"%s\" %s", group, gone_why);
+        rc = EVS_ECLOSED;
+    } else if ((rc = evs_group_join(gh->g, consumer, &m->m))) {
+        copy_errmsg(msg, cap, rc);
+    } else {
+        m->last_seen = evs__mono_ns();
+        m->next = gh->members;
+        gh->members = m;
+    }
+    pthread_mutex_unlock(&gh->mu);
+    if (rc) goto fail;
+    gc->gh = gh;
+    gc->m = m;
+    *out = gc;
+    return EVS_OK;
+fail:
+    free(m);
+    free(gc);
+    group_put(gh);
+    return rc;
+}
+
+/* The member, busy for the caller; NULL when gone (msg says why). */
+static gmember *gconn_acquire(evs__gconn *gc, char *msg, size_t cap) {
+    ghandle *gh = gc->gh;
+    gmember *m = gc->m;
+    pthread_mutex_lock(&gh->mu);
+    if (m->gone || gh->closing || !gh->g) {
+        pthread_mutex_unlock(&gh->mu);
+        snprintf(msg, cap, "group \"%s\" %s", gh->name, gone_why);
+        return NULL;
+    }
+    m->busy++;
+    m->last_seen = evs__mono_ns();
+    pthread_mutex_unlock(&gh->mu);
+    return m;
+}
+
+int evs__gconn_next(evs__gconn *gc, evs_delivery **out, char *msg, size_t cap) {
+    *out = NULL;
+    gmember *m = gconn_acquire(gc, msg, cap);
+    if (!m) return EVS_ECLOSED;
+    int rc = evs_group_next(m->m, 0, out);
+    if (rc) copy_errmsg(msg, cap, rc);
+    member_release(gc->gh, m);
+    return rc;
+}
+
+int evs__gconn_answer(evs__gconn *gc, int nack, evs_delivery_id id, evs_nack_action action, const char *reason,
+                      char *msg, size_t cap) {
+    gmember *m = gconn_acquire(gc, msg, cap);
+    if (!m) return EVS_ECLOSED;
+    int rc = nack ? evs_group_nack(m->m, id, action, reason) : evs_group_ack(m->m, id);
+    if (rc) copy_errmsg(msg, cap, rc);
+    member_release(gc->gh, m);
+    return rc;
+}
+
+const char *evs__gconn_group(const evs__gconn *gc) { return gc->gh->name; }
+
+void evs__gconn_leave(evs__gconn *gc) {
+    if (!gc) return;
+    ghandle *gh = gc->gh;
+    gmember *m = gc->m;
+    pthread_mutex_lock(&gh->mu);
+    if (!m->gone) {
+        for (gmember **pp = &gh->members; *pp; pp = &(*pp)->next)
+            if (*pp == m) {
+                *pp = m->next;
+                break;
+            }
+        while (m->busy) pthread_cond_wait(&gh->cv, &gh->mu); /* only the connection uses it: never waits */
+        evs_group_leave(m->m);
+    }
+    pthread_mutex_unlock(&gh->mu);
+    free(m);
+    free(gc);
+    group_put(gh);
 }
 
 /* ---------------------------------------------------------------- lifecycle */

@@ -13,6 +13,7 @@
 #ifndef EVS_ROUTES_BUS_H
 #define EVS_ROUTES_BUS_H
 
+#include "evstore_bus.h"
 #include "server/srv.h"
 
 /*
@@ -40,6 +41,28 @@ enum MHD_Result evs__bus_http_access(void *cls, struct MHD_Connection *c, const 
                                      size_t *upload_size, void **con_cls);
 void evs__bus_http_completed(void *cls, struct MHD_Connection *c, void **con_cls,
                              enum MHD_RequestTerminationCode toe);
+
+/*
+ * Group consumers tied to a WebSocket connection (ws.c), all called from
+ * the WebSocket thread.  A member joined here never idles out; it leaves
+ * with evs__gconn_leave, or earlier when the group is closed under it
+ * (update, reset, delete, DELETE of the consumer, shutdown): the next call
+ * then returns EVS_ECLOSED and the handle only awaits its leave.  Failures
+ * put a readable message into msg.
+ *
+ * Ownership: *out of evs__gconn_join is the caller's, released with
+ * evs__gconn_leave; *d of evs__gconn_next with evs_delivery_free.
+ */
+typedef struct evs__gconn evs__gconn;
+int evs__gconn_join(evs__srv *srv, const char *group, const char *consumer, evs__gconn **out, char *msg,
+                    size_t cap);
+/* A delivery if one is due now (never waits): EVS_OK, EVS_ETIMEDOUT for none, or an error. */
+int evs__gconn_next(evs__gconn *gc, evs_delivery **d, char *msg, size_t cap);
+/* Ack (nack 0) or nack a delivery; errors as evs_group_ack / evs_group_nack. */
+int evs__gconn_answer(evs__gconn *gc, int nack, evs_delivery_id id, evs_nack_action action, const char *reason,
+                      char *msg, size_t cap);
+const char *evs__gconn_group(const evs__gconn *gc);
+void evs__gconn_leave(evs__gconn *gc);
 
 /* Append the per-consumer families to a /metrics body (nothing when there are no consumers). */
 void evs__bus_metrics(evs__srv *srv, evs__sb *b);

@@ -13,9 +13,23 @@
  * Protocol (text frames, one JSON object each; docs/http-api.md):
  *   client: {"op":"subscribe","from":N|"now","filter":{"type":..,"stream_type":..,"stream":..}}
  *           {"op":"unsubscribe"}  {"op":"ping"}
+ *           {"op":"consume","group":G,"consumer":C}  {"op":"leave"}
+ *           {"op":"ack","position":P,"attempt":A} or {"op":"ack","deliveries":[{..},..]}
+ *           {"op":"nack","position":P,"attempt":A,"action":"retry"|"park"|"skip","reason":".."}
  *   server: {"op":"subscribed","from":N,"head":H}  {"op":"event","event":{...}}
  *           {"op":"heartbeat","head":H}  {"op":"unsubscribed","next":N}  {"op":"pong"}
+ *           {"op":"consuming","group":G,"consumer":C}  {"op":"left","group":G[,"reason":..]}
+ *           {"op":"delivery","delivery":{"position":P,"attempt":A},"event":{...}}
+ *           {"op":"acked","count":N}  {"op":"nacked","position":P,"attempt":A,"action":..}
  *           {"op":"error","error":"...","detail":...}  {"op":"shutdown"} then a close frame
+ *
+ * Group consumers (competing consumers, routes_bus.c) are members tied to
+ * the connection: closing it leaves the group, and its unacked deliveries
+ * go to the other consumers.  The hub asks the group for work without
+ * waiting (evs__gconn_next) whenever it looks at the client: after input
+ * (an ack frees room), after an append kick, and on the tick (ack timeouts
+ * and retry backoff).  Deliveries queue in wslay while fewer than
+ * WS_GROUP_QUEUE messages wait; the group's max_in_flight bounds them too.
  * Control messages are parsed with jansson: they are small and rare, and
  * never on the event path.
  *
@@ -57,6 +71,7 @@
 #include <wslay/wslay.h>
 
 #include "core/event_json.h"
+#include "server/routes_bus.h"
 #include "server/srv.h"
 
 #define WS_BLOCK_EVENTS 256                /* events read from the log per block */
@@ -64,6 +79,8 @@
 #define WS_CACHE_BYTES ((size_t)16 << 20)  /* rendered blocks kept for reuse, per server */
 #define WS_EVENT_PREFIX "{\"op\":\"event\",\"event\":"
 #define WS_TICK_MS 200
+#define WS_GROUP_QUEUE 64                  /* deliveries queued ahead of the socket, per consumer */
+#define WS_MAX_ACKS 1000                   /* deliveries answered by one ack message */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 typedef struct ws_client ws_client;
@@ -106,6 +123,9 @@ struct ws_client {
     ws_block *blk;                 /* frames being sent (a reference) */
     size_t blk_off;
     int closing;                   /* we queued a close frame: no more events */
+    evs__gconn *gc;                /* while consuming a group */
+    int pull_full;                 /* the last pull stopped at WS_GROUP_QUEUE */
+    char consumer[EVS_BUS_MAX_NAME + 1];
     ws_client *prev, *nxt;
 };
 
@@ -121,6 +141,7 @@ struct evs__ws_hub {
     int stopped;
     _Atomic long count;
     int busy;                      /* hub thread only: a client is behind with room to send */
+    uint64_t consumers;            /* hub thread only: names consumers that give none */
     /* the block cache, hub thread only */
     ws_chain *chains;
     ws_block *oldest, *newest;
@@ -129,6 +150,7 @@ struct evs__ws_hub {
 
 static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf);
 static void chain_put(evs__ws_hub *hub, ws_chain *ch);
+static int client_open(const ws_client *cl);
 
 /* ------------------------------------------------------------- messages */
 
@@ -249,6 +271,241 @@ static void on_subscribe(ws_client *cl, json_t *msg) {
     send_text(cl, reply, (size_t)n);
 }
 
+/* ------------------------------------------------------ group consumers */
+
+/* Stop consuming; reason NULL when the client asked. */
+static void consume_end(ws_client *cl, const char *reason) {
+    evs__sb b = {0};
+    evs__sb_adds(&b, "{\"op\":\"left\",\"group\":");
+    const char *g = evs__gconn_group(cl->gc);
+    evs__sb_json_str(&b, g, strlen(g));
+    if (reason) {
+        evs__sb_adds(&b, ",\"reason\":");
+        evs__sb_json_str(&b, reason, strlen(reason));
+    }
+    evs__sb_adds(&b, "}");
+    if (!b.oom) send_text(cl, b.p, b.len);
+    evs__sb_free(&b);
+    evs__gconn_leave(cl->gc);
+    cl->gc = NULL;
+}
+
+/* A consumer name: 1..EVS_BUS_MAX_NAME bytes, no control characters. */
+static int name_ok(const char *s, size_t n) {
+    if (n == 0 || n > EVS_BUS_MAX_NAME || memchr(s, '\0', n)) return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return 0;
+    return 1;
+}
+
+static void on_consume(ws_client *cl, json_t *msg) {
+    if (cl->gc) {
+        send_error(cl, NULL, "already consuming group \"%s\"; send {\"op\":\"leave\"} first", evs__gconn_group(cl->gc));
+        return;
+    }
+    const char *k;
+    json_t *v;
+    json_object_foreach(msg, k, v) {
+        if (strcmp(k, "op") && strcmp(k, "group") && strcmp(k, "consumer")) {
+            send_error(cl, NULL, "consume: unknown field \"%.64s\" (group, consumer)", k);
+            return;
+        }
+    }
+    json_t *g = json_object_get(msg, "group"), *c = json_object_get(msg, "consumer");
+    if (!json_is_string(g) || !name_ok(json_string_value(g), json_string_length(g))) {
+        send_error(cl, NULL, "consume: group must be a group's name (1..%d bytes, no control characters)",
+                   EVS_BUS_MAX_NAME);
+        return;
+    }
+    char name[EVS_BUS_MAX_NAME + 1];
+    if (!c || json_is_null(c)) {
+        snprintf(name, sizeof name, "ws-%llu", (unsigned long long)++cl->hub->consumers);
+    } else if (!json_is_string(c) || !name_ok(json_string_value(c), json_string_length(c))) {
+        send_error(cl, NULL, "consume: consumer must be a name (1..%d bytes, no control characters)",
+                   EVS_BUS_MAX_NAME);
+        return;
+    } else {
+        snprintf(name, sizeof name, "%s", json_string_value(c));
+    }
+    char why[512];
+    int rc = evs__gconn_join(cl->hub->srv, json_string_value(g), name, &cl->gc, why, sizeof why);
+    if (rc) {
+        evs__sb d = {0};
+        evs__sb_adds(&d, "{\"group\":");
+        evs__sb_json_str(&d, json_string_value(g), json_string_length(g));
+        evs__sb_printf(&d, ",\"code\":\"%s\"}", rc == EVS_ENOTFOUND ? "not_found" : rc == EVS_ELOCKED ? "consumer_taken"
+                                                                                                  : "unavailable");
+        send_error(cl, d.oom ? NULL : d.p, "consume: %s", why);
+        evs__sb_free(&d);
+        return;
+    }
+    snprintf(cl->consumer, sizeof cl->consumer, "%s", name);
+    evs__sb b = {0};
+    evs__sb_adds(&b, "{\"op\":\"consuming\",\"group\":");
+    evs__sb_json_str(&b, json_string_value(g), json_string_length(g));
+    evs__sb_adds(&b, ",\"consumer\":");
+    evs__sb_json_str(&b, name, strlen(name));
+    evs__sb_adds(&b, "}");
+    if (!b.oom) send_text(cl, b.p, b.len);
+    evs__sb_free(&b);
+}
+
+/* position and attempt of a delivery object; 0, or -1 after telling the client. */
+static int delivery_id(ws_client *cl, const char *op, json_t *o, evs_delivery_id *id) {
+    json_t *p = json_object_get(o, "position"), *a = json_object_get(o, "attempt");
+    if (!json_is_integer(p) || json_integer_value(p) < 1 || !json_is_integer(a) || json_integer_value(a) < 1 ||
+        json_integer_value(a) > (json_int_t)UINT32_MAX) {
+        send_error(cl, NULL, "%s: a delivery is {\"position\": P, \"attempt\": A} with positive integers, as "
+                             "received in the delivery message", op);
+        return -1;
+    }
+    id->position = (uint64_t)json_integer_value(p);
+    id->attempt = (uint32_t)json_integer_value(a);
+    return 0;
+}
+
+static void refused(ws_client *cl, const char *op, evs_delivery_id id, const char *why) {
+    char d[128];
+    snprintf(d, sizeof d, "{\"op\":\"%s\",\"position\":%llu,\"attempt\":%u}", op,
+             (unsigned long long)id.position, id.attempt);
+    send_error(cl, d, "%s", why);
+}
+
+/* ack: one delivery, or {"deliveries": [...]}: each refused one gets an error, then {"acked": N taken}. */
+static void on_ack(ws_client *cl, json_t *msg) {
+    if (!cl->gc) {
+        send_error(cl, NULL, "ack: not consuming a group");
+        return;
+    }
+    json_t *list = json_object_get(msg, "deliveries");
+    size_t n = 1;
+    if (list) {
+        if (!json_is_array(list) || json_array_size(list) == 0 || json_array_size(list) > WS_MAX_ACKS) {
+            send_error(cl, NULL, "ack: deliveries must be an array of 1..%d {\"position\", \"attempt\"} objects",
+                       WS_MAX_ACKS);
+            return;
+        }
+        n = json_array_size(list);
+    }
+    /* all checked before any is taken: a bad message changes nothing */
+    evs_delivery_id ids[64], *idp = n <= 64 ? ids : malloc(n * sizeof *idp);
+    if (!idp) {
+        send_error(cl, NULL, "ack: out of memory");
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        json_t *o = list ? json_array_get(list, i) : msg;
+        if (!json_is_object(o)) {
+            send_error(cl, NULL, "ack: deliveries[%zu] is not a delivery object {\"position\", \"attempt\"}", i);
+            goto out;
+        }
+        if (delivery_id(cl, "ack", o, &idp[i])) goto out;
+    }
+    size_t taken = 0;
+    for (size_t i = 0; i < n && cl->gc; i++) {
+        char why[512];
+        int rc = evs__gconn_answer(cl->gc, 0, idp[i], EVS_NACK_RETRY, NULL, why, sizeof why);
+        if (rc == EVS_OK) taken++;
+        else if (rc == EVS_ECLOSED) consume_end(cl, why);
+        else refused(cl, "ack", idp[i], why);
+    }
+    char reply[64];
+    int k = snprintf(reply, sizeof reply, "{\"op\":\"acked\",\"count\":%zu}", taken);
+    send_text(cl, reply, (size_t)k);
+out:
+    if (idp != ids) free(idp);
+}
+
+static void on_nack(ws_client *cl, json_t *msg) {
+    if (!cl->gc) {
+        send_error(cl, NULL, "nack: not consuming a group");
+        return;
+    }
+    evs_delivery_id id;
+    if (delivery_id(cl, "nack", msg, &id)) return;
+    json_t *a = json_object_get(msg, "action"), *r = json_object_get(msg, "reason");
+    evs_nack_action act = EVS_NACK_RETRY;
+    const char *an = a ? json_string_value(a) : "retry";
+    if (!an || (strcmp(an, "retry") && strcmp(an, "park") && strcmp(an, "skip"))) {
+        send_error(cl, NULL, "nack: action must be \"retry\", \"park\" or \"skip\"");
+        return;
+    }
+    if (strcmp(an, "park") == 0) act = EVS_NACK_PARK;
+    else if (strcmp(an, "skip") == 0) act = EVS_NACK_SKIP;
+    if (r && !json_is_null(r) && (!json_is_string(r) || json_string_length(r) > 500)) {
+        send_error(cl, NULL, "nack: reason must be a string of at most 500 bytes");
+        return;
+    }
+    char why[512];
+    int rc = evs__gconn_answer(cl->gc, 1, id, act, r ? json_string_value(r) : NULL, why, sizeof why);
+    if (rc == EVS_ECLOSED) {
+        consume_end(cl, why);
+        return;
+    }
+    if (rc) {
+        refused(cl, "nack", id, why);
+        return;
+    }
+    char reply[128];
+    int k = snprintf(reply, sizeof reply, "{\"op\":\"nacked\",\"position\":%llu,\"attempt\":%u,\"action\":\"%s\"}",
+                     (unsigned long long)id.position, id.attempt, an);
+    send_text(cl, reply, (size_t)k);
+}
+
+/*
+ * Queue one delivery for a consuming client if one is due; 1 if it did.
+ * The group ends the membership when it is closed under the client or
+ * stopped (status "error"); the client hears why in {"op":"left"}.
+ */
+static int client_pull(ws_client *cl) {
+    static const size_t pre = sizeof "{\"op\":\"delivery\",\"delivery\":{\"position\":18446744073709551615,"
+                                      "\"attempt\":4294967295},\"event\":";
+    if (!cl->gc || !client_open(cl)) return 0;
+    if (wslay_event_get_queued_msg_count(cl->ctx) >= WS_GROUP_QUEUE) {
+        cl->pull_full = 1;
+        return 0;
+    }
+    evs_delivery *d;
+    char why[512];
+    int rc = evs__gconn_next(cl->gc, &d, why, sizeof why);
+    if (rc == EVS_ETIMEDOUT) return 0;
+    if (rc) {
+        if (rc != EVS_ECLOSED && rc != EVS_EFAILED)
+            fprintf(stderr, "evstore serve: ws consumer \"%s\" of group \"%s\": %s\n", cl->consumer,
+                    evs__gconn_group(cl->gc), why);
+        consume_end(cl, why);
+        return 0;
+    }
+    size_t need = evs__event_json_render(&d->event, NULL, 0);
+    char *buf = malloc(pre + need + 2);
+    if (!buf) {
+        evs_delivery_free(d); /* leaving hands it to the other consumers */
+        consume_end(cl, "out of memory");
+        return 0;
+    }
+    int k = snprintf(buf, pre, "{\"op\":\"delivery\",\"delivery\":{\"position\":%llu,\"attempt\":%u},\"event\":",
+                     (unsigned long long)d->id.position, d->id.attempt);
+    size_t len = (size_t)k + evs__event_json_render(&d->event, buf + k, need + 1);
+    buf[len++] = '}';
+    send_text(cl, buf, len);
+    free(buf);
+    evs_delivery_free(d);
+    atomic_fetch_add_explicit(&cl->hub->srv->m.deliveries_ws, 1, memory_order_relaxed);
+    return 1;
+}
+
+/*
+ * Deal what the groups have to their connected consumers, one delivery per
+ * consumer per round: consumers of one group take turns as they would
+ * blocking in evs_group_next, instead of the first one asked taking all.
+ */
+static void pull_all(evs__ws_hub *hub) {
+    for (int more = 1; more;) {
+        more = 0;
+        for (ws_client *cl = hub->clients; cl; cl = cl->nxt) more |= client_pull(cl);
+    }
+}
+
 static void on_text(ws_client *cl, const uint8_t *p, size_t n) {
     json_error_t je;
     json_t *msg = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
@@ -279,8 +536,17 @@ static void on_text(ws_client *cl, const uint8_t *p, size_t n) {
         }
     } else if (strcmp(op, "ping") == 0) {
         send_text(cl, "{\"op\":\"pong\"}", 13);
+    } else if (strcmp(op, "consume") == 0) {
+        on_consume(cl, msg);
+    } else if (strcmp(op, "ack") == 0) {
+        on_ack(cl, msg);
+    } else if (strcmp(op, "nack") == 0) {
+        on_nack(cl, msg);
+    } else if (strcmp(op, "leave") == 0) {
+        if (cl->gc) consume_end(cl, NULL);
+        else send_error(cl, NULL, "leave: not consuming a group");
     } else {
-        send_error(cl, NULL, "unknown op \"%.64s\" (subscribe, unsubscribe, ping)", op);
+        send_error(cl, NULL, "unknown op \"%.64s\" (subscribe, unsubscribe, consume, ack, nack, leave, ping)", op);
     }
     json_decref(msg);
 }
@@ -549,6 +815,7 @@ static void client_destroy(evs__ws_hub *hub, ws_client *cl) {
     pthread_mutex_unlock(&hub->mu);
     atomic_fetch_sub(&hub->count, 1);
     if (cl->blk) block_release(cl->blk);
+    evs__gconn_leave(cl->gc); /* its unacked deliveries go to the other consumers */
     chain_put(hub, cl->chain);
     if (cl->ctx) wslay_event_context_free(cl->ctx);
     MHD_upgrade_action(cl->urh, MHD_UPGRADE_ACTION_CLOSE);
@@ -619,6 +886,10 @@ static int client_step(evs__ws_hub *hub, ws_client *cl, uint64_t head, int64_t n
     }
     int want_out = cl->blk || wslay_event_want_write(cl->ctx);
     if (!wslay_event_want_read(cl->ctx) && !want_out) return -1;
+    if (cl->pull_full && !want_out) { /* its queue drained without EPOLLOUT: pull again at once */
+        cl->pull_full = 0;
+        hub->busy = 1;
+    }
     uint32_t mask = (wslay_event_want_read(cl->ctx) ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0);
     if (mask != cl->mask) {
         struct epoll_event e = {.events = mask, .data.ptr = cl};
@@ -717,6 +988,7 @@ static void *hub_main(void *arg) {
             }
         }
         adopt_pending(hub);
+        pull_all(hub);
         uint64_t head = evs_head(hub->srv->store);
         int64_t now = evs__mono_ns();
         ws_client *cl = hub->clients;

@@ -25,6 +25,7 @@ Standard library only; helpers shared with test_server.py.  Prints
 import os
 import json
 import shutil
+import select
 import signal
 import subprocess
 import sys
@@ -35,7 +36,7 @@ import unittest
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_server import SLOW, TIMEOUT, Server, check_prometheus_text  # noqa: E402
+from test_server import SLOW, TIMEOUT, Server, WSClient, check_prometheus_text  # noqa: E402
 
 LUA = {"Content-Type": "text/x-lua"}
 JSON = {"Content-Type": "application/json"}
@@ -746,6 +747,365 @@ class GroupTest(BusBase):
         self.assertIn('evstore_group_consumers{consumer="gm",kind="group"} 1', text.splitlines())
         self.assertIn('evstore_group_in_flight{consumer="gm",kind="group"} 1', text.splitlines())
         check_prometheus_text(self, text)
+
+
+class WSGroupTest(BusBase):
+    """Competing consumers over WebSocket: members tied to their connection."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.mkdtemp(prefix="evs-wsg-")
+        cls.srv = Server(os.path.join(cls.tmp, "data"), "--durability", "batch").start()
+
+    @classmethod
+    def tearDownClass(cls):
+        code = cls.srv.stop()
+        shutil.rmtree(cls.tmp, ignore_errors=True)
+        assert code == 0, "serve exited %s: %s" % (code, cls.srv.err)
+
+    def setUp(self):
+        self.clients = []
+
+    def tearDown(self):
+        for c in self.clients:
+            c.close()
+
+    def group(self, name, **settings):
+        st, _, b = self.srv.request("PUT", "/groups/" + q(name), body=settings)
+        self.assertIn(st, (200, 201), b)
+        return b
+
+    def consumer(self, group, name=None):
+        ws = WSClient(self.srv.port)
+        self.clients.append(ws)
+        msg = {"op": "consume", "group": group}
+        if name is not None:
+            msg["consumer"] = name
+        ws.send(msg)
+        m = ws.recv()
+        self.assertEqual(m.get("op"), "consuming", m)
+        self.assertEqual(m["group"], group)
+        return ws
+
+    @staticmethod
+    def _frame_len(buf):
+        """Length of the first complete frame in buf, or None."""
+        if len(buf) < 2:
+            return None
+        n, h = buf[1] & 0x7F, 2
+        if n == 126:
+            if len(buf) < 4:
+                return None
+            n, h = int.from_bytes(buf[2:4], "big"), 4
+        elif n == 127:
+            if len(buf) < 10:
+                return None
+            n, h = int.from_bytes(buf[2:10], "big"), 10
+        return h + n if len(buf) >= h + n else None
+
+    def try_recv(self, ws, timeout):
+        """The next message (heartbeats skipped) if one arrives within timeout, else None."""
+        deadline = time.time() + timeout
+        while True:
+            while self._frame_len(ws.buf) is None:
+                left = deadline - time.time()
+                if left <= 0 or not select.select([ws.s], [], [], left)[0]:
+                    return None
+                d = ws.s.recv(65536)
+                if not d:
+                    raise EOFError("connection closed")
+                ws.buf += d
+            m = ws.recv(skip_heartbeats=False)
+            if not (isinstance(m, dict) and m.get("op") == "heartbeat"):
+                return m
+
+    def drain(self, clients, want, into):
+        """Read deliveries from every client until `want` have arrived in total; into[name] += messages."""
+        total = sum(len(v) for v in into.values())
+        deadline = time.time() + TIMEOUT
+        while total < want and time.time() < deadline:
+            for name, ws in clients:
+                while True:
+                    m = self.try_recv(ws, 0.02)
+                    if m is None:
+                        break
+                    self.assertEqual(m["op"], "delivery", m)
+                    into.setdefault(name, []).append(m)
+                    total += 1
+        return total
+
+    def deliveries(self, ws, n):
+        out = []
+        while len(out) < n:
+            m = ws.recv()
+            self.assertEqual(m.get("op"), "delivery", m)
+            self.assertEqual(m["event"]["global_position"], m["delivery"]["position"])
+            out.append(m)
+        return out
+
+    def quiet(self, ws, wait=0.5):
+        """Nothing more is delivered: after a pause, a ping's pong is the next message."""
+        time.sleep(wait)
+        ws.send({"op": "ping"})
+        m = ws.recv()
+        self.assertEqual(m, {"op": "pong"})
+
+    def ack(self, ws, ds):
+        ws.send({"op": "ack", "deliveries": [d["delivery"] for d in ds]})
+
+    def expect_acked(self, ws, count):
+        m = ws.recv()
+        self.assertEqual(m, {"op": "acked", "count": count})
+
+    def test_competing_consumers_each_event_once_then_checkpoint(self):
+        s = self.srv
+        self.group("wrr", filter={"stream_prefix": "wrr-"}, max_in_flight=1000)
+        a, b = self.consumer("wrr", "a"), self.consumer("wrr", "b")
+        st, _, g = s.get("/groups/wrr")
+        self.assertEqual(sorted(c["name"] for c in g["consumers"]), ["a", "b"])
+        # a consumer over HTTP cannot take the name of a connected one
+        self.assertError(s.request("POST", "/groups/wrr/next?consumer=a&timeout_ms=10"), 409, "WebSocket")
+        self.assertError(self.answer_http("wrr", "a", 1, 1), 409, "WebSocket")
+        n = 200
+        positions = []
+        for i in range(0, n, 20):
+            r = self.append("wrr-%d" % (i // 20), [{"event_type": "A", "data": {"i": i + k}} for k in range(20)])
+            positions += range(r["first_global_position"], r["first_global_position"] + 20)
+        got = {"a": [], "b": []}
+        self.assertEqual(self.drain((("a", a), ("b", b)), n, got), n)
+        every = [m["delivery"]["position"] for k in got for m in got[k]]
+        self.assertEqual(sorted(every), positions)  # each event once, to one consumer
+        self.assertTrue(got["a"] and got["b"], "both consumers got work")
+        for name, ws in (("a", a), ("b", b)):
+            self.assertEqual([d["delivery"]["attempt"] for d in got[name]], [1] * len(got[name]))
+            self.ack(ws, got[name])
+            self.expect_acked(ws, len(got[name]))
+            # a second ack of the same delivery is refused, with the delivery named
+            ws.send({"op": "ack", "position": got[name][0]["delivery"]["position"], "attempt": 1})
+            m = ws.recv()
+            self.assertEqual((m["op"], m["detail"]["op"], m["detail"]["position"]),
+                             ("error", "ack", got[name][0]["delivery"]["position"]), m)
+            self.assertIn("refused", m["error"])
+            self.expect_acked(ws, 0)
+        wait_until(lambda: s.get("/groups/wrr")[2]["checkpoint"] == positions[-1], what="checkpoint")
+        self.assertEqual(s.get("/groups/wrr")[2]["processed"], n)
+
+    def answer_http(self, g, consumer, pos, attempt):
+        return self.srv.request("POST", "/groups/%s/ack" % q(g),
+                                body={"consumer": consumer, "position": pos, "attempt": attempt})
+
+    def test_closing_the_connection_hands_unacked_deliveries_to_others(self):
+        self.group("wcl", filter={"stream_prefix": "wcl-"}, max_in_flight=5)
+        r = self.append("wcl-1", [{"event_type": "A", "data": {"i": i}} for i in range(5)])
+        first = r["first_global_position"]
+        a = self.consumer("wcl", "a")
+        da = self.deliveries(a, 5)
+        self.assertEqual([d["delivery"]["position"] for d in da], list(range(first, first + 5)))
+        self.ack(a, da[:2])
+        self.expect_acked(a, 2)
+        a.close()
+        b = self.consumer("wcl", "b")
+        db = self.deliveries(b, 3)
+        self.assertEqual([(d["delivery"]["position"], d["delivery"]["attempt"]) for d in db],
+                         [(p, 2) for p in range(first + 2, first + 5)])
+        self.quiet(b)
+        self.ack(b, db)
+        self.expect_acked(b, 3)
+        wait_until(lambda: self.srv.get("/groups/wcl")[2]["checkpoint"] == first + 4, what="checkpoint")
+
+    def test_max_in_flight_is_backpressure(self):
+        self.group("wmf", filter={"stream_prefix": "wmf-"}, max_in_flight=3)
+        self.append("wmf-1", [{"event_type": "A", "data": {"i": i}} for i in range(10)])
+        c = self.consumer("wmf")  # a generated consumer name
+        d = self.deliveries(c, 3)
+        self.quiet(c)
+        self.assertEqual(self.srv.get("/groups/wmf")[2]["in_flight"], 3)
+        self.ack(c, d[:1])
+        self.expect_acked(c, 1)
+        d += self.deliveries(c, 1)
+        self.quiet(c)
+        positions = [x["delivery"]["position"] for x in d]
+        self.assertEqual(positions, sorted(positions))
+        self.assertEqual(len(set(positions)), 4)
+
+    def test_ack_timeout_redelivers_late_ack_refused(self):
+        self.group("wto", filter={"stream_prefix": "wto-"}, ack_timeout_ms=300)
+        pos = self.append("wto-1", {"event_type": "A", "data": {}})["first_global_position"]
+        slow = self.consumer("wto", "slow")
+        d1 = self.deliveries(slow, 1)[0]
+        self.assertEqual(d1["delivery"], {"position": pos, "attempt": 1})
+        # the timeout hands it out again, to whichever consumer asks first
+        fast = self.consumer("wto", "fast")
+        got = {}
+        self.assertEqual(self.drain((("slow", slow), ("fast", fast)), 1, got), 1)
+        name, [d2] = next(iter(got.items()))
+        ws2 = slow if name == "slow" else fast
+        self.assertEqual(d2["delivery"], {"position": pos, "attempt": 2})
+        slow.send({"op": "ack", "position": pos, "attempt": 1})
+        m = slow.recv()
+        self.assertEqual(m["op"], "error", m)
+        self.assertIn("redelivered", m["error"])
+        self.expect_acked(slow, 0)
+        self.ack(ws2, [d2])
+        self.expect_acked(ws2, 1)
+        self.assertEqual(self.srv.get("/groups/wto")[2]["timeouts"], 1)
+
+    def test_nack_retry_park_skip(self):
+        s = self.srv
+        self.group("wnk", filter={"stream_prefix": "wnk-"}, retry={"backoff": "fixed", "initial_delay_ms": 10,
+                                                                   "max_retries": 5})
+        pos = self.append("wnk-1", {"event_type": "A", "data": {}})["first_global_position"]
+        c = self.consumer("wnk", "c")
+        d = self.deliveries(c, 1)[0]
+        c.send({"op": "nack", "position": pos, "attempt": 1, "action": "retry", "reason": "busy"})
+        self.assertEqual(c.recv(), {"op": "nacked", "position": pos, "attempt": 1, "action": "retry"})
+        d = self.deliveries(c, 1)[0]
+        self.assertEqual(d["delivery"], {"position": pos, "attempt": 2})
+        c.send({"op": "nack", "position": pos, "attempt": 2, "action": "park", "reason": "cannot handle"})
+        self.assertEqual(c.recv()["action"], "park")
+        wait_until(lambda: s.get("/groups/wnk/dlq")[2]["depth"] == 1, what="parked")
+        self.assertEqual(s.get("/groups/wnk/dlq")[2]["entries"][0]["last_error"], "cannot handle")
+        # retried from the DLQ: delivered again on the connection
+        self.assertEqual(s.request("POST", "/groups/wnk/dlq/%d/retry" % pos)[0], 200)
+        d = self.deliveries(c, 1)[0]
+        self.assertEqual(d["delivery"]["position"], pos)
+        self.ack(c, [d])
+        self.expect_acked(c, 1)
+        wait_until(lambda: s.get("/groups/wnk/dlq")[2]["depth"] == 0, what="released")
+        p2 = self.append("wnk-1", {"event_type": "A", "data": {}})["first_global_position"]
+        self.deliveries(c, 1)
+        c.send({"op": "nack", "position": p2, "attempt": 1, "action": "skip"})
+        self.assertEqual(c.recv()["action"], "skip")
+        wait_until(lambda: s.get("/groups/wnk")[2]["skipped"] == 1, what="skipped")
+
+    def test_pinned_keeps_each_stream_with_one_consumer_in_order(self):
+        self.group("wpn", strategy="pinned", filter={"stream_prefix": "wpn-"}, max_in_flight=1000)
+        a, b = self.consumer("wpn", "a"), self.consumer("wpn", "b")
+        for rnd in range(10):
+            for st in range(4):
+                self.append("wpn-%d" % st, {"event_type": "A", "data": {"r": rnd}})
+        by_consumer = {}
+        self.assertEqual(self.drain((("a", a), ("b", b)), 40, by_consumer), 40)
+        got = {}
+        for name, ms in by_consumer.items():
+            for m in ms:
+                got.setdefault(m["event"]["stream"], []).append((name, m["event"]["stream_position"]))
+        for stream, ds in got.items():
+            self.assertEqual(len({n for n, _ in ds}), 1, "stream %s went to one consumer: %s" % (stream, ds))
+            self.assertEqual([p for _, p in ds], list(range(1, 11)), stream)
+
+    def test_bad_messages_change_nothing(self):
+        s = self.srv
+        self.group("wbad", filter={"stream_prefix": "wbad-"})
+        ws = WSClient(s.port)
+        self.clients.append(ws)
+        cases = [
+            ({"op": "consume"}, "group"),
+            ({"op": "consume", "group": ""}, "group"),
+            ({"op": "consume", "group": "x" * 129}, "group"),
+            ({"op": "consume", "group": "wbad", "consumer": "bad\nname"}, "consumer"),
+            ({"op": "consume", "group": "wbad", "consumer": 7}, "consumer"),
+            ({"op": "consume", "group": "wbad", "bogus": 1}, "bogus"),
+            ({"op": "ack", "position": 1, "attempt": 1}, "not consuming"),
+            ({"op": "nack", "position": 1, "attempt": 1}, "not consuming"),
+            ({"op": "leave"}, "not consuming"),
+        ]
+        for msg, needle in cases:
+            ws.send(msg)
+            m = ws.recv()
+            self.assertEqual(m["op"], "error", (msg, m))
+            self.assertIn(needle, m["error"], msg)
+        ws.send({"op": "consume", "group": "no-such-group"})
+        m = ws.recv()
+        self.assertEqual((m["op"], m["detail"]["code"]), ("error", "not_found"), m)
+        self.assertIn("does not exist", m["error"])
+        ws.send({"op": "consume", "group": "wbad", "consumer": "c"})
+        self.assertEqual(ws.recv()["op"], "consuming")
+        ws.send({"op": "consume", "group": "wbad", "consumer": "c2"})
+        self.assertIn("already consuming", ws.recv()["error"])
+        other = WSClient(s.port)
+        self.clients.append(other)
+        other.send({"op": "consume", "group": "wbad", "consumer": "c"})
+        m = other.recv()
+        self.assertEqual((m["op"], m["detail"]["code"]), ("error", "consumer_taken"), m)
+        pos = self.append("wbad-1", {"event_type": "A", "data": {}})["first_global_position"]
+        d = self.deliveries(ws, 1)[0]
+        for msg, needle in (({"op": "ack", "position": 0, "attempt": 1}, "positive"),
+                            ({"op": "ack", "position": pos, "attempt": -1}, "positive"),
+                            ({"op": "ack", "position": pos}, "attempt"),
+                            ({"op": "ack", "deliveries": []}, "deliveries"),
+                            ({"op": "ack", "deliveries": [{"position": pos, "attempt": 1}, 5]}, "delivery"),
+                            ({"op": "nack", "position": pos, "attempt": 1, "action": "explode"}, "action"),
+                            ({"op": "nack", "position": pos, "attempt": 1, "reason": "x" * 501}, "reason")):
+            ws.send(msg)
+            m = ws.recv()
+            self.assertEqual(m["op"], "error", (msg, m))
+            self.assertIn(needle, m["error"], msg)
+        # none of those took the delivery: it is still in flight and ackable
+        self.assertEqual(s.get("/groups/wbad")[2]["in_flight"], 1)
+        ws.send({"op": "ack", "position": pos + 1000, "attempt": 1})
+        self.assertIn("no outstanding delivery", ws.recv()["error"])
+        self.expect_acked(ws, 0)
+        self.ack(ws, [d])
+        self.expect_acked(ws, 1)
+        ws.send({"op": "leave"})
+        self.assertEqual(ws.recv(), {"op": "left", "group": "wbad"})
+        # the name is free again
+        other.send({"op": "consume", "group": "wbad", "consumer": "c"})
+        self.assertEqual(other.recv()["op"], "consuming")
+
+    def test_subscription_and_group_on_one_connection(self):
+        self.group("wboth", filter={"stream_prefix": "wboth-"})
+        c = self.consumer("wboth", "c")
+        c.send({"op": "subscribe", "from": "now", "filter": {"stream": "wboth-1"}})
+        self.assertEqual(c.recv()["op"], "subscribed")
+        pos = self.append("wboth-1", {"event_type": "A", "data": {}})["first_global_position"]
+        ops = {}
+        for _ in range(2):
+            m = c.recv()
+            ops[m["op"]] = m
+        self.assertEqual(sorted(ops), ["delivery", "event"])
+        self.assertEqual((ops["event"]["event"]["global_position"], ops["delivery"]["delivery"]["position"]),
+                         (pos, pos))
+
+    def test_group_that_stops_tells_its_consumer(self):
+        s = self.srv
+        self.group("wstop", filter={"stream_prefix": "wstop-"}, on_failure="stop",
+                   retry={"backoff": "fixed", "max_retries": 0, "initial_delay_ms": 10})
+        pos = self.append("wstop-1", {"event_type": "A", "data": {}})["first_global_position"]
+        c = self.consumer("wstop", "c")
+        self.deliveries(c, 1)
+        c.send({"op": "nack", "position": pos, "attempt": 1, "reason": "broken"})
+        self.assertEqual(c.recv()["op"], "nacked")
+        m = c.recv()
+        self.assertEqual(m["op"], "left", m)
+        self.assertIn("broken", m["reason"])
+        self.assertEqual(s.get("/groups/wstop")[2]["status"], "error")
+
+    def test_group_closed_under_the_consumer(self):
+        s = self.srv
+        self.group("wdel", filter={"stream_prefix": "wdel-"})
+        c = self.consumer("wdel", "c")
+        st, _, b = s.request("DELETE", "/groups/wdel/consumers/c")
+        self.assertEqual((st, b), (200, {"left": "c"}))
+        self.append("wdel-1", {"event_type": "A", "data": {}})
+        m = c.recv()
+        self.assertEqual((m["op"], m["group"]), ("left", "wdel"), m)
+        self.assertIn("closed", m["reason"])
+        c.send({"op": "consume", "group": "wdel", "consumer": "c"})
+        self.assertEqual(c.recv()["op"], "consuming")
+        self.deliveries(c, 1)
+        # an update closes the open group: the consumer is told and may come back
+        self.group("wdel", filter={"stream_prefix": "wdel-"}, max_in_flight=50)
+        m = c.recv()
+        self.assertEqual(m["op"], "left", m)
+        c.send({"op": "consume", "group": "wdel", "consumer": "c"})
+        self.assertEqual(c.recv()["op"], "consuming")
+        d = self.deliveries(c, 1)[0]
+        self.assertEqual(d["delivery"]["attempt"], 1)  # in-flight state does not survive a close
+        self.assertEqual(s.request("DELETE", "/groups/wdel")[0], 200)
+        self.assertEqual(c.recv()["op"], "left")
+        self.assertEqual(s.get("/health")[0], 200)
 
 
 class RestartTest(BusBase):
