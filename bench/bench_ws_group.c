@@ -3,7 +3,8 @@
  *
  *     bench_ws_group EVSTORE_BIN
  *
- * Builds a store of N events (100 streams), then alternates, for R rounds:
+ * Builds a store of N events (appends of 10 events to 1,000 order streams,
+ * the shape of an online shop's writes), then alternates, for R rounds:
  *   in-process — the baseline: C consumer threads on the library's group
  *                (evs_group_next + evs_group_ack, one ack per event);
  *   WebSocket  — `EVSTORE_BIN serve` on the same store, C consumers each on
@@ -311,13 +312,13 @@ int main(int argc, char **argv) {
     }
     char *dir = tu_tempdir("bench-wsgroup");
     evs_store *s = tu_open(dir, EVS_DURABILITY_NONE, 0);
-    static evs_event_in ev[1000];
-    for (int i = 0; i < 1000; i++) ev[i] = tu_event("OrderPlaced", "{\"order\":42,\"total\":\"19.90\",\"items\":3}");
-    for (uint64_t i = 0; i < n_events / 1000; i++) {
+    static evs_event_in ev[10];
+    for (int i = 0; i < 10; i++) ev[i] = tu_event("OrderPlaced", "{\"order\":42,\"total\":\"19.90\",\"items\":3}");
+    for (uint64_t i = 0; i < n_events / 10; i++) {
         char stream[32];
-        snprintf(stream, sizeof stream, "order-%llu", (unsigned long long)(i % 100));
+        snprintf(stream, sizeof stream, "order-%llu", (unsigned long long)(i % 1000));
         evs_append_result r;
-        if (evs_append(s, stream, EVS_EXPECT_ANY, ev, 1000, &r, NULL)) {
+        if (evs_append(s, stream, EVS_EXPECT_ANY, ev, 10, &r, NULL)) {
             fprintf(stderr, "append: %s\n", evs_errmsg());
             return 1;
         }

@@ -131,6 +131,7 @@ struct evs_group {
     /* counts */
     uint32_t n_inflight, n_pending, n_unfinished;
     int64_t min_deadline;         /* lower bound of the INFLIGHT deadlines */
+    uint64_t avail_from;          /* no window entry below this position is AVAILABLE */
     /* the filler's scratch space (owned by the thread that set filling) */
     int filling;
     uint64_t *fill_pos;
@@ -447,6 +448,7 @@ static void release(evs_group *g, gentry *e) {
     g->n_inflight--;
     e->owner = NULL;
     e->state = GE_AVAILABLE;
+    if (e->pos < g->avail_from) g->avail_from = e->pos;
 }
 
 /* Finish an AVAILABLE or INFLIGHT entry: DONE, or PENDING with a DLQ operation. */
@@ -538,14 +540,31 @@ static int other_waiting(evs_group *g, evs_group_member *m) {
     return 0;
 }
 
-/* The entry m should get now, in position order (replays first), or NULL. */
+/*
+ * The entry m should get now, in position order (replays first), or NULL.
+ * The window scan starts at avail_from: with many deliveries in flight the
+ * front of the window is all INFLIGHT, and every next would walk it.
+ */
 static gentry *pick(evs_group *g, evs_group_member *m, int64_t now) {
+    if (g->n_unfinished == g->n_inflight) return NULL; /* nothing AVAILABLE anywhere */
     int pinned = g->rec.group.strategy == EVS_GROUP_PINNED;
     int avoid = !pinned && other_waiting(g, m);
     uint64_t scan = ++g->scan_id;
-    for (uint32_t i = 0; i < g->rep_len + g->win_len; i++) {
-        gentry *e = i < g->rep_len ? &g->rep[i] : WIN(g, i - g->rep_len);
+    uint32_t lo = 0, hi = g->win_len;
+    while (lo < hi) { /* the first window entry at or after avail_from */
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (WIN(g, mid)->pos < g->avail_from) lo = mid + 1;
+        else hi = mid;
+    }
+    uint64_t first_avail = 0;
+    gentry *got = NULL;
+    for (uint32_t i = 0; i < g->rep_len + g->win_len && !got; i++) {
+        if (i == g->rep_len && lo) i += lo;
+        if (i >= g->rep_len + g->win_len) break;
+        int in_win = i >= g->rep_len;
+        gentry *e = in_win ? WIN(g, i - g->rep_len) : &g->rep[i];
         if (e->state != GE_AVAILABLE) continue;
+        if (in_win && !first_avail) first_avail = e->pos;
         if (pinned) {
             /* an earlier event of the stream waits or belongs elsewhere: keep the order */
             if (e->st->blocked == scan) continue;
@@ -553,13 +572,18 @@ static gentry *pick(evs_group *g, evs_group_member *m, int64_t now) {
                 e->st->blocked = scan;
                 continue;
             }
-            return e;
+            got = e;
+            continue;
         }
         if (e->not_before > now) continue;
         if (avoid && e->expired_from == m) continue;
-        return e;
+        got = e;
     }
-    return NULL;
+    /* the scan saw where the window's first AVAILABLE entry is (the one
+       handed out stops being AVAILABLE, so the next starts after it) */
+    if (first_avail) g->avail_from = got && got->pos == first_avail ? first_avail + 1 : first_avail;
+    else if (!got) g->avail_from = g->next_read; /* (a window entry got is always first_avail's or later) */
+    return got;
 }
 
 static void hand_out(evs_group *g, evs_group_member *m, gentry *e, int64_t now) {

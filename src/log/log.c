@@ -121,6 +121,7 @@
 #define MAX_PAYLOAD ((uint32_t)(MAX_SEGMENT_SIZE - SEG_HDR - FRAME_HDR - 4096))
 /* Capacity of the segment table: 4M segments of at least 4 KiB. */
 #define MAX_SEGMENTS (1u << 22)
+#define VERIFIED_SLOTS 256u           /* recently verified frames remembered by readers */
 /* A write buffer grown past this by one large batch is shrunk back after the flush. */
 #define BUF_KEEP (16u << 20)
 #define BUF_SHRINK_TO (1u << 20)
@@ -171,9 +172,14 @@ struct evs_log {
     /* Published for other threads (check, usage). */
     _Atomic uint64_t flushed_end;
     _Atomic uint64_t used_bytes;
+
+    /* Readers: frames verified lately, by LSN (see evs__log_read). */
+    _Atomic uint64_t verified[VERIFIED_SLOTS];
 };
 
 static inline uint64_t align8(uint64_t v) { return (v + 7) & ~(uint64_t)7; }
+
+static inline size_t verified_slot(evs_lsn at) { return (size_t)((at * 0x9E3779B97F4A7C15ull) >> 56) % VERIFIED_SLOTS; }
 
 static inline evs_seg *slot_get(const evs_log *log, uint32_t no) {
     if (no == 0 || no >= MAX_SEGMENTS) return NULL;
@@ -289,9 +295,24 @@ int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out) {
         at = nxt;
     }
     frame_info fi;
-    const char *why = frame_check(sg, off, &fi);
-    if (EVS_UNLIKELY(why != NULL))
-        return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": %s", no, off, why);
+    /* A frame verified moments ago by another read is not checksummed
+       again: consumers that fetch events one by one (groups, DLQ retries)
+       would otherwise checksum a whole 1,000-event record per event.  The
+       bytes of a flushed frame never change under an open store (appends
+       only add; the tail is cut only at open, before any reader). */
+    _Atomic uint64_t *vs = &log->verified[verified_slot(at)];
+    if (atomic_load_explicit(vs, memory_order_relaxed) == at) {
+        const uint8_t *p = sg->map + off;
+        fi.len = evs__get32(p);
+        fi.count = evs__get32(p + 16);
+        fi.gpos = evs__get64(p + 8);
+        fi.size = FRAME_HDR + align8(fi.len);
+    } else {
+        const char *why = frame_check(sg, off, &fi);
+        if (EVS_UNLIKELY(why != NULL))
+            return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": %s", no, off, why);
+        atomic_store_explicit(vs, at, memory_order_relaxed);
+    }
     out->payload = sg->map + off + FRAME_HDR;
     out->len = fi.len;
     out->count = fi.count;

@@ -56,6 +56,8 @@
  * frame) still go through wslay.  wslay may send only while the client has
  * no block in flight, and a new block is taken only when wslay has nothing
  * to send, so frames never interleave and messages keep their order.
+ * wslay's output is gathered in a per-client buffer (obuf) and sent with
+ * one send() per 32 KiB; obuf counts as "something to send" for that rule.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -79,6 +81,7 @@
 #define WS_CACHE_BYTES ((size_t)16 << 20)  /* rendered blocks kept for reuse, per server */
 #define WS_EVENT_PREFIX "{\"op\":\"event\",\"event\":"
 #define WS_TICK_MS 200
+#define WS_OBUF_BYTES ((size_t)32 << 10) /* wslay's frames gathered per send() */
 #define WS_GROUP_QUEUE 64                  /* deliveries queued ahead of the socket, per consumer */
 #define WS_MAX_ACKS 1000                   /* deliveries answered by one ack message */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -122,6 +125,8 @@ struct ws_client {
     ws_chain *chain;               /* while subscribed */
     ws_block *blk;                 /* frames being sent (a reference) */
     size_t blk_off;
+    unsigned char *obuf;           /* wslay's frames not yet sent, [ooff, olen); NULL when empty */
+    size_t olen, ooff;
     int closing;                   /* we queued a close frame: no more events */
     evs__gconn *gc;                /* while consuming a group */
     int pull_full;                 /* the last pull stopped at WS_GROUP_QUEUE */
@@ -577,19 +582,53 @@ static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, in
     return r;
 }
 
+/* Send what obuf holds: 0 (all sent, or the socket is full), -1 when the connection failed. */
+static int obuf_drain(ws_client *cl) {
+    while (cl->ooff < cl->olen) {
+        ssize_t r = send(cl->fd, cl->obuf + cl->ooff, cl->olen - cl->ooff, MSG_NOSIGNAL);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) return 0;
+        if (r <= 0) return -1;
+        cl->ooff += (size_t)r;
+        cl->last_send_ns = evs__mono_ns();
+    }
+    free(cl->obuf);
+    cl->obuf = NULL;
+    cl->olen = cl->ooff = 0;
+    return 0;
+}
+
+/*
+ * wslay writes each message with calls of its own; a consumer's deliveries
+ * are many small messages, so they are gathered in obuf and leave with one
+ * send() per WS_OBUF_BYTES (client_write drains it).
+ */
 static ssize_t cb_send(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags, void *ud) {
     ws_client *cl = ud;
     (void)flags;
-    ssize_t r;
-    do r = send(cl->fd, data, len, MSG_NOSIGNAL);
-    while (r < 0 && errno == EINTR);
-    if (r < 0) {
-        wslay_event_set_error(ctx, errno == EAGAIN || errno == EWOULDBLOCK ? WSLAY_ERR_WOULDBLOCK
-                                                                           : WSLAY_ERR_CALLBACK_FAILURE);
-        return -1;
+    if (cl->olen == WS_OBUF_BYTES) {
+        if (obuf_drain(cl)) {
+            wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+            return -1;
+        }
+        if (cl->olen) {
+            wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+            return -1;
+        }
     }
-    cl->last_send_ns = evs__mono_ns();
-    return r;
+    if (!cl->obuf) {
+        if (!(cl->obuf = malloc(WS_OBUF_BYTES))) {
+            wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
+            return -1;
+        }
+        cl->olen = cl->ooff = 0;
+    } else if (cl->ooff && cl->ooff == cl->olen) {
+        cl->olen = cl->ooff = 0;
+    }
+    size_t n = WS_OBUF_BYTES - cl->olen < len ? WS_OBUF_BYTES - cl->olen : len;
+    memcpy(cl->obuf + cl->olen, data, n);
+    cl->olen += n;
+    return (ssize_t)n;
 }
 
 static void cb_msg(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
@@ -815,6 +854,7 @@ static void client_destroy(evs__ws_hub *hub, ws_client *cl) {
     pthread_mutex_unlock(&hub->mu);
     atomic_fetch_sub(&hub->count, 1);
     if (cl->blk) block_release(cl->blk);
+    free(cl->obuf);
     evs__gconn_leave(cl->gc); /* its unacked deliveries go to the other consumers */
     chain_put(hub, cl->chain);
     if (cl->ctx) wslay_event_context_free(cl->ctx);
@@ -830,6 +870,8 @@ static void client_destroy(evs__ws_hub *hub, ws_client *cl) {
  * 0, or -1 when the connection failed.
  */
 static int client_write(ws_client *cl) {
+    if (obuf_drain(cl)) return -1;
+    if (cl->obuf) return 0; /* EPOLLOUT will tell */
     while (cl->blk) {
         ws_block *b = cl->blk;
         while (cl->blk_off < b->len) {
@@ -845,8 +887,11 @@ static int client_write(ws_client *cl) {
         cl->blk_off = 0;
     }
     if (wslay_event_want_write(cl->ctx) && wslay_event_send(cl->ctx)) return -1;
-    return 0;
+    return obuf_drain(cl);
 }
+
+/* Bytes wait for the socket: a block, wslay's queue, or obuf. */
+static int client_pending(const ws_client *cl) { return cl->blk || cl->obuf || wslay_event_want_write(cl->ctx); }
 
 /* 1 while more events may be queued for the client. */
 static int client_open(const ws_client *cl) {
@@ -870,7 +915,7 @@ static int client_step(evs__ws_hub *hub, ws_client *cl, uint64_t head, int64_t n
     }
     for (int round = 0; round < 8; round++) {
         if (client_write(cl)) return -1;
-        if (cl->blk || wslay_event_want_write(cl->ctx)) break; /* socket full: wait for EPOLLOUT */
+        if (client_pending(cl)) break; /* socket full: wait for EPOLLOUT */
         if (!cl->subscribed || !client_open(cl) || atomic_load(&cl->next) > head) break;
         if (client_feed(hub, cl)) {
             fprintf(stderr, "evstore serve: ws subscriber at position %llu: %s\n",
@@ -884,7 +929,7 @@ static int client_step(evs__ws_hub *hub, ws_client *cl, uint64_t head, int64_t n
         }
         if (round == 7) hub->busy = 1;
     }
-    int want_out = cl->blk || wslay_event_want_write(cl->ctx);
+    int want_out = client_pending(cl);
     if (!wslay_event_want_read(cl->ctx) && !want_out) return -1;
     if (cl->pull_full && !want_out) { /* its queue drained without EPOLLOUT: pull again at once */
         cl->pull_full = 0;
@@ -935,8 +980,7 @@ static void flush_all(evs__ws_hub *hub, int ms) {
     while (hub->clients && evs__mono_ns() < deadline) {
         int pending = 0;
         for (ws_client *cl = hub->clients; cl; cl = cl->nxt)
-            if ((cl->blk || wslay_event_want_write(cl->ctx)) && client_write(cl) == 0 &&
-                (cl->blk || wslay_event_want_write(cl->ctx)))
+            if (client_pending(cl) && client_write(cl) == 0 && client_pending(cl))
                 pending = 1;
         if (!pending) return;
         struct epoll_event evs[16];

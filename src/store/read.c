@@ -50,7 +50,9 @@ struct evs_reader {
     /* frame cache */
     evs_frame fr;
     int have_fr;
-    uint32_t *offs;
+    uint32_t *offs;                /* event offsets in fr, the first noffs known */
+    uint32_t noffs;
+    size_t next_off;               /* where event noffs starts */
     size_t offs_cap;
     evs_event ev;
     /* filter */
@@ -134,22 +136,37 @@ static int load_frame(evs_reader *r, evs_lsn at, int exact) {
         r->offs = o;
         r->offs_cap = cap;
     }
-    size_t off = evs__record_first_event(r->fr.payload, r->fr.len);
-    for (uint32_t i = 0; i < r->fr.count; i++) {
-        if (!off || off + EVS_REC_EVENT_HEADER > r->fr.len) goto bad;
-        r->offs[i] = (uint32_t)off;
-        uint32_t el = evs__get32(r->fr.payload + off);
-        if (el < EVS_REC_EVENT_HEADER || el > r->fr.len - off) goto bad;
-        off += el;
-    }
+    /* the event table is walked as far as events are wanted: reading one
+       event of a 1,000-event record must not cost the whole table */
+    r->noffs = 0;
+    r->next_off = evs__record_first_event(r->fr.payload, r->fr.len);
     r->have_fr = 1;
     return EVS_OK;
+}
+
+/* Offsets of the frame's events up to idx. */
+static int offs_upto(evs_reader *r, uint32_t idx) {
+    size_t off = r->next_off;
+    while (r->noffs <= idx) {
+        if (!off || off + EVS_REC_EVENT_HEADER > r->fr.len) goto bad;
+        uint32_t el = evs__get32(r->fr.payload + off);
+        if (el < EVS_REC_EVENT_HEADER || el > r->fr.len - off) goto bad;
+        r->offs[r->noffs++] = (uint32_t)off;
+        off += el;
+    }
+    r->next_off = off;
+    return EVS_OK;
 bad:
+    r->have_fr = 0;
     return evs__err(EVS_ECORRUPT, "record at global position %llu (log %u:%u) has a malformed event table",
-                    (unsigned long long)r->fr.first_gpos, EVS_LSN_SEG(at), EVS_LSN_OFF(at));
+                    (unsigned long long)r->fr.first_gpos, EVS_LSN_SEG(r->fr.at), EVS_LSN_OFF(r->fr.at));
 }
 
 static int decode(evs_reader *r, uint32_t idx) {
+    if (idx >= r->noffs) {
+        int rc = offs_upto(r, idx);
+        if (rc) return rc;
+    }
     if (!evs__record_decode(r->fr.payload, r->fr.len, r->offs[idx], r->fr.first_gpos, idx, &r->ev))
         return evs__err(EVS_ECORRUPT, "record at global position %llu: event %u is malformed",
                         (unsigned long long)r->fr.first_gpos, idx + 1);
