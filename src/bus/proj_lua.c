@@ -17,9 +17,10 @@
  *     first instruction after the pcall raises again), and the call fails.
  *     The hook stays installed between calls, so a __gc finalizer (always
  *     run in protected mode by Lua) cannot loop forever either.
- *   - Determinism: no clock, no random, no I/O.  pairs() order is not
- *     defined by Lua; scripts that need an order should sort their keys.
- *     States are encoded with sorted keys, so equal tables give equal JSON.
+ *   - Determinism: no clock, no random, no I/O.  pairs() visits keys in a
+ *     defined order (ordered_pairs below), not Lua's hash order; next()
+ *     keeps Lua's order (use it only to test for emptiness).  States are
+ *     encoded with sorted keys, so equal tables give equal JSON.
  *
  * JSON <-> Lua: objects and arrays become tables (arrays 1-based), null
  * becomes nil (so null members disappear).  A table encodes as an array when
@@ -340,6 +341,100 @@ static void open_lib(lua_State *L, const char *name, lua_CFunction f) {
     lua_pop(L, 1);
 }
 
+/* ------------------------------------------------------- ordered pairs */
+
+/*
+ * pairs() in a defined order.  Lua's own order follows the hash layout,
+ * and 5.4 seeds string hashes per state: a projection that folds over
+ * pairs() could compute one state live and another in a rebuild.  So the
+ * sandbox's pairs visits integer keys ascending, then float keys
+ * ascending, then string keys bytewise, then false and true; keys of other
+ * types (tables, functions) have no order of their own and come last, as
+ * Lua lists them.  A __pairs metamethod is honoured, as by the stock pairs.
+ */
+typedef struct okey {
+    int cls;                      /* 0 integer, 1 float, 2 string, 3 boolean, 4 other */
+    lua_Integer i;
+    lua_Number d;
+    const char *s;                /* lives in the keys table */
+    size_t n;
+    lua_Integer slot;             /* index in the keys table */
+} okey;
+
+static int okey_cmp(const void *pa, const void *pb) {
+    const okey *a = pa, *b = pb;
+    if (a->cls != b->cls) return a->cls - b->cls;
+    switch (a->cls) {
+    case 0: return (a->i > b->i) - (a->i < b->i);
+    case 1: return (a->d > b->d) - (a->d < b->d);
+    case 2: {
+        int c = memcmp(a->s, b->s, a->n < b->n ? a->n : b->n);
+        return c ? c : (a->n > b->n) - (a->n < b->n);
+    }
+    case 3: return (int)(a->i - b->i);
+    default: return (a->slot > b->slot) - (a->slot < b->slot);
+    }
+}
+
+/* The iterator: upvalues (t, sorted keys, cursor). */
+static int ordered_next(lua_State *L) {
+    lua_Integer at = lua_tointeger(L, lua_upvalueindex(3)) + 1;
+    lua_pushinteger(L, at);
+    lua_replace(L, lua_upvalueindex(3));
+    if (lua_rawgeti(L, lua_upvalueindex(2), at) == LUA_TNIL) return 1;
+    lua_pushvalue(L, -1);
+    lua_rawget(L, lua_upvalueindex(1));
+    return 2;
+}
+
+static int ordered_pairs(lua_State *L) {
+    if (luaL_getmetafield(L, 1, "__pairs") != LUA_TNIL) {
+        lua_pushvalue(L, 1);
+        lua_call(L, 1, 3);
+        return 3;
+    }
+    luaL_checktype(L, 1, LUA_TTABLE);
+    lua_settop(L, 1);
+    lua_Integer n = 0;
+    lua_newtable(L); /* 2: keys as Lua lists them */
+    lua_pushnil(L);
+    while (lua_next(L, 1)) {
+        lua_pop(L, 1);
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, 2, ++n);
+    }
+    okey *k = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *k, 0); /* 3: counted by the memory cap */
+    for (lua_Integer i = 1; i <= n; i++) {
+        okey *o = &k[i - 1];
+        memset(o, 0, sizeof *o);
+        o->slot = i;
+        lua_rawgeti(L, 2, i);
+        switch (lua_type(L, -1)) {
+        case LUA_TNUMBER:
+            if (lua_isinteger(L, -1)) o->cls = 0, o->i = lua_tointeger(L, -1);
+            else o->cls = 1, o->d = lua_tonumber(L, -1);
+            break;
+        case LUA_TSTRING: o->cls = 2, o->s = lua_tolstring(L, -1, &o->n); break;
+        case LUA_TBOOLEAN: o->cls = 3, o->i = lua_toboolean(L, -1); break;
+        default: o->cls = 4; break;
+        }
+        lua_pop(L, 1); /* strings stay alive in table 2 */
+    }
+    qsort(k, (size_t)n, sizeof *k, okey_cmp);
+    lua_createtable(L, (int)(n < INT32_MAX ? n : 0), 0); /* 4: sorted */
+    for (lua_Integer i = 1; i <= n; i++) {
+        lua_rawgeti(L, 2, k[i - 1].slot);
+        lua_rawseti(L, 4, i);
+    }
+    lua_pushvalue(L, 1);
+    lua_pushvalue(L, 4);
+    lua_pushinteger(L, 0);
+    lua_pushcclosure(L, ordered_next, 3);
+    lua_pushnil(L);
+    lua_pushnil(L);
+    return 3;
+}
+
 static void set_nil(lua_State *L, const char *table, const char *field) {
     if (table) {
         lua_getglobal(L, table);
@@ -470,6 +565,8 @@ int evs__lua_new(const char *src, size_t len, const evs_lua_limits *lim, evs__lu
     set_nil(L, LUA_STRLIBNAME, "dump");
     set_nil(L, LUA_MATHLIBNAME, "random");
     set_nil(L, LUA_MATHLIBNAME, "randomseed");
+    lua_pushcfunction(L, ordered_pairs);
+    lua_setglobal(L, "pairs");
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, event_index);
     lua_setfield(L, -2, "__index");

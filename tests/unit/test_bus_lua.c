@@ -176,6 +176,47 @@ static void test_sandbox(const char *d) {
     evs_store_close(s);
 }
 
+/*
+ * pairs() visits keys in a defined order, whatever order they were added
+ * in, and the same in every Lua state (5.4 seeds string hashes per state).
+ * The handler records the order it saw; two projections (two states) over
+ * the same events must agree with each other and with the documented order.
+ */
+static void test_ordered_pairs(const char *d) {
+    evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
+    evs_bus *b;
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    const char *src =
+        "return { partition = 'none', init = { seen = {} }, handlers = { Go = function(s, e)\n"
+        "  local t = {}\n"
+        "  for i, k in ipairs({'zeta', 'alpha', 'mid', 'b', 'a'}) do t[k] = i end\n"
+        "  t[10] = 1; t[-3] = 1; t[2] = 1; t[2.5] = 1; t[-0.5] = 1; t[true] = 1; t[false] = 1\n"
+        "  for i = 1, 200 do t['k' .. ((i * 37) % 200)] = i end\n"
+        "  local out = {}\n"
+        "  for k in pairs(t) do out[#out + 1] = tostring(k) end\n"
+        "  s.seen = { table.concat(out, ',', 1, 12), #out }\n"
+        "  local mt = setmetatable({}, { __pairs = function(x) return function(_, k) if not k then return 1, 'own' end end, x, nil end })\n"
+        "  for k, v in pairs(mt) do s.own = v end\n"
+        "end } }";
+    evs_event_in e = tu_event("Go", "{}");
+    evs_append_result r;
+    CHECK_RC(evs_append(s, "op-1", EVS_EXPECT_ANY, &e, 1, &r, NULL), EVS_OK);
+    const char *names[2] = {"order-a", "order-b"};
+    for (int i = 0; i < 2; i++) {
+        evs_projection *p;
+        CHECK_RC(evs_proj_open_lua(b, names[i], src, strlen(src), NULL, NULL, &p), EVS_OK);
+        if (!p) continue;
+        size_t n;
+        CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+        CHECK_INT(n, 1);
+        CHECK_RC(evs_proj_checkpoint(p), EVS_OK);
+        evs_proj_close(p);
+        state_is(b, names[i], NULL, "{\"own\":\"own\",\"seen\":[\"-3,2,10,-0.5,2.5,a,alpha,b,k0,k1,k10,k100\",212]}");
+    }
+    evs_bus_close(b);
+    evs_store_close(s);
+}
+
 int main(void) {
     char *d = tu_tempdir("bus-lua");
     test_counter(d);
@@ -183,6 +224,10 @@ int main(void) {
     free(d);
     d = tu_tempdir("bus-lua-sb");
     test_sandbox(d);
+    tu_rmrf(d);
+    free(d);
+    d = tu_tempdir("bus-lua-pairs");
+    test_ordered_pairs(d);
     tu_rmrf(d);
     free(d);
     return TEST_REPORT();
