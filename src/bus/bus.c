@@ -582,6 +582,11 @@ int evs_consumer_delete(evs_bus *b, const char *name) {
     if (!rc) rc = evs__bus_delete_prefix(txn, b->dlq, name, NULL);
     if (!rc) rc = evs__bus_delete_prefix(txn, b->dlq_streams, name, NULL);
     if (!rc) rc = evs__bus_delete_prefix(txn, b->pstate, name, NULL);
+    if (!rc) {
+        char build[EVS__DLQ_OWNER_MAX + 1];
+        evs__dlq_build_owner(name, build);
+        rc = evs__dlq_clear_txn(b, txn, build);
+    }
     if (rc) {
         mdb_txn_abort(txn);
         return rc;
@@ -663,7 +668,7 @@ static int stream_key(uint8_t *buf, size_t cap, const char *name, const char *st
 }
 
 static int stream_count_add(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, int delta, uint64_t pos) {
-    uint8_t kb[EVS_BUS_MAX_NAME + 1 + EVS_MAX_STREAM_NAME];
+    uint8_t kb[EVS__DLQ_OWNER_MAX + 1 + EVS_MAX_STREAM_NAME];
     int kl = stream_key(kb, sizeof kb, name, stream, strlen(stream));
     if (kl < 0) return evs__err(EVS_EINVAL, "stream name too long");
     MDB_val k = {(size_t)kl, kb}, v;
@@ -708,7 +713,7 @@ int evs__dlq_put(evs_bus *b, MDB_txn *txn, const char *name, const evs_dlq_entry
     json_decref(o);
     if (!txt) return evs__err(EVS_ENOMEM, "cannot encode DLQ entry");
     size_t nl = strlen(name);
-    uint8_t kb[EVS_BUS_MAX_NAME + 9];
+    uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
     dlq_key(kb, name, nl, e->position);
     MDB_val k = {nl + 9, kb}, v = {strlen(txt), txt};
     int rc = is_new ? MDB_NOOVERWRITE : 0;
@@ -725,7 +730,7 @@ int evs__dlq_put(evs_bus *b, MDB_txn *txn, const char *name, const evs_dlq_entry
 
 int evs__dlq_get_txn(evs_bus *b, MDB_txn *txn, const char *name, uint64_t pos, evs_dlq_entry *out) {
     size_t nl = strlen(name);
-    uint8_t kb[EVS_BUS_MAX_NAME + 9];
+    uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
     dlq_key(kb, name, nl, pos);
     MDB_val k = {nl + 9, kb}, v;
     int rc = mdb_get(txn, b->dlq, &k, &v);
@@ -740,7 +745,7 @@ int evs__dlq_del(evs_bus *b, MDB_txn *txn, const char *name, uint64_t pos) {
     int rc = evs__dlq_get_txn(b, txn, name, pos, &e);
     if (rc) return rc;
     size_t nl = strlen(name);
-    uint8_t kb[EVS_BUS_MAX_NAME + 9];
+    uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
     dlq_key(kb, name, nl, pos);
     MDB_val k = {nl + 9, kb};
     if ((rc = mdb_del(txn, b->dlq, &k, NULL))) return evs__bus_mdb_err(rc, "delete DLQ entry");
@@ -749,7 +754,7 @@ int evs__dlq_del(evs_bus *b, MDB_txn *txn, const char *name, uint64_t pos) {
 
 int evs__dlq_stream_first(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, size_t slen,
                           uint64_t *first) {
-    uint8_t kb[EVS_BUS_MAX_NAME + 1 + EVS_MAX_STREAM_NAME];
+    uint8_t kb[EVS__DLQ_OWNER_MAX + 1 + EVS_MAX_STREAM_NAME];
     *first = 0;
     int kl = stream_key(kb, sizeof kb, name, stream, slen);
     if (kl < 0) return EVS_OK;
@@ -800,7 +805,7 @@ int evs_dlq_list(evs_bus *b, const char *consumer, uint64_t after, evs_dlq_entry
         goto out;
     }
     size_t nl = strlen(consumer);
-    uint8_t kb[EVS_BUS_MAX_NAME + 9];
+    uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
     dlq_key(kb, consumer, nl, after == UINT64_MAX ? after : after + 1);
     MDB_val k = {nl + 9, kb}, v;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && *count < max;
@@ -874,6 +879,68 @@ static int discard_fn(evs_bus *b, MDB_txn *txn, const char *c, void *arg) {
 
 int evs_dlq_discard(evs_bus *b, const char *consumer, uint64_t position) {
     return dlq_write(b, consumer, discard_fn, &position);
+}
+
+void evs__dlq_build_owner(const char *name, char out[EVS__DLQ_OWNER_MAX + 1]) {
+    out[0] = 0x1f;
+    snprintf(out + 1, EVS__DLQ_OWNER_MAX, "%s", name);
+}
+
+int evs__dlq_clear_txn(evs_bus *b, MDB_txn *txn, const char *owner) {
+    int rc = evs__bus_delete_prefix(txn, b->dlq, owner, NULL);
+    if (!rc) rc = evs__bus_delete_prefix(txn, b->dlq_streams, owner, NULL);
+    return rc;
+}
+
+/* Positions (and, with ents, entries) of owner's DLQ at or after from. */
+static int dlq_collect(evs_bus *b, MDB_txn *txn, const char *owner, uint64_t from, uint64_t **pos,
+                       evs_dlq_entry **ents, size_t *n) {
+    MDB_cursor *cur;
+    size_t cap = 0, nl = strlen(owner);
+    *pos = NULL;
+    if (ents) *ents = NULL;
+    *n = 0;
+    int rc = mdb_cursor_open(txn, b->dlq, &cur);
+    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
+    dlq_key(kb, owner, nl, from);
+    MDB_val k = {nl + 9, kb}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != nl + 9 || memcmp(k.mv_data, owner, nl + 1) != 0) break;
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 64;
+            uint64_t *np = realloc(*pos, cap * sizeof *np);
+            if (np) *pos = np;
+            evs_dlq_entry *ne = np && ents ? realloc(*ents, cap * sizeof *ne) : NULL;
+            if (ne) *ents = ne;
+            if (!np || (ents && !ne)) {
+                rc = evs__err(EVS_ENOMEM, "out of memory");
+                break;
+            }
+        }
+        uint64_t p = evs__get64be((uint8_t *)k.mv_data + nl + 1);
+        if (ents && (rc = dlq_decode(&v, p, &(*ents)[*n]))) break;
+        (*pos)[(*n)++] = p;
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND) rc = EVS_OK;
+    else if (rc > 0) rc = evs__bus_mdb_err(rc, "scan DLQ");
+    return rc;
+}
+
+int evs__dlq_adopt_txn(evs_bus *b, MDB_txn *txn, const char *name, const char *build, uint64_t from) {
+    uint64_t *pos = NULL, *bpos = NULL;
+    evs_dlq_entry *ents = NULL;
+    size_t n = 0, bn = 0;
+    int rc = dlq_collect(b, txn, name, from, &pos, NULL, &n);
+    for (size_t i = 0; i < n && !rc; i++) rc = evs__dlq_del(b, txn, name, pos[i]);
+    if (!rc) rc = dlq_collect(b, txn, build, 0, &bpos, &ents, &bn);
+    for (size_t i = 0; i < bn && !rc; i++) rc = evs__dlq_put(b, txn, name, &ents[i], 1);
+    if (!rc) rc = evs__dlq_clear_txn(b, txn, build);
+    free(pos);
+    free(bpos);
+    free(ents);
+    return rc;
 }
 
 static int purge_fn(evs_bus *b, MDB_txn *txn, const char *c, void *arg) {

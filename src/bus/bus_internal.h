@@ -129,6 +129,24 @@ int evs__record_info(evs_bus *b, MDB_txn *txn, const evs__record *r, evs_consume
 
 /* ------------------------------------------------------------------- DLQ */
 
+/*
+ * DLQ owners.  Entries are keyed by their owner's name; a projection's
+ * rebuild parks under a second owner, its build owner (0x1f + name: no
+ * consumer name holds a control character), invisible to users until the
+ * swap adopts those entries (evs__dlq_adopt_txn).  Key buffers are sized
+ * for the longer of the two.
+ */
+#define EVS__DLQ_OWNER_MAX (EVS_BUS_MAX_NAME + 1)
+void evs__dlq_build_owner(const char *name, char out[EVS__DLQ_OWNER_MAX + 1]);
+/*
+ * The swap of a rebuild from position `from`: name's entries at positions
+ * >= from are dropped (the rebuild has replayed those events), and every
+ * entry of build moves to name.  In the caller's transaction.
+ */
+int evs__dlq_adopt_txn(evs_bus *b, MDB_txn *txn, const char *name, const char *build, uint64_t from);
+/* Every entry of an owner, gone. */
+int evs__dlq_clear_txn(evs_bus *b, MDB_txn *txn, const char *owner);
+
 int evs__dlq_put(evs_bus *b, MDB_txn *txn, const char *name, const evs_dlq_entry *e, int is_new);
 /* Delete one entry, maintaining dlq_streams.  EVS_ENOTFOUND if absent. */
 int evs__dlq_del(evs_bus *b, MDB_txn *txn, const char *name, uint64_t pos);
@@ -188,6 +206,7 @@ struct evs__consumer {
     int64_t last_commit_ns;
     uint64_t stop_before;         /* replay bound after a rollback, 0: none */
     int record_dirty;
+    char build_owner[EVS__DLQ_OWNER_MAX + 1]; /* where a rebuild parks (projections) */
     /* streams with parked entries (per_stream_order), reloaded on dlq_gen change */
     char **parked;
     uint64_t *parked_first;       /* first parked global position of each stream */

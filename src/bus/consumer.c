@@ -50,6 +50,7 @@ int evs__consumer_init(evs__consumer *c, evs_bus *b, int kind, const char *name,
     if ((rc = evs__bus_check_name(name))) return rc;
     if (stream && strlen(stream) > EVS_MAX_STREAM_NAME) return evs__err(EVS_EINVAL, "stream name too long");
     if ((rc = evs__bus_claim(b, name))) return rc;
+    evs__dlq_build_owner(name, c->build_owner);
     c->bus = b;
     c->store = b->store;
     if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) {
@@ -135,22 +136,26 @@ void evs__consumer_fini(evs__consumer *c) {
 
 /* ----------------------------------------------------------------- commit */
 
+/* Where this consumer parks now: a rebuild parks apart until its swap (bus_internal.h). */
+static const char *dlq_owner(const evs__consumer *c) { return c->rec.build_gen ? c->build_owner : c->rec.name; }
+
 int evs__consumer_commit(evs__consumer *c, const evs__dlq_op *op) {
     int rc;
     MDB_txn *txn;
     evs_bus *b = c->bus;
+    const char *owner = dlq_owner(c);
     if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
     if (c->ops->flush && (rc = c->ops->flush(c, txn))) goto fail;
     if (op && op->kind == 1) {
-        if ((rc = evs__dlq_put(b, txn, c->rec.name, &op->e, 1))) goto fail;
+        if ((rc = evs__dlq_put(b, txn, owner, &op->e, 1))) goto fail;
         if ((c->dlq_max_count || c->dlq_max_age_ns) &&
-            (rc = evs__dlq_prune_txn(b, txn, c->rec.name, c->dlq_max_age_ns, c->dlq_max_count,
+            (rc = evs__dlq_prune_txn(b, txn, owner, c->dlq_max_age_ns, c->dlq_max_count,
                                      evs__clock_now(c->clock), NULL)))
             goto fail;
     } else if (op && op->kind == 2) {
-        if ((rc = evs__dlq_put(b, txn, c->rec.name, &op->e, 0))) goto fail;
+        if ((rc = evs__dlq_put(b, txn, owner, &op->e, 0))) goto fail;
     } else if (op && op->kind == 3) {
-        if ((rc = evs__dlq_del(b, txn, c->rec.name, op->e.position))) goto fail;
+        if ((rc = evs__dlq_del(b, txn, owner, op->e.position))) goto fail;
     }
     if (c->since_commit) c->rec.last_processed_at = evs__clock_now(c->clock);
     if ((rc = evs__record_put(b, txn, &c->rec))) goto fail;
@@ -237,28 +242,22 @@ static int extra_match(const evs__consumer *c, const evs_event *ev) {
 
 /* --------------------------------------------------------- per-stream order */
 
-static int load_parked(evs__consumer *c) {
-    uint64_t gen = atomic_load(&c->bus->dlq_gen);
-    if (c->parked_loaded && gen == c->parked_gen) return EVS_OK;
-    free_parked(c);
-    MDB_txn *txn;
+/* Append owner's parked streams whose first parked position is below `below`. */
+static int scan_parked(evs__consumer *c, MDB_txn *txn, const char *name, uint64_t below, size_t *cap) {
     MDB_cursor *cur;
-    int rc = mdb_txn_begin(c->bus->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__bus_mdb_err(rc, "begin");
-    if ((rc = mdb_cursor_open(txn, c->bus->dlq_streams, &cur))) {
-        mdb_txn_abort(txn);
-        return evs__bus_mdb_err(rc, "cursor");
-    }
-    const char *name = c->rec.name;
-    size_t nl = strlen(name), cap = 0;
+    int rc;
+    if ((rc = mdb_cursor_open(txn, c->bus->dlq_streams, &cur))) return evs__bus_mdb_err(rc, "cursor");
+    size_t nl = strlen(name);
     MDB_val k = {nl + 1, (void *)name}, v;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         if (k.mv_size < nl + 1 || memcmp(k.mv_data, name, nl + 1) != 0) break;
-        if (c->n_parked == cap) {
-            cap = cap ? cap * 2 : 8;
-            char **np = realloc(c->parked, cap * sizeof *np);
+        uint64_t first = v.mv_size == 16 ? evs__get64be((uint8_t *)v.mv_data + 8) : 0;
+        if (first >= below) continue;
+        if (c->n_parked == *cap) {
+            *cap = *cap ? *cap * 2 : 8;
+            char **np = realloc(c->parked, *cap * sizeof *np);
             if (np) c->parked = np;
-            uint64_t *nf = np ? realloc(c->parked_first, cap * sizeof *nf) : NULL;
+            uint64_t *nf = np ? realloc(c->parked_first, *cap * sizeof *nf) : NULL;
             if (nf) c->parked_first = nf;
             if (!np || !nf) {
                 rc = evs__err(EVS_ENOMEM, "out of memory");
@@ -273,12 +272,32 @@ static int load_parked(evs__consumer *c) {
         }
         memcpy(s, (char *)k.mv_data + nl + 1, sl);
         s[sl] = 0;
-        c->parked_first[c->n_parked] = v.mv_size == 16 ? evs__get64be((uint8_t *)v.mv_data + 8) : 0;
+        c->parked_first[c->n_parked] = first;
         c->parked[c->n_parked++] = s;
     }
     mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
     if (rc && rc != MDB_NOTFOUND) return rc < 0 ? rc : evs__bus_mdb_err(rc, "scan parked streams");
+    return EVS_OK;
+}
+
+/*
+ * The streams parked for this consumer.  During a rebuild from F: the
+ * rebuild's own parks, and the live entries below F (the rebuild does not
+ * replay those events, so they still block their streams); live entries
+ * at F and after are what the rebuild is computing anew.
+ */
+static int load_parked(evs__consumer *c) {
+    uint64_t gen = atomic_load(&c->bus->dlq_gen);
+    if (c->parked_loaded && gen == c->parked_gen) return EVS_OK;
+    free_parked(c);
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(c->bus->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return evs__bus_mdb_err(rc, "begin");
+    size_t cap = 0;
+    rc = scan_parked(c, txn, c->rec.name, c->rec.build_gen ? c->rec.build_from : UINT64_MAX, &cap);
+    if (!rc && c->rec.build_gen) rc = scan_parked(c, txn, c->build_owner, UINT64_MAX, &cap);
+    mdb_txn_abort(txn);
+    if (rc) return rc;
     c->parked_loaded = 1;
     c->parked_gen = gen;
     return EVS_OK;
@@ -286,8 +305,8 @@ static int load_parked(evs__consumer *c) {
 
 /* An earlier event of ev's stream is parked (a replay may meet events before it). */
 static int is_parked(const evs__consumer *c, const evs_event *ev) {
-    for (size_t i = 0; i < c->n_parked; i++)
-        if (span_eq(ev->stream, ev->stream_len, c->parked[i])) return c->parked_first[i] < ev->global_position;
+    for (size_t i = 0; i < c->n_parked; i++) /* a stream may be listed twice while rebuilding */
+        if (c->parked_first[i] < ev->global_position && span_eq(ev->stream, ev->stream_len, c->parked[i])) return 1;
     return 0;
 }
 
@@ -306,7 +325,13 @@ static int park_behind(evs__consumer *c, const evs_event *ev, uint64_t next) {
     MDB_txn *txn;
     int rc = mdb_txn_begin(c->bus->env, NULL, MDB_RDONLY, &txn);
     if (rc) return evs__bus_mdb_err(rc, "begin");
-    rc = evs__dlq_stream_first(c->bus, txn, c->rec.name, ev->stream, ev->stream_len, &op.e.blocked_by);
+    rc = evs__dlq_stream_first(c->bus, txn, dlq_owner(c), ev->stream, ev->stream_len, &op.e.blocked_by);
+    if (!rc && c->rec.build_gen) { /* or a live entry below the rebuild's start */
+        uint64_t live = 0;
+        rc = evs__dlq_stream_first(c->bus, txn, c->rec.name, ev->stream, ev->stream_len, &live);
+        if (!rc && live && live < c->rec.build_from && (!op.e.blocked_by || live < op.e.blocked_by))
+            op.e.blocked_by = live;
+    }
     mdb_txn_abort(txn);
     if (rc) return rc;
     op.e.first_failure_at = op.e.last_failure_at = evs__clock_now(c->clock);
@@ -523,6 +548,9 @@ int evs__consumer_dlq_retry(evs__consumer *c, uint64_t pos) {
     int rc;
     MDB_txn *txn;
     evs__dlq_op op = {0, {0}};
+    if (c->rec.build_gen)
+        return evs__err(EVS_ECONFLICT, "projection \"%s\" is rebuilding: its DLQ is being computed anew; retry "
+                        "after the rebuild swaps in", c->rec.name);
     if ((rc = mdb_txn_begin(c->bus->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
     rc = evs__dlq_get_txn(c->bus, txn, c->rec.name, pos, &op.e);
     uint64_t earlier = 0;
@@ -562,6 +590,9 @@ int evs__consumer_dlq_retry(evs__consumer *c, uint64_t pos) {
 
 int evs__consumer_dlq_retry_all(evs__consumer *c, size_t *released, size_t *failed) {
     size_t ok = 0, bad = 0;
+    if (c->rec.build_gen)
+        return evs__err(EVS_ECONFLICT, "projection \"%s\" is rebuilding: its DLQ is being computed anew; retry "
+                        "after the rebuild swaps in", c->rec.name);
     uint64_t after = 0;
     evs_dlq_entry page[64];
     int rc = EVS_OK;

@@ -16,6 +16,9 @@
  * set, rec.next is the rebuild's cursor, flush writes build_gen rows, and
  * queries keep reading the active generation.  When a poll reaches the
  * head, one transaction makes build_gen active and deletes the old rows.
+ * The DLQ follows the same rule: the rebuild parks under its build owner
+ * (bus_internal.h) while users see the live entries, and the swap replaces
+ * the live entries from the rebuild's start with the rebuild's.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,6 +299,8 @@ static int proj_caught_up(evs__consumer *c) {
     if ((rc = mdb_txn_begin(c->bus->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
     uint64_t old = c->rec.generation;
     if ((rc = delete_gen(p, txn, old))) goto fail;
+    /* the rebuild's DLQ replaces the live one from where it started */
+    if ((rc = evs__dlq_adopt_txn(c->bus, txn, c->rec.name, c->build_owner, c->rec.build_from))) goto fail;
     c->rec.generation = c->rec.build_gen;
     c->rec.build_gen = 0;
     c->rec.build_next = 0;
@@ -305,6 +310,7 @@ static int proj_caught_up(evs__consumer *c) {
         c->rec.generation = old;
         return evs__bus_mdb_err(rc, "commit");
     }
+    atomic_fetch_add(&c->bus->dlq_gen, 1);
     cache_clear(p);
     return EVS_OK;
 fail:
@@ -515,7 +521,8 @@ int evs_proj_rebuild(evs_projection *p, uint64_t from) {
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(c->bus->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
     uint64_t gen = c->rec.generation + 1;
-    if ((rc = delete_gen(p, txn, gen))) {
+    /* a new rebuild parks afresh: what an abandoned one parked goes */
+    if ((rc = delete_gen(p, txn, gen)) || (rc = evs__dlq_clear_txn(c->bus, txn, c->build_owner))) {
         mdb_txn_abort(txn);
         return rc;
     }
@@ -536,6 +543,7 @@ int evs_proj_rebuild(evs_projection *p, uint64_t from) {
         return rc;
     }
     c->committed_next = c->rec.next;
+    atomic_fetch_add(&c->bus->dlq_gen, 1); /* the parked streams differ while rebuilding */
     return EVS_OK;
 }
 

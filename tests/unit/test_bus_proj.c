@@ -188,6 +188,91 @@ static void test_failure_parks(evs_store *s, evs_bus *b) {
     evs_proj_close(p);
 }
 
+/*
+ * A rebuild computes the DLQ anew, as it computes the state: while it runs
+ * users see the live entries (and cannot retry them); at the swap the live
+ * entries from the rebuild's start are replaced by what the rebuild parked.
+ * With per-stream order, an entry below a rebuild's start still holds its
+ * stream back, and one the rebuild applied no longer does.
+ */
+static void dlq_positions(evs_bus *b, const char *name, uint64_t *out, size_t max, size_t *n) {
+    evs_dlq_entry e[8];
+    *n = 0;
+    CHECK_RC(evs_dlq_list(b, name, 0, e, 8, n), EVS_OK);
+    for (size_t i = 0; i < *n && i < max; i++) out[i] = e[i].position;
+}
+
+static void test_rebuild_dlq(evs_store *s, evs_bus *b) {
+    evs_proj_config c;
+    evs_proj_config_init(&c);
+    c.name = "redo";
+    c.apply = fold;
+    c.per_stream_order = 1;
+    const char *pfx = "redo-";
+    c.filter.stream_prefix = pfx;
+    evs_projection *p;
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    if (!p) return;
+    append_v(s, "redo-1", "Deposited", 1);
+    uint64_t bad = evs_head(s) + 1;
+    append_v(s, "redo-1", "Poison", 2);
+    append_v(s, "redo-1", "Deposited", 4);
+    append_v(s, "redo-2", "Deposited", 8);
+    size_t n;
+    uint64_t pos[8];
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_proj_checkpoint(p), EVS_OK);
+    dlq_positions(b, "redo", pos, 8, &n);
+    CHECK_INT(n, 2);
+    CHECK_INT(pos[0], bad);
+    CHECK_INT(pos[1], bad + 1);
+
+    /* 1. the handler still fails: the rebuild parks the same two, nothing doubles */
+    CHECK_RC(evs_proj_rebuild(p, 0), EVS_OK);
+    CHECK_RC(evs_proj_dlq_retry(p, bad), EVS_ECONFLICT);
+    CHECK_CONTAINS(evs_errmsg(), "rebuilding");
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    evs_proj_status ps;
+    CHECK_RC(evs_proj_get_status(p, &ps), EVS_OK);
+    CHECK_INT(ps.rebuilding, 0);
+    dlq_positions(b, "redo", pos, 8, &n);
+    CHECK_INT(n, 2);
+    evs_dlq_entry e;
+    CHECK_RC(evs_dlq_get(b, "redo", bad + 1, &e), EVS_OK);
+    CHECK_INT(e.blocked_by, bad);
+    check_state(b, "redo", "redo-1", 1, 1);
+    check_state(b, "redo", "redo-2", 1, 8);
+
+    /* 2. a rebuild from after the parked event: it still holds its stream back */
+    append_v(s, "redo-1", "Deposited", 16);
+    uint64_t from = evs_head(s);
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK); /* parked behind, live */
+    CHECK_RC(evs_proj_rebuild(p, from), EVS_OK);
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    dlq_positions(b, "redo", pos, 8, &n);
+    CHECK_INT(n, 3);
+    CHECK_INT(pos[2], from);
+    CHECK_RC(evs_dlq_get(b, "redo", from, &e), EVS_OK);
+    CHECK_INT(e.blocked_by, bad);
+
+    /* 3. fixed: a full rebuild applies every event once and empties the DLQ */
+    poison_fixed = 1;
+    CHECK_RC(evs_proj_rebuild(p, 0), EVS_OK);
+    uint64_t depth;
+    CHECK_RC(evs_dlq_depth(b, "redo", &depth), EVS_OK);
+    CHECK_INT(depth, 3); /* the live entries until the swap */
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_dlq_depth(b, "redo", &depth), EVS_OK);
+    CHECK_INT(depth, 0);
+    check_state(b, "redo", "redo-1", 4, 23);
+    check_state(b, "redo", "redo-2", 1, 8);
+    poison_fixed = 0;
+    evs_proj_close(p);
+    /* a restart sees the same */
+    CHECK_RC(evs_dlq_depth(b, "redo", &depth), EVS_OK);
+    CHECK_INT(depth, 0);
+}
+
 /* ------------------------------------------------------------- kill -9 */
 
 #define KILL_EVENTS 40000
@@ -370,6 +455,7 @@ int main(void) {
     test_partitions_and_queries(s, b);
     test_failure_parks(s, b);
     test_rebuild(s, b);
+    test_rebuild_dlq(s, b);
     evs_bus_close(b);
     evs_store_close(s);
     tu_rmrf(d);
