@@ -330,6 +330,11 @@ int evs_stream_get_info(evs_store *s, const char *stream, evs_stream_info *out);
 int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_stream_info *out,
                      size_t max, size_t *count);
 
+#define EVS_SYNC_BUCKETS 12
+#define EVS_SYNC_BOUNDS_US {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000}
+#define EVS_BATCH_BUCKETS 11
+#define EVS_BATCH_BOUNDS {1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024}
+
 typedef struct evs_store_stats {
     uint64_t head;                /* last global position, 0 when empty */
     uint64_t streams;
@@ -341,6 +346,16 @@ typedef struct evs_store_stats {
     uint64_t syncs;               /* fdatasync calls since open */
     uint64_t batches;             /* group commits since open */
     int durability;
+    /*
+     * Histograms since open.  sync_hist[i] counts log syncs (the batch's
+     * write plus its fdatasync) that took at most EVS_SYNC_BOUNDS_US[i]
+     * microseconds and more than the bound before; the last slot counts
+     * the slower ones.  batch_hist likewise counts group commits by the
+     * appends they carried (EVS_BATCH_BOUNDS).  Not cumulative.
+     */
+    uint64_t sync_hist[EVS_SYNC_BUCKETS + 1];
+    uint64_t sync_ns;             /* their total duration */
+    uint64_t batch_hist[EVS_BATCH_BUCKETS + 1];
 } evs_store_stats;
 
 int evs_store_get_stats(evs_store *s, evs_store_stats *out);

@@ -96,6 +96,34 @@ enum MHD_Result evs__route_metrics(evs__srv *srv, struct MHD_Connection *c) {
            "Average appends per group commit since the store was opened.");
     evs__sb_printf(&b, "evstore_commit_batch_appends_avg %.3f\n",
                    st.batches ? (double)st.appends / (double)st.batches : 0.0);
+    {
+        static const uint64_t sync_us[EVS_SYNC_BUCKETS] = EVS_SYNC_BOUNDS_US;
+        static const uint64_t batch_n[EVS_BATCH_BUCKETS] = EVS_BATCH_BOUNDS;
+        family(&b, "evstore_fdatasync_duration_seconds", "histogram",
+               "Log syncs (a group commit's write and its fdatasync, or batch mode's periodic fdatasync).");
+        uint64_t cum = 0;
+        for (int i = 0; i < EVS_SYNC_BUCKETS; i++) {
+            cum += st.sync_hist[i];
+            evs__sb_printf(&b, "evstore_fdatasync_duration_seconds_bucket{le=\"%g\"} %llu\n",
+                           (double)sync_us[i] / 1e6, (unsigned long long)cum);
+        }
+        cum += st.sync_hist[EVS_SYNC_BUCKETS];
+        evs__sb_printf(&b, "evstore_fdatasync_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        evs__sb_printf(&b, "evstore_fdatasync_duration_seconds_sum %.9f\n", (double)st.sync_ns / 1e9);
+        evs__sb_printf(&b, "evstore_fdatasync_duration_seconds_count %llu\n", (unsigned long long)cum);
+        family(&b, "evstore_commit_batch_appends", "histogram", "Appends carried by each group commit.");
+        cum = 0;
+        for (int i = 0; i < EVS_BATCH_BUCKETS; i++) {
+            cum += st.batch_hist[i];
+            evs__sb_printf(&b, "evstore_commit_batch_appends_bucket{le=\"%llu\"} %llu\n", (unsigned long long)batch_n[i],
+                           (unsigned long long)cum);
+        }
+        cum += st.batch_hist[EVS_BATCH_BUCKETS];
+        evs__sb_printf(&b, "evstore_commit_batch_appends_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        /* appends and the buckets are read at slightly different moments: the sum may lead by a batch */
+        evs__sb_printf(&b, "evstore_commit_batch_appends_sum %llu\n", (unsigned long long)st.appends);
+        evs__sb_printf(&b, "evstore_commit_batch_appends_count %llu\n", (unsigned long long)cum);
+    }
 
     family(&b, "evstore_http_requests_total", "counter", "HTTP requests answered, by route and status.");
     for (int r = 0; r < EVS_R_COUNT; r++)

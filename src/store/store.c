@@ -348,6 +348,25 @@ static int conflict(evs_append_req *r, uint64_t actual) {
  * *idem = 1 and the original positions when all are, in order, at the
  * positions this append would name; an error otherwise.
  */
+/* A log sync that began at t0 (monotonic ns): count it in the histogram. */
+static void note_sync(evs_store *s, int64_t t0) {
+    static const uint64_t bounds[EVS_SYNC_BUCKETS] = EVS_SYNC_BOUNDS_US;
+    uint64_t ns = (uint64_t)(evs__mono_ns() - t0), us = ns / 1000;
+    size_t i = 0;
+    while (i < EVS_SYNC_BUCKETS && us > bounds[i]) i++;
+    atomic_fetch_add_explicit(&s->st_sync_hist[i], 1, memory_order_relaxed);
+    atomic_fetch_add_explicit(&s->st_sync_ns, ns, memory_order_relaxed);
+    atomic_fetch_add(&s->st_syncs, 1);
+}
+
+static void note_batch(evs_store *s, uint64_t appends) {
+    static const uint64_t bounds[EVS_BATCH_BUCKETS] = EVS_BATCH_BOUNDS;
+    size_t i = 0;
+    while (i < EVS_BATCH_BUCKETS && appends > bounds[i]) i++;
+    atomic_fetch_add_explicit(&s->st_batch_hist[i], 1, memory_order_relaxed);
+    atomic_fetch_add(&s->st_batches, 1);
+}
+
 static int check_ids(evs_store *s, MDB_txn *txn, evs_append_req *r, const evs_ix_stream *st, int *idem) {
     *idem = 0;
     uint64_t g0 = 0, sid0 = 0, sp0 = 0;
@@ -457,9 +476,10 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
     }
     if ((rc = evs__index_checkpoint_put(&s->ix, txn, evs__log_end(s->log), next))) goto fatal;
     int sync = s->durability == EVS_DURABILITY_SYNC;
+    int64_t t_sync = evs__mono_ns();
     if ((rc = evs__log_flush(s->log, sync))) goto fatal;
     if (sync) {
-        atomic_fetch_add(&s->st_syncs, 1);
+        note_sync(s, t_sync);
         s->last_sync_ns = evs__mono_ns();
     } else if (s->durability == EVS_DURABILITY_BATCH) {
         s->unsynced = 1;
@@ -477,7 +497,7 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
     atomic_fetch_add(&s->st_appends, wrote);
     atomic_fetch_add(&s->st_events, events);
     atomic_fetch_add(&s->st_bytes, bytes);
-    atomic_fetch_add(&s->st_batches, 1);
+    note_batch(s, wrote);
     goto done;
 fatal:
     /* nothing of this batch may be acknowledged or ever reach the file */
@@ -490,9 +510,10 @@ done:
     /* batch mode: fdatasync once the interval has passed since the last one */
     if (s->unsynced && !atomic_load(&s->failed) &&
         (sync_due || evs__mono_ns() >= s->last_sync_ns + (int64_t)s->batch_ms * 1000000)) {
+        int64_t t_periodic = evs__mono_ns();
         int src = evs__log_sync(s->log);
         if (src) set_failed(s, src);
-        atomic_fetch_add(&s->st_syncs, 1);
+        note_sync(s, t_periodic);
         s->unsynced = 0;
         s->last_sync_ns = evs__mono_ns();
     }
@@ -1007,6 +1028,9 @@ int evs_store_get_stats(evs_store *s, evs_store_stats *out) {
     out->syncs = atomic_load(&s->st_syncs);
     out->batches = atomic_load(&s->st_batches);
     out->durability = (int)s->durability;
+    for (size_t i = 0; i <= EVS_SYNC_BUCKETS; i++) out->sync_hist[i] = atomic_load(&s->st_sync_hist[i]);
+    out->sync_ns = atomic_load(&s->st_sync_ns);
+    for (size_t i = 0; i <= EVS_BATCH_BUCKETS; i++) out->batch_hist[i] = atomic_load(&s->st_batch_hist[i]);
     return EVS_OK;
 }
 

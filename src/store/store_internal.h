@@ -56,6 +56,8 @@ struct evs_store {
 
     /* stats */
     _Atomic uint64_t st_appends, st_events, st_bytes, st_syncs, st_batches;
+    _Atomic uint64_t st_sync_hist[EVS_SYNC_BUCKETS + 1], st_sync_ns;
+    _Atomic uint64_t st_batch_hist[EVS_BATCH_BUCKETS + 1];
 };
 
 /* Validate a stream name; message names the problem. */

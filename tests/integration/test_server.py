@@ -493,6 +493,14 @@ class ServerTest(unittest.TestCase):
         self.assertRegex(text, r"evstore_appends_total [1-9]")
         self.assertRegex(text, r"evstore_fsyncs_total [1-9]")
         self.assertRegex(text, r'evstore_http_append_duration_seconds_bucket\{le="\+Inf"\} [1-9]')
+        # group commit and fdatasync histograms agree with their counters
+        batches = int(re.search(r"^evstore_commit_batches_total (\d+)$", text, re.M).group(1))
+        syncs = int(re.search(r"^evstore_fsyncs_total (\d+)$", text, re.M).group(1))
+        self.assertEqual(int(re.search(r'^evstore_commit_batch_appends_count (\d+)$', text, re.M).group(1)), batches)
+        self.assertEqual(int(re.search(r'^evstore_fdatasync_duration_seconds_count (\d+)$', text, re.M).group(1)),
+                         syncs)
+        self.assertRegex(text, r'evstore_commit_batch_appends_bucket\{le="1"\} \d+')
+        self.assertRegex(text, r'evstore_fdatasync_duration_seconds_bucket\{le="0.001"\} \d+')
         self.assertIn('evstore_live_subscribers{protocol="sse"}', text)
         promtool = shutil.which("promtool")
         if promtool:

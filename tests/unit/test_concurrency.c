@@ -440,6 +440,19 @@ static void run_case(const char *label, evs_durability d, int nthreads, int atte
     CHECK_INT(st.events_written, total);
     CHECK(st.batches >= 1);
     CHECK(st.batches <= st.appends);
+    {
+        /* the histograms account for every batch and every sync, each in one bucket */
+        uint64_t nb = 0, ns = 0, low = 0;
+        for (int k = 0; k <= EVS_BATCH_BUCKETS; k++) nb += st.batch_hist[k];
+        for (int k = 0; k <= EVS_SYNC_BUCKETS; k++) ns += st.sync_hist[k];
+        static const uint64_t bb[EVS_BATCH_BUCKETS] = EVS_BATCH_BOUNDS;
+        for (int k = 0; k < EVS_BATCH_BUCKETS; k++) low += st.batch_hist[k] * (k ? bb[k - 1] + 1 : 1);
+        CHECK_INT(nb, st.batches);
+        CHECK_INT(ns, st.syncs);
+        CHECK(low <= st.appends); /* each batch holds at least its bucket's lower bound */
+        if (d == EVS_DURABILITY_SYNC) CHECK(st.sync_ns > 0);
+        if (d == EVS_DURABILITY_NONE) CHECK_INT(ns, 0);
+    }
     printf("%s: %d threads, %zu appends acknowledged, %llu conflicts, %llu batches (%.2f appends per batch), "
            "%llu syncs; readers: %llu passes, %llu events; %.2fs\n",
            label, nthreads, total, (unsigned long long)conflicts, (unsigned long long)st.batches,
