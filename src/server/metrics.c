@@ -46,6 +46,7 @@ static int status_slot(unsigned status) {
 void evs__metrics_count(evs__srv *srv, int route, unsigned status) {
     if (route < 0 || route >= EVS_R_COUNT) route = EVS_R_OTHER;
     atomic_fetch_add_explicit(&srv->m.requests[route][status_slot(status)], 1, memory_order_relaxed);
+    if (srv->access_log) evs__reqlog_write(srv, status);
 }
 
 void evs__metrics_append_latency(evs__srv *srv, int64_t ns) {

@@ -839,6 +839,7 @@ void evs__bus_srv_quiesce(evs__srv *srv) {
 typedef struct disp {
     int ours;
     void *inner;
+    int64_t t0;                   /* the request's first call, for the access log */
 } disp;
 
 enum { A_PROJ = 1, A_SUBS, A_GROUPS };
@@ -2395,9 +2396,24 @@ static enum MHD_Result dispatch(bx *x) {
 
 /* ------------------------------------------------------------- callbacks */
 
+static enum MHD_Result access_inner(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                    const char *version, const char *upload, size_t *upload_size, void **con_cls);
+
 enum MHD_Result evs__bus_http_access(void *cls, struct MHD_Connection *c, const char *url,
                                      const char *method, const char *version, const char *upload,
                                      size_t *upload_size, void **con_cls) {
+    evs__srv *srv = cls;
+    if (!srv->access_log) return access_inner(cls, c, url, method, version, upload, upload_size, con_cls);
+    int64_t t0 = *con_cls ? ((disp *)*con_cls)->t0 : evs__mono_ns();
+    evs__reqlog_enter(c, method, url, t0);
+    enum MHD_Result mr = access_inner(cls, c, url, method, version, upload, upload_size, con_cls);
+    if (*con_cls && !((disp *)*con_cls)->t0) ((disp *)*con_cls)->t0 = t0;
+    evs__reqlog_leave();
+    return mr;
+}
+
+static enum MHD_Result access_inner(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                    const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     evs__srv *srv = cls;
     disp *d = *con_cls;
     if (!d) {

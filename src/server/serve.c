@@ -56,10 +56,12 @@ static const char serve_help[] =
     "  --timeout SECONDS        idle/slow client timeout (default 30, at most 600)\n"
     "  --max-ws-message BYTES   WebSocket client message limit (default 64 KiB, at most 1 MiB)\n"
     "  --heartbeat-ms N         live stream heartbeat interval (default 15000)\n"
+    "  --access-log FILE        one line per answered request, appended to FILE\n"
+    "                           (- for standard error; default: none)\n"
     "  --config FILE            settings from a JSON object with the same names\n"
     "                           (dir, listen, durability, batch_ms, threads, max_body,\n"
-    "                           max_connections, timeout, max_ws_message, heartbeat_ms);\n"
-    "                           flags win over the file\n"
+    "                           max_connections, timeout, max_ws_message, heartbeat_ms,\n"
+    "                           access_log); flags win over the file\n"
     "  -h, --help               show this help\n"
     "\n"
     "Limits can be lowered, never raised above the hard caps.  SIGINT or SIGTERM\n"
@@ -69,6 +71,7 @@ typedef struct serve_opts {
     const char *dir;
     const char *listen;
     const char *durability;
+    const char *access_log;
     uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms;
     const char *config;
     json_t *cfg;                /* keeps the config's strings alive */
@@ -80,7 +83,7 @@ typedef struct serve_opts {
  * serves the flags and the file, so both accept exactly the same settings.
  */
 enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
-       OPT_WSMSG, OPT_HEARTBEAT, OPT_COUNT };
+       OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_COUNT };
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -99,6 +102,7 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--timeout", NULL, "timeout", 1, EVS_SRV_MAX_TIMEOUT_S, offsetof(serve_opts, timeout_s)},
     {"--max-ws-message", NULL, "max_ws_message", 128, EVS_SRV_MAX_WS_FRAME, offsetof(serve_opts, ws_frame)},
     {"--heartbeat-ms", NULL, "heartbeat_ms", 10, 3600000, offsetof(serve_opts, heartbeat_ms)},
+    {"--access-log", NULL, "access_log", 0, 0, offsetof(serve_opts, access_log)},
 };
 
 /*
@@ -272,6 +276,18 @@ int evs__cli_serve(int argc, char **argv) {
     srv->ws_frame_max = (size_t)o.ws_frame;
     srv->heartbeat_ms = (unsigned)o.heartbeat_ms;
     srv->started_ns = evs__mono_ns();
+    if (o.access_log && strcmp(o.access_log, "-") == 0) {
+        srv->access_log = stderr;
+    } else if (o.access_log) {
+        if (!(srv->access_log = fopen(o.access_log, "a"))) {
+            code = evs__cli_fail(EVS_CLI_USAGE, "serve: cannot open the access log %s: %s", o.access_log,
+                                 strerror(errno));
+            free(srv);
+            json_decref(o.cfg);
+            return code;
+        }
+        setvbuf(srv->access_log, NULL, _IOLBF, 0); /* whole lines, as they happen */
+    }
     pthread_mutex_init(&srv->sub_mu, NULL);
 
     /* Before any thread exists: the mask is inherited by all of them. */
@@ -370,6 +386,7 @@ cleanup:
     evs__ws_free(srv);
     evs__bus_srv_stop(srv); /* projections commit before the store closes */
     evs_store_close(srv->store);
+    if (srv->access_log && srv->access_log != stderr) fclose(srv->access_log);
     pthread_mutex_destroy(&srv->sub_mu);
     free(srv);
     if (code == EVS_CLI_OK) fprintf(stderr, "evstore serve: stopped cleanly\n");

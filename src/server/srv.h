@@ -34,6 +34,7 @@
 #include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 
 #include "core/core.h"
 #include "evstore.h"
@@ -150,6 +151,7 @@ typedef struct evs__srv {
     unsigned max_connections, timeout_s, threads;
     size_t ws_frame_max;
     unsigned heartbeat_ms;
+    FILE *access_log;             /* one line per answered request; NULL: off */
 
     int64_t started_ns;
     _Atomic int shutting;         /* 1: answer 503, end live streams */
@@ -256,6 +258,16 @@ int evs__live_filter_match(const evs__live_filter *lf, const evs_event *ev);
 
 /* metrics.c */
 void evs__metrics_count(evs__srv *srv, int route, unsigned status);
+
+/*
+ * Access log (util.c).  The access handler brackets each call with
+ * enter/leave so that evs__metrics_count, which every answer passes
+ * through, can write the line: time, client, method, path, status and the
+ * time since the request's first call (t0, monotonic ns).
+ */
+void evs__reqlog_enter(struct MHD_Connection *c, const char *method, const char *url, int64_t t0);
+void evs__reqlog_leave(void);
+void evs__reqlog_write(evs__srv *srv, unsigned status);
 void evs__metrics_append_latency(evs__srv *srv, int64_t ns);
 enum MHD_Result evs__route_metrics(evs__srv *srv, struct MHD_Connection *c);
 

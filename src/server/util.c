@@ -1,7 +1,7 @@
 /*
  * util.c — small pieces the server routes share: a growable output buffer,
  * strict percent-decoding of path segments and query values, strict
- * numbers, and SHA-1/base64 for the WebSocket handshake.
+ * numbers, SHA-1/base64 for the WebSocket handshake, and the access log.
  *
  * Why our own percent-decoder: libmicrohttpd decodes the path before the
  * access handler sees it, which would turn "/streams/a%2Fb" into
@@ -10,8 +10,11 @@
  * and splits the raw path on '/' first, then decodes each segment here,
  * where a decoded NUL or invalid UTF-8 is refused instead of passed on.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -244,4 +247,42 @@ void evs__base64(const uint8_t *p, size_t n, char *out) {
         out[o++] = i + 2 < n ? al[v & 63] : '=';
     }
     out[o] = '\0';
+}
+
+/* ------------------------------------------------------------ access log */
+
+typedef struct reqlog {
+    struct MHD_Connection *c;
+    const char *method, *url;
+    int64_t t0;
+} reqlog;
+
+static _Thread_local reqlog cur_req;
+
+void evs__reqlog_enter(struct MHD_Connection *c, const char *method, const char *url, int64_t t0) {
+    cur_req = (reqlog){c, method, url, t0};
+}
+
+void evs__reqlog_leave(void) { cur_req = (reqlog){0}; }
+
+void evs__reqlog_write(evs__srv *srv, unsigned status) {
+    const reqlog *r = &cur_req;
+    if (!r->c) return; /* not inside a request (cannot happen today) */
+    char addr[INET6_ADDRSTRLEN + 8] = "-";
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(r->c, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ci->client_addr;
+        char ip[INET_ADDRSTRLEN];
+        if (inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip))
+            snprintf(addr, sizeof addr, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    struct tm tm;
+    gmtime_r(&ts.tv_sec, &tm);
+    double ms = (double)(evs__mono_ns() - r->t0) / 1e6;
+    /* the path is printed as received (still percent-encoded): no control bytes reach the log */
+    fprintf(srv->access_log, "%04d-%02d-%02dT%02d:%02d:%02d.%03ldZ %s %s %s %u %.3fms\n", tm.tm_year + 1900,
+            tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000, addr,
+            r->method ? r->method : "-", r->url ? r->url : "-", status, ms);
 }

@@ -1023,6 +1023,42 @@ class WebSocketTest(LiveTest):
         w.s.close()
 
 
+# ------------------------------------------------------------ access log
+
+class AccessLogTest(unittest.TestCase):
+    def test_access_log_one_line_per_answer(self):
+        tmp = tempfile.mkdtemp(prefix="evs-alog-")
+        log = os.path.join(tmp, "access.log")
+        try:
+            srv = Server(os.path.join(tmp, "data"), "--access-log", log).start()
+            srv.post("/streams/alog-1", ev())
+            srv.request("POST", "/streams/alog-1?expected=no-stream", body=ev())
+            srv.get("/streams/no%2Fsuch")
+            srv.request("PUT", "/groups/alog", body={})
+            srv.request("POST", "/groups/alog/next?consumer=c&timeout_ms=10")  # long-poll, answered later
+            self.assertEqual(srv.stop(), 0, srv.err)
+            with open(log) as f:
+                lines = f.read().splitlines()
+            pat = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z 127\.0\.0\.1:\d+ (\S+) (\S+) (\d{3}) "
+                             r"\d+\.\d{3}ms$")
+            got = []
+            for line in lines:
+                m = pat.match(line)
+                self.assertIsNotNone(m, line)
+                got.append((m.group(1), m.group(2), int(m.group(3))))
+            self.assertEqual(got, [("POST", "/streams/alog-1", 201), ("POST", "/streams/alog-1", 409),
+                                   ("GET", "/streams/no%2Fsuch", 404), ("PUT", "/groups/alog", 201),
+                                   ("POST", "/groups/alog/next", 200)])
+            # a second server appends to the same file; an unwritable path is a clear error
+            bad = subprocess.run([BIN, "serve", "-d", os.path.join(tmp, "data"), "--listen", "127.0.0.1:0",
+                                  "--access-log", os.path.join(tmp, "no", "such", "dir", "log")],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT)
+            self.assertEqual(bad.returncode, 1)  # a usage error
+            self.assertIn("cannot open the access log", bad.stderr.decode())
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 # ------------------------------------------------------------ signals
 
 class ShutdownTest(unittest.TestCase):
