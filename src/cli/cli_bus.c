@@ -2,6 +2,7 @@
  * cli_bus.c — `evstore sub|dlq|projection ...`: consumers of a local store
  * (see include/evstore_bus.h).  Every command opens the store for writing
  * (consumer state lives in DIR/consumers/) and prints JSON on stdout.
+ * With --url the same actions go to a running server (cli_bus_remote.c).
  *
  *   evstore sub list | show NAME | pause NAME | resume NAME | reset NAME POS | delete NAME
  *   evstore dlq list NAME [--after POS] [--limit N] | show NAME POS | discard NAME POS
@@ -21,7 +22,7 @@
 typedef struct bus_args {
     const char *pos[4];
     int npos;
-    const char *dir;
+    const char *dir, *url;
     uint64_t after, limit;
     int follow;
     int help;
@@ -29,7 +30,7 @@ typedef struct bus_args {
 
 static int parse(const char *cmd, int argc, char **argv, bus_args *o) {
     evs__cli_args a;
-    const char *opt_dir = NULL, *v;
+    const char *opt_dir = NULL, *opt_url = NULL, *v;
     int t, code;
     memset(o, 0, sizeof *o);
     o->limit = 100;
@@ -43,6 +44,8 @@ static int parse(const char *cmd, int argc, char **argv, bus_args *o) {
             return EVS_CLI_OK;
         } else if (evs__cli_is(&a, "--dir", "-d")) {
             if ((code = evs__cli_value(&a, &opt_dir))) return code;
+        } else if (evs__cli_is(&a, "--url", NULL)) {
+            if ((code = evs__cli_value(&a, &opt_url))) return code;
         } else if (evs__cli_is(&a, "--after", NULL)) {
             if ((code = evs__cli_value(&a, &v)) || (code = evs__cli_u64(&a, "--after", v, UINT64_MAX, &o->after)))
                 return code;
@@ -56,7 +59,7 @@ static int parse(const char *cmd, int argc, char **argv, bus_args *o) {
             return evs__cli_unknown(&a);
         }
     }
-    return evs__cli_dir(&a, opt_dir, &o->dir);
+    return evs__cli_target(&a, opt_dir, opt_url, &o->dir, &o->url);
 }
 
 static int open_bus(const char *dir, evs_store **s, evs_bus **b) {
@@ -109,6 +112,12 @@ static void print_entry(const evs_dlq_entry *e) {
     printf("}\n");
 }
 
+static int one_of(const char *s, const char *const *list) {
+    for (; *list; list++)
+        if (strcmp(s, *list) == 0) return 1;
+    return 0;
+}
+
 static int need(const char *cmd, const bus_args *o, int n, const char *what) {
     if (o->npos < n) return evs__cli_usage(cmd, "missing %s", what);
     return EVS_CLI_OK;
@@ -121,11 +130,13 @@ static int parse_pos(const char *cmd, const char *text, uint64_t *out) {
 }
 
 static const char sub_help[] =
-    "Usage: evstore sub list|show NAME|pause NAME|resume NAME|reset NAME POSITION|delete NAME [-d DIR]\n"
+    "Usage: evstore sub list|show NAME|pause NAME|resume NAME|reset NAME POSITION|delete NAME\n"
+    "                   [-d DIR | --url URL]\n"
     "\n"
-    "Durable subscriptions and projections of a local store: their records (checkpoint,\n"
+    "Durable subscriptions, groups and projections: their records (checkpoint,\n"
     "status, retries, last error, lag), pause/resume, moving the checkpoint, deletion.\n"
-    "The consumer must not be running in another process.\n";
+    "On a local store (-d) the consumer must not be running in another process;\n"
+    "with --url URL (or EVSTORE_URL) the running server does it and its JSON is printed.\n";
 
 int evs__cli_sub(int argc, char **argv) {
     bus_args o;
@@ -139,6 +150,16 @@ int evs__cli_sub(int argc, char **argv) {
     if ((code = need("sub", &o, 1, "action (list, show, pause, resume, reset, delete)"))) return code;
     const char *act = o.pos[0];
     if (strcmp(act, "list") && (code = need("sub", &o, 2, "NAME"))) return code;
+    if (o.url) {
+        static const char *const acts[] = {"list", "show", "pause", "resume", "reset", "delete", NULL};
+        uint64_t pos;
+        if (!one_of(act, acts)) return evs__cli_usage("sub", "unknown action \"%s\"", act);
+        if (strcmp(act, "reset") == 0 &&
+            ((code = need("sub", &o, 3, "POSITION")) || (code = parse_pos("sub", o.pos[2], &pos))))
+            return code;
+        code = evs__cli_sub_remote(o.url, act, o.npos > 1 ? o.pos[1] : NULL, o.npos > 2 ? o.pos[2] : NULL);
+        return code ? code : evs__cli_finish_output(EVS_CLI_OK);
+    }
     if ((code = open_bus(o.dir, &s, &b))) return code;
     evs__cli_clear_error();
     if (strcmp(act, "list") == 0) {
@@ -176,11 +197,12 @@ out:
 
 static const char dlq_help[] =
     "Usage: evstore dlq list NAME [--after POS] [--limit N] | show NAME POS | discard NAME POS\n"
-    "                   | purge NAME | retry NAME [POS]  [-d DIR]\n"
+    "                   | purge NAME | retry NAME [POS]  [-d DIR | --url URL]\n"
     "\n"
     "The dead-letter queue of a subscription or projection.  retry delivers parked\n"
     "events again, in their original order; from the command line it works for\n"
-    "stored Lua projections (other consumers retry through the library).\n";
+    "stored Lua projections (other consumers retry through the library), and with\n"
+    "--url for every consumer the server knows (groups hand the event out again).\n";
 
 int evs__cli_dlq(int argc, char **argv) {
     bus_args o;
@@ -198,6 +220,12 @@ int evs__cli_dlq(int argc, char **argv) {
         ((code = need("dlq", &o, 3, "POSITION")) || (code = parse_pos("dlq", o.pos[2], &pos))))
         return code;
     if (strcmp(act, "retry") == 0 && o.npos > 2 && (code = parse_pos("dlq", o.pos[2], &pos))) return code;
+    if (o.url) {
+        static const char *const acts[] = {"list", "show", "discard", "purge", "retry", NULL};
+        if (!one_of(act, acts)) return evs__cli_usage("dlq", "unknown action \"%s\"", act);
+        code = evs__cli_dlq_remote(o.url, act, name, pos, o.after, o.limit);
+        return code ? code : evs__cli_finish_output(EVS_CLI_OK);
+    }
     if ((code = open_bus(o.dir, &s, &b))) return code;
     evs__cli_clear_error();
     if (strcmp(act, "list") == 0) {
@@ -250,11 +278,13 @@ out:
 static const char proj_help[] =
     "Usage: evstore projection create NAME FILE.lua | run NAME [--follow] | status NAME\n"
     "                          | state NAME [PARTITION] | partitions NAME [--after P] [--limit N]\n"
-    "                          | rebuild NAME | delete NAME  [-d DIR]\n"
+    "                          | rebuild NAME | delete NAME  [-d DIR | --url URL]\n"
     "\n"
     "Lua projections of a local store.  create stores the script (and checks it);\n"
     "run applies new events (with --follow: until interrupted); rebuild replays\n"
-    "from the beginning into a fresh copy, showing progress, then swaps it in.\n";
+    "from the beginning into a fresh copy, showing progress, then swaps it in.\n"
+    "With --url URL (or EVSTORE_URL) the running server does it (it runs every stored\n"
+    "projection itself, so `run` is local only).\n";
 
 static volatile sig_atomic_t proj_stop;
 static void on_sigint(int sig) {
@@ -309,6 +339,17 @@ int evs__cli_projection(int argc, char **argv) {
         if ((code = need("projection", &o, 3, "FILE.lua"))) return code;
         if (!(src = read_file(o.pos[2], &srclen)))
             return evs__cli_fail(EVS_CLI_NOTFOUND, "projection create: cannot read %s (missing or over 16 MiB)", o.pos[2]);
+    }
+    if (o.url) {
+        static const char *const acts[] = {"create", "run", "status", "state", "partitions", "rebuild", "delete", NULL};
+        if (!one_of(act, acts)) {
+            free(src);
+            return evs__cli_usage("projection", "unknown action \"%s\"", act);
+        }
+        code = evs__cli_projection_remote(o.url, act, name, o.npos > 2 ? o.pos[2] : NULL, src, srclen, o.after,
+                                          o.limit);
+        free(src);
+        return code ? code : evs__cli_finish_output(EVS_CLI_OK);
     }
     if ((code = open_bus(o.dir, &s, &b))) {
         free(src);

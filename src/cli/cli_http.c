@@ -44,6 +44,7 @@ struct evs__cli_http {
     char errbuf[CURL_ERROR_SIZE];
     char why[CURL_ERROR_SIZE + 32];
     long status;
+    const char *method;            /* the next request's method when not GET/POST (evs__cli_http_set_method) */
     evs__cli_str body;             /* the response body (or an SSE error answer) */
     int too_big;
     /* SSE parsing */
@@ -124,6 +125,29 @@ void evs__cli_str_pct(evs__cli_str *s, const char *p, size_t n) {
     }
     s->len = (size_t)(o - s->p);
     s->p[s->len] = '\0';
+}
+
+void evs__cli_str_json(evs__cli_str *s, const char *p, size_t n) {
+    static const char hex[] = "0123456789abcdef";
+    evs__cli_str_add(s, "\"", 1);
+    size_t run = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)p[i];
+        if (c >= 0x20 && c != '"' && c != '\\') continue;
+        evs__cli_str_add(s, p + run, i - run);
+        run = i + 1;
+        char e[7] = {'\\', (char)c, 0};
+        if (c == '"' || c == '\\') evs__cli_str_add(s, e, 2);
+        else if (c == '\n') evs__cli_str_add(s, "\\n", 2);
+        else if (c == '\t') evs__cli_str_add(s, "\\t", 2);
+        else if (c == '\r') evs__cli_str_add(s, "\\r", 2);
+        else {
+            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
+            evs__cli_str_add(s, u, 6);
+        }
+    }
+    evs__cli_str_add(s, p + run, n - run);
+    evs__cli_str_add(s, "\"", 1);
 }
 
 void evs__cli_str_free(evs__cli_str *s) {
@@ -279,13 +303,18 @@ int evs__cli_http_request(evs__cli_http *h, const char *path, const char *body, 
     }
     h->sse = 0;
     prepare(h, hdrs, EVS_CLI_HTTP_STALL_S);
-    if (body) {
-        curl_easy_setopt(h->easy, CURLOPT_POSTFIELDS, body);
-        curl_easy_setopt(h->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)len);
+    const char *method = h->method ? h->method : body ? "POST" : "GET";
+    h->method = NULL;
+    if (body || strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0) {
+        curl_easy_setopt(h->easy, CURLOPT_POSTFIELDS, body ? body : "");
+        curl_easy_setopt(h->easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)(body ? len : 0));
     } else {
         curl_easy_setopt(h->easy, CURLOPT_HTTPGET, 1L);
     }
+    curl_easy_setopt(h->easy, CURLOPT_CUSTOMREQUEST,
+                     strcmp(method, "GET") == 0 || (strcmp(method, "POST") == 0) ? NULL : method);
     CURLcode rc = curl_easy_perform(h->easy);
+    curl_easy_setopt(h->easy, CURLOPT_CUSTOMREQUEST, NULL);
     curl_easy_getinfo(h->easy, CURLINFO_RESPONSE_CODE, &h->status);
     if (h->too_big) {
         code = evs__cli_fail(EVS_CLI_IO, "%.*s: the answer is larger than %zu MiB", shown_len(h), h->url.p,
@@ -294,13 +323,15 @@ int evs__cli_http_request(evs__cli_http *h, const char *path, const char *body, 
         code = evs__cli_fail(EVS_CLI_IO, "%.*s: out of memory for the answer", shown_len(h), h->url.p);
     } else if (rc != CURLE_OK) {
         note_why(h, rc);
-        code = evs__cli_fail(EVS_CLI_IO, "%s %.*s: %s", body ? "POST" : "GET", shown_len(h), h->url.p, h->why);
+        code = evs__cli_fail(EVS_CLI_IO, "%s %.*s: %s", method, shown_len(h), h->url.p, h->why);
     }
 cleanup:
     curl_easy_setopt(h->easy, CURLOPT_HTTPHEADER, NULL);
     curl_slist_free_all(hdrs);
     return code;
 }
+
+void evs__cli_http_set_method(evs__cli_http *h, const char *method) { h->method = method; }
 
 int evs__cli_http_json(evs__cli_http *h, const char *path, evs_json_span *root) {
     evs_json_error je;

@@ -36,6 +36,8 @@ void evs__cli_str_adds(evs__cli_str *s, const char *p);
 void evs__cli_str_addf(evs__cli_str *s, const char *fmt, ...) EVS_PRINTF(2, 3);
 /* p[0..n) percent-encoded: every byte but A-Z a-z 0-9 - . _ ~ becomes %XX. */
 void evs__cli_str_pct(evs__cli_str *s, const char *p, size_t n);
+/* p[0..n) as a JSON string, quotes included (bytes >= 0x80 pass as they are: p must be UTF-8). */
+void evs__cli_str_json(evs__cli_str *s, const char *p, size_t n);
 void evs__cli_str_free(evs__cli_str *s);
 
 typedef struct evs__cli_http evs__cli_http;
@@ -59,6 +61,8 @@ void evs__cli_http_close(evs__cli_http *h);
 int evs__cli_http_request(evs__cli_http *h, const char *path, const char *body, size_t len,
                           const char *header);
 long evs__cli_http_status(const evs__cli_http *h);
+/* The next request's method instead of GET/POST: "PUT" or "DELETE" (a static string); reset after it. */
+void evs__cli_http_set_method(evs__cli_http *h, const char *method);
 /*
  * The last response's body, validated as JSON: EVS_CLI_OK with its root
  * span (valid until the next request), or EVS_CLI_IO after saying that the

@@ -436,6 +436,57 @@ class UrlTest(unittest.TestCase):
         self.assertEqual(code, 0, err)
         self.assertEqual(rest, b"")
 
+    # ------------------------------------------------- consumers (--url)
+
+    def test_projection_sub_dlq_against_the_server(self):
+        """While the server holds the store, the consumer commands work through it."""
+        tmp = tempfile.mkdtemp(prefix="evs-url-bus-")
+        try:
+            script = os.path.join(tmp, "count.lua")
+            with open(script, "w") as f:
+                f.write("-- counts per stream; fails on Poison\n"
+                        "return { filter = { stream_prefix = 'pb-' }, init = { n = 0 },\n"
+                        "  handlers = { Added = function(s, e) s.n = s.n + 1 end,\n"
+                        "               Poison = function(s, e) error('cannot \\\"digest\\\" this') end } }\n")
+            created = self.ok(run("projection", "create", "pbcount", script, "--url", self.url)).obj()
+            self.assertEqual(created["name"], "pbcount")
+            self.append("pb-1", ev("Added"), ev("Added"))
+            bad = json.loads(self.append("pb-2", ev("Poison")).out)["first_global_position"]
+            deadline = time.time() + TIMEOUT
+            while time.time() < deadline:
+                st = self.ok(run("projection", "status", "pbcount", "--url", self.url)).obj()
+                if st["dlq_depth"] == 1 and st["processed"] == 2:
+                    break
+                time.sleep(0.05)
+            self.assertEqual((st["dlq_depth"], st["processed"]), (1, 2), st)
+            self.assertEqual(self.ok(run("projection", "state", "pbcount", "pb-1", "--url", self.url)).obj(), {"n": 2})
+            self.assertEqual(self.ok(run("projection", "partitions", "pbcount", "--url", self.url)).lines(), ["pb-1"])
+            entries = self.ok(run("dlq", "list", "pbcount", "--url", self.url)).lines()
+            self.assertEqual([e["position"] for e in entries], [bad])
+            self.assertIn('cannot "digest" this', entries[0]["last_error"])
+            shown = self.ok(run("dlq", "show", "pbcount", str(bad), "--url", self.url)).obj()
+            self.assertEqual(shown["event"]["global_position"], bad)
+            # still failing: the retry reports it (422) and the entry stays
+            self.fails(run("dlq", "retry", "pbcount", str(bad), "--url", self.url), 4)
+            self.assertIn("pbcount", [x["name"] for x in self.ok(run("sub", "list", "--url", self.url)).lines()])
+            self.assertEqual(self.ok(run("sub", "pause", "pbcount", "--url", self.url)).obj()["status"], "paused")
+            self.assertEqual(self.ok(run("sub", "resume", "pbcount", "--url", self.url)).obj()["status"], "active")
+            r = self.ok(run("projection", "rebuild", "pbcount", "--url", self.url))
+            self.assertIsNone(r.obj()["rebuild"])
+            self.assertIn("rebuild", r.err)
+            self.assertEqual(self.ok(run("dlq", "discard", "pbcount", str(bad), "--url", self.url)).obj(),
+                             {"discarded": bad})
+            self.fails(run("dlq", "show", "pbcount", str(bad), "--url", self.url), 2)
+            self.fails(run("projection", "run", "pbcount", "--url", self.url), 1, "server runs")
+            self.fails(run("projection", "status", "nope", "--url", self.url), 2)
+            self.fails(run("sub", "frobnicate", "x", "--url", self.url), 1, "unknown action")
+            self.fails(run("sub", "list", "--url", self.url, "-d", self.dir), 1)
+            self.assertEqual(self.ok(run("projection", "delete", "pbcount", "--url", self.url)).obj(),
+                             {"deleted": "pbcount", "kind": "projection"})
+            self.fails(run("sub", "show", "pbcount", "--url", self.url), 2)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
     def test_tail_usage(self):
         self.fails(run("tail", "--url", self.url, "-d", self.dir), 1, "-d and --url")
         self.fails(run("tail", "--url", self.url, "--correlation", "nope"), 1, "--correlation nope")
