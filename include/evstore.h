@@ -360,6 +360,13 @@ typedef struct evs_store_stats {
 
 int evs_store_get_stats(evs_store *s, evs_store_stats *out);
 
+/*
+ * Can the store still take appends?  EVS_OK, or EVS_EFAILED after a failed
+ * write or fdatasync (appends are refused until the store is reopened),
+ * with the first failure's message in why (cap bytes, may be NULL).
+ */
+int evs_store_writable(evs_store *s, char *why, size_t cap);
+
 /* The last global position (0 when empty). */
 uint64_t evs_head(evs_store *s);
 

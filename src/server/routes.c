@@ -640,11 +640,13 @@ enum MHD_Result evs__route_info(evs__srv *srv, struct MHD_Connection *c) {
     evs__sb_json_str(&out, srv->listen, strlen(srv->listen));
     evs__sb_printf(&out,
                    ",\"durability\":\"%s\",\"head\":%llu,\"streams\":%llu,\"segments\":%llu,"
-                   "\"log_bytes\":%llu,\"uptime_seconds\":%.3f,\"subscribers\":%ld,\"connections\":%ld}\n",
+                   "\"log_bytes\":%llu,\"uptime_seconds\":%.3f,\"subscribers\":%ld,\"connections\":%ld,"
+                   "\"writable\":%s}\n",
                    srv->durability_name, (unsigned long long)st.head, (unsigned long long)st.streams,
                    (unsigned long long)st.segments, (unsigned long long)st.log_bytes,
                    (double)(evs__mono_ns() - srv->started_ns) / 1e9,
-                   atomic_load(&srv->sse_count) + evs__ws_count(srv), atomic_load(&srv->connections));
+                   atomic_load(&srv->sse_count) + evs__ws_count(srv), atomic_load(&srv->connections),
+                   evs_store_writable(srv->store, NULL, 0) == EVS_OK ? "true" : "false");
     return finish_json(srv, c, R, &out);
 }
 
@@ -653,6 +655,12 @@ enum MHD_Result evs__route_health(evs__srv *srv, struct MHD_Connection *c) {
     if (atomic_load(&srv->shutting))
         return evs__respond_error(srv, c, R, EVS_HTTP_UNAVAILABLE, "{\"status\":\"shutting_down\"}",
                                   "the server is shutting down");
+    char why[512];
+    if (evs_store_writable(srv->store, why, sizeof why) != EVS_OK)
+        return evs__respond_error(srv, c, R, EVS_HTTP_UNAVAILABLE, "{\"status\":\"failed\"}",
+                                  "the store refuses appends after an I/O failure (%s); restart the server "
+                                  "once the disk is sound",
+                                  why);
     char *p = strdup("{\"status\":\"ok\"}\n");
     if (!p) return MHD_NO;
     return evs__respond(srv, c, R, EVS_HTTP_OK, p, strlen(p), NULL);

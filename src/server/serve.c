@@ -385,6 +385,12 @@ cleanup:
     if (quiesced != MHD_INVALID_SOCKET) close(quiesced);
     evs__ws_free(srv);
     evs__bus_srv_stop(srv); /* projections commit before the store closes */
+    if (srv->store && code == EVS_CLI_OK) {
+        char why[512];
+        if (evs_store_writable(srv->store, why, sizeof why) != EVS_OK)
+            code = evs__cli_fail(EVS_CLI_IO, "serve: stopped after the store failed (%s): check the disk, then "
+                                             "restart; what was acknowledged is on disk", why);
+    }
     evs_store_close(srv->store);
     if (srv->access_log && srv->access_log != stderr) fclose(srv->access_log);
     pthread_mutex_destroy(&srv->sub_mu);

@@ -1011,6 +1011,15 @@ int evs_wait_for(evs_store *s, uint64_t position, int timeout_ms, uint64_t *head
     return EVS_OK;
 }
 
+int evs_store_writable(evs_store *s, char *why, size_t cap) {
+    if (why && cap) why[0] = '\0';
+    if (!s) return evs__err(EVS_EINVAL, "store_writable: store is NULL");
+    if (!atomic_load(&s->failed)) return EVS_OK;
+    /* failed_msg is written just after the flag: an empty one is a failure being recorded */
+    if (why && cap) snprintf(why, cap, "%s", s->failed_msg[0] ? s->failed_msg : "a write or fdatasync failed");
+    return EVS_EFAILED;
+}
+
 int evs_store_get_stats(evs_store *s, evs_store_stats *out) {
     if (!s || !s->dir || !out) return evs__err(EVS_EINVAL, "stats: store not open or out is NULL");
     memset(out, 0, sizeof *out);

@@ -66,7 +66,7 @@ class Server:
         self.errf = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [BIN, "serve", "-d", self.dir, "--listen", "127.0.0.1:0"] + self.extra,
-            stdout=subprocess.PIPE, stderr=self.errf)
+            stdout=subprocess.PIPE, stderr=self.errf, env=getattr(self, "env", None))
         line = self.proc.stdout.readline().decode()
         m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
         if not m:
@@ -1021,6 +1021,61 @@ class WebSocketTest(LiveTest):
         self.assertEqual(w.recv(), {"op": "shutdown"})
         self.assertEqual(w.recv(), ("close", 1001))
         w.s.close()
+
+
+# ------------------------------------------------------------ disk failure
+
+class IOFailureTest(unittest.TestCase):
+    """fdatasync fails under a running server (an LD_PRELOAD shim, tests/support/failsync.c)."""
+
+    def test_failed_fdatasync_refuses_appends_until_restart(self):
+        shim = os.path.join(os.environ.get("EVS_BUILD_DIR") or os.path.dirname(BIN), "libevs_failsync.so")
+        self.assertTrue(os.path.exists(shim), "build the evs_failsync target: %s" % shim)
+        tmp = tempfile.mkdtemp(prefix="evs-iofail-")
+        trigger = os.path.join(tmp, "fail-now")
+        data = os.path.join(tmp, "data")
+        try:
+            srv = Server(data, "--durability", "sync")
+            srv.env = dict(os.environ, LD_PRELOAD=shim, EVS_FAILSYNC_TRIGGER=trigger,
+                           ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+            srv.start()
+            ids = [str(uuid.uuid4()) for _ in range(5)]
+            for i in range(3):
+                st, _, b = srv.post("/streams/io-1", ev(event_id=ids[i]))
+                self.assertEqual(st, 201, b)
+            open(trigger, "w").close()
+            st, _, b = srv.post("/streams/io-1", ev(event_id=ids[3]))
+            self.assertEqual(st, 503, b)
+            self.assertIn("fdatasync", b["error"])
+            os.unlink(trigger)  # the disk is fine again, but a failed sync is never retried
+            st, _, b = srv.post("/streams/io-1", ev(event_id=ids[4]))
+            self.assertEqual(st, 503, b)
+            self.assertIn("refuses", b["error"])
+            st, _, b = srv.get("/health")
+            self.assertEqual((st, b["detail"]), (503, {"status": "failed"}), b)
+            self.assertIn("fdatasync", b["error"])
+            self.assertIs(srv.get("/info")[2]["writable"], False)
+            st, _, b = srv.get("/streams/io-1")  # what was acknowledged still reads
+            self.assertEqual(st, 200, b)
+            self.assertEqual([e["event_id"] for e in b["events"]], ids[:3])
+            # a supervisor learns it from the exit status: 5, an I/O failure
+            self.assertEqual(srv.stop(), 5, srv.err)
+            self.assertIn("stopped after the store failed", srv.err)
+            srv = Server(data, "--durability", "sync").start()
+            try:
+                st, _, b = srv.get("/streams/io-1")
+                got = [e["event_id"] for e in b["events"]]
+                # acknowledged events are all there; the unacknowledged append may or may
+                # not have reached the disk (its bytes were written, the sync failed), and
+                # nothing else appears
+                self.assertIn(got, (ids[:3], ids[:4]))
+                self.assertEqual(srv.get("/health")[0], 200)
+                st, _, b = srv.post("/streams/io-1", ev(event_id=ids[4]))
+                self.assertEqual(st, 201, b)
+            finally:
+                self.assertEqual(srv.stop(), 0, srv.err)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 # ------------------------------------------------------------ access log
