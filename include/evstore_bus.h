@@ -477,6 +477,14 @@ typedef struct evs_group_config {
     uint32_t buffer_size;          /* events tracked ahead, 1..EVS_BUS_MAX_PAGE (default 1000) */
     evs_retry_policy retry;        /* backoff of nack-retry; max_retries also counts ack timeouts */
     evs_on_failure on_failure;     /* retries exhausted: park (default) or stop the group ("error") */
+    /*
+     * Per-stream order: at most one delivery of a stream is out at a time,
+     * and once an event of stream S is parked every later event of S is
+     * parked behind it (DLQ entries with blocked_by) until that one leaves
+     * the DLQ; other streams keep flowing.  A parked follower cannot be
+     * retried before the event it waits behind (retry all, or that one first).
+     */
+    int per_stream_order;
     uint64_t dlq_max_count;        /* DLQ retention: keep the newest N (0: unbounded) */
     int64_t dlq_max_age_ns;        /* ... drop entries older than this (0: unbounded) */
     uint32_t checkpoint_every;     /* write the checkpoint every N finished events (default 1000) */
@@ -508,6 +516,7 @@ typedef struct evs_group_info {
     uint32_t buffer_size;
     evs_retry_policy retry;
     int on_failure;                /* evs_on_failure */
+    int per_stream_order;
     uint64_t dlq_max_count;
     int64_t dlq_max_age_ns;
     uint32_t checkpoint_every, checkpoint_ms;

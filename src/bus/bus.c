@@ -375,6 +375,7 @@ int evs__record_get(evs_bus *b, MDB_txn *txn, const char *name, evs__record *out
         gs->retry.max_delay_ns = (int64_t)jget_u64(g, "max_delay_ns");
         gs->retry.jitter = json_number_value(json_object_get(g, "jitter"));
         gs->on_failure = (int)jget_u64(g, "on_failure");
+        gs->per_stream_order = jget_u64(g, "per_stream_order") != 0;
         gs->dlq_max_count = jget_u64(g, "dlq_max_count");
         gs->dlq_max_age_ns = (int64_t)jget_u64(g, "dlq_max_age_ns");
         gs->skipped = jget_u64(g, "skipped");
@@ -424,6 +425,7 @@ int evs__record_put(evs_bus *b, MDB_txn *txn, const evs__record *r) {
         json_object_set_new(g, "max_delay_ns", json_integer(gs->retry.max_delay_ns));
         json_object_set_new(g, "jitter", json_real(gs->retry.jitter));
         json_object_set_new(g, "on_failure", json_integer(gs->on_failure));
+        json_object_set_new(g, "per_stream_order", json_integer(gs->per_stream_order));
         json_object_set_new(g, "dlq_max_count", json_integer((json_int_t)gs->dlq_max_count));
         json_object_set_new(g, "dlq_max_age_ns", json_integer(gs->dlq_max_age_ns));
         json_object_set_new(g, "skipped", json_integer((json_int_t)gs->skipped));
@@ -667,6 +669,33 @@ static int stream_key(uint8_t *buf, size_t cap, const char *name, const char *st
     return (int)(nl + 1 + slen);
 }
 
+/* The first DLQ entry of name for stream after position `after` (*out 0 when none).  A scan: deletes only. */
+static int next_of_stream(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, uint64_t after,
+                          uint64_t *out) {
+    MDB_cursor *cur;
+    *out = 0;
+    int rc = mdb_cursor_open(txn, b->dlq, &cur);
+    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    size_t nl = strlen(name);
+    uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
+    dlq_key(kb, name, nl, after + 1);
+    MDB_val k = {nl + 9, kb}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != nl + 9 || memcmp(k.mv_data, name, nl + 1) != 0) break;
+        uint64_t p = evs__get64be((uint8_t *)k.mv_data + nl + 1);
+        evs_dlq_entry e;
+        if ((rc = dlq_decode(&v, p, &e))) break;
+        if (strcmp(e.stream, stream) == 0) {
+            *out = p;
+            break;
+        }
+    }
+    mdb_cursor_close(cur);
+    if (rc == MDB_NOTFOUND) rc = EVS_OK;
+    else if (rc > 0) rc = evs__bus_mdb_err(rc, "scan DLQ");
+    return rc;
+}
+
 static int stream_count_add(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, int delta, uint64_t pos) {
     uint8_t kb[EVS__DLQ_OWNER_MAX + 1 + EVS_MAX_STREAM_NAME];
     int kl = stream_key(kb, sizeof kb, name, stream, strlen(stream));
@@ -685,6 +714,9 @@ static int stream_count_add(evs_bus *b, MDB_txn *txn, const char *name, const ch
         if (count == 1 || pos < first) first = pos;
     } else if (count > 0) {
         count--;
+        /* the first one left: the stream's next entry becomes its first (per-stream
+           order compares positions with it, so a stale lower bound would not do) */
+        if (count > 0 && pos == first && (rc = next_of_stream(b, txn, name, stream, pos, &first))) return rc;
     }
     if (count == 0) {
         rc = mdb_del(txn, b->dlq_streams, &k, NULL);

@@ -83,6 +83,7 @@ typedef struct evs__group_settings {
     uint32_t checkpoint_every, checkpoint_ms;
     evs_retry_policy retry;
     int on_failure;
+    int per_stream_order;
     uint64_t dlq_max_count;
     int64_t dlq_max_age_ns;
     uint64_t skipped, timeouts;

@@ -81,6 +81,11 @@ typedef struct gstream {
     uint32_t unfinished;          /* of which AVAILABLE or INFLIGHT (invariant 3) */
     evs_group_member *pin;        /* pinned strategy: the consumer holding it */
     uint64_t blocked;             /* scan id in which a later event must wait */
+    /* per_stream_order */
+    uint32_t inflight;            /* INFLIGHT entries of the stream */
+    int parked_known;             /* `parked` was read from the DLQ (since the last DLQ change) */
+    uint64_t parked;              /* earliest parked position of the stream in the DLQ, 0: none */
+    uint64_t parked_mem;          /* earliest one parked here whose DLQ write is not committed yet */
     size_t len;
     char name[];
 } gstream;
@@ -96,6 +101,7 @@ typedef struct gentry {
     int64_t deadline;             /* INFLIGHT: ack timeout (group clock) */
     int64_t not_before;           /* AVAILABLE: retry backoff (group clock) */
     int64_t first_failure_at, last_failure_at;
+    uint64_t blocked_by;          /* parked behind this position (per_stream_order) */
     char *error;                  /* last failure, for the DLQ entry */
 } gentry;
 
@@ -132,6 +138,7 @@ struct evs_group {
     uint32_t n_inflight, n_pending, n_unfinished;
     int64_t min_deadline;         /* lower bound of the INFLIGHT deadlines */
     uint64_t avail_from;          /* no window entry below this position is AVAILABLE */
+    uint64_t dlq_seen;            /* bus->dlq_gen when the streams' `parked` were last valid */
     /* the filler's scratch space (owned by the thread that set filling) */
     int filling;
     uint64_t *fill_pos;
@@ -206,6 +213,7 @@ static int settings_from_config(const evs_group_config *c, evs__group_settings *
     gs->checkpoint_ms = c->checkpoint_ms ? c->checkpoint_ms : 1000;
     gs->retry = c->retry;
     gs->on_failure = c->on_failure;
+    gs->per_stream_order = c->per_stream_order ? 1 : 0;
     gs->dlq_max_count = c->dlq_max_count;
     gs->dlq_max_age_ns = c->dlq_max_age_ns;
     return EVS_OK;
@@ -229,6 +237,7 @@ static void info_fill(evs_group_info *out, const evs__record *r) {
     out->retry = gs->retry;
     out->retry.max_retries = r->max_retries;
     out->on_failure = gs->on_failure;
+    out->per_stream_order = gs->per_stream_order;
     out->dlq_max_count = gs->dlq_max_count;
     out->dlq_max_age_ns = gs->dlq_max_age_ns;
     out->checkpoint_every = gs->checkpoint_every;
@@ -445,6 +454,7 @@ static void pop_done(evs_group *g) {
 /* Take an INFLIGHT entry back from its owner: it becomes AVAILABLE. */
 static void release(evs_group *g, gentry *e) {
     e->owner->in_flight--;
+    e->st->inflight--;
     g->n_inflight--;
     e->owner = NULL;
     e->state = GE_AVAILABLE;
@@ -471,6 +481,8 @@ static void finish(evs_group *g, gentry *e) {
 
 static void park(evs_group *g, gentry *e) {
     g->rec.parked++;
+    if (g->rec.group.per_stream_order && (!e->st->parked_mem || e->pos < e->st->parked_mem))
+        e->st->parked_mem = e->pos; /* until its DLQ write is committed (commit) */
     evs__bus_fmt(g->rec.last_error, sizeof g->rec.last_error, "position %llu (stream \"%s\"): %s",
                  (unsigned long long)e->pos, e->st->name, e->error ? e->error : "failed");
     settle(g, e, GE_PENDING, e->from_dlq ? OP_UPDATE : OP_PARK);
@@ -540,6 +552,80 @@ static int other_waiting(evs_group *g, evs_group_member *m) {
     return 0;
 }
 
+/* ----------------------------------------------------- per-stream order */
+
+/* The DLQ changed since the streams' `parked` were read: read them again when next needed. */
+static void parked_refresh(evs_group *g) {
+    uint64_t gen = atomic_load(&g->bus->dlq_gen);
+    if (gen == g->dlq_seen) return;
+    g->dlq_seen = gen;
+    for (size_t b = 0; b < GROUP_BUCKETS; b++)
+        for (gstream *st = g->buckets[b]; st; st = st->next) st->parked_known = 0;
+}
+
+/* The earliest parked position of st (0: none), from the DLQ when not known. */
+static uint64_t parked_of(evs_group *g, gstream *st) {
+    if (!st->parked_known) {
+        MDB_txn *txn;
+        uint64_t first = 0;
+        /* a read transaction under mu: LMDB readers never wait for the writer */
+        if (mdb_txn_begin(g->bus->env, NULL, MDB_RDONLY, &txn) == 0) {
+            if (evs__dlq_stream_first(g->bus, txn, g->rec.name, st->name, st->len, &first)) first = 0;
+            mdb_txn_abort(txn);
+            st->parked = first;
+            st->parked_known = 1;
+        }
+        evs__err_clear();
+    }
+    uint64_t p = st->parked;
+    if (st->parked_mem && (!p || st->parked_mem < p)) p = st->parked_mem;
+    return p;
+}
+
+/* A replay of position pos is queued (the event it waits behind is being retried). */
+static int replaying(const evs_group *g, uint64_t pos) {
+    for (uint32_t i = 0; i < g->rep_len; i++)
+        if (g->rep[i].pos == pos && g->rep[i].state != GE_DONE) return 1;
+    return 0;
+}
+
+/* Park the AVAILABLE entry e behind position `behind` of its stream. */
+static void park_behind(evs_group *g, gentry *e, uint64_t behind, int64_t now) {
+    char why[EVS_MAX_STREAM_NAME + 64];
+    evs__bus_fmt(why, sizeof why, "waiting behind position %llu of stream \"%s\"", (unsigned long long)behind,
+                 e->st->name);
+    set_error(e, why);
+    e->blocked_by = behind;
+    if (!e->first_failure_at) e->first_failure_at = now;
+    e->last_failure_at = now;
+    g->rec.parked++;
+    settle(g, e, GE_PENDING, e->from_dlq ? OP_UPDATE : OP_PARK);
+}
+
+/*
+ * per_stream_order: 1 when the AVAILABLE entry e must not go out now: an
+ * earlier event of its stream is out or waits (this scan), or e has been
+ * parked behind an earlier parked event of its stream.
+ */
+static int in_order(evs_group *g, gentry *e, uint64_t scan, int64_t now) {
+    gstream *st = e->st;
+    if (st->blocked == scan) return 1;
+    if (st->inflight) {
+        st->blocked = scan;
+        return 1;
+    }
+    uint64_t p = parked_of(g, st);
+    if (p && p < e->pos) {
+        if (e->from_dlq && replaying(g, p)) { /* its blocker is being retried first */
+            st->blocked = scan;
+            return 1;
+        }
+        park_behind(g, e, p, now);
+        return 1;
+    }
+    return 0;
+}
+
 /*
  * The entry m should get now, in position order (replays first), or NULL.
  * The window scan starts at avail_from: with many deliveries in flight the
@@ -548,8 +634,10 @@ static int other_waiting(evs_group *g, evs_group_member *m) {
 static gentry *pick(evs_group *g, evs_group_member *m, int64_t now) {
     if (g->n_unfinished == g->n_inflight) return NULL; /* nothing AVAILABLE anywhere */
     int pinned = g->rec.group.strategy == EVS_GROUP_PINNED;
+    int pso = g->rec.group.per_stream_order;
     int avoid = !pinned && other_waiting(g, m);
     uint64_t scan = ++g->scan_id;
+    if (pso) parked_refresh(g);
     uint32_t lo = 0, hi = g->win_len;
     while (lo < hi) { /* the first window entry at or after avail_from */
         uint32_t mid = lo + (hi - lo) / 2;
@@ -565,6 +653,7 @@ static gentry *pick(evs_group *g, evs_group_member *m, int64_t now) {
         gentry *e = in_win ? WIN(g, i - g->rep_len) : &g->rep[i];
         if (e->state != GE_AVAILABLE) continue;
         if (in_win && !first_avail) first_avail = e->pos;
+        if (pso && in_order(g, e, scan, now)) continue;
         if (pinned) {
             /* an earlier event of the stream waits or belongs elsewhere: keep the order */
             if (e->st->blocked == scan) continue;
@@ -589,6 +678,7 @@ static gentry *pick(evs_group *g, evs_group_member *m, int64_t now) {
 static void hand_out(evs_group *g, evs_group_member *m, gentry *e, int64_t now) {
     e->state = GE_INFLIGHT;
     e->owner = m;
+    e->st->inflight++;
     e->attempt++;
     e->deadline = now + g->rec.group.ack_timeout_ns;
     e->expired_from = NULL;
@@ -706,7 +796,7 @@ static int write_op(evs_group *g, MDB_txn *txn, pending_op *o) {
         if (rc) return rc;
         old.attempts = o->e.attempts;
         old.last_failure_at = o->e.last_failure_at;
-        old.blocked_by = 0;
+        old.blocked_by = o->e.blocked_by; /* 0 unless parked behind again */
         snprintf(old.last_error, sizeof old.last_error, "%s", o->e.last_error);
         return evs__dlq_put(b, txn, name, &old, 0);
     case OP_DELETE:
@@ -759,6 +849,7 @@ static int commit(evs_group *g, int force) {
         o->e.attempts = e->attempt;
         o->e.first_failure_at = e->first_failure_at;
         o->e.last_failure_at = e->last_failure_at;
+        o->e.blocked_by = e->blocked_by;
         e->state = GE_COMMITTING;
         g->n_pending--;
     }
@@ -798,6 +889,8 @@ static int commit(evs_group *g, int force) {
             g->n_pending++;
         } else {
             e->state = GE_DONE;
+            if (e->st->parked_mem == e->pos) e->st->parked_mem = 0; /* the DLQ says it now */
+            e->st->parked_known = 0;
         }
     }
     if (rc) {
@@ -980,9 +1073,19 @@ int evs_group_dlq_retry(evs_group *g, uint64_t position) {
     if (!g) return evs__err(EVS_EINVAL, "group_dlq_retry: group is NULL");
     if ((rc = mdb_txn_begin(g->bus->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
     rc = evs__dlq_get_txn(g->bus, txn, g->rec.name, position, &d);
+    uint64_t earlier = 0;
+    if (!rc && g->rec.group.per_stream_order)
+        rc = evs__dlq_earlier_of_stream(g->bus, txn, g->rec.name, d.stream, position, &earlier);
     mdb_txn_abort(txn);
     if (rc) return rc;
     pthread_mutex_lock(&g->mu);
+    if (earlier && !replaying(g, earlier)) {
+        pthread_mutex_unlock(&g->mu);
+        return evs__err(EVS_ECONFLICT,
+                        "group \"%s\": position %llu of stream \"%s\" waits behind position %llu: retry that "
+                        "one first, or retry all",
+                        g->rec.name, (unsigned long long)position, d.stream, (unsigned long long)earlier);
+    }
     gentry *x = find(g, position);
     if (x && x->state != GE_DONE) {
         rc = evs__err(EVS_ECONFLICT, "group \"%s\": event %llu is already outstanding", g->rec.name,

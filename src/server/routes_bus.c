@@ -1867,12 +1867,13 @@ static void group_extra_json(evs__sb *b, const evs_group_info *gi, ghandle *gh) 
     evs__sb_printf(b,
                    ",\"strategy\":\"%s\",\"ack_timeout_ms\":%lld,\"max_in_flight\":%u,\"buffer_size\":%u,"
                    "\"retry\":{\"backoff\":\"%s\",\"max_retries\":%u,\"initial_delay_ms\":%lld,\"max_delay_ms\":%lld,"
-                   "\"jitter\":%g},\"on_failure\":\"%s\",\"dlq_max_count\":%llu,\"dlq_max_age_ms\":%lld,"
+                   "\"jitter\":%g},\"on_failure\":\"%s\",\"per_stream_order\":%s,\"dlq_max_count\":%llu,\"dlq_max_age_ms\":%lld,"
                    "\"checkpoint_every\":%u,\"checkpoint_ms\":%u,\"skipped\":%llu,\"timeouts\":%llu",
                    evs_group_strategy_name(gi->strategy), (long long)(gi->ack_timeout_ns / 1000000), gi->max_in_flight,
                    gi->buffer_size, (unsigned)rp->backoff < 3 ? backoffs[rp->backoff] : "unknown", rp->max_retries,
                    (long long)(rp->initial_delay_ns / 1000000), (long long)(rp->max_delay_ns / 1000000), rp->jitter,
-                   gi->on_failure == EVS_ON_FAILURE_STOP ? "stop" : "park", (unsigned long long)gi->dlq_max_count,
+                   gi->on_failure == EVS_ON_FAILURE_STOP ? "stop" : "park", gi->per_stream_order ? "true" : "false",
+                   (unsigned long long)gi->dlq_max_count,
                    (long long)(gi->dlq_max_age_ns / 1000000), gi->checkpoint_every, gi->checkpoint_ms,
                    (unsigned long long)gi->skipped, (unsigned long long)gi->timeouts);
     evs__sb_printf(b, ",\"open\":%s,\"in_flight\":%llu,\"buffered\":%llu,\"consumers\":[", gh && gh->g ? "true" : "false",
@@ -1957,8 +1958,8 @@ typedef struct gcfg {
 /* Settings from a PUT body (see docs/http-api.md for the fields).  0, or -1 with j filled. */
 static int group_config_parse(json_t *o, const char *name, gcfg *g, jread *j) {
     static const char *const top[] = {"owner", "filter", "tag", "from", "strategy", "ack_timeout_ms",
-                                      "max_in_flight", "buffer_size", "retry", "on_failure", "dlq_max_count",
-                                      "dlq_max_age_ms", "checkpoint_every", "checkpoint_ms", NULL};
+                                      "max_in_flight", "buffer_size", "retry", "on_failure", "per_stream_order",
+                                      "dlq_max_count", "dlq_max_age_ms", "checkpoint_every", "checkpoint_ms", NULL};
     static const char *const fkeys[] = {"event_types", "stream_type", "stream_prefix", "correlation_id", NULL};
     static const char *const rkeys[] = {"backoff", "max_retries", "initial_delay_ms", "max_delay_ms", "jitter", NULL};
     evs_group_config *c = &g->c;
@@ -2053,6 +2054,9 @@ static int group_config_parse(json_t *o, const char *name, gcfg *g, jread *j) {
         else if (strcmp(s, "stop") == 0) c->on_failure = EVS_ON_FAILURE_STOP;
         else return jfail(j, "on_failure", "on_failure must be \"park\" or \"stop\"");
     }
+    json_t *pso = json_object_get(o, "per_stream_order");
+    if (pso && !json_is_boolean(pso)) return jfail(j, "per_stream_order", "per_stream_order must be true or false");
+    c->per_stream_order = pso && json_is_true(pso);
     v = 0;
     if (jint(j, o, "dlq_max_count", 0, INT64_MAX, &v)) return -1;
     c->dlq_max_count = (uint64_t)v;

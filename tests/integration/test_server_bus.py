@@ -604,6 +604,7 @@ class GroupTest(BusBase):
                             ({"max_in_flight": 0}, "max_in_flight"), ({"max_in_flight": 1001}, "max_in_flight"),
                             ({"filter": {"event_types": "A"}}, "event_types"), ({"from": -3}, "from"),
                             ({"retry": {"jitter": 2}}, "jitter"), ({"on_failure": "explode"}, "on_failure"),
+                            ({"per_stream_order": 1}, "per_stream_order"),
                             ({"filter": {"correlation_id": "nope"}}, "correlation_id"), ([1], "")):
             b = self.assertError(s.request("PUT", "/groups/gbad", body=body), 422)
             self.assertEqual(b["detail"]["field"], field, body)
@@ -1053,6 +1054,48 @@ class WSGroupTest(BusBase):
         # the name is free again
         other.send({"op": "consume", "group": "wbad", "consumer": "c"})
         self.assertEqual(other.recv()["op"], "consuming")
+
+    def test_per_stream_order_parks_followers_over_websocket(self):
+        s = self.srv
+        b = self.group("wpso", filter={"stream_prefix": "wpso-"}, per_stream_order=True, max_in_flight=100)
+        self.assertIs(b["per_stream_order"], True)
+        r = self.append("wpso-1", [{"event_type": "A", "data": {"i": i}} for i in range(3)])
+        p1 = r["first_global_position"]
+        q1 = self.append("wpso-2", {"event_type": "A", "data": {}})["first_global_position"]
+        c = self.consumer("wpso", "c")
+        got = {}
+        self.assertEqual(self.drain((("c", c),), 2, got), 2)
+        # one per stream: the first of wpso-1 and the one of wpso-2
+        self.assertEqual(sorted(m["delivery"]["position"] for m in got["c"]), [p1, q1])
+        # nothing more of either stream while its event is out, even after q2 arrives
+        q2 = self.append("wpso-2", {"event_type": "A", "data": {}})["first_global_position"]
+        self.quiet(c)
+        c.send({"op": "ack", "position": q1, "attempt": 1})
+        self.expect_acked(c, 1)
+        d = self.deliveries(c, 1)[0]
+        self.assertEqual(d["delivery"]["position"], q2)
+        c.send({"op": "nack", "position": p1, "attempt": 1, "action": "park", "reason": "bad"})
+        self.assertEqual(c.recv()["op"], "nacked")
+        q3 = self.append("wpso-2", {"event_type": "A", "data": {}})["first_global_position"]
+        self.ack(c, [d])
+        self.expect_acked(c, 1)
+        d = self.deliveries(c, 1)[0]  # wpso-2 flows; wpso-1's followers park behind p1
+        self.assertEqual(d["delivery"]["position"], q3)
+        self.ack(c, [d])
+        self.expect_acked(c, 1)
+        wait_until(lambda: s.get("/groups/wpso/dlq")[2]["depth"] == 3, what="followers parked")
+        entries = s.get("/groups/wpso/dlq")[2]["entries"]
+        self.assertEqual([(e["position"], e.get("blocked_by")) for e in entries],
+                         [(p1, None), (p1 + 1, p1), (p1 + 2, p1)])
+        self.assertError(s.request("POST", "/groups/wpso/dlq/%d/retry" % (p1 + 1)), 409, "waits behind")
+        self.assertEqual(s.request("POST", "/groups/wpso/dlq/retry")[2], {"queued": 3})
+        for k in range(3):
+            m = self.deliveries(c, 1)[0]
+            self.assertEqual(m["delivery"]["position"], p1 + k)
+            self.quiet(c, 0.3)  # the next of the stream only after this one is acked
+            self.ack(c, [m])
+            self.expect_acked(c, 1)
+        wait_until(lambda: s.get("/groups/wpso/dlq")[2]["depth"] == 0, what="DLQ emptied in order")
 
     def test_subscription_and_group_on_one_connection(self):
         self.group("wboth", filter={"stream_prefix": "wboth-"})

@@ -952,6 +952,114 @@ static void test_crash(void) {
     fx_close(&f);
 }
 
+/*
+ * per_stream_order: one delivery of a stream out at a time; a parked event
+ * parks its stream's later events behind it (new ones too, and after a
+ * reopen) while other streams flow; a follower cannot be retried before it;
+ * retry-all delivers them again in order, one at a time.
+ */
+static void test_per_stream_order(void) {
+    fixture f;
+    fx_open(&f, "grp-order");
+    uint64_t s1 = append1(f.s, "o-1", "A");
+    uint64_t s2 = append1(f.s, "o-1", "A");
+    uint64_t t1 = append1(f.s, "o-2", "A");
+    uint64_t s3 = append1(f.s, "o-1", "A");
+    uint64_t t2 = append1(f.s, "o-2", "A");
+    evs_group_config c;
+    evs_group_config_init(&c);
+    c.name = "ordered";
+    c.per_stream_order = 1;
+    c.max_in_flight = 100;
+    evs_group *g = open_group(&f, &c);
+    CHECK_INT(ginfo(g).per_stream_order, 1);
+    evs_group_member *a = join(g, "a");
+    /* one per stream: s1 and t1 go out, s2 and t2 wait */
+    evs_delivery *d1 = take(a), *d2 = take(a), *none = NULL;
+    CHECK_INT(d1->id.position, s1);
+    CHECK_INT(d2->id.position, t1);
+    CHECK_RC(evs_group_next(a, 0, &none), EVS_ETIMEDOUT);
+    ack(a, d2);
+    evs_delivery *d3 = take(a);
+    CHECK_INT(d3->id.position, t2);
+    ack(a, d3);
+    /* s1 parked: s2, s3 and a new s4 park behind it; o-2 keeps flowing */
+    CHECK_RC(evs_group_nack(a, d1->id, EVS_NACK_PARK, "bad s1"), EVS_OK);
+    evs_delivery_free(d1);
+    uint64_t s4 = append1(f.s, "o-1", "A");
+    uint64_t t3 = append1(f.s, "o-2", "A");
+    evs_delivery *d4 = take(a);
+    CHECK_INT(d4->id.position, t3);
+    ack(a, d4);
+    CHECK_RC(evs_group_next(a, 0, &none), EVS_ETIMEDOUT);
+    CHECK_RC(evs_group_checkpoint(g), EVS_OK);
+    uint64_t depth;
+    CHECK_RC(evs_dlq_depth(f.b, "ordered", &depth), EVS_OK);
+    CHECK_INT(depth, 4);
+    evs_dlq_entry e;
+    CHECK_RC(evs_dlq_get(f.b, "ordered", s3, &e), EVS_OK);
+    CHECK_INT(e.blocked_by, s1);
+    CHECK_INT(e.attempts, 0);
+    CHECK_CONTAINS(e.last_error, "waiting behind position");
+    CHECK_INT(ginfo(g).info.checkpoint, t3); /* parked events count as finished */
+    /* a follower cannot jump the queue */
+    CHECK_RC(evs_group_dlq_retry(g, s2), EVS_ECONFLICT);
+    CHECK_CONTAINS(evs_errmsg(), "waits behind");
+    /* a reopen remembers: a new event of o-1 parks behind s1 */
+    evs_group_leave(a);
+    evs_group_close(g);
+    CHECK_RC(evs_group_open(f.b, "ordered", &f.clock, &g), EVS_OK);
+    a = join(g, "a");
+    uint64_t s5 = append1(f.s, "o-1", "A");
+    CHECK_RC(evs_group_next(a, 0, &none), EVS_ETIMEDOUT);
+    CHECK_RC(evs_group_checkpoint(g), EVS_OK);
+    CHECK_RC(evs_dlq_get(f.b, "ordered", s5, &e), EVS_OK);
+    CHECK_INT(e.blocked_by, s1);
+    /* retry all: s1 first, then each follower once the one before is acked */
+    size_t queued = 0;
+    CHECK_RC(evs_group_dlq_retry_all(g, &queued), EVS_OK);
+    CHECK_INT(queued, 5);
+    uint64_t want[] = {s1, s2, s3, s4, s5};
+    for (int i = 0; i < 5; i++) {
+        evs_delivery *d = take(a);
+        if (!d) break;
+        CHECK_INT(d->id.position, want[i]);
+        CHECK_RC(evs_group_next(a, 0, &none), EVS_ETIMEDOUT); /* nothing else of o-1 meanwhile */
+        ack(a, d);
+        CHECK_RC(evs_group_checkpoint(g), EVS_OK);
+    }
+    CHECK_RC(evs_dlq_depth(f.b, "ordered", &depth), EVS_OK);
+    CHECK_INT(depth, 0);
+    /* the stream flows again */
+    uint64_t s6 = append1(f.s, "o-1", "A");
+    evs_delivery *d6 = take(a);
+    if (d6) CHECK_INT(d6->id.position, s6);
+    ack(a, d6);
+    /* a replay that fails again parks its followers' replays behind it again */
+    uint64_t s7 = append1(f.s, "o-1", "A");
+    uint64_t s8 = append1(f.s, "o-1", "A");
+    evs_delivery *d7 = take(a);
+    CHECK_RC(evs_group_nack(a, d7->id, EVS_NACK_PARK, "bad s7"), EVS_OK);
+    evs_delivery_free(d7);
+    CHECK_RC(evs_group_next(a, 0, &none), EVS_ETIMEDOUT); /* s8 parked behind */
+    CHECK_RC(evs_group_checkpoint(g), EVS_OK);
+    CHECK_RC(evs_group_dlq_retry_all(g, &queued), EVS_OK);
+    CHECK_INT(queued, 2);
+    d7 = take(a);
+    if (d7) CHECK_INT(d7->id.position, s7);
+    CHECK_RC(evs_group_nack(a, d7->id, EVS_NACK_PARK, "still bad"), EVS_OK);
+    evs_delivery_free(d7);
+    CHECK_RC(evs_group_next(a, 0, &none), EVS_ETIMEDOUT); /* s8's replay waits behind s7 again */
+    CHECK_RC(evs_group_checkpoint(g), EVS_OK);
+    CHECK_RC(evs_dlq_get(f.b, "ordered", s8, &e), EVS_OK);
+    CHECK_INT(e.blocked_by, s7);
+    CHECK_RC(evs_dlq_depth(f.b, "ordered", &depth), EVS_OK);
+    CHECK_INT(depth, 2);
+    evs_group_leave(a);
+    evs_group_close(g);
+    fx_close(&f);
+}
+
 int main(void) {
     tu_verbose = getenv("EVS_VERBOSE") != NULL;
     test_records();
@@ -966,5 +1074,6 @@ int main(void) {
     test_filters_and_lag();
     test_restart();
     test_crash();
+    test_per_stream_order();
     return TEST_REPORT();
 }
