@@ -142,12 +142,14 @@ class BusBase(unittest.TestCase):
         return body
 
 
-class ProjectionTest(BusBase):
-    """Tests sharing one server; each uses its own stream prefix and names."""
+class SharedServer(BusBase):
+    """One server (durability batch) for the whole class; each test uses names of its own."""
+
+    TMP_PREFIX = "evs-bus-"
 
     @classmethod
     def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="evs-bus-")
+        cls.tmp = tempfile.mkdtemp(prefix=cls.TMP_PREFIX)
         cls.srv = Server(os.path.join(cls.tmp, "data"), "--durability", "batch").start()
 
     @classmethod
@@ -155,6 +157,17 @@ class ProjectionTest(BusBase):
         code = cls.srv.stop()
         shutil.rmtree(cls.tmp, ignore_errors=True)
         assert code == 0, "serve exited %s: %s" % (code, cls.srv.err)
+
+    def group(self, name, **settings):
+        st, _, b = self.srv.request("PUT", "/groups/" + q(name), body=settings)
+        self.assertIn(st, (200, 201), b)
+        return b
+
+
+class ProjectionTest(SharedServer):
+    """Tests sharing one server; each uses its own stream prefix and names."""
+
+    TMP_PREFIX = "evs-bus-"
 
     # ------------------------------------------------------- lifecycle
 
@@ -557,24 +570,10 @@ class ProjectionTest(BusBase):
             print("note: promtool not installed; checked with the built-in parser only")
 
 
-class GroupTest(BusBase):
+class GroupTest(SharedServer):
     """Competing consumers over long-poll HTTP."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="evs-grp-")
-        cls.srv = Server(os.path.join(cls.tmp, "data"), "--durability", "batch").start()
-
-    @classmethod
-    def tearDownClass(cls):
-        code = cls.srv.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-        assert code == 0, "serve exited %s: %s" % (code, cls.srv.err)
-
-    def group(self, name, **settings):
-        st, _, b = self.srv.request("PUT", "/groups/" + q(name), body=settings)
-        self.assertIn(st, (200, 201), b)
-        return b
+    TMP_PREFIX = "evs-grp-"
 
     def next(self, g, consumer, timeout_ms=1000, conn=None):
         st, _, b = self.srv.request("POST", "/groups/%s/next?consumer=%s&timeout_ms=%d"
@@ -750,19 +749,10 @@ class GroupTest(BusBase):
         check_prometheus_text(self, text)
 
 
-class WSGroupTest(BusBase):
+class WSGroupTest(SharedServer):
     """Competing consumers over WebSocket: members tied to their connection."""
 
-    @classmethod
-    def setUpClass(cls):
-        cls.tmp = tempfile.mkdtemp(prefix="evs-wsg-")
-        cls.srv = Server(os.path.join(cls.tmp, "data"), "--durability", "batch").start()
-
-    @classmethod
-    def tearDownClass(cls):
-        code = cls.srv.stop()
-        shutil.rmtree(cls.tmp, ignore_errors=True)
-        assert code == 0, "serve exited %s: %s" % (code, cls.srv.err)
+    TMP_PREFIX = "evs-wsg-"
 
     def setUp(self):
         self.clients = []
@@ -770,11 +760,6 @@ class WSGroupTest(BusBase):
     def tearDown(self):
         for c in self.clients:
             c.close()
-
-    def group(self, name, **settings):
-        st, _, b = self.srv.request("PUT", "/groups/" + q(name), body=settings)
-        self.assertIn(st, (200, 201), b)
-        return b
 
     def consumer(self, group, name=None):
         ws = WSClient(self.srv.port)
