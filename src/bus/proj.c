@@ -297,26 +297,28 @@ static int proj_caught_up(evs__consumer *c) {
     if ((rc = evs__consumer_commit(c, NULL))) return rc;
     MDB_txn *txn;
     if ((rc = mdb_txn_begin(c->bus->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
-    uint64_t old = c->rec.generation;
+    /* on any failure the record goes back exactly as it was: still rebuilding */
+    uint64_t old = c->rec.generation, build = c->rec.build_gen, build_next = c->rec.build_next;
     if ((rc = delete_gen(p, txn, old))) goto fail;
     /* the rebuild's DLQ replaces the live one from where it started */
     if ((rc = evs__dlq_adopt_txn(c->bus, txn, c->rec.name, c->build_owner, c->rec.build_from))) goto fail;
-    c->rec.generation = c->rec.build_gen;
+    c->rec.generation = build;
     c->rec.build_gen = 0;
     c->rec.build_next = 0;
     if ((rc = evs__record_put(c->bus, txn, &c->rec))) goto fail;
     if ((rc = mdb_txn_commit(txn))) {
-        c->rec.build_gen = c->rec.generation;
-        c->rec.generation = old;
-        return evs__bus_mdb_err(rc, "commit");
+        txn = NULL;
+        rc = evs__bus_mdb_err(rc, "commit");
+        goto fail;
     }
     atomic_fetch_add(&c->bus->dlq_gen, 1);
     cache_clear(p);
     return EVS_OK;
 fail:
-    mdb_txn_abort(txn);
-    c->rec.build_gen = c->rec.generation;
+    if (txn) mdb_txn_abort(txn);
     c->rec.generation = old;
+    c->rec.build_gen = build;
+    c->rec.build_next = build_next;
     return rc;
 }
 

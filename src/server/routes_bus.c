@@ -374,6 +374,7 @@ typedef struct gmember {
     int busy;                     /* requests using m, under the group's mu */
     int conn;                     /* tied to a WebSocket connection: never idles out */
     int gone;                     /* conn: left the group without the connection asking */
+    int removing;                 /* conn: member_remove is taking it out (the connection waits) */
     int64_t last_seen;            /* monotonic ns of the last request */
     uint64_t polls;               /* long-polls answered */
     struct gmember *next;
@@ -586,15 +587,21 @@ static int member_remove(ghandle *gh, const char *consumer) {
         return EVS_ENOTFOUND;
     }
     *pp = m->next;
+    /* a connection's member stays its connection's to free: while we wait
+       for its current call, `removing` keeps it from new calls and makes
+       evs__gconn_leave wait for us */
+    if (m->conn) m->removing = 1;
     while (m->busy) {
         evs_group_cancel(m->m);
         pthread_cond_wait(&gh->cv, &gh->mu);
     }
     if (m->conn) { /* its connection learns it at its next call, and frees it */
-        evs_group_leave(m->m);
+        if (gh->g) evs_group_leave(m->m); /* (a close meanwhile released it already) */
         m->m = NULL;
         m->gone = 1;
+        m->removing = 0;
         m->next = NULL;
+        pthread_cond_broadcast(&gh->cv);
     } else {
         member_leave(m);
     }
@@ -671,7 +678,7 @@ static gmember *gconn_acquire(evs__gconn *gc, char *msg, size_t cap) {
     ghandle *gh = gc->gh;
     gmember *m = gc->m;
     pthread_mutex_lock(&gh->mu);
-    if (m->gone || gh->closing || !gh->g) {
+    if (m->gone || m->removing || gh->closing || !gh->g) {
         pthread_mutex_unlock(&gh->mu);
         snprintf(msg, cap, "group \"%s\" %s", gh->name, gone_why);
         return NULL;
@@ -709,6 +716,7 @@ void evs__gconn_leave(evs__gconn *gc) {
     ghandle *gh = gc->gh;
     gmember *m = gc->m;
     pthread_mutex_lock(&gh->mu);
+    while (m->removing) pthread_cond_wait(&gh->cv, &gh->mu); /* member_remove finishes with it first */
     if (!m->gone) {
         for (gmember **pp = &gh->members; *pp; pp = &(*pp)->next)
             if (*pp == m) {
@@ -2328,8 +2336,11 @@ static enum MHD_Result route_leave(bx *x) {
     evs_consumer_info info;
     enum MHD_Result mr;
     if (need_consumer(x, &info, &mr)) return mr;
+    /* under admin_mu: closing the group (which frees members) waits for us */
+    pthread_mutex_lock(&x->bs->admin_mu);
     ghandle *gh = group_find(x->bs, info.name);
     int rc = gh ? member_remove(gh, x->rq->part) : EVS_ENOTFOUND;
+    pthread_mutex_unlock(&x->bs->admin_mu);
     group_put(gh);
     if (rc) return fail(x, EVS_HTTP_NOT_FOUND, NULL, "consumer \"%s\" is not connected to group \"%s\"", x->rq->part, info.name);
     evs__sb out = {0};

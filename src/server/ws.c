@@ -130,6 +130,7 @@ struct ws_client {
     int closing;                   /* we queued a close frame: no more events */
     evs__gconn *gc;                /* while consuming a group */
     int pull_full;                 /* the last pull stopped at WS_GROUP_QUEUE */
+    int64_t pull_after_ns;         /* a delivery failed: no pull before this (monotonic) */
     char consumer[EVS_BUS_MAX_NAME + 1];
     ws_client *prev, *nxt;
 };
@@ -465,7 +466,7 @@ static void on_nack(ws_client *cl, json_t *msg) {
 static int client_pull(ws_client *cl) {
     static const size_t pre = sizeof "{\"op\":\"delivery\",\"delivery\":{\"position\":18446744073709551615,"
                                       "\"attempt\":4294967295},\"event\":";
-    if (!cl->gc || !client_open(cl)) return 0;
+    if (!cl->gc || !client_open(cl) || evs__mono_ns() < cl->pull_after_ns) return 0;
     if (wslay_event_get_queued_msg_count(cl->ctx) >= WS_GROUP_QUEUE) {
         cl->pull_full = 1;
         return 0;
@@ -474,18 +475,26 @@ static int client_pull(ws_client *cl) {
     char why[512];
     int rc = evs__gconn_next(cl->gc, &d, why, sizeof why);
     if (rc == EVS_ETIMEDOUT) return 0;
-    if (rc) {
-        if (rc != EVS_ECLOSED && rc != EVS_EFAILED)
-            fprintf(stderr, "evstore serve: ws consumer \"%s\" of group \"%s\": %s\n", cl->consumer,
-                    evs__gconn_group(cl->gc), why);
+    if (rc == EVS_ECLOSED || rc == EVS_EFAILED) { /* the membership is over */
         consume_end(cl, why);
+        return 0;
+    }
+    if (rc) {
+        /* one delivery failed (the event could not be read, out of memory):
+           the group keeps it for later, the consumer stays, and says so;
+           this consumer asks again in a second, so a bad event is no loop */
+        fprintf(stderr, "evstore serve: ws consumer \"%s\" of group \"%s\": %s\n", cl->consumer,
+                evs__gconn_group(cl->gc), why);
+        send_error(cl, "{\"op\":\"delivery\"}", "a delivery failed: %s", why);
+        cl->pull_after_ns = evs__mono_ns() + 1000000000LL;
         return 0;
     }
     size_t need = evs__event_json_render(&d->event, NULL, 0);
     char *buf = malloc(pre + need + 2);
     if (!buf) {
-        evs_delivery_free(d); /* leaving hands it to the other consumers */
-        consume_end(cl, "out of memory");
+        evs_delivery_free(d); /* unacked: its ack timeout hands it out again */
+        send_error(cl, "{\"op\":\"delivery\"}", "a delivery failed: out of memory");
+        cl->pull_after_ns = evs__mono_ns() + 1000000000LL;
         return 0;
     }
     int k = snprintf(buf, pre, "{\"op\":\"delivery\",\"delivery\":{\"position\":%llu,\"attempt\":%u},\"event\":",

@@ -329,8 +329,16 @@ static void req_fail(evs_append_req *r, int rc) {
 
 static void set_failed(evs_store *s, int rc) {
     int expected = 0;
-    if (atomic_compare_exchange_strong(&s->failed, &expected, rc))
+    if (atomic_compare_exchange_strong(&s->failed, &expected, rc)) {
         snprintf(s->failed_msg, sizeof s->failed_msg, "%s", evs_errmsg());
+        atomic_store_explicit(&s->failed_msg_ready, 1, memory_order_release);
+    }
+}
+
+/* The first failure's message once it is written (other threads read it while the winner writes). */
+static const char *failed_msg(evs_store *s) {
+    return atomic_load_explicit(&s->failed_msg_ready, memory_order_acquire) ? s->failed_msg
+                                                                            : "a write or fdatasync failed";
 }
 
 static int conflict(evs_append_req *r, uint64_t actual) {
@@ -418,7 +426,7 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
     int rc = atomic_load(&s->failed);
     if (rc) {
         for (evs_append_req *r = batch; r; r = r->next) {
-            evs__err(EVS_EFAILED, "store refuses writes after an earlier failure (%s); reopen it", s->failed_msg);
+            evs__err(EVS_EFAILED, "store refuses writes after an earlier failure (%s); reopen it", failed_msg(s));
             req_fail(r, EVS_EFAILED);
         }
         goto done;
@@ -665,7 +673,7 @@ int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_eve
     }
     if (atomic_load(&s->failed)) {
         pthread_mutex_unlock(&s->mu);
-        rc = evs__err(EVS_EFAILED, "store refuses writes after an earlier failure (%s); reopen it", s->failed_msg);
+        rc = evs__err(EVS_EFAILED, "store refuses writes after an earlier failure (%s); reopen it", failed_msg(s));
         goto out;
     }
     submit(s, &r);
@@ -1015,8 +1023,7 @@ int evs_store_writable(evs_store *s, char *why, size_t cap) {
     if (why && cap) why[0] = '\0';
     if (!s) return evs__err(EVS_EINVAL, "store_writable: store is NULL");
     if (!atomic_load(&s->failed)) return EVS_OK;
-    /* failed_msg is written just after the flag: an empty one is a failure being recorded */
-    if (why && cap) snprintf(why, cap, "%s", s->failed_msg[0] ? s->failed_msg : "a write or fdatasync failed");
+    if (why && cap) snprintf(why, cap, "%s", failed_msg(s));
     return EVS_EFAILED;
 }
 

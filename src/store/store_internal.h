@@ -49,7 +49,8 @@ struct evs_store {
     int syncer_started;
     /* owned by whoever leads (handed over under mu) */
     _Atomic int failed;           /* sticky: first write/sync failure code */
-    char failed_msg[512];
+    char failed_msg[512];         /* written once, then failed_msg_ready (release) */
+    _Atomic int failed_msg_ready;
     int64_t last_recorded;        /* recorded_at never goes backwards */
     int64_t last_sync_ns;
     int unsynced;                 /* batch mode: flushed but not synced */

@@ -1110,6 +1110,27 @@ class WSGroupTest(SharedServer):
         self.assertIn("broken", m["reason"])
         self.assertEqual(s.get("/groups/wstop")[2]["status"], "error")
 
+    def test_remove_consumer_while_it_is_served(self):
+        """DELETE of a WebSocket consumer races the hub using it: no crash, the consumer hears it."""
+        s = self.srv
+        self.group("wrace", filter={"stream_prefix": "wrace-"}, max_in_flight=1000)
+        for i in range(15):
+            c = self.consumer("wrace", "c%d" % i)
+            self.append("wrace-%d" % i, [{"event_type": "A", "data": {"k": k}} for k in range(50)])
+            st, _, b = s.request("DELETE", "/groups/wrace/consumers/c%d" % i)
+            self.assertEqual(st, 200, b)
+            while True:
+                m = c.recv()
+                if m["op"] != "delivery":
+                    break
+            self.assertEqual(m["op"], "left", m)
+            c.close()
+        self.assertEqual(s.get("/health")[0], 200)
+        # the removed consumers' deliveries are all handed out again
+        last = self.consumer("wrace", "last")
+        got = {}
+        self.assertEqual(self.drain((("last", last),), 750, got), 750)
+
     def test_group_closed_under_the_consumer(self):
         s = self.srv
         self.group("wdel", filter={"stream_prefix": "wdel-"})
