@@ -49,6 +49,7 @@ enum MHD_Result evs__http_accept(void *cls, const struct sockaddr *addr, socklen
     evs__srv *srv = cls;
     (void)addr;
     (void)addrlen;
+    if (atomic_load(&srv->shutting)) return MHD_NO; /* stopping: accept nothing new (serve.c) */
     return atomic_load(&srv->connections) < (long)srv->max_connections ? MHD_YES : MHD_NO;
 }
 

@@ -10,13 +10,16 @@
  * Shutdown, in this order, so that nothing acknowledged is lost and no
  * client is left hanging:
  *   1. shutting = 1: new requests get 503 with "Connection: close";
- *   2. stop accepting (MHD_quiesce_daemon; the socket closes after step 5);
+ *   2. stop accepting: the accept policy refuses every new connection from
+ *      here on (not MHD_quiesce_daemon: with a thread pool on epoll it
+ *      races the workers removing the socket from their epoll sets, and
+ *      libmicrohttpd 0.9.75 aborts when it loses — seen under load here);
  *   3. wake every live subscriber: SSE streams send a final "shutdown"
  *      event and end, WebSocket clients get {"op":"shutdown"} and a close;
  *   4. wait for requests in flight (appends blocked in the store finish and
  *      their answers are sent), up to a bound;
  *   5. stop the notifier, stop the daemon, close the store (which syncs).
- * Exit status 0 when all of it went through.
+ * Exit status 0 when all of it went through (5 after a store failure).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -299,7 +302,6 @@ int evs__cli_serve(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
 
     code = EVS_CLI_OK;
-    MHD_socket quiesced = MHD_INVALID_SOCKET;
     int rc = evs_store_create(&srv->store);
     if (!rc) rc = evs_store_set_durability(srv->store, mode, mode == EVS_DURABILITY_BATCH ? (unsigned)o.batch_ms : 0);
     if (rc) {
@@ -360,9 +362,6 @@ int evs__cli_serve(int argc, char **argv) {
     pthread_mutex_lock(&srv->sub_mu);
     atomic_store(&srv->shutting, 1);
     pthread_mutex_unlock(&srv->sub_mu);
-    /* the workers drop the socket from their epoll sets asynchronously:
-       it is closed only after MHD_stop_daemon */
-    quiesced = MHD_quiesce_daemon(srv->daemon);
     /* 3: live subscribers get their final message */
     evs__sse_wake_all(srv);
     evs__ws_stop(srv);
@@ -382,7 +381,6 @@ cleanup:
         evs__sse_wake_all(srv); /* the daemon must not stop with suspended connections */
         MHD_stop_daemon(srv->daemon);
     }
-    if (quiesced != MHD_INVALID_SOCKET) close(quiesced);
     evs__ws_free(srv);
     evs__bus_srv_stop(srv); /* projections commit before the store closes */
     if (srv->store && code == EVS_CLI_OK) {
