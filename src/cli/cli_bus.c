@@ -346,8 +346,7 @@ int evs__cli_projection(int argc, char **argv) {
             free(src);
             return evs__cli_usage("projection", "unknown action \"%s\"", act);
         }
-        code = evs__cli_projection_remote(o.url, act, name, o.npos > 2 ? o.pos[2] : NULL, src, srclen, o.after,
-                                          o.limit);
+        code = evs__cli_projection_remote(o.url, act, name, o.npos > 2 ? o.pos[2] : NULL, src, srclen, o.limit);
         free(src);
         return code ? code : evs__cli_finish_output(EVS_CLI_OK);
     }

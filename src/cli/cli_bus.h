@@ -17,6 +17,6 @@ int evs__cli_sub_remote(const char *url, const char *act, const char *name, cons
 int evs__cli_dlq_remote(const char *url, const char *act, const char *name, uint64_t pos, uint64_t after,
                         uint64_t limit);
 int evs__cli_projection_remote(const char *url, const char *act, const char *name, const char *arg,
-                               const char *src, size_t src_len, uint64_t after, uint64_t limit);
+                               const char *src, size_t src_len, uint64_t limit);
 
 #endif

@@ -53,8 +53,8 @@ static int call(evs__cli_http *h, const char *method, const char *path, const ch
 
 /*
  * GET path?limit=..&after=.. pages, printing every element of `key` on its
- * own line, until `limit` elements or next_after is null.  quote_after:
- * next_after is a name (a string) rather than a position.
+ * own line, until `limit` elements or next_after is null (a name or a
+ * position: either is handed back as `after`).
  */
 static int list_pages(evs__cli_http *h, const char *base, const char *key, uint64_t after, uint64_t limit) {
     char cursor[512] = "";
@@ -174,7 +174,7 @@ static int follow_rebuild(evs__cli_http *h, const char *path) {
 }
 
 int evs__cli_projection_remote(const char *url, const char *act, const char *name, const char *arg,
-                               const char *src, size_t src_len, uint64_t after, uint64_t limit) {
+                               const char *src, size_t src_len, uint64_t limit) {
     evs__cli_http *h;
     int code = evs__cli_http_open("projection", url, &h);
     if (code) return code;
@@ -199,7 +199,6 @@ int evs__cli_projection_remote(const char *url, const char *act, const char *nam
         code = call(h, NULL, p.p, NULL, 0, 1, NULL);
     } else if (strcmp(act, "partitions") == 0) {
         path_of(&p, "projections", name, "/partitions");
-        (void)after; /* partitions page by name: --after is a position for the DLQ only */
         code = list_pages(h, p.p, "partitions", 0, limit);
     } else if (strcmp(act, "rebuild") == 0) {
         path_of(&p, "projections", name, "/rebuild");
