@@ -8,7 +8,8 @@
  *   sub.c       subscriptions: the engine with a user callback
  *   proj.c      projections: partitioned state cache, commit of state and
  *               checkpoint in one transaction, queries, rebuild
- *   proj_lua.c  the Lua 5.4 sandbox behind Lua projections
+ *   proj_lua.c  Lua projections: a script's declaration run in the sandbox
+ *   lua_sandbox.c  the Lua 5.4 sandbox shared with Lua aggregates (src/app/)
  *   group.c     persistent subscription groups (competing consumers): a
  *               window of outstanding events shared between members
  *
