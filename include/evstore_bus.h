@@ -381,6 +381,40 @@ int evs_proj_get_status(evs_projection *p, evs_proj_status *out);
  */
 int evs_proj_get_state(evs_bus *b, const char *name, const char *partition, char **json, size_t *len);
 
+/*
+ * The position the committed state of a projection reflects: every event at
+ * or below it has been applied (while rebuilding: the live state's).
+ */
+int evs_proj_position(evs_bus *b, const char *name, uint64_t *position);
+
+/*
+ * Called for each partition of a scan in key order; the views are valid only
+ * during the call.  Return 0 to go on, nonzero to stop the scan.
+ */
+typedef int (*evs_proj_scan_fn)(void *ctx, const char *partition, size_t partition_len, const char *state,
+                                size_t state_len);
+
+/*
+ * Visit every committed partition of a projection in one read transaction,
+ * so the states seen all reflect the same *position (may be NULL).
+ * Blocks nobody; may run on any thread, concurrently with the projection.
+ */
+int evs_proj_scan(evs_bus *b, const char *name, evs_proj_scan_fn fn, void *ctx, uint64_t *position);
+
+/*
+ * Wait until the committed state of projection `name` reflects `position`
+ * (a consistency token: the last global position of a command's events).
+ * Wakes at each consumer commit of the bus; timeout_ms -1: forever, 0: just
+ * check.  EVS_OK, or EVS_ETIMEDOUT naming both positions; *reached (may be
+ * NULL) receives the projection's position either way.  Any thread.  The
+ * wait ends no sooner than the projection commits: its checkpoint_every /
+ * checkpoint_ms bound how stale a caught-up projection's state can be.
+ */
+int evs_proj_wait(evs_bus *b, const char *name, uint64_t position, int timeout_ms, uint64_t *reached);
+
+/* Bumped by every consumer commit of the bus (cheap change detection for caches). */
+uint64_t evs_bus_commit_generation(evs_bus *b);
+
 typedef struct evs_partition_name {
     char name[EVS_MAX_STREAM_NAME + 1];
 } evs_partition_name;

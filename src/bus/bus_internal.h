@@ -53,7 +53,15 @@ struct evs_bus {
     char **open_names;
     size_t n_open, cap_open;
     _Atomic uint64_t dlq_gen;     /* bumped by every DLQ change */
+    /* every consumer commit bumps commit_gen and wakes evs_proj_wait */
+    pthread_mutex_t commit_mu;
+    pthread_cond_t commit_cv;
+    uint64_t commit_gen;          /* guarded by commit_mu */
+    int closing;                  /* guarded by commit_mu */
 };
+
+/* A consumer committed: wake the waiters of evs_proj_wait. */
+void evs__bus_notify_commit(evs_bus *b);
 
 /* LMDB status -> evs status with message. */
 int evs__bus_mdb_err(int rc, const char *what);
