@@ -9,7 +9,7 @@ PREFIX   ?= /usr/local
 DATA     ?= ./data
 BUILD    := build
 CMAKE    := cmake
-APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev liblua5.4-dev python3 clang \
+APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev liblua5.4-dev libsodium-dev python3 clang \
             libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev prometheus
 
 .PHONY: all deps build build-asan build-tsan run demo test test-plain test-asan test-tsan bench soak install clean fuzz
