@@ -260,13 +260,16 @@ int evs_app_register_lua_aggregate(evs_app *a, const char *name, const char *src
             rc = evs__err(EVS_ECONFLICT, "aggregate type \"%s\": command type \"%s\" already has a handler", g->name,
                           hs[i].command_type);
     if (!rc && grow(&a->aggs, &a->cap_aggs, a->n_aggs)) rc = evs__err(EVS_ENOMEM, "out of memory");
+    int added = 0;
     if (!rc) {
         a->aggs[a->n_aggs++] = g;
+        added = 1;
         for (size_t i = 0; !rc && i < nh; i++) rc = evs__app_add_handler_locked(a, &hs[i], g);
     }
     pthread_rwlock_unlock(&a->reg_lock);
     evs__agg_lua_handlers_free(hs, nh);
-    return rc; /* g is registered (a failed handler leaves the type usable by the others) */
+    if (!added) agg_free(g);
+    return rc; /* once added, g stays (a failed handler leaves the type usable by the others) */
 fail:
     evs__agg_lua_handlers_free(hs, nh);
     agg_free(g);

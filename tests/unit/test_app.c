@@ -28,7 +28,9 @@ static evs_app *open_app(evs_store *s, evs_bus *b, const evs_app_config *cfg, co
     return a;
 }
 
+/* r must start zeroed; the previous result held in it is released first. */
 static int run(evs_app *a, const char *json, evs_command_result *r) {
+    evs_command_result_free(r);
     int rc = evs_app_execute_json(a, NULL, json, strlen(json), r);
     if (rc) fprintf(stderr, "execute_json: %s\n", evs_errmsg());
     return rc;
@@ -37,7 +39,7 @@ static int run(evs_app *a, const char *json, evs_command_result *r) {
 static void test_commands(const char *d) {
     evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
     evs_app *a = open_app(s, NULL, NULL, "v1");
-    evs_command_result r;
+    evs_command_result r = {0};
 
     /* accepted, with the command's identity on its events */
     CHECK_RC(run(a,
@@ -268,6 +270,7 @@ static void test_commands(const char *d) {
              EVS_OK);
     CHECK_INT(r.outcome, EVS_CMD_REJECTED);
     CHECK_INT(r.idempotent, 0);
+    evs_command_result_free(&r);
     evs_app_close(a);
     evs_store_close(s);
 }
@@ -444,6 +447,7 @@ static void test_lua(const char *d) {
     cfg.snapshot_every = 3;
     cfg.lua_limits.instructions = 100000;
     evs_app *a = open_app(s, NULL, &cfg, NULL);
+    evs_command_result r = {0};
     CHECK_RC(evs_app_register_lua_aggregate(a, "account", account_lua, strlen(account_lua)), EVS_OK);
     CHECK_RC(evs_app_register_lua_aggregate(a, "account", account_lua, strlen(account_lua)), EVS_ECONFLICT);
     CHECK_RC(evs_app_register_lua_aggregate(a, "broken", "return {", 8), EVS_EINVAL);
@@ -451,7 +455,6 @@ static void test_lua(const char *d) {
     const char *nocmd = "return { evolve = {} }";
     CHECK_RC(evs_app_register_lua_aggregate(a, "nocmd", nocmd, strlen(nocmd)), EVS_EINVAL);
     CHECK_CONTAINS(evs_errmsg(), "'commands' table");
-    evs_command_result r;
     CHECK_RC(run(a, "{\"command_type\":\"Deposit\",\"aggregate_id\":\"a1\",\"data\":{\"cents\":5}}", &r), EVS_OK);
     CHECK_INT(r.outcome, EVS_CMD_REJECTED);
     CHECK_STR(r.reason, "account is not open");
@@ -494,6 +497,7 @@ static void test_lua(const char *d) {
     evs_command_result_free(&r);
     CHECK_RC(run(a, "{\"command_type\":\"Open\",\"aggregate_id\":\"a1\",\"data\":{\"owner\":\"x\"}}", &r), EVS_OK);
     CHECK_STR(r.reason, "account exists");
+    evs_command_result_free(&r);
     evs_app_close(a);
 
     /* an edited script: the old snapshots are not applied */
