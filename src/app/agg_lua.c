@@ -123,21 +123,28 @@ void evs__agg_lua_free(struct evs__lua_agg *l) {
 
 /* ------------------------------------------------------------- callbacks */
 
-static int l_new_state(lstate *s, int from_stack) {
-    if (!from_stack) return -1;
-    s->ref = luaL_ref(s->in->L, LUA_REGISTRYINDEX);
-    return 0;
-}
-
-static int cb_init(void *ctx, void **state, char *err, size_t cap) {
-    struct evs__lua_agg *l = ctx;
+/* A state holder with a sandbox of its own: NULL with err on failure. */
+static lstate *lstate_new(struct evs__lua_agg *l, char *err, size_t cap) {
     lstate *s = calloc(1, sizeof *s);
-    if (!s) return snprintf(err, cap, "out of memory"), 1;
+    if (!s) {
+        snprintf(err, cap, "out of memory");
+        return NULL;
+    }
     if (borrow(l, &s->in)) {
         snprintf(err, cap, "%s", evs_errmsg());
         free(s);
-        return 1;
+        return NULL;
     }
+    return s;
+}
+
+/* The table on top of the stack becomes the state. */
+static void lstate_take(lstate *s) { s->ref = luaL_ref(s->in->L, LUA_REGISTRYINDEX); }
+
+static int cb_init(void *ctx, void **state, char *err, size_t cap) {
+    struct evs__lua_agg *l = ctx;
+    lstate *s = lstate_new(l, err, cap);
+    if (!s) return 1;
     lua_State *L = s->in->L;
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->in->init_ref);
     if (lua_isfunction(L, -1)) {
@@ -162,7 +169,7 @@ static int cb_init(void *ctx, void **state, char *err, size_t cap) {
         lua_settop(L, 0);
         lua_newtable(L);
     }
-    l_new_state(s, 1);
+    lstate_take(s);
     *state = s;
     return 0;
 fail:
@@ -323,13 +330,8 @@ static int cb_encode(void *ctx, const void *state, char **json, size_t *len) {
 
 static int cb_decode(void *ctx, const char *json, size_t len, void **state, char *err, size_t cap) {
     struct evs__lua_agg *l = ctx;
-    lstate *s = calloc(1, sizeof *s);
-    if (!s) return snprintf(err, cap, "out of memory"), 1;
-    if (borrow(l, &s->in)) {
-        snprintf(err, cap, "%s", evs_errmsg());
-        free(s);
-        return 1;
-    }
+    lstate *s = lstate_new(l, err, cap);
+    if (!s) return 1;
     lua_State *L = s->in->L;
     if (evs__sandbox_push_json(L, json, len) || !lua_istable(L, -1)) {
         snprintf(err, cap, "snapshot state is not a JSON object");
@@ -337,7 +339,7 @@ static int cb_decode(void *ctx, const char *json, size_t len, void **state, char
         free(s);
         return 1;
     }
-    l_new_state(s, 1);
+    lstate_take(s);
     *state = s;
     return 0;
 }
