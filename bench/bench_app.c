@@ -74,6 +74,8 @@ static pthread_barrier_t bar;
 static void *client_main(void *arg) {
     client *c = arg;
     char data[32], id[16], stream[32];
+    static _Atomic unsigned epoch;
+    unsigned my_epoch = ++epoch; /* command ids differ between runs */
     /* metadata of the size the command bus writes: command_id and command_type plus the caller's */
     const char *meta = "{\"command_id\":\"0190a4e2-7b1c-7cc0-8000-000000000001\",\"command_type\":\"Add\",\"user\":\"bench\"}";
     pthread_barrier_wait(&bar);
@@ -101,8 +103,11 @@ static void *client_main(void *arg) {
             versions[agg] = r.last_stream_position;
         } else {
             snprintf(id, sizeof id, "%d", agg);
+            char cid[48];
+            snprintf(cid, sizeof cid, "c%u-%d-%ld-%llx", my_epoch, c->idx, c->ops, (unsigned long long)c->rng);
             evs_command cmd;
             evs_command_init(&cmd);
+            cmd.command_id = cid; /* with an id, so the idempotency lookup is paid like a real client's */
             cmd.command_type = "Add";
             cmd.aggregate_id = id;
             cmd.data = data;
