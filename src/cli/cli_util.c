@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/json.h"
 
 /* ------------------------------------------------------------ arguments */
 
@@ -250,31 +251,21 @@ cleanup:
 /* ---------------------------------------------------------------- output */
 
 void evs__cli_json_str(FILE *f, const char *s, size_t n) {
-    /* Strings reaching here come from the store (valid UTF-8, no NUL), so
-       only the characters JSON forbids raw need escaping; UTF-8 passes as is. */
-    static const char hex[] = "0123456789abcdef";
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        case '\b': fputs("\\b", f); break;
-        case '\f': fputs("\\f", f); break;
-        default:
-            if (c < 0x20) {
-                fputs("\\u00", f);
-                fputc(hex[c >> 4], f);
-                fputc(hex[c & 15], f);
-            } else {
-                fputc(c, f);
-            }
-        }
+    /* the one escaper (core/json.c); names and messages fit the stack */
+    char small[1024];
+    size_t need = evs__json_escape(s, n, small, sizeof small);
+    if (need < sizeof small) {
+        fwrite(small, 1, need, f);
+        return;
     }
-    fputc('"', f);
+    char *big = malloc(need + 1);
+    if (!big) {
+        evs__cli_fail(EVS_CLI_IO, "out of memory writing a string of %zu bytes", n);
+        exit(EVS_CLI_IO);
+    }
+    evs__json_escape(s, n, big, need + 1);
+    fwrite(big, 1, need, f);
+    free(big);
 }
 
 void evs__cli_json_time(FILE *f, int64_t ns) {

@@ -9,7 +9,7 @@
  *   metrics.c  counters, histograms and the Prometheus text rendering
  *   sse.c      GET /subscribe (Server-Sent Events) and the head notifier
  *   ws.c       GET /ws (WebSocket over libwslay) on one epoll thread
- *   util.c     growable buffers, percent-decoding, strict numbers, SHA-1
+ *   util.c     percent-decoding, strict numbers, SHA-1, the access log
  *
  * Threads: libmicrohttpd runs a pool of epoll workers that call the access
  * handler; each append blocks its worker in evs_append, and the store's
@@ -37,6 +37,7 @@
 #include <stdio.h>
 
 #include "core/core.h"
+#include "core/sb.h"
 #include "evstore.h"
 
 /* ------------------------------------------------------------- hard caps */
@@ -67,28 +68,6 @@ enum {
     EVS_HTTP_TOO_LARGE = 413, EVS_HTTP_UNSUPPORTED_TYPE = 415, EVS_HTTP_UNPROCESSABLE = 422,
     EVS_HTTP_INTERNAL = 500, EVS_HTTP_UNAVAILABLE = 503
 };
-
-/* ---------------------------------------------------------------- buffers */
-
-/* A growable byte buffer; on allocation failure `oom` sticks and adds stop. */
-typedef struct evs__sb {
-    char *p;
-    size_t len, cap;
-    int oom;
-} evs__sb;
-
-void evs__sb_add(evs__sb *b, const void *p, size_t n);
-void evs__sb_adds(evs__sb *b, const char *s);
-void evs__sb_printf(evs__sb *b, const char *fmt, ...) EVS_PRINTF(2, 3);
-/* s[0..n) as a JSON string, quotes included. */
-void evs__sb_json_str(evs__sb *b, const char *s, size_t n);
-/* An RFC 3339 time as a JSON string, or null for 0. */
-void evs__sb_json_time(evs__sb *b, int64_t ns);
-/* One event as evs_event_to_json renders it, without a temporary copy. */
-void evs__sb_event(evs__sb *b, const evs_event *ev);
-/* Take ownership of the bytes (NUL-terminated); the buffer is emptied. */
-char *evs__sb_take(evs__sb *b, size_t *len);
-void evs__sb_free(evs__sb *b);
 
 /* ----------------------------------------------------------------- input */
 
