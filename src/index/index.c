@@ -13,7 +13,7 @@
 
 #include "core/core.h"
 #include "index/index.h"
-#include "store/record.h"
+#include "log/record.h"
 
 int evs__index_err(int rc, const char *what) {
     if (rc == MDB_MAP_FULL)

@@ -32,7 +32,7 @@
  *    24    8  synced_to: the log location (segment << 32 | offset) up to
  *             which the log was known durable (fdatasync'd) when this frame
  *             was appended; always <= the frame's own location
- *    32  len  payload (opaque: src/store/record.c)
+ *    32  len  payload (opaque: src/log/record.c)
  *     .   ..  zero padding to a multiple of 8
  *   crc = crc32c over: the segment's salt (8 bytes, LE), frame bytes 0..3,
  *   frame bytes 8..31, the payload.  The salt makes bytes left over from any

@@ -2,7 +2,7 @@
  * log.h — the segmented, CRC-framed, append-only log (internal API).
  *
  * The log knows frames, not events: a frame is an opaque payload (one
- * atomic append, encoded by src/store/record.c) plus the global position of
+ * atomic append, encoded by src/log/record.c) plus the global position of
  * its first event and its event count.  The log guarantees that frames are
  * gapless in global position (each frame's first_gpos equals the previous
  * frame's first_gpos + count), that a frame is returned only if its CRC

@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "core/core.h"
-#include "store/record.h"
+#include "log/record.h"
 #include "store/store_internal.h"
 
 enum { RD_STREAM, RD_SCAN, RD_INDEX };

@@ -46,7 +46,7 @@
 
 #include "core/core.h"
 #include "core/json.h"
-#include "store/record.h"
+#include "log/record.h"
 #include "store/store_internal.h"
 
 #define EVS_BATCH_MAX_REQS 4096

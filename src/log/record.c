@@ -1,6 +1,14 @@
 /*
  * record.c — encoding of one append (a log frame's payload).
  *
+ * Why it lives in src/log/: it is the layout of the log's payloads, and
+ * both the index (which turns a record into index entries, for the writer
+ * and for recovery) and the store (which encodes appends and decodes
+ * reads) use it.  The layers run io -> core -> log -> index -> store; the
+ * lowest layer that every user sits on is the log, so the codec sits there
+ * and every include of it points down.  It needs nothing but core; log.c
+ * itself still treats payloads as opaque bytes and never calls it.
+ *
  * One frame holds every event of one append, so an append is atomic by
  * construction: the frame's CRC either verifies and all events exist, or it
  * does not and none do.  Global positions are not stored per event: event i
@@ -35,7 +43,7 @@
 #include <string.h>
 
 #include "core/core.h"
-#include "store/record.h"
+#include "log/record.h"
 
 static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
 

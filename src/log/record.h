@@ -4,7 +4,8 @@
  * The log treats payloads as opaque bytes; this module lays out the events
  * of an append inside one payload, so that an append is atomic by
  * construction (one frame, one checksum).  The layout is documented at the
- * top of record.c and in docs/format.md.
+ * top of record.c and in docs/format.md.  It sits in src/log/, below the
+ * index and the store that both use it (record.c says why).
  */
 #ifndef EVS_RECORD_H
 #define EVS_RECORD_H
