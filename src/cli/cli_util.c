@@ -132,20 +132,17 @@ int evs__cli_target(const evs__cli_args *a, const char *opt_dir, const char *opt
 int evs__cli_u64(const evs__cli_args *a, const char *name, const char *text, uint64_t max,
                  uint64_t *out) {
     if (!text[0]) return evs__cli_usage(a->cmd, "%s: empty value, expected a number", name);
-    if (text[0] == '-' && text[1] >= '0' && text[1] <= '9')
-        return evs__cli_usage(a->cmd, "%s %s: not a number (negative values are not allowed)", name,
-                              text);
-    uint64_t v = 0;
-    for (const char *p = text; *p; p++) {
-        if (*p < '0' || *p > '9') return evs__cli_usage(a->cmd, "%s %s: not a number", name, text);
-        unsigned d = (unsigned)(*p - '0');
-        if (d > max || v > (max - d) / 10)
-            return evs__cli_usage(a->cmd, "%s %s: number too large (at most %llu)", name, text,
-                                  (unsigned long long)max);
-        v = v * 10 + d;
+    switch (evs__parse_u64(text, max, out)) {
+    case 0: return EVS_CLI_OK;
+    case -2:
+        if (text[1] >= '0' && text[1] <= '9')
+            return evs__cli_usage(a->cmd, "%s %s: not a number (negative values are not allowed)", name, text);
+        return evs__cli_usage(a->cmd, "%s %s: not a number", name, text);
+    case -3:
+        return evs__cli_usage(a->cmd, "%s %s: number too large (at most %llu)", name, text,
+                              (unsigned long long)max);
+    default: return evs__cli_usage(a->cmd, "%s %s: not a number", name, text);
     }
-    *out = v;
-    return EVS_CLI_OK;
 }
 
 /* --------------------------------------------------------------- errors */

@@ -4,15 +4,14 @@
  *     evstore [--help | --version] COMMAND [ARGS...]
  *
  * Each subcommand parses its own arguments and returns the exit status (see
- * cli.h for the table); `serve` lives in src/server/ behind the same
- * signature (server/server.h).  `evstore help COMMAND` is the same as
+ * cli.h for the table); `serve` reads its settings in cli_serve.c and runs
+ * the server of src/server/ (server/server.h).  `evstore help COMMAND` is the same as
  * `evstore COMMAND --help`, for those who type it that way round.
  */
 #include <string.h>
 
 #include "cli/cli.h"
 #include "cli/cli_bus.h"
-#include "server/server.h"
 
 typedef struct evs_cli_command {
     const char *name;

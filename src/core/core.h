@@ -68,6 +68,13 @@ void evs__civil_from_days(int64_t days, int64_t *year, unsigned *month, unsigned
 void evs__random(void *buf, size_t n);
 
 /*
+ * Strict unsigned decimal of at most max: 0 with *out; -1 empty or not a
+ * number, -2 negative (a leading '-'), -3 too large.  *out is left alone on
+ * failure.
+ */
+int evs__parse_u64(const char *s, uint64_t max, uint64_t *out);
+
+/*
  * Validate UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).
  * Returns 1 if valid.  With *bad_at set to the offset of the first bad byte.
  */

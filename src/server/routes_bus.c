@@ -734,12 +734,12 @@ void evs__gconn_leave(evs__gconn *gc) {
 
 /* ---------------------------------------------------------------- lifecycle */
 
-int evs__bus_srv_start(evs__srv *srv) {
+int evs__bus_srv_start(evs__srv *srv, char *why, size_t whycap) {
     evs__bus_srv *bs = calloc(1, sizeof *bs);
     evs_consumer_info *page = calloc(BUS_LIST_CHUNK, sizeof *page);
     int rc = EVS_OK, ret = -1;
     if (!bs || !page) {
-        fprintf(stderr, "evstore serve: out of memory\n");
+        snprintf(why, whycap, "serve: out of memory");
         free(bs);
         goto cleanup;
     }
@@ -747,7 +747,7 @@ int evs__bus_srv_start(evs__srv *srv) {
     pthread_mutex_init(&bs->mu, NULL);
     pthread_mutex_init(&bs->admin_mu, NULL);
     if ((rc = evs_bus_open(srv->store, &bs->bus))) {
-        fprintf(stderr, "evstore serve: cannot open the consumers of %s: %s\n", srv->dir, evs_errmsg());
+        snprintf(why, whycap, "serve: cannot open the consumers of %s: %s", srv->dir, evs_errmsg());
         pthread_mutex_destroy(&bs->mu);
         pthread_mutex_destroy(&bs->admin_mu);
         free(bs);
@@ -761,7 +761,7 @@ int evs__bus_srv_start(evs__srv *srv) {
     size_t n;
     do {
         if ((rc = evs_consumer_list(bs->bus, after[0] ? after : NULL, page, BUS_LIST_CHUNK, &n))) {
-            fprintf(stderr, "evstore serve: cannot list the consumers: %s\n", evs_errmsg());
+            snprintf(why, whycap, "serve: cannot list the consumers: %s", evs_errmsg());
             goto cleanup;
         }
         for (size_t i = 0; i < n; i++) {
@@ -775,7 +775,7 @@ int evs__bus_srv_start(evs__srv *srv) {
             }
             if (!runner_new(bs, page[i].name, p, orc ? err : NULL)) {
                 evs_proj_close(p);
-                fprintf(stderr, "evstore serve: cannot start projection \"%s\"\n", page[i].name);
+                snprintf(why, whycap, "serve: cannot start projection \"%s\"", page[i].name);
                 goto cleanup;
             }
         }

@@ -18,10 +18,10 @@
 
 /*
  * Open DIR/consumers/ and start a runner for every stored Lua projection.
- * 0, or -1 after printing why (the server then does not start).
+ * 0, or -1 with why[] saying why (the server then does not start).
  * Ownership: the state hangs off srv->bus until evs__bus_srv_stop.
  */
-int evs__bus_srv_start(evs__srv *srv);
+int evs__bus_srv_start(evs__srv *srv, char *why, size_t whycap);
 /*
  * Shutdown step 3 (with the live streams): end every group long-poll and
  * wait, bounded, until their connections are resumed, so that the daemon

@@ -39,25 +39,13 @@
 #include "core/core.h"
 #include "core/sb.h"
 #include "evstore.h"
+#include "server/server.h"
 
 /* ------------------------------------------------------------- hard caps */
 
-/*
- * Hard caps: configuration may lower these but never raise them.  The body
- * cap leaves room for the JSON envelope around EVS_MAX_APPEND_BYTES of data.
- */
-#define EVS_SRV_MAX_BODY ((size_t)80 << 20)
-#define EVS_SRV_DEFAULT_BODY ((size_t)32 << 20)
-#define EVS_SRV_MAX_CONNECTIONS 4096u
-#define EVS_SRV_DEFAULT_CONNECTIONS 1024u
-#define EVS_SRV_MAX_TIMEOUT_S 600u
-#define EVS_SRV_DEFAULT_TIMEOUT_S 30u
-#define EVS_SRV_MAX_THREADS 64u
 #define EVS_SRV_MAX_PAGE 10000u          /* events or streams per read page */
 #define EVS_SRV_DEFAULT_PAGE 100u
 #define EVS_SRV_MAX_PAGE_BYTES ((size_t)32 << 20) /* a page stops growing here */
-#define EVS_SRV_MAX_WS_FRAME ((size_t)1 << 20)    /* client -> server message */
-#define EVS_SRV_DEFAULT_WS_FRAME ((size_t)64 << 10)
 #define EVS_SRV_MAX_FILTER_TYPES 32u
 #define EVS_SRV_HEADER_MEMORY ((size_t)32 << 10)  /* per connection: headers and the send buffer */
 
@@ -78,8 +66,6 @@ enum {
  */
 long evs__pct_decode(const char *in, size_t n, char *out, size_t cap, char *why, size_t whycap);
 
-/* Strict unsigned decimal: 0 ok; -1 empty/not a number, -2 negative, -3 too large. */
-int evs__parse_u64(const char *s, uint64_t max, uint64_t *out);
 
 /* SHA-1 of p[0..n) (for the WebSocket handshake only). */
 void evs__sha1(const void *p, size_t n, uint8_t out[20]);

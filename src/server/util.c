@@ -61,20 +61,6 @@ long evs__pct_decode(const char *in, size_t n, char *out, size_t cap, char *why,
     return (long)o;
 }
 
-int evs__parse_u64(const char *s, uint64_t max, uint64_t *out) {
-    if (!s || !*s) return -1;
-    if (s[0] == '-') return -2;
-    uint64_t v = 0;
-    for (const char *p = s; *p; p++) {
-        if (*p < '0' || *p > '9') return -1;
-        unsigned d = (unsigned)(*p - '0');
-        if (d > max || v > (max - d) / 10) return -3;
-        v = v * 10 + d;
-    }
-    *out = v;
-    return 0;
-}
-
 /* ------------------------------------------------------------------ SHA-1 */
 
 /* FIPS 180-4, section 6.1: 80 rounds over 512-bit blocks, big-endian words. */
