@@ -60,10 +60,15 @@ static inline uint64_t evs__get64be(const uint8_t *p) {
 /* Monotonic clock in ns (for timeouts and latency). */
 int64_t evs__mono_ns(void);
 /*
- * The proleptic Gregorian date of a day count since 1970-01-01 (the one
- * calendar conversion: time text and the event renderer both use it).
+ * The UTC date and time of day (proleptic Gregorian) of seconds since the
+ * epoch: the one calendar conversion, used by the time text and by the
+ * event renderer.
  */
-void evs__civil_from_days(int64_t days, int64_t *year, unsigned *month, unsigned *day);
+typedef struct evs__civil {
+    int64_t year;
+    unsigned month, day, hour, minute, second;
+} evs__civil;
+void evs__civil_from_secs(int64_t secs, evs__civil *c);
 /* Cryptographically random bytes (getrandom); falls back to a seeded PRNG. */
 void evs__random(void *buf, size_t n);
 

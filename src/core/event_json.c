@@ -384,15 +384,9 @@ static void put_uuid(out_buf *o, int present, const evs_uuid *u) {
  * exactly four digits.
  */
 static void format_second(int64_t secs, char out[19]) {
-    int64_t days = secs / 86400, rem = secs % 86400;
-    if (rem < 0) {
-        rem += 86400;
-        days -= 1;
-    }
-    int64_t y;
-    unsigned m, d;
-    evs__civil_from_days(days, &y, &m, &d);
-    unsigned yy = (unsigned)y, hh = (unsigned)(rem / 3600), mi = (unsigned)(rem % 3600 / 60), ss = (unsigned)(rem % 60);
+    evs__civil c;
+    evs__civil_from_secs(secs, &c);
+    unsigned yy = (unsigned)c.year, m = c.month, d = c.day, hh = c.hour, mi = c.minute, ss = c.second;
     out[0] = (char)('0' + yy / 1000);
     out[1] = (char)('0' + yy / 100 % 10);
     out[2] = (char)('0' + yy / 10 % 10);
