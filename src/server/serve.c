@@ -24,20 +24,27 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <jansson.h>
-#include <stddef.h>
+#include <microhttpd.h>
 #include <netinet/in.h>
-#include <sys/socket.h>
 #include <signal.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
-#include "server/routes_bus.h"
+#include "core/core.h"
+#include "server/consumers.h"
+#include "server/http.h"
+#include "server/notifier.h"
 #include "server/server.h"
-#include "server/srv.h"
+#include "server/sse.h"
+#include "server/state.h"
+#include "server/ws.h"
+
+#define HEADER_MEMORY ((size_t)32 << 10)  /* per connection: headers and the send buffer */
 
 /*
  * Bind and listen ourselves, so the bound address (port 0 picks one) is
@@ -96,7 +103,6 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     srv->heartbeat_ms = cfg->heartbeat_ms;
     srv->started_ns = evs__mono_ns();
     srv->access_log = cfg->access_log;
-    pthread_mutex_init(&srv->sub_mu, NULL);
 
     /* Before any thread exists: the mask is inherited by all of them. */
     sigset_t sigs;
@@ -124,11 +130,11 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     const char *rep = evs_store_recovery_report(srv->store);
     if (rep && *rep) fprintf(stderr, "evstore serve: recovery: %s\n", rep);
 
-    if (evs__bus_srv_start(srv, why, whycap)) { /* before any request: projections resume first */
+    if (evs__consumers_start(srv->store, srv->dir, &srv->bus, why, whycap)) { /* before any request: projections resume first */
         ret = EVS_EIO;
         goto cleanup;
     }
-    if (evs__notifier_start(srv) || evs__ws_start(srv)) {
+    if (evs__sse_start(srv) || evs__notifier_start(srv) || evs__ws_start(srv)) {
         snprintf(why, whycap, "serve: cannot start the live-stream threads");
         ret = EVS_EIO;
         goto cleanup;
@@ -143,15 +149,15 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
                      MHD_USE_ERROR_LOG | MHD_USE_TURBO;
     srv->daemon = MHD_start_daemon(
-        flags, 0, evs__http_accept, srv, evs__bus_http_access, srv,
+        flags, 0, evs__http_accept, srv, evs__http_access, srv,
         MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lsock,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)srv->threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)srv->max_connections,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)srv->timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)EVS_SRV_HEADER_MEMORY,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, HEADER_MEMORY,
         MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
-        MHD_OPTION_NOTIFY_COMPLETED, evs__bus_http_completed, srv,
+        MHD_OPTION_NOTIFY_COMPLETED, evs__http_completed, srv,
         MHD_OPTION_NOTIFY_CONNECTION, evs__http_conn_notify, srv,
         MHD_OPTION_UNESCAPE_CALLBACK, evs__http_unescape_none, NULL,
         MHD_OPTION_END);
@@ -171,15 +177,15 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     fprintf(stderr, "evstore serve: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
 
     /* 1-2: refuse new work, stop accepting */
-    pthread_mutex_lock(&srv->sub_mu);
     atomic_store(&srv->shutting, 1);
-    pthread_mutex_unlock(&srv->sub_mu);
-    /* 3: live subscribers get their final message */
+    /* 3: live subscribers get their final message (an SSE subscriber that
+       was about to park sees `shutting` under the hub's lock, which the
+       sweep takes after the store above: sse.c) */
     evs__sse_wake_all(srv);
     evs__ws_stop(srv);
-    evs__bus_srv_quiesce(srv); /* group long-polls end */
+    evs__consumers_quiesce(srv->bus); /* group long-polls end */
     /* 4: in-flight requests and the SSE goodbyes, bounded */
-    for (int i = 0; i < 1000 && (atomic_load(&srv->active) > 0 || atomic_load(&srv->sse_count) > 0); i++) {
+    for (int i = 0; i < 1000 && (atomic_load(&srv->active) > 0 || evs__sse_count(srv) > 0); i++) {
         if (i % 10 == 0) evs__sse_wake_all(srv);
         sleep_ms(10);
     }
@@ -194,7 +200,9 @@ cleanup:
         MHD_stop_daemon(srv->daemon);
     }
     evs__ws_free(srv);
-    evs__bus_srv_stop(srv); /* projections commit before the store closes */
+    evs__sse_free(srv);
+    evs__consumers_stop(srv->bus); /* projections commit before the store closes */
+    srv->bus = NULL;
     if (srv->store && ret == EVS_OK) {
         char failure[512];
         if (evs_store_writable(srv->store, failure, sizeof failure) != EVS_OK) {
@@ -204,7 +212,6 @@ cleanup:
         }
     }
     evs_store_close(srv->store);
-    pthread_mutex_destroy(&srv->sub_mu);
     free(srv);
     if (ret == EVS_OK) fprintf(stderr, "evstore serve: stopped cleanly\n");
     return ret;

@@ -23,7 +23,7 @@
  *           {"op":"acked","count":N}  {"op":"nacked","position":P,"attempt":A,"action":..}
  *           {"op":"error","error":"...","detail":...}  {"op":"shutdown"} then a close frame
  *
- * Group consumers (competing consumers, routes_bus.c) are members tied to
+ * Group consumers (competing consumers, consumers.c) are members tied to
  * the connection: closing it leaves the group, and its unacked deliveries
  * go to the other consumers.  The hub asks the group for work without
  * waiting (evs__gconn_next) whenever it looks at the client: after input
@@ -73,8 +73,10 @@
 #include <wslay/wslay.h>
 
 #include "core/event_json.h"
-#include "server/routes_bus.h"
-#include "server/srv.h"
+#include "server/consumers.h"
+#include "server/query.h"
+#include "server/sha1.h"
+#include "server/ws.h"
 
 #define WS_BLOCK_EVENTS 256                /* events read from the log per block */
 #define WS_BLOCK_BYTES ((size_t)64 << 10)  /* a block stops growing here */
@@ -86,6 +88,7 @@
 #define WS_MAX_ACKS 1000                   /* deliveries answered by one ack message */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+typedef struct evs__ws_hub evs__ws_hub;
 typedef struct ws_client ws_client;
 typedef struct ws_block ws_block;
 typedef struct ws_chain ws_chain;
@@ -334,7 +337,7 @@ static void on_consume(ws_client *cl, json_t *msg) {
         snprintf(name, sizeof name, "%s", json_string_value(c));
     }
     char why[512];
-    int rc = evs__gconn_join(cl->hub->srv, json_string_value(g), name, &cl->gc, why, sizeof why);
+    int rc = evs__gconn_join(cl->hub->srv->bus, json_string_value(g), name, &cl->gc, why, sizeof why);
     if (rc) {
         evs__sb d = {0};
         evs__sb_adds(&d, "{\"group\":");
@@ -504,7 +507,7 @@ static int client_pull(ws_client *cl) {
     send_text(cl, buf, len);
     free(buf);
     evs_delivery_free(d);
-    atomic_fetch_add_explicit(&cl->hub->srv->m.deliveries_ws, 1, memory_order_relaxed);
+    evs__count_add(&cl->hub->srv->m.deliveries_ws, 1);
     return 1;
 }
 
@@ -842,7 +845,7 @@ static int client_feed(evs__ws_hub *hub, ws_client *cl) {
         return EVS_OK;
     }
     atomic_store(&cl->next, b->next);
-    if (b->nevents) atomic_fetch_add_explicit(&hub->srv->m.deliveries_ws, b->nevents, memory_order_relaxed);
+    if (b->nevents) evs__count_add(&hub->srv->m.deliveries_ws, b->nevents);
     if (b->len) {
         b->refs++;
         cl->blk = b;
@@ -1111,19 +1114,19 @@ static int has_token(const char *v, const char *token) {
     return 0;
 }
 
-enum MHD_Result evs__route_ws(evs__srv *srv, struct MHD_Connection *c) {
-    const int R = EVS_R_WS;
+enum MHD_Result evs__route_ws(evs__req *rq) {
+    struct MHD_Connection *c = rq->c;
     const char *up = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE);
     const char *conn = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION);
     const char *ver = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Version");
     const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
     if (!up || !has_token(up, "websocket") || !conn || !has_token(conn, "upgrade"))
-        return evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
+        return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                   "/ws is a WebSocket endpoint: send Upgrade: websocket and Connection: Upgrade");
     if (!ver || strcmp(ver, "13") != 0)
-        return evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL, "Sec-WebSocket-Version must be 13");
+        return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "Sec-WebSocket-Version must be 13");
     if (!key || strlen(key) != 24)
-        return evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
+        return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                   "Sec-WebSocket-Key must be 16 bytes in base64");
     char buf[24 + sizeof WS_GUID];
     memcpy(buf, key, 24);
@@ -1132,14 +1135,11 @@ enum MHD_Result evs__route_ws(evs__srv *srv, struct MHD_Connection *c) {
     evs__sha1(buf, 24 + sizeof WS_GUID - 1, digest);
     char accept[32];
     evs__base64(digest, 20, accept);
-    struct MHD_Response *resp = MHD_create_response_for_upgrade(ws_upgraded, srv);
-    if (!resp) return evs__respond_error(srv, c, R, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+    struct MHD_Response *resp = MHD_create_response_for_upgrade(ws_upgraded, rq->srv);
+    if (!resp) return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "websocket");
     MHD_add_response_header(resp, "Sec-WebSocket-Accept", accept);
-    enum MHD_Result mr = MHD_queue_response(c, EVS_HTTP_SWITCHING, resp);
-    MHD_destroy_response(resp);
-    evs__metrics_count(srv, R, EVS_HTTP_SWITCHING);
-    return mr;
+    return evs__respond_queue(rq, EVS_HTTP_SWITCHING, resp);
 }
 
 int evs__ws_start(evs__srv *srv) {
