@@ -177,6 +177,9 @@ static int pattern_seg(const char **at, const char **seg, size_t *n) {
     return 1;
 }
 
+/* The pattern segment s[0..n) is exactly w. */
+static int seg_is(const char *s, size_t n, const char *w) { return strlen(w) == n && memcmp(s, w, n) == 0; }
+
 static int matches(const char *pattern, const path *p) {
     const char *at = pattern, *ps;
     size_t pn;
@@ -184,7 +187,7 @@ static int matches(const char *pattern, const path *p) {
     while (pattern_seg(&at, &ps, &pn)) {
         if (i == p->n) return 0;
         if (ps[0] == '{') {
-            if (p->len[i] == 0 && strncmp(ps, "{pos}", pn) != 0) return 0;
+            if (p->len[i] == 0 && !seg_is(ps, pn, "{pos}")) return 0;
         } else if (pn != p->len[i] || memcmp(ps, p->seg[i], pn) != 0) {
             return 0;
         }
@@ -303,13 +306,13 @@ static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, i
     *bad = 0;
     for (int i = 0; pattern_seg(&at, &ps, &pn) && !*bad; i++) {
         if (ps[0] != '{') continue;
-        if (strncmp(ps, "{stream}", pn) == 0) {
+        if (seg_is(ps, pn, "{stream}")) {
             mr = stream_param(rq, p->seg[i], p->len[i], bad);
-        } else if (strncmp(ps, "{name}", pn) == 0) {
+        } else if (seg_is(ps, pn, "{name}")) {
             mr = name_param(rq, p->seg[i], p->len[i], bad);
-        } else if (strncmp(ps, "{partition}", pn) == 0) {
+        } else if (seg_is(ps, pn, "{partition}")) {
             mr = part_param(rq, "partition", EVS_MAX_STREAM_NAME, p->seg[i], p->len[i], bad);
-        } else if (strncmp(ps, "{consumer}", pn) == 0) {
+        } else if (seg_is(ps, pn, "{consumer}")) {
             mr = part_param(rq, "consumer", EVS_BUS_MAX_NAME, p->seg[i], p->len[i], bad);
         } else { /* {pos}, {id}: raw; longer than the buffer is no number anyway */
             size_t il = p->len[i] < sizeof rq->id ? p->len[i] : sizeof rq->id - 1;
@@ -467,6 +470,7 @@ enum MHD_Result evs__http_access(void *cls, struct MHD_Connection *c, const char
     }
     if (rq->body.oom)
         return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory reading the request body");
+    if (!h->row) return MHD_NO; /* cannot happen: every refusal sets answered */
     if ((h->row->flags & F_LIVE) && rq->counted) { /* a live stream is not an in-flight request for shutdown */
         rq->counted = 0;
         atomic_fetch_sub(&srv->active, 1);
