@@ -363,6 +363,14 @@ void evs_proj_close(evs_projection *p);
  */
 int evs_proj_rebuild(evs_projection *p, uint64_t from);
 
+/*
+ * Reset: start over from `from` (0: the beginning), as evs_proj_rebuild,
+ * and forget the failures: the DLQ is emptied in the same transaction that
+ * moves the projection back (after a crash either both happened or
+ * neither).  The rebuild parks anew what still fails.
+ */
+int evs_proj_reset(evs_projection *p, uint64_t from);
+
 typedef struct evs_proj_status {
     evs_consumer_info info;
     int rebuilding;                /* 1 while a rebuild is in progress */

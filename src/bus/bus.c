@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "bus/bus_internal.h"
+#include "bus/bus_testing.h"
 #include "store/store_access.h"
 
 #define EVS_BUS_MAP_SIZE (8ull << 30)
@@ -44,6 +45,14 @@ int evs__bus_check_name(const char *name) {
     if (!evs__utf8_valid(name, n, NULL)) return evs__err(EVS_EINVAL, "consumer name is not valid UTF-8");
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)name[i] < 0x20) return evs__err(EVS_EINVAL, "consumer name contains a control character");
+    return EVS_OK;
+}
+
+int (*evs__bus_fault_hook)(const char *point);
+
+int evs__bus_fault(const char *point) {
+    if (evs__bus_fault_hook && evs__bus_fault_hook(point))
+        return evs__err(EVS_EIO, "consumers: injected failure at %s", point);
     return EVS_OK;
 }
 

@@ -68,6 +68,13 @@ void evs__bus_fmt(char *buf, size_t cap, const char *fmt, ...) EVS_PRINTF(3, 4);
 /* Validate a consumer name. */
 int evs__bus_check_name(const char *name);
 
+/*
+ * A test's fault point inside a multi-step write (bus_testing.h): EVS_OK,
+ * or EVS_EIO when the test hook fails the write at `point` (the caller then
+ * aborts its transaction, as for any I/O error).
+ */
+int evs__bus_fault(const char *point);
+
 /* Clock helpers: the configured function or the real one. */
 int64_t evs__clock_now(const evs_clock *c);
 void evs__clock_sleep(const evs_clock *c, int64_t ns);
