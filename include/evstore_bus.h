@@ -214,7 +214,15 @@ int evs_consumer_get(evs_bus *b, const char *name, evs_consumer_info *out);
 int evs_consumer_list(evs_bus *b, const char *after, evs_consumer_info *out, size_t max, size_t *count);
 /* Delete a record, its DLQ and its projection state.  EVS_ELOCKED if open. */
 int evs_consumer_delete(evs_bus *b, const char *name);
-/* Set the status / the next position of a consumer that is not open (EVS_ELOCKED if it is). */
+/*
+ * Set the status / the next position of a consumer that is not open
+ * (EVS_ELOCKED if it is).  The position may be EVS_SUB_FROM_START or
+ * EVS_SUB_FROM_NOW.  On a projection it moves the checkpoint and keeps the
+ * state and the DLQ as they are, except in the middle of a rebuild: the
+ * rebuild then starts over from the position (its state and DLQ so far are
+ * dropped), so the swap replaces the live DLQ entries from that position on
+ * — lowering the position lowers the rebuild's start.
+ */
 int evs_consumer_set_status(evs_bus *b, const char *name, int status);
 int evs_consumer_set_position(evs_bus *b, const char *name, uint64_t next_position);
 

@@ -624,14 +624,21 @@ static int modify_closed(evs_bus *b, const char *name, int status, int set_pos, 
         r.status = status;
         if (status == EVS_CONSUMER_ACTIVE) r.last_error[0] = 0;
     }
-    if (set_pos) r.next = pos == EVS_SUB_FROM_NOW ? evs_head(b->store) + 1 : pos ? pos : 1;
-    rc = evs__record_put(b, txn, &r);
+    int restarted = 0;
+    if (set_pos) {
+        uint64_t next = pos == EVS_SUB_FROM_NOW ? evs_head(b->store) + 1 : pos ? pos : 1;
+        if (r.kind == EVS__KIND_PROJ && r.build_gen) rc = evs__proj_restart_build_txn(b, txn, &r, next), restarted = 1;
+        else r.next = next;
+    }
+    if (!rc) rc = evs__record_put(b, txn, &r);
     evs__record_free(&r);
     if (rc) {
         mdb_txn_abort(txn);
         return rc;
     }
-    return (rc = mdb_txn_commit(txn)) ? evs__bus_mdb_err(rc, "commit") : EVS_OK;
+    if ((rc = mdb_txn_commit(txn))) return evs__bus_mdb_err(rc, "commit");
+    if (restarted) atomic_fetch_add(&b->dlq_gen, 1);
+    return EVS_OK;
 }
 
 int evs_consumer_set_status(evs_bus *b, const char *name, int status) {

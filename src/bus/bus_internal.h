@@ -154,6 +154,14 @@ void evs__dlq_build_owner(const char *name, char out[EVS__DLQ_OWNER_MAX + 1]);
 int evs__dlq_adopt_txn(evs_bus *b, MDB_txn *txn, const char *name, const char *build, uint64_t from);
 /* Every entry of an owner, gone. */
 int evs__dlq_clear_txn(evs_bus *b, MDB_txn *txn, const char *owner);
+/*
+ * The record r of a projection in the middle of a rebuild is moved to
+ * `from` (0: 1) while it is not open: the rebuild starts over from there,
+ * its state rows and its DLQ so far dropped, so that the swap replaces the
+ * live DLQ entries from `from` on.  In the caller's transaction; the
+ * caller writes r.
+ */
+int evs__proj_restart_build_txn(evs_bus *b, MDB_txn *txn, evs__record *r, uint64_t from);
 
 int evs__dlq_put(evs_bus *b, MDB_txn *txn, const char *name, const evs_dlq_entry *e, int is_new);
 /* Delete one entry, maintaining dlq_streams.  EVS_ENOTFOUND if absent. */

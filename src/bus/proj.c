@@ -292,6 +292,15 @@ static int delete_gen(evs_projection *p, MDB_txn *txn, uint64_t gen) {
     return delete_gen_rows(p->c.bus, txn, p->c.rec.name, gen);
 }
 
+int evs__proj_restart_build_txn(evs_bus *b, MDB_txn *txn, evs__record *r, uint64_t from) {
+    char build[EVS__DLQ_OWNER_MAX + 1];
+    evs__dlq_build_owner(r->name, build);
+    int rc = delete_gen_rows(b, txn, r->name, r->build_gen);
+    if (!rc) rc = evs__dlq_clear_txn(b, txn, build);
+    if (rc) return rc;
+    r->build_from = r->next = from ? from : 1;
+    return EVS_OK;
+}
 
 /* Caught up: a rebuild swaps its generation in. */
 static int proj_caught_up(evs__consumer *c) {

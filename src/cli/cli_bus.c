@@ -135,6 +135,8 @@ static const char sub_help[] =
     "\n"
     "Durable subscriptions, groups and projections: their records (checkpoint,\n"
     "status, retries, last error, lag), pause/resume, moving the checkpoint, deletion.\n"
+    "reset NAME POSITION continues at POSITION; a projection in the middle of a\n"
+    "rebuild restarts the rebuild from there (its DLQ is replaced from there at the swap).\n"
     "On a local store (-d) the consumer must not be running in another process;\n"
     "with --url URL (or EVSTORE_URL) the running server does it and its JSON is printed.\n";
 

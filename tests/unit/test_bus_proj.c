@@ -6,7 +6,8 @@
  * equals a fresh replay, event for event); rebuild into a fresh copy while
  * appends continue and the old state answers queries, then the swap; a
  * reset moves the projection back and empties its DLQ in one transaction
- * (a failure or a crash between the two steps leaves neither).
+ * (a failure or a crash between the two steps leaves neither); `sub reset`
+ * during a rebuild restarts the rebuild from that position.
  */
 #include <signal.h>
 #include <sys/wait.h>
@@ -395,6 +396,84 @@ static void test_reset_atomic(void) {
     free(d);
 }
 
+/*
+ * `evstore sub reset` on a projection in the middle of a rebuild
+ * (evs_consumer_set_position while it is closed) restarts the rebuild from
+ * that position: the rebuild's start moves with it, so at the swap the live
+ * DLQ entries between the new and the old start are replaced too, and no
+ * event is applied twice to the rebuilt state.
+ */
+static void test_reset_position_during_rebuild(evs_store *s, evs_bus *b) {
+    evs_proj_config c;
+    evs_proj_config_init(&c);
+    c.name = "lowered";
+    c.apply = fold;
+    const char *pfx = "low-";
+    c.filter.stream_prefix = pfx;
+    evs_projection *p;
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    if (!p) return;
+    uint64_t p1 = evs_head(s) + 1;
+    append_v(s, "low-1", "Deposited", 1);
+    append_v(s, "low-1", "Poison", 2); /* p1 + 1 */
+    append_v(s, "low-1", "Deposited", 4);
+    append_v(s, "low-1", "Poison", 8); /* p1 + 3 */
+    append_v(s, "low-1", "Deposited", 16);
+    append_v(s, "low-1", "Deposited", 32);
+    size_t n;
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_proj_checkpoint(p), EVS_OK);
+    uint64_t pos[8];
+    dlq_positions(b, "lowered", pos, 8, &n);
+    CHECK_INT(n, 2);
+    CHECK_INT(pos[0], p1 + 1);
+    CHECK_INT(pos[1], p1 + 3);
+    check_state(b, "lowered", "low-1", 4, 53);
+
+    /* the handler is fixed; a rebuild from the second poison starts and stops after one event */
+    poison_fixed = 1;
+    CHECK_RC(evs_proj_rebuild(p, p1 + 3), EVS_OK);
+    CHECK_RC(evs_proj_poll(p, 0, 1, &n), EVS_OK);
+    CHECK_INT(n, 1);
+    evs_proj_status ps;
+    CHECK_RC(evs_proj_get_status(p, &ps), EVS_OK);
+    CHECK_INT(ps.rebuilding, 1);
+    CHECK_INT(ps.rebuild_position, p1 + 4);
+    evs_proj_close(p);
+
+    /* `sub reset lowered P` below the rebuild's start, before the first poison */
+    CHECK_RC(evs_consumer_set_position(b, "lowered", p1 + 1), EVS_OK);
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    if (!p) return;
+    CHECK_RC(evs_proj_get_status(p, &ps), EVS_OK);
+    CHECK_INT(ps.rebuilding, 1);
+    CHECK_INT(ps.rebuild_position, p1 + 1);
+    dlq_positions(b, "lowered", pos, 8, &n); /* the live entries until the swap */
+    CHECK_INT(n, 2);
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 5);
+    CHECK_RC(evs_proj_get_status(p, &ps), EVS_OK);
+    CHECK_INT(ps.rebuilding, 0);
+    /* both entries were replaced: the one between the new and the old start too */
+    dlq_positions(b, "lowered", pos, 8, &n);
+    CHECK_INT(n, 0);
+    /* events p1+1 .. p1+5, each applied once */
+    check_state(b, "lowered", "low-1", 5, 2 + 4 + 8 + 16 + 32);
+    char *js = NULL;
+    CHECK_RC(evs_proj_get_state(b, "lowered", "low-1", &js, NULL), EVS_OK);
+    if (js) {
+        st got;
+        parse_state(js, &got);
+        unsigned long long h = 0;
+        for (uint64_t g = p1 + 1; g <= p1 + 5; g++) h = (h * 1000003ull + g) & ((1ull << 52) - 1);
+        CHECK_INT(got.h, h);
+        CHECK_INT(got.last, p1 + 5);
+    }
+    free(js);
+    poison_fixed = 0;
+    evs_proj_close(p);
+}
+
 /* ------------------------------------------------------------- kill -9 */
 
 #define KILL_EVENTS 40000
@@ -578,6 +657,7 @@ int main(void) {
     test_failure_parks(s, b);
     test_rebuild(s, b);
     test_rebuild_dlq(s, b);
+    test_reset_position_during_rebuild(s, b);
     evs_bus_close(b);
     evs_store_close(s);
     tu_rmrf(d);
