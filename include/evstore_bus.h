@@ -208,9 +208,14 @@ typedef struct evs_consumer_info {
     int64_t lag_ms;                /* age of the oldest unprocessed event, 0 when caught up */
 } evs_consumer_info;
 
-/* Current record of a subscription or projection by name.  EVS_ENOTFOUND if none. */
+/*
+ * Current record of a subscription, projection or group by name.
+ * EVS_ENOTFOUND if none.  A group open in this bus is read from its handle
+ * (as evs_group_get_info), so its checkpoint, counters, DLQ depth and lag
+ * are current, not those of the last record it wrote.
+ */
 int evs_consumer_get(evs_bus *b, const char *name, evs_consumer_info *out);
-/* Records in name order strictly after `after` (NULL: from the start). */
+/* Records in name order strictly after `after` (NULL: from the start); open groups as in evs_consumer_get. */
 int evs_consumer_list(evs_bus *b, const char *after, evs_consumer_info *out, size_t max, size_t *count);
 /* Delete a record, its DLQ and its projection state.  EVS_ELOCKED if open. */
 int evs_consumer_delete(evs_bus *b, const char *name);
@@ -538,26 +543,38 @@ typedef struct evs_group_info {
     uint32_t checkpoint_every, checkpoint_ms;
     uint64_t skipped;              /* events finished by nack-skip */
     uint64_t timeouts;             /* deliveries whose ack timeout passed */
-    /* live figures, from evs_group_get_info on an open group (0 otherwise) */
+    /* live figures of a group open in this bus (0 otherwise) */
     uint32_t members;              /* connected consumers */
     uint64_t in_flight;            /* unacked deliveries */
     uint64_t buffered;             /* events read ahead and not yet finished */
 } evs_group_info;
 
-/* The stored record of a group by name.  EVS_ENOTFOUND if none, EVS_EINVAL if not a group. */
+/*
+ * A group by name: its stored record, or, while the group is open in this
+ * bus, what evs_group_get_info returns.  EVS_ENOTFOUND if none, EVS_EINVAL
+ * if not a group.
+ */
 int evs_group_get(evs_bus *b, const char *name, evs_group_info *out);
 
 /*
  * Open a group for delivery (one handle per name and bus: EVS_ELOCKED
  * otherwise).  clock may be NULL (real time); it times ack timeouts and
  * retry backoff, is borrowed for the handle's life, and is called from every
- * thread that calls into the group (so it must be thread-safe).
+ * thread that calls into the group or reads it through the bus (so it must
+ * be thread-safe).
  * Ownership: *out belongs to the caller and is released with evs_group_close.
  */
 int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_group **out);
 /* Write the checkpoint, release remaining members and the handle.  NULL: no-op. */
 void evs_group_close(evs_group *g);
-/* The record with live figures (checkpoint in memory, members, in flight). */
+/*
+ * The record with live figures (checkpoint in memory, members, in flight).
+ * Current when read, as if a consumer had just called: deliveries whose ack
+ * timeout passed are counted back (a consumer that stopped calling no
+ * longer holds them; with no retry left they are parked), with per-stream
+ * order the events behind a parked one of their stream are parked, and
+ * what that makes due (DLQ entries, the checkpoint) is written.
+ */
 int evs_group_get_info(evs_group *g, evs_group_info *out);
 /* Write the checkpoint now. */
 int evs_group_checkpoint(evs_group *g);
@@ -582,7 +599,7 @@ typedef struct evs_group_member_info {
     uint64_t delivered, acked, nacked, timeouts;
 } evs_group_member_info;
 
-/* Connected consumers in join order. */
+/* Connected consumers in join order; current when read, as evs_group_get_info. */
 int evs_group_list_members(evs_group *g, evs_group_member_info *out, size_t max, size_t *count);
 
 /*

@@ -184,6 +184,7 @@ void evs_bus_close(evs_bus *b) {
     if (b->env) mdb_env_close(b->env);
     for (size_t i = 0; i < b->n_open; i++) free(b->open_names[i]);
     free(b->open_names);
+    free(b->groups);
     pthread_mutex_destroy(&b->mu);
     free(b);
 }
@@ -222,6 +223,30 @@ void evs__bus_release(evs_bus *b, const char *name) {
         if (strcmp(b->open_names[i], name) == 0) {
             free(b->open_names[i]);
             b->open_names[i] = b->open_names[--b->n_open];
+            break;
+        }
+    pthread_mutex_unlock(&b->mu);
+}
+
+int evs__bus_add_group(evs_bus *b, evs_group *g) {
+    int rc = EVS_OK;
+    pthread_mutex_lock(&b->mu);
+    if (b->n_groups == b->cap_groups) {
+        size_t nc = b->cap_groups ? b->cap_groups * 2 : 8;
+        evs_group **ng = realloc(b->groups, nc * sizeof *ng);
+        if (ng) b->groups = ng, b->cap_groups = nc;
+        else rc = evs__err(EVS_ENOMEM, "out of memory");
+    }
+    if (!rc) b->groups[b->n_groups++] = g;
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
+
+void evs__bus_remove_group(evs_bus *b, evs_group *g) {
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n_groups; i++)
+        if (b->groups[i] == g) {
+            b->groups[i] = b->groups[--b->n_groups];
             break;
         }
     pthread_mutex_unlock(&b->mu);
@@ -503,10 +528,17 @@ int evs__record_info(evs_bus *b, MDB_txn *txn, const evs__record *r, evs_consume
 }
 
 int evs_consumer_get(evs_bus *b, const char *name, evs_consumer_info *out) {
-    int rc;
+    int rc, found;
     MDB_txn *txn;
     evs__record r;
+    evs_group_info gi;
     if (!b || !out || (rc = evs__bus_check_name(name))) return b && out ? rc : evs__err(EVS_EINVAL, "consumer_get: NULL argument");
+    /* an open group's record lags behind its state: read the state */
+    rc = evs__group_info_if_open(b, name, &gi, &found);
+    if (found) {
+        if (!rc) *out = gi.info;
+        return rc;
+    }
     if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
     if (!(rc = evs__record_get(b, txn, name, &r))) {
         rc = evs__record_info(b, txn, &r, out);
@@ -548,7 +580,13 @@ int evs_consumer_list(evs_bus *b, const char *after, evs_consumer_info *out, siz
             rc = rc2;
             goto out;
         }
-        rc2 = evs__record_info(b, txn, &r, &out[*count]);
+        int found = 0;
+        if (r.kind == EVS__KIND_GROUP) {
+            evs_group_info gi;
+            rc2 = evs__group_info_if_open(b, name, &gi, &found);
+            if (found && !rc2) out[*count] = gi.info;
+        }
+        if (!found) rc2 = evs__record_info(b, txn, &r, &out[*count]);
         evs__record_free(&r);
         if (rc2) {
             rc = rc2;

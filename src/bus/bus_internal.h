@@ -48,9 +48,12 @@ struct evs_bus {
     evs_store *store;
     MDB_env *env;
     MDB_dbi consumers, dlq, dlq_streams, pstate;
-    pthread_mutex_t mu;           /* guards open_names */
+    pthread_mutex_t mu;           /* guards open_names and groups */
     char **open_names;
     size_t n_open, cap_open;
+    /* open group handles: readers of a group's record get its live state (group.c) */
+    evs_group **groups;
+    size_t n_groups, cap_groups;
     _Atomic uint64_t dlq_gen;     /* bumped by every DLQ change */
 };
 
@@ -61,6 +64,16 @@ int evs__bus_mdb_err(int rc, const char *what);
 int evs__bus_claim(evs_bus *b, const char *name);
 void evs__bus_release(evs_bus *b, const char *name);
 int evs__bus_is_open(evs_bus *b, const char *name);
+
+/* Register / forget an open group handle (evs_group_open / _close).  EVS_ENOMEM. */
+int evs__bus_add_group(evs_bus *b, evs_group *g);
+void evs__bus_remove_group(evs_bus *b, evs_group *g);
+/*
+ * When name is a group open in this bus: bring its state up to date (as a
+ * consumer call would) and fill *out as evs_group_get_info does; *found
+ * says whether it was open.  Called without any group lock.
+ */
+int evs__group_info_if_open(evs_bus *b, const char *name, evs_group_info *out, int *found);
 
 /* snprintf that truncates silently (messages built from long names). */
 void evs__bus_fmt(char *buf, size_t cap, const char *fmt, ...) EVS_PRINTF(3, 4);

@@ -52,6 +52,14 @@
  * the record reach the disk in the order they were taken.  No thread holds
  * `mu` while waiting for LMDB's writer lock.
  *
+ * Readers.  The open handle is registered with its bus, so a read of the
+ * group through the bus (evs_consumer_get / _list, evs_group_get) answers
+ * from the handle; the bus's mutex, held around that, keeps the handle
+ * alive (close unregisters first).  Order: bus mutex, commit_mu, mu; no
+ * group lock is held while taking the bus's.  Every read first does what a
+ * consumer call would (refresh): expired deliveries, parks behind parked
+ * events, due commits, so what is read is current.
+ *
  * Time.  Ack deadlines and retry backoff use the group's evs_clock (tests
  * drive them with a fake clock); the timeout of evs_group_next, the
  * checkpoint interval and the wait slices use the monotonic clock.
@@ -330,6 +338,8 @@ int evs_group_get(evs_bus *b, const char *name, evs_group_info *out) {
     evs__record r;
     if (!b || !out) return evs__err(EVS_EINVAL, "group_get: NULL argument");
     if ((rc = evs__bus_check_name(name))) return rc;
+    int found;
+    if ((rc = evs__group_info_if_open(b, name, out, &found)) || found) return rc;
     memset(out, 0, sizeof *out);
     if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
     if (!(rc = group_record_get(b, txn, name, &r))) {
@@ -627,6 +637,20 @@ static int in_order(evs_group *g, gentry *e, uint64_t scan, int64_t now) {
 }
 
 /*
+ * per_stream_order: park now what the next pick would park on its way,
+ * every AVAILABLE entry behind a parked event of its stream.  Under mu.
+ */
+static void park_followers(evs_group *g, int64_t now) {
+    if (g->n_unfinished == g->n_inflight) return;
+    uint64_t scan = ++g->scan_id;
+    parked_refresh(g);
+    for (uint32_t i = 0; i < g->rep_len + g->win_len; i++) {
+        gentry *e = i < g->rep_len ? &g->rep[i] : WIN(g, i - g->rep_len);
+        if (e->state == GE_AVAILABLE) (void)in_order(g, e, scan, now);
+    }
+}
+
+/*
  * The entry m should get now, in position order (replays first), or NULL.
  * The window scan starts at avail_from: with many deliveries in flight the
  * front of the window is all INFLIGHT, and every next would walk it.
@@ -910,6 +934,24 @@ out:
     return rc;
 }
 
+/*
+ * Bring the state up to date for a reader (info, member list, a record
+ * read through the bus) as the next consumer call would: ack deadlines
+ * that passed hand their deliveries back (an idle consumer's in-flight
+ * count drops, exhausted retries park), followers of parked events are
+ * parked, and what that makes due is committed, so the stored record and
+ * the DLQ agree with the figures.  A failed commit is left to the next
+ * consumer call, which retries it and reports it.
+ */
+static void refresh(evs_group *g) {
+    pthread_mutex_lock(&g->mu);
+    int64_t now = evs__clock_now(g->clock);
+    expire(g, now);
+    if (g->rec.group.per_stream_order && g->rec.status == EVS_CONSUMER_ACTIVE) park_followers(g, now);
+    pthread_mutex_unlock(&g->mu);
+    if (commit(g, 0)) evs__err_clear();
+}
+
 /* ------------------------------------------------------------ open/close */
 
 int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_group **out) {
@@ -970,6 +1012,7 @@ int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_gro
     g->committed_next = g->next_read;
     g->min_deadline = INT64_MAX;
     g->last_commit_ns = evs__mono_ns();
+    if ((rc = evs__bus_add_group(b, g))) goto fail;
     *out = g;
     return EVS_OK;
 fail:
@@ -994,6 +1037,7 @@ fail:
 
 void evs_group_close(evs_group *g) {
     if (!g) return;
+    evs__bus_remove_group(g->bus, g); /* first: readers through the bus no longer reach it */
     commit(g, 1);
     for (size_t i = 0; i < g->n_members; i++) free(g->members[i]);
     free(g->members);
@@ -1045,11 +1089,12 @@ int evs_group_resume(evs_group *g) {
     return set_status(g, EVS_CONSUMER_ACTIVE);
 }
 
-int evs_group_get_info(evs_group *g, evs_group_info *out) {
+/* The live figures, after refresh. */
+static int live_info(evs_group *g, evs_group_info *out) {
     int rc;
     MDB_txn *txn;
-    if (!g || !out) return evs__err(EVS_EINVAL, "group_get_info: NULL argument");
     memset(out, 0, sizeof *out);
+    refresh(g);
     pthread_mutex_lock(&g->mu);
     evs__record snap = g->rec; /* shallow, as in commit */
     snap.next = checkpoint_pos(g, 0);
@@ -1061,6 +1106,25 @@ int evs_group_get_info(evs_group *g, evs_group_info *out) {
     rc = evs__record_info(g->bus, txn, &snap, &out->info);
     mdb_txn_abort(txn);
     info_fill(out, &snap);
+    return rc;
+}
+
+int evs_group_get_info(evs_group *g, evs_group_info *out) {
+    if (!g || !out) return evs__err(EVS_EINVAL, "group_get_info: NULL argument");
+    return live_info(g, out);
+}
+
+int evs__group_info_if_open(evs_bus *b, const char *name, evs_group_info *out, int *found) {
+    int rc = EVS_OK;
+    *found = 0;
+    /* b->mu keeps the handle from being freed meanwhile (evs_group_close forgets it first) */
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n_groups && !*found; i++)
+        if (strcmp(b->groups[i]->rec.name, name) == 0) {
+            *found = 1;
+            rc = live_info(b->groups[i], out);
+        }
+    pthread_mutex_unlock(&b->mu);
     return rc;
 }
 
@@ -1211,6 +1275,7 @@ void evs_group_leave(evs_group_member *m) {
 
 int evs_group_list_members(evs_group *g, evs_group_member_info *out, size_t max, size_t *count) {
     if (!g || !count || (!out && max)) return evs__err(EVS_EINVAL, "group_list_members: NULL argument");
+    refresh(g);
     pthread_mutex_lock(&g->mu);
     size_t n = 0;
     for (; n < g->n_members && n < max; n++) {

@@ -1060,6 +1060,134 @@ static void test_per_stream_order(void) {
     fx_close(&f);
 }
 
+/*
+ * Group state is current when read, not only after a consumer's next call:
+ * every read below follows the consumer's last call directly.
+ *   1. per-stream order: an event parked by a nack holds its stream's later
+ *      events (already read ahead) parked behind it at once;
+ *   2. an idle consumer whose delivery's ack timeout passed no longer holds
+ *      it (and with no retries left it is parked);
+ *   3. the checkpoint, counters and lag of an open group read through the
+ *      bus (evs_consumer_get / _list, evs_group_get) are the live ones, not
+ *      the last record written.
+ */
+static void check_parked(fixture *f, evs_group *g, const char *name, uint64_t parked, uint64_t depth) {
+    evs_group_info gi = ginfo(g);
+    CHECK_INT(gi.info.parked, parked);
+    CHECK_INT(gi.info.dlq_depth, depth);
+    evs_consumer_info ci;
+    CHECK_RC(evs_consumer_get(f->b, name, &ci), EVS_OK);
+    CHECK_INT(ci.parked, parked);
+    CHECK_INT(ci.dlq_depth, depth);
+    CHECK_RC(evs_group_get(f->b, name, &gi), EVS_OK);
+    CHECK_INT(gi.info.parked, parked);
+    CHECK_INT(gi.members, 1);
+    uint64_t d;
+    CHECK_RC(evs_dlq_depth(f->b, name, &d), EVS_OK);
+    CHECK_INT(d, depth);
+}
+
+static void test_state_current_when_read(void) {
+    fixture f;
+    fx_open(&f, "grp-current");
+    uint64_t a1 = append1(f.s, "cur-1", "A");
+    uint64_t a2 = append1(f.s, "cur-1", "A");
+    uint64_t b1 = append1(f.s, "cur-2", "A");
+    uint64_t a3 = append1(f.s, "cur-1", "A");
+
+    /* 1. park via nack; its followers are parked before anyone asks for work */
+    evs_group_config c;
+    evs_group_config_init(&c);
+    c.name = "current-order";
+    c.per_stream_order = 1;
+    c.checkpoint_ms = 60000;
+    c.checkpoint_every = 1000;
+    evs_group *g = open_group(&f, &c);
+    evs_group_member *m = join(g, "m");
+    evs_delivery *d = take(m);
+    CHECK_INT(d->id.position, a1);
+    CHECK_RC(evs_group_nack(m, d->id, EVS_NACK_PARK, "bad"), EVS_OK);
+    evs_delivery_free(d);
+    check_parked(&f, g, "current-order", 3, 3);
+    evs_dlq_entry e;
+    CHECK_RC(evs_dlq_get(f.b, "current-order", a2, &e), EVS_OK);
+    CHECK_INT(e.blocked_by, a1);
+    CHECK_RC(evs_dlq_get(f.b, "current-order", a3, &e), EVS_OK);
+    CHECK_INT(e.blocked_by, a1);
+    CHECK_INT(ginfo(g).buffered, 1); /* only cur-2's event is left to deliver */
+    d = take(m);
+    CHECK_INT(d->id.position, b1);
+    ack(m, d);
+    evs_group_leave(m);
+    evs_group_close(g);
+
+    /* 2. an idle consumer: its delivery times out, with no retry left it is parked */
+    evs_group_config_init(&c);
+    c.name = "current-idle";
+    c.ack_timeout_ns = 5 * SEC;
+    c.retry.max_retries = 0;
+    c.checkpoint_ms = 60000;
+    g = open_group(&f, &c);
+    m = join(g, "idle");
+    d = take(m);
+    CHECK_INT(d->id.position, a1);
+    evs_group_info gi = ginfo(g);
+    CHECK_INT(gi.in_flight, 1);
+    f.fc.now += 6 * SEC; /* and nobody calls */
+    gi = ginfo(g);
+    CHECK_INT(gi.in_flight, 0);
+    CHECK_INT(gi.timeouts, 1);
+    evs_group_member_info mi;
+    size_t n;
+    CHECK_RC(evs_group_list_members(g, &mi, 1, &n), EVS_OK);
+    CHECK_INT(n, 1);
+    CHECK_INT(mi.in_flight, 0);
+    CHECK_INT(mi.timeouts, 1);
+    check_parked(&f, g, "current-idle", 1, 1);
+    CHECK_RC(evs_dlq_get(f.b, "current-idle", a1, &e), EVS_OK);
+    CHECK_CONTAINS(e.last_error, "was not acked within 5000 ms");
+    evs_delivery_free(d);
+    evs_group_leave(m);
+    evs_group_close(g);
+
+    /* 3. checkpoint and lag through the bus, before any checkpoint is due */
+    evs_group_config_init(&c);
+    c.name = "current-lag";
+    c.checkpoint_ms = 60000;
+    c.checkpoint_every = 1000;
+    g = open_group(&f, &c);
+    m = join(g, "m");
+    for (int i = 0; i < 4; i++) ack(m, take(m));
+    evs_consumer_info ci;
+    CHECK_RC(evs_consumer_get(f.b, "current-lag", &ci), EVS_OK);
+    CHECK_INT(ci.checkpoint, evs_head(f.s));
+    CHECK_INT(ci.processed, 4);
+    CHECK_INT(ci.lag_events, 0);
+    evs_consumer_info list[8];
+    CHECK_RC(evs_consumer_list(f.b, NULL, list, 8, &n), EVS_OK);
+    int seen = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].name, "current-lag") == 0) {
+            seen = 1;
+            CHECK_INT(list[i].checkpoint, evs_head(f.s));
+            CHECK_INT(list[i].lag_events, 0);
+        }
+    CHECK(seen);
+    CHECK_RC(evs_group_get(f.b, "current-lag", &gi), EVS_OK);
+    CHECK_INT(gi.info.checkpoint, evs_head(f.s));
+    CHECK_INT(gi.members, 1);
+    append1(f.s, "cur-3", "A");
+    CHECK_RC(evs_consumer_get(f.b, "current-lag", &ci), EVS_OK);
+    CHECK_INT(ci.lag_events, 1);
+    evs_group_leave(m);
+    evs_group_close(g);
+    /* closed: the stored record, which the close wrote */
+    CHECK_RC(evs_group_get(f.b, "current-lag", &gi), EVS_OK);
+    CHECK_INT(gi.info.checkpoint, evs_head(f.s) - 1);
+    CHECK_INT(gi.members, 0);
+    fx_close(&f);
+}
+
 int main(void) {
     tu_verbose = getenv("EVS_VERBOSE") != NULL;
     test_records();
@@ -1075,5 +1203,6 @@ int main(void) {
     test_restart();
     test_crash();
     test_per_stream_order();
+    test_state_current_when_read();
     return TEST_REPORT();
 }

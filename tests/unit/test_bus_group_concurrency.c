@@ -13,11 +13,17 @@
  *     when a consumer leaves mid-run holding deliveries and joins again;
  *   - ack timeouts forced by a consumer moving a shared fake clock: late
  *     answers are refused or taken, never both, and still every event is
- *     finished exactly once.
+ *     finished exactly once;
+ *   - a reader thread reading the group's state meanwhile (through the bus
+ *     and through the handle, each read bringing the state up to date as a
+ *     consumer call would) sees a checkpoint that never goes back, in-flight
+ *     counts within the consumers' limits and no more DLQ entries than
+ *     parks.
  * Runs under ThreadSanitizer.
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "evstore_bus.h"
 #include "testutil.h"
@@ -207,6 +213,38 @@ static void *consumer(void *arg) {
     return NULL;
 }
 
+/* Read the state while the consumers work; every read refreshes it. */
+static void *reader(void *arg) {
+    run *r = arg;
+    uint64_t last = 0;
+    int64_t until = evs_now_ns() + 120000000000LL;
+    while (atomic_load(&r->finished_total) < EVENTS && evs_now_ns() < until) {
+        evs_consumer_info ci;
+        evs_group_info gi;
+        evs_group_member_info mi[CONSUMERS];
+        size_t n;
+        if (evs_consumer_get(bus, r->name, &ci) != EVS_OK || evs_group_get_info(r->g, &gi) != EVS_OK ||
+            evs_group_list_members(r->g, mi, CONSUMERS, &n) != EVS_OK) {
+            problem(&r->pr, "read state: %s", evs_errmsg());
+            break;
+        }
+        if (ci.checkpoint < last || gi.info.checkpoint < ci.checkpoint)
+            problem(&r->pr, "checkpoint went back: %llu, then %llu, then %llu", (unsigned long long)last,
+                    (unsigned long long)ci.checkpoint, (unsigned long long)gi.info.checkpoint);
+        last = gi.info.checkpoint;
+        if (gi.in_flight > (uint64_t)CONSUMERS * MAX_IN_FLIGHT)
+            problem(&r->pr, "%llu deliveries in flight", (unsigned long long)gi.in_flight);
+        for (size_t i = 0; i < n; i++)
+            if (mi[i].in_flight > MAX_IN_FLIGHT) problem(&r->pr, "%s holds %u", mi[i].name, mi[i].in_flight);
+        if (ci.dlq_depth > ci.parked)
+            problem(&r->pr, "DLQ depth %llu, parked %llu", (unsigned long long)ci.dlq_depth,
+                    (unsigned long long)ci.parked);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
 static void run_group(run *r) {
     r->first = evs_head(store) + 1;
     pthread_mutex_init(&r->mu, NULL);
@@ -239,10 +277,13 @@ static void run_group(run *r) {
         w[i].id = i;
         w[i].rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1) + (uint64_t)r->pinned;
     }
+    pthread_t rt;
     CHECK_INT(pthread_create(&wt, NULL, writer, NULL), 0);
     for (int i = 0; i < CONSUMERS; i++) CHECK_INT(pthread_create(&t[i], NULL, consumer, &w[i]), 0);
+    CHECK_INT(pthread_create(&rt, NULL, reader, r), 0);
     pthread_join(wt, NULL);
     for (int i = 0; i < CONSUMERS; i++) pthread_join(t[i], NULL);
+    pthread_join(rt, NULL);
 
     if (r->pr.count) fprintf(stderr, "%s: %d problems, first: %s\n", r->name, r->pr.count, r->pr.first);
     CHECK_INT(r->pr.count, 0);
