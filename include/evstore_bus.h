@@ -437,14 +437,25 @@ int evs_proj_dlq_retry_all(evs_projection *p, size_t *released, size_t *failed);
  *   EVS_GROUP_ROUND_ROBIN  any event to any consumer that asks; a delivery
  *                          that timed out goes preferably to another consumer
  *                          waiting for work.
- *   EVS_GROUP_PINNED       every stream belongs to one connected consumer
- *                          (rendezvous hashing of stream and consumer names),
- *                          so one consumer sees a stream's events in order;
- *                          an event waiting for a retry holds back the later
- *                          events of its stream.  A stream moves only when
- *                          its consumer leaves (its unacked events are then
- *                          redelivered, in order, to the new owner) or, after
- *                          a join, when nothing of it is outstanding.
+ *   EVS_GROUP_PINNED       every stream has a home among the connected
+ *                          consumers (rendezvous hashing of stream and
+ *                          consumer names) that gets its events, in order; an
+ *                          event waiting for a retry holds back the later
+ *                          events of its stream.
+ *                          What a pin keeps: a stream stays with the consumer
+ *                          that holds deliveries of it in flight (handed out,
+ *                          neither answered nor timed out) until all of them
+ *                          are; its deliveries are never out with two
+ *                          consumers at once.  Nothing else is kept: a stream
+ *                          with nothing in flight goes to its home.  So when a
+ *                          consumer joins, the streams whose home it becomes
+ *                          move to it at once if nothing of them is in
+ *                          flight, else as soon as their deliveries are
+ *                          answered (their previous consumer gets no new
+ *                          events of them meanwhile): a backlog is shared with
+ *                          a consumer that joins mid-way.  When a consumer
+ *                          leaves, its unacked deliveries are handed out
+ *                          again, in order, at their streams' new homes.
  *
  * Durability.  The group (settings, checkpoint, counters) is a record of the
  * consumers environment, listed by evs_consumer_list with kind "group";

@@ -39,10 +39,13 @@
  *      that writes it), or next_read when there is none.  Every event below
  *      it is acked, skipped, parked (its DLQ entry in the same or an earlier
  *      transaction) or filtered out.
- *   3. st->unfinished counts the AVAILABLE and INFLIGHT entries of a stream;
- *      a pin (pinned strategy) lives only while it is nonzero, so a stream
- *      changes consumer only when nothing of it is outstanding, or when its
- *      consumer leaves.
+ *   3. st->inflight counts the INFLIGHT entries of a stream.  Pinned
+ *      strategy: they are all held by one member, st->pin, which is set
+ *      exactly while st->inflight is nonzero.  A stream's next event goes
+ *      to its home (rendezvous hashing over the members), and to nobody
+ *      while its pin is another member (a join changed its home): so a
+ *      stream moves only when nothing of it is in flight, and a backlog is
+ *      shared with a member that joins.
  *   4. Only one thread at a time reads the log into the window (`filling`),
  *      and entries are appended in position order.
  *
@@ -86,8 +89,9 @@ typedef struct gstream {
     struct gstream *next;         /* bucket chain */
     uint64_t hash;
     uint32_t refs;                /* entries naming this stream */
-    uint32_t unfinished;          /* of which AVAILABLE or INFLIGHT (invariant 3) */
-    evs_group_member *pin;        /* pinned strategy: the consumer holding it */
+    evs_group_member *pin;        /* pinned strategy: the member holding its deliveries (invariant 3) */
+    evs_group_member *home;       /* pinned strategy: its rendezvous member, valid for home_gen */
+    uint64_t home_gen;
     uint64_t blocked;             /* scan id in which a later event must wait */
     /* per_stream_order */
     uint32_t inflight;            /* INFLIGHT entries of the stream */
@@ -142,6 +146,7 @@ struct evs_group {
     /* members in join order */
     evs_group_member **members;
     size_t n_members, cap_members;
+    uint64_t members_gen;         /* bumped by every join and leave (starts at 1) */
     /* counts */
     uint32_t n_inflight, n_pending, n_unfinished;
     int64_t min_deadline;         /* lower bound of the INFLIGHT deadlines */
@@ -393,16 +398,28 @@ static void stream_unref(evs_group *g, gstream *st) {
     free(st);
 }
 
-/* The consumer a stream belongs to: its pin, else the highest rendezvous score. */
-static evs_group_member *owner_of(evs_group *g, gstream *st) {
-    if (st->pin) return st->pin;
+/* The stream's home: the member with the highest rendezvous score (a join moves only the streams it wins). */
+static evs_group_member *home_of(evs_group *g, gstream *st) {
+    if (st->home_gen == g->members_gen) return st->home;
     evs_group_member *best = NULL;
     uint64_t best_score = 0;
     for (size_t i = 0; i < g->n_members; i++) {
         uint64_t s = mix64(st->hash ^ g->members[i]->hash);
         if (!best || s > best_score) best = g->members[i], best_score = s;
     }
+    st->home = best;
+    st->home_gen = g->members_gen;
     return best;
+}
+
+/*
+ * Pinned: the member that may take the stream's next event now, its home;
+ * nobody while deliveries of it are in flight with another member (its
+ * home moved to a member that joined): it moves once they are answered.
+ */
+static evs_group_member *owner_of(evs_group *g, gstream *st) {
+    evs_group_member *home = home_of(g, st);
+    return st->pin && st->pin != home ? NULL : home;
 }
 
 /* --------------------------------------------------------------- entries */
@@ -464,7 +481,7 @@ static void pop_done(evs_group *g) {
 /* Take an INFLIGHT entry back from its owner: it becomes AVAILABLE. */
 static void release(evs_group *g, gentry *e) {
     e->owner->in_flight--;
-    e->st->inflight--;
+    if (--e->st->inflight == 0) e->st->pin = NULL; /* invariant 3 */
     g->n_inflight--;
     e->owner = NULL;
     e->state = GE_AVAILABLE;
@@ -474,7 +491,6 @@ static void release(evs_group *g, gentry *e) {
 /* Finish an AVAILABLE or INFLIGHT entry: DONE, or PENDING with a DLQ operation. */
 static void settle(evs_group *g, gentry *e, int state, int op) {
     if (e->state == GE_INFLIGHT) release(g, e);
-    if (--e->st->unfinished == 0) e->st->pin = NULL;
     g->n_unfinished--;
     e->expired_from = NULL;
     e->state = (uint8_t)state;
@@ -766,7 +782,6 @@ static int fill(evs_group *g, int64_t wait_ms, int *progressed) {
         e->pos = g->fill_pos[i];
         e->st = st;
         e->state = GE_AVAILABLE;
-        st->unfinished++;
         g->n_unfinished++;
         g->win_len++;
     }
@@ -1012,6 +1027,7 @@ int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_gro
     g->committed_next = g->next_read;
     g->min_deadline = INT64_MAX;
     g->last_commit_ns = evs__mono_ns();
+    g->members_gen = 1; /* a new stream's home_gen (0) is stale */
     if ((rc = evs__bus_add_group(b, g))) goto fail;
     *out = g;
     return EVS_OK;
@@ -1172,7 +1188,6 @@ int evs_group_dlq_retry(evs_group *g, uint64_t position) {
             e->from_dlq = 1;
             e->attempt = d.attempts;
             e->first_failure_at = d.first_failure_at;
-            st->unfinished++;
             g->n_unfinished++;
             g->rep_len++;
             pthread_cond_broadcast(&g->cv);
@@ -1236,6 +1251,7 @@ int evs_group_join(evs_group *g, const char *name, evs_group_member **out) {
     }
     if (!rc) {
         g->members[g->n_members++] = m;
+        g->members_gen++; /* streams whose home it becomes move to it (invariant 3) */
         pthread_cond_broadcast(&g->cv);
     }
     pthread_mutex_unlock(&g->mu);
@@ -1259,15 +1275,14 @@ void evs_group_leave(evs_group_member *m) {
         }
         if (e->expired_from == m) e->expired_from = NULL;
     }
-    for (size_t b = 0; b < GROUP_BUCKETS; b++)
-        for (gstream *st = g->buckets[b]; st; st = st->next)
-            if (st->pin == m) st->pin = NULL;
+    /* every stream it held is released (invariant 3): each now goes to its new home */
     for (size_t i = 0; i < g->n_members; i++)
         if (g->members[i] == m) {
             memmove(&g->members[i], &g->members[i + 1], (g->n_members - i - 1) * sizeof *g->members);
             g->n_members--;
             break;
         }
+    g->members_gen++;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
     free(m);

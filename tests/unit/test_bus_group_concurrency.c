@@ -10,7 +10,10 @@
  *     depth agree with what the consumers did;
  *   - pinned: a stream's outstanding deliveries are all held by one
  *     consumer, first deliveries of a stream come in stream order, also
- *     when a consumer leaves mid-run holding deliveries and joins again;
+ *     when a consumer leaves mid-run holding deliveries and joins again,
+ *     and when a consumer joins a quarter into a backlog while streams move
+ *     to it (it must get a part of the rest; test_bus_group.c proves the
+ *     rebalancing itself, step by step);
  *   - ack timeouts forced by a consumer moving a shared fake clock: late
  *     answers are refused or taken, never both, and still every event is
  *     finished exactly once;
@@ -47,6 +50,7 @@ static const evs_clock shared_clock = {fc_now, NULL, NULL, NULL};
 typedef struct run {
     const char *name;
     int pinned;
+    int late_join;                /* pinned: the events are appended first; the last consumer joins later */
     int timeouts;                 /* consumers push the fake clock past the ack timeout */
     uint64_t first;               /* first position of this run */
     evs_group *g;
@@ -55,6 +59,7 @@ typedef struct run {
     _Atomic int finished[EVENTS + 1];
     _Atomic uint64_t acks, skips, parks, retries, refused, finished_total;
     _Atomic int rejoined;             /* pinned: consumer 0 left holding deliveries and came back */
+    _Atomic uint64_t late_got;        /* late_join: deliveries the late consumer received */
     /* pinned bookkeeping, under mu */
     pthread_mutex_t mu;
     int stream_holder[STREAMS];
@@ -168,10 +173,22 @@ static void answer(worker *w, evs_group_member *m, evs_delivery *d) {
 static void *consumer(void *arg) {
     worker *w = arg;
     run *r = w->r;
-    evs_group_member *m = r->m[w->id];
     evs_delivery *held[MAX_IN_FLIGHT];
     int nheld = 0, rejoined = 0, pulls = 0;
     int64_t until = evs_now_ns() + 120000000000LL;
+    int late = r->late_join && w->id == CONSUMERS - 1;
+    if (late) {
+        /* join a quarter into the backlog */
+        while (atomic_load(&r->finished_total) < EVENTS / 4 && evs_now_ns() < until) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        if (evs_group_join(r->g, "late", &r->m[w->id]) != EVS_OK) {
+            problem(&r->pr, "late join: %s", evs_errmsg());
+            return NULL;
+        }
+    }
+    evs_group_member *m = r->m[w->id];
     while (atomic_load(&r->finished_total) < EVENTS && evs_now_ns() < until) {
         evs_delivery *d = NULL;
         int rc = evs_group_next(m, 20, &d);
@@ -179,6 +196,7 @@ static void *consumer(void *arg) {
         if (rc == EVS_OK) {
             received(w, d);
             held[nheld++] = d;
+            if (late) atomic_fetch_add(&r->late_got, 1);
         } else if (rc != EVS_ETIMEDOUT) {
             problem(&r->pr, "next: %s", evs_errmsg());
             break;
@@ -189,7 +207,7 @@ static void *consumer(void *arg) {
             while (nheld > 0) answer(w, m, held[--nheld]);
         }
         /* consumer 0 of the pinned run leaves once, holding deliveries, and joins again */
-        if (r->pinned && w->id == 0 && !rejoined && nheld > 0 && atomic_load(&r->finished_total) > EVENTS / 3) {
+        if (r->pinned && !r->late_join && w->id == 0 && !rejoined && nheld > 0 && atomic_load(&r->finished_total) > EVENTS / 3) {
             pthread_mutex_lock(&r->mu);
             for (int i = 0; i < nheld; i++) {
                 r->stream_out[stream_of(&held[i]->event)]--;
@@ -272,16 +290,17 @@ static void run_group(run *r) {
     for (int i = 0; i < CONSUMERS; i++) {
         char name[16];
         snprintf(name, sizeof name, "c%d", i);
-        CHECK_RC(evs_group_join(r->g, name, &r->m[i]), EVS_OK);
+        if (!(r->late_join && i == CONSUMERS - 1)) CHECK_RC(evs_group_join(r->g, name, &r->m[i]), EVS_OK);
         w[i].r = r;
         w[i].id = i;
         w[i].rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1) + (uint64_t)r->pinned;
     }
     pthread_t rt;
     CHECK_INT(pthread_create(&wt, NULL, writer, NULL), 0);
+    if (r->late_join) pthread_join(wt, NULL); /* a backlog */
     for (int i = 0; i < CONSUMERS; i++) CHECK_INT(pthread_create(&t[i], NULL, consumer, &w[i]), 0);
     CHECK_INT(pthread_create(&rt, NULL, reader, r), 0);
-    pthread_join(wt, NULL);
+    if (!r->late_join) pthread_join(wt, NULL);
     for (int i = 0; i < CONSUMERS; i++) pthread_join(t[i], NULL);
     pthread_join(rt, NULL);
 
@@ -300,7 +319,13 @@ static void run_group(run *r) {
     CHECK_INT(gi.info.dlq_depth, atomic_load(&r->parks));
     CHECK_INT(gi.in_flight, 0);
     CHECK_INT(gi.buffered, 0);
-    if (r->pinned) CHECK_INT(atomic_load(&r->rejoined), 1);
+    if (r->pinned && !r->late_join) CHECK_INT(atomic_load(&r->rejoined), 1);
+    if (r->late_join) {
+        /* its streams' share of the three quarters left (2 or 3 of 16 streams with these names) */
+        printf("%s: the late consumer received %llu of the %d events left when it joined\n", r->name,
+               (unsigned long long)atomic_load(&r->late_got), EVENTS - EVENTS / 4);
+        CHECK(atomic_load(&r->late_got) >= EVENTS / 20);
+    }
     if (r->timeouts) CHECK(gi.timeouts > 0 && atomic_load(&r->refused) > 0);
     else CHECK_INT(gi.info.retry_count, atomic_load(&r->retries));
     printf("%s: %llu acks, %llu retries, %llu skips, %llu parks, %llu timeouts, %llu late answers refused\n", r->name,
@@ -325,6 +350,11 @@ int main(void) {
     pin.name = "pinned";
     pin.pinned = 1;
     run_group(&pin);
+    static run late;
+    late.name = "pinned-late-join";
+    late.pinned = 1;
+    late.late_join = 1;
+    run_group(&late);
     tmo.name = "timeouts";
     tmo.timeouts = 1;
     run_group(&tmo);
