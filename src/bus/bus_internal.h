@@ -44,16 +44,27 @@
 /* "subscription", "projection", "group". */
 const char *evs__kind_name(int kind);
 
+/*
+ * An open consumer handle that answers for its record (groups: their
+ * record lags behind their state).  Readers through the bus ask it instead
+ * of the stored record, under the bus's mutex, which keeps the handle alive
+ * (it unregisters before it is freed).
+ */
+typedef struct evs__live {
+    const char *name;             /* the handle's own, stable while registered */
+    int (*info)(void *handle, evs_consumer_info *out);
+    void *handle;
+} evs__live;
+
 struct evs_bus {
     evs_store *store;
     MDB_env *env;
     MDB_dbi consumers, dlq, dlq_streams, pstate;
-    pthread_mutex_t mu;           /* guards open_names and groups */
+    pthread_mutex_t mu;           /* guards open_names and live */
     char **open_names;
     size_t n_open, cap_open;
-    /* open group handles: readers of a group's record get its live state (group.c) */
-    evs_group **groups;
-    size_t n_groups, cap_groups;
+    evs__live *live;
+    size_t n_live, cap_live;
     _Atomic uint64_t dlq_gen;     /* bumped by every DLQ change */
 };
 
@@ -65,15 +76,14 @@ int evs__bus_claim(evs_bus *b, const char *name);
 void evs__bus_release(evs_bus *b, const char *name);
 int evs__bus_is_open(evs_bus *b, const char *name);
 
-/* Register / forget an open group handle (evs_group_open / _close).  EVS_ENOMEM. */
-int evs__bus_add_group(evs_bus *b, evs_group *g);
-void evs__bus_remove_group(evs_bus *b, evs_group *g);
+/* Register / forget a live handle (evs__live).  EVS_ENOMEM. */
+int evs__bus_add_live(evs_bus *b, const char *name, int (*info)(void *, evs_consumer_info *), void *handle);
+void evs__bus_remove_live(evs_bus *b, void *handle);
 /*
- * When name is a group open in this bus: bring its state up to date (as a
- * consumer call would) and fill *out as evs_group_get_info does; *found
- * says whether it was open.  Called without any group lock.
+ * When name has a live handle: *found = 1 and *out from it (the handle's
+ * info is called under the bus's mutex, without any lock of its own held).
  */
-int evs__group_info_if_open(evs_bus *b, const char *name, evs_group_info *out, int *found);
+int evs__bus_live_info(evs_bus *b, const char *name, evs_consumer_info *out, int *found);
 
 /* snprintf that truncates silently (messages built from long names). */
 void evs__bus_fmt(char *buf, size_t cap, const char *fmt, ...) EVS_PRINTF(3, 4);
@@ -167,14 +177,8 @@ void evs__dlq_build_owner(const char *name, char out[EVS__DLQ_OWNER_MAX + 1]);
 int evs__dlq_adopt_txn(evs_bus *b, MDB_txn *txn, const char *name, const char *build, uint64_t from);
 /* Every entry of an owner, gone. */
 int evs__dlq_clear_txn(evs_bus *b, MDB_txn *txn, const char *owner);
-/*
- * The record r of a projection in the middle of a rebuild is moved to
- * `from` (0: 1) while it is not open: the rebuild starts over from there,
- * its state rows and its DLQ so far dropped, so that the swap replaces the
- * live DLQ entries from `from` on.  In the caller's transaction; the
- * caller writes r.
- */
-int evs__proj_restart_build_txn(evs_bus *b, MDB_txn *txn, evs__record *r, uint64_t from);
+/* Delete every pstate row of generation gen of projection name. */
+int evs__pstate_delete_gen(evs_bus *b, MDB_txn *txn, const char *name, uint64_t gen);
 
 int evs__dlq_put(evs_bus *b, MDB_txn *txn, const char *name, const evs_dlq_entry *e, int is_new);
 /* Delete one entry, maintaining dlq_streams.  EVS_ENOTFOUND if absent. */

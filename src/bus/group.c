@@ -337,6 +337,9 @@ out:
     return rc;
 }
 
+static int info_if_open(evs_bus *b, const char *name, evs_group_info *out, int *found);
+static int live_consumer_info(void *handle, evs_consumer_info *out);
+
 int evs_group_get(evs_bus *b, const char *name, evs_group_info *out) {
     int rc;
     MDB_txn *txn;
@@ -344,7 +347,7 @@ int evs_group_get(evs_bus *b, const char *name, evs_group_info *out) {
     if (!b || !out) return evs__err(EVS_EINVAL, "group_get: NULL argument");
     if ((rc = evs__bus_check_name(name))) return rc;
     int found;
-    if ((rc = evs__group_info_if_open(b, name, out, &found)) || found) return rc;
+    if ((rc = info_if_open(b, name, out, &found)) || found) return rc;
     memset(out, 0, sizeof *out);
     if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
     if (!(rc = group_record_get(b, txn, name, &r))) {
@@ -1028,7 +1031,7 @@ int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_gro
     g->min_deadline = INT64_MAX;
     g->last_commit_ns = evs__mono_ns();
     g->members_gen = 1; /* a new stream's home_gen (0) is stale */
-    if ((rc = evs__bus_add_group(b, g))) goto fail;
+    if ((rc = evs__bus_add_live(b, g->rec.name, live_consumer_info, g))) goto fail;
     *out = g;
     return EVS_OK;
 fail:
@@ -1053,7 +1056,7 @@ fail:
 
 void evs_group_close(evs_group *g) {
     if (!g) return;
-    evs__bus_remove_group(g->bus, g); /* first: readers through the bus no longer reach it */
+    evs__bus_remove_live(g->bus, g); /* first: readers through the bus no longer reach it */
     commit(g, 1);
     for (size_t i = 0; i < g->n_members; i++) free(g->members[i]);
     free(g->members);
@@ -1130,15 +1133,23 @@ int evs_group_get_info(evs_group *g, evs_group_info *out) {
     return live_info(g, out);
 }
 
-int evs__group_info_if_open(evs_bus *b, const char *name, evs_group_info *out, int *found) {
+/* The bus's view of an open group (evs__live): its record's part of live_info. */
+static int live_consumer_info(void *handle, evs_consumer_info *out) {
+    evs_group_info gi;
+    int rc = live_info(handle, &gi);
+    if (!rc) *out = gi.info;
+    return rc;
+}
+
+static int info_if_open(evs_bus *b, const char *name, evs_group_info *out, int *found) {
     int rc = EVS_OK;
     *found = 0;
-    /* b->mu keeps the handle from being freed meanwhile (evs_group_close forgets it first) */
+    /* b->mu keeps the handle from being freed meanwhile (evs_group_close unregisters first) */
     pthread_mutex_lock(&b->mu);
-    for (size_t i = 0; i < b->n_groups && !*found; i++)
-        if (strcmp(b->groups[i]->rec.name, name) == 0) {
+    for (size_t i = 0; i < b->n_live && !*found; i++)
+        if (b->live[i].info == live_consumer_info && strcmp(b->live[i].name, name) == 0) {
             *found = 1;
-            rc = live_info(b->groups[i], out);
+            rc = live_info(b->live[i].handle, out);
         }
     pthread_mutex_unlock(&b->mu);
     return rc;

@@ -271,35 +271,8 @@ static int proj_flush(evs__consumer *c, MDB_txn *txn) {
 
 static void proj_discard(evs__consumer *c) { cache_clear((evs_projection *)c); }
 
-/* Delete every state row of generation gen of projection name. */
-static int delete_gen_rows(evs_bus *b, MDB_txn *txn, const char *name, uint64_t gen) {
-    uint8_t kb[PKEY_MAX];
-    size_t pl = pkey(kb, name, gen, "", 0);
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, b->pstate, &cur);
-    if (rc) return evs__bus_mdb_err(rc, "cursor");
-    for (;;) {
-        MDB_val k = {pl, kb}, v;
-        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE))) break;
-        if (k.mv_size < pl || memcmp(k.mv_data, kb, pl) != 0) break;
-        if ((rc = mdb_cursor_del(cur, 0))) break;
-    }
-    mdb_cursor_close(cur);
-    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "delete state");
-}
-
 static int delete_gen(evs_projection *p, MDB_txn *txn, uint64_t gen) {
-    return delete_gen_rows(p->c.bus, txn, p->c.rec.name, gen);
-}
-
-int evs__proj_restart_build_txn(evs_bus *b, MDB_txn *txn, evs__record *r, uint64_t from) {
-    char build[EVS__DLQ_OWNER_MAX + 1];
-    evs__dlq_build_owner(r->name, build);
-    int rc = delete_gen_rows(b, txn, r->name, r->build_gen);
-    if (!rc) rc = evs__dlq_clear_txn(b, txn, build);
-    if (rc) return rc;
-    r->build_from = r->next = from ? from : 1;
-    return EVS_OK;
+    return evs__pstate_delete_gen(p->c.bus, txn, p->c.rec.name, gen);
 }
 
 /* Caught up: a rebuild swaps its generation in. */
