@@ -2,7 +2,8 @@
  * bus_internal.h — shared internals of the consumer bus (src/bus/).
  *
  *   bus.c       the DIR/consumers/ LMDB environment, consumer records (JSON),
- *               DLQ storage, the real clock and the backoff formula
+ *               DLQ storage, the open handles that answer for their records
+ *               (groups), the real clock and the backoff formula
  *   consumer.c  the engine every consumer runs on: pages from the checkpoint,
  *               live waits, filters, retries, parking, commits
  *   sub.c       subscriptions: the engine with a user callback

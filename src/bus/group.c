@@ -93,8 +93,8 @@ typedef struct gstream {
     evs_group_member *home;       /* pinned strategy: its rendezvous member, valid for home_gen */
     uint64_t home_gen;
     uint64_t blocked;             /* scan id in which a later event must wait */
+    uint32_t inflight;            /* INFLIGHT entries of the stream (invariant 3) */
     /* per_stream_order */
-    uint32_t inflight;            /* INFLIGHT entries of the stream */
     int parked_known;             /* `parked` was read from the DLQ (since the last DLQ change) */
     uint64_t parked;              /* earliest parked position of the stream in the DLQ, 0: none */
     uint64_t parked_mem;          /* earliest one parked here whose DLQ write is not committed yet */
