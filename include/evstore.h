@@ -8,7 +8,7 @@
  * wrong and where ("stream \"order-1\": expected version 3, actual 5").
  *
  * Lifecycle: evs_store_create -> evs_store_set_* -> evs_store_open -> use ->
- * evs_store_close.  evs_store_close(NULL) is a no-op.
+ * evs_store_close.  evs_store_close(NULL) is a no-op that returns EVS_OK.
  *
  * Thread rules:
  *   - An open evs_store is thread-safe: any number of threads may append and
@@ -178,10 +178,21 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags);
 const char *evs_store_recovery_report(const evs_store *s);
 
 /*
- * Stop accepting appends, finish those in flight, sync, and free everything.
- * No-op for NULL.
+ * Stop accepting appends, finish those in flight, sync, and free everything;
+ * the handle is released whatever the result.  Returns EVS_OK when the close
+ * was clean (and for NULL, a store that was never opened, or a read-only
+ * one).  In batch and none durability the final sync is what makes the
+ * last acknowledged appends durable, so its failure is reported:
+ *   EVS_EIO      the final fdatasync of the log failed (appends acknowledged
+ *                since the last successful sync may be lost), or the log was
+ *                synced but the index could not be synced or marked closed
+ *                cleanly (nothing is lost; the next open checks the log's
+ *                tail again);
+ *   EVS_EFAILED  the store had already failed: nothing was synced, appends
+ *                acknowledged since the last successful sync may be lost.
+ * evs_errmsg() says which step failed and why.
  */
-void evs_store_close(evs_store *s);
+int evs_store_close(evs_store *s);
 
 /* ----------------------------------------------------------------- append */
 

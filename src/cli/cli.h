@@ -109,6 +109,13 @@ void evs__cli_clear_error(void);
  * after printing why; *out is then NULL.
  */
 int evs__cli_open(const char *dir, unsigned flags, evs_store **out);
+/*
+ * Close the store the command opened (NULL: nothing to do) and return the
+ * command's exit status: `code`, or 5 after printing why when the close
+ * failed (its final sync did not happen, so what the command wrote may not
+ * be durable), whatever the command's own status was.
+ */
+int evs__cli_close(evs_store *s, const char *dir, int code);
 
 /* ---------------------------------------------------------------- output */
 

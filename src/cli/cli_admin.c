@@ -128,7 +128,7 @@ int evs__cli_streams(int argc, char **argv) {
     }
 
 cleanup:
-    evs_store_close(store);
+    code = evs__cli_close(store, dir, code);
     free(page);
     return evs__cli_finish_output(code);
 }
@@ -202,7 +202,7 @@ int evs__cli_info(int argc, char **argv) {
     }
 
 cleanup:
-    evs_store_close(store);
+    code = evs__cli_close(store, dir, code);
     return evs__cli_finish_output(code);
 }
 
@@ -259,6 +259,6 @@ int evs__cli_check(int argc, char **argv) {
     }
 
 cleanup:
-    evs_store_close(store);
+    code = evs__cli_close(store, dir, code);
     return evs__cli_finish_output(code);
 }

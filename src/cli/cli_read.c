@@ -279,7 +279,7 @@ int evs__cli_read(int argc, char **argv) {
 
 cleanup:
     evs_reader_close(reader);
-    evs_store_close(store);
+    code = evs__cli_close(store, dir, code);
     evs_cli_filter_free(&cf);
     return evs__cli_finish_output(code);
 }
@@ -388,7 +388,7 @@ int evs__cli_tail(int argc, char **argv) {
 
 cleanup:
     evs_reader_close(reader);
-    evs_store_close(store);
+    code = evs__cli_close(store, dir, code);
     evs_cli_filter_free(&cf);
     return evs__cli_finish_output(code);
 }

@@ -245,6 +245,15 @@ cleanup:
     return code;
 }
 
+int evs__cli_close(evs_store *s, const char *dir, int code) {
+    if (!s) return code;
+    evs__cli_clear_error();
+    int rc = evs_store_close(s);
+    if (rc == EVS_OK) return code;
+    evs__cli_lib_fail(rc, "%s", dir ? dir : "store");
+    return EVS_CLI_IO;
+}
+
 /* ---------------------------------------------------------------- output */
 
 void evs__cli_json_str(FILE *f, const char *s, size_t n) {

@@ -823,13 +823,31 @@ static void report_add(evs_store *s, const char *text) {
 /*
  * Tear down an opened (or half-opened) store and leave the handle unopened.
  * clean: sync the log and the index and mark the close clean, so the next
- * open trusts the checkpoint instead of re-verifying the tail.
+ * open trusts the checkpoint instead of re-verifying the tail.  Returns
+ * what stood in the way of a clean close (the message survives the
+ * teardown): in batch and none durability the final sync is the only one
+ * that makes the last acknowledged appends durable, so its failure is the
+ * caller's to know.
  */
-static void store_teardown(evs_store *s, int clean) {
+static int store_teardown(evs_store *s, int clean) {
+    int rc = EVS_OK, failed, mrc;
+    char msg[768] = "";
     if (!s->readonly) quiesce(s);
-    if (clean && !s->readonly && !atomic_load(&s->failed) && evs__log_sync(s->log) == EVS_OK &&
-        mdb_env_sync(s->ix.env, 1) == 0)
-        state_put(s, 1);
+    if (clean && !s->readonly) {
+        if ((failed = atomic_load(&s->failed)))
+            rc = evs__err(EVS_EFAILED, "close: nothing was synced, the store had failed earlier (%s); appends "
+                                       "acknowledged since the last successful sync may not be on disk", failed_msg(s));
+        else if (evs__log_sync(s->log))
+            rc = evs__err_prefix(EVS_EIO, "close: the final sync of the log failed, appends acknowledged since the "
+                                          "last successful sync may not be on disk: ");
+        else if ((mrc = mdb_env_sync(s->ix.env, 1)))
+            rc = evs__err(EVS_EIO, "close: the final sync of the index failed: %s (the next open checks the log's "
+                                   "tail again)", mdb_strerror(mrc));
+        else if (state_put(s, 1))
+            rc = evs__err_prefix(EVS_EIO, "close: the store could not be marked closed cleanly (the next open "
+                                          "checks the log's tail again): ");
+        snprintf(msg, sizeof msg, "%s", rc ? evs_errmsg() : "");
+    }
     evs__log_close(s->log);
     s->log = NULL;
     evs__index_close(&s->ix);
@@ -841,6 +859,7 @@ static void store_teardown(evs_store *s, int clean) {
     pthread_cond_destroy(&s->head_cv);
     free(s->dir);
     s->dir = NULL;
+    return rc ? evs__err(rc, "%s", msg) : EVS_OK;
 }
 
 int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
@@ -948,10 +967,12 @@ fail:;
 
 const char *evs_store_recovery_report(const evs_store *s) { return s ? s->report : ""; }
 
-void evs_store_close(evs_store *s) {
-    if (!s) return;
-    if (s->dir) store_teardown(s, 1);
+int evs_store_close(evs_store *s) {
+    int rc = EVS_OK;
+    if (!s) return EVS_OK;
+    if (s->dir) rc = store_teardown(s, 1);
     free(s);
+    return rc;
 }
 
 /* ------------------------------------------------------- head and stats */

@@ -960,6 +960,46 @@ class TestCheck(CliTest):
 
 
 # ---------------------------------------------------------------------------
+class TestCloseFailure(CliTest):
+    """A command whose store does not close cleanly (its final sync fails) exits 5 and says so.
+
+    An LD_PRELOAD shim (tests/support/failsync.c) numbers every sync of the
+    process: a first run counts them, then the same command runs on fresh
+    stores failing every sync from the k-th on, for k = last, last - 1, ...:
+    the first of these runs that fails at all has lost a sync made by the
+    close (the append's own sync comes earlier and would fail the append)."""
+
+    def shim_env(self, **extra):
+        shim = os.path.join(os.environ.get("EVS_BUILD_DIR") or os.path.dirname(BIN), "libevs_failsync.so")
+        self.assertTrue(os.path.exists(shim), "build the evs_failsync target: %s" % shim)
+        env = {"LD_PRELOAD": shim,
+               "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+        env.update(extra)
+        return env
+
+    def test_failed_final_sync_exits_5(self):
+        count = os.path.join(self.tmp, "syncs")
+        event = ev("OrderPlaced", {"n": 1})
+        clean = os.path.join(self.tmp, "clean")
+        self.ok(run("append", "-d", clean, "order-1", event, env=self.shim_env(EVS_FAILSYNC_COUNT=count)))
+        with open(count) as f:
+            total = int(f.read())
+        self.assertGreaterEqual(total, 2, "the append and the close both sync")
+        for k in range(total, 0, -1):
+            shutil.rmtree(self.store, ignore_errors=True)
+            r = run("append", "-d", self.store, "order-1", event,
+                    env=self.shim_env(EVS_FAILSYNC_COUNT=count, EVS_FAILSYNC_FROM=str(k)))
+            if r.code != 0:
+                break
+        self.fails(r, 5, self.store, "close:", "Input/output error")
+        self.assertGreater(k, total - 4, "the close makes the last syncs of the process")
+        self.assertEqual(r.obj()["last_global_position"], 1)  # the append itself was acknowledged (sync mode)
+        # nothing acknowledged is lost: the next open checks the tail and finds the event
+        self.assertEqual([e["event_type"] for e in self.ok(self.read("$all")).lines()], ["OrderPlaced"])
+        self.assertEqual(self.ok(run("check", "-d", self.store)).obj()["errors"], 0)
+
+
+# ---------------------------------------------------------------------------
 class TestDemo(CliTest):
     def test_demo_runs_twice(self):
         demo = os.path.join(ROOT, "tools", "demo.sh")
