@@ -26,6 +26,7 @@ static const evs_cli_command evs_cli_commands[] = {
     {"streams", evs__cli_streams, "list streams"},
     {"info", evs__cli_info, "store statistics, or one stream's info"},
     {"check", evs__cli_check, "verify the log and the index"},
+    {"repair", evs__cli_repair, "remove damaged records, naming every event dropped"},
     {"serve", evs__cli_serve, "run the HTTP/JSON server (see docs/http-api.md)"},
     {"sub", evs__cli_sub, "durable subscriptions: list, show, pause, resume, reset, delete"},
     {"dlq", evs__cli_dlq, "dead-letter queues: list, show, retry, discard, purge"},

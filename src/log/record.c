@@ -163,3 +163,43 @@ size_t evs__record_decode(const uint8_t *p, size_t len, size_t off, uint64_t fir
     ev->recorded_at = (int64_t)evs__get64(p + 8);
     return off + elen;
 }
+
+/* ---------------------------------------------------- LOST payloads */
+
+size_t evs__lost_size(const evs_lost_stream *e, size_t n) {
+    size_t total = EVS_LOST_HEADER;
+    for (size_t i = 0; i < n; i++) total += pad8(16 + e[i].stream_len);
+    return total;
+}
+
+void evs__lost_encode(uint8_t *p, int64_t repaired_at, const evs_lost_stream *e, size_t n) {
+    evs__put64(p, (uint64_t)repaired_at);
+    evs__put32(p + 8, (uint32_t)n);
+    size_t off = EVS_LOST_HEADER;
+    for (size_t i = 0; i < n; i++) {
+        evs__put64(p + off, e[i].first);
+        evs__put32(p + off + 8, e[i].count);
+        evs__put16(p + off + 12, (uint16_t)e[i].stream_len);
+        memcpy(p + off + 16, e[i].stream, e[i].stream_len);
+        off += pad8(16 + e[i].stream_len);
+    }
+}
+
+int evs__lost_next(const uint8_t *p, size_t len, evs_lost_iter *it, evs_lost_stream *out, int64_t *repaired_at) {
+    if (len < EVS_LOST_HEADER) return EVS_ECORRUPT;
+    if (repaired_at) *repaired_at = (int64_t)evs__get64(p);
+    if (it->off == 0) it->off = EVS_LOST_HEADER;
+    if (it->i >= evs__get32(p + 8)) return EVS_DONE;
+    size_t at = it->off;
+    if (at + 16 > len) return EVS_ECORRUPT;
+    size_t sl = evs__get16(p + at + 12);
+    if (sl == 0 || sl > EVS_MAX_STREAM_NAME || at + 16 + sl > len) return EVS_ECORRUPT;
+    out->first = evs__get64(p + at);
+    out->count = evs__get32(p + at + 8);
+    out->stream_len = sl;
+    out->stream = (const char *)p + at + 16;
+    if (out->first == 0 || out->count == 0) return EVS_ECORRUPT;
+    it->off = at + pad8(16 + sl);
+    it->i++;
+    return EVS_OK;
+}
