@@ -1343,13 +1343,14 @@ static evs_lsn repair_resync(const evs_log *log, evs_lsn at, uint64_t gmin, fram
     return 0;
 }
 
-int evs__log_damage_scan(evs_log *log, evs_log_damage **out, size_t *nout, uint64_t *next_gpos) {
+int evs__log_damage_scan(evs_log *log, evs_log_damage **out, size_t *nout, uint64_t *next_gpos, evs_lsn *end) {
     *out = NULL;
     *nout = 0;
     evs_log_damage *a = NULL;
     size_t n = 0, cap = 0;
     evs_lsn pos = EVS_LSN(1, SEG_HDR);
     uint64_t expected = 1;
+    *end = pos;
     if (atomic_load_explicit(&log->nseg, memory_order_relaxed) == 0) {
         *next_gpos = 1;
         return EVS_OK;
@@ -1358,6 +1359,7 @@ int evs__log_damage_scan(evs_log *log, evs_log_damage **out, size_t *nout, uint6
         log_scan st;
         log_walk(log, pos, expected, 0, 0, 0, &st);
         expected = st.expected;
+        *end = st.good_end;
         if (!st.why) break;
         if (n == cap) {
             cap = cap ? cap * 2 : 8;

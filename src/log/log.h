@@ -176,10 +176,10 @@ typedef struct evs_log_damage {
 
 /*
  * Walk the whole log; list every damaged stretch in order.  *next_gpos
- * gets the position after the last valid frame.  Ownership: *out is
+ * gets the position after the last valid frame, *end where it ends.  Ownership: *out is
  * malloc'd (NULL when the log is clean); the caller frees it.
  */
-int evs__log_damage_scan(evs_log *log, evs_log_damage **out, size_t *n, uint64_t *next_gpos);
+int evs__log_damage_scan(evs_log *log, evs_log_damage **out, size_t *n, uint64_t *next_gpos, evs_lsn *end);
 
 /* Size of segment no (0 if there is none) and the number of segments. */
 uint64_t evs__log_segment_size(const evs_log *log, uint32_t no);

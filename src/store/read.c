@@ -129,6 +129,17 @@ static int load_frame(evs_reader *r, evs_lsn at, int exact) {
     if (rc == EVS_DONE && exact)
         return evs__err(EVS_ECORRUPT, "segment %08u.seg offset %u: no record where the index points (the log is "
                         "damaged there or ends early)", EVS_LSN_SEG(at), EVS_LSN_OFF(at));
+    if (rc == EVS_ECORRUPT && exact) {
+        /* the log may name the next segment, where it looked when the
+           record's bytes read as a clean end: name the record */
+        char b[96];
+        snprintf(b, sizeof b, "segment %08u.seg offset %u", EVS_LSN_SEG(at), EVS_LSN_OFF(at));
+        if (!strstr(evs_errmsg(), b)) {
+            char why[400];
+            snprintf(why, sizeof why, "%s", evs_errmsg());
+            return evs__err(EVS_ECORRUPT, "%s: no valid record where the index has one (%s)", b, why);
+        }
+    }
     if (rc) return rc;
     if (exact && r->fr.at != at)
         return evs__err(EVS_ECORRUPT, "segment %08u.seg offset %u: zero bytes where the index has a record; the log "
@@ -201,8 +212,11 @@ static int load_gpos(evs_reader *r, uint64_t g) {
     /* a forward scan usually wants the very next frame: follow the log, no index lookup */
     if (r->have_fr && g == r->fr.first_gpos + r->fr.count && r->fr.next < r->end) {
         int rc = load_frame(r, r->fr.next, 0);
-        if (rc) return rc;
-        if (r->fr.first_gpos == g) return (r->fr.flags & EVS_FRAME_LOST) ? lost_frame(r) : decode(r, 0);
+        if (rc == EVS_OK && r->fr.first_gpos == g)
+            return (r->fr.flags & EVS_FRAME_LOST) ? lost_frame(r) : decode(r, 0);
+        if (rc && rc != EVS_ECORRUPT) return rc;
+        /* not the frame wanted, or damage the log may have found past a
+           segment's end: the index says where g's record is, and names it */
         r->have_fr = 0;
     }
     if (!(r->have_fr && g >= r->fr.first_gpos && g < r->fr.first_gpos + r->fr.count)) {
@@ -277,6 +291,39 @@ static int lost_run(evs_reader *r, evs_lsn lsn) {
     return lost_err(r, "stream positions", first, last, at);
 }
 
+/*
+ * A stream position the index does not hold, in a store a repair has
+ * touched: a repair that ran without the index could not say which streams
+ * the removed records held, so a stream may have holes.  Report the hole,
+ * up to the next position the index holds, as lost.
+ */
+static int lost_hole(evs_reader *r) {
+    int fwd = r->dir == EVS_FORWARD;
+    uint64_t first = r->next_spos, last = r->next_spos;
+    uint8_t kb[16];
+    evs__put64be(kb, r->sid);
+    evs__put64be(kb + 8, r->next_spos);
+    MDB_val k = {16, kb}, v;
+    int rc = mdb_cursor_get(r->cur, &k, &v, MDB_SET_RANGE);
+    if (fwd) {
+        if (rc == 0 && k.mv_size == 16 && evs__get64be(k.mv_data) == r->sid)
+            last = evs__get64be((uint8_t *)k.mv_data + 8) - 1;
+        else
+            last = r->version;
+    } else {
+        if (rc == 0) rc = mdb_cursor_get(r->cur, &k, &v, MDB_PREV);
+        else if (rc == MDB_NOTFOUND) rc = mdb_cursor_get(r->cur, &k, &v, MDB_LAST);
+        first = rc == 0 && k.mv_size == 16 && evs__get64be(k.mv_data) == r->sid
+                    ? evs__get64be((uint8_t *)k.mv_data + 8) + 1
+                    : 1;
+    }
+    if (last < first) last = first;
+    r->started = 0;
+    r->next_spos = fwd ? last + 1 : first - 1;
+    r->position = r->next_spos;
+    return lost_err(r, "stream positions", first, last, r->s->lost[r->s->nlost - 1].repaired_at);
+}
+
 static int next_stream(evs_reader *r, const evs_event **ev) {
     if (r->dir == EVS_FORWARD ? r->next_spos > r->version : r->next_spos == 0) return EVS_DONE;
     uint8_t kb[16];
@@ -287,6 +334,7 @@ static int next_stream(evs_reader *r, const evs_event **ev) {
     r->started = 1;
     if (rc == 0 && (k.mv_size != 16 || memcmp(k.mv_data, kb, 16) != 0 || v.mv_size != 12)) rc = MDB_NOTFOUND;
     if (rc) {
+        if (rc == MDB_NOTFOUND && r->s->nlost) return lost_hole(r);
         if (rc == MDB_NOTFOUND)
             return evs__err(EVS_EINDEX, "index is missing stream position %llu", (unsigned long long)r->next_spos);
         return evs__index_err(rc, "stream cursor");

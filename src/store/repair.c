@@ -85,6 +85,7 @@ typedef struct rp {
     size_t npos;
     sname *names;
     size_t nnames;
+    evs_lsn log_end;           /* where the valid records end */
 } rp;
 
 static void rp_free(rp *r) {
@@ -308,19 +309,20 @@ static const lrec *rec_at(const rp *r, uint64_t g) {
 
 /* ------------------------------------------------------------ the listing */
 
-static void span_where(const span *sp, char *buf, size_t n) {
+static void span_where(const rp *r, const span *sp, char *buf, size_t n) {
     if (sp->d)
         snprintf(buf, n, "segment %08" PRIu32 ".seg offset %" PRIu32 ": %s", EVS_LSN_SEG(sp->d->at),
                  EVS_LSN_OFF(sp->d->at), sp->d->why);
     else
-        snprintf(buf, n, "the log ends before the index's head");
+        snprintf(buf, n, "segment %08" PRIu32 ".seg offset %" PRIu32 ": the log ends here, before the index's head",
+                 EVS_LSN_SEG(r->log_end), EVS_LSN_OFF(r->log_end));
 }
 
 static int list_lost(rp *r, evs_lost_cb cb, void *arg, evs_repair_report *out) {
     for (size_t i = 0; i < r->nspans; i++) {
         const span *sp = &r->spans[i];
         char where[160];
-        span_where(sp, where, sizeof where);
+        span_where(r, sp, where, sizeof where);
         for (uint64_t g = sp->first; g < sp->end; g++) {
             evs_lost_event ev;
             memset(&ev, 0, sizeof ev);
@@ -600,7 +602,7 @@ int evs_store_repair(evs_store *s, const char *dir, unsigned flags, evs_lost_cb 
 
     evs_log_config cfg = {.io = s->io, .segment_size = s->segment_size, .readonly = r.dry, .scan_only = 1};
     if ((rc = evs__log_open(dir, &cfg, 0, 1, &r.log, NULL))) goto out;
-    if ((rc = evs__log_damage_scan(r.log, &r.dmg, &r.ndmg, &log_next))) goto out;
+    if ((rc = evs__log_damage_scan(r.log, &r.dmg, &r.ndmg, &log_next, &r.log_end))) goto out;
     if ((rc = classify(&r, floor_next, log_next))) goto out;
     out->damaged = r.ndmg;
     if (r.ndmg) {
