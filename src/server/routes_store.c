@@ -232,7 +232,7 @@ cleanup:
  * *last the last event's stream or global position, *done 1 when the reader
  * reached its end.  Returns a library status.
  */
-static int render_events(evs_reader *r, evs__sb *out, size_t limit, int want_global, size_t *count,
+static int render_events(evs_reader *r, evs__sb *out, evs__sb *lost, size_t limit, int want_global, size_t *count,
                          uint64_t *last, int *done) {
     while (*count < limit) {
         if (out->len >= PAGE_MAX_BYTES) return EVS_OK;
@@ -241,6 +241,15 @@ static int render_events(evs_reader *r, evs__sb *out, size_t limit, int want_glo
         if (rc == EVS_DONE) {
             *done = 1;
             return EVS_OK;
+        }
+        if (rc == EVS_ELOST) { /* a range a repair removed: said in the page, and read past */
+            uint64_t a = 0, z = 0;
+            evs_reader_lost(r, &a, &z);
+            evs__sb_printf(lost, "%s{\"first\":%llu,\"last\":%llu,\"message\":", lost->len ? "," : "",
+                           (unsigned long long)a, (unsigned long long)z);
+            evs__sb_json_str(lost, evs_errmsg(), strlen(evs_errmsg()));
+            evs__sb_adds(lost, "}");
+            continue;
         }
         if (rc) return rc;
         if (*count) evs__sb_add(out, ",", 1);
@@ -252,11 +261,22 @@ static int render_events(evs_reader *r, evs__sb *out, size_t limit, int want_glo
     return EVS_OK;
 }
 
+/*
+ * A page: events into out, then `],"lost":[...]` when the reader passed
+ * ranges a repair removed (the caller closes the array it opened).
+ */
 static int render_page(evs__srv *srv, evs_reader *r, evs__sb *out, size_t limit, int want_global,
                        size_t *count, uint64_t *last, int *done) {
     *count = 0;
     *done = 0;
-    int rc = render_events(r, out, limit, want_global, count, last, done);
+    evs__sb lost = {0};
+    int rc = render_events(r, out, &lost, limit, want_global, count, last, done);
+    if (lost.len) {
+        evs__sb_adds(out, "],\"lost\":[");
+        evs__sb_add(out, lost.p, lost.len);
+        if (lost.oom) rc = EVS_ENOMEM;
+    }
+    evs__sb_free(&lost);
     /* one shared-counter update per page, not per event */
     evs__count_add(&srv->m.events_read, *count);
     return rc;
@@ -300,13 +320,10 @@ enum MHD_Result evs__route_read_stream(evs__req *rq) {
     /* next: where the following page starts (null once a backward read reached the start) */
     uint64_t next;
     int end;
-    if (dir == EVS_FORWARD) {
-        next = count ? last + 1 : from;
-        end = done || next > si.version;
-    } else {
-        next = count ? last - 1 : 0;
-        end = done || next == 0;
-    }
+    (void)last;
+    next = evs_reader_position(r); /* past lost ranges too */
+    if (dir == EVS_FORWARD) end = done || next > si.version;
+    else end = done || next == 0;
     evs__sb_adds(&out, "],\"next\":");
     if (dir == EVS_BACKWARD && next == 0) evs__sb_adds(&out, "null");
     else evs__sb_printf(&out, "%llu", (unsigned long long)next);

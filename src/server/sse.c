@@ -81,6 +81,16 @@ static int sse_fill(evs__sse_sub *sub, size_t want) {
             rc = EVS_OK;
             break;
         }
+        if (rc == EVS_ELOST) { /* positions a repair removed: an event of their own, then read on */
+            uint64_t a = 0, z = 0;
+            evs_reader_lost(r, &a, &z);
+            atomic_store(&sub->next, evs_reader_position(r));
+            evs__sb_printf(&sub->pend, "event: lost\ndata: {\"first\":%llu,\"last\":%llu,\"message\":",
+                           (unsigned long long)a, (unsigned long long)z);
+            evs__sb_json_str(&sub->pend, evs_errmsg(), strlen(evs_errmsg()));
+            evs__sb_adds(&sub->pend, "}\n\n");
+            continue;
+        }
         if (rc) break;
         atomic_store(&sub->next, ev->global_position + 1);
         if (!evs__live_filter_match(&sub->lf, ev)) continue;

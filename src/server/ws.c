@@ -783,6 +783,23 @@ static int block_add(ws_block *b, const evs_event *ev) {
     }
 }
 
+/* Append one small text frame (at most 125 bytes: a `lost` notice). */
+static int block_add_text(ws_block *b, const char *text, size_t n) {
+    if (n > 125) n = 125;
+    if (b->cap - b->len < 2 + n) {
+        size_t ncap = b->len + 2 + n + WS_BLOCK_BYTES;
+        unsigned char *np = realloc(b->data, ncap);
+        if (!np) return evs__err(EVS_ENOMEM, "ws: out of memory");
+        b->data = np;
+        b->cap = ncap;
+    }
+    b->data[b->len] = 0x81; /* FIN, text */
+    b->data[b->len + 1] = (unsigned char)n;
+    memcpy(b->data + b->len + 2, text, n);
+    b->len += 2 + n;
+    return EVS_OK;
+}
+
 /* Read and render the block that starts at the client's `next`. */
 static int block_render(evs__ws_hub *hub, ws_client *cl, ws_block **out) {
     uint64_t from = atomic_load(&cl->next);
@@ -800,6 +817,16 @@ static int block_render(evs__ws_hub *hub, ws_client *cl, ws_block **out) {
             if (p > b->next) b->next = p;
             rc = EVS_OK;
             break;
+        }
+        if (rc == EVS_ELOST) { /* positions a repair removed: say so, then read on */
+            uint64_t a = 0, z = 0;
+            evs_reader_lost(r, &a, &z);
+            b->next = evs_reader_position(r);
+            char t[128];
+            int n = snprintf(t, sizeof t, "{\"op\":\"lost\",\"first\":%llu,\"last\":%llu}", (unsigned long long)a,
+                             (unsigned long long)z);
+            if ((rc = block_add_text(b, t, (size_t)n))) goto fail;
+            continue;
         }
         if (rc) goto fail;
         b->next = ev->global_position + 1;
