@@ -750,10 +750,17 @@ static int fill(evs_group *g, int64_t wait_ms, int *progressed) {
     g->filling = 1;
     pthread_mutex_unlock(&g->mu);
     rc = evs_read_all(g->store, from, EVS_FORWARD, &g->filter, room, &r);
+    char lost_note[400] = "";
     if (!rc) {
         const evs_event *ev;
         int nrc;
-        while ((nrc = evs_reader_next(r, &ev)) == EVS_OK) {
+        for (;;) {
+            nrc = evs_reader_next(r, &ev);
+            if (nrc == EVS_ELOST) { /* positions a repair removed: nothing to deliver; noted, read on */
+                evs__bus_fmt(lost_note, sizeof lost_note, "read past lost events: %s", evs_errmsg());
+                continue;
+            }
+            if (nrc != EVS_OK) break;
             if (g->rec.tag && !evs__bus_has_tag(ev, g->rec.tag)) continue;
             g->fill_pos[n] = ev->global_position;
             g->fill_off[n] = (uint32_t)used;
@@ -773,6 +780,10 @@ static int fill(evs_group *g, int64_t wait_ms, int *progressed) {
         else evs__err_clear();
     }
     pthread_mutex_lock(&g->mu);
+    if (lost_note[0]) {
+        evs__bus_fmt(g->rec.last_error, sizeof g->rec.last_error, "%s", lost_note);
+        g->dirty = 1;
+    }
     for (uint32_t i = 0; i < n && !rc; i++) {
         gstream *st = stream_ref(g, g->fill_names + g->fill_off[i], g->fill_len[i]);
         if (!st) {

@@ -652,7 +652,7 @@ int evs_store_repair(evs_store *s, const char *dir, unsigned flags, evs_lost_cb 
     s->readonly = 0;
     if (!(rc = evs_store_open(s, dir, 0))) {
         out->head = evs_head(s);
-        evs__store_teardown(s, 1);
+        rc = evs__store_teardown(s, 1);
     }
     s->repairing = 0;
     if (rc) goto out_open;
