@@ -8,7 +8,7 @@
  * wrong and where ("stream \"order-1\": expected version 3, actual 5").
  *
  * Lifecycle: evs_store_create -> evs_store_set_* -> evs_store_open -> use ->
- * evs_store_close.  evs_store_close(NULL) is a no-op.
+ * evs_store_close.  evs_store_close(NULL) is a no-op that returns EVS_OK.
  *
  * Thread rules:
  *   - An open evs_store is thread-safe: any number of threads may append and
@@ -62,7 +62,8 @@ extern "C" {
     X(ETIMEDOUT, -30012, "timed out")                                                     \
     X(EFORMAT, -30013, "unsupported on-disk format")                                      \
     X(EINDEX, -30014, "index error")                                                      \
-    X(ECLOSED, -30015, "store is closed or read-only")
+    X(ECLOSED, -30015, "store is closed or read-only")                                   \
+    X(ELOST, -30016, "events lost: a repair removed them from a damaged log")
 
 typedef enum evs_status {
 #define EVS__ENUM(name, value, msg) EVS_##name = value,
@@ -178,10 +179,21 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags);
 const char *evs_store_recovery_report(const evs_store *s);
 
 /*
- * Stop accepting appends, finish those in flight, sync, and free everything.
- * No-op for NULL.
+ * Stop accepting appends, finish those in flight, sync, and free everything;
+ * the handle is released whatever the result.  Returns EVS_OK when the close
+ * was clean (and for NULL, a store that was never opened, or a read-only
+ * one).  In batch and none durability the final sync is what makes the
+ * last acknowledged appends durable, so its failure is reported:
+ *   EVS_EIO      the final fdatasync of the log failed (appends acknowledged
+ *                since the last successful sync may be lost), or the log was
+ *                synced but the index could not be synced or marked closed
+ *                cleanly (nothing is lost; the next open checks the log's
+ *                tail again);
+ *   EVS_EFAILED  the store had already failed: nothing was synced, appends
+ *                acknowledged since the last successful sync may be lost.
+ * evs_errmsg() says which step failed and why.
  */
-void evs_store_close(evs_store *s);
+int evs_store_close(evs_store *s);
 
 /* ----------------------------------------------------------------- append */
 
@@ -301,6 +313,19 @@ int evs_read_all(evs_store *s, uint64_t from, int direction, const evs_filter *f
 int evs_reader_next(evs_reader *r, const evs_event **ev);
 
 /*
+ * Lost events.  When `evstore repair` (evs_store_repair) removes damaged
+ * records, their positions stay taken and readers report them instead of
+ * passing over them in silence: evs_reader_next returns EVS_ELOST once per
+ * lost range it reaches (the message names the range and when the repair
+ * ran), with the reader already past it, so the next call continues after
+ * the range.  A filtered $all read reports every lost range it crosses,
+ * since the lost events might have matched.  Consumers that can live with
+ * the gap count it and read on; evs_reader_lost says which range it was:
+ * global positions for $all, stream positions for a stream read.
+ */
+int evs_reader_lost(const evs_reader *r, uint64_t *first, uint64_t *last);
+
+/*
  * Where to continue a later read so that nothing is missed or repeated: for
  * a forward read the position after the last event examined, matching or
  * not (filtered reads advance even when nothing matches).
@@ -381,17 +406,67 @@ int evs_wait_for(evs_store *s, uint64_t position, int timeout_ms, uint64_t *head
 
 typedef struct evs_check_report {
     uint64_t records;
-    uint64_t events;
+    uint64_t events;              /* positions in valid records, lost ones included */
+    uint64_t lost_events;         /* of those, positions a repair removed (reads report them) */
+    uint64_t index_head;          /* the last position the index holds */
     uint64_t segments;
     uint64_t errors;
     char first_error[512];        /* "segment 00000003.seg offset 81920: checksum mismatch" */
 } evs_check_report;
 
 /*
- * Verify every record of the log and that the index agrees with it.
+ * Verify every record of the log and that the index agrees with it in both
+ * directions: every valid record is indexed where it is, and every index
+ * entry points at a valid record (an index ahead of the log is an error).
  * EVS_OK when clean, EVS_ECORRUPT when anything is wrong (details in *rep).
  */
 int evs_store_check(evs_store *s, evs_check_report *rep);
+
+/* ----------------------------------------------------------------- repair */
+
+/*
+ * Open refuses a store whose log is damaged below what the index says was
+ * acknowledged (EVS_ECORRUPT naming segment and offset); reads refuse
+ * damaged records anywhere.  evs_store_repair is the explicit way out: it
+ * replaces every damaged stretch of the log by a LOST record that keeps
+ * its global and stream positions taken, cuts a torn tail that held no
+ * acknowledged event, and rebuilds the index.  Positions are never given
+ * to another event afterwards; readers report the removed ranges
+ * (EVS_ELOST, see evs_reader_lost).  Every event it removes is named first,
+ * through cb, with its position and, when the index knew it, its stream,
+ * stream position and event id.
+ */
+typedef struct evs_lost_event {
+    uint64_t global_position;
+    int known;                          /* 0: only the position is known (the index did not hold it) */
+    char stream[EVS_MAX_STREAM_NAME + 1];
+    uint64_t stream_position;
+    evs_uuid event_id;
+    char where[160];                    /* the damage: "segment 00000001.seg offset 1128: checksum mismatch" */
+} evs_lost_event;
+
+typedef struct evs_repair_report {
+    uint64_t damaged;                   /* damaged stretches of the log */
+    uint64_t lost_events;               /* acknowledged positions removed (or, dry run, to remove) */
+    uint64_t unknown_events;            /* of those, ones whose stream and id are unknown */
+    uint64_t head;                      /* the head after the repair: never below the head before */
+    int changed;                        /* 0 for a dry run or a store that needed nothing */
+    char first_damage[256];
+} evs_repair_report;
+
+#define EVS_REPAIR_DRY_RUN 0x1u         /* find and name, change nothing */
+
+/* Called once per removed event, in global order; nonzero stops (EVS_EINVAL, nothing changed). */
+typedef int (*evs_lost_cb)(void *arg, const evs_lost_event *ev);
+
+/*
+ * Repair the store in dir with s's settings (s created, not open; it stays
+ * unopened).  Takes the store's lock (EVS_ELOCKED while another process
+ * has it open).  A repair that is interrupted leaves a REPAIRING file;
+ * open refuses the store until evs_store_repair runs again and finishes.
+ */
+int evs_store_repair(evs_store *s, const char *dir, unsigned flags, evs_lost_cb cb, void *arg,
+                     evs_repair_report *out);
 
 /* ------------------------------------------------------------------ JSON  */
 

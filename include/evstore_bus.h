@@ -208,13 +208,26 @@ typedef struct evs_consumer_info {
     int64_t lag_ms;                /* age of the oldest unprocessed event, 0 when caught up */
 } evs_consumer_info;
 
-/* Current record of a subscription or projection by name.  EVS_ENOTFOUND if none. */
+/*
+ * Current record of a subscription, projection or group by name.
+ * EVS_ENOTFOUND if none.  A group open in this bus is read from its handle
+ * (as evs_group_get_info), so its checkpoint, counters, DLQ depth and lag
+ * are current, not those of the last record it wrote.
+ */
 int evs_consumer_get(evs_bus *b, const char *name, evs_consumer_info *out);
-/* Records in name order strictly after `after` (NULL: from the start). */
+/* Records in name order strictly after `after` (NULL: from the start); open groups as in evs_consumer_get. */
 int evs_consumer_list(evs_bus *b, const char *after, evs_consumer_info *out, size_t max, size_t *count);
 /* Delete a record, its DLQ and its projection state.  EVS_ELOCKED if open. */
 int evs_consumer_delete(evs_bus *b, const char *name);
-/* Set the status / the next position of a consumer that is not open (EVS_ELOCKED if it is). */
+/*
+ * Set the status / the next position of a consumer that is not open
+ * (EVS_ELOCKED if it is).  The position may be EVS_SUB_FROM_START or
+ * EVS_SUB_FROM_NOW.  On a projection it moves the checkpoint and keeps the
+ * state and the DLQ as they are, except in the middle of a rebuild: the
+ * rebuild then starts over from the position (its state and DLQ so far are
+ * dropped), so the swap replaces the live DLQ entries from that position on
+ * — lowering the position lowers the rebuild's start.
+ */
 int evs_consumer_set_status(evs_bus *b, const char *name, int status);
 int evs_consumer_set_position(evs_bus *b, const char *name, uint64_t next_position);
 
@@ -363,6 +376,14 @@ void evs_proj_close(evs_projection *p);
  */
 int evs_proj_rebuild(evs_projection *p, uint64_t from);
 
+/*
+ * Reset: start over from `from` (0: the beginning), as evs_proj_rebuild,
+ * and forget the failures: the DLQ is emptied in the same transaction that
+ * moves the projection back (after a crash either both happened or
+ * neither).  The rebuild parks anew what still fails.
+ */
+int evs_proj_reset(evs_projection *p, uint64_t from);
+
 typedef struct evs_proj_status {
     evs_consumer_info info;
     int rebuilding;                /* 1 while a rebuild is in progress */
@@ -450,14 +471,25 @@ int evs_proj_dlq_retry_all(evs_projection *p, size_t *released, size_t *failed);
  *   EVS_GROUP_ROUND_ROBIN  any event to any consumer that asks; a delivery
  *                          that timed out goes preferably to another consumer
  *                          waiting for work.
- *   EVS_GROUP_PINNED       every stream belongs to one connected consumer
- *                          (rendezvous hashing of stream and consumer names),
- *                          so one consumer sees a stream's events in order;
- *                          an event waiting for a retry holds back the later
- *                          events of its stream.  A stream moves only when
- *                          its consumer leaves (its unacked events are then
- *                          redelivered, in order, to the new owner) or, after
- *                          a join, when nothing of it is outstanding.
+ *   EVS_GROUP_PINNED       every stream has a home among the connected
+ *                          consumers (rendezvous hashing of stream and
+ *                          consumer names) that gets its events, in order; an
+ *                          event waiting for a retry holds back the later
+ *                          events of its stream.
+ *                          What a pin keeps: a stream stays with the consumer
+ *                          that holds deliveries of it in flight (handed out,
+ *                          neither answered nor timed out) until all of them
+ *                          are; its deliveries are never out with two
+ *                          consumers at once.  Nothing else is kept: a stream
+ *                          with nothing in flight goes to its home.  So when a
+ *                          consumer joins, the streams whose home it becomes
+ *                          move to it at once if nothing of them is in
+ *                          flight, else as soon as their deliveries are
+ *                          answered (their previous consumer gets no new
+ *                          events of them meanwhile): a backlog is shared with
+ *                          a consumer that joins mid-way.  When a consumer
+ *                          leaves, its unacked deliveries are handed out
+ *                          again, in order, at their streams' new homes.
  *
  * Durability.  The group (settings, checkpoint, counters) is a record of the
  * consumers environment, listed by evs_consumer_list with kind "group";
@@ -556,26 +588,38 @@ typedef struct evs_group_info {
     uint32_t checkpoint_every, checkpoint_ms;
     uint64_t skipped;              /* events finished by nack-skip */
     uint64_t timeouts;             /* deliveries whose ack timeout passed */
-    /* live figures, from evs_group_get_info on an open group (0 otherwise) */
+    /* live figures of a group open in this bus (0 otherwise) */
     uint32_t members;              /* connected consumers */
     uint64_t in_flight;            /* unacked deliveries */
     uint64_t buffered;             /* events read ahead and not yet finished */
 } evs_group_info;
 
-/* The stored record of a group by name.  EVS_ENOTFOUND if none, EVS_EINVAL if not a group. */
+/*
+ * A group by name: its stored record, or, while the group is open in this
+ * bus, what evs_group_get_info returns.  EVS_ENOTFOUND if none, EVS_EINVAL
+ * if not a group.
+ */
 int evs_group_get(evs_bus *b, const char *name, evs_group_info *out);
 
 /*
  * Open a group for delivery (one handle per name and bus: EVS_ELOCKED
  * otherwise).  clock may be NULL (real time); it times ack timeouts and
  * retry backoff, is borrowed for the handle's life, and is called from every
- * thread that calls into the group (so it must be thread-safe).
+ * thread that calls into the group or reads it through the bus (so it must
+ * be thread-safe).
  * Ownership: *out belongs to the caller and is released with evs_group_close.
  */
 int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_group **out);
 /* Write the checkpoint, release remaining members and the handle.  NULL: no-op. */
 void evs_group_close(evs_group *g);
-/* The record with live figures (checkpoint in memory, members, in flight). */
+/*
+ * The record with live figures (checkpoint in memory, members, in flight).
+ * Current when read, as if a consumer had just called: deliveries whose ack
+ * timeout passed are counted back (a consumer that stopped calling no
+ * longer holds them; with no retry left they are parked), with per-stream
+ * order the events behind a parked one of their stream are parked, and
+ * what that makes due (DLQ entries, the checkpoint) is written.
+ */
 int evs_group_get_info(evs_group *g, evs_group_info *out);
 /* Write the checkpoint now. */
 int evs_group_checkpoint(evs_group *g);
@@ -600,7 +644,7 @@ typedef struct evs_group_member_info {
     uint64_t delivered, acked, nacked, timeouts;
 } evs_group_member_info;
 
-/* Connected consumers in join order. */
+/* Connected consumers in join order; current when read, as evs_group_get_info. */
 int evs_group_list_members(evs_group *g, evs_group_member_info *out, size_t max, size_t *count);
 
 /*

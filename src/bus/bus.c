@@ -21,6 +21,7 @@
 #include <time.h>
 
 #include "bus/bus_internal.h"
+#include "bus/bus_testing.h"
 #include "store/store_access.h"
 
 #define EVS_BUS_MAP_SIZE (8ull << 30)
@@ -44,6 +45,14 @@ int evs__bus_check_name(const char *name) {
     if (!evs__utf8_valid(name, n, NULL)) return evs__err(EVS_EINVAL, "consumer name is not valid UTF-8");
     for (size_t i = 0; i < n; i++)
         if ((unsigned char)name[i] < 0x20) return evs__err(EVS_EINVAL, "consumer name contains a control character");
+    return EVS_OK;
+}
+
+int (*evs__bus_fault_hook)(const char *point);
+
+int evs__bus_fault(const char *point) {
+    if (evs__bus_fault_hook && evs__bus_fault_hook(point))
+        return evs__err(EVS_EIO, "consumers: injected failure at %s", point);
     return EVS_OK;
 }
 
@@ -181,6 +190,7 @@ void evs_bus_close(evs_bus *b) {
     if (b->env) mdb_env_close(b->env);
     for (size_t i = 0; i < b->n_open; i++) free(b->open_names[i]);
     free(b->open_names);
+    free(b->live);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->commit_cv);
     pthread_mutex_destroy(&b->commit_mu);
@@ -239,6 +249,43 @@ void evs__bus_release(evs_bus *b, const char *name) {
             break;
         }
     pthread_mutex_unlock(&b->mu);
+}
+
+int evs__bus_add_live(evs_bus *b, const char *name, int (*info)(void *, evs_consumer_info *), void *handle) {
+    int rc = EVS_OK;
+    pthread_mutex_lock(&b->mu);
+    if (b->n_live == b->cap_live) {
+        size_t nc = b->cap_live ? b->cap_live * 2 : 8;
+        evs__live *nl = realloc(b->live, nc * sizeof *nl);
+        if (nl) b->live = nl, b->cap_live = nc;
+        else rc = evs__err(EVS_ENOMEM, "out of memory");
+    }
+    if (!rc) b->live[b->n_live++] = (evs__live){name, info, handle};
+    pthread_mutex_unlock(&b->mu);
+    return rc;
+}
+
+void evs__bus_remove_live(evs_bus *b, void *handle) {
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n_live; i++)
+        if (b->live[i].handle == handle) {
+            b->live[i] = b->live[--b->n_live];
+            break;
+        }
+    pthread_mutex_unlock(&b->mu);
+}
+
+int evs__bus_live_info(evs_bus *b, const char *name, evs_consumer_info *out, int *found) {
+    int rc = EVS_OK;
+    *found = 0;
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n_live && !*found; i++)
+        if (strcmp(b->live[i].name, name) == 0) {
+            *found = 1;
+            rc = b->live[i].info(b->live[i].handle, out);
+        }
+    pthread_mutex_unlock(&b->mu);
+    return rc;
 }
 
 int evs__bus_is_open(evs_bus *b, const char *name) {
@@ -517,10 +564,12 @@ int evs__record_info(evs_bus *b, MDB_txn *txn, const evs__record *r, evs_consume
 }
 
 int evs_consumer_get(evs_bus *b, const char *name, evs_consumer_info *out) {
-    int rc;
+    int rc, found;
     MDB_txn *txn;
     evs__record r;
     if (!b || !out || (rc = evs__bus_check_name(name))) return b && out ? rc : evs__err(EVS_EINVAL, "consumer_get: NULL argument");
+    /* an open group's record lags behind its state: read the state */
+    if ((rc = evs__bus_live_info(b, name, out, &found)) || found) return rc;
     if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
     if (!(rc = evs__record_get(b, txn, name, &r))) {
         rc = evs__record_info(b, txn, &r, out);
@@ -562,7 +611,9 @@ int evs_consumer_list(evs_bus *b, const char *after, evs_consumer_info *out, siz
             rc = rc2;
             goto out;
         }
-        rc2 = evs__record_info(b, txn, &r, &out[*count]);
+        int found = 0;
+        rc2 = evs__bus_live_info(b, name, &out[*count], &found);
+        if (!found) rc2 = evs__record_info(b, txn, &r, &out[*count]);
         evs__record_free(&r);
         if (rc2) {
             rc = rc2;
@@ -591,6 +642,40 @@ int evs__bus_delete_prefix(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t
     }
     mdb_cursor_close(cur);
     return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "delete");
+}
+
+int evs__pstate_delete_gen(evs_bus *b, MDB_txn *txn, const char *name, uint64_t gen) {
+    uint8_t kb[EVS_BUS_MAX_NAME + 9];
+    size_t nl = strlen(name);
+    memcpy(kb, name, nl);
+    kb[nl] = 0;
+    evs__put64be(kb + nl + 1, gen);
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, b->pstate, &cur);
+    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    for (;;) {
+        MDB_val k = {nl + 9, kb}, v;
+        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE))) break;
+        if (k.mv_size < nl + 9 || memcmp(k.mv_data, kb, nl + 9) != 0) break;
+        if ((rc = mdb_cursor_del(cur, 0))) break;
+    }
+    mdb_cursor_close(cur);
+    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "delete state");
+}
+
+/*
+ * A projection in the middle of a rebuild, moved to `from` while it is not
+ * open: the rebuild starts over from there, its state rows and its DLQ so
+ * far dropped, so that its state holds each event from `from` on once and
+ * the swap replaces the live DLQ entries from `from` on (proj.c's rebuild).
+ */
+static int restart_build(evs_bus *b, MDB_txn *txn, evs__record *r, uint64_t from) {
+    char build[EVS__DLQ_OWNER_MAX + 1];
+    evs__dlq_build_owner(r->name, build);
+    int rc = evs__pstate_delete_gen(b, txn, r->name, r->build_gen);
+    if (!rc) rc = evs__dlq_clear_txn(b, txn, build);
+    if (!rc) r->build_from = r->next = from;
+    return rc;
 }
 
 int evs_consumer_delete(evs_bus *b, const char *name) {
@@ -638,14 +723,21 @@ static int modify_closed(evs_bus *b, const char *name, int status, int set_pos, 
         r.status = status;
         if (status == EVS_CONSUMER_ACTIVE) r.last_error[0] = 0;
     }
-    if (set_pos) r.next = pos == EVS_SUB_FROM_NOW ? evs_head(b->store) + 1 : pos ? pos : 1;
-    rc = evs__record_put(b, txn, &r);
+    int restarted = 0;
+    if (set_pos) {
+        uint64_t next = pos == EVS_SUB_FROM_NOW ? evs_head(b->store) + 1 : pos ? pos : 1;
+        if (r.kind == EVS__KIND_PROJ && r.build_gen) rc = restart_build(b, txn, &r, next), restarted = 1;
+        else r.next = next;
+    }
+    if (!rc) rc = evs__record_put(b, txn, &r);
     evs__record_free(&r);
     if (rc) {
         mdb_txn_abort(txn);
         return rc;
     }
-    return (rc = mdb_txn_commit(txn)) ? evs__bus_mdb_err(rc, "commit") : EVS_OK;
+    if ((rc = mdb_txn_commit(txn))) return evs__bus_mdb_err(rc, "commit");
+    if (restarted) atomic_fetch_add(&b->dlq_gen, 1);
+    return EVS_OK;
 }
 
 int evs_consumer_set_status(evs_bus *b, const char *name, int status) {

@@ -2,7 +2,8 @@
  * bus_internal.h — shared internals of the consumer bus (src/bus/).
  *
  *   bus.c       the DIR/consumers/ LMDB environment, consumer records (JSON),
- *               DLQ storage, the real clock and the backoff formula
+ *               DLQ storage, the open handles that answer for their records
+ *               (groups), the real clock and the backoff formula
  *   consumer.c  the engine every consumer runs on: pages from the checkpoint,
  *               live waits, filters, retries, parking, commits
  *   sub.c       subscriptions: the engine with a user callback
@@ -45,13 +46,27 @@
 /* "subscription", "projection", "group". */
 const char *evs__kind_name(int kind);
 
+/*
+ * An open consumer handle that answers for its record (groups: their
+ * record lags behind their state).  Readers through the bus ask it instead
+ * of the stored record, under the bus's mutex, which keeps the handle alive
+ * (it unregisters before it is freed).
+ */
+typedef struct evs__live {
+    const char *name;             /* the handle's own, stable while registered */
+    int (*info)(void *handle, evs_consumer_info *out);
+    void *handle;
+} evs__live;
+
 struct evs_bus {
     evs_store *store;
     MDB_env *env;
     MDB_dbi consumers, dlq, dlq_streams, pstate;
-    pthread_mutex_t mu;           /* guards open_names */
+    pthread_mutex_t mu;           /* guards open_names and live */
     char **open_names;
     size_t n_open, cap_open;
+    evs__live *live;
+    size_t n_live, cap_live;
     _Atomic uint64_t dlq_gen;     /* bumped by every DLQ change */
     /* every consumer commit bumps commit_gen and wakes evs_proj_wait */
     pthread_mutex_t commit_mu;
@@ -71,11 +86,27 @@ int evs__bus_claim(evs_bus *b, const char *name);
 void evs__bus_release(evs_bus *b, const char *name);
 int evs__bus_is_open(evs_bus *b, const char *name);
 
+/* Register / forget a live handle (evs__live).  EVS_ENOMEM. */
+int evs__bus_add_live(evs_bus *b, const char *name, int (*info)(void *, evs_consumer_info *), void *handle);
+void evs__bus_remove_live(evs_bus *b, void *handle);
+/*
+ * When name has a live handle: *found = 1 and *out from it (the handle's
+ * info is called under the bus's mutex, without any lock of its own held).
+ */
+int evs__bus_live_info(evs_bus *b, const char *name, evs_consumer_info *out, int *found);
+
 /* snprintf that truncates silently (messages built from long names). */
 void evs__bus_fmt(char *buf, size_t cap, const char *fmt, ...) EVS_PRINTF(3, 4);
 
 /* Validate a consumer name. */
 int evs__bus_check_name(const char *name);
+
+/*
+ * A test's fault point inside a multi-step write (bus_testing.h): EVS_OK,
+ * or EVS_EIO when the test hook fails the write at `point` (the caller then
+ * aborts its transaction, as for any I/O error).
+ */
+int evs__bus_fault(const char *point);
 
 /* Clock helpers: the configured function or the real one. */
 int64_t evs__clock_now(const evs_clock *c);
@@ -156,6 +187,8 @@ void evs__dlq_build_owner(const char *name, char out[EVS__DLQ_OWNER_MAX + 1]);
 int evs__dlq_adopt_txn(evs_bus *b, MDB_txn *txn, const char *name, const char *build, uint64_t from);
 /* Every entry of an owner, gone. */
 int evs__dlq_clear_txn(evs_bus *b, MDB_txn *txn, const char *owner);
+/* Delete every pstate row of generation gen of projection name. */
+int evs__pstate_delete_gen(evs_bus *b, MDB_txn *txn, const char *name, uint64_t gen);
 
 int evs__dlq_put(evs_bus *b, MDB_txn *txn, const char *name, const evs_dlq_entry *e, int is_new);
 /* Delete one entry, maintaining dlq_streams.  EVS_ENOTFOUND if absent. */

@@ -345,6 +345,21 @@ static int park_behind(evs__consumer *c, const evs_event *ev, uint64_t next) {
 
 /* ---------------------------------------------------------------- failure */
 
+/*
+ * The reader's next event, reading past ranges a repair removed (EVS_ELOST):
+ * a consumer cannot wait for events that no longer exist, so it goes on,
+ * and says so in its record's last_error, where status shows it.
+ */
+static int next_event(evs__consumer *c, evs_reader *r, const evs_event **ev) {
+    int rc;
+    while ((rc = evs_reader_next(r, ev)) == EVS_ELOST) {
+        evs__bus_fmt(c->rec.last_error, sizeof c->rec.last_error, "read past lost events: %s", evs_errmsg());
+        c->rec.next = evs_reader_position(r);
+        c->record_dirty = 1;
+    }
+    return rc;
+}
+
 /* Read the event at global position gpos (no filter). */
 static int read_at(evs__consumer *c, uint64_t gpos, evs_reader **r, const evs_event **ev) {
     int rc = evs_read_all(c->store, gpos, EVS_FORWARD, NULL, 1, r);
@@ -466,7 +481,7 @@ int evs__consumer_poll(evs__consumer *c, int timeout_ms, size_t max, size_t *del
         uint64_t fail_pos = 0, fail_gpos = 0;
         const evs_event *ev;
         int nrc = EVS_DONE;
-        while (r && (nrc = evs_reader_next(r, &ev)) == EVS_OK) {
+        while (r && (nrc = next_event(c, r, &ev)) == EVS_OK) {
             count++;
             uint64_t pos = is_stream_sub(c) ? ev->stream_position : ev->global_position;
             if (c->stop_before && pos >= c->stop_before) {

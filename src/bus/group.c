@@ -39,10 +39,13 @@
  *      that writes it), or next_read when there is none.  Every event below
  *      it is acked, skipped, parked (its DLQ entry in the same or an earlier
  *      transaction) or filtered out.
- *   3. st->unfinished counts the AVAILABLE and INFLIGHT entries of a stream;
- *      a pin (pinned strategy) lives only while it is nonzero, so a stream
- *      changes consumer only when nothing of it is outstanding, or when its
- *      consumer leaves.
+ *   3. st->inflight counts the INFLIGHT entries of a stream.  Pinned
+ *      strategy: they are all held by one member, st->pin, which is set
+ *      exactly while st->inflight is nonzero.  A stream's next event goes
+ *      to its home (rendezvous hashing over the members), and to nobody
+ *      while its pin is another member (a join changed its home): so a
+ *      stream moves only when nothing of it is in flight, and a backlog is
+ *      shared with a member that joins.
  *   4. Only one thread at a time reads the log into the window (`filling`),
  *      and entries are appended in position order.
  *
@@ -51,6 +54,14 @@
  * Commits are serialised by `commit_mu`, taken before `mu`, so snapshots of
  * the record reach the disk in the order they were taken.  No thread holds
  * `mu` while waiting for LMDB's writer lock.
+ *
+ * Readers.  The open handle is registered with its bus, so a read of the
+ * group through the bus (evs_consumer_get / _list, evs_group_get) answers
+ * from the handle; the bus's mutex, held around that, keeps the handle
+ * alive (close unregisters first).  Order: bus mutex, commit_mu, mu; no
+ * group lock is held while taking the bus's.  Every read first does what a
+ * consumer call would (refresh): expired deliveries, parks behind parked
+ * events, due commits, so what is read is current.
  *
  * Time.  Ack deadlines and retry backoff use the group's evs_clock (tests
  * drive them with a fake clock); the timeout of evs_group_next, the
@@ -78,11 +89,12 @@ typedef struct gstream {
     struct gstream *next;         /* bucket chain */
     uint64_t hash;
     uint32_t refs;                /* entries naming this stream */
-    uint32_t unfinished;          /* of which AVAILABLE or INFLIGHT (invariant 3) */
-    evs_group_member *pin;        /* pinned strategy: the consumer holding it */
+    evs_group_member *pin;        /* pinned strategy: the member holding its deliveries (invariant 3) */
+    evs_group_member *home;       /* pinned strategy: its rendezvous member, valid for home_gen */
+    uint64_t home_gen;
     uint64_t blocked;             /* scan id in which a later event must wait */
+    uint32_t inflight;            /* INFLIGHT entries of the stream (invariant 3) */
     /* per_stream_order */
-    uint32_t inflight;            /* INFLIGHT entries of the stream */
     int parked_known;             /* `parked` was read from the DLQ (since the last DLQ change) */
     uint64_t parked;              /* earliest parked position of the stream in the DLQ, 0: none */
     uint64_t parked_mem;          /* earliest one parked here whose DLQ write is not committed yet */
@@ -134,6 +146,7 @@ struct evs_group {
     /* members in join order */
     evs_group_member **members;
     size_t n_members, cap_members;
+    uint64_t members_gen;         /* bumped by every join and leave (starts at 1) */
     /* counts */
     uint32_t n_inflight, n_pending, n_unfinished;
     int64_t min_deadline;         /* lower bound of the INFLIGHT deadlines */
@@ -324,12 +337,17 @@ out:
     return rc;
 }
 
+static int info_if_open(evs_bus *b, const char *name, evs_group_info *out, int *found);
+static int live_consumer_info(void *handle, evs_consumer_info *out);
+
 int evs_group_get(evs_bus *b, const char *name, evs_group_info *out) {
     int rc;
     MDB_txn *txn;
     evs__record r;
     if (!b || !out) return evs__err(EVS_EINVAL, "group_get: NULL argument");
     if ((rc = evs__bus_check_name(name))) return rc;
+    int found;
+    if ((rc = info_if_open(b, name, out, &found)) || found) return rc;
     memset(out, 0, sizeof *out);
     if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
     if (!(rc = group_record_get(b, txn, name, &r))) {
@@ -383,16 +401,28 @@ static void stream_unref(evs_group *g, gstream *st) {
     free(st);
 }
 
-/* The consumer a stream belongs to: its pin, else the highest rendezvous score. */
-static evs_group_member *owner_of(evs_group *g, gstream *st) {
-    if (st->pin) return st->pin;
+/* The stream's home: the member with the highest rendezvous score (a join moves only the streams it wins). */
+static evs_group_member *home_of(evs_group *g, gstream *st) {
+    if (st->home_gen == g->members_gen) return st->home;
     evs_group_member *best = NULL;
     uint64_t best_score = 0;
     for (size_t i = 0; i < g->n_members; i++) {
         uint64_t s = mix64(st->hash ^ g->members[i]->hash);
         if (!best || s > best_score) best = g->members[i], best_score = s;
     }
+    st->home = best;
+    st->home_gen = g->members_gen;
     return best;
+}
+
+/*
+ * Pinned: the member that may take the stream's next event now, its home;
+ * nobody while deliveries of it are in flight with another member (its
+ * home moved to a member that joined): it moves once they are answered.
+ */
+static evs_group_member *owner_of(evs_group *g, gstream *st) {
+    evs_group_member *home = home_of(g, st);
+    return st->pin && st->pin != home ? NULL : home;
 }
 
 /* --------------------------------------------------------------- entries */
@@ -454,7 +484,7 @@ static void pop_done(evs_group *g) {
 /* Take an INFLIGHT entry back from its owner: it becomes AVAILABLE. */
 static void release(evs_group *g, gentry *e) {
     e->owner->in_flight--;
-    e->st->inflight--;
+    if (--e->st->inflight == 0) e->st->pin = NULL; /* invariant 3 */
     g->n_inflight--;
     e->owner = NULL;
     e->state = GE_AVAILABLE;
@@ -464,7 +494,6 @@ static void release(evs_group *g, gentry *e) {
 /* Finish an AVAILABLE or INFLIGHT entry: DONE, or PENDING with a DLQ operation. */
 static void settle(evs_group *g, gentry *e, int state, int op) {
     if (e->state == GE_INFLIGHT) release(g, e);
-    if (--e->st->unfinished == 0) e->st->pin = NULL;
     g->n_unfinished--;
     e->expired_from = NULL;
     e->state = (uint8_t)state;
@@ -627,6 +656,20 @@ static int in_order(evs_group *g, gentry *e, uint64_t scan, int64_t now) {
 }
 
 /*
+ * per_stream_order: park now what the next pick would park on its way,
+ * every AVAILABLE entry behind a parked event of its stream.  Under mu.
+ */
+static void park_followers(evs_group *g, int64_t now) {
+    if (g->n_unfinished == g->n_inflight) return;
+    uint64_t scan = ++g->scan_id;
+    parked_refresh(g);
+    for (uint32_t i = 0; i < g->rep_len + g->win_len; i++) {
+        gentry *e = i < g->rep_len ? &g->rep[i] : WIN(g, i - g->rep_len);
+        if (e->state == GE_AVAILABLE) (void)in_order(g, e, scan, now);
+    }
+}
+
+/*
  * The entry m should get now, in position order (replays first), or NULL.
  * The window scan starts at avail_from: with many deliveries in flight the
  * front of the window is all INFLIGHT, and every next would walk it.
@@ -707,10 +750,17 @@ static int fill(evs_group *g, int64_t wait_ms, int *progressed) {
     g->filling = 1;
     pthread_mutex_unlock(&g->mu);
     rc = evs_read_all(g->store, from, EVS_FORWARD, &g->filter, room, &r);
+    char lost_note[400] = "";
     if (!rc) {
         const evs_event *ev;
         int nrc;
-        while ((nrc = evs_reader_next(r, &ev)) == EVS_OK) {
+        for (;;) {
+            nrc = evs_reader_next(r, &ev);
+            if (nrc == EVS_ELOST) { /* positions a repair removed: nothing to deliver; noted, read on */
+                evs__bus_fmt(lost_note, sizeof lost_note, "read past lost events: %s", evs_errmsg());
+                continue;
+            }
+            if (nrc != EVS_OK) break;
             if (g->rec.tag && !evs__bus_has_tag(ev, g->rec.tag)) continue;
             g->fill_pos[n] = ev->global_position;
             g->fill_off[n] = (uint32_t)used;
@@ -730,6 +780,10 @@ static int fill(evs_group *g, int64_t wait_ms, int *progressed) {
         else evs__err_clear();
     }
     pthread_mutex_lock(&g->mu);
+    if (lost_note[0]) {
+        evs__bus_fmt(g->rec.last_error, sizeof g->rec.last_error, "%s", lost_note);
+        g->dirty = 1;
+    }
     for (uint32_t i = 0; i < n && !rc; i++) {
         gstream *st = stream_ref(g, g->fill_names + g->fill_off[i], g->fill_len[i]);
         if (!st) {
@@ -742,7 +796,6 @@ static int fill(evs_group *g, int64_t wait_ms, int *progressed) {
         e->pos = g->fill_pos[i];
         e->st = st;
         e->state = GE_AVAILABLE;
-        st->unfinished++;
         g->n_unfinished++;
         g->win_len++;
     }
@@ -910,6 +963,24 @@ out:
     return rc;
 }
 
+/*
+ * Bring the state up to date for a reader (info, member list, a record
+ * read through the bus) as the next consumer call would: ack deadlines
+ * that passed hand their deliveries back (an idle consumer's in-flight
+ * count drops, exhausted retries park), followers of parked events are
+ * parked, and what that makes due is committed, so the stored record and
+ * the DLQ agree with the figures.  A failed commit is left to the next
+ * consumer call, which retries it and reports it.
+ */
+static void refresh(evs_group *g) {
+    pthread_mutex_lock(&g->mu);
+    int64_t now = evs__clock_now(g->clock);
+    expire(g, now);
+    if (g->rec.group.per_stream_order && g->rec.status == EVS_CONSUMER_ACTIVE) park_followers(g, now);
+    pthread_mutex_unlock(&g->mu);
+    if (commit(g, 0)) evs__err_clear();
+}
+
 /* ------------------------------------------------------------ open/close */
 
 int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_group **out) {
@@ -970,6 +1041,8 @@ int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_gro
     g->committed_next = g->next_read;
     g->min_deadline = INT64_MAX;
     g->last_commit_ns = evs__mono_ns();
+    g->members_gen = 1; /* a new stream's home_gen (0) is stale */
+    if ((rc = evs__bus_add_live(b, g->rec.name, live_consumer_info, g))) goto fail;
     *out = g;
     return EVS_OK;
 fail:
@@ -994,6 +1067,7 @@ fail:
 
 void evs_group_close(evs_group *g) {
     if (!g) return;
+    evs__bus_remove_live(g->bus, g); /* first: readers through the bus no longer reach it */
     commit(g, 1);
     for (size_t i = 0; i < g->n_members; i++) free(g->members[i]);
     free(g->members);
@@ -1045,11 +1119,12 @@ int evs_group_resume(evs_group *g) {
     return set_status(g, EVS_CONSUMER_ACTIVE);
 }
 
-int evs_group_get_info(evs_group *g, evs_group_info *out) {
+/* The live figures, after refresh. */
+static int live_info(evs_group *g, evs_group_info *out) {
     int rc;
     MDB_txn *txn;
-    if (!g || !out) return evs__err(EVS_EINVAL, "group_get_info: NULL argument");
     memset(out, 0, sizeof *out);
+    refresh(g);
     pthread_mutex_lock(&g->mu);
     evs__record snap = g->rec; /* shallow, as in commit */
     snap.next = checkpoint_pos(g, 0);
@@ -1061,6 +1136,33 @@ int evs_group_get_info(evs_group *g, evs_group_info *out) {
     rc = evs__record_info(g->bus, txn, &snap, &out->info);
     mdb_txn_abort(txn);
     info_fill(out, &snap);
+    return rc;
+}
+
+int evs_group_get_info(evs_group *g, evs_group_info *out) {
+    if (!g || !out) return evs__err(EVS_EINVAL, "group_get_info: NULL argument");
+    return live_info(g, out);
+}
+
+/* The bus's view of an open group (evs__live): its record's part of live_info. */
+static int live_consumer_info(void *handle, evs_consumer_info *out) {
+    evs_group_info gi;
+    int rc = live_info(handle, &gi);
+    if (!rc) *out = gi.info;
+    return rc;
+}
+
+static int info_if_open(evs_bus *b, const char *name, evs_group_info *out, int *found) {
+    int rc = EVS_OK;
+    *found = 0;
+    /* b->mu keeps the handle from being freed meanwhile (evs_group_close unregisters first) */
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n_live && !*found; i++)
+        if (b->live[i].info == live_consumer_info && strcmp(b->live[i].name, name) == 0) {
+            *found = 1;
+            rc = live_info(b->live[i].handle, out);
+        }
+    pthread_mutex_unlock(&b->mu);
     return rc;
 }
 
@@ -1108,7 +1210,6 @@ int evs_group_dlq_retry(evs_group *g, uint64_t position) {
             e->from_dlq = 1;
             e->attempt = d.attempts;
             e->first_failure_at = d.first_failure_at;
-            st->unfinished++;
             g->n_unfinished++;
             g->rep_len++;
             pthread_cond_broadcast(&g->cv);
@@ -1172,6 +1273,7 @@ int evs_group_join(evs_group *g, const char *name, evs_group_member **out) {
     }
     if (!rc) {
         g->members[g->n_members++] = m;
+        g->members_gen++; /* streams whose home it becomes move to it (invariant 3) */
         pthread_cond_broadcast(&g->cv);
     }
     pthread_mutex_unlock(&g->mu);
@@ -1195,15 +1297,14 @@ void evs_group_leave(evs_group_member *m) {
         }
         if (e->expired_from == m) e->expired_from = NULL;
     }
-    for (size_t b = 0; b < GROUP_BUCKETS; b++)
-        for (gstream *st = g->buckets[b]; st; st = st->next)
-            if (st->pin == m) st->pin = NULL;
+    /* every stream it held is released (invariant 3): each now goes to its new home */
     for (size_t i = 0; i < g->n_members; i++)
         if (g->members[i] == m) {
             memmove(&g->members[i], &g->members[i + 1], (g->n_members - i - 1) * sizeof *g->members);
             g->n_members--;
             break;
         }
+    g->members_gen++;
     pthread_cond_broadcast(&g->cv);
     pthread_mutex_unlock(&g->mu);
     free(m);
@@ -1211,6 +1312,7 @@ void evs_group_leave(evs_group_member *m) {
 
 int evs_group_list_members(evs_group *g, evs_group_member_info *out, size_t max, size_t *count) {
     if (!g || !count || (!out && max)) return evs__err(EVS_EINVAL, "group_list_members: NULL argument");
+    refresh(g);
     pthread_mutex_lock(&g->mu);
     size_t n = 0;
     for (; n < g->n_members && n < max; n++) {

@@ -272,21 +272,8 @@ static int proj_flush(evs__consumer *c, MDB_txn *txn) {
 
 static void proj_discard(evs__consumer *c) { cache_clear((evs_projection *)c); }
 
-/* Delete every row of generation gen. */
 static int delete_gen(evs_projection *p, MDB_txn *txn, uint64_t gen) {
-    uint8_t kb[PKEY_MAX];
-    size_t pl = pkey(kb, p->c.rec.name, gen, "", 0);
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, p->c.bus->pstate, &cur);
-    if (rc) return evs__bus_mdb_err(rc, "cursor");
-    for (;;) {
-        MDB_val k = {pl, kb}, v;
-        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE))) break;
-        if (k.mv_size < pl || memcmp(k.mv_data, kb, pl) != 0) break;
-        if ((rc = mdb_cursor_del(cur, 0))) break;
-    }
-    mdb_cursor_close(cur);
-    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "delete state");
+    return evs__pstate_delete_gen(p->c.bus, txn, p->c.rec.name, gen);
 }
 
 /* Caught up: a rebuild swaps its generation in. */
@@ -516,9 +503,14 @@ void evs_proj_close(evs_projection *p) {
     proj_free(p);
 }
 
-int evs_proj_rebuild(evs_projection *p, uint64_t from) {
+/*
+ * Start a rebuild from `from` (replacing one in progress).  forget_dlq: a
+ * reset, which also empties the live DLQ, in the same transaction as the
+ * record that moves the projection back: a crash between the two would
+ * leave entries below the new start that nothing replaces.
+ */
+static int start_rebuild(evs_projection *p, uint64_t from, int forget_dlq) {
     int rc;
-    if (!p) return evs__err(EVS_EINVAL, "proj_rebuild: projection is NULL");
     evs__consumer *c = &p->c;
     if ((rc = evs__consumer_commit(c, NULL))) return rc;
     cache_clear(p);
@@ -537,6 +529,8 @@ int evs_proj_rebuild(evs_projection *p, uint64_t from) {
     c->rec.build_from = from ? from : 1;
     c->rec.next = c->rec.build_from;
     rc = evs__record_put(c->bus, txn, &c->rec);
+    if (!rc && forget_dlq && !(rc = evs__bus_fault("proj_reset")))
+        rc = evs__dlq_clear_txn(c->bus, txn, c->rec.name);
     if (rc) mdb_txn_abort(txn);
     else if ((rc = mdb_txn_commit(txn))) rc = evs__bus_mdb_err(rc, "commit");
     if (rc) {
@@ -549,6 +543,16 @@ int evs_proj_rebuild(evs_projection *p, uint64_t from) {
     c->committed_next = c->rec.next;
     atomic_fetch_add(&c->bus->dlq_gen, 1); /* the parked streams differ while rebuilding */
     return EVS_OK;
+}
+
+int evs_proj_rebuild(evs_projection *p, uint64_t from) {
+    if (!p) return evs__err(EVS_EINVAL, "proj_rebuild: projection is NULL");
+    return start_rebuild(p, from, 0);
+}
+
+int evs_proj_reset(evs_projection *p, uint64_t from) {
+    if (!p) return evs__err(EVS_EINVAL, "proj_reset: projection is NULL");
+    return start_rebuild(p, from, 1);
 }
 
 int evs_proj_get_status(evs_projection *p, evs_proj_status *out) {

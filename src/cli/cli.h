@@ -109,6 +109,13 @@ void evs__cli_clear_error(void);
  * after printing why; *out is then NULL.
  */
 int evs__cli_open(const char *dir, unsigned flags, evs_store **out);
+/*
+ * Close the store the command opened (NULL: nothing to do) and return the
+ * command's exit status: `code`, or 5 after printing why when the close
+ * failed (its final sync did not happen, so what the command wrote may not
+ * be durable), whatever the command's own status was.
+ */
+int evs__cli_close(evs_store *s, const char *dir, int code);
 
 /* ---------------------------------------------------------------- output */
 
@@ -136,6 +143,9 @@ int evs__cli_tail(int argc, char **argv);
 int evs__cli_streams(int argc, char **argv);
 int evs__cli_info(int argc, char **argv);
 int evs__cli_check(int argc, char **argv);
+/* `evstore serve` (cli_serve.c): read the settings, run the server until SIGINT or SIGTERM. */
+int evs__cli_serve(int argc, char **argv);
+int evs__cli_repair(int argc, char **argv);
 
 /*
  * The same commands against a running `evstore serve` (cli_remote.c), called

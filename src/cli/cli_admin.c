@@ -1,5 +1,6 @@
 /*
- * cli_admin.c — `evstore streams`, `evstore info` and `evstore check`.
+ * cli_admin.c — `evstore streams`, `evstore info`, `evstore check` and
+ * `evstore repair`.
  *
  * All three open the store read-only, so they can inspect a store that a
  * running process is writing to, and `check` never repairs anything: it
@@ -47,13 +48,38 @@ static const char evs_info_help[] =
 static const char evs_check_help[] =
     "Usage: evstore check -d DIR\n"
     "\n"
-    "Verify every record of the log and that the index agrees with it, without\n"
-    "changing anything.  Prints a JSON summary; on corruption exits 5 and names\n"
-    "the first bad segment and offset on stderr.\n"
+    "Verify every record of the log and that the index agrees with it both\n"
+    "ways (every record indexed where it is; every index entry a valid record),\n"
+    "without changing anything.  Prints a JSON summary: records, events,\n"
+    "lost_events (positions an earlier `evstore repair` removed), index_head,\n"
+    "segments, errors.  On any problem exits 5 and names the first bad segment\n"
+    "and offset on stderr; `evstore repair` is the way out of damage.\n"
     "\n"
     "Options:\n"
     "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
     "  -h, --help        show this help\n";
+
+static const char evs_repair_help[] =
+    "Usage: evstore repair -d DIR [--dry-run]\n"
+    "\n"
+    "Remove the damaged records of a store that open refuses as corrupt (for\n"
+    "example \"segment 00000003.seg offset 81920: checksum mismatch\").  First\n"
+    "prints, one JSON line each, every event the repair drops: its global\n"
+    "position and, when the index knew it, its stream, stream position and\n"
+    "event_id, with the damage that took it.  Then it replaces the damage by\n"
+    "records of the loss, so that no position is ever given to another event:\n"
+    "the head stays where it was, and reads report the removed range\n"
+    "(\"lost\") instead of passing over it.  Ends with a JSON summary.\n"
+    "Stop any server using the store first.  Take a copy of DIR before, if you\n"
+    "may want the damaged bytes later.\n"
+    "\n"
+    "Options:\n"
+    "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
+    "  --dry-run         print what would be dropped; change nothing\n"
+    "  -h, --help        show this help\n"
+    "\n"
+    "Exit status: 0 repaired (or nothing to repair), 1 usage, 2 no store,\n"
+    "5 I/O error, the store is locked, or the damage cannot be repaired.\n";
 
 /* Streams per evs_list_streams call: ~130 KiB of evs_stream_info. */
 #define EVS_CLI_STREAMS_PAGE 256
@@ -128,7 +154,7 @@ int evs__cli_streams(int argc, char **argv) {
     }
 
 cleanup:
-    evs_store_close(store);
+    code = evs__cli_close(store, dir, code);
     free(page);
     return evs__cli_finish_output(code);
 }
@@ -202,7 +228,7 @@ int evs__cli_info(int argc, char **argv) {
     }
 
 cleanup:
-    evs_store_close(store);
+    code = evs__cli_close(store, dir, code);
     return evs__cli_finish_output(code);
 }
 
@@ -240,9 +266,11 @@ int evs__cli_check(int argc, char **argv) {
         goto cleanup;
     }
     rep.first_error[sizeof rep.first_error - 1] = '\0';
-    printf("{\"ok\":%s,\"records\":%llu,\"events\":%llu,\"segments\":%llu,\"errors\":%llu",
+    printf("{\"ok\":%s,\"records\":%llu,\"events\":%llu,\"lost_events\":%llu,\"index_head\":%llu,"
+           "\"segments\":%llu,\"errors\":%llu",
            rc == EVS_OK ? "true" : "false", (unsigned long long)rep.records,
-           (unsigned long long)rep.events, (unsigned long long)rep.segments,
+           (unsigned long long)rep.events, (unsigned long long)rep.lost_events,
+           (unsigned long long)rep.index_head, (unsigned long long)rep.segments,
            (unsigned long long)rep.errors);
     if (rep.first_error[0]) {
         fputs(",\"first_error\":", stdout);
@@ -257,6 +285,73 @@ int evs__cli_check(int argc, char **argv) {
         else /* the report is empty: the library's message is all there is */
             code = evs__cli_lib_fail(rc, "check %s", dir);
     }
+
+cleanup:
+    code = evs__cli_close(store, dir, code);
+    return evs__cli_finish_output(code);
+}
+
+static int print_lost(void *arg, const evs_lost_event *ev) {
+    (void)arg;
+    printf("{\"global_position\":%llu", (unsigned long long)ev->global_position);
+    if (ev->known) {
+        char id[37];
+        evs_uuid_format(&ev->event_id, id);
+        fputs(",\"stream\":", stdout);
+        evs__cli_json_str(stdout, ev->stream, strlen(ev->stream));
+        printf(",\"stream_position\":%llu,\"event_id\":\"%s\"", (unsigned long long)ev->stream_position, id);
+    } else {
+        fputs(",\"stream\":null,\"stream_position\":null,\"event_id\":null", stdout);
+    }
+    fputs(",\"damage\":", stdout);
+    evs__cli_json_str(stdout, ev->where, strlen(ev->where));
+    fputs("}\n", stdout);
+    return 0;
+}
+
+int evs__cli_repair(int argc, char **argv) {
+    evs__cli_args a;
+    const char *opt_dir = NULL, *dir = NULL;
+    evs_store *store = NULL;
+    int code = EVS_CLI_OK, dry = 0;
+
+    evs__cli_args_init(&a, "repair", argc, argv);
+    int t;
+    while ((t = evs__cli_args_next(&a)) != EVS_CLI_END) {
+        if (t == EVS_CLI_POSITIONAL) {
+            code = evs__cli_usage(a.cmd, "unexpected argument \"%s\"", a.arg);
+            goto cleanup;
+        } else if (evs__cli_is(&a, "--help", "-h")) {
+            fputs(evs_repair_help, stdout);
+            goto cleanup;
+        } else if (evs__cli_is(&a, "--dir", "-d")) {
+            if ((code = evs__cli_value(&a, &opt_dir))) goto cleanup;
+        } else if (evs__cli_is(&a, "--dry-run", NULL)) {
+            if ((code = evs__cli_flag(&a))) goto cleanup;
+            dry = 1;
+        } else {
+            code = evs__cli_unknown(&a);
+            goto cleanup;
+        }
+    }
+    if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+    evs__cli_clear_error();
+    int rc = evs_store_create(&store);
+    evs_repair_report rep;
+    memset(&rep, 0, sizeof rep);
+    if (!rc) rc = evs_store_repair(store, dir, dry ? EVS_REPAIR_DRY_RUN : 0, print_lost, NULL, &rep);
+    if (rc) {
+        code = evs__cli_lib_fail(rc, "repair %s", dir);
+        goto cleanup;
+    }
+    printf("{\"dry_run\":%s,\"changed\":%s,\"damaged\":%llu,\"lost_events\":%llu,\"unknown_events\":%llu,"
+           "\"head\":%llu", dry ? "true" : "false", rep.changed ? "true" : "false", (unsigned long long)rep.damaged,
+           (unsigned long long)rep.lost_events, (unsigned long long)rep.unknown_events, (unsigned long long)rep.head);
+    if (rep.first_damage[0]) {
+        fputs(",\"first_damage\":", stdout);
+        evs__cli_json_str(stdout, rep.first_damage, strlen(rep.first_damage));
+    }
+    fputs("}\n", stdout);
 
 cleanup:
     evs_store_close(store);

@@ -307,7 +307,7 @@ int evs__cli_append(int argc, char **argv) {
     evs_cli_print_result(stream, &res, ids, n);
 
 cleanup:
-    evs_store_close(store);
+    code = evs__cli_close(store, dir, code);
     for (size_t i = 0; i < nparsed; i++) evs__event_parsed_free(&parsed[i]);
     free(parsed);
     free(ins);

@@ -68,9 +68,9 @@ static int open_bus(const char *dir, evs_store **s, evs_bus **b) {
     evs__cli_clear_error();
     int rc = evs_bus_open(*s, b);
     if (rc) {
-        evs_store_close(*s);
+        code = evs__cli_close(*s, dir, evs__cli_lib_fail(rc, "open consumers of %s", dir));
         *s = NULL;
-        return evs__cli_lib_fail(rc, "open consumers of %s", dir);
+        return code;
     }
     return EVS_CLI_OK;
 }
@@ -135,6 +135,8 @@ static const char sub_help[] =
     "\n"
     "Durable subscriptions, groups and projections: their records (checkpoint,\n"
     "status, retries, last error, lag), pause/resume, moving the checkpoint, deletion.\n"
+    "reset NAME POSITION continues at POSITION; a projection in the middle of a\n"
+    "rebuild restarts the rebuild from there (its DLQ is replaced from there at the swap).\n"
     "On a local store (-d) the consumer must not be running in another process;\n"
     "with --url URL (or EVSTORE_URL) the running server does it and its JSON is printed.\n";
 
@@ -191,7 +193,7 @@ int evs__cli_sub(int argc, char **argv) {
     if (rc) code = evs__cli_lib_fail(rc, "sub %s", act);
 out:
     evs_bus_close(b);
-    evs_store_close(s);
+    code = evs__cli_close(s, o.dir, code);
     return code ? code : evs__cli_finish_output(EVS_CLI_OK);
 }
 
@@ -271,7 +273,7 @@ int evs__cli_dlq(int argc, char **argv) {
     if (rc) code = evs__cli_lib_fail(rc, "dlq %s %s", act, name);
 out:
     evs_bus_close(b);
-    evs_store_close(s);
+    code = evs__cli_close(s, o.dir, code);
     return code ? code : evs__cli_finish_output(EVS_CLI_OK);
 }
 
@@ -415,7 +417,7 @@ done:
 out:
     evs_proj_close(p);
     evs_bus_close(b);
-    evs_store_close(s);
+    code = evs__cli_close(s, o.dir, code);
     free(src);
     return code ? code : evs__cli_finish_output(EVS_CLI_OK);
 }

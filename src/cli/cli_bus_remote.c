@@ -24,14 +24,14 @@
 #define REMOTE_PAGE 1000u
 
 /* "/AREA/NAME" + rest, NAME percent-encoded. */
-static void path_of(evs__cli_str *p, const char *area, const char *name, const char *rest) {
-    evs__cli_str_adds(p, "/");
-    evs__cli_str_adds(p, area);
+static void path_of(evs__sb *p, const char *area, const char *name, const char *rest) {
+    evs__sb_adds(p, "/");
+    evs__sb_adds(p, area);
     if (name) {
-        evs__cli_str_adds(p, "/");
-        evs__cli_str_pct(p, name, strlen(name));
+        evs__sb_adds(p, "/");
+        evs__cli_pct(p, name, strlen(name));
     }
-    if (rest) evs__cli_str_adds(p, rest);
+    if (rest) evs__sb_adds(p, rest);
 }
 
 /* One request; on 2xx the body is printed as one line (print) and *root set. */
@@ -61,14 +61,14 @@ static int list_pages(evs__cli_http *h, const char *base, const char *key, uint6
     if (after) snprintf(cursor, sizeof cursor, "%llu", (unsigned long long)after);
     uint64_t left = limit;
     int code = EVS_CLI_OK;
-    evs__cli_str p = {0};
+    evs__sb p = {0};
     while (left) {
         p.len = 0;
-        evs__cli_str_addf(&p, "%s%slimit=%llu", base, strchr(base, '?') ? "&" : "?",
+        evs__sb_printf(&p, "%s%slimit=%llu", base, strchr(base, '?') ? "&" : "?",
                           (unsigned long long)(left < REMOTE_PAGE ? left : REMOTE_PAGE));
         if (cursor[0]) {
-            evs__cli_str_adds(&p, "&after=");
-            evs__cli_str_pct(&p, cursor, strlen(cursor));
+            evs__sb_adds(&p, "&after=");
+            evs__cli_pct(&p, cursor, strlen(cursor));
         }
         if (p.oom) {
             code = evs__cli_fail(EVS_CLI_IO, "out of memory");
@@ -94,7 +94,7 @@ static int list_pages(evs__cli_http *h, const char *base, const char *key, uint6
             snprintf(cursor, sizeof cursor, "%.*s", (int)nx.n, nx.p);
         }
     }
-    evs__cli_str_free(&p);
+    evs__sb_free(&p);
     return code;
 }
 
@@ -102,7 +102,7 @@ int evs__cli_sub_remote(const char *url, const char *act, const char *name, cons
     evs__cli_http *h;
     int code = evs__cli_http_open("sub", url, &h);
     if (code) return code;
-    evs__cli_str p = {0};
+    evs__sb p = {0};
     if (strcmp(act, "list") == 0) {
         code = list_pages(h, "/subscriptions", "subscriptions", 0, UINT64_MAX);
     } else if (strcmp(act, "show") == 0) {
@@ -113,13 +113,13 @@ int evs__cli_sub_remote(const char *url, const char *act, const char *name, cons
         code = call(h, "POST", p.p, NULL, 0, 1, NULL);
     } else if (strcmp(act, "reset") == 0) {
         path_of(&p, "subscriptions", name, "/reset?to=");
-        evs__cli_str_adds(&p, pos_text);
+        evs__sb_adds(&p, pos_text);
         code = call(h, "POST", p.p, NULL, 0, 1, NULL);
     } else {
         path_of(&p, "subscriptions", name, NULL);
         code = call(h, "DELETE", p.p, NULL, 0, 1, NULL);
     }
-    evs__cli_str_free(&p);
+    evs__sb_free(&p);
     evs__cli_http_close(h);
     return code;
 }
@@ -129,24 +129,24 @@ int evs__cli_dlq_remote(const char *url, const char *act, const char *name, uint
     evs__cli_http *h;
     int code = evs__cli_http_open("dlq", url, &h);
     if (code) return code;
-    evs__cli_str p = {0};
+    evs__sb p = {0};
     if (strcmp(act, "list") == 0) {
         path_of(&p, "subscriptions", name, "/dlq");
         code = list_pages(h, p.p, "entries", after, limit);
     } else if (strcmp(act, "show") == 0 || strcmp(act, "discard") == 0) {
         path_of(&p, "subscriptions", name, NULL);
-        evs__cli_str_addf(&p, "/dlq/%llu", (unsigned long long)pos);
+        evs__sb_printf(&p, "/dlq/%llu", (unsigned long long)pos);
         code = call(h, act[0] == 'd' ? "DELETE" : NULL, p.p, NULL, 0, 1, NULL);
     } else if (strcmp(act, "purge") == 0) {
         path_of(&p, "subscriptions", name, "/dlq");
         code = call(h, "DELETE", p.p, NULL, 0, 1, NULL);
     } else {
         path_of(&p, "subscriptions", name, "/dlq");
-        if (pos) evs__cli_str_addf(&p, "/%llu", (unsigned long long)pos);
-        evs__cli_str_adds(&p, "/retry");
+        if (pos) evs__sb_printf(&p, "/%llu", (unsigned long long)pos);
+        evs__sb_adds(&p, "/retry");
         code = call(h, "POST", p.p, NULL, 0, 1, NULL);
     }
-    evs__cli_str_free(&p);
+    evs__sb_free(&p);
     evs__cli_http_close(h);
     return code;
 }
@@ -178,12 +178,12 @@ int evs__cli_projection_remote(const char *url, const char *act, const char *nam
     evs__cli_http *h;
     int code = evs__cli_http_open("projection", url, &h);
     if (code) return code;
-    evs__cli_str p = {0}, body = {0};
+    evs__sb p = {0}, body = {0};
     if (strcmp(act, "create") == 0) {
         /* {"source": "..."}: JSON survives any proxy's idea of text bodies */
-        evs__cli_str_adds(&body, "{\"source\":");
-        evs__cli_str_json(&body, src, src_len);
-        evs__cli_str_adds(&body, "}");
+        evs__sb_adds(&body, "{\"source\":");
+        evs__sb_json_str(&body, src, src_len);
+        evs__sb_adds(&body, "}");
         path_of(&p, "projections", name, NULL);
         code = body.oom ? evs__cli_fail(EVS_CLI_IO, "out of memory")
                         : call(h, "PUT", p.p, body.p, body.len, 1, NULL);
@@ -193,8 +193,8 @@ int evs__cli_projection_remote(const char *url, const char *act, const char *nam
     } else if (strcmp(act, "state") == 0) {
         path_of(&p, "projections", name, "/state");
         if (arg) {
-            evs__cli_str_adds(&p, "/");
-            evs__cli_str_pct(&p, arg, strlen(arg));
+            evs__sb_adds(&p, "/");
+            evs__cli_pct(&p, arg, strlen(arg));
         }
         code = call(h, NULL, p.p, NULL, 0, 1, NULL);
     } else if (strcmp(act, "partitions") == 0) {
@@ -213,8 +213,8 @@ int evs__cli_projection_remote(const char *url, const char *act, const char *nam
     } else {
         code = evs__cli_usage("projection", "%s has no --url form: the server runs its projections itself", act);
     }
-    evs__cli_str_free(&p);
-    evs__cli_str_free(&body);
+    evs__sb_free(&p);
+    evs__sb_free(&body);
     evs__cli_http_close(h);
     return code;
 }

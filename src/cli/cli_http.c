@@ -40,16 +40,16 @@ struct evs__cli_http {
     CURLM *multi;
     const char *cmd;
     char *base;                    /* URL without trailing '/' */
-    evs__cli_str url;              /* scratch: base + path */
+    evs__sb url;              /* scratch: base + path */
     char errbuf[CURL_ERROR_SIZE];
     char why[CURL_ERROR_SIZE + 32];
     long status;
     const char *method;            /* the next request's method when not GET/POST (evs__cli_http_set_method) */
-    evs__cli_str body;             /* the response body (or an SSE error answer) */
+    evs__sb body;             /* the response body (or an SSE error answer) */
     int too_big;
     /* SSE parsing */
     int sse;
-    evs__cli_str line, data, id, type;
+    evs__sb line, data, id, type;
     long retry_ms;
     evs__cli_sse_fn fn;
     void *ud;
@@ -59,58 +59,9 @@ struct evs__cli_http {
 
 /* ---------------------------------------------------------------- strings */
 
-static int str_reserve(evs__cli_str *s, size_t more) {
-    if (s->oom) return -1;
-    if (more < SIZE_MAX / 2 && s->len + more + 1 <= s->cap) return 0;
-    if (more >= SIZE_MAX / 4 || s->len >= SIZE_MAX / 4) {
-        s->oom = 1;
-        return -1;
-    }
-    size_t ncap = s->cap ? s->cap : 256;
-    while (ncap < s->len + more + 1) ncap *= 2;
-    char *np = realloc(s->p, ncap);
-    if (!np) {
-        s->oom = 1;
-        return -1;
-    }
-    s->p = np;
-    s->cap = ncap;
-    return 0;
-}
-
-void evs__cli_str_add(evs__cli_str *s, const char *p, size_t n) {
-    if (str_reserve(s, n)) return;
-    if (n) memcpy(s->p + s->len, p, n);
-    s->len += n;
-    s->p[s->len] = '\0';
-}
-
-void evs__cli_str_adds(evs__cli_str *s, const char *p) { evs__cli_str_add(s, p, strlen(p)); }
-
-void evs__cli_str_addf(evs__cli_str *s, const char *fmt, ...) {
-    char tmp[256];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        s->oom = 1;
-        return;
-    }
-    if ((size_t)n < sizeof tmp) {
-        evs__cli_str_add(s, tmp, (size_t)n);
-        return;
-    }
-    if (str_reserve(s, (size_t)n)) return;
-    va_start(ap, fmt);
-    vsnprintf(s->p + s->len, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    s->len += (size_t)n;
-}
-
-void evs__cli_str_pct(evs__cli_str *s, const char *p, size_t n) {
+void evs__cli_pct(evs__sb *s, const char *p, size_t n) {
     static const char hex[] = "0123456789ABCDEF";
-    if (str_reserve(s, 3 * n)) return;
+    if (evs__sb_reserve(s, 3 * n)) return;
     char *o = s->p + s->len;
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)p[i];
@@ -125,34 +76,6 @@ void evs__cli_str_pct(evs__cli_str *s, const char *p, size_t n) {
     }
     s->len = (size_t)(o - s->p);
     s->p[s->len] = '\0';
-}
-
-void evs__cli_str_json(evs__cli_str *s, const char *p, size_t n) {
-    static const char hex[] = "0123456789abcdef";
-    evs__cli_str_add(s, "\"", 1);
-    size_t run = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)p[i];
-        if (c >= 0x20 && c != '"' && c != '\\') continue;
-        evs__cli_str_add(s, p + run, i - run);
-        run = i + 1;
-        char e[7] = {'\\', (char)c, 0};
-        if (c == '"' || c == '\\') evs__cli_str_add(s, e, 2);
-        else if (c == '\n') evs__cli_str_add(s, "\\n", 2);
-        else if (c == '\t') evs__cli_str_add(s, "\\t", 2);
-        else if (c == '\r') evs__cli_str_add(s, "\\r", 2);
-        else {
-            char u[6] = {'\\', 'u', '0', '0', hex[c >> 4], hex[c & 15]};
-            evs__cli_str_add(s, u, 6);
-        }
-    }
-    evs__cli_str_add(s, p + run, n - run);
-    evs__cli_str_add(s, "\"", 1);
-}
-
-void evs__cli_str_free(evs__cli_str *s) {
-    free(s->p);
-    memset(s, 0, sizeof *s);
 }
 
 /* ------------------------------------------------------------ connection */
@@ -210,12 +133,12 @@ void evs__cli_http_close(evs__cli_http *h) {
     if (h->multi) curl_multi_cleanup(h->multi);
     if (h->easy) curl_easy_cleanup(h->easy);
     free(h->base);
-    evs__cli_str_free(&h->url);
-    evs__cli_str_free(&h->body);
-    evs__cli_str_free(&h->line);
-    evs__cli_str_free(&h->data);
-    evs__cli_str_free(&h->id);
-    evs__cli_str_free(&h->type);
+    evs__sb_free(&h->url);
+    evs__sb_free(&h->body);
+    evs__sb_free(&h->line);
+    evs__sb_free(&h->data);
+    evs__sb_free(&h->id);
+    evs__sb_free(&h->type);
     int global = h->global;
     free(h);
     if (global) curl_global_cleanup();
@@ -229,8 +152,8 @@ long evs__cli_http_sse_retry_ms(const evs__cli_http *h) { return h->retry_ms; }
 /* base + path into h->url; 0 or -1 when out of memory. */
 static int set_url(evs__cli_http *h, const char *path) {
     h->url.len = 0;
-    evs__cli_str_adds(&h->url, h->base);
-    evs__cli_str_adds(&h->url, path);
+    evs__sb_adds(&h->url, h->base);
+    evs__sb_adds(&h->url, path);
     if (h->url.oom) return -1;
     curl_easy_setopt(h->easy, CURLOPT_URL, h->url.p);
     return 0;
@@ -267,7 +190,7 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
         h->too_big = 1;
         return 0;
     }
-    evs__cli_str_add(&h->body, p, n);
+    evs__sb_add(&h->body, p, n);
     return h->body.oom ? 0 : n;
 }
 
@@ -422,14 +345,14 @@ static void sse_line(evs__cli_http *h, const char *p, size_t n) {
     size_t vn = (size_t)(p + n - v);
     if (vn && *v == ' ') v++, vn--;
     if (fn == 4 && memcmp(p, "data", 4) == 0) {
-        evs__cli_str_add(&h->data, v, vn);
-        evs__cli_str_add(&h->data, "\n", 1);
+        evs__sb_add(&h->data, v, vn);
+        evs__sb_add(&h->data, "\n", 1);
     } else if (fn == 5 && memcmp(p, "event", 5) == 0) {
         h->type.len = 0;
-        evs__cli_str_add(&h->type, v, vn);
+        evs__sb_add(&h->type, v, vn);
     } else if (fn == 2 && memcmp(p, "id", 2) == 0 && !memchr(v, '\0', vn)) {
         h->id.len = 0;
-        evs__cli_str_add(&h->id, v, vn);
+        evs__sb_add(&h->id, v, vn);
     } else if (fn == 5 && memcmp(p, "retry", 5) == 0 && vn > 0 && vn < 9) {
         long ms = 0;
         for (size_t i = 0; i < vn; i++) {
@@ -449,11 +372,11 @@ static void sse_feed(evs__cli_http *h, const char *p, size_t n) {
             return;
         }
         if (!nl) {
-            evs__cli_str_add(&h->line, p, n);
+            evs__sb_add(&h->line, p, n);
             return;
         }
         if (h->line.len) {
-            evs__cli_str_add(&h->line, p, take);
+            evs__sb_add(&h->line, p, take);
             if (h->line.oom) return;
             sse_line(h, h->line.p, h->line.len);
             h->line.len = 0;

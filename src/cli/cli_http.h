@@ -23,22 +23,10 @@
 
 #include "core/core.h"
 #include "core/json.h"
+#include "core/sb.h"
 
-/* A growable string; on allocation failure `oom` sticks and appends stop. */
-typedef struct evs__cli_str {
-    char *p;
-    size_t len, cap;
-    int oom;
-} evs__cli_str;
-
-void evs__cli_str_add(evs__cli_str *s, const char *p, size_t n);
-void evs__cli_str_adds(evs__cli_str *s, const char *p);
-void evs__cli_str_addf(evs__cli_str *s, const char *fmt, ...) EVS_PRINTF(2, 3);
-/* p[0..n) percent-encoded: every byte but A-Z a-z 0-9 - . _ ~ becomes %XX. */
-void evs__cli_str_pct(evs__cli_str *s, const char *p, size_t n);
-/* p[0..n) as a JSON string, quotes included (bytes >= 0x80 pass as they are: p must be UTF-8). */
-void evs__cli_str_json(evs__cli_str *s, const char *p, size_t n);
-void evs__cli_str_free(evs__cli_str *s);
+/* p[0..n) percent-encoded onto s: every byte but A-Z a-z 0-9 - . _ ~ becomes %XX. */
+void evs__cli_pct(evs__sb *s, const char *p, size_t n);
 
 typedef struct evs__cli_http evs__cli_http;
 

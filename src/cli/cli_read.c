@@ -179,7 +179,13 @@ static int evs_cli_filter_opt(evs__cli_args *a, evs_cli_filter *cf, int *handled
 static int evs_cli_drain(evs_reader *r, volatile sig_atomic_t *stop, size_t *printed) {
     const evs_event *ev;
     int rc = EVS_DONE;
-    while (!(stop && *stop) && (rc = evs_reader_next(r, &ev)) == EVS_OK) {
+    while (!(stop && *stop)) {
+        rc = evs_reader_next(r, &ev);
+        if (rc == EVS_ELOST) { /* said, not skipped in silence; the reader is already past it */
+            fprintf(stderr, "evstore: %s\n", evs_errmsg());
+            continue;
+        }
+        if (rc != EVS_OK) break;
         char *js = NULL;
         size_t jn = 0;
         rc = evs_event_to_json(ev, &js, &jn);
@@ -279,7 +285,7 @@ int evs__cli_read(int argc, char **argv) {
 
 cleanup:
     evs_reader_close(reader);
-    evs_store_close(store);
+    code = evs__cli_close(store, dir, code);
     evs_cli_filter_free(&cf);
     return evs__cli_finish_output(code);
 }
@@ -388,7 +394,7 @@ int evs__cli_tail(int argc, char **argv) {
 
 cleanup:
     evs_reader_close(reader);
-    evs_store_close(store);
+    code = evs__cli_close(store, dir, code);
     evs_cli_filter_free(&cf);
     return evs__cli_finish_output(code);
 }

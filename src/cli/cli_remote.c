@@ -89,38 +89,38 @@ static int print_elements(const evs__cli_http *h, const char *path, evs_json_spa
 }
 
 /* The filter as query parameters of /all and /subscribe (names as in docs/http-api.md). */
-static void add_filter(evs__cli_str *q, const evs_filter *f) {
+static void add_filter(evs__sb *q, const evs_filter *f) {
     char t[40];
     if (f->n_event_types) {
-        evs__cli_str_adds(q, "&type=");
+        evs__sb_adds(q, "&type=");
         for (size_t i = 0; i < f->n_event_types; i++) {
-            if (i) evs__cli_str_add(q, ",", 1);
-            evs__cli_str_pct(q, f->event_types[i], strlen(f->event_types[i]));
+            if (i) evs__sb_add(q, ",", 1);
+            evs__cli_pct(q, f->event_types[i], strlen(f->event_types[i]));
         }
     }
     if (f->stream_type) {
-        evs__cli_str_adds(q, "&stream_type=");
-        evs__cli_str_pct(q, f->stream_type, strlen(f->stream_type));
+        evs__sb_adds(q, "&stream_type=");
+        evs__cli_pct(q, f->stream_type, strlen(f->stream_type));
     }
     if (f->stream_prefix && f->stream_prefix[0]) {
-        evs__cli_str_adds(q, "&stream_prefix=");
-        evs__cli_str_pct(q, f->stream_prefix, strlen(f->stream_prefix));
+        evs__sb_adds(q, "&stream_prefix=");
+        evs__cli_pct(q, f->stream_prefix, strlen(f->stream_prefix));
     }
     if (f->correlation_id) {
         evs_uuid_format(f->correlation_id, t);
-        evs__cli_str_adds(q, "&correlation_id=");
-        evs__cli_str_adds(q, t);
+        evs__sb_adds(q, "&correlation_id=");
+        evs__sb_adds(q, t);
     }
     /* Times travel as RFC 3339 with all nine digits: exactly the ns given. */
     if (f->since) {
         size_t n = evs_time_format(f->since, t);
-        evs__cli_str_adds(q, "&since=");
-        evs__cli_str_pct(q, t, n);
+        evs__sb_adds(q, "&since=");
+        evs__cli_pct(q, t, n);
     }
     if (f->until) {
         size_t n = evs_time_format(f->until, t);
-        evs__cli_str_adds(q, "&until=");
-        evs__cli_str_pct(q, t, n);
+        evs__sb_adds(q, "&until=");
+        evs__cli_pct(q, t, n);
     }
 }
 
@@ -129,7 +129,7 @@ static void add_filter(evs__cli_str *q, const evs_filter *f) {
 int evs__cli_remote_append(const char *url, const char *stream, int64_t expected, const evs__cli_src *ev,
                            size_t n) {
     evs__cli_http *h = NULL;
-    evs__cli_str body = {0}, path = {0};
+    evs__sb body = {0}, path = {0};
     char header[64];
     evs_json_span root, ids;
     uint64_t fsp, lsp, fgp, lgp;
@@ -137,14 +137,14 @@ int evs__cli_remote_append(const char *url, const char *stream, int64_t expected
 
     if (!stream[0]) return evs__cli_fail(EVS_CLI_INVALID, "stream name is empty; nothing stored");
     /* One array, one POST: the server appends it atomically, as evs_append does. */
-    evs__cli_str_add(&body, "[", 1);
+    evs__sb_add(&body, "[", 1);
     for (size_t i = 0; i < n; i++) {
-        if (i) evs__cli_str_add(&body, ",", 1);
-        evs__cli_str_add(&body, ev[i].p, ev[i].n);
+        if (i) evs__sb_add(&body, ",", 1);
+        evs__sb_add(&body, ev[i].p, ev[i].n);
     }
-    evs__cli_str_add(&body, "]", 1);
-    evs__cli_str_adds(&path, "/streams/");
-    evs__cli_str_pct(&path, stream, strlen(stream));
+    evs__sb_add(&body, "]", 1);
+    evs__sb_adds(&path, "/streams/");
+    evs__cli_pct(&path, stream, strlen(stream));
     if (body.oom || path.oom) {
         code = evs__cli_fail(EVS_CLI_IO, "out of memory for %zu events", n);
         goto cleanup;
@@ -176,8 +176,8 @@ int evs__cli_remote_append(const char *url, const char *stream, int64_t expected
 
 cleanup:
     evs__cli_http_close(h);
-    evs__cli_str_free(&body);
-    evs__cli_str_free(&path);
+    evs__sb_free(&body);
+    evs__sb_free(&path);
     return code;
 }
 
@@ -186,7 +186,7 @@ cleanup:
 int evs__cli_remote_read(const char *url, const char *stream, uint64_t from, uint64_t limit, int backward,
                          const evs_filter *f) {
     evs__cli_http *h = NULL;
-    evs__cli_str path = {0};
+    evs__sb path = {0};
     int all = strcmp(stream, "$all") == 0, code;
     uint64_t left = limit ? limit : UINT64_MAX, stop_after = 0;
     int have_from = from != 0, first = 1;
@@ -198,14 +198,14 @@ int evs__cli_remote_read(const char *url, const char *stream, uint64_t from, uin
         uint64_t count = 0, page = left < EVS_CLI_REMOTE_PAGE ? left : EVS_CLI_REMOTE_PAGE, head = 0, nx = 0;
         path.len = 0;
         if (all) {
-            evs__cli_str_adds(&path, "/all");
+            evs__sb_adds(&path, "/all");
         } else {
-            evs__cli_str_adds(&path, "/streams/");
-            evs__cli_str_pct(&path, stream, strlen(stream));
+            evs__sb_adds(&path, "/streams/");
+            evs__cli_pct(&path, stream, strlen(stream));
         }
-        evs__cli_str_addf(&path, "?limit=%llu", (unsigned long long)page);
-        if (backward) evs__cli_str_adds(&path, "&direction=backward");
-        if (have_from) evs__cli_str_addf(&path, "&from=%llu", (unsigned long long)from);
+        evs__sb_printf(&path, "?limit=%llu", (unsigned long long)page);
+        if (backward) evs__sb_adds(&path, "&direction=backward");
+        if (have_from) evs__sb_printf(&path, "&from=%llu", (unsigned long long)from);
         if (all) add_filter(&path, f);
         if (path.oom) {
             code = evs__cli_fail(EVS_CLI_IO, "out of memory");
@@ -236,7 +236,7 @@ int evs__cli_remote_read(const char *url, const char *stream, uint64_t from, uin
 
 cleanup:
     evs__cli_http_close(h);
-    evs__cli_str_free(&path);
+    evs__sb_free(&path);
     return code;
 }
 
@@ -244,7 +244,7 @@ cleanup:
 
 int evs__cli_remote_streams(const char *url, const char *prefix, uint64_t limit) {
     evs__cli_http *h = NULL;
-    evs__cli_str path = {0};
+    evs__sb path = {0};
     char *after = NULL;
     uint64_t left = limit ? limit : UINT64_MAX;
     int code;
@@ -254,14 +254,14 @@ int evs__cli_remote_streams(const char *url, const char *prefix, uint64_t limit)
         evs_json_span root, na;
         uint64_t count, page = left < EVS_CLI_REMOTE_PAGE ? left : EVS_CLI_REMOTE_PAGE;
         path.len = 0;
-        evs__cli_str_addf(&path, "/streams?limit=%llu", (unsigned long long)page);
+        evs__sb_printf(&path, "/streams?limit=%llu", (unsigned long long)page);
         if (prefix && prefix[0]) {
-            evs__cli_str_adds(&path, "&prefix=");
-            evs__cli_str_pct(&path, prefix, strlen(prefix));
+            evs__sb_adds(&path, "&prefix=");
+            evs__cli_pct(&path, prefix, strlen(prefix));
         }
         if (after) {
-            evs__cli_str_adds(&path, "&after=");
-            evs__cli_str_pct(&path, after, strlen(after));
+            evs__sb_adds(&path, "&after=");
+            evs__cli_pct(&path, after, strlen(after));
         }
         if (path.oom) {
             code = evs__cli_fail(EVS_CLI_IO, "out of memory");
@@ -285,7 +285,7 @@ int evs__cli_remote_streams(const char *url, const char *prefix, uint64_t limit)
 
 cleanup:
     evs__cli_http_close(h);
-    evs__cli_str_free(&path);
+    evs__sb_free(&path);
     free(after);
     return code;
 }
@@ -294,7 +294,7 @@ cleanup:
 
 int evs__cli_remote_info(const char *url, const char *stream) {
     evs__cli_http *h = NULL;
-    evs__cli_str path = {0};
+    evs__sb path = {0};
     char *name = NULL;
     evs_json_span root, arr, el, nm, dur;
     evs_json_iter it;
@@ -322,8 +322,8 @@ int evs__cli_remote_info(const char *url, const char *stream) {
         code = evs__cli_fail(EVS_CLI_INVALID, "stream name is empty");
         goto cleanup;
     }
-    evs__cli_str_adds(&path, "/streams?limit=1&prefix=");
-    evs__cli_str_pct(&path, stream, strlen(stream));
+    evs__sb_adds(&path, "/streams?limit=1&prefix=");
+    evs__cli_pct(&path, stream, strlen(stream));
     if (path.oom) {
         code = evs__cli_fail(EVS_CLI_IO, "out of memory");
         goto cleanup;
@@ -344,7 +344,7 @@ int evs__cli_remote_info(const char *url, const char *stream) {
 
 cleanup:
     evs__cli_http_close(h);
-    evs__cli_str_free(&path);
+    evs__sb_free(&path);
     free(name);
     return code;
 }
@@ -395,13 +395,13 @@ static void nap(long ms, volatile sig_atomic_t *stop) {
 
 int evs__cli_remote_tail(const char *url, uint64_t from, const evs_filter *f, volatile sig_atomic_t *stop) {
     evs__cli_http *h = NULL;
-    evs__cli_str path = {0};
+    evs__sb path = {0};
     tail_state st = {0, 0};
     int code, connected = 0;
     int64_t lost_since = 0;
 
     if ((code = evs__cli_http_open("tail", url, &h))) goto cleanup;
-    evs__cli_str_addf(&path, "/subscribe?from=%llu", (unsigned long long)from);
+    evs__sb_printf(&path, "/subscribe?from=%llu", (unsigned long long)from);
     add_filter(&path, f);
     if (path.oom) {
         code = evs__cli_fail(EVS_CLI_IO, "out of memory");
@@ -454,6 +454,6 @@ int evs__cli_remote_tail(const char *url, uint64_t from, const evs_filter *f, vo
 
 cleanup:
     evs__cli_http_close(h);
-    evs__cli_str_free(&path);
+    evs__sb_free(&path);
     return code;
 }

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "core/json.h"
 
 /* ------------------------------------------------------------ arguments */
 
@@ -131,20 +132,17 @@ int evs__cli_target(const evs__cli_args *a, const char *opt_dir, const char *opt
 int evs__cli_u64(const evs__cli_args *a, const char *name, const char *text, uint64_t max,
                  uint64_t *out) {
     if (!text[0]) return evs__cli_usage(a->cmd, "%s: empty value, expected a number", name);
-    if (text[0] == '-' && text[1] >= '0' && text[1] <= '9')
-        return evs__cli_usage(a->cmd, "%s %s: not a number (negative values are not allowed)", name,
-                              text);
-    uint64_t v = 0;
-    for (const char *p = text; *p; p++) {
-        if (*p < '0' || *p > '9') return evs__cli_usage(a->cmd, "%s %s: not a number", name, text);
-        unsigned d = (unsigned)(*p - '0');
-        if (d > max || v > (max - d) / 10)
-            return evs__cli_usage(a->cmd, "%s %s: number too large (at most %llu)", name, text,
-                                  (unsigned long long)max);
-        v = v * 10 + d;
+    switch (evs__parse_u64(text, max, out)) {
+    case 0: return EVS_CLI_OK;
+    case -2:
+        if (text[1] >= '0' && text[1] <= '9')
+            return evs__cli_usage(a->cmd, "%s %s: not a number (negative values are not allowed)", name, text);
+        return evs__cli_usage(a->cmd, "%s %s: not a number", name, text);
+    case -3:
+        return evs__cli_usage(a->cmd, "%s %s: number too large (at most %llu)", name, text,
+                              (unsigned long long)max);
+    default: return evs__cli_usage(a->cmd, "%s %s: not a number", name, text);
     }
-    *out = v;
-    return EVS_CLI_OK;
 }
 
 /* --------------------------------------------------------------- errors */
@@ -247,34 +245,33 @@ cleanup:
     return code;
 }
 
+int evs__cli_close(evs_store *s, const char *dir, int code) {
+    if (!s) return code;
+    evs__cli_clear_error();
+    int rc = evs_store_close(s);
+    if (rc == EVS_OK) return code;
+    evs__cli_lib_fail(rc, "%s", dir ? dir : "store");
+    return EVS_CLI_IO;
+}
+
 /* ---------------------------------------------------------------- output */
 
 void evs__cli_json_str(FILE *f, const char *s, size_t n) {
-    /* Strings reaching here come from the store (valid UTF-8, no NUL), so
-       only the characters JSON forbids raw need escaping; UTF-8 passes as is. */
-    static const char hex[] = "0123456789abcdef";
-    fputc('"', f);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        switch (c) {
-        case '"': fputs("\\\"", f); break;
-        case '\\': fputs("\\\\", f); break;
-        case '\n': fputs("\\n", f); break;
-        case '\r': fputs("\\r", f); break;
-        case '\t': fputs("\\t", f); break;
-        case '\b': fputs("\\b", f); break;
-        case '\f': fputs("\\f", f); break;
-        default:
-            if (c < 0x20) {
-                fputs("\\u00", f);
-                fputc(hex[c >> 4], f);
-                fputc(hex[c & 15], f);
-            } else {
-                fputc(c, f);
-            }
-        }
+    /* the one escaper (core/json.c); names and messages fit the stack */
+    char small[1024];
+    size_t need = evs__json_escape(s, n, small, sizeof small);
+    if (need < sizeof small) {
+        fwrite(small, 1, need, f);
+        return;
     }
-    fputc('"', f);
+    char *big = malloc(need + 1);
+    if (!big) {
+        evs__cli_fail(EVS_CLI_IO, "out of memory writing a string of %zu bytes", n);
+        exit(EVS_CLI_IO);
+    }
+    evs__json_escape(s, n, big, need + 1);
+    fwrite(big, 1, need, f);
+    free(big);
 }
 
 void evs__cli_json_time(FILE *f, int64_t ns) {

@@ -4,15 +4,14 @@
  *     evstore [--help | --version] COMMAND [ARGS...]
  *
  * Each subcommand parses its own arguments and returns the exit status (see
- * cli.h for the table); `serve` lives in src/server/ behind the same
- * signature (server/server.h).  `evstore help COMMAND` is the same as
+ * cli.h for the table); `serve` reads its settings in cli_serve.c and runs
+ * the server of src/server/ (server/server.h).  `evstore help COMMAND` is the same as
  * `evstore COMMAND --help`, for those who type it that way round.
  */
 #include <string.h>
 
 #include "cli/cli.h"
 #include "cli/cli_bus.h"
-#include "server/server.h"
 
 typedef struct evs_cli_command {
     const char *name;
@@ -27,6 +26,7 @@ static const evs_cli_command evs_cli_commands[] = {
     {"streams", evs__cli_streams, "list streams"},
     {"info", evs__cli_info, "store statistics, or one stream's info"},
     {"check", evs__cli_check, "verify the log and the index"},
+    {"repair", evs__cli_repair, "remove damaged records, naming every event dropped"},
     {"serve", evs__cli_serve, "run the HTTP/JSON server (see docs/http-api.md)"},
     {"sub", evs__cli_sub, "durable subscriptions: list, show, pause, resume, reset, delete"},
     {"dlq", evs__cli_dlq, "dead-letter queues: list, show, retry, discard, purge"},

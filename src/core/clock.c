@@ -99,30 +99,37 @@ static int64_t days_from_civil(int64_t y, unsigned m, unsigned d) {
     return era * 146097 + (int64_t)doe - 719468;
 }
 
+void evs__civil_from_secs(int64_t secs, evs__civil *c) {
+    int64_t days = secs / 86400, rem = secs % 86400;
+    if (rem < 0) {
+        rem += 86400;
+        days -= 1;
+    }
+    /* civil_from_days: eras of 400 years from 0000-03-01 */
+    int64_t z = days + 719468;
+    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    const unsigned doe = (unsigned)(z - era * 146097);
+    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    const unsigned mp = (5 * doy + 2) / 153;
+    c->day = doy - (153 * mp + 2) / 5 + 1;
+    c->month = mp < 10 ? mp + 3 : mp - 9;
+    c->year = (int64_t)yoe + era * 400 + (c->month <= 2);
+    c->hour = (unsigned)(rem / 3600);
+    c->minute = (unsigned)(rem % 3600 / 60);
+    c->second = (unsigned)(rem % 60);
+}
+
 size_t evs_time_format(int64_t ns, char buf[40]) {
     int64_t secs = ns / 1000000000, frac = ns % 1000000000;
     if (frac < 0) {
         frac += 1000000000;
         secs -= 1;
     }
-    int64_t days = secs / 86400, rem = secs % 86400;
-    if (rem < 0) {
-        rem += 86400;
-        days -= 1;
-    }
-    /* civil_from_days */
-    int64_t z = days + 719468;
-    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    const unsigned doe = (unsigned)(z - era * 146097);
-    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t y = (int64_t)yoe + era * 400;
-    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    const unsigned mp = (5 * doy + 2) / 153;
-    const unsigned d = doy - (153 * mp + 2) / 5 + 1;
-    const unsigned m = mp < 10 ? mp + 3 : mp - 9;
-    y += m <= 2;
-    int n = snprintf(buf, 40, "%04lld-%02u-%02uT%02u:%02u:%02u.%09lldZ", (long long)y, m, d,
-                     (unsigned)(rem / 3600), (unsigned)(rem % 3600 / 60), (unsigned)(rem % 60), (long long)frac);
+    evs__civil c;
+    evs__civil_from_secs(secs, &c);
+    int n = snprintf(buf, 40, "%04lld-%02u-%02uT%02u:%02u:%02u.%09lldZ", (long long)c.year, c.month, c.day, c.hour,
+                     c.minute, c.second, (long long)frac);
     return n < 0 ? 0 : (size_t)n;
 }
 

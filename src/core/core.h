@@ -59,8 +59,25 @@ static inline uint64_t evs__get64be(const uint8_t *p) {
 
 /* Monotonic clock in ns (for timeouts and latency). */
 int64_t evs__mono_ns(void);
+/*
+ * The UTC date and time of day (proleptic Gregorian) of seconds since the
+ * epoch: the one calendar conversion, used by the time text and by the
+ * event renderer.
+ */
+typedef struct evs__civil {
+    int64_t year;
+    unsigned month, day, hour, minute, second;
+} evs__civil;
+void evs__civil_from_secs(int64_t secs, evs__civil *c);
 /* Cryptographically random bytes (getrandom); falls back to a seeded PRNG. */
 void evs__random(void *buf, size_t n);
+
+/*
+ * Strict unsigned decimal of at most max: 0 with *out; -1 empty or not a
+ * number, -2 negative (a leading '-'), -3 too large.  *out is left alone on
+ * failure.
+ */
+int evs__parse_u64(const char *s, uint64_t max, uint64_t *out);
 
 /*
  * Validate UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).

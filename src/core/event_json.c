@@ -384,23 +384,9 @@ static void put_uuid(out_buf *o, int present, const evs_uuid *u) {
  * exactly four digits.
  */
 static void format_second(int64_t secs, char out[19]) {
-    int64_t days = secs / 86400, rem = secs % 86400;
-    if (rem < 0) {
-        rem += 86400;
-        days -= 1;
-    }
-    /* civil_from_days, as in clock.c */
-    int64_t z = days + 719468;
-    const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    const unsigned doe = (unsigned)(z - era * 146097);
-    const unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t y = (int64_t)yoe + era * 400;
-    const unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    const unsigned mp = (5 * doy + 2) / 153;
-    const unsigned d = doy - (153 * mp + 2) / 5 + 1;
-    const unsigned m = mp < 10 ? mp + 3 : mp - 9;
-    y += m <= 2;
-    unsigned yy = (unsigned)y, hh = (unsigned)(rem / 3600), mi = (unsigned)(rem % 3600 / 60), ss = (unsigned)(rem % 60);
+    evs__civil c;
+    evs__civil_from_secs(secs, &c);
+    unsigned yy = (unsigned)c.year, m = c.month, d = c.day, hh = c.hour, mi = c.minute, ss = c.second;
     out[0] = (char)('0' + yy / 1000);
     out[1] = (char)('0' + yy / 100 % 10);
     out[2] = (char)('0' + yy / 10 % 10);

@@ -13,7 +13,8 @@
 
 #include "core/core.h"
 #include "index/index.h"
-#include "store/record.h"
+#include "log/record.h"
+#include <stdlib.h>
 
 int evs__index_err(int rc, const char *what) {
     if (rc == MDB_MAP_FULL)
@@ -56,6 +57,11 @@ int evs__index_open(evs_index *ix, const char *path, uint64_t mapsize, unsigned 
         (rc = open_dbi(txn, "types", c | dup, &ix->types)) || (rc = open_dbi(txn, "stypes", c | dup, &ix->stypes)) ||
         (rc = open_dbi(txn, "corr", c | dup, &ix->corr)) || (rc = open_dbi(txn, "times", c, &ix->times)))
         goto fail;
+    /* `lost` came later: a store written before it has none, even read-only */
+    rc = mdb_dbi_open(txn, "lost", c, &ix->lost);
+    if (rc == MDB_NOTFOUND && readonly) ix->lost = 0, rc = 0;
+    if (rc && (rc = evs__index_err(rc, "lost")))
+        goto fail;
     if ((rc = mdb_txn_commit(txn))) {
         txn = NULL;
         rc = evs__index_err(rc, "commit");
@@ -81,7 +87,7 @@ int evs__index_clear(evs_index *ix) {
     int rc = mdb_txn_begin(ix->env, NULL, 0, &txn);
     if (rc) return evs__index_err(rc, "begin clear");
     MDB_dbi all[] = {ix->meta, ix->streams, ix->stream_ev, ix->event_ids, ix->records,
-                     ix->types, ix->stypes, ix->corr, ix->times};
+                     ix->types, ix->stypes, ix->corr, ix->times, ix->lost};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if ((rc = mdb_drop(txn, all[i], 0))) {
             mdb_txn_abort(txn);
@@ -299,4 +305,114 @@ int evs__index_first_at_or_after(evs_index *ix, MDB_txn *txn, int64_t t, uint64_
     mdb_cursor_close(cur);
     if (rc == MDB_NOTFOUND) return EVS_ENOTFOUND;
     return rc ? evs__index_err(rc, "time lookup") : EVS_OK;
+}
+
+/* The stream record, written back after a change. */
+static int stream_put(evs_index *ix, MDB_txn *txn, const char *name, size_t len, const evs_ix_stream *st) {
+    uint8_t sb[49 + EVS_MAX_TYPE_NAME];
+    evs__put64(sb, st->id);
+    evs__put64(sb + 8, st->version);
+    evs__put64(sb + 16, st->first_gpos);
+    evs__put64(sb + 24, st->last_gpos);
+    evs__put64(sb + 32, (uint64_t)st->created);
+    evs__put64(sb + 40, (uint64_t)st->updated);
+    sb[48] = (uint8_t)st->stype_len;
+    memcpy(sb + 49, st->stype, st->stype_len);
+    MDB_val k = sval(name, len), v = sval(sb, 49 + st->stype_len);
+    int rc = mdb_put(txn, ix->streams, &k, &v, 0);
+    return rc ? evs__index_err(rc, "write stream") : EVS_OK;
+}
+
+int evs__index_add_lost(evs_index *ix, MDB_txn *txn, const uint8_t *payload, uint32_t len, uint64_t first_gpos,
+                        uint32_t count, evs_lsn lsn) {
+    int rc;
+    int64_t at = 0;
+    evs_lost_iter it = {0, 0};
+    evs_lost_stream e;
+    uint8_t kb[16], vb[16];
+    MDB_val k, v;
+    while ((rc = evs__lost_next(payload, len, &it, &e, &at)) == EVS_OK) {
+        evs_ix_stream st;
+        rc = evs__index_stream_get(ix, txn, e.stream, e.stream_len, &st);
+        if (rc && rc != EVS_ENOTFOUND) return rc;
+        if (st.id == 0) {
+            if ((rc = next_stream_id(ix, txn, &st.id))) return rc;
+            st.first_gpos = first_gpos;
+            st.created = at;
+            /* the stream's own events are gone: its type is the default one */
+            const char *dash = memchr(e.stream, '-', e.stream_len);
+            st.stype_len = (uint32_t)(dash && dash > e.stream ? (size_t)(dash - e.stream) : e.stream_len);
+            memcpy(st.stype, e.stream, st.stype_len);
+            st.stype[st.stype_len] = 0;
+        }
+        st.updated = at;
+        for (uint32_t i = 0; i < e.count; i++) {
+            evs__put64be(kb, st.id);
+            evs__put64be(kb + 8, e.first + i);
+            evs__put64(vb, lsn);
+            evs__put32(vb + 8, EVS_IX_LOST);
+            k = sval(kb, 16);
+            v = sval(vb, 12);
+            if ((rc = mdb_put(txn, ix->stream_ev, &k, &v, 0))) return evs__index_err(rc, "write lost stream entry");
+        }
+        if (e.first + e.count - 1 > st.version) st.version = e.first + e.count - 1;
+        if (first_gpos + count - 1 > st.last_gpos) st.last_gpos = first_gpos + count - 1;
+        if ((rc = stream_put(ix, txn, e.stream, e.stream_len, &st))) return rc;
+    }
+    if (rc != EVS_DONE)
+        return evs__err(EVS_ECORRUPT, "lost-record at global position %llu is malformed",
+                        (unsigned long long)first_gpos);
+    evs__put64be(kb, first_gpos);
+    evs__put64(vb, lsn);
+    evs__put32(vb + 8, count);
+    k = sval(kb, 8);
+    v = sval(vb, 12);
+    if ((rc = mdb_put(txn, ix->records, &k, &v, 0))) return evs__index_err(rc, "write record entry");
+    evs__put64(vb, count);
+    evs__put64(vb + 8, (uint64_t)at);
+    v = sval(vb, 16);
+    if ((rc = mdb_put(txn, ix->lost, &k, &v, 0))) return evs__index_err(rc, "write lost entry");
+    return EVS_OK;
+}
+
+int evs__index_lost_load(evs_index *ix, MDB_txn *txn, evs_lost_range **out, size_t *n) {
+    *out = NULL;
+    *n = 0;
+    if (!ix->lost) return EVS_OK;
+    MDB_cursor *cur;
+    int rc = mdb_cursor_open(txn, ix->lost, &cur);
+    if (rc) return evs__index_err(rc, "open lost cursor");
+    evs_lost_range *a = NULL;
+    size_t cap = 0;
+    MDB_val k, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != 8 || v.mv_size != 16) {
+            rc = evs__err(EVS_EINDEX, "index: malformed lost entry");
+            goto out;
+        }
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            evs_lost_range *na = realloc(a, cap * sizeof *na);
+            if (!na) {
+                rc = evs__err(EVS_ENOMEM, "out of memory loading lost ranges");
+                goto out;
+            }
+            a = na;
+        }
+        uint64_t first = evs__get64be(k.mv_data);
+        a[*n].first = first;
+        a[*n].last = first + evs__get64(v.mv_data) - 1;
+        a[*n].repaired_at = (int64_t)evs__get64((uint8_t *)v.mv_data + 8);
+        (*n)++;
+    }
+    rc = rc == MDB_NOTFOUND ? EVS_OK : evs__index_err(rc, "read lost ranges");
+out:
+    mdb_cursor_close(cur);
+    if (rc) {
+        free(a);
+        *n = 0;
+        return rc;
+    }
+    *out = a;
+    return EVS_OK;
 }

@@ -27,6 +27,12 @@
  *   stypes     stream type -> dup u64be gpos
  *   corr       16-byte correlation id -> dup u64be gpos
  *   times      u64be recorded_at, u64be first gpos -> (empty)
+ *   lost       u64be first gpos of a LOST frame -> u64 count, i64 repaired_at
+ *
+ * A LOST frame (positions `evstore repair` removed) has a `records` entry
+ * like any record, a `lost` entry, and for each stream position it held a
+ * `stream_ev` entry whose index is EVS_IX_LOST, so that readers report the
+ * loss instead of passing over it and the stream's version stays above it.
  */
 #ifndef EVS_INDEX_H
 #define EVS_INDEX_H
@@ -39,7 +45,7 @@
 
 typedef struct evs_index {
     MDB_env *env;
-    MDB_dbi meta, streams, stream_ev, event_ids, records, types, stypes, corr, times;
+    MDB_dbi meta, streams, stream_ev, event_ids, records, types, stypes, corr, times, lost;
     int readonly;
 } evs_index;
 
@@ -78,6 +84,25 @@ int evs__index_event_id_get(evs_index *ix, MDB_txn *txn, const evs_uuid *id, uin
  */
 int evs__index_add_record(evs_index *ix, MDB_txn *txn, const uint8_t *payload, uint32_t len, uint64_t first_gpos,
                           uint32_t count, evs_lsn lsn, evs_ix_stream *st);
+
+/* stream_ev's event index for a stream position that a repair removed. */
+#define EVS_IX_LOST UINT32_MAX
+
+/* A range of global positions that a repair removed. */
+typedef struct evs_lost_range {
+    uint64_t first, last;
+    int64_t repaired_at;
+} evs_lost_range;
+
+/* Index a LOST frame's payload (see record.h) at lsn. */
+int evs__index_add_lost(evs_index *ix, MDB_txn *txn, const uint8_t *payload, uint32_t len, uint64_t first_gpos,
+                        uint32_t count, evs_lsn lsn);
+
+/*
+ * Every lost range, in order.  Ownership: *out is malloc'd (NULL when
+ * there is none); the caller frees it.
+ */
+int evs__index_lost_load(evs_index *ix, MDB_txn *txn, evs_lost_range **out, size_t *n);
 
 /* The record holding gpos: its first gpos and location.  EVS_ENOTFOUND past the end. */
 int evs__index_find_record(evs_index *ix, MDB_cursor *records_cur, uint64_t gpos, uint64_t *first_gpos,

@@ -28,11 +28,12 @@
  *     4    4  crc
  *     8    8  first_gpos: global position of the frame's first event
  *    16    4  event_count (>= 1)
- *    20    4  flags = 0
+ *    20    4  flags: 0 for a record; 1 (LOST) for a record that stands
+ *             where `evstore repair` removed damaged records (see REPAIR)
  *    24    8  synced_to: the log location (segment << 32 | offset) up to
  *             which the log was known durable (fdatasync'd) when this frame
  *             was appended; always <= the frame's own location
- *    32  len  payload (opaque: src/store/record.c)
+ *    32  len  payload (opaque: src/log/record.c)
  *     .   ..  zero padding to a multiple of 8
  *   crc = crc32c over: the segment's salt (8 bytes, LE), frame bytes 0..3,
  *   frame bytes 8..31, the payload.  The salt makes bytes left over from any
@@ -40,7 +41,7 @@
  *
  * A frame at offset X of segment S is VALID when payload_len > 0, the frame
  * including padding fits in the segment, the crc verifies, the padding is
- * zero, event_count >= 1, flags == 0, and first_gpos equals the expected
+ * zero, event_count >= 1, flags is 0 or 1, and first_gpos equals the expected
  * next global position (the previous frame's first_gpos + event_count; 1
  * for the first frame).
  *
@@ -199,7 +200,7 @@ static int log_path(const evs_log *log, char *buf, size_t n, uint32_t no, const 
 /* ------------------------------------------------------------ frames */
 
 typedef struct frame_info {
-    uint32_t len, count;
+    uint32_t len, count, flags;
     uint64_t gpos;
     evs_lsn synced_to;
     uint64_t size;        /* header + payload + padding */
@@ -232,8 +233,9 @@ static const char *frame_check(const evs_seg *sg, uint64_t off, frame_info *fi) 
     fi->gpos = evs__get64(p + 8);
     fi->synced_to = evs__get64(p + 24);
     fi->size = size;
+    fi->flags = evs__get32(p + 20);
     if (fi->count == 0) return "frame with zero events";
-    if (evs__get32(p + 20) != 0) return "unknown frame flags";
+    if (fi->flags & ~(uint32_t)EVS_FRAME_LOST) return "unknown frame flags";
     return NULL;
 }
 
@@ -305,6 +307,7 @@ int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out) {
         const uint8_t *p = sg->map + off;
         fi.len = evs__get32(p);
         fi.count = evs__get32(p + 16);
+        fi.flags = evs__get32(p + 20);
         fi.gpos = evs__get64(p + 8);
         fi.size = FRAME_HDR + align8(fi.len);
     } else {
@@ -316,6 +319,7 @@ int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out) {
     out->payload = sg->map + off + FRAME_HDR;
     out->len = fi.len;
     out->count = fi.count;
+    out->flags = fi.flags;
     out->first_gpos = fi.gpos;
     out->at = at;
     out->next = EVS_LSN(no, off + fi.size);
@@ -572,6 +576,11 @@ static int buf_reserve(evs_log *log, size_t more) {
 
 int evs__log_append(evs_log *log, const void *payload, uint32_t len, uint64_t first_gpos, uint32_t count,
                     evs_lsn *where) {
+    return evs__log_append_flags(log, payload, len, first_gpos, count, 0, where);
+}
+
+int evs__log_append_flags(evs_log *log, const void *payload, uint32_t len, uint64_t first_gpos, uint32_t count,
+                          uint32_t flags, evs_lsn *where) {
     int rc;
     if (EVS_UNLIKELY(log->failed)) return log_failed_err(log);
     if (EVS_UNLIKELY(log->readonly)) return evs__err(EVS_ECLOSED, "log %s is open read-only", log->dir);
@@ -594,7 +603,7 @@ int evs__log_append(evs_log *log, const void *payload, uint32_t len, uint64_t fi
     evs__put32(f, len);
     evs__put64(f + 8, first_gpos);
     evs__put32(f + 16, count);
-    evs__put32(f + 20, 0);
+    evs__put32(f + 20, flags);
     evs__put64(f + 24, log->synced_to);
     memcpy(f + FRAME_HDR, payload, len);
     memset(f + FRAME_HDR + len, 0, (size_t)(fsize - FRAME_HDR - len));
@@ -992,6 +1001,21 @@ static int log_cut_tail(evs_log *log, const log_scan *st, evs_log_recovery *rec)
     return 0;
 }
 
+/*
+ * The walk from the last durable point stopped short of the floor: the
+ * frames it could not verify were acknowledged, so this is damage.  Name the
+ * first bad frame (or where the data ends) and how far short it stopped.
+ */
+static int log_floor_err(const log_scan *st, uint64_t floor_gpos) {
+    evs_lsn at = st->why ? st->bad_at : st->good_end;
+    char gap[96] = "";
+    if (st->why == log_gap_msg)
+        snprintf(gap, sizeof gap, " (expected %" PRIu64 ", found %" PRIu64 ")", st->want, st->found);
+    return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu32 ": %s%s; the valid records end at global position %" PRIu64
+                    " (position %" PRIu64 " was stored)", EVS_LSN_SEG(at), EVS_LSN_OFF(at),
+                    st->why ? st->why : "the log's data ends here", gap, st->expected - 1, floor_gpos - 1);
+}
+
 int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint64_t from_gpos, evs_log **out,
                   evs_log_recovery *rec) {
     int rc = 0;
@@ -1040,11 +1064,16 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
 
     uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
     evs_lsn start = EVS_LSN(1, SEG_HDR);
+    int floor = cfg && cfg->from_is_floor && from != 0 && from != start;
+    if (cfg && cfg->scan_only) {
+        *out = log;
+        return 0;
+    }
     if (n == 0) {
         if ((from != 0 && from != start) || from_gpos > 1) {
-            rc = evs__err(EVS_EINDEX, "log %s is empty, but verification was to start at segment %" PRIu32
-                          " offset %" PRIu32 " (global position %" PRIu64 ")", log->dir, EVS_LSN_SEG(from),
-                          EVS_LSN_OFF(from), from_gpos);
+            rc = evs__err(floor ? EVS_ECORRUPT : EVS_EINDEX,
+                          "log %s has no segments, but global positions up to %" PRIu64 " were stored in it",
+                          log->dir, from_gpos - 1);
             goto fail;
         }
         rec->end = rec->scanned_from = start;
@@ -1079,16 +1108,27 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
             rc = evs__err(EVS_EINDEX, "log %s starts at global position 1, not %" PRIu64, log->dir, from_gpos);
             goto fail;
         }
+    } else if (log_anchor(log, from, from_gpos, &scan_from)) {
+        if (!floor) {
+            rc = EVS_EINDEX;
+            goto fail;
+        }
+        /* The frame at or ending at the floor is itself damaged: only a
+           walk from the start can say where the damage begins. */
+        evs__err_clear();
+        scan_from = start;
     } else {
-        if ((rc = log_anchor(log, from, from_gpos, &scan_from))) goto fail;
         /* the frame at or before from verified; after a clean close that is enough */
         if (cfg && cfg->from_is_durable) scan_from = from;
         const evs_seg *as = slot_get(log, EVS_LSN_SEG(scan_from));
         if (scan_from < start || scan_from > from || !as || EVS_LSN_OFF(scan_from) < SEG_HDR ||
             (EVS_LSN_OFF(scan_from) & 7) || EVS_LSN_OFF(scan_from) > as->avail) {
-            rc = evs__err(EVS_EINDEX, SEGFMT " offset %" PRIu32 ": frame refers to an impossible synced location",
-                          EVS_LSN_SEG(from), EVS_LSN_OFF(from));
-            goto fail;
+            if (!floor) {
+                rc = evs__err(EVS_EINDEX, SEGFMT " offset %" PRIu32 ": frame refers to an impossible synced location",
+                              EVS_LSN_SEG(from), EVS_LSN_OFF(from));
+                goto fail;
+            }
+            scan_from = start;
         }
         adopt = scan_from != start;
     }
@@ -1096,8 +1136,12 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
     if (scan_from == from) adopt = 0;
     log_walk(log, scan_from, adopt ? 0 : (scan_from == from ? from_gpos : 1), adopt, from, from_gpos, &st);
     if (!st.passed) {
-        rc = evs__err(EVS_EINDEX, SEGFMT " offset %" PRIu32 ": not a frame boundary with global position %" PRIu64
-                      " of the log as it is on disk", EVS_LSN_SEG(from), EVS_LSN_OFF(from), from_gpos);
+        if (!floor) {
+            rc = evs__err(EVS_EINDEX, SEGFMT " offset %" PRIu32 ": not a frame boundary with global position %" PRIu64
+                          " of the log as it is on disk", EVS_LSN_SEG(from), EVS_LSN_OFF(from), from_gpos);
+            goto fail;
+        }
+        rc = log_floor_err(&st, from_gpos);
         goto fail;
     }
 
@@ -1175,7 +1219,7 @@ static int check_plausible(const evs_seg *sg, uint64_t off, uint64_t lim, uint64
     uint32_t len = evs__get32(p);
     if (len == 0 || len > MAX_PAYLOAD || off + FRAME_HDR + align8(len) > lim) return 0;
     uint64_t gpos = evs__get64(p + 8);
-    return evs__get32(p + 16) >= 1 && evs__get32(p + 20) == 0 && gpos >= gmin && gpos <= gmax &&
+    return evs__get32(p + 16) >= 1 && (evs__get32(p + 20) & ~(uint32_t)EVS_FRAME_LOST) == 0 && gpos >= gmin && gpos <= gmax &&
            evs__get64(p + 24) <= EVS_LSN(sg->no, off);
 }
 
@@ -1253,6 +1297,7 @@ int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out)
                 evs_frame f = {.payload = sg->map + off + FRAME_HDR,
                                .len = fi.len,
                                .count = fi.count,
+                               .flags = fi.flags,
                                .first_gpos = fi.gpos,
                                .at = EVS_LSN(no, off),
                                .next = EVS_LSN(no, off + fi.size)};
@@ -1274,4 +1319,144 @@ int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out)
  */
 void evs__log_poison(evs_log *log, int code) {
     if (log) (void)log_fail(log, code);
+}
+
+/* ------------------------------------------------------------ repair */
+
+/*
+ * After damage at `at`: the next frame that verifies with its segment's
+ * salt, carries a position >= gmin and a plausible synced_to, searching
+ * 8 bytes at a time through this and every later segment.  0 if none.
+ */
+static evs_lsn repair_resync(const evs_log *log, evs_lsn at, uint64_t gmin, frame_info *out) {
+    uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
+    for (uint32_t no = EVS_LSN_SEG(at); no <= n; no++) {
+        const evs_seg *sg = slot_get(log, no);
+        uint64_t off = no == EVS_LSN_SEG(at) ? EVS_LSN_OFF(at) : SEG_HDR;
+        for (; off + FRAME_HDR <= sg->avail; off += 8) {
+            uint32_t len = evs__get32(sg->map + off);
+            if (len == 0 || off + FRAME_HDR + (uint64_t)len > sg->avail) continue;
+            if (!frame_check(sg, off, out) && out->gpos >= gmin && out->synced_to <= EVS_LSN(no, off))
+                return EVS_LSN(no, off);
+        }
+    }
+    return 0;
+}
+
+int evs__log_damage_scan(evs_log *log, evs_log_damage **out, size_t *nout, uint64_t *next_gpos, evs_lsn *end) {
+    *out = NULL;
+    *nout = 0;
+    evs_log_damage *a = NULL;
+    size_t n = 0, cap = 0;
+    evs_lsn pos = EVS_LSN(1, SEG_HDR);
+    uint64_t expected = 1;
+    *end = pos;
+    if (atomic_load_explicit(&log->nseg, memory_order_relaxed) == 0) {
+        *next_gpos = 1;
+        return EVS_OK;
+    }
+    for (;;) {
+        log_scan st;
+        log_walk(log, pos, expected, 0, 0, 0, &st);
+        expected = st.expected;
+        *end = st.good_end;
+        if (!st.why) break;
+        if (n == cap) {
+            cap = cap ? cap * 2 : 8;
+            evs_log_damage *na = realloc(a, cap * sizeof *na);
+            if (!na) {
+                free(a);
+                return evs__err(EVS_ENOMEM, "log: out of memory listing damage");
+            }
+            a = na;
+        }
+        evs_log_damage *d = &a[n++];
+        memset(d, 0, sizeof *d);
+        d->at = st.bad_at;
+        d->good_end = st.good_end;
+        d->expected = expected;
+        if (st.why == log_gap_msg)
+            snprintf(d->why, sizeof d->why, "%s: expected %" PRIu64 ", found %" PRIu64, st.why, st.want, st.found);
+        else
+            snprintf(d->why, sizeof d->why, "%s", st.why);
+        frame_info fi;
+        /* a frame with an unexpected position may itself be where the log resumes */
+        evs_lsn from = st.why == log_gap_msg ? st.bad_at : st.bad_at + 8;
+        evs_lsn r = repair_resync(log, from, expected, &fi);
+        evs_lsn ev;
+        d->synced_beyond = log_durable_after(log, st.good_end, &ev);
+        if (!r) break; /* the tail */
+        d->resume = r;
+        d->resume_gpos = fi.gpos;
+        pos = r;
+        expected = fi.gpos;
+    }
+    *out = a;
+    *nout = n;
+    *next_gpos = expected;
+    return EVS_OK;
+}
+
+uint64_t evs__log_segment_size(const evs_log *log, uint32_t no) {
+    const evs_seg *sg = slot_get(log, no);
+    return sg ? sg->size : 0;
+}
+
+uint32_t evs__log_segments(const evs_log *log) { return atomic_load_explicit(&log->nseg, memory_order_relaxed); }
+
+int evs__log_repair_zero(evs_log *log, evs_lsn from, uint64_t to_off) {
+    evs_seg *sg = slot_get(log, EVS_LSN_SEG(from));
+    if (!sg || log->readonly) return evs__err(EVS_EINVAL, "log: cannot write segment %" PRIu32, EVS_LSN_SEG(from));
+    if (to_off > sg->size) to_off = sg->size;
+    return seg_zero(log, sg, EVS_LSN_OFF(from), to_off);
+}
+
+int evs__log_repair_frame(evs_log *log, evs_lsn at, uint64_t size, uint64_t first_gpos, uint32_t count,
+                          uint32_t flags, const uint8_t *payload, size_t plen) {
+    static const uint8_t zeros[65536];
+    evs_seg *sg = slot_get(log, EVS_LSN_SEG(at));
+    uint64_t off = EVS_LSN_OFF(at);
+    if (!sg || log->readonly) return evs__err(EVS_EINVAL, "log: cannot write segment %" PRIu32, EVS_LSN_SEG(at));
+    if (size < FRAME_HDR + 8 || (size & 7) || off + size > sg->size || size - FRAME_HDR < plen ||
+        size - FRAME_HDR > MAX_PAYLOAD || count == 0)
+        return evs__err(EVS_EINVAL, SEGFMT " offset %" PRIu64 ": no room for a %" PRIu64 "-byte frame holding %zu bytes",
+                        sg->no, off, size, plen);
+    uint32_t len = (uint32_t)(size - FRAME_HDR);
+    uint8_t h[FRAME_HDR];
+    memset(h, 0, sizeof h);
+    evs__put32(h, len);
+    evs__put64(h + 8, first_gpos);
+    evs__put32(h + 16, count);
+    evs__put32(h + 20, flags);
+    evs__put64(h + 24, at); /* nothing after it is claimed durable */
+    uint32_t c = evs__crc32c(0, sg->salt, 8);
+    c = evs__crc32c(c, h, 4);
+    c = evs__crc32c(c, h + 8, 24);
+    c = evs__crc32c(c, payload, plen);
+    for (uint64_t left = len - plen; left;) {
+        size_t k = left < sizeof zeros ? (size_t)left : sizeof zeros;
+        c = evs__crc32c(c, zeros, k);
+        left -= k;
+    }
+    evs__put32(h + 4, c);
+    int rc;
+    if (sg->fsize < sg->size && (rc = log->io->fallocate(log->io->ctx, sg->fd, 0, (off_t)sg->size)))
+        return evs__err_errno(rc, SEGFMT ": extending to %" PRIu64 " bytes", sg->no, sg->size);
+    if ((rc = seg_zero(log, sg, off + FRAME_HDR + plen, off + size))) return rc;
+    ssize_t w = log->io->pwrite(log->io->ctx, sg->fd, payload, plen, (off_t)(off + FRAME_HDR));
+    if (w == (ssize_t)plen) w = log->io->pwrite(log->io->ctx, sg->fd, h, FRAME_HDR, (off_t)off) == FRAME_HDR ? w : -EIO;
+    if (w != (ssize_t)plen)
+        return w < 0 ? evs__err_errno((int)w, SEGFMT " offset %" PRIu64 ": writing a repair frame", sg->no, off)
+                     : evs__err(EVS_EIO, SEGFMT " offset %" PRIu64 ": short write of a repair frame", sg->no, off);
+    return EVS_OK;
+}
+
+int evs__log_repair_sync(evs_log *log) {
+    uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
+    for (uint32_t no = 1; no <= n; no++) {
+        evs_seg *sg = slot_get(log, no);
+        int rc = log->io->fdatasync(log->io->ctx, sg->fd);
+        if (rc) return evs__err_errno(rc, SEGFMT ": fdatasync", no);
+    }
+    return EVS_OK;
 }

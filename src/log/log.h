@@ -2,7 +2,7 @@
  * log.h — the segmented, CRC-framed, append-only log (internal API).
  *
  * The log knows frames, not events: a frame is an opaque payload (one
- * atomic append, encoded by src/store/record.c) plus the global position of
+ * atomic append, encoded by src/log/record.c) plus the global position of
  * its first event and its event count.  The log guarantees that frames are
  * gapless in global position (each frame's first_gpos equals the previous
  * frame's first_gpos + count), that a frame is returned only if its CRC
@@ -40,6 +40,14 @@ typedef struct evs_log_config {
        synced the log and closed cleanly): verification starts at `from`
        instead of at the synced point recorded in the frame before it. */
     int from_is_durable;
+    /* Every frame up to `from` was acknowledged (the index holds it): if the
+       log does not verify through `from`, that is damage, never a torn
+       tail.  Open then fails with EVS_ECORRUPT naming the first bad frame
+       and changes nothing, instead of returning EVS_EINDEX. */
+    int from_is_floor;
+    /* Map and load the segments only: no verification, no recovery, no
+       writes (evstore repair scans the log itself).  Implies readonly. */
+    int scan_only;
 } evs_log_config;
 
 typedef struct evs_log_recovery {
@@ -61,7 +69,7 @@ typedef struct evs_log_recovery {
  * is corruption in the middle: EVS_ECORRUPT with segment and offset in the
  * message, nothing changed.  If `from` is not a valid frame boundary (an
  * index ahead of the log), returns EVS_EINDEX so the caller can rebuild from
- * the start.
+ * the start, or, with cfg->from_is_floor, EVS_ECORRUPT (see there).
  * Ownership: on success *out is the caller's, released with evs__log_close.
  */
 int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint64_t from_gpos,
@@ -81,6 +89,10 @@ evs_lsn evs__log_start(const evs_log *log);
  */
 int evs__log_append(evs_log *log, const void *payload, uint32_t len, uint64_t first_gpos,
                     uint32_t count, evs_lsn *where);
+
+/* The same with frame flags (EVS_FRAME_LOST for repair's placeholders). */
+int evs__log_append_flags(evs_log *log, const void *payload, uint32_t len, uint64_t first_gpos, uint32_t count,
+                          uint32_t flags, evs_lsn *where);
 
 /*
  * Writer: write everything buffered (one pwrite per touched segment) and,
@@ -104,10 +116,16 @@ int evs__log_sync(evs_log *log);
 evs_lsn evs__log_end(const evs_log *log);
 uint64_t evs__log_next_gpos(const evs_log *log);
 
+/* Frame flags.  LOST: the frame stands for records that `evstore repair`
+   removed; its payload describes them (src/store/record.c), its positions
+   stay taken. */
+#define EVS_FRAME_LOST 1u
+
 typedef struct evs_frame {
     const uint8_t *payload;    /* points into the mapping: valid until close */
     uint32_t len;
     uint32_t count;
+    uint32_t flags;            /* EVS_FRAME_LOST or 0 */
     uint64_t first_gpos;
     evs_lsn at;                /* this frame */
     evs_lsn next;              /* the frame after it (may be in the next segment) */
@@ -140,5 +158,45 @@ int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out)
 
 /* Number of segment files and total bytes of frames. */
 void evs__log_usage(const evs_log *log, uint64_t *segments, uint64_t *bytes);
+
+/* ------------------------------------------------------------ repair
+ * Used by `evstore repair` (src/store/repair.c) on a log opened with
+ * cfg->scan_only: find every damaged stretch, then overwrite it in place
+ * with LOST frames or zeros.  Nothing here runs while a store is open. */
+
+typedef struct evs_log_damage {
+    evs_lsn at;                /* the first bad frame (or non-zero bytes where data should end) */
+    evs_lsn good_end;          /* end of the valid frames before it */
+    uint64_t expected;         /* the position the bad frame should have carried */
+    char why[96];
+    evs_lsn resume;            /* the next valid frame, 0: none (the damage runs to the end) */
+    uint64_t resume_gpos;      /* its position */
+    int synced_beyond;         /* a later valid frame proves bytes past `at` had been synced */
+} evs_log_damage;
+
+/*
+ * Walk the whole log; list every damaged stretch in order.  *next_gpos
+ * gets the position after the last valid frame, *end where it ends.  Ownership: *out is
+ * malloc'd (NULL when the log is clean); the caller frees it.
+ */
+int evs__log_damage_scan(evs_log *log, evs_log_damage **out, size_t *n, uint64_t *next_gpos, evs_lsn *end);
+
+/* Size of segment no (0 if there is none) and the number of segments. */
+uint64_t evs__log_segment_size(const evs_log *log, uint32_t no);
+uint32_t evs__log_segments(const evs_log *log);
+
+/* Zero [from, to_off) of from's segment (to_off capped at the segment's size). */
+int evs__log_repair_zero(evs_log *log, evs_lsn from, uint64_t to_off);
+
+/*
+ * Write at `at` a frame of exactly `size` bytes (header included) whose
+ * payload is payload[0..plen) followed by zeros, checksummed with the
+ * segment's salt; synced_to is `at` itself.
+ */
+int evs__log_repair_frame(evs_log *log, evs_lsn at, uint64_t size, uint64_t first_gpos, uint32_t count,
+                          uint32_t flags, const uint8_t *payload, size_t plen);
+
+/* fdatasync every segment. */
+int evs__log_repair_sync(evs_log *log);
 
 #endif

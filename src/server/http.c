@@ -1,43 +1,123 @@
 /*
- * http.c — the libmicrohttpd access handler: routing, request bodies, and
- * the helpers that turn results and errors into JSON responses.
+ * http.c — the server's one front door: libmicrohttpd's callbacks and the
+ * one route table.  Every request, whatever it is for, is routed, checked
+ * and answered the same way; every answer leaves through respond.c.
  *
- * libmicrohttpd calls the handler several times per request:
+ * libmicrohttpd calls the access handler several times per request:
  *   1. headers are in, *con_cls is NULL: we pick the route and check what
- *      can be checked without the body (method, content type, declared
- *      length).  Errors are answered here, so an oversized or mistyped
- *      upload is refused before it is read.  Otherwise we only allocate
- *      the request state and return: queueing a response on this first
- *      call makes libmicrohttpd answer about five times slower (measured),
- *      so even bodiless GETs are answered on the second call.
- *   2. zero or more calls with body bytes, appended to the request buffer
- *      up to the body cap;
- *   3. a final call with no bytes: the route runs and queues its response.
+ *      can be checked without the body (path, method, shutdown, path
+ *      parameters, content type, declared length).  Errors are answered
+ *      here, so an oversized or mistyped upload is refused before it is
+ *      read.  Otherwise we only allocate the request and return: queueing a
+ *      response on this first call makes libmicrohttpd answer about five
+ *      times slower (measured), so even bodiless GETs are answered on the
+ *      second call.
+ *   2. zero or more calls with body bytes, kept up to the route's body cap
+ *      (and only when the route reads a body);
+ *   3. a final call with no bytes: the route runs and queues its answer.
+ *      A group long-poll suspends the connection instead; it is called once
+ *      more when the poll ends (routes_groups.c).
  *
- * Paths are split raw (the unescape callback is a no-op, see util.c), so
- * "%2F" inside a stream name never becomes a separator.  Every response is
- * JSON except /metrics (Prometheus text) and the live streams.
+ * Routing.  Paths are split raw (the unescape callback is a no-op), so
+ * "%2F" inside a stream or consumer name never becomes a separator; each
+ * parameter segment is then decoded and checked (query.c's decoder).  The
+ * table is searched in order for the first row whose path matches; that
+ * path's rows together give the methods it allows (a 405 lists them in
+ * Allow).  Literal paths come before parameter ones where both could match
+ * (".../dlq/retry" before ".../dlq/{id}").  A parameter matches any
+ * non-empty segment ({pos} also an empty one, which then is no position).
  */
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
-#include "server/srv.h"
+#include "server/http.h"
+#include "server/metrics.h"
+#include "server/query.h"
+#include "server/routes_dlq.h"
+#include "server/routes_groups.h"
+#include "server/routes_proj.h"
+#include "server/routes_store.h"
+#include "server/routes_subs.h"
+#include "server/sse.h"
+#include "server/ws.h"
 
-typedef struct evs_req {
-    int route;
-    int method;             /* M_GET, M_POST, M_HEAD */
-    int counted;            /* included in srv->active */
-    int answered;           /* an error was queued on the first call */
-    evs__sb body;
-    int too_big;
-    char stream[EVS_MAX_STREAM_NAME + 1];
-    char pos[32];
-} evs_req;
+#define MAX_IGNORED_BODY ((size_t)64 << 10)  /* bodies a route does not read */
+#define MAX_JSON_SETTINGS ((size_t)64 << 10) /* a group's settings, an ack */
+#define MAX_SEGMENTS 6
 
-enum { M_GET = 1, M_POST, M_HEAD, M_OTHER };
+/* What a route does with a request body. */
+enum { B_NONE, B_APPEND, B_SOURCE, B_JSON };
+
+/* Row flags. */
+enum {
+    F_LIVE = 1,      /* a live stream: not an in-flight request for shutdown's wait */
+    F_STOPPING = 2,  /* answered while shutting down too (/health says so itself) */
+    F_CONSUMERS = 4  /* needs the consumers (serve.c always starts them) */
+};
+
+typedef struct route_def {
+    const char *path;                /* segments; {name} is a parameter */
+    unsigned methods;                /* EVS_M_* */
+    int label;                       /* EVS_R_*: the metrics label */
+    int body;                        /* B_* */
+    int flags;                       /* F_* */
+    enum MHD_Result (*fn)(evs__req *rq);
+} route_def;
+
+#define R EVS_M_READ
+#define C F_CONSUMERS
+#define CONSUMER_ROUTES(P, L)                                                              \
+    {P, R, L, B_NONE, C, evs__route_consumer_list},                                        \
+    {P "/{name}", R, L, B_NONE, C, evs__route_consumer_get},                               \
+    {P "/{name}", EVS_M_DELETE, L, B_NONE, C, evs__route_consumer_delete},                 \
+    {P "/{name}/pause", EVS_M_POST, L, B_NONE, C, evs__route_consumer_pause},              \
+    {P "/{name}/resume", EVS_M_POST, L, B_NONE, C, evs__route_consumer_resume},            \
+    {P "/{name}/reset", EVS_M_POST, L, B_NONE, C, evs__route_consumer_reset},              \
+    {P "/{name}/dlq", R, L, B_NONE, C, evs__route_dlq_list},                               \
+    {P "/{name}/dlq", EVS_M_DELETE, L, B_NONE, C, evs__route_dlq_purge},                   \
+    {P "/{name}/dlq/retry", EVS_M_POST, L, B_NONE, C, evs__route_dlq_retry_all},           \
+    {P "/{name}/dlq/{id}", R, L, B_NONE, C, evs__route_dlq_show},                          \
+    {P "/{name}/dlq/{id}", EVS_M_DELETE, L, B_NONE, C, evs__route_dlq_discard},            \
+    {P "/{name}/dlq/{id}/retry", EVS_M_POST, L, B_NONE, C, evs__route_dlq_retry}
+
+/* The route table (docs/http-api.md documents every row). */
+static const route_def routes[] = {
+    {"/streams", R, EVS_R_LIST_STREAMS, B_NONE, 0, evs__route_list_streams},
+    {"/streams/{stream}", R, EVS_R_READ_STREAM, B_NONE, 0, evs__route_read_stream},
+    {"/streams/{stream}", EVS_M_POST, EVS_R_APPEND, B_APPEND, 0, evs__route_append},
+    {"/streams/{stream}/{pos}", R, EVS_R_READ_EVENT, B_NONE, 0, evs__route_read_event},
+    {"/all", R, EVS_R_ALL, B_NONE, 0, evs__route_all},
+    {"/subscribe", R, EVS_R_SUBSCRIBE, B_NONE, F_LIVE, evs__route_subscribe},
+    {"/ws", R, EVS_R_WS, B_NONE, F_LIVE, evs__route_ws},
+    {"/metrics", R, EVS_R_METRICS, B_NONE, 0, evs__route_metrics},
+    {"/health", R, EVS_R_HEALTH, B_NONE, F_STOPPING, evs__route_health},
+    {"/info", R, EVS_R_INFO, B_NONE, 0, evs__route_info},
+
+    {"/projections/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_PROJECTIONS, B_SOURCE, C, evs__route_proj_put},
+    {"/projections/{name}/state", R, EVS_R_PROJECTIONS, B_NONE, C, evs__route_proj_state},
+    {"/projections/{name}/state/{partition}", R, EVS_R_PROJECTIONS, B_NONE, C, evs__route_proj_state},
+    {"/projections/{name}/partitions", R, EVS_R_PROJECTIONS, B_NONE, C, evs__route_proj_partitions},
+    {"/projections/{name}/rebuild", EVS_M_POST, EVS_R_PROJECTIONS, B_NONE, C, evs__route_consumer_rebuild},
+    CONSUMER_ROUTES("/projections", EVS_R_PROJECTIONS),
+
+    CONSUMER_ROUTES("/subscriptions", EVS_R_SUBSCRIPTIONS),
+
+    {"/groups/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_GROUPS, B_JSON, C, evs__route_group_put},
+    {"/groups/{name}/next", EVS_M_POST, EVS_R_GROUPS, B_NONE, C, evs__route_group_next},
+    {"/groups/{name}/ack", EVS_M_POST, EVS_R_GROUPS, B_JSON, C, evs__route_group_ack},
+    {"/groups/{name}/nack", EVS_M_POST, EVS_R_GROUPS, B_JSON, C, evs__route_group_nack},
+    {"/groups/{name}/consumers/{consumer}", EVS_M_DELETE, EVS_R_GROUPS, B_NONE, C, evs__route_group_leave},
+    CONSUMER_ROUTES("/groups", EVS_R_GROUPS),
+};
+
+#undef R
+#undef C
+
+#define NROUTES (sizeof routes / sizeof routes[0])
+
+/* ------------------------------------------------------------ callbacks */
 
 size_t evs__http_unescape_none(void *cls, struct MHD_Connection *c, char *s) {
     (void)cls;
@@ -62,308 +142,352 @@ void evs__http_conn_notify(void *cls, struct MHD_Connection *c, void **socket_co
     else if (toe == MHD_CONNECTION_NOTIFY_CLOSED) atomic_fetch_sub(&srv->connections, 1);
 }
 
-const char *evs__query(struct MHD_Connection *c, const char *key) {
-    return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, key);
+/* -------------------------------------------------------------- matching */
+
+typedef struct path {
+    const char *seg[MAX_SEGMENTS];
+    size_t len[MAX_SEGMENTS];
+    int n;
+} path;
+
+/* Split the raw path at '/'; -1 when it is no path or has too many segments. */
+static int split(const char *url, path *p) {
+    p->n = 0;
+    if (url[0] != '/') return -1;
+    const char *s = url + 1;
+    for (;;) {
+        if (p->n == MAX_SEGMENTS) return -1;
+        const char *slash = strchr(s, '/');
+        p->seg[p->n] = s;
+        p->len[p->n] = slash ? (size_t)(slash - s) : strlen(s);
+        p->n++;
+        if (!slash) return 0;
+        s = slash + 1;
+    }
 }
 
-/* -------------------------------------------------------------- responses */
-
-enum MHD_Result evs__respond(evs__srv *srv, struct MHD_Connection *c, int route, unsigned status,
-                             char *body, size_t len, const char *ctype) {
-    struct MHD_Response *r = MHD_create_response_from_buffer(len, body, MHD_RESPMEM_MUST_FREE);
-    if (!r) {
-        free(body);
-        return MHD_NO;
-    }
-    MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, ctype ? ctype : "application/json");
-    if (status == EVS_HTTP_METHOD_NOT_ALLOWED) {
-        const char *allow = route == EVS_R_APPEND || route == EVS_R_READ_STREAM ? "GET, HEAD, POST"
-                                                                                : "GET, HEAD";
-        MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
-    }
-    /* While shutting down, do not invite the client to reuse the connection. */
-    if (atomic_load(&srv->shutting)) MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");
-    enum MHD_Result mr = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    evs__metrics_count(srv, route, status);
-    return mr;
+/* The i-th segment of a pattern: [*at, *at + *n); 0 at the end. */
+static int pattern_seg(const char **at, const char **seg, size_t *n) {
+    if (**at != '/') return 0;
+    const char *s = *at + 1;
+    const char *e = strchr(s, '/');
+    *seg = s;
+    *n = e ? (size_t)(e - s) : strlen(s);
+    *at = s + *n;
+    return 1;
 }
 
-enum MHD_Result evs__respond_error(evs__srv *srv, struct MHD_Connection *c, int route,
-                                   unsigned status, const char *detail_json, const char *fmt, ...) {
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    evs__sb b = {0};
-    evs__sb_adds(&b, "{\"error\":");
-    evs__sb_json_str(&b, msg, strlen(msg));
-    evs__sb_adds(&b, ",\"detail\":");
-    evs__sb_adds(&b, detail_json ? detail_json : "null");
-    evs__sb_adds(&b, "}\n");
-    if (status >= 500) fprintf(stderr, "evstore serve: %u: %s\n", status, msg);
-    size_t len;
-    char *p = evs__sb_take(&b, &len);
-    if (!p) return MHD_NO;
-    return evs__respond(srv, c, route, status, p, len, NULL);
-}
+/* The pattern segment s[0..n) is exactly w. */
+static int seg_is(const char *s, size_t n, const char *w) { return strlen(w) == n && memcmp(s, w, n) == 0; }
 
-enum MHD_Result evs__respond_lib(evs__srv *srv, struct MHD_Connection *c, int route, int rc,
-                                 const char *context) {
-    unsigned st;
-    switch (rc) {
-    case EVS_ENOTFOUND: st = EVS_HTTP_NOT_FOUND; break;
-    case EVS_ECONFLICT:
-    case EVS_EDUPLICATE: st = EVS_HTTP_CONFLICT; atomic_fetch_add(&srv->m.errors_conflict, 1); break;
-    case EVS_EJSON:
-    case EVS_EINVAL: st = EVS_HTTP_UNPROCESSABLE; atomic_fetch_add(&srv->m.errors_invalid, 1); break;
-    case EVS_ELIMIT: st = EVS_HTTP_TOO_LARGE; atomic_fetch_add(&srv->m.errors_limit, 1); break;
-    case EVS_EIO:
-    case EVS_EFAILED:
-    case EVS_ECLOSED:
-    case EVS_ECORRUPT: st = EVS_HTTP_UNAVAILABLE; atomic_fetch_add(&srv->m.errors_io, 1); break;
-    default:
-        st = rc < 0 && rc > -4096 ? EVS_HTTP_UNAVAILABLE : EVS_HTTP_INTERNAL;
-        atomic_fetch_add(&srv->m.errors_internal, 1);
-        break;
-    }
-    char detail[96];
-    snprintf(detail, sizeof detail, "{\"code\":\"%s\"}", evs_errname(rc));
-    const char *msg = evs_errmsg();
-    if (!msg || !*msg) msg = evs_strerror(rc);
-    if (context) return evs__respond_error(srv, c, route, st, detail, "%s: %s", context, msg);
-    return evs__respond_error(srv, c, route, st, detail, "%s", msg);
-}
-
-/* ---------------------------------------------------------------- routing */
-
-/*
- * Decode one raw path segment as a stream name.  Queues the error and
- * returns -1 when it is not usable; the rules beyond decoding are the
- * store's, checked here so that GET and POST answer alike.
- */
-static int stream_segment(evs__srv *srv, struct MHD_Connection *c, int route, const char *seg,
-                          size_t n, char *out, enum MHD_Result *mr) {
-    char why[96];
-    char tmp[4 * (EVS_MAX_STREAM_NAME + 1)];
-    long len = evs__pct_decode(seg, n, tmp, sizeof tmp, why, sizeof why);
-    if (len < 0) {
-        *mr = evs__respond_error(srv, c, route, EVS_HTTP_BAD_REQUEST, NULL, "stream name %s", why);
-        return -1;
-    }
-    if (len == 0) {
-        *mr = evs__respond_error(srv, c, route, EVS_HTTP_NOT_FOUND, NULL, "no such route");
-        return -1;
-    }
-    if ((size_t)len > EVS_MAX_STREAM_NAME) {
-        char d[64];
-        snprintf(d, sizeof d, "{\"length\":%ld,\"limit\":%u}", len, EVS_MAX_STREAM_NAME);
-        *mr = evs__respond_error(srv, c, route, EVS_HTTP_UNPROCESSABLE, d,
-                                 "stream name is %ld bytes, the limit is %u", len, EVS_MAX_STREAM_NAME);
-        return -1;
-    }
-    /* Clients and proxies rewrite dot segments, so such a name could never
-       be addressed reliably: refuse it rather than store it. */
-    if (strcmp(tmp, ".") == 0 || strcmp(tmp, "..") == 0) {
-        *mr = evs__respond_error(srv, c, route, EVS_HTTP_BAD_REQUEST, NULL,
-                                 "stream name \"%s\" is a dot segment", tmp);
-        return -1;
-    }
-    for (long i = 0; i < len; i++) {
-        unsigned char ch = (unsigned char)tmp[i];
-        if (ch < 0x20 || ch == 0x7f) {
-            *mr = evs__respond_error(srv, c, route, EVS_HTTP_BAD_REQUEST, NULL,
-                                     "stream name contains control character 0x%02x at byte %ld",
-                                     ch, i + 1);
-            return -1;
+static int matches(const char *pattern, const path *p) {
+    const char *at = pattern, *ps;
+    size_t pn;
+    int i = 0;
+    while (pattern_seg(&at, &ps, &pn)) {
+        if (i == p->n) return 0;
+        if (ps[0] == '{') {
+            if (p->len[i] == 0 && !seg_is(ps, pn, "{pos}")) return 0;
+        } else if (pn != p->len[i] || memcmp(ps, p->seg[i], pn) != 0) {
+            return 0;
         }
+        i++;
     }
-    if (tmp[0] == '$') {
-        *mr = evs__respond_error(srv, c, route, EVS_HTTP_UNPROCESSABLE, NULL,
-                                 "stream names starting with '$' are reserved");
-        return -1;
-    }
-    memcpy(out, tmp, (size_t)len + 1);
+    return i == p->n;
+}
+
+static unsigned method_bit(const char *m) {
+    if (strcmp(m, "GET") == 0) return EVS_M_GET;
+    if (strcmp(m, "HEAD") == 0) return EVS_M_HEAD;
+    if (strcmp(m, "POST") == 0) return EVS_M_POST;
+    if (strcmp(m, "PUT") == 0) return EVS_M_PUT;
+    if (strcmp(m, "DELETE") == 0) return EVS_M_DELETE;
     return 0;
 }
 
-static int method_of(const char *m) {
-    if (strcmp(m, "GET") == 0) return M_GET;
-    if (strcmp(m, "POST") == 0) return M_POST;
-    if (strcmp(m, "HEAD") == 0) return M_HEAD;
-    return M_OTHER;
-}
-
-/* Route from the raw path; points stream_seg / pos_seg into url when present. */
-static int route_of(const char *url, const char **stream_seg, size_t *stream_n,
-                    const char **pos_seg) {
-    *stream_seg = NULL;
-    *pos_seg = NULL;
-    if (strcmp(url, "/streams") == 0) return EVS_R_LIST_STREAMS;
-    if (strncmp(url, "/streams/", 9) == 0) {
-        const char *s = url + 9;
-        const char *slash = strchr(s, '/');
-        *stream_seg = s;
-        if (!slash) {
-            *stream_n = strlen(s);
-            return EVS_R_READ_STREAM; /* or append: decided by the method */
-        }
-        *stream_n = (size_t)(slash - s);
-        if (strchr(slash + 1, '/')) return EVS_R_OTHER;
-        *pos_seg = slash + 1;
-        return EVS_R_READ_EVENT;
-    }
-    if (strcmp(url, "/all") == 0) return EVS_R_ALL;
-    if (strcmp(url, "/subscribe") == 0) return EVS_R_SUBSCRIBE;
-    if (strcmp(url, "/ws") == 0) return EVS_R_WS;
-    if (strcmp(url, "/metrics") == 0) return EVS_R_METRICS;
-    if (strcmp(url, "/health") == 0) return EVS_R_HEALTH;
-    if (strcmp(url, "/info") == 0) return EVS_R_INFO;
+/* The label of a path no row matched: its area's, so that /metrics shows where 404s went. */
+static int label_of(const path *p) {
+    if (p->n < 1) return EVS_R_OTHER;
+    if (p->len[0] == 11 && memcmp(p->seg[0], "projections", 11) == 0) return EVS_R_PROJECTIONS;
+    if (p->len[0] == 13 && memcmp(p->seg[0], "subscriptions", 13) == 0) return EVS_R_SUBSCRIPTIONS;
+    if (p->len[0] == 6 && memcmp(p->seg[0], "groups", 6) == 0) return EVS_R_GROUPS;
     return EVS_R_OTHER;
 }
 
-/* application/json, optionally with parameters ("; charset=utf-8"). */
-static int json_content_type(const char *ct) {
-    if (!ct) return 0;
-    while (*ct == ' ') ct++;
-    if (strncasecmp(ct, "application/json", 16) != 0) return 0;
-    const char *rest = ct + 16;
-    while (*rest == ' ') rest++;
-    return *rest == '\0' || *rest == ';';
-}
+/* --------------------------------------------------------------- parameters */
 
 /* Queue an error on the first call and remember it (the body is then dropped). */
-#define REFUSE(...)                                 \
-    do {                                            \
-        rq->answered = 1;                           \
-        return evs__respond_error(__VA_ARGS__);     \
+#define REFUSE(...)                                     \
+    do {                                                \
+        rq->answered = 1;                               \
+        return evs__respond_error(rq, __VA_ARGS__);     \
     } while (0)
 
-/* First call: everything that can be refused before reading a body. */
-static enum MHD_Result first_call(evs__srv *srv, struct MHD_Connection *c, const char *url,
-                                  evs_req *rq) {
-    const char *seg, *pos;
-    size_t segn = 0;
-    int route = route_of(url, &seg, &segn, &pos);
-    rq->route = route;
-    if (route == EVS_R_OTHER)
-        REFUSE(srv, c, route, EVS_HTTP_NOT_FOUND, NULL, "no route for %s", url);
-    int post_ok = route == EVS_R_READ_STREAM;
-    if (rq->method == M_OTHER || (rq->method == M_POST && !post_ok))
-        REFUSE(srv, c, route, EVS_HTTP_METHOD_NOT_ALLOWED, NULL,
-               "method not allowed on %s", url);
-    if (rq->method == M_POST) rq->route = route = EVS_R_APPEND;
-    if (atomic_load(&srv->shutting) && route != EVS_R_HEALTH)
-        REFUSE(srv, c, route, EVS_HTTP_UNAVAILABLE, NULL,
-               "the server is shutting down");
-    enum MHD_Result mr = MHD_YES;
-    if (seg && stream_segment(srv, c, route, seg, segn, rq->stream, &mr)) {
-        rq->answered = 1;
-        return mr;
+/*
+ * A stream name segment: the rules beyond decoding are the store's,
+ * checked here so that GET and POST answer alike.
+ */
+static enum MHD_Result stream_param(evs__req *rq, const char *seg, size_t n, int *bad) {
+    char why[96];
+    char tmp[4 * (EVS_MAX_STREAM_NAME + 1)];
+    *bad = 1;
+    long len = evs__pct_decode(seg, n, tmp, sizeof tmp, why, sizeof why);
+    if (len < 0) REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "stream name %s", why);
+    if ((size_t)len > EVS_MAX_STREAM_NAME) {
+        char d[64];
+        snprintf(d, sizeof d, "{\"length\":%ld,\"limit\":%u}", len, EVS_MAX_STREAM_NAME);
+        REFUSE(EVS_HTTP_UNPROCESSABLE, d, "stream name is %ld bytes, the limit is %u", len, EVS_MAX_STREAM_NAME);
     }
-    if (pos) {
-        size_t pn = strlen(pos);
-        if (pn >= sizeof rq->pos) pn = sizeof rq->pos - 1; /* too long to be a number anyway */
-        memcpy(rq->pos, pos, pn);
-        rq->pos[pn] = '\0';
+    /* Clients and proxies rewrite dot segments, so such a name could never
+       be addressed reliably: refuse it rather than store it. */
+    if (strcmp(tmp, ".") == 0 || strcmp(tmp, "..") == 0)
+        REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "stream name \"%s\" is a dot segment", tmp);
+    for (long i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char)tmp[i];
+        if (ch < 0x20 || ch == 0x7f)
+            REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "stream name contains control character 0x%02x at byte %ld", ch,
+                   i + 1);
     }
-    if (route == EVS_R_APPEND) {
-        const char *ct = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
-        if (!json_content_type(ct))
-            REFUSE(srv, c, route, EVS_HTTP_UNSUPPORTED_TYPE, NULL,
-                   "appends take Content-Type: application/json, not %s",
-                   ct ? ct : "(none)");
-        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        uint64_t declared;
-        if (cl && evs__parse_u64(cl, UINT64_MAX, &declared) == 0 && declared > srv->max_body) {
-            char d[96];
-            snprintf(d, sizeof d, "{\"length\":%llu,\"limit\":%zu}", (unsigned long long)declared,
-                     srv->max_body);
-            atomic_fetch_add(&srv->m.errors_limit, 1);
-            REFUSE(srv, c, route, EVS_HTTP_TOO_LARGE, d,
-                   "request body of %llu bytes is over the limit of %zu",
-                   (unsigned long long)declared, srv->max_body);
-        }
-    }
+    if (tmp[0] == '$') REFUSE(EVS_HTTP_UNPROCESSABLE, NULL, "stream names starting with '$' are reserved");
+    memcpy(rq->stream, tmp, (size_t)len + 1);
+    *bad = 0;
     return MHD_YES;
 }
 
-enum MHD_Result evs__http_access(void *cls, struct MHD_Connection *c, const char *url,
-                                 const char *method, const char *version, const char *upload,
-                                 size_t *upload_size, void **con_cls) {
+/* Decode a raw segment into out (cap bytes; "" when it does not fit).  Length, or -1 with why. */
+static long decode_seg(const char *seg, size_t n, char *out, size_t cap, char *why, size_t whycap) {
+    char *tmp = malloc(n + 1);
+    if (!tmp) {
+        snprintf(why, whycap, "cannot be decoded: out of memory");
+        return -1;
+    }
+    long len = evs__pct_decode(seg, n, tmp, n + 1, why, whycap);
+    if (len >= 0 && (size_t)len < cap) memcpy(out, tmp, (size_t)len + 1);
+    else if (len >= 0) out[0] = '\0';
+    free(tmp);
+    return len;
+}
+
+/* A consumer's name segment: 1..EVS_BUS_MAX_NAME bytes of UTF-8 without control characters. */
+static enum MHD_Result name_param(evs__req *rq, const char *seg, size_t n, int *bad) {
+    char why[96];
+    *bad = 1;
+    long l = decode_seg(seg, n, rq->name, sizeof rq->name, why, sizeof why);
+    if (l < 0) REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "consumer name %s", why);
+    if ((size_t)l > EVS_BUS_MAX_NAME) {
+        char d[64];
+        snprintf(d, sizeof d, "{\"length\":%ld,\"limit\":%u}", l, EVS_BUS_MAX_NAME);
+        REFUSE(EVS_HTTP_UNPROCESSABLE, d, "consumer name is %ld bytes, the limit is %u", l, EVS_BUS_MAX_NAME);
+    }
+    for (long i = 0; i < l; i++)
+        if ((unsigned char)rq->name[i] < 0x20 || rq->name[i] == 0x7f)
+            REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "consumer name contains control character 0x%02x at byte %ld",
+                   (unsigned)(unsigned char)rq->name[i], i + 1);
+    *bad = 0;
+    return MHD_YES;
+}
+
+/* A partition or a group's consumer: decoded into rq->part, at most max bytes. */
+static enum MHD_Result part_param(evs__req *rq, const char *what, size_t max, const char *seg, size_t n, int *bad) {
+    char why[96];
+    *bad = 1;
+    long l = decode_seg(seg, n, rq->part, sizeof rq->part, why, sizeof why);
+    if (l < 0) REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "%s name %s", what, why);
+    if ((size_t)l > max) REFUSE(EVS_HTTP_UNPROCESSABLE, NULL, "%s name is %ld bytes, the limit is %zu", what, l, max);
+    *bad = 0;
+    return MHD_YES;
+}
+
+/* Every parameter of the row's path, in path order; *bad when one was refused. */
+static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, int *bad) {
+    const char *at = d->path, *ps;
+    size_t pn;
+    enum MHD_Result mr = MHD_YES;
+    *bad = 0;
+    for (int i = 0; pattern_seg(&at, &ps, &pn) && !*bad; i++) {
+        if (ps[0] != '{') continue;
+        if (seg_is(ps, pn, "{stream}")) {
+            mr = stream_param(rq, p->seg[i], p->len[i], bad);
+        } else if (seg_is(ps, pn, "{name}")) {
+            mr = name_param(rq, p->seg[i], p->len[i], bad);
+        } else if (seg_is(ps, pn, "{partition}")) {
+            mr = part_param(rq, "partition", EVS_MAX_STREAM_NAME, p->seg[i], p->len[i], bad);
+        } else if (seg_is(ps, pn, "{consumer}")) {
+            mr = part_param(rq, "consumer", EVS_BUS_MAX_NAME, p->seg[i], p->len[i], bad);
+        } else { /* {pos}, {id}: raw; longer than the buffer is no number anyway */
+            size_t il = p->len[i] < sizeof rq->id ? p->len[i] : sizeof rq->id - 1;
+            memcpy(rq->id, p->seg[i], il);
+            rq->id[il] = '\0';
+        }
+    }
+    return mr;
+}
+
+/* "application/json; charset=utf-8" is application/json. */
+static int media_is(const char *ct, const char *type) {
+    if (!ct) return 0;
+    while (*ct == ' ') ct++;
+    size_t n = strlen(type);
+    if (strncasecmp(ct, type, n) != 0) return 0;
+    ct += n;
+    while (*ct == ' ') ct++;
+    return *ct == '\0' || *ct == ';';
+}
+
+/* ------------------------------------------------------------- first call */
+
+/* Everything that can be refused before a body is read; picks the row. */
+static enum MHD_Result first_call(evs__req *rq, const route_def **row) {
+    evs__srv *srv = rq->srv;
+    const char *url = rq->url;
+    path p;
+    const route_def *hit = NULL;
+    *row = NULL;
+    if (split(url, &p)) {
+        rq->route = label_of(&p);
+        REFUSE(EVS_HTTP_NOT_FOUND, NULL, "no route for %.200s", url);
+    }
+    for (size_t i = 0; i < NROUTES && !hit; i++)
+        if (matches(routes[i].path, &p)) hit = &routes[i];
+    if (!hit) {
+        rq->route = label_of(&p);
+        REFUSE(EVS_HTTP_NOT_FOUND, NULL, "no route for %.200s", url);
+    }
+    const route_def *d = NULL;
+    for (size_t i = (size_t)(hit - routes); i < NROUTES; i++)
+        if (strcmp(routes[i].path, hit->path) == 0) {
+            rq->allowed |= routes[i].methods;
+            if (!d && (routes[i].methods & rq->method)) d = &routes[i];
+        }
+    rq->route = d ? d->label : hit->label;
+    if (!d) REFUSE(EVS_HTTP_METHOD_NOT_ALLOWED, NULL, "method not allowed on %.200s", url);
+    if (atomic_load(&srv->shutting) && !(d->flags & F_STOPPING))
+        REFUSE(EVS_HTTP_UNAVAILABLE, NULL, "the server is shutting down");
+    if ((d->flags & F_CONSUMERS) && !srv->bus) REFUSE(EVS_HTTP_UNAVAILABLE, NULL, "consumers are not available");
+    int bad;
+    enum MHD_Result mr = params(rq, d, &p, &bad);
+    if (bad) {
+        rq->answered = 1;
+        return mr;
+    }
+
+    const char *ct = MHD_lookup_connection_value(rq->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
+    rq->body_cap = MAX_IGNORED_BODY;
+    switch (d->body) {
+    case B_APPEND:
+        if (!media_is(ct, "application/json"))
+            REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL, "appends take Content-Type: application/json, not %s",
+                   ct ? ct : "(none)");
+        rq->body_kind = EVS_BODY_JSON;
+        rq->body_cap = srv->max_body;
+        break;
+    case B_SOURCE:
+        if (media_is(ct, "text/x-lua") || media_is(ct, "text/plain")) {
+            rq->body_kind = EVS_BODY_LUA;
+            rq->body_cap = EVS_PROJ_MAX_SOURCE;
+        } else if (media_is(ct, "application/json")) {
+            rq->body_kind = EVS_BODY_JSON;
+            rq->body_cap = EVS_PROJ_MAX_JSON_BODY;
+        } else {
+            REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL,
+                   "a projection's source takes Content-Type text/x-lua or text/plain (the script), or "
+                   "application/json ({\"source\": \"...\"}), not %.100s",
+                   ct ? ct : "(none)");
+        }
+        break;
+    case B_JSON:
+        if (!media_is(ct, "application/json"))
+            REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL, "this route takes Content-Type: application/json, not %.100s",
+                   ct ? ct : "(none)");
+        rq->body_kind = EVS_BODY_JSON;
+        rq->body_cap = MAX_JSON_SETTINGS;
+        break;
+    default: break;
+    }
+    const char *cl = MHD_lookup_connection_value(rq->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    uint64_t declared;
+    if (cl && evs__parse_u64(cl, UINT64_MAX, &declared) == 0 && declared > rq->body_cap) {
+        char dl[96];
+        snprintf(dl, sizeof dl, "{\"length\":%llu,\"limit\":%zu}", (unsigned long long)declared, rq->body_cap);
+        REFUSE(EVS_HTTP_TOO_LARGE, dl, "request body of %llu bytes is over the limit of %zu",
+               (unsigned long long)declared, rq->body_cap);
+    }
+    *row = d;
+    return MHD_YES;
+}
+
+/* ------------------------------------------------------------ the handler */
+
+/* The per-request state libmicrohttpd keeps for us. */
+typedef struct http_req {
+    evs__req rq;
+    const route_def *row;           /* NULL once refused */
+} http_req;
+
+enum MHD_Result evs__http_access(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                 const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     evs__srv *srv = cls;
-    evs_req *rq = *con_cls;
+    http_req *h = *con_cls;
     (void)version;
-    if (!rq) {
-        rq = calloc(1, sizeof *rq);
-        if (!rq) return MHD_NO;
-        *con_cls = rq;
-        rq->method = method_of(method);
+    if (!h) {
+        if (!(h = calloc(1, sizeof *h))) return MHD_NO;
+        *con_cls = h;
+        evs__req *rq = &h->rq;
+        rq->srv = srv;
+        rq->c = c;
+        rq->url = url;
+        rq->method_name = method;
+        rq->method = method_bit(method);
+        if (srv->access_log) rq->t0 = evs__mono_ns();
         rq->counted = 1;
         atomic_fetch_add(&srv->active, 1);
-        return first_call(srv, c, url, rq);
+        /* answered on a later call even when nothing is wrong (see the top) */
+        return first_call(rq, &h->row);
     }
+    evs__req *rq = &h->rq;
+    rq->url = url;
+    rq->method_name = method;
     if (rq->answered) { /* refused on the first call: drop whatever body follows */
         *upload_size = 0;
         return MHD_YES;
     }
     if (*upload_size) {
-        if (rq->too_big || rq->body.len + *upload_size > srv->max_body) {
+        rq->got += *upload_size;
+        if (rq->too_big || rq->got > rq->body_cap) {
             rq->too_big = 1; /* keep draining; the answer comes on the last call */
             evs__sb_free(&rq->body);
-        } else {
+        } else if (rq->body_kind != EVS_BODY_NONE) {
             evs__sb_add(&rq->body, upload, *upload_size);
         }
         *upload_size = 0;
         return MHD_YES;
     }
-    switch (rq->route) {
-    case EVS_R_APPEND:
-        if (rq->too_big) {
-            atomic_fetch_add(&srv->m.errors_limit, 1);
-            char d[64];
-            snprintf(d, sizeof d, "{\"limit\":%zu}", srv->max_body);
-            return evs__respond_error(srv, c, rq->route, EVS_HTTP_TOO_LARGE, d,
-                                      "request body is over the limit of %zu bytes", srv->max_body);
-        }
-        if (rq->body.oom)
-            return evs__respond_error(srv, c, rq->route, EVS_HTTP_UNAVAILABLE, NULL,
-                                      "out of memory reading the request body");
-        return evs__route_append(srv, c, rq->stream, rq->body.p ? rq->body.p : "", rq->body.len);
-    case EVS_R_READ_STREAM: return evs__route_read_stream(srv, c, rq->stream);
-    case EVS_R_READ_EVENT: return evs__route_read_event(srv, c, rq->stream, rq->pos);
-    case EVS_R_LIST_STREAMS: return evs__route_list_streams(srv, c);
-    case EVS_R_ALL: return evs__route_all(srv, c);
-    case EVS_R_SUBSCRIBE:
-        /* a live stream is not an in-flight request for shutdown's wait */
-        if (rq->counted) {
-            rq->counted = 0;
-            atomic_fetch_sub(&srv->active, 1);
-        }
-        return evs__route_subscribe(srv, c);
-    case EVS_R_WS:
-        if (rq->counted) {
-            rq->counted = 0;
-            atomic_fetch_sub(&srv->active, 1);
-        }
-        return evs__route_ws(srv, c);
-    case EVS_R_METRICS: return evs__route_metrics(srv, c);
-    case EVS_R_HEALTH: return evs__route_health(srv, c);
-    case EVS_R_INFO: return evs__route_info(srv, c);
-    default: return evs__respond_error(srv, c, EVS_R_OTHER, EVS_HTTP_NOT_FOUND, NULL, "no such route");
+    if (rq->too_big) {
+        char d[64];
+        snprintf(d, sizeof d, "{\"limit\":%zu}", rq->body_cap);
+        return evs__respond_error(rq, EVS_HTTP_TOO_LARGE, d, "request body is over the limit of %zu bytes",
+                                  rq->body_cap);
     }
+    if (rq->body.oom)
+        return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory reading the request body");
+    if (!h->row) return MHD_NO; /* cannot happen: every refusal sets answered */
+    if ((h->row->flags & F_LIVE) && rq->counted) { /* a live stream is not an in-flight request for shutdown */
+        rq->counted = 0;
+        atomic_fetch_sub(&srv->active, 1);
+    }
+    return h->row->fn(rq);
 }
 
-void evs__http_completed(void *cls, struct MHD_Connection *c, void **con_cls,
-                         enum MHD_RequestTerminationCode toe) {
+void evs__http_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode toe) {
     evs__srv *srv = cls;
-    evs_req *rq = *con_cls;
+    http_req *h = *con_cls;
     (void)c;
     (void)toe;
-    if (!rq) return;
+    if (!h) return;
+    evs__req *rq = &h->rq;
+    if (rq->state && rq->state_free) rq->state_free(rq->state);
     if (rq->counted) atomic_fetch_sub(&srv->active, 1);
     evs__sb_free(&rq->body);
-    free(rq);
+    free(h);
     *con_cls = NULL;
 }

@@ -1,12 +1,12 @@
 /*
- * metrics.c — counters kept by the server and GET /metrics in the
- * Prometheus text exposition format (version 0.0.4).
+ * metrics.c — GET /metrics: everything the server exposes to Prometheus,
+ * in the text exposition format (version 0.0.4), and the only place that
+ * writes it: the store's figures, the request counters (counters.c), the
+ * live subscribers, and one series per durable consumer (consumers.c).
  *
- * Everything is a relaxed atomic: a scrape may see one counter a request
- * ahead of another, which Prometheus tolerates, and the hot path pays one
- * uncontended atomic add per fact.  Store-side figures (appends, events,
- * bytes, fsyncs, group-commit batches) come from evs_store_get_stats at
- * scrape time rather than being counted twice.
+ * Store-side figures (appends, events, bytes, fsyncs, group-commit
+ * batches) come from evs_store_get_stats at scrape time rather than being
+ * counted twice.
  *
  * Format rules that matter to parsers: one HELP and one TYPE line per
  * family, before its samples; histogram buckets cumulative, ending with
@@ -16,48 +16,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/routes_bus.h"
-#include "server/srv.h"
+#include "server/consumers.h"
+#include "server/metrics.h"
+#include "server/sse.h"
+#include "server/ws.h"
 
-static const char *const route_names[EVS_R_COUNT] = {
-    "append", "read_stream", "read_event", "list_streams", "all", "subscribe",
-    "ws", "metrics", "health", "info", "other",
-    "projections", "subscriptions", "groups",
-};
-
-static const unsigned status_codes[EVS_ST_NSLOTS - 1] = {
-#define EVS__ST(code) code,
-    EVS_SRV_STATUSES(EVS__ST)
-#undef EVS__ST
-};
-
-/* Upper bounds of the append latency buckets, in ns. */
-static const int64_t lat_bounds[EVS_SRV_LAT_BUCKETS] = {
-    100000,   250000,    500000,    1000000,   2500000,    5000000,    10000000,
-    25000000, 50000000, 100000000, 250000000, 500000000, 1000000000, 5000000000,
-};
-
-static int status_slot(unsigned status) {
-    for (int i = 0; i < EVS_ST_NSLOTS - 1; i++)
-        if (status_codes[i] == status) return i;
-    return EVS_ST_NSLOTS - 1;
-}
-
-void evs__metrics_count(evs__srv *srv, int route, unsigned status) {
-    if (route < 0 || route >= EVS_R_COUNT) route = EVS_R_OTHER;
-    atomic_fetch_add_explicit(&srv->m.requests[route][status_slot(status)], 1, memory_order_relaxed);
-    if (srv->access_log) evs__reqlog_write(srv, status);
-}
-
-void evs__metrics_append_latency(evs__srv *srv, int64_t ns) {
-    int b = 0;
-    while (b < EVS_SRV_LAT_BUCKETS && ns > lat_bounds[b]) b++;
-    atomic_fetch_add_explicit(&srv->m.lat_bucket[b], 1, memory_order_relaxed);
-    atomic_fetch_add_explicit(&srv->m.lat_sum_ns, (uint64_t)(ns > 0 ? ns : 0), memory_order_relaxed);
-    atomic_fetch_add_explicit(&srv->m.lat_count, 1, memory_order_relaxed);
-}
-
-static uint64_t ld(_Atomic uint64_t *p) { return atomic_load_explicit(p, memory_order_relaxed); }
+#define METRICS_MAX_CONSUMERS 10000u  /* /metrics stops listing consumers here */
 
 static void family(evs__sb *b, const char *name, const char *type, const char *help) {
     evs__sb_printf(b, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
@@ -67,13 +31,118 @@ static void sample(evs__sb *b, const char *name, uint64_t v) {
     evs__sb_printf(b, "%s %llu\n", name, (unsigned long long)v);
 }
 
-enum MHD_Result evs__route_metrics(evs__srv *srv, struct MHD_Connection *c) {
-    const int R = EVS_R_METRICS;
+/* ------------------------------------------------------------ consumers */
+
+/* A label value: backslash, double quote and line feed escaped. */
+static void label(evs__sb *b, const char *s) {
+    for (; *s; s++) {
+        if (*s == '\\') evs__sb_adds(b, "\\\\");
+        else if (*s == '"') evs__sb_adds(b, "\\\"");
+        else if (*s == '\n') evs__sb_adds(b, "\\n");
+        else evs__sb_add(b, s, 1);
+    }
+}
+
+static void labels(evs__sb *b, const char *name, const evs__consumer_row *r) {
+    evs__sb_adds(b, name);
+    evs__sb_adds(b, "{consumer=\"");
+    label(b, r->name);
+    evs__sb_printf(b, "\",kind=\"%s\"}", r->kind);
+}
+
+enum { F_CHECKPOINT, F_LAG, F_LAG_S, F_PROCESSED, F_FAILED, F_RETRIED, F_PARKED, F_DLQ };
+
+/* The per-consumer families (nothing when there are no consumers). */
+static void consumer_families(evs__consumers *cs, evs__sb *b) {
+    evs__consumer_row *rows;
+    size_t nrows;
+    evs__consumers_rows(cs, METRICS_MAX_CONSUMERS, &rows, &nrows);
+    if (!nrows) return;
+    static const struct {
+        const char *name, *type, *help;
+    } fams[] = {
+        {"evstore_consumer_checkpoint_position", "gauge", "Last global position a consumer has processed."},
+        {"evstore_consumer_lag_events", "gauge", "Events between a consumer's checkpoint and the head."},
+        {"evstore_consumer_lag_seconds", "gauge", "Age of the oldest event a consumer has not processed."},
+        {"evstore_consumer_processed_total", "counter", "Events a consumer's handler processed."},
+        {"evstore_consumer_failed_total", "counter", "Events whose handler failed after every retry."},
+        {"evstore_consumer_retries_total", "counter", "Handler retries, DLQ retries included."},
+        {"evstore_consumer_parked_total", "counter", "Events moved to a consumer's dead-letter queue."},
+        {"evstore_consumer_dlq_depth", "gauge", "Entries in a consumer's dead-letter queue."},
+    };
+    for (int f = 0; f < (int)(sizeof fams / sizeof fams[0]); f++) {
+        family(b, fams[f].name, fams[f].type, fams[f].help);
+        for (size_t i = 0; i < nrows; i++) {
+            const evs__consumer_row *r = &rows[i];
+            labels(b, fams[f].name, r);
+            switch (f) {
+            case F_LAG_S: evs__sb_printf(b, " %.3f\n", (double)r->lag_ms / 1e3); break;
+            default: {
+                uint64_t v = f == F_CHECKPOINT ? r->checkpoint : f == F_LAG ? r->lag_events
+                           : f == F_PROCESSED  ? r->processed  : f == F_FAILED ? r->failed
+                           : f == F_RETRIED    ? r->retried    : f == F_PARKED ? r->parked : r->dlq;
+                evs__sb_printf(b, " %llu\n", (unsigned long long)v);
+            }
+            }
+        }
+    }
+    /* status as a state set: one series per status, 1 for the current one */
+    family(b, "evstore_consumer_status", "gauge", "Consumer status (1 for the current one).");
+    static const int statuses[] = {EVS_CONSUMER_ACTIVE, EVS_CONSUMER_PAUSED, EVS_CONSUMER_ERROR};
+    for (size_t i = 0; i < nrows; i++)
+        for (int s = 0; s < 3; s++) {
+            evs__sb_adds(b, "evstore_consumer_status{consumer=\"");
+            label(b, rows[i].name);
+            evs__sb_printf(b, "\",kind=\"%s\",status=\"%s\"} %d\n", rows[i].kind,
+                           evs_consumer_status_name(statuses[s]), rows[i].status == statuses[s]);
+        }
+    int any_proj = 0, any_group = 0;
+    for (size_t i = 0; i < nrows; i++) any_proj |= rows[i].proj, any_group |= rows[i].group;
+    if (any_group) {
+        family(b, "evstore_group_consumers", "gauge", "Consumers connected to a group.");
+        for (size_t i = 0; i < nrows; i++)
+            if (rows[i].group) {
+                labels(b, "evstore_group_consumers", &rows[i]);
+                evs__sb_printf(b, " %llu\n", (unsigned long long)rows[i].members);
+            }
+        family(b, "evstore_group_in_flight", "gauge", "Deliveries of a group waiting for an ack.");
+        for (size_t i = 0; i < nrows; i++)
+            if (rows[i].group) {
+                labels(b, "evstore_group_in_flight", &rows[i]);
+                evs__sb_printf(b, " %llu\n", (unsigned long long)rows[i].in_flight);
+            }
+    }
+    if (any_proj) {
+        family(b, "evstore_projection_running", "gauge", "1 when the server runs the projection.");
+        for (size_t i = 0; i < nrows; i++)
+            if (rows[i].proj) {
+                labels(b, "evstore_projection_running", &rows[i]);
+                evs__sb_printf(b, " %d\n", rows[i].running);
+            }
+        family(b, "evstore_projection_rebuild_progress_ratio", "gauge",
+             "Progress of a projection's rebuild, 0..1 (0 when not rebuilding).");
+        for (size_t i = 0; i < nrows; i++)
+            if (rows[i].proj) {
+                labels(b, "evstore_projection_rebuild_progress_ratio", &rows[i]);
+                evs__sb_printf(b, " %.4f\n", rows[i].rebuilding ? rows[i].percent / 100.0 : 0.0);
+            }
+        family(b, "evstore_projection_events_per_second", "gauge", "Events per second over a projection's last poll.");
+        for (size_t i = 0; i < nrows; i++)
+            if (rows[i].proj) {
+                labels(b, "evstore_projection_events_per_second", &rows[i]);
+                evs__sb_printf(b, " %.1f\n", rows[i].rate);
+            }
+    }
+    free(rows);
+}
+
+enum MHD_Result evs__route_metrics(evs__req *rq) {
+    evs__srv *srv = rq->srv;
     evs_store_stats st;
     int rc = evs_store_get_stats(srv->store, &st);
-    if (rc) return evs__respond_lib(srv, c, R, rc, "metrics");
+    if (rc) return evs__respond_lib(rq, rc, "metrics");
     evs__sb b = {0};
-    evs__metrics *m = &srv->m;
+    evs__counters *m = &srv->m;
 
     family(&b, "evstore_head_position", "gauge", "Last global position in the log.");
     sample(&b, "evstore_head_position", st.head);
@@ -129,51 +198,43 @@ enum MHD_Result evs__route_metrics(evs__srv *srv, struct MHD_Connection *c) {
     family(&b, "evstore_http_requests_total", "counter", "HTTP requests answered, by route and status.");
     for (int r = 0; r < EVS_R_COUNT; r++)
         for (int s = 0; s < EVS_ST_NSLOTS; s++) {
-            uint64_t v = ld(&m->requests[r][s]);
+            uint64_t v = evs__count_load(&m->requests[r][s]);
             if (!v) continue;
             if (s < EVS_ST_NSLOTS - 1)
                 evs__sb_printf(&b, "evstore_http_requests_total{route=\"%s\",status=\"%u\"} %llu\n",
-                               route_names[r], status_codes[s], (unsigned long long)v);
+                               evs__route_name(r), evs__status_of_slot(s), (unsigned long long)v);
             else
                 evs__sb_printf(&b, "evstore_http_requests_total{route=\"%s\",status=\"other\"} %llu\n",
-                               route_names[r], (unsigned long long)v);
+                               evs__route_name(r), (unsigned long long)v);
         }
 
     family(&b, "evstore_http_append_duration_seconds", "histogram",
            "Time from handing an HTTP append to the store until it was durable.");
     uint64_t cum = 0;
     for (int i = 0; i < EVS_SRV_LAT_BUCKETS; i++) {
-        cum += ld(&m->lat_bucket[i]);
+        cum += evs__count_load(&m->lat_bucket[i]);
         evs__sb_printf(&b, "evstore_http_append_duration_seconds_bucket{le=\"%g\"} %llu\n",
-                       (double)lat_bounds[i] / 1e9, (unsigned long long)cum);
+                       (double)evs__latency_bound_ns(i) / 1e9, (unsigned long long)cum);
     }
-    cum += ld(&m->lat_bucket[EVS_SRV_LAT_BUCKETS]);
+    cum += evs__count_load(&m->lat_bucket[EVS_SRV_LAT_BUCKETS]);
     /* _count is read separately and may trail the buckets by a request in
        flight; report the bucket total so the exposition stays consistent. */
     evs__sb_printf(&b, "evstore_http_append_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
                    (unsigned long long)cum);
-    evs__sb_printf(&b, "evstore_http_append_duration_seconds_sum %.9f\n", (double)ld(&m->lat_sum_ns) / 1e9);
+    evs__sb_printf(&b, "evstore_http_append_duration_seconds_sum %.9f\n", (double)evs__count_load(&m->lat_sum_ns) / 1e9);
     evs__sb_printf(&b, "evstore_http_append_duration_seconds_count %llu\n", (unsigned long long)cum);
 
     family(&b, "evstore_http_events_appended_total", "counter", "Events appended through HTTP (retries excluded).");
-    sample(&b, "evstore_http_events_appended_total", ld(&m->events_appended));
+    sample(&b, "evstore_http_events_appended_total", evs__count_load(&m->events_appended));
     family(&b, "evstore_http_events_read_total", "counter", "Events returned by the HTTP read routes.");
-    sample(&b, "evstore_http_events_read_total", ld(&m->events_read));
+    sample(&b, "evstore_http_events_read_total", evs__count_load(&m->events_read));
 
     family(&b, "evstore_http_errors_total", "counter", "Failed HTTP requests, by kind.");
-    evs__sb_printf(&b, "evstore_http_errors_total{kind=\"malformed_json\"} %llu\n",
-                   (unsigned long long)ld(&m->errors_json));
-    evs__sb_printf(&b, "evstore_http_errors_total{kind=\"invalid\"} %llu\n",
-                   (unsigned long long)ld(&m->errors_invalid));
-    evs__sb_printf(&b, "evstore_http_errors_total{kind=\"conflict\"} %llu\n",
-                   (unsigned long long)ld(&m->errors_conflict));
-    evs__sb_printf(&b, "evstore_http_errors_total{kind=\"limit\"} %llu\n",
-                   (unsigned long long)ld(&m->errors_limit));
-    evs__sb_printf(&b, "evstore_http_errors_total{kind=\"io\"} %llu\n", (unsigned long long)ld(&m->errors_io));
-    evs__sb_printf(&b, "evstore_http_errors_total{kind=\"internal\"} %llu\n",
-                   (unsigned long long)ld(&m->errors_internal));
+    for (int k = 0; k < EVS_ERRK_COUNT; k++)
+        evs__sb_printf(&b, "evstore_http_errors_total{kind=\"%s\"} %llu\n", evs__err_kind_name((enum evs__err_kind)k),
+                       (unsigned long long)evs__count_load(&m->errors[k]));
 
-    long nsse = atomic_load(&srv->sse_count), nws = evs__ws_count(srv);
+    long nsse = evs__sse_count(srv), nws = evs__ws_count(srv);
     family(&b, "evstore_live_subscribers", "gauge", "Connected live subscribers, by protocol.");
     evs__sb_printf(&b, "evstore_live_subscribers{protocol=\"sse\"} %ld\n", nsse);
     evs__sb_printf(&b, "evstore_live_subscribers{protocol=\"ws\"} %ld\n", nws);
@@ -183,13 +244,13 @@ enum MHD_Result evs__route_metrics(evs__srv *srv, struct MHD_Connection *c) {
     sample(&b, "evstore_live_subscriber_max_lag_events", lag > wlag ? lag : wlag);
     family(&b, "evstore_live_deliveries_total", "counter", "Events pushed to live subscribers, by protocol.");
     evs__sb_printf(&b, "evstore_live_deliveries_total{protocol=\"sse\"} %llu\n",
-                   (unsigned long long)ld(&m->deliveries_sse));
+                   (unsigned long long)evs__count_load(&m->deliveries_sse));
     evs__sb_printf(&b, "evstore_live_deliveries_total{protocol=\"ws\"} %llu\n",
-                   (unsigned long long)ld(&m->deliveries_ws));
-    evs__bus_metrics(srv, &b);
+                   (unsigned long long)evs__count_load(&m->deliveries_ws));
+    if (srv->bus) consumer_families(srv->bus, &b);
 
     size_t len;
     char *p = evs__sb_take(&b, &len);
-    if (!p) return evs__respond_error(srv, c, R, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
-    return evs__respond(srv, c, R, EVS_HTTP_OK, p, len, "text/plain; version=0.0.4; charset=utf-8");
+    if (!p) return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+    return evs__respond(rq, EVS_HTTP_OK, p, len, "text/plain; version=0.0.4; charset=utf-8");
 }

@@ -1,15 +1,55 @@
 /*
- * server.h — the one entry point the evstore command needs from the server:
- * `evstore serve`.  Everything else in src/server/ is internal (srv.h).
+ * server.h — what the evstore command needs from the server: the settings
+ * of one run, their hard caps, and the call that runs it.  Reading flags and
+ * the config file is the command's (src/cli/cli_serve.c); everything else in
+ * src/server/ is internal and reached only through this call.
  */
 #ifndef EVS_SERVER_H
 #define EVS_SERVER_H
 
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "evstore.h"
+
 /*
- * Run the HTTP/JSON server on a store until SIGINT or SIGTERM; argv holds
- * the arguments after "serve".  Returns the process exit status (0 after a
- * clean shutdown, the CLI's codes otherwise).
+ * Hard caps: configuration may lower these but never raise them.  The body
+ * cap leaves room for the JSON envelope around EVS_MAX_APPEND_BYTES of data.
  */
-int evs__cli_serve(int argc, char **argv);
+#define EVS_SRV_MAX_BODY ((size_t)80 << 20)
+#define EVS_SRV_DEFAULT_BODY ((size_t)32 << 20)
+#define EVS_SRV_MAX_CONNECTIONS 4096u
+#define EVS_SRV_DEFAULT_CONNECTIONS 1024u
+#define EVS_SRV_MAX_TIMEOUT_S 600u
+#define EVS_SRV_DEFAULT_TIMEOUT_S 30u
+#define EVS_SRV_MAX_THREADS 64u
+#define EVS_SRV_DEFAULT_THREADS 16u
+#define EVS_SRV_MAX_WS_FRAME ((size_t)1 << 20)    /* client -> server message */
+#define EVS_SRV_DEFAULT_WS_FRAME ((size_t)64 << 10)
+#define EVS_SRV_DEFAULT_HEARTBEAT_MS 15000u
+
+/* One run of the server, checked and clamped by the caller. */
+typedef struct evs__serve_config {
+    const char *dir;              /* the store (created if missing) */
+    struct sockaddr_in addr;      /* where to listen; port 0 picks a free one */
+    const char *listen;           /* addr as the user wrote it, for messages */
+    evs_durability durability;
+    const char *durability_name;  /* "sync", "batch" or "none", for /info */
+    unsigned batch_ms;            /* batch durability's sync interval */
+    unsigned threads, max_connections, timeout_s, heartbeat_ms;
+    size_t max_body, ws_frame_max;
+    FILE *access_log;             /* one line per answered request; NULL: none.  The caller's to close. */
+} evs__serve_config;
+
+/*
+ * Run the HTTP/JSON server until SIGINT or SIGTERM, then shut down cleanly.
+ * Returns EVS_OK after a clean shutdown.  Otherwise a status for the exit
+ * code (the library's own when the store could not be opened, EVS_EIO for
+ * anything else that kept the server from starting, EVS_EFAILED when the
+ * store failed while serving) and why[] says what happened, as a sentence
+ * for "evstore: <why>".
+ */
+int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap);
 
 #endif

@@ -1,5 +1,6 @@
 /*
- * sse.c — GET /subscribe (Server-Sent Events) and the head notifier.
+ * sse.c — GET /subscribe (Server-Sent Events): the live subscribers, their
+ * content reader, and waking them (called by the notifier, notifier.c).
  *
  * A subscriber is a cursor on the log: `next` is the next global position
  * it has to examine.  libmicrohttpd asks the response's content reader for
@@ -12,16 +13,17 @@
  * When the cursor reaches the head the reader suspends the connection
  * (MHD_suspend_connection) instead of blocking a worker thread, and the
  * notifier thread, which waits on evs_wait_for, resumes it once the head
- * moves, when a heartbeat is due, or at shutdown.
+ * moves, when a heartbeat is due, or at shutdown (evs__sse_wake).
  *
- * No lost wake-up: the reader decides to suspend while holding sub_mu,
- * after re-reading the head under it; the notifier reads the head before
- * taking sub_mu and resumes every suspended subscriber whose `next` is at
- * or below it.  A subscriber that suspended after the notifier's sweep saw
- * that same head under the lock, so it had nothing to read.  The notifier
- * also sweeps on a short tick, which bounds any delay to that tick.
+ * No lost wake-up: the reader decides to suspend while holding the hub's
+ * mu, after re-reading the head (and `shutting`) under it; a sweep reads
+ * the head (or sets `shutting`) before taking mu and resumes every
+ * suspended subscriber whose `next` is at or below it.  A subscriber that
+ * suspended after the sweep saw that same head under the lock, so it had
+ * nothing to read.  The notifier also sweeps on a short tick, which bounds
+ * any delay to that tick.
  *
- * Resuming happens outside sub_mu: a subscriber flagged `suspended` is
+ * Resuming happens outside the lock: a subscriber flagged `suspended` is
  * suspended inside libmicrohttpd and cannot complete (and be freed) until
  * somebody resumes it, and only the one who cleared the flag does.
  *
@@ -33,11 +35,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "server/srv.h"
+#include "server/query.h"
+#include "server/sse.h"
 
 #define SSE_READ_BATCH 256           /* events per log read */
 #define SSE_KEEP_BUF ((size_t)1 << 20) /* drop a drained buffer larger than this */
-#define NOTIFY_TICK_MS 250
+
+typedef struct evs__sse_hub evs__sse_hub;
+typedef struct evs__sse_sub evs__sse_sub;
+
+struct evs__sse_hub {
+    pthread_mutex_t mu;              /* the list and every `suspended` */
+    evs__sse_sub *head;
+    _Atomic long count;
+};
 
 struct evs__sse_sub {
     evs__srv *srv;
@@ -46,10 +57,10 @@ struct evs__sse_sub {
     _Atomic uint64_t next;           /* next global position to examine */
     evs__sb pend;                    /* rendered, not yet handed to MHD */
     size_t pend_off;
-    int suspended;                   /* guarded by srv->sub_mu */
+    int suspended;                   /* guarded by the hub's mu */
     int said_bye;
     _Atomic int64_t last_write_ns;
-    evs__sse_sub *prev, *nxt;        /* guarded by srv->sub_mu */
+    evs__sse_sub *prev, *nxt;        /* guarded by the hub's mu */
 };
 
 /* Render events from the log into sub->pend until about `want` bytes. */
@@ -70,6 +81,16 @@ static int sse_fill(evs__sse_sub *sub, size_t want) {
             rc = EVS_OK;
             break;
         }
+        if (rc == EVS_ELOST) { /* positions a repair removed: an event of their own, then read on */
+            uint64_t a = 0, z = 0;
+            evs_reader_lost(r, &a, &z);
+            atomic_store(&sub->next, evs_reader_position(r));
+            evs__sb_printf(&sub->pend, "event: lost\ndata: {\"first\":%llu,\"last\":%llu,\"message\":",
+                           (unsigned long long)a, (unsigned long long)z);
+            evs__sb_json_str(&sub->pend, evs_errmsg(), strlen(evs_errmsg()));
+            evs__sb_adds(&sub->pend, "}\n\n");
+            continue;
+        }
         if (rc) break;
         atomic_store(&sub->next, ev->global_position + 1);
         if (!evs__live_filter_match(&sub->lf, ev)) continue;
@@ -86,7 +107,7 @@ static int sse_fill(evs__sse_sub *sub, size_t want) {
         if (sub->pend.len >= want) break;
     }
     evs_reader_close(r);
-    atomic_fetch_add_explicit(&srv->m.deliveries_sse, delivered, memory_order_relaxed);
+    evs__count_add(&srv->m.deliveries_sse, delivered);
     return rc;
 }
 
@@ -128,51 +149,53 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
             evs__sb_printf(&sub->pend, ": heartbeat %llu\n\n", (unsigned long long)evs_head(srv->store));
             continue;
         }
-        pthread_mutex_lock(&srv->sub_mu);
+        pthread_mutex_lock(&srv->sse->mu);
         /* events arrived since the read (bounded: a reader must not spin) */
         int more = evs_head(srv->store) >= atomic_load(&sub->next);
         if (atomic_load(&srv->shutting) || (more && round < 64)) {
-            pthread_mutex_unlock(&srv->sub_mu);
+            pthread_mutex_unlock(&srv->sse->mu);
             continue;
         }
         /* Nothing to send: park the connection; the notifier resumes it. */
         sub->suspended = 1;
         MHD_suspend_connection(sub->conn);
-        pthread_mutex_unlock(&srv->sub_mu);
+        pthread_mutex_unlock(&srv->sse->mu);
         return 0;
     }
 }
 
 static void sse_free(void *cls) {
     evs__sse_sub *sub = cls;
-    evs__srv *srv = sub->srv;
-    pthread_mutex_lock(&srv->sub_mu);
+    evs__sse_hub *hub = sub->srv->sse;
+    pthread_mutex_lock(&hub->mu);
     if (sub->prev) sub->prev->nxt = sub->nxt;
-    else srv->sse_head = sub->nxt;
+    else hub->head = sub->nxt;
     if (sub->nxt) sub->nxt->prev = sub->prev;
-    pthread_mutex_unlock(&srv->sub_mu);
-    atomic_fetch_sub(&srv->sse_count, 1);
+    pthread_mutex_unlock(&hub->mu);
+    atomic_fetch_sub(&hub->count, 1);
     evs__live_filter_free(&sub->lf);
     evs__sb_free(&sub->pend);
     free(sub);
 }
 
-enum MHD_Result evs__route_subscribe(evs__srv *srv, struct MHD_Connection *c) {
-    const int R = EVS_R_SUBSCRIBE;
+enum MHD_Result evs__route_subscribe(evs__req *rq) {
+    evs__srv *srv = rq->srv;
+    struct MHD_Connection *c = rq->c;
+    evs__sse_hub *hub = srv->sse;
     enum MHD_Result mr = MHD_NO;
     evs__sse_sub *sub = calloc(1, sizeof *sub);
-    if (!sub) return evs__respond_error(srv, c, R, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+    if (!sub) return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
     sub->srv = srv;
     sub->conn = c;
-    if (evs__query_filter(srv, c, R, 1, &sub->lf, &mr)) goto fail;
+    if (evs__query_filter(rq, 1, &sub->lf, &mr)) goto fail;
     /* Start: Last-Event-ID (a reconnecting EventSource) wins over from=. */
     uint64_t start;
     const char *lei = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
-    const char *from = evs__query(c, "from");
+    const char *from = evs__query(rq, "from");
     if (lei && *lei) {
         uint64_t id;
         if (evs__parse_u64(lei, UINT64_MAX - 1, &id)) {
-            mr = evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
+            mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                     "Last-Event-ID \"%.40s\" is not a global position", lei);
             goto fail;
         }
@@ -182,7 +205,7 @@ enum MHD_Result evs__route_subscribe(evs__srv *srv, struct MHD_Connection *c) {
     } else {
         int rc = evs__parse_u64(from, UINT64_MAX - 1, &start);
         if (rc) {
-            mr = evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
+            mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                     "parameter from=%.40s is not \"now\" or a global position%s", from,
                                     rc == -2 ? " (negative)" : rc == -3 ? " (too large)" : "");
             goto fail;
@@ -196,23 +219,20 @@ enum MHD_Result evs__route_subscribe(evs__srv *srv, struct MHD_Connection *c) {
     struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 32 * 1024, sse_reader,
                                                                   sub, sse_free);
     if (!resp) {
-        mr = evs__respond_error(srv, c, R, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+        mr = evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
         goto fail;
     }
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
     MHD_add_response_header(resp, "X-Accel-Buffering", "no");
-    pthread_mutex_lock(&srv->sub_mu);
-    sub->nxt = srv->sse_head;
-    if (srv->sse_head) srv->sse_head->prev = sub;
-    srv->sse_head = sub;
-    pthread_mutex_unlock(&srv->sub_mu);
-    atomic_fetch_add(&srv->sse_count, 1);
+    pthread_mutex_lock(&hub->mu);
+    sub->nxt = hub->head;
+    if (hub->head) hub->head->prev = sub;
+    hub->head = sub;
+    pthread_mutex_unlock(&hub->mu);
+    atomic_fetch_add(&hub->count, 1);
     /* from here the response owns sub (sse_free) */
-    mr = MHD_queue_response(c, EVS_HTTP_OK, resp);
-    MHD_destroy_response(resp);
-    evs__metrics_count(srv, R, EVS_HTTP_OK);
-    return mr;
+    return evs__respond_queue(rq, EVS_HTTP_OK, resp);
 fail:
     evs__live_filter_free(&sub->lf);
     evs__sb_free(&sub->pend);
@@ -220,73 +240,64 @@ fail:
     return mr;
 }
 
-/* ---------------------------------------------------------------- notifier */
+/* ---------------------------------------------------------------- waking */
 
-/*
- * Resume suspended subscribers that have something to do: new events at or
- * below head, a heartbeat due, or shutdown (all = 1).  Flags are cleared
- * under the lock; the resumes happen after it, in batches.
- */
-static void sweep(evs__srv *srv, uint64_t head, int all) {
+void evs__sse_wake(evs__srv *srv, uint64_t head, int all) {
+    /* Flags are cleared under the lock; the resumes happen after it, in batches. */
+    evs__sse_hub *hub = srv->sse;
     struct MHD_Connection *batch[64];
+    if (!hub) return;
     for (;;) {
         size_t n = 0;
         int64_t now = evs__mono_ns();
         int64_t hb = (int64_t)srv->heartbeat_ms * 1000000;
-        pthread_mutex_lock(&srv->sub_mu);
+        pthread_mutex_lock(&hub->mu);
         if (atomic_load(&srv->shutting)) all = 1;
-        for (evs__sse_sub *s = srv->sse_head; s && n < 64; s = s->nxt) {
+        for (evs__sse_sub *s = hub->head; s && n < 64; s = s->nxt) {
             if (!s->suspended) continue;
             if (all || atomic_load(&s->next) <= head || now - atomic_load(&s->last_write_ns) >= hb) {
                 s->suspended = 0;
                 batch[n++] = s->conn;
             }
         }
-        pthread_mutex_unlock(&srv->sub_mu);
+        pthread_mutex_unlock(&hub->mu);
         for (size_t i = 0; i < n; i++) MHD_resume_connection(batch[i]);
         if (n < 64) return;
     }
 }
 
-void evs__sse_wake_all(evs__srv *srv) { sweep(srv, evs_head(srv->store), 1); }
+void evs__sse_wake_all(evs__srv *srv) { evs__sse_wake(srv, evs_head(srv->store), 1); }
 
-static void *notifier_main(void *arg) {
-    evs__srv *srv = arg;
-    uint64_t seen = evs_head(srv->store);
-    while (!atomic_load(&srv->notifier_stop)) {
-        uint64_t h = seen;
-        int rc = evs_wait_for(srv->store, seen + 1, NOTIFY_TICK_MS, &h);
-        if (rc != EVS_OK && rc != EVS_ETIMEDOUT) break;
-        if (h > seen) {
-            seen = h;
-            evs__ws_kick(srv);
-        }
-        sweep(srv, h, 0);
-    }
-    return NULL;
-}
+/* ------------------------------------------------------------- lifecycle */
 
-int evs__notifier_start(evs__srv *srv) {
-    if (pthread_create(&srv->notifier, NULL, notifier_main, srv)) return -1;
-    srv->notifier_started = 1;
+int evs__sse_start(evs__srv *srv) {
+    evs__sse_hub *hub = calloc(1, sizeof *hub);
+    if (!hub) return -1;
+    pthread_mutex_init(&hub->mu, NULL);
+    srv->sse = hub;
     return 0;
 }
 
-void evs__notifier_stop(evs__srv *srv) {
-    if (!srv->notifier_started) return;
-    atomic_store(&srv->notifier_stop, 1);
-    pthread_join(srv->notifier, NULL);
-    srv->notifier_started = 0;
+void evs__sse_free(evs__srv *srv) {
+    evs__sse_hub *hub = srv->sse;
+    if (!hub) return;
+    pthread_mutex_destroy(&hub->mu);
+    free(hub);
+    srv->sse = NULL;
 }
 
+long evs__sse_count(evs__srv *srv) { return srv->sse ? atomic_load(&srv->sse->count) : 0; }
+
 uint64_t evs__sse_max_lag(evs__srv *srv, uint64_t head) {
+    evs__sse_hub *hub = srv->sse;
     uint64_t worst = 0;
-    pthread_mutex_lock(&srv->sub_mu);
-    for (evs__sse_sub *s = srv->sse_head; s; s = s->nxt) {
+    if (!hub) return 0;
+    pthread_mutex_lock(&hub->mu);
+    for (evs__sse_sub *s = hub->head; s; s = s->nxt) {
         uint64_t nx = atomic_load(&s->next);
         uint64_t lag = head + 1 > nx ? head + 1 - nx : 0;
         if (lag > worst) worst = lag;
     }
-    pthread_mutex_unlock(&srv->sub_mu);
+    pthread_mutex_unlock(&hub->mu);
     return worst;
 }

@@ -23,7 +23,7 @@
  *           {"op":"acked","count":N}  {"op":"nacked","position":P,"attempt":A,"action":..}
  *           {"op":"error","error":"...","detail":...}  {"op":"shutdown"} then a close frame
  *
- * Group consumers (competing consumers, routes_bus.c) are members tied to
+ * Group consumers (competing consumers, consumers.c) are members tied to
  * the connection: closing it leaves the group, and its unacked deliveries
  * go to the other consumers.  The hub asks the group for work without
  * waiting (evs__gconn_next) whenever it looks at the client: after input
@@ -73,8 +73,10 @@
 #include <wslay/wslay.h>
 
 #include "core/event_json.h"
-#include "server/routes_bus.h"
-#include "server/srv.h"
+#include "server/consumers.h"
+#include "server/query.h"
+#include "server/sha1.h"
+#include "server/ws.h"
 
 #define WS_BLOCK_EVENTS 256                /* events read from the log per block */
 #define WS_BLOCK_BYTES ((size_t)64 << 10)  /* a block stops growing here */
@@ -86,6 +88,7 @@
 #define WS_MAX_ACKS 1000                   /* deliveries answered by one ack message */
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
+typedef struct evs__ws_hub evs__ws_hub;
 typedef struct ws_client ws_client;
 typedef struct ws_block ws_block;
 typedef struct ws_chain ws_chain;
@@ -334,7 +337,7 @@ static void on_consume(ws_client *cl, json_t *msg) {
         snprintf(name, sizeof name, "%s", json_string_value(c));
     }
     char why[512];
-    int rc = evs__gconn_join(cl->hub->srv, json_string_value(g), name, &cl->gc, why, sizeof why);
+    int rc = evs__gconn_join(cl->hub->srv->bus, json_string_value(g), name, &cl->gc, why, sizeof why);
     if (rc) {
         evs__sb d = {0};
         evs__sb_adds(&d, "{\"group\":");
@@ -504,7 +507,7 @@ static int client_pull(ws_client *cl) {
     send_text(cl, buf, len);
     free(buf);
     evs_delivery_free(d);
-    atomic_fetch_add_explicit(&cl->hub->srv->m.deliveries_ws, 1, memory_order_relaxed);
+    evs__count_add(&cl->hub->srv->m.deliveries_ws, 1);
     return 1;
 }
 
@@ -780,6 +783,23 @@ static int block_add(ws_block *b, const evs_event *ev) {
     }
 }
 
+/* Append one small text frame (at most 125 bytes: a `lost` notice). */
+static int block_add_text(ws_block *b, const char *text, size_t n) {
+    if (n > 125) n = 125;
+    if (b->cap - b->len < 2 + n) {
+        size_t ncap = b->len + 2 + n + WS_BLOCK_BYTES;
+        unsigned char *np = realloc(b->data, ncap);
+        if (!np) return evs__err(EVS_ENOMEM, "ws: out of memory");
+        b->data = np;
+        b->cap = ncap;
+    }
+    b->data[b->len] = 0x81; /* FIN, text */
+    b->data[b->len + 1] = (unsigned char)n;
+    memcpy(b->data + b->len + 2, text, n);
+    b->len += 2 + n;
+    return EVS_OK;
+}
+
 /* Read and render the block that starts at the client's `next`. */
 static int block_render(evs__ws_hub *hub, ws_client *cl, ws_block **out) {
     uint64_t from = atomic_load(&cl->next);
@@ -797,6 +817,16 @@ static int block_render(evs__ws_hub *hub, ws_client *cl, ws_block **out) {
             if (p > b->next) b->next = p;
             rc = EVS_OK;
             break;
+        }
+        if (rc == EVS_ELOST) { /* positions a repair removed: say so, then read on */
+            uint64_t a = 0, z = 0;
+            evs_reader_lost(r, &a, &z);
+            b->next = evs_reader_position(r);
+            char t[128];
+            int n = snprintf(t, sizeof t, "{\"op\":\"lost\",\"first\":%llu,\"last\":%llu}", (unsigned long long)a,
+                             (unsigned long long)z);
+            if ((rc = block_add_text(b, t, (size_t)n))) goto fail;
+            continue;
         }
         if (rc) goto fail;
         b->next = ev->global_position + 1;
@@ -842,7 +872,7 @@ static int client_feed(evs__ws_hub *hub, ws_client *cl) {
         return EVS_OK;
     }
     atomic_store(&cl->next, b->next);
-    if (b->nevents) atomic_fetch_add_explicit(&hub->srv->m.deliveries_ws, b->nevents, memory_order_relaxed);
+    if (b->nevents) evs__count_add(&hub->srv->m.deliveries_ws, b->nevents);
     if (b->len) {
         b->refs++;
         cl->blk = b;
@@ -1111,19 +1141,19 @@ static int has_token(const char *v, const char *token) {
     return 0;
 }
 
-enum MHD_Result evs__route_ws(evs__srv *srv, struct MHD_Connection *c) {
-    const int R = EVS_R_WS;
+enum MHD_Result evs__route_ws(evs__req *rq) {
+    struct MHD_Connection *c = rq->c;
     const char *up = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_UPGRADE);
     const char *conn = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONNECTION);
     const char *ver = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Version");
     const char *key = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Sec-WebSocket-Key");
     if (!up || !has_token(up, "websocket") || !conn || !has_token(conn, "upgrade"))
-        return evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
+        return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                   "/ws is a WebSocket endpoint: send Upgrade: websocket and Connection: Upgrade");
     if (!ver || strcmp(ver, "13") != 0)
-        return evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL, "Sec-WebSocket-Version must be 13");
+        return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "Sec-WebSocket-Version must be 13");
     if (!key || strlen(key) != 24)
-        return evs__respond_error(srv, c, R, EVS_HTTP_BAD_REQUEST, NULL,
+        return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                   "Sec-WebSocket-Key must be 16 bytes in base64");
     char buf[24 + sizeof WS_GUID];
     memcpy(buf, key, 24);
@@ -1132,14 +1162,11 @@ enum MHD_Result evs__route_ws(evs__srv *srv, struct MHD_Connection *c) {
     evs__sha1(buf, 24 + sizeof WS_GUID - 1, digest);
     char accept[32];
     evs__base64(digest, 20, accept);
-    struct MHD_Response *resp = MHD_create_response_for_upgrade(ws_upgraded, srv);
-    if (!resp) return evs__respond_error(srv, c, R, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+    struct MHD_Response *resp = MHD_create_response_for_upgrade(ws_upgraded, rq->srv);
+    if (!resp) return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
     MHD_add_response_header(resp, MHD_HTTP_HEADER_UPGRADE, "websocket");
     MHD_add_response_header(resp, "Sec-WebSocket-Accept", accept);
-    enum MHD_Result mr = MHD_queue_response(c, EVS_HTTP_SWITCHING, resp);
-    MHD_destroy_response(resp);
-    evs__metrics_count(srv, R, EVS_HTTP_SWITCHING);
-    return mr;
+    return evs__respond_queue(rq, EVS_HTTP_SWITCHING, resp);
 }
 
 int evs__ws_start(evs__srv *srv) {

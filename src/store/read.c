@@ -20,7 +20,7 @@
 #include <string.h>
 
 #include "core/core.h"
-#include "store/record.h"
+#include "log/record.h"
 #include "store/store_internal.h"
 
 enum { RD_STREAM, RD_SCAN, RD_INDEX };
@@ -63,6 +63,10 @@ struct evs_reader {
     int has_corr;
     evs_uuid corr;
     int64_t since, until;
+    /* lost ranges (see evs_reader_lost) */
+    uint64_t lost_first, lost_last;
+    int have_pend;                 /* RD_INDEX: a candidate held back while a lost range is reported */
+    uint64_t pend;
 };
 
 void evs_reader_close(evs_reader *r) {
@@ -125,6 +129,17 @@ static int load_frame(evs_reader *r, evs_lsn at, int exact) {
     if (rc == EVS_DONE && exact)
         return evs__err(EVS_ECORRUPT, "segment %08u.seg offset %u: no record where the index points (the log is "
                         "damaged there or ends early)", EVS_LSN_SEG(at), EVS_LSN_OFF(at));
+    if (rc == EVS_ECORRUPT && exact) {
+        /* the log may name the next segment, where it looked when the
+           record's bytes read as a clean end: name the record */
+        char b[96];
+        snprintf(b, sizeof b, "segment %08u.seg offset %u", EVS_LSN_SEG(at), EVS_LSN_OFF(at));
+        if (!strstr(evs_errmsg(), b)) {
+            char why[400];
+            snprintf(why, sizeof why, "%s", evs_errmsg());
+            return evs__err(EVS_ECORRUPT, "%s: no valid record where the index has one (%s)", b, why);
+        }
+    }
     if (rc) return rc;
     if (exact && r->fr.at != at)
         return evs__err(EVS_ECORRUPT, "segment %08u.seg offset %u: zero bytes where the index has a record; the log "
@@ -173,13 +188,35 @@ static int decode(evs_reader *r, uint32_t idx) {
     return EVS_OK;
 }
 
+/* EVS_ELOST for the range [first, last] of `what`, repaired at `at`. */
+static int lost_err(evs_reader *r, const char *what, uint64_t first, uint64_t last, int64_t at) {
+    char when[40];
+    evs_time_format(at, when);
+    r->lost_first = first;
+    r->lost_last = last;
+    return evs__err(EVS_ELOST, "%s %llu..%llu were lost: `evstore repair` removed them from a damaged log at %s",
+                    what, (unsigned long long)first, (unsigned long long)last, when);
+}
+
+/* The loaded frame is a LOST frame: report its range. */
+static int lost_frame(evs_reader *r) {
+    int64_t at = 0;
+    evs_lost_iter it = {0, 0};
+    evs_lost_stream e;
+    (void)evs__lost_next(r->fr.payload, r->fr.len, &it, &e, &at);
+    return lost_err(r, "global positions", r->fr.first_gpos, r->fr.first_gpos + r->fr.count - 1, at);
+}
+
 /* Decode global position g (must be <= head). */
 static int load_gpos(evs_reader *r, uint64_t g) {
     /* a forward scan usually wants the very next frame: follow the log, no index lookup */
     if (r->have_fr && g == r->fr.first_gpos + r->fr.count && r->fr.next < r->end) {
         int rc = load_frame(r, r->fr.next, 0);
-        if (rc) return rc;
-        if (r->fr.first_gpos == g) return decode(r, 0);
+        if (rc == EVS_OK && r->fr.first_gpos == g)
+            return (r->fr.flags & EVS_FRAME_LOST) ? lost_frame(r) : decode(r, 0);
+        if (rc && rc != EVS_ECORRUPT) return rc;
+        /* not the frame wanted, or damage the log may have found past a
+           segment's end: the index says where g's record is, and names it */
         r->have_fr = 0;
     }
     if (!(r->have_fr && g >= r->fr.first_gpos && g < r->fr.first_gpos + r->fr.count)) {
@@ -194,6 +231,7 @@ static int load_gpos(evs_reader *r, uint64_t g) {
         if (r->fr.first_gpos != first || r->fr.count != count)
             return evs__err(EVS_EINDEX, "index and log disagree at global position %llu", (unsigned long long)g);
     }
+    if (r->fr.flags & EVS_FRAME_LOST) return lost_frame(r);
     return decode(r, (uint32_t)(g - r->fr.first_gpos));
 }
 
@@ -224,6 +262,68 @@ int evs_read_stream(evs_store *s, const char *stream, uint64_t from, int directi
     return EVS_OK;
 }
 
+/*
+ * The stream cursor stands on a position a repair removed: report the run
+ * of lost positions from there (in the read's direction) and move past it.
+ */
+static int lost_run(evs_reader *r, evs_lsn lsn) {
+    int fwd = r->dir == EVS_FORWARD;
+    uint64_t first = r->next_spos, last = r->next_spos;
+    MDB_val k, v;
+    while (mdb_cursor_get(r->cur, &k, &v, fwd ? MDB_NEXT : MDB_PREV) == 0) {
+        if (k.mv_size != 16 || evs__get64be(k.mv_data) != r->sid || v.mv_size != 12 ||
+            evs__get32((uint8_t *)v.mv_data + 8) != EVS_IX_LOST)
+            break;
+        uint64_t sp = evs__get64be((uint8_t *)k.mv_data + 8);
+        if (sp != (fwd ? last + 1 : first - 1)) break;
+        if (fwd) last = sp;
+        else first = sp;
+    }
+    r->started = 0; /* the cursor went one too far: seek again next time */
+    r->next_spos = fwd ? last + 1 : first - 1;
+    r->position = r->next_spos;
+    int64_t at = 0;
+    if (load_frame(r, lsn, 1) == EVS_OK && (r->fr.flags & EVS_FRAME_LOST)) {
+        evs_lost_iter it = {0, 0};
+        evs_lost_stream e;
+        (void)evs__lost_next(r->fr.payload, r->fr.len, &it, &e, &at);
+    }
+    return lost_err(r, "stream positions", first, last, at);
+}
+
+/*
+ * A stream position the index does not hold, in a store a repair has
+ * touched: a repair that ran without the index could not say which streams
+ * the removed records held, so a stream may have holes.  Report the hole,
+ * up to the next position the index holds, as lost.
+ */
+static int lost_hole(evs_reader *r) {
+    int fwd = r->dir == EVS_FORWARD;
+    uint64_t first = r->next_spos, last = r->next_spos;
+    uint8_t kb[16];
+    evs__put64be(kb, r->sid);
+    evs__put64be(kb + 8, r->next_spos);
+    MDB_val k = {16, kb}, v;
+    int rc = mdb_cursor_get(r->cur, &k, &v, MDB_SET_RANGE);
+    if (fwd) {
+        if (rc == 0 && k.mv_size == 16 && evs__get64be(k.mv_data) == r->sid)
+            last = evs__get64be((uint8_t *)k.mv_data + 8) - 1;
+        else
+            last = r->version;
+    } else {
+        if (rc == 0) rc = mdb_cursor_get(r->cur, &k, &v, MDB_PREV);
+        else if (rc == MDB_NOTFOUND) rc = mdb_cursor_get(r->cur, &k, &v, MDB_LAST);
+        first = rc == 0 && k.mv_size == 16 && evs__get64be(k.mv_data) == r->sid
+                    ? evs__get64be((uint8_t *)k.mv_data + 8) + 1
+                    : 1;
+    }
+    if (last < first) last = first;
+    r->started = 0;
+    r->next_spos = fwd ? last + 1 : first - 1;
+    r->position = r->next_spos;
+    return lost_err(r, "stream positions", first, last, r->s->lost[r->s->nlost - 1].repaired_at);
+}
+
 static int next_stream(evs_reader *r, const evs_event **ev) {
     if (r->dir == EVS_FORWARD ? r->next_spos > r->version : r->next_spos == 0) return EVS_DONE;
     uint8_t kb[16];
@@ -234,12 +334,14 @@ static int next_stream(evs_reader *r, const evs_event **ev) {
     r->started = 1;
     if (rc == 0 && (k.mv_size != 16 || memcmp(k.mv_data, kb, 16) != 0 || v.mv_size != 12)) rc = MDB_NOTFOUND;
     if (rc) {
+        if (rc == MDB_NOTFOUND && r->s->nlost) return lost_hole(r);
         if (rc == MDB_NOTFOUND)
             return evs__err(EVS_EINDEX, "index is missing stream position %llu", (unsigned long long)r->next_spos);
         return evs__index_err(rc, "stream cursor");
     }
     evs_lsn lsn = evs__get64(v.mv_data);
     uint32_t idx = evs__get32((uint8_t *)v.mv_data + 8);
+    if (idx == EVS_IX_LOST) return lost_run(r, lsn);
     if ((rc = load_frame(r, lsn, 1))) return rc;
     if (idx >= r->fr.count) return evs__err(EVS_EINDEX, "index points past the events of a record");
     if ((rc = decode(r, idx))) return rc;
@@ -400,15 +502,44 @@ static int next_candidate(evs_reader *r, uint64_t *g) {
     return best ? dc_step(r, best) : EVS_OK;
 }
 
+/*
+ * A lost range between the reader's position and the next candidate g (0:
+ * none, the end of the log), in the read's direction; NULL if none.
+ */
+static const evs_lost_range *lost_before(const evs_reader *r, uint64_t g) {
+    const evs_store *s = r->s;
+    if (r->dir == EVS_FORWARD) {
+        uint64_t lim = g ? g : r->head + 1;
+        for (size_t i = 0; i < s->nlost; i++)
+            if (s->lost[i].last >= r->gpos && s->lost[i].first < lim && s->lost[i].first <= r->head)
+                return &s->lost[i];
+    } else {
+        for (size_t i = s->nlost; i-- > 0;)
+            if (s->lost[i].first <= r->gpos && s->lost[i].last > g && r->gpos >= 1) return &s->lost[i];
+    }
+    return NULL;
+}
+
 static int next_all(evs_reader *r, const evs_event **ev) {
     int rc;
     for (;;) {
         uint64_t g;
         if (r->exhausted) return EVS_DONE;
         if (r->kind == RD_INDEX) {
-            if (r->gpos < 1 || r->gpos > r->head) g = 0;
+            if (r->have_pend) g = r->pend, r->have_pend = 0;
+            else if (r->gpos < 1 || r->gpos > r->head) g = 0;
             else if ((rc = next_candidate(r, &g))) return rc;
             if (g && g > r->head) g = 0;
+            /* the index cannot say whether lost events would have matched:
+               report every lost range before the next candidate */
+            const evs_lost_range *L = lost_before(r, g);
+            if (L) {
+                r->pend = g;
+                r->have_pend = 1;
+                r->gpos = r->dir == EVS_FORWARD ? L->last + 1 : L->first - 1;
+                r->position = r->gpos;
+                return lost_err(r, "global positions", L->first, L->last, L->repaired_at);
+            }
         } else {
             g = (r->gpos >= 1 && r->gpos <= r->head) ? r->gpos : 0;
         }
@@ -417,7 +548,13 @@ static int next_all(evs_reader *r, const evs_event **ev) {
             r->position = r->dir == EVS_FORWARD ? r->head + 1 : 0;
             return EVS_DONE;
         }
-        if ((rc = load_gpos(r, g))) return rc;
+        if ((rc = load_gpos(r, g))) {
+            if (rc == EVS_ELOST) {
+                r->gpos = r->dir == EVS_FORWARD ? r->lost_last + 1 : r->lost_first - 1;
+                r->position = r->gpos;
+            }
+            return rc;
+        }
         r->gpos = r->dir == EVS_FORWARD ? g + 1 : g - 1;
         r->position = r->gpos;
         /* recorded_at grows with the position: once past the range, stop */
@@ -448,6 +585,14 @@ int evs_reader_next(evs_reader *r, const evs_event **ev) {
 }
 
 uint64_t evs_reader_position(const evs_reader *r) { return r ? r->position : 0; }
+
+int evs_reader_lost(const evs_reader *r, uint64_t *first, uint64_t *last) {
+    if (!r || !first || !last) return evs__err(EVS_EINVAL, "reader_lost: NULL argument");
+    if (!r->lost_last) return evs__err(EVS_ENOTFOUND, "reader_lost: this reader has reported no lost range");
+    *first = r->lost_first;
+    *last = r->lost_last;
+    return EVS_OK;
+}
 
 /* ------------------------------------------------------- stream info */
 
@@ -520,11 +665,26 @@ int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_st
 
 /* ------------------------------------------------------------- check */
 
+/*
+ * check walks the log (evs__log_check) and, in the same order, the index's
+ * `records`: every valid frame must be the index's record at that position
+ * and location, every index record must be a valid frame (an index ahead of
+ * the log is an error, not "ok"), and every event must be found through
+ * event_ids and stream_ev where it is.  Counts then show that the index
+ * holds nothing else.
+ */
 typedef struct check_ctx {
     evs_store *s;
     MDB_txn *txn;
-    MDB_cursor *rec;
+    MDB_cursor *rec, *sev;
     evs_check_report *rep;
+    int rec_more;              /* rec stands on the next index record to match */
+    MDB_val rk, rv;
+    uint64_t ix_events, lost_positions;
+    /* the stream of the last record seen: its id */
+    char last_stream[EVS_MAX_STREAM_NAME + 1];
+    size_t last_len;
+    uint64_t last_sid;
 } check_ctx;
 
 static void check_error(check_ctx *c, const evs_frame *f, const char *what) {
@@ -534,17 +694,78 @@ static void check_error(check_ctx *c, const evs_frame *f, const char *what) {
                  (unsigned long long)f->first_gpos, what);
 }
 
+static void check_error_ix(check_ctx *c, uint64_t gpos, evs_lsn lsn, const char *what) {
+    if (c->rep->errors++ == 0)
+        snprintf(c->rep->first_error, sizeof c->rep->first_error,
+                 "index record at global position %llu (segment %08u.seg offset %u): %s", (unsigned long long)gpos,
+                 EVS_LSN_SEG(lsn), EVS_LSN_OFF(lsn), what);
+}
+
+/* Report index records before global position g that no valid frame matched. */
+static int check_ix_upto(check_ctx *c, uint64_t g) {
+    while (c->rec_more && c->rk.mv_size == 8 && evs__get64be(c->rk.mv_data) < g) {
+        uint64_t first = evs__get64be(c->rk.mv_data);
+        evs_lsn lsn = c->rv.mv_size == 12 ? evs__get64(c->rv.mv_data) : 0;
+        check_error_ix(c, first, lsn, "no valid record of the log is there (the log is damaged, or ends before the "
+                                      "index's head)");
+        int rc = mdb_cursor_get(c->rec, &c->rk, &c->rv, MDB_NEXT);
+        if (rc == MDB_NOTFOUND) c->rec_more = 0;
+        else if (rc) return evs__index_err(rc, "check records");
+    }
+    return EVS_OK;
+}
+
+static uint64_t check_sid(check_ctx *c, const char *name, size_t len) {
+    if (len == c->last_len && !memcmp(name, c->last_stream, len)) return c->last_sid;
+    evs_ix_stream st;
+    if (evs__index_stream_get(&c->s->ix, c->txn, name, len, &st)) return 0;
+    memcpy(c->last_stream, name, len);
+    c->last_len = len;
+    c->last_sid = st.id;
+    return st.id;
+}
+
+/* Does stream_ev say (sid, spos) -> (lsn, idx)? */
+static int check_sev(check_ctx *c, uint64_t sid, uint64_t spos, evs_lsn lsn, uint32_t idx) {
+    uint8_t kb[16];
+    evs__put64be(kb, sid);
+    evs__put64be(kb + 8, spos);
+    MDB_val k = {16, kb}, v;
+    if (mdb_get(c->txn, c->s->ix.stream_ev, &k, &v) || v.mv_size != 12) return 0;
+    return evs__get64(v.mv_data) == lsn && evs__get32((uint8_t *)v.mv_data + 8) == idx;
+}
+
 static int check_frame(void *arg, const evs_frame *f) {
     check_ctx *c = arg;
-    uint64_t first;
-    evs_lsn lsn;
-    uint32_t count;
-    int rc = evs__index_find_record(&c->s->ix, c->rec, f->first_gpos, &first, &lsn, &count);
-    if (rc == EVS_ENOTFOUND || (!rc && (first != f->first_gpos || lsn != f->at || count != f->count))) {
+    int rc = check_ix_upto(c, f->first_gpos);
+    if (rc) return rc;
+    if (!c->rec_more || evs__get64be(c->rk.mv_data) != f->first_gpos || c->rv.mv_size != 12 ||
+        evs__get64(c->rv.mv_data) != f->at || evs__get32((uint8_t *)c->rv.mv_data + 8) != f->count) {
         check_error(c, f, "record missing from or different in the index");
         return 0;
     }
-    if (rc) return rc;
+    if ((rc = mdb_cursor_get(c->rec, &c->rk, &c->rv, MDB_NEXT)) == MDB_NOTFOUND) c->rec_more = 0;
+    else if (rc) return evs__index_err(rc, "check records");
+    if (f->flags & EVS_FRAME_LOST) {
+        c->rep->lost_events += f->count;
+        evs_lost_iter it = {0, 0};
+        evs_lost_stream e;
+        while ((rc = evs__lost_next(f->payload, f->len, &it, &e, NULL)) == EVS_OK) {
+            uint64_t sid = check_sid(c, e.stream, e.stream_len);
+            for (uint32_t i = 0; i < e.count; i++)
+                if (!sid || !check_sev(c, sid, e.first + i, f->at, EVS_IX_LOST)) {
+                    check_error(c, f, "a stream position this repair record keeps is missing from the index");
+                    return 0;
+                }
+            c->lost_positions += e.count;
+        }
+        if (rc != EVS_DONE) check_error(c, f, "malformed repair record inside a frame whose checksum verifies");
+        return 0;
+    }
+    const char *name;
+    size_t nlen;
+    uint64_t sid = 0;
+    if (evs__record_stream(f->payload, f->len, &name, &nlen) == EVS_OK) sid = check_sid(c, name, nlen);
     size_t off = evs__record_first_event(f->payload, f->len);
     for (uint32_t i = 0; i < f->count; i++) {
         evs_event ev;
@@ -553,13 +774,18 @@ static int check_frame(void *arg, const evs_frame *f) {
             check_error(c, f, "malformed event inside a record whose checksum verifies");
             return 0;
         }
-        uint64_t g, sid, sp;
-        rc = evs__index_event_id_get(&c->s->ix, c->txn, &ev.event_id, &g, &sid, &sp);
+        uint64_t g, esid, sp;
+        rc = evs__index_event_id_get(&c->s->ix, c->txn, &ev.event_id, &g, &esid, &sp);
         if (rc == EVS_ENOTFOUND || (!rc && (g != ev.global_position || sp != ev.stream_position))) {
             check_error(c, f, "event id missing from or different in the index");
             return 0;
         }
         if (rc) return rc;
+        if (!sid || esid != sid || !check_sev(c, sid, ev.stream_position, f->at, i)) {
+            check_error(c, f, "stream position missing from or different in the index");
+            return 0;
+        }
+        c->ix_events++;
         off = next;
     }
     return 0;
@@ -568,22 +794,47 @@ static int check_frame(void *arg, const evs_frame *f) {
 int evs_store_check(evs_store *s, evs_check_report *rep) {
     if (!s || !s->dir || !rep) return evs__err(EVS_EINVAL, "check: store not open or report is NULL");
     memset(rep, 0, sizeof *rep);
-    check_ctx c = {s, NULL, NULL, rep};
+    check_ctx c;
+    memset(&c, 0, sizeof c);
+    c.s = s;
+    c.rep = rep;
     int rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &c.txn);
     if (rc) return evs__index_err(rc, "begin check");
     if ((rc = mdb_cursor_open(c.txn, s->ix.records, &c.rec))) {
         mdb_txn_abort(c.txn);
         return evs__index_err(rc, "open cursor");
     }
+    rc = mdb_cursor_get(c.rec, &c.rk, &c.rv, MDB_FIRST);
+    c.rec_more = rc == 0;
+    evs_lsn ck = 0;
+    uint64_t ck_next = 1;
+    if (evs__index_checkpoint_get(&s->ix, c.txn, &ck, &ck_next)) ck_next = 1;
+    rep->index_head = ck_next - 1;
     evs_log_check lc;
     memset(&lc, 0, sizeof lc);
     rc = evs__log_check(s->log, check_frame, &c, &lc);
+    if (!rc) rc = check_ix_upto(&c, UINT64_MAX); /* index records past the log's valid end */
+    if (!rc) {
+        /* the index holds nothing but what the walk matched */
+        MDB_stat st;
+        if (!mdb_stat(c.txn, s->ix.event_ids, &st) && st.ms_entries != c.ix_events && !lc.errors)
+            check_error_ix(&c, 0, 0, "event_ids holds entries for events the log does not have");
+        if (!mdb_stat(c.txn, s->ix.stream_ev, &st) && st.ms_entries != c.ix_events + c.lost_positions &&
+            !lc.errors)
+            check_error_ix(&c, 0, 0, "stream_ev holds entries for events the log does not have");
+    }
     mdb_cursor_close(c.rec);
     mdb_txn_abort(c.txn);
     if (rc) return rc;
     rep->records = lc.frames;
     rep->events = lc.events;
     rep->segments = lc.segments;
+    if (lc.events != rep->index_head && rep->errors == 0 && lc.errors == 0) {
+        rep->errors++;
+        snprintf(rep->first_error, sizeof rep->first_error,
+                 "the index's head is global position %llu, but the log's valid records end at %llu",
+                 (unsigned long long)rep->index_head, (unsigned long long)lc.events);
+    }
     if (lc.errors) { /* log damage first: it is what a user must act on */
         snprintf(rep->first_error, sizeof rep->first_error, "%s", lc.first_error);
         rep->errors += lc.errors;

@@ -46,7 +46,7 @@
 
 #include "core/core.h"
 #include "core/json.h"
-#include "store/record.h"
+#include "log/record.h"
 #include "store/store_internal.h"
 
 #define EVS_BATCH_MAX_REQS 4096
@@ -723,7 +723,7 @@ static int state_put(evs_store *s, int clean) {
  * the machine has restarted since (its unsynced index pages may be torn);
  * *clean when it closed cleanly (log and index synced at close).
  */
-static void index_state(evs_store *s, int *untrusted, int *clean) {
+void evs__store_index_state(evs_store *s, int *untrusted, int *clean) {
     MDB_txn *txn;
     *untrusted = 0;
     *clean = 0;
@@ -743,7 +743,7 @@ static void index_state(evs_store *s, int *untrusted, int *clean) {
     mdb_txn_abort(txn);
 }
 
-static int lock_dir(evs_store *s) {
+int evs__store_lock_dir(evs_store *s) {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/LOCK", s->dir);
     int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -785,6 +785,13 @@ static int reindex(evs_store *s, evs_lsn from, uint64_t *frames_out) {
                 break;
             }
             if (rc) goto fail;
+            if (f.flags & EVS_FRAME_LOST) {
+                if ((rc = evs__index_add_lost(&s->ix, txn, f.payload, f.len, f.first_gpos, f.count, f.at))) goto fail;
+                next_gpos = f.first_gpos + f.count;
+                at = f.next;
+                frames++;
+                continue;
+            }
             const char *name;
             size_t nlen;
             if (evs__record_stream(f.payload, f.len, &name, &nlen)) {
@@ -823,13 +830,31 @@ static void report_add(evs_store *s, const char *text) {
 /*
  * Tear down an opened (or half-opened) store and leave the handle unopened.
  * clean: sync the log and the index and mark the close clean, so the next
- * open trusts the checkpoint instead of re-verifying the tail.
+ * open trusts the checkpoint instead of re-verifying the tail.  Returns
+ * what stood in the way of a clean close (the message survives the
+ * teardown): in batch and none durability the final sync is the only one
+ * that makes the last acknowledged appends durable, so its failure is the
+ * caller's to know.
  */
-static void store_teardown(evs_store *s, int clean) {
+int evs__store_teardown(evs_store *s, int clean) {
+    int rc = EVS_OK, failed, mrc;
+    char msg[768] = "";
     if (!s->readonly) quiesce(s);
-    if (clean && !s->readonly && !atomic_load(&s->failed) && evs__log_sync(s->log) == EVS_OK &&
-        mdb_env_sync(s->ix.env, 1) == 0)
-        state_put(s, 1);
+    if (clean && !s->readonly) {
+        if ((failed = atomic_load(&s->failed)))
+            rc = evs__err(EVS_EFAILED, "close: nothing was synced, the store had failed earlier (%s); appends "
+                                       "acknowledged since the last successful sync may not be on disk", failed_msg(s));
+        else if (evs__log_sync(s->log))
+            rc = evs__err_prefix(EVS_EIO, "close: the final sync of the log failed, appends acknowledged since the "
+                                          "last successful sync may not be on disk: ");
+        else if ((mrc = mdb_env_sync(s->ix.env, 1)))
+            rc = evs__err(EVS_EIO, "close: the final sync of the index failed: %s (the next open checks the log's "
+                                   "tail again)", mdb_strerror(mrc));
+        else if (state_put(s, 1))
+            rc = evs__err_prefix(EVS_EIO, "close: the store could not be marked closed cleanly (the next open "
+                                          "checks the log's tail again): ");
+        snprintf(msg, sizeof msg, "%s", rc ? evs_errmsg() : "");
+    }
     evs__log_close(s->log);
     s->log = NULL;
     evs__index_close(&s->ix);
@@ -841,6 +866,10 @@ static void store_teardown(evs_store *s, int clean) {
     pthread_cond_destroy(&s->head_cv);
     free(s->dir);
     s->dir = NULL;
+    free(s->lost);
+    s->lost = NULL;
+    s->nlost = 0;
+    return rc ? evs__err(rc, "%s", msg) : EVS_OK;
 }
 
 int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
@@ -860,6 +889,11 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     snprintf(path, sizeof path, "%s/log", dir);
     if (!(flags & EVS_OPEN_CREATE) && stat(path, &sb) != 0)
         return evs__err(EVS_ENOTFOUND, "no store at %s (no log/ directory)", dir);
+    char rpath[PATH_MAX];
+    snprintf(rpath, sizeof rpath, "%s/" EVS_REPAIRING_FILE, dir);
+    if (!s->repairing && stat(rpath, &sb) == 0)
+        return evs__err(EVS_ECORRUPT, "a repair of store %s was interrupted (%s exists); run `evstore repair -d %s` "
+                        "again to finish it", dir, rpath, dir);
     if (!(s->dir = strdup(dir))) return evs__err(EVS_ENOMEM, "out of memory");
     s->report[0] = 0;
     s->closing = 0;
@@ -868,7 +902,7 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     pthread_cond_init(&s->syncer_cv, NULL);
     pthread_cond_init(&s->idle_cv, NULL);
     pthread_cond_init(&s->head_cv, NULL);
-    if (!s->readonly && (rc = lock_dir(s))) goto fail;
+    if (!s->readonly && (rc = evs__store_lock_dir(s))) goto fail;
     if (!s->readonly && mkdir(path, 0755) != 0 && errno != EEXIST) {
         rc = evs__err_errno(-errno, "cannot create %s", path);
         goto fail;
@@ -880,7 +914,7 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     evs_lsn from = 0;
     uint64_t from_gpos = 1;
     int untrusted = 0, clean = 0;
-    if (!s->readonly) index_state(s, &untrusted, &clean);
+    if (!s->readonly) evs__store_index_state(s, &untrusted, &clean);
     if (untrusted) {
         rebuild = 1;
         report_add(s, "index rebuilt from the log: the last session did not close cleanly before a system restart");
@@ -896,18 +930,39 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
         if (rc) goto fail;
     }
     if (rebuild && (rc = evs__index_clear(&s->ix))) goto fail;
-    evs_log_config cfg = {s->io, s->segment_size, s->readonly, clean && !rebuild};
+    /* The index's checkpoint is a floor: every event below it was
+       acknowledged (the index commits after the log's write and sync), so
+       a log that does not verify up to it is damaged, never torn.  Only an
+       index that cannot be trusted (rebuilt above) gives no floor. */
+    evs_log_config cfg = {.io = s->io,
+                          .segment_size = s->segment_size,
+                          .readonly = s->readonly,
+                          .from_is_durable = clean && !rebuild,
+                          .from_is_floor = !s->readonly && !rebuild};
     evs_log_recovery rec;
     memset(&rec, 0, sizeof rec);
     rc = evs__log_open(dir, &cfg, from, from_gpos, &s->log, &rec);
+    if (rc == EVS_ECORRUPT && cfg.from_is_floor) {
+        char why[600];
+        snprintf(why, sizeof why, "%s", evs_errmsg());
+        rc = evs__err(EVS_ECORRUPT, "store %s is damaged: %s.  The index holds acknowledged events up to global "
+                      "position %llu: this is damage, not a torn write, and nothing was changed.  `evstore "
+                      "check -d %s` lists the damage; `evstore repair -d %s --dry-run` shows which events a repair "
+                      "would drop", dir, why, (unsigned long long)(from_gpos - 1), dir, dir);
+        goto fail;
+    }
     if (rc == EVS_EINDEX && s->readonly) {
         /* a reader cannot repair: read what verifies, and say so */
         cfg.from_is_durable = 0;
         memset(&rec, 0, sizeof rec);
         rc = evs__log_open(dir, &cfg, 0, 1, &s->log, &rec);
-        if (!rc)
-            report_add(s, "the index is ahead of the log (a torn tail was not yet repaired); reads past the "
-                          "log's valid end fail until the store is opened for writing");
+        if (!rc) {
+            char b[160];
+            snprintf(b, sizeof b, "the log's valid records end at global position %llu, below the index's head %llu "
+                     "(damaged, or a crashed writer's tail not yet recovered)",
+                     (unsigned long long)(evs__log_next_gpos(s->log) - 1), (unsigned long long)(from_gpos - 1));
+            report_add(s, b);
+        }
     } else if (rc == EVS_EINDEX) {
         report_add(s, "index rebuilt from the log: its checkpoint lay beyond the log's valid end");
         if ((rc = evs__index_clear(&s->ix))) goto fail;
@@ -927,6 +982,16 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
         }
         if ((rc = state_put(s, 0))) goto fail;
     }
+    {
+        MDB_txn *txn;
+        if ((rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn))) {
+            rc = evs__index_err(rc, "begin");
+            goto fail;
+        }
+        rc = evs__index_lost_load(&s->ix, txn, &s->lost, &s->nlost);
+        mdb_txn_abort(txn);
+        if (rc) goto fail;
+    }
     atomic_store(&s->head, evs__log_next_gpos(s->log) - 1);
     atomic_store(&s->pub_end, evs__log_end(s->log));
     s->last_sync_ns = evs__mono_ns();
@@ -942,16 +1007,18 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
 fail:;
     char msg[1024];
     snprintf(msg, sizeof msg, "%s", evs_errmsg());
-    store_teardown(s, 0);
+    evs__store_teardown(s, 0);
     return evs__err(rc, "%s", msg);
 }
 
 const char *evs_store_recovery_report(const evs_store *s) { return s ? s->report : ""; }
 
-void evs_store_close(evs_store *s) {
-    if (!s) return;
-    if (s->dir) store_teardown(s, 1);
+int evs_store_close(evs_store *s) {
+    int rc = EVS_OK;
+    if (!s) return EVS_OK;
+    if (s->dir) rc = evs__store_teardown(s, 1);
     free(s);
+    return rc;
 }
 
 /* ------------------------------------------------------- head and stats */
@@ -1061,6 +1128,6 @@ int evs_store_get_stats(evs_store *s, evs_store_stats *out) {
 void evs__store_abandon(evs_store *s);
 void evs__store_abandon(evs_store *s) {
     if (!s) return;
-    if (s->dir) store_teardown(s, 0);
+    if (s->dir) evs__store_teardown(s, 0);
     free(s);
 }

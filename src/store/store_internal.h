@@ -31,6 +31,11 @@ struct evs_store {
     evs_log *log;
     evs_index ix;
     char report[1024];
+    /* ranges a repair removed (index `lost`), fixed while open; readers
+       report them.  Loaded at open. */
+    evs_lost_range *lost;
+    size_t nlost;
+    int repairing;                /* evs_store_repair's own open: REPAIRING is expected */
 
     /* published by the writer after each commit; read by everyone */
     _Atomic uint64_t head;        /* last global position */
@@ -60,6 +65,17 @@ struct evs_store {
     _Atomic uint64_t st_sync_hist[EVS_SYNC_BUCKETS + 1], st_sync_ns;
     _Atomic uint64_t st_batch_hist[EVS_BATCH_BUCKETS + 1];
 };
+
+/* Present while `evstore repair` changes a store: open refuses the store
+   until a repair finishes (src/store/repair.c). */
+#define EVS_REPAIRING_FILE "REPAIRING"
+
+/* Take DIR/LOCK for s->dir (EVS_ELOCKED when another process holds it). */
+int evs__store_lock_dir(evs_store *s);
+/* Close an open store but keep the handle (clean: sync and mark the close clean). */
+int evs__store_teardown(evs_store *s, int clean);
+/* What the last session left in the index (see store.c). */
+void evs__store_index_state(evs_store *s, int *untrusted, int *clean);
 
 /* Validate a stream name; message names the problem. */
 int evs__check_stream_name(const evs_store *s, const char *stream, size_t *len_out);

@@ -1,64 +1,68 @@
 /*
- * test_corruption.c — proves that damage to the log on disk is either
- * repaired by recovery (a torn tail) or reported as corruption (damage in the
- * middle), and that no read ever returns bytes other than those appended.
+ * test_corruption.c — damage to the log on disk never drops or renumbers an
+ * acknowledged event in silence, and damaged bytes are never served.
  *
- * A store of a few thousand events over 64 KiB segments is built once and
- * closed.  Every event's stream, stream position, id and data are functions
- * of its global position, so any read can be checked exactly.  The test
- * parses the segments itself, following the format documented at the top of
- * src/log/log.c (64-byte segment header; frames of a 32-byte header, payload
- * and zero padding to 8 bytes), to aim damage at chosen records.  Each trial
- * damages a fresh copy of the store:
- *   (a) tail cut: the last segment's data is zeroed from a random offset to
- *       the end of its written region; or the file is cut with truncate(2)
- *       to a random length;
- *   (b) a random byte of the last record is flipped;
- *   (c) a random byte is flipped in each of k (1..4) middle records;
- *   (d) a 4 KiB page in the middle of an earlier segment is zeroed;
- *   (e) directed: the header of one middle record is zeroed, so the log's
- *       "no more frames here" marker appears where the index says a record is
- *       (chosen so that another stream's record at the same stream position
- *       opens the next segment); and the first record of a segment damaged
- *       with the index removed;
- *   (f) directed: two adjacent middle records are damaged.
- * Expectations:
- *   (a)/(b) open succeeds; the recovery report says what was cut; every
- *       event before the damage reads back intact; nothing after it is
- *       returned; the stream versions agree; evs_store_check passes; and an
- *       append continues at the next global position.
- *   (c)-(f) open fails with EVS_ECORRUPT naming the segment and offset of
- *       the first damaged record (always so when the index is removed, which
- *       makes open verify the whole log), or open succeeds because the
- *       damage lies below the index checkpoint: then every read of a damaged
- *       event ($all and stream reads) fails with EVS_ECORRUPT naming that
- *       record's segment and offset, every other event reads back intact,
- *       and evs_store_check reports EVS_ECORRUPT with at least one error per
- *       damaged record and the first damaged record's segment and offset.
- * Only bytes a record's checksum covers are damaged (its 32-byte header and
- * payload, not its zero padding).  EVS_CORRUPTION_TRIALS scales the number
- * of random trials (default 16 per kind); EVS_SEED repeats a run.
+ * Two base stores of the same content are built: one closed cleanly, one
+ * whose writer was killed with SIGKILL right after its last append was
+ * acknowledged.  Every event's stream, stream position, id and data are
+ * functions of its global position, so any read can be checked exactly.
+ * The test parses the segments itself (the format at the top of
+ * src/log/log.c) to aim damage at chosen records.  Each trial damages a
+ * fresh copy of a base store:
+ *   - a single byte of one record flipped (every record of both bases, the
+ *     last one included, plus random ones);
+ *   - a range zeroed, from inside one record over up to several records,
+ *     across segment ends too (every record of both bases as the start);
+ *   - the last segment truncated;
+ *   - some trials with the index removed as well.
+ * and then asserts one thing per trial, the invariant:
+ *   no acknowledged event is lost without open failing or `repair` naming
+ *   it, no position is reused, and damaged data is never served.
+ * In detail:
+ *   1. open either fails with EVS_ECORRUPT naming the segment and offset of
+ *      a damaged record and changing no byte of the log, or succeeds with
+ *      the head unchanged; then every read of a damaged event fails with
+ *      EVS_ECORRUPT naming its record, every other event reads back exactly,
+ *      and evs_store_check reports the damage;
+ *   2. a dry-run repair names exactly the damaged records' events (position,
+ *      stream, stream position, id) and changes nothing;
+ *   3. repair names them again, the head stays where it was;
+ *   4. the repaired store opens; reads report the removed positions as lost
+ *      (EVS_ELOST) and return every other event exactly; stream versions
+ *      are unchanged; check passes and counts the lost events; an append
+ *      takes the next global position and the next stream position.
+ * With the index removed (the floor deleted by hand) the log's own
+ * evidence is all there is: damage followed by a valid record still fails
+ * open, the repair names positions only, and global positions are still
+ * never reused.  Some repairs are interrupted by an injected write failure:
+ * open then refuses the store until a second repair finishes.
+ *
+ * EVS_CORRUPTION_STRIDE visits every Nth record in the sweeps (default 1;
+ * the sanitizer runs use a larger one), EVS_CORRUPTION_TRIALS the random
+ * trials per kind, EVS_SEED repeats a run.
  */
 #include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <sys/wait.h>
 #include <time.h>
 
+#include "io/io_fault.h"
+#include "store/store_testing.h"
 #include "testutil.h"
 
 #define SEGSZ (64 * 1024)
-#define NSTREAMS 11
-#define TARGET_EVENTS 2500
-#define PAGE 4096
+#define NSTREAMS 7
+#define TARGET_EVENTS 700
 #define SEG_HDR 64
 #define FRAME_HDR 32
 
 /* ------------------------------------------------------------ the content */
 
-static uint64_t total;                 /* events in the base store */
+static uint64_t total;                 /* events in a base store */
 static int *g_stream;                  /* [g] stream index */
 static uint64_t *g_spos;               /* [g] stream position */
-static uint64_t *s_gpos[NSTREAMS];     /* [k][p] global position of stream k's position p */
 static uint64_t s_count[NSTREAMS];
 
 static uint64_t mix(uint64_t z) {
@@ -106,6 +110,13 @@ static int event_is(const evs_event *ev, uint64_t g) {
            !memcmp(ev->data, data, dl) && ev->event_type_len == 4 && !memcmp(ev->event_type, "Cx", 2);
 }
 
+/* The global position of stream k's position q (0 if none). */
+static uint64_t gpos_of(int k, uint64_t q) {
+    for (uint64_t g = 1; g <= total; g++)
+        if (g_stream[g] == k && g_spos[g] == q) return g;
+    return 0;
+}
+
 /* ------------------------------------------------------- the log, parsed */
 
 typedef struct frame {
@@ -114,11 +125,15 @@ typedef struct frame {
     uint32_t count;
 } frame;
 
-static frame *frames;
-static size_t nframes;
-static uint64_t *g_frame;              /* [g] index into frames */
-static uint32_t nsegs;                 /* segment files */
-static uint8_t **seg_bytes;            /* [seg] the base store's segment contents */
+typedef struct base {
+    const char *label;
+    char dir[4096];
+    frame *frames;
+    size_t nframes;
+    uint32_t nsegs;
+    uint8_t **seg;         /* [no] segment bytes */
+    size_t *seg_len;
+} base;
 
 static uint32_t get32(const uint8_t *p) {
     uint32_t v;
@@ -151,35 +166,37 @@ static uint8_t *read_file(const char *path, size_t *len) {
     return b;
 }
 
-/* Walk the frames of every segment of dir per log.c's documented format. */
-static void parse_log(const char *dir) {
+/* Walk the frames of every segment per log.c's documented format. */
+static void parse_log(base *b) {
     size_t cap = 1024;
-    frames = calloc(cap, sizeof *frames);
-    seg_bytes = calloc(100000, sizeof *seg_bytes);
+    b->frames = calloc(cap, sizeof *b->frames);
+    b->seg = calloc(1000, sizeof *b->seg);
+    b->seg_len = calloc(1000, sizeof *b->seg_len);
     uint64_t expect = 1;
-    for (uint32_t s = 1;; s++) {
+    for (uint32_t s = 1; s < 1000; s++) {
         size_t len;
-        uint8_t *b = read_file(path_of(dir, s), &len);
-        if (!b) break;
-        nsegs = s;
-        seg_bytes[s] = b;
-        if (len != SEGSZ || memcmp(b, "EVSLOG01", 8) != 0) {
-            fprintf(stderr, "segment %u: unexpected size %zu or magic\n", s, len);
+        uint8_t *d = read_file(path_of(b->dir, s), &len);
+        if (!d) break;
+        b->nsegs = s;
+        b->seg[s] = d;
+        b->seg_len[s] = len;
+        if (memcmp(d, "EVSLOG01", 8) != 0) {
+            fprintf(stderr, "%s segment %u: bad magic\n", b->label, s);
             exit(2);
         }
         for (size_t off = SEG_HDR; off + FRAME_HDR <= len;) {
-            uint32_t l = get32(b + off);
+            uint32_t l = get32(d + off);
             if (l == 0) break;
-            if (nframes == cap) frames = realloc(frames, (cap *= 2) * sizeof *frames);
-            frame *f = &frames[nframes++];
+            if (b->nframes == cap) b->frames = realloc(b->frames, (cap *= 2) * sizeof *b->frames);
+            frame *f = &b->frames[b->nframes++];
             f->seg = s;
             f->off = (uint32_t)off;
             f->len = l;
             f->size = FRAME_HDR + ((l + 7) & ~7u);
-            f->gpos = get64(b + off + 8);
-            f->count = get32(b + off + 16);
+            f->gpos = get64(d + off + 8);
+            f->count = get32(d + off + 16);
             if (f->gpos != expect) {
-                fprintf(stderr, "segment %u offset %zu: frame at gpos %llu, expected %llu\n", s, off,
+                fprintf(stderr, "%s segment %u offset %zu: frame at gpos %llu, expected %llu\n", b->label, s, off,
                         (unsigned long long)f->gpos, (unsigned long long)expect);
                 exit(2);
             }
@@ -187,20 +204,7 @@ static void parse_log(const char *dir) {
             off += f->size;
         }
     }
-    g_frame = calloc(total + 2, sizeof *g_frame);
-    for (size_t i = 0; i < nframes; i++)
-        for (uint32_t j = 0; j < frames[i].count; j++) g_frame[frames[i].gpos + j] = i;
     CHECK_INT(expect, total + 1);
-}
-
-/* The end of a frame's checksummed bytes. */
-static uint32_t covered_end(const frame *f) { return f->off + FRAME_HDR + f->len; }
-
-/* Just past a frame's last non-zero byte (its payload may end in zero padding of its own). */
-static uint32_t nonzero_end(const frame *f) {
-    uint32_t e = covered_end(f);
-    while (e > f->off && seg_bytes[f->seg][e - 1] == 0) e--;
-    return e;
 }
 
 /* ------------------------------------------------------------ file helpers */
@@ -241,7 +245,7 @@ static void copy_tree(const char *from, const char *to) {
     if (!d) exit(2);
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..")) continue;
+        if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, "..") || !strcmp(de->d_name, "LOCK")) continue;
         char a[4096], b[4096];
         snprintf(a, sizeof a, "%.3800s/%.255s", from, de->d_name);
         snprintf(b, sizeof b, "%.3800s/%.255s", to, de->d_name);
@@ -262,412 +266,467 @@ static void seg_write(const char *dir, uint32_t seg, uint64_t off, const void *b
     close(fd);
 }
 
-static void zero_range(const char *dir, uint32_t seg, uint64_t from, uint64_t to) {
-    static const uint8_t zeros[SEGSZ];
-    if (to > from) seg_write(dir, seg, from, zeros, (size_t)(to - from));
+/* Every log segment's bytes, to prove that a refused open changed nothing. */
+typedef struct snapshot {
+    uint32_t n;
+    uint8_t *b[1000];
+    size_t len[1000];
+} snapshot;
+
+static void snap_take(const char *dir, snapshot *s) {
+    memset(s, 0, sizeof *s);
+    for (uint32_t no = 1; no < 1000; no++) {
+        if (!(s->b[no] = read_file(path_of(dir, no), &s->len[no]))) break;
+        s->n = no;
+    }
 }
 
-static void flip_byte(const char *dir, uint32_t seg, uint64_t off, uint8_t mask) {
-    uint8_t b = (uint8_t)(seg_bytes[seg][off] ^ mask);
-    seg_write(dir, seg, off, &b, 1);
+static int snap_same(const char *dir, const snapshot *s) {
+    snapshot t;
+    snap_take(dir, &t);
+    int same = t.n == s->n;
+    for (uint32_t no = 1; no <= s->n && same; no++)
+        same = t.len[no] == s->len[no] && !memcmp(t.b[no], s->b[no], s->len[no]);
+    for (uint32_t no = 1; no <= t.n; no++) free(t.b[no]);
+    return same;
+}
+
+static void snap_free(snapshot *s) {
+    for (uint32_t no = 1; no <= s->n; no++) free(s->b[no]);
 }
 
 /* ------------------------------------------------------------ one trial */
 
 typedef struct trial {
-    char what[160];
-    int drop_index;         /* remove DIR/index: open verifies the whole log */
-    int tail;               /* (a)/(b): recovery must cut and succeed */
-    uint64_t head;          /* tail: the head after recovery */
-    const char *report_has; /* tail: the recovery report contains this */
-    unsigned char *damaged; /* middle: [g] the event's record was hit */
-    size_t first_damaged;   /* middle: frame index of the first damaged record */
-    uint64_t nrecords;      /* middle: records damaged */
+    const base *b;
+    char what[200];
+    int drop_index;
+    int interrupt;          /* make the first repair fail part-way */
+    unsigned char *hit;     /* [frame] damaged */
+    unsigned char *lost;    /* [g] the event's record was damaged */
+    uint64_t nlost;
+    size_t first_hit;
 } trial;
 
 typedef struct tally {
-    int trials, failed, opened, refused, reports;
-    uint64_t corrupt_reads;
+    int trials, failed, refused, opened, interrupted;
+    uint64_t lost, corrupt_reads;
 } tally;
 
-static void where(const frame *f, char *buf, size_t n) {
+static void where_of(const frame *f, char *buf, size_t n) {
     snprintf(buf, n, "segment %08u.seg offset %u", f->seg, f->off);
 }
 
-
-/* A read of g failed with rc: fine only for a damaged event, as ECORRUPT naming its record. */
-static void read_failed(const trial *t, uint64_t g, int rc, problems *p, tally *ty) {
+static int names_hit(const trial *t, const char *msg) {
     char w[64];
-    where(&frames[g_frame[g]], w, sizeof w);
-    if (!t->damaged || !t->damaged[g])
-        problem(p, "event %llu (undamaged) failed to read: %s: %s", (unsigned long long)g, evs_errname(rc),
-                evs_errmsg());
-    else if (rc != EVS_ECORRUPT || !strstr(evs_errmsg(), w))
-        problem(p, "damaged event %llu read as %s (\"%s\"), wanted ECORRUPT naming %s", (unsigned long long)g,
-                evs_errname(rc), evs_errmsg(), w);
-    else
-        ty->corrupt_reads++;
+    for (size_t i = 0; i < t->b->nframes; i++)
+        if (t->hit[i]) {
+            where_of(&t->b->frames[i], w, sizeof w);
+            if (strstr(msg, w)) return 1;
+        }
+    return 0;
 }
 
-/* Every read of s: $all and each stream, restarting after each failed event. */
-static void check_reads(evs_store *s, const trial *t, uint64_t head, problems *p, tally *ty) {
+static evs_store *store_new(const evs_io *io) {
+    evs_store *s;
+    if (evs_store_create(&s)) exit(2);
+    evs_store_set_segment_size(s, SEGSZ);
+    evs_store_set_index_map_size(s, 64u << 20);
+    if (io) evs__store_set_io(s, io);
+    return s;
+}
+
+/*
+ * Read everything of an open damaged or repaired store.  repaired: lost
+ * events must be reported as EVS_ELOST; otherwise a damaged event must fail
+ * as EVS_ECORRUPT naming its record.  Either way no wrong byte is returned.
+ */
+static void check_reads(evs_store *s, const trial *t, int repaired, problems *p, tally *ty) {
     evs_reader *r = NULL;
     const evs_event *ev;
     int rc;
-    /* $all */
-    uint64_t g = 1;
-    while (g <= head + 1) { /* each pass ends one position further on, so this is bounded */
+    const base *b = t->b;
+    /* $all, restarting after each failed read */
+    uint64_t g = 1, lost_seen = 0;
+    while (g <= total) {
         if ((rc = evs_read_all(s, g, EVS_FORWARD, NULL, 0, &r))) {
             problem(p, "read $all from %llu: %s", (unsigned long long)g, evs_errname(rc));
             return;
         }
-        while ((rc = evs_reader_next(r, &ev)) == EVS_OK) {
+        for (;;) {
+            rc = evs_reader_next(r, &ev);
+            if (rc == EVS_ELOST && repaired) {
+                uint64_t a, z;
+                if (evs_reader_lost(r, &a, &z) || a != g)
+                    problem(p, "$all reported a lost range starting at %llu where %llu was due",
+                            (unsigned long long)a, (unsigned long long)g);
+                for (; g <= z; g++) {
+                    if (!t->lost[g]) problem(p, "$all: undamaged event %llu reported lost", (unsigned long long)g);
+                    lost_seen++;
+                }
+                continue;
+            }
+            if (rc != EVS_OK) break;
             if (!event_is(ev, g))
                 problem(p, "$all returned gpos %llu where %llu was due, or its bytes differ from the appended ones",
                         (unsigned long long)ev->global_position, (unsigned long long)g);
-            else if (t->damaged && t->damaged[g])
+            else if (t->lost[g])
                 problem(p, "damaged event %llu was returned", (unsigned long long)g);
-            if (ev->global_position > head) problem(p, "$all returned gpos %llu past the head", (unsigned long long)g);
             g = ev->global_position + 1;
         }
         evs_reader_close(r);
         if (rc == EVS_DONE) break;
-        read_failed(t, g, rc, p, ty);
+        if (!t->lost[g] || repaired) {
+            problem(p, "$all at %llu: %s (%s)", (unsigned long long)g, evs_errname(rc), evs_errmsg());
+            return;
+        }
+        size_t fi = 0;
+        while (fi < b->nframes && !(b->frames[fi].gpos <= g && g < b->frames[fi].gpos + b->frames[fi].count)) fi++;
+        char w[64];
+        where_of(&b->frames[fi], w, sizeof w);
+        if (rc != EVS_ECORRUPT || !strstr(evs_errmsg(), w))
+            problem(p, "damaged event %llu read as %s (\"%s\"), wanted ECORRUPT naming %s", (unsigned long long)g,
+                    evs_errname(rc), evs_errmsg(), w);
+        else
+            ty->corrupt_reads++;
         g++;
     }
-    if (g != head + 1)
-        problem(p, "$all ended at %llu, the head is %llu", (unsigned long long)(g - 1), (unsigned long long)head);
-    /* streams */
+    if (g != total + 1) problem(p, "$all ended at %llu, the head is %llu", (unsigned long long)(g - 1),
+                                (unsigned long long)total);
+    if (repaired && lost_seen != t->nlost)
+        problem(p, "$all reported %llu lost events, %llu were damaged", (unsigned long long)lost_seen,
+                (unsigned long long)t->nlost);
+    /* every stream: its version and every position, forward */
     for (int k = 0; k < NSTREAMS; k++) {
         char name[16];
         stream_name(k, name, sizeof name);
-        uint64_t want = 0;
-        for (uint64_t q = 1; q <= s_count[k]; q++)
-            if (s_gpos[k][q] <= head) want = q;
         evs_stream_info info;
         rc = evs_stream_get_info(s, name, &info);
-        if (want == 0) {
-            if (rc != EVS_ENOTFOUND) problem(p, "%s: %s where no event should be", name, evs_errname(rc));
-            continue;
-        }
-        if (rc != EVS_OK || info.version != want) {
-            problem(p, "%s: version %llu (%s), wanted %llu", name, (unsigned long long)info.version, evs_errname(rc),
-                    (unsigned long long)want);
+        if (rc != EVS_OK || info.version != s_count[k]) {
+            if (!(t->drop_index && repaired))
+                problem(p, "%s: version %llu (%s), wanted %llu", name, (unsigned long long)info.version,
+                        evs_errname(rc), (unsigned long long)s_count[k]);
             continue;
         }
         uint64_t q = 1;
-        while (q <= want + 1) {
+        while (q <= s_count[k]) {
             if ((rc = evs_read_stream(s, name, q, EVS_FORWARD, 0, &r))) {
                 problem(p, "read %s from %llu: %s", name, (unsigned long long)q, evs_errname(rc));
                 break;
             }
-            while ((rc = evs_reader_next(r, &ev)) == EVS_OK) {
-                uint64_t gq = q <= s_count[k] ? s_gpos[k][q] : 0;
+            for (;;) {
+                rc = evs_reader_next(r, &ev);
+                if (rc == EVS_ELOST && repaired) {
+                    uint64_t a, z;
+                    evs_reader_lost(r, &a, &z);
+                    if (a != q) problem(p, "%s: lost run from %llu, wanted %llu", name, (unsigned long long)a,
+                                        (unsigned long long)q);
+                    for (; q <= z; q++)
+                        if (!t->lost[gpos_of(k, q)])
+                            problem(p, "%s: undamaged position %llu reported lost", name, (unsigned long long)q);
+                    continue;
+                }
+                if (rc != EVS_OK) break;
+                uint64_t gq = gpos_of(k, q);
                 if (!event_is(ev, gq))
-                    problem(p, "%s position %llu returned %.*s@%llu (gpos %llu): not the appended event", name,
-                            (unsigned long long)q, (int)ev->stream_len, ev->stream,
-                            (unsigned long long)ev->stream_position, (unsigned long long)ev->global_position);
-                else if (t->damaged && t->damaged[gq])
+                    problem(p, "%s position %llu: not the appended event", name, (unsigned long long)q);
+                else if (t->lost[gq])
                     problem(p, "%s: damaged event %llu was returned", name, (unsigned long long)gq);
                 q++;
             }
             evs_reader_close(r);
             if (rc == EVS_DONE) break;
-            read_failed(t, s_gpos[k][q], rc, p, ty);
+            uint64_t gq = gpos_of(k, q);
+            if (repaired || !t->lost[gq] || rc != EVS_ECORRUPT)
+                problem(p, "%s at %llu: %s (%s)", name, (unsigned long long)q, evs_errname(rc), evs_errmsg());
             q++;
         }
-        if (q != want + 1)
+        if (q != s_count[k] + 1 && !(t->drop_index && repaired))
             problem(p, "%s: read ended at %llu, version %llu", name, (unsigned long long)(q - 1),
-                    (unsigned long long)want);
+                    (unsigned long long)s_count[k]);
     }
 }
 
-/* Open the damaged copy in dir and check the expectations of the file comment. */
+typedef struct listing {
+    const trial *t;
+    problems *p;
+    uint64_t n, next;
+    unsigned char *named;  /* [g] named by some run (an interrupted repair and the one that finishes it) */
+} listing;
+
+/* Repair's callback: exactly the damaged events, in order, named as appended. */
+static int on_lost(void *arg, const evs_lost_event *ev) {
+    listing *l = arg;
+    const trial *t = l->t;
+    uint64_t g = ev->global_position;
+    while (l->next <= total && !t->lost[l->next]) l->next++;
+    if (g != l->next) problem(l->p, "repair named global position %llu, the next damaged one is %llu",
+                              (unsigned long long)g, (unsigned long long)l->next);
+    l->next = g + 1;
+    l->n++;
+    if (g < 1 || g > total || !t->lost[g]) return 0;
+    l->named[g] = 1;
+    if (t->drop_index) {
+        if (ev->known) problem(l->p, "repair without an index claims to know event %llu", (unsigned long long)g);
+        return 0;
+    }
+    char name[16];
+    evs_uuid id;
+    stream_name(g_stream[g], name, sizeof name);
+    make_id(g, &id);
+    if (!ev->known || strcmp(ev->stream, name) || ev->stream_position != g_spos[g] || memcmp(&ev->event_id, &id, 16))
+        problem(l->p, "repair named event %llu as %s@%llu (known %d), appended as %s@%llu", (unsigned long long)g,
+                ev->stream, (unsigned long long)ev->stream_position, ev->known, name,
+                (unsigned long long)g_spos[g]);
+    if (!names_hit(t, ev->where)) problem(l->p, "repair's damage \"%s\" names no damaged record", ev->where);
+    return 0;
+}
+
+/*
+ * One repair run.  named: the events named by an earlier, interrupted run
+ * (NULL: none); every damaged event must be named by this run or that one.
+ */
+static void run_repair(const char *dir, const trial *t, unsigned flags, const evs_io *io, problems *p,
+                       unsigned char *named, int *rc_out) {
+    unsigned char *own = named ? named : calloc(total + 2, 1);
+    listing l = {t, p, 0, 1, own};
+    evs_repair_report rep;
+    evs_store *s = store_new(io);
+    int rc = evs_store_repair(s, dir, flags, on_lost, &l, &rep);
+    evs_store_close(s);
+    *rc_out = rc;
+    uint64_t all = 0;
+    for (uint64_t g = 1; g <= total; g++) all += own[g];
+    if (!named) free(own);
+    if (rc || io) return;
+    if (all != t->nlost)
+        problem(p, "repair%s named %llu events, %llu were damaged", flags ? " --dry-run" : "",
+                (unsigned long long)all, (unsigned long long)t->nlost);
+    if (rep.head != total)
+        problem(p, "repair%s: head %llu, wanted %llu", flags ? " --dry-run" : "", (unsigned long long)rep.head,
+                (unsigned long long)total);
+}
+
 static void run_trial(const char *dir, trial *t, tally *ty) {
     int before = tu_failures;
     problems p = {0};
     ty->trials++;
-    evs_store *s;
-    CHECK_RC(evs_store_create(&s), EVS_OK);
-    evs_store_set_segment_size(s, SEGSZ);
-    evs_store_set_index_map_size(s, 64u << 20);
-    int rc = evs_store_open(s, dir, 0);
-    char w[64] = "";
-    if (!t->tail) where(&frames[t->first_damaged], w, sizeof w);
-    if (t->tail) {
-        CHECK_RC(rc, EVS_OK);
-    } else if (rc != EVS_OK) {
-        ty->refused++;
-        if (rc != EVS_ECORRUPT || !strstr(evs_errmsg(), w))
-            problem(&p, "open: %s (\"%s\"), wanted ECORRUPT naming %s", evs_errname(rc), evs_errmsg(), w);
-    } else if (t->drop_index) {
-        problem(&p, "open verified the whole log (index removed) but did not find the damage at %s", w);
+    const base *b = t->b;
+    t->nlost = 0;
+    for (uint64_t g = 1; g <= total; g++) t->nlost += t->lost[g];
+    t->first_hit = SIZE_MAX;
+    for (size_t i = 0; i < b->nframes && t->first_hit == SIZE_MAX; i++)
+        if (t->hit[i]) t->first_hit = i;
+    if (t->drop_index) {
+        char ix[4096];
+        snprintf(ix, sizeof ix, "%.4000s/index", dir);
+        tu_rmrf(ix);
     }
-    if (rc == EVS_OK) {
+    int valid_after = 0; /* an undamaged record after the first damaged one: the log's own evidence */
+    for (size_t i = t->first_hit == SIZE_MAX ? b->nframes : t->first_hit; i < b->nframes; i++) valid_after |= !t->hit[i];
+    snapshot before_open;
+    snap_take(dir, &before_open);
+
+    /* 1. open */
+    evs_store *s = store_new(NULL);
+    int rc = evs_store_open(s, dir, 0);
+    if (rc != EVS_OK) {
+        ty->refused++;
+        if (rc != EVS_ECORRUPT || !names_hit(t, evs_errmsg()))
+            problem(&p, "open: %s (\"%s\"), wanted ECORRUPT naming a damaged record", evs_errname(rc), evs_errmsg());
+        if (!snap_same(dir, &before_open)) problem(&p, "the refused open changed the log");
+    } else if (t->drop_index && t->nlost && !valid_after) {
+        /* no floor and no later record: the log cannot tell this from a torn write */
         ty->opened++;
-        const char *rep = evs_store_recovery_report(s);
-        if (rep[0]) ty->reports++;
-        uint64_t head = t->tail ? t->head : total;
-        CHECK_INT(evs_head(s), head);
-        if (t->tail && t->report_has && !strstr(rep, t->report_has))
-            problem(&p, "recovery report \"%s\" does not contain \"%s\"", rep, t->report_has);
-        check_reads(s, t, head, &p, ty);
+        CHECK_INT(evs_head(s), b->frames[t->first_hit].gpos - 1);
+        evs_store_close(s);
+        snap_free(&before_open);
+        goto done;
+    } else {
+        ty->opened++;
+        if (t->nlost && t->drop_index)
+            problem(&p, "open without an index did not find damage followed by valid records");
+        if (evs_head(s) != total)
+            problem(&p, "open succeeded with head %llu; %llu events were acknowledged", (unsigned long long)evs_head(s),
+                    (unsigned long long)total);
+        check_reads(s, t, 0, &p, ty);
         evs_check_report cr;
         rc = evs_store_check(s, &cr);
-        if (t->tail) {
-            CHECK_RC(rc, EVS_OK);
-            CHECK_INT(cr.events, head);
-            /* appending continues right after what survived */
-            evs_event_in e = tu_event("After", "{\"after\":true}");
-            evs_append_result res;
-            CHECK_RC(evs_append(s, "after-1", EVS_EXPECT_ANY, &e, 1, &res, NULL), EVS_OK);
-            CHECK_INT(res.first_global_position, head + 1);
-        } else {
-            if (rc != EVS_ECORRUPT) problem(&p, "check: %s, wanted ECORRUPT", evs_errname(rc));
-            if (cr.errors < t->nrecords)
-                problem(&p, "check found %llu error(s) for %llu damaged record(s) (first: %s)",
-                        (unsigned long long)cr.errors, (unsigned long long)t->nrecords, cr.first_error);
-            if (!strstr(cr.first_error, w))
-                problem(&p, "check's first error \"%s\" does not name %s", cr.first_error, w);
-        }
+        if (t->nlost && rc != EVS_ECORRUPT)
+            problem(&p, "check: %s, wanted ECORRUPT", evs_errname(rc));
+        if (!t->nlost && rc != EVS_OK) problem(&p, "check of an undamaged store: %s", cr.first_error);
     }
     evs_store_close(s);
-    if (p.count) fprintf(stderr, "trial %d (%s): %d problem(s), first: %s\n", ty->trials, t->what, p.count, p.first);
+    snap_free(&before_open);
+    if (!t->nlost) goto done;
+
+    /* 2. dry run */
+    snapshot before_dry;
+    snap_take(dir, &before_dry);
+    run_repair(dir, t, EVS_REPAIR_DRY_RUN, NULL, &p, NULL, &rc);
+    if (rc) problem(&p, "repair --dry-run: %s (%s)", evs_errname(rc), evs_errmsg());
+    if (!snap_same(dir, &before_dry)) problem(&p, "repair --dry-run changed the log");
+    snap_free(&before_dry);
+
+    /* 3. repair, interrupted first in some trials */
+    unsigned char *named = calloc(total + 2, 1);
+    if (t->interrupt) {
+        evs_fault *f;
+        evs__fault_create(&f);
+        evs__fault_fail(f, EVS_FOP_PWRITE, 1 + (uint64_t)t->interrupt % 3, 1, EIO);
+        run_repair(dir, t, 0, evs__fault_io(f), &p, named, &rc);
+        evs__fault_destroy(f);
+        if (rc != EVS_OK) {
+            ty->interrupted++;
+            s = store_new(NULL);
+            rc = evs_store_open(s, dir, 0);
+            if (rc != EVS_ECORRUPT || !strstr(evs_errmsg(), "repair"))
+                problem(&p, "open after an interrupted repair: %s (\"%s\"), wanted ECORRUPT asking for a repair",
+                        evs_errname(rc), evs_errmsg());
+            evs_store_close(s);
+        }
+    }
+    run_repair(dir, t, 0, NULL, &p, named, &rc);
+    free(named);
+    if (rc) problem(&p, "repair: %s (%s)", evs_errname(rc), evs_errmsg());
+    ty->lost += t->nlost;
+
+    /* 4. the repaired store */
+    s = store_new(NULL);
+    rc = evs_store_open(s, dir, 0);
+    if (rc) {
+        problem(&p, "open after repair: %s (%s)", evs_errname(rc), evs_errmsg());
+    } else {
+        if (evs_head(s) != total) problem(&p, "head after repair %llu, wanted %llu", (unsigned long long)evs_head(s),
+                                          (unsigned long long)total);
+        check_reads(s, t, 1, &p, ty);
+        evs_check_report cr;
+        if ((rc = evs_store_check(s, &cr)))
+            problem(&p, "check after repair: %s", cr.first_error);
+        else if (cr.lost_events != t->nlost)
+            problem(&p, "check counts %llu lost events, %llu were removed", (unsigned long long)cr.lost_events,
+                    (unsigned long long)t->nlost);
+        /* positions continue above the lost ones */
+        int k = g_stream[b->frames[t->first_hit].gpos];
+        char name[16];
+        stream_name(k, name, sizeof name);
+        evs_event_in e = tu_event("After", "{\"after\":true}");
+        evs_append_result res;
+        rc = evs_append(s, name, EVS_EXPECT_ANY, &e, 1, &res, NULL);
+        if (rc) problem(&p, "append after repair: %s", evs_errname(rc));
+        if (res.first_global_position != total + 1)
+            problem(&p, "append after repair took global position %llu, wanted %llu",
+                    (unsigned long long)res.first_global_position, (unsigned long long)(total + 1));
+        if (!t->drop_index && res.first_stream_position != s_count[k] + 1)
+            problem(&p, "append to %s after repair took stream position %llu, wanted %llu", name,
+                    (unsigned long long)res.first_stream_position, (unsigned long long)(s_count[k] + 1));
+    }
+    evs_store_close(s);
+done:
+    if (p.count) fprintf(stderr, "%s trial %d (%s): %d problem(s), first: %s\n", b->label, ty->trials, t->what,
+                         p.count, p.first);
     CHECK_INT(p.count, 0);
     if (tu_failures != before) ty->failed++;
 }
 
-/* ------------------------------------------------------------ trial kinds */
+/* ------------------------------------------------------------ damage */
 
-static size_t last_frame(void) { return nframes - 1; }
-
-/* Frames eligible as "middle" records: not in the last data segment. */
-static size_t middle_limit(void) {
-    uint32_t lastseg = frames[last_frame()].seg;
-    size_t i = 0;
-    while (i < nframes && frames[i].seg < lastseg) i++;
-    return i;
-}
-
-static void mark_frame(trial *t, size_t fi) {
-    const frame *f = &frames[fi];
-    for (uint32_t j = 0; j < f->count; j++) t->damaged[f->gpos + j] = 1;
-}
-
-/* The head when everything from byte `cut` of the last data segment is lost. */
-static uint64_t head_if_cut(uint32_t seg, uint64_t cut, int whole_frames) {
-    uint64_t head = 0;
-    for (size_t i = 0; i < nframes; i++) {
-        const frame *f = &frames[i];
-        /* zeroing from `cut` changes nothing in a frame whose bytes from there on are zero */
-        uint64_t end = whole_frames ? (uint64_t)f->off + f->size : nonzero_end(f);
-        if (f->seg < seg || end <= cut) head = f->gpos + f->count - 1;
-        else break;
-    }
-    return head;
-}
-
-static void prepare(const char *base, const char *dir) {
+static void prepare(const base *b, const char *dir, trial *t) {
     tu_rmrf(dir);
-    copy_tree(base, dir);
+    copy_tree(b->dir, dir);
+    memset(t, 0, sizeof *t);
+    t->b = b;
+    t->hit = calloc(b->nframes, 1);
+    t->lost = calloc(total + 2, 1);
 }
 
-/* Remove the index of the copy: open then verifies the whole log. */
-static void drop_index(const char *dir, int drop) {
-    char ix[4096];
-    snprintf(ix, sizeof ix, "%.4000s/index", dir);
-    if (drop) tu_rmrf(ix);
+static void trial_free(trial *t) {
+    free(t->hit);
+    free(t->lost);
 }
 
-static void trial_zero_tail(const char *base, const char *dir, uint64_t *rs, tally *ty) {
-    const frame *lf = &frames[last_frame()];
-    uint32_t seg = lf->seg;
-    uint64_t end = (uint64_t)lf->off + lf->size;
-    uint64_t x = SEG_HDR + rnd(rs) % (end - SEG_HDR);
-    if (rnd(rs) % 4 == 0) { /* sometimes exactly at a record boundary */
-        size_t i = middle_limit() + (size_t)(rnd(rs) % (nframes - middle_limit()));
-        x = frames[i].off;
-    }
-    prepare(base, dir);
-    zero_range(dir, seg, x, end);
-    trial t = {0};
-    t.tail = 1;
-    t.head = head_if_cut(seg, x, 0);
-    /* a record hit inside its checksummed bytes is cut; a clean cut only rebuilds the index */
-    int inside = 0;
-    for (size_t i = 0; i < nframes; i++)
-        if (frames[i].seg == seg && frames[i].off < x && x < nonzero_end(&frames[i])) inside = 1;
-    t.report_has = t.head == total ? NULL : inside ? "cut a torn tail" : "index rebuilt";
-    snprintf(t.what, sizeof t.what, "(a) zero segment %u from %llu to %llu", seg, (unsigned long long)x,
-             (unsigned long long)end);
-    run_trial(dir, &t, ty);
-}
-
-static void trial_truncate_tail(const char *base, const char *dir, uint64_t *rs, tally *ty) {
-    const frame *lf = &frames[last_frame()];
-    uint32_t seg = lf->seg;
-    uint64_t end = (uint64_t)lf->off + lf->size;
-    uint64_t len = SEG_HDR + rnd(rs) % (end - SEG_HDR + 1);
-    prepare(base, dir);
-    if (truncate(path_of(dir, seg), (off_t)len) != 0) exit(2);
-    trial t = {0};
-    t.tail = 1;
-    t.head = head_if_cut(seg, len & ~(uint64_t)7, 1);
-    t.report_has = "cut a torn tail"; /* of this segment, or the previous one when this one goes */
-    snprintf(t.what, sizeof t.what, "(a) truncate segment %u to %llu bytes", seg, (unsigned long long)len);
-    run_trial(dir, &t, ty);
-}
-
-static void trial_flip_tail(const char *base, const char *dir, uint64_t *rs, tally *ty) {
-    const frame *lf = &frames[last_frame()];
-    uint64_t off = lf->off + rnd(rs) % (FRAME_HDR + lf->len);
-    uint8_t mask = (uint8_t)(1 + rnd(rs) % 255);
-    prepare(base, dir);
-    flip_byte(dir, lf->seg, off, mask);
-    trial t = {0};
-    t.tail = 1;
-    t.head = lf->gpos - 1;
-    t.report_has = "cut a torn tail";
-    snprintf(t.what, sizeof t.what, "(b) flip byte %llu of segment %u (last record at %u) with 0x%02x",
-             (unsigned long long)off, lf->seg, lf->off, mask);
-    run_trial(dir, &t, ty);
-}
-
-static int cmp_size(const void *a, const void *b) {
-    size_t x = *(const size_t *)a, y = *(const size_t *)b;
-    return x < y ? -1 : x > y;
-}
-
-/* Flip one covered byte in each of the given frames. */
-static void trial_flip_frames(const char *base, const char *dir, size_t *fi, size_t k, int drop, uint64_t *rs,
-                              const char *label, tally *ty) {
-    qsort(fi, k, sizeof *fi, cmp_size);
-    prepare(base, dir);
-    trial t = {0};
-    t.damaged = calloc(total + 2, 1);
-    t.drop_index = drop;
-    t.nrecords = k;
-    t.first_damaged = fi[0];
-    int n = snprintf(t.what, sizeof t.what, "%s: flip %zu record(s)%s:", label, k, drop ? ", index removed" : "");
-    for (size_t i = 0; i < k; i++) {
-        const frame *f = &frames[fi[i]];
-        uint64_t off = f->off + rnd(rs) % (FRAME_HDR + f->len);
-        flip_byte(dir, f->seg, off, (uint8_t)(1 + rnd(rs) % 255));
-        mark_frame(&t, fi[i]);
-        if (n > 0 && (size_t)n < sizeof t.what)
-            n += snprintf(t.what + n, sizeof t.what - (size_t)n, " %u:%llu", f->seg, (unsigned long long)off);
-    }
-    drop_index(dir, drop);
-    run_trial(dir, &t, ty);
-    free(t.damaged);
-}
-
-static void trial_flip_middle(const char *base, const char *dir, uint64_t *rs, int drop, tally *ty) {
-    size_t lim = middle_limit(), k = 1 + (size_t)(rnd(rs) % 4), fi[4];
-    for (size_t i = 0; i < k; i++) {
-        size_t c;
-        int dup;
-        do { /* distinct records; bounded since there are far more than 4 */
-            c = (size_t)(rnd(rs) % lim);
-            dup = 0;
-            for (size_t j = 0; j < i; j++) dup |= fi[j] == c;
-        } while (dup);
-        fi[i] = c;
-    }
-    trial_flip_frames(base, dir, fi, k, drop, rs, "(c)", ty);
-}
-
-static void trial_zero_page(const char *base, const char *dir, uint64_t *rs, int drop, tally *ty) {
-    uint32_t seg = frames[middle_limit()].seg; /* pick among the segments before the last data segment */
-    seg = 1 + (uint32_t)(rnd(rs) % (seg - 1));
-    uint64_t data_end = 0;
-    for (size_t i = 0; i < nframes; i++)
-        if (frames[i].seg == seg) data_end = (uint64_t)frames[i].off + frames[i].size;
-    uint64_t pages = data_end / PAGE; /* whole pages of data after the header page */
-    uint64_t pg = 1 + rnd(rs) % (pages > 1 ? pages - 1 : 1);
-    uint64_t from = pg * PAGE, to = from + PAGE;
-    prepare(base, dir);
-    zero_range(dir, seg, from, to);
-    trial t = {0};
-    t.damaged = calloc(total + 2, 1);
-    t.drop_index = drop;
-    t.first_damaged = SIZE_MAX;
-    for (size_t i = 0; i < nframes; i++) {
-        const frame *f = &frames[i];
-        if (f->seg != seg) continue;
-        uint64_t a = f->off > from ? f->off : from, b = covered_end(f) < to ? covered_end(f) : to;
-        int hit = 0;
-        for (uint64_t o = a; o < b && !hit; o++) hit = seg_bytes[seg][o] != 0;
-        if (!hit) continue;
-        if (t.first_damaged == SIZE_MAX) t.first_damaged = i;
-        mark_frame(&t, i);
-    }
-    t.nrecords = 1; /* one zeroed stretch: at least one error */
-    snprintf(t.what, sizeof t.what, "(d) zero page %llu of segment %u%s", (unsigned long long)pg, seg,
-             drop ? ", index removed" : "");
-    drop_index(dir, drop);
-    if (t.first_damaged != SIZE_MAX) run_trial(dir, &t, ty);
-    free(t.damaged);
-}
-
-/*
- * (e) The 32-byte header of a middle record zeroed, so its length reads 0
- * ("no more frames in this segment"): the record is gone and reads of it
- * must fail as corruption, never return the record the log finds elsewhere.
- * The record chosen, where possible, is one whose events' stream positions
- * equal those of the next segment's first record, in another stream: a read
- * that followed the log to the next segment would find a plausible event.
- */
-static void trial_zero_header(const char *base, const char *dir, int drop, tally *ty) {
-    size_t lim = middle_limit(), pick = lim / 2;
-    for (size_t i = 0; i < lim; i++) {
-        const frame *f = &frames[i];
-        size_t nx = i;
-        while (nx < nframes && frames[nx].seg == f->seg) nx++;
-        if (nx >= nframes || f->off == SEG_HDR) continue;
-        const frame *g = &frames[nx]; /* first record of the next segment */
-        if (g_stream[g->gpos] != g_stream[f->gpos] && g_spos[g->gpos] == g_spos[f->gpos]) {
-            pick = i;
-            break;
+/* Which frames the bytes now in dir changed (header, payload or padding). */
+static void mark_hits(const char *dir, trial *t) {
+    const base *b = t->b;
+    for (uint32_t no = 1; no <= b->nsegs; no++) {
+        size_t len;
+        uint8_t *now = read_file(path_of(dir, no), &len);
+        for (size_t i = 0; i < b->nframes; i++) {
+            const frame *f = &b->frames[i];
+            if (f->seg != no) continue;
+            int changed = !now || (size_t)f->off + f->size > len ||
+                          memcmp(now + f->off, b->seg[no] + f->off, f->size) != 0;
+            if (!changed) continue;
+            t->hit[i] = 1;
+            for (uint32_t j = 0; j < f->count; j++) t->lost[f->gpos + j] = 1;
         }
+        free(now);
     }
-    prepare(base, dir);
-    const frame *f = &frames[pick];
-    zero_range(dir, f->seg, f->off, f->off + FRAME_HDR);
-    trial t = {0};
-    t.damaged = calloc(total + 2, 1);
-    t.drop_index = drop;
-    t.first_damaged = pick;
-    t.nrecords = 1;
-    mark_frame(&t, pick);
-    drop_index(dir, drop);
-    snprintf(t.what, sizeof t.what, "(e) zero the header of the record at segment %u offset %u (cx-%d@%llu)%s",
-             f->seg, f->off, g_stream[f->gpos], (unsigned long long)g_spos[f->gpos], drop ? ", index removed" : "");
-    run_trial(dir, &t, ty);
-    free(t.damaged);
 }
 
-/* ------------------------------------------------------------------ main */
+static void flip(const char *dir, trial *t, size_t fi, uint64_t *rs) {
+    const frame *f = &t->b->frames[fi];
+    uint64_t off = f->off + rnd(rs) % f->size;
+    uint8_t v = (uint8_t)(t->b->seg[f->seg][off] ^ (uint8_t)(1 + rnd(rs) % 255));
+    seg_write(dir, f->seg, off, &v, 1);
+    snprintf(t->what, sizeof t->what, "flip byte %llu of segment %u (record %zu of %zu at offset %u)",
+             (unsigned long long)off, f->seg, fi + 1, t->b->nframes, f->off);
+}
 
-static void build(const char *base) {
+/* Zero from inside record fi over up to `span` bytes, crossing into the next segment when it reaches the end. */
+static void zero_from(const char *dir, trial *t, size_t fi, uint64_t span, uint64_t *rs) {
+    const base *b = t->b;
+    const frame *f = &b->frames[fi];
+    static const uint8_t zeros[SEGSZ];
+    uint64_t off = f->off + rnd(rs) % f->size, left = span;
+    uint32_t no = f->seg;
+    snprintf(t->what, sizeof t->what, "zero %llu bytes from segment %u offset %llu (record %zu of %zu)",
+             (unsigned long long)span, no, (unsigned long long)off, fi + 1, b->nframes);
+    while (left && no <= b->nsegs) {
+        uint64_t end = b->seg_len[no];
+        uint64_t k = end - off < left ? end - off : left;
+        seg_write(dir, no, off, zeros, (size_t)k);
+        left -= k;
+        no++;
+        off = SEG_HDR;
+    }
+}
+
+static void truncate_last(const char *dir, trial *t, uint64_t *rs) {
+    const base *b = t->b;
+    const frame *lf = &b->frames[b->nframes - 1];
+    uint64_t end = (uint64_t)lf->off + lf->size;
+    uint64_t len = SEG_HDR + rnd(rs) % (end - SEG_HDR);
+    if (truncate(path_of(dir, lf->seg), (off_t)len) != 0) exit(2);
+    snprintf(t->what, sizeof t->what, "truncate segment %u to %llu bytes", lf->seg, (unsigned long long)len);
+}
+
+/* ------------------------------------------------------------------ build */
+
+/* The appends, in order: the same for both bases.  n events for stream k. */
+static unsigned plan(unsigned i, int *k) {
+    *k = (int)(i % NSTREAMS);
+    return 1 + (i * 7) % 4;
+}
+
+static void build(const char *dir, int crash) {
     evs_store *s;
     if (evs_store_create(&s) || evs_store_set_segment_size(s, SEGSZ) ||
-        evs_store_set_index_map_size(s, 64u << 20) || evs_store_open(s, base, EVS_OPEN_CREATE)) {
-        fprintf(stderr, "cannot create %s: %s\n", base, evs_errmsg());
+        evs_store_set_index_map_size(s, 64u << 20) || evs_store_open(s, dir, EVS_OPEN_CREATE)) {
+        fprintf(stderr, "cannot create %s: %s\n", dir, evs_errmsg());
         exit(2);
     }
-    g_stream = calloc(TARGET_EVENTS + 8, sizeof *g_stream);
-    g_spos = calloc(TARGET_EVENTS + 8, sizeof *g_spos);
-    for (int k = 0; k < NSTREAMS; k++) s_gpos[k] = calloc(TARGET_EVENTS + 8, sizeof *s_gpos[k]);
     static char data[4][512];
-    for (unsigned i = 0; total < TARGET_EVENTS; i++) {
-        int k = (int)(i % NSTREAMS);
-        unsigned n = 1 + (i * 7) % 4;
-        if (total + n > TARGET_EVENTS) n = (unsigned)(TARGET_EVENTS - total);
+    uint64_t n_done = 0;
+    uint64_t count[NSTREAMS] = {0};
+    for (unsigned i = 0; n_done < TARGET_EVENTS; i++) {
+        int k;
+        unsigned n = plan(i, &k);
+        if (n_done + n > TARGET_EVENTS) n = (unsigned)(TARGET_EVENTS - n_done);
         evs_event_in ev[4];
         evs_uuid ids[4];
         for (unsigned j = 0; j < n; j++) {
-            uint64_t g = total + 1 + j;
+            uint64_t g = n_done + 1 + j;
             size_t dl = make_data(g, k, data[j], sizeof data[j]);
             make_id(g, &ids[j]);
             ev[j] = tu_event(g % 2 ? "CxA1" : "CxB2", data[j]);
@@ -677,108 +736,161 @@ static void build(const char *base) {
         char name[16];
         stream_name(k, name, sizeof name);
         evs_append_result r;
-        int rc = evs_append(s, name, (int64_t)s_count[k], ev, n, &r, NULL);
-        if (rc || r.first_global_position != total + 1) {
+        int rc = evs_append(s, name, (int64_t)count[k], ev, n, &r, NULL);
+        if (rc || r.first_global_position != n_done + 1) {
             fprintf(stderr, "build: append %u: %s: %s\n", i, evs_errname(rc), evs_errmsg());
             exit(2);
         }
+        count[k] += n;
+        n_done += n;
+    }
+    if (crash) raise(SIGKILL); /* every append acknowledged; nothing closed */
+    evs_store_close(s);
+}
+
+/* The content every base holds, computed as build() appends it. */
+static void plan_content(void) {
+    g_stream = calloc(TARGET_EVENTS + 8, sizeof *g_stream);
+    g_spos = calloc(TARGET_EVENTS + 8, sizeof *g_spos);
+    for (unsigned i = 0; total < TARGET_EVENTS; i++) {
+        int k;
+        unsigned n = plan(i, &k);
+        if (total + n > TARGET_EVENTS) n = (unsigned)(TARGET_EVENTS - total);
         for (unsigned j = 0; j < n; j++) {
             uint64_t g = total + 1 + j;
             g_stream[g] = k;
             g_spos[g] = ++s_count[k];
-            s_gpos[k][g_spos[g]] = g;
         }
         total += n;
     }
-    evs_store_close(s);
 }
+
+static void make_base(base *b, const char *root, const char *label, int crash) {
+    b->label = label;
+    snprintf(b->dir, sizeof b->dir, "%s/%s", root, label);
+    if (crash) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            build(b->dir, 1);
+            _exit(3);
+        }
+        int st;
+        waitpid(pid, &st, 0);
+        if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGKILL) {
+            fprintf(stderr, "the crashed base's writer was not killed\n");
+            exit(2);
+        }
+    } else {
+        build(b->dir, 0);
+    }
+    parse_log(b);
+}
+
+/* ------------------------------------------------------------------ main */
 
 int main(void) {
     const char *e = getenv("EVS_SEED");
     uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL);
     e = getenv("EVS_CORRUPTION_TRIALS");
-    int per = e ? atoi(e) : 16;
+    int per = e ? atoi(e) : 12;
     if (per < 1) per = 1;
+    e = getenv("EVS_CORRUPTION_STRIDE");
+    size_t stride = e ? (size_t)atoi(e) : getenv("EVS_SANITIZED") ? 7 : 1;
+    if (stride < 1) stride = 1;
     tu_verbose = getenv("EVS_VERBOSE") != NULL;
-    printf("crash_corruption: %d trials per kind, seed %llu (EVS_SEED repeats a run)\n", per,
-           (unsigned long long)seed);
+    printf("crash_corruption: stride %zu, %d random trials per kind, seed %llu (EVS_SEED repeats a run)\n", stride,
+           per, (unsigned long long)seed);
     char *root = tu_tempdir("corruption");
-    char base[4096], dir[4096];
-    snprintf(base, sizeof base, "%s/base", root);
+    char dir[4096];
     snprintf(dir, sizeof dir, "%s/trial", root);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
-    build(base);
-    parse_log(base);
-    printf("base store: %llu events in %zu records over %u segments\n", (unsigned long long)total, nframes, nsegs);
-    CHECK(nsegs >= 5);
-
-    /* the undamaged copy: the reference every trial departs from */
-    {
-        prepare(base, dir);
-        trial t = {0};
-        tally ty0 = {0};
-        t.tail = 1;
-        t.head = total;
-        snprintf(t.what, sizeof t.what, "undamaged copy");
-        run_trial(dir, &t, &ty0);
-    }
+    plan_content();
+    base bases[2];
+    memset(bases, 0, sizeof bases);
+    make_base(&bases[0], root, "clean-close", 0);
+    make_base(&bases[1], root, "after-kill9", 1);
+    for (int i = 0; i < 2; i++)
+        printf("base %s: %llu events in %zu records over %u segments\n", bases[i].label, (unsigned long long)total,
+               bases[i].nframes, bases[i].nsegs);
+    CHECK(bases[0].nsegs >= 4);
 
     uint64_t rs = seed ? seed : 1;
-    tally ty[7];
+    enum { K_FLIP, K_ZERO, K_TRUNC, K_NOINDEX, K_INTERRUPT, NKINDS };
+    const char *kinds[NKINDS] = {"byte flip", "zeroed range", "truncated", "index removed", "repair interrupted"};
+    tally ty[2][NKINDS];
     memset(ty, 0, sizeof ty);
-    const char *kinds[7] = {"(a) zeroed tail", "(a) truncated file", "(b) tail byte flip",
-                            "(c) middle byte flips", "(d) zeroed middle page", "(e) directed",
-                            "(f) adjacent records"};
-    for (int i = 0; i < per; i++) {
-        trial_zero_tail(base, dir, &rs, &ty[0]);
-        trial_truncate_tail(base, dir, &rs, &ty[1]);
-        trial_flip_tail(base, dir, &rs, &ty[2]);
-        trial_flip_middle(base, dir, &rs, 0, &ty[3]);
-        trial_flip_middle(base, dir, &rs, 1, &ty[3]);
-        trial_zero_page(base, dir, &rs, i % 2, &ty[4]);
-    }
-    trial_zero_header(base, dir, 0, &ty[5]);
-    trial_zero_header(base, dir, 1, &ty[5]);
-    {
-        /* the first record of a segment damaged: open must name it, not the previous segment's end */
-        size_t c = middle_limit() / 2;
-        while (c + 1 < middle_limit() && frames[c].seg == frames[c - 1].seg) c++;
-        size_t fi[1] = {c};
-        trial_flip_frames(base, dir, fi, 1, 1, &rs, "(e) first record of a segment", &ty[5]);
-    }
-    {
-        /* two and three neighbours inside one segment, and a pair across a segment boundary */
-        size_t a = middle_limit() / 3, b = middle_limit() / 2, c = 1;
-        while (a + 1 < nframes && frames[a + 1].seg != frames[a].seg) a++;
-        while (b + 2 < nframes && frames[b + 2].seg != frames[b].seg) b++;
-        while (c < middle_limit() && frames[c].seg == frames[c - 1].seg) c++;
-        size_t fi[2] = {a, a + 1}, fj[3] = {b, b + 1, b + 2}, fk[2] = {c - 1, c};
-        trial_flip_frames(base, dir, fi, 2, 0, &rs, "(f) adjacent in a segment", &ty[6]);
-        trial_flip_frames(base, dir, fj, 3, 0, &rs, "(f) adjacent in a segment", &ty[6]);
-        trial_flip_frames(base, dir, fk, 2, 0, &rs, "(f) adjacent across segments", &ty[6]);
-        trial_flip_frames(base, dir, fk, 2, 1, &rs, "(f) adjacent across segments", &ty[6]);
+    for (int bi = 0; bi < 2; bi++) {
+        base *b = &bases[bi];
+        trial t;
+        /* the undamaged copy opens, reads back and checks */
+        prepare(b, dir, &t);
+        snprintf(t.what, sizeof t.what, "undamaged copy");
+        run_trial(dir, &t, &ty[bi][K_FLIP]);
+        trial_free(&t);
+        /* every record, the last included: a flipped byte, and a zeroed range starting inside it */
+        for (size_t fi = 0; fi < b->nframes; fi++) {
+            if (fi % stride && fi != b->nframes - 1) continue;
+            prepare(b, dir, &t);
+            flip(dir, &t, fi, &rs);
+            mark_hits(dir, &t);
+            run_trial(dir, &t, &ty[bi][K_FLIP]);
+            trial_free(&t);
+            prepare(b, dir, &t);
+            uint64_t span = 1 + rnd(&rs) % (rnd(&rs) % 4 == 0 ? 3 * SEGSZ / 2 : 2048);
+            zero_from(dir, &t, fi, span, &rs);
+            mark_hits(dir, &t);
+            run_trial(dir, &t, &ty[bi][K_ZERO]);
+            trial_free(&t);
+        }
+        for (int i = 0; i < per; i++) {
+            prepare(b, dir, &t);
+            truncate_last(dir, &t, &rs);
+            mark_hits(dir, &t);
+            run_trial(dir, &t, &ty[bi][K_TRUNC]);
+            trial_free(&t);
+            /* index removed: damage in any record but the last (which nothing then protects) */
+            prepare(b, dir, &t);
+            size_t fi = (size_t)(rnd(&rs) % (b->nframes - 1));
+            if (i % 2) flip(dir, &t, fi, &rs);
+            else zero_from(dir, &t, fi, 1 + rnd(&rs) % 4096, &rs);
+            mark_hits(dir, &t);
+            t.drop_index = 1;
+            run_trial(dir, &t, &ty[bi][K_NOINDEX]);
+            trial_free(&t);
+            /* a repair that fails part-way, then runs again */
+            prepare(b, dir, &t);
+            fi = (size_t)(rnd(&rs) % b->nframes);
+            zero_from(dir, &t, fi, 1 + rnd(&rs) % 4096, &rs);
+            mark_hits(dir, &t);
+            t.interrupt = 1 + i;
+            run_trial(dir, &t, &ty[bi][K_INTERRUPT]);
+            trial_free(&t);
+        }
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);
     int trials = 0, failed = 0;
-    for (int k = 0; k < 7; k++) {
-        printf("  %-24s %3d trials, %3d failed; opened %d, refused as corrupt %d, recovery reports %d, "
-               "corrupt reads %llu\n",
-               kinds[k], ty[k].trials, ty[k].failed, ty[k].opened, ty[k].refused, ty[k].reports,
-               (unsigned long long)ty[k].corrupt_reads);
-        trials += ty[k].trials;
-        failed += ty[k].failed;
-    }
+    for (int bi = 0; bi < 2; bi++)
+        for (int k = 0; k < NKINDS; k++) {
+            tally *x = &ty[bi][k];
+            printf("  %-12s %-20s %4d trials, %3d failed; refused at open %d, opened %d, repairs interrupted %d, "
+                   "events removed and named %llu, corrupt reads refused %llu\n",
+                   bases[bi].label, kinds[k], x->trials, x->failed, x->refused, x->opened, x->interrupted,
+                   (unsigned long long)x->lost, (unsigned long long)x->corrupt_reads);
+            trials += x->trials;
+            failed += x->failed;
+        }
     printf("crash_corruption: %d trials in %.1fs\n", trials,
            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9);
     printf("trials: %d passed, %d failed\n", trials - failed, failed);
-    for (uint32_t s = 1; s <= nsegs; s++) free(seg_bytes[s]);
-    free(seg_bytes);
-    free(frames);
-    free(g_frame);
+    for (int bi = 0; bi < 2; bi++) {
+        for (uint32_t s = 1; s <= bases[bi].nsegs; s++) free(bases[bi].seg[s]);
+        free(bases[bi].seg);
+        free(bases[bi].seg_len);
+        free(bases[bi].frames);
+    }
     free(g_stream);
     free(g_spos);
-    for (int k = 0; k < NSTREAMS; k++) free(s_gpos[k]);
     tu_rmrf(root);
     free(root);
     return TEST_REPORT();

@@ -944,19 +944,118 @@ class TestCheck(CliTest):
         self.assertEqual(r.code, 5, r)
         self.assertIn(os.path.basename(seg), r.err)
 
-    def test_torn_tail_is_repaired_and_reported(self):
+    def test_damage_after_close_is_refused_then_repaired(self):
+        """The bug of issue 8: a flipped byte in the last record after a clean close.
+        Open must refuse (nothing changed), repair must name every dropped event,
+        and no position may be given to another event afterwards."""
         self.fill()
         seg = max(segment_files(self.store), key=used_length)
         used = used_length(seg)
-        with open(seg, "r+b") as f:  # tear the last record: zero its last 40 bytes
-            f.seek(used - 40)
-            f.write(b"\0" * 40)
+        with open(seg, "r+b") as f:  # damage the last record (5 events of order-1)
+            f.seek(used - 100)
+            b = f.read(1)
+            f.seek(used - 100)
+            f.write(bytes([b[0] ^ 0x20]))
+        before = open(seg, "rb").read()
+        r = self.append("order-9", ev("AfterDamage"))
+        self.fails(r, 5, "damaged", os.path.basename(seg), "repair")
+        self.assertEqual(open(seg, "rb").read(), before, "a refused open changed the log")
+        r = run("check", "-d", self.store)
+        self.fails(r, 5)
+        self.assertIs(r.obj()["ok"], False)
+        # dry run: names the 5 events, changes nothing
+        r = self.ok(run("repair", "-d", self.store, "--dry-run"))
+        lines = r.lines()
+        self.assertEqual([o["global_position"] for o in lines[:-1]], [96, 97, 98, 99, 100])
+        self.assertEqual({o["stream"] for o in lines[:-1]}, {"order-1"})
+        self.assertTrue(all(len(o["event_id"]) == 36 and "offset" in o["damage"] for o in lines[:-1]))
+        self.assertEqual(lines[-1]["lost_events"], 5)
+        self.assertEqual(lines[-1]["head"], 100)
+        self.assertIs(lines[-1]["changed"], False)
+        self.assertEqual(open(seg, "rb").read(), before, "a dry run changed the log")
+        ids = [o["event_id"] for o in lines[:-1]]
+        # the repair itself
+        r = self.ok(run("repair", "-d", self.store))
+        self.assertEqual([o["event_id"] for o in r.lines()[:-1]], ids)
+        self.assertIs(r.lines()[-1]["changed"], True)
+        o = self.ok(run("check", "-d", self.store)).obj()
+        self.assertEqual((o["errors"], o["events"], o["lost_events"]), (0, 100, 5))
+        # reads say what was lost; positions continue above it
+        r = self.ok(self.read("$all"))
+        self.assertEqual(len(r.lines()), 95)
+        self.assertIn("global positions 96..100 were lost", r.err)
+        r = self.ok(self.append("order-9", ev("AfterRepair")))
+        self.assertEqual(r.obj()["first_global_position"], 101)
+        v = self.ok(run("info", "-d", self.store, "order-1")).obj()["version"]
+        r = self.ok(self.append("order-1", ev("AfterRepair"), expected=v))
+        self.assertEqual(r.obj()["first_stream_position"], v + 1)
+        r = self.ok(self.read("order-1"))
+        self.assertIn("stream positions", r.err)
+        self.assertEqual(self.ok(run("repair", "-d", self.store)).lines()[-1]["changed"], False)
+
+    def test_torn_tail_is_cut_and_reported(self):
+        """Bytes of an append that was never acknowledged (past the index's head) are a torn tail."""
+        self.fill()
+        seg = max(segment_files(self.store), key=used_length)
+        used = (used_length(seg) + 7) & ~7
+        with open(seg, "r+b") as f:  # a frame header and half a payload, never finished
+            f.seek(used)
+            f.write(b"\x40\x00\x00\x00" + b"\x5a" * 60)
         r = self.ok(self.append("order-9", ev("AfterCrash")))
-        self.assertIn("recovery", r.err)
+        self.assertIn("cut a torn tail", r.err)
+        self.assertEqual(r.obj()["first_global_position"], 101)
         self.assertEqual(self.ok(run("check", "-d", self.store)).obj()["errors"], 0)
         types = [e["event_type"] for e in self.ok(self.read("$all")).lines()]
-        self.assertEqual(len(types), 96)  # the torn append of 5 events is gone
+        self.assertEqual(len(types), 101)
         self.assertEqual(types[-1], "AfterCrash")
+
+    def test_repair_usage(self):
+        self.fails(run("repair"), 1)
+        self.fails(run("repair", "-d", os.path.join(self.tmp, "nothing")), 2, "no store")
+        self.fill()
+        r = self.ok(run("repair", "-d", self.store))
+        self.assertEqual(r.lines()[-1]["lost_events"], 0)
+        self.assertIs(r.lines()[-1]["changed"], False)
+
+
+# ---------------------------------------------------------------------------
+class TestCloseFailure(CliTest):
+    """A command whose store does not close cleanly (its final sync fails) exits 5 and says so.
+
+    An LD_PRELOAD shim (tests/support/failsync.c) numbers every sync of the
+    process: a first run counts them, then the same command runs on fresh
+    stores failing every sync from the k-th on, for k = last, last - 1, ...:
+    the first of these runs that fails at all has lost a sync made by the
+    close (the append's own sync comes earlier and would fail the append)."""
+
+    def shim_env(self, **extra):
+        shim = os.path.join(os.environ.get("EVS_BUILD_DIR") or os.path.dirname(BIN), "libevs_failsync.so")
+        self.assertTrue(os.path.exists(shim), "build the evs_failsync target: %s" % shim)
+        env = {"LD_PRELOAD": shim,
+               "ASAN_OPTIONS": os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0"}
+        env.update(extra)
+        return env
+
+    def test_failed_final_sync_exits_5(self):
+        count = os.path.join(self.tmp, "syncs")
+        event = ev("OrderPlaced", {"n": 1})
+        clean = os.path.join(self.tmp, "clean")
+        self.ok(run("append", "-d", clean, "order-1", event, env=self.shim_env(EVS_FAILSYNC_COUNT=count)))
+        with open(count) as f:
+            total = int(f.read())
+        self.assertGreaterEqual(total, 2, "the append and the close both sync")
+        for k in range(total, 0, -1):
+            shutil.rmtree(self.store, ignore_errors=True)
+            r = run("append", "-d", self.store, "order-1", event,
+                    env=self.shim_env(EVS_FAILSYNC_COUNT=count, EVS_FAILSYNC_FROM=str(k)))
+            if r.code != 0:
+                break
+        self.fails(r, 5, self.store, "close:", "Input/output error")
+        self.assertGreater(k, total - 4, "the close makes the last syncs of the process")
+        self.assertEqual(r.obj()["last_global_position"], 1)  # the append itself was acknowledged (sync mode)
+        # nothing acknowledged is lost: the next open checks the tail and finds the event
+        self.assertEqual([e["event_type"] for e in self.ok(self.read("$all")).lines()], ["OrderPlaced"])
+        self.assertEqual(self.ok(run("check", "-d", self.store)).obj()["errors"], 0)
 
 
 # ---------------------------------------------------------------------------

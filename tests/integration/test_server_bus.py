@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """
 test_server_bus.py -- integration tests of the event-driven routes of
-`evstore serve` (src/server/routes_bus.c): Lua projections run by the
+`evstore serve` (src/server/routes_*.c, consumers.c): Lua projections run by the
 server, consumer records, dead-letter queues, competing-consumer groups over
 long-poll HTTP, and their /metrics series.  Drives the real binary (path in
 $EVSTORE_BIN) with a store in a temporary directory.
@@ -696,6 +696,34 @@ class GroupTest(SharedServer):
         self.assertEqual(self.answer("np", "nack", "c", d3, action="skip")[0], 200)
         self.assertEqual(s.request("POST", "/groups/np/dlq/retry")[2], {"queued": 0})
         self.assertEqual(s.get("/groups/np")[2]["skipped"], 1)
+
+    def test_full_retry_buffer_is_413_not_503(self):
+        """A library limit on a bus route is 413 with its code (the one status table), not the 503
+        that is kept for shutdown and I/O failures; and the refused retry changes nothing."""
+        s = self.srv
+        self.group("full", filter={"stream_prefix": "full-"}, buffer_size=1, max_in_flight=1)
+        parked = []
+        for i in range(2):
+            pos = self.append("full-%d" % i, {"event_type": "A", "data": {"i": i}})["first_global_position"]
+            d = self.next("full", "c")["delivery"]
+            self.assertEqual(d["position"], pos)
+            self.assertEqual(self.answer("full", "nack", "c", d, action="park")[0], 200)
+            parked.append(pos)
+        wait_until(lambda: s.get("/groups/full/dlq")[2]["depth"] == 2, what="two parked events")
+        st, _, r = s.request("POST", "/groups/full/dlq/%d/retry" % parked[0])
+        self.assertEqual((st, r), (200, {"position": parked[0], "queued": True}))
+        # the group's retry buffer (buffer_size 1) is full: EVS_ELIMIT
+        b = self.assertError(s.request("POST", "/groups/full/dlq/%d/retry" % parked[1]), 413, "already queued")
+        self.assertEqual(b["detail"], {"code": "ELIMIT"})
+        self.assertEqual(s.get("/groups/full/dlq")[2]["depth"], 2)
+        d = self.next("full", "c")["delivery"]
+        self.assertEqual(d["position"], parked[0])
+        self.assertEqual(self.answer("full", "ack", "c", d)[0], 200)
+        wait_until(lambda: s.get("/groups/full/dlq")[2]["depth"] == 1, what="the retried entry released")
+        # room again: the second retry is taken now
+        st, _, r = s.request("POST", "/groups/full/dlq/%d/retry" % parked[1])
+        self.assertEqual((st, r), (200, {"position": parked[1], "queued": True}))
+        self.assertEqual(self.next("full", "c")["delivery"]["position"], parked[1])
 
     def test_long_poll_answered_when_event_arrives(self):
         self.group("lp", filter={"stream_prefix": "lp-"})

@@ -473,6 +473,109 @@ static void test_pinned(void) {
     fx_close(&f);
 }
 
+/*
+ * Pinned: a consumer that joins mid-way gets its share of the backlog.  The
+ * first consumer has had every stream (so every stream has events left and
+ * was pinned to it before).  While it holds deliveries of all of them, the
+ * newcomer waits (a stream never has deliveries out with two consumers);
+ * once they are answered, each stream follows its home and the newcomer
+ * takes its streams at once.  Through the rest of the backlog no stream is
+ * out with two consumers, each stream's events arrive in order and go to
+ * one consumer, and both consumers get streams.
+ */
+#define PJ_STREAMS 8
+#define PJ_PER 20
+static void test_pinned_join_spreads(void) {
+    fixture f;
+    fx_open(&f, "grp-pinjoin");
+    for (int k = 0; k < PJ_PER; k++)
+        for (int s = 0; s < PJ_STREAMS; s++) {
+            char stream[16];
+            snprintf(stream, sizeof stream, "pj-%d", s);
+            append1(f.s, stream, "Step");
+        }
+    evs_group_config c;
+    evs_group_config_init(&c);
+    c.name = "pinjoin";
+    c.strategy = EVS_GROUP_PINNED;
+    c.max_in_flight = PJ_STREAMS;
+    evs_group *g = open_group(&f, &c);
+    evs_group_member *m[2] = {join(g, "first"), NULL};
+    uint64_t last_sp[PJ_STREAMS] = {0};
+    int out_by[PJ_STREAMS], out_n[PJ_STREAMS] = {0}, owner[PJ_STREAMS], per[2] = {0};
+    for (int s = 0; s < PJ_STREAMS; s++) out_by[s] = owner[s] = -1;
+
+    /* alone: one event of every stream goes out to the first consumer; it holds them */
+    evs_delivery *held[PJ_STREAMS];
+    for (int i = 0; i < PJ_STREAMS; i++) {
+        held[i] = take(m[0]);
+        if (!held[i]) return;
+        CHECK_INT(held[i]->event.stream_position, 1);
+    }
+    m[1] = join(g, "second");
+    evs_delivery *none = NULL;
+    CHECK_RC(evs_group_next(m[1], 0, &none), EVS_ETIMEDOUT); /* every stream is out with "first" */
+    for (int i = 0; i < PJ_STREAMS; i++) {
+        last_sp[stream_index(&held[i]->event)] = 1;
+        ack(m[0], held[i]);
+    }
+    /* nothing in flight: the newcomer's streams are its own now */
+    evs_delivery *d = NULL;
+    CHECK_RC(evs_group_next(m[1], 0, &d), EVS_OK);
+    if (!d) return;
+    CHECK_INT(d->event.stream_position, 2);
+    int s0 = stream_index(&d->event);
+    owner[s0] = 1, out_by[s0] = 1, out_n[s0] = 1, last_sp[s0] = 2, per[1] = 1;
+    evs_delivery *hold[2][4] = {{NULL}, {d}};
+    int nh[2] = {0, 1};
+
+    /* the rest: turns of taking up to 3, answering the oldest ones held now and then */
+    size_t delivered = PJ_STREAMS + 1;
+    for (int turn = 0, idle = 0; idle < 4 && turn < 10000; turn++) {
+        int i = turn % 2, any = 0;
+        for (int k = 0; k < 3 && nh[i] < 4; k++) {
+            if (evs_group_next(m[i], 0, &d) != EVS_OK) break;
+            any = 1;
+            int s = stream_index(&d->event);
+            if (out_n[s] > 0 && out_by[s] != i) CHECK(!"a stream is out with two consumers");
+            if (owner[s] < 0) owner[s] = i;
+            CHECK_INT(i, owner[s]); /* after the rebalance a stream stays with its consumer */
+            CHECK_INT(d->event.stream_position, last_sp[s] + 1);
+            CHECK_INT(d->id.attempt, 1);
+            last_sp[s] = d->event.stream_position;
+            out_by[s] = i, out_n[s]++, per[i]++;
+            hold[i][nh[i]++] = d;
+            delivered++;
+        }
+        /* answer all but the newest (so deliveries stay in flight across turns) */
+        while (nh[i] > (turn % 3 == 0 ? 0 : 1)) {
+            evs_delivery *x = hold[i][0];
+            memmove(&hold[i][0], &hold[i][1], (size_t)(nh[i] - 1) * sizeof x);
+            nh[i]--;
+            out_n[stream_index(&x->event)]--;
+            ack(m[i], x);
+        }
+        idle = any ? 0 : idle + 1;
+    }
+    for (int i = 0; i < 2; i++)
+        while (nh[i] > 0) ack(m[i], hold[i][--nh[i]]);
+    CHECK_INT(delivered, PJ_STREAMS * PJ_PER);
+    int streams_of[2] = {0, 0};
+    for (int s = 0; s < PJ_STREAMS; s++) {
+        CHECK_INT(last_sp[s], PJ_PER);
+        if (owner[s] >= 0) streams_of[owner[s]]++;
+    }
+    CHECK(streams_of[0] > 0 && streams_of[1] > 0); /* the backlog was shared */
+    CHECK(per[1] >= PJ_PER - 1);
+    printf("pinned join: the newcomer took %d of %d streams, %d of %d backlog events\n", streams_of[1], PJ_STREAMS,
+           per[1], PJ_STREAMS * (PJ_PER - 1));
+    CHECK_INT(ginfo(g).info.checkpoint, evs_head(f.s));
+    evs_group_leave(m[0]);
+    evs_group_leave(m[1]);
+    evs_group_close(g);
+    fx_close(&f);
+}
+
 static void test_round_robin_spreads(void) {
     fixture f;
     fx_open(&f, "grp-rr");
@@ -1060,12 +1163,141 @@ static void test_per_stream_order(void) {
     fx_close(&f);
 }
 
+/*
+ * Group state is current when read, not only after a consumer's next call:
+ * every read below follows the consumer's last call directly.
+ *   1. per-stream order: an event parked by a nack holds its stream's later
+ *      events (already read ahead) parked behind it at once;
+ *   2. an idle consumer whose delivery's ack timeout passed no longer holds
+ *      it (and with no retries left it is parked);
+ *   3. the checkpoint, counters and lag of an open group read through the
+ *      bus (evs_consumer_get / _list, evs_group_get) are the live ones, not
+ *      the last record written.
+ */
+static void check_parked(fixture *f, evs_group *g, const char *name, uint64_t parked, uint64_t depth) {
+    evs_group_info gi = ginfo(g);
+    CHECK_INT(gi.info.parked, parked);
+    CHECK_INT(gi.info.dlq_depth, depth);
+    evs_consumer_info ci;
+    CHECK_RC(evs_consumer_get(f->b, name, &ci), EVS_OK);
+    CHECK_INT(ci.parked, parked);
+    CHECK_INT(ci.dlq_depth, depth);
+    CHECK_RC(evs_group_get(f->b, name, &gi), EVS_OK);
+    CHECK_INT(gi.info.parked, parked);
+    CHECK_INT(gi.members, 1);
+    uint64_t d;
+    CHECK_RC(evs_dlq_depth(f->b, name, &d), EVS_OK);
+    CHECK_INT(d, depth);
+}
+
+static void test_state_current_when_read(void) {
+    fixture f;
+    fx_open(&f, "grp-current");
+    uint64_t a1 = append1(f.s, "cur-1", "A");
+    uint64_t a2 = append1(f.s, "cur-1", "A");
+    uint64_t b1 = append1(f.s, "cur-2", "A");
+    uint64_t a3 = append1(f.s, "cur-1", "A");
+
+    /* 1. park via nack; its followers are parked before anyone asks for work */
+    evs_group_config c;
+    evs_group_config_init(&c);
+    c.name = "current-order";
+    c.per_stream_order = 1;
+    c.checkpoint_ms = 60000;
+    c.checkpoint_every = 1000;
+    evs_group *g = open_group(&f, &c);
+    evs_group_member *m = join(g, "m");
+    evs_delivery *d = take(m);
+    CHECK_INT(d->id.position, a1);
+    CHECK_RC(evs_group_nack(m, d->id, EVS_NACK_PARK, "bad"), EVS_OK);
+    evs_delivery_free(d);
+    check_parked(&f, g, "current-order", 3, 3);
+    evs_dlq_entry e;
+    CHECK_RC(evs_dlq_get(f.b, "current-order", a2, &e), EVS_OK);
+    CHECK_INT(e.blocked_by, a1);
+    CHECK_RC(evs_dlq_get(f.b, "current-order", a3, &e), EVS_OK);
+    CHECK_INT(e.blocked_by, a1);
+    CHECK_INT(ginfo(g).buffered, 1); /* only cur-2's event is left to deliver */
+    d = take(m);
+    CHECK_INT(d->id.position, b1);
+    ack(m, d);
+    evs_group_leave(m);
+    evs_group_close(g);
+
+    /* 2. an idle consumer: its delivery times out, with no retry left it is parked */
+    evs_group_config_init(&c);
+    c.name = "current-idle";
+    c.ack_timeout_ns = 5 * SEC;
+    c.retry.max_retries = 0;
+    c.checkpoint_ms = 60000;
+    g = open_group(&f, &c);
+    m = join(g, "idle");
+    d = take(m);
+    CHECK_INT(d->id.position, a1);
+    evs_group_info gi = ginfo(g);
+    CHECK_INT(gi.in_flight, 1);
+    f.fc.now += 6 * SEC; /* and nobody calls */
+    gi = ginfo(g);
+    CHECK_INT(gi.in_flight, 0);
+    CHECK_INT(gi.timeouts, 1);
+    evs_group_member_info mi;
+    size_t n;
+    CHECK_RC(evs_group_list_members(g, &mi, 1, &n), EVS_OK);
+    CHECK_INT(n, 1);
+    CHECK_INT(mi.in_flight, 0);
+    CHECK_INT(mi.timeouts, 1);
+    check_parked(&f, g, "current-idle", 1, 1);
+    CHECK_RC(evs_dlq_get(f.b, "current-idle", a1, &e), EVS_OK);
+    CHECK_CONTAINS(e.last_error, "was not acked within 5000 ms");
+    evs_delivery_free(d);
+    evs_group_leave(m);
+    evs_group_close(g);
+
+    /* 3. checkpoint and lag through the bus, before any checkpoint is due */
+    evs_group_config_init(&c);
+    c.name = "current-lag";
+    c.checkpoint_ms = 60000;
+    c.checkpoint_every = 1000;
+    g = open_group(&f, &c);
+    m = join(g, "m");
+    for (int i = 0; i < 4; i++) ack(m, take(m));
+    evs_consumer_info ci;
+    CHECK_RC(evs_consumer_get(f.b, "current-lag", &ci), EVS_OK);
+    CHECK_INT(ci.checkpoint, evs_head(f.s));
+    CHECK_INT(ci.processed, 4);
+    CHECK_INT(ci.lag_events, 0);
+    evs_consumer_info list[8];
+    CHECK_RC(evs_consumer_list(f.b, NULL, list, 8, &n), EVS_OK);
+    int seen = 0;
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].name, "current-lag") == 0) {
+            seen = 1;
+            CHECK_INT(list[i].checkpoint, evs_head(f.s));
+            CHECK_INT(list[i].lag_events, 0);
+        }
+    CHECK(seen);
+    CHECK_RC(evs_group_get(f.b, "current-lag", &gi), EVS_OK);
+    CHECK_INT(gi.info.checkpoint, evs_head(f.s));
+    CHECK_INT(gi.members, 1);
+    append1(f.s, "cur-3", "A");
+    CHECK_RC(evs_consumer_get(f.b, "current-lag", &ci), EVS_OK);
+    CHECK_INT(ci.lag_events, 1);
+    evs_group_leave(m);
+    evs_group_close(g);
+    /* closed: the stored record, which the close wrote */
+    CHECK_RC(evs_group_get(f.b, "current-lag", &gi), EVS_OK);
+    CHECK_INT(gi.info.checkpoint, evs_head(f.s) - 1);
+    CHECK_INT(gi.members, 0);
+    fx_close(&f);
+}
+
 int main(void) {
     tu_verbose = getenv("EVS_VERBOSE") != NULL;
     test_records();
     test_one_at_a_time();
     test_ack_timeout();
     test_pinned();
+    test_pinned_join_spreads();
     test_round_robin_spreads();
     test_max_in_flight();
     test_nack();
@@ -1075,5 +1307,6 @@ int main(void) {
     test_restart();
     test_crash();
     test_per_stream_order();
+    test_state_current_when_read();
     return TEST_REPORT();
 }

@@ -10,14 +10,23 @@
  *     depth agree with what the consumers did;
  *   - pinned: a stream's outstanding deliveries are all held by one
  *     consumer, first deliveries of a stream come in stream order, also
- *     when a consumer leaves mid-run holding deliveries and joins again;
+ *     when a consumer leaves mid-run holding deliveries and joins again,
+ *     and when a consumer joins a quarter into a backlog while streams move
+ *     to it (it must get a part of the rest; test_bus_group.c proves the
+ *     rebalancing itself, step by step);
  *   - ack timeouts forced by a consumer moving a shared fake clock: late
  *     answers are refused or taken, never both, and still every event is
- *     finished exactly once.
+ *     finished exactly once;
+ *   - a reader thread reading the group's state meanwhile (through the bus
+ *     and through the handle, each read bringing the state up to date as a
+ *     consumer call would) sees a checkpoint that never goes back, in-flight
+ *     counts within the consumers' limits and no more DLQ entries than
+ *     parks.
  * Runs under ThreadSanitizer.
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "evstore_bus.h"
 #include "testutil.h"
@@ -41,6 +50,7 @@ static const evs_clock shared_clock = {fc_now, NULL, NULL, NULL};
 typedef struct run {
     const char *name;
     int pinned;
+    int late_join;                /* pinned: the events are appended first; the last consumer joins later */
     int timeouts;                 /* consumers push the fake clock past the ack timeout */
     uint64_t first;               /* first position of this run */
     evs_group *g;
@@ -49,6 +59,7 @@ typedef struct run {
     _Atomic int finished[EVENTS + 1];
     _Atomic uint64_t acks, skips, parks, retries, refused, finished_total;
     _Atomic int rejoined;             /* pinned: consumer 0 left holding deliveries and came back */
+    _Atomic uint64_t late_got;        /* late_join: deliveries the late consumer received */
     /* pinned bookkeeping, under mu */
     pthread_mutex_t mu;
     int stream_holder[STREAMS];
@@ -162,10 +173,22 @@ static void answer(worker *w, evs_group_member *m, evs_delivery *d) {
 static void *consumer(void *arg) {
     worker *w = arg;
     run *r = w->r;
-    evs_group_member *m = r->m[w->id];
     evs_delivery *held[MAX_IN_FLIGHT];
     int nheld = 0, rejoined = 0, pulls = 0;
     int64_t until = evs_now_ns() + 120000000000LL;
+    int late = r->late_join && w->id == CONSUMERS - 1;
+    if (late) {
+        /* join a quarter into the backlog */
+        while (atomic_load(&r->finished_total) < EVENTS / 4 && evs_now_ns() < until) {
+            struct timespec ts = {0, 1000000};
+            nanosleep(&ts, NULL);
+        }
+        if (evs_group_join(r->g, "late", &r->m[w->id]) != EVS_OK) {
+            problem(&r->pr, "late join: %s", evs_errmsg());
+            return NULL;
+        }
+    }
+    evs_group_member *m = r->m[w->id];
     while (atomic_load(&r->finished_total) < EVENTS && evs_now_ns() < until) {
         evs_delivery *d = NULL;
         int rc = evs_group_next(m, 20, &d);
@@ -173,6 +196,7 @@ static void *consumer(void *arg) {
         if (rc == EVS_OK) {
             received(w, d);
             held[nheld++] = d;
+            if (late) atomic_fetch_add(&r->late_got, 1);
         } else if (rc != EVS_ETIMEDOUT) {
             problem(&r->pr, "next: %s", evs_errmsg());
             break;
@@ -183,7 +207,7 @@ static void *consumer(void *arg) {
             while (nheld > 0) answer(w, m, held[--nheld]);
         }
         /* consumer 0 of the pinned run leaves once, holding deliveries, and joins again */
-        if (r->pinned && w->id == 0 && !rejoined && nheld > 0 && atomic_load(&r->finished_total) > EVENTS / 3) {
+        if (r->pinned && !r->late_join && w->id == 0 && !rejoined && nheld > 0 && atomic_load(&r->finished_total) > EVENTS / 3) {
             pthread_mutex_lock(&r->mu);
             for (int i = 0; i < nheld; i++) {
                 r->stream_out[stream_of(&held[i]->event)]--;
@@ -204,6 +228,38 @@ static void *consumer(void *arg) {
     }
     while (nheld > 0) answer(w, m, held[--nheld]);
     r->m[w->id] = m;
+    return NULL;
+}
+
+/* Read the state while the consumers work; every read refreshes it. */
+static void *reader(void *arg) {
+    run *r = arg;
+    uint64_t last = 0;
+    int64_t until = evs_now_ns() + 120000000000LL;
+    while (atomic_load(&r->finished_total) < EVENTS && evs_now_ns() < until) {
+        evs_consumer_info ci;
+        evs_group_info gi;
+        evs_group_member_info mi[CONSUMERS];
+        size_t n;
+        if (evs_consumer_get(bus, r->name, &ci) != EVS_OK || evs_group_get_info(r->g, &gi) != EVS_OK ||
+            evs_group_list_members(r->g, mi, CONSUMERS, &n) != EVS_OK) {
+            problem(&r->pr, "read state: %s", evs_errmsg());
+            break;
+        }
+        if (ci.checkpoint < last || gi.info.checkpoint < ci.checkpoint)
+            problem(&r->pr, "checkpoint went back: %llu, then %llu, then %llu", (unsigned long long)last,
+                    (unsigned long long)ci.checkpoint, (unsigned long long)gi.info.checkpoint);
+        last = gi.info.checkpoint;
+        if (gi.in_flight > (uint64_t)CONSUMERS * MAX_IN_FLIGHT)
+            problem(&r->pr, "%llu deliveries in flight", (unsigned long long)gi.in_flight);
+        for (size_t i = 0; i < n; i++)
+            if (mi[i].in_flight > MAX_IN_FLIGHT) problem(&r->pr, "%s holds %u", mi[i].name, mi[i].in_flight);
+        if (ci.dlq_depth > ci.parked)
+            problem(&r->pr, "DLQ depth %llu, parked %llu", (unsigned long long)ci.dlq_depth,
+                    (unsigned long long)ci.parked);
+        struct timespec ts = {0, 2000000};
+        nanosleep(&ts, NULL);
+    }
     return NULL;
 }
 
@@ -234,15 +290,19 @@ static void run_group(run *r) {
     for (int i = 0; i < CONSUMERS; i++) {
         char name[16];
         snprintf(name, sizeof name, "c%d", i);
-        CHECK_RC(evs_group_join(r->g, name, &r->m[i]), EVS_OK);
+        if (!(r->late_join && i == CONSUMERS - 1)) CHECK_RC(evs_group_join(r->g, name, &r->m[i]), EVS_OK);
         w[i].r = r;
         w[i].id = i;
         w[i].rng = 0x9e3779b97f4a7c15ull * (uint64_t)(i + 1) + (uint64_t)r->pinned;
     }
+    pthread_t rt;
     CHECK_INT(pthread_create(&wt, NULL, writer, NULL), 0);
+    if (r->late_join) pthread_join(wt, NULL); /* a backlog */
     for (int i = 0; i < CONSUMERS; i++) CHECK_INT(pthread_create(&t[i], NULL, consumer, &w[i]), 0);
-    pthread_join(wt, NULL);
+    CHECK_INT(pthread_create(&rt, NULL, reader, r), 0);
+    if (!r->late_join) pthread_join(wt, NULL);
     for (int i = 0; i < CONSUMERS; i++) pthread_join(t[i], NULL);
+    pthread_join(rt, NULL);
 
     if (r->pr.count) fprintf(stderr, "%s: %d problems, first: %s\n", r->name, r->pr.count, r->pr.first);
     CHECK_INT(r->pr.count, 0);
@@ -259,7 +319,13 @@ static void run_group(run *r) {
     CHECK_INT(gi.info.dlq_depth, atomic_load(&r->parks));
     CHECK_INT(gi.in_flight, 0);
     CHECK_INT(gi.buffered, 0);
-    if (r->pinned) CHECK_INT(atomic_load(&r->rejoined), 1);
+    if (r->pinned && !r->late_join) CHECK_INT(atomic_load(&r->rejoined), 1);
+    if (r->late_join) {
+        /* its streams' share of the three quarters left (2 or 3 of 16 streams with these names) */
+        printf("%s: the late consumer received %llu of the %d events left when it joined\n", r->name,
+               (unsigned long long)atomic_load(&r->late_got), EVENTS - EVENTS / 4);
+        CHECK(atomic_load(&r->late_got) >= EVENTS / 20);
+    }
     if (r->timeouts) CHECK(gi.timeouts > 0 && atomic_load(&r->refused) > 0);
     else CHECK_INT(gi.info.retry_count, atomic_load(&r->retries));
     printf("%s: %llu acks, %llu retries, %llu skips, %llu parks, %llu timeouts, %llu late answers refused\n", r->name,
@@ -284,6 +350,11 @@ int main(void) {
     pin.name = "pinned";
     pin.pinned = 1;
     run_group(&pin);
+    static run late;
+    late.name = "pinned-late-join";
+    late.pinned = 1;
+    late.late_join = 1;
+    run_group(&late);
     tmo.name = "timeouts";
     tmo.timeouts = 1;
     run_group(&tmo);

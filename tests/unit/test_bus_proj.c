@@ -4,12 +4,16 @@
  * parked without touching the state and applied in order by a DLQ retry;
  * kill -9 of a child process while it projects (after restart the state
  * equals a fresh replay, event for event); rebuild into a fresh copy while
- * appends continue and the old state answers queries, then the swap.
+ * appends continue and the old state answers queries, then the swap; a
+ * reset moves the projection back and empties its DLQ in one transaction
+ * (a failure or a crash between the two steps leaves neither); `sub reset`
+ * during a rebuild restarts the rebuild from that position.
  */
 #include <signal.h>
 #include <sys/wait.h>
 #include <time.h>
 
+#include "bus/bus_testing.h"
 #include "evstore_bus.h"
 #include "testutil.h"
 
@@ -273,6 +277,203 @@ static void test_rebuild_dlq(evs_store *s, evs_bus *b) {
     CHECK_INT(depth, 0);
 }
 
+/*
+ * A reset (evs_proj_reset) moves the projection back and empties its DLQ in
+ * one transaction: a write failing, or the process dying, between the two
+ * steps leaves neither done (the record still says "not rebuilding" at the
+ * old checkpoint and every entry is still parked); without a failure both
+ * are done at once.
+ */
+static int fail_at_reset(const char *point) { return strcmp(point, "proj_reset") == 0; }
+static int die_at_reset(const char *point) {
+    if (strcmp(point, "proj_reset") == 0) _exit(0);
+    return 0;
+}
+
+static evs_projection *open_resettable(evs_bus *b) {
+    evs_proj_config c;
+    evs_proj_config_init(&c);
+    c.name = "resettable";
+    c.apply = fold;
+    const char *pfx = "rst-";
+    c.filter.stream_prefix = pfx;
+    evs_projection *p = NULL;
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    return p;
+}
+
+/* Not rebuilding, checkpoint at the head, `depth` entries parked, state n / sum. */
+static void check_unreset(evs_store *s, evs_bus *b, evs_projection *p, uint64_t depth, unsigned long long n,
+                          unsigned long long sum) {
+    evs_proj_status ps;
+    CHECK_RC(evs_proj_get_status(p, &ps), EVS_OK);
+    CHECK_INT(ps.rebuilding, 0);
+    CHECK_INT(ps.info.checkpoint, evs_head(s));
+    evs_consumer_info ci;
+    CHECK_RC(evs_consumer_get(b, "resettable", &ci), EVS_OK);
+    CHECK_INT(ci.checkpoint, evs_head(s));
+    uint64_t d;
+    CHECK_RC(evs_dlq_depth(b, "resettable", &d), EVS_OK);
+    CHECK_INT(d, depth);
+    check_state(b, "resettable", "rst-1", n, sum);
+}
+
+static void test_reset_atomic(void) {
+    char *d = tu_tempdir("bus-reset");
+    evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
+    evs_bus *b;
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    append_v(s, "rst-1", "Deposited", 1);
+    append_v(s, "rst-1", "Poison", 2);
+    append_v(s, "rst-1", "Deposited", 4);
+    append_v(s, "rst-1", "Poison", 8);
+    evs_projection *p = open_resettable(b);
+    size_t n;
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_proj_checkpoint(p), EVS_OK);
+    check_unreset(s, b, p, 2, 2, 5);
+
+    /* 1. the write fails between moving back and emptying the DLQ: neither happened */
+    evs__bus_fault_hook = fail_at_reset;
+    CHECK_RC(evs_proj_reset(p, 0), EVS_EIO);
+    CHECK_CONTAINS(evs_errmsg(), "proj_reset");
+    evs__bus_fault_hook = NULL;
+    check_unreset(s, b, p, 2, 2, 5);
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 0); /* nothing is replayed */
+    evs_proj_close(p);
+    p = open_resettable(b);
+    check_unreset(s, b, p, 2, 2, 5);
+    evs_proj_close(p);
+    evs_bus_close(b);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+
+    /* 2. the process dies at that point: after a restart, neither happened */
+    pid_t pid = fork();
+    if (pid == 0) {
+        evs_store *cs = NULL;
+        evs_bus *cb = NULL;
+        evs_projection *cp = NULL;
+        if (evs_store_create(&cs) || evs_store_open(cs, d, 0) || evs_bus_open(cs, &cb)) _exit(3);
+        evs_proj_config c;
+        evs_proj_config_init(&c);
+        c.name = "resettable";
+        c.apply = fold;
+        c.filter.stream_prefix = "rst-";
+        if (evs_proj_open(cb, &c, &cp)) _exit(4);
+        evs__bus_fault_hook = die_at_reset;
+        evs_proj_reset(cp, 0);
+        _exit(5); /* the hook did not run */
+    }
+    CHECK(pid > 0);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    p = open_resettable(b);
+    check_unreset(s, b, p, 2, 2, 5);
+
+    /* 3. no failure: moved back and emptied together; the rebuild parks anew what still fails */
+    CHECK_RC(evs_proj_reset(p, 0), EVS_OK);
+    uint64_t depth;
+    CHECK_RC(evs_dlq_depth(b, "resettable", &depth), EVS_OK);
+    CHECK_INT(depth, 0);
+    evs_proj_status ps;
+    CHECK_RC(evs_proj_get_status(p, &ps), EVS_OK);
+    CHECK_INT(ps.rebuilding, 1);
+    CHECK_INT(ps.rebuild_position, 1);
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_proj_get_status(p, &ps), EVS_OK);
+    CHECK_INT(ps.rebuilding, 0);
+    CHECK_RC(evs_dlq_depth(b, "resettable", &depth), EVS_OK);
+    CHECK_INT(depth, 2);
+    check_state(b, "resettable", "rst-1", 2, 5);
+    evs_proj_close(p);
+    evs_bus_close(b);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    tu_rmrf(d);
+    free(d);
+}
+
+/*
+ * `evstore sub reset` on a projection in the middle of a rebuild
+ * (evs_consumer_set_position while it is closed) restarts the rebuild from
+ * that position: the rebuild's start moves with it, so at the swap the live
+ * DLQ entries between the new and the old start are replaced too, and no
+ * event is applied twice to the rebuilt state.
+ */
+static void test_reset_position_during_rebuild(evs_store *s, evs_bus *b) {
+    evs_proj_config c;
+    evs_proj_config_init(&c);
+    c.name = "lowered";
+    c.apply = fold;
+    const char *pfx = "low-";
+    c.filter.stream_prefix = pfx;
+    evs_projection *p;
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    if (!p) return;
+    uint64_t p1 = evs_head(s) + 1;
+    append_v(s, "low-1", "Deposited", 1);
+    append_v(s, "low-1", "Poison", 2); /* p1 + 1 */
+    append_v(s, "low-1", "Deposited", 4);
+    append_v(s, "low-1", "Poison", 8); /* p1 + 3 */
+    append_v(s, "low-1", "Deposited", 16);
+    append_v(s, "low-1", "Deposited", 32);
+    size_t n;
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_proj_checkpoint(p), EVS_OK);
+    uint64_t pos[8];
+    dlq_positions(b, "lowered", pos, 8, &n);
+    CHECK_INT(n, 2);
+    CHECK_INT(pos[0], p1 + 1);
+    CHECK_INT(pos[1], p1 + 3);
+    check_state(b, "lowered", "low-1", 4, 53);
+
+    /* the handler is fixed; a rebuild from the second poison starts and stops after one event */
+    poison_fixed = 1;
+    CHECK_RC(evs_proj_rebuild(p, p1 + 3), EVS_OK);
+    CHECK_RC(evs_proj_poll(p, 0, 1, &n), EVS_OK);
+    CHECK_INT(n, 1);
+    evs_proj_status ps;
+    CHECK_RC(evs_proj_get_status(p, &ps), EVS_OK);
+    CHECK_INT(ps.rebuilding, 1);
+    CHECK_INT(ps.rebuild_position, p1 + 4);
+    evs_proj_close(p);
+
+    /* `sub reset lowered P` below the rebuild's start, before the first poison */
+    CHECK_RC(evs_consumer_set_position(b, "lowered", p1 + 1), EVS_OK);
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    if (!p) return;
+    CHECK_RC(evs_proj_get_status(p, &ps), EVS_OK);
+    CHECK_INT(ps.rebuilding, 1);
+    CHECK_INT(ps.rebuild_position, p1 + 1);
+    dlq_positions(b, "lowered", pos, 8, &n); /* the live entries until the swap */
+    CHECK_INT(n, 2);
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 5);
+    CHECK_RC(evs_proj_get_status(p, &ps), EVS_OK);
+    CHECK_INT(ps.rebuilding, 0);
+    /* both entries were replaced: the one between the new and the old start too */
+    dlq_positions(b, "lowered", pos, 8, &n);
+    CHECK_INT(n, 0);
+    /* events p1+1 .. p1+5, each applied once */
+    check_state(b, "lowered", "low-1", 5, 2 + 4 + 8 + 16 + 32);
+    char *js = NULL;
+    CHECK_RC(evs_proj_get_state(b, "lowered", "low-1", &js, NULL), EVS_OK);
+    if (js) {
+        st got;
+        parse_state(js, &got);
+        unsigned long long h = 0;
+        for (uint64_t g = p1 + 1; g <= p1 + 5; g++) h = (h * 1000003ull + g) & ((1ull << 52) - 1);
+        CHECK_INT(got.h, h);
+        CHECK_INT(got.last, p1 + 5);
+    }
+    free(js);
+    poison_fixed = 0;
+    evs_proj_close(p);
+}
+
 /* ------------------------------------------------------------- kill -9 */
 
 #define KILL_EVENTS 40000
@@ -456,10 +657,12 @@ int main(void) {
     test_failure_parks(s, b);
     test_rebuild(s, b);
     test_rebuild_dlq(s, b);
+    test_reset_position_during_rebuild(s, b);
     evs_bus_close(b);
     evs_store_close(s);
     tu_rmrf(d);
     free(d);
+    test_reset_atomic();
     test_kill9();
     return TEST_REPORT();
 }

@@ -8,7 +8,12 @@
  *      fdatasync is never retried (the table's fdatasync count does not grow
  *      after the failure, not even at close); reads still work; after close
  *      and reopen the store is consistent and gapless and every acknowledged
- *      event is intact.
+ *      event is intact.  Closing the failed store syncs nothing and returns
+ *      EVS_EFAILED.
+ *   1b. In batch and none durability the close's fdatasync is what makes the
+ *      last acknowledged appends durable: when it fails, evs_store_close
+ *      returns EVS_EIO naming it; a clean close (and a close with nothing to
+ *      sync) returns EVS_OK.
  *   2. A short write fails that append with EVS_EIO, later appends return
  *      EVS_EFAILED, and reopening recovers to the last whole record, both when
  *      the writer could zero the partial record and when it could not (then
@@ -330,8 +335,10 @@ static void test_fsync_failure(void) {
     CHECK_RC(evs_read_stream(s, "ft-00", 1, EVS_FORWARD, 0, &r), EVS_OK);
     CHECK_RC(evs_reader_next(r, &ev), EVS_OK);
     evs_reader_close(r);
-    evs_store_close(s);
-    /* closing a failed store must not sync either */
+    /* closing a failed store must not sync either, and says it did not */
+    CHECK_RC(evs_store_close(s), EVS_EFAILED);
+    CHECK_CONTAINS(evs_errmsg(), "fdatasync");
+    CHECK_CONTAINS(evs_errmsg(), "may not be on disk");
     CHECK_INT(evs__fault_count(f, EVS_FOP_FDATASYNC), after);
     evs__fault_destroy(f);
     uint64_t head2 = 0;
@@ -341,6 +348,71 @@ static void test_fsync_failure(void) {
     printf("fdatasync failure: %llu events acknowledged, %llu after reopen; %llu fdatasyncs, none after the failure\n",
            (unsigned long long)head, (unsigned long long)head2, (unsigned long long)after);
     free(l.a);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/*
+ * 1b. In batch and none durability an append is acknowledged before any
+ * fdatasync, and the close's sync is the one that makes the last appends
+ * durable: when it fails, evs_store_close says so (EVS_EIO naming the
+ * fdatasync).  A close that syncs fine returns EVS_OK, and so do closes with
+ * nothing to sync.  The failed close released everything: the store reopens
+ * (the unsynced bytes are still in the page cache here) with every event.
+ */
+static void test_close_sync_failure(evs_durability mode, int fail) {
+    const char *label = mode == EVS_DURABILITY_NONE ? "none" : "batch";
+    char *dir = tu_tempdir("faults-close");
+    evs_fault *f;
+    CHECK_INT(evs__fault_create(&f), 0);
+    evs_store *s = NULL;
+    int rc = evs_store_create(&s);
+    if (!rc) rc = evs_store_set_segment_size(s, SEGSZ);
+    if (!rc) rc = evs_store_set_index_map_size(s, 64u << 20);
+    /* a batch interval longer than the test: no periodic sync runs before the close */
+    if (!rc) rc = evs_store_set_durability(s, mode, 60000);
+    if (!rc) rc = evs__store_set_io(s, evs__fault_io(f));
+    if (!rc) rc = evs_store_open(s, dir, EVS_OPEN_CREATE);
+    CHECK_RC(rc, EVS_OK);
+    if (rc) return;
+    acks l = {0};
+    uint64_t ver[NSTREAMS] = {0};
+    for (int i = 0; i < 12; i++) CHECK_RC(append_n(s, i % 4, &ver[i % 4], 1 + (unsigned)(i % 3), 200, &l), EVS_OK);
+    uint64_t syncs = evs__fault_count(f, EVS_FOP_FDATASYNC);
+    if (fail) evs__fault_fail(f, EVS_FOP_FDATASYNC, 1, 1, EIO);
+    rc = evs_store_close(s);
+    /* the close tried exactly one fdatasync: the log's final sync */
+    CHECK_INT(evs__fault_count(f, EVS_FOP_FDATASYNC), syncs + 1);
+    if (fail) {
+        CHECK_RC(rc, EVS_EIO);
+        CHECK_CONTAINS(evs_errmsg(), "close: the final sync of the log failed");
+        CHECK_CONTAINS(evs_errmsg(), "fdatasync");
+        CHECK_CONTAINS(evs_errmsg(), strerror(EIO));
+    } else {
+        CHECK_RC(rc, EVS_OK);
+    }
+    evs__fault_destroy(f);
+    char what[64];
+    snprintf(what, sizeof what, "close sync %s (%s)", fail ? "failure" : "ok", label);
+    reopen_verify(dir, &l, what, NULL, NULL);
+    free(l.a);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/* Closes that have nothing to sync, or nothing opened, report success. */
+static void test_close_trivial(void) {
+    CHECK_RC(evs_store_close(NULL), EVS_OK);
+    evs_store *s = NULL;
+    CHECK_RC(evs_store_create(&s), EVS_OK);
+    CHECK_RC(evs_store_close(s), EVS_OK); /* never opened */
+    char *dir = tu_tempdir("faults-close-ro");
+    s = open_store(dir, NULL, 1);
+    CHECK(s != NULL);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    CHECK_RC(evs_store_create(&s), EVS_OK);
+    CHECK_RC(evs_store_open(s, dir, EVS_OPEN_READONLY), EVS_OK);
+    CHECK_RC(evs_store_close(s), EVS_OK);
     tu_rmrf(dir);
     free(dir);
 }
@@ -366,7 +438,8 @@ static void test_short_write(int scrub_fails) {
     CHECK_CONTAINS(evs_errmsg(), "short write");
     CHECK_RC(append_n(s, 1, &ver[1], 1, 300, &l), EVS_EFAILED);
     CHECK_INT(evs_head(s), head);
-    evs_store_close(s);
+    CHECK_RC(evs_store_close(s), EVS_EFAILED);
+    CHECK_CONTAINS(evs_errmsg(), "short write");
     evs__fault_destroy(f);
     uint64_t head2 = 0;
     reopen_verify(dir, &l, scrub_fails ? "short write, torn bytes left" : "short write, zeroed",
@@ -565,6 +638,11 @@ int main(void) {
     int seeds = e ? atoi(e) : 120;
     if (seeds < 1) seeds = 1;
     test_fsync_failure();
+    test_close_trivial();
+    test_close_sync_failure(EVS_DURABILITY_NONE, 1);
+    test_close_sync_failure(EVS_DURABILITY_BATCH, 1);
+    test_close_sync_failure(EVS_DURABILITY_NONE, 0);
+    test_close_sync_failure(EVS_DURABILITY_BATCH, 0);
     test_short_write(0);
     test_short_write(1);
     test_enospc();

@@ -1,6 +1,14 @@
 /*
  * record.c — encoding of one append (a log frame's payload).
  *
+ * Why it lives in src/log/: it is the layout of the log's payloads, and
+ * both the index (which turns a record into index entries, for the writer
+ * and for recovery) and the store (which encodes appends and decodes
+ * reads) use it.  The layers run io -> core -> log -> index -> store; the
+ * lowest layer that every user sits on is the log, so the codec sits there
+ * and every include of it points down.  It needs nothing but core; log.c
+ * itself still treats payloads as opaque bytes and never calls it.
+ *
  * One frame holds every event of one append, so an append is atomic by
  * construction: the frame's CRC either verifies and all events exist, or it
  * does not and none do.  Global positions are not stored per event: event i
@@ -35,7 +43,7 @@
 #include <string.h>
 
 #include "core/core.h"
-#include "store/record.h"
+#include "log/record.h"
 
 static size_t pad8(size_t n) { return (n + 7) & ~(size_t)7; }
 
@@ -154,4 +162,44 @@ size_t evs__record_decode(const uint8_t *p, size_t len, size_t off, uint64_t fir
     ev->global_position = first_gpos + idx;
     ev->recorded_at = (int64_t)evs__get64(p + 8);
     return off + elen;
+}
+
+/* ---------------------------------------------------- LOST payloads */
+
+size_t evs__lost_size(const evs_lost_stream *e, size_t n) {
+    size_t total = EVS_LOST_HEADER;
+    for (size_t i = 0; i < n; i++) total += pad8(16 + e[i].stream_len);
+    return total;
+}
+
+void evs__lost_encode(uint8_t *p, int64_t repaired_at, const evs_lost_stream *e, size_t n) {
+    evs__put64(p, (uint64_t)repaired_at);
+    evs__put32(p + 8, (uint32_t)n);
+    size_t off = EVS_LOST_HEADER;
+    for (size_t i = 0; i < n; i++) {
+        evs__put64(p + off, e[i].first);
+        evs__put32(p + off + 8, e[i].count);
+        evs__put16(p + off + 12, (uint16_t)e[i].stream_len);
+        memcpy(p + off + 16, e[i].stream, e[i].stream_len);
+        off += pad8(16 + e[i].stream_len);
+    }
+}
+
+int evs__lost_next(const uint8_t *p, size_t len, evs_lost_iter *it, evs_lost_stream *out, int64_t *repaired_at) {
+    if (len < EVS_LOST_HEADER) return EVS_ECORRUPT;
+    if (repaired_at) *repaired_at = (int64_t)evs__get64(p);
+    if (it->off == 0) it->off = EVS_LOST_HEADER;
+    if (it->i >= evs__get32(p + 8)) return EVS_DONE;
+    size_t at = it->off;
+    if (at + 16 > len) return EVS_ECORRUPT;
+    size_t sl = evs__get16(p + at + 12);
+    if (sl == 0 || sl > EVS_MAX_STREAM_NAME || at + 16 + sl > len) return EVS_ECORRUPT;
+    out->first = evs__get64(p + at);
+    out->count = evs__get32(p + at + 8);
+    out->stream_len = sl;
+    out->stream = (const char *)p + at + 16;
+    if (out->first == 0 || out->count == 0) return EVS_ECORRUPT;
+    it->off = at + pad8(16 + sl);
+    it->i++;
+    return EVS_OK;
 }

@@ -4,7 +4,8 @@
  * The log treats payloads as opaque bytes; this module lays out the events
  * of an append inside one payload, so that an append is atomic by
  * construction (one frame, one checksum).  The layout is documented at the
- * top of record.c and in docs/format.md.
+ * top of record.c and in docs/format.md.  It sits in src/log/, below the
+ * index and the store that both use it (record.c says why).
  */
 #ifndef EVS_RECORD_H
 #define EVS_RECORD_H
@@ -51,5 +52,44 @@ size_t evs__record_first_event(const uint8_t *p, size_t len);
  */
 size_t evs__record_decode(const uint8_t *p, size_t len, size_t off, uint64_t first_gpos, uint32_t idx,
                           evs_event *ev);
+
+/*
+ * The payload of a LOST frame (log.h's EVS_FRAME_LOST): where `evstore
+ * repair` removed damaged records, one frame keeps their global positions
+ * taken and says which stream positions they held, so that neither is ever
+ * given to another event.  Layout, little-endian:
+ *
+ *   0   i64  repaired_at (ns)
+ *   8   u32  number of stream entries (0 when the streams are unknown)
+ *   12  u32  reserved, zero
+ *   16  ...  entries, each at a multiple of 8:
+ *            u64 first stream position, u32 count, u16 name length (1..255),
+ *            u16 zero, name, zero padding to 8
+ *   then zero bytes to the end of the payload (a frame may fill the space
+ *   the damaged records took)
+ */
+typedef struct evs_lost_stream {
+    const char *stream;
+    size_t stream_len;
+    uint64_t first;           /* first stream position lost */
+    uint32_t count;
+} evs_lost_stream;
+
+#define EVS_LOST_HEADER 16
+
+/* Bytes the payload needs for n entries (before any zero fill). */
+size_t evs__lost_size(const evs_lost_stream *e, size_t n);
+/* Write the payload into p (room for evs__lost_size bytes, zeroed by the caller). */
+void evs__lost_encode(uint8_t *p, int64_t repaired_at, const evs_lost_stream *e, size_t n);
+/* Walks the entries of a LOST payload; zero it before the first call. */
+typedef struct evs_lost_iter {
+    size_t off;
+    uint32_t i;
+} evs_lost_iter;
+/*
+ * The next entry: EVS_OK, EVS_DONE after the last, or EVS_ECORRUPT for a
+ * malformed payload.  *repaired_at (may be NULL) gets the header's time.
+ */
+int evs__lost_next(const uint8_t *p, size_t len, evs_lost_iter *it, evs_lost_stream *out, int64_t *repaired_at);
 
 #endif

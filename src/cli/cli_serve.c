@@ -1,0 +1,237 @@
+/*
+ * cli_serve.c — `evstore serve`: its flags, its JSON config file, and the
+ * checks that turn them into one evs__serve_config for the server
+ * (src/server/serve.c runs it).
+ *
+ * One table (opt_defs) serves the flags and the file, so both accept
+ * exactly the same settings with the same bounds; a flag wins over the
+ * file.  Numbers above a hard cap are refused, not clamped: a limit the
+ * user asked for and silently did not get is worse than an error.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <jansson.h>
+#include <netinet/in.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+
+#include "cli/cli.h"
+#include "server/server.h"
+
+static const char serve_help[] =
+    "Usage: evstore serve [-d DIR] [--listen ADDR:PORT] [--durability sync|batch|none] [--config FILE] [OPTIONS]\n"
+    "\n"
+    "Run the HTTP/JSON server on the store in DIR (created if missing): appends,\n"
+    "reads, the stream list, live streams over Server-Sent Events (/subscribe)\n"
+    "and WebSocket (/ws), and Prometheus metrics (/metrics).  See docs/http-api.md.\n"
+    "\n"
+    "Options:\n"
+    "  -d, --dir DIR            the store directory (default: $EVSTORE_DIR)\n"
+    "  --listen ADDR:PORT       IPv4 address and port (default 127.0.0.1:2113; port 0\n"
+    "                           picks a free one; the address is printed on stdout)\n"
+    "  --durability MODE        sync (default): acknowledged means fdatasync'd;\n"
+    "                           batch: fdatasync at most every --batch-ms; none\n"
+    "  --batch-ms N             sync interval for batch mode (default 10)\n"
+    "  --threads N              HTTP worker threads (default 16, at most 64)\n"
+    "  --max-body BYTES         request body limit (default 32 MiB, at most 80 MiB)\n"
+    "  --max-connections N      concurrent connections (default 1024, at most 4096)\n"
+    "  --timeout SECONDS        idle/slow client timeout (default 30, at most 600)\n"
+    "  --max-ws-message BYTES   WebSocket client message limit (default 64 KiB, at most 1 MiB)\n"
+    "  --heartbeat-ms N         live stream heartbeat interval (default 15000)\n"
+    "  --access-log FILE        one line per answered request, appended to FILE\n"
+    "                           (- for standard error; default: none)\n"
+    "  --config FILE            settings from a JSON object with the same names\n"
+    "                           (dir, listen, durability, batch_ms, threads, max_body,\n"
+    "                           max_connections, timeout, max_ws_message, heartbeat_ms,\n"
+    "                           access_log); flags win over the file\n"
+    "  -h, --help               show this help\n"
+    "\n"
+    "Limits can be lowered, never raised above the hard caps.  SIGINT or SIGTERM\n"
+    "stops the server cleanly: in-flight appends finish, then it exits 0.\n";
+
+typedef struct serve_opts {
+    const char *dir;
+    const char *listen;
+    const char *durability;
+    const char *access_log;
+    uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms;
+    const char *config;
+    json_t *cfg;                /* keeps the config's strings alive */
+    unsigned set;               /* OPT_* bits given as flags (flags win) */
+} serve_opts;
+
+/*
+ * The options, with their config-file key, bounds and hard cap.  One table
+ * serves the flags and the file, so both accept exactly the same settings.
+ */
+enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
+       OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_COUNT };
+
+typedef struct opt_def {
+    const char *flag, *shrt, *key;
+    uint64_t min, max;          /* numbers only (max 0: a string) */
+    size_t off;
+} opt_def;
+
+static const opt_def opt_defs[OPT_COUNT] = {
+    {"--dir", "-d", "dir", 0, 0, offsetof(serve_opts, dir)},
+    {"--listen", NULL, "listen", 0, 0, offsetof(serve_opts, listen)},
+    {"--durability", NULL, "durability", 0, 0, offsetof(serve_opts, durability)},
+    {"--batch-ms", NULL, "batch_ms", 1, 60000, offsetof(serve_opts, batch_ms)},
+    {"--threads", NULL, "threads", 1, EVS_SRV_MAX_THREADS, offsetof(serve_opts, threads)},
+    {"--max-body", NULL, "max_body", 1024, EVS_SRV_MAX_BODY, offsetof(serve_opts, max_body)},
+    {"--max-connections", NULL, "max_connections", 1, EVS_SRV_MAX_CONNECTIONS, offsetof(serve_opts, max_conn)},
+    {"--timeout", NULL, "timeout", 1, EVS_SRV_MAX_TIMEOUT_S, offsetof(serve_opts, timeout_s)},
+    {"--max-ws-message", NULL, "max_ws_message", 128, EVS_SRV_MAX_WS_FRAME, offsetof(serve_opts, ws_frame)},
+    {"--heartbeat-ms", NULL, "heartbeat_ms", 10, 3600000, offsetof(serve_opts, heartbeat_ms)},
+    {"--access-log", NULL, "access_log", 0, 0, offsetof(serve_opts, access_log)},
+};
+
+/*
+ * Settings from a JSON config file: {"listen": "...", "threads": 8, ...},
+ * keys as in opt_defs.  Applied only where no flag was given.  Exit code.
+ */
+static int load_config(serve_opts *o) {
+    json_error_t je;
+    o->cfg = json_load_file(o->config, JSON_REJECT_DUPLICATES, &je);
+    if (!o->cfg)
+        return evs__cli_fail(EVS_CLI_USAGE, "config %s: line %d, column %d: %s", o->config, je.line, je.column,
+                             je.text);
+    if (!json_is_object(o->cfg))
+        return evs__cli_fail(EVS_CLI_USAGE, "config %s: expected a JSON object of settings", o->config);
+    const char *key;
+    json_t *v;
+    json_object_foreach(o->cfg, key, v) {
+        int i = 0;
+        while (i < OPT_COUNT && strcmp(opt_defs[i].key, key) != 0) i++;
+        if (i == OPT_COUNT) return evs__cli_fail(EVS_CLI_USAGE, "config %s: unknown setting \"%s\"", o->config, key);
+        const opt_def *d = &opt_defs[i];
+        if (o->set & (1u << i)) continue; /* the flag wins */
+        if (!d->max) {
+            if (!json_is_string(v) || !json_string_value(v)[0])
+                return evs__cli_fail(EVS_CLI_USAGE, "config %s: %s must be a non-empty string", o->config, key);
+            *(const char **)((char *)o + d->off) = json_string_value(v);
+        } else {
+            if (!json_is_integer(v) || json_integer_value(v) < (json_int_t)d->min ||
+                (uint64_t)json_integer_value(v) > d->max)
+                return evs__cli_fail(EVS_CLI_USAGE, "config %s: %s must be an integer in %llu..%llu", o->config,
+                                     key, (unsigned long long)d->min, (unsigned long long)d->max);
+            *(uint64_t *)((char *)o + d->off) = (uint64_t)json_integer_value(v);
+        }
+    }
+    return EVS_CLI_OK;
+}
+
+/* A numeric option with a hard cap: above the cap is an error, not a clamp. */
+static int opt_num(evs__cli_args *a, uint64_t min, uint64_t max, uint64_t *out) {
+    const char *v;
+    int code = evs__cli_value(a, &v);
+    if (code) return code;
+    if ((code = evs__cli_u64(a, a->name, v, max, out))) return code;
+    if (*out < min) return evs__cli_usage(a->cmd, "%s %s: must be at least %llu", a->name, v,
+                                          (unsigned long long)min);
+    return EVS_CLI_OK;
+}
+
+static int parse_opts(int argc, char **argv, serve_opts *o) {
+    evs__cli_args a;
+    evs__cli_args_init(&a, "serve", argc, argv);
+    int k, code;
+    while ((k = evs__cli_args_next(&a)) != EVS_CLI_END) {
+        if (k == EVS_CLI_POSITIONAL) return evs__cli_usage("serve", "unexpected argument \"%s\"", a.arg);
+        if (evs__cli_is(&a, "--help", "-h")) {
+            fputs(serve_help, stdout);
+            return -1;
+        }
+        if (evs__cli_is(&a, "--config", NULL)) {
+            if ((code = evs__cli_value(&a, &o->config))) return code;
+            continue;
+        }
+        int i = 0;
+        while (i < OPT_COUNT && !evs__cli_is(&a, opt_defs[i].flag, opt_defs[i].shrt)) i++;
+        if (i == OPT_COUNT) return evs__cli_unknown(&a);
+        const opt_def *d = &opt_defs[i];
+        if (d->max) code = opt_num(&a, d->min, d->max, (uint64_t *)((char *)o + d->off));
+        else code = evs__cli_value(&a, (const char **)((char *)o + d->off));
+        if (code) return code;
+        o->set |= 1u << i;
+    }
+    if (o->config && (code = load_config(o))) return code;
+    /* -d or "dir" in the config, else $EVSTORE_DIR */
+    if ((code = evs__cli_dir(&a, o->dir, &o->dir))) return code;
+    return EVS_CLI_OK;
+}
+
+static int parse_listen(const char *s, struct sockaddr_in *sa) {
+    const char *colon = strrchr(s, ':');
+    if (!colon || colon == s || (size_t)(colon - s) >= 64) return -1;
+    char host[64];
+    memcpy(host, s, (size_t)(colon - s));
+    host[colon - s] = '\0';
+    uint64_t port;
+    if (evs__parse_u64(colon + 1, 65535, &port)) return -1;
+    memset(sa, 0, sizeof *sa);
+    sa->sin_family = AF_INET;
+    sa->sin_port = htons((uint16_t)port);
+    if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
+    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) return -1;
+    return 0;
+}
+
+
+/* Parse one run's settings and run the server; the exit status. */
+int evs__cli_serve(int argc, char **argv) {
+    serve_opts o = {.listen = "127.0.0.1:2113", .durability = "sync", .batch_ms = 10,
+                    .threads = EVS_SRV_DEFAULT_THREADS, .max_body = EVS_SRV_DEFAULT_BODY,
+                    .max_conn = EVS_SRV_DEFAULT_CONNECTIONS, .timeout_s = EVS_SRV_DEFAULT_TIMEOUT_S,
+                    .ws_frame = EVS_SRV_DEFAULT_WS_FRAME, .heartbeat_ms = EVS_SRV_DEFAULT_HEARTBEAT_MS};
+    evs__serve_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    int code = parse_opts(argc, argv, &o);
+    if (code) {
+        json_decref(o.cfg);
+        return code < 0 ? evs__cli_finish_output(EVS_CLI_OK) : code;
+    }
+    if (strcmp(o.durability, "sync") == 0) cfg.durability = EVS_DURABILITY_SYNC;
+    else if (strcmp(o.durability, "batch") == 0) cfg.durability = EVS_DURABILITY_BATCH;
+    else if (strcmp(o.durability, "none") == 0) cfg.durability = EVS_DURABILITY_NONE;
+    else {
+        code = evs__cli_usage("serve", "--durability %s: use sync, batch or none", o.durability);
+        goto cleanup;
+    }
+    if (parse_listen(o.listen, &cfg.addr)) {
+        code = evs__cli_usage("serve", "--listen %s: expected IPV4ADDRESS:PORT, e.g. 127.0.0.1:2113", o.listen);
+        goto cleanup;
+    }
+    if (o.access_log && strcmp(o.access_log, "-") == 0) {
+        cfg.access_log = stderr;
+    } else if (o.access_log) {
+        if (!(cfg.access_log = fopen(o.access_log, "a"))) {
+            code = evs__cli_fail(EVS_CLI_USAGE, "serve: cannot open the access log %s: %s", o.access_log,
+                                 strerror(errno));
+            goto cleanup;
+        }
+        setvbuf(cfg.access_log, NULL, _IOLBF, 0); /* whole lines, as they happen */
+    }
+    cfg.dir = o.dir;
+    cfg.listen = o.listen;
+    cfg.durability_name = o.durability;
+    cfg.batch_ms = (unsigned)o.batch_ms;
+    cfg.threads = (unsigned)o.threads;
+    cfg.max_body = (size_t)o.max_body;
+    cfg.max_connections = (unsigned)o.max_conn;
+    cfg.timeout_s = (unsigned)o.timeout_s;
+    cfg.ws_frame_max = (size_t)o.ws_frame;
+    cfg.heartbeat_ms = (unsigned)o.heartbeat_ms;
+
+    char why[1024] = "";
+    int rc = evs__serve(&cfg, why, sizeof why);
+    code = rc == EVS_OK ? EVS_CLI_OK : evs__cli_fail(evs__cli_exit_code(rc), "%s", why);
+cleanup:
+    if (cfg.access_log && cfg.access_log != stderr) fclose(cfg.access_log);
+    json_decref(o.cfg); /* last: o.dir and friends may point into it */
+    return code;
+}

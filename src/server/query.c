@@ -1,0 +1,241 @@
+/*
+ * query.c — reading what a request says (query.h).
+ *
+ * Why our own percent-decoder: libmicrohttpd decodes the path before the
+ * access handler sees it, which would turn "/streams/a%2Fb" into
+ * "/streams/a/b" and make a stream named "a/b" unreachable (or reachable as
+ * stream "a", position "b").  The server installs a no-op unescape callback
+ * (http.c) and splits the raw path on '/' first, then decodes each segment
+ * here, where a decoded NUL or invalid UTF-8 is refused instead of passed
+ * on.  Query values take the same road.
+ *
+ * Query numbers are strict (digits only): a sign, a fraction or an overflow
+ * is a 400 naming the parameter, never a silent clamp.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "server/query.h"
+
+/* ------------------------------------------------------------ decoding */
+
+static int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+long evs__pct_decode(const char *in, size_t n, char *out, size_t cap, char *why, size_t whycap) {
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)in[i];
+        if (ch == '%') {
+            int hi = i + 1 < n ? hexval(in[i + 1]) : -1;
+            int lo = i + 2 < n ? hexval(in[i + 2]) : -1;
+            if (hi < 0 || lo < 0) {
+                snprintf(why, whycap, "malformed percent-escape at byte %zu", i + 1);
+                return -1;
+            }
+            ch = (unsigned char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (ch == 0) {
+            snprintf(why, whycap, "contains a NUL byte");
+            return -1;
+        }
+        if (o + 1 >= cap) {
+            snprintf(why, whycap, "is longer than %zu bytes", cap - 1);
+            return -1;
+        }
+        out[o++] = (char)ch;
+    }
+    out[o] = '\0';
+    size_t bad;
+    if (!evs__utf8_valid(out, o, &bad)) {
+        snprintf(why, whycap, "is not valid UTF-8 (decoded byte %zu)", bad + 1);
+        return -1;
+    }
+    return (long)o;
+}
+
+/* ----------------------------------------------------------- parameters */
+
+const char *evs__query(evs__req *rq, const char *key) {
+    return MHD_lookup_connection_value(rq->c, MHD_GET_ARGUMENT_KIND, key);
+}
+
+int evs__query_text(evs__req *rq, const char *key, size_t maxlen, char **out, enum MHD_Result *mr) {
+    *out = NULL;
+    const char *raw = evs__query(rq, key);
+    if (!raw) return 0;
+    size_t n = strlen(raw);
+    char *buf = malloc(n + 1);
+    if (!buf) {
+        *mr = evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+        return -1;
+    }
+    char why[96];
+    long len = evs__pct_decode(raw, n, buf, n + 1, why, sizeof why);
+    if (len < 0) {
+        free(buf);
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter %s %s", key, why);
+        return -1;
+    }
+    if ((size_t)len > maxlen) {
+        free(buf);
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter %s is %ld bytes, the limit is %zu", key,
+                                 len, maxlen);
+        return -1;
+    }
+    *out = buf;
+    return 0;
+}
+
+int evs__query_u64(evs__req *rq, const char *key, uint64_t min, uint64_t max, uint64_t *out, enum MHD_Result *mr) {
+    const char *v = evs__query(rq, key);
+    if (!v) return 0;
+    uint64_t n;
+    int rc = evs__parse_u64(v, max, &n);
+    if (rc == 0 && n >= min) {
+        *out = n;
+        return 0;
+    }
+    char d[128];
+    snprintf(d, sizeof d, "{\"parameter\":\"%s\",\"min\":%llu,\"max\":%llu}", key, (unsigned long long)min,
+             (unsigned long long)max);
+    *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, d, "parameter %s=%.40s %s (expected %llu..%llu)", key, v,
+                             rc == -2 ? "is negative" : rc == -3 ? "is too large" : rc == 0 ? "is zero" : "is not a number",
+                             (unsigned long long)min, (unsigned long long)max);
+    return -1;
+}
+
+int evs__query_position(evs__req *rq, const char *key, uint64_t *out, enum MHD_Result *mr) {
+    const char *v = evs__query(rq, key);
+    if (v && strcmp(v, "now") == 0) {
+        *out = evs_head(rq->srv->store) + 1;
+        return 0;
+    }
+    return evs__query_u64(rq, key, 1, UINT64_MAX - 1, out, mr);
+}
+
+int evs__query_direction(evs__req *rq, int *dir, enum MHD_Result *mr) {
+    const char *v = evs__query(rq, "direction");
+    *dir = EVS_FORWARD;
+    if (!v || strcmp(v, "forward") == 0) return 0;
+    if (strcmp(v, "backward") == 0) {
+        *dir = EVS_BACKWARD;
+        return 0;
+    }
+    *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter direction must be forward or backward");
+    return -1;
+}
+
+/* -------------------------------------------------------------- filters */
+
+int evs__live_filter_finish(evs__live_filter *lf) {
+    memset(&lf->f, 0, sizeof lf->f);
+    lf->ntypes = 0;
+    if (lf->types_buf) {
+        char *p = lf->types_buf;
+        for (;;) {
+            char *comma = strchr(p, ',');
+            if (comma) *comma = '\0';
+            if (!*p || strlen(p) > EVS_MAX_TYPE_NAME) return -1;
+            if (lf->ntypes == EVS_SRV_MAX_FILTER_TYPES) return -1;
+            lf->types[lf->ntypes++] = p;
+            if (!comma) break;
+            p = comma + 1;
+        }
+        lf->f.event_types = lf->types;
+        lf->f.n_event_types = lf->ntypes;
+    }
+    if (lf->stream_type) {
+        if (!*lf->stream_type || strlen(lf->stream_type) > EVS_MAX_TYPE_NAME) return -1;
+        lf->f.stream_type = lf->stream_type;
+    }
+    if (lf->stream) {
+        lf->stream_len = strlen(lf->stream);
+        if (!lf->stream_len || lf->stream_len > EVS_MAX_STREAM_NAME) return -1;
+        /* the prefix index narrows the scan; the exact match is ours */
+        lf->f.stream_prefix = lf->stream;
+    }
+    if (lf->stream_prefix && *lf->stream_prefix) {
+        if (lf->stream || strlen(lf->stream_prefix) > EVS_MAX_STREAM_NAME) return -1;
+        lf->f.stream_prefix = lf->stream_prefix;
+    }
+    if (lf->has_correlation) lf->f.correlation_id = &lf->correlation;
+    lf->f.since = lf->since;
+    lf->f.until = lf->until;
+    return 0;
+}
+
+void evs__live_filter_free(evs__live_filter *lf) {
+    free(lf->types_buf);
+    free(lf->stream_type);
+    free(lf->stream);
+    free(lf->stream_prefix);
+    memset(lf, 0, sizeof *lf);
+}
+
+int evs__query_filter(evs__req *rq, int allow_stream, evs__live_filter *lf, enum MHD_Result *mr) {
+    char *corr = NULL, *since = NULL, *until = NULL;
+    int rc = -1;
+    if (evs__query_text(rq, "type", 64 * 1024, &lf->types_buf, mr) ||
+        evs__query_text(rq, "stream_type", EVS_MAX_TYPE_NAME, &lf->stream_type, mr) ||
+        (allow_stream && evs__query_text(rq, "stream", EVS_MAX_STREAM_NAME, &lf->stream, mr)) ||
+        evs__query_text(rq, "stream_prefix", EVS_MAX_STREAM_NAME, &lf->stream_prefix, mr) ||
+        evs__query_text(rq, "correlation_id", 64, &corr, mr) || evs__query_text(rq, "since", 64, &since, mr) ||
+        evs__query_text(rq, "until", 64, &until, mr))
+        goto cleanup;
+    if (lf->stream && lf->stream_prefix) {
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameters stream and stream_prefix exclude each other");
+        goto cleanup;
+    }
+    if (corr) {
+        if (evs_uuid_parse(corr, strlen(corr), &lf->correlation)) {
+            *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter correlation_id is not a UUID");
+            goto cleanup;
+        }
+        lf->has_correlation = 1;
+    }
+    if (since && evs_time_parse(since, strlen(since), &lf->since)) {
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
+                                 "parameter since is not an RFC 3339 time or a count of ns");
+        goto cleanup;
+    }
+    if (until && evs_time_parse(until, strlen(until), &lf->until)) {
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
+                                 "parameter until is not an RFC 3339 time or a count of ns");
+        goto cleanup;
+    }
+    if (evs__live_filter_finish(lf)) {
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
+                                 "parameter type: at most %u comma-separated names of 1..%u bytes",
+                                 EVS_SRV_MAX_FILTER_TYPES, EVS_MAX_TYPE_NAME);
+        goto cleanup;
+    }
+    rc = 0;
+cleanup:
+    free(corr);
+    free(since);
+    free(until);
+    return rc;
+}
+
+int evs__live_filter_match(const evs__live_filter *lf, const evs_event *ev) {
+    if (!lf->stream) return 1;
+    return ev->stream_len == lf->stream_len && memcmp(ev->stream, lf->stream, lf->stream_len) == 0;
+}
+
+/* ---------------------------------------------------------------- bodies */
+
+int evs__req_json(evs__req *rq, json_t **root, enum MHD_Result *mr) {
+    json_error_t je;
+    *root = json_loadb(rq->body.p ? rq->body.p : "", rq->body.len, JSON_REJECT_DUPLICATES, &je);
+    if (*root) return 0;
+    *mr = evs__respond_malformed(rq, je.line, je.column, je.position,
+                                 "malformed JSON: line %d, column %d: %s", je.line, je.column, je.text);
+    return -1;
+}

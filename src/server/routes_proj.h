@@ -1,0 +1,20 @@
+/*
+ * routes_proj.h — the projection routes of routes_proj.c.  Each queues
+ * exactly one answer.
+ */
+#ifndef EVS_ROUTES_PROJ_H
+#define EVS_ROUTES_PROJ_H
+
+#include "server/respond.h"
+
+#define EVS_PROJ_MAX_SOURCE ((size_t)1 << 20)    /* Lua source bytes */
+#define EVS_PROJ_MAX_JSON_BODY ((size_t)2 << 20) /* {"source": ...}: room for escapes */
+
+/* PUT|POST /projections/N: the script as text/x-lua or text/plain, or {"source": ...} as JSON */
+enum MHD_Result evs__route_proj_put(evs__req *rq);
+/* GET /projections/N/state, /projections/N/state/{partition} (rq->part) */
+enum MHD_Result evs__route_proj_state(evs__req *rq);
+/* GET /projections/N/partitions?after=&limit= */
+enum MHD_Result evs__route_proj_partitions(evs__req *rq);
+
+#endif

@@ -1,0 +1,62 @@
+/*
+ * state.h — the state one run of the server shares between its files
+ * (evs__srv).  It declares no functions: each file's own header says what
+ * that file does, and the comment on each field below says which file owns
+ * it.  serve.c creates the state, starts the pieces in order and stops them
+ * in reverse (see serve.c for the shutdown sequence).
+ *
+ * Threads that touch it: libmicrohttpd's pool of epoll workers (every
+ * request), the notifier (notifier.c), the WebSocket hub (ws.c), one runner
+ * per projection and one thread per waiting group long-poll (consumers.c,
+ * routes_groups.c), and the main thread (serve.c).  Settings are written
+ * before any thread starts and only read afterwards; everything written
+ * while serving is atomic or behind the owner's own lock.
+ */
+#ifndef EVS_STATE_H
+#define EVS_STATE_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "evstore.h"
+#include "server/counters.h"
+
+struct MHD_Daemon;
+struct evs__sse_hub;
+struct evs__ws_hub;
+struct evs__consumers;
+
+typedef struct evs__srv {
+    evs_store *store;
+    struct MHD_Daemon *daemon;    /* serve.c */
+    const char *dir;
+    const char *durability_name;
+    char listen[80];              /* "127.0.0.1:2113" as bound */
+
+    /* settings (already checked against the hard caps of server.h) */
+    size_t max_body;
+    unsigned max_connections, timeout_s, threads;
+    size_t ws_frame_max;
+    unsigned heartbeat_ms;
+    FILE *access_log;             /* one line per answered request (respond.c); NULL: off */
+
+    int64_t started_ns;
+    _Atomic int shutting;         /* 1: new requests get 503, live streams end (serve.c) */
+    _Atomic long active;          /* requests between first call and completion (http.c) */
+    _Atomic long connections;     /* open HTTP connections, upgraded ones until upgrade (http.c) */
+
+    evs__counters m;              /* counters.c, counted by respond.c and the routes */
+
+    pthread_t notifier;           /* notifier.c */
+    int notifier_started;
+    _Atomic int notifier_stop;
+
+    struct evs__sse_hub *sse;     /* live SSE subscribers (sse.c) */
+    struct evs__ws_hub *ws;       /* the WebSocket thread and its clients (ws.c) */
+    struct evs__consumers *bus;   /* projection runners and open groups (consumers.c) */
+} evs__srv;
+
+#endif

@@ -1,0 +1,327 @@
+/*
+ * test_repair.c — evs_store_repair and what readers and consumers see after
+ * it: lost ranges reported once, in both directions, through filtered
+ * reads too, never passed over in silence; consumers reading past them and
+ * saying so; positions never reused; a repair that needs nothing changing
+ * nothing; a repair on a locked store refused.  The corruption trials
+ * (tests/crash/test_corruption.c) sweep damage over every record; this
+ * file pins down the API around it.
+ */
+#include <fcntl.h>
+
+#include "evstore_bus.h"
+#include "testutil.h"
+
+#define SEGSZ (64 * 1024)
+
+/* Streams a-1, b-1, c-1 take turns; event g has data {"g":g} and type T<g%3>. */
+static uint64_t build(const char *dir, int n) {
+    evs_store *s = tu_open(dir, EVS_DURABILITY_SYNC, SEGSZ);
+    for (int g = 1; g <= n; g++) {
+        char data[300], type[8], stream[8];
+        snprintf(data, sizeof data, "{\"g\":%d,\"pad\":\"%0200d\"}", g, g);
+        snprintf(type, sizeof type, "T%d", g % 3);
+        snprintf(stream, sizeof stream, "%c-1", 'a' + g % 3);
+        evs_event_in e = tu_event(type, data);
+        evs_append_result r;
+        if (evs_append(s, stream, EVS_EXPECT_ANY, &e, 1, &r, NULL)) exit(2);
+    }
+    uint64_t h = evs_head(s);
+    evs_store_close(s);
+    return h;
+}
+
+/* Location of the record holding global position g, parsed from the segments (format: log.c). */
+static int find_record(const char *dir, uint64_t g, uint32_t *seg, uint32_t *off, uint32_t *len) {
+    for (uint32_t no = 1; no < 100; no++) {
+        char p[4096];
+        snprintf(p, sizeof p, "%.4000s/log/%08u.seg", dir, no);
+        int fd = open(p, O_RDONLY);
+        if (fd < 0) return -1;
+        static uint8_t b[SEGSZ];
+        ssize_t n = pread(fd, b, sizeof b, 0);
+        close(fd);
+        for (uint32_t o = 64; n > 0 && o + 32 <= (uint32_t)n;) {
+            uint32_t l;
+            uint64_t gp;
+            memcpy(&l, b + o, 4);
+            memcpy(&gp, b + o + 8, 8);
+            if (!l) break;
+            if (gp == g) {
+                *seg = no, *off = o, *len = l;
+                return 0;
+            }
+            o += 32 + ((l + 7) & ~7u);
+        }
+    }
+    return -1;
+}
+
+static void flip(const char *dir, uint64_t g) {
+    uint32_t seg, off, len;
+    if (find_record(dir, g, &seg, &off, &len)) exit(2);
+    char p[4096];
+    snprintf(p, sizeof p, "%.4000s/log/%08u.seg", dir, seg);
+    int fd = open(p, O_RDWR);
+    uint8_t v;
+    if (pread(fd, &v, 1, off + 40) != 1) exit(2);
+    v ^= 0x44;
+    if (pwrite(fd, &v, 1, off + 40) != 1) exit(2);
+    close(fd);
+}
+
+typedef struct named {
+    uint64_t g[16];
+    char stream[16][8];
+    uint64_t spos[16];
+    size_t n;
+} named;
+
+static int on_lost(void *arg, const evs_lost_event *ev) {
+    named *nm = arg;
+    if (nm->n < 16) {
+        nm->g[nm->n] = ev->global_position;
+        snprintf(nm->stream[nm->n], 8, "%.7s", ev->stream);
+        nm->spos[nm->n] = ev->stream_position;
+    }
+    nm->n++;
+    return 0;
+}
+
+static int repair(const char *dir, unsigned flags, named *nm, evs_repair_report *rep) {
+    evs_store *s;
+    evs_store_create(&s);
+    evs_store_set_segment_size(s, SEGSZ);
+    int rc = evs_store_repair(s, dir, flags, on_lost, nm, rep);
+    evs_store_close(s);
+    return rc;
+}
+
+static int seen_handler(void *ctx, const evs_event *ev, char *err, size_t cap) {
+    (void)err, (void)cap;
+    uint64_t *sum = ctx;
+    sum[0]++;
+    sum[1] += ev->global_position;
+    return 0;
+}
+
+int main(void) {
+    char *dir = tu_tempdir("repair");
+    char store[4096];
+    snprintf(store, sizeof store, "%s/s", dir);
+    uint64_t head = build(store, 300);
+    CHECK_INT(head, 300);
+
+    /* nothing to repair: nothing changes, nothing named */
+    named nm = {0};
+    evs_repair_report rep;
+    CHECK_RC(repair(store, 0, &nm, &rep), EVS_OK);
+    CHECK_INT(nm.n, 0);
+    CHECK_INT(rep.changed, 0);
+    CHECK_INT(rep.head, 300);
+
+    /* a repair while another handle holds the store is refused */
+    evs_store *s = tu_open(store, EVS_DURABILITY_SYNC, SEGSZ);
+    CHECK_RC(repair(store, EVS_REPAIR_DRY_RUN, &nm, &rep), EVS_ELOCKED);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+
+    /* damage event 100 (b-1, stream position 34: g%3 == 1 -> 'b') */
+    flip(store, 100);
+    memset(&nm, 0, sizeof nm);
+    CHECK_RC(repair(store, 0, &nm, &rep), EVS_OK);
+    CHECK_INT(nm.n, 1);
+    CHECK_INT(nm.g[0], 100);
+    CHECK_STR(nm.stream[0], "b-1");
+    CHECK_INT(nm.spos[0], 34);
+    CHECK_INT(rep.changed, 1);
+    CHECK_INT(rep.lost_events, 1);
+    CHECK_INT(rep.head, 300);
+
+    s = tu_open(store, EVS_DURABILITY_SYNC, SEGSZ);
+    CHECK_INT(evs_head(s), 300);
+    evs_reader *r;
+    const evs_event *ev;
+    uint64_t a = 0, z = 0, n = 0;
+
+    /* $all forward: 299 events and one report, in order */
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, NULL, 0, &r), EVS_OK);
+    CHECK_RC(evs_reader_lost(r, &a, &z), EVS_ENOTFOUND);
+    int rc, lost = 0;
+    uint64_t expect = 1;
+    while ((rc = evs_reader_next(r, &ev)) != EVS_DONE) {
+        if (rc == EVS_ELOST) {
+            lost++;
+            CHECK_RC(evs_reader_lost(r, &a, &z), EVS_OK);
+            CHECK_INT(a, 100);
+            CHECK_INT(z, 100);
+            CHECK_INT(expect, 100);
+            CHECK_CONTAINS(evs_errmsg(), "100..100 were lost");
+            CHECK_INT(evs_reader_position(r), 101);
+            expect = 101;
+            continue;
+        }
+        CHECK_RC(rc, EVS_OK);
+        if (rc) break;
+        CHECK_INT(ev->global_position, expect);
+        expect++;
+        n++;
+    }
+    evs_reader_close(r);
+    CHECK_INT(n, 299);
+    CHECK_INT(lost, 1);
+
+    /* backward */
+    CHECK_RC(evs_read_all(s, EVS_POSITION_END, EVS_BACKWARD, NULL, 0, &r), EVS_OK);
+    n = 0, lost = 0;
+    while ((rc = evs_reader_next(r, &ev)) != EVS_DONE) {
+        if (rc == EVS_ELOST) {
+            lost++;
+            CHECK_INT(evs_reader_position(r), 99);
+            continue;
+        }
+        if (rc) break;
+        n++;
+    }
+    evs_reader_close(r);
+    CHECK_INT(n, 299);
+    CHECK_INT(lost, 1);
+
+    /* filtered by type: the index cannot say the lost event's type, so the range is reported */
+    const char *types[] = {"T2"};
+    evs_filter f = {.event_types = types, .n_event_types = 1};
+    for (int dir_ = 0; dir_ < 2; dir_++) {
+        CHECK_RC(evs_read_all(s, dir_ ? EVS_POSITION_END : 1, dir_ ? EVS_BACKWARD : EVS_FORWARD, &f, 0, &r), EVS_OK);
+        n = 0, lost = 0;
+        uint64_t prev = dir_ ? UINT64_MAX : 0;
+        while ((rc = evs_reader_next(r, &ev)) != EVS_DONE) {
+            if (rc == EVS_ELOST) {
+                lost++;
+                continue;
+            }
+            if (rc) break;
+            CHECK(dir_ ? ev->global_position < prev : ev->global_position > prev);
+            prev = ev->global_position;
+            n++;
+        }
+        evs_reader_close(r);
+        CHECK_INT(n, 100);
+        CHECK_INT(lost, 1);
+    }
+    /* a read starting past the range does not report it */
+    CHECK_RC(evs_read_all(s, 101, EVS_FORWARD, &f, 0, &r), EVS_OK);
+    while ((rc = evs_reader_next(r, &ev)) == EVS_OK) {
+    }
+    CHECK_RC(rc, EVS_DONE);
+    evs_reader_close(r);
+
+    /* the stream: position 34 reported, forward and backward; version unchanged */
+    evs_stream_info info;
+    CHECK_RC(evs_stream_get_info(s, "b-1", &info), EVS_OK);
+    CHECK_INT(info.version, 100);
+    for (int dir_ = 0; dir_ < 2; dir_++) {
+        CHECK_RC(evs_read_stream(s, "b-1", dir_ ? EVS_POSITION_END : 1, dir_ ? EVS_BACKWARD : EVS_FORWARD, 0, &r),
+                 EVS_OK);
+        n = 0, lost = 0;
+        while ((rc = evs_reader_next(r, &ev)) != EVS_DONE) {
+            if (rc == EVS_ELOST) {
+                lost++;
+                CHECK_RC(evs_reader_lost(r, &a, &z), EVS_OK);
+                CHECK_INT(a, 34);
+                CHECK_INT(z, 34);
+                CHECK_CONTAINS(evs_errmsg(), "stream positions 34..34");
+                continue;
+            }
+            if (rc) break;
+            CHECK(ev->stream_position != 34);
+            n++;
+        }
+        evs_reader_close(r);
+        CHECK_INT(n, 99);
+        CHECK_INT(lost, 1);
+    }
+    /* a read with a limit stops on events, not on the report */
+    CHECK_RC(evs_read_stream(s, "b-1", 33, EVS_FORWARD, 2, &r), EVS_OK);
+    CHECK_RC(evs_reader_next(r, &ev), EVS_OK);
+    CHECK_INT(ev->stream_position, 33);
+    CHECK_RC(evs_reader_next(r, &ev), EVS_ELOST);
+    CHECK_RC(evs_reader_next(r, &ev), EVS_OK);
+    CHECK_INT(ev->stream_position, 35);
+    CHECK_RC(evs_reader_next(r, &ev), EVS_DONE);
+    evs_reader_close(r);
+
+    /* consumers read past it and say so */
+    evs_bus *b;
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    evs_sub_config sc;
+    evs_sub_config_init(&sc);
+    sc.name = "all";
+    uint64_t sum[2] = {0, 0};
+    evs_subscription *sub;
+    CHECK_RC(evs_sub_open(b, &sc, seen_handler, sum, &sub), EVS_OK);
+    size_t got;
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &got), EVS_OK);
+    CHECK_INT(sum[0], 299);
+    CHECK_INT(sum[1], 300 * 301 / 2 - 100);
+    CHECK_RC(evs_sub_checkpoint(sub), EVS_OK);
+    evs_consumer_info ci;
+    CHECK_RC(evs_consumer_get(b, "all", &ci), EVS_OK);
+    CHECK_INT(ci.checkpoint, 300);
+    CHECK_CONTAINS(ci.last_error, "lost");
+    evs_sub_close(sub);
+
+    evs_group_config gc;
+    evs_group_config_init(&gc);
+    gc.name = "g";
+    CHECK_RC(evs_group_create(b, &gc), EVS_OK);
+    evs_group *g;
+    CHECK_RC(evs_group_open(b, "g", NULL, &g), EVS_OK);
+    evs_group_member *m;
+    CHECK_RC(evs_group_join(g, "m1", &m), EVS_OK);
+    uint64_t gn = 0, gsum = 0;
+    evs_delivery *d;
+    while (evs_group_next(m, 200, &d) == EVS_OK) {
+        gn++;
+        gsum += d->id.position;
+        CHECK_RC(evs_group_ack(m, d->id), EVS_OK);
+        evs_delivery_free(d);
+    }
+    CHECK_INT(gn, 299);
+    CHECK_INT(gsum, 300 * 301 / 2 - 100);
+    evs_group_info gi;
+    CHECK_RC(evs_group_get_info(g, &gi), EVS_OK);
+    CHECK_INT(gi.info.checkpoint, 300);
+    CHECK_CONTAINS(gi.info.last_error, "lost");
+    evs_group_leave(m);
+    evs_group_close(g);
+    evs_bus_close(b);
+
+    /* positions continue: global 301, b-1 at 101 */
+    evs_event_in e = tu_event("After", "{}");
+    evs_append_result res;
+    CHECK_RC(evs_append(s, "b-1", 100, &e, 1, &res, NULL), EVS_OK);
+    CHECK_INT(res.first_global_position, 301);
+    CHECK_INT(res.first_stream_position, 101);
+    evs_check_report cr;
+    CHECK_RC(evs_store_check(s, &cr), EVS_OK);
+    CHECK_INT(cr.lost_events, 1);
+    CHECK_INT(cr.events, 301);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+
+    /* a second repair finds nothing */
+    memset(&nm, 0, sizeof nm);
+    CHECK_RC(repair(store, 0, &nm, &rep), EVS_OK);
+    CHECK_INT(nm.n, 0);
+    CHECK_INT(rep.changed, 0);
+
+    /* bad arguments */
+    CHECK_RC(repair(dir, 0, &nm, &rep), EVS_ENOTFOUND);
+    evs_store *x;
+    evs_store_create(&x);
+    CHECK_RC(evs_store_repair(x, store, 0x80, NULL, NULL, NULL), EVS_EINVAL);
+    CHECK_RC(evs_store_repair(x, NULL, 0, NULL, NULL, NULL), EVS_EINVAL);
+    evs_store_close(x);
+
+    tu_rmrf(dir);
+    free(dir);
+    return TEST_REPORT();
+}
