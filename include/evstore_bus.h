@@ -219,6 +219,22 @@ int evs_consumer_get(evs_bus *b, const char *name, evs_consumer_info *out);
 int evs_consumer_list(evs_bus *b, const char *after, evs_consumer_info *out, size_t max, size_t *count);
 /* Delete a record, its DLQ and its projection state.  EVS_ELOCKED if open. */
 int evs_consumer_delete(evs_bus *b, const char *name);
+
+typedef struct evs_bus_check_report {
+    uint64_t consumers;            /* records checked */
+    uint64_t dlq_entries;          /* DLQ entries checked */
+    uint64_t errors;
+    char first_error[600];
+} evs_bus_check_report;
+
+/*
+ * The consumers' half of `evstore check`: every checkpoint lies at or below
+ * what exists (the store's head, or the stream's version for a stream
+ * subscription) and every DLQ entry names an existing, undamaged event at
+ * the stream and stream position it records.  EVS_OK when all hold,
+ * EVS_ECORRUPT otherwise (details in *rep).  Reads only.
+ */
+int evs_bus_check(evs_bus *b, evs_bus_check_report *rep);
 /*
  * Set the status / the next position of a consumer that is not open
  * (EVS_ELOCKED if it is).  The position may be EVS_SUB_FROM_START or
