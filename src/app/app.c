@@ -313,6 +313,10 @@ int evs__app_add_handler_locked(evs_app *a, const evs_command_handler *h, evs__a
     return EVS_OK;
 }
 
+static int handler_cmp(const void *x, const void *y) {
+    return strcmp(((const evs_command_handler *)x)->command_type, ((const evs_command_handler *)y)->command_type);
+}
+
 static const char *origin_text(const evs__agg *g) {
     if (g->origin == EVS__ORIGIN_APP_DIR) return "from an app directory";
     if (g->origin == EVS__ORIGIN_STORED) return "over the store";
@@ -382,6 +386,7 @@ int evs__app_add_lua(evs_app *a, const char *name, const char *src, size_t len, 
     }
     if ((rc = evs__agg_lua_init(a, g, src, len))) goto out;
     if ((rc = evs__agg_lua_handlers(g, &hs, &nh))) goto out;
+    qsort(hs, nh, sizeof *hs, handler_cmp); /* registered (and listed) in name order, not Lua's table order */
     if (!(nx = calloc(nh ? nh : 1, sizeof *nx))) {
         rc = evs__err(EVS_ENOMEM, "out of memory");
         goto out;
