@@ -821,7 +821,7 @@ int evs_app_execute_json(evs_app *a, const char *command_type, const char *json,
     int64_t t0 = evs__mono_ns();
     memset(res, 0, sizeof *res);
     json_error_t je;
-    json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     char *data = NULL, *meta = NULL, idbuf[32];
     int rc = EVS_OK;
     evs_command c;

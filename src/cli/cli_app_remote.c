@@ -43,14 +43,15 @@ static void print_value(json_t *v) {
  */
 static int one_answer(json_t *o, long status) {
     int code = evs__cli_http_exit_code(status);
-    const char *err = json_string_value(json_object_get(o, "error"));
+    json_t *err = json_incref(json_object_get(o, "error")); /* outlives its removal below */
     if (json_is_string(json_object_get(o, "outcome"))) {
         json_object_del(o, "error");
         json_object_del(o, "detail");
         json_object_del(o, "status");
         print_value(o);
     }
-    if (code) evs__cli_fail(code, "%s", err ? err : "the server gave no reason");
+    if (code) evs__cli_fail(code, "%s", json_is_string(err) ? json_string_value(err) : "the server gave no reason");
+    json_decref(err);
     return code;
 }
 
