@@ -217,7 +217,7 @@ int evs_app_load_dir(evs_app *a, const char *dir) {
         n++;
     }
     closedir(d);
-    if (!rc) qsort(names, n, sizeof *names, name_cmp);
+    if (!rc && n) qsort(names, n, sizeof *names, name_cmp);
     for (size_t i = 0; !rc && i < n; i++) {
         char path[4200], type[EVS_APP_MAX_NAME + 1];
         size_t tl = strlen(names[i]) - 4;

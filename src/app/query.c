@@ -399,7 +399,7 @@ int evs_app_query(evs_app *a, const char *name, const evs_query_params *p, evs_q
     json_t *o = NULL, *arr = NULL;
     if (rc) goto out;
     t_desc = p->descending;
-    qsort(s.items, s.n, sizeof *s.items, item_cmp);
+    if (s.n) qsort(s.items, s.n, sizeof *s.items, item_cmp); /* no items: NULL, which qsort must not get */
     o = json_object();
     arr = json_array();
     if (!o || !arr) {
