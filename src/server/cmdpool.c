@@ -8,7 +8,8 @@
  * the other (a client that sends CreateOrder then AddItem without waiting
  * gets them applied in that order) while other connections' commands run
  * beside them.  A finished job's answer goes to the done list and the hub
- * is kicked; the hub sends it if the connection is still open.  A
+ * is kicked (the notify callback); the hub sends it if the connection is
+ * still open.  A
  * connection that closes does not cancel what it sent: its commands run
  * (their answers are dropped), and a client that reconnects re-sends with
  * the same command_id and gets the original result.
@@ -20,7 +21,6 @@
 
 #include "server/cmdpool.h"
 #include "server/routes_app.h"
-#include "server/ws.h"
 
 typedef struct job {
     uint64_t conn;
@@ -41,6 +41,7 @@ typedef struct evs__cmdpool {
     pthread_t th[EVS_CMDPOOL_MAX_THREADS];
     unsigned nthreads;
     int stop;
+    void (*notify)(evs__srv *srv);
 } evs__cmdpool;
 
 static void job_free(job *j) {
@@ -128,19 +129,20 @@ static void *runner(void *arg) {
         job_free(j);
         pthread_cond_broadcast(&p->cv); /* the connection's next command may run now */
         pthread_mutex_unlock(&p->mu);
-        evs__ws_kick(p->srv);
+        p->notify(p->srv);
         pthread_mutex_lock(&p->mu);
     }
     pthread_mutex_unlock(&p->mu);
     return NULL;
 }
 
-int evs__cmdpool_start(evs__srv *srv, unsigned threads) {
+int evs__cmdpool_start(evs__srv *srv, unsigned threads, void (*notify)(evs__srv *srv)) {
     if (threads < 1) threads = 1;
     if (threads > EVS_CMDPOOL_MAX_THREADS) threads = EVS_CMDPOOL_MAX_THREADS;
     evs__cmdpool *p = calloc(1, sizeof *p);
     if (!p) return -1;
     p->srv = srv;
+    p->notify = notify;
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     srv->cmds = p;

@@ -29,8 +29,12 @@ typedef struct evs__cmddone {
     struct evs__cmddone *next;
 } evs__cmddone;
 
-/* Start `threads` runners into srv->cmds: 0, or -1. */
-int evs__cmdpool_start(evs__srv *srv, unsigned threads);
+/*
+ * Start `threads` runners into srv->cmds: 0, or -1.  notify(srv) is
+ * called (from a runner) whenever an answer is ready: the WebSocket hub's
+ * kick, handed in by serve.c so that this file needs nothing of ws.c.
+ */
+int evs__cmdpool_start(evs__srv *srv, unsigned threads, void (*notify)(evs__srv *srv));
 /*
  * Queue a command (JSON text, copied) for connection conn; ref_json (may
  * be NULL) is echoed in the answer.  0, or -1 with why[] when the queue is

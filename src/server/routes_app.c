@@ -202,7 +202,6 @@ static int bool_param(evs__req *rq, const char *key, int *out, enum MHD_Result *
 static const char *const reserved[] = {"sort", "desc", "offset", "limit", "partition", "min_position", "timeout_ms"};
 
 typedef struct filters {
-    evs__req *rq;
     evs_query_filter f[EVS_APP_MAX_QUERY_FILTERS];
     char *own[2 * EVS_APP_MAX_QUERY_FILTERS];
     size_t n, nown;
@@ -256,7 +255,6 @@ enum MHD_Result evs__route_query(evs__req *rq) {
     memset(&p, 0, sizeof p);
     filters fs;
     memset(&fs, 0, sizeof fs);
-    fs.rq = rq;
     char *partition = NULL, *sort = NULL;
     uint64_t offset = 0, limit = 0, minpos = 0, tmo = UINT64_MAX;
     int desc = 0;

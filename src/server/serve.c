@@ -143,7 +143,8 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = rc;
         goto cleanup;
     }
-    if (evs__cmdpool_start(srv, srv->threads < EVS_CMDPOOL_MAX_THREADS ? srv->threads : EVS_CMDPOOL_MAX_THREADS)) {
+    if (evs__cmdpool_start(srv, srv->threads < EVS_CMDPOOL_MAX_THREADS ? srv->threads : EVS_CMDPOOL_MAX_THREADS,
+                           evs__ws_kick)) {
         snprintf(why, whycap, "serve: cannot start the command threads");
         ret = EVS_EIO;
         goto cleanup;
