@@ -35,6 +35,7 @@
 #include <sys/wait.h>
 
 #include "evstore_app.h"
+#include "serve_child.h"
 #include "testutil.h"
 #include "ws_client.h"
 
@@ -190,36 +191,10 @@ static figures run(int nclients, int http) {
 }
 
 static pid_t start_server(const char *bin, const char *dir, const char *appdir, char *port_out, size_t cap) {
-    int p[2];
-    if (pipe(p)) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(p[1], 1);
-        close(p[0]);
-        close(p[1]);
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) dup2(devnull, 2);
-        execl(bin, bin, "serve", "-d", dir, "--app-dir", appdir, "--listen", "127.0.0.1:0", (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    char line[512];
-    size_t n = 0;
-    while (n < sizeof line - 1) {
-        ssize_t r = read(p[0], line + n, 1);
-        if (r <= 0 || line[n] == '\n') break;
-        n++;
-    }
-    line[n] = 0;
-    close(p[0]);
-    const char *h = strstr(line, "http://127.0.0.1:");
-    if (!h) {
-        fprintf(stderr, "bench_app_http: the server did not start: %s\n", line);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return -1;
-    }
-    snprintf(port_out, cap, "%d", atoi(h + 17));
+    char *argv[] = {(char *)bin, "serve", "-d", (char *)dir, "--app-dir", (char *)appdir, "--listen", "127.0.0.1:0", NULL};
+    int p = 0;
+    pid_t pid = serve_child_start(argv, &p);
+    if (pid > 0) snprintf(port_out, cap, "%d", p);
     return pid;
 }
 

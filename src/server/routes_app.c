@@ -47,6 +47,18 @@ static enum MHD_Result answer(evs__req *rq, unsigned status, evs__sb *out, int w
     return evs__respond_queue(rq, status, r);
 }
 
+/* A jansson value as the answer (taken: released here), ended by a newline. */
+static enum MHD_Result respond_value(evs__req *rq, unsigned status, json_t *o) {
+    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (!s) return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+    evs__sb out = {0};
+    evs__sb_adds(&out, s);
+    evs__sb_adds(&out, "\n");
+    free(s);
+    return evs__respond_sb(rq, status, &out);
+}
+
 /* The error body of a library failure, as every route writes it. */
 static void error_body(evs__sb *out, int rc, const char *msg) {
     evs__sb_adds(out, "{\"error\":");
@@ -169,15 +181,8 @@ static enum MHD_Result describe_member(evs__req *rq, const char *key) {
     json_t *o = json_loads(js, 0, NULL);
     free(js);
     json_t *part = o ? json_pack("{s:O}", key, json_object_get(o, key)) : NULL;
-    char *s = part ? json_dumps(part, JSON_COMPACT) : NULL;
-    json_decref(part);
     json_decref(o);
-    if (!s) return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
-    evs__sb out = {0};
-    evs__sb_adds(&out, s);
-    evs__sb_adds(&out, "\n");
-    free(s);
-    return evs__respond_sb(rq, EVS_HTTP_OK, &out);
+    return respond_value(rq, EVS_HTTP_OK, part);
 }
 
 enum MHD_Result evs__route_command_list(evs__req *rq) { return describe_member(rq, "commands"); }
@@ -337,14 +342,7 @@ enum MHD_Result evs__route_aggregate_put(evs__req *rq) {
                                                      : what == EVS_PUT_REPLACED ? "replaced"
                                                                                 : "unchanged"));
     }
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!s) return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
-    evs__sb out = {0};
-    evs__sb_adds(&out, s);
-    evs__sb_adds(&out, "\n");
-    free(s);
-    return evs__respond_sb(rq, what == EVS_PUT_CREATED ? EVS_HTTP_CREATED : EVS_HTTP_OK, &out);
+    return respond_value(rq, what == EVS_PUT_CREATED ? EVS_HTTP_CREATED : EVS_HTTP_OK, o);
 }
 
 enum MHD_Result evs__route_aggregate_get(evs__req *rq) {
