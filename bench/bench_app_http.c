@@ -16,7 +16,9 @@
  *               directory (evs_app_load_dir), evs_app_execute_json of the
  *               same JSON bodies from 1 thread, then 8.
  * The two sides take turns at going first.  Each run lasts S seconds;
- * latency is timed per command by the client
+ * latency is timed per command by the client, and CPU per command is read
+ * for the process holding the store (the server from /proc, or this one)
+ * and, over HTTP, for the clients (this process) apart
  * (HTTP: request written to answer read).  Per round: throughput and p50 /
  * p95 / p99 of both sides, the ratio HTTP / in-process of the 8-client
  * throughput and of the 1-client p95; then the medians over the rounds.
@@ -31,6 +33,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -154,7 +157,32 @@ static void *client_main(void *arg) {
 
 typedef struct figures {
     double rate, p50, p95, p99;
+    double cpu_us, client_us; /* CPU per command: the store's process (server or this one), the HTTP clients */
 } figures;
+
+static pid_t server_pid; /* HTTP runs */
+
+/* CPU seconds used so far: this process (pid 0), or the server's (from /proc). */
+static double cpu_seconds(pid_t pid) {
+    if (!pid) {
+        struct rusage ru;
+        getrusage(RUSAGE_SELF, &ru);
+        return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 + (double)ru.ru_stime.tv_sec +
+               (double)ru.ru_stime.tv_usec / 1e6;
+    }
+    char path[64], buf[1024];
+    snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* fields after the command name: state is field 3, utime 14, stime 15 */
+    unsigned long long ut = 0, st = 0;
+    if (p && sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) == 2)
+        return (double)(ut + st) / (double)sysconf(_SC_CLK_TCK);
+    return 0;
+}
 
 static figures run(int nclients, int http) {
     client cl[MAX_CLIENTS];
@@ -167,7 +195,7 @@ static figures run(int nclients, int http) {
         pthread_create(&th[i], NULL, client_main, &cl[i]);
     }
     pthread_barrier_wait(&bar);
-    double t0 = wsc_now();
+    double t0 = wsc_now(), cpu0 = cpu_seconds(http ? server_pid : 0), self0 = cpu_seconds(0);
     long ops = 0, nl = 0, failed = 0;
     double *all = malloc((size_t)nclients * MAX_LAT * sizeof(double));
     for (int i = 0; i < nclients; i++) {
@@ -179,13 +207,15 @@ static figures run(int nclients, int http) {
         free(cl[i].lat);
     }
     double secs = wsc_now() - t0;
+    double cpu = cpu_seconds(http ? server_pid : 0) - cpu0, self = cpu_seconds(0) - self0;
     pthread_barrier_destroy(&bar);
     if (failed) {
         fprintf(stderr, "bench_app_http: %ld of %ld commands failed (%s)\n", failed, ops, http ? "HTTP" : "in-process");
         exit(1);
     }
     qsort(all, (size_t)nl, sizeof *all, cmp_d);
-    figures f = {(double)ops / secs, all[(size_t)(nl * 0.50)], all[(size_t)(nl * 0.95)], all[(size_t)(nl * 0.99)]};
+    figures f = {(double)ops / secs, all[(size_t)(nl * 0.50)], all[(size_t)(nl * 0.95)], all[(size_t)(nl * 0.99)],
+                 ops ? cpu * 1e6 / (double)ops : 0, http && ops ? self * 1e6 / (double)ops : 0};
     free(all);
     return f;
 }
@@ -199,7 +229,10 @@ static pid_t start_server(const char *bin, const char *dir, const char *appdir, 
 }
 
 static void show(const char *what, figures f) {
-    printf("    %-22s %8.0f commands/s   p50 %6.2f ms  p95 %6.2f ms  p99 %6.2f ms\n", what, f.rate, f.p50, f.p95, f.p99);
+    printf("    %-22s %8.0f commands/s   p50 %6.2f ms  p95 %6.2f ms  p99 %6.2f ms   CPU/command %4.0f us", what, f.rate,
+           f.p50, f.p95, f.p99, f.cpu_us);
+    if (f.client_us) printf(" (+ clients %.0f us)", f.client_us);
+    printf("\n");
 }
 
 int main(int argc, char **argv) {
@@ -243,6 +276,7 @@ int main(int argc, char **argv) {
                 pid_t pid = start_server(argv[1], store, appdir, portbuf, sizeof portbuf);
                 if (pid < 0) return 1;
                 port = portbuf;
+                server_pid = pid;
                 h1 = run(1, 1);
                 h8 = run(8, 1);
                 kill(pid, SIGTERM);
