@@ -69,6 +69,7 @@ extern "C" {
 #define EVS_APP_MAX_ID 200u             /* aggregate id, command id (bytes) */
 #define EVS_APP_MAX_FIELDS 64u          /* declared fields of a handler */
 #define EVS_APP_MAX_RETRIES 1000u
+#define EVS_APP_MAX_SOURCE ((size_t)1 << 20)  /* a Lua aggregate's script (bytes) */
 
 typedef struct evs_app evs_app;
 
@@ -249,6 +250,7 @@ typedef struct evs_command_result {
     uint32_t retries;               /* reload-and-decide rounds after conflicts */
     int64_t duration_ns;
     char reason[512];               /* rejected / conflict / invalid / unknown / failed */
+    char field[160];                /* invalid: the member at fault ("data.sku", "aggregate_id"), or "" */
 } evs_command_result;
 
 /* Release what a result holds (not the struct).  NULL: no-op. */
@@ -257,7 +259,7 @@ void evs_command_result_free(evs_command_result *r);
 /*
  * The result as one JSON object: {"outcome","command_id","stream",
  * "correlation_id","events":[ids],"first_position","last_position",
- * "version","idempotent","retries","reason"?}.
+ * "version","idempotent","retries","reason"?,"field"?}.
  * Ownership: *json is malloc'd for the caller.
  */
 int evs_command_result_to_json(const evs_command_result *r, char **json, size_t *len);
@@ -368,6 +370,62 @@ void evs_query_result_free(evs_query_result *r);
  * Ownership: res->json is malloc'd, released with evs_query_result_free.
  */
 int evs_app_query(evs_app *a, const char *name, const evs_query_params *p, evs_query_result *res);
+
+/* ------------------------------------------------------ app directories */
+
+/*
+ * Load an application directory: every DIR/NAME.lua is registered as the
+ * Lua aggregate type NAME (the file's stem), in name order, and
+ * DIR/queries.json, when present, registers named queries:
+ *
+ *     {"orders": {"projection": "order_summary",
+ *                 "fields": ["status", "customer"],    -- optional (any field)
+ *                 "default_limit": 50, "max_limit": 1000}}   -- optional
+ *
+ * Other files are ignored.  The first failure stops the load with a
+ * message naming the file (what was registered before it stays).
+ */
+int evs_app_load_dir(evs_app *a, const char *dir);
+
+/*
+ * Aggregate scripts kept in the store: DIR/app/aggregates.json, written
+ * with fsync and replaced atomically, so a script registered this way
+ * survives restarts (a server's PUT /aggregates/{type}).
+ *
+ * evs_app_put_lua_aggregate registers the Lua type `name`, or replaces the
+ * script of a type that was put before; *what (may be NULL) receives
+ * EVS_PUT_CREATED, EVS_PUT_REPLACED or EVS_PUT_UNCHANGED (the same script
+ * again).  The script is checked first: one that does not load, or whose
+ * commands belong to another type, changes nothing (EVS_EINVAL,
+ * EVS_ECONFLICT).  A type registered otherwise (C, evs_app_register_lua_
+ * aggregate, an app directory) is not replaced: EVS_ECONFLICT.  A
+ * replacement swaps the type and its handlers at once: commands already
+ * running finish with the old script, later ones use the new one; commands
+ * the new script no longer declares lose their handler; snapshots taken by
+ * the old script are no longer applied (its code hash differs).
+ *
+ * evs_app_load_stored registers every kept script (at start, after the
+ * app directory).  A kept type whose name or commands are taken by then is
+ * skipped, and so is a script that no longer loads; report (may be NULL)
+ * receives one line per skipped script.  Fails only when the file cannot
+ * be read (EVS_EIO) or is not what this code writes (EVS_ECORRUPT).
+ */
+enum { EVS_PUT_CREATED = 1, EVS_PUT_REPLACED = 2, EVS_PUT_UNCHANGED = 3 };
+int evs_app_put_lua_aggregate(evs_app *a, const char *name, const char *src, size_t len, int *what);
+int evs_app_load_stored(evs_app *a, char *report, size_t cap);
+
+/*
+ * What is registered, as JSON: {"aggregates": [{"name", "kind" ("c" or
+ * "lua"), "origin" ("library", "app_dir" with "file", or "stored"),
+ * "schema_version", "code_hash", "commands": [types]}], "commands":
+ * [{"command_type", "handler" ("aggregate" or "append"), "aggregate",
+ * "fields": [{"name", "type", "required"}]}], "queries": [{"name",
+ * "projection", "fields" (null: any), "default_limit", "max_limit"}]}.
+ * With aggregate set: that type's object alone, with "source" for a Lua
+ * type (EVS_ENOTFOUND when it is not registered).
+ * Ownership: *json is malloc'd for the caller.
+ */
+int evs_app_describe(evs_app *a, const char *aggregate, char **json, size_t *len);
 
 /* ------------------------------------------------------------------ stats */
 

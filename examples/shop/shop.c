@@ -3,10 +3,12 @@
  *
  *     shop DATA_DIR [SCRIPTS_DIR]      (DATA_DIR: a new directory)
  *
- * Registers the Lua aggregates of SCRIPTS_DIR (default: the directory this
- * file lives in, as compiled) — order, inventory, payment, shipment — and
- * the projections order_summary and product_stock with the queries
- * "orders" and "stock"; then plays a day in the shop, printing each
+ * Loads SCRIPTS_DIR as an application directory (default: the directory
+ * this file lives in, as compiled): the Lua aggregates order, inventory,
+ * payment and shipment, and the queries "orders" and "stock" of
+ * queries.json — what `evstore serve --app-dir` loads too; runs the
+ * projections of SCRIPTS_DIR/projections/ (order_summary, product_stock)
+ * on a thread of its own; then plays a day in the shop, printing each
  * command's outcome, and checks that every business rule held (exit status
  * 1 otherwise): stock never negative, a cancelled order cannot be paid,
  * totals exact to the cent, read-your-writes through min_position.
@@ -128,28 +130,12 @@ int main(int argc, char **argv) {
         fprintf(stderr, "shop: %s\n", evs_errmsg());
         return 2;
     }
-    static const char *const aggs[] = {"order", "inventory", "payment", "shipment"};
-    for (size_t i = 0; i < 4; i++) {
-        char file[64];
-        size_t n;
-        snprintf(file, sizeof file, "%s.lua", aggs[i]);
-        char *src = slurp(scripts, file, &n);
-        if (evs_app_register_lua_aggregate(app, aggs[i], src, n)) {
-            fprintf(stderr, "shop: %s: %s\n", file, evs_errmsg());
-            return 2;
-        }
-        free(src);
-    }
-    projs[0] = projection(scripts, "order_summary.lua", "order_summary");
-    projs[1] = projection(scripts, "product_stock.lua", "product_stock");
-    static const char *const order_fields[] = {"status", "customer", "total", "items"};
-    evs_query_def qo = {"orders", "order_summary", order_fields, 4, 50, 1000};
-    static const char *const stock_fields[] = {"sku", "available", "on_hand"};
-    evs_query_def qs = {"stock", "product_stock", stock_fields, 3, 50, 1000};
-    if (evs_app_register_query(app, &qo) || evs_app_register_query(app, &qs)) {
+    if (evs_app_load_dir(app, scripts)) { /* the aggregates and queries.json */
         fprintf(stderr, "shop: %s\n", evs_errmsg());
         return 2;
     }
+    projs[0] = projection(scripts, "projections/order_summary.lua", "order_summary");
+    projs[1] = projection(scripts, "projections/product_stock.lua", "product_stock");
     pthread_t th;
     pthread_create(&th, NULL, runner, NULL);
 

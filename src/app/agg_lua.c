@@ -121,6 +121,24 @@ void evs__agg_lua_free(struct evs__lua_agg *l) {
     free(l);
 }
 
+void evs__agg_lua_trim(struct evs__lua_agg *l) {
+    if (!l) return;
+    pthread_mutex_lock(&l->mu);
+    lua_inst *in = l->idle;
+    l->idle = NULL;
+    pthread_mutex_unlock(&l->mu);
+    while (in) {
+        lua_inst *n = in->next;
+        inst_free(in);
+        in = n;
+    }
+}
+
+const char *evs__agg_lua_source(const struct evs__lua_agg *l, size_t *len) {
+    *len = l->len;
+    return l->src;
+}
+
 /* ------------------------------------------------------------- callbacks */
 
 /* A state holder with a sandbox of its own: NULL with err on failure. */

@@ -59,6 +59,7 @@ static void agg_free(evs__agg *g) {
     if (!g) return;
     if (g->lua) evs__agg_lua_free(g->lua);
     free(g->code_version);
+    free(g->file);
     free(g);
 }
 
@@ -99,6 +100,7 @@ int evs_app_open(evs_store *s, evs_bus *bus, const evs_app_config *c, evs_app **
     pthread_cond_init(&a->snap_cv, NULL);
     pthread_cond_init(&a->snap_idle_cv, NULL);
     pthread_mutex_init(&a->qc_mu, NULL);
+    pthread_mutex_init(&a->put_mu, NULL);
     if ((rc = mdb_env_create(&a->env))) {
         a->env = NULL;
         rc = evs__app_mdb_err(rc, "create environment");
@@ -145,6 +147,16 @@ void evs_app_close(evs_app *a) {
     for (size_t i = 0; i < a->n_handlers; i++) handler_free(a->handlers[i]);
     for (size_t i = 0; i < a->n_aggs; i++) agg_free(a->aggs[i]);
     for (size_t i = 0; i < a->n_queries; i++) evs__query_free(a->queries[i]);
+    while (a->retired_handlers) {
+        evs__handler *n = a->retired_handlers->retired_next;
+        handler_free(a->retired_handlers);
+        a->retired_handlers = n;
+    }
+    while (a->retired_aggs) {
+        evs__agg *n = a->retired_aggs->retired_next;
+        agg_free(a->retired_aggs);
+        a->retired_aggs = n;
+    }
     free(a->handlers);
     free(a->aggs);
     free(a->queries);
@@ -154,6 +166,7 @@ void evs_app_close(evs_app *a) {
     pthread_cond_destroy(&a->snap_cv);
     pthread_cond_destroy(&a->snap_idle_cv);
     pthread_mutex_destroy(&a->qc_mu);
+    pthread_mutex_destroy(&a->put_mu);
     free(a);
 }
 
@@ -169,16 +182,20 @@ static int check_name(const char *what, const char *name) {
     return EVS_OK;
 }
 
-static int grow(void *arrp, size_t *cap, size_t n) {
+/* Room for `need` entries in an array of pointers: 0, or -1 out of memory. */
+static int reserve(void *arrp, size_t *cap, size_t need) {
     void ***arr = arrp;
-    if (n < *cap) return 0;
+    if (need <= *cap) return 0;
     size_t nc = *cap ? *cap * 2 : 8;
+    while (nc < need) nc *= 2;
     void **na = realloc(*arr, nc * sizeof *na);
     if (!na) return -1;
     *arr = na;
     *cap = nc;
     return 0;
 }
+
+static int grow(void *arrp, size_t *cap, size_t n) { return reserve(arrp, cap, n + 1); }
 
 evs__agg *evs__app_find_agg(evs_app *a, const char *name) {
     for (size_t i = 0; i < a->n_aggs; i++)
@@ -242,45 +259,13 @@ int evs_app_register_aggregate(evs_app *a, const evs_aggregate_def *def) {
 }
 
 int evs_app_register_lua_aggregate(evs_app *a, const char *name, const char *src, size_t len) {
-    int rc;
-    if (!a || !src) return evs__err(EVS_EINVAL, "register_lua_aggregate: NULL argument");
-    if ((rc = check_name("aggregate type", name))) return rc;
-    evs__agg *g = calloc(1, sizeof *g);
-    if (!g) return evs__err(EVS_ENOMEM, "out of memory");
-    snprintf(g->name, sizeof g->name, "%s", name);
-    g->name_len = strlen(g->name);
-    evs_command_handler *hs = NULL;
-    size_t nh = 0;
-    if ((rc = evs__agg_lua_init(a, g, src, len))) goto fail;
-    if ((rc = evs__agg_lua_handlers(g, &hs, &nh))) goto fail;
-    pthread_rwlock_wrlock(&a->reg_lock);
-    if (evs__app_find_agg(a, g->name)) rc = evs__err(EVS_ECONFLICT, "aggregate type \"%s\" is already registered", g->name);
-    for (size_t i = 0; !rc && i < nh; i++)
-        if (evs__app_find_handler(a, hs[i].command_type))
-            rc = evs__err(EVS_ECONFLICT, "aggregate type \"%s\": command type \"%s\" already has a handler", g->name,
-                          hs[i].command_type);
-    if (!rc && grow(&a->aggs, &a->cap_aggs, a->n_aggs)) rc = evs__err(EVS_ENOMEM, "out of memory");
-    int added = 0;
-    if (!rc) {
-        a->aggs[a->n_aggs++] = g;
-        added = 1;
-        for (size_t i = 0; !rc && i < nh; i++) rc = evs__app_add_handler_locked(a, &hs[i], g);
-    }
-    pthread_rwlock_unlock(&a->reg_lock);
-    evs__agg_lua_handlers_free(hs, nh);
-    if (!added) agg_free(g);
-    return rc; /* once added, g stays (a failed handler leaves the type usable by the others) */
-fail:
-    evs__agg_lua_handlers_free(hs, nh);
-    agg_free(g);
-    return rc;
+    return evs__app_add_lua(a, name, src, len, EVS__ORIGIN_LIBRARY, NULL, EVS__LUA_ADD, NULL);
 }
 
-int evs__app_add_handler_locked(evs_app *a, const evs_command_handler *h, evs__agg *agg) {
+/* A handler struct for h (nothing registered).  Ownership: *out is the caller's (handler_free). */
+static int handler_new(const evs_command_handler *h, evs__agg *agg, evs__handler **out) {
     int rc;
-    if ((rc = check_name("command type", h->command_type))) return rc;
-    if (evs__app_find_handler(a, h->command_type))
-        return evs__err(EVS_ECONFLICT, "command type \"%s\" already has a handler", h->command_type);
+    *out = NULL;
     if (h->n_fields > EVS_APP_MAX_FIELDS)
         return evs__err(EVS_ELIMIT, "command type \"%s\": %zu fields, at most %u", h->command_type, h->n_fields,
                         EVS_APP_MAX_FIELDS);
@@ -292,24 +277,169 @@ int evs__app_add_handler_locked(evs_app *a, const evs_command_handler *h, evs__a
     if (h->n_fields && !(x->fields = calloc(h->n_fields, sizeof *x->fields))) goto oom;
     for (size_t i = 0; i < h->n_fields; i++) {
         if (!h->fields[i].name || !*h->fields[i].name) {
-            handler_free(x);
-            return evs__err(EVS_EINVAL, "command type \"%s\": field %zu has no name", h->command_type, i + 1);
+            rc = evs__err(EVS_EINVAL, "command type \"%s\": field %zu has no name", h->command_type, i + 1);
+            goto fail;
         }
         if (h->fields[i].type < EVS_FIELD_ANY || h->fields[i].type > EVS_FIELD_ARRAY) {
-            handler_free(x);
-            return evs__err(EVS_EINVAL, "command type \"%s\": field \"%s\" has an unknown type", h->command_type,
-                            h->fields[i].name);
+            rc = evs__err(EVS_EINVAL, "command type \"%s\": field \"%s\" has an unknown type", h->command_type,
+                          h->fields[i].name);
+            goto fail;
         }
         x->fields[i] = h->fields[i];
         if (!(x->fields[i].name = strdup(h->fields[i].name))) goto oom;
         x->n_fields = i + 1;
     }
-    if (grow(&a->handlers, &a->cap_handlers, a->n_handlers)) goto oom;
-    a->handlers[a->n_handlers++] = x;
+    *out = x;
     return EVS_OK;
 oom:
+    rc = evs__err(EVS_ENOMEM, "out of memory");
+fail:
     handler_free(x);
-    return evs__err(EVS_ENOMEM, "out of memory");
+    return rc;
+}
+
+int evs__app_add_handler_locked(evs_app *a, const evs_command_handler *h, evs__agg *agg) {
+    int rc;
+    if ((rc = check_name("command type", h->command_type))) return rc;
+    if (evs__app_find_handler(a, h->command_type))
+        return evs__err(EVS_ECONFLICT, "command type \"%s\" already has a handler", h->command_type);
+    evs__handler *x;
+    if ((rc = handler_new(h, agg, &x))) return rc;
+    if (grow(&a->handlers, &a->cap_handlers, a->n_handlers)) {
+        handler_free(x);
+        return evs__err(EVS_ENOMEM, "out of memory");
+    }
+    a->handlers[a->n_handlers++] = x;
+    return EVS_OK;
+}
+
+static int handler_cmp(const void *x, const void *y) {
+    return strcmp(((const evs_command_handler *)x)->command_type, ((const evs_command_handler *)y)->command_type);
+}
+
+static const char *origin_text(const evs__agg *g) {
+    if (g->origin == EVS__ORIGIN_APP_DIR) return "from an app directory";
+    if (g->origin == EVS__ORIGIN_STORED) return "over the store";
+    return g->lua ? "by the program" : "in C by the program";
+}
+
+/*
+ * Swap old (a stored Lua type) for g under the write lock: the type in
+ * place, its handlers replaced by nx (counts carried over), the ones the
+ * new script dropped removed, new ones appended.  Cannot fail: the arrays
+ * have room.
+ */
+static void swap_in_locked(evs_app *a, evs__agg *old, evs__agg *g, evs__handler **nx, size_t nh) {
+    if (old) {
+        for (size_t i = 0; i < a->n_aggs; i++)
+            if (a->aggs[i] == old) a->aggs[i] = g;
+        old->retired_next = a->retired_aggs;
+        a->retired_aggs = old;
+    } else {
+        a->aggs[a->n_aggs++] = g;
+    }
+    size_t w = 0;
+    for (size_t i = 0; i < a->n_handlers; i++) {
+        evs__handler *h = a->handlers[i];
+        if (!old || h->agg != old) {
+            a->handlers[w++] = h;
+            continue;
+        }
+        for (size_t j = 0; j < nh; j++)
+            if (nx[j] && strcmp(nx[j]->type, h->type) == 0) {
+                for (int o = 0; o < EVS_CMD_OUTCOMES; o++) atomic_store(&nx[j]->outcomes[o], atomic_load(&h->outcomes[o]));
+                a->handlers[w++] = nx[j];
+                nx[j] = NULL;
+                break;
+            }
+        h->retired_next = a->retired_handlers;
+        a->retired_handlers = h;
+    }
+    a->n_handlers = w;
+    for (size_t j = 0; j < nh; j++)
+        if (nx[j]) {
+            a->handlers[a->n_handlers++] = nx[j];
+            nx[j] = NULL;
+        }
+}
+
+int evs__app_add_lua(evs_app *a, const char *name, const char *src, size_t len, int origin, const char *file,
+                     int mode, int *what) {
+    int rc;
+    evs_command_handler *hs = NULL;
+    evs__handler **nx = NULL;
+    size_t nh = 0;
+    if (what) *what = 0;
+    if (!a || !src) return evs__err(EVS_EINVAL, "register_lua_aggregate: NULL argument");
+    if ((rc = check_name("aggregate type", name))) return rc;
+    if (len > EVS_APP_MAX_SOURCE)
+        return evs__err(EVS_ELIMIT, "aggregate type \"%s\": script of %zu bytes, at most %zu", name, len,
+                        EVS_APP_MAX_SOURCE);
+    evs__agg *g = calloc(1, sizeof *g);
+    if (!g) return evs__err(EVS_ENOMEM, "out of memory");
+    snprintf(g->name, sizeof g->name, "%s", name);
+    g->name_len = strlen(g->name);
+    g->origin = origin;
+    if (file && !(g->file = strdup(file))) {
+        rc = evs__err(EVS_ENOMEM, "out of memory");
+        goto out;
+    }
+    if ((rc = evs__agg_lua_init(a, g, src, len))) goto out;
+    if ((rc = evs__agg_lua_handlers(g, &hs, &nh))) goto out;
+    qsort(hs, nh, sizeof *hs, handler_cmp); /* registered (and listed) in name order, not Lua's table order */
+    if (!(nx = calloc(nh ? nh : 1, sizeof *nx))) {
+        rc = evs__err(EVS_ENOMEM, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < nh; i++) {
+        if ((rc = check_name("command type", hs[i].command_type)) || (rc = handler_new(&hs[i], g, &nx[i]))) {
+            rc = evs__err_prefix(rc, "aggregate type \"%s\": ", name);
+            goto out;
+        }
+    }
+    /* every check, then the change, in one critical section */
+    if (mode == EVS__LUA_CHECK) pthread_rwlock_rdlock(&a->reg_lock);
+    else pthread_rwlock_wrlock(&a->reg_lock);
+    evs__agg *old = evs__app_find_agg(a, name);
+    int unchanged = 0;
+    if (old && mode == EVS__LUA_ADD) {
+        rc = evs__err(EVS_ECONFLICT, "aggregate type \"%s\" is already registered", name);
+    } else if (old && (old->origin != EVS__ORIGIN_STORED || !old->lua)) {
+        rc = evs__err(EVS_ECONFLICT, "aggregate type \"%s\" was registered %s%s%s%s; only a type put into the "
+                                     "store can be replaced there",
+                      name, origin_text(old), old->file ? " (" : "", old->file ? old->file : "", old->file ? ")" : "");
+    } else if (old) {
+        size_t ol;
+        const char *os = evs__agg_lua_source(old->lua, &ol);
+        unchanged = ol == len && memcmp(os, src, len) == 0;
+    }
+    for (size_t i = 0; !rc && !unchanged && i < nh; i++) {
+        evs__handler *h = evs__app_find_handler(a, nx[i]->type);
+        if (h && (!old || h->agg != old))
+            rc = evs__err(EVS_ECONFLICT, "aggregate type \"%s\": command type \"%s\" already has a handler (%s%s)",
+                          name, nx[i]->type, h->agg ? "aggregate type " : "the append handler",
+                          h->agg ? h->agg->name : "");
+    }
+    if (!rc && !unchanged && mode != EVS__LUA_CHECK) {
+        if (reserve(&a->aggs, &a->cap_aggs, a->n_aggs + 1) ||
+            reserve(&a->handlers, &a->cap_handlers, a->n_handlers + nh))
+            rc = evs__err(EVS_ENOMEM, "out of memory");
+        else
+            swap_in_locked(a, old, g, nx, nh);
+    }
+    int swapped = !rc && !unchanged && mode != EVS__LUA_CHECK;
+    pthread_rwlock_unlock(&a->reg_lock);
+    if (!rc && what) *what = unchanged ? EVS_PUT_UNCHANGED : old ? EVS_PUT_REPLACED : EVS_PUT_CREATED;
+    if (swapped) {
+        if (old) evs__agg_lua_trim(old->lua); /* its idle sandboxes; states in use come back later */
+        g = NULL;
+    }
+out:
+    for (size_t i = 0; nx && i < nh; i++) handler_free(nx[i]);
+    free(nx);
+    evs__agg_lua_handlers_free(hs, nh);
+    agg_free(g);
+    return rc;
 }
 
 int evs_app_register_handler(evs_app *a, const evs_command_handler *h) {

@@ -10,6 +10,8 @@
  *                with retries, results
  *   query.c      the query bus: named queries over projection state, waits
  *                for min_position, the result cache
+ *   appdir.c     application directories, aggregate scripts kept in the
+ *                store (DIR/app/aggregates.json), the registry as JSON
  *
  * LMDB databases of DIR/app/ (opened MDB_NOSYNC: everything here is either
  * derived from the log — snapshots — or a cache of it — results of accepted
@@ -32,7 +34,16 @@
 
 #define EVS__HASH_BYTES 16
 
-/* A registered aggregate type; C or Lua, both behind def's callbacks. */
+/* Where a registered aggregate type came from (evs_app_describe's "origin"). */
+enum { EVS__ORIGIN_LIBRARY = 0, EVS__ORIGIN_APP_DIR = 1, EVS__ORIGIN_STORED = 2 };
+
+/*
+ * A registered aggregate type; C or Lua, both behind def's callbacks.
+ * Types and handlers are never freed while the app is open: a command
+ * finds its handler under reg_lock and uses it after letting go, so a
+ * replaced one (evs_app_put_lua_aggregate) moves to the retired list and
+ * is freed by evs_app_close.
+ */
 typedef struct evs__agg {
     char name[EVS_APP_MAX_NAME + 1];
     size_t name_len;
@@ -41,9 +52,12 @@ typedef struct evs__agg {
     evs_aggregate_def def;        /* name/code_version point into this struct */
     char *code_version;
     struct evs__lua_agg *lua;     /* Lua aggregates: the script and its state pool */
+    int origin;                   /* EVS__ORIGIN_* */
+    char *file;                   /* EVS__ORIGIN_APP_DIR: the script's path */
+    struct evs__agg *retired_next;
 } evs__agg;
 
-/* A registered command handler. */
+/* A registered command handler (never changed once registered: replaced whole). */
 typedef struct evs__handler {
     char type[EVS_APP_MAX_NAME + 1];
     int kind;                     /* evs_handler_kind */
@@ -51,6 +65,7 @@ typedef struct evs__handler {
     evs_field_spec *fields;       /* names owned */
     size_t n_fields;
     _Atomic uint64_t outcomes[EVS_CMD_OUTCOMES];
+    struct evs__handler *retired_next;
 } evs__handler;
 
 typedef struct evs__query evs__query;
@@ -87,6 +102,9 @@ struct evs_app {
     size_t n_handlers, cap_handlers;
     evs__query **queries;
     size_t n_queries, cap_queries;
+    evs__agg *retired_aggs;       /* replaced, freed at close (under reg_lock) */
+    evs__handler *retired_handlers;
+    pthread_mutex_t put_mu;       /* evs_app_put_lua_aggregate: one at a time (the file) */
 
     /* background snapshots */
     pthread_mutex_t snap_mu;
@@ -124,6 +142,17 @@ evs__handler *evs__app_find_handler(evs_app *a, const char *type);
 evs__query *evs__app_find_query(evs_app *a, const char *name);
 /* Add a handler (reg_lock held for writing). */
 int evs__app_add_handler_locked(evs_app *a, const evs_command_handler *h, evs__agg *agg);
+
+/*
+ * Register a Lua aggregate type from src (origin EVS__ORIGIN_*, file for
+ * an app directory).  mode: EVS__LUA_ADD refuses a taken name;
+ * EVS__LUA_CHECK only checks (compiles, looks for conflicts) and registers
+ * nothing; EVS__LUA_PUT adds, or replaces a stored type (EVS_PUT_* in
+ * *what).  Nothing changes on failure.
+ */
+enum { EVS__LUA_ADD = 0, EVS__LUA_CHECK = 1, EVS__LUA_PUT = 2 };
+int evs__app_add_lua(evs_app *a, const char *name, const char *src, size_t len, int origin, const char *file,
+                     int mode, int *what);
 
 /* Stream of an aggregate: "{type}-{id}".  EVS_EINVAL if the id is empty or too long. */
 int evs__agg_stream(const evs__agg *g, const char *id, char out[EVS_MAX_STREAM_NAME + 1]);
@@ -168,6 +197,10 @@ int evs__agg_lua_init(evs_app *a, evs__agg *g, const char *src, size_t len);
 int evs__agg_lua_handlers(evs__agg *g, evs_command_handler **out, size_t *n);
 void evs__agg_lua_handlers_free(evs_command_handler *h, size_t n);
 void evs__agg_lua_free(struct evs__lua_agg *l);
+/* Free the idle sandboxes of a retired type (states still alive come back and wait for close). */
+void evs__agg_lua_trim(struct evs__lua_agg *l);
+/* The script of a Lua type. */
+const char *evs__agg_lua_source(const struct evs__lua_agg *l, size_t *len);
 
 /* ------------------------------------------------------------ command.c */
 
@@ -188,5 +221,8 @@ void evs__decision_free(evs_decision *d);
 
 void evs__query_free(evs__query *q);
 void evs__qcache_free(evs__qcache *c);
+/* A query's definition as JSON (evs_app_describe; reg_lock held).  NULL when out of memory. */
+struct json_t;
+struct json_t *evs__query_json(const evs__query *q);
 
 #endif

@@ -41,6 +41,15 @@ static void reasonf(evs_command_result *res, const char *fmt, ...) {
     va_end(ap);
 }
 
+/* Name the member an invalid command got wrong. */
+static void fieldf(evs_command_result *res, const char *fmt, ...) EVS_PRINTF(2, 3);
+static void fieldf(evs_command_result *res, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(res->field, sizeof res->field, fmt, ap);
+    va_end(ap);
+}
+
 /* ------------------------------------------------------------- decisions */
 
 void evs__decision_reset(evs_decision *d) {
@@ -148,6 +157,7 @@ int evs_command_result_to_json(const evs_command_result *r, char **json, size_t 
     json_object_set_new(o, "idempotent", json_boolean(r->idempotent));
     json_object_set_new(o, "retries", json_integer(r->retries));
     if (r->reason[0]) json_object_set_new(o, "reason", json_string(r->reason));
+    if (r->field[0]) json_object_set_new(o, "field", json_string(r->field));
     char *s = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!s) return evs__err(EVS_ENOMEM, "out of memory");
@@ -225,6 +235,7 @@ static int find_ran(evs_app *a, const char *cmd_id, const char *type, const char
                 snprintf(res->reason, sizeof res->reason,
                          "command id \"%s\" was already used by a %s command on stream %s", cmd_id, ot ? ot : "?",
                          res->stream);
+                fieldf(res, "command_id");
             }
             json_decref(m);
             if (mismatch) break;
@@ -296,6 +307,7 @@ static int get_result(evs_app *a, const char *cmd_id, const char *type, const ch
             res->outcome = EVS_CMD_INVALID;
             snprintf(res->reason, sizeof res->reason, "command id \"%s\" was already used by a %s command on stream %s",
                      cmd_id, ot ? ot : "?", os ? os : "?");
+            fieldf(res, "command_id");
         } else {
             res->outcome = (int)json_integer_value(json_object_get(o, "outcome"));
             res->idempotent = 1;
@@ -387,6 +399,7 @@ static int validate(const evs__handler *h, json_t *data, evs_command_result *res
             if (!f->required) continue;
             snprintf(res->reason, sizeof res->reason, "command %s: data.%s is required (%s)", h->type, f->name,
                      ftype_name(f->type));
+            fieldf(res, "data.%s", f->name);
             return 1;
         }
         if (!type_ok(f->type, v)) {
@@ -394,6 +407,7 @@ static int validate(const evs__handler *h, json_t *data, evs_command_result *res
                      f->type == EVS_FIELD_INTEGER || f->type == EVS_FIELD_OBJECT || f->type == EVS_FIELD_ARRAY ? "an"
                                                                                                               : "a",
                      ftype_name(f->type), jtype_name(v));
+            fieldf(res, "data.%s", f->name);
             return 1;
         }
     }
@@ -402,6 +416,7 @@ static int validate(const evs__handler *h, json_t *data, evs_command_result *res
 
 static int check_id(const char *what, const char *s, evs_command_result *res) {
     size_t n = strlen(s);
+    fieldf(res, "%s", what);
     if (!n || n > EVS_APP_MAX_ID) {
         snprintf(res->reason, sizeof res->reason, "%s must be 1..%u bytes", what, EVS_APP_MAX_ID);
         return 1;
@@ -415,6 +430,7 @@ static int check_id(const char *what, const char *s, evs_command_result *res) {
             snprintf(res->reason, sizeof res->reason, "%s contains a control character", what);
             return 1;
         }
+    res->field[0] = 0;
     return 0;
 }
 
@@ -489,11 +505,13 @@ static int run_aggregate(evs_app *a, cmdctx *x, evs_command_result *res) {
     if (!x->cmd->aggregate_id) {
         res->outcome = EVS_CMD_INVALID;
         snprintf(res->reason, sizeof res->reason, "command %s: aggregate_id is required", x->h->type);
+        fieldf(res, "aggregate_id");
         return EVS_OK;
     }
     if (evs__agg_stream(g, x->cmd->aggregate_id, x->stream)) {
         res->outcome = EVS_CMD_INVALID;
         snprintf(res->reason, sizeof res->reason, "%s", evs_errmsg());
+        fieldf(res, "aggregate_id");
         return EVS_OK;
     }
     snprintf(res->stream, sizeof res->stream, "%s", x->stream);
@@ -579,12 +597,14 @@ static int run_append(evs_app *a, cmdctx *x, evs_command_result *res) {
     if (!target || !*target) {
         res->outcome = EVS_CMD_INVALID;
         snprintf(res->reason, sizeof res->reason, "command %s: target (the stream) is required", x->h->type);
+        fieldf(res, "target");
         return EVS_OK;
     }
     if (strlen(target) > EVS_MAX_STREAM_NAME) {
         res->outcome = EVS_CMD_INVALID;
         snprintf(res->reason, sizeof res->reason, "command %s: target is longer than %u bytes", x->h->type,
                  EVS_MAX_STREAM_NAME);
+        fieldf(res, "target");
         return EVS_OK;
     }
     snprintf(x->stream, sizeof x->stream, "%s", target);
@@ -593,6 +613,7 @@ static int run_append(evs_app *a, cmdctx *x, evs_command_result *res) {
         res->outcome = EVS_CMD_INVALID;
         snprintf(res->reason, sizeof res->reason, "command %s: data.events must be an array of 1..%u events",
                  x->h->type, EVS_MAX_EVENTS_PER_APPEND);
+        fieldf(res, "data.events");
         return EVS_OK;
     }
     char **types = calloc(n, sizeof *types), **data = calloc(n, sizeof *data), **metas = calloc(n, sizeof *metas);
@@ -609,6 +630,7 @@ static int run_append(evs_app *a, cmdctx *x, evs_command_result *res) {
             snprintf(res->reason, sizeof res->reason,
                      "command %s: data.events[%zu] needs event_type (string), data (object), metadata (object, optional)",
                      x->h->type, i);
+            fieldf(res, "data.events[%zu]", i);
             goto out;
         }
         types[i] = (char *)json_string_value(t);
@@ -650,6 +672,7 @@ static int run_append(evs_app *a, cmdctx *x, evs_command_result *res) {
     } else if (rc == EVS_EINVAL || rc == EVS_EJSON || rc == EVS_ELIMIT) {
         res->outcome = EVS_CMD_INVALID;
         snprintf(res->reason, sizeof res->reason, "%s", evs_errmsg());
+        fieldf(res, "data.events");
         rc = EVS_OK;
     }
 out:
@@ -680,9 +703,10 @@ static void note(evs_app *a, evs__handler *h, evs_command_result *res, int64_t t
     atomic_fetch_add(&a->st_dur_ns, (uint64_t)dt);
 }
 
-static int invalid(evs_command_result *res, const char *fmt, const char *arg) {
+static int invalid(evs_command_result *res, const char *field, const char *fmt, const char *arg) {
     res->outcome = EVS_CMD_INVALID;
     snprintf(res->reason, sizeof res->reason, fmt, arg);
+    fieldf(res, "%s", field);
     return EVS_OK;
 }
 
@@ -692,7 +716,7 @@ static int execute(evs_app *a, const evs_command *cmd, evs_command_result *res, 
     memset(&x, 0, sizeof x);
     *hout = NULL;
     x.cmd = cmd;
-    if (!cmd->command_type || !*cmd->command_type) return invalid(res, "%scommand_type is required", "");
+    if (!cmd->command_type || !*cmd->command_type) return invalid(res, "command_type", "%scommand_type is required", "");
     if (cmd->command_id) {
         if (check_id("command_id", cmd->command_id, res)) {
             res->outcome = EVS_CMD_INVALID;
@@ -721,18 +745,18 @@ static int execute(evs_app *a, const evs_command *cmd, evs_command_result *res, 
     /* data and metadata */
     json_error_t je;
     x.data = cmd->data ? json_loadb(cmd->data, cmd->data_len, JSON_REJECT_DUPLICATES, &je) : json_object();
-    if (!x.data) return invalid(res, "data is not valid JSON: %s", je.text);
+    if (!x.data) return invalid(res, "data", "data is not valid JSON: %s", je.text);
     if (!json_is_object(x.data)) {
-        invalid(res, "%sdata must be a JSON object", "");
+        invalid(res, "data", "%sdata must be a JSON object", "");
         goto out;
     }
     x.meta = cmd->metadata ? json_loadb(cmd->metadata, cmd->metadata_len, JSON_REJECT_DUPLICATES, &je) : json_object();
     if (!x.meta) {
-        invalid(res, "metadata is not valid JSON: %s", je.text);
+        invalid(res, "metadata", "metadata is not valid JSON: %s", je.text);
         goto out;
     }
     if (!json_is_object(x.meta)) {
-        invalid(res, "%smetadata must be a JSON object", "");
+        invalid(res, "metadata", "%smetadata must be a JSON object", "");
         goto out;
     }
     if (validate(x.h, x.data, res)) {
@@ -756,7 +780,8 @@ static int execute(evs_app *a, const evs_command *cmd, evs_command_result *res, 
     const char *corr = cmd->correlation_id ? cmd->correlation_id : meta_str(x.meta, "correlation_id");
     if (corr) {
         if (evs_uuid_parse(corr, strlen(corr), &x.correlation)) {
-            invalid(res, "correlation_id \"%s\" is not a UUID", corr);
+            invalid(res, cmd->correlation_id ? "correlation_id" : "metadata.correlation_id",
+                    "correlation_id \"%s\" is not a UUID", corr);
             goto out;
         }
     } else {
@@ -796,7 +821,7 @@ int evs_app_execute_json(evs_app *a, const char *command_type, const char *json,
     int64_t t0 = evs__mono_ns();
     memset(res, 0, sizeof *res);
     json_error_t je;
-    json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES, &je);
+    json_t *o = json_loadb(json, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     char *data = NULL, *meta = NULL, idbuf[32];
     int rc = EVS_OK;
     evs_command c;
@@ -818,6 +843,7 @@ int evs_app_execute_json(evs_app *a, const char *command_type, const char *json,
         if (i == sizeof known / sizeof known[0]) {
             res->outcome = EVS_CMD_INVALID;
             snprintf(res->reason, sizeof res->reason, "unknown command member \"%s\"", k);
+            fieldf(res, "%s", k);
             goto done;
         }
         int str = !strcmp(k, "command_id") || !strcmp(k, "command_type") || !strcmp(k, "target") ||
@@ -828,6 +854,7 @@ int evs_app_execute_json(evs_app *a, const char *command_type, const char *json,
              !(json_is_integer(v) && json_integer_value(v) >= 0))) {
             res->outcome = EVS_CMD_INVALID;
             snprintf(res->reason, sizeof res->reason, "command member \"%s\" has the wrong type (%s)", k, jtype_name(v));
+            fieldf(res, "%s", k);
             goto done;
         }
     }
@@ -838,6 +865,7 @@ int evs_app_execute_json(evs_app *a, const char *command_type, const char *json,
             res->outcome = EVS_CMD_INVALID;
             snprintf(res->reason, sizeof res->reason, "command_type \"%.200s\" in the body differs from \"%.200s\"",
                      c.command_type, command_type);
+            fieldf(res, "command_type");
             goto done;
         }
         c.command_type = command_type;

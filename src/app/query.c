@@ -62,6 +62,16 @@ void evs__qcache_free(evs__qcache *c) {
     free(c);
 }
 
+json_t *evs__query_json(const evs__query *q) {
+    json_t *fields = json_null();
+    if (q->fields) {
+        fields = json_array();
+        for (size_t i = 0; fields && i < q->n_fields; i++) json_array_append_new(fields, json_string(q->fields[i]));
+    }
+    return json_pack("{s:s,s:s,s:o*,s:I,s:I}", "name", q->name, "projection", q->projection, "fields", fields,
+                     "default_limit", (json_int_t)q->default_limit, "max_limit", (json_int_t)q->max_limit);
+}
+
 evs__query *evs__app_find_query(evs_app *a, const char *name) {
     for (size_t i = 0; i < a->n_queries; i++)
         if (strcmp(a->queries[i]->name, name) == 0) return a->queries[i];
@@ -389,7 +399,7 @@ int evs_app_query(evs_app *a, const char *name, const evs_query_params *p, evs_q
     json_t *o = NULL, *arr = NULL;
     if (rc) goto out;
     t_desc = p->descending;
-    qsort(s.items, s.n, sizeof *s.items, item_cmp);
+    if (s.n) qsort(s.items, s.n, sizeof *s.items, item_cmp); /* no items: NULL, which qsort must not get */
     o = json_object();
     arr = json_array();
     if (!o || !arr) {

@@ -26,7 +26,9 @@ static const char serve_help[] =
     "\n"
     "Run the HTTP/JSON server on the store in DIR (created if missing): appends,\n"
     "reads, the stream list, live streams over Server-Sent Events (/subscribe)\n"
-    "and WebSocket (/ws), and Prometheus metrics (/metrics).  See docs/http-api.md.\n"
+    "and WebSocket (/ws), projections and groups, commands, queries and\n"
+    "aggregates (/commands, /queries, /aggregates), and Prometheus metrics\n"
+    "(/metrics).  See docs/http-api.md.\n"
     "\n"
     "Options:\n"
     "  -d, --dir DIR            the store directory (default: $EVSTORE_DIR)\n"
@@ -43,10 +45,22 @@ static const char serve_help[] =
     "  --heartbeat-ms N         live stream heartbeat interval (default 15000)\n"
     "  --access-log FILE        one line per answered request, appended to FILE\n"
     "                           (- for standard error; default: none)\n"
+    "  --app-dir DIR            the application: every DIR/NAME.lua is the Lua aggregate\n"
+    "                           NAME, DIR/queries.json names queries (default: none;\n"
+    "                           aggregates can also be put with PUT /aggregates/NAME)\n"
+    "  --snapshot-every N       snapshot an aggregate every N events (default 100; 0: never)\n"
+    "  --snapshot-keep N        snapshots kept per aggregate (default 5, at most 1000)\n"
+    "  --command-retries N      reload-and-decide rounds after a conflict (default 10)\n"
+    "  --idempotency-window S   seconds a command result without events is remembered\n"
+    "                           (default 3600; commands with events: as long as they exist)\n"
+    "  --query-timeout-ms N     longest min_position wait of a query (default 5000)\n"
+    "  --query-cache N          cached query answers (default 256; 0: none)\n"
     "  --config FILE            settings from a JSON object with the same names\n"
     "                           (dir, listen, durability, batch_ms, threads, max_body,\n"
     "                           max_connections, timeout, max_ws_message, heartbeat_ms,\n"
-    "                           access_log); flags win over the file\n"
+    "                           access_log, app_dir, snapshot_every, snapshot_keep,\n"
+    "                           command_retries, idempotency_window, query_timeout_ms,\n"
+    "                           query_cache); flags win over the file\n"
     "  -h, --help               show this help\n"
     "\n"
     "Limits can be lowered, never raised above the hard caps.  SIGINT or SIGTERM\n"
@@ -57,7 +71,9 @@ typedef struct serve_opts {
     const char *listen;
     const char *durability;
     const char *access_log;
+    const char *app_dir;
     uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms;
+    uint64_t snap_every, snap_keep, retries, idem_s, query_ms, query_cache;
     const char *config;
     json_t *cfg;                /* keeps the config's strings alive */
     unsigned set;               /* OPT_* bits given as flags (flags win) */
@@ -68,7 +84,8 @@ typedef struct serve_opts {
  * serves the flags and the file, so both accept exactly the same settings.
  */
 enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
-       OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_COUNT };
+       OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_APPDIR, OPT_SNAPEVERY, OPT_SNAPKEEP, OPT_RETRIES, OPT_IDEM,
+       OPT_QUERYMS, OPT_QCACHE, OPT_COUNT };
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -88,6 +105,13 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--max-ws-message", NULL, "max_ws_message", 128, EVS_SRV_MAX_WS_FRAME, offsetof(serve_opts, ws_frame)},
     {"--heartbeat-ms", NULL, "heartbeat_ms", 10, 3600000, offsetof(serve_opts, heartbeat_ms)},
     {"--access-log", NULL, "access_log", 0, 0, offsetof(serve_opts, access_log)},
+    {"--app-dir", NULL, "app_dir", 0, 0, offsetof(serve_opts, app_dir)},
+    {"--snapshot-every", NULL, "snapshot_every", 0, 10000000, offsetof(serve_opts, snap_every)},
+    {"--snapshot-keep", NULL, "snapshot_keep", 1, 1000, offsetof(serve_opts, snap_keep)},
+    {"--command-retries", NULL, "command_retries", 0, EVS_APP_MAX_RETRIES, offsetof(serve_opts, retries)},
+    {"--idempotency-window", NULL, "idempotency_window", 1, 30ull * 86400, offsetof(serve_opts, idem_s)},
+    {"--query-timeout-ms", NULL, "query_timeout_ms", 0, 600000, offsetof(serve_opts, query_ms)},
+    {"--query-cache", NULL, "query_cache", 0, 1000000, offsetof(serve_opts, query_cache)},
 };
 
 /*
@@ -187,7 +211,9 @@ int evs__cli_serve(int argc, char **argv) {
     serve_opts o = {.listen = "127.0.0.1:2113", .durability = "sync", .batch_ms = 10,
                     .threads = EVS_SRV_DEFAULT_THREADS, .max_body = EVS_SRV_DEFAULT_BODY,
                     .max_conn = EVS_SRV_DEFAULT_CONNECTIONS, .timeout_s = EVS_SRV_DEFAULT_TIMEOUT_S,
-                    .ws_frame = EVS_SRV_DEFAULT_WS_FRAME, .heartbeat_ms = EVS_SRV_DEFAULT_HEARTBEAT_MS};
+                    .ws_frame = EVS_SRV_DEFAULT_WS_FRAME, .heartbeat_ms = EVS_SRV_DEFAULT_HEARTBEAT_MS,
+                    .snap_every = 100, .snap_keep = 5, .retries = 10, .idem_s = 3600, .query_ms = 5000,
+                    .query_cache = 256};
     evs__serve_config cfg;
     memset(&cfg, 0, sizeof cfg);
     int code = parse_opts(argc, argv, &o);
@@ -226,6 +252,14 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.timeout_s = (unsigned)o.timeout_s;
     cfg.ws_frame_max = (size_t)o.ws_frame;
     cfg.heartbeat_ms = (unsigned)o.heartbeat_ms;
+    cfg.app_dir = o.app_dir;
+    evs_app_config_init(&cfg.app);
+    cfg.app.snapshot_every = (uint32_t)o.snap_every;
+    cfg.app.snapshot_keep = (uint32_t)o.snap_keep;
+    cfg.app.max_retries = (uint32_t)o.retries;
+    cfg.app.idempotency_window_ns = (int64_t)o.idem_s * 1000000000ll;
+    cfg.app.query_timeout_ms = (int)o.query_ms;
+    cfg.app.query_cache_entries = (uint32_t)o.query_cache;
 
     char why[1024] = "";
     int rc = evs__serve(&cfg, why, sizeof why);

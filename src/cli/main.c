@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_app.h"
 #include "cli/cli_bus.h"
 
 typedef struct evs_cli_command {
@@ -31,6 +32,9 @@ static const evs_cli_command evs_cli_commands[] = {
     {"sub", evs__cli_sub, "durable subscriptions: list, show, pause, resume, reset, delete"},
     {"dlq", evs__cli_dlq, "dead-letter queues: list, show, retry, discard, purge"},
     {"projection", evs__cli_projection, "Lua projections: create, run, status, state, rebuild"},
+    {"command", evs__cli_command, "send a command to an aggregate (the application layer)"},
+    {"query", evs__cli_query, "run a named query over projection state"},
+    {"aggregate", evs__cli_aggregate, "aggregates: list, describe, show state, snapshots, put a script"},
 };
 
 #define EVS_CLI_NCOMMANDS (sizeof evs_cli_commands / sizeof evs_cli_commands[0])
@@ -46,7 +50,7 @@ static void evs_cli_help(FILE *f) {
         fprintf(f, "  %-9s %s\n", evs_cli_commands[i].name, evs_cli_commands[i].summary);
     fputs("\n"
           "Every command takes -d DIR (or the environment variable EVSTORE_DIR) and\n"
-          "--help.  append, read, tail, streams and info also run against a running\n"
+          "--help.  All but check, repair and serve also run against a running\n"
           "`evstore serve` with --url URL (or EVSTORE_URL) instead of -d DIR, with the\n"
           "same output and exit codes.  Output is JSON; messages go to stderr.\n"
           "\n"

@@ -35,6 +35,7 @@
 #include "server/http.h"
 #include "server/metrics.h"
 #include "server/query.h"
+#include "server/routes_app.h"
 #include "server/routes_dlq.h"
 #include "server/routes_groups.h"
 #include "server/routes_proj.h"
@@ -48,7 +49,7 @@
 #define MAX_SEGMENTS 6
 
 /* What a route does with a request body. */
-enum { B_NONE, B_APPEND, B_SOURCE, B_JSON };
+enum { B_NONE, B_APPEND, B_SOURCE, B_JSON, B_COMMAND };
 
 /* Row flags. */
 enum {
@@ -110,6 +111,18 @@ static const route_def routes[] = {
     {"/groups/{name}/nack", EVS_M_POST, EVS_R_GROUPS, B_JSON, C, evs__route_group_nack},
     {"/groups/{name}/consumers/{consumer}", EVS_M_DELETE, EVS_R_GROUPS, B_NONE, C, evs__route_group_leave},
     CONSUMER_ROUTES("/groups", EVS_R_GROUPS),
+
+    {"/commands", R, EVS_R_COMMANDS, B_NONE, 0, evs__route_command_list},
+    {"/commands", EVS_M_POST, EVS_R_COMMANDS, B_COMMAND, 0, evs__route_command_batch},
+    {"/commands/{command}", EVS_M_POST, EVS_R_COMMANDS, B_COMMAND, 0, evs__route_command},
+    {"/queries", R, EVS_R_QUERIES, B_NONE, 0, evs__route_query_list},
+    {"/queries/{query}", R, EVS_R_QUERIES, B_NONE, 0, evs__route_query},
+    {"/aggregates", R, EVS_R_AGGREGATES, B_NONE, 0, evs__route_aggregate_list},
+    {"/aggregates/{type}", R, EVS_R_AGGREGATES, B_NONE, 0, evs__route_aggregate_type},
+    {"/aggregates/{type}", EVS_M_PUT | EVS_M_POST, EVS_R_AGGREGATES, B_SOURCE, 0, evs__route_aggregate_put},
+    {"/aggregates/{type}/{aggregate}", R, EVS_R_AGGREGATES, B_NONE, 0, evs__route_aggregate_get},
+    {"/aggregates/{type}/{aggregate}/snapshots", R | EVS_M_POST, EVS_R_AGGREGATES, B_NONE, 0,
+     evs__route_aggregate_snapshots},
 };
 
 #undef R
@@ -211,6 +224,9 @@ static int label_of(const path *p) {
     if (p->len[0] == 11 && memcmp(p->seg[0], "projections", 11) == 0) return EVS_R_PROJECTIONS;
     if (p->len[0] == 13 && memcmp(p->seg[0], "subscriptions", 13) == 0) return EVS_R_SUBSCRIPTIONS;
     if (p->len[0] == 6 && memcmp(p->seg[0], "groups", 6) == 0) return EVS_R_GROUPS;
+    if (p->len[0] == 8 && memcmp(p->seg[0], "commands", 8) == 0) return EVS_R_COMMANDS;
+    if (p->len[0] == 7 && memcmp(p->seg[0], "queries", 7) == 0) return EVS_R_QUERIES;
+    if (p->len[0] == 10 && memcmp(p->seg[0], "aggregates", 10) == 0) return EVS_R_AGGREGATES;
     return EVS_R_OTHER;
 }
 
@@ -298,6 +314,26 @@ static enum MHD_Result part_param(evs__req *rq, const char *what, size_t max, co
     return MHD_YES;
 }
 
+/*
+ * A command type, query name or aggregate type (into rq->name), or an
+ * aggregate id (into rq->part): 1..max bytes of UTF-8 without control
+ * characters, as the application layer takes them.
+ */
+static enum MHD_Result app_param(evs__req *rq, const char *what, size_t max, const char *seg, size_t n, char *out,
+                                 size_t cap, int *bad) {
+    char why[96];
+    *bad = 1;
+    long l = decode_seg(seg, n, out, cap, why, sizeof why);
+    if (l < 0) REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "%s %s", what, why);
+    if ((size_t)l > max) REFUSE(EVS_HTTP_UNPROCESSABLE, NULL, "%s is %ld bytes, the limit is %zu", what, l, max);
+    for (long i = 0; i < l; i++)
+        if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
+            REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "%s contains control character 0x%02x at byte %ld", what,
+                   (unsigned)(unsigned char)out[i], i + 1);
+    *bad = 0;
+    return MHD_YES;
+}
+
 /* Every parameter of the row's path, in path order; *bad when one was refused. */
 static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, int *bad) {
     const char *at = d->path, *ps;
@@ -314,6 +350,11 @@ static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, i
             mr = part_param(rq, "partition", EVS_MAX_STREAM_NAME, p->seg[i], p->len[i], bad);
         } else if (seg_is(ps, pn, "{consumer}")) {
             mr = part_param(rq, "consumer", EVS_BUS_MAX_NAME, p->seg[i], p->len[i], bad);
+        } else if (seg_is(ps, pn, "{command}") || seg_is(ps, pn, "{query}") || seg_is(ps, pn, "{type}")) {
+            const char *what = ps[1] == 'c' ? "command type" : ps[1] == 'q' ? "query name" : "aggregate type";
+            mr = app_param(rq, what, EVS_APP_MAX_NAME, p->seg[i], p->len[i], rq->name, sizeof rq->name, bad);
+        } else if (seg_is(ps, pn, "{aggregate}")) {
+            mr = app_param(rq, "aggregate id", EVS_APP_MAX_ID, p->seg[i], p->len[i], rq->part, sizeof rq->part, bad);
         } else { /* {pos}, {id}: raw; longer than the buffer is no number anyway */
             size_t il = p->len[i] < sizeof rq->id ? p->len[i] : sizeof rq->id - 1;
             memcpy(rq->id, p->seg[i], il);
@@ -390,10 +431,17 @@ static enum MHD_Result first_call(evs__req *rq, const route_def **row) {
             rq->body_cap = EVS_PROJ_MAX_JSON_BODY;
         } else {
             REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL,
-                   "a projection's source takes Content-Type text/x-lua or text/plain (the script), or "
+                   "a Lua script takes Content-Type text/x-lua or text/plain (the script), or "
                    "application/json ({\"source\": \"...\"}), not %.100s",
                    ct ? ct : "(none)");
         }
+        break;
+    case B_COMMAND:
+        if (!media_is(ct, "application/json"))
+            REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL, "commands take Content-Type: application/json, not %.100s",
+                   ct ? ct : "(none)");
+        rq->body_kind = EVS_BODY_JSON;
+        rq->body_cap = srv->max_body;
         break;
     case B_JSON:
         if (!media_is(ct, "application/json"))

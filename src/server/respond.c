@@ -45,6 +45,17 @@ unsigned evs__http_status(int rc) {
     }
 }
 
+unsigned evs__command_status(const evs_command_result *r) {
+    switch (r->outcome) {
+    case EVS_CMD_ACCEPTED: return r->n_events && !r->idempotent ? EVS_HTTP_CREATED : EVS_HTTP_OK;
+    case EVS_CMD_REJECTED: return EVS_HTTP_UNPROCESSABLE; /* decide said no: the domain's reason */
+    case EVS_CMD_CONFLICT: return EVS_HTTP_CONFLICT;      /* expected_version, or retries ran out */
+    case EVS_CMD_INVALID: return EVS_HTTP_BAD_REQUEST;    /* malformed command or data */
+    case EVS_CMD_UNKNOWN: return EVS_HTTP_NOT_FOUND;      /* no handler for the command type */
+    default: return EVS_HTTP_INTERNAL;                    /* the handler failed (a script error) */
+    }
+}
+
 /* ------------------------------------------------------------ access log */
 
 static void log_line(const evs__req *rq, unsigned status) {

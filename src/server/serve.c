@@ -19,7 +19,10 @@
  *      event and end, WebSocket clients get {"op":"shutdown"} and a close;
  *   4. wait for requests in flight (appends blocked in the store finish and
  *      their answers are sent), up to a bound;
- *   5. stop the notifier, stop the daemon, close the store (which syncs).
+ *   5. stop the notifier, stop the daemon, let the WebSocket commands that
+ *      are running finish (queued ones are dropped), close the application
+ *      layer (queued snapshots are written), the consumers and the store
+ *      (which syncs).
  * Exit status 0 when all of it went through (5 after a store failure).
  */
 #include <arpa/inet.h>
@@ -36,6 +39,8 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "server/app_host.h"
+#include "server/cmdpool.h"
 #include "server/consumers.h"
 #include "server/http.h"
 #include "server/notifier.h"
@@ -134,6 +139,16 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = EVS_EIO;
         goto cleanup;
     }
+    if ((rc = evs__app_start(srv, cfg, why, whycap))) { /* after the consumers: queries read their state */
+        ret = rc;
+        goto cleanup;
+    }
+    if (evs__cmdpool_start(srv, srv->threads < EVS_CMDPOOL_MAX_THREADS ? srv->threads : EVS_CMDPOOL_MAX_THREADS,
+                           evs__ws_kick)) {
+        snprintf(why, whycap, "serve: cannot start the command threads");
+        ret = EVS_EIO;
+        goto cleanup;
+    }
     if (evs__sse_start(srv) || evs__notifier_start(srv) || evs__ws_start(srv)) {
         snprintf(why, whycap, "serve: cannot start the live-stream threads");
         ret = EVS_EIO;
@@ -199,8 +214,10 @@ cleanup:
         evs__sse_wake_all(srv); /* the daemon must not stop with suspended connections */
         MHD_stop_daemon(srv->daemon);
     }
+    evs__cmdpool_stop(srv); /* before the hub goes: a runner that finishes kicks it */
     evs__ws_free(srv);
     evs__sse_free(srv);
+    evs__app_stop(srv);            /* uses the bus: before the consumers */
     evs__consumers_stop(srv->bus); /* projections commit before the store closes */
     srv->bus = NULL;
     if (srv->store && ret == EVS_OK) {

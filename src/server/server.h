@@ -12,6 +12,7 @@
 #include <stdio.h>
 
 #include "evstore.h"
+#include "evstore_app.h"
 
 /*
  * Hard caps: configuration may lower these but never raise them.  The body
@@ -40,6 +41,8 @@ typedef struct evs__serve_config {
     unsigned threads, max_connections, timeout_s, heartbeat_ms;
     size_t max_body, ws_frame_max;
     FILE *access_log;             /* one line per answered request; NULL: none.  The caller's to close. */
+    const char *app_dir;          /* aggregates (NAME.lua) and queries.json loaded at start; NULL: none */
+    evs_app_config app;           /* the application layer's settings */
 } evs__serve_config;
 
 /*

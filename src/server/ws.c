@@ -16,11 +16,13 @@
  *           {"op":"consume","group":G,"consumer":C}  {"op":"leave"}
  *           {"op":"ack","position":P,"attempt":A} or {"op":"ack","deliveries":[{..},..]}
  *           {"op":"nack","position":P,"attempt":A,"action":"retry"|"park"|"skip","reason":".."}
+ *           {"op":"command","ref":R,"command_type":..,"aggregate_id":..,"data":{..},...}
  *   server: {"op":"subscribed","from":N,"head":H}  {"op":"event","event":{...}}
  *           {"op":"heartbeat","head":H}  {"op":"unsubscribed","next":N}  {"op":"pong"}
  *           {"op":"consuming","group":G,"consumer":C}  {"op":"left","group":G[,"reason":..]}
  *           {"op":"delivery","delivery":{"position":P,"attempt":A},"event":{...}}
  *           {"op":"acked","count":N}  {"op":"nacked","position":P,"attempt":A,"action":..}
+ *           {"op":"result","ref":R,"status":S,"result":{...}}
  *           {"op":"error","error":"...","detail":...}  {"op":"shutdown"} then a close frame
  *
  * Group consumers (competing consumers, consumers.c) are members tied to
@@ -32,6 +34,11 @@
  * WS_GROUP_QUEUE messages wait; the group's max_in_flight bounds them too.
  * Control messages are parsed with jansson: they are small and rare, and
  * never on the event path.
+ *
+ * Commands ({"op":"command"}) wait for a durable append, which this thread
+ * must never do: they go to the command runners (cmdpool.c), which kick
+ * the hub when an answer is ready; the hub sends it to the connection that
+ * asked (by its id), if it is still open.
  *
  * Flow control: like SSE, a subscription is a cursor on the log.  A client
  * gets its next events only once the previous ones have left for its
@@ -73,6 +80,7 @@
 #include <wslay/wslay.h>
 
 #include "core/event_json.h"
+#include "server/cmdpool.h"
 #include "server/consumers.h"
 #include "server/query.h"
 #include "server/sha1.h"
@@ -135,6 +143,7 @@ struct ws_client {
     int pull_full;                 /* the last pull stopped at WS_GROUP_QUEUE */
     int64_t pull_after_ns;         /* a delivery failed: no pull before this (monotonic) */
     char consumer[EVS_BUS_MAX_NAME + 1];
+    uint64_t id;                   /* names the connection to the command runners (1, 2, ...) */
     ws_client *prev, *nxt;
 };
 
@@ -151,6 +160,7 @@ struct evs__ws_hub {
     _Atomic long count;
     int busy;                      /* hub thread only: a client is behind with room to send */
     uint64_t consumers;            /* hub thread only: names consumers that give none */
+    uint64_t last_id;              /* hub thread only: the last connection id given */
     /* the block cache, hub thread only */
     ws_chain *chains;
     ws_block *oldest, *newest;
@@ -523,6 +533,51 @@ static void pull_all(evs__ws_hub *hub) {
     }
 }
 
+/*
+ * {"op":"command", "ref": R, ...the command...}: to the command runners.
+ * ref (optional: a string, a number or null, at most 256 bytes as JSON) is
+ * echoed in the result so that a client can match answers it pipelines.
+ */
+static void on_command(ws_client *cl, json_t *msg) {
+    json_t *ref = json_object_get(msg, "ref");
+    char *ref_text = NULL, *text = NULL, why[256];
+    if (ref && !json_is_string(ref) && !json_is_number(ref) && !json_is_null(ref)) {
+        send_error(cl, "{\"op\":\"command\"}", "command: ref must be a string or a number");
+        return;
+    }
+    if (ref && (!(ref_text = json_dumps(ref, JSON_ENCODE_ANY)) || strlen(ref_text) > 256)) {
+        send_error(cl, "{\"op\":\"command\"}", "command: ref is over 256 bytes");
+        free(ref_text);
+        return;
+    }
+    json_object_del(msg, "op");
+    json_object_del(msg, "ref");
+    if (!(text = json_dumps(msg, JSON_COMPACT))) {
+        send_error(cl, "{\"op\":\"command\"}", "command: out of memory");
+    } else if (evs__cmdpool_submit(cl->hub->srv, cl->id, text, strlen(text), ref_text, why, sizeof why)) {
+        evs__sb d = {0};
+        evs__sb_adds(&d, "{\"op\":\"command\",\"ref\":");
+        evs__sb_adds(&d, ref_text ? ref_text : "null");
+        evs__sb_adds(&d, "}");
+        send_error(cl, d.oom ? NULL : d.p, "command: %s", why);
+        evs__sb_free(&d);
+    }
+    free(text);
+    free(ref_text);
+}
+
+/* Answers of finished commands, to their connections (gone ones: dropped). */
+static void deliver_results(evs__ws_hub *hub) {
+    evs__cmddone *list = evs__cmdpool_take(hub->srv);
+    for (evs__cmddone *d = list; d; d = d->next)
+        for (ws_client *cl = hub->clients; cl; cl = cl->nxt)
+            if (cl->id == d->conn) {
+                if (wslay_event_get_write_enabled(cl->ctx)) send_text(cl, d->text, d->len);
+                break;
+            }
+    evs__cmddone_free(list);
+}
+
 static void on_text(ws_client *cl, const uint8_t *p, size_t n) {
     json_error_t je;
     json_t *msg = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
@@ -562,8 +617,11 @@ static void on_text(ws_client *cl, const uint8_t *p, size_t n) {
     } else if (strcmp(op, "leave") == 0) {
         if (cl->gc) consume_end(cl, NULL);
         else send_error(cl, NULL, "leave: not consuming a group");
+    } else if (strcmp(op, "command") == 0) {
+        on_command(cl, msg);
     } else {
-        send_error(cl, NULL, "unknown op \"%.64s\" (subscribe, unsubscribe, consume, ack, nack, leave, ping)", op);
+        send_error(cl, NULL, "unknown op \"%.64s\" (subscribe, unsubscribe, consume, ack, nack, leave, command, ping)",
+                   op);
     }
     json_decref(msg);
 }
@@ -992,6 +1050,7 @@ static void adopt_pending(evs__ws_hub *hub) {
         ws_client *cl = list;
         list = cl->nxt;
         cl->prev = cl->nxt = NULL;
+        cl->id = ++hub->last_id;
         int ok = wslay_event_context_server_init(&cl->ctx, &callbacks, cl) == 0;
         if (ok) {
             wslay_event_config_set_max_recv_msg_length(cl->ctx, hub->srv->ws_frame_max);
@@ -1072,6 +1131,7 @@ static void *hub_main(void *arg) {
         }
         adopt_pending(hub);
         pull_all(hub);
+        deliver_results(hub);
         uint64_t head = evs_head(hub->srv->store);
         int64_t now = evs__mono_ns();
         ws_client *cl = hub->clients;
