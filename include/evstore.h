@@ -271,7 +271,14 @@ typedef struct evs_event {
     int64_t recorded_at;
 } evs_event;
 
-/* Server-side filter for $all reads; zeroed fields do not filter. */
+/*
+ * Server-side filter for $all reads; zeroed fields do not filter, and the
+ * fields given must all match.  Event types, stream type and correlation
+ * id are indexed (a read walks their index); tags and the causation id are
+ * checked on the events read (a scan, or on top of an indexed condition).
+ * Consumers (evstore_bus.h) store the indexed fields of a filter; they
+ * refuse tags and causation_id here and take one tag of their own.
+ */
 typedef struct evs_filter {
     const char *const *event_types; /* match any of these */
     size_t n_event_types;
@@ -280,6 +287,9 @@ typedef struct evs_filter {
     const evs_uuid *correlation_id;
     int64_t since;                  /* recorded_at >= since (0: unbounded) */
     int64_t until;                  /* recorded_at <  until (0: unbounded) */
+    const char *const *tags;        /* the event carries any of these tags (1..255 bytes each) */
+    size_t n_tags;
+    const evs_uuid *causation_id;   /* exact */
 } evs_filter;
 
 typedef struct evs_reader evs_reader;

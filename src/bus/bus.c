@@ -310,6 +310,12 @@ static int dup_opt(const char *s, char **out) {
 int evs__record_set_filter(evs__record *r, const evs_filter *f, const char *tag) {
     clear_filter(r);
     int rc;
+    /* A record keeps what the readers' indexes answer; tags and causation are
+       checked per event by evs_read_all and have no place in it (yet):
+       refused, never dropped in silence. */
+    if (f && (f->n_tags || f->causation_id))
+        return evs__err(EVS_EINVAL, "filter: a consumer's filter takes no tags or causation_id (they filter "
+                                    "evs_read_all); give the consumer its one tag instead");
     if (f) {
         if (f->n_event_types) {
             if (!f->event_types) return evs__err(EVS_EINVAL, "filter: event_types is NULL");

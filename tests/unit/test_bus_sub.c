@@ -270,6 +270,28 @@ static void test_bad_args(evs_bus *b) {
     longname[199] = 0;
     c.name = longname;
     CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_EINVAL);
+    /* a record cannot keep tag or causation filters: refused, not dropped */
+    const char *tags[] = {"vip"};
+    evs_uuid cause;
+    evs_uuid_v7(&cause);
+    c.name = "tagged";
+    c.filter.tags = tags;
+    c.filter.n_tags = 1;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "no tags or causation_id");
+    c.filter.tags = NULL;
+    c.filter.n_tags = 0;
+    c.filter.causation_id = &cause;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_EINVAL);
+    evs_consumer_info ci;
+    CHECK_RC(evs_consumer_get(b, "tagged", &ci), EVS_ENOTFOUND);
+    evs_group_config g;
+    evs_group_config_init(&g);
+    g.name = "tagged-group";
+    g.filter.tags = tags;
+    g.filter.n_tags = 1;
+    CHECK_RC(evs_group_create(b, &g), EVS_EINVAL);
+    CHECK_RC(evs_consumer_get(b, "tagged-group", &ci), EVS_ENOTFOUND);
 }
 
 int main(void) {
