@@ -225,7 +225,8 @@ typedef struct evs_append_result {
     uint64_t first_global_position;
     uint64_t last_global_position;
     int64_t recorded_at;
-    int idempotent;                  /* 1: events were already stored, nothing written */
+    int idempotent;                  /* 1: events were already stored, nothing written
+                                        (positions and recorded_at are the original ones) */
     uint64_t actual_version;         /* on EVS_ECONFLICT: the stream's actual version */
 } evs_append_result;
 
@@ -234,10 +235,15 @@ typedef struct evs_append_result {
  * the stream's version matches expected.  Returns EVS_OK with positions in
  * *res; EVS_ECONFLICT with res->actual_version set and the message
  * "Concurrency conflict: expected version X, actual version Y"; EVS_EDUPLICATE
- * when an event_id is already stored at other positions; EVS_EINVAL/EVS_EJSON/
- * EVS_ELIMIT for bad input (nothing stored); EVS_EIO/EVS_EFAILED after a
- * write or sync failure.  Re-appending the same event ids at the same
- * positions returns the original positions with res->idempotent = 1.
+ * when an event_id is already stored at other positions, or at the same
+ * positions with other content; EVS_EINVAL/EVS_EJSON/EVS_ELIMIT for bad
+ * input (nothing stored); EVS_EIO/EVS_EFAILED after a write or sync failure.
+ * Re-appending the same events (same ids, same content) at the same
+ * positions is a safe retry: it returns the original positions and
+ * recorded_at with res->idempotent = 1 and writes nothing.  Content is
+ * event_type, data and metadata (compared byte for byte, as stored),
+ * stream_type, tags, causation_id, correlation_id and event_version, not
+ * occurred_at (which defaults to the time of the call).
  * If generated_ids is not NULL it receives the n event ids used.
  */
 int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events,

@@ -163,6 +163,53 @@ static void test_idempotency(evs_store *s) {
     CHECK_RC(evs_append(s, "pay-1", 2, &one, 1, &r2, NULL), EVS_OK);
     CHECK_INT(r2.idempotent, 1);
     CHECK_INT(r2.first_stream_position, 3);
+    /* the idempotent answer carries the original recorded_at */
+    CHECK(r.recorded_at > 0);
+    CHECK_INT(r2.recorded_at, r.recorded_at);
+    /* a stored id with other content is no retry: refused, the stored event stays */
+    head = evs_head(s);
+    evs_event_in changed = one;
+    changed.data = "{\"x\":1}";
+    changed.data_len = strlen(changed.data);
+    CHECK_RC(evs_append(s, "pay-1", 2, &changed, 1, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "already stored (global position");
+    CHECK_CONTAINS(evs_errmsg(), "with other data");
+    changed = one;
+    changed.metadata = "{\"who\":\"b\"}";
+    changed.metadata_len = strlen(changed.metadata);
+    CHECK_RC(evs_append(s, "pay-1", EVS_EXPECT_ANY, &changed, 1, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "with other metadata");
+    changed = one;
+    changed.event_type = "Refund";
+    CHECK_RC(evs_append(s, "pay-1", EVS_EXPECT_ANY, &changed, 1, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "with other event_type");
+    const char *tag[] = {"t"};
+    changed = one;
+    changed.tags = tag;
+    changed.ntags = 1;
+    CHECK_RC(evs_append(s, "pay-1", EVS_EXPECT_ANY, &changed, 1, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "with other tags");
+    /* the second event of a two-event retry differs: named as event 2 */
+    evs_event_in ev2[2] = {ev[0], ev[1]};
+    ev2[1].data = "{\"changed\":true}";
+    ev2[1].data_len = strlen(ev2[1].data);
+    CHECK_RC(evs_append(s, "pay-1", EVS_EXPECT_ANY, ev2, 2, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "event 2: event_id");
+    /* occurred_at is not content (it defaults to now on every call) */
+    changed = one;
+    changed.occurred_at = 12345;
+    CHECK_RC(evs_append(s, "pay-1", EVS_EXPECT_ANY, &changed, 1, &r2, NULL), EVS_OK);
+    CHECK_INT(r2.idempotent, 1);
+    CHECK_INT(evs_head(s), head);
+    evs_reader *rd;
+    const evs_event *e;
+    CHECK_RC(evs_read_stream(s, "pay-1", 3, EVS_FORWARD, 1, &rd), EVS_OK);
+    CHECK_RC(evs_reader_next(rd, &e), EVS_OK);
+    if (e) {
+        CHECK_MEM(e->data, e->data_len, "{}");
+        CHECK_MEM(e->event_type, e->event_type_len, "Refunded");
+    }
+    evs_reader_close(rd);
 }
 
 static void test_bad_input(evs_store *s) {
