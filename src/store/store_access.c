@@ -6,3 +6,4 @@
 #include "store/store_internal.h"
 
 const char *evs__store_dir(const evs_store *s) { return s ? s->dir : NULL; }
+int evs__store_readonly(const evs_store *s) { return s && s->readonly; }
