@@ -11,7 +11,8 @@
  * and each cursor's atomic `next`.
  *
  * Protocol (text frames, one JSON object each; docs/http-api.md):
- *   client: {"op":"subscribe","from":N|"now","filter":{"type":..,"stream_type":..,"stream":..}}
+ *   client: {"op":"subscribe","from":N|"now","filter":{"type":..,"stream_type":..,"stream":..,"tag":..,
+ *            "causation_id":..}}
  *           {"op":"unsubscribe"}  {"op":"ping"}
  *           {"op":"consume","group":G,"consumer":C}  {"op":"leave"}
  *           {"op":"ack","position":P,"attempt":A} or {"op":"ack","deliveries":[{..},..]}
@@ -221,6 +222,31 @@ static int types_member(json_t *filter, char **out) {
     return *out ? 0 : -1;
 }
 
+/* filter.tag: one tag or an array of them, into lf->tags_buf (each NUL-terminated); -1 if malformed. */
+static int tags_member(json_t *filter, evs__live_filter *lf) {
+    json_t *t = json_object_get(filter, "tag");
+    if (!t || json_is_null(t)) return 0;
+    size_t n = json_is_array(t) ? json_array_size(t) : 1;
+    if ((!json_is_string(t) && !json_is_array(t)) || n == 0 || n > EVS_MAX_TAGS) return -1;
+    evs__sb b = {0};
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_is_array(t) ? json_array_get(t, i) : t;
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > EVS_MAX_TAG_BYTES ||
+            memchr(json_string_value(v), '\0', json_string_length(v))) {
+            evs__sb_free(&b);
+            return -1;
+        }
+        evs__sb_add(&b, json_string_value(v), json_string_length(v) + 1);
+    }
+    if (b.oom) {
+        evs__sb_free(&b);
+        return -1;
+    }
+    lf->tags_len = b.len;
+    lf->tags_buf = evs__sb_take(&b, NULL);
+    return lf->tags_buf ? 0 : -1;
+}
+
 static void on_subscribe(ws_client *cl, json_t *msg) {
     evs__srv *srv = cl->hub->srv;
     if (cl->subscribed) {
@@ -231,27 +257,44 @@ static void on_subscribe(ws_client *cl, json_t *msg) {
     evs__live_filter *lf = &cl->lf;
     evs__live_filter_free(lf);
     json_t *filter = json_object_get(msg, "filter");
+    char *caus = NULL;
     if (filter && !json_is_null(filter)) {
         if (!json_is_object(filter) || types_member(filter, &lf->types_buf) ||
             str_member(filter, "stream_type", EVS_MAX_TYPE_NAME, &lf->stream_type) ||
-            str_member(filter, "stream", EVS_MAX_STREAM_NAME, &lf->stream)) {
-            send_error(cl, NULL, "filter must be an object with optional type (a name or an array of "
-                                 "names), stream_type and stream (non-empty strings)");
+            str_member(filter, "stream", EVS_MAX_STREAM_NAME, &lf->stream) || tags_member(filter, lf) ||
+            str_member(filter, "causation_id", 64, &caus)) {
+            send_error(cl, NULL, "filter must be an object with optional type and tag (a name or an array of "
+                                 "names), stream_type, stream and causation_id (non-empty strings)");
+            free(caus);
             evs__live_filter_free(lf);
             return;
         }
         const char *k;
         json_t *v;
         json_object_foreach(filter, k, v) {
-            if (strcmp(k, "type") && strcmp(k, "stream_type") && strcmp(k, "stream")) {
-                send_error(cl, NULL, "filter: unknown field \"%.64s\"", k);
+            if (strcmp(k, "type") && strcmp(k, "stream_type") && strcmp(k, "stream") && strcmp(k, "tag") &&
+                strcmp(k, "causation_id")) {
+                send_error(cl, NULL, "filter: unknown field \"%.64s\" (type, stream_type, stream, tag, causation_id)",
+                           k);
+                free(caus);
                 evs__live_filter_free(lf);
                 return;
             }
         }
     }
-    if (evs__live_filter_finish(lf)) {
-        send_error(cl, NULL, "filter: names must be 1..255 bytes, at most %u types", EVS_SRV_MAX_FILTER_TYPES);
+    if (caus) {
+        int bad = evs_uuid_parse(caus, strlen(caus), &lf->causation) != EVS_OK;
+        free(caus);
+        if (bad) {
+            send_error(cl, NULL, "filter: causation_id is not a UUID");
+            evs__live_filter_free(lf);
+            return;
+        }
+        lf->has_causation = 1;
+    }
+    char why[128];
+    if (evs__live_filter_finish(lf, why, sizeof why)) {
+        send_error(cl, NULL, "filter: %s", why);
         evs__live_filter_free(lf);
         return;
     }
@@ -696,14 +739,24 @@ static void block_cache(evs__ws_hub *hub, ws_chain *ch, ws_block *b) {
 }
 
 /* The chain of clients with this filter (a new one if none); NULL when out of memory. */
+/* One field of a chain key, length first: no value can pass for another. */
+static void key_field(evs__sb *k, char tag, const char *v) {
+    if (v) evs__sb_printf(k, "%c%zu:%s", tag, strlen(v), v);
+}
+
 static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf) {
     evs__sb k = {0};
-    /* types in the order given: a different order only costs sharing */
-    for (size_t i = 0; i < lf->ntypes; i++) {
-        evs__sb_adds(&k, lf->types[i]);
-        evs__sb_add(&k, ",", 1);
+    /* names in the order given: a different order only costs sharing */
+    for (size_t i = 0; i < lf->ntypes; i++) key_field(&k, 't', lf->types[i]);
+    key_field(&k, 's', lf->stream_type);
+    key_field(&k, 'n', lf->stream);
+    for (size_t i = 0; i < lf->ntags; i++) key_field(&k, 'g', lf->tags[i]);
+    if (lf->has_causation) {
+        char u[37];
+        evs_uuid_format(&lf->causation, u);
+        key_field(&k, 'c', u);
     }
-    evs__sb_printf(&k, "\x1f%s\x1f%s", lf->stream_type ? lf->stream_type : "", lf->stream ? lf->stream : "");
+    evs__sb_add(&k, "", 1); /* a key even for no filter at all */
     if (k.oom || !k.p) {
         evs__sb_free(&k);
         return NULL;

@@ -312,8 +312,8 @@ class ServerTest(unittest.TestCase):
             (ev(bogus=1), "bogus"),
             (ev(stream_position=3), "stream_position"),
             ([], "no events"),
-            ([ev(), 5], "event 1"),
-            ([ev(), {"data": {}}], "event 1"),
+            ([ev(), 5], "event 2:"),           # events are numbered from 1 everywhere
+            ([ev(), {"data": {}}], "event 2:"),
             ("just a string", "string"),
             (ev(t="x" * 300), "event_type"),
             (ev(tags=[1]), "tags"),
@@ -323,6 +323,11 @@ class ServerTest(unittest.TestCase):
             b = self.assertError(s.post("/streams/inv-1", body if not isinstance(body, str)
                                         else json.dumps(body)), 422)
             self.assertIn(needle, b["error"], body)
+            if isinstance(body, list) and len(body) == 2:
+                self.assertEqual((b["detail"]["event"], b["detail"]["index"]), (2, 1), b)
+        b = self.assertError(s.post("/streams/inv-1", [ev(), ev(tags=["x" * 256])]), 422)
+        self.assertIn("event 2:", b["error"])
+        self.assertEqual(b["detail"]["event"], 2)
         self.assertError(s.post("/streams/" + "n" * 256, ev()), 422, "256 bytes")
         self.assertEqual(s.head(), head)
         self.assertError(s.get("/streams/inv-1"), 404)
