@@ -70,10 +70,28 @@ static int listen_on(const struct sockaddr_in *sa, char *shown, size_t cap) {
     return fd;
 }
 
+/*
+ * libmicrohttpd's own messages.  A client that goes away in the middle of
+ * an answer is ordinary for live streams (a browser tab closes, tail gets
+ * Ctrl-C): its connection is closed and its subscriber freed, and that is
+ * no error of the server's, so those messages are not printed.
+ */
+static int client_went_away(const char *msg) {
+    /* (the last: our content readers end that way when their client hung up,
+       and say so themselves when it was a real failure) */
+    static const char *const gone[] = {"forcibly closed by remote peer", "no longer available for sending",
+                                       "Connection reset by peer", "Broken pipe", "remote side closed",
+                                       "application error generating response"};
+    for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
+        if (strstr(msg, gone[i])) return 1;
+    return 0;
+}
+
 static void log_mhd(void *cls, const char *fmt, va_list ap) {
     (void)cls;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    if (client_went_away(msg)) return;
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
     fprintf(stderr, "evstore serve: http: %s\n", msg);

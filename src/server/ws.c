@@ -37,7 +37,9 @@
  * Flow control: like SSE, a subscription is a cursor on the log.  A client
  * gets its next events only once the previous ones have left for its
  * socket, so a client that does not read holds one block (below) and
- * resumes from the log when its socket drains; nothing is skipped.
+ * resumes from the log when its socket drains; nothing is skipped.  The
+ * replies to what a client sends are bounded too: a client that sends and
+ * does not read is not read from until they drain (client_backlogged).
  *
  * Fan-out: event frames do not go through wslay (which copies every message
  * and writes each frame with its own send calls).  The hub renders a run of
@@ -87,6 +89,10 @@
 #define WS_OBUF_BYTES ((size_t)32 << 10) /* wslay's frames gathered per send() */
 #define WS_GROUP_QUEUE 64                  /* deliveries queued ahead of the socket, per consumer */
 #define WS_MAX_ACKS 1000                   /* deliveries answered by one ack message */
+/* Replies queued for a client that does not read them: past either bound
+   the hub stops reading from it until they drain (see client_backlogged). */
+#define WS_MAX_QUEUED (WS_GROUP_QUEUE + 256)
+#define WS_MAX_QUEUED_BYTES ((size_t)1 << 20)
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 typedef struct evs__ws_hub evs__ws_hub;
@@ -613,9 +619,28 @@ static void on_text(ws_client *cl, const uint8_t *p, size_t n) {
 
 /* ------------------------------------------------------- wslay callbacks */
 
+/*
+ * Every request a client sends may queue a reply (a pong, an error, an
+ * ack's count), and wslay answers its pings by itself.  A client that sends
+ * and never reads would make that queue grow without bound, so once it
+ * holds WS_MAX_QUEUED messages or WS_MAX_QUEUED_BYTES the hub reads no more
+ * from that client (EPOLLIN off, and cb_recv stops wslay mid-buffer) until
+ * its socket takes them: the client's own sends then block in its kernel,
+ * as TCP intends.  Deliveries stop at WS_GROUP_QUEUE, below the bound, so a
+ * consumer that reads is never held back by it.
+ */
+static int client_backlogged(const ws_client *cl) {
+    return wslay_event_get_queued_msg_count(cl->ctx) >= WS_MAX_QUEUED ||
+           wslay_event_get_queued_msg_length(cl->ctx) >= WS_MAX_QUEUED_BYTES;
+}
+
 static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud) {
     ws_client *cl = ud;
     (void)flags;
+    if (client_backlogged(cl)) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
     if (cl->extra_off < cl->extra_len) {
         size_t n = cl->extra_len - cl->extra_off;
         if (n > len) n = len;
@@ -1027,7 +1052,7 @@ static int client_step(evs__ws_hub *hub, ws_client *cl, uint64_t head, int64_t n
         cl->pull_full = 0;
         hub->busy = 1;
     }
-    uint32_t mask = (wslay_event_want_read(cl->ctx) ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0);
+    uint32_t mask = (wslay_event_want_read(cl->ctx) && !client_backlogged(cl) ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0);
     if (mask != cl->mask) {
         struct epoll_event e = {.events = mask, .data.ptr = cl};
         epoll_ctl(hub->epfd, EPOLL_CTL_MOD, cl->fd, &e);
@@ -1113,8 +1138,12 @@ static void *hub_main(void *arg) {
                 }
                 continue;
             }
-            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                if (wslay_event_recv(cl->ctx)) {
+            /* a hang-up: what the client sent before is still read (acks
+               count), unless we stopped reading it, where the event would
+               only repeat: then it is final */
+            int hup = (evs[i].events & (EPOLLHUP | EPOLLERR)) != 0;
+            if (hup || (evs[i].events & EPOLLIN)) {
+                if ((hup && client_backlogged(cl)) || wslay_event_recv(cl->ctx)) {
                     client_destroy(hub, cl);
                     /* later entries may name the same client: forget them */
                     for (int j = i + 1; j < n; j++)
