@@ -30,8 +30,9 @@ static const char serve_help[] =
     "\n"
     "Options:\n"
     "  -d, --dir DIR            the store directory (default: $EVSTORE_DIR)\n"
-    "  --listen ADDR:PORT       IPv4 address and port (default 127.0.0.1:2113; port 0\n"
-    "                           picks a free one; the address is printed on stdout)\n"
+    "  --listen ADDR:PORT       address and port: IPv4, [IPv6] or localhost (default\n"
+    "                           127.0.0.1:2113; port 0 picks a free one; the address\n"
+    "                           is printed on stdout)\n"
     "  --durability MODE        sync (default): acknowledged means fdatasync'd;\n"
     "                           batch: fdatasync at most every --batch-ms; none\n"
     "  --batch-ms N             sync interval for batch mode (default 10)\n"
@@ -43,10 +44,12 @@ static const char serve_help[] =
     "  --heartbeat-ms N         live stream heartbeat interval (default 15000)\n"
     "  --access-log FILE        one line per answered request, appended to FILE\n"
     "                           (- for standard error; default: none)\n"
+    "  --group-idle-ms N        an HTTP group consumer silent for its group's ack\n"
+    "                           timeout plus N ms leaves (default 30000)\n"
     "  --config FILE            settings from a JSON object with the same names\n"
     "                           (dir, listen, durability, batch_ms, threads, max_body,\n"
     "                           max_connections, timeout, max_ws_message, heartbeat_ms,\n"
-    "                           access_log); flags win over the file\n"
+    "                           access_log, group_idle_ms); flags win over the file\n"
     "  -h, --help               show this help\n"
     "\n"
     "Limits can be lowered, never raised above the hard caps.  SIGINT or SIGTERM\n"
@@ -57,7 +60,7 @@ typedef struct serve_opts {
     const char *listen;
     const char *durability;
     const char *access_log;
-    uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms;
+    uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms;
     const char *config;
     json_t *cfg;                /* keeps the config's strings alive */
     unsigned set;               /* OPT_* bits given as flags (flags win) */
@@ -68,7 +71,7 @@ typedef struct serve_opts {
  * serves the flags and the file, so both accept exactly the same settings.
  */
 enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
-       OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_COUNT };
+       OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_GROUP_IDLE, OPT_COUNT };
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -88,6 +91,7 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--max-ws-message", NULL, "max_ws_message", 128, EVS_SRV_MAX_WS_FRAME, offsetof(serve_opts, ws_frame)},
     {"--heartbeat-ms", NULL, "heartbeat_ms", 10, 3600000, offsetof(serve_opts, heartbeat_ms)},
     {"--access-log", NULL, "access_log", 0, 0, offsetof(serve_opts, access_log)},
+    {"--group-idle-ms", NULL, "group_idle_ms", 0, EVS_SRV_MAX_GROUP_IDLE_MS, offsetof(serve_opts, group_idle_ms)},
 };
 
 /*
@@ -165,7 +169,11 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
     return EVS_CLI_OK;
 }
 
-static int parse_listen(const char *s, struct sockaddr_in *sa) {
+/*
+ * ADDR:PORT: an IPv4 address, an IPv6 address in brackets ("[::1]:2113",
+ * as in a URL), or localhost (127.0.0.1).
+ */
+static int parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *salen) {
     const char *colon = strrchr(s, ':');
     if (!colon || colon == s || (size_t)(colon - s) >= 64) return -1;
     char host[64];
@@ -174,20 +182,32 @@ static int parse_listen(const char *s, struct sockaddr_in *sa) {
     uint64_t port;
     if (evs__parse_u64(colon + 1, 65535, &port)) return -1;
     memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
+    size_t hl = strlen(host);
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
+        host[hl - 1] = '\0';
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1) return -1;
+        *salen = sizeof *s6;
+        return 0;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
     if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
-    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) return -1;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) != 1) return -1;
+    *salen = sizeof *s4;
     return 0;
 }
-
 
 /* Parse one run's settings and run the server; the exit status. */
 int evs__cli_serve(int argc, char **argv) {
     serve_opts o = {.listen = "127.0.0.1:2113", .durability = "sync", .batch_ms = 10,
                     .threads = EVS_SRV_DEFAULT_THREADS, .max_body = EVS_SRV_DEFAULT_BODY,
                     .max_conn = EVS_SRV_DEFAULT_CONNECTIONS, .timeout_s = EVS_SRV_DEFAULT_TIMEOUT_S,
-                    .ws_frame = EVS_SRV_DEFAULT_WS_FRAME, .heartbeat_ms = EVS_SRV_DEFAULT_HEARTBEAT_MS};
+                    .ws_frame = EVS_SRV_DEFAULT_WS_FRAME, .heartbeat_ms = EVS_SRV_DEFAULT_HEARTBEAT_MS,
+                    .group_idle_ms = EVS_SRV_DEFAULT_GROUP_IDLE_MS};
     evs__serve_config cfg;
     memset(&cfg, 0, sizeof cfg);
     int code = parse_opts(argc, argv, &o);
@@ -202,8 +222,9 @@ int evs__cli_serve(int argc, char **argv) {
         code = evs__cli_usage("serve", "--durability %s: use sync, batch or none", o.durability);
         goto cleanup;
     }
-    if (parse_listen(o.listen, &cfg.addr)) {
-        code = evs__cli_usage("serve", "--listen %s: expected IPV4ADDRESS:PORT, e.g. 127.0.0.1:2113", o.listen);
+    if (parse_listen(o.listen, &cfg.addr, &cfg.addrlen)) {
+        code = evs__cli_usage("serve", "--listen %s: expected ADDRESS:PORT with an IPv4 address, [IPv6] in "
+                                       "brackets or localhost, e.g. 127.0.0.1:2113 or [::1]:2113", o.listen);
         goto cleanup;
     }
     if (o.access_log && strcmp(o.access_log, "-") == 0) {
@@ -226,6 +247,7 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.timeout_s = (unsigned)o.timeout_s;
     cfg.ws_frame_max = (size_t)o.ws_frame;
     cfg.heartbeat_ms = (unsigned)o.heartbeat_ms;
+    cfg.group_idle_ms = (unsigned)o.group_idle_ms;
 
     char why[1024] = "";
     int rc = evs__serve(&cfg, why, sizeof why);

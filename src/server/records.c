@@ -92,6 +92,7 @@ int evs__group_json(evs__req *rq, evs__sb *b, const char *name) {
     if (rc) return rc;
     pthread_mutex_lock(&rq->srv->bus->admin_mu); /* the handle's calls are serialised with closing it */
     evs__ghandle *gh = evs__group_find(rq->srv->bus, name);
+    if (gh) evs__group_expire_idle(gh); /* silent consumers leave before they are shown */
     if (gh && gh->g) {
         evs_group_info live;
         if (evs_group_get_info(gh->g, &live) == EVS_OK) gi = live;

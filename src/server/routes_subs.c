@@ -123,7 +123,7 @@ out:
  *   reset (subscription): the next position is ?to= (a position or now; default 1).
  *   reset (projection): start over from ?to= (default 1): a fresh state is
  *     built from there (the current one answers until it catches up) and the
- *     DLQ is emptied.
+ *     DLQ is emptied, in the one transaction of evs_proj_reset.
  *   rebuild (projection): recompute the state from ?from= (default 1) into a
  *     fresh copy, then swap; the DLQ is kept.
  */
@@ -159,9 +159,7 @@ static enum MHD_Result action(evs__req *rq, int op) {
         case ACT_PAUSE: rc = evs_proj_pause(r->p); break;
         case ACT_RESUME: rc = evs_proj_resume(r->p); break;
         case ACT_REBUILD: rc = evs_proj_rebuild(r->p, pos); break;
-        default:
-            if (!(rc = evs_proj_rebuild(r->p, pos))) rc = evs_dlq_purge(rq->srv->bus->bus, info.name, NULL);
-            break;
+        default: rc = evs_proj_reset(r->p, pos); break; /* moved back and DLQ emptied: one transaction */
         }
     } else if (op == ACT_PAUSE || op == ACT_RESUME) {
         rc = evs_consumer_set_status(rq->srv->bus->bus, info.name, op == ACT_PAUSE ? EVS_CONSUMER_PAUSED : EVS_CONSUMER_ACTIVE);

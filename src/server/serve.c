@@ -20,7 +20,8 @@
  *   4. wait for requests in flight (appends blocked in the store finish and
  *      their answers are sent), up to a bound;
  *   5. stop the notifier, stop the daemon, close the store (which syncs).
- * Exit status 0 when all of it went through (5 after a store failure).
+ * Exit status 0 when all of it went through (5 after a store failure, or
+ * when the close's final sync failed).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -48,25 +49,34 @@
 
 /*
  * Bind and listen ourselves, so the bound address (port 0 picks one) is
- * known before any worker thread can read it.  Returns the socket or -1.
+ * known before any worker thread can read it.  IPv4 or IPv6; the address
+ * is shown as a URL's authority ("127.0.0.1:2113", "[::1]:2113").  Returns
+ * the socket or -1.
  */
-static int listen_on(const struct sockaddr_in *sa, char *shown, size_t cap) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+static int listen_on(const struct sockaddr_storage *sa, socklen_t salen, char *shown, size_t cap) {
+    int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in bound;
+    struct sockaddr_storage bound;
     socklen_t blen = sizeof bound;
-    if (bind(fd, (const struct sockaddr *)sa, sizeof *sa) || listen(fd, 1024) ||
+    if (bind(fd, (const struct sockaddr *)sa, salen) || listen(fd, 1024) ||
         getsockname(fd, (struct sockaddr *)&bound, &blen)) {
         int e = errno;
         close(fd);
         errno = e;
         return -1;
     }
-    char host[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &bound.sin_addr, host, sizeof host);
-    snprintf(shown, cap, "%s:%u", host, (unsigned)ntohs(bound.sin_port));
+    char host[INET6_ADDRSTRLEN];
+    if (bound.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *b6 = (const struct sockaddr_in6 *)&bound;
+        inet_ntop(AF_INET6, &b6->sin6_addr, host, sizeof host);
+        snprintf(shown, cap, "[%s]:%u", host, (unsigned)ntohs(b6->sin6_port));
+    } else {
+        const struct sockaddr_in *b4 = (const struct sockaddr_in *)&bound;
+        inet_ntop(AF_INET, &b4->sin_addr, host, sizeof host);
+        snprintf(shown, cap, "%s:%u", host, (unsigned)ntohs(b4->sin_port));
+    }
     return fd;
 }
 
@@ -148,7 +158,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     const char *rep = evs_store_recovery_report(srv->store);
     if (rep && *rep) fprintf(stderr, "evstore serve: recovery: %s\n", rep);
 
-    if (evs__consumers_start(srv->store, srv->dir, &srv->bus, why, whycap)) { /* before any request: projections resume first */
+    if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, &srv->bus, why, whycap)) { /* before any request: projections resume first */
         ret = EVS_EIO;
         goto cleanup;
     }
@@ -158,14 +168,14 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         goto cleanup;
     }
 
-    int lsock = listen_on(&cfg->addr, srv->listen, sizeof srv->listen);
+    int lsock = listen_on(&cfg->addr, cfg->addrlen, srv->listen, sizeof srv->listen);
     if (lsock < 0) {
         snprintf(why, whycap, "serve: cannot listen on %s: %s", cfg->listen, strerror(errno));
         ret = EVS_EIO;
         goto cleanup;
     }
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
-                     MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+                     MHD_USE_ERROR_LOG | MHD_USE_TURBO | (cfg->addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     srv->daemon = MHD_start_daemon(
         flags, 0, evs__http_accept, srv, evs__http_access, srv,
         MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
@@ -229,7 +239,14 @@ cleanup:
             ret = EVS_EFAILED;
         }
     }
-    evs_store_close(srv->store);
+    /* the close syncs: in batch and none durability that is what makes the
+       last acknowledged appends durable, so a failure is the exit status */
+    evs__err_clear();
+    int crc = evs_store_close(srv->store);
+    if (crc && ret == EVS_OK) {
+        snprintf(why, whycap, "serve: %s", evs_errmsg());
+        ret = crc;
+    }
     free(srv);
     if (ret == EVS_OK) fprintf(stderr, "evstore serve: stopped cleanly\n");
     return ret;
