@@ -111,6 +111,18 @@ static void add_filter(evs__sb *q, const evs_filter *f) {
         evs__sb_adds(q, "&correlation_id=");
         evs__sb_adds(q, t);
     }
+    if (f->causation_id) {
+        evs_uuid_format(f->causation_id, t);
+        evs__sb_adds(q, "&causation_id=");
+        evs__sb_adds(q, t);
+    }
+    if (f->n_tags) { /* one list; a comma inside a tag travels as %2C */
+        evs__sb_adds(q, "&tag=");
+        for (size_t i = 0; i < f->n_tags; i++) {
+            if (i) evs__sb_add(q, ",", 1);
+            evs__cli_pct(q, f->tags[i], strlen(f->tags[i]));
+        }
+    }
     /* Times travel as RFC 3339 with all nine digits: exactly the ns given. */
     if (f->since) {
         size_t n = evs_time_format(f->since, t);

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "server/server.h"
@@ -53,7 +54,14 @@ static const char serve_help[] =
     "  -h, --help               show this help\n"
     "\n"
     "Limits can be lowered, never raised above the hard caps.  SIGINT or SIGTERM\n"
-    "stops the server cleanly: in-flight appends finish, then it exits 0.\n";
+    "stops the server cleanly: in-flight appends finish, then it exits 0.  While it\n"
+    "runs, other evstore commands reach the store with --url (read-only ones also\n"
+    "with -d).\n"
+    "\n"
+    "Exit status: 0 stopped cleanly, 1 usage (a bad option or config file, or a\n"
+    "config file that does not exist), 5 the store could not be opened (held by\n"
+    "another process, damaged), the address could not be listened on, the store\n"
+    "failed while serving, or its final sync at the stop failed.\n";
 
 typedef struct serve_opts {
     const char *dir;
@@ -100,6 +108,11 @@ static const opt_def opt_defs[OPT_COUNT] = {
  */
 static int load_config(serve_opts *o) {
     json_error_t je;
+    struct stat st;
+    if (stat(o->config, &st) != 0)
+        return evs__cli_fail(EVS_CLI_USAGE, "--config %s: %s", o->config,
+                             errno == ENOENT ? "the file does not exist" : strerror(errno));
+    if (S_ISDIR(st.st_mode)) return evs__cli_fail(EVS_CLI_USAGE, "--config %s: is a directory, not a file", o->config);
     o->cfg = json_load_file(o->config, JSON_REJECT_DUPLICATES, &je);
     if (!o->cfg)
         return evs__cli_fail(EVS_CLI_USAGE, "config %s: line %d, column %d: %s", o->config, je.line, je.column,

@@ -107,6 +107,29 @@ static void log_mhd(void *cls, const char *fmt, va_list ap) {
     fprintf(stderr, "evstore serve: http: %s\n", msg);
 }
 
+/*
+ * DIR/SERVE: "PID URL\n" while this server holds the store, so that an
+ * evstore command refused by the store's lock can name the --url to use
+ * instead (docs/format.md).  Written whole (rename) and only informative:
+ * a failure to write it is not worth stopping for.
+ */
+static void serve_file_write(const char *dir, const char *listen) {
+    char path[4096], tmp[4112];
+    snprintf(path, sizeof path, "%s/SERVE", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    int ok = fprintf(f, "%ld http://%s\n", (long)getpid(), listen) > 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) unlink(tmp);
+}
+
+static void serve_file_remove(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/SERVE", dir);
+    unlink(path);
+}
+
 static void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) && errno == EINTR) {
@@ -195,6 +218,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = EVS_EIO;
         goto cleanup;
     }
+    serve_file_write(cfg->dir, srv->listen);
     printf("evstore serve: listening on http://%s (data %s, durability %s)\n", srv->listen, cfg->dir,
            cfg->durability_name);
     fflush(stdout);
@@ -226,6 +250,7 @@ cleanup:
     if (srv->daemon) {
         evs__sse_wake_all(srv); /* the daemon must not stop with suspended connections */
         MHD_stop_daemon(srv->daemon);
+        serve_file_remove(cfg->dir);
     }
     evs__ws_free(srv);
     evs__sse_free(srv);
