@@ -130,6 +130,25 @@ class ServedStoreTest(Base):
                 f.write(real)
 
 
+class ServeFileTest(Base):
+    def test_serve_file_names_the_server_while_it_runs(self):
+        tmp = tempfile.mkdtemp(prefix="evs-servefile-")
+        try:
+            d = os.path.join(tmp, "data")
+            srv = Server(d).start()
+            with open(os.path.join(d, "SERVE")) as f:
+                pid, url = f.read().split()
+            self.assertEqual((int(pid), url), (srv.proc.pid, srv.url))
+            with open(os.path.join(d, "LOCK")) as f:
+                self.assertEqual(f.read().strip(), pid)
+            srv.stop()
+            self.assertFalse(os.path.exists(os.path.join(d, "SERVE")))
+            # nobody holds the store now: -d writes work again
+            self.ok(run("append", "-d", d, "free-1", ev("A")))
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 class ConsumerCommandTest(Base):
     """group and sub create, local and remote, on stores of their own."""
 
