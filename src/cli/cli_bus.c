@@ -233,6 +233,24 @@ static int parse(const char *cmd, int argc, char **argv, bus_args *o) {
     return evs__cli_target(&a, opt_dir, opt_url, &o->dir, &o->url);
 }
 
+/* Parse a command's arguments; 1 when it is over already (help shown, or a usage error in *code). */
+static int begin(const char *cmd, const char *help, int argc, char **argv, bus_args *o, int *code) {
+    *code = parse(cmd, argc, argv, o);
+    if (!*code && !o->help) return 0;
+    if (o->help) fputs(help, stdout);
+    bus_args_free(o);
+    if (!*code) *code = evs__cli_finish_output(EVS_CLI_OK);
+    return 1;
+}
+
+/* Release what a command opened; its exit status (5 when the store's close failed). */
+static int finish(bus_args *o, evs_store *s, evs_bus *b, int code) {
+    bus_args_free(o);
+    evs_bus_close(b);
+    code = evs__cli_close(s, o->dir, code);
+    return code ? code : evs__cli_finish_output(EVS_CLI_OK);
+}
+
 /*
  * The store and its consumers: read-only (alongside a server that holds
  * the store) for actions that only read, else with the store's lock.  A
@@ -416,12 +434,8 @@ int evs__cli_sub(int argc, char **argv) {
     bus_args o;
     evs_store *s = NULL;
     evs_bus *b = NULL;
-    int none = 0, code = parse("sub", argc, argv, &o), rc = EVS_OK;
-    if (code || o.help) {
-        if (o.help) fputs(sub_help, stdout);
-        bus_args_free(&o);
-        return code ? code : evs__cli_finish_output(EVS_CLI_OK);
-    }
+    int none = 0, code, rc = EVS_OK;
+    if (begin("sub", sub_help, argc, argv, &o, &code)) return code;
     static const char *const acts[] = {"list", "show", "create", "pause", "resume", "reset", "delete", NULL};
     if ((code = need("sub", &o, 1, "action (list, show, create, pause, resume, reset, delete)"))) goto out;
     const char *act = o.pos[0];
@@ -464,10 +478,7 @@ int evs__cli_sub(int argc, char **argv) {
     }
     if (rc) code = evs__cli_lib_fail(rc, "sub %s", act);
 out:
-    bus_args_free(&o);
-    evs_bus_close(b);
-    code = evs__cli_close(s, o.dir, code);
-    return code ? code : evs__cli_finish_output(EVS_CLI_OK);
+    return finish(&o, s, b, code);
 }
 
 /* ------------------------------------------------------------------- dlq */
@@ -504,12 +515,8 @@ int evs__cli_dlq(int argc, char **argv) {
     bus_args o;
     evs_store *s = NULL;
     evs_bus *b = NULL;
-    int none = 0, code = parse("dlq", argc, argv, &o), rc = EVS_OK;
-    if (code || o.help) {
-        if (o.help) fputs(dlq_help, stdout);
-        bus_args_free(&o);
-        return code ? code : evs__cli_finish_output(EVS_CLI_OK);
-    }
+    int none = 0, code, rc = EVS_OK;
+    if (begin("dlq", dlq_help, argc, argv, &o, &code)) return code;
     static const char *const acts[] = {"list", "show", "discard", "purge", "retry", NULL};
     if ((code = need("dlq", &o, 2, "action and NAME"))) goto out;
     const char *act = o.pos[0], *name = o.pos[1];
@@ -569,10 +576,7 @@ int evs__cli_dlq(int argc, char **argv) {
     }
     if (rc) code = evs__cli_lib_fail(rc, "dlq %s %s", act, name);
 out:
-    bus_args_free(&o);
-    evs_bus_close(b);
-    code = evs__cli_close(s, o.dir, code);
-    return code ? code : evs__cli_finish_output(EVS_CLI_OK);
+    return finish(&o, s, b, code);
 }
 
 /* ------------------------------------------------------------ projection */
@@ -618,12 +622,8 @@ int evs__cli_projection(int argc, char **argv) {
     evs_bus *b = NULL;
     evs_projection *p = NULL;
     char *src = NULL;
-    int none = 0, code = parse("projection", argc, argv, &o), rc = EVS_OK;
-    if (code || o.help) {
-        if (o.help) fputs(proj_help, stdout);
-        bus_args_free(&o);
-        return code ? code : evs__cli_finish_output(EVS_CLI_OK);
-    }
+    int none = 0, code, rc = EVS_OK;
+    if (begin("projection", proj_help, argc, argv, &o, &code)) return code;
     static const char *const acts[] = {"create", "run", "status", "state", "partitions", "rebuild", "delete", NULL};
     const char *act = NULL, *name = NULL;
     if ((code = need("projection", &o, 2, "action and NAME"))) goto out;
@@ -713,12 +713,9 @@ int evs__cli_projection(int argc, char **argv) {
 done:
     if (rc) code = evs__cli_lib_fail(rc, "projection %s %s", act, name);
 out:
-    bus_args_free(&o);
     evs_proj_close(p);
-    evs_bus_close(b);
-    code = evs__cli_close(s, o.dir, code);
     free(src);
-    return code ? code : evs__cli_finish_output(EVS_CLI_OK);
+    return finish(&o, s, b, code);
 }
 
 /* ------------------------------------------------------------------ group */
@@ -785,12 +782,8 @@ int evs__cli_group(int argc, char **argv) {
     bus_args o;
     evs_store *s = NULL;
     evs_bus *b = NULL;
-    int none = 0, code = parse("group", argc, argv, &o), rc = EVS_OK;
-    if (code || o.help) {
-        if (o.help) fputs(group_help, stdout);
-        bus_args_free(&o);
-        return code ? code : evs__cli_finish_output(EVS_CLI_OK);
-    }
+    int none = 0, code, rc = EVS_OK;
+    if (begin("group", group_help, argc, argv, &o, &code)) return code;
     static const char *const acts[] = {"create", "show", "list", "delete", "consumers", NULL};
     if ((code = need("group", &o, 1, "action (create, show, list, delete, consumers)"))) goto out;
     const char *act = o.pos[0], *name = o.npos > 1 ? o.pos[1] : NULL;
@@ -844,8 +837,5 @@ int evs__cli_group(int argc, char **argv) {
     }
     if (rc) code = evs__cli_lib_fail(rc, "group %s", act);
 out:
-    bus_args_free(&o);
-    evs_bus_close(b);
-    code = evs__cli_close(s, o.dir, code);
-    return code ? code : evs__cli_finish_output(EVS_CLI_OK);
+    return finish(&o, s, b, code);
 }
