@@ -62,7 +62,7 @@ struct evs__sse_sub {
     evs__srv *srv;
     struct MHD_Connection *conn;
     int fd;                          /* the client's socket, polled while suspended (-1: unknown) */
-    int gone;                        /* the client hung up while suspended: end without a word */
+    _Atomic int gone;                /* the client hung up while suspended: end without a word */
     evs__live_filter lf;
     _Atomic uint64_t next;           /* next global position to examine */
     evs__sb pend;                    /* rendered, not yet handed to MHD */
