@@ -34,16 +34,37 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_cli_url import BIN, SLOW, TIMEOUT, Result, Server, ev, run  # noqa: E402
 
 
-def run_for(seconds, *args):
-    """A command that follows (tail): stopped with SIGINT after `seconds`."""
+def follow(*runs):
+    """
+    Commands that follow (tail), run side by side: (args, lines) each.  They
+    are stopped with SIGINT once every one has printed its `lines` lines
+    (a sanitizer build may take seconds to start) and a moment more, so one
+    that should print nothing had as long as the others to print something.
+    """
     e = dict(os.environ)
     e.pop("EVSTORE_DIR", None)
     e.pop("EVSTORE_URL", None)
-    p = subprocess.Popen([BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=e)
-    time.sleep(seconds * SLOW)
-    p.send_signal(signal.SIGINT)
-    out, err = p.communicate(timeout=TIMEOUT)
-    return Result(list(args), subprocess.CompletedProcess(args, p.returncode, out, err))
+    procs = []
+    for args, _ in runs:
+        outf = tempfile.TemporaryFile()
+        procs.append((outf, subprocess.Popen([BIN] + list(args), stdout=outf, stderr=subprocess.PIPE, env=e)))
+
+    def printed(outf):
+        outf.seek(0)
+        return outf.read().count(b"\n")
+
+    deadline = time.time() + 30 * SLOW
+    while time.time() < deadline and any(printed(o) < n for (o, _), (_, n) in zip(procs, runs)):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    results = []
+    for (outf, p), (args, _) in zip(procs, runs):
+        p.send_signal(signal.SIGINT)
+        _, err = p.communicate(timeout=TIMEOUT)
+        outf.seek(0)
+        results.append(Result(list(args), subprocess.CompletedProcess(args, p.returncode, outf.read(), err)))
+        outf.close()
+    return results if len(results) > 1 else results[0]
 
 
 class Base(unittest.TestCase):
@@ -93,7 +114,7 @@ class ServedStoreTest(Base):
             local = self.ok(run(*args, "-d", d)).out
             self.assertEqual(local, self.ok(run(*args, "--url", u)).out, args)
         self.assertTrue(self.ok(run("check", "-d", d)).obj()["ok"])
-        self.assertIn("srv-1", self.ok(run_for(1.5, "tail", "-d", d, "--from", "1", "--stream-prefix", "srv-")).out)
+        self.assertIn("srv-1", self.ok(follow((["tail", "-d", d, "--from", "1", "--stream-prefix", "srv-"], 1))).out)
 
     def test_consumer_reads_beside_the_server(self):
         d, u = self.dir, self.url
@@ -260,15 +281,19 @@ class ConsumerCommandTest(Base):
         def ids(r):
             return [e["data"]["i"] for e in self.ok(r).lines()]
 
-        for flags, want in ((["--tag", "vip"], [0, 2]), (["--causation", cause], [1, 2]),
-                            (["--tag", "x,nope", "--causation", cause], [2]), (["--tag", "zzz"], [])):
+        cases = ((["--tag", "vip"], [0, 2]), (["--causation", cause], [1, 2]),
+                 (["--tag", "x,nope", "--causation", cause], [2]), (["--tag", "zzz"], []))
+        for flags, want in cases:
             lo, rem = self.both("read", "$all", *flags)
             self.assertEqual(ids(lo), want, flags)
             self.assertEqual(ids(rem), want, flags)
-            lo = run_for(1.0, "tail", "-d", self.local, *flags)
-            rem = run_for(1.5, "tail", "--url", self.srv.url, "--from", "1", *flags)
-            self.assertEqual(ids(lo), want, flags)
-            self.assertEqual(ids(rem), want, flags)
+        runs = []
+        for flags, want in cases:
+            runs.append((["tail", "-d", self.local] + flags, len(want)))
+            runs.append((["tail", "--url", self.srv.url, "--from", "1"] + flags, len(want)))
+        got = follow(*runs)
+        for (args, _), r, want in zip(runs, got, [w for _, w in cases for _ in (0, 1)]):
+            self.assertEqual(ids(r), want, args)
         self.fails(run("read", "t-1", "--tag", "vip", "-d", self.local), 1, "--tag filters only '$all'")
         self.fails(run("read", "$all", "--causation", "nope", "-d", self.local), 1, "not a UUID")
         self.fails(run("read", "$all", "--tag", "a,,b", "-d", self.local), 1, "empty tag")

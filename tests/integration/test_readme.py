@@ -160,11 +160,19 @@ class ReadmeTest(unittest.TestCase):
         return cmd.replace("localhost:2113", self.addr).replace("127.0.0.1:2113", self.addr)
 
     def run_live(self, cmd):
-        p = subprocess.Popen(["bash", "-c", "exec " + cmd], cwd=self.tmp, env=self.env, stdout=subprocess.PIPE,
+        """Let it print (a sanitizer build may take seconds to start), then Ctrl-C."""
+        outf = tempfile.TemporaryFile()
+        p = subprocess.Popen(["bash", "-c", "exec " + cmd], cwd=self.tmp, env=self.env, stdout=outf,
                              stderr=subprocess.PIPE)
-        time.sleep(1.5 * SLOW)
+        deadline = time.time() + 30 * SLOW
+        while time.time() < deadline and os.fstat(outf.fileno()).st_size == 0 and p.poll() is None:
+            time.sleep(0.05)
+        time.sleep(0.3)
         p.send_signal(signal.SIGINT)
-        out, err = p.communicate(timeout=TIMEOUT)
+        _, err = p.communicate(timeout=TIMEOUT)
+        outf.seek(0)
+        out = outf.read()
+        outf.close()
         # tail exits 0 on SIGINT; curl is ended by it
         self.assertIn(p.returncode, (0, -signal.SIGINT, 130), "%s\nexit %s: %s" % (cmd, p.returncode, err.decode()))
         self.assertTrue(out.strip(), "%s printed nothing" % cmd)
