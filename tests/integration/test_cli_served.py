@@ -31,6 +31,7 @@ import unittest
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from test_cli_url import BIN, SLOW, TIMEOUT, Result, Server, ev, run  # noqa: E402
 
 
@@ -263,6 +264,11 @@ class ConsumerCommandTest(Base):
         # the record is what a program opens: a library subscription would resume at its checkpoint
         lines = self.ok(run("sub", "list", "-d", self.local)).lines()
         self.assertEqual([x["name"] for x in lines], ["fresh", "later", "one"])
+        # a projection cannot take a subscription's name (locally it used to delete the subscription)
+        script = os.path.join(ROOT, "examples", "readme", "order-totals.lua")
+        for r in self.both("projection", "create", "later", script):
+            self.fails(r, 3, "is a subscription")
+        self.assertEqual(self.ok(run("sub", "show", "later", "-d", self.local)).obj()["checkpoint"], 2)
 
     def test_limit_zero_is_refused_everywhere(self):
         self.ok(run("append", "l-1", ev("A"), "-d", self.local))
