@@ -61,6 +61,10 @@ typedef struct evs_bus evs_bus;
 
 /*
  * Open (creating) the consumer environment DIR/consumers/ of an open store.
+ * On a store opened with EVS_OPEN_READONLY the environment is opened
+ * read-only, alongside the process that holds the store (a server): lists,
+ * records, DLQ entries and projection state can be read, every change is
+ * EVS_ECLOSED, and a store without consumers/ is EVS_ENOTFOUND.
  * Ownership: on success *out belongs to the caller, released with
  * evs_bus_close before the store is closed; on failure *out is NULL.
  */

@@ -30,8 +30,13 @@ static const char evs_streams_help[] =
     "  --url URL         list the streams of a running `evstore serve` at URL\n"
     "                    instead (default: $EVSTORE_URL)\n"
     "  --prefix P        only streams whose name starts with P\n"
-    "  --limit N         at most N streams (default: all)\n"
-    "  -h, --help        show this help\n";
+    "  --limit N         at most N streams, N >= 1 (default: all)\n"
+    "  -h, --help        show this help\n"
+    "\n"
+    "Works while another process (a server) holds the store.\n"
+    "\n"
+    "Exit status: 0 ok, 1 usage, 2 store not found, 5 I/O error, corruption or\n"
+    "server unreachable.\n";
 
 static const char evs_info_help[] =
     "Usage: evstore info -d DIR|--url URL [STREAM]\n"
@@ -45,7 +50,12 @@ static const char evs_info_help[] =
     "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
     "  --url URL         ask a running `evstore serve` at URL instead (default:\n"
     "                    $EVSTORE_URL); durability is then the server's mode\n"
-    "  -h, --help        show this help\n";
+    "  -h, --help        show this help\n"
+    "\n"
+    "Works while another process (a server) holds the store.\n"
+    "\n"
+    "Exit status: 0 ok, 1 usage, 2 stream or store not found, 5 I/O error,\n"
+    "corruption or server unreachable.\n";
 
 static const char evs_check_help[] =
     "Usage: evstore check -d DIR\n"
@@ -60,9 +70,15 @@ static const char evs_check_help[] =
     "problem (a segment and offset, or a consumer) on stderr; `evstore repair`\n"
     "is the way out of damage to the log.\n"
     "\n"
+    "Works while another process (a server) holds the store; it then checks what\n"
+    "had been written when it started.\n"
+    "\n"
     "Options:\n"
     "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
-    "  -h, --help        show this help\n";
+    "  -h, --help        show this help\n"
+    "\n"
+    "Exit status: 0 the store is sound, 1 usage, 2 store not found, 5 damage found\n"
+    "(or an I/O error).\n";
 
 static const char evs_repair_help[] =
     "Usage: evstore repair -d DIR [--dry-run]\n"
@@ -117,6 +133,10 @@ int evs__cli_streams(int argc, char **argv) {
         } else if (evs__cli_is(&a, "--limit", NULL)) {
             if ((code = evs__cli_value(&a, &v))) goto cleanup;
             if ((code = evs__cli_u64(&a, "--limit", v, UINT64_MAX, &limit))) goto cleanup;
+            if (limit == 0) {
+                code = evs__cli_usage(a.cmd, "--limit 0: at least 1 (leave --limit out to list every stream)");
+                goto cleanup;
+            }
         } else {
             code = evs__cli_unknown(&a);
             goto cleanup;
@@ -371,6 +391,9 @@ int evs__cli_repair(int argc, char **argv) {
     if (!rc) rc = evs_store_repair(store, dir, dry ? EVS_REPAIR_DRY_RUN : 0, print_lost, NULL, &rep);
     if (rc) {
         code = evs__cli_lib_fail(rc, "repair %s", dir);
+        if (rc == EVS_ELOCKED)
+            fprintf(stderr, "evstore: a repair needs the store to itself: stop the process that holds it (a "
+                            "server: SIGTERM), then repair\n");
         goto cleanup;
     }
     printf("{\"dry_run\":%s,\"changed\":%s,\"damaged\":%llu,\"lost_events\":%llu,\"unknown_events\":%llu,"

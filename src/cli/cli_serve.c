@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "server/server.h"
@@ -32,8 +33,9 @@ static const char serve_help[] =
     "\n"
     "Options:\n"
     "  -d, --dir DIR            the store directory (default: $EVSTORE_DIR)\n"
-    "  --listen ADDR:PORT       IPv4 address and port (default 127.0.0.1:2113; port 0\n"
-    "                           picks a free one; the address is printed on stdout)\n"
+    "  --listen ADDR:PORT       address and port: IPv4, [IPv6] or localhost (default\n"
+    "                           127.0.0.1:2113; port 0 picks a free one; the address\n"
+    "                           is printed on stdout)\n"
     "  --durability MODE        sync (default): acknowledged means fdatasync'd;\n"
     "                           batch: fdatasync at most every --batch-ms; none\n"
     "  --batch-ms N             sync interval for batch mode (default 10)\n"
@@ -55,6 +57,8 @@ static const char serve_help[] =
     "                           (default 3600; commands with events: as long as they exist)\n"
     "  --query-timeout-ms N     longest min_position wait of a query (default 5000)\n"
     "  --query-cache N          cached query answers (default 256; 0: none)\n"
+    "  --group-idle-ms N        an HTTP group consumer silent for its group's ack\n"
+    "                           timeout plus N ms leaves (default 30000)\n"
     "  --config FILE            settings from a JSON object with the same names\n"
     "                           (dir, listen, durability, batch_ms, threads, max_body,\n"
     "                           max_connections, timeout, max_ws_message, heartbeat_ms,\n"
@@ -64,7 +68,14 @@ static const char serve_help[] =
     "  -h, --help               show this help\n"
     "\n"
     "Limits can be lowered, never raised above the hard caps.  SIGINT or SIGTERM\n"
-    "stops the server cleanly: in-flight appends finish, then it exits 0.\n";
+    "stops the server cleanly: in-flight appends finish, then it exits 0.  While it\n"
+    "runs, other evstore commands reach the store with --url (read-only ones also\n"
+    "with -d).\n"
+    "\n"
+    "Exit status: 0 stopped cleanly, 1 usage (a bad option or config file, or a\n"
+    "config file that does not exist), 5 the store could not be opened (held by\n"
+    "another process, damaged), the address could not be listened on, the store\n"
+    "failed while serving, or its final sync at the stop failed.\n";
 
 typedef struct serve_opts {
     const char *dir;
@@ -72,7 +83,7 @@ typedef struct serve_opts {
     const char *durability;
     const char *access_log;
     const char *app_dir;
-    uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms;
+    uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms;
     uint64_t snap_every, snap_keep, retries, idem_s, query_ms, query_cache;
     const char *config;
     json_t *cfg;                /* keeps the config's strings alive */
@@ -85,7 +96,7 @@ typedef struct serve_opts {
  */
 enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
        OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_APPDIR, OPT_SNAPEVERY, OPT_SNAPKEEP, OPT_RETRIES, OPT_IDEM,
-       OPT_QUERYMS, OPT_QCACHE, OPT_COUNT };
+       OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_COUNT };
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -112,6 +123,7 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--idempotency-window", NULL, "idempotency_window", 1, 30ull * 86400, offsetof(serve_opts, idem_s)},
     {"--query-timeout-ms", NULL, "query_timeout_ms", 0, 600000, offsetof(serve_opts, query_ms)},
     {"--query-cache", NULL, "query_cache", 0, 1000000, offsetof(serve_opts, query_cache)},
+    {"--group-idle-ms", NULL, "group_idle_ms", 0, EVS_SRV_MAX_GROUP_IDLE_MS, offsetof(serve_opts, group_idle_ms)},
 };
 
 /*
@@ -120,6 +132,11 @@ static const opt_def opt_defs[OPT_COUNT] = {
  */
 static int load_config(serve_opts *o) {
     json_error_t je;
+    struct stat st;
+    if (stat(o->config, &st) != 0)
+        return evs__cli_fail(EVS_CLI_USAGE, "--config %s: %s", o->config,
+                             errno == ENOENT ? "the file does not exist" : strerror(errno));
+    if (S_ISDIR(st.st_mode)) return evs__cli_fail(EVS_CLI_USAGE, "--config %s: is a directory, not a file", o->config);
     o->cfg = json_load_file(o->config, JSON_REJECT_DUPLICATES, &je);
     if (!o->cfg)
         return evs__cli_fail(EVS_CLI_USAGE, "config %s: line %d, column %d: %s", o->config, je.line, je.column,
@@ -189,7 +206,11 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
     return EVS_CLI_OK;
 }
 
-static int parse_listen(const char *s, struct sockaddr_in *sa) {
+/*
+ * ADDR:PORT: an IPv4 address, an IPv6 address in brackets ("[::1]:2113",
+ * as in a URL), or localhost (127.0.0.1).
+ */
+static int parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *salen) {
     const char *colon = strrchr(s, ':');
     if (!colon || colon == s || (size_t)(colon - s) >= 64) return -1;
     char host[64];
@@ -198,13 +219,24 @@ static int parse_listen(const char *s, struct sockaddr_in *sa) {
     uint64_t port;
     if (evs__parse_u64(colon + 1, 65535, &port)) return -1;
     memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
+    size_t hl = strlen(host);
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
+        host[hl - 1] = '\0';
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1) return -1;
+        *salen = sizeof *s6;
+        return 0;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
     if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
-    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) return -1;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) != 1) return -1;
+    *salen = sizeof *s4;
     return 0;
 }
-
 
 /* Parse one run's settings and run the server; the exit status. */
 int evs__cli_serve(int argc, char **argv) {
@@ -213,7 +245,7 @@ int evs__cli_serve(int argc, char **argv) {
                     .max_conn = EVS_SRV_DEFAULT_CONNECTIONS, .timeout_s = EVS_SRV_DEFAULT_TIMEOUT_S,
                     .ws_frame = EVS_SRV_DEFAULT_WS_FRAME, .heartbeat_ms = EVS_SRV_DEFAULT_HEARTBEAT_MS,
                     .snap_every = 100, .snap_keep = 5, .retries = 10, .idem_s = 3600, .query_ms = 5000,
-                    .query_cache = 256};
+                    .query_cache = 256, .group_idle_ms = EVS_SRV_DEFAULT_GROUP_IDLE_MS};
     evs__serve_config cfg;
     memset(&cfg, 0, sizeof cfg);
     int code = parse_opts(argc, argv, &o);
@@ -228,8 +260,9 @@ int evs__cli_serve(int argc, char **argv) {
         code = evs__cli_usage("serve", "--durability %s: use sync, batch or none", o.durability);
         goto cleanup;
     }
-    if (parse_listen(o.listen, &cfg.addr)) {
-        code = evs__cli_usage("serve", "--listen %s: expected IPV4ADDRESS:PORT, e.g. 127.0.0.1:2113", o.listen);
+    if (parse_listen(o.listen, &cfg.addr, &cfg.addrlen)) {
+        code = evs__cli_usage("serve", "--listen %s: expected ADDRESS:PORT with an IPv4 address, [IPv6] in "
+                                       "brackets or localhost, e.g. 127.0.0.1:2113 or [::1]:2113", o.listen);
         goto cleanup;
     }
     if (o.access_log && strcmp(o.access_log, "-") == 0) {
@@ -260,6 +293,7 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.app.idempotency_window_ns = (int64_t)o.idem_s * 1000000000ll;
     cfg.app.query_timeout_ms = (int)o.query_ms;
     cfg.app.query_cache_entries = (uint32_t)o.query_cache;
+    cfg.group_idle_ms = (unsigned)o.group_idle_ms;
 
     char why[1024] = "";
     int rc = evs__serve(&cfg, why, sizeof why);

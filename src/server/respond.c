@@ -66,6 +66,11 @@ static void log_line(const evs__req *rq, unsigned status) {
         char ip[INET_ADDRSTRLEN];
         if (inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip))
             snprintf(addr, sizeof addr, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+    } else if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ci->client_addr;
+        char ip[INET6_ADDRSTRLEN];
+        if (inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip))
+            snprintf(addr, sizeof addr, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -11,7 +11,8 @@
  * and each cursor's atomic `next`.
  *
  * Protocol (text frames, one JSON object each; docs/http-api.md):
- *   client: {"op":"subscribe","from":N|"now","filter":{"type":..,"stream_type":..,"stream":..}}
+ *   client: {"op":"subscribe","from":N|"now","filter":{"type":..,"stream_type":..,"stream":..,"tag":..,
+ *            "causation_id":..}}
  *           {"op":"unsubscribe"}  {"op":"ping"}
  *           {"op":"consume","group":G,"consumer":C}  {"op":"leave"}
  *           {"op":"ack","position":P,"attempt":A} or {"op":"ack","deliveries":[{..},..]}
@@ -43,7 +44,9 @@
  * Flow control: like SSE, a subscription is a cursor on the log.  A client
  * gets its next events only once the previous ones have left for its
  * socket, so a client that does not read holds one block (below) and
- * resumes from the log when its socket drains; nothing is skipped.
+ * resumes from the log when its socket drains; nothing is skipped.  The
+ * replies to what a client sends are bounded too: a client that sends and
+ * does not read is not read from until they drain (client_backlogged).
  *
  * Fan-out: event frames do not go through wslay (which copies every message
  * and writes each frame with its own send calls).  The hub renders a run of
@@ -94,6 +97,10 @@
 #define WS_OBUF_BYTES ((size_t)32 << 10) /* wslay's frames gathered per send() */
 #define WS_GROUP_QUEUE 64                  /* deliveries queued ahead of the socket, per consumer */
 #define WS_MAX_ACKS 1000                   /* deliveries answered by one ack message */
+/* Replies queued for a client that does not read them: past either bound
+   the hub stops reading from it until they drain (see client_backlogged). */
+#define WS_MAX_QUEUED (WS_GROUP_QUEUE + 256)
+#define WS_MAX_QUEUED_BYTES ((size_t)1 << 20)
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 typedef struct evs__ws_hub evs__ws_hub;
@@ -231,6 +238,31 @@ static int types_member(json_t *filter, char **out) {
     return *out ? 0 : -1;
 }
 
+/* filter.tag: one tag or an array of them, into lf->tags_buf (each NUL-terminated); -1 if malformed. */
+static int tags_member(json_t *filter, evs__live_filter *lf) {
+    json_t *t = json_object_get(filter, "tag");
+    if (!t || json_is_null(t)) return 0;
+    size_t n = json_is_array(t) ? json_array_size(t) : 1;
+    if ((!json_is_string(t) && !json_is_array(t)) || n == 0 || n > EVS_MAX_TAGS) return -1;
+    evs__sb b = {0};
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_is_array(t) ? json_array_get(t, i) : t;
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > EVS_MAX_TAG_BYTES ||
+            memchr(json_string_value(v), '\0', json_string_length(v))) {
+            evs__sb_free(&b);
+            return -1;
+        }
+        evs__sb_add(&b, json_string_value(v), json_string_length(v) + 1);
+    }
+    if (b.oom) {
+        evs__sb_free(&b);
+        return -1;
+    }
+    lf->tags_len = b.len;
+    lf->tags_buf = evs__sb_take(&b, NULL);
+    return lf->tags_buf ? 0 : -1;
+}
+
 static void on_subscribe(ws_client *cl, json_t *msg) {
     evs__srv *srv = cl->hub->srv;
     if (cl->subscribed) {
@@ -241,27 +273,44 @@ static void on_subscribe(ws_client *cl, json_t *msg) {
     evs__live_filter *lf = &cl->lf;
     evs__live_filter_free(lf);
     json_t *filter = json_object_get(msg, "filter");
+    char *caus = NULL;
     if (filter && !json_is_null(filter)) {
         if (!json_is_object(filter) || types_member(filter, &lf->types_buf) ||
             str_member(filter, "stream_type", EVS_MAX_TYPE_NAME, &lf->stream_type) ||
-            str_member(filter, "stream", EVS_MAX_STREAM_NAME, &lf->stream)) {
-            send_error(cl, NULL, "filter must be an object with optional type (a name or an array of "
-                                 "names), stream_type and stream (non-empty strings)");
+            str_member(filter, "stream", EVS_MAX_STREAM_NAME, &lf->stream) || tags_member(filter, lf) ||
+            str_member(filter, "causation_id", 64, &caus)) {
+            send_error(cl, NULL, "filter must be an object with optional type and tag (a name or an array of "
+                                 "names), stream_type, stream and causation_id (non-empty strings)");
+            free(caus);
             evs__live_filter_free(lf);
             return;
         }
         const char *k;
         json_t *v;
         json_object_foreach(filter, k, v) {
-            if (strcmp(k, "type") && strcmp(k, "stream_type") && strcmp(k, "stream")) {
-                send_error(cl, NULL, "filter: unknown field \"%.64s\"", k);
+            if (strcmp(k, "type") && strcmp(k, "stream_type") && strcmp(k, "stream") && strcmp(k, "tag") &&
+                strcmp(k, "causation_id")) {
+                send_error(cl, NULL, "filter: unknown field \"%.64s\" (type, stream_type, stream, tag, causation_id)",
+                           k);
+                free(caus);
                 evs__live_filter_free(lf);
                 return;
             }
         }
     }
-    if (evs__live_filter_finish(lf)) {
-        send_error(cl, NULL, "filter: names must be 1..255 bytes, at most %u types", EVS_SRV_MAX_FILTER_TYPES);
+    if (caus) {
+        int bad = evs_uuid_parse(caus, strlen(caus), &lf->causation) != EVS_OK;
+        free(caus);
+        if (bad) {
+            send_error(cl, NULL, "filter: causation_id is not a UUID");
+            evs__live_filter_free(lf);
+            return;
+        }
+        lf->has_causation = 1;
+    }
+    char why[128];
+    if (evs__live_filter_finish(lf, why, sizeof why)) {
+        send_error(cl, NULL, "filter: %s", why);
         evs__live_filter_free(lf);
         return;
     }
@@ -628,9 +677,28 @@ static void on_text(ws_client *cl, const uint8_t *p, size_t n) {
 
 /* ------------------------------------------------------- wslay callbacks */
 
+/*
+ * Every request a client sends may queue a reply (a pong, an error, an
+ * ack's count), and wslay answers its pings by itself.  A client that sends
+ * and never reads would make that queue grow without bound, so once it
+ * holds WS_MAX_QUEUED messages or WS_MAX_QUEUED_BYTES the hub reads no more
+ * from that client (EPOLLIN off, and cb_recv stops wslay mid-buffer) until
+ * its socket takes them: the client's own sends then block in its kernel,
+ * as TCP intends.  Deliveries stop at WS_GROUP_QUEUE, below the bound, so a
+ * consumer that reads is never held back by it.
+ */
+static int client_backlogged(const ws_client *cl) {
+    return wslay_event_get_queued_msg_count(cl->ctx) >= WS_MAX_QUEUED ||
+           wslay_event_get_queued_msg_length(cl->ctx) >= WS_MAX_QUEUED_BYTES;
+}
+
 static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud) {
     ws_client *cl = ud;
     (void)flags;
+    if (client_backlogged(cl)) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
     if (cl->extra_off < cl->extra_len) {
         size_t n = cl->extra_len - cl->extra_off;
         if (n > len) n = len;
@@ -754,14 +822,24 @@ static void block_cache(evs__ws_hub *hub, ws_chain *ch, ws_block *b) {
 }
 
 /* The chain of clients with this filter (a new one if none); NULL when out of memory. */
+/* One field of a chain key, length first: no value can pass for another. */
+static void key_field(evs__sb *k, char tag, const char *v) {
+    if (v) evs__sb_printf(k, "%c%zu:%s", tag, strlen(v), v);
+}
+
 static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf) {
     evs__sb k = {0};
-    /* types in the order given: a different order only costs sharing */
-    for (size_t i = 0; i < lf->ntypes; i++) {
-        evs__sb_adds(&k, lf->types[i]);
-        evs__sb_add(&k, ",", 1);
+    /* names in the order given: a different order only costs sharing */
+    for (size_t i = 0; i < lf->ntypes; i++) key_field(&k, 't', lf->types[i]);
+    key_field(&k, 's', lf->stream_type);
+    key_field(&k, 'n', lf->stream);
+    for (size_t i = 0; i < lf->ntags; i++) key_field(&k, 'g', lf->tags[i]);
+    if (lf->has_causation) {
+        char u[37];
+        evs_uuid_format(&lf->causation, u);
+        key_field(&k, 'c', u);
     }
-    evs__sb_printf(&k, "\x1f%s\x1f%s", lf->stream_type ? lf->stream_type : "", lf->stream ? lf->stream : "");
+    evs__sb_add(&k, "", 1); /* a key even for no filter at all */
     if (k.oom || !k.p) {
         evs__sb_free(&k);
         return NULL;
@@ -1032,7 +1110,7 @@ static int client_step(evs__ws_hub *hub, ws_client *cl, uint64_t head, int64_t n
         cl->pull_full = 0;
         hub->busy = 1;
     }
-    uint32_t mask = (wslay_event_want_read(cl->ctx) ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0);
+    uint32_t mask = (wslay_event_want_read(cl->ctx) && !client_backlogged(cl) ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0);
     if (mask != cl->mask) {
         struct epoll_event e = {.events = mask, .data.ptr = cl};
         epoll_ctl(hub->epfd, EPOLL_CTL_MOD, cl->fd, &e);
@@ -1119,8 +1197,12 @@ static void *hub_main(void *arg) {
                 }
                 continue;
             }
-            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                if (wslay_event_recv(cl->ctx)) {
+            /* a hang-up: what the client sent before is still read (acks
+               count), unless we stopped reading it, where the event would
+               only repeat: then it is final */
+            int hup = (evs[i].events & (EPOLLHUP | EPOLLERR)) != 0;
+            if (hup || (evs[i].events & EPOLLIN)) {
+                if ((hup && client_backlogged(cl)) || wslay_event_recv(cl->ctx)) {
                     client_destroy(hub, cl);
                     /* later entries may name the same client: forget them */
                     for (int j = i + 1; j < n; j++)

@@ -7,6 +7,7 @@
 #include "store/store_internal.h"
 
 const char *evs__store_dir(const evs_store *s) { return s ? s->dir : NULL; }
+int evs__store_readonly(const evs_store *s) { return s && s->readonly; }
 
 int evs__store_event_position(evs_store *s, const evs_uuid *id, uint64_t *gpos) {
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "the store is not open");
