@@ -171,8 +171,9 @@ static int flush(run *x) {
     json_t *lease = json_pack("{s:s,s:I}", "node", e->node, "until", (json_int_t)(now + e->cfg.lease_ns));
     if (!lease) return evs__err(EVS_ENOMEM, "out of memory");
     json_object_set_new(b->data[b->n - 1], "lease", lease);
-    evs_event_in in[FLUSH_EVERY + 8], *inp = b->n <= FLUSH_EVERY + 8 ? in : calloc(b->n, sizeof *inp);
-    char **texts = calloc(b->n, sizeof *texts);
+    size_t n = b->n;
+    evs_event_in in[FLUSH_EVERY + 8], *inp = n <= FLUSH_EVERY + 8 ? in : calloc(n, sizeof *inp);
+    char **texts = calloc(n, sizeof *texts);
     int rc = EVS_OK;
     if (!inp || !texts) {
         rc = evs__err(EVS_ENOMEM, "out of memory");
@@ -203,7 +204,7 @@ static int flush(run *x) {
         atomic_fetch_add(&e->st_conflicts, 1);
     }
 out:
-    for (size_t i = 0; texts && i < b->n; i++) free(texts[i]);
+    for (size_t i = 0; texts && i < n; i++) free(texts[i]); /* the batch may be cleared by now: n is ours */
     free(texts);
     if (inp != in) free(inp);
     return rc;
