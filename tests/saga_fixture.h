@@ -93,13 +93,13 @@ typedef struct sf {
     evs_clock clock;
 } sf;
 
-static void sf_die(const char *what) {
+static inline void sf_die(const char *what) {
     fprintf(stderr, "%s: %s\n", what, evs_errmsg());
     exit(2);
 }
 
 /* Open store, app and (workers 0: run by hand) engine on dir; the clock starts at t0. */
-static void sf_open(sf *f, const char *dir, uint32_t workers, int64_t t0) {
+static inline void sf_open(sf *f, const char *dir, uint32_t workers, int64_t t0) {
     f->dir = strdup(dir);
     f->s = tu_open(dir, EVS_DURABILITY_NONE, 1 << 20);
     if (evs_app_open(f->s, NULL, NULL, &f->a)) sf_die("app_open");
@@ -121,7 +121,7 @@ static void sf_open(sf *f, const char *dir, uint32_t workers, int64_t t0) {
     if (evs_saga_engine_open(f->s, f->a, &c, &f->e)) sf_die("saga_engine_open");
 }
 
-static void sf_close(sf *f) {
+static inline void sf_close(sf *f) {
     evs_saga_engine_close(f->e);
     evs_app_close(f->a);
     evs_store_close(f->s);
@@ -129,10 +129,10 @@ static void sf_close(sf *f) {
     memset(f, 0, sizeof *f);
 }
 
-static void sf_advance(sf *f, int64_t ns) { atomic_fetch_add(&f->clk.now, ns); }
+static inline void sf_advance(sf *f, int64_t ns) { atomic_fetch_add(&f->clk.now, ns); }
 
 /* Run the engine until it has nothing left to do now. */
-static void sf_run(sf *f) {
+static inline void sf_run(sf *f) {
     size_t done;
     for (int i = 0; i < 100; i++) {
         if (evs_saga_engine_run(f->e, &done)) sf_die("saga_engine_run");
@@ -141,7 +141,7 @@ static void sf_run(sf *f) {
 }
 
 /* A command, given as JSON; returns its outcome. */
-static int sf_cmd(sf *f, const char *json) {
+static inline int sf_cmd(sf *f, const char *json) {
     evs_command_result r;
     if (evs_app_execute_json(f->a, NULL, json, strlen(json), &r)) sf_die("execute");
     int o = r.outcome;
@@ -151,7 +151,7 @@ static int sf_cmd(sf *f, const char *json) {
 }
 
 /* Launch job `id` with the plan (a JSON object). */
-static void sf_launch(sf *f, const char *id, const char *plan) {
+static inline void sf_launch(sf *f, const char *id, const char *plan) {
     char buf[4096];
     snprintf(buf, sizeof buf, "{\"command_id\":\"launch-%s\",\"command_type\":\"Launch\",\"aggregate_id\":\"%s\",\"data\":{\"plan\":%s}}",
              id, id, plan);
@@ -159,7 +159,7 @@ static void sf_launch(sf *f, const char *id, const char *plan) {
 }
 
 /* An outside answer with the saga's correlation id. */
-static void sf_answer(sf *f, const char *type, const char *id, const char *ext, int ok) {
+static inline void sf_answer(sf *f, const char *type, const char *id, const char *ext, int ok) {
     evs_saga_info in;
     if (evs_saga_get(f->e, type, id, &in)) sf_die("saga_get");
     char u[37], buf[512];
@@ -174,7 +174,7 @@ static void sf_answer(sf *f, const char *type, const char *id, const char *ext, 
  * SagaStepCompleted(0) SagaStepFailed(1:rejected) ...  (a failure shows its
  * kind; a retry "+r").  Ownership: malloc'd.
  */
-static char *sf_history(sf *f, const char *type, const char *id) {
+static inline char *sf_history(sf *f, const char *type, const char *id) {
     char stream[300], *out = calloc(1, 8192);
     snprintf(stream, sizeof stream, "saga-%s-%s", type, id);
     evs_reader *r;
@@ -200,7 +200,7 @@ static char *sf_history(sf *f, const char *type, const char *id) {
  * The domain events caused by saga `id`'s commands, in global order, as
  * "Type:stream:phase/step/effect/attempt" joined by spaces.  Ownership: malloc'd.
  */
-static char *sf_effects(sf *f, const char *id) {
+static inline char *sf_effects(sf *f, const char *id) {
     char *out = calloc(1, 16384);
     evs_reader *r;
     const evs_event *ev;
@@ -225,7 +225,7 @@ static char *sf_effects(sf *f, const char *id) {
 /* ------------------------------------------------- a data-driven C saga */
 
 /* data = {"plan": {step: {"res": "a" | ["a", "b"], "ok_from": n, "comp_fail": true, "append": true}}} */
-static json_t *sf_plan_of(const evs_saga_ctx *sc) {
+static inline json_t *sf_plan_of(const evs_saga_ctx *sc) {
     json_t *d = json_loadb(sc->data, sc->data_len, 0, NULL);
     json_t *p = json_incref(json_object_get(json_object_get(d, "plan"), sc->step));
     json_decref(d);
@@ -279,7 +279,7 @@ static int sf_compensate(void *ctx, const evs_saga_ctx *sc, evs_saga_out *out, c
 }
 
 /* Register saga `type` with the named steps (groups may be NULL), every step sf_action / sf_compensate. */
-static void sf_register(sf *f, const char *type, const char *const *names, const uint32_t *groups, size_t n,
+static inline void sf_register(sf *f, const char *type, const char *const *names, const uint32_t *groups, size_t n,
                         void (*tweak)(evs_saga_def *, evs_saga_step_def *)) {
     static const char *const start[] = {"JobLaunched"};
     evs_saga_step_def steps[16];
