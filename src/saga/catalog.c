@@ -140,6 +140,7 @@ int evs__cat_open(evs_saga_engine *e) {
         }
         e->position = from;
     }
+    e->read_pos = e->position;
     if (e->cfg.node_id && *e->cfg.node_id) {
         snprintf(e->node, sizeof e->node, "%s", e->cfg.node_id);
     } else {
@@ -165,6 +166,7 @@ int evs__cat_open(evs_saga_engine *e) {
 
 void evs__cat_close(evs_saga_engine *e) {
     if (!e->env) return;
+    if (e->disp_txn) evs__cat_commit(e);
     mdb_env_sync(e->env, 1);
     mdb_env_close(e->env);
     e->env = NULL;
@@ -488,13 +490,56 @@ static int apply(evs_saga_engine *e, MDB_txn *txn, const evs_event *ev, jobs *j)
     return rc;
 }
 
+/*
+ * The dispatcher's transaction stays open over several pages, up to
+ * COMMIT_NS or COMMIT_EVENTS, and is committed at once when the log has
+ * nothing more: under load that is one sync of DIR/sagas/ per COMMIT_NS
+ * instead of one per page, and the jobs a page gives (starts, answers) are
+ * queued at once, before the commit — a worker acts on the log, not on the
+ * index, and a crash before the commit only makes the dispatcher read those
+ * events again (starting an instance twice is idempotent, see worker.c).
+ */
+#define COMMIT_NS 10000000ll
+#define COMMIT_EVENTS 20000
+
+static int commit_locked(evs_saga_engine *e) {
+    int rc = EVS_OK;
+    if (e->disp_txn) {
+        uint8_t b[8];
+        evs__put64be(b, e->read_pos);
+        if ((rc = put_key(e->disp_txn, e->meta, "checkpoint", 10, b, 8)) || (rc = mdb_txn_commit(e->disp_txn))) {
+            if (rc && e->disp_txn) mdb_txn_abort(e->disp_txn);
+            e->disp_txn = NULL;
+            e->read_pos = e->position; /* read again from what is committed */
+            return evs__cat_mdb_err(rc, "commit the index");
+        }
+        e->disp_txn = NULL;
+        e->disp_events = 0;
+    }
+    pthread_mutex_lock(&e->mu);
+    e->position = e->read_pos;
+    if (e->disp_timers) pthread_cond_broadcast(&e->timer_cv);
+    pthread_cond_broadcast(&e->idle_cv);
+    pthread_mutex_unlock(&e->mu);
+    e->disp_timers = 0;
+    return rc;
+}
+
+int evs__cat_commit(evs_saga_engine *e) {
+    pthread_mutex_lock(&e->disp_mu);
+    int rc = commit_locked(e);
+    pthread_mutex_unlock(&e->disp_mu);
+    return rc;
+}
+
 int evs__cat_dispatch(evs_saga_engine *e, int wait_ms, size_t *n) {
     *n = 0;
     pthread_mutex_lock(&e->disp_mu);
-    uint64_t pos = e->position, head = evs_head(e->store);
+    uint64_t pos = e->read_pos, head = evs_head(e->store);
     int rc = EVS_OK;
     if (head < pos) {
-        if (wait_ms == 0) goto unlock;
+        /* nothing new: make the index current, then wait */
+        if ((rc = commit_locked(e)) || wait_ms == 0) goto unlock;
         rc = evs_wait_for(e->store, pos, wait_ms, &head);
         if (rc == EVS_ETIMEDOUT || rc == EVS_ECLOSED) rc = EVS_OK;
         if (rc || head < pos) goto unlock;
@@ -511,57 +556,44 @@ int evs__cat_dispatch(evs_saga_engine *e, int wait_ms, size_t *n) {
     f.event_types = types;
     f.n_event_types = nt;
     evs_reader *r = NULL;
-    MDB_txn *txn = NULL;
     jobs j = {0};
     const evs_event *ev;
     uint32_t page = e->cfg.page_size ? e->cfg.page_size : 1000;
     if ((rc = evs_read_all(e->store, pos, EVS_FORWARD, &f, page, &r))) goto done;
-    if ((rc = mdb_txn_begin(e->env, NULL, 0, &txn))) {
-        rc = evs__cat_mdb_err(rc, "begin");
-        goto done;
-    }
     for (;;) {
         rc = evs_reader_next(r, &ev);
         if (rc == EVS_ELOST) continue; /* a repaired gap: nothing there to index */
         if (rc != EVS_OK) break;
-        (*n)++;
-        if ((rc = apply(e, txn, ev, &j))) break;
-    }
-    if (rc != EVS_DONE) goto done;
-    rc = EVS_OK;
-    uint64_t next = evs_reader_position(r);
-    if (*n == 0) {
-        /* only events of no interest: move on in memory; committing each time would cost a sync for nothing
-           (after a crash they are read again) */
-        if (next > pos) {
-            pthread_mutex_lock(&e->mu);
-            e->position = next;
-            pthread_cond_broadcast(&e->idle_cv);
-            pthread_mutex_unlock(&e->mu);
+        if (!e->disp_txn) {
+            if ((rc = mdb_txn_begin(e->env, NULL, 0, &e->disp_txn))) {
+                e->disp_txn = NULL;
+                rc = evs__cat_mdb_err(rc, "begin");
+                break;
+            }
+            e->disp_t0 = evs__mono_ns();
         }
+        (*n)++;
+        e->disp_events++;
+        if ((rc = apply(e, e->disp_txn, ev, &j))) break;
+    }
+    if (rc != EVS_DONE) {
+        /* drop what this transaction did; read again from the committed checkpoint */
+        if (e->disp_txn) mdb_txn_abort(e->disp_txn);
+        e->disp_txn = NULL;
+        e->disp_events = 0;
+        e->read_pos = e->position;
         goto done;
     }
-    uint8_t b[8];
-    evs__put64be(b, next);
-    if ((rc = put_key(txn, e->meta, "checkpoint", 10, b, 8)) || (rc = mdb_txn_commit(txn))) {
-        rc = evs__cat_mdb_err(rc, "commit the index");
-        if (txn) mdb_txn_abort(txn);
-        txn = NULL;
-        goto done;
-    }
-    txn = NULL;
-    pthread_mutex_lock(&e->mu);
-    e->position = next;
-    if (j.timers) pthread_cond_broadcast(&e->timer_cv);
-    pthread_cond_broadcast(&e->idle_cv);
-    pthread_mutex_unlock(&e->mu);
+    rc = EVS_OK;
+    e->read_pos = evs_reader_position(r);
+    if (j.timers) e->disp_timers = 1;
+    if (!e->disp_txn || evs__mono_ns() - e->disp_t0 >= COMMIT_NS || e->disp_events >= COMMIT_EVENTS)
+        rc = commit_locked(e);
 done:
-    if (txn) mdb_txn_abort(txn);
     evs_reader_close(r);
     pthread_rwlock_unlock(&e->reg_lock);
     free(types);
-    if (rc == EVS_OK)
-        for (size_t i = 0; i < j.n; i++) evs__engine_enqueue(e, j.v[i].kind, j.v[i].type, j.v[i].id, j.v[i].trigger_pos, 0);
+    for (size_t i = 0; i < j.n; i++) evs__engine_enqueue(e, j.v[i].kind, j.v[i].type, j.v[i].id, j.v[i].trigger_pos, 0);
     free(j.v);
 unlock:
     pthread_mutex_unlock(&e->disp_mu);

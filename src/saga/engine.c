@@ -450,6 +450,7 @@ static void *dispatcher_main(void *arg) {
             nanosleep(&ts, NULL);
         }
     }
+    if (evs__cat_commit(e)) evs__engine_note_error(e, "dispatcher: %s", evs_errmsg()); /* on its own thread */
     return NULL;
 }
 
@@ -642,6 +643,7 @@ int evs_saga_engine_run(evs_saga_engine *e, size_t *done) {
             if ((rc = evs__cat_dispatch(e, 0, &n))) return rc;
             did += n;
         } while (n);
+        if ((rc = evs__cat_commit(e))) return rc;
         int64_t now = evs__engine_now(e), next;
         size_t fired;
         if ((rc = evs__cat_fire(e, now, &next, &fired))) return rc;

@@ -302,8 +302,13 @@ struct evs_saga_engine {
     int started;
 
     /* dispatcher */
-    uint64_t position;            /* next global position (guarded by mu for readers) */
-    pthread_mutex_t disp_mu;      /* one dispatcher pass at a time */
+    uint64_t position;            /* next global position the index has committed (guarded by mu for readers) */
+    pthread_mutex_t disp_mu;      /* one dispatcher pass at a time; guards the fields below */
+    uint64_t read_pos;            /* next global position to read (>= position) */
+    MDB_txn *disp_txn;            /* open over several pages (catalog.c), NULL between commits */
+    int64_t disp_t0;              /* when it began (monotonic) */
+    size_t disp_events;
+    int disp_timers;              /* it indexed a timer: wake the timer thread at its commit */
 
     /* timers */
     pthread_cond_t timer_cv;
@@ -372,8 +377,15 @@ int evs__worker_compensate(evs_saga_engine *e, evs__def *d, evs__saga *S, evs__b
 /* catalog.c */
 int evs__cat_open(evs_saga_engine *e);
 void evs__cat_close(evs_saga_engine *e);
-/* Read what the log has past the checkpoint (at most one page) and index it; *n events read. */
+/*
+ * Read what the log has past the checkpoint (at most one page) and index it;
+ * *n events read.  The transaction may stay open for the next page (it is
+ * committed when the log has nothing more, or after a while); the thread
+ * that dispatches must be the one that commits.
+ */
 int evs__cat_dispatch(evs_saga_engine *e, int wait_ms, size_t *n);
+/* Commit what the dispatcher indexed. */
+int evs__cat_commit(evs_saga_engine *e);
 /* Queue every pending start and every ready instance (after open). */
 int evs__cat_requeue(evs_saga_engine *e);
 /*
