@@ -23,7 +23,10 @@
  * reads the whole log and checks:
  *   1. every submitted order has a saga, ended completed or compensated;
  *   2. no step's command ran twice: per (order, step, phase, effect) one
- *      command id has events, and every command id has one event;
+ *      command id has events, every command id has one event, and no step
+ *      failed for a reason other than the injected ones (a command sent a
+ *      second time is refused by the aggregates' own rules: "already
+ *      holds stock", "already exists", "already cancelled");
  *   3. compensations ran once each, newest step first, and undid exactly
  *      what took effect (every Reserved released, every authorization
  *      voided unless its void was skipped, every shipment cancelled, the
@@ -427,6 +430,16 @@ int main(void) {
         } else if ((i = order_no(ev->stream, ev->stream_len, "saga-order-")) && i <= n_orders) {
             snprintf(o[i].final, sizeof o[i].final, "%s", type);
             if (!strcmp(type, "SagaStepSkipped")) o[i].skipped = 1;
+            /* a failure must be one of the injected ones: a command sent again would be refused by the
+               aggregates' own rules ("already holds stock", "already exists", "already cancelled") */
+            if (!strcmp(type, "SagaStepFailed") || !strcmp(type, "SagaCompensationFailed")) {
+                const char *why = json_string_value(json_object_get(dt, "reason"));
+                static const char *const injected[] = {"not enough stock", "card declined", "no answer within",
+                                                       "refused to void"};
+                int ok = 0;
+                for (int k = 0; why && k < 4; k++) ok |= strstr(why, injected[k]) != NULL;
+                if (!ok) problem(&pr, "o%d: %s for a reason nothing injected: %s", i, type, why ? why : "(none)");
+            }
         } else if (ev->stream_len > 10 && !memcmp(ev->stream, "inventory-", 10)) {
             int k = 0;
             while (k < n_inv && strncmp(inv[k].sku, ev->stream + 10, ev->stream_len - 10)) k++;
