@@ -2,7 +2,8 @@
 #   make run    install what is missing, build, serve ./data over HTTP (prints the address)
 #   make test   install what is missing, build, and pass every test
 #               (plain, ASan+UBSan, and the concurrency tests under TSan)
-# Also: make demo (the CLI tour), make build, make bench, make soak, make install PREFIX=/usr/local
+# Also: make demo (the CLI tour), make shop (the shop's order saga), make build, make bench, make soak,
+#       make install PREFIX=/usr/local
 
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX   ?= /usr/local
@@ -12,7 +13,7 @@ CMAKE    := cmake
 APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev liblua5.4-dev libsodium-dev python3 clang \
             libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev prometheus
 
-.PHONY: all deps build build-asan build-tsan run demo test test-plain test-asan test-tsan bench soak install clean fuzz
+.PHONY: all deps build build-asan build-tsan run demo shop test test-plain test-asan test-tsan bench soak install clean fuzz
 
 all: build
 
@@ -47,6 +48,10 @@ run: build
 
 demo: build
 	@sh tools/demo.sh $(BUILD)/evstore $(DATA)
+
+# The shop's order saga (examples/shop/order_saga.lua) on ten orders, four with injected failures.
+shop: build
+	rm -rf $(BUILD)/shop-saga-demo && $(BUILD)/shop_saga $(BUILD)/shop-saga-demo
 
 test-plain: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

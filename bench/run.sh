@@ -6,9 +6,10 @@
 # JSON validator against jansson), bench_store (appends against the disk's
 # fdatasync rate, reads, open time; see the top of bench/bench_store.c),
 # bench_bus (subscriptions and projections), bench_app (commands against raw
-# appends, aggregate loads with and without snapshots) and bench_ws_group (competing
-# consumers over WebSocket against the in-process group), and tees everything to
-# BUILD_DIR/bench-results.txt.
+# appends, aggregate loads with and without snapshots), bench_saga (the order
+# saga against the same commands, timer lateness, memory per idle saga) and
+# bench_ws_group (competing consumers over WebSocket against the in-process
+# group), and tees everything to BUILD_DIR/bench-results.txt.
 #
 # Stores are built in $EVS_BENCH_DIR (default BUILD_DIR/bench-data) and
 # removed at the end.  EVS_BENCH_QUICK=1 gives a smoke run of about a minute;
@@ -64,6 +65,11 @@ run_all() {
         echo
         echo "== bench_app =="
         "$build/bench_app" || status=1
+    fi
+    if [ -x "$build/bench_saga" ]; then
+        echo
+        echo "== bench_saga =="
+        "$build/bench_saga" || status=1
     fi
     if [ -x "$build/bench_ws_group" ] && [ -x "$build/evstore" ]; then
         echo

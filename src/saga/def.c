@@ -235,7 +235,7 @@ void evs__def_free(evs__def *d) {
         types_free(&d->steps[i].fail_on);
     }
     free(d->steps);
-    if (d->lua) evs__lua_def_free(d->lua);
+    if (d->lua && d->lua_free) d->lua_free(d->lua);
     free(d);
 }
 
@@ -353,7 +353,7 @@ fail:
 int evs__def_call(evs__def *d, int which, uint32_t step, const evs_saga_ctx *sc, evs_saga_out *out, char *err,
                   size_t cap) {
     err[0] = 0;
-    if (d->lua) return evs__lua_call(d, which, step, sc, out, err, cap);
+    if (d->lua) return d->lua_call(d, which, step, sc, out, err, cap);
     evs_saga_fn fn = which == EVS__FN_INIT ? d->init : d->steps[step].fn[which];
     void *ctx = which == EVS__FN_INIT ? d->ctx : d->steps[step].ctx;
     if (!fn) return 0;
@@ -433,7 +433,7 @@ int evs__def_key(evs__def *d, const evs_event *ev, char *buf, size_t cap, char *
         return r;
     }
     default:
-        if (d->lua) return evs__lua_key(d, ev, buf, cap, err, errcap);
+        if (d->lua) return d->lua_key(d, ev, buf, cap, err, errcap);
         {
             int r = d->key_fn(d->ctx, ev, buf, cap);
             if (r < 0) {

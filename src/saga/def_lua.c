@@ -41,6 +41,10 @@ struct evs__lua_def {
     lua_inst *idle;
 };
 
+static int saga_lua_call(evs__def *d, int which, uint32_t step, const evs_saga_ctx *sc, evs_saga_out *out, char *err,
+                    size_t cap);
+static int lua_key(evs__def *d, const evs_event *ev, char *buf, size_t cap, char *err, size_t errcap);
+
 static void inst_free(lua_inst *in) {
     if (!in) return;
     evs__sandbox_free(in->sb);
@@ -48,7 +52,7 @@ static void inst_free(lua_inst *in) {
     free(in);
 }
 
-void evs__lua_def_free(struct evs__lua_def *l) {
+static void lua_def_free(struct evs__lua_def *l) {
     if (!l) return;
     while (l->idle) {
         lua_inst *n = l->idle->next;
@@ -426,6 +430,9 @@ int evs__def_from_lua(const char *name, const char *src, size_t len, const char 
     }
     pthread_mutex_init(&l->mu, NULL);
     d->lua = l;
+    d->lua_call = saga_lua_call;
+    d->lua_key = lua_key;
+    d->lua_free = lua_def_free;
     snprintf(d->name, sizeof d->name, "%s", name);
     snprintf(l->name, sizeof l->name, "%s", name);
     if (lim) l->lim = *lim;
@@ -539,8 +546,8 @@ static int take_effects(lua_State *L, evs_saga_out *out, char *err, size_t cap) 
     return 0;
 }
 
-int evs__lua_call(evs__def *d, int which, uint32_t step, const evs_saga_ctx *sc, evs_saga_out *out, char *err,
-                  size_t cap) {
+static int saga_lua_call(evs__def *d, int which, uint32_t step, const evs_saga_ctx *sc, evs_saga_out *out, char *err,
+                    size_t cap) {
     struct evs__lua_def *l = d->lua;
     lua_inst *in;
     if (borrow(l, &in)) {
@@ -622,7 +629,7 @@ out:
     return r;
 }
 
-int evs__lua_key(evs__def *d, const evs_event *ev, char *buf, size_t cap, char *err, size_t errcap) {
+static int lua_key(evs__def *d, const evs_event *ev, char *buf, size_t cap, char *err, size_t errcap) {
     struct evs__lua_def *l = d->lua;
     lua_inst *in;
     if (borrow(l, &in)) {

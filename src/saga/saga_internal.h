@@ -12,8 +12,10 @@
  *   catalog.c  DIR/sagas/ (LMDB): the dispatcher's checkpoint and the index
  *              derived from the log (instances, states, timers,
  *              correlation ids, pending starts, counters, histograms)
- *   engine.c   the handle, the work queue and claims, the dispatcher, timer
- *              and worker threads, evs_saga_engine_run
+ *   queue.c    the work queue, the claims that keep one instance on one
+ *              thread, timers fired once per due, delayed runs, the clock
+ *   engine.c   the handle, the registry, the dispatcher, timer and worker
+ *              threads, evs_saga_engine_run
  *   worker.c   advancing one instance: effects, outcomes, batches of
  *              transitions, leases, lookups before decisions
  *   ops.c      the operator's actions, get / show, listing and stats
@@ -85,7 +87,12 @@ typedef struct evs__def {
     int64_t timeout_ns;
     uint32_t max_parallel;
     void *ctx;
-    struct evs__lua_def *lua;     /* Lua definitions: the script and its sandboxes */
+    /* Lua definitions: the script and its sandboxes, and the calls def.c makes through them */
+    struct evs__lua_def *lua;
+    int (*lua_call)(struct evs__def *d, int which, uint32_t step, const evs_saga_ctx *sc, evs_saga_out *out, char *err,
+                    size_t cap);
+    int (*lua_key)(struct evs__def *d, const evs_event *ev, char *buf, size_t cap, char *err, size_t errcap);
+    void (*lua_free)(struct evs__lua_def *l);
 } evs__def;
 
 /* One effect a builder asked for. */
@@ -126,13 +133,9 @@ int64_t evs__retry_delay(const evs_saga_retry *r, uint32_t k, const evs_clock *c
 int evs__saga_check_type(const char *name);
 int evs__saga_check_id(const char *id);
 
-/* def_lua.c */
+/* def_lua.c: a definition from a script (its calls go through d->lua_call and d->lua_key) */
 int evs__def_from_lua(const char *name, const char *src, size_t len, const char *settings, const evs_lua_limits *lim,
                       evs__def **out);
-int evs__lua_call(evs__def *d, int which, uint32_t step, const evs_saga_ctx *sc, evs_saga_out *out, char *err,
-                  size_t cap);
-int evs__lua_key(evs__def *d, const evs_event *ev, char *buf, size_t cap, char *err, size_t errcap);
-void evs__lua_def_free(struct evs__lua_def *l);
 
 /* --------------------------------------------------------------- the state */
 
@@ -328,6 +331,21 @@ struct evs_saga_engine {
     char last_error[512];
 };
 
+/* queue.c */
+evs__smap *evs__smap_new(void);
+void evs__smap_free(evs__smap *m, int free_vals);
+size_t evs__smap_count(const evs__smap *m);
+/* Take the next job whose instance is not claimed, claiming it (claimed ones wait on their claim).  NULL: none. */
+evs__job *evs__queue_pop_locked(evs_saga_engine *e);
+/* Release a claim; a job that waited on it is queued. */
+void evs__queue_release_locked(evs_saga_engine *e, const char *type, const char *id);
+/* Queue the delayed runs due at now; the time of the next one (0: none). */
+int64_t evs__queue_pop_delayed_locked(evs_saga_engine *e, int64_t now);
+/* Forget fired dues long past: their instances moved on, or need another firing. */
+void evs__queue_prune_fired_locked(evs_saga_engine *e, int64_t now);
+/* A start that failed on a store error: run it again when its claim is released. */
+void evs__queue_keep_start(evs_saga_engine *e, const evs__job *j);
+void evs__queue_free(evs_saga_engine *e);
 evs__def *evs__engine_find_def(evs_saga_engine *e, const char *type);
 /* Queue an instance (merging with a queued job of the same instance); due != 0: a timer, queued once per due. */
 void evs__engine_enqueue(evs_saga_engine *e, int kind, const char *type, const char *id, uint64_t trigger_pos,
