@@ -18,7 +18,7 @@
  *   by_state  T 0x00 st be64(updated) I -> ""   listing by type, state, age
  *   timers    be64(due) T 0x00 I    -> ""       the next timer of each instance
  *   corr      uuid T 0x00 I         -> ""       instances by correlation id (not terminal)
- *   starts    be64(position)        -> T 0x00 I starting events not yet started
+ *   starts    T 0x00 I 0x00 be64(position) -> ""  starting events not yet started
  *   ready     T 0x00 I              -> ""       instances with work (or a hint) after a crash
  *   counts    T                     -> counters (struct cat_counts, little-endian u64s)
  *   hist      T 0x00 step           -> step durations (struct cat_hist)
@@ -251,16 +251,19 @@ static int put_key(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t n, const voi
     return mdb_put(txn, dbi, &kv, &vv, 0);
 }
 
-/* Remove the pending starts of an instance (it started; any others were duplicates). */
+/* Remove the pending starts of an instance (it started; any others were duplicates): one prefix. */
 static int drop_starts(evs_saga_engine *e, MDB_txn *txn, const char *type, const char *id) {
     uint8_t want[KEY_MAX];
     size_t wn = key_ti(want, type, id);
+    want[wn++] = 0;
     MDB_cursor *c;
-    MDB_val k, v;
+    MDB_val k = {wn, want}, v;
     int rc = mdb_cursor_open(txn, e->starts, &c);
     if (rc) return rc;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
-        if (v.mv_size == wn && memcmp(v.mv_data, want, wn) == 0 && (rc = mdb_cursor_del(c, 0))) break;
+    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
+        if (k.mv_size != wn + 8 || memcmp(k.mv_data, want, wn) != 0) break;
+        if ((rc = mdb_cursor_del(c, 0))) break;
+    }
     mdb_cursor_close(c);
     return rc == MDB_NOTFOUND ? 0 : rc;
 }
@@ -405,9 +408,10 @@ static int apply_start(evs_saga_engine *e, MDB_txn *txn, evs__def *d, const evs_
         return EVS_OK;
     }
     if (rc != MDB_NOTFOUND) return evs__cat_mdb_err(rc, "read instance");
-    uint8_t pk[8];
-    evs__put64be(pk, ev->global_position);
-    if ((rc = put_key(txn, e->starts, pk, 8, k, kv.mv_size))) return evs__cat_mdb_err(rc, "write a pending start");
+    size_t sn = kv.mv_size;
+    k[sn++] = 0;
+    evs__put64be(k + sn, ev->global_position);
+    if ((rc = put_key(txn, e->starts, k, sn + 8, "", 0))) return evs__cat_mdb_err(rc, "write a pending start");
     jobs_add(j, EVS__JOB_START, d->name, id, ev->global_position);
     return EVS_OK;
 }
@@ -611,8 +615,8 @@ int evs__cat_requeue(evs_saga_engine *e) {
     char type[EVS_SAGA_MAX_NAME + 1], id[EVS_SAGA_MAX_ID + 1];
     if (!(rc = mdb_cursor_open(txn, e->starts, &c))) {
         for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
-            if (k.mv_size == 8 && !split_ti(v.mv_data, v.mv_size, type, id))
-                evs__engine_enqueue(e, EVS__JOB_START, type, id, evs__get64be(k.mv_data), 0);
+            if (k.mv_size > 9 && !split_ti(k.mv_data, k.mv_size - 9, type, id))
+                evs__engine_enqueue(e, EVS__JOB_START, type, id, evs__get64be((const uint8_t *)k.mv_data + k.mv_size - 8), 0);
         mdb_cursor_close(c);
     }
     if ((rc == 0 || rc == MDB_NOTFOUND) && !(rc = mdb_cursor_open(txn, e->ready, &c))) {
