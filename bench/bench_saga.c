@@ -25,7 +25,10 @@
  *
  * Environment: EVS_BENCH_DIR (default /tmp), EVS_BENCH_QUICK=1 (smaller),
  * EVS_BENCH_ROUNDS (default 5), EVS_BENCH_ORDERS per round (default 1000),
- * EVS_BENCH_IDLE (default 100000), EVS_BENCH_ONLY=S or T (one of the two).
+ * EVS_BENCH_IDLE (default 100000), EVS_BENCH_ONLY=S or T (one of the two),
+ * EVS_BENCH_SEGMENT (segment size of T's stores, bytes).  The load average
+ * is printed with each part: on a shared machine it explains the rounds
+ * whose workers all stall at once.
  */
 #include <dirent.h>
 #include <jansson.h>
@@ -65,6 +68,14 @@ static double pct(double *v, int n, double p) {
     qsort(v, (size_t)n, sizeof *v, cmp_d);
     int i = (int)(p * (n - 1) + 0.5);
     return n ? v[i] : 0;
+}
+
+static void print_load(const char *what) {
+    FILE *f = fopen("/proc/loadavg", "r");
+    char b[64] = "?";
+    if (f && fgets(b, sizeof b, f)) b[strcspn(b, "\n")] = 0;
+    if (f) fclose(f);
+    printf("%s: load average %s\n", what, b);
 }
 
 static void die(const char *what) {
@@ -335,6 +346,7 @@ static void shop_bench(const char *dir, int rounds, int orders) {
     if (evs_saga_engine_start(eng)) die("start");
     double ratio[16], sr[16], rr[16];
     int next = 0;
+    print_load("S");
     printf("S: %d rounds of %d orders per side, %d clients, %u saga workers, durability sync\n", rounds, orders, CLIENTS,
            sc.workers);
     /* warm up both sides (Lua sandboxes, caches, the carrier's record): not counted */
@@ -390,7 +402,7 @@ typedef struct tstore {
 
 static void timers_open(tstore *t, const char *dir) {
     memset(t, 0, sizeof *t);
-    t->s = tu_open(dir, EVS_DURABILITY_NONE, 0);
+    t->s = tu_open(dir, EVS_DURABILITY_NONE, getenv("EVS_BENCH_SEGMENT") ? strtoull(getenv("EVS_BENCH_SEGMENT"), NULL, 10) : 0);
     if (evs_app_open(t->s, NULL, NULL, &t->a)) die("app");
     evs_saga_config sc;
     evs_saga_config_init(&sc);
@@ -521,11 +533,17 @@ static void timer_bench(const char *dir, int idle, int nprobes, int rounds) {
     if (evs_saga_get_engine_stats(big.e, &es)) die("stats");
     printf("M: %d idle instances started in %.1f s (%.0f/s), %llu timers pending\n", idle, secs, idle / secs,
            (unsigned long long)es.timers_pending);
+    /* the setup leaves some 200 MB dirty (log, index, DIR/sagas/): write it back now, so that the probe rounds do
+       not measure the kernel's writeback stalling the mapped files 30 s later */
+    int64_t ts0 = now_ns();
+    sync();
+    printf("M: sync after the setup: %.1f s\n", (double)(now_ns() - ts0) / 1e9);
     printf("M: per idle instance: %.0f bytes of RssAnon, %.0f bytes of DIR/sagas/, %.0f bytes of log (its SagaStarted and "
            "SagaStepWaiting, and the starting event)\n",
            (double)(rss1 - rss0) * 1024 / idle, (double)(disk1 - disk0) / idle,
            (double)(st1.log_bytes - st0.log_bytes) / idle);
     /* T: probe rounds alternate between the store with no other timer and the loaded one */
+    print_load("T");
     double ratio[16], b99[16], l99[16];
     for (int r = 0; r < rounds; r++) {
         double b50, bmax, l50, lmax;
