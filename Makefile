@@ -3,7 +3,8 @@
 #               over HTTP (prints the address)
 #   make test   install what the tests need too, build everything, and pass every test
 #               (plain, ASan+UBSan, and the concurrency tests under TSan)
-# Also: make demo (the CLI tour), make build, make bench, make soak, make install PREFIX=/usr/local
+# Also: make demo (the CLI tour), make shop (the shop's order saga), make build, make bench, make soak,
+#       make install PREFIX=/usr/local
 
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 PREFIX   ?= /usr/local
@@ -21,7 +22,7 @@ FUZZ_PKGS  := $(BUILD_PKGS) clang
 # cmake's progress lines are enough: no "Entering directory" from the makes it runs
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps deps-test deps-fuzz configure build build-asan build-tsan run demo test test-plain test-asan test-tsan \
+.PHONY: all deps deps-test deps-fuzz configure build build-asan build-tsan run demo shop test test-plain test-asan test-tsan \
         bench soak install clean fuzz
 
 all: build
@@ -70,6 +71,10 @@ run: configure
 demo: configure
 	@$(CMAKE) --build $(BUILD) -j $(JOBS) --target evstore
 	@sh tools/demo.sh $(BUILD)/evstore $(DATA)
+
+# The shop's order saga (examples/shop/sagas/order_saga.lua) on ten orders, four with injected failures.
+shop: build
+	rm -rf $(BUILD)/shop-saga-demo && $(BUILD)/shop_saga $(BUILD)/shop-saga-demo
 
 test-plain: deps-test build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)

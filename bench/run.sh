@@ -7,9 +7,10 @@
 # fdatasync rate, reads, open time; see the top of bench/bench_store.c),
 # bench_bus (subscriptions and projections), bench_app (commands against raw
 # appends, aggregate loads with and without snapshots), bench_app_http (commands
-# over HTTP against in-process in the same run) and bench_ws_group (competing
-# consumers over WebSocket against the in-process group), and tees everything to
-# BUILD_DIR/bench-results.txt.
+# over HTTP against in-process in the same run), bench_saga (the order saga
+# against the same commands, timer lateness, memory per idle saga) and
+# bench_ws_group (competing consumers over WebSocket against the in-process
+# group), and tees everything to BUILD_DIR/bench-results.txt.
 #
 # Stores are built in $EVS_BENCH_DIR (default BUILD_DIR/bench-data) and
 # removed at the end.  EVS_BENCH_QUICK=1 gives a smoke run of about a minute;
@@ -71,8 +72,14 @@ run_all() {
         echo "== bench_app_http =="
         "$build/bench_app_http" "$build/evstore" || status=1
     fi
+    if [ -x "$build/bench_saga" ]; then
+        echo
+        echo "== bench_saga =="
+        "$build/bench_saga" || status=1
+    fi
     if [ -x "$build/bench_ws_group" ] && [ -x "$build/evstore" ]; then
         echo
+        echo "== bench_ws_group =="
         "$build/bench_ws_group" "$build/evstore" || status=1
     fi
     return $status

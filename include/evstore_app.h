@@ -25,8 +25,9 @@
  * metadata, expected_version?}.  A handler per command type: an aggregate
  * (C or Lua) or the "append" handler (data.events are appended to target).
  * Before dispatch data is checked against the handler's declared fields.
- * Every appended event carries causation_id = the command id (a UUID; a
- * command id that is not one is mapped to a name-based UUID), the
+ * Every appended event carries causation_id = the command's causation_id
+ * when given (a saga names the event that triggered it), else the command
+ * id (a UUID; a command id that is not one is mapped to a name-based UUID), the
  * correlation id (given, or generated), and metadata = the command's
  * metadata plus command_id and command_type.
  *
@@ -109,6 +110,8 @@ typedef struct evs_command {
     size_t metadata_len;
     const char *correlation_id;     /* UUID text or NULL: metadata's, else generated */
     int64_t expected_version;       /* >= 0: the stream must be at this version; EVS_EXPECT_ANY: no check */
+    const char *causation_id;       /* UUID text of the event that caused the command (a process
+                                       manager's trigger); NULL: the command id, as below */
 } evs_command;
 
 /* A zeroed command with expected_version = EVS_EXPECT_ANY. */
@@ -276,7 +279,8 @@ int evs_app_execute(evs_app *a, const evs_command *cmd, evs_command_result *res)
 
 /*
  * Run a command given as JSON text ({command_id, command_type, aggregate_id
- * | target, data, metadata, expected_version?}); command_type may instead be
+ * | target, data, metadata, expected_version?, correlation_id?,
+ * causation_id?}); command_type may instead be
  * given as an argument (the route's), in which case a different one in the
  * body is invalid.  As evs_app_execute; malformed JSON is EVS_CMD_INVALID.
  */

@@ -5,9 +5,12 @@
 -- totals are sums of integers and are shown as decimal strings again.
 --
 -- Lifecycle: new -> open (CreateOrder) -> submitted (SubmitOrder) -> paid
--- (PayOrder); open or submitted -> cancelled (CancelOrder).  Items can be
--- added and removed while the order is open.  A cancelled order cannot be
--- paid; a paid order cannot be cancelled (refund the payment instead).
+-- (PayOrder); open or submitted -> cancelled (CancelOrder); submitted or
+-- paid -> completed (CompleteOrder, the order saga's last step, see
+-- order_saga.lua).  Items can be added and removed while the order is open.
+-- A cancelled order cannot be paid or completed; a paid or completed order
+-- cannot be cancelled (refund the payment instead).  SubmitOrder may carry
+-- the card token and the delivery address the order saga uses.
 
 local function cents(s)
   local whole, frac = string.match(s, "^(%d+)%.(%d%d)$")
@@ -41,6 +44,7 @@ return {
     OrderSubmitted = function(s, e) s.status = "submitted" end,
     OrderCancelled = function(s, e) s.status = "cancelled" end,
     OrderPaid = function(s, e) s.status = "paid"; s.payment_id = e.data.payment_id end,
+    OrderCompleted = function(s, e) s.status = "completed" end,
   },
 
   commands = {
@@ -70,6 +74,7 @@ return {
       end,
     },
     SubmitOrder = {
+      fields = { card = "string?", address = "string?" },
       decide = function(s, c)
         if s.status ~= "open" then return "only an open order can be submitted (it is " .. s.status .. ")" end
         if next(s.items) == nil then return "an empty order cannot be submitted" end
@@ -78,7 +83,8 @@ return {
           lines[#lines + 1] = { sku = sku, quantity = it.quantity, unit_cents = it.unit_cents }
         end
         return { { type = "OrderSubmitted",
-                   data = { total_cents = s.total_cents, total = decimal(s.total_cents), lines = lines } } }
+                   data = { total_cents = s.total_cents, total = decimal(s.total_cents), lines = lines,
+                            card = c.data.card, address = c.data.address } } }
       end,
     },
     CancelOrder = {
@@ -86,6 +92,7 @@ return {
       decide = function(s, c)
         if s.status == "cancelled" then return "the order is already cancelled" end
         if s.status == "paid" then return "a paid order cannot be cancelled; refund the payment" end
+        if s.status == "completed" then return "a completed order cannot be cancelled; refund the payment" end
         if s.status == "new" then return "there is no order " .. c.aggregate_id end
         return { { type = "OrderCancelled", data = { reason = c.data.reason or "" } } }
       end,
@@ -94,13 +101,24 @@ return {
       fields = { payment_id = "string", amount = "string" },
       decide = function(s, c)
         if s.status == "cancelled" then return "a cancelled order cannot be paid" end
-        if s.status == "paid" then return "the order is already paid" end
+        if s.status == "paid" or s.status == "completed" then return "the order is already paid" end
         if s.status ~= "submitted" then return "only a submitted order can be paid (it is " .. s.status .. ")" end
         local amount = cents(c.data.amount)
         if amount ~= s.total_cents then
           return "payment of " .. c.data.amount .. " does not match the total " .. decimal(s.total_cents)
         end
         return { { type = "OrderPaid", data = { payment_id = c.data.payment_id, amount_cents = amount } } }
+      end,
+    },
+    CompleteOrder = {
+      fields = { payment_id = "string?" },
+      decide = function(s, c)
+        if s.status == "completed" then return "the order is already completed" end
+        if s.status == "cancelled" then return "a cancelled order cannot be completed" end
+        if s.status ~= "submitted" and s.status ~= "paid" then
+          return "only a submitted or paid order can be completed (it is " .. s.status .. ")"
+        end
+        return { { type = "OrderCompleted", data = { payment_id = c.data.payment_id or s.payment_id } } }
       end,
     },
   },

@@ -30,6 +30,7 @@
 #include <string.h>
 
 #include "app/app_internal.h"
+#include "app/app_access.h"
 #include "store/store_access.h"
 
 /* Set the result's reason, truncating silently (messages built from long names). */
@@ -788,7 +789,14 @@ static int execute(evs_app *a, const evs_command *cmd, evs_command_result *res, 
         evs_uuid_v7(&x.correlation);
     }
     res->correlation_id = x.correlation;
-    causation_of(x.cmd_id, &x.causation);
+    if (cmd->causation_id) {
+        if (evs_uuid_parse(cmd->causation_id, strlen(cmd->causation_id), &x.causation)) {
+            invalid(res, "causation_id", "causation_id \"%s\" is not a UUID", cmd->causation_id);
+            goto out;
+        }
+    } else {
+        causation_of(x.cmd_id, &x.causation);
+    }
     json_object_set_new(x.meta, "command_id", json_string(x.cmd_id));
     json_object_set_new(x.meta, "command_type", json_string(x.h->type));
     json_object_del(x.meta, "correlation_id"); /* it is the event's own field */
@@ -834,7 +842,7 @@ int evs_app_execute_json(evs_app *a, const char *command_type, const char *json,
         goto done;
     }
     static const char *const known[] = {"command_id", "command_type", "aggregate_id", "target", "data",
-                                        "metadata", "expected_version", "correlation_id"};
+                                        "metadata", "expected_version", "correlation_id", "causation_id"};
     const char *k;
     json_t *v;
     json_object_foreach(o, k, v) {
@@ -847,7 +855,7 @@ int evs_app_execute_json(evs_app *a, const char *command_type, const char *json,
             goto done;
         }
         int str = !strcmp(k, "command_id") || !strcmp(k, "command_type") || !strcmp(k, "target") ||
-                  !strcmp(k, "correlation_id");
+                  !strcmp(k, "correlation_id") || !strcmp(k, "causation_id");
         if ((str && !json_is_string(v)) || (!strcmp(k, "aggregate_id") && !json_is_string(v) && !json_is_integer(v)) ||
             ((!strcmp(k, "data") || !strcmp(k, "metadata")) && !json_is_object(v) && !json_is_null(v)) ||
             (!strcmp(k, "expected_version") && !json_is_null(v) &&
@@ -879,6 +887,7 @@ int evs_app_execute_json(evs_app *a, const char *command_type, const char *json,
     }
     c.target = json_string_value(json_object_get(o, "target"));
     c.correlation_id = json_string_value(json_object_get(o, "correlation_id"));
+    c.causation_id = json_string_value(json_object_get(o, "causation_id"));
     json_t *d = json_object_get(o, "data"), *m = json_object_get(o, "metadata"), *ev = json_object_get(o, "expected_version");
     if (json_is_object(d) && !(data = json_dumps(d, JSON_COMPACT))) goto oom;
     if (json_is_object(m) && !(meta = json_dumps(m, JSON_COMPACT))) goto oom;
@@ -901,4 +910,14 @@ out:
     free(meta);
     if (rc != EVS_OK) evs_command_result_free(res);
     return rc;
+}
+
+int evs__app_command_lookup(evs_app *a, const char *cmd_id, evs_command_result *res) {
+    if (!a || !cmd_id || !res) return evs__err(EVS_EINVAL, "command_lookup: NULL argument");
+    memset(res, 0, sizeof *res);
+    snprintf(res->command_id, sizeof res->command_id, "%s", cmd_id);
+    int r = find_ran(a, cmd_id, NULL, NULL, res);
+    if (r == 0) r = get_result(a, cmd_id, NULL, NULL, res);
+    if (r != 1) evs_command_result_free(res);
+    return r;
 }

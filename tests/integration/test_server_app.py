@@ -1062,8 +1062,11 @@ class ReadmeTest(unittest.TestCase):
         tmp = tempfile.mkdtemp(prefix="evs-readme-")
         port = free_port()
         try:
-            script = block.replace("build/evstore", BIN).replace("localhost:2113", "localhost:%d" % port)
-            script = script.replace("http://127.0.0.1:2113", "http://127.0.0.1:%d" % port)
+            # the block's own port (2113, or the one its --listen names) becomes a free one
+            lm = re.search(r"--listen 127\.0\.0\.1:(\d+)", block)
+            shown = lm.group(1) if lm else "2113"
+            script = block.replace("build/evstore", BIN).replace("localhost:" + shown, "localhost:%d" % port)
+            script = script.replace("127.0.0.1:" + shown, "127.0.0.1:%d" % port)
             script = script.replace("--app-dir examples/shop &", "--app-dir examples/shop --listen 127.0.0.1:%d &" % port)
             script = script.replace("/tmp/shop-http", os.path.join(tmp, "shop-http"))
             script = script.replace("./shop-data", os.path.join(tmp, "shop-data"))

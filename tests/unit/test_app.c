@@ -10,6 +10,7 @@
  */
 #include <jansson.h>
 
+#include "app/app_access.h"
 #include "app_counter.h"
 #include "evstore_app.h"
 #include "testutil.h"
@@ -635,11 +636,62 @@ static void test_queries(const char *d) {
     evs_store_close(s);
 }
 
+/* A given causation id lands on every event; one that is not a UUID is invalid; lookups never run a command. */
+static void test_causation_and_lookup(const char *d) {
+    evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
+    evs_app *a = open_app(s, NULL, NULL, "v1");
+    evs_command_result r = {0};
+    CHECK_RC(run(a,
+                 "{\"command_id\":\"cz-1\",\"command_type\":\"Add\",\"aggregate_id\":\"c\",\"data\":{\"n\":3},"
+                 "\"causation_id\":\"0190a4e2-7b1c-7cc0-8000-0000000000ca\"}",
+                 &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    evs_reader *rd;
+    const evs_event *ev;
+    char u[37];
+    CHECK_RC(evs_read_stream(s, "counter-c", 1, EVS_FORWARD, 0, &rd), EVS_OK);
+    CHECK_RC(evs_reader_next(rd, &ev), EVS_OK);
+    CHECK(ev->has_causation_id);
+    evs_uuid_format(&ev->causation_id, u);
+    CHECK_STR(u, "0190a4e2-7b1c-7cc0-8000-0000000000ca");
+    evs_reader_close(rd);
+    CHECK_RC(run(a, "{\"command_type\":\"Add\",\"aggregate_id\":\"c\",\"data\":{\"n\":3},\"causation_id\":\"nope\"}", &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_INVALID);
+    CHECK_CONTAINS(r.reason, "causation_id \"nope\" is not a UUID");
+    CHECK_RC(run(a, "{\"command_type\":\"Add\",\"aggregate_id\":\"c\",\"causation_id\":7}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_INVALID);
+    evs_command_result_free(&r);
+
+    /* lookups: accepted (with its events), rejected (kept result), never sent */
+    uint64_t head = evs_head(s);
+    CHECK_INT(evs__app_command_lookup(a, "cz-1", &r), 1);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    CHECK_INT(r.n_events, 1);
+    CHECK_STR(r.stream, "counter-c");
+    evs_command_result_free(&r);
+    CHECK_RC(run(a, "{\"command_id\":\"cz-2\",\"command_type\":\"Add\",\"aggregate_id\":\"c\",\"data\":{\"n\":0}}", &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_REJECTED);
+    evs_command_result_free(&r);
+    CHECK_INT(evs__app_command_lookup(a, "cz-2", &r), 1);
+    CHECK_INT(r.outcome, EVS_CMD_REJECTED);
+    CHECK_STR(r.reason, "n must be at least 1");
+    evs_command_result_free(&r);
+    CHECK_INT(evs__app_command_lookup(a, "cz-3", &r), 0);
+    CHECK_INT(evs_head(s), head);
+    evs_app_close(a);
+    evs_store_close(s);
+}
+
 int main(void) {
     char *d = tu_tempdir("app");
     char sub[4096];
     snprintf(sub, sizeof sub, "%s/cmd", d);
     test_commands(sub);
+    snprintf(sub, sizeof sub, "%s/causation", d);
+    test_causation_and_lookup(sub);
     test_snapshots(d);
     test_foreign_snapshot(d);
     test_lua(d);

@@ -30,5 +30,6 @@ return {
     OrderSubmitted = function(s, e) s.status = "submitted" end,
     OrderCancelled = function(s, e) s.status = "cancelled" end,
     OrderPaid = function(s, e) s.status = "paid" end,
+    OrderCompleted = function(s, e) s.status = "completed" end,
   },
 }
