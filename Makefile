@@ -10,7 +10,8 @@ DATA     ?= ./data
 BUILD    := build
 CMAKE    := cmake
 APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev liblua5.4-dev libsodium-dev python3 clang \
-            libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev prometheus
+            libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev prometheus \
+            json-schema-test-suite
 
 .PHONY: all deps build build-asan build-tsan run demo test test-plain test-asan test-tsan bench soak install clean fuzz
 

@@ -121,6 +121,24 @@ typedef enum evs_consumer_status {
 /* "active", "paused", "error". */
 const char *evs_consumer_status_name(int status);
 
+/* ------------------------------------------------------------ event maps */
+
+/*
+ * A rewrite of the events a consumer sees, applied to each event before its
+ * handler: how a consumer asks for upcasted events (evs_schema_upcast_map,
+ * evstore_schema.h).  fn gets the stored event and fills *out (on entry a
+ * copy of *in); memory it allocates for out (its data, say) is handed over
+ * in *owned, which the consumer frees with free() once the handler has
+ * returned (NULL: nothing to free).  Nonzero is a failure of that event,
+ * described in err, handled like a handler failure (retries, DLQ, stop).
+ * fn must be deterministic (projections replay) and thread-safe when the
+ * same map serves several consumers.  A zeroed map (fn NULL) is no map.
+ */
+typedef struct evs_event_map {
+    int (*fn)(void *ctx, const evs_event *in, evs_event *out, void **owned, char *err, size_t errcap);
+    void *ctx;
+} evs_event_map;
+
 /* ---------------------------------------------------------- subscriptions */
 
 typedef struct evs_subscription evs_subscription;
