@@ -84,6 +84,13 @@ static locale_t c_locale;
 static pthread_once_t c_once = PTHREAD_ONCE_INIT;
 static void c_init(void) { c_locale = newlocale(LC_NUMERIC_MASK, "C", (locale_t)0); }
 
+/* An integral double (no libm needed: beyond 2^53 every double is an integer). */
+static int integral(double d) {
+    if (!isfinite(d)) return 0;
+    if (d >= 9007199254740992.0 || d <= -9007199254740992.0) return 1;
+    return d == (double)(int64_t)d;
+}
+
 static double span_number(evs_json_span x) {
     char buf[64], *p = buf;
     if (x.n >= sizeof buf && !(p = malloc(x.n + 1))) return NAN;
@@ -102,7 +109,7 @@ static int span_integral(evs_json_span x, double *d) {
     }
     double v = span_number(x);
     if (d) *d = v;
-    return isfinite(v) && v == floor(v);
+    return integral(v);
 }
 
 unsigned evs__jschema_span_type(evs_json_span v) {
@@ -129,7 +136,7 @@ unsigned evs__jschema_json_type(const json_t *v) {
     case JSON_INTEGER: return JT_INT;
     case JSON_REAL: {
         double d = json_real_value(v);
-        return isfinite(d) && d == floor(d) ? JT_INT : JT_FRAC;
+        return integral(d) ? JT_INT : JT_FRAC;
     }
     }
     return 0;
@@ -137,7 +144,7 @@ unsigned evs__jschema_json_type(const json_t *v) {
 
 /*
  * Decode a string span (quotes included) into *buf (grown with realloc),
- * NUL bytes allowed.  Returns the byte length and the code point count in
+ * NUL bytes allowed, and NUL-terminated (regexec interceptors want it).  Returns the byte length and the code point count in
  * *cps, or -1 when out of memory.  The span comes from a validated buffer.
  */
 static long str_decode(evs_json_span s, char **buf, size_t *cap, size_t *cps) {
@@ -207,6 +214,7 @@ static long str_decode(evs_json_span s, char **buf, size_t *cap, size_t *cps) {
         }
         count++;
     }
+    o[w] = 0; /* room: the text is at least two bytes shorter than its span */
     *cps = count;
     return (long)w;
 }
@@ -496,7 +504,7 @@ static int get_count(cc *c, const char *path, const char *k, const json_t *v, ui
         *out = (uint64_t)json_integer_value(v);
         return 0;
     }
-    if (json_is_real(v) && (d = json_real_value(v)) >= 0 && d == floor(d) && d < 1.8e19) {
+    if (json_is_real(v) && (d = json_real_value(v)) >= 0 && integral(d) && d < 1.8e19) {
         *out = (uint64_t)d;
         return 0;
     }
@@ -1079,7 +1087,9 @@ static int v_string(vc *c, const jnode *n, evs_json_span x) {
                  : n->format == JF_UUID    ? evs__format_uuid(c->buf, (size_t)len)
                                            : evs__format_email(c->buf, (size_t)len);
         static const char *const fname[] = {"", "date-time (RFC 3339)", "uuid", "email address"};
-        if (!ok) return vfail(c, n, "format", NULL, 0, "\"%.100s\" is not a valid %s", c->buf, fname[n->format]);
+        if (!ok)
+            return vfail(c, n, "format", NULL, 0, "\"%.*s\" is not a valid %s", (int)(len > 100 ? 100 : len), c->buf,
+                         fname[n->format]);
     }
     return V_OK;
 }
