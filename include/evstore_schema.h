@@ -240,6 +240,11 @@ typedef enum evs_policy_scope {
 int evs_schema_set_policy(evs_schema_registry *r, evs_policy_scope scope, const char *name,
                           const evs_schema_policy *p);
 int evs_schema_clear_policy(evs_schema_registry *r, evs_policy_scope scope, const char *name);
+/*
+ * The policy set at one scope (EVS_ENOTFOUND when a stream or event type
+ * has none; the default always exists).
+ */
+int evs_schema_get_policy(evs_schema_registry *r, evs_policy_scope scope, const char *name, evs_schema_policy *out);
 /* The policy for (event_type, stream_type) as an append would resolve it. */
 int evs_schema_resolve_policy(evs_schema_registry *r, const char *event_type, const char *stream_type,
                               evs_schema_policy *out);

@@ -294,35 +294,6 @@ static void on_sigint(int sig) {
     proj_stop = 1;
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    size_t r;
-    while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            if (cap >= (16u << 20)) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
-
 int evs__cli_projection(int argc, char **argv) {
     bus_args o;
     evs_store *s = NULL;
@@ -339,7 +310,7 @@ int evs__cli_projection(int argc, char **argv) {
     size_t srclen = 0;
     if (strcmp(act, "create") == 0) {
         if ((code = need("projection", &o, 3, "FILE.lua"))) return code;
-        if (!(src = read_file(o.pos[2], &srclen)))
+        if (!(src = evs__cli_read_file(o.pos[2], 16u << 20, &srclen)))
             return evs__cli_fail(EVS_CLI_NOTFOUND, "projection create: cannot read %s (missing or over 16 MiB)", o.pos[2]);
     }
     if (o.url) {

@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_bus.h"
+#include "cli/cli_schema.h"
 
 typedef struct evs_cli_command {
     const char *name;
@@ -31,6 +32,7 @@ static const evs_cli_command evs_cli_commands[] = {
     {"sub", evs__cli_sub, "durable subscriptions: list, show, pause, resume, reset, delete"},
     {"dlq", evs__cli_dlq, "dead-letter queues: list, show, retry, discard, purge"},
     {"projection", evs__cli_projection, "Lua projections: create, run, status, state, rebuild"},
+    {"schema", evs__cli_schema, "event schemas: register, check, list, show, deprecate, policies, upcasters"},
 };
 
 #define EVS_CLI_NCOMMANDS (sizeof evs_cli_commands / sizeof evs_cli_commands[0])

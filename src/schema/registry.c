@@ -987,6 +987,27 @@ int evs_schema_clear_policy(evs_schema_registry *r, evs_policy_scope scope, cons
     return rc;
 }
 
+int evs_schema_get_policy(evs_schema_registry *r, evs_policy_scope scope, const char *name, evs_schema_policy *out) {
+    if (!r || !out) return evs__err(EVS_EINVAL, "schema get policy: registry and out are required");
+    pol_op op;
+    int rc = policy_args(scope, name, &op);
+    if (rc) return rc;
+    pthread_rwlock_rdlock(&r->lock);
+    if (scope == EVS_POLICY_DEFAULT) {
+        *out = r->def;
+    } else if (scope == EVS_POLICY_EVENT_TYPE) {
+        const evs__stype *t = evs__schema_find(r, name);
+        if (t && t->has_policy) *out = t->policy;
+        else rc = evs__err(EVS_ENOTFOUND, "no policy is set for event type \"%s\"", name);
+    } else {
+        const evs__spolicy *p = spolicy_find(r, name, strlen(name));
+        if (p) *out = p->policy;
+        else rc = evs__err(EVS_ENOTFOUND, "no policy is set for stream type \"%s\"", name);
+    }
+    pthread_rwlock_unlock(&r->lock);
+    return rc;
+}
+
 int evs_schema_resolve_policy(evs_schema_registry *r, const char *event_type, const char *stream_type,
                               evs_schema_policy *out) {
     if (!r || !event_type || !out) return evs__err(EVS_EINVAL, "schema resolve policy: registry, type and out are required");
