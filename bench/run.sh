@@ -6,7 +6,8 @@
 # JSON validator against jansson), bench_store (appends against the disk's
 # fdatasync rate, reads, open time; see the top of bench/bench_store.c),
 # bench_bus (subscriptions and projections), bench_app (commands against raw
-# appends, aggregate loads with and without snapshots) and bench_ws_group (competing
+# appends, aggregate loads with and without snapshots), bench_schema (validated
+# appends against appends without schemas) and bench_ws_group (competing
 # consumers over WebSocket against the in-process group), and tees everything to
 # BUILD_DIR/bench-results.txt.
 #
@@ -64,6 +65,11 @@ run_all() {
         echo
         echo "== bench_app =="
         "$build/bench_app" || status=1
+    fi
+    if [ -x "$build/bench_schema" ]; then
+        echo
+        echo "== bench_schema =="
+        "$build/bench_schema" || status=1
     fi
     if [ -x "$build/bench_ws_group" ] && [ -x "$build/evstore" ]; then
         echo

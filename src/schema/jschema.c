@@ -899,39 +899,156 @@ int evs_json_schema_compile(const char *text, size_t len, evs_json_schema **out,
 
 /* ------------------------------------------------------------ validating */
 
+/*
+ * The walker: one pass over the (already scanned, well-formed) document,
+ * each value validated where it is read and its end returned, so nothing
+ * is scanned twice except by anyOf/oneOf/allOf, which walk the value once
+ * per alternative.  Values no keyword looks at are skipped with a fast
+ * scan.  The path to the current value is a chain of frames on the C
+ * stack, turned into a JSON pointer only when something fails.
+ */
+
 typedef struct seg {
-    evs_json_span key;      /* a member's key (type STRING), or type INVALID for an index */
+    const struct seg *up;
+    const char *key;          /* a member's key with its quotes, or NULL for an array index */
+    size_t klen;
     size_t index;
 } seg;
 
 typedef struct vc {
     const jschema *s;
     evs_schema_violation *v;
-    int quiet;              /* > 0 inside anyOf / oneOf branches: failures are not described */
-    int depth;
+    int quiet;                /* > 0 inside anyOf / oneOf alternatives: failures are not described */
     uint64_t steps;
-    char *buf;
-    size_t cap;
-    seg path[EVS_JSON_MAX_DEPTH + 2];   /* last: the rest is zeroed with offsetof(vc, path) */
+    char *heap;               /* decoded strings too long for small[] */
+    size_t heap_cap;
+    char small[256];
 } vc;
 
 enum { V_OK = 0, V_FAIL = 1, V_BUDGET = 2, V_NOMEM = 3 };
 
-static void render_pointer(const vc *c, char *out, size_t cap, const char *extra, size_t extra_len) {
-    evs__sb b = {0};
-    evs__sb_adds(&b, "");
-    for (int i = 0; i < c->depth; i++) {
-        evs__sb_add(&b, "/", 1);
-        if (c->path[i].key.type == EVS_JSON_STRING) {
-            char *tmp = NULL;
-            size_t tc = 0, cps;
-            long n = str_decode(c->path[i].key, &tmp, &tc, &cps);
-            if (n >= 0) sb_token(&b, tmp, (size_t)n);
-            free(tmp);
-        } else {
-            evs__sb_printf(&b, "%zu", c->path[i].index);
+static inline const char *ws(const char *p, const char *end) {
+    while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+    return p;
+}
+
+/* p at an opening quote: just past the closing one. */
+static const char *str_end(const char *p, const char *end) {
+    p++;
+    for (;;) {
+        const char *q = memchr(p, '"', (size_t)(end - p));
+        if (!q) return end;
+        size_t bs = 0;
+        while (q - bs > p && q[-1 - (ptrdiff_t)bs] == '\\') bs++;
+        if (bs % 2 == 0) return q + 1;
+        p = q + 1;
+    }
+}
+
+static const char *num_end(const char *p, const char *end) {
+    while (p < end && ((*p >= '0' && *p <= '9') || *p == '-' || *p == '+' || *p == '.' || *p == 'e' || *p == 'E')) p++;
+    return p;
+}
+
+/* Past the value at p, whatever it is. */
+static const char *skip_any(const char *p, const char *end) {
+    switch (*p) {
+    case '"': return str_end(p, end);
+    case 't':
+    case 'n': return p + 4;
+    case 'f': return p + 5;
+    case '{':
+    case '[': {
+        size_t depth = 0;
+        while (p < end) {
+            char ch = *p;
+            if (ch == '"') {
+                p = str_end(p, end);
+                continue;
+            }
+            p++;
+            if (ch == '{' || ch == '[') depth++;
+            else if ((ch == '}' || ch == ']') && --depth == 0) break;
+        }
+        return p;
+    }
+    default: return num_end(p, end);
+    }
+}
+
+/*
+ * A number's value.  Integers and plain decimals of up to 15 digits are
+ * computed directly: the digits are exact in a double and so is 10^k for
+ * k <= 22, so one division gives the correctly rounded value strtod would
+ * (the classic fast path); anything else goes to strtod.
+ */
+static double number_value(const char *p, const char *e) {
+    static const double pow10[] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15};
+    const char *q = p;
+    int neg = *q == '-';
+    if (neg) q++;
+    if (e - q <= 16) {
+        int64_t v = 0;
+        int digits = 0, frac = -1;
+        const char *r = q;
+        for (; r < e; r++) {
+            if (*r >= '0' && *r <= '9') {
+                v = v * 10 + (*r - '0');
+                digits++;
+                if (frac >= 0) frac++;
+            } else if (*r == '.' && frac < 0) {
+                frac = 0;
+            } else {
+                break;
+            }
+        }
+        if (r == e && digits <= 15) {
+            double d = frac > 0 ? (double)v / pow10[frac] : (double)v;
+            return neg ? -d : d;
         }
     }
+    return span_number((evs_json_span){p, (size_t)(e - p), EVS_JSON_NUMBER});
+}
+
+static int number_integral(const char *p, const char *e, double d) {
+    for (const char *q = p; q < e; q++)
+        if (*q == '.' || *q == 'e' || *q == 'E') return integral(d);
+    return 1;
+}
+
+/* Decode the string span [p, e) (quotes included) into c's buffers. */
+static long vdecode(vc *c, const char *p, const char *e, size_t *cps, const char **text) {
+    evs_json_span sp = {p, (size_t)(e - p), EVS_JSON_STRING};
+    if (sp.n <= sizeof c->small) {
+        char *tmp = c->small;
+        size_t cap = sizeof c->small;
+        *text = c->small;
+        return str_decode(sp, &tmp, &cap, cps);
+    }
+    long n = str_decode(sp, &c->heap, &c->heap_cap, cps);
+    *text = c->heap;
+    return n;
+}
+
+static void render_seg(evs__sb *b, const seg *s) {
+    if (!s) return;
+    render_seg(b, s->up);
+    evs__sb_add(b, "/", 1);
+    if (!s->key) {
+        evs__sb_printf(b, "%zu", s->index);
+        return;
+    }
+    char *tmp = NULL;
+    size_t cap = 0, cps;
+    long n = str_decode((evs_json_span){s->key, s->klen, EVS_JSON_STRING}, &tmp, &cap, &cps);
+    if (n >= 0) sb_token(b, tmp, (size_t)n);
+    free(tmp);
+}
+
+static void render_pointer(const seg *path, char *out, size_t cap, const char *extra, size_t extra_len) {
+    evs__sb b = {0};
+    evs__sb_adds(&b, "");
+    render_seg(&b, path);
     if (extra) {
         evs__sb_add(&b, "/", 1);
         sb_token(&b, extra, extra_len);
@@ -940,12 +1057,13 @@ static void render_pointer(const vc *c, char *out, size_t cap, const char *extra
     evs__sb_free(&b);
 }
 
-static int vfail(vc *c, const jnode *n, const char *keyword, const char *extra, size_t extra_len, const char *fmt, ...)
-    __attribute__((format(printf, 6, 7)));
-static int vfail(vc *c, const jnode *n, const char *keyword, const char *extra, size_t extra_len, const char *fmt, ...) {
+static int vfail(vc *c, const jnode *n, const seg *path, const char *keyword, const char *extra, size_t extra_len,
+                 const char *fmt, ...) __attribute__((format(printf, 7, 8)));
+static int vfail(vc *c, const jnode *n, const seg *path, const char *keyword, const char *extra, size_t extra_len,
+                 const char *fmt, ...) {
     if (c->quiet || !c->v) return V_FAIL;
     evs_schema_violation *v = c->v;
-    render_pointer(c, v->pointer, sizeof v->pointer, extra, extra_len);
+    render_pointer(path, v->pointer, sizeof v->pointer, extra, extra_len);
     snprintf(v->keyword, sizeof v->keyword, "%s", keyword);
     snprintf(v->schema_path, sizeof v->schema_path, "%s/%s", n->path, keyword);
     va_list ap;
@@ -984,139 +1102,137 @@ static const char *type_name(unsigned bit) {
     }
 }
 
-static int vnode(vc *c, int ni, evs_json_span x);
+static int walk(vc *c, int ni, const char *p, const char *end, const seg *path, const char **next);
 
-static int push(vc *c, evs_json_span key, size_t index) {
-    if (c->depth >= (int)(sizeof c->path / sizeof c->path[0])) return -1;
-    c->path[c->depth].key = key;
-    c->path[c->depth].index = index;
-    c->depth++;
-    return 0;
-}
-
-static int v_object(vc *c, const jnode *n, evs_json_span x) {
+/* The members of the object at p, against n's properties / required / additionalProperties. */
+static int walk_object(vc *c, const jnode *n, const char *p, const char *end, const seg *path, const char **next) {
     uint64_t seen_small = 0, *seen = &seen_small;
     int rc = V_OK;
     if (n->nreq > 64 && !(seen = calloc((n->nreq + 63) / 64, sizeof *seen))) return V_NOMEM;
-    evs_json_iter it;
-    evs_json_span k, val;
-    char kb[256], *heap = NULL;
-    size_t heap_cap = 0;
-    evs__json_iter_init(&it, x);
-    while (rc == V_OK && evs__json_iter_member(&it, &k, &val)) {
-        size_t cps;
-        const char *name;
-        long kl;
-        if (k.n <= sizeof kb) {
-            char *tmp = kb;
-            size_t cap = sizeof kb;
-            kl = str_decode(k, &tmp, &cap, &cps);
-            name = kb;
-        } else {
-            kl = str_decode(k, &heap, &heap_cap, &cps);
-            name = heap;
+    const char *q = ws(p + 1, end);
+    while (rc == V_OK && q < end && *q == '"') {
+        const char *kend = str_end(q, end);
+        seg me = {path, q, (size_t)(kend - q), 0};
+        /* keys without escapes are looked up as they are */
+        const char *name = q + 1;
+        long kl = kend - q - 2;
+        if (memchr(name, '\\', (size_t)kl)) {
+            size_t cps;
+            char *tmp = NULL;
+            size_t cap = 0;
+            kl = str_decode((evs_json_span){q, (size_t)(kend - q), EVS_JSON_STRING}, &tmp, &cap, &cps);
+            if (kl < 0) {
+                rc = V_NOMEM;
+                break;
+            }
+            /* keep the decoded key for the lookup only */
+            if ((size_t)kl < sizeof c->small) {
+                memcpy(c->small, tmp, (size_t)kl);
+                name = c->small;
+            } else {
+                free(c->heap);
+                c->heap = tmp, c->heap_cap = cap, tmp = NULL;
+                name = c->heap;
+            }
+            free(tmp);
         }
-        if (kl < 0) {
-            rc = V_NOMEM;
-            break;
-        }
-        int sub = n->addl;
+        int sub = n->addl, named = 0;
         if (n->nnames) {
             jname key = {(char *)name, (size_t)kl, 0, 0};
             const jname *hit = bsearch(&key, n->names, n->nnames, sizeof *n->names, name_cmp);
             if (hit) {
                 if (hit->req >= 0) seen[hit->req / 64] |= 1ull << (hit->req % 64);
-                sub = hit->node >= 0 ? hit->node : n->addl;
-                if (hit->node >= 0) goto check;
+                if (hit->node >= 0) sub = hit->node, named = 1;
             }
         }
-        if (sub >= 0 && evs__jschema_deref(c->s, sub)->kind == JN_FALSE) {
-            rc = vfail(c, n, "additionalProperties", name, (size_t)kl, "property \"%.*s\" is not allowed",
-                       (int)(kl > 100 ? 100 : kl), name);
+        if (!named && sub >= 0 && evs__jschema_deref(c->s, sub)->kind == JN_FALSE) {
+            char shown[101];
+            size_t sl = (size_t)kl < 100 ? (size_t)kl : 100;
+            memcpy(shown, name, sl);
+            shown[sl] = 0;
+            rc = vfail(c, n, path, "additionalProperties", shown, sl, "property \"%s\" is not allowed", shown);
             break;
         }
-    check:
-        if (sub < 0) continue;
-        if (push(c, k, 0)) {
-            rc = V_BUDGET;
-            break;
+        q = ws(ws(kend, end) + 1, end); /* past the ':' */
+        if (sub >= 0) {
+            rc = walk(c, sub, q, end, &me, &q);
+        } else {
+            q = skip_any(q, end);
         }
-        rc = vnode(c, sub, val);
-        c->depth--;
+        q = ws(q, end);
+        if (q < end && *q == ',') q = ws(q + 1, end);
     }
+    if (rc == V_OK) *next = q < end ? q + 1 : end; /* past the '}' */
     for (size_t r = 0; rc == V_OK && r < n->nreq; r++) {
         if (seen[r / 64] & (1ull << (r % 64))) continue;
         const jname *m = &n->names[n->req_order[r]];
-        rc = vfail(c, n, "required", m->name, m->len, "required property \"%.*s\" is missing",
+        rc = vfail(c, n, path, "required", m->name, m->len, "required property \"%.*s\" is missing",
                    (int)(m->len > 100 ? 100 : m->len), m->name);
     }
-    free(heap);
     if (seen != &seen_small) free(seen);
     return rc;
 }
 
-static int v_array(vc *c, const jnode *n, evs_json_span x) {
-    evs_json_iter it;
-    evs_json_span e;
+static int walk_array(vc *c, const jnode *n, const char *p, const char *end, const seg *path, const char **next) {
+    const char *q = ws(p + 1, end);
     size_t i = 0;
     int rc = V_OK;
-    evs__json_iter_init(&it, x);
-    while (rc == V_OK && evs__json_iter_element(&it, &e)) {
-        if (push(c, (evs_json_span){NULL, 0, EVS_JSON_INVALID}, i)) return V_BUDGET;
-        rc = vnode(c, n->items, e);
-        c->depth--;
-        i++;
+    while (rc == V_OK && q < end && *q != ']') {
+        seg me = {path, NULL, 0, i++};
+        rc = walk(c, n->items, q, end, &me, &q);
+        q = ws(q, end);
+        if (q < end && *q == ',') q = ws(q + 1, end);
     }
+    if (rc == V_OK) *next = q < end ? q + 1 : end;
     return rc;
 }
 
-static int v_string(vc *c, const jnode *n, evs_json_span x) {
+static int check_string(vc *c, const jnode *n, const char *p, const char *e, const seg *path) {
     size_t cps;
-    long len = str_decode(x, &c->buf, &c->cap, &cps);
+    const char *text;
+    long len = vdecode(c, p, e, &cps, &text);
     if (len < 0) return V_NOMEM;
     if ((n->has & JH_MINLEN) && cps < n->minlen)
-        return vfail(c, n, "minLength", NULL, 0, "%zu characters, fewer than the minimum %llu", cps,
+        return vfail(c, n, path, "minLength", NULL, 0, "%zu characters, fewer than the minimum %llu", cps,
                      (unsigned long long)n->minlen);
     if ((n->has & JH_MAXLEN) && cps > n->maxlen)
-        return vfail(c, n, "maxLength", NULL, 0, "%zu characters, more than the maximum %llu", cps,
+        return vfail(c, n, path, "maxLength", NULL, 0, "%zu characters, more than the maximum %llu", cps,
                      (unsigned long long)n->maxlen);
-    if ((n->has & JH_PATTERN) && !evs__regex_search(n->re, c->buf, (size_t)len))
-        return vfail(c, n, "pattern", NULL, 0, "does not match the pattern \"%.200s\"", n->pattern);
+    if ((n->has & JH_PATTERN) && !evs__regex_search(n->re, text, (size_t)len))
+        return vfail(c, n, path, "pattern", NULL, 0, "does not match the pattern \"%.200s\"", n->pattern);
     if (n->has & JH_FORMAT) {
-        int ok = n->format == JF_DATE_TIME ? evs__format_date_time(c->buf, (size_t)len)
-                 : n->format == JF_UUID    ? evs__format_uuid(c->buf, (size_t)len)
-                                           : evs__format_email(c->buf, (size_t)len);
+        int ok = n->format == JF_DATE_TIME ? evs__format_date_time(text, (size_t)len)
+                 : n->format == JF_UUID    ? evs__format_uuid(text, (size_t)len)
+                                           : evs__format_email(text, (size_t)len);
         static const char *const fname[] = {"", "date-time (RFC 3339)", "uuid", "email address"};
         if (!ok)
-            return vfail(c, n, "format", NULL, 0, "\"%.*s\" is not a valid %s", (int)(len > 100 ? 100 : len), c->buf,
+            return vfail(c, n, path, "format", NULL, 0, "\"%.*s\" is not a valid %s", (int)(len > 100 ? 100 : len), text,
                          fname[n->format]);
     }
     return V_OK;
 }
 
-static int v_number(vc *c, const jnode *n, evs_json_span x) {
-    double d = span_number(x);
+static int check_number(vc *c, const jnode *n, double d, const char *p, const char *e, const seg *path) {
+    int w = (int)(e - p > 40 ? 40 : e - p);
     if ((n->has & JH_MIN) && !(d >= n->min))
-        return vfail(c, n, "minimum", NULL, 0, "%.*s is less than the minimum %.17g", (int)(x.n > 40 ? 40 : x.n), x.p, n->min);
+        return vfail(c, n, path, "minimum", NULL, 0, "%.*s is less than the minimum %.17g", w, p, n->min);
     if ((n->has & JH_MAX) && !(d <= n->max))
-        return vfail(c, n, "maximum", NULL, 0, "%.*s is greater than the maximum %.17g", (int)(x.n > 40 ? 40 : x.n), x.p,
-                     n->max);
+        return vfail(c, n, path, "maximum", NULL, 0, "%.*s is greater than the maximum %.17g", w, p, n->max);
     if ((n->has & JH_XMIN) && !(d > n->xmin))
-        return vfail(c, n, "exclusiveMinimum", NULL, 0, "%.*s is not greater than %.17g", (int)(x.n > 40 ? 40 : x.n), x.p,
-                     n->xmin);
+        return vfail(c, n, path, "exclusiveMinimum", NULL, 0, "%.*s is not greater than %.17g", w, p, n->xmin);
     if ((n->has & JH_XMAX) && !(d < n->xmax))
-        return vfail(c, n, "exclusiveMaximum", NULL, 0, "%.*s is not less than %.17g", (int)(x.n > 40 ? 40 : x.n), x.p,
-                     n->xmax);
+        return vfail(c, n, path, "exclusiveMaximum", NULL, 0, "%.*s is not less than %.17g", w, p, n->xmax);
     return V_OK;
 }
 
-/* anyOf / oneOf: how many branches match (oneOf stops at two); the first matching in *first. */
-static int count_matches(vc *c, const int *list, size_t n, size_t stop, evs_json_span x, size_t *count, size_t *first,
-                         size_t *second) {
+/* anyOf / oneOf: how many alternatives match (stopping at `stop`); the first two matching in *first, *second. */
+static int count_matches(vc *c, const int *list, size_t n, size_t stop, const char *p, const char *end, const seg *path,
+                         size_t *count, size_t *first, size_t *second) {
     *count = 0;
     c->quiet++;
     for (size_t i = 0; i < n; i++) {
-        int rc = vnode(c, list[i], x);
+        const char *q;
+        int rc = walk(c, list[i], p, end, path, &q);
         if (rc == V_BUDGET || rc == V_NOMEM) {
             c->quiet--;
             return rc;
@@ -1131,88 +1247,146 @@ static int count_matches(vc *c, const int *list, size_t n, size_t stop, evs_json
     return V_OK;
 }
 
-/* Describe why branch i failed (run again, not quiet) into a short text. */
-static void branch_reason(vc *c, int node, evs_json_span x, char *out, size_t cap) {
+/* Why alternative `node` fails (walked again, not quietly), in a short text. */
+static void branch_reason(vc *c, int node, const char *p, const char *end, const seg *path, char *out, size_t cap) {
     out[0] = 0;
     if (c->quiet || !c->v) return;
     evs_schema_violation save = *c->v;
-    if (vnode(c, node, x) == V_FAIL)
+    const char *q;
+    if (walk(c, node, p, end, path, &q) == V_FAIL)
         snprintf(out, cap, "%.60s: %.31s: %.200s", c->v->pointer[0] ? c->v->pointer : "(root)", c->v->keyword,
                  c->v->message);
     *c->v = save;
 }
 
-static int vnode(vc *c, int ni, evs_json_span x) {
+static int walk(vc *c, int ni, const char *p, const char *end, const seg *path, const char **next) {
     if (++c->steps > EVS_JSCHEMA_MAX_STEPS) return V_BUDGET;
-    const jnode *n = &c->s->nodes[ni];
-    if (n->kind == JN_TRUE) return V_OK;
-    if (n->kind == JN_FALSE) return vfail(c, n, "false", NULL, 0, "no value is allowed here (the schema is false)");
-    if (n->kind == JN_REF) return vnode(c, n->ref, x);
+    const jnode *n = evs__jschema_deref(c->s, ni);
     unsigned has = n->has;
-    if (!has) return V_OK;
-    unsigned t = evs__jschema_span_type(x);
+    if (n->kind == JN_TRUE || (n->kind == JN_SCHEMA && !has)) {
+        *next = skip_any(p, end);
+        return V_OK;
+    }
+    if (n->kind == JN_FALSE) return vfail(c, n, path, "false", NULL, 0, "no value is allowed here (the schema is false)");
+    const char *e = NULL; /* the value's end, once known */
+    unsigned t;
+    double num = 0;
     int rc;
+    switch (*p) {
+    case '{': t = JT_OBJECT; break;
+    case '[': t = JT_ARRAY; break;
+    case '"': t = JT_STRING; break;
+    case 't':
+    case 'f': t = JT_BOOL; break;
+    case 'n': t = JT_NULL; break;
+    default:
+        e = num_end(p, end);
+        num = number_value(p, e);
+        t = number_integral(p, e, num) ? JT_INT : JT_FRAC;
+        break;
+    }
     if ((has & JH_TYPE) && !(n->types & t)) {
         char want[80];
         types_text(n->types, want, sizeof want);
-        return vfail(c, n, "type", NULL, 0, "expected %s, got %s", want, type_name(t));
+        return vfail(c, n, path, "type", NULL, 0, "expected %s, got %s", want, type_name(t));
     }
     if (has & (JH_ENUM | JH_CONST)) {
+        if (!e) e = skip_any(p, end);
+        evs_json_span x = {p, (size_t)(e - p), t == JT_OBJECT ? EVS_JSON_OBJECT : t == JT_ARRAY ? EVS_JSON_ARRAY
+                                                 : t == JT_STRING ? EVS_JSON_STRING : t == JT_NULL ? EVS_JSON_NULL
+                                                 : t == JT_BOOL ? (*p == 't' ? EVS_JSON_TRUE : EVS_JSON_FALSE)
+                                                                : EVS_JSON_NUMBER};
         size_t m = json_array_size(n->enums), i;
         for (i = 0; i < m; i++)
             if (evs__jschema_span_equals(x, json_array_get(n->enums, i))) break;
         if (i == m) {
             if (has & JH_CONST) {
                 char *want = json_dumps(json_array_get(n->enums, 0), JSON_COMPACT | JSON_ENCODE_ANY);
-                rc = vfail(c, n, "const", NULL, 0, "must be %.200s", want ? want : "the constant");
+                rc = vfail(c, n, path, "const", NULL, 0, "must be %.200s", want ? want : "the constant");
                 free(want);
                 return rc;
             }
-            return vfail(c, n, "enum", NULL, 0, "%.*s is not one of the %zu allowed values", (int)(x.n > 60 ? 60 : x.n), x.p, m);
+            return vfail(c, n, path, "enum", NULL, 0, "%.*s is not one of the %zu allowed values", (int)(x.n > 60 ? 60 : x.n),
+                         x.p, m);
         }
     }
-    if ((t & JT_NUMBER) && (has & (JH_MIN | JH_MAX | JH_XMIN | JH_XMAX)) && (rc = v_number(c, n, x))) return rc;
-    if (t == JT_STRING && (has & (JH_MINLEN | JH_MAXLEN | JH_PATTERN | JH_FORMAT)) && (rc = v_string(c, n, x)))
-        return rc;
-    if (t == JT_OBJECT && (has & (JH_PROPS | JH_ADDL)) && (rc = v_object(c, n, x))) return rc;
-    if (t == JT_ARRAY && (has & JH_ITEMS) && (rc = v_array(c, n, x))) return rc;
-    for (size_t i = 0; i < n->nall; i++)
-        if ((rc = vnode(c, n->all[i], x))) return rc;
+    switch (t) {
+    case JT_INT:
+    case JT_FRAC:
+        if ((has & (JH_MIN | JH_MAX | JH_XMIN | JH_XMAX)) && (rc = check_number(c, n, num, p, e, path))) return rc;
+        break;
+    case JT_STRING:
+        if (has & (JH_MINLEN | JH_MAXLEN | JH_PATTERN | JH_FORMAT)) {
+            if (!e) e = str_end(p, end);
+            if ((rc = check_string(c, n, p, e, path))) return rc;
+        }
+        break;
+    case JT_OBJECT:
+        if (has & (JH_PROPS | JH_ADDL)) {
+            const char *q;
+            if ((rc = walk_object(c, n, p, end, path, &q))) return rc;
+            e = q;
+        }
+        break;
+    case JT_ARRAY:
+        if (has & JH_ITEMS) {
+            const char *q;
+            if ((rc = walk_array(c, n, p, end, path, &q))) return rc;
+            e = q;
+        }
+        break;
+    default: break;
+    }
+    const char *q;
+    for (size_t i = 0; i < n->nall; i++) {
+        if ((rc = walk(c, n->all[i], p, end, path, &q))) return rc;
+        if (!e) e = q;
+    }
     if (has & JH_ANYOF) {
         size_t count, first = 0, second = 0;
-        if ((rc = count_matches(c, n->any, n->nany, 1, x, &count, &first, &second))) return rc;
+        if ((rc = count_matches(c, n->any, n->nany, 1, p, end, path, &count, &first, &second))) return rc;
         if (count == 0) {
             char why[300];
-            branch_reason(c, n->any[0], x, why, sizeof why);
-            return vfail(c, n, "anyOf", NULL, 0, "matches none of the %zu anyOf alternatives%s%s", n->nany,
+            branch_reason(c, n->any[0], p, end, path, why, sizeof why);
+            return vfail(c, n, path, "anyOf", NULL, 0, "matches none of the %zu anyOf alternatives%s%s", n->nany,
                          why[0] ? "; the first fails at " : "", why);
         }
     }
     if (has & JH_ONEOF) {
         size_t count, first = 0, second = 0;
-        if ((rc = count_matches(c, n->one, n->none, 2, x, &count, &first, &second))) return rc;
+        if ((rc = count_matches(c, n->one, n->none, 2, p, end, path, &count, &first, &second))) return rc;
         if (count == 0) {
             char why[300];
-            branch_reason(c, n->one[0], x, why, sizeof why);
-            return vfail(c, n, "oneOf", NULL, 0, "matches none of the %zu oneOf alternatives%s%s", n->none,
+            branch_reason(c, n->one[0], p, end, path, why, sizeof why);
+            return vfail(c, n, path, "oneOf", NULL, 0, "matches none of the %zu oneOf alternatives%s%s", n->none,
                          why[0] ? "; the first fails at " : "", why);
         }
         if (count > 1)
-            return vfail(c, n, "oneOf", NULL, 0, "matches oneOf alternatives %zu and %zu; exactly one must match",
+            return vfail(c, n, path, "oneOf", NULL, 0, "matches oneOf alternatives %zu and %zu; exactly one must match",
                          first + 1, second + 1);
     }
+    *next = e ? e : skip_any(p, end);
     return V_OK;
 }
 
+/* Run the walker from node over a well-formed document. */
+static int run_walk(const jschema *s, int node, const char *json, size_t len, evs_schema_violation *v) {
+    vc c;
+    c.s = s;
+    c.v = v;
+    c.quiet = 0;
+    c.steps = 0;
+    c.heap = NULL;
+    c.heap_cap = 0;
+    evs_json_span root = evs__json_root(json, len);
+    const char *next;
+    int rc = walk(&c, node, root.p, root.p + root.n, NULL, &next);
+    free(c.heap);
+    return rc;
+}
+
 int evs__jschema_check(const jschema *s, const char *json, size_t len, evs_schema_violation *v) {
-    vc *c = malloc(sizeof *c);
-    if (!c) return evs__err(EVS_ENOMEM, "out of memory validating a document");
-    memset(c, 0, offsetof(vc, path));
-    c->s = s;
-    c->v = v;
-    int rc = vnode(c, s->root, evs__json_root(json, len));
-    free(c->buf);
-    free(c);
+    int rc = run_walk(s, s->root, json, len, v);
     switch (rc) {
     case V_OK:
         if (v) memset(v, 0, sizeof *v);
@@ -1228,13 +1402,7 @@ int evs__jschema_check(const jschema *s, const char *json, size_t len, evs_schem
 }
 
 int evs__jschema_check_node(const jschema *s, int node, const char *json, size_t len) {
-    vc *c = malloc(sizeof *c);
-    if (!c) return -1;
-    memset(c, 0, offsetof(vc, path));
-    c->s = s;
-    int rc = vnode(c, node, evs__json_root(json, len));
-    free(c->buf);
-    free(c);
+    int rc = run_walk(s, node, json, len, NULL);
     return rc == V_OK ? 1 : rc == V_FAIL ? 0 : -1;
 }
 

@@ -52,26 +52,36 @@
 #include "schema/regex.h"
 
 struct evs__regex {
-    regex_t re;
+    regex_t re;               /* compiled under C.UTF-8 */
+    regex_t bytes;            /* the same under C, when the expression is ASCII: for ASCII text */
+    int has_bytes;
 };
 
 /* ----------------------------------------------------------- the locale */
 
-static locale_t utf8_locale;
+static locale_t utf8_locale, c_locale;
 static pthread_once_t utf8_once = PTHREAD_ONCE_INIT;
 
 static void utf8_init(void) {
     utf8_locale = newlocale(LC_CTYPE_MASK | LC_COLLATE_MASK, "C.UTF-8", (locale_t)0);
+    c_locale = newlocale(LC_CTYPE_MASK | LC_COLLATE_MASK, "C", (locale_t)0);
 }
 
-/* Switch this thread to C.UTF-8 (when the system has it); returns the old locale or 0. */
-static locale_t enter_utf8(void) {
+/* Switch this thread to C.UTF-8 (utf8) or C (when the system has it); returns the old locale or 0. */
+static locale_t enter(int utf8) {
     pthread_once(&utf8_once, utf8_init);
-    return utf8_locale ? uselocale(utf8_locale) : (locale_t)0;
+    locale_t l = utf8 ? utf8_locale : c_locale;
+    return l ? uselocale(l) : (locale_t)0;
 }
 
-static void leave_utf8(locale_t old) {
+static void leave(locale_t old) {
     if (old) uselocale(old);
+}
+
+static int ascii(const char *s, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] >= 0x80) return 0;
+    return 1;
 }
 
 /* ---------------------------------------------------------- translation */
@@ -613,17 +623,28 @@ int evs__regex_compile(const char *src, size_t len, evs__regex **out, char *why,
         snprintf(why, cap, "out of memory");
         return EVS_ENOMEM;
     }
-    locale_t old = enter_utf8();
+    locale_t old = enter(1);
     int e = regcomp(&r->re, ere, REG_EXTENDED | REG_NOSUB);
-    leave_utf8(old);
-    free(ere);
+    leave(old);
     if (e) {
         char msg[160];
         regerror(e, &r->re, msg, sizeof msg);
         snprintf(why, cap, "the pattern does not compile: %s", msg);
+        free(ere);
         free(r);
         return e == REG_ESPACE ? EVS_ENOMEM : EVS_EINVAL;
     }
+    /*
+     * An ASCII expression means the same byte by byte on ASCII text, and
+     * glibc matches about three times faster without multibyte decoding:
+     * keep a second compilation for the text that allows it.
+     */
+    if (ascii(ere, strlen(ere))) {
+        old = enter(0);
+        r->has_bytes = regcomp(&r->bytes, ere, REG_EXTENDED | REG_NOSUB) == 0;
+        leave(old);
+    }
+    free(ere);
     *out = r;
     return EVS_OK;
 }
@@ -631,6 +652,7 @@ int evs__regex_compile(const char *src, size_t len, evs__regex **out, char *why,
 void evs__regex_free(evs__regex *r) {
     if (!r) return;
     regfree(&r->re);
+    if (r->has_bytes) regfree(&r->bytes);
     free(r);
 }
 
@@ -638,8 +660,9 @@ int evs__regex_search(const evs__regex *r, const char *s, size_t n) {
     regmatch_t m[1];
     m[0].rm_so = 0;
     m[0].rm_eo = (regoff_t)n;
-    locale_t old = enter_utf8();
-    int e = regexec(&r->re, s, 1, m, REG_STARTEND);
-    leave_utf8(old);
+    int bytes = r->has_bytes && ascii(s, n);
+    locale_t old = enter(!bytes);
+    int e = regexec(bytes ? &r->bytes : &r->re, s, 1, m, REG_STARTEND);
+    leave(old);
     return e == 0;
 }

@@ -194,6 +194,41 @@ static void test_numbers(void) {
     evs_json_schema_free(js);
 }
 
+/* The walker's fast decimal path gives exactly what strtod (jansson's bounds) gives. */
+static void test_decimal_values(void) {
+    uint64_t x = 88172645463325252ull;
+    int mismatches = 0;
+    for (int i = 0; i < 3000; i++) {
+        x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+        int digits = 1 + (int)(x % 15), point = (int)((x >> 8) % (uint64_t)(digits + 1));
+        char num[40];
+        size_t w = 0;
+        if (x & (1ull << 40)) num[w++] = '-';
+        for (int d = 0; d < digits; d++) {
+            if (d == point && d > 0) num[w++] = '.';
+            num[w++] = (char)('0' + (x >> (d * 3 % 50)) % 10);
+        }
+        num[w] = 0;
+        if (w > 1 && num[w - 1] == '.') num[--w] = 0;
+        /* no leading zeros (strict JSON): prefix a 1 */
+        char text[48];
+        const char *digits_at = num[0] == '-' ? num + 1 : num;
+        snprintf(text, sizeof text, "%s1%s", num[0] == '-' ? "-" : "", digits_at);
+        char schema[160];
+        snprintf(schema, sizeof schema, "{\"minimum\":%s,\"maximum\":%s}", text, text);
+        evs_json_schema *js = NULL;
+        if (evs_json_schema_compile(schema, strlen(schema), &js, NULL) != EVS_OK) {
+            mismatches++;
+            continue;
+        }
+        if (evs_json_schema_validate(js, text, strlen(text), NULL) != EVS_OK) {
+            if (mismatches++ < 3) fprintf(stderr, "decimal %s is not within [itself, itself]\n", text);
+        }
+        evs_json_schema_free(js);
+    }
+    CHECK_INT(mismatches, 0);
+}
+
 static void test_strings(void) {
     evs_json_schema *js = compile_ok("{\"minLength\":2,\"maxLength\":3}");
     PASSES(js, "\"ab\"");
@@ -635,6 +670,7 @@ int main(void) {
     test_object();
     test_enum_const();
     test_numbers();
+    test_decimal_values();
     test_strings();
     test_formats();
     test_items();
