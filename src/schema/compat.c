@@ -98,24 +98,6 @@ static unsigned eff_types(const jnode *n) {
     return t;
 }
 
-static void types_text(unsigned t, char *out, size_t cap) {
-    static const struct {
-        unsigned bits;
-        const char *name;
-    } names[] = {{JT_NULL, "null"}, {JT_BOOL, "boolean"}, {JT_OBJECT, "object"}, {JT_ARRAY, "array"},
-                 {JT_STRING, "string"}, {JT_NUMBER, "number"}, {JT_INT, "integer"}, {JT_FRAC, "non-integer number"}};
-    size_t w = 0;
-    out[0] = 0;
-    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
-        if ((t & names[i].bits) != names[i].bits) continue;
-        if (names[i].bits != JT_NUMBER && (names[i].bits & JT_NUMBER) && (t & JT_NUMBER) == JT_NUMBER) continue;
-        int k = snprintf(out + w, cap - w, "%s%s", w ? ", " : "", names[i].name);
-        if (k < 0 || (size_t)k >= cap - w) break;
-        w += (size_t)k;
-    }
-    if (!w) snprintf(out, cap, "nothing");
-}
-
 /* Validate a jansson value against a node of a schema: 1, 0, -1 undecided. */
 static int value_valid(const jschema *s, int node, const json_t *v) {
     char *txt = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(17));
@@ -446,8 +428,8 @@ static int inc_base(ic *c, const jnode *x, const jnode *y, unsigned ignore) {
         return no(c, y, (y->has & JH_CONST) ? "const" : "enum", "values are restricted here but not in the other schema");
     if ((y->has & JH_TYPE) && (ta & ~y->types)) {
         char got[120], want[120];
-        types_text(ta & ~y->types, got, sizeof got);
-        types_text(y->types, want, sizeof want);
+        evs__jschema_types_text(ta & ~y->types, got, sizeof got);
+        evs__jschema_types_text(y->types, want, sizeof want);
         return no(c, y, "type", "allows only %s; the other schema also allows %s", want, got);
     }
     if ((ta & JT_NUMBER) && !inc_number(c, x, y)) return 0;

@@ -1073,21 +1073,23 @@ static int vfail(vc *c, const jnode *n, const seg *path, const char *keyword, co
     return V_FAIL;
 }
 
-static void types_text(unsigned t, char *out, size_t cap) {
+void evs__jschema_types_text(unsigned t, char *out, size_t cap) {
     static const struct {
         unsigned bits;
         const char *name;
     } names[] = {{JT_NULL, "null"}, {JT_BOOL, "boolean"}, {JT_OBJECT, "object"}, {JT_ARRAY, "array"},
-                 {JT_STRING, "string"}, {JT_NUMBER, "number"}, {JT_INT, "integer"}};
+                 {JT_STRING, "string"}, {JT_NUMBER, "number"}, {JT_INT, "integer"}, {JT_FRAC, "non-integer number"}};
     size_t w = 0;
     out[0] = 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
         if ((t & names[i].bits) != names[i].bits) continue;
-        if (names[i].bits == JT_INT && (t & JT_FRAC)) continue; /* number says it */
+        /* "number" says both halves */
+        if (names[i].bits != JT_NUMBER && (names[i].bits & JT_NUMBER) && (t & JT_NUMBER) == JT_NUMBER) continue;
         int k = snprintf(out + w, cap - w, "%s%s", w ? " or " : "", names[i].name);
         if (k < 0 || (size_t)k >= cap - w) break;
         w += (size_t)k;
     }
+    if (!w) snprintf(out, cap, "nothing");
 }
 
 static const char *type_name(unsigned bit) {
@@ -1287,7 +1289,7 @@ static int walk(vc *c, int ni, const char *p, const char *end, const seg *path, 
     }
     if ((has & JH_TYPE) && !(n->types & t)) {
         char want[80];
-        types_text(n->types, want, sizeof want);
+        evs__jschema_types_text(n->types, want, sizeof want);
         return vfail(c, n, path, "type", NULL, 0, "expected %s, got %s", want, type_name(t));
     }
     if (has & (JH_ENUM | JH_CONST)) {

@@ -117,6 +117,9 @@ int evs__jschema_check(const jschema *s, const char *json, size_t len, evs_schem
 /* Is the (well-formed) document valid under the subschema at node?  1 yes, 0 no, -1 undecided (budget, memory). */
 int evs__jschema_check_node(const jschema *s, int node, const char *json, size_t len);
 
+/* The type names in a JT_* set, "string or null" ("nothing" for none). */
+void evs__jschema_types_text(unsigned t, char *out, size_t cap);
+
 /* Fill a violation (any of the strings may be NULL). */
 void evs__jschema_set(evs_schema_violation *v, const char *pointer, const char *keyword, const char *schema_path,
                       const char *fmt, ...) __attribute__((format(printf, 5, 6)));

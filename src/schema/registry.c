@@ -19,7 +19,7 @@
  *   upcasters  type 0x00 be32(from) -> {"lang": "lua", "source": "...",
  *              "registered_at": ns}  (C upcasters are never stored)
  *
- * Everything is loaded at open and kept in memory (registry.h); the append
+ * Everything is loaded at open and kept in memory (table.h); the append
  * hook reads only memory, under the read lock.  A version never changes
  * once registered, except its deprecation.
  *
@@ -39,29 +39,13 @@
 #include <sys/stat.h>
 
 #include "core/core.h"
-#include "schema/registry.h"
+#include "schema/table.h"
 #include "store/store_access.h"
 
 #define EVS_SCHEMA_MAP_SIZE (1ull << 30)
 
 static _Thread_local evs_schema_violation tl_violation;
 static _Thread_local int tl_have_violation;
-
-int evs__schema_mdb_err(int rc, const char *what) {
-    if (rc == MDB_MAP_FULL) return evs__err(EVS_ELIMIT, "schemas: %s: the registry's map is full", what);
-    return evs__err(EVS_EIO, "schemas: %s: %s", what, mdb_strerror(rc));
-}
-
-size_t evs__schema_key(uint8_t *buf, const char *type, uint32_t version) {
-    size_t n = strlen(type);
-    memcpy(buf, type, n);
-    buf[n] = 0;
-    buf[n + 1] = (uint8_t)(version >> 24);
-    buf[n + 2] = (uint8_t)(version >> 16);
-    buf[n + 3] = (uint8_t)(version >> 8);
-    buf[n + 4] = (uint8_t)version;
-    return n + 5;
-}
 
 /* ----------------------------------------------------------------- names */
 
@@ -114,16 +98,6 @@ static int check_name(const char *what, const char *s) {
 }
 
 /* ----------------------------------------------------------------- types */
-
-static int type_cmp(const void *key, const void *elem) {
-    return strcmp((const char *)key, (*(evs__stype *const *)elem)->name);
-}
-
-evs__stype *evs__schema_find(const evs_schema_registry *r, const char *name) {
-    if (!r->nt) return NULL;
-    evs__stype **hit = bsearch(name, r->t, r->nt, sizeof *r->t, type_cmp);
-    return hit ? *hit : NULL;
-}
 
 /* The type, created (empty, compat backward) when missing.  Write lock held (or opening). */
 static evs__stype *type_get(evs_schema_registry *r, const char *name) {
@@ -181,13 +155,6 @@ static void type_free(evs__stype *t) {
     free(t->up);
     free(t->name);
     free(t);
-}
-
-void evs__schema_note(evs__stype *t, _Atomic uint64_t *counter, const char *msg) {
-    atomic_fetch_add_explicit(counter, 1, memory_order_relaxed);
-    pthread_mutex_lock(&t->last_mu);
-    snprintf(t->last_failure, sizeof t->last_failure, "%s", msg);
-    pthread_mutex_unlock(&t->last_mu);
 }
 
 /* ---------------------------------------------------------------- policy */

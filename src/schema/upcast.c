@@ -35,7 +35,7 @@
 
 #include "core/core.h"
 #include "core/json.h"
-#include "schema/registry.h"
+#include "schema/table.h"
 
 void evs__upcaster_free(evs__upcaster *u) {
     if (!u) return;

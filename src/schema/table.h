@@ -1,7 +1,8 @@
 /*
- * registry.h — the schema registry's in-memory state, shared by
- * registry.c (versions, policies, the append hook, stats, DIR/schemas/)
- * and upcast.c (upcasters, upcasting on read).  Not part of the public API.
+ * table.h — the schema registry's in-memory state, shared by registry.c
+ * (versions, policies, the append hook, stats, DIR/schemas/), upcast.c
+ * (upcasters, upcasting on read) and table.c (the lookups both use).
+ * Not part of the public API.
  *
  * Locking: one read-write lock.  The append hook and upcasting take it for
  * reading; registration, deprecation, policies and upcaster changes take it
@@ -10,8 +11,8 @@
  * upcaster's sandbox has its own mutex (one call at a time), taken under
  * the read lock.
  */
-#ifndef EVS_SCHEMA_REGISTRY_H
-#define EVS_SCHEMA_REGISTRY_H
+#ifndef EVS_SCHEMA_TABLE_H
+#define EVS_SCHEMA_TABLE_H
 
 #include <lmdb.h>
 #include <pthread.h>
@@ -77,17 +78,20 @@ struct evs_schema_registry {
     size_t nsp, capsp;
 };
 
+/* table.c */
 /* The type named `name` (NULL when unknown).  Lock held. */
 evs__stype *evs__schema_find(const evs_schema_registry *r, const char *name);
 /* Count a failure and keep its message as the type's last one. */
 void evs__schema_note(evs__stype *t, _Atomic uint64_t *counter, const char *msg);
-/* Free an upcaster (Lua state included).  NULL: no-op. */
-void evs__upcaster_free(evs__upcaster *u);
-/* Load the Lua upcasters stored in DIR/schemas/ (open, write lock not needed yet). */
-int evs__schema_load_upcasters(evs_schema_registry *r, MDB_txn *txn);
 /* LMDB error as an evs code with context. */
 int evs__schema_mdb_err(int rc, const char *what);
 /* Key of a (type, version) row: type 0x00 be32(version); returns its length. */
 size_t evs__schema_key(uint8_t *buf, const char *type, uint32_t version);
+/* upcast.c */
+/* Free an upcaster (Lua state included).  NULL: no-op. */
+void evs__upcaster_free(evs__upcaster *u);
+/* Load the Lua upcasters stored in DIR/schemas/ (open, write lock not needed yet). */
+int evs__schema_load_upcasters(evs_schema_registry *r, MDB_txn *txn);
+
 
 #endif
