@@ -1391,7 +1391,7 @@ int evs__jschema_check(const jschema *s, const char *json, size_t len, evs_schem
     int rc = run_walk(s, s->root, json, len, v);
     switch (rc) {
     case V_OK:
-        if (v) memset(v, 0, sizeof *v);
+        if (v) v->pointer[0] = v->keyword[0] = v->schema_path[0] = v->message[0] = 0;
         return EVS_OK;
     case V_FAIL:
         return evs__err(EVS_EINVAL, "%s: %s: %s", v && v->pointer[0] ? v->pointer : "(root)", v ? v->keyword : "",

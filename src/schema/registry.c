@@ -430,8 +430,7 @@ static int hook(void *ctx, const char *stream, size_t stream_len, const char *st
     int rc = EVS_OK;
     evs_schema_policy p = resolve(r, t, stype, stlen);
     uint32_t ver = ev->event_version ? ev->event_version : 1;
-    evs_schema_violation v;
-    memset(&v, 0, sizeof v);
+    evs_schema_violation v; /* filled on failure only */
     if (p.validation == EVS_VALIDATION_OFF && p.deprecated == EVS_DEPRECATED_ALLOW) goto out;
     if (ver > t->nv) {
         char what[200];
