@@ -17,7 +17,10 @@
  *      document is valid under B, it is valid under A — the property every
  *      compatibility verdict rests on.
  *
- * A seed: {"type":"object","required":["a"]} 00 {"type":"object","required":["a","b"]} 00 {"a":1,"b":2}
+ * Seeds in tests/fuzz/corpus/schema/, e.g.
+ *   {"type":"object","required":["a"]} 00 {"type":"object","required":["a","b"]} 00 {"a":1,"b":2}
+ * Run: build-fuzz/fuzz_schema -max_len=2048 -timeout=10 tests/fuzz/corpus/schema
+ * (a dictionary of the keywords helps: one "\"keyword\"" per line, -dict=FILE).
  */
 #include <stdio.h>
 #include <stdlib.h>
