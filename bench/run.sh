@@ -8,7 +8,8 @@
 # bench_bus (subscriptions and projections), bench_app (commands against raw
 # appends, aggregate loads with and without snapshots), bench_app_http (commands
 # over HTTP against in-process in the same run), bench_saga (the order saga
-# against the same commands, timer lateness, memory per idle saga) and
+# against the same commands, timer lateness, memory per idle saga), bench_schema
+# (validated appends against appends without schemas) and
 # bench_ws_group (competing consumers over WebSocket against the in-process
 # group), and tees everything to BUILD_DIR/bench-results.txt.
 #
@@ -76,6 +77,11 @@ run_all() {
         echo
         echo "== bench_saga =="
         "$build/bench_saga" || status=1
+    fi
+    if [ -x "$build/bench_schema" ]; then
+        echo
+        echo "== bench_schema =="
+        "$build/bench_schema" || status=1
     fi
     if [ -x "$build/bench_ws_group" ] && [ -x "$build/evstore" ]; then
         echo

@@ -275,6 +275,8 @@ typedef struct evs_event {
     uint64_t global_position;
     int64_t occurred_at;
     int64_t recorded_at;
+    uint32_t upcast_from;        /* 0: as stored; else the event_version it was stored with
+                                    before an upcast (evstore_schema.h) raised event_version */
 } evs_event;
 
 /*

@@ -83,6 +83,9 @@ typedef struct evs_app_config {
     int query_timeout_ms;           /* cap of a min_position wait (default 5000) */
     uint32_t query_cache_entries;   /* cached query results (default 256; 0: no cache) */
     evs_lua_limits lua_limits;      /* sandbox of Lua aggregates (zero: defaults) */
+    evs_event_map map;              /* what evolve sees, e.g. upcasted events (evstore_schema.h);
+                                       change code_version when what it does changes, so that
+                                       snapshots folded through the old map are not used */
 } evs_app_config;
 
 void evs_app_config_init(evs_app_config *c);

@@ -125,6 +125,24 @@ typedef enum evs_consumer_status {
 /* "active", "paused", "error". */
 const char *evs_consumer_status_name(int status);
 
+/* ------------------------------------------------------------ event maps */
+
+/*
+ * A rewrite of the events a consumer sees, applied to each event before its
+ * handler: how a consumer asks for upcasted events (evs_schema_upcast_map,
+ * evstore_schema.h).  fn gets the stored event and fills *out (on entry a
+ * copy of *in); memory it allocates for out (its data, say) is handed over
+ * in *owned, which the consumer frees with free() once the handler has
+ * returned (NULL: nothing to free).  Nonzero is a failure of that event,
+ * described in err, handled like a handler failure (retries, DLQ, stop).
+ * fn must be deterministic (projections replay) and thread-safe when the
+ * same map serves several consumers.  A zeroed map (fn NULL) is no map.
+ */
+typedef struct evs_event_map {
+    int (*fn)(void *ctx, const evs_event *in, evs_event *out, void **owned, char *err, size_t errcap);
+    void *ctx;
+} evs_event_map;
+
 /* ---------------------------------------------------------- subscriptions */
 
 typedef struct evs_subscription evs_subscription;
@@ -156,6 +174,7 @@ typedef struct evs_sub_config {
     uint64_t dlq_max_count;        /* DLQ retention: keep the newest N (0: unbounded) */
     int64_t dlq_max_age_ns;        /* ... drop entries older than this (0: unbounded) */
     const evs_clock *clock;        /* NULL: real time; borrowed for the handle's life */
+    evs_event_map map;             /* what the handler sees, e.g. upcasted events (zero: as stored) */
 } evs_sub_config;
 
 /* Defaults: $all from the start, no filter, page 1000, checkpoint 1000 events / 1 s,
@@ -331,6 +350,8 @@ typedef struct evs_proj_config {
     evs_on_failure on_failure;
     int per_stream_order;
     const evs_clock *clock;
+    evs_event_map map;             /* what apply (or the Lua handlers) see, e.g. upcasted events;
+                                      must be deterministic like apply (zero: as stored) */
 } evs_proj_config;
 
 void evs_proj_config_init(evs_proj_config *c);
@@ -362,14 +383,15 @@ typedef struct evs_lua_limits {
  *     }
  *
  * A handler mutates its state or returns a new table.  e has type, stream,
- * stream_type, position, stream_position, id, recorded_at, data and
- * metadata (tables).  The source is stored in the record so that the CLI
+ * stream_type, position, stream_position, id, recorded_at, occurred_at,
+ * event_version, stored_version (differs from event_version when the
+ * config's map upcasted the event), data and metadata (tables).  The source is stored in the record so that the CLI
  * can run the projection later.  The sandbox has no io, os, require, load,
  * dofile, loadfile, debug, collectgarbage, print or math.random; memory and
  * instructions are capped (a pcall cannot catch the budget).  A script
  * error is a handler failure (retry policy, then DLQ or stop).
  * limits and cfg may be NULL (defaults); cfg->name overrides name when set,
- * its apply/partition/filter members are ignored.
+ * its apply/partition/filter members are ignored (its map is honoured).
  * Ownership: *out is the caller's, released with evs_proj_close.
  */
 int evs_proj_open_lua(evs_bus *b, const char *name, const char *source, size_t source_len,

@@ -121,7 +121,17 @@ int evs__agg_catch_up(evs_app *a, evs__agg *g, const char *stream, evs__loaded *
             }
             continue;
         }
-        if (g->def.evolve(g->def.ctx, l->state, ev, err, cap)) {
+        evs_event seen = *ev;
+        void *owned = NULL;
+        if (a->cfg.map.fn && a->cfg.map.fn(a->cfg.map.ctx, ev, &seen, &owned, err, cap)) {
+            free(owned);
+            rc = evs__err(EVS_EINVAL, "%s: event at version %llu (%.*s) cannot be read: %s", stream,
+                          (unsigned long long)ev->stream_position, (int)ev->event_type_len, ev->event_type, err);
+            break;
+        }
+        int erc = g->def.evolve(g->def.ctx, l->state, &seen, err, cap);
+        free(owned);
+        if (erc) {
             rc = evs__err(EVS_EINVAL, "%s: evolve failed at version %llu (%.*s): %s", stream,
                           (unsigned long long)ev->stream_position, (int)ev->event_type_len, ev->event_type, err);
             break;

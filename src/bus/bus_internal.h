@@ -242,6 +242,7 @@ struct evs__consumer {
     uint64_t dlq_max_count;
     int64_t dlq_max_age_ns;
     const evs_clock *clock;
+    evs_event_map map;            /* applied before ops->deliver (fn NULL: none) */
     const evs__consumer_ops *ops;
     void *impl;
     _Atomic int cancelled;

@@ -43,6 +43,24 @@
 
 static int is_stream_sub(const evs__consumer *c) { return c->rec.stream[0] != 0; }
 
+/*
+ * Hand ev to the consumer, through its map when it has one (upcasting,
+ * evstore_bus.h): a map that fails fails the event like its handler would.
+ */
+static int deliver(evs__consumer *c, const evs_event *ev, char *err, size_t cap) {
+    if (!c->map.fn) return c->ops->deliver(c, ev, err, cap);
+    evs_event seen = *ev;
+    void *owned = NULL;
+    if (c->map.fn(c->map.ctx, ev, &seen, &owned, err, cap) != 0) {
+        free(owned);
+        if (!err[0]) snprintf(err, cap, "the consumer's event map failed");
+        return 1;
+    }
+    int rc = c->ops->deliver(c, &seen, err, cap);
+    free(owned);
+    return rc;
+}
+
 int evs__consumer_init(evs__consumer *c, evs_bus *b, int kind, const char *name, const char *owner,
                        const char *stream, const evs_filter *f, const char *tag, uint64_t from) {
     int rc;
@@ -405,7 +423,7 @@ static int handle_failure(evs__consumer *c, uint64_t pos, uint64_t gpos, char *e
         const evs_event *ev;
         if ((rc = read_at(c, gpos, &r, &ev))) return rc;
         err[0] = 0;
-        int frc = c->ops->deliver(c, ev, err, errcap);
+        int frc = deliver(c, ev, err, errcap);
         evs_reader_close(r);
         attempts++;
         if (frc == 0) {
@@ -497,7 +515,7 @@ int evs__consumer_poll(evs__consumer *c, int timeout_ms, size_t max, size_t *del
                 continue;
             }
             err[0] = 0;
-            if (c->ops->deliver(c, ev, err, sizeof err) != 0) {
+            if (deliver(c, ev, err, sizeof err) != 0) {
                 fail_pos = pos;
                 fail_gpos = ev->global_position;
                 broke = 1;
@@ -583,7 +601,7 @@ int evs__consumer_dlq_retry(evs__consumer *c, uint64_t pos) {
     const evs_event *ev;
     if ((rc = read_at(c, pos, &r, &ev))) return rc;
     char err[512] = "";
-    int frc = c->ops->deliver(c, ev, err, sizeof err);
+    int frc = deliver(c, ev, err, sizeof err);
     evs_reader_close(r);
     if (frc == 0) {
         op.kind = 3;

@@ -478,6 +478,7 @@ int evs__sandbox_push_event(evs__sandbox *x, const evs_event *ev, char *err, siz
     set_int(L, "recorded_at", ev->recorded_at);
     set_int(L, "occurred_at", ev->occurred_at);
     set_int(L, "event_version", ev->event_version);
+    set_int(L, "stored_version", ev->upcast_from ? ev->upcast_from : ev->event_version);
     char u[37];
     evs_uuid_format(&ev->event_id, u);
     set_str(L, "id", u, 36);

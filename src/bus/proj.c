@@ -344,6 +344,7 @@ static int proj_new(evs_bus *b, const evs_proj_config *cfg, evs_projection **out
     c->on_failure = cfg->on_failure;
     c->per_stream_order = cfg->per_stream_order;
     c->clock = cfg->clock;
+    c->map = cfg->map;
     c->ops = &proj_ops;
     c->impl = p;
     (void)b;

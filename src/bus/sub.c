@@ -53,6 +53,7 @@ int evs_sub_open(evs_bus *b, const evs_sub_config *cfg, evs_sub_handler h, void 
     c->dlq_max_count = cfg->dlq_max_count;
     c->dlq_max_age_ns = cfg->dlq_max_age_ns;
     c->clock = cfg->clock;
+    c->map = cfg->map;
     c->ops = &sub_ops;
     c->impl = s;
     s->handler = h;

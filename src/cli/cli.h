@@ -117,6 +117,13 @@ int evs__cli_open(const char *dir, unsigned flags, evs_store **out);
  */
 int evs__cli_close(evs_store *s, const char *dir, int code);
 
+/*
+ * The whole file at path ("-": stdin), NUL-terminated, at most max bytes.
+ * NULL when it cannot be read or is larger (errno says which: EFBIG).
+ * Ownership: the caller frees the result.
+ */
+char *evs__cli_read_file(const char *path, size_t max, size_t *len);
+
 /* ---------------------------------------------------------------- output */
 
 /* Write s[0..n) as a JSON string (quotes included). */

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include "cli/cli.h"
+#include "cli/cli_schema.h"
 #include "core/event_json.h"
 
 static const char evs_append_help[] =
@@ -198,6 +199,7 @@ int evs__cli_append(int argc, char **argv) {
     evs_event_in *ins = NULL;
     evs_uuid *ids = NULL;
     evs_store *store = NULL;
+    evs_schema_registry *schemas = NULL;
     int code = EVS_CLI_OK;
 
     /* Event arguments are at most argc; collect them without copying. */
@@ -293,6 +295,8 @@ int evs__cli_append(int argc, char **argv) {
         goto cleanup;
     }
     if ((code = evs__cli_open(dir, EVS_OPEN_CREATE, &store))) goto cleanup;
+    /* a store with schemas validates what is appended to it, here too */
+    if ((code = evs__cli_open_schemas(store, dir, &schemas))) goto cleanup;
     evs_append_result res;
     memset(&res, 0, sizeof res);
     evs__cli_clear_error();
@@ -307,6 +311,7 @@ int evs__cli_append(int argc, char **argv) {
     evs_cli_print_result(stream, &res, ids, n);
 
 cleanup:
+    evs_schema_close(schemas);
     code = evs__cli_close(store, dir, code);
     for (size_t i = 0; i < nparsed; i++) evs__event_parsed_free(&parsed[i]);
     free(parsed);

@@ -50,34 +50,6 @@ static void bus_args_free(bus_args *o) {
     o->set = NULL;
 }
 
-static char *read_file(const char *path, size_t *len) {
-    FILE *f = fopen(path, "rb");
-    if (!f) return NULL;
-    size_t cap = 4096, n = 0;
-    char *buf = malloc(cap);
-    size_t r;
-    while (buf && (r = fread(buf + n, 1, cap - n, f)) > 0) {
-        n += r;
-        if (n == cap) {
-            if (cap >= (16u << 20)) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            char *nb = realloc(buf, cap * 2);
-            if (!nb) {
-                free(buf);
-                buf = NULL;
-                break;
-            }
-            buf = nb;
-            cap *= 2;
-        }
-    }
-    fclose(f);
-    *len = n;
-    return buf;
-}
 
 /* The settings object, created on first use. */
 static json_t *settings(bus_args *o, const char *flag) {
@@ -99,7 +71,7 @@ static int settings_base(evs__cli_args *a, bus_args *o, const char *v) {
     size_t n = 0;
     const char *src = v;
     if (v[0] == '@') {
-        if (!(text = read_file(v + 1, &n)))
+        if (!(text = evs__cli_read_file(v + 1, 16u << 20, &n)))
             return evs__cli_fail(EVS_CLI_NOTFOUND, "%s --settings: cannot read %s (missing or over 16 MiB)", o->cmd,
                                  v + 1);
         src = text;
@@ -639,7 +611,7 @@ int evs__cli_projection(int argc, char **argv) {
     size_t srclen = 0;
     if (strcmp(act, "create") == 0) {
         if ((code = need("projection", &o, 3, "FILE.lua"))) goto out;
-        if (!(src = read_file(o.pos[2], &srclen))) {
+        if (!(src = evs__cli_read_file(o.pos[2], 16u << 20, &srclen))) {
             code = evs__cli_fail(EVS_CLI_NOTFOUND, "projection create: cannot read %s (missing or over 16 MiB)",
                                  o.pos[2]);
             goto out;

@@ -288,6 +288,42 @@ int evs__cli_close(evs_store *s, const char *dir, int code) {
     return EVS_CLI_IO;
 }
 
+char *evs__cli_read_file(const char *path, size_t max, size_t *len) {
+    int is_stdin = strcmp(path, "-") == 0;
+    FILE *f = is_stdin ? stdin : fopen(path, "rb");
+    if (!f) return NULL;
+    size_t cap = 4096, n = 0, r;
+    char *buf = malloc(cap);
+    while (buf && (r = fread(buf + n, 1, cap - n - 1, f)) > 0) {
+        n += r;
+        if (n + 1 < cap) continue;
+        char *nb = cap > max ? NULL : realloc(buf, cap * 2);
+        if (!nb) {
+            free(buf);
+            buf = NULL;
+            errno = cap > max ? EFBIG : ENOMEM;
+            break;
+        }
+        buf = nb;
+        cap *= 2;
+    }
+    if (buf && ferror(f)) {
+        free(buf);
+        buf = NULL;
+    }
+    if (buf && n > max) {
+        free(buf);
+        buf = NULL;
+        errno = EFBIG;
+    }
+    if (!is_stdin) fclose(f);
+    if (buf) {
+        buf[n] = 0;
+        *len = n;
+    }
+    return buf;
+}
+
 /* ---------------------------------------------------------------- output */
 
 void evs__cli_json_str(FILE *f, const char *s, size_t n) {

@@ -462,6 +462,10 @@ static void render(const evs_event *ev, out_buf *o) {
     put_str(o, ev->event_type, ev->event_type_len);
     PUT_LIT(o, ",\"event_version\":");
     put_u64(o, ev->event_version ? ev->event_version : 1);
+    if (ev->upcast_from) { /* an upcasted view says what was stored */
+        PUT_LIT(o, ",\"stored_version\":");
+        put_u64(o, ev->upcast_from);
+    }
     PUT_LIT(o, ",\"stream_type\":");
     put_str(o, ev->stream_type, ev->stream_type_len);
     PUT_LIT(o, ",\"data\":");

@@ -300,6 +300,9 @@ static int prepare(evs_store *s, const char *stream, size_t slen, const evs_even
         }
         if (!c->occurred_at) c->occurred_at = now;
         if (!c->event_version) c->event_version = 1;
+        if (s->validator &&
+            (rc = s->validator(s->validator_ctx, stream, slen, p->stypes[i], p->stype_lens[i], c, i)))
+            return rc;
     }
     /* the same id twice in one append can never be stored: sort a copy, compare neighbours */
     if (n > 1) {

@@ -9,6 +9,7 @@
 const char *evs__store_dir(const evs_store *s) { return s ? s->dir : NULL; }
 int evs__store_readonly(const evs_store *s) { return s && s->readonly; }
 
+
 int evs__store_event_position(evs_store *s, const evs_uuid *id, uint64_t *gpos) {
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "the store is not open");
     MDB_txn *txn;
@@ -18,4 +19,13 @@ int evs__store_event_position(evs_store *s, const evs_uuid *id, uint64_t *gpos) 
     rc = evs__index_event_id_get(&s->ix, txn, id, gpos, &sid, &spos);
     mdb_txn_abort(txn);
     return rc;
+}
+
+int evs__store_set_validator(evs_store *s, evs__append_validator fn, void *ctx) {
+    if (!s || !s->dir) return evs__err(EVS_ECLOSED, "set validator: the store is not open");
+    if (fn && s->validator && (s->validator != fn || s->validator_ctx != ctx))
+        return evs__err(EVS_ECONFLICT, "set validator: the store already has one (a schema registry is open on it)");
+    s->validator = fn;
+    s->validator_ctx = fn ? ctx : NULL;
+    return EVS_OK;
 }

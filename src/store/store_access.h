@@ -3,7 +3,9 @@
  * other subsystems of the library (the consumer bus in src/bus/ needs the
  * store's directory to put its own LMDB environment next to the log, and
  * whether it may write there; the application layer in src/app/ finds a
- * command's events by their ids).
+ * command's events by their ids), and the hook through which the schema
+ * registry (src/schema/) checks appends without the store knowing about
+ * schemas.
  * Not part of the public API.
  */
 #ifndef EVS_STORE_ACCESS_H
@@ -21,5 +23,26 @@ int evs__store_readonly(const evs_store *s);
  * index error.  Sees every acknowledged append.
  */
 int evs__store_event_position(evs_store *s, const evs_uuid *id, uint64_t *gpos);
+
+/*
+ * The append validator: a hook the store calls for every event of an
+ * append, on the appending thread, before anything is encoded or queued
+ * (the prepare step), so a refusal stores nothing.  The store knows
+ * nothing of what it checks; the schema registry (src/schema/) installs
+ * one.  ev has the store's defaults applied (event_version >= 1) and its
+ * data already scanned as a JSON object; stream_type is the one the event
+ * will be stored with.  Return EVS_OK to accept, or an error code with the
+ * message set (evs__err): the whole append fails with it.
+ */
+typedef int (*evs__append_validator)(void *ctx, const char *stream, size_t stream_len, const char *stream_type,
+                                     size_t stream_type_len, const evs_event_in *ev, size_t index);
+
+/*
+ * Install (fn) or remove (NULL) the validator of an open store.  Call it
+ * while no append is in flight: right after open, or before close.
+ * EVS_ECLOSED when the store is not open, EVS_ECONFLICT when another
+ * validator is installed (remove it first).
+ */
+int evs__store_set_validator(evs_store *s, evs__append_validator fn, void *ctx);
 
 #endif

@@ -60,6 +60,11 @@ struct evs_store {
     int64_t last_sync_ns;
     int unsynced;                 /* batch mode: flushed but not synced */
 
+    /* the append validator (store_access.h), NULL when none; set while no append is in flight */
+    int (*validator)(void *ctx, const char *stream, size_t stream_len, const char *stream_type, size_t stream_type_len,
+                     const evs_event_in *ev, size_t index);
+    void *validator_ctx;
+
     /* stats */
     _Atomic uint64_t st_appends, st_events, st_bytes, st_syncs, st_batches;
     _Atomic uint64_t st_sync_hist[EVS_SYNC_BUCKETS + 1], st_sync_ns;
