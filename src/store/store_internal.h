@@ -47,9 +47,14 @@ struct evs_store {
     pthread_cond_t idle_cv;       /* close waits for the queue to drain */
     pthread_cond_t syncer_cv;     /* wakes the batch-mode syncer at close */
     evs_append_req *q_head, *q_tail;
-    int leading;                  /* a batch is being committed */
-    size_t last_batch;            /* requests in the last batch */
+    size_t q_len;
+    int leading;                  /* a thread leads, or has been asked to (see store.c) */
     int closing;
+    _Atomic int inflight;         /* evs_append calls between entry and return */
+    _Atomic int gathering;        /* a leader waits for appenders on their way */
+    _Atomic uint32_t gather_seq;  /* futex word it waits on */
+    _Atomic int head_waiters;     /* evs_wait_for callers on head_cv */
+    _Atomic int64_t sync_ewma_ns; /* recent fdatasync duration, for the gathering budget */
     pthread_t syncer;             /* batch durability only */
     int syncer_started;
     /* owned by whoever leads (handed over under mu) */
