@@ -437,11 +437,28 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
         }
         goto done;
     }
+    {
+        /* keep room in the index map for what this batch may add: a remap
+           in the middle of a batch costs a second pass over it */
+        uint64_t reserve = 0;
+        for (evs_append_req *r = batch; r; r = r->next) reserve += 8 * (uint64_t)r->len;
+        if (reserve < EVS_IX_MAP_MIN / 2) reserve = EVS_IX_MAP_MIN / 2;
+        if ((rc = evs__index_room(&s->ix, reserve))) {
+            /* at its limit: refuse the batch before anything is written (the store stays writable) */
+            for (evs_append_req *r = batch; r; r = r->next)
+                if (!r->sync_only) req_fail(r, rc);
+            goto done;
+        }
+        evs__index_was_full();
+    }
+    evs_log_mark mark;
+retry:
     if ((rc = mdb_txn_begin(s->ix.env, NULL, 0, &txn))) {
         rc = evs__index_err(rc, "begin write");
         for (evs_append_req *r = batch; r; r = r->next) req_fail(r, rc);
         goto done;
     }
+    evs__log_mark(s->log, &mark);
     int64_t now = evs_now_ns();
     if (now < s->last_recorded) now = s->last_recorded;
     uint64_t next = evs__log_next_gpos(s->log);
@@ -517,6 +534,21 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
     note_batch(s, wrote);
     goto done;
 fatal:
+    if (txn && evs__index_was_full()) {
+        /* nothing reached the file: take the frames back, grow the map, run the batch again */
+        mdb_txn_abort(txn);
+        txn = NULL;
+        evs__log_rewind(s->log, &mark);
+        for (evs_append_req *r = batch; r; r = r->next) {
+            r->rc = EVS_OK;
+            r->msg[0] = 0;
+            memset(&r->res, 0, sizeof r->res);
+        }
+        if ((rc = evs__index_grow(&s->ix)) == EVS_OK) goto retry;
+        for (evs_append_req *r = batch; r; r = r->next)
+            if (!r->sync_only) req_fail(r, rc); /* the store stays writable: nothing was written */
+        goto done;
+    }
     /* nothing of this batch may be acknowledged or ever reach the file */
     set_failed(s, rc);
     evs__log_poison(s->log, rc);
@@ -856,6 +888,9 @@ static int reindex(evs_store *s, evs_lsn from, uint64_t *frames_out) {
     uint64_t frames = 0;
     while (at < end) {
         MDB_txn *txn;
+        evs_lsn chunk = at;
+        uint64_t chunk_frames = frames;
+        if (evs__index_room(&s->ix, EVS_IX_MAP_MIN / 2)) evs__err_clear(); /* at its limit: the chunk may fit */
         if ((rc = mdb_txn_begin(s->ix.env, NULL, 0, &txn))) return evs__index_err(rc, "begin re-index");
         uint64_t next_gpos = 0;
         for (int k = 0; k < EVS_REINDEX_TXN_FRAMES && at < end; k++) {
@@ -892,11 +927,20 @@ static int reindex(evs_store *s, evs_lsn from, uint64_t *frames_out) {
             frames++;
         }
         if (next_gpos && (rc = evs__index_checkpoint_put(&s->ix, txn, at, next_gpos))) goto fail;
-        if ((rc = mdb_txn_commit(txn))) return evs__index_err(rc, "commit re-index");
+        if ((rc = mdb_txn_commit(txn))) {
+            rc = evs__index_err(rc, "commit re-index");
+            if (!evs__index_was_full() || (rc = evs__index_grow(&s->ix))) return rc;
+            at = chunk; /* the commit aborted the chunk: index it again */
+            frames = chunk_frames;
+        }
         continue;
     fail:
         mdb_txn_abort(txn);
-        return rc;
+        if (!evs__index_was_full()) return rc;
+        /* the map ran out of room: grow it and index this chunk again */
+        if ((rc = evs__index_grow(&s->ix))) return rc;
+        at = chunk;
+        frames = chunk_frames;
     }
     *frames_out = frames;
     return EVS_OK;
@@ -1001,12 +1045,9 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
         report_add(s, "index rebuilt from the log: the last session did not close cleanly before a system restart");
     } else {
         MDB_txn *txn;
-        if ((rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn))) {
-            rc = evs__index_err(rc, "begin");
-            goto fail;
-        }
+        if ((rc = evs__index_rbegin(&s->ix, &txn))) goto fail;
         rc = evs__index_checkpoint_get(&s->ix, txn, &from, &from_gpos);
-        mdb_txn_abort(txn);
+        evs__index_rend(&s->ix, txn);
         if (rc == EVS_ENOTFOUND) from = 0, from_gpos = 1, rc = EVS_OK;
         if (rc) goto fail;
     }
@@ -1065,12 +1106,9 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     }
     {
         MDB_txn *txn;
-        if ((rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn))) {
-            rc = evs__index_err(rc, "begin");
-            goto fail;
-        }
+        if ((rc = evs__index_rbegin(&s->ix, &txn))) goto fail;
         rc = evs__index_lost_load(&s->ix, txn, &s->lost, &s->nlost);
-        mdb_txn_abort(txn);
+        evs__index_rend(&s->ix, txn);
         if (rc) goto fail;
     }
     atomic_store(&s->head, evs__log_next_gpos(s->log) - 1);
@@ -1108,9 +1146,9 @@ static uint64_t readonly_head(evs_store *s) {
     MDB_txn *txn;
     evs_lsn lsn;
     uint64_t next = 1;
-    if (mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn) == 0) {
+    if (evs__index_rbegin(&s->ix, &txn) == 0) {
         if (evs__index_checkpoint_get(&s->ix, txn, &lsn, &next)) next = 1;
-        mdb_txn_abort(txn);
+        evs__index_rend(&s->ix, txn);
     }
     return next - 1;
 }
@@ -1183,9 +1221,9 @@ int evs_store_get_stats(evs_store *s, evs_store_stats *out) {
     out->head = evs_head(s);
     MDB_txn *txn;
     MDB_stat st;
-    if (mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn) == 0) {
+    if (evs__index_rbegin(&s->ix, &txn) == 0) {
         if (mdb_stat(txn, s->ix.streams, &st) == 0) out->streams = st.ms_entries;
-        mdb_txn_abort(txn);
+        evs__index_rend(&s->ix, txn);
     }
     evs__log_usage(s->log, &out->segments, &out->log_bytes);
     out->appends = atomic_load(&s->st_appends);
