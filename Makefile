@@ -12,7 +12,10 @@ CMAKE    := cmake
 APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev liblua5.4-dev python3 clang \
             libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev prometheus
 
-.PHONY: all deps build build-asan build-tsan run demo test test-plain test-asan test-tsan bench soak install clean fuzz
+# The benchmarks' peers and load generator (make bench only): Redis, its C client, wrk.
+BENCH_PKGS := redis-server libhiredis-dev wrk
+
+.PHONY: all deps bench-deps build build-asan build-tsan run demo test test-plain test-asan test-tsan bench soak install clean fuzz
 
 all: build
 
@@ -61,7 +64,20 @@ test-tsan: build-tsan
 
 test: test-plain test-asan test-tsan
 
-bench: build
+bench-deps: deps
+	@missing=""; for p in $(BENCH_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+bench: bench-deps
+	@[ -f $(BUILD)/Makefile ] || $(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+	$(CMAKE) $(BUILD) >/dev/null
+	$(CMAKE) --build $(BUILD) -j $(JOBS)
 	sh bench/run.sh $(BUILD)
 
 soak: build

@@ -5,8 +5,9 @@
 # kernel, the filesystem the stores are built on), then runs bench_json (the
 # JSON validator against jansson), bench_store (appends against the disk's
 # fdatasync rate, reads, open time; see the top of bench/bench_store.c),
-# bench_bus (subscriptions and projections) and bench_ws_group (competing
-# consumers over WebSocket against the in-process group), and tees everything to
+# bench_bus (subscriptions and projections), bench_ws_group (competing
+# consumers over WebSocket against the in-process group) and http_append.py
+# (HTTP appends against in-process ones), and tees everything to
 # BUILD_DIR/bench-results.txt.
 #
 # Stores are built in $EVS_BENCH_DIR (default BUILD_DIR/bench-data) and
@@ -62,6 +63,11 @@ run_all() {
     if [ -x "$build/bench_ws_group" ] && [ -x "$build/evstore" ]; then
         echo
         "$build/bench_ws_group" "$build/evstore" || status=1
+    fi
+    if [ -x "$build/evstore" ] && [ -x "$build/bench_store" ]; then
+        echo
+        echo "== http_append =="
+        python3 "$(dirname "$0")/http_append.py" "$build" || status=1
     fi
     return $status
 }
