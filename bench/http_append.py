@@ -48,6 +48,7 @@ def inprocess(build, threads, seconds, data_dir):
 
 
 def over_http(build, conns, seconds, data_dir):
+    os.makedirs(data_dir, exist_ok=True)
     store = tempfile.mkdtemp(prefix="http-append-", dir=data_dir)
     port = free_port()
     threads = min(64, max(16, conns))
