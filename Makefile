@@ -9,7 +9,7 @@ PREFIX   ?= /usr/local
 DATA     ?= ./data
 BUILD    := build
 CMAKE    := cmake
-APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev liblua5.4-dev python3 clang \
+APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev liblua5.4-dev libsodium-dev python3 clang \
             libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev prometheus
 
 # The benchmarks' peers and load generator (make bench only): Redis, its C client, wrk.

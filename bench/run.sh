@@ -5,7 +5,8 @@
 # kernel, the filesystem the stores are built on), then runs bench_json (the
 # JSON validator against jansson), bench_store (appends against the disk's
 # fdatasync rate, reads, open time; see the top of bench/bench_store.c),
-# bench_bus (subscriptions and projections), bench_ws_group (competing
+# bench_bus (subscriptions and projections), bench_app (commands against raw
+# appends, aggregate loads with and without snapshots), bench_ws_group (competing
 # consumers over WebSocket against the in-process group) and http_append.py
 # (HTTP appends against in-process ones), and tees everything to
 # BUILD_DIR/bench-results.txt.
@@ -59,6 +60,11 @@ run_all() {
         echo
         echo "== bench_bus =="
         "$build/bench_bus" || status=1
+    fi
+    if [ -x "$build/bench_app" ]; then
+        echo
+        echo "== bench_app =="
+        "$build/bench_app" || status=1
     fi
     if [ -x "$build/bench_ws_group" ] && [ -x "$build/evstore" ]; then
         echo

@@ -144,6 +144,12 @@ int evs_bus_open(evs_store *s, evs_bus **out) {
     if (!(b = calloc(1, sizeof *b))) return evs__err(EVS_ENOMEM, "out of memory");
     b->store = s;
     pthread_mutex_init(&b->mu, NULL);
+    pthread_mutex_init(&b->commit_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->commit_cv, &ca);
+    pthread_condattr_destroy(&ca);
     if ((rc = mdb_env_create(&b->env))) {
         b->env = NULL;
         rc = evs__bus_mdb_err(rc, "create environment");
@@ -186,7 +192,24 @@ void evs_bus_close(evs_bus *b) {
     free(b->open_names);
     free(b->live);
     pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->commit_cv);
+    pthread_mutex_destroy(&b->commit_mu);
     free(b);
+}
+
+void evs__bus_notify_commit(evs_bus *b) {
+    pthread_mutex_lock(&b->commit_mu);
+    b->commit_gen++;
+    pthread_cond_broadcast(&b->commit_cv);
+    pthread_mutex_unlock(&b->commit_mu);
+}
+
+uint64_t evs_bus_commit_generation(evs_bus *b) {
+    if (!b) return 0;
+    pthread_mutex_lock(&b->commit_mu);
+    uint64_t g = b->commit_gen;
+    pthread_mutex_unlock(&b->commit_mu);
+    return g;
 }
 
 int evs__bus_claim(evs_bus *b, const char *name) {

@@ -13,9 +13,11 @@
  * files and stays local.
  */
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "evstore_bus.h"
 
 static const char evs_streams_help[] =
     "Usage: evstore streams -d DIR|--url URL [--prefix P] [--limit N]\n"
@@ -52,8 +54,11 @@ static const char evs_check_help[] =
     "ways (every record indexed where it is; every index entry a valid record),\n"
     "without changing anything.  Prints a JSON summary: records, events,\n"
     "lost_events (positions an earlier `evstore repair` removed), index_head,\n"
-    "segments, errors.  On any problem exits 5 and names the first bad segment\n"
-    "and offset on stderr; `evstore repair` is the way out of damage.\n"
+    "segments, errors, and of the consumers (DIR/consumers/): consumers and\n"
+    "dlq_entries checked (every checkpoint at or below what exists, every DLQ\n"
+    "entry an existing event).  On any problem exits 5 and names the first\n"
+    "problem (a segment and offset, or a consumer) on stderr; `evstore repair`\n"
+    "is the way out of damage to the log.\n"
     "\n"
     "Options:\n"
     "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
@@ -266,12 +271,36 @@ int evs__cli_check(int argc, char **argv) {
         goto cleanup;
     }
     rep.first_error[sizeof rep.first_error - 1] = '\0';
+    /* the consumers' records, when the store has any */
+    evs_bus_check_report brep;
+    memset(&brep, 0, sizeof brep);
+    int brc = EVS_OK;
+    char cdir[4096];
+    struct stat sb;
+    snprintf(cdir, sizeof cdir, "%s/consumers", dir);
+    if (stat(cdir, &sb) == 0) {
+        evs_bus *bus = NULL;
+        evs__cli_clear_error();
+        if ((brc = evs_bus_open(store, &bus)) == EVS_OK) brc = evs_bus_check(bus, &brep);
+        evs_bus_close(bus);
+        if (brc != EVS_OK && brc != EVS_ECORRUPT) {
+            code = evs__cli_lib_fail(brc, "check the consumers of %s", dir);
+            goto cleanup;
+        }
+        if (brep.errors) {
+            if (!rep.errors) snprintf(rep.first_error, sizeof rep.first_error, "%.500s", brep.first_error);
+            rep.errors += brep.errors;
+            if (rc == EVS_OK) rc = EVS_ECORRUPT;
+        }
+    }
     printf("{\"ok\":%s,\"records\":%llu,\"events\":%llu,\"lost_events\":%llu,\"index_head\":%llu,"
            "\"segments\":%llu,\"errors\":%llu",
            rc == EVS_OK ? "true" : "false", (unsigned long long)rep.records,
            (unsigned long long)rep.events, (unsigned long long)rep.lost_events,
            (unsigned long long)rep.index_head, (unsigned long long)rep.segments,
            (unsigned long long)rep.errors);
+    printf(",\"consumers\":%llu,\"dlq_entries\":%llu", (unsigned long long)brep.consumers,
+           (unsigned long long)brep.dlq_entries);
     if (rep.first_error[0]) {
         fputs(",\"first_error\":", stdout);
         evs__cli_json_str(stdout, rep.first_error, strlen(rep.first_error));
