@@ -18,13 +18,17 @@
  *      writable; after a reopen with a larger limit every acknowledged
  *      event is there;
  *   6. a store whose index file is a large sparse file (as older versions
- *      left it) shrinks to about its use at the next writable open.
+ *      left it) shrinks to about its use at the next writable open;
+ *   7. the library's other readers of the index (the event-id lookup the
+ *      application layer uses to find a command's events) run safely while
+ *      the writer grows the map.
  */
 #include <fcntl.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <sys/stat.h>
 
+#include "store/store_access.h"
 #include "testutil.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -125,6 +129,72 @@ static void *reader_main(void *arg) {
         a->loops++;
     }
     return NULL;
+}
+
+typedef struct lookup_arg {
+    evs_store *s;
+    atomic_int *stop;
+    const evs_uuid *ids;
+    int nids;
+    long lookups;
+    char problem[256];
+} lookup_arg;
+
+/* Look the known ids up, round and round, until told to stop. */
+static void *lookup_main(void *arg) {
+    lookup_arg *a = arg;
+    for (int i = 0; !atomic_load(a->stop); i = (i + 1) % a->nids) {
+        uint64_t g = 0;
+        int rc = evs__store_event_position(a->s, &a->ids[i], &g);
+        if (rc || g != (uint64_t)i + 1) {
+            snprintf(a->problem, sizeof a->problem, "id %d: rc %d, position %llu (%s)", i, rc,
+                     (unsigned long long)g, rc ? evs_errmsg() : "wrong position");
+            return NULL;
+        }
+        a->lookups++;
+    }
+    return NULL;
+}
+
+static void test_lookups_during_growth(void) {
+    char *dir = tu_tempdir("ixmaplookup");
+    evs_store *s = tu_open(dir, EVS_DURABILITY_NONE, 0);
+    CHECK(s != NULL);
+    if (!s) return;
+    enum { NIDS = 64 };
+    evs_uuid ids[NIDS];
+    for (int i = 0; i < NIDS; i++) {
+        evs_uuid_v7(&ids[i]);
+        evs_event_in e = tu_event("Known", "{}");
+        e.event_id = &ids[i];
+        evs_append_result res;
+        CHECK_RC(evs_append(s, "known-1", EVS_EXPECT_ANY, &e, 1, &res, NULL), EVS_OK);
+    }
+    atomic_int stop = 0;
+    lookup_arg args[2];
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        memset(&args[i], 0, sizeof args[i]);
+        args[i].s = s;
+        args[i].stop = &stop;
+        args[i].ids = ids;
+        args[i].nids = NIDS;
+        pthread_create(&th[i], NULL, lookup_main, &args[i]);
+    }
+    uint64_t before = index_file_size(dir);
+    int rc = EVS_OK;
+    for (int k = 0; k < 20 && !rc; k++) rc = fill(s, 100, 100, 997, "l");
+    CHECK_RC(rc, EVS_OK);
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(th[i], NULL);
+        CHECK_STR(args[i].problem, "");
+        CHECK(args[i].lookups > 0);
+    }
+    CHECK(index_file_size(dir) >= 4 * before); /* the map moved at least twice while they looked */
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    tu_rmrf(dir);
+    free(dir);
 }
 
 static void test_growth_and_readers(void) {
@@ -287,5 +357,6 @@ int main(void) {
     test_readonly_adopts();
     test_limit();
     test_old_sparse_file_shrinks();
+    test_lookups_during_growth();
     return TEST_REPORT();
 }
