@@ -63,6 +63,7 @@ struct evs_append_req {
     size_t len;
     uint32_t count;
     const evs_uuid *ids;
+    evs_lsn at;               /* where its frame went in the log */
     int rc;
     int ids_given;            /* some event ids came from the caller (idempotency lookups needed) */
     int sync_only;            /* the batch-mode syncer's request: no frame, just an fdatasync */
@@ -155,6 +156,15 @@ int evs__store_set_io(evs_store *s, const evs_io *io) {
     int rc = not_open(s, "set io");
     if (rc) return rc;
     s->io = io;
+    return EVS_OK;
+}
+
+/* Test hook (declared in store/store_testing.h). */
+int evs__store_set_index_faults(evs_store *s, int no_reserve, int fail_commits);
+int evs__store_set_index_faults(evs_store *s, int no_reserve, int fail_commits) {
+    if (!s) return evs__err(EVS_EINVAL, "set index faults: store is NULL");
+    s->t_no_reserve = no_reserve;
+    s->t_fail_commits = fail_commits;
     return EVS_OK;
 }
 
@@ -425,6 +435,42 @@ static int check_ids(evs_store *s, MDB_txn *txn, evs_append_req *r, const evs_ix
     return EVS_OK;
 }
 
+/* mdb_txn_commit, or the test hook's MDB_MAP_FULL (store_testing.h). */
+static int batch_commit(evs_store *s, MDB_txn *txn) {
+    if (EVS_UNLIKELY(s->t_fail_commits > 0)) {
+        s->t_fail_commits--;
+        mdb_txn_abort(txn);
+        return MDB_MAP_FULL;
+    }
+    return mdb_txn_commit(txn);
+}
+
+/*
+ * The index entries of a batch whose frames the log already holds (its
+ * commit failed): the same puts in the same order, so the same stream ids,
+ * versions and checkpoint.  next: the global position after the batch.
+ */
+static int reindex_batch(evs_store *s, evs_append_req *batch, uint64_t next) {
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->ix.env, NULL, 0, &txn);
+    if (rc) return evs__index_err(rc, "begin write");
+    for (evs_append_req *r = batch; r; r = r->next) {
+        if (r->sync_only || r->rc != EVS_OK || r->res.idempotent) continue;
+        evs_ix_stream st;
+        rc = evs__index_stream_get(&s->ix, txn, r->stream, r->stream_len, &st);
+        if (rc && rc != EVS_ENOTFOUND) goto fail;
+        if ((rc = evs__index_add_record(&s->ix, txn, r->payload, (uint32_t)r->len, r->res.first_global_position,
+                                        r->count, r->at, &st)))
+            goto fail;
+    }
+    if ((rc = evs__index_checkpoint_put(&s->ix, txn, evs__log_end(s->log), next))) goto fail;
+    rc = batch_commit(s, txn);
+    return rc ? evs__index_err(rc, "commit") : EVS_OK;
+fail:
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 static void process_batch(evs_store *s, evs_append_req *batch) {
     MDB_txn *txn = NULL;
     int sync_due = 0;
@@ -443,6 +489,7 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
         uint64_t reserve = 0;
         for (evs_append_req *r = batch; r; r = r->next) reserve += 8 * (uint64_t)r->len;
         if (reserve < EVS_IX_MAP_MIN / 2) reserve = EVS_IX_MAP_MIN / 2;
+        if (EVS_UNLIKELY(s->t_no_reserve)) reserve = 0;
         if ((rc = evs__index_room(&s->ix, reserve))) {
             /* at its limit: refuse the batch before anything is written (the store stays writable) */
             for (evs_append_req *r = batch; r; r = r->next)
@@ -494,6 +541,7 @@ retry:
         if ((rc = evs__log_append(s->log, r->payload, (uint32_t)r->len, next, r->count, &at))) goto fatal;
         if ((rc = evs__index_add_record(&s->ix, txn, r->payload, (uint32_t)r->len, next, r->count, at, &st)))
             goto fatal;
+        r->at = at;
         r->res.first_stream_position = v + 1;
         r->res.last_stream_position = v + r->count;
         r->res.first_global_position = next;
@@ -518,12 +566,17 @@ retry:
     } else if (s->durability == EVS_DURABILITY_BATCH) {
         s->unsynced = 1;
     }
-    rc = mdb_txn_commit(txn);
+    rc = batch_commit(s, txn);
     txn = NULL;
     if (rc) {
-        /* the log holds the batch durably; the index catches up at the next open */
         rc = evs__index_err(rc, "commit");
-        set_failed(s, rc);
+        /* The map filled in the commit itself (LMDB saving its free list
+           needs pages the puts did not): the log already holds the batch,
+           so grow the map and index the batch again. */
+        while (rc && evs__index_was_full() && (rc = evs__index_grow(&s->ix)) == EVS_OK)
+            rc = reindex_batch(s, batch, next);
+        /* otherwise the log holds the batch; the index catches up at the next open */
+        if (rc) set_failed(s, rc);
     }
     s->last_recorded = now;
     atomic_store(&s->pub_end, evs__log_end(s->log));

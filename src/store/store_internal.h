@@ -64,6 +64,9 @@ struct evs_store {
     int64_t last_recorded;        /* recorded_at never goes backwards */
     int64_t last_sync_ns;
     int unsynced;                 /* batch mode: flushed but not synced */
+    /* test hooks (store_testing.h): no room kept ahead of a batch; index
+       commits of appends still to fail with MDB_MAP_FULL */
+    int t_no_reserve, t_fail_commits;
 
     /* stats */
     _Atomic uint64_t st_appends, st_events, st_bytes, st_syncs, st_batches;

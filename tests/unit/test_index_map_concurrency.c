@@ -21,7 +21,19 @@
  *      left it) shrinks to about its use at the next writable open;
  *   7. the library's other readers of the index (the event-id lookup the
  *      application layer uses to find a command's events) run safely while
- *      the writer grows the map.
+ *      the writer grows the map;
+ *   8. when the map fills in an index commit itself (LMDB saving its free
+ *      list, after the batch's frames reached the log), the map grows and
+ *      the batch is indexed again: the append is acknowledged, readable at
+ *      once, and the store stays writable; at the limit the store fails
+ *      (nothing can be indexed) but the next open indexes the batch;
+ *   9. with no room kept ahead of batches, so that every growth comes from
+ *      MDB_MAP_FULL (a batch taken back from the log buffer and run again,
+ *      or a commit redone), appenders, reader threads and a snapshot held
+ *      open across the growth see every acknowledged event and nothing else;
+ *  10. the same up to the limit: whatever an append answered, what the log
+ *      holds after a reopen is exactly what was acknowledged (a refused
+ *      batch left no frame behind).
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -29,6 +41,7 @@
 #include <sys/stat.h>
 
 #include "store/store_access.h"
+#include "store/store_testing.h"
 #include "testutil.h"
 
 #if defined(__SANITIZE_THREAD__)
@@ -351,6 +364,207 @@ static void test_old_sparse_file_shrinks(void) {
     free(dir);
 }
 
+/* The events of stream, in order, must be exactly want (checks the data's "n"). */
+static uint64_t stream_events(evs_store *s, const char *stream) {
+    evs_reader *r;
+    if (evs_read_stream(s, stream, 1, EVS_FORWARD, 0, &r)) return 0;
+    int bad = 0;
+    uint64_t n = drain(r, 1, &bad);
+    evs_reader_close(r);
+    return bad ? 0 : n;
+}
+
+static void test_commit_map_full(void) {
+    char *dir = tu_tempdir("ixmapcommit");
+    evs_store *s = tu_open(dir, EVS_DURABILITY_SYNC, 0);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK_RC(fill(s, 20, 10, 2, "m"), EVS_OK);
+    uint64_t size0 = index_file_size(dir);
+    /* one failed commit, then three in a row (the map grows each time) */
+    CHECK_RC(evs__store_set_index_faults(s, 0, 1), EVS_OK);
+    CHECK_RC(fill(s, 1, 10, 1, "n"), EVS_OK);
+    CHECK_RC(evs_store_writable(s, NULL, 0), EVS_OK);
+    CHECK_INT(evs_head(s), 210);
+    CHECK_INT(stream_events(s, "s-0"), 110); /* readable at once, not at the next open */
+    CHECK_RC(evs__store_set_index_faults(s, 0, 3), EVS_OK);
+    CHECK_RC(fill(s, 2, 10, 2, "o"), EVS_OK);
+    CHECK_RC(evs_store_writable(s, NULL, 0), EVS_OK);
+    CHECK_INT(evs_head(s), 230);
+    CHECK(index_file_size(dir) > size0);
+    evs_check_report rep;
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    CHECK_INT(rep.events, 230);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+
+    /* at the limit: the batch stays in the log, the store fails, the next open indexes it */
+    CHECK_RC(evs_store_create(&s), EVS_OK);
+    CHECK_RC(evs_store_set_index_map_size(s, 8u << 20), EVS_OK);
+    CHECK_RC(evs_store_open(s, dir, 0), EVS_OK);
+    CHECK_RC(evs__store_set_index_faults(s, 0, 1), EVS_OK);
+    CHECK_RC(fill(s, 1, 10, 1, "p"), EVS_OK); /* the map may still grow to its slack */
+    CHECK_RC(evs_store_writable(s, NULL, 0), EVS_OK);
+    CHECK_RC(evs__store_set_index_faults(s, 0, 1), EVS_OK);
+    CHECK_RC(fill(s, 1, 10, 1, "q"), EVS_OK); /* in the log: acknowledged */
+    char why[256];
+    CHECK_RC(evs_store_writable(s, why, sizeof why), EVS_EFAILED);
+    CHECK_CONTAINS(why, "limit");
+    CHECK_INT(evs_head(s), 250);
+    evs_store_close(s);
+    s = tu_open(dir, EVS_DURABILITY_SYNC, 0);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK_INT(evs_head(s), 250);
+    CHECK_INT(stream_events(s, "s-0"), 140);
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+typedef struct app_arg {
+    evs_store *s;
+    int t, appends;
+    uint64_t seed, events;
+    char problem[256];
+} app_arg;
+
+/* Appends of 1..3 events to random streams of this thread's own (s-T-0..s-T-499). */
+static void *appender_main(void *arg) {
+    app_arg *a = arg;
+    for (int i = 0; i < a->appends; i++) {
+        a->seed = a->seed * 6364136223846793005ull + 1442695040888963407ull;
+        int n = 1 + (int)((a->seed >> 33) % 3);
+        char stream[32], data[3][96];
+        snprintf(stream, sizeof stream, "s-%d-%d", a->t, (int)((a->seed >> 40) % 500));
+        evs_event_in ev[3];
+        for (int j = 0; j < n; j++) {
+            snprintf(data[j], sizeof data[j], "{\"t\":%d,\"i\":%d,\"pad\":\"%048d\"}", a->t, i, j);
+            ev[j] = tu_event(j ? "Beta" : "Alpha", data[j]);
+        }
+        evs_append_result res;
+        int rc = evs_append(a->s, stream, EVS_EXPECT_ANY, ev, (size_t)n, &res, NULL);
+        if (rc) {
+            snprintf(a->problem, sizeof a->problem, "append %d: %s: %s", i, evs_errname(rc), evs_errmsg());
+            return NULL;
+        }
+        a->events += (uint64_t)n;
+    }
+    return NULL;
+}
+
+static void test_growth_by_map_full(void) {
+    char *dir = tu_tempdir("ixmapfull");
+    evs_store *s;
+    CHECK_RC(evs_store_create(&s), EVS_OK);
+    CHECK_RC(evs_store_set_durability(s, EVS_DURABILITY_NONE, 0), EVS_OK);
+    CHECK_RC(evs__store_set_index_faults(s, 1, 0), EVS_OK);
+    CHECK_RC(evs_store_open(s, dir, EVS_OPEN_CREATE), EVS_OK);
+    CHECK_RC(fill(s, 10, 10, 3, "r"), EVS_OK);
+    uint64_t size0 = index_file_size(dir);
+    /* a snapshot held open: the pages it sees cannot be reused, so the map must grow */
+    evs_reader *snap;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, NULL, 0, &snap), EVS_OK);
+    const evs_event *e;
+    CHECK_RC(evs_reader_next(snap, &e), EVS_OK);
+    atomic_int stop = 0;
+    reader_arg ra[2];
+    pthread_t rt[2], at[8];
+    app_arg aa[8];
+    int sanitized = getenv("EVS_SANITIZED") != NULL;
+    for (int i = 0; i < 2; i++) {
+        memset(&ra[i], 0, sizeof ra[i]);
+        ra[i].s = s;
+        ra[i].stop = &stop;
+        pthread_create(&rt[i], NULL, reader_main, &ra[i]);
+    }
+    for (int t = 0; t < 8; t++) {
+        memset(&aa[t], 0, sizeof aa[t]);
+        aa[t].s = s;
+        aa[t].t = t;
+        aa[t].appends = sanitized ? 600 : 2000;
+        aa[t].seed = (uint64_t)t * 7919 + 17;
+        pthread_create(&at[t], NULL, appender_main, &aa[t]);
+    }
+    uint64_t acked = 100;
+    for (int t = 0; t < 8; t++) {
+        pthread_join(at[t], NULL);
+        CHECK_STR(aa[t].problem, "");
+        acked += aa[t].events;
+    }
+    atomic_store(&stop, 1);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(rt[i], NULL);
+        CHECK_STR(ra[i].problem, "");
+    }
+    CHECK_RC(evs_store_writable(s, NULL, 0), EVS_OK);
+    CHECK_INT(evs_head(s), acked);
+    CHECK(index_file_size(dir) >= 4 * size0); /* grown at least twice, each time through MDB_MAP_FULL */
+    int bad = 0;
+    CHECK_INT(drain(snap, 0, &bad) + 1, 100); /* the snapshot still reads exactly itself */
+    evs_reader_close(snap);
+    evs_reader *r;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, NULL, 0, &r), EVS_OK);
+    CHECK_INT(drain(r, 0, &bad), acked);
+    evs_reader_close(r);
+    CHECK_INT(bad, 0);
+    evs_check_report rep;
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    CHECK_INT(rep.events, acked);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    s = tu_open(dir, EVS_DURABILITY_NONE, 0);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK_INT(evs_head(s), acked);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+static void test_map_full_at_limit(void) {
+    char *dir = tu_tempdir("ixmapfulllim");
+    evs_store *s;
+    CHECK_RC(evs_store_create(&s), EVS_OK);
+    CHECK_RC(evs_store_set_durability(s, EVS_DURABILITY_NONE, 0), EVS_OK);
+    CHECK_RC(evs_store_set_index_map_size(s, 8u << 20), EVS_OK);
+    CHECK_RC(evs__store_set_index_faults(s, 1, 0), EVS_OK);
+    CHECK_RC(evs_store_open(s, dir, EVS_OPEN_CREATE), EVS_OK);
+    uint64_t acked = 0;
+    int refused = 0, failed = 0;
+    for (int k = 0; k < 5000 && !failed && refused < 3; k++) {
+        uint64_t head = evs_head(s);
+        int rc = fill(s, 1, 100, 50, "s");
+        if (rc == EVS_OK) acked += 100;
+        else if (rc == EVS_ELIMIT) {
+            refused++;
+            CHECK_INT(evs_head(s), head); /* refused: nothing of it was published */
+        } else if (rc == EVS_EFAILED) failed = 1;
+        else CHECK_RC(rc, EVS_OK);
+        /* the map filled in a commit at the limit: acknowledged, then the store failed */
+        if (evs_store_writable(s, NULL, 0) == EVS_EFAILED) failed = 1;
+    }
+    CHECK(refused > 0 || failed);
+    CHECK_INT(evs_head(s), acked);
+    evs_store_close(s);
+    /* with room: the log holds exactly what was acknowledged, no refused frame */
+    s = tu_open(dir, EVS_DURABILITY_NONE, 0);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK_INT(evs_head(s), acked);
+    evs_check_report rep;
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    CHECK_INT(rep.events, acked);
+    evs_reader *r;
+    int bad = 0;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, NULL, 0, &r), EVS_OK);
+    CHECK_INT(drain(r, 0, &bad), acked);
+    evs_reader_close(r);
+    CHECK_INT(bad, 0);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int main(void) {
     tu_verbose = getenv("EVS_TEST_VERBOSE") != NULL;
     test_growth_and_readers();
@@ -358,5 +572,8 @@ int main(void) {
     test_limit();
     test_old_sparse_file_shrinks();
     test_lookups_during_growth();
+    test_commit_map_full();
+    test_growth_by_map_full();
+    test_map_full_at_limit();
     return TEST_REPORT();
 }
