@@ -97,7 +97,9 @@ void evs__index_rend(evs_index *ix, MDB_txn *txn);
  * bytes of the map are free beyond what the index uses, growing it (at
  * least doubling) if not.  EVS_ELIMIT, changing nothing, when the index
  * would pass map_max (the map itself keeps a little slack beyond it, so
- * that a batch admitted here does not run out of pages in its commit).
+ * that a batch admitted here rarely runs out of pages; `reserve` is an
+ * estimate, and the writer still handles MDB_MAP_FULL in a put or in the
+ * commit, see process_batch in store.c).
  */
 int evs__index_room(evs_index *ix, uint64_t reserve);
 /* Writer: grow after MDB_MAP_FULL (no write transaction open). */
