@@ -435,6 +435,19 @@ static int check_ids(evs_store *s, MDB_txn *txn, evs_append_req *r, const evs_ix
     return EVS_OK;
 }
 
+/*
+ * Room in the index map a request may take: its entries (names, ids and
+ * positions, never data or metadata: at most about 700 bytes an event)
+ * and the pages its puts copy.  Generous, but not by its bytes: a 16 MiB
+ * event must not need 128 MiB of map, nor be refused at a small limit.
+ * An estimate only: MDB_MAP_FULL is handled in whichever step it comes.
+ */
+static uint64_t index_estimate(const evs_append_req *r) {
+    uint64_t by_bytes = 8 * (uint64_t)r->len;
+    uint64_t by_entries = (uint64_t)r->count * 2048 + 16384;
+    return by_bytes < by_entries ? by_bytes : by_entries;
+}
+
 /* mdb_txn_commit, or the test hook's MDB_MAP_FULL (store_testing.h). */
 static int batch_commit(evs_store *s, MDB_txn *txn) {
     if (EVS_UNLIKELY(s->t_fail_commits > 0)) {
@@ -487,7 +500,7 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
         /* keep room in the index map for what this batch may add: a remap
            in the middle of a batch costs a second pass over it */
         uint64_t reserve = 0;
-        for (evs_append_req *r = batch; r; r = r->next) reserve += 8 * (uint64_t)r->len;
+        for (evs_append_req *r = batch; r; r = r->next) reserve += index_estimate(r);
         if (reserve < EVS_IX_MAP_MIN / 2) reserve = EVS_IX_MAP_MIN / 2;
         if (EVS_UNLIKELY(s->t_no_reserve)) reserve = 0;
         if ((rc = evs__index_room(&s->ix, reserve))) {

@@ -33,7 +33,10 @@
  *      open across the growth see every acknowledged event and nothing else;
  *  10. the same up to the limit: whatever an append answered, what the log
  *      holds after a reopen is exactly what was acknowledged (a refused
- *      batch left no frame behind).
+ *      batch left no frame behind);
+ *  11. large events need no index room for their bytes (the index holds
+ *      names, ids and positions, never data): a store with a small limit
+ *      takes events of several MiB, and the index file stays small.
  */
 #include <fcntl.h>
 #include <pthread.h>
@@ -565,6 +568,50 @@ static void test_map_full_at_limit(void) {
     free(dir);
 }
 
+static void test_large_events(void) {
+    char *dir = tu_tempdir("ixmapbig");
+    evs_store *s;
+    CHECK_RC(evs_store_create(&s), EVS_OK);
+    CHECK_RC(evs_store_set_durability(s, EVS_DURABILITY_NONE, 0), EVS_OK);
+    CHECK_RC(evs_store_set_index_map_size(s, 32u << 20), EVS_OK);
+    CHECK_RC(evs_store_open(s, dir, EVS_OPEN_CREATE), EVS_OK);
+    size_t n = 12u << 20;
+    char *data = malloc(n + 32);
+    memcpy(data, "{\"blob\":\"", 9);
+    memset(data + 9, 'x', n);
+    memcpy(data + 9 + n, "\"}", 3);
+    for (int i = 0; i < 4; i++) {
+        evs_event_in e = tu_event("Blob", data);
+        evs_append_result res;
+        CHECK_RC(evs_append(s, "blob-1", EVS_EXPECT_ANY, &e, 1, &res, NULL), EVS_OK);
+    }
+    CHECK_INT(evs_head(s), 4);
+    CHECK(index_file_size(dir) <= 16u << 20); /* 48 MiB of data, a few KiB of index */
+    evs_reader *r = NULL;
+    const evs_event *ev = NULL;
+    CHECK_RC(evs_read_stream(s, "blob-1", 4, EVS_FORWARD, 0, &r), EVS_OK);
+    if (r) CHECK_RC(evs_reader_next(r, &ev), EVS_OK);
+    if (ev) CHECK_INT(ev->data_len, n + 11);
+    evs_reader_close(r);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    tu_rmrf(dir);
+    /* with the default limit the map stays near its use, not eight times the data */
+    s = tu_open(dir, EVS_DURABILITY_NONE, 0);
+    CHECK(s != NULL);
+    if (s) {
+        for (int i = 0; i < 4; i++) {
+            evs_event_in e = tu_event("Blob", data);
+            evs_append_result res;
+            CHECK_RC(evs_append(s, "blob-2", EVS_EXPECT_ANY, &e, 1, &res, NULL), EVS_OK);
+        }
+        CHECK(index_file_size(dir) <= 16u << 20);
+        CHECK_RC(evs_store_close(s), EVS_OK);
+    }
+    free(data);
+    tu_rmrf(dir);
+    free(dir);
+}
+
 int main(void) {
     tu_verbose = getenv("EVS_TEST_VERBOSE") != NULL;
     test_growth_and_readers();
@@ -575,5 +622,6 @@ int main(void) {
     test_commit_map_full();
     test_growth_by_map_full();
     test_map_full_at_limit();
+    test_large_events();
     return TEST_REPORT();
 }
