@@ -20,10 +20,13 @@ TEST_PKGS  := $(BUILD_PKGS) python3 curl prometheus lmdb-utils json-schema-test-
 # ... and libFuzzer (make fuzz).
 FUZZ_PKGS  := $(BUILD_PKGS) clang
 
+# The benchmarks' peers and load generator (make bench only): Redis, its C client, wrk.
+BENCH_PKGS := redis-server libhiredis-dev wrk
+
 # cmake's progress lines are enough: no "Entering directory" from the makes it runs
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps deps-test deps-fuzz configure build build-asan build-tsan run demo shop test test-plain test-asan test-tsan \
+.PHONY: all deps deps-test deps-fuzz bench-deps configure build build-asan build-tsan run demo shop test test-plain test-asan test-tsan \
         bench soak install clean fuzz
 
 all: build
@@ -90,7 +93,12 @@ test-tsan: deps-test build-tsan
 
 test: test-plain test-asan test-tsan
 
-bench: build
+bench-deps:
+	$(call install_missing,$(BUILD_PKGS) $(BENCH_PKGS))
+
+bench: bench-deps configure
+	@$(CMAKE) $(BUILD) >/dev/null
+	@$(CMAKE) --build $(BUILD) -j $(JOBS)
 	sh bench/run.sh $(BUILD)
 
 soak: build

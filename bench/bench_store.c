@@ -16,8 +16,13 @@
  *   B   the baseline: 4 KiB pwrite + fdatasync overwriting a preallocated,
  *       zero-filled 16 MiB file in the same directory as the stores.
  *   W1  1 thread, 1 event per append, durability sync.
+ *   B64 the same with 64 KiB writes (W3's baseline: ~40 KiB per append).
  *   W2  8 threads, 1 event per append, sync (group commit).
+ *   W2b 64 threads, 1 event per append, sync.
  *   W3  1 thread, 100 events per append, sync.
+ *   R1, R2, R2b, R3: W1, W2, W2b, W3 against Redis (bench/redis_peer.h),
+ *       when built with hiredis and redis-server is installed
+ *       (EVS_BENCH_NO_REDIS=1 skips it).
  *       B, W1, W2 and W3 run round-robin on one store (B W1 W2 W3, B W1 W2
  *       W3, ...), and a ratio (W1/B, W2/W1, W3/B) is the median of the
  *       per-round ratios, so a burst of load from other processes hits both
@@ -59,7 +64,8 @@
  *   EVS_BENCH_QUICK=1  a smoke run of about a minute: 3 runs of 1 s, W6 with
  *                      1,000,000 events
  *   EVS_BENCH_RUNS, EVS_BENCH_READ_RUNS, EVS_BENCH_SECONDS,
- *   EVS_BENCH_STREAMS, EVS_BENCH_THREADS (W2), EVS_BENCH_BATCH (W3),
+ *   EVS_BENCH_STREAMS, EVS_BENCH_THREADS (W2), EVS_BENCH_THREADS_MANY (W2b),
+ *   EVS_BENCH_BATCH (W3),
  *   EVS_BENCH_{BASE,W1,W2,W3}_OPS (appends per run at most),
  *   EVS_BENCH_{W4,W5,W6}_EVENTS, EVS_BENCH_BUILD_BATCH, EVS_BENCH_BUILD_THREADS
  *                      override the counts and sizes
@@ -80,7 +86,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -95,6 +103,7 @@ typedef struct config {
     double seconds;
     long streams;
     int threads;            /* W2 */
+    int threads_many;       /* W2b */
     int batch;              /* W3 events per append */
     long w1_ops, w2_ops, w3_ops, base_ops; /* caps per run */
     long w4_events, w5_events, w6_events, w4i_events;
@@ -138,10 +147,11 @@ static void config_load(void) {
     C.seconds = env_double("EVS_BENCH_SECONDS", C.quick ? 1.0 : 4.0);
     C.streams = env_long("EVS_BENCH_STREAMS", 10000);
     C.threads = (int)env_long("EVS_BENCH_THREADS", 8);
+    C.threads_many = (int)env_long("EVS_BENCH_THREADS_MANY", 64);
     C.batch = (int)env_long("EVS_BENCH_BATCH", 100);
     C.base_ops = env_long("EVS_BENCH_BASE_OPS", 200000);
     C.w1_ops = env_long("EVS_BENCH_W1_OPS", 200000);
-    C.w2_ops = env_long("EVS_BENCH_W2_OPS", 400000);
+    C.w2_ops = env_long("EVS_BENCH_W2_OPS", 1000000);
     C.w3_ops = env_long("EVS_BENCH_W3_OPS", C.quick ? 2000 : 10000);
     C.w4_events = env_long("EVS_BENCH_W4_EVENTS", 100000);
     C.w5_events = env_long("EVS_BENCH_W5_EVENTS", 1000000);
@@ -207,7 +217,14 @@ static const char *data_path(const char *name) {
 }
 
 /* Remove everything the benchmark made (not the W6 store with EVS_BENCH_KEEP). */
+static pid_t g_peer_pid; /* the Redis peer, stopped on any exit */
+
 static void cleanup(void) {
+    if (g_peer_pid > 0) {
+        kill(g_peer_pid, SIGTERM);
+        waitpid(g_peer_pid, NULL, 0);
+        g_peer_pid = 0;
+    }
     for (int i = 0; i < g_npaths; i++) {
         if (C.keep && strstr(g_paths[i], "/w6")) continue;
         rm_tree(g_paths[i]);
@@ -547,19 +564,19 @@ static void baseline_prepare(const char *path) {
     close(fd);
 }
 
-/* 4 KiB pwrite + fdatasync, walking through the preallocated file. */
-static run_result run_baseline(const char *path, double seconds, long cap) {
+/* bs-byte pwrite + fdatasync (4 KiB or 64 KiB), walking through the preallocated file. */
+static run_result run_baseline(const char *path, size_t bs, double seconds, long cap) {
     int fd = open(path, O_RDWR | O_CLOEXEC);
     if (fd < 0) die_errno(path);
     int64_t *lat = malloc((size_t)cap * sizeof *lat);
     if (!lat) die_errno("allocate latencies");
-    static char block[4096];
+    static char block[64 * 1024];
     long n = 0;
     int64_t t0 = now_ns(), deadline = t0 + (int64_t)(seconds * 1e9), t1 = t0;
     while (n < cap && (t1 = now_ns()) < deadline) {
         memset(block, (int)(n & 0xff), 64);
-        off_t off = (off_t)((unsigned long)n % (BASE_FILE_BYTES / 4096)) * 4096;
-        if (pwrite(fd, block, sizeof block, off) != (ssize_t)sizeof block) die_errno("baseline pwrite");
+        off_t off = (off_t)((unsigned long)n % (BASE_FILE_BYTES / bs)) * (off_t)bs;
+        if (pwrite(fd, block, bs, off) != (ssize_t)bs) die_errno("baseline pwrite");
         if (fdatasync(fd) != 0) die_errno("baseline fdatasync");
         int64_t t2 = now_ns();
         lat[n++] = t2 - t1;
@@ -682,105 +699,168 @@ static double pair_ratio(const run_result *a, const run_result *b, int n, double
     return median(q, n);
 }
 
+#ifdef EVS_BENCH_REDIS
+#include "redis_peer.h"
+#endif
+
 /*
- * B, W1, W2 and W3 run round-robin (B W1 W2 W3, B W1 W2 W3, ...) on one
- * store, so every ratio compares runs made within the same ~16 s and a
+ * B, B64, W1, W2, W2b and W3 run round-robin (then the same workloads
+ * against Redis when the peer is built and redis-server is installed) on
+ * one store, so every ratio compares runs made within the same round and a
  * burst of load from other processes hits both sides of a ratio.  The
  * ratios are the median of the per-round ratios.
  */
+enum { WB, WB64, W1, W2, W2B, W3, R1, R2, R2B, R3, NW };
+
 static void write_workloads(void) {
-    int w1 = want("W1") || want("W2"), w2 = want("W2"), w3 = want("W3");
-    if (!w1 && !w3) return;
+    int w1 = want("W1") || want("W2") || want("W2b") || want("W3"), w2 = want("W2"), w2b = want("W2b"), w3 = want("W3");
+    if (!w1) return;
     const char *bpath = data_path("baseline.dat");
     const char *wdir = data_path("write");
     rm_tree(wdir);
     baseline_prepare(bpath);
     evs_store *s = store_open(wdir, EVS_DURABILITY_SYNC);
     uint64_t *versions = calloc((size_t)C.streams, sizeof *versions);
-    if (!versions) die_errno("allocate versions");
-    char a[40], b[40], c[24], d[24], e[24], res[128], base[64], vs[64], work[48];
-    static run_result rb[64], r1[64], r2[64], r3[64];
+    uint64_t *rversions = calloc((size_t)C.streams, sizeof *rversions);
+    if (!versions || !rversions) die_errno("allocate versions");
+    char a[40], b[40], c[24], d[24], e[24], res[160], base[64], vs[64], work[48];
+    static run_result rr[NW][64];
     int n = C.runs > 64 ? 64 : C.runs;
+    int redis = 0;
+#ifdef EVS_BENCH_REDIS
+    redis_peer peer;
+    const char *rdir = data_path("redis");
+    rm_tree(rdir);
+    if (!getenv("EVS_BENCH_NO_REDIS")) {
+        redis = redis_start(&peer, rdir) == 0;
+        if (!redis) printf("\nRedis peer: redis-server not found or did not start; skipped\n");
+    }
+#else
+    printf("\nRedis peer: not built (hiredis missing at build time); skipped\n");
+#endif
+    int on[NW] = {1, w3, 1, w2, w2b, w3, redis, redis && w2, redis && w2b, redis && w3};
+    const char *label[NW] = {"B  ", "B64", "W1 ", "W2 ", "W2b", "W3 ", "R1 ", "R2 ", "R2b", "R3 "};
 
     /* warm-up: the first appends create streams and fault in the index */
-    run_baseline(bpath, 0.2, C.base_ops);
+    run_baseline(bpath, 4096, 0.2, C.base_ops);
     run_appends(s, versions, 1, 1, 0.3, C.w1_ops);
-    if (w2) run_appends(s, versions, C.threads, 1, 0.3, C.w2_ops);
+    if (w2 || w2b) run_appends(s, versions, C.threads_many, 1, 0.3, C.w2_ops);
     if (w3) run_appends(s, versions, 1, C.batch, 0.3, C.w3_ops);
-    printf("\nB, W1%s%s round-robin, %d rounds, each run %.1f s or a fixed number of appends:\n", w2 ? ", W2" : "",
-           w3 ? ", W3" : "", n, C.seconds);
-    printf("  B  = 4 KiB pwrite + fdatasync of a preallocated file; W1 = 1 thread x 1 event per append, sync;\n");
-    if (w2) printf("  W2 = %d threads x 1 event per append, sync;\n", C.threads);
-    if (w3) printf("  W3 = 1 thread x %d events per append, sync (at most %ld appends per run)\n", C.batch, C.w3_ops);
+#ifdef EVS_BENCH_REDIS
+    if (redis) run_redis(&peer, rversions, 1, 1, 0.3, C.w1_ops);
+#endif
+    printf("\nround-robin, %d rounds, each run %.1f s or a fixed number of appends:\n", n, C.seconds);
+    printf("  B   = 4 KiB pwrite + fdatasync of a preallocated file; B64 = the same with 64 KiB writes\n");
+    printf("  W1  = 1 thread x 1 event per append, sync; W2 = %d threads, W2b = %d threads x 1 event; W3 = 1 thread x %d "
+           "events (at most %ld appends per run)\n", C.threads, C.threads_many, C.batch, C.w3_ops);
+    if (redis)
+        printf("  R1, R2, R2b, R3 = the same against Redis (appendonly yes, appendfsync always; one EVALSHA per append "
+               "checking XLEN and XADDing)\n");
     for (int i = 0; i < n; i++) {
-        rb[i] = run_baseline(bpath, C.seconds, C.base_ops);
-        print_run("B ", i, n, &rb[i], "fdatasync", 1);
-        r1[i] = run_appends(s, versions, 1, 1, C.seconds, C.w1_ops);
-        print_run("W1", i, n, &r1[i], "appends", 1);
-        if (w2) {
-            r2[i] = run_appends(s, versions, C.threads, 1, C.seconds, C.w2_ops);
-            print_run("W2", i, n, &r2[i], "appends", 1);
-        }
-        if (w3) {
-            r3[i] = run_appends(s, versions, 1, C.batch, C.seconds, C.w3_ops);
-            print_run("W3", i, n, &r3[i], "appends", C.batch);
+        for (int k = 0; k < NW; k++) {
+            if (!on[k]) continue;
+            run_result *r = &rr[k][i];
+            switch (k) {
+            case WB: *r = run_baseline(bpath, 4096, C.seconds, C.base_ops); break;
+            case WB64: *r = run_baseline(bpath, 65536, C.seconds, C.base_ops); break;
+            case W1: *r = run_appends(s, versions, 1, 1, C.seconds, C.w1_ops); break;
+            case W2: *r = run_appends(s, versions, C.threads, 1, C.seconds, C.w2_ops); break;
+            case W2B: *r = run_appends(s, versions, C.threads_many, 1, C.seconds, C.w2_ops); break;
+            case W3: *r = run_appends(s, versions, 1, C.batch, C.seconds, C.w3_ops); break;
+#ifdef EVS_BENCH_REDIS
+            case R1: *r = run_redis(&peer, rversions, 1, 1, C.seconds, C.w1_ops); break;
+            case R2: *r = run_redis(&peer, rversions, C.threads, 1, C.seconds, C.w2_ops); break;
+            case R2B: *r = run_redis(&peer, rversions, C.threads_many, 1, C.seconds, C.w2_ops); break;
+            case R3: *r = run_redis(&peer, rversions, 1, C.batch, C.seconds, C.w3_ops); break;
+#endif
+            default: break;
+            }
+            print_run(label[k], i, n, r, k <= WB64 ? "fdatasync" : "appends", (k == W3 || k == R3) ? C.batch : 1);
         }
     }
     printf("\n");
-    med mb = median_of(rb, n), m1 = median_of(r1, n);
-    double q1 = pair_ratio(r1, rb, n, 1.0);
-    printf("B  fdatasync baseline (4 KiB pwrite+fdatasync, preallocated file): %s fdatasync/s, p50 %s, p99 %s, p99.9 %s\n",
-           fmt_n(a, sizeof a, mb.rate), fmt_ms(c, sizeof c, mb.p50), fmt_ms(d, sizeof d, mb.p99),
-           fmt_ms(e, sizeof e, mb.p999));
-    print_spread("B ", &mb, "fdatasync");
-    check_noise("the fdatasync baseline B", mb.lo, mb.hi);
-    printf("W1 sync 1 thread: %s appends/s, p50 %s, p99 %s, p99.9 %s; %.2fx the fdatasync baseline (%s/s)\n",
-           fmt_n(a, sizeof a, m1.rate), fmt_ms(c, sizeof c, m1.p50), fmt_ms(d, sizeof d, m1.p99),
-           fmt_ms(e, sizeof e, m1.p999), q1, fmt_n(b, sizeof b, mb.rate));
-    print_spread("W1", &m1, "appends");
-    if (m1.conflicts) printf("W1 conflicts: %ld (not counted as appends)\n", m1.conflicts);
-    snprintf(res, sizeof res, "%s fdatasync/s, p50 %s, p99 %s, p99.9 %s", fmt_n(a, sizeof a, mb.rate),
-             fmt_ms(c, sizeof c, mb.p50), fmt_ms(d, sizeof d, mb.p99), fmt_ms(e, sizeof e, mb.p999));
+    med m[NW];
+    for (int k = 0; k < NW; k++)
+        if (on[k]) m[k] = median_of(rr[k], n);
+    check_noise("the fdatasync baseline B", m[WB].lo, m[WB].hi);
+    snprintf(res, sizeof res, "%s fdatasync/s, p50 %s, p99 %s, p99.9 %s", fmt_n(a, sizeof a, m[WB].rate),
+             fmt_ms(c, sizeof c, m[WB].p50), fmt_ms(d, sizeof d, m[WB].p99), fmt_ms(e, sizeof e, m[WB].p999));
+    printf("B   %s\n", res);
     add_row("B fdatasync 4 KiB", res, "-", "", "-", 0);
-    snprintf(res, sizeof res, "%s appends/s, p50 %s, p99 %s, p99.9 %s", fmt_n(a, sizeof a, m1.rate),
-             fmt_ms(c, sizeof c, m1.p50), fmt_ms(d, sizeof d, m1.p99), fmt_ms(e, sizeof e, m1.p999));
-    snprintf(base, sizeof base, "B %s/s", fmt_n(b, sizeof b, mb.rate));
-    snprintf(vs, sizeof vs, "%.2fx", q1);
-    add_row("W1 1 thread, 1 event, sync", res, base, vs, ">= 0.85x B", q1 / 0.85);
-    if (w2) {
-        med m2 = median_of(r2, n);
-        double q2 = pair_ratio(r2, r1, n, 1.0), q2b = pair_ratio(r2, rb, n, 1.0);
-        printf("W2 sync %d threads: %s appends/s, p50 %s, p99 %s, p99.9 %s; %.2fx W1 (%s/s); %.2fx the fdatasync baseline; "
-               "%.1f appends per group commit; %ld conflicts\n",
-               C.threads, fmt_n(a, sizeof a, m2.rate), fmt_ms(c, sizeof c, m2.p50), fmt_ms(d, sizeof d, m2.p99),
-               fmt_ms(e, sizeof e, m2.p999), q2, fmt_n(b, sizeof b, m1.rate), q2b, m2.per_batch, m2.conflicts);
-        print_spread("W2", &m2, "appends");
-        snprintf(work, sizeof work, "W2 %d threads, 1 event, sync", C.threads);
-        snprintf(res, sizeof res, "%s appends/s, p50 %s, p99 %s, p99.9 %s; %.1f per commit", fmt_n(a, sizeof a, m2.rate),
-                 fmt_ms(c, sizeof c, m2.p50), fmt_ms(d, sizeof d, m2.p99), fmt_ms(e, sizeof e, m2.p999), m2.per_batch);
-        snprintf(base, sizeof base, "W1 %s/s", fmt_n(b, sizeof b, m1.rate));
-        snprintf(vs, sizeof vs, "%.2fx", q2);
-        add_row(work, res, base, vs, ">= 6x W1", q2 / 6.0);
+    if (on[WB64]) {
+        snprintf(res, sizeof res, "%s fdatasync/s (%.0f MiB/s), p50 %s, p99 %s", fmt_n(a, sizeof a, m[WB64].rate),
+                 m[WB64].rate / 16, fmt_ms(c, sizeof c, m[WB64].p50), fmt_ms(d, sizeof d, m[WB64].p99));
+        printf("B64 %s\n", res);
+        add_row("B64 fdatasync 64 KiB", res, "-", "", "-", 0);
     }
-    if (w3) {
-        med m3 = median_of(r3, n);
-        double evs = m3.rate * C.batch, q3 = pair_ratio(r3, rb, n, 1.0);
-        printf("W3 sync 1 thread, %d events per append: %s events/s (%s appends/s), p50 %s, p99 %s, p99.9 %s; %.2fx the "
-               "target 400,000 events/s; %.2fx the fdatasync baseline in appends/s (%s/s)\n",
-               C.batch, fmt_n(a, sizeof a, evs), fmt_n(b, sizeof b, m3.rate), fmt_ms(c, sizeof c, m3.p50),
-               fmt_ms(d, sizeof d, m3.p99), fmt_ms(e, sizeof e, m3.p999), evs / 400000.0, q3,
-               fmt_n(res, sizeof res, mb.rate));
-        print_spread("W3", &m3, "appends");
-        snprintf(work, sizeof work, "W3 1 thread, %d events, sync", C.batch);
-        snprintf(res, sizeof res, "%s events/s (%s appends/s), p50 %s, p99 %s, p99.9 %s", fmt_n(a, sizeof a, evs),
-                 fmt_n(b, sizeof b, m3.rate), fmt_ms(c, sizeof c, m3.p50), fmt_ms(d, sizeof d, m3.p99),
-                 fmt_ms(e, sizeof e, m3.p999));
-        snprintf(base, sizeof base, "B %s/s", fmt_n(b, sizeof b, mb.rate));
-        snprintf(vs, sizeof vs, "%.2fx in appends/s", q3);
-        add_row(work, res, base, vs, ">= 400,000 events/s", evs / 400000.0);
+    /* one row per store workload, with its ratio to its baseline and, when the peer ran, to Redis */
+    struct {
+        int k, rk, base, unitb;
+        double scale, target;
+        const char *name, *tgt;
+    } rows[] = {
+        {W1, R1, WB, 0, 1.0, 0.85, "W1 1 thread, 1 event, sync", ">= 0.85x B"},
+        {W2, R2, W1, 0, 1.0, 6.0, "W2 %d threads, 1 event, sync", ">= 6x W1"},
+        {W2B, R2B, W1, 0, 1.0, 10.0, "W2b %d threads, 1 event, sync", ">= 10x W1"},
+        {W3, R3, WB64, 0, 1.0, 0.6, "W3 1 thread, %d events, sync", ">= 0.6x B64 (appends/s)"},
+    };
+    for (size_t x = 0; x < sizeof rows / sizeof rows[0]; x++) {
+        int k = rows[x].k, bk = rows[x].base;
+        if (!on[k] || !on[bk]) continue;
+        med *mk = &m[k];
+        double q = pair_ratio(rr[k], rr[bk], n, 1.0);
+        int events = k == W3 ? C.batch : 1;
+        snprintf(work, sizeof work, rows[x].name, k == W2 ? C.threads : k == W2B ? C.threads_many : C.batch);
+        if (events > 1)
+            snprintf(res, sizeof res, "%s events/s (%s appends/s), p50 %s, p99 %s, p99.9 %s",
+                     fmt_n(a, sizeof a, mk->rate * events), fmt_n(b, sizeof b, mk->rate), fmt_ms(c, sizeof c, mk->p50),
+                     fmt_ms(d, sizeof d, mk->p99), fmt_ms(e, sizeof e, mk->p999));
+        else
+            snprintf(res, sizeof res, "%s appends/s, p50 %s, p99 %s, p99.9 %s", fmt_n(a, sizeof a, mk->rate),
+                     fmt_ms(c, sizeof c, mk->p50), fmt_ms(d, sizeof d, mk->p99), fmt_ms(e, sizeof e, mk->p999));
+        if (mk->per_batch > 0) {
+            size_t l = strlen(res);
+            snprintf(res + l, sizeof res - l, "; %.1f per commit", mk->per_batch);
+        }
+        printf("%s: %s; %.2fx %s\n", work, res, q, label[bk]);
+        print_spread(label[k], mk, "appends");
+        if (mk->conflicts) printf("%s conflicts: %ld (not counted as appends)\n", label[k], mk->conflicts);
+        check_noise(work, mk->lo, mk->hi);
+        snprintf(base, sizeof base, "%s %s/s", label[bk], fmt_n(b, sizeof b, m[bk].rate));
+        snprintf(vs, sizeof vs, "%.2fx", q);
+        add_row(work, res, base, vs, rows[x].tgt, q / rows[x].target);
+        int rk = rows[x].rk;
+        if (on[rk]) {
+            med *mr = &m[rk];
+            double qr = pair_ratio(rr[k], rr[rk], n, 1.0);
+            snprintf(work, sizeof work, "Redis: %s", label[rk]);
+            if (events > 1)
+                snprintf(res, sizeof res, "%s events/s (%s appends/s), p50 %s, p99 %s", fmt_n(a, sizeof a, mr->rate * events),
+                         fmt_n(b, sizeof b, mr->rate), fmt_ms(c, sizeof c, mr->p50), fmt_ms(d, sizeof d, mr->p99));
+            else
+                snprintf(res, sizeof res, "%s appends/s, p50 %s, p99 %s", fmt_n(a, sizeof a, mr->rate),
+                         fmt_ms(c, sizeof c, mr->p50), fmt_ms(d, sizeof d, mr->p99));
+            printf("%s: %s; evstore/Redis %.2fx\n", work, res, qr);
+            snprintf(base, sizeof base, "evstore / Redis");
+            snprintf(vs, sizeof vs, "%.2fx", qr);
+            add_row(work, res, base, vs, "-", 0);
+        }
     }
+#ifdef EVS_BENCH_REDIS
+    if (redis) redis_stop(&peer);
+#endif
+    evs_store_stats st;
+    stats(s, &st);
+    char ixp[4400];
+    snprintf(ixp, sizeof ixp, "%s/index/data.mdb", wdir);
+    struct stat sb;
+    if (stat(ixp, &sb) == 0)
+        printf("write store: %s events; index file %.1f MiB apparent, %.1f MiB allocated; log %.1f MiB\n",
+               fmt_n(a, sizeof a, (double)st.head), (double)sb.st_size / 1048576.0, (double)sb.st_blocks * 512 / 1048576.0,
+               (double)st.log_bytes / 1048576.0);
     evs_store_close(s);
     free(versions);
+    free(rversions);
     rm_tree(wdir);
     rm_tree(bpath);
 }

@@ -9,9 +9,10 @@
 # appends, aggregate loads with and without snapshots), bench_app_http (commands
 # over HTTP against in-process in the same run), bench_saga (the order saga
 # against the same commands, timer lateness, memory per idle saga), bench_schema
-# (validated appends against appends without schemas) and
-# bench_ws_group (competing consumers over WebSocket against the in-process
-# group), and tees everything to BUILD_DIR/bench-results.txt.
+# (validated appends against appends without schemas), bench_ws_group
+# (competing consumers over WebSocket against the in-process group) and
+# http_append.py (HTTP appends against in-process ones), and tees everything
+# to BUILD_DIR/bench-results.txt.
 #
 # Stores are built in $EVS_BENCH_DIR (default BUILD_DIR/bench-data) and
 # removed at the end.  EVS_BENCH_QUICK=1 gives a smoke run of about a minute;
@@ -87,6 +88,11 @@ run_all() {
         echo
         echo "== bench_ws_group =="
         "$build/bench_ws_group" "$build/evstore" || status=1
+    fi
+    if [ -x "$build/evstore" ] && [ -x "$build/bench_store" ]; then
+        echo
+        echo "== http_append =="
+        python3 "$(dirname "$0")/http_append.py" "$build" || status=1
     fi
     return $status
 }

@@ -161,7 +161,12 @@ int evs_store_set_durability(evs_store *s, evs_durability mode, unsigned batch_m
 int evs_store_set_segment_size(evs_store *s, uint64_t bytes);
 /* Lower a hard limit; EVS_ELIMIT if value exceeds the hard limit. */
 int evs_store_set_limit(evs_store *s, evs_limit which, uint64_t value);
-/* LMDB map size for the index (default 64 GiB of address space). */
+/*
+ * The most the index may grow to (default 64 GiB).  The index's map starts
+ * at what it holds and doubles as needed up to this limit, so its file
+ * follows its use; at the limit appends fail with EVS_ELIMIT and change
+ * nothing (reopen with a larger limit).
+ */
 int evs_store_set_index_map_size(evs_store *s, uint64_t bytes);
 
 /*

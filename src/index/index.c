@@ -16,9 +16,19 @@
 #include "log/record.h"
 #include <stdlib.h>
 
+static _Thread_local int ix_was_full;
+
+int evs__index_was_full(void) {
+    int f = ix_was_full;
+    ix_was_full = 0;
+    return f;
+}
+
 int evs__index_err(int rc, const char *what) {
-    if (rc == MDB_MAP_FULL)
+    if (rc == MDB_MAP_FULL) {
+        ix_was_full = 1;
         return evs__err(EVS_ELIMIT, "index: %s: the index map is full (raise the index map size)", what);
+    }
     if (rc == MDB_NOTFOUND) return evs__err(EVS_ENOTFOUND, "index: %s: not found", what);
     if (rc > 0) return evs__err_errno(-rc, "index: %s", what);
     return evs__err(EVS_EINDEX, "index: %s: %s", what, mdb_strerror(rc));
@@ -30,22 +40,44 @@ static int open_dbi(MDB_txn *txn, const char *name, unsigned flags, MDB_dbi *dbi
     return EVS_OK;
 }
 
-int evs__index_open(evs_index *ix, const char *path, uint64_t mapsize, unsigned maxreaders, int readonly) {
+int evs__index_open(evs_index *ix, const char *path, uint64_t map_max, unsigned maxreaders, int readonly) {
     int rc;
     MDB_txn *txn = NULL;
     memset(ix, 0, sizeof *ix);
     ix->readonly = readonly;
-    if (!readonly && mkdir(path, 0755) != 0 && errno != EEXIST)
-        return evs__err_errno(-errno, "index: cannot create directory %s", path);
-    if ((rc = mdb_env_create(&ix->env))) return evs__index_err(rc, "create environment");
+    ix->map_max = map_max < EVS_IX_MAP_MIN ? EVS_IX_MAP_MIN : map_max;
+    snprintf(ix->data_path, sizeof ix->data_path, "%s/data.mdb", path);
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    /* a remap waits only for calls in progress, never behind a stream of new ones */
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&ix->remap, &ra);
+    pthread_rwlockattr_destroy(&ra);
+    if (!readonly && mkdir(path, 0755) != 0 && errno != EEXIST) {
+        rc = evs__err_errno(-errno, "index: cannot create directory %s", path);
+        goto fail_lock;
+    }
+    if ((rc = mdb_env_create(&ix->env))) {
+        rc = evs__index_err(rc, "create environment");
+        goto fail_lock;
+    }
     mdb_env_set_maxdbs(ix->env, 16);
     mdb_env_set_maxreaders(ix->env, maxreaders);
-    mdb_env_set_mapsize(ix->env, (size_t)mapsize);
+    /* Start small: LMDB raises the map to what the file already holds.  A
+       writer then keeps some room free (evs__index_room); a reader maps
+       what the file's size says the writer mapped. */
+    uint64_t start = EVS_IX_MAP_MIN;
+    struct stat sb;
+    if (readonly && stat(ix->data_path, &sb) == 0 && (uint64_t)sb.st_size > start) start = (uint64_t)sb.st_size;
+    mdb_env_set_mapsize(ix->env, (size_t)start);
     unsigned flags = MDB_NOTLS | MDB_NORDAHEAD | (readonly ? MDB_RDONLY : MDB_NOSYNC | MDB_WRITEMAP);
     if ((rc = mdb_env_open(ix->env, path, flags, 0644))) {
         rc = evs__index_err(rc, path);
         goto fail;
     }
+    MDB_envinfo info;
+    mdb_env_info(ix->env, &info);
+    ix->map_size = info.me_mapsize;
     if ((rc = mdb_txn_begin(ix->env, NULL, readonly ? MDB_RDONLY : 0, &txn))) {
         rc = evs__index_err(rc, "begin");
         goto fail;
@@ -67,11 +99,15 @@ int evs__index_open(evs_index *ix, const char *path, uint64_t mapsize, unsigned 
         rc = evs__index_err(rc, "commit");
         goto fail;
     }
+    /* at its limit the store still opens: reads work, appends say why they cannot */
+    if (!readonly && evs__index_room(ix, EVS_IX_MAP_MIN / 2)) evs__err_clear();
     return EVS_OK;
 fail:
     if (txn) mdb_txn_abort(txn);
     mdb_env_close(ix->env);
     ix->env = NULL;
+fail_lock:
+    pthread_rwlock_destroy(&ix->remap);
     return rc;
 }
 
@@ -80,6 +116,100 @@ void evs__index_close(evs_index *ix) {
     if (!ix->readonly) mdb_env_sync(ix->env, 1);
     mdb_env_close(ix->env);
     ix->env = NULL;
+    pthread_rwlock_destroy(&ix->remap);
+}
+
+/*
+ * MAP GROWTH.  The map (and, with MDB_WRITEMAP, the file: LMDB sizes the
+ * file to the map) starts at about what the index holds and doubles when
+ * the free room runs short, up to map_max.  mdb_env_set_mapsize unmaps and
+ * maps again, so nothing may be using the old map: the writer has no write
+ * transaction open when it grows (it aborts a batch that hit MDB_MAP_FULL
+ * and runs it again), and readers hold ix->remap (shared) for as long as
+ * they touch the map.  A read transaction itself holds no pointer into the
+ * map (LMDB copies the database roots into it), so an evs_reader keeps its
+ * snapshot across a remap and only renews its cursors.  A read-only
+ * process learns that the writer grew the map from MDB_MAP_RESIZED and
+ * adopts the new size the same way.
+ */
+static int remap_to(evs_index *ix, uint64_t size) {
+    pthread_rwlock_wrlock(&ix->remap);
+    int rc = mdb_env_set_mapsize(ix->env, (size_t)size);
+    if (!rc) {
+        MDB_envinfo info;
+        mdb_env_info(ix->env, &info);
+        ix->map_size = info.me_mapsize;
+        atomic_fetch_add(&ix->gen, 1);
+    }
+    pthread_rwlock_unlock(&ix->remap);
+    return rc ? evs__index_err(rc, "resize the map") : EVS_OK;
+}
+
+static uint64_t ix_used(evs_index *ix) {
+    MDB_envinfo info;
+    MDB_stat st;
+    mdb_env_info(ix->env, &info);
+    mdb_env_stat(ix->env, &st);
+    return ((uint64_t)info.me_last_pgno + 1) * st.ms_psize;
+}
+
+/* Past map_max the map keeps this much more, so that a commit admitted
+   below the limit (evs__index_room) never runs out of pages half way. */
+#define MAP_SLACK ((uint64_t)EVS_IX_MAP_MIN)
+
+static int limit_err(const evs_index *ix) {
+    return evs__err(EVS_ELIMIT, "index: the map is full at its limit of %llu MiB (raise it with "
+                    "evs_store_set_index_map_size)", (unsigned long long)(ix->map_max >> 20));
+}
+
+static int grow_to_fit(evs_index *ix, uint64_t want) {
+    if (ix->map_size >= ix->map_max + MAP_SLACK) return limit_err(ix);
+    uint64_t size = ix->map_size * 2;
+    if (size < want) size = want;
+    size = (size + (1u << 20) - 1) & ~(uint64_t)((1u << 20) - 1);
+    if (size > ix->map_max) size = ix->map_max + MAP_SLACK;
+    return remap_to(ix, size);
+}
+
+int evs__index_room(evs_index *ix, uint64_t reserve) {
+    uint64_t used = ix_used(ix);
+    if (used + reserve > ix->map_max) return limit_err(ix);
+    if (used + reserve <= ix->map_size) return EVS_OK;
+    return grow_to_fit(ix, used + 2 * reserve);
+}
+
+int evs__index_grow(evs_index *ix) { return grow_to_fit(ix, 0); }
+
+void evs__index_rlock(evs_index *ix) { pthread_rwlock_rdlock(&ix->remap); }
+void evs__index_runlock(evs_index *ix) { pthread_rwlock_unlock(&ix->remap); }
+
+int evs__index_txn_read(evs_index *ix, MDB_txn **txn) {
+    for (;;) {
+        int rc = mdb_txn_begin(ix->env, NULL, MDB_RDONLY, txn);
+        if (rc != MDB_MAP_RESIZED) return rc ? evs__index_err(rc, "begin read") : EVS_OK;
+        /* the writer (another process) grew the map past ours */
+        pthread_rwlock_unlock(&ix->remap);
+        pthread_rwlock_wrlock(&ix->remap);
+        struct stat sb;
+        uint64_t size = stat(ix->data_path, &sb) == 0 ? (uint64_t)sb.st_size : 0;
+        rc = mdb_env_set_mapsize(ix->env, (size_t)size); /* LMDB raises it to what is in use */
+        if (!rc) atomic_fetch_add(&ix->gen, 1);
+        pthread_rwlock_unlock(&ix->remap);
+        pthread_rwlock_rdlock(&ix->remap);
+        if (rc) return evs__index_err(rc, "adopt the writer's map size");
+    }
+}
+
+int evs__index_rbegin(evs_index *ix, MDB_txn **txn) {
+    pthread_rwlock_rdlock(&ix->remap);
+    int rc = evs__index_txn_read(ix, txn);
+    if (rc) pthread_rwlock_unlock(&ix->remap);
+    return rc;
+}
+
+void evs__index_rend(evs_index *ix, MDB_txn *txn) {
+    if (txn) mdb_txn_abort(txn);
+    pthread_rwlock_unlock(&ix->remap);
 }
 
 int evs__index_clear(evs_index *ix) {

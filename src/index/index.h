@@ -38,6 +38,8 @@
 #define EVS_INDEX_H
 
 #include <lmdb.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
 
 #include "evstore.h"
@@ -47,6 +49,11 @@ typedef struct evs_index {
     MDB_env *env;
     MDB_dbi meta, streams, stream_ev, event_ids, records, types, stypes, corr, times, lost;
     int readonly;
+    /* The map follows the index's size (see "MAP GROWTH" in index.c). */
+    pthread_rwlock_t remap;       /* readers' calls share it; a remap takes it alone */
+    _Atomic uint64_t gen;         /* remaps so far: a reader renews its cursors when it changed */
+    uint64_t map_size, map_max;
+    char data_path[4096];         /* DIR/index/data.mdb */
 } evs_index;
 
 typedef struct evs_ix_stream {
@@ -61,8 +68,44 @@ typedef struct evs_ix_stream {
 /* Map an LMDB code to ours, recording what was being done. */
 int evs__index_err(int mdb_rc, const char *what);
 
-/* Open the environment in directory path (created when missing and not readonly). */
-int evs__index_open(evs_index *ix, const char *path, uint64_t mapsize, unsigned maxreaders, int readonly);
+/*
+ * Open the environment in directory path (created when missing and not
+ * readonly).  map_max: the most the map may grow to; it starts at about
+ * twice what the index holds (EVS_IX_MAP_MIN at least).
+ */
+int evs__index_open(evs_index *ix, const char *path, uint64_t map_max, unsigned maxreaders, int readonly);
+
+#define EVS_IX_MAP_MIN (8u << 20)
+
+/*
+ * Readers.  Every use of the index outside the writer (a read transaction
+ * and anything read through it) happens between evs__index_rlock and
+ * evs__index_runlock, so a remap never runs under it.  A transaction may
+ * outlive the lock (an evs_reader keeps one between calls); its cursors
+ * must then be renewed (mdb_cursor_renew) when ix->gen has changed, since
+ * they point into the old map.  evs__index_rbegin / _rend are the lock plus
+ * a read transaction, for short reads.
+ */
+void evs__index_rlock(evs_index *ix);
+void evs__index_runlock(evs_index *ix);
+int evs__index_txn_read(evs_index *ix, MDB_txn **txn); /* lock held; adopts a map another process grew */
+int evs__index_rbegin(evs_index *ix, MDB_txn **txn);
+void evs__index_rend(evs_index *ix, MDB_txn *txn);
+
+/*
+ * Writer, with no write transaction open: make sure at least `reserve`
+ * bytes of the map are free beyond what the index uses, growing it (at
+ * least doubling) if not.  EVS_ELIMIT, changing nothing, when the index
+ * would pass map_max (the map itself keeps a little slack beyond it, so
+ * that a batch admitted here rarely runs out of pages; `reserve` is an
+ * estimate, and the writer still handles MDB_MAP_FULL in a put or in the
+ * commit, see process_batch in store.c).
+ */
+int evs__index_room(evs_index *ix, uint64_t reserve);
+/* Writer: grow after MDB_MAP_FULL (no write transaction open). */
+int evs__index_grow(evs_index *ix);
+/* Did the last index error on this thread come from a full map?  Clears it. */
+int evs__index_was_full(void);
 void evs__index_close(evs_index *ix);
 /* Empty every database (before a rebuild from the log). */
 int evs__index_clear(evs_index *ix);

@@ -618,6 +618,30 @@ int evs__log_append_flags(evs_log *log, const void *payload, uint32_t len, uint6
     return 0;
 }
 
+void evs__log_mark(const evs_log *log, evs_log_mark *m) {
+    m->cur = log->cur;
+    m->w_off = log->w_off;
+    m->next_gpos = log->next_gpos;
+    m->bytes_before_cur = log->bytes_before_cur;
+    m->blen = log->blen;
+    m->next = log->next;
+    m->last_len = log->next ? log->ext[log->next - 1].len : 0;
+    m->ahead_failed = log->ahead_failed;
+}
+
+void evs__log_rewind(evs_log *log, const evs_log_mark *m) {
+    /* a segment made or replaced since the mark stays: it is the next one,
+       empty, which is what the log keeps ahead anyway */
+    log->cur = m->cur;
+    log->w_off = m->w_off;
+    log->next_gpos = m->next_gpos;
+    log->bytes_before_cur = m->bytes_before_cur;
+    log->blen = m->blen;
+    log->next = m->next;
+    if (log->next) log->ext[log->next - 1].len = m->last_len;
+    log->ahead_failed = m->ahead_failed;
+}
+
 /* Best effort after a short write: zero what did reach the file, so no torn frame is left. */
 static void log_scrub(evs_log *log, evs_seg *sg, uint64_t off, size_t n) {
     static const uint8_t zeros[4096];

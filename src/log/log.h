@@ -95,6 +95,21 @@ int evs__log_append_flags(evs_log *log, const void *payload, uint32_t len, uint6
                           uint32_t flags, evs_lsn *where);
 
 /*
+ * Writer: where the buffered frames end, so that frames appended after it
+ * can be taken back before they are flushed (a batch the index could not
+ * take, see store.c).  evs__log_rewind forgets every frame appended since
+ * the mark; the mark must be newer than the last flush.
+ */
+typedef struct evs_log_mark {
+    void *cur;
+    uint64_t w_off, next_gpos, bytes_before_cur;
+    size_t blen, next, last_len;
+    int ahead_failed;
+} evs_log_mark;
+void evs__log_mark(const evs_log *log, evs_log_mark *m);
+void evs__log_rewind(evs_log *log, const evs_log_mark *m);
+
+/*
  * Writer: write everything buffered (one pwrite per touched segment) and,
  * when sync is nonzero, fdatasync every touched segment.  On any failure the
  * log enters a sticky failed state: every later append/flush returns

@@ -72,10 +72,11 @@ struct evs_reader {
     uint64_t lost_first, lost_last;
     int have_pend;                 /* RD_INDEX: a candidate held back while a lost range is reported */
     uint64_t pend;
+    uint64_t gen;                  /* the index map this reader's cursors point into */
 };
 
-void evs_reader_close(evs_reader *r) {
-    if (!r) return;
+/* Called with the index's remap lock held (see index.h). */
+static void reader_free(evs_reader *r) {
     for (size_t i = 0; i < r->ndc; i++)
         if (r->dc[i].c) mdb_cursor_close(r->dc[i].c);
     free(r->dc);
@@ -94,6 +95,14 @@ void evs_reader_close(evs_reader *r) {
     free(r);
 }
 
+void evs_reader_close(evs_reader *r) {
+    if (!r) return;
+    evs_index *ix = &r->s->ix;
+    evs__index_rlock(ix);
+    reader_free(r);
+    evs__index_runlock(ix);
+}
+
 static int reader_new(evs_store *s, int kind, int dir, size_t limit, evs_reader **out) {
     *out = NULL;
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "read: the store is not open");
@@ -104,18 +113,19 @@ static int reader_new(evs_store *s, int kind, int dir, size_t limit, evs_reader 
     r->kind = kind;
     r->dir = dir;
     r->limit = limit;
-    int rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &r->txn);
+    int rc = evs__index_txn_read(&s->ix, &r->txn);
     if (rc) {
         r->txn = NULL;
-        evs_reader_close(r);
-        return evs__index_err(rc, "begin read");
+        reader_free(r);
+        return rc;
     }
+    r->gen = atomic_load(&s->ix.gen);
     uint64_t next = 1;
     rc = evs__index_checkpoint_get(&s->ix, r->txn, &r->end, &next);
     if (rc == EVS_ENOTFOUND) r->end = 0, next = 1, rc = EVS_OK;
     if (!rc && (rc = mdb_cursor_open(r->txn, s->ix.records, &r->rec_cur))) rc = evs__index_err(rc, "open cursor");
     if (rc) {
-        evs_reader_close(r);
+        reader_free(r);
         return rc;
     }
     r->head = next - 1;
@@ -245,7 +255,8 @@ static int load_gpos(evs_reader *r, uint64_t g) {
 
 /* ------------------------------------------------------------ streams */
 
-int evs_read_stream(evs_store *s, const char *stream, uint64_t from, int direction, size_t limit, evs_reader **out) {
+static int read_stream_locked(evs_store *s, const char *stream, uint64_t from, int direction, size_t limit,
+                              evs_reader **out) {
     size_t slen;
     int rc;
     if (!out) return evs__err(EVS_EINVAL, "read: out is NULL");
@@ -258,7 +269,7 @@ int evs_read_stream(evs_store *s, const char *stream, uint64_t from, int directi
     if (rc == EVS_ENOTFOUND) rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found", stream);
     if (!rc && (rc = mdb_cursor_open(r->txn, s->ix.stream_ev, &r->cur))) rc = evs__index_err(rc, "open cursor");
     if (rc) {
-        evs_reader_close(r);
+        reader_free(r);
         return rc;
     }
     r->sid = st.id;
@@ -268,6 +279,14 @@ int evs_read_stream(evs_store *s, const char *stream, uint64_t from, int directi
     r->position = r->next_spos;
     *out = r;
     return EVS_OK;
+}
+
+int evs_read_stream(evs_store *s, const char *stream, uint64_t from, int direction, size_t limit, evs_reader **out) {
+    if (!s || !s->dir) return evs__err(EVS_ECLOSED, "read: the store is not open");
+    evs__index_rlock(&s->ix);
+    int rc = read_stream_locked(s, stream, from, direction, limit, out);
+    evs__index_runlock(&s->ix);
+    return rc;
 }
 
 /*
@@ -480,8 +499,8 @@ static int add_dc(evs_reader *r, MDB_dbi dbi, const void *key, size_t klen) {
     return EVS_OK;
 }
 
-int evs_read_all(evs_store *s, uint64_t from, int direction, const evs_filter *filter, size_t limit,
-                 evs_reader **out) {
+static int read_all_locked(evs_store *s, uint64_t from, int direction, const evs_filter *filter, size_t limit,
+                           evs_reader **out) {
     int rc;
     if (!out) return evs__err(EVS_EINVAL, "read: out is NULL");
     *out = NULL;
@@ -527,7 +546,16 @@ int evs_read_all(evs_store *s, uint64_t from, int direction, const evs_filter *f
     *out = r;
     return EVS_OK;
 fail:
-    evs_reader_close(r);
+    reader_free(r);
+    return rc;
+}
+
+int evs_read_all(evs_store *s, uint64_t from, int direction, const evs_filter *filter, size_t limit,
+                 evs_reader **out) {
+    if (!s || !s->dir) return evs__err(EVS_ECLOSED, "read: the store is not open");
+    evs__index_rlock(&s->ix);
+    int rc = read_all_locked(s, from, direction, filter, limit, out);
+    evs__index_runlock(&s->ix);
     return rc;
 }
 
@@ -616,11 +644,38 @@ static int next_all(evs_reader *r, const evs_event **ev) {
     }
 }
 
+/*
+ * The writer remapped the index since this reader last looked: its
+ * transaction (a snapshot) is still good, its cursors are not.  Renew them
+ * and put each back where it stood.
+ */
+static int reader_renew(evs_reader *r) {
+    uint64_t g = atomic_load(&r->s->ix.gen);
+    if (g == r->gen) return EVS_OK;
+    r->gen = g;
+    int rc = 0;
+    if (r->rec_cur) rc = mdb_cursor_renew(r->txn, r->rec_cur);
+    if (!rc && r->cur) {
+        rc = mdb_cursor_renew(r->txn, r->cur);
+        r->started = 0; /* the next step seeks its position again */
+    }
+    if (rc) return evs__index_err(rc, "renew a cursor after the index map grew");
+    for (size_t i = 0; i < r->ndc; i++) {
+        dupcur *d = &r->dc[i];
+        if ((rc = mdb_cursor_renew(r->txn, d->c))) return evs__index_err(rc, "renew a cursor after the index map grew");
+        if (d->cur && (rc = dc_seek(r, d, d->cur))) return rc;
+    }
+    return EVS_OK;
+}
+
 int evs_reader_next(evs_reader *r, const evs_event **ev) {
     if (!r || !ev) return evs__err(EVS_EINVAL, "reader_next: NULL argument");
     *ev = NULL;
     if (r->limit && r->returned >= r->limit) return EVS_DONE;
-    int rc = r->kind == RD_STREAM ? next_stream(r, ev) : next_all(r, ev);
+    evs__index_rlock(&r->s->ix);
+    int rc = reader_renew(r);
+    if (!rc) rc = r->kind == RD_STREAM ? next_stream(r, ev) : next_all(r, ev);
+    evs__index_runlock(&r->s->ix);
     if (rc == EVS_OK) r->returned++;
     return rc;
 }
@@ -655,12 +710,12 @@ int evs_stream_get_info(evs_store *s, const char *stream, evs_stream_info *out) 
     if (!out) return evs__err(EVS_EINVAL, "info: out is NULL");
     if ((rc = evs__check_stream_name(s, stream, &slen))) return rc;
     MDB_txn *txn;
-    if ((rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn))) return evs__index_err(rc, "begin read");
+    if ((rc = evs__index_rbegin(&s->ix, &txn))) return rc;
     evs_ix_stream st;
     rc = evs__index_stream_get(&s->ix, txn, stream, slen, &st);
     if (rc == EVS_OK) fill_info(out, stream, slen, &st);
     else if (rc == EVS_ENOTFOUND) rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found", stream);
-    mdb_txn_abort(txn);
+    evs__index_rend(&s->ix, txn);
     return rc;
 }
 
@@ -674,9 +729,9 @@ int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_st
     if (plen > EVS_MAX_STREAM_NAME) return EVS_OK;
     MDB_txn *txn;
     MDB_cursor *cur;
-    if ((rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn))) return evs__index_err(rc, "begin read");
+    if ((rc = evs__index_rbegin(&s->ix, &txn))) return rc;
     if ((rc = mdb_cursor_open(txn, s->ix.streams, &cur))) {
-        mdb_txn_abort(txn);
+        evs__index_rend(&s->ix, txn);
         return evs__index_err(rc, "open cursor");
     }
     MDB_val k, v;
@@ -700,7 +755,7 @@ int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_st
     if (!err && rc && rc != MDB_NOTFOUND) err = evs__index_err(rc, "list streams");
     rc = err;
     mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+    evs__index_rend(&s->ix, txn);
     return rc;
 }
 
@@ -839,10 +894,10 @@ int evs_store_check(evs_store *s, evs_check_report *rep) {
     memset(&c, 0, sizeof c);
     c.s = s;
     c.rep = rep;
-    int rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &c.txn);
-    if (rc) return evs__index_err(rc, "begin check");
+    int rc = evs__index_rbegin(&s->ix, &c.txn);
+    if (rc) return rc;
     if ((rc = mdb_cursor_open(c.txn, s->ix.records, &c.rec))) {
-        mdb_txn_abort(c.txn);
+        evs__index_rend(&s->ix, c.txn);
         return evs__index_err(rc, "open cursor");
     }
     rc = mdb_cursor_get(c.rec, &c.rk, &c.rv, MDB_FIRST);
@@ -865,7 +920,7 @@ int evs_store_check(evs_store *s, evs_check_report *rep) {
             check_error_ix(&c, 0, 0, "stream_ev holds entries for events the log does not have");
     }
     mdb_cursor_close(c.rec);
-    mdb_txn_abort(c.txn);
+    evs__index_rend(&s->ix, c.txn);
     if (rc) return rc;
     rep->records = lc.frames;
     rep->events = lc.events;

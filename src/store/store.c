@@ -38,7 +38,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/futex.h>
 #include <sched.h>
+#include <sys/syscall.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -61,10 +63,11 @@ struct evs_append_req {
     size_t len;
     uint32_t count;
     const evs_uuid *ids;
+    evs_lsn at;               /* where its frame went in the log */
     int rc;
-    int done;
+    int ids_given;            /* some event ids came from the caller (idempotency lookups needed) */
     int sync_only;            /* the batch-mode syncer's request: no frame, just an fdatasync */
-    pthread_cond_t cv;        /* its caller waits here to be done or to lead */
+    _Atomic uint32_t state;   /* REQ_*: its caller sleeps on it (futex) until done or asked to lead */
     evs_append_result res;
     char msg[512];
     evs_append_req *next;
@@ -156,6 +159,15 @@ int evs__store_set_io(evs_store *s, const evs_io *io) {
     return EVS_OK;
 }
 
+/* Test hook (declared in store/store_testing.h). */
+int evs__store_set_index_faults(evs_store *s, int no_reserve, int fail_commits);
+int evs__store_set_index_faults(evs_store *s, int no_reserve, int fail_commits) {
+    if (!s) return evs__err(EVS_EINVAL, "set index faults: store is NULL");
+    s->t_no_reserve = no_reserve;
+    s->t_fail_commits = fail_commits;
+    return EVS_OK;
+}
+
 /* ----------------------------------------------------------- validation */
 
 static int name_ok(const char *what, const char *p, size_t n, size_t max) {
@@ -193,6 +205,7 @@ typedef struct prepared {
     char **tags;
     size_t *tag_lens;
     evs_event_in *ev; /* copies with defaults applied */
+    int ids_given;    /* some event_id came from the caller */
 } prepared;
 
 static void prepared_free(prepared *p, size_t n) {
@@ -295,6 +308,7 @@ static int prepare(evs_store *s, const char *stream, size_t slen, const evs_even
             if (evs_uuid_is_nil(e->event_id))
                 return evs__err(EVS_EINVAL, "event %zu: event_id must not be the nil UUID", i + 1);
             p->ids[i] = *e->event_id;
+            p->ids_given = 1;
         } else {
             evs_uuid_v7(&p->ids[i]);
         }
@@ -363,6 +377,8 @@ static void note_sync(evs_store *s, int64_t t0) {
     atomic_fetch_add_explicit(&s->st_sync_hist[i], 1, memory_order_relaxed);
     atomic_fetch_add_explicit(&s->st_sync_ns, ns, memory_order_relaxed);
     atomic_fetch_add(&s->st_syncs, 1);
+    int64_t e = atomic_load_explicit(&s->sync_ewma_ns, memory_order_relaxed);
+    atomic_store_explicit(&s->sync_ewma_ns, e ? e + ((int64_t)ns - e) / 8 : (int64_t)ns, memory_order_relaxed);
 }
 
 static void note_batch(evs_store *s, uint64_t appends) {
@@ -528,6 +544,55 @@ static int check_ids(evs_store *s, MDB_txn *txn, evs_append_req *batch, evs_appe
     return EVS_OK;
 }
 
+/*
+ * Room in the index map a request may take: its entries (names, ids and
+ * positions, never data or metadata: at most about 700 bytes an event)
+ * and the pages its puts copy.  Generous, but not by its bytes: a 16 MiB
+ * event must not need 128 MiB of map, nor be refused at a small limit.
+ * An estimate only: MDB_MAP_FULL is handled in whichever step it comes.
+ */
+static uint64_t index_estimate(const evs_append_req *r) {
+    uint64_t by_bytes = 8 * (uint64_t)r->len;
+    uint64_t by_entries = (uint64_t)r->count * 2048 + 16384;
+    return by_bytes < by_entries ? by_bytes : by_entries;
+}
+
+/* mdb_txn_commit, or the test hook's MDB_MAP_FULL (store_testing.h). */
+static int batch_commit(evs_store *s, MDB_txn *txn) {
+    if (EVS_UNLIKELY(s->t_fail_commits > 0)) {
+        s->t_fail_commits--;
+        mdb_txn_abort(txn);
+        return MDB_MAP_FULL;
+    }
+    return mdb_txn_commit(txn);
+}
+
+/*
+ * The index entries of a batch whose frames the log already holds (its
+ * commit failed): the same puts in the same order, so the same stream ids,
+ * versions and checkpoint.  next: the global position after the batch.
+ */
+static int reindex_batch(evs_store *s, evs_append_req *batch, uint64_t next) {
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(s->ix.env, NULL, 0, &txn);
+    if (rc) return evs__index_err(rc, "begin write");
+    for (evs_append_req *r = batch; r; r = r->next) {
+        if (r->sync_only || r->rc != EVS_OK || r->res.idempotent) continue;
+        evs_ix_stream st;
+        rc = evs__index_stream_get(&s->ix, txn, r->stream, r->stream_len, &st);
+        if (rc && rc != EVS_ENOTFOUND) goto fail;
+        if ((rc = evs__index_add_record(&s->ix, txn, r->payload, (uint32_t)r->len, r->res.first_global_position,
+                                        r->count, r->at, &st)))
+            goto fail;
+    }
+    if ((rc = evs__index_checkpoint_put(&s->ix, txn, evs__log_end(s->log), next))) goto fail;
+    rc = batch_commit(s, txn);
+    return rc ? evs__index_err(rc, "commit") : EVS_OK;
+fail:
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 static void process_batch(evs_store *s, evs_append_req *batch) {
     MDB_txn *txn = NULL;
     int sync_due = 0;
@@ -540,11 +605,29 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
         }
         goto done;
     }
+    {
+        /* keep room in the index map for what this batch may add: a remap
+           in the middle of a batch costs a second pass over it */
+        uint64_t reserve = 0;
+        for (evs_append_req *r = batch; r; r = r->next) reserve += index_estimate(r);
+        if (reserve < EVS_IX_MAP_MIN / 2) reserve = EVS_IX_MAP_MIN / 2;
+        if (EVS_UNLIKELY(s->t_no_reserve)) reserve = 0;
+        if ((rc = evs__index_room(&s->ix, reserve))) {
+            /* at its limit: refuse the batch before anything is written (the store stays writable) */
+            for (evs_append_req *r = batch; r; r = r->next)
+                if (!r->sync_only) req_fail(r, rc);
+            goto done;
+        }
+        evs__index_was_full();
+    }
+    evs_log_mark mark;
+retry:
     if ((rc = mdb_txn_begin(s->ix.env, NULL, 0, &txn))) {
         rc = evs__index_err(rc, "begin write");
         for (evs_append_req *r = batch; r; r = r->next) req_fail(r, rc);
         goto done;
     }
+    evs__log_mark(s->log, &mark);
     int64_t now = evs_now_ns();
     if (now < s->last_recorded) now = s->last_recorded;
     uint64_t next = evs__log_next_gpos(s->log);
@@ -554,8 +637,11 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
         evs_ix_stream st;
         rc = evs__index_stream_get(&s->ix, txn, r->stream, r->stream_len, &st);
         if (rc && rc != EVS_ENOTFOUND) goto fatal;
-        int idem, own;
-        if ((rc = check_ids(s, txn, batch, r, &st, &idem, &own))) {
+        /* ids generated here (UUIDv7: time, a per-process counter, 62
+           random bits) cannot be stored already: only ids a caller chose
+           need the idempotency lookups */
+        int idem = 0, own = 0;
+        if (r->ids_given && (rc = check_ids(s, txn, batch, r, &st, &idem, &own))) {
             if (rc == EVS_ECONFLICT || rc == EVS_EDUPLICATE || own) {
                 req_fail(r, rc);
                 continue;
@@ -574,6 +660,7 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
         if ((rc = evs__log_append(s->log, r->payload, (uint32_t)r->len, next, r->count, &at))) goto fatal;
         if ((rc = evs__index_add_record(&s->ix, txn, r->payload, (uint32_t)r->len, next, r->count, at, &st)))
             goto fatal;
+        r->at = at;
         r->res.first_stream_position = v + 1;
         r->res.last_stream_position = v + r->count;
         r->res.first_global_position = next;
@@ -598,12 +685,17 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
     } else if (s->durability == EVS_DURABILITY_BATCH) {
         s->unsynced = 1;
     }
-    rc = mdb_txn_commit(txn);
+    rc = batch_commit(s, txn);
     txn = NULL;
     if (rc) {
-        /* the log holds the batch durably; the index catches up at the next open */
         rc = evs__index_err(rc, "commit");
-        set_failed(s, rc);
+        /* The map filled in the commit itself (LMDB saving its free list
+           needs pages the puts did not): the log already holds the batch,
+           so grow the map and index the batch again. */
+        while (rc && evs__index_was_full() && (rc = evs__index_grow(&s->ix)) == EVS_OK)
+            rc = reindex_batch(s, batch, next);
+        /* otherwise the log holds the batch; the index catches up at the next open */
+        if (rc) set_failed(s, rc);
     }
     s->last_recorded = now;
     atomic_store(&s->pub_end, evs__log_end(s->log));
@@ -614,6 +706,21 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
     note_batch(s, wrote);
     goto done;
 fatal:
+    if (txn && evs__index_was_full()) {
+        /* nothing reached the file: take the frames back, grow the map, run the batch again */
+        mdb_txn_abort(txn);
+        txn = NULL;
+        evs__log_rewind(s->log, &mark);
+        for (evs_append_req *r = batch; r; r = r->next) {
+            r->rc = EVS_OK;
+            r->msg[0] = 0;
+            memset(&r->res, 0, sizeof r->res);
+        }
+        if ((rc = evs__index_grow(&s->ix)) == EVS_OK) goto retry;
+        for (evs_append_req *r = batch; r; r = r->next)
+            if (!r->sync_only) req_fail(r, rc); /* the store stays writable: nothing was written */
+        goto done;
+    }
     /* nothing of this batch may be acknowledged or ever reach the file */
     set_failed(s, rc);
     evs__log_poison(s->log, rc);
@@ -634,15 +741,86 @@ done:
 }
 
 /*
- * Group commit without a writer thread (leader/follower): requests queue in
- * arrival order; the request at the front leads.  Its caller takes every
- * queued request (up to the batch limits), releases the lock, runs the
- * batch, then wakes each member and hands the lead to the new front.  A
- * lone appender thus commits on its own thread with no hand-off, and
- * appenders that arrive while a batch is being synced form the next batch.
- * Called and returns with s->mu held.
+ * Group commit without a writer thread (leader/follower).  Requests queue
+ * in arrival order under s->mu; exactly one thread leads at a time
+ * (s->leading).  A caller that queues while nobody leads leads at once, so
+ * a lone appender commits on its own thread with no hand-off.  Otherwise it
+ * sleeps on its request's state word (a futex, no mutex held) until the
+ * leader posts DONE, or LEAD when its request reached the front of the
+ * queue as a batch ended.
+ *
+ * The leader takes every queued request (up to the batch limits), releases
+ * the lock, runs the batch, hands the lead to the new front of the queue
+ * and only then posts DONE to its members: the next batch starts while the
+ * members wake up, and a member never has to take s->mu to learn it is
+ * done (waking eight or sixty-four threads that then queue on one mutex was
+ * half of the CPU of a commit cycle).
+ *
+ * Gathering (sync durability only): appenders just released by a batch
+ * come back a few microseconds later, while the next leader would already
+ * be in its fdatasync, so with N clients the batches alternate between two
+ * halves of them.  A leader that sees fewer requests queued than appends in
+ * progress (s->inflight counts callers between entry and return of
+ * evs_append) waits for the rest, at most a fraction of the last
+ * fdatasync's duration, and the last one to queue wakes it.
  */
+enum { REQ_QUEUED = 0, REQ_SLEEPING = 1, REQ_DONE = 2, REQ_LEAD = 3 };
+
+static void futex_wait_u32(_Atomic uint32_t *w, uint32_t val, const struct timespec *rel) {
+    syscall(SYS_futex, (uint32_t *)w, FUTEX_WAIT_PRIVATE, val, rel, NULL, 0);
+}
+
+static void futex_wake_u32(_Atomic uint32_t *w) { syscall(SYS_futex, (uint32_t *)w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0); }
+
+/* Post st to r; its caller may return (and r be gone) as soon as it sees it. */
+static void req_post(evs_append_req *r, uint32_t st) {
+    if (atomic_exchange_explicit(&r->state, st, memory_order_acq_rel) == REQ_SLEEPING) futex_wake_u32(&r->state);
+}
+
+/* Sleep until r is DONE or asked to LEAD; returns which. */
+static uint32_t req_wait(evs_append_req *r) {
+    for (;;) {
+        uint32_t st = atomic_load_explicit(&r->state, memory_order_acquire);
+        if (st == REQ_DONE || st == REQ_LEAD) return st;
+        if (st == REQ_QUEUED &&
+            !atomic_compare_exchange_weak_explicit(&r->state, &st, REQ_SLEEPING, memory_order_acq_rel,
+                                                   memory_order_acquire))
+            continue;
+        futex_wait_u32(&r->state, REQ_SLEEPING, NULL);
+    }
+}
+
+/* Wake a gathering leader. */
+static void gather_poke(evs_store *s) {
+    atomic_fetch_add(&s->gather_seq, 1);
+    futex_wake_u32(&s->gather_seq);
+}
+
+/* Longest a leader waits for appenders still on their way (ns). */
+static int64_t gather_budget(evs_store *s) {
+    int64_t b = atomic_load_explicit(&s->sync_ewma_ns, memory_order_relaxed) / 2;
+    return b < 20000 ? 20000 : b > 500000 ? 500000 : b;
+}
+
+/* Called with s->mu held by the thread that leads; returns with it released. */
 static void lead(evs_store *s) {
+    if (s->durability == EVS_DURABILITY_SYNC && !s->closing && s->q_len < (size_t)atomic_load(&s->inflight)) {
+        int64_t deadline = evs__mono_ns() + gather_budget(s);
+        for (;;) {
+            /* announce first, then look: an appender that returns or
+               queues after the look sees the announcement and wakes us */
+            atomic_store(&s->gathering, 1);
+            uint32_t seq = atomic_load(&s->gather_seq);
+            if (s->q_len >= (size_t)atomic_load(&s->inflight) || s->q_len >= EVS_BATCH_MAX_REQS) break;
+            int64_t left = deadline - evs__mono_ns();
+            if (left <= 0) break;
+            pthread_mutex_unlock(&s->mu);
+            struct timespec rel = {0, (long)left};
+            futex_wait_u32(&s->gather_seq, seq, &rel);
+            pthread_mutex_lock(&s->mu);
+        }
+        atomic_store(&s->gathering, 0);
+    }
     evs_append_req *batch = s->q_head, *last = NULL;
     size_t nreq = 0, nbytes = 0;
     for (evs_append_req *r = batch; r && nreq < EVS_BATCH_MAX_REQS && (nreq == 0 || nbytes + r->len <= EVS_BATCH_MAX_BYTES);
@@ -653,43 +831,43 @@ static void lead(evs_store *s) {
     }
     s->q_head = last->next;
     if (!s->q_head) s->q_tail = NULL;
+    s->q_len -= nreq;
     last->next = NULL;
-    s->leading = 1;
-    s->last_batch = nreq;
     pthread_mutex_unlock(&s->mu);
     process_batch(s, batch);
     pthread_mutex_lock(&s->mu);
-    s->leading = 0;
-    for (evs_append_req *r = batch, *nx; r; r = nx) {
-        nx = r->next; /* r may be gone once its caller sees done */
-        r->done = 1;
-        pthread_cond_signal(&r->cv);
+    evs_append_req *next_leader = s->q_head;
+    if (!next_leader) {
+        s->leading = 0;
+        if (s->closing) pthread_cond_broadcast(&s->idle_cv);
     }
-    if (s->q_head) pthread_cond_signal(&s->q_head->cv);
-    else if (s->closing) pthread_cond_broadcast(&s->idle_cv);
-    pthread_cond_broadcast(&s->head_cv);
+    if (atomic_load_explicit(&s->head_waiters, memory_order_relaxed)) pthread_cond_broadcast(&s->head_cv);
+    pthread_mutex_unlock(&s->mu);
+    if (next_leader) req_post(next_leader, REQ_LEAD); /* s->leading stays 1: handed over */
+    for (evs_append_req *r = batch, *nx; r; r = nx) {
+        nx = r->next; /* r may be gone once its caller sees DONE */
+        req_post(r, REQ_DONE);
+    }
 }
 
-/* Queue r and wait until it is done, leading a batch when it reaches the front.  s->mu held. */
+/* Queue r and return once it is done, leading batches when asked.  Called with s->mu held; returns without. */
 static void submit(evs_store *s, evs_append_req *r) {
+    atomic_store_explicit(&r->state, REQ_QUEUED, memory_order_relaxed);
     if (s->q_tail) s->q_tail->next = r;
     else s->q_head = r;
     s->q_tail = r;
-    while (!r->done) {
-        if (s->q_head == r && !s->leading) {
-            if (r->next == NULL && s->last_batch > 1) {
-                /* appenders just released by the previous batch are about to
-                   queue again: let them, so they share this sync */
-                s->leading = 1;
-                pthread_mutex_unlock(&s->mu);
-                sched_yield();
-                pthread_mutex_lock(&s->mu);
-                s->leading = 0;
-            }
-            lead(s);
-        } else {
-            pthread_cond_wait(&r->cv, &s->mu);
-        }
+    s->q_len++;
+    if (!s->leading) {
+        s->leading = 1;
+        lead(s);
+        return;
+    }
+    if (atomic_load(&s->gathering) && s->q_len >= (size_t)atomic_load(&s->inflight)) gather_poke(s);
+    pthread_mutex_unlock(&s->mu);
+    while (req_wait(r) == REQ_LEAD) {
+        atomic_store_explicit(&r->state, REQ_QUEUED, memory_order_relaxed);
+        pthread_mutex_lock(&s->mu);
+        lead(s);
     }
 }
 
@@ -717,9 +895,8 @@ static void *syncer_main(void *arg) {
         evs_append_req r;
         memset(&r, 0, sizeof r);
         r.sync_only = 1;
-        pthread_cond_init(&r.cv, NULL);
         submit(s, &r);
-        pthread_cond_destroy(&r.cv);
+        pthread_mutex_lock(&s->mu);
     }
     pthread_mutex_unlock(&s->mu);
     return NULL;
@@ -759,7 +936,7 @@ int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_eve
     if (n > s->lim_events)
         return evs__err(EVS_ELIMIT, "an append of %zu events exceeds the limit of %llu", n,
                         (unsigned long long)s->lim_events);
-    pthread_cond_init(&r.cv, NULL);
+    atomic_fetch_add(&s->inflight, 1);
     if ((rc = prepare(s, stream, slen, events, n, &p, &total))) goto out;
     if ((rc = evs__record_encode(stream, slen, p.ev, p.ids, p.stypes, p.stype_lens, (const char *const *)p.tags,
                                  p.tag_lens, n, &payload, &plen)))
@@ -771,6 +948,7 @@ int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_eve
     r.len = plen;
     r.count = (uint32_t)n;
     r.ids = p.ids;
+    r.ids_given = p.ids_given;
     pthread_mutex_lock(&s->mu);
     if (s->closing) {
         pthread_mutex_unlock(&s->mu);
@@ -783,13 +961,14 @@ int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_eve
         goto out;
     }
     submit(s, &r);
-    pthread_mutex_unlock(&s->mu);
     *res = r.res;
     rc = r.rc;
     if (rc) evs__err(rc, "%s", r.msg);
     else if (generated_ids) memcpy(generated_ids, p.ids, n * sizeof *p.ids);
 out:
-    pthread_cond_destroy(&r.cv);
+    /* a gathering leader may be waiting for this append */
+    atomic_fetch_sub(&s->inflight, 1);
+    if (atomic_load(&s->gathering)) gather_poke(s);
     free(payload);
     prepared_free(&p, n);
     return rc;
@@ -881,6 +1060,9 @@ static int reindex(evs_store *s, evs_lsn from, uint64_t *frames_out) {
     uint64_t frames = 0;
     while (at < end) {
         MDB_txn *txn;
+        evs_lsn chunk = at;
+        uint64_t chunk_frames = frames;
+        if (evs__index_room(&s->ix, EVS_IX_MAP_MIN / 2)) evs__err_clear(); /* at its limit: the chunk may fit */
         if ((rc = mdb_txn_begin(s->ix.env, NULL, 0, &txn))) return evs__index_err(rc, "begin re-index");
         uint64_t next_gpos = 0;
         for (int k = 0; k < EVS_REINDEX_TXN_FRAMES && at < end; k++) {
@@ -917,11 +1099,20 @@ static int reindex(evs_store *s, evs_lsn from, uint64_t *frames_out) {
             frames++;
         }
         if (next_gpos && (rc = evs__index_checkpoint_put(&s->ix, txn, at, next_gpos))) goto fail;
-        if ((rc = mdb_txn_commit(txn))) return evs__index_err(rc, "commit re-index");
+        if ((rc = mdb_txn_commit(txn))) {
+            rc = evs__index_err(rc, "commit re-index");
+            if (!evs__index_was_full() || (rc = evs__index_grow(&s->ix))) return rc;
+            at = chunk; /* the commit aborted the chunk: index it again */
+            frames = chunk_frames;
+        }
         continue;
     fail:
         mdb_txn_abort(txn);
-        return rc;
+        if (!evs__index_was_full()) return rc;
+        /* the map ran out of room: grow it and index this chunk again */
+        if ((rc = evs__index_grow(&s->ix))) return rc;
+        at = chunk;
+        frames = chunk_frames;
     }
     *frames_out = frames;
     return EVS_OK;
@@ -1026,12 +1217,9 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
         report_add(s, "index rebuilt from the log: the last session did not close cleanly before a system restart");
     } else {
         MDB_txn *txn;
-        if ((rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn))) {
-            rc = evs__index_err(rc, "begin");
-            goto fail;
-        }
+        if ((rc = evs__index_rbegin(&s->ix, &txn))) goto fail;
         rc = evs__index_checkpoint_get(&s->ix, txn, &from, &from_gpos);
-        mdb_txn_abort(txn);
+        evs__index_rend(&s->ix, txn);
         if (rc == EVS_ENOTFOUND) from = 0, from_gpos = 1, rc = EVS_OK;
         if (rc) goto fail;
     }
@@ -1090,12 +1278,9 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     }
     {
         MDB_txn *txn;
-        if ((rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn))) {
-            rc = evs__index_err(rc, "begin");
-            goto fail;
-        }
+        if ((rc = evs__index_rbegin(&s->ix, &txn))) goto fail;
         rc = evs__index_lost_load(&s->ix, txn, &s->lost, &s->nlost);
-        mdb_txn_abort(txn);
+        evs__index_rend(&s->ix, txn);
         if (rc) goto fail;
     }
     atomic_store(&s->head, evs__log_next_gpos(s->log) - 1);
@@ -1133,9 +1318,9 @@ static uint64_t readonly_head(evs_store *s) {
     MDB_txn *txn;
     evs_lsn lsn;
     uint64_t next = 1;
-    if (mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn) == 0) {
+    if (evs__index_rbegin(&s->ix, &txn) == 0) {
         if (evs__index_checkpoint_get(&s->ix, txn, &lsn, &next)) next = 1;
-        mdb_txn_abort(txn);
+        evs__index_rend(&s->ix, txn);
     }
     return next - 1;
 }
@@ -1161,6 +1346,7 @@ int evs_wait_for(evs_store *s, uint64_t position, int timeout_ms, uint64_t *head
     }
     int rc = EVS_OK;
     pthread_mutex_lock(&s->mu);
+    atomic_fetch_add(&s->head_waiters, 1);
     while (atomic_load(&s->head) < position) {
         if (s->closing) {
             rc = EVS_ECLOSED;
@@ -1185,6 +1371,7 @@ int evs_wait_for(evs_store *s, uint64_t position, int timeout_ms, uint64_t *head
         }
         pthread_cond_timedwait(&s->head_cv, &s->mu, &ts);
     }
+    atomic_fetch_sub(&s->head_waiters, 1);
     pthread_mutex_unlock(&s->mu);
     if (head) *head = atomic_load(&s->head);
     if (rc == EVS_ECLOSED) return evs__err(rc, "wait: the store is closing");
@@ -1206,9 +1393,9 @@ int evs_store_get_stats(evs_store *s, evs_store_stats *out) {
     out->head = evs_head(s);
     MDB_txn *txn;
     MDB_stat st;
-    if (mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn) == 0) {
+    if (evs__index_rbegin(&s->ix, &txn) == 0) {
         if (mdb_stat(txn, s->ix.streams, &st) == 0) out->streams = st.ms_entries;
-        mdb_txn_abort(txn);
+        evs__index_rend(&s->ix, txn);
     }
     evs__log_usage(s->log, &out->segments, &out->log_bytes);
     out->appends = atomic_load(&s->st_appends);

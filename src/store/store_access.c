@@ -13,11 +13,13 @@ int evs__store_readonly(const evs_store *s) { return s && s->readonly; }
 int evs__store_event_position(evs_store *s, const evs_uuid *id, uint64_t *gpos) {
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "the store is not open");
     MDB_txn *txn;
-    int rc = mdb_txn_begin(s->ix.env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__index_err(rc, "begin read");
+    /* under the index's remap lock, like every reader (see index.h): the
+       writer may grow the map at any time */
+    int rc = evs__index_rbegin(&s->ix, &txn);
+    if (rc) return rc;
     uint64_t sid, spos;
     rc = evs__index_event_id_get(&s->ix, txn, id, gpos, &sid, &spos);
-    mdb_txn_abort(txn);
+    evs__index_rend(&s->ix, txn);
     return rc;
 }
 

@@ -47,9 +47,14 @@ struct evs_store {
     pthread_cond_t idle_cv;       /* close waits for the queue to drain */
     pthread_cond_t syncer_cv;     /* wakes the batch-mode syncer at close */
     evs_append_req *q_head, *q_tail;
-    int leading;                  /* a batch is being committed */
-    size_t last_batch;            /* requests in the last batch */
+    size_t q_len;
+    int leading;                  /* a thread leads, or has been asked to (see store.c) */
     int closing;
+    _Atomic int inflight;         /* evs_append calls between entry and return */
+    _Atomic int gathering;        /* a leader waits for appenders on their way */
+    _Atomic uint32_t gather_seq;  /* futex word it waits on */
+    _Atomic int head_waiters;     /* evs_wait_for callers on head_cv */
+    _Atomic int64_t sync_ewma_ns; /* recent fdatasync duration, for the gathering budget */
     pthread_t syncer;             /* batch durability only */
     int syncer_started;
     /* owned by whoever leads (handed over under mu) */
@@ -59,6 +64,9 @@ struct evs_store {
     int64_t last_recorded;        /* recorded_at never goes backwards */
     int64_t last_sync_ns;
     int unsynced;                 /* batch mode: flushed but not synced */
+    /* test hooks (store_testing.h): no room kept ahead of a batch; index
+       commits of appends still to fail with MDB_MAP_FULL */
+    int t_no_reserve, t_fail_commits;
 
     /* the append validator (store_access.h), NULL when none; set while no append is in flight */
     int (*validator)(void *ctx, const char *stream, size_t stream_len, const char *stream_type, size_t stream_type_len,

@@ -19,4 +19,15 @@ int evs__store_set_io(evs_store *s, const evs_io *io);
  */
 void evs__store_abandon(evs_store *s);
 
+/*
+ * Index map faults.  no_reserve: keep no room in the map ahead of a batch,
+ * so that every growth comes from MDB_MAP_FULL in whichever step it hits
+ * (a put, or the commit saving LMDB's free list).  fail_commits: the next
+ * that many index commits of appends fail with MDB_MAP_FULL, as LMDB's do
+ * when the map fills during the commit (the transaction is gone, the
+ * batch's frames are already in the log).  Call before evs_store_open, or
+ * while no append is in flight.
+ */
+int evs__store_set_index_faults(evs_store *s, int no_reserve, int fail_commits);
+
 #endif

@@ -210,6 +210,48 @@ static void test_idempotency(evs_store *s) {
         CHECK_MEM(e->event_type, e->event_type_len, "Refunded");
     }
     evs_reader_close(rd);
+
+
+    /* ids the store generated (they skip the idempotency lookups), sent
+       back by the caller: a retry like any other */
+    evs_event_in gen[2] = {tu_event("A", "{}"), tu_event("B", "{}")};
+    evs_uuid got[2];
+    CHECK_RC(evs_append(s, "gen-1", EVS_EXPECT_NO_STREAM, gen, 2, &r, got), EVS_OK);
+    CHECK_INT(r.idempotent, 0);
+    head = evs_head(s);
+    gen[0].event_id = &got[0];
+    gen[1].event_id = &got[1];
+    CHECK_RC(evs_append(s, "gen-1", EVS_EXPECT_NO_STREAM, gen, 2, &r2, NULL), EVS_OK);
+    CHECK_INT(r2.idempotent, 1);
+    CHECK_INT(r2.first_global_position, r.first_global_position);
+    CHECK_RC(evs_append(s, "gen-2", EVS_EXPECT_ANY, gen, 2, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_INT(evs_head(s), head);
+    /* a caller's id and one the store makes, in one append */
+    evs_uuid mine, made[2];
+    evs_uuid_v7(&mine);
+    evs_event_in mix[2] = {tu_event("A", "{}"), tu_event("B", "{}")};
+    mix[0].event_id = &mine;
+    CHECK_RC(evs_append(s, "mix-1", EVS_EXPECT_ANY, mix, 2, &r, made), EVS_OK);
+    CHECK_INT(r.idempotent, 0);
+    CHECK(!memcmp(&made[0], &mine, 16));
+    CHECK(memcmp(&made[1], &mine, 16) != 0);
+    head = evs_head(s);
+    /* sent again as it was, the store makes a new second id: not a retry, nothing stored */
+    CHECK_RC(evs_append(s, "mix-1", EVS_EXPECT_ANY, mix, 2, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "event 2");
+    CHECK_INT(evs_head(s), head);
+    /* sent again with the id the store made: a retry */
+    mix[1].event_id = &made[1];
+    CHECK_RC(evs_append(s, "mix-1", EVS_EXPECT_ANY, mix, 2, &r2, NULL), EVS_OK);
+    CHECK_INT(r2.idempotent, 1);
+    CHECK_INT(r2.first_global_position, r.first_global_position);
+    /* the caller's id alone in another stream: a duplicate, found without the generated one's help */
+    CHECK_RC(evs_append(s, "mix-2", EVS_EXPECT_ANY, mix, 1, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "another stream");
+    CHECK_INT(evs_head(s), head);
+    evs_stream_info info;
+    CHECK_RC(evs_stream_get_info(s, "mix-1", &info), EVS_OK);
+    CHECK_INT(info.version, 2);
 }
 
 static void test_bad_input(evs_store *s) {
