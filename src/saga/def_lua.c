@@ -149,7 +149,9 @@ static int inst_new(struct evs__lua_def *l, lua_inst **out) {
         lua_pop(L, 1);
     }
     lua_pop(L, 1); /* steps */
-    l->n_steps = n;
+    /* set once, by the instance registration makes (one thread); later
+       instances, made by workers at once, only compare against it */
+    if (!l->n_steps) l->n_steps = n;
     *out = in;
     return EVS_OK;
 fail:
