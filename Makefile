@@ -1,7 +1,8 @@
 # evstore — the two commands a fresh Debian 12 machine needs:
 #   make run    install what is missing, build, serve ./data over HTTP (prints the address)
 #   make test   install what is missing, build, and pass every test
-#               (plain, ASan+UBSan, and the concurrency tests under TSan)
+#               (plain, ASan+UBSan, the concurrency tests under TSan, and a
+#               short libFuzzer run of every fuzz target, built with clang)
 # Also: make demo (the CLI tour), make build, make bench, make soak, make install PREFIX=/usr/local
 
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
@@ -12,7 +13,7 @@ CMAKE    := cmake
 APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev liblua5.4-dev python3 clang \
             libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev prometheus
 
-.PHONY: all deps build build-asan build-tsan run demo test test-plain test-asan test-tsan bench soak install clean fuzz
+.PHONY: all deps build build-asan build-tsan run demo test test-plain test-asan test-tsan test-fuzz bench soak install clean fuzz
 
 all: build
 
@@ -59,7 +60,7 @@ test-tsan: build-tsan
 	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp EVS_SANITIZED=1 \
 	  ctest --output-on-failure -j $(JOBS) -L concurrency
 
-test: test-plain test-asan test-tsan
+test: test-plain test-asan test-tsan test-fuzz
 
 bench: build
 	sh bench/run.sh $(BUILD)
@@ -67,9 +68,18 @@ bench: build
 soak: build
 	cd $(BUILD) && EVS_CRASH_CYCLES=1000 EVS_SOAK=1 ctest --output-on-failure -R crash
 
+# libFuzzer targets (tests/fuzz/, docs/testing.md): built with clang in build-fuzz.
+# Fuzz one for longer:  build-fuzz/fuzz_NAME -max_total_time=600 -jobs=2 \
+#                           build-fuzz/fuzz-scratch/NAME tests/fuzz/corpus/NAME
 fuzz: deps
-	$(CMAKE) -S . -B $(BUILD)-fuzz -DCMAKE_C_COMPILER=clang -DEVS_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug
-	$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS)
+	@[ -f $(BUILD)-fuzz/Makefile ] || $(CMAKE) -S . -B $(BUILD)-fuzz -DCMAKE_C_COMPILER=clang -DEVS_FUZZ=ON \
+	  -DCMAKE_BUILD_TYPE=Debug
+	$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS) --target fuzzers
+
+# A short coverage-guided run of every target from its seeds (CTest label "fuzz").
+test-fuzz: fuzz
+	cd $(BUILD)-fuzz && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -L fuzz
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
