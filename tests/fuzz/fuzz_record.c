@@ -13,6 +13,10 @@
  *     lies inside the payload and inside its entry, and each entry starts
  *     after the previous one (no loop, no step backwards);
  *   - positions are the frame's plus the entry's index;
+ *   - evs__record_valid (what the index and repair go by) takes the payload
+ *     as a record of k events exactly when its first k entries decode with
+ *     non-empty event and stream types (checked for k = 1, the number that
+ *     decode, and one more), and says why when it does not;
  *   - round trip: the decoded events that the encoder accepts (an event
  *     type of 1..255 bytes without NUL, a stream type of at most 255, a
  *     version above 0; what the store's validation guarantees) are encoded
@@ -145,9 +149,26 @@ static void round_trip(const uint8_t *p, size_t len, const evs_event *evs, size_
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
+static void check_valid(const uint8_t *p, size_t len, const evs_event *evs, size_t n, int header_ok, uint32_t k) {
+    char why[128] = "";
+    int want = header_ok && k <= n;
+    for (size_t i = 0; want && i < k; i++) want = evs[i].event_type_len && evs[i].stream_type_len;
+    int got = evs__record_valid(p, len, k, why, sizeof why) == EVS_OK;
+    FUZZ_ASSERT(got == want, "evs__record_valid(%u) says %d (%s), %zu entries decode", k, got, why, n);
+    if (!got) FUZZ_ASSERT(why[0], "refused without a reason");
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static evs_event evs[MAX_EVENTS];
     size_t n = walk(data, size, evs, MAX_EVENTS);
+    const char *stream;
+    size_t slen;
+    int header_ok = evs__record_stream(data, size, &stream, &slen) == EVS_OK;
+    if (n < MAX_EVENTS) {
+        check_valid(data, size, evs, n, header_ok, 1);
+        if (n > 1) check_valid(data, size, evs, n, header_ok, (uint32_t)n);
+        check_valid(data, size, evs, n, header_ok, (uint32_t)n + 1);
+    }
     if (n) round_trip(data, size, evs, n);
     return 0;
 }

@@ -103,3 +103,63 @@ put("lost", "one", struct.pack("<I", 3) + lost(1767225600000000000, [(b"order-1"
 put("lost", "two", struct.pack("<I", 5) + lost(1767225600000000000, [(b"order-1", 1, 2), (b"cart-9", 7, 3)]))
 put("lost", "zero-fill", struct.pack("<I", 2) + lost(1, [(b"a", 1, 2)]) + b"\0" * 40)
 put("lost", "too-many", struct.pack("<I", 1) + lost(5, [(b"a", 1, 0xFFFFFFFF)]))
+
+
+# --------------------------------------------------------------- log (fuzz_log.c)
+def frame(ctl, count, payload):
+    return struct.pack("<BBH", ctl, count, len(payload)) + payload
+
+
+LOST3 = lost(1767225600000000000, [(b"order-1", 2, 3)])
+# mode A: a log from the input alone
+put("log", "a-one-record", b"\x00" + frame(0, 1, REC1))
+put("log", "a-two-records", b"\x00" + frame(0, 1, REC1) + frame(0, 3, REC3))
+put("log", "a-records-and-lost", b"\x00" + frame(0, 1, REC1) + frame(0x02, 3, LOST3) + frame(0, 3, REC3))
+put("log", "a-second-segment", b"\x00" + frame(0, 1, REC1) + frame(0x08, 3, REC3))
+put("log", "a-bad-middle", b"\x00" + frame(0, 1, REC1) + frame(0x01, 3, REC3) + frame(0, 1, REC1))
+put("log", "a-torn-tail", b"\x00" + frame(0, 1, REC1) + frame(0x01, 3, REC3))
+put("log", "a-gap", b"\x00" + frame(0, 1, REC1) + frame(0x04, 3, REC3))
+put("log", "a-short-files", b"\x08" + frame(0, 1, REC1) + frame(0x08, 3, REC3))
+put("log", "a-count-mismatch", b"\x00" + frame(0, 5, REC3))
+put("log", "a-raw", b"\x00" + frame(0x40, 0, struct.pack("<IIQIIQ", 40, 0, 1, 1, 0, 0) + b"x" * 40))
+put("log", "a-header-from-input", b"\x06" + b"EVSLOG01" + struct.pack("<IIQQQQ", 1, 64, 1, 7, 1, 65536) +
+    b"\0" * 16 + frame(0, 1, REC1))
+
+
+# mode B: the base store, edited (ops: 0 patch, 1 zero, 2 cut, 3 frame, 4 no index, 5 flip)
+def op(kind, seg, *rest):
+    return bytes([kind, seg]) + b"".join(rest)
+
+
+u16 = lambda v: struct.pack("<H", v)
+put("log", "b-clean", b"\x01")
+put("log", "b-killed", b"\x03")
+put("log", "b-flip-first", b"\x01" + op(5, 0, u16(200), b"\x04"))
+put("log", "b-flip-last", b"\x01" + op(5, 1, u16(100), b"\x40"))
+put("log", "b-zero-range", b"\x03" + op(1, 0, u16(64), u16(3000)))
+put("log", "b-patch", b"\x01" + op(0, 0, u16(96), b"\x07" + b"\xff" * 8))
+put("log", "b-cut", b"\x01" + op(2, 1, u16(5000)))
+put("log", "b-no-index", b"\x01" + op(4, 0) + op(5, 0, u16(400), b"\x01"))
+put("log", "b-new-record", b"\x01" + op(3, 1, frame(0, 1, record(b"order-1", [event_entry(b"Late", b"order", b"{}")],
+                                                                   first_spos=6))))
+put("log", "b-new-lost", b"\x03" + op(3, 1, frame(0x02, 2, lost(7, [(b"order-9", 1, 2)]))))
+put("log", "b-new-bad-record", b"\x01" + op(3, 1, frame(0, 2, REC1)))
+
+
+# --------------------------------------------------------------- ws (fuzz_ws.c)
+for i, s in enumerate([
+    '{"op":"subscribe","from":"now","filter":{"type":["OrderPlaced","OrderShipped"],"stream_type":"order"}}',
+    '{"op":"subscribe","from":0,"filter":{"type":"A","stream":"order-1"}}',
+    '{"op":"subscribe","from":-1,"filter":{"type":"a,b","color":"red"}}',
+    '{"op":"unsubscribe"}', '{"op":"ping"}', '{"op":"leave"}', '{"op":"dance"}', '[1,2]', '{"op":',
+    '{"op":"consume","group":"billing","consumer":"worker-1"}',
+    '{"op":"consume","group":"b\\u0000x","consumer":7}',
+    '{"op":"ack","position":12,"attempt":1}',
+    '{"op":"ack","deliveries":[{"position":1,"attempt":1},{"position":2,"attempt":4294967296}]}',
+    '{"op":"nack","position":3,"attempt":2,"action":"park","reason":"bad data"}',
+    '{"op":"nack","position":3,"attempt":2,"action":"later"}',
+    '{"op":"subscribe","op":"ping"}',
+    '{"op":"subscribe","filter":{"type":["' + '","'.join("t%d" % k for k in range(33)) + '"]}}',
+    '{"op":"consume","group":"' + "\u00e9" * 70 + '","zzz":1}',
+]):
+    put("ws", "seed-%02d" % i, s)
