@@ -815,6 +815,13 @@ static int reindex(evs_store *s, evs_lsn from, uint64_t *frames_out) {
         continue;
     fail:
         mdb_txn_abort(txn);
+        if (rc == EVS_ECORRUPT) {
+            /* a record that verifies but does not decode: name it and the way out */
+            char why[512];
+            snprintf(why, sizeof why, "%s", evs_errmsg());
+            rc = evs__err(EVS_ECORRUPT, "segment %08u.seg offset %u: %s; `evstore repair -d %s` replaces it by a "
+                          "lost-record", EVS_LSN_SEG(at), EVS_LSN_OFF(at), why, s->dir);
+        }
         return rc;
     }
     *frames_out = frames;
@@ -938,17 +945,27 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
                           .segment_size = s->segment_size,
                           .readonly = s->readonly,
                           .from_is_durable = clean && !rebuild,
-                          .from_is_floor = !s->readonly && !rebuild};
+                          .from_is_floor = !s->readonly && !rebuild,
+                          /* a record the index could not take fails open before recovery writes */
+                          .check = s->readonly ? NULL : evs__frame_payload_check};
     evs_log_recovery rec;
     memset(&rec, 0, sizeof rec);
     rc = evs__log_open(dir, &cfg, from, from_gpos, &s->log, &rec);
-    if (rc == EVS_ECORRUPT && cfg.from_is_floor) {
+    /* the floor is the index's checkpoint; a fresh index has none */
+    if (rc == EVS_ECORRUPT && cfg.from_is_floor && from_gpos > 1) {
         char why[600];
         snprintf(why, sizeof why, "%s", evs_errmsg());
         rc = evs__err(EVS_ECORRUPT, "store %s is damaged: %s.  The index holds acknowledged events up to global "
                       "position %llu: this is damage, not a torn write, and nothing was changed.  `evstore "
                       "check -d %s` lists the damage; `evstore repair -d %s --dry-run` shows which events a repair "
                       "would drop", dir, why, (unsigned long long)(from_gpos - 1), dir, dir);
+        goto fail;
+    }
+    if (rc == EVS_ECORRUPT && !s->readonly) {
+        char why[600];
+        snprintf(why, sizeof why, "%s", evs_errmsg());
+        rc = evs__err(EVS_ECORRUPT, "store %s: %s; nothing was changed.  `evstore repair -d %s --dry-run` shows which "
+                      "events a repair would replace by a lost-record", dir, why, dir);
         goto fail;
     }
     if (rc == EVS_EINDEX && s->readonly) {

@@ -163,3 +163,11 @@ for i, s in enumerate([
     '{"op":"consume","group":"' + "\u00e9" * 70 + '","zzz":1}',
 ]):
     put("ws", "seed-%02d" % i, s)
+# what the fuzzer found, written out (the inputs it found are kept as found-*):
+# a record that checksums but does not decode, with a torn tail after it in short files
+put("log", "a-undecodable-then-torn", b"\x08" + frame(0, 1, REC1) + frame(0, 5, REC3) + frame(0x09, 2, REC1))
+# damage from segment 1 over an all-zero segment 2 to a record in segment 3
+put("log", "a-damage-over-a-zero-segment", b"\x00" + frame(0, 1, REC1) + frame(0x01, 2, REC3) + frame(0x48, 0, b"") +
+    frame(0x08, 3, REC3))
+# the same record twice (the harness gives it fresh identities)
+put("log", "a-same-record-twice", b"\x00" + frame(0, 1, REC1) + frame(0, 1, REC1))
