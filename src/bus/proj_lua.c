@@ -8,15 +8,22 @@
  *     coroutine are never opened.  Chunks are loaded as text only.
  *   - Memory: a custom lua_Alloc counts the heap and, while script code
  *     runs, refuses to grow past the cap (our own C-side pushes are never
- *     refused, so no allocation failure can escape a protected call).  A call during which the cap was hit fails even if the script
- *     caught the error (GC timing would make it nondeterministic).
+ *     refused, so no allocation failure can escape a protected call).  A
+ *     call during which the cap was hit fails even if the script caught the
+ *     error (GC timing would make it nondeterministic).
  *   - Instructions: a count hook charges every EVS_LUA_HOOK_STEP
  *     instructions against the per-call budget.  Once exceeded the call is
  *     "dead": the hook re-arms itself to fire on every instruction and raises
  *     the error each time, so a pcall in the script cannot swallow it (the
  *     first instruction after the pcall raises again), and the call fails.
- *     The hook stays installed between calls, so a __gc finalizer (always
- *     run in protected mode by Lua) cannot loop forever either.
+ *   - No finalizers: Lua runs __gc metamethods with debug hooks switched off
+ *     and outside our calls (at a collection, at close), where neither the
+ *     budget nor the memory cap applies, so one that loops would hang the
+ *     runner for good.  setmetatable refuses a metatable with __gc.
+ *   - Our own code never runs script code outside a guarded call: what the
+ *     script returns is read raw (lua_rawget), so a metatable's __index on
+ *     the declaration, its filter or its handlers is never called where an
+ *     error could not be caught (an uncaught one aborts the process).
  *   - Determinism: no clock, no random, no I/O.  pairs() visits keys in a
  *     defined order (ordered_pairs below), not Lua's hash order; next()
  *     keeps Lua's order (use it only to test for emptiness).  States are
@@ -435,6 +442,27 @@ static int ordered_pairs(lua_State *L) {
     return 3;
 }
 
+/* setmetatable without __gc (see the sandbox rules); the original is upvalue 1. */
+static int safe_setmetatable(lua_State *L) {
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        int gc = lua_rawget(L, 2);
+        lua_pop(L, 1);
+        if (gc != LUA_TNIL) return luaL_error(L, "setmetatable: __gc finalizers are not allowed in projections");
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+/* t[k] without metamethods; pushes the value, returns its type. */
+static int raw_field(lua_State *L, int t, const char *k) {
+    t = lua_absindex(L, t);
+    lua_pushstring(L, k);
+    return lua_rawget(L, t);
+}
+
 static void set_nil(lua_State *L, const char *table, const char *field) {
     if (table) {
         lua_getglobal(L, table);
@@ -468,19 +496,19 @@ static int read_decl(evs__lua *x, evs__lua_decl *d, char *err, size_t cap) {
     lua_State *L = x->L;
     int t = lua_gettop(L);
     /* handlers */
-    lua_getfield(L, t, "handlers");
+    raw_field(L, t, "handlers");
     if (!lua_istable(L, -1)) {
         snprintf(err, cap, "the script must return a table with a 'handlers' table");
         return EVS_EINVAL;
     }
     x->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, t, "init");
+    raw_field(L, t, "init");
     if (!lua_isnil(L, -1) && !lua_istable(L, -1) && !lua_isfunction(L, -1)) {
         snprintf(err, cap, "'init' must be a function or a table");
         return EVS_EINVAL;
     }
     x->init_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, t, "partition");
+    raw_field(L, t, "partition");
     d->partitioning = EVS_PARTITION_BY_STREAM;
     if (lua_isfunction(L, -1)) {
         d->partitioning = EVS_PARTITION_CUSTOM;
@@ -494,10 +522,10 @@ static int read_decl(evs__lua *x, evs__lua_decl *d, char *err, size_t cap) {
         if (pm && strcmp(pm, "none") == 0) d->partitioning = EVS_PARTITION_NONE;
         lua_pop(L, 1);
     }
-    lua_getfield(L, t, "filter");
+    raw_field(L, t, "filter");
     if (lua_istable(L, -1)) {
         int f = lua_gettop(L);
-        lua_getfield(L, f, "event_types");
+        raw_field(L, f, "event_types");
         if (lua_istable(L, -1)) {
             size_t n = (size_t)lua_rawlen(L, -1);
             if (n) {
@@ -520,7 +548,7 @@ static int read_decl(evs__lua *x, evs__lua_decl *d, char *err, size_t cap) {
         lua_pop(L, 1);
         const char *names[2] = {"stream_prefix", "stream_type"};
         for (int i = 0; i < 2; i++) {
-            lua_getfield(L, f, names[i]);
+            raw_field(L, f, names[i]);
             const char *s = lua_tostring(L, -1);
             if (s && *s) {
                 char *c = strdup(s);
@@ -567,6 +595,9 @@ int evs__lua_new(const char *src, size_t len, const evs_lua_limits *lim, evs__lu
     set_nil(L, LUA_MATHLIBNAME, "randomseed");
     lua_pushcfunction(L, ordered_pairs);
     lua_setglobal(L, "pairs");
+    lua_getglobal(L, "setmetatable");
+    lua_pushcclosure(L, safe_setmetatable, 1);
+    lua_setglobal(L, "setmetatable");
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, event_index);
     lua_setfield(L, -2, "__index");
@@ -709,7 +740,7 @@ int evs__lua_apply(evs__lua *x, int *ref, const evs_event *ev, char *err, size_t
     lua_rawget(L, -2);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
-        lua_getfield(L, -1, "$any");
+        raw_field(L, -1, "$any");
     }
     if (lua_isnil(L, -1)) {
         lua_settop(L, top);

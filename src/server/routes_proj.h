@@ -5,11 +5,20 @@
 #ifndef EVS_ROUTES_PROJ_H
 #define EVS_ROUTES_PROJ_H
 
+#include <jansson.h>
+
 #include "server/respond.h"
 
 #define EVS_PROJ_MAX_SOURCE ((size_t)1 << 20)    /* Lua source bytes */
 #define EVS_PROJ_MAX_JSON_BODY ((size_t)2 << 20) /* {"source": ...}: room for escapes */
 
+/*
+ * The Lua source of a PUT/POST body: the body itself, or the "source"
+ * member of {"source": "..."} when it is JSON; no NUL, valid UTF-8.  0 with
+ * *src (n bytes, inside the body or *root), or -1 after the answer in *mr.
+ * Ownership: *root (may be NULL) is the caller's, json_decref.
+ */
+int evs__proj_take_source(evs__req *rq, json_t **root, const char **src, size_t *n, enum MHD_Result *mr);
 /* PUT|POST /projections/N: the script as text/x-lua or text/plain, or {"source": ...} as JSON */
 enum MHD_Result evs__route_proj_put(evs__req *rq);
 /* GET /projections/N/state, /projections/N/state/{partition} (rq->part) */
