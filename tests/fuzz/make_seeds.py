@@ -171,3 +171,50 @@ put("log", "a-damage-over-a-zero-segment", b"\x00" + frame(0, 1, REC1) + frame(0
     frame(0x08, 3, REC3))
 # the same record twice (the harness gives it fresh identities)
 put("log", "a-same-record-twice", b"\x00" + frame(0, 1, REC1) + frame(0, 1, REC1))
+
+
+# --------------------------------------------------------------- proj (fuzz_proj.c)
+TOTALS = '''return {
+  filter = {event_types = {"OrderPlaced", "ItemAdded"}, stream_prefix = "order-"},
+  partition = "stream",
+  init = {count = 0, total = 0, tags = {}},
+  handlers = {
+    OrderPlaced = function(s, e) s.count = s.count + 1; s.total = s.total + (e.data.total or 0); return s end,
+    ItemAdded = function(s, e) table.insert(s.tags, e.data.sku); return s end,
+    ["$any"] = function(s, e) s.last = e.type end,
+  },
+}'''
+CUSTOM = '''return {
+  partition = function(e) return e.stream_type .. ":" .. tostring(e.position % 2) end,
+  init = function() return {seen = {}} end,
+  handlers = {["$any"] = function(s, e) s.seen[#s.seen + 1] = e.id; for k, v in pairs(e.data) do s[k] = v end end},
+}'''
+for i, s in enumerate([
+    "\x00" + TOTALS, "\x00" + CUSTOM,
+    "\x01" + '{"source":' + json_str(TOTALS) + '}' if False else "\x01" + '{"source": "return {handlers = {}}"}',
+    "\x01" + '{"source": "return {handlers = {}}", "extra": 1}', "\x01" + '{"source": 5}', "\x01" + '{"source":',
+    "\x00return {handlers = {}, partition = \"none\", filter = {event_types = {\"\", 3}}}",
+    "\x00while true do end",
+    "\x00local t = {} for i = 1, 1e9 do t[i] = i end return {handlers = {}}",
+    "\x00return setmetatable({handlers = {}}, {__index = function(t, k) error(\"no \" .. k) end})",
+    "\x00return {handlers = setmetatable({}, {__index = function() while true do end end})}",
+    "\x00return {handlers = {OrderPlaced = function(s, e) return setmetatable({}, {__gc = function() while true do end end}) end}}",
+    "\x00return {handlers = {OrderPlaced = function(s, e) s.x = 0/0; s.y = function() end; s[1.5] = 1 end}}",
+    "\x00return {handlers = {ItemAdded = function(s, e) local a = {}; a.me = a; s.loop = a end}}",
+    "\x00return {handlers = {}, filter = {event_types = setmetatable({}, {__len = function() return 1e9 end})}}",
+    "\x02" + '{"a":[1,2,{"b":null}],"c":1.5e300,"d":-0.0,"e":"\u00e9","1":true}',
+    "\x02" + '[[],[[]],{},{"x":{}}]', "\x02" + '"just a string"', "\x02" + '{"k":' * 70 + '1' + '}' * 70,
+]):
+    put("proj", "seed-%02d" % i, s)
+
+
+# --------------------------------------------------------------- config (fuzz_config.c)
+for i, s in enumerate([
+    '{"listen": "127.0.0.1:0", "durability": "batch", "batch_ms": 5, "threads": 8, "max_body": 1048576}',
+    '{"max_connections": 4096, "timeout": 600, "max_ws_message": 128, "heartbeat_ms": 10, "access_log": "-"}',
+    '{"dir": "/tmp/x", "access_log": "access.log"}',
+    '{"threads": 65}', '{"threads": "8"}', '{"threads": -1}', '{"threads": 1.5}', '{"colour": "blue"}',
+    '{"durability": "fast"}', '{"listen": "localhost:99999"}', '{"listen": "[::1]:2113"}', '{"listen": ""}',
+    '{"threads": 2, "threads": 3}', '[]', '', '{"max_body": 18446744073709551615}', '{"heartbeat_ms": 9}',
+]):
+    put("config", "seed-%02d" % i, s)
