@@ -440,6 +440,7 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
     if (now < s->last_recorded) now = s->last_recorded;
     uint64_t next = evs__log_next_gpos(s->log);
     size_t wrote = 0, events = 0, bytes = 0;
+    int buffered = 0; /* a frame of this batch is in the log's buffer */
     for (evs_append_req *r = batch; r; r = r->next) {
         if (r->sync_only) continue;
         evs_ix_stream st;
@@ -466,6 +467,7 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
         evs__put64(r->payload + EVS_REC_OFF_RECORDED_AT, (uint64_t)now);
         evs_lsn at;
         if ((rc = evs__log_append(s->log, r->payload, (uint32_t)r->len, next, r->count, &at))) goto fatal;
+        buffered = 1;
         if ((rc = evs__index_add_record(&s->ix, txn, r->payload, (uint32_t)r->len, next, r->count, at, &st)))
             goto fatal;
         r->res.first_stream_position = v + 1;
@@ -508,6 +510,15 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
     note_batch(s, wrote);
     goto done;
 fatal:
+    if (!buffered) {
+        /* Nothing of this batch reached the log (out of memory, say, before
+           the first frame was buffered): the failure is this batch's alone,
+           the store takes the next one. */
+        if (txn) mdb_txn_abort(txn);
+        for (evs_append_req *r = batch; r; r = r->next)
+            if (r->rc == EVS_OK && !r->res.idempotent) req_fail(r, rc);
+        goto done;
+    }
     /* nothing of this batch may be acknowledged or ever reach the file */
     set_failed(s, rc);
     evs__log_poison(s->log, rc);

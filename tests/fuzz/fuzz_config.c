@@ -3,7 +3,7 @@
  * settings file and its checks (src/cli/cli_serve.c), run through the
  * command's own entry point, evs__cli_serve.
  *
- * EVS_FUZZ_WRAP: evs__serve evs__cli_fail evs__cli_usage fopen
+ * EVS_WRAP: evs__serve evs__cli_fail evs__cli_usage fopen
  *
  * Seams (linked -Wl,--wrap): evs__serve records the settings it is given
  * instead of serving; evs__cli_fail and evs__cli_usage record the message

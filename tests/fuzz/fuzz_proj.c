@@ -6,7 +6,7 @@
  * declares), its handlers run on three events, and the states they leave
  * converted to JSON and back.
  *
- * EVS_FUZZ_WRAP: MHD_lookup_connection_value MHD_create_response_from_buffer MHD_queue_response
+ * EVS_WRAP: MHD_lookup_connection_value MHD_create_response_from_buffer MHD_queue_response
  *
  * Byte 0 chooses: bit 0 the body is JSON (else Lua text); bit 1 the rest
  * is a stored state (JSON) given to a fixed script instead of a body.

@@ -5,7 +5,7 @@
  * strict numbers, positions, the direction, the live filters of /all,
  * /subscribe and /ws).
  *
- * EVS_FUZZ_WRAP: MHD_lookup_connection_value MHD_create_response_from_buffer MHD_queue_response evs_head
+ * EVS_WRAP: MHD_lookup_connection_value MHD_create_response_from_buffer MHD_queue_response evs_head
  *
  * The input is a query string ("type=a,b&since=...&limit=5").  libmicrohttpd's
  * per-connection calls are replaced (fuzz_http.h), and evs_head answers 41,
