@@ -19,22 +19,15 @@
  *     evs__lost_size / evs__lost_encode, and reading that gives the same
  *     entries and time, and it is valid too.
  */
+#define FUZZ_NAME "fuzz_lost"
+#include "fuzz_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
 #include "log/record.h"
-
-#define FUZZ_ASSERT(cond, ...)                                                   \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "fuzz_lost: %s failed: ", #cond);                    \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-            abort();                                                             \
-        }                                                                        \
-    } while (0)
 
 #define MAX_ENTRIES 4096
 
@@ -77,8 +70,6 @@ static void walk(const uint8_t *p, size_t len, walked *w) {
         w->at = at;
     }
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 4) return 0;

@@ -23,22 +23,15 @@
  *     again with evs__record_encode, the writer's patched fields copied,
  *     and decoding that payload gives the same events, field by field.
  */
+#define FUZZ_NAME "fuzz_record"
+#include "fuzz_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
 #include "log/record.h"
-
-#define FUZZ_ASSERT(cond, ...)                                                   \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "fuzz_record: %s failed: ", #cond);                  \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-            abort();                                                             \
-        }                                                                        \
-    } while (0)
 
 #define MAX_EVENTS 10000
 #define FIRST_GPOS 1000
@@ -146,8 +139,6 @@ static void round_trip(const uint8_t *p, size_t len, const evs_event *evs, size_
     for (size_t i = 0; i < k; i++) free(types[i]);
     free(in), free(ids), free(caus), free(corr), free(stypes), free(tags), free(stlens), free(taglens), free(types);
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static void check_valid(const uint8_t *p, size_t len, const evs_event *evs, size_t n, int header_ok, uint32_t k) {
     char why[128] = "";

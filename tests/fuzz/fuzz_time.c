@@ -18,22 +18,15 @@
  * format, check against gmtime_r, parse, same value (for every value whose
  * whole seconds parse can return, 1677..2262).
  */
+#define FUZZ_NAME "fuzz_time"
+#include "fuzz_util.h"
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "core/core.h"
-
-#define FUZZ_ASSERT(cond, ...)                                                   \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "fuzz_time: %s failed: ", #cond);                    \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-            abort();                                                             \
-        }                                                                        \
-    } while (0)
 
 /* The whole seconds evs_time_parse can return without overflow (1677..2262). */
 #define MIN_NS (-9223372035LL * 1000000000LL)
@@ -94,8 +87,6 @@ static int64_t oracle(const char *s, size_t n) {
     int64_t secs = (int64_t)timegm(&tm) - off;
     return secs * 1000000000 + frac;
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *s = (const char *)data;
