@@ -1,6 +1,7 @@
 # evstore — the two commands a fresh Debian 12 machine needs:
-#   make run    install what is missing, build, serve ./data over HTTP (prints the address)
-#   make test   install what is missing, build, and pass every test
+#   make run    install what building and running need, build the program, serve ./data
+#               over HTTP (prints the address)
+#   make test   install what the tests need too, build everything, and pass every test
 #               (plain, ASan+UBSan, the concurrency tests under TSan, and a
 #               short libFuzzer run of every fuzz target, built with clang)
 # Also: make demo (the CLI tour), make build, make bench, make soak, make install PREFIX=/usr/local
@@ -10,15 +11,25 @@ PREFIX   ?= /usr/local
 DATA     ?= ./data
 BUILD    := build
 CMAKE    := cmake
-APT_PKGS := build-essential cmake pkg-config liblmdb-dev lmdb-utils libjansson-dev liblua5.4-dev python3 clang \
-            libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev prometheus
+# What building and running need (make run, make build) ...
+BUILD_PKGS := build-essential cmake pkg-config liblmdb-dev libjansson-dev liblua5.4-dev libsodium-dev \
+              libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev
+# ... what the tests drive besides (the README's curl examples, promtool for /metrics) ...
+TEST_PKGS  := $(BUILD_PKGS) python3 curl prometheus lmdb-utils
+# ... and libFuzzer (make fuzz).
+FUZZ_PKGS  := $(BUILD_PKGS) clang
 
-.PHONY: all deps build build-asan build-tsan run demo test test-plain test-asan test-tsan test-fuzz bench soak install clean fuzz
+# cmake's progress lines are enough: no "Entering directory" from the makes it runs
+MAKEFLAGS += --no-print-directory
+
+.PHONY: all deps deps-test deps-fuzz configure build build-asan build-tsan run demo test test-plain test-asan test-tsan \
+        test-fuzz bench soak install clean fuzz
 
 all: build
 
-deps:
-	@missing=""; for p in $(APT_PKGS); do \
+# Install the Debian packages of $(1) that are missing (as root, or through sudo).
+define install_missing
+	@missing=""; for p in $(1); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
 	done; \
 	if [ -n "$$missing" ]; then \
@@ -26,37 +37,49 @@ deps:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
+endef
 
-$(BUILD)/Makefile: CMakeLists.txt | deps
-	$(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
+deps:
+	$(call install_missing,$(BUILD_PKGS))
 
-build: deps
+deps-test:
+	$(call install_missing,$(TEST_PKGS))
+
+deps-fuzz:
+	$(call install_missing,$(FUZZ_PKGS))
+
+configure: deps
 	@[ -f $(BUILD)/Makefile ] || $(CMAKE) -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=RelWithDebInfo
-	$(CMAKE) --build $(BUILD) -j $(JOBS)
+
+build: configure
+	@$(CMAKE) --build $(BUILD) -j $(JOBS)
 
 build-asan: deps
 	@[ -f $(BUILD)-asan/Makefile ] || $(CMAKE) -S . -B $(BUILD)-asan -DCMAKE_BUILD_TYPE=Debug -DEVS_SANITIZE=address
-	$(CMAKE) --build $(BUILD)-asan -j $(JOBS)
+	@$(CMAKE) --build $(BUILD)-asan -j $(JOBS)
 
 build-tsan: deps
 	@[ -f $(BUILD)-tsan/Makefile ] || $(CMAKE) -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=Debug -DEVS_SANITIZE=thread
-	$(CMAKE) --build $(BUILD)-tsan -j $(JOBS)
+	@$(CMAKE) --build $(BUILD)-tsan -j $(JOBS)
 
 # The server on ./data; it prints its address (default http://127.0.0.1:2113).
-run: build
+# Builds the program only: the tests and benchmarks are for make build / make test.
+run: configure
+	@$(CMAKE) --build $(BUILD) -j $(JOBS) --target evstore
 	$(BUILD)/evstore serve -d $(DATA)
 
-demo: build
+demo: configure
+	@$(CMAKE) --build $(BUILD) -j $(JOBS) --target evstore
 	@sh tools/demo.sh $(BUILD)/evstore $(DATA)
 
-test-plain: build
+test-plain: deps-test build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 
-test-asan: build-asan
+test-asan: deps-test build-asan
 	cd $(BUILD)-asan && ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  EVS_SANITIZED=1 ctest --output-on-failure -j $(JOBS)
 
-test-tsan: build-tsan
+test-tsan: deps-test build-tsan
 	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp EVS_SANITIZED=1 \
 	  ctest --output-on-failure -j $(JOBS) -L concurrency
 
@@ -71,13 +94,13 @@ soak: build
 # libFuzzer targets (tests/fuzz/, docs/testing.md): built with clang in build-fuzz.
 # Fuzz one for longer:  build-fuzz/fuzz_NAME -max_total_time=600 -jobs=2 \
 #                           build-fuzz/fuzz-scratch/NAME tests/fuzz/corpus/NAME
-fuzz: deps
+fuzz: deps-fuzz
 	@[ -f $(BUILD)-fuzz/Makefile ] || $(CMAKE) -S . -B $(BUILD)-fuzz -DCMAKE_C_COMPILER=clang -DEVS_FUZZ=ON \
 	  -DCMAKE_BUILD_TYPE=Debug
-	$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS) --target fuzzers
+	@$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS) --target fuzzers
 
 # A short coverage-guided run of every target from its seeds (CTest label "fuzz").
-test-fuzz: fuzz
+test-fuzz: deps-test fuzz
 	cd $(BUILD)-fuzz && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	  ctest --output-on-failure -L fuzz
 

@@ -31,6 +31,7 @@
 #include <sys/wait.h>
 
 #include "evstore_bus.h"
+#include "serve_child.h"
 #include "testutil.h"
 #include "ws_client.h"
 
@@ -168,39 +169,10 @@ static void on_frame(void *ctx, int opcode, const uint8_t *pre, size_t len) {
     }
 }
 
-/* `serve` on dir; *port from its first line. */
+/* `serve` on dir (durability none); *port from its first line. */
 static pid_t start_server(const char *bin, const char *dir, int *port) {
-    int p[2];
-    if (pipe(p)) return -1;
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(p[1], 1);
-        close(p[0]);
-        close(p[1]);
-        int devnull = open("/dev/null", O_WRONLY);
-        if (devnull >= 0) dup2(devnull, 2);
-        execl(bin, bin, "serve", "-d", dir, "--listen", "127.0.0.1:0", "--durability", "none", (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    char line[512];
-    size_t n = 0;
-    while (n < sizeof line - 1) {
-        ssize_t r = read(p[0], line + n, 1);
-        if (r <= 0 || line[n] == '\n') break;
-        n++;
-    }
-    line[n] = '\0';
-    close(p[0]);
-    const char *h = strstr(line, "http://127.0.0.1:");
-    *port = h ? atoi(h + 17) : 0;
-    if (!*port) {
-        fprintf(stderr, "server did not start: %s\n", line);
-        kill(pid, SIGKILL);
-        waitpid(pid, NULL, 0);
-        return -1;
-    }
-    return pid;
+    char *argv[] = {(char *)bin, "serve", "-d", (char *)dir, "--listen", "127.0.0.1:0", "--durability", "none", NULL};
+    return serve_child_start(argv, port);
 }
 
 static int put_group(const char *port, const char *name) {

@@ -5,7 +5,9 @@
 # kernel, the filesystem the stores are built on), then runs bench_json (the
 # JSON validator against jansson), bench_store (appends against the disk's
 # fdatasync rate, reads, open time; see the top of bench/bench_store.c),
-# bench_bus (subscriptions and projections) and bench_ws_group (competing
+# bench_bus (subscriptions and projections), bench_app (commands against raw
+# appends, aggregate loads with and without snapshots), bench_app_http (commands
+# over HTTP against in-process in the same run) and bench_ws_group (competing
 # consumers over WebSocket against the in-process group), and tees everything to
 # BUILD_DIR/bench-results.txt.
 #
@@ -58,6 +60,16 @@ run_all() {
         echo
         echo "== bench_bus =="
         "$build/bench_bus" || status=1
+    fi
+    if [ -x "$build/bench_app" ]; then
+        echo
+        echo "== bench_app =="
+        "$build/bench_app" || status=1
+    fi
+    if [ -x "$build/bench_app_http" ] && [ -x "$build/evstore" ]; then
+        echo
+        echo "== bench_app_http =="
+        "$build/bench_app_http" "$build/evstore" || status=1
     fi
     if [ -x "$build/bench_ws_group" ] && [ -x "$build/evstore" ]; then
         echo

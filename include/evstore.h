@@ -225,7 +225,8 @@ typedef struct evs_append_result {
     uint64_t first_global_position;
     uint64_t last_global_position;
     int64_t recorded_at;
-    int idempotent;                  /* 1: events were already stored, nothing written */
+    int idempotent;                  /* 1: events were already stored, nothing written
+                                        (positions and recorded_at are the original ones) */
     uint64_t actual_version;         /* on EVS_ECONFLICT: the stream's actual version */
 } evs_append_result;
 
@@ -234,10 +235,15 @@ typedef struct evs_append_result {
  * the stream's version matches expected.  Returns EVS_OK with positions in
  * *res; EVS_ECONFLICT with res->actual_version set and the message
  * "Concurrency conflict: expected version X, actual version Y"; EVS_EDUPLICATE
- * when an event_id is already stored at other positions; EVS_EINVAL/EVS_EJSON/
- * EVS_ELIMIT for bad input (nothing stored); EVS_EIO/EVS_EFAILED after a
- * write or sync failure.  Re-appending the same event ids at the same
- * positions returns the original positions with res->idempotent = 1.
+ * when an event_id is already stored at other positions, or at the same
+ * positions with other content; EVS_EINVAL/EVS_EJSON/EVS_ELIMIT for bad
+ * input (nothing stored); EVS_EIO/EVS_EFAILED after a write or sync failure.
+ * Re-appending the same events (same ids, same content) at the same
+ * positions is a safe retry: it returns the original positions and
+ * recorded_at with res->idempotent = 1 and writes nothing.  Content is
+ * event_type, data and metadata (compared byte for byte, as stored),
+ * stream_type, tags, causation_id, correlation_id and event_version, not
+ * occurred_at (which defaults to the time of the call).
  * If generated_ids is not NULL it receives the n event ids used.
  */
 int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events,
@@ -271,7 +277,14 @@ typedef struct evs_event {
     int64_t recorded_at;
 } evs_event;
 
-/* Server-side filter for $all reads; zeroed fields do not filter. */
+/*
+ * Server-side filter for $all reads; zeroed fields do not filter, and the
+ * fields given must all match.  Event types, stream type and correlation
+ * id are indexed (a read walks their index); tags and the causation id are
+ * checked on the events read (a scan, or on top of an indexed condition).
+ * Consumers (evstore_bus.h) store the indexed fields of a filter; they
+ * refuse tags and causation_id here and take one tag of their own.
+ */
 typedef struct evs_filter {
     const char *const *event_types; /* match any of these */
     size_t n_event_types;
@@ -280,6 +293,9 @@ typedef struct evs_filter {
     const evs_uuid *correlation_id;
     int64_t since;                  /* recorded_at >= since (0: unbounded) */
     int64_t until;                  /* recorded_at <  until (0: unbounded) */
+    const char *const *tags;        /* the event carries any of these tags (1..255 bytes each) */
+    size_t n_tags;
+    const evs_uuid *causation_id;   /* exact */
 } evs_filter;
 
 typedef struct evs_reader evs_reader;

@@ -61,6 +61,10 @@ typedef struct evs_bus evs_bus;
 
 /*
  * Open (creating) the consumer environment DIR/consumers/ of an open store.
+ * On a store opened with EVS_OPEN_READONLY the environment is opened
+ * read-only, alongside the process that holds the store (a server): lists,
+ * records, DLQ entries and projection state can be read, every change is
+ * EVS_ECLOSED, and a store without consumers/ is EVS_ENOTFOUND.
  * Ownership: on success *out belongs to the caller, released with
  * evs_bus_close before the store is closed; on failure *out is NULL.
  */
@@ -219,6 +223,22 @@ int evs_consumer_get(evs_bus *b, const char *name, evs_consumer_info *out);
 int evs_consumer_list(evs_bus *b, const char *after, evs_consumer_info *out, size_t max, size_t *count);
 /* Delete a record, its DLQ and its projection state.  EVS_ELOCKED if open. */
 int evs_consumer_delete(evs_bus *b, const char *name);
+
+typedef struct evs_bus_check_report {
+    uint64_t consumers;            /* records checked */
+    uint64_t dlq_entries;          /* DLQ entries checked */
+    uint64_t errors;
+    char first_error[600];
+} evs_bus_check_report;
+
+/*
+ * The consumers' half of `evstore check`: every checkpoint lies at or below
+ * what exists (the store's head, or the stream's version for a stream
+ * subscription) and every DLQ entry names an existing, undamaged event at
+ * the stream and stream position it records.  EVS_OK when all hold,
+ * EVS_ECORRUPT otherwise (details in *rep).  Reads only.
+ */
+int evs_bus_check(evs_bus *b, evs_bus_check_report *rep);
 /*
  * Set the status / the next position of a consumer that is not open
  * (EVS_ELOCKED if it is).  The position may be EVS_SUB_FROM_START or
@@ -401,6 +421,40 @@ int evs_proj_get_status(evs_projection *p, evs_proj_status *out);
  * Ownership: *json is malloc'd, the caller frees it.
  */
 int evs_proj_get_state(evs_bus *b, const char *name, const char *partition, char **json, size_t *len);
+
+/*
+ * The position the committed state of a projection reflects: every event at
+ * or below it has been applied (while rebuilding: the live state's).
+ */
+int evs_proj_position(evs_bus *b, const char *name, uint64_t *position);
+
+/*
+ * Called for each partition of a scan in key order; the views are valid only
+ * during the call.  Return 0 to go on, nonzero to stop the scan.
+ */
+typedef int (*evs_proj_scan_fn)(void *ctx, const char *partition, size_t partition_len, const char *state,
+                                size_t state_len);
+
+/*
+ * Visit every committed partition of a projection in one read transaction,
+ * so the states seen all reflect the same *position (may be NULL).
+ * Blocks nobody; may run on any thread, concurrently with the projection.
+ */
+int evs_proj_scan(evs_bus *b, const char *name, evs_proj_scan_fn fn, void *ctx, uint64_t *position);
+
+/*
+ * Wait until the committed state of projection `name` reflects `position`
+ * (a consistency token: the last global position of a command's events).
+ * Wakes at each consumer commit of the bus; timeout_ms -1: forever, 0: just
+ * check.  EVS_OK, or EVS_ETIMEDOUT naming both positions; *reached (may be
+ * NULL) receives the projection's position either way.  Any thread.  The
+ * wait ends no sooner than the projection commits: its checkpoint_every /
+ * checkpoint_ms bound how stale a caught-up projection's state can be.
+ */
+int evs_proj_wait(evs_bus *b, const char *name, uint64_t position, int timeout_ms, uint64_t *reached);
+
+/* Bumped by every consumer commit of the bus (cheap change detection for caches). */
+uint64_t evs_bus_commit_generation(evs_bus *b);
 
 typedef struct evs_partition_name {
     char name[EVS_MAX_STREAM_NAME + 1];

@@ -28,6 +28,10 @@
 
 int evs__bus_mdb_err(int rc, const char *what) {
     if (rc == MDB_MAP_FULL) return evs__err(EVS_ELIMIT, "consumers: %s: the consumer map is full", what);
+    /* what LMDB says to a write in an environment opened read-only */
+    if (rc == EACCES)
+        return evs__err(EVS_ECLOSED, "consumers: %s: open read-only (the store was opened read-only, or "
+                                     "its consumers/ directory is not writable)", what);
     return evs__err(EVS_EIO, "consumers: %s: %s", what, mdb_strerror(rc));
 }
 
@@ -140,10 +144,23 @@ int evs_bus_open(evs_store *s, evs_bus **out) {
     if (!dir) return evs__err(EVS_ECLOSED, "bus_open: the store is not open");
     if ((size_t)snprintf(path, sizeof path, "%s/consumers", dir) >= sizeof path)
         return evs__err(EVS_EINVAL, "bus_open: store path too long");
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) return evs__err_errno(-errno, "cannot create %s", path);
+    /* A store open read-only (another process may hold it: a server) gets
+       its consumers read-only too: LMDB lets readers of other processes in
+       alongside the writer, and nothing is created. */
+    int ro = evs__store_readonly(s);
+    struct stat st;
+    if (ro && stat(path, &st) != 0)
+        return evs__err(EVS_ENOTFOUND, "no consumers in %s (it has no consumers/ directory)", dir);
+    if (!ro && mkdir(path, 0755) != 0 && errno != EEXIST) return evs__err_errno(-errno, "cannot create %s", path);
     if (!(b = calloc(1, sizeof *b))) return evs__err(EVS_ENOMEM, "out of memory");
     b->store = s;
     pthread_mutex_init(&b->mu, NULL);
+    pthread_mutex_init(&b->commit_mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&b->commit_cv, &ca);
+    pthread_condattr_destroy(&ca);
     if ((rc = mdb_env_create(&b->env))) {
         b->env = NULL;
         rc = evs__bus_mdb_err(rc, "create environment");
@@ -152,18 +169,20 @@ int evs_bus_open(evs_store *s, evs_bus **out) {
     mdb_env_set_maxdbs(b->env, 8);
     mdb_env_set_mapsize(b->env, EVS_BUS_MAP_SIZE);
     mdb_env_set_maxreaders(b->env, 512);
-    if ((rc = mdb_env_open(b->env, path, MDB_NOMETASYNC | MDB_NOTLS, 0644))) {
+    if ((rc = mdb_env_open(b->env, path, MDB_NOMETASYNC | MDB_NOTLS | (ro ? MDB_RDONLY : 0), 0644))) {
         rc = evs__bus_mdb_err(rc, path);
         goto fail;
     }
-    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) {
+    if ((rc = mdb_txn_begin(b->env, NULL, ro ? MDB_RDONLY : 0, &txn))) {
         rc = evs__bus_mdb_err(rc, "begin");
         goto fail;
     }
-    if ((rc = mdb_dbi_open(txn, "consumers", MDB_CREATE, &b->consumers)) ||
-        (rc = mdb_dbi_open(txn, "dlq", MDB_CREATE, &b->dlq)) ||
-        (rc = mdb_dbi_open(txn, "dlq_streams", MDB_CREATE, &b->dlq_streams)) ||
-        (rc = mdb_dbi_open(txn, "pstate", MDB_CREATE, &b->pstate))) {
+    /* (a read-only transaction's commit keeps the handles, as a write's does) */
+    unsigned create = ro ? 0 : MDB_CREATE;
+    if ((rc = mdb_dbi_open(txn, "consumers", create, &b->consumers)) ||
+        (rc = mdb_dbi_open(txn, "dlq", create, &b->dlq)) ||
+        (rc = mdb_dbi_open(txn, "dlq_streams", create, &b->dlq_streams)) ||
+        (rc = mdb_dbi_open(txn, "pstate", create, &b->pstate))) {
         mdb_txn_abort(txn);
         rc = evs__bus_mdb_err(rc, "open databases");
         goto fail;
@@ -186,7 +205,24 @@ void evs_bus_close(evs_bus *b) {
     free(b->open_names);
     free(b->live);
     pthread_mutex_destroy(&b->mu);
+    pthread_cond_destroy(&b->commit_cv);
+    pthread_mutex_destroy(&b->commit_mu);
     free(b);
+}
+
+void evs__bus_notify_commit(evs_bus *b) {
+    pthread_mutex_lock(&b->commit_mu);
+    b->commit_gen++;
+    pthread_cond_broadcast(&b->commit_cv);
+    pthread_mutex_unlock(&b->commit_mu);
+}
+
+uint64_t evs_bus_commit_generation(evs_bus *b) {
+    if (!b) return 0;
+    pthread_mutex_lock(&b->commit_mu);
+    uint64_t g = b->commit_gen;
+    pthread_mutex_unlock(&b->commit_mu);
+    return g;
 }
 
 int evs__bus_claim(evs_bus *b, const char *name) {
@@ -310,6 +346,12 @@ static int dup_opt(const char *s, char **out) {
 int evs__record_set_filter(evs__record *r, const evs_filter *f, const char *tag) {
     clear_filter(r);
     int rc;
+    /* A record keeps what the readers' indexes answer; tags and causation are
+       checked per event by evs_read_all and have no place in it (yet):
+       refused, never dropped in silence. */
+    if (f && (f->n_tags || f->causation_id))
+        return evs__err(EVS_EINVAL, "filter: a consumer's filter takes no tags or causation_id (they filter "
+                                    "evs_read_all); give the consumer its one tag instead");
     if (f) {
         if (f->n_event_types) {
             if (!f->event_types) return evs__err(EVS_EINVAL, "filter: event_types is NULL");

@@ -9,7 +9,8 @@
  *   sub.c       subscriptions: the engine with a user callback
  *   proj.c      projections: partitioned state cache, commit of state and
  *               checkpoint in one transaction, queries, rebuild
- *   proj_lua.c  the Lua 5.4 sandbox behind Lua projections
+ *   proj_lua.c  Lua projections: a script's declaration run in the sandbox
+ *   lua_sandbox.c  the Lua 5.4 sandbox shared with Lua aggregates (src/app/)
  *   group.c     persistent subscription groups (competing consumers): a
  *               window of outstanding events shared between members
  *
@@ -67,7 +68,15 @@ struct evs_bus {
     evs__live *live;
     size_t n_live, cap_live;
     _Atomic uint64_t dlq_gen;     /* bumped by every DLQ change */
+    /* every consumer commit bumps commit_gen and wakes evs_proj_wait */
+    pthread_mutex_t commit_mu;
+    pthread_cond_t commit_cv;
+    uint64_t commit_gen;          /* guarded by commit_mu */
+    int closing;                  /* guarded by commit_mu */
 };
+
+/* A consumer committed: wake the waiters of evs_proj_wait. */
+void evs__bus_notify_commit(evs_bus *b);
 
 /* LMDB status -> evs status with message. */
 int evs__bus_mdb_err(int rc, const char *what);

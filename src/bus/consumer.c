@@ -169,6 +169,7 @@ int evs__consumer_commit(evs__consumer *c, const evs__dlq_op *op) {
     c->record_dirty = 0;
     c->last_commit_ns = evs__mono_ns();
     if (op && op->kind) atomic_fetch_add(&b->dlq_gen, 1);
+    evs__bus_notify_commit(b);
     return EVS_OK;
 fail:
     mdb_txn_abort(txn);

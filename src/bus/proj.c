@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "bus/bus_internal.h"
 #include "core/json.h"
@@ -300,6 +301,7 @@ static int proj_caught_up(evs__consumer *c) {
     }
     atomic_fetch_add(&c->bus->dlq_gen, 1);
     cache_clear(p);
+    evs__bus_notify_commit(c->bus);
     return EVS_OK;
 fail:
     if (txn) mdb_txn_abort(txn);
@@ -654,6 +656,92 @@ out:
     if (cur) mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     return rc;
+}
+
+/* The active generation and the position it reflects (the live checkpoint while rebuilding). */
+static int active_view(evs_bus *b, MDB_txn *txn, const char *name, uint64_t *gen, uint64_t *position) {
+    evs__record r;
+    int rc = evs__record_get(b, txn, name, &r);
+    if (rc) return rc;
+    if (r.kind != EVS__KIND_PROJ) rc = evs__err(EVS_EINVAL, "consumer \"%s\" is not a projection", name);
+    *gen = r.generation;
+    uint64_t next = r.build_gen ? r.build_next : r.next;
+    *position = next ? next - 1 : 0;
+    evs__record_free(&r);
+    return rc;
+}
+
+int evs_proj_position(evs_bus *b, const char *name, uint64_t *position) {
+    int rc;
+    MDB_txn *txn;
+    uint64_t gen;
+    if (!b || !position) return evs__err(EVS_EINVAL, "proj_position: NULL argument");
+    if ((rc = evs__bus_check_name(name))) return rc;
+    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    rc = active_view(b, txn, name, &gen, position);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int evs_proj_scan(evs_bus *b, const char *name, evs_proj_scan_fn fn, void *ctx, uint64_t *position) {
+    int rc;
+    MDB_txn *txn;
+    MDB_cursor *cur = NULL;
+    if (!b || !fn) return evs__err(EVS_EINVAL, "proj_scan: NULL argument");
+    if ((rc = evs__bus_check_name(name))) return rc;
+    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    uint64_t gen, pos;
+    if ((rc = active_view(b, txn, name, &gen, &pos))) goto out;
+    if (position) *position = pos;
+    if ((rc = mdb_cursor_open(txn, b->pstate, &cur))) {
+        rc = evs__bus_mdb_err(rc, "cursor");
+        goto out;
+    }
+    uint8_t kb[PKEY_MAX];
+    size_t pl = pkey(kb, name, gen, "", 0);
+    MDB_val k = {pl, kb}, v;
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        if (k.mv_size < pl || memcmp(k.mv_data, kb, pl) != 0) break;
+        if (fn(ctx, (const char *)k.mv_data + pl, k.mv_size - pl, v.mv_data, v.mv_size)) break;
+    }
+    rc = rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "scan partitions");
+out:
+    if (cur) mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
+int evs_proj_wait(evs_bus *b, const char *name, uint64_t position, int timeout_ms, uint64_t *reached) {
+    int rc;
+    uint64_t pos = 0;
+    if (!b) return evs__err(EVS_EINVAL, "proj_wait: bus is NULL");
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ms > 0) {
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+    }
+    for (;;) {
+        /* read the generation before the position: a commit in between wakes the wait below */
+        pthread_mutex_lock(&b->commit_mu);
+        uint64_t gen = b->commit_gen;
+        pthread_mutex_unlock(&b->commit_mu);
+        if ((rc = evs_proj_position(b, name, &pos))) return rc;
+        if (reached) *reached = pos;
+        if (pos >= position) return EVS_OK;
+        if (timeout_ms == 0) break;
+        pthread_mutex_lock(&b->commit_mu);
+        int w = 0;
+        while (b->commit_gen == gen && w == 0) {
+            if (timeout_ms < 0) w = pthread_cond_wait(&b->commit_cv, &b->commit_mu);
+            else w = pthread_cond_timedwait(&b->commit_cv, &b->commit_mu, &dl);
+        }
+        pthread_mutex_unlock(&b->commit_mu);
+        if (w) break;
+    }
+    return evs__err(EVS_ETIMEDOUT, "projection \"%s\" is at position %llu, not yet at %llu after %d ms", name,
+                    (unsigned long long)pos, (unsigned long long)position, timeout_ms);
 }
 
 int evs_proj_dlq_retry(evs_projection *p, uint64_t position) {

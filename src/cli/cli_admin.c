@@ -13,9 +13,11 @@
  * files and stays local.
  */
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <string.h>
 
 #include "cli/cli.h"
+#include "evstore_bus.h"
 
 static const char evs_streams_help[] =
     "Usage: evstore streams -d DIR|--url URL [--prefix P] [--limit N]\n"
@@ -28,8 +30,13 @@ static const char evs_streams_help[] =
     "  --url URL         list the streams of a running `evstore serve` at URL\n"
     "                    instead (default: $EVSTORE_URL)\n"
     "  --prefix P        only streams whose name starts with P\n"
-    "  --limit N         at most N streams (default: all)\n"
-    "  -h, --help        show this help\n";
+    "  --limit N         at most N streams, N >= 1 (default: all)\n"
+    "  -h, --help        show this help\n"
+    "\n"
+    "Works while another process (a server) holds the store.\n"
+    "\n"
+    "Exit status: 0 ok, 1 usage, 2 store not found, 5 I/O error, corruption or\n"
+    "server unreachable.\n";
 
 static const char evs_info_help[] =
     "Usage: evstore info -d DIR|--url URL [STREAM]\n"
@@ -43,7 +50,12 @@ static const char evs_info_help[] =
     "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
     "  --url URL         ask a running `evstore serve` at URL instead (default:\n"
     "                    $EVSTORE_URL); durability is then the server's mode\n"
-    "  -h, --help        show this help\n";
+    "  -h, --help        show this help\n"
+    "\n"
+    "Works while another process (a server) holds the store.\n"
+    "\n"
+    "Exit status: 0 ok, 1 usage, 2 stream or store not found, 5 I/O error,\n"
+    "corruption or server unreachable.\n";
 
 static const char evs_check_help[] =
     "Usage: evstore check -d DIR\n"
@@ -52,12 +64,21 @@ static const char evs_check_help[] =
     "ways (every record indexed where it is; every index entry a valid record),\n"
     "without changing anything.  Prints a JSON summary: records, events,\n"
     "lost_events (positions an earlier `evstore repair` removed), index_head,\n"
-    "segments, errors.  On any problem exits 5 and names the first bad segment\n"
-    "and offset on stderr; `evstore repair` is the way out of damage.\n"
+    "segments, errors, and of the consumers (DIR/consumers/): consumers and\n"
+    "dlq_entries checked (every checkpoint at or below what exists, every DLQ\n"
+    "entry an existing event).  On any problem exits 5 and names the first\n"
+    "problem (a segment and offset, or a consumer) on stderr; `evstore repair`\n"
+    "is the way out of damage to the log.\n"
+    "\n"
+    "Works while another process (a server) holds the store; it then checks what\n"
+    "had been written when it started.\n"
     "\n"
     "Options:\n"
     "  -d, --dir DIR     the store directory (default: $EVSTORE_DIR)\n"
-    "  -h, --help        show this help\n";
+    "  -h, --help        show this help\n"
+    "\n"
+    "Exit status: 0 the store is sound, 1 usage, 2 store not found, 5 damage found\n"
+    "(or an I/O error).\n";
 
 static const char evs_repair_help[] =
     "Usage: evstore repair -d DIR [--dry-run]\n"
@@ -112,6 +133,10 @@ int evs__cli_streams(int argc, char **argv) {
         } else if (evs__cli_is(&a, "--limit", NULL)) {
             if ((code = evs__cli_value(&a, &v))) goto cleanup;
             if ((code = evs__cli_u64(&a, "--limit", v, UINT64_MAX, &limit))) goto cleanup;
+            if (limit == 0) {
+                code = evs__cli_usage(a.cmd, "--limit 0: at least 1 (leave --limit out to list every stream)");
+                goto cleanup;
+            }
         } else {
             code = evs__cli_unknown(&a);
             goto cleanup;
@@ -266,12 +291,36 @@ int evs__cli_check(int argc, char **argv) {
         goto cleanup;
     }
     rep.first_error[sizeof rep.first_error - 1] = '\0';
+    /* the consumers' records, when the store has any */
+    evs_bus_check_report brep;
+    memset(&brep, 0, sizeof brep);
+    int brc = EVS_OK;
+    char cdir[4096];
+    struct stat sb;
+    snprintf(cdir, sizeof cdir, "%s/consumers", dir);
+    if (stat(cdir, &sb) == 0) {
+        evs_bus *bus = NULL;
+        evs__cli_clear_error();
+        if ((brc = evs_bus_open(store, &bus)) == EVS_OK) brc = evs_bus_check(bus, &brep);
+        evs_bus_close(bus);
+        if (brc != EVS_OK && brc != EVS_ECORRUPT) {
+            code = evs__cli_lib_fail(brc, "check the consumers of %s", dir);
+            goto cleanup;
+        }
+        if (brep.errors) {
+            if (!rep.errors) snprintf(rep.first_error, sizeof rep.first_error, "%.500s", brep.first_error);
+            rep.errors += brep.errors;
+            if (rc == EVS_OK) rc = EVS_ECORRUPT;
+        }
+    }
     printf("{\"ok\":%s,\"records\":%llu,\"events\":%llu,\"lost_events\":%llu,\"index_head\":%llu,"
            "\"segments\":%llu,\"errors\":%llu",
            rc == EVS_OK ? "true" : "false", (unsigned long long)rep.records,
            (unsigned long long)rep.events, (unsigned long long)rep.lost_events,
            (unsigned long long)rep.index_head, (unsigned long long)rep.segments,
            (unsigned long long)rep.errors);
+    printf(",\"consumers\":%llu,\"dlq_entries\":%llu", (unsigned long long)brep.consumers,
+           (unsigned long long)brep.dlq_entries);
     if (rep.first_error[0]) {
         fputs(",\"first_error\":", stdout);
         evs__cli_json_str(stdout, rep.first_error, strlen(rep.first_error));
@@ -342,6 +391,9 @@ int evs__cli_repair(int argc, char **argv) {
     if (!rc) rc = evs_store_repair(store, dir, dry ? EVS_REPAIR_DRY_RUN : 0, print_lost, NULL, &rep);
     if (rc) {
         code = evs__cli_lib_fail(rc, "repair %s", dir);
+        if (rc == EVS_ELOCKED)
+            fprintf(stderr, "evstore: a repair needs the store to itself: stop the process that holds it (a "
+                            "server: SIGTERM), then repair\n");
         goto cleanup;
     }
     printf("{\"dry_run\":%s,\"changed\":%s,\"damaged\":%llu,\"lost_events\":%llu,\"unknown_events\":%llu,"

@@ -1,5 +1,5 @@
 /*
- * cli_bus_remote.c — `evstore sub|dlq|projection ... --url URL`: the
+ * cli_bus_remote.c — `evstore sub|dlq|projection|group ... --url URL`: the
  * consumer commands against a running `evstore serve`, which holds the
  * store (a local command could not open it) and runs the projections.
  *
@@ -12,6 +12,7 @@
  * status as for the other --url commands.  `projection run` has no remote
  * form: the server runs every stored projection itself.
  */
+#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -98,13 +99,25 @@ static int list_pages(evs__cli_http *h, const char *base, const char *key, uint6
     return code;
 }
 
-int evs__cli_sub_remote(const char *url, const char *act, const char *name, const char *pos_text) {
+/* PUT path with the settings object as the body (one line of the server's answer printed). */
+static int put_settings(evs__cli_http *h, const char *path, json_t *settings) {
+    char *body = json_dumps(settings, JSON_COMPACT);
+    if (!body) return evs__cli_fail(EVS_CLI_IO, "out of memory");
+    int code = call(h, "PUT", path, body, strlen(body), 1, NULL);
+    free(body);
+    return code;
+}
+
+int evs__cli_sub_remote(const char *url, const char *act, const char *name, const char *pos_text, json_t *settings) {
     evs__cli_http *h;
     int code = evs__cli_http_open("sub", url, &h);
     if (code) return code;
     evs__sb p = {0};
     if (strcmp(act, "list") == 0) {
         code = list_pages(h, "/subscriptions", "subscriptions", 0, UINT64_MAX);
+    } else if (strcmp(act, "create") == 0) {
+        path_of(&p, "subscriptions", name, NULL);
+        code = put_settings(h, p.p, settings);
     } else if (strcmp(act, "show") == 0) {
         path_of(&p, "subscriptions", name, NULL);
         code = call(h, NULL, p.p, NULL, 0, 1, NULL);
@@ -215,6 +228,43 @@ int evs__cli_projection_remote(const char *url, const char *act, const char *nam
     }
     evs__sb_free(&p);
     evs__sb_free(&body);
+    evs__cli_http_close(h);
+    return code;
+}
+
+int evs__cli_group_remote(const char *url, const char *act, const char *name, json_t *settings, uint64_t limit) {
+    evs__cli_http *h;
+    int code = evs__cli_http_open("group", url, &h);
+    if (code) return code;
+    evs__sb p = {0};
+    if (strcmp(act, "list") == 0) {
+        code = list_pages(h, "/groups", "groups", 0, limit);
+    } else if (strcmp(act, "create") == 0) {
+        path_of(&p, "groups", name, NULL);
+        code = put_settings(h, p.p, settings);
+    } else if (strcmp(act, "show") == 0) {
+        path_of(&p, "groups", name, NULL);
+        code = call(h, NULL, p.p, NULL, 0, 1, NULL);
+    } else if (strcmp(act, "delete") == 0) {
+        path_of(&p, "groups", name, NULL);
+        code = call(h, "DELETE", p.p, NULL, 0, 1, NULL);
+    } else { /* consumers: the group's "consumers" array, one per line */
+        evs_json_span root, arr, el;
+        evs_json_iter it;
+        path_of(&p, "groups", name, NULL);
+        if (!(code = call(h, NULL, p.p, NULL, 0, 0, &root))) {
+            if (!evs__cli_json_member(root, "consumers", &arr) || arr.type != EVS_JSON_ARRAY) {
+                code = evs__cli_fail(EVS_CLI_IO, "%s: unexpected answer from the server (no \"consumers\")", p.p);
+            } else {
+                evs__json_iter_init(&it, arr);
+                while (evs__json_iter_element(&it, &el)) {
+                    fwrite(el.p, 1, el.n, stdout);
+                    fputc('\n', stdout);
+                }
+            }
+        }
+    }
+    evs__sb_free(&p);
     evs__cli_http_close(h);
     return code;
 }

@@ -279,13 +279,18 @@ int evs__cli_json_member(evs_json_span obj, const char *key, evs_json_span *out)
     return 0;
 }
 
+int evs__cli_http_exit_code(long st) {
+    if (st / 100 == 2) return EVS_CLI_OK;
+    if (st == 404) return EVS_CLI_NOTFOUND;
+    if (st == 409) return EVS_CLI_CONFLICT;
+    if (st == 400 || st == 413 || st == 415 || st == 422 || st == 431) return EVS_CLI_INVALID;
+    return EVS_CLI_IO;
+}
+
 int evs__cli_http_fail(evs__cli_http *h, const char *path) {
     long st = h->status;
-    int code;
-    if (st == 404) code = EVS_CLI_NOTFOUND;
-    else if (st == 409) code = EVS_CLI_CONFLICT;
-    else if (st == 400 || st == 413 || st == 415 || st == 422 || st == 431) code = EVS_CLI_INVALID;
-    else code = EVS_CLI_IO;
+    int code = evs__cli_http_exit_code(st);
+    if (code == EVS_CLI_OK) code = EVS_CLI_IO; /* a 2xx is not a failure: a caller's mistake */
 
     /* The server's message: {"error": "...", "detail": {..., "code": "E..."}} */
     char *msg = NULL;

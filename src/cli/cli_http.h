@@ -59,6 +59,8 @@ void evs__cli_http_set_method(evs__cli_http *h, const char *method);
 int evs__cli_http_json(evs__cli_http *h, const char *path, evs_json_span *root);
 /* The member `key` of an object span of a validated buffer; 1 when found. */
 int evs__cli_json_member(evs_json_span obj, const char *key, evs_json_span *out);
+/* The exit code of an answer's status (the table above; 2xx: 0). */
+int evs__cli_http_exit_code(long status);
 /* Print the server's error for a non-2xx answer; returns the exit code for it. */
 int evs__cli_http_fail(evs__cli_http *h, const char *path);
 

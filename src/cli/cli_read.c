@@ -6,8 +6,8 @@
  * they come out of the reader, one evs_event_to_json line each: a read
  * without --limit streams the whole stream or log without loading it.
  *
- * Filters (--type, --stream-type, --stream-prefix, --correlation, --since,
- * --until) apply only to the global log ($all); the store filters stream
+ * Filters (--type, --stream-type, --stream-prefix, --correlation,
+ * --causation, --tag, --since, --until) apply only to the global log ($all); the store filters stream
  * reads by nothing, so a filter flag with a stream name is a usage error
  * that names the flag rather than being silently ignored.
  *
@@ -40,16 +40,20 @@ static const char evs_read_help[] =
     "  --from N               first position to read (stream position for a stream,\n"
     "                         global position for $all); default: 1 forward,\n"
     "                         the last event backward\n"
-    "  --limit N              at most N events (default: no limit)\n"
+    "  --limit N              at most N events, N >= 1 (default: no limit)\n"
     "  --backward             newest first\n"
-    "Filters, only with '$all':\n"
+    "Filters, only with '$all' (all given must match):\n"
     "  --type T1,T2           event_type is one of these\n"
     "  --stream-type C        stream_type is C\n"
     "  --stream-prefix P      stream name starts with P\n"
     "  --correlation UUID     correlation_id is UUID\n"
+    "  --causation UUID       causation_id is UUID\n"
+    "  --tag T1,T2            the event carries one of these tags\n"
     "  --since TIME           recorded at or after TIME (RFC 3339 or ns since the epoch)\n"
     "  --until TIME           recorded before TIME\n"
     "  -h, --help             show this help\n"
+    "\n"
+    "Works while another process (a server) holds the store.\n"
     "\n"
     "Exit status: 0 ok, 1 usage, 2 stream or store not found, 5 I/O error, corruption\n"
     "or server unreachable.\n";
@@ -71,9 +75,14 @@ static const char evs_tail_help[] =
     "  --stream-type C        stream_type is C\n"
     "  --stream-prefix P      stream name starts with P\n"
     "  --correlation UUID     correlation_id is UUID\n"
+    "  --causation UUID       causation_id is UUID\n"
+    "  --tag T1,T2            the event carries one of these tags\n"
     "  --since TIME           recorded at or after TIME (RFC 3339 or ns since the epoch)\n"
     "  --until TIME           recorded before TIME\n"
     "  -h, --help             show this help\n"
+    "\n"
+    "tail starts at position 1 (the whole log, then live); `GET /subscribe` without\n"
+    "from= starts at the head instead (new events only).\n"
     "\n"
     "Exit status: 0 after SIGINT/SIGTERM, 1 usage, 2 store not found, 5 I/O error or\n"
     "server unreachable (with --url: not reachable again within 30 s of losing it).\n";
@@ -83,14 +92,47 @@ typedef struct evs_cli_filter {
     evs_filter f;
     char *types_buf;           /* --type value, split in place */
     const char **types;
+    char *tags_buf;            /* --tag value, split in place */
+    const char **tags;
     evs_uuid correlation;
+    evs_uuid causation;
     const char *first_flag;    /* the first filter flag given, for messages */
 } evs_cli_filter;
 
 static void evs_cli_filter_free(evs_cli_filter *cf) {
     free(cf->types_buf);
     free((void *)cf->types);
+    free(cf->tags_buf);
+    free((void *)cf->tags);
     memset(cf, 0, sizeof *cf);
+}
+
+/* --tag T1,T2: any of these tags (1..255 bytes each). */
+static int evs_cli_parse_tags(const evs__cli_args *a, const char *text, evs_cli_filter *cf) {
+    free(cf->tags_buf);
+    free((void *)cf->tags);
+    cf->f.tags = NULL;
+    cf->f.n_tags = 0;
+    size_t n = 1;
+    for (const char *p = text; *p; p++)
+        if (*p == ',') n++;
+    cf->tags_buf = strdup(text);
+    cf->tags = calloc(n, sizeof *cf->tags);
+    if (!cf->tags_buf || !cf->tags) return evs__cli_fail(EVS_CLI_IO, "out of memory");
+    size_t k = 0;
+    for (char *p = cf->tags_buf;;) {
+        char *comma = strchr(p, ',');
+        if (comma) *comma = '\0';
+        if (!p[0]) return evs__cli_usage(a->cmd, "--tag %s: empty tag (use T1,T2 without blanks)", text);
+        if (strlen(p) > EVS_MAX_TAG_BYTES)
+            return evs__cli_usage(a->cmd, "--tag: a tag is at most %u bytes", EVS_MAX_TAG_BYTES);
+        cf->tags[k++] = p;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    cf->f.tags = cf->tags;
+    cf->f.n_tags = k;
+    return EVS_CLI_OK;
 }
 
 static int evs_cli_parse_types(const evs__cli_args *a, const char *text, evs_cli_filter *cf) {
@@ -151,6 +193,17 @@ static int evs_cli_filter_opt(evs__cli_args *a, evs_cli_filter *cf, int *handled
                                   "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
                                   v);
         cf->f.correlation_id = &cf->correlation;
+    } else if (evs__cli_is(a, "--tag", NULL)) {
+        if ((code = evs__cli_value(a, &v))) return code;
+        if ((code = evs_cli_parse_tags(a, v, cf))) return code;
+    } else if (evs__cli_is(a, "--causation", NULL)) {
+        if ((code = evs__cli_value(a, &v))) return code;
+        if (evs_uuid_parse(v, strlen(v), &cf->causation) != EVS_OK)
+            return evs__cli_usage(a->cmd,
+                                  "--causation %s: not a UUID (expected "
+                                  "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx)",
+                                  v);
+        cf->f.causation_id = &cf->causation;
     } else if (evs__cli_is(a, "--since", NULL) || evs__cli_is(a, "--until", NULL)) {
         int since = evs__cli_is(a, "--since", NULL);
         const char *flag = since ? "--since" : "--until";
@@ -168,8 +221,8 @@ static int evs_cli_filter_opt(evs__cli_args *a, evs_cli_filter *cf, int *handled
         return EVS_CLI_OK;
     }
     /* a->name is overwritten by the next option: keep a literal instead. */
-    static const char *const flags[] = {"--type", "--stream-type", "--stream-prefix",
-                                        "--correlation", "--since", "--until"};
+    static const char *const flags[] = {"--type", "--stream-type", "--stream-prefix", "--correlation",
+                                        "--causation", "--tag", "--since", "--until"};
     for (size_t i = 0; !cf->first_flag && i < sizeof flags / sizeof flags[0]; i++)
         if (evs__cli_is(a, flags[i], NULL)) cf->first_flag = flags[i];
     return EVS_CLI_OK;
@@ -240,6 +293,10 @@ int evs__cli_read(int argc, char **argv) {
         } else if (evs__cli_is(&a, "--limit", NULL)) {
             if ((code = evs__cli_value(&a, &v))) goto cleanup;
             if ((code = evs__cli_u64(&a, "--limit", v, SIZE_MAX, &limit))) goto cleanup;
+            if (limit == 0) {
+                code = evs__cli_usage(a.cmd, "--limit 0: at least 1 (leave --limit out to read everything)");
+                goto cleanup;
+            }
         } else if (evs__cli_is(&a, "--backward", NULL)) {
             if ((code = evs__cli_flag(&a))) goto cleanup;
             backward = 1;

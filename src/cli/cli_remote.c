@@ -18,8 +18,8 @@
  * tail: GET /subscribe (Server-Sent Events).  When the stream ends (server
  * restart, a dropped connection) it reconnects after the server's `retry:`
  * advice with Last-Event-ID set to the last position seen — or to the
- * position the server's final "shutdown" event names, which also covers
- * events the filter skipped — so nothing is printed twice or missed.  If
+ * last_event_id the server's final "shutdown" event names, which also
+ * covers events the filter skipped — so nothing is printed twice or missed.  If
  * the server stays unreachable for EVS_CLI_TAIL_GIVE_UP_S it exits 5.
  */
 #include <stdio.h>
@@ -110,6 +110,18 @@ static void add_filter(evs__sb *q, const evs_filter *f) {
         evs_uuid_format(f->correlation_id, t);
         evs__sb_adds(q, "&correlation_id=");
         evs__sb_adds(q, t);
+    }
+    if (f->causation_id) {
+        evs_uuid_format(f->causation_id, t);
+        evs__sb_adds(q, "&causation_id=");
+        evs__sb_adds(q, t);
+    }
+    if (f->n_tags) { /* one list; a comma inside a tag travels as %2C */
+        evs__sb_adds(q, "&tag=");
+        for (size_t i = 0; i < f->n_tags; i++) {
+            if (i) evs__sb_add(q, ",", 1);
+            evs__cli_pct(q, f->tags[i], strlen(f->tags[i]));
+        }
     }
     /* Times travel as RFC 3339 with all nine digits: exactly the ns given. */
     if (f->since) {
@@ -370,13 +382,18 @@ static int on_sse(void *ud, const char *type, const char *id, const char *data, 
             st->have_resume = 1;
         }
     } else if (strcmp(type, "shutdown") == 0) {
-        /* {"reason": ..., "next": N}: everything before N was examined */
+        /* {"reason": ..., "last_event_id": L, "next": L + 1}: everything up to L
+           was examined (a server before last_event_id said only next) */
         evs_json_error je;
-        uint64_t next;
-        if (evs__json_validate(data, n, &je) == EVS_OK &&
-            json_u64(evs__json_root(data, n), "next", &next) && next > 0 &&
-            (!st->have_resume || next - 1 > st->resume)) {
-            st->resume = next - 1;
+        uint64_t last = 0, next;
+        int have = 0;
+        if (evs__json_validate(data, n, &je) == EVS_OK) {
+            evs_json_span root = evs__json_root(data, n);
+            if (json_u64(root, "last_event_id", &last)) have = 1;
+            else if (json_u64(root, "next", &next) && next > 0) last = next - 1, have = 1;
+        }
+        if (have && (!st->have_resume || last > st->resume)) {
+            st->resume = last;
             st->have_resume = 1;
         }
     }

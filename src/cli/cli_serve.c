@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "server/server.h"
@@ -26,12 +27,15 @@ static const char serve_help[] =
     "\n"
     "Run the HTTP/JSON server on the store in DIR (created if missing): appends,\n"
     "reads, the stream list, live streams over Server-Sent Events (/subscribe)\n"
-    "and WebSocket (/ws), and Prometheus metrics (/metrics).  See docs/http-api.md.\n"
+    "and WebSocket (/ws), projections and groups, commands, queries and\n"
+    "aggregates (/commands, /queries, /aggregates), and Prometheus metrics\n"
+    "(/metrics).  See docs/http-api.md.\n"
     "\n"
     "Options:\n"
     "  -d, --dir DIR            the store directory (default: $EVSTORE_DIR)\n"
-    "  --listen ADDR:PORT       IPv4 address and port (default 127.0.0.1:2113; port 0\n"
-    "                           picks a free one; the address is printed on stdout)\n"
+    "  --listen ADDR:PORT       address and port: IPv4, [IPv6] or localhost (default\n"
+    "                           127.0.0.1:2113; port 0 picks a free one; the address\n"
+    "                           is printed on stdout)\n"
     "  --durability MODE        sync (default): acknowledged means fdatasync'd;\n"
     "                           batch: fdatasync at most every --batch-ms; none\n"
     "  --batch-ms N             sync interval for batch mode (default 10)\n"
@@ -43,21 +47,44 @@ static const char serve_help[] =
     "  --heartbeat-ms N         live stream heartbeat interval (default 15000)\n"
     "  --access-log FILE        one line per answered request, appended to FILE\n"
     "                           (- for standard error; default: none)\n"
+    "  --app-dir DIR            the application: every DIR/NAME.lua is the Lua aggregate\n"
+    "                           NAME, DIR/queries.json names queries (default: none;\n"
+    "                           aggregates can also be put with PUT /aggregates/NAME)\n"
+    "  --snapshot-every N       snapshot an aggregate every N events (default 100; 0: never)\n"
+    "  --snapshot-keep N        snapshots kept per aggregate (default 5, at most 1000)\n"
+    "  --command-retries N      reload-and-decide rounds after a conflict (default 10)\n"
+    "  --idempotency-window S   seconds a command result without events is remembered\n"
+    "                           (default 3600; commands with events: as long as they exist)\n"
+    "  --query-timeout-ms N     longest min_position wait of a query (default 5000)\n"
+    "  --query-cache N          cached query answers (default 256; 0: none)\n"
+    "  --group-idle-ms N        an HTTP group consumer silent for its group's ack\n"
+    "                           timeout plus N ms leaves (default 30000)\n"
     "  --config FILE            settings from a JSON object with the same names\n"
     "                           (dir, listen, durability, batch_ms, threads, max_body,\n"
     "                           max_connections, timeout, max_ws_message, heartbeat_ms,\n"
-    "                           access_log); flags win over the file\n"
+    "                           access_log, app_dir, snapshot_every, snapshot_keep,\n"
+    "                           command_retries, idempotency_window, query_timeout_ms,\n"
+    "                           query_cache); flags win over the file\n"
     "  -h, --help               show this help\n"
     "\n"
     "Limits can be lowered, never raised above the hard caps.  SIGINT or SIGTERM\n"
-    "stops the server cleanly: in-flight appends finish, then it exits 0.\n";
+    "stops the server cleanly: in-flight appends finish, then it exits 0.  While it\n"
+    "runs, other evstore commands reach the store with --url (read-only ones also\n"
+    "with -d).\n"
+    "\n"
+    "Exit status: 0 stopped cleanly, 1 usage (a bad option or config file, or a\n"
+    "config file that does not exist), 5 the store could not be opened (held by\n"
+    "another process, damaged), the address could not be listened on, the store\n"
+    "failed while serving, or its final sync at the stop failed.\n";
 
 typedef struct serve_opts {
     const char *dir;
     const char *listen;
     const char *durability;
     const char *access_log;
-    uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms;
+    const char *app_dir;
+    uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms;
+    uint64_t snap_every, snap_keep, retries, idem_s, query_ms, query_cache;
     const char *config;
     json_t *cfg;                /* keeps the config's strings alive */
     unsigned set;               /* OPT_* bits given as flags (flags win) */
@@ -68,7 +95,8 @@ typedef struct serve_opts {
  * serves the flags and the file, so both accept exactly the same settings.
  */
 enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
-       OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_COUNT };
+       OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_APPDIR, OPT_SNAPEVERY, OPT_SNAPKEEP, OPT_RETRIES, OPT_IDEM,
+       OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_COUNT };
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -88,6 +116,14 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--max-ws-message", NULL, "max_ws_message", 128, EVS_SRV_MAX_WS_FRAME, offsetof(serve_opts, ws_frame)},
     {"--heartbeat-ms", NULL, "heartbeat_ms", 10, 3600000, offsetof(serve_opts, heartbeat_ms)},
     {"--access-log", NULL, "access_log", 0, 0, offsetof(serve_opts, access_log)},
+    {"--app-dir", NULL, "app_dir", 0, 0, offsetof(serve_opts, app_dir)},
+    {"--snapshot-every", NULL, "snapshot_every", 0, 10000000, offsetof(serve_opts, snap_every)},
+    {"--snapshot-keep", NULL, "snapshot_keep", 1, 1000, offsetof(serve_opts, snap_keep)},
+    {"--command-retries", NULL, "command_retries", 0, EVS_APP_MAX_RETRIES, offsetof(serve_opts, retries)},
+    {"--idempotency-window", NULL, "idempotency_window", 1, 30ull * 86400, offsetof(serve_opts, idem_s)},
+    {"--query-timeout-ms", NULL, "query_timeout_ms", 0, 600000, offsetof(serve_opts, query_ms)},
+    {"--query-cache", NULL, "query_cache", 0, 1000000, offsetof(serve_opts, query_cache)},
+    {"--group-idle-ms", NULL, "group_idle_ms", 0, EVS_SRV_MAX_GROUP_IDLE_MS, offsetof(serve_opts, group_idle_ms)},
 };
 
 /*
@@ -96,6 +132,11 @@ static const opt_def opt_defs[OPT_COUNT] = {
  */
 static int load_config(serve_opts *o) {
     json_error_t je;
+    struct stat st;
+    if (stat(o->config, &st) != 0)
+        return evs__cli_fail(EVS_CLI_USAGE, "--config %s: %s", o->config,
+                             errno == ENOENT ? "the file does not exist" : strerror(errno));
+    if (S_ISDIR(st.st_mode)) return evs__cli_fail(EVS_CLI_USAGE, "--config %s: is a directory, not a file", o->config);
     o->cfg = json_load_file(o->config, JSON_REJECT_DUPLICATES, &je);
     if (!o->cfg)
         return evs__cli_fail(EVS_CLI_USAGE, "config %s: line %d, column %d: %s", o->config, je.line, je.column,
@@ -165,7 +206,11 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
     return EVS_CLI_OK;
 }
 
-static int parse_listen(const char *s, struct sockaddr_in *sa) {
+/*
+ * ADDR:PORT: an IPv4 address, an IPv6 address in brackets ("[::1]:2113",
+ * as in a URL), or localhost (127.0.0.1).
+ */
+static int parse_listen(const char *s, struct sockaddr_storage *sa, socklen_t *salen) {
     const char *colon = strrchr(s, ':');
     if (!colon || colon == s || (size_t)(colon - s) >= 64) return -1;
     char host[64];
@@ -174,20 +219,33 @@ static int parse_listen(const char *s, struct sockaddr_in *sa) {
     uint64_t port;
     if (evs__parse_u64(colon + 1, 65535, &port)) return -1;
     memset(sa, 0, sizeof *sa);
-    sa->sin_family = AF_INET;
-    sa->sin_port = htons((uint16_t)port);
+    size_t hl = strlen(host);
+    if (host[0] == '[' && hl > 2 && host[hl - 1] == ']') {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)sa;
+        host[hl - 1] = '\0';
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host + 1, &s6->sin6_addr) != 1) return -1;
+        *salen = sizeof *s6;
+        return 0;
+    }
+    struct sockaddr_in *s4 = (struct sockaddr_in *)sa;
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons((uint16_t)port);
     if (strcmp(host, "localhost") == 0) snprintf(host, sizeof host, "127.0.0.1");
-    if (inet_pton(AF_INET, host, &sa->sin_addr) != 1) return -1;
+    if (inet_pton(AF_INET, host, &s4->sin_addr) != 1) return -1;
+    *salen = sizeof *s4;
     return 0;
 }
-
 
 /* Parse one run's settings and run the server; the exit status. */
 int evs__cli_serve(int argc, char **argv) {
     serve_opts o = {.listen = "127.0.0.1:2113", .durability = "sync", .batch_ms = 10,
                     .threads = EVS_SRV_DEFAULT_THREADS, .max_body = EVS_SRV_DEFAULT_BODY,
                     .max_conn = EVS_SRV_DEFAULT_CONNECTIONS, .timeout_s = EVS_SRV_DEFAULT_TIMEOUT_S,
-                    .ws_frame = EVS_SRV_DEFAULT_WS_FRAME, .heartbeat_ms = EVS_SRV_DEFAULT_HEARTBEAT_MS};
+                    .ws_frame = EVS_SRV_DEFAULT_WS_FRAME, .heartbeat_ms = EVS_SRV_DEFAULT_HEARTBEAT_MS,
+                    .snap_every = 100, .snap_keep = 5, .retries = 10, .idem_s = 3600, .query_ms = 5000,
+                    .query_cache = 256, .group_idle_ms = EVS_SRV_DEFAULT_GROUP_IDLE_MS};
     evs__serve_config cfg;
     memset(&cfg, 0, sizeof cfg);
     int code = parse_opts(argc, argv, &o);
@@ -202,8 +260,9 @@ int evs__cli_serve(int argc, char **argv) {
         code = evs__cli_usage("serve", "--durability %s: use sync, batch or none", o.durability);
         goto cleanup;
     }
-    if (parse_listen(o.listen, &cfg.addr)) {
-        code = evs__cli_usage("serve", "--listen %s: expected IPV4ADDRESS:PORT, e.g. 127.0.0.1:2113", o.listen);
+    if (parse_listen(o.listen, &cfg.addr, &cfg.addrlen)) {
+        code = evs__cli_usage("serve", "--listen %s: expected ADDRESS:PORT with an IPv4 address, [IPv6] in "
+                                       "brackets or localhost, e.g. 127.0.0.1:2113 or [::1]:2113", o.listen);
         goto cleanup;
     }
     if (o.access_log && strcmp(o.access_log, "-") == 0) {
@@ -226,6 +285,15 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.timeout_s = (unsigned)o.timeout_s;
     cfg.ws_frame_max = (size_t)o.ws_frame;
     cfg.heartbeat_ms = (unsigned)o.heartbeat_ms;
+    cfg.app_dir = o.app_dir;
+    evs_app_config_init(&cfg.app);
+    cfg.app.snapshot_every = (uint32_t)o.snap_every;
+    cfg.app.snapshot_keep = (uint32_t)o.snap_keep;
+    cfg.app.max_retries = (uint32_t)o.retries;
+    cfg.app.idempotency_window_ns = (int64_t)o.idem_s * 1000000000ll;
+    cfg.app.query_timeout_ms = (int)o.query_ms;
+    cfg.app.query_cache_entries = (uint32_t)o.query_cache;
+    cfg.group_idle_ms = (unsigned)o.group_idle_ms;
 
     char why[1024] = "";
     int rc = evs__serve(&cfg, why, sizeof why);

@@ -216,6 +216,39 @@ void evs__cli_clear_error(void) { evs__err_clear(); }
 
 /* ----------------------------------------------------------------- store */
 
+/* The first line of DIR/name without its newline into buf ("" when there is none). */
+static void read_line(const char *dir, const char *name, char *buf, size_t cap) {
+    char path[4096];
+    buf[0] = '\0';
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    FILE *f = fopen(path, "r");
+    if (!f) return;
+    if (!fgets(buf, (int)cap, f)) buf[0] = '\0';
+    fclose(f);
+    buf[strcspn(buf, "\r\n")] = '\0';
+}
+
+/*
+ * Why a store is locked and what to do: the library names the process
+ * (LOCK holds its pid); when it is a server, DIR/SERVE names its URL
+ * (docs/format.md), and the way through is that URL.
+ */
+static void locked_hint(const char *dir) {
+    char lock[64], serve[512];
+    read_line(dir, "LOCK", lock, sizeof lock);
+    read_line(dir, "SERVE", serve, sizeof serve);
+    char *sp = strchr(serve, ' ');
+    if (sp) *sp++ = '\0';
+    if (lock[0] && sp && strcmp(lock, serve) == 0 && strncmp(sp, "http", 4) == 0)
+        fprintf(stderr, "evstore: `evstore serve` (pid %s) holds %s: run this command through it with --url %s "
+                        "instead of -d (read, tail, streams, info, check and the list/show commands also work "
+                        "on the files with -d while it runs)\n", lock, dir, sp);
+    else
+        fprintf(stderr, "evstore: if that process is `evstore serve`, run this command through it with --url "
+                        "http://ADDRESS:PORT (the address it printed) instead of -d; otherwise wait until it "
+                        "is done (read-only commands work with -d meanwhile)\n");
+}
+
 int evs__cli_open(const char *dir, unsigned flags, evs_store **out) {
     evs_store *s = NULL;
     int code = EVS_CLI_OK;
@@ -234,6 +267,7 @@ int evs__cli_open(const char *dir, unsigned flags, evs_store **out) {
             code = evs__cli_lib_fail(rc, NULL);
         else
             code = evs__cli_lib_fail(rc, "open %s", dir);
+        if (rc == EVS_ELOCKED) locked_hint(dir);
         goto cleanup;
     }
     const char *rep = evs_store_recovery_report(s);

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "cli/cli_app.h"
 #include "cli/cli_bus.h"
 
 typedef struct evs_cli_command {
@@ -28,9 +29,13 @@ static const evs_cli_command evs_cli_commands[] = {
     {"check", evs__cli_check, "verify the log and the index"},
     {"repair", evs__cli_repair, "remove damaged records, naming every event dropped"},
     {"serve", evs__cli_serve, "run the HTTP/JSON server (see docs/http-api.md)"},
-    {"sub", evs__cli_sub, "durable subscriptions: list, show, pause, resume, reset, delete"},
+    {"sub", evs__cli_sub, "consumer records: list, show, create, pause, resume, reset, delete"},
     {"dlq", evs__cli_dlq, "dead-letter queues: list, show, retry, discard, purge"},
-    {"projection", evs__cli_projection, "Lua projections: create, run, status, state, rebuild"},
+    {"projection", evs__cli_projection, "Lua projections: create, run, status, state, partitions, rebuild, delete"},
+    {"group", evs__cli_group, "competing-consumer groups: create, show, list, consumers, delete"},
+    {"command", evs__cli_command, "send a command to an aggregate (the application layer)"},
+    {"query", evs__cli_query, "run a named query over projection state"},
+    {"aggregate", evs__cli_aggregate, "aggregates: list, describe, show state, snapshots, put a script"},
 };
 
 #define EVS_CLI_NCOMMANDS (sizeof evs_cli_commands / sizeof evs_cli_commands[0])
@@ -38,20 +43,24 @@ static const evs_cli_command evs_cli_commands[] = {
 static void evs_cli_help(FILE *f) {
     fputs("Usage: evstore [--help | --version] COMMAND [ARGS...]\n"
           "\n"
-          "An embedded event store on the command line.\n"
+          "An event store on the command line.\n"
           "\n"
           "Commands:\n",
           f);
     for (size_t i = 0; i < EVS_CLI_NCOMMANDS; i++)
-        fprintf(f, "  %-9s %s\n", evs_cli_commands[i].name, evs_cli_commands[i].summary);
+        fprintf(f, "  %-11s %s\n", evs_cli_commands[i].name, evs_cli_commands[i].summary);
     fputs("\n"
-          "Every command takes -d DIR (or the environment variable EVSTORE_DIR) and\n"
-          "--help.  append, read, tail, streams and info also run against a running\n"
-          "`evstore serve` with --url URL (or EVSTORE_URL) instead of -d DIR, with the\n"
-          "same output and exit codes.  Output is JSON; messages go to stderr.\n"
+          "Every command takes -d DIR (or the environment variable EVSTORE_DIR), and all\n"
+          "but check, repair and serve also run against a running `evstore serve` with\n"
+          "--url URL (or EVSTORE_URL) instead, with the same output and exit codes.\n"
+          "While a server holds a store, commands that only read (read, tail, streams,\n"
+          "info, check, and list/show/status/state) still work on it with -d; the others\n"
+          "go through the server with --url.  Output is JSON; messages go to stderr.\n"
+          "`evstore COMMAND --help` (or `evstore help COMMAND`) lists a command's options.\n"
           "\n"
           "Exit status: 0 success, 1 usage error, 2 not found, 3 concurrency conflict,\n"
-          "4 invalid input, 5 I/O error, corruption or server unreachable.\n",
+          "4 invalid input, 5 I/O error, corruption, a store held by another process, or\n"
+          "a server that cannot be reached.\n",
           f);
 }
 

@@ -16,7 +16,6 @@
 #define RUNNER_MAX_EVENTS 1000                  /* ... and a busy one after this many events */
 #define RUNNER_SNAPSHOT_NS (100 * 1000000LL)    /* status snapshot at most this often while busy */
 #define RUNNER_IDLE_MS 1000                     /* paused or failing: look again this often */
-#define GROUP_IDLE_NS (30 * 1000000000LL)       /* a member silent for its ack timeout plus this leaves */
 
 /* ---------------------------------------------------------------- runners */
 
@@ -244,9 +243,11 @@ void evs__runner_view(evs__consumers *bs, const char *name, evs__run_view *v) {
  * first asks for work and keeps it open; HTTP consumers are members joined
  * by name on their first `next`.  HTTP has no connection a member could be
  * tied to, so a member that has made no request for its group's ack timeout
- * plus GROUP_IDLE_NS is taken to be gone and leaves (its unacked deliveries
- * are handed out again, its pinned streams move): that happens lazily, when
- * another request reaches the group.  DELETE .../consumers/C leaves at once.
+ * plus the idle grace (bs->idle_grace_ns) is taken to be gone and leaves
+ * (its unacked deliveries are handed out again, its pinned streams move):
+ * that happens lazily, when another request reaches the group or its
+ * status is read (evs__group_expire_idle).  DELETE .../consumers/C leaves
+ * at once.
  *
  * A member is `busy` while a request uses it (a long-poll in
  * evs_group_next, an ack); only idle members leave, and closing a group
@@ -303,7 +304,7 @@ int evs__group_open_locked(evs__consumers *bs, const char *name, evs__ghandle **
     }
     gh->bs = bs;
     snprintf(gh->name, sizeof gh->name, "%s", name);
-    gh->idle_ns = GROUP_IDLE_NS + (evs_group_get_info(g, &gi) == EVS_OK ? gi.ack_timeout_ns : 0);
+    gh->idle_ns = bs->idle_grace_ns + (evs_group_get_info(g, &gi) == EVS_OK ? gi.ack_timeout_ns : 0);
     pthread_mutex_init(&gh->mu, NULL);
     pthread_cond_init(&gh->cv, NULL);
     gh->g = g;
@@ -375,6 +376,25 @@ static void member_leave(evs__gmember *m) {
     free(m);
 }
 
+/* Idle HTTP members (but `keep`, which is asking) leave.  Under gh->mu. */
+static void expire_idle_locked(evs__ghandle *gh, int64_t now, const char *keep) {
+    for (evs__gmember **pp = &gh->members; *pp;) {
+        evs__gmember *m = *pp;
+        if (!m->busy && !m->conn && now - m->last_seen > gh->idle_ns && (!keep || strcmp(m->name, keep) != 0)) {
+            *pp = m->next;
+            member_leave(m);
+            continue;
+        }
+        pp = &m->next;
+    }
+}
+
+void evs__group_expire_idle(evs__ghandle *gh) {
+    pthread_mutex_lock(&gh->mu);
+    if (gh->g && !gh->closing) expire_idle_locked(gh, evs__mono_ns(), NULL);
+    pthread_mutex_unlock(&gh->mu);
+}
+
 /*
  * The member `consumer` of gh, busy for the caller (release with
  * evs__member_release).  join: join it when absent; otherwise EVS_ENOTFOUND.
@@ -390,15 +410,7 @@ int evs__member_acquire(evs__ghandle *gh, const char *consumer, int join, evs__g
         rc = EVS_ECLOSED;
         goto out;
     }
-    for (evs__gmember **pp = &gh->members; *pp;) {
-        evs__gmember *m = *pp;
-        if (!m->busy && !m->conn && now - m->last_seen > gh->idle_ns && strcmp(m->name, consumer) != 0) {
-            *pp = m->next;
-            member_leave(m);
-            continue;
-        }
-        pp = &m->next;
-    }
+    expire_idle_locked(gh, now, consumer);
     evs__gmember *m = gh->members;
     while (m && strcmp(m->name, consumer) != 0) m = m->next;
     if (m && m->conn) {
@@ -613,7 +625,8 @@ void evs__gconn_leave(evs__gconn *gc) {
 
 /* ---------------------------------------------------------------- lifecycle */
 
-int evs__consumers_start(evs_store *store, const char *dir, evs__consumers **out, char *why, size_t whycap) {
+int evs__consumers_start(evs_store *store, const char *dir, unsigned idle_ms, evs__consumers **out, char *why,
+                         size_t whycap) {
     evs__consumers *bs = calloc(1, sizeof *bs);
     evs_consumer_info *page = calloc(EVS_CONSUMERS_LIST_CHUNK, sizeof *page);
     int rc = EVS_OK;
@@ -626,6 +639,7 @@ int evs__consumers_start(evs_store *store, const char *dir, evs__consumers **out
     }
     bs->store = store;
     bs->dir = dir;
+    bs->idle_grace_ns = (int64_t)idle_ms * 1000000;
     pthread_mutex_init(&bs->mu, NULL);
     pthread_mutex_init(&bs->admin_mu, NULL);
     if ((rc = evs_bus_open(store, &bs->bus))) {
@@ -775,6 +789,7 @@ void evs__consumers_rows(evs__consumers *bs, size_t max, evs__consumer_row **out
                 pthread_mutex_lock(&bs->admin_mu); /* serialised with closing the handle */
                 evs__ghandle *gh = evs__group_find(bs, in->name);
                 evs_group_info gi;
+                if (gh) evs__group_expire_idle(gh);
                 if (gh && gh->g && evs_group_get_info(gh->g, &gi) == EVS_OK) {
                     r->members = gi.members;
                     r->in_flight = gi.in_flight;

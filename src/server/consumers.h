@@ -26,8 +26,9 @@
  *
  * Groups.  A group is opened when a consumer first asks for work and stays
  * open; HTTP consumers are members joined by name on their first `next`,
- * and one silent for its group's ack timeout plus 30 s is taken to be gone
- * and leaves, lazily, when another request reaches the group.  A member is
+ * and one silent for its group's ack timeout plus the idle time (serve's
+ * --group-idle-ms, 30 s) is taken to be gone and leaves, lazily: when
+ * another request reaches the group, or its status is read.  A member is
  * busy while a request uses it; only idle members leave, and closing a
  * group (update, reset, delete, shutdown) cancels the busy ones and waits
  * for them.  WebSocket members (evs__gconn) live as long as their
@@ -66,6 +67,7 @@ typedef struct evs__consumers {
     evs_store *store;
     const char *dir;
     evs_bus *bus;
+    int64_t idle_grace_ns;        /* an HTTP member silent for its ack timeout plus this leaves */
     pthread_mutex_t mu;           /* the lists and the reference counts */
     pthread_mutex_t admin_mu;     /* create, replace, delete; groups: open, close, handle calls */
     evs__runner *runners;
@@ -85,10 +87,12 @@ void evs__copy_errmsg(char *buf, size_t cap, int rc);
 /*
  * Open DIR/consumers/ and start a runner for every stored Lua projection
  * (one whose script cannot run here keeps a runner without a handle, so
- * its status says why).  EVS_OK with *out (release with
+ * its status says why).  idle_ms: how long past its group's ack timeout an
+ * HTTP consumer may stay silent before it is taken to be gone.  EVS_OK with *out (release with
  * evs__consumers_stop), or a failure with why[] filled.
  */
-int evs__consumers_start(evs_store *store, const char *dir, evs__consumers **out, char *why, size_t whycap);
+int evs__consumers_start(evs_store *store, const char *dir, unsigned idle_ms, evs__consumers **out, char *why,
+                         size_t whycap);
 /*
  * End every group long-poll and wait, bounded, until their threads are
  * done, so that the daemon can stop.  New long-polls are refused from here.
@@ -189,6 +193,12 @@ int evs__group_open_locked(evs__consumers *bs, const char *name, evs__ghandle **
  * at shutdown); drops the list's reference.
  */
 void evs__group_retire(evs__ghandle *gh);
+/*
+ * HTTP members silent for longer than the group's idle time leave now (as
+ * they would at the next consumer request), so that what is read of the
+ * group (its record, its consumers, /metrics) is current.
+ */
+void evs__group_expire_idle(evs__ghandle *gh);
 /* How long the member `name` has been idle, in ms (0 while busy); -1 when it is not a member here. */
 long long evs__group_member_idle_ms(evs__ghandle *gh, const char *name, int64_t now);
 

@@ -35,6 +35,7 @@
 #include "server/http.h"
 #include "server/metrics.h"
 #include "server/query.h"
+#include "server/routes_app.h"
 #include "server/routes_dlq.h"
 #include "server/routes_groups.h"
 #include "server/routes_proj.h"
@@ -47,8 +48,8 @@
 #define MAX_JSON_SETTINGS ((size_t)64 << 10) /* a group's settings, an ack */
 #define MAX_SEGMENTS 6
 
-/* What a route does with a request body. */
-enum { B_NONE, B_APPEND, B_SOURCE, B_JSON };
+/* What a route does with a request body (B_JSON_OPT: JSON, or no body at all for the defaults). */
+enum { B_NONE, B_APPEND, B_SOURCE, B_JSON, B_JSON_OPT, B_COMMAND };
 
 /* Row flags. */
 enum {
@@ -63,53 +64,72 @@ typedef struct route_def {
     int label;                       /* EVS_R_*: the metrics label */
     int body;                        /* B_* */
     int flags;                       /* F_* */
+    const char *query;               /* the query parameters it takes, comma-separated ("": none) */
     enum MHD_Result (*fn)(evs__req *rq);
 } route_def;
 
+/* The filters of a read of $all, and of a live stream (which also takes one exact stream). */
+#define Q_FILTER "type,stream_type,stream_prefix,correlation_id,causation_id,tag,since,until"
+#define Q_PAGE "after,limit"
+
 #define R EVS_M_READ
 #define C F_CONSUMERS
-#define CONSUMER_ROUTES(P, L)                                                              \
-    {P, R, L, B_NONE, C, evs__route_consumer_list},                                        \
-    {P "/{name}", R, L, B_NONE, C, evs__route_consumer_get},                               \
-    {P "/{name}", EVS_M_DELETE, L, B_NONE, C, evs__route_consumer_delete},                 \
-    {P "/{name}/pause", EVS_M_POST, L, B_NONE, C, evs__route_consumer_pause},              \
-    {P "/{name}/resume", EVS_M_POST, L, B_NONE, C, evs__route_consumer_resume},            \
-    {P "/{name}/reset", EVS_M_POST, L, B_NONE, C, evs__route_consumer_reset},              \
-    {P "/{name}/dlq", R, L, B_NONE, C, evs__route_dlq_list},                               \
-    {P "/{name}/dlq", EVS_M_DELETE, L, B_NONE, C, evs__route_dlq_purge},                   \
-    {P "/{name}/dlq/retry", EVS_M_POST, L, B_NONE, C, evs__route_dlq_retry_all},           \
-    {P "/{name}/dlq/{id}", R, L, B_NONE, C, evs__route_dlq_show},                          \
-    {P "/{name}/dlq/{id}", EVS_M_DELETE, L, B_NONE, C, evs__route_dlq_discard},            \
-    {P "/{name}/dlq/{id}/retry", EVS_M_POST, L, B_NONE, C, evs__route_dlq_retry}
+#define CONSUMER_ROUTES(P, L, LISTQ)                                                           \
+    {P, R, L, B_NONE, C, LISTQ, evs__route_consumer_list},                                     \
+    {P "/{name}", R, L, B_NONE, C, "", evs__route_consumer_get},                               \
+    {P "/{name}", EVS_M_DELETE, L, B_NONE, C, "", evs__route_consumer_delete},                 \
+    {P "/{name}/pause", EVS_M_POST, L, B_NONE, C, "", evs__route_consumer_pause},              \
+    {P "/{name}/resume", EVS_M_POST, L, B_NONE, C, "", evs__route_consumer_resume},            \
+    {P "/{name}/reset", EVS_M_POST, L, B_NONE, C, "to", evs__route_consumer_reset},            \
+    {P "/{name}/dlq", R, L, B_NONE, C, Q_PAGE, evs__route_dlq_list},                           \
+    {P "/{name}/dlq", EVS_M_DELETE, L, B_NONE, C, "", evs__route_dlq_purge},                   \
+    {P "/{name}/dlq/retry", EVS_M_POST, L, B_NONE, C, "", evs__route_dlq_retry_all},           \
+    {P "/{name}/dlq/{id}", R, L, B_NONE, C, "", evs__route_dlq_show},                          \
+    {P "/{name}/dlq/{id}", EVS_M_DELETE, L, B_NONE, C, "", evs__route_dlq_discard},            \
+    {P "/{name}/dlq/{id}/retry", EVS_M_POST, L, B_NONE, C, "", evs__route_dlq_retry}
 
 /* The route table (docs/http-api.md documents every row). */
 static const route_def routes[] = {
-    {"/streams", R, EVS_R_LIST_STREAMS, B_NONE, 0, evs__route_list_streams},
-    {"/streams/{stream}", R, EVS_R_READ_STREAM, B_NONE, 0, evs__route_read_stream},
-    {"/streams/{stream}", EVS_M_POST, EVS_R_APPEND, B_APPEND, 0, evs__route_append},
-    {"/streams/{stream}/{pos}", R, EVS_R_READ_EVENT, B_NONE, 0, evs__route_read_event},
-    {"/all", R, EVS_R_ALL, B_NONE, 0, evs__route_all},
-    {"/subscribe", R, EVS_R_SUBSCRIBE, B_NONE, F_LIVE, evs__route_subscribe},
-    {"/ws", R, EVS_R_WS, B_NONE, F_LIVE, evs__route_ws},
-    {"/metrics", R, EVS_R_METRICS, B_NONE, 0, evs__route_metrics},
-    {"/health", R, EVS_R_HEALTH, B_NONE, F_STOPPING, evs__route_health},
-    {"/info", R, EVS_R_INFO, B_NONE, 0, evs__route_info},
+    {"/streams", R, EVS_R_LIST_STREAMS, B_NONE, 0, "prefix," Q_PAGE, evs__route_list_streams},
+    {"/streams/{stream}", R, EVS_R_READ_STREAM, B_NONE, 0, "from,limit,direction", evs__route_read_stream},
+    {"/streams/{stream}", EVS_M_POST, EVS_R_APPEND, B_APPEND, 0, "expected", evs__route_append},
+    {"/streams/{stream}/{pos}", R, EVS_R_READ_EVENT, B_NONE, 0, "", evs__route_read_event},
+    {"/all", R, EVS_R_ALL, B_NONE, 0, "from,limit,direction," Q_FILTER, evs__route_all},
+    {"/subscribe", R, EVS_R_SUBSCRIBE, B_NONE, F_LIVE, "from,stream," Q_FILTER, evs__route_subscribe},
+    {"/ws", R, EVS_R_WS, B_NONE, F_LIVE, "", evs__route_ws},
+    {"/metrics", R, EVS_R_METRICS, B_NONE, 0, "", evs__route_metrics},
+    {"/health", R, EVS_R_HEALTH, B_NONE, F_STOPPING, "", evs__route_health},
+    {"/info", R, EVS_R_INFO, B_NONE, 0, "", evs__route_info},
 
-    {"/projections/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_PROJECTIONS, B_SOURCE, C, evs__route_proj_put},
-    {"/projections/{name}/state", R, EVS_R_PROJECTIONS, B_NONE, C, evs__route_proj_state},
-    {"/projections/{name}/state/{partition}", R, EVS_R_PROJECTIONS, B_NONE, C, evs__route_proj_state},
-    {"/projections/{name}/partitions", R, EVS_R_PROJECTIONS, B_NONE, C, evs__route_proj_partitions},
-    {"/projections/{name}/rebuild", EVS_M_POST, EVS_R_PROJECTIONS, B_NONE, C, evs__route_consumer_rebuild},
-    CONSUMER_ROUTES("/projections", EVS_R_PROJECTIONS),
+    {"/projections/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_PROJECTIONS, B_SOURCE, C, "", evs__route_proj_put},
+    {"/projections/{name}/state", R, EVS_R_PROJECTIONS, B_NONE, C, "", evs__route_proj_state},
+    {"/projections/{name}/state/{partition}", R, EVS_R_PROJECTIONS, B_NONE, C, "", evs__route_proj_state},
+    {"/projections/{name}/partitions", R, EVS_R_PROJECTIONS, B_NONE, C, Q_PAGE, evs__route_proj_partitions},
+    {"/projections/{name}/rebuild", EVS_M_POST, EVS_R_PROJECTIONS, B_NONE, C, "from", evs__route_consumer_rebuild},
+    CONSUMER_ROUTES("/projections", EVS_R_PROJECTIONS, Q_PAGE),
 
-    CONSUMER_ROUTES("/subscriptions", EVS_R_SUBSCRIPTIONS),
+    {"/subscriptions/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_SUBSCRIPTIONS, B_JSON_OPT, C, "", evs__route_sub_put},
+    CONSUMER_ROUTES("/subscriptions", EVS_R_SUBSCRIPTIONS, "kind," Q_PAGE),
 
-    {"/groups/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_GROUPS, B_JSON, C, evs__route_group_put},
-    {"/groups/{name}/next", EVS_M_POST, EVS_R_GROUPS, B_NONE, C, evs__route_group_next},
-    {"/groups/{name}/ack", EVS_M_POST, EVS_R_GROUPS, B_JSON, C, evs__route_group_ack},
-    {"/groups/{name}/nack", EVS_M_POST, EVS_R_GROUPS, B_JSON, C, evs__route_group_nack},
-    {"/groups/{name}/consumers/{consumer}", EVS_M_DELETE, EVS_R_GROUPS, B_NONE, C, evs__route_group_leave},
-    CONSUMER_ROUTES("/groups", EVS_R_GROUPS),
+    {"/groups/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_GROUPS, B_JSON_OPT, C, "", evs__route_group_put},
+    {"/groups/{name}/next", EVS_M_POST, EVS_R_GROUPS, B_NONE, C, "consumer,timeout_ms", evs__route_group_next},
+    {"/groups/{name}/ack", EVS_M_POST, EVS_R_GROUPS, B_JSON, C, "", evs__route_group_ack},
+    {"/groups/{name}/nack", EVS_M_POST, EVS_R_GROUPS, B_JSON, C, "", evs__route_group_nack},
+    {"/groups/{name}/consumers/{consumer}", EVS_M_DELETE, EVS_R_GROUPS, B_NONE, C, "", evs__route_group_leave},
+    CONSUMER_ROUTES("/groups", EVS_R_GROUPS, Q_PAGE),
+
+    {"/commands", R, EVS_R_COMMANDS, B_NONE, 0, "", evs__route_command_list},
+    {"/commands", EVS_M_POST, EVS_R_COMMANDS, B_COMMAND, 0, "", evs__route_command_batch},
+    {"/commands/{command}", EVS_M_POST, EVS_R_COMMANDS, B_COMMAND, 0, "", evs__route_command},
+    {"/queries", R, EVS_R_QUERIES, B_NONE, 0, "", evs__route_query_list},
+    /* a query's fields are its own parameters: evs__route_query checks them against the definition */
+    {"/queries/{query}", R, EVS_R_QUERIES, B_NONE, 0, NULL, evs__route_query},
+    {"/aggregates", R, EVS_R_AGGREGATES, B_NONE, 0, "", evs__route_aggregate_list},
+    {"/aggregates/{type}", R, EVS_R_AGGREGATES, B_NONE, 0, "", evs__route_aggregate_type},
+    {"/aggregates/{type}", EVS_M_PUT | EVS_M_POST, EVS_R_AGGREGATES, B_SOURCE, 0, "", evs__route_aggregate_put},
+    {"/aggregates/{type}/{aggregate}", R, EVS_R_AGGREGATES, B_NONE, 0, "use_snapshot", evs__route_aggregate_get},
+    {"/aggregates/{type}/{aggregate}/snapshots", R | EVS_M_POST, EVS_R_AGGREGATES, B_NONE, 0, "",
+     evs__route_aggregate_snapshots},
 };
 
 #undef R
@@ -211,6 +231,9 @@ static int label_of(const path *p) {
     if (p->len[0] == 11 && memcmp(p->seg[0], "projections", 11) == 0) return EVS_R_PROJECTIONS;
     if (p->len[0] == 13 && memcmp(p->seg[0], "subscriptions", 13) == 0) return EVS_R_SUBSCRIPTIONS;
     if (p->len[0] == 6 && memcmp(p->seg[0], "groups", 6) == 0) return EVS_R_GROUPS;
+    if (p->len[0] == 8 && memcmp(p->seg[0], "commands", 8) == 0) return EVS_R_COMMANDS;
+    if (p->len[0] == 7 && memcmp(p->seg[0], "queries", 7) == 0) return EVS_R_QUERIES;
+    if (p->len[0] == 10 && memcmp(p->seg[0], "aggregates", 10) == 0) return EVS_R_AGGREGATES;
     return EVS_R_OTHER;
 }
 
@@ -298,6 +321,26 @@ static enum MHD_Result part_param(evs__req *rq, const char *what, size_t max, co
     return MHD_YES;
 }
 
+/*
+ * A command type, query name or aggregate type (into rq->name), or an
+ * aggregate id (into rq->part): 1..max bytes of UTF-8 without control
+ * characters, as the application layer takes them.
+ */
+static enum MHD_Result app_param(evs__req *rq, const char *what, size_t max, const char *seg, size_t n, char *out,
+                                 size_t cap, int *bad) {
+    char why[96];
+    *bad = 1;
+    long l = decode_seg(seg, n, out, cap, why, sizeof why);
+    if (l < 0) REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "%s %s", what, why);
+    if ((size_t)l > max) REFUSE(EVS_HTTP_UNPROCESSABLE, NULL, "%s is %ld bytes, the limit is %zu", what, l, max);
+    for (long i = 0; i < l; i++)
+        if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
+            REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "%s contains control character 0x%02x at byte %ld", what,
+                   (unsigned)(unsigned char)out[i], i + 1);
+    *bad = 0;
+    return MHD_YES;
+}
+
 /* Every parameter of the row's path, in path order; *bad when one was refused. */
 static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, int *bad) {
     const char *at = d->path, *ps;
@@ -314,6 +357,11 @@ static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, i
             mr = part_param(rq, "partition", EVS_MAX_STREAM_NAME, p->seg[i], p->len[i], bad);
         } else if (seg_is(ps, pn, "{consumer}")) {
             mr = part_param(rq, "consumer", EVS_BUS_MAX_NAME, p->seg[i], p->len[i], bad);
+        } else if (seg_is(ps, pn, "{command}") || seg_is(ps, pn, "{query}") || seg_is(ps, pn, "{type}")) {
+            const char *what = ps[1] == 'c' ? "command type" : ps[1] == 'q' ? "query name" : "aggregate type";
+            mr = app_param(rq, what, EVS_APP_MAX_NAME, p->seg[i], p->len[i], rq->name, sizeof rq->name, bad);
+        } else if (seg_is(ps, pn, "{aggregate}")) {
+            mr = app_param(rq, "aggregate id", EVS_APP_MAX_ID, p->seg[i], p->len[i], rq->part, sizeof rq->part, bad);
         } else { /* {pos}, {id}: raw; longer than the buffer is no number anyway */
             size_t il = p->len[i] < sizeof rq->id ? p->len[i] : sizeof rq->id - 1;
             memcpy(rq->id, p->seg[i], il);
@@ -332,6 +380,94 @@ static int media_is(const char *ct, const char *type) {
     ct += n;
     while (*ct == ' ') ct++;
     return *ct == '\0' || *ct == ';';
+}
+
+/* ------------------------------------------------------------ query */
+
+typedef struct query_check {
+    const char *known;               /* the row's list */
+    char bad[80];                    /* the first parameter refused */
+    int why;                         /* Q_UNKNOWN, Q_TWICE, Q_NO_VALUE */
+    char seen[512];                  /* ",name," of the known ones met so far */
+} query_check;
+
+enum { Q_OK, Q_UNKNOWN, Q_TWICE, Q_NO_VALUE };
+
+/* name is in the comma-separated list. */
+static int listed(const char *list, const char *name) {
+    size_t n = strlen(name);
+    for (const char *p = list; p && *p;) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (l == n && memcmp(p, name, n) == 0) return 1;
+        p = e ? e + 1 : NULL;
+    }
+    return 0;
+}
+
+static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    query_check *q = cls;
+    (void)kind;
+    if (q->why) return MHD_NO;
+    int why = Q_OK;
+    char mark[80];
+    snprintf(mark, sizeof mark, ",%.70s,", key);
+    if (!listed(q->known, key)) why = Q_UNKNOWN;
+    else if (strstr(q->seen, mark)) why = Q_TWICE;
+    else if (!value) why = Q_NO_VALUE;
+    if (why) {
+        q->why = why;
+        snprintf(q->bad, sizeof q->bad, "%.60s%s", key, strlen(key) > 60 ? "..." : "");
+        return MHD_NO;
+    }
+    size_t l = strlen(q->seen);
+    snprintf(q->seen + l, sizeof q->seen - l, "%s", l ? mark + 1 : mark);
+    return MHD_YES;
+}
+
+/*
+ * Every query parameter must be one the route takes, given once, with a
+ * value: a parameter that would be ignored (a filter the route does not
+ * know, a typo) is a 400 naming it, never an unfiltered answer.
+ */
+static enum MHD_Result check_query(evs__req *rq, const route_def *d, int *bad) {
+    query_check q;
+    memset(&q, 0, sizeof q);
+    q.known = d->query;
+    *bad = 0;
+    if (!d->query) return MHD_YES; /* the route checks its parameters itself */
+    MHD_get_connection_values(rq->c, MHD_GET_ARGUMENT_KIND, query_arg, &q);
+    if (!q.why) return MHD_YES;
+    *bad = 1;
+    rq->answered = 1;
+    evs__sb dt = {0};
+    evs__sb_adds(&dt, "{\"parameter\":");
+    evs__sb_json_str(&dt, q.bad, strlen(q.bad));
+    evs__sb_adds(&dt, ",\"known\":[");
+    int k = 0;
+    for (const char *p = d->query; p && *p; k++) {
+        const char *e = strchr(p, ',');
+        size_t l = e ? (size_t)(e - p) : strlen(p);
+        if (k) evs__sb_add(&dt, ",", 1);
+        evs__sb_json_str(&dt, p, l);
+        p = e ? e + 1 : NULL;
+    }
+    evs__sb_adds(&dt, "]}");
+    enum MHD_Result mr;
+    const char *detail = dt.oom ? NULL : dt.p;
+    if (q.why == Q_TWICE)
+        mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, detail, "parameter %s is given more than once%s", q.bad,
+                                listed("type,tag", q.bad) ? " (give a comma-separated list once)" : "");
+    else if (q.why == Q_NO_VALUE)
+        mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, detail, "parameter %s has no value (%s=...)", q.bad, q.bad);
+    else if (!d->query[0])
+        mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, detail, "unknown parameter %s: %s %s takes no parameters",
+                                q.bad, rq->method_name, d->path);
+    else
+        mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, detail, "unknown parameter %s: %s %s takes %s", q.bad,
+                                rq->method_name, d->path, d->query);
+    evs__sb_free(&dt);
+    return mr;
 }
 
 /* ------------------------------------------------------------- first call */
@@ -370,6 +506,8 @@ static enum MHD_Result first_call(evs__req *rq, const route_def **row) {
         rq->answered = 1;
         return mr;
     }
+    mr = check_query(rq, d, &bad);
+    if (bad) return mr;
 
     const char *ct = MHD_lookup_connection_value(rq->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_TYPE);
     rq->body_cap = MAX_IGNORED_BODY;
@@ -390,15 +528,33 @@ static enum MHD_Result first_call(evs__req *rq, const route_def **row) {
             rq->body_cap = EVS_PROJ_MAX_JSON_BODY;
         } else {
             REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL,
-                   "a projection's source takes Content-Type text/x-lua or text/plain (the script), or "
+                   "a Lua script takes Content-Type text/x-lua or text/plain (the script), or "
                    "application/json ({\"source\": \"...\"}), not %.100s",
                    ct ? ct : "(none)");
         }
         break;
+    case B_COMMAND:
+        if (!media_is(ct, "application/json"))
+            REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL, "commands take Content-Type: application/json, not %.100s",
+                   ct ? ct : "(none)");
+        rq->body_kind = EVS_BODY_JSON;
+        rq->body_cap = srv->max_body;
+        break;
+    case B_JSON_OPT:
+        /* no Content-Type and no body: the route's defaults ({} for a group) */
+        if (!ct && !MHD_lookup_connection_value(rq->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING)) {
+            const char *l = MHD_lookup_connection_value(rq->c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+            if (!l || strcmp(l, "0") == 0) {
+                rq->body_kind = EVS_BODY_JSON;
+                rq->body_cap = 0;
+                break;
+            }
+        }
+        /* fall through */
     case B_JSON:
         if (!media_is(ct, "application/json"))
-            REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL, "this route takes Content-Type: application/json, not %.100s",
-                   ct ? ct : "(none)");
+            REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL, "this route takes Content-Type: application/json%s, not %.100s",
+                   d->body == B_JSON_OPT ? " (or no body at all, for the defaults)" : "", ct ? ct : "(none)");
         rq->body_kind = EVS_BODY_JSON;
         rq->body_cap = MAX_JSON_SETTINGS;
         break;

@@ -2,7 +2,8 @@
  * metrics.c — GET /metrics: everything the server exposes to Prometheus,
  * in the text exposition format (version 0.0.4), and the only place that
  * writes it: the store's figures, the request counters (counters.c), the
- * live subscribers, and one series per durable consumer (consumers.c).
+ * live subscribers, one series per durable consumer (consumers.c), and
+ * the application layer's commands, snapshots and queries (evs_app_get_stats).
  *
  * Store-side figures (appends, events, bytes, fsyncs, group-commit
  * batches) come from evs_store_get_stats at scrape time rather than being
@@ -136,6 +137,92 @@ static void consumer_families(evs__consumers *cs, evs__sb *b) {
     free(rows);
 }
 
+/* ------------------------------------------------------ application layer */
+
+/* A summary without quantiles: _sum in seconds and _count. */
+static void summary(evs__sb *b, const char *name, const char *help, uint64_t sum_ns, uint64_t count) {
+    family(b, name, "summary", help);
+    evs__sb_printf(b, "%s_sum %.9f\n%s_count %llu\n", name, (double)sum_ns / 1e9, name, (unsigned long long)count);
+}
+
+static void app_families(evs_app *a, evs__sb *b) {
+    evs_app_stats st;
+    if (evs_app_get_stats(a, &st)) return;
+    family(b, "evstore_commands_total", "counter", "Commands handled, by outcome.");
+    for (int o = 0; o < EVS_CMD_OUTCOMES; o++)
+        evs__sb_printf(b, "evstore_commands_total{outcome=\"%s\"} %llu\n", evs_command_outcome_name(o),
+                       (unsigned long long)st.commands[o]);
+    evs_command_type_stats *ts = NULL;
+    size_t n = 0, cap = 64;
+    /* the registry may grow between the calls: ask again with room for all */
+    for (;;) {
+        evs_command_type_stats *nt = realloc(ts, cap * sizeof *nt);
+        if (!nt) break;
+        ts = nt;
+        if (evs_app_command_stats(a, ts, cap, &n) || n < cap) break;
+        cap *= 2;
+    }
+    if (ts && n) {
+        family(b, "evstore_commands_by_type_total", "counter",
+               "Commands handled, by registered command type and outcome.");
+        for (size_t i = 0; i < n; i++)
+            for (int o = 0; o < EVS_CMD_OUTCOMES; o++) {
+                evs__sb_adds(b, "evstore_commands_by_type_total{command_type=\"");
+                label(b, ts[i].command_type);
+                evs__sb_printf(b, "\",outcome=\"%s\"} %llu\n", evs_command_outcome_name(o),
+                               (unsigned long long)ts[i].outcomes[o]);
+            }
+    }
+    free(ts);
+    static const uint64_t bounds_us[EVS_CMD_BUCKETS] = EVS_CMD_BOUNDS_US;
+    family(b, "evstore_command_duration_seconds", "histogram",
+           "Time to handle a command: load, decide, append (durable), with retries.");
+    uint64_t cum = 0;
+    for (int i = 0; i < EVS_CMD_BUCKETS; i++) {
+        cum += st.duration_hist[i];
+        evs__sb_printf(b, "evstore_command_duration_seconds_bucket{le=\"%g\"} %llu\n", (double)bounds_us[i] / 1e6,
+                       (unsigned long long)cum);
+    }
+    cum += st.duration_hist[EVS_CMD_BUCKETS];
+    evs__sb_printf(b, "evstore_command_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    evs__sb_printf(b, "evstore_command_duration_seconds_sum %.9f\n", (double)st.duration_ns / 1e9);
+    evs__sb_printf(b, "evstore_command_duration_seconds_count %llu\n", (unsigned long long)cum);
+    family(b, "evstore_command_idempotent_hits_total", "counter",
+           "Commands answered with the result of an earlier run of the same command id.");
+    sample(b, "evstore_command_idempotent_hits_total", st.idempotent_hits);
+    family(b, "evstore_command_validation_errors_total", "counter", "Commands refused as invalid.");
+    sample(b, "evstore_command_validation_errors_total", st.validation_errors);
+    family(b, "evstore_command_handler_not_found_total", "counter", "Commands of a type without a handler.");
+    sample(b, "evstore_command_handler_not_found_total", st.handler_not_found);
+    family(b, "evstore_command_conflict_retries_total", "counter",
+           "Reload-and-decide rounds after a concurrency conflict.");
+    sample(b, "evstore_command_conflict_retries_total", st.conflict_retries);
+    summary(b, "evstore_snapshot_load_duration_seconds", "Aggregate loads that started from a snapshot.",
+            st.snapshot_load_ns, st.snapshot_loads);
+    family(b, "evstore_snapshot_load_max_seconds", "gauge", "Longest snapshot load since the server started.");
+    evs__sb_printf(b, "evstore_snapshot_load_max_seconds %.9f\n", (double)st.snapshot_load_max_ns / 1e9);
+    summary(b, "evstore_snapshot_create_duration_seconds", "Snapshots taken (background and on demand).",
+            st.snapshot_create_ns, st.snapshots_created);
+    family(b, "evstore_snapshot_create_max_seconds", "gauge", "Longest snapshot creation since the server started.");
+    evs__sb_printf(b, "evstore_snapshot_create_max_seconds %.9f\n", (double)st.snapshot_create_max_ns / 1e9);
+    family(b, "evstore_snapshots_ignored_total", "counter",
+           "Snapshots not applied: another schema version or evolve code, or not of this log.");
+    sample(b, "evstore_snapshots_ignored_total", st.snapshots_ignored);
+    family(b, "evstore_snapshots_dropped_total", "counter",
+           "Background snapshots not taken because the queue was full (a later command asks again).");
+    sample(b, "evstore_snapshots_dropped_total", st.snapshots_dropped);
+    family(b, "evstore_queries_total", "counter", "Named queries answered or refused after validation.");
+    sample(b, "evstore_queries_total", st.queries);
+    family(b, "evstore_query_cache_hits_total", "counter", "Queries answered from the result cache.");
+    sample(b, "evstore_query_cache_hits_total", st.query_cache_hits);
+    family(b, "evstore_query_cache_misses_total", "counter", "Queries computed from projection state.");
+    sample(b, "evstore_query_cache_misses_total", st.query_cache_misses);
+    family(b, "evstore_query_waits_total", "counter", "Queries that waited for min_position.");
+    sample(b, "evstore_query_waits_total", st.query_waits);
+    family(b, "evstore_query_timeouts_total", "counter", "Queries whose projection did not reach min_position in time.");
+    sample(b, "evstore_query_timeouts_total", st.query_timeouts);
+}
+
 enum MHD_Result evs__route_metrics(evs__req *rq) {
     evs__srv *srv = rq->srv;
     evs_store_stats st;
@@ -248,6 +335,7 @@ enum MHD_Result evs__route_metrics(evs__req *rq) {
     evs__sb_printf(&b, "evstore_live_deliveries_total{protocol=\"ws\"} %llu\n",
                    (unsigned long long)evs__count_load(&m->deliveries_ws));
     if (srv->bus) consumer_families(srv->bus, &b);
+    if (srv->app) app_families(srv->app, &b);
 
     size_t len;
     char *p = evs__sb_take(&b, &len);

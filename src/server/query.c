@@ -134,16 +134,20 @@ int evs__query_direction(evs__req *rq, int *dir, enum MHD_Result *mr) {
 
 /* -------------------------------------------------------------- filters */
 
-int evs__live_filter_finish(evs__live_filter *lf) {
+int evs__live_filter_finish(evs__live_filter *lf, char *why, size_t cap) {
     memset(&lf->f, 0, sizeof lf->f);
     lf->ntypes = 0;
+    lf->ntags = 0;
     if (lf->types_buf) {
         char *p = lf->types_buf;
         for (;;) {
             char *comma = strchr(p, ',');
             if (comma) *comma = '\0';
-            if (!*p || strlen(p) > EVS_MAX_TYPE_NAME) return -1;
-            if (lf->ntypes == EVS_SRV_MAX_FILTER_TYPES) return -1;
+            if (!*p || strlen(p) > EVS_MAX_TYPE_NAME || lf->ntypes == EVS_SRV_MAX_FILTER_TYPES) {
+                snprintf(why, cap, "type: at most %u comma-separated names of 1..%u bytes", EVS_SRV_MAX_FILTER_TYPES,
+                         EVS_MAX_TYPE_NAME);
+                return -1;
+            }
             lf->types[lf->ntypes++] = p;
             if (!comma) break;
             p = comma + 1;
@@ -151,21 +155,45 @@ int evs__live_filter_finish(evs__live_filter *lf) {
         lf->f.event_types = lf->types;
         lf->f.n_event_types = lf->ntypes;
     }
+    for (size_t off = 0; lf->tags_buf && off < lf->tags_len;) {
+        const char *t = lf->tags_buf + off;
+        size_t n = strlen(t);
+        if (n == 0 || n > EVS_MAX_TAG_BYTES || lf->ntags == EVS_MAX_TAGS) {
+            snprintf(why, cap, "tag: at most %u tags of 1..%u bytes", EVS_MAX_TAGS, EVS_MAX_TAG_BYTES);
+            return -1;
+        }
+        lf->tags[lf->ntags++] = t;
+        off += n + 1;
+    }
+    if (lf->ntags) {
+        lf->f.tags = lf->tags;
+        lf->f.n_tags = lf->ntags;
+    }
     if (lf->stream_type) {
-        if (!*lf->stream_type || strlen(lf->stream_type) > EVS_MAX_TYPE_NAME) return -1;
+        if (!*lf->stream_type || strlen(lf->stream_type) > EVS_MAX_TYPE_NAME) {
+            snprintf(why, cap, "stream_type: 1..%u bytes", EVS_MAX_TYPE_NAME);
+            return -1;
+        }
         lf->f.stream_type = lf->stream_type;
     }
     if (lf->stream) {
         lf->stream_len = strlen(lf->stream);
-        if (!lf->stream_len || lf->stream_len > EVS_MAX_STREAM_NAME) return -1;
+        if (!lf->stream_len || lf->stream_len > EVS_MAX_STREAM_NAME) {
+            snprintf(why, cap, "stream: 1..%u bytes", EVS_MAX_STREAM_NAME);
+            return -1;
+        }
         /* the prefix index narrows the scan; the exact match is ours */
         lf->f.stream_prefix = lf->stream;
     }
     if (lf->stream_prefix && *lf->stream_prefix) {
-        if (lf->stream || strlen(lf->stream_prefix) > EVS_MAX_STREAM_NAME) return -1;
+        if (lf->stream || strlen(lf->stream_prefix) > EVS_MAX_STREAM_NAME) {
+            snprintf(why, cap, "stream_prefix: at most %u bytes, and not together with stream", EVS_MAX_STREAM_NAME);
+            return -1;
+        }
         lf->f.stream_prefix = lf->stream_prefix;
     }
     if (lf->has_correlation) lf->f.correlation_id = &lf->correlation;
+    if (lf->has_causation) lf->f.causation_id = &lf->causation;
     lf->f.since = lf->since;
     lf->f.until = lf->until;
     return 0;
@@ -176,17 +204,50 @@ void evs__live_filter_free(evs__live_filter *lf) {
     free(lf->stream_type);
     free(lf->stream);
     free(lf->stream_prefix);
+    free(lf->tags_buf);
     memset(lf, 0, sizeof *lf);
 }
 
+/*
+ * tag=a,b: split on the raw commas first, then decode each piece, so that
+ * "%2C" is a comma inside a tag.  Pieces go into lf->tags_buf, each
+ * NUL-terminated.  0, or -1 after a 400.
+ */
+static int query_tags(evs__req *rq, evs__live_filter *lf, enum MHD_Result *mr) {
+    const char *raw = evs__query(rq, "tag");
+    if (!raw) return 0;
+    size_t n = strlen(raw);
+    if (!(lf->tags_buf = malloc(n + 1))) {
+        *mr = evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+        return -1;
+    }
+    size_t w = 0;
+    for (const char *p = raw;;) {
+        const char *comma = strchr(p, ',');
+        size_t pn = comma ? (size_t)(comma - p) : strlen(p);
+        char why[96];
+        long len = evs__pct_decode(p, pn, lf->tags_buf + w, n + 1 - w, why, sizeof why);
+        if (len < 0) {
+            *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, "{\"parameter\":\"tag\"}", "parameter tag %s", why);
+            return -1;
+        }
+        w += (size_t)len + 1;
+        if (!comma) break;
+        p = comma + 1;
+    }
+    lf->tags_len = w;
+    return 0;
+}
+
 int evs__query_filter(evs__req *rq, int allow_stream, evs__live_filter *lf, enum MHD_Result *mr) {
-    char *corr = NULL, *since = NULL, *until = NULL;
+    char *corr = NULL, *caus = NULL, *since = NULL, *until = NULL;
     int rc = -1;
     if (evs__query_text(rq, "type", 64 * 1024, &lf->types_buf, mr) ||
         evs__query_text(rq, "stream_type", EVS_MAX_TYPE_NAME, &lf->stream_type, mr) ||
         (allow_stream && evs__query_text(rq, "stream", EVS_MAX_STREAM_NAME, &lf->stream, mr)) ||
         evs__query_text(rq, "stream_prefix", EVS_MAX_STREAM_NAME, &lf->stream_prefix, mr) ||
-        evs__query_text(rq, "correlation_id", 64, &corr, mr) || evs__query_text(rq, "since", 64, &since, mr) ||
+        evs__query_text(rq, "correlation_id", 64, &corr, mr) || evs__query_text(rq, "causation_id", 64, &caus, mr) ||
+        query_tags(rq, lf, mr) || evs__query_text(rq, "since", 64, &since, mr) ||
         evs__query_text(rq, "until", 64, &until, mr))
         goto cleanup;
     if (lf->stream && lf->stream_prefix) {
@@ -200,6 +261,13 @@ int evs__query_filter(evs__req *rq, int allow_stream, evs__live_filter *lf, enum
         }
         lf->has_correlation = 1;
     }
+    if (caus) {
+        if (evs_uuid_parse(caus, strlen(caus), &lf->causation)) {
+            *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter causation_id is not a UUID");
+            goto cleanup;
+        }
+        lf->has_causation = 1;
+    }
     if (since && evs_time_parse(since, strlen(since), &lf->since)) {
         *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                  "parameter since is not an RFC 3339 time or a count of ns");
@@ -210,15 +278,15 @@ int evs__query_filter(evs__req *rq, int allow_stream, evs__live_filter *lf, enum
                                  "parameter until is not an RFC 3339 time or a count of ns");
         goto cleanup;
     }
-    if (evs__live_filter_finish(lf)) {
-        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
-                                 "parameter type: at most %u comma-separated names of 1..%u bytes",
-                                 EVS_SRV_MAX_FILTER_TYPES, EVS_MAX_TYPE_NAME);
+    char why[128];
+    if (evs__live_filter_finish(lf, why, sizeof why)) {
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter %s", why);
         goto cleanup;
     }
     rc = 0;
 cleanup:
     free(corr);
+    free(caus);
     free(since);
     free(until);
     return rc;
@@ -237,5 +305,12 @@ int evs__req_json(evs__req *rq, json_t **root, enum MHD_Result *mr) {
     if (*root) return 0;
     *mr = evs__respond_malformed(rq, je.line, je.column, je.position,
                                  "malformed JSON: line %d, column %d: %s", je.line, je.column, je.text);
+    return -1;
+}
+
+int evs__req_settings(evs__req *rq, json_t **root, enum MHD_Result *mr) {
+    if (rq->body.len) return evs__req_json(rq, root, mr);
+    if ((*root = json_object())) return 0;
+    *mr = evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
     return -1;
 }

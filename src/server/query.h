@@ -43,9 +43,10 @@ int evs__query_direction(evs__req *rq, int *dir, enum MHD_Result *mr);
 
 /*
  * A live-stream filter from query or protocol fields: event types (comma
- * separated), stream type and one exact stream; from queries also a stream
- * prefix, a correlation id and a recorded_at range.  Owns its strings; f
- * points into the fields, so a filter is filled in place, never copied.
+ * separated), stream type, one exact stream, tags (any of) and a causation
+ * id; from queries also a stream prefix, a correlation id and a
+ * recorded_at range.  Owns its strings; f points into the fields, so a
+ * filter is filled in place, never copied.
  */
 typedef struct evs__live_filter {
     char *types_buf;
@@ -57,18 +58,28 @@ typedef struct evs__live_filter {
     char *stream_prefix;          /* not together with stream */
     int has_correlation;
     evs_uuid correlation;
+    char *tags_buf;               /* the tags, each NUL-terminated, tags_len bytes in all */
+    size_t tags_len;
+    const char *tags[EVS_MAX_TAGS];
+    size_t ntags;
+    int has_causation;
+    evs_uuid causation;
     int64_t since, until;         /* 0: unbounded */
     evs_filter f;                 /* points into the fields above */
 } evs__live_filter;
 
 /*
  * The filter parameters of /all and /subscribe: type, stream_type,
- * stream_prefix, correlation_id, since, until, and with allow_stream also
- * stream.  0 with lf finished.
+ * stream_prefix, correlation_id, causation_id, tag, since, until, and with
+ * allow_stream also stream.  `tag` is a comma-separated list (any of them;
+ * a comma inside a tag is sent as %2C).  0 with lf finished.
  */
 int evs__query_filter(evs__req *rq, int allow_stream, evs__live_filter *lf, enum MHD_Result *mr);
-/* Split types_buf on ',' into types[] and point f at the fields; -1 when a field is out of bounds. */
-int evs__live_filter_finish(evs__live_filter *lf);
+/*
+ * Split types_buf on ',' into types[], tags_buf into tags[], and point f
+ * at the fields; -1 with why (cap bytes) when a field is out of bounds.
+ */
+int evs__live_filter_finish(evs__live_filter *lf, char *why, size_t cap);
 void evs__live_filter_free(evs__live_filter *lf);
 /* 1 if ev passes the parts evs_filter cannot express (the exact stream). */
 int evs__live_filter_match(const evs__live_filter *lf, const evs_event *ev);
@@ -78,5 +89,7 @@ int evs__live_filter_match(const evs__live_filter *lf, const evs_event *ev);
  * caller's, json_decref), or -1 after a 400 naming line and column.
  */
 int evs__req_json(evs__req *rq, json_t **root, enum MHD_Result *mr);
+/* A settings body: as evs__req_json, and no body at all is {} (every setting at its default). */
+int evs__req_settings(evs__req *rq, json_t **root, enum MHD_Result *mr);
 
 #endif

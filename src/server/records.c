@@ -14,44 +14,23 @@ static void json_str_or_null(evs__sb *b, const char *s) {
     else evs__sb_adds(b, "null");
 }
 
-/* A consumer record; v (projections only) adds what the runner knows. */
+/* A consumer record (the one writer: bus/settings.c); v (projections only) adds what the runner knows. */
 void evs__consumer_json(evs__sb *b, const evs_consumer_info *i, const evs__run_view *v) {
-    evs__sb_adds(b, "{\"name\":");
-    evs__sb_json_str(b, i->name, strlen(i->name));
-    evs__sb_adds(b, ",\"kind\":");
-    evs__sb_json_str(b, i->kind, strlen(i->kind));
-    evs__sb_adds(b, ",\"owner\":");
-    json_str_or_null(b, i->owner);
-    evs__sb_adds(b, ",\"stream\":");
-    if (i->stream[0]) evs__sb_json_str(b, i->stream, strlen(i->stream));
-    else evs__sb_adds(b, "\"$all\"");
-    evs__sb_adds(b, ",\"filter\":");
-    evs__sb_adds(b, i->filter_json[0] ? i->filter_json : "{}");
-    evs__sb_printf(b, ",\"checkpoint\":%llu,\"status\":\"%s\",\"retry_count\":%llu,\"max_retries\":%u,\"last_error\":",
-                   (unsigned long long)i->checkpoint, evs_consumer_status_name(i->status),
-                   (unsigned long long)i->retry_count, i->max_retries);
-    json_str_or_null(b, i->last_error);
-    evs__sb_adds(b, ",\"last_processed_at\":");
-    evs__sb_json_time(b, i->last_processed_at);
-    evs__sb_printf(b,
-                   ",\"processed\":%llu,\"failed\":%llu,\"parked\":%llu,\"dlq_depth\":%llu,\"lag_events\":%llu,"
-                   "\"lag_ms\":%lld",
-                   (unsigned long long)i->processed, (unsigned long long)i->failed, (unsigned long long)i->parked,
-                   (unsigned long long)i->dlq_depth, (unsigned long long)i->lag_events, (long long)i->lag_ms);
-    if (v) {
-        evs__sb_printf(b, ",\"running\":%s,\"runner_error\":", v->running ? "true" : "false");
-        json_str_or_null(b, v->error);
-        if (v->running && v->have_snap) {
-            evs__sb_printf(b, ",\"generation\":%llu,\"events_per_second\":%.1f,\"rebuild\":",
-                           (unsigned long long)v->snap.generation, v->snap.events_per_second);
-            if (v->snap.rebuilding)
-                evs__sb_printf(b, "{\"position\":%llu,\"percent\":%.1f}",
-                               (unsigned long long)v->snap.rebuild_position, v->snap.rebuild_percent);
-            else
-                evs__sb_adds(b, "null");
-        } else {
-            evs__sb_adds(b, ",\"generation\":null,\"events_per_second\":0,\"rebuild\":null");
-        }
+    evs__consumer_record_json(b, i);
+    if (!v) return;
+    b->len--; /* reopen the object for the runner's fields */
+    evs__sb_printf(b, ",\"running\":%s,\"runner_error\":", v->running ? "true" : "false");
+    json_str_or_null(b, v->error);
+    if (v->running && v->have_snap) {
+        evs__sb_printf(b, ",\"generation\":%llu,\"events_per_second\":%.1f,\"rebuild\":",
+                       (unsigned long long)v->snap.generation, v->snap.events_per_second);
+        if (v->snap.rebuilding)
+            evs__sb_printf(b, "{\"position\":%llu,\"percent\":%.1f}",
+                           (unsigned long long)v->snap.rebuild_position, v->snap.rebuild_percent);
+        else
+            evs__sb_adds(b, "null");
+    } else {
+        evs__sb_adds(b, ",\"generation\":null,\"events_per_second\":0,\"rebuild\":null");
     }
     evs__sb_adds(b, "}");
 }
@@ -84,20 +63,7 @@ int evs__need_consumer(evs__req *rq, evs_consumer_info *out, enum MHD_Result *mr
 }
 
 static void group_extra_json(evs__sb *b, const evs_group_info *gi, evs__ghandle *gh) {
-    static const char *const backoffs[] = {"exponential", "linear", "fixed"};
-    const evs_retry_policy *rp = &gi->retry;
-    evs__sb_printf(b,
-                   ",\"strategy\":\"%s\",\"ack_timeout_ms\":%lld,\"max_in_flight\":%u,\"buffer_size\":%u,"
-                   "\"retry\":{\"backoff\":\"%s\",\"max_retries\":%u,\"initial_delay_ms\":%lld,\"max_delay_ms\":%lld,"
-                   "\"jitter\":%g},\"on_failure\":\"%s\",\"per_stream_order\":%s,\"dlq_max_count\":%llu,\"dlq_max_age_ms\":%lld,"
-                   "\"checkpoint_every\":%u,\"checkpoint_ms\":%u,\"skipped\":%llu,\"timeouts\":%llu",
-                   evs_group_strategy_name(gi->strategy), (long long)(gi->ack_timeout_ns / 1000000), gi->max_in_flight,
-                   gi->buffer_size, (unsigned)rp->backoff < 3 ? backoffs[rp->backoff] : "unknown", rp->max_retries,
-                   (long long)(rp->initial_delay_ns / 1000000), (long long)(rp->max_delay_ns / 1000000), rp->jitter,
-                   gi->on_failure == EVS_ON_FAILURE_STOP ? "stop" : "park", gi->per_stream_order ? "true" : "false",
-                   (unsigned long long)gi->dlq_max_count,
-                   (long long)(gi->dlq_max_age_ns / 1000000), gi->checkpoint_every, gi->checkpoint_ms,
-                   (unsigned long long)gi->skipped, (unsigned long long)gi->timeouts);
+    evs__group_settings_json(b, gi);
     evs__sb_printf(b, ",\"open\":%s,\"in_flight\":%llu,\"buffered\":%llu,\"consumers\":[", gh && gh->g ? "true" : "false",
                    (unsigned long long)gi->in_flight, (unsigned long long)gi->buffered);
     if (gh && gh->g) {
@@ -126,6 +92,7 @@ int evs__group_json(evs__req *rq, evs__sb *b, const char *name) {
     if (rc) return rc;
     pthread_mutex_lock(&rq->srv->bus->admin_mu); /* the handle's calls are serialised with closing it */
     evs__ghandle *gh = evs__group_find(rq->srv->bus, name);
+    if (gh) evs__group_expire_idle(gh); /* silent consumers leave before they are shown */
     if (gh && gh->g) {
         evs_group_info live;
         if (evs_group_get_info(gh->g, &live) == EVS_OK) gi = live;
@@ -158,4 +125,15 @@ enum MHD_Result evs__answer_consumer(evs__req *rq, unsigned status) {
     }
     evs__sb_adds(&out, "\n");
     return evs__respond_sb(rq, status, &out);
+}
+
+enum MHD_Result evs__respond_settings_error(evs__req *rq, const evs__settings_err *e) {
+    evs__sb d = {0};
+    evs__sb_adds(&d, "{\"field\":");
+    const char *f = e->field ? e->field : "";
+    evs__sb_json_str(&d, f, strlen(f));
+    evs__sb_adds(&d, "}");
+    enum MHD_Result mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, d.oom ? NULL : d.p, "%s", e->why);
+    evs__sb_free(&d);
+    return mr;
 }

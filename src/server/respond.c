@@ -45,6 +45,17 @@ unsigned evs__http_status(int rc) {
     }
 }
 
+unsigned evs__command_status(const evs_command_result *r) {
+    switch (r->outcome) {
+    case EVS_CMD_ACCEPTED: return r->n_events && !r->idempotent ? EVS_HTTP_CREATED : EVS_HTTP_OK;
+    case EVS_CMD_REJECTED: return EVS_HTTP_UNPROCESSABLE; /* decide said no: the domain's reason */
+    case EVS_CMD_CONFLICT: return EVS_HTTP_CONFLICT;      /* expected_version, or retries ran out */
+    case EVS_CMD_INVALID: return EVS_HTTP_BAD_REQUEST;    /* malformed command or data */
+    case EVS_CMD_UNKNOWN: return EVS_HTTP_NOT_FOUND;      /* no handler for the command type */
+    default: return EVS_HTTP_INTERNAL;                    /* the handler failed (a script error) */
+    }
+}
+
 /* ------------------------------------------------------------ access log */
 
 static void log_line(const evs__req *rq, unsigned status) {
@@ -55,6 +66,11 @@ static void log_line(const evs__req *rq, unsigned status) {
         char ip[INET_ADDRSTRLEN];
         if (inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip))
             snprintf(addr, sizeof addr, "%s:%u", ip, (unsigned)ntohs(in->sin_port));
+    } else if (ci && ci->client_addr && ci->client_addr->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ci->client_addr;
+        char ip[INET6_ADDRSTRLEN];
+        if (inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip))
+            snprintf(addr, sizeof addr, "[%s]:%u", ip, (unsigned)ntohs(in6->sin6_port));
     }
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);

@@ -22,6 +22,7 @@
 
 #include "core/core.h"
 #include "core/sb.h"
+#include "evstore_app.h"
 #include "evstore_bus.h"
 #include "server/state.h"
 
@@ -91,6 +92,14 @@ enum MHD_Result evs__respond_malformed(evs__req *rq, long long line, long long c
  *   EVS_ETIMEDOUT -> 504, EVS_ECORRUPT, EVS_EFORMAT, EVS_EINDEX and anything else -> 500.
  */
 unsigned evs__http_status(int rc);
+/*
+ * The HTTP status of a command's outcome: the same table for commands.
+ *   accepted -> 201 when this request appended events, 200 when it
+ *   appended none (nothing to do, or the original result of an earlier
+ *   run: idempotent); rejected -> 422; conflict -> 409; invalid -> 400;
+ *   unknown command type -> 404; failed -> 500.
+ */
+unsigned evs__command_status(const evs_command_result *r);
 /* A library failure: status by the table, "context: evs_errmsg()" (context may be NULL). */
 enum MHD_Result evs__respond_lib(evs__req *rq, int rc, const char *context);
 /* The same with the message given (msg NULL: evs_errmsg()). */

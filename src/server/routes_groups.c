@@ -20,184 +20,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/settings.h"
 #include "server/query.h"
 #include "server/records.h"
 #include "server/routes_groups.h"
 
 #define GROUP_MAX_TIMEOUT_MS 30000u
 #define GROUP_DEFAULT_TIMEOUT_MS 5000u
-
-/* Reading a JSON settings object: the first problem wins, named by its field. */
-typedef struct jread {
-    char why[256];
-    const char *field;
-} jread;
-
-static int jfail(jread *j, const char *field, const char *fmt, ...) EVS_PRINTF(3, 4);
-static int jfail(jread *j, const char *field, const char *fmt, ...) {
-    if (j->field) return -1;
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(j->why, sizeof j->why, fmt, ap);
-    va_end(ap);
-    j->field = field;
-    return -1;
-}
-
-/* An integer member in min..max (absent: *out unchanged). */
-static int jint(jread *j, json_t *o, const char *key, long long min, long long max, long long *out) {
-    json_t *v = json_object_get(o, key);
-    if (!v) return 0;
-    if (!json_is_integer(v) || json_integer_value(v) < min || json_integer_value(v) > max)
-        return jfail(j, key, "%s must be an integer in %lld..%lld", key, min, max);
-    *out = json_integer_value(v);
-    return 0;
-}
-
-static int jstr(jread *j, json_t *o, const char *key, size_t max, const char **out) {
-    json_t *v = json_object_get(o, key);
-    if (!v) return 0;
-    if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) > max ||
-        strlen(json_string_value(v)) != json_string_length(v))
-        return jfail(j, key, "%s must be a string of 1..%zu bytes", key, max);
-    *out = json_string_value(v);
-    return 0;
-}
-
-static int jkeys(jread *j, json_t *o, const char *where, const char *const *keys) {
-    const char *k;
-    json_t *v;
-    json_object_foreach(o, k, v) {
-        size_t i = 0;
-        while (keys[i] && strcmp(keys[i], k) != 0) i++;
-        if (!keys[i]) return jfail(j, k, "unknown field \"%.60s\" in %s", k, where);
-    }
-    return 0;
-}
-
-/* What a group's settings point into: the JSON document and the type list. */
-typedef struct gcfg {
-    evs_group_config c;
-    const char *types[EVS_SRV_MAX_FILTER_TYPES];
-    evs_uuid corr;
-} gcfg;
-
-/* Settings from a PUT body (see docs/http-api.md for the fields).  0, or -1 with j filled. */
-static int group_config_parse(json_t *o, const char *name, gcfg *g, jread *j) {
-    static const char *const top[] = {"owner", "filter", "tag", "from", "strategy", "ack_timeout_ms",
-                                      "max_in_flight", "buffer_size", "retry", "on_failure", "per_stream_order",
-                                      "dlq_max_count", "dlq_max_age_ms", "checkpoint_every", "checkpoint_ms", NULL};
-    static const char *const fkeys[] = {"event_types", "stream_type", "stream_prefix", "correlation_id", NULL};
-    static const char *const rkeys[] = {"backoff", "max_retries", "initial_delay_ms", "max_delay_ms", "jitter", NULL};
-    evs_group_config *c = &g->c;
-    evs_group_config_init(c);
-    c->name = name;
-    if (!json_is_object(o)) return jfail(j, "", "expected a JSON object of group settings");
-    if (jkeys(j, o, "the settings", top)) return -1;
-    const char *s = NULL;
-    long long v;
-    if (jstr(j, o, "owner", 255, &c->owner) || jstr(j, o, "tag", EVS_MAX_TAG_BYTES, &c->tag)) return -1;
-    json_t *f = json_object_get(o, "filter");
-    if (f) {
-        if (!json_is_object(f)) return jfail(j, "filter", "filter must be an object");
-        if (jkeys(j, f, "filter", fkeys)) return -1;
-        json_t *t = json_object_get(f, "event_types");
-        if (t) {
-            if (!json_is_array(t) || json_array_size(t) > EVS_SRV_MAX_FILTER_TYPES)
-                return jfail(j, "event_types", "filter.event_types must be an array of at most %u names",
-                             EVS_SRV_MAX_FILTER_TYPES);
-            for (size_t i = 0; i < json_array_size(t); i++) {
-                json_t *e = json_array_get(t, i);
-                if (!json_is_string(e) || !json_string_length(e) || json_string_length(e) > EVS_MAX_TYPE_NAME)
-                    return jfail(j, "event_types", "filter.event_types[%zu] must be a name of 1..%u bytes", i,
-                                 EVS_MAX_TYPE_NAME);
-                g->types[i] = json_string_value(e);
-            }
-            c->filter.event_types = g->types;
-            c->filter.n_event_types = json_array_size(t);
-        }
-        if (jstr(j, f, "stream_type", EVS_MAX_TYPE_NAME, &c->filter.stream_type) ||
-            jstr(j, f, "stream_prefix", EVS_MAX_STREAM_NAME, &c->filter.stream_prefix))
-            return -1;
-        s = NULL;
-        if (jstr(j, f, "correlation_id", 64, &s)) return -1;
-        if (s) {
-            if (evs_uuid_parse(s, strlen(s), &g->corr)) return jfail(j, "correlation_id", "filter.correlation_id is not a UUID");
-            c->filter.correlation_id = &g->corr;
-        }
-    }
-    json_t *from = json_object_get(o, "from");
-    if (from) {
-        if (json_is_string(from) && strcmp(json_string_value(from), "start") == 0) c->from = EVS_SUB_FROM_START;
-        else if (json_is_string(from) && strcmp(json_string_value(from), "now") == 0) c->from = EVS_SUB_FROM_NOW;
-        else if (json_is_integer(from) && json_integer_value(from) >= 1) c->from = (uint64_t)json_integer_value(from);
-        else return jfail(j, "from", "from must be \"start\", \"now\" or a global position (1, 2, ...)");
-    }
-    s = NULL;
-    if (jstr(j, o, "strategy", 32, &s)) return -1;
-    if (s && evs_group_strategy_parse(s, &c->strategy))
-        return jfail(j, "strategy", "strategy must be \"round_robin\" or \"pinned\"");
-    v = c->ack_timeout_ns / 1000000;
-    if (jint(j, o, "ack_timeout_ms", 1, 86400000, &v)) return -1;
-    c->ack_timeout_ns = v * 1000000;
-    v = c->max_in_flight ? c->max_in_flight : 10;
-    if (jint(j, o, "max_in_flight", 1, EVS_GROUP_MAX_IN_FLIGHT, &v)) return -1;
-    c->max_in_flight = (uint32_t)v;
-    v = c->buffer_size ? c->buffer_size : EVS_BUS_MAX_PAGE;
-    if (jint(j, o, "buffer_size", 1, EVS_BUS_MAX_PAGE, &v)) return -1;
-    c->buffer_size = (uint32_t)v;
-    json_t *r = json_object_get(o, "retry");
-    if (r) {
-        if (!json_is_object(r)) return jfail(j, "retry", "retry must be an object");
-        if (jkeys(j, r, "retry", rkeys)) return -1;
-        s = NULL;
-        if (jstr(j, r, "backoff", 16, &s)) return -1;
-        if (s) {
-            if (strcmp(s, "exponential") == 0) c->retry.backoff = EVS_BACKOFF_EXPONENTIAL;
-            else if (strcmp(s, "linear") == 0) c->retry.backoff = EVS_BACKOFF_LINEAR;
-            else if (strcmp(s, "fixed") == 0) c->retry.backoff = EVS_BACKOFF_FIXED;
-            else return jfail(j, "backoff", "retry.backoff must be \"exponential\", \"linear\" or \"fixed\"");
-        }
-        v = c->retry.max_retries;
-        if (jint(j, r, "max_retries", 0, 1000, &v)) return -1;
-        c->retry.max_retries = (uint32_t)v;
-        v = c->retry.initial_delay_ns / 1000000;
-        if (jint(j, r, "initial_delay_ms", 0, 86400000, &v)) return -1;
-        c->retry.initial_delay_ns = v * 1000000;
-        v = c->retry.max_delay_ns / 1000000;
-        if (jint(j, r, "max_delay_ms", 0, 86400000, &v)) return -1;
-        c->retry.max_delay_ns = v * 1000000;
-        json_t *jt = json_object_get(r, "jitter");
-        if (jt) {
-            if (!json_is_number(jt) || json_number_value(jt) < 0 || json_number_value(jt) > 1)
-                return jfail(j, "jitter", "retry.jitter must be a number in 0..1");
-            c->retry.jitter = json_number_value(jt);
-        }
-    }
-    s = NULL;
-    if (jstr(j, o, "on_failure", 16, &s)) return -1;
-    if (s) {
-        if (strcmp(s, "park") == 0) c->on_failure = EVS_ON_FAILURE_PARK;
-        else if (strcmp(s, "stop") == 0) c->on_failure = EVS_ON_FAILURE_STOP;
-        else return jfail(j, "on_failure", "on_failure must be \"park\" or \"stop\"");
-    }
-    json_t *pso = json_object_get(o, "per_stream_order");
-    if (pso && !json_is_boolean(pso)) return jfail(j, "per_stream_order", "per_stream_order must be true or false");
-    c->per_stream_order = pso && json_is_true(pso);
-    v = 0;
-    if (jint(j, o, "dlq_max_count", 0, INT64_MAX, &v)) return -1;
-    c->dlq_max_count = (uint64_t)v;
-    v = 0;
-    if (jint(j, o, "dlq_max_age_ms", 0, INT64_MAX / 1000000, &v)) return -1;
-    c->dlq_max_age_ns = v * 1000000;
-    v = c->checkpoint_every ? c->checkpoint_every : 1000;
-    if (jint(j, o, "checkpoint_every", 1, 1000000, &v)) return -1;
-    c->checkpoint_every = (uint32_t)v;
-    v = c->checkpoint_ms ? c->checkpoint_ms : 1000;
-    if (jint(j, o, "checkpoint_ms", 1, 3600000, &v)) return -1;
-    c->checkpoint_ms = (uint32_t)v;
-    return 0;
-}
 
 /*
  * PUT|POST /groups/N: create a group, or replace the settings of one
@@ -208,14 +37,11 @@ static int group_config_parse(json_t *o, const char *name, gcfg *g, jread *j) {
 enum MHD_Result evs__route_group_put(evs__req *rq) {
     enum MHD_Result mr = MHD_NO;
     json_t *root = NULL;
-    gcfg g;
-    jread j;
-    memset(&j, 0, sizeof j);
-    if (evs__req_json(rq, &root, &mr)) return mr;
-    if (group_config_parse(root, rq->name, &g, &j)) {
-        char d[128];
-        snprintf(d, sizeof d, "{\"field\":\"%.60s\"}", j.field);
-        mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, d, "%s", j.why);
+    evs__group_settings_in g;
+    evs__settings_err j;
+    if (evs__req_settings(rq, &root, &mr)) return mr;
+    if (evs__group_settings_parse(root, rq->name, &g, &j)) {
+        mr = evs__respond_settings_error(rq, &j);
         json_decref(root);
         return mr;
     }
@@ -253,31 +79,29 @@ static enum MHD_Result group_answer(evs__req *rq, int nack) {
     json_t *root = NULL;
     static const char *const akeys[] = {"consumer", "position", "attempt", NULL};
     static const char *const nkeys[] = {"consumer", "position", "attempt", "action", "reason", NULL};
-    jread j;
+    evs__settings_err j;
     memset(&j, 0, sizeof j);
     const char *consumer = NULL, *action = NULL, *reason = NULL;
     long long pos = 0, attempt = 0;
     if (evs__req_json(rq, &root, &mr)) return mr;
-    if (!json_is_object(root)) jfail(&j, "", "expected an object {\"consumer\", \"position\", \"attempt\"}");
-    else if (!jkeys(&j, root, "the answer", nack ? nkeys : akeys) &&
-             !jstr(&j, root, "consumer", EVS_BUS_MAX_NAME, &consumer) &&
-             !jint(&j, root, "position", 1, INT64_MAX, &pos) && !jint(&j, root, "attempt", 1, UINT32_MAX, &attempt) &&
-             !jstr(&j, root, "action", 16, &action) && !jstr(&j, root, "reason", 500, &reason)) {
-        if (!consumer) jfail(&j, "consumer", "consumer is required");
-        else if (!pos) jfail(&j, "position", "position is required");
-        else if (!attempt) jfail(&j, "attempt", "attempt is required");
+    if (!json_is_object(root)) evs__settings_fail(&j, "", "expected an object {\"consumer\", \"position\", \"attempt\"}");
+    else if (!evs__settings_keys(&j, root, "the answer", nack ? nkeys : akeys) &&
+             !evs__settings_str(&j, root, "consumer", EVS_BUS_MAX_NAME, &consumer) &&
+             !evs__settings_int(&j, root, "position", 1, INT64_MAX, &pos) && !evs__settings_int(&j, root, "attempt", 1, UINT32_MAX, &attempt) &&
+             !evs__settings_str(&j, root, "action", 16, &action) && !evs__settings_str(&j, root, "reason", 500, &reason)) {
+        if (!consumer) evs__settings_fail(&j, "consumer", "consumer is required");
+        else if (!pos) evs__settings_fail(&j, "position", "position is required");
+        else if (!attempt) evs__settings_fail(&j, "attempt", "attempt is required");
     }
     evs_nack_action act = EVS_NACK_RETRY;
     if (!j.field && action) {
         if (strcmp(action, "retry") == 0) act = EVS_NACK_RETRY;
         else if (strcmp(action, "park") == 0) act = EVS_NACK_PARK;
         else if (strcmp(action, "skip") == 0) act = EVS_NACK_SKIP;
-        else jfail(&j, "action", "action must be \"retry\", \"park\" or \"skip\"");
+        else evs__settings_fail(&j, "action", "action must be \"retry\", \"park\" or \"skip\"");
     }
     if (j.field) {
-        char d[128];
-        snprintf(d, sizeof d, "{\"field\":\"%.60s\"}", j.field);
-        mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, d, "%s", j.why);
+        mr = evs__respond_settings_error(rq, &j);
         goto cleanup;
     }
     evs_consumer_info info;

@@ -22,7 +22,7 @@
 #define PROJ_DEFAULT_PAGE 100u
 #define PROJ_MAX_PARTITION_PAGE 10000u
 
-int evs__proj_take_source(evs__req *rq, json_t **root, const char **src, size_t *n, enum MHD_Result *mr) {
+int evs__req_source(evs__req *rq, json_t **root, const char **src, size_t *n, enum MHD_Result *mr) {
     const char *body = rq->body.p ? rq->body.p : "";
     *root = NULL;
     *src = body;
@@ -74,7 +74,7 @@ enum MHD_Result evs__route_proj_put(evs__req *rq) {
     evs__consumers *bs = rq->srv->bus;
     evs__runner *r = NULL;
     int locked = 0, held = 0;
-    if (evs__proj_take_source(rq, &root, &src, &n, &mr)) goto cleanup;
+    if (evs__req_source(rq, &root, &src, &n, &mr)) goto cleanup;
 
     pthread_mutex_lock(&bs->admin_mu);
     locked = 1;

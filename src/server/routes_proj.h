@@ -13,12 +13,12 @@
 #define EVS_PROJ_MAX_JSON_BODY ((size_t)2 << 20) /* {"source": ...}: room for escapes */
 
 /*
- * The Lua source of a PUT/POST body: the body itself, or the "source"
- * member of {"source": "..."} when it is JSON; no NUL, valid UTF-8.  0 with
- * *src (n bytes, inside the body or *root), or -1 after the answer in *mr.
- * Ownership: *root (may be NULL) is the caller's, json_decref.
+ * A Lua script sent with PUT/POST (projections, aggregates): the body, or
+ * the "source" member of a JSON body; checked for NUL bytes and UTF-8.
+ * 0 with *src (pointing into the body or into *root, which the caller
+ * releases with json_decref), or -1 after the answer (*mr).
  */
-int evs__proj_take_source(evs__req *rq, json_t **root, const char **src, size_t *n, enum MHD_Result *mr);
+int evs__req_source(evs__req *rq, json_t **root, const char **src, size_t *n, enum MHD_Result *mr);
 /* PUT|POST /projections/N: the script as text/x-lua or text/plain, or {"source": ...} as JSON */
 enum MHD_Result evs__route_proj_put(evs__req *rq);
 /* GET /projections/N/state, /projections/N/state/{partition} (rq->part) */

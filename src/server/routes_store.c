@@ -134,9 +134,9 @@ enum MHD_Result evs__route_append(evs__req *rq) {
     for (size_t i = 0; i < n; i++) {
         if (root.type == EVS_JSON_ARRAY) evs__json_iter_element(&it, &el);
         if (el.type != EVS_JSON_OBJECT) {
-            snprintf(d, sizeof d, "{\"index\":%zu}", i);
+            snprintf(d, sizeof d, "{\"event\":%zu,\"index\":%zu}", i + 1, i);
             mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, d, "event %zu: expected an object, got %s",
-                                    i, evs__json_type_name(el.type));
+                                    i + 1, evs__json_type_name(el.type));
             goto cleanup;
         }
         memset(&je, 0, sizeof je);
@@ -147,9 +147,10 @@ enum MHD_Result evs__route_append(evs__req *rq) {
             size_t off = (size_t)(el.p - body) + je.offset;
             unsigned line, col;
             evs__json_position(body, off, &line, &col);
-            snprintf(d, sizeof d, "{\"index\":%zu,\"line\":%u,\"column\":%u,\"offset\":%zu}", i, line, col, off);
+            snprintf(d, sizeof d, "{\"event\":%zu,\"index\":%zu,\"line\":%u,\"column\":%u,\"offset\":%zu}", i + 1,
+                     i, line, col, off);
             mr = evs__respond_error(rq, rc == EVS_EJSON ? EVS_HTTP_BAD_REQUEST : EVS_HTTP_UNPROCESSABLE,
-                                    d, "event %zu: %s", i, je.msg[0] ? je.msg : evs_errmsg());
+                                    d, "event %zu: %s", i + 1, je.msg[0] ? je.msg : evs_errmsg());
             goto cleanup;
         }
         nparsed++;
@@ -291,11 +292,10 @@ enum MHD_Result evs__route_read_stream(evs__req *rq) {
     int dir;
     uint64_t from = 0, limit = PAGE_DEFAULT;
     if (evs__query_direction(rq, &dir, &mr) || evs__query_u64(rq, "from", 0, UINT64_MAX - 1, &from, &mr) ||
-        evs__query_u64(rq, "limit", 0, PAGE_MAX, &limit, &mr))
+        evs__query_u64(rq, "limit", 1, PAGE_MAX, &limit, &mr))
         return mr;
     if (!evs__query(rq, "from")) from = dir == EVS_FORWARD ? 1 : EVS_POSITION_END;
     if (from == 0 && dir == EVS_FORWARD) from = 1; /* positions are 1-based */
-    if (limit == 0) limit = PAGE_DEFAULT;
     evs_stream_info si;
     int rc = evs_stream_get_info(srv->store, stream, &si);
     if (rc == EVS_ENOTFOUND)
@@ -393,11 +393,10 @@ enum MHD_Result evs__route_list_streams(evs__req *rq) {
     evs_stream_info *si = NULL;
     evs__sb out = {0};
     uint64_t limit = PAGE_DEFAULT;
-    if (evs__query_u64(rq, "limit", 0, PAGE_MAX, &limit, &mr) ||
+    if (evs__query_u64(rq, "limit", 1, PAGE_MAX, &limit, &mr) ||
         evs__query_text(rq, "prefix", EVS_MAX_STREAM_NAME, &prefix, &mr) ||
         evs__query_text(rq, "after", EVS_MAX_STREAM_NAME, &after, &mr))
         goto cleanup;
-    if (limit == 0) limit = PAGE_DEFAULT;
     if (!(si = malloc((size_t)limit * sizeof *si))) {
         mr = evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
         goto cleanup;
@@ -436,11 +435,10 @@ enum MHD_Result evs__route_all(evs__req *rq) {
     int dir;
     uint64_t from = 0, limit = PAGE_DEFAULT;
     if (evs__query_direction(rq, &dir, &mr) || evs__query_u64(rq, "from", 0, UINT64_MAX - 1, &from, &mr) ||
-        evs__query_u64(rq, "limit", 0, PAGE_MAX, &limit, &mr) ||
+        evs__query_u64(rq, "limit", 1, PAGE_MAX, &limit, &mr) ||
         evs__query_filter(rq, 0, &lf, &mr))
         goto cleanup;
     if (!evs__query(rq, "from")) from = dir == EVS_FORWARD ? 1 : EVS_POSITION_END;
-    if (limit == 0) limit = PAGE_DEFAULT;
     uint64_t head = evs_head(srv->store);
     int rc = evs_read_all(srv->store, from, dir, &lf.f, (size_t)limit, &r);
     if (rc) {

@@ -123,7 +123,7 @@ out:
  *   reset (subscription): the next position is ?to= (a position or now; default 1).
  *   reset (projection): start over from ?to= (default 1): a fresh state is
  *     built from there (the current one answers until it catches up) and the
- *     DLQ is emptied.
+ *     DLQ is emptied, in the one transaction of evs_proj_reset.
  *   rebuild (projection): recompute the state from ?from= (default 1) into a
  *     fresh copy, then swap; the DLQ is kept.
  */
@@ -159,9 +159,7 @@ static enum MHD_Result action(evs__req *rq, int op) {
         case ACT_PAUSE: rc = evs_proj_pause(r->p); break;
         case ACT_RESUME: rc = evs_proj_resume(r->p); break;
         case ACT_REBUILD: rc = evs_proj_rebuild(r->p, pos); break;
-        default:
-            if (!(rc = evs_proj_rebuild(r->p, pos))) rc = evs_dlq_purge(rq->srv->bus->bus, info.name, NULL);
-            break;
+        default: rc = evs_proj_reset(r->p, pos); break; /* moved back and DLQ emptied: one transaction */
         }
     } else if (op == ACT_PAUSE || op == ACT_RESUME) {
         rc = evs_consumer_set_status(rq->srv->bus->bus, info.name, op == ACT_PAUSE ? EVS_CONSUMER_PAUSED : EVS_CONSUMER_ACTIVE);
@@ -178,6 +176,54 @@ static enum MHD_Result action(evs__req *rq, int op) {
     evs__runner_put(r);
     if (rc) return evs__respond_lib(rq, rc, what);
     return evs__answer_consumer(rq, EVS_HTTP_OK);
+}
+
+/* The record's handler: never called (the record is only created or changed here). */
+static int no_handler(void *ctx, const evs_event *ev, char *err, size_t cap) {
+    (void)ctx, (void)ev;
+    snprintf(err, cap, "no handler: the server does not run subscriptions");
+    return 1;
+}
+
+/*
+ * PUT|POST /subscriptions/N: create a subscription's record (201), or
+ * replace its settings (200; checkpoint, counters and DLQ are kept).  The
+ * program that runs it (evs_sub_open) finds it where it was left: `from`
+ * decides where a new one starts, e.g. "now" for "what happens from here".
+ */
+enum MHD_Result evs__route_sub_put(evs__req *rq) {
+    enum MHD_Result mr = MHD_NO;
+    json_t *root = NULL;
+    evs__sub_settings_in sj;
+    evs__settings_err j;
+    if (evs__req_settings(rq, &root, &mr)) return mr;
+    if (evs__sub_settings_parse(root, rq->name, &sj, &j)) {
+        mr = evs__respond_settings_error(rq, &j);
+        json_decref(root);
+        return mr;
+    }
+    evs__consumers *bs = rq->srv->bus;
+    evs_consumer_info info;
+    pthread_mutex_lock(&bs->admin_mu);
+    int rc = evs_consumer_get(bs->bus, rq->name, &info);
+    int exists = rc == EVS_OK, ok = 0;
+    if (rc && rc != EVS_ENOTFOUND) {
+        mr = evs__respond_lib(rq, rc, "subscription");
+    } else if (exists && strcmp(info.kind, "subscription") != 0) {
+        mr = evs__respond_error(rq, EVS_HTTP_CONFLICT, NULL, "\"%s\" is a %s; a subscription needs another name",
+                                rq->name, info.kind);
+    } else {
+        evs_subscription *sub = NULL;
+        if ((rc = evs_sub_open(bs->bus, &sj.c, no_handler, NULL, &sub))) {
+            mr = evs__respond_lib(rq, rc, exists ? "subscription update" : "subscription create");
+        } else {
+            evs_sub_close(sub);
+            ok = 1;
+        }
+    }
+    pthread_mutex_unlock(&bs->admin_mu);
+    json_decref(root);
+    return ok ? evs__answer_consumer(rq, exists ? EVS_HTTP_OK : EVS_HTTP_CREATED) : mr;
 }
 
 enum MHD_Result evs__route_consumer_get(evs__req *rq) { return evs__answer_consumer(rq, EVS_HTTP_OK); }

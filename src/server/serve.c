@@ -19,8 +19,12 @@
  *      event and end, WebSocket clients get {"op":"shutdown"} and a close;
  *   4. wait for requests in flight (appends blocked in the store finish and
  *      their answers are sent), up to a bound;
- *   5. stop the notifier, stop the daemon, close the store (which syncs).
- * Exit status 0 when all of it went through (5 after a store failure).
+ *   5. stop the notifier, stop the daemon, let the WebSocket commands that
+ *      are running finish (queued ones are dropped), close the application
+ *      layer (queued snapshots are written), the consumers and the store
+ *      (which syncs).
+ * Exit status 0 when all of it went through (5 after a store failure, or
+ * when the close's final sync failed).
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,6 +40,8 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "server/app_host.h"
+#include "server/cmdpool.h"
 #include "server/consumers.h"
 #include "server/http.h"
 #include "server/notifier.h"
@@ -48,35 +54,85 @@
 
 /*
  * Bind and listen ourselves, so the bound address (port 0 picks one) is
- * known before any worker thread can read it.  Returns the socket or -1.
+ * known before any worker thread can read it.  IPv4 or IPv6; the address
+ * is shown as a URL's authority ("127.0.0.1:2113", "[::1]:2113").  Returns
+ * the socket or -1.
  */
-static int listen_on(const struct sockaddr_in *sa, char *shown, size_t cap) {
-    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+static int listen_on(const struct sockaddr_storage *sa, socklen_t salen, char *shown, size_t cap) {
+    int fd = socket(sa->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0) return -1;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    struct sockaddr_in bound;
+    struct sockaddr_storage bound;
     socklen_t blen = sizeof bound;
-    if (bind(fd, (const struct sockaddr *)sa, sizeof *sa) || listen(fd, 1024) ||
+    if (bind(fd, (const struct sockaddr *)sa, salen) || listen(fd, 1024) ||
         getsockname(fd, (struct sockaddr *)&bound, &blen)) {
         int e = errno;
         close(fd);
         errno = e;
         return -1;
     }
-    char host[INET_ADDRSTRLEN];
-    inet_ntop(AF_INET, &bound.sin_addr, host, sizeof host);
-    snprintf(shown, cap, "%s:%u", host, (unsigned)ntohs(bound.sin_port));
+    char host[INET6_ADDRSTRLEN];
+    if (bound.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *b6 = (const struct sockaddr_in6 *)&bound;
+        inet_ntop(AF_INET6, &b6->sin6_addr, host, sizeof host);
+        snprintf(shown, cap, "[%s]:%u", host, (unsigned)ntohs(b6->sin6_port));
+    } else {
+        const struct sockaddr_in *b4 = (const struct sockaddr_in *)&bound;
+        inet_ntop(AF_INET, &b4->sin_addr, host, sizeof host);
+        snprintf(shown, cap, "%s:%u", host, (unsigned)ntohs(b4->sin_port));
+    }
     return fd;
+}
+
+/*
+ * libmicrohttpd's own messages.  A client that goes away in the middle of
+ * an answer is ordinary for live streams (a browser tab closes, tail gets
+ * Ctrl-C): its connection is closed and its subscriber freed, and that is
+ * no error of the server's, so those messages are not printed.
+ */
+static int client_went_away(const char *msg) {
+    /* (the last: our content readers end that way when their client hung up,
+       and say so themselves when it was a real failure) */
+    static const char *const gone[] = {"forcibly closed by remote peer", "no longer available for sending",
+                                       "Connection reset by peer", "Broken pipe", "remote side closed",
+                                       "application error generating response"};
+    for (size_t i = 0; i < sizeof gone / sizeof gone[0]; i++)
+        if (strstr(msg, gone[i])) return 1;
+    return 0;
 }
 
 static void log_mhd(void *cls, const char *fmt, va_list ap) {
     (void)cls;
     char msg[512];
     vsnprintf(msg, sizeof msg, fmt, ap);
+    if (client_went_away(msg)) return;
     size_t n = strlen(msg);
     while (n && (msg[n - 1] == '\n' || msg[n - 1] == '\r')) msg[--n] = '\0';
     fprintf(stderr, "evstore serve: http: %s\n", msg);
+}
+
+/*
+ * DIR/SERVE: "PID URL\n" while this server holds the store, so that an
+ * evstore command refused by the store's lock can name the --url to use
+ * instead (docs/format.md).  Written whole (rename) and only informative:
+ * a failure to write it is not worth stopping for.
+ */
+static void serve_file_write(const char *dir, const char *listen) {
+    char path[4096], tmp[4112];
+    snprintf(path, sizeof path, "%s/SERVE", dir);
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f) return;
+    int ok = fprintf(f, "%ld http://%s\n", (long)getpid(), listen) > 0;
+    ok &= fclose(f) == 0;
+    if (!ok || rename(tmp, path) != 0) unlink(tmp);
+}
+
+static void serve_file_remove(const char *dir) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/SERVE", dir);
+    unlink(path);
 }
 
 static void sleep_ms(long ms) {
@@ -130,7 +186,17 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     const char *rep = evs_store_recovery_report(srv->store);
     if (rep && *rep) fprintf(stderr, "evstore serve: recovery: %s\n", rep);
 
-    if (evs__consumers_start(srv->store, srv->dir, &srv->bus, why, whycap)) { /* before any request: projections resume first */
+    if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, &srv->bus, why, whycap)) { /* before any request: projections resume first */
+        ret = EVS_EIO;
+        goto cleanup;
+    }
+    if ((rc = evs__app_start(srv, cfg, why, whycap))) { /* after the consumers: queries read their state */
+        ret = rc;
+        goto cleanup;
+    }
+    if (evs__cmdpool_start(srv, srv->threads < EVS_CMDPOOL_MAX_THREADS ? srv->threads : EVS_CMDPOOL_MAX_THREADS,
+                           evs__ws_kick)) {
+        snprintf(why, whycap, "serve: cannot start the command threads");
         ret = EVS_EIO;
         goto cleanup;
     }
@@ -140,14 +206,14 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         goto cleanup;
     }
 
-    int lsock = listen_on(&cfg->addr, srv->listen, sizeof srv->listen);
+    int lsock = listen_on(&cfg->addr, cfg->addrlen, srv->listen, sizeof srv->listen);
     if (lsock < 0) {
         snprintf(why, whycap, "serve: cannot listen on %s: %s", cfg->listen, strerror(errno));
         ret = EVS_EIO;
         goto cleanup;
     }
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
-                     MHD_USE_ERROR_LOG | MHD_USE_TURBO;
+                     MHD_USE_ERROR_LOG | MHD_USE_TURBO | (cfg->addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
     srv->daemon = MHD_start_daemon(
         flags, 0, evs__http_accept, srv, evs__http_access, srv,
         MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
@@ -167,6 +233,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = EVS_EIO;
         goto cleanup;
     }
+    serve_file_write(cfg->dir, srv->listen);
     printf("evstore serve: listening on http://%s (data %s, durability %s)\n", srv->listen, cfg->dir,
            cfg->durability_name);
     fflush(stdout);
@@ -198,9 +265,12 @@ cleanup:
     if (srv->daemon) {
         evs__sse_wake_all(srv); /* the daemon must not stop with suspended connections */
         MHD_stop_daemon(srv->daemon);
+        serve_file_remove(cfg->dir);
     }
+    evs__cmdpool_stop(srv); /* before the hub goes: a runner that finishes kicks it */
     evs__ws_free(srv);
     evs__sse_free(srv);
+    evs__app_stop(srv);            /* uses the bus: before the consumers */
     evs__consumers_stop(srv->bus); /* projections commit before the store closes */
     srv->bus = NULL;
     if (srv->store && ret == EVS_OK) {
@@ -211,7 +281,14 @@ cleanup:
             ret = EVS_EFAILED;
         }
     }
-    evs_store_close(srv->store);
+    /* the close syncs: in batch and none durability that is what makes the
+       last acknowledged appends durable, so a failure is the exit status */
+    evs__err_clear();
+    int crc = evs_store_close(srv->store);
+    if (crc && ret == EVS_OK) {
+        snprintf(why, whycap, "serve: %s", evs_errmsg());
+        ret = crc;
+    }
     free(srv);
     if (ret == EVS_OK) fprintf(stderr, "evstore serve: stopped cleanly\n");
     return ret;

@@ -8,10 +8,12 @@
 #define EVS_SERVER_H
 
 #include <netinet/in.h>
+#include <sys/socket.h>
 #include <stddef.h>
 #include <stdio.h>
 
 #include "evstore.h"
+#include "evstore_app.h"
 
 /*
  * Hard caps: configuration may lower these but never raise them.  The body
@@ -28,18 +30,23 @@
 #define EVS_SRV_MAX_WS_FRAME ((size_t)1 << 20)    /* client -> server message */
 #define EVS_SRV_DEFAULT_WS_FRAME ((size_t)64 << 10)
 #define EVS_SRV_DEFAULT_HEARTBEAT_MS 15000u
+#define EVS_SRV_DEFAULT_GROUP_IDLE_MS 30000u      /* an HTTP group consumer silent this long past its ack timeout leaves */
+#define EVS_SRV_MAX_GROUP_IDLE_MS 86400000u
 
 /* One run of the server, checked and clamped by the caller. */
 typedef struct evs__serve_config {
     const char *dir;              /* the store (created if missing) */
-    struct sockaddr_in addr;      /* where to listen; port 0 picks a free one */
+    struct sockaddr_storage addr; /* where to listen (IPv4 or IPv6); port 0 picks a free one */
+    socklen_t addrlen;
     const char *listen;           /* addr as the user wrote it, for messages */
     evs_durability durability;
     const char *durability_name;  /* "sync", "batch" or "none", for /info */
     unsigned batch_ms;            /* batch durability's sync interval */
-    unsigned threads, max_connections, timeout_s, heartbeat_ms;
+    unsigned threads, max_connections, timeout_s, heartbeat_ms, group_idle_ms;
     size_t max_body, ws_frame_max;
     FILE *access_log;             /* one line per answered request; NULL: none.  The caller's to close. */
+    const char *app_dir;          /* aggregates (NAME.lua) and queries.json loaded at start; NULL: none */
+    evs_app_config app;           /* the application layer's settings */
 } evs__serve_config;
 
 /*
@@ -47,8 +54,8 @@ typedef struct evs__serve_config {
  * Returns EVS_OK after a clean shutdown.  Otherwise a status for the exit
  * code (the library's own when the store could not be opened, EVS_EIO for
  * anything else that kept the server from starting, EVS_EFAILED when the
- * store failed while serving) and why[] says what happened, as a sentence
- * for "evstore: <why>".
+ * store failed while serving, evs_store_close's status when its final sync
+ * failed) and why[] says what happened, as a sentence for "evstore: <why>".
  */
 int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap);
 

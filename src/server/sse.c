@@ -27,10 +27,18 @@
  * suspended inside libmicrohttpd and cannot complete (and be freed) until
  * somebody resumes it, and only the one who cleared the flag does.
  *
+ * A client that hangs up while its subscriber is suspended is found by the
+ * notifier's sweep (a poll of the suspended sockets, sse_find_gone) and the
+ * subscriber ends at once, so /metrics never counts the dead.
+ *
  * Wire format: "retry:" once, then per event "id: <global position>" and
- * "data: <event JSON>" (one line: the renderer never emits a raw newline), heartbeats as comment lines, and at shutdown a final
- * "event: shutdown".  Last-Event-ID resumes exactly after that position.
+ * "data: <event JSON>" (one line: the renderer never emits a raw newline),
+ * heartbeats as comment lines, and at shutdown a final "event: shutdown"
+ * whose id is the last position examined (and whose data says it twice:
+ * last_event_id, and next = the from= to continue with).  Last-Event-ID
+ * resumes exactly after that position.
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,6 +61,8 @@ struct evs__sse_hub {
 struct evs__sse_sub {
     evs__srv *srv;
     struct MHD_Connection *conn;
+    int fd;                          /* the client's socket, polled while suspended (-1: unknown) */
+    _Atomic int gone;                /* the client hung up while suspended: end without a word */
     evs__live_filter lf;
     _Atomic uint64_t next;           /* next global position to examine */
     evs__sb pend;                    /* rendered, not yet handed to MHD */
@@ -129,10 +139,18 @@ static ssize_t sse_reader(void *cls, uint64_t pos, char *buf, size_t max) {
             atomic_store(&sub->last_write_ns, evs__mono_ns());
             return (ssize_t)n;
         }
+        if (sub->gone) return MHD_CONTENT_READER_END_WITH_ERROR; /* nobody to say anything to */
         if (sub->said_bye) return MHD_CONTENT_READER_END_OF_STREAM;
         if (atomic_load(&srv->shutting)) {
-            evs__sb_printf(&sub->pend, "event: shutdown\ndata: {\"reason\":\"server shutting down\",\"next\":%llu}\n\n",
-                           (unsigned long long)atomic_load(&sub->next));
+            /* One resume point, said both ways: the event's id (what an
+               EventSource sends back as Last-Event-ID by itself) is the last
+               position examined, and `next` (what from= takes) is the one
+               after it.  Positions a filter skipped are covered too. */
+            uint64_t next = atomic_load(&sub->next);
+            evs__sb_printf(&sub->pend,
+                           "event: shutdown\nid: %llu\ndata: {\"reason\":\"server shutting down\",\"last_event_id\":%llu,"
+                           "\"next\":%llu}\n\n",
+                           (unsigned long long)(next - 1), (unsigned long long)(next - 1), (unsigned long long)next);
             sub->said_bye = 1;
             continue;
         }
@@ -187,6 +205,8 @@ enum MHD_Result evs__route_subscribe(evs__req *rq) {
     if (!sub) return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
     sub->srv = srv;
     sub->conn = c;
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
+    sub->fd = ci ? (int)ci->connect_fd : -1;
     if (evs__query_filter(rq, 1, &sub->lf, &mr)) goto fail;
     /* Start: Last-Event-ID (a reconnecting EventSource) wins over from=. */
     uint64_t start;
@@ -242,11 +262,39 @@ fail:
 
 /* ---------------------------------------------------------------- waking */
 
+/*
+ * Suspended subscribers whose client hung up: flagged `gone`.  A suspended
+ * connection is out of libmicrohttpd's sight, so without this a dead
+ * subscriber would stay (and count in /metrics) until the next event or
+ * heartbeat tried to write to it.  One poll() over their sockets, without
+ * waiting; under the hub's mu, which keeps every polled socket open (a
+ * suspended connection cannot close).
+ */
+static void sse_find_gone(evs__sse_hub *hub) {
+    struct pollfd pf[256];
+    evs__sse_sub *who[256];
+    evs__sse_sub *s = hub->head;
+    while (s) {
+        nfds_t n = 0;
+        for (; s && n < 256; s = s->nxt)
+            if (s->suspended && !s->gone && s->fd >= 0) {
+                pf[n] = (struct pollfd){.fd = s->fd, .events = POLLRDHUP};
+                who[n++] = s;
+            }
+        if (n && poll(pf, n, 0) > 0)
+            for (nfds_t i = 0; i < n; i++)
+                if (pf[i].revents & (POLLRDHUP | POLLHUP | POLLERR)) who[i]->gone = 1;
+    }
+}
+
 void evs__sse_wake(evs__srv *srv, uint64_t head, int all) {
     /* Flags are cleared under the lock; the resumes happen after it, in batches. */
     evs__sse_hub *hub = srv->sse;
     struct MHD_Connection *batch[64];
     if (!hub) return;
+    pthread_mutex_lock(&hub->mu);
+    sse_find_gone(hub);
+    pthread_mutex_unlock(&hub->mu);
     for (;;) {
         size_t n = 0;
         int64_t now = evs__mono_ns();
@@ -255,7 +303,7 @@ void evs__sse_wake(evs__srv *srv, uint64_t head, int all) {
         if (atomic_load(&srv->shutting)) all = 1;
         for (evs__sse_sub *s = hub->head; s && n < 64; s = s->nxt) {
             if (!s->suspended) continue;
-            if (all || atomic_load(&s->next) <= head || now - atomic_load(&s->last_write_ns) >= hb) {
+            if (all || s->gone || atomic_load(&s->next) <= head || now - atomic_load(&s->last_write_ns) >= hb) {
                 s->suspended = 0;
                 batch[n++] = s->conn;
             }

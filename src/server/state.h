@@ -28,6 +28,8 @@ struct MHD_Daemon;
 struct evs__sse_hub;
 struct evs__ws_hub;
 struct evs__consumers;
+struct evs_app;
+struct evs__cmdpool;
 
 typedef struct evs__srv {
     evs_store *store;
@@ -41,6 +43,7 @@ typedef struct evs__srv {
     unsigned max_connections, timeout_s, threads;
     size_t ws_frame_max;
     unsigned heartbeat_ms;
+    unsigned query_timeout_ms;    /* cap of a query's min_position wait (the app's setting) */
     FILE *access_log;             /* one line per answered request (respond.c); NULL: off */
 
     int64_t started_ns;
@@ -57,6 +60,8 @@ typedef struct evs__srv {
     struct evs__sse_hub *sse;     /* live SSE subscribers (sse.c) */
     struct evs__ws_hub *ws;       /* the WebSocket thread and its clients (ws.c) */
     struct evs__consumers *bus;   /* projection runners and open groups (consumers.c) */
+    struct evs_app *app;          /* aggregates, commands, queries (app_host.c; thread-safe) */
+    struct evs__cmdpool *cmds;    /* threads running WebSocket commands (cmdpool.c) */
 } evs__srv;
 
 #endif

@@ -11,16 +11,19 @@
  * and each cursor's atomic `next`.
  *
  * Protocol (text frames, one JSON object each; docs/http-api.md):
- *   client: {"op":"subscribe","from":N|"now","filter":{"type":..,"stream_type":..,"stream":..}}
+ *   client: {"op":"subscribe","from":N|"now","filter":{"type":..,"stream_type":..,"stream":..,"tag":..,
+ *            "causation_id":..}}
  *           {"op":"unsubscribe"}  {"op":"ping"}
  *           {"op":"consume","group":G,"consumer":C}  {"op":"leave"}
  *           {"op":"ack","position":P,"attempt":A} or {"op":"ack","deliveries":[{..},..]}
  *           {"op":"nack","position":P,"attempt":A,"action":"retry"|"park"|"skip","reason":".."}
+ *           {"op":"command","ref":R,"command_type":..,"aggregate_id":..,"data":{..},...}
  *   server: {"op":"subscribed","from":N,"head":H}  {"op":"event","event":{...}}
  *           {"op":"heartbeat","head":H}  {"op":"unsubscribed","next":N}  {"op":"pong"}
  *           {"op":"consuming","group":G,"consumer":C}  {"op":"left","group":G[,"reason":..]}
  *           {"op":"delivery","delivery":{"position":P,"attempt":A},"event":{...}}
  *           {"op":"acked","count":N}  {"op":"nacked","position":P,"attempt":A,"action":..}
+ *           {"op":"result","ref":R,"status":S,"result":{...}}
  *           {"op":"error","error":"...","detail":...}  {"op":"shutdown"} then a close frame
  *
  * Group consumers (competing consumers, consumers.c) are members tied to
@@ -33,10 +36,17 @@
  * Control messages are parsed with jansson: they are small and rare, and
  * never on the event path; ws_msg.c reads them, this file acts on them.
  *
+ * Commands ({"op":"command"}) wait for a durable append, which this thread
+ * must never do: they go to the command runners (cmdpool.c), which kick
+ * the hub when an answer is ready; the hub sends it to the connection that
+ * asked (by its id), if it is still open.
+ *
  * Flow control: like SSE, a subscription is a cursor on the log.  A client
  * gets its next events only once the previous ones have left for its
  * socket, so a client that does not read holds one block (below) and
- * resumes from the log when its socket drains; nothing is skipped.
+ * resumes from the log when its socket drains; nothing is skipped.  The
+ * replies to what a client sends are bounded too: a client that sends and
+ * does not read is not read from until they drain (client_backlogged).
  *
  * Fan-out: event frames do not go through wslay (which copies every message
  * and writes each frame with its own send calls).  The hub renders a run of
@@ -61,7 +71,6 @@
  */
 #include <errno.h>
 #include <stdarg.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -73,6 +82,7 @@
 #include <wslay/wslay.h>
 
 #include "core/event_json.h"
+#include "server/cmdpool.h"
 #include "server/consumers.h"
 #include "server/query.h"
 #include "server/sha1.h"
@@ -86,6 +96,10 @@
 #define WS_TICK_MS 200
 #define WS_OBUF_BYTES ((size_t)32 << 10) /* wslay's frames gathered per send() */
 #define WS_GROUP_QUEUE 64                  /* deliveries queued ahead of the socket, per consumer */
+/* Replies queued for a client that does not read them: past either bound
+   the hub stops reading from it until they drain (see client_backlogged). */
+#define WS_MAX_QUEUED (WS_GROUP_QUEUE + 256)
+#define WS_MAX_QUEUED_BYTES ((size_t)1 << 20)
 #define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 typedef struct evs__ws_hub evs__ws_hub;
@@ -135,6 +149,7 @@ struct ws_client {
     int pull_full;                 /* the last pull stopped at WS_GROUP_QUEUE */
     int64_t pull_after_ns;         /* a delivery failed: no pull before this (monotonic) */
     char consumer[EVS_BUS_MAX_NAME + 1];
+    uint64_t id;                   /* names the connection to the command runners (1, 2, ...) */
     ws_client *prev, *nxt;
 };
 
@@ -151,6 +166,7 @@ struct evs__ws_hub {
     _Atomic long count;
     int busy;                      /* hub thread only: a client is behind with room to send */
     uint64_t consumers;            /* hub thread only: names consumers that give none */
+    uint64_t last_id;              /* hub thread only: the last connection id given */
     /* the block cache, hub thread only */
     ws_chain *chains;
     ws_block *oldest, *newest;
@@ -399,6 +415,43 @@ static void pull_all(evs__ws_hub *hub) {
     }
 }
 
+/*
+ * {"op":"command", "ref": R, ...the command...}: to the command runners.
+ * ref (read by evs__ws_msg_command) is echoed in the result so that a
+ * client can match answers it pipelines.
+ */
+static void on_command(ws_client *cl, const evs__ws_msg *msg) {
+    char *text, *ref_text, why[256];
+    size_t len;
+    evs__ws_err e;
+    if (evs__ws_msg_command(msg, &text, &len, &ref_text, &e)) {
+        send_refusal(cl, &e);
+        return;
+    }
+    if (evs__cmdpool_submit(cl->hub->srv, cl->id, text, len, ref_text, why, sizeof why)) {
+        evs__sb d = {0};
+        evs__sb_adds(&d, "{\"op\":\"command\",\"ref\":");
+        evs__sb_adds(&d, ref_text ? ref_text : "null");
+        evs__sb_adds(&d, "}");
+        send_error(cl, d.oom ? NULL : d.p, "command: %s", why);
+        evs__sb_free(&d);
+    }
+    free(text);
+    free(ref_text);
+}
+
+/* Answers of finished commands, to their connections (gone ones: dropped). */
+static void deliver_results(evs__ws_hub *hub) {
+    evs__cmddone *list = evs__cmdpool_take(hub->srv);
+    for (evs__cmddone *d = list; d; d = d->next)
+        for (ws_client *cl = hub->clients; cl; cl = cl->nxt)
+            if (cl->id == d->conn) {
+                if (wslay_event_get_write_enabled(cl->ctx)) send_text(cl, d->text, d->len);
+                break;
+            }
+    evs__cmddone_free(list);
+}
+
 static void on_text(ws_client *cl, const uint8_t *p, size_t n) {
     evs__ws_msg msg;
     evs__ws_err e;
@@ -431,15 +484,35 @@ static void on_text(ws_client *cl, const uint8_t *p, size_t n) {
         if (cl->gc) consume_end(cl, NULL);
         else send_error(cl, NULL, "leave: not consuming a group");
         break;
+    case EVS_WS_COMMAND: on_command(cl, &msg); break;
     }
     evs__ws_msg_free(&msg);
 }
 
 /* ------------------------------------------------------- wslay callbacks */
 
+/*
+ * Every request a client sends may queue a reply (a pong, an error, an
+ * ack's count), and wslay answers its pings by itself.  A client that sends
+ * and never reads would make that queue grow without bound, so once it
+ * holds WS_MAX_QUEUED messages or WS_MAX_QUEUED_BYTES the hub reads no more
+ * from that client (EPOLLIN off, and cb_recv stops wslay mid-buffer) until
+ * its socket takes them: the client's own sends then block in its kernel,
+ * as TCP intends.  Deliveries stop at WS_GROUP_QUEUE, below the bound, so a
+ * consumer that reads is never held back by it.
+ */
+static int client_backlogged(const ws_client *cl) {
+    return wslay_event_get_queued_msg_count(cl->ctx) >= WS_MAX_QUEUED ||
+           wslay_event_get_queued_msg_length(cl->ctx) >= WS_MAX_QUEUED_BYTES;
+}
+
 static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud) {
     ws_client *cl = ud;
     (void)flags;
+    if (client_backlogged(cl)) {
+        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
+        return -1;
+    }
     if (cl->extra_off < cl->extra_len) {
         size_t n = cl->extra_len - cl->extra_off;
         if (n > len) n = len;
@@ -563,14 +636,24 @@ static void block_cache(evs__ws_hub *hub, ws_chain *ch, ws_block *b) {
 }
 
 /* The chain of clients with this filter (a new one if none); NULL when out of memory. */
+/* One field of a chain key, length first: no value can pass for another. */
+static void key_field(evs__sb *k, char tag, const char *v) {
+    if (v) evs__sb_printf(k, "%c%zu:%s", tag, strlen(v), v);
+}
+
 static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf) {
     evs__sb k = {0};
-    /* types in the order given: a different order only costs sharing */
-    for (size_t i = 0; i < lf->ntypes; i++) {
-        evs__sb_adds(&k, lf->types[i]);
-        evs__sb_add(&k, ",", 1);
+    /* names in the order given: a different order only costs sharing */
+    for (size_t i = 0; i < lf->ntypes; i++) key_field(&k, 't', lf->types[i]);
+    key_field(&k, 's', lf->stream_type);
+    key_field(&k, 'n', lf->stream);
+    for (size_t i = 0; i < lf->ntags; i++) key_field(&k, 'g', lf->tags[i]);
+    if (lf->has_causation) {
+        char u[37];
+        evs_uuid_format(&lf->causation, u);
+        key_field(&k, 'c', u);
     }
-    evs__sb_printf(&k, "\x1f%s\x1f%s", lf->stream_type ? lf->stream_type : "", lf->stream ? lf->stream : "");
+    evs__sb_add(&k, "", 1); /* a key even for no filter at all */
     if (k.oom || !k.p) {
         evs__sb_free(&k);
         return NULL;
@@ -841,7 +924,7 @@ static int client_step(evs__ws_hub *hub, ws_client *cl, uint64_t head, int64_t n
         cl->pull_full = 0;
         hub->busy = 1;
     }
-    uint32_t mask = (wslay_event_want_read(cl->ctx) ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0);
+    uint32_t mask = (wslay_event_want_read(cl->ctx) && !client_backlogged(cl) ? EPOLLIN : 0) | (want_out ? EPOLLOUT : 0);
     if (mask != cl->mask) {
         struct epoll_event e = {.events = mask, .data.ptr = cl};
         epoll_ctl(hub->epfd, EPOLL_CTL_MOD, cl->fd, &e);
@@ -859,6 +942,7 @@ static void adopt_pending(evs__ws_hub *hub) {
         ws_client *cl = list;
         list = cl->nxt;
         cl->prev = cl->nxt = NULL;
+        cl->id = ++hub->last_id;
         int ok = wslay_event_context_server_init(&cl->ctx, &callbacks, cl) == 0;
         if (ok) {
             wslay_event_config_set_max_recv_msg_length(cl->ctx, hub->srv->ws_frame_max);
@@ -927,8 +1011,12 @@ static void *hub_main(void *arg) {
                 }
                 continue;
             }
-            if (evs[i].events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-                if (wslay_event_recv(cl->ctx)) {
+            /* a hang-up: what the client sent before is still read (acks
+               count), unless we stopped reading it, where the event would
+               only repeat: then it is final */
+            int hup = (evs[i].events & (EPOLLHUP | EPOLLERR)) != 0;
+            if (hup || (evs[i].events & EPOLLIN)) {
+                if ((hup && client_backlogged(cl)) || wslay_event_recv(cl->ctx)) {
                     client_destroy(hub, cl);
                     /* later entries may name the same client: forget them */
                     for (int j = i + 1; j < n; j++)
@@ -939,6 +1027,7 @@ static void *hub_main(void *arg) {
         }
         adopt_pending(hub);
         pull_all(hub);
+        deliver_results(hub);
         uint64_t head = evs_head(hub->srv->store);
         int64_t now = evs__mono_ns();
         ws_client *cl = hub->clients;

@@ -31,7 +31,7 @@ void evs__ws_error_json(evs__sb *b, const char *detail_json, const char *msg) {
 }
 
 int evs__ws_msg_parse(const char *p, size_t n, evs__ws_msg *m, evs__ws_err *e) {
-    static const char *const ops[] = {"subscribe", "unsubscribe", "ping", "consume", "ack", "nack", "leave"};
+    static const char *const ops[] = {"subscribe", "unsubscribe", "ping", "consume", "ack", "nack", "leave", "command"};
     json_error_t je;
     m->root = json_loadb(p, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
     if (!m->root) {
@@ -49,7 +49,8 @@ int evs__ws_msg_parse(const char *p, size_t n, evs__ws_msg *m, evs__ws_err *e) {
             m->op = i;
             return 0;
         }
-    evs__ws_refuse(e, NULL, "unknown op \"%.64s\" (subscribe, unsubscribe, consume, ack, nack, leave, ping)", op);
+    evs__ws_refuse(e, NULL, "unknown op \"%.64s\" (subscribe, unsubscribe, consume, ack, nack, leave, command, ping)",
+                   op);
     evs__ws_msg_free(m);
     return -1;
 }
@@ -102,31 +103,71 @@ static int types_member(json_t *filter, char **out) {
     return *out ? 0 : -1;
 }
 
+/* filter.tag: one tag or an array of them, into lf->tags_buf (each NUL-terminated); -1 if malformed. */
+static int tags_member(json_t *filter, evs__live_filter *lf) {
+    json_t *t = json_object_get(filter, "tag");
+    if (!t || json_is_null(t)) return 0;
+    size_t n = json_is_array(t) ? json_array_size(t) : 1;
+    if ((!json_is_string(t) && !json_is_array(t)) || n == 0 || n > EVS_MAX_TAGS) return -1;
+    evs__sb b = {0};
+    for (size_t i = 0; i < n; i++) {
+        json_t *v = json_is_array(t) ? json_array_get(t, i) : t;
+        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > EVS_MAX_TAG_BYTES ||
+            memchr(json_string_value(v), '\0', json_string_length(v))) {
+            evs__sb_free(&b);
+            return -1;
+        }
+        evs__sb_add(&b, json_string_value(v), json_string_length(v) + 1);
+    }
+    if (b.oom) {
+        evs__sb_free(&b);
+        return -1;
+    }
+    lf->tags_len = b.len;
+    lf->tags_buf = evs__sb_take(&b, NULL);
+    return lf->tags_buf ? 0 : -1;
+}
+
 int evs__ws_msg_subscribe(const evs__ws_msg *m, evs__live_filter *lf, int *from_now, uint64_t *from,
                           evs__ws_err *e) {
     json_t *filter = json_object_get(m->root, "filter");
+    char *caus = NULL;
     if (filter && !json_is_null(filter)) {
         if (!json_is_object(filter) || types_member(filter, &lf->types_buf) ||
             str_member(filter, "stream_type", EVS_MAX_TYPE_NAME, &lf->stream_type) ||
-            str_member(filter, "stream", EVS_MAX_STREAM_NAME, &lf->stream)) {
+            str_member(filter, "stream", EVS_MAX_STREAM_NAME, &lf->stream) || tags_member(filter, lf) ||
+            str_member(filter, "causation_id", 64, &caus)) {
+            free(caus);
             evs__live_filter_free(lf);
-            return evs__ws_refuse(e, NULL, "filter must be an object with optional type (a name or an array of "
-                                           "names, without ','), stream_type and stream (non-empty strings)");
+            return evs__ws_refuse(e, NULL, "filter must be an object with optional type and tag (a name or an array "
+                                           "of names), stream_type, stream and causation_id (non-empty strings)");
         }
         const char *k;
         json_t *v;
         json_object_foreach(filter, k, v) {
-            if (strcmp(k, "type") && strcmp(k, "stream_type") && strcmp(k, "stream")) {
-                evs__ws_refuse(e, NULL, "filter: unknown field \"%.64s\"", k);
+            if (strcmp(k, "type") && strcmp(k, "stream_type") && strcmp(k, "stream") && strcmp(k, "tag") &&
+                strcmp(k, "causation_id")) {
+                evs__ws_refuse(e, NULL, "filter: unknown field \"%.64s\" (type, stream_type, stream, tag, causation_id)",
+                               k);
+                free(caus);
                 evs__live_filter_free(lf);
                 return -1;
             }
         }
     }
-    if (evs__live_filter_finish(lf)) {
+    if (caus) {
+        int bad = evs_uuid_parse(caus, strlen(caus), &lf->causation) != EVS_OK;
+        free(caus);
+        if (bad) {
+            evs__live_filter_free(lf);
+            return evs__ws_refuse(e, NULL, "filter: causation_id is not a UUID");
+        }
+        lf->has_causation = 1;
+    }
+    char why[128];
+    if (evs__live_filter_finish(lf, why, sizeof why)) {
         evs__live_filter_free(lf);
-        return evs__ws_refuse(e, NULL, "filter: names must be 1..255 bytes, at most %u types",
-                              EVS_SRV_MAX_FILTER_TYPES);
+        return evs__ws_refuse(e, NULL, "filter: %s", why);
     }
     json_t *f = json_object_get(m->root, "from");
     *from_now = 0;
@@ -226,5 +267,35 @@ int evs__ws_msg_nack(const evs__ws_msg *m, evs_delivery_id *id, evs_nack_action 
     if (r && !json_is_null(r) && (!json_is_string(r) || json_string_length(r) > 500))
         return evs__ws_refuse(e, NULL, "nack: reason must be a string of at most 500 bytes");
     *reason = json_is_string(r) ? json_string_value(r) : NULL;
+    return 0;
+}
+
+/* -------------------------------------------------------------- commands */
+
+int evs__ws_msg_command(const evs__ws_msg *m, char **text, size_t *len, char **ref_text, evs__ws_err *e) {
+    json_t *ref = json_object_get(m->root, "ref");
+    *text = *ref_text = NULL;
+    *len = 0;
+    if (ref && !json_is_string(ref) && !json_is_number(ref) && !json_is_null(ref))
+        return evs__ws_refuse(e, "{\"op\":\"command\"}", "command: ref must be a string or a number");
+    if (ref && (!(*ref_text = json_dumps(ref, JSON_ENCODE_ANY)) || strlen(*ref_text) > EVS_WS_MAX_REF)) {
+        free(*ref_text);
+        *ref_text = NULL;
+        return evs__ws_refuse(e, "{\"op\":\"command\"}", "command: ref is over %d bytes", EVS_WS_MAX_REF);
+    }
+    /* a shallow copy: the message itself stays as it came */
+    json_t *cmd = json_copy(m->root);
+    if (cmd) {
+        json_object_del(cmd, "op");
+        json_object_del(cmd, "ref");
+        *text = json_dumps(cmd, JSON_COMPACT);
+        json_decref(cmd);
+    }
+    if (!*text) {
+        free(*ref_text);
+        *ref_text = NULL;
+        return evs__ws_refuse(e, "{\"op\":\"command\"}", "command: out of memory");
+    }
+    *len = strlen(*text);
     return 0;
 }

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "core/json.h"
 #include "log/record.h"
 #include "store/store_internal.h"
 
@@ -63,6 +64,10 @@ struct evs_reader {
     int has_corr;
     evs_uuid corr;
     int64_t since, until;
+    char **tags;                   /* any of these (not indexed: checked on the events read) */
+    size_t ntags;
+    int has_caus;
+    evs_uuid caus;
     /* lost ranges (see evs_reader_lost) */
     uint64_t lost_first, lost_last;
     int have_pend;                 /* RD_INDEX: a candidate held back while a lost range is reported */
@@ -80,6 +85,9 @@ void evs_reader_close(evs_reader *r) {
     if (r->types)
         for (size_t i = 0; i < r->ntypes; i++) free(r->types[i]);
     free(r->types);
+    if (r->tags)
+        for (size_t i = 0; i < r->ntags; i++) free(r->tags[i]);
+    free(r->tags);
     free(r->stype);
     free(r->prefix);
     free(r->offs);
@@ -376,11 +384,42 @@ static int set_filter(evs_reader *r, const evs_filter *f) {
         r->has_corr = 1;
         r->corr = *f->correlation_id;
     }
+    if (f->n_tags) {
+        if (!f->tags) return evs__err(EVS_EINVAL, "filter: tags is NULL");
+        if (!(r->tags = calloc(f->n_tags, sizeof *r->tags))) return evs__err(EVS_ENOMEM, "out of memory");
+        r->ntags = f->n_tags;
+        for (size_t i = 0; i < f->n_tags; i++) {
+            size_t n = f->tags[i] ? strnlen(f->tags[i], EVS_MAX_TAG_BYTES + 1) : 0;
+            if (n == 0 || n > EVS_MAX_TAG_BYTES)
+                return evs__err(EVS_EINVAL, "filter: tag %zu must be 1..%u bytes", i + 1, EVS_MAX_TAG_BYTES);
+            if (!(r->tags[i] = strdup(f->tags[i]))) return evs__err(EVS_ENOMEM, "out of memory");
+        }
+    }
+    if (f->causation_id) {
+        r->has_caus = 1;
+        r->caus = *f->causation_id;
+    }
     if (f->since < 0 || f->until < 0) return evs__err(EVS_EINVAL, "filter: negative time");
     if (f->since && f->until && f->until <= f->since) return evs__err(EVS_EINVAL, "filter: until must be after since");
     r->since = f->since;
     r->until = f->until;
     return EVS_OK;
+}
+
+/* The event's tags (a JSON array of strings, as the writer encoded it) hold one of the reader's. */
+static int has_tag(const evs_reader *r, const evs_event *e) {
+    if (!e->tags || !e->tags_len) return 0;
+    evs_json_iter it;
+    evs_json_span v;
+    char buf[EVS_MAX_TAG_BYTES + 1];
+    if (evs__json_iter_init(&it, evs__json_root(e->tags, e->tags_len))) return 0;
+    while (evs__json_iter_element(&it, &v)) {
+        long n = evs__json_string_decode(v, buf, sizeof buf);
+        if (n < 0) continue;
+        for (size_t i = 0; i < r->ntags; i++)
+            if (strlen(r->tags[i]) == (size_t)n && memcmp(r->tags[i], buf, (size_t)n) == 0) return 1;
+    }
+    return 0;
 }
 
 static int matches(const evs_reader *r, const evs_event *e) {
@@ -394,6 +433,8 @@ static int matches(const evs_reader *r, const evs_event *e) {
         return 0;
     if (r->prefix && (e->stream_len < r->prefix_len || memcmp(r->prefix, e->stream, r->prefix_len))) return 0;
     if (r->has_corr && (!e->has_correlation_id || memcmp(&r->corr, &e->correlation_id, 16))) return 0;
+    if (r->has_caus && (!e->has_causation_id || memcmp(&r->caus, &e->causation_id, 16))) return 0;
+    if (r->ntags && !has_tag(r, e)) return 0;
     if (r->since && e->recorded_at < r->since) return 0;
     if (r->until && e->recorded_at >= r->until) return 0;
     return 1;

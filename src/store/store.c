@@ -351,11 +351,6 @@ static int conflict(evs_append_req *r, uint64_t actual) {
                     (unsigned long long)actual);
 }
 
-/*
- * Event ids already stored?  EVS_OK with *idem = 0 when none is; EVS_OK with
- * *idem = 1 and the original positions when all are, in order, at the
- * positions this append would name; an error otherwise.
- */
 /* A log sync that began at t0 (monotonic ns): count it in the histogram. */
 static void note_sync(evs_store *s, int64_t t0) {
     static const uint64_t bounds[EVS_SYNC_BUCKETS] = EVS_SYNC_BOUNDS_US;
@@ -375,8 +370,91 @@ static void note_batch(evs_store *s, uint64_t appends) {
     atomic_fetch_add(&s->st_batches, 1);
 }
 
-static int check_ids(evs_store *s, MDB_txn *txn, evs_append_req *r, const evs_ix_stream *st, int *idem) {
+/* Event idx of a record payload, decoded into ev (views into p). */
+static int decode_nth(const uint8_t *p, size_t len, uint64_t first_gpos, uint32_t idx, evs_event *ev) {
+    size_t off = evs__record_first_event(p, len);
+    for (uint32_t i = 0; off; i++) {
+        size_t nx = evs__record_decode(p, len, off, first_gpos, i, ev);
+        if (i == idx) return nx ? EVS_OK : evs__err(EVS_ECORRUPT, "record at global position %llu: event %u is "
+                                                    "malformed", (unsigned long long)first_gpos, idx + 1);
+        off = nx;
+    }
+    return evs__err(EVS_ECORRUPT, "record at global position %llu: no event %u", (unsigned long long)first_gpos,
+                    idx + 1);
+}
+
+/*
+ * The stored event at global position g, for comparing a retry with it:
+ * from an earlier request of this batch (its frame is only in the log's
+ * buffer yet), else from the log.  *cur is opened on first use; the
+ * caller closes it.
+ */
+static int stored_event(evs_store *s, MDB_txn *txn, MDB_cursor **cur, evs_append_req *batch, evs_append_req *upto,
+                        uint64_t g, evs_event *ev) {
+    for (evs_append_req *q = batch; q && q != upto; q = q->next) {
+        if (q->sync_only || q->rc || q->res.idempotent || !q->res.first_global_position) continue;
+        if (g >= q->res.first_global_position && g <= q->res.last_global_position)
+            return decode_nth(q->payload, q->len, q->res.first_global_position,
+                              (uint32_t)(g - q->res.first_global_position), ev);
+    }
+    int rc;
+    if (!*cur && (rc = mdb_cursor_open(txn, s->ix.records, cur))) {
+        *cur = NULL;
+        return evs__index_err(rc, "open records cursor");
+    }
+    uint64_t first;
+    evs_lsn lsn;
+    uint32_t count;
+    if ((rc = evs__index_find_record(&s->ix, *cur, g, &first, &lsn, &count)))
+        return rc == EVS_ENOTFOUND ? evs__err(EVS_EINDEX, "the index names global position %llu, no record holds it",
+                                              (unsigned long long)g)
+                                   : rc;
+    evs_frame f;
+    if ((rc = evs__log_read(s->log, lsn, atomic_load(&s->pub_end), &f)))
+        return rc == EVS_DONE ? evs__err(EVS_EINDEX, "global position %llu lies past the log's end",
+                                         (unsigned long long)g)
+                              : rc;
+    if ((f.flags & EVS_FRAME_LOST) || g < f.first_gpos || g - f.first_gpos >= f.count)
+        return evs__err(EVS_EINDEX, "the index and the log disagree at global position %llu", (unsigned long long)g);
+    return decode_nth(f.payload, f.len, f.first_gpos, (uint32_t)(g - f.first_gpos), ev);
+}
+
+static int same_bytes(const char *a, size_t an, const char *b, size_t bn) {
+    return an == bn && (an == 0 || memcmp(a, b, an) == 0);
+}
+
+/* What differs between a stored event and its retry (occurred_at aside: it defaults to now), or NULL. */
+static const char *differs(const evs_event *a, const evs_event *b) {
+    if (!same_bytes(a->event_type, a->event_type_len, b->event_type, b->event_type_len)) return "event_type";
+    if (!same_bytes(a->data, a->data_len, b->data, b->data_len)) return "data";
+    if (!same_bytes(a->metadata, a->metadata_len, b->metadata, b->metadata_len)) return "metadata";
+    if (!same_bytes(a->stream_type, a->stream_type_len, b->stream_type, b->stream_type_len)) return "stream_type";
+    if (!same_bytes(a->tags, a->tags_len, b->tags, b->tags_len)) return "tags";
+    if (a->has_causation_id != b->has_causation_id ||
+        (a->has_causation_id && memcmp(&a->causation_id, &b->causation_id, 16)))
+        return "causation_id";
+    if (a->has_correlation_id != b->has_correlation_id ||
+        (a->has_correlation_id && memcmp(&a->correlation_id, &b->correlation_id, 16)))
+        return "correlation_id";
+    if (a->event_version != b->event_version) return "event_version";
+    return NULL;
+}
+
+/*
+ * Event ids already stored?  EVS_OK with *idem = 0 when none is (the common
+ * path: one index lookup per event, nothing read).  EVS_OK with *idem = 1
+ * and the original positions and recorded_at when all are, in order, at
+ * the positions this append would name, with the same content (each stored
+ * event is read and compared: a different payload under a stored id is
+ * EVS_EDUPLICATE, never a silent drop).  An error otherwise; *own says it
+ * concerns this request only (the stored event could not be read), not
+ * the index.  batch..r: the requests of this batch before r, whose frames
+ * are not in the file yet.
+ */
+static int check_ids(evs_store *s, MDB_txn *txn, evs_append_req *batch, evs_append_req *r, const evs_ix_stream *st,
+                     int *idem, int *own) {
     *idem = 0;
+    *own = 0;
     uint64_t g0 = 0, sid0 = 0, sp0 = 0;
     size_t found = 0;
     for (uint32_t i = 0; i < r->count; i++) {
@@ -410,11 +488,39 @@ static int check_ids(evs_store *s, MDB_txn *txn, evs_append_req *r, const evs_ix
     int ok = r->expected == EVS_EXPECT_ANY || r->expected == EVS_EXPECT_EXISTS ||
              (r->expected >= 0 && (uint64_t)r->expected + 1 == sp0);
     if (!ok) return conflict(r, st->version);
+    /* ...and the same events, not new ones under old ids? */
+    MDB_cursor *cur = NULL;
+    int rc = EVS_OK;
+    int64_t recorded_at = 0;
+    size_t off = evs__record_first_event(r->payload, r->len);
+    for (uint32_t i = 0; i < r->count && !rc; i++) {
+        evs_event was, now;
+        if ((rc = stored_event(s, txn, &cur, batch, r, g0 + i, &was))) break;
+        if (i == 0) recorded_at = was.recorded_at;
+        off = evs__record_decode(r->payload, r->len, off, 0, i, &now);
+        const char *what = differs(&was, &now);
+        if (what) {
+            char b[37];
+            evs_uuid_format(&r->ids[i], b);
+            rc = evs__err(EVS_EDUPLICATE, "event %u: event_id %s is already stored (global position %llu, stream "
+                          "position %llu) with other %s; a retry must repeat the stored event exactly, and a new "
+                          "event needs a new event_id", i + 1, b, (unsigned long long)(g0 + i),
+                          (unsigned long long)(sp0 + i), what);
+        }
+    }
+    if (cur) mdb_cursor_close(cur);
+    if (rc) {
+        /* a stored event that cannot be read (damaged, say) fails this
+           request alone: the retry cannot be confirmed, the store goes on */
+        *own = 1;
+        return rc;
+    }
     *idem = 1;
     r->res.first_stream_position = sp0;
     r->res.last_stream_position = sp0 + r->count - 1;
     r->res.first_global_position = g0;
     r->res.last_global_position = g0 + r->count - 1;
+    r->res.recorded_at = recorded_at;
     r->res.idempotent = 1;
     return EVS_OK;
 }
@@ -446,18 +552,15 @@ static void process_batch(evs_store *s, evs_append_req *batch) {
         evs_ix_stream st;
         rc = evs__index_stream_get(&s->ix, txn, r->stream, r->stream_len, &st);
         if (rc && rc != EVS_ENOTFOUND) goto fatal;
-        int idem;
-        if ((rc = check_ids(s, txn, r, &st, &idem))) {
-            if (rc == EVS_ECONFLICT || rc == EVS_EDUPLICATE) {
+        int idem, own;
+        if ((rc = check_ids(s, txn, batch, r, &st, &idem, &own))) {
+            if (rc == EVS_ECONFLICT || rc == EVS_EDUPLICATE || own) {
                 req_fail(r, rc);
                 continue;
             }
             goto fatal;
         }
-        if (idem) {
-            r->res.recorded_at = 0;
-            continue;
-        }
+        if (idem) continue;
         uint64_t v = st.version;
         if ((r->expected == EVS_EXPECT_EXISTS && v == 0) || (r->expected >= 0 && (uint64_t)r->expected != v)) {
             req_fail(r, conflict(r, v));

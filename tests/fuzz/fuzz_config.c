@@ -15,7 +15,8 @@
  * value for that setting is then not looked at).  Invariants:
  *   - the exit status is 0 or 1 (usage), the server runs exactly when it
  *     is 0, and a 1 comes with a message;
- *   - the settings the server gets are within the hard caps of server.h;
+ *   - the settings the server gets are within the hard caps of server.h
+ *     (and the application's settings within theirs);
  *   - an independent reading of the file with jansson decides the outcome:
  *     when it is an object of known settings, each of the right type and
  *     within its bounds, with a known durability, the server runs with
@@ -37,7 +38,7 @@
 typedef struct seen {
     int served;
     evs__serve_config cfg;
-    char dir[512], listen[512], durability[16];
+    char dir[512], listen[512], durability[16], app_dir[512]; /* the strings of cfg die with the call */
     int messages;
     char msg[1024];
     int opened;
@@ -54,6 +55,7 @@ int __wrap_evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     snprintf(got.dir, sizeof got.dir, "%s", cfg->dir ? cfg->dir : "(null)");
     snprintf(got.listen, sizeof got.listen, "%s", cfg->listen ? cfg->listen : "(null)");
     snprintf(got.durability, sizeof got.durability, "%s", cfg->durability_name ? cfg->durability_name : "(null)");
+    snprintf(got.app_dir, sizeof got.app_dir, "%s", cfg->app_dir ? cfg->app_dir : "(null)");
     return EVS_OK;
 }
 
@@ -109,6 +111,14 @@ static const setting settings[] = {
     {"max_ws_message", 128, EVS_SRV_MAX_WS_FRAME},
     {"heartbeat_ms", 10, 3600000},
     {"access_log", 0, 0},
+    {"app_dir", 0, 0},
+    {"snapshot_every", 0, 10000000},
+    {"snapshot_keep", 1, 1000},
+    {"command_retries", 0, EVS_APP_MAX_RETRIES},
+    {"idempotency_window", 1, 30ull * 86400},
+    {"query_timeout_ms", 0, 600000},
+    {"query_cache", 0, 1000000},
+    {"group_idle_ms", 0, EVS_SRV_MAX_GROUP_IDLE_MS},
 };
 #define NSET (sizeof settings / sizeof settings[0])
 
@@ -118,7 +128,7 @@ typedef struct expect {
     const char *str[NSET];
 } expect;
 
-/* IPV4:PORT or localhost:PORT, the form every version accepts. */
+/* IPV4:PORT or localhost:PORT, the form every version accepts ([IPv6]:PORT came later). */
 static int listen_ok(const char *s) {
     const char *colon = strrchr(s, ':');
     if (!colon || colon == s || colon - s >= 64 || !colon[1] || strspn(colon + 1, "0123456789") != strlen(colon + 1) ||
@@ -195,6 +205,14 @@ static void run(const char *path, json_t *j, int with_flags, int with_oracle) {
     def.num[7] = EVS_SRV_DEFAULT_TIMEOUT_S;
     def.num[8] = EVS_SRV_DEFAULT_WS_FRAME;
     def.num[9] = EVS_SRV_DEFAULT_HEARTBEAT_MS;
+    def.str[11] = NULL;
+    def.num[12] = 100;
+    def.num[13] = 5;
+    def.num[14] = 10;
+    def.num[15] = 3600;
+    def.num[16] = 5000;
+    def.num[17] = 256;
+    def.num[18] = EVS_SRV_DEFAULT_GROUP_IDLE_MS;
     unsigned flags = with_flags ? (1u << 0 | 1u << 1 | 1u << 2 | 1u << 4) : 1u << 0;
     oracle(j, flags, &def, &x);
     if (!with_oracle) x.ok = -1;
@@ -221,13 +239,20 @@ static void run(const char *path, json_t *j, int with_flags, int with_oracle) {
                     (c->durability == EVS_DURABILITY_BATCH && !strcmp(got.durability, "batch")) ||
                     (c->durability == EVS_DURABILITY_NONE && !strcmp(got.durability, "none")),
                 "durability %d \"%s\"", (int)c->durability, got.durability);
-    FUZZ_ASSERT(c->addr.sin_family == AF_INET, "address family %d", (int)c->addr.sin_family);
+    FUZZ_ASSERT(c->addr.ss_family == AF_INET || (c->addr.ss_family == AF_INET6 && !listen_ok(got.listen)),
+                "address family %d for %s", (int)c->addr.ss_family, got.listen);
     FUZZ_ASSERT(!strcmp(got.dir, x.str[0]) && !strcmp(got.listen, x.str[1]) && !strcmp(got.durability, x.str[2]),
                 "dir/listen/durability %s %s %s", got.dir, got.listen, got.durability);
     FUZZ_ASSERT(c->batch_ms == x.num[3] && c->threads == x.num[4] && c->max_body == x.num[5] &&
                     c->max_connections == x.num[6] && c->timeout_s == x.num[7] && c->ws_frame_max == x.num[8] &&
                     c->heartbeat_ms == x.num[9],
                 "numbers differ from the file's");
+    FUZZ_ASSERT(c->app.snapshot_every == x.num[12] && c->app.snapshot_keep == x.num[13] &&
+                    c->app.max_retries == x.num[14] && c->app.idempotency_window_ns == (int64_t)x.num[15] * 1000000000ll &&
+                    c->app.query_timeout_ms == (int)x.num[16] && c->app.query_cache_entries == x.num[17] &&
+                    c->group_idle_ms == x.num[18],
+                "application settings differ from the file's");
+    FUZZ_ASSERT(!strcmp(got.app_dir, x.str[11] ? x.str[11] : "(null)"), "app_dir %s", got.app_dir);
     if (x.str[10]) {
         int to_stderr = strcmp(x.str[10], "-") == 0;
         FUZZ_ASSERT(to_stderr ? got.opened == 0 : got.opened == 1 && !strcmp(got.opened_path, x.str[10]),

@@ -1,6 +1,6 @@
 /*
  * fuzz_proj.c — fuzz target for Lua projection definitions: the body of
- * PUT /projections/N (src/server/routes_proj.c, evs__proj_take_source: the
+ * PUT /projections/N (src/server/routes_proj.c, evs__req_source: the
  * script as text, or {"source": "..."} as JSON), the script itself loaded
  * into the sandbox (src/bus/proj_lua.c: evs__lua_new reads what it
  * declares), its handlers run on three events, and the states they leave
@@ -166,7 +166,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *src = NULL;
     size_t n = 0;
     enum MHD_Result mr;
-    int rc = evs__proj_take_source(&rq, &root, &src, &n, &mr);
+    int rc = evs__req_source(&rq, &root, &src, &n, &mr);
     if (rc) {
         FUZZ_ASSERT(rc == -1 && fh.answers == 1, "refusal with %d answers", fh.answers);
         FUZZ_ASSERT(fh.status == EVS_HTTP_BAD_REQUEST || fh.status == EVS_HTTP_TOO_LARGE ||

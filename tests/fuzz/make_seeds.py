@@ -161,6 +161,11 @@ for i, s in enumerate([
     '{"op":"subscribe","op":"ping"}',
     '{"op":"subscribe","filter":{"type":["' + '","'.join("t%d" % k for k in range(33)) + '"]}}',
     '{"op":"consume","group":"' + "\u00e9" * 70 + '","zzz":1}',
+    '{"op":"subscribe","filter":{"tag":["vip","eu"],"causation_id":"0b7e7d1c-5a1f-4c5e-9d3b-2f1a6c8e4d20"}}',
+    '{"op":"subscribe","from":5,"filter":{"tag":"a,b","causation_id":"nope","tags":[]}}',
+    '{"op":"command","ref":1,"command_type":"Add","aggregate_id":"c-1","data":{"k":1},"expected_version":0}',
+    '{"op":"command","ref":{"no":1},"command_type":"Add"}',
+    '{"op":"command","ref":"' + "x" * 300 + '","data":[1.5e300,null,true]}',
 ]):
     put("ws", "seed-%02d" % i, s)
 # what the fuzzer found, written out (the inputs it found are kept as found-*):
@@ -216,5 +221,8 @@ for i, s in enumerate([
     '{"threads": 65}', '{"threads": "8"}', '{"threads": -1}', '{"threads": 1.5}', '{"colour": "blue"}',
     '{"durability": "fast"}', '{"listen": "localhost:99999"}', '{"listen": "[::1]:2113"}', '{"listen": ""}',
     '{"threads": 2, "threads": 3}', '[]', '', '{"max_body": 18446744073709551615}', '{"heartbeat_ms": 9}',
+    '{"app_dir": "app", "snapshot_every": 0, "snapshot_keep": 1000, "command_retries": 3, "idempotency_window": 60,'
+    ' "query_timeout_ms": 0, "query_cache": 0, "group_idle_ms": 86400000}',
+    '{"snapshot_keep": 0, "app_dir": ""}', '{"idempotency_window": 2592001}',
 ]):
     put("config", "seed-%02d" % i, s)

@@ -1,4 +1,5 @@
-"""test_install.py — `make install` to a prefix gives a usable library.
+"""test_install.py — `make install` to a prefix gives a usable library, and
+the Makefile's targets install and build what they say (`make -n`).
 
 Installs the build into a temporary prefix with `cmake --install`, then
 compiles a small program against it using only `pkg-config` (shared and
@@ -7,6 +8,7 @@ evstore.pc must all be right.  Sanitizer builds are skipped: their library
 needs the sanitizer runtime in every program that links it.
 """
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -83,6 +85,37 @@ class InstallTest(unittest.TestCase):
         subprocess.run(["cc", self.src, "-o", exe, *self.pkg("--cflags"),
                         os.path.join(self.prefix, "lib", "libevstore.a"), *libs, "-lm"], check=True)
         self.run_program(exe)
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+class MakefileTest(unittest.TestCase):
+    """What the Makefile's targets would do (make -n: printed, nothing run)."""
+
+    def dry(self, target):
+        p = subprocess.run(["make", "-n", "-C", ROOT, target, "BUILD=build-dry-run"], capture_output=True, text=True)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        return p.stdout
+
+    def packages(self, text):
+        m = re.search(r"for p in ([^;]*); do dpkg-query", text)
+        self.assertTrue(m, text)
+        return set(m.group(1).split())
+
+    def test_run_builds_the_program_with_what_it_needs(self):
+        out = self.dry("run")
+        self.assertIn("--target evstore", out)
+        self.assertRegex(out, r"(?m)^build-dry-run/evstore serve -d ./data$")
+        pkgs = self.packages(out)
+        self.assertTrue({"cmake", "liblmdb-dev", "libmicrohttpd-dev", "libwslay-dev", "libcurl4-openssl-dev"} <= pkgs)
+        for tool in ("clang", "prometheus", "python3", "curl"):
+            self.assertNotIn(tool, pkgs, "make run installs %s" % tool)
+
+    def test_test_installs_what_the_tests_use(self):
+        pkgs = self.packages(self.dry("test-plain"))
+        self.assertTrue({"python3", "curl", "prometheus", "cmake"} <= pkgs, pkgs)
+        self.assertIn("clang", self.packages(self.dry("fuzz")))
 
 
 if __name__ == "__main__":

@@ -312,8 +312,8 @@ class ServerTest(unittest.TestCase):
             (ev(bogus=1), "bogus"),
             (ev(stream_position=3), "stream_position"),
             ([], "no events"),
-            ([ev(), 5], "event 1"),
-            ([ev(), {"data": {}}], "event 1"),
+            ([ev(), 5], "event 2:"),           # events are numbered from 1 everywhere
+            ([ev(), {"data": {}}], "event 2:"),
             ("just a string", "string"),
             (ev(t="x" * 300), "event_type"),
             (ev(tags=[1]), "tags"),
@@ -323,6 +323,11 @@ class ServerTest(unittest.TestCase):
             b = self.assertError(s.post("/streams/inv-1", body if not isinstance(body, str)
                                         else json.dumps(body)), 422)
             self.assertIn(needle, b["error"], body)
+            if isinstance(body, list) and len(body) == 2:
+                self.assertEqual((b["detail"]["event"], b["detail"]["index"]), (2, 1), b)
+        b = self.assertError(s.post("/streams/inv-1", [ev(), ev(tags=["x" * 256])]), 422)
+        self.assertIn("event 2:", b["error"])
+        self.assertEqual(b["detail"]["event"], 2)
         self.assertError(s.post("/streams/" + "n" * 256, ev()), 422, "256 bytes")
         self.assertEqual(s.head(), head)
         self.assertError(s.get("/streams/inv-1"), 404)
@@ -1076,6 +1081,70 @@ class IOFailureTest(unittest.TestCase):
                 self.assertEqual(srv.stop(), 0, srv.err)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+class CloseFailureTest(unittest.TestCase):
+    def test_failed_final_sync_at_shutdown_exits_5(self):
+        """durability none: the close's sync is what makes acknowledged appends durable; its failure is the exit status."""
+        shim = os.path.join(os.environ.get("EVS_BUILD_DIR") or os.path.dirname(BIN), "libevs_failsync.so")
+        self.assertTrue(os.path.exists(shim), "build the evs_failsync target: %s" % shim)
+        tmp = tempfile.mkdtemp(prefix="evs-closefail-")
+        trigger = os.path.join(tmp, "fail-now")
+        try:
+            srv = Server(os.path.join(tmp, "data"), "--durability", "none")
+            srv.env = dict(os.environ, LD_PRELOAD=shim, EVS_FAILSYNC_TRIGGER=trigger,
+                           ASAN_OPTIONS=os.environ.get("ASAN_OPTIONS", "") + ":verify_asan_link_order=0")
+            srv.start()
+            st, _, b = srv.post("/streams/cf-1", ev())
+            self.assertEqual(st, 201, b)
+            open(trigger, "w").close()
+            self.assertEqual(srv.stop(), 5, srv.err)
+            self.assertIn("final sync", srv.err)
+            self.assertNotIn("stopped cleanly", srv.err)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+class ListenTest(unittest.TestCase):
+    def test_ipv6_listen(self):
+        try:
+            probe = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            probe.bind(("::1", 0))
+            probe.close()
+        except OSError:
+            self.skipTest("no IPv6 loopback here")
+        tmp = tempfile.mkdtemp(prefix="evs-ipv6-")
+        log = os.path.join(tmp, "access.log")
+        try:
+            p = subprocess.Popen([BIN, "serve", "-d", os.path.join(tmp, "data"), "--listen", "[::1]:0",
+                                  "--access-log", log], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            line = p.stdout.readline().decode()
+            m = re.search(r"http://\[::1\]:(\d+)", line)
+            self.assertTrue(m, line)
+            c = http.client.HTTPConnection("::1", int(m.group(1)), timeout=TIMEOUT)
+            c.request("POST", "/streams/v6-1", body=json.dumps(ev()), headers={"Content-Type": "application/json"})
+            r = c.getresponse()
+            self.assertEqual(r.status, 201, r.read())
+            r.read()
+            c.request("GET", "/info")
+            info = json.loads(c.getresponse().read())
+            self.assertEqual(info["listen"], "[::1]:%s" % m.group(1))
+            c.close()
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(TIMEOUT), 0)
+            p.stdout.close()
+            p.stderr.close()
+            with open(log) as f:
+                self.assertIn(" [::1]:", f.read())  # the client, as an IPv6 address
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_bad_listen_addresses(self):
+        for bad in ("[::1:80", "::1:80", "[zz::]:80", "[::1]:70000", "1.2.3:80"):
+            p = subprocess.run([BIN, "serve", "-d", "/nonexistent/x", "--listen", bad], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=TIMEOUT)
+            self.assertEqual(p.returncode, 1, (bad, p.stderr))
+            self.assertIn(b"[IPv6]", p.stderr)
 
 
 # ------------------------------------------------------------ access log

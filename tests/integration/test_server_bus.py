@@ -361,8 +361,8 @@ class ProjectionTest(SharedServer):
         self.assertEqual(h["allow"], "GET, HEAD, POST, PUT, DELETE")
         st, h, _ = s.request("GET", "/projections/x/pause")
         self.assertEqual((st, h["allow"]), (405, "POST"))
-        st, h, _ = s.request("PUT", "/subscriptions/x")
-        self.assertEqual((st, h["allow"]), (405, "GET, HEAD, DELETE"))
+        st, h, _ = s.request("PATCH", "/subscriptions/x")  # PUT creates a subscription's record
+        self.assertEqual((st, h["allow"]), (405, "GET, HEAD, POST, PUT, DELETE"))
         st, h, _ = s.request("POST", "/subscriptions/x/dlq/5")
         self.assertEqual((st, h["allow"]), (405, "GET, HEAD, DELETE"))
         # the core routes are untouched by the bus dispatcher
@@ -568,6 +568,70 @@ class ProjectionTest(SharedServer):
             self.assertEqual(p.returncode, 0, p.stdout.decode() + p.stderr.decode())
         else:
             print("note: promtool not installed; checked with the built-in parser only")
+
+
+class ResetTest(SharedServer):
+    """A projection's reset moves it back and empties its DLQ together (evs_proj_reset)."""
+
+    TMP_PREFIX = "evs-reset-"
+
+    def test_reset_empties_the_dlq_and_parks_anew(self):
+        s = self.srv
+        self.assertEqual(self.put_lua("rst", failing_script("rst-"))[0], 201)
+        self.append("rst-1", [{"event_type": "Good", "data": {"id": 1}}, {"event_type": "Poison", "data": {"id": 2}},
+                              {"event_type": "Good", "data": {"id": 3}}, {"event_type": "Poison", "data": {"id": 4}}])
+        wait_until(lambda: self.status("rst")["dlq_depth"] == 2 and self.caught_up("rst"), what="two parked")
+        st, _, b = s.request("POST", "/projections/rst/reset?to=1")
+        self.assertEqual(st, 200, b)
+        # the DLQ is gone in the answer already: moved back and emptied together
+        self.assertEqual(s.get("/projections/rst/dlq")[2]["depth"], 0)
+        # the replay parks anew what still fails, once each
+        wait_until(lambda: self.status("rst")["dlq_depth"] == 2 and self.status("rst")["rebuild"] is None,
+                   what="the replay to park them again")
+        entries = s.get("/projections/rst/dlq")[2]["entries"]
+        self.assertEqual([e["last_error"].split("poison ")[-1] for e in entries], ["2", "4"])
+        self.assertEqual(self.state("rst")["ok"], 2)
+
+
+class GroupIdleTest(BusBase):
+    """HTTP consumers that went silent leave when the group's status is read, not only at the next request."""
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="evs-idle-")
+        self.srv = Server(os.path.join(self.tmp, "data"), "--group-idle-ms", "300").start()
+
+    def tearDown(self):
+        code = self.srv.stop()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.assertEqual(code, 0, self.srv.err)
+
+    def test_idle_consumers_leave_when_status_is_read(self):
+        s = self.srv
+        st, _, b = s.request("PUT", "/groups/idle", body={"ack_timeout_ms": 200})
+        self.assertEqual(st, 201, b)
+        self.append("idle-1", [{"event_type": "A", "data": {"i": i}} for i in range(3)])
+        st, _, d1 = s.request("POST", "/groups/idle/next?consumer=w1&timeout_ms=2000")
+        self.assertIsNotNone(d1["delivery"], d1)
+        t0 = time.time()
+        st, _, g = s.get("/groups/idle")
+        self.assertEqual([c["name"] for c in g["consumers"]], ["w1"])
+        # w1 goes silent; nothing but reads of the status reach the group.  Past its
+        # ack timeout plus the idle time (200 + 300 ms) it is gone.
+        while time.time() - t0 < 10 * SLOW:
+            st, _, g = s.get("/groups/idle")
+            if not g["consumers"]:
+                break
+            time.sleep(0.05)
+        self.assertEqual(g["consumers"], [], g)
+        self.assertGreaterEqual(time.time() - t0, 0.45)
+        # its unacked delivery went back to the group: the next consumer gets it again
+        st, _, d2 = s.request("POST", "/groups/idle/next?consumer=w2&timeout_ms=2000")
+        self.assertEqual(d2["delivery"]["position"], d1["delivery"]["position"], d2)
+        self.assertEqual(d2["delivery"]["attempt"], 2, d2)
+        # /metrics alone expires a silent one too
+        self.assertRegex(s.get("/metrics")[2], r'evstore_group_consumers\{consumer="idle",kind="group"\} 1')
+        time.sleep(0.8)
+        self.assertRegex(s.get("/metrics")[2], r'evstore_group_consumers\{consumer="idle",kind="group"\} 0')
 
 
 class GroupTest(SharedServer):

@@ -495,11 +495,14 @@ static evs_projection *open_fold(evs_bus *b, const char *name, uint32_t every) {
     return p;
 }
 
-static void child_project(const char *d) {
+/* ready: a pipe the child writes one byte to once its projection is open */
+static void child_project(const char *d, int ready) {
     evs_store *s = NULL;
     evs_bus *b = NULL;
     if (evs_store_create(&s) || evs_store_open(s, d, 0) || evs_bus_open(s, &b)) _exit(3);
     evs_projection *p = open_fold(b, "killed", 37);
+    if (write(ready, "r", 1) != 1) _exit(5);
+    close(ready);
     for (;;) {
         size_t n;
         if (evs_proj_poll(p, 0, 500, &n) != EVS_OK) _exit(4);
@@ -530,9 +533,20 @@ static void test_kill9(void) {
     srand(seed);
     int kills = 0, finished = 0;
     for (int round = 0; round < 30 && !finished; round++) {
+        int fds[2];
+        if (pipe(fds) != 0) exit(2);
         pid_t pid = fork();
-        if (pid == 0) child_project(d);
+        if (pid == 0) {
+            close(fds[0]);
+            child_project(d, fds[1]);
+        }
         CHECK(pid > 0);
+        close(fds[1]);
+        /* the kill lands while the child projects, however long its open took
+           (a sanitized build opens slowly): wait for it to be ready first */
+        char c;
+        if (read(fds[0], &c, 1) != 1) c = 0; /* it died before: waitpid below says how */
+        close(fds[0]);
         struct timespec ts = {0, (long)(2000 + round * 2000 + rand() % 3000) * 1000L};
         nanosleep(&ts, NULL);
         kill(pid, SIGKILL);

@@ -270,6 +270,100 @@ static void test_bad_args(evs_bus *b) {
     longname[199] = 0;
     c.name = longname;
     CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_EINVAL);
+    /* a record cannot keep tag or causation filters: refused, not dropped */
+    const char *tags[] = {"vip"};
+    evs_uuid cause;
+    evs_uuid_v7(&cause);
+    c.name = "tagged";
+    c.filter.tags = tags;
+    c.filter.n_tags = 1;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "no tags or causation_id");
+    c.filter.tags = NULL;
+    c.filter.n_tags = 0;
+    c.filter.causation_id = &cause;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_EINVAL);
+    evs_consumer_info ci;
+    CHECK_RC(evs_consumer_get(b, "tagged", &ci), EVS_ENOTFOUND);
+    evs_group_config g;
+    evs_group_config_init(&g);
+    g.name = "tagged-group";
+    g.filter.tags = tags;
+    g.filter.n_tags = 1;
+    CHECK_RC(evs_group_create(b, &g), EVS_EINVAL);
+    CHECK_RC(evs_consumer_get(b, "tagged-group", &ci), EVS_ENOTFOUND);
+}
+
+static int park_all(void *ctx, const evs_event *ev, char *err, size_t cap) {
+    (void)ctx;
+    snprintf(err, cap, "refused %llu", (unsigned long long)ev->global_position);
+    return 1;
+}
+
+/*
+ * A store open read-only (as the CLI opens one a server holds) opens its
+ * consumers read-only: what the writer's process committed can be read,
+ * nothing can be changed, and the writer goes on undisturbed.
+ */
+static void test_readonly_bus(void) {
+    char *d = tu_tempdir("bus-ro");
+    evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
+    evs_store *ro;
+    evs_bus *rb = NULL;
+    CHECK_RC(evs_store_create(&ro), EVS_OK);
+    CHECK_RC(evs_store_open(ro, d, EVS_OPEN_READONLY), EVS_OK);
+    CHECK_RC(evs_bus_open(ro, &rb), EVS_ENOTFOUND); /* no consumers/ yet: nothing is created */
+    CHECK_CONTAINS(evs_errmsg(), "no consumers");
+    CHECK(rb == NULL);
+    evs_bus *b;
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    append_n(s, "ro-1", "A", 3);
+    evs_sub_config c;
+    evs_sub_config_init(&c);
+    c.name = "parker";
+    c.retry.max_retries = 0;
+    evs_subscription *sub;
+    CHECK_RC(evs_sub_open(b, &c, park_all, NULL, &sub), EVS_OK);
+    size_t n = 0;
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_sub_checkpoint(sub), EVS_OK);
+    /* the other process's view */
+    CHECK_RC(evs_bus_open(ro, &rb), EVS_OK);
+    evs_consumer_info list[4], one;
+    size_t cnt = 0;
+    CHECK_RC(evs_consumer_list(rb, NULL, list, 4, &cnt), EVS_OK);
+    CHECK_INT(cnt, 1);
+    CHECK_RC(evs_consumer_get(rb, "parker", &one), EVS_OK);
+    CHECK_INT(one.checkpoint, 3);
+    CHECK_INT(one.dlq_depth, 3);
+    evs_dlq_entry e[4];
+    CHECK_RC(evs_dlq_list(rb, "parker", 0, e, 4, &cnt), EVS_OK);
+    CHECK_INT(cnt, 3);
+    CHECK_RC(evs_consumer_get(rb, "nobody", &one), EVS_ENOTFOUND);
+    /* changes are refused, and say why */
+    CHECK_RC(evs_dlq_discard(rb, "parker", 1), EVS_ECLOSED);
+    CHECK_CONTAINS(evs_errmsg(), "read-only");
+    CHECK_RC(evs_consumer_set_position(rb, "parker", 1), EVS_ECLOSED);
+    evs_subscription *other;
+    evs_sub_config c2;
+    evs_sub_config_init(&c2);
+    c2.name = "new-one";
+    CHECK_RC(evs_sub_open(rb, &c2, record_handler, NULL, &other), EVS_ECLOSED);
+    /* the writer goes on, and the reader sees its later commits */
+    append_n(s, "ro-1", "A", 2);
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_sub_checkpoint(sub), EVS_OK);
+    CHECK_RC(evs_consumer_get(rb, "parker", &one), EVS_OK);
+    CHECK_INT(one.checkpoint, 5);
+    CHECK_INT(one.dlq_depth, 5);
+    CHECK_RC(evs_consumer_get(rb, "new-one", &one), EVS_ENOTFOUND);
+    evs_bus_close(rb);
+    evs_store_close(ro);
+    evs_sub_close(sub);
+    evs_bus_close(b);
+    evs_store_close(s);
+    tu_rmrf(d);
+    free(d);
 }
 
 int main(void) {
@@ -284,6 +378,7 @@ int main(void) {
     evs_bus_close(b);
     evs_store_close(s);
     test_restart_resumes(d);
+    test_readonly_bus();
     tu_rmrf(d);
     free(d);
     return TEST_REPORT();

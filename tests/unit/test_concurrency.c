@@ -481,6 +481,108 @@ static void run_case(const char *label, evs_durability d, int nthreads, int atte
     free(dir);
 }
 
+/*
+ * Retries racing each other: threads append the same event id at once,
+ * some with the stored content and some with other data.  Retries that
+ * land in the batch that writes the event are compared with that batch's
+ * own frame (not yet in the file), later ones with the log.  Exactly one
+ * append writes; every retry with the same content is idempotent with its
+ * positions and recorded_at; every other one is EVS_EDUPLICATE; the event
+ * stored is the writer's.
+ */
+#define RETRY_THREADS 8
+
+typedef struct retry_arg {
+    evs_store *s;
+    const evs_uuid *id;
+    int t, round;
+    atomic_int *go;
+    int rc;
+    evs_append_result res;
+    char msg[256];
+} retry_arg;
+
+static void *retry_main(void *arg) {
+    retry_arg *a = arg;
+    char data[64];
+    /* even threads send the one content, odd ones their own */
+    snprintf(data, sizeof data, "{\"round\":%d,\"who\":%d}", a->round, a->t % 2 ? a->t : 0);
+    evs_event_in e = tu_event("Retried", data);
+    e.event_id = a->id;
+    char stream[32];
+    snprintf(stream, sizeof stream, "retry-%d", a->round);
+    while (!atomic_load(a->go)) {
+    }
+    a->rc = evs_append(a->s, stream, EVS_EXPECT_ANY, &e, 1, &a->res, NULL);
+    snprintf(a->msg, sizeof a->msg, "%s", a->rc ? evs_errmsg() : "");
+    return NULL;
+}
+
+static void test_racing_retries(void) {
+    char *d = tu_tempdir("retries");
+    evs_store *s = tu_open(d, EVS_DURABILITY_SYNC, 0);
+    int rounds = getenv("EVS_SANITIZED") ? 20 : 60;
+    int bad = 0;
+    for (int round = 0; round < rounds; round++) {
+        evs_uuid id;
+        evs_uuid_v7(&id);
+        atomic_int go = 0;
+        pthread_t th[RETRY_THREADS];
+        retry_arg a[RETRY_THREADS];
+        for (int t = 0; t < RETRY_THREADS; t++) {
+            a[t] = (retry_arg){.s = s, .id = &id, .t = t, .round = round, .go = &go};
+            pthread_create(&th[t], NULL, retry_main, &a[t]);
+        }
+        atomic_store(&go, 1);
+        for (int t = 0; t < RETRY_THREADS; t++) pthread_join(th[t], NULL);
+        int written = -1, nwritten = 0;
+        for (int t = 0; t < RETRY_THREADS; t++)
+            if (a[t].rc == EVS_OK && !a[t].res.idempotent) written = t, nwritten++;
+        if (nwritten != 1) {
+            bad++;
+            fprintf(stderr, "round %d: %d appends wrote the event\n", round, nwritten);
+            continue;
+        }
+        const retry_arg *w = &a[written];
+        for (int t = 0; t < RETRY_THREADS; t++) {
+            if (t == written) continue;
+            int same = (t % 2 == 0) == (written % 2 == 0) && (t % 2 == 0 || t == written);
+            if (same) {
+                if (a[t].rc != EVS_OK || !a[t].res.idempotent ||
+                    a[t].res.first_global_position != w->res.first_global_position ||
+                    a[t].res.recorded_at != w->res.recorded_at) {
+                    bad++;
+                    fprintf(stderr, "round %d thread %d: a retry with the same content got %s (%s), idempotent %d\n",
+                            round, t, evs_errname(a[t].rc), a[t].msg, a[t].res.idempotent);
+                }
+            } else if (a[t].rc != EVS_EDUPLICATE || !strstr(a[t].msg, "with other data")) {
+                bad++;
+                fprintf(stderr, "round %d thread %d: a retry with other data got %s (%s)\n", round, t,
+                        evs_errname(a[t].rc), a[t].msg);
+            }
+        }
+        /* the stored event is the writer's */
+        evs_reader *rd;
+        const evs_event *e;
+        char stream[32], want[64];
+        snprintf(stream, sizeof stream, "retry-%d", round);
+        snprintf(want, sizeof want, "{\"round\":%d,\"who\":%d}", round, written % 2 ? written : 0);
+        CHECK_RC(evs_read_stream(s, stream, 1, EVS_FORWARD, 0, &rd), EVS_OK);
+        int n = 0;
+        while (evs_reader_next(rd, &e) == EVS_OK) {
+            n++;
+            CHECK_MEM(e->data, e->data_len, want);
+        }
+        CHECK_INT(n, 1);
+        evs_reader_close(rd);
+    }
+    CHECK_INT(bad, 0);
+    CHECK_INT(evs_head(s), (uint64_t)rounds);
+    evs_store_close(s);
+    tu_rmrf(d);
+    free(d);
+}
+
 int main(void) {
     const char *e = getenv("EVS_SEED");
     uint64_t seed = e ? strtoull(e, NULL, 0) : (uint64_t)time(NULL);
@@ -491,5 +593,6 @@ int main(void) {
     run_case("sync", EVS_DURABILITY_SYNC, 8, 600, seed);
     /* no fsync: a bigger run with more threads */
     run_case("none", EVS_DURABILITY_NONE, 12, sanitized ? 800 : 2500, seed + 1);
+    test_racing_retries();
     return TEST_REPORT();
 }

@@ -97,6 +97,25 @@ static int repair(const char *dir, unsigned flags, named *nm, evs_repair_report 
     return rc;
 }
 
+static int fail_100(void *ctx, const evs_event *ev, char *err, size_t cap) {
+    (void)ctx;
+    if (ev->global_position == 100) {
+        snprintf(err, cap, "no");
+        return 1;
+    }
+    return 0;
+}
+
+/* evs_bus_check on store s: its status, and the first error must contain `has` (NULL: no error). */
+static void bus_check(evs_store *s, int want, const char *has) {
+    evs_bus *b;
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    evs_bus_check_report br;
+    CHECK_RC(evs_bus_check(b, &br), want);
+    if (has) CHECK_CONTAINS(br.first_error, has);
+    evs_bus_close(b);
+}
+
 static int seen_handler(void *ctx, const evs_event *ev, char *err, size_t cap) {
     (void)err, (void)cap;
     uint64_t *sum = ctx;
@@ -201,6 +220,45 @@ int main(void) {
     /* a repair while another handle holds the store is refused */
     evs_store *s = tu_open(store, EVS_DURABILITY_SYNC, SEGSZ);
     CHECK_RC(repair(store, EVS_REPAIR_DRY_RUN, &nm, &rep), EVS_ELOCKED);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+
+    /* consumers for `check`: one parks event 100, one is moved past the head */
+    s = tu_open(store, EVS_DURABILITY_SYNC, SEGSZ);
+    {
+        evs_bus *b;
+        CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+        evs_sub_config sc;
+        evs_sub_config_init(&sc);
+        sc.name = "parker";
+        sc.retry.max_retries = 0;
+        sc.on_failure = EVS_ON_FAILURE_PARK;
+        evs_subscription *sub;
+        CHECK_RC(evs_sub_open(b, &sc, fail_100, NULL, &sub), EVS_OK);
+        size_t got;
+        CHECK_RC(evs_sub_poll(sub, 0, 0, &got), EVS_OK);
+        CHECK_RC(evs_sub_checkpoint(sub), EVS_OK);
+        evs_sub_close(sub);
+        uint64_t depth = 0;
+        CHECK_RC(evs_dlq_depth(b, "parker", &depth), EVS_OK);
+        CHECK_INT(depth, 1);
+        sc.name = "ahead";
+        CHECK_RC(evs_sub_open(b, &sc, seen_handler, NULL, &sub), EVS_OK);
+        evs_sub_close(sub);
+        evs_bus_check_report br;
+        CHECK_RC(evs_bus_check(b, &br), EVS_OK);
+        CHECK_INT(br.consumers, 2);
+        CHECK_INT(br.dlq_entries, 1);
+        CHECK_RC(evs_consumer_set_position(b, "ahead", 1000), EVS_OK);
+        evs_bus_close(b);
+    }
+    bus_check(s, EVS_ECORRUPT, "\"ahead\": checkpoint 999 lies beyond the store's head 300");
+    {
+        evs_bus *b;
+        CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+        CHECK_RC(evs_consumer_delete(b, "ahead"), EVS_OK);
+        evs_bus_close(b);
+    }
+    bus_check(s, EVS_OK, NULL);
     CHECK_RC(evs_store_close(s), EVS_OK);
 
     /* damage event 100 (b-1, stream position 34: g%3 == 1 -> 'b') */
@@ -326,6 +384,16 @@ int main(void) {
     CHECK_INT(ev->stream_position, 35);
     CHECK_RC(evs_reader_next(r, &ev), EVS_DONE);
     evs_reader_close(r);
+
+    /* the DLQ entry of the removed event no longer names a stored event */
+    bus_check(s, EVS_ECORRUPT, "\"parker\": DLQ entry at global position 100 points at no stored event");
+    {
+        evs_bus *b;
+        CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+        CHECK_RC(evs_dlq_discard(b, "parker", 100), EVS_OK);
+        evs_bus_close(b);
+    }
+    bus_check(s, EVS_OK, NULL);
 
     /* consumers read past it and say so */
     evs_bus *b;

@@ -163,6 +163,53 @@ static void test_idempotency(evs_store *s) {
     CHECK_RC(evs_append(s, "pay-1", 2, &one, 1, &r2, NULL), EVS_OK);
     CHECK_INT(r2.idempotent, 1);
     CHECK_INT(r2.first_stream_position, 3);
+    /* the idempotent answer carries the original recorded_at */
+    CHECK(r.recorded_at > 0);
+    CHECK_INT(r2.recorded_at, r.recorded_at);
+    /* a stored id with other content is no retry: refused, the stored event stays */
+    head = evs_head(s);
+    evs_event_in changed = one;
+    changed.data = "{\"x\":1}";
+    changed.data_len = strlen(changed.data);
+    CHECK_RC(evs_append(s, "pay-1", 2, &changed, 1, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "already stored (global position");
+    CHECK_CONTAINS(evs_errmsg(), "with other data");
+    changed = one;
+    changed.metadata = "{\"who\":\"b\"}";
+    changed.metadata_len = strlen(changed.metadata);
+    CHECK_RC(evs_append(s, "pay-1", EVS_EXPECT_ANY, &changed, 1, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "with other metadata");
+    changed = one;
+    changed.event_type = "Refund";
+    CHECK_RC(evs_append(s, "pay-1", EVS_EXPECT_ANY, &changed, 1, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "with other event_type");
+    const char *tag[] = {"t"};
+    changed = one;
+    changed.tags = tag;
+    changed.ntags = 1;
+    CHECK_RC(evs_append(s, "pay-1", EVS_EXPECT_ANY, &changed, 1, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "with other tags");
+    /* the second event of a two-event retry differs: named as event 2 */
+    evs_event_in ev2[2] = {ev[0], ev[1]};
+    ev2[1].data = "{\"changed\":true}";
+    ev2[1].data_len = strlen(ev2[1].data);
+    CHECK_RC(evs_append(s, "pay-1", EVS_EXPECT_ANY, ev2, 2, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "event 2: event_id");
+    /* occurred_at is not content (it defaults to now on every call) */
+    changed = one;
+    changed.occurred_at = 12345;
+    CHECK_RC(evs_append(s, "pay-1", EVS_EXPECT_ANY, &changed, 1, &r2, NULL), EVS_OK);
+    CHECK_INT(r2.idempotent, 1);
+    CHECK_INT(evs_head(s), head);
+    evs_reader *rd;
+    const evs_event *e;
+    CHECK_RC(evs_read_stream(s, "pay-1", 3, EVS_FORWARD, 1, &rd), EVS_OK);
+    CHECK_RC(evs_reader_next(rd, &e), EVS_OK);
+    if (e) {
+        CHECK_MEM(e->data, e->data_len, "{}");
+        CHECK_MEM(e->event_type, e->event_type_len, "Refunded");
+    }
+    evs_reader_close(rd);
 }
 
 static void test_bad_input(evs_store *s) {
@@ -590,6 +637,111 @@ static void test_reopen_lock_readonly(void) {
     free(d);
 }
 
+/*
+ * Tags (any of) and the causation id filter $all reads: on a scan, on top
+ * of an indexed condition, backward, and with their bad values refused.
+ */
+static void test_tag_causation_filter(void) {
+    char *d = tu_tempdir("tags");
+    evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 0);
+    evs_uuid cause, other;
+    evs_uuid_v7(&cause);
+    evs_uuid_v7(&other);
+    const char *vip[] = {"vip"}, *vip_eu[] = {"eu", "vip"}, *eu[] = {"eu"}, *odd[] = {"a,b \"q\""};
+    struct {
+        const char *type;
+        const char *const *tags;
+        size_t ntags;
+        const evs_uuid *cause;
+    } spec[] = {
+        {"A", vip, 1, NULL},     /* 1 */
+        {"B", NULL, 0, &cause},  /* 2 */
+        {"A", vip_eu, 2, &cause}, /* 3 */
+        {"B", eu, 1, &other},    /* 4 */
+        {"A", NULL, 0, NULL},    /* 5 */
+        {"B", odd, 1, &cause},   /* 6 */
+    };
+    for (size_t i = 0; i < sizeof spec / sizeof spec[0]; i++) {
+        evs_event_in e = tu_event(spec[i].type, "{}");
+        e.tags = spec[i].tags;
+        e.ntags = spec[i].ntags;
+        e.causation_id = spec[i].cause;
+        evs_append_result r;
+        CHECK_RC(evs_append(s, "t-1", EVS_EXPECT_ANY, &e, 1, &r, NULL), EVS_OK);
+    }
+    evs_reader *rd;
+    uint64_t pos[8];
+    const char *want_vip[] = {"vip"}, *want_any[] = {"nope", "eu"}, *want_odd[] = {"a,b \"q\""};
+    evs_filter f;
+    memset(&f, 0, sizeof f);
+    f.tags = want_vip;
+    f.n_tags = 1;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, &f, 0, &rd), EVS_OK);
+    CHECK_INT(drain(rd, pos, 8), 2);
+    CHECK_INT(pos[0], 1);
+    CHECK_INT(pos[1], 3);
+    CHECK_INT(evs_reader_position(rd), 7); /* past every event examined */
+    evs_reader_close(rd);
+    f.tags = want_any; /* any of them */
+    f.n_tags = 2;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, &f, 0, &rd), EVS_OK);
+    CHECK_INT(drain(rd, pos, 8), 2);
+    CHECK_INT(pos[0], 3);
+    CHECK_INT(pos[1], 4);
+    evs_reader_close(rd);
+    f.tags = want_odd; /* quotes and a comma inside a tag: compared decoded */
+    f.n_tags = 1;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, &f, 0, &rd), EVS_OK);
+    CHECK_INT(drain(rd, pos, 8), 1);
+    CHECK_INT(pos[0], 6);
+    evs_reader_close(rd);
+    memset(&f, 0, sizeof f);
+    f.causation_id = &cause;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, &f, 0, &rd), EVS_OK);
+    CHECK_INT(drain(rd, pos, 8), 3);
+    CHECK_INT(pos[0], 2);
+    CHECK_INT(pos[1], 3);
+    CHECK_INT(pos[2], 6);
+    evs_reader_close(rd);
+    /* backward, combined with the type index and a tag */
+    const char *types[] = {"A"};
+    f.event_types = types;
+    f.n_event_types = 1;
+    CHECK_RC(evs_read_all(s, EVS_POSITION_END, EVS_BACKWARD, &f, 0, &rd), EVS_OK);
+    CHECK_INT(drain(rd, pos, 8), 1);
+    CHECK_INT(pos[0], 3);
+    evs_reader_close(rd);
+    f.causation_id = NULL;
+    f.tags = want_vip;
+    f.n_tags = 1;
+    CHECK_RC(evs_read_all(s, EVS_POSITION_END, EVS_BACKWARD, &f, 0, &rd), EVS_OK);
+    CHECK_INT(drain(rd, pos, 8), 2);
+    CHECK_INT(pos[0], 3);
+    CHECK_INT(pos[1], 1);
+    evs_reader_close(rd);
+    /* a causation id nothing carries: nothing, and the reader still gets to the end */
+    memset(&f, 0, sizeof f);
+    evs_uuid none;
+    evs_uuid_v7(&none);
+    f.causation_id = &none;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, &f, 0, &rd), EVS_OK);
+    CHECK_INT(drain(rd, pos, 8), 0);
+    CHECK_INT(evs_reader_position(rd), 7);
+    evs_reader_close(rd);
+    /* bad tags */
+    const char *empty[] = {""};
+    memset(&f, 0, sizeof f);
+    f.tags = empty;
+    f.n_tags = 1;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, &f, 0, &rd), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "tag 1");
+    f.tags = NULL;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, &f, 0, &rd), EVS_EINVAL);
+    evs_store_close(s);
+    tu_rmrf(d);
+    free(d);
+}
+
 int main(void) {
     dir = tu_tempdir("store");
     evs_store *s = tu_open(dir, EVS_DURABILITY_SYNC, 0);
@@ -616,5 +768,6 @@ int main(void) {
     free(dir);
     test_limits_and_settings();
     test_reopen_lock_readonly();
+    test_tag_causation_filter();
     return TEST_REPORT();
 }

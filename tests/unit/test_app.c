@@ -1,0 +1,666 @@
+/*
+ * test_app.c — the application layer in one thread: commands through a C
+ * aggregate (accepted, rejected, conflict, invalid, unknown, failed),
+ * what the appended events carry (causation, correlation, metadata),
+ * idempotency (same id, another command under a used id, rejections kept
+ * across a reopen and forgotten after the window), the append handler, Lua
+ * aggregates and their sandbox, snapshot correctness for random N/K and
+ * after an evolve-code change, and the query bus (filters, sort, paging,
+ * min_position, the cache never serving a moved projection).
+ */
+#include <jansson.h>
+
+#include "app_counter.h"
+#include "evstore_app.h"
+#include "testutil.h"
+
+static evs_app *open_app(evs_store *s, evs_bus *b, const evs_app_config *cfg, const char *code) {
+    evs_app *a = NULL;
+    int rc = evs_app_open(s, b, cfg, &a);
+    if (rc) {
+        fprintf(stderr, "app_open: %s\n", evs_errmsg());
+        exit(2);
+    }
+    if (code && tc_register(a, code)) {
+        fprintf(stderr, "register: %s\n", evs_errmsg());
+        exit(2);
+    }
+    return a;
+}
+
+/* r must start zeroed; the previous result held in it is released first. */
+static int run(evs_app *a, const char *json, evs_command_result *r) {
+    evs_command_result_free(r);
+    int rc = evs_app_execute_json(a, NULL, json, strlen(json), r);
+    if (rc) fprintf(stderr, "execute_json: %s\n", evs_errmsg());
+    return rc;
+}
+
+static void test_commands(const char *d) {
+    evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
+    evs_app *a = open_app(s, NULL, NULL, "v1");
+    evs_command_result r = {0};
+
+    /* accepted, with the command's identity on its events */
+    CHECK_RC(run(a,
+                 "{\"command_id\":\"0190a4e2-7b1c-7cc0-8000-000000000001\",\"command_type\":\"Add\","
+                 "\"aggregate_id\":\"1\",\"data\":{\"n\":5},\"metadata\":{\"user\":\"ann\",\"tenant\":\"t1\","
+                 "\"source\":\"test\",\"correlation_id\":\"0190a4e2-7b1c-7cc0-8000-0000000000cc\"}}",
+                 &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    CHECK_STR(r.stream, "counter-1");
+    CHECK_INT(r.version, 1);
+    CHECK_INT(r.n_events, 1);
+    CHECK_INT(r.first_position, 1);
+    CHECK_INT(r.last_position, 1);
+    CHECK_INT(r.idempotent, 0);
+    evs_uuid first_id = r.event_ids[0];
+    evs_command_result_free(&r);
+    evs_reader *rd;
+    const evs_event *ev;
+    CHECK_RC(evs_read_stream(s, "counter-1", 1, EVS_FORWARD, 0, &rd), EVS_OK);
+    CHECK_RC(evs_reader_next(rd, &ev), EVS_OK);
+    char u[37];
+    CHECK(ev->has_causation_id);
+    evs_uuid_format(&ev->causation_id, u);
+    CHECK_STR(u, "0190a4e2-7b1c-7cc0-8000-000000000001");
+    CHECK(ev->has_correlation_id);
+    evs_uuid_format(&ev->correlation_id, u);
+    CHECK_STR(u, "0190a4e2-7b1c-7cc0-8000-0000000000cc");
+    CHECK(memcmp(&ev->event_id, &first_id, 16) == 0);
+    json_t *m = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
+    CHECK_STR(json_string_value(json_object_get(m, "user")), "ann");
+    CHECK_STR(json_string_value(json_object_get(m, "tenant")), "t1");
+    CHECK_STR(json_string_value(json_object_get(m, "source")), "test");
+    CHECK_STR(json_string_value(json_object_get(m, "command_id")), "0190a4e2-7b1c-7cc0-8000-000000000001");
+    CHECK_STR(json_string_value(json_object_get(m, "command_type")), "Add");
+    json_decref(m);
+    evs_reader_close(rd);
+
+    /* the same command again: the original result, nothing appended */
+    CHECK_RC(run(a,
+                 "{\"command_id\":\"0190a4e2-7b1c-7cc0-8000-000000000001\",\"command_type\":\"Add\","
+                 "\"aggregate_id\":\"1\",\"data\":{\"n\":5}}",
+                 &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    CHECK_INT(r.idempotent, 1);
+    CHECK_INT(r.first_position, 1);
+    CHECK_INT(r.version, 1);
+    evs_uuid_format(&r.correlation_id, u);
+    CHECK_STR(u, "0190a4e2-7b1c-7cc0-8000-0000000000cc");
+    evs_command_result_free(&r);
+    CHECK_INT(evs_head(s), 1);
+
+    /* a used id with another command is refused, not answered with the other's result */
+    CHECK_RC(run(a,
+                 "{\"command_id\":\"0190a4e2-7b1c-7cc0-8000-000000000001\",\"command_type\":\"Add\","
+                 "\"aggregate_id\":\"2\",\"data\":{\"n\":5}}",
+                 &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_INVALID);
+    CHECK_CONTAINS(r.reason, "already used");
+    CHECK_INT(evs_head(s), 1);
+
+    /* a command id that is not a UUID: the causation id is derived from it, the same every time */
+    CHECK_RC(run(a, "{\"command_id\":\"order-42/add\",\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{\"n\":2}}", &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    CHECK_INT(r.version, 2);
+    CHECK_INT(r.last_position, 2);
+
+    /* rejected by decide; the rejection is the command's result from then on */
+    CHECK_RC(run(a, "{\"command_id\":\"rej-1\",\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{\"n\":0}}", &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_REJECTED);
+    CHECK_STR(r.reason, "n must be at least 1");
+    CHECK_RC(run(a, "{\"command_id\":\"rej-1\",\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{\"n\":0}}", &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_REJECTED);
+    CHECK_INT(r.idempotent, 1);
+
+    /* expected_version */
+    CHECK_RC(run(a, "{\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{\"n\":1},\"expected_version\":7}", &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_CONFLICT);
+    CHECK_CONTAINS(r.reason, "expected version 7, actual version 2");
+    CHECK_RC(run(a, "{\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{\"n\":1},\"expected_version\":2}", &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    CHECK_INT(r.version, 3);
+    evs_command_result_free(&r);
+
+    /* invalid input, each with a reason naming the problem */
+    static const struct {
+        const char *json, *why;
+    } bad[] = {
+        {"{\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{}}", "data.n is required (integer)"},
+        {"{\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{\"n\":\"5\"}}", "data.n must be an integer, got string"},
+        {"{\"command_type\":\"Add\",\"data\":{\"n\":1}}", "aggregate_id is required"},
+        {"{\"command_type\":\"Add\",\"aggregate_id\":\"\",\"data\":{\"n\":1}}", "aggregate_id must be 1.."},
+        {"{\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":[1]}", "\"data\" has the wrong type"},
+        {"{\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{\"n\":1},\"bogus\":1}", "unknown command member \"bogus\""},
+        {"{\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{\"n\":1},\"correlation_id\":\"nope\"}",
+         "correlation_id \"nope\" is not a UUID"},
+        {"{\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"expected_version\":-3,\"data\":{\"n\":1}}",
+         "\"expected_version\" has the wrong type"},
+        {"{\"command_type\":", "not valid JSON"},
+        {"[1,2]", "must be a JSON object"},
+        {"{\"aggregate_id\":\"1\"}", "command_type is required"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        CHECK_RC(run(a, bad[i].json, &r), EVS_OK);
+        CHECK_INT(r.outcome, EVS_CMD_INVALID);
+        CHECK_CONTAINS(r.reason, bad[i].why);
+    }
+    CHECK_RC(run(a, "{\"command_type\":\"Teleport\",\"aggregate_id\":\"1\"}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_UNKNOWN);
+    CHECK_STR(r.reason, "no handler for command type \"Teleport\"");
+    /* a route's command type that the body contradicts */
+    const char *j = "{\"command_type\":\"Noop\",\"aggregate_id\":\"1\"}";
+    CHECK_RC(evs_app_execute_json(a, "Add", j, strlen(j), &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_INVALID);
+    CHECK_RC(evs_app_execute_json(a, "Noop", j, strlen(j), &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    CHECK_INT(r.n_events, 0);
+    CHECK_INT(r.version, 3);
+    CHECK_INT(evs_head(s), 3); /* nothing stored by any of them */
+
+    /* registration errors */
+    evs_command_handler h = {"Add", EVS_HANDLER_AGGREGATE, "counter", NULL, 0};
+    CHECK_RC(evs_app_register_handler(a, &h), EVS_ECONFLICT);
+    evs_command_handler h2 = {"Fly", EVS_HANDLER_AGGREGATE, "plane", NULL, 0};
+    CHECK_RC(evs_app_register_handler(a, &h2), EVS_ENOTFOUND);
+    CHECK_CONTAINS(evs_errmsg(), "aggregate type \"plane\" is not registered");
+
+    /* the append handler */
+    static const evs_field_spec ef[] = {{"events", EVS_FIELD_ARRAY, 1}};
+    evs_command_handler ap = {"Record", EVS_HANDLER_APPEND, NULL, ef, 1};
+    CHECK_RC(evs_app_register_handler(a, &ap), EVS_OK);
+    CHECK_RC(run(a,
+                 "{\"command_id\":\"rec-1\",\"command_type\":\"Record\",\"target\":\"log-1\",\"expected_version\":0,"
+                 "\"data\":{\"events\":[{\"event_type\":\"A\",\"data\":{\"x\":1}},{\"event_type\":\"B\",\"data\":{},"
+                 "\"metadata\":{\"k\":\"v\",\"command_id\":\"forged\"}}]}}",
+                 &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    CHECK_INT(r.n_events, 2);
+    CHECK_INT(r.version, 2);
+    CHECK_RC(evs_read_stream(s, "log-1", 2, EVS_FORWARD, 0, &rd), EVS_OK);
+    CHECK_RC(evs_reader_next(rd, &ev), EVS_OK);
+    m = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
+    CHECK_STR(json_string_value(json_object_get(m, "k")), "v");
+    CHECK_STR(json_string_value(json_object_get(m, "command_id")), "rec-1");
+    json_decref(m);
+    evs_reader_close(rd);
+    evs_command_result_free(&r);
+    CHECK_RC(run(a,
+                 "{\"command_id\":\"rec-1\",\"command_type\":\"Record\",\"target\":\"log-1\",\"expected_version\":0,"
+                 "\"data\":{\"events\":[{\"event_type\":\"A\",\"data\":{\"x\":1}}]}}",
+                 &r),
+             EVS_OK);
+    CHECK_INT(r.idempotent, 1);
+    CHECK_INT(r.n_events, 2);
+    evs_command_result_free(&r);
+    CHECK_RC(run(a,
+                 "{\"command_type\":\"Record\",\"target\":\"log-1\",\"expected_version\":0,"
+                 "\"data\":{\"events\":[{\"event_type\":\"A\",\"data\":{\"x\":1}}]}}",
+                 &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_CONFLICT);
+    CHECK_RC(run(a, "{\"command_type\":\"Record\",\"target\":\"log-1\",\"data\":{\"events\":[{\"event_type\":\"A\"}]}}", &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_INVALID);
+    CHECK_CONTAINS(r.reason, "data.events[0] needs event_type");
+
+    /* the result as JSON */
+    CHECK_RC(run(a, "{\"command_id\":\"rej-1\",\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{\"n\":0}}", &r),
+             EVS_OK);
+    char *js;
+    CHECK_RC(evs_command_result_to_json(&r, &js, NULL), EVS_OK);
+    CHECK_CONTAINS(js, "\"outcome\":\"rejected\"");
+    CHECK_CONTAINS(js, "\"reason\":\"n must be at least 1\"");
+    CHECK_CONTAINS(js, "\"idempotent\":true");
+    free(js);
+
+    evs_app_stats st;
+    CHECK_RC(evs_app_get_stats(a, &st), EVS_OK);
+    CHECK(st.commands[EVS_CMD_ACCEPTED] >= 6);
+    CHECK_INT(st.commands[EVS_CMD_UNKNOWN], 1);
+    CHECK_INT(st.handler_not_found, 1);
+    CHECK(st.validation_errors >= 12);
+    CHECK(st.idempotent_hits >= 4);
+    uint64_t hist = 0;
+    for (int i = 0; i <= EVS_CMD_BUCKETS; i++) hist += st.duration_hist[i];
+    uint64_t total = 0;
+    for (int i = 0; i < EVS_CMD_OUTCOMES; i++) total += st.commands[i];
+    CHECK_INT(hist, total);
+    evs_command_type_stats ts[8];
+    size_t nts;
+    CHECK_RC(evs_app_command_stats(a, ts, 8, &nts), EVS_OK);
+    CHECK_INT(nts, 3);
+    CHECK_STR(ts[0].command_type, "Add");
+    CHECK(ts[0].outcomes[EVS_CMD_REJECTED] >= 3);
+    evs_app_close(a);
+    evs_store_close(s);
+
+    /* rejections are persisted: after a reopen the same id answers the same */
+    s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
+    a = open_app(s, NULL, NULL, "v1");
+    CHECK_RC(run(a, "{\"command_id\":\"rej-1\",\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{\"n\":0}}", &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_REJECTED);
+    CHECK_INT(r.idempotent, 1);
+    CHECK_RC(run(a,
+                 "{\"command_id\":\"0190a4e2-7b1c-7cc0-8000-000000000001\",\"command_type\":\"Add\","
+                 "\"aggregate_id\":\"1\",\"data\":{\"n\":5}}",
+                 &r),
+             EVS_OK);
+    CHECK_INT(r.idempotent, 1);
+    CHECK_INT(r.first_position, 1);
+    evs_command_result_free(&r);
+    evs_app_close(a);
+    /* ... and forgotten after the window: the command is decided again */
+    evs_app_config cfg;
+    evs_app_config_init(&cfg);
+    cfg.idempotency_window_ns = 1;
+    a = open_app(s, NULL, &cfg, "v1");
+    CHECK_RC(run(a, "{\"command_id\":\"rej-1\",\"command_type\":\"Add\",\"aggregate_id\":\"1\",\"data\":{\"n\":0}}", &r),
+             EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_REJECTED);
+    CHECK_INT(r.idempotent, 0);
+    evs_command_result_free(&r);
+    evs_app_close(a);
+    evs_store_close(s);
+}
+
+/* ------------------------------------------------------------- snapshots */
+
+static void add(evs_app *a, const char *id, long long n) {
+    char data[32];
+    snprintf(data, sizeof data, "{\"n\":%lld}", n);
+    evs_command c;
+    evs_command_init(&c);
+    c.command_type = "Add";
+    c.aggregate_id = id;
+    c.data = data;
+    c.data_len = strlen(data);
+    evs_command_result r;
+    if (evs_app_execute(a, &c, &r) || r.outcome != EVS_CMD_ACCEPTED) {
+        fprintf(stderr, "add: %s %s\n", evs_errmsg(), r.reason);
+        exit(2);
+    }
+    evs_command_result_free(&r);
+}
+
+static void same_state(evs_app *a, const char *id, const char *want, evs_load_info *info) {
+    char *with = NULL, *without = NULL;
+    evs_load_info i2;
+    CHECK_RC(evs_aggregate_load_json(a, "counter", id, 0, &with, NULL, info), EVS_OK);
+    CHECK_RC(evs_aggregate_load_json(a, "counter", id, EVS_LOAD_NO_SNAPSHOT, &without, NULL, &i2), EVS_OK);
+    CHECK_INT(i2.snapshot_version, 0);
+    if (with && without) CHECK_STR(with, without);
+    if (with && want) CHECK_STR(with, want);
+    free(with);
+    free(without);
+}
+
+static void test_snapshots(const char *d) {
+    unsigned seed = 12345;
+    for (int round = 0; round < 6; round++) {
+        char sub[4096];
+        snprintf(sub, sizeof sub, "%s/snap%d", d, round);
+        evs_store *s = tu_open(sub, EVS_DURABILITY_NONE, 1 << 20);
+        evs_app_config cfg;
+        evs_app_config_init(&cfg);
+        cfg.snapshot_every = 1 + rand_r(&seed) % 40;
+        cfg.snapshot_keep = 1 + rand_r(&seed) % 6;
+        evs_app *a = open_app(s, NULL, &cfg, "v1");
+        size_t n = 50 + rand_r(&seed) % 250;
+        long long *ns = calloc(n, sizeof *ns);
+        for (size_t i = 0; i < n; i++) {
+            ns[i] = 1 + rand_r(&seed) % 1000;
+            add(a, "s", ns[i]);
+            if (i % 7 == 0) add(a, "other", 1); /* interleaved: the tail must skip them */
+        }
+        CHECK_RC(evs_app_flush(a), EVS_OK);
+        char want[256];
+        tc_fold_json(ns, n, want, sizeof want);
+        evs_load_info info;
+        same_state(a, "s", want, &info);
+        CHECK(info.snapshot_version > 0);
+        CHECK(info.events_applied < n);
+        CHECK_INT(info.version, n);
+        evs_snapshot_info si[16];
+        size_t count;
+        CHECK_RC(evs_aggregate_snapshots(a, "counter", "s", si, 16, &count), EVS_OK);
+        CHECK(count >= 1 && count <= cfg.snapshot_keep);
+        for (size_t i = 1; i < count; i++) CHECK(si[i].version < si[i - 1].version);
+        CHECK(si[0].usable);
+        /* on demand */
+        uint64_t v;
+        CHECK_RC(evs_aggregate_snapshot(a, "counter", "s", &v), EVS_OK);
+        CHECK_INT(v, n);
+        same_state(a, "s", want, &info);
+        CHECK_INT(info.snapshot_version, n);
+        CHECK_INT(info.events_applied, 0);
+        evs_app_stats st;
+        evs_app_get_stats(a, &st);
+        CHECK(st.snapshots_created >= 1);
+        CHECK(st.snapshot_loads >= 1);
+        CHECK(st.snapshot_create_ns > 0);
+        evs_app_close(a);
+
+        /* the evolve code changes: every stored snapshot is ignored, the state is v2's fold */
+        a = open_app(s, NULL, &cfg, "v2");
+        tc_fold_json(ns, n, want, sizeof want);
+        same_state(a, "s", want, &info);
+        CHECK_INT(info.snapshot_version, 0);
+        CHECK(info.snapshots_ignored >= 1);
+        CHECK_RC(evs_aggregate_snapshots(a, "counter", "s", si, 16, &count), EVS_OK);
+        CHECK(count >= 1);
+        CHECK(!si[0].usable);
+        /* a command under v2 snapshots anew; v1's rows are pruned in time, never applied */
+        for (uint32_t i = 0; i < cfg.snapshot_every; i++) add(a, "s", 1);
+        CHECK_RC(evs_app_flush(a), EVS_OK);
+        ns = realloc(ns, (n + cfg.snapshot_every) * sizeof *ns);
+        for (uint32_t i = 0; i < cfg.snapshot_every; i++) ns[n + i] = 1;
+        tc_fold_json(ns, n + cfg.snapshot_every, want, sizeof want);
+        same_state(a, "s", want, &info);
+        CHECK(info.snapshot_version > n);
+        evs_app_close(a);
+        tc_v2 = 0;
+        free(ns);
+        evs_store_close(s);
+    }
+}
+
+/* A snapshot that does not describe the log (the store replaced under DIR/app/) is refused. */
+static void test_foreign_snapshot(const char *d) {
+    char sub[1024], cmd[8300];
+    snprintf(sub, sizeof sub, "%s/foreign", d);
+    evs_store *s = tu_open(sub, EVS_DURABILITY_NONE, 1 << 20);
+    evs_app *a = open_app(s, NULL, NULL, "v1");
+    for (int i = 0; i < 10; i++) add(a, "f", 100);
+    uint64_t v;
+    CHECK_RC(evs_aggregate_snapshot(a, "counter", "f", &v), EVS_OK);
+    evs_app_close(a);
+    evs_store_close(s);
+    /* a new log with other events, the old DIR/app/ kept */
+    snprintf(cmd, sizeof cmd, "rm -rf %s/keep && mv %s/app %s/keep-app && rm -rf %s/* && mkdir -p %s", sub, sub, d, sub,
+             sub);
+    CHECK_INT(system(cmd), 0);
+    s = tu_open(sub, EVS_DURABILITY_NONE, 1 << 20);
+    snprintf(cmd, sizeof cmd, "rm -rf %s/app && mv %s/keep-app %s/app", sub, d, sub);
+    CHECK_INT(system(cmd), 0);
+    a = open_app(s, NULL, NULL, "v1");
+    evs_event_in e = tu_event("Other", "{}");
+    evs_append_result ar;
+    CHECK_RC(evs_append(s, "x", EVS_EXPECT_ANY, &e, 1, &ar, NULL), EVS_OK);
+    long long ns[12];
+    for (int i = 0; i < 12; i++) {
+        ns[i] = 7;
+        add(a, "f", 7);
+    }
+    char want[256];
+    tc_fold_json(ns, 12, want, sizeof want);
+    evs_load_info info;
+    same_state(a, "f", want, &info);
+    CHECK(info.snapshot_version == 0 || info.snapshot_version > 10);
+    evs_app_close(a);
+    evs_store_close(s);
+}
+
+/* ------------------------------------------------------------------- Lua */
+
+static const char *account_lua =
+    "return {\n"
+    "  schema_version = 2,\n"
+    "  init = { balance = 0, open = false },\n"
+    "  evolve = {\n"
+    "    Opened = function(s, e) s.open = true; s.owner = e.data.owner end,\n"
+    "    Deposited = function(s, e) s.balance = s.balance + e.data.cents end,\n"
+    "    Closed = function(s, e) return { balance = s.balance, open = false, closed = true } end,\n"
+    "  },\n"
+    "  commands = {\n"
+    "    Open = { fields = { owner = 'string' }, decide = function(s, c)\n"
+    "      if s.open or s.closed then return 'account exists' end\n"
+    "      return { { type = 'Opened', data = { owner = c.data.owner } } } end },\n"
+    "    Deposit = { fields = { cents = 'integer', note = 'string?' }, decide = function(s, c)\n"
+    "      if not s.open then return 'account is not open' end\n"
+    "      if c.data.cents <= 0 then return 'deposit must be positive' end\n"
+    "      return { { type = 'Deposited', data = { cents = c.data.cents } } } end },\n"
+    "    Close = { decide = function(s, c) return { { type = 'Closed' } } end },\n"
+    "    Hack = { decide = function(s, c) return os.execute('true') end },\n"
+    "    Spin = { decide = function(s, c) while true do end end },\n"
+    "    Bad = { decide = function(s, c) return { { type = 'X', data = { 1, 2 } } } end },\n"
+    /* an event behind a metatable that raises: read raw, so a failure, not an abort */
+    "    Meta = { decide = function(s, c)\n"
+    "      return { setmetatable({}, { __index = function(t, k) error('no ' .. k) end }) } end },\n"
+    /* Lua runs finalizers with hooks off, where no budget could stop this one */
+    "    Gc = { decide = function(s, c)\n"
+    "      s.g = setmetatable({}, { __gc = function() while true do end end }); return {} end },\n"
+    "  },\n"
+    "}\n";
+
+static void test_lua(const char *d) {
+    char sub[4096];
+    snprintf(sub, sizeof sub, "%s/lua", d);
+    evs_store *s = tu_open(sub, EVS_DURABILITY_NONE, 1 << 20);
+    evs_app_config cfg;
+    evs_app_config_init(&cfg);
+    cfg.snapshot_every = 3;
+    cfg.lua_limits.instructions = 100000;
+    evs_app *a = open_app(s, NULL, &cfg, NULL);
+    evs_command_result r = {0};
+    CHECK_RC(evs_app_register_lua_aggregate(a, "account", account_lua, strlen(account_lua)), EVS_OK);
+    CHECK_RC(evs_app_register_lua_aggregate(a, "account", account_lua, strlen(account_lua)), EVS_ECONFLICT);
+    CHECK_RC(evs_app_register_lua_aggregate(a, "broken", "return {", 8), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "does not compile");
+    const char *nocmd = "return { evolve = {} }";
+    CHECK_RC(evs_app_register_lua_aggregate(a, "nocmd", nocmd, strlen(nocmd)), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "'commands' table");
+    /* the declaration behind a metatable: not consulted (its __index used to raise outside a protected call) */
+    const char *meta = "return setmetatable({}, { __index = function(t, k) error('no ' .. k) end })";
+    CHECK_RC(evs_app_register_lua_aggregate(a, "meta", meta, strlen(meta)), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "'evolve' table");
+    CHECK_RC(run(a, "{\"command_type\":\"Deposit\",\"aggregate_id\":\"a1\",\"data\":{\"cents\":5}}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_REJECTED);
+    CHECK_STR(r.reason, "account is not open");
+    CHECK_RC(run(a, "{\"command_type\":\"Open\",\"aggregate_id\":\"a1\",\"data\":{}}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_INVALID);
+    CHECK_CONTAINS(r.reason, "data.owner is required (string)");
+    CHECK_RC(run(a, "{\"command_type\":\"Open\",\"aggregate_id\":\"a1\",\"data\":{\"owner\":\"bo\"}}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    evs_command_result_free(&r);
+    for (int i = 1; i <= 10; i++) {
+        char j[160];
+        snprintf(j, sizeof j, "{\"command_type\":\"Deposit\",\"aggregate_id\":\"a1\",\"data\":{\"cents\":%d}}", i * 100 + 1);
+        CHECK_RC(run(a, j, &r), EVS_OK);
+        CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+        evs_command_result_free(&r);
+    }
+    CHECK_RC(run(a, "{\"command_type\":\"Deposit\",\"aggregate_id\":\"a1\",\"data\":{\"cents\":-1}}", &r), EVS_OK);
+    CHECK_STR(r.reason, "deposit must be positive");
+    CHECK_RC(run(a, "{\"command_type\":\"Hack\",\"aggregate_id\":\"a1\"}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_FAILED);
+    CHECK_CONTAINS(r.reason, "os");
+    CHECK_RC(run(a, "{\"command_type\":\"Spin\",\"aggregate_id\":\"a1\"}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_FAILED);
+    CHECK_CONTAINS(r.reason, "instruction budget");
+    CHECK_RC(run(a, "{\"command_type\":\"Bad\",\"aggregate_id\":\"a1\"}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_FAILED);
+    CHECK_CONTAINS(r.reason, "must encode as a JSON object");
+    CHECK_RC(run(a, "{\"command_type\":\"Meta\",\"aggregate_id\":\"a1\"}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_FAILED);
+    CHECK_CONTAINS(r.reason, "without a string 'type'");
+    CHECK_RC(run(a, "{\"command_type\":\"Gc\",\"aggregate_id\":\"a1\"}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_FAILED);
+    CHECK_CONTAINS(r.reason, "__gc finalizers are not allowed");
+    CHECK_RC(evs_app_flush(a), EVS_OK);
+    char *js = NULL, *js2 = NULL;
+    evs_load_info info;
+    CHECK_RC(evs_aggregate_load_json(a, "account", "a1", 0, &js, NULL, &info), EVS_OK);
+    CHECK_STR(js, "{\"balance\":5510,\"open\":true,\"owner\":\"bo\"}");
+    CHECK(info.snapshot_version > 0);
+    CHECK_RC(evs_aggregate_load_json(a, "account", "a1", EVS_LOAD_NO_SNAPSHOT, &js2, NULL, NULL), EVS_OK);
+    CHECK_STR(js2, js);
+    free(js);
+    free(js2);
+    CHECK_RC(run(a, "{\"command_type\":\"Close\",\"aggregate_id\":\"a1\"}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    evs_command_result_free(&r);
+    CHECK_RC(run(a, "{\"command_type\":\"Open\",\"aggregate_id\":\"a1\",\"data\":{\"owner\":\"x\"}}", &r), EVS_OK);
+    CHECK_STR(r.reason, "account exists");
+    evs_command_result_free(&r);
+    evs_app_close(a);
+
+    /* an edited script: the old snapshots are not applied */
+    a = open_app(s, NULL, &cfg, NULL);
+    char *edited = malloc(strlen(account_lua) + 32);
+    sprintf(edited, "-- edited\n%s", account_lua);
+    CHECK_RC(evs_app_register_lua_aggregate(a, "account", edited, strlen(edited)), EVS_OK);
+    CHECK_RC(evs_aggregate_load_json(a, "account", "a1", 0, &js, NULL, &info), EVS_OK);
+    CHECK_STR(js, "{\"balance\":5510,\"closed\":true,\"open\":false}");
+    CHECK_INT(info.snapshot_version, 0);
+    CHECK(info.snapshots_ignored >= 1);
+    free(js);
+    free(edited);
+    evs_app_close(a);
+    evs_store_close(s);
+}
+
+/* ---------------------------------------------------------------- queries */
+
+static const char *totals_lua =
+    "return {\n"
+    "  filter = { stream_prefix = 'counter-' },\n"
+    "  init = function() return { sum = 0, n = 0 } end,\n"
+    "  handlers = { Added = function(s, e) s.sum = s.sum + e.data.n; s.n = s.n + 1; s.big = s.sum >= 100 end },\n"
+    "}\n";
+
+static void test_queries(const char *d) {
+    char sub[4096];
+    snprintf(sub, sizeof sub, "%s/query", d);
+    evs_store *s = tu_open(sub, EVS_DURABILITY_NONE, 1 << 20);
+    evs_bus *b;
+    CHECK_RC(evs_bus_open(s, &b), EVS_OK);
+    evs_app *a = open_app(s, b, NULL, "v1");
+    evs_proj_config pc;
+    evs_proj_config_init(&pc);
+    pc.checkpoint_every = 1;
+    evs_projection *p;
+    CHECK_RC(evs_proj_open_lua(b, "totals", totals_lua, strlen(totals_lua), NULL, &pc, &p), EVS_OK);
+    static const char *const fields[] = {"sum", "n", "big"};
+    evs_query_def q = {"totals", "totals", fields, 3, 2, 10};
+    CHECK_RC(evs_app_register_query(a, &q), EVS_OK);
+    CHECK_RC(evs_app_register_query(a, &q), EVS_ECONFLICT);
+    evs_query_def q2 = {"ghost", "nothing", NULL, 0, 0, 0};
+    CHECK_RC(evs_app_register_query(a, &q2), EVS_OK);
+    add(a, "a", 5);
+    add(a, "b", 150);
+    add(a, "c", 40);
+    add(a, "a", 200);
+    size_t n;
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    evs_query_result res;
+    evs_query_params qp;
+    memset(&qp, 0, sizeof qp);
+    qp.sort = "sum";
+    qp.descending = 1;
+    qp.limit = 10;
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_OK);
+    CHECK_INT(res.position, 4);
+    CHECK_INT(res.total, 3);
+    CHECK_INT(res.cached, 0);
+    CHECK_CONTAINS(res.json, "\"items\":[{\"key\":\"counter-a\",\"state\":{\"big\":true,\"n\":2,\"sum\":205}},"
+                             "{\"key\":\"counter-b\"");
+    evs_query_result_free(&res);
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_OK);
+    CHECK_INT(res.cached, 1);
+    evs_query_result_free(&res);
+    /* filters and paging */
+    evs_query_filter f = {"big", "false"};
+    qp.filters = &f;
+    qp.n_filters = 1;
+    qp.sort = NULL;
+    qp.descending = 0;
+    qp.limit = 0; /* the default: 2 */
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_OK);
+    CHECK_INT(res.total, 1);
+    CHECK_CONTAINS(res.json, "\"limit\":2,\"items\":[{\"key\":\"counter-c\",\"state\":{\"big\":false,\"n\":1,\"sum\":40}}]");
+    evs_query_result_free(&res);
+    qp.n_filters = 0;
+    qp.offset = 2;
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_OK);
+    CHECK_CONTAINS(res.json, "\"offset\":2,\"limit\":2,\"items\":[{\"key\":\"counter-c\"");
+    evs_query_result_free(&res);
+    qp.offset = 0;
+    evs_query_filter f2 = {"owner", "x"};
+    qp.filters = &f2;
+    qp.n_filters = 1;
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "cannot filter by \"owner\"");
+    qp.n_filters = 0;
+    qp.limit = 11;
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_ELIMIT);
+    qp.limit = 0;
+    CHECK_RC(evs_app_query(a, "nope", &qp, &res), EVS_ENOTFOUND);
+    CHECK_RC(evs_app_query(a, "ghost", &qp, &res), EVS_ENOTFOUND);
+
+    /* read-your-writes: a command, then a query at its position */
+    evs_command c;
+    evs_command_init(&c);
+    c.command_type = "Add";
+    c.aggregate_id = "c";
+    c.data = "{\"n\":70}";
+    c.data_len = strlen(c.data);
+    evs_command_result cr;
+    CHECK_RC(evs_app_execute(a, &c, &cr), EVS_OK);
+    qp.min_position = cr.last_position;
+    qp.timeout_ms = 50;
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_ETIMEDOUT); /* nobody polls the projection */
+    CHECK_CONTAINS(evs_errmsg(), "is at position 4, not yet at 5");
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    qp.partition = "counter-c";
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_OK);
+    CHECK_INT(res.position, 5);
+    CHECK_CONTAINS(res.json, "{\"key\":\"counter-c\",\"state\":{\"big\":true,\"n\":2,\"sum\":110}}");
+    evs_query_result_free(&res);
+    evs_command_result_free(&cr);
+    /* the cached sorted answer is not served once the projection moved */
+    qp.partition = NULL;
+    qp.min_position = 0;
+    qp.sort = "sum";
+    qp.descending = 1;
+    qp.limit = 10;
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_OK);
+    CHECK_INT(res.cached, 0);
+    CHECK_INT(res.position, 5);
+    CHECK_CONTAINS(res.json, "{\"key\":\"counter-c\",\"state\":{\"big\":true,\"n\":2,\"sum\":110}}");
+    evs_query_result_free(&res);
+    evs_app_stats st;
+    evs_app_get_stats(a, &st);
+    CHECK_INT(st.query_cache_hits, 1);
+    CHECK(st.query_cache_misses >= 5);
+    CHECK_INT(st.query_timeouts, 1);
+    evs_proj_close(p);
+    evs_app_close(a);
+    evs_bus_close(b);
+    evs_store_close(s);
+}
+
+int main(void) {
+    char *d = tu_tempdir("app");
+    char sub[4096];
+    snprintf(sub, sizeof sub, "%s/cmd", d);
+    test_commands(sub);
+    test_snapshots(d);
+    test_foreign_snapshot(d);
+    test_lua(d);
+    test_queries(d);
+    tu_rmrf(d);
+    free(d);
+    return TEST_REPORT();
+}
