@@ -2,7 +2,8 @@
 #   make run    install what building and running need, build the program, serve ./data
 #               over HTTP (prints the address)
 #   make test   install what the tests need too, build everything, and pass every test
-#               (plain, ASan+UBSan, and the concurrency tests under TSan)
+#               (plain, ASan+UBSan, the concurrency tests under TSan, and a
+#               short libFuzzer run of every fuzz target, built with clang)
 # Also: make demo (the CLI tour), make shop (the shop's order saga), make build, make bench, make soak,
 #       make install PREFIX=/usr/local
 
@@ -27,7 +28,7 @@ BENCH_PKGS := redis-server libhiredis-dev wrk
 MAKEFLAGS += --no-print-directory
 
 .PHONY: all deps deps-test deps-fuzz bench-deps configure build build-asan build-tsan run demo shop test test-plain test-asan test-tsan \
-        bench soak install clean fuzz
+        test-fuzz bench soak install clean fuzz
 
 all: build
 
@@ -91,7 +92,7 @@ test-tsan: deps-test build-tsan
 	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp EVS_SANITIZED=1 \
 	  ctest --output-on-failure -j $(JOBS) -L concurrency
 
-test: test-plain test-asan test-tsan
+test: test-plain test-asan test-tsan test-fuzz
 
 bench-deps:
 	$(call install_missing,$(BUILD_PKGS) $(BENCH_PKGS))
@@ -104,9 +105,18 @@ bench: bench-deps configure
 soak: build
 	cd $(BUILD) && EVS_CRASH_CYCLES=1000 EVS_SOAK=1 ctest --output-on-failure -R crash
 
+# libFuzzer targets (tests/fuzz/, docs/testing.md): built with clang in build-fuzz.
+# Fuzz one for longer:  build-fuzz/fuzz_NAME -max_total_time=600 -jobs=2 \
+#                           build-fuzz/fuzz-scratch/NAME tests/fuzz/corpus/NAME
 fuzz: deps-fuzz
-	@$(CMAKE) -S . -B $(BUILD)-fuzz -DCMAKE_C_COMPILER=clang -DEVS_FUZZ=ON -DCMAKE_BUILD_TYPE=Debug
-	@$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS)
+	@[ -f $(BUILD)-fuzz/Makefile ] || $(CMAKE) -S . -B $(BUILD)-fuzz -DCMAKE_C_COMPILER=clang -DEVS_FUZZ=ON \
+	  -DCMAKE_BUILD_TYPE=Debug
+	@$(CMAKE) --build $(BUILD)-fuzz -j $(JOBS) --target fuzzers
+
+# A short coverage-guided run of every target from its seeds (CTest label "fuzz").
+test-fuzz: deps-test fuzz
+	cd $(BUILD)-fuzz && ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	  ctest --output-on-failure -L fuzz
 
 install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)

@@ -1,8 +1,10 @@
 /*
  * agg_lua.c — Lua aggregates: a script (see evs_app_register_lua_aggregate)
  * run in the bus's sandbox (bus/lua_sandbox.h: the same libraries, memory
- * cap, instruction budget and ordered pairs as Lua projections), presented
- * to the rest of the layer as an evs_aggregate_def.
+ * cap, instruction budget, ordered pairs and refusal of __gc as Lua
+ * projections), presented to the rest of the layer as an evs_aggregate_def.
+ * What the script returns (its tables, decide's events) is read raw
+ * (evs__sandbox_rawfield): no metamethod runs outside a guarded call.
  *
  * A Lua state is single-threaded and a Lua table lives in one state, so each
  * live aggregate state holds a sandbox of its own: init/decode borrow one
@@ -66,19 +68,19 @@ static int inst_new(struct evs__lua_agg *l, lua_inst **out) {
         return rc;
     }
     int t = lua_gettop(L);
-    lua_getfield(L, t, "init");
+    evs__sandbox_rawfield(L, t, "init");
     if (!lua_isnil(L, -1) && !lua_istable(L, -1) && !lua_isfunction(L, -1)) {
         inst_free(in);
         return evs__err(EVS_EINVAL, "aggregate \"%s\": 'init' must be a function or a table", l->name);
     }
     in->init_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, t, "evolve");
+    evs__sandbox_rawfield(L, t, "evolve");
     if (!lua_istable(L, -1)) {
         inst_free(in);
         return evs__err(EVS_EINVAL, "aggregate \"%s\": the script must return a table with an 'evolve' table", l->name);
     }
     in->evolve_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, t, "commands");
+    evs__sandbox_rawfield(L, t, "commands");
     if (!lua_istable(L, -1)) {
         inst_free(in);
         return evs__err(EVS_EINVAL, "aggregate \"%s\": the script must return a table with a 'commands' table", l->name);
@@ -267,8 +269,8 @@ static int cb_decide(void *ctx, const void *state, uint64_t version, const evs_c
     lua_State *L = s->in->L;
     lua_settop(L, 0);
     lua_rawgeti(L, LUA_REGISTRYINDEX, s->in->commands_ref);
-    lua_getfield(L, -1, cmd->command_type);
-    if (lua_istable(L, -1)) lua_getfield(L, -1, "decide");
+    evs__sandbox_rawfield(L, -1, cmd->command_type);
+    if (lua_istable(L, -1)) evs__sandbox_rawfield(L, -1, "decide");
     if (!lua_isfunction(L, -1)) {
         snprintf(err, cap, "commands.%s.decide is not a function", cmd->command_type);
         lua_settop(L, 0);
@@ -303,9 +305,9 @@ static int cb_decide(void *ctx, const void *state, uint64_t version, const evs_c
         for (lua_Integer i = 1; i <= n && !rc; i++) {
             lua_rawgeti(L, r, i);
             int e = lua_gettop(L);
-            lua_getfield(L, e, "type");
+            evs__sandbox_rawfield(L, e, "type");
             const char *type = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-            lua_getfield(L, e, "data");
+            evs__sandbox_rawfield(L, e, "data");
             char *json = NULL;
             size_t jl = 0;
             if (!type) {
@@ -382,7 +384,7 @@ int evs__agg_lua_init(evs_app *a, evs__agg *g, const char *src, size_t len) {
     lua_State *L = in->L;
     uint32_t schema = 1;
     if (evs__sandbox_run(in->sb, src, len, "=aggregate") == EVS_OK) {
-        lua_getfield(L, -1, "schema_version");
+        evs__sandbox_rawfield(L, -1, "schema_version");
         if (lua_isinteger(L, -1) && lua_tointeger(L, -1) > 0 && lua_tointeger(L, -1) <= UINT32_MAX)
             schema = (uint32_t)lua_tointeger(L, -1);
         else if (!lua_isnil(L, -1)) rc = evs__err(EVS_EINVAL, "aggregate \"%s\": schema_version must be a positive integer", g->name);
@@ -450,7 +452,7 @@ int evs__agg_lua_handlers(evs__agg *g, evs_command_handler **out, size_t *n) {
             break;
         }
         const char *type = lua_tostring(L, -2);
-        lua_getfield(L, -1, "decide");
+        evs__sandbox_rawfield(L, -1, "decide");
         int has_decide = lua_isfunction(L, -1);
         lua_pop(L, 1);
         if (!has_decide) {
@@ -470,7 +472,7 @@ int evs__agg_lua_handlers(evs__agg *g, evs_command_handler **out, size_t *n) {
         h->kind = EVS_HANDLER_AGGREGATE;
         h->aggregate = g->name;
         if (!(h->command_type = strdup(type))) rc = evs__err(EVS_ENOMEM, "out of memory");
-        lua_getfield(L, -1, "fields");
+        evs__sandbox_rawfield(L, -1, "fields");
         if (!rc && lua_istable(L, -1)) {
             int ft = lua_gettop(L);
             evs_field_spec *fs = NULL;

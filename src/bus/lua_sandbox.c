@@ -17,8 +17,16 @@
  *     "dead": the hook re-arms itself to fire on every instruction and raises
  *     the error each time, so a pcall in the script cannot swallow it (the
  *     first instruction after the pcall raises again), and the call fails.
- *     The hook stays installed between calls, so a __gc finalizer (always
- *     run in protected mode by Lua) cannot loop forever either.
+ *   - No finalizers: Lua runs __gc metamethods with debug hooks switched off
+ *     and outside our calls (at a collection, at close), where neither the
+ *     budget nor the memory cap applies, so one that loops would hang the
+ *     thread for good.  setmetatable refuses a metatable with __gc.
+ *   - Our own code never runs script code outside a guarded call: what a
+ *     script returns (a projection's declaration, filter and handlers, an
+ *     aggregate's init, evolve and commands, the events decide returns) is
+ *     read raw (evs__sandbox_rawfield), so a metatable's __index is never
+ *     called where an error could not be caught (an uncaught one aborts the
+ *     process).
  *   - Determinism: no clock, no random, no I/O.  pairs() visits keys in a
  *     defined order (ordered_pairs below), not Lua's hash order; next()
  *     keeps Lua's order (use it only to test for emptiness).  Values are
@@ -422,6 +430,26 @@ static int ordered_pairs(lua_State *L) {
     return 3;
 }
 
+/* setmetatable without __gc (see the sandbox rules); the original is upvalue 1. */
+static int safe_setmetatable(lua_State *L) {
+    if (lua_type(L, 2) == LUA_TTABLE) {
+        lua_pushliteral(L, "__gc");
+        int gc = lua_rawget(L, 2);
+        lua_pop(L, 1);
+        if (gc != LUA_TNIL) return luaL_error(L, "setmetatable: __gc finalizers are not allowed in evstore scripts");
+    }
+    lua_pushvalue(L, lua_upvalueindex(1));
+    lua_insert(L, 1);
+    lua_call(L, lua_gettop(L) - 1, 1);
+    return 1;
+}
+
+int evs__sandbox_rawfield(lua_State *L, int t, const char *k) {
+    t = lua_absindex(L, t);
+    lua_pushstring(L, k);
+    return lua_rawget(L, t);
+}
+
 static void set_nil(lua_State *L, const char *table, const char *field) {
     if (table) {
         lua_getglobal(L, table);
@@ -552,6 +580,9 @@ int evs__sandbox_new(const evs_lua_limits *lim, evs__sandbox **out) {
     set_nil(L, LUA_MATHLIBNAME, "randomseed");
     lua_pushcfunction(L, ordered_pairs);
     lua_setglobal(L, "pairs");
+    lua_getglobal(L, "setmetatable");
+    lua_pushcclosure(L, safe_setmetatable, 1);
+    lua_setglobal(L, "setmetatable");
     lua_createtable(L, 0, 1);
     lua_pushcfunction(L, event_index);
     lua_setfield(L, -2, "__index");

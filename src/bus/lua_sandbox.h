@@ -38,6 +38,13 @@ int evs__sandbox_run(evs__sandbox *x, const char *src, size_t len, const char *c
  */
 int evs__sandbox_call(evs__sandbox *x, int nargs, int nres, char *err, size_t cap);
 
+/*
+ * Push t[k] read raw (no __index), returning its type.  What a script
+ * returns is read this way outside guarded calls: a metamethod raising
+ * there could not be caught and would abort the process.
+ */
+int evs__sandbox_rawfield(lua_State *L, int t, const char *k);
+
 /* Push decoded JSON text (nil when empty): 0, or -1 when malformed or too deep. */
 int evs__sandbox_push_json(lua_State *L, const char *p, size_t n);
 /* Push an event as a table (data and metadata decoded on first use): 0, or 1 with err. */

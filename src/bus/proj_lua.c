@@ -1,7 +1,9 @@
 /*
  * proj_lua.c — Lua projections: a script's declaration (handlers, init,
  * partition, filter) run in the shared sandbox (lua_sandbox.c, which states
- * the sandbox rules and the JSON <-> Lua mapping).
+ * the sandbox rules and the JSON <-> Lua mapping).  The declaration, its
+ * filter and the handlers are read raw (evs__sandbox_rawfield): no
+ * metamethod of the script's runs outside a guarded call.
  */
 #include <lauxlib.h>
 #include <lua.h>
@@ -37,19 +39,19 @@ static int read_decl(evs__lua *x, evs__lua_decl *d, char *err, size_t cap) {
     lua_State *L = x->L;
     int t = lua_gettop(L);
     /* handlers */
-    lua_getfield(L, t, "handlers");
+    evs__sandbox_rawfield(L, t, "handlers");
     if (!lua_istable(L, -1)) {
         snprintf(err, cap, "the script must return a table with a 'handlers' table");
         return EVS_EINVAL;
     }
     x->handlers_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, t, "init");
+    evs__sandbox_rawfield(L, t, "init");
     if (!lua_isnil(L, -1) && !lua_istable(L, -1) && !lua_isfunction(L, -1)) {
         snprintf(err, cap, "'init' must be a function or a table");
         return EVS_EINVAL;
     }
     x->init_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-    lua_getfield(L, t, "partition");
+    evs__sandbox_rawfield(L, t, "partition");
     d->partitioning = EVS_PARTITION_BY_STREAM;
     if (lua_isfunction(L, -1)) {
         d->partitioning = EVS_PARTITION_CUSTOM;
@@ -63,10 +65,10 @@ static int read_decl(evs__lua *x, evs__lua_decl *d, char *err, size_t cap) {
         if (pm && strcmp(pm, "none") == 0) d->partitioning = EVS_PARTITION_NONE;
         lua_pop(L, 1);
     }
-    lua_getfield(L, t, "filter");
+    evs__sandbox_rawfield(L, t, "filter");
     if (lua_istable(L, -1)) {
         int f = lua_gettop(L);
-        lua_getfield(L, f, "event_types");
+        evs__sandbox_rawfield(L, f, "event_types");
         if (lua_istable(L, -1)) {
             size_t n = (size_t)lua_rawlen(L, -1);
             if (n) {
@@ -89,7 +91,7 @@ static int read_decl(evs__lua *x, evs__lua_decl *d, char *err, size_t cap) {
         lua_pop(L, 1);
         const char *names[2] = {"stream_prefix", "stream_type"};
         for (int i = 0; i < 2; i++) {
-            lua_getfield(L, f, names[i]);
+            evs__sandbox_rawfield(L, f, names[i]);
             const char *s = lua_tostring(L, -1);
             if (s && *s) {
                 char *c = strdup(s);
@@ -189,7 +191,7 @@ int evs__lua_apply(evs__lua *x, int *ref, const evs_event *ev, char *err, size_t
     lua_rawget(L, -2);
     if (lua_isnil(L, -1)) {
         lua_pop(L, 1);
-        lua_getfield(L, -1, "$any");
+        evs__sandbox_rawfield(L, -1, "$any");
     }
     if (lua_isnil(L, -1)) {
         lua_settop(L, top);

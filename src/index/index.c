@@ -311,9 +311,10 @@ int evs__index_add_record(evs_index *ix, MDB_txn *txn, const uint8_t *payload, u
     int rc;
     const char *stream;
     size_t stream_len;
-    if (evs__record_stream(payload, len, &stream, &stream_len))
-        return evs__err(EVS_ECORRUPT, "record at global position %llu has a malformed header",
-                        (unsigned long long)first_gpos);
+    char why[128];
+    if (evs__record_valid(payload, len, count, why, sizeof why) ||
+        evs__record_stream(payload, len, &stream, &stream_len))
+        return evs__err(EVS_ECORRUPT, "record at global position %llu: %s", (unsigned long long)first_gpos, why);
     uint64_t spos0 = evs__record_first_stream_pos(payload);
     int64_t recorded = evs__record_recorded_at(payload);
     size_t off = evs__record_first_event(payload, len);
@@ -461,6 +462,9 @@ int evs__index_add_lost(evs_index *ix, MDB_txn *txn, const uint8_t *payload, uin
     evs_lost_stream e;
     uint8_t kb[16], vb[16];
     MDB_val k, v;
+    char why[128];
+    if (evs__lost_valid(payload, len, count, why, sizeof why))
+        return evs__err(EVS_ECORRUPT, "lost-record at global position %llu: %s", (unsigned long long)first_gpos, why);
     while ((rc = evs__lost_next(payload, len, &it, &e, &at)) == EVS_OK) {
         evs_ix_stream st;
         rc = evs__index_stream_get(ix, txn, e.stream, e.stream_len, &st);

@@ -813,15 +813,20 @@ typedef struct log_scan {
     evs_lsn bad_at;        /* where `why` applies */
     uint64_t want, found;  /* for a gap */
     int passed;            /* walked through `through` with the right position */
+    uint64_t held_end;     /* a sound frame whose payload was refused: the position after its own... */
+    evs_lsn bad_next;      /* ...and the location after it */
+    char why_buf[96];      /* `why` when the payload check refused the frame */
 } log_scan;
 
 /*
  * Walk valid frames from pos.  adopt: take the first frame's position as
  * given (used when starting from a frame's synced_to).  through/through_gpos:
  * note whether the walk passes that location expecting that position.
+ * check (may be NULL) judges each valid frame's payload; a refusal stops the
+ * walk there like damage.
  */
 static void log_walk(const evs_log *log, evs_lsn pos, uint64_t expected, int adopt, evs_lsn through,
-                     uint64_t through_gpos, log_scan *st) {
+                     uint64_t through_gpos, evs_payload_check check, void *arg, log_scan *st) {
     memset(st, 0, sizeof *st);
     st->good_end = pos;
     for (;;) {
@@ -856,6 +861,15 @@ static void log_walk(const evs_log *log, evs_lsn pos, uint64_t expected, int ado
             why = log_gap_msg;
             st->want = expected;
             st->found = fi.gpos;
+        }
+        if (!why && check) {
+            evs_frame f = {.payload = sg->map + off + FRAME_HDR, .len = fi.len, .count = fi.count, .flags = fi.flags,
+                           .first_gpos = fi.gpos, .at = pos, .next = EVS_LSN(no, off + fi.size)};
+            if (check(arg, &f, st->why_buf, sizeof st->why_buf)) {
+                why = st->why_buf;
+                st->held_end = fi.gpos + fi.count;
+                st->bad_next = f.next;
+            }
         }
         if (why) {
             st->why = why;
@@ -1158,7 +1172,8 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
     }
     log_scan st;
     if (scan_from == from) adopt = 0;
-    log_walk(log, scan_from, adopt ? 0 : (scan_from == from ? from_gpos : 1), adopt, from, from_gpos, &st);
+    log_walk(log, scan_from, adopt ? 0 : (scan_from == from ? from_gpos : 1), adopt, from, from_gpos,
+             cfg ? cfg->check : NULL, cfg ? cfg->check_arg : NULL, &st);
     if (!st.passed) {
         if (!floor) {
             rc = evs__err(EVS_EINDEX, SEGFMT " offset %" PRIu32 ": not a frame boundary with global position %" PRIu64
@@ -1169,6 +1184,13 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
         goto fail;
     }
 
+    if (st.held_end) {
+        /* a frame that verifies was written whole: not a torn tail to cut */
+        rc = evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu32 ": %s (global positions %" PRIu64 "..%" PRIu64
+                      "); the log is damaged", EVS_LSN_SEG(st.bad_at), EVS_LSN_OFF(st.bad_at), st.why, st.expected,
+                      st.held_end - 1);
+        goto fail;
+    }
     evs_lsn found;
     if (log_durable_after(log, st.good_end, &found)) {
         uint32_t no = EVS_LSN_SEG(st.good_end);
@@ -1367,7 +1389,8 @@ static evs_lsn repair_resync(const evs_log *log, evs_lsn at, uint64_t gmin, fram
     return 0;
 }
 
-int evs__log_damage_scan(evs_log *log, evs_log_damage **out, size_t *nout, uint64_t *next_gpos, evs_lsn *end) {
+int evs__log_damage_scan(evs_log *log, evs_payload_check check, void *arg, evs_log_damage **out, size_t *nout,
+                         uint64_t *next_gpos, evs_lsn *end) {
     *out = NULL;
     *nout = 0;
     evs_log_damage *a = NULL;
@@ -1381,10 +1404,20 @@ int evs__log_damage_scan(evs_log *log, evs_log_damage **out, size_t *nout, uint6
     }
     for (;;) {
         log_scan st;
-        log_walk(log, pos, expected, 0, 0, 0, &st);
+        log_walk(log, pos, expected, 0, 0, 0, check, arg, &st);
         expected = st.expected;
         *end = st.good_end;
-        if (!st.why) break;
+        int hole = 0;
+        if (!st.why) {
+            /* The data ends, yet a later frame proves that bytes past the end
+               had been synced (open calls this damage in the middle): a hole,
+               e.g. a segment's frames all zeroed.  Otherwise it is the end. */
+            evs_lsn later;
+            if (!log_durable_after(log, st.good_end, &later)) break;
+            st.why = log_zero_msg;
+            st.bad_at = st.good_end;
+            hole = 1;
+        }
         if (n == cap) {
             cap = cap ? cap * 2 : 8;
             evs_log_damage *na = realloc(a, cap * sizeof *na);
@@ -1399,13 +1432,15 @@ int evs__log_damage_scan(evs_log *log, evs_log_damage **out, size_t *nout, uint6
         d->at = st.bad_at;
         d->good_end = st.good_end;
         d->expected = expected;
+        d->held_end = st.held_end;
         if (st.why == log_gap_msg)
             snprintf(d->why, sizeof d->why, "%s: expected %" PRIu64 ", found %" PRIu64, st.why, st.want, st.found);
         else
             snprintf(d->why, sizeof d->why, "%s", st.why);
         frame_info fi;
-        /* a frame with an unexpected position may itself be where the log resumes */
-        evs_lsn from = st.why == log_gap_msg ? st.bad_at : st.bad_at + 8;
+        /* a frame with an unexpected position may itself be where the log resumes; after a
+           sound frame whose payload was refused, the search starts where it ends */
+        evs_lsn from = st.why == log_gap_msg || hole ? st.bad_at : st.held_end ? st.bad_next : st.bad_at + 8;
         evs_lsn r = repair_resync(log, from, expected, &fi);
         evs_lsn ev;
         d->synced_beyond = log_durable_after(log, st.good_end, &ev);
@@ -1435,16 +1470,27 @@ int evs__log_repair_zero(evs_log *log, evs_lsn from, uint64_t to_off) {
     return seg_zero(log, sg, EVS_LSN_OFF(from), to_off);
 }
 
+int evs__log_repair_frame_fits(const evs_log *log, evs_lsn at, uint64_t size, uint32_t count, size_t plen) {
+    const evs_seg *sg = slot_get(log, EVS_LSN_SEG(at));
+    uint64_t off = EVS_LSN_OFF(at);
+    if (!sg) return evs__err(EVS_EINVAL, "log: no segment %" PRIu32, EVS_LSN_SEG(at));
+    if (count == 0)
+        return evs__err(EVS_EINVAL, SEGFMT " offset %" PRIu64 ": a frame must hold at least one position", sg->no, off);
+    if (size < FRAME_HDR + 8 || (size & 7) || off + size > sg->size || size - FRAME_HDR < plen ||
+        size - FRAME_HDR > MAX_PAYLOAD)
+        return evs__err(EVS_ELIMIT, SEGFMT " offset %" PRIu64 ": no room for a %" PRIu64 "-byte frame holding %zu bytes",
+                        sg->no, off, size, plen);
+    return EVS_OK;
+}
+
 int evs__log_repair_frame(evs_log *log, evs_lsn at, uint64_t size, uint64_t first_gpos, uint32_t count,
                           uint32_t flags, const uint8_t *payload, size_t plen) {
     static const uint8_t zeros[65536];
     evs_seg *sg = slot_get(log, EVS_LSN_SEG(at));
     uint64_t off = EVS_LSN_OFF(at);
     if (!sg || log->readonly) return evs__err(EVS_EINVAL, "log: cannot write segment %" PRIu32, EVS_LSN_SEG(at));
-    if (size < FRAME_HDR + 8 || (size & 7) || off + size > sg->size || size - FRAME_HDR < plen ||
-        size - FRAME_HDR > MAX_PAYLOAD || count == 0)
-        return evs__err(EVS_EINVAL, SEGFMT " offset %" PRIu64 ": no room for a %" PRIu64 "-byte frame holding %zu bytes",
-                        sg->no, off, size, plen);
+    int rc = evs__log_repair_frame_fits(log, at, size, count, plen);
+    if (rc) return rc;
     uint32_t len = (uint32_t)(size - FRAME_HDR);
     uint8_t h[FRAME_HDR];
     memset(h, 0, sizeof h);
@@ -1463,7 +1509,6 @@ int evs__log_repair_frame(evs_log *log, evs_lsn at, uint64_t size, uint64_t firs
         left -= k;
     }
     evs__put32(h + 4, c);
-    int rc;
     if (sg->fsize < sg->size && (rc = log->io->fallocate(log->io->ctx, sg->fd, 0, (off_t)sg->size)))
         return evs__err_errno(rc, SEGFMT ": extending to %" PRIu64 " bytes", sg->no, sg->size);
     if ((rc = seg_zero(log, sg, off + FRAME_HDR + plen, off + size))) return rc;

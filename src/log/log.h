@@ -31,6 +31,14 @@ typedef uint64_t evs_lsn;
 #define EVS_LSN_OFF(l) ((uint32_t)(l))
 
 typedef struct evs_log evs_log;
+typedef struct evs_frame evs_frame;
+
+/*
+ * Judges the payload of a frame that verifies (the log itself never looks
+ * inside payloads; src/log/record.c's evs__frame_payload_check is the one
+ * judge): 0 to accept it, nonzero to refuse it, with the reason in why.
+ */
+typedef int (*evs_payload_check)(void *arg, const evs_frame *f, char *why, size_t cap);
 
 typedef struct evs_log_config {
     const evs_io *io;          /* NULL: evs__io_posix() */
@@ -48,6 +56,11 @@ typedef struct evs_log_config {
     /* Map and load the segments only: no verification, no recovery, no
        writes (evstore repair scans the log itself).  Implies readonly. */
     int scan_only;
+    /* Optional: every frame verified at open must also pass this, or open
+       fails with EVS_ECORRUPT naming it before it changes anything (a frame
+       that verifies was written whole, so it is never cut as a torn tail). */
+    evs_payload_check check;
+    void *check_arg;
 } evs_log_config;
 
 typedef struct evs_log_recovery {
@@ -136,7 +149,7 @@ uint64_t evs__log_next_gpos(const evs_log *log);
    stay taken. */
 #define EVS_FRAME_LOST 1u
 
-typedef struct evs_frame {
+struct evs_frame {
     const uint8_t *payload;    /* points into the mapping: valid until close */
     uint32_t len;
     uint32_t count;
@@ -144,7 +157,7 @@ typedef struct evs_frame {
     uint64_t first_gpos;
     evs_lsn at;                /* this frame */
     evs_lsn next;              /* the frame after it (may be in the next segment) */
-} evs_frame;
+};
 
 /*
  * Reader: the frame at `at`, which must be below `limit` (the published
@@ -187,14 +200,19 @@ typedef struct evs_log_damage {
     evs_lsn resume;            /* the next valid frame, 0: none (the damage runs to the end) */
     uint64_t resume_gpos;      /* its position */
     int synced_beyond;         /* a later valid frame proves bytes past `at` had been synced */
+    uint64_t held_end;         /* the frame at `at` is sound but its payload was refused (see
+                                  evs_payload_check): the position after the ones it holds; else 0 */
 } evs_log_damage;
 
 /*
- * Walk the whole log; list every damaged stretch in order.  *next_gpos
- * gets the position after the last valid frame, *end where it ends.  Ownership: *out is
- * malloc'd (NULL when the log is clean); the caller frees it.
+ * Walk the whole log; list every damaged stretch in order: frames that do
+ * not verify, and with check (may be NULL) frames whose payload it refuses.
+ * *next_gpos gets the position after the last valid frame, *end where it
+ * ends.  Ownership: *out is malloc'd (NULL when the log is clean); the
+ * caller frees it.
  */
-int evs__log_damage_scan(evs_log *log, evs_log_damage **out, size_t *n, uint64_t *next_gpos, evs_lsn *end);
+int evs__log_damage_scan(evs_log *log, evs_payload_check check, void *arg, evs_log_damage **out, size_t *n,
+                         uint64_t *next_gpos, evs_lsn *end);
 
 /* Size of segment no (0 if there is none) and the number of segments. */
 uint64_t evs__log_segment_size(const evs_log *log, uint32_t no);
@@ -210,6 +228,8 @@ int evs__log_repair_zero(evs_log *log, evs_lsn from, uint64_t to_off);
  */
 int evs__log_repair_frame(evs_log *log, evs_lsn at, uint64_t size, uint64_t first_gpos, uint32_t count,
                           uint32_t flags, const uint8_t *payload, size_t plen);
+/* Would evs__log_repair_frame take these?  EVS_OK, or why not (nothing is written). */
+int evs__log_repair_frame_fits(const evs_log *log, evs_lsn at, uint64_t size, uint32_t count, size_t plen);
 
 /* fdatasync every segment. */
 int evs__log_repair_sync(evs_log *log);

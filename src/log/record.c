@@ -39,6 +39,7 @@
  *
  * data and metadata are the caller's bytes, unchanged.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -164,6 +165,31 @@ size_t evs__record_decode(const uint8_t *p, size_t len, size_t off, uint64_t fir
     return off + elen;
 }
 
+int evs__record_valid(const uint8_t *p, size_t len, uint32_t count, char *why, size_t cap) {
+    const char *stream;
+    size_t slen;
+    if (evs__record_stream(p, len, &stream, &slen) != EVS_OK) {
+        snprintf(why, cap, "malformed stream name in a record whose checksum verifies");
+        return EVS_ECORRUPT;
+    }
+    size_t off = evs__record_first_event(p, len);
+    for (uint32_t i = 0; i < count; i++) {
+        evs_event ev;
+        size_t next = off ? evs__record_decode(p, len, off, 1, i, &ev) : 0;
+        if (!next) {
+            snprintf(why, cap, "event %u of %u is malformed in a record whose checksum verifies", i + 1, count);
+            return EVS_ECORRUPT;
+        }
+        if (!ev.event_type_len || !ev.stream_type_len) {
+            snprintf(why, cap, "event %u of %u has an empty %s in a record whose checksum verifies", i + 1, count,
+                     ev.event_type_len ? "stream type" : "event type");
+            return EVS_ECORRUPT;
+        }
+        off = next;
+    }
+    return EVS_OK;
+}
+
 /* ---------------------------------------------------- LOST payloads */
 
 size_t evs__lost_size(const evs_lost_stream *e, size_t n) {
@@ -202,4 +228,35 @@ int evs__lost_next(const uint8_t *p, size_t len, evs_lost_iter *it, evs_lost_str
     it->off = at + pad8(16 + sl);
     it->i++;
     return EVS_OK;
+}
+
+int evs__lost_valid(const uint8_t *p, size_t len, uint32_t count, char *why, size_t cap) {
+    evs_lost_iter it = {0, 0};
+    evs_lost_stream e;
+    uint64_t total = 0;
+    int rc;
+    while ((rc = evs__lost_next(p, len, &it, &e, NULL)) == EVS_OK) {
+        if (e.first + e.count - 1 < e.first) {
+            snprintf(why, cap, "lost-record entry %u: stream positions %llu+%u run past the largest position", it.i,
+                     (unsigned long long)e.first, e.count);
+            return EVS_ECORRUPT;
+        }
+        total += e.count;
+        if (total > count) {
+            snprintf(why, cap, "lost-record entries hold more stream positions than the %u events it stands for",
+                     count);
+            return EVS_ECORRUPT;
+        }
+    }
+    if (rc != EVS_DONE) {
+        snprintf(why, cap, "lost-record entry %u is malformed", it.i + 1);
+        return EVS_ECORRUPT;
+    }
+    return EVS_OK;
+}
+
+int evs__frame_payload_check(void *arg, const evs_frame *f, char *why, size_t cap) {
+    (void)arg;
+    if (f->flags & EVS_FRAME_LOST) return evs__lost_valid(f->payload, f->len, f->count, why, cap);
+    return evs__record_valid(f->payload, f->len, f->count, why, cap);
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "evstore.h"
+#include "log/log.h"
 
 /* Fixed offsets the writer patches once positions are known. */
 #define EVS_REC_OFF_STREAM_POS 0
@@ -54,6 +55,24 @@ size_t evs__record_decode(const uint8_t *p, size_t len, size_t off, uint64_t fir
                           evs_event *ev);
 
 /*
+ * Can the index take this payload as a record of `count` events: a stream
+ * name, then `count` entries that decode, each with an event type and a
+ * stream type of at least one byte?  A frame's checksum proves its bytes
+ * are the ones written, not that this build's writer wrote them; the index
+ * (evs__index_add_record) and `evstore repair` (which replaces a record
+ * that fails this by a LOST frame) judge by this one function.  EVS_OK, or
+ * EVS_ECORRUPT with the reason in why (cap bytes).
+ */
+int evs__record_valid(const uint8_t *p, size_t len, uint32_t count, char *why, size_t cap);
+
+/*
+ * The one judge of payloads (an evs_payload_check, arg unused): a LOST
+ * frame's by evs__lost_valid, any other by evs__record_valid.  The store
+ * passes it to the log at open, and repair to its damage scan.
+ */
+int evs__frame_payload_check(void *arg, const evs_frame *f, char *why, size_t cap);
+
+/*
  * The payload of a LOST frame (log.h's EVS_FRAME_LOST): where `evstore
  * repair` removed damaged records, one frame keeps their global positions
  * taken and says which stream positions they held, so that neither is ever
@@ -91,5 +110,12 @@ typedef struct evs_lost_iter {
  * malformed payload.  *repaired_at (may be NULL) gets the header's time.
  */
 int evs__lost_next(const uint8_t *p, size_t len, evs_lost_iter *it, evs_lost_stream *out, int64_t *repaired_at);
+/*
+ * Can the index take this payload as a LOST frame of `count` positions:
+ * every entry reads, no range wraps past the largest position, and the
+ * entries' stream positions add up to no more than `count` (each lost event
+ * held one stream position)?  EVS_OK, or EVS_ECORRUPT with why.
+ */
+int evs__lost_valid(const uint8_t *p, size_t len, uint32_t count, char *why, size_t cap);
 
 #endif

@@ -34,7 +34,7 @@
  * and retry backoff).  Deliveries queue in wslay while fewer than
  * WS_GROUP_QUEUE messages wait; the group's max_in_flight bounds them too.
  * Control messages are parsed with jansson: they are small and rare, and
- * never on the event path.
+ * never on the event path; ws_msg.c reads them, this file acts on them.
  *
  * Commands ({"op":"command"}) wait for a durable append, which this thread
  * must never do: they go to the command runners (cmdpool.c), which kick
@@ -71,7 +71,6 @@
  */
 #include <errno.h>
 #include <stdarg.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -88,6 +87,7 @@
 #include "server/query.h"
 #include "server/sha1.h"
 #include "server/ws.h"
+#include "server/ws_msg.h"
 
 #define WS_BLOCK_EVENTS 256                /* events read from the log per block */
 #define WS_BLOCK_BYTES ((size_t)64 << 10)  /* a block stops growing here */
@@ -96,7 +96,6 @@
 #define WS_TICK_MS 200
 #define WS_OBUF_BYTES ((size_t)32 << 10) /* wslay's frames gathered per send() */
 #define WS_GROUP_QUEUE 64                  /* deliveries queued ahead of the socket, per consumer */
-#define WS_MAX_ACKS 1000                   /* deliveries answered by one ack message */
 /* Replies queued for a client that does not read them: past either bound
    the hub stops reading from it until they drain (see client_backlogged). */
 #define WS_MAX_QUEUED (WS_GROUP_QUEUE + 256)
@@ -185,85 +184,28 @@ static void send_text(ws_client *cl, const char *p, size_t n) {
     wslay_event_queue_msg(cl->ctx, &m);
 }
 
-static void send_error(ws_client *cl, const char *detail_json, const char *fmt, ...) EVS_PRINTF(3, 4);
-static void send_error(ws_client *cl, const char *detail_json, const char *fmt, ...) {
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
+/* {"op":"error"} with a refusal from ws_msg.c (or one of ours, evs__ws_refuse). */
+static void send_refusal(ws_client *cl, const evs__ws_err *e) {
     evs__sb b = {0};
-    evs__sb_adds(&b, "{\"op\":\"error\",\"error\":");
-    evs__sb_json_str(&b, msg, strlen(msg));
-    evs__sb_adds(&b, ",\"detail\":");
-    evs__sb_adds(&b, detail_json ? detail_json : "null");
-    evs__sb_adds(&b, "}");
+    evs__ws_error_json(&b, e->detail, e->msg);
     if (!b.oom) send_text(cl, b.p, b.len);
     evs__sb_free(&b);
 }
 
-/* A JSON string member as a malloc'd copy; -1 if present but not a usable string. */
-static int str_member(json_t *obj, const char *key, size_t maxlen, char **out) {
-    json_t *v = json_object_get(obj, key);
-    *out = NULL;
-    if (!v || json_is_null(v)) return 0;
-    if (!json_is_string(v)) return -1;
-    size_t n = json_string_length(v);
-    const char *s = json_string_value(v);
-    if (n == 0 || n > maxlen || memchr(s, '\0', n)) return -1;
-    *out = strdup(s);
-    return *out ? 0 : -1;
-}
-
-/* filter.type: one name or an array of names, joined for evs__live_filter. */
-static int types_member(json_t *filter, char **out) {
-    json_t *t = json_object_get(filter, "type");
-    *out = NULL;
-    if (!t || json_is_null(t)) return 0;
-    if (json_is_string(t)) return str_member(filter, "type", EVS_MAX_TYPE_NAME, out);
-    if (!json_is_array(t) || json_array_size(t) == 0 || json_array_size(t) > EVS_SRV_MAX_FILTER_TYPES) return -1;
+static void send_error(ws_client *cl, const char *detail_json, const char *fmt, ...) EVS_PRINTF(3, 4);
+static void send_error(ws_client *cl, const char *detail_json, const char *fmt, ...) {
+    evs__ws_err e;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e.msg, sizeof e.msg, fmt, ap);
+    va_end(ap);
     evs__sb b = {0};
-    size_t i;
-    json_t *v;
-    json_array_foreach(t, i, v) {
-        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > EVS_MAX_TYPE_NAME ||
-            strchr(json_string_value(v), ',')) {
-            evs__sb_free(&b);
-            return -1;
-        }
-        if (i) evs__sb_add(&b, ",", 1);
-        evs__sb_adds(&b, json_string_value(v));
-    }
-    *out = evs__sb_take(&b, NULL);
-    return *out ? 0 : -1;
+    evs__ws_error_json(&b, detail_json, e.msg);
+    if (!b.oom) send_text(cl, b.p, b.len);
+    evs__sb_free(&b);
 }
 
-/* filter.tag: one tag or an array of them, into lf->tags_buf (each NUL-terminated); -1 if malformed. */
-static int tags_member(json_t *filter, evs__live_filter *lf) {
-    json_t *t = json_object_get(filter, "tag");
-    if (!t || json_is_null(t)) return 0;
-    size_t n = json_is_array(t) ? json_array_size(t) : 1;
-    if ((!json_is_string(t) && !json_is_array(t)) || n == 0 || n > EVS_MAX_TAGS) return -1;
-    evs__sb b = {0};
-    for (size_t i = 0; i < n; i++) {
-        json_t *v = json_is_array(t) ? json_array_get(t, i) : t;
-        if (!json_is_string(v) || json_string_length(v) == 0 || json_string_length(v) > EVS_MAX_TAG_BYTES ||
-            memchr(json_string_value(v), '\0', json_string_length(v))) {
-            evs__sb_free(&b);
-            return -1;
-        }
-        evs__sb_add(&b, json_string_value(v), json_string_length(v) + 1);
-    }
-    if (b.oom) {
-        evs__sb_free(&b);
-        return -1;
-    }
-    lf->tags_len = b.len;
-    lf->tags_buf = evs__sb_take(&b, NULL);
-    return lf->tags_buf ? 0 : -1;
-}
-
-static void on_subscribe(ws_client *cl, json_t *msg) {
+static void on_subscribe(ws_client *cl, const evs__ws_msg *msg) {
     evs__srv *srv = cl->hub->srv;
     if (cl->subscribed) {
         send_error(cl, NULL, "already subscribed; send {\"op\":\"unsubscribe\"} first");
@@ -272,60 +214,14 @@ static void on_subscribe(ws_client *cl, json_t *msg) {
     /* filled in place: lf.f points into lf itself, so it must not be copied */
     evs__live_filter *lf = &cl->lf;
     evs__live_filter_free(lf);
-    json_t *filter = json_object_get(msg, "filter");
-    char *caus = NULL;
-    if (filter && !json_is_null(filter)) {
-        if (!json_is_object(filter) || types_member(filter, &lf->types_buf) ||
-            str_member(filter, "stream_type", EVS_MAX_TYPE_NAME, &lf->stream_type) ||
-            str_member(filter, "stream", EVS_MAX_STREAM_NAME, &lf->stream) || tags_member(filter, lf) ||
-            str_member(filter, "causation_id", 64, &caus)) {
-            send_error(cl, NULL, "filter must be an object with optional type and tag (a name or an array of "
-                                 "names), stream_type, stream and causation_id (non-empty strings)");
-            free(caus);
-            evs__live_filter_free(lf);
-            return;
-        }
-        const char *k;
-        json_t *v;
-        json_object_foreach(filter, k, v) {
-            if (strcmp(k, "type") && strcmp(k, "stream_type") && strcmp(k, "stream") && strcmp(k, "tag") &&
-                strcmp(k, "causation_id")) {
-                send_error(cl, NULL, "filter: unknown field \"%.64s\" (type, stream_type, stream, tag, causation_id)",
-                           k);
-                free(caus);
-                evs__live_filter_free(lf);
-                return;
-            }
-        }
-    }
-    if (caus) {
-        int bad = evs_uuid_parse(caus, strlen(caus), &lf->causation) != EVS_OK;
-        free(caus);
-        if (bad) {
-            send_error(cl, NULL, "filter: causation_id is not a UUID");
-            evs__live_filter_free(lf);
-            return;
-        }
-        lf->has_causation = 1;
-    }
-    char why[128];
-    if (evs__live_filter_finish(lf, why, sizeof why)) {
-        send_error(cl, NULL, "filter: %s", why);
-        evs__live_filter_free(lf);
-        return;
-    }
-    json_t *from = json_object_get(msg, "from");
+    int from_now;
     uint64_t start;
-    if (!from || json_is_null(from) || (json_is_string(from) && strcmp(json_string_value(from), "now") == 0)) {
-        start = evs_head(srv->store) + 1;
-    } else if (json_is_integer(from) && json_integer_value(from) >= 0) {
-        start = (uint64_t)json_integer_value(from);
-        if (start == 0) start = 1;
-    } else {
-        send_error(cl, NULL, "from must be \"now\" or a global position (a non-negative integer)");
-        evs__live_filter_free(lf);
+    evs__ws_err e;
+    if (evs__ws_msg_subscribe(msg, lf, &from_now, &start, &e)) {
+        send_refusal(cl, &e);
         return;
     }
+    if (from_now) start = evs_head(srv->store) + 1;
     if (!(cl->chain = chain_get(cl->hub, lf))) {
         send_error(cl, NULL, "out of memory");
         evs__live_filter_free(lf);
@@ -358,49 +254,24 @@ static void consume_end(ws_client *cl, const char *reason) {
     cl->gc = NULL;
 }
 
-/* A consumer name: 1..EVS_BUS_MAX_NAME bytes, no control characters. */
-static int name_ok(const char *s, size_t n) {
-    if (n == 0 || n > EVS_BUS_MAX_NAME || memchr(s, '\0', n)) return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f) return 0;
-    return 1;
-}
-
-static void on_consume(ws_client *cl, json_t *msg) {
+static void on_consume(ws_client *cl, const evs__ws_msg *msg) {
     if (cl->gc) {
         send_error(cl, NULL, "already consuming group \"%s\"; send {\"op\":\"leave\"} first", evs__gconn_group(cl->gc));
         return;
     }
-    const char *k;
-    json_t *v;
-    json_object_foreach(msg, k, v) {
-        if (strcmp(k, "op") && strcmp(k, "group") && strcmp(k, "consumer")) {
-            send_error(cl, NULL, "consume: unknown field \"%.64s\" (group, consumer)", k);
-            return;
-        }
-    }
-    json_t *g = json_object_get(msg, "group"), *c = json_object_get(msg, "consumer");
-    if (!json_is_string(g) || !name_ok(json_string_value(g), json_string_length(g))) {
-        send_error(cl, NULL, "consume: group must be a group's name (1..%d bytes, no control characters)",
-                   EVS_BUS_MAX_NAME);
+    char group[EVS_BUS_MAX_NAME + 1], name[EVS_BUS_MAX_NAME + 1];
+    evs__ws_err e;
+    if (evs__ws_msg_consume(msg, group, name, &e)) {
+        send_refusal(cl, &e);
         return;
     }
-    char name[EVS_BUS_MAX_NAME + 1];
-    if (!c || json_is_null(c)) {
-        snprintf(name, sizeof name, "ws-%llu", (unsigned long long)++cl->hub->consumers);
-    } else if (!json_is_string(c) || !name_ok(json_string_value(c), json_string_length(c))) {
-        send_error(cl, NULL, "consume: consumer must be a name (1..%d bytes, no control characters)",
-                   EVS_BUS_MAX_NAME);
-        return;
-    } else {
-        snprintf(name, sizeof name, "%s", json_string_value(c));
-    }
+    if (!name[0]) snprintf(name, sizeof name, "ws-%llu", (unsigned long long)++cl->hub->consumers);
     char why[512];
-    int rc = evs__gconn_join(cl->hub->srv->bus, json_string_value(g), name, &cl->gc, why, sizeof why);
+    int rc = evs__gconn_join(cl->hub->srv->bus, group, name, &cl->gc, why, sizeof why);
     if (rc) {
         evs__sb d = {0};
         evs__sb_adds(&d, "{\"group\":");
-        evs__sb_json_str(&d, json_string_value(g), json_string_length(g));
+        evs__sb_json_str(&d, group, strlen(group));
         evs__sb_printf(&d, ",\"code\":\"%s\"}", rc == EVS_ENOTFOUND ? "not_found" : rc == EVS_ELOCKED ? "consumer_taken"
                                                                                                   : "unavailable");
         send_error(cl, d.oom ? NULL : d.p, "consume: %s", why);
@@ -410,26 +281,12 @@ static void on_consume(ws_client *cl, json_t *msg) {
     snprintf(cl->consumer, sizeof cl->consumer, "%s", name);
     evs__sb b = {0};
     evs__sb_adds(&b, "{\"op\":\"consuming\",\"group\":");
-    evs__sb_json_str(&b, json_string_value(g), json_string_length(g));
+    evs__sb_json_str(&b, group, strlen(group));
     evs__sb_adds(&b, ",\"consumer\":");
     evs__sb_json_str(&b, name, strlen(name));
     evs__sb_adds(&b, "}");
     if (!b.oom) send_text(cl, b.p, b.len);
     evs__sb_free(&b);
-}
-
-/* position and attempt of a delivery object; 0, or -1 after telling the client. */
-static int delivery_id(ws_client *cl, const char *op, json_t *o, evs_delivery_id *id) {
-    json_t *p = json_object_get(o, "position"), *a = json_object_get(o, "attempt");
-    if (!json_is_integer(p) || json_integer_value(p) < 1 || !json_is_integer(a) || json_integer_value(a) < 1 ||
-        json_integer_value(a) > (json_int_t)UINT32_MAX) {
-        send_error(cl, NULL, "%s: a delivery is {\"position\": P, \"attempt\": A} with positive integers, as "
-                             "received in the delivery message", op);
-        return -1;
-    }
-    id->position = (uint64_t)json_integer_value(p);
-    id->attempt = (uint32_t)json_integer_value(a);
-    return 0;
 }
 
 static void refused(ws_client *cl, const char *op, evs_delivery_id id, const char *why) {
@@ -440,72 +297,48 @@ static void refused(ws_client *cl, const char *op, evs_delivery_id id, const cha
 }
 
 /* ack: one delivery, or {"deliveries": [...]}: each refused one gets an error, then {"acked": N taken}. */
-static void on_ack(ws_client *cl, json_t *msg) {
+static void on_ack(ws_client *cl, const evs__ws_msg *msg) {
     if (!cl->gc) {
         send_error(cl, NULL, "ack: not consuming a group");
         return;
     }
-    json_t *list = json_object_get(msg, "deliveries");
-    size_t n = 1;
-    if (list) {
-        if (!json_is_array(list) || json_array_size(list) == 0 || json_array_size(list) > WS_MAX_ACKS) {
-            send_error(cl, NULL, "ack: deliveries must be an array of 1..%d {\"position\", \"attempt\"} objects",
-                       WS_MAX_ACKS);
-            return;
-        }
-        n = json_array_size(list);
-    }
     /* all checked before any is taken: a bad message changes nothing */
-    evs_delivery_id ids[64], *idp = n <= 64 ? ids : malloc(n * sizeof *idp);
-    if (!idp) {
-        send_error(cl, NULL, "ack: out of memory");
+    evs_delivery_id *ids;
+    size_t n;
+    evs__ws_err e;
+    if (evs__ws_msg_ack(msg, &ids, &n, &e)) {
+        send_refusal(cl, &e);
         return;
-    }
-    for (size_t i = 0; i < n; i++) {
-        json_t *o = list ? json_array_get(list, i) : msg;
-        if (!json_is_object(o)) {
-            send_error(cl, NULL, "ack: deliveries[%zu] is not a delivery object {\"position\", \"attempt\"}", i);
-            goto out;
-        }
-        if (delivery_id(cl, "ack", o, &idp[i])) goto out;
     }
     size_t taken = 0;
     for (size_t i = 0; i < n && cl->gc; i++) {
         char why[512];
-        int rc = evs__gconn_answer(cl->gc, 0, idp[i], EVS_NACK_RETRY, NULL, why, sizeof why);
+        int rc = evs__gconn_answer(cl->gc, 0, ids[i], EVS_NACK_RETRY, NULL, why, sizeof why);
         if (rc == EVS_OK) taken++;
         else if (rc == EVS_ECLOSED) consume_end(cl, why);
-        else refused(cl, "ack", idp[i], why);
+        else refused(cl, "ack", ids[i], why);
     }
+    free(ids);
     char reply[64];
     int k = snprintf(reply, sizeof reply, "{\"op\":\"acked\",\"count\":%zu}", taken);
     send_text(cl, reply, (size_t)k);
-out:
-    if (idp != ids) free(idp);
 }
 
-static void on_nack(ws_client *cl, json_t *msg) {
+static void on_nack(ws_client *cl, const evs__ws_msg *msg) {
     if (!cl->gc) {
         send_error(cl, NULL, "nack: not consuming a group");
         return;
     }
     evs_delivery_id id;
-    if (delivery_id(cl, "nack", msg, &id)) return;
-    json_t *a = json_object_get(msg, "action"), *r = json_object_get(msg, "reason");
-    evs_nack_action act = EVS_NACK_RETRY;
-    const char *an = a ? json_string_value(a) : "retry";
-    if (!an || (strcmp(an, "retry") && strcmp(an, "park") && strcmp(an, "skip"))) {
-        send_error(cl, NULL, "nack: action must be \"retry\", \"park\" or \"skip\"");
-        return;
-    }
-    if (strcmp(an, "park") == 0) act = EVS_NACK_PARK;
-    else if (strcmp(an, "skip") == 0) act = EVS_NACK_SKIP;
-    if (r && !json_is_null(r) && (!json_is_string(r) || json_string_length(r) > 500)) {
-        send_error(cl, NULL, "nack: reason must be a string of at most 500 bytes");
+    evs_nack_action act;
+    const char *an, *reason;
+    evs__ws_err e;
+    if (evs__ws_msg_nack(msg, &id, &act, &an, &reason, &e)) {
+        send_refusal(cl, &e);
         return;
     }
     char why[512];
-    int rc = evs__gconn_answer(cl->gc, 1, id, act, r ? json_string_value(r) : NULL, why, sizeof why);
+    int rc = evs__gconn_answer(cl->gc, 1, id, act, reason, why, sizeof why);
     if (rc == EVS_ECLOSED) {
         consume_end(cl, why);
         return;
@@ -584,26 +417,18 @@ static void pull_all(evs__ws_hub *hub) {
 
 /*
  * {"op":"command", "ref": R, ...the command...}: to the command runners.
- * ref (optional: a string, a number or null, at most 256 bytes as JSON) is
- * echoed in the result so that a client can match answers it pipelines.
+ * ref (read by evs__ws_msg_command) is echoed in the result so that a
+ * client can match answers it pipelines.
  */
-static void on_command(ws_client *cl, json_t *msg) {
-    json_t *ref = json_object_get(msg, "ref");
-    char *ref_text = NULL, *text = NULL, why[256];
-    if (ref && !json_is_string(ref) && !json_is_number(ref) && !json_is_null(ref)) {
-        send_error(cl, "{\"op\":\"command\"}", "command: ref must be a string or a number");
+static void on_command(ws_client *cl, const evs__ws_msg *msg) {
+    char *text, *ref_text, why[256];
+    size_t len;
+    evs__ws_err e;
+    if (evs__ws_msg_command(msg, &text, &len, &ref_text, &e)) {
+        send_refusal(cl, &e);
         return;
     }
-    if (ref && (!(ref_text = json_dumps(ref, JSON_ENCODE_ANY)) || strlen(ref_text) > 256)) {
-        send_error(cl, "{\"op\":\"command\"}", "command: ref is over 256 bytes");
-        free(ref_text);
-        return;
-    }
-    json_object_del(msg, "op");
-    json_object_del(msg, "ref");
-    if (!(text = json_dumps(msg, JSON_COMPACT))) {
-        send_error(cl, "{\"op\":\"command\"}", "command: out of memory");
-    } else if (evs__cmdpool_submit(cl->hub->srv, cl->id, text, strlen(text), ref_text, why, sizeof why)) {
+    if (evs__cmdpool_submit(cl->hub->srv, cl->id, text, len, ref_text, why, sizeof why)) {
         evs__sb d = {0};
         evs__sb_adds(&d, "{\"op\":\"command\",\"ref\":");
         evs__sb_adds(&d, ref_text ? ref_text : "null");
@@ -628,20 +453,15 @@ static void deliver_results(evs__ws_hub *hub) {
 }
 
 static void on_text(ws_client *cl, const uint8_t *p, size_t n) {
-    json_error_t je;
-    json_t *msg = json_loadb((const char *)p, n, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &je);
-    if (!msg) {
-        char d[64];
-        snprintf(d, sizeof d, "{\"line\":%d,\"column\":%d}", je.line, je.column);
-        send_error(cl, d, "malformed JSON: line %d, column %d: %s", je.line, je.column, je.text);
+    evs__ws_msg msg;
+    evs__ws_err e;
+    if (evs__ws_msg_parse((const char *)p, n, &msg, &e)) {
+        send_refusal(cl, &e);
         return;
     }
-    const char *op = json_is_object(msg) ? json_string_value(json_object_get(msg, "op")) : NULL;
-    if (!op) {
-        send_error(cl, NULL, "a message is an object with an \"op\" string");
-    } else if (strcmp(op, "subscribe") == 0) {
-        on_subscribe(cl, msg);
-    } else if (strcmp(op, "unsubscribe") == 0) {
+    switch (msg.op) {
+    case EVS_WS_SUBSCRIBE: on_subscribe(cl, &msg); break;
+    case EVS_WS_UNSUBSCRIBE:
         if (!cl->subscribed) {
             send_error(cl, NULL, "not subscribed");
         } else {
@@ -655,24 +475,18 @@ static void on_text(ws_client *cl, const uint8_t *p, size_t n) {
                              (unsigned long long)atomic_load(&cl->next));
             send_text(cl, reply, (size_t)k);
         }
-    } else if (strcmp(op, "ping") == 0) {
-        send_text(cl, "{\"op\":\"pong\"}", 13);
-    } else if (strcmp(op, "consume") == 0) {
-        on_consume(cl, msg);
-    } else if (strcmp(op, "ack") == 0) {
-        on_ack(cl, msg);
-    } else if (strcmp(op, "nack") == 0) {
-        on_nack(cl, msg);
-    } else if (strcmp(op, "leave") == 0) {
+        break;
+    case EVS_WS_PING: send_text(cl, "{\"op\":\"pong\"}", 13); break;
+    case EVS_WS_CONSUME: on_consume(cl, &msg); break;
+    case EVS_WS_ACK: on_ack(cl, &msg); break;
+    case EVS_WS_NACK: on_nack(cl, &msg); break;
+    case EVS_WS_LEAVE:
         if (cl->gc) consume_end(cl, NULL);
         else send_error(cl, NULL, "leave: not consuming a group");
-    } else if (strcmp(op, "command") == 0) {
-        on_command(cl, msg);
-    } else {
-        send_error(cl, NULL, "unknown op \"%.64s\" (subscribe, unsubscribe, consume, ack, nack, leave, command, ping)",
-                   op);
+        break;
+    case EVS_WS_COMMAND: on_command(cl, &msg); break;
     }
-    json_decref(msg);
+    evs__ws_msg_free(&msg);
 }
 
 /* ------------------------------------------------------- wslay callbacks */

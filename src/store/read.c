@@ -144,7 +144,8 @@ static int load_frame(evs_reader *r, evs_lsn at, int exact) {
     if (r->have_fr && r->fr.at == at) return EVS_OK;
     r->have_fr = 0;
     int rc = evs__log_read(r->s->log, at, r->end, &r->fr);
-    if (rc == EVS_DONE && exact)
+    /* EVS_EINVAL: the location lies past what the segment file holds (cut short) */
+    if ((rc == EVS_DONE || rc == EVS_EINVAL) && exact)
         return evs__err(EVS_ECORRUPT, "segment %08u.seg offset %u: no record where the index points (the log is "
                         "damaged there or ends early)", EVS_LSN_SEG(at), EVS_LSN_OFF(at));
     if (rc == EVS_ECORRUPT && exact) {

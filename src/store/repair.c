@@ -86,6 +86,7 @@ typedef struct rp {
     sname *names;
     size_t nnames;
     evs_lsn log_end;           /* where the valid records end */
+    int plan;                  /* fix_middle only checks that every write would be taken, writes nothing */
 } rp;
 
 static void rp_free(rp *r) {
@@ -381,6 +382,8 @@ static int put_lost(rp *r, evs_lsn at, uint64_t size, uint64_t from, uint64_t to
         rc = evs__err(EVS_ELIMIT, "segment %08" PRIu32 ".seg offset %" PRIu32 ": %llu bytes of damage cannot hold the "
                       "record of what they held (%zu bytes)", EVS_LSN_SEG(at), EVS_LSN_OFF(at),
                       (unsigned long long)size, 32 + plen);
+    } else if (r->plan) {
+        rc = evs__log_repair_frame_fits(r->log, at, size, (uint32_t)(to - from), plen);
     } else {
         evs__lost_encode(p, now, e, n);
         rc = evs__log_repair_frame(r->log, at, size, from, (uint32_t)(to - from), EVS_FRAME_LOST, p, plen);
@@ -394,13 +397,17 @@ static int put_lost(rp *r, evs_lsn at, uint64_t size, uint64_t from, uint64_t to
  * A damaged stretch with valid records after it: overwrite it in place.
  * The stretch may run over segment ends; each segment's part ("piece")
  * either holds a LOST frame filling it or is zeroed (a segment's data may
- * end early).  The last piece, ending at the next valid record, must hold
- * a frame unless it is empty.  Records the index knew go in the piece of
- * the segment that held them; without the index, one frame takes all.
+ * end early).  Every piece that starts a segment must hold a frame unless
+ * it is empty (the walk never crosses an all-zero segment), and so must a
+ * lone piece.  Records the index knew go in the piece of the segment that
+ * held them; without the index, the pieces that need a frame share the
+ * positions, the first taking all but one for each of the others.
  */
 static int fix_middle(rp *r, const span *sp, int64_t now) {
     const evs_log_damage *d = sp->d;
     uint32_t s0 = EVS_LSN_SEG(d->at), s1 = EVS_LSN_SEG(d->resume);
+    if (sp->first == sp->end) /* held no position (classify): zeros where zeros belong */
+        return r->plan ? EVS_OK : evs__log_repair_zero(r->log, d->at, evs__log_segment_size(r->log, s0));
     size_t np = s1 - s0 + 1;
     typedef struct piece {
         evs_lsn start;
@@ -427,8 +434,14 @@ static int fix_middle(rp *r, const span *sp, int64_t now) {
         if (!pc[k].first) pc[k].first = x->first;
         known = 1;
     }
-    piece *last = &pc[np - 1];
-    int last_needs = EVS_LSN_OFF(last->start) < last->end_off;
+    /* Pieces that must hold a frame: every non-empty one that starts a
+       segment (a segment left all zero ends the log before the records after
+       it), and a lone piece (zeros right before the next record in the same
+       segment end that segment's data there).  The first piece may end in
+       zeros: its segment's data then ends cleanly where the damage began. */
+    size_t need = 0;
+    for (size_t i = 0; i < np; i++)
+        if (pc[i].end_off > EVS_LSN_OFF(pc[i].start) && (i > 0 || np == 1)) need++;
     if (known) {
         /* the first frame starts at the stretch's first position */
         for (size_t i = 0; i < np; i++)
@@ -436,16 +449,31 @@ static int fix_middle(rp *r, const span *sp, int64_t now) {
                 pc[i].first = sp->first;
                 break;
             }
-        if (last_needs && !last->first) { /* everything into the last piece */
+        for (size_t i = 0; i < np && known; i++)
+            if (pc[i].end_off > EVS_LSN_OFF(pc[i].start) && (i > 0 || np == 1) && !pc[i].first) known = 0;
+        if (!known)
             for (size_t i = 0; i < np; i++) pc[i].first = 0;
-            last->first = sp->first;
+    }
+    if (!known && need) {
+        /* the first piece that must hold a frame takes the stretch's first
+           positions, every later one the least it can: one position each */
+        uint64_t held = sp->end - sp->first;
+        if (need > held) {
+            rc = evs__err(EVS_ELIMIT, "segment %08" PRIu32 ".seg offset %" PRIu32 ": the damage runs over %zu "
+                          "segments but held only %llu positions, too few to fill each with a lost-record", s0,
+                          EVS_LSN_OFF(d->at), np, (unsigned long long)held);
+            goto out;
         }
-    } else {
+        size_t j = 0;
+        for (size_t i = 0; i < np; i++)
+            if (pc[i].end_off > EVS_LSN_OFF(pc[i].start) && (i > 0 || np == 1)) {
+                pc[i].first = j == 0 ? sp->first : sp->end - (need - j);
+                j++;
+            }
+    } else if (!known) {
         size_t k = np;
-        if (last_needs) k = np - 1;
-        else
-            for (size_t i = 0; i < np && k == np; i++)
-                if (pc[i].end_off - EVS_LSN_OFF(pc[i].start) >= 64) k = i;
+        for (size_t i = 0; i < np && k == np; i++)
+            if (pc[i].end_off - EVS_LSN_OFF(pc[i].start) >= 64) k = i;
         if (k == np) {
             rc = evs__err(EVS_ELIMIT, "segment %08" PRIu32 ".seg offset %" PRIu32 ": no room to record the lost "
                           "positions %llu..%llu", s0, EVS_LSN_OFF(d->at), (unsigned long long)sp->first,
@@ -458,7 +486,7 @@ static int fix_middle(rp *r, const span *sp, int64_t now) {
         uint64_t size = pc[i].end_off - EVS_LSN_OFF(pc[i].start);
         if (!size) continue;
         if (!pc[i].first) {
-            rc = evs__log_repair_zero(r->log, pc[i].start, pc[i].end_off);
+            if (!r->plan) rc = evs__log_repair_zero(r->log, pc[i].start, pc[i].end_off);
             continue;
         }
         uint64_t to = sp->end;
@@ -528,22 +556,34 @@ static int classify(rp *r, uint64_t floor_next, uint64_t log_next) {
         span *sp = &r->spans[r->nspans];
         sp->d = d;
         sp->first = d->expected;
-        if (d->resume && (d->expected < floor_next || d->synced_beyond)) {
+        /* a checksummed record that does not decode was written whole: never a torn tail */
+        if (d->resume && (d->expected < floor_next || d->synced_beyond || d->held_end)) {
             if (d->resume_gpos < d->expected)
                 return evs__err(EVS_ECORRUPT, "segment %08" PRIu32 ".seg offset %" PRIu32 ": the next valid record "
                                 "carries global position %llu, below %llu; this log cannot be repaired safely",
                                 EVS_LSN_SEG(d->resume), EVS_LSN_OFF(d->resume), (unsigned long long)d->resume_gpos,
                                 (unsigned long long)d->expected);
-            if (d->resume_gpos == d->expected && EVS_LSN_SEG(d->resume) == EVS_LSN_SEG(d->at))
-                return evs__err(EVS_ECORRUPT, "segment %08" PRIu32 ".seg offset %" PRIu32 ": damaged bytes between two "
-                                "valid records that held no position; this log cannot be repaired safely",
-                                EVS_LSN_SEG(d->at), EVS_LSN_OFF(d->at));
+            if (d->resume_gpos == d->expected) {
+                /* The stretch held no position.  Bytes after a segment's last
+                   record, where only zeros belong, are zeroed; anything else
+                   (bytes between two records, a segment without records
+                   between two with) is no layout the writer makes. */
+                if (EVS_LSN_SEG(d->resume) != EVS_LSN_SEG(d->at) + 1 || EVS_LSN_OFF(d->resume) != 64)
+                    return evs__err(EVS_ECORRUPT, "segment %08" PRIu32 ".seg offset %" PRIu32 ": damaged bytes that "
+                                    "held no position, up to a valid record at segment %08" PRIu32 ".seg offset %"
+                                    PRIu32 "; this log cannot be repaired safely", EVS_LSN_SEG(d->at),
+                                    EVS_LSN_OFF(d->at), EVS_LSN_SEG(d->resume), EVS_LSN_OFF(d->resume));
+                sp->end = sp->first;
+                r->nspans++;
+                continue;
+            }
             sp->end = d->resume_gpos;
             r->nspans++;
             continue;
         }
         sp->tail = 1;
         sp->end = floor_next > d->expected ? floor_next : d->expected;
+        if (d->held_end > sp->end) sp->end = d->held_end; /* its positions stay taken */
         r->nspans++;
         return EVS_OK;
     }
@@ -602,7 +642,7 @@ int evs_store_repair(evs_store *s, const char *dir, unsigned flags, evs_lost_cb 
 
     evs_log_config cfg = {.io = s->io, .segment_size = s->segment_size, .readonly = r.dry, .scan_only = 1};
     if ((rc = evs__log_open(dir, &cfg, 0, 1, &r.log, NULL))) goto out;
-    if ((rc = evs__log_damage_scan(r.log, &r.dmg, &r.ndmg, &log_next, &r.log_end))) goto out;
+    if ((rc = evs__log_damage_scan(r.log, evs__frame_payload_check, NULL, &r.dmg, &r.ndmg, &log_next, &r.log_end))) goto out;
     if ((rc = classify(&r, floor_next, log_next))) goto out;
     out->damaged = r.ndmg;
     if (r.ndmg) {
@@ -625,12 +665,20 @@ int evs_store_repair(evs_store *s, const char *dir, unsigned flags, evs_lost_cb 
     /* positions are never given back: the head stays at the floor or above */
     out->head = (log_next > floor_next ? log_next : floor_next) - 1;
     if (r.nspans && r.spans[r.nspans - 1].tail) out->head = r.spans[r.nspans - 1].end - 1;
+    /* Every write to the damaged stretches is checked before the first one
+       (a dry run too): a repair that cannot be done says so and changes
+       nothing, instead of failing half-way with REPAIRING written. */
+    int64_t now = evs_now_ns();
+    r.plan = 1;
+    for (size_t i = 0; i < r.nspans && !rc; i++)
+        if (!r.spans[i].tail) rc = fix_middle(&r, &r.spans[i], now);
+    r.plan = 0;
+    if (rc) goto out;
     if (r.dry || (r.nspans == 0 && floor_file == 0)) goto out;
 
     /* From here on the store changes: REPAIRING first, so that a crash
        anywhere below leaves a store that open refuses and repair finishes. */
     if ((rc = repairing_write(dir, floor_next))) goto out;
-    int64_t now = evs_now_ns();
     for (size_t i = 0; i < r.nspans && !rc; i++)
         if (!r.spans[i].tail) rc = fix_middle(&r, &r.spans[i], now);
     if (!rc) rc = evs__log_repair_sync(r.log);

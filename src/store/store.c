@@ -632,6 +632,7 @@ retry:
     if (now < s->last_recorded) now = s->last_recorded;
     uint64_t next = evs__log_next_gpos(s->log);
     size_t wrote = 0, events = 0, bytes = 0;
+    int buffered = 0; /* a frame of this batch is in the log's buffer */
     for (evs_append_req *r = batch; r; r = r->next) {
         if (r->sync_only) continue;
         evs_ix_stream st;
@@ -658,6 +659,7 @@ retry:
         evs__put64(r->payload + EVS_REC_OFF_RECORDED_AT, (uint64_t)now);
         evs_lsn at;
         if ((rc = evs__log_append(s->log, r->payload, (uint32_t)r->len, next, r->count, &at))) goto fatal;
+        buffered = 1;
         if ((rc = evs__index_add_record(&s->ix, txn, r->payload, (uint32_t)r->len, next, r->count, at, &st)))
             goto fatal;
         r->at = at;
@@ -719,6 +721,15 @@ fatal:
         if ((rc = evs__index_grow(&s->ix)) == EVS_OK) goto retry;
         for (evs_append_req *r = batch; r; r = r->next)
             if (!r->sync_only) req_fail(r, rc); /* the store stays writable: nothing was written */
+        goto done;
+    }
+    if (!buffered) {
+        /* Nothing of this batch reached the log (out of memory, say, before
+           the first frame was buffered): the failure is this batch's alone,
+           the store takes the next one. */
+        if (txn) mdb_txn_abort(txn);
+        for (evs_append_req *r = batch; r; r = r->next)
+            if (r->rc == EVS_OK && !r->res.idempotent) req_fail(r, rc);
         goto done;
     }
     /* nothing of this batch may be acknowledged or ever reach the file */
@@ -1108,7 +1119,16 @@ static int reindex(evs_store *s, evs_lsn from, uint64_t *frames_out) {
         continue;
     fail:
         mdb_txn_abort(txn);
-        if (!evs__index_was_full()) return rc;
+        if (!evs__index_was_full()) {
+            if (rc == EVS_ECORRUPT) {
+                /* a record that verifies but does not decode: name it and the way out */
+                char why[512];
+                snprintf(why, sizeof why, "%s", evs_errmsg());
+                rc = evs__err(EVS_ECORRUPT, "segment %08u.seg offset %u: %s; `evstore repair -d %s` replaces it by a "
+                              "lost-record", EVS_LSN_SEG(at), EVS_LSN_OFF(at), why, s->dir);
+            }
+            return rc;
+        }
         /* the map ran out of room: grow it and index this chunk again */
         if ((rc = evs__index_grow(&s->ix))) return rc;
         at = chunk;
@@ -1232,17 +1252,27 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
                           .segment_size = s->segment_size,
                           .readonly = s->readonly,
                           .from_is_durable = clean && !rebuild,
-                          .from_is_floor = !s->readonly && !rebuild};
+                          .from_is_floor = !s->readonly && !rebuild,
+                          /* a record the index could not take fails open before recovery writes */
+                          .check = s->readonly ? NULL : evs__frame_payload_check};
     evs_log_recovery rec;
     memset(&rec, 0, sizeof rec);
     rc = evs__log_open(dir, &cfg, from, from_gpos, &s->log, &rec);
-    if (rc == EVS_ECORRUPT && cfg.from_is_floor) {
+    /* the floor is the index's checkpoint; a fresh index has none */
+    if (rc == EVS_ECORRUPT && cfg.from_is_floor && from_gpos > 1) {
         char why[600];
         snprintf(why, sizeof why, "%s", evs_errmsg());
         rc = evs__err(EVS_ECORRUPT, "store %s is damaged: %s.  The index holds acknowledged events up to global "
                       "position %llu: this is damage, not a torn write, and nothing was changed.  `evstore "
                       "check -d %s` lists the damage; `evstore repair -d %s --dry-run` shows which events a repair "
                       "would drop", dir, why, (unsigned long long)(from_gpos - 1), dir, dir);
+        goto fail;
+    }
+    if (rc == EVS_ECORRUPT && !s->readonly) {
+        char why[600];
+        snprintf(why, sizeof why, "%s", evs_errmsg());
+        rc = evs__err(EVS_ECORRUPT, "store %s: %s; nothing was changed.  `evstore repair -d %s --dry-run` shows which "
+                      "events a repair would replace by a lost-record", dir, why, dir);
         goto fail;
     }
     if (rc == EVS_EINDEX && s->readonly) {

@@ -23,6 +23,9 @@
  * trip), and evs__event_from_json's result is rendered with
  * evs_event_to_json, whose output must validate again.
  */
+#define FUZZ_NAME "fuzz_json"
+#include "fuzz_util.h"
+
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -31,16 +34,6 @@
 #include "core/core.h"
 #include "core/event_json.h"
 #include "core/json.h"
-
-#define FUZZ_ASSERT(cond, ...)                                                   \
-    do {                                                                         \
-        if (!(cond)) {                                                           \
-            fprintf(stderr, "fuzz_json: %s failed: ", #cond);                    \
-            fprintf(stderr, __VA_ARGS__);                                        \
-            fputc('\n', stderr);                                                 \
-            abort();                                                             \
-        }                                                                        \
-    } while (0)
 
 static void check_string(evs_json_span s) {
     static char dec[1 << 16], esc[6 * (1 << 16) + 3], back[1 << 16];
@@ -112,8 +105,6 @@ static void check_envelope(const char *p, size_t n) {
     free(out);
     evs__event_parsed_free(&e);
 }
-
-int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     const char *p = (const char *)data;

@@ -436,6 +436,12 @@ static const char *account_lua =
     "    Hack = { decide = function(s, c) return os.execute('true') end },\n"
     "    Spin = { decide = function(s, c) while true do end end },\n"
     "    Bad = { decide = function(s, c) return { { type = 'X', data = { 1, 2 } } } end },\n"
+    /* an event behind a metatable that raises: read raw, so a failure, not an abort */
+    "    Meta = { decide = function(s, c)\n"
+    "      return { setmetatable({}, { __index = function(t, k) error('no ' .. k) end }) } end },\n"
+    /* Lua runs finalizers with hooks off, where no budget could stop this one */
+    "    Gc = { decide = function(s, c)\n"
+    "      s.g = setmetatable({}, { __gc = function() while true do end end }); return {} end },\n"
     "  },\n"
     "}\n";
 
@@ -456,6 +462,10 @@ static void test_lua(const char *d) {
     const char *nocmd = "return { evolve = {} }";
     CHECK_RC(evs_app_register_lua_aggregate(a, "nocmd", nocmd, strlen(nocmd)), EVS_EINVAL);
     CHECK_CONTAINS(evs_errmsg(), "'commands' table");
+    /* the declaration behind a metatable: not consulted (its __index used to raise outside a protected call) */
+    const char *meta = "return setmetatable({}, { __index = function(t, k) error('no ' .. k) end })";
+    CHECK_RC(evs_app_register_lua_aggregate(a, "meta", meta, strlen(meta)), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "'evolve' table");
     CHECK_RC(run(a, "{\"command_type\":\"Deposit\",\"aggregate_id\":\"a1\",\"data\":{\"cents\":5}}", &r), EVS_OK);
     CHECK_INT(r.outcome, EVS_CMD_REJECTED);
     CHECK_STR(r.reason, "account is not open");
@@ -483,6 +493,12 @@ static void test_lua(const char *d) {
     CHECK_RC(run(a, "{\"command_type\":\"Bad\",\"aggregate_id\":\"a1\"}", &r), EVS_OK);
     CHECK_INT(r.outcome, EVS_CMD_FAILED);
     CHECK_CONTAINS(r.reason, "must encode as a JSON object");
+    CHECK_RC(run(a, "{\"command_type\":\"Meta\",\"aggregate_id\":\"a1\"}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_FAILED);
+    CHECK_CONTAINS(r.reason, "without a string 'type'");
+    CHECK_RC(run(a, "{\"command_type\":\"Gc\",\"aggregate_id\":\"a1\"}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_FAILED);
+    CHECK_CONTAINS(r.reason, "__gc finalizers are not allowed");
     CHECK_RC(evs_app_flush(a), EVS_OK);
     char *js = NULL, *js2 = NULL;
     evs_load_info info;

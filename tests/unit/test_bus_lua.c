@@ -143,6 +143,9 @@ static void test_sandbox(const char *d) {
     sandbox_case(s, b, "error", "error('bad event')", "bad event");
     sandbox_case(s, b, "return-number", "return 42", "returned a number");
     sandbox_case(s, b, "bad-state", "s.f = function() end", "cannot be stored: state holds a function");
+    /* Lua runs finalizers with hooks off, where no budget could stop this one (found by fuzz_proj) */
+    sandbox_case(s, b, "gc", "s.x = setmetatable({}, {__gc = function() while true do end end})",
+                 "__gc finalizers are not allowed");
     /* bad scripts are refused at open, with the reason */
     evs_projection *p;
     const char *bad[][2] = {
@@ -152,10 +155,26 @@ static void test_sandbox(const char *d) {
         {"while true do end", "instruction budget"},
         {"return { handlers = {}, partition = 'weird' }", "'partition' must be"},
         {"\x1bLua", "does not compile"},
+        /* metatables are not consulted: this __index used to raise outside any protected call and abort */
+        {"return setmetatable({}, {__index = function(t, k) error('no ' .. k) end})", "'handlers' table"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_RC(evs_proj_open_lua(b, "bad", bad[i][0], strlen(bad[i][0]), NULL, NULL, &p), EVS_EINVAL);
         CHECK_CONTAINS(evs_errmsg(), bad[i][1]);
+    }
+    /* handlers behind a metatable that raises or loops: the lookups are raw, nothing aborts */
+    const char *meta = "return { partition = 'none', handlers = setmetatable({ Known = function(s, e) s.k = 1 end }, "
+                       "{ __index = function() while true do end end }) }";
+    CHECK_RC(evs_proj_open_lua(b, "meta", meta, strlen(meta), NULL, NULL, &p), EVS_OK);
+    if (p) {
+        evs_event_in me[2] = {tu_event("Unknown", "{}"), tu_event("Known", "{}")};
+        evs_append_result mr;
+        CHECK_RC(evs_append(s, "meta-1", EVS_EXPECT_ANY, me, 2, &mr, NULL), EVS_OK);
+        size_t mn;
+        CHECK_RC(evs_proj_poll(p, 0, 0, &mn), EVS_OK);
+        CHECK_RC(evs_proj_checkpoint(p), EVS_OK);
+        state_is(b, "meta", NULL, "{\"k\":1}");
+        evs_proj_close(p);
     }
     /* a failing attempt leaves no partial state: the retry applies once */
     const char *half =
