@@ -20,4 +20,12 @@
  */
 int evs__app_command_lookup(evs_app *a, const char *cmd_id, evs_command_result *res);
 
+/*
+ * A whole file of at most max bytes into *buf (malloc'd, NUL-terminated,
+ * the caller frees it): EVS_ENOTFOUND when it does not exist, EVS_ELIMIT
+ * when it is larger, -errno otherwise, each naming the path.  App and saga
+ * directories are read with it.
+ */
+int evs__app_slurp(const char *path, size_t max, char **buf, size_t *len);
+
 #endif

@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app/app_access.h"
 #include "app/app_internal.h"
 #include "store/store_access.h"
 
@@ -40,8 +41,8 @@
 
 /* ------------------------------------------------------------------ files */
 
-/* The whole file: 0 with *buf (malloc'd, NUL-terminated), or an evs status with a message. */
-static int slurp(const char *path, size_t max, char **buf, size_t *len) {
+/* (app_access.h) */
+int evs__app_slurp(const char *path, size_t max, char **buf, size_t *len) {
     *buf = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -122,7 +123,7 @@ static int name_cmp(const void *x, const void *y) { return strcmp(*(char *const 
 static int load_queries(evs_app *a, const char *path) {
     char *text = NULL;
     size_t len = 0;
-    int rc = slurp(path, MAX_QUERIES_FILE, &text, &len);
+    int rc = evs__app_slurp(path, MAX_QUERIES_FILE, &text, &len);
     if (rc == EVS_ENOTFOUND) return EVS_OK; /* queries are optional */
     if (rc) return rc;
     json_error_t je;
@@ -234,7 +235,7 @@ int evs_app_load_dir(evs_app *a, const char *dir) {
         type[tl] = 0;
         char *src = NULL;
         size_t len = 0;
-        if (!(rc = slurp(path, EVS_APP_MAX_SOURCE, &src, &len)))
+        if (!(rc = evs__app_slurp(path, EVS_APP_MAX_SOURCE, &src, &len)))
             rc = evs__app_add_lua(a, type, src, len, EVS__ORIGIN_APP_DIR, path, EVS__LUA_ADD, NULL);
         if (rc && !strstr(evs_errmsg(), path)) evs__err_prefix(rc, "%s: ", path);
         free(src);
@@ -264,7 +265,7 @@ static int stored_read(const char *path, json_t **root) {
     char *text = NULL;
     size_t len = 0;
     *root = NULL;
-    int rc = slurp(path, (size_t)256 << 20, &text, &len);
+    int rc = evs__app_slurp(path, (size_t)256 << 20, &text, &len);
     if (rc == EVS_ENOTFOUND) {
         *root = json_pack("{s:i,s:{}}", "format", STORED_FORMAT, "aggregates");
         return *root ? EVS_OK : evs__err(EVS_ENOMEM, "out of memory");
