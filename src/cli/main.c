@@ -13,6 +13,7 @@
 #include "cli/cli.h"
 #include "cli/cli_app.h"
 #include "cli/cli_bus.h"
+#include "cli/cli_saga.h"
 
 typedef struct evs_cli_command {
     const char *name;
@@ -36,6 +37,7 @@ static const evs_cli_command evs_cli_commands[] = {
     {"command", evs__cli_command, "send a command to an aggregate (the application layer)"},
     {"query", evs__cli_query, "run a named query over projection state"},
     {"aggregate", evs__cli_aggregate, "aggregates: list, describe, show state, snapshots, put a script"},
+    {"saga", evs__cli_saga, "saga instances: list, show, pause, resume, retry, skip, compensate, abort"},
 };
 
 #define EVS_CLI_NCOMMANDS (sizeof evs_cli_commands / sizeof evs_cli_commands[0])
