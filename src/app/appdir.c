@@ -186,13 +186,15 @@ static int load_queries(evs_app *a, const char *path) {
     return rc;
 }
 
-int evs_app_load_dir(evs_app *a, const char *dir) {
-    if (!a || !dir) return evs__err(EVS_EINVAL, "app_load_dir: NULL argument");
+/* (app_access.h) */
+int evs__app_list_lua(const char *dir, char ***out, size_t *count) {
+    *out = NULL;
+    *count = 0;
     DIR *d = opendir(dir);
     if (!d) {
         int e = errno;
-        if (e == ENOENT) return evs__err(EVS_ENOTFOUND, "app directory %s does not exist", dir);
-        return evs__err_errno(-e, "cannot open the app directory %s", dir);
+        if (e == ENOENT) return evs__err(EVS_ENOTFOUND, "directory %s does not exist", dir);
+        return evs__err_errno(-e, "cannot open the directory %s", dir);
     }
     char **names = NULL;
     size_t n = 0, cap = 0;
@@ -218,7 +220,28 @@ int evs_app_load_dir(evs_app *a, const char *dir) {
         n++;
     }
     closedir(d);
-    if (!rc && n) qsort(names, n, sizeof *names, name_cmp);
+    if (rc) {
+        evs__app_names_free(names, n);
+        return rc;
+    }
+    if (n) qsort(names, n, sizeof *names, name_cmp);
+    *out = names;
+    *count = n;
+    return EVS_OK;
+}
+
+void evs__app_names_free(char **names, size_t n) {
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+int evs_app_load_dir(evs_app *a, const char *dir) {
+    if (!a || !dir) return evs__err(EVS_EINVAL, "app_load_dir: NULL argument");
+    char **names;
+    size_t n;
+    int rc = evs__app_list_lua(dir, &names, &n);
+    if (rc == EVS_ENOTFOUND) return evs__err(EVS_ENOTFOUND, "app directory %s does not exist", dir);
+    if (rc) return evs__err_prefix(rc, "app directory: ");
     for (size_t i = 0; !rc && i < n; i++) {
         char path[4200], type[EVS_APP_MAX_NAME + 1];
         size_t tl = strlen(names[i]) - 4;
@@ -240,8 +263,7 @@ int evs_app_load_dir(evs_app *a, const char *dir) {
         if (rc && !strstr(evs_errmsg(), path)) evs__err_prefix(rc, "%s: ", path);
         free(src);
     }
-    for (size_t i = 0; i < n; i++) free(names[i]);
-    free(names);
+    evs__app_names_free(names, n);
     if (rc) return rc;
     char qpath[4200];
     if ((size_t)snprintf(qpath, sizeof qpath, "%s/queries.json", dir) >= sizeof qpath)

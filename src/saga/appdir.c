@@ -9,8 +9,6 @@
  * better next to "order.lua" while the saga is still called "order" (its
  * streams are saga-order-{id}).
  */
-#include <dirent.h>
-#include <errno.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,45 +18,6 @@
 #include "saga/saga_internal.h"
 
 #define MAX_SETTINGS ((size_t)1 << 20)
-
-static int name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
-
-/* The .lua files of dir/sagas, sorted: 0 with *names (each and the array malloc'd), or a status. */
-static int list_scripts(const char *sdir, char ***names, size_t *n) {
-    *names = NULL;
-    *n = 0;
-    DIR *d = opendir(sdir);
-    if (!d) {
-        int e = errno;
-        if (e == ENOENT) return EVS_OK;
-        return evs__err_errno(-e, "cannot open %s", sdir);
-    }
-    size_t cap = 0;
-    int rc = EVS_OK;
-    struct dirent *de;
-    while ((de = readdir(d))) {
-        size_t l = strlen(de->d_name);
-        if (l <= 4 || strcmp(de->d_name + l - 4, ".lua") != 0 || de->d_name[0] == '.') continue;
-        if (*n == cap) {
-            size_t nc = cap ? cap * 2 : 8;
-            char **nn = realloc(*names, nc * sizeof *nn);
-            if (!nn) {
-                rc = evs__err(EVS_ENOMEM, "out of memory");
-                break;
-            }
-            *names = nn;
-            cap = nc;
-        }
-        if (!((*names)[*n] = strdup(de->d_name))) {
-            rc = evs__err(EVS_ENOMEM, "out of memory");
-            break;
-        }
-        (*n)++;
-    }
-    closedir(d);
-    if (!rc && *n) qsort(*names, *n, sizeof **names, name_cmp);
-    return rc;
-}
 
 /* One script and its settings file. */
 static int load_one(evs_saga_engine *e, const char *sdir, const char *file) {
@@ -101,12 +60,12 @@ int evs_saga_load_dir(evs_saga_engine *e, const char *dir, size_t *count) {
         return evs__err(EVS_EINVAL, "path too long: %s", dir);
     char **names;
     size_t n;
-    int rc = list_scripts(sdir, &names, &n);
+    int rc = evs__app_list_lua(sdir, &names, &n);
+    if (rc == EVS_ENOTFOUND) return EVS_OK; /* an app without sagas */
     for (size_t i = 0; !rc && i < n; i++) {
         rc = load_one(e, sdir, names[i]);
         if (!rc && count) (*count)++;
     }
-    for (size_t i = 0; i < n; i++) free(names[i]);
-    free(names);
+    evs__app_names_free(names, n);
     return rc;
 }
