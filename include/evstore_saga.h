@@ -229,6 +229,10 @@ typedef struct evs_saga_config {
     uint32_t page_size;             /* events the dispatcher reads at once (default 1000) */
     const evs_clock *clock;         /* NULL: real time; borrowed for the engine's life, must be thread-safe */
     evs_lua_limits lua_limits;      /* sandbox of Lua definitions (zero: defaults) */
+    int read_only;                  /* look only, beside the process that runs the engine: DIR/sagas/ is
+                                       opened read-only (EVS_ENOTFOUND when it does not exist), app may be
+                                       NULL; listings, stats, get and show work, everything else is
+                                       refused (EVS_EINVAL) */
 } evs_saga_config;
 
 void evs_saga_config_init(evs_saga_config *c);
@@ -277,6 +281,18 @@ int evs_saga_register_lua(evs_saga_engine *e, const char *name, const char *src,
                           const char *settings_json);
 
 /*
+ * Load the saga definitions of an application directory: every
+ * DIR/sagas/NAME.lua, in name order, is registered as the Lua saga type
+ * NAME, where a "_saga" ending of the file's stem is dropped
+ * ("order_saga.lua" is the saga "order"); DIR/sagas/STEM.json, when
+ * present, is its settings (a JSON object, the script's `settings`).
+ * Other files are ignored, and so is a missing DIR/sagas/.  *count (may be
+ * NULL) receives how many were registered.  The first failure stops the
+ * load with a message naming the file (what was registered before stays).
+ */
+int evs_saga_load_dir(evs_saga_engine *e, const char *dir, size_t *count);
+
+/*
  * Start the engine's threads: a dispatcher reading the log, a timer thread
  * and config.workers workers.  Without it, evs_saga_engine_run drives the
  * engine in the calling thread.
@@ -323,6 +339,16 @@ typedef struct evs_saga_info {
 
 /* One instance, folded from its stream.  EVS_ENOTFOUND when it has none. */
 int evs_saga_get(evs_saga_engine *e, const char *type, const char *id, evs_saga_info *out);
+
+/*
+ * An instance's info as one JSON object, as listings show it: type, id,
+ * stream, correlation_id, status, paused_from (while paused), step
+ * ({"index", "name", "attempt"} or null), started_at, updated_at, next_due
+ * (RFC 3339 times or null), version, last_error (when there is one) — the
+ * same members as evs_saga_show_json's, without data, steps and timeline.
+ * Ownership: *json is malloc'd for the caller.
+ */
+int evs_saga_info_to_json(const evs_saga_info *in, char **json, size_t *len);
 
 /*
  * One instance as JSON, folded from its stream: the info fields, the data,

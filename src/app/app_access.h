@@ -20,4 +20,20 @@
  */
 int evs__app_command_lookup(evs_app *a, const char *cmd_id, evs_command_result *res);
 
+/*
+ * A whole file of at most max bytes into *buf (malloc'd, NUL-terminated,
+ * the caller frees it): EVS_ENOTFOUND when it does not exist, EVS_ELIMIT
+ * when it is larger, -errno otherwise, each naming the path.  App and saga
+ * directories are read with it.
+ */
+int evs__app_slurp(const char *path, size_t max, char **buf, size_t *len);
+
+/*
+ * The NAME.lua files of dir (not hidden ones), sorted by name: 0 with
+ * *names (released with evs__app_names_free) and *n, EVS_ENOTFOUND when
+ * dir does not exist, -errno otherwise, each naming dir.
+ */
+int evs__app_list_lua(const char *dir, char ***names, size_t *n);
+void evs__app_names_free(char **names, size_t n);
+
 #endif

@@ -31,6 +31,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "app/app_access.h"
 #include "app/app_internal.h"
 #include "store/store_access.h"
 
@@ -40,8 +41,8 @@
 
 /* ------------------------------------------------------------------ files */
 
-/* The whole file: 0 with *buf (malloc'd, NUL-terminated), or an evs status with a message. */
-static int slurp(const char *path, size_t max, char **buf, size_t *len) {
+/* (app_access.h) */
+int evs__app_slurp(const char *path, size_t max, char **buf, size_t *len) {
     *buf = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
@@ -122,7 +123,7 @@ static int name_cmp(const void *x, const void *y) { return strcmp(*(char *const 
 static int load_queries(evs_app *a, const char *path) {
     char *text = NULL;
     size_t len = 0;
-    int rc = slurp(path, MAX_QUERIES_FILE, &text, &len);
+    int rc = evs__app_slurp(path, MAX_QUERIES_FILE, &text, &len);
     if (rc == EVS_ENOTFOUND) return EVS_OK; /* queries are optional */
     if (rc) return rc;
     json_error_t je;
@@ -185,13 +186,15 @@ static int load_queries(evs_app *a, const char *path) {
     return rc;
 }
 
-int evs_app_load_dir(evs_app *a, const char *dir) {
-    if (!a || !dir) return evs__err(EVS_EINVAL, "app_load_dir: NULL argument");
+/* (app_access.h) */
+int evs__app_list_lua(const char *dir, char ***out, size_t *count) {
+    *out = NULL;
+    *count = 0;
     DIR *d = opendir(dir);
     if (!d) {
         int e = errno;
-        if (e == ENOENT) return evs__err(EVS_ENOTFOUND, "app directory %s does not exist", dir);
-        return evs__err_errno(-e, "cannot open the app directory %s", dir);
+        if (e == ENOENT) return evs__err(EVS_ENOTFOUND, "directory %s does not exist", dir);
+        return evs__err_errno(-e, "cannot open the directory %s", dir);
     }
     char **names = NULL;
     size_t n = 0, cap = 0;
@@ -217,7 +220,28 @@ int evs_app_load_dir(evs_app *a, const char *dir) {
         n++;
     }
     closedir(d);
-    if (!rc && n) qsort(names, n, sizeof *names, name_cmp);
+    if (rc) {
+        evs__app_names_free(names, n);
+        return rc;
+    }
+    if (n) qsort(names, n, sizeof *names, name_cmp);
+    *out = names;
+    *count = n;
+    return EVS_OK;
+}
+
+void evs__app_names_free(char **names, size_t n) {
+    for (size_t i = 0; i < n; i++) free(names[i]);
+    free(names);
+}
+
+int evs_app_load_dir(evs_app *a, const char *dir) {
+    if (!a || !dir) return evs__err(EVS_EINVAL, "app_load_dir: NULL argument");
+    char **names;
+    size_t n;
+    int rc = evs__app_list_lua(dir, &names, &n);
+    if (rc == EVS_ENOTFOUND) return evs__err(EVS_ENOTFOUND, "app directory %s does not exist", dir);
+    if (rc) return evs__err_prefix(rc, "app directory: ");
     for (size_t i = 0; !rc && i < n; i++) {
         char path[4200], type[EVS_APP_MAX_NAME + 1];
         size_t tl = strlen(names[i]) - 4;
@@ -234,13 +258,12 @@ int evs_app_load_dir(evs_app *a, const char *dir) {
         type[tl] = 0;
         char *src = NULL;
         size_t len = 0;
-        if (!(rc = slurp(path, EVS_APP_MAX_SOURCE, &src, &len)))
+        if (!(rc = evs__app_slurp(path, EVS_APP_MAX_SOURCE, &src, &len)))
             rc = evs__app_add_lua(a, type, src, len, EVS__ORIGIN_APP_DIR, path, EVS__LUA_ADD, NULL);
         if (rc && !strstr(evs_errmsg(), path)) evs__err_prefix(rc, "%s: ", path);
         free(src);
     }
-    for (size_t i = 0; i < n; i++) free(names[i]);
-    free(names);
+    evs__app_names_free(names, n);
     if (rc) return rc;
     char qpath[4200];
     if ((size_t)snprintf(qpath, sizeof qpath, "%s/queries.json", dir) >= sizeof qpath)
@@ -264,7 +287,7 @@ static int stored_read(const char *path, json_t **root) {
     char *text = NULL;
     size_t len = 0;
     *root = NULL;
-    int rc = slurp(path, (size_t)256 << 20, &text, &len);
+    int rc = evs__app_slurp(path, (size_t)256 << 20, &text, &len);
     if (rc == EVS_ENOTFOUND) {
         *root = json_pack("{s:i,s:{}}", "format", STORED_FORMAT, "aggregates");
         return *root ? EVS_OK : evs__err(EVS_ENOMEM, "out of memory");

@@ -28,8 +28,8 @@ static const char serve_help[] =
     "Run the HTTP/JSON server on the store in DIR (created if missing): appends,\n"
     "reads, the stream list, live streams over Server-Sent Events (/subscribe)\n"
     "and WebSocket (/ws), projections and groups, commands, queries and\n"
-    "aggregates (/commands, /queries, /aggregates), and Prometheus metrics\n"
-    "(/metrics).  See docs/http-api.md.\n"
+    "aggregates (/commands, /queries, /aggregates), sagas (/sagas), and\n"
+    "Prometheus metrics (/metrics).  See docs/http-api.md.\n"
     "\n"
     "Options:\n"
     "  -d, --dir DIR            the store directory (default: $EVSTORE_DIR)\n"
@@ -48,8 +48,13 @@ static const char serve_help[] =
     "  --access-log FILE        one line per answered request, appended to FILE\n"
     "                           (- for standard error; default: none)\n"
     "  --app-dir DIR            the application: every DIR/NAME.lua is the Lua aggregate\n"
-    "                           NAME, DIR/queries.json names queries (default: none;\n"
-    "                           aggregates can also be put with PUT /aggregates/NAME)\n"
+    "                           NAME, DIR/queries.json names queries, and every\n"
+    "                           DIR/sagas/NAME.lua (or NAME_saga.lua) is the saga NAME\n"
+    "                           run by the server, with settings from the .json file\n"
+    "                           of the same stem when there is one\n"
+    "                           (default: none; aggregates can also be put with\n"
+    "                           PUT /aggregates/NAME)\n"
+    "  --saga-workers N         saga engine worker threads (default 4, at most 64)\n"
     "  --snapshot-every N       snapshot an aggregate every N events (default 100; 0: never)\n"
     "  --snapshot-keep N        snapshots kept per aggregate (default 5, at most 1000)\n"
     "  --command-retries N      reload-and-decide rounds after a conflict (default 10)\n"
@@ -64,7 +69,8 @@ static const char serve_help[] =
     "                           max_connections, timeout, max_ws_message, heartbeat_ms,\n"
     "                           access_log, app_dir, snapshot_every, snapshot_keep,\n"
     "                           command_retries, idempotency_window, query_timeout_ms,\n"
-    "                           query_cache); flags win over the file\n"
+    "                           query_cache, group_idle_ms, saga_workers); flags win\n"
+    "                           over the file\n"
     "  -h, --help               show this help\n"
     "\n"
     "Limits can be lowered, never raised above the hard caps.  SIGINT or SIGTERM\n"
@@ -83,7 +89,7 @@ typedef struct serve_opts {
     const char *durability;
     const char *access_log;
     const char *app_dir;
-    uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms;
+    uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms, saga_workers;
     uint64_t snap_every, snap_keep, retries, idem_s, query_ms, query_cache;
     const char *config;
     json_t *cfg;                /* keeps the config's strings alive */
@@ -96,7 +102,7 @@ typedef struct serve_opts {
  */
 enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
        OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_APPDIR, OPT_SNAPEVERY, OPT_SNAPKEEP, OPT_RETRIES, OPT_IDEM,
-       OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_COUNT };
+       OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_SAGA_WORKERS, OPT_COUNT };
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -124,6 +130,7 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--query-timeout-ms", NULL, "query_timeout_ms", 0, 600000, offsetof(serve_opts, query_ms)},
     {"--query-cache", NULL, "query_cache", 0, 1000000, offsetof(serve_opts, query_cache)},
     {"--group-idle-ms", NULL, "group_idle_ms", 0, EVS_SRV_MAX_GROUP_IDLE_MS, offsetof(serve_opts, group_idle_ms)},
+    {"--saga-workers", NULL, "saga_workers", 1, EVS_SRV_MAX_SAGA_WORKERS, offsetof(serve_opts, saga_workers)},
 };
 
 /*
@@ -245,7 +252,8 @@ int evs__cli_serve(int argc, char **argv) {
                     .max_conn = EVS_SRV_DEFAULT_CONNECTIONS, .timeout_s = EVS_SRV_DEFAULT_TIMEOUT_S,
                     .ws_frame = EVS_SRV_DEFAULT_WS_FRAME, .heartbeat_ms = EVS_SRV_DEFAULT_HEARTBEAT_MS,
                     .snap_every = 100, .snap_keep = 5, .retries = 10, .idem_s = 3600, .query_ms = 5000,
-                    .query_cache = 256, .group_idle_ms = EVS_SRV_DEFAULT_GROUP_IDLE_MS};
+                    .query_cache = 256, .group_idle_ms = EVS_SRV_DEFAULT_GROUP_IDLE_MS,
+                    .saga_workers = EVS_SRV_DEFAULT_SAGA_WORKERS};
     evs__serve_config cfg;
     memset(&cfg, 0, sizeof cfg);
     int code = parse_opts(argc, argv, &o);
@@ -294,6 +302,7 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.app.query_timeout_ms = (int)o.query_ms;
     cfg.app.query_cache_entries = (uint32_t)o.query_cache;
     cfg.group_idle_ms = (unsigned)o.group_idle_ms;
+    cfg.saga_workers = (unsigned)o.saga_workers;
 
     char why[1024] = "";
     int rc = evs__serve(&cfg, why, sizeof why);

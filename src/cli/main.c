@@ -14,6 +14,7 @@
 #include "cli/cli_app.h"
 #include "cli/cli_bus.h"
 #include "cli/cli_schema.h"
+#include "cli/cli_saga.h"
 
 typedef struct evs_cli_command {
     const char *name;
@@ -38,6 +39,7 @@ static const evs_cli_command evs_cli_commands[] = {
     {"query", evs__cli_query, "run a named query over projection state"},
     {"aggregate", evs__cli_aggregate, "aggregates: list, describe, show state, snapshots, put a script"},
     {"schema", evs__cli_schema, "event schemas: register, check, list, show, deprecate, policies, upcasters"},
+    {"saga", evs__cli_saga, "saga instances: list, show, pause, resume, retry, skip, compensate, abort"},
 };
 
 #define EVS_CLI_NCOMMANDS (sizeof evs_cli_commands / sizeof evs_cli_commands[0])

@@ -78,6 +78,12 @@ void evs__random(void *buf, size_t n);
  * failure.
  */
 int evs__parse_u64(const char *s, uint64_t max, uint64_t *out);
+/*
+ * A duration: whole digits and a unit, ms, s, m, h or d ("250ms", "30s",
+ * "5m"); digits alone are seconds.  0 with *out in ns; -1 not a duration,
+ * -2 negative, -3 too large.  *out is left alone on failure.
+ */
+int evs__parse_duration_ns(const char *s, int64_t *out);
 
 /*
  * Validate UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).

@@ -5,6 +5,8 @@
  * an overflow is refused, never clamped, so each caller can say precisely
  * what was wrong.
  */
+#include <string.h>
+
 #include "core/core.h"
 
 int evs__parse_u64(const char *s, uint64_t max, uint64_t *out) {
@@ -19,4 +21,29 @@ int evs__parse_u64(const char *s, uint64_t max, uint64_t *out) {
     }
     *out = v;
     return 0;
+}
+
+int evs__parse_duration_ns(const char *s, int64_t *out) {
+    if (!s || !*s) return -1;
+    if (s[0] == '-') return -2;
+    size_t n = 0;
+    while (s[n] >= '0' && s[n] <= '9') n++;
+    if (n == 0 || n > 12) return n ? -3 : -1;
+    char digits[16];
+    memcpy(digits, s, n);
+    digits[n] = '\0';
+    uint64_t v;
+    if (evs__parse_u64(digits, 999999999999ull, &v)) return -1;
+    static const struct {
+        const char *unit;
+        int64_t ns;
+    } units[] = {{"", 1000000000ll}, {"ms", 1000000ll}, {"s", 1000000000ll}, {"m", 60000000000ll},
+                 {"h", 3600000000000ll}, {"d", 86400000000000ll}};
+    for (size_t i = 0; i < sizeof units / sizeof units[0]; i++)
+        if (strcmp(s + n, units[i].unit) == 0) {
+            if (v > (uint64_t)(INT64_MAX / units[i].ns)) return -3;
+            *out = (int64_t)v * units[i].ns;
+            return 0;
+        }
+    return -1;
 }

@@ -96,12 +96,49 @@ static int split_ti(const uint8_t *p, size_t n, char type[EVS_SAGA_MAX_NAME + 1]
 
 /* ------------------------------------------------------------------- open */
 
+/*
+ * Beside the process that runs the engine (a server): the environment
+ * read-only, its databases as that process made them, nothing written.
+ * The position is the index's checkpoint at open (stats only).
+ */
+static int cat_open_read_only(evs_saga_engine *e, const char *path) {
+    MDB_txn *txn;
+    int rc = mdb_env_open(e->env, path, MDB_RDONLY | MDB_NOTLS, 0644);
+    if (rc) return evs__cat_mdb_err(rc, path);
+    if ((rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn))) return evs__cat_mdb_err(rc, "begin");
+    struct {
+        const char *name;
+        MDB_dbi *dbi;
+    } dbs[] = {{"meta", &e->meta},     {"inst", &e->inst},   {"by_state", &e->by_state},
+               {"timers", &e->timers}, {"corr", &e->corr},   {"starts", &e->starts},
+               {"ready", &e->ready},   {"counts", &e->counts}, {"hist", &e->hist}};
+    for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++)
+        if ((rc = mdb_dbi_open(txn, dbs[i].name, 0, dbs[i].dbi))) {
+            mdb_txn_abort(txn);
+            if (rc == MDB_NOTFOUND) return evs__err(EVS_ENOTFOUND, "%s: the saga index is not complete", path);
+            return evs__cat_mdb_err(rc, "open databases");
+        }
+    MDB_val k = {10, "checkpoint"}, v;
+    if (mdb_get(txn, e->meta, &k, &v) == 0 && v.mv_size == 8) e->position = evs__get64be(v.mv_data);
+    e->read_pos = e->position;
+    /* a read-only transaction's handles stay valid after it ends (commit, not abort) */
+    if ((rc = mdb_txn_commit(txn))) return evs__cat_mdb_err(rc, "commit");
+    return EVS_OK;
+}
+
 int evs__cat_open(evs_saga_engine *e) {
     char path[4200];
     int rc;
     MDB_txn *txn = NULL;
     snprintf(path, sizeof path, "%s/sagas", e->dir);
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) return evs__err_errno(-errno, "cannot create %s", path);
+    if (e->cfg.read_only) {
+        struct stat st;
+        char data[4300];
+        snprintf(data, sizeof data, "%s/data.mdb", path);
+        if (stat(data, &st) != 0) return evs__err(EVS_ENOTFOUND, "%s has no saga index (no saga engine ran on it)", e->dir);
+    } else if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+        return evs__err_errno(-errno, "cannot create %s", path);
+    }
     if ((rc = mdb_env_create(&e->env))) {
         e->env = NULL;
         return evs__cat_mdb_err(rc, "create environment");
@@ -109,6 +146,7 @@ int evs__cat_open(evs_saga_engine *e) {
     mdb_env_set_maxdbs(e->env, 12);
     mdb_env_set_mapsize(e->env, MAP_SIZE);
     mdb_env_set_maxreaders(e->env, 512);
+    if (e->cfg.read_only) return cat_open_read_only(e, path);
     if ((rc = mdb_env_open(e->env, path, MDB_NOMETASYNC | MDB_NOTLS, 0644))) return evs__cat_mdb_err(rc, path);
     if ((rc = mdb_txn_begin(e->env, NULL, 0, &txn))) return evs__cat_mdb_err(rc, "begin");
     struct {
@@ -167,7 +205,7 @@ int evs__cat_open(evs_saga_engine *e) {
 void evs__cat_close(evs_saga_engine *e) {
     if (!e->env) return;
     if (e->disp_txn) evs__cat_commit(e);
-    mdb_env_sync(e->env, 1);
+    if (!e->cfg.read_only) mdb_env_sync(e->env, 1);
     mdb_env_close(e->env);
     e->env = NULL;
 }

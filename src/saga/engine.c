@@ -127,7 +127,8 @@ static void *timer_main(void *arg) {
 int evs_saga_engine_open(evs_store *s, evs_app *app, const evs_saga_config *c, evs_saga_engine **out) {
     if (!out) return evs__err(EVS_EINVAL, "saga_engine_open: out is NULL");
     *out = NULL;
-    if (!s || !app) return evs__err(EVS_EINVAL, "saga_engine_open: the store and the app are required");
+    if (!s || (!app && !(c && c->read_only)))
+        return evs__err(EVS_EINVAL, "saga_engine_open: the store and the app are required");
     const char *dir = evs__store_dir(s);
     if (!dir) return evs__err(EVS_ECLOSED, "saga_engine_open: the store is not open");
     evs_saga_config cfg;
@@ -169,6 +170,10 @@ int evs_saga_engine_open(evs_store *s, evs_app *app, const evs_saga_config *c, e
     e->cfg.node_id = cfg.node_id ? e->node : NULL;
     if ((rc = evs__cat_open(e))) goto fail;
     e->cfg.node_id = NULL;
+    if (cfg.read_only) {
+        *out = e;
+        return EVS_OK;
+    }
     /* append effects go through the command bus like any command, for its idempotency */
     evs_command_handler h = {EVS__SAGA_APPEND_CMD, EVS_HANDLER_APPEND, NULL, NULL, 0};
     rc = evs_app_register_handler(app, &h);
@@ -181,6 +186,10 @@ fail:
 }
 
 static int add_def(evs_saga_engine *e, evs__def *d) {
+    if (e->cfg.read_only) {
+        evs__def_free(d);
+        return evs__err(EVS_EINVAL, "sagas: a read-only engine runs no definitions");
+    }
     pthread_rwlock_wrlock(&e->reg_lock);
     for (size_t i = 0; i < e->n_defs; i++)
         if (strcmp(e->defs[i]->name, d->name) == 0) {
@@ -230,6 +239,7 @@ static int requeue_once(evs_saga_engine *e) {
 int evs_saga_engine_start(evs_saga_engine *e) {
     if (!e) return evs__err(EVS_EINVAL, "saga_engine_start: engine is NULL");
     if (e->started) return evs__err(EVS_EINVAL, "saga_engine_start: already started");
+    if (e->cfg.read_only) return evs__err(EVS_EINVAL, "saga_engine_start: the engine is read-only");
     int rc = requeue_once(e);
     if (rc) return rc;
     uint32_t n = e->cfg.workers ? e->cfg.workers : 1;
@@ -267,6 +277,7 @@ int evs_saga_engine_run(evs_saga_engine *e, size_t *done) {
     if (done) *done = 0;
     if (!e) return evs__err(EVS_EINVAL, "saga_engine_run: engine is NULL");
     if (e->started) return evs__err(EVS_EINVAL, "saga_engine_run: the engine's threads are running");
+    if (e->cfg.read_only) return evs__err(EVS_EINVAL, "saga_engine_run: the engine is read-only");
     int rc = requeue_once(e);
     if (rc) return rc;
     size_t total = 0;

@@ -79,6 +79,37 @@ static json_t *step_json(const evs__saga *S, uint32_t i) {
     return o;
 }
 
+int evs_saga_info_to_json(const evs_saga_info *in, char **json, size_t *len) {
+    if (!in || !json) return evs__err(EVS_EINVAL, "saga_info_to_json: NULL argument");
+    char corr[37];
+    evs_uuid_format(&in->correlation_id, corr);
+    json_t *o = json_object();
+    if (!o) return evs__err(EVS_ENOMEM, "out of memory");
+    json_object_set_new(o, "type", json_string(in->type));
+    json_object_set_new(o, "id", json_string(in->id));
+    json_object_set_new(o, "stream", json_string(in->stream));
+    json_object_set_new(o, "correlation_id", json_string(corr));
+    json_object_set_new(o, "status", json_string(evs_saga_status_name(in->status)));
+    if (in->status == EVS_SAGA_PAUSED)
+        json_object_set_new(o, "paused_from", json_string(evs_saga_status_name(in->paused_from)));
+    if (in->step >= 0)
+        json_object_set_new(o, "step", json_pack("{s:i,s:s,s:i}", "index", in->step, "name", in->step_name, "attempt",
+                                                 (int)in->attempt));
+    else
+        json_object_set_new(o, "step", json_null());
+    json_object_set_new(o, "started_at", jtime(in->started_at));
+    json_object_set_new(o, "updated_at", jtime(in->updated_at));
+    json_object_set_new(o, "next_due", jtime(in->next_due));
+    json_object_set_new(o, "version", json_integer((json_int_t)in->version));
+    if (in->last_error[0]) json_object_set_new(o, "last_error", json_string(in->last_error));
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    if (!s) return evs__err(EVS_ENOMEM, "out of memory");
+    *json = s;
+    if (len) *len = strlen(s);
+    return EVS_OK;
+}
+
 int evs_saga_show_json(evs_saga_engine *e, const char *type, const char *id, char **json, size_t *len) {
     if (!e || !json) return evs__err(EVS_EINVAL, "saga_show_json: NULL argument");
     int rc = check_names(type, id);
@@ -337,6 +368,7 @@ static int do_abort(evs_saga_engine *e, evs__def *d, evs__saga *S, void *arg, ev
 
 static int operate(evs_saga_engine *e, const char *type, const char *id, evs__op_fn fn, op_arg *a, const char *what) {
     if (!e) return evs__err(EVS_EINVAL, "saga_%s: engine is NULL", what);
+    if (e->cfg.read_only) return evs__err(EVS_EINVAL, "saga_%s: the engine is read-only", what);
     int rc = check_names(type, id);
     if (rc) return rc;
     if (!evs__engine_find_def(e, type)) return evs__err(EVS_ENOTFOUND, "no saga type %s is registered", type);

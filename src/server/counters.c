@@ -8,7 +8,7 @@ static const char *const route_names[EVS_R_COUNT] = {
     "append", "read_stream", "read_event", "list_streams", "all", "subscribe",
     "ws", "metrics", "health", "info", "other",
     "projections", "subscriptions", "groups",
-    "commands", "queries", "aggregates",
+    "commands", "queries", "aggregates", "sagas",
 };
 
 static const unsigned status_codes[EVS_ST_NSLOTS - 1] = {

@@ -39,6 +39,7 @@
 #include "server/routes_dlq.h"
 #include "server/routes_groups.h"
 #include "server/routes_proj.h"
+#include "server/routes_saga.h"
 #include "server/routes_store.h"
 #include "server/routes_subs.h"
 #include "server/sse.h"
@@ -130,6 +131,17 @@ static const route_def routes[] = {
     {"/aggregates/{type}/{aggregate}", R, EVS_R_AGGREGATES, B_NONE, 0, "use_snapshot", evs__route_aggregate_get},
     {"/aggregates/{type}/{aggregate}/snapshots", R | EVS_M_POST, EVS_R_AGGREGATES, B_NONE, 0, "",
      evs__route_aggregate_snapshots},
+
+    {"/sagas", R, EVS_R_SAGAS, B_NONE, 0, "type,status,stuck_for," Q_PAGE, evs__route_saga_list},
+    {"/sagas/{saga}", R, EVS_R_SAGAS, B_NONE, 0, "status,stuck_for," Q_PAGE, evs__route_saga_list},
+    {"/sagas/{saga}/{instance}", R, EVS_R_SAGAS, B_NONE, 0, "", evs__route_saga_show},
+    {"/sagas/{saga}/{instance}/pause", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "reason", evs__route_saga_pause},
+    {"/sagas/{saga}/{instance}/resume", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "", evs__route_saga_resume},
+    {"/sagas/{saga}/{instance}/retry", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "", evs__route_saga_retry},
+    {"/sagas/{saga}/{instance}/skip", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "step,reason", evs__route_saga_skip},
+    {"/sagas/{saga}/{instance}/compensate", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "reason",
+     evs__route_saga_compensate},
+    {"/sagas/{saga}/{instance}/abort", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "reason", evs__route_saga_abort},
 };
 
 #undef R
@@ -234,6 +246,7 @@ static int label_of(const path *p) {
     if (p->len[0] == 8 && memcmp(p->seg[0], "commands", 8) == 0) return EVS_R_COMMANDS;
     if (p->len[0] == 7 && memcmp(p->seg[0], "queries", 7) == 0) return EVS_R_QUERIES;
     if (p->len[0] == 10 && memcmp(p->seg[0], "aggregates", 10) == 0) return EVS_R_AGGREGATES;
+    if (p->len[0] == 5 && memcmp(p->seg[0], "sagas", 5) == 0) return EVS_R_SAGAS;
     return EVS_R_OTHER;
 }
 
@@ -341,6 +354,25 @@ static enum MHD_Result app_param(evs__req *rq, const char *what, size_t max, con
     return MHD_YES;
 }
 
+/* A saga type (into rq->name): 1..EVS_SAGA_MAX_NAME of letters, digits, '_' and '.'. */
+static enum MHD_Result saga_param(evs__req *rq, const char *seg, size_t n, int *bad) {
+    char why[96];
+    *bad = 1;
+    long l = decode_seg(seg, n, rq->name, sizeof rq->name, why, sizeof why);
+    if (l < 0) REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "saga type %s", why);
+    if ((size_t)l > EVS_SAGA_MAX_NAME)
+        REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "saga type is %ld bytes, the limit is %u", l, EVS_SAGA_MAX_NAME);
+    for (long i = 0; i < l; i++) {
+        char ch = rq->name[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') || ch == '_' ||
+              ch == '.'))
+            REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "saga type \"%.64s\" may contain only letters, digits, '_' and '.'",
+                   rq->name);
+    }
+    *bad = 0;
+    return MHD_YES;
+}
+
 /* Every parameter of the row's path, in path order; *bad when one was refused. */
 static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, int *bad) {
     const char *at = d->path, *ps;
@@ -360,6 +392,10 @@ static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, i
         } else if (seg_is(ps, pn, "{command}") || seg_is(ps, pn, "{query}") || seg_is(ps, pn, "{type}")) {
             const char *what = ps[1] == 'c' ? "command type" : ps[1] == 'q' ? "query name" : "aggregate type";
             mr = app_param(rq, what, EVS_APP_MAX_NAME, p->seg[i], p->len[i], rq->name, sizeof rq->name, bad);
+        } else if (seg_is(ps, pn, "{saga}")) {
+            mr = saga_param(rq, p->seg[i], p->len[i], bad);
+        } else if (seg_is(ps, pn, "{instance}")) {
+            mr = app_param(rq, "saga id", EVS_SAGA_MAX_ID, p->seg[i], p->len[i], rq->part, sizeof rq->part, bad);
         } else if (seg_is(ps, pn, "{aggregate}")) {
             mr = app_param(rq, "aggregate id", EVS_APP_MAX_ID, p->seg[i], p->len[i], rq->part, sizeof rq->part, bad);
         } else { /* {pos}, {id}: raw; longer than the buffer is no number anyway */

@@ -2,8 +2,9 @@
  * metrics.c — GET /metrics: everything the server exposes to Prometheus,
  * in the text exposition format (version 0.0.4), and the only place that
  * writes it: the store's figures, the request counters (counters.c), the
- * live subscribers, one series per durable consumer (consumers.c), and
- * the application layer's commands, snapshots and queries (evs_app_get_stats).
+ * live subscribers, one series per durable consumer (consumers.c), the
+ * application layer's commands, snapshots and queries (evs_app_get_stats),
+ * and the saga engine's instances, steps and timers (evs_saga_get_*_stats).
  *
  * Store-side figures (appends, events, bytes, fsyncs, group-commit
  * batches) come from evs_store_get_stats at scrape time rather than being
@@ -13,10 +14,12 @@
  * family, before its samples; histogram buckets cumulative, ending with
  * le="+Inf" equal to _count; label values escaped; a final newline.
  */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "evstore_saga.h"
 #include "server/consumers.h"
 #include "server/metrics.h"
 #include "server/sse.h"
@@ -223,6 +226,140 @@ static void app_families(evs_app *a, evs__sb *b) {
     sample(b, "evstore_query_timeouts_total", st.query_timeouts);
 }
 
+/* ------------------------------------------------------------------ sagas */
+
+#define METRICS_MAX_SAGA_TYPES 256u   /* saga types listed (the engine has at most what is registered and indexed) */
+#define METRICS_MAX_SAGA_STEPS 4096u
+
+static void saga_type_label(evs__sb *b, const char *name, const char *type) {
+    evs__sb_adds(b, name);
+    evs__sb_adds(b, "{saga_type=\"");
+    label(b, type);
+    evs__sb_adds(b, "\"");
+}
+
+/*
+ * The saga engine's figures: per type, what ever entered each outcome (kept
+ * in the engine's index, so they survive restarts), instances in each
+ * state now, timers, failed attempts; per step, completion durations; and
+ * the engine's own figures since the server started.
+ */
+static void saga_families(evs_saga_engine *e, evs__sb *b) {
+    evs_saga_type_stats *ts = calloc(METRICS_MAX_SAGA_TYPES, sizeof *ts);
+    evs_saga_step_stats *ss = calloc(METRICS_MAX_SAGA_STEPS, sizeof *ss);
+    size_t nt = 0, ns = 0;
+    evs_saga_engine_stats es;
+    if (!ts || !ss || evs_saga_get_type_stats(e, ts, METRICS_MAX_SAGA_TYPES, &nt) ||
+        evs_saga_get_step_stats(e, ss, METRICS_MAX_SAGA_STEPS, &ns) || evs_saga_get_engine_stats(e, &es)) {
+        free(ts);
+        free(ss);
+        return;
+    }
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } outcomes[] = {
+        {"evstore_sagas_started_total", "Saga instances started.", offsetof(evs_saga_type_stats, started)},
+        {"evstore_sagas_completed_total", "Saga instances that completed.", offsetof(evs_saga_type_stats, completed)},
+        {"evstore_sagas_compensated_total", "Saga instances whose compensation finished.",
+         offsetof(evs_saga_type_stats, compensated)},
+        {"evstore_sagas_failed_total", "Saga instances that stopped without compensating (aborted, or nothing to undo).",
+         offsetof(evs_saga_type_stats, failed)},
+        {"evstore_sagas_compensation_failed_total",
+         "Saga instances whose compensation ran out of retries (an operator decides).",
+         offsetof(evs_saga_type_stats, compensation_failed)},
+        {"evstore_saga_step_failures_total", "Failed attempts of saga step actions.",
+         offsetof(evs_saga_type_stats, step_failures)},
+        {"evstore_saga_compensation_failures_total", "Failed attempts of saga compensations.",
+         offsetof(evs_saga_type_stats, compensation_failures)},
+    };
+    for (size_t f = 0; f < sizeof outcomes / sizeof outcomes[0]; f++) {
+        family(b, outcomes[f].name, "counter", outcomes[f].help);
+        for (size_t i = 0; i < nt; i++) {
+            saga_type_label(b, outcomes[f].name, ts[i].type);
+            evs__sb_printf(b, "} %llu\n",
+                           (unsigned long long)*(const uint64_t *)((const char *)&ts[i] + outcomes[f].off));
+        }
+    }
+    family(b, "evstore_saga_instances", "gauge", "Saga instances in each status now.");
+    for (size_t i = 0; i < nt; i++)
+        for (int st = 0; st < EVS_SAGA_STATES; st++) {
+            saga_type_label(b, "evstore_saga_instances", ts[i].type);
+            evs__sb_printf(b, ",status=\"%s\"} %llu\n", evs_saga_status_name(st),
+                           (unsigned long long)ts[i].by_state[st]);
+        }
+    family(b, "evstore_saga_timers_pending", "gauge",
+           "Saga timers waiting (step deadlines, retry times, saga deadlines).");
+    for (size_t i = 0; i < nt; i++) {
+        saga_type_label(b, "evstore_saga_timers_pending", ts[i].type);
+        evs__sb_printf(b, "} %llu\n", (unsigned long long)ts[i].timers_pending);
+    }
+    static const uint64_t bounds_ms[EVS_SAGA_BUCKETS] = EVS_SAGA_BOUNDS_MS;
+    family(b, "evstore_saga_step_duration_seconds", "histogram",
+           "Completed saga steps, from becoming current to completion (retries and waits included).");
+    for (size_t i = 0; i < ns; i++) {
+        uint64_t cum = 0;
+        for (int k = 0; k <= EVS_SAGA_BUCKETS; k++) {
+            cum += ss[i].hist[k];
+            saga_type_label(b, "evstore_saga_step_duration_seconds_bucket", ss[i].type);
+            evs__sb_adds(b, ",step=\"");
+            label(b, ss[i].step);
+            if (k < EVS_SAGA_BUCKETS) evs__sb_printf(b, "\",le=\"%g\"} %llu\n", (double)bounds_ms[k] / 1e3,
+                                                      (unsigned long long)cum);
+            else evs__sb_printf(b, "\",le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+        }
+        saga_type_label(b, "evstore_saga_step_duration_seconds_sum", ss[i].type);
+        evs__sb_adds(b, ",step=\"");
+        label(b, ss[i].step);
+        evs__sb_printf(b, "\"} %.9f\n", (double)ss[i].sum_ns / 1e9);
+        saga_type_label(b, "evstore_saga_step_duration_seconds_count", ss[i].type);
+        evs__sb_adds(b, ",step=\"");
+        label(b, ss[i].step);
+        evs__sb_printf(b, "\"} %llu\n", (unsigned long long)cum);
+    }
+    free(ts);
+    free(ss);
+
+    family(b, "evstore_saga_dispatcher_lag_events", "gauge",
+           "Global positions between the head and what the saga engine has indexed.");
+    sample(b, "evstore_saga_dispatcher_lag_events", es.head + 1 > es.position ? es.head + 1 - es.position : 0);
+    static const uint64_t late_us[EVS_SAGA_LATE_BUCKETS] = EVS_SAGA_LATE_BOUNDS_US;
+    family(b, "evstore_saga_timer_lateness_seconds", "histogram",
+           "Saga timers fired since the server started, by how late a worker took them.");
+    uint64_t cum = 0;
+    for (int k = 0; k < EVS_SAGA_LATE_BUCKETS; k++) {
+        cum += es.late_hist[k];
+        evs__sb_printf(b, "evstore_saga_timer_lateness_seconds_bucket{le=\"%g\"} %llu\n", (double)late_us[k] / 1e6,
+                       (unsigned long long)cum);
+    }
+    cum += es.late_hist[EVS_SAGA_LATE_BUCKETS];
+    evs__sb_printf(b, "evstore_saga_timer_lateness_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    evs__sb_printf(b, "evstore_saga_timer_lateness_seconds_count %llu\n", (unsigned long long)cum);
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } engine[] = {
+        {"evstore_saga_advances_total", "Saga instance runs by the engine's workers.",
+         offsetof(evs_saga_engine_stats, advances)},
+        {"evstore_saga_commands_total", "Effects sent by sagas (commands and appends).",
+         offsetof(evs_saga_engine_stats, commands)},
+        {"evstore_saga_lookups_total", "Effects looked up (never re-sent) before a timeout or an operator's action.",
+         offsetof(evs_saga_engine_stats, lookups)},
+        {"evstore_saga_conflicts_total", "Saga transitions refused on the stream's version (another writer).",
+         offsetof(evs_saga_engine_stats, conflicts)},
+        {"evstore_saga_errors_total", "Store or index errors of the saga engine (the run is retried).",
+         offsetof(evs_saga_engine_stats, errors)},
+    };
+    for (size_t f = 0; f < sizeof engine / sizeof engine[0]; f++) {
+        family(b, engine[f].name, "counter", engine[f].help);
+        sample(b, engine[f].name, *(const uint64_t *)((const char *)&es + engine[f].off));
+    }
+    family(b, "evstore_saga_work_queued", "gauge", "Saga instances waiting for a worker.");
+    sample(b, "evstore_saga_work_queued", es.queued);
+    family(b, "evstore_saga_work_running", "gauge", "Saga instances a worker holds.");
+    sample(b, "evstore_saga_work_running", es.running);
+}
+
 enum MHD_Result evs__route_metrics(evs__req *rq) {
     evs__srv *srv = rq->srv;
     evs_store_stats st;
@@ -336,6 +473,7 @@ enum MHD_Result evs__route_metrics(evs__req *rq) {
                    (unsigned long long)evs__count_load(&m->deliveries_ws));
     if (srv->bus) consumer_families(srv->bus, &b);
     if (srv->app) app_families(srv->app, &b);
+    if (srv->sagas) saga_families(srv->sagas, &b);
 
     size_t len;
     char *p = evs__sb_take(&b, &len);

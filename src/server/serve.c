@@ -20,7 +20,8 @@
  *   4. wait for requests in flight (appends blocked in the store finish and
  *      their answers are sent), up to a bound;
  *   5. stop the notifier, stop the daemon, let the WebSocket commands that
- *      are running finish (queued ones are dropped), close the application
+ *      are running finish (queued ones are dropped), stop the saga engine
+ *      (each worker finishes the advance it is in), close the application
  *      layer (queued snapshots are written), the consumers and the store
  *      (which syncs).
  * Exit status 0 when all of it went through (5 after a store failure, or
@@ -45,6 +46,7 @@
 #include "server/consumers.h"
 #include "server/http.h"
 #include "server/notifier.h"
+#include "server/saga_host.h"
 #include "server/server.h"
 #include "server/sse.h"
 #include "server/state.h"
@@ -194,6 +196,10 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = rc;
         goto cleanup;
     }
+    if ((rc = evs__sagas_start(srv, cfg, why, whycap))) { /* after the app: its workers send commands */
+        ret = rc;
+        goto cleanup;
+    }
     if (evs__cmdpool_start(srv, srv->threads < EVS_CMDPOOL_MAX_THREADS ? srv->threads : EVS_CMDPOOL_MAX_THREADS,
                            evs__ws_kick)) {
         snprintf(why, whycap, "serve: cannot start the command threads");
@@ -270,6 +276,7 @@ cleanup:
     evs__cmdpool_stop(srv); /* before the hub goes: a runner that finishes kicks it */
     evs__ws_free(srv);
     evs__sse_free(srv);
+    evs__sagas_stop(srv);          /* its workers send commands: before the app */
     evs__app_stop(srv);            /* uses the bus: before the consumers */
     evs__consumers_stop(srv->bus); /* projections commit before the store closes */
     srv->bus = NULL;

@@ -32,6 +32,8 @@
 #define EVS_SRV_DEFAULT_HEARTBEAT_MS 15000u
 #define EVS_SRV_DEFAULT_GROUP_IDLE_MS 30000u      /* an HTTP group consumer silent this long past its ack timeout leaves */
 #define EVS_SRV_MAX_GROUP_IDLE_MS 86400000u
+#define EVS_SRV_DEFAULT_SAGA_WORKERS 4u
+#define EVS_SRV_MAX_SAGA_WORKERS 64u             /* the saga engine's own cap */
 
 /* One run of the server, checked and clamped by the caller. */
 typedef struct evs__serve_config {
@@ -47,6 +49,7 @@ typedef struct evs__serve_config {
     FILE *access_log;             /* one line per answered request; NULL: none.  The caller's to close. */
     const char *app_dir;          /* aggregates (NAME.lua) and queries.json loaded at start; NULL: none */
     evs_app_config app;           /* the application layer's settings */
+    unsigned saga_workers;        /* saga engine worker threads (app_dir/sagas/, saga_host.c) */
 } evs__serve_config;
 
 /*

@@ -8,7 +8,8 @@
  * Threads that touch it: libmicrohttpd's pool of epoll workers (every
  * request), the notifier (notifier.c), the WebSocket hub (ws.c), one runner
  * per projection and one thread per waiting group long-poll (consumers.c,
- * routes_groups.c), and the main thread (serve.c).  Settings are written
+ * routes_groups.c), the saga engine's threads (saga_host.c), and the main
+ * thread (serve.c).  Settings are written
  * before any thread starts and only read afterwards; everything written
  * while serving is atomic or behind the owner's own lock.
  */
@@ -30,6 +31,7 @@ struct evs__ws_hub;
 struct evs__consumers;
 struct evs_app;
 struct evs__cmdpool;
+struct evs_saga_engine;
 
 typedef struct evs__srv {
     evs_store *store;
@@ -62,6 +64,7 @@ typedef struct evs__srv {
     struct evs__consumers *bus;   /* projection runners and open groups (consumers.c) */
     struct evs_app *app;          /* aggregates, commands, queries (app_host.c; thread-safe) */
     struct evs__cmdpool *cmds;    /* threads running WebSocket commands (cmdpool.c) */
+    struct evs_saga_engine *sagas; /* the saga engine (saga_host.c; thread-safe); NULL: no sagas */
 } evs__srv;
 
 #endif
