@@ -6,9 +6,11 @@
  *   caller thread   validate names and JSON, generate ids, encode the record
  *                   (no lock held), enqueue; wait, or lead if at the front
  *   leader          take every queued request; in ONE LMDB write txn check
- *                   each request's expected version and event ids against
- *                   the index (the txn sees the batch's own earlier
- *                   requests), assign positions, copy frames into the log's
+ *                   each request's expected version, event ids and DCB
+ *                   condition against the index (the txn sees the batch's
+ *                   own earlier requests: each request's index entries are
+ *                   put before the next one is checked), assign positions,
+ *                   copy frames into the log's
  *                   buffer and add index entries; then one write and one
  *                   fdatasync of the log; then commit the txn; publish the
  *                   new head; wake everyone in the batch.
@@ -59,6 +61,7 @@ struct evs_append_req {
     const char *stream;
     size_t stream_len;
     int64_t expected;
+    const evs_append_condition *cond; /* NULL: unconditional; the caller's, valid while it waits */
     uint8_t *payload;
     size_t len;
     uint32_t count;
@@ -654,6 +657,18 @@ retry:
             req_fail(r, conflict(r, v));
             continue;
         }
+        if (r->cond) {
+            uint64_t g;
+            size_t item;
+            if ((rc = evs__index_query_first(&s->ix, txn, r->cond, next - 1, &g, &item))) goto fatal;
+            if (g) {
+                r->res.condition_position = g;
+                req_fail(r, evs__err(EVS_ECONDITION, "append condition failed: the event at global position %llu "
+                                     "matches query item %zu and lies after position %llu",
+                                     (unsigned long long)g, item + 1, (unsigned long long)r->cond->after));
+                continue;
+            }
+        }
         evs__put64(r->payload + EVS_REC_OFF_STREAM_POS, v + 1);
         evs__put64(r->payload + EVS_REC_OFF_RECORDED_AT, (uint64_t)now);
         evs_lsn at;
@@ -914,8 +929,8 @@ static void quiesce(evs_store *s) {
     s->syncer_started = 0;
 }
 
-int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events, size_t n,
-               evs_append_result *res, evs_uuid *generated_ids) {
+static int append_impl(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
+                       const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids) {
     int rc;
     size_t slen, total;
     prepared p;
@@ -936,6 +951,7 @@ int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_eve
     if (n > s->lim_events)
         return evs__err(EVS_ELIMIT, "an append of %zu events exceeds the limit of %llu", n,
                         (unsigned long long)s->lim_events);
+    if (cond && (rc = evs__condition_validate(cond))) return rc;
     atomic_fetch_add(&s->inflight, 1);
     if ((rc = prepare(s, stream, slen, events, n, &p, &total))) goto out;
     if ((rc = evs__record_encode(stream, slen, p.ev, p.ids, p.stypes, p.stype_lens, (const char *const *)p.tags,
@@ -944,6 +960,7 @@ int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_eve
     r.stream = stream;
     r.stream_len = slen;
     r.expected = expected;
+    r.cond = cond;
     r.payload = payload;
     r.len = plen;
     r.count = (uint32_t)n;
@@ -972,6 +989,16 @@ out:
     free(payload);
     prepared_free(&p, n);
     return rc;
+}
+
+int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events, size_t n,
+               evs_append_result *res, evs_uuid *generated_ids) {
+    return append_impl(s, stream, expected, NULL, events, n, res, generated_ids);
+}
+
+int evs_append_if(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
+                  const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids) {
+    return append_impl(s, stream, expected, cond, events, n, res, generated_ids);
 }
 
 /* ------------------------------------------------------- open and close */
@@ -1266,6 +1293,12 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     }
     if (rc) goto fail;
     report_add(s, rec.report);
+    if (s->ix.stale && !s->readonly) {
+        /* the log verified against the old index's floor above; now index it again with tags */
+        report_add(s, "index rebuilt from the log: it was written before the tag index (index format 2)");
+        if ((rc = evs__index_clear(&s->ix))) goto fail;
+        from = 0;
+    }
     if (!s->readonly) {
         uint64_t frames = 0;
         if ((rc = reindex(s, from ? from : evs__log_start(s->log), &frames))) goto fail;
