@@ -633,7 +633,7 @@ retry:
     evs__log_mark(s->log, &mark);
     int64_t now = evs_now_ns();
     if (now < s->last_recorded) now = s->last_recorded;
-    uint64_t next = evs__log_next_gpos(s->log);
+    uint64_t next = evs__log_next_gpos(s->log), batch_first = next;
     size_t wrote = 0, events = 0, bytes = 0;
     for (evs_append_req *r = batch; r; r = r->next) {
         if (r->sync_only) continue;
@@ -664,8 +664,9 @@ retry:
             if (g) {
                 r->res.condition_position = g;
                 req_fail(r, evs__err(EVS_ECONDITION, "append condition failed: the event at global position %llu "
-                                     "matches query item %zu and lies after position %llu",
-                                     (unsigned long long)g, item + 1, (unsigned long long)r->cond->after));
+                                     "matches query item %zu and lies after position %llu%s",
+                                     (unsigned long long)g, item + 1, (unsigned long long)r->cond->after,
+                                     g >= batch_first ? " (it was appended in the same group commit)" : ""));
                 continue;
             }
         }
