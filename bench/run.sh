@@ -59,6 +59,11 @@ run_all() {
         echo "== bench_store: not built ($build/bench_store missing) =="
         status=1
     fi
+    if [ -x "$build/bench_dcb" ]; then
+        echo
+        echo "== bench_dcb =="
+        "$build/bench_dcb" || status=1
+    fi
     if [ -x "$build/bench_bus" ]; then
         echo
         echo "== bench_bus =="

@@ -63,7 +63,8 @@ extern "C" {
     X(EFORMAT, -30013, "unsupported on-disk format")                                      \
     X(EINDEX, -30014, "index error")                                                      \
     X(ECLOSED, -30015, "store is closed or read-only")                                   \
-    X(ELOST, -30016, "events lost: a repair removed them from a damaged log")
+    X(ELOST, -30016, "events lost: a repair removed them from a damaged log")                \
+    X(ECONDITION, -30017, "append condition failed: a matching event exists")
 
 typedef enum evs_status {
 #define EVS__ENUM(name, value, msg) EVS_##name = value,
@@ -233,6 +234,8 @@ typedef struct evs_append_result {
     int idempotent;                  /* 1: events were already stored, nothing written
                                         (positions and recorded_at are the original ones) */
     uint64_t actual_version;         /* on EVS_ECONFLICT: the stream's actual version */
+    uint64_t condition_position;     /* on EVS_ECONDITION: global position of the first
+                                        event that matches the condition's query */
 } evs_append_result;
 
 /*
@@ -253,6 +256,49 @@ typedef struct evs_append_result {
  */
 int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events,
                size_t n, evs_append_result *res, evs_uuid *generated_ids);
+
+/*
+ * Conditional append (Dynamic Consistency Boundary).  A decision that spans
+ * several entities reads the events that matter to it (a tag per entity,
+ * say "course:c1" and "student:s7"), decides, and appends on the condition
+ * that no event matching the same query was stored after the position it
+ * read up to.  The condition is checked by the group-commit writer in the
+ * transaction that stores the append, against the index and the earlier
+ * appends of the same batch, so nothing can slip in between.
+ *
+ * A query is the OR of its items; an item matches an event whose type is
+ * one of event_types (none given: any type) and that carries every one of
+ * tags (none given: any tags).  An item with neither matches every event.
+ */
+typedef struct evs_query_item {
+    const char *const *event_types; /* any of these; 0..EVS_MAX_QUERY_TYPES */
+    size_t n_event_types;
+    const char *const *tags;        /* all of these; 0..EVS_MAX_TAGS */
+    size_t n_tags;
+} evs_query_item;
+
+#define EVS_MAX_QUERY_ITEMS 64u
+#define EVS_MAX_QUERY_TYPES 64u
+
+typedef struct evs_append_condition {
+    const evs_query_item *items;    /* 1..EVS_MAX_QUERY_ITEMS, OR'd */
+    size_t n_items;
+    uint64_t after;                 /* only events at global positions > after count
+                                       (the position the decision's read reached; 0: all) */
+} evs_append_condition;
+
+/*
+ * evs_append with a condition (NULL: exactly evs_append).  Both the
+ * expected version and the condition must hold; the version is checked
+ * first (EVS_ECONFLICT).  EVS_ECONDITION, storing nothing, when an event
+ * matching cond's query exists after cond->after: res->condition_position
+ * names the first such event and the message says which item matched.  An
+ * idempotent retry (all event ids already stored, see evs_append) returns
+ * the original result without checking the condition again: the stored
+ * events would match it themselves.
+ */
+int evs_append_if(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
+                  const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids);
 
 /* ------------------------------------------------------------------ reads */
 
@@ -284,11 +330,18 @@ typedef struct evs_event {
                                     before an upcast (evstore_schema.h) raised event_version */
 } evs_event;
 
+/* How a filter's tags combine. */
+typedef enum evs_tag_match {
+    EVS_TAGS_ANY = 0,               /* the event carries at least one of them */
+    EVS_TAGS_ALL = 1                /* the event carries every one of them */
+} evs_tag_match;
+
 /*
  * Server-side filter for $all reads; zeroed fields do not filter, and the
- * fields given must all match.  Event types, stream type and correlation
- * id are indexed (a read walks their index); tags and the causation id are
- * checked on the events read (a scan, or on top of an indexed condition).
+ * fields given must all match.  Correlation id, tags, stream type and event
+ * types are indexed (a read walks the most selective of their indexes, in
+ * that order: tags merged in global order for "any", intersected for
+ * "all"); the causation id and the rest are checked on the events read.
  * Consumers (evstore_bus.h) store the indexed fields of a filter; they
  * refuse tags and causation_id here and take one tag of their own.
  */
@@ -303,6 +356,7 @@ typedef struct evs_filter {
     const char *const *tags;        /* the event carries any of these tags (1..255 bytes each) */
     size_t n_tags;
     const evs_uuid *causation_id;   /* exact */
+    evs_tag_match tag_match;        /* EVS_TAGS_ANY (0) or EVS_TAGS_ALL */
 } evs_filter;
 
 typedef struct evs_reader evs_reader;

@@ -159,8 +159,8 @@ int evs__cli_repair(int argc, char **argv);
  * after the local command parsed and checked its arguments: same output,
  * same exit codes.  Events are already validated JSON objects.
  */
-int evs__cli_remote_append(const char *url, const char *stream, int64_t expected, const evs__cli_src *ev,
-                           size_t n);
+int evs__cli_remote_append(const char *url, const char *stream, int64_t expected, const char *condition,
+                           const evs__cli_src *ev, size_t n);
 /* from: 0 for the default start; limit 0 for all. */
 int evs__cli_remote_read(const char *url, const char *stream, uint64_t from, uint64_t limit, int backward,
                          const evs_filter *f);

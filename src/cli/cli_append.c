@@ -26,10 +26,12 @@
 
 #include "cli/cli.h"
 #include "cli/cli_schema.h"
+#include "core/condition_json.h"
 #include "core/event_json.h"
 
 static const char evs_append_help[] =
-    "Usage: evstore append -d DIR|--url URL STREAM [--expected any|no-stream|exists|N] [EVENT_JSON ...]\n"
+    "Usage: evstore append -d DIR|--url URL STREAM [--expected any|no-stream|exists|N]\n"
+    "                      [--condition JSON] [EVENT_JSON ...]\n"
     "\n"
     "Append events to STREAM in one atomic append.  Each event is a JSON object:\n"
     "  {\"event_type\": \"OrderPlaced\", \"data\": {...}, \"metadata\": {...},\n"
@@ -45,6 +47,9 @@ static const char evs_append_help[] =
     "                       (default: $EVSTORE_URL), e.g. http://127.0.0.1:2113\n"
     "  --expected V         append only if the stream's version is V:\n"
     "                         any (default), no-stream, exists, or a version number\n"
+    "  --condition JSON     append only if no event matching the query was stored after\n"
+    "                       position P (a DCB condition; exit status 3 when one was):\n"
+    "                         {\"after\": P, \"query\": [{\"types\": [...], \"tags\": [...]}]}\n"
     "  -h, --help           show this help\n"
     "\n"
     "Prints one JSON line: stream, first/last stream and global positions,\n"
@@ -191,6 +196,9 @@ int evs__cli_append(int argc, char **argv) {
     evs__cli_args a;
     const char *opt_dir = NULL, *dir = NULL, *stream = NULL, *opt_url = NULL, *url = NULL;
     int64_t expected = EVS_EXPECT_ANY;
+    const char *condition = NULL;
+    evs_condition_parsed cp;
+    memset(&cp, 0, sizeof cp);
     char *input = NULL;
     size_t input_len = 0;
     evs_cli_src *srcs = NULL;
@@ -228,6 +236,19 @@ int evs__cli_append(int argc, char **argv) {
             const char *v;
             if ((code = evs__cli_value(&a, &v))) goto cleanup;
             if ((code = evs_cli_parse_expected(&a, v, &expected))) goto cleanup;
+        } else if (evs__cli_is(&a, "--condition", NULL)) {
+            if ((code = evs__cli_value(&a, &condition))) goto cleanup;
+            evs_json_error je;
+            const char *where;
+            evs__cli_clear_error();
+            if (evs__json_validate(condition, strlen(condition), &je)) {
+                code = evs__cli_usage(a.cmd, "--condition: %s", je.msg);
+                goto cleanup;
+            }
+            if (evs__condition_from_json(evs__json_root(condition, strlen(condition)), &cp, &where)) {
+                code = evs__cli_usage(a.cmd, "--condition: %s", evs_errmsg());
+                goto cleanup;
+            }
         } else {
             code = evs__cli_unknown(&a);
             goto cleanup;
@@ -291,7 +312,7 @@ int evs__cli_append(int argc, char **argv) {
     }
 
     if (url) {
-        code = evs__cli_remote_append(url, stream, expected, srcs, n);
+        code = evs__cli_remote_append(url, stream, expected, condition, srcs, n);
         goto cleanup;
     }
     if ((code = evs__cli_open(dir, EVS_OPEN_CREATE, &store))) goto cleanup;
@@ -300,7 +321,7 @@ int evs__cli_append(int argc, char **argv) {
     evs_append_result res;
     memset(&res, 0, sizeof res);
     evs__cli_clear_error();
-    int rc = evs_append(store, stream, expected, ins, n, &res, ids);
+    int rc = evs_append_if(store, stream, expected, condition ? &cp.cond : NULL, ins, n, &res, ids);
     if (rc != EVS_OK) {
         /* The conflict message is part of the contract and already says
            everything ("Concurrency conflict: expected version X, actual
@@ -311,6 +332,7 @@ int evs__cli_append(int argc, char **argv) {
     evs_cli_print_result(stream, &res, ids, n);
 
 cleanup:
+    evs__condition_parsed_free(&cp);
     evs_schema_close(schemas);
     code = evs__cli_close(store, dir, code);
     for (size_t i = 0; i < nparsed; i++) evs__event_parsed_free(&parsed[i]);

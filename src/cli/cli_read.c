@@ -49,6 +49,7 @@ static const char evs_read_help[] =
     "  --correlation UUID     correlation_id is UUID\n"
     "  --causation UUID       causation_id is UUID\n"
     "  --tag T1,T2            the event carries one of these tags\n"
+    "  --tag-match any|all    with --tag: any of them (default) or all of them\n"
     "  --since TIME           recorded at or after TIME (RFC 3339 or ns since the epoch)\n"
     "  --until TIME           recorded before TIME\n"
     "  -h, --help             show this help\n"
@@ -77,6 +78,7 @@ static const char evs_tail_help[] =
     "  --correlation UUID     correlation_id is UUID\n"
     "  --causation UUID       causation_id is UUID\n"
     "  --tag T1,T2            the event carries one of these tags\n"
+    "  --tag-match any|all    with --tag: any of them (default) or all of them\n"
     "  --since TIME           recorded at or after TIME (RFC 3339 or ns since the epoch)\n"
     "  --until TIME           recorded before TIME\n"
     "  -h, --help             show this help\n"
@@ -196,6 +198,11 @@ static int evs_cli_filter_opt(evs__cli_args *a, evs_cli_filter *cf, int *handled
     } else if (evs__cli_is(a, "--tag", NULL)) {
         if ((code = evs__cli_value(a, &v))) return code;
         if ((code = evs_cli_parse_tags(a, v, cf))) return code;
+    } else if (evs__cli_is(a, "--tag-match", NULL)) {
+        if ((code = evs__cli_value(a, &v))) return code;
+        if (strcmp(v, "any") && strcmp(v, "all"))
+            return evs__cli_usage(a->cmd, "--tag-match %s: use any or all", v);
+        cf->f.tag_match = strcmp(v, "all") == 0 ? EVS_TAGS_ALL : EVS_TAGS_ANY;
     } else if (evs__cli_is(a, "--causation", NULL)) {
         if ((code = evs__cli_value(a, &v))) return code;
         if (evs_uuid_parse(v, strlen(v), &cf->causation) != EVS_OK)
@@ -222,7 +229,7 @@ static int evs_cli_filter_opt(evs__cli_args *a, evs_cli_filter *cf, int *handled
     }
     /* a->name is overwritten by the next option: keep a literal instead. */
     static const char *const flags[] = {"--type", "--stream-type", "--stream-prefix", "--correlation",
-                                        "--causation", "--tag", "--since", "--until"};
+                                        "--causation", "--tag", "--tag-match", "--since", "--until"};
     for (size_t i = 0; !cf->first_flag && i < sizeof flags / sizeof flags[0]; i++)
         if (evs__cli_is(a, flags[i], NULL)) cf->first_flag = flags[i];
     return EVS_CLI_OK;

@@ -122,6 +122,7 @@ static void add_filter(evs__sb *q, const evs_filter *f) {
             if (i) evs__sb_add(q, ",", 1);
             evs__cli_pct(q, f->tags[i], strlen(f->tags[i]));
         }
+        if (f->tag_match == EVS_TAGS_ALL) evs__sb_adds(q, "&tag_match=all");
     }
     /* Times travel as RFC 3339 with all nine digits: exactly the ns given. */
     if (f->since) {
@@ -138,8 +139,8 @@ static void add_filter(evs__sb *q, const evs_filter *f) {
 
 /* ----------------------------------------------------------------- append */
 
-int evs__cli_remote_append(const char *url, const char *stream, int64_t expected, const evs__cli_src *ev,
-                           size_t n) {
+int evs__cli_remote_append(const char *url, const char *stream, int64_t expected, const char *condition,
+                           const evs__cli_src *ev, size_t n) {
     evs__cli_http *h = NULL;
     evs__sb body = {0}, path = {0};
     char header[64];
@@ -149,12 +150,18 @@ int evs__cli_remote_append(const char *url, const char *stream, int64_t expected
 
     if (!stream[0]) return evs__cli_fail(EVS_CLI_INVALID, "stream name is empty; nothing stored");
     /* One array, one POST: the server appends it atomically, as evs_append does. */
+    if (condition) evs__sb_adds(&body, "{\"events\":");
     evs__sb_add(&body, "[", 1);
     for (size_t i = 0; i < n; i++) {
         if (i) evs__sb_add(&body, ",", 1);
         evs__sb_add(&body, ev[i].p, ev[i].n);
     }
     evs__sb_add(&body, "]", 1);
+    if (condition) { /* checked as JSON by the caller; the server reads it strictly */
+        evs__sb_adds(&body, ",\"condition\":");
+        evs__sb_adds(&body, condition);
+        evs__sb_adds(&body, "}");
+    }
     evs__sb_adds(&path, "/streams/");
     evs__cli_pct(&path, stream, strlen(stream));
     if (body.oom || path.oom) {

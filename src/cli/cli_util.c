@@ -156,6 +156,7 @@ int evs__cli_exit_code(int status) {
     case -ENOENT:
         return EVS_CLI_NOTFOUND;
     case EVS_ECONFLICT:
+    case EVS_ECONDITION:
         return EVS_CLI_CONFLICT;
     case EVS_EINVAL:
     case EVS_EJSON:

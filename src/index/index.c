@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 
 #include "core/core.h"
+#include "core/json.h"
 #include "index/index.h"
 #include "log/record.h"
 #include <stdlib.h>
@@ -37,6 +38,48 @@ int evs__index_err(int rc, const char *what) {
 static int open_dbi(MDB_txn *txn, const char *name, unsigned flags, MDB_dbi *dbi) {
     int rc = mdb_dbi_open(txn, name, flags, dbi);
     if (rc) return evs__index_err(rc, name);
+    return EVS_OK;
+}
+
+static int format_put(evs_index *ix, MDB_txn *txn) {
+    uint8_t b[4];
+    evs__put32(b, EVS_IX_FORMAT);
+    MDB_val k = {6, "format"}, v = {4, b};
+    int rc = mdb_put(txn, ix->meta, &k, &v, 0);
+    return rc ? evs__index_err(rc, "write format") : EVS_OK;
+}
+
+/*
+ * The format the index was written in (see EVS_IX_FORMAT).  Opened after
+ * every database; `tags` is opened here since a reader of a format-1 index
+ * has none.
+ */
+static int format_check(evs_index *ix, MDB_txn *txn) {
+    MDB_val k = {6, "format"}, v;
+    uint32_t fmt = 1;
+    int rc = mdb_get(txn, ix->meta, &k, &v);
+    if (rc == 0 && v.mv_size == 4) fmt = evs__get32(v.mv_data);
+    else if (rc == 0) return evs__err(EVS_EFORMAT, "index: malformed format entry (%zu bytes)", v.mv_size);
+    else if (rc != MDB_NOTFOUND) return evs__index_err(rc, "read format");
+    if (fmt > EVS_IX_FORMAT)
+        return evs__err(EVS_EFORMAT, "index: format %u is newer than this program's %u (remove DIR/index to "
+                        "rebuild it from the log, or use a newer evstore)", fmt, EVS_IX_FORMAT);
+    int fresh = 0;
+    if (rc == MDB_NOTFOUND) {
+        MDB_val ck = {10, "checkpoint"};
+        int crc = mdb_get(txn, ix->meta, &ck, &v);
+        if (crc && crc != MDB_NOTFOUND) return evs__index_err(crc, "read checkpoint");
+        fresh = crc == MDB_NOTFOUND;
+    }
+    rc = mdb_dbi_open(txn, "tags", ix->readonly ? MDB_DUPSORT | MDB_DUPFIXED
+                                                : MDB_CREATE | MDB_DUPSORT | MDB_DUPFIXED, &ix->tags);
+    if (rc == MDB_NOTFOUND && ix->readonly) ix->tags = 0, rc = 0;
+    if (rc) return evs__index_err(rc, "tags");
+    if (fmt < 2 && !ix->readonly) {
+        if (fresh) return format_put(ix, txn);
+        ix->stale = 1; /* entries without tags: store open rebuilds it, writing the format */
+    }
+    if (fmt < 2 && ix->readonly) ix->tags = 0; /* an older writer's index: no tag entries to trust */
     return EVS_OK;
 }
 
@@ -94,6 +137,7 @@ int evs__index_open(evs_index *ix, const char *path, uint64_t map_max, unsigned 
     if (rc == MDB_NOTFOUND && readonly) ix->lost = 0, rc = 0;
     if (rc && (rc = evs__index_err(rc, "lost")))
         goto fail;
+    if ((rc = format_check(ix, txn))) goto fail;
     if ((rc = mdb_txn_commit(txn))) {
         txn = NULL;
         rc = evs__index_err(rc, "commit");
@@ -217,13 +261,18 @@ int evs__index_clear(evs_index *ix) {
     int rc = mdb_txn_begin(ix->env, NULL, 0, &txn);
     if (rc) return evs__index_err(rc, "begin clear");
     MDB_dbi all[] = {ix->meta, ix->streams, ix->stream_ev, ix->event_ids, ix->records,
-                     ix->types, ix->stypes, ix->corr, ix->times, ix->lost};
+                     ix->types, ix->stypes, ix->corr, ix->times, ix->lost, ix->tags};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if ((rc = mdb_drop(txn, all[i], 0))) {
             mdb_txn_abort(txn);
             return evs__index_err(rc, "clear");
         }
+    if ((rc = format_put(ix, txn))) {
+        mdb_txn_abort(txn);
+        return rc;
+    }
     if ((rc = mdb_txn_commit(txn))) return evs__index_err(rc, "commit clear");
+    ix->stale = 0;
     return EVS_OK;
 }
 
@@ -290,6 +339,42 @@ int evs__index_event_id_get(evs_index *ix, MDB_txn *txn, const evs_uuid *id, uin
     *sid = evs__get64((uint8_t *)v.mv_data + 8);
     *spos = evs__get64((uint8_t *)v.mv_data + 16);
     return EVS_OK;
+}
+
+int evs__index_each_tag(const char *tags_json, size_t len, int (*fn)(void *arg, const char *tag, size_t n), void *arg) {
+    evs_json_iter it;
+    evs_json_span v;
+    char buf[EVS_MAX_TAGS][EVS_MAX_TAG_BYTES + 1];
+    size_t lens[EVS_MAX_TAGS], n = 0;
+    if (evs__json_iter_init(&it, evs__json_root(tags_json, len))) return -1;
+    while (evs__json_iter_element(&it, &v)) {
+        if (n == EVS_MAX_TAGS) return -1;
+        long l = evs__json_string_decode(v, buf[n], sizeof buf[n]);
+        if (l <= 0) return -1;
+        size_t j;
+        for (j = 0; j < n; j++)
+            if (lens[j] == (size_t)l && !memcmp(buf[j], buf[n], (size_t)l)) break;
+        if (j < n) continue; /* listed twice: one entry */
+        lens[n] = (size_t)l;
+        int rc = fn(arg, buf[n], lens[n]);
+        if (rc) return rc;
+        n++;
+    }
+    return 0;
+}
+
+typedef struct tag_put {
+    MDB_txn *txn;
+    MDB_dbi dbi;
+    MDB_val gpos;
+    int mdb_rc;
+} tag_put;
+
+static int put_tag(void *arg, const char *tag, size_t n) {
+    tag_put *t = arg;
+    MDB_val k = {n, (void *)tag}, v = t->gpos;
+    t->mdb_rc = mdb_put(t->txn, t->dbi, &k, &v, 0);
+    return t->mdb_rc ? 1 : 0;
 }
 
 static int next_stream_id(evs_index *ix, MDB_txn *txn, uint64_t *id) {
@@ -363,6 +448,14 @@ int evs__index_add_record(evs_index *ix, MDB_txn *txn, const uint8_t *payload, u
         if (ev.has_correlation_id) {
             k = sval(ev.correlation_id.b, 16);
             if ((rc = mdb_put(txn, ix->corr, &k, &v, 0))) return evs__index_err(rc, "write correlation entry");
+        }
+        if (ev.tags_len) {
+            tag_put t = {txn, ix->tags, sval(gbe, 8), 0};
+            rc = evs__index_each_tag(ev.tags, ev.tags_len, put_tag, &t);
+            if (t.mdb_rc) return evs__index_err(t.mdb_rc, "write tag entry");
+            if (rc)
+                return evs__err(EVS_ECORRUPT, "record at global position %llu: event %u has malformed tags",
+                                (unsigned long long)first_gpos, i + 1);
         }
         off = next;
     }

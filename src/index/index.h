@@ -28,6 +28,8 @@
  *   corr       16-byte correlation id -> dup u64be gpos
  *   times      u64be recorded_at, u64be first gpos -> (empty)
  *   lost       u64be first gpos of a LOST frame -> u64 count, i64 repaired_at
+ *   tags       tag (its UTF-8 bytes) -> dup u64be gpos, one per event carrying it
+ *              (format 2; meta "format" -> u32 EVS_IX_FORMAT)
  *
  * A LOST frame (positions `evstore repair` removed) has a `records` entry
  * like any record, a `lost` entry, and for each stream position it held a
@@ -47,8 +49,9 @@
 
 typedef struct evs_index {
     MDB_env *env;
-    MDB_dbi meta, streams, stream_ev, event_ids, records, types, stypes, corr, times, lost;
+    MDB_dbi meta, streams, stream_ev, event_ids, records, types, stypes, corr, times, lost, tags;
     int readonly;
+    int stale;                    /* written by an older format: the writer must rebuild it (store.c) */
     /* The map follows the index's size (see "MAP GROWTH" in index.c). */
     pthread_rwlock_t remap;       /* readers' calls share it; a remap takes it alone */
     _Atomic uint64_t gen;         /* remaps so far: a reader renews its cursors when it changed */
@@ -64,6 +67,14 @@ typedef struct evs_ix_stream {
     uint32_t stype_len;
     char stype[EVS_MAX_TYPE_NAME + 1];
 } evs_ix_stream;
+
+/*
+ * The index's format.  1 (no "format" key): before the tag index.  2: with
+ * `tags`.  A writer that opens a format-1 index holding entries rebuilds it
+ * from the log (ix->stale); a reader of one has no tag index (ix->tags is
+ * 0) and filters tags by scanning.  A newer format is refused (EVS_EFORMAT).
+ */
+#define EVS_IX_FORMAT 2u
 
 /* Map an LMDB code to ours, recording what was being done. */
 int evs__index_err(int mdb_rc, const char *what);
@@ -107,7 +118,7 @@ int evs__index_grow(evs_index *ix);
 /* Did the last index error on this thread come from a full map?  Clears it. */
 int evs__index_was_full(void);
 void evs__index_close(evs_index *ix);
-/* Empty every database (before a rebuild from the log). */
+/* Empty every database (before a rebuild from the log) and mark it the current format. */
 int evs__index_clear(evs_index *ix);
 
 int evs__index_checkpoint_get(evs_index *ix, MDB_txn *txn, evs_lsn *lsn, uint64_t *next_gpos);
@@ -127,6 +138,23 @@ int evs__index_event_id_get(evs_index *ix, MDB_txn *txn, const evs_uuid *id, uin
  */
 int evs__index_add_record(evs_index *ix, MDB_txn *txn, const uint8_t *payload, uint32_t len, uint64_t first_gpos,
                           uint32_t count, evs_lsn lsn, evs_ix_stream *st);
+
+/*
+ * Call fn for each tag of an event's stored tags (a JSON array of strings,
+ * as the writer encodes it), decoded; a tag listed twice is given once.
+ * Stops at fn's first nonzero return and returns it; -1 when the array
+ * is malformed.
+ */
+int evs__index_each_tag(const char *tags_json, size_t len, int (*fn)(void *arg, const char *tag, size_t n), void *arg);
+
+/*
+ * The first event at a position in (c->after, head] that c's query matches
+ * (ixquery.c): *gpos 0 when none, else its position and *item the first
+ * query item that matches it.  txn may be the writer's: it sees its own
+ * entries.  c must be valid (evs__condition_validate).
+ */
+int evs__index_query_first(evs_index *ix, MDB_txn *txn, const evs_append_condition *c, uint64_t head,
+                           uint64_t *gpos, size_t *item);
 
 /* stream_ev's event index for a stream position that a repair removed. */
 #define EVS_IX_LOST UINT32_MAX

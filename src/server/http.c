@@ -70,7 +70,7 @@ typedef struct route_def {
 } route_def;
 
 /* The filters of a read of $all, and of a live stream (which also takes one exact stream). */
-#define Q_FILTER "type,stream_type,stream_prefix,correlation_id,causation_id,tag,since,until"
+#define Q_FILTER "type,stream_type,stream_prefix,correlation_id,causation_id,tag,tag_match,since,until"
 #define Q_PAGE "after,limit"
 
 #define R EVS_M_READ

@@ -168,6 +168,7 @@ int evs__live_filter_finish(evs__live_filter *lf, char *why, size_t cap) {
     if (lf->ntags) {
         lf->f.tags = lf->tags;
         lf->f.n_tags = lf->ntags;
+        lf->f.tag_match = lf->tag_all ? EVS_TAGS_ALL : EVS_TAGS_ANY;
     }
     if (lf->stream_type) {
         if (!*lf->stream_type || strlen(lf->stream_type) > EVS_MAX_TYPE_NAME) {
@@ -250,6 +251,13 @@ int evs__query_filter(evs__req *rq, int allow_stream, evs__live_filter *lf, enum
         query_tags(rq, lf, mr) || evs__query_text(rq, "since", 64, &since, mr) ||
         evs__query_text(rq, "until", 64, &until, mr))
         goto cleanup;
+    const char *tm = evs__query(rq, "tag_match");
+    if (tm && strcmp(tm, "any") && strcmp(tm, "all")) {
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, "{\"parameter\":\"tag_match\"}",
+                                 "parameter tag_match must be any or all");
+        goto cleanup;
+    }
+    lf->tag_all = tm && strcmp(tm, "all") == 0;
     if (lf->stream && lf->stream_prefix) {
         *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameters stream and stream_prefix exclude each other");
         goto cleanup;

@@ -62,6 +62,7 @@ typedef struct evs__live_filter {
     size_t tags_len;
     const char *tags[EVS_MAX_TAGS];
     size_t ntags;
+    int tag_all;                  /* tag_match=all: every tag, not any */
     int has_causation;
     evs_uuid causation;
     int64_t since, until;         /* 0: unbounded */
@@ -70,9 +71,10 @@ typedef struct evs__live_filter {
 
 /*
  * The filter parameters of /all and /subscribe: type, stream_type,
- * stream_prefix, correlation_id, causation_id, tag, since, until, and with
- * allow_stream also stream.  `tag` is a comma-separated list (any of them;
- * a comma inside a tag is sent as %2C).  0 with lf finished.
+ * stream_prefix, correlation_id, causation_id, tag, tag_match, since, until,
+ * and with allow_stream also stream.  `tag` is a comma-separated list (any
+ * of them, or with tag_match=all every one; a comma inside a tag is sent
+ * as %2C).  0 with lf finished.
  */
 int evs__query_filter(evs__req *rq, int allow_stream, evs__live_filter *lf, enum MHD_Result *mr);
 /*

@@ -29,6 +29,7 @@ unsigned evs__http_status(int rc) {
     case EVS_EJSON: return EVS_HTTP_BAD_REQUEST;       /* not JSON at all */
     case EVS_ENOTFOUND: return EVS_HTTP_NOT_FOUND;
     case EVS_ECONFLICT:
+    case EVS_ECONDITION:                               /* a DCB append's query matched a newer event */
     case EVS_EDUPLICATE:
     case EVS_ELOCKED: return EVS_HTTP_CONFLICT;        /* held by another (a consumer name taken, ...) */
     case EVS_ELIMIT: return EVS_HTTP_TOO_LARGE;        /* over a limit: more would not fit */

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/condition_json.h"
 #include "core/event_json.h"
 #include "server/query.h"
 #include "server/routes_store.h"
@@ -63,6 +64,22 @@ static int count_events(evs_json_span root, size_t *n) {
     return 0;
 }
 
+/*
+ * A body that is an object with "events" (and optionally "condition") is
+ * the envelope of a conditional append; any other object is one event.
+ * An event has no "events" member (evs__event_from_json refuses unknown
+ * fields), so the two cannot be confused.
+ */
+static int is_envelope(evs_json_span root) {
+    if (root.type != EVS_JSON_OBJECT) return 0;
+    evs_json_iter it;
+    evs_json_span k, v;
+    evs__json_iter_init(&it, root);
+    while (evs__json_iter_member(&it, &k, &v))
+        if (evs__json_string_eq(k, "events") || evs__json_string_eq(k, "condition")) return 1;
+    return 0;
+}
+
 enum MHD_Result evs__route_append(evs__req *rq) {
     evs__srv *srv = rq->srv;
     const char *stream = rq->stream, *body = rq->body.p ? rq->body.p : "";
@@ -74,6 +91,9 @@ enum MHD_Result evs__route_append(evs__req *rq) {
     size_t n = 0, nparsed = 0;
     evs__sb out = {0};
     char d[256];
+    evs_condition_parsed cp;
+    int have_cond = 0;
+    memset(&cp, 0, sizeof cp);
 
     /* expected version: header and query must agree when both are given */
     int64_t expected = EVS_EXPECT_ANY, eq = 0;
@@ -109,6 +129,38 @@ enum MHD_Result evs__route_append(evs__req *rq) {
                                 "the body must be an event object or an array of them, not %s",
                                 evs__json_type_name(root.type));
         goto cleanup;
+    }
+    if (is_envelope(root)) {
+        evs_json_iter mi;
+        evs_json_span k, v, events = {NULL, 0, EVS_JSON_INVALID};
+        evs__json_iter_init(&mi, root);
+        while (evs__json_iter_member(&mi, &k, &v)) {
+            if (evs__json_string_eq(k, "events") && !events.p) {
+                events = v;
+            } else if (evs__json_string_eq(k, "condition") && !have_cond) {
+                const char *where;
+                if (evs__condition_from_json(v, &cp, &where)) {
+                    unsigned line, col;
+                    evs__json_position(body, (size_t)(where - body), &line, &col);
+                    snprintf(d, sizeof d, "{\"line\":%u,\"column\":%u,\"offset\":%zu}", line, col,
+                             (size_t)(where - body));
+                    mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, d, "%s", evs_errmsg());
+                    goto cleanup;
+                }
+                have_cond = 1;
+            } else {
+                mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, NULL,
+                                        "unknown or repeated member %.*s: an append body with \"events\" takes "
+                                        "\"events\" and \"condition\"", (int)(k.n > 60 ? 60 : k.n), k.p);
+                goto cleanup;
+            }
+        }
+        if (!events.p || (events.type != EVS_JSON_ARRAY && events.type != EVS_JSON_OBJECT)) {
+            mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, NULL,
+                                    "\"events\" must be given: an event object or an array of them");
+            goto cleanup;
+        }
+        root = events;
     }
     count_events(root, &n);
     if (n == 0) {
@@ -160,7 +212,7 @@ enum MHD_Result evs__route_append(evs__req *rq) {
     evs_append_result res;
     memset(&res, 0, sizeof res);
     int64_t t0 = evs__mono_ns();
-    int rc = evs_append(srv->store, stream, expected, ins, n, &res, ids);
+    int rc = evs_append_if(srv->store, stream, expected, have_cond ? &cp.cond : NULL, ins, n, &res, ids);
     evs__count_append_latency(&srv->m, evs__mono_ns() - t0);
     if (rc == EVS_ECONFLICT) {
         char et[32];
@@ -177,6 +229,18 @@ enum MHD_Result evs__route_append(evs__req *rq) {
         if (expected >= 0) evs__sb_printf(&out, "%lld", (long long)expected);
         else evs__sb_json_str(&out, et, strlen(et));
         evs__sb_adds(&out, "}}\n");
+        size_t blen;
+        char *p = evs__sb_take(&out, &blen);
+        mr = p ? evs__respond(rq, EVS_HTTP_CONFLICT, p, blen, NULL) : MHD_NO;
+        goto cleanup;
+    }
+    if (rc == EVS_ECONDITION) {
+        evs__sb_adds(&out, "{\"error\":");
+        evs__sb_json_str(&out, evs_errmsg(), strlen(evs_errmsg()));
+        evs__sb_printf(&out, ",\"condition_position\":%llu,\"detail\":{\"code\":\"ECONDITION\",\"stream\":",
+                       (unsigned long long)res.condition_position);
+        evs__sb_json_str(&out, stream, strlen(stream));
+        evs__sb_printf(&out, ",\"after\":%llu}}\n", (unsigned long long)cp.cond.after);
         size_t blen;
         char *p = evs__sb_take(&out, &blen);
         mr = p ? evs__respond(rq, EVS_HTTP_CONFLICT, p, blen, NULL) : MHD_NO;
@@ -217,6 +281,7 @@ enum MHD_Result evs__route_append(evs__req *rq) {
     mr = evs__respond(rq, res.idempotent ? EVS_HTTP_OK : EVS_HTTP_CREATED, p, blen, NULL);
 
 cleanup:
+    evs__condition_parsed_free(&cp);
     for (size_t i = 0; i < nparsed; i++) evs__event_parsed_free(&parsed[i]);
     free(parsed);
     free(ins);

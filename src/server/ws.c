@@ -648,6 +648,7 @@ static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf) {
     key_field(&k, 's', lf->stream_type);
     key_field(&k, 'n', lf->stream);
     for (size_t i = 0; i < lf->ntags; i++) key_field(&k, 'g', lf->tags[i]);
+    if (lf->tag_all) key_field(&k, 'm', "all");
     if (lf->has_causation) {
         char u[37];
         evs_uuid_format(&lf->causation, u);

@@ -10,10 +10,12 @@
  * served from a one-frame cache, which keeps stream reads of multi-event
  * appends cheap).
  *
- * $all reads with an event-type, stream-type or correlation filter walk the
- * matching index (merging one cursor per event type) instead of the log, so
- * they do not read what they exclude; a time range starts at the first
- * record at or after `since`, found in the time index.
+ * $all reads with a correlation, tag, stream-type or event-type filter walk
+ * the matching index (merging one cursor per event type or tag, or for
+ * "all tags" intersecting the tags' cursors by leapfrogging: each cursor
+ * seeks the furthest position another one stands on until all agree)
+ * instead of the log, so they do not read what they exclude; a time range
+ * starts at the first record at or after `since`, found in the time index.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,7 @@ struct evs_reader {
     uint64_t position;
     dupcur *dc;
     size_t ndc;
+    int dc_all;               /* a position must be on every cursor (intersection), not any */
     /* frame cache */
     evs_frame fr;
     int have_fr;
@@ -64,8 +67,9 @@ struct evs_reader {
     int has_corr;
     evs_uuid corr;
     int64_t since, until;
-    char **tags;                   /* any of these (not indexed: checked on the events read) */
+    char **tags;                   /* any (or with tag_all, every one) of these */
     size_t ntags;
+    int tag_all;
     int has_caus;
     evs_uuid caus;
     /* lost ranges (see evs_reader_lost) */
@@ -411,9 +415,13 @@ static int set_filter(evs_reader *r, const evs_filter *f) {
             size_t n = f->tags[i] ? strnlen(f->tags[i], EVS_MAX_TAG_BYTES + 1) : 0;
             if (n == 0 || n > EVS_MAX_TAG_BYTES)
                 return evs__err(EVS_EINVAL, "filter: tag %zu must be 1..%u bytes", i + 1, EVS_MAX_TAG_BYTES);
+            if (i == EVS_MAX_TAGS) return evs__err(EVS_ELIMIT, "filter: more than %u tags", EVS_MAX_TAGS);
             if (!(r->tags[i] = strdup(f->tags[i]))) return evs__err(EVS_ENOMEM, "out of memory");
         }
     }
+    if (f->tag_match != EVS_TAGS_ANY && f->tag_match != EVS_TAGS_ALL)
+        return evs__err(EVS_EINVAL, "filter: tag_match %d is neither any nor all", (int)f->tag_match);
+    r->tag_all = f->tag_match == EVS_TAGS_ALL;
     if (f->causation_id) {
         r->has_caus = 1;
         r->caus = *f->causation_id;
@@ -425,20 +433,25 @@ static int set_filter(evs_reader *r, const evs_filter *f) {
     return EVS_OK;
 }
 
-/* The event's tags (a JSON array of strings, as the writer encoded it) hold one of the reader's. */
+typedef struct tag_seen {
+    const evs_reader *r;
+    uint64_t seen;      /* bit i: the event carries r->tags[i] (EVS_MAX_TAGS is 64) */
+} tag_seen;
+
+static int note_tag(void *arg, const char *tag, size_t n) {
+    tag_seen *t = arg;
+    for (size_t i = 0; i < t->r->ntags; i++)
+        if (strlen(t->r->tags[i]) == n && memcmp(t->r->tags[i], tag, n) == 0) t->seen |= (uint64_t)1 << i;
+    return 0;
+}
+
+/* The event's tags hold one of the reader's (with tag_all: every one). */
 static int has_tag(const evs_reader *r, const evs_event *e) {
     if (!e->tags || !e->tags_len) return 0;
-    evs_json_iter it;
-    evs_json_span v;
-    char buf[EVS_MAX_TAG_BYTES + 1];
-    if (evs__json_iter_init(&it, evs__json_root(e->tags, e->tags_len))) return 0;
-    while (evs__json_iter_element(&it, &v)) {
-        long n = evs__json_string_decode(v, buf, sizeof buf);
-        if (n < 0) continue;
-        for (size_t i = 0; i < r->ntags; i++)
-            if (strlen(r->tags[i]) == (size_t)n && memcmp(r->tags[i], buf, (size_t)n) == 0) return 1;
-    }
-    return 0;
+    tag_seen t = {r, 0};
+    if (evs__index_each_tag(e->tags, e->tags_len, note_tag, &t)) return 0;
+    uint64_t want = r->ntags == 64 ? UINT64_MAX : ((uint64_t)1 << r->ntags) - 1;
+    return r->tag_all ? (t.seen & want) == want : t.seen != 0;
 }
 
 static int matches(const evs_reader *r, const evs_event *e) {
@@ -528,15 +541,21 @@ static int read_all_locked(evs_store *s, uint64_t from, int direction, const evs
         }
     }
     r->position = r->gpos;
-    /* an index answers the most selective filter present */
-    if (r->has_corr || r->stype || r->ntypes) {
+    /* an index answers the most selective filter present (a tag names an
+       entity; an index from before tags has none, and tags are then checked
+       on the events read) */
+    int by_tags = r->ntags && s->ix.tags && !r->has_corr;
+    if (r->has_corr || by_tags || r->stype || r->ntypes) {
         r->kind = RD_INDEX;
-        if (!(r->dc = calloc(r->has_corr || r->stype ? 1 : r->ntypes, sizeof *r->dc))) {
+        if (!(r->dc = calloc(r->has_corr || r->stype ? 1 : by_tags ? r->ntags : r->ntypes, sizeof *r->dc))) {
             rc = evs__err(EVS_ENOMEM, "out of memory");
             goto fail;
         }
         if (r->has_corr) rc = add_dc(r, s->ix.corr, r->corr.b, 16);
-        else if (r->stype) rc = add_dc(r, s->ix.stypes, r->stype, strlen(r->stype));
+        else if (by_tags) {
+            for (size_t i = 0; i < r->ntags && !rc; i++) rc = add_dc(r, s->ix.tags, r->tags[i], strlen(r->tags[i]));
+            r->dc_all = r->tag_all;
+        } else if (r->stype) rc = add_dc(r, s->ix.stypes, r->stype, strlen(r->stype));
         else
             for (size_t i = 0; i < r->ntypes && !rc; i++) rc = add_dc(r, s->ix.types, r->types[i], strlen(r->types[i]));
         if (rc) goto fail;
@@ -560,16 +579,44 @@ int evs_read_all(evs_store *s, uint64_t from, int direction, const evs_filter *f
     return rc;
 }
 
-/* The next candidate position from the index cursors, 0 when none. */
+/* Is a before b in the read's direction? */
+static int before(const evs_reader *r, uint64_t a, uint64_t b) { return r->dir == EVS_FORWARD ? a < b : a > b; }
+
+/*
+ * The next candidate position from the index cursors, 0 when none: the
+ * nearest of them (a union; an event on several cursors, carrying two of
+ * the tags asked for, comes once), or with dc_all the nearest position
+ * every cursor holds.
+ */
 static int next_candidate(evs_reader *r, uint64_t *g) {
-    dupcur *best = NULL;
-    for (size_t i = 0; i < r->ndc; i++) {
-        dupcur *d = &r->dc[i];
-        if (!d->cur) continue;
-        if (!best || (r->dir == EVS_FORWARD ? d->cur < best->cur : d->cur > best->cur)) best = d;
+    int rc;
+    *g = 0;
+    if (r->dc_all) {
+        for (;;) {
+            uint64_t far = 0;
+            for (size_t i = 0; i < r->ndc; i++) {
+                if (!r->dc[i].cur) return EVS_OK; /* one list ended: so did the intersection */
+                if (!far || before(r, far, r->dc[i].cur)) far = r->dc[i].cur;
+            }
+            int agree = 1;
+            for (size_t i = 0; i < r->ndc; i++)
+                if (r->dc[i].cur != far) {
+                    agree = 0;
+                    if ((rc = dc_seek(r, &r->dc[i], far))) return rc;
+                }
+            if (agree) {
+                *g = far;
+                break;
+            }
+        }
+    } else {
+        for (size_t i = 0; i < r->ndc; i++)
+            if (r->dc[i].cur && (!*g || before(r, r->dc[i].cur, *g))) *g = r->dc[i].cur;
+        if (!*g) return EVS_OK;
     }
-    *g = best ? best->cur : 0;
-    return best ? dc_step(r, best) : EVS_OK;
+    for (size_t i = 0; i < r->ndc; i++)
+        if (r->dc[i].cur == *g && (rc = dc_step(r, &r->dc[i]))) return rc;
+    return EVS_OK;
 }
 
 /*
@@ -773,11 +820,11 @@ int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_st
 typedef struct check_ctx {
     evs_store *s;
     MDB_txn *txn;
-    MDB_cursor *rec, *sev;
+    MDB_cursor *rec, *sev, *tag;
     evs_check_report *rep;
     int rec_more;              /* rec stands on the next index record to match */
     MDB_val rk, rv;
-    uint64_t ix_events, lost_positions;
+    uint64_t ix_events, lost_positions, ix_tags;
     /* the stream of the last record seen: its id */
     char last_stream[EVS_MAX_STREAM_NAME + 1];
     size_t last_len;
@@ -820,6 +867,20 @@ static uint64_t check_sid(check_ctx *c, const char *name, size_t len) {
     c->last_len = len;
     c->last_sid = st.id;
     return st.id;
+}
+
+typedef struct check_tag {
+    check_ctx *c;
+    uint8_t gbe[8];
+} check_tag;
+
+/* Does `tags` hold (tag, gpos)? */
+static int check_one_tag(void *arg, const char *tag, size_t n) {
+    check_tag *t = arg;
+    MDB_val k = {n, (void *)tag}, v = {8, t->gbe};
+    if (mdb_cursor_get(t->c->tag, &k, &v, MDB_GET_BOTH)) return 1;
+    t->c->ix_tags++;
+    return 0;
 }
 
 /* Does stream_ev say (sid, spos) -> (lsn, idx)? */
@@ -882,6 +943,14 @@ static int check_frame(void *arg, const evs_frame *f) {
             check_error(c, f, "stream position missing from or different in the index");
             return 0;
         }
+        if (c->tag && ev.tags_len) {
+            check_tag t = {c, {0}};
+            evs__put64be(t.gbe, ev.global_position);
+            if (evs__index_each_tag(ev.tags, ev.tags_len, check_one_tag, &t)) {
+                check_error(c, f, "tag entry missing from the index (or the event's tags are malformed)");
+                return 0;
+            }
+        }
         c->ix_events++;
         off = next;
     }
@@ -898,6 +967,11 @@ int evs_store_check(evs_store *s, evs_check_report *rep) {
     int rc = evs__index_rbegin(&s->ix, &c.txn);
     if (rc) return rc;
     if ((rc = mdb_cursor_open(c.txn, s->ix.records, &c.rec))) {
+        evs__index_rend(&s->ix, c.txn);
+        return evs__index_err(rc, "open cursor");
+    }
+    if (s->ix.tags && (rc = mdb_cursor_open(c.txn, s->ix.tags, &c.tag))) {
+        mdb_cursor_close(c.rec);
         evs__index_rend(&s->ix, c.txn);
         return evs__index_err(rc, "open cursor");
     }
@@ -919,7 +993,10 @@ int evs_store_check(evs_store *s, evs_check_report *rep) {
         if (!mdb_stat(c.txn, s->ix.stream_ev, &st) && st.ms_entries != c.ix_events + c.lost_positions &&
             !lc.errors)
             check_error_ix(&c, 0, 0, "stream_ev holds entries for events the log does not have");
+        if (c.tag && !mdb_stat(c.txn, s->ix.tags, &st) && st.ms_entries != c.ix_tags && !lc.errors)
+            check_error_ix(&c, 0, 0, "tags holds entries for tags the log's events do not carry");
     }
+    if (c.tag) mdb_cursor_close(c.tag);
     mdb_cursor_close(c.rec);
     evs__index_rend(&s->ix, c.txn);
     if (rc) return rc;

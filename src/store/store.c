@@ -6,9 +6,11 @@
  *   caller thread   validate names and JSON, generate ids, encode the record
  *                   (no lock held), enqueue; wait, or lead if at the front
  *   leader          take every queued request; in ONE LMDB write txn check
- *                   each request's expected version and event ids against
- *                   the index (the txn sees the batch's own earlier
- *                   requests), assign positions, copy frames into the log's
+ *                   each request's expected version, event ids and DCB
+ *                   condition against the index (the txn sees the batch's
+ *                   own earlier requests: each request's index entries are
+ *                   put before the next one is checked), assign positions,
+ *                   copy frames into the log's
  *                   buffer and add index entries; then one write and one
  *                   fdatasync of the log; then commit the txn; publish the
  *                   new head; wake everyone in the batch.
@@ -59,6 +61,7 @@ struct evs_append_req {
     const char *stream;
     size_t stream_len;
     int64_t expected;
+    const evs_append_condition *cond; /* NULL: unconditional; the caller's, valid while it waits */
     uint8_t *payload;
     size_t len;
     uint32_t count;
@@ -630,7 +633,7 @@ retry:
     evs__log_mark(s->log, &mark);
     int64_t now = evs_now_ns();
     if (now < s->last_recorded) now = s->last_recorded;
-    uint64_t next = evs__log_next_gpos(s->log);
+    uint64_t next = evs__log_next_gpos(s->log), batch_first = next;
     size_t wrote = 0, events = 0, bytes = 0;
     int buffered = 0; /* a frame of this batch is in the log's buffer */
     for (evs_append_req *r = batch; r; r = r->next) {
@@ -654,6 +657,19 @@ retry:
         if ((r->expected == EVS_EXPECT_EXISTS && v == 0) || (r->expected >= 0 && (uint64_t)r->expected != v)) {
             req_fail(r, conflict(r, v));
             continue;
+        }
+        if (r->cond) {
+            uint64_t g;
+            size_t item;
+            if ((rc = evs__index_query_first(&s->ix, txn, r->cond, next - 1, &g, &item))) goto fatal;
+            if (g) {
+                r->res.condition_position = g;
+                req_fail(r, evs__err(EVS_ECONDITION, "append condition failed: the event at global position %llu "
+                                     "matches query item %zu and lies after position %llu%s",
+                                     (unsigned long long)g, item + 1, (unsigned long long)r->cond->after,
+                                     g >= batch_first ? " (it was appended in the same group commit)" : ""));
+                continue;
+            }
         }
         evs__put64(r->payload + EVS_REC_OFF_STREAM_POS, v + 1);
         evs__put64(r->payload + EVS_REC_OFF_RECORDED_AT, (uint64_t)now);
@@ -925,8 +941,8 @@ static void quiesce(evs_store *s) {
     s->syncer_started = 0;
 }
 
-int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events, size_t n,
-               evs_append_result *res, evs_uuid *generated_ids) {
+static int append_impl(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
+                       const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids) {
     int rc;
     size_t slen, total;
     prepared p;
@@ -947,6 +963,7 @@ int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_eve
     if (n > s->lim_events)
         return evs__err(EVS_ELIMIT, "an append of %zu events exceeds the limit of %llu", n,
                         (unsigned long long)s->lim_events);
+    if (cond && (rc = evs__condition_validate(cond))) return rc;
     atomic_fetch_add(&s->inflight, 1);
     if ((rc = prepare(s, stream, slen, events, n, &p, &total))) goto out;
     if ((rc = evs__record_encode(stream, slen, p.ev, p.ids, p.stypes, p.stype_lens, (const char *const *)p.tags,
@@ -955,6 +972,7 @@ int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_eve
     r.stream = stream;
     r.stream_len = slen;
     r.expected = expected;
+    r.cond = cond;
     r.payload = payload;
     r.len = plen;
     r.count = (uint32_t)n;
@@ -983,6 +1001,16 @@ out:
     free(payload);
     prepared_free(&p, n);
     return rc;
+}
+
+int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events, size_t n,
+               evs_append_result *res, evs_uuid *generated_ids) {
+    return append_impl(s, stream, expected, NULL, events, n, res, generated_ids);
+}
+
+int evs_append_if(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
+                  const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids) {
+    return append_impl(s, stream, expected, cond, events, n, res, generated_ids);
 }
 
 /* ------------------------------------------------------- open and close */
@@ -1296,6 +1324,12 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     }
     if (rc) goto fail;
     report_add(s, rec.report);
+    if (s->ix.stale && !s->readonly) {
+        /* the log verified against the old index's floor above; now index it again with tags */
+        report_add(s, "index rebuilt from the log: it was written before the tag index (index format 2)");
+        if ((rc = evs__index_clear(&s->ix))) goto fail;
+        from = 0;
+    }
     if (!s->readonly) {
         uint64_t frames = 0;
         if ((rc = reindex(s, from ? from : evs__log_start(s->log), &frames))) goto fail;

@@ -90,6 +90,9 @@ int evs__store_teardown(evs_store *s, int clean);
 /* What the last session left in the index (see store.c). */
 void evs__store_index_state(evs_store *s, int *untrusted, int *clean);
 
+/* A conditional append's condition as given: EVS_OK, or what is wrong with it (condition.c). */
+int evs__condition_validate(const evs_append_condition *c);
+
 /* Validate a stream name; message names the problem. */
 int evs__check_stream_name(const evs_store *s, const char *stream, size_t *len_out);
 
