@@ -41,6 +41,7 @@
 #include "server/routes_proj.h"
 #include "server/routes_store.h"
 #include "server/routes_subs.h"
+#include "server/routes_ui.h"
 #include "server/sse.h"
 #include "server/ws.h"
 
@@ -130,6 +131,12 @@ static const route_def routes[] = {
     {"/aggregates/{type}/{aggregate}", R, EVS_R_AGGREGATES, B_NONE, 0, "use_snapshot", evs__route_aggregate_get},
     {"/aggregates/{type}/{aggregate}/snapshots", R | EVS_M_POST, EVS_R_AGGREGATES, B_NONE, 0, "",
      evs__route_aggregate_snapshots},
+
+    /* the web console (routes_ui.c): static files, query strings ignored */
+    {"/", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_index},
+    {"/ui", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_index},
+    {"/ui/", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_index},
+    {"/ui/{file}", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_file},
 };
 
 #undef R
@@ -234,6 +241,7 @@ static int label_of(const path *p) {
     if (p->len[0] == 8 && memcmp(p->seg[0], "commands", 8) == 0) return EVS_R_COMMANDS;
     if (p->len[0] == 7 && memcmp(p->seg[0], "queries", 7) == 0) return EVS_R_QUERIES;
     if (p->len[0] == 10 && memcmp(p->seg[0], "aggregates", 10) == 0) return EVS_R_AGGREGATES;
+    if (p->len[0] == 2 && memcmp(p->seg[0], "ui", 2) == 0) return EVS_R_UI;
     return EVS_R_OTHER;
 }
 
