@@ -13,8 +13,9 @@ CMAKE    := cmake
 # What building and running need (make run, make build) ...
 BUILD_PKGS := build-essential cmake pkg-config liblmdb-dev libjansson-dev liblua5.4-dev libsodium-dev \
               libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev
-# ... what the tests drive besides (the README's curl examples, promtool for /metrics) ...
-TEST_PKGS  := $(BUILD_PKGS) python3 curl prometheus lmdb-utils
+# ... what the tests drive besides (the README's curl examples, promtool for /metrics, headless
+# chromium for the web console's browser journeys) ...
+TEST_PKGS  := $(BUILD_PKGS) python3 curl prometheus lmdb-utils chromium
 # ... and libFuzzer (make fuzz).
 FUZZ_PKGS  := $(BUILD_PKGS) clang
 

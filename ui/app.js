@@ -40,6 +40,12 @@ function el(tag, attrs, ...kids) {
   return e;
 }
 
+/* Replace a node's children; like el(), arrays are flattened and null/false left out. */
+function fill(node, ...kids) {
+  node.replaceChildren(...kids.flat(2).filter((k) => k !== null && k !== undefined && k !== false)
+    .map((k) => (k instanceof Node ? k : document.createTextNode(String(k)))));
+}
+
 function pretty(v) { return JSON.stringify(v, null, 2); }
 function fmtNum(n) { return n === null || n === undefined || Number.isNaN(n) ? "–" : Number(n).toLocaleString("en-US"); }
 function fmtBytes(n) {
@@ -111,7 +117,7 @@ function ask(title, text, fields, okLabel, danger) {
   const ok = document.getElementById("modal-ok");
   const cancel = document.getElementById("modal-cancel");
   document.getElementById("modal-title").textContent = title;
-  body.replaceChildren(el("p", {}, text));
+  fill(body, el("p", {}, text));
   const inputs = {};
   for (const f of fields || []) {
     inputs[f.name] = f.textarea ? el("textarea", { name: f.name, placeholder: f.placeholder || "" })
@@ -148,9 +154,9 @@ function action(label, question, fn, out, after, opts) {
       if (v === null) return;
       try {
         const r = await fn(v);
-        out.replaceChildren(el("div", { class: "ok" }, label + ": ", el("code", {}, typeof r === "string" ? r || "done" : JSON.stringify(r))));
+        fill(out, el("div", { class: "ok" }, label + ": ", el("code", {}, typeof r === "string" ? r || "done" : JSON.stringify(r))));
       } catch (e) {
-        out.replaceChildren(errorBox(e));
+        fill(out, errorBox(e));
       }
       if (after) after();
     },
@@ -238,6 +244,13 @@ function drawChart(canvas, points) {
     if (i) g.lineTo(x, y); else g.moveTo(x, y);
   });
   g.stroke();
+  if (points.length === 1) { /* one rate so far: a dot, so a fresh page shows it at once */
+    const p = points[0];
+    g.fillStyle = "#1f6feb";
+    g.beginPath();
+    g.arc(right - (right - left) * Math.min(1, (now - p.t) / span), bottom - (bottom - top) * p.v / ymax, 3, 0, 2 * Math.PI);
+    g.fill();
+  }
 }
 
 /* ------------------------------------------------------------- pages */
@@ -248,7 +261,7 @@ pages.overview = (view) => {
   const cards = el("div", { class: "cards", id: "overview-cards" });
   const err = el("div");
   const c1 = el("canvas", { id: "chart-appends" }), c2 = el("canvas", { id: "chart-events" });
-  const r1 = el("span"), r2 = el("span");
+  const r1 = el("span", { id: "rate-appends" }), r2 = el("span", { id: "rate-events" });
   view.append(el("h1", {}, "Overview"), err, cards,
     el("div", { class: "charts" },
       el("div", { class: "chart" }, el("div", { class: "title" }, el("span", {}, "Appends / s"), r1), c1),
@@ -256,9 +269,9 @@ pages.overview = (view) => {
   const card = (k, v, id) => el("div", { class: "card", id }, el("div", { class: "k" }, k), el("div", { class: "v" }, v));
   let info = null, health = null, healthErr = null;
   async function refresh() {
-    try { info = await api("GET", "/info"); } catch (e) { info = null; err.replaceChildren(errorBox(e)); }
+    try { info = await api("GET", "/info"); } catch (e) { info = null; fill(err, errorBox(e)); }
     try { health = await api("GET", "/health"); healthErr = null; } catch (e) { health = null; healthErr = e; }
-    if (info) err.replaceChildren();
+    if (info) fill(err);
     render();
   }
   function render() {
@@ -267,7 +280,7 @@ pages.overview = (view) => {
     if (healthErr && healthErr.body) {
       try { status = (JSON.parse(healthErr.body).detail || {}).status || status; } catch (e) { /* not JSON: keep */ }
     }
-    cards.replaceChildren(
+    fill(cards,
       card("Health", badge(status), "card-health"),
       card("Head position", fmtNum(info ? info.head : last.evstore_head_position), "card-head"),
       card("Streams", fmtNum(info ? info.streams : last.evstore_streams), "card-streams"),
@@ -279,7 +292,7 @@ pages.overview = (view) => {
       card("Connections", fmtNum(info ? info.connections : null)),
       card("Uptime", info ? Math.round(info.uptime_seconds) + " s" : "–"),
       card("Version", info ? info.version : "–"));
-    if (sampleError) err.replaceChildren(errorBox(sampleError));
+    if (sampleError) fill(err, errorBox(sampleError));
     const a = rates("evstore_appends_total"), e = rates("evstore_events_written_total");
     r1.textContent = a.length ? a[a.length - 1].v.toFixed(1) : "";
     r2.textContent = e.length ? e[e.length - 1].v.toFixed(1) : "";
@@ -318,7 +331,9 @@ function eventView(e) {
 pages.streams = (view, args, query) => {
   const prefix = query.get("prefix") || "";
   const after = query.get("after") || "";
-  const back = query.get("back") ? query.get("back").split("\n") : [];
+  /* the "after" of each earlier page, for Previous (a JSON list: the first page's is "") */
+  let back = [];
+  try { back = JSON.parse(query.get("back") || "[]"); } catch (e) { back = []; }
   const input = el("input", { name: "prefix", placeholder: "stream name prefix, e.g. order-", value: prefix });
   const out = el("div");
   view.append(el("h1", {}, "Streams"),
@@ -331,14 +346,14 @@ pages.streams = (view, args, query) => {
       el("td", {}, fmtNum(s.first_global_position) + "…" + fmtNum(s.last_global_position)),
       el("td", {}, s.updated_at)));
     const nav = el("div", { class: "bar" },
-      back.length ? el("a", { href: "#/streams" + qs({ prefix, after: back[back.length - 1], back: back.slice(0, -1).join("\n") }), id: "streams-prev" }, "← Previous") : null,
-      r.next_after ? el("a", { href: "#/streams" + qs({ prefix, after: r.next_after, back: back.concat([after]).join("\n") }), id: "streams-next" }, "Next →") : null);
-    out.replaceChildren(
+      back.length ? el("a", { href: "#/streams" + qs({ prefix, after: back[back.length - 1], back: back.length > 1 ? JSON.stringify(back.slice(0, -1)) : "" }), id: "streams-prev" }, "← Previous") : null,
+      r.next_after ? el("a", { href: "#/streams" + qs({ prefix, after: r.next_after, back: JSON.stringify(back.concat([after])) }), id: "streams-next" }, "Next →") : null);
+    fill(out,
       rows.length ? el("div", { class: "scroll" }, el("table", { id: "streams-table" },
         el("tr", {}, el("th", {}, "Stream"), el("th", {}, "Type"), el("th", {}, "Version"), el("th", {}, "Global positions"), el("th", {}, "Updated")),
         rows)) : el("p", { class: "muted" }, "No stream" + (prefix ? " starts with \u201c" + prefix + "\u201d" : "") + "."),
       nav);
-  }).catch((e) => out.replaceChildren(errorBox(e)));
+  }).catch((e) => fill(out, errorBox(e)));
 };
 
 pages.stream = (view, args, query) => {
@@ -362,8 +377,8 @@ pages.stream = (view, args, query) => {
     } else {
       if (lastPos > 1 && r.next) nav.append(el("a", { id: "events-next", href: "#/stream/" + enc(name) + "?direction=backward&from=" + r.next }, "Older →"));
     }
-    out.replaceChildren(nav, r.lost ? el("div", { class: "error" }, r.lost.map((l) => l.message).join("\n")) : null, list);
-  }).catch((e) => out.replaceChildren(errorBox(e)));
+    fill(out, nav, r.lost ? el("div", { class: "error" }, r.lost.map((l) => l.message).join("\n")) : null, list);
+  }).catch((e) => fill(out, errorBox(e)));
 };
 
 /* Events sharing a correlation id or a causation id: GET /all filtered, paged with next. */
@@ -374,10 +389,10 @@ pages.related = (view, args, query) => {
   const out = el("div", { id: "related-events" });
   view.append(el("h1", {}, field === "correlation_id" ? "Correlation " : "Caused by ", el("code", {}, id)), out);
   api("GET", "/all" + qs({ from, limit: 200, [field]: id })).then((r) => {
-    out.replaceChildren(el("p", { class: "muted" }, r.events.length + " event(s) from position " + from),
+    fill(out, el("p", { class: "muted" }, r.events.length + " event(s) from position " + from),
       r.events.map(eventView),
       r.end ? null : el("a", { href: "#/related/" + field + "/" + id + "?from=" + r.next }, "More →"));
-  }).catch((e) => out.replaceChildren(errorBox(e)));
+  }).catch((e) => fill(out, errorBox(e)));
 };
 
 /* An SSE stream read with fetch (headers can be sent); onMessage({id, event, data}) per message. */
@@ -424,7 +439,7 @@ pages.tail = (view, args, query) => {
     stop();
     const c = new AbortController();
     ctl = c;
-    err.replaceChildren();
+    fill(err);
     const q = filterQuery();
     q.from = lastId ? String(Number(lastId) + 1) : fromSel.value;
     status.textContent = "connecting…";
@@ -446,13 +461,13 @@ pages.tail = (view, args, query) => {
     } catch (e) {
       if (c.signal.aborted) return;
       status.textContent = "stopped";
-      err.replaceChildren(errorBox(e));
+      fill(err, errorBox(e));
       ctl = null;
     }
   }
   function stop() { if (ctl) { const c = ctl; ctl = null; c.abort(); status.textContent = "stopped"; } }
   view.append(el("h1", {}, "Live tail of $all"),
-    el("form", { class: "bar", id: "tail-form", onsubmit: (ev) => { ev.preventDefault(); lastId = null; count = 0; list.replaceChildren(); start(); } },
+    el("form", { class: "bar", id: "tail-form", onsubmit: (ev) => { ev.preventDefault(); lastId = null; count = 0; fill(list); start(); } },
       Object.values(inputs), fromSel, el("button", { type: "submit", id: "tail-start" }, "Start"),
       el("button", { type: "button", class: "ghost", id: "tail-stop", onclick: stop }, "Stop")),
     status, err, list);
@@ -470,7 +485,7 @@ pages.consumers = (view, args, query) => {
   sel.value = kind;
   view.append(el("h1", {}, "Consumers"), el("div", { class: "bar" }, sel), msg, out);
   const refresh = () => api("GET", "/subscriptions" + qs({ kind, after, limit: 100 })).then((r) => {
-    out.replaceChildren(r.subscriptions.length ? el("div", { class: "scroll" }, el("table", { id: "consumers-table" },
+    fill(out, r.subscriptions.length ? el("div", { class: "scroll" }, el("table", { id: "consumers-table" },
       el("tr", {}, ["Name", "Kind", "Status", "Checkpoint", "Lag (events)", "Lag (ms)", "DLQ", "Processed", "Failed", ""].map((h) => el("th", {}, h))),
       r.subscriptions.map((c) => el("tr", { "data-name": c.name },
         el("td", {}, el("a", { href: (c.kind === "projection" ? "#/projection/" : "#/consumer/") + enc(c.name) }, c.name)),
@@ -480,7 +495,7 @@ pages.consumers = (view, args, query) => {
         el("td", {}, fmtNum(c.processed)), el("td", {}, fmtNum(c.failed)),
         el("td", {}, consumerActions(c, msg, refresh, true)))))) : el("p", { class: "muted" }, "No consumer yet."),
     r.next_after ? el("a", { href: "#/consumers" + qs({ kind, after: r.next_after }) }, "Next →") : null);
-  }).catch((e) => out.replaceChildren(errorBox(e)));
+  }).catch((e) => fill(out, errorBox(e)));
   refresh();
   const t = setInterval(refresh, 3000);
   return () => clearInterval(t);
@@ -525,8 +540,8 @@ pages.consumer = (view, args) => {
           : el("p", { class: "muted" }, "No consumer connected."));
     }
     parts.push(el("h2", {}, "Record"), el("pre", { id: "consumer-record" }, pretty(c)));
-    out.replaceChildren(...parts);
-  }).catch((e) => out.replaceChildren(errorBox(e)));
+    fill(out, ...parts);
+  }).catch((e) => fill(out, errorBox(e)));
   refresh();
   const t = setInterval(refresh, 3000);
   return () => clearInterval(t);
@@ -539,7 +554,7 @@ pages.dlq = (view, args, query) => {
   const base = "/subscriptions/" + enc(name) + "/dlq";
   view.append(el("h1", {}, "Dead letters of ", el("a", { href: "#/consumer/" + enc(name) }, name)), msg, out, detail);
   const refresh = () => api("GET", base + qs({ after, limit: 100 })).then((r) => {
-    out.replaceChildren(
+    fill(out,
       el("div", { class: "bar" }, el("span", { id: "dlq-depth" }, "depth " + r.depth),
         action("Retry all", "Deliver every parked event of \u201c" + name + "\u201d again, in position order?", () => api("POST", base + "/retry"), msg, refresh, { id: "retry-all" }),
         action("Purge", "Discard every parked event of \u201c" + name + "\u201d? This cannot be undone.", () => api("DELETE", base), msg, refresh, { danger: true, id: "purge" })),
@@ -555,10 +570,10 @@ pages.dlq = (view, args, query) => {
             action("Discard", "Discard the parked event at position " + d.position + "? It will not be delivered again.", () => api("DELETE", base + "/" + d.position), msg, refresh, { small: true, danger: true, id: "discard" })))))))
         : el("p", { class: "muted", id: "dlq-empty" }, "Nothing parked."),
       r.next_after ? el("a", { href: "#/dlq/" + enc(name) + qs({ after: r.next_after }) }, "Next →") : null);
-  }).catch((e) => out.replaceChildren(errorBox(e)));
+  }).catch((e) => fill(out, errorBox(e)));
   function show(pos) {
-    api("GET", base + "/" + pos).then((r) => detail.replaceChildren(el("h2", {}, "Entry " + pos), el("pre", {}, pretty(r))))
-      .catch((e) => detail.replaceChildren(errorBox(e)));
+    api("GET", base + "/" + pos).then((r) => fill(detail, el("h2", {}, "Entry " + pos), el("pre", {}, pretty(r))))
+      .catch((e) => fill(detail, errorBox(e)));
   }
   refresh();
   const t = setInterval(refresh, 5000);
@@ -573,16 +588,16 @@ pages.projections = (view) => {
       value: "return {\n  partition = \"none\",\n  init = function() return { count = 0 } end,\n  handlers = {\n    [\"*\"] = function(s, e) s.count = s.count + 1 end,\n  },\n}\n" }] });
   view.append(el("h1", {}, "Projections"), el("div", { class: "bar" }, newBtn), msg, out);
   const refresh = () => api("GET", "/projections?limit=1000").then((r) => {
-    out.replaceChildren(r.subscriptions.length ? el("div", { class: "scroll" }, el("table", { id: "projections-table" },
+    fill(out, r.projections.length ? el("div", { class: "scroll" }, el("table", { id: "projections-table" },
       el("tr", {}, ["Name", "Status", "Running", "Checkpoint", "Lag (events)", "Events/s", "Generation", "Rebuild", "DLQ"].map((h) => el("th", {}, h))),
-      r.subscriptions.map((p) => el("tr", {},
+      r.projections.map((p) => el("tr", {},
         el("td", {}, el("a", { href: "#/projection/" + enc(p.name) }, p.name)), el("td", {}, badge(p.status)),
         el("td", {}, p.running ? "yes" : "no"), el("td", {}, fmtNum(p.checkpoint)), el("td", {}, fmtNum(p.lag_events)),
         el("td", {}, p.events_per_second === undefined ? "–" : p.events_per_second.toFixed(1)), el("td", {}, fmtNum(p.generation)),
         el("td", {}, p.rebuild ? p.rebuild.percent.toFixed(1) + " %" : ""),
         el("td", {}, el("a", { href: "#/dlq/" + enc(p.name) }, fmtNum(p.dlq_depth)))))))
       : el("p", { class: "muted" }, "No projection yet."));
-  }).catch((e) => out.replaceChildren(errorBox(e)));
+  }).catch((e) => fill(out, errorBox(e)));
   refresh();
   const t = setInterval(refresh, 3000);
   return () => clearInterval(t);
@@ -592,8 +607,8 @@ pages.projection = (view, args, query) => {
   const name = args[0];
   const base = "/projections/" + enc(name);
   const msg = el("div"), head = el("div"), stateBox = el("div", { id: "projection-state" });
-  const bar = el("div"), fill = el("div"), label = el("span", {}, "");
-  const progress = el("div", { class: "progress", id: "rebuild-progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100 }, fill, label);
+  const bar = el("div"), barFill = el("div"), label = el("span", {}, "");
+  const progress = el("div", { class: "progress", id: "rebuild-progress", role: "progressbar", "aria-valuemin": 0, "aria-valuemax": 100 }, barFill, label);
   bar.append(progress);
   bar.hidden = true;
   let watching = null;    /* the generation before our rebuild, while we wait for its swap */
@@ -615,7 +630,7 @@ pages.projection = (view, args, query) => {
     { id: "rebuild", fields: [{ name: "from", label: "From position", value: "1" }] });
   function setProgress(pct, text) {
     bar.hidden = false;
-    fill.style.width = pct + "%";
+    barFill.style.width = pct + "%";
     progress.setAttribute("aria-valuenow", String(pct));
     label.textContent = text;
   }
@@ -623,7 +638,7 @@ pages.projection = (view, args, query) => {
   async function refresh() {
     const mine = ++loop;
     let p;
-    try { p = await api("GET", base); } catch (e) { head.replaceChildren(errorBox(e)); return; }
+    try { p = await api("GET", base); } catch (e) { fill(head, errorBox(e)); return; }
     if (mine !== loop) return;
     lastGen = p.generation;
     if (p.rebuild) {
@@ -634,7 +649,7 @@ pages.projection = (view, args, query) => {
       watching = null;
       loadState();
     }
-    head.replaceChildren(
+    fill(head,
       el("div", { class: "bar" }, badge(p.status), el("span", {}, p.running ? "running" : "not running"),
         el("a", { href: "#/dlq/" + enc(name) }, "DLQ (" + p.dlq_depth + ")"), rebuildBtn(), consumerActions(p, msg, refresh),
         action("Delete", "Delete projection \u201c" + name + "\u201d with its state and DLQ?", () => api("DELETE", base), msg, () => go("#/projections"), { danger: true, id: "delete" })),
@@ -650,24 +665,24 @@ pages.projection = (view, args, query) => {
   async function loadState() {
     try {
       const s = await api("GET", base + "/state");
-      stateBox.replaceChildren(el("h2", {}, "State"), el("pre", {}, pretty(s)));
+      fill(stateBox, el("h2", {}, "State"), el("pre", {}, pretty(s)));
       return;
     } catch (e) {
-      if (!(e instanceof ApiError) || e.status !== 404) { stateBox.replaceChildren(errorBox(e)); return; }
+      if (!(e instanceof ApiError) || e.status !== 404) { fill(stateBox, errorBox(e)); return; }
     }
     /* partitioned (or nothing applied yet): list the partitions */
     try {
       const r = await api("GET", base + "/partitions" + qs({ after: partAfter, limit: 100 }));
       const one = el("div");
-      stateBox.replaceChildren(el("h2", {}, "Partitions"),
+      fill(stateBox, el("h2", {}, "Partitions"),
         r.partitions.length ? el("div", { class: "bar", id: "partitions" }, r.partitions.map((k) => el("a", { href: "#", onclick: (ev) => {
           ev.preventDefault();
-          api("GET", base + "/state/" + enc(k)).then((s) => one.replaceChildren(el("h2", {}, "Partition ", el("code", {}, k)), el("pre", {}, pretty(s))))
-            .catch((er) => one.replaceChildren(errorBox(er)));
+          api("GET", base + "/state/" + enc(k)).then((s) => fill(one, el("h2", {}, "Partition ", el("code", {}, k)), el("pre", {}, pretty(s))))
+            .catch((er) => fill(one, errorBox(er)));
         } }, k))) : el("p", { class: "muted" }, "No state yet: no event applied."),
         r.next_after ? el("a", { href: "#/projection/" + enc(name) + qs({ after: r.next_after }) }, "More partitions →") : null, one);
     } catch (e) {
-      stateBox.replaceChildren(errorBox(e));
+      fill(stateBox, errorBox(e));
     }
   }
   view.append(el("h1", {}, "Projection ", el("code", {}, name)), msg, bar, head, stateBox);
@@ -699,24 +714,24 @@ pages.app = (view) => {
       el("form", { class: "bar", onsubmit: (ev) => {
         ev.preventDefault();
         api("GET", "/queries/" + enc(queries.value) + (qParams.value ? "?" + qParams.value.replace(/^\?/, "") : ""))
-          .then((r) => qOut.replaceChildren(el("pre", {}, pretty(r)))).catch((e) => qOut.replaceChildren(errorBox(e)));
+          .then((r) => fill(qOut, el("pre", {}, pretty(r)))).catch((e) => fill(qOut, errorBox(e)));
       } }, queries, qParams, el("button", { type: "submit" }, "Ask")), qOut),
     el("div", { class: "panel" }, el("h2", {}, "Load an aggregate"),
       el("form", { class: "bar", onsubmit: (ev) => {
         ev.preventDefault();
         const p = "/aggregates/" + enc(aggTypes.value) + "/" + enc(aggId.value);
         Promise.all([api("GET", p), api("GET", p + "/snapshots")])
-          .then(([a, s]) => aOut.replaceChildren(el("pre", {}, pretty(a)), el("h2", {}, "Snapshots"), el("pre", {}, pretty(s))))
-          .catch((e) => aOut.replaceChildren(errorBox(e)));
+          .then(([a, s]) => fill(aOut, el("pre", {}, pretty(a)), el("h2", {}, "Snapshots"), el("pre", {}, pretty(s))))
+          .catch((e) => fill(aOut, errorBox(e)));
       } }, aggTypes, aggId, el("button", { type: "submit" }, "Load")), aOut));
   Promise.all([api("GET", "/commands"), api("GET", "/queries"), api("GET", "/aggregates")]).then(([c, q, a]) => {
     const names = (x, key) => (Array.isArray(x) ? x : x[key] || []).map((i) => (typeof i === "string" ? i : i.name || i.command_type));
-    types.replaceChildren(...names(c, "commands").map((n) => el("option", {}, n)));
-    queries.replaceChildren(...names(q, "queries").map((n) => el("option", {}, n)));
-    aggTypes.replaceChildren(...names(a, "aggregates").map((n) => el("option", {}, n)));
-    lists.replaceChildren(el("details", {}, el("summary", {}, "Command types, queries and aggregate types as the server describes them"),
+    fill(types, ...names(c, "commands").map((n) => el("option", {}, n)));
+    fill(queries, ...names(q, "queries").map((n) => el("option", {}, n)));
+    fill(aggTypes, ...names(a, "aggregates").map((n) => el("option", {}, n)));
+    fill(lists, el("details", {}, el("summary", {}, "Command types, queries and aggregate types as the server describes them"),
       el("pre", {}, pretty({ commands: c, queries: q, aggregates: a }))));
-  }).catch((e) => lists.replaceChildren(errorBox(e)));
+  }).catch((e) => fill(lists, errorBox(e)));
 };
 
 /*
@@ -748,7 +763,7 @@ function route() {
   if (cleanup) { try { cleanup(); } catch (e) { /* a page's own teardown: nothing to keep */ } }
   cleanup = null;
   const view = document.getElementById("view");
-  view.replaceChildren();
+  fill(view);
   const render = pages[page];
   const navPage = { stream: "streams", related: "streams", consumer: "consumers", dlq: "consumers", projection: "projections" }[page] || page;
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === navPage);

@@ -142,6 +142,7 @@ class Browser:
         self.exceptions = []     # Runtime.exceptionThrown details
         self.console = []        # (type, text) of console messages
         self.requests = []       # Network.requestWillBeSent requests
+        self.on_timeout = None   # called before wait() gives up (a test saves a screenshot)
         self.call("Page.enable")
         self.call("Runtime.enable")
         self.call("Network.enable")
@@ -192,6 +193,8 @@ class Browser:
             if last and not isinstance(last, RuntimeError):
                 return last
             time.sleep(0.1)
+        if self.on_timeout:
+            self.on_timeout()
         raise AssertionError("timed out waiting for %s (last: %r)" % (what or expr, last))
 
     def goto(self, url):
