@@ -395,10 +395,15 @@ pages.related = (view, args, query) => {
   }).catch((e) => fill(out, errorBox(e)));
 };
 
-/* An SSE stream read with fetch (headers can be sent); onMessage({id, event, data}) per message. */
-async function readSSE(path, signal, onMessage) {
+/*
+ * An SSE stream read with fetch (headers can be sent): onOpen() once the
+ * server answered (the subscription exists from then on), then
+ * onMessage({id, event, data}) per message; resolves when the stream ends.
+ */
+async function readSSE(path, signal, onOpen, onMessage) {
   const r = await fetch(path, { headers: headers({ Accept: "text/event-stream" }), signal });
   if (!r.ok) throw new ApiError(r.status, await r.text(), "GET", path);
+  onOpen();
   const reader = r.body.getReader();
   const dec = new TextDecoder();
   let buf = "";
@@ -444,7 +449,7 @@ pages.tail = (view, args, query) => {
     q.from = lastId ? String(Number(lastId) + 1) : fromSel.value;
     status.textContent = "connecting…";
     try {
-      const p = readSSE("/subscribe" + qs(q), c.signal, (m) => {
+      await readSSE("/subscribe" + qs(q), c.signal, () => { status.textContent = "live — " + count + " event(s)"; }, (m) => {
         if (m.id) lastId = m.id;
         if (m.event !== "message") {
           list.prepend(el("div", { class: "muted" }, m.event + ": " + m.data));
@@ -455,8 +460,6 @@ pages.tail = (view, args, query) => {
         while (list.childElementCount > TAIL_MAX) list.lastElementChild.remove();
         status.textContent = "live — " + (++count) + " event(s)";
       });
-      status.textContent = "live — " + count + " event(s)";
-      await p;
       if (ctl === c) { status.textContent = "ended; reconnecting…"; setTimeout(() => { if (ctl === c) start(); }, 1000); }
     } catch (e) {
       if (c.signal.aborted) return;
