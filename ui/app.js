@@ -102,9 +102,12 @@ async function api(method, path, body, ctype) {
 /* A failure as the user should see it: status, route, and the body exactly as the server sent it. */
 function errorBox(err) {
   if (!(err instanceof ApiError)) return el("div", { class: "error" }, String(err && err.stack || err));
+  let said = null;          /* the server's own sentence, when the body is the API's error JSON */
+  try { const j = JSON.parse(err.body); if (typeof j.error === "string") said = j.error; } catch (e) { /* not JSON */ }
   return el("div", { class: "error", "data-status": err.status },
     el("strong", {}, err.status ? "HTTP " + err.status : "No connection"), " ",
     el("span", { class: "muted" }, err.message.replace(/^HTTP \d+ /, "")),
+    said ? el("div", { class: "error-message" }, said) : null,
     el("pre", { class: "error-body" }, err.body));
 }
 
@@ -727,9 +730,17 @@ pages.app = (view) => {
           .then(([a, s]) => fill(aOut, el("pre", {}, pretty(a)), el("h2", {}, "Snapshots"), el("pre", {}, pretty(s))))
           .catch((e) => fill(aOut, errorBox(e)));
       } }, aggTypes, aggId, el("button", { type: "submit" }, "Load")), aOut));
+  const fieldsOf = {};
+  const fieldsLine = el("div", { class: "muted", id: "command-fields" });
+  types.addEventListener("change", () => { fieldsLine.textContent = fieldsOf[types.value] || ""; });
+  cmdData.before(fieldsLine);
   Promise.all([api("GET", "/commands"), api("GET", "/queries"), api("GET", "/aggregates")]).then(([c, q, a]) => {
+    for (const t of c.commands || []) {
+      fieldsOf[t.command_type] = "data fields: " + ((t.fields || []).map((f) => f.name + " (" + f.type + (f.required ? ", required" : "") + ")").join(", ") || "any");
+    }
     const names = (x, key) => (Array.isArray(x) ? x : x[key] || []).map((i) => (typeof i === "string" ? i : i.name || i.command_type));
     fill(types, ...names(c, "commands").map((n) => el("option", {}, n)));
+    fieldsLine.textContent = fieldsOf[types.value] || "";
     fill(queries, ...names(q, "queries").map((n) => el("option", {}, n)));
     fill(aggTypes, ...names(a, "aggregates").map((n) => el("option", {}, n)));
     fill(lists, el("details", {}, el("summary", {}, "Command types, queries and aggregate types as the server describes them"),
