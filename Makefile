@@ -16,8 +16,8 @@ CMAKE    := cmake
 BUILD_PKGS := build-essential cmake pkg-config liblmdb-dev libjansson-dev liblua5.4-dev libsodium-dev \
               libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev
 # ... what the tests drive besides (the README's curl examples, promtool for /metrics,
-# the official JSON-Schema-Test-Suite) ...
-TEST_PKGS  := $(BUILD_PKGS) python3 curl prometheus lmdb-utils json-schema-test-suite
+# the official JSON-Schema-Test-Suite, headless chromium for the web console's browser journeys) ...
+TEST_PKGS  := $(BUILD_PKGS) python3 curl prometheus lmdb-utils json-schema-test-suite chromium
 # ... and libFuzzer (make fuzz).
 FUZZ_PKGS  := $(BUILD_PKGS) clang
 

@@ -9,6 +9,7 @@ static const char *const route_names[EVS_R_COUNT] = {
     "ws", "metrics", "health", "info", "other",
     "projections", "subscriptions", "groups",
     "commands", "queries", "aggregates", "sagas",
+    "ui",
 };
 
 static const unsigned status_codes[EVS_ST_NSLOTS - 1] = {

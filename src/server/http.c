@@ -42,6 +42,7 @@
 #include "server/routes_saga.h"
 #include "server/routes_store.h"
 #include "server/routes_subs.h"
+#include "server/routes_ui.h"
 #include "server/sse.h"
 #include "server/ws.h"
 
@@ -142,6 +143,12 @@ static const route_def routes[] = {
     {"/sagas/{saga}/{instance}/compensate", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "reason",
      evs__route_saga_compensate},
     {"/sagas/{saga}/{instance}/abort", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "reason", evs__route_saga_abort},
+
+    /* the web console (routes_ui.c): static files, query strings ignored */
+    {"/", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_index},
+    {"/ui", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_index},
+    {"/ui/", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_index},
+    {"/ui/{file}", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_file},
 };
 
 #undef R
@@ -247,6 +254,8 @@ static int label_of(const path *p) {
     if (p->len[0] == 7 && memcmp(p->seg[0], "queries", 7) == 0) return EVS_R_QUERIES;
     if (p->len[0] == 10 && memcmp(p->seg[0], "aggregates", 10) == 0) return EVS_R_AGGREGATES;
     if (p->len[0] == 5 && memcmp(p->seg[0], "sagas", 5) == 0) return EVS_R_SAGAS;
+
+    if (p->len[0] == 2 && memcmp(p->seg[0], "ui", 2) == 0) return EVS_R_UI;
     return EVS_R_OTHER;
 }
 

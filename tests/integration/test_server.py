@@ -416,7 +416,7 @@ class ServerTest(unittest.TestCase):
             self.assertEqual(st, 405, (m, p, b))
             self.assertIn("GET", h.get("allow", ""))
             self.assertIn("not allowed", b["error"])
-        for p in ("/", "/nope", "/streams/a/1/2", "/all/x", "/streams/"):
+        for p in ("/nope", "/streams/a/1/2", "/all/x", "/streams/"):  # "/" is the console (test_console_static.py)
             self.assertError(s.get(p), 404)
         self.assertError(s.get("/streams/x-1"), 404)  # unknown stream, nothing created by the 405s
         st, _ = s.raw(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n")
