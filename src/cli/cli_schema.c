@@ -33,7 +33,7 @@
 typedef struct schema_args {
     const char *pos[MAX_POS];
     int npos;
-    const char *dir;
+    const char *dir, *url;
     uint64_t version;
     int has_version;
     const char *migration_path;
@@ -42,7 +42,7 @@ typedef struct schema_args {
 } schema_args;
 
 static const char schema_help[] =
-    "Usage: evstore schema ACTION ... [-d DIR]\n"
+    "Usage: evstore schema ACTION ... [-d DIR | --url URL]\n"
     "\n"
     "The schema registry of a local store: JSON Schemas per event type and\n"
     "version, checked on every append (see docs/schemas.md for the subset).\n"
@@ -67,13 +67,15 @@ static const char schema_help[] =
     "\n"
     "FILE may be - for stdin.  Commands that change the registry need the store to\n"
     "themselves (not while `evstore serve` runs on it); the others read it beside a server.\n"
+    "With --url URL (default: $EVSTORE_URL) list, show, register, check, validate,\n"
+    "deprecate and compat go to a running `evstore serve` instead, with the same output.\n"
     "\n"
     "Exit status: 0 ok, 1 usage, 2 not found, 3 not compatible or version taken,\n"
     "4 invalid schema or data, 5 I/O error.\n";
 
 static int parse(int argc, char **argv, schema_args *o) {
     evs__cli_args a;
-    const char *opt_dir = NULL, *v;
+    const char *opt_dir = NULL, *opt_url = NULL, *v;
     int t, code;
     memset(o, 0, sizeof *o);
     evs__cli_args_init(&a, "schema", argc, argv);
@@ -86,6 +88,8 @@ static int parse(int argc, char **argv, schema_args *o) {
             return EVS_CLI_OK;
         } else if (evs__cli_is(&a, "--dir", "-d")) {
             if ((code = evs__cli_value(&a, &opt_dir))) return code;
+        } else if (evs__cli_is(&a, "--url", NULL)) {
+            if ((code = evs__cli_value(&a, &opt_url))) return code;
         } else if (evs__cli_is(&a, "--version", NULL)) {
             if ((code = evs__cli_value(&a, &v)) || (code = evs__cli_u64(&a, "--version", v, EVS_SCHEMA_MAX_VERSIONS, &o->version)))
                 return code;
@@ -110,7 +114,7 @@ static int parse(int argc, char **argv, schema_args *o) {
             return evs__cli_unknown(&a);
         }
     }
-    return evs__cli_dir(&a, opt_dir, &o->dir);
+    return evs__cli_target(&a, opt_dir, opt_url, &o->dir, &o->url);
 }
 
 static int need(const schema_args *o, int n, const char *what) {
@@ -271,6 +275,12 @@ int evs__cli_schema(int argc, char **argv) {
     } else if (!strcmp(act, "validate")) {
         if ((code = need(&o, 4, "TYPE, VERSION and FILE")) || (code = parse_version(o.pos[2], &ver))) return code;
         if (!(text = load(o.pos[3], EVS_MAX_EVENT_BYTES, &len, &code))) return code;
+    }
+    if (o.url) {
+        code = evs__cli_schema_remote(o.url, act, (const char *const *)o.pos, o.npos, text, len, o.version,
+                                      !strcmp(act, "deprecate") ? (o.undo ? "" : NULL) : o.migration_path);
+        free(text);
+        return code;
     }
     if ((code = evs__cli_open(o.dir, write ? EVS_OPEN_CREATE : EVS_OPEN_READONLY, &s))) goto out;
     evs__cli_clear_error();

@@ -19,4 +19,13 @@ int evs__cli_schema(int argc, char **argv);
  */
 int evs__cli_open_schemas(evs_store *s, const char *dir, evs_schema_registry **out);
 
+/*
+ * `evstore schema ACT ... --url URL` (cli_schema_remote.c): pos as given
+ * (pos[0] is ACT), text/len the FILE's content when the action takes one.
+ * For deprecate, undo is passed as a non-NULL migration_path.  Returns the
+ * exit code after printing.
+ */
+int evs__cli_schema_remote(const char *url, const char *act, const char *const *pos, int npos, const char *text,
+                           size_t len, uint64_t version, const char *migration_path);
+
 #endif

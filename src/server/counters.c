@@ -10,6 +10,7 @@ static const char *const route_names[EVS_R_COUNT] = {
     "projections", "subscriptions", "groups",
     "commands", "queries", "aggregates", "sagas",
     "ui",
+    "schemas",
 };
 
 static const unsigned status_codes[EVS_ST_NSLOTS - 1] = {

@@ -32,6 +32,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "evstore_schema.h"
 #include "server/http.h"
 #include "server/metrics.h"
 #include "server/query.h"
@@ -40,6 +41,7 @@
 #include "server/routes_groups.h"
 #include "server/routes_proj.h"
 #include "server/routes_saga.h"
+#include "server/routes_schema.h"
 #include "server/routes_store.h"
 #include "server/routes_subs.h"
 #include "server/routes_ui.h"
@@ -51,7 +53,7 @@
 #define MAX_SEGMENTS 6
 
 /* What a route does with a request body (B_JSON_OPT: JSON, or no body at all for the defaults). */
-enum { B_NONE, B_APPEND, B_SOURCE, B_JSON, B_JSON_OPT, B_COMMAND };
+enum { B_NONE, B_APPEND, B_SOURCE, B_JSON, B_JSON_OPT, B_COMMAND, B_SCHEMA, B_DATA };
 
 /* Row flags. */
 enum {
@@ -93,11 +95,11 @@ typedef struct route_def {
 /* The route table (docs/http-api.md documents every row). */
 static const route_def routes[] = {
     {"/streams", R, EVS_R_LIST_STREAMS, B_NONE, 0, "prefix," Q_PAGE, evs__route_list_streams},
-    {"/streams/{stream}", R, EVS_R_READ_STREAM, B_NONE, 0, "from,limit,direction", evs__route_read_stream},
+    {"/streams/{stream}", R, EVS_R_READ_STREAM, B_NONE, 0, "from,limit,direction,upcast", evs__route_read_stream},
     {"/streams/{stream}", EVS_M_POST, EVS_R_APPEND, B_APPEND, 0, "expected", evs__route_append},
     {"/streams/{stream}/{pos}", R, EVS_R_READ_EVENT, B_NONE, 0, "", evs__route_read_event},
-    {"/all", R, EVS_R_ALL, B_NONE, 0, "from,limit,direction," Q_FILTER, evs__route_all},
-    {"/subscribe", R, EVS_R_SUBSCRIBE, B_NONE, F_LIVE, "from,stream," Q_FILTER, evs__route_subscribe},
+    {"/all", R, EVS_R_ALL, B_NONE, 0, "from,limit,direction,upcast," Q_FILTER, evs__route_all},
+    {"/subscribe", R, EVS_R_SUBSCRIBE, B_NONE, F_LIVE, "from,stream,upcast," Q_FILTER, evs__route_subscribe},
     {"/ws", R, EVS_R_WS, B_NONE, F_LIVE, "", evs__route_ws},
     {"/metrics", R, EVS_R_METRICS, B_NONE, 0, "", evs__route_metrics},
     {"/health", R, EVS_R_HEALTH, B_NONE, F_STOPPING, "", evs__route_health},
@@ -149,6 +151,29 @@ static const route_def routes[] = {
     {"/ui", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_index},
     {"/ui/", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_index},
     {"/ui/{file}", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_file},
+    {"/schemas", R, EVS_R_SCHEMAS, B_NONE, 0, "", evs__route_schema_list},
+    {"/schemas/{event_type}", R, EVS_R_SCHEMAS, B_NONE, 0, "", evs__route_schema_type},
+    {"/schemas/{event_type}", EVS_M_PUT | EVS_M_POST, EVS_R_SCHEMAS, B_SCHEMA, 0, "version,migration_path",
+     evs__route_schema_put},
+    {"/schemas/{event_type}/check", EVS_M_POST, EVS_R_SCHEMAS, B_SCHEMA, 0, "version", evs__route_schema_check},
+    {"/schemas/{event_type}/compat", R, EVS_R_SCHEMAS, B_NONE, 0, "", evs__route_schema_compat},
+    {"/schemas/{event_type}/compat", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", evs__route_schema_compat},
+    {"/schemas/{event_type}/{version}", R, EVS_R_SCHEMAS, B_NONE, 0, "", evs__route_schema_version},
+    {"/schemas/{event_type}/{version}/deprecate", EVS_M_POST | EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "",
+     evs__route_schema_deprecate},
+    {"/schemas/{event_type}/{version}/validate", EVS_M_POST, EVS_R_SCHEMAS, B_DATA, 0, "", evs__route_schema_validate},
+    {"/schemas/{event_type}/{version}/upcaster", EVS_M_PUT | EVS_M_POST, EVS_R_SCHEMAS, B_SOURCE, 0, "",
+     evs__route_schema_upcaster},
+    {"/schemas/{event_type}/{version}/upcaster", EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "",
+     evs__route_schema_upcaster},
+    {"/schema-policies/default", R, EVS_R_SCHEMAS, B_NONE, 0, "", evs__route_schema_policy},
+    {"/schema-policies/default", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", evs__route_schema_policy},
+    {"/schema-policies/stream-types/{stream_type}", R | EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "",
+     evs__route_schema_policy},
+    {"/schema-policies/stream-types/{stream_type}", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", evs__route_schema_policy},
+    {"/schema-policies/event-types/{event_type}", R | EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "",
+     evs__route_schema_policy},
+    {"/schema-policies/event-types/{event_type}", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", evs__route_schema_policy},
 };
 
 #undef R
@@ -256,6 +281,8 @@ static int label_of(const path *p) {
     if (p->len[0] == 5 && memcmp(p->seg[0], "sagas", 5) == 0) return EVS_R_SAGAS;
 
     if (p->len[0] == 2 && memcmp(p->seg[0], "ui", 2) == 0) return EVS_R_UI;
+    if (p->len[0] == 7 && memcmp(p->seg[0], "schemas", 7) == 0) return EVS_R_SCHEMAS;
+    if (p->len[0] == 15 && memcmp(p->seg[0], "schema-policies", 15) == 0) return EVS_R_SCHEMAS;
     return EVS_R_OTHER;
 }
 
@@ -405,6 +432,10 @@ static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, i
             mr = saga_param(rq, p->seg[i], p->len[i], bad);
         } else if (seg_is(ps, pn, "{instance}")) {
             mr = app_param(rq, "saga id", EVS_SAGA_MAX_ID, p->seg[i], p->len[i], rq->part, sizeof rq->part, bad);
+        } else if (seg_is(ps, pn, "{stream_type}")) {
+            mr = app_param(rq, "stream type", EVS_MAX_TYPE_NAME, p->seg[i], p->len[i], rq->part, sizeof rq->part, bad);
+        } else if (seg_is(ps, pn, "{event_type}")) {
+            mr = app_param(rq, "event type", EVS_MAX_TYPE_NAME, p->seg[i], p->len[i], rq->part, sizeof rq->part, bad);
         } else if (seg_is(ps, pn, "{aggregate}")) {
             mr = app_param(rq, "aggregate id", EVS_APP_MAX_ID, p->seg[i], p->len[i], rq->part, sizeof rq->part, bad);
         } else { /* {pos}, {id}: raw; longer than the buffer is no number anyway */
@@ -577,6 +608,20 @@ static enum MHD_Result first_call(evs__req *rq, const route_def **row) {
                    "application/json ({\"source\": \"...\"}), not %.100s",
                    ct ? ct : "(none)");
         }
+        break;
+    case B_SCHEMA:
+        if (!media_is(ct, "application/json"))
+            REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL, "a schema takes Content-Type: application/json, not %.100s",
+                   ct ? ct : "(none)");
+        rq->body_kind = EVS_BODY_JSON;
+        rq->body_cap = EVS_SCHEMA_MAX_BYTES;
+        break;
+    case B_DATA:
+        if (!media_is(ct, "application/json"))
+            REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL, "event data takes Content-Type: application/json, not %.100s",
+                   ct ? ct : "(none)");
+        rq->body_kind = EVS_BODY_JSON;
+        rq->body_cap = EVS_MAX_EVENT_BYTES;
         break;
     case B_COMMAND:
         if (!media_is(ct, "application/json"))

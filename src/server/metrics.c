@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "evstore_saga.h"
+#include "evstore_schema.h"
 #include "server/consumers.h"
 #include "server/metrics.h"
 #include "server/sse.h"
@@ -138,6 +139,57 @@ static void consumer_families(evs__consumers *cs, evs__sb *b) {
             }
     }
     free(rows);
+}
+
+/* ------------------------------------------------------------- schemas */
+
+/* Per event type with schemas: the registry's counters since the server started (evs_schema_stats). */
+static void schema_families(evs_schema_registry *reg, evs__sb *b) {
+    evs_schema_type_stats *st = NULL;
+    size_t n = 0, cap = 0;
+    char after[EVS_MAX_TYPE_NAME + 1] = "";
+    for (;;) {
+        if (n + 64 > cap) {
+            evs_schema_type_stats *ns = realloc(st, (cap + 64) * sizeof *ns);
+            if (!ns) break;
+            st = ns;
+            cap += 64;
+        }
+        size_t got = 0;
+        if (evs_schema_stats(reg, after[0] ? after : NULL, st + n, 64, &got) || got == 0) break;
+        n += got;
+        snprintf(after, sizeof after, "%s", st[n - 1].event_type);
+        if (got < 64) break;
+    }
+    static const struct {
+        const char *name, *help;
+        size_t off;
+    } fams[] = {
+        {"evstore_schema_validated_total", "Appended events checked against their schema, by event type.",
+         offsetof(evs_schema_type_stats, validated)},
+        {"evstore_schema_refused_total", "Appends refused by the schema registry, by event type.",
+         offsetof(evs_schema_type_stats, refused)},
+        {"evstore_schema_warned_total", "Events stored although invalid (policy warn), by event type.",
+         offsetof(evs_schema_type_stats, warned)},
+        {"evstore_schema_deprecated_appends_total", "Events of a deprecated schema version appended or refused.",
+         offsetof(evs_schema_type_stats, deprecated_appends)},
+        {"evstore_schema_upcasted_total", "Events upcast on read, by event type.",
+         offsetof(evs_schema_type_stats, upcasted)},
+        {"evstore_schema_upcast_failures_total", "Events that could not be upcast on read, by event type.",
+         offsetof(evs_schema_type_stats, upcast_failures)},
+    };
+    for (size_t f = 0; n && f < sizeof fams / sizeof fams[0]; f++) {
+        family(b, fams[f].name, "counter", fams[f].help);
+        for (size_t i = 0; i < n; i++) {
+            evs__sb_adds(b, fams[f].name);
+            evs__sb_adds(b, "{event_type=\"");
+            label(b, st[i].event_type);
+            uint64_t v;
+            memcpy(&v, (const char *)&st[i] + fams[f].off, sizeof v);
+            evs__sb_printf(b, "\"} %llu\n", (unsigned long long)v);
+        }
+    }
+    free(st);
 }
 
 /* ------------------------------------------------------ application layer */
@@ -474,6 +526,7 @@ enum MHD_Result evs__route_metrics(evs__req *rq) {
     if (srv->bus) consumer_families(srv->bus, &b);
     if (srv->app) app_families(srv->app, &b);
     if (srv->sagas) saga_families(srv->sagas, &b);
+    if (srv->schemas) schema_families(srv->schemas, &b);
 
     size_t len;
     char *p = evs__sb_take(&b, &len);

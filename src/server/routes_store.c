@@ -19,7 +19,9 @@
 
 #include "core/condition_json.h"
 #include "core/event_json.h"
+#include "evstore_schema.h"
 #include "server/query.h"
+#include "server/routes_schema.h"
 #include "server/routes_store.h"
 #include "server/sse.h"
 #include "server/ws.h"
@@ -211,6 +213,7 @@ enum MHD_Result evs__route_append(evs__req *rq) {
 
     evs_append_result res;
     memset(&res, 0, sizeof res);
+    evs__schema_forget(); /* a refusal reported below is this append's */
     int64_t t0 = evs__mono_ns();
     int rc = evs_append_if(srv->store, stream, expected, have_cond ? &cp.cond : NULL, ins, n, &res, ids);
     evs__count_append_latency(&srv->m, evs__mono_ns() - t0);
@@ -249,7 +252,7 @@ enum MHD_Result evs__route_append(evs__req *rq) {
     if (rc) {
         char ctx[300];
         snprintf(ctx, sizeof ctx, "append to \"%s\"", stream);
-        mr = evs__respond_lib(rq, rc, ctx);
+        mr = evs__respond_append_failed(rq, rc, ctx);
         goto cleanup;
     }
     if (!res.idempotent) evs__count_add(&srv->m.events_appended, n);
@@ -292,14 +295,27 @@ cleanup:
 
 /* ----------------------------------------------------------------- reads */
 
+/* ?upcast=latest: the server's registry in *up; absent: NULL; any other value: 400. */
+static int query_upcast(evs__req *rq, evs_schema_registry **up, enum MHD_Result *mr) {
+    const char *v = evs__query(rq, "upcast");
+    *up = NULL;
+    if (!v) return 0;
+    if (strcmp(v, "latest") != 0) {
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter upcast=%.40s: the only value is latest", v);
+        return -1;
+    }
+    *up = rq->srv->schemas;
+    return 0;
+}
+
 /*
  * Render events from r into out as a JSON array body (no brackets), at most
  * limit events and about PAGE_MAX_BYTES.  *count receives how many,
  * *last the last event's stream or global position, *done 1 when the reader
  * reached its end.  Returns a library status.
  */
-static int render_events(evs_reader *r, evs__sb *out, evs__sb *lost, size_t limit, int want_global, size_t *count,
-                         uint64_t *last, int *done) {
+static int render_events(evs_reader *r, evs_schema_registry *up, evs__sb *out, evs__sb *lost, size_t limit,
+                         int want_global, size_t *count, uint64_t *last, int *done) {
     while (*count < limit) {
         if (out->len >= PAGE_MAX_BYTES) return EVS_OK;
         const evs_event *ev;
@@ -318,8 +334,20 @@ static int render_events(evs_reader *r, evs__sb *out, evs__sb *lost, size_t limi
             continue;
         }
         if (rc) return rc;
+        evs_event shown;
+        void *owned = NULL;
+        if (up) { /* ?upcast=latest: the event as the latest version, stored_version says what was stored */
+            if ((rc = evs_schema_upcast(up, ev, &shown, &owned))) {
+                /* the server's upcasters are at fault, not the request: 500 (EVS_EFORMAT in the table) */
+                evs__err_prefix(rc, "cannot upcast the event at global position %llu (read it without "
+                                    "upcast=latest to see it as stored): ", (unsigned long long)ev->global_position);
+                return rc == EVS_ENOMEM ? rc : EVS_EFORMAT;
+            }
+            ev = &shown;
+        }
         if (*count) evs__sb_add(out, ",", 1);
         evs__sb_event(out, ev);
+        free(owned);
         if (out->oom) return EVS_ENOMEM;
         (*count)++;
         *last = want_global ? ev->global_position : ev->stream_position;
@@ -331,12 +359,12 @@ static int render_events(evs_reader *r, evs__sb *out, evs__sb *lost, size_t limi
  * A page: events into out, then `],"lost":[...]` when the reader passed
  * ranges a repair removed (the caller closes the array it opened).
  */
-static int render_page(evs__srv *srv, evs_reader *r, evs__sb *out, size_t limit, int want_global,
-                       size_t *count, uint64_t *last, int *done) {
+static int render_page(evs__srv *srv, evs_reader *r, evs_schema_registry *up, evs__sb *out, size_t limit,
+                       int want_global, size_t *count, uint64_t *last, int *done) {
     *count = 0;
     *done = 0;
     evs__sb lost = {0};
-    int rc = render_events(r, out, &lost, limit, want_global, count, last, done);
+    int rc = render_events(r, up, out, &lost, limit, want_global, count, last, done);
     if (lost.len) {
         evs__sb_adds(out, "],\"lost\":[");
         evs__sb_add(out, lost.p, lost.len);
@@ -356,8 +384,9 @@ enum MHD_Result evs__route_read_stream(evs__req *rq) {
     evs__sb out = {0};
     int dir;
     uint64_t from = 0, limit = PAGE_DEFAULT;
+    evs_schema_registry *up = NULL;
     if (evs__query_direction(rq, &dir, &mr) || evs__query_u64(rq, "from", 0, UINT64_MAX - 1, &from, &mr) ||
-        evs__query_u64(rq, "limit", 1, PAGE_MAX, &limit, &mr))
+        evs__query_u64(rq, "limit", 1, PAGE_MAX, &limit, &mr) || query_upcast(rq, &up, &mr))
         return mr;
     if (!evs__query(rq, "from")) from = dir == EVS_FORWARD ? 1 : EVS_POSITION_END;
     if (from == 0 && dir == EVS_FORWARD) from = 1; /* positions are 1-based */
@@ -378,7 +407,7 @@ enum MHD_Result evs__route_read_stream(evs__req *rq) {
     size_t count;
     uint64_t last = 0;
     int done;
-    if ((rc = render_page(srv, r, &out, (size_t)limit, 0, &count, &last, &done))) {
+    if ((rc = render_page(srv, r, up, &out, (size_t)limit, 0, &count, &last, &done))) {
         mr = evs__respond_lib(rq, rc, "read stream");
         goto cleanup;
     }
@@ -497,11 +526,12 @@ enum MHD_Result evs__route_all(evs__req *rq) {
     evs__sb out = {0};
     evs__live_filter lf;
     memset(&lf, 0, sizeof lf);
+    evs_schema_registry *up = NULL;
     int dir;
     uint64_t from = 0, limit = PAGE_DEFAULT;
     if (evs__query_direction(rq, &dir, &mr) || evs__query_u64(rq, "from", 0, UINT64_MAX - 1, &from, &mr) ||
         evs__query_u64(rq, "limit", 1, PAGE_MAX, &limit, &mr) ||
-        evs__query_filter(rq, 0, &lf, &mr))
+        evs__query_filter(rq, 0, &lf, &mr) || query_upcast(rq, &up, &mr))
         goto cleanup;
     if (!evs__query(rq, "from")) from = dir == EVS_FORWARD ? 1 : EVS_POSITION_END;
     uint64_t head = evs_head(srv->store);
@@ -514,7 +544,7 @@ enum MHD_Result evs__route_all(evs__req *rq) {
     size_t count;
     uint64_t last = 0;
     int done;
-    if ((rc = render_page(srv, r, &out, (size_t)limit, 1, &count, &last, &done))) {
+    if ((rc = render_page(srv, r, up, &out, (size_t)limit, 1, &count, &last, &done))) {
         mr = evs__respond_lib(rq, rc, "read $all");
         goto cleanup;
     }

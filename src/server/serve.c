@@ -22,8 +22,8 @@
  *   5. stop the notifier, stop the daemon, let the WebSocket commands that
  *      are running finish (queued ones are dropped), stop the saga engine
  *      (each worker finishes the advance it is in), close the application
- *      layer (queued snapshots are written), the consumers and the store
- *      (which syncs).
+ *      layer (queued snapshots are written), the consumers, the schema
+ *      registry and the store (which syncs).
  * Exit status 0 when all of it went through (5 after a store failure, or
  * when the close's final sync failed).
  */
@@ -41,6 +41,7 @@
 #include <unistd.h>
 
 #include "core/core.h"
+#include "evstore_schema.h"
 #include "server/app_host.h"
 #include "server/cmdpool.h"
 #include "server/consumers.h"
@@ -187,6 +188,15 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     }
     const char *rep = evs_store_recovery_report(srv->store);
     if (rep && *rep) fprintf(stderr, "evstore serve: recovery: %s\n", rep);
+    /* Always, before anything can append (consumers, the app, requests):
+       every append through this server is checked by the registry, and
+       the schema routes need it even on a store that has no schemas yet
+       (DIR/schemas/ is created then; types without schemas cost one lookup). */
+    if ((rc = evs_schema_open(srv->store, &srv->schemas))) {
+        snprintf(why, whycap, "serve: schema registry of %s: %s", cfg->dir, evs_errmsg());
+        ret = rc;
+        goto cleanup;
+    }
 
     if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, &srv->bus, why, whycap)) { /* before any request: projections resume first */
         ret = EVS_EIO;
@@ -280,6 +290,8 @@ cleanup:
     evs__app_stop(srv);            /* uses the bus: before the consumers */
     evs__consumers_stop(srv->bus); /* projections commit before the store closes */
     srv->bus = NULL;
+    evs_schema_close(srv->schemas); /* after everything that appends, before the store */
+    srv->schemas = NULL;
     if (srv->store && ret == EVS_OK) {
         char failure[512];
         if (evs_store_writable(srv->store, failure, sizeof failure) != EVS_OK) {

@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "evstore_schema.h"
 #include "server/query.h"
 #include "server/sse.h"
 
@@ -64,6 +65,7 @@ struct evs__sse_sub {
     int fd;                          /* the client's socket, polled while suspended (-1: unknown) */
     _Atomic int gone;                /* the client hung up while suspended: end without a word */
     evs__live_filter lf;
+    evs_schema_registry *up;         /* ?upcast=latest: the server's registry; NULL: events as stored */
     _Atomic uint64_t next;           /* next global position to examine */
     evs__sb pend;                    /* rendered, not yet handed to MHD */
     size_t pend_off;
@@ -105,9 +107,23 @@ static int sse_fill(evs__sse_sub *sub, size_t want) {
         atomic_store(&sub->next, ev->global_position + 1);
         if (!evs__live_filter_match(&sub->lf, ev)) continue;
         char id[40];
+        evs_event shown;
+        void *owned = NULL;
+        if (sub->up && evs_schema_upcast(sub->up, ev, &shown, &owned) != EVS_OK) {
+            /* said, and read past: a live stream has no status to fail with */
+            int idn = snprintf(id, sizeof id, "event: upcast_error\nid: %llu\n", (unsigned long long)ev->global_position);
+            evs__sb_add(&sub->pend, id, (size_t)idn);
+            evs__sb_printf(&sub->pend, "data: {\"global_position\":%llu,\"error\":",
+                           (unsigned long long)ev->global_position);
+            evs__sb_json_str(&sub->pend, evs_errmsg(), strlen(evs_errmsg()));
+            evs__sb_adds(&sub->pend, "}\n\n");
+            continue;
+        }
+        if (sub->up) ev = &shown;
         int idn = snprintf(id, sizeof id, "id: %llu\ndata: ", (unsigned long long)ev->global_position);
         evs__sb_add(&sub->pend, id, (size_t)idn);
         evs__sb_event(&sub->pend, ev); /* rendered in place, no copy per event */
+        free(owned);
         evs__sb_add(&sub->pend, "\n\n", 2);
         if (sub->pend.oom) {
             rc = EVS_ENOMEM;
@@ -208,6 +224,12 @@ enum MHD_Result evs__route_subscribe(evs__req *rq) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     sub->fd = ci ? (int)ci->connect_fd : -1;
     if (evs__query_filter(rq, 1, &sub->lf, &mr)) goto fail;
+    const char *upv = evs__query(rq, "upcast");
+    if (upv && strcmp(upv, "latest") != 0) {
+        mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter upcast=%.40s: the only value is latest", upv);
+        goto fail;
+    }
+    if (upv) sub->up = srv->schemas;
     /* Start: Last-Event-ID (a reconnecting EventSource) wins over from=. */
     uint64_t start;
     const char *lei = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");

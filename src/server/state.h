@@ -32,9 +32,11 @@ struct evs__consumers;
 struct evs_app;
 struct evs__cmdpool;
 struct evs_saga_engine;
+struct evs_schema_registry;
 
 typedef struct evs__srv {
     evs_store *store;
+    struct evs_schema_registry *schemas; /* DIR/schemas/, checks every append (serve.c; thread-safe) */
     struct MHD_Daemon *daemon;    /* serve.c */
     const char *dir;
     const char *durability_name;
