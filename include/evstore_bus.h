@@ -399,6 +399,9 @@ int evs_proj_open_lua(evs_bus *b, const char *name, const char *source, size_t s
 
 /* Open a stored Lua projection by name, with its stored source. */
 int evs_proj_open_stored(evs_bus *b, const char *name, const evs_lua_limits *limits, evs_projection **out);
+/* As evs_proj_open_stored, with a config as evs_proj_open_lua takes it (its map, e.g. upcasting; may be NULL). */
+int evs_proj_open_stored_cfg(evs_bus *b, const char *name, const evs_lua_limits *limits, const evs_proj_config *cfg,
+                             evs_projection **out);
 
 /* As evs_sub_poll. */
 int evs_proj_poll(evs_projection *p, int timeout_ms, size_t max_events, size_t *applied);

@@ -451,6 +451,11 @@ int evs_proj_open_lua(evs_bus *b, const char *name, const char *source, size_t s
 }
 
 int evs_proj_open_stored(evs_bus *b, const char *name, const evs_lua_limits *limits, evs_projection **out) {
+    return evs_proj_open_stored_cfg(b, name, limits, NULL, out);
+}
+
+int evs_proj_open_stored_cfg(evs_bus *b, const char *name, const evs_lua_limits *limits, const evs_proj_config *cfg,
+                             evs_projection **out) {
     int rc;
     MDB_txn *txn;
     evs__record r;
@@ -466,7 +471,7 @@ int evs_proj_open_stored(evs_bus *b, const char *name, const evs_lua_limits *lim
         evs__record_free(&r);
         return evs__err(EVS_EINVAL, "consumer \"%s\" is not a Lua projection", name);
     }
-    rc = evs_proj_open_lua(b, name, r.lua_source, strlen(r.lua_source), limits, NULL, out);
+    rc = evs_proj_open_lua(b, name, r.lua_source, strlen(r.lua_source), limits, cfg, out);
     evs__record_free(&r);
     return rc;
 }

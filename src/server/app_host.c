@@ -13,11 +13,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "evstore_schema.h"
 #include "server/app_host.h"
 #include "server/consumers.h"
 
 int evs__app_start(evs__srv *srv, const evs__serve_config *cfg, char *why, size_t whycap) {
-    int rc = evs_app_open(srv->store, srv->bus ? srv->bus->bus : NULL, &cfg->app, &srv->app);
+    /* aggregates evolve from the latest version of each event, as projections do */
+    evs_app_config ac = cfg->app;
+    ac.map = evs_schema_upcast_map(srv->schemas);
+    int rc = evs_app_open(srv->store, srv->bus ? srv->bus->bus : NULL, &ac, &srv->app);
     if (rc) {
         snprintf(why, whycap, "serve: application layer: %s", evs_errmsg());
         return rc;

@@ -625,7 +625,8 @@ void evs__gconn_leave(evs__gconn *gc) {
 
 /* ---------------------------------------------------------------- lifecycle */
 
-int evs__consumers_start(evs_store *store, const char *dir, unsigned idle_ms, evs__consumers **out, char *why,
+int evs__consumers_start(evs_store *store, const char *dir, unsigned idle_ms, evs_event_map map, evs__consumers **out,
+                         char *why,
                          size_t whycap) {
     evs__consumers *bs = calloc(1, sizeof *bs);
     evs_consumer_info *page = calloc(EVS_CONSUMERS_LIST_CHUNK, sizeof *page);
@@ -640,6 +641,8 @@ int evs__consumers_start(evs_store *store, const char *dir, unsigned idle_ms, ev
     bs->store = store;
     bs->dir = dir;
     bs->idle_grace_ns = (int64_t)idle_ms * 1000000;
+    evs_proj_config_init(&bs->proj_cfg);
+    bs->proj_cfg.map = map;
     pthread_mutex_init(&bs->mu, NULL);
     pthread_mutex_init(&bs->admin_mu, NULL);
     if ((rc = evs_bus_open(store, &bs->bus))) {
@@ -664,7 +667,7 @@ int evs__consumers_start(evs_store *store, const char *dir, unsigned idle_ms, ev
             if (!evs__is_projection(&page[i])) continue;
             evs_projection *p = NULL;
             char err[512] = "";
-            int orc = evs_proj_open_stored(bs->bus, page[i].name, NULL, &p);
+            int orc = evs_proj_open_stored_cfg(bs->bus, page[i].name, NULL, &bs->proj_cfg, &p);
             if (orc) {
                 evs__copy_errmsg(err, sizeof err, orc);
                 fprintf(stderr, "evstore serve: projection \"%s\" is not run: %s\n", page[i].name, err);

@@ -68,6 +68,8 @@ typedef struct evs__consumers {
     const char *dir;
     evs_bus *bus;
     int64_t idle_grace_ns;        /* an HTTP member silent for its ack timeout plus this leaves */
+    evs_proj_config proj_cfg;     /* what every Lua projection opens with: the defaults and the
+                                     server's upcasting map (evs__consumers_start) */
     pthread_mutex_t mu;           /* the lists and the reference counts */
     pthread_mutex_t admin_mu;     /* create, replace, delete; groups: open, close, handle calls */
     evs__runner *runners;
@@ -88,10 +90,12 @@ void evs__copy_errmsg(char *buf, size_t cap, int rc);
  * Open DIR/consumers/ and start a runner for every stored Lua projection
  * (one whose script cannot run here keeps a runner without a handle, so
  * its status says why).  idle_ms: how long past its group's ack timeout an
- * HTTP consumer may stay silent before it is taken to be gone.  EVS_OK with *out (release with
+ * HTTP consumer may stay silent before it is taken to be gone.  map: what
+ * the projections' handlers see (serve passes the schema registry's
+ * upcasting; evs_proj_config.map).  EVS_OK with *out (release with
  * evs__consumers_stop), or a failure with why[] filled.
  */
-int evs__consumers_start(evs_store *store, const char *dir, unsigned idle_ms, evs__consumers **out, char *why,
+int evs__consumers_start(evs_store *store, const char *dir, unsigned idle_ms, evs_event_map map, evs__consumers **out, char *why,
                          size_t whycap);
 /*
  * End every group long-poll and wait, bounded, until their threads are

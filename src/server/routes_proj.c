@@ -97,13 +97,13 @@ enum MHD_Result evs__route_proj_put(evs__req *rq) {
         evs_proj_close(old); /* commits; the record and its DLQ stay */
     }
     evs_projection *p = NULL;
-    rc = evs_proj_open_lua(bs->bus, name, src, n, NULL, NULL, &p);
+    rc = evs_proj_open_lua(bs->bus, name, src, n, NULL, &bs->proj_cfg, &p);
     if (rc) {
         char msg[768];
         evs__copy_errmsg(msg, sizeof msg, rc);
         if (r) { /* put the previous script back to work */
             evs_projection *old = NULL;
-            int orc = evs_proj_open_stored(bs->bus, name, NULL, &old);
+            int orc = evs_proj_open_stored_cfg(bs->bus, name, NULL, &bs->proj_cfg, &old);
             char oerr[512] = "";
             if (orc) evs__copy_errmsg(oerr, sizeof oerr, orc);
             evs__runner_set(r, old, orc ? oerr : NULL);

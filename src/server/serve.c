@@ -198,7 +198,8 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         goto cleanup;
     }
 
-    if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, &srv->bus, why, whycap)) { /* before any request: projections resume first */
+    if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, evs_schema_upcast_map(srv->schemas),
+                             &srv->bus, why, whycap)) { /* before any request: projections resume first */
         ret = EVS_EIO;
         goto cleanup;
     }

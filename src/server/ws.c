@@ -11,14 +11,15 @@
  * and each cursor's atomic `next`.
  *
  * Protocol (text frames, one JSON object each; docs/http-api.md):
- *   client: {"op":"subscribe","from":N|"now","filter":{"type":..,"stream_type":..,"stream":..,"tag":..,
- *            "causation_id":..}}
+ *   client: {"op":"subscribe","from":N|"now","upcast":"latest","filter":{"type":..,"stream_type":..,"stream":..,
+ *            "tag":..,"tag_match":"any"|"all","causation_id":..}}
  *           {"op":"unsubscribe"}  {"op":"ping"}
  *           {"op":"consume","group":G,"consumer":C}  {"op":"leave"}
  *           {"op":"ack","position":P,"attempt":A} or {"op":"ack","deliveries":[{..},..]}
  *           {"op":"nack","position":P,"attempt":A,"action":"retry"|"park"|"skip","reason":".."}
  *           {"op":"command","ref":R,"command_type":..,"aggregate_id":..,"data":{..},...}
  *   server: {"op":"subscribed","from":N,"head":H}  {"op":"event","event":{...}}
+ *           {"op":"lost","first":F,"last":L}  {"op":"upcast_error","global_position":P}
  *           {"op":"heartbeat","head":H}  {"op":"unsubscribed","next":N}  {"op":"pong"}
  *           {"op":"consuming","group":G,"consumer":C}  {"op":"left","group":G[,"reason":..]}
  *           {"op":"delivery","delivery":{"position":P,"attempt":A},"event":{...}}
@@ -82,6 +83,7 @@
 #include <wslay/wslay.h>
 
 #include "core/event_json.h"
+#include "evstore_schema.h"
 #include "server/cmdpool.h"
 #include "server/consumers.h"
 #include "server/query.h"
@@ -135,6 +137,7 @@ struct ws_client {
     char *extra;                   /* bytes MHD read past the handshake */
     size_t extra_len, extra_off;
     int subscribed;
+    int upcast;                    /* "upcast":"latest": events shown as their type's latest version */
     evs__live_filter lf;
     _Atomic uint64_t next;
     int64_t last_send_ns;
@@ -173,7 +176,7 @@ struct evs__ws_hub {
     size_t cache_bytes;
 };
 
-static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf);
+static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf, int upcast);
 static void chain_put(evs__ws_hub *hub, ws_chain *ch);
 static int client_open(const ws_client *cl);
 
@@ -214,15 +217,16 @@ static void on_subscribe(ws_client *cl, const evs__ws_msg *msg) {
     /* filled in place: lf.f points into lf itself, so it must not be copied */
     evs__live_filter *lf = &cl->lf;
     evs__live_filter_free(lf);
-    int from_now;
+    int from_now, upcast;
     uint64_t start;
     evs__ws_err e;
-    if (evs__ws_msg_subscribe(msg, lf, &from_now, &start, &e)) {
+    if (evs__ws_msg_subscribe(msg, lf, &from_now, &start, &upcast, &e)) {
         send_refusal(cl, &e);
         return;
     }
     if (from_now) start = evs_head(srv->store) + 1;
-    if (!(cl->chain = chain_get(cl->hub, lf))) {
+    cl->upcast = upcast && srv->schemas;
+    if (!(cl->chain = chain_get(cl->hub, lf, cl->upcast))) {
         send_error(cl, NULL, "out of memory");
         evs__live_filter_free(lf);
         return;
@@ -641,8 +645,9 @@ static void key_field(evs__sb *k, char tag, const char *v) {
     if (v) evs__sb_printf(k, "%c%zu:%s", tag, strlen(v), v);
 }
 
-static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf) {
+static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf, int upcast) {
     evs__sb k = {0};
+    if (upcast) key_field(&k, 'u', "latest"); /* upcast blocks are other bytes */
     /* names in the order given: a different order only costs sharing */
     for (size_t i = 0; i < lf->ntypes; i++) key_field(&k, 't', lf->types[i]);
     key_field(&k, 's', lf->stream_type);
@@ -782,7 +787,24 @@ static int block_render(evs__ws_hub *hub, ws_client *cl, ws_block **out) {
         if (rc) goto fail;
         b->next = ev->global_position + 1;
         if (!evs__live_filter_match(&cl->lf, ev)) continue;
-        if ((rc = block_add(b, ev))) goto fail;
+        if (cl->upcast) {
+            evs_event shown;
+            void *owned = NULL;
+            if (evs_schema_upcast(hub->srv->schemas, ev, &shown, &owned) != EVS_OK) {
+                /* said, and read past, as SSE does: a live stream has no status to fail with;
+                   the reason is the registry's (GET /streams/...?upcast=latest names it) */
+                char t[128];
+                int n = snprintf(t, sizeof t, "{\"op\":\"upcast_error\",\"global_position\":%llu}",
+                                 (unsigned long long)ev->global_position);
+                if ((rc = block_add_text(b, t, (size_t)n))) goto fail;
+                continue;
+            }
+            rc = block_add(b, &shown);
+            free(owned);
+            if (rc) goto fail;
+        } else if ((rc = block_add(b, ev))) {
+            goto fail;
+        }
         b->nevents++;
         if (b->len >= WS_BLOCK_BYTES) break;
     }

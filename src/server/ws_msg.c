@@ -128,32 +128,53 @@ static int tags_member(json_t *filter, evs__live_filter *lf) {
     return lf->tags_buf ? 0 : -1;
 }
 
-int evs__ws_msg_subscribe(const evs__ws_msg *m, evs__live_filter *lf, int *from_now, uint64_t *from,
+int evs__ws_msg_subscribe(const evs__ws_msg *m, evs__live_filter *lf, int *from_now, uint64_t *from, int *upcast,
                           evs__ws_err *e) {
     json_t *filter = json_object_get(m->root, "filter");
-    char *caus = NULL;
+    char *caus = NULL, *match = NULL;
+    json_t *up = json_object_get(m->root, "upcast");
+    *upcast = 0;
+    if (up && !json_is_null(up)) {
+        if (!json_is_string(up) || strcmp(json_string_value(up), "latest") != 0)
+            return evs__ws_refuse(e, NULL, "upcast: the only value is \"latest\"");
+        *upcast = 1;
+    }
     if (filter && !json_is_null(filter)) {
         if (!json_is_object(filter) || types_member(filter, &lf->types_buf) ||
             str_member(filter, "stream_type", EVS_MAX_TYPE_NAME, &lf->stream_type) ||
             str_member(filter, "stream", EVS_MAX_STREAM_NAME, &lf->stream) || tags_member(filter, lf) ||
-            str_member(filter, "causation_id", 64, &caus)) {
+            str_member(filter, "causation_id", 64, &caus) || str_member(filter, "tag_match", 8, &match)) {
             free(caus);
+            free(match);
             evs__live_filter_free(lf);
             return evs__ws_refuse(e, NULL, "filter must be an object with optional type and tag (a name or an array "
-                                           "of names), stream_type, stream and causation_id (non-empty strings)");
+                                           "of names), stream_type, stream, causation_id and tag_match "
+                                           "(non-empty strings)");
         }
         const char *k;
         json_t *v;
         json_object_foreach(filter, k, v) {
             if (strcmp(k, "type") && strcmp(k, "stream_type") && strcmp(k, "stream") && strcmp(k, "tag") &&
-                strcmp(k, "causation_id")) {
-                evs__ws_refuse(e, NULL, "filter: unknown field \"%.64s\" (type, stream_type, stream, tag, causation_id)",
+                strcmp(k, "causation_id") && strcmp(k, "tag_match")) {
+                evs__ws_refuse(e, NULL,
+                               "filter: unknown field \"%.64s\" (type, stream_type, stream, tag, tag_match, causation_id)",
                                k);
                 free(caus);
+                free(match);
                 evs__live_filter_free(lf);
                 return -1;
             }
         }
+    }
+    if (match) { /* as /subscribe's tag_match: any (the default) or all of filter.tag */
+        int all = strcmp(match, "all") == 0, any = strcmp(match, "any") == 0;
+        free(match);
+        if (!all && !any) {
+            free(caus);
+            evs__live_filter_free(lf);
+            return evs__ws_refuse(e, NULL, "filter: tag_match is \"any\" or \"all\"");
+        }
+        lf->tag_all = all;
     }
     if (caus) {
         int bad = evs_uuid_parse(caus, strlen(caus), &lf->causation) != EVS_OK;

@@ -51,11 +51,12 @@ void evs__ws_msg_free(evs__ws_msg *m);
 
 /*
  * subscribe: the filter (type and tag: a name or an array of names;
- * stream_type, stream, causation_id), filled in place into lf (which must
- * be empty; on -1 it is left empty) and finished, and the start:
- * *from_now, or the global position in *from (0 means 1).
+ * tag_match any|all, stream_type, stream, causation_id), filled in place
+ * into lf (which must be empty; on -1 it is left empty) and finished, the
+ * start: *from_now, or the global position in *from (0 means 1), and
+ * *upcast (1 for "upcast":"latest").
  */
-int evs__ws_msg_subscribe(const evs__ws_msg *m, evs__live_filter *lf, int *from_now, uint64_t *from,
+int evs__ws_msg_subscribe(const evs__ws_msg *m, evs__live_filter *lf, int *from_now, uint64_t *from, int *upcast,
                           evs__ws_err *e);
 /* consume: the group's name and the consumer's ("" when the client gave none). */
 int evs__ws_msg_consume(const evs__ws_msg *m, char group[EVS_BUS_MAX_NAME + 1], char consumer[EVS_BUS_MAX_NAME + 1],

@@ -79,10 +79,10 @@ static void check_tags(json_t *t, const evs__live_filter *lf) {
 static void check_subscribe(const evs__ws_msg *m) {
     evs__live_filter lf;
     memset(&lf, 0, sizeof lf);
-    int now = -1;
+    int now = -1, upcast = -1;
     uint64_t from = 7;
     evs__ws_err e;
-    if (evs__ws_msg_subscribe(m, &lf, &now, &from, &e)) {
+    if (evs__ws_msg_subscribe(m, &lf, &now, &from, &upcast, &e)) {
         check_refusal(&e, "subscribe");
         FUZZ_ASSERT(!lf.types_buf && !lf.stream_type && !lf.stream && !lf.stream_prefix && !lf.tags_buf,
                     "refused filter kept");
@@ -104,6 +104,9 @@ static void check_subscribe(const evs__ws_msg *m) {
                 "stream");
     if (lf.stream) FUZZ_ASSERT(lf.f.stream_prefix == lf.stream, "the stream filter does not point at the stream");
     check_tags(json_object_get(filter, "tag"), &lf);
+    json_t *tm = json_object_get(filter, "tag_match"), *up = json_object_get(m->root, "upcast");
+    FUZZ_ASSERT(lf.tag_all == (json_is_string(tm) && strcmp(json_string_value(tm), "all") == 0), "tag_match");
+    FUZZ_ASSERT(upcast == (json_is_string(up) && strcmp(json_string_value(up), "latest") == 0), "upcast %d", upcast);
     json_t *cz = json_object_get(filter, "causation_id");
     if (json_is_string(cz)) {
         evs_uuid u;

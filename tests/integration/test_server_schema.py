@@ -27,10 +27,11 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_server import BIN, Server, check_prometheus_text  # noqa: E402
+from test_server import BIN, Server, WSClient, check_prometheus_text  # noqa: E402
 
 ORDER_V1 = {"type": "object", "required": ["order_id", "amount"], "additionalProperties": False,
             "properties": {"order_id": {"type": "string"}, "amount": {"type": "number", "minimum": 0}}}
@@ -269,6 +270,130 @@ class SchemaServer(unittest.TestCase):
         self.assertIn(st, (409, 422), b)
         st, _, b = self.srv.request("DELETE", "/schemas/Charged/1/upcaster")
         self.assertEqual((st, b["upcaster"]), (200, None), b)
+
+    def ws_events(self, sub, n):
+        """Subscribe over /ws with sub, return the next n messages after 'subscribed'."""
+        ws = WSClient(self.srv.port)
+        try:
+            self.assertEqual(ws.status, 101)
+            ws.send(dict(sub, op="subscribe"))
+            m = ws.recv()
+            self.assertEqual(m.get("op"), "subscribed", m)
+            return [ws.recv() for _ in range(n)]
+        finally:
+            ws.close()
+
+    def test_ws_upcast_and_tag_match(self):
+        self.assertEqual(self.req("PUT", "/schemas/Tallied", {"type": "object", "required": ["n"],
+                                                              "properties": {"n": {"type": "integer"}}})[0], 201)
+        st, _, b = self.srv.post("/streams/tallied-1", {"event_type": "Tallied", "data": {"n": 1},
+                                                        "tags": ["ws:a", "ws:b"]})
+        self.assertEqual(st, 201, b)
+        first = b["first_global_position"]
+        self.assertEqual(self.req("PUT", "/schemas/Tallied", {"type": "object",
+                                                              "properties": {"n": {"type": "integer"}}})[0], 201)
+        self.assertEqual(self.srv.post("/streams/tallied-1", {"event_type": "Tallied", "event_version": 2,
+                                                              "data": {"n": 2}, "tags": ["ws:a"]})[0], 201)
+        up = self.ws_events({"from": first, "upcast": "latest", "filter": {"type": "Tallied"}}, 2)
+        self.assertEqual([(m["op"], m["event"]["event_version"], m["event"].get("stored_version")) for m in up],
+                         [("event", 2, 1), ("event", 2, None)])
+        plain = self.ws_events({"from": first, "filter": {"type": "Tallied"}}, 2)
+        self.assertEqual([(m["event"]["event_version"], m["event"].get("stored_version")) for m in plain],
+                         [(1, None), (2, None)])
+        # tag_match over WebSocket as on /subscribe: all of the tags, or any of them
+        both = self.ws_events({"from": first, "filter": {"tag": ["ws:a", "ws:b"], "tag_match": "all"}}, 1)
+        self.assertEqual(both[0]["event"]["data"], {"n": 1})
+        ws = WSClient(self.srv.port)
+        try:
+            ws.send({"op": "subscribe", "from": first, "filter": {"tag": ["ws:a", "ws:b"], "tag_match": "all"}})
+            self.assertEqual(ws.recv()["op"], "subscribed")
+            self.assertEqual(ws.recv()["event"]["data"], {"n": 1})
+            # the second event has only ws:a: nothing more arrives before the next append of both tags
+            self.assertEqual(self.srv.post("/streams/tallied-2", {"event_type": "Tallied", "event_version": 2,
+                                                                  "data": {"n": 3}, "tags": ["ws:b", "ws:a"]})[0], 201)
+            self.assertEqual(ws.recv()["event"]["data"], {"n": 3})
+        finally:
+            ws.close()
+        anyof = self.ws_events({"from": first, "filter": {"tag": ["ws:a", "ws:b"], "tag_match": "any"}}, 3)
+        self.assertEqual([m["event"]["data"]["n"] for m in anyof], [1, 2, 3])
+        # bad values are refused, naming the field
+        for sub, needle in (({"upcast": "oldest"}, "upcast"), ({"filter": {"tag": "x", "tag_match": "some"}}, "tag_match"),
+                            ({"upcast": 1}, "upcast")):
+            ws = WSClient(self.srv.port)
+            try:
+                ws.send(dict(sub, op="subscribe"))
+                m = ws.recv()
+                self.assertEqual(m.get("op"), "error", m)
+                self.assertIn(needle, m["error"])
+            finally:
+                ws.close()
+
+    def test_ws_upcast_error(self):
+        v1 = {"type": "object", "required": ["x"], "properties": {"x": {"type": "integer"}}}
+        v2 = {"type": "object", "required": ["x", "y"], "properties": {"x": {"type": "integer"}, "y": {"type": "integer"}}}
+        self.assertEqual(self.req("PUT", "/schemas/Stuck", v1)[0], 201)
+        self.assertEqual(self.srv.post("/streams/stuck-1", {"event_type": "Stuck", "data": {"x": 1}})[0], 201)
+        pos = self.head()
+        self.assertEqual(self.req("PUT", "/schemas/Stuck/compat", {"compat": "none"})[0], 200)
+        self.assertEqual(self.req("PUT", "/schemas/Stuck", v2)[0], 201)
+        self.assertEqual(self.srv.post("/streams/stuck-1", {"event_type": "Stuck", "event_version": 2,
+                                                            "data": {"x": 2, "y": 2}})[0], 201)
+        # no step from 1 to 2: said for that event, and the subscription reads on
+        got = self.ws_events({"from": pos, "upcast": "latest", "filter": {"type": "Stuck"}}, 2)
+        self.assertEqual(got[0], {"op": "upcast_error", "global_position": pos})
+        self.assertEqual((got[1]["op"], got[1]["event"]["data"]), ("event", {"x": 2, "y": 2}))
+
+    def test_hosted_projection_and_aggregate_see_latest(self):
+        v1 = {"type": "object", "required": ["amount"], "properties": {"amount": {"type": "integer"}}}
+        v2 = {"type": "object", "required": ["amount", "currency"],
+              "properties": {"amount": {"type": "integer"}, "currency": {"type": "string"}}}
+        agg = """
+return {
+  init = function() return { total = 0, currencies = {}, stored = {} } end,
+  evolve = { Deposited = function(s, e)
+      s.total = s.total + e.data.amount
+      s.currencies[#s.currencies + 1] = e.data.currency or "none"
+      s.stored[#s.stored + 1] = e.stored_version
+  end },
+  commands = { Deposit = { fields = { amount = "integer" }, decide = function(s, c)
+      return { { type = "Deposited", data = { amount = c.data.amount } } } end } },
+}
+"""
+        st, _, b = self.req("PUT", "/aggregates/wallet", agg, ctype="text/x-lua")
+        self.assertIn(st, (200, 201), b)
+        self.assertEqual(self.req("PUT", "/schemas/Deposited", v1)[0], 201)
+        st, _, b = self.srv.post("/commands/Deposit", {"aggregate_id": "w1", "data": {"amount": 5}})
+        self.assertEqual(st, 201, b)
+        self.assertEqual(self.req("PUT", "/schemas/Deposited/compat", {"compat": "none"})[0], 200)
+        self.assertEqual(self.req("PUT", "/schemas/Deposited", v2)[0], 201)
+        lua = 'return function(data, e) data.currency = "EUR"; return data end'
+        self.assertEqual(self.req("PUT", "/schemas/Deposited/1/upcaster", lua, ctype="text/x-lua")[0], 201)
+        # the stored event is version 1 without a currency; the aggregate evolves from version 2
+        ev = self.srv.get("/streams/wallet-w1")[2]["events"][0]
+        self.assertEqual((ev["event_version"], ev["data"]), (1, {"amount": 5}))
+        st, _, b = self.srv.get("/aggregates/wallet/w1?use_snapshot=false")
+        self.assertEqual(st, 200, b)
+        self.assertEqual((b["state"]["currencies"], b["state"]["stored"]), (["EUR"], [1]), b)
+        # a projection the server runs sees the same
+        proj = """
+return {
+  filter = { event_types = {"Deposited"} },
+  partition = "none",
+  init = function() return { seen = {} } end,
+  handlers = { Deposited = function(s, e)
+      s.seen[#s.seen + 1] = { v = e.event_version, stored = e.stored_version, cur = e.data.currency } end },
+}
+"""
+        st, _, b = self.req("PUT", "/projections/deposits", proj, ctype="text/x-lua")
+        self.assertIn(st, (200, 201), b)
+        deadline = time.time() + 30
+        while True:
+            st, _, s = self.srv.get("/projections/deposits/state")
+            if st == 200 and s.get("seen"):
+                break
+            self.assertLess(time.time(), deadline, (st, s))
+            time.sleep(0.05)
+        self.assertEqual(s["seen"], [{"v": 2, "stored": 1, "cur": "EUR"}])
 
     def test_app_command_validated(self):
         lua = """
