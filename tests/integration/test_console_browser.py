@@ -494,9 +494,25 @@ class ConsoleBrowserTest(unittest.TestCase):
         b.wait("location.hash === '#/sagas?type=order&status=running'")
         b.wait("[...document.querySelectorAll('#sagas-rows .saga')].map(r => r.dataset.id).join() === 'sg-run'",
                "only the running one")
+        # "stuck for" goes to the server: unfinished instances without a transition for that long, failed compensation first
+        b.eval("document.querySelector('#saga-filter [name=type]').value = ''")
+        b.eval("document.querySelector('#saga-filter [name=status]').value = ''")
+        b.eval("document.querySelector('#saga-filter [name=stuck_for]').value = '200ms'")
+        b.click("#saga-filter button")
+        b.wait("location.hash === '#/sagas?stuck_for=200ms'")
+        b.wait("[...document.querySelectorAll('#sagas-rows .saga')].map(r => r.dataset.id).join() === 'sg-void,sg-run'",
+               "both unfinished ones, the failed compensation first")
+        # the page's order for what the listing cannot show yet (an instance quiet for over a minute is "stuck"):
+        # failed compensation, stuck, compensating, paused, failed, running, finished
+        order = b.eval("""(() => { const ago = (s) => new Date(Date.now() - s * 1000).toISOString();
+            const l = [["done", "completed", 900], ["run", "running", 5], ["fail", "failed", 5], ["pause", "paused", 900],
+                       ["comp", "compensating", 5], ["stuck", "running", 120], ["cf", "compensation_failed", 1]]
+              .map(([id, status, s]) => ({ id, status, updated_at: ago(s) }));
+            return l.sort((a, b) => sagaRank(a) - sagaRank(b)).map((x) => x.id + (sagaStuck(x) ? "!" : "")); })()""")
+        self.assertEqual(order, ["cf", "stuck!", "comp", "pause", "fail", "run", "done"])
 
         # retry: a fresh budget, refused three more times; the timeline grows
-        b.click("#sagas-rows a")
+        b.click("#sagas-rows .saga[data-id=sg-run] a")
         b.wait("location.hash === '#/saga/order/sg-run'")
         self.open("#/saga/order/sg-void")
         b.wait("document.querySelector('#saga-status .v') && "
