@@ -24,7 +24,7 @@ and consumes through the HTTP API:
   * the shop's order saga with a void that is refused (tok_void_fails):
     compensated by hand from its page, followed to compensation_failed,
     listed first with the counts by state, retried, skipped to compensated;
-    a refused action's 409 verbatim; abort;
+    a refused action's 409 verbatim; pause, resume, abort;
   * schemas: a type registered through the API is listed with its versions,
     its schema pretty-printed; data validated against a version (the answer
     verbatim, and a 400 for data that is not JSON); a schema outside the
@@ -511,9 +511,25 @@ class ConsoleBrowserTest(unittest.TestCase):
             return l.sort((a, b) => sagaRank(a) - sagaRank(b)).map((x) => x.id + (sagaStuck(x) ? "!" : "")); })()""")
         self.assertEqual(order, ["cf", "stuck!", "comp", "pause", "fail", "run", "done"])
 
-        # retry: a fresh budget, refused three more times; the timeline grows
+        # the running one: a refused action, then paused (its timers stop: the carrier's deadline cannot pass meanwhile)
         b.click("#sagas-rows .saga[data-id=sg-run] a")
         b.wait("location.hash === '#/saga/order/sg-run'")
+        # an action the server refuses: its 409 verbatim (a step that is not the current one)
+        b.wait("!!document.querySelector('#saga-actions button[data-action=skip]')")
+        self.confirm("#saga-actions button[data-action=skip]", {"step": "capture"})
+        b.wait("!!document.querySelector('#saga-message .error[data-status=\"409\"]')", "the 409")
+        st, body = self.raw("POST", "/sagas/order/sg-run/skip?step=capture")
+        self.assertEqual(st, 409, body)
+        self.assertEqual(b.text("#saga-message .error-body"), body)
+        self.assertIn("step capture is not a current step", b.text("#saga-message .error-message"))
+        # pause: it waits there while the other one is dealt with
+        self.confirm("#saga-actions button[data-action=pause]", {"reason": "checking the address"})
+        b.wait("document.querySelector('#saga-status .v').textContent === 'paused'", "paused")
+        b.wait("[...document.querySelectorAll('#saga-actions button')].map(x => x.dataset.action).join() === 'resume,compensate,abort'",
+               "the actions of a saga paused from running")
+        self.assertIn("paused from running", b.text("#saga-actions"))
+        self.assertEqual(self.saga("sg-run")["timeline"][-1]["reason"], "checking the address")
+        # retry: a fresh budget, refused three more times; the timeline grows
         self.open("#/saga/order/sg-void")
         b.wait("document.querySelector('#saga-status .v') && "
                "document.querySelector('#saga-status .v').textContent === 'compensation_failed'")
@@ -533,15 +549,11 @@ class ConsoleBrowserTest(unittest.TestCase):
         self.assertEqual(self.saga("sg-void")["status"], "compensated")
         self.assertEqual(self.srv.get("/aggregates/order/sg-void")[2]["state"]["status"], "cancelled")
 
-        # an action the server refuses: its 409 verbatim (a step that is not the current one)
+        # back to the paused one: resume, then abort
         self.open("#/saga/order/sg-run")
-        b.wait("!!document.querySelector('#saga-actions button[data-action=skip]')")
-        self.confirm("#saga-actions button[data-action=skip]", {"step": "capture"})
-        b.wait("!!document.querySelector('#saga-message .error[data-status=\"409\"]')", "the 409")
-        st, body = self.raw("POST", "/sagas/order/sg-run/skip?step=capture")
-        self.assertEqual(st, 409, body)
-        self.assertEqual(b.text("#saga-message .error-body"), body)
-        self.assertIn("step capture is not a current step", b.text("#saga-message .error-message"))
+        b.wait("!!document.querySelector('#saga-actions button[data-action=resume]')")
+        self.confirm("#saga-actions button[data-action=resume]")
+        b.wait("document.querySelector('#saga-status .v').textContent === 'running'", "running again")
         # abort: failed, nothing compensated
         self.confirm("#saga-actions button[data-action=abort]", {"reason": "customer left"})
         b.wait("document.querySelector('#saga-status .v').textContent === 'failed'", "failed")
