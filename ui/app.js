@@ -2,8 +2,8 @@
  * app.js — the evstore web console: a single page with hash routing
  * (#/overview, #/streams, #/stream/NAME, #/tail, #/consumers,
  * #/consumer/NAME, #/dlq/NAME, #/projections, #/projection/NAME, #/app,
- * #/sagas).  Everything shown comes from the HTTP API of docs/http-api.md;
- * nothing is cached but the last minutes of /metrics for the charts.
+ * #/sagas, #/saga/TYPE/ID, #/schemas, #/schema/TYPE).  Everything shown
+ * comes from the HTTP API of docs/http-api.md; nothing is cached but the last minutes of /metrics for the charts.
  *
  * Rules kept throughout:
  *  - the API key, when the user gave one, is sent on every request as
@@ -80,8 +80,11 @@ function headers(extra) {
   return h;
 }
 
-/* One request; resolves to the parsed JSON (or text), rejects with ApiError holding the body verbatim. */
-async function api(method, path, body, ctype) {
+/*
+ * One request; resolves to the parsed JSON (or text; the body's text as sent
+ * when raw is set), rejects with ApiError holding the body verbatim.
+ */
+async function api(method, path, body, ctype, raw) {
   const init = { method, headers: headers() };
   if (body !== undefined) {
     init.headers["Content-Type"] = ctype || "application/json";
@@ -95,6 +98,7 @@ async function api(method, path, body, ctype) {
   }
   const text = await r.text();
   if (!r.ok) throw new ApiError(r.status, text, method, path);
+  if (raw) return text;
   const ct = r.headers.get("Content-Type") || "";
   return ct.startsWith("application/json") && text ? JSON.parse(text) : text;
 }
@@ -146,7 +150,8 @@ function ask(title, text, fields, okLabel, danger) {
 
 /*
  * An action button: asks, runs fn, shows the answer (or the error verbatim)
- * in `out`, then calls after() (a refresh).
+ * in `out`, then calls after() (a refresh).  opts.show(answer) draws a long
+ * answer its own way.
  */
 function action(label, question, fn, out, after, opts) {
   opts = opts || {};
@@ -157,7 +162,8 @@ function action(label, question, fn, out, after, opts) {
       if (v === null) return;
       try {
         const r = await fn(v);
-        fill(out, el("div", { class: "ok" }, label + ": ", el("code", {}, typeof r === "string" ? r || "done" : JSON.stringify(r))));
+        fill(out, el("div", { class: "ok" }, label + ": ", opts.show ? opts.show(r)
+          : el("code", {}, typeof r === "string" ? r || "done" : JSON.stringify(r))));
       } catch (e) {
         fill(out, errorBox(e));
       }
@@ -749,16 +755,296 @@ pages.app = (view) => {
 };
 
 /*
- * SAGAS: reserved.  Sagas are built on another branch; when they land this
- * page lists instances by state (stuck ones first), the timeline of one
- * instance, and retry/compensate/abort actions through action() like the
- * DLQ page.
+ * SAGAS (docs/http-api.md, Sagas): the instances that need a look first,
+ * counts by state, and one instance's steps, timeline and data with the
+ * operator's actions.  The listing comes from the saga index; the counts
+ * from the evstore_saga_instances gauge of /metrics (the same index), so
+ * they cover every instance, not just the page shown.
  */
-pages.sagas = (view) => {
+const SAGA_STATES = ["running", "compensating", "paused", "compensation_failed", "failed", "compensated", "completed"];
+const SAGA_FINISHED = new Set(["completed", "compensated", "failed"]);
+/* the order of the listing on the page: what an operator must act on first */
+const SAGA_RANK = { compensation_failed: 0, compensating: 2, paused: 3, failed: 4, running: 5, compensated: 6, completed: 7 };
+const SAGA_STUCK_S = 60;     /* unfinished with no transition for this long: "stuck", listed right after compensation_failed */
+
+function ageOf(iso) {
+  const t = Date.parse(iso);
+  if (Number.isNaN(t)) return "–";
+  let s = Math.max(0, Math.round((Date.now() - t) / 1000));
+  if (s < 90) return s + " s ago";
+  if ((s = Math.round(s / 60)) < 90) return s + " min ago";
+  if ((s = Math.round(s / 60)) < 48) return s + " h ago";
+  return Math.round(s / 24) + " d ago";
+}
+function sagaStuck(s) { return !SAGA_FINISHED.has(s.status) && s.status !== "paused" && (Date.now() - Date.parse(s.updated_at)) / 1000 >= SAGA_STUCK_S; }
+function sagaRank(s) { return s.status === "compensation_failed" ? 0 : sagaStuck(s) ? 1 : SAGA_RANK[s.status] ?? 8; }
+
+/* {type: {status: n}} from the evstore_saga_instances samples of /metrics */
+function sagaCounts(text) {
+  const out = {};
+  for (const m of text.matchAll(/^evstore_saga_instances\{saga_type="((?:[^"\\]|\\.)*)",status="(\w+)"\} (\d+)$/gm)) {
+    (out[m[1]] = out[m[1]] || {})[m[2]] = Number(m[3]);
+  }
+  return out;
+}
+
+pages.sagas = (view, args, query) => {
+  const type = query.get("type") || "", status = query.get("status") || "", stuck = query.get("stuck_for") || "";
+  const after = query.get("after") || "";
+  const typeSel = el("select", { name: "type" }, el("option", { value: "" }, "every type"));
+  const statusSel = el("select", { name: "status" }, el("option", { value: "" }, "every state"),
+    SAGA_STATES.map((s) => el("option", { value: s }, s)));
+  statusSel.value = status;
+  const stuckIn = el("input", { name: "stuck_for", placeholder: "stuck for (30s, 5m…)", value: stuck, size: 14 });
+  const counts = el("div", { class: "cards", id: "saga-counts" }), out = el("div", { id: "sagas-list" }), err = el("div");
   view.append(el("h1", {}, "Sagas"),
-    el("div", { class: "placeholder", id: "sagas-placeholder" },
-      "Sagas are not in this server yet. This page will list saga instances by state (stuck ones first), " +
-      "show the timeline of one instance, and offer retry, compensate and abort once the saga routes exist."));
+    el("form", { class: "bar", id: "saga-filter", onsubmit: (ev) => {
+      ev.preventDefault();
+      go("#/sagas" + qs({ type: typeSel.value, status: statusSel.value, stuck_for: stuckIn.value.trim() }));
+    } }, typeSel, statusSel, stuckIn, el("button", { type: "submit" }, "Filter")),
+    err, counts, out);
+  const filterHref = (st) => "#/sagas" + qs({ type, status: st, stuck_for: stuck });
+  async function refresh() {
+    let r, c = {};
+    try {
+      const path = (type ? "/sagas/" + enc(type) : "/sagas") + qs({ status, stuck_for: stuck, after, limit: 1000 });
+      [r, c] = await Promise.all([api("GET", path), api("GET", "/metrics").then(sagaCounts, () => ({}))]);
+      fill(err);
+    } catch (e) {
+      fill(err, errorBox(e));
+      return;
+    }
+    if (typeSel.options.length === 1) {
+      const types = new Set(Object.keys(c).concat(r.sagas.map((s) => s.type), type ? [type] : []));
+      typeSel.append(...[...types].sort().map((t) => el("option", { value: t }, t)));
+      typeSel.value = type;
+    }
+    const by = {};
+    for (const [t, m] of Object.entries(c)) if (!type || t === type) for (const [s, n] of Object.entries(m)) by[s] = (by[s] || 0) + n;
+    fill(counts, SAGA_STATES.map((s) => el("a", { class: "card count" + (by[s] && s === "compensation_failed" ? " alarm" : "") + (s === status ? " on" : ""),
+      href: filterHref(s === status ? "" : s), "data-status": s },
+    el("div", { class: "k" }, s.replace("_", " ")), el("div", { class: "v" }, fmtNum(by[s] || 0)))));
+    const list = r.sagas.slice().sort((a, b) => sagaRank(a) - sagaRank(b) || a.updated_at.localeCompare(b.updated_at) ||
+      a.type.localeCompare(b.type) || a.id.localeCompare(b.id));
+    fill(out, list.length ? el("div", { class: "rows", id: "sagas-rows" }, list.map((s) => el("div", {
+      class: "row saga", "data-id": s.id, "data-type": s.type, "data-status": s.status },
+    el("div", { class: "line" },
+      el("a", { class: "mono", href: "#/saga/" + enc(s.type) + "/" + enc(s.id) }, s.type + "/" + s.id),
+      badge(s.status), sagaStuck(s) ? el("span", { class: "badge stuck" }, "stuck") : null,
+      s.step ? el("span", {}, "step ", el("strong", {}, s.step.name), s.step.attempt > 1 ? " (attempt " + s.step.attempt + ")" : "") : null,
+      el("span", { class: "muted", title: s.updated_at }, "last change " + ageOf(s.updated_at)),
+      s.next_due ? el("span", { class: "muted", title: s.next_due }, "next due " + s.next_due) : null),
+    s.last_error ? el("div", { class: "saga-error" }, s.last_error) : null)))
+      : el("p", { class: "muted", id: "sagas-empty" }, "No saga instance" + (status || type || stuck ? " matches." : " yet.")),
+    r.next_after ? el("a", { id: "sagas-next", href: "#/sagas" + qs({ type, status, stuck_for: stuck, after: r.next_after }) }, "Next page →") : null);
+  }
+  refresh();
+  const t = setInterval(refresh, 3000);
+  return () => clearInterval(t);
+};
+
+/* Times in a saga's events are nanoseconds since the epoch: shown as ISO times. */
+function sagaValue(k, v) {
+  if (typeof v === "number" && v > 1e17 && /deadline|_at$|until|due/.test(k)) return new Date(v / 1e6).toISOString();
+  return typeof v === "object" && v !== null ? el("code", {}, JSON.stringify(v)) : String(v);
+}
+
+/* One timeline entry: its time, type and whatever else the event says (commands, answers, errors, timers). */
+function sagaEntry(type, id, t) {
+  const cls = /Failed|Error|TimedOut|Refused/.test(t.type) ? "bad" : /Retry|Compensat|Paused|Skipped/.test(t.type) ? "warn" : "";
+  const rest = Object.keys(t).filter((k) => !["version", "position", "type", "at"].includes(k));
+  return el("li", { class: "tl " + cls, "data-type": t.type },
+    el("div", { class: "head" },
+      el("a", { class: "mono", href: "#/stream/" + enc("saga-" + type + "-" + id) + "?from=" + t.version }, "v" + t.version),
+      el("span", { class: "type" }, t.type), el("span", { class: "muted" }, t.at)),
+    rest.length ? el("div", { class: "kv" }, rest.map((k) => el("span", {}, el("span", { class: "muted" }, k + " "), sagaValue(k, t[k])))) : null);
+}
+
+/* Which actions the routes offer in a state (docs/http-api.md): the server still decides, and a 409 is shown as it says. */
+function sagaActions(s) {
+  const st = s.status, from = s.paused_from;
+  return {
+    pause: st === "running" || st === "compensating",
+    resume: st === "paused",
+    retry: st === "running" || st === "compensating" || st === "compensation_failed",
+    skip: st === "running" || st === "compensating" || st === "compensation_failed",
+    compensate: st === "running" || (st === "paused" && from === "running"),
+    abort: !SAGA_FINISHED.has(st),
+  };
+}
+
+pages.saga = (view, args) => {
+  const [type, id] = args;
+  const base = "/sagas/" + enc(type) + "/" + enc(id);
+  const msg = el("div", { id: "saga-message" }), head = el("div", { id: "saga-head" }), steps = el("div", { id: "saga-steps" });
+  const timeline = el("ol", { class: "timeline", id: "saga-timeline" }), data = el("pre", { id: "saga-data" });
+  view.append(el("h1", {}, el("a", { href: "#/sagas" + qs({ type }) }, "Sagas"), " / ", el("code", {}, type + "/" + id)),
+    msg, head, el("h2", {}, "Steps"), steps, el("h2", {}, "Timeline"), timeline, el("h2", {}, "Data"), data);
+  const reason = { name: "reason", label: "Reason (kept in the saga's history)", placeholder: "optional" };
+  const defs = [
+    ["pause", "Pause", "Pause saga " + type + "/" + id + "? Its timers stop until it is resumed.", [reason]],
+    ["resume", "Resume", "Resume saga " + type + "/" + id + "? Its timers shift by the pause.", []],
+    ["retry", "Retry", "Run the current step's retry (or the failed compensations) of " + type + "/" + id + " now, with a fresh attempt budget?", []],
+    ["skip", "Skip", "Count the current step (or the current compensations) of " + type + "/" + id + " as done without running it?",
+      [{ name: "step", label: "Step (one of the current parallel group; empty: the current step)", placeholder: "optional" }, reason]],
+    ["compensate", "Compensate", "Undo what " + type + "/" + id + " did, newest first?", [reason]],
+    ["abort", "Abort", "Abort " + type + "/" + id + "? It ends as failed and nothing is compensated.", [reason]],
+  ];
+  let timer = null, loop = 0;
+  async function refresh() {
+    const mine = ++loop;
+    clearTimeout(timer);
+    let s;
+    try { s = await api("GET", base); } catch (e) { if (mine === loop) fill(head, errorBox(e)); return; }
+    if (mine !== loop) return;
+    const can = sagaActions(s);
+    const buttons = defs.filter(([a]) => can[a]).map(([a, label, question, fields]) =>
+      action(label, question, (v) => api("POST", base + "/" + a + qs(v)), msg, refresh, {
+        id: a, fields, danger: a === "abort" || a === "compensate",
+        /* the answer is the whole instance: its state in a line, the rest folded */
+        show: (r) => el("span", {}, "now ", el("strong", {}, r.status), r.step ? " at step " + r.step.name : "", " (version " + r.version + ")",
+          el("details", {}, el("summary", {}, "The answer"), el("pre", {}, JSON.stringify(r)))),
+      }));
+    const card = (k, v, cid) => el("div", { class: "card", id: cid }, el("div", { class: "k" }, k), el("div", { class: "v small" }, v));
+    fill(head,
+      el("div", { class: "bar", id: "saga-actions" }, badge(s.status),
+        s.paused_from ? el("span", { class: "muted" }, "paused from " + s.paused_from) : null,
+        buttons.length ? buttons : el("span", { class: "muted" }, "finished: no action applies")),
+      s.last_error ? el("div", { class: "error", id: "saga-last-error" }, el("strong", {}, "Last error "), s.last_error) : null,
+      el("div", { class: "cards" },
+        card("Status", s.status, "saga-status"),
+        card("Step", s.step ? s.step.name + " #" + s.step.index + ", attempt " + s.step.attempt : "–", "saga-step"),
+        card("Started", s.started_at), card("Last change", s.updated_at + " (" + ageOf(s.updated_at) + ")"),
+        card("Next due", s.next_due || "–"), card("Deadline", s.deadline || "–"), card("Version", fmtNum(s.version), "saga-version"),
+        card("Correlation", el("a", { href: "#/related/correlation_id/" + s.correlation_id }, s.correlation_id)),
+        card("Stream", el("a", { href: "#/stream/" + enc(s.stream) }, s.stream)),
+        s.lease ? card("Lease", s.lease.node + " until " + s.lease.until) : null));
+    fill(steps, el("div", { class: "rows" }, s.steps.map((p, i) => el("div", { class: "row step", "data-step": p.name },
+      el("div", { class: "line" },
+        el("span", { class: "mono" }, String(i)), el("strong", {}, p.name), badge(p.status),
+        el("span", { class: "muted" }, "group " + p.group + ", attempt " + p.attempt),
+        p.accepted && p.accepted.length ? el("span", { class: "muted" }, "accepted " + JSON.stringify(p.accepted)) : null,
+        p.deadline ? el("span", {}, "deadline " + p.deadline) : null, p.retry_at ? el("span", {}, "retry at " + p.retry_at) : null,
+        p.compensation ? el("span", {}, "compensation ", badge(p.compensation.status), " attempt " + p.compensation.attempt +
+          (p.compensation.retry_at ? ", retry at " + p.compensation.retry_at : "")) : null),
+      p.last_error ? el("div", { class: "saga-error" }, p.last_error) : null))));
+    fill(timeline, s.timeline.map((t) => sagaEntry(type, id, t)));
+    data.textContent = pretty(s.data);
+    if (!SAGA_FINISHED.has(s.status)) timer = setTimeout(refresh, 1500);
+  }
+  refresh();
+  return () => { loop++; clearTimeout(timer); };
+};
+
+/*
+ * SCHEMAS (docs/http-api.md, Schemas; docs/schemas.md): the registry's event
+ * types with their versions, one version's JSON Schema, the type's
+ * compatibility mode, deprecation, registering the next version (checked
+ * first if the user asks), and validating data against a version.
+ */
+const SCHEMA_COMPAT = ["backward", "forward", "full", "none"];
+
+pages.schemas = (view) => {
+  const msg = el("div", { id: "schemas-message" }), out = el("div"), policy = el("div", { id: "schema-policy" });
+  const typeIn = el("input", { name: "event_type", placeholder: "event type, e.g. OrderPlaced" });
+  const body = el("textarea", { name: "schema", placeholder: "{\"type\": \"object\"}" });
+  body.value = "{\n  \"type\": \"object\",\n  \"required\": [],\n  \"properties\": {}\n}\n";
+  view.append(el("h1", {}, "Schemas"), policy, out,
+    el("div", { class: "panel" }, el("h2", {}, "Register a schema"),
+      el("p", { class: "muted" }, "The body is the JSON Schema; it becomes the type's next version (version 1 for a new type)."),
+      el("div", { class: "bar" }, typeIn,
+        action("Register", "Register this schema as the next version of the type? A version cannot be removed once registered.",
+          () => api("PUT", "/schemas/" + enc(typeIn.value.trim()), body.value), msg, () => refresh(), { id: "register-new" })),
+      body, msg));
+  const refresh = () => api("GET", "/schemas").then((r) => {
+    fill(out, r.types.length ? el("div", { class: "rows", id: "schema-types" }, r.types.map((t) => el("div", { class: "row", "data-type": t.event_type },
+      el("div", { class: "line" },
+        el("a", { href: "#/schema/" + enc(t.event_type) }, el("strong", {}, t.event_type)),
+        el("span", {}, "latest v" + t.latest), el("span", { class: "muted" }, "compat " + t.compat),
+        el("span", { class: "versions" }, t.versions.map((v) => el("a", { class: "badge" + (v.deprecated ? " paused" : ""),
+          href: "#/schema/" + enc(t.event_type) + "?version=" + v.version, title: v.deprecated ? "deprecated" : "registered " + v.registered_at },
+        "v" + v.version + (v.deprecated ? " deprecated" : ""))))))))
+      : el("p", { class: "muted", id: "schemas-empty" }, "No schema registered yet: events of every type are stored as they come."));
+  }).catch((e) => fill(out, errorBox(e)));
+  api("GET", "/schema-policies/default").then((p) => fill(policy, el("p", { class: "muted" }, "Default policy: validation ",
+    el("strong", {}, p.validation), ", deprecated versions ", el("strong", {}, p.deprecated), " (docs/schemas.md).")))
+    .catch((e) => fill(policy, errorBox(e)));
+  refresh();
+};
+
+pages.schema = (view, args, query) => {
+  const type = args[0];
+  const base = "/schemas/" + enc(type);
+  const msg = el("div", { id: "schema-message" }), head = el("div"), versions = el("div", { id: "schema-versions" });
+  const shown = el("div", { id: "schema-shown" }), valOut = el("div", { id: "validate-result" }), regOut = el("div", { id: "register-result" });
+  const verSel = el("select", { name: "version" });
+  const dataIn = el("textarea", { name: "data", placeholder: "{\"field\": \"value\"}" });
+  dataIn.value = "{}";
+  const next = el("textarea", { name: "schema" });
+  let current = Number(query.get("version")) || 0;
+  view.append(el("h1", {}, el("a", { href: "#/schemas" }, "Schemas"), " / ", el("code", {}, type)), msg, head, versions, shown,
+    el("div", { class: "panel" }, el("h2", {}, "Validate data against a version"),
+      el("form", { class: "bar", id: "validate-form", onsubmit: (ev) => {
+        ev.preventDefault();
+        const v = verSel.value;
+        /* the answer is shown as the server sent it: a refusal names the pointer, keyword and schema path */
+        api("POST", base + "/" + enc(v) + "/validate", dataIn.value, "application/json", true).then((text) => {
+          let r = null;
+          try { r = JSON.parse(text); } catch (e) { /* shown as it came */ }
+          fill(valOut, r && r.valid === true ? el("div", { class: "ok" }, "valid against version " + v)
+            : el("div", { class: "error", "data-valid": "false" }, el("strong", {}, "not valid against version " + v),
+              r && r.message ? el("div", { class: "error-message" }, r.message) : null, el("pre", { class: "error-body" }, text)));
+        }).catch((e) => fill(valOut, errorBox(e)));
+      } }, el("label", { class: "f" }, "Version", verSel), el("button", { type: "submit", id: "validate" }, "Validate")),
+      dataIn, valOut),
+    el("div", { class: "panel" }, el("h2", {}, "Next version"),
+      el("div", { class: "bar" },
+        el("button", { type: "button", class: "ghost", id: "check", onclick: () => api("POST", base + "/check", next.value, "application/json", true)
+          .then((text) => fill(regOut, el("div", { class: /"compatible":true/.test(text) ? "ok" : "error" }, el("pre", { class: "error-body" }, text))))
+          .catch((e) => fill(regOut, errorBox(e))) }, "Check"),
+        action("Register", "Register this schema as the next version of \u201c" + type + "\u201d?", () => api("PUT", base, next.value),
+          regOut, () => refresh(), { id: "register" })),
+      next, regOut));
+  async function show(v) {
+    current = v;
+    try {
+      const r = await api("GET", base + "/" + v);
+      const schema = r.schema;
+      delete r.schema;
+      fill(shown, el("h2", {}, "Version " + v), el("pre", { id: "schema-json" }, pretty(schema)),
+        el("details", {}, el("summary", {}, "Record"), el("pre", {}, pretty(r))));
+      if (!next.value) next.value = pretty(schema);
+    } catch (e) {
+      fill(shown, errorBox(e));
+    }
+  }
+  async function refresh() {
+    let t;
+    try { t = await api("GET", base); } catch (e) { fill(head, errorBox(e)); return; }
+    const compat = el("select", { name: "compat" }, SCHEMA_COMPAT.map((c) => el("option", { value: c }, c)));
+    compat.value = t.compat;
+    fill(head, el("div", { class: "bar" }, el("span", {}, "latest v" + t.latest),
+      el("label", { class: "f" }, "Compatibility", compat),
+      action("Set mode", "Change the compatibility mode of \u201c" + type + "\u201d? It decides which next versions are accepted.",
+        () => api("PUT", base + "/compat", { compat: compat.value }), msg, () => refresh(), { id: "set-compat" })));
+    const verBase = (v) => base + "/" + v.version + "/deprecate";
+    fill(versions, el("div", { class: "rows" }, t.versions.map((v) => el("div", { class: "row", "data-version": v.version },
+      el("div", { class: "line" },
+        el("a", { href: "#", onclick: (ev) => { ev.preventDefault(); show(v.version); } }, el("strong", {}, "v" + v.version)),
+        v.deprecated ? el("span", { class: "badge paused" }, "deprecated") : null,
+        el("span", { class: "muted" }, "registered " + v.registered_at),
+        v.migration_path ? el("span", { class: "muted" }, "migration " + v.migration_path) : null,
+        v.upcast_to_next ? el("span", { class: "muted" }, "to v" + (v.version + 1) + ": " + v.upcast_to_next) : null,
+        v.deprecated
+          ? action("Undeprecate", "Mark version " + v.version + " of \u201c" + type + "\u201d current again?", () => api("DELETE", verBase(v)), msg, () => refresh(), { small: true, id: "undeprecate" })
+          : action("Deprecate", "Mark version " + v.version + " of \u201c" + type + "\u201d deprecated? Appends of it then follow the deprecated policy.", () => api("POST", verBase(v)), msg, () => refresh(), { small: true, id: "deprecate" }))))));
+    const keep = verSel.value;
+    fill(verSel, t.versions.map((v) => el("option", { value: v.version }, "v" + v.version)));
+    verSel.value = keep || String(t.latest);
+    if (!current) current = t.latest;
+    show(current);
+  }
+  refresh();
 };
 
 /* --------------------------------------------------------------- router */
@@ -779,7 +1065,7 @@ function route() {
   const view = document.getElementById("view");
   fill(view);
   const render = pages[page];
-  const navPage = { stream: "streams", related: "streams", consumer: "consumers", dlq: "consumers", projection: "projections" }[page] || page;
+  const navPage = { stream: "streams", related: "streams", consumer: "consumers", dlq: "consumers", projection: "projections", saga: "sagas", schema: "schemas" }[page] || page;
   for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === navPage);
   document.title = "evstore — " + navPage;
   if (!render) { view.append(el("h1", {}, "Not found"), el("p", {}, "No page \u201c" + page + "\u201d.")); return; }

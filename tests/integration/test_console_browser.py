@@ -21,8 +21,16 @@ and consumes through the HTTP API:
     state is the same afterwards;
   * errors are shown verbatim (a bad reset position, a rejected command);
     an API key given in the page is sent as "Authorization: Bearer";
-  * the sagas page is a marked placeholder; a phone-sized screen has no
-    sideways scrolling.
+  * the shop's order saga with a void that is refused (tok_void_fails):
+    compensated by hand from its page, followed to compensation_failed,
+    listed first with the counts by state, retried, skipped to compensated;
+    a refused action's 409 verbatim; pause, resume, abort;
+  * schemas: a type registered through the API is listed with its versions,
+    its schema pretty-printed; data validated against a version (the answer
+    verbatim, and a 400 for data that is not JSON); a schema outside the
+    subset refused with its 422 verbatim; check, register, deprecate, the
+    compatibility mode;
+  * a phone-sized screen has no sideways scrolling on any of these pages.
 No JavaScript exception may occur anywhere.  Screenshots of every page go to
 <build>/console-screenshots/.
 
@@ -382,25 +390,272 @@ class ConsoleBrowserTest(unittest.TestCase):
         self.confirm("#key-button", {"key": ""})
         self.assertIsNone(b.eval("sessionStorage.getItem('evstore.key')"))
 
-    def test_8_sagas_and_phone(self):
+    # ------------------------------------------------------------ sagas
+
+    def order(self, oid, card):
+        """An order of the shop: its OrderSubmitted starts the order saga (examples/shop/sagas/order_saga.lua)."""
+        for ctype, data in (("Restock", None), ("CreateOrder", {"customer": "c-" + oid}),
+                            ("AddItem", {"sku": "tea", "quantity": 1, "unit_price": "4.10"}),
+                            ("SubmitOrder", {"card": card, "address": "1 Main St"})):
+            if ctype == "Restock":
+                self.post("/commands/Restock", {"aggregate_id": "tea", "data": {"quantity": 1}})
+            else:
+                self.post("/commands/" + ctype, {"aggregate_id": oid, "data": data})
+
+    def saga(self, oid):
+        st, _, r = self.srv.get("/sagas/order/" + oid)
+        self.assertEqual(st, 200, r)
+        return r
+
+    def saga_until(self, oid, ok, what):
+        deadline = time.time() + TIMEOUT
+        while time.time() < deadline:
+            st, _, s = self.srv.get("/sagas/order/" + oid)
+            if st == 200 and ok(s):  # a 404 until the engine has seen the OrderSubmitted
+                return s
+            time.sleep(0.1)
+        self.fail("saga %s never %s: %s" % (oid, what, self.saga(oid)))
+
+    def raw(self, method, path, body=None):
+        """The status and body of a request, as the server sent them."""
+        c = self.srv.conn()
+        c.request(method, path, body=body, headers={"Content-Type": "application/json"} if body is not None else {})
+        r = c.getresponse()
+        out = (r.status, r.read().decode())
+        c.close()
+        return out
+
+    def test_8_sagas(self):
+        """A saga whose compensation fails for good: listed first, its timeline, retry, then skip to compensated."""
         b = self.b
+        # one that waits for a carrier (running) and one whose void will be refused (tok_void_fails)
+        self.order("sg-run", "tok_visa")
+        self.order("sg-void", "tok_void_fails")
+        waiting = lambda s: s["status"] == "running" and s["steps"][3]["status"] == "waiting"  # noqa: E731
+        self.saga_until("sg-run", waiting, "waited for a carrier")
+        self.saga_until("sg-void", waiting, "waited for a carrier")
+
+        # the instance's page: steps, timeline (the saga's stream, entry for entry) and data
+        self.open("#/saga/order/sg-void")
+        b.wait("document.querySelectorAll('#saga-timeline li').length > 0", "the timeline")
+        stream = self.srv.get("/streams/saga-order-sg-void")[2]["events"]
+        b.wait("document.querySelectorAll('#saga-timeline li').length === %d" % len(stream))
+        self.assertEqual(b.eval("[...document.querySelectorAll('#saga-timeline li')].map(l => l.dataset.type)"),
+                         [e["event_type"] for e in stream])
+        self.assertEqual(b.eval("[...document.querySelectorAll('#saga-steps .step')].map(s => s.dataset.step)"),
+                         ["order", "reserve", "authorize", "ship", "capture", "complete"])
+        self.assertIn("waiting", b.text("#saga-steps .step[data-step=ship]"))
+        self.assertEqual(json.loads(b.text("#saga-data"))["card"], "tok_void_fails")
+        self.assertEqual(b.text("#saga-status .v"), "running")
+        # only what the routes offer in this state
+        self.assertEqual(b.eval("[...document.querySelectorAll('#saga-actions button')].map(x => x.dataset.action)"),
+                         ["pause", "retry", "skip", "compensate", "abort"])
+        # Cancel changes nothing; then compensate by hand, with a reason
+        version = self.saga("sg-void")["version"]
+        self.confirm("#saga-actions button[data-action=compensate]", ok=False)
+        self.assertEqual(self.saga("sg-void")["version"], version)
+        self.confirm("#saga-actions button[data-action=compensate]", {"reason": "customer called"})
+        b.wait("document.getElementById('saga-message').textContent.includes('\"status\":\"compensating\"')",
+               "the compensate answer")
+        # the void is refused three times: the page follows it to compensation_failed
+        b.wait("document.querySelector('#saga-status .v').textContent === 'compensation_failed'",
+               "compensation_failed on the page")
+        b.wait("[...document.querySelectorAll('#saga-timeline li')].some(l => l.dataset.type === 'SagaCompensating' "
+               "&& l.textContent.includes('customer called'))", "the reason in the timeline")
+        s = self.saga("sg-void")
+        self.assertEqual(s["steps"][2]["compensation"]["status"], "failed")
+        b.wait("document.querySelector('#saga-steps .step[data-step=authorize]').textContent.includes('failed')")
+        self.assertIn(s["last_error"], b.text("#saga-last-error"))
+        self.assertEqual(b.eval("[...document.querySelectorAll('#saga-actions button')].map(x => x.dataset.action)"),
+                         ["retry", "skip", "abort"])
+        self.shot("saga")
+
+        # the listing: the failed compensation first (the server lists running ones before it), counts by state
         self.open("#/sagas")
-        b.wait("!!document.getElementById('sagas-placeholder')")
+        b.wait("document.querySelectorAll('#sagas-rows .saga').length >= 2", "the instances")
+        self.assertEqual(b.eval("document.querySelector('#sagas-rows .saga').dataset.id"), "sg-void")
+        self.assertEqual(self.srv.get("/sagas")[2]["sagas"][0]["status"], "running")
+        self.assertIn(s["last_error"], b.text("#sagas-rows .saga[data-id=sg-void] .saga-error"))
+        listed = self.srv.get("/sagas")[2]["sagas"]
+        for state in ("running", "compensation_failed"):
+            n = len([x for x in listed if x["status"] == state])
+            b.wait("document.querySelector('#saga-counts [data-status=%s] .v').textContent === '%d'" % (state, n),
+                   "%d %s in the counts" % (n, state))
         self.shot("sagas")
+        # a count filters by its state; the filter form by type and state
+        b.click("#saga-counts [data-status=compensation_failed]")
+        b.wait("location.hash === '#/sagas?status=compensation_failed'")
+        b.wait("document.querySelectorAll('#sagas-rows .saga').length === 1 && "
+               "document.querySelector('#sagas-rows .saga').dataset.id === 'sg-void'", "only the failed compensation")
+        b.wait("[...document.querySelectorAll('#saga-filter [name=type] option')].some(o => o.value === 'order')")
+        b.eval("document.querySelector('#saga-filter [name=type]').value = 'order'")
+        b.eval("document.querySelector('#saga-filter [name=status]').value = 'running'")
+        b.click("#saga-filter button")
+        b.wait("location.hash === '#/sagas?type=order&status=running'")
+        b.wait("[...document.querySelectorAll('#sagas-rows .saga')].map(r => r.dataset.id).join() === 'sg-run'",
+               "only the running one")
+        # "stuck for" goes to the server: unfinished instances without a transition for that long, failed compensation first
+        b.eval("document.querySelector('#saga-filter [name=type]').value = ''")
+        b.eval("document.querySelector('#saga-filter [name=status]').value = ''")
+        b.eval("document.querySelector('#saga-filter [name=stuck_for]').value = '200ms'")
+        b.click("#saga-filter button")
+        b.wait("location.hash === '#/sagas?stuck_for=200ms'")
+        b.wait("[...document.querySelectorAll('#sagas-rows .saga')].map(r => r.dataset.id).join() === 'sg-void,sg-run'",
+               "both unfinished ones, the failed compensation first")
+        # the page's order for what the listing cannot show yet (an instance quiet for over a minute is "stuck"):
+        # failed compensation, stuck, compensating, paused, failed, running, finished
+        order = b.eval("""(() => { const ago = (s) => new Date(Date.now() - s * 1000).toISOString();
+            const l = [["done", "completed", 900], ["run", "running", 5], ["fail", "failed", 5], ["pause", "paused", 900],
+                       ["comp", "compensating", 5], ["stuck", "running", 120], ["cf", "compensation_failed", 1]]
+              .map(([id, status, s]) => ({ id, status, updated_at: ago(s) }));
+            return l.sort((a, b) => sagaRank(a) - sagaRank(b)).map((x) => x.id + (sagaStuck(x) ? "!" : "")); })()""")
+        self.assertEqual(order, ["cf", "stuck!", "comp", "pause", "fail", "run", "done"])
+
+        # the running one: a refused action, then paused (its timers stop: the carrier's deadline cannot pass meanwhile)
+        b.click("#sagas-rows .saga[data-id=sg-run] a")
+        b.wait("location.hash === '#/saga/order/sg-run'")
+        # an action the server refuses: its 409 verbatim (a step that is not the current one)
+        b.wait("!!document.querySelector('#saga-actions button[data-action=skip]')")
+        self.confirm("#saga-actions button[data-action=skip]", {"step": "capture"})
+        b.wait("!!document.querySelector('#saga-message .error[data-status=\"409\"]')", "the 409")
+        st, body = self.raw("POST", "/sagas/order/sg-run/skip?step=capture")
+        self.assertEqual(st, 409, body)
+        self.assertEqual(b.text("#saga-message .error-body"), body)
+        self.assertIn("step capture is not a current step", b.text("#saga-message .error-message"))
+        # pause: it waits there while the other one is dealt with
+        self.confirm("#saga-actions button[data-action=pause]", {"reason": "checking the address"})
+        b.wait("document.querySelector('#saga-status .v').textContent === 'paused'", "paused")
+        b.wait("[...document.querySelectorAll('#saga-actions button')].map(x => x.dataset.action).join() === 'resume,compensate,abort'",
+               "the actions of a saga paused from running")
+        self.assertIn("paused from running", b.text("#saga-actions"))
+        self.assertEqual(self.saga("sg-run")["timeline"][-1]["reason"], "checking the address")
+        # retry: a fresh budget, refused three more times; the timeline grows
+        self.open("#/saga/order/sg-void")
+        b.wait("document.querySelector('#saga-status .v') && "
+               "document.querySelector('#saga-status .v').textContent === 'compensation_failed'")
+        before = self.saga("sg-void")
+        self.confirm("#saga-actions button[data-action=retry]")
+        b.wait("[...document.querySelectorAll('#saga-timeline li')].some(l => l.dataset.type === 'SagaRetryRequested')",
+               "the retry in the timeline")
+        again = self.saga_until("sg-void", lambda x: x["status"] == "compensation_failed" and x["version"] > before["version"] + 1,
+                                "failed its retried compensation")
+        self.assertEqual(again["steps"][2]["compensation"]["attempt"], 6)
+        b.wait("document.querySelector('#saga-steps .step[data-step=authorize]').textContent.includes('attempt 6')",
+               "the sixth attempt on the page")
+        # voided by hand: skip it, the rest is undone, the page shows compensated and offers nothing more
+        self.confirm("#saga-actions button[data-action=skip]", {"reason": "voided at the gateway"})
+        b.wait("document.querySelector('#saga-status .v').textContent === 'compensated'", "compensated", timeout=TIMEOUT)
+        b.wait("document.getElementById('saga-actions').textContent.includes('no action applies')")
+        self.assertEqual(self.saga("sg-void")["status"], "compensated")
+        self.assertEqual(self.srv.get("/aggregates/order/sg-void")[2]["state"]["status"], "cancelled")
+
+        # back to the paused one: resume, then abort
+        self.open("#/saga/order/sg-run")
+        b.wait("!!document.querySelector('#saga-actions button[data-action=resume]')")
+        self.confirm("#saga-actions button[data-action=resume]")
+        b.wait("document.querySelector('#saga-status .v').textContent === 'running'", "running again")
+        # abort: failed, nothing compensated
+        self.confirm("#saga-actions button[data-action=abort]", {"reason": "customer left"})
+        b.wait("document.querySelector('#saga-status .v').textContent === 'failed'", "failed")
+        self.assertEqual(self.saga("sg-run")["timeline"][-1]["reason"], "customer left")
+        self.assertEqual(self.srv.get("/aggregates/order/sg-run")[2]["state"]["status"], "submitted")
+
+    # ------------------------------------------------------------ schemas
+
+    def test_9_schemas(self):
+        b = self.b
+        schema = {"type": "object", "required": ["sku", "amount"], "additionalProperties": False,
+                  "properties": {"sku": {"type": "string"}, "amount": {"type": "number", "minimum": 0}}}
+        st, _, r = self.srv.request("PUT", "/schemas/ConsolePriced", body=json.dumps(schema),
+                                    headers={"Content-Type": "application/json"})
+        self.assertEqual(st, 201, r)
+        self.open("#/schemas")
+        b.wait("!!document.querySelector('#schema-types .row[data-type=ConsolePriced]')", "the type listed")
+        self.assertIn("latest v1", b.text("#schema-types .row[data-type=ConsolePriced]"))
+        self.assertIn("compat backward", b.text("#schema-types .row[data-type=ConsolePriced]"))
+        self.shot("schemas")
+        b.click("#schema-types .row[data-type=ConsolePriced] a")
+        b.wait("location.hash === '#/schema/ConsolePriced'")
+        # the version's schema, pretty-printed
+        b.wait("!!document.getElementById('schema-json')", "the schema")
+        self.assertEqual(json.loads(b.text("#schema-json")), schema)
+        self.assertIn('\n  "required": [\n    "sku",', b.text("#schema-json"))
+
+        # validating data: good, then bad with the server's answer verbatim
+        b.wait("document.querySelector('#validate-form [name=version]').value === '1'")
+        b.eval("document.querySelector('textarea[name=data]').value = %s" % q('{"sku": "tea", "amount": 3}'))
+        b.click("#validate")
+        b.wait("!!document.querySelector('#validate-result .ok')", "valid")
+        bad = '{"sku": "tea", "amount": -5}'
+        b.eval("document.querySelector('textarea[name=data]').value = %s" % q(bad))
+        b.click("#validate")
+        b.wait("!!document.querySelector('#validate-result .error')", "not valid")
+        st, body = self.raw("POST", "/schemas/ConsolePriced/1/validate", bad)
+        self.assertEqual(st, 200, body)
+        self.assertEqual(b.text("#validate-result .error-body"), body)
+        self.assertEqual(json.loads(body)["pointer"], "/amount")
+        # the same data appended is the 422 the page would show for an append: same pointer and keyword
+        st, _, r = self.srv.post("/streams/priced-1", {"event_type": "ConsolePriced", "data": json.loads(bad)})
+        self.assertEqual((st, r["detail"]["pointer"], r["detail"]["keyword"]), (422, "/amount", json.loads(body)["keyword"]))
+        # data that is not JSON: the 400 verbatim
+        b.eval("document.querySelector('textarea[name=data]').value = '{nope'")
+        b.click("#validate")
+        b.wait("!!document.querySelector('#validate-result .error[data-status]')", "the 400")
+        st, body = self.raw("POST", "/schemas/ConsolePriced/1/validate", "{nope")
+        self.assertEqual(b.eval("document.querySelector('#validate-result .error').dataset.status"), str(st))
+        self.assertEqual(b.text("#validate-result .error-body"), body)
+        self.shot("schema")
+
+        # a schema outside the subset: the 422 verbatim, nothing registered
+        outside = json.dumps({"type": "object", "patternProperties": {"^x": {"type": "string"}}})
+        b.eval("document.querySelector('textarea[name=schema]').value = %s" % q(outside))
+        self.confirm("button[data-action=register]")
+        b.wait("!!document.querySelector('#register-result .error[data-status=\"422\"]')", "the 422")
+        st, body = self.raw("PUT", "/schemas/ConsolePriced", outside)
+        self.assertEqual(st, 422, body)
+        self.assertEqual(b.text("#register-result .error-body"), body)
+        self.assertEqual(self.srv.get("/schemas/ConsolePriced")[2]["latest"], 1)
+        # a compatible next version: checked, then registered
+        v2 = dict(schema, properties=dict(schema["properties"], note={"type": "string"}))
+        b.eval("document.querySelector('textarea[name=schema]').value = %s" % q(json.dumps(v2)))
+        b.click("#check")
+        b.wait("document.getElementById('register-result').textContent.includes('\"compatible\":true')", "compatible")
+        self.confirm("button[data-action=register]")
+        b.wait("document.querySelectorAll('#schema-versions .row').length === 2", "version 2")
+        self.assertEqual(self.srv.get("/schemas/ConsolePriced")[2]["latest"], 2)
+
+        # deprecate version 1, then the compatibility mode
+        self.confirm("#schema-versions .row[data-version='1'] button[data-action=deprecate]")
+        b.wait("document.querySelector('#schema-versions .row[data-version=\"1\"]').textContent.includes('deprecated')")
+        self.assertTrue(self.srv.get("/schemas/ConsolePriced/1")[2]["deprecated"])
+        b.eval("document.querySelector('select[name=compat]').value = 'full'")
+        self.confirm("button[data-action=set-compat]")
+        b.wait("document.getElementById('schema-message').textContent.includes('full')", "the new mode")
+        self.assertEqual(self.srv.get("/schemas/ConsolePriced")[2]["compat"], "full")
+
+    # ------------------------------------------------------------ phone
+
+    def test_z_phone(self):
+        """A phone-sized screen never scrolls sideways (runs last: it uses what the journeys made)."""
+        b = self.b
         b.viewport(390, 844, mobile=True)
         try:
-            for page, ready in (("#/overview", "!!document.querySelector('#card-head')"),
-                                ("#/stream/walk-1", "document.querySelectorAll('#stream-events .event').length > 0"),
-                                ("#/consumers", "!!document.querySelector('#consumers-table')")):
+            for name, page, ready in (
+                    ("overview", "#/overview", "!!document.querySelector('#card-head')"),
+                    ("stream", "#/stream/walk-1", "document.querySelectorAll('#stream-events .event').length > 0"),
+                    ("consumers", "#/consumers", "!!document.querySelector('#consumers-table')"),
+                    ("sagas", "#/sagas", "document.querySelectorAll('#sagas-rows .saga').length > 0"),
+                    ("saga", "#/saga/order/sg-void", "document.querySelectorAll('#saga-timeline li').length > 0"),
+                    ("schemas", "#/schemas", "!!document.querySelector('#schema-types')"),
+                    ("schema", "#/schema/ConsolePriced", "!!document.getElementById('schema-json')")):
                 self.open(page)
                 b.wait(ready, page)
                 time.sleep(0.3)
                 over = b.eval("document.documentElement.scrollWidth - window.innerWidth")
                 self.assertLessEqual(over, 0, "%s scrolls sideways by %s px on a phone" % (page, over))
-                self.shot("phone-" + page.strip("#/").split("/")[0])
+                self.shot("phone-" + name)
         finally:
             b.call("Emulation.clearDeviceMetricsOverride")
-
 
 if __name__ == "__main__":
     suite = unittest.defaultTestLoader.loadTestsFromModule(sys.modules[__name__])
