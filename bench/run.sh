@@ -99,6 +99,11 @@ run_all() {
         echo "== http_append =="
         python3 "$(dirname "$0")/http_append.py" "$build" || status=1
     fi
+    if [ -x "$build/evstore" ]; then
+        echo
+        echo "== http_saga =="
+        python3 "$(dirname "$0")/http_saga.py" "$build" || status=1
+    fi
     return $status
 }
 

@@ -444,6 +444,7 @@ typedef struct evs_saga_engine_stats {
     uint64_t timers_fired;
     uint64_t late_hist[EVS_SAGA_LATE_BUCKETS + 1];  /* fired timers by lateness (worker start - due) */
     uint64_t late_max_ns;
+    uint64_t late_sum_ns;           /* summed lateness of the fired timers (the histogram's _sum) */
     uint64_t advances;              /* instance runs by workers */
     uint64_t commands;              /* effects sent */
     uint64_t lookups;               /* effects looked up (never re-sent) before a timeout or an operator action */

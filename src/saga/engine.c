@@ -357,6 +357,7 @@ int evs_saga_get_engine_stats(evs_saga_engine *e, evs_saga_engine_stats *out) {
     out->timers_fired = atomic_load(&e->st_fired);
     for (int i = 0; i <= EVS_SAGA_LATE_BUCKETS; i++) out->late_hist[i] = atomic_load(&e->st_late[i]);
     out->late_max_ns = atomic_load(&e->st_late_max);
+    out->late_sum_ns = atomic_load(&e->st_late_sum);
     out->advances = atomic_load(&e->st_advances);
     out->commands = atomic_load(&e->st_commands);
     out->lookups = atomic_load(&e->st_lookups);

@@ -324,7 +324,7 @@ struct evs_saga_engine {
     uint32_t n_workers;
 
     /* stats since open */
-    _Atomic uint64_t st_fired, st_late[EVS_SAGA_LATE_BUCKETS + 1], st_late_max;
+    _Atomic uint64_t st_fired, st_late[EVS_SAGA_LATE_BUCKETS + 1], st_late_max, st_late_sum;
     _Atomic uint64_t st_advances, st_commands, st_lookups, st_flushes, st_conflicts, st_lease_busy;
     _Atomic uint64_t st_dup_starts, st_bad_starts, st_errors;
     pthread_mutex_t err_mu;

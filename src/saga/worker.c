@@ -1044,6 +1044,7 @@ int evs__worker_run(evs_saga_engine *e, const evs__job *job) {
         while (i < EVS_SAGA_LATE_BUCKETS && us > bounds[i]) i++;
         atomic_fetch_add(&e->st_late[i], 1);
         atomic_fetch_add(&e->st_fired, 1);
+        atomic_fetch_add(&e->st_late_sum, (uint64_t)late);
         uint64_t cur = atomic_load(&e->st_late_max);
         while ((uint64_t)late > cur && !atomic_compare_exchange_weak(&e->st_late_max, &cur, (uint64_t)late)) {
         }

@@ -386,6 +386,8 @@ static void saga_families(evs_saga_engine *e, evs__sb *b) {
     }
     cum += es.late_hist[EVS_SAGA_LATE_BUCKETS];
     evs__sb_printf(b, "evstore_saga_timer_lateness_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)cum);
+    /* Prometheus histograms carry _sum too: without it rate(_sum)/rate(_count) (the mean) cannot be taken */
+    evs__sb_printf(b, "evstore_saga_timer_lateness_seconds_sum %.9f\n", (double)es.late_sum_ns / 1e9);
     evs__sb_printf(b, "evstore_saga_timer_lateness_seconds_count %llu\n", (unsigned long long)cum);
     static const struct {
         const char *name, *help;

@@ -365,6 +365,13 @@ class SagaServerTest(unittest.TestCase):
         self.assertGreaterEqual(count, 2)
         self.assertEqual(count, inf)
         self.assertIn("# TYPE evstore_saga_step_duration_seconds histogram", text)
+        # every histogram has _bucket, _sum and _count (promtool does not insist on _sum; Prometheus does)
+        hists = re.findall(r"^# TYPE (evstore_saga_\S+) histogram$", text, re.M)
+        self.assertIn("evstore_saga_timer_lateness_seconds", hists)
+        for h in hists:
+            for part in ("_bucket", "_sum", "_count"):
+                self.assertRegex(text, r"(?m)^%s%s[{ ]" % (h, part), "%s has no %s" % (h, part))
+        self.assertGreaterEqual(metric(text, "evstore_saga_timer_lateness_seconds_sum"), 0)
         self.assertIsNotNone(metric(text, "evstore_saga_dispatcher_lag_events"))
         self.assertGreater(metric(text, "evstore_http_requests_total", route="sagas", status="200"), 0)
         # buckets cumulative per series

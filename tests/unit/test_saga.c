@@ -657,6 +657,9 @@ static void test_restart(const char *d) {
     CHECK_RC(evs_saga_get_engine_stats(f.e, &es), EVS_OK);
     CHECK_INT(es.timers_fired, 1);
     CHECK_INT(es.late_hist[EVS_SAGA_LATE_BUCKETS], 1); /* 20 s late: the slowest bucket */
+    /* one timer fired: the histogram's sum is its lateness, at least the 20 s */
+    CHECK_INT(es.late_sum_ns, es.late_max_ns);
+    CHECK(es.late_sum_ns >= 20000000000ull);
     h = sf_history(&f, "job", "j2");
     CHECK_STR(h, "SagaStarted SagaStepCompleted(0) SagaStepWaiting(1)");
     free(h);
