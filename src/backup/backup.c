@@ -888,6 +888,7 @@ static int find_cut(const char *backup, const bk_manifest *m, const evs_restore_
         at = f.next;
     }
     if (!rc) *head = last;
+    else if (rc == EVS_ECORRUPT) evs__err_prefix(rc, "the backup %s is damaged: ", backup);
     evs__log_close(log);
     return rc;
 }
@@ -1037,19 +1038,26 @@ static void vproblem(evs_verify_report *r, const char *fmt, ...) {
     }
 }
 
-/* One file against its manifest entry: size, blocks, zeros after the data. */
-static int verify_file(const char *backup, const bk_file *f, evs_verify_report *r) {
+/* A file's presence and size: 0 when both are as the manifest says. */
+static int verify_present(const char *backup, const bk_file *f, evs_verify_report *r) {
     char p[BK_PATH];
     struct stat st;
     snprintf(p, sizeof p, "%s/%s", backup, f->path);
     if (stat(p, &st)) {
         vproblem(r, "%s: missing (%s)", f->path, strerror(errno));
-        return EVS_OK;
+        return -1;
     }
     if ((uint64_t)st.st_size != f->size) {
         vproblem(r, "%s: %" PRIu64 " bytes, the manifest says %" PRIu64, f->path, (uint64_t)st.st_size, f->size);
-        return EVS_OK;
+        return -1;
     }
+    return 0;
+}
+
+/* A present file's blocks against the manifest, and zeros after the copied data. */
+static int verify_file(const char *backup, const bk_file *f, evs_verify_report *r) {
+    char p[BK_PATH];
+    snprintf(p, sizeof p, "%s/%s", backup, f->path);
     bk_file got;
     memset(&got, 0, sizeof got);
     int rc = copy_range(p, f->path, NULL, f->data_size, f, &got, &r->bytes, NULL);
@@ -1059,7 +1067,7 @@ static int verify_file(const char *backup, const bk_file *f, evs_verify_report *
         return EVS_OK;
     }
     if (rc) return rc;
-    /* after the copied data only zeros (holes read as zeros, fast) */
+    /* after the copied data only zeros (holes are skipped with SEEK_DATA) */
     int fd = open(p, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return evs__err_errno(-errno, "cannot open %s", p);
     uint8_t *buf = malloc(BK_BLOCK);
@@ -1096,12 +1104,20 @@ int evs_verify_backup(const char *backup, evs_verify_report *rep) {
     int rc = open_backup(backup, &m);
     if (rc) return rc;
     r.head = m.head;
-    for (size_t i = 0; i < m.files.n && !rc; i++) {
+    /* first every file's presence and size, then the records (which name the
+       offset of a damaged one), then every block of every file */
+    int *ok = calloc(m.files.n ? m.files.n : 1, sizeof *ok), log_ok = 1;
+    if (!ok) {
+        list_free(&m.files);
+        return evs__err(EVS_ENOMEM, "verify: out of memory");
+    }
+    for (size_t i = 0; i < m.files.n; i++) {
         r.files++;
-        rc = verify_file(backup, &m.files.v[i], &r);
+        ok[i] = verify_present(backup, &m.files.v[i], &r) == 0;
+        if (!ok[i] && !strncmp(m.files.v[i].path, "log/", 4)) log_ok = 0;
     }
     /* every record's checksum up to the backup point */
-    if (!rc) {
+    if (log_ok) {
         char p[BK_PATH];
         evs_log *log = NULL;
         evs_log_recovery rec;
@@ -1140,6 +1156,9 @@ int evs_verify_backup(const char *backup, evs_verify_report *rep) {
             rc = lrc;
         }
     }
+    for (size_t i = 0; i < m.files.n && !rc; i++)
+        if (ok[i]) rc = verify_file(backup, &m.files.v[i], &r);
+    free(ok);
     list_free(&m.files);
     if (!rc && r.errors) rc = evs__err(EVS_ECORRUPT, "backup %s is damaged: %s", backup, r.first_error);
     if (rep) *rep = r;
