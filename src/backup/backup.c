@@ -138,6 +138,19 @@ static int mkdir_p1(const char *path) {
     return EVS_OK;
 }
 
+/* mkdir -p path. */
+static int mkdir_all(const char *path) {
+    char p[BK_PATH];
+    if ((size_t)snprintf(p, sizeof p, "%s", path) >= sizeof p) return evs__err(EVS_EINVAL, "path too long: %s", path);
+    for (char *s = p + 1; (s = strchr(s, '/')); s++) {
+        *s = 0;
+        int rc = mkdir_p1(p);
+        *s = '/';
+        if (rc) return rc;
+    }
+    return mkdir_p1(p);
+}
+
 /* Create every directory of rel's parent path under root. */
 static int mkdirs_for(const char *root, const char *rel) {
     char p[BK_PATH];
@@ -666,8 +679,8 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
         r.previous_head = old.head;
     } else if (flags & EVS_BACKUP_INCREMENTAL) {
         return evs__err(EVS_EINVAL, "backup --incremental: %s holds no backup to update", dest);
-    } else if (mkdir(dest, 0755) != 0 && errno != EEXIST) {
-        return evs__err_errno(-errno, "backup: cannot create %s", dest);
+    } else if ((rc = mkdir_all(dest))) {
+        return evs__err_prefix(rc, "backup: ");
     }
     snprintf(partial, sizeof partial, "%s/" EVS_BACKUP_PARTIAL, dest);
     int pfd = open(partial, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
@@ -959,11 +972,10 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
                          : evs__err(EVS_EINVAL, "restore: %s is not empty; restore creates a new store and never "
                                     "writes over one (choose a new directory)", dir);
     }
-    if (mkdir(dir, 0755) != 0) {
-        if (errno != EEXIST) {
-            rc = evs__err_errno(-errno, "restore: cannot create %s", dir);
-            goto cleanup;
-        }
+    if ((rc = mkdir_all(dir))) {
+        evs__err_prefix(rc, "restore: ");
+        list_free(&m.files);
+        return rc;
     }
     made = 1;
     r.backup_head = m.head;
