@@ -86,8 +86,9 @@ typedef struct evs_restore_report {
  * Create a new store in dir from the backup, optionally cut at a position
  * or a time (o may be NULL).  Appends are atomic, so the cut falls between
  * appends: an append with any event after the point is dropped whole.  A
- * cut store gets its index rebuilt from the log, loses the derived app/ and
- * sagas/ state (rebuilt by their layers), and loses the consumers whose
+ * cut store gets its index rebuilt from the log, loses the derived
+ * app/data.mdb and sagas/data.mdb (rebuilt by their layers; the definitions
+ * beside them are kept), and loses the consumers whose
  * checkpoint lies beyond its head (named in rep->notes).  dir must not exist
  * or be empty; on failure what was written into it is removed.  The backup
  * is read only; every block copied is checked against the manifest.

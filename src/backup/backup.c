@@ -713,8 +713,16 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
     char names[64][256];
     size_t nn = 0;
     struct dirent *e;
-    while ((e = readdir(d)) && nn < 64)
-        if (e->d_name[0] != '.' && !is_skipped_top(e->d_name)) snprintf(names[nn++], 256, "%s", e->d_name);
+    while ((e = readdir(d)))
+        if (e->d_name[0] != '.' && !is_skipped_top(e->d_name)) {
+            if (nn == 64 || strlen(e->d_name) >= 256) {
+                closedir(d);
+                rc = evs__err(EVS_EINVAL, "backup: %s holds more than 64 entries (or one with a name of 256 bytes "
+                              "or more): not a store directory?", dir);
+                goto cleanup;
+            }
+            snprintf(names[nn++], 256, "%s", e->d_name);
+        }
     closedir(d);
     for (size_t i = 0; i < nn && !rc; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
@@ -1008,11 +1016,10 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
             if (segno == EVS_LSN_SEG(cut)) limit = EVS_LSN_OFF(cut);
         } else if (cutting && !strcmp(f->path, "index/data.mdb")) {
             continue; /* rebuilt from the cut log at open */
-        } else if (cutting && (!strncmp(f->path, "app/", 4) || !strncmp(f->path, "sagas/", 6))) {
-            /* derived state that may reflect events after the cut: its layer rebuilds it */
-            char top[16];
-            snprintf(top, sizeof top, "%.*s", (int)strcspn(f->path, "/"), f->path);
-            if (!strstr(r.notes, top)) note(&r, "%s/ left out: derived from events after the cut, rebuilt by its layer", top);
+        } else if (cutting && (!strcmp(f->path, "app/data.mdb") || !strcmp(f->path, "sagas/data.mdb"))) {
+            /* derived state (snapshots and command results; the saga catalog) that may reflect
+               events after the cut: its layer rebuilds it.  Definitions beside it are kept. */
+            note(&r, "%s left out: derived, partly from events after the cut; its layer rebuilds it", f->path);
             continue;
         }
         rc = copy_into(src, dir, f->path, limit, f, &got, NULL, NULL);
