@@ -43,6 +43,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <limits.h>
 #include <jansson.h>
 #include <lmdb.h>
 #include <stdarg.h>
@@ -693,6 +694,16 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
         return evs__err(EVS_EINVAL, "backup --incremental: %s holds no backup to update", dest);
     } else if ((rc = mkdir_all(dest))) {
         return evs__err_prefix(rc, "backup: ");
+    }
+    {
+        /* a backup inside the store would copy itself as part of the store's state */
+        char rd[PATH_MAX], rb[PATH_MAX];
+        if (realpath(dir, rd) && realpath(dest, rb) && !strncmp(rb, rd, strlen(rd)) &&
+            (rb[strlen(rd)] == '/' || rb[strlen(rd)] == 0)) {
+            if (!have_old) rmdir(dest);
+            rc = evs__err(EVS_EINVAL, "backup: %s lies inside the store %s; choose a directory outside it", dest, dir);
+            goto cleanup;
+        }
     }
     snprintf(partial, sizeof partial, "%s/" EVS_BACKUP_PARTIAL, dest);
     int pfd = open(partial, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);

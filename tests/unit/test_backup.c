@@ -336,6 +336,10 @@ int main(void) {
     CHECK(access(path, F_OK) != 0);
     CHECK_RC(evs_verify_backup(other, NULL), EVS_ENOTFOUND);
     CHECK_RC(evs_backup(path, dest, 0, NULL), EVS_ENOTFOUND); /* no store there */
+    snprintf(path, sizeof path, "%s/inside", store);
+    CHECK_RC(evs_backup(store, path, 0, NULL), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "lies inside the store");
+    CHECK(access(path, F_OK) != 0);
     /* a backup of another store into this backup */
     snprintf(other, sizeof other, "%s/store2", tmp);
     {
