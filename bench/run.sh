@@ -5,6 +5,7 @@
 # kernel, the filesystem the stores are built on), then runs bench_json (the
 # JSON validator against jansson), bench_store (appends against the disk's
 # fdatasync rate, reads, open time; see the top of bench/bench_store.c),
+# bench_backup (evstore backup against cp -r of the same store),
 # bench_bus (subscriptions and projections), bench_app (commands against raw
 # appends, aggregate loads with and without snapshots), bench_app_http (commands
 # over HTTP against in-process in the same run), bench_saga (the order saga
@@ -63,6 +64,11 @@ run_all() {
         echo
         echo "== bench_dcb =="
         "$build/bench_dcb" || status=1
+    fi
+    if [ -x "$build/bench_backup" ]; then
+        echo
+        echo "== bench_backup =="
+        "$build/bench_backup" || status=1
     fi
     if [ -x "$build/bench_bus" ]; then
         echo

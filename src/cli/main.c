@@ -12,6 +12,7 @@
 
 #include "cli/cli.h"
 #include "cli/cli_app.h"
+#include "cli/cli_backup.h"
 #include "cli/cli_bus.h"
 #include "cli/cli_schema.h"
 #include "cli/cli_saga.h"
@@ -30,6 +31,9 @@ static const evs_cli_command evs_cli_commands[] = {
     {"info", evs__cli_info, "store statistics, or one stream's info"},
     {"check", evs__cli_check, "verify the log and the index"},
     {"repair", evs__cli_repair, "remove damaged records, naming every event dropped"},
+    {"backup", evs__cli_backup, "copy a store, while it runs, to a consistent backup (or update one)"},
+    {"restore", evs__cli_restore, "create a new store from a backup, to a position or a time"},
+    {"verify-backup", evs__cli_verify_backup, "check a backup's files and records against its manifest"},
     {"serve", evs__cli_serve, "run the HTTP/JSON server (see docs/http-api.md)"},
     {"sub", evs__cli_sub, "consumer records: list, show, create, pause, resume, reset, delete"},
     {"dlq", evs__cli_dlq, "dead-letter queues: list, show, retry, discard, purge"},
@@ -55,8 +59,9 @@ static void evs_cli_help(FILE *f) {
         fprintf(f, "  %-11s %s\n", evs_cli_commands[i].name, evs_cli_commands[i].summary);
     fputs("\n"
           "Every command takes -d DIR (or the environment variable EVSTORE_DIR), and all\n"
-          "but check, repair and serve also run against a running `evstore serve` with\n"
-          "--url URL (or EVSTORE_URL) instead, with the same output and exit codes.\n"
+          "but check, repair, serve and the backup commands also run against a running\n"
+          "`evstore serve` with --url URL (or EVSTORE_URL) instead, with the same output\n"
+          "and exit codes.  `backup` copies a store while a server holds it.\n"
           "While a server holds a store, commands that only read (read, tail, streams,\n"
           "info, check, and list/show/status/state) still work on it with -d; the others\n"
           "go through the server with --url.  Output is JSON; messages go to stderr.\n"

@@ -1,0 +1,335 @@
+#!/usr/bin/env python3
+"""
+test_backup.py -- `evstore backup`, `restore` and `verify-backup` against a
+running `evstore serve` that takes appends from several clients while the
+backup runs, and every sh block of docs/operations.md run as shown.
+
+What is checked: the backup's head covers every append acknowledged before
+the backup started; the restored store passes `evstore check` and holds
+exactly the acknowledged events up to that head (same ids, data, streams)
+and nothing after it; an incremental backup updates it; a restore to a
+position drops whole appends and the consumers whose checkpoint lay beyond
+it (named), keeps the others; verify-backup names the file and offset of a
+flipped byte and a missing file (exit 5); bad input is refused with a
+message and exit status, changing nothing.
+
+Standard library only.  Prints "N passed, M failed" as its last line.
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import unittest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def find_binary():
+    b = os.environ.get("EVSTORE_BIN")
+    if b:
+        return os.path.abspath(b)
+    for d in (os.environ.get("EVS_BUILD_DIR"), os.path.join(ROOT, "build")):
+        if d and os.path.exists(os.path.join(d, "evstore")):
+            return os.path.abspath(os.path.join(d, "evstore"))
+    sys.exit("test_backup.py: set EVSTORE_BIN to the evstore binary")
+
+
+BIN = find_binary()
+SLOW = 4 if os.environ.get("EVS_SANITIZED") else 1
+TIMEOUT = 60 * SLOW
+
+
+def run(*args, cwd=None):
+    p = subprocess.run([BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT,
+                       cwd=cwd)
+    return p.returncode, p.stdout.decode(), p.stderr.decode()
+
+
+def run_json(*args):
+    code, out, err = run(*args)
+    if code != 0:
+        raise AssertionError("evstore %s: exit %d: %s" % (" ".join(args), code, err))
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def slurp(p, mode="rb"):
+    with open(p, mode) as f:
+        return f.read()
+
+
+def listing(d):
+    out = []
+    for base, dirs, files in os.walk(d):
+        for f in files:
+            p = os.path.join(base, f)
+            out.append((os.path.relpath(p, d), os.path.getsize(p), slurp(p)))
+    return sorted(out)
+
+
+class Server:
+    def __init__(self, d):
+        self.dir = d
+
+    def start(self):
+        self.errf = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen([BIN, "serve", "-d", self.dir, "--listen", "127.0.0.1:0", "--durability",
+                                      "batch"], stdout=subprocess.PIPE, stderr=self.errf)
+        line = self.proc.stdout.readline().decode()
+        m = re.search(r"http://127\.0\.0\.1:(\d+)", line)
+        if not m:
+            self.proc.wait(TIMEOUT)
+            self.errf.seek(0)
+            raise AssertionError("server did not start: %r %s" % (line, self.errf.read().decode()))
+        self.port = int(m.group(1))
+        self.url = "http://127.0.0.1:%d" % self.port
+        return self
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(TIMEOUT)
+        self.proc.stdout.close()
+        self.errf.close()
+        return code
+
+
+class Writers:
+    """Clients appending 1..3-event appends; every acknowledged append recorded with its events."""
+
+    def __init__(self, port, n=4):
+        self.port = port
+        self.acked = []          # (first, last, [(event_id, data)], stream)
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.errors = []
+        self.threads = [threading.Thread(target=self.loop, args=(i,)) for i in range(n)]
+
+    def loop(self, w):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=TIMEOUT)
+        i = 0
+        while not self.stop.is_set():
+            n = 1 + i % 3
+            evs = [{"event_type": "Written", "data": {"w": w, "i": i, "k": k, "pad": "x" * (50 + (i * 7) % 300)}}
+                   for k in range(n)]
+            stream = "w%d-%d" % (w, i % 5)
+            try:
+                c.request("POST", "/streams/" + stream, body=json.dumps(evs),
+                          headers={"Content-Type": "application/json"})
+                r = c.getresponse()
+                body = json.loads(r.read().decode())
+            except Exception as e:  # the test fails on it below
+                self.errors.append(repr(e))
+                return
+            if r.status != 201:
+                self.errors.append("%d %s" % (r.status, body))
+                return
+            with self.lock:
+                self.acked.append((body["first_global_position"], body["last_global_position"],
+                                   list(zip(body["event_ids"], [e["data"] for e in evs])), stream))
+            i += 1
+        c.close()
+
+    def start(self):
+        for t in self.threads:
+            t.start()
+        return self
+
+    def count(self):
+        with self.lock:
+            return len(self.acked)
+
+    def wait_for(self, n):
+        deadline = time.time() + TIMEOUT
+        while self.count() < n and time.time() < deadline and not self.errors:
+            time.sleep(0.01)
+
+    def max_acked(self):
+        with self.lock:
+            return max((a[1] for a in self.acked), default=0)
+
+    def finish(self):
+        self.stop.set()
+        for t in self.threads:
+            t.join(TIMEOUT)
+
+
+class BackupUnderLoad(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="evs-it-backup-")
+        self.data = os.path.join(self.tmp, "data")
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def read_all(self, d):
+        code, out, err = run("read", "-d", d, "$all")
+        self.assertEqual(code, 0, err)
+        return [json.loads(l) for l in out.splitlines() if l.strip()]
+
+    def test_backup_while_serving(self):
+        bk = os.path.join(self.tmp, "bk")
+        srv = Server(self.data).start()
+        try:
+            # two consumers: one at the start, one far ahead (its checkpoint will lie past a cut)
+            run_json("sub", "create", "early", "--url", srv.url, "--from", "start")
+            w = Writers(srv.port).start()
+            w.wait_for(300)
+            acked_before = w.max_acked()
+            run_json("sub", "create", "late", "--url", srv.url, "--from", str(acked_before))
+            b1 = run_json("backup", "-d", self.data, bk)
+            self.assertGreaterEqual(b1["head"], acked_before)
+            self.assertFalse(b1["incremental"])
+            self.assertLess(b1["real_bytes"], b1["apparent_bytes"])  # the segment's unwritten part is a hole
+            w.wait_for(w.count() + 200)
+            acked_before2 = w.max_acked()
+            b2 = run_json("backup", "--incremental", "-d", self.data, bk)
+            self.assertTrue(b2["incremental"])
+            self.assertEqual(b2["previous_head"], b1["head"])
+            self.assertGreaterEqual(b2["head"], acked_before2)
+            w.wait_for(w.count() + 100)
+            w.finish()
+            self.assertEqual(w.errors, [])
+        finally:
+            self.assertEqual(srv.stop(), 0)
+        head = b2["head"]
+        self.assertGreater(w.max_acked(), head)  # appends went on past the backup point
+        manifest = json.loads(slurp(os.path.join(bk, "backup.json"), "r"))
+        self.assertEqual(manifest["head"], head)
+        self.assertEqual(len(manifest["store_id"]), 16)
+        self.assertIn("consumers/data.mdb", [f["path"] for f in manifest["files"]])
+
+        v = run_json("verify-backup", bk)
+        self.assertEqual((v["ok"], v["events"], v["head"]), (True, head, head))
+
+        # restore: check passes; exactly the acknowledged events up to the head
+        r = os.path.join(self.tmp, "restored")
+        rr = run_json("restore", bk, r)
+        self.assertEqual((rr["head"], rr["dropped_events"]), (head, 0))
+        chk = run_json("check", "-d", r)
+        self.assertEqual((chk["ok"], chk["events"], chk["consumers"]), (True, head, 2))
+        events = self.read_all(r)
+        self.assertEqual([e["global_position"] for e in events], list(range(1, head + 1)))
+        by_pos = {e["global_position"]: e for e in events}
+        seen = 0
+        for first, last, evs, stream in w.acked:
+            for k, (eid, data) in enumerate(evs):
+                pos = first + k
+                if pos <= head:
+                    self.assertEqual(by_pos[pos]["event_id"], eid)
+                    self.assertEqual(by_pos[pos]["data"], data)
+                    self.assertEqual(by_pos[pos]["stream"], stream)
+                    seen += 1
+        self.assertEqual(seen, head)  # every position up to the head is an acknowledged event
+
+        # restore to a position in the middle of a 3-event append: dropped whole; "late" goes, "early" stays
+        mid = next(a for a in sorted(w.acked) if a[1] - a[0] == 2 and a[1] < acked_before)
+        cut = os.path.join(self.tmp, "cut")
+        rc = run_json("restore", bk, cut, "--to-position", str(mid[0] + 1))
+        self.assertEqual(rc["head"], mid[0] - 1)
+        self.assertEqual(rc["consumers_removed"], 1)
+        self.assertIn('consumer "late" removed', rc["notes"])
+        chk = run_json("check", "-d", cut)
+        self.assertEqual((chk["ok"], chk["events"], chk["consumers"]), (True, mid[0] - 1, 1))
+        self.assertEqual(run_json("sub", "show", "early", "-d", cut)["name"], "early")
+        self.assertEqual([e["event_id"] for e in self.read_all(cut)],
+                         [by_pos[p]["event_id"] for p in range(1, mid[0])])
+
+        # verify names a flipped byte's file and offset; restore refuses the damaged backup
+        seg = os.path.join(bk, "log", "00000001.seg")
+        with open(seg, "r+b") as f:
+            f.seek(5000)
+            b = f.read(1)
+            f.seek(5000)
+            f.write(bytes([b[0] ^ 0x10]))
+        code, out, err = run("verify-backup", bk)
+        self.assertEqual(code, 5, err)
+        self.assertRegex(err, r"segment 00000001\.seg offset \d+: ")
+        self.assertFalse(json.loads(out)["ok"])
+        code, out, err = run("restore", bk, os.path.join(self.tmp, "r-damaged"))
+        self.assertEqual(code, 5, err)
+        self.assertIn("is damaged", err)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "r-damaged")))
+        with open(seg, "r+b") as f:
+            f.seek(5000)
+            f.write(b)
+        self.assertEqual(run("verify-backup", bk)[0], 0)
+        # a missing file
+        os.rename(os.path.join(bk, "consumers", "data.mdb"), os.path.join(self.tmp, "c.mdb"))
+        code, out, err = run("verify-backup", bk)
+        self.assertEqual(code, 5)
+        self.assertIn("consumers/data.mdb: missing", err)
+        os.rename(os.path.join(self.tmp, "c.mdb"), os.path.join(bk, "consumers", "data.mdb"))
+
+        # bad input: refused, named, nothing changed
+        other = os.path.join(self.tmp, "other")
+        os.makedirs(other)
+        with open(os.path.join(other, "keep.txt"), "w") as f:
+            f.write("mine")
+        before = listing(other)
+        code, out, err = run("backup", "-d", self.data, other)
+        self.assertEqual(code, 4)
+        self.assertIn("is not empty and holds no backup", err)
+        self.assertEqual(listing(other), before)
+        code, out, err = run("restore", bk, other)
+        self.assertEqual(code, 4)
+        self.assertIn("is not empty", err)
+        self.assertEqual(listing(other), before)
+        bk_before = listing(bk)
+        code, out, err = run("restore", bk, r)  # r holds the restored store
+        self.assertEqual(code, 4)
+        code, out, err = run("restore", bk, os.path.join(self.tmp, "x"), "--to-position", "-3")
+        self.assertEqual(code, 1)
+        code, out, err = run("restore", bk, os.path.join(self.tmp, "x"), "--to-time", "yesterday")
+        self.assertEqual(code, 1)
+        self.assertIn("--to-time yesterday", err)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "x")))
+        code, out, err = run("backup", "-d", os.path.join(self.tmp, "nostore"), os.path.join(self.tmp, "y"))
+        self.assertEqual(code, 2)
+        self.assertIn("no store at", err)
+        self.assertEqual(listing(bk), bk_before)
+
+
+class OperationsDoc(unittest.TestCase):
+    """Every sh block of docs/operations.md, in order, in one bash -e script."""
+
+    def test_blocks_run(self):
+        text = slurp(os.path.join(ROOT, "docs", "operations.md"), "r")
+        blocks = re.findall(r"```sh\n(.*?)```", text, re.S)
+        self.assertGreaterEqual(len(blocks), 6)
+        tmp = tempfile.mkdtemp(prefix="evs-it-ops-")
+        bindir = os.path.join(tmp, "bin")
+        os.makedirs(bindir)
+        os.symlink(BIN, os.path.join(bindir, "evstore"))
+        work = os.path.join(tmp, "work")
+        os.makedirs(work)
+        env = dict(os.environ, PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
+        try:
+            p = subprocess.run(["bash", "-e", "-c", "\n".join(blocks)], cwd=work, env=env, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=TIMEOUT * 2)
+            out, err = p.stdout.decode(), p.stderr.decode()
+            self.assertEqual(p.returncode, 0, err)
+            # what the page says the commands print
+            self.assertIn("first: segment 00000001.seg offset 64: checksum mismatch", err)
+            self.assertEqual(out.count("exit 5"), 1)
+            self.assertEqual(out.count("exit 4"), 2)
+            self.assertIn('"incremental":true', out)
+            self.assertIn('"backup_head":4,"head":2,"dropped_events":2', out)
+            self.assertFalse(os.path.exists(os.path.join(work, "notes", "backup.json")))
+            self.assertEqual(slurp(os.path.join(work, "notes", "todo.txt"), "r"), "keep\n")
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    result = unittest.main(exit=False, verbosity=1).result
+    failed = len(result.failures) + len(result.errors)
+    print("%d passed, %d failed" % (result.testsRun - failed, failed))
+    sys.exit(1 if failed else 0)
