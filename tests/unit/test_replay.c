@@ -9,12 +9,15 @@
  *     insert went), and the live state, checkpoint and record stay as they were;
  *   - diff output exact (objects, arrays, escapes, numbers);
  *   - an aggregate as of a point ignores newer snapshots;
- *   - bad input: names, as_of text, inserts past the end, broken scripts.
+ *   - bad input: names, as_of text, inserts past the end, broken scripts;
+ *   - the sandbox's direct JSON decoder (the replay's hot path) gives what
+ *     its jansson path gives, on fixed edge cases and random documents.
  */
 #include <jansson.h>
 #include <unistd.h>
 
 #include "app_counter.h"
+#include "bus/lua_sandbox.h"
 #include "evstore_app.h"
 #include "evstore_bus.h"
 #include "testutil.h"
@@ -457,6 +460,90 @@ static void test_aggregate(const char *d) {
     evs_store_close(s);
 }
 
+
+/* What a push leaves: its JSON encoding (sorted keys; reals keep ".0"), or "ERR". */
+static char *pushed(evs__sandbox *x, int tree, const char *p, size_t n) {
+    lua_State *L = evs__sandbox_state(x);
+    int top = lua_gettop(L);
+    int rc = tree ? evs__sandbox_push_json_tree(L, p, n) : evs__sandbox_push_json(L, p, n);
+    if (rc) {
+        CHECK_INT(lua_gettop(L), top); /* nothing left behind */
+        return strdup("ERR");
+    }
+    CHECK_INT(lua_gettop(L), top + 1);
+    char *js = NULL, err[128];
+    size_t len;
+    if (lua_isnil(L, -1)) js = strdup("nil");
+    else if (evs__sandbox_encode(L, -1, &js, &len, err, sizeof err)) js = strdup("ENCODE");
+    lua_settop(L, top);
+    return js;
+}
+
+static void same_decode(evs__sandbox *x, const char *p, size_t n) {
+    char *a = pushed(x, 0, p, n), *b = pushed(x, 1, p, n);
+    if (strcmp(a, b) != 0) fprintf(stderr, "input: %.*s\n", (int)n, p);
+    CHECK_STR(a, b);
+    free(a);
+    free(b);
+}
+
+static unsigned rnd_state = 12345;
+static unsigned rnd(unsigned n) {
+    rnd_state = rnd_state * 1103515245u + 12345u;
+    return (rnd_state >> 8) % n;
+}
+
+static void gen(char *b, size_t *at, size_t cap, int depth) {
+    static const char *const atoms[] = {"0", "-0", "1", "-17", "1.0", "2.5e3", "1E-400", "1e400", "9223372036854775807",
+                                        "9223372036854775808", "-9223372036854775808", "true", "false", "null",
+                                        "\"\"", "\"a\\u00e9\\n\"", "\"\\u0000x\"", "\"k\\\"q\"",
+                                        "\"\\ud83d\\ude00\"", "0.1", "123456.789e-2"};
+    if (*at + 64 >= cap) return;
+    unsigned kind = depth > 3 ? 2 : rnd(3);
+    if (kind == 2) {
+        const char *a = atoms[rnd(sizeof atoms / sizeof atoms[0])];
+        size_t l = strlen(a);
+        memcpy(b + *at, a, l);
+        *at += l;
+        return;
+    }
+    b[(*at)++] = kind == 0 ? '{' : '[';
+    unsigned m = rnd(4);
+    for (unsigned i = 0; i < m && *at + 80 < cap; i++) {
+        if (i) b[(*at)++] = ',';
+        if (kind == 0) { /* few keys: duplicates happen */
+            static const char *const keys[] = {"\"a\"", "\"b\"", "\"a\\u0062\"", "\"\"", "\"\\u0000\""};
+            const char *k = keys[rnd(sizeof keys / sizeof keys[0])];
+            memcpy(b + *at, k, strlen(k));
+            *at += strlen(k);
+            b[(*at)++] = ':';
+        }
+        gen(b, at, cap, depth + 1);
+    }
+    b[(*at)++] = kind == 0 ? '}' : ']';
+}
+
+static void test_decoder(void) {
+    evs__sandbox *x;
+    CHECK_RC(evs__sandbox_new(NULL, &x), EVS_OK);
+    static const char *const fixed[] = {
+        "{}", "[]", "{\"a\":1,\"a\":null}", "{\"a\":null,\"a\":2}", "{\"a\":1,\"a\":2}", "[1,null,3]",
+        "[null]", "{\"x\":[{\"y\":[[]]}]}", "  {\"s\":\"t\\tab\"}  ", "\"top\"", "42", "-0.0", "1e308",
+        "1e309", "{\"n\":12345678901234567890}", "{\"u\":\"\\u0000\"}", "{\"\\u0000\":1}", "{\"k\":1",
+        "[1,]", "nul", "{\"a\":{\"b\":{\"c\":{\"d\":{\"e\":1.5}}}}}", "{\"e\":\"\\u00e9\\/\\\\\"}",
+        "{\"amount\":3,\"v\":1}", "[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[1]]]]]]]]]]]]]]]]]]]"
+        "]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]]",
+    };
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) same_decode(x, fixed[i], strlen(fixed[i]));
+    char buf[4096];
+    for (int i = 0; i < 3000; i++) {
+        size_t at = 0;
+        gen(buf, &at, sizeof buf, 0);
+        same_decode(x, buf, at);
+    }
+    evs__sandbox_free(x);
+}
+
 int main(void) {
     char *d = tu_tempdir("replay");
     char sub[512];
@@ -464,6 +551,7 @@ int main(void) {
     test_as_of_and_what_if(sub);
     test_diff();
     test_as_of_parse();
+    test_decoder();
     snprintf(sub, sizeof sub, "%s/a", d);
     test_aggregate(sub);
     tu_rmrf(d);
