@@ -10,14 +10,16 @@
  *     the state the ordinary way costs.
  * Scripts: a counter that does not touch e.data, and a per-stream sum of
  * e.data.amount (decodes every event's data).  Also a what-if run of the
- * sum (1,000 positions excluded, 1,000 events inserted).  Median of
- * EVS_BENCH_RUNS runs (default 5).
+ * sum (1,000 positions excluded, 1,000 events inserted), and the decoding
+ * of e.data into a table alone: the sandbox's direct decoder against its
+ * jansson path on the same text.  Median of EVS_BENCH_RUNS runs (default 5).
  *
  * N is EVS_BENCH_REPLAY_EVENTS (default 1,000,000; EVS_BENCH_QUICK=1:
  * 100,000).  The store is built under $TMPDIR, durability none, removed at the end.
  */
 #include <time.h>
 
+#include "bus/lua_sandbox.h"
 #include "evstore_bus.h"
 #include "testutil.h"
 
@@ -76,6 +78,18 @@ static double replay(evs_bus *b, const char *src, const evs_replay_opts *o, uint
     }
     evs_replay_result_free(&r);
     return (double)r.events_read / dt;
+}
+
+/* Decodes of one event's data per second, direct (tree 0) or through jansson (tree 1). */
+static double decode(evs__sandbox *x, int tree, const char *text) {
+    lua_State *L = evs__sandbox_state(x);
+    size_t n = strlen(text);
+    double t0 = now_s();
+    for (int i = 0; i < 1000000; i++) {
+        if ((tree ? evs__sandbox_push_json_tree(L, text, n) : evs__sandbox_push_json(L, text, n))) exit(1);
+        lua_pop(L, 1);
+    }
+    return 1e6 / (now_s() - t0);
 }
 
 static double live(evs_bus *b, const char *src, int run, uint64_t n) {
@@ -146,6 +160,9 @@ int main(void) {
         return 0;
     }
     double rd[50], rc[50], rs[50], rw[50], lc[50], ls[50], ratio_c[50], ratio_s[50], ratio_lc[50], ratio_ls[50];
+    double dd[50], dt[50], ratio_d[50];
+    evs__sandbox *sbx;
+    if (evs__sandbox_new(NULL, &sbx)) return 1;
     for (int i = 0; i < runs; i++) {
         rd[i] = plain_read(s, n);
         rc[i] = replay(b, count_lua, NULL, n);
@@ -157,6 +174,9 @@ int main(void) {
         ratio_s[i] = rs[i] / rd[i];
         ratio_lc[i] = rc[i] / lc[i];
         ratio_ls[i] = rs[i] / ls[i];
+        dd[i] = decode(sbx, 0, data[7]);
+        dt[i] = decode(sbx, 1, data[7]);
+        ratio_d[i] = dd[i] / dt[i];
         printf("run %d: read %.0f/s, replay count %.0f/s, replay sum %.0f/s, what-if %.0f/s, live count %.0f/s, "
                "live sum %.0f/s\n",
                i + 1, rd[i], rc[i], rs[i], rw[i], lc[i], ls[i]);
@@ -172,6 +192,9 @@ int main(void) {
     printf("what-if of the sum (1,000 out, 1,000 in): %12.0f events/s\n", median(rw, runs));
     printf("live Lua projection, counter:     %12.0f events/s\n", median(lc, runs));
     printf("live Lua projection, sum:         %12.0f events/s\n", median(ls, runs));
+    printf("e.data decode (%s): direct %.0f/s, jansson %.0f/s: %.2fx\n", data[7], median(dd, runs),
+           median(dt, runs), median(ratio_d, runs));
+    evs__sandbox_free(sbx);
     free(excl);
     free(ins);
     evs_bus_close(b);

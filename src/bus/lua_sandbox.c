@@ -571,9 +571,7 @@ static int event_index(lua_State *L) {
     size_t kl;
     const char *k = lua_tolstring(L, 2, &kl);
     if (!k || (strcmp(k, "data") && strcmp(k, "metadata"))) return 0;
-    char raw[16];
-    snprintf(raw, sizeof raw, "\001%s", k);
-    lua_getfield(L, 1, raw);
+    lua_getfield(L, 1, k[0] == 'd' ? "\001data" : "\001metadata"); /* once per event: no formatting */
     size_t n;
     const char *p = lua_tolstring(L, -1, &n);
     if (!p) return 0;
