@@ -567,7 +567,9 @@ typedef struct evs_replay_result {
  * script's declaration; never reads or writes the live projection's state,
  * checkpoint or DLQ.  A handler failure fails the replay (EVS_EINVAL naming
  * the position), since there is no DLQ to park the event in.  An insert
- * after a position past the head (or past as_of.position) is EVS_EINVAL.
+ * after a position past the head (or past as_of.position) is EVS_EINVAL;
+ * with a time bound, inserts after the last event read are not applied
+ * (res->events_inserted counts those that were).
  * Ownership: res->json is malloc'd for the caller (evs_replay_result_free).
  */
 int evs_proj_replay(evs_bus *b, const char *name, const char *source, size_t source_len,
