@@ -6,7 +6,9 @@
 # JSON validator against jansson), bench_store (appends against the disk's
 # fdatasync rate, reads, open time; see the top of bench/bench_store.c),
 # bench_backup (evstore backup against cp -r of the same store),
-# bench_bus (subscriptions and projections), bench_app (commands against raw
+# bench_bus (subscriptions and projections), bench_replay (a Lua projection
+# replayed into a temporary state against a plain read and the live
+# projection), bench_app (commands against raw
 # appends, aggregate loads with and without snapshots), bench_app_http (commands
 # over HTTP against in-process in the same run), bench_saga (the order saga
 # against the same commands, timer lateness, memory per idle saga), bench_schema
@@ -74,6 +76,11 @@ run_all() {
         echo
         echo "== bench_bus =="
         "$build/bench_bus" || status=1
+    fi
+    if [ -x "$build/bench_replay" ]; then
+        echo
+        echo "== bench_replay =="
+        "$build/bench_replay" || status=1
     fi
     if [ -x "$build/bench_app" ]; then
         echo

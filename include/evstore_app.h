@@ -310,6 +310,18 @@ typedef struct evs_load_info {
 int evs_aggregate_load_json(evs_app *a, const char *type, const char *id, unsigned flags, char **json,
                             size_t *len, evs_load_info *info);
 
+/*
+ * The state of an aggregate as of a point in the global order (see
+ * evs_as_of in evstore_bus.h): the events of its stream at or before
+ * at->position and recorded at or before at->time, from the newest usable
+ * snapshot at or before that stream version (never a newer one; none with
+ * EVS_LOAD_NO_SNAPSHOT).  info->version is the stream version reached.
+ * Nothing is written (no snapshot is taken).  Ownership as
+ * evs_aggregate_load_json.
+ */
+int evs_aggregate_load_as_of(evs_app *a, const char *type, const char *id, const evs_as_of *at, unsigned flags,
+                             char **json, size_t *len, evs_load_info *info);
+
 /* Take a snapshot now, in the calling thread.  *version (may be NULL) receives its version. */
 int evs_aggregate_snapshot(evs_app *a, const char *type, const char *id, uint64_t *version);
 

@@ -493,6 +493,113 @@ int evs_proj_list_partitions(evs_bus *b, const char *name, const char *after, ev
 int evs_proj_dlq_retry(evs_projection *p, uint64_t position);
 int evs_proj_dlq_retry_all(evs_projection *p, size_t *released, size_t *failed);
 
+/* ------------------------------------- state as of a point, what-if, compare */
+
+/*
+ * A point in the global order: events 1..position (0: up to the head when
+ * the replay starts) recorded at or before `time` (ns since the epoch; 0: no
+ * bound).  recorded_at never decreases along the global order, so a time
+ * bound is a prefix of the log too.
+ */
+typedef struct evs_as_of {
+    uint64_t position;
+    int64_t time;
+} evs_as_of;
+
+/*
+ * Parse an as_of value: a global position (decimal digits), "head", or an
+ * RFC 3339 time ("2026-12-05T06:00:00Z").  EVS_EINVAL naming the text
+ * otherwise.
+ */
+int evs_as_of_parse(const char *s, size_t len, evs_as_of *out);
+
+/* An event a what-if run inserts after global position `after` (0: before the first). */
+typedef struct evs_replay_insert {
+    uint64_t after;
+    const char *stream;            /* required */
+    const char *stream_type;       /* NULL: the stream name before its first '-' */
+    const char *event_type;        /* required */
+    const char *data;              /* JSON text (NULL: {}) */
+    size_t data_len;
+    const char *metadata;          /* JSON text or NULL */
+    size_t metadata_len;
+    int64_t recorded_at;           /* 0: that of the event it follows */
+} evs_replay_insert;
+
+/* Called every progress_every events read and once at the end; nonzero stops the replay (EVS_EINVAL). */
+typedef int (*evs_replay_progress_fn)(void *ctx, uint64_t position, uint64_t events_read, uint64_t target);
+
+typedef struct evs_replay_opts {
+    evs_as_of as_of;
+    /* what-if: events left out (any rule matching drops the event) */
+    const uint64_t *exclude_positions;
+    size_t n_exclude_positions;
+    const char *const *exclude_types;
+    size_t n_exclude_types;
+    const char *const *exclude_streams;
+    size_t n_exclude_streams;
+    /* what-if: events added, each after the stored event it names */
+    const evs_replay_insert *inserts;
+    size_t n_inserts;
+    const char *partition;         /* keep only this partition's state (NULL: every one) */
+    const evs_lua_limits *limits;  /* NULL: defaults (the sandbox's memory cap bounds the states) */
+    evs_event_map map;             /* as the live projection's (zero: as stored) */
+    evs_replay_progress_fn progress;
+    void *progress_ctx;
+    uint64_t progress_every;       /* default 65536 */
+} evs_replay_opts;
+
+typedef struct evs_replay_result {
+    /*
+     * {"projection": NAME|null, "partitioning": "stream"|"none"|"custom",
+     *  "as_of": {"position": P|null, "time": "RFC 3339"|null},
+     *  "position": last stored position read, "events_read", "events_applied",
+     *  "events_excluded", "events_inserted",
+     *  "partitions": {PARTITION: state, ...}}   (keys in byte order)
+     */
+    char *json;
+    size_t len;
+    uint64_t position;
+    uint64_t events_read, events_applied, events_excluded, events_inserted, partitions;
+} evs_replay_result;
+
+/*
+ * Replay a Lua projection into a temporary, in-memory state: the stored
+ * script of projection `name`, or `source` when given (name may then be
+ * NULL).  Streams through the log (events are never held), filtered by the
+ * script's declaration; never reads or writes the live projection's state,
+ * checkpoint or DLQ.  A handler failure fails the replay (EVS_EINVAL naming
+ * the position), since there is no DLQ to park the event in.  An insert
+ * after a position past the head (or past as_of.position) is EVS_EINVAL;
+ * with a time bound, inserts after the last event read are not applied
+ * (res->events_inserted counts those that were).
+ * Ownership: res->json is malloc'd for the caller (evs_replay_result_free).
+ */
+int evs_proj_replay(evs_bus *b, const char *name, const char *source, size_t source_len,
+                    const evs_replay_opts *opts, evs_replay_result *res);
+void evs_replay_result_free(evs_replay_result *res);
+
+/*
+ * The live committed state of a projection in the shape of a replay's
+ * "partitions" member: {PARTITION: state, ...}, and the position it
+ * reflects.  Ownership: *json is malloc'd for the caller.
+ */
+int evs_proj_live_json(evs_bus *b, const char *name, char **json, size_t *len, uint64_t *position);
+
+/*
+ * A structural diff from JSON text a to JSON text b, as a JSON array of
+ * RFC 6902 operations in path order: {"op": "add", "path", "value"},
+ * {"op": "remove", "path", "old"}, {"op": "replace", "path", "old",
+ * "value"}.  Objects are compared member by member, arrays element by
+ * element (a shorter array loses its tail from the end, so the patch
+ * applies in order); any other change replaces the value.  Equal numbers
+ * compare equal whatever their spelling (1 and 1.0).  "[]" when equal.
+ * EVS_EJSON naming the side when a text is not JSON.
+ * Ownership: *patch is malloc'd for the caller.  count (may be NULL): operations.
+ */
+int evs_json_diff(const char *a, size_t alen, const char *b, size_t blen, char **patch, size_t *len,
+                  size_t *count);
+
 /* ---------------------------------------------- competing consumers (groups) */
 
 /*

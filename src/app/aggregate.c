@@ -70,7 +70,8 @@ static int find_snapshot(evs_app *a, evs__agg *g, const char *stream, evs__loade
         rc = evs__app_mdb_err(rc, "cursor");
         goto out;
     }
-    MDB_val k = {snap_key(kb, stream, sl, UINT64_MAX), kb}, v;
+    /* the newest row below the key: with upto, the newest at or before that version */
+    MDB_val k = {snap_key(kb, stream, sl, l->upto ? l->upto + 1 : UINT64_MAX), kb}, v;
     rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
     rc = mdb_cursor_get(cur, &k, &v, rc == 0 ? MDB_PREV : MDB_LAST);
     for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
@@ -111,6 +112,7 @@ int evs__agg_catch_up(evs_app *a, evs__agg *g, const char *stream, evs__loaded *
     if (rc) return rc;
     int first = l->version != 0;
     while ((rc = evs_reader_next(r, &ev)) == EVS_OK) {
+        if (l->upto && ev->stream_position > l->upto) break; /* an as-of load stops at its version (rc EVS_OK) */
         if (first) {
             first = 0;
             if (ev->stream_position != l->version || ev->global_position != l->gpos) {
@@ -157,8 +159,14 @@ static int fresh(evs__agg *g, evs__loaded *l, char *err, size_t cap) {
 
 int evs__agg_load(evs_app *a, evs__agg *g, const char *stream, unsigned flags, evs__loaded *out, char *err,
                   size_t cap) {
+    return evs__agg_load_upto(a, g, stream, flags, 0, out, err, cap);
+}
+
+int evs__agg_load_upto(evs_app *a, evs__agg *g, const char *stream, unsigned flags, uint64_t upto,
+                       evs__loaded *out, char *err, size_t cap) {
     int rc, have = 0;
     memset(out, 0, sizeof *out);
+    out->upto = upto;
     err[0] = 0;
     if (!(flags & EVS_LOAD_NO_SNAPSHOT) && g->def.decode) {
         int64_t t0 = evs__mono_ns();
@@ -172,6 +180,7 @@ int evs__agg_load(evs_app *a, evs__agg *g, const char *stream, unsigned flags, e
         if (out->snapshots_ignored) atomic_fetch_add(&a->st_snap_ignored, out->snapshots_ignored);
     }
     if (!have && (rc = fresh(g, out, err, cap))) return rc;
+    if (flags & EVS__LOAD_INITIAL) return EVS_OK;
     rc = evs__agg_catch_up(a, g, stream, out, err, cap);
     if (rc == EVS_ECORRUPT && have) {
         /* the snapshot does not describe this log: never apply it, fold everything */
@@ -361,7 +370,7 @@ int evs_app_flush(evs_app *a) {
 
 /* ------------------------------------------------------------ public API */
 
-static int lookup(evs_app *a, const char *type, const char *id, evs__agg **g, char stream[EVS_MAX_STREAM_NAME + 1]) {
+int evs__agg_lookup(evs_app *a, const char *type, const char *id, evs__agg **g, char stream[EVS_MAX_STREAM_NAME + 1]) {
     if (!a || !type) return evs__err(EVS_EINVAL, "aggregate: NULL argument");
     pthread_rwlock_rdlock(&a->reg_lock);
     *g = evs__app_find_agg(a, type);
@@ -377,7 +386,7 @@ int evs_aggregate_load_json(evs_app *a, const char *type, const char *id, unsign
     evs__loaded l;
     if (!json) return evs__err(EVS_EINVAL, "aggregate_load_json: json is NULL");
     *json = NULL;
-    int rc = lookup(a, type, id, &g, stream);
+    int rc = evs__agg_lookup(a, type, id, &g, stream);
     if (rc) return rc;
     if (!g->def.encode) return evs__err(EVS_EINVAL, "aggregate type \"%s\" has no encode", type);
     int64_t t0 = evs__mono_ns();
@@ -401,7 +410,7 @@ int evs_aggregate_snapshot(evs_app *a, const char *type, const char *id, uint64_
     char stream[EVS_MAX_STREAM_NAME + 1], err[512];
     evs__agg *g;
     evs__loaded l;
-    int rc = lookup(a, type, id, &g, stream);
+    int rc = evs__agg_lookup(a, type, id, &g, stream);
     if (rc) return rc;
     int64_t t0 = evs__mono_ns();
     if ((rc = evs__agg_load(a, g, stream, 0, &l, err, sizeof err))) return rc;
@@ -418,7 +427,7 @@ int evs_aggregate_snapshots(evs_app *a, const char *type, const char *id, evs_sn
     evs__agg *g;
     if (!count || (!out && max)) return evs__err(EVS_EINVAL, "aggregate_snapshots: NULL argument");
     *count = 0;
-    int rc = lookup(a, type, id, &g, stream);
+    int rc = evs__agg_lookup(a, type, id, &g, stream);
     if (rc) return rc;
     size_t sl = strlen(stream);
     uint8_t kb[EVS_MAX_STREAM_NAME + 9];

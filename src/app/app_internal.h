@@ -78,6 +78,7 @@ typedef struct evs__loaded {
     uint64_t snapshot_version;    /* 0: none used */
     uint64_t events_applied;
     uint64_t snapshots_ignored;
+    uint64_t upto;                /* 0: every event; else no snapshot or event past this version */
 } evs__loaded;
 
 /* One queued background snapshot: a state at `version`, to be brought up to date and stored. */
@@ -169,6 +170,12 @@ int evs__agg_stream(const evs__agg *g, const char *id, char out[EVS_MAX_STREAM_N
  */
 int evs__agg_load(evs_app *a, evs__agg *g, const char *stream, unsigned flags, evs__loaded *out, char *err,
                   size_t cap);
+#define EVS__LOAD_INITIAL 0x80000000u /* evs__agg_load_upto: the initial state, no event folded */
+/* As evs__agg_load, the state at stream version upto (0: the latest): older snapshots, fewer events. */
+int evs__agg_load_upto(evs_app *a, evs__agg *g, const char *stream, unsigned flags, uint64_t upto,
+                       evs__loaded *out, char *err, size_t cap);
+/* A registered type and its stream "{type}-{id}"; EVS_ENOTFOUND for an unknown type. */
+int evs__agg_lookup(evs_app *a, const char *type, const char *id, evs__agg **g, char stream[EVS_MAX_STREAM_NAME + 1]);
 /*
  * Fold the events of stream after l->version into l->state (moving version,
  * gpos and events_applied on).  When l->version > 0 the event at that

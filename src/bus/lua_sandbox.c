@@ -49,6 +49,7 @@
 
 #include "bus/bus_internal.h"
 #include "bus/lua_sandbox.h"
+#include "core/json.h"
 
 #define EVS_LUA_HOOK_STEP 1000
 #define EVS_LUA_MAX_DEPTH 64
@@ -170,7 +171,98 @@ static int push_json(lua_State *L, json_t *j, int depth) {
     }
 }
 
+/*
+ * The fast path of evs__sandbox_push_json: straight from the text with the
+ * allocation-free span iterators (core/json.h), no jansson tree.  It gives
+ * exactly what the jansson path gives, and returns 1 (nothing pushed) for
+ * anything it does not handle the same way, for that path to decide: a
+ * U+0000 in a string, an integer out of int64 range, a real that overflows,
+ * depth over the limit.  A null member is set to nil in document order, so
+ * that a duplicate key ends as jansson's last value does.
+ */
+static int push_span(lua_State *L, evs_json_span v, int depth) {
+    if (depth > EVS_LUA_MAX_DEPTH || !lua_checkstack(L, 4)) return 1;
+    evs_json_iter it;
+    evs_json_span k, e;
+    switch (v.type) {
+    case EVS_JSON_OBJECT: {
+        int n = 0;
+        if (evs__json_iter_init(&it, v)) return 1;
+        while (evs__json_iter_member(&it, &k, &e)) n++;
+        lua_createtable(L, 0, n);
+        evs__json_iter_init(&it, v);
+        while (evs__json_iter_member(&it, &k, &e)) {
+            if (push_span(L, k, depth + 1)) return 1;
+            if (e.type == EVS_JSON_NULL) lua_pushnil(L);
+            else if (push_span(L, e, depth + 1)) return 1;
+            lua_rawset(L, -3);
+        }
+        return 0;
+    }
+    case EVS_JSON_ARRAY: {
+        int n = 0;
+        if (evs__json_iter_init(&it, v)) return 1;
+        while (evs__json_iter_element(&it, &e)) n++;
+        lua_createtable(L, n, 0);
+        evs__json_iter_init(&it, v);
+        for (lua_Integer i = 1; evs__json_iter_element(&it, &e); i++) {
+            if (e.type == EVS_JSON_NULL) continue;
+            if (push_span(L, e, depth + 1)) return 1;
+            lua_rawseti(L, -2, i);
+        }
+        return 0;
+    }
+    case EVS_JSON_STRING: {
+        if (v.n < 2) return 1;
+        if (!memchr(v.p + 1, '\\', v.n - 2)) { /* nothing escaped: the bytes as they are */
+            lua_pushlstring(L, v.p + 1, v.n - 2);
+            return 0;
+        }
+        char small[256], *buf = v.n <= sizeof small ? small : malloc(v.n);
+        if (!buf) return 1;
+        long dl = evs__json_string_decode(v, buf, v.n); /* decoded text is never longer than the span */
+        if (dl >= 0) lua_pushlstring(L, buf, (size_t)dl);
+        if (buf != small) free(buf);
+        return dl < 0;
+    }
+    case EVS_JSON_NUMBER: {
+        int64_t i;
+        if (!memchr(v.p, '.', v.n) && !memchr(v.p, 'e', v.n) && !memchr(v.p, 'E', v.n)) {
+            if (evs__json_int64(v, &i)) return 1; /* out of range */
+            lua_pushinteger(L, (lua_Integer)i);
+            return 0;
+        }
+        char num[128];
+        if (v.n >= sizeof num) return 1;
+        memcpy(num, v.p, v.n);
+        num[v.n] = 0;
+        double d = strtod(num, NULL);
+        if (!isfinite(d)) return 1;
+        lua_pushnumber(L, d);
+        return 0;
+    }
+    case EVS_JSON_TRUE: lua_pushboolean(L, 1); return 0;
+    case EVS_JSON_FALSE: lua_pushboolean(L, 0); return 0;
+    case EVS_JSON_NULL: lua_pushnil(L); return 0;
+    default: return 1;
+    }
+}
+
 int evs__sandbox_push_json(lua_State *L, const char *p, size_t n) {
+    if (!p || !n) {
+        lua_pushnil(L);
+        return 0;
+    }
+    evs_json_error ve;
+    if (evs__json_validate(p, n, &ve) == EVS_OK) {
+        int top = lua_gettop(L);
+        if (push_span(L, evs__json_root(p, n), 0) == 0) return 0;
+        lua_settop(L, top); /* not one the fast path takes: jansson decides */
+    }
+    return evs__sandbox_push_json_tree(L, p, n);
+}
+
+int evs__sandbox_push_json_tree(lua_State *L, const char *p, size_t n) {
     if (!p || !n) {
         lua_pushnil(L);
         return 0;
@@ -479,9 +571,7 @@ static int event_index(lua_State *L) {
     size_t kl;
     const char *k = lua_tolstring(L, 2, &kl);
     if (!k || (strcmp(k, "data") && strcmp(k, "metadata"))) return 0;
-    char raw[16];
-    snprintf(raw, sizeof raw, "\001%s", k);
-    lua_getfield(L, 1, raw);
+    lua_getfield(L, 1, k[0] == 'd' ? "\001data" : "\001metadata"); /* once per event: no formatting */
     size_t n;
     const char *p = lua_tolstring(L, -1, &n);
     if (!p) return 0;

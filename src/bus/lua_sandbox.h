@@ -47,6 +47,8 @@ int evs__sandbox_rawfield(lua_State *L, int t, const char *k);
 
 /* Push decoded JSON text (nil when empty): 0, or -1 when malformed or too deep. */
 int evs__sandbox_push_json(lua_State *L, const char *p, size_t n);
+/* The same through a jansson tree: what the direct decoder hands over, and its reference in tests. */
+int evs__sandbox_push_json_tree(lua_State *L, const char *p, size_t n);
 /* Push an event as a table (data and metadata decoded on first use): 0, or 1 with err. */
 int evs__sandbox_push_event(evs__sandbox *x, const evs_event *ev, char *err, size_t cap);
 

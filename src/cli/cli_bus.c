@@ -40,6 +40,8 @@ typedef struct bus_args {
     int have_limit;
     int follow;
     int help;
+    /* projection state --as-of, what-if --spec */
+    const char *as_of, *spec;
     /* settings of `create` (sub, group): the object, and the flag that first set one */
     json_t *set;
     const char *set_flag;
@@ -196,6 +198,10 @@ static int parse(const char *cmd, int argc, char **argv, bus_args *o) {
         } else if (evs__cli_is(&a, "--follow", "-f")) {
             if ((code = evs__cli_flag(&a))) return code;
             o->follow = 1;
+        } else if (evs__cli_is(&a, "--as-of", NULL)) {
+            if ((code = evs__cli_value(&a, &o->as_of))) return code;
+        } else if (evs__cli_is(&a, "--spec", NULL)) {
+            if ((code = evs__cli_value(&a, &o->spec))) return code;
         } else {
             if ((code = settings_opt(&a, o, &handled))) return code;
             if (!handled) return evs__cli_unknown(&a);
@@ -564,7 +570,15 @@ static const char proj_help[] =
     "  run NAME [--follow]  apply new events here (--follow: until interrupted);\n"
     "                       local only: a server runs every stored projection itself\n"
     "  status NAME          its record, plus running/generation/rebuild with --url\n"
-    "  state NAME [PARTITION]   the committed state (of one partition)\n"
+    "  state NAME [PARTITION] [--as-of P|T]   the committed state (of one partition);\n"
+    "                       --as-of: replayed into a temporary state up to global\n"
+    "                       position P, head, or RFC 3339 time T (the live one untouched)\n"
+    "  what-if NAME [--spec JSON|@FILE] [--as-of P|T]   replay with events left out\n"
+    "                       or added: {as_of, exclude: {positions, types, streams},\n"
+    "                       insert: [{after, stream, event_type, data}], source,\n"
+    "                       partition}\n"
+    "  compare NAME A B     the JSON diff (RFC 6902, with old values) from A to B; each\n"
+    "                       a position, head, an RFC 3339 time, live, or a what-if JSON\n"
     "  partitions NAME      partition names (--after P, --limit N: 1..100000, default 100)\n"
     "  rebuild NAME         replay from the start into a fresh copy, with progress on\n"
     "                       stderr, then swap it in\n"
@@ -575,6 +589,8 @@ static const char proj_help[] =
     "                       and partitions also work while a server holds the store\n"
     "  --url URL            through a running `evstore serve` (default: $EVSTORE_URL)\n"
     "  -f, --follow         run: keep applying new events until SIGINT/SIGTERM\n"
+    "  --as-of P|T          state, what-if: the point (position, head or RFC 3339 time)\n"
+    "  --spec JSON|@FILE    what-if: the request (as POST /projections/NAME/what-if)\n"
     "  --after P, --limit N   paging of partitions\n"
     "  -h, --help           show this help\n"
     "\n"
@@ -596,7 +612,8 @@ int evs__cli_projection(int argc, char **argv) {
     char *src = NULL;
     int none = 0, code, rc = EVS_OK;
     if (begin("projection", proj_help, argc, argv, &o, &code)) return code;
-    static const char *const acts[] = {"create", "run", "status", "state", "partitions", "rebuild", "delete", NULL};
+    static const char *const acts[] = {"create",  "run",     "status",  "state", "partitions",
+                                       "rebuild", "delete",  "what-if", "compare", NULL};
     const char *act = NULL, *name = NULL;
     if ((code = need("projection", &o, 2, "action and NAME"))) goto out;
     act = o.pos[0], name = o.pos[1];
@@ -616,6 +633,24 @@ int evs__cli_projection(int argc, char **argv) {
                                  o.pos[2]);
             goto out;
         }
+    }
+    int replay = strcmp(act, "what-if") == 0 || strcmp(act, "compare") == 0 || (strcmp(act, "state") == 0 && o.as_of);
+    if (o.as_of && strcmp(act, "state") != 0 && strcmp(act, "what-if") != 0) {
+        code = evs__cli_usage("projection", "--as-of is an option of state and what-if");
+        goto out;
+    }
+    if (o.spec && strcmp(act, "what-if") != 0) {
+        code = evs__cli_usage("projection", "--spec is an option of what-if");
+        goto out;
+    }
+    if (strcmp(act, "compare") == 0 && o.npos != 4) {
+        code = evs__cli_usage("projection", "compare takes NAME A B (each a position, head, a time, live or a what-if)");
+        goto out;
+    }
+    if (replay) {
+        code = evs__cli_projection_replay(o.dir, o.url, act, name, o.npos > 2 ? o.pos[2] : NULL,
+                                          o.npos > 3 ? o.pos[3] : NULL, o.as_of, o.spec);
+        goto out;
     }
     if (o.url) {
         code = evs__cli_projection_remote(o.url, act, name, o.npos > 2 ? o.pos[2] : NULL, src, srclen, o.limit);

@@ -22,6 +22,13 @@ int evs__cli_dlq_remote(const char *url, const char *act, const char *name, uint
                         uint64_t limit);
 int evs__cli_projection_remote(const char *url, const char *act, const char *name, const char *arg,
                                const char *src, size_t src_len, uint64_t limit);
+/*
+ * projection state --as-of, what-if and compare (cli_replay.c), on a local
+ * store (dir, read-only: works beside a server) or through url.  arg1/arg2:
+ * the partition of state, the sides A and B of compare.
+ */
+int evs__cli_projection_replay(const char *dir, const char *url, const char *act, const char *name, const char *arg1,
+                               const char *arg2, const char *as_of, const char *spec);
 /* group create|show|list|delete|consumers; list prints at most limit groups. */
 int evs__cli_group_remote(const char *url, const char *act, const char *name, json_t *settings, uint64_t limit);
 

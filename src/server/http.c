@@ -40,6 +40,7 @@
 #include "server/routes_dlq.h"
 #include "server/routes_groups.h"
 #include "server/routes_proj.h"
+#include "server/routes_replay.h"
 #include "server/routes_saga.h"
 #include "server/routes_schema.h"
 #include "server/routes_store.h"
@@ -53,7 +54,7 @@
 #define MAX_SEGMENTS 6
 
 /* What a route does with a request body (B_JSON_OPT: JSON, or no body at all for the defaults). */
-enum { B_NONE, B_APPEND, B_SOURCE, B_JSON, B_JSON_OPT, B_COMMAND, B_SCHEMA, B_DATA };
+enum { B_NONE, B_APPEND, B_SOURCE, B_JSON, B_JSON_OPT, B_COMMAND, B_SCHEMA, B_DATA, B_REPLAY };
 
 /* Row flags. */
 enum {
@@ -106,8 +107,11 @@ static const route_def routes[] = {
     {"/info", R, EVS_R_INFO, B_NONE, 0, "", evs__route_info},
 
     {"/projections/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_PROJECTIONS, B_SOURCE, C, "", evs__route_proj_put},
-    {"/projections/{name}/state", R, EVS_R_PROJECTIONS, B_NONE, C, "", evs__route_proj_state},
-    {"/projections/{name}/state/{partition}", R, EVS_R_PROJECTIONS, B_NONE, C, "", evs__route_proj_state},
+    {"/projections/{name}/state", R, EVS_R_PROJECTIONS, B_NONE, C, "as_of", evs__route_proj_state},
+    {"/projections/{name}/state/{partition}", R, EVS_R_PROJECTIONS, B_NONE, C, "as_of", evs__route_proj_state},
+    {"/projections/{name}/what-if", EVS_M_POST, EVS_R_PROJECTIONS, B_REPLAY, C, "", evs__route_proj_what_if},
+    {"/projections/{name}/compare", R, EVS_R_PROJECTIONS, B_NONE, C, "a,b", evs__route_proj_compare},
+    {"/projections/{name}/compare", EVS_M_POST, EVS_R_PROJECTIONS, B_REPLAY, C, "", evs__route_proj_compare},
     {"/projections/{name}/partitions", R, EVS_R_PROJECTIONS, B_NONE, C, Q_PAGE, evs__route_proj_partitions},
     {"/projections/{name}/rebuild", EVS_M_POST, EVS_R_PROJECTIONS, B_NONE, C, "from", evs__route_consumer_rebuild},
     CONSUMER_ROUTES("/projections", EVS_R_PROJECTIONS, Q_PAGE),
@@ -131,7 +135,7 @@ static const route_def routes[] = {
     {"/aggregates", R, EVS_R_AGGREGATES, B_NONE, 0, "", evs__route_aggregate_list},
     {"/aggregates/{type}", R, EVS_R_AGGREGATES, B_NONE, 0, "", evs__route_aggregate_type},
     {"/aggregates/{type}", EVS_M_PUT | EVS_M_POST, EVS_R_AGGREGATES, B_SOURCE, 0, "", evs__route_aggregate_put},
-    {"/aggregates/{type}/{aggregate}", R, EVS_R_AGGREGATES, B_NONE, 0, "use_snapshot", evs__route_aggregate_get},
+    {"/aggregates/{type}/{aggregate}", R, EVS_R_AGGREGATES, B_NONE, 0, "use_snapshot,as_of", evs__route_aggregate_get},
     {"/aggregates/{type}/{aggregate}/snapshots", R | EVS_M_POST, EVS_R_AGGREGATES, B_NONE, 0, "",
      evs__route_aggregate_snapshots},
 
@@ -615,6 +619,13 @@ static enum MHD_Result first_call(evs__req *rq, const route_def **row) {
                    ct ? ct : "(none)");
         rq->body_kind = EVS_BODY_JSON;
         rq->body_cap = EVS_SCHEMA_MAX_BYTES;
+        break;
+    case B_REPLAY:
+        if (!media_is(ct, "application/json"))
+            REFUSE(EVS_HTTP_UNSUPPORTED_TYPE, NULL, "this route takes Content-Type: application/json, not %.100s",
+                   ct ? ct : "(none)");
+        rq->body_kind = EVS_BODY_JSON;
+        rq->body_cap = EVS_REPLAY_MAX_BODY;
         break;
     case B_DATA:
         if (!media_is(ct, "application/json"))

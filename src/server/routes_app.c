@@ -348,11 +348,20 @@ enum MHD_Result evs__route_aggregate_put(evs__req *rq) {
 enum MHD_Result evs__route_aggregate_get(evs__req *rq) {
     enum MHD_Result mr;
     int use = 1;
-    if (bool_param(rq, "use_snapshot", &use, &mr)) return mr;
+    char *as_of = NULL;
+    evs_as_of at = {0};
+    if (bool_param(rq, "use_snapshot", &use, &mr) || evs__query_text(rq, "as_of", 64, &as_of, &mr)) return mr;
+    if (as_of && evs_as_of_parse(as_of, strlen(as_of), &at)) {
+        free(as_of);
+        return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter %s", evs_errmsg());
+    }
     char *js = NULL;
     size_t n = 0;
     evs_load_info info;
-    int rc = evs_aggregate_load_json(rq->srv->app, rq->name, rq->part, use ? 0 : EVS_LOAD_NO_SNAPSHOT, &js, &n, &info);
+    unsigned flags = use ? 0 : EVS_LOAD_NO_SNAPSHOT;
+    int rc = as_of ? evs_aggregate_load_as_of(rq->srv->app, rq->name, rq->part, &at, flags, &js, &n, &info)
+                   : evs_aggregate_load_json(rq->srv->app, rq->name, rq->part, flags, &js, &n, &info);
+    free(as_of);
     if (rc) return evs__respond_lib(rq, rc, NULL);
     evs__sb out = {0};
     evs__sb_adds(&out, "{\"type\":");
@@ -363,6 +372,14 @@ enum MHD_Result evs__route_aggregate_get(evs__req *rq) {
     snprintf(stream, sizeof stream, "%s-%s", rq->name, rq->part); /* the library checked it fits */
     evs__sb_adds(&out, ",\"stream\":");
     evs__sb_json_str(&out, stream, strlen(stream));
+    if (at.position || at.time) { /* as of a point: say which */
+        evs__sb_adds(&out, ",\"as_of\":{\"position\":");
+        if (at.position) evs__sb_printf(&out, "%llu", (unsigned long long)at.position);
+        else evs__sb_adds(&out, "null");
+        evs__sb_adds(&out, ",\"time\":");
+        evs__sb_json_time(&out, at.time);
+        evs__sb_adds(&out, "}");
+    }
     evs__sb_printf(&out,
                    ",\"version\":%llu,\"snapshot_version\":%llu,\"events_applied\":%llu,\"snapshots_ignored\":%llu,"
                    "\"load_ms\":%.3f,\"state\":",

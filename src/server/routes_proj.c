@@ -18,6 +18,7 @@
 #include "server/query.h"
 #include "server/records.h"
 #include "server/routes_proj.h"
+#include "server/routes_replay.h"
 
 #define PROJ_DEFAULT_PAGE 100u
 #define PROJ_MAX_PARTITION_PAGE 10000u
@@ -141,10 +142,17 @@ cleanup:
     return mr;
 }
 
-/* GET /projections/N/state[/PARTITION]: the committed state, as stored. */
+/* GET /projections/N/state[/PARTITION]: the committed state, as stored (?as_of=: as of a point). */
 enum MHD_Result evs__route_proj_state(evs__req *rq) {
     evs_consumer_info info;
     enum MHD_Result mr;
+    char *as_of = NULL;
+    if (evs__query_text(rq, "as_of", 64, &as_of, &mr)) return mr;
+    if (as_of) { /* a replay into a temporary state: routes_replay.c */
+        mr = evs__proj_state_as_of(rq, as_of);
+        free(as_of);
+        return mr;
+    }
     if (evs__need_consumer(rq, &info, &mr)) return mr;
     const char *part = rq->part[0] ? rq->part : NULL;
     char *js = NULL;
