@@ -817,8 +817,11 @@ int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_st
         if (!skip) {
             evs_ix_stream st;
             if ((err = evs__index_stream_decode(&v, &st))) break;
-            fill_info(&out[*count], k.mv_data, k.mv_size, &st);
-            (*count)++;
+            /* deleted streams are not listed: they read as not found */
+            if (!evs__meta_state(s, k.mv_data, k.mv_size, st.version)) {
+                fill_info(&out[*count], k.mv_data, k.mv_size, &st);
+                (*count)++;
+            }
         }
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }
