@@ -215,6 +215,10 @@ static void test_soft_delete(evs_store *s) {
     CHECK_RC(rc, EVS_ENOTFOUND);
     CHECK_RC(evs_stream_get_info(s, "del-1", &info), EVS_ENOTFOUND);
     CHECK_INT(count_all(s, "del-1", NULL), 0);
+    evs_stream_info li[4];
+    size_t nl;
+    CHECK_RC(evs_list_streams(s, "del-", NULL, li, 4, &nl), EVS_OK);
+    CHECK_INT(nl, 0); /* not listed either */
     CHECK_RC(evs_stream_delete(s, "del-1", EVS_EXPECT_ANY, 0), EVS_ENOTFOUND); /* already */
     CHECK_RC(evs_stream_delete(s, "never-1", EVS_EXPECT_ANY, 0), EVS_ENOTFOUND);
     CHECK_RC(evs_stream_delete(s, "never-1", EVS_EXPECT_ANY, 1), EVS_ENOTFOUND);
@@ -231,6 +235,8 @@ static void test_soft_delete(evs_store *s) {
     CHECK_INT(p[0], 5);
     CHECK_RC(evs_stream_get_info(s, "del-1", &info), EVS_OK);
     CHECK_INT(info.version, 5);
+    CHECK_RC(evs_list_streams(s, "del-", NULL, li, 4, &nl), EVS_OK);
+    CHECK_INT(nl, 1);
     /* "no stream" again is now a conflict: the stream exists */
     CHECK_RC(evs_append(s, "del-1", EVS_EXPECT_NO_STREAM, &e, 1, &r, NULL), EVS_ECONFLICT);
     CHECK_INT(count_all(s, "del-1", NULL), 1);
