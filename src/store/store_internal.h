@@ -78,6 +78,8 @@ struct evs_store {
     pthread_rwlock_t meta_lock;
     struct evs__meta_entry *meta;
     size_t nmeta, capmeta;
+    uint32_t *slots;              /* hash index over meta (meta.c) */
+    size_t nslots;
     _Atomic size_t meta_count;    /* nmeta, read without the lock: 0 = nothing to hide */
     int64_t (*t_clock)(void *ctx);/* test hook: the "now" of max_age (NULL: wall clock) */
     void *t_clock_ctx;

@@ -109,6 +109,21 @@ static void test_roundtrip(evs_store *s) {
     int rc;
     CHECK_INT(read_spos(s, "later-1", p, 16, &rc), 1);
     CHECK_INT(p[0], 3);
+    /* many streams with metadata (the cache's hash index grows): each finds its own */
+    char name[32];
+    for (int i = 0; i < 70; i++) {
+        snprintf(name, sizeof name, "many-%d", i);
+        add(s, name, 2);
+        char doc2[64];
+        snprintf(doc2, sizeof doc2, "{\"max_count\": %d}", i % 3);
+        CHECK_RC(evs_stream_set_metadata(s, name, EVS_EXPECT_NO_STREAM, doc2, strlen(doc2), NULL), EVS_OK);
+    }
+    add(s, "many-x", 2);
+    for (int i = 0; i < 70; i++) {
+        snprintf(name, sizeof name, "many-%d", i);
+        CHECK_INT(read_spos(s, name, p, 16, &rc), i % 3); /* max_count 0, 1 or 2 of 2 events */
+    }
+    CHECK_INT(read_spos(s, "many-x", p, 16, &rc), 2);
 }
 
 static void test_truncation(evs_store *s, evs_bus *b) {
