@@ -269,6 +269,15 @@ int evs__meta_state(evs_store *s, const char *stream, size_t len, uint64_t versi
     return st;
 }
 
+uint64_t evs__meta_truncate_before(evs_store *s, const char *stream, size_t len) {
+    if (!atomic_load(&s->meta_count)) return 0;
+    pthread_rwlock_rdlock(&s->meta_lock);
+    struct evs__meta_entry *e = find(s, stream, len);
+    uint64_t tb = e ? e->m.truncate_before : 0;
+    pthread_rwlock_unlock(&s->meta_lock);
+    return tb;
+}
+
 void evs__meta_committed(evs_store *s, const char *stream, size_t len, uint64_t version, const evs__meta_write *mw,
                          uint64_t target_version) {
     if (mw) {

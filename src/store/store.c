@@ -511,6 +511,9 @@ static int check_ids(evs_store *s, MDB_txn *txn, evs_append_req *batch, evs_appe
     /* all stored, consecutive, same stream: is it the append the caller expects? */
     int ok = r->expected == EVS_EXPECT_ANY || r->expected == EVS_EXPECT_EXISTS ||
              (r->expected >= 0 && (uint64_t)r->expected + 1 == sp0);
+    /* "no stream" that re-created a soft-deleted stream started at its truncate_before (meta.c) */
+    if (!ok && r->expected == EVS_EXPECT_NO_STREAM && sp0 > 1)
+        ok = sp0 == evs__meta_truncate_before(s, r->stream, r->stream_len);
     if (!ok) return conflict(r, st->version);
     /* ...and the same events, not new ones under old ids? */
     MDB_cursor *cur = NULL;

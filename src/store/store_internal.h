@@ -125,6 +125,8 @@ int evs__meta_load(evs_store *s);
 void evs__meta_free(evs_store *s);
 /* A stream at version v: 0 live, 1 soft-deleted (truncate_before > v), 2 tombstone. */
 int evs__meta_state(evs_store *s, const char *stream, size_t len, uint64_t version);
+/* A stream's truncate_before (0: none). */
+uint64_t evs__meta_truncate_before(evs_store *s, const char *stream, size_t len);
 /* The writer, after a commit: stream is now at version; mw its metadata write or NULL
    (then target_version is the version of the stream it is about). */
 void evs__meta_committed(evs_store *s, const char *stream, size_t len, uint64_t version, const evs__meta_write *mw,

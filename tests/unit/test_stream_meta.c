@@ -244,8 +244,16 @@ static void test_soft_delete(evs_store *s) {
     /* (exists holds: the stream has a version; documented) */
     CHECK_INT(r.first_stream_position, 4);
     CHECK_RC(evs_stream_delete(s, "del-1", EVS_EXPECT_ANY, 0), EVS_OK);
+    evs_uuid id;
+    evs_uuid_v7(&id);
+    e.event_id = &id;
     CHECK_RC(evs_append(s, "del-1", EVS_EXPECT_NO_STREAM, &e, 1, &r, NULL), EVS_OK);
     CHECK_INT(r.first_stream_position, 5);
+    /* a retry of that re-creating append is idempotent, not a conflict */
+    CHECK_RC(evs_append(s, "del-1", EVS_EXPECT_NO_STREAM, &e, 1, &r, NULL), EVS_OK);
+    CHECK_INT(r.idempotent, 1);
+    CHECK_INT(r.first_stream_position, 5);
+    e.event_id = NULL;
     CHECK_INT(read_spos(s, "del-1", p, 16, &rc), 1);
     CHECK_INT(p[0], 5);
     CHECK_RC(evs_stream_get_info(s, "del-1", &info), EVS_OK);
