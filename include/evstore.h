@@ -64,7 +64,8 @@ extern "C" {
     X(EINDEX, -30014, "index error")                                                      \
     X(ECLOSED, -30015, "store is closed or read-only")                                   \
     X(ELOST, -30016, "events lost: a repair removed them from a damaged log")                \
-    X(ECONDITION, -30017, "append condition failed: a matching event exists")
+    X(ECONDITION, -30017, "append condition failed: a matching event exists")            \
+    X(EDELETED, -30018, "stream is deleted for good (hard delete)")
 
 typedef enum evs_status {
 #define EVS__ENUM(name, value, msg) EVS_##name = value,
@@ -431,6 +432,65 @@ int evs_stream_get_info(evs_store *s, const char *stream, evs_stream_info *out);
  */
 int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_stream_info *out,
                      size_t max, size_t *count);
+
+/* ------------------------------------------------- stream metadata, delete */
+
+/*
+ * Stream metadata (src/store/meta.c).  A stream's metadata is a JSON object
+ * stored as an event of type "$metadata" in the stream "$$<stream>"; the
+ * last such event is in force.  Known keys (each optional, null = unset):
+ *   max_age          seconds: events recorded longer ago are not read
+ *   max_count        the stream shows only its last max_count events
+ *   truncate_before  stream position: earlier events are not read
+ * Other keys are kept as given; keys starting with '$' are reserved.
+ * Every reader (stream reads, $all reads, and through them subscriptions
+ * and consumers) skips events the metadata hides; positions never change
+ * and readers' positions still advance past skipped events.  Space is not
+ * reclaimed: hidden events stay in the log.
+ */
+typedef struct evs_stream_metadata {
+    int64_t max_age;              /* seconds, -1: none */
+    int64_t max_count;            /* -1: none */
+    uint64_t truncate_before;     /* 0: none */
+    int tombstone;                /* hard-deleted */
+} evs_stream_metadata;
+
+/*
+ * Replace a stream's metadata with the JSON object json (len bytes) if the
+ * metadata version (the number of metadata writes so far, 0: none) matches
+ * expected (EVS_EXPECT_ANY/NO_STREAM/EXISTS or a version).  EVS_EJSON or
+ * EVS_EINVAL naming the key for bad input, EVS_ECONFLICT, EVS_EDELETED for a
+ * hard-deleted stream; nothing is stored on error.  *version_out (may be
+ * NULL) receives the new metadata version.  The stream need not exist.
+ */
+int evs_stream_set_metadata(evs_store *s, const char *stream, int64_t expected, const char *json, size_t len,
+                            uint64_t *version_out);
+
+/*
+ * A stream's metadata as stored ("{}" and version 0 when none was set) and
+ * parsed.  EVS_ENOTFOUND when neither the stream nor metadata exist.
+ * Ownership: *json_out (NUL-terminated, may be NULL to skip) is the
+ * caller's; free() it.  version_out and parsed may be NULL.
+ */
+int evs_stream_get_metadata(evs_store *s, const char *stream, char **json_out, size_t *len_out,
+                            uint64_t *version_out, evs_stream_metadata *parsed);
+
+/*
+ * Delete a stream whose version matches expected (as evs_append).
+ * Soft (hard = 0): metadata truncate_before becomes version + 1, so the
+ * stream reads as not found; appending re-creates it and positions
+ * continue (expected no-stream is accepted for a soft-deleted stream).
+ * Hard (hard = 1): a tombstone; appends and metadata writes fail with
+ * EVS_EDELETED for ever.  EVS_ENOTFOUND for an unknown or already deleted
+ * stream.  Nothing is removed from the log.
+ */
+int evs_stream_delete(evs_store *s, const char *stream, int64_t expected, int hard);
+
+/*
+ * Would readers show ev now, given its stream's metadata?  1 or 0.  The one
+ * check every reader uses (evs_reader_next applies it itself).
+ */
+int evs_event_visible(evs_store *s, const evs_event *ev);
 
 #define EVS_SYNC_BUCKETS 12
 #define EVS_SYNC_BOUNDS_US {100, 250, 500, 1000, 2500, 5000, 10000, 25000, 50000, 100000, 250000, 1000000}

@@ -148,6 +148,7 @@ int evs__cli_append(int argc, char **argv);
 int evs__cli_read(int argc, char **argv);
 int evs__cli_tail(int argc, char **argv);
 int evs__cli_streams(int argc, char **argv);
+int evs__cli_stream(int argc, char **argv); /* cli_stream.c */
 int evs__cli_info(int argc, char **argv);
 int evs__cli_check(int argc, char **argv);
 /* `evstore serve` (cli_serve.c): read the settings, run the server until SIGINT or SIGTERM. */

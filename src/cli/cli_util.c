@@ -157,6 +157,7 @@ int evs__cli_exit_code(int status) {
         return EVS_CLI_NOTFOUND;
     case EVS_ECONFLICT:
     case EVS_ECONDITION:
+    case EVS_EDELETED:
         return EVS_CLI_CONFLICT;
     case EVS_EINVAL:
     case EVS_EJSON:

@@ -28,6 +28,7 @@ static const evs_cli_command evs_cli_commands[] = {
     {"read", evs__cli_read, "read a stream or the whole log ('$all') as JSON lines"},
     {"tail", evs__cli_tail, "print the log's events and follow new ones"},
     {"streams", evs__cli_streams, "list streams"},
+    {"stream", evs__cli_stream, "a stream's metadata (meta get|set) and delete (soft or --hard)"},
     {"info", evs__cli_info, "store statistics, or one stream's info"},
     {"check", evs__cli_check, "verify the log and the index"},
     {"repair", evs__cli_repair, "remove damaged records, naming every event dropped"},

@@ -21,6 +21,7 @@ enum evs_route {
     EVS_R_COMMANDS, EVS_R_QUERIES, EVS_R_AGGREGATES, EVS_R_SAGAS,
     EVS_R_UI,
     EVS_R_SCHEMAS,
+    EVS_R_STREAM_META,
     EVS_R_COUNT
 };
 

@@ -39,6 +39,7 @@ unsigned evs__http_status(int rc) {
     case EVS_ENOMEM: return EVS_HTTP_UNAVAILABLE;      /* the server cannot now; a retry may work */
     case EVS_ETIMEDOUT: return EVS_HTTP_GATEWAY_TIMEOUT;
     case EVS_ELOST: return EVS_HTTP_GONE;              /* removed by a repair of a damaged log */
+    case EVS_EDELETED: return EVS_HTTP_GONE;           /* a hard-deleted stream: never again */
     case EVS_ECORRUPT:
     case EVS_EFORMAT:
     case EVS_EINDEX: return EVS_HTTP_INTERNAL;         /* stored data is wrong: retrying will not help */

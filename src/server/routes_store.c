@@ -33,7 +33,7 @@
 /* --------------------------------------------------------------- append */
 
 /* Expected-Version header or ?expected=: any, no-stream, exists or a number. */
-static int parse_expected(const char *v, int64_t *out) {
+int evs__parse_expected(const char *v, int64_t *out) {
     if (strcmp(v, "any") == 0) *out = EVS_EXPECT_ANY;
     else if (strcmp(v, "no-stream") == 0) *out = EVS_EXPECT_NO_STREAM;
     else if (strcmp(v, "exists") == 0) *out = EVS_EXPECT_EXISTS;
@@ -101,13 +101,13 @@ enum MHD_Result evs__route_append(evs__req *rq) {
     int64_t expected = EVS_EXPECT_ANY, eq = 0;
     const char *hv = MHD_lookup_connection_value(rq->c, MHD_HEADER_KIND, "Expected-Version");
     const char *qv = evs__query(rq, "expected");
-    if (hv && parse_expected(hv, &expected)) {
+    if (hv && evs__parse_expected(hv, &expected)) {
         mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                 "Expected-Version \"%.40s\" is not any, no-stream, exists or a version "
                                 "number (0..%lld)", hv, (long long)INT64_MAX);
         goto cleanup;
     }
-    if (qv && parse_expected(qv, hv ? &eq : &expected)) {
+    if (qv && evs__parse_expected(qv, hv ? &eq : &expected)) {
         mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                 "parameter expected=%.40s is not any, no-stream, exists or a version "
                                 "number (0..%lld)", qv, (long long)INT64_MAX);

@@ -15,5 +15,12 @@ enum MHD_Result evs__route_list_streams(evs__req *rq);  /* GET /streams?prefix=&
 enum MHD_Result evs__route_all(evs__req *rq);           /* GET /all with filters */
 enum MHD_Result evs__route_info(evs__req *rq);          /* GET /info */
 enum MHD_Result evs__route_health(evs__req *rq);        /* GET /health */
+/* An expected version as text: any, no-stream, exists or a number.  0, or -1 when it is none of them. */
+int evs__parse_expected(const char *v, int64_t *out);
+
+/* Stream metadata and delete (routes_stream_meta.c) */
+enum MHD_Result evs__route_stream_meta_get(evs__req *rq); /* GET /streams/S/metadata */
+enum MHD_Result evs__route_stream_meta_put(evs__req *rq); /* PUT /streams/S/metadata?expected= (body: object) */
+enum MHD_Result evs__route_stream_delete(evs__req *rq);   /* DELETE /streams/S?hard=&expected= */
 
 #endif

@@ -261,17 +261,22 @@ static int load_gpos(evs_reader *r, uint64_t g) {
 /* ------------------------------------------------------------ streams */
 
 static int read_stream_locked(evs_store *s, const char *stream, uint64_t from, int direction, size_t limit,
-                              evs_reader **out) {
+                              evs_reader **out, int any) {
     size_t slen;
     int rc;
     if (!out) return evs__err(EVS_EINVAL, "read: out is NULL");
     *out = NULL;
-    if ((rc = evs__check_stream_name(s, stream, &slen))) return rc;
+    if (any) slen = strlen(stream);
+    else if ((rc = evs__check_stream_name(s, stream, &slen))) return rc;
     evs_reader *r;
     if ((rc = reader_new(s, RD_STREAM, direction, limit, &r))) return rc;
     evs_ix_stream st;
     rc = evs__index_stream_get(&s->ix, r->txn, stream, slen, &st);
     if (rc == EVS_ENOTFOUND) rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found", stream);
+    /* deleted streams read as absent (meta.c) */
+    int dstate = rc || any ? 0 : evs__meta_state(s, stream, slen, st.version);
+    if (dstate) rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found (%s)", stream,
+                              dstate == 2 ? "hard-deleted" : "deleted");
     if (!rc && (rc = mdb_cursor_open(r->txn, s->ix.stream_ev, &r->cur))) rc = evs__index_err(rc, "open cursor");
     if (rc) {
         reader_free(r);
@@ -279,7 +284,8 @@ static int read_stream_locked(evs_store *s, const char *stream, uint64_t from, i
     }
     r->sid = st.id;
     r->version = st.version;
-    if (direction == EVS_FORWARD) r->next_spos = from ? from : 1;
+    /* skip what the metadata hides at once rather than event by event */
+    if (direction == EVS_FORWARD) r->next_spos = evs__meta_first_visible(s, stream, slen, st.version, from ? from : 1);
     else r->next_spos = from > st.version ? st.version : from;
     r->position = r->next_spos;
     *out = r;
@@ -289,7 +295,15 @@ static int read_stream_locked(evs_store *s, const char *stream, uint64_t from, i
 int evs_read_stream(evs_store *s, const char *stream, uint64_t from, int direction, size_t limit, evs_reader **out) {
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "read: the store is not open");
     evs__index_rlock(&s->ix);
-    int rc = read_stream_locked(s, stream, from, direction, limit, out);
+    int rc = read_stream_locked(s, stream, from, direction, limit, out, 0);
+    evs__index_runlock(&s->ix);
+    return rc;
+}
+
+int evs__read_stream_any(evs_store *s, const char *stream, uint64_t from, int direction, size_t limit,
+                         evs_reader **out) {
+    evs__index_rlock(&s->ix);
+    int rc = read_stream_locked(s, stream, from, direction, limit, out, 1);
     evs__index_runlock(&s->ix);
     return rc;
 }
@@ -722,7 +736,13 @@ int evs_reader_next(evs_reader *r, const evs_event **ev) {
     if (r->limit && r->returned >= r->limit) return EVS_DONE;
     evs__index_rlock(&r->s->ix);
     int rc = reader_renew(r);
-    if (!rc) rc = r->kind == RD_STREAM ? next_stream(r, ev) : next_all(r, ev);
+    /* what stream metadata hides is passed over like a filtered-out event:
+       the reader's position still moves past it */
+    while (!rc) {
+        rc = r->kind == RD_STREAM ? next_stream(r, ev) : next_all(r, ev);
+        if (rc || evs_event_visible(r->s, *ev)) break;
+        *ev = NULL;
+    }
     evs__index_runlock(&r->s->ix);
     if (rc == EVS_OK) r->returned++;
     return rc;
@@ -761,7 +781,9 @@ int evs_stream_get_info(evs_store *s, const char *stream, evs_stream_info *out) 
     if ((rc = evs__index_rbegin(&s->ix, &txn))) return rc;
     evs_ix_stream st;
     rc = evs__index_stream_get(&s->ix, txn, stream, slen, &st);
-    if (rc == EVS_OK) fill_info(out, stream, slen, &st);
+    if (rc == EVS_OK && evs__meta_state(s, stream, slen, st.version))
+        rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found (deleted)", stream);
+    else if (rc == EVS_OK) fill_info(out, stream, slen, &st);
     else if (rc == EVS_ENOTFOUND) rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found", stream);
     evs__index_rend(&s->ix, txn);
     return rc;
@@ -795,8 +817,11 @@ int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_st
         if (!skip) {
             evs_ix_stream st;
             if ((err = evs__index_stream_decode(&v, &st))) break;
-            fill_info(&out[*count], k.mv_data, k.mv_size, &st);
-            (*count)++;
+            /* deleted streams are not listed: they read as not found */
+            if (!evs__meta_state(s, k.mv_data, k.mv_size, st.version)) {
+                fill_info(&out[*count], k.mv_data, k.mv_size, &st);
+                (*count)++;
+            }
         }
         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
     }

@@ -66,6 +66,8 @@ struct evs_append_req {
     size_t len;
     uint32_t count;
     const evs_uuid *ids;
+    const evs__meta_write *mw;  /* a metadata write (meta.c) for mw->target, else NULL */
+    uint64_t target_version;    /* with mw: that stream's version when written */
     evs_lsn at;               /* where its frame went in the log */
     int rc;
     int ids_given;            /* some event ids came from the caller (idempotency lookups needed) */
@@ -317,7 +319,7 @@ static int prepare(evs_store *s, const char *stream, size_t slen, const evs_even
         }
         if (!c->occurred_at) c->occurred_at = now;
         if (!c->event_version) c->event_version = 1;
-        if (s->validator &&
+        if (s->validator && stream[0] != '$' &&
             (rc = s->validator(s->validator_ctx, stream, slen, p->stypes[i], p->stype_lens[i], c, i)))
             return rc;
     }
@@ -509,6 +511,9 @@ static int check_ids(evs_store *s, MDB_txn *txn, evs_append_req *batch, evs_appe
     /* all stored, consecutive, same stream: is it the append the caller expects? */
     int ok = r->expected == EVS_EXPECT_ANY || r->expected == EVS_EXPECT_EXISTS ||
              (r->expected >= 0 && (uint64_t)r->expected + 1 == sp0);
+    /* "no stream" that re-created a soft-deleted stream started at its truncate_before (meta.c) */
+    if (!ok && r->expected == EVS_EXPECT_NO_STREAM && sp0 > 1)
+        ok = sp0 == evs__meta_truncate_before(s, r->stream, r->stream_len);
     if (!ok) return conflict(r, st->version);
     /* ...and the same events, not new ones under old ids? */
     MDB_cursor *cur = NULL;
@@ -635,6 +640,7 @@ retry:
     if (now < s->last_recorded) now = s->last_recorded;
     uint64_t next = evs__log_next_gpos(s->log), batch_first = next;
     size_t wrote = 0, events = 0, bytes = 0;
+    int tombs = 0;    /* a tombstone was written earlier in this batch */
     int buffered = 0; /* a frame of this batch is in the log's buffer */
     for (evs_append_req *r = batch; r; r = r->next) {
         if (r->sync_only) continue;
@@ -654,7 +660,51 @@ retry:
         }
         if (idem) continue;
         uint64_t v = st.version;
-        if ((r->expected == EVS_EXPECT_EXISTS && v == 0) || (r->expected >= 0 && (uint64_t)r->expected != v)) {
+        /* Deleted streams (meta.c).  A tombstone is for ever: refuse appends
+           to the stream and metadata writes over it, also when the tombstone
+           is in this very batch, ahead of the request. */
+        const char *target = r->mw ? r->mw->target : r->stream;
+        size_t target_len = r->mw ? r->mw->target_len : r->stream_len;
+        uint64_t tv = v;
+        if (r->mw) {
+            evs_ix_stream ts;
+            int trc = evs__index_stream_get(&s->ix, txn, target, target_len, &ts);
+            if (trc && trc != EVS_ENOTFOUND) {
+                rc = trc;
+                goto fatal;
+            }
+            tv = trc ? 0 : ts.version;
+            r->target_version = tv;
+        }
+        int dstate = evs__meta_state(s, target, target_len, tv);
+        if (dstate != 2 && tombs) {
+            for (evs_append_req *q = batch; q != r; q = q->next)
+                if (q->rc == EVS_OK && q->mw && q->mw->m.tombstone && q->mw->target_len == target_len &&
+                    !memcmp(q->mw->target, target, target_len))
+                    dstate = 2;
+        }
+        if (dstate != 2 && r->mw && r->mw->has_target_expected) {
+            int64_t te = r->mw->target_expected;
+            int te_ok = te == EVS_EXPECT_ANY || (te == EVS_EXPECT_EXISTS && tv > 0) ||
+                        (te == EVS_EXPECT_NO_STREAM && dstate == 1) || (te >= 0 && (uint64_t)te == tv);
+            if (!te_ok) {
+                r->res.actual_version = tv;
+                req_fail(r, evs__err(EVS_ECONFLICT, "Concurrency conflict: stream \"%.*s\": expected version %lld, "
+                                     "actual version %llu", (int)target_len, target, (long long)te,
+                                     (unsigned long long)tv));
+                continue;
+            }
+        }
+        if (dstate == 2) {
+            req_fail(r, evs__err(EVS_EDELETED, "stream \"%.*s\" is hard-deleted (tombstone): it can never be "
+                                 "written again", (int)target_len, target));
+            continue;
+        }
+        /* a soft-deleted stream reads as absent: "no stream" holds, and
+           the new events continue its positions */
+        int no_stream_ok = r->expected == EVS_EXPECT_NO_STREAM && !r->mw && dstate == 1;
+        if (!no_stream_ok &&
+            ((r->expected == EVS_EXPECT_EXISTS && v == 0) || (r->expected >= 0 && (uint64_t)r->expected != v))) {
             req_fail(r, conflict(r, v));
             continue;
         }
@@ -684,6 +734,7 @@ retry:
         r->res.first_global_position = next;
         r->res.last_global_position = next + r->count - 1;
         r->res.recorded_at = now;
+        if (r->mw && r->mw->m.tombstone) tombs = 1;
         next += r->count;
         wrote++;
         events += r->count;
@@ -716,6 +767,12 @@ retry:
         if (rc) set_failed(s, rc);
     }
     s->last_recorded = now;
+    /* readers must see the new metadata and versions with the events */
+    if (!rc)
+        for (evs_append_req *r = batch; r; r = r->next)
+            if (!r->sync_only && r->rc == EVS_OK && !r->res.idempotent)
+                evs__meta_committed(s, r->stream, r->stream_len, r->res.last_stream_position, r->mw,
+                                    r->target_version);
     atomic_store(&s->pub_end, evs__log_end(s->log));
     atomic_store(&s->head, next - 1);
     atomic_fetch_add(&s->st_appends, wrote);
@@ -942,7 +999,8 @@ static void quiesce(evs_store *s) {
 }
 
 static int append_impl(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
-                       const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids) {
+                       const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids,
+                       const evs__meta_write *mw) {
     int rc;
     size_t slen, total;
     prepared p;
@@ -955,7 +1013,13 @@ static int append_impl(evs_store *s, const char *stream, int64_t expected, const
     if (s->readonly) return evs__err(EVS_ECLOSED, "append: the store is open read-only");
     if (!res) return evs__err(EVS_EINVAL, "append: result pointer is NULL");
     memset(res, 0, sizeof *res);
-    if ((rc = evs__check_stream_name(s, stream, &slen))) return rc;
+    if (mw) {
+        /* the reserved "$$<stream>" metadata stream: only meta.c writes it */
+        slen = strlen(stream);
+        if ((rc = name_ok("metadata stream name", stream, slen, EVS_MAX_STREAM_NAME))) return rc;
+    } else if ((rc = evs__check_stream_name(s, stream, &slen))) {
+        return rc;
+    }
     if (expected < EVS_EXPECT_EXISTS)
         return evs__err(EVS_EINVAL, "expected version %lld is invalid (any, no-stream, exists or a version >= 0)",
                         (long long)expected);
@@ -978,6 +1042,7 @@ static int append_impl(evs_store *s, const char *stream, int64_t expected, const
     r.count = (uint32_t)n;
     r.ids = p.ids;
     r.ids_given = p.ids_given;
+    r.mw = mw;
     pthread_mutex_lock(&s->mu);
     if (s->closing) {
         pthread_mutex_unlock(&s->mu);
@@ -1005,12 +1070,22 @@ out:
 
 int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events, size_t n,
                evs_append_result *res, evs_uuid *generated_ids) {
-    return append_impl(s, stream, expected, NULL, events, n, res, generated_ids);
+    return append_impl(s, stream, expected, NULL, events, n, res, generated_ids, NULL);
 }
 
 int evs_append_if(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
                   const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids) {
-    return append_impl(s, stream, expected, cond, events, n, res, generated_ids);
+    return append_impl(s, stream, expected, cond, events, n, res, generated_ids, NULL);
+}
+
+int evs__append_meta(evs_store *s, const char *meta_stream, int64_t expected, const evs__meta_write *mw,
+                     evs_append_result *res) {
+    evs_event_in ev;
+    memset(&ev, 0, sizeof ev);
+    ev.event_type = EVS_META_EVENT_TYPE;
+    ev.data = mw->json;
+    ev.data_len = mw->json_len;
+    return append_impl(s, meta_stream, expected, NULL, &ev, 1, res, NULL, mw);
 }
 
 /* ------------------------------------------------------- open and close */
@@ -1206,6 +1281,7 @@ int evs__store_teardown(evs_store *s, int clean) {
     if (s->lock_fd >= 0) close(s->lock_fd);
     s->lock_fd = -1;
     pthread_mutex_destroy(&s->mu);
+    evs__meta_free(s);
     pthread_cond_destroy(&s->syncer_cv);
     pthread_cond_destroy(&s->idle_cv);
     pthread_cond_destroy(&s->head_cv);
@@ -1244,6 +1320,7 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     s->closing = 0;
     atomic_store(&s->failed, 0);
     pthread_mutex_init(&s->mu, NULL);
+    pthread_rwlock_init(&s->meta_lock, NULL);
     pthread_cond_init(&s->syncer_cv, NULL);
     pthread_cond_init(&s->idle_cv, NULL);
     pthread_cond_init(&s->head_cv, NULL);
@@ -1349,6 +1426,7 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     }
     atomic_store(&s->head, evs__log_next_gpos(s->log) - 1);
     atomic_store(&s->pub_end, evs__log_end(s->log));
+    if ((rc = evs__meta_load(s))) goto fail;
     s->last_sync_ns = evs__mono_ns();
     if (!s->readonly && s->durability == EVS_DURABILITY_BATCH) {
         if (pthread_create(&s->syncer, NULL, syncer_main, s) != 0) {

@@ -73,6 +73,17 @@ struct evs_store {
                      const evs_event_in *ev, size_t index);
     void *validator_ctx;
 
+    /* stream metadata cache (meta.c): one entry per stream that has
+       metadata, loaded at open, changed by the writer after each commit */
+    pthread_rwlock_t meta_lock;
+    struct evs__meta_entry *meta;
+    size_t nmeta, capmeta;
+    uint32_t *slots;              /* hash index over meta (meta.c) */
+    size_t nslots;
+    _Atomic size_t meta_count;    /* nmeta, read without the lock: 0 = nothing to hide */
+    int64_t (*t_clock)(void *ctx);/* test hook: the "now" of max_age (NULL: wall clock) */
+    void *t_clock_ctx;
+
     /* stats */
     _Atomic uint64_t st_appends, st_events, st_bytes, st_syncs, st_batches;
     _Atomic uint64_t st_sync_hist[EVS_SYNC_BUCKETS + 1], st_sync_ns;
@@ -92,6 +103,42 @@ void evs__store_index_state(evs_store *s, int *untrusted, int *clean);
 
 /* A conditional append's condition as given: EVS_OK, or what is wrong with it (condition.c). */
 int evs__condition_validate(const evs_append_condition *c);
+
+/* ---- stream metadata (meta.c) */
+
+#define EVS_META_PREFIX "$$"
+#define EVS_META_EVENT_TYPE "$metadata"
+
+/* A metadata write in flight: the parsed object and its stream. */
+typedef struct evs__meta_write {
+    const char *target;           /* the stream it is about */
+    size_t target_len;
+    const char *json;             /* exactly the stored bytes */
+    size_t json_len;
+    evs_stream_metadata m;
+    int has_target_expected;      /* a delete: the stream's own version must match */
+    int64_t target_expected;
+} evs__meta_write;
+
+/* Load the cache from the "$$" streams (at open). */
+int evs__meta_load(evs_store *s);
+void evs__meta_free(evs_store *s);
+/* A stream at version v: 0 live, 1 soft-deleted (truncate_before > v), 2 tombstone. */
+int evs__meta_state(evs_store *s, const char *stream, size_t len, uint64_t version);
+/* A stream's truncate_before (0: none). */
+uint64_t evs__meta_truncate_before(evs_store *s, const char *stream, size_t len);
+/* The writer, after a commit: stream is now at version; mw its metadata write or NULL
+   (then target_version is the version of the stream it is about). */
+void evs__meta_committed(evs_store *s, const char *stream, size_t len, uint64_t version, const evs__meta_write *mw,
+                         uint64_t target_version);
+/* Append mw as the "$metadata" event of meta_stream (store.c). */
+int evs__append_meta(evs_store *s, const char *meta_stream, int64_t expected, const evs__meta_write *mw,
+                     evs_append_result *res);
+/* Open a stream reader on any stream, reserved names included (read.c). */
+int evs__read_stream_any(evs_store *s, const char *stream, uint64_t from, int direction, size_t limit,
+                         evs_reader **out);
+/* The first stream position a stream read from `from` forward may show (meta.c). */
+uint64_t evs__meta_first_visible(evs_store *s, const char *stream, size_t len, uint64_t version, uint64_t from);
 
 /* Validate a stream name; message names the problem. */
 int evs__check_stream_name(const evs_store *s, const char *stream, size_t *len_out);

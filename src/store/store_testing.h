@@ -30,4 +30,10 @@ void evs__store_abandon(evs_store *s);
  */
 int evs__store_set_index_faults(evs_store *s, int no_reserve, int fail_commits);
 
+/*
+ * The clock max_age compares recorded_at with (meta.c): now(ctx) in ns since
+ * the epoch, NULL for the wall clock.  Call while no reader is open.
+ */
+int evs__store_set_clock(evs_store *s, int64_t (*now)(void *ctx), void *ctx);
+
 #endif
