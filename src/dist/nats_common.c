@@ -91,6 +91,13 @@ fail:
     return rc;
 }
 
+int evs__nats_config_check(const evs_nats_config *cfg) {
+    evs__nats_settings st;
+    int rc = evs__nats_settings_init(cfg, &st);
+    if (rc == EVS_OK) evs__nats_settings_free(&st);
+    return rc;
+}
+
 int evs__nats_fail(natsStatus s, jsErrCode jerr, const char *what) {
     natsStatus last_s = NATS_OK;
     const char *last = nats_GetLastError(&last_s);

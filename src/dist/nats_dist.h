@@ -67,6 +67,9 @@ typedef struct evs_nats_config {
     FILE *log;                  /* failures and recoveries, one line each; NULL: none */
 } evs_nats_config;
 
+/* Check cfg's settings without connecting: EVS_OK or EVS_EINVAL naming the bad one. */
+int evs__nats_config_check(const evs_nats_config *cfg);
+
 /* ------------------------------------------------------------------ relay */
 
 typedef struct evs_nats_relay evs_nats_relay;

@@ -12,6 +12,7 @@
  * was lost is not sent again, and one that did not is.
  */
 #include <pthread.h>
+#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,11 +51,16 @@ static void on_pub_error(jsCtx *js, jsPubAckErr *pae, void *closure) {
     pthread_mutex_unlock(&r->mu);
 }
 
-static void relay_log(evs_nats_relay *r, const char *fmt, const char *arg) {
+static void relay_log(evs_nats_relay *r, const char *fmt, ...) EVS_PRINTF(2, 3);
+static void relay_log(evs_nats_relay *r, const char *fmt, ...) {
     if (!r->st.log) return;
-    fprintf(r->st.log, "evstore: nats relay: ");
-    fprintf(r->st.log, fmt, arg);
-    fputc('\n', r->st.log);
+    va_list ap;
+    va_start(ap, fmt);
+    char line[700];
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    /* one write per line: the server's other threads log too */
+    fprintf(r->st.log, "evstore: %s\n", line);
     fflush(r->st.log);
 }
 
@@ -339,7 +345,7 @@ int evs__nats_relay_run(evs_nats_relay *r, int follow, volatile sig_atomic_t *st
             rc = read_checkpoint(r, &pos);
             if (rc == EVS_EINVAL) return rc;
             if (rc == EVS_OK) {
-                if (pos != r->pos) relay_log(r, "resuming after the stream's last sequence %s", "");
+                relay_log(r, "NATS relay: resuming after the stream's last sequence, %llu", (unsigned long long)pos);
                 r->pos = pos;
                 atomic_store(&r->published, pos);
                 r->need_checkpoint = 0;
@@ -355,7 +361,7 @@ int evs__nats_relay_run(evs_nats_relay *r, int follow, volatile sig_atomic_t *st
             }
             rc = publish_round(r);
             if (rc == EVS_OK) {
-                if (failures) relay_log(r, "publishing again%s", "");
+                if (failures) relay_log(r, "NATS relay: publishing again (global position %llu acknowledged)", (unsigned long long)r->pos);
                 failures = 0;
                 continue;
             }
@@ -363,7 +369,7 @@ int evs__nats_relay_run(evs_nats_relay *r, int follow, volatile sig_atomic_t *st
         }
         atomic_fetch_add(&r->errors, 1);
         failures++;
-        relay_log(r, "%s (retrying from the stream's last sequence)", evs_errmsg());
+        relay_log(r, "%s (retrying in %u ms from the stream's last sequence)", evs_errmsg(), retry_ms);
         if (!follow && failures > attempts) return rc;
         r->need_checkpoint = 1;
         pause_ms(retry_ms, stop);
