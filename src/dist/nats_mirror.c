@@ -34,6 +34,31 @@ static int check_same(evs_store *s, uint64_t gp, const char *id) {
     return EVS_OK;
 }
 
+/*
+ * Before mirroring into a store that is not empty: its head must not be
+ * past the stream's end, and the event at min(head, last) must be the
+ * stream's message there (positions before it then match as well: both
+ * sides are gapless and this one was appended in order).
+ */
+static int check_start(jsCtx *js, evs_store *s, const char *stream, uint64_t head, uint64_t last) {
+    if (head > last)
+        return evs__err(EVS_ECONFLICT, "NATS mirror: the store's head is %llu but stream %s ends at sequence %llu: "
+                                       "the store is not a mirror of this stream",
+                        (unsigned long long)head, stream, (unsigned long long)last);
+    natsMsg *m = NULL;
+    jsErrCode jerr = 0;
+    natsStatus ns = js_GetMsg(&m, js, stream, head, NULL, &jerr);
+    if (ns != NATS_OK) return evs__nats_fail(ns, jerr, "NATS mirror: cannot read the stream's message at the store's head");
+    char id[64];
+    size_t n = 0;
+    int rc = evs__nats_hdr_get(m, "Evs-Event-Id", id, sizeof id, &n);
+    if (rc == EVS_ENOTFOUND) rc = evs__err(EVS_EINVAL, "NATS mirror: stream %s, sequence %llu: no Evs-Event-Id header",
+                                           stream, (unsigned long long)head);
+    if (rc == EVS_OK) rc = check_same(s, head, id);
+    natsMsg_Destroy(m);
+    return rc;
+}
+
 /* Parse a UUID header into *out.  EVS_EINVAL naming the header. */
 static int hdr_uuid(natsMsg *m, const char *key, evs_uuid *out, int required, int *present) {
     char buf[64];
@@ -195,7 +220,9 @@ int evs__nats_mirror(evs_store *s, const evs_nats_config *cfg, int follow, volat
                       st.stream, (unsigned long long)first, (unsigned long long)(first - 1));
         goto cleanup;
     }
-    if (!follow && head >= last) goto cleanup; /* nothing to do (the redelivery check covers the rest) */
+    /* A store that holds events must hold the stream's, up to where both reach. */
+    if (head > 0 && (rc = check_start(js, s, st.stream, head, last))) goto cleanup;
+    if (!follow && head >= last) goto cleanup;
     jsSubOptions so;
     jsSubOptions_Init(&so);
     so.Stream = st.stream;
