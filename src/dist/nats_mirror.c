@@ -13,6 +13,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "core/core.h"
 #include "core/json.h"
@@ -184,6 +185,15 @@ static int mirror_one(evs_store *s, natsMsg *m, mirror_buf *b, uint64_t *appende
     return EVS_OK;
 }
 
+#define MIRROR_ATTEMPTS 30u
+
+static void pause_1s(volatile sig_atomic_t *stop) {
+    for (int i = 0; i < 20 && !(stop && *stop); i++) {
+        struct timespec ts = {0, 50 * 1000000};
+        nanosleep(&ts, NULL);
+    }
+}
+
 int evs__nats_mirror(evs_store *s, const evs_nats_config *cfg, int follow, volatile sig_atomic_t *stop,
                      uint64_t *appended) {
     evs__nats_settings st;
@@ -223,30 +233,49 @@ int evs__nats_mirror(evs_store *s, const evs_nats_config *cfg, int follow, volat
     /* A store that holds events must hold the stream's, up to where both reach. */
     if (head > 0 && (rc = check_start(js, s, st.stream, head, last))) goto cleanup;
     if (!follow && head >= last) goto cleanup;
-    jsSubOptions so;
-    jsSubOptions_Init(&so);
-    so.Stream = st.stream;
-    so.Ordered = true;
-    so.Config.DeliverPolicy = js_DeliverByStartSequence;
-    so.Config.OptStartSeq = head + 1;
-    jsErrCode jerr = 0;
-    natsStatus ns = js_SubscribeSync(&sub, js, subj, NULL, &so, &jerr);
-    if (ns != NATS_OK) {
-        rc = evs__nats_fail(ns, jerr, "NATS mirror: cannot subscribe to the stream");
-        goto cleanup;
-    }
+    /* A consumer cannot be made, or the subscription breaks, while the
+       cluster elects leaders after a node's death: subscribe again from
+       the head, a second apart, up to MIRROR_ATTEMPTS times in a row. */
+    unsigned failures = 0;
+    natsStatus ns = NATS_OK;
     while (!(stop && *stop)) {
         if (!follow && evs_head(s) >= last) break;
+        if (!sub) {
+            jsSubOptions so;
+            jsSubOptions_Init(&so);
+            so.Stream = st.stream;
+            so.Ordered = true;
+            so.Config.DeliverPolicy = js_DeliverByStartSequence;
+            so.Config.OptStartSeq = evs_head(s) + 1;
+            jsErrCode jerr = 0;
+            ns = js_SubscribeSync(&sub, js, subj, NULL, &so, &jerr);
+            if (ns != NATS_OK) {
+                sub = NULL;
+                rc = evs__nats_fail(ns, jerr, "NATS mirror: cannot subscribe to the stream");
+                if (++failures > MIRROR_ATTEMPTS) goto cleanup;
+                if (st.log) fprintf(st.log, "evstore: %s (retrying in 1 s)\n", evs_errmsg());
+                pause_1s(stop);
+                rc = EVS_OK;
+                continue;
+            }
+        }
         ns = natsSubscription_NextMsg(&m, sub, 500);
         if (ns == NATS_TIMEOUT) continue;
         if (ns != NATS_OK) {
             rc = evs__nats_fail(ns, 0, "NATS mirror: reading the stream");
-            goto cleanup;
+            natsSubscription_Destroy(sub);
+            sub = NULL;
+            if (++failures > MIRROR_ATTEMPTS) goto cleanup;
+            if (st.log) fprintf(st.log, "evstore: %s (subscribing again in 1 s)\n", evs_errmsg());
+            pause_1s(stop);
+            rc = EVS_OK;
+            continue;
         }
         rc = mirror_one(s, m, &b, appended);
         natsMsg_Destroy(m);
         m = NULL;
         if (rc) goto cleanup;
+        failures = 0;
     }
 cleanup:
     natsMsg_Destroy(m);
