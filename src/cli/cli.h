@@ -154,6 +154,8 @@ int evs__cli_check(int argc, char **argv);
 /* `evstore serve` (cli_serve.c): read the settings, run the server until SIGINT or SIGTERM. */
 int evs__cli_serve(int argc, char **argv);
 int evs__cli_repair(int argc, char **argv);
+/* `evstore nats publish|mirror|info` (cli_nats.c, over src/dist/). */
+int evs__cli_nats(int argc, char **argv);
 
 /*
  * The same commands against a running `evstore serve` (cli_remote.c), called

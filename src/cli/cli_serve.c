@@ -64,12 +64,19 @@ static const char serve_help[] =
     "  --query-cache N          cached query answers (default 256; 0: none)\n"
     "  --group-idle-ms N        an HTTP group consumer silent for its group's ack\n"
     "                           timeout plus N ms leaves (default 30000)\n"
+    "  --nats URLS              publish every event to a NATS JetStream stream as it is\n"
+    "                           stored (nats://HOST:PORT[,...]; see docs/distribution.md);\n"
+    "                           lag and state in /metrics (evstore_nats_*)\n"
+    "  --nats-stream NAME       the JetStream stream (default EVSTORE)\n"
+    "  --nats-subject-prefix P  subjects P.STREAM_TYPE.EVENT_TYPE (default evs)\n"
+    "  --nats-replicas N        replicas of the stream when the relay creates it (default 1)\n"
     "  --config FILE            settings from a JSON object with the same names\n"
     "                           (dir, listen, durability, batch_ms, threads, max_body,\n"
     "                           max_connections, timeout, max_ws_message, heartbeat_ms,\n"
     "                           access_log, app_dir, snapshot_every, snapshot_keep,\n"
     "                           command_retries, idempotency_window, query_timeout_ms,\n"
-    "                           query_cache, group_idle_ms, saga_workers); flags win\n"
+    "                           query_cache, group_idle_ms, saga_workers, nats,\n"
+    "                           nats_stream, nats_subject_prefix, nats_replicas); flags win\n"
     "                           over the file\n"
     "  -h, --help               show this help\n"
     "\n"
@@ -89,6 +96,8 @@ typedef struct serve_opts {
     const char *durability;
     const char *access_log;
     const char *app_dir;
+    const char *nats, *nats_stream, *nats_prefix;
+    uint64_t nats_replicas;
     uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms, saga_workers;
     uint64_t snap_every, snap_keep, retries, idem_s, query_ms, query_cache;
     const char *config;
@@ -102,7 +111,8 @@ typedef struct serve_opts {
  */
 enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
        OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_APPDIR, OPT_SNAPEVERY, OPT_SNAPKEEP, OPT_RETRIES, OPT_IDEM,
-       OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_SAGA_WORKERS, OPT_COUNT };
+       OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_SAGA_WORKERS, OPT_NATS, OPT_NATS_STREAM, OPT_NATS_PREFIX,
+       OPT_NATS_REPLICAS, OPT_COUNT };
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -131,6 +141,10 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--query-cache", NULL, "query_cache", 0, 1000000, offsetof(serve_opts, query_cache)},
     {"--group-idle-ms", NULL, "group_idle_ms", 0, EVS_SRV_MAX_GROUP_IDLE_MS, offsetof(serve_opts, group_idle_ms)},
     {"--saga-workers", NULL, "saga_workers", 1, EVS_SRV_MAX_SAGA_WORKERS, offsetof(serve_opts, saga_workers)},
+    {"--nats", NULL, "nats", 0, 0, offsetof(serve_opts, nats)},
+    {"--nats-stream", NULL, "nats_stream", 0, 0, offsetof(serve_opts, nats_stream)},
+    {"--nats-subject-prefix", NULL, "nats_subject_prefix", 0, 0, offsetof(serve_opts, nats_prefix)},
+    {"--nats-replicas", NULL, "nats_replicas", 1, 5, offsetof(serve_opts, nats_replicas)},
 };
 
 /*
@@ -303,6 +317,14 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.app.query_cache_entries = (uint32_t)o.query_cache;
     cfg.group_idle_ms = (unsigned)o.group_idle_ms;
     cfg.saga_workers = (unsigned)o.saga_workers;
+    if (!o.nats && (o.nats_stream || o.nats_prefix || o.nats_replicas)) {
+        code = evs__cli_usage("serve", "--nats-stream, --nats-subject-prefix and --nats-replicas need --nats URLS");
+        goto cleanup;
+    }
+    cfg.nats.urls = o.nats;
+    cfg.nats.stream = o.nats_stream;
+    cfg.nats.subject_prefix = o.nats_prefix;
+    cfg.nats.replicas = (unsigned)o.nats_replicas;
 
     char why[1024] = "";
     int rc = evs__serve(&cfg, why, sizeof why);

@@ -45,6 +45,7 @@ static const evs_cli_command evs_cli_commands[] = {
     {"aggregate", evs__cli_aggregate, "aggregates: list, describe, show state, snapshots, put a script"},
     {"schema", evs__cli_schema, "event schemas: register, check, list, show, deprecate, policies, upcasters"},
     {"saga", evs__cli_saga, "saga instances: list, show, pause, resume, retry, skip, compensate, abort"},
+    {"nats", evs__cli_nats, "NATS JetStream: publish the log to a stream, mirror a store from one, info"},
 };
 
 #define EVS_CLI_NCOMMANDS (sizeof evs_cli_commands / sizeof evs_cli_commands[0])

@@ -4,7 +4,8 @@
  * writes it: the store's figures, the request counters (counters.c), the
  * live subscribers, one series per durable consumer (consumers.c), the
  * application layer's commands, snapshots and queries (evs_app_get_stats),
- * and the saga engine's instances, steps and timers (evs_saga_get_*_stats).
+ * the saga engine's instances, steps and timers (evs_saga_get_*_stats),
+ * and the NATS JetStream relay's checkpoint and lag (nats_host.c).
  *
  * Store-side figures (appends, events, bytes, fsyncs, group-commit
  * batches) come from evs_store_get_stats at scrape time rather than being
@@ -23,6 +24,7 @@
 #include "evstore_schema.h"
 #include "server/consumers.h"
 #include "server/metrics.h"
+#include "server/nats_host.h"
 #include "server/sse.h"
 #include "server/ws.h"
 
@@ -278,6 +280,25 @@ static void app_families(evs_app *a, evs__sb *b) {
     sample(b, "evstore_query_timeouts_total", st.query_timeouts);
 }
 
+/* ------------------------------------------------------------------- nats */
+
+/* The relay (serve --nats): what JetStream acknowledged and how far behind the head it is. */
+static void nats_families(evs__srv *srv, evs__sb *b) {
+    evs__nats_host_stats st;
+    evs__nats_host_stats_get(srv, &st);
+    uint64_t lag = st.relay.head > st.relay.published ? st.relay.head - st.relay.published : 0;
+    family(b, "evstore_nats_up", "gauge", "1 while the NATS relay is connected and publishing.");
+    sample(b, "evstore_nats_up", (uint64_t)st.up);
+    family(b, "evstore_nats_published_position", "gauge",
+           "Last global position JetStream acknowledged (the relay's checkpoint).");
+    sample(b, "evstore_nats_published_position", st.relay.published);
+    family(b, "evstore_nats_lag_events", "gauge", "Events stored but not yet acknowledged by JetStream (head - published).");
+    sample(b, "evstore_nats_lag_events", lag);
+    family(b, "evstore_nats_errors_total", "counter",
+           "Failed relay rounds and connection attempts (each followed by a recovery).");
+    sample(b, "evstore_nats_errors_total", st.relay.errors);
+}
+
 /* ------------------------------------------------------------------ sagas */
 
 #define METRICS_MAX_SAGA_TYPES 256u   /* saga types listed (the engine has at most what is registered and indexed) */
@@ -529,6 +550,7 @@ enum MHD_Result evs__route_metrics(evs__req *rq) {
     if (srv->app) app_families(srv->app, &b);
     if (srv->sagas) saga_families(srv->sagas, &b);
     if (srv->schemas) schema_families(srv->schemas, &b);
+    if (srv->nats) nats_families(srv, &b);
 
     size_t len;
     char *p = evs__sb_take(&b, &len);

@@ -47,6 +47,7 @@
 #include "server/consumers.h"
 #include "server/http.h"
 #include "server/notifier.h"
+#include "server/nats_host.h"
 #include "server/saga_host.h"
 #include "server/server.h"
 #include "server/sse.h"
@@ -211,6 +212,10 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = rc;
         goto cleanup;
     }
+    if ((rc = evs__nats_host_start(srv, cfg, why, whycap))) { /* reads the store only */
+        ret = rc;
+        goto cleanup;
+    }
     if (evs__cmdpool_start(srv, srv->threads < EVS_CMDPOOL_MAX_THREADS ? srv->threads : EVS_CMDPOOL_MAX_THREADS,
                            evs__ws_kick)) {
         snprintf(why, whycap, "serve: cannot start the command threads");
@@ -287,6 +292,7 @@ cleanup:
     evs__cmdpool_stop(srv); /* before the hub goes: a runner that finishes kicks it */
     evs__ws_free(srv);
     evs__sse_free(srv);
+    evs__nats_host_stop(srv);      /* reads the store: before it closes */
     evs__sagas_stop(srv);          /* its workers send commands: before the app */
     evs__app_stop(srv);            /* uses the bus: before the consumers */
     evs__consumers_stop(srv->bus); /* projections commit before the store closes */

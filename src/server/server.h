@@ -14,6 +14,7 @@
 
 #include "evstore.h"
 #include "evstore_app.h"
+#include "dist/nats_dist.h"
 
 /*
  * Hard caps: configuration may lower these but never raise them.  The body
@@ -50,6 +51,7 @@ typedef struct evs__serve_config {
     const char *app_dir;          /* aggregates (NAME.lua) and queries.json loaded at start; NULL: none */
     evs_app_config app;           /* the application layer's settings */
     unsigned saga_workers;        /* saga engine worker threads (app_dir/sagas/, saga_host.c) */
+    evs_nats_config nats;         /* the JetStream relay (nats_host.c); urls NULL: none */
 } evs__serve_config;
 
 /*

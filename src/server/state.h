@@ -33,6 +33,9 @@ struct evs_app;
 struct evs__cmdpool;
 struct evs_saga_engine;
 struct evs_schema_registry;
+struct evs__nats_host;
+
+typedef struct evs__nats_host evs__nats_host;
 
 typedef struct evs__srv {
     evs_store *store;
@@ -67,6 +70,7 @@ typedef struct evs__srv {
     struct evs_app *app;          /* aggregates, commands, queries (app_host.c; thread-safe) */
     struct evs__cmdpool *cmds;    /* threads running WebSocket commands (cmdpool.c) */
     struct evs_saga_engine *sagas; /* the saga engine (saga_host.c; thread-safe); NULL: no sagas */
+    struct evs__nats_host *nats;  /* the NATS JetStream relay (nats_host.c); NULL: no --nats */
 } evs__srv;
 
 #endif
