@@ -64,7 +64,9 @@ extern "C" {
     X(EINDEX, -30014, "index error")                                                      \
     X(ECLOSED, -30015, "store is closed or read-only")                                   \
     X(ELOST, -30016, "events lost: a repair removed them from a damaged log")                \
-    X(ECONDITION, -30017, "append condition failed: a matching event exists")
+    X(ECONDITION, -30017, "append condition failed: a matching event exists")            \
+    X(EUNAUTHORIZED, -30018, "no valid API key")                                          \
+    X(EFORBIDDEN, -30019, "the API key lacks the permission")
 
 typedef enum evs_status {
 #define EVS__ENUM(name, value, msg) EVS_##name = value,

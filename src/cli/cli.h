@@ -152,6 +152,7 @@ int evs__cli_info(int argc, char **argv);
 int evs__cli_check(int argc, char **argv);
 /* `evstore serve` (cli_serve.c): read the settings, run the server until SIGINT or SIGTERM. */
 int evs__cli_serve(int argc, char **argv);
+int evs__cli_key(int argc, char **argv);
 int evs__cli_repair(int argc, char **argv);
 
 /*

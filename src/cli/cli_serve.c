@@ -64,6 +64,13 @@ static const char serve_help[] =
     "  --query-cache N          cached query answers (default 256; 0: none)\n"
     "  --group-idle-ms N        an HTTP group consumer silent for its group's ack\n"
     "                           timeout plus N ms leaves (default 30000)\n"
+    "  --auth                   every route but /health and the console's files needs an\n"
+    "                           API key (Authorization: Bearer KEY; see evstore key).\n"
+    "                           On by itself when DIR/keys.json holds a key that is not\n"
+    "                           revoked; off otherwise\n"
+    "  --insecure               serve a non-loopback address without authentication\n"
+    "                           (refused otherwise)\n"
+    "  --print-routes           print every route as METHOD PATH NEED and exit\n"
     "  --config FILE            settings from a JSON object with the same names\n"
     "                           (dir, listen, durability, batch_ms, threads, max_body,\n"
     "                           max_connections, timeout, max_ws_message, heartbeat_ms,\n"
@@ -92,6 +99,7 @@ typedef struct serve_opts {
     uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms, saga_workers;
     uint64_t snap_every, snap_keep, retries, idem_s, query_ms, query_cache;
     const char *config;
+    int auth, insecure;         /* --auth, --insecure */
     json_t *cfg;                /* keeps the config's strings alive */
     unsigned set;               /* OPT_* bits given as flags (flags win) */
 } serve_opts;
@@ -193,6 +201,18 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
         if (evs__cli_is(&a, "--help", "-h")) {
             fputs(serve_help, stdout);
             return -1;
+        }
+        if (evs__cli_is(&a, "--print-routes", NULL)) {
+            evs__serve_print_routes(stdout);
+            return -1;
+        }
+        if (evs__cli_is(&a, "--auth", NULL)) {
+            o->auth = 1;
+            continue;
+        }
+        if (evs__cli_is(&a, "--insecure", NULL)) {
+            o->insecure = 1;
+            continue;
         }
         if (evs__cli_is(&a, "--config", NULL)) {
             if ((code = evs__cli_value(&a, &o->config))) return code;
@@ -303,6 +323,8 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.app.query_cache_entries = (uint32_t)o.query_cache;
     cfg.group_idle_ms = (unsigned)o.group_idle_ms;
     cfg.saga_workers = (unsigned)o.saga_workers;
+    cfg.auth = o.auth;
+    cfg.insecure = o.insecure;
 
     char why[1024] = "";
     int rc = evs__serve(&cfg, why, sizeof why);

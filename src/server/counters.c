@@ -11,6 +11,7 @@ static const char *const route_names[EVS_R_COUNT] = {
     "commands", "queries", "aggregates", "sagas",
     "ui",
     "schemas",
+    "keys",
 };
 
 static const unsigned status_codes[EVS_ST_NSLOTS - 1] = {

@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth/keys.h"
 #include "core/core.h"
 #include "evstore_schema.h"
 #include "server/app_host.h"
@@ -138,6 +139,18 @@ static void serve_file_remove(const char *dir) {
     unlink(path);
 }
 
+/* 127.0.0.0/8, ::1, or ::ffff:127.x.y.z: only this machine can connect. */
+static int is_loopback(const struct sockaddr_storage *sa) {
+    if (sa->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a)) return 1;
+        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+    }
+    return 0;
+}
+
 static void sleep_ms(long ms) {
     struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
     while (nanosleep(&ts, &ts) && errno == EINTR) {
@@ -198,6 +211,24 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         goto cleanup;
     }
 
+    /* API keys: DIR/keys.secret is made on first use; auth is on with --auth, or by itself when the
+       store has keys (a store whose keys were made is never served open by accident) */
+    if ((rc = evs__keys_open(cfg->dir, 1, &srv->keys))) {
+        snprintf(why, whycap, "serve: API keys of %s: %s", cfg->dir, evs_errmsg());
+        ret = rc;
+        goto cleanup;
+    }
+    srv->auth = cfg->auth || evs__keys_active(srv->keys) > 0;
+    if (!srv->auth && !cfg->insecure && !is_loopback(&cfg->addr)) {
+        snprintf(why, whycap,
+                 "serve: refusing to listen on %s without authentication: anyone who can reach it could read "
+                 "and write every stream.  Create a key (evstore key create --role admin -d %s) and give --auth, "
+                 "or give --insecure to serve it open anyway",
+                 cfg->listen, cfg->dir);
+        ret = EVS_EINVAL;
+        goto cleanup;
+    }
+
     if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, &srv->bus, why, whycap)) { /* before any request: projections resume first */
         ret = EVS_EIO;
         goto cleanup;
@@ -250,8 +281,8 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         goto cleanup;
     }
     serve_file_write(cfg->dir, srv->listen);
-    printf("evstore serve: listening on http://%s (data %s, durability %s)\n", srv->listen, cfg->dir,
-           cfg->durability_name);
+    printf("evstore serve: listening on http://%s (data %s, durability %s, auth %s)\n", srv->listen, cfg->dir,
+           cfg->durability_name, srv->auth ? "on" : "off");
     fflush(stdout);
 
     int sig = 0;
@@ -290,6 +321,8 @@ cleanup:
     evs__app_stop(srv);            /* uses the bus: before the consumers */
     evs__consumers_stop(srv->bus); /* projections commit before the store closes */
     srv->bus = NULL;
+    evs__keys_close(srv->keys);
+    srv->keys = NULL;
     evs_schema_close(srv->schemas); /* after everything that appends, before the store */
     srv->schemas = NULL;
     if (srv->store && ret == EVS_OK) {

@@ -50,6 +50,8 @@ typedef struct evs__serve_config {
     const char *app_dir;          /* aggregates (NAME.lua) and queries.json loaded at start; NULL: none */
     evs_app_config app;           /* the application layer's settings */
     unsigned saga_workers;        /* saga engine worker threads (app_dir/sagas/, saga_host.c) */
+    int auth;                     /* --auth: every route but the open ones needs an API key */
+    int insecure;                 /* --insecure: serve a non-loopback address without keys anyway */
 } evs__serve_config;
 
 /*
@@ -61,5 +63,8 @@ typedef struct evs__serve_config {
  * failed) and why[] says what happened, as a sentence for "evstore: <why>".
  */
 int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap);
+
+/* Every route as "METHOD PATH NEED" lines (`evstore serve --print-routes`; NEED as in auth.h: open, read:stream, ...). */
+void evs__serve_print_routes(FILE *f);
 
 #endif
