@@ -134,7 +134,4 @@ enum { EVS_AUTH_OK, EVS_AUTH_MALFORMED, EVS_AUTH_UNKNOWN, EVS_AUTH_REVOKED };
  */
 int evs__keys_verify(evs__keystore *ks, const char *presented, evs__principal **who);
 
-/* For the unit test: how many constant-time compares verify has made (it never uses memcmp on hashes). */
-unsigned long evs__keys_ct_compares(void);
-
 #endif
