@@ -71,12 +71,17 @@ static const char serve_help[] =
     "  --insecure               serve a non-loopback address without authentication\n"
     "                           (refused otherwise)\n"
     "  --print-routes           print every route as METHOD PATH NEED and exit\n"
+    "  --tls-cert FILE          serve HTTPS and WSS (TLS 1.2 and 1.3) with this PEM\n"
+    "                           certificate chain; SIGHUP reloads it and the key for\n"
+    "                           new connections without dropping open ones\n"
+    "  --tls-key FILE           the certificate's private key (PEM)\n"
     "  --config FILE            settings from a JSON object with the same names\n"
     "                           (dir, listen, durability, batch_ms, threads, max_body,\n"
     "                           max_connections, timeout, max_ws_message, heartbeat_ms,\n"
     "                           access_log, app_dir, snapshot_every, snapshot_keep,\n"
     "                           command_retries, idempotency_window, query_timeout_ms,\n"
-    "                           query_cache, group_idle_ms, saga_workers); flags win\n"
+    "                           query_cache, group_idle_ms, saga_workers, tls_cert,\n"
+    "                           tls_key); flags win\n"
     "                           over the file\n"
     "  -h, --help               show this help\n"
     "\n"
@@ -96,6 +101,7 @@ typedef struct serve_opts {
     const char *durability;
     const char *access_log;
     const char *app_dir;
+    const char *tls_cert, *tls_key;
     uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms, saga_workers;
     uint64_t snap_every, snap_keep, retries, idem_s, query_ms, query_cache;
     const char *config;
@@ -110,7 +116,7 @@ typedef struct serve_opts {
  */
 enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
        OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_APPDIR, OPT_SNAPEVERY, OPT_SNAPKEEP, OPT_RETRIES, OPT_IDEM,
-       OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_SAGA_WORKERS, OPT_COUNT };
+       OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_SAGA_WORKERS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_COUNT };
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -139,6 +145,8 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--query-cache", NULL, "query_cache", 0, 1000000, offsetof(serve_opts, query_cache)},
     {"--group-idle-ms", NULL, "group_idle_ms", 0, EVS_SRV_MAX_GROUP_IDLE_MS, offsetof(serve_opts, group_idle_ms)},
     {"--saga-workers", NULL, "saga_workers", 1, EVS_SRV_MAX_SAGA_WORKERS, offsetof(serve_opts, saga_workers)},
+    {"--tls-cert", NULL, "tls_cert", 0, 0, offsetof(serve_opts, tls_cert)},
+    {"--tls-key", NULL, "tls_key", 0, 0, offsetof(serve_opts, tls_key)},
 };
 
 /*
@@ -323,6 +331,12 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.app.query_cache_entries = (uint32_t)o.query_cache;
     cfg.group_idle_ms = (unsigned)o.group_idle_ms;
     cfg.saga_workers = (unsigned)o.saga_workers;
+    if (!o.tls_cert != !o.tls_key) {
+        code = evs__cli_usage("serve", "--tls-cert and --tls-key go together (the certificate chain and its key, PEM)");
+        goto cleanup;
+    }
+    cfg.tls_cert = o.tls_cert;
+    cfg.tls_key = o.tls_key;
     cfg.auth = o.auth;
     cfg.insecure = o.insecure;
 

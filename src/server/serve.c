@@ -52,6 +52,7 @@
 #include "server/server.h"
 #include "server/sse.h"
 #include "server/state.h"
+#include "server/tls.h"
 #include "server/ws.h"
 
 #define HEADER_MEMORY ((size_t)32 << 10)  /* per connection: headers and the send buffer */
@@ -122,13 +123,13 @@ static void log_mhd(void *cls, const char *fmt, va_list ap) {
  * instead (docs/format.md).  Written whole (rename) and only informative:
  * a failure to write it is not worth stopping for.
  */
-static void serve_file_write(const char *dir, const char *listen) {
+static void serve_file_write(const char *dir, const char *scheme, const char *listen) {
     char path[4096], tmp[4112];
     snprintf(path, sizeof path, "%s/SERVE", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) return;
-    int ok = fprintf(f, "%ld http://%s\n", (long)getpid(), listen) > 0;
+    int ok = fprintf(f, "%ld %s://%s\n", (long)getpid(), scheme, listen) > 0;
     ok &= fclose(f) == 0;
     if (!ok || rename(tmp, path) != 0) unlink(tmp);
 }
@@ -181,6 +182,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP); /* reloads the TLS certificate (tls.c); ignored without TLS */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -253,6 +255,11 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         goto cleanup;
     }
 
+    int tls = cfg->tls_cert != NULL;
+    if (tls && evs__tls_load(cfg->tls_cert, cfg->tls_key, why, whycap)) {
+        ret = EVS_EINVAL;
+        goto cleanup;
+    }
     int lsock = listen_on(&cfg->addr, cfg->addrlen, srv->listen, sizeof srv->listen);
     if (lsock < 0) {
         snprintf(why, whycap, "serve: cannot listen on %s: %s", cfg->listen, strerror(errno));
@@ -260,10 +267,19 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         goto cleanup;
     }
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
-                     MHD_USE_ERROR_LOG | MHD_USE_TURBO | (cfg->addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+                     MHD_USE_ERROR_LOG | MHD_USE_TURBO | (cfg->addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
+                     (tls ? MHD_USE_TLS : 0);
+    /* TLS: the certificate comes from the callback at each handshake (SIGHUP swaps it), TLS 1.2+ only */
+    struct MHD_OptionItem tls_opts[] = {
+        {MHD_OPTION_HTTPS_CERT_CALLBACK, 0, evs__tls_callback()},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)EVS_TLS_PRIORITIES},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (!tls) tls_opts[0].option = MHD_OPTION_END;
     srv->daemon = MHD_start_daemon(
         flags, 0, evs__http_accept, srv, evs__http_access, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, /* first, or libmicrohttpd says so on stderr */
+        MHD_OPTION_ARRAY, tls_opts,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lsock,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)srv->threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)srv->max_connections,
@@ -280,13 +296,21 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = EVS_EIO;
         goto cleanup;
     }
-    serve_file_write(cfg->dir, srv->listen);
-    printf("evstore serve: listening on http://%s (data %s, durability %s, auth %s)\n", srv->listen, cfg->dir,
-           cfg->durability_name, srv->auth ? "on" : "off");
+    serve_file_write(cfg->dir, tls ? "https" : "http", srv->listen);
+    printf("evstore serve: listening on %s://%s (data %s, durability %s, auth %s)\n", tls ? "https" : "http",
+           srv->listen, cfg->dir, cfg->durability_name, srv->auth ? "on" : "off");
     fflush(stdout);
 
     int sig = 0;
-    while (sigwait(&sigs, &sig) != 0) {
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0) continue;
+        if (sig != SIGHUP) break;
+        /* SIGHUP: new handshakes get the certificate as it is now on disk; open connections keep theirs */
+        char twhy[512];
+        if (!tls) fprintf(stderr, "evstore serve: SIGHUP received; no TLS certificate to reload\n");
+        else if (evs__tls_reload(twhy, sizeof twhy))
+            fprintf(stderr, "evstore serve: SIGHUP: keeping the old certificate: %s\n", twhy);
+        else fprintf(stderr, "evstore serve: SIGHUP: TLS certificate reloaded from %s\n", cfg->tls_cert);
     }
     fprintf(stderr, "evstore serve: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
 
@@ -314,6 +338,7 @@ cleanup:
         MHD_stop_daemon(srv->daemon);
         serve_file_remove(cfg->dir);
     }
+    evs__tls_free(); /* after the daemon: no handshake can ask for a certificate any more */
     evs__cmdpool_stop(srv); /* before the hub goes: a runner that finishes kicks it */
     evs__ws_free(srv);
     evs__sse_free(srv);

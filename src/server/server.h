@@ -52,6 +52,7 @@ typedef struct evs__serve_config {
     unsigned saga_workers;        /* saga engine worker threads (app_dir/sagas/, saga_host.c) */
     int auth;                     /* --auth: every route but the open ones needs an API key */
     int insecure;                 /* --insecure: serve a non-loopback address without keys anyway */
+    const char *tls_cert, *tls_key; /* PEM files: HTTPS and WSS (tls.c); NULL: plain HTTP.  Reloaded on SIGHUP. */
 } evs__serve_config;
 
 /*
