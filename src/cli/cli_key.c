@@ -64,6 +64,7 @@ static int print_json(json_t *v) {
 static int local(const key_args *k) {
     evs__keystore *ks;
     int rc = evs__keys_open(k->dir, strcmp(k->act, "create") == 0, &ks);
+    if (rc == EVS_ENOTFOUND && strcmp(k->act, "list") == 0) return EVS_CLI_OK; /* no keys made yet: none to list */
     if (rc) return evs__cli_lib_fail(rc, "keys of %s", k->dir);
     int code = EVS_CLI_OK;
     if (strcmp(k->act, "create") == 0) {

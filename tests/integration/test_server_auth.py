@@ -530,6 +530,14 @@ class AuthStartupTest(unittest.TestCase):
         self.assertNotEqual(p.returncode, 0)
         self.assertIn(b"keys[0].id", p.stderr)
 
+    def test_cli_on_a_store_without_keys(self):
+        p = run_cli("key", "list", "-d", self.dir)
+        self.assertEqual((p.returncode, p.stdout), (0, b""), p.stderr)
+        self.assertFalse(os.path.exists(os.path.join(self.dir, "keys.secret")))  # listing creates nothing
+        p = run_cli("key", "revoke", "0123456789ab", "-d", self.dir)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"keys.secret does not exist", p.stderr)
+
     def test_cli_usage(self):
         for args, needle in ((["key"], b"create, list or revoke"), (["key", "make"], b"unknown action"),
                              (["key", "revoke", "-d", self.dir], b"revoke takes the key's ID"),
