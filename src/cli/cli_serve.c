@@ -91,8 +91,10 @@ static const char serve_help[] =
     "with -d).\n"
     "\n"
     "Exit status: 0 stopped cleanly, 1 usage (a bad option or config file, or a\n"
-    "config file that does not exist), 5 the store could not be opened (held by\n"
-    "another process, damaged), the address could not be listened on, the store\n"
+    "config file that does not exist), 4 a non-loopback --listen without --auth\n"
+    "or --insecure, or TLS files that do not load or do not match, 5 the store\n"
+    "could not be opened (held by another process, damaged), DIR's API key files\n"
+    "are damaged, the address could not be listened on, the store\n"
     "failed while serving, or its final sync at the stop failed.\n";
 
 typedef struct serve_opts {

@@ -217,7 +217,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
        store has keys (a store whose keys were made is never served open by accident) */
     if ((rc = evs__keys_open(cfg->dir, 1, &srv->keys))) {
         snprintf(why, whycap, "serve: API keys of %s: %s", cfg->dir, evs_errmsg());
-        ret = rc;
+        ret = rc == EVS_ENOMEM ? rc : EVS_EIO; /* exit 5, whatever is wrong with the files */
         goto cleanup;
     }
     srv->auth = cfg->auth || evs__keys_active(srv->keys) > 0;

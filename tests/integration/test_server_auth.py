@@ -481,7 +481,7 @@ class AuthStartupTest(unittest.TestCase):
     def test_non_loopback_refused_without_auth(self):
         p = subprocess.run([BIN, "serve", "-d", self.dir, "--listen", "0.0.0.0:0"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=TIMEOUT)
-        self.assertNotEqual(p.returncode, 0)
+        self.assertEqual(p.returncode, 4, p.stderr)
         self.assertIn(b"refusing to listen on 0.0.0.0:0 without authentication", p.stderr)
         self.assertIn(b"--insecure", p.stderr)
         for extra in (["--insecure"], ["--auth"]):
@@ -524,7 +524,7 @@ class AuthStartupTest(unittest.TestCase):
             f.write('{"format": 1, "keys": [{"id": "nothex"}]}')
         p = subprocess.run([BIN, "serve", "-d", self.dir, "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, timeout=TIMEOUT)
-        self.assertNotEqual(p.returncode, 0)
+        self.assertEqual(p.returncode, 5, p.stderr)
         self.assertIn(b"keys.json: keys[0].id must be 12 lower-case hex digits", p.stderr)
         p = run_cli("key", "list", "-d", self.dir)
         self.assertNotEqual(p.returncode, 0)

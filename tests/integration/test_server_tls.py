@@ -278,10 +278,10 @@ class TLSOptionsTest(unittest.TestCase):
         self.assertEqual(p.returncode, 1)
         self.assertIn(b"--tls-cert and --tls-key go together", p.stderr)
         p = self.run_serve("--tls-cert", self.cert_a, "--tls-key", self.key_b)  # not its key
-        self.assertNotEqual(p.returncode, 0)
+        self.assertEqual(p.returncode, 4, p.stderr)
         self.assertIn(("TLS certificate %s with key %s" % (self.cert_a, self.key_b)).encode(), p.stderr)
         p = self.run_serve("--tls-cert", os.path.join(self.tmp, "none.crt"), "--tls-key", self.key_a)
-        self.assertNotEqual(p.returncode, 0)
+        self.assertEqual(p.returncode, 4, p.stderr)
         self.assertIn(b"none.crt: cannot open it", p.stderr)
 
 
