@@ -13,8 +13,10 @@
 # over HTTP against in-process in the same run), bench_saga (the order saga
 # against the same commands, timer lateness, memory per idle saga), bench_schema
 # (validated appends against appends without schemas), bench_ws_group
-# (competing consumers over WebSocket against the in-process group) and
-# http_append.py (HTTP appends against in-process ones), and tees everything
+# (competing consumers over WebSocket against the in-process group),
+# http_append.py (HTTP appends against in-process ones), bench_auth and
+# http_auth.py (API key verification, requests with and without a key) and
+# http_tls.py (HTTP appends and $all reads with TLS against without), and tees everything
 # to BUILD_DIR/bench-results.txt.
 #
 # Stores are built in $EVS_BENCH_DIR (default BUILD_DIR/bench-data) and
@@ -116,6 +118,19 @@ run_all() {
         echo
         echo "== http_saga =="
         python3 "$(dirname "$0")/http_saga.py" "$build" || status=1
+    fi
+    if [ -x "$build/bench_auth" ]; then
+        echo
+        echo "== bench_auth =="
+        "$build/bench_auth" || status=1
+    fi
+    if [ -x "$build/evstore" ]; then
+        echo
+        echo "== http_auth =="
+        python3 "$(dirname "$0")/http_auth.py" "$build" || status=1
+        echo
+        echo "== http_tls =="
+        python3 "$(dirname "$0")/http_tls.py" "$build" || status=1
     fi
     return $status
 }

@@ -65,7 +65,9 @@ extern "C" {
     X(ECLOSED, -30015, "store is closed or read-only")                                   \
     X(ELOST, -30016, "events lost: a repair removed them from a damaged log")                \
     X(ECONDITION, -30017, "append condition failed: a matching event exists")            \
-    X(EDELETED, -30018, "stream is deleted for good (hard delete)")
+    X(EDELETED, -30018, "stream is deleted for good (hard delete)")                      \
+    X(EUNAUTHORIZED, -30019, "no valid API key")                                          \
+    X(EFORBIDDEN, -30020, "the API key lacks the permission")
 
 typedef enum evs_status {
 #define EVS__ENUM(name, value, msg) EVS_##name = value,

@@ -153,6 +153,7 @@ int evs__cli_info(int argc, char **argv);
 int evs__cli_check(int argc, char **argv);
 /* `evstore serve` (cli_serve.c): read the settings, run the server until SIGINT or SIGTERM. */
 int evs__cli_serve(int argc, char **argv);
+int evs__cli_key(int argc, char **argv);
 int evs__cli_repair(int argc, char **argv);
 /* `evstore nats publish|mirror|info` (cli_nats.c, over src/dist/). */
 int evs__cli_nats(int argc, char **argv);

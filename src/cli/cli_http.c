@@ -194,6 +194,18 @@ static size_t on_body(char *p, size_t size, size_t nmemb, void *ud) {
     return h->body.oom ? 0 : n;
 }
 
+/*
+ * "Authorization: Bearer KEY" from $EVSTORE_API_KEY into buf, or NULL when
+ * it is unset or empty (or not a key at all: too long, a line break).  The
+ * key goes only into this header, never into a message.
+ */
+static const char *auth_header(char *buf, size_t cap) {
+    const char *k = getenv("EVSTORE_API_KEY");
+    if (!k || !*k || strlen(k) > 200 || strpbrk(k, "\r\n")) return NULL;
+    snprintf(buf, cap, "Authorization: Bearer %s", k);
+    return buf;
+}
+
 /* Reset per-transfer state and the options that differ between transfers. */
 static void prepare(evs__cli_http *h, struct curl_slist *hdrs, long stall_s) {
     h->status = 0;
@@ -213,9 +225,10 @@ int evs__cli_http_request(evs__cli_http *h, const char *path, const char *body, 
     struct curl_slist *hdrs = NULL, *t;
     int code = EVS_CLI_OK;
     if (set_url(h, path)) return evs__cli_fail(EVS_CLI_IO, "out of memory");
+    char ah[256];
     const char *list[] = {"Accept: application/json", body ? "Content-Type: application/json" : NULL,
                           /* no "100 Continue" round trip before a large append */
-                          body ? "Expect:" : NULL, header};
+                          body ? "Expect:" : NULL, header, auth_header(ah, sizeof ah)};
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) {
         if (!list[i]) continue;
         if (!(t = curl_slist_append(hdrs, list[i]))) {
@@ -284,6 +297,7 @@ int evs__cli_http_exit_code(long st) {
     if (st == 404) return EVS_CLI_NOTFOUND;
     if (st == 409) return EVS_CLI_CONFLICT;
     if (st == 400 || st == 413 || st == 415 || st == 422 || st == 431) return EVS_CLI_INVALID;
+    if (st == 401 || st == 403) return EVS_CLI_USAGE; /* the caller's key: set EVSTORE_API_KEY to one that may */
     return EVS_CLI_IO;
 }
 
@@ -404,7 +418,9 @@ int evs__cli_http_sse(evs__cli_http *h, const char *path, const char *last_event
         return outcome;
     }
     snprintf(lei, sizeof lei, "Last-Event-ID: %s", last_event_id ? last_event_id : "");
-    const char *list[] = {"Accept: text/event-stream", "Cache-Control: no-cache", last_event_id ? lei : NULL};
+    char ah[256];
+    const char *list[] = {"Accept: text/event-stream", "Cache-Control: no-cache", last_event_id ? lei : NULL,
+                          auth_header(ah, sizeof ah)};
     for (size_t i = 0; i < sizeof list / sizeof list[0]; i++) {
         if (!list[i]) continue;
         if (!(t = curl_slist_append(hdrs, list[i]))) {

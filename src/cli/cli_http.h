@@ -7,9 +7,12 @@
  * Exit codes for a server's answer (evs__cli_http_fail):
  *   400, 413, 415, 422, 431 -> 4 (invalid input)     404 -> 2 (not found)
  *   409 -> 3 (conflict; "event id already stored elsewhere" -> 4, as locally)
+ *   401, 403 -> 1 (the API key: none, unknown, revoked, or without the permission)
  *   anything else, 5xx, no answer at all -> 5 (a message naming the URL)
  * The server's own "error" text is printed as "evstore: <text>", so a
  * conflict reads exactly as it does against a local store.
+ *
+ * Every request carries Authorization: Bearer $EVSTORE_API_KEY when that is set.
  *
  * One evs__cli_http is one connection, reused (keep-alive) for every page of
  * a command.  Not thread-safe; the CLI has one thread.

@@ -70,6 +70,17 @@ static const char serve_help[] =
     "  --nats-stream NAME       the JetStream stream (default EVSTORE)\n"
     "  --nats-subject-prefix P  subjects P.STREAM_TYPE.EVENT_TYPE (default evs)\n"
     "  --nats-replicas N        replicas of the stream when the relay creates it (default 1)\n"
+    "  --auth                   every route but /health and the console's files needs an\n"
+    "                           API key (Authorization: Bearer KEY; see evstore key).\n"
+    "                           On by itself when DIR/keys.json holds a key that is not\n"
+    "                           revoked; off otherwise\n"
+    "  --insecure               serve a non-loopback address without authentication\n"
+    "                           (refused otherwise)\n"
+    "  --print-routes           print every route as METHOD PATH NEED and exit\n"
+    "  --tls-cert FILE          serve HTTPS and WSS (TLS 1.2 and 1.3) with this PEM\n"
+    "                           certificate chain; SIGHUP reloads it and the key for\n"
+    "                           new connections without dropping open ones\n"
+    "  --tls-key FILE           the certificate's private key (PEM)\n"
     "  --config FILE            settings from a JSON object with the same names\n"
     "                           (dir, listen, durability, batch_ms, threads, max_body,\n"
     "                           max_connections, timeout, max_ws_message, heartbeat_ms,\n"
@@ -77,6 +88,8 @@ static const char serve_help[] =
     "                           command_retries, idempotency_window, query_timeout_ms,\n"
     "                           query_cache, group_idle_ms, saga_workers, nats,\n"
     "                           nats_stream, nats_subject_prefix, nats_replicas); flags win\n"
+    "                           query_cache, group_idle_ms, saga_workers, tls_cert,\n"
+    "                           tls_key); flags win\n"
     "                           over the file\n"
     "  -h, --help               show this help\n"
     "\n"
@@ -86,8 +99,10 @@ static const char serve_help[] =
     "with -d).\n"
     "\n"
     "Exit status: 0 stopped cleanly, 1 usage (a bad option or config file, or a\n"
-    "config file that does not exist), 5 the store could not be opened (held by\n"
-    "another process, damaged), the address could not be listened on, the store\n"
+    "config file that does not exist), 4 a non-loopback --listen without --auth\n"
+    "or --insecure, or TLS files that do not load or do not match, 5 the store\n"
+    "could not be opened (held by another process, damaged), DIR's API key files\n"
+    "are damaged, the address could not be listened on, the store\n"
     "failed while serving, or its final sync at the stop failed.\n";
 
 typedef struct serve_opts {
@@ -98,9 +113,11 @@ typedef struct serve_opts {
     const char *app_dir;
     const char *nats, *nats_stream, *nats_prefix;
     uint64_t nats_replicas;
+    const char *tls_cert, *tls_key;
     uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms, saga_workers;
     uint64_t snap_every, snap_keep, retries, idem_s, query_ms, query_cache;
     const char *config;
+    int auth, insecure;         /* --auth, --insecure */
     json_t *cfg;                /* keeps the config's strings alive */
     unsigned set;               /* OPT_* bits given as flags (flags win) */
 } serve_opts;
@@ -113,6 +130,7 @@ enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OP
        OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_APPDIR, OPT_SNAPEVERY, OPT_SNAPKEEP, OPT_RETRIES, OPT_IDEM,
        OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_SAGA_WORKERS, OPT_NATS, OPT_NATS_STREAM, OPT_NATS_PREFIX,
        OPT_NATS_REPLICAS, OPT_COUNT };
+       OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_SAGA_WORKERS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_COUNT };
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -145,6 +163,8 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--nats-stream", NULL, "nats_stream", 0, 0, offsetof(serve_opts, nats_stream)},
     {"--nats-subject-prefix", NULL, "nats_subject_prefix", 0, 0, offsetof(serve_opts, nats_prefix)},
     {"--nats-replicas", NULL, "nats_replicas", 1, 5, offsetof(serve_opts, nats_replicas)},
+    {"--tls-cert", NULL, "tls_cert", 0, 0, offsetof(serve_opts, tls_cert)},
+    {"--tls-key", NULL, "tls_key", 0, 0, offsetof(serve_opts, tls_key)},
 };
 
 /*
@@ -207,6 +227,18 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
         if (evs__cli_is(&a, "--help", "-h")) {
             fputs(serve_help, stdout);
             return -1;
+        }
+        if (evs__cli_is(&a, "--print-routes", NULL)) {
+            evs__serve_print_routes(stdout);
+            return -1;
+        }
+        if (evs__cli_is(&a, "--auth", NULL)) {
+            o->auth = 1;
+            continue;
+        }
+        if (evs__cli_is(&a, "--insecure", NULL)) {
+            o->insecure = 1;
+            continue;
         }
         if (evs__cli_is(&a, "--config", NULL)) {
             if ((code = evs__cli_value(&a, &o->config))) return code;
@@ -325,6 +357,14 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.nats.stream = o.nats_stream;
     cfg.nats.subject_prefix = o.nats_prefix;
     cfg.nats.replicas = (unsigned)o.nats_replicas;
+    if (!o.tls_cert != !o.tls_key) {
+        code = evs__cli_usage("serve", "--tls-cert and --tls-key go together (the certificate chain and its key, PEM)");
+        goto cleanup;
+    }
+    cfg.tls_cert = o.tls_cert;
+    cfg.tls_key = o.tls_key;
+    cfg.auth = o.auth;
+    cfg.insecure = o.insecure;
 
     char why[1024] = "";
     int rc = evs__serve(&cfg, why, sizeof why);

@@ -44,6 +44,7 @@ static const evs_cli_command evs_cli_commands[] = {
     {"query", evs__cli_query, "run a named query over projection state"},
     {"aggregate", evs__cli_aggregate, "aggregates: list, describe, show state, snapshots, put a script"},
     {"schema", evs__cli_schema, "event schemas: register, check, list, show, deprecate, policies, upcasters"},
+    {"key", evs__cli_key, "API keys for serve --auth: create, list, revoke"},
     {"saga", evs__cli_saga, "saga instances: list, show, pause, resume, retry, skip, compensate, abort"},
     {"nats", evs__cli_nats, "NATS JetStream: publish the log to a stream, mirror a store from one, info"},
 };

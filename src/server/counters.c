@@ -12,6 +12,7 @@ static const char *const route_names[EVS_R_COUNT] = {
     "ui",
     "schemas",
     "stream_meta",
+    "keys",
 };
 
 static const unsigned status_codes[EVS_ST_NSLOTS - 1] = {

@@ -22,13 +22,14 @@ enum evs_route {
     EVS_R_UI,
     EVS_R_SCHEMAS,
     EVS_R_STREAM_META,
+    EVS_R_KEYS,
     EVS_R_COUNT
 };
 
 /* The statuses the server sends; anything else is counted as "other". */
 #define EVS_SRV_STATUSES(X) \
-    X(101) X(200) X(201) X(400) X(404) X(405) X(409) X(413) X(415) X(422) X(500) X(503) X(504)
-enum { EVS_ST_NSLOTS = 14 };             /* the statuses above, and "other" */
+    X(101) X(200) X(201) X(400) X(401) X(403) X(404) X(405) X(409) X(413) X(415) X(422) X(500) X(503) X(504)
+enum { EVS_ST_NSLOTS = 16 };             /* the statuses above, and "other" */
 
 #define EVS_SRV_LAT_BUCKETS 14
 
@@ -46,6 +47,7 @@ typedef struct evs__counters {
     _Atomic uint64_t events_read;          /* returned by read routes */
     _Atomic uint64_t deliveries_sse, deliveries_ws;
     _Atomic uint64_t errors[EVS_ERRK_COUNT];
+    _Atomic uint64_t auth_failures[8];     /* by reason (auth.h: EVS_AUTHF_*) */
 } evs__counters;
 
 /* One answer of route with status. */

@@ -35,10 +35,13 @@
 #include "evstore_schema.h"
 #include "server/http.h"
 #include "server/metrics.h"
+#include "server/server.h"
+#include "server/auth.h"
 #include "server/query.h"
 #include "server/routes_app.h"
 #include "server/routes_dlq.h"
 #include "server/routes_groups.h"
+#include "server/routes_keys.h"
 #include "server/routes_proj.h"
 #include "server/routes_replay.h"
 #include "server/routes_saga.h"
@@ -70,6 +73,7 @@ typedef struct route_def {
     int body;                        /* B_* */
     int flags;                       /* F_* */
     const char *query;               /* the query parameters it takes, comma-separated ("": none) */
+    int need;                        /* what the request's API key must hold (auth.h); every row has one */
     enum MHD_Result (*fn)(evs__req *rq);
 } route_def;
 
@@ -77,110 +81,152 @@ typedef struct route_def {
 #define Q_FILTER "type,stream_type,stream_prefix,correlation_id,causation_id,tag,tag_match,since,until"
 #define Q_PAGE "after,limit"
 
+/*
+ * Needs (auth.h).  Why each: a route that answers about one stream needs
+ * the permission on it; /all, /subscribe and /ws show a restricted key only
+ * its events; anything whose answer mixes every stream (projection state,
+ * queries, aggregates, sagas, consumers' positions, the stream list) needs
+ * the permission on all of them; changing the server's setup (projections,
+ * subscriptions, groups, schemas, sagas, keys) is admin.  Open: /health and
+ * the console's static files (the console itself calls the API with a key).
+ */
+#define OPEN EVS_NEED_OPEN
+#define RD_STREAM EVS_NEED(EVS_PERM_READ, EVS_SCOPE_STREAM)
+#define RD_ANY EVS_NEED(EVS_PERM_READ, EVS_SCOPE_ANY)
+#define RD_ALL EVS_NEED(EVS_PERM_READ, EVS_SCOPE_ALL)
+#define AP_STREAM EVS_NEED(EVS_PERM_APPEND, EVS_SCOPE_STREAM)
+#define AP_ALL EVS_NEED(EVS_PERM_APPEND, EVS_SCOPE_ALL)
+#define SUB_ANY EVS_NEED(EVS_PERM_SUBSCRIBE, EVS_SCOPE_ANY)
+#define SUB_ALL EVS_NEED(EVS_PERM_SUBSCRIBE, EVS_SCOPE_ALL)
+#define ADMIN EVS_NEED(EVS_PERM_ADMIN, EVS_SCOPE_ALL)
+
 #define R EVS_M_READ
 #define C F_CONSUMERS
-#define CONSUMER_ROUTES(P, L, LISTQ)                                                           \
-    {P, R, L, B_NONE, C, LISTQ, evs__route_consumer_list},                                     \
-    {P "/{name}", R, L, B_NONE, C, "", evs__route_consumer_get},                               \
-    {P "/{name}", EVS_M_DELETE, L, B_NONE, C, "", evs__route_consumer_delete},                 \
-    {P "/{name}/pause", EVS_M_POST, L, B_NONE, C, "", evs__route_consumer_pause},              \
-    {P "/{name}/resume", EVS_M_POST, L, B_NONE, C, "", evs__route_consumer_resume},            \
-    {P "/{name}/reset", EVS_M_POST, L, B_NONE, C, "to", evs__route_consumer_reset},            \
-    {P "/{name}/dlq", R, L, B_NONE, C, Q_PAGE, evs__route_dlq_list},                           \
-    {P "/{name}/dlq", EVS_M_DELETE, L, B_NONE, C, "", evs__route_dlq_purge},                   \
-    {P "/{name}/dlq/retry", EVS_M_POST, L, B_NONE, C, "", evs__route_dlq_retry_all},           \
-    {P "/{name}/dlq/{id}", R, L, B_NONE, C, "", evs__route_dlq_show},                          \
-    {P "/{name}/dlq/{id}", EVS_M_DELETE, L, B_NONE, C, "", evs__route_dlq_discard},            \
-    {P "/{name}/dlq/{id}/retry", EVS_M_POST, L, B_NONE, C, "", evs__route_dlq_retry}
+#define CONSUMER_ROUTES(P, L, LISTQ)                                                                   \
+    {P, R, L, B_NONE, C, LISTQ, RD_ALL, evs__route_consumer_list},                                     \
+    {P "/{name}", R, L, B_NONE, C, "", RD_ALL, evs__route_consumer_get},                               \
+    {P "/{name}", EVS_M_DELETE, L, B_NONE, C, "", ADMIN, evs__route_consumer_delete},                  \
+    {P "/{name}/pause", EVS_M_POST, L, B_NONE, C, "", ADMIN, evs__route_consumer_pause},               \
+    {P "/{name}/resume", EVS_M_POST, L, B_NONE, C, "", ADMIN, evs__route_consumer_resume},             \
+    {P "/{name}/reset", EVS_M_POST, L, B_NONE, C, "to", ADMIN, evs__route_consumer_reset},             \
+    {P "/{name}/dlq", R, L, B_NONE, C, Q_PAGE, RD_ALL, evs__route_dlq_list},                           \
+    {P "/{name}/dlq", EVS_M_DELETE, L, B_NONE, C, "", ADMIN, evs__route_dlq_purge},                    \
+    {P "/{name}/dlq/retry", EVS_M_POST, L, B_NONE, C, "", ADMIN, evs__route_dlq_retry_all},            \
+    {P "/{name}/dlq/{id}", R, L, B_NONE, C, "", RD_ALL, evs__route_dlq_show},                          \
+    {P "/{name}/dlq/{id}", EVS_M_DELETE, L, B_NONE, C, "", ADMIN, evs__route_dlq_discard},             \
+    {P "/{name}/dlq/{id}/retry", EVS_M_POST, L, B_NONE, C, "", ADMIN, evs__route_dlq_retry}
 
 /* The route table (docs/http-api.md documents every row). */
 static const route_def routes[] = {
-    {"/streams", R, EVS_R_LIST_STREAMS, B_NONE, 0, "prefix," Q_PAGE, evs__route_list_streams},
-    {"/streams/{stream}", R, EVS_R_READ_STREAM, B_NONE, 0, "from,limit,direction,upcast", evs__route_read_stream},
-    {"/streams/{stream}", EVS_M_POST, EVS_R_APPEND, B_APPEND, 0, "expected", evs__route_append},
-    {"/streams/{stream}", EVS_M_DELETE, EVS_R_STREAM_META, B_NONE, 0, "expected,hard", evs__route_stream_delete},
-    {"/streams/{stream}/metadata", R, EVS_R_STREAM_META, B_NONE, 0, "", evs__route_stream_meta_get},
-    {"/streams/{stream}/metadata", EVS_M_PUT, EVS_R_STREAM_META, B_JSON, 0, "expected", evs__route_stream_meta_put},
-    {"/streams/{stream}/{pos}", R, EVS_R_READ_EVENT, B_NONE, 0, "", evs__route_read_event},
-    {"/all", R, EVS_R_ALL, B_NONE, 0, "from,limit,direction,upcast," Q_FILTER, evs__route_all},
-    {"/subscribe", R, EVS_R_SUBSCRIBE, B_NONE, F_LIVE, "from,stream,upcast," Q_FILTER, evs__route_subscribe},
-    {"/ws", R, EVS_R_WS, B_NONE, F_LIVE, "", evs__route_ws},
-    {"/metrics", R, EVS_R_METRICS, B_NONE, 0, "", evs__route_metrics},
-    {"/health", R, EVS_R_HEALTH, B_NONE, F_STOPPING, "", evs__route_health},
-    {"/info", R, EVS_R_INFO, B_NONE, 0, "", evs__route_info},
+    {"/streams", R, EVS_R_LIST_STREAMS, B_NONE, 0, "prefix," Q_PAGE, RD_ALL, evs__route_list_streams},
+    {"/streams/{stream}", R, EVS_R_READ_STREAM, B_NONE, 0, "from,limit,direction,upcast", RD_STREAM,
+     evs__route_read_stream},
+    {"/streams/{stream}", EVS_M_POST, EVS_R_APPEND, B_APPEND, 0, "expected", AP_STREAM, evs__route_append},
+    {"/streams/{stream}", EVS_M_DELETE, EVS_R_STREAM_META, B_NONE, 0, "expected,hard", ADMIN,
+     evs__route_stream_delete},
+    {"/streams/{stream}/metadata", R, EVS_R_STREAM_META, B_NONE, 0, "", RD_STREAM, evs__route_stream_meta_get},
+    {"/streams/{stream}/metadata", EVS_M_PUT, EVS_R_STREAM_META, B_JSON, 0, "expected", ADMIN,
+     evs__route_stream_meta_put},
+    {"/streams/{stream}/{pos}", R, EVS_R_READ_EVENT, B_NONE, 0, "", RD_STREAM, evs__route_read_event},
+    {"/all", R, EVS_R_ALL, B_NONE, 0, "from,limit,direction,upcast," Q_FILTER, RD_ANY, evs__route_all},
+    {"/subscribe", R, EVS_R_SUBSCRIBE, B_NONE, F_LIVE, "from,stream,upcast," Q_FILTER, SUB_ANY, evs__route_subscribe},
+    {"/ws", R, EVS_R_WS, B_NONE, F_LIVE, "", SUB_ANY, evs__route_ws},
+    {"/metrics", R, EVS_R_METRICS, B_NONE, 0, "", RD_ANY, evs__route_metrics},
+    {"/health", R, EVS_R_HEALTH, B_NONE, F_STOPPING, "", OPEN, evs__route_health},
+    {"/info", R, EVS_R_INFO, B_NONE, 0, "", RD_ANY, evs__route_info},
 
-    {"/projections/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_PROJECTIONS, B_SOURCE, C, "", evs__route_proj_put},
-    {"/projections/{name}/state", R, EVS_R_PROJECTIONS, B_NONE, C, "as_of", evs__route_proj_state},
-    {"/projections/{name}/state/{partition}", R, EVS_R_PROJECTIONS, B_NONE, C, "as_of", evs__route_proj_state},
-    {"/projections/{name}/what-if", EVS_M_POST, EVS_R_PROJECTIONS, B_REPLAY, C, "", evs__route_proj_what_if},
-    {"/projections/{name}/compare", R, EVS_R_PROJECTIONS, B_NONE, C, "a,b", evs__route_proj_compare},
-    {"/projections/{name}/compare", EVS_M_POST, EVS_R_PROJECTIONS, B_REPLAY, C, "", evs__route_proj_compare},
-    {"/projections/{name}/partitions", R, EVS_R_PROJECTIONS, B_NONE, C, Q_PAGE, evs__route_proj_partitions},
-    {"/projections/{name}/rebuild", EVS_M_POST, EVS_R_PROJECTIONS, B_NONE, C, "from", evs__route_consumer_rebuild},
+    {"/projections/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_PROJECTIONS, B_SOURCE, C, "", ADMIN, evs__route_proj_put},
+    {"/projections/{name}/state", R, EVS_R_PROJECTIONS, B_NONE, C, "as_of", RD_ALL, evs__route_proj_state},
+    {"/projections/{name}/state/{partition}", R, EVS_R_PROJECTIONS, B_NONE, C, "as_of", RD_ALL,
+     evs__route_proj_state},
+    {"/projections/{name}/what-if", EVS_M_POST, EVS_R_PROJECTIONS, B_REPLAY, C, "", RD_ALL, evs__route_proj_what_if},
+    {"/projections/{name}/compare", R, EVS_R_PROJECTIONS, B_NONE, C, "a,b", RD_ALL, evs__route_proj_compare},
+    {"/projections/{name}/compare", EVS_M_POST, EVS_R_PROJECTIONS, B_REPLAY, C, "", RD_ALL, evs__route_proj_compare},
+    {"/projections/{name}/partitions", R, EVS_R_PROJECTIONS, B_NONE, C, Q_PAGE, RD_ALL, evs__route_proj_partitions},
+    {"/projections/{name}/rebuild", EVS_M_POST, EVS_R_PROJECTIONS, B_NONE, C, "from", ADMIN,
+     evs__route_consumer_rebuild},
     CONSUMER_ROUTES("/projections", EVS_R_PROJECTIONS, Q_PAGE),
 
-    {"/subscriptions/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_SUBSCRIPTIONS, B_JSON_OPT, C, "", evs__route_sub_put},
+    {"/subscriptions/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_SUBSCRIPTIONS, B_JSON_OPT, C, "", ADMIN,
+     evs__route_sub_put},
     CONSUMER_ROUTES("/subscriptions", EVS_R_SUBSCRIPTIONS, "kind," Q_PAGE),
 
-    {"/groups/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_GROUPS, B_JSON_OPT, C, "", evs__route_group_put},
-    {"/groups/{name}/next", EVS_M_POST, EVS_R_GROUPS, B_NONE, C, "consumer,timeout_ms", evs__route_group_next},
-    {"/groups/{name}/ack", EVS_M_POST, EVS_R_GROUPS, B_JSON, C, "", evs__route_group_ack},
-    {"/groups/{name}/nack", EVS_M_POST, EVS_R_GROUPS, B_JSON, C, "", evs__route_group_nack},
-    {"/groups/{name}/consumers/{consumer}", EVS_M_DELETE, EVS_R_GROUPS, B_NONE, C, "", evs__route_group_leave},
+    {"/groups/{name}", EVS_M_PUT | EVS_M_POST, EVS_R_GROUPS, B_JSON_OPT, C, "", ADMIN, evs__route_group_put},
+    {"/groups/{name}/next", EVS_M_POST, EVS_R_GROUPS, B_NONE, C, "consumer,timeout_ms", SUB_ALL,
+     evs__route_group_next},
+    {"/groups/{name}/ack", EVS_M_POST, EVS_R_GROUPS, B_JSON, C, "", SUB_ALL, evs__route_group_ack},
+    {"/groups/{name}/nack", EVS_M_POST, EVS_R_GROUPS, B_JSON, C, "", SUB_ALL, evs__route_group_nack},
+    {"/groups/{name}/consumers/{consumer}", EVS_M_DELETE, EVS_R_GROUPS, B_NONE, C, "", SUB_ALL,
+     evs__route_group_leave},
     CONSUMER_ROUTES("/groups", EVS_R_GROUPS, Q_PAGE),
 
-    {"/commands", R, EVS_R_COMMANDS, B_NONE, 0, "", evs__route_command_list},
-    {"/commands", EVS_M_POST, EVS_R_COMMANDS, B_COMMAND, 0, "", evs__route_command_batch},
-    {"/commands/{command}", EVS_M_POST, EVS_R_COMMANDS, B_COMMAND, 0, "", evs__route_command},
-    {"/queries", R, EVS_R_QUERIES, B_NONE, 0, "", evs__route_query_list},
+    {"/commands", R, EVS_R_COMMANDS, B_NONE, 0, "", RD_ANY, evs__route_command_list},
+    {"/commands", EVS_M_POST, EVS_R_COMMANDS, B_COMMAND, 0, "", AP_ALL, evs__route_command_batch},
+    {"/commands/{command}", EVS_M_POST, EVS_R_COMMANDS, B_COMMAND, 0, "", AP_ALL, evs__route_command},
+    {"/queries", R, EVS_R_QUERIES, B_NONE, 0, "", RD_ALL, evs__route_query_list},
     /* a query's fields are its own parameters: evs__route_query checks them against the definition */
-    {"/queries/{query}", R, EVS_R_QUERIES, B_NONE, 0, NULL, evs__route_query},
-    {"/aggregates", R, EVS_R_AGGREGATES, B_NONE, 0, "", evs__route_aggregate_list},
-    {"/aggregates/{type}", R, EVS_R_AGGREGATES, B_NONE, 0, "", evs__route_aggregate_type},
-    {"/aggregates/{type}", EVS_M_PUT | EVS_M_POST, EVS_R_AGGREGATES, B_SOURCE, 0, "", evs__route_aggregate_put},
-    {"/aggregates/{type}/{aggregate}", R, EVS_R_AGGREGATES, B_NONE, 0, "use_snapshot,as_of", evs__route_aggregate_get},
-    {"/aggregates/{type}/{aggregate}/snapshots", R | EVS_M_POST, EVS_R_AGGREGATES, B_NONE, 0, "",
+    {"/queries/{query}", R, EVS_R_QUERIES, B_NONE, 0, NULL, RD_ALL, evs__route_query},
+    {"/aggregates", R, EVS_R_AGGREGATES, B_NONE, 0, "", RD_ANY, evs__route_aggregate_list},
+    {"/aggregates/{type}", R, EVS_R_AGGREGATES, B_NONE, 0, "", RD_ANY, evs__route_aggregate_type},
+    {"/aggregates/{type}", EVS_M_PUT | EVS_M_POST, EVS_R_AGGREGATES, B_SOURCE, 0, "", ADMIN, evs__route_aggregate_put},
+    {"/aggregates/{type}/{aggregate}", R, EVS_R_AGGREGATES, B_NONE, 0, "use_snapshot,as_of", RD_ALL,
+     evs__route_aggregate_get},
+    {"/aggregates/{type}/{aggregate}/snapshots", R, EVS_R_AGGREGATES, B_NONE, 0, "", RD_ALL,
+     evs__route_aggregate_snapshots},
+    {"/aggregates/{type}/{aggregate}/snapshots", EVS_M_POST, EVS_R_AGGREGATES, B_NONE, 0, "", AP_ALL,
      evs__route_aggregate_snapshots},
 
-    {"/sagas", R, EVS_R_SAGAS, B_NONE, 0, "type,status,stuck_for," Q_PAGE, evs__route_saga_list},
-    {"/sagas/{saga}", R, EVS_R_SAGAS, B_NONE, 0, "status,stuck_for," Q_PAGE, evs__route_saga_list},
-    {"/sagas/{saga}/{instance}", R, EVS_R_SAGAS, B_NONE, 0, "", evs__route_saga_show},
-    {"/sagas/{saga}/{instance}/pause", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "reason", evs__route_saga_pause},
-    {"/sagas/{saga}/{instance}/resume", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "", evs__route_saga_resume},
-    {"/sagas/{saga}/{instance}/retry", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "", evs__route_saga_retry},
-    {"/sagas/{saga}/{instance}/skip", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "step,reason", evs__route_saga_skip},
-    {"/sagas/{saga}/{instance}/compensate", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "reason",
+    {"/sagas", R, EVS_R_SAGAS, B_NONE, 0, "type,status,stuck_for," Q_PAGE, RD_ALL, evs__route_saga_list},
+    {"/sagas/{saga}", R, EVS_R_SAGAS, B_NONE, 0, "status,stuck_for," Q_PAGE, RD_ALL, evs__route_saga_list},
+    {"/sagas/{saga}/{instance}", R, EVS_R_SAGAS, B_NONE, 0, "", RD_ALL, evs__route_saga_show},
+    {"/sagas/{saga}/{instance}/pause", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "reason", ADMIN, evs__route_saga_pause},
+    {"/sagas/{saga}/{instance}/resume", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "", ADMIN, evs__route_saga_resume},
+    {"/sagas/{saga}/{instance}/retry", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "", ADMIN, evs__route_saga_retry},
+    {"/sagas/{saga}/{instance}/skip", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "step,reason", ADMIN, evs__route_saga_skip},
+    {"/sagas/{saga}/{instance}/compensate", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "reason", ADMIN,
      evs__route_saga_compensate},
-    {"/sagas/{saga}/{instance}/abort", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "reason", evs__route_saga_abort},
+    {"/sagas/{saga}/{instance}/abort", EVS_M_POST, EVS_R_SAGAS, B_NONE, 0, "reason", ADMIN, evs__route_saga_abort},
 
     /* the web console (routes_ui.c): static files, query strings ignored */
-    {"/", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_index},
-    {"/ui", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_index},
-    {"/ui/", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_index},
-    {"/ui/{file}", R, EVS_R_UI, B_NONE, 0, NULL, evs__route_ui_file},
-    {"/schemas", R, EVS_R_SCHEMAS, B_NONE, 0, "", evs__route_schema_list},
-    {"/schemas/{event_type}", R, EVS_R_SCHEMAS, B_NONE, 0, "", evs__route_schema_type},
-    {"/schemas/{event_type}", EVS_M_PUT | EVS_M_POST, EVS_R_SCHEMAS, B_SCHEMA, 0, "version,migration_path",
+    {"/", R, EVS_R_UI, B_NONE, 0, NULL, OPEN, evs__route_ui_index},
+    {"/ui", R, EVS_R_UI, B_NONE, 0, NULL, OPEN, evs__route_ui_index},
+    {"/ui/", R, EVS_R_UI, B_NONE, 0, NULL, OPEN, evs__route_ui_index},
+    {"/ui/{file}", R, EVS_R_UI, B_NONE, 0, NULL, OPEN, evs__route_ui_file},
+    {"/schemas", R, EVS_R_SCHEMAS, B_NONE, 0, "", RD_ANY, evs__route_schema_list},
+    {"/schemas/{event_type}", R, EVS_R_SCHEMAS, B_NONE, 0, "", RD_ANY, evs__route_schema_type},
+    {"/schemas/{event_type}", EVS_M_PUT | EVS_M_POST, EVS_R_SCHEMAS, B_SCHEMA, 0, "version,migration_path", ADMIN,
      evs__route_schema_put},
-    {"/schemas/{event_type}/check", EVS_M_POST, EVS_R_SCHEMAS, B_SCHEMA, 0, "version", evs__route_schema_check},
-    {"/schemas/{event_type}/compat", R, EVS_R_SCHEMAS, B_NONE, 0, "", evs__route_schema_compat},
-    {"/schemas/{event_type}/compat", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", evs__route_schema_compat},
-    {"/schemas/{event_type}/{version}", R, EVS_R_SCHEMAS, B_NONE, 0, "", evs__route_schema_version},
-    {"/schemas/{event_type}/{version}/deprecate", EVS_M_POST | EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "",
+    {"/schemas/{event_type}/check", EVS_M_POST, EVS_R_SCHEMAS, B_SCHEMA, 0, "version", RD_ANY,
+     evs__route_schema_check},
+    {"/schemas/{event_type}/compat", R, EVS_R_SCHEMAS, B_NONE, 0, "", RD_ANY, evs__route_schema_compat},
+    {"/schemas/{event_type}/compat", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", ADMIN, evs__route_schema_compat},
+    {"/schemas/{event_type}/{version}", R, EVS_R_SCHEMAS, B_NONE, 0, "", RD_ANY, evs__route_schema_version},
+    {"/schemas/{event_type}/{version}/deprecate", EVS_M_POST | EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "", ADMIN,
      evs__route_schema_deprecate},
-    {"/schemas/{event_type}/{version}/validate", EVS_M_POST, EVS_R_SCHEMAS, B_DATA, 0, "", evs__route_schema_validate},
-    {"/schemas/{event_type}/{version}/upcaster", EVS_M_PUT | EVS_M_POST, EVS_R_SCHEMAS, B_SOURCE, 0, "",
+    {"/schemas/{event_type}/{version}/validate", EVS_M_POST, EVS_R_SCHEMAS, B_DATA, 0, "", RD_ANY,
+     evs__route_schema_validate},
+    {"/schemas/{event_type}/{version}/upcaster", EVS_M_PUT | EVS_M_POST, EVS_R_SCHEMAS, B_SOURCE, 0, "", ADMIN,
      evs__route_schema_upcaster},
-    {"/schemas/{event_type}/{version}/upcaster", EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "",
+    {"/schemas/{event_type}/{version}/upcaster", EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "", ADMIN,
      evs__route_schema_upcaster},
-    {"/schema-policies/default", R, EVS_R_SCHEMAS, B_NONE, 0, "", evs__route_schema_policy},
-    {"/schema-policies/default", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", evs__route_schema_policy},
-    {"/schema-policies/stream-types/{stream_type}", R | EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "",
+    {"/schema-policies/default", R, EVS_R_SCHEMAS, B_NONE, 0, "", RD_ANY, evs__route_schema_policy},
+    {"/schema-policies/default", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", ADMIN, evs__route_schema_policy},
+    {"/schema-policies/stream-types/{stream_type}", R, EVS_R_SCHEMAS, B_NONE, 0, "", RD_ANY,
      evs__route_schema_policy},
-    {"/schema-policies/stream-types/{stream_type}", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", evs__route_schema_policy},
-    {"/schema-policies/event-types/{event_type}", R | EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "",
+    {"/schema-policies/stream-types/{stream_type}", EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "", ADMIN,
      evs__route_schema_policy},
-    {"/schema-policies/event-types/{event_type}", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", evs__route_schema_policy},
+    {"/schema-policies/stream-types/{stream_type}", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", ADMIN,
+     evs__route_schema_policy},
+    {"/schema-policies/event-types/{event_type}", R, EVS_R_SCHEMAS, B_NONE, 0, "", RD_ANY, evs__route_schema_policy},
+    {"/schema-policies/event-types/{event_type}", EVS_M_DELETE, EVS_R_SCHEMAS, B_NONE, 0, "", ADMIN,
+     evs__route_schema_policy},
+    {"/schema-policies/event-types/{event_type}", EVS_M_PUT, EVS_R_SCHEMAS, B_JSON, 0, "", ADMIN,
+     evs__route_schema_policy},
+
+    /* API keys (routes_keys.c) */
+    {"/keys", R, EVS_R_KEYS, B_NONE, 0, "", ADMIN, evs__route_keys_list},
+    {"/keys", EVS_M_POST, EVS_R_KEYS, B_JSON, 0, "", ADMIN, evs__route_keys_create},
+    {"/keys/{id}", EVS_M_DELETE, EVS_R_KEYS, B_NONE, 0, "", ADMIN, evs__route_keys_revoke},
 };
 
 #undef R
@@ -583,11 +629,23 @@ static enum MHD_Result first_call(evs__req *rq, const route_def **row) {
     if (atomic_load(&srv->shutting) && !(d->flags & F_STOPPING))
         REFUSE(EVS_HTTP_UNAVAILABLE, NULL, "the server is shutting down");
     if ((d->flags & F_CONSUMERS) && !srv->bus) REFUSE(EVS_HTTP_UNAVAILABLE, NULL, "consumers are not available");
+    /* who: the key is checked before anything about the request is (only the route's existence is public) */
+    enum MHD_Result mr;
+    if (evs__auth_check(rq, d->need, &mr)) {
+        rq->answered = 1;
+        return mr;
+    }
     int bad;
-    enum MHD_Result mr = params(rq, d, &p, &bad);
+    mr = params(rq, d, &p, &bad);
     if (bad) {
         rq->answered = 1;
         return mr;
+    }
+    /* what: with the path's {stream} decoded, its permission */
+    if (rq->who && EVS_NEED_SCOPE(d->need) == EVS_SCOPE_STREAM &&
+        !evs__principal_allows(rq->who, EVS_NEED_PERM(d->need), rq->stream, strlen(rq->stream), NULL, 0)) {
+        rq->answered = 1;
+        return evs__auth_forbid(rq, EVS_NEED_PERM(d->need), rq->stream, strlen(rq->stream), NULL, 0);
     }
     mr = check_query(rq, d, &bad);
     if (bad) return mr;
@@ -746,8 +804,24 @@ void evs__http_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     if (!h) return;
     evs__req *rq = &h->rq;
     if (rq->state && rq->state_free) rq->state_free(rq->state);
+    evs__principal_unref(rq->who);
     if (rq->counted) atomic_fetch_sub(&srv->active, 1);
     evs__sb_free(&rq->body);
     free(h);
     *con_cls = NULL;
+}
+
+void evs__serve_print_routes(FILE *f) {
+    static const struct {
+        unsigned bit;
+        const char *name;
+    } ms[] = {{EVS_M_GET, "GET"}, {EVS_M_HEAD, "HEAD"}, {EVS_M_POST, "POST"}, {EVS_M_PUT, "PUT"},
+              {EVS_M_DELETE, "DELETE"}};
+    for (size_t i = 0; i < NROUTES; i++)
+        for (size_t m = 0; m < sizeof ms / sizeof ms[0]; m++)
+            if (routes[i].methods & ms[m].bit) {
+                char need[32];
+                evs__auth_need_text(routes[i].need, need, sizeof need);
+                fprintf(f, "%s %s %s\n", ms[m].name, routes[i].path, need);
+            }
 }

@@ -22,6 +22,7 @@
 
 #include "evstore_saga.h"
 #include "evstore_schema.h"
+#include "server/auth.h"
 #include "server/consumers.h"
 #include "server/metrics.h"
 #include "server/nats_host.h"
@@ -532,6 +533,14 @@ enum MHD_Result evs__route_metrics(evs__req *rq) {
     for (int k = 0; k < EVS_ERRK_COUNT; k++)
         evs__sb_printf(&b, "evstore_http_errors_total{kind=\"%s\"} %llu\n", evs__err_kind_name((enum evs__err_kind)k),
                        (unsigned long long)evs__count_load(&m->errors[k]));
+
+    family(&b, "evstore_auth_failures_total", "counter",
+           "Requests refused for their API key, by reason (missing, malformed, unknown, revoked: 401; forbidden: 403).");
+    for (int k = 0; k < EVS_AUTHF_COUNT; k++)
+        evs__sb_printf(&b, "evstore_auth_failures_total{reason=\"%s\"} %llu\n", evs__authf_name(k),
+                       (unsigned long long)evs__count_load(&m->auth_failures[k]));
+    family(&b, "evstore_auth_enabled", "gauge", "1 when every route but the open ones needs an API key.");
+    sample(&b, "evstore_auth_enabled", (uint64_t)srv->auth);
 
     long nsse = evs__sse_count(srv), nws = evs__ws_count(srv);
     family(&b, "evstore_live_subscribers", "gauge", "Connected live subscribers, by protocol.");

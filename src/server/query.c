@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "auth/keys.h"
 #include "server/query.h"
 
 /* ------------------------------------------------------------ decoding */
@@ -206,6 +207,7 @@ void evs__live_filter_free(evs__live_filter *lf) {
     free(lf->stream);
     free(lf->stream_prefix);
     free(lf->tags_buf);
+    evs__principal_unref(lf->who);
     memset(lf, 0, sizeof *lf);
 }
 
@@ -301,6 +303,9 @@ cleanup:
 }
 
 int evs__live_filter_match(const evs__live_filter *lf, const evs_event *ev) {
+    if (lf->who && !evs__principal_allows(lf->who, lf->who_perm, ev->stream, ev->stream_len, ev->event_type,
+                                          ev->event_type_len))
+        return 0; /* skipped, and the cursor still moves past it */
     if (!lf->stream) return 1;
     return ev->stream_len == lf->stream_len && memcmp(ev->stream, lf->stream, lf->stream_len) == 0;
 }

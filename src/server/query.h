@@ -66,6 +66,8 @@ typedef struct evs__live_filter {
     int has_causation;
     evs_uuid causation;
     int64_t since, until;         /* 0: unbounded */
+    struct evs__principal *who;   /* a restricted key: only what it holds who_perm on passes (auth.c) */
+    unsigned who_perm;
     evs_filter f;                 /* points into the fields above */
 } evs__live_filter;
 
@@ -83,7 +85,7 @@ int evs__query_filter(evs__req *rq, int allow_stream, evs__live_filter *lf, enum
  */
 int evs__live_filter_finish(evs__live_filter *lf, char *why, size_t cap);
 void evs__live_filter_free(evs__live_filter *lf);
-/* 1 if ev passes the parts evs_filter cannot express (the exact stream). */
+/* 1 if ev passes the parts evs_filter cannot express (the exact stream, the key's permissions). */
 int evs__live_filter_match(const evs__live_filter *lf, const evs_event *ev);
 
 /*

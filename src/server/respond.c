@@ -40,6 +40,8 @@ unsigned evs__http_status(int rc) {
     case EVS_ETIMEDOUT: return EVS_HTTP_GATEWAY_TIMEOUT;
     case EVS_ELOST: return EVS_HTTP_GONE;              /* removed by a repair of a damaged log */
     case EVS_EDELETED: return EVS_HTTP_GONE;           /* a hard-deleted stream: never again */
+    case EVS_EUNAUTHORIZED: return EVS_HTTP_UNAUTHORIZED; /* no key, or one that is unknown or revoked */
+    case EVS_EFORBIDDEN: return EVS_HTTP_FORBIDDEN;       /* a valid key without the permission */
     case EVS_ECORRUPT:
     case EVS_EFORMAT:
     case EVS_EINDEX: return EVS_HTTP_INTERNAL;         /* stored data is wrong: retrying will not help */
@@ -107,6 +109,8 @@ enum MHD_Result evs__respond_queue(evs__req *rq, unsigned status, struct MHD_Res
         allow_text(rq->allowed, allow, sizeof allow);
         MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
     }
+    if (status == EVS_HTTP_UNAUTHORIZED)
+        MHD_add_response_header(r, MHD_HTTP_HEADER_WWW_AUTHENTICATE, "Bearer realm=\"evstore\"");
     /* While shutting down, do not invite the client to reuse the connection. */
     if (status != EVS_HTTP_SWITCHING && atomic_load(&srv->shutting))
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONNECTION, "close");

@@ -29,6 +29,7 @@
 /* Statuses by number: libmicrohttpd renames some of its constants between releases. */
 enum {
     EVS_HTTP_SWITCHING = 101, EVS_HTTP_OK = 200, EVS_HTTP_CREATED = 201, EVS_HTTP_BAD_REQUEST = 400,
+    EVS_HTTP_UNAUTHORIZED = 401, EVS_HTTP_FORBIDDEN = 403,
     EVS_HTTP_NOT_FOUND = 404, EVS_HTTP_METHOD_NOT_ALLOWED = 405, EVS_HTTP_CONFLICT = 409, EVS_HTTP_GONE = 410,
     EVS_HTTP_TOO_LARGE = 413, EVS_HTTP_UNSUPPORTED_TYPE = 415, EVS_HTTP_UNPROCESSABLE = 422,
     EVS_HTTP_INTERNAL = 500, EVS_HTTP_UNAVAILABLE = 503, EVS_HTTP_GATEWAY_TIMEOUT = 504
@@ -63,6 +64,7 @@ typedef struct evs__req {
     char name[EVS_BUS_MAX_NAME + 1];      /* /projections|subscriptions|groups/{name} */
     char part[EVS_MAX_STREAM_NAME + 1];   /* .../state/{partition}, .../consumers/{consumer} */
     char id[32];                          /* /streams/S/{position}, .../dlq/{position}, raw */
+    struct evs__principal *who;           /* the verified key (auth.c); NULL: auth off or an open route */
     /* a route's own state across calls (a group long-poll), released at completion */
     void *state;
     void (*state_free)(void *state);
@@ -89,6 +91,7 @@ enum MHD_Result evs__respond_malformed(evs__req *rq, long long line, long long c
  *   EVS_EINVAL -> 422, EVS_EJSON -> 400, EVS_ENOTFOUND -> 404,
  *   EVS_ECONFLICT, EVS_EDUPLICATE, EVS_ELOCKED -> 409, EVS_ELIMIT -> 413,
  *   EVS_EIO, EVS_EFAILED, EVS_ECLOSED, EVS_ENOMEM, -errno -> 503,
+ *   EVS_EUNAUTHORIZED -> 401 (with WWW-Authenticate: Bearer), EVS_EFORBIDDEN -> 403,
  *   EVS_ETIMEDOUT -> 504, EVS_ECORRUPT, EVS_EFORMAT, EVS_EINDEX and anything else -> 500.
  */
 unsigned evs__http_status(int rc);

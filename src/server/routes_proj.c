@@ -34,7 +34,7 @@ int evs__req_source(evs__req *rq, json_t **root, const char **src, size_t *n, en
         if (!json_is_string(s) || json_object_size(*root) != 1) {
             *mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, NULL,
                        "expected {\"source\": \"...Lua...\"} and nothing else");
-            return -1;
+            goto fail;
         }
         *src = json_string_value(s);
         *n = json_string_length(s);
@@ -43,21 +43,25 @@ int evs__req_source(evs__req *rq, json_t **root, const char **src, size_t *n, en
             snprintf(d, sizeof d, "{\"length\":%zu,\"limit\":%zu}", *n, EVS_PROJ_MAX_SOURCE);
             *mr = evs__respond_error(rq, EVS_HTTP_TOO_LARGE, d, "Lua source of %zu bytes is over the limit of %zu", *n,
                        EVS_PROJ_MAX_SOURCE);
-            return -1;
+            goto fail;
         }
     }
     size_t bad;
     if (memchr(*src, 0, *n)) {
         *mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, NULL, "the Lua source contains a NUL byte");
-        return -1;
+        goto fail;
     }
     if (!evs__utf8_valid(*src, *n, &bad)) {
         char d[48];
         snprintf(d, sizeof d, "{\"offset\":%zu}", bad);
         *mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, d, "the Lua source is not valid UTF-8 (byte %zu)", bad + 1);
-        return -1;
+        goto fail;
     }
     return 0;
+fail: /* refused: the body's JSON is released here (callers that put aggregates and upcasters did not) */
+    json_decref(*root);
+    *root = NULL;
+    return -1;
 }
 
 /*

@@ -16,7 +16,7 @@
  * A Lua script sent with PUT/POST (projections, aggregates): the body, or
  * the "source" member of a JSON body; checked for NUL bytes and UTF-8.
  * 0 with *src (pointing into the body or into *root, which the caller
- * releases with json_decref), or -1 after the answer (*mr).
+ * releases with json_decref), or -1 after the answer (*mr; *root is then NULL).
  */
 int evs__req_source(evs__req *rq, json_t **root, const char **src, size_t *n, enum MHD_Result *mr);
 /* PUT|POST /projections/N: the script as text/x-lua or text/plain, or {"source": ...} as JSON */

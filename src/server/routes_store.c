@@ -20,6 +20,7 @@
 #include "core/condition_json.h"
 #include "core/event_json.h"
 #include "evstore_schema.h"
+#include "server/auth.h"
 #include "server/query.h"
 #include "server/routes_schema.h"
 #include "server/routes_store.h"
@@ -29,6 +30,7 @@
 #define PAGE_MAX 10000u                      /* events or streams per read page */
 #define PAGE_DEFAULT 100u
 #define PAGE_MAX_BYTES ((size_t)32 << 20)    /* a page stops growing here */
+#define AUTH_SCAN_MAX 100000u                /* events a restricted key's page examines at most */
 
 /* --------------------------------------------------------------- append */
 
@@ -209,6 +211,18 @@ enum MHD_Result evs__route_append(evs__req *rq) {
         }
         nparsed++;
         ins[i] = parsed[i].ev;
+        /* a key restricted to some event types may append only those (the stream was checked by http.c) */
+        if (rq->who && !evs__principal_allows(rq->who, EVS_PERM_APPEND, stream, strlen(stream), ins[i].event_type,
+                                              strlen(ins[i].event_type))) {
+            mr = evs__auth_forbid(rq, EVS_PERM_APPEND, stream, strlen(stream), ins[i].event_type,
+                                  strlen(ins[i].event_type));
+            goto cleanup;
+        }
+    }
+    /* a condition asks about events anywhere in the log: only a key that may read all of it */
+    if (have_cond && rq->who && !evs__principal_allows_all(rq->who, EVS_PERM_READ)) {
+        mr = evs__auth_forbid(rq, EVS_PERM_READ, NULL, 0, NULL, 0);
+        goto cleanup;
     }
 
     evs_append_result res;
@@ -314,10 +328,13 @@ static int query_upcast(evs__req *rq, evs_schema_registry **up, enum MHD_Result 
  * *last the last event's stream or global position, *done 1 when the reader
  * reached its end.  Returns a library status.
  */
-static int render_events(evs_reader *r, evs_schema_registry *up, evs__sb *out, evs__sb *lost, size_t limit,
-                         int want_global, size_t *count, uint64_t *last, int *done) {
+static int render_events(evs_reader *r, evs_schema_registry *up, const evs__live_filter *lf, evs__sb *out,
+                         evs__sb *lost, size_t limit, int want_global, size_t *count, uint64_t *last, int *done) {
+    size_t examined = 0;
     while (*count < limit) {
         if (out->len >= PAGE_MAX_BYTES) return EVS_OK;
+        /* a restricted key's reader is not limited (skipped events would end the page early): bound the scan */
+        if (lf && lf->who && examined >= AUTH_SCAN_MAX) return EVS_OK;
         const evs_event *ev;
         int rc = evs_reader_next(r, &ev);
         if (rc == EVS_DONE) {
@@ -334,6 +351,8 @@ static int render_events(evs_reader *r, evs_schema_registry *up, evs__sb *out, e
             continue;
         }
         if (rc) return rc;
+        examined++;
+        if (lf && !evs__live_filter_match(lf, ev)) continue; /* not this key's to see; the position moves on */
         evs_event shown;
         void *owned = NULL;
         if (up) { /* ?upcast=latest: the event as the latest version, stored_version says what was stored */
@@ -359,12 +378,12 @@ static int render_events(evs_reader *r, evs_schema_registry *up, evs__sb *out, e
  * A page: events into out, then `],"lost":[...]` when the reader passed
  * ranges a repair removed (the caller closes the array it opened).
  */
-static int render_page(evs__srv *srv, evs_reader *r, evs_schema_registry *up, evs__sb *out, size_t limit,
-                       int want_global, size_t *count, uint64_t *last, int *done) {
+static int render_page(evs__srv *srv, evs_reader *r, evs_schema_registry *up, const evs__live_filter *lf,
+                       evs__sb *out, size_t limit, int want_global, size_t *count, uint64_t *last, int *done) {
     *count = 0;
     *done = 0;
     evs__sb lost = {0};
-    int rc = render_events(r, up, out, &lost, limit, want_global, count, last, done);
+    int rc = render_events(r, up, lf, out, &lost, limit, want_global, count, last, done);
     if (lost.len) {
         evs__sb_adds(out, "],\"lost\":[");
         evs__sb_add(out, lost.p, lost.len);
@@ -395,7 +414,12 @@ enum MHD_Result evs__route_read_stream(evs__req *rq) {
     if (rc == EVS_ENOTFOUND)
         return evs__respond_error(rq, EVS_HTTP_NOT_FOUND, NULL, "stream \"%s\" not found", stream);
     if (rc) return evs__respond_lib(rq, rc, "read stream");
-    if ((rc = evs_read_stream(srv->store, stream, from, dir, (size_t)limit, &r))) {
+    /* a key restricted to some event types of this stream: only those, read unlimited (render_events bounds it) */
+    evs__live_filter lf;
+    memset(&lf, 0, sizeof lf);
+    evs__auth_filter(rq, &lf, EVS_PERM_READ);
+    if ((rc = evs_read_stream(srv->store, stream, from, dir, lf.who ? 0 : (size_t)limit, &r))) {
+        evs__live_filter_free(&lf);
         if (rc == EVS_ENOTFOUND)
             return evs__respond_error(rq, EVS_HTTP_NOT_FOUND, NULL, "stream \"%s\" not found", stream);
         return evs__respond_lib(rq, rc, "read stream");
@@ -407,7 +431,9 @@ enum MHD_Result evs__route_read_stream(evs__req *rq) {
     size_t count;
     uint64_t last = 0;
     int done;
-    if ((rc = render_page(srv, r, up, &out, (size_t)limit, 0, &count, &last, &done))) {
+    rc = render_page(srv, r, up, lf.who ? &lf : NULL, &out, (size_t)limit, 0, &count, &last, &done);
+    evs__live_filter_free(&lf);
+    if (rc) {
         mr = evs__respond_lib(rq, rc, "read stream");
         goto cleanup;
     }
@@ -446,7 +472,9 @@ enum MHD_Result evs__route_read_event(evs__req *rq) {
     const evs_event *ev;
     enum MHD_Result mr;
     rc = evs_reader_next(r, &ev);
-    if (rc == EVS_OK && ev->stream_position == p) {
+    if (rc == EVS_OK && ev->stream_position == p && !evs__auth_event_ok(rq->who, EVS_PERM_READ, ev)) {
+        mr = evs__auth_forbid(rq, EVS_PERM_READ, stream, strlen(stream), ev->event_type, ev->event_type_len);
+    } else if (rc == EVS_OK && ev->stream_position == p) {
         char *js;
         size_t jn;
         if ((rc = evs_event_to_json(ev, &js, &jn))) {
@@ -533,9 +561,10 @@ enum MHD_Result evs__route_all(evs__req *rq) {
         evs__query_u64(rq, "limit", 1, PAGE_MAX, &limit, &mr) ||
         evs__query_filter(rq, 0, &lf, &mr) || query_upcast(rq, &up, &mr))
         goto cleanup;
+    evs__auth_filter(rq, &lf, EVS_PERM_READ); /* a restricted key: only its events, next still moves past the rest */
     if (!evs__query(rq, "from")) from = dir == EVS_FORWARD ? 1 : EVS_POSITION_END;
     uint64_t head = evs_head(srv->store);
-    int rc = evs_read_all(srv->store, from, dir, &lf.f, (size_t)limit, &r);
+    int rc = evs_read_all(srv->store, from, dir, &lf.f, lf.who ? 0 : (size_t)limit, &r);
     if (rc) {
         mr = evs__respond_lib(rq, rc, "read $all");
         goto cleanup;
@@ -544,7 +573,7 @@ enum MHD_Result evs__route_all(evs__req *rq) {
     size_t count;
     uint64_t last = 0;
     int done;
-    if ((rc = render_page(srv, r, up, &out, (size_t)limit, 1, &count, &last, &done))) {
+    if ((rc = render_page(srv, r, up, &lf, &out, (size_t)limit, 1, &count, &last, &done))) {
         mr = evs__respond_lib(rq, rc, "read $all");
         goto cleanup;
     }

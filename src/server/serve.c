@@ -40,6 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "auth/keys.h"
 #include "core/core.h"
 #include "evstore_schema.h"
 #include "server/app_host.h"
@@ -52,6 +53,7 @@
 #include "server/server.h"
 #include "server/sse.h"
 #include "server/state.h"
+#include "server/tls.h"
 #include "server/ws.h"
 
 #define HEADER_MEMORY ((size_t)32 << 10)  /* per connection: headers and the send buffer */
@@ -122,13 +124,13 @@ static void log_mhd(void *cls, const char *fmt, va_list ap) {
  * instead (docs/format.md).  Written whole (rename) and only informative:
  * a failure to write it is not worth stopping for.
  */
-static void serve_file_write(const char *dir, const char *listen) {
+static void serve_file_write(const char *dir, const char *scheme, const char *listen) {
     char path[4096], tmp[4112];
     snprintf(path, sizeof path, "%s/SERVE", dir);
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
     FILE *f = fopen(tmp, "w");
     if (!f) return;
-    int ok = fprintf(f, "%ld http://%s\n", (long)getpid(), listen) > 0;
+    int ok = fprintf(f, "%ld %s://%s\n", (long)getpid(), scheme, listen) > 0;
     ok &= fclose(f) == 0;
     if (!ok || rename(tmp, path) != 0) unlink(tmp);
 }
@@ -137,6 +139,18 @@ static void serve_file_remove(const char *dir) {
     char path[4096];
     snprintf(path, sizeof path, "%s/SERVE", dir);
     unlink(path);
+}
+
+/* 127.0.0.0/8, ::1, or ::ffff:127.x.y.z: only this machine can connect. */
+static int is_loopback(const struct sockaddr_storage *sa) {
+    if (sa->ss_family == AF_INET)
+        return (ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr) >> 24) == 127;
+    if (sa->ss_family == AF_INET6) {
+        const struct in6_addr *a = &((const struct sockaddr_in6 *)sa)->sin6_addr;
+        if (IN6_IS_ADDR_LOOPBACK(a)) return 1;
+        return IN6_IS_ADDR_V4MAPPED(a) && a->s6_addr[12] == 127;
+    }
+    return 0;
 }
 
 static void sleep_ms(long ms) {
@@ -169,6 +183,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
+    sigaddset(&sigs, SIGHUP); /* reloads the TLS certificate (tls.c); ignored without TLS */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -196,6 +211,24 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     if ((rc = evs_schema_open(srv->store, &srv->schemas))) {
         snprintf(why, whycap, "serve: schema registry of %s: %s", cfg->dir, evs_errmsg());
         ret = rc;
+        goto cleanup;
+    }
+
+    /* API keys: DIR/keys.secret is made on first use; auth is on with --auth, or by itself when the
+       store has keys (a store whose keys were made is never served open by accident) */
+    if ((rc = evs__keys_open(cfg->dir, 1, &srv->keys))) {
+        snprintf(why, whycap, "serve: API keys of %s: %s", cfg->dir, evs_errmsg());
+        ret = rc == EVS_ENOMEM ? rc : EVS_EIO; /* exit 5, whatever is wrong with the files */
+        goto cleanup;
+    }
+    srv->auth = cfg->auth || evs__keys_active(srv->keys) > 0;
+    if (!srv->auth && !cfg->insecure && !is_loopback(&cfg->addr)) {
+        snprintf(why, whycap,
+                 "serve: refusing to listen on %s without authentication: anyone who can reach it could read "
+                 "and write every stream.  Create a key (evstore key create --role admin -d %s) and give --auth, "
+                 "or give --insecure to serve it open anyway",
+                 cfg->listen, cfg->dir);
+        ret = EVS_EINVAL;
         goto cleanup;
     }
 
@@ -228,6 +261,11 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         goto cleanup;
     }
 
+    int tls = cfg->tls_cert != NULL;
+    if (tls && evs__tls_load(cfg->tls_cert, cfg->tls_key, why, whycap)) {
+        ret = EVS_EINVAL;
+        goto cleanup;
+    }
     int lsock = listen_on(&cfg->addr, cfg->addrlen, srv->listen, sizeof srv->listen);
     if (lsock < 0) {
         snprintf(why, whycap, "serve: cannot listen on %s: %s", cfg->listen, strerror(errno));
@@ -235,10 +273,19 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         goto cleanup;
     }
     unsigned flags = MHD_USE_EPOLL_INTERNAL_THREAD | MHD_ALLOW_SUSPEND_RESUME | MHD_ALLOW_UPGRADE |
-                     MHD_USE_ERROR_LOG | MHD_USE_TURBO | (cfg->addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0);
+                     MHD_USE_ERROR_LOG | MHD_USE_TURBO | (cfg->addr.ss_family == AF_INET6 ? MHD_USE_IPv6 : 0) |
+                     (tls ? MHD_USE_TLS : 0);
+    /* TLS: the certificate comes from the callback at each handshake (SIGHUP swaps it), TLS 1.2+ only */
+    struct MHD_OptionItem tls_opts[] = {
+        {MHD_OPTION_HTTPS_CERT_CALLBACK, 0, evs__tls_callback()},
+        {MHD_OPTION_HTTPS_PRIORITIES, 0, (void *)EVS_TLS_PRIORITIES},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    if (!tls) tls_opts[0].option = MHD_OPTION_END;
     srv->daemon = MHD_start_daemon(
         flags, 0, evs__http_accept, srv, evs__http_access, srv,
-        MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL,
+        MHD_OPTION_EXTERNAL_LOGGER, log_mhd, NULL, /* first, or libmicrohttpd says so on stderr */
+        MHD_OPTION_ARRAY, tls_opts,
         MHD_OPTION_LISTEN_SOCKET, (MHD_socket)lsock,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned int)srv->threads,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)srv->max_connections,
@@ -255,13 +302,21 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = EVS_EIO;
         goto cleanup;
     }
-    serve_file_write(cfg->dir, srv->listen);
-    printf("evstore serve: listening on http://%s (data %s, durability %s)\n", srv->listen, cfg->dir,
-           cfg->durability_name);
+    serve_file_write(cfg->dir, tls ? "https" : "http", srv->listen);
+    printf("evstore serve: listening on %s://%s (data %s, durability %s, auth %s)\n", tls ? "https" : "http",
+           srv->listen, cfg->dir, cfg->durability_name, srv->auth ? "on" : "off");
     fflush(stdout);
 
     int sig = 0;
-    while (sigwait(&sigs, &sig) != 0) {
+    for (;;) {
+        if (sigwait(&sigs, &sig) != 0) continue;
+        if (sig != SIGHUP) break;
+        /* SIGHUP: new handshakes get the certificate as it is now on disk; open connections keep theirs */
+        char twhy[512];
+        if (!tls) fprintf(stderr, "evstore serve: SIGHUP received; no TLS certificate to reload\n");
+        else if (evs__tls_reload(twhy, sizeof twhy))
+            fprintf(stderr, "evstore serve: SIGHUP: keeping the old certificate: %s\n", twhy);
+        else fprintf(stderr, "evstore serve: SIGHUP: TLS certificate reloaded from %s\n", cfg->tls_cert);
     }
     fprintf(stderr, "evstore serve: %s received, shutting down\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
 
@@ -289,6 +344,7 @@ cleanup:
         MHD_stop_daemon(srv->daemon);
         serve_file_remove(cfg->dir);
     }
+    evs__tls_free(); /* after the daemon: no handshake can ask for a certificate any more */
     evs__cmdpool_stop(srv); /* before the hub goes: a runner that finishes kicks it */
     evs__ws_free(srv);
     evs__sse_free(srv);
@@ -297,6 +353,8 @@ cleanup:
     evs__app_stop(srv);            /* uses the bus: before the consumers */
     evs__consumers_stop(srv->bus); /* projections commit before the store closes */
     srv->bus = NULL;
+    evs__keys_close(srv->keys);
+    srv->keys = NULL;
     evs_schema_close(srv->schemas); /* after everything that appends, before the store */
     srv->schemas = NULL;
     if (srv->store && ret == EVS_OK) {

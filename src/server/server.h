@@ -52,6 +52,9 @@ typedef struct evs__serve_config {
     evs_app_config app;           /* the application layer's settings */
     unsigned saga_workers;        /* saga engine worker threads (app_dir/sagas/, saga_host.c) */
     evs_nats_config nats;         /* the JetStream relay (nats_host.c); urls NULL: none */
+    int auth;                     /* --auth: every route but the open ones needs an API key */
+    int insecure;                 /* --insecure: serve a non-loopback address without keys anyway */
+    const char *tls_cert, *tls_key; /* PEM files: HTTPS and WSS (tls.c); NULL: plain HTTP.  Reloaded on SIGHUP. */
 } evs__serve_config;
 
 /*
@@ -63,5 +66,8 @@ typedef struct evs__serve_config {
  * failed) and why[] says what happened, as a sentence for "evstore: <why>".
  */
 int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap);
+
+/* Every route as "METHOD PATH NEED" lines (`evstore serve --print-routes`; NEED as in auth.h: open, read:stream, ...). */
+void evs__serve_print_routes(FILE *f);
 
 #endif

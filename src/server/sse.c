@@ -44,6 +44,7 @@
 #include <string.h>
 
 #include "evstore_schema.h"
+#include "server/auth.h"
 #include "server/query.h"
 #include "server/sse.h"
 
@@ -224,6 +225,7 @@ enum MHD_Result evs__route_subscribe(evs__req *rq) {
     const union MHD_ConnectionInfo *ci = MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD);
     sub->fd = ci ? (int)ci->connect_fd : -1;
     if (evs__query_filter(rq, 1, &sub->lf, &mr)) goto fail;
+    evs__auth_filter(rq, &sub->lf, EVS_PERM_SUBSCRIBE); /* skipped events still move the cursor (sse_fill) */
     const char *upv = evs__query(rq, "upcast");
     if (upv && strcmp(upv, "latest") != 0) {
         mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter upcast=%.40s: the only value is latest", upv);

@@ -36,6 +36,7 @@ struct evs_schema_registry;
 struct evs__nats_host;
 
 typedef struct evs__nats_host evs__nats_host;
+struct evs__keystore;
 
 typedef struct evs__srv {
     evs_store *store;
@@ -51,6 +52,8 @@ typedef struct evs__srv {
     size_t ws_frame_max;
     unsigned heartbeat_ms;
     unsigned query_timeout_ms;    /* cap of a query's min_position wait (the app's setting) */
+    struct evs__keystore *keys;   /* DIR's API keys (serve.c; thread-safe), for /keys and the checks */
+    int auth;                     /* 1: every route but the open ones needs a key (auth.c) */
     FILE *access_log;             /* one line per answered request (respond.c); NULL: off */
 
     int64_t started_ns;

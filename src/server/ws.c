@@ -84,6 +84,7 @@
 
 #include "core/event_json.h"
 #include "evstore_schema.h"
+#include "server/auth.h"
 #include "server/cmdpool.h"
 #include "server/consumers.h"
 #include "server/query.h"
@@ -153,6 +154,7 @@ struct ws_client {
     int64_t pull_after_ns;         /* a delivery failed: no pull before this (monotonic) */
     char consumer[EVS_BUS_MAX_NAME + 1];
     uint64_t id;                   /* names the connection to the command runners (1, 2, ...) */
+    evs__principal *who;           /* the key checked at the upgrade (a reference); NULL: auth off */
     ws_client *prev, *nxt;
 };
 
@@ -208,8 +210,25 @@ static void send_error(ws_client *cl, const char *detail_json, const char *fmt, 
     evs__sb_free(&b);
 }
 
+/*
+ * Each operation is checked against the key of the upgrade, as an HTTP
+ * request with the same need would be (auth.h); 1 when it may go on.
+ */
+static int ws_allowed(ws_client *cl, unsigned perm, int all) {
+    if (!cl->who) return 1;
+    if (all ? evs__principal_allows_all(cl->who, perm) : evs__principal_allows_any(cl->who, perm)) return 1;
+    evs__count_add(&cl->hub->srv->m.auth_failures[EVS_AUTHF_FORBIDDEN], 1);
+    char d[160];
+    snprintf(d, sizeof d, "{\"code\":\"%s\",\"permission\":\"%s\",\"stream\":\"$all\",\"key\":\"%s\"}",
+             evs_errname(EVS_EFORBIDDEN), evs__perm_name(perm), cl->who->id);
+    send_error(cl, d, "key %s lacks the %s permission %s", cl->who->id, evs__perm_name(perm),
+               all ? "on every stream ($all)" : "on any stream");
+    return 0;
+}
+
 static void on_subscribe(ws_client *cl, const evs__ws_msg *msg) {
     evs__srv *srv = cl->hub->srv;
+    if (!ws_allowed(cl, EVS_PERM_SUBSCRIBE, 0)) return;
     if (cl->subscribed) {
         send_error(cl, NULL, "already subscribed; send {\"op\":\"unsubscribe\"} first");
         return;
@@ -223,6 +242,12 @@ static void on_subscribe(ws_client *cl, const evs__ws_msg *msg) {
     if (evs__ws_msg_subscribe(msg, lf, &from_now, &start, &upcast, &e)) {
         send_refusal(cl, &e);
         return;
+    }
+    /* a restricted key sees only what it may: its id is part of the chain's key, so no block is shared
+       with a client that may see more */
+    if (cl->who && !evs__principal_allows_all(cl->who, EVS_PERM_SUBSCRIBE)) {
+        lf->who = evs__principal_ref(cl->who);
+        lf->who_perm = EVS_PERM_SUBSCRIBE;
     }
     if (from_now) start = evs_head(srv->store) + 1;
     cl->upcast = upcast && srv->schemas;
@@ -259,6 +284,7 @@ static void consume_end(ws_client *cl, const char *reason) {
 }
 
 static void on_consume(ws_client *cl, const evs__ws_msg *msg) {
+    if (!ws_allowed(cl, EVS_PERM_SUBSCRIBE, 1)) return; /* a group's events are not filtered per key */
     if (cl->gc) {
         send_error(cl, NULL, "already consuming group \"%s\"; send {\"op\":\"leave\"} first", evs__gconn_group(cl->gc));
         return;
@@ -428,6 +454,7 @@ static void on_command(ws_client *cl, const evs__ws_msg *msg) {
     char *text, *ref_text, why[256];
     size_t len;
     evs__ws_err e;
+    if (!ws_allowed(cl, EVS_PERM_APPEND, 1)) return; /* as POST /commands */
     if (evs__ws_msg_command(msg, &text, &len, &ref_text, &e)) {
         send_refusal(cl, &e);
         return;
@@ -659,6 +686,7 @@ static ws_chain *chain_get(evs__ws_hub *hub, const evs__live_filter *lf, int upc
         evs_uuid_format(&lf->causation, u);
         key_field(&k, 'c', u);
     }
+    if (lf->who) key_field(&k, 'k', lf->who->id); /* a restricted key's events are its own */
     evs__sb_add(&k, "", 1); /* a key even for no filter at all */
     if (k.oom || !k.p) {
         evs__sb_free(&k);
@@ -873,6 +901,7 @@ static void client_destroy(evs__ws_hub *hub, ws_client *cl) {
     MHD_upgrade_action(cl->urh, MHD_UPGRADE_ACTION_CLOSE);
     evs__live_filter_free(&cl->lf);
     free(cl->extra);
+    evs__principal_unref(cl->who);
     free(cl);
 }
 
@@ -1072,7 +1101,6 @@ static void ws_upgraded(void *cls, struct MHD_Connection *c, void *con_cls, cons
     evs__srv *srv = cls;
     evs__ws_hub *hub = srv->ws;
     (void)c;
-    (void)con_cls;
     ws_client *cl = calloc(1, sizeof *cl);
     if (cl && extra_in_size) {
         cl->extra = malloc(extra_in_size);
@@ -1093,6 +1121,8 @@ static void ws_upgraded(void *cls, struct MHD_Connection *c, void *con_cls, cons
         return;
     }
     cl->hub = hub;
+    /* con_cls is http.c's request, which starts with the evs__req */
+    cl->who = con_cls ? evs__principal_ref(((evs__req *)con_cls)->who) : NULL;
     cl->fd = sock;
     cl->urh = urh;
     cl->last_send_ns = evs__mono_ns();
