@@ -49,16 +49,5 @@ int evs_aggregate_load_as_of(evs_app *a, const char *type, const char *id, const
     if (v == 0) flags |= EVS_LOAD_NO_SNAPSHOT | EVS__LOAD_INITIAL;
     if ((rc = evs__agg_load_upto(a, g, stream, flags, v, &l, err, sizeof err))) return rc;
     int64_t dt = evs__mono_ns() - t0;
-    size_t n = 0;
-    if (g->def.encode(g->def.ctx, l.state, json, &n) || !*json) rc = evs__err(EVS_EINVAL, "%s: encode failed", stream);
-    else if (len) *len = n;
-    if (info) {
-        info->version = l.version;
-        info->snapshot_version = l.snapshot_version;
-        info->events_applied = l.events_applied;
-        info->snapshots_ignored = l.snapshots_ignored;
-        info->duration_ns = dt;
-    }
-    g->def.free_state(g->def.ctx, l.state);
-    return rc;
+    return evs__agg_answer(g, &l, stream, dt, json, len, info);
 }

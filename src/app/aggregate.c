@@ -379,6 +379,24 @@ int evs__agg_lookup(evs_app *a, const char *type, const char *id, evs__agg **g, 
     return evs__agg_stream(*g, id, stream);
 }
 
+/* The JSON of a loaded state and how it was loaded; frees l->state. */
+int evs__agg_answer(evs__agg *g, evs__loaded *l, const char *stream, int64_t dt, char **json, size_t *len,
+                    evs_load_info *info) {
+    size_t n = 0;
+    int rc = EVS_OK;
+    if (g->def.encode(g->def.ctx, l->state, json, &n) || !*json) rc = evs__err(EVS_EINVAL, "%s: encode failed", stream);
+    else if (len) *len = n;
+    if (info) {
+        info->version = l->version;
+        info->snapshot_version = l->snapshot_version;
+        info->events_applied = l->events_applied;
+        info->snapshots_ignored = l->snapshots_ignored;
+        info->duration_ns = dt;
+    }
+    g->def.free_state(g->def.ctx, l->state);
+    return rc;
+}
+
 int evs_aggregate_load_json(evs_app *a, const char *type, const char *id, unsigned flags, char **json, size_t *len,
                             evs_load_info *info) {
     char stream[EVS_MAX_STREAM_NAME + 1], err[512];
@@ -392,18 +410,7 @@ int evs_aggregate_load_json(evs_app *a, const char *type, const char *id, unsign
     int64_t t0 = evs__mono_ns();
     if ((rc = evs__agg_load(a, g, stream, flags, &l, err, sizeof err))) return rc;
     int64_t dt = evs__mono_ns() - t0;
-    size_t n = 0;
-    if (g->def.encode(g->def.ctx, l.state, json, &n) || !*json) rc = evs__err(EVS_EINVAL, "%s: encode failed", stream);
-    else if (len) *len = n;
-    if (info) {
-        info->version = l.version;
-        info->snapshot_version = l.snapshot_version;
-        info->events_applied = l.events_applied;
-        info->snapshots_ignored = l.snapshots_ignored;
-        info->duration_ns = dt;
-    }
-    g->def.free_state(g->def.ctx, l.state);
-    return rc;
+    return evs__agg_answer(g, &l, stream, dt, json, len, info);
 }
 
 int evs_aggregate_snapshot(evs_app *a, const char *type, const char *id, uint64_t *version) {

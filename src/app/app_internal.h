@@ -183,6 +183,9 @@ int evs__agg_lookup(evs_app *a, const char *type, const char *id, evs__agg **g, 
  * describe this log (a store replaced under DIR/app/) fails with
  * EVS_ECORRUPT instead of being applied.
  */
+/* The JSON of l's state (*json the caller's, free()) and info filled; frees l->state (aggregate.c). */
+int evs__agg_answer(evs__agg *g, evs__loaded *l, const char *stream, int64_t dt, char **json, size_t *len,
+                    evs_load_info *info);
 int evs__agg_catch_up(evs_app *a, evs__agg *g, const char *stream, evs__loaded *l, char *err, size_t cap);
 /* Encode and store a snapshot of a loaded state (in the calling thread). */
 int evs__agg_store_snapshot(evs_app *a, evs__agg *g, const char *stream, const evs__loaded *l);
