@@ -825,12 +825,14 @@ WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 class WSClient:
     """A minimal RFC 6455 client: masked text frames out, frames in."""
 
-    def __init__(self, port, path="/ws"):
+    def __init__(self, port, path="/ws", sock=None, extra_headers=""):
+        """sock: an already connected socket (a TLS one, say); extra_headers: whole lines ending in CRLF."""
         import hashlib
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+        self.s = sock or socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
         key = base64.b64encode(os.urandom(16)).decode()
         self.s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, key)).encode())
+                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n"
+                        % (path, key, extra_headers)).encode())
         self.buf = b""
         while b"\r\n\r\n" not in self.buf:
             d = self.s.recv(4096)

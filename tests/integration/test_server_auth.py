@@ -21,8 +21,6 @@ sends EVSTORE_API_KEY.
 
 Standard library only.  Prints "N passed, M failed" as its last line.
 """
-import base64
-import hashlib
 import json
 import os
 import re
@@ -38,7 +36,6 @@ import unittest
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_server import BIN, TIMEOUT, SSEReader, Server, WSClient, ev  # noqa: E402
 
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 RESTRICTED_GRANTS = ["read+subscribe:order-*", "append:order-*"]
 
 
@@ -95,22 +92,7 @@ class AuthWS(WSClient):
     """WSClient with an Authorization header on the upgrade."""
 
     def __init__(self, port, key, path="/ws"):
-        self.s = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
-        k = base64.b64encode(os.urandom(16)).decode()
-        auth = "Authorization: Bearer %s\r\n" % key if key else ""
-        self.s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n%s\r\n" % (path, k, auth)).encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            d = self.s.recv(4096)
-            if not d:
-                raise EOFError("closed during handshake")
-            self.buf += d
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        self.head = head.decode()
-        self.status = int(self.head.split(" ")[1])
-        want = base64.b64encode(hashlib.sha1((k + WS_GUID).encode()).digest()).decode()
-        self.accept_ok = ("sec-websocket-accept: " + want.lower()) in self.head.lower()
+        super().__init__(port, path, extra_headers="Authorization: Bearer %s\r\n" % key if key else "")
 
     def close(self):
         self.s.close()

@@ -15,8 +15,6 @@ server with a message naming the file.
 Standard library and the openssl and curl programs.  Prints "N passed, M
 failed" as its last line.
 """
-import base64
-import hashlib
 import json
 import os
 import re
@@ -37,7 +35,6 @@ warnings.filterwarnings("ignore", category=DeprecationWarning, message=".*TLSv1_
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from test_server import BIN, TIMEOUT, SSEReader, WSClient, ev  # noqa: E402
 
-WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
 def make_cert(d, name, serial):
@@ -107,21 +104,7 @@ class TLSSSE(SSEReader):
 
 class TLSWS(WSClient):
     def __init__(self, port, ctx, path="/ws"):
-        self.s = tls_socket(port, ctx)
-        k = base64.b64encode(os.urandom(16)).decode()
-        self.s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                        "Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n" % (path, k)).encode())
-        self.buf = b""
-        while b"\r\n\r\n" not in self.buf:
-            d = self.s.recv(4096)
-            if not d:
-                raise EOFError("closed during handshake")
-            self.buf += d
-        head, _, self.buf = self.buf.partition(b"\r\n\r\n")
-        self.head = head.decode()
-        self.status = int(self.head.split(" ")[1])
-        want = base64.b64encode(hashlib.sha1((k + WS_GUID).encode()).digest()).decode()
-        self.accept_ok = ("sec-websocket-accept: " + want.lower()) in self.head.lower()
+        super().__init__(port, path, sock=tls_socket(port, ctx))
 
 
 def curl(*args):
