@@ -150,6 +150,13 @@ int evs__bk_copy_range(const char *src, const char *label, const char *dst_tmp, 
         rc = evs__err_errno(-errno, "cannot create %s", dst_tmp);
         goto cleanup;
     }
+    /* sized first: no write extends the file, so no filesystem preallocates
+       past the data it is given (XFS does for extending writes) and the
+       skipped zero chunks stay holes */
+    if (out >= 0 && ftruncate(out, (off_t)size)) {
+        rc = evs__err_errno(-errno, "cannot size %s", dst_tmp);
+        goto cleanup;
+    }
     posix_fadvise(in, 0, (off_t)n, POSIX_FADV_SEQUENTIAL);
     for (uint64_t off = 0, b = 0; off < n; off += BK_BLOCK, b++) {
         size_t want = n - off < BK_BLOCK ? (size_t)(n - off) : BK_BLOCK, got = 0;
@@ -191,10 +198,6 @@ int evs__bk_copy_range(const char *src, const char *label, const char *dst_tmp, 
         }
     }
     if (out >= 0) {
-        if (ftruncate(out, (off_t)size)) {
-            rc = evs__err_errno(-errno, "cannot size %s", dst_tmp);
-            goto cleanup;
-        }
         /* start the writeback now, wait for all of it once (sync_dest) */
         sync_file_range(out, 0, 0, SYNC_FILE_RANGE_WRITE);
     }
