@@ -130,6 +130,8 @@ struct evs_app {
     _Atomic uint64_t st_queries, st_qc_hit, st_qc_miss, st_q_waits, st_q_timeouts;
 };
 
+/* ----------------------------------------------------------- app_base.c */
+
 /* LMDB status -> evs status with message. */
 int evs__app_mdb_err(int rc, const char *what);
 /* Atomic max. */
@@ -140,7 +142,14 @@ void evs__app_hash(const void *a, size_t alen, const void *b, size_t blen, uint8
 /* Registry lookups; call with reg_lock held (read). */
 evs__agg *evs__app_find_agg(evs_app *a, const char *name);
 evs__handler *evs__app_find_handler(evs_app *a, const char *type);
-evs__query *evs__app_find_query(evs_app *a, const char *name);
+/* The string member k of a JSON object, or NULL when absent or not a string. */
+struct json_t;
+const char *evs__app_json_str(struct json_t *o, const char *k);
+/* Stream of an aggregate: "{type}-{id}".  EVS_EINVAL if the id is empty or too long. */
+int evs__agg_stream(const evs__agg *g, const char *id, char out[EVS_MAX_STREAM_NAME + 1]);
+
+/* ---------------------------------------------------------------- app.c */
+
 /* Add a handler (reg_lock held for writing). */
 int evs__app_add_handler_locked(evs_app *a, const evs_command_handler *h, evs__agg *agg);
 
@@ -154,9 +163,6 @@ int evs__app_add_handler_locked(evs_app *a, const evs_command_handler *h, evs__a
 enum { EVS__LUA_ADD = 0, EVS__LUA_CHECK = 1, EVS__LUA_PUT = 2 };
 int evs__app_add_lua(evs_app *a, const char *name, const char *src, size_t len, int origin, const char *file,
                      int mode, int *what);
-
-/* Stream of an aggregate: "{type}-{id}".  EVS_EINVAL if the id is empty or too long. */
-int evs__agg_stream(const evs__agg *g, const char *id, char out[EVS_MAX_STREAM_NAME + 1]);
 
 /* ---------------------------------------------------------- aggregate.c */
 
@@ -196,8 +202,6 @@ int evs__agg_store_snapshot(evs_app *a, evs__agg *g, const char *stream, const e
 void evs__agg_queue_snapshot(evs_app *a, evs__agg *g, const char *stream, evs__loaded *l);
 int evs__snap_start(evs_app *a);
 void evs__snap_stop(evs_app *a);
-/* Delete results older than the window and beyond the cap (in a write txn of its own). */
-int evs__results_prune(evs_app *a, int64_t now);
 
 /* ------------------------------------------------------------ agg_lua.c */
 
@@ -212,7 +216,20 @@ void evs__agg_lua_trim(struct evs__lua_agg *l);
 /* The script of a Lua type. */
 const char *evs__agg_lua_source(const struct evs__lua_agg *l, size_t *len);
 
-/* ------------------------------------------------------------ command.c */
+/* ------------------------------------------------------------ results.c */
+
+/* Record the result of a command that appended nothing (res->command_id set). */
+int evs__results_put(evs_app *a, const char *type, const evs_command_result *res);
+/*
+ * 1 with res filled when a result without events is on record for cmd_id
+ * within the window (an id used by another command type or stream: res is
+ * EVS_CMD_INVALID naming it), 0 when none, < 0 on error.
+ */
+int evs__results_get(evs_app *a, const char *cmd_id, const char *type, const char *stream, evs_command_result *res);
+/* Delete results older than the window and beyond the cap (in a write txn of its own). */
+int evs__results_prune(evs_app *a, int64_t now);
+
+/* ----------------------------------------------------------- decision.c */
 
 struct evs_decision {
     size_t n, cap;
@@ -232,7 +249,6 @@ void evs__decision_free(evs_decision *d);
 void evs__query_free(evs__query *q);
 void evs__qcache_free(evs__qcache *c);
 /* A query's definition as JSON (evs_app_describe; reg_lock held).  NULL when out of memory. */
-struct json_t;
 struct json_t *evs__query_json(const evs__query *q);
 
 #endif

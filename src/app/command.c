@@ -14,7 +14,7 @@
  * it conflicts and the retry finds the winner's events.
  *
  * Results without events (rejected, or accepted with nothing to append)
- * have no such record, so they are written to DIR/app/ ("results", with
+ * have no such record, so they are written to DIR/app/ (results.c: "results", with
  * "results_t" ordering them by time for pruning) and kept for the window
  * (idempotency_window_ns) and at most idempotency_max of them.  They are
  * written without fsync: a power loss may forget a rejection, and the
@@ -51,122 +51,6 @@ static void fieldf(evs_command_result *res, const char *fmt, ...) {
     va_end(ap);
 }
 
-/* ------------------------------------------------------------- decisions */
-
-void evs__decision_reset(evs_decision *d) {
-    for (size_t i = 0; i < d->n; i++) {
-        free(d->types[i]);
-        free(d->data[i]);
-    }
-    d->n = 0;
-    d->rejected = 0;
-    d->reason[0] = 0;
-    d->error[0] = 0;
-}
-
-void evs__decision_free(evs_decision *d) {
-    evs__decision_reset(d);
-    free(d->types);
-    free(d->data);
-    free(d->lens);
-    memset(d, 0, sizeof *d);
-}
-
-int evs_decision_emit(evs_decision *d, const char *type, const char *data, size_t len) {
-    if (!d) return evs__err(EVS_EINVAL, "decision_emit: decision is NULL");
-    size_t tl = type ? strlen(type) : 0;
-    if (!tl || tl > EVS_MAX_TYPE_NAME) {
-        snprintf(d->error, sizeof d->error, "decide emitted an event with %s type", tl ? "a too long" : "an empty");
-        return evs__err(EVS_EINVAL, "%s", d->error);
-    }
-    if (!data) data = "{}", len = 2;
-    if (d->n >= EVS_MAX_EVENTS_PER_APPEND) {
-        snprintf(d->error, sizeof d->error, "decide emitted more than %u events", EVS_MAX_EVENTS_PER_APPEND);
-        return evs__err(EVS_ELIMIT, "%s", d->error);
-    }
-    if (d->n == d->cap) {
-        size_t nc = d->cap ? d->cap * 2 : 4;
-        char **t = realloc(d->types, nc * sizeof *t);
-        if (t) d->types = t;
-        char **x = realloc(d->data, nc * sizeof *x);
-        if (x) d->data = x;
-        size_t *l = realloc(d->lens, nc * sizeof *l);
-        if (l) d->lens = l;
-        if (!t || !x || !l) return evs__err(EVS_ENOMEM, "out of memory");
-        d->cap = nc;
-    }
-    char *tc = strdup(type), *dc = malloc(len + 1);
-    if (!tc || !dc) {
-        free(tc);
-        free(dc);
-        return evs__err(EVS_ENOMEM, "out of memory");
-    }
-    memcpy(dc, data, len);
-    dc[len] = 0;
-    d->types[d->n] = tc;
-    d->data[d->n] = dc;
-    d->lens[d->n] = len;
-    d->n++;
-    return EVS_OK;
-}
-
-int evs_decision_reject(evs_decision *d, const char *reason) {
-    if (!d) return evs__err(EVS_EINVAL, "decision_reject: decision is NULL");
-    d->rejected = 1;
-    snprintf(d->reason, sizeof d->reason, "%s", reason && *reason ? reason : "rejected");
-    return EVS_OK;
-}
-
-/* --------------------------------------------------------------- results */
-
-void evs_command_init(evs_command *c) {
-    memset(c, 0, sizeof *c);
-    c->expected_version = EVS_EXPECT_ANY;
-}
-
-void evs_command_result_free(evs_command_result *r) {
-    if (!r) return;
-    free(r->event_ids);
-    r->event_ids = NULL;
-    r->n_events = 0;
-}
-
-int evs_command_result_to_json(const evs_command_result *r, char **json, size_t *len) {
-    if (!r || !json) return evs__err(EVS_EINVAL, "command_result_to_json: NULL argument");
-    char u[37];
-    json_t *o = json_object(), *ev = json_array();
-    if (!o || !ev) {
-        json_decref(o);
-        json_decref(ev);
-        return evs__err(EVS_ENOMEM, "out of memory");
-    }
-    json_object_set_new(o, "outcome", json_string(evs_command_outcome_name(r->outcome)));
-    json_object_set_new(o, "command_id", json_string(r->command_id));
-    if (r->stream[0]) json_object_set_new(o, "stream", json_string(r->stream));
-    if (!evs_uuid_is_nil(&r->correlation_id)) {
-        evs_uuid_format(&r->correlation_id, u);
-        json_object_set_new(o, "correlation_id", json_string(u));
-    }
-    for (size_t i = 0; i < r->n_events; i++) {
-        evs_uuid_format(&r->event_ids[i], u);
-        json_array_append_new(ev, json_string(u));
-    }
-    json_object_set_new(o, "events", ev);
-    json_object_set_new(o, "first_position", json_integer((json_int_t)r->first_position));
-    json_object_set_new(o, "last_position", json_integer((json_int_t)r->last_position));
-    json_object_set_new(o, "version", json_integer((json_int_t)r->version));
-    json_object_set_new(o, "idempotent", json_boolean(r->idempotent));
-    json_object_set_new(o, "retries", json_integer(r->retries));
-    if (r->reason[0]) json_object_set_new(o, "reason", json_string(r->reason));
-    if (r->field[0]) json_object_set_new(o, "field", json_string(r->field));
-    char *s = json_dumps(o, JSON_COMPACT);
-    json_decref(o);
-    if (!s) return evs__err(EVS_ENOMEM, "out of memory");
-    *json = s;
-    if (len) *len = strlen(s);
-    return EVS_OK;
-}
-
 /* ------------------------------------------------------------------- ids */
 
 static void v8(uint8_t b[16]) {
@@ -201,11 +85,6 @@ static int result_events_add(evs_command_result *r, const evs_uuid *id) {
     return EVS_OK;
 }
 
-static const char *meta_str(json_t *m, const char *k) {
-    json_t *v = json_object_get(m, k);
-    return json_is_string(v) ? json_string_value(v) : NULL;
-}
-
 /*
  * Did command cmd_id append events?  1 with res filled (idempotent), 0 no,
  * < 0 error.  type/stream (may be NULL) must match the original command.
@@ -230,7 +109,7 @@ static int find_ran(evs_app *a, const char *cmd_id, const char *type, const char
             if (ev->has_correlation_id) res->correlation_id = ev->correlation_id;
             res->first_position = ev->global_position;
             json_t *m = json_loadb(ev->metadata, ev->metadata_len, 0, NULL);
-            const char *ot = meta_str(m, "command_type");
+            const char *ot = evs__app_json_str(m, "command_type");
             if ((type && ot && strcmp(type, ot) != 0) || (stream && strcmp(stream, res->stream) != 0)) {
                 mismatch = 1;
                 snprintf(res->reason, sizeof res->reason,
@@ -251,111 +130,6 @@ static int find_ran(evs_app *a, const char *cmd_id, const char *type, const char
     res->idempotent = !mismatch;
     if (mismatch) evs_command_result_free(res);
     return 1;
-}
-
-/* ------------------------------------------------- results without events */
-
-static size_t rt_key(uint8_t *buf, int64_t at, const char *id, size_t n) {
-    evs__put64be(buf, (uint64_t)at);
-    memcpy(buf + 8, id, n);
-    return 8 + n;
-}
-
-static int put_result(evs_app *a, const char *type, const evs_command_result *res) {
-    int64_t now = evs_now_ns();
-    json_t *o = json_pack("{s:i,s:s,s:s,s:I,s:s,s:I}", "outcome", res->outcome, "type", type, "stream", res->stream,
-                          "version", (json_int_t)res->version, "reason", res->reason, "at", (json_int_t)now);
-    char u[37];
-    if (o && !evs_uuid_is_nil(&res->correlation_id)) {
-        evs_uuid_format(&res->correlation_id, u);
-        json_object_set_new(o, "correlation_id", json_string(u));
-    }
-    char *s = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    if (!s) return evs__err(EVS_ENOMEM, "out of memory");
-    size_t n = strlen(res->command_id);
-    uint8_t kb[8 + EVS_APP_MAX_ID];
-    MDB_val k = {n, (void *)res->command_id}, v = {strlen(s), s}, tk = {rt_key(kb, now, res->command_id, n), kb},
-            tv = {0, ""};
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(a->env, NULL, 0, &txn);
-    if (!rc && !(rc = mdb_put(txn, a->results, &k, &v, 0)) && !(rc = mdb_put(txn, a->results_t, &tk, &tv, 0)))
-        rc = mdb_txn_commit(txn);
-    else if (txn && rc)
-        mdb_txn_abort(txn);
-    free(s);
-    return rc ? evs__app_mdb_err(rc, "write command result") : EVS_OK;
-}
-
-/* 1 with res filled when a result without events is on record within the window. */
-static int get_result(evs_app *a, const char *cmd_id, const char *type, const char *stream, evs_command_result *res) {
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(a->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__app_mdb_err(rc, "begin");
-    MDB_val k = {strlen(cmd_id), (void *)cmd_id}, v;
-    rc = mdb_get(txn, a->results, &k, &v);
-    json_t *o = rc == 0 ? json_loadb(v.mv_data, v.mv_size, 0, NULL) : NULL;
-    mdb_txn_abort(txn);
-    if (rc == MDB_NOTFOUND) return 0;
-    if (rc) return evs__app_mdb_err(rc, "read command result");
-    if (!o) return 0;
-    int found = 0;
-    int64_t at = (int64_t)json_integer_value(json_object_get(o, "at"));
-    if (evs_now_ns() - at <= a->cfg.idempotency_window_ns) {
-        const char *ot = meta_str(o, "type"), *os = meta_str(o, "stream");
-        found = 1;
-        if ((type && ot && strcmp(type, ot) != 0) || (stream && os && strcmp(stream, os) != 0)) {
-            res->outcome = EVS_CMD_INVALID;
-            snprintf(res->reason, sizeof res->reason, "command id \"%s\" was already used by a %s command on stream %s",
-                     cmd_id, ot ? ot : "?", os ? os : "?");
-            fieldf(res, "command_id");
-        } else {
-            res->outcome = (int)json_integer_value(json_object_get(o, "outcome"));
-            res->idempotent = 1;
-            snprintf(res->stream, sizeof res->stream, "%s", os ? os : "");
-            res->version = (uint64_t)json_integer_value(json_object_get(o, "version"));
-            snprintf(res->reason, sizeof res->reason, "%s", meta_str(o, "reason") ? meta_str(o, "reason") : "");
-            const char *c = meta_str(o, "correlation_id");
-            if (c) evs_uuid_parse(c, strlen(c), &res->correlation_id);
-        }
-    }
-    json_decref(o);
-    return found;
-}
-
-int evs__results_prune(evs_app *a, int64_t now) {
-    MDB_txn *txn;
-    MDB_cursor *cur;
-    MDB_stat st;
-    int rc = mdb_txn_begin(a->env, NULL, 0, &txn);
-    if (rc) return evs__app_mdb_err(rc, "begin");
-    if ((rc = mdb_stat(txn, a->results_t, &st)) || (rc = mdb_cursor_open(txn, a->results_t, &cur))) {
-        mdb_txn_abort(txn);
-        return evs__app_mdb_err(rc, "prune results");
-    }
-    uint64_t left = st.ms_entries;
-    MDB_val k, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 8) continue;
-        int64_t at = (int64_t)evs__get64be(k.mv_data);
-        if (now - at <= a->cfg.idempotency_window_ns && left <= a->cfg.idempotency_max) break;
-        MDB_val rk = {k.mv_size - 8, (uint8_t *)k.mv_data + 8}, rv;
-        /* the row may have been replaced by a later result of the same id */
-        if (mdb_get(txn, a->results, &rk, &rv) == 0) {
-            json_t *o = json_loadb(rv.mv_data, rv.mv_size, 0, NULL);
-            if (o && (int64_t)json_integer_value(json_object_get(o, "at")) == at) mdb_del(txn, a->results, &rk, NULL);
-            json_decref(o);
-        }
-        if ((rc = mdb_cursor_del(cur, 0))) break;
-        left--;
-    }
-    mdb_cursor_close(cur);
-    if (rc && rc != MDB_NOTFOUND) {
-        mdb_txn_abort(txn);
-        return evs__app_mdb_err(rc, "prune results");
-    }
-    if ((rc = mdb_txn_commit(txn))) return evs__app_mdb_err(rc, "commit");
-    return EVS_OK;
 }
 
 /* ------------------------------------------------------------ validation */
@@ -548,7 +322,7 @@ static int run_aggregate(evs_app *a, cmdctx *x, evs_command_result *res) {
             res->version = l.version;
             snprintf(res->reason, sizeof res->reason, "%s", d.rejected ? d.reason : "");
             g->def.free_state(g->def.ctx, l.state);
-            rc = put_result(a, x->h->type, res);
+            rc = evs__results_put(a, x->h->type, res);
             break;
         }
         evs_append_result ar;
@@ -773,12 +547,12 @@ static int execute(evs_app *a, const evs_command *cmd, evs_command_result *res, 
         idem_stream = cmd->target;
     if (cmd->command_id) {
         int r = find_ran(a, x.cmd_id, x.h->type, idem_stream, res);
-        if (r == 0) r = get_result(a, x.cmd_id, x.h->type, idem_stream, res);
+        if (r == 0) r = evs__results_get(a, x.cmd_id, x.h->type, idem_stream, res);
         if (r < 0) rc = r;
         if (r) goto out;
     }
     /* correlation: given, else from metadata, else new */
-    const char *corr = cmd->correlation_id ? cmd->correlation_id : meta_str(x.meta, "correlation_id");
+    const char *corr = cmd->correlation_id ? cmd->correlation_id : evs__app_json_str(x.meta, "correlation_id");
     if (corr) {
         if (evs_uuid_parse(corr, strlen(corr), &x.correlation)) {
             invalid(res, cmd->correlation_id ? "correlation_id" : "metadata.correlation_id",
@@ -917,7 +691,7 @@ int evs__app_command_lookup(evs_app *a, const char *cmd_id, evs_command_result *
     memset(res, 0, sizeof *res);
     snprintf(res->command_id, sizeof res->command_id, "%s", cmd_id);
     int r = find_ran(a, cmd_id, NULL, NULL, res);
-    if (r == 0) r = get_result(a, cmd_id, NULL, NULL, res);
+    if (r == 0) r = evs__results_get(a, cmd_id, NULL, NULL, res);
     if (r != 1) evs_command_result_free(res);
     return r;
 }
