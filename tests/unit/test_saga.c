@@ -217,8 +217,12 @@ static void test_compensation_order(const char *d) {
     const char *b1 = strstr(x, "Released:res-b:c/s1/0/1 Released:res-c:c/s1/1/1"),
                *b2 = strstr(x, "Released:res-c:c/s1/1/1 Released:res-b:c/s1/0/1");
     CHECK(b1 || b2);
-    CHECK_CONTAINS(x, "Reserved:res-a:a/s0/0/1 Reserved:res-b:a/s1/0/1 Reserved:res-c:a/s1/1/1 Reserved:res-d:a/s2/0/1 "
-                      "Reserved:res-e:a/s3/0/1 Released:res-e:c/s3/0/1 Released:res-d:c/s2/0/1 Released:res-");
+    /* so do its two reservations */
+    const char *f1 = "Reserved:res-a:a/s0/0/1 Reserved:res-b:a/s1/0/1 Reserved:res-c:a/s1/1/1 Reserved:res-d:a/s2/0/1 "
+                     "Reserved:res-e:a/s3/0/1 Released:res-e:c/s3/0/1 Released:res-d:c/s2/0/1 Released:res-",
+               *f2 = "Reserved:res-a:a/s0/0/1 Reserved:res-c:a/s1/1/1 Reserved:res-b:a/s1/0/1 Reserved:res-d:a/s2/0/1 "
+                     "Reserved:res-e:a/s3/0/1 Released:res-e:c/s3/0/1 Released:res-d:c/s2/0/1 Released:res-";
+    CHECK(strncmp(x, f1, strlen(f1)) == 0 || strncmp(x, f2, strlen(f2)) == 0);
     CHECK(strstr(x, "Released:res-a:c/s0/0/1") == x + strlen(x) - strlen("Released:res-a:c/s0/0/1"));
     free(x);
     evs_saga_info in;
