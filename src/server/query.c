@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "auth/keys.h"
+#include "core/json.h"
 #include "server/query.h"
 
 /* ------------------------------------------------------------ decoding */
@@ -318,6 +319,14 @@ int evs__req_json(evs__req *rq, json_t **root, enum MHD_Result *mr) {
     if (*root) return 0;
     *mr = evs__respond_malformed(rq, je.line, je.column, je.position,
                                  "malformed JSON: line %d, column %d: %s", je.line, je.column, je.text);
+    return -1;
+}
+
+int evs__req_json_valid(evs__req *rq, enum MHD_Result *mr) {
+    evs_json_error je;
+    memset(&je, 0, sizeof je);
+    if (!evs__json_validate(rq->body.p ? rq->body.p : "", rq->body.len, &je)) return 0;
+    *mr = evs__respond_malformed(rq, je.line, je.column, (long long)je.offset, "malformed JSON: %s", je.msg);
     return -1;
 }
 

@@ -93,6 +93,11 @@ int evs__live_filter_match(const evs__live_filter *lf, const evs_event *ev);
  * caller's, json_decref), or -1 after a 400 naming line and column.
  */
 int evs__req_json(evs__req *rq, json_t **root, enum MHD_Result *mr);
+/*
+ * The request body checked as strict JSON where it lies (no DOM: it is
+ * passed on as bytes): 0, or -1 after a 400 naming line and column.
+ */
+int evs__req_json_valid(evs__req *rq, enum MHD_Result *mr);
 /* A settings body: as evs__req_json, and no body at all is {} (every setting at its default). */
 int evs__req_settings(evs__req *rq, json_t **root, enum MHD_Result *mr);
 

@@ -185,12 +185,7 @@ enum MHD_Result evs__route_schema_put(evs__req *rq) {
     if (evs__query_u64(rq, "version", 1, EVS_SCHEMA_MAX_VERSIONS, &ver, &mr) ||
         evs__query_text(rq, "migration_path", 500, &mig, &mr))
         return mr;
-    evs_json_error je;
-    memset(&je, 0, sizeof je);
-    if (evs__json_validate(body, len, &je)) {
-        mr = evs__respond_malformed(rq, je.line, je.column, (long long)je.offset, "malformed JSON: %s", je.msg);
-        goto out;
-    }
+    if (evs__req_json_valid(rq, &mr)) goto out;
     evs_schema_def d = {rq->part, (uint32_t)ver, body, len, mig};
     evs_schema_violation why;
     memset(&why, 0, sizeof why);
@@ -223,10 +218,7 @@ enum MHD_Result evs__route_schema_check(evs__req *rq) {
     size_t len = rq->body.len;
     uint64_t ver = 0;
     if (evs__query_u64(rq, "version", 1, EVS_SCHEMA_MAX_VERSIONS, &ver, &mr)) return mr;
-    evs_json_error je;
-    memset(&je, 0, sizeof je);
-    if (evs__json_validate(body, len, &je))
-        return evs__respond_malformed(rq, je.line, je.column, (long long)je.offset, "malformed JSON: %s", je.msg);
+    if (evs__req_json_valid(rq, &mr)) return mr;
     evs_schema_def d = {rq->part, (uint32_t)ver, body, len, NULL};
     evs_schema_violation why;
     memset(&why, 0, sizeof why);
@@ -256,10 +248,7 @@ enum MHD_Result evs__route_schema_validate(evs__req *rq) {
     uint32_t v;
     if (version_of(rq, &v, &mr)) return mr;
     const char *body = rq->body.p ? rq->body.p : "";
-    evs_json_error je;
-    memset(&je, 0, sizeof je);
-    if (evs__json_validate(body, rq->body.len, &je))
-        return evs__respond_malformed(rq, je.line, je.column, (long long)je.offset, "malformed JSON: %s", je.msg);
+    if (evs__req_json_valid(rq, &mr)) return mr;
     evs_schema_violation why;
     memset(&why, 0, sizeof why);
     int rc = evs_schema_validate(rq->srv->schemas, rq->part, v, body, rq->body.len, &why);

@@ -121,12 +121,7 @@ enum MHD_Result evs__route_append(evs__req *rq) {
         goto cleanup;
     }
 
-    evs_json_error je;
-    memset(&je, 0, sizeof je);
-    if (evs__json_validate(body, len, &je)) {
-        mr = evs__respond_malformed(rq, je.line, je.column, (long long)je.offset, "malformed JSON: %s", je.msg);
-        goto cleanup;
-    }
+    if (evs__req_json_valid(rq, &mr)) goto cleanup;
     evs_json_span root = evs__json_root(body, len);
     if (root.type != EVS_JSON_OBJECT && root.type != EVS_JSON_ARRAY) {
         mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, NULL,
@@ -195,6 +190,7 @@ enum MHD_Result evs__route_append(evs__req *rq) {
                                     i + 1, evs__json_type_name(el.type));
             goto cleanup;
         }
+        evs_json_error je;
         memset(&je, 0, sizeof je);
         int rc = evs__event_from_json(el.p, el.n, &parsed[i], &je);
         if (rc) {

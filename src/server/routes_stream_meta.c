@@ -54,10 +54,7 @@ enum MHD_Result evs__route_stream_meta_put(evs__req *rq) {
     int64_t expected;
     if (query_expected(rq, &expected, &mr)) return mr;
     const char *body = rq->body.p ? rq->body.p : "";
-    evs_json_error je;
-    memset(&je, 0, sizeof je);
-    if (evs__json_validate(body, rq->body.len, &je))
-        return evs__respond_malformed(rq, je.line, je.column, (long long)je.offset, "malformed JSON: %s", je.msg);
+    if (evs__req_json_valid(rq, &mr)) return mr;
     uint64_t version = 0;
     int rc = evs_stream_set_metadata(rq->srv->store, rq->stream, expected, body, rq->body.len, &version);
     if (rc) return evs__respond_lib(rq, rc, "set stream metadata");
