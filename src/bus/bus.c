@@ -403,6 +403,15 @@ static void jget_str(json_t *o, const char *k, char *buf, size_t cap) {
     snprintf(buf, cap, "%s", s ? s : "");
 }
 
+int evs__record_read(evs_bus *b, const char *name, evs__record *out) {
+    MDB_txn *txn;
+    int rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn);
+    if (rc) return evs__bus_mdb_err(rc, "begin");
+    rc = evs__record_get(b, txn, name, out);
+    mdb_txn_abort(txn);
+    return rc;
+}
+
 int evs__record_get(evs_bus *b, MDB_txn *txn, const char *name, evs__record *out) {
     MDB_val k = {strlen(name), (void *)name}, v;
     int rc = mdb_get(txn, b->consumers, &k, &v);

@@ -164,6 +164,8 @@ void evs__record_free(evs__record *r);
 int evs__record_set_filter(evs__record *r, const evs_filter *f, const char *tag);
 /* Read a record in txn; EVS_ENOTFOUND when absent. */
 int evs__record_get(evs_bus *b, MDB_txn *txn, const char *name, evs__record *out);
+/* As evs__record_get in a read transaction of its own.  Ownership: *out is the caller's (evs__record_free). */
+int evs__record_read(evs_bus *b, const char *name, evs__record *out);
 int evs__record_put(evs_bus *b, MDB_txn *txn, const evs__record *r);
 /* The user-facing view (lag computed against the store). */
 int evs__record_info(evs_bus *b, MDB_txn *txn, const evs__record *r, evs_consumer_info *out);

@@ -457,16 +457,12 @@ int evs_proj_open_stored(evs_bus *b, const char *name, const evs_lua_limits *lim
 int evs_proj_open_stored_cfg(evs_bus *b, const char *name, const evs_lua_limits *limits, const evs_proj_config *cfg,
                              evs_projection **out) {
     int rc;
-    MDB_txn *txn;
     evs__record r;
     if (!out) return evs__err(EVS_EINVAL, "proj_open_stored: out is NULL");
     *out = NULL;
     if (!b) return evs__err(EVS_EINVAL, "proj_open_stored: bus is NULL");
     if ((rc = evs__bus_check_name(name))) return rc;
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
-    rc = evs__record_get(b, txn, name, &r);
-    mdb_txn_abort(txn);
-    if (rc) return rc;
+    if ((rc = evs__record_read(b, name, &r))) return rc;
     if (r.kind != EVS__KIND_PROJ || !r.lua_source) {
         evs__record_free(&r);
         return evs__err(EVS_EINVAL, "consumer \"%s\" is not a Lua projection", name);

@@ -268,12 +268,8 @@ cleanup:
 
 /* The stored script of projection `name` (malloc'd). */
 static int stored_source(evs_bus *b, const char *name, char **src) {
-    MDB_txn *txn;
     evs__record rec;
-    int rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__bus_mdb_err(rc, "begin");
-    rc = evs__record_get(b, txn, name, &rec);
-    mdb_txn_abort(txn);
+    int rc = evs__record_read(b, name, &rec);
     if (rc) return rc;
     if (rec.kind != EVS__KIND_PROJ || !rec.lua_source) rc = evs__err(EVS_EINVAL, "\"%s\" is not a Lua projection", name);
     else if (!(*src = strdup(rec.lua_source))) rc = evs__err(EVS_ENOMEM, "out of memory");

@@ -214,12 +214,8 @@ int evs__state_spec_text(const char *t, int allow_live, evs__state_spec *s, char
 /* ------------------------------------------------------------------ run */
 
 static int partitioning_of(evs_bus *b, const char *name, int *p) {
-    MDB_txn *txn;
     evs__record rec;
-    int rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__bus_mdb_err(rc, "begin");
-    rc = evs__record_get(b, txn, name, &rec);
-    mdb_txn_abort(txn);
+    int rc = evs__record_read(b, name, &rec);
     if (rc) return rc;
     if (rec.kind != EVS__KIND_PROJ) rc = evs__err(EVS_EINVAL, "\"%s\" is not a projection", name);
     *p = rec.partitioning;
