@@ -107,6 +107,8 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 
 #include "core/core.h"
 #include "log/log.h"
@@ -123,6 +125,7 @@
 /* Capacity of the segment table: 4M segments of at least 4 KiB. */
 #define MAX_SEGMENTS (1u << 22)
 #define VERIFIED_SLOTS 256u           /* recently verified frames remembered by readers */
+#define PIN_SLOTS 4096u               /* reader generations told apart (SCAVENGE) */
 /* A write buffer grown past this by one large batch is shrunk back after the flush. */
 #define BUF_KEEP (16u << 20)
 #define BUF_SHRINK_TO (1u << 20)
@@ -131,6 +134,9 @@
 
 typedef struct evs_seg {
     uint32_t no;
+    uint32_t ver;         /* header bytes 48..51: times scavenge rewrote this segment */
+    uint64_t gen;         /* the log generation from which readers use this version (SCAVENGE) */
+    _Atomic(struct evs_seg *) older;  /* the version it replaced, kept while a reader may use it */
     int fd;
     uint64_t size;        /* from the header */
     uint64_t avail;       /* readable bytes: min(file size, size), multiple of 8 */
@@ -176,6 +182,12 @@ struct evs_log {
 
     /* Readers: frames verified lately, by LSN (see evs__log_read). */
     _Atomic uint64_t verified[VERIFIED_SLOTS];
+
+    /* Segment versions (see SCAVENGE below). */
+    _Atomic uint64_t gen;       /* the current generation */
+    _Atomic uint64_t pins[PIN_SLOTS]; /* readers pinned at generation g count in pins[g % PIN_SLOTS] */
+    pthread_rwlock_t pub;       /* readers: index snapshot + pin; scavenge: commit + publish */
+    _Atomic uint64_t reclaimed; /* bytes given back by scavenge since open */
 };
 
 static inline uint64_t align8(uint64_t v) { return (v + 7) & ~(uint64_t)7; }
@@ -235,7 +247,7 @@ static const char *frame_check(const evs_seg *sg, uint64_t off, frame_info *fi) 
     fi->size = size;
     fi->flags = evs__get32(p + 20);
     if (fi->count == 0) return "frame with zero events";
-    if (fi->flags & ~(uint32_t)EVS_FRAME_LOST) return "unknown frame flags";
+    if (!EVS_FRAME_FLAGS_OK(fi->flags)) return "unknown frame flags";
     return NULL;
 }
 
@@ -276,11 +288,27 @@ static uint64_t seg_last_nonzero(const evs_seg *sg, uint64_t from) {
 
 evs_lsn evs__log_start(const evs_log *log) { return EVS_LSN(1, SEG_HDR); }
 
+/* The version of segment no that a reader of generation gen uses (SCAVENGE). */
+static inline evs_seg *seg_version(const evs_log *log, uint32_t no, uint64_t gen) {
+    evs_seg *sg = slot_get(log, no);
+    while (sg && sg->gen > gen) sg = atomic_load_explicit(&sg->older, memory_order_acquire);
+    return sg;
+}
+
+/* The verified cache's key: the location, told apart from the same location in another version. */
+static inline uint64_t verified_key(const evs_seg *sg, evs_lsn at) {
+    return at | (sg->ver & 7u) | ((uint64_t)((sg->ver >> 3) & 1u) << 31);
+}
+
 int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out) {
+    return evs__log_read_at(log, UINT64_MAX, at, limit, out);
+}
+
+int evs__log_read_at(evs_log *log, uint64_t gen, evs_lsn at, evs_lsn limit, evs_frame *out) {
     if (at >= limit) return EVS_DONE;
     uint32_t no = EVS_LSN_SEG(at);
     uint64_t off = EVS_LSN_OFF(at);
-    const evs_seg *sg = slot_get(log, no);
+    const evs_seg *sg = seg_version(log, no, gen);
     if (EVS_UNLIKELY(!sg || off < SEG_HDR || (off & 7) || off > sg->avail))
         return evs__err(EVS_EINVAL, SEGFMT " offset %" PRIu64 ": not a frame location of this log", no, off);
     if (seg_data_ends(sg, off)) {
@@ -288,7 +316,7 @@ int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out) {
            rest of this one is empty (invariant 3).  The end being in a later
            segment also means the writer is done with this one. */
         evs_lsn nxt = EVS_LSN(no + 1, SEG_HDR);
-        const evs_seg *nx = slot_get(log, no + 1);
+        const evs_seg *nx = seg_version(log, no + 1, gen);
         if (EVS_UNLIKELY(nxt >= limit || !nx || !seg_zero_from(sg, off)))
             return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": zero bytes where a frame should be", no, off);
         sg = nx;
@@ -303,7 +331,9 @@ int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out) {
        bytes of a flushed frame never change under an open store (appends
        only add; the tail is cut only at open, before any reader). */
     _Atomic uint64_t *vs = &log->verified[verified_slot(at)];
-    if (atomic_load_explicit(vs, memory_order_relaxed) == at) {
+    uint64_t vkey = verified_key(sg, at);
+    if (atomic_load_explicit(vs, memory_order_relaxed) == vkey && off + FRAME_HDR <= sg->avail &&
+        off + FRAME_HDR + align8(evs__get32(sg->map + off)) <= sg->avail) {
         const uint8_t *p = sg->map + off;
         fi.len = evs__get32(p);
         fi.count = evs__get32(p + 16);
@@ -314,7 +344,7 @@ int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out) {
         const char *why = frame_check(sg, off, &fi);
         if (EVS_UNLIKELY(why != NULL))
             return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": %s", no, off, why);
-        atomic_store_explicit(vs, at, memory_order_relaxed);
+        atomic_store_explicit(vs, vkey, memory_order_relaxed);
     }
     out->payload = sg->map + off + FRAME_HDR;
     out->len = fi.len;
@@ -328,11 +358,15 @@ int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out) {
 
 /* ------------------------------------------------------------ segments */
 
+/* Free a segment struct and every older version still chained to it. */
 static void seg_free(evs_log *log, evs_seg *sg) {
-    if (!sg) return;
-    if (sg->map) log->io->unmap(log->io->ctx, (void *)sg->map, (size_t)sg->size);
-    if (sg->fd >= 0) log->io->close(log->io->ctx, sg->fd);
-    free(sg);
+    while (sg) {
+        evs_seg *older = atomic_load_explicit(&sg->older, memory_order_relaxed);
+        if (sg->map) log->io->unmap(log->io->ctx, (void *)sg->map, (size_t)sg->size);
+        if (sg->fd >= 0) log->io->close(log->io->ctx, sg->fd);
+        free(sg);
+        sg = older;
+    }
 }
 
 /*
@@ -396,6 +430,7 @@ static int seg_load(evs_log *log, uint32_t no, evs_seg **out) {
         goto fail;
     }
     memcpy(sg->salt, h + 24, 8);
+    sg->ver = evs__get32(h + 48);
     /* A file cut short (by hand; the writer never makes one) reads as zeros
        past its end; never touch the mapping there (SIGBUS). */
     sg->fsize = (uint64_t)fsize < sg->size ? (uint64_t)fsize : sg->size;
@@ -710,7 +745,9 @@ int evs__log_sync(evs_log *log) {
 
 void evs__log_usage(const evs_log *log, uint64_t *segments, uint64_t *bytes) {
     if (segments) *segments = atomic_load_explicit(&log->nseg, memory_order_relaxed);
-    if (bytes) *bytes = atomic_load_explicit(&log->used_bytes, memory_order_relaxed);
+    if (bytes)
+        *bytes = atomic_load_explicit(&log->used_bytes, memory_order_relaxed) -
+                 atomic_load_explicit(&log->reclaimed, memory_order_relaxed);
 }
 
 /* ------------------------------------------------------------ open / recovery */
@@ -725,6 +762,7 @@ static void log_free(evs_log *log) {
     free(log->buf);
     free(log->ext);
     free(log->dir);
+    pthread_rwlock_destroy(&log->pub);
     free(log);
 }
 
@@ -1069,6 +1107,7 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
 
     evs_log *log = calloc(1, sizeof *log);
     if (!log) return evs__err(EVS_ENOMEM, "log: out of memory");
+    pthread_rwlock_init(&log->pub, NULL);
     log->io = cfg && cfg->io ? cfg->io : evs__io_posix();
     log->seg_size = seg_size;
     log->readonly = cfg ? cfg->readonly : 0;
@@ -1265,7 +1304,7 @@ static int check_plausible(const evs_seg *sg, uint64_t off, uint64_t lim, uint64
     uint32_t len = evs__get32(p);
     if (len == 0 || len > MAX_PAYLOAD || off + FRAME_HDR + align8(len) > lim) return 0;
     uint64_t gpos = evs__get64(p + 8);
-    return evs__get32(p + 16) >= 1 && (evs__get32(p + 20) & ~(uint32_t)EVS_FRAME_LOST) == 0 && gpos >= gmin && gpos <= gmax &&
+    return evs__get32(p + 16) >= 1 && EVS_FRAME_FLAGS_OK(evs__get32(p + 20)) && gpos >= gmin && gpos <= gmax &&
            evs__get64(p + 24) <= EVS_LSN(sg->no, off);
 }
 
@@ -1282,6 +1321,10 @@ static uint64_t check_resync(const evs_seg *sg, uint64_t off, uint64_t lim, uint
 }
 
 int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out) {
+    return evs__log_check_at(log, UINT64_MAX, cb, arg, out);
+}
+
+int evs__log_check_at(evs_log *log, uint64_t gen, evs_frame_cb cb, void *arg, evs_log_check *out) {
     evs_log_check local;
     if (!out) out = &local;
     memset(out, 0, sizeof *out);
@@ -1292,7 +1335,7 @@ int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out)
     uint64_t expected = 1;
     int resynced = 0; /* expected is only a lower bound after skipping damage */
     for (uint32_t no = 1; no <= eno && no <= n; no++) {
-        const evs_seg *sg = slot_get(log, no);
+        const evs_seg *sg = seg_version(log, no, gen);
         uint64_t lim = no == eno ? EVS_LSN_OFF(end) : sg->avail;
         uint64_t off = SEG_HDR;
         while (off < lim && off + FRAME_HDR <= sg->avail) {
@@ -1528,4 +1571,262 @@ int evs__log_repair_sync(evs_log *log) {
         if (rc) return evs__err_errno(rc, SEGFMT ": fdatasync", no);
     }
     return EVS_OK;
+}
+
+/* ------------------------------------------------------------ scavenge
+ *
+ * SCAVENGE (driven by src/store/scavenge.c).  A sealed segment is rewritten
+ * whole into NNNNNNNN.seg.scav: the same number and salt, header bytes
+ * 48..51 (`ver`) one more than the segment it replaces, the size exactly
+ * what its frames take (no preallocated tail: the data ends where the file
+ * does, invariant 1).  Frames are written with the segment's salt; a frame
+ * whose location moved gets synced_to = the start of its segment (every
+ * earlier segment was durable, and the file is fsync'd before it is
+ * renamed in), one that stays where it was keeps its bytes exactly.  Then
+ * the file is renamed over the segment and the directory synced.
+ *
+ * Readers that hold index entries from before the swap must keep reading
+ * the old bytes: every segment struct carries the generation from which it
+ * is current (`gen`) and a pointer to the version it replaced (`older`).
+ * A reader pins the log's generation when it takes its index snapshot (both
+ * under `pub`, shared), and reads the newest version not newer than its
+ * pin.  The scavenger commits the index and publishes the new version with
+ * the generation bumped under `pub` held alone, so a snapshot and a pin
+ * always describe the same moment.  An old version is unmapped (and its
+ * blocks freed by the file system, the file being unlinked by the rename)
+ * once no pinned generation may still need it (evs__log_reap).  Pins count
+ * in PIN_SLOTS counters by generation modulo PIN_SLOTS; the scavenger never
+ * bumps the generation onto a slot a live reader still holds.
+ */
+
+void evs__log_pub_rlock(evs_log *log) { pthread_rwlock_rdlock(&log->pub); }
+void evs__log_pub_runlock(evs_log *log) { pthread_rwlock_unlock(&log->pub); }
+void evs__log_pub_wlock(evs_log *log) { pthread_rwlock_wrlock(&log->pub); }
+void evs__log_pub_wunlock(evs_log *log) { pthread_rwlock_unlock(&log->pub); }
+
+uint64_t evs__log_pin(evs_log *log) {
+    uint64_t g = atomic_load(&log->gen);
+    atomic_fetch_add(&log->pins[g % PIN_SLOTS], 1);
+    return g;
+}
+
+void evs__log_unpin(evs_log *log, uint64_t gen) { atomic_fetch_sub(&log->pins[gen % PIN_SLOTS], 1); }
+
+int evs__log_gen_room(evs_log *log) {
+    uint64_t g = atomic_load(&log->gen);
+    return atomic_load(&log->pins[(g + 1) % PIN_SLOTS]) == 0;
+}
+
+uint64_t evs__log_reclaimed(const evs_log *log) { return atomic_load_explicit(&log->reclaimed, memory_order_relaxed); }
+
+void evs__log_reap(evs_log *log) {
+    /* the oldest pinned generation (none: the current one) */
+    evs__log_pub_wlock(log);
+    uint64_t g = atomic_load(&log->gen), minp = g;
+    for (uint64_t k = 0; k < PIN_SLOTS && k <= g; k++)
+        if (atomic_load(&log->pins[(g - k) % PIN_SLOTS])) minp = g - k;
+    evs__log_pub_wunlock(log);
+    uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
+    for (uint32_t no = 1; no <= n; no++) {
+        /* readers pinned at minp or later stop at the first version not newer than their pin */
+        for (evs_seg *cur = slot_get(log, no); cur; cur = atomic_load(&cur->older)) {
+            if (cur->gen <= minp) {
+                evs_seg *old = atomic_exchange(&cur->older, NULL);
+                seg_free(log, old);
+                break;
+            }
+        }
+    }
+}
+
+evs_lsn evs__log_frame_synced_to(const evs_frame *f) { return evs__get64(f->payload - FRAME_HDR + 24); }
+
+int evs__log_seg_frames(evs_log *log, uint32_t no, evs_frame_cb cb, void *arg) {
+    const evs_seg *sg = slot_get(log, no);
+    if (!sg) return evs__err(EVS_EINVAL, SEGFMT ": no such segment", no);
+    uint64_t off = SEG_HDR;
+    while (!seg_data_ends(sg, off)) {
+        frame_info fi;
+        const char *why = frame_check(sg, off, &fi);
+        if (why) return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": %s", no, off, why);
+        evs_frame f = {.payload = sg->map + off + FRAME_HDR, .len = fi.len, .count = fi.count, .flags = fi.flags,
+                       .first_gpos = fi.gpos, .at = EVS_LSN(no, off), .next = EVS_LSN(no, off + fi.size)};
+        int rc = cb(arg, &f);
+        if (rc) return rc;
+        off += fi.size;
+    }
+    if (!seg_zero_from(sg, off))
+        return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": %s", no, off, log_zero_msg);
+    return EVS_OK;
+}
+
+uint64_t evs__log_frame_size(uint32_t len) { return FRAME_HDR + align8(len); }
+uint64_t evs__log_header_size(void) { return SEG_HDR; }
+
+struct evs_log_segw {
+    evs_log *log;
+    uint32_t no, ver;
+    int fd, installed;
+    uint64_t size, off, written;
+    uint8_t salt[8];
+    uint8_t *buf;
+    size_t blen, bcap;
+    evs_seg *seg;         /* mapped by finish; the log's once published */
+    char tmp[4096], path[4096];
+};
+
+#define SEGW_BUF (1u << 20)
+
+int evs__log_segw_begin(evs_log *log, uint32_t no, uint64_t size, evs_log_segw **out) {
+    int rc;
+    *out = NULL;
+    const evs_seg *sg = slot_get(log, no);
+    if (!sg || log->readonly) return evs__err(EVS_EINVAL, SEGFMT ": cannot rewrite it", no);
+    if (size < SEG_HDR + FRAME_HDR || size > sg->size || (size & 7))
+        return evs__err(EVS_EINVAL, SEGFMT ": a rewrite of %" PRIu64 " bytes is impossible", no, size);
+    evs_log_segw *w = calloc(1, sizeof *w);
+    if (!w) return evs__err(EVS_ENOMEM, SEGFMT ": out of memory", no);
+    w->log = log;
+    w->no = no;
+    w->ver = sg->ver + 1;
+    w->size = size;
+    w->fd = -1;
+    memcpy(w->salt, sg->salt, 8);
+    if ((rc = log_path(log, w->tmp, sizeof w->tmp, no, ".scav")) || (rc = log_path(log, w->path, sizeof w->path, no, "")))
+        goto fail;
+    if (!(w->buf = malloc(SEGW_BUF + 64))) {
+        rc = evs__err(EVS_ENOMEM, SEGFMT ": out of memory", no);
+        goto fail;
+    }
+    w->bcap = SEGW_BUF;
+    w->fd = log->io->open(log->io->ctx, w->tmp, O_RDWR | O_CREAT | O_TRUNC, 0644);
+    if (w->fd < 0) {
+        rc = evs__err_errno(w->fd, SEGFMT ": creating %s", no, w->tmp);
+        w->fd = -1;
+        goto fail;
+    }
+    uint8_t *h = w->buf;
+    memcpy(h, sg->map, SEG_HDR);
+    evs__put32(h + 48, w->ver);
+    evs__put64(h + 40, size);
+    evs__put32(h + 60, evs__crc32c(0, h, 60));
+    w->blen = SEG_HDR;
+    w->off = SEG_HDR;
+    *out = w;
+    return EVS_OK;
+fail:
+    evs__log_segw_abort(w);
+    return rc;
+}
+
+static int segw_flush(evs_log_segw *w) {
+    if (!w->blen) return EVS_OK;
+    ssize_t k = w->log->io->pwrite(w->log->io->ctx, w->fd, w->buf, w->blen, (off_t)w->written);
+    if (k != (ssize_t)w->blen)
+        return k < 0 ? evs__err_errno((int)k, SEGFMT ": writing %s", w->no, w->tmp)
+                     : evs__err(EVS_EIO, SEGFMT ": short write to %s", w->no, w->tmp);
+    w->written += w->blen;
+    w->blen = 0;
+    return EVS_OK;
+}
+
+int evs__log_segw_frame(evs_log_segw *w, const uint8_t *payload, uint32_t len, uint64_t first_gpos, uint32_t count,
+                        uint32_t flags, evs_lsn synced_to, evs_lsn *where) {
+    uint64_t fsize = FRAME_HDR + align8(len);
+    if (len == 0 || count == 0 || !EVS_FRAME_FLAGS_OK(flags) || w->off + fsize > w->size)
+        return evs__err(EVS_EINVAL, SEGFMT ": frame at global position %" PRIu64 " does not fit the rewrite", w->no,
+                        first_gpos);
+    evs_lsn at = EVS_LSN(w->no, w->off);
+    if (synced_to > at) synced_to = EVS_LSN(w->no, SEG_HDR);
+    uint8_t h[FRAME_HDR];
+    evs__put32(h, len);
+    evs__put64(h + 8, first_gpos);
+    evs__put32(h + 16, count);
+    evs__put32(h + 20, flags);
+    evs__put64(h + 24, synced_to);
+    uint32_t c = evs__crc32c(0, w->salt, 8);
+    c = evs__crc32c(c, h, 4);
+    c = evs__crc32c(c, h + 8, 24);
+    c = evs__crc32c(c, payload, len);
+    evs__put32(h + 4, c);
+    static const uint8_t zeros[8];
+    const uint8_t *parts[3] = {h, payload, zeros};
+    size_t lens[3] = {FRAME_HDR, len, (size_t)(fsize - FRAME_HDR - len)};
+    for (int i = 0; i < 3; i++) {
+        size_t done = 0;
+        while (done < lens[i]) {
+            if (w->blen == w->bcap) {
+                int rc = segw_flush(w);
+                if (rc) return rc;
+            }
+            size_t k = lens[i] - done < w->bcap - w->blen ? lens[i] - done : w->bcap - w->blen;
+            memcpy(w->buf + w->blen, parts[i] + done, k);
+            w->blen += k;
+            done += k;
+        }
+    }
+    w->off += fsize;
+    if (where) *where = at;
+    return EVS_OK;
+}
+
+int evs__log_segw_finish(evs_log_segw *w) {
+    int rc;
+    const evs_io *io = w->log->io;
+    if (w->off != w->size)
+        return evs__err(EVS_EINVAL, SEGFMT ": rewrite holds %" PRIu64 " bytes, %" PRIu64 " were planned", w->no, w->off,
+                        w->size);
+    if ((rc = segw_flush(w))) return rc;
+    if ((rc = io->fsync(io->ctx, w->fd))) return evs__err_errno(rc, SEGFMT ": fsync of %s", w->no, w->tmp);
+    evs_seg *sg = calloc(1, sizeof *sg);
+    if (!sg) return evs__err(EVS_ENOMEM, SEGFMT ": out of memory", w->no);
+    sg->no = w->no;
+    sg->ver = w->ver;
+    sg->fd = -1;
+    sg->size = sg->avail = sg->fsize = w->size;
+    memcpy(sg->salt, w->salt, 8);
+    void *map;
+    if ((rc = io->map(io->ctx, w->fd, (size_t)w->size, &map))) {
+        free(sg);
+        return evs__err_errno(rc, SEGFMT ": mapping %s", w->no, w->tmp);
+    }
+    sg->map = map;
+    sg->fd = w->fd;
+    w->fd = -1;
+    w->seg = sg;
+    return EVS_OK;
+}
+
+int evs__log_segw_install(evs_log_segw *w) {
+    const evs_io *io = w->log->io;
+    int rc;
+    if (!w->seg) return evs__err(EVS_EINVAL, SEGFMT ": rewrite not finished", w->no);
+    if ((rc = io->rename(io->ctx, w->tmp, w->path)))
+        return evs__err_errno(rc, SEGFMT ": renaming %s into place", w->no, w->tmp);
+    w->installed = 1;
+    if ((rc = io->sync_dir(io->ctx, w->log->dir)))
+        return evs__err_errno(rc, SEGFMT ": syncing directory %s", w->no, w->log->dir);
+    return EVS_OK;
+}
+
+void evs__log_segw_publish(evs_log_segw *w) {
+    evs_log *log = w->log;
+    evs_seg *old = slot_get(log, w->no), *sg = w->seg;
+    sg->gen = atomic_load(&log->gen) + 1;
+    atomic_store(&sg->older, old);
+    slot_set(log, w->no, sg);
+    atomic_store(&log->gen, sg->gen);
+    atomic_fetch_add(&log->reclaimed, old->size - sg->size);
+    w->seg = NULL;
+}
+
+uint64_t evs__log_segw_written(const evs_log_segw *w) { return w->off; }
+
+void evs__log_segw_abort(evs_log_segw *w) {
+    if (!w) return;
+    if (w->seg) seg_free(w->log, w->seg);
+    if (w->fd >= 0) w->log->io->close(w->log->io->ctx, w->fd);
+    if (!w->installed && w->tmp[0]) w->log->io->unlink(w->log->io->ctx, w->tmp);
+    free(w->buf);
+    free(w);
 }

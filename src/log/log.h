@@ -148,6 +148,12 @@ uint64_t evs__log_next_gpos(const evs_log *log);
    removed; its payload describes them (src/store/record.c), its positions
    stay taken. */
 #define EVS_FRAME_LOST 1u
+/* SCAVENGED, always with LOST (flags 3): the frame stands for records that
+   scavenge removed because stream metadata hid them (src/store/scavenge.c);
+   the payload is a LOST payload, so everything that handles LOST frames
+   handles these, and messages can tell the two apart. */
+#define EVS_FRAME_SCAVENGED 2u
+#define EVS_FRAME_FLAGS_OK(f) ((f) == 0 || (f) == EVS_FRAME_LOST || (f) == (EVS_FRAME_LOST | EVS_FRAME_SCAVENGED))
 
 struct evs_frame {
     const uint8_t *payload;    /* points into the mapping: valid until close */
@@ -166,6 +172,8 @@ struct evs_frame {
  * segment file and offset) when the frame does not verify.
  */
 int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out);
+/* The same for a reader pinned at generation gen (see "segment versions" below). */
+int evs__log_read_at(evs_log *log, uint64_t gen, evs_lsn at, evs_lsn limit, evs_frame *out);
 
 /*
  * Verify every frame from the start to the end.  Calls cb for each valid
@@ -183,6 +191,8 @@ typedef struct evs_log_check {
     char first_error[512];
 } evs_log_check;
 int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out);
+/* The same over the segment versions of generation gen. */
+int evs__log_check_at(evs_log *log, uint64_t gen, evs_frame_cb cb, void *arg, evs_log_check *out);
 
 /* Number of segment files and total bytes of frames. */
 void evs__log_usage(const evs_log *log, uint64_t *segments, uint64_t *bytes);
@@ -233,5 +243,58 @@ int evs__log_repair_frame_fits(const evs_log *log, evs_lsn at, uint64_t size, ui
 
 /* fdatasync every segment. */
 int evs__log_repair_sync(evs_log *log);
+
+/* ------------------------------------------------------------ segment versions
+ * Used by scavenge (src/store/scavenge.c; the design is at SCAVENGE in
+ * log.c).  A sealed segment is rewritten into a new file and swapped in
+ * while readers go on; readers that took their index snapshot before the
+ * swap keep reading the version they started with.
+ *
+ * Readers: take `pub` shared around taking an index snapshot and
+ * evs__log_pin; read with evs__log_read_at / evs__log_check_at at the pinned
+ * generation; evs__log_unpin when done (any thread).  The writer thread and
+ * code that holds the store's writer role read the newest version. */
+void evs__log_pub_rlock(evs_log *log);
+void evs__log_pub_runlock(evs_log *log);
+void evs__log_pub_wlock(evs_log *log);
+void evs__log_pub_wunlock(evs_log *log);
+uint64_t evs__log_pin(evs_log *log);
+void evs__log_unpin(evs_log *log, uint64_t gen);
+
+/* Scavenger (one at a time): may the generation be bumped now (no live
+   reader holds the pin slot it would reuse)? */
+int evs__log_gen_room(evs_log *log);
+/* Scavenger: unmap the versions no pinned reader can still use. */
+void evs__log_reap(evs_log *log);
+/* Bytes scavenge gave back since open (evs__log_usage already subtracts them). */
+uint64_t evs__log_reclaimed(const evs_log *log);
+
+/* synced_to recorded in a frame's header. */
+evs_lsn evs__log_frame_synced_to(const evs_frame *f);
+/* Bytes a frame of payload len takes, and the segment header's size. */
+uint64_t evs__log_frame_size(uint32_t len);
+uint64_t evs__log_header_size(void);
+/* Call cb for every frame of (the newest version of) segment no, verified. */
+int evs__log_seg_frames(evs_log *log, uint32_t no, evs_frame_cb cb, void *arg);
+
+/*
+ * Rewrite segment no: begin creates log/NNNNNNNN.seg.scav with a header
+ * for exactly `size` bytes; frame appends (returning the new location);
+ * finish checks the size, fsyncs and maps it; install renames it over the
+ * segment and syncs the directory; publish (with pub held alone) makes it
+ * the current version under a new generation; abort frees what is left
+ * and removes the temporary file if it was not installed.
+ * Ownership: *out is the caller's, released with evs__log_segw_abort
+ * (also after publish).
+ */
+typedef struct evs_log_segw evs_log_segw;
+int evs__log_segw_begin(evs_log *log, uint32_t no, uint64_t size, evs_log_segw **out);
+int evs__log_segw_frame(evs_log_segw *w, const uint8_t *payload, uint32_t len, uint64_t first_gpos, uint32_t count,
+                        uint32_t flags, evs_lsn synced_to, evs_lsn *where);
+int evs__log_segw_finish(evs_log_segw *w);
+int evs__log_segw_install(evs_log_segw *w);
+void evs__log_segw_publish(evs_log_segw *w);
+uint64_t evs__log_segw_written(const evs_log_segw *w);
+void evs__log_segw_abort(evs_log_segw *w);
 
 #endif
