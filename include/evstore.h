@@ -607,6 +607,76 @@ typedef int (*evs_lost_cb)(void *arg, const evs_lost_event *ev);
 int evs_store_repair(evs_store *s, const char *dir, unsigned flags, evs_lost_cb cb, void *arg,
                      evs_repair_report *out);
 
+/* --------------------------------------------------------------- scavenge */
+
+/*
+ * Scavenge (src/store/scavenge.c): give back the log space of events that
+ * stream metadata hides (max_age, max_count, truncate_before, soft and hard
+ * deletes), segment by segment, while appends and reads go on.  Only sealed
+ * segments are rewritten, never the one appends go to.  Records still
+ * readable are copied byte for byte; each run of removed records becomes
+ * one small SCAVENGED record that keeps their global and stream positions
+ * taken, so positions are never reused or renumbered, and readers report
+ * the range (EVS_ELOST, the message says "scavenged"; evs_reader_lost
+ * gives it) instead of passing over it in silence.  A record is removed
+ * only when every event in it is hidden; streams whose names start with
+ * '$' are kept.  Removal is final: metadata changed later cannot bring the
+ * events back.  Crash-safe at any point: open finishes or rolls back a
+ * segment a crash interrupted (docs/format.md, "Scavenge").
+ *
+ * Thread rules: one scavenge per store at a time (a second call returns
+ * EVS_ELOCKED); it blocks the calling thread until done or cancelled; the
+ * progress callback runs on that thread.  The store must stay open
+ * meanwhile.  Each segment's swap holds appends back for one index commit.
+ */
+typedef struct evs_scavenge_progress {
+    uint32_t segments_total;      /* sealed segments this run may rewrite */
+    uint32_t segments_done;       /* of those, examined so far */
+    uint32_t segments_rewritten;  /* of those, rewritten (dry run: would be) */
+    uint64_t bytes_examined;      /* segment bytes read */
+    uint64_t bytes_reclaimed;     /* file bytes given back (dry run: would be) */
+    uint64_t records_removed;
+    uint64_t events_removed;
+    int dry_run;
+    int cancelled;                /* the run stopped at the cancel flag (between segments) */
+} evs_scavenge_progress;
+
+#define EVS_SCAVENGE_DRY_RUN 0x1u  /* find what would go, change nothing */
+
+typedef struct evs_scavenge_options {
+    uint64_t rate_bytes_per_sec;  /* bytes read plus written per second; 0: as fast as it goes */
+    const int *cancel;            /* optional: set nonzero (with an atomic store) to stop; the
+                                     segment in progress is finished or rolled back first */
+    void (*progress)(void *arg, const evs_scavenge_progress *p); /* after each segment, optional */
+    void *progress_arg;
+    unsigned flags;               /* EVS_SCAVENGE_DRY_RUN */
+} evs_scavenge_options;
+
+/*
+ * Run one scavenge over every sealed segment (opt may be NULL: defaults).
+ * EVS_OK with *out (may be NULL) filled, also when cancelled (out->cancelled);
+ * EVS_ECLOSED for a store not open for writing; EVS_ELOCKED while another
+ * scavenge of s runs; EVS_EIO/EVS_ECORRUPT/... naming the segment when a
+ * step fails (what was done so far stays done; the segment in progress is
+ * rolled back or finished at the next open).
+ */
+int evs_scavenge(evs_store *s, const evs_scavenge_options *opt, evs_scavenge_progress *out);
+
+/*
+ * The progress of the scavenge running on s, or of the last one since open
+ * (*running 0), and totals since open.  Any thread.
+ */
+typedef struct evs_scavenge_stats {
+    int running;
+    evs_scavenge_progress last;   /* the running or last run */
+    uint64_t runs;                /* runs finished since open */
+    uint64_t bytes_reclaimed;     /* since open, all runs */
+    uint64_t segments_rewritten;  /* since open, all runs */
+    uint64_t events_removed;      /* since open, all runs */
+} evs_scavenge_stats;
+
+int evs_scavenge_get_stats(evs_store *s, evs_scavenge_stats *out);
+
 /* ------------------------------------------------------------------ JSON  */
 
 /*

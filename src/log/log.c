@@ -1107,7 +1107,12 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
 
     evs_log *log = calloc(1, sizeof *log);
     if (!log) return evs__err(EVS_ENOMEM, "log: out of memory");
-    pthread_rwlock_init(&log->pub, NULL);
+    pthread_rwlockattr_t pa;
+    pthread_rwlockattr_init(&pa);
+    /* a publish waits only for snapshots being taken, never behind a stream of new ones */
+    pthread_rwlockattr_setkind_np(&pa, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&log->pub, &pa);
+    pthread_rwlockattr_destroy(&pa);
     log->io = cfg && cfg->io ? cfg->io : evs__io_posix();
     log->seg_size = seg_size;
     log->readonly = cfg ? cfg->readonly : 0;
@@ -1821,6 +1826,7 @@ void evs__log_segw_publish(evs_log_segw *w) {
 }
 
 uint64_t evs__log_segw_written(const evs_log_segw *w) { return w->off; }
+uint32_t evs__log_segw_version(const evs_log_segw *w) { return w->ver; }
 
 void evs__log_segw_abort(evs_log_segw *w) {
     if (!w) return;

@@ -295,6 +295,8 @@ int evs__log_segw_finish(evs_log_segw *w);
 int evs__log_segw_install(evs_log_segw *w);
 void evs__log_segw_publish(evs_log_segw *w);
 uint64_t evs__log_segw_written(const evs_log_segw *w);
+/* The header version the new segment carries (its predecessor's + 1). */
+uint32_t evs__log_segw_version(const evs_log_segw *w);
 void evs__log_segw_abort(evs_log_segw *w);
 
 #endif

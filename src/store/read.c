@@ -77,6 +77,8 @@ struct evs_reader {
     int have_pend;                 /* RD_INDEX: a candidate held back while a lost range is reported */
     uint64_t pend;
     uint64_t gen;                  /* the index map this reader's cursors point into */
+    uint64_t lgen;                 /* the log generation pinned with the snapshot (scavenge) */
+    int pinned;
 };
 
 /* Called with the index's remap lock held (see index.h). */
@@ -87,6 +89,7 @@ static void reader_free(evs_reader *r) {
     if (r->cur) mdb_cursor_close(r->cur);
     if (r->rec_cur) mdb_cursor_close(r->rec_cur);
     if (r->txn) mdb_txn_abort(r->txn);
+    if (r->pinned) evs__log_unpin(r->s->log, r->lgen);
     if (r->types)
         for (size_t i = 0; i < r->ntypes; i++) free(r->types[i]);
     free(r->types);
@@ -117,7 +120,14 @@ static int reader_new(evs_store *s, int kind, int dir, size_t limit, evs_reader 
     r->kind = kind;
     r->dir = dir;
     r->limit = limit;
+    /* the snapshot and the log generation it describes, taken together (see scavenge.c) */
+    evs__log_pub_rlock(s->log);
     int rc = evs__index_txn_read(&s->ix, &r->txn);
+    if (!rc) {
+        r->lgen = evs__log_pin(s->log);
+        r->pinned = 1;
+    }
+    evs__log_pub_runlock(s->log);
     if (rc) {
         r->txn = NULL;
         reader_free(r);
@@ -147,7 +157,7 @@ static int reader_new(evs_store *s, int kind, int dir, size_t limit, evs_reader 
 static int load_frame(evs_reader *r, evs_lsn at, int exact) {
     if (r->have_fr && r->fr.at == at) return EVS_OK;
     r->have_fr = 0;
-    int rc = evs__log_read(r->s->log, at, r->end, &r->fr);
+    int rc = evs__log_read_at(r->s->log, r->lgen, at, r->end, &r->fr);
     /* EVS_EINVAL: the location lies past what the segment file holds (cut short) */
     if ((rc == EVS_DONE || rc == EVS_EINVAL) && exact)
         return evs__err(EVS_ECORRUPT, "segment %08u.seg offset %u: no record where the index points (the log is "
@@ -211,14 +221,21 @@ static int decode(evs_reader *r, uint32_t idx) {
     return EVS_OK;
 }
 
-/* EVS_ELOST for the range [first, last] of `what`, repaired at `at`. */
-static int lost_err(evs_reader *r, const char *what, uint64_t first, uint64_t last, int64_t at) {
+/* EVS_ELOST for the range [first, last] of `what`, repaired (or scavenged) at `at`. */
+static int lost_err2(evs_reader *r, const char *what, uint64_t first, uint64_t last, int64_t at, int scavenged) {
     char when[40];
     evs_time_format(at, when);
     r->lost_first = first;
     r->lost_last = last;
+    if (scavenged)
+        return evs__err(EVS_ELOST, "%s %llu..%llu were scavenged: deleted or expired events whose space `evstore "
+                        "scavenge` reclaimed at %s", what, (unsigned long long)first, (unsigned long long)last, when);
     return evs__err(EVS_ELOST, "%s %llu..%llu were lost: `evstore repair` removed them from a damaged log at %s",
                     what, (unsigned long long)first, (unsigned long long)last, when);
+}
+
+static int lost_err(evs_reader *r, const char *what, uint64_t first, uint64_t last, int64_t at) {
+    return lost_err2(r, what, first, last, at, 0);
 }
 
 /* The loaded frame is a LOST frame: report its range. */
@@ -227,7 +244,8 @@ static int lost_frame(evs_reader *r) {
     evs_lost_iter it = {0, 0};
     evs_lost_stream e;
     (void)evs__lost_next(r->fr.payload, r->fr.len, &it, &e, &at);
-    return lost_err(r, "global positions", r->fr.first_gpos, r->fr.first_gpos + r->fr.count - 1, at);
+    return lost_err2(r, "global positions", r->fr.first_gpos, r->fr.first_gpos + r->fr.count - 1, at,
+                     (r->fr.flags & EVS_FRAME_SCAVENGED) != 0);
 }
 
 /* Decode global position g (must be <= head). */
@@ -329,12 +347,14 @@ static int lost_run(evs_reader *r, evs_lsn lsn) {
     r->next_spos = fwd ? last + 1 : first - 1;
     r->position = r->next_spos;
     int64_t at = 0;
+    int scav = 0;
     if (load_frame(r, lsn, 1) == EVS_OK && (r->fr.flags & EVS_FRAME_LOST)) {
         evs_lost_iter it = {0, 0};
         evs_lost_stream e;
         (void)evs__lost_next(r->fr.payload, r->fr.len, &it, &e, &at);
+        scav = (r->fr.flags & EVS_FRAME_SCAVENGED) != 0;
     }
-    return lost_err(r, "stream positions", first, last, at);
+    return lost_err2(r, "stream positions", first, last, at, scav);
 }
 
 /*
@@ -989,13 +1009,18 @@ int evs_store_check(evs_store *s, evs_check_report *rep) {
     memset(&c, 0, sizeof c);
     c.s = s;
     c.rep = rep;
+    evs__log_pub_rlock(s->log);
     int rc = evs__index_rbegin(&s->ix, &c.txn);
+    uint64_t lgen = rc ? 0 : evs__log_pin(s->log);
+    evs__log_pub_runlock(s->log);
     if (rc) return rc;
     if ((rc = mdb_cursor_open(c.txn, s->ix.records, &c.rec))) {
+        evs__log_unpin(s->log, lgen);
         evs__index_rend(&s->ix, c.txn);
         return evs__index_err(rc, "open cursor");
     }
     if (s->ix.tags && (rc = mdb_cursor_open(c.txn, s->ix.tags, &c.tag))) {
+        evs__log_unpin(s->log, lgen);
         mdb_cursor_close(c.rec);
         evs__index_rend(&s->ix, c.txn);
         return evs__index_err(rc, "open cursor");
@@ -1008,7 +1033,7 @@ int evs_store_check(evs_store *s, evs_check_report *rep) {
     rep->index_head = ck_next - 1;
     evs_log_check lc;
     memset(&lc, 0, sizeof lc);
-    rc = evs__log_check(s->log, check_frame, &c, &lc);
+    rc = evs__log_check_at(s->log, lgen, check_frame, &c, &lc);
     if (!rc) rc = check_ix_upto(&c, UINT64_MAX); /* index records past the log's valid end */
     if (!rc) {
         /* the index holds nothing but what the walk matched */
@@ -1024,6 +1049,7 @@ int evs_store_check(evs_store *s, evs_check_report *rep) {
     if (c.tag) mdb_cursor_close(c.tag);
     mdb_cursor_close(c.rec);
     evs__index_rend(&s->ix, c.txn);
+    evs__log_unpin(s->log, lgen);
     if (rc) return rc;
     rep->records = lc.frames;
     rep->events = lc.events;

@@ -72,6 +72,8 @@ struct evs_append_req {
     int rc;
     int ids_given;            /* some event ids came from the caller (idempotency lookups needed) */
     int sync_only;            /* the batch-mode syncer's request: no frame, just an fdatasync */
+    int (*excl)(void *arg);   /* evs__store_exclusive: run alone in the writer's place, no frame */
+    void *excl_arg;
     _Atomic uint32_t state;   /* REQ_*: its caller sleeps on it (futex) until done or asked to lead */
     evs_append_result res;
     char msg[512];
@@ -909,16 +911,19 @@ static void lead(evs_store *s) {
     size_t nreq = 0, nbytes = 0;
     for (evs_append_req *r = batch; r && nreq < EVS_BATCH_MAX_REQS && (nreq == 0 || nbytes + r->len <= EVS_BATCH_MAX_BYTES);
          r = r->next) {
+        if (r->excl && nreq) break; /* an exclusive request runs alone */
         last = r;
         nreq++;
         nbytes += r->len;
+        if (r->excl) break;
     }
     s->q_head = last->next;
     if (!s->q_head) s->q_tail = NULL;
     s->q_len -= nreq;
     last->next = NULL;
     pthread_mutex_unlock(&s->mu);
-    process_batch(s, batch);
+    if (batch->excl) batch->rc = batch->excl(batch->excl_arg);
+    else process_batch(s, batch);
     pthread_mutex_lock(&s->mu);
     evs_append_req *next_leader = s->q_head;
     if (!next_leader) {
@@ -953,6 +958,20 @@ static void submit(evs_store *s, evs_append_req *r) {
         pthread_mutex_lock(&s->mu);
         lead(s);
     }
+}
+
+int evs__store_exclusive(evs_store *s, int (*fn)(void *arg), void *arg) {
+    evs_append_req r;
+    memset(&r, 0, sizeof r);
+    r.excl = fn;
+    r.excl_arg = arg;
+    pthread_mutex_lock(&s->mu);
+    if (s->closing) {
+        pthread_mutex_unlock(&s->mu);
+        return evs__err(EVS_ECLOSED, "the store is closing");
+    }
+    submit(s, &r);
+    return r.rc;
 }
 
 /*
@@ -1281,6 +1300,7 @@ int evs__store_teardown(evs_store *s, int clean) {
     if (s->lock_fd >= 0) close(s->lock_fd);
     s->lock_fd = -1;
     pthread_mutex_destroy(&s->mu);
+    pthread_mutex_destroy(&s->scav_mu);
     evs__meta_free(s);
     pthread_cond_destroy(&s->syncer_cv);
     pthread_cond_destroy(&s->idle_cv);
@@ -1321,6 +1341,8 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     atomic_store(&s->failed, 0);
     pthread_mutex_init(&s->mu, NULL);
     pthread_rwlock_init(&s->meta_lock, NULL);
+    pthread_mutex_init(&s->scav_mu, NULL);
+    memset(&s->scav_stats, 0, sizeof s->scav_stats);
     pthread_cond_init(&s->syncer_cv, NULL);
     pthread_cond_init(&s->idle_cv, NULL);
     pthread_cond_init(&s->head_cv, NULL);
@@ -1335,9 +1357,13 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     int rebuild = 0;
     evs_lsn from = 0;
     uint64_t from_gpos = 1;
-    int untrusted = 0, clean = 0;
+    int untrusted = 0, clean = 0, scav_rebuild = 0;
     if (!s->readonly) evs__store_index_state(s, &untrusted, &clean);
-    if (untrusted) {
+    if (!s->readonly && (rc = evs__scavenge_recover(s, &scav_rebuild))) goto fail;
+    if (scav_rebuild && !untrusted) {
+        rebuild = 1;
+        report_add(s, "index rebuilt from the log: a scavenge was interrupted after its segment was swapped in");
+    } else if (untrusted) {
         rebuild = 1;
         report_add(s, "index rebuilt from the log: the last session did not close cleanly before a system restart");
     } else {

@@ -84,6 +84,11 @@ struct evs_store {
     int64_t (*t_clock)(void *ctx);/* test hook: the "now" of max_age (NULL: wall clock) */
     void *t_clock_ctx;
 
+    /* scavenge (scavenge.c): one run at a time; its progress for any thread */
+    _Atomic int scav_running;
+    pthread_mutex_t scav_mu;      /* guards scav_stats */
+    evs_scavenge_stats scav_stats;
+
     /* stats */
     _Atomic uint64_t st_appends, st_events, st_bytes, st_syncs, st_batches;
     _Atomic uint64_t st_sync_hist[EVS_SYNC_BUCKETS + 1], st_sync_ns;
@@ -100,6 +105,18 @@ int evs__store_lock_dir(evs_store *s);
 int evs__store_teardown(evs_store *s, int clean);
 /* What the last session left in the index (see store.c). */
 void evs__store_index_state(evs_store *s, int *untrusted, int *clean);
+
+/*
+ * Run fn(arg) in the writer's place: queued with the appends, alone in its
+ * turn, so no group commit (nor index remap) runs meanwhile and fn may open
+ * the index's write transaction.  fn may run on another appender's thread:
+ * it keeps its own error text.  Returns fn's result, or EVS_ECLOSED (store.c).
+ */
+int evs__store_exclusive(evs_store *s, int (*fn)(void *arg), void *arg);
+
+/* At open, before the log: finish or roll back a scavenge a crash interrupted
+   (scavenge.c).  *rebuild: the index must be rebuilt from the log. */
+int evs__scavenge_recover(evs_store *s, int *rebuild);
 
 /* A conditional append's condition as given: EVS_OK, or what is wrong with it (condition.c). */
 int evs__condition_validate(const evs_append_condition *c);
