@@ -36,6 +36,8 @@ static const char serve_help[] =
     "  --listen ADDR:PORT       address and port: IPv4, [IPv6] or localhost (default\n"
     "                           127.0.0.1:2113; port 0 picks a free one; the address\n"
     "                           is printed on stdout)\n"
+    "  --segment-size BYTES     size of new log segments (default 64 MiB; 65536 at\n"
+    "                           least): smaller ones let scavenge give space back sooner\n"
     "  --durability MODE        sync (default): acknowledged means fdatasync'd;\n"
     "                           batch: fdatasync at most every --batch-ms; none\n"
     "  --batch-ms N             sync interval for batch mode (default 10)\n"
@@ -116,6 +118,7 @@ typedef struct serve_opts {
     const char *tls_cert, *tls_key;
     uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms, saga_workers;
     uint64_t snap_every, snap_keep, retries, idem_s, query_ms, query_cache;
+    uint64_t segment_size;      /* 0: the store's default */
     const char *config;
     int auth, insecure;         /* --auth, --insecure */
     json_t *cfg;                /* keeps the config's strings alive */
@@ -129,7 +132,7 @@ typedef struct serve_opts {
 enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
        OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_APPDIR, OPT_SNAPEVERY, OPT_SNAPKEEP, OPT_RETRIES, OPT_IDEM,
        OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_SAGA_WORKERS, OPT_NATS, OPT_NATS_STREAM, OPT_NATS_PREFIX,
-       OPT_NATS_REPLICAS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_COUNT };
+       OPT_NATS_REPLICAS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SEGMENT_SIZE, OPT_COUNT };
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -164,6 +167,7 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--nats-replicas", NULL, "nats_replicas", 1, 5, offsetof(serve_opts, nats_replicas)},
     {"--tls-cert", NULL, "tls_cert", 0, 0, offsetof(serve_opts, tls_cert)},
     {"--tls-key", NULL, "tls_key", 0, 0, offsetof(serve_opts, tls_key)},
+    {"--segment-size", NULL, "segment_size", 65536, 1ull << 31, offsetof(serve_opts, segment_size)},
 };
 
 /*
@@ -332,6 +336,7 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.listen = o.listen;
     cfg.durability_name = o.durability;
     cfg.batch_ms = (unsigned)o.batch_ms;
+    cfg.segment_size = o.segment_size;
     cfg.threads = (unsigned)o.threads;
     cfg.max_body = (size_t)o.max_body;
     cfg.max_connections = (unsigned)o.max_conn;

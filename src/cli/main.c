@@ -32,6 +32,7 @@ static const evs_cli_command evs_cli_commands[] = {
     {"info", evs__cli_info, "store statistics, or one stream's info"},
     {"check", evs__cli_check, "verify the log and the index"},
     {"repair", evs__cli_repair, "remove damaged records, naming every event dropped"},
+    {"scavenge", evs__cli_scavenge, "give back the space of deleted and expired events, segment by segment"},
     {"backup", evs__cli_backup, "copy a store, while it runs, to a consistent backup (or update one)"},
     {"restore", evs__cli_restore, "create a new store from a backup, to a position or a time"},
     {"verify-backup", evs__cli_verify_backup, "check a backup's files and records against its manifest"},

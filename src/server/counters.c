@@ -13,6 +13,7 @@ static const char *const route_names[EVS_R_COUNT] = {
     "schemas",
     "stream_meta",
     "keys",
+    "scavenge",
 };
 
 static const unsigned status_codes[EVS_ST_NSLOTS - 1] = {

@@ -23,6 +23,7 @@ enum evs_route {
     EVS_R_SCHEMAS,
     EVS_R_STREAM_META,
     EVS_R_KEYS,
+    EVS_R_SCAVENGE,
     EVS_R_COUNT
 };
 

@@ -45,6 +45,7 @@
 #include "server/routes_proj.h"
 #include "server/routes_replay.h"
 #include "server/routes_saga.h"
+#include "server/routes_scavenge.h"
 #include "server/routes_schema.h"
 #include "server/routes_store.h"
 #include "server/routes_subs.h"
@@ -227,6 +228,11 @@ static const route_def routes[] = {
     {"/keys", R, EVS_R_KEYS, B_NONE, 0, "", ADMIN, evs__route_keys_list},
     {"/keys", EVS_M_POST, EVS_R_KEYS, B_JSON, 0, "", ADMIN, evs__route_keys_create},
     {"/keys/{id}", EVS_M_DELETE, EVS_R_KEYS, B_NONE, 0, "", ADMIN, evs__route_keys_revoke},
+
+    /* scavenge (routes_scavenge.c) */
+    {"/admin/scavenge", R, EVS_R_SCAVENGE, B_NONE, 0, "", ADMIN, evs__route_scavenge_status},
+    {"/admin/scavenge", EVS_M_POST, EVS_R_SCAVENGE, B_NONE, 0, "rate,dry_run", ADMIN, evs__route_scavenge_start},
+    {"/admin/scavenge", EVS_M_DELETE, EVS_R_SCAVENGE, B_NONE, 0, "", ADMIN, evs__route_scavenge_cancel},
 };
 
 #undef R

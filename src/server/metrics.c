@@ -452,6 +452,28 @@ enum MHD_Result evs__route_metrics(evs__req *rq) {
     sample(&b, "evstore_log_segments", st.segments);
     family(&b, "evstore_log_bytes", "gauge", "Bytes in the log.");
     sample(&b, "evstore_log_bytes", st.log_bytes);
+    {
+        evs_scavenge_stats ss;
+        memset(&ss, 0, sizeof ss);
+        (void)evs_scavenge_get_stats(srv->store, &ss);
+        family(&b, "evstore_scavenge_running", "gauge", "1 while a scavenge runs.");
+        sample(&b, "evstore_scavenge_running", (uint64_t)ss.running);
+        family(&b, "evstore_scavenge_segments_done", "gauge", "Segments the running (or last) scavenge examined.");
+        sample(&b, "evstore_scavenge_segments_done", ss.last.segments_done);
+        family(&b, "evstore_scavenge_segments_total", "gauge", "Segments the running (or last) scavenge may rewrite.");
+        sample(&b, "evstore_scavenge_segments_total", ss.last.segments_total);
+        family(&b, "evstore_scavenge_runs_total", "counter", "Scavenge runs finished since the store was opened.");
+        sample(&b, "evstore_scavenge_runs_total", ss.runs);
+        family(&b, "evstore_scavenge_bytes_reclaimed_total", "counter",
+               "Log bytes scavenge gave back since the store was opened (finished runs).");
+        sample(&b, "evstore_scavenge_bytes_reclaimed_total", ss.bytes_reclaimed);
+        family(&b, "evstore_scavenge_segments_rewritten_total", "counter",
+               "Segments scavenge rewrote since the store was opened (finished runs).");
+        sample(&b, "evstore_scavenge_segments_rewritten_total", ss.segments_rewritten);
+        family(&b, "evstore_scavenge_events_removed_total", "counter",
+               "Hidden events scavenge removed since the store was opened (finished runs).");
+        sample(&b, "evstore_scavenge_events_removed_total", ss.events_removed);
+    }
     family(&b, "evstore_appends_total", "counter", "Appends committed since the store was opened.");
     sample(&b, "evstore_appends_total", st.appends);
     family(&b, "evstore_events_written_total", "counter", "Events written since the store was opened.");

@@ -43,6 +43,7 @@
 #include "auth/keys.h"
 #include "core/core.h"
 #include "evstore_schema.h"
+#include "server/routes_scavenge.h"
 #include "server/app_host.h"
 #include "server/cmdpool.h"
 #include "server/consumers.h"
@@ -191,6 +192,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     if (!rc)
         rc = evs_store_set_durability(srv->store, cfg->durability,
                                       cfg->durability == EVS_DURABILITY_BATCH ? cfg->batch_ms : 0);
+    if (!rc && cfg->segment_size) rc = evs_store_set_segment_size(srv->store, cfg->segment_size);
     if (rc) {
         snprintf(why, whycap, "serve: %s", evs_errmsg());
         ret = rc;
@@ -348,6 +350,7 @@ cleanup:
     evs__cmdpool_stop(srv); /* before the hub goes: a runner that finishes kicks it */
     evs__ws_free(srv);
     evs__sse_free(srv);
+    evs__scavenge_job_stop();      /* rewrites the store's segments: before it closes */
     evs__nats_host_stop(srv);      /* reads the store: before it closes */
     evs__sagas_stop(srv);          /* its workers send commands: before the app */
     evs__app_stop(srv);            /* uses the bus: before the consumers */

@@ -45,6 +45,7 @@ typedef struct evs__serve_config {
     evs_durability durability;
     const char *durability_name;  /* "sync", "batch" or "none", for /info */
     unsigned batch_ms;            /* batch durability's sync interval */
+    uint64_t segment_size;        /* new log segments' size; 0: the store's default */
     unsigned threads, max_connections, timeout_s, heartbeat_ms, group_idle_ms;
     size_t max_body, ws_frame_max;
     FILE *access_log;             /* one line per answered request; NULL: none.  The caller's to close. */
