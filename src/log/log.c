@@ -19,7 +19,8 @@
  *    32    8  first global position of the segment (informative; 0 when the
  *             segment was created ahead of need and not known yet)
  *    40    8  segment size in bytes (the file's size)
- *    48   12  reserved, zero
+ *    48    4  version: times scavenge rewrote this segment (0: never; see SCAVENGE)
+ *    52    8  reserved, zero
  *    60    4  crc32c of bytes 0..59
  *
  * Frame, at an 8-byte aligned offset >= 64:
@@ -29,7 +30,8 @@
  *     8    8  first_gpos: global position of the frame's first event
  *    16    4  event_count (>= 1)
  *    20    4  flags: 0 for a record; 1 (LOST) for a record that stands
- *             where `evstore repair` removed damaged records (see REPAIR)
+ *             where `evstore repair` removed damaged records (see REPAIR);
+ *             3 (LOST|SCAVENGED) where scavenge removed hidden records
  *    24    8  synced_to: the log location (segment << 32 | offset) up to
  *             which the log was known durable (fdatasync'd) when this frame
  *             was appended; always <= the frame's own location
@@ -41,7 +43,7 @@
  *
  * A frame at offset X of segment S is VALID when payload_len > 0, the frame
  * including padding fits in the segment, the crc verifies, the padding is
- * zero, event_count >= 1, flags is 0 or 1, and first_gpos equals the expected
+ * zero, event_count >= 1, flags is 0, 1 or 3, and first_gpos equals the expected
  * next global position (the previous frame's first_gpos + event_count; 1
  * for the first frame).
  *
