@@ -6,6 +6,7 @@
 # JSON validator against jansson), bench_store (appends against the disk's
 # fdatasync rate, reads, open time; see the top of bench/bench_store.c),
 # bench_backup (evstore backup against cp -r of the same store),
+# bench_scavenge (append p99 during a scavenge against appends alone, reclaim MB/s),
 # bench_bus (subscriptions and projections), bench_replay (a Lua projection
 # replayed into a temporary state against a plain read and the live
 # projection), bench_app (commands against raw
@@ -73,6 +74,11 @@ run_all() {
         echo
         echo "== bench_backup =="
         "$build/bench_backup" || status=1
+    fi
+    if [ -x "$build/bench_scavenge" ]; then
+        echo
+        echo "== bench_scavenge =="
+        "$build/bench_scavenge" || status=1
     fi
     if [ -x "$build/bench_bus" ]; then
         echo
