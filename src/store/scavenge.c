@@ -314,11 +314,7 @@ int evs__scavenge_recover(evs_store *s, int *rebuild) {
         struct dirent *de;
         while ((de = readdir(d)) != NULL) {
             size_t l = strlen(de->d_name);
-            if (l == 17 && !strcmp(de->d_name + 8, ".seg.scav")) {
-                char p[4200];
-                snprintf(p, sizeof p, "%s/%s", logdir, de->d_name);
-                unlink(p);
-            }
+            if (l == 17 && !strcmp(de->d_name + 8, ".seg.scav")) unlinkat(dirfd(d), de->d_name, 0);
         }
         closedir(d);
         fsync_path(logdir);
