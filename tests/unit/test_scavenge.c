@@ -9,9 +9,16 @@
  *   3. appends after it continue the positions; a second run finds nothing;
  *   4. the same holds after a reopen and after the index is rebuilt from
  *      the log (the SCAVENGED records carry what the index needs);
- *   5. bad input: unknown flags and a read-only store are refused.
+ *   5. bad input: unknown flags and a read-only store are refused;
+ *   6. I/O failures (io_fault.h) at each kind of file operation the
+ *      scavenge makes: it fails naming what failed, and the store, reopened,
+ *      holds every event unchanged, checks clean and scavenges to the end.
  */
+#include <errno.h>
+
+#include "io/io_fault.h"
 #include "scavenge_fixture.h"
+#include "store/store_testing.h"
 
 static uint64_t log_bytes(evs_store *s) {
     evs_store_stats st;
@@ -42,6 +49,46 @@ static void check_streams(evs_store *s, int rounds) {
     CHECK_INT(n, rounds);
 }
 
+static void test_io_faults(const char *pristine, const sf_snap *before) {
+    static const evs_fault_op ops[] = {EVS_FOP_OPEN, EVS_FOP_PWRITE, EVS_FOP_FSYNC, EVS_FOP_MAP, EVS_FOP_RENAME,
+                                       EVS_FOP_SYNC_DIR};
+    char work[4200], cmd[9000];
+    snprintf(work, sizeof work, "%s-io", pristine);
+    for (size_t i = 0; i < sizeof ops / sizeof *ops; i++) {
+        tu_rmrf(work);
+        snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", pristine, work);
+        CHECK_INT(system(cmd), 0);
+        evs_fault *f;
+        CHECK_RC(evs__fault_create(&f), EVS_OK);
+        evs_store *s;
+        CHECK_RC(evs_store_create(&s), EVS_OK);
+        CHECK_RC(evs_store_set_segment_size(s, 64 << 10), EVS_OK);
+        CHECK_RC(evs__store_set_io(s, evs__fault_io(f)), EVS_OK);
+        CHECK_RC(evs_store_open(s, work, 0), EVS_OK);
+        evs__fault_fail(f, ops[i], 1, 1, EIO);
+        int rc = evs_scavenge(s, NULL, NULL);
+        CHECK(rc != EVS_OK);
+        if (rc == EVS_OK) fprintf(stderr, "a failing %s went unnoticed\n", evs__fault_op_name(ops[i]));
+        else CHECK_CONTAINS(evs_errmsg(), "segment");
+        evs__fault_clear_rules(f);
+        (void)evs_store_close(s);
+        evs__fault_destroy(f);
+        s = tu_open(work, EVS_DURABILITY_SYNC, 64 << 10);
+        sf_snap now;
+        char why[200] = "";
+        CHECK_RC(sf_snapshot(s, &now), EVS_OK);
+        if (!sf_same(before, &now, why, sizeof why)) fprintf(stderr, "%s: %s\n", evs__fault_op_name(ops[i]), why);
+        CHECK(why[0] == 0);
+        sf_free(&now);
+        check_clean(s);
+        evs_scavenge_progress p;
+        CHECK_RC(evs_scavenge(s, NULL, &p), EVS_OK);
+        check_clean(s);
+        CHECK_RC(evs_store_close(s), EVS_OK);
+    }
+    tu_rmrf(work);
+}
+
 int main(void) {
     const int rounds = 150;
     char *d = tu_tempdir("scavenge");
@@ -51,6 +98,10 @@ int main(void) {
     sf_snap before, after;
     CHECK_RC(sf_snapshot(s, &before), EVS_OK);
     CHECK_INT(before.lost_ranges, 0u);
+    /* 6. first, on copies of this store */
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    test_io_faults(d, &before);
+    s = tu_open(d, EVS_DURABILITY_SYNC, 64 << 10);
     uint64_t bytes0 = log_bytes(s);
 
     /* 1. dry run */
