@@ -1328,14 +1328,15 @@ static uint64_t check_resync(const evs_seg *sg, uint64_t off, uint64_t lim, uint
 }
 
 int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out) {
-    return evs__log_check_at(log, UINT64_MAX, cb, arg, out);
+    return evs__log_check_at(log, UINT64_MAX, 0, cb, arg, out);
 }
 
-int evs__log_check_at(evs_log *log, uint64_t gen, evs_frame_cb cb, void *arg, evs_log_check *out) {
+int evs__log_check_at(evs_log *log, uint64_t gen, evs_lsn upto, evs_frame_cb cb, void *arg, evs_log_check *out) {
     evs_log_check local;
     if (!out) out = &local;
     memset(out, 0, sizeof *out);
     evs_lsn end = atomic_load_explicit(&log->flushed_end, memory_order_acquire);
+    if (upto && upto < end) end = upto;
     uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
     uint32_t eno = EVS_LSN_SEG(end);
     out->segments = n;

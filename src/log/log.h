@@ -191,8 +191,10 @@ typedef struct evs_log_check {
     char first_error[512];
 } evs_log_check;
 int evs__log_check(evs_log *log, evs_frame_cb cb, void *arg, evs_log_check *out);
-/* The same over the segment versions of generation gen. */
-int evs__log_check_at(evs_log *log, uint64_t gen, evs_frame_cb cb, void *arg, evs_log_check *out);
+/* The same over the segment versions of generation gen, and only up to upto
+   (0: the flushed end), e.g. the checkpoint of the index snapshot it is
+   compared with while appends go on. */
+int evs__log_check_at(evs_log *log, uint64_t gen, evs_lsn upto, evs_frame_cb cb, void *arg, evs_log_check *out);
 
 /* Number of segment files and total bytes of frames. */
 void evs__log_usage(const evs_log *log, uint64_t *segments, uint64_t *bytes);

@@ -1009,11 +1009,16 @@ int evs_store_check(evs_store *s, evs_check_report *rep) {
     memset(&c, 0, sizeof c);
     c.s = s;
     c.rep = rep;
+    /* the locks in the readers' order (reader_new): the index's, then pub */
+    evs__index_rlock(&s->ix);
     evs__log_pub_rlock(s->log);
-    int rc = evs__index_rbegin(&s->ix, &c.txn);
+    int rc = evs__index_txn_read(&s->ix, &c.txn);
     uint64_t lgen = rc ? 0 : evs__log_pin(s->log);
     evs__log_pub_runlock(s->log);
-    if (rc) return rc;
+    if (rc) {
+        evs__index_runlock(&s->ix);
+        return rc;
+    }
     if ((rc = mdb_cursor_open(c.txn, s->ix.records, &c.rec))) {
         evs__log_unpin(s->log, lgen);
         evs__index_rend(&s->ix, c.txn);
@@ -1033,7 +1038,8 @@ int evs_store_check(evs_store *s, evs_check_report *rep) {
     rep->index_head = ck_next - 1;
     evs_log_check lc;
     memset(&lc, 0, sizeof lc);
-    rc = evs__log_check_at(s->log, lgen, check_frame, &c, &lc);
+    /* only what the snapshot indexed: appends may go on meanwhile */
+    rc = evs__log_check_at(s->log, lgen, ck, check_frame, &c, &lc);
     if (!rc) rc = check_ix_upto(&c, UINT64_MAX); /* index records past the log's valid end */
     if (!rc) {
         /* the index holds nothing but what the walk matched */
