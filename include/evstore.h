@@ -447,8 +447,8 @@ int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_st
  * Other keys are kept as given; keys starting with '$' are reserved.
  * Every reader (stream reads, $all reads, and through them subscriptions
  * and consumers) skips events the metadata hides; positions never change
- * and readers' positions still advance past skipped events.  Space is not
- * reclaimed: hidden events stay in the log.
+ * and readers' positions still advance past skipped events.  Hidden events
+ * keep their space until evs_scavenge gives it back.
  */
 typedef struct evs_stream_metadata {
     int64_t max_age;              /* seconds, -1: none */
@@ -484,7 +484,7 @@ int evs_stream_get_metadata(evs_store *s, const char *stream, char **json_out, s
  * continue (expected no-stream is accepted for a soft-deleted stream).
  * Hard (hard = 1): a tombstone; appends and metadata writes fail with
  * EVS_EDELETED for ever.  EVS_ENOTFOUND for an unknown or already deleted
- * stream.  Nothing is removed from the log.
+ * stream.  Nothing is removed from the log until evs_scavenge runs.
  */
 int evs_stream_delete(evs_store *s, const char *stream, int64_t expected, int hard);
 
