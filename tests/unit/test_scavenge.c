@@ -10,11 +10,16 @@
  *   4. the same holds after a reopen and after the index is rebuilt from
  *      the log (the SCAVENGED records carry what the index needs);
  *   5. bad input: unknown flags and a read-only store are refused;
- *   6. I/O failures (io_fault.h) at each kind of file operation the
+ *   6. the rate limit is a floor on the time taken (bytes examined over the
+ *      rate: sleeping can only make it longer, so this cannot fail on a
+ *      slow machine), and the cancel flag stops a run after the segment in
+ *      progress, the rest of the work left for the next run;
+ *   7. I/O failures (io_fault.h) at each kind of file operation the
  *      scavenge makes: it fails naming what failed, and the store, reopened,
  *      holds every event unchanged, checks clean and scavenges to the end.
  */
 #include <errno.h>
+#include <time.h>
 
 #include "io/io_fault.h"
 #include "scavenge_fixture.h"
@@ -89,6 +94,44 @@ static void test_io_faults(const char *pristine, const sf_snap *before) {
     tu_rmrf(work);
 }
 
+static int cancel_now;
+
+static void cancel_after_first(void *arg, const evs_scavenge_progress *p) {
+    (void)arg;
+    if (p->segments_rewritten >= 1) __atomic_store_n(&cancel_now, 1, __ATOMIC_RELAXED);
+}
+
+static void test_rate_and_cancel(const char *pristine) {
+    char work[4200], cmd[9000];
+    snprintf(work, sizeof work, "%s-rate", pristine);
+    tu_rmrf(work);
+    snprintf(cmd, sizeof cmd, "cp -a '%s' '%s'", pristine, work);
+    CHECK_INT(system(cmd), 0);
+    evs_store *s = tu_open(work, EVS_DURABILITY_SYNC, 64 << 10);
+    evs_scavenge_options o;
+    memset(&o, 0, sizeof o);
+    o.cancel = &cancel_now;
+    o.progress = cancel_after_first;
+    evs_scavenge_progress p;
+    CHECK_RC(evs_scavenge(s, &o, &p), EVS_OK);
+    CHECK(p.cancelled && p.segments_rewritten == 1 && p.segments_done < p.segments_total);
+    __atomic_store_n(&cancel_now, 0, __ATOMIC_RELAXED);
+    memset(&o, 0, sizeof o);
+    o.rate_bytes_per_sec = 1000000;
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    CHECK_RC(evs_scavenge(s, &o, &p), EVS_OK);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    double took = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    CHECK(!p.cancelled && p.segments_rewritten > 0);
+    CHECK(took >= (double)p.bytes_examined / 1e6 * 0.99);
+    if (took < (double)p.bytes_examined / 1e6 * 0.99)
+        fprintf(stderr, "%llu bytes at 1 MB/s took %.3f s\n", (unsigned long long)p.bytes_examined, took);
+    check_clean(s);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    tu_rmrf(work);
+}
+
 int main(void) {
     const int rounds = 150;
     char *d = tu_tempdir("scavenge");
@@ -101,6 +144,7 @@ int main(void) {
     /* 6. first, on copies of this store */
     CHECK_RC(evs_store_close(s), EVS_OK);
     test_io_faults(d, &before);
+    test_rate_and_cancel(d);
     s = tu_open(d, EVS_DURABILITY_SYNC, 64 << 10);
     uint64_t bytes0 = log_bytes(s);
 
