@@ -49,6 +49,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -57,7 +58,7 @@
 
 static int is_skipped_top(const char *name) {
     return !strcmp(name, "log") || !strcmp(name, "index") || !strcmp(name, "LOCK") || !strcmp(name, "SERVE") ||
-           !strcmp(name, "REPAIRING");
+           !strcmp(name, "REPAIRING") || !strcmp(name, "scavenge.json");
 }
 
 /*
@@ -142,7 +143,7 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
     evs_backup_report r;
     evs__bk_manifest m, old;
     char path[BK_PATH], dpath[BK_PATH], partial[BK_PATH];
-    int rc, have_old = 0, marked = 0;
+    int rc, have_old = 0, marked = 0, swap_lock = -1;
     struct stat st;
     memset(&r, 0, sizeof r);
     memset(&m, 0, sizeof m);
@@ -234,7 +235,16 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
     }
     if (rc) goto cleanup;
 
-    /* 2. the index: its checkpoint is the backup point */
+    /* 2. the index: its checkpoint is the backup point.  From its snapshot
+       to the end of the log's copy no scavenge may swap a segment in
+       (src/store/scavenge.c takes this lock alone around each swap), or
+       the copy could pair the old index with a new segment. */
+    snprintf(path, sizeof path, "%s/log", dir);
+    swap_lock = open(path, O_RDONLY | O_DIRECTORY);
+    if (swap_lock < 0 || flock(swap_lock, LOCK_SH)) {
+        rc = evs__err_errno(-errno, "backup: cannot lock %s against a scavenge", path);
+        goto cleanup;
+    }
     {
         char idir[BK_PATH], snap[BK_PATH];
         evs__bk_file *f = evs__bk_list_add(&m.files, "index/data.mdb");
@@ -364,6 +374,7 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
     marked = 0;
     rc = evs__bk_fsync_dir(dest);
 cleanup:
+    if (swap_lock >= 0) close(swap_lock);
     (void)marked; /* a failed backup keeps the marker: restore and verify refuse it */
     evs__bk_list_free(&m.files);
     evs__bk_list_free(&old.files);

@@ -55,6 +55,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -535,7 +536,7 @@ out:
 
 static int scavenge_segment(scav *c, uint32_t no) {
     evs_store *s = c->s;
-    int rc;
+    int rc, swap_lock = -1;
     c->no = no;
     uint64_t old_size = evs__log_segment_size(s->log, no);
     if ((rc = evs__log_seg_frames(s->log, no, plan_frame, c))) goto out;
@@ -578,7 +579,15 @@ static int scavenge_segment(scav *c, uint32_t no) {
     /* 2. the marker */
     if ((rc = marker_write(s, no, evs__log_segw_version(c->w)))) goto out;
     crash_point(c, 2);
-    /* 3. swap the file */
+    /* 3. swap the file, with no backup between its index snapshot and its copy of the log
+       (src/backup/backup.c takes the same lock shared) */
+    char logdir[4200];
+    snprintf(logdir, sizeof logdir, "%s/log", s->dir);
+    swap_lock = open(logdir, O_RDONLY | O_DIRECTORY);
+    if (swap_lock < 0 || flock(swap_lock, LOCK_EX)) {
+        rc = evs__err_errno(-errno, "scavenge: cannot lock %s against a backup", logdir);
+        goto out;
+    }
     if ((rc = evs__log_segw_install(c->w))) goto out; /* the marker stays: open finishes the job */
     crash_point(c, 3);
     /* 4. the index and the readers, in the writer's place */
@@ -593,6 +602,8 @@ static int scavenge_segment(scav *c, uint32_t no) {
                                      c->err, no);
         goto out;
     }
+    close(swap_lock);
+    swap_lock = -1;
     /* 5. the index made durable, 6. the marker goes */
     if ((rc = mdb_env_sync(s->ix.env, 1))) {
         rc = evs__index_err(rc, "scavenge: sync the index");
@@ -607,6 +618,7 @@ static int scavenge_segment(scav *c, uint32_t no) {
     c->p->events_removed += removed_events;
     evs__log_reap(s->log);
 out:
+    if (swap_lock >= 0) close(swap_lock);
     segment_free(c);
     return rc;
 }
