@@ -460,8 +460,8 @@ enum MHD_Result evs__route_metrics(evs__req *rq) {
         sample(&b, "evstore_scavenge_running", (uint64_t)ss.running);
         family(&b, "evstore_scavenge_segments_done", "gauge", "Segments the running (or last) scavenge examined.");
         sample(&b, "evstore_scavenge_segments_done", ss.last.segments_done);
-        family(&b, "evstore_scavenge_segments_total", "gauge", "Segments the running (or last) scavenge may rewrite.");
-        sample(&b, "evstore_scavenge_segments_total", ss.last.segments_total);
+        family(&b, "evstore_scavenge_segments_planned", "gauge", "Segments the running (or last) scavenge may rewrite.");
+        sample(&b, "evstore_scavenge_segments_planned", ss.last.segments_total);
         family(&b, "evstore_scavenge_runs_total", "counter", "Scavenge runs finished since the store was opened.");
         sample(&b, "evstore_scavenge_runs_total", ss.runs);
         family(&b, "evstore_scavenge_bytes_reclaimed_total", "counter",

@@ -19,6 +19,8 @@ static struct {
     pthread_t th;
     int started;               /* th needs joining */
     int cancel;                /* read by evs_scavenge with an atomic load */
+    int active;                /* (atomic) from the start request until the job's thread is done, so that a
+                                  GET right after POST says running even before evs_scavenge begins */
     evs_store *store;
     evs_scavenge_options opt;
     int last_rc;
@@ -33,6 +35,7 @@ static void *job_main(void *arg) {
     job.last_rc = rc;
     snprintf(job.last_err, sizeof job.last_err, "%s", rc ? evs_errmsg() : "");
     pthread_mutex_unlock(&job.mu);
+    __atomic_store_n(&job.active, 0, __ATOMIC_RELEASE);
     return NULL;
 }
 
@@ -41,11 +44,12 @@ static void status_json(evs__sb *b, evs_store *s) {
     memset(&st, 0, sizeof st);
     (void)evs_scavenge_get_stats(s, &st);
     const evs_scavenge_progress *p = &st.last;
+    int running = st.running || __atomic_load_n(&job.active, __ATOMIC_ACQUIRE);
     evs__sb_printf(b, "\"running\":%s,\"dry_run\":%s,\"cancelled\":%s,\"segments_done\":%u,\"segments_total\":%u,"
                    "\"segments_rewritten\":%u,\"bytes_examined\":%llu,\"bytes_reclaimed\":%llu,"
                    "\"records_removed\":%llu,\"events_removed\":%llu,\"totals\":{\"runs\":%llu,"
                    "\"bytes_reclaimed\":%llu,\"segments_rewritten\":%llu,\"events_removed\":%llu}",
-                   st.running ? "true" : "false", p->dry_run ? "true" : "false", p->cancelled ? "true" : "false",
+                   running ? "true" : "false", p->dry_run ? "true" : "false", p->cancelled ? "true" : "false",
                    p->segments_done, p->segments_total, p->segments_rewritten, (unsigned long long)p->bytes_examined,
                    (unsigned long long)p->bytes_reclaimed, (unsigned long long)p->records_removed,
                    (unsigned long long)p->events_removed, (unsigned long long)st.runs,
@@ -76,7 +80,8 @@ enum MHD_Result evs__route_scavenge_start(evs__req *rq) {
     if (dry && !strcmp(dry, "true")) o.flags = EVS_SCAVENGE_DRY_RUN;
     evs_scavenge_stats st;
     pthread_mutex_lock(&job.start_mu);
-    if (evs_scavenge_get_stats(rq->srv->store, &st) == EVS_OK && st.running) {
+    if (__atomic_load_n(&job.active, __ATOMIC_ACQUIRE) ||
+        (evs_scavenge_get_stats(rq->srv->store, &st) == EVS_OK && st.running)) {
         pthread_mutex_unlock(&job.start_mu);
         return evs__respond_error(rq, EVS_HTTP_CONFLICT, NULL, "a scavenge is running already (GET /admin/scavenge)");
     }
@@ -90,7 +95,9 @@ enum MHD_Result evs__route_scavenge_start(evs__req *rq) {
     job.last_rc = 0;
     job.last_err[0] = 0;
     pthread_mutex_unlock(&job.mu);
+    __atomic_store_n(&job.active, 1, __ATOMIC_RELEASE);
     if (pthread_create(&job.th, NULL, job_main, NULL) != 0) {
+        __atomic_store_n(&job.active, 0, __ATOMIC_RELEASE);
         pthread_mutex_unlock(&job.start_mu);
         return evs__respond_error(rq, EVS_HTTP_INTERNAL, NULL, "cannot start a scavenge thread");
     }
