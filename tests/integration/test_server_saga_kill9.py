@@ -11,7 +11,8 @@ its rules, and this header follows its.  The server runs a copy of
 examples/shop with sagas/order_saga.json setting a 1 s shipping timeout and
 a 20 ms first compensation retry, 4 saga workers.
 
-A placer thread places orders in turn over POST /commands/{type}:
+Three placer threads place orders over POST /commands/{type}, each taking
+the next order number:
 CreateOrder, AddItem per line, SubmitOrder, each with a command id derived
 from (order, command) -- "create-o7", "add-o7-1", "submit-o7" -- so a
 command re-sent after a kill (its answer lost with the server) is the same
@@ -80,6 +81,7 @@ STOCK = {"tea": 1000000, "mug": 1000000, "cup": 1000000, "pot": 1000000, "rare":
 STEPS = ("order", "reserve", "authorize", "ship", "capture", "complete")
 INJECTED = ("not enough stock", "card declined", "no answer within", "refused to void")
 NORMAL, OUT_OF_STOCK, DECLINED, NOWHERE, VOID_FAILS = range(5)
+PLACERS = 3                           # clients placing orders at once
 
 
 def kind_of(seed, i):
@@ -179,8 +181,8 @@ class SagaKill9Test(unittest.TestCase):
                                                          settings='{"ship_timeout": 1, "retry_delay": 0.02}')
         servers = Servers(os.path.join(tmp, "data"), app)
         shop = Shop(servers)
-        placed = [0]                  # orders acknowledged, in order
-        quota = [0]                   # orders the placer may place so far
+        acked = set()                 # orders whose SubmitOrder was answered
+        quota = [0, 1]                # orders the placers may place so far, the next one to take
         quota_cv = threading.Condition()
         failure = []
 
@@ -201,15 +203,19 @@ class SagaKill9Test(unittest.TestCase):
                                      "data": {"card": card, "address": address}})
 
         def placer():
+            """Takes the next order within the quota and places it; PLACERS of them run at once."""
             try:
-                for sku, n in STOCK.items():
-                    shop.cmd("Restock", {"command_id": "restock-" + sku, "aggregate_id": sku, "data": {"quantity": n}})
-                for i in range(1, n_orders + 1):
+                while True:
                     with quota_cv:
-                        while quota[0] < i:
+                        while quota[1] <= n_orders and quota[0] < quota[1]:
                             quota_cv.wait()
+                        if quota[1] > n_orders:
+                            return
+                        i = quota[1]
+                        quota[1] += 1
                     place(i)
-                    placed[0] = i
+                    with quota_cv:
+                        acked.add(i)
             except Stopped:
                 pass
             except BaseException as e:  # noqa: BLE001 -- reported by the main thread
@@ -242,7 +248,10 @@ class SagaKill9Test(unittest.TestCase):
         share = n_orders // n_kills + 1
         t0 = time.time()
         servers.start()
-        threads = [threading.Thread(target=placer, daemon=True), threading.Thread(target=carrier, daemon=True)]
+        for sku, n in STOCK.items():
+            shop.cmd("Restock", {"command_id": "restock-" + sku, "aggregate_id": sku, "data": {"quantity": n}})
+        threads = [threading.Thread(target=carrier, daemon=True)]
+        threads += [threading.Thread(target=placer, daemon=True) for _ in range(PLACERS)]
         for t in threads:
             t.start()
         kills = 0
@@ -257,11 +266,11 @@ class SagaKill9Test(unittest.TestCase):
                 servers.kill()
                 kills += 1
                 servers.start()
-            print("%d kills, %d orders placed under kills, %.1f s" % (kills, placed[0], time.time() - t0), flush=True)
+            print("%d kills, %d orders placed under kills, %.1f s" % (kills, len(acked), time.time() - t0), flush=True)
             with quota_cv:
                 quota[0] = n_orders
                 quota_cv.notify_all()
-            self.settle(servers, shop, n_orders, placed, failure)
+            self.settle(servers, shop, n_orders, acked, failure)
             print("settled after %.1f s" % (time.time() - t0), flush=True)
             events = servers.srv.all_events()
         finally:
@@ -276,7 +285,7 @@ class SagaKill9Test(unittest.TestCase):
         self.assertEqual(kills, n_kills)
         self.check(events, seed, n_orders)
 
-    def settle(self, servers, shop, n_orders, placed, failure):
+    def settle(self, servers, shop, n_orders, acked, failure):
         """Wait until every order is placed and its saga ended; an operator skips the refused voids."""
         deadline = time.time() + 120 * SLOW
 
@@ -287,12 +296,12 @@ class SagaKill9Test(unittest.TestCase):
             while True:
                 self.assertFalse(failure, failure)
                 s = statuses()
-                if placed[0] == n_orders and len(s) == n_orders and all(v in done_states for v in s.values()):
+                if len(acked) == n_orders and len(s) == n_orders and all(v in done_states for v in s.values()):
                     return s
                 if time.time() > deadline:
                     stuck = sorted((k, v) for k, v in s.items() if v not in done_states)
                     self.fail("%s: %d of %d orders placed, %d sagas, not settled: %s" %
-                              (what, placed[0], n_orders, len(s), stuck[:20]))
+                              (what, len(acked), n_orders, len(s), stuck[:20]))
                 time.sleep(0.05)
 
         s = wait(("completed", "compensated", "compensation_failed"), "before the operator")
@@ -432,6 +441,8 @@ class SagaKill9Test(unittest.TestCase):
                 if x["cancelled_ev"] != 1:
                     problems.append("o%d: compensated with %d OrderCancelled" % (i, x["cancelled_ev"]))
             if done:
+                if not took.get((1, 0)) or not took.get((4, 0)):
+                    problems.append("o%d: completed without its reservation and capture among the saga's effects" % i)
                 for (st, _e) in undone:
                     problems.append("o%d: completed, yet %s was compensated" % (i, STEPS[st]))
                 if x["completed_ev"] != 1:
