@@ -58,6 +58,7 @@ kill delays; thread timing differs).  Standard library only; helpers
 shared with test_server.py and test_server_saga.py.  Prints "N passed, M
 failed" as its last line and exits non-zero on failure.
 """
+import copy
 import http.client
 import json
 import os
@@ -314,147 +315,7 @@ class SagaKill9Test(unittest.TestCase):
     # ---------------------------------------------------------- the checks
 
     def check(self, events, seed, n_orders):
-        problems = []
-        orders = {i: {"submitted": 0, "completed_ev": 0, "cancelled_ev": 0, "captured": 0, "refunded": 0,
-                      "captures": 0, "voided": 0, "ship_cancelled": 0, "final": None, "skipped": False, "eff": []}
-                  for i in range(1, n_orders + 1)}
-        stock = {}
-        cmd_events = {}
-
-        def order_no(stream, prefix):
-            if not stream.startswith(prefix + "o") or not stream[len(prefix) + 1:].isdigit():
-                return 0
-            i = int(stream[len(prefix) + 1:])
-            return i if i in orders else 0
-
-        for e in events:
-            t, d, m, stream = e["event_type"], e["data"] or {}, e.get("metadata") or {}, e["stream"]
-            pos = e["global_position"]
-            if order_no(stream, "order-"):
-                x = orders[order_no(stream, "order-")]
-                x["submitted"] += t == "OrderSubmitted"
-                x["completed_ev"] += t == "OrderCompleted"
-                x["cancelled_ev"] += t == "OrderCancelled"
-            elif order_no(stream, "payment-"):
-                x = orders[order_no(stream, "payment-")]
-                if t == "PaymentCaptured":
-                    x["captured"] += d["amount_cents"]
-                    x["captures"] += 1
-                x["refunded"] += d["amount_cents"] if t == "PaymentRefunded" else 0
-                x["voided"] += t == "PaymentVoided"
-            elif order_no(stream, "shipment-"):
-                orders[order_no(stream, "shipment-")]["ship_cancelled"] += t == "ShipmentCancelled"
-            elif order_no(stream, "saga-order-"):
-                i = order_no(stream, "saga-order-")
-                x = orders[i]
-                x["final"] = t
-                x["skipped"] |= t == "SagaStepSkipped"
-                if t in ("SagaStepFailed", "SagaCompensationFailed"):
-                    why = d.get("reason") or ""
-                    if not any(w in why for w in INJECTED):
-                        problems.append("o%d: %s for a reason nothing injected: %s" % (i, t, why or "(none)"))
-            elif stream.startswith("inventory-"):
-                sku = stream[len("inventory-"):]
-                s = stock.setdefault(sku, [0, 0])
-                qty = d.get("quantity", 0)
-                s[0] += qty if t == "Restocked" else 0
-                s[1] += qty if t == "StockReserved" else -qty if t == "StockReleased" else 0
-                if s[1] < 0 or s[0] - s[1] < 0:
-                    problems.append("stock of %s went negative at position %d: %d on hand, %d reserved" %
-                                    (sku, pos, s[0], s[1]))
-            cid = m.get("command_id")
-            if cid:
-                cmd_events[cid] = cmd_events.get(cid, 0) + 1
-            sid = m.get("saga_id")
-            if isinstance(sid, str) and sid[:1] == "o" and sid[1:].isdigit() and int(sid[1:]) in orders:
-                step = STEPS.index(m["saga_step"]) if m.get("saga_step") in STEPS else -1
-                orders[int(sid[1:])]["eff"].append({
-                    "step": step, "comp": m.get("saga_phase") == "compensation", "effect": m.get("saga_effect", -1),
-                    "pos": pos, "cmd": cid or "", "type": t, "stream": stream})
-
-        # 2a. every command id has one event (every shop command appends one)
-        for cid, n in sorted(cmd_events.items()):
-            if n != 1:
-                problems.append("command %s has %d events" % (cid, n))
-        tally = {"completed": 0, "compensated": 0, "skipped": 0, "submitted": 0}
-        for i, x in orders.items():
-            if not x["submitted"]:
-                problems.append("order o%d was placed but never submitted" % i)
-                continue
-            tally["submitted"] += 1
-            # 1. terminal
-            done, comp = x["final"] == "SagaCompleted", x["final"] == "SagaCompensated"
-            tally["completed"] += done
-            tally["compensated"] += comp
-            tally["skipped"] += x["skipped"]
-            if not done and not comp:
-                problems.append("saga o%d ended with %s" % (i, x["final"] or "no saga at all"))
-            if done and kind_of(seed, i) in (DECLINED, NOWHERE, VOID_FAILS):
-                problems.append("o%d completed although a failure was injected (kind %d)" % (i, kind_of(seed, i)))
-            effs = x["eff"]
-            # 2b. per (step, phase, effect) one command id
-            seen = {}
-            for f in effs:
-                key = (f["step"], f["comp"], f["effect"])
-                if key in seen:
-                    g = seen[key]
-                    problems.append("o%d: step %s %s effect %d ran twice (%s at %d, %s at %d)" % (
-                        i, STEPS[f["step"]] if f["step"] >= 0 else "?", "compensation" if f["comp"] else "action",
-                        f["effect"], g["cmd"], g["pos"], f["cmd"], f["pos"]))
-                seen[key] = f
-            # 3. compensations: newest step first, after every action, undoing exactly what took effect
-            last_step, last_action, first_comp = 99, 0, None
-            took, undone = {}, {}
-            for f in effs:
-                if f["step"] < 0 or not isinstance(f["effect"], int) or f["effect"] < 0:
-                    problems.append("o%d: an effect names no step: %r" % (i, f))
-                    continue
-                k = (f["step"], f["effect"])
-                if f["comp"]:
-                    undone[k] = undone.get(k, 0) + 1
-                    if f["step"] > last_step:
-                        problems.append("o%d: compensation of %s after that of %s" % (i, STEPS[f["step"]], STEPS[last_step]))
-                    last_step = f["step"]
-                    first_comp = f["pos"] if first_comp is None else min(first_comp, f["pos"])
-                else:
-                    took[k] = took.get(k, 0) + 1
-                    last_action = max(last_action, f["pos"])
-            if first_comp is not None and first_comp < last_action:
-                problems.append("o%d: a compensation (position %d) before the last action (%d)" % (i, first_comp, last_action))
-            if comp:
-                if not undone.get((0, 0)):
-                    problems.append("o%d: compensated, but the order was not cancelled" % i)
-                # every product reserved is released once (compensation effects are numbered by what they
-                # undo, not by the action's numbering, so they are matched by stream)
-                reserved = [f["stream"] for f in effs if f["step"] == 1 and not f["comp"]]
-                released = [f["stream"] for f in effs if f["step"] == 1 and f["comp"]]
-                for st in reserved:
-                    if released.count(st) != 1:
-                        problems.append("o%d: %s reserved, released %d times" % (i, st, released.count(st)))
-                for st in released:
-                    if reserved.count(st) != 1:
-                        problems.append("o%d: %s released, reserved %d times" % (i, st, reserved.count(st)))
-                if took.get((2, 0)) and not undone.get((2, 0)) and not x["skipped"]:
-                    problems.append("o%d: the authorization was not voided" % i)
-                if took.get((3, 0), 0) != undone.get((3, 0), 0):
-                    problems.append("o%d: shipment created %d, cancelled %d" % (i, took.get((3, 0), 0), undone.get((3, 0), 0)))
-                if x["cancelled_ev"] != 1:
-                    problems.append("o%d: compensated with %d OrderCancelled" % (i, x["cancelled_ev"]))
-            if done:
-                if not took.get((1, 0)) or not took.get((4, 0)):
-                    problems.append("o%d: completed without its reservation and capture among the saga's effects" % i)
-                for (st, _e) in undone:
-                    problems.append("o%d: completed, yet %s was compensated" % (i, STEPS[st]))
-                if x["completed_ev"] != 1:
-                    problems.append("o%d: completed with %d OrderCompleted" % (i, x["completed_ev"]))
-            # 5. money
-            net = x["captured"] - x["refunded"]
-            if net > 0 and not done:
-                problems.append("o%d: %d cents captured for an order that is not completed" % (i, net))
-            if done and (x["captures"] != 1 or net <= 0):
-                problems.append("o%d: completed with %d captures" % (i, x["captures"]))
-            if x["voided"] > 1 or x["ship_cancelled"] > 1:
-                problems.append("o%d: voided %d times, shipment cancelled %d times" % (i, x["voided"], x["ship_cancelled"]))
+        problems, tally, orders = audit(events, seed, n_orders)
         print("%d events; %d orders: %d completed, %d compensated (%d after an operator's skip)" % (
             len(events), tally["submitted"], tally["completed"], tally["compensated"], tally["skipped"]), flush=True)
         self.assertEqual(problems, [], "%d problems (seed %d), first: %s" % (len(problems), seed, problems[:1]))
@@ -464,6 +325,199 @@ class SagaKill9Test(unittest.TestCase):
         # a refused void always needs the operator: every such order was skipped, and only those
         self.assertEqual(sorted(i for i, x in orders.items() if x["skipped"]),
                          [i for i in orders if kind_of(seed, i) == VOID_FAILS])
+
+        self.check_the_checks(events, seed, n_orders)
+
+    def check_the_checks(self, events, seed, n_orders):
+        """The audit is not blind: each broken rule, planted in a copy of this run's history, is reported."""
+        def saga_event(evs, pred):
+            return next(k for k, e in enumerate(evs) if (e.get("metadata") or {}).get("saga_id") and pred(e))
+
+        def planted(what, mutate):
+            evs = copy.deepcopy(events)
+            mutate(evs)
+            found = audit(evs, seed, n_orders)[0]
+            self.assertTrue(found, "%s went unnoticed" % what)
+            print("planted %s: %s" % (what, found[0]))
+
+        def dup(evs, k, new_cid):
+            e = copy.deepcopy(evs[k])
+            e["global_position"] = evs[-1]["global_position"] + 1
+            if new_cid:
+                e["metadata"]["command_id"] += "/again"
+            evs.append(e)
+
+        res = saga_event(events, lambda e: e["event_type"] == "StockReserved")
+        planted("a reservation sent twice (another command id)", lambda evs: dup(evs, res, True))
+        planted("a command with two events", lambda evs: dup(evs, res, False))
+        cap = saga_event(events, lambda e: e["event_type"] == "PaymentCaptured")
+        planted("a capture twice", lambda evs: dup(evs, cap, True))
+        canc = saga_event(events, lambda e: e["event_type"] == "OrderCancelled")
+        oid = events[canc]["metadata"]["saga_id"]
+
+        def early_cancel(evs):  # the order cancelled before the saga's actions ran
+            e = evs.pop(canc)
+            first = saga_event(evs, lambda x: x["metadata"]["saga_id"] == oid and x["metadata"].get("saga_step") == "reserve")
+            e["global_position"] = evs[first]["global_position"] - 1
+            evs.insert(first, e)
+        planted("a compensation before the last action", early_cancel)
+        planted("a compensated order's capture", lambda evs: evs.append(dict(
+            copy.deepcopy(events[cap]), stream="payment-" + oid, global_position=10**9,
+            metadata={"command_id": "planted-capture"})))
+        last = max(k for k, e in enumerate(events) if e["stream"] == "saga-order-" + oid)
+        planted("a saga that did not end", lambda evs: evs.pop(last))
+        planted("stock below zero", lambda evs: evs.append(dict(
+            copy.deepcopy(events[res]), data={"order_id": "x", "quantity": 10**8}, global_position=10**9,
+            metadata={"command_id": "planted-reserve"})))
+        planted("a failure nothing injected", lambda evs: evs.append(dict(
+            copy.deepcopy(evs[last]), event_type="SagaStepFailed", data={"reason": "database on fire"},
+            global_position=10**9, metadata={})))
+
+
+def audit(events, seed, n_orders):
+    """The rules of the header, from the history alone: (problems, tally, orders)."""
+    problems = []
+    orders = {i: {"submitted": 0, "completed_ev": 0, "cancelled_ev": 0, "captured": 0, "refunded": 0,
+                  "captures": 0, "voided": 0, "ship_cancelled": 0, "final": None, "skipped": False, "eff": []}
+              for i in range(1, n_orders + 1)}
+    stock = {}
+    cmd_events = {}
+
+    def order_no(stream, prefix):
+        if not stream.startswith(prefix + "o") or not stream[len(prefix) + 1:].isdigit():
+            return 0
+        i = int(stream[len(prefix) + 1:])
+        return i if i in orders else 0
+
+    for e in events:
+        t, d, m, stream = e["event_type"], e["data"] or {}, e.get("metadata") or {}, e["stream"]
+        pos = e["global_position"]
+        if order_no(stream, "order-"):
+            x = orders[order_no(stream, "order-")]
+            x["submitted"] += t == "OrderSubmitted"
+            x["completed_ev"] += t == "OrderCompleted"
+            x["cancelled_ev"] += t == "OrderCancelled"
+        elif order_no(stream, "payment-"):
+            x = orders[order_no(stream, "payment-")]
+            if t == "PaymentCaptured":
+                x["captured"] += d["amount_cents"]
+                x["captures"] += 1
+            x["refunded"] += d["amount_cents"] if t == "PaymentRefunded" else 0
+            x["voided"] += t == "PaymentVoided"
+        elif order_no(stream, "shipment-"):
+            orders[order_no(stream, "shipment-")]["ship_cancelled"] += t == "ShipmentCancelled"
+        elif order_no(stream, "saga-order-"):
+            i = order_no(stream, "saga-order-")
+            x = orders[i]
+            x["final"] = t
+            x["skipped"] |= t == "SagaStepSkipped"
+            if t in ("SagaStepFailed", "SagaCompensationFailed"):
+                why = d.get("reason") or ""
+                if not any(w in why for w in INJECTED):
+                    problems.append("o%d: %s for a reason nothing injected: %s" % (i, t, why or "(none)"))
+        elif stream.startswith("inventory-"):
+            sku = stream[len("inventory-"):]
+            s = stock.setdefault(sku, [0, 0])
+            qty = d.get("quantity", 0)
+            s[0] += qty if t == "Restocked" else 0
+            s[1] += qty if t == "StockReserved" else -qty if t == "StockReleased" else 0
+            if s[1] < 0 or s[0] - s[1] < 0:
+                problems.append("stock of %s went negative at position %d: %d on hand, %d reserved" %
+                                (sku, pos, s[0], s[1]))
+        cid = m.get("command_id")
+        if cid:
+            cmd_events[cid] = cmd_events.get(cid, 0) + 1
+        sid = m.get("saga_id")
+        if isinstance(sid, str) and sid[:1] == "o" and sid[1:].isdigit() and int(sid[1:]) in orders:
+            step = STEPS.index(m["saga_step"]) if m.get("saga_step") in STEPS else -1
+            orders[int(sid[1:])]["eff"].append({
+                "step": step, "comp": m.get("saga_phase") == "compensation", "effect": m.get("saga_effect", -1),
+                "pos": pos, "cmd": cid or "", "type": t, "stream": stream})
+
+    # 2a. every command id has one event (every shop command appends one)
+    for cid, n in sorted(cmd_events.items()):
+        if n != 1:
+            problems.append("command %s has %d events" % (cid, n))
+    tally = {"completed": 0, "compensated": 0, "skipped": 0, "submitted": 0}
+    for i, x in orders.items():
+        if not x["submitted"]:
+            problems.append("order o%d was placed but never submitted" % i)
+            continue
+        tally["submitted"] += 1
+        # 1. terminal
+        done, comp = x["final"] == "SagaCompleted", x["final"] == "SagaCompensated"
+        tally["completed"] += done
+        tally["compensated"] += comp
+        tally["skipped"] += x["skipped"]
+        if not done and not comp:
+            problems.append("saga o%d ended with %s" % (i, x["final"] or "no saga at all"))
+        if done and kind_of(seed, i) in (DECLINED, NOWHERE, VOID_FAILS):
+            problems.append("o%d completed although a failure was injected (kind %d)" % (i, kind_of(seed, i)))
+        effs = x["eff"]
+        # 2b. per (step, phase, effect) one command id
+        seen = {}
+        for f in effs:
+            key = (f["step"], f["comp"], f["effect"])
+            if key in seen:
+                g = seen[key]
+                problems.append("o%d: step %s %s effect %d ran twice (%s at %d, %s at %d)" % (
+                    i, STEPS[f["step"]] if f["step"] >= 0 else "?", "compensation" if f["comp"] else "action",
+                    f["effect"], g["cmd"], g["pos"], f["cmd"], f["pos"]))
+            seen[key] = f
+        # 3. compensations: newest step first, after every action, undoing exactly what took effect
+        last_step, last_action, first_comp = 99, 0, None
+        took, undone = {}, {}
+        for f in effs:
+            if f["step"] < 0 or not isinstance(f["effect"], int) or f["effect"] < 0:
+                problems.append("o%d: an effect names no step: %r" % (i, f))
+                continue
+            k = (f["step"], f["effect"])
+            if f["comp"]:
+                undone[k] = undone.get(k, 0) + 1
+                if f["step"] > last_step:
+                    problems.append("o%d: compensation of %s after that of %s" % (i, STEPS[f["step"]], STEPS[last_step]))
+                last_step = f["step"]
+                first_comp = f["pos"] if first_comp is None else min(first_comp, f["pos"])
+            else:
+                took[k] = took.get(k, 0) + 1
+                last_action = max(last_action, f["pos"])
+        if first_comp is not None and first_comp < last_action:
+            problems.append("o%d: a compensation (position %d) before the last action (%d)" % (i, first_comp, last_action))
+        if comp:
+            if not undone.get((0, 0)):
+                problems.append("o%d: compensated, but the order was not cancelled" % i)
+            # every product reserved is released once (compensation effects are numbered by what they
+            # undo, not by the action's numbering, so they are matched by stream)
+            reserved = [f["stream"] for f in effs if f["step"] == 1 and not f["comp"]]
+            released = [f["stream"] for f in effs if f["step"] == 1 and f["comp"]]
+            for st in reserved:
+                if released.count(st) != 1:
+                    problems.append("o%d: %s reserved, released %d times" % (i, st, released.count(st)))
+            for st in released:
+                if reserved.count(st) != 1:
+                    problems.append("o%d: %s released, reserved %d times" % (i, st, reserved.count(st)))
+            if took.get((2, 0)) and not undone.get((2, 0)) and not x["skipped"]:
+                problems.append("o%d: the authorization was not voided" % i)
+            if took.get((3, 0), 0) != undone.get((3, 0), 0):
+                problems.append("o%d: shipment created %d, cancelled %d" % (i, took.get((3, 0), 0), undone.get((3, 0), 0)))
+            if x["cancelled_ev"] != 1:
+                problems.append("o%d: compensated with %d OrderCancelled" % (i, x["cancelled_ev"]))
+        if done:
+            if not took.get((1, 0)) or not took.get((4, 0)):
+                problems.append("o%d: completed without its reservation and capture among the saga's effects" % i)
+            for (st, _e) in undone:
+                problems.append("o%d: completed, yet %s was compensated" % (i, STEPS[st]))
+            if x["completed_ev"] != 1:
+                problems.append("o%d: completed with %d OrderCompleted" % (i, x["completed_ev"]))
+        # 5. money
+        net = x["captured"] - x["refunded"]
+        if net > 0 and not done:
+            problems.append("o%d: %d cents captured for an order that is not completed" % (i, net))
+        if done and (x["captures"] != 1 or net <= 0):
+            problems.append("o%d: completed with %d captures" % (i, x["captures"]))
+        if x["voided"] > 1 or x["ship_cancelled"] > 1:
+            problems.append("o%d: voided %d times, shipment cancelled %d times" % (i, x["voided"], x["ship_cancelled"]))
+    return problems, tally, orders
 
 
 if __name__ == "__main__":
