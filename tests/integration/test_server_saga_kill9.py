@@ -105,7 +105,7 @@ class Servers:
         self.data, self.app = data, app
         self.cv = threading.Condition()
         self.srv, self.gen, self.stopping = None, 0, False
-        self.last_err = ""
+        self.logs = []                # each killed server's stderr, for a failure's report
 
     def start(self):
         srv = Server(self.data, "--app-dir", self.app, "--saga-workers", "4").start()
@@ -120,7 +120,7 @@ class Servers:
             srv, self.srv = self.srv, None
         died = srv.proc.poll() is not None
         code = srv.stop(signal.SIGKILL)
-        self.last_err = srv.err
+        self.logs.append(srv.err)
         if died or code != -signal.SIGKILL:
             raise AssertionError("the server died before the kill (exit %s): %s" % (code, srv.err[-3000:]))
 
@@ -166,10 +166,16 @@ class SagaKill9Test(unittest.TestCase):
         print("seed %d, %d orders, %d kills (EVS_SEED=%d repeats it)" % (seed, n_orders, n_kills, seed), flush=True)
         tmp = tempfile.mkdtemp(prefix="evs-sagakill-")
         ok = False
+        self.servers = None
         try:
             self.run_and_check(tmp, seed, n_orders, n_kills)
             ok = True
         finally:
+            if not ok and self.servers:
+                for k, err in enumerate(self.servers.logs[-3:]):
+                    print("--- stderr of killed server %d of %d:\n%s" % (
+                        len(self.servers.logs) - min(3, len(self.servers.logs)) + k + 1, len(self.servers.logs), err[-2000:]))
+                print("(seed %d)" % seed)
             if ok or not os.environ.get("EVS_KEEP"):
                 shutil.rmtree(tmp, ignore_errors=True)
             else:
@@ -180,7 +186,7 @@ class SagaKill9Test(unittest.TestCase):
     def run_and_check(self, tmp, seed, n_orders, n_kills):
         app = test_server_saga.SagaLifecycleTest.app_dir(types.SimpleNamespace(tmp=tmp),
                                                          settings='{"ship_timeout": 1, "retry_delay": 0.02}')
-        servers = Servers(os.path.join(tmp, "data"), app)
+        servers = self.servers = Servers(os.path.join(tmp, "data"), app)
         shop = Shop(servers)
         acked = set()                 # orders whose SubmitOrder was answered
         quota = [0, 1]                # orders the placers may place so far, the next one to take
@@ -281,7 +287,10 @@ class SagaKill9Test(unittest.TestCase):
             if srv:
                 code = srv.stop()
                 if code != 0:
-                    print("the last server exited %s: %s" % (code, srv.err[-3000:]))
+                    failure.append("the last server exited %s: %s" % (code, srv.err[-3000:]))
+                if os.environ.get("EVS_VERBOSE"):
+                    for k, err in enumerate(servers.logs + [srv.err]):
+                        print("--- stderr of server %d:\n%s" % (k + 1, err))
         self.assertFalse(failure, failure)
         self.assertEqual(kills, n_kills)
         self.check(events, seed, n_orders)
