@@ -27,9 +27,11 @@ id "carrier-{event id}").  Both threads ride over kills: a request that
 fails because the server died is sent again to the next one.
 
 The main thread starts the server, lets it run 0..1.2 s (a fifth of the
-time 0..30 ms: right after the start, while the saga engine catches up),
-kills it with SIGKILL and starts the next -- while orders are placed, while
-sagas run, while shipping timers fire.  Each run may place a share of the
+time 0..30 ms: right after the start, while the timers that fell due while
+it was down fire), kills it with SIGKILL and starts the next -- while
+orders are placed, while sagas run, while shipping timers fire; about one
+restart in seven is itself killed 5..150 ms after its exec, before it
+listens (while it opens the store and the saga engine catches up).  Each run may place a share of the
 orders, so kills fall among the placing as well as after it.  After the
 last kill the last server places what is left and the test waits until
 every saga is completed, compensated or compensation_failed; the latter are
@@ -51,7 +53,7 @@ end compensated.  Then, from /all:
 and an injected failure is never ignored: an order with a declined card or
 bound for "nowhere" never completes.
 
-Sizes: 150 orders and 12 kills (EVS_SANITIZED=1: 40 orders, 6 kills);
+Sizes: 250 orders and 20 kills (EVS_SANITIZED=1: 60 orders, 8 kills);
 EVS_SAGA_ORDERS / EVS_SAGA_KILLS change them (make soak: 1,000 and 50).
 The seed is printed; EVS_SEED repeats a run (the same orders and the same
 kill delays; thread timing differs).  Standard library only; helpers
@@ -65,6 +67,7 @@ import os
 import random
 import shutil
 import signal
+import subprocess
 import sys
 import tempfile
 import threading
@@ -73,7 +76,7 @@ import types
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_server import SLOW, TIMEOUT, Server  # noqa: E402
+from test_server import BIN, SLOW, TIMEOUT, Server  # noqa: E402
 import test_server_saga  # noqa: E402  (its SagaLifecycleTest.app_dir; imported as a module so it is not run here)
 from test_server_saga import JSON, Shop, q  # noqa: E402
 
@@ -124,6 +127,20 @@ class Servers:
         if died or code != -signal.SIGKILL:
             raise AssertionError("the server died before the kill (exit %s): %s" % (code, srv.err[-3000:]))
 
+    def kill_while_starting(self, delay):
+        """A server killed before it listens: while it opens the store and the saga engine catches up."""
+        with tempfile.TemporaryFile() as err:
+            p = subprocess.Popen([BIN, "serve", "-d", self.data, "--listen", "127.0.0.1:0", "--app-dir", self.app,
+                                  "--saga-workers", "4"], stdout=subprocess.DEVNULL, stderr=err)
+            time.sleep(delay)
+            died = p.poll() is not None
+            p.kill()
+            code = p.wait(TIMEOUT)
+            err.seek(0)
+            self.logs.append(err.read().decode("utf-8", "replace"))
+        if died and code != 0:
+            raise AssertionError("a starting server failed (exit %s): %s" % (code, self.logs[-1][-3000:]))
+
     def stop(self):
         with self.cv:
             self.stopping = True
@@ -161,8 +178,8 @@ class SagaKill9Test(unittest.TestCase):
     def test_orders_survive_kill9(self):
         seed = int(os.environ["EVS_SEED"]) if os.environ.get("EVS_SEED") else random.SystemRandom().randrange(1, 2**62)
         sanitized = bool(os.environ.get("EVS_SANITIZED"))
-        n_orders = int(os.environ.get("EVS_SAGA_ORDERS") or (40 if sanitized else 150))
-        n_kills = int(os.environ.get("EVS_SAGA_KILLS") or (6 if sanitized else 12))
+        n_orders = int(os.environ.get("EVS_SAGA_ORDERS") or (60 if sanitized else 250))
+        n_kills = int(os.environ.get("EVS_SAGA_KILLS") or (8 if sanitized else 20))
         print("seed %d, %d orders, %d kills (EVS_SEED=%d repeats it)" % (seed, n_orders, n_kills, seed), flush=True)
         tmp = tempfile.mkdtemp(prefix="evs-sagakill-")
         ok = False
@@ -261,9 +278,9 @@ class SagaKill9Test(unittest.TestCase):
         threads += [threading.Thread(target=placer, daemon=True) for _ in range(PLACERS)]
         for t in threads:
             t.start()
-        kills = 0
+        kills = early = 0
         try:
-            for cycle in range(n_kills):
+            while kills < n_kills:
                 with quota_cv:
                     quota[0] = min(n_orders, quota[0] + share)
                     quota_cv.notify_all()
@@ -272,8 +289,13 @@ class SagaKill9Test(unittest.TestCase):
                 self.assertFalse(failure, failure)
                 servers.kill()
                 kills += 1
+                if kills < n_kills and rng.random() < 0.15:
+                    servers.kill_while_starting(rng.uniform(0.005, 0.15) * SLOW)
+                    kills += 1
+                    early += 1
                 servers.start()
-            print("%d kills, %d orders placed under kills, %.1f s" % (kills, len(acked), time.time() - t0), flush=True)
+            print("%d kills (%d before the server listened), %d orders placed under kills, %.1f s" % (
+                kills, early, len(acked), time.time() - t0), flush=True)
             with quota_cv:
                 quota[0] = n_orders
                 quota_cv.notify_all()
