@@ -105,7 +105,7 @@ bench: bench-deps configure
 
 soak: build
 	cd $(BUILD) && EVS_CRASH_CYCLES=1000 EVS_SOAK=1 ctest --output-on-failure -R crash
-	EVSTORE_BIN=$(BUILD)/evstore EVS_SAGA_ORDERS=1000 EVS_SAGA_KILLS=50 python3 tests/integration/test_server_saga_kill9.py
+	EVSTORE_BIN=$(abspath $(BUILD))/evstore EVS_SAGA_ORDERS=1000 EVS_SAGA_KILLS=50 python3 tests/integration/test_server_saga_kill9.py
 
 # libFuzzer targets (tests/fuzz/, docs/testing.md): built with clang in build-fuzz.
 # Fuzz one for longer:  build-fuzz/fuzz_NAME -max_total_time=600 -jobs=2 \

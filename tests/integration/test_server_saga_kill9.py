@@ -12,9 +12,8 @@ examples/shop with sagas/order_saga.json setting a 1 s shipping timeout and
 a 20 ms first compensation retry, 4 saga workers.
 
 Three placer threads place orders over POST /commands/{type}, each taking
-the next order number:
-CreateOrder, AddItem per line, SubmitOrder, each with a command id derived
-from (order, command) -- "create-o7", "add-o7-1", "submit-o7" -- so a
+the next order number: CreateOrder, AddItem per line, SubmitOrder, each
+with a command id derived from (order, command) -- "create-o7", "add-o7-1", "submit-o7" -- so a
 command re-sent after a kill (its answer lost with the server) is the same
 command: the store answers the first result again.  Lines and injected
 failures are a function of the seed and the order number: out of stock
@@ -31,8 +30,9 @@ time 0..30 ms: right after the start, while the timers that fell due while
 it was down fire), kills it with SIGKILL and starts the next -- while
 orders are placed, while sagas run, while shipping timers fire; about one
 restart in seven is itself killed 5..150 ms after its exec, before it
-listens (while it opens the store and the saga engine catches up).  Each run may place a share of the
-orders, so kills fall among the placing as well as after it.  After the
+listens (while it opens the store and the saga engine catches up).  Each
+run may place a share of the orders, so kills fall among the placing as
+well as after it.  After the
 last kill the last server places what is left and the test waits until
 every saga is completed, compensated or compensation_failed; the latter are
 resumed by an operator's skip (POST /sagas/order/{id}/skip) and must then
@@ -51,7 +51,12 @@ end compensated.  Then, from /all:
      of every product;
   5. money captured only for completed orders, and exactly once for each;
 and an injected failure is never ignored: an order with a declined card or
-bound for "nowhere" never completes.
+bound for "nowhere" never completes, and exactly the orders whose void is
+refused needed the operator's skip.  Last, the audit is shown not to be
+blind: each broken rule planted in a copy of the run's history (a step's
+command twice, a command with two events, a second capture, a compensation
+before an action, money kept by a compensated order, a saga not ended,
+stock below zero, a failure nothing injected) must be reported.
 
 Sizes: 250 orders and 20 kills (EVS_SANITIZED=1: 60 orders, 8 kills);
 EVS_SAGA_ORDERS / EVS_SAGA_KILLS change them (make soak: 1,000 and 50).
