@@ -373,9 +373,13 @@ static int pg_append(void *e, const evs__engine_append *a, evs_append_result *re
         res->idempotent = status == 1;
         if (status == 0) evs__pg_note_head(pg, res->last_global_position);
     } else if (status == 2) {
+        char exp[32];
+        if (a->expected == EVS_EXPECT_ANY) snprintf(exp, sizeof exp, "any");
+        else if (a->expected == EVS_EXPECT_EXISTS) snprintf(exp, sizeof exp, "exists");
+        else snprintf(exp, sizeof exp, "%lld", (long long)a->expected);
         res->actual_version = actual;
-        rc = evs__err(EVS_ECONFLICT, "Concurrency conflict: expected version %lld, actual version %llu",
-                      (long long)a->expected, (unsigned long long)actual);
+        rc = evs__err(EVS_ECONFLICT, "Concurrency conflict: expected version %s, actual version %llu", exp,
+                      (unsigned long long)actual);
     } else {
         rc = evs__err(EVS_EDUPLICATE, "%s", PQgetvalue(r, 0, 5));
     }
