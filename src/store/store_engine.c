@@ -86,6 +86,8 @@ int evs__store_engine_stats(evs_store *s, evs_store_stats *out) {
     return s->engine->stats(s->eng, out);
 }
 
+const char *evs__store_engine_name(const evs_store *s) { return s && s->engine ? s->engine->name : NULL; }
+
 int evs__store_native_only(const evs_store *s, const char *what) {
     if (s && s->engine) return evs__engine_unsupported(s->engine, what);
     return EVS_OK;
