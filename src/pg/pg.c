@@ -8,8 +8,11 @@
  * in flight an EVS_EIO and nothing more.
  *
  * Appends: one call of the SQL function evs_append (migrate.c) with every
- * event of the append as arrays in binary format, in one autocommit
- * statement: atomic, one round trip.  An append whose connection breaks
+ * event of the append as arrays in binary format: atomic, one round trip.
+ * Appends that arrive while another runs queue up and go together in the
+ * next transaction (group commit, run_batch): evs_append serialises
+ * appenders on the head row until commit, so without it concurrent
+ * appenders would each wait for the others' WAL flushes in turn.  An append whose connection breaks
  * before the answer arrives has an unknown outcome (EVS_EIO says so); the
  * caller retries it with the same event ids and gets the original result
  * if it had committed (the idempotent path), so nothing is stored twice.
@@ -247,6 +250,7 @@ static int pg_close(void *e) {
     if (pg->wake[1] >= 0) close(pg->wake[1]);
     pthread_cond_destroy(&pg->head_cv);
     pthread_cond_destroy(&pg->pool_cv);
+    pthread_cond_destroy(&pg->done_cv);
     pthread_mutex_destroy(&pg->mu);
     free(pg->url);
     free(pg);
@@ -261,6 +265,7 @@ static int pg_open(const char *url, const evs__engine_settings *set, void **out)
     pg->wake[0] = pg->wake[1] = -1;
     pthread_mutex_init(&pg->mu, NULL);
     pthread_cond_init(&pg->pool_cv, NULL);
+    pthread_cond_init(&pg->done_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -306,15 +311,28 @@ static const char APPEND_SQL[] =
     "SELECT status, first_stream_position, first_global_position, recorded_at, actual, detail "
     "FROM evs_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
 
-static int pg_append(void *e, const evs__engine_append *a, evs_append_result *res) {
-    evs_pg *pg = e;
-    int rc = EVS_OK;
-    size_t n = a->n;
+/* One append on its way: its parameters in binary format, then its outcome. */
+typedef struct pg_req {
+    const evs__engine_append *a;
+    evs_append_result *res;
     evs_pgbuf b[10];
-    memset(b, 0, sizeof b);
+    char stream[EVS_MAX_STREAM_NAME + 1], expected[24];
+    const char *vals[12];
+    int lens[12], fmts[12];
+    int rc;
+    char msg[512];          /* the message of rc, written by whichever thread ran it */
+    int done;
+    struct pg_req *next;
+} pg_req;
+
+static const Oid APPEND_TYPES[12] = {EVS_PG_TEXT, EVS_PG_INT8, 2951, 1009, 1009, 1007, 1001, 1001, 1009, 2951, 2951, 1185};
+
+static int req_encode(pg_req *q) {
+    const evs__engine_append *a = q->a;
+    size_t n = a->n;
     static const uint32_t oids[10] = {EVS_PG_UUID, EVS_PG_TEXT,  EVS_PG_TEXT, EVS_PG_INT4, EVS_PG_BYTEA,
                                       EVS_PG_BYTEA, EVS_PG_TEXT, EVS_PG_UUID, EVS_PG_UUID, EVS_PG_TIMESTAMPTZ};
-    for (int k = 0; k < 10; k++) evs__pg_array_begin(&b[k], oids[k], n);
+    for (int k = 0; k < 10; k++) evs__pg_array_begin(&q->b[k], oids[k], n);
     for (size_t i = 0; i < n; i++) {
         const evs_event_in *ev = &a->ev[i];
         unsigned char v4[4], ts[8];
@@ -322,70 +340,209 @@ static int pg_append(void *e, const evs__engine_append *a, evs_append_result *re
         int64_t us = ev->occurred_at / 1000 - EVS_PG_EPOCH_US;
         for (int k = 0; k < 4; k++) v4[k] = (unsigned char)(ver >> (24 - 8 * k));
         for (int k = 0; k < 8; k++) ts[k] = (unsigned char)((uint64_t)us >> (56 - 8 * k));
-        evs__pg_array_elem(&b[0], a->ids[i].b, 16);
-        evs__pg_array_elem(&b[1], a->stypes[i], strlen(a->stypes[i]));
-        evs__pg_array_elem(&b[2], ev->event_type, strlen(ev->event_type));
-        evs__pg_array_elem(&b[3], v4, 4);
-        evs__pg_array_elem(&b[4], ev->data_len ? ev->data : "", ev->data_len);
-        evs__pg_array_elem(&b[5], ev->metadata_len ? ev->metadata : "", ev->metadata_len);
-        evs__pg_array_elem(&b[6], a->tags[i], a->tags[i] ? strlen(a->tags[i]) : 0);
-        evs__pg_array_elem(&b[7], ev->causation_id ? ev->causation_id->b : NULL, 16);
-        evs__pg_array_elem(&b[8], ev->correlation_id ? ev->correlation_id->b : NULL, 16);
-        evs__pg_array_elem(&b[9], ts, 8);
+        evs__pg_array_elem(&q->b[0], a->ids[i].b, 16);
+        evs__pg_array_elem(&q->b[1], a->stypes[i], strlen(a->stypes[i]));
+        evs__pg_array_elem(&q->b[2], ev->event_type, strlen(ev->event_type));
+        evs__pg_array_elem(&q->b[3], v4, 4);
+        evs__pg_array_elem(&q->b[4], ev->data_len ? ev->data : "", ev->data_len);
+        evs__pg_array_elem(&q->b[5], ev->metadata_len ? ev->metadata : "", ev->metadata_len);
+        evs__pg_array_elem(&q->b[6], a->tags[i], a->tags[i] ? strlen(a->tags[i]) : 0);
+        evs__pg_array_elem(&q->b[7], ev->causation_id ? ev->causation_id->b : NULL, 16);
+        evs__pg_array_elem(&q->b[8], ev->correlation_id ? ev->correlation_id->b : NULL, 16);
+        evs__pg_array_elem(&q->b[9], ts, 8);
     }
     for (int k = 0; k < 10; k++)
-        if (b[k].oom) {
-            rc = evs__err(EVS_ENOMEM, "postgresql: out of memory encoding %zu events", n);
-            goto out;
-        }
-    char stream[EVS_MAX_STREAM_NAME + 1], expected[24];
-    snprintf(stream, sizeof stream, "%.*s", (int)a->stream_len, a->stream);
-    snprintf(expected, sizeof expected, "%lld", (long long)a->expected);
-    const char *vals[12] = {stream, expected};
-    int lens[12] = {0}, fmts[12] = {0};
-    Oid types[12] = {EVS_PG_TEXT, EVS_PG_INT8, 2951, 1009, 1009, 1007, 1001, 1001, 1009, 2951, 2951, 1185};
+        if (q->b[k].oom) return evs__err(EVS_ENOMEM, "postgresql: out of memory encoding %zu events", n);
+    snprintf(q->stream, sizeof q->stream, "%.*s", (int)a->stream_len, a->stream);
+    snprintf(q->expected, sizeof q->expected, "%lld", (long long)a->expected);
+    q->vals[0] = q->stream;
+    q->vals[1] = q->expected;
     for (int k = 0; k < 10; k++) {
-        vals[k + 2] = b[k].p;
-        lens[k + 2] = (int)b[k].len;
-        fmts[k + 2] = 1;
+        q->vals[k + 2] = q->b[k].p;
+        q->lens[k + 2] = (int)q->b[k].len;
+        q->fmts[k + 2] = 1;
     }
-    PGconn *c;
-    if ((rc = evs__pg_get(pg, &c))) goto out;
-    PGresult *r = PQexecParams(c, APPEND_SQL, 12, types, vals, lens, fmts, 1);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || PQnfields(r) != 6) {
-        rc = evs__pg_err(c, r, "postgresql: append");
-        if (PQstatus(c) != CONNECTION_OK)
-            evs__err(rc, "%s (the connection broke: the append may or may not have been stored; retry it with the "
-                         "same event ids, a stored append then answers idempotently)", evs_errmsg());
-        PQclear(r);
-        evs__pg_put(pg, c);
-        goto out;
-    }
-    evs__pg_put(pg, c);
+    return EVS_OK;
+}
+
+static void req_set(pg_req *q, int rc) {
+    q->rc = rc;
+    if (rc) snprintf(q->msg, sizeof q->msg, "%s", evs_errmsg());
+}
+
+static PGresult *req_exec(PGconn *c, pg_req *q) {
+    return PQexecParams(c, APPEND_SQL, 12, APPEND_TYPES, q->vals, q->lens, q->fmts, 1);
+}
+
+static int result_ok(const PGresult *r) {
+    return PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 6;
+}
+
+/* What evs_append answered for q (committed). */
+static void req_outcome(evs_pg *pg, pg_req *q, const PGresult *r) {
+    const evs__engine_append *a = q->a;
+    evs_append_result *res = q->res;
     uint32_t status = evs__pg_be32(PQgetvalue(r, 0, 0));
     uint64_t actual = evs__pg_be64(PQgetvalue(r, 0, 4));
     if (status == 0 || status == 1) {
         res->first_stream_position = evs__pg_be64(PQgetvalue(r, 0, 1));
-        res->last_stream_position = res->first_stream_position + n - 1;
+        res->last_stream_position = res->first_stream_position + a->n - 1;
         res->first_global_position = evs__pg_be64(PQgetvalue(r, 0, 2));
-        res->last_global_position = res->first_global_position + n - 1;
+        res->last_global_position = res->first_global_position + a->n - 1;
         res->recorded_at = evs__pg_ts_ns(PQgetvalue(r, 0, 3));
         res->idempotent = status == 1;
         if (status == 0) evs__pg_note_head(pg, res->last_global_position);
+        req_set(q, EVS_OK);
     } else if (status == 2) {
         char exp[32];
         if (a->expected == EVS_EXPECT_ANY) snprintf(exp, sizeof exp, "any");
         else if (a->expected == EVS_EXPECT_EXISTS) snprintf(exp, sizeof exp, "exists");
         else snprintf(exp, sizeof exp, "%lld", (long long)a->expected);
         res->actual_version = actual;
-        rc = evs__err(EVS_ECONFLICT, "Concurrency conflict: expected version %s, actual version %llu", exp,
-                      (unsigned long long)actual);
+        req_set(q, evs__err(EVS_ECONFLICT, "Concurrency conflict: expected version %s, actual version %llu", exp,
+                            (unsigned long long)actual));
     } else {
-        rc = evs__err(EVS_EDUPLICATE, "%s", PQgetvalue(r, 0, 5));
+        req_set(q, evs__err(EVS_EDUPLICATE, "%s", PQgetvalue(r, 0, 5)));
     }
+}
+
+static int exec_failed(PGconn *c, const PGresult *r, const char *what) {
+    int rc = evs__pg_err(c, r, what);
+    if (PQstatus(c) != CONNECTION_OK)
+        evs__err(rc, "%s (the connection broke: the append may or may not have been stored; retry it with the "
+                     "same event ids, a stored append then answers idempotently)", evs_errmsg());
+    return rc;
+}
+
+/* One append in a transaction of its own. */
+static void run_one(evs_pg *pg, PGconn *c, pg_req *q) {
+    PGresult *r = req_exec(c, q);
+    if (result_ok(r)) req_outcome(pg, q, r);
+    else req_set(q, exec_failed(c, r, "postgresql: append"));
     PQclear(r);
+}
+
+/*
+ * Group commit: the appends that queued while the last transaction ran go
+ * in one transaction, one commit (one WAL flush) for all.  Each keeps its
+ * own outcome: evs_append answers conflicts and duplicates with a status,
+ * never an error, so one append's conflict leaves the others to commit.
+ * An error that aborts the transaction (none is expected) sends every
+ * append of the batch through on its own instead, so it fails alone.
+ */
+static void run_batch(evs_pg *pg, pg_req *list, size_t n) {
+    PGconn *c;
+    int rc = evs__pg_get(pg, &c);
+    if (rc) {
+        for (pg_req *q = list; q; q = q->next) req_set(q, rc);
+        return;
+    }
+    if (n == 1) {
+        run_one(pg, c, list);
+        evs__pg_put(pg, c);
+        return;
+    }
+    /* pipelined: BEGIN, the appends and COMMIT leave in one write and come back in one read */
+    PGresult *rs[EVS_PG_BATCH_MAX];
+    size_t got = 0;
+    int ok = PQenterPipelineMode(c) && PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+    for (pg_req *q = list; q && ok; q = q->next)
+        ok = PQsendQueryParams(c, APPEND_SQL, 12, APPEND_TYPES, q->vals, q->lens, q->fmts, 1);
+    ok = ok && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(c);
+    int begun = 0, committed = 0;
+    /* one result then NULL per query, then the sync's */
+    for (size_t k = 0; ok && k < n + 2; k++) {
+        PGresult *r = PQgetResult(c);
+        if (!r) {
+            ok = 0;
+            break;
+        }
+        if (k == 0) begun = PQresultStatus(r) == PGRES_COMMAND_OK;
+        else if (k == n + 1) committed = PQresultStatus(r) == PGRES_COMMAND_OK;
+        else if (result_ok(r)) rs[got++] = r, r = NULL;
+        if (r && k > 0 && k <= n && !result_ok(r)) exec_failed(c, r, "postgresql: append");
+        if (r && k == n + 1 && !committed) exec_failed(c, r, "postgresql: commit");
+        PQclear(r);
+        PGresult *end = PQgetResult(c); /* the NULL that ends this query's results */
+        PQclear(end);
+    }
+    if (ok) {
+        PGresult *sync = PQgetResult(c); /* PGRES_PIPELINE_SYNC */
+        ok = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+        PQclear(sync);
+    }
+    if (!ok && PQstatus(c) == CONNECTION_OK) {
+        /* drain what is left of the pipeline, up to its sync */
+        PGresult *r;
+        for (int spins = 0; spins < 4 * EVS_PG_BATCH_MAX; spins++) {
+            r = PQgetResult(c);
+            if (r && PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+                PQclear(r);
+                break;
+            }
+            PQclear(r);
+        }
+    }
+    if (PQstatus(c) == CONNECTION_OK) PQexitPipelineMode(c);
+    if (ok && begun && committed && got == n) {
+        size_t i = 0;
+        for (pg_req *q = list; q; q = q->next) req_outcome(pg, q, rs[i++]);
+    } else if (committed || PQstatus(c) != CONNECTION_OK) {
+        /* committed with an append missing (cannot happen: an error aborts the rest), or the
+           connection broke with the outcome unknown: every append of the batch says so */
+        char msg[512];
+        snprintf(msg, sizeof msg, "%s", ok ? "postgresql: a group commit lost an append's answer" : evs_errmsg());
+        for (pg_req *q = list; q; q = q->next) req_set(q, evs__err(EVS_EIO, "%s", msg));
+    } else {
+        /* nothing was committed: each append again on its own, so one that fails fails alone */
+        PGresult *rb = PQexec(c, "ROLLBACK");
+        PQclear(rb);
+        for (pg_req *q = list; q; q = q->next) run_one(pg, c, q);
+    }
+    for (size_t i = 0; i < got; i++) PQclear(rs[i]);
+    evs__pg_put(pg, c);
+}
+
+static int pg_append(void *e, const evs__engine_append *a, evs_append_result *res) {
+    evs_pg *pg = e;
+    pg_req q;
+    memset(&q, 0, sizeof q);
+    q.a = a;
+    q.res = res;
+    int rc = req_encode(&q);
+    if (rc) goto out;
+    pthread_mutex_lock(&pg->mu);
+    if (pg->q_tail) pg->q_tail->next = &q;
+    else pg->q_head = &q;
+    pg->q_tail = &q;
+    while (!q.done) {
+        if (pg->leading || !pg->q_head) {
+            pthread_cond_wait(&pg->done_cv, &pg->mu);
+            continue;
+        }
+        /* lead one batch: everything queued, up to EVS_PG_BATCH_MAX */
+        pg->leading = 1;
+        pg_req *batch = pg->q_head, *last = batch;
+        size_t n = 1;
+        while (last->next && n < EVS_PG_BATCH_MAX) last = last->next, n++;
+        pg->q_head = last->next;
+        if (!pg->q_head) pg->q_tail = NULL;
+        last->next = NULL;
+        pthread_mutex_unlock(&pg->mu);
+        run_batch(pg, batch, n);
+        pthread_mutex_lock(&pg->mu);
+        for (pg_req *b = batch, *nx; b; b = nx) {
+            nx = b->next;
+            b->done = 1;
+        }
+        pg->leading = 0; /* whoever waits and finds work queued leads next */
+        pthread_cond_broadcast(&pg->done_cv);
+    }
+    pthread_mutex_unlock(&pg->mu);
+    rc = q.rc;
+    if (rc) evs__err(rc, "%s", q.msg);
 out:
-    for (int k = 0; k < 10; k++) free(b[k].p);
+    for (int k = 0; k < 10; k++) free(q.b[k].p);
     return rc;
 }
 

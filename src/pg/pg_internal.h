@@ -17,6 +17,8 @@
 
 /* Connections kept per engine: appenders beyond this wait for one to come back. */
 #define EVS_PG_POOL_MAX 32
+/* Appends one group commit carries at most. */
+#define EVS_PG_BATCH_MAX 256
 /* The channel evs_append() notifies with the new head (decimal text). */
 #define EVS_PG_CHANNEL "evs_events"
 
@@ -31,6 +33,10 @@ typedef struct evs_pg {
     _Atomic uint64_t head;
     pthread_cond_t head_cv;      /* broadcast when head grows, under mu */
     int closing;
+    /* group commit (pg.c): appenders queue; one at a time leads a batch */
+    struct pg_req *q_head, *q_tail;
+    int leading;
+    pthread_cond_t done_cv;       /* a batch finished, under mu */
     pthread_t listener;
     int listener_started;
     int wake[2];                 /* a pipe: close wakes the listener's poll */
