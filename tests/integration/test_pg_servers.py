@@ -24,7 +24,7 @@ import threading
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from test_server import TIMEOUT, SSEReader, Server, ev  # noqa: E402
+from test_server import BIN, TIMEOUT, SSEReader, Server, ev  # noqa: E402
 
 PASSWORD = "hunter2-very-secret"
 WRITES = 60  # appends per writer
@@ -66,7 +66,9 @@ class TwoServersTest(unittest.TestCase):
         assert codes == [0, 0], (codes, cls.a.err, cls.b.err)
 
     def test_concurrent_appends_and_subscribers_on_both(self):
-        subs = [SSEReader(self.a.port, "/subscribe?from=1"), SSEReader(self.b.port, "/subscribe?from=1")]
+        h0 = self.a.get("/info")[2]["head"]  # the other tests' events come before
+        subs = [SSEReader(self.a.port, "/subscribe?from=%d" % (h0 + 1)),
+                SSEReader(self.b.port, "/subscribe?from=%d" % (h0 + 1))]
         for s in subs:
             self.assertEqual(s.status, 200)
         results = []
@@ -110,10 +112,10 @@ class TwoServersTest(unittest.TestCase):
         total = sum(n for _, n in results)
         self.assertEqual(total, 4 * WRITES * 3 // 2)
         positions = sorted(g + k for g, n in results for k in range(n))
-        self.assertEqual(positions, list(range(1, total + 1)))  # gapless, nothing twice
+        self.assertEqual(positions, list(range(h0 + 1, h0 + total + 1)))  # gapless, nothing twice
         for s in subs:
             got = [g for g, _ in s.events(total)]
-            self.assertEqual(got, list(range(1, total + 1)))
+            self.assertEqual(got, list(range(h0 + 1, h0 + total + 1)))
             s.close()
         versions = 0
         for k in range(3):
@@ -122,6 +124,20 @@ class TwoServersTest(unittest.TestCase):
             self.assertEqual([e["stream_position"] for e in body["events"]], list(range(1, len(body["events"]) + 1)))
             versions += len(body["events"])
         self.assertEqual(versions, total)
+
+    def test_cli_on_the_same_database(self):
+        # the command line opens the database directly, beside the running servers
+        r = subprocess.run([BIN, "append", "-d", self.url, "cli-1", json.dumps(ev("FromCli", {"k": 1}))],
+                           capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        g = json.loads(r.stdout)["first_global_position"]
+        st, _, body = self.b.get("/streams/cli-1")
+        self.assertEqual(st, 200)
+        self.assertEqual([(e["global_position"], e["data"]) for e in body["events"]], [(g, {"k": 1})])
+        r = subprocess.run([BIN, "read", "-d", self.url, "cli-1"], capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertEqual(json.loads(r.stdout.splitlines()[0])["event_type"], "FromCli")
+        self.assertNotIn(PASSWORD, r.stdout + r.stderr)
 
     def test_unsupported_routes_answer_501_and_password_is_masked(self):
         st, _, body = self.b.get("/subscriptions")
