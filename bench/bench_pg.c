@@ -217,8 +217,14 @@ int main(int argc, char **argv) {
             r.url = seed_url;
             r.store = s;
             r.clients = j < 2 ? 1 : 8;
+            evs_store_stats s0, s1;
+            evs_store_get_stats(s, &s0);
             w[j][k] = measure(&r, &e23505[j], &errors[j]);
-            printf("round %d  %-15s %9.0f appends/s\n", k + 1, names[j], w[j][k]);
+            evs_store_get_stats(s, &s1);
+            printf("round %d  %-15s %9.0f appends/s", k + 1, names[j], w[j][k]);
+            if (!r.seed && s1.batches > s0.batches)
+                printf("   %.1f appends per commit", (double)(s1.appends - s0.appends) / (double)(s1.batches - s0.batches));
+            printf("\n");
             fflush(stdout);
         }
     }

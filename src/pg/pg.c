@@ -251,6 +251,7 @@ static int pg_close(void *e) {
     pthread_cond_destroy(&pg->head_cv);
     pthread_cond_destroy(&pg->pool_cv);
     pthread_cond_destroy(&pg->done_cv);
+    pthread_cond_destroy(&pg->gather_cv);
     pthread_mutex_destroy(&pg->mu);
     free(pg->url);
     free(pg);
@@ -265,7 +266,12 @@ static int pg_open(const char *url, const evs__engine_settings *set, void **out)
     pg->wake[0] = pg->wake[1] = -1;
     pthread_mutex_init(&pg->mu, NULL);
     pthread_cond_init(&pg->pool_cv, NULL);
+    pthread_condattr_t ga;
+    pthread_condattr_init(&ga);
+    pthread_condattr_setclock(&ga, CLOCK_MONOTONIC);
     pthread_cond_init(&pg->done_cv, NULL);
+    pthread_cond_init(&pg->gather_cv, &ga);
+    pthread_condattr_destroy(&ga);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -391,7 +397,11 @@ static void req_outcome(evs_pg *pg, pg_req *q, const PGresult *r) {
         res->last_global_position = res->first_global_position + a->n - 1;
         res->recorded_at = evs__pg_ts_ns(PQgetvalue(r, 0, 3));
         res->idempotent = status == 1;
-        if (status == 0) evs__pg_note_head(pg, res->last_global_position);
+        if (status == 0) {
+            evs__pg_note_head(pg, res->last_global_position);
+            atomic_fetch_add(&pg->st_appends, 1);
+            atomic_fetch_add(&pg->st_events, a->n);
+        }
         req_set(q, EVS_OK);
     } else if (status == 2) {
         char exp[32];
@@ -432,6 +442,7 @@ static void run_one(evs_pg *pg, PGconn *c, pg_req *q) {
  */
 static void run_batch(evs_pg *pg, pg_req *list, size_t n) {
     PGconn *c;
+    atomic_fetch_add(&pg->st_batches, 1);
     int rc = evs__pg_get(pg, &c);
     if (rc) {
         for (pg_req *q = list; q; q = q->next) req_set(q, rc);
@@ -515,19 +526,34 @@ static int pg_append(void *e, const evs__engine_append *a, evs_append_result *re
     if (pg->q_tail) pg->q_tail->next = &q;
     else pg->q_head = &q;
     pg->q_tail = &q;
+    pg->q_len++;
+    pthread_cond_signal(&pg->gather_cv);
     while (!q.done) {
         if (pg->leading || !pg->q_head) {
             pthread_cond_wait(&pg->done_cv, &pg->mu);
             continue;
         }
-        /* lead one batch: everything queued, up to EVS_PG_BATCH_MAX */
+        /* lead one batch.  First wait a little (at most EVS_PG_GATHER_US) for as many appends as the
+           last batch carried: the appenders it answered are on their way back, and a batch that
+           leaves without them makes the next one small, alternating big and small commits */
         pg->leading = 1;
+        if (pg->last_batch > 1 && pg->q_len < pg->last_batch) {
+            struct timespec dl;
+            clock_gettime(CLOCK_MONOTONIC, &dl);
+            dl.tv_nsec += EVS_PG_GATHER_US * 1000L;
+            if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+            while (pg->q_len < pg->last_batch && !pg->closing &&
+                   pthread_cond_timedwait(&pg->gather_cv, &pg->mu, &dl) != ETIMEDOUT) {
+            }
+        }
         pg_req *batch = pg->q_head, *last = batch;
         size_t n = 1;
         while (last->next && n < EVS_PG_BATCH_MAX) last = last->next, n++;
         pg->q_head = last->next;
         if (!pg->q_head) pg->q_tail = NULL;
         last->next = NULL;
+        pg->q_len -= n;
+        pg->last_batch = n;
         pthread_mutex_unlock(&pg->mu);
         run_batch(pg, batch, n);
         pthread_mutex_lock(&pg->mu);
@@ -594,6 +620,9 @@ static int pg_stats(void *e, evs_store_stats *out) {
     PQclear(r);
     evs__pg_put(pg, c);
     out->head = atomic_load(&pg->head);
+    out->appends = atomic_load(&pg->st_appends);
+    out->events_written = atomic_load(&pg->st_events);
+    out->batches = atomic_load(&pg->st_batches);
     return rc;
 }
 

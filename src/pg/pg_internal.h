@@ -19,6 +19,8 @@
 #define EVS_PG_POOL_MAX 32
 /* Appends one group commit carries at most. */
 #define EVS_PG_BATCH_MAX 256
+/* How long a batch's leader waits for the appenders of the last batch to come back. */
+#define EVS_PG_GATHER_US 1000
 /* The channel evs_append() notifies with the new head (decimal text). */
 #define EVS_PG_CHANNEL "evs_events"
 
@@ -37,6 +39,9 @@ typedef struct evs_pg {
     struct pg_req *q_head, *q_tail;
     int leading;
     pthread_cond_t done_cv;       /* a batch finished, under mu */
+    pthread_cond_t gather_cv;     /* an append queued, under mu */
+    size_t q_len, last_batch;     /* queued now; size of the last batch */
+    _Atomic uint64_t st_appends, st_events, st_batches; /* since open (evs_store_get_stats) */
     pthread_t listener;
     int listener_started;
     int wake[2];                 /* a pipe: close wakes the listener's poll */
