@@ -382,6 +382,25 @@ static void test_engine_scope(evs_store *s) {
     CHECK_STR(evs_strerror(EVS_ENOTSUP), "not supported by this storage engine");
 }
 
+/* PostgreSQL only: a schema newer than this build is refused, never downgraded; the current one opens as is. */
+static void test_pg_schema_version(const char *where) {
+    PGconn *c = PQconnectdb(where);
+    PGresult *r = PQexec(c, "SELECT max(version) FROM event_store_migrations");
+    CHECK_INT(PQresultStatus(r), PGRES_TUPLES_OK);
+    CHECK_STR(PQgetvalue(r, 0, 0), "2");
+    PQclear(r);
+    r = PQexec(c, "INSERT INTO event_store_migrations (version, description) VALUES (99, 'from the future')");
+    PQclear(r);
+    evs_store *s = NULL;
+    CHECK_RC(evs_store_create(&s), EVS_OK);
+    CHECK_RC(evs_store_open(s, where, EVS_OPEN_CREATE), EVS_EFORMAT);
+    CHECK_CONTAINS(evs_errmsg(), "schema is version 99, this build knows up to 2");
+    evs_store_close(s);
+    r = PQexec(c, "DELETE FROM event_store_migrations WHERE version = 99");
+    PQclear(r);
+    PQfinish(c);
+}
+
 int main(int argc, char **argv) {
     cf_init(argc, argv);
     printf("engine: %s\n", cf_engine());
@@ -407,6 +426,7 @@ int main(int argc, char **argv) {
     CHECK_RC(append1(s, "order-1", 4, "After", "{}", &r), EVS_OK);
     CHECK_INT(r.first_global_position, head + 1);
     CHECK_RC(evs_store_close(s), EVS_OK);
+    if (cf_pg) test_pg_schema_version(where);
     cf_drop(where);
     return TEST_REPORT();
 }
