@@ -5,6 +5,7 @@
                                 writes STATE (a JSON file) with the URL and the paths
     pg_cluster.py stop STATE    pg_ctl stop (immediate) and remove the cluster
     pg_cluster.py url STATE     print the URL of the running cluster
+    pg_cluster.py restart STATE pg_ctl restart -m fast (same port): the database restarted under load
 
 CTest runs `start` and `stop` as the setup and cleanup of the fixture
 "pg_cluster" (CMakeLists.txt); the tests that require it read the URL from
@@ -91,8 +92,16 @@ def stop(state):
     os.unlink(state)
 
 
+def restart(state):
+    with open(state) as f:
+        st = json.load(f)
+    subprocess.run(as_user([os.path.join(st["bindir"], "pg_ctl"), "-D", st["data"], "-m", "fast", "-w", "-t", "60",
+                            "-l", os.path.join(st["root"], "log"), "restart"], st["user"]),
+                   check=True, stdout=subprocess.DEVNULL, cwd=st["root"])
+
+
 def main():
-    if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop", "url"):
+    if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop", "url", "restart"):
         sys.exit(__doc__)
     cmd, state = sys.argv[1], os.path.abspath(sys.argv[2])
     if cmd == "start":
@@ -100,6 +109,8 @@ def main():
         start(state)
     elif cmd == "stop":
         stop(state)
+    elif cmd == "restart":
+        restart(state)
     else:
         print(json.load(open(state))["url"])
 

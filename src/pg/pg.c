@@ -97,6 +97,12 @@ int evs__pg_err(PGconn *c, const PGresult *r, const char *what) {
 
 /* ------------------------------------------------------------- the pool */
 
+/* libpq prints the server's notices on stderr by default ("terminating connection due to
+   administrator command" at a restart): a library keeps quiet, the failed call says what happened */
+static void quiet(void *arg, const char *message) {
+    (void)arg, (void)message;
+}
+
 static int connect_one(evs_pg *pg, PGconn **out) {
     *out = NULL;
     PGconn *c = PQconnectdb(pg->url);
@@ -111,6 +117,7 @@ static int connect_one(evs_pg *pg, PGconn **out) {
         PQfinish(c);
         return rc;
     }
+    PQsetNoticeProcessor(c, quiet, NULL);
     *out = c;
     return EVS_OK;
 }
@@ -123,10 +130,17 @@ int evs__pg_get(evs_pg *pg, PGconn **out) {
         pthread_mutex_unlock(&pg->mu);
         return evs__err(EVS_ECLOSED, "postgresql: the store is closing");
     }
-    if (pg->nidle) {
-        *out = pg->idle[--pg->nidle];
-        pthread_mutex_unlock(&pg->mu);
-        return EVS_OK;
+    while (pg->nidle) {
+        PGconn *c = pg->idle[--pg->nidle];
+        /* a connection the server closed while it was idle (a restart) has the goodbye waiting to be
+           read: reading it (without blocking) finds it dead before a query is lost on it */
+        if (PQconsumeInput(c) && PQstatus(c) == CONNECTION_OK) {
+            *out = c;
+            pthread_mutex_unlock(&pg->mu);
+            return EVS_OK;
+        }
+        pg->total--;
+        PQfinish(c);
     }
     pg->total++; /* a slot taken while connecting, outside the lock */
     pthread_mutex_unlock(&pg->mu);
@@ -418,9 +432,12 @@ static void req_outcome(evs_pg *pg, pg_req *q, const PGresult *r) {
 
 static int exec_failed(PGconn *c, const PGresult *r, const char *what) {
     int rc = evs__pg_err(c, r, what);
-    if (PQstatus(c) != CONNECTION_OK)
+    if (PQstatus(c) != CONNECTION_OK) {
+        char msg[512]; /* a copy: the message is the buffer evs__err writes */
+        snprintf(msg, sizeof msg, "%s", evs_errmsg());
         evs__err(rc, "%s (the connection broke: the append may or may not have been stored; retry it with the "
-                     "same event ids, a stored append then answers idempotently)", evs_errmsg());
+                     "same event ids, a stored append then answers idempotently)", msg);
+    }
     return rc;
 }
 
@@ -501,9 +518,13 @@ static void run_batch(evs_pg *pg, pg_req *list, size_t n) {
     } else if (committed || PQstatus(c) != CONNECTION_OK) {
         /* committed with an append missing (cannot happen: an error aborts the rest), or the
            connection broke with the outcome unknown: every append of the batch says so */
-        char msg[512];
-        snprintf(msg, sizeof msg, "%s", ok ? "postgresql: a group commit lost an append's answer" : evs_errmsg());
-        for (pg_req *q = list; q; q = q->next) req_set(q, evs__err(EVS_EIO, "%s", msg));
+        const char *pm = PQerrorMessage(c);
+        size_t pn = strlen(pm);
+        while (pn && (pm[pn - 1] == '\n' || pm[pn - 1] == ' ')) pn--;
+        for (pg_req *q = list; q; q = q->next)
+            req_set(q, evs__err(EVS_EIO, "postgresql: append: %.*s; the append may or may not have been stored: "
+                                         "retry it with the same event ids (a stored append then answers idempotently)",
+                                (int)(committed ? 38 : pn), committed ? "a group commit lost an append's answer" : pm));
     } else {
         /* nothing was committed: each append again on its own, so one that fails fails alone */
         PGresult *rb = PQexec(c, "ROLLBACK");
