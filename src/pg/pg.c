@@ -159,15 +159,49 @@ void evs__pg_put(evs_pg *pg, PGconn *c) {
     int broken = PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE;
     pthread_mutex_lock(&pg->mu);
     if (broken || pg->nidle >= EVS_PG_POOL_MAX) {
-        pg->total--;
+        /* one broken connection says the server went away (a restart): the idle ones went with it */
+        PGconn *gone[EVS_PG_POOL_MAX];
+        size_t ngone = 0;
+        if (broken && PQstatus(c) != CONNECTION_OK)
+            while (pg->nidle) gone[ngone++] = pg->idle[--pg->nidle];
+        pg->total -= 1 + ngone;
         pthread_mutex_unlock(&pg->mu);
         PQfinish(c);
+        for (size_t i = 0; i < ngone; i++) PQfinish(gone[i]);
         pthread_mutex_lock(&pg->mu);
     } else {
         pg->idle[pg->nidle++] = c;
     }
     pthread_cond_signal(&pg->pool_cv);
     pthread_mutex_unlock(&pg->mu);
+}
+
+/*
+ * A query that changes nothing (a read): on a connection that turns out to
+ * be broken (the server restarted since it was last used) it runs once more
+ * on a fresh one, since running it twice is harmless.  Ownership: *out is
+ * the caller's (PQclear) on success; on failure nothing is left.
+ */
+int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const char *const *vals, const int *lens,
+                  const int *fmts, int result_format, const char *what, PGresult **out) {
+    *out = NULL;
+    int rc = EVS_OK;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        PGconn *c;
+        if ((rc = evs__pg_get(pg, &c))) return rc;
+        PGresult *r = PQexecParams(c, sql, n, types, vals, lens, fmts, result_format);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            evs__pg_put(pg, c);
+            *out = r;
+            return EVS_OK;
+        }
+        rc = evs__pg_err(c, r, what);
+        int broken = PQstatus(c) != CONNECTION_OK;
+        PQclear(r);
+        evs__pg_put(pg, c);
+        if (!broken) break;
+    }
+    return rc;
 }
 
 /* ------------------------------------------------------------- the head */

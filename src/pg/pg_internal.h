@@ -51,6 +51,10 @@ typedef struct evs_pg {
 int evs__pg_get(evs_pg *pg, PGconn **out);
 /* Return it; a broken connection (bad status, or an error in flight) is closed instead. */
 void evs__pg_put(evs_pg *pg, PGconn *c);
+/* Run a read-only query (PQexecParams' arguments), once more on a fresh connection when the first
+   turns out broken.  Ownership: *out (PQclear) on success. */
+int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const char *const *vals, const int *lens,
+                  const int *fmts, int result_format, const char *what, PGresult **out);
 /* Raise the known head to h and wake waiters. */
 void evs__pg_note_head(evs_pg *pg, uint64_t h);
 /* An error from a failed query: EVS_EIO with libpq's message, prefixed with what. */

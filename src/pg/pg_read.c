@@ -112,12 +112,8 @@ static int fetch(pg_reader *r) {
     if (!r->vals[0] || !r->vals[1]) return evs__err(EVS_ENOMEM, "out of memory for a reader");
     PQclear(r->page);
     r->page = NULL;
-    PGconn *c;
-    int rc = evs__pg_get(r->pg, &c);
-    if (rc) return rc;
-    r->page = PQexecParams(c, r->sql, r->nparams, r->types, (const char *const *)r->vals, r->lens, r->fmts, 1);
-    if (PQresultStatus(r->page) != PGRES_TUPLES_OK) rc = evs__pg_err(c, r->page, "postgresql: read");
-    evs__pg_put(r->pg, c);
+    int rc = evs__pg_query(r->pg, r->sql, r->nparams, r->types, (const char *const *)r->vals, r->lens, r->fmts, 1,
+                           "postgresql: read", &r->page);
     if (rc) return rc;
     r->row = 0;
     r->nrows = PQntuples(r->page);
@@ -319,16 +315,13 @@ static void row_info(const PGresult *p, int row, evs_stream_info *out) {
 int evs__pg_stream_info(void *e, const char *stream, evs_stream_info *out) {
     evs_pg *pg = e;
     const char *vals[1] = {stream};
-    PGconn *c;
-    int rc = evs__pg_get(pg, &c);
+    PGresult *r;
+    int rc = evs__pg_query(pg, "SELECT " STREAM_COLS " FROM event_streams WHERE aggregate_id = $1", 1, NULL, vals,
+                           NULL, NULL, 1, "postgresql: stream info", &r);
     if (rc) return rc;
-    PGresult *r = PQexecParams(c, "SELECT " STREAM_COLS " FROM event_streams WHERE aggregate_id = $1", 1, NULL, vals,
-                               NULL, NULL, 1);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) rc = evs__pg_err(c, r, "postgresql: stream info");
-    else if (PQntuples(r) == 0) rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found", stream);
+    if (PQntuples(r) == 0) rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found", stream);
     else row_info(r, 0, out);
     PQclear(r);
-    evs__pg_put(pg, c);
     return rc;
 }
 
@@ -341,21 +334,15 @@ int evs__pg_list_streams(void *e, const char *prefix, const char *after, evs_str
     char lim[24];
     snprintf(lim, sizeof lim, "%zu", max);
     const char *vals[3] = {prefix ? prefix : "", after, lim};
-    PGconn *c;
-    int rc = evs__pg_get(pg, &c);
+    PGresult *r;
+    int rc = evs__pg_query(pg,
+                           "SELECT " STREAM_COLS " FROM event_streams WHERE starts_with(aggregate_id, $1) AND "
+                           "($2::text IS NULL OR aggregate_id > $2) ORDER BY aggregate_id LIMIT $3::bigint",
+                           3, NULL, vals, NULL, NULL, 1, "postgresql: list streams", &r);
     if (rc) return rc;
-    PGresult *r = PQexecParams(c,
-                               "SELECT " STREAM_COLS " FROM event_streams WHERE starts_with(aggregate_id, $1) AND "
-                               "($2::text IS NULL OR aggregate_id > $2) ORDER BY aggregate_id LIMIT $3::bigint",
-                               3, NULL, vals, NULL, NULL, 1);
-    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-        rc = evs__pg_err(c, r, "postgresql: list streams");
-    } else {
-        int n = PQntuples(r);
-        for (int i = 0; i < n; i++) row_info(r, i, &out[i]);
-        *count = (size_t)n;
-    }
+    int n = PQntuples(r);
+    for (int i = 0; i < n; i++) row_info(r, i, &out[i]);
+    *count = (size_t)n;
     PQclear(r);
-    evs__pg_put(pg, c);
     return rc;
 }
