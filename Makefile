@@ -14,11 +14,14 @@ BUILD    := build
 CMAKE    := cmake
 # What building and running need (make run, make build) ...
 BUILD_PKGS := build-essential cmake pkg-config liblmdb-dev libjansson-dev liblua5.4-dev libsodium-dev \
-              libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev libnats-dev libgnutls28-dev
+              libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev libnats-dev libgnutls28-dev \
+              libpq-dev
 # ... what the tests drive besides (the README's curl examples, promtool for /metrics,
 # the official JSON-Schema-Test-Suite, headless chromium for the web console's browser journeys,
-# openssl for the TLS tests' certificates, nats-server for the JetStream cluster) ...
-TEST_PKGS  := $(BUILD_PKGS) python3 curl prometheus lmdb-utils json-schema-test-suite chromium nats-server openssl
+# openssl for the TLS tests' certificates, nats-server for the JetStream cluster, postgresql
+# for the private cluster of the PostgreSQL engine's tests, tests/pg_cluster.py) ...
+TEST_PKGS  := $(BUILD_PKGS) python3 curl prometheus lmdb-utils json-schema-test-suite chromium nats-server openssl \
+              postgresql
 # ... and libFuzzer (make fuzz).
 FUZZ_PKGS  := $(BUILD_PKGS) clang
 
