@@ -14,11 +14,14 @@ BUILD    := build
 CMAKE    := cmake
 # What building and running need (make run, make build) ...
 BUILD_PKGS := build-essential cmake pkg-config liblmdb-dev libjansson-dev liblua5.4-dev libsodium-dev \
-              libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev libnats-dev libgnutls28-dev
+              libmicrohttpd-dev libwslay-dev libcurl4-openssl-dev libnats-dev libgnutls28-dev \
+              libpq-dev
 # ... what the tests drive besides (the README's curl examples, promtool for /metrics,
 # the official JSON-Schema-Test-Suite, headless chromium for the web console's browser journeys,
-# openssl for the TLS tests' certificates, nats-server for the JetStream cluster) ...
-TEST_PKGS  := $(BUILD_PKGS) python3 curl prometheus lmdb-utils json-schema-test-suite chromium nats-server openssl
+# openssl for the TLS tests' certificates, nats-server for the JetStream cluster, postgresql
+# for the private cluster of the PostgreSQL engine's tests, tests/pg_cluster.py) ...
+TEST_PKGS  := $(BUILD_PKGS) python3 curl prometheus lmdb-utils json-schema-test-suite chromium nats-server openssl \
+              postgresql
 # ... and libFuzzer (make fuzz).
 FUZZ_PKGS  := $(BUILD_PKGS) clang
 
@@ -105,6 +108,7 @@ bench: bench-deps configure
 
 soak: build
 	cd $(BUILD) && EVS_CRASH_CYCLES=1000 EVS_SOAK=1 ctest --output-on-failure -R crash
+	EVSTORE_BIN=$(abspath $(BUILD))/evstore EVS_SAGA_ORDERS=1000 EVS_SAGA_KILLS=50 python3 tests/integration/test_server_saga_kill9.py
 
 # libFuzzer targets (tests/fuzz/, docs/testing.md): built with clang in build-fuzz.
 # Fuzz one for longer:  build-fuzz/fuzz_NAME -max_total_time=600 -jobs=2 \

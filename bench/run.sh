@@ -13,7 +13,8 @@
 # appends, aggregate loads with and without snapshots), bench_app_http (commands
 # over HTTP against in-process in the same run), bench_saga (the order saga
 # against the same commands, timer lateness, memory per idle saga), bench_schema
-# (validated appends against appends without schemas), bench_ws_group
+# (validated appends against appends without schemas), bench_pg (the PostgreSQL
+# engine's appends against the seed's append function, in a private cluster), bench_ws_group
 # (competing consumers over WebSocket against the in-process group),
 # http_append.py (HTTP appends against in-process ones), bench_auth and
 # http_auth.py (API key verification, requests with and without a key) and
@@ -109,6 +110,18 @@ run_all() {
         echo
         echo "== bench_schema =="
         "$build/bench_schema" || status=1
+    fi
+    if [ -x "$build/bench_pg" ]; then
+        # the PostgreSQL engine against the seed's append function, in a private cluster
+        echo
+        echo "== bench_pg =="
+        pgstate="$EVS_BENCH_DIR/pg_cluster.json"
+        if python3 "$(dirname "$0")/../tests/pg_cluster.py" start "$pgstate" >/dev/null; then
+            EVS_PG_STATE="$pgstate" "$build/bench_pg" || status=1
+            python3 "$(dirname "$0")/../tests/pg_cluster.py" stop "$pgstate"
+        else
+            echo "bench_pg: skipped (no PostgreSQL: Debian package postgresql)"
+        fi
     fi
     if [ -x "$build/bench_ws_group" ] && [ -x "$build/evstore" ]; then
         echo

@@ -67,7 +67,8 @@ extern "C" {
     X(ECONDITION, -30017, "append condition failed: a matching event exists")            \
     X(EDELETED, -30018, "stream is deleted for good (hard delete)")                      \
     X(EUNAUTHORIZED, -30019, "no valid API key")                                          \
-    X(EFORBIDDEN, -30020, "the API key lacks the permission")
+    X(EFORBIDDEN, -30020, "the API key lacks the permission")                            \
+    X(ENOTSUP, -30021, "not supported by this storage engine")
 
 typedef enum evs_status {
 #define EVS__ENUM(name, value, msg) EVS_##name = value,
@@ -174,7 +175,13 @@ int evs_store_set_limit(evs_store *s, evs_limit which, uint64_t value);
 int evs_store_set_index_map_size(evs_store *s, uint64_t bytes);
 
 /*
- * Open (and with EVS_OPEN_CREATE create) the store in directory dir.
+ * Open (and with EVS_OPEN_CREATE create) the store in directory dir, or,
+ * when dir is a "postgresql://" (or "postgres://") URL, the store in that
+ * PostgreSQL database (src/pg; its schema is created or upgraded here).
+ * The same calls work on both engines; what the PostgreSQL engine does not
+ * do yet (consumers, projections, schemas, apps, sagas, stream metadata,
+ * conditional appends, check, repair, backup) fails with EVS_ENOTSUP
+ * naming the operation.
  * Recovery runs here: a torn or corrupt tail record is truncated and the
  * index catches up with the log; see evs_store_recovery_report.  A second
  * writer on the same directory fails with EVS_ELOCKED.
@@ -655,6 +662,7 @@ typedef struct evs_scavenge_options {
 /*
  * Run one scavenge over every sealed segment (opt may be NULL: defaults).
  * EVS_OK with *out (may be NULL) filled, also when cancelled (out->cancelled);
+ * EVS_ENOTSUP on another storage engine than the embedded log (PostgreSQL);
  * EVS_ECLOSED for a store not open for writing; EVS_ELOCKED while another
  * scavenge of s runs; EVS_EIO/EVS_ECORRUPT/... naming the segment when a
  * step fails (what was done so far stays done; the segment in progress is

@@ -52,6 +52,7 @@ int evs_app_open(evs_store *s, evs_bus *bus, const evs_app_config *c, evs_app **
     MDB_txn *txn = NULL;
     if (!out) return evs__err(EVS_EINVAL, "app_open: out is NULL");
     *out = NULL;
+    if (evs__store_native_only(s, "applications (aggregates and commands)")) return EVS_ENOTSUP;
     const char *dir = evs__store_dir(s);
     if (!dir) return evs__err(EVS_ECLOSED, "app_open: the store is not open");
     if (sodium_init() < 0) return evs__err(EVS_EIO, "app_open: libsodium failed to initialise");

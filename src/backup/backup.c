@@ -53,6 +53,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "store/engine.h"
 #include "backup/backup_internal.h"
 #include "core/core.h"
 
@@ -140,6 +141,7 @@ static uint32_t last_segment(const char *logdir) {
 /* ------------------------------------------------------------------- backup */
 
 int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_report *rep) {
+    if (evs__engine_for(dir)) return evs__engine_unsupported(evs__engine_for(dir), "backup (PostgreSQL has its own: pg_dump, base backups)");
     evs_backup_report r;
     evs__bk_manifest m, old;
     char path[BK_PATH], dpath[BK_PATH], partial[BK_PATH];

@@ -140,6 +140,7 @@ int evs_bus_open(evs_store *s, evs_bus **out) {
     evs_bus *b = NULL;
     if (!out) return evs__err(EVS_EINVAL, "bus_open: out is NULL");
     *out = NULL;
+    if (evs__store_native_only(s, "consumers and projections")) return EVS_ENOTSUP;
     const char *dir = evs__store_dir(s);
     if (!dir) return evs__err(EVS_ECLOSED, "bus_open: the store is not open");
     if ((size_t)snprintf(path, sizeof path, "%s/consumers", dir) >= sizeof path)

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "store/engine.h"
 #include "cli/cli.h"
 #include "core/json.h"
 
@@ -204,11 +205,13 @@ int evs__cli_lib_fail(int status, const char *context, ...) {
     if (!msg[0] || strcmp(msg, "no error") == 0) msg = evs_strerror(status);
     fputs("evstore: ", stderr);
     if (context) {
+        /* the context names the store: a PostgreSQL URL's password is masked */
+        char ctx[2048], shown[2048];
         va_list ap;
         va_start(ap, context);
-        vfprintf(stderr, context, ap);
+        vsnprintf(ctx, sizeof ctx, context, ap);
         va_end(ap);
-        fputs(": ", stderr);
+        fprintf(stderr, "%s: ", evs__engine_mask_url(ctx, shown, sizeof shown));
     }
     fprintf(stderr, "%s\n", msg);
     return evs__cli_exit_code(status);

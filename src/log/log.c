@@ -869,6 +869,12 @@ static void log_walk(const evs_log *log, evs_lsn pos, uint64_t expected, int ado
                      uint64_t through_gpos, evs_payload_check check, void *arg, log_scan *st) {
     memset(st, 0, sizeof *st);
     st->good_end = pos;
+    /* Where the walk last crossed a segment end, until a frame after it
+       verifies: a gap found right there means the records that are missing
+       lay at the end of the segment before (its data ends early, e.g. its
+       last frames were zeroed), so the damage is named there, not at the
+       sound frame that starts the next segment. */
+    evs_lsn crossed = 0;
     for (;;) {
         if (pos == through && !adopt) st->passed = expected == through_gpos;
         uint32_t no = EVS_LSN_SEG(pos);
@@ -884,6 +890,7 @@ static void log_walk(const evs_log *log, evs_lsn pos, uint64_t expected, int ado
                frame header was zeroed, the walk stops right there. */
             const evs_seg *nx = slot_get(log, no + 1);
             if (nx && (!seg_data_ends(nx, SEG_HDR) || !seg_zero_from(nx, SEG_HDR))) {
+                crossed = pos;
                 pos = EVS_LSN(no + 1, SEG_HDR);
                 continue;
             }
@@ -913,9 +920,10 @@ static void log_walk(const evs_log *log, evs_lsn pos, uint64_t expected, int ado
         }
         if (why) {
             st->why = why;
-            st->bad_at = pos;
+            st->bad_at = why == log_gap_msg && crossed ? crossed : pos;
             break;
         }
+        crossed = 0;
         expected += fi.count;
         st->frames++;
         pos = st->good_end = EVS_LSN(no, off + fi.size);
@@ -1241,8 +1249,8 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
     if (log_durable_after(log, st.good_end, &found)) {
         uint32_t no = EVS_LSN_SEG(st.good_end);
         uint64_t off = EVS_LSN_OFF(st.good_end);
-        /* Name the first bad frame: where the walk stopped (past a clean
-           segment end, if it crossed one), or the end of the good data. */
+        /* Name the first bad frame: where the walk stopped (a gap right
+           after a segment end is named at that end), or the end of the good data. */
         const char *why = log_zero_msg;
         char gap[96] = "";
         if (st.why) {
@@ -1342,6 +1350,7 @@ int evs__log_check_at(evs_log *log, uint64_t gen, evs_lsn upto, evs_frame_cb cb,
     out->segments = n;
     uint64_t expected = 1;
     int resynced = 0; /* expected is only a lower bound after skipping damage */
+    uint64_t prev_end = 0; /* where the previous segment's data ended (see log_walk's `crossed`) */
     for (uint32_t no = 1; no <= eno && no <= n; no++) {
         const evs_seg *sg = seg_version(log, no, gen);
         uint64_t lim = no == eno ? EVS_LSN_OFF(end) : sg->avail;
@@ -1384,8 +1393,12 @@ int evs__log_check_at(evs_log *log, uint64_t gen, evs_lsn upto, evs_frame_cb cb,
                 }
                 continue;
             }
-            if (fi.gpos != expected && !resynced)
-                check_error(out, no, off, "%s: expected %" PRIu64 ", found %" PRIu64, log_gap_msg, expected, fi.gpos);
+            if (fi.gpos != expected && !resynced) {
+                /* a gap at a segment's first frame: what is missing ended the segment before */
+                uint32_t at_no = off == SEG_HDR && no > 1 ? no - 1 : no;
+                check_error(out, at_no, at_no == no ? off : prev_end, "%s: expected %" PRIu64 ", found %" PRIu64,
+                            log_gap_msg, expected, fi.gpos);
+            }
             resynced = 0;
             expected = fi.gpos + fi.count;
             out->frames++;
@@ -1403,6 +1416,7 @@ int evs__log_check_at(evs_log *log, uint64_t gen, evs_lsn upto, evs_frame_cb cb,
             }
             off += fi.size;
         }
+        prev_end = off;
     }
     /* Damage is reported in *out, not as the return value (log.h): the
        caller wants the counts and the first error either way. */

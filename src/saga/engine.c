@@ -129,6 +129,7 @@ int evs_saga_engine_open(evs_store *s, evs_app *app, const evs_saga_config *c, e
     *out = NULL;
     if (!s || (!app && !(c && c->read_only)))
         return evs__err(EVS_EINVAL, "saga_engine_open: the store and the app are required");
+    if (evs__store_native_only(s, "sagas")) return EVS_ENOTSUP;
     const char *dir = evs__store_dir(s);
     if (!dir) return evs__err(EVS_ECLOSED, "saga_engine_open: the store is not open");
     evs_saga_config cfg;

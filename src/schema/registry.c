@@ -500,6 +500,7 @@ void evs_schema_close(evs_schema_registry *r) {
 int evs_schema_open(evs_store *s, evs_schema_registry **out) {
     if (!out) return evs__err(EVS_EINVAL, "schema open: out is NULL");
     *out = NULL;
+    if (evs__store_native_only(s, "the schema registry")) return EVS_ENOTSUP;
     const char *dir = evs__store_dir(s);
     if (!dir) return evs__err(EVS_ECLOSED, "schema open: the store is not open");
     evs_schema_registry *r = calloc(1, sizeof *r);

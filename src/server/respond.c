@@ -42,6 +42,7 @@ unsigned evs__http_status(int rc) {
     case EVS_EDELETED: return EVS_HTTP_GONE;           /* a hard-deleted stream: never again */
     case EVS_EUNAUTHORIZED: return EVS_HTTP_UNAUTHORIZED; /* no key, or one that is unknown or revoked */
     case EVS_EFORBIDDEN: return EVS_HTTP_FORBIDDEN;       /* a valid key without the permission */
+    case EVS_ENOTSUP: return EVS_HTTP_NOT_IMPLEMENTED;    /* the store's engine does not do it (yet) */
     case EVS_ECORRUPT:
     case EVS_EFORMAT:
     case EVS_EINDEX: return EVS_HTTP_INTERNAL;         /* stored data is wrong: retrying will not help */

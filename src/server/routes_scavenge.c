@@ -79,6 +79,8 @@ enum MHD_Result evs__route_scavenge_start(evs__req *rq) {
         return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter dry_run=%.40s is not true or false", dry);
     if (dry && !strcmp(dry, "true")) o.flags = EVS_SCAVENGE_DRY_RUN;
     evs_scavenge_stats st;
+    int src = evs_scavenge_get_stats(rq->srv->store, &st);
+    if (src) return evs__respond_lib(rq, src, "scavenge"); /* another storage engine: 501 */
     pthread_mutex_lock(&job.start_mu);
     if (__atomic_load_n(&job.active, __ATOMIC_ACQUIRE) ||
         (evs_scavenge_get_stats(rq->srv->store, &st) == EVS_OK && st.running)) {
@@ -111,6 +113,9 @@ enum MHD_Result evs__route_scavenge_start(evs__req *rq) {
 }
 
 enum MHD_Result evs__route_scavenge_status(evs__req *rq) {
+    evs_scavenge_stats st;
+    int src = evs_scavenge_get_stats(rq->srv->store, &st);
+    if (src) return evs__respond_lib(rq, src, "scavenge");
     evs__sb out = {0};
     evs__sb_adds(&out, "{");
     status_json(&out, rq->srv->store);

@@ -40,6 +40,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "store/engine.h"
+#include "store/store_access.h"
 #include "auth/keys.h"
 #include "core/core.h"
 #include "evstore_schema.h"
@@ -168,7 +170,8 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         snprintf(why, whycap, "out of memory");
         return EVS_ENOMEM;
     }
-    srv->dir = cfg->dir;
+    /* what logs and /info show: a PostgreSQL URL's password never appears */
+    srv->dir = evs__engine_mask_url(cfg->dir, srv->dir_shown, sizeof srv->dir_shown);
     srv->durability_name = cfg->durability_name;
     srv->max_body = cfg->max_body;
     srv->max_connections = cfg->max_connections;
@@ -200,7 +203,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     }
     rc = evs_store_open(srv->store, cfg->dir, EVS_OPEN_CREATE);
     if (rc) {
-        snprintf(why, whycap, "opening %s: %s", cfg->dir, evs_errmsg());
+        snprintf(why, whycap, "opening %s: %s", srv->dir, evs_errmsg());
         ret = rc;
         goto cleanup;
     }
@@ -210,6 +213,24 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
        every append through this server is checked by the registry, and
        the schema routes need it even on a store that has no schemas yet
        (DIR/schemas/ is created then; types without schemas cost one lookup). */
+    /* Another storage engine (store/engine.h) runs the store's core (appends, reads, live
+       subscriptions): the subsystems that keep files next to the embedded log do not start,
+       and their routes answer 501 (http.c) */
+    srv->engine = evs__store_engine_name(srv->store);
+    if (srv->engine && (cfg->auth || cfg->app_dir)) {
+        snprintf(why, whycap, "serve: %s is not supported by the %s storage engine yet",
+                 cfg->auth ? "--auth (API keys)" : "--app-dir (the application layer)", srv->engine);
+        ret = EVS_ENOTSUP;
+        goto cleanup;
+    }
+    if (srv->engine && !cfg->insecure && !is_loopback(&cfg->addr)) {
+        snprintf(why, whycap, "serve: refusing to listen on %s without authentication (API keys are not "
+                              "supported by the %s storage engine yet); give --insecure to serve it open anyway",
+                 cfg->listen, srv->engine);
+        ret = EVS_EINVAL;
+        goto cleanup;
+    }
+    if (srv->engine) goto engine_core;
     if ((rc = evs_schema_open(srv->store, &srv->schemas))) {
         snprintf(why, whycap, "serve: schema registry of %s: %s", cfg->dir, evs_errmsg());
         ret = rc;
@@ -247,6 +268,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = rc;
         goto cleanup;
     }
+engine_core:
     if ((rc = evs__nats_host_start(srv, cfg, why, whycap))) { /* reads the store only */
         ret = rc;
         goto cleanup;
@@ -304,9 +326,9 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = EVS_EIO;
         goto cleanup;
     }
-    serve_file_write(cfg->dir, tls ? "https" : "http", srv->listen);
+    if (!srv->engine) serve_file_write(cfg->dir, tls ? "https" : "http", srv->listen);
     printf("evstore serve: listening on %s://%s (data %s, durability %s, auth %s)\n", tls ? "https" : "http",
-           srv->listen, cfg->dir, cfg->durability_name, srv->auth ? "on" : "off");
+           srv->listen, srv->dir, cfg->durability_name, srv->auth ? "on" : "off");
     fflush(stdout);
 
     int sig = 0;
@@ -344,7 +366,7 @@ cleanup:
     if (srv->daemon) {
         evs__sse_wake_all(srv); /* the daemon must not stop with suspended connections */
         MHD_stop_daemon(srv->daemon);
-        serve_file_remove(cfg->dir);
+        if (!srv->engine) serve_file_remove(cfg->dir);
     }
     evs__tls_free(); /* after the daemon: no handshake can ask for a certificate any more */
     evs__cmdpool_stop(srv); /* before the hub goes: a runner that finishes kicks it */

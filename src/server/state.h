@@ -42,7 +42,10 @@ typedef struct evs__srv {
     evs_store *store;
     struct evs_schema_registry *schemas; /* DIR/schemas/, checks every append (serve.c; thread-safe) */
     struct MHD_Daemon *daemon;    /* serve.c */
-    const char *dir;
+    const char *dir;              /* as shown: a PostgreSQL URL's password masked */
+    const char *engine;           /* NULL: embedded; else the storage engine's name (serve.c): routes of
+                                     subsystems it does not run answer 501 (http.c) */
+    char dir_shown[1024];
     const char *durability_name;
     char listen[80];              /* "127.0.0.1:2113" as bound */
 

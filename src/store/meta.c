@@ -362,6 +362,7 @@ static int write_meta(evs_store *s, const char *stream, size_t slen, int64_t exp
 
 int evs_stream_set_metadata(evs_store *s, const char *stream, int64_t expected, const char *json, size_t len,
                             uint64_t *version_out) {
+    if (s && s->engine) return evs__engine_unsupported(s->engine, "stream metadata");
     int rc;
     size_t slen;
     if ((rc = open_for_write(s, "set metadata"))) return rc;
@@ -380,6 +381,7 @@ int evs_stream_set_metadata(evs_store *s, const char *stream, int64_t expected, 
 
 int evs_stream_get_metadata(evs_store *s, const char *stream, char **json_out, size_t *len_out,
                             uint64_t *version_out, evs_stream_metadata *parsed) {
+    if (s && s->engine) return evs__engine_unsupported(s->engine, "stream metadata");
     int rc;
     size_t slen;
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "get metadata: the store is not open");
@@ -417,6 +419,7 @@ int evs_stream_get_metadata(evs_store *s, const char *stream, char **json_out, s
 }
 
 int evs_stream_delete(evs_store *s, const char *stream, int64_t expected, int hard) {
+    if (s && s->engine) return evs__engine_unsupported(s->engine, "stream delete");
     int rc;
     size_t slen;
     if ((rc = open_for_write(s, "delete"))) return rc;

@@ -79,7 +79,28 @@ struct evs_reader {
     uint64_t gen;                  /* the index map this reader's cursors point into */
     uint64_t lgen;                 /* the log generation pinned with the snapshot (scavenge) */
     int pinned;
+    /* a reader of another engine (engine.h): the calls above go to it */
+    const evs_engine *engine;
+    void *impl;
 };
+
+/* Wrap another engine's reader (store_engine.c).  Ownership: *out owns impl. */
+int evs__reader_wrap(const evs_engine *engine, void *impl, evs_reader **out) {
+    evs_reader *r = calloc(1, sizeof *r);
+    if (!r) {
+        engine->reader_close(impl);
+        return evs__err(EVS_ENOMEM, "out of memory for a reader");
+    }
+    r->engine = engine;
+    r->impl = impl;
+    *out = r;
+    return EVS_OK;
+}
+
+static void evs__reader_engine_close(evs_reader *r) {
+    r->engine->reader_close(r->impl);
+    free(r);
+}
 
 /* Called with the index's remap lock held (see index.h). */
 static void reader_free(evs_reader *r) {
@@ -103,6 +124,10 @@ static void reader_free(evs_reader *r) {
 }
 
 void evs_reader_close(evs_reader *r) {
+    if (r && r->engine) {
+        evs__reader_engine_close(r);
+        return;
+    }
     if (!r) return;
     evs_index *ix = &r->s->ix;
     evs__index_rlock(ix);
@@ -311,6 +336,7 @@ static int read_stream_locked(evs_store *s, const char *stream, uint64_t from, i
 }
 
 int evs_read_stream(evs_store *s, const char *stream, uint64_t from, int direction, size_t limit, evs_reader **out) {
+    if (s && s->engine) return evs__store_engine_read(s, stream, from, direction, NULL, limit, out);
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "read: the store is not open");
     evs__index_rlock(&s->ix);
     int rc = read_stream_locked(s, stream, from, direction, limit, out, 0);
@@ -320,6 +346,7 @@ int evs_read_stream(evs_store *s, const char *stream, uint64_t from, int directi
 
 int evs__read_stream_any(evs_store *s, const char *stream, uint64_t from, int direction, size_t limit,
                          evs_reader **out) {
+    if (s && s->engine) return evs__engine_unsupported(s->engine, "reading a reserved stream");
     evs__index_rlock(&s->ix);
     int rc = read_stream_locked(s, stream, from, direction, limit, out, 1);
     evs__index_runlock(&s->ix);
@@ -606,6 +633,7 @@ fail:
 
 int evs_read_all(evs_store *s, uint64_t from, int direction, const evs_filter *filter, size_t limit,
                  evs_reader **out) {
+    if (s && s->engine) return evs__store_engine_read(s, NULL, from, direction, filter, limit, out);
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "read: the store is not open");
     evs__index_rlock(&s->ix);
     int rc = read_all_locked(s, from, direction, filter, limit, out);
@@ -751,6 +779,7 @@ static int reader_renew(evs_reader *r) {
 }
 
 int evs_reader_next(evs_reader *r, const evs_event **ev) {
+    if (r && r->engine && ev) return r->engine->reader_next(r->impl, ev);
     if (!r || !ev) return evs__err(EVS_EINVAL, "reader_next: NULL argument");
     *ev = NULL;
     if (r->limit && r->returned >= r->limit) return EVS_DONE;
@@ -768,7 +797,10 @@ int evs_reader_next(evs_reader *r, const evs_event **ev) {
     return rc;
 }
 
-uint64_t evs_reader_position(const evs_reader *r) { return r ? r->position : 0; }
+uint64_t evs_reader_position(const evs_reader *r) {
+    if (r && r->engine) return r->engine->reader_position(r->impl);
+    return r ? r->position : 0;
+}
 
 int evs_reader_lost(const evs_reader *r, uint64_t *first, uint64_t *last) {
     if (!r || !first || !last) return evs__err(EVS_EINVAL, "reader_lost: NULL argument");
@@ -792,6 +824,7 @@ static void fill_info(evs_stream_info *out, const char *name, size_t nlen, const
 }
 
 int evs_stream_get_info(evs_store *s, const char *stream, evs_stream_info *out) {
+    if (s && s->engine) return evs__store_engine_info(s, stream, out);
     size_t slen;
     int rc;
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "info: the store is not open");
@@ -811,6 +844,7 @@ int evs_stream_get_info(evs_store *s, const char *stream, evs_stream_info *out) 
 
 int evs_list_streams(evs_store *s, const char *prefix, const char *after, evs_stream_info *out, size_t max,
                      size_t *count) {
+    if (s && s->engine) return s->engine->list_streams(s->eng, prefix, after, out, max, count);
     int rc;
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "list: the store is not open");
     if (!count || (max && !out)) return evs__err(EVS_EINVAL, "list: NULL argument");
@@ -1003,6 +1037,7 @@ static int check_frame(void *arg, const evs_frame *f) {
 }
 
 int evs_store_check(evs_store *s, evs_check_report *rep) {
+    if (s && s->engine) return evs__engine_unsupported(s->engine, "check");
     if (!s || !s->dir || !rep) return evs__err(EVS_EINVAL, "check: store not open or report is NULL");
     memset(rep, 0, sizeof *rep);
     check_ctx c;

@@ -598,6 +598,7 @@ static int classify(rp *r, uint64_t floor_next, uint64_t log_next) {
 
 int evs_store_repair(evs_store *s, const char *dir, unsigned flags, evs_lost_cb cb, void *arg,
                      evs_repair_report *out) {
+    if (evs__engine_for(dir)) return evs__engine_unsupported(evs__engine_for(dir), "repair");
     evs_repair_report local;
     if (!out) out = &local;
     memset(out, 0, sizeof *out);

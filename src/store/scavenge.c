@@ -662,6 +662,7 @@ int evs_scavenge(evs_store *s, const evs_scavenge_options *opt, evs_scavenge_pro
     evs_scavenge_options none;
     evs_scavenge_progress p;
     memset(&p, 0, sizeof p);
+    if (s && s->engine) return evs__engine_unsupported(s->engine, "scavenge"); /* the log is the embedded engine's */
     if (!s || !s->dir || !s->log) return evs__err(EVS_ECLOSED, "scavenge: the store is not open");
     if (s->readonly) return evs__err(EVS_ECLOSED, "scavenge: the store is open read-only");
     if (!opt) {
@@ -716,6 +717,7 @@ int evs_scavenge(evs_store *s, const evs_scavenge_options *opt, evs_scavenge_pro
 }
 
 int evs_scavenge_get_stats(evs_store *s, evs_scavenge_stats *out) {
+    if (s && s->engine) return evs__engine_unsupported(s->engine, "scavenge");
     if (!s || !out) return evs__err(EVS_EINVAL, "scavenge stats: NULL argument");
     if (!s->dir) return evs__err(EVS_ECLOSED, "scavenge stats: the store is not open");
     pthread_mutex_lock(&s->scav_mu);

@@ -1089,11 +1089,13 @@ out:
 
 int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events, size_t n,
                evs_append_result *res, evs_uuid *generated_ids) {
+    if (s && s->engine) return evs__store_engine_append(s, stream, expected, NULL, events, n, res, generated_ids);
     return append_impl(s, stream, expected, NULL, events, n, res, generated_ids, NULL);
 }
 
 int evs_append_if(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
                   const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids) {
+    if (s && s->engine) return evs__store_engine_append(s, stream, expected, cond, events, n, res, generated_ids);
     return append_impl(s, stream, expected, cond, events, n, res, generated_ids, NULL);
 }
 
@@ -1314,6 +1316,7 @@ int evs__store_teardown(evs_store *s, int clean) {
 }
 
 int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
+    if (s && !s->dir && !s->engine && evs__engine_for(dir)) return evs__store_engine_open(s, dir, flags);
     int rc;
     char path[PATH_MAX];
     if (!s) return evs__err(EVS_EINVAL, "open: store is NULL");
@@ -1473,6 +1476,7 @@ fail:;
 const char *evs_store_recovery_report(const evs_store *s) { return s ? s->report : ""; }
 
 int evs_store_close(evs_store *s) {
+    if (s && s->engine) return evs__store_engine_close(s);
     int rc = EVS_OK;
     if (!s) return EVS_OK;
     if (s->dir) rc = evs__store_teardown(s, 1);
@@ -1494,12 +1498,14 @@ static uint64_t readonly_head(evs_store *s) {
 }
 
 uint64_t evs_head(evs_store *s) {
+    if (s && s->engine) return s->engine->head(s->eng);
     if (!s || !s->dir) return 0;
     if (s->readonly) return readonly_head(s);
     return atomic_load(&s->head);
 }
 
 int evs_wait_for(evs_store *s, uint64_t position, int timeout_ms, uint64_t *head) {
+    if (s && s->engine) return s->engine->wait_for(s->eng, position, timeout_ms, head);
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "wait: the store is not open");
     int64_t deadline = timeout_ms < 0 ? INT64_MAX : evs__mono_ns() + (int64_t)timeout_ms * 1000000;
     if (s->readonly) { /* another process writes: poll its checkpoint */
@@ -1556,6 +1562,7 @@ int evs_store_writable(evs_store *s, char *why, size_t cap) {
 }
 
 int evs_store_get_stats(evs_store *s, evs_store_stats *out) {
+    if (s && s->engine) return evs__store_engine_stats(s, out);
     if (!s || !s->dir || !out) return evs__err(EVS_EINVAL, "stats: store not open or out is NULL");
     memset(out, 0, sizeof *out);
     out->head = evs_head(s);
@@ -1588,6 +1595,10 @@ int evs_store_get_stats(evs_store *s, evs_store_stats *out) {
  */
 void evs__store_abandon(evs_store *s);
 void evs__store_abandon(evs_store *s) {
+    if (s && s->engine) {
+        evs__store_engine_close(s);
+        return;
+    }
     if (!s) return;
     if (s->dir) evs__store_teardown(s, 0);
     free(s);

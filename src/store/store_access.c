@@ -11,6 +11,7 @@ int evs__store_readonly(const evs_store *s) { return s && s->readonly; }
 
 
 int evs__store_event_position(evs_store *s, const evs_uuid *id, uint64_t *gpos) {
+    if (s && s->engine) return s->engine->event_position(s->eng, id, gpos);
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "the store is not open");
     MDB_txn *txn;
     /* under the index's remap lock, like every reader (see index.h): the
@@ -24,6 +25,7 @@ int evs__store_event_position(evs_store *s, const evs_uuid *id, uint64_t *gpos) 
 }
 
 int evs__store_set_validator(evs_store *s, evs__append_validator fn, void *ctx) {
+    if (s && s->engine) return evs__engine_unsupported(s->engine, "an append validator (schemas)");
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "set validator: the store is not open");
     if (fn && s->validator && (s->validator != fn || s->validator_ctx != ctx))
         return evs__err(EVS_ECONFLICT, "set validator: the store already has one (a schema registry is open on it)");

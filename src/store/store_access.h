@@ -15,6 +15,14 @@
 
 /* The directory the store was opened in, or NULL when it is not open.  Owned by the store. */
 const char *evs__store_dir(const evs_store *s);
+/*
+ * EVS_OK for a store on the embedded engine; EVS_ENOTSUP naming `what`
+ * ("consumers", "schemas" ...) for a store on another engine (engine.h),
+ * where the subsystems that keep their own files next to the log do not run.
+ */
+int evs__store_native_only(const evs_store *s, const char *what);
+/* The name of the store's engine ("postgresql"), or NULL for the embedded one. */
+const char *evs__store_engine_name(const evs_store *s);
 /* 1 when the store was opened with EVS_OPEN_READONLY (another process may be writing it). */
 int evs__store_readonly(const evs_store *s);
 

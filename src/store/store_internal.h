@@ -12,6 +12,7 @@
 #include "index/index.h"
 #include "io/io.h"
 #include "log/log.h"
+#include "store/engine.h"
 
 typedef struct evs_append_req evs_append_req;
 
@@ -88,6 +89,10 @@ struct evs_store {
     _Atomic int scav_running;
     pthread_mutex_t scav_mu;      /* guards scav_stats */
     evs_scavenge_stats scav_stats;
+    /* another storage engine (engine.h) when opened on a URL, NULL for the
+       embedded one; the public functions dispatch on it */
+    const struct evs_engine *engine;
+    void *eng;
 
     /* stats */
     _Atomic uint64_t st_appends, st_events, st_bytes, st_syncs, st_batches;
@@ -156,6 +161,22 @@ int evs__read_stream_any(evs_store *s, const char *stream, uint64_t from, int di
                          evs_reader **out);
 /* The first stream position a stream read from `from` forward may show (meta.c). */
 uint64_t evs__meta_first_visible(evs_store *s, const char *stream, size_t len, uint64_t version, uint64_t from);
+
+/* ---- another storage engine behind the public functions (store_engine.c, engine.h) */
+
+/* Open s on the engine that url names; s->engine and s->eng are set on success. */
+int evs__store_engine_open(evs_store *s, const char *url, unsigned flags);
+/* Close the engine and free the handle (as evs_store_close). */
+int evs__store_engine_close(evs_store *s);
+int evs__store_engine_append(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
+                             const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids);
+/* A stream read (stream != NULL) or an $all read on the engine. */
+int evs__store_engine_read(evs_store *s, const char *stream, uint64_t from, int direction, const evs_filter *f,
+                           size_t limit, evs_reader **out);
+int evs__store_engine_info(evs_store *s, const char *stream, evs_stream_info *out);
+int evs__store_engine_stats(evs_store *s, evs_store_stats *out);
+/* An evs_reader around an engine's reader (read.c).  Ownership: *out owns impl (closed on failure too). */
+int evs__reader_wrap(const evs_engine *engine, void *impl, evs_reader **out);
 
 /* Validate a stream name; message names the problem. */
 int evs__check_stream_name(const evs_store *s, const char *stream, size_t *len_out);

@@ -202,6 +202,62 @@ static void test_fuzz_findings(const char *dir) {
     opens_clean(b, 600);
 }
 
+/*
+ * The last records of a full segment zeroed after a clean close, the next
+ * segment sound (crash_corruption found this with EVS_SEED=1796461993): the
+ * damage is where segment 1's data now ends early, not at segment 2's first
+ * record, whose position merely shows the gap.  Open refuses naming that
+ * place; repair names exactly the zeroed events there and keeps the head.
+ */
+static void test_segment_tail_zeroed(const char *dir) {
+    char a[4096], want[64];
+    snprintf(a, sizeof a, "%s/tail", dir);
+    CHECK_INT(build(a, 600), 600);
+    uint32_t seg, off, len, last = 0;
+    for (uint32_t g = 1; g <= 600 && find_record(a, g, &seg, &off, &len) == 0 && seg == 1; g++) last = g;
+    CHECK(last > 3);
+    CHECK(find_record(a, last - 2, &seg, &off, &len) == 0 && seg == 1);
+    put_bytes(a, 1, off, 0, segment_end(a, 1) - off);
+    snprintf(want, sizeof want, "segment 00000001.seg offset %u", off);
+
+    /* open verifies from the clean close on; check and reads find it */
+    evs_store *s = tu_open(a, EVS_DURABILITY_SYNC, SEGSZ);
+    evs_check_report cr;
+    CHECK_RC(evs_store_check(s, &cr), EVS_ECORRUPT);
+    CHECK_CONTAINS(cr.first_error, want);
+    evs_reader *r;
+    const evs_event *ev;
+    CHECK_RC(evs_read_all(s, last - 2, EVS_FORWARD, NULL, 0, &r), EVS_OK);
+    CHECK_RC(evs_reader_next(r, &ev), EVS_ECORRUPT);
+    CHECK_CONTAINS(evs_errmsg(), want);
+    evs_reader_close(r);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+
+    named nm;
+    evs_repair_report rep;
+    memset(&nm, 0, sizeof nm);
+    CHECK_RC(repair(a, EVS_REPAIR_DRY_RUN, &nm, &rep), EVS_OK);
+    CHECK_INT(nm.n, 3);
+    memset(&nm, 0, sizeof nm);
+    CHECK_RC(repair(a, 0, &nm, &rep), EVS_OK);
+    CHECK_INT(nm.n, 3);
+    for (size_t i = 0; i < 3 && i < nm.n; i++) CHECK_INT(nm.g[i], last - 2 + i);
+    CHECK_INT(rep.head, 600);
+    CHECK_CONTAINS(rep.first_damage, want);
+    opens_clean(a, 600);
+
+    /* the lost positions read as lost, and are never given out again */
+    s = tu_open(a, EVS_DURABILITY_SYNC, SEGSZ);
+    CHECK_RC(evs_read_all(s, last - 2, EVS_FORWARD, NULL, 0, &r), EVS_OK);
+    CHECK_RC(evs_reader_next(r, &ev), EVS_ELOST);
+    evs_reader_close(r);
+    evs_event_in e = tu_event("T9", "{}");
+    evs_append_result ar;
+    CHECK_RC(evs_append(s, "z-1", EVS_EXPECT_ANY, &e, 1, &ar, NULL), EVS_OK);
+    CHECK_INT(ar.first_global_position, 601);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+}
+
 int main(void) {
     char *dir = tu_tempdir("repair");
     char store[4096];
@@ -468,6 +524,7 @@ int main(void) {
     evs_store_close(x);
 
     test_fuzz_findings(dir);
+    test_segment_tail_zeroed(dir);
     tu_rmrf(dir);
     free(dir);
     return TEST_REPORT();

@@ -1,0 +1,266 @@
+/*
+ * migrate.c — the PostgreSQL engine's schema and the migrations that
+ * create or upgrade it.
+ *
+ * Every open runs evs__pg_migrate: under a session advisory lock (so that
+ * several evstore servers starting at once migrate one after another), it
+ * reads the highest version in event_store_migrations and applies each
+ * later migration in a transaction of its own together with the row that
+ * records it.  A migration is never edited once released; a change is a
+ * new entry at the end of the list.  A database whose schema is newer
+ * than this build knows is refused (EVS_EFORMAT), never downgraded.
+ *
+ * The schema (docs/postgresql.md explains each change from the seed's):
+ *
+ *   event_store          one row per event.  global_position is the
+ *                        primary key, given by evs_append, not a sequence;
+ *                        aggregate_id is the stream, (aggregate_id,
+ *                        stream_position) unique; event_id unique;
+ *                        event_data and metadata are bytea: the bytes an
+ *                        appender sent come back exactly (JSONB would
+ *                        reorder keys and drop duplicates and whitespace).
+ *   event_streams        one row per stream: its version and type, so an
+ *                        append reads one row, not max() over its events.
+ *   event_store_head     one row: the last global position and recorded_at.
+ *                        evs_append locks it (FOR UPDATE) first, so appends
+ *                        take positions in the order they commit: the
+ *                        global order is gapless and a reader that sees
+ *                        position n sees every position below n.
+ *   event_store_json     a view with event_data and metadata as jsonb, for
+ *                        people querying the store with SQL.
+ *
+ * evs_append(...) is the one way events are written; see its comment below.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "pg/pg_internal.h"
+
+/* pg_advisory_lock key of the migration step ("evstore" in ASCII, as a number) */
+#define EVS_PG_MIGRATE_LOCK "7310305402963043685"
+
+typedef struct migration {
+    int version;
+    const char *what;
+    const char *sql;
+} migration;
+
+static const migration MIGRATIONS[] = {
+    {1, "tables: event_store, event_streams, event_store_head",
+     "CREATE TABLE event_store (\n"
+     "  global_position bigint PRIMARY KEY,\n"
+     "  event_id uuid NOT NULL UNIQUE,\n"
+     "  aggregate_id text COLLATE \"C\" NOT NULL,\n"
+     "  stream_type text NOT NULL,\n"
+     "  stream_position bigint NOT NULL,\n"
+     "  event_type text NOT NULL,\n"
+     "  event_version integer NOT NULL,\n"
+     "  event_data bytea NOT NULL,\n"
+     "  metadata bytea NOT NULL,\n"
+     "  tags text[],\n"
+     "  causation_id uuid,\n"
+     "  correlation_id uuid,\n"
+     "  occurred_at timestamptz NOT NULL,\n"
+     "  recorded_at timestamptz NOT NULL,\n"
+     "  UNIQUE (aggregate_id, stream_position));\n"
+     "CREATE INDEX event_store_type_idx ON event_store (event_type, global_position);\n"
+     "CREATE INDEX event_store_stream_type_idx ON event_store (stream_type, global_position);\n"
+     "CREATE INDEX event_store_correlation_idx ON event_store (correlation_id, global_position)\n"
+     "  WHERE correlation_id IS NOT NULL;\n"
+     "CREATE INDEX event_store_tags_idx ON event_store USING gin (tags);\n"
+     "CREATE TABLE event_streams (\n"
+     "  aggregate_id text COLLATE \"C\" PRIMARY KEY,\n"
+     "  stream_type text NOT NULL,\n"
+     "  version bigint NOT NULL,\n"
+     "  first_global_position bigint NOT NULL,\n"
+     "  last_global_position bigint NOT NULL,\n"
+     "  created_at timestamptz NOT NULL,\n"
+     "  updated_at timestamptz NOT NULL);\n"
+     "CREATE TABLE event_store_head (\n"
+     "  id integer PRIMARY KEY CHECK (id = 1),\n"
+     "  global_position bigint NOT NULL,\n"
+     "  recorded_at timestamptz NOT NULL);\n"
+     "INSERT INTO event_store_head VALUES (1, 0, '-infinity');\n"
+     "CREATE VIEW event_store_json AS\n"
+     "  SELECT global_position, event_id, aggregate_id, stream_type, stream_position, event_type, event_version,\n"
+     "         convert_from(event_data, 'UTF8')::jsonb AS event_data, convert_from(metadata, 'UTF8')::jsonb AS metadata,\n"
+     "         tags, causation_id, correlation_id, occurred_at, recorded_at\n"
+     "  FROM event_store;\n"},
+    /*
+     * evs_append: append p_ids' events to p_stream if its version matches
+     * p_expected (-1 any, -2 exists, >= 0 exactly; 0 is "no stream").
+     * It returns one row instead of raising, so a caller never sees a raw
+     * unique violation: status 0 appended, 1 an idempotent retry (all ids
+     * already stored at the positions this append names, same content:
+     * the original positions), 2 conflict (actual = the stream's version),
+     * 3 an event id stored elsewhere or with other content (detail says
+     * which).  The head row is locked first and held to commit: appends are
+     * serialised there, so global positions have no gaps and a later
+     * position never commits before an earlier one; the NOTIFY is
+     * delivered at commit, in the same order.
+     */
+    {2, "function evs_append",
+     "CREATE FUNCTION evs_append(p_stream text, p_expected bigint, p_ids uuid[], p_stypes text[], p_types text[],\n"
+     "    p_versions integer[], p_data bytea[], p_meta bytea[], p_tags text[], p_causation uuid[],\n"
+     "    p_correlation uuid[], p_occurred timestamptz[])\n"
+     "  RETURNS TABLE (status integer, first_stream_position bigint, first_global_position bigint,\n"
+     "                 recorded_at timestamptz, actual bigint, detail text)\n"
+     "  LANGUAGE plpgsql AS $f$\n"
+     "#variable_conflict use_column\n"
+     "DECLARE\n"
+     "  v_n integer := cardinality(p_ids);\n"
+     "  v_head bigint; v_last timestamptz; v_now timestamptz; v_version bigint;\n"
+     "  v_found integer := 0; v_g0 bigint; v_sp0 bigint; v_rec timestamptz; e record; k integer; v_what text;\n"
+     "BEGIN\n"
+     "  SELECT h.global_position, h.recorded_at INTO v_head, v_last FROM event_store_head h WHERE h.id = 1 FOR UPDATE;\n"
+     "  SELECT s.version INTO v_version FROM event_streams s WHERE s.aggregate_id = p_stream;\n"
+     "  v_version := coalesce(v_version, 0);\n"
+     "  IF EXISTS (SELECT 1 FROM event_store x WHERE x.event_id = ANY (p_ids)) THEN\n"
+     "    FOR k IN 1 .. v_n LOOP\n"
+     "      SELECT * INTO e FROM event_store x WHERE x.event_id = p_ids[k];\n"
+     "      CONTINUE WHEN NOT FOUND;\n"
+     "      IF k = 1 THEN v_g0 := e.global_position; v_sp0 := e.stream_position; v_rec := e.recorded_at; END IF;\n"
+     "      IF k = 1 OR (v_found = k - 1 AND e.aggregate_id = p_stream AND e.stream_position = v_sp0 + k - 1\n"
+     "                   AND e.global_position = v_g0 + k - 1) THEN\n"
+     "        IF e.aggregate_id <> p_stream THEN\n"
+     "          RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n"
+     "            'event %s: event_id %s is already stored in another stream (global position %s)',\n"
+     "            k, p_ids[k], e.global_position);\n"
+     "          RETURN;\n"
+     "        END IF;\n"
+     "        v_found := v_found + 1;\n"
+     "        CONTINUE;\n"
+     "      END IF;\n"
+     "      RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n"
+     "        'event %s: event_id %s is already stored at stream position %s (global %s), which this append does not repeat',\n"
+     "        k, p_ids[k], e.stream_position, e.global_position);\n"
+     "      RETURN;\n"
+     "    END LOOP;\n"
+     "    IF v_found <> v_n THEN\n"
+     "      RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n"
+     "        'event %s: event_id %s is new but earlier events of this append are already stored; an idempotent retry must repeat the original append exactly',\n"
+     "        v_found + 1, p_ids[v_found + 1]);\n"
+     "      RETURN;\n"
+     "    END IF;\n"
+     "    IF NOT (p_expected = -1 OR p_expected = -2 OR (p_expected >= 0 AND p_expected + 1 = v_sp0)) THEN\n"
+     "      RETURN QUERY SELECT 2, 0::bigint, 0::bigint, NULL::timestamptz, v_version, NULL::text;\n"
+     "      RETURN;\n"
+     "    END IF;\n"
+     "    FOR k IN 1 .. v_n LOOP\n"
+     "      SELECT * INTO e FROM event_store x WHERE x.event_id = p_ids[k];\n"
+     "      v_what := CASE\n"
+     "        WHEN e.event_type <> p_types[k] THEN 'event_type'\n"
+     "        WHEN e.event_data <> p_data[k] THEN 'data'\n"
+     "        WHEN e.metadata <> p_meta[k] THEN 'metadata'\n"
+     "        WHEN e.stream_type <> p_stypes[k] THEN 'stream_type'\n"
+     "        WHEN e.tags IS DISTINCT FROM (CASE WHEN p_tags[k] IS NULL THEN NULL\n"
+     "             ELSE ARRAY(SELECT jsonb_array_elements_text(p_tags[k]::jsonb)) END) THEN 'tags'\n"
+     "        WHEN e.causation_id IS DISTINCT FROM p_causation[k] THEN 'causation_id'\n"
+     "        WHEN e.correlation_id IS DISTINCT FROM p_correlation[k] THEN 'correlation_id'\n"
+     "        WHEN e.event_version <> p_versions[k] THEN 'event_version'\n"
+     "        END;\n"
+     "      IF v_what IS NOT NULL THEN\n"
+     "        RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n"
+     "          'event %s: event_id %s is already stored (global position %s, stream position %s) with other %s; a retry must repeat the stored event exactly, and a new event needs a new event_id',\n"
+     "          k, p_ids[k], e.global_position, e.stream_position, v_what);\n"
+     "        RETURN;\n"
+     "      END IF;\n"
+     "    END LOOP;\n"
+     "    RETURN QUERY SELECT 1, v_sp0, v_g0, v_rec, v_version, NULL::text;\n"
+     "    RETURN;\n"
+     "  END IF;\n"
+     "  IF NOT (p_expected = -1 OR (p_expected = -2 AND v_version > 0) OR p_expected = v_version) THEN\n"
+     "    RETURN QUERY SELECT 2, 0::bigint, 0::bigint, NULL::timestamptz, v_version, NULL::text;\n"
+     "    RETURN;\n"
+     "  END IF;\n"
+     /* recorded_at never goes backwards, even when the clock does */
+     "  v_now := greatest(clock_timestamp(), v_last);\n"
+     "  INSERT INTO event_store (global_position, event_id, aggregate_id, stream_type, stream_position, event_type,\n"
+     "      event_version, event_data, metadata, tags, causation_id, correlation_id, occurred_at, recorded_at)\n"
+     "    SELECT v_head + i, p_ids[i], p_stream, p_stypes[i], v_version + i, p_types[i], p_versions[i], p_data[i],\n"
+     "           p_meta[i], CASE WHEN p_tags[i] IS NULL THEN NULL\n"
+     "                      ELSE ARRAY(SELECT jsonb_array_elements_text(p_tags[i]::jsonb)) END,\n"
+     "           p_causation[i], p_correlation[i], p_occurred[i], v_now\n"
+     "    FROM generate_series(1, v_n) AS i;\n"
+     "  INSERT INTO event_streams AS s VALUES (p_stream, p_stypes[1], v_version + v_n, v_head + 1, v_head + v_n, v_now, v_now)\n"
+     "    ON CONFLICT (aggregate_id) DO UPDATE SET version = EXCLUDED.version,\n"
+     "      last_global_position = EXCLUDED.last_global_position, updated_at = EXCLUDED.updated_at;\n"
+     "  UPDATE event_store_head SET global_position = v_head + v_n, recorded_at = v_now WHERE id = 1;\n"
+     "  PERFORM pg_notify('" EVS_PG_CHANNEL "', (v_head + v_n)::text);\n"
+     "  RETURN QUERY SELECT 0, v_version + 1, v_head + 1, v_now, v_version, NULL::text;\n"
+     "END\n"
+     "$f$;\n"},
+};
+
+#define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])
+
+static int exec_ok(PGconn *c, const char *sql, const char *what) {
+    PGresult *r = PQexec(c, sql);
+    int rc = EVS_OK;
+    if (PQresultStatus(r) != PGRES_COMMAND_OK && PQresultStatus(r) != PGRES_TUPLES_OK) rc = evs__pg_err(c, r, what);
+    PQclear(r);
+    return rc;
+}
+
+int evs__pg_migrate(PGconn *c) {
+    int rc, locked = 0, in_tx = 0;
+    PGresult *r = NULL;
+    char what[160];
+    if ((rc = exec_ok(c, "SET client_min_messages = warning", "postgresql: set client_min_messages"))) return rc;
+    if ((rc = exec_ok(c, "SELECT pg_advisory_lock(" EVS_PG_MIGRATE_LOCK ")", "postgresql: take the migration lock")))
+        return rc;
+    locked = 1;
+    if ((rc = exec_ok(c,
+                      "CREATE TABLE IF NOT EXISTS event_store_migrations (version integer PRIMARY KEY, "
+                      "description text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())",
+                      "postgresql: create event_store_migrations")))
+        goto out;
+    r = PQexec(c, "SELECT coalesce(max(version), 0) FROM event_store_migrations");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        rc = evs__pg_err(c, r, "postgresql: read the schema version");
+        goto out;
+    }
+    int have = atoi(PQgetvalue(r, 0, 0));
+    PQclear(r);
+    r = NULL;
+    if (have > MIGRATIONS[NMIGRATIONS - 1].version) {
+        rc = evs__err(EVS_EFORMAT, "postgresql: the database's evstore schema is version %d, this build knows up to %d; "
+                                   "use a newer evstore", have, MIGRATIONS[NMIGRATIONS - 1].version);
+        goto out;
+    }
+    for (size_t i = 0; i < NMIGRATIONS; i++) {
+        const migration *m = &MIGRATIONS[i];
+        if (m->version <= have) continue;
+        snprintf(what, sizeof what, "postgresql: migration %d (%s)", m->version, m->what);
+        if ((rc = exec_ok(c, "BEGIN", what))) goto out;
+        in_tx = 1;
+        if ((rc = exec_ok(c, m->sql, what))) goto out;
+        char ver[16];
+        snprintf(ver, sizeof ver, "%d", m->version);
+        const char *params[2] = {ver, m->what};
+        r = PQexecParams(c, "INSERT INTO event_store_migrations (version, description) VALUES ($1, $2)", 2, NULL,
+                         params, NULL, NULL, 0);
+        if (PQresultStatus(r) != PGRES_COMMAND_OK) {
+            rc = evs__pg_err(c, r, what);
+            goto out;
+        }
+        PQclear(r);
+        r = NULL;
+        if ((rc = exec_ok(c, "COMMIT", what))) goto out;
+        in_tx = 0;
+    }
+out:
+    PQclear(r);
+    if (in_tx) {
+        PGresult *rb = PQexec(c, "ROLLBACK");
+        PQclear(rb);
+    }
+    if (locked) {
+        /* keep the first error's message: the unlock's result is not reported */
+        PGresult *u = PQexec(c, "SELECT pg_advisory_unlock(" EVS_PG_MIGRATE_LOCK ")");
+        PQclear(u);
+    }
+    return rc;
+}

@@ -1,0 +1,720 @@
+/*
+ * pg.c — the PostgreSQL storage engine: connections, appends, the head and
+ * evs_wait_for.  Readers are in pg_read.c, the schema in migrate.c.
+ *
+ * Connections: a pool of up to EVS_PG_POOL_MAX libpq connections, each
+ * used by one thread at a time; a connection that breaks is dropped and
+ * the next call connects afresh, so a restarted database costs the calls
+ * in flight an EVS_EIO and nothing more.
+ *
+ * Appends: one call of the SQL function evs_append (migrate.c) with every
+ * event of the append as arrays in binary format: atomic, one round trip.
+ * Appends that arrive while another runs queue up and go together in the
+ * next transaction (group commit, run_batch): evs_append serialises
+ * appenders on the head row until commit, so without it concurrent
+ * appenders would each wait for the others' WAL flushes in turn.  An append whose connection breaks
+ * before the answer arrives has an unknown outcome (EVS_EIO says so); the
+ * caller retries it with the same event ids and gets the original result
+ * if it had committed (the idempotent path), so nothing is stored twice.
+ *
+ * The head and evs_wait_for: a listener thread holds one more connection,
+ * LISTENs on EVS_PG_CHANNEL and raises the head with each notification
+ * (evs_append notifies the new head at commit, in commit order), so a
+ * waiter in any process sees the events of every process.  After a
+ * reconnect it LISTENs again and then reads the head row, so nothing
+ * committed while it was away is missed.
+ */
+#include <errno.h>
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "pg/pg.h"
+#include "pg/pg_internal.h"
+
+/* ------------------------------------------------------------- buffers */
+
+static void reserve(evs_pgbuf *b, size_t n) {
+    if (b->oom || b->len + n <= b->cap) return;
+    size_t cap = b->cap ? b->cap : 256;
+    while (cap < b->len + n) cap *= 2;
+    char *p = realloc(b->p, cap);
+    if (!p) {
+        b->oom = 1;
+        return;
+    }
+    b->p = p;
+    b->cap = cap;
+}
+
+void evs__pgbuf_put(evs_pgbuf *b, const void *p, size_t n) {
+    reserve(b, n);
+    if (b->oom) return;
+    if (n) memcpy(b->p + b->len, p, n);
+    b->len += n;
+}
+
+void evs__pgbuf_be32(evs_pgbuf *b, uint32_t v) {
+    unsigned char u[4] = {(unsigned char)(v >> 24), (unsigned char)(v >> 16), (unsigned char)(v >> 8), (unsigned char)v};
+    evs__pgbuf_put(b, u, 4);
+}
+
+void evs__pgbuf_be64(evs_pgbuf *b, uint64_t v) {
+    evs__pgbuf_be32(b, (uint32_t)(v >> 32));
+    evs__pgbuf_be32(b, (uint32_t)v);
+}
+
+void evs__pg_array_begin(evs_pgbuf *b, uint32_t elem_oid, size_t n) {
+    evs__pgbuf_be32(b, 1);          /* dimensions */
+    evs__pgbuf_be32(b, 0);          /* flags (the server finds NULLs itself) */
+    evs__pgbuf_be32(b, elem_oid);
+    evs__pgbuf_be32(b, (uint32_t)n); /* length of the dimension */
+    evs__pgbuf_be32(b, 1);          /* its lower bound */
+}
+
+void evs__pg_array_elem(evs_pgbuf *b, const void *p, size_t n) {
+    if (!p) {
+        evs__pgbuf_be32(b, UINT32_MAX); /* -1: NULL */
+        return;
+    }
+    evs__pgbuf_be32(b, (uint32_t)n);
+    evs__pgbuf_put(b, p, n);
+}
+
+/* ------------------------------------------------------------- errors */
+
+int evs__pg_err(PGconn *c, const PGresult *r, const char *what) {
+    const char *m = r ? PQresultErrorMessage(r) : NULL;
+    if (!m || !*m) m = c ? PQerrorMessage(c) : "no connection";
+    size_t n = strlen(m);
+    while (n && (m[n - 1] == '\n' || m[n - 1] == ' ')) n--;
+    return evs__err(EVS_EIO, "%s: %.*s", what, (int)n, m);
+}
+
+/* ------------------------------------------------------------- the pool */
+
+/* libpq prints the server's notices on stderr by default ("terminating connection due to
+   administrator command" at a restart): a library keeps quiet, the failed call says what happened */
+static void quiet(void *arg, const char *message) {
+    (void)arg, (void)message;
+}
+
+static int connect_one(evs_pg *pg, PGconn **out) {
+    *out = NULL;
+    PGconn *c = PQconnectdb(pg->url);
+    if (!c) return evs__err(EVS_ENOMEM, "postgresql: out of memory connecting");
+    if (PQstatus(c) != CONNECTION_OK) {
+        char masked[512];
+        evs__engine_mask_url(pg->url, masked, sizeof masked);
+        const char *m = PQerrorMessage(c);
+        size_t n = strlen(m);
+        while (n && (m[n - 1] == '\n' || m[n - 1] == ' ')) n--;
+        int rc = evs__err(EVS_EIO, "postgresql: cannot connect to %s: %.*s", masked, (int)n, m);
+        PQfinish(c);
+        return rc;
+    }
+    PQsetNoticeProcessor(c, quiet, NULL);
+    *out = c;
+    return EVS_OK;
+}
+
+int evs__pg_get(evs_pg *pg, PGconn **out) {
+    *out = NULL;
+    pthread_mutex_lock(&pg->mu);
+    while (!pg->nidle && pg->total >= EVS_PG_POOL_MAX && !pg->closing) pthread_cond_wait(&pg->pool_cv, &pg->mu);
+    if (pg->closing) {
+        pthread_mutex_unlock(&pg->mu);
+        return evs__err(EVS_ECLOSED, "postgresql: the store is closing");
+    }
+    while (pg->nidle) {
+        PGconn *c = pg->idle[--pg->nidle];
+        /* a connection the server closed while it was idle (a restart) has the goodbye waiting to be
+           read: reading it (without blocking) finds it dead before a query is lost on it */
+        if (PQconsumeInput(c) && PQstatus(c) == CONNECTION_OK) {
+            *out = c;
+            pthread_mutex_unlock(&pg->mu);
+            return EVS_OK;
+        }
+        pg->total--;
+        PQfinish(c);
+    }
+    pg->total++; /* a slot taken while connecting, outside the lock */
+    pthread_mutex_unlock(&pg->mu);
+    int rc = connect_one(pg, out);
+    if (rc) {
+        pthread_mutex_lock(&pg->mu);
+        pg->total--;
+        pthread_cond_signal(&pg->pool_cv);
+        pthread_mutex_unlock(&pg->mu);
+    }
+    return rc;
+}
+
+void evs__pg_put(evs_pg *pg, PGconn *c) {
+    if (!c) return;
+    int broken = PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE;
+    pthread_mutex_lock(&pg->mu);
+    if (broken || pg->nidle >= EVS_PG_POOL_MAX) {
+        /* one broken connection says the server went away (a restart): the idle ones went with it */
+        PGconn *gone[EVS_PG_POOL_MAX];
+        size_t ngone = 0;
+        if (broken && PQstatus(c) != CONNECTION_OK)
+            while (pg->nidle) gone[ngone++] = pg->idle[--pg->nidle];
+        pg->total -= 1 + ngone;
+        pthread_mutex_unlock(&pg->mu);
+        PQfinish(c);
+        for (size_t i = 0; i < ngone; i++) PQfinish(gone[i]);
+        pthread_mutex_lock(&pg->mu);
+    } else {
+        pg->idle[pg->nidle++] = c;
+    }
+    pthread_cond_signal(&pg->pool_cv);
+    pthread_mutex_unlock(&pg->mu);
+}
+
+/*
+ * A query that changes nothing (a read): on a connection that turns out to
+ * be broken (the server restarted since it was last used) it runs once more
+ * on a fresh one, since running it twice is harmless.  Ownership: *out is
+ * the caller's (PQclear) on success; on failure nothing is left.
+ */
+int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const char *const *vals, const int *lens,
+                  const int *fmts, int result_format, const char *what, PGresult **out) {
+    *out = NULL;
+    int rc = EVS_OK;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        PGconn *c;
+        if ((rc = evs__pg_get(pg, &c))) return rc;
+        PGresult *r = PQexecParams(c, sql, n, types, vals, lens, fmts, result_format);
+        if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+            evs__pg_put(pg, c);
+            *out = r;
+            return EVS_OK;
+        }
+        rc = evs__pg_err(c, r, what);
+        int broken = PQstatus(c) != CONNECTION_OK;
+        PQclear(r);
+        evs__pg_put(pg, c);
+        if (!broken) break;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------- the head */
+
+void evs__pg_note_head(evs_pg *pg, uint64_t h) {
+    uint64_t cur = atomic_load(&pg->head);
+    while (cur < h && !atomic_compare_exchange_weak(&pg->head, &cur, h)) {
+    }
+    if (cur < h) {
+        pthread_mutex_lock(&pg->mu);
+        pthread_cond_broadcast(&pg->head_cv);
+        pthread_mutex_unlock(&pg->mu);
+    }
+}
+
+static int read_head(PGconn *c, uint64_t *h) {
+    PGresult *r = PQexec(c, "SELECT global_position FROM event_store_head WHERE id = 1");
+    int rc = EVS_OK;
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) rc = evs__pg_err(c, r, "postgresql: read the head");
+    else *h = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    return rc;
+}
+
+/* Connect, LISTEN, then read the head: in that order nothing committed in between is missed. */
+static PGconn *listen_connect(evs_pg *pg) {
+    PGconn *c;
+    if (connect_one(pg, &c)) return NULL;
+    PGresult *r = PQexec(c, "LISTEN " EVS_PG_CHANNEL);
+    int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    uint64_t h;
+    if (!ok || read_head(c, &h)) {
+        PQfinish(c);
+        return NULL;
+    }
+    evs__pg_note_head(pg, h);
+    return c;
+}
+
+static void *listener_main(void *arg) {
+    evs_pg *pg = arg;
+    PGconn *c = NULL;
+    for (;;) {
+        pthread_mutex_lock(&pg->mu);
+        int closing = pg->closing;
+        pthread_mutex_unlock(&pg->mu);
+        if (closing) break;
+        if (!c && !(c = listen_connect(pg))) {
+            /* the database is away: try again shortly (close wakes us through the pipe) */
+            struct pollfd w = {pg->wake[0], POLLIN, 0};
+            poll(&w, 1, 250);
+            continue;
+        }
+        struct pollfd fds[2] = {{PQsocket(c), POLLIN, 0}, {pg->wake[0], POLLIN, 0}};
+        int n = poll(fds, 2, 1000);
+        if (n < 0 && errno != EINTR) break;
+        if (n <= 0 || !(fds[0].revents & (POLLIN | POLLERR | POLLHUP))) continue;
+        if (!PQconsumeInput(c) || PQstatus(c) != CONNECTION_OK) {
+            PQfinish(c);
+            c = NULL;
+            continue;
+        }
+        PGnotify *nt;
+        uint64_t top = 0;
+        while ((nt = PQnotifies(c))) {
+            uint64_t h = strtoull(nt->extra, NULL, 10);
+            if (h > top) top = h;
+            PQfreemem(nt);
+        }
+        if (top) evs__pg_note_head(pg, top);
+    }
+    if (c) PQfinish(c);
+    return NULL;
+}
+
+/* ------------------------------------------------------------- open, close */
+
+static int pg_close(void *e) {
+    evs_pg *pg = e;
+    if (!pg) return EVS_OK;
+    pthread_mutex_lock(&pg->mu);
+    pg->closing = 1;
+    pthread_cond_broadcast(&pg->head_cv);
+    pthread_cond_broadcast(&pg->pool_cv);
+    pthread_mutex_unlock(&pg->mu);
+    if (pg->listener_started) {
+        ssize_t w = write(pg->wake[1], "x", 1);
+        (void)w;
+        pthread_join(pg->listener, NULL);
+    }
+    for (size_t i = 0; i < pg->nidle; i++) PQfinish(pg->idle[i]);
+    if (pg->wake[0] >= 0) close(pg->wake[0]);
+    if (pg->wake[1] >= 0) close(pg->wake[1]);
+    pthread_cond_destroy(&pg->head_cv);
+    pthread_cond_destroy(&pg->pool_cv);
+    pthread_cond_destroy(&pg->done_cv);
+    pthread_cond_destroy(&pg->gather_cv);
+    pthread_mutex_destroy(&pg->mu);
+    free(pg->url);
+    free(pg);
+    return EVS_OK;
+}
+
+static int pg_open(const char *url, const evs__engine_settings *set, void **out) {
+    int rc;
+    *out = NULL;
+    evs_pg *pg = calloc(1, sizeof *pg);
+    if (!pg) return evs__err(EVS_ENOMEM, "postgresql: out of memory");
+    pg->wake[0] = pg->wake[1] = -1;
+    pthread_mutex_init(&pg->mu, NULL);
+    pthread_cond_init(&pg->pool_cv, NULL);
+    pthread_condattr_t ga;
+    pthread_condattr_init(&ga);
+    pthread_condattr_setclock(&ga, CLOCK_MONOTONIC);
+    pthread_cond_init(&pg->done_cv, NULL);
+    pthread_cond_init(&pg->gather_cv, &ga);
+    pthread_condattr_destroy(&ga);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&pg->head_cv, &ca);
+    pthread_condattr_destroy(&ca);
+    pg->set = *set;
+    if (!(pg->url = strdup(url))) {
+        rc = evs__err(EVS_ENOMEM, "postgresql: out of memory");
+        goto fail;
+    }
+    if (pipe(pg->wake) != 0) {
+        rc = evs__err_errno(-errno, "postgresql: pipe");
+        goto fail;
+    }
+    PGconn *c;
+    if ((rc = evs__pg_get(pg, &c))) goto fail;
+    /* a read-only open creates nothing: the schema must be there */
+    if (!(set->flags & EVS_OPEN_READONLY)) rc = evs__pg_migrate(c);
+    uint64_t h = 0;
+    if (!rc) rc = read_head(c, &h);
+    if (rc && (set->flags & EVS_OPEN_READONLY))
+        rc = evs__err(EVS_ENOTFOUND, "postgresql: no evstore schema in this database (open it once without read-only)");
+    evs__pg_put(pg, c);
+    if (rc) goto fail;
+    atomic_store(&pg->head, h);
+    if (pthread_create(&pg->listener, NULL, listener_main, pg) != 0) {
+        rc = evs__err(EVS_ENOMEM, "postgresql: cannot start the listener thread");
+        goto fail;
+    }
+    pg->listener_started = 1;
+    *out = pg;
+    return EVS_OK;
+fail:;
+    char msg[1024];
+    snprintf(msg, sizeof msg, "%s", evs_errmsg());
+    pg_close(pg);
+    return evs__err(rc, "%s", msg);
+}
+
+/* ------------------------------------------------------------- append */
+
+static const char APPEND_SQL[] =
+    "SELECT status, first_stream_position, first_global_position, recorded_at, actual, detail "
+    "FROM evs_append($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/* One append on its way: its parameters in binary format, then its outcome. */
+typedef struct pg_req {
+    const evs__engine_append *a;
+    evs_append_result *res;
+    evs_pgbuf b[10];
+    char stream[EVS_MAX_STREAM_NAME + 1], expected[24];
+    const char *vals[12];
+    int lens[12], fmts[12];
+    int rc;
+    char msg[512];          /* the message of rc, written by whichever thread ran it */
+    int done;
+    struct pg_req *next;
+} pg_req;
+
+static const Oid APPEND_TYPES[12] = {EVS_PG_TEXT, EVS_PG_INT8, 2951, 1009, 1009, 1007, 1001, 1001, 1009, 2951, 2951, 1185};
+
+static int req_encode(pg_req *q) {
+    const evs__engine_append *a = q->a;
+    size_t n = a->n;
+    static const uint32_t oids[10] = {EVS_PG_UUID, EVS_PG_TEXT,  EVS_PG_TEXT, EVS_PG_INT4, EVS_PG_BYTEA,
+                                      EVS_PG_BYTEA, EVS_PG_TEXT, EVS_PG_UUID, EVS_PG_UUID, EVS_PG_TIMESTAMPTZ};
+    for (int k = 0; k < 10; k++) evs__pg_array_begin(&q->b[k], oids[k], n);
+    for (size_t i = 0; i < n; i++) {
+        const evs_event_in *ev = &a->ev[i];
+        unsigned char v4[4], ts[8];
+        uint32_t ver = ev->event_version;
+        int64_t us = ev->occurred_at / 1000 - EVS_PG_EPOCH_US;
+        for (int k = 0; k < 4; k++) v4[k] = (unsigned char)(ver >> (24 - 8 * k));
+        for (int k = 0; k < 8; k++) ts[k] = (unsigned char)((uint64_t)us >> (56 - 8 * k));
+        evs__pg_array_elem(&q->b[0], a->ids[i].b, 16);
+        evs__pg_array_elem(&q->b[1], a->stypes[i], strlen(a->stypes[i]));
+        evs__pg_array_elem(&q->b[2], ev->event_type, strlen(ev->event_type));
+        evs__pg_array_elem(&q->b[3], v4, 4);
+        evs__pg_array_elem(&q->b[4], ev->data_len ? ev->data : "", ev->data_len);
+        evs__pg_array_elem(&q->b[5], ev->metadata_len ? ev->metadata : "", ev->metadata_len);
+        evs__pg_array_elem(&q->b[6], a->tags[i], a->tags[i] ? strlen(a->tags[i]) : 0);
+        evs__pg_array_elem(&q->b[7], ev->causation_id ? ev->causation_id->b : NULL, 16);
+        evs__pg_array_elem(&q->b[8], ev->correlation_id ? ev->correlation_id->b : NULL, 16);
+        evs__pg_array_elem(&q->b[9], ts, 8);
+    }
+    for (int k = 0; k < 10; k++)
+        if (q->b[k].oom) return evs__err(EVS_ENOMEM, "postgresql: out of memory encoding %zu events", n);
+    snprintf(q->stream, sizeof q->stream, "%.*s", (int)a->stream_len, a->stream);
+    snprintf(q->expected, sizeof q->expected, "%lld", (long long)a->expected);
+    q->vals[0] = q->stream;
+    q->vals[1] = q->expected;
+    for (int k = 0; k < 10; k++) {
+        q->vals[k + 2] = q->b[k].p;
+        q->lens[k + 2] = (int)q->b[k].len;
+        q->fmts[k + 2] = 1;
+    }
+    return EVS_OK;
+}
+
+static void req_set(pg_req *q, int rc) {
+    q->rc = rc;
+    if (rc) snprintf(q->msg, sizeof q->msg, "%s", evs_errmsg());
+}
+
+static PGresult *req_exec(PGconn *c, pg_req *q) {
+    return PQexecParams(c, APPEND_SQL, 12, APPEND_TYPES, q->vals, q->lens, q->fmts, 1);
+}
+
+static int result_ok(const PGresult *r) {
+    return PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 6;
+}
+
+/* What evs_append answered for q (committed). */
+static void req_outcome(evs_pg *pg, pg_req *q, const PGresult *r) {
+    const evs__engine_append *a = q->a;
+    evs_append_result *res = q->res;
+    uint32_t status = evs__pg_be32(PQgetvalue(r, 0, 0));
+    uint64_t actual = evs__pg_be64(PQgetvalue(r, 0, 4));
+    if (status == 0 || status == 1) {
+        res->first_stream_position = evs__pg_be64(PQgetvalue(r, 0, 1));
+        res->last_stream_position = res->first_stream_position + a->n - 1;
+        res->first_global_position = evs__pg_be64(PQgetvalue(r, 0, 2));
+        res->last_global_position = res->first_global_position + a->n - 1;
+        res->recorded_at = evs__pg_ts_ns(PQgetvalue(r, 0, 3));
+        res->idempotent = status == 1;
+        if (status == 0) {
+            evs__pg_note_head(pg, res->last_global_position);
+            atomic_fetch_add(&pg->st_appends, 1);
+            atomic_fetch_add(&pg->st_events, a->n);
+        }
+        req_set(q, EVS_OK);
+    } else if (status == 2) {
+        char exp[32];
+        if (a->expected == EVS_EXPECT_ANY) snprintf(exp, sizeof exp, "any");
+        else if (a->expected == EVS_EXPECT_EXISTS) snprintf(exp, sizeof exp, "exists");
+        else snprintf(exp, sizeof exp, "%lld", (long long)a->expected);
+        res->actual_version = actual;
+        req_set(q, evs__err(EVS_ECONFLICT, "Concurrency conflict: expected version %s, actual version %llu", exp,
+                            (unsigned long long)actual));
+    } else {
+        req_set(q, evs__err(EVS_EDUPLICATE, "%s", PQgetvalue(r, 0, 5)));
+    }
+}
+
+static int exec_failed(PGconn *c, const PGresult *r, const char *what) {
+    int rc = evs__pg_err(c, r, what);
+    if (PQstatus(c) != CONNECTION_OK) {
+        char msg[512]; /* a copy: the message is the buffer evs__err writes */
+        snprintf(msg, sizeof msg, "%s", evs_errmsg());
+        evs__err(rc, "%s (the connection broke: the append may or may not have been stored; retry it with the "
+                     "same event ids, a stored append then answers idempotently)", msg);
+    }
+    return rc;
+}
+
+/* One append in a transaction of its own. */
+static void run_one(evs_pg *pg, PGconn *c, pg_req *q) {
+    PGresult *r = req_exec(c, q);
+    if (result_ok(r)) req_outcome(pg, q, r);
+    else req_set(q, exec_failed(c, r, "postgresql: append"));
+    PQclear(r);
+}
+
+/*
+ * Group commit: the appends that queued while the last transaction ran go
+ * in one transaction, one commit (one WAL flush) for all.  Each keeps its
+ * own outcome: evs_append answers conflicts and duplicates with a status,
+ * never an error, so one append's conflict leaves the others to commit.
+ * An error that aborts the transaction (none is expected) sends every
+ * append of the batch through on its own instead, so it fails alone.
+ */
+static void run_batch(evs_pg *pg, pg_req *list, size_t n) {
+    PGconn *c;
+    atomic_fetch_add(&pg->st_batches, 1);
+    int rc = evs__pg_get(pg, &c);
+    if (rc) {
+        for (pg_req *q = list; q; q = q->next) req_set(q, rc);
+        return;
+    }
+    if (n == 1) {
+        run_one(pg, c, list);
+        evs__pg_put(pg, c);
+        return;
+    }
+    /* pipelined: BEGIN, the appends and COMMIT leave in one write and come back in one read */
+    PGresult *rs[EVS_PG_BATCH_MAX];
+    size_t got = 0;
+    int ok = PQenterPipelineMode(c) && PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+    for (pg_req *q = list; q && ok; q = q->next)
+        ok = PQsendQueryParams(c, APPEND_SQL, 12, APPEND_TYPES, q->vals, q->lens, q->fmts, 1);
+    ok = ok && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(c);
+    int begun = 0, committed = 0;
+    /* one result then NULL per query, then the sync's */
+    for (size_t k = 0; ok && k < n + 2; k++) {
+        PGresult *r = PQgetResult(c);
+        if (!r) {
+            ok = 0;
+            break;
+        }
+        if (k == 0) begun = PQresultStatus(r) == PGRES_COMMAND_OK;
+        else if (k == n + 1) committed = PQresultStatus(r) == PGRES_COMMAND_OK;
+        else if (result_ok(r)) rs[got++] = r, r = NULL;
+        if (r && k > 0 && k <= n && !result_ok(r)) exec_failed(c, r, "postgresql: append");
+        if (r && k == n + 1 && !committed) exec_failed(c, r, "postgresql: commit");
+        PQclear(r);
+        PGresult *end = PQgetResult(c); /* the NULL that ends this query's results */
+        PQclear(end);
+    }
+    if (ok) {
+        PGresult *sync = PQgetResult(c); /* PGRES_PIPELINE_SYNC */
+        ok = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
+        PQclear(sync);
+    }
+    if (!ok && PQstatus(c) == CONNECTION_OK) {
+        /* drain what is left of the pipeline, up to its sync */
+        PGresult *r;
+        for (int spins = 0; spins < 4 * EVS_PG_BATCH_MAX; spins++) {
+            r = PQgetResult(c);
+            if (r && PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+                PQclear(r);
+                break;
+            }
+            PQclear(r);
+        }
+    }
+    if (PQstatus(c) == CONNECTION_OK) PQexitPipelineMode(c);
+    if (ok && begun && committed && got == n) {
+        size_t i = 0;
+        for (pg_req *q = list; q; q = q->next) req_outcome(pg, q, rs[i++]);
+    } else if (committed || PQstatus(c) != CONNECTION_OK) {
+        /* committed with an append missing (cannot happen: an error aborts the rest), or the
+           connection broke with the outcome unknown: every append of the batch says so */
+        const char *pm = PQerrorMessage(c);
+        size_t pn = strlen(pm);
+        while (pn && (pm[pn - 1] == '\n' || pm[pn - 1] == ' ')) pn--;
+        for (pg_req *q = list; q; q = q->next)
+            req_set(q, evs__err(EVS_EIO, "postgresql: append: %.*s; the append may or may not have been stored: "
+                                         "retry it with the same event ids (a stored append then answers idempotently)",
+                                (int)(committed ? 38 : pn), committed ? "a group commit lost an append's answer" : pm));
+    } else {
+        /* nothing was committed: each append again on its own, so one that fails fails alone */
+        PGresult *rb = PQexec(c, "ROLLBACK");
+        PQclear(rb);
+        for (pg_req *q = list; q; q = q->next) run_one(pg, c, q);
+    }
+    for (size_t i = 0; i < got; i++) PQclear(rs[i]);
+    evs__pg_put(pg, c);
+}
+
+static int pg_append(void *e, const evs__engine_append *a, evs_append_result *res) {
+    evs_pg *pg = e;
+    pg_req q;
+    memset(&q, 0, sizeof q);
+    q.a = a;
+    q.res = res;
+    int rc = req_encode(&q);
+    if (rc) goto out;
+    pthread_mutex_lock(&pg->mu);
+    if (pg->q_tail) pg->q_tail->next = &q;
+    else pg->q_head = &q;
+    pg->q_tail = &q;
+    pg->q_len++;
+    pthread_cond_signal(&pg->gather_cv);
+    while (!q.done) {
+        if (pg->leading || !pg->q_head) {
+            pthread_cond_wait(&pg->done_cv, &pg->mu);
+            continue;
+        }
+        /* lead one batch.  First wait a little (at most EVS_PG_GATHER_US) for as many appends as the
+           last batch carried: the appenders it answered are on their way back, and a batch that
+           leaves without them makes the next one small, alternating big and small commits */
+        pg->leading = 1;
+        if (pg->last_batch > 1 && pg->q_len < pg->last_batch) {
+            struct timespec dl;
+            clock_gettime(CLOCK_MONOTONIC, &dl);
+            dl.tv_nsec += EVS_PG_GATHER_US * 1000L;
+            if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
+            while (pg->q_len < pg->last_batch && !pg->closing &&
+                   pthread_cond_timedwait(&pg->gather_cv, &pg->mu, &dl) != ETIMEDOUT) {
+            }
+        }
+        pg_req *batch = pg->q_head, *last = batch;
+        size_t n = 1;
+        while (last->next && n < EVS_PG_BATCH_MAX) last = last->next, n++;
+        pg->q_head = last->next;
+        if (!pg->q_head) pg->q_tail = NULL;
+        last->next = NULL;
+        pg->q_len -= n;
+        pg->last_batch = n;
+        pthread_mutex_unlock(&pg->mu);
+        run_batch(pg, batch, n);
+        pthread_mutex_lock(&pg->mu);
+        for (pg_req *b = batch, *nx; b; b = nx) {
+            nx = b->next;
+            b->done = 1;
+        }
+        pg->leading = 0; /* whoever waits and finds work queued leads next */
+        pthread_cond_broadcast(&pg->done_cv);
+    }
+    pthread_mutex_unlock(&pg->mu);
+    rc = q.rc;
+    if (rc) evs__err(rc, "%s", q.msg);
+out:
+    for (int k = 0; k < 10; k++) free(q.b[k].p);
+    return rc;
+}
+
+/* ------------------------------------------------------------- head, wait, stats */
+
+static uint64_t pg_head(void *e) { return atomic_load(&((evs_pg *)e)->head); }
+
+static int pg_wait_for(void *e, uint64_t position, int timeout_ms, uint64_t *head) {
+    evs_pg *pg = e;
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    if (timeout_ms >= 0) {
+        dl.tv_sec += timeout_ms / 1000;
+        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+        if (dl.tv_nsec >= 1000000000) dl.tv_sec++, dl.tv_nsec -= 1000000000;
+    }
+    int rc = EVS_OK;
+    pthread_mutex_lock(&pg->mu);
+    while (atomic_load(&pg->head) < position) {
+        if (pg->closing) {
+            rc = EVS_ECLOSED;
+            break;
+        }
+        if (timeout_ms < 0) pthread_cond_wait(&pg->head_cv, &pg->mu);
+        else if (pthread_cond_timedwait(&pg->head_cv, &pg->mu, &dl) == ETIMEDOUT && atomic_load(&pg->head) < position) {
+            rc = EVS_ETIMEDOUT;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&pg->mu);
+    if (head) *head = atomic_load(&pg->head);
+    if (rc == EVS_ECLOSED) return evs__err(rc, "wait: the store is closing");
+    if (rc == EVS_ETIMEDOUT) return evs__err(rc, "wait: timed out before position %llu", (unsigned long long)position);
+    return EVS_OK;
+}
+
+static int pg_stats(void *e, evs_store_stats *out) {
+    evs_pg *pg = e;
+    PGconn *c;
+    int rc = evs__pg_get(pg, &c);
+    if (rc) return rc;
+    PGresult *r = PQexec(c, "SELECT (SELECT count(*) FROM event_streams), pg_total_relation_size('event_store')");
+    if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+        rc = evs__pg_err(c, r, "postgresql: stats");
+    } else {
+        out->streams = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+        out->log_bytes = strtoull(PQgetvalue(r, 0, 1), NULL, 10);
+    }
+    PQclear(r);
+    evs__pg_put(pg, c);
+    out->head = atomic_load(&pg->head);
+    out->appends = atomic_load(&pg->st_appends);
+    out->events_written = atomic_load(&pg->st_events);
+    out->batches = atomic_load(&pg->st_batches);
+    return rc;
+}
+
+static int pg_event_position(void *e, const evs_uuid *id, uint64_t *gpos) {
+    evs_pg *pg = e;
+    char b[37];
+    evs_uuid_format(id, b);
+    const char *vals[1] = {b};
+    PGconn *c;
+    int rc = evs__pg_get(pg, &c);
+    if (rc) return rc;
+    PGresult *r = PQexecParams(c, "SELECT global_position FROM event_store WHERE event_id = $1::uuid", 1, NULL, vals,
+                               NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) rc = evs__pg_err(c, r, "postgresql: find an event id");
+    else if (PQntuples(r) == 0) rc = evs__err(EVS_ENOTFOUND, "event %s not found", b);
+    else *gpos = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    evs__pg_put(pg, c);
+    return rc;
+}
+
+static const evs_engine PG_ENGINE = {
+    .name = "postgresql",
+    .open = pg_open,
+    .close = pg_close,
+    .append = pg_append,
+    .read_stream = evs__pg_read_stream,
+    .read_all = evs__pg_read_all,
+    .reader_next = evs__pg_reader_next,
+    .reader_position = evs__pg_reader_position,
+    .reader_close = evs__pg_reader_close,
+    .stream_info = evs__pg_stream_info,
+    .list_streams = evs__pg_list_streams,
+    .head = pg_head,
+    .wait_for = pg_wait_for,
+    .stats = pg_stats,
+    .event_position = pg_event_position,
+};
+
+const evs_engine *evs__pg_engine(void) { return &PG_ENGINE; }

@@ -1,0 +1,119 @@
+/*
+ * pg_internal.h — shared by the PostgreSQL engine's files (src/pg): the
+ * engine handle with its connection pool, the listener that turns NOTIFY
+ * into evs_wait_for wake-ups, and small helpers for libpq's binary format.
+ * Not part of the public API.
+ */
+#ifndef EVS_PG_INTERNAL_H
+#define EVS_PG_INTERNAL_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+#include "evstore.h"
+#include "store/engine.h"
+
+/* Connections kept per engine: appenders beyond this wait for one to come back. */
+#define EVS_PG_POOL_MAX 32
+/* Appends one group commit carries at most. */
+#define EVS_PG_BATCH_MAX 256
+/* How long a batch's leader waits for the appenders of the last batch to come back. */
+#define EVS_PG_GATHER_US 1000
+/* The channel evs_append() notifies with the new head (decimal text). */
+#define EVS_PG_CHANNEL "evs_events"
+
+typedef struct evs_pg {
+    char *url;
+    evs__engine_settings set;
+    pthread_mutex_t mu;
+    pthread_cond_t pool_cv;      /* a connection came back */
+    PGconn *idle[EVS_PG_POOL_MAX];
+    size_t nidle, total;
+    /* the head: the last global position known committed (all below it are visible) */
+    _Atomic uint64_t head;
+    pthread_cond_t head_cv;      /* broadcast when head grows, under mu */
+    int closing;
+    /* group commit (pg.c): appenders queue; one at a time leads a batch */
+    struct pg_req *q_head, *q_tail;
+    int leading;
+    pthread_cond_t done_cv;       /* a batch finished, under mu */
+    pthread_cond_t gather_cv;     /* an append queued, under mu */
+    size_t q_len, last_batch;     /* queued now; size of the last batch */
+    _Atomic uint64_t st_appends, st_events, st_batches; /* since open (evs_store_get_stats) */
+    pthread_t listener;
+    int listener_started;
+    int wake[2];                 /* a pipe: close wakes the listener's poll */
+} evs_pg;
+
+/* Take a connection from the pool (connecting if none is idle). */
+int evs__pg_get(evs_pg *pg, PGconn **out);
+/* Return it; a broken connection (bad status, or an error in flight) is closed instead. */
+void evs__pg_put(evs_pg *pg, PGconn *c);
+/* Run a read-only query (PQexecParams' arguments), once more on a fresh connection when the first
+   turns out broken.  Ownership: *out (PQclear) on success. */
+int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const char *const *vals, const int *lens,
+                  const int *fmts, int result_format, const char *what, PGresult **out);
+/* Raise the known head to h and wake waiters. */
+void evs__pg_note_head(evs_pg *pg, uint64_t h);
+/* An error from a failed query: EVS_EIO with libpq's message, prefixed with what. */
+int evs__pg_err(PGconn *c, const PGresult *r, const char *what);
+
+/* Create or upgrade the schema (migrate.c), under an advisory lock. */
+int evs__pg_migrate(PGconn *c);
+
+/* Readers (pg_read.c). */
+int evs__pg_read_stream(void *e, const char *stream, uint64_t from, int direction, size_t limit, void **out);
+int evs__pg_read_all(void *e, uint64_t from, int direction, const evs_filter *f, size_t limit, void **out);
+int evs__pg_reader_next(void *r, const evs_event **ev);
+uint64_t evs__pg_reader_position(const void *r);
+void evs__pg_reader_close(void *r);
+int evs__pg_stream_info(void *e, const char *stream, evs_stream_info *out);
+int evs__pg_list_streams(void *e, const char *prefix, const char *after, evs_stream_info *out, size_t max,
+                         size_t *count);
+
+/*
+ * A parameter in PostgreSQL's binary format, built in memory: one-
+ * dimensional arrays (uuid[], text[], bytea[] ...) carry all the events of
+ * an append in one call.  An allocation failure is remembered (oom) and
+ * reported once at the end.  Ownership: free(b->p).
+ */
+typedef struct evs_pgbuf {
+    char *p;
+    size_t len, cap;
+    int oom;
+} evs_pgbuf;
+
+/* Element type OIDs (pg_type.h's, stable across versions). */
+#define EVS_PG_INT4 23u
+#define EVS_PG_INT8 20u
+#define EVS_PG_TEXT 25u
+#define EVS_PG_BYTEA 17u
+#define EVS_PG_UUID 2950u
+#define EVS_PG_TIMESTAMPTZ 1184u
+#define EVS_PG_TEXT_ARRAY 1009u
+
+void evs__pgbuf_be32(evs_pgbuf *b, uint32_t v);
+void evs__pgbuf_be64(evs_pgbuf *b, uint64_t v);
+void evs__pgbuf_put(evs_pgbuf *b, const void *p, size_t n);
+/* The header of a one-dimensional array of n elements of type elem_oid. */
+void evs__pg_array_begin(evs_pgbuf *b, uint32_t elem_oid, size_t n);
+/* One element (p == NULL: SQL NULL). */
+void evs__pg_array_elem(evs_pgbuf *b, const void *p, size_t n);
+
+/* PostgreSQL's binary format: big-endian integers; timestamps are µs since 2000-01-01. */
+#define EVS_PG_EPOCH_US 946684800000000LL
+static inline uint64_t evs__pg_be64(const char *p) {
+    const unsigned char *u = (const unsigned char *)p;
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = (v << 8) | u[i];
+    return v;
+}
+static inline uint32_t evs__pg_be32(const char *p) {
+    const unsigned char *u = (const unsigned char *)p;
+    return (uint32_t)u[0] << 24 | (uint32_t)u[1] << 16 | (uint32_t)u[2] << 8 | u[3];
+}
+static inline int64_t evs__pg_ts_ns(const char *p) { return ((int64_t)evs__pg_be64(p) + EVS_PG_EPOCH_US) * 1000; }
+
+#endif

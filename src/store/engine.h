@@ -1,0 +1,96 @@
+/*
+ * engine.h — the storage-engine boundary: the table of operations through
+ * which the store's public functions reach an engine other than the
+ * embedded one (the log and LMDB index of src/log and src/index).
+ *
+ * evs_store_open picks the engine from what it is given: a directory opens
+ * the embedded engine, whose code stays where it is (store.c, read.c) and
+ * runs when s->engine is NULL; a "postgresql://" or "postgres://" URL opens
+ * the PostgreSQL engine (src/pg).  Every public store function starts with
+ * one dispatch line: when the store has an engine, the call goes to the
+ * table, otherwise on into the embedded code.  This is the same shape as
+ * the I/O table of src/io: callers never know which one they have.
+ *
+ * What an engine receives is already checked.  The store layer (engine.c)
+ * validates an append once for every non-embedded engine — names, JSON,
+ * limits, ids — applies the defaults (generated ids, stream type, event
+ * version, occurred_at) and renders tags as JSON, so an engine only stores
+ * and reads.  Operations an engine does not implement are NULL in its
+ * table; the store answers them with EVS_ENOTSUP naming the operation
+ * (evs__engine_unsupported).
+ *
+ * Thread rules: an engine's handle is used by any number of threads at
+ * once (the public store is thread-safe); an engine reader belongs to one
+ * thread at a time, as evs_reader does.
+ */
+#ifndef EVS_STORE_ENGINE_H
+#define EVS_STORE_ENGINE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "evstore.h"
+
+/* One append, validated and with defaults applied (engine.c). */
+typedef struct evs__engine_append {
+    const char *stream;
+    size_t stream_len;
+    int64_t expected;
+    size_t n;
+    const evs_event_in *ev;       /* n events: event_version >= 1, occurred_at set */
+    const evs_uuid *ids;          /* n ids, given or generated */
+    const char *const *stypes;    /* n stream types (NUL-terminated copies) */
+    const char *const *tags;      /* n tag arrays as JSON text, NULL when none */
+} evs__engine_append;
+
+/* Settings an engine honours, copied from the store handle at open. */
+typedef struct evs__engine_settings {
+    unsigned flags;               /* EVS_OPEN_* */
+    evs_durability durability;
+} evs__engine_settings;
+
+typedef struct evs_engine {
+    const char *name;             /* "postgresql": used in messages */
+    /* Connect to what url names, creating or upgrading what it needs.
+       Ownership: *out is the engine's handle, released with close. */
+    int (*open)(const char *url, const evs__engine_settings *set, void **out);
+    /* Release everything; the handle is gone whatever the result. */
+    int (*close)(void *e);
+    int (*append)(void *e, const evs__engine_append *a, evs_append_result *res);
+    /* Readers: *out is the engine's reader, released with reader_close. */
+    int (*read_stream)(void *e, const char *stream, uint64_t from, int direction, size_t limit, void **out);
+    int (*read_all)(void *e, uint64_t from, int direction, const evs_filter *f, size_t limit, void **out);
+    int (*reader_next)(void *r, const evs_event **ev);
+    uint64_t (*reader_position)(const void *r);
+    void (*reader_close)(void *r);
+    int (*stream_info)(void *e, const char *stream, evs_stream_info *out);
+    int (*list_streams)(void *e, const char *prefix, const char *after, evs_stream_info *out, size_t max,
+                        size_t *count);
+    uint64_t (*head)(void *e);
+    int (*wait_for)(void *e, uint64_t position, int timeout_ms, uint64_t *head);
+    int (*stats)(void *e, evs_store_stats *out);
+    int (*event_position)(void *e, const evs_uuid *id, uint64_t *gpos);
+} evs_engine;
+
+/* The engine that handles `where` (a URL scheme it knows), or NULL for a directory. */
+const evs_engine *evs__engine_for(const char *where);
+
+/*
+ * Check an append for a non-embedded engine and apply the defaults: the
+ * same rules, limits and messages as the embedded engine's.  lims: the
+ * store's limits {event bytes, events per append, append bytes, stream
+ * name}.  Ownership: on success *out (and what it points to) is the
+ * caller's, released with evs__engine_append_free; on failure nothing is
+ * left to free.
+ */
+int evs__engine_append_prepare(const uint64_t lims[4], const char *stream, int64_t expected,
+                               const evs_event_in *events, size_t n, evs__engine_append **out);
+void evs__engine_append_free(evs__engine_append *a);
+
+/* EVS_ENOTSUP: "<operation> is not supported by the <engine> storage engine yet". */
+int evs__engine_unsupported(const evs_engine *eng, const char *operation);
+
+/* The URL with its password replaced by "****", for logs and messages, into buf (cap bytes). */
+const char *evs__engine_mask_url(const char *url, char *buf, size_t cap);
+
+#endif

@@ -1,0 +1,432 @@
+/*
+ * test_conformance.c — the store's behaviour through the public API, the
+ * same on every storage engine: expected versions, atomic multi-event
+ * appends, byte-exact payloads, idempotent retries, reads of a stream and
+ * of $all in both directions across pages, filters, stream info and
+ * listing, evs_wait_for, bad input that stores nothing, and reopening.
+ * Run as `test_conformance` (embedded) and `test_conformance postgresql`
+ * (conformance.h); engine-specific expectations are marked where they are.
+ */
+#include <pthread.h>
+
+#include "conformance.h"
+#include "evstore_bus.h"
+#include "evstore_schema.h"
+
+static int append1(evs_store *s, const char *stream, int64_t exp, const char *type, const char *data,
+                   evs_append_result *res) {
+    evs_event_in e = tu_event(type, data);
+    return evs_append(s, stream, exp, &e, 1, res, NULL);
+}
+
+static void test_expected_versions(evs_store *s) {
+    evs_append_result r;
+    CHECK_RC(append1(s, "order-1", EVS_EXPECT_EXISTS, "A", "{}", &r), EVS_ECONFLICT);
+    CHECK_INT(r.actual_version, 0);
+    CHECK_STR(evs_errmsg(), "Concurrency conflict: expected version exists, actual version 0");
+    CHECK_RC(append1(s, "order-1", 3, "A", "{}", &r), EVS_ECONFLICT);
+    CHECK_STR(evs_errmsg(), "Concurrency conflict: expected version 3, actual version 0");
+    CHECK_RC(append1(s, "order-1", EVS_EXPECT_NO_STREAM, "OrderPlaced", "{\"n\":1}", &r), EVS_OK);
+    CHECK_INT(r.first_stream_position, 1);
+    CHECK_INT(r.last_stream_position, 1);
+    CHECK_INT(r.first_global_position, 1);
+    CHECK_INT(r.idempotent, 0);
+    CHECK(r.recorded_at > 0);
+    CHECK_RC(append1(s, "order-1", EVS_EXPECT_NO_STREAM, "A", "{}", &r), EVS_ECONFLICT);
+    CHECK_INT(r.actual_version, 1);
+    CHECK_STR(evs_errmsg(), "Concurrency conflict: expected version 0, actual version 1");
+    CHECK_RC(append1(s, "order-1", 1, "ItemAdded", "{}", &r), EVS_OK);
+    CHECK_INT(r.first_stream_position, 2);
+    CHECK_INT(r.first_global_position, 2);
+    CHECK_RC(append1(s, "order-1", 1, "A", "{}", &r), EVS_ECONFLICT);
+    CHECK_INT(r.actual_version, 2);
+    CHECK_RC(append1(s, "order-1", EVS_EXPECT_EXISTS, "ItemAdded", "{}", &r), EVS_OK);
+    CHECK_INT(r.first_stream_position, 3);
+    CHECK_RC(append1(s, "order-1", EVS_EXPECT_ANY, "ItemAdded", "{}", &r), EVS_OK);
+    CHECK_INT(r.first_stream_position, 4);
+    CHECK_RC(append1(s, "order-2", EVS_EXPECT_ANY, "OrderPlaced", "{}", &r), EVS_OK);
+    CHECK_INT(r.first_stream_position, 1);
+    CHECK_INT(r.first_global_position, 5);
+    CHECK_INT(evs_head(s), 5);
+    CHECK_RC(append1(s, "order-1", -7, "A", "{}", &r), EVS_EINVAL);
+    CHECK_INT(evs_head(s), 5);
+}
+
+/* Three events in one append: atomic, positions consecutive, every field back exactly as given. */
+static void test_atomic_and_verbatim(evs_store *s) {
+    const char *d1 = "{\"price\":1.50,\"big\":12345678901234567890,\"s\":\"\\u00e9\\n\",\"dup\":1,\"dup\":2}";
+    const char *m1 = "{ \"user\" : \"x\" }";
+    evs_uuid corr, caus, ids[3];
+    evs_uuid_v7(&corr);
+    evs_uuid_v7(&caus);
+    const char *tags[] = {"vip", "eu \"west\""};
+    evs_event_in ev[3] = {tu_event("ItemAdded", d1), tu_event("ItemAdded", "{}"), tu_event("Checked", "{\"a\":[1,2]}")};
+    ev[0].metadata = m1;
+    ev[0].metadata_len = strlen(m1);
+    ev[0].correlation_id = &corr;
+    ev[0].causation_id = &caus;
+    ev[0].tags = tags;
+    ev[0].ntags = 2;
+    ev[0].event_version = 3;
+    ev[0].occurred_at = 1700000000123456000LL; /* whole µs: PostgreSQL keeps µs (docs/postgresql.md) */
+    ev[2].stream_type = "Cart";
+    evs_append_result r;
+    CHECK_RC(evs_append(s, "cart-9", EVS_EXPECT_NO_STREAM, ev, 3, &r, ids), EVS_OK);
+    CHECK_INT(r.first_stream_position, 1);
+    CHECK_INT(r.last_stream_position, 3);
+    CHECK_INT(r.last_global_position - r.first_global_position, 2);
+    evs_reader *rd;
+    const evs_event *e;
+    CHECK_RC(evs_read_stream(s, "cart-9", 1, EVS_FORWARD, 0, &rd), EVS_OK);
+    CHECK_RC(evs_reader_next(rd, &e), EVS_OK);
+    CHECK_MEM(e->data, e->data_len, d1);
+    CHECK_MEM(e->metadata, e->metadata_len, m1);
+    CHECK_MEM(e->stream, e->stream_len, "cart-9");
+    CHECK_MEM(e->stream_type, e->stream_type_len, "cart");
+    CHECK_MEM(e->event_type, e->event_type_len, "ItemAdded");
+    CHECK_MEM(e->tags, e->tags_len, "[\"vip\",\"eu \\\"west\\\"\"]");
+    CHECK(!memcmp(&e->event_id, &ids[0], 16));
+    CHECK(e->has_correlation_id && !memcmp(&e->correlation_id, &corr, 16));
+    CHECK(e->has_causation_id && !memcmp(&e->causation_id, &caus, 16));
+    CHECK_INT(e->event_version, 3);
+    CHECK_INT(e->occurred_at, 1700000000123456000LL);
+    CHECK_INT(e->recorded_at, r.recorded_at);
+    CHECK_INT(e->global_position, r.first_global_position);
+    CHECK_RC(evs_reader_next(rd, &e), EVS_OK);
+    CHECK_MEM(e->metadata, e->metadata_len, "{}");
+    CHECK(e->tags == NULL && !e->has_correlation_id && !e->has_causation_id);
+    CHECK_INT(e->event_version, 1);
+    CHECK(e->occurred_at > 0);
+    CHECK_RC(evs_reader_next(rd, &e), EVS_OK);
+    CHECK_MEM(e->stream_type, e->stream_type_len, "Cart");
+    CHECK_INT(e->stream_position, 3);
+    CHECK_RC(evs_reader_next(rd, &e), EVS_DONE);
+    evs_reader_close(rd);
+    evs_stream_info info;
+    CHECK_RC(evs_stream_get_info(s, "cart-9", &info), EVS_OK);
+    CHECK_STR(info.name, "cart-9");
+    CHECK_STR(info.stream_type, "cart");
+    CHECK_INT(info.version, 3);
+    CHECK_INT(info.first_global_position, r.first_global_position);
+    CHECK_INT(info.last_global_position, r.last_global_position);
+    CHECK_RC(evs_stream_get_info(s, "cart-404", &info), EVS_ENOTFOUND);
+}
+
+static void test_idempotency(evs_store *s) {
+    evs_uuid id[2], other;
+    evs_uuid_v7(&id[0]);
+    evs_uuid_v7(&id[1]);
+    evs_uuid_v7(&other);
+    evs_event_in ev[2] = {tu_event("A", "{\"x\":1}"), tu_event("B", "{\"x\":2}")};
+    ev[0].event_id = &id[0];
+    ev[1].event_id = &id[1];
+    evs_append_result r1, r2;
+    CHECK_RC(evs_append(s, "idem-1", EVS_EXPECT_NO_STREAM, ev, 2, &r1, NULL), EVS_OK);
+    uint64_t head = evs_head(s);
+    /* the same append again: the original result, nothing written */
+    CHECK_RC(evs_append(s, "idem-1", EVS_EXPECT_NO_STREAM, ev, 2, &r2, NULL), EVS_OK);
+    CHECK_INT(r2.idempotent, 1);
+    CHECK_INT(r2.first_global_position, r1.first_global_position);
+    CHECK_INT(r2.last_stream_position, 2);
+    CHECK_INT(r2.recorded_at, r1.recorded_at);
+    CHECK_INT(evs_head(s), head);
+    /* any expected version that fits, too */
+    CHECK_RC(evs_append(s, "idem-1", EVS_EXPECT_ANY, ev, 2, &r2, NULL), EVS_OK);
+    CHECK_INT(r2.idempotent, 1);
+    /* same ids, other content */
+    evs_event_in changed[2] = {ev[0], ev[1]};
+    changed[1].data = "{\"x\":3}";
+    CHECK_RC(evs_append(s, "idem-1", EVS_EXPECT_NO_STREAM, changed, 2, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "with other data");
+    /* one id in another stream */
+    CHECK_RC(evs_append(s, "idem-2", EVS_EXPECT_ANY, ev, 1, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "already stored in another stream");
+    /* a stored id followed by a new one */
+    evs_event_in mixed[2] = {ev[0], tu_event("C", "{}")};
+    mixed[1].event_id = &other;
+    CHECK_RC(evs_append(s, "idem-1", EVS_EXPECT_ANY, mixed, 2, &r2, NULL), EVS_EDUPLICATE);
+    CHECK_CONTAINS(evs_errmsg(), "is new but earlier events of this append are already stored");
+    /* a retry whose expected version no longer fits is a conflict, as the first attempt would be */
+    CHECK_RC(append1(s, "idem-1", 2, "D", "{}", &r2), EVS_OK);
+    CHECK_RC(evs_append(s, "idem-1", 5, ev, 2, &r2, NULL), EVS_ECONFLICT);
+    CHECK_INT(r2.actual_version, 3);
+    CHECK_INT(evs_head(s), head + 1);
+}
+
+/* 700 events: more than any page, read in every direction, from the middle, with limits. */
+static void test_reads(evs_store *s) {
+    evs_append_result r;
+    uint64_t g0 = evs_head(s);
+    char data[64];
+    for (int i = 1; i <= 700; i++) {
+        snprintf(data, sizeof data, "{\"i\":%d}", i);
+        CHECK_RC(append1(s, i % 2 ? "page-odd" : "page-even", EVS_EXPECT_ANY, i % 3 ? "Tick" : "Tock", data, &r),
+                 EVS_OK);
+    }
+    evs_reader *rd;
+    const evs_event *e;
+    int n = 0, ok = 1;
+    CHECK_RC(evs_read_stream(s, "page-odd", 1, EVS_FORWARD, 0, &rd), EVS_OK);
+    while (evs_reader_next(rd, &e) == EVS_OK) {
+        n++;
+        snprintf(data, sizeof data, "{\"i\":%d}", 2 * n - 1);
+        if (e->stream_position != (uint64_t)n || e->data_len != strlen(data) || memcmp(e->data, data, e->data_len))
+            ok = 0;
+    }
+    CHECK_INT(n, 350);
+    CHECK(ok);
+    CHECK_INT(evs_reader_position(rd), 351);
+    evs_reader_close(rd);
+    /* backward from the end, limited */
+    CHECK_RC(evs_read_stream(s, "page-even", EVS_POSITION_END, EVS_BACKWARD, 300, &rd), EVS_OK);
+    n = 0;
+    ok = 1;
+    while (evs_reader_next(rd, &e) == EVS_OK) {
+        if (e->stream_position != (uint64_t)(350 - n)) ok = 0;
+        n++;
+    }
+    CHECK_INT(n, 300);
+    CHECK(ok);
+    CHECK_INT(evs_reader_position(rd), 50);
+    evs_reader_close(rd);
+    CHECK_RC(evs_read_stream(s, "page-none", 1, EVS_FORWARD, 0, &rd), EVS_ENOTFOUND);
+    CHECK_RC(evs_read_stream(s, "$reserved", 1, EVS_FORWARD, 0, &rd), EVS_EINVAL);
+    /* $all in pages of 97, each continuing where the last stopped */
+    uint64_t pos = g0 + 1, want = g0 + 1;
+    ok = 1;
+    for (int page = 0; page < 20; page++) {
+        CHECK_RC(evs_read_all(s, pos, EVS_FORWARD, NULL, 97, &rd), EVS_OK);
+        while (evs_reader_next(rd, &e) == EVS_OK)
+            if (e->global_position != want++) ok = 0;
+        pos = evs_reader_position(rd);
+        evs_reader_close(rd);
+    }
+    CHECK(ok);
+    CHECK_INT(want, g0 + 701);
+    CHECK_INT(pos, g0 + 701);
+    /* $all backward from the end */
+    CHECK_RC(evs_read_all(s, EVS_POSITION_END, EVS_BACKWARD, NULL, 0, &rd), EVS_OK);
+    uint64_t g = evs_head(s);
+    ok = 1;
+    n = 0;
+    while (evs_reader_next(rd, &e) == EVS_OK) {
+        if (e->global_position != g--) ok = 0;
+        n++;
+    }
+    CHECK(ok);
+    CHECK_INT(n, evs_head(s));
+    evs_reader_close(rd);
+    /* listing, in byte order, after a name, by prefix */
+    evs_stream_info out[4];
+    size_t cnt;
+    CHECK_RC(evs_list_streams(s, "page-", NULL, out, 4, &cnt), EVS_OK);
+    CHECK_INT(cnt, 2);
+    CHECK_STR(out[0].name, "page-even");
+    CHECK_STR(out[1].name, "page-odd");
+    CHECK_INT(out[1].version, 350);
+    CHECK_RC(evs_list_streams(s, "page-", "page-even", out, 4, &cnt), EVS_OK);
+    CHECK_INT(cnt, 1);
+    CHECK_STR(out[0].name, "page-odd");
+}
+
+static int count_all(evs_store *s, const evs_filter *f, uint64_t *pos_out) {
+    evs_reader *rd;
+    const evs_event *e;
+    int n = 0;
+    if (evs_read_all(s, 1, EVS_FORWARD, f, 0, &rd)) return -1;
+    while (evs_reader_next(rd, &e) == EVS_OK) n++;
+    if (pos_out) *pos_out = evs_reader_position(rd);
+    evs_reader_close(rd);
+    return n;
+}
+
+static void test_filters(evs_store *s) {
+    evs_uuid corr, caus;
+    evs_uuid_v7(&corr);
+    evs_uuid_v7(&caus);
+    const char *t1[] = {"course:c1", "student:s1"}, *t2[] = {"course:c1"}, *t3[] = {"student:s2"};
+    evs_event_in ev[3] = {tu_event("Enrolled", "{}"), tu_event("Enrolled", "{}"), tu_event("Left", "{}")};
+    ev[0].tags = t1, ev[0].ntags = 2, ev[0].correlation_id = &corr;
+    ev[1].tags = t2, ev[1].ntags = 1, ev[1].causation_id = &caus;
+    ev[2].tags = t3, ev[2].ntags = 1, ev[2].correlation_id = &corr;
+    evs_append_result r;
+    int64_t before = evs_now_ns();
+    CHECK_RC(evs_append(s, "enrol-1", EVS_EXPECT_ANY, ev, 3, &r, NULL), EVS_OK);
+    CHECK_RC(append1(s, "other-1", EVS_EXPECT_ANY, "Enrolled", "{}", &r), EVS_OK);
+    int64_t after = evs_now_ns();
+    const char *types[] = {"Left", "Nope"};
+    evs_filter f;
+    uint64_t pos;
+    memset(&f, 0, sizeof f);
+    f.event_types = types, f.n_event_types = 2;
+    CHECK_INT(count_all(s, &f, &pos), 1);
+    CHECK_INT(pos, evs_head(s) + 1); /* a filtered read still moves past what it examined */
+    memset(&f, 0, sizeof f);
+    f.stream_type = "enrol";
+    CHECK_INT(count_all(s, &f, NULL), 3);
+    memset(&f, 0, sizeof f);
+    f.stream_prefix = "othe";
+    CHECK_INT(count_all(s, &f, NULL), 1);
+    memset(&f, 0, sizeof f);
+    f.correlation_id = &corr;
+    CHECK_INT(count_all(s, &f, NULL), 2);
+    memset(&f, 0, sizeof f);
+    f.causation_id = &caus;
+    CHECK_INT(count_all(s, &f, NULL), 1);
+    const char *q1[] = {"course:c1", "student:s2"};
+    memset(&f, 0, sizeof f);
+    f.tags = q1, f.n_tags = 2;
+    CHECK_INT(count_all(s, &f, NULL), 3);
+    const char *q2[] = {"course:c1", "student:s1"};
+    f.tags = q2, f.tag_match = EVS_TAGS_ALL;
+    CHECK_INT(count_all(s, &f, NULL), 1);
+    memset(&f, 0, sizeof f);
+    f.since = before;
+    f.until = after + 1000;
+    CHECK_INT(count_all(s, &f, NULL), 4);
+    f.since = after + 1000;
+    f.until = 0;
+    CHECK_INT(count_all(s, &f, &pos), 0);
+    memset(&f, 0, sizeof f);
+    f.event_types = types, f.n_event_types = 1, f.stream_prefix = "enrol", f.correlation_id = &corr;
+    CHECK_INT(count_all(s, &f, NULL), 1);
+}
+
+/* Bad input: a clear error naming what is wrong, and nothing stored. */
+static void test_bad_input(evs_store *s) {
+    evs_append_result r;
+    uint64_t head = evs_head(s);
+    CHECK_RC(append1(s, "bad-1", EVS_EXPECT_ANY, "A", "{\"a\":", &r), EVS_EJSON);
+    CHECK_CONTAINS(evs_errmsg(), "event 1: data");
+    CHECK_RC(append1(s, "bad-1", EVS_EXPECT_ANY, "A", "[1]", &r), EVS_EJSON);
+    CHECK_RC(append1(s, "$bad", EVS_EXPECT_ANY, "A", "{}", &r), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "reserved");
+    CHECK_RC(append1(s, "", EVS_EXPECT_ANY, "A", "{}", &r), EVS_EINVAL);
+    CHECK_RC(append1(s, "bad-1", EVS_EXPECT_ANY, "", "{}", &r), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "event_type is empty");
+    evs_uuid nil, id;
+    memset(&nil, 0, sizeof nil);
+    evs_uuid_v7(&id);
+    evs_event_in ev[2] = {tu_event("A", "{}"), tu_event("B", "{\"a\":}")};
+    CHECK_RC(evs_append(s, "bad-1", EVS_EXPECT_ANY, ev, 2, &r, NULL), EVS_EJSON); /* the good one is not stored either */
+    CHECK_CONTAINS(evs_errmsg(), "event 2: data");
+    ev[1] = tu_event("B", "{}");
+    ev[0].event_id = &id, ev[1].event_id = &id;
+    CHECK_RC(evs_append(s, "bad-1", EVS_EXPECT_ANY, ev, 2, &r, NULL), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "more than once");
+    ev[0].event_id = &nil;
+    CHECK_RC(evs_append(s, "bad-1", EVS_EXPECT_ANY, ev, 1, &r, NULL), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "nil UUID");
+    CHECK_RC(evs_append(s, "bad-1", EVS_EXPECT_ANY, ev, 0, &r, NULL), EVS_EINVAL);
+    char big[300];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = '\0';
+    CHECK_RC(append1(s, big, EVS_EXPECT_ANY, "A", "{}", &r), EVS_ELIMIT);
+    CHECK_INT(evs_head(s), head);
+    evs_stream_info info;
+    CHECK_RC(evs_stream_get_info(s, "bad-1", &info), EVS_ENOTFOUND);
+}
+
+typedef struct waiter {
+    evs_store *s;
+    uint64_t want;
+    int rc;
+    uint64_t head;
+} waiter;
+
+static void *wait_main(void *arg) {
+    waiter *w = arg;
+    w->rc = evs_wait_for(w->s, w->want, 10000, &w->head);
+    return NULL;
+}
+
+static void test_wait_for(evs_store *s) {
+    uint64_t h = evs_head(s), got;
+    CHECK_RC(evs_wait_for(s, h, 0, &got), EVS_OK);
+    CHECK_RC(evs_wait_for(s, h + 1, 50, &got), EVS_ETIMEDOUT);
+    CHECK_INT(got, h);
+    waiter w = {s, h + 2, -1, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, wait_main, &w);
+    evs_append_result r;
+    CHECK_RC(append1(s, "wait-1", EVS_EXPECT_ANY, "A", "{}", &r), EVS_OK);
+    CHECK_RC(append1(s, "wait-1", EVS_EXPECT_ANY, "A", "{}", &r), EVS_OK);
+    pthread_join(t, NULL);
+    CHECK_RC(w.rc, EVS_OK);
+    CHECK(w.head >= h + 2);
+}
+
+/* What only the embedded engine does yet answers EVS_ENOTSUP on the others, naming the operation. */
+static void test_engine_scope(evs_store *s) {
+    evs_bus *bus = NULL;
+    evs_schema_registry *reg = NULL;
+    char *json = NULL;
+    size_t len;
+    if (!cf_pg) {
+        CHECK_RC(evs_bus_open(s, &bus), EVS_OK);
+        evs_bus_close(bus);
+        return;
+    }
+    CHECK_RC(evs_bus_open(s, &bus), EVS_ENOTSUP);
+    CHECK_CONTAINS(evs_errmsg(), "consumers and projections is not supported by the postgresql storage engine");
+    CHECK_RC(evs_schema_open(s, &reg), EVS_ENOTSUP);
+    CHECK_RC(evs_stream_get_metadata(s, "order-1", &json, &len, NULL, NULL), EVS_ENOTSUP);
+    CHECK_CONTAINS(evs_errmsg(), "stream metadata");
+    evs_check_report rep;
+    CHECK_RC(evs_store_check(s, &rep), EVS_ENOTSUP);
+    evs_query_item item = {0};
+    evs_append_condition cond = {&item, 1, 0};
+    evs_event_in ev = tu_event("A", "{}");
+    evs_append_result r;
+    CHECK_RC(evs_append_if(s, "dcb-1", EVS_EXPECT_ANY, &cond, &ev, 1, &r, NULL), EVS_ENOTSUP);
+    CHECK_STR(evs_strerror(EVS_ENOTSUP), "not supported by this storage engine");
+}
+
+/* PostgreSQL only: a schema newer than this build is refused, never downgraded; the current one opens as is. */
+static void test_pg_schema_version(const char *where) {
+    PGconn *c = PQconnectdb(where);
+    PGresult *r = PQexec(c, "SELECT max(version) FROM event_store_migrations");
+    CHECK_INT(PQresultStatus(r), PGRES_TUPLES_OK);
+    CHECK_STR(PQgetvalue(r, 0, 0), "2");
+    PQclear(r);
+    r = PQexec(c, "INSERT INTO event_store_migrations (version, description) VALUES (99, 'from the future')");
+    PQclear(r);
+    evs_store *s = NULL;
+    CHECK_RC(evs_store_create(&s), EVS_OK);
+    CHECK_RC(evs_store_open(s, where, EVS_OPEN_CREATE), EVS_EFORMAT);
+    CHECK_CONTAINS(evs_errmsg(), "schema is version 99, this build knows up to 2");
+    evs_store_close(s);
+    r = PQexec(c, "DELETE FROM event_store_migrations WHERE version = 99");
+    PQclear(r);
+    PQfinish(c);
+}
+
+int main(int argc, char **argv) {
+    cf_init(argc, argv);
+    printf("engine: %s\n", cf_engine());
+    char *where = cf_fresh("conf");
+    evs_store *s = cf_open(where);
+    test_expected_versions(s);
+    test_atomic_and_verbatim(s);
+    test_idempotency(s);
+    test_reads(s);
+    test_filters(s);
+    test_bad_input(s);
+    test_wait_for(s);
+    test_engine_scope(s);
+    /* reopen: everything is still there, the head too */
+    uint64_t head = evs_head(s);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    s = cf_open(where);
+    CHECK_INT(evs_head(s), head);
+    evs_stream_info info;
+    CHECK_RC(evs_stream_get_info(s, "page-odd", &info), EVS_OK);
+    CHECK_INT(info.version, 350);
+    evs_append_result r;
+    CHECK_RC(append1(s, "order-1", 4, "After", "{}", &r), EVS_OK);
+    CHECK_INT(r.first_global_position, head + 1);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    if (cf_pg) test_pg_schema_version(where);
+    cf_drop(where);
+    return TEST_REPORT();
+}
