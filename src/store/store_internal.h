@@ -84,6 +84,9 @@ struct evs_store {
     int64_t (*t_clock)(void *ctx);/* test hook: the "now" of max_age (NULL: wall clock) */
     void *t_clock_ctx;
 
+    /* crypto-shredding: master key and subject keys (keystore.c), NULL until used */
+    struct evs__keystore *ks;
+
     /* stats */
     _Atomic uint64_t st_appends, st_events, st_bytes, st_syncs, st_batches;
     _Atomic uint64_t st_sync_hist[EVS_SYNC_BUCKETS + 1], st_sync_ns;
