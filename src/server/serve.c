@@ -42,6 +42,7 @@
 
 #include "auth/keys.h"
 #include "core/core.h"
+#include "evstore_crypt.h"
 #include "evstore_schema.h"
 #include "server/app_host.h"
 #include "server/cmdpool.h"
@@ -50,6 +51,7 @@
 #include "server/notifier.h"
 #include "server/nats_host.h"
 #include "server/saga_host.h"
+#include "evstore_crypt.h"
 #include "server/server.h"
 #include "server/sse.h"
 #include "server/state.h"
@@ -188,6 +190,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     signal(SIGPIPE, SIG_IGN);
 
     int rc = evs_store_create(&srv->store);
+    if (!rc) rc = evs_store_use_master_key(srv->store, cfg->master_key_file);
     if (!rc)
         rc = evs_store_set_durability(srv->store, cfg->durability,
                                       cfg->durability == EVS_DURABILITY_BATCH ? cfg->batch_ms : 0);
