@@ -80,7 +80,12 @@ typedef int (*evs_event_cb)(void *arg, const evs_event *ev);
  */
 int evs_subject_export(evs_store *s, const char *subject, evs_event_cb cb, void *arg, uint64_t *count);
 
-/* Does subject have a key: 1 live, 2 forgotten, 0 none (or error < 0). */
+/* Subject key states. */
+#define EVS_SUBJECT_NONE 0
+#define EVS_SUBJECT_LIVE 1
+#define EVS_SUBJECT_FORGOTTEN 2
+
+/* Does subject have a key: EVS_SUBJECT_LIVE, _FORGOTTEN or _NONE (or an error < 0). */
 int evs_subject_state(evs_store *s, const char *subject);
 
 #ifdef __cplusplus

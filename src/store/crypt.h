@@ -21,11 +21,6 @@
 
 typedef struct evs__keystore evs__keystore;
 
-/* Subject key states. */
-#define EVS_SUBJECT_NONE 0
-#define EVS_SUBJECT_LIVE 1
-#define EVS_SUBJECT_FORGOTTEN 2
-
 /* At open (after the lock): check the master key against DIR/subject-keys/MASTER. */
 int evs__keystore_open(evs_store *s);
 /* At teardown: drop the cached keys (zeroed). */
