@@ -88,6 +88,16 @@ int evs_subject_export(evs_store *s, const char *subject, evs_event_cb cb, void 
 /* Does subject have a key: EVS_SUBJECT_LIVE, _FORGOTTEN or _NONE (or an error < 0). */
 int evs_subject_state(evs_store *s, const char *subject);
 
+/*
+ * Copy the key store of the store in from_dir (the live one; it may be
+ * open in another process) into the store in to_dir (a restored backup):
+ * every key file as it is now, tombstones included, so a subject forgotten
+ * since the backup stays forgotten.  Files are written whole (tmp, fsync,
+ * rename).  *copied (may be NULL) receives how many files.  EVS_ENOTFOUND
+ * when from_dir has no key store.
+ */
+int evs_subject_keys_copy(const char *from_dir, const char *to_dir, size_t *copied);
+
 #ifdef __cplusplus
 }
 #endif

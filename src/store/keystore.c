@@ -282,7 +282,7 @@ int evs__keystore_open(evs_store *s) {
     int rc;
     if ((rc = ks_get(s, &ks))) return rc;
     ks->dir_made = 0;
-    char dir[KS_DIR_MAX], path[PATH_MAX];
+    char dir[KS_DIR_MAX], path[KS_DIR_MAX + 300];
     ks_dir(s, dir, sizeof dir);
     DIR *d = opendir(dir);
     if (!d) return errno == ENOENT ? EVS_OK : evs__err_errno(-errno, "cannot open the key store %s", dir);
@@ -543,5 +543,45 @@ int evs__key_forget(evs_store *s, const char *subject, size_t n) {
         pthread_rwlock_unlock(&ks->lock);
     }
     pthread_mutex_unlock(&ks->mu);
+    return rc;
+}
+
+/* ------------------------------------------------------------ restore */
+
+int evs_subject_keys_copy(const char *from_dir, const char *to_dir, size_t *copied) {
+    char src[KS_DIR_MAX], dst[KS_DIR_MAX], path[KS_DIR_MAX + 300];
+    if (copied) *copied = 0;
+    if (!from_dir || !to_dir) return evs__err(EVS_EINVAL, "keys copy: NULL directory");
+    if (strlen(from_dir) > PATH_MAX - 64 || strlen(to_dir) > PATH_MAX - 64)
+        return evs__err(EVS_EINVAL, "keys copy: directory path is too long");
+    snprintf(src, sizeof src, "%s/" EVS_KEYSTORE_DIR, from_dir);
+    snprintf(dst, sizeof dst, "%s/" EVS_KEYSTORE_DIR, to_dir);
+    struct stat st;
+    if (stat(to_dir, &st) || !S_ISDIR(st.st_mode)) return evs__err(EVS_ENOTFOUND, "keys copy: no store at %s", to_dir);
+    DIR *d = opendir(src);
+    if (!d) {
+        if (errno == ENOENT) return evs__err(EVS_ENOTFOUND, "%s has no key store (%s)", from_dir, src);
+        return evs__err_errno(-errno, "cannot open the key store %s", src);
+    }
+    int rc = EVS_OK;
+    if (mkdir(dst, 0700) && errno != EEXIST) rc = evs__err_errno(-errno, "cannot create %s", dst);
+    size_t n = 0;
+    struct dirent *e;
+    while (!rc && (e = readdir(d))) {
+        size_t nl = strlen(e->d_name);
+        if (strcmp(e->d_name, "MASTER") && (nl != 36 || strcmp(e->d_name + 32, ".key"))) continue;
+        uint8_t buf[KEY_HDR + EVS_MAX_SUBJECT + 8];
+        int missing;
+        snprintf(path, sizeof path, "%s/%s", src, e->d_name);
+        ssize_t len = read_small(path, buf, sizeof buf, &missing);
+        if (len < 0 && missing) continue; /* replaced under us: the rename's new file is read next time */
+        if (len < 0) rc = EVS_EIO;
+        else rc = write_atomic(dst, e->d_name, buf, (size_t)len);
+        sodium_memzero(buf, sizeof buf);
+        n++;
+    }
+    closedir(d);
+    if (!rc) rc = fsync_path(to_dir);
+    if (copied) *copied = n;
     return rc;
 }
