@@ -135,6 +135,9 @@ static void verify(const char *dir, uint32_t next) {
     for (int pass = 0; pass < 2; pass++) {
         evs_reader *r;
         int rc = pass ? evs_read_stream(s, "people", 1, EVS_FORWARD, 0, &r) : evs_read_all(s, 1, EVS_FORWARD, NULL, 0, &r);
+        int any = 0;
+        for (uint32_t i = 0; i < next && !any; i++) any = state[i] != 0;
+        if (rc == EVS_ENOTFOUND && pass && !any) continue; /* killed before any append was acknowledged */
         CHECK_RC(rc, EVS_OK);
         if (rc) continue;
         const evs_event *ev;
@@ -206,7 +209,9 @@ int main(void) {
         close(p[1]);
         int stop_after = 1 + rand() % 40, reports = 0;
         struct pollfd pf = {p[0], POLLIN, 0};
-        int delay_ms = rand() % 3 == 0 ? 1 + rand() % 30 : 2000;
+        /* a sanitized child opens slowly: give it the time to do something */
+        int scale = getenv("EVS_SANITIZED") ? 20 : 1;
+        int delay_ms = rand() % 3 == 0 ? (1 + rand() % 30) * scale : 2000 * scale;
         struct timespec t0;
         clock_gettime(CLOCK_MONOTONIC, &t0);
         for (;;) {
