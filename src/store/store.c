@@ -1575,5 +1575,6 @@ void evs__store_abandon(evs_store *s);
 void evs__store_abandon(evs_store *s) {
     if (!s) return;
     if (s->dir) evs__store_teardown(s, 0);
+    evs__keystore_free(s);
     free(s);
 }
