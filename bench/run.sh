@@ -14,7 +14,8 @@
 # over HTTP against in-process in the same run), bench_saga (the order saga
 # against the same commands, timer lateness, memory per idle saga), bench_schema
 # (validated appends against appends without schemas), bench_pg (the PostgreSQL
-# engine's appends against the seed's append function, in a private cluster), bench_ws_group
+# engine's appends against the seed's append function, in a private cluster), bench_crypt
+# (appends and reads of encrypted streams against plaintext ones), bench_ws_group
 # (competing consumers over WebSocket against the in-process group),
 # http_append.py (HTTP appends against in-process ones), bench_auth and
 # http_auth.py (API key verification, requests with and without a key) and
@@ -122,6 +123,11 @@ run_all() {
         else
             echo "bench_pg: skipped (no PostgreSQL: Debian package postgresql)"
         fi
+    fi
+    if [ -x "$build/bench_crypt" ]; then
+        echo
+        echo "== bench_crypt =="
+        "$build/bench_crypt" || status=1
     fi
     if [ -x "$build/bench_ws_group" ] && [ -x "$build/evstore" ]; then
         echo

@@ -68,7 +68,8 @@ extern "C" {
     X(EDELETED, -30018, "stream is deleted for good (hard delete)")                      \
     X(EUNAUTHORIZED, -30019, "no valid API key")                                          \
     X(EFORBIDDEN, -30020, "the API key lacks the permission")                            \
-    X(ENOTSUP, -30021, "not supported by this storage engine")
+    X(ENOTSUP, -30021, "not supported by this storage engine")                           \
+    X(EKEY, -30022, "encryption key missing, wrong or forgotten")
 
 typedef enum evs_status {
 #define EVS__ENUM(name, value, msg) EVS_##name = value,
@@ -338,6 +339,8 @@ typedef struct evs_event {
     int64_t recorded_at;
     uint32_t upcast_from;        /* 0: as stored; else the event_version it was stored with
                                     before an upcast (evstore_schema.h) raised event_version */
+    int redacted;                /* 1: data was encrypted under a forgotten subject's key
+                                    (evstore_crypt.h): data is "null" */
 } evs_event;
 
 /* How a filter's tags combine. */

@@ -59,7 +59,8 @@
 
 static int is_skipped_top(const char *name) {
     return !strcmp(name, "log") || !strcmp(name, "index") || !strcmp(name, "LOCK") || !strcmp(name, "SERVE") ||
-           !strcmp(name, "REPAIRING") || !strcmp(name, "scavenge.json");
+           !strcmp(name, "REPAIRING") || !strcmp(name, "scavenge.json") ||
+           !strcmp(name, "subject-keys") /* keys never leave the store */;
 }
 
 /*

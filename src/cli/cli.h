@@ -109,6 +109,11 @@ void evs__cli_clear_error(void);
  * after printing why; *out is then NULL.
  */
 int evs__cli_open(const char *dir, unsigned flags, evs_store **out);
+/* --master-key-file, a global option main.c takes from anywhere on the line (NULL: EVSTORE_MASTER_KEY). */
+extern const char *evs__cli_master_key_file;
+/* forget-subject and export-subject (cli_subject.c). */
+int evs__cli_forget_subject(int argc, char **argv);
+int evs__cli_export_subject(int argc, char **argv);
 /*
  * Close the store the command opened (NULL: nothing to do) and return the
  * command's exit status: `code`, or 5 after printing why when the close

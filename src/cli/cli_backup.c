@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli/cli.h"
+#include "evstore_crypt.h"
 #include "cli/cli_backup.h"
 #include "evstore_backup.h"
 
@@ -56,6 +57,9 @@ static const char evs_restore_help[] =
     "Options:\n"
     "  --to-position P   cut after global position P\n"
     "  --to-time T       cut after the appends recorded at or before T\n"
+    "  --keys-from LIVE  copy the subject keys of encrypted streams from the live\n"
+    "                    store LIVE (backups never hold keys: subjects forgotten\n"
+    "                    since the backup stay forgotten)\n"
     "  -h, --help        show this help\n"
     "\n"
     "Exit status: 0 done, 1 usage, 2 no backup at BACKUP, 4 DIR is not empty or\n"
@@ -122,7 +126,7 @@ int evs__cli_backup(int argc, char **argv) {
 
 int evs__cli_restore(int argc, char **argv) {
     evs__cli_args a;
-    const char *backup = NULL, *dir = NULL, *val;
+    const char *backup = NULL, *dir = NULL, *val, *keys_from = NULL;
     evs_restore_opts o;
     int code = EVS_CLI_OK, t;
     memset(&o, 0, sizeof o);
@@ -144,6 +148,8 @@ int evs__cli_restore(int argc, char **argv) {
             if (evs_time_parse(val, strlen(val), &o.to_time_ns))
                 return evs__cli_usage(a.cmd, "--to-time %s: not an RFC 3339 time or a count of ns", val);
             o.has_time = 1;
+        } else if (evs__cli_is(&a, "--keys-from", NULL)) {
+            if ((code = evs__cli_value(&a, &keys_from))) return code;
         } else {
             return evs__cli_unknown(&a);
         }
@@ -154,9 +160,14 @@ int evs__cli_restore(int argc, char **argv) {
     evs__cli_clear_error();
     int rc = evs_restore(backup, dir, &o, &r);
     if (rc) return evs__cli_lib_fail(rc, "restore %s into %s", backup, dir);
+    size_t nkeys = 0;
+    if (keys_from && (rc = evs_subject_keys_copy(keys_from, dir, &nkeys)))
+        return evs__cli_lib_fail(rc, "restore %s into %s: the store is restored, its keys are not (run "
+                                 "`evstore restore` again into an empty directory)", backup, dir);
     printf("{\"ok\":true,\"backup_head\":%llu,\"head\":%llu,\"dropped_events\":%llu,\"consumers_removed\":%llu",
            (unsigned long long)r.backup_head, (unsigned long long)r.head, (unsigned long long)r.dropped_events,
            (unsigned long long)r.consumers_removed);
+    if (keys_from) printf(",\"key_files\":%zu", nkeys);
     if (r.notes[0]) {
         fputs(",\"notes\":", stdout);
         evs__cli_json_str(stdout, r.notes, strlen(r.notes));

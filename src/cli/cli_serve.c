@@ -333,6 +333,7 @@ int evs__cli_serve(int argc, char **argv) {
         setvbuf(cfg.access_log, NULL, _IOLBF, 0); /* whole lines, as they happen */
     }
     cfg.dir = o.dir;
+    cfg.master_key_file = evs__cli_master_key_file;
     cfg.listen = o.listen;
     cfg.durability_name = o.durability;
     cfg.batch_ms = (unsigned)o.batch_ms;

@@ -17,6 +17,7 @@
 
 #include "store/engine.h"
 #include "cli/cli.h"
+#include "evstore_crypt.h"
 #include "core/json.h"
 
 /* ------------------------------------------------------------ arguments */
@@ -164,6 +165,7 @@ int evs__cli_exit_code(int status) {
     case EVS_EJSON:
     case EVS_ELIMIT:
     case EVS_EDUPLICATE:
+    case EVS_EKEY:
         return EVS_CLI_INVALID;
     default:
         /* EIO, ECORRUPT, EFAILED, EFORMAT, EINDEX, ELOCKED, ENOMEM, OS errors:
@@ -254,6 +256,8 @@ static void locked_hint(const char *dir) {
                         "is done (read-only commands work with -d meanwhile)\n");
 }
 
+const char *evs__cli_master_key_file;
+
 int evs__cli_open(const char *dir, unsigned flags, evs_store **out) {
     evs_store *s = NULL;
     int code = EVS_CLI_OK;
@@ -262,6 +266,10 @@ int evs__cli_open(const char *dir, unsigned flags, evs_store **out) {
     int rc = evs_store_create(&s);
     if (rc != EVS_OK) {
         code = evs__cli_lib_fail(rc, "store %s", dir);
+        goto cleanup;
+    }
+    if ((rc = evs_store_use_master_key(s, evs__cli_master_key_file)) != EVS_OK) {
+        code = evs__cli_lib_fail(rc, NULL);
         goto cleanup;
     }
     rc = evs_store_open(s, dir, flags);

@@ -47,6 +47,8 @@ static const evs_cli_command evs_cli_commands[] = {
     {"schema", evs__cli_schema, "event schemas: register, check, list, show, deprecate, policies, upcasters"},
     {"key", evs__cli_key, "API keys for serve --auth: create, list, revoke"},
     {"saga", evs__cli_saga, "saga instances: list, show, pause, resume, retry, skip, compensate, abort"},
+    {"forget-subject", evs__cli_forget_subject, "crypto-shredding: destroy a subject's key, its events read redacted"},
+    {"export-subject", evs__cli_export_subject, "a subject's encrypted events, decrypted, as JSON lines (GDPR access)"},
     {"nats", evs__cli_nats, "NATS JetStream: publish the log to a stream, mirror a store from one, info"},
 };
 
@@ -60,7 +62,7 @@ static void evs_cli_help(FILE *f) {
           "Commands:\n",
           f);
     for (size_t i = 0; i < EVS_CLI_NCOMMANDS; i++)
-        fprintf(f, "  %-11s %s\n", evs_cli_commands[i].name, evs_cli_commands[i].summary);
+        fprintf(f, "  %-14s %s\n", evs_cli_commands[i].name, evs_cli_commands[i].summary);
     fputs("\n"
           "Every command takes -d DIR (or the environment variable EVSTORE_DIR), and all\n"
           "but check, repair, serve and the backup commands also run against a running\n"
@@ -70,6 +72,8 @@ static void evs_cli_help(FILE *f) {
           "info, check, and list/show/status/state) still work on it with -d; the others\n"
           "go through the server with --url.  Output is JSON; messages go to stderr.\n"
           "`evstore COMMAND --help` (or `evstore help COMMAND`) lists a command's options.\n"
+          "--master-key-file FILE (anywhere on the line; or EVSTORE_MASTER_KEY) gives the\n"
+          "master key of encrypted streams (crypto-shredding, docs/operations.md).\n"
           "\n"
           "Exit status: 0 success, 1 usage error, 2 not found, 3 concurrency conflict,\n"
           "4 invalid input, 5 I/O error, corruption, a store held by another process, or\n"
@@ -83,7 +87,30 @@ static const evs_cli_command *evs_cli_find(const char *name) {
     return NULL;
 }
 
+/*
+ * --master-key-file FILE (or =FILE) is global: taken out of argv wherever it
+ * is, so every command that opens a store (and serve) reads it.
+ */
+static int take_master_key_file(int *argc, char **argv) {
+    int w = 0;
+    for (int i = 0; i < *argc; i++) {
+        if (strcmp(argv[i], "--master-key-file") == 0) {
+            if (i + 1 >= *argc) return evs__cli_usage(NULL, "--master-key-file needs a FILE");
+            evs__cli_master_key_file = argv[++i];
+        } else if (strncmp(argv[i], "--master-key-file=", 18) == 0) {
+            evs__cli_master_key_file = argv[i] + 18;
+        } else {
+            argv[w++] = argv[i];
+        }
+    }
+    argv[w] = NULL;
+    *argc = w;
+    return EVS_CLI_OK;
+}
+
 int main(int argc, char **argv) {
+    int mrc = take_master_key_file(&argc, argv);
+    if (mrc) return mrc;
     if (argc < 2) {
         evs_cli_help(stderr);
         return EVS_CLI_USAGE;

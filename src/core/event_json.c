@@ -470,6 +470,7 @@ static void render(const evs_event *ev, out_buf *o) {
     put_str(o, ev->stream_type, ev->stream_type_len);
     PUT_LIT(o, ",\"data\":");
     put_json(o, ev->data, ev->data_len, "null", 4);
+    if (ev->redacted) PUT_LIT(o, ",\"$redacted\":true"); /* crypto-shredded (evstore_crypt.h) */
     PUT_LIT(o, ",\"metadata\":");
     put_json(o, ev->metadata, ev->metadata_len, "{}", 2);
     PUT_LIT(o, ",\"causation_id\":");

@@ -48,6 +48,7 @@
 #include "server/routes_scavenge.h"
 #include "server/routes_schema.h"
 #include "server/routes_store.h"
+#include "server/routes_subjects.h"
 #include "server/routes_subs.h"
 #include "server/routes_ui.h"
 #include "server/sse.h"
@@ -233,6 +234,9 @@ static const route_def routes[] = {
     {"/admin/scavenge", R, EVS_R_SCAVENGE, B_NONE, 0, "", ADMIN, evs__route_scavenge_status},
     {"/admin/scavenge", EVS_M_POST, EVS_R_SCAVENGE, B_NONE, 0, "rate,dry_run", ADMIN, evs__route_scavenge_start},
     {"/admin/scavenge", EVS_M_DELETE, EVS_R_SCAVENGE, B_NONE, 0, "", ADMIN, evs__route_scavenge_cancel},
+    /* crypto-shredding (routes_subjects.c) */
+    {"/admin/subjects/{subject}/forget", EVS_M_POST, EVS_R_OTHER, B_NONE, 0, "", ADMIN, evs__route_subject_forget},
+    {"/admin/subjects/{subject}/export", R, EVS_R_OTHER, B_NONE, 0, "", ADMIN, evs__route_subject_export},
 };
 
 #undef R
@@ -482,6 +486,8 @@ static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, i
             mr = name_param(rq, p->seg[i], p->len[i], bad);
         } else if (seg_is(ps, pn, "{partition}")) {
             mr = part_param(rq, "partition", EVS_MAX_STREAM_NAME, p->seg[i], p->len[i], bad);
+        } else if (seg_is(ps, pn, "{subject}")) {
+            mr = part_param(rq, "subject", EVS_MAX_STREAM_NAME, p->seg[i], p->len[i], bad);
         } else if (seg_is(ps, pn, "{consumer}")) {
             mr = part_param(rq, "consumer", EVS_BUS_MAX_NAME, p->seg[i], p->len[i], bad);
         } else if (seg_is(ps, pn, "{command}") || seg_is(ps, pn, "{query}") || seg_is(ps, pn, "{type}")) {

@@ -40,6 +40,7 @@ unsigned evs__http_status(int rc) {
     case EVS_ETIMEDOUT: return EVS_HTTP_GATEWAY_TIMEOUT;
     case EVS_ELOST: return EVS_HTTP_GONE;              /* removed by a repair of a damaged log */
     case EVS_EDELETED: return EVS_HTTP_GONE;           /* a hard-deleted stream: never again */
+    case EVS_EKEY: return EVS_HTTP_UNPROCESSABLE;      /* no master key, or a forgotten subject (evstore_crypt.h) */
     case EVS_EUNAUTHORIZED: return EVS_HTTP_UNAUTHORIZED; /* no key, or one that is unknown or revoked */
     case EVS_EFORBIDDEN: return EVS_HTTP_FORBIDDEN;       /* a valid key without the permission */
     case EVS_ENOTSUP: return EVS_HTTP_NOT_IMPLEMENTED;    /* the store's engine does not do it (yet) */

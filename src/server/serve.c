@@ -44,6 +44,7 @@
 #include "store/store_access.h"
 #include "auth/keys.h"
 #include "core/core.h"
+#include "evstore_crypt.h"
 #include "evstore_schema.h"
 #include "server/app_host.h"
 #include "server/cmdpool.h"
@@ -53,6 +54,7 @@
 #include "server/routes_scavenge.h"
 #include "server/nats_host.h"
 #include "server/saga_host.h"
+#include "evstore_crypt.h"
 #include "server/server.h"
 #include "server/sse.h"
 #include "server/state.h"
@@ -192,6 +194,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     signal(SIGPIPE, SIG_IGN);
 
     int rc = evs_store_create(&srv->store);
+    if (!rc) rc = evs_store_use_master_key(srv->store, cfg->master_key_file);
     if (!rc)
         rc = evs_store_set_durability(srv->store, cfg->durability,
                                       cfg->durability == EVS_DURABILITY_BATCH ? cfg->batch_ms : 0);

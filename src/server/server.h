@@ -56,6 +56,7 @@ typedef struct evs__serve_config {
     int auth;                     /* --auth: every route but the open ones needs an API key */
     int insecure;                 /* --insecure: serve a non-loopback address without keys anyway */
     const char *tls_cert, *tls_key; /* PEM files: HTTPS and WSS (tls.c); NULL: plain HTTP.  Reloaded on SIGHUP. */
+    const char *master_key_file;  /* crypto-shredding's master key (evstore_crypt.h); NULL: EVSTORE_MASTER_KEY or none */
 } evs__serve_config;
 
 /*

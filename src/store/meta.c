@@ -27,6 +27,7 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "core/sb.h"
+#include "store/crypt.h"
 #include "store/store_internal.h"
 #include "store/store_testing.h"
 
@@ -95,6 +96,8 @@ static int meta_parse(const char *json, size_t len, int reserved, evs_stream_met
             m->truncate_before = rc ? (uint64_t)x : 0;
         } else if (!strcmp(key, "$tombstone") && reserved) {
             m->tombstone = v.type == EVS_JSON_TRUE;
+        } else if (!strcmp(key, "$encrypt")) { /* crypt.c */
+            if ((rc = evs__crypt_check_mode(v))) return rc;
         } else if (key[0] == '$') {
             return evs__err(EVS_EINVAL, "metadata: key \"%s\" is reserved (keys starting with '$' are the store's)",
                             key);
@@ -475,4 +478,29 @@ cleanup:
     evs__sb_free(&b);
     free(old);
     return rc;
+}
+
+int evs__meta_encrypt(evs_store *s, const char *stream, size_t len, char *prefix, size_t cap, size_t *prefix_len) {
+    if (!atomic_load(&s->meta_count)) return 0;
+    int mode = 0;
+    char m[EVS_MAX_SUBJECT + 8];
+    pthread_rwlock_rdlock(&s->meta_lock);
+    struct evs__meta_entry *e = find(s, stream, len);
+    if (e && e->json_len > 10 && memmem(e->json, e->json_len, "\"$encrypt\"", 10)) {
+        evs_json_iter it;
+        evs_json_span k, v;
+        evs__json_iter_init(&it, evs__json_root(e->json, e->json_len));
+        while (evs__json_iter_member(&it, &k, &v)) {
+            long n;
+            if (!evs__json_string_eq(k, "$encrypt") || (n = evs__json_string_decode(v, m, sizeof m)) < 0) continue;
+            if (!strcmp(m, "stream")) mode = 1;
+            else if (!strncmp(m, "tag:", 4) && (size_t)n - 4 < cap) {
+                mode = 2;
+                memcpy(prefix, m + 4, (size_t)n - 3);
+                *prefix_len = (size_t)n - 4;
+            }
+        }
+    }
+    pthread_rwlock_unlock(&s->meta_lock);
+    return mode;
 }

@@ -24,6 +24,7 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "log/record.h"
+#include "store/crypt.h"
 #include "store/store_internal.h"
 
 enum { RD_STREAM, RD_SCAN, RD_INDEX };
@@ -82,6 +83,7 @@ struct evs_reader {
     /* a reader of another engine (engine.h): the calls above go to it */
     const evs_engine *engine;
     void *impl;
+    evs__crypt_rd crd;             /* decrypted data of the last event (crypt.c) */
 };
 
 /* Wrap another engine's reader (store_engine.c).  Ownership: *out owns impl. */
@@ -120,6 +122,7 @@ static void reader_free(evs_reader *r) {
     free(r->stype);
     free(r->prefix);
     free(r->offs);
+    evs__crypt_rd_free(&r->crd);
     free(r);
 }
 
@@ -792,10 +795,13 @@ int evs_reader_next(evs_reader *r, const evs_event **ev) {
         if (rc || evs_event_visible(r->s, *ev)) break;
         *ev = NULL;
     }
+    if (rc == EVS_OK && (rc = evs__crypt_open_event(r->s, &r->crd, &r->ev))) *ev = NULL;
     evs__index_runlock(&r->s->ix);
     if (rc == EVS_OK) r->returned++;
     return rc;
 }
+
+const evs__crypt_rd *evs__reader_crypt(const evs_reader *r) { return &r->crd; }
 
 uint64_t evs_reader_position(const evs_reader *r) {
     if (r && r->engine) return r->engine->reader_position(r->impl);

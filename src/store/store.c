@@ -51,6 +51,7 @@
 #include "core/core.h"
 #include "core/json.h"
 #include "log/record.h"
+#include "store/crypt.h"
 #include "store/store_internal.h"
 
 #define EVS_BATCH_MAX_REQS 4096
@@ -1019,21 +1020,22 @@ static void quiesce(evs_store *s) {
 
 static int append_impl(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
                        const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids,
-                       const evs__meta_write *mw) {
+                       const evs__meta_write *mw, int reserved) {
     int rc;
     size_t slen, total;
     prepared p;
     uint8_t *payload = NULL;
     size_t plen = 0;
     evs_append_req r;
+    evs__crypt_seal seal = {0};
     memset(&p, 0, sizeof p);
     memset(&r, 0, sizeof r);
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "append: the store is not open");
     if (s->readonly) return evs__err(EVS_ECLOSED, "append: the store is open read-only");
     if (!res) return evs__err(EVS_EINVAL, "append: result pointer is NULL");
     memset(res, 0, sizeof *res);
-    if (mw) {
-        /* the reserved "$$<stream>" metadata stream: only meta.c writes it */
+    if (mw || reserved) {
+        /* the reserved "$$<stream>" metadata stream: only meta.c writes it (and "$subjects", crypt.c) */
         slen = strlen(stream);
         if ((rc = name_ok("metadata stream name", stream, slen, EVS_MAX_STREAM_NAME))) return rc;
     } else if ((rc = evs__check_stream_name(s, stream, &slen))) {
@@ -1049,6 +1051,7 @@ static int append_impl(evs_store *s, const char *stream, int64_t expected, const
     if (cond && (rc = evs__condition_validate(cond))) return rc;
     atomic_fetch_add(&s->inflight, 1);
     if ((rc = prepare(s, stream, slen, events, n, &p, &total))) goto out;
+    if (!mw && (rc = evs__crypt_seal_append(s, stream, slen, p.ev, n, p.ids, &seal))) goto out;
     if ((rc = evs__record_encode(stream, slen, p.ev, p.ids, p.stypes, p.stype_lens, (const char *const *)p.tags,
                                  p.tag_lens, n, &payload, &plen)))
         goto out;
@@ -1084,19 +1087,20 @@ out:
     if (atomic_load(&s->gathering)) gather_poke(s);
     free(payload);
     prepared_free(&p, n);
+    evs__crypt_seal_free(&seal);
     return rc;
 }
 
 int evs_append(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events, size_t n,
                evs_append_result *res, evs_uuid *generated_ids) {
     if (s && s->engine) return evs__store_engine_append(s, stream, expected, NULL, events, n, res, generated_ids);
-    return append_impl(s, stream, expected, NULL, events, n, res, generated_ids, NULL);
+    return append_impl(s, stream, expected, NULL, events, n, res, generated_ids, NULL, 0);
 }
 
 int evs_append_if(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
                   const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids) {
     if (s && s->engine) return evs__store_engine_append(s, stream, expected, cond, events, n, res, generated_ids);
-    return append_impl(s, stream, expected, cond, events, n, res, generated_ids, NULL);
+    return append_impl(s, stream, expected, cond, events, n, res, generated_ids, NULL, 0);
 }
 
 int evs__append_meta(evs_store *s, const char *meta_stream, int64_t expected, const evs__meta_write *mw,
@@ -1106,7 +1110,11 @@ int evs__append_meta(evs_store *s, const char *meta_stream, int64_t expected, co
     ev.event_type = EVS_META_EVENT_TYPE;
     ev.data = mw->json;
     ev.data_len = mw->json_len;
-    return append_impl(s, meta_stream, expected, NULL, &ev, 1, res, NULL, mw);
+    return append_impl(s, meta_stream, expected, NULL, &ev, 1, res, NULL, mw, 0);
+}
+
+int evs__append_reserved(evs_store *s, const char *stream, const evs_event_in *ev, evs_append_result *res) {
+    return append_impl(s, stream, EVS_EXPECT_ANY, NULL, ev, 1, res, NULL, NULL, 1);
 }
 
 /* ------------------------------------------------------- open and close */
@@ -1304,6 +1312,7 @@ int evs__store_teardown(evs_store *s, int clean) {
     pthread_mutex_destroy(&s->mu);
     pthread_mutex_destroy(&s->scav_mu);
     evs__meta_free(s);
+    evs__keystore_close(s);
     pthread_cond_destroy(&s->syncer_cv);
     pthread_cond_destroy(&s->idle_cv);
     pthread_cond_destroy(&s->head_cv);
@@ -1350,6 +1359,7 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     pthread_cond_init(&s->idle_cv, NULL);
     pthread_cond_init(&s->head_cv, NULL);
     if (!s->readonly && (rc = evs__store_lock_dir(s))) goto fail;
+    if ((rc = evs__keystore_open(s))) goto fail;
     if (!s->readonly && mkdir(path, 0755) != 0 && errno != EEXIST) {
         rc = evs__err_errno(-errno, "cannot create %s", path);
         goto fail;
@@ -1480,6 +1490,7 @@ int evs_store_close(evs_store *s) {
     int rc = EVS_OK;
     if (!s) return EVS_OK;
     if (s->dir) rc = evs__store_teardown(s, 1);
+    evs__keystore_free(s);
     free(s);
     return rc;
 }
@@ -1601,5 +1612,6 @@ void evs__store_abandon(evs_store *s) {
     }
     if (!s) return;
     if (s->dir) evs__store_teardown(s, 0);
+    evs__keystore_free(s);
     free(s);
 }

@@ -93,6 +93,8 @@ struct evs_store {
        embedded one; the public functions dispatch on it */
     const struct evs_engine *engine;
     void *eng;
+    /* crypto-shredding: master key and subject keys (keystore.c), NULL until used */
+    struct evs__keystore *ks;
 
     /* stats */
     _Atomic uint64_t st_appends, st_events, st_bytes, st_syncs, st_batches;

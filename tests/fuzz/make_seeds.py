@@ -226,3 +226,12 @@ for i, s in enumerate([
     '{"snapshot_keep": 0, "app_dir": ""}', '{"idempotency_window": 2592001}',
 ]):
     put("config", "seed-%02d" % i, s)
+
+
+# --------------------------------------------------------------- master key (fuzz_master_key.c)
+HEXKEY = "00112233445566778899aabbccddeeff" * 2
+for i, s in enumerate([
+    HEXKEY + "\n", "  " + HEXKEY.upper() + "\r\n\n", "abcd", HEXKEY[:-1] + "g", "\t" + HEXKEY + " \t", "",
+    HEXKEY + "00", HEXKEY[:32] + " " + HEXKEY[32:],
+]):
+    put("master_key", "seed-%02d" % i, s)

@@ -103,7 +103,7 @@ class AuthWS(WSClient):
 PARAMS = {"{stream}": "order-1", "{pos}": "1", "{name}": "p1", "{id}": "1", "{partition}": "x",
           "{consumer}": "c", "{command}": "Cmd", "{query}": "q", "{type}": "T", "{aggregate}": "a1",
           "{saga}": "s", "{instance}": "i", "{file}": "app.js", "{event_type}": "E", "{version}": "1",
-          "{stream_type}": "order"}
+          "{stream_type}": "order", "{subject}": "customer:1"}
 
 
 def print_routes():
