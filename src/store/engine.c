@@ -16,6 +16,7 @@
 #include "core/json.h"
 #include "pg/pg.h"
 #include "store/engine.h"
+#include "store/store_internal.h"
 
 const evs_engine *evs__engine_for(const char *where) {
     if (!where) return NULL;
@@ -59,18 +60,6 @@ const char *evs__engine_mask_url(const char *url, char *buf, size_t cap) {
 
 /* ------------------------------------------------------------ append checks */
 
-static int name_ok(const char *what, const char *p, size_t n, size_t max) {
-    if (n == 0) return evs__err(EVS_EINVAL, "%s is empty", what);
-    if (n > max) return evs__err(EVS_ELIMIT, "%s is %zu bytes, the limit is %zu", what, n, max);
-    size_t bad;
-    if (!evs__utf8_valid(p, n, &bad)) return evs__err(EVS_EINVAL, "%s is not valid UTF-8 (byte %zu)", what, bad + 1);
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
-            return evs__err(EVS_EINVAL, "%s contains control character 0x%02x at byte %zu", what,
-                            (unsigned char)p[i], i + 1);
-    return EVS_OK;
-}
-
 /* Tags as the JSON array the embedded engine stores ("[\"a\",\"b\"]"), or NULL when none. */
 static int tags_json(const evs_event_in *e, size_t i, char **out) {
     *out = NULL;
@@ -84,7 +73,7 @@ static int tags_json(const evs_event_in *e, size_t i, char **out) {
         snprintf(what, sizeof what, "event %zu: tag %zu", i + 1, t + 1);
         if (!e->tags[t]) return evs__err(EVS_EINVAL, "%s is NULL", what);
         size_t n = strnlen(e->tags[t], EVS_MAX_TAG_BYTES + 1);
-        int rc = name_ok(what, e->tags[t], n, EVS_MAX_TAG_BYTES);
+        int rc = evs__name_ok(what, e->tags[t], n, EVS_MAX_TAG_BYTES);
         if (rc) return rc;
         cap += evs__json_escape(e->tags[t], n, NULL, 0) + 1;
     }
@@ -123,7 +112,7 @@ int evs__engine_append_prepare(const uint64_t lims[4], const char *stream, int64
     *out = NULL;
     if (!stream) return evs__err(EVS_EINVAL, "stream name is NULL");
     size_t slen = strnlen(stream, EVS_MAX_STREAM_NAME + 2);
-    if ((rc = name_ok("stream name", stream, slen, lims[3]))) return rc;
+    if ((rc = evs__name_ok("stream name", stream, slen, lims[3]))) return rc;
     if (stream[0] == '$') return evs__err(EVS_EINVAL, "stream name \"%s\": names starting with '$' are reserved", stream);
     if (expected < EVS_EXPECT_EXISTS)
         return evs__err(EVS_EINVAL, "expected version %lld is invalid (any, no-stream, exists or a version >= 0)",
@@ -156,14 +145,14 @@ int evs__engine_append_prepare(const uint64_t lims[4], const char *stream, int64
             goto fail;
         }
         snprintf(what, sizeof what, "event %zu: event_type", i + 1);
-        if ((rc = name_ok(what, e->event_type, strnlen(e->event_type, EVS_MAX_TYPE_NAME + 1), EVS_MAX_TYPE_NAME)))
+        if ((rc = evs__name_ok(what, e->event_type, strnlen(e->event_type, EVS_MAX_TYPE_NAME + 1), EVS_MAX_TYPE_NAME)))
             goto fail;
         size_t tl;
         const char *st;
         if (e->stream_type) {
             snprintf(what, sizeof what, "event %zu: stream_type", i + 1);
             tl = strnlen(e->stream_type, EVS_MAX_TYPE_NAME + 1);
-            if ((rc = name_ok(what, e->stream_type, tl, EVS_MAX_TYPE_NAME))) goto fail;
+            if ((rc = evs__name_ok(what, e->stream_type, tl, EVS_MAX_TYPE_NAME))) goto fail;
             st = e->stream_type;
         } else { /* the name before its first '-' */
             const char *dash = memchr(stream, '-', slen);

@@ -178,7 +178,7 @@ int evs__store_set_index_faults(evs_store *s, int no_reserve, int fail_commits) 
 
 /* ----------------------------------------------------------- validation */
 
-static int name_ok(const char *what, const char *p, size_t n, size_t max) {
+int evs__name_ok(const char *what, const char *p, size_t n, size_t max) {
     if (n == 0) return evs__err(EVS_EINVAL, "%s is empty", what);
     if (n > max) return evs__err(EVS_ELIMIT, "%s is %zu bytes, the limit is %zu", what, n, max);
     size_t bad;
@@ -193,7 +193,7 @@ static int name_ok(const char *what, const char *p, size_t n, size_t max) {
 int evs__check_stream_name(const evs_store *s, const char *stream, size_t *len_out) {
     if (!stream) return evs__err(EVS_EINVAL, "stream name is NULL");
     size_t n = strnlen(stream, EVS_MAX_STREAM_NAME + 2);
-    int rc = name_ok("stream name", stream, n, s ? s->lim_stream_name : EVS_MAX_STREAM_NAME);
+    int rc = evs__name_ok("stream name", stream, n, s ? s->lim_stream_name : EVS_MAX_STREAM_NAME);
     if (rc) return rc;
     if (stream[0] == '$') return evs__err(EVS_EINVAL, "stream name \"%s\": names starting with '$' are reserved", stream);
     *len_out = n;
@@ -240,7 +240,7 @@ static int build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_l
         snprintf(what, sizeof what, "event %zu: tag %zu", i + 1, t + 1);
         if (!e->tags[t]) return evs__err(EVS_EINVAL, "%s is NULL", what);
         size_t n = strnlen(e->tags[t], EVS_MAX_TAG_BYTES + 1);
-        int rc = name_ok(what, e->tags[t], n, EVS_MAX_TAG_BYTES);
+        int rc = evs__name_ok(what, e->tags[t], n, EVS_MAX_TAG_BYTES);
         if (rc) return rc;
         cap += evs__json_escape(e->tags[t], n, NULL, 0) + 1;
     }
@@ -281,12 +281,12 @@ static int prepare(evs_store *s, const char *stream, size_t slen, const evs_even
         char what[96];
         if (!e->event_type) return evs__err(EVS_EINVAL, "event %zu: event_type is missing", i + 1);
         snprintf(what, sizeof what, "event %zu: event_type", i + 1);
-        if ((rc = name_ok(what, e->event_type, strnlen(e->event_type, EVS_MAX_TYPE_NAME + 1), EVS_MAX_TYPE_NAME)))
+        if ((rc = evs__name_ok(what, e->event_type, strnlen(e->event_type, EVS_MAX_TYPE_NAME + 1), EVS_MAX_TYPE_NAME)))
             return rc;
         if (e->stream_type) {
             snprintf(what, sizeof what, "event %zu: stream_type", i + 1);
             size_t tl = strnlen(e->stream_type, EVS_MAX_TYPE_NAME + 1);
-            if ((rc = name_ok(what, e->stream_type, tl, EVS_MAX_TYPE_NAME))) return rc;
+            if ((rc = evs__name_ok(what, e->stream_type, tl, EVS_MAX_TYPE_NAME))) return rc;
             p->stypes[i] = e->stream_type;
             p->stype_lens[i] = tl;
         } else {
@@ -1037,7 +1037,7 @@ static int append_impl(evs_store *s, const char *stream, int64_t expected, const
     if (mw || reserved) {
         /* the reserved "$$<stream>" metadata stream: only meta.c writes it (and "$subjects", crypt.c) */
         slen = strlen(stream);
-        if ((rc = name_ok("metadata stream name", stream, slen, EVS_MAX_STREAM_NAME))) return rc;
+        if ((rc = evs__name_ok("metadata stream name", stream, slen, EVS_MAX_STREAM_NAME))) return rc;
     } else if ((rc = evs__check_stream_name(s, stream, &slen))) {
         return rc;
     }

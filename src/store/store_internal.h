@@ -182,5 +182,7 @@ int evs__reader_wrap(const evs_engine *engine, void *impl, evs_reader **out);
 
 /* Validate a stream name; message names the problem. */
 int evs__check_stream_name(const evs_store *s, const char *stream, size_t *len_out);
+/* A name of 1..max bytes of UTF-8 without control characters; else EINVAL/ELIMIT naming `what`. */
+int evs__name_ok(const char *what, const char *p, size_t n, size_t max);
 
 #endif
