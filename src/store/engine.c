@@ -60,37 +60,6 @@ const char *evs__engine_mask_url(const char *url, char *buf, size_t cap) {
 
 /* ------------------------------------------------------------ append checks */
 
-/* Tags as the JSON array the embedded engine stores ("[\"a\",\"b\"]"), or NULL when none. */
-static int tags_json(const evs_event_in *e, size_t i, char **out) {
-    *out = NULL;
-    if (e->ntags == 0) return EVS_OK;
-    if (!e->tags) return evs__err(EVS_EINVAL, "event %zu: tags is NULL but ntags is %zu", i + 1, e->ntags);
-    if (e->ntags > EVS_MAX_TAGS)
-        return evs__err(EVS_ELIMIT, "event %zu: %zu tags, the limit is %u", i + 1, e->ntags, EVS_MAX_TAGS);
-    size_t cap = 3;
-    for (size_t t = 0; t < e->ntags; t++) {
-        char what[64];
-        snprintf(what, sizeof what, "event %zu: tag %zu", i + 1, t + 1);
-        if (!e->tags[t]) return evs__err(EVS_EINVAL, "%s is NULL", what);
-        size_t n = strnlen(e->tags[t], EVS_MAX_TAG_BYTES + 1);
-        int rc = evs__name_ok(what, e->tags[t], n, EVS_MAX_TAG_BYTES);
-        if (rc) return rc;
-        cap += evs__json_escape(e->tags[t], n, NULL, 0) + 1;
-    }
-    char *buf = malloc(cap);
-    if (!buf) return evs__err(EVS_ENOMEM, "out of memory for tags");
-    size_t w = 0;
-    buf[w++] = '[';
-    for (size_t t = 0; t < e->ntags; t++) {
-        if (t) buf[w++] = ',';
-        w += evs__json_escape(e->tags[t], strlen(e->tags[t]), buf + w, cap - w);
-    }
-    buf[w++] = ']';
-    buf[w] = '\0';
-    *out = buf;
-    return EVS_OK;
-}
-
 static int uuid_cmp(const void *a, const void *b) { return memcmp(a, b, sizeof(evs_uuid)); }
 
 void evs__engine_append_free(evs__engine_append *a) {
@@ -181,9 +150,9 @@ int evs__engine_append_prepare(const uint64_t lims[4], const char *stream, int64
                           INT32_MAX);
             goto fail;
         }
-        if ((rc = tags_json(e, i, &tags[i]))) goto fail;
-        uint64_t size = e->data_len + (e->metadata ? e->metadata_len : 2) + strlen(e->event_type) + tl +
-                        (tags[i] ? strlen(tags[i]) : 0);
+        size_t tlen;
+        if ((rc = evs__build_tags(e, i, &tags[i], &tlen))) goto fail;
+        uint64_t size = e->data_len + (e->metadata ? e->metadata_len : 2) + strlen(e->event_type) + tl + tlen;
         if (size > lims[0]) {
             rc = evs__err(EVS_ELIMIT, "event %zu is %llu bytes, the limit is %llu", i + 1, (unsigned long long)size,
                           (unsigned long long)lims[0]);

@@ -227,7 +227,7 @@ static void prepared_free(prepared *p, size_t n) {
     free(p->ev);
 }
 
-static int build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_len) {
+int evs__build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_len) {
     *out = NULL;
     *out_len = 0;
     if (e->ntags == 0) return EVS_OK;
@@ -253,6 +253,7 @@ static int build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_l
         w += evs__json_escape(e->tags[t], strlen(e->tags[t]), buf + w, cap + 1 - w);
     }
     buf[w++] = ']';
+    buf[w] = '\0';
     *out = buf;
     *out_len = w;
     return EVS_OK;
@@ -302,7 +303,7 @@ static int prepare(evs_store *s, const char *stream, size_t slen, const evs_even
         if (e->event_version > INT32_MAX)
             return evs__err(EVS_EINVAL, "event %zu: event_version %u is out of range 1..%d", i + 1, e->event_version,
                             INT32_MAX);
-        if ((rc = build_tags(e, i, &p->tags[i], &p->tag_lens[i]))) return rc;
+        if ((rc = evs__build_tags(e, i, &p->tags[i], &p->tag_lens[i]))) return rc;
         uint64_t size = e->data_len + (e->metadata ? e->metadata_len : 2) + strlen(e->event_type) +
                         p->stype_lens[i] + p->tag_lens[i];
         if (size > s->lim_event_bytes)

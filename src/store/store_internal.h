@@ -184,5 +184,8 @@ int evs__reader_wrap(const evs_engine *engine, void *impl, evs_reader **out);
 int evs__check_stream_name(const evs_store *s, const char *stream, size_t *len_out);
 /* A name of 1..max bytes of UTF-8 without control characters; else EINVAL/ELIMIT naming `what`. */
 int evs__name_ok(const char *what, const char *p, size_t n, size_t max);
+/* Event i's tags checked and rendered as the JSON array stored ("[\"a\",\"b\"]", NUL-terminated, caller frees),
+   *out NULL when it has none. */
+int evs__build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_len);
 
 #endif
