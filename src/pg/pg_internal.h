@@ -60,6 +60,21 @@ void evs__pg_note_head(evs_pg *pg, uint64_t h);
 /* An error from a failed query: EVS_EIO with libpq's message, prefixed with what. */
 int evs__pg_err(PGconn *c, const PGresult *r, const char *what);
 
+/*
+ * Append a on connection c inside the caller's open transaction, without
+ * group commit (pg_cond.c), filling res as evs_append() answered.
+ * *status: 0 appended (not committed yet: after its COMMIT the caller
+ * calls evs__pg_appended), 1 an idempotent retry, 2 a conflict, 3 an id
+ * stored elsewhere.  Returns EVS_OK for 0 and 1, EVS_ECONFLICT or
+ * EVS_EDUPLICATE (with the message) for 2 and 3, or the query's error.
+ */
+int evs__pg_append_in_tx(evs_pg *pg, PGconn *c, const evs__engine_append *a, evs_append_result *res,
+                         uint32_t *status);
+/* An append made by evs__pg_append_in_tx has committed: raise the head, count it. */
+void evs__pg_appended(evs_pg *pg, const evs__engine_append *a, const evs_append_result *res);
+/* evs_append_if on this engine (pg_cond.c). */
+int evs__pg_append_if(void *e, const evs__engine_append *a, const evs_append_condition *cond, evs_append_result *res);
+
 /* Create or upgrade the schema (migrate.c), under an advisory lock. */
 int evs__pg_migrate(PGconn *c);
 

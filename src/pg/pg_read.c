@@ -259,12 +259,7 @@ int evs__pg_read_all(void *e, uint64_t from, int direction, const evs_filter *f,
             if ((rc = add_text(r, EVS_PG_INT8, num))) goto fail;
             COND(" AND e.recorded_at < to_timestamp($%d::double precision / 1e6)", r->nparams);
         }
-        if (f->n_tags) {
-            for (size_t i = 0; i < f->n_tags; i++)
-                if (!f->tags || !f->tags[i] || !*f->tags[i]) {
-                    rc = evs__err(EVS_EINVAL, "filter: tag %zu is empty", i + 1);
-                    goto fail;
-                }
+        if (f->n_tags) { /* checked by the store (evs__filter_check) */
             if ((rc = add_text_array(r, f->tags, f->n_tags))) goto fail;
             COND(" AND e.tags %s $%d", f->tag_match == EVS_TAGS_ALL ? "@>" : "&&", r->nparams);
         }

@@ -57,6 +57,11 @@ typedef struct evs_engine {
     /* Release everything; the handle is gone whatever the result. */
     int (*close)(void *e);
     int (*append)(void *e, const evs__engine_append *a, evs_append_result *res);
+    /* An append under a DCB condition (evs_append_if; cond already checked): the expected version
+       first, then no event matching cond after cond->after, both decided atomically with the write;
+       EVS_ECONDITION with res->condition_position otherwise.  NULL: not supported. */
+    int (*append_if)(void *e, const evs__engine_append *a, const evs_append_condition *cond,
+                     evs_append_result *res);
     /* Readers: *out is the engine's reader, released with reader_close. */
     int (*read_stream)(void *e, const char *stream, uint64_t from, int direction, size_t limit, void **out);
     int (*read_all)(void *e, uint64_t from, int direction, const evs_filter *f, size_t limit, void **out);

@@ -127,6 +127,8 @@ int evs__scavenge_recover(evs_store *s, int *rebuild);
 
 /* A conditional append's condition as given: EVS_OK, or what is wrong with it (condition.c). */
 int evs__condition_validate(const evs_append_condition *c);
+/* Check a read filter (NULL is none): EVS_EINVAL/EVS_ELIMIT naming the field, the same on every engine. */
+int evs__filter_check(const evs_filter *f);
 
 /* ---- stream metadata (meta.c) */
 

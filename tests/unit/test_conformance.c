@@ -374,11 +374,6 @@ static void test_engine_scope(evs_store *s) {
     CHECK_CONTAINS(evs_errmsg(), "stream metadata");
     evs_check_report rep;
     CHECK_RC(evs_store_check(s, &rep), EVS_ENOTSUP);
-    evs_query_item item = {0};
-    evs_append_condition cond = {&item, 1, 0};
-    evs_event_in ev = tu_event("A", "{}");
-    evs_append_result r;
-    CHECK_RC(evs_append_if(s, "dcb-1", EVS_EXPECT_ANY, &cond, &ev, 1, &r, NULL), EVS_ENOTSUP);
     CHECK_STR(evs_strerror(EVS_ENOTSUP), "not supported by this storage engine");
 }
 
