@@ -88,6 +88,9 @@ void evs__pg_array_elem(evs_pgbuf *b, const void *p, size_t n) {
 /* ------------------------------------------------------------- errors */
 
 int evs__pg_err(PGconn *c, const PGresult *r, const char *what) {
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (state && !strcmp(state, EVS_PG_SQLSTATE_DELETED)) /* the schema's own refusal: its message as is */
+        return evs__err(EVS_EDELETED, "%s", PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
     const char *m = r ? PQresultErrorMessage(r) : NULL;
     if (!m || !*m) m = c ? PQerrorMessage(c) : "no connection";
     size_t n = strlen(m);
@@ -628,6 +631,7 @@ static int pg_append(void *e, const evs__engine_append *a, evs_append_result *re
     pthread_mutex_unlock(&pg->mu);
     rc = q.rc;
     if (rc) evs__err(rc, "%s", q.msg);
+    if (rc == EVS_ECONFLICT) rc = evs__pg_meta_after_conflict(pg, a, res); /* deleted streams (pg_meta.c) */
 out:
     for (int k = 0; k < 10; k++) free(q.b[k].p);
     return rc;
@@ -749,6 +753,8 @@ static const evs_engine PG_ENGINE = {
     .wait_for = pg_wait_for,
     .stats = pg_stats,
     .event_position = pg_event_position,
+    .meta_get = evs__pg_meta_get,
+    .meta_set = evs__pg_meta_set,
 };
 
 const evs_engine *evs__pg_engine(void) { return &PG_ENGINE; }

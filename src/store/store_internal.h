@@ -135,16 +135,7 @@ int evs__filter_check(const evs_filter *f);
 #define EVS_META_PREFIX "$$"
 #define EVS_META_EVENT_TYPE "$metadata"
 
-/* A metadata write in flight: the parsed object and its stream. */
-typedef struct evs__meta_write {
-    const char *target;           /* the stream it is about */
-    size_t target_len;
-    const char *json;             /* exactly the stored bytes */
-    size_t json_len;
-    evs_stream_metadata m;
-    int has_target_expected;      /* a delete: the stream's own version must match */
-    int64_t target_expected;
-} evs__meta_write;
+/* evs__meta_write (a metadata write in flight) is in store/engine.h: engines store it too. */
 
 /* Load the cache from the "$$" streams (at open). */
 int evs__meta_load(evs_store *s);
