@@ -181,7 +181,7 @@ int evs_store_set_index_map_size(evs_store *s, uint64_t bytes);
  * PostgreSQL database (src/pg; its schema is created or upgraded here).
  * The same calls work on both engines; what the PostgreSQL engine does not
  * do yet (consumers, projections, schemas, apps, sagas, encrypted
- * streams, check, repair, backup) fails with EVS_ENOTSUP
+ * streams, repair, backup) fails with EVS_ENOTSUP
  * naming the operation.
  * Recovery runs here: a torn or corrupt tail record is truncated and the
  * index catches up with the log; see evs_store_recovery_report.  A second

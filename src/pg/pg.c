@@ -755,6 +755,7 @@ static const evs_engine PG_ENGINE = {
     .event_position = pg_event_position,
     .meta_get = evs__pg_meta_get,
     .meta_set = evs__pg_meta_set,
+    .check = evs__pg_check,
 };
 
 const evs_engine *evs__pg_engine(void) { return &PG_ENGINE; }

@@ -96,6 +96,9 @@ int evs__pg_meta_after_conflict(evs_pg *pg, const evs__engine_append *a, evs_app
     "OR (m.max_count IS NOT NULL AND e.stream_position + m.max_count <= s.version) "                             \
     "OR (m.max_age IS NOT NULL AND e.recorded_at < statement_timestamp() - m.max_age * interval '1 second')))"
 
+/* evs_store_check on this engine (pg_check.c). */
+int evs__pg_check(void *e, evs_check_report *rep);
+
 /* Create or upgrade the schema (migrate.c), under an advisory lock. */
 int evs__pg_migrate(PGconn *c);
 

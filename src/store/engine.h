@@ -98,6 +98,8 @@ typedef struct evs_engine {
     int (*meta_get)(void *e, const char *stream, char **json, size_t *len, uint64_t *meta_version,
                     evs_stream_metadata *m, uint64_t *stream_version);
     int (*meta_set)(void *e, const evs__meta_write *mw, int64_t expected, uint64_t *version_out);
+    /* evs_store_check: the engine's own invariants, EVS_ECORRUPT naming the first broken one.  NULL: none. */
+    int (*check)(void *e, evs_check_report *rep);
 } evs_engine;
 
 /* The engine that handles `where` (a URL scheme it knows), or NULL for a directory. */

@@ -1051,7 +1051,10 @@ static int check_frame(void *arg, const evs_frame *f) {
 }
 
 int evs_store_check(evs_store *s, evs_check_report *rep) {
-    if (s && s->engine) return evs__engine_unsupported(s->engine, "check");
+    if (s && s->engine) {
+        if (!rep) return evs__err(EVS_EINVAL, "check: report is NULL");
+        return s->engine->check ? s->engine->check(s->eng, rep) : evs__engine_unsupported(s->engine, "check");
+    }
     if (!s || !s->dir || !rep) return evs__err(EVS_EINVAL, "check: store not open or report is NULL");
     memset(rep, 0, sizeof *rep);
     check_ctx c;

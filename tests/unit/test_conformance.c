@@ -483,6 +483,12 @@ static void test_stream_metadata(evs_store *s) {
     n = stream_positions(s, "meta-5", EVS_FORWARD, p, 16);
     CHECK_INT(n, 1);
     if (n == 1) CHECK_INT(p[0], 2);
+    /* all of it is consistent on every engine */
+    evs_check_report rep;
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    CHECK_INT(rep.errors, 0);
+    CHECK_INT(rep.index_head, evs_head(s));
+    CHECK_INT(rep.events, evs_head(s));
 }
 
 /* What only the embedded engine does yet answers EVS_ENOTSUP on the others, naming the operation. */
@@ -497,8 +503,6 @@ static void test_engine_scope(evs_store *s) {
     CHECK_RC(evs_bus_open(s, &bus), EVS_ENOTSUP);
     CHECK_CONTAINS(evs_errmsg(), "consumers and projections is not supported by the postgresql storage engine");
     CHECK_RC(evs_schema_open(s, &reg), EVS_ENOTSUP);
-    evs_check_report rep;
-    CHECK_RC(evs_store_check(s, &rep), EVS_ENOTSUP);
     CHECK_STR(evs_strerror(EVS_ENOTSUP), "not supported by this storage engine");
 }
 
@@ -519,6 +523,45 @@ static void test_pg_schema_version(const char *where) {
     r = PQexec(c, "DELETE FROM event_store_migrations WHERE version = 99");
     PQclear(r);
     PQfinish(c);
+}
+
+/* PostgreSQL only: check names what SQL run by hand broke, and a healed database checks clean again. */
+static void test_pg_check(const char *where) {
+    evs_store *s = cf_open(where);
+    evs_check_report rep;
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    uint64_t head = evs_head(s);
+    CHECK_INT(rep.events, head);
+    evs_store_close(s);
+    PGconn *c = PQconnectdb(where);
+    struct {
+        const char *damage, *heal, *names;
+    } cases[] = {
+        {"UPDATE event_streams SET version = version + 1 WHERE aggregate_id = 'order-2'",
+         "UPDATE event_streams SET version = version - 1 WHERE aggregate_id = 'order-2'", "stream \"order-2\": its row says"},
+        {"UPDATE event_store SET global_position = 1000000000 WHERE global_position = 3",
+         "UPDATE event_store SET global_position = 3 WHERE global_position = 1000000000",
+         "global position 4: expected 3 after 2 (a gap)"},
+        {"UPDATE event_store_head SET global_position = global_position + 5",
+         "UPDATE event_store_head SET global_position = global_position - 5", "head row says"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        PGresult *r = PQexec(c, cases[i].damage);
+        CHECK_INT(PQresultStatus(r), PGRES_COMMAND_OK);
+        PQclear(r);
+        s = cf_open(where);
+        CHECK_RC(evs_store_check(s, &rep), EVS_ECORRUPT);
+        CHECK(rep.errors >= 1);
+        CHECK_CONTAINS(rep.first_error, cases[i].names);
+        CHECK_CONTAINS(evs_errmsg(), "check found");
+        evs_store_close(s);
+        r = PQexec(c, cases[i].heal);
+        PQclear(r);
+    }
+    PQfinish(c);
+    s = cf_open(where);
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    evs_store_close(s);
 }
 
 int main(int argc, char **argv) {
@@ -548,6 +591,7 @@ int main(int argc, char **argv) {
     CHECK_INT(r.first_global_position, head + 1);
     CHECK_RC(evs_store_close(s), EVS_OK);
     if (cf_pg) test_pg_schema_version(where);
+    if (cf_pg) test_pg_check(where);
     cf_drop(where);
     return TEST_REPORT();
 }
