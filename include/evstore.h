@@ -180,8 +180,8 @@ int evs_store_set_index_map_size(evs_store *s, uint64_t bytes);
  * when dir is a "postgresql://" (or "postgres://") URL, the store in that
  * PostgreSQL database (src/pg; its schema is created or upgraded here).
  * The same calls work on both engines; what the PostgreSQL engine does not
- * do yet (consumers, projections, schemas, apps, sagas, stream metadata,
- * conditional appends, check, repair, backup) fails with EVS_ENOTSUP
+ * do yet (consumers, projections, schemas, apps, sagas, encrypted
+ * streams, repair, backup) fails with EVS_ENOTSUP
  * naming the operation.
  * Recovery runs here: a torn or corrupt tail record is truncated and the
  * index catches up with the log; see evs_store_recovery_report.  A second

@@ -192,6 +192,34 @@ static const migration MIGRATIONS[] = {
      "  RETURN QUERY SELECT 0, v_version + 1, v_head + 1, v_now, v_version, NULL::text;\n"
      "END\n"
      "$f$;\n"},
+    /*
+     * Stream metadata (pg_meta.c): the object in force per stream, kept in
+     * the same transaction as its "$metadata" event in the stream "$$"+name
+     * (the history, and the metadata version); readers join it to hide what
+     * it hides.  A hard-deleted stream can never be written again: the
+     * trigger refuses the stream row's insert or update that every append
+     * makes, under the head lock the append and the delete both take.
+     */
+    {3, "stream metadata: event_stream_metadata, tombstones refused",
+     "CREATE TABLE event_stream_metadata (\n"
+     "  aggregate_id text COLLATE \"C\" PRIMARY KEY,\n"
+     "  metadata bytea NOT NULL,\n"
+     "  meta_version bigint NOT NULL,\n"
+     "  max_age bigint,\n"
+     "  max_count bigint,\n"
+     "  truncate_before bigint NOT NULL DEFAULT 0,\n"
+     "  tombstone boolean NOT NULL DEFAULT false);\n"
+     "CREATE FUNCTION evs_refuse_tombstoned() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+     "BEGIN\n"
+     "  IF EXISTS (SELECT 1 FROM event_stream_metadata m WHERE m.aggregate_id = NEW.aggregate_id AND m.tombstone) THEN\n"
+     "    RAISE EXCEPTION USING ERRCODE = '" EVS_PG_SQLSTATE_DELETED "',\n"
+     "      MESSAGE = format('stream \"%s\" is hard-deleted (tombstone): it can never be written again', NEW.aggregate_id);\n"
+     "  END IF;\n"
+     "  RETURN NEW;\n"
+     "END\n"
+     "$f$;\n"
+     "CREATE TRIGGER event_streams_tombstone BEFORE INSERT OR UPDATE ON event_streams\n"
+     "  FOR EACH ROW EXECUTE FUNCTION evs_refuse_tombstoned();\n"},
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])

@@ -88,6 +88,9 @@ void evs__pg_array_elem(evs_pgbuf *b, const void *p, size_t n) {
 /* ------------------------------------------------------------- errors */
 
 int evs__pg_err(PGconn *c, const PGresult *r, const char *what) {
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    if (state && !strcmp(state, EVS_PG_SQLSTATE_DELETED)) /* the schema's own refusal: its message as is */
+        return evs__err(EVS_EDELETED, "%s", PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
     const char *m = r ? PQresultErrorMessage(r) : NULL;
     if (!m || !*m) m = c ? PQerrorMessage(c) : "no connection";
     size_t n = strlen(m);
@@ -432,8 +435,15 @@ static int result_ok(const PGresult *r) {
     return PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 6;
 }
 
-/* What evs_append answered for q (committed). */
-static void req_outcome(evs_pg *pg, pg_req *q, const PGresult *r) {
+/* An append of a's events has committed: the head and the counters move. */
+static void note_appended(evs_pg *pg, const evs__engine_append *a, const evs_append_result *res) {
+    evs__pg_note_head(pg, res->last_global_position);
+    atomic_fetch_add(&pg->st_appends, 1);
+    atomic_fetch_add(&pg->st_events, a->n);
+}
+
+/* What evs_append answered for q; committed: its transaction has committed (else the caller notes it). */
+static uint32_t req_answer(evs_pg *pg, pg_req *q, const PGresult *r, int committed) {
     const evs__engine_append *a = q->a;
     evs_append_result *res = q->res;
     uint32_t status = evs__pg_be32(PQgetvalue(r, 0, 0));
@@ -445,11 +455,7 @@ static void req_outcome(evs_pg *pg, pg_req *q, const PGresult *r) {
         res->last_global_position = res->first_global_position + a->n - 1;
         res->recorded_at = evs__pg_ts_ns(PQgetvalue(r, 0, 3));
         res->idempotent = status == 1;
-        if (status == 0) {
-            evs__pg_note_head(pg, res->last_global_position);
-            atomic_fetch_add(&pg->st_appends, 1);
-            atomic_fetch_add(&pg->st_events, a->n);
-        }
+        if (status == 0 && committed) note_appended(pg, a, res);
         req_set(q, EVS_OK);
     } else if (status == 2) {
         char exp[32];
@@ -462,7 +468,10 @@ static void req_outcome(evs_pg *pg, pg_req *q, const PGresult *r) {
     } else {
         req_set(q, evs__err(EVS_EDUPLICATE, "%s", PQgetvalue(r, 0, 5)));
     }
+    return status;
 }
+
+static void req_outcome(evs_pg *pg, pg_req *q, const PGresult *r) { req_answer(pg, q, r, 1); }
 
 static int exec_failed(PGconn *c, const PGresult *r, const char *what) {
     int rc = evs__pg_err(c, r, what);
@@ -622,9 +631,37 @@ static int pg_append(void *e, const evs__engine_append *a, evs_append_result *re
     pthread_mutex_unlock(&pg->mu);
     rc = q.rc;
     if (rc) evs__err(rc, "%s", q.msg);
+    if (rc == EVS_ECONFLICT) rc = evs__pg_meta_after_conflict(pg, a, res); /* deleted streams (pg_meta.c) */
 out:
     for (int k = 0; k < 10; k++) free(q.b[k].p);
     return rc;
+}
+
+int evs__pg_append_in_tx(evs_pg *pg, PGconn *c, const evs__engine_append *a, evs_append_result *res,
+                         uint32_t *status) {
+    pg_req q;
+    memset(&q, 0, sizeof q);
+    q.a = a;
+    q.res = res;
+    *status = 3;
+    int rc = req_encode(&q);
+    if (!rc) {
+        PGresult *r = req_exec(c, &q);
+        if (result_ok(r)) {
+            *status = req_answer(pg, &q, r, 0);
+            rc = q.rc;
+            if (rc) evs__err(rc, "%s", q.msg);
+        } else {
+            rc = exec_failed(c, r, "postgresql: append");
+        }
+        PQclear(r);
+    }
+    for (int k = 0; k < 10; k++) free(q.b[k].p);
+    return rc;
+}
+
+void evs__pg_appended(evs_pg *pg, const evs__engine_append *a, const evs_append_result *res) {
+    note_appended(pg, a, res);
 }
 
 /* ------------------------------------------------------------- head, wait, stats */
@@ -704,6 +741,7 @@ static const evs_engine PG_ENGINE = {
     .open = pg_open,
     .close = pg_close,
     .append = pg_append,
+    .append_if = evs__pg_append_if,
     .read_stream = evs__pg_read_stream,
     .read_all = evs__pg_read_all,
     .reader_next = evs__pg_reader_next,
@@ -715,6 +753,9 @@ static const evs_engine PG_ENGINE = {
     .wait_for = pg_wait_for,
     .stats = pg_stats,
     .event_position = pg_event_position,
+    .meta_get = evs__pg_meta_get,
+    .meta_set = evs__pg_meta_set,
+    .check = evs__pg_check,
 };
 
 const evs_engine *evs__pg_engine(void) { return &PG_ENGINE; }

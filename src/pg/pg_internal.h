@@ -21,6 +21,8 @@
 #define EVS_PG_BATCH_MAX 256
 /* How long a batch's leader waits for the appenders of the last batch to come back. */
 #define EVS_PG_GATHER_US 1000
+/* The SQLSTATE the schema raises for a write to a hard-deleted stream (migrate.c): EVS_EDELETED. */
+#define EVS_PG_SQLSTATE_DELETED "EV001"
 /* The channel evs_append() notifies with the new head (decimal text). */
 #define EVS_PG_CHANNEL "evs_events"
 
@@ -59,6 +61,43 @@ int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const ch
 void evs__pg_note_head(evs_pg *pg, uint64_t h);
 /* An error from a failed query: EVS_EIO with libpq's message, prefixed with what. */
 int evs__pg_err(PGconn *c, const PGresult *r, const char *what);
+
+/*
+ * Append a on connection c inside the caller's open transaction, without
+ * group commit (pg_cond.c), filling res as evs_append() answered.
+ * *status: 0 appended (not committed yet: after its COMMIT the caller
+ * calls evs__pg_appended), 1 an idempotent retry, 2 a conflict, 3 an id
+ * stored elsewhere.  Returns EVS_OK for 0 and 1, EVS_ECONFLICT or
+ * EVS_EDUPLICATE (with the message) for 2 and 3, or the query's error.
+ */
+int evs__pg_append_in_tx(evs_pg *pg, PGconn *c, const evs__engine_append *a, evs_append_result *res,
+                         uint32_t *status);
+/* An append made by evs__pg_append_in_tx has committed: raise the head, count it. */
+void evs__pg_appended(evs_pg *pg, const evs__engine_append *a, const evs_append_result *res);
+/* evs_append_if on this engine (pg_cond.c). */
+int evs__pg_append_if(void *e, const evs__engine_append *a, const evs_append_condition *cond, evs_append_result *res);
+
+/* Stream metadata (pg_meta.c): the engine table's meta_get and meta_set. */
+int evs__pg_meta_get(void *e, const char *stream, char **json, size_t *len, uint64_t *meta_version,
+                     evs_stream_metadata *m, uint64_t *stream_version);
+int evs__pg_meta_set(void *e, const evs__meta_write *mw, int64_t expected, uint64_t *version_out);
+/*
+ * An append answered EVS_ECONFLICT (pg.c): a hard-deleted stream says so
+ * instead (EVS_EDELETED, as the embedded engine answers whatever the
+ * expected version), and "no stream" holds for a soft-deleted one: the
+ * append is made after its last event, provided the delete still stands.
+ * Returns the append's final code (res updated).
+ */
+int evs__pg_meta_after_conflict(evs_pg *pg, const evs__engine_append *a, evs_append_result *res);
+/* The SQL condition (on event_store e) that the metadata of e's stream hides e; pg_read.c. */
+#define EVS_PG_HIDDEN                                                                                             \
+    "EXISTS (SELECT 1 FROM event_stream_metadata m LEFT JOIN event_streams s ON s.aggregate_id = m.aggregate_id " \
+    "WHERE m.aggregate_id = e.aggregate_id AND (m.tombstone OR e.stream_position < m.truncate_before "            \
+    "OR (m.max_count IS NOT NULL AND e.stream_position + m.max_count <= s.version) "                             \
+    "OR (m.max_age IS NOT NULL AND e.recorded_at < statement_timestamp() - m.max_age * interval '1 second')))"
+
+/* evs_store_check on this engine (pg_check.c). */
+int evs__pg_check(void *e, evs_check_report *rep);
 
 /* Create or upgrade the schema (migrate.c), under an advisory lock. */
 int evs__pg_migrate(PGconn *c);

@@ -186,25 +186,39 @@ int evs__pg_reader_next(void *p, const evs_event **ev) {
     return EVS_OK;
 }
 
+static int stream_row(evs_pg *pg, const char *stream, evs_stream_info *out, evs_stream_metadata *hide, int *dstate);
+
 int evs__pg_read_stream(void *e, const char *stream, uint64_t from, int direction, size_t limit, void **out) {
     evs_pg *pg = e;
     pg_reader *r;
     evs_stream_info info;
-    int rc = evs__pg_stream_info(pg, stream, &info);
+    evs_stream_metadata hide;
+    int dstate;
+    int rc = stream_row(pg, stream, &info, &hide, &dstate);
     if (rc) return rc;
+    if (dstate) return evs__err(EVS_ENOTFOUND, "stream \"%s\" not found (%s)", stream, dstate == 2 ? "hard-deleted" : "deleted");
     if ((rc = new_reader(pg, 0, direction, limit, &r))) return rc;
     if ((rc = add_text(r, EVS_PG_TEXT, stream))) goto fail;
+    /* what the stream's metadata hides is left out by the query (max_age needs the time of the page) */
     const char *sql = direction == EVS_FORWARD
                           ? "SELECT " EVENT_COLS " FROM event_store e WHERE e.aggregate_id = $3 AND e.stream_position >= "
-                            "$1 ORDER BY e.stream_position LIMIT $2"
+                            "$1 AND NOT " EVS_PG_HIDDEN " ORDER BY e.stream_position LIMIT $2"
                           : "SELECT " EVENT_COLS " FROM event_store e WHERE e.aggregate_id = $3 AND e.stream_position <= "
-                            "$1 ORDER BY e.stream_position DESC LIMIT $2";
+                            "$1 AND NOT " EVS_PG_HIDDEN " ORDER BY e.stream_position DESC LIMIT $2";
     if (!(r->sql = strdup(sql))) {
         rc = evs__err(EVS_ENOMEM, "out of memory for a reader");
         goto fail;
     }
-    if (direction == EVS_FORWARD) r->next = from ? from : 1;
-    else r->next = from > info.version ? info.version : from;
+    if (direction == EVS_FORWARD) {
+        /* start at the first event the metadata shows rather than skip the hidden ones row by row */
+        r->next = from ? from : 1;
+        if (r->next < hide.truncate_before) r->next = hide.truncate_before;
+        if (hide.max_count >= 0 && info.version > (uint64_t)hide.max_count &&
+            r->next < info.version - (uint64_t)hide.max_count + 1)
+            r->next = info.version - (uint64_t)hide.max_count + 1;
+    } else {
+        r->next = from > info.version ? info.version : from;
+    }
     r->position = r->next;
     *out = r;
     return EVS_OK;
@@ -259,12 +273,7 @@ int evs__pg_read_all(void *e, uint64_t from, int direction, const evs_filter *f,
             if ((rc = add_text(r, EVS_PG_INT8, num))) goto fail;
             COND(" AND e.recorded_at < to_timestamp($%d::double precision / 1e6)", r->nparams);
         }
-        if (f->n_tags) {
-            for (size_t i = 0; i < f->n_tags; i++)
-                if (!f->tags || !f->tags[i] || !*f->tags[i]) {
-                    rc = evs__err(EVS_EINVAL, "filter: tag %zu is empty", i + 1);
-                    goto fail;
-                }
+        if (f->n_tags) { /* checked by the store (evs__filter_check) */
             if ((rc = add_text_array(r, f->tags, f->n_tags))) goto fail;
             COND(" AND e.tags %s $%d", f->tag_match == EVS_TAGS_ALL ? "@>" : "&&", r->nparams);
         }
@@ -284,7 +293,7 @@ int evs__pg_read_all(void *e, uint64_t from, int direction, const evs_filter *f,
     snprintf(r->sql, cap,
              "SELECT h.global_position AS head, e.* FROM event_store_head h LEFT JOIN LATERAL (SELECT " EVENT_COLS
              " FROM event_store e WHERE e.global_position %s $1 AND e.global_position <= h.global_position%s "
-             "ORDER BY e.global_position%s LIMIT $2) e ON true WHERE h.id = 1",
+             "AND NOT " EVS_PG_HIDDEN " ORDER BY e.global_position%s LIMIT $2) e ON true WHERE h.id = 1",
              cmp, where, order);
     if (direction == EVS_FORWARD) r->next = from ? from : 1;
     else r->next = from;
@@ -312,16 +321,43 @@ static void row_info(const PGresult *p, int row, evs_stream_info *out) {
     out->updated_at = evs__pg_ts_ns(PQgetvalue(p, row, 6));
 }
 
-int evs__pg_stream_info(void *e, const char *stream, evs_stream_info *out) {
-    evs_pg *pg = e;
+/* A deleted stream: its metadata's truncate_before lies past its version (soft) or it has a tombstone. */
+#define DELETED_COND "(m.tombstone OR m.truncate_before > s.version)"
+
+/*
+ * The stream's row and what its metadata hides: *dstate 0 shown, 1 soft-
+ * deleted, 2 hard-deleted.  EVS_ENOTFOUND when the stream has no events.
+ */
+static int stream_row(evs_pg *pg, const char *stream, evs_stream_info *out, evs_stream_metadata *hide, int *dstate) {
     const char *vals[1] = {stream};
     PGresult *r;
-    int rc = evs__pg_query(pg, "SELECT " STREAM_COLS " FROM event_streams WHERE aggregate_id = $1", 1, NULL, vals,
-                           NULL, NULL, 1, "postgresql: stream info", &r);
+    int rc = evs__pg_query(pg,
+                           "SELECT " STREAM_COLS ", m.truncate_before, m.max_count, m.tombstone FROM event_streams s "
+                           "LEFT JOIN event_stream_metadata m USING (aggregate_id) WHERE s.aggregate_id = $1",
+                           1, NULL, vals, NULL, NULL, 1, "postgresql: stream info", &r);
     if (rc) return rc;
-    if (PQntuples(r) == 0) rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found", stream);
-    else row_info(r, 0, out);
+    if (PQntuples(r) == 0) {
+        PQclear(r);
+        return evs__err(EVS_ENOTFOUND, "stream \"%s\" not found", stream);
+    }
+    row_info(r, 0, out);
+    hide->truncate_before = PQgetisnull(r, 0, 7) ? 0 : evs__pg_be64(PQgetvalue(r, 0, 7));
+    hide->max_count = PQgetisnull(r, 0, 8) ? -1 : (int64_t)evs__pg_be64(PQgetvalue(r, 0, 8));
+    hide->tombstone = !PQgetisnull(r, 0, 9) && PQgetvalue(r, 0, 9)[0];
+    hide->max_age = -1;
+    *dstate = hide->tombstone ? 2 : hide->truncate_before > out->version ? 1 : 0;
     PQclear(r);
+    return EVS_OK;
+}
+
+int evs__pg_stream_info(void *e, const char *stream, evs_stream_info *out) {
+    evs_stream_metadata hide;
+    int dstate;
+    int rc = stream_row(e, stream, out, &hide, &dstate);
+    if (!rc && dstate) {
+        memset(out, 0, sizeof *out);
+        rc = evs__err(EVS_ENOTFOUND, "stream \"%s\" not found (deleted)", stream);
+    }
     return rc;
 }
 
@@ -336,8 +372,10 @@ int evs__pg_list_streams(void *e, const char *prefix, const char *after, evs_str
     const char *vals[3] = {prefix ? prefix : "", after, lim};
     PGresult *r;
     int rc = evs__pg_query(pg,
-                           "SELECT " STREAM_COLS " FROM event_streams WHERE starts_with(aggregate_id, $1) AND "
-                           "($2::text IS NULL OR aggregate_id > $2) ORDER BY aggregate_id LIMIT $3::bigint",
+                           "SELECT " STREAM_COLS " FROM event_streams s WHERE starts_with(aggregate_id, $1) AND "
+                           "($2::text IS NULL OR aggregate_id > $2) AND NOT EXISTS (SELECT 1 FROM "
+                           "event_stream_metadata m WHERE m.aggregate_id = s.aggregate_id AND " DELETED_COND ") "
+                           "ORDER BY aggregate_id LIMIT $3::bigint",
                            3, NULL, vals, NULL, NULL, 1, "postgresql: list streams", &r);
     if (rc) return rc;
     int n = PQntuples(r);

@@ -75,14 +75,15 @@ void evs__engine_append_free(evs__engine_append *a) {
     free(a);
 }
 
-int evs__engine_append_prepare(const uint64_t lims[4], const char *stream, int64_t expected,
-                               const evs_event_in *events, size_t n, evs__engine_append **out) {
+static int prepare(const uint64_t lims[4], const char *stream, int64_t expected, const evs_event_in *events,
+                   size_t n, int reserved, evs__engine_append **out) {
     int rc;
     *out = NULL;
     if (!stream) return evs__err(EVS_EINVAL, "stream name is NULL");
     size_t slen = strnlen(stream, EVS_MAX_STREAM_NAME + 2);
     if ((rc = evs__name_ok("stream name", stream, slen, lims[3]))) return rc;
-    if (stream[0] == '$') return evs__err(EVS_EINVAL, "stream name \"%s\": names starting with '$' are reserved", stream);
+    if (stream[0] == '$' && !reserved)
+        return evs__err(EVS_EINVAL, "stream name \"%s\": names starting with '$' are reserved", stream);
     if (expected < EVS_EXPECT_EXISTS)
         return evs__err(EVS_EINVAL, "expected version %lld is invalid (any, no-stream, exists or a version >= 0)",
                         (long long)expected);
@@ -199,4 +200,14 @@ int evs__engine_append_prepare(const uint64_t lims[4], const char *stream, int64
 fail:
     evs__engine_append_free(a);
     return rc;
+}
+
+int evs__engine_append_prepare(const uint64_t lims[4], const char *stream, int64_t expected,
+                               const evs_event_in *events, size_t n, evs__engine_append **out) {
+    return prepare(lims, stream, expected, events, n, 0, out);
+}
+
+int evs__engine_append_prepare_reserved(const uint64_t lims[4], const char *stream, int64_t expected,
+                                        const evs_event_in *events, size_t n, evs__engine_append **out) {
+    return prepare(lims, stream, expected, events, n, 1, out);
 }

@@ -43,6 +43,21 @@ typedef struct evs__engine_append {
     const char *const *tags;      /* n tag arrays as JSON text, NULL when none */
 } evs__engine_append;
 
+/*
+ * A metadata write in flight (meta.c): the parsed object and its stream.
+ * An engine stores json as the "$metadata" event of the stream "$$"+target
+ * (the metadata version is that stream's version) and honours m on reads.
+ */
+typedef struct evs__meta_write {
+    const char *target;           /* the stream it is about */
+    size_t target_len;
+    const char *json;             /* exactly the stored bytes */
+    size_t json_len;
+    evs_stream_metadata m;
+    int has_target_expected;      /* a delete: the stream's own version must match */
+    int64_t target_expected;
+} evs__meta_write;
+
 /* Settings an engine honours, copied from the store handle at open. */
 typedef struct evs__engine_settings {
     unsigned flags;               /* EVS_OPEN_* */
@@ -57,6 +72,11 @@ typedef struct evs_engine {
     /* Release everything; the handle is gone whatever the result. */
     int (*close)(void *e);
     int (*append)(void *e, const evs__engine_append *a, evs_append_result *res);
+    /* An append under a DCB condition (evs_append_if; cond already checked): the expected version
+       first, then no event matching cond after cond->after, both decided atomically with the write;
+       EVS_ECONDITION with res->condition_position otherwise.  NULL: not supported. */
+    int (*append_if)(void *e, const evs__engine_append *a, const evs_append_condition *cond,
+                     evs_append_result *res);
     /* Readers: *out is the engine's reader, released with reader_close. */
     int (*read_stream)(void *e, const char *stream, uint64_t from, int direction, size_t limit, void **out);
     int (*read_all)(void *e, uint64_t from, int direction, const evs_filter *f, size_t limit, void **out);
@@ -70,6 +90,16 @@ typedef struct evs_engine {
     int (*wait_for)(void *e, uint64_t position, int timeout_ms, uint64_t *head);
     int (*stats)(void *e, evs_store_stats *out);
     int (*event_position)(void *e, const evs_uuid *id, uint64_t *gpos);
+    /* Stream metadata (meta.c checks and parses, and builds a delete's object).  meta_get: the object
+       in force (*json malloc'd and the caller's, NULL when there is none), its version, its parsed form
+       (none: max_age/max_count -1) and the stream's own version (0: no events).  meta_set: store mw at
+       metadata version `expected` (EVS_ECONFLICT naming it); a delete (mw->has_target_expected) also
+       needs the stream's version to match; a hard-deleted stream answers EVS_EDELETED.  NULL: none. */
+    int (*meta_get)(void *e, const char *stream, char **json, size_t *len, uint64_t *meta_version,
+                    evs_stream_metadata *m, uint64_t *stream_version);
+    int (*meta_set)(void *e, const evs__meta_write *mw, int64_t expected, uint64_t *version_out);
+    /* evs_store_check: the engine's own invariants, EVS_ECORRUPT naming the first broken one.  NULL: none. */
+    int (*check)(void *e, evs_check_report *rep);
 } evs_engine;
 
 /* The engine that handles `where` (a URL scheme it knows), or NULL for a directory. */
@@ -85,6 +115,9 @@ const evs_engine *evs__engine_for(const char *where);
  */
 int evs__engine_append_prepare(const uint64_t lims[4], const char *stream, int64_t expected,
                                const evs_event_in *events, size_t n, evs__engine_append **out);
+/* The same for a stream of the store's own ("$$" metadata streams): '$' names allowed. */
+int evs__engine_append_prepare_reserved(const uint64_t lims[4], const char *stream, int64_t expected,
+                                        const evs_event_in *events, size_t n, evs__engine_append **out);
 void evs__engine_append_free(evs__engine_append *a);
 
 /* EVS_ENOTSUP: "<operation> is not supported by the <engine> storage engine yet". */

@@ -363,12 +363,42 @@ static int write_meta(evs_store *s, const char *stream, size_t slen, int64_t exp
     return rc;
 }
 
+/* Another engine stores metadata itself (engine.h meta_get/meta_set); EVS_ENOTSUP when it does not. */
+static int engine_meta(evs_store *s, int write, const char *what) {
+    if (write ? !s->engine->meta_set : !s->engine->meta_get) return evs__engine_unsupported(s->engine, "stream metadata");
+    if (write && s->readonly) return evs__err(EVS_ECLOSED, "%s: the store is open read-only", what);
+    return EVS_OK;
+}
+
+/* Does the object have the top-level key `key`? */
+static int has_key(const char *json, size_t len, const char *key) {
+    evs_json_iter it;
+    evs_json_span k, v;
+    evs__json_iter_init(&it, evs__json_root(json, len));
+    while (evs__json_iter_member(&it, &k, &v))
+        if (evs__json_string_eq(k, key)) return 1;
+    return 0;
+}
+
+/* Store mw as stream's metadata at metadata version `expected`, on whichever engine the store has. */
+static int store_meta(evs_store *s, const char *stream, size_t slen, int64_t expected, evs__meta_write *mw,
+                      uint64_t *version_out) {
+    if (!s->engine) return write_meta(s, stream, slen, expected, mw, version_out);
+    /* the subject keys of "$encrypt" live in a store directory (crypt.c) */
+    if (has_key(mw->json, mw->json_len, "$encrypt"))
+        return evs__engine_unsupported(s->engine, "an encrypted stream (\"$encrypt\" in its metadata)");
+    mw->target = stream;
+    mw->target_len = slen;
+    return s->engine->meta_set(s->eng, mw, expected, version_out);
+}
+
 int evs_stream_set_metadata(evs_store *s, const char *stream, int64_t expected, const char *json, size_t len,
                             uint64_t *version_out) {
-    if (s && s->engine) return evs__engine_unsupported(s->engine, "stream metadata");
     int rc;
     size_t slen;
-    if ((rc = open_for_write(s, "set metadata"))) return rc;
+    if (s && s->engine) rc = engine_meta(s, 1, "set metadata");
+    else rc = open_for_write(s, "set metadata");
+    if (rc) return rc;
     if ((rc = evs__check_stream_name(s, stream, &slen))) return rc;
     evs__meta_write mw;
     memset(&mw, 0, sizeof mw);
@@ -379,12 +409,40 @@ int evs_stream_set_metadata(evs_store *s, const char *stream, int64_t expected, 
     }
     mw.json = json;
     mw.json_len = len;
-    return write_meta(s, stream, slen, expected, &mw, version_out);
+    return store_meta(s, stream, slen, expected, &mw, version_out);
+}
+
+/* evs_stream_get_metadata on another engine; *stream_version: the stream's own version. */
+static int engine_get(evs_store *s, const char *stream, char **json_out, size_t *len_out, uint64_t *version_out,
+                      evs_stream_metadata *parsed, uint64_t *stream_version) {
+    int rc;
+    size_t slen;
+    char *j = NULL;
+    size_t jl = 0;
+    uint64_t mv = 0, v = 0;
+    evs_stream_metadata m;
+    meta_none(&m);
+    if (json_out) *json_out = NULL;
+    if ((rc = engine_meta(s, 0, "get metadata")) || (rc = evs__check_stream_name(s, stream, &slen))) return rc;
+    if ((rc = s->engine->meta_get(s->eng, stream, &j, &jl, &mv, &m, &v))) return rc;
+    if (!j) {
+        if (!v) return evs__err(EVS_ENOTFOUND, "stream \"%s\" not found (and has no metadata)", stream);
+        if (!(j = strdup("{}"))) return evs__err(EVS_ENOMEM, "out of memory copying metadata");
+        jl = 2, mv = 0;
+        meta_none(&m);
+    }
+    if (json_out) *json_out = j;
+    else free(j);
+    if (len_out) *len_out = jl;
+    if (version_out) *version_out = mv;
+    if (parsed) *parsed = m;
+    if (stream_version) *stream_version = v;
+    return EVS_OK;
 }
 
 int evs_stream_get_metadata(evs_store *s, const char *stream, char **json_out, size_t *len_out,
                             uint64_t *version_out, evs_stream_metadata *parsed) {
-    if (s && s->engine) return evs__engine_unsupported(s->engine, "stream metadata");
+    if (s && s->engine) return engine_get(s, stream, json_out, len_out, version_out, parsed, NULL);
     int rc;
     size_t slen;
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "get metadata: the store is not open");
@@ -422,10 +480,11 @@ int evs_stream_get_metadata(evs_store *s, const char *stream, char **json_out, s
 }
 
 int evs_stream_delete(evs_store *s, const char *stream, int64_t expected, int hard) {
-    if (s && s->engine) return evs__engine_unsupported(s->engine, "stream delete");
     int rc;
     size_t slen;
-    if ((rc = open_for_write(s, "delete"))) return rc;
+    if (s && s->engine) rc = engine_meta(s, 1, "delete");
+    else rc = open_for_write(s, "delete");
+    if (rc) return rc;
     if ((rc = evs__check_stream_name(s, stream, &slen))) return rc;
     if (expected < EVS_EXPECT_EXISTS)
         return evs__err(EVS_EINVAL, "expected version %lld is invalid (any, no-stream, exists or a version >= 0)",
@@ -434,8 +493,9 @@ int evs_stream_delete(evs_store *s, const char *stream, int64_t expected, int ha
     size_t oldlen = 0;
     evs_stream_metadata m;
     uint64_t v;
-    if ((rc = raw_version(s, stream, slen, &v))) return rc;
-    if ((rc = evs_stream_get_metadata(s, stream, &old, &oldlen, NULL, &m))) return rc;
+    if (s->engine) rc = engine_get(s, stream, &old, &oldlen, NULL, &m, &v);
+    else if (!(rc = raw_version(s, stream, slen, &v))) rc = evs_stream_get_metadata(s, stream, &old, &oldlen, NULL, &m);
+    if (rc) return rc;
     evs__sb b = {0};
     evs__meta_write mw;
     memset(&mw, 0, sizeof mw);
@@ -473,7 +533,7 @@ int evs_stream_delete(evs_store *s, const char *stream, int64_t expected, int ha
     mw.json_len = b.len;
     mw.has_target_expected = 1;
     mw.target_expected = expected;
-    rc = write_meta(s, stream, slen, EVS_EXPECT_ANY, &mw, NULL);
+    rc = store_meta(s, stream, slen, EVS_EXPECT_ANY, &mw, NULL);
 cleanup:
     evs__sb_free(&b);
     free(old);

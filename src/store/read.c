@@ -451,16 +451,34 @@ static int next_stream(evs_reader *r, const evs_event **ev) {
 
 /* ---------------------------------------------------------------- $all */
 
-static int set_filter(evs_reader *r, const evs_filter *f) {
+int evs__filter_check(const evs_filter *f) {
     if (!f) return EVS_OK;
+    if (f->n_event_types && !f->event_types) return evs__err(EVS_EINVAL, "filter: event_types is NULL");
+    for (size_t i = 0; i < f->n_event_types; i++)
+        if (!f->event_types[i] || !*f->event_types[i]) return evs__err(EVS_EINVAL, "filter: event type %zu is empty", i + 1);
+    if (f->n_tags && !f->tags) return evs__err(EVS_EINVAL, "filter: tags is NULL");
+    for (size_t i = 0; i < f->n_tags; i++) {
+        size_t n = f->tags[i] ? strnlen(f->tags[i], EVS_MAX_TAG_BYTES + 1) : 0;
+        if (n == 0 || n > EVS_MAX_TAG_BYTES)
+            return evs__err(EVS_EINVAL, "filter: tag %zu must be 1..%u bytes", i + 1, EVS_MAX_TAG_BYTES);
+        if (i == EVS_MAX_TAGS) return evs__err(EVS_ELIMIT, "filter: more than %u tags", EVS_MAX_TAGS);
+    }
+    if (f->tag_match != EVS_TAGS_ANY && f->tag_match != EVS_TAGS_ALL)
+        return evs__err(EVS_EINVAL, "filter: tag_match %d is neither any nor all", (int)f->tag_match);
+    if (f->since < 0 || f->until < 0) return evs__err(EVS_EINVAL, "filter: negative time");
+    if (f->since && f->until && f->until <= f->since) return evs__err(EVS_EINVAL, "filter: until must be after since");
+    return EVS_OK;
+}
+
+static int set_filter(evs_reader *r, const evs_filter *f) {
+    int rc;
+    if (!f) return EVS_OK;
+    if ((rc = evs__filter_check(f))) return rc;
     if (f->n_event_types) {
-        if (!f->event_types) return evs__err(EVS_EINVAL, "filter: event_types is NULL");
         if (!(r->types = calloc(f->n_event_types, sizeof *r->types))) return evs__err(EVS_ENOMEM, "out of memory");
         r->ntypes = f->n_event_types;
-        for (size_t i = 0; i < f->n_event_types; i++) {
-            if (!f->event_types[i] || !*f->event_types[i]) return evs__err(EVS_EINVAL, "filter: event type %zu is empty", i + 1);
+        for (size_t i = 0; i < f->n_event_types; i++)
             if (!(r->types[i] = strdup(f->event_types[i]))) return evs__err(EVS_ENOMEM, "out of memory");
-        }
     }
     if (f->stream_type && *f->stream_type && !(r->stype = strdup(f->stream_type))) return evs__err(EVS_ENOMEM, "out of memory");
     if (f->stream_prefix && *f->stream_prefix) {
@@ -472,26 +490,16 @@ static int set_filter(evs_reader *r, const evs_filter *f) {
         r->corr = *f->correlation_id;
     }
     if (f->n_tags) {
-        if (!f->tags) return evs__err(EVS_EINVAL, "filter: tags is NULL");
         if (!(r->tags = calloc(f->n_tags, sizeof *r->tags))) return evs__err(EVS_ENOMEM, "out of memory");
         r->ntags = f->n_tags;
-        for (size_t i = 0; i < f->n_tags; i++) {
-            size_t n = f->tags[i] ? strnlen(f->tags[i], EVS_MAX_TAG_BYTES + 1) : 0;
-            if (n == 0 || n > EVS_MAX_TAG_BYTES)
-                return evs__err(EVS_EINVAL, "filter: tag %zu must be 1..%u bytes", i + 1, EVS_MAX_TAG_BYTES);
-            if (i == EVS_MAX_TAGS) return evs__err(EVS_ELIMIT, "filter: more than %u tags", EVS_MAX_TAGS);
+        for (size_t i = 0; i < f->n_tags; i++)
             if (!(r->tags[i] = strdup(f->tags[i]))) return evs__err(EVS_ENOMEM, "out of memory");
-        }
     }
-    if (f->tag_match != EVS_TAGS_ANY && f->tag_match != EVS_TAGS_ALL)
-        return evs__err(EVS_EINVAL, "filter: tag_match %d is neither any nor all", (int)f->tag_match);
     r->tag_all = f->tag_match == EVS_TAGS_ALL;
     if (f->causation_id) {
         r->has_caus = 1;
         r->caus = *f->causation_id;
     }
-    if (f->since < 0 || f->until < 0) return evs__err(EVS_EINVAL, "filter: negative time");
-    if (f->since && f->until && f->until <= f->since) return evs__err(EVS_EINVAL, "filter: until must be after since");
     r->since = f->since;
     r->until = f->until;
     return EVS_OK;
@@ -1043,7 +1051,10 @@ static int check_frame(void *arg, const evs_frame *f) {
 }
 
 int evs_store_check(evs_store *s, evs_check_report *rep) {
-    if (s && s->engine) return evs__engine_unsupported(s->engine, "check");
+    if (s && s->engine) {
+        if (!rep) return evs__err(EVS_EINVAL, "check: report is NULL");
+        return s->engine->check ? s->engine->check(s->eng, rep) : evs__engine_unsupported(s->engine, "check");
+    }
     if (!s || !s->dir || !rep) return evs__err(EVS_EINVAL, "check: store not open or report is NULL");
     memset(rep, 0, sizeof *rep);
     check_ctx c;

@@ -41,12 +41,14 @@ int evs__store_engine_append(evs_store *s, const char *stream, int64_t expected,
     if (!res) return evs__err(EVS_EINVAL, "append: result pointer is NULL");
     memset(res, 0, sizeof *res);
     if (s->readonly) return evs__err(EVS_ECLOSED, "append: the store is open read-only");
-    if (cond) return evs__engine_unsupported(s->engine, "a conditional append (evs_append_if with a condition)");
+    if (cond && !s->engine->append_if)
+        return evs__engine_unsupported(s->engine, "a conditional append (evs_append_if with a condition)");
+    int rc;
+    if (cond && (rc = evs__condition_validate(cond))) return rc;
     const uint64_t lims[4] = {s->lim_event_bytes, s->lim_events, s->lim_append_bytes, s->lim_stream_name};
     evs__engine_append *a;
-    int rc = evs__engine_append_prepare(lims, stream, expected, events, n, &a);
-    if (rc) return rc;
-    rc = s->engine->append(s->eng, a, res);
+    if ((rc = evs__engine_append_prepare(lims, stream, expected, events, n, &a))) return rc;
+    rc = cond ? s->engine->append_if(s->eng, a, cond, res) : s->engine->append(s->eng, a, res);
     if (!rc && generated_ids) memcpy(generated_ids, a->ids, n * sizeof *a->ids);
     evs__engine_append_free(a);
     return rc;
@@ -65,6 +67,7 @@ int evs__store_engine_read(evs_store *s, const char *stream, uint64_t from, int 
         if ((rc = evs__check_stream_name(s, stream, &slen))) return rc;
         rc = s->engine->read_stream(s->eng, stream, from, direction, limit, &impl);
     } else {
+        if ((rc = evs__filter_check(f))) return rc;
         rc = s->engine->read_all(s->eng, from, direction, f, limit, &impl);
     }
     if (rc) return rc;

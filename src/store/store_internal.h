@@ -127,22 +127,15 @@ int evs__scavenge_recover(evs_store *s, int *rebuild);
 
 /* A conditional append's condition as given: EVS_OK, or what is wrong with it (condition.c). */
 int evs__condition_validate(const evs_append_condition *c);
+/* Check a read filter (NULL is none): EVS_EINVAL/EVS_ELIMIT naming the field, the same on every engine. */
+int evs__filter_check(const evs_filter *f);
 
 /* ---- stream metadata (meta.c) */
 
 #define EVS_META_PREFIX "$$"
 #define EVS_META_EVENT_TYPE "$metadata"
 
-/* A metadata write in flight: the parsed object and its stream. */
-typedef struct evs__meta_write {
-    const char *target;           /* the stream it is about */
-    size_t target_len;
-    const char *json;             /* exactly the stored bytes */
-    size_t json_len;
-    evs_stream_metadata m;
-    int has_target_expected;      /* a delete: the stream's own version must match */
-    int64_t target_expected;
-} evs__meta_write;
+/* evs__meta_write (a metadata write in flight) is in store/engine.h: engines store it too. */
 
 /* Load the cache from the "$$" streams (at open). */
 int evs__meta_load(evs_store *s);

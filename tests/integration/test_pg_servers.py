@@ -145,6 +145,28 @@ class TwoServersTest(unittest.TestCase):
         self.assertIn("evs:****@", r.stderr)
         self.assertNotIn(PASSWORD, r.stdout + r.stderr)
 
+    def test_metadata_and_deletes_agree_on_both_servers(self):
+        # written through one server, in force at once on the other: the database holds it, no cache
+        for i in range(5):
+            st, _, body = self.a.request("POST", "/streams/meta-srv-1", [ev("E", {"i": i})])
+            self.assertIn(st, (200, 201), body)
+        st, _, body = self.a.request("PUT", "/streams/meta-srv-1/metadata", {"max_count": 2})
+        self.assertEqual(st, 200, body)
+        st, _, body = self.b.get("/streams/meta-srv-1/metadata")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["metadata"], {"max_count": 2})
+        st, _, body = self.b.get("/streams/meta-srv-1")
+        self.assertEqual(st, 200, body)
+        self.assertEqual([e["data"]["i"] for e in body["events"]], [3, 4])
+        # a hard delete on B: A refuses the next append with 410 and reads the stream as gone
+        st, _, body = self.b.request("DELETE", "/streams/meta-srv-1?hard=true")
+        self.assertEqual(st, 200, body)
+        st, _, body = self.a.request("POST", "/streams/meta-srv-1", [ev("E", {"i": 9})])
+        self.assertEqual(st, 410, body)
+        self.assertIn("hard-deleted", body["error"])
+        st, _, body = self.a.get("/streams/meta-srv-1")
+        self.assertEqual(st, 404, body)
+
     def test_unsupported_routes_answer_501_and_password_is_masked(self):
         st, _, body = self.b.get("/subscriptions")
         self.assertEqual(st, 501, body)

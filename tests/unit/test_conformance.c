@@ -356,12 +356,145 @@ static void test_wait_for(evs_store *s) {
     CHECK(w.head >= h + 2);
 }
 
+/* Positions a read of stream (forward from 1, or backward from the end) returns, into p; how many, or -rc. */
+static int stream_positions(evs_store *s, const char *stream, int dir, uint64_t *p, int max) {
+    evs_reader *rd;
+    int rc = evs_read_stream(s, stream, dir == EVS_FORWARD ? 1 : EVS_POSITION_END, dir, 0, &rd);
+    if (rc) return -rc;
+    const evs_event *e;
+    int n = 0;
+    while ((rc = evs_reader_next(rd, &e)) == EVS_OK)
+        if (n < max) p[n++] = e->stream_position;
+    evs_reader_close(rd);
+    return rc == EVS_DONE ? n : -rc;
+}
+
+/* Events of stream in $all (prefix filter). */
+static int all_count(evs_store *s, const char *stream) {
+    evs_filter f;
+    memset(&f, 0, sizeof f);
+    f.stream_prefix = stream;
+    evs_reader *rd;
+    if (evs_read_all(s, 1, EVS_FORWARD, &f, 0, &rd)) return -1;
+    const evs_event *e;
+    int n = 0, rc;
+    while ((rc = evs_reader_next(rd, &e)) == EVS_OK)
+        if (e->stream_len == strlen(stream)) n++;
+    evs_reader_close(rd);
+    return rc == EVS_DONE ? n : -1;
+}
+
+/* Stream metadata and deletes: what readers and writers see, the same on every engine. */
+static void test_stream_metadata(evs_store *s) {
+    evs_append_result r;
+    char *json = NULL, data[32];
+    size_t len;
+    uint64_t mv = 99, p[16];
+    evs_stream_metadata m;
+    CHECK_RC(evs_stream_get_metadata(s, "meta-1", &json, &len, &mv, &m), EVS_ENOTFOUND);
+    for (int i = 1; i <= 10; i++) {
+        snprintf(data, sizeof data, "{\"i\":%d}", i);
+        CHECK_RC(append1(s, "meta-1", EVS_EXPECT_ANY, "E", data, &r), EVS_OK);
+    }
+    CHECK_RC(evs_stream_get_metadata(s, "meta-1", &json, &len, &mv, &m), EVS_OK);
+    CHECK_STR(json, "{}");
+    CHECK_INT(mv, 0);
+    CHECK_INT(m.max_count, -1);
+    free(json);
+    /* max_count: the last three */
+    const char *mc = "{\"max_count\": 3, \"owner\":\"x\"}";
+    CHECK_RC(evs_stream_set_metadata(s, "meta-1", EVS_EXPECT_NO_STREAM, mc, strlen(mc), &mv), EVS_OK);
+    CHECK_INT(mv, 1);
+    CHECK_RC(evs_stream_set_metadata(s, "meta-1", EVS_EXPECT_NO_STREAM, mc, strlen(mc), &mv), EVS_ECONFLICT);
+    CHECK_CONTAINS(evs_errmsg(), "expected metadata version 0, actual 1");
+    CHECK_RC(evs_stream_get_metadata(s, "meta-1", &json, &len, &mv, &m), EVS_OK);
+    CHECK_STR(json, mc); /* exactly as given */
+    CHECK_INT(len, strlen(mc));
+    CHECK_INT(mv, 1);
+    CHECK_INT(m.max_count, 3);
+    free(json);
+    int n = stream_positions(s, "meta-1", EVS_FORWARD, p, 16);
+    CHECK_INT(n, 3);
+    if (n == 3) CHECK(p[0] == 8 && p[1] == 9 && p[2] == 10);
+    n = stream_positions(s, "meta-1", EVS_BACKWARD, p, 16);
+    CHECK_INT(n, 3);
+    if (n == 3) CHECK(p[0] == 10 && p[2] == 8);
+    CHECK_INT(all_count(s, "meta-1"), 3);
+    /* truncate_before replaces it */
+    const char *tb = "{\"truncate_before\":5}";
+    CHECK_RC(evs_stream_set_metadata(s, "meta-1", 1, tb, strlen(tb), &mv), EVS_OK);
+    CHECK_INT(mv, 2);
+    n = stream_positions(s, "meta-1", EVS_FORWARD, p, 16);
+    CHECK_INT(n, 6);
+    if (n == 6) CHECK(p[0] == 5 && p[5] == 10);
+    CHECK_INT(all_count(s, "meta-1"), 6);
+    /* bad objects: refused naming what is wrong, nothing changed */
+    const char *bad[] = {"{\"max_count\":-1}", "[1]", "{\"$tombstone\":true}", "{\"max_age\":\"1d\"}"};
+    int want[] = {EVS_EINVAL, EVS_EJSON, EVS_EINVAL, EVS_EINVAL};
+    for (int i = 0; i < 4; i++) CHECK_RC(evs_stream_set_metadata(s, "meta-1", EVS_EXPECT_ANY, bad[i], strlen(bad[i]), &mv), want[i]);
+    CHECK_RC(evs_stream_get_metadata(s, "meta-1", NULL, NULL, &mv, NULL), EVS_OK);
+    CHECK_INT(mv, 2);
+    /* max_age 0: every event already recorded is too old */
+    CHECK_RC(append1(s, "meta-2", EVS_EXPECT_ANY, "E", "{}", &r), EVS_OK);
+    const char *age = "{\"max_age\":0}";
+    CHECK_RC(evs_stream_set_metadata(s, "meta-2", EVS_EXPECT_ANY, age, strlen(age), &mv), EVS_OK);
+    CHECK_INT(stream_positions(s, "meta-2", EVS_FORWARD, p, 16), 0);
+    CHECK_INT(all_count(s, "meta-2"), 0);
+    /* soft delete: reads as absent, "no stream" then continues its positions */
+    for (int i = 0; i < 3; i++) CHECK_RC(append1(s, "meta-3", EVS_EXPECT_ANY, "E", "{}", &r), EVS_OK);
+    CHECK_RC(evs_stream_delete(s, "meta-3", 2, 0), EVS_ECONFLICT);
+    CHECK_CONTAINS(evs_errmsg(), "expected version 2, actual version 3");
+    CHECK_RC(evs_stream_delete(s, "meta-3", 3, 0), EVS_OK);
+    CHECK_INT(stream_positions(s, "meta-3", EVS_FORWARD, p, 16), -EVS_ENOTFOUND);
+    CHECK_CONTAINS(evs_errmsg(), "not found (deleted)");
+    evs_stream_info info;
+    CHECK_RC(evs_stream_get_info(s, "meta-3", &info), EVS_ENOTFOUND);
+    size_t cnt = 9;
+    CHECK_RC(evs_list_streams(s, "meta-3", NULL, &info, 1, &cnt), EVS_OK);
+    CHECK_INT(cnt, 0);
+    CHECK_INT(all_count(s, "meta-3"), 0);
+    CHECK_RC(evs_stream_delete(s, "meta-3", EVS_EXPECT_ANY, 0), EVS_ENOTFOUND);
+    CHECK_RC(append1(s, "meta-3", EVS_EXPECT_NO_STREAM, "Again", "{}", &r), EVS_OK);
+    CHECK_INT(r.first_stream_position, 4);
+    n = stream_positions(s, "meta-3", EVS_FORWARD, p, 16);
+    CHECK_INT(n, 1);
+    if (n == 1) CHECK_INT(p[0], 4);
+    CHECK_RC(evs_stream_get_info(s, "meta-3", &info), EVS_OK);
+    CHECK_INT(info.version, 4);
+    /* hard delete: never written again, whatever the expected version */
+    CHECK_RC(append1(s, "meta-4", EVS_EXPECT_ANY, "E", "{}", &r), EVS_OK);
+    CHECK_RC(evs_stream_delete(s, "meta-4", EVS_EXPECT_ANY, 1), EVS_OK);
+    uint64_t head = evs_head(s);
+    CHECK_RC(append1(s, "meta-4", EVS_EXPECT_ANY, "E", "{}", &r), EVS_EDELETED);
+    CHECK_CONTAINS(evs_errmsg(), "hard-deleted (tombstone)");
+    CHECK_RC(append1(s, "meta-4", 7, "E", "{}", &r), EVS_EDELETED);
+    CHECK_RC(append1(s, "meta-4", EVS_EXPECT_NO_STREAM, "E", "{}", &r), EVS_EDELETED);
+    CHECK_RC(evs_stream_set_metadata(s, "meta-4", EVS_EXPECT_ANY, "{}", 2, &mv), EVS_EDELETED);
+    CHECK_RC(evs_stream_delete(s, "meta-4", EVS_EXPECT_ANY, 1), EVS_EDELETED);
+    CHECK_INT(evs_head(s), head);
+    CHECK_INT(stream_positions(s, "meta-4", EVS_FORWARD, p, 16), -EVS_ENOTFOUND);
+    CHECK_CONTAINS(evs_errmsg(), "hard-deleted");
+    CHECK_INT(all_count(s, "meta-4"), 0);
+    /* a stream that was never written: metadata may be set ahead of its first event */
+    const char *ahead = "{\"max_count\":1}";
+    CHECK_RC(evs_stream_set_metadata(s, "meta-5", EVS_EXPECT_ANY, ahead, strlen(ahead), &mv), EVS_OK);
+    CHECK_RC(append1(s, "meta-5", EVS_EXPECT_NO_STREAM, "E", "{}", &r), EVS_OK);
+    CHECK_RC(append1(s, "meta-5", 1, "E", "{}", &r), EVS_OK);
+    n = stream_positions(s, "meta-5", EVS_FORWARD, p, 16);
+    CHECK_INT(n, 1);
+    if (n == 1) CHECK_INT(p[0], 2);
+    /* all of it is consistent on every engine */
+    evs_check_report rep;
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    CHECK_INT(rep.errors, 0);
+    CHECK_INT(rep.index_head, evs_head(s));
+    CHECK_INT(rep.events, evs_head(s));
+}
+
 /* What only the embedded engine does yet answers EVS_ENOTSUP on the others, naming the operation. */
 static void test_engine_scope(evs_store *s) {
     evs_bus *bus = NULL;
     evs_schema_registry *reg = NULL;
-    char *json = NULL;
-    size_t len;
     if (!cf_pg) {
         CHECK_RC(evs_bus_open(s, &bus), EVS_OK);
         evs_bus_close(bus);
@@ -370,15 +503,6 @@ static void test_engine_scope(evs_store *s) {
     CHECK_RC(evs_bus_open(s, &bus), EVS_ENOTSUP);
     CHECK_CONTAINS(evs_errmsg(), "consumers and projections is not supported by the postgresql storage engine");
     CHECK_RC(evs_schema_open(s, &reg), EVS_ENOTSUP);
-    CHECK_RC(evs_stream_get_metadata(s, "order-1", &json, &len, NULL, NULL), EVS_ENOTSUP);
-    CHECK_CONTAINS(evs_errmsg(), "stream metadata");
-    evs_check_report rep;
-    CHECK_RC(evs_store_check(s, &rep), EVS_ENOTSUP);
-    evs_query_item item = {0};
-    evs_append_condition cond = {&item, 1, 0};
-    evs_event_in ev = tu_event("A", "{}");
-    evs_append_result r;
-    CHECK_RC(evs_append_if(s, "dcb-1", EVS_EXPECT_ANY, &cond, &ev, 1, &r, NULL), EVS_ENOTSUP);
     CHECK_STR(evs_strerror(EVS_ENOTSUP), "not supported by this storage engine");
 }
 
@@ -387,18 +511,57 @@ static void test_pg_schema_version(const char *where) {
     PGconn *c = PQconnectdb(where);
     PGresult *r = PQexec(c, "SELECT max(version) FROM event_store_migrations");
     CHECK_INT(PQresultStatus(r), PGRES_TUPLES_OK);
-    CHECK_STR(PQgetvalue(r, 0, 0), "2");
+    CHECK_STR(PQgetvalue(r, 0, 0), "3");
     PQclear(r);
     r = PQexec(c, "INSERT INTO event_store_migrations (version, description) VALUES (99, 'from the future')");
     PQclear(r);
     evs_store *s = NULL;
     CHECK_RC(evs_store_create(&s), EVS_OK);
     CHECK_RC(evs_store_open(s, where, EVS_OPEN_CREATE), EVS_EFORMAT);
-    CHECK_CONTAINS(evs_errmsg(), "schema is version 99, this build knows up to 2");
+    CHECK_CONTAINS(evs_errmsg(), "schema is version 99, this build knows up to 3");
     evs_store_close(s);
     r = PQexec(c, "DELETE FROM event_store_migrations WHERE version = 99");
     PQclear(r);
     PQfinish(c);
+}
+
+/* PostgreSQL only: check names what SQL run by hand broke, and a healed database checks clean again. */
+static void test_pg_check(const char *where) {
+    evs_store *s = cf_open(where);
+    evs_check_report rep;
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    uint64_t head = evs_head(s);
+    CHECK_INT(rep.events, head);
+    evs_store_close(s);
+    PGconn *c = PQconnectdb(where);
+    struct {
+        const char *damage, *heal, *names;
+    } cases[] = {
+        {"UPDATE event_streams SET version = version + 1 WHERE aggregate_id = 'order-2'",
+         "UPDATE event_streams SET version = version - 1 WHERE aggregate_id = 'order-2'", "stream \"order-2\": its row says"},
+        {"UPDATE event_store SET global_position = 1000000000 WHERE global_position = 3",
+         "UPDATE event_store SET global_position = 3 WHERE global_position = 1000000000",
+         "global position 4: expected 3 after 2 (a gap)"},
+        {"UPDATE event_store_head SET global_position = global_position + 5",
+         "UPDATE event_store_head SET global_position = global_position - 5", "head row says"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        PGresult *r = PQexec(c, cases[i].damage);
+        CHECK_INT(PQresultStatus(r), PGRES_COMMAND_OK);
+        PQclear(r);
+        s = cf_open(where);
+        CHECK_RC(evs_store_check(s, &rep), EVS_ECORRUPT);
+        CHECK(rep.errors >= 1);
+        CHECK_CONTAINS(rep.first_error, cases[i].names);
+        CHECK_CONTAINS(evs_errmsg(), "check found");
+        evs_store_close(s);
+        r = PQexec(c, cases[i].heal);
+        PQclear(r);
+    }
+    PQfinish(c);
+    s = cf_open(where);
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    evs_store_close(s);
 }
 
 int main(int argc, char **argv) {
@@ -413,6 +576,7 @@ int main(int argc, char **argv) {
     test_filters(s);
     test_bad_input(s);
     test_wait_for(s);
+    test_stream_metadata(s);
     test_engine_scope(s);
     /* reopen: everything is still there, the head too */
     uint64_t head = evs_head(s);
@@ -427,6 +591,7 @@ int main(int argc, char **argv) {
     CHECK_INT(r.first_global_position, head + 1);
     CHECK_RC(evs_store_close(s), EVS_OK);
     if (cf_pg) test_pg_schema_version(where);
+    if (cf_pg) test_pg_check(where);
     cf_drop(where);
     return TEST_REPORT();
 }
