@@ -220,9 +220,20 @@ int evs__pg_meta_after_conflict(evs_pg *pg, const evs__engine_append *a, evs_app
     char msg[512];
     snprintf(msg, sizeof msg, "%s", evs_errmsg());
     uint64_t actual = res->actual_version;
-    PGconn *c = NULL;
-    int rc = evs__pg_get(pg, &c);
+    /* most conflicts are plain ones: a stream without metadata keeps its answer without a lock */
+    const char *vals[1] = {stream};
+    PGresult *q;
+    int rc = evs__pg_query(pg, "SELECT tombstone FROM event_stream_metadata WHERE aggregate_id = $1", 1, NULL, vals,
+                           NULL, NULL, 0, "postgresql: append: stream metadata", &q);
     if (rc) return rc;
+    int plain = PQntuples(q) == 0 || (PQgetvalue(q, 0, 0)[0] != 't' && a->expected != EVS_EXPECT_NO_STREAM);
+    PQclear(q);
+    if (plain) {
+        res->actual_version = actual;
+        return evs__err(EVS_ECONFLICT, "%s", msg);
+    }
+    PGconn *c = NULL;
+    if ((rc = evs__pg_get(pg, &c))) return rc;
     uint64_t v, tb;
     int dstate;
     /* the head lock first, as evs_append() takes it: no delete or append can commit in between */
