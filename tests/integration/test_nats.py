@@ -193,7 +193,10 @@ class NatsTest(unittest.TestCase):
             if v:
                 return v
             time.sleep(0.2)
-        self.fail("timed out after %d s waiting for %s" % (timeout, what))
+        # what the publishers said is the first thing a reader of this failure needs
+        plog = self.path("publish.log")
+        tail = open(plog, errors="replace").read()[-3000:] if os.path.exists(plog) else ""
+        self.fail("timed out after %d s waiting for %s; the publishers' log ends with:\n%s" % (timeout, what, tail))
 
     # -------------------------------------------------------------- refusals
 
