@@ -377,6 +377,7 @@ typedef struct pg_req {
     int rc;
     char msg[512];          /* the message of rc, written by whichever thread ran it */
     int done;
+    size_t bytes;           /* of its encoded arrays: what it adds to a batch's parameters */
     struct pg_req *next;
 } pg_req;
 
@@ -416,6 +417,7 @@ static int req_encode(pg_req *q) {
         q->vals[k + 2] = q->b[k].p;
         q->lens[k + 2] = (int)q->b[k].len;
         q->fmts[k + 2] = 1;
+        q->bytes += q->b[k].len;
     }
     return EVS_OK;
 }
@@ -639,8 +641,10 @@ static int pg_append(void *e, const evs__engine_append *a, evs_append_result *re
             }
         }
         pg_req *batch = pg->q_head, *last = batch;
-        size_t n = 1;
-        while (last->next && n < EVS_PG_BATCH_MAX) last = last->next, n++;
+        size_t n = 1, bytes = batch->bytes;
+        /* a parameter of libpq is at most INT_MAX bytes (PostgreSQL takes 1 GB): big appends go in smaller batches */
+        while (last->next && n < EVS_PG_BATCH_MAX && bytes + last->next->bytes <= EVS_PG_BATCH_BYTES)
+            last = last->next, n++, bytes += last->bytes;
         pg->q_head = last->next;
         if (!pg->q_head) pg->q_tail = NULL;
         last->next = NULL;
