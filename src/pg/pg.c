@@ -10,7 +10,8 @@
  * Appends: one call of the SQL function evs_append (migrate.c) with every
  * event of the append as arrays in binary format: atomic, one round trip.
  * Appends that arrive while another runs queue up and go together in the
- * next transaction (group commit, run_batch): evs_append serialises
+ * next statement, one call of evs_append_batch (group commit, run_batch):
+ * evs_append serialises
  * appenders on the head row until commit, so without it concurrent
  * appenders would each wait for the others' WAL flushes in turn.  An append whose connection breaks
  * before the answer arrives has an unknown outcome (EVS_EIO says so); the
@@ -379,6 +380,7 @@ typedef struct pg_req {
     int rc;
     char msg[512];          /* the message of rc, written by whichever thread ran it */
     int done;
+    size_t bytes;           /* of its encoded arrays: what it adds to a batch's parameters */
     struct pg_req *next;
 } pg_req;
 
@@ -418,6 +420,7 @@ static int req_encode(pg_req *q) {
         q->vals[k + 2] = q->b[k].p;
         q->lens[k + 2] = (int)q->b[k].len;
         q->fmts[k + 2] = 1;
+        q->bytes += q->b[k].len;
     }
     return EVS_OK;
 }
@@ -442,18 +445,19 @@ static void note_appended(evs_pg *pg, const evs__engine_append *a, const evs_app
     atomic_fetch_add(&pg->st_events, a->n);
 }
 
-/* What evs_append answered for q; committed: its transaction has committed (else the caller notes it). */
-static uint32_t req_answer(evs_pg *pg, pg_req *q, const PGresult *r, int committed) {
+/* What evs_append (or evs_append_batch in its row) answered for q; committed: its transaction has committed
+   (else the caller notes it). */
+static uint32_t req_answer(evs_pg *pg, pg_req *q, const PGresult *r, int row, int committed) {
     const evs__engine_append *a = q->a;
     evs_append_result *res = q->res;
-    uint32_t status = evs__pg_be32(PQgetvalue(r, 0, 0));
-    uint64_t actual = evs__pg_be64(PQgetvalue(r, 0, 4));
+    uint32_t status = evs__pg_be32(PQgetvalue(r, row, 0));
+    uint64_t actual = evs__pg_be64(PQgetvalue(r, row, 4));
     if (status == 0 || status == 1) {
-        res->first_stream_position = evs__pg_be64(PQgetvalue(r, 0, 1));
+        res->first_stream_position = evs__pg_be64(PQgetvalue(r, row, 1));
         res->last_stream_position = res->first_stream_position + a->n - 1;
-        res->first_global_position = evs__pg_be64(PQgetvalue(r, 0, 2));
+        res->first_global_position = evs__pg_be64(PQgetvalue(r, row, 2));
         res->last_global_position = res->first_global_position + a->n - 1;
-        res->recorded_at = evs__pg_ts_ns(PQgetvalue(r, 0, 3));
+        res->recorded_at = evs__pg_ts_ns(PQgetvalue(r, row, 3));
         res->idempotent = status == 1;
         if (status == 0 && committed) note_appended(pg, a, res);
         req_set(q, EVS_OK);
@@ -466,12 +470,12 @@ static uint32_t req_answer(evs_pg *pg, pg_req *q, const PGresult *r, int committ
         req_set(q, evs__err(EVS_ECONFLICT, "Concurrency conflict: expected version %s, actual version %llu", exp,
                             (unsigned long long)actual));
     } else {
-        req_set(q, evs__err(EVS_EDUPLICATE, "%s", PQgetvalue(r, 0, 5)));
+        req_set(q, evs__err(EVS_EDUPLICATE, "%s", PQgetvalue(r, row, 5)));
     }
     return status;
 }
 
-static void req_outcome(evs_pg *pg, pg_req *q, const PGresult *r) { req_answer(pg, q, r, 1); }
+static void req_outcome(evs_pg *pg, pg_req *q, const PGresult *r, int row) { req_answer(pg, q, r, row, 1); }
 
 static int exec_failed(PGconn *c, const PGresult *r, const char *what) {
     int rc = evs__pg_err(c, r, what);
@@ -487,18 +491,81 @@ static int exec_failed(PGconn *c, const PGresult *r, const char *what) {
 /* One append in a transaction of its own. */
 static void run_one(evs_pg *pg, PGconn *c, pg_req *q) {
     PGresult *r = req_exec(c, q);
-    if (result_ok(r)) req_outcome(pg, q, r);
+    if (result_ok(r)) req_outcome(pg, q, r, 0);
     else req_set(q, exec_failed(c, r, "postgresql: append"));
     PQclear(r);
 }
 
+/* The header evs__pg_array_begin writes: dimensions, flags, element type, length, lower bound. */
+#define ARRAY_HDR 20
+#define BATCH_PARAMS 15
+
+static const char BATCH_SQL[] =
+    "SELECT status, first_stream_position, first_global_position, recorded_at, actual, detail "
+    "FROM evs_append_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)";
+
+/* p_snames text[], p_sidx int4[], p_expected int8[], p_count int4[], p_app int4[], then the event arrays */
+static const Oid BATCH_TYPES[BATCH_PARAMS] = {1009, 1007, 1016, 1007, 1007, 2951, 1009, 1009,
+                                              1007, 1001, 1001, 1009, 2951, 2951, 1185};
+
+static void pgbuf_elem32(evs_pgbuf *b, uint32_t v) {
+    evs__pgbuf_be32(b, 4);
+    evs__pgbuf_be32(b, v);
+}
+
 /*
- * Group commit: the appends that queued while the last transaction ran go
- * in one transaction, one commit (one WAL flush) for all.  Each keeps its
- * own outcome: evs_append answers conflicts and duplicates with a status,
- * never an error, so one append's conflict leaves the others to commit.
- * An error that aborts the transaction (none is expected) sends every
- * append of the batch through on its own instead, so it fails alone.
+ * The parameters of evs_append_batch for the n appends of list: the
+ * streams once each (an append names its stream by index), per append its
+ * expected version and event count, and every event array as the appends'
+ * own arrays (req_encode) laid end to end under one header.  Ownership:
+ * b[0 .. BATCH_PARAMS-1].p are the caller's (free), also on failure.
+ */
+static int batch_encode(pg_req *list, size_t n, evs_pgbuf *b) {
+    static const uint32_t ev_oids[10] = {EVS_PG_UUID, EVS_PG_TEXT,  EVS_PG_TEXT, EVS_PG_INT4, EVS_PG_BYTEA,
+                                         EVS_PG_BYTEA, EVS_PG_TEXT, EVS_PG_UUID, EVS_PG_UUID, EVS_PG_TIMESTAMPTZ};
+    const char *names[EVS_PG_BATCH_MAX];
+    uint32_t sidx[EVS_PG_BATCH_MAX];
+    size_t ns = 0, total = 0, i = 0;
+    for (pg_req *q = list; q; q = q->next, i++) {
+        size_t j = 0;
+        while (j < ns && strcmp(names[j], q->stream)) j++;
+        if (j == ns) names[ns++] = q->stream;
+        sidx[i] = (uint32_t)j + 1;
+        total += q->a->n;
+    }
+    evs__pg_array_begin(&b[0], EVS_PG_TEXT, ns);
+    for (size_t j = 0; j < ns; j++) evs__pg_array_elem(&b[0], names[j], strlen(names[j]));
+    evs__pg_array_begin(&b[1], EVS_PG_INT4, n);
+    evs__pg_array_begin(&b[2], EVS_PG_INT8, n);
+    evs__pg_array_begin(&b[3], EVS_PG_INT4, n);
+    evs__pg_array_begin(&b[4], EVS_PG_INT4, total);
+    i = 0;
+    for (pg_req *q = list; q; q = q->next, i++) {
+        pgbuf_elem32(&b[1], sidx[i]);
+        evs__pgbuf_be32(&b[2], 8);
+        evs__pgbuf_be64(&b[2], (uint64_t)q->a->expected);
+        pgbuf_elem32(&b[3], (uint32_t)q->a->n);
+        for (size_t k = 0; k < q->a->n; k++) pgbuf_elem32(&b[4], (uint32_t)i + 1);
+    }
+    for (int k = 0; k < 10; k++) {
+        evs__pg_array_begin(&b[5 + k], ev_oids[k], total);
+        for (pg_req *q = list; q; q = q->next) evs__pgbuf_put(&b[5 + k], q->b[k].p + ARRAY_HDR, q->b[k].len - ARRAY_HDR);
+    }
+    for (int k = 0; k < BATCH_PARAMS; k++)
+        if (b[k].oom) return evs__err(EVS_ENOMEM, "postgresql: out of memory encoding a batch of %zu appends", n);
+    return EVS_OK;
+}
+
+/*
+ * Group commit: the appends that queued while the last batch ran go in
+ * one call of evs_append_batch (migrate.c), one statement and one commit
+ * (one WAL flush) for all, one round trip.  Each keeps its own outcome:
+ * the function answers conflicts and duplicates with a status row per
+ * append, never an error, so one append's conflict leaves the others to
+ * commit.  An error that aborts the statement (none is expected; a
+ * trigger or constraint an operator added could) rolls the whole batch
+ * back, and every append of it then runs on its own (run_one), so the one
+ * that fails fails alone and the others commit.
  */
 static void run_batch(evs_pg *pg, pg_req *list, size_t n) {
     PGconn *c;
@@ -513,68 +580,41 @@ static void run_batch(evs_pg *pg, pg_req *list, size_t n) {
         evs__pg_put(pg, c);
         return;
     }
-    /* pipelined: BEGIN, the appends and COMMIT leave in one write and come back in one read */
-    PGresult *rs[EVS_PG_BATCH_MAX];
-    size_t got = 0;
-    int ok = PQenterPipelineMode(c) && PQsendQueryParams(c, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
-    for (pg_req *q = list; q && ok; q = q->next)
-        ok = PQsendQueryParams(c, APPEND_SQL, 12, APPEND_TYPES, q->vals, q->lens, q->fmts, 1);
-    ok = ok && PQsendQueryParams(c, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) && PQpipelineSync(c);
-    int begun = 0, committed = 0;
-    /* one result then NULL per query, then the sync's */
-    for (size_t k = 0; ok && k < n + 2; k++) {
-        PGresult *r = PQgetResult(c);
-        if (!r) {
-            ok = 0;
-            break;
-        }
-        if (k == 0) begun = PQresultStatus(r) == PGRES_COMMAND_OK;
-        else if (k == n + 1) committed = PQresultStatus(r) == PGRES_COMMAND_OK;
-        else if (result_ok(r)) rs[got++] = r, r = NULL;
-        if (r && k > 0 && k <= n && !result_ok(r)) exec_failed(c, r, "postgresql: append");
-        if (r && k == n + 1 && !committed) exec_failed(c, r, "postgresql: commit");
-        PQclear(r);
-        PGresult *end = PQgetResult(c); /* the NULL that ends this query's results */
-        PQclear(end);
+    evs_pgbuf b[BATCH_PARAMS];
+    const char *vals[BATCH_PARAMS];
+    int lens[BATCH_PARAMS], fmts[BATCH_PARAMS];
+    PGresult *r = NULL;
+    memset(b, 0, sizeof b);
+    if ((rc = batch_encode(list, n, b))) {
+        for (pg_req *q = list; q; q = q->next) req_set(q, rc);
+        goto out;
     }
-    if (ok) {
-        PGresult *sync = PQgetResult(c); /* PGRES_PIPELINE_SYNC */
-        ok = sync && PQresultStatus(sync) == PGRES_PIPELINE_SYNC;
-        PQclear(sync);
+    for (int k = 0; k < BATCH_PARAMS; k++) {
+        vals[k] = b[k].p;
+        lens[k] = (int)b[k].len;
+        fmts[k] = 1;
     }
-    if (!ok && PQstatus(c) == CONNECTION_OK) {
-        /* drain what is left of the pipeline, up to its sync */
-        PGresult *r;
-        for (int spins = 0; spins < 4 * EVS_PG_BATCH_MAX; spins++) {
-            r = PQgetResult(c);
-            if (r && PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
-                PQclear(r);
-                break;
-            }
-            PQclear(r);
-        }
-    }
-    if (PQstatus(c) == CONNECTION_OK) PQexitPipelineMode(c);
-    if (ok && begun && committed && got == n) {
-        size_t i = 0;
-        for (pg_req *q = list; q; q = q->next) req_outcome(pg, q, rs[i++]);
-    } else if (committed || PQstatus(c) != CONNECTION_OK) {
-        /* committed with an append missing (cannot happen: an error aborts the rest), or the
-           connection broke with the outcome unknown: every append of the batch says so */
-        const char *pm = PQerrorMessage(c);
-        size_t pn = strlen(pm);
-        while (pn && (pm[pn - 1] == '\n' || pm[pn - 1] == ' ')) pn--;
+    r = PQexecParams(c, BATCH_SQL, BATCH_PARAMS, BATCH_TYPES, vals, lens, fmts, 1);
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == (int)n && PQnfields(r) == 6) {
+        int row = 0;
+        for (pg_req *q = list; q; q = q->next) req_outcome(pg, q, r, row++);
+    } else if (PQstatus(c) != CONNECTION_OK) {
+        /* the outcome is unknown: every append of the batch says so */
+        rc = exec_failed(c, r, "postgresql: append (group commit)");
+        for (pg_req *q = list; q; q = q->next) req_set(q, rc);
+    } else if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        /* committed, but the answer does not fit the batch (cannot happen) */
         for (pg_req *q = list; q; q = q->next)
-            req_set(q, evs__err(EVS_EIO, "postgresql: append: %.*s; the append may or may not have been stored: "
-                                         "retry it with the same event ids (a stored append then answers idempotently)",
-                                (int)(committed ? 38 : pn), committed ? "a group commit lost an append's answer" : pm));
+            req_set(q, evs__err(EVS_EIO, "postgresql: append: a group commit of %zu appends answered %d rows; the "
+                                         "append may or may not have been stored: retry it with the same event ids "
+                                         "(a stored append then answers idempotently)", n, PQntuples(r)));
     } else {
         /* nothing was committed: each append again on its own, so one that fails fails alone */
-        PGresult *rb = PQexec(c, "ROLLBACK");
-        PQclear(rb);
         for (pg_req *q = list; q; q = q->next) run_one(pg, c, q);
     }
-    for (size_t i = 0; i < got; i++) PQclear(rs[i]);
+out:
+    PQclear(r);
+    for (int k = 0; k < BATCH_PARAMS; k++) free(b[k].p);
     evs__pg_put(pg, c);
 }
 
@@ -611,8 +651,10 @@ static int pg_append(void *e, const evs__engine_append *a, evs_append_result *re
             }
         }
         pg_req *batch = pg->q_head, *last = batch;
-        size_t n = 1;
-        while (last->next && n < EVS_PG_BATCH_MAX) last = last->next, n++;
+        size_t n = 1, bytes = batch->bytes;
+        /* a parameter of libpq is at most INT_MAX bytes (PostgreSQL takes 1 GB): big appends go in smaller batches */
+        while (last->next && n < EVS_PG_BATCH_MAX && bytes + last->next->bytes <= EVS_PG_BATCH_BYTES)
+            last = last->next, n++, bytes += last->bytes;
         pg->q_head = last->next;
         if (!pg->q_head) pg->q_tail = NULL;
         last->next = NULL;
@@ -648,7 +690,7 @@ int evs__pg_append_in_tx(evs_pg *pg, PGconn *c, const evs__engine_append *a, evs
     if (!rc) {
         PGresult *r = req_exec(c, &q);
         if (result_ok(r)) {
-            *status = req_answer(pg, &q, r, 0);
+            *status = req_answer(pg, &q, r, 0, 0);
             rc = q.rc;
             if (rc) evs__err(rc, "%s", q.msg);
         } else {

@@ -19,6 +19,8 @@
 #define EVS_PG_POOL_MAX 32
 /* Appends one group commit carries at most. */
 #define EVS_PG_BATCH_MAX 256
+/* ... and at most this many bytes of encoded events (evs_append_batch's arrays), a single append aside. */
+#define EVS_PG_BATCH_BYTES (64u << 20)
 /* How long a batch's leader waits for the appenders of the last batch to come back. */
 #define EVS_PG_GATHER_US 1000
 /* The SQLSTATE the schema raises for a write to a hard-deleted stream (migrate.c): EVS_EDELETED. */

@@ -157,8 +157,13 @@ def nats_get_msg(port, stream, seq):
     return headers, base64.b64decode(m.get("data", ""))
 
 
+LAST_INFO_ERROR = [""]
+
+
 def info(urls, stream="EVSTORE"):
     r = run("nats", "info", "--nats", urls, "--stream", stream)
+    if r.code != 0:
+        LAST_INFO_ERROR[0] = "nats info --nats %s: exit %d: %s" % (urls, r.code, r.err.strip())
     return r.obj() if r.code == 0 else None
 
 
@@ -196,7 +201,11 @@ class NatsTest(unittest.TestCase):
         # what the publishers said is the first thing a reader of this failure needs
         plog = self.path("publish.log")
         tail = open(plog, errors="replace").read()[-3000:] if os.path.exists(plog) else ""
-        self.fail("timed out after %d s waiting for %s; the publishers' log ends with:\n%s" % (timeout, what, tail))
+        nodes = "".join("\n--- %s (%s):\n%s" % (os.path.basename(l), "alive" if p and p.poll() is None else "dead",
+                                                   open(l, errors="replace").read()[-1500:])
+                        for l, p in zip(self.cluster.logs, self.cluster.procs))
+        self.fail("timed out after %d s waiting for %s; last info error: %s\nthe publishers' log ends with:\n%s%s"
+                  % (timeout, what, LAST_INFO_ERROR[0], tail, nodes))
 
     # -------------------------------------------------------------- refusals
 

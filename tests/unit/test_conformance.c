@@ -511,14 +511,27 @@ static void test_pg_schema_version(const char *where) {
     PGconn *c = PQconnectdb(where);
     PGresult *r = PQexec(c, "SELECT max(version) FROM event_store_migrations");
     CHECK_INT(PQresultStatus(r), PGRES_TUPLES_OK);
-    CHECK_STR(PQgetvalue(r, 0, 0), "3");
+    CHECK_STR(PQgetvalue(r, 0, 0), "4");
     PQclear(r);
-    r = PQexec(c, "INSERT INTO event_store_migrations (version, description) VALUES (99, 'from the future')");
+    /* a database of the previous release (schema 3: no evs_append_batch) is upgraded in place by an open */
+    r = PQexec(c, "BEGIN; DROP FUNCTION evs_append_batch; DELETE FROM event_store_migrations WHERE version = 4; COMMIT");
+    CHECK_INT(PQresultStatus(r), PGRES_COMMAND_OK);
     PQclear(r);
     evs_store *s = NULL;
     CHECK_RC(evs_store_create(&s), EVS_OK);
+    CHECK_RC(evs_store_open(s, where, EVS_OPEN_CREATE), EVS_OK);
+    evs_store_close(s);
+    r = PQexec(c, "SELECT (SELECT max(version) FROM event_store_migrations), "
+                  "(SELECT count(*) FROM pg_proc WHERE proname = 'evs_append_batch')");
+    CHECK_INT(PQresultStatus(r), PGRES_TUPLES_OK);
+    CHECK_STR(PQgetvalue(r, 0, 0), "4");
+    CHECK_STR(PQgetvalue(r, 0, 1), "1");
+    PQclear(r);
+    r = PQexec(c, "INSERT INTO event_store_migrations (version, description) VALUES (99, 'from the future')");
+    PQclear(r);
+    CHECK_RC(evs_store_create(&s), EVS_OK);
     CHECK_RC(evs_store_open(s, where, EVS_OPEN_CREATE), EVS_EFORMAT);
-    CHECK_CONTAINS(evs_errmsg(), "schema is version 99, this build knows up to 3");
+    CHECK_CONTAINS(evs_errmsg(), "schema is version 99, this build knows up to 4");
     evs_store_close(s);
     r = PQexec(c, "DELETE FROM event_store_migrations WHERE version = 99");
     PQclear(r);
