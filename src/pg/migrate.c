@@ -28,6 +28,8 @@
  *                        position n sees every position below n.
  *   event_store_json     a view with event_data and metadata as jsonb, for
  *                        people querying the store with SQL.
+ *   evs_bus_kv           the consumer bus: records, DLQ, projection state
+ *                        (src/pg/pg_kv.h; src/bus/kv.h).
  *
  * evs_append(...) is the one way events are written; see its comment below.
  */
@@ -192,6 +194,13 @@ static const migration MIGRATIONS[] = {
      "  RETURN QUERY SELECT 0, v_version + 1, v_head + 1, v_now, v_version, NULL::text;\n"
      "END\n"
      "$f$;\n"},
+    /* the consumer bus's tables, one ordered key-value table (src/pg/pg_kv.h) */
+    {2, "table: evs_bus_kv (consumers, DLQ, projection state)",
+     "CREATE TABLE IF NOT EXISTS evs_bus_kv (\n"
+     "  db smallint NOT NULL,\n"
+     "  k bytea NOT NULL,\n"
+     "  v bytea NOT NULL,\n"
+     "  PRIMARY KEY (db, k));\n"},
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])
