@@ -260,6 +260,13 @@ void evs__bus_release(evs_bus *b, const char *name) {
     evs__kv_lease_drop(l);
 }
 
+int evs__bus_begin_closed(evs_bus *b, const char *name, evs__kv_txn **txn) {
+    evs__kv_lease *l;
+    int rc = evs__kv_lease_take(b->kv, name, &l);
+    if (rc) return rc;
+    return evs__kv_begin(b->kv, l, EVS__KV_OWN_LEASE, txn);
+}
+
 evs__kv_lease *evs__bus_lease(evs_bus *b, const char *name) {
     evs__kv_lease *l = NULL;
     pthread_mutex_lock(&b->mu);
@@ -717,7 +724,7 @@ int evs_consumer_delete(evs_bus *b, const char *name) {
     if (!b) return evs__err(EVS_EINVAL, "consumer_delete: bus is NULL");
     if ((rc = evs__bus_check_name(name))) return rc;
     if (evs__bus_is_open(b, name)) return evs__err(EVS_ELOCKED, "consumer \"%s\" is open", name);
-    if ((rc = evs__kv_begin(b->kv, NULL, 0, &txn))) return evs__bus_kv_err(rc, "begin");
+    if ((rc = evs__bus_begin_closed(b, name, &txn))) return rc;
     evs__kv_val k = {strlen(name), (void *)name};
     rc = evs__kv_del(txn, b->consumers, &k);
     if (rc == EVS__KV_NOTFOUND) rc = evs__err(EVS_ENOTFOUND, "consumer \"%s\" not found", name);
@@ -747,7 +754,7 @@ static int modify_closed(evs_bus *b, const char *name, int status, int set_pos, 
     if (!b) return evs__err(EVS_EINVAL, "NULL bus");
     if ((rc = evs__bus_check_name(name))) return rc;
     if (evs__bus_is_open(b, name)) return evs__err(EVS_ELOCKED, "consumer \"%s\" is open", name);
-    if ((rc = evs__kv_begin(b->kv, NULL, 0, &txn))) return evs__bus_kv_err(rc, "begin");
+    if ((rc = evs__bus_begin_closed(b, name, &txn))) return rc;
     if ((rc = evs__record_get(b, txn, name, &r))) {
         evs__kv_abort(txn);
         return rc;

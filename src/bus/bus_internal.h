@@ -95,6 +95,12 @@ void evs__bus_release(evs_bus *b, const char *name);
  * while the holder still holds the name.
  */
 evs__kv_lease *evs__bus_lease(evs_bus *b, const char *name);
+/*
+ * A write transaction on a consumer that is not open in this process: on
+ * PostgreSQL it holds the name's lease until it ends (EVS_ELOCKED while
+ * another process runs the consumer), so it never writes under a runner.
+ */
+int evs__bus_begin_closed(evs_bus *b, const char *name, evs__kv_txn **txn);
 int evs__bus_is_open(evs_bus *b, const char *name);
 
 /* Register / forget a live handle (evs__live).  EVS_ENOMEM. */

@@ -318,7 +318,7 @@ int evs_group_update(evs_bus *b, const evs_group_config *c) {
     if ((rc = evs__bus_check_name(c->name))) return rc;
     if ((rc = settings_from_config(c, &gs))) return rc;
     if (evs__bus_is_open(b, c->name)) return evs__err(EVS_ELOCKED, "group \"%s\" is open", c->name);
-    if ((rc = evs__kv_begin(b->kv, NULL, 0, &txn))) return evs__bus_kv_err(rc, "begin");
+    if ((rc = evs__bus_begin_closed(b, c->name, &txn))) return rc;
     if ((rc = group_record_get(b, txn, c->name, &r))) goto out;
     have = 1;
     gs.skipped = r.group.skipped;
@@ -916,7 +916,7 @@ static int commit(evs_group *g, int force) {
 
     for (size_t i = 0; i < nops && !rc; i++)
         if (ops[i].op == OP_PARK) rc = describe(g->store, ops[i].e.position, &ops[i].e);
-    if (!rc && (rc = evs__kv_begin(g->bus->kv, NULL, 0, &txn))) rc = evs__bus_kv_err(rc, "begin"), txn = NULL;
+    if (!rc && (rc = evs__kv_begin(g->bus->kv, evs__bus_lease(g->bus, g->rec.name), 0, &txn))) rc = evs__bus_kv_err(rc, "begin"), txn = NULL;
     int parked = 0;
     for (size_t i = 0; i < nops && !rc; i++) {
         rc = write_op(g, txn, &ops[i]);

@@ -36,6 +36,7 @@ struct evs__kv {
 
 struct evs__kv_txn {
     evs__kv *kv;
+    evs__kv_lease *owned;         /* EVS__KV_OWN_LEASE */
     MDB_txn *mt;
     evs__pgkv_txn *pt;
 };
@@ -130,12 +131,17 @@ int evs__kv_begin(evs__kv *kv, evs__kv_lease *lease, unsigned flags, evs__kv_txn
     int rc;
     evs__kv_txn *t = calloc(1, sizeof *t);
     *out = NULL;
-    if (!t) return evs__err(EVS_ENOMEM, "out of memory");
+    if (!t) {
+        if (flags & EVS__KV_OWN_LEASE) evs__kv_lease_drop(lease);
+        return evs__err(EVS_ENOMEM, "out of memory");
+    }
     t->kv = kv;
+    if (flags & EVS__KV_OWN_LEASE) t->owned = lease;
     int ro = (flags & EVS__KV_RDONLY) != 0;
     if (kv->pg) rc = evs__pgkv_begin(kv->pg, lease ? lease->pl : NULL, ro, &t->pt);
     else rc = mdb_rc(mdb_txn_begin(kv->env, NULL, ro ? MDB_RDONLY : 0, &t->mt), "begin");
     if (rc) {
+        evs__kv_lease_drop(t->owned);
         free(t);
         return rc;
     }
@@ -145,6 +151,7 @@ int evs__kv_begin(evs__kv *kv, evs__kv_lease *lease, unsigned flags, evs__kv_txn
 
 int evs__kv_commit(evs__kv_txn *t) {
     int rc = t->kv->pg ? evs__pgkv_commit(t->pt) : mdb_rc(mdb_txn_commit(t->mt), "commit");
+    evs__kv_lease_drop(t->owned);
     free(t);
     return rc;
 }
@@ -153,6 +160,7 @@ void evs__kv_abort(evs__kv_txn *t) {
     if (!t) return;
     if (t->kv->pg) evs__pgkv_abort(t->pt);
     else mdb_txn_abort(t->mt);
+    evs__kv_lease_drop(t->owned);
     free(t);
 }
 

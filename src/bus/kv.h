@@ -59,6 +59,7 @@ enum { EVS__KV_CONSUMERS, EVS__KV_DLQ, EVS__KV_DLQ_STREAMS, EVS__KV_PSTATE, EVS_
 #define EVS__KV_KEYEXIST 2
 
 #define EVS__KV_RDONLY 1u      /* evs__kv_begin */
+#define EVS__KV_OWN_LEASE 2u   /* evs__kv_begin: the transaction drops the lease when it ends (or fails to begin) */
 #define EVS__KV_NOOVERWRITE 1u /* evs__kv_put: EVS__KV_KEYEXIST instead of replacing */
 
 /* Cursor moves. */
