@@ -251,6 +251,7 @@ struct evs__consumer {
     evs_bus *bus;
     evs_store *store;
     evs__record rec;              /* rec.next = in-memory position */
+    evs__kv_lease *lease;         /* the claim's (bus.c), NULL on LMDB: its writes begin with it */
     uint64_t committed_next;
     uint64_t committed_processed;
     evs_filter filter;            /* views into rec */

@@ -69,9 +69,10 @@ int evs__consumer_init(evs__consumer *c, evs_bus *b, int kind, const char *name,
     if (stream && strlen(stream) > EVS_MAX_STREAM_NAME) return evs__err(EVS_EINVAL, "stream name too long");
     if ((rc = evs__bus_claim(b, name))) return rc;
     evs__dlq_build_owner(name, c->build_owner);
+    c->lease = evs__bus_lease(b, name);
     c->bus = b;
     c->store = b->store;
-    if ((rc = evs__kv_begin(b->kv, evs__bus_lease(b, name), 0, &txn))) {
+    if ((rc = evs__kv_begin(b->kv, c->lease, 0, &txn))) {
         rc = evs__bus_kv_err(rc, "begin");
         goto fail;
     }
@@ -163,7 +164,7 @@ int evs__consumer_commit(evs__consumer *c, const evs__dlq_op *op) {
     evs_bus *b = c->bus;
     const char *owner = dlq_owner(c);
     /* on the holder's lease: a consumer that lost it (PostgreSQL) cannot commit over its successor */
-    if ((rc = evs__kv_begin(b->kv, evs__bus_lease(b, c->rec.name), 0, &txn))) return evs__bus_kv_err(rc, "begin");
+    if ((rc = evs__kv_begin(b->kv, c->lease, 0, &txn))) return evs__bus_kv_err(rc, "begin");
     if (c->ops->flush && (rc = c->ops->flush(c, txn))) goto fail;
     if (op && op->kind == 1) {
         if ((rc = evs__dlq_put(b, txn, owner, &op->e, 1))) goto fail;

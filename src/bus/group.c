@@ -134,6 +134,7 @@ struct evs_group {
     pthread_mutex_t mu, commit_mu;
     pthread_cond_t cv;
     evs__record rec;              /* settings and counters; rec.next is not maintained */
+    evs__kv_lease *lease;         /* the claim's (bus.c), NULL on LMDB; read without b->mu (commit holds commit_mu) */
     evs_filter filter;            /* views into rec */
     /* window: a ring of win_cap entries */
     gentry *win;
@@ -916,7 +917,7 @@ static int commit(evs_group *g, int force) {
 
     for (size_t i = 0; i < nops && !rc; i++)
         if (ops[i].op == OP_PARK) rc = describe(g->store, ops[i].e.position, &ops[i].e);
-    if (!rc && (rc = evs__kv_begin(g->bus->kv, evs__bus_lease(g->bus, g->rec.name), 0, &txn))) rc = evs__bus_kv_err(rc, "begin"), txn = NULL;
+    if (!rc && (rc = evs__kv_begin(g->bus->kv, g->lease, 0, &txn))) rc = evs__bus_kv_err(rc, "begin"), txn = NULL;
     int parked = 0;
     for (size_t i = 0; i < nops && !rc; i++) {
         rc = write_op(g, txn, &ops[i]);
@@ -998,6 +999,7 @@ int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_gro
         rc = evs__err(EVS_ENOMEM, "out of memory");
         goto fail;
     }
+    g->lease = evs__bus_lease(b, name);
     if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) {
         rc = evs__bus_kv_err(rc, "begin");
         txn = NULL;

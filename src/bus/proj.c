@@ -284,7 +284,7 @@ static int proj_caught_up(evs__consumer *c) {
     /* commit the rebuild's pending rows first (state + cursor) */
     if ((rc = evs__consumer_commit(c, NULL))) return rc;
     evs__kv_txn *txn;
-    if ((rc = evs__kv_begin(c->bus->kv, evs__bus_lease(c->bus, c->rec.name), 0, &txn))) return evs__bus_kv_err(rc, "begin");
+    if ((rc = evs__kv_begin(c->bus->kv, c->lease, 0, &txn))) return evs__bus_kv_err(rc, "begin");
     /* on any failure the record goes back exactly as it was: still rebuilding */
     uint64_t old = c->rec.generation, build = c->rec.build_gen, build_next = c->rec.build_next;
     if ((rc = delete_gen(p, txn, old))) goto fail;
@@ -517,7 +517,7 @@ static int start_rebuild(evs_projection *p, uint64_t from, int forget_dlq) {
     if ((rc = evs__consumer_commit(c, NULL))) return rc;
     cache_clear(p);
     evs__kv_txn *txn;
-    if ((rc = evs__kv_begin(c->bus->kv, evs__bus_lease(c->bus, c->rec.name), 0, &txn))) return evs__bus_kv_err(rc, "begin");
+    if ((rc = evs__kv_begin(c->bus->kv, c->lease, 0, &txn))) return evs__bus_kv_err(rc, "begin");
     uint64_t gen = c->rec.generation + 1;
     /* a new rebuild parks afresh: what an abandoned one parked goes */
     if ((rc = delete_gen(p, txn, gen)) || (rc = evs__dlq_clear_txn(c->bus, txn, c->build_owner))) {
