@@ -195,7 +195,7 @@ static const migration MIGRATIONS[] = {
      "END\n"
      "$f$;\n"},
     /* the consumer bus's tables, one ordered key-value table (src/pg/pg_kv.h) */
-    {2, "table: evs_bus_kv (consumers, DLQ, projection state)",
+    {3, "table: evs_bus_kv (consumers, DLQ, projection state)",
      "CREATE TABLE IF NOT EXISTS evs_bus_kv (\n"
      "  db smallint NOT NULL,\n"
      "  k bytea NOT NULL,\n"

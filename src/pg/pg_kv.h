@@ -5,7 +5,7 @@
  * postgresql:// URL.  Nothing here knows the bus: tables are small numbers,
  * keys and values byte strings.
  *
- * The table (migration 2 in migrate.c):
+ * The table (migration 3 in migrate.c):
  *   evs_bus_kv (db smallint, k bytea, v bytea, PRIMARY KEY (db, k))
  * bytea compares bytewise, shorter first on a common prefix: LMDB's default
  * key order, so a range scan walks the same keys in the same order on both.
