@@ -1127,6 +1127,10 @@ static int live_info(evs_group *g, evs_group_info *out) {
     evs__kv_txn *txn;
     memset(out, 0, sizeof *out);
     refresh(g);
+    /* commit_mu keeps commits out between the snapshot and the read of the DLQ, so the
+       depth read matches the parked count of the snapshot (on PostgreSQL the read's begin is a
+       round trip: a park and its commit fitted in between) */
+    pthread_mutex_lock(&g->commit_mu);
     pthread_mutex_lock(&g->mu);
     evs__record snap = g->rec; /* shallow, as in commit */
     snap.next = checkpoint_pos(g, 0);
@@ -1134,9 +1138,13 @@ static int live_info(evs_group *g, evs_group_info *out) {
     out->in_flight = g->n_inflight;
     out->buffered = g->n_unfinished + g->n_pending;
     pthread_mutex_unlock(&g->mu);
-    if ((rc = evs__kv_begin(g->bus->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
+    if ((rc = evs__kv_begin(g->bus->kv, NULL, EVS__KV_RDONLY, &txn))) {
+        pthread_mutex_unlock(&g->commit_mu);
+        return evs__bus_kv_err(rc, "begin");
+    }
     rc = evs__record_info(g->bus, txn, &snap, &out->info);
     evs__kv_abort(txn);
+    pthread_mutex_unlock(&g->commit_mu);
     info_fill(out, &snap);
     return rc;
 }
