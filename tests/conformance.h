@@ -21,7 +21,7 @@ static int cf_pg;               /* 1: the PostgreSQL engine */
 static char cf_base[512];       /* the cluster's URL (database "postgres") */
 static int cf_seq;
 
-static const char *cf_engine(void) { return cf_pg ? "postgresql" : "embedded"; }
+static inline const char *cf_engine(void) { return cf_pg ? "postgresql" : "embedded"; }
 
 /* Pick the engine from argv; exit 77 when PostgreSQL is asked for but not there. */
 static void cf_init(int argc, char **argv) {
@@ -87,7 +87,7 @@ static void cf_drop(char *where) {
 }
 
 /* Open (creating) the store at where; exits on failure. */
-static evs_store *cf_open(const char *where) {
+static inline evs_store *cf_open(const char *where) {
     evs_store *s = NULL;
     if (evs_store_create(&s) || evs_store_set_durability(s, EVS_DURABILITY_BATCH, 5) ||
         evs_store_open(s, where, EVS_OPEN_CREATE)) {

@@ -1,14 +1,13 @@
 /*
- * bus.c — the consumer environment DIR/consumers/ and what is stored in it:
- * consumer records, DLQ entries and the per-stream parking counts (layout in
+ * bus.c — the consumer environment and what is stored in it: consumer
+ * records, DLQ entries and the per-stream parking counts (layout in
  * bus_internal.h), plus the clock and the backoff formula.
  *
- * The environment is opened with LMDB's default durability except the meta
- * page sync (MDB_NOMETASYNC): a commit is durable after the data pages'
- * fdatasync, and an OS crash can at worst roll back to the previous commit,
- * which is still a consistent state (record, DLQ and projection state move
- * together).  Records and DLQ entries are small JSON objects (jansson): they
- * are written once per checkpoint, never per event.
+ * The environment is a kv.h store: LMDB in DIR/consumers/ for the embedded
+ * engine, the table evs_bus_kv of the database for the PostgreSQL engine;
+ * either way record, DLQ and projection state move together in one
+ * transaction.  Records and DLQ entries are small JSON objects (jansson):
+ * they are written once per checkpoint, never per event.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -24,15 +23,10 @@
 #include "bus/bus_testing.h"
 #include "store/store_access.h"
 
-#define EVS_BUS_MAP_SIZE (8ull << 30)
-
-int evs__bus_mdb_err(int rc, const char *what) {
-    if (rc == MDB_MAP_FULL) return evs__err(EVS_ELIMIT, "consumers: %s: the consumer map is full", what);
-    /* what LMDB says to a write in an environment opened read-only */
-    if (rc == EACCES)
-        return evs__err(EVS_ECLOSED, "consumers: %s: open read-only (the store was opened read-only, or "
-                                     "its consumers/ directory is not writable)", what);
-    return evs__err(EVS_EIO, "consumers: %s: %s", what, mdb_strerror(rc));
+int evs__bus_kv_err(int rc, const char *what) {
+    /* kv.h's calls set their message with the code; a result code where the caller wanted none is a bug */
+    if (rc <= 0) return rc;
+    return evs__err(EVS_EIO, "consumers: %s: unexpected %s", what, rc == EVS__KV_NOTFOUND ? "not found" : "key exists");
 }
 
 void evs__bus_fmt(char *buf, size_t cap, const char *fmt, ...) {
@@ -135,24 +129,26 @@ const char *evs_consumer_status_name(int status) {
 
 int evs_bus_open(evs_store *s, evs_bus **out) {
     int rc;
-    char path[4096];
-    MDB_txn *txn = NULL;
+    char path[4096] = "";
     evs_bus *b = NULL;
     if (!out) return evs__err(EVS_EINVAL, "bus_open: out is NULL");
     *out = NULL;
-    if (evs__store_native_only(s, "consumers and projections")) return EVS_ENOTSUP;
+    /* On the PostgreSQL engine everything lives in the store's database (kv.h). */
+    void *eng = evs__store_pg_engine(s);
     const char *dir = evs__store_dir(s);
-    if (!dir) return evs__err(EVS_ECLOSED, "bus_open: the store is not open");
+    if (!dir && !eng) return evs__err(EVS_ECLOSED, "bus_open: the store is not open");
+    int ro = evs__store_readonly(s);
+    if (eng) goto alloc;
     if ((size_t)snprintf(path, sizeof path, "%s/consumers", dir) >= sizeof path)
         return evs__err(EVS_EINVAL, "bus_open: store path too long");
     /* A store open read-only (another process may hold it: a server) gets
        its consumers read-only too: LMDB lets readers of other processes in
        alongside the writer, and nothing is created. */
-    int ro = evs__store_readonly(s);
     struct stat st;
     if (ro && stat(path, &st) != 0)
         return evs__err(EVS_ENOTFOUND, "no consumers in %s (it has no consumers/ directory)", dir);
     if (!ro && mkdir(path, 0755) != 0 && errno != EEXIST) return evs__err_errno(-errno, "cannot create %s", path);
+alloc:
     if (!(b = calloc(1, sizeof *b))) return evs__err(EVS_ENOMEM, "out of memory");
     b->store = s;
     pthread_mutex_init(&b->mu, NULL);
@@ -162,36 +158,13 @@ int evs_bus_open(evs_store *s, evs_bus **out) {
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&b->commit_cv, &ca);
     pthread_condattr_destroy(&ca);
-    if ((rc = mdb_env_create(&b->env))) {
-        b->env = NULL;
-        rc = evs__bus_mdb_err(rc, "create environment");
-        goto fail;
-    }
-    mdb_env_set_maxdbs(b->env, 8);
-    mdb_env_set_mapsize(b->env, EVS_BUS_MAP_SIZE);
-    mdb_env_set_maxreaders(b->env, 512);
-    if ((rc = mdb_env_open(b->env, path, MDB_NOMETASYNC | MDB_NOTLS | (ro ? MDB_RDONLY : 0), 0644))) {
-        rc = evs__bus_mdb_err(rc, path);
-        goto fail;
-    }
-    if ((rc = mdb_txn_begin(b->env, NULL, ro ? MDB_RDONLY : 0, &txn))) {
-        rc = evs__bus_mdb_err(rc, "begin");
-        goto fail;
-    }
-    /* (a read-only transaction's commit keeps the handles, as a write's does) */
-    unsigned create = ro ? 0 : MDB_CREATE;
-    if ((rc = mdb_dbi_open(txn, "consumers", create, &b->consumers)) ||
-        (rc = mdb_dbi_open(txn, "dlq", create, &b->dlq)) ||
-        (rc = mdb_dbi_open(txn, "dlq_streams", create, &b->dlq_streams)) ||
-        (rc = mdb_dbi_open(txn, "pstate", create, &b->pstate))) {
-        mdb_txn_abort(txn);
-        rc = evs__bus_mdb_err(rc, "open databases");
-        goto fail;
-    }
-    if ((rc = mdb_txn_commit(txn))) {
-        rc = evs__bus_mdb_err(rc, "commit");
-        goto fail;
-    }
+    if (eng) rc = evs__kv_open_pg(eng, &b->kv);
+    else rc = evs__kv_open_lmdb(path, ro, &b->kv);
+    if (rc) goto fail;
+    b->consumers = EVS__KV_CONSUMERS;
+    b->dlq = EVS__KV_DLQ;
+    b->dlq_streams = EVS__KV_DLQ_STREAMS;
+    b->pstate = EVS__KV_PSTATE;
     *out = b;
     return EVS_OK;
 fail:
@@ -201,9 +174,13 @@ fail:
 
 void evs_bus_close(evs_bus *b) {
     if (!b) return;
-    if (b->env) mdb_env_close(b->env);
-    for (size_t i = 0; i < b->n_open; i++) free(b->open_names[i]);
+    evs__kv_close(b->kv);
+    for (size_t i = 0; i < b->n_open; i++) {
+        free(b->open_names[i]);
+        evs__kv_lease_drop(b->leases[i]);
+    }
     free(b->open_names);
+    free(b->leases);
     free(b->live);
     pthread_mutex_destroy(&b->mu);
     pthread_cond_destroy(&b->commit_cv);
@@ -237,32 +214,66 @@ int evs__bus_claim(evs_bus *b, const char *name) {
     if (b->n_open == b->cap_open) {
         size_t nc = b->cap_open ? b->cap_open * 2 : 8;
         char **nn = realloc(b->open_names, nc * sizeof *nn);
-        if (!nn) {
+        if (nn) b->open_names = nn;
+        evs__kv_lease **nl = nn ? realloc(b->leases, nc * sizeof *nl) : NULL;
+        if (nl) b->leases = nl;
+        if (!nn || !nl) {
             rc = evs__err(EVS_ENOMEM, "out of memory");
             goto out;
         }
-        b->open_names = nn;
         b->cap_open = nc;
     }
     if (!(b->open_names[b->n_open] = strdup(name))) {
         rc = evs__err(EVS_ENOMEM, "out of memory");
         goto out;
     }
-    b->n_open++;
+    b->leases[b->n_open++] = NULL;
 out:
     pthread_mutex_unlock(&b->mu);
-    return rc;
+    if (rc) return rc;
+    /* across processes (PostgreSQL): the name is reserved here, so no other thread takes the lease meanwhile */
+    evs__kv_lease *l = NULL;
+    if ((rc = evs__kv_lease_take(b->kv, name, &l))) {
+        evs__bus_release(b, name);
+        return rc;
+    }
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n_open; i++)
+        if (strcmp(b->open_names[i], name) == 0) b->leases[i] = l;
+    pthread_mutex_unlock(&b->mu);
+    return EVS_OK;
 }
 
 void evs__bus_release(evs_bus *b, const char *name) {
+    evs__kv_lease *l = NULL;
     pthread_mutex_lock(&b->mu);
     for (size_t i = 0; i < b->n_open; i++)
         if (strcmp(b->open_names[i], name) == 0) {
             free(b->open_names[i]);
-            b->open_names[i] = b->open_names[--b->n_open];
+            l = b->leases[i];
+            b->n_open--;
+            b->open_names[i] = b->open_names[b->n_open];
+            b->leases[i] = b->leases[b->n_open];
             break;
         }
     pthread_mutex_unlock(&b->mu);
+    evs__kv_lease_drop(l);
+}
+
+int evs__bus_begin_closed(evs_bus *b, const char *name, evs__kv_txn **txn) {
+    evs__kv_lease *l;
+    int rc = evs__kv_lease_take(b->kv, name, &l);
+    if (rc) return rc;
+    return evs__kv_begin(b->kv, l, EVS__KV_OWN_LEASE, txn);
+}
+
+evs__kv_lease *evs__bus_lease(evs_bus *b, const char *name) {
+    evs__kv_lease *l = NULL;
+    pthread_mutex_lock(&b->mu);
+    for (size_t i = 0; i < b->n_open && !l; i++)
+        if (strcmp(b->open_names[i], name) == 0) l = b->leases[i];
+    pthread_mutex_unlock(&b->mu);
+    return l;
 }
 
 int evs__bus_add_live(evs_bus *b, const char *name, int (*info)(void *, evs_consumer_info *), void *handle) {
@@ -405,21 +416,21 @@ static void jget_str(json_t *o, const char *k, char *buf, size_t cap) {
 }
 
 int evs__record_read(evs_bus *b, const char *name, evs__record *out) {
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__bus_mdb_err(rc, "begin");
+    evs__kv_txn *txn;
+    int rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return evs__bus_kv_err(rc, "begin");
     rc = evs__record_get(b, txn, name, out);
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     return rc;
 }
 
-int evs__record_get(evs_bus *b, MDB_txn *txn, const char *name, evs__record *out) {
-    MDB_val k = {strlen(name), (void *)name}, v;
-    int rc = mdb_get(txn, b->consumers, &k, &v);
-    if (rc == MDB_NOTFOUND) return evs__err(EVS_ENOTFOUND, "consumer \"%s\" not found", name);
-    if (rc) return evs__bus_mdb_err(rc, "read record");
+int evs__record_get(evs_bus *b, evs__kv_txn *txn, const char *name, evs__record *out) {
+    evs__kv_val k = {strlen(name), (void *)name}, v;
+    int rc = evs__kv_get(txn, b->consumers, &k, &v);
+    if (rc == EVS__KV_NOTFOUND) return evs__err(EVS_ENOTFOUND, "consumer \"%s\" not found", name);
+    if (rc) return evs__bus_kv_err(rc, "read record");
     json_error_t je;
-    json_t *o = json_loadb(v.mv_data, v.mv_size, 0, &je);
+    json_t *o = json_loadb(v.data, v.size, 0, &je);
     if (!o) return evs__err(EVS_ECORRUPT, "consumer \"%s\": record is not JSON: %s", name, je.text);
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", name);
@@ -485,7 +496,7 @@ int evs__record_get(evs_bus *b, MDB_txn *txn, const char *name, evs__record *out
     return rc;
 }
 
-int evs__record_put(evs_bus *b, MDB_txn *txn, const evs__record *r) {
+int evs__record_put(evs_bus *b, evs__kv_txn *txn, const evs__record *r) {
     json_t *o = json_object();
     if (!o) return evs__err(EVS_ENOMEM, "out of memory");
     json_object_set_new(o, "kind", json_integer(r->kind));
@@ -534,10 +545,10 @@ int evs__record_put(evs_bus *b, MDB_txn *txn, const evs__record *r) {
     char *txt = json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (!txt) return evs__err(EVS_ENOMEM, "consumer \"%s\": cannot encode record", r->name);
-    MDB_val k = {strlen(r->name), (void *)r->name}, v = {strlen(txt), txt};
-    int rc = mdb_put(txn, b->consumers, &k, &v, 0);
+    evs__kv_val k = {strlen(r->name), (void *)r->name}, v = {strlen(txt), txt};
+    int rc = evs__kv_put(txn, b->consumers, &k, &v, 0);
     free(txt);
-    return rc ? evs__bus_mdb_err(rc, "write record") : EVS_OK;
+    return rc ? evs__bus_kv_err(rc, "write record") : EVS_OK;
 }
 
 /* Age of the event at position pos ($all), 0 when it does not exist. */
@@ -552,7 +563,7 @@ static int64_t age_of(evs_store *s, uint64_t pos, int64_t now) {
     return age > 0 ? age : 0;
 }
 
-int evs__record_info(evs_bus *b, MDB_txn *txn, const evs__record *r, evs_consumer_info *out) {
+int evs__record_info(evs_bus *b, evs__kv_txn *txn, const evs__record *r, evs_consumer_info *out) {
     memset(out, 0, sizeof *out);
     snprintf(out->name, sizeof out->name, "%s", r->name);
     snprintf(out->kind, sizeof out->kind, "%s", evs__kind_name(r->kind));
@@ -573,16 +584,16 @@ int evs__record_info(evs_bus *b, MDB_txn *txn, const evs__record *r, evs_consume
     out->failed = r->failed;
     out->parked = r->parked;
     /* DLQ depth: count the consumer's keys */
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, b->dlq, &cur);
-    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    evs__kv_cursor *cur;
+    int rc = evs__kv_cursor_open(txn, b->dlq, &cur);
+    if (rc) return evs__bus_kv_err(rc, "cursor");
     size_t nl = strlen(r->name);
-    MDB_val k = {nl + 1, (void *)r->name}, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != nl + 9 || memcmp(k.mv_data, r->name, nl + 1) != 0) break;
+    evs__kv_val k = {nl + 1, (void *)r->name}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size != nl + 9 || memcmp(k.data, r->name, nl + 1) != 0) break;
         out->dlq_depth++;
     }
-    mdb_cursor_close(cur);
+    evs__kv_cursor_close(cur);
     if (!r->stream[0]) {
         uint64_t head = evs_head(b->store);
         uint64_t done = r->next ? r->next - 1 : 0;
@@ -594,46 +605,46 @@ int evs__record_info(evs_bus *b, MDB_txn *txn, const evs__record *r, evs_consume
 
 int evs_consumer_get(evs_bus *b, const char *name, evs_consumer_info *out) {
     int rc, found;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     evs__record r;
     if (!b || !out || (rc = evs__bus_check_name(name))) return b && out ? rc : evs__err(EVS_EINVAL, "consumer_get: NULL argument");
     /* an open group's record lags behind its state: read the state */
     if ((rc = evs__bus_live_info(b, name, out, &found)) || found) return rc;
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
     if (!(rc = evs__record_get(b, txn, name, &r))) {
         rc = evs__record_info(b, txn, &r, out);
         evs__record_free(&r);
     }
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     return rc;
 }
 
 int evs_consumer_list(evs_bus *b, const char *after, evs_consumer_info *out, size_t max, size_t *count) {
     int rc;
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
+    evs__kv_txn *txn;
+    evs__kv_cursor *cur = NULL;
     if (!b || (!out && max) || !count) return evs__err(EVS_EINVAL, "consumer_list: NULL argument");
     *count = 0;
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
-    if ((rc = mdb_cursor_open(txn, b->consumers, &cur))) {
-        rc = evs__bus_mdb_err(rc, "cursor");
+    if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
+    if ((rc = evs__kv_cursor_open(txn, b->consumers, &cur))) {
+        rc = evs__bus_kv_err(rc, "cursor");
         goto out;
     }
-    MDB_val k, v;
+    evs__kv_val k, v;
     if (after && *after) {
-        k.mv_size = strlen(after);
-        k.mv_data = (void *)after;
-        rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-        if (rc == 0 && k.mv_size == strlen(after) && memcmp(k.mv_data, after, k.mv_size) == 0)
-            rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
+        k.size = strlen(after);
+        k.data = (void *)after;
+        rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE);
+        if (rc == 0 && k.size == strlen(after) && memcmp(k.data, after, k.size) == 0)
+            rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT);
     } else {
-        rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST);
+        rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_FIRST);
     }
-    for (; rc == 0 && *count < max; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    for (; rc == 0 && *count < max; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
         char name[EVS_BUS_MAX_NAME + 1];
-        if (k.mv_size > EVS_BUS_MAX_NAME) continue;
-        memcpy(name, k.mv_data, k.mv_size);
-        name[k.mv_size] = 0;
+        if (k.size > EVS_BUS_MAX_NAME) continue;
+        memcpy(name, k.data, k.size);
+        name[k.size] = 0;
         evs__record r;
         int rc2 = evs__record_get(b, txn, name, &r);
         if (rc2) {
@@ -650,46 +661,46 @@ int evs_consumer_list(evs_bus *b, const char *after, evs_consumer_info *out, siz
         }
         (*count)++;
     }
-    rc = rc == MDB_NOTFOUND || rc == 0 ? EVS_OK : evs__bus_mdb_err(rc, "list");
+    rc = rc == EVS__KV_NOTFOUND || rc == 0 ? EVS_OK : evs__bus_kv_err(rc, "list");
 out:
-    if (cur) mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+    if (cur) evs__kv_cursor_close(cur);
+    evs__kv_abort(txn);
     return rc;
 }
 
-int evs__bus_delete_prefix(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *removed) {
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, dbi, &cur);
-    if (rc) return evs__bus_mdb_err(rc, "cursor");
+int evs__bus_delete_prefix(evs__kv_txn *txn, int dbi, const char *name, uint64_t *removed) {
+    evs__kv_cursor *cur;
+    int rc = evs__kv_cursor_open(txn, dbi, &cur);
+    if (rc) return evs__bus_kv_err(rc, "cursor");
     size_t nl = strlen(name);
     for (;;) {
-        MDB_val k = {nl + 1, (void *)name}, v;
-        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE))) break;
-        if (k.mv_size < nl + 1 || memcmp(k.mv_data, name, nl + 1) != 0) break;
-        if ((rc = mdb_cursor_del(cur, 0))) break;
+        evs__kv_val k = {nl + 1, (void *)name}, v;
+        if ((rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE))) break;
+        if (k.size < nl + 1 || memcmp(k.data, name, nl + 1) != 0) break;
+        if ((rc = evs__kv_cursor_del(cur))) break;
         if (removed) (*removed)++;
     }
-    mdb_cursor_close(cur);
-    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "delete");
+    evs__kv_cursor_close(cur);
+    return rc == 0 || rc == EVS__KV_NOTFOUND ? EVS_OK : evs__bus_kv_err(rc, "delete");
 }
 
-int evs__pstate_delete_gen(evs_bus *b, MDB_txn *txn, const char *name, uint64_t gen) {
+int evs__pstate_delete_gen(evs_bus *b, evs__kv_txn *txn, const char *name, uint64_t gen) {
     uint8_t kb[EVS_BUS_MAX_NAME + 9];
     size_t nl = strlen(name);
     memcpy(kb, name, nl);
     kb[nl] = 0;
     evs__put64be(kb + nl + 1, gen);
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, b->pstate, &cur);
-    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    evs__kv_cursor *cur;
+    int rc = evs__kv_cursor_open(txn, b->pstate, &cur);
+    if (rc) return evs__bus_kv_err(rc, "cursor");
     for (;;) {
-        MDB_val k = {nl + 9, kb}, v;
-        if ((rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE))) break;
-        if (k.mv_size < nl + 9 || memcmp(k.mv_data, kb, nl + 9) != 0) break;
-        if ((rc = mdb_cursor_del(cur, 0))) break;
+        evs__kv_val k = {nl + 9, kb}, v;
+        if ((rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE))) break;
+        if (k.size < nl + 9 || memcmp(k.data, kb, nl + 9) != 0) break;
+        if ((rc = evs__kv_cursor_del(cur))) break;
     }
-    mdb_cursor_close(cur);
-    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "delete state");
+    evs__kv_cursor_close(cur);
+    return rc == 0 || rc == EVS__KV_NOTFOUND ? EVS_OK : evs__bus_kv_err(rc, "delete state");
 }
 
 /*
@@ -698,7 +709,7 @@ int evs__pstate_delete_gen(evs_bus *b, MDB_txn *txn, const char *name, uint64_t 
  * far dropped, so that its state holds each event from `from` on once and
  * the swap replaces the live DLQ entries from `from` on (proj.c's rebuild).
  */
-static int restart_build(evs_bus *b, MDB_txn *txn, evs__record *r, uint64_t from) {
+static int restart_build(evs_bus *b, evs__kv_txn *txn, evs__record *r, uint64_t from) {
     char build[EVS__DLQ_OWNER_MAX + 1];
     evs__dlq_build_owner(r->name, build);
     int rc = evs__pstate_delete_gen(b, txn, r->name, r->build_gen);
@@ -709,15 +720,15 @@ static int restart_build(evs_bus *b, MDB_txn *txn, evs__record *r, uint64_t from
 
 int evs_consumer_delete(evs_bus *b, const char *name) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     if (!b) return evs__err(EVS_EINVAL, "consumer_delete: bus is NULL");
     if ((rc = evs__bus_check_name(name))) return rc;
     if (evs__bus_is_open(b, name)) return evs__err(EVS_ELOCKED, "consumer \"%s\" is open", name);
-    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
-    MDB_val k = {strlen(name), (void *)name};
-    rc = mdb_del(txn, b->consumers, &k, NULL);
-    if (rc == MDB_NOTFOUND) rc = evs__err(EVS_ENOTFOUND, "consumer \"%s\" not found", name);
-    else if (rc) rc = evs__bus_mdb_err(rc, "delete record");
+    if ((rc = evs__bus_begin_closed(b, name, &txn))) return rc;
+    evs__kv_val k = {strlen(name), (void *)name};
+    rc = evs__kv_del(txn, b->consumers, &k);
+    if (rc == EVS__KV_NOTFOUND) rc = evs__err(EVS_ENOTFOUND, "consumer \"%s\" not found", name);
+    else if (rc) rc = evs__bus_kv_err(rc, "delete record");
     if (!rc) rc = evs__bus_delete_prefix(txn, b->dlq, name, NULL);
     if (!rc) rc = evs__bus_delete_prefix(txn, b->dlq_streams, name, NULL);
     if (!rc) rc = evs__bus_delete_prefix(txn, b->pstate, name, NULL);
@@ -727,10 +738,10 @@ int evs_consumer_delete(evs_bus *b, const char *name) {
         rc = evs__dlq_clear_txn(b, txn, build);
     }
     if (rc) {
-        mdb_txn_abort(txn);
+        evs__kv_abort(txn);
         return rc;
     }
-    if ((rc = mdb_txn_commit(txn))) return evs__bus_mdb_err(rc, "commit");
+    if ((rc = evs__kv_commit(txn))) return evs__bus_kv_err(rc, "commit");
     atomic_fetch_add(&b->dlq_gen, 1);
     return EVS_OK;
 }
@@ -738,14 +749,14 @@ int evs_consumer_delete(evs_bus *b, const char *name) {
 /* Modify a record that is not open: status (which >= 0) or next (pos). */
 static int modify_closed(evs_bus *b, const char *name, int status, int set_pos, uint64_t pos) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     evs__record r;
     if (!b) return evs__err(EVS_EINVAL, "NULL bus");
     if ((rc = evs__bus_check_name(name))) return rc;
     if (evs__bus_is_open(b, name)) return evs__err(EVS_ELOCKED, "consumer \"%s\" is open", name);
-    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__bus_begin_closed(b, name, &txn))) return rc;
     if ((rc = evs__record_get(b, txn, name, &r))) {
-        mdb_txn_abort(txn);
+        evs__kv_abort(txn);
         return rc;
     }
     if (status >= 0) {
@@ -761,10 +772,10 @@ static int modify_closed(evs_bus *b, const char *name, int status, int set_pos, 
     if (!rc) rc = evs__record_put(b, txn, &r);
     evs__record_free(&r);
     if (rc) {
-        mdb_txn_abort(txn);
+        evs__kv_abort(txn);
         return rc;
     }
-    if ((rc = mdb_txn_commit(txn))) return evs__bus_mdb_err(rc, "commit");
+    if ((rc = evs__kv_commit(txn))) return evs__bus_kv_err(rc, "commit");
     if (restarted) atomic_fetch_add(&b->dlq_gen, 1);
     return EVS_OK;
 }
@@ -786,9 +797,9 @@ static void dlq_key(uint8_t *buf, const char *name, size_t nl, uint64_t pos) {
     evs__put64be(buf + nl + 1, pos);
 }
 
-static int dlq_decode(MDB_val *v, uint64_t pos, evs_dlq_entry *out) {
+static int dlq_decode(evs__kv_val *v, uint64_t pos, evs_dlq_entry *out) {
     json_error_t je;
-    json_t *o = json_loadb(v->mv_data, v->mv_size, 0, &je);
+    json_t *o = json_loadb(v->data, v->size, 0, &je);
     if (!o) return evs__err(EVS_ECORRUPT, "DLQ entry at %llu is not JSON", (unsigned long long)pos);
     memset(out, 0, sizeof *out);
     out->position = pos;
@@ -814,19 +825,19 @@ static int stream_key(uint8_t *buf, size_t cap, const char *name, const char *st
 }
 
 /* The first DLQ entry of name for stream after position `after` (*out 0 when none).  A scan: deletes only. */
-static int next_of_stream(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, uint64_t after,
+static int next_of_stream(evs_bus *b, evs__kv_txn *txn, const char *name, const char *stream, uint64_t after,
                           uint64_t *out) {
-    MDB_cursor *cur;
+    evs__kv_cursor *cur;
     *out = 0;
-    int rc = mdb_cursor_open(txn, b->dlq, &cur);
-    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    int rc = evs__kv_cursor_open(txn, b->dlq, &cur);
+    if (rc) return evs__bus_kv_err(rc, "cursor");
     size_t nl = strlen(name);
     uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
     dlq_key(kb, name, nl, after + 1);
-    MDB_val k = {nl + 9, kb}, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != nl + 9 || memcmp(k.mv_data, name, nl + 1) != 0) break;
-        uint64_t p = evs__get64be((uint8_t *)k.mv_data + nl + 1);
+    evs__kv_val k = {nl + 9, kb}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size != nl + 9 || memcmp(k.data, name, nl + 1) != 0) break;
+        uint64_t p = evs__get64be((uint8_t *)k.data + nl + 1);
         evs_dlq_entry e;
         if ((rc = dlq_decode(&v, p, &e))) break;
         if (strcmp(e.stream, stream) == 0) {
@@ -834,24 +845,24 @@ static int next_of_stream(evs_bus *b, MDB_txn *txn, const char *name, const char
             break;
         }
     }
-    mdb_cursor_close(cur);
-    if (rc == MDB_NOTFOUND) rc = EVS_OK;
-    else if (rc > 0) rc = evs__bus_mdb_err(rc, "scan DLQ");
+    evs__kv_cursor_close(cur);
+    if (rc == EVS__KV_NOTFOUND) rc = EVS_OK;
+    else if (rc > 0) rc = evs__bus_kv_err(rc, "scan DLQ");
     return rc;
 }
 
-static int stream_count_add(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, int delta, uint64_t pos) {
+static int stream_count_add(evs_bus *b, evs__kv_txn *txn, const char *name, const char *stream, int delta, uint64_t pos) {
     uint8_t kb[EVS__DLQ_OWNER_MAX + 1 + EVS_MAX_STREAM_NAME];
     int kl = stream_key(kb, sizeof kb, name, stream, strlen(stream));
     if (kl < 0) return evs__err(EVS_EINVAL, "stream name too long");
-    MDB_val k = {(size_t)kl, kb}, v;
+    evs__kv_val k = {(size_t)kl, kb}, v;
     uint64_t count = 0, first = pos;
-    int rc = mdb_get(txn, b->dlq_streams, &k, &v);
-    if (rc == 0 && v.mv_size == 16) {
-        count = evs__get64be(v.mv_data);
-        first = evs__get64be((uint8_t *)v.mv_data + 8);
-    } else if (rc && rc != MDB_NOTFOUND) {
-        return evs__bus_mdb_err(rc, "read stream count");
+    int rc = evs__kv_get(txn, b->dlq_streams, &k, &v);
+    if (rc == 0 && v.size == 16) {
+        count = evs__get64be(v.data);
+        first = evs__get64be((uint8_t *)v.data + 8);
+    } else if (rc && rc != EVS__KV_NOTFOUND) {
+        return evs__bus_kv_err(rc, "read stream count");
     }
     if (delta > 0) {
         count++;
@@ -863,18 +874,18 @@ static int stream_count_add(evs_bus *b, MDB_txn *txn, const char *name, const ch
         if (count > 0 && pos == first && (rc = next_of_stream(b, txn, name, stream, pos, &first))) return rc;
     }
     if (count == 0) {
-        rc = mdb_del(txn, b->dlq_streams, &k, NULL);
-        return rc && rc != MDB_NOTFOUND ? evs__bus_mdb_err(rc, "delete stream count") : EVS_OK;
+        rc = evs__kv_del(txn, b->dlq_streams, &k);
+        return rc && rc != EVS__KV_NOTFOUND ? evs__bus_kv_err(rc, "delete stream count") : EVS_OK;
     }
     uint8_t vb[16];
     evs__put64be(vb, count);
     evs__put64be(vb + 8, first);
-    MDB_val nv = {16, vb};
-    rc = mdb_put(txn, b->dlq_streams, &k, &nv, 0);
-    return rc ? evs__bus_mdb_err(rc, "write stream count") : EVS_OK;
+    evs__kv_val nv = {16, vb};
+    rc = evs__kv_put(txn, b->dlq_streams, &k, &nv, 0);
+    return rc ? evs__bus_kv_err(rc, "write stream count") : EVS_OK;
 }
 
-int evs__dlq_put(evs_bus *b, MDB_txn *txn, const char *name, const evs_dlq_entry *e, int is_new) {
+int evs__dlq_put(evs_bus *b, evs__kv_txn *txn, const char *name, const evs_dlq_entry *e, int is_new) {
     json_t *o = json_object();
     if (!o) return evs__err(EVS_ENOMEM, "out of memory");
     json_object_set_new(o, "stream", json_string(e->stream));
@@ -891,72 +902,72 @@ int evs__dlq_put(evs_bus *b, MDB_txn *txn, const char *name, const evs_dlq_entry
     size_t nl = strlen(name);
     uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
     dlq_key(kb, name, nl, e->position);
-    MDB_val k = {nl + 9, kb}, v = {strlen(txt), txt};
-    int rc = is_new ? MDB_NOOVERWRITE : 0;
-    rc = mdb_put(txn, b->dlq, &k, &v, (unsigned)rc);
+    evs__kv_val k = {nl + 9, kb}, v = {strlen(txt), txt};
+    int rc = is_new ? EVS__KV_NOOVERWRITE : 0;
+    rc = evs__kv_put(txn, b->dlq, &k, &v, (unsigned)rc);
     free(txt);
-    if (rc == MDB_KEYEXIST) {
+    if (rc == EVS__KV_KEYEXIST) {
         /* already parked (a replay after a crash): overwrite, keep counts */
         return evs__dlq_put(b, txn, name, e, 0);
     }
-    if (rc) return evs__bus_mdb_err(rc, "write DLQ entry");
+    if (rc) return evs__bus_kv_err(rc, "write DLQ entry");
     if (is_new) return stream_count_add(b, txn, name, e->stream, +1, e->position);
     return EVS_OK;
 }
 
-int evs__dlq_get_txn(evs_bus *b, MDB_txn *txn, const char *name, uint64_t pos, evs_dlq_entry *out) {
+int evs__dlq_get_txn(evs_bus *b, evs__kv_txn *txn, const char *name, uint64_t pos, evs_dlq_entry *out) {
     size_t nl = strlen(name);
     uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
     dlq_key(kb, name, nl, pos);
-    MDB_val k = {nl + 9, kb}, v;
-    int rc = mdb_get(txn, b->dlq, &k, &v);
-    if (rc == MDB_NOTFOUND)
+    evs__kv_val k = {nl + 9, kb}, v;
+    int rc = evs__kv_get(txn, b->dlq, &k, &v);
+    if (rc == EVS__KV_NOTFOUND)
         return evs__err(EVS_ENOTFOUND, "consumer \"%s\": position %llu is not in the DLQ", name, (unsigned long long)pos);
-    if (rc) return evs__bus_mdb_err(rc, "read DLQ entry");
+    if (rc) return evs__bus_kv_err(rc, "read DLQ entry");
     return dlq_decode(&v, pos, out);
 }
 
-int evs__dlq_del(evs_bus *b, MDB_txn *txn, const char *name, uint64_t pos) {
+int evs__dlq_del(evs_bus *b, evs__kv_txn *txn, const char *name, uint64_t pos) {
     evs_dlq_entry e;
     int rc = evs__dlq_get_txn(b, txn, name, pos, &e);
     if (rc) return rc;
     size_t nl = strlen(name);
     uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
     dlq_key(kb, name, nl, pos);
-    MDB_val k = {nl + 9, kb};
-    if ((rc = mdb_del(txn, b->dlq, &k, NULL))) return evs__bus_mdb_err(rc, "delete DLQ entry");
+    evs__kv_val k = {nl + 9, kb};
+    if ((rc = evs__kv_del(txn, b->dlq, &k))) return evs__bus_kv_err(rc, "delete DLQ entry");
     return stream_count_add(b, txn, name, e.stream, -1, pos);
 }
 
-int evs__dlq_stream_first(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, size_t slen,
+int evs__dlq_stream_first(evs_bus *b, evs__kv_txn *txn, const char *name, const char *stream, size_t slen,
                           uint64_t *first) {
     uint8_t kb[EVS__DLQ_OWNER_MAX + 1 + EVS_MAX_STREAM_NAME];
     *first = 0;
     int kl = stream_key(kb, sizeof kb, name, stream, slen);
     if (kl < 0) return EVS_OK;
-    MDB_val k = {(size_t)kl, kb}, v;
-    int rc = mdb_get(txn, b->dlq_streams, &k, &v);
-    if (rc == MDB_NOTFOUND) return EVS_OK;
-    if (rc) return evs__bus_mdb_err(rc, "read stream count");
-    if (v.mv_size == 16) *first = evs__get64be((uint8_t *)v.mv_data + 8);
+    evs__kv_val k = {(size_t)kl, kb}, v;
+    int rc = evs__kv_get(txn, b->dlq_streams, &k, &v);
+    if (rc == EVS__KV_NOTFOUND) return EVS_OK;
+    if (rc) return evs__bus_kv_err(rc, "read stream count");
+    if (v.size == 16) *first = evs__get64be((uint8_t *)v.data + 8);
     return EVS_OK;
 }
 
-int evs__dlq_earlier_of_stream(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, uint64_t pos,
+int evs__dlq_earlier_of_stream(evs_bus *b, evs__kv_txn *txn, const char *name, const char *stream, uint64_t pos,
                                uint64_t *earlier) {
-    MDB_cursor *cur;
+    evs__kv_cursor *cur;
     *earlier = 0;
-    int rc = mdb_cursor_open(txn, b->dlq, &cur);
-    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    int rc = evs__kv_cursor_open(txn, b->dlq, &cur);
+    if (rc) return evs__bus_kv_err(rc, "cursor");
     size_t nl = strlen(name);
-    MDB_val k = {nl + 1, (void *)name}, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != nl + 9 || memcmp(k.mv_data, name, nl + 1) != 0) break;
-        uint64_t p = evs__get64be((uint8_t *)k.mv_data + nl + 1);
+    evs__kv_val k = {nl + 1, (void *)name}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size != nl + 9 || memcmp(k.data, name, nl + 1) != 0) break;
+        uint64_t p = evs__get64be((uint8_t *)k.data + nl + 1);
         if (p >= pos) break;
         evs_dlq_entry e;
         if ((rc = dlq_decode(&v, p, &e))) {
-            mdb_cursor_close(cur);
+            evs__kv_cursor_close(cur);
             return rc;
         }
         if (strcmp(e.stream, stream) == 0) {
@@ -964,92 +975,92 @@ int evs__dlq_earlier_of_stream(evs_bus *b, MDB_txn *txn, const char *name, const
             break;
         }
     }
-    mdb_cursor_close(cur);
-    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "scan DLQ");
+    evs__kv_cursor_close(cur);
+    return rc == 0 || rc == EVS__KV_NOTFOUND ? EVS_OK : evs__bus_kv_err(rc, "scan DLQ");
 }
 
 int evs_dlq_list(evs_bus *b, const char *consumer, uint64_t after, evs_dlq_entry *out, size_t max, size_t *count) {
     int rc;
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
+    evs__kv_txn *txn;
+    evs__kv_cursor *cur = NULL;
     if (!b || !count || (!out && max)) return evs__err(EVS_EINVAL, "dlq_list: NULL argument");
     *count = 0;
     if ((rc = evs__bus_check_name(consumer))) return rc;
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
-    if ((rc = mdb_cursor_open(txn, b->dlq, &cur))) {
-        rc = evs__bus_mdb_err(rc, "cursor");
+    if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
+    if ((rc = evs__kv_cursor_open(txn, b->dlq, &cur))) {
+        rc = evs__bus_kv_err(rc, "cursor");
         goto out;
     }
     size_t nl = strlen(consumer);
     uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
     dlq_key(kb, consumer, nl, after == UINT64_MAX ? after : after + 1);
-    MDB_val k = {nl + 9, kb}, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0 && *count < max;
-         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != nl + 9 || memcmp(k.mv_data, consumer, nl + 1) != 0) break;
-        uint64_t p = evs__get64be((uint8_t *)k.mv_data + nl + 1);
+    evs__kv_val k = {nl + 9, kb}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE); rc == 0 && *count < max;
+         rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size != nl + 9 || memcmp(k.data, consumer, nl + 1) != 0) break;
+        uint64_t p = evs__get64be((uint8_t *)k.data + nl + 1);
         if ((rc = dlq_decode(&v, p, &out[*count]))) goto out;
         (*count)++;
     }
-    rc = rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "list DLQ");
+    rc = rc == 0 || rc == EVS__KV_NOTFOUND ? EVS_OK : evs__bus_kv_err(rc, "list DLQ");
 out:
-    if (cur) mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+    if (cur) evs__kv_cursor_close(cur);
+    evs__kv_abort(txn);
     return rc;
 }
 
 int evs_dlq_get(evs_bus *b, const char *consumer, uint64_t position, evs_dlq_entry *out) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     if (!b || !out) return evs__err(EVS_EINVAL, "dlq_get: NULL argument");
     if ((rc = evs__bus_check_name(consumer))) return rc;
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
     rc = evs__dlq_get_txn(b, txn, consumer, position, out);
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     return rc;
 }
 
 int evs_dlq_depth(evs_bus *b, const char *consumer, uint64_t *depth) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     if (!b || !depth) return evs__err(EVS_EINVAL, "dlq_depth: NULL argument");
     if ((rc = evs__bus_check_name(consumer))) return rc;
     *depth = 0;
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
-    MDB_cursor *cur;
-    if ((rc = mdb_cursor_open(txn, b->dlq, &cur))) {
-        mdb_txn_abort(txn);
-        return evs__bus_mdb_err(rc, "cursor");
+    if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
+    evs__kv_cursor *cur;
+    if ((rc = evs__kv_cursor_open(txn, b->dlq, &cur))) {
+        evs__kv_abort(txn);
+        return evs__bus_kv_err(rc, "cursor");
     }
     size_t nl = strlen(consumer);
-    MDB_val k = {nl + 1, (void *)consumer}, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != nl + 9 || memcmp(k.mv_data, consumer, nl + 1) != 0) break;
+    evs__kv_val k = {nl + 1, (void *)consumer}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size != nl + 9 || memcmp(k.data, consumer, nl + 1) != 0) break;
         (*depth)++;
     }
-    mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+    evs__kv_cursor_close(cur);
+    evs__kv_abort(txn);
     return EVS_OK;
 }
 
 /* Run fn in a write transaction and bump the DLQ generation on success. */
-static int dlq_write(evs_bus *b, const char *consumer, int (*fn)(evs_bus *, MDB_txn *, const char *, void *),
+static int dlq_write(evs_bus *b, const char *consumer, int (*fn)(evs_bus *, evs__kv_txn *, const char *, void *),
                      void *arg) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     if (!b) return evs__err(EVS_EINVAL, "NULL bus");
     if ((rc = evs__bus_check_name(consumer))) return rc;
-    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(b->kv, NULL, 0, &txn))) return evs__bus_kv_err(rc, "begin");
     if ((rc = fn(b, txn, consumer, arg))) {
-        mdb_txn_abort(txn);
+        evs__kv_abort(txn);
         return rc;
     }
-    if ((rc = mdb_txn_commit(txn))) return evs__bus_mdb_err(rc, "commit");
+    if ((rc = evs__kv_commit(txn))) return evs__bus_kv_err(rc, "commit");
     atomic_fetch_add(&b->dlq_gen, 1);
     return EVS_OK;
 }
 
-static int discard_fn(evs_bus *b, MDB_txn *txn, const char *c, void *arg) {
+static int discard_fn(evs_bus *b, evs__kv_txn *txn, const char *c, void *arg) {
     return evs__dlq_del(b, txn, c, *(uint64_t *)arg);
 }
 
@@ -1062,27 +1073,27 @@ void evs__dlq_build_owner(const char *name, char out[EVS__DLQ_OWNER_MAX + 1]) {
     snprintf(out + 1, EVS__DLQ_OWNER_MAX, "%s", name);
 }
 
-int evs__dlq_clear_txn(evs_bus *b, MDB_txn *txn, const char *owner) {
+int evs__dlq_clear_txn(evs_bus *b, evs__kv_txn *txn, const char *owner) {
     int rc = evs__bus_delete_prefix(txn, b->dlq, owner, NULL);
     if (!rc) rc = evs__bus_delete_prefix(txn, b->dlq_streams, owner, NULL);
     return rc;
 }
 
 /* Positions (and, with ents, entries) of owner's DLQ at or after from. */
-static int dlq_collect(evs_bus *b, MDB_txn *txn, const char *owner, uint64_t from, uint64_t **pos,
+static int dlq_collect(evs_bus *b, evs__kv_txn *txn, const char *owner, uint64_t from, uint64_t **pos,
                        evs_dlq_entry **ents, size_t *n) {
-    MDB_cursor *cur;
+    evs__kv_cursor *cur;
     size_t cap = 0, nl = strlen(owner);
     *pos = NULL;
     if (ents) *ents = NULL;
     *n = 0;
-    int rc = mdb_cursor_open(txn, b->dlq, &cur);
-    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    int rc = evs__kv_cursor_open(txn, b->dlq, &cur);
+    if (rc) return evs__bus_kv_err(rc, "cursor");
     uint8_t kb[EVS__DLQ_OWNER_MAX + 9];
     dlq_key(kb, owner, nl, from);
-    MDB_val k = {nl + 9, kb}, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != nl + 9 || memcmp(k.mv_data, owner, nl + 1) != 0) break;
+    evs__kv_val k = {nl + 9, kb}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size != nl + 9 || memcmp(k.data, owner, nl + 1) != 0) break;
         if (*n == cap) {
             cap = cap ? cap * 2 : 64;
             uint64_t *np = realloc(*pos, cap * sizeof *np);
@@ -1094,17 +1105,17 @@ static int dlq_collect(evs_bus *b, MDB_txn *txn, const char *owner, uint64_t fro
                 break;
             }
         }
-        uint64_t p = evs__get64be((uint8_t *)k.mv_data + nl + 1);
+        uint64_t p = evs__get64be((uint8_t *)k.data + nl + 1);
         if (ents && (rc = dlq_decode(&v, p, &(*ents)[*n]))) break;
         (*pos)[(*n)++] = p;
     }
-    mdb_cursor_close(cur);
-    if (rc == MDB_NOTFOUND) rc = EVS_OK;
-    else if (rc > 0) rc = evs__bus_mdb_err(rc, "scan DLQ");
+    evs__kv_cursor_close(cur);
+    if (rc == EVS__KV_NOTFOUND) rc = EVS_OK;
+    else if (rc > 0) rc = evs__bus_kv_err(rc, "scan DLQ");
     return rc;
 }
 
-int evs__dlq_adopt_txn(evs_bus *b, MDB_txn *txn, const char *name, const char *build, uint64_t from) {
+int evs__dlq_adopt_txn(evs_bus *b, evs__kv_txn *txn, const char *name, const char *build, uint64_t from) {
     uint64_t *pos = NULL, *bpos = NULL;
     evs_dlq_entry *ents = NULL;
     size_t n = 0, bn = 0;
@@ -1119,7 +1130,7 @@ int evs__dlq_adopt_txn(evs_bus *b, MDB_txn *txn, const char *name, const char *b
     return rc;
 }
 
-static int purge_fn(evs_bus *b, MDB_txn *txn, const char *c, void *arg) {
+static int purge_fn(evs_bus *b, evs__kv_txn *txn, const char *c, void *arg) {
     int rc = evs__bus_delete_prefix(txn, b->dlq, c, (uint64_t *)arg);
     if (!rc) rc = evs__bus_delete_prefix(txn, b->dlq_streams, c, NULL);
     return rc;
@@ -1132,19 +1143,19 @@ int evs_dlq_purge(evs_bus *b, const char *consumer, uint64_t *removed) {
     return rc;
 }
 
-int evs__dlq_prune_txn(evs_bus *b, MDB_txn *txn, const char *name, int64_t max_age_ns, uint64_t max_count,
+int evs__dlq_prune_txn(evs_bus *b, evs__kv_txn *txn, const char *name, int64_t max_age_ns, uint64_t max_count,
                        int64_t now, uint64_t *removed) {
-    MDB_cursor *cur;
-    int rc = mdb_cursor_open(txn, b->dlq, &cur);
-    if (rc) return evs__bus_mdb_err(rc, "cursor");
+    evs__kv_cursor *cur;
+    int rc = evs__kv_cursor_open(txn, b->dlq, &cur);
+    if (rc) return evs__bus_kv_err(rc, "cursor");
     size_t nl = strlen(name);
     /* pass 1: count and collect old ones */
     uint64_t total = 0, n_old = 0, cap = 0;
     uint64_t *old = NULL;
-    MDB_val k = {nl + 1, (void *)name}, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != nl + 9 || memcmp(k.mv_data, name, nl + 1) != 0) break;
-        uint64_t p = evs__get64be((uint8_t *)k.mv_data + nl + 1);
+    evs__kv_val k = {nl + 1, (void *)name}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size != nl + 9 || memcmp(k.data, name, nl + 1) != 0) break;
+        uint64_t p = evs__get64be((uint8_t *)k.data + nl + 1);
         evs_dlq_entry e;
         if ((rc = dlq_decode(&v, p, &e))) break;
         total++;
@@ -1162,10 +1173,10 @@ int evs__dlq_prune_txn(evs_bus *b, MDB_txn *txn, const char *name, int64_t max_a
             old[n_old++] = p;
         }
     }
-    mdb_cursor_close(cur);
-    if (rc && rc != MDB_NOTFOUND) {
+    evs__kv_cursor_close(cur);
+    if (rc && rc != EVS__KV_NOTFOUND) {
         free(old);
-        return rc < 0 ? rc : evs__bus_mdb_err(rc, "scan DLQ");
+        return rc < 0 ? rc : evs__bus_kv_err(rc, "scan DLQ");
     }
     rc = EVS_OK;
     uint64_t gone = 0;
@@ -1173,13 +1184,13 @@ int evs__dlq_prune_txn(evs_bus *b, MDB_txn *txn, const char *name, int64_t max_a
     free(old);
     /* count limit: drop the oldest (lowest positions) beyond max_count */
     while (!rc && max_count && total - gone > max_count) {
-        if ((rc = mdb_cursor_open(txn, b->dlq, &cur))) return evs__bus_mdb_err(rc, "cursor");
-        MDB_val k2 = {nl + 1, (void *)name}, v2;
-        rc = mdb_cursor_get(cur, &k2, &v2, MDB_SET_RANGE);
+        if ((rc = evs__kv_cursor_open(txn, b->dlq, &cur))) return evs__bus_kv_err(rc, "cursor");
+        evs__kv_val k2 = {nl + 1, (void *)name}, v2;
+        rc = evs__kv_cursor_get(cur, &k2, &v2, EVS__KV_SET_RANGE);
         uint64_t p = 0;
-        if (rc == 0 && k2.mv_size == nl + 9 && memcmp(k2.mv_data, name, nl + 1) == 0)
-            p = evs__get64be((uint8_t *)k2.mv_data + nl + 1);
-        mdb_cursor_close(cur);
+        if (rc == 0 && k2.size == nl + 9 && memcmp(k2.data, name, nl + 1) == 0)
+            p = evs__get64be((uint8_t *)k2.data + nl + 1);
+        evs__kv_cursor_close(cur);
         if (!p) break;
         rc = evs__dlq_del(b, txn, name, p);
         gone++;
@@ -1195,7 +1206,7 @@ typedef struct prune_args {
     uint64_t removed;
 } prune_args;
 
-static int prune_fn(evs_bus *b, MDB_txn *txn, const char *c, void *arg) {
+static int prune_fn(evs_bus *b, evs__kv_txn *txn, const char *c, void *arg) {
     prune_args *a = arg;
     return evs__dlq_prune_txn(b, txn, c, a->age, a->count, a->now, &a->removed);
 }

@@ -31,10 +31,10 @@
 #ifndef EVS_BUS_INTERNAL_H
 #define EVS_BUS_INTERNAL_H
 
-#include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "bus/kv.h"
 #include "core/core.h"
 #include "evstore.h"
 #include "evstore_bus.h"
@@ -60,10 +60,11 @@ typedef struct evs__live {
 
 struct evs_bus {
     evs_store *store;
-    MDB_env *env;
-    MDB_dbi consumers, dlq, dlq_streams, pstate;
-    pthread_mutex_t mu;           /* guards open_names and live */
+    evs__kv *kv;                  /* LMDB in DIR/consumers/, or the PostgreSQL database (kv.h) */
+    int consumers, dlq, dlq_streams, pstate; /* kv.h's tables */
+    pthread_mutex_t mu;           /* guards open_names, leases and live */
     char **open_names;
+    evs__kv_lease **leases;       /* of open_names[i]: NULL where none is needed (LMDB) */
     size_t n_open, cap_open;
     evs__live *live;
     size_t n_live, cap_live;
@@ -78,12 +79,28 @@ struct evs_bus {
 /* A consumer committed: wake the waiters of evs_proj_wait. */
 void evs__bus_notify_commit(evs_bus *b);
 
-/* LMDB status -> evs status with message. */
-int evs__bus_mdb_err(int rc, const char *what);
+/* A kv.h result -> evs status with message (kv errors already carry theirs). */
+int evs__bus_kv_err(int rc, const char *what);
 
-/* Claim / release a consumer name in this process (EVS_ELOCKED if taken). */
+/*
+ * Claim / release a consumer name: in this process, and across processes
+ * on PostgreSQL, where the claim takes the name's lease (kv.h).  EVS_ELOCKED
+ * if taken.
+ */
 int evs__bus_claim(evs_bus *b, const char *name);
 void evs__bus_release(evs_bus *b, const char *name);
+/*
+ * The lease of a claimed name (NULL: none needed, or not claimed): write
+ * transactions of the claim's holder begin with it, so they commit only
+ * while the holder still holds the name.
+ */
+evs__kv_lease *evs__bus_lease(evs_bus *b, const char *name);
+/*
+ * A write transaction on a consumer that is not open in this process: on
+ * PostgreSQL it holds the name's lease until it ends (EVS_ELOCKED while
+ * another process runs the consumer), so it never writes under a runner.
+ */
+int evs__bus_begin_closed(evs_bus *b, const char *name, evs__kv_txn **txn);
 int evs__bus_is_open(evs_bus *b, const char *name);
 
 /* Register / forget a live handle (evs__live).  EVS_ENOMEM. */
@@ -163,12 +180,12 @@ void evs__record_free(evs__record *r);
 /* Copy a filter into the record (strings duplicated). */
 int evs__record_set_filter(evs__record *r, const evs_filter *f, const char *tag);
 /* Read a record in txn; EVS_ENOTFOUND when absent. */
-int evs__record_get(evs_bus *b, MDB_txn *txn, const char *name, evs__record *out);
+int evs__record_get(evs_bus *b, evs__kv_txn *txn, const char *name, evs__record *out);
 /* As evs__record_get in a read transaction of its own.  Ownership: *out is the caller's (evs__record_free). */
 int evs__record_read(evs_bus *b, const char *name, evs__record *out);
-int evs__record_put(evs_bus *b, MDB_txn *txn, const evs__record *r);
+int evs__record_put(evs_bus *b, evs__kv_txn *txn, const evs__record *r);
 /* The user-facing view (lag computed against the store). */
-int evs__record_info(evs_bus *b, MDB_txn *txn, const evs__record *r, evs_consumer_info *out);
+int evs__record_info(evs_bus *b, evs__kv_txn *txn, const evs__record *r, evs_consumer_info *out);
 
 /* ------------------------------------------------------------------- DLQ */
 
@@ -186,26 +203,26 @@ void evs__dlq_build_owner(const char *name, char out[EVS__DLQ_OWNER_MAX + 1]);
  * >= from are dropped (the rebuild has replayed those events), and every
  * entry of build moves to name.  In the caller's transaction.
  */
-int evs__dlq_adopt_txn(evs_bus *b, MDB_txn *txn, const char *name, const char *build, uint64_t from);
+int evs__dlq_adopt_txn(evs_bus *b, evs__kv_txn *txn, const char *name, const char *build, uint64_t from);
 /* Every entry of an owner, gone. */
-int evs__dlq_clear_txn(evs_bus *b, MDB_txn *txn, const char *owner);
+int evs__dlq_clear_txn(evs_bus *b, evs__kv_txn *txn, const char *owner);
 /* Delete every pstate row of generation gen of projection name. */
-int evs__pstate_delete_gen(evs_bus *b, MDB_txn *txn, const char *name, uint64_t gen);
+int evs__pstate_delete_gen(evs_bus *b, evs__kv_txn *txn, const char *name, uint64_t gen);
 
-int evs__dlq_put(evs_bus *b, MDB_txn *txn, const char *name, const evs_dlq_entry *e, int is_new);
+int evs__dlq_put(evs_bus *b, evs__kv_txn *txn, const char *name, const evs_dlq_entry *e, int is_new);
 /* Delete one entry, maintaining dlq_streams.  EVS_ENOTFOUND if absent. */
-int evs__dlq_del(evs_bus *b, MDB_txn *txn, const char *name, uint64_t pos);
-int evs__dlq_get_txn(evs_bus *b, MDB_txn *txn, const char *name, uint64_t pos, evs_dlq_entry *out);
+int evs__dlq_del(evs_bus *b, evs__kv_txn *txn, const char *name, uint64_t pos);
+int evs__dlq_get_txn(evs_bus *b, evs__kv_txn *txn, const char *name, uint64_t pos, evs_dlq_entry *out);
 /* First parked position of stream for consumer, 0 when none. */
-int evs__dlq_stream_first(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, size_t slen,
+int evs__dlq_stream_first(evs_bus *b, evs__kv_txn *txn, const char *name, const char *stream, size_t slen,
                           uint64_t *first);
 /* Earliest entry of the same stream before pos, 0 when none. */
-int evs__dlq_earlier_of_stream(evs_bus *b, MDB_txn *txn, const char *name, const char *stream, uint64_t pos,
+int evs__dlq_earlier_of_stream(evs_bus *b, evs__kv_txn *txn, const char *name, const char *stream, uint64_t pos,
                                uint64_t *earlier);
-int evs__dlq_prune_txn(evs_bus *b, MDB_txn *txn, const char *name, int64_t max_age_ns, uint64_t max_count,
+int evs__dlq_prune_txn(evs_bus *b, evs__kv_txn *txn, const char *name, int64_t max_age_ns, uint64_t max_count,
                        int64_t now, uint64_t *removed);
 /* Delete every key of db starting with name 0x00. */
-int evs__bus_delete_prefix(MDB_txn *txn, MDB_dbi dbi, const char *name, uint64_t *removed);
+int evs__bus_delete_prefix(evs__kv_txn *txn, int dbi, const char *name, uint64_t *removed);
 
 /* 1 when the event's tags (a JSON array) contain tag. */
 int evs__bus_has_tag(const evs_event *ev, const char *tag);
@@ -218,7 +235,7 @@ typedef struct evs__consumer_ops {
     /* Handle one event: 0 ok, else failure described in err. */
     int (*deliver)(evs__consumer *c, const evs_event *ev, char *err, size_t cap);
     /* Write uncommitted state into txn (projections); may be NULL. */
-    int (*flush)(evs__consumer *c, MDB_txn *txn);
+    int (*flush)(evs__consumer *c, evs__kv_txn *txn);
     /* Forget uncommitted state (projections); may be NULL. */
     void (*discard)(evs__consumer *c);
     /* The consumer read to the head (projections: finish a rebuild); may be NULL. */
@@ -234,6 +251,7 @@ struct evs__consumer {
     evs_bus *bus;
     evs_store *store;
     evs__record rec;              /* rec.next = in-memory position */
+    evs__kv_lease *lease;         /* the claim's (bus.c), NULL on LMDB: its writes begin with it */
     uint64_t committed_next;
     uint64_t committed_processed;
     evs_filter filter;            /* views into rec */

@@ -64,15 +64,16 @@ static int deliver(evs__consumer *c, const evs_event *ev, char *err, size_t cap)
 int evs__consumer_init(evs__consumer *c, evs_bus *b, int kind, const char *name, const char *owner,
                        const char *stream, const evs_filter *f, const char *tag, uint64_t from) {
     int rc;
-    MDB_txn *txn = NULL;
+    evs__kv_txn *txn = NULL;
     if ((rc = evs__bus_check_name(name))) return rc;
     if (stream && strlen(stream) > EVS_MAX_STREAM_NAME) return evs__err(EVS_EINVAL, "stream name too long");
     if ((rc = evs__bus_claim(b, name))) return rc;
     evs__dlq_build_owner(name, c->build_owner);
+    c->lease = evs__bus_lease(b, name);
     c->bus = b;
     c->store = b->store;
-    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) {
-        rc = evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(b->kv, c->lease, 0, &txn))) {
+        rc = evs__bus_kv_err(rc, "begin");
         goto fail;
     }
     rc = evs__record_get(b, txn, name, &c->rec);
@@ -112,10 +113,10 @@ int evs__consumer_init(evs__consumer *c, evs_bus *b, int kind, const char *name,
     if ((rc = evs__record_set_filter(&c->rec, f, tag))) goto fail;
     c->rec.max_retries = c->retry.max_retries;
     if ((rc = evs__record_put(b, txn, &c->rec))) goto fail;
-    rc = mdb_txn_commit(txn);
+    rc = evs__kv_commit(txn);
     txn = NULL;
     if (rc) {
-        rc = evs__bus_mdb_err(rc, "commit");
+        rc = evs__bus_kv_err(rc, "commit");
         goto fail;
     }
     c->filter.event_types = (const char *const *)c->rec.event_types;
@@ -128,7 +129,7 @@ int evs__consumer_init(evs__consumer *c, evs_bus *b, int kind, const char *name,
     c->last_commit_ns = evs__mono_ns();
     return EVS_OK;
 fail:
-    if (txn) mdb_txn_abort(txn);
+    if (txn) evs__kv_abort(txn);
     evs__record_free(&c->rec);
     evs__bus_release(b, name);
     c->bus = NULL;
@@ -159,10 +160,11 @@ static const char *dlq_owner(const evs__consumer *c) { return c->rec.build_gen ?
 
 int evs__consumer_commit(evs__consumer *c, const evs__dlq_op *op) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     evs_bus *b = c->bus;
     const char *owner = dlq_owner(c);
-    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
+    /* on the holder's lease: a consumer that lost it (PostgreSQL) cannot commit over its successor */
+    if ((rc = evs__kv_begin(b->kv, c->lease, 0, &txn))) return evs__bus_kv_err(rc, "begin");
     if (c->ops->flush && (rc = c->ops->flush(c, txn))) goto fail;
     if (op && op->kind == 1) {
         if ((rc = evs__dlq_put(b, txn, owner, &op->e, 1))) goto fail;
@@ -177,8 +179,8 @@ int evs__consumer_commit(evs__consumer *c, const evs__dlq_op *op) {
     }
     if (c->since_commit) c->rec.last_processed_at = evs__clock_now(c->clock);
     if ((rc = evs__record_put(b, txn, &c->rec))) goto fail;
-    if ((rc = mdb_txn_commit(txn))) {
-        rc = evs__bus_mdb_err(rc, "commit");
+    if ((rc = evs__kv_commit(txn))) {
+        rc = evs__bus_kv_err(rc, "commit");
         goto lost;
     }
     c->committed_next = c->rec.next;
@@ -190,7 +192,7 @@ int evs__consumer_commit(evs__consumer *c, const evs__dlq_op *op) {
     evs__bus_notify_commit(b);
     return EVS_OK;
 fail:
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
 lost:
     /* the flushed state is gone with the transaction: start again from the commit */
     if (c->ops->discard) c->ops->discard(c);
@@ -216,11 +218,11 @@ int evs__consumer_set_status(evs__consumer *c, int status) {
 }
 
 int evs__consumer_info(evs__consumer *c, evs_consumer_info *out) {
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(c->bus->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__bus_mdb_err(rc, "begin");
+    evs__kv_txn *txn;
+    int rc = evs__kv_begin(c->bus->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return evs__bus_kv_err(rc, "begin");
     rc = evs__record_info(c->bus, txn, &c->rec, out);
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     return rc;
 }
 
@@ -262,15 +264,15 @@ static int extra_match(const evs__consumer *c, const evs_event *ev) {
 /* --------------------------------------------------------- per-stream order */
 
 /* Append owner's parked streams whose first parked position is below `below`. */
-static int scan_parked(evs__consumer *c, MDB_txn *txn, const char *name, uint64_t below, size_t *cap) {
-    MDB_cursor *cur;
+static int scan_parked(evs__consumer *c, evs__kv_txn *txn, const char *name, uint64_t below, size_t *cap) {
+    evs__kv_cursor *cur;
     int rc;
-    if ((rc = mdb_cursor_open(txn, c->bus->dlq_streams, &cur))) return evs__bus_mdb_err(rc, "cursor");
+    if ((rc = evs__kv_cursor_open(txn, c->bus->dlq_streams, &cur))) return evs__bus_kv_err(rc, "cursor");
     size_t nl = strlen(name);
-    MDB_val k = {nl + 1, (void *)name}, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < nl + 1 || memcmp(k.mv_data, name, nl + 1) != 0) break;
-        uint64_t first = v.mv_size == 16 ? evs__get64be((uint8_t *)v.mv_data + 8) : 0;
+    evs__kv_val k = {nl + 1, (void *)name}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size < nl + 1 || memcmp(k.data, name, nl + 1) != 0) break;
+        uint64_t first = v.size == 16 ? evs__get64be((uint8_t *)v.data + 8) : 0;
         if (first >= below) continue;
         if (c->n_parked == *cap) {
             *cap = *cap ? *cap * 2 : 8;
@@ -283,19 +285,19 @@ static int scan_parked(evs__consumer *c, MDB_txn *txn, const char *name, uint64_
                 break;
             }
         }
-        size_t sl = k.mv_size - nl - 1;
+        size_t sl = k.size - nl - 1;
         char *s = malloc(sl + 1);
         if (!s) {
             rc = evs__err(EVS_ENOMEM, "out of memory");
             break;
         }
-        memcpy(s, (char *)k.mv_data + nl + 1, sl);
+        memcpy(s, (char *)k.data + nl + 1, sl);
         s[sl] = 0;
         c->parked_first[c->n_parked] = first;
         c->parked[c->n_parked++] = s;
     }
-    mdb_cursor_close(cur);
-    if (rc && rc != MDB_NOTFOUND) return rc < 0 ? rc : evs__bus_mdb_err(rc, "scan parked streams");
+    evs__kv_cursor_close(cur);
+    if (rc && rc != EVS__KV_NOTFOUND) return rc < 0 ? rc : evs__bus_kv_err(rc, "scan parked streams");
     return EVS_OK;
 }
 
@@ -309,13 +311,13 @@ static int load_parked(evs__consumer *c) {
     uint64_t gen = atomic_load(&c->bus->dlq_gen);
     if (c->parked_loaded && gen == c->parked_gen) return EVS_OK;
     free_parked(c);
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(c->bus->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__bus_mdb_err(rc, "begin");
+    evs__kv_txn *txn;
+    int rc = evs__kv_begin(c->bus->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return evs__bus_kv_err(rc, "begin");
     size_t cap = 0;
     rc = scan_parked(c, txn, c->rec.name, c->rec.build_gen ? c->rec.build_from : UINT64_MAX, &cap);
     if (!rc && c->rec.build_gen) rc = scan_parked(c, txn, c->build_owner, UINT64_MAX, &cap);
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     if (rc) return rc;
     c->parked_loaded = 1;
     c->parked_gen = gen;
@@ -341,9 +343,9 @@ static void fill_entry(evs_dlq_entry *e, const evs_event *ev) {
 static int park_behind(evs__consumer *c, const evs_event *ev, uint64_t next) {
     evs__dlq_op op = {1, {0}};
     fill_entry(&op.e, ev);
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(c->bus->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__bus_mdb_err(rc, "begin");
+    evs__kv_txn *txn;
+    int rc = evs__kv_begin(c->bus->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return evs__bus_kv_err(rc, "begin");
     rc = evs__dlq_stream_first(c->bus, txn, dlq_owner(c), ev->stream, ev->stream_len, &op.e.blocked_by);
     if (!rc && c->rec.build_gen) { /* or a live entry below the rebuild's start */
         uint64_t live = 0;
@@ -351,7 +353,7 @@ static int park_behind(evs__consumer *c, const evs_event *ev, uint64_t next) {
         if (!rc && live && live < c->rec.build_from && (!op.e.blocked_by || live < op.e.blocked_by))
             op.e.blocked_by = live;
     }
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     if (rc) return rc;
     op.e.first_failure_at = op.e.last_failure_at = evs__clock_now(c->clock);
     evs__bus_fmt(op.e.last_error, sizeof op.e.last_error, "waiting behind position %llu of stream \"%s\"",
@@ -580,17 +582,17 @@ int evs__consumer_poll(evs__consumer *c, int timeout_ms, size_t max, size_t *del
 
 int evs__consumer_dlq_retry(evs__consumer *c, uint64_t pos) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     evs__dlq_op op = {0, {0}};
     if (c->rec.build_gen)
         return evs__err(EVS_ECONFLICT, "projection \"%s\" is rebuilding: its DLQ is being computed anew; retry "
                         "after the rebuild swaps in", c->rec.name);
-    if ((rc = mdb_txn_begin(c->bus->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(c->bus->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
     rc = evs__dlq_get_txn(c->bus, txn, c->rec.name, pos, &op.e);
     uint64_t earlier = 0;
     if (!rc && c->per_stream_order)
         rc = evs__dlq_earlier_of_stream(c->bus, txn, c->rec.name, op.e.stream, pos, &earlier);
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     if (rc) return rc;
     if (earlier)
         return evs__err(EVS_ECONFLICT, "consumer \"%s\": position %llu of stream \"%s\" waits behind position %llu",

@@ -134,6 +134,7 @@ struct evs_group {
     pthread_mutex_t mu, commit_mu;
     pthread_cond_t cv;
     evs__record rec;              /* settings and counters; rec.next is not maintained */
+    evs__kv_lease *lease;         /* the claim's (bus.c), NULL on LMDB; read without b->mu (commit holds commit_mu) */
     evs_filter filter;            /* views into rec */
     /* window: a ring of win_cap entries */
     gentry *win;
@@ -260,7 +261,7 @@ static void info_fill(evs_group_info *out, const evs__record *r) {
 }
 
 /* Read a group's record in txn: EVS_ENOTFOUND, or EVS_EINVAL for another kind. */
-static int group_record_get(evs_bus *b, MDB_txn *txn, const char *name, evs__record *out) {
+static int group_record_get(evs_bus *b, evs__kv_txn *txn, const char *name, evs__record *out) {
     int rc = evs__record_get(b, txn, name, out);
     if (rc) return rc;
     if (out->kind != EVS__KIND_GROUP) {
@@ -273,7 +274,7 @@ static int group_record_get(evs_bus *b, MDB_txn *txn, const char *name, evs__rec
 
 int evs_group_create(evs_bus *b, const evs_group_config *c) {
     int rc;
-    MDB_txn *txn = NULL;
+    evs__kv_txn *txn = NULL;
     evs__record r, old;
     memset(&r, 0, sizeof r);
     if (!b || !c) return evs__err(EVS_EINVAL, "group_create: bus and config are required");
@@ -286,8 +287,8 @@ int evs_group_create(evs_bus *b, const evs_group_config *c) {
     r.max_retries = r.group.retry.max_retries;
     r.next = c->from == EVS_SUB_FROM_NOW ? evs_head(b->store) + 1 : c->from ? c->from : 1;
     if ((rc = evs__record_set_filter(&r, &c->filter, c->tag))) goto out;
-    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) {
-        rc = evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(b->kv, NULL, 0, &txn))) {
+        rc = evs__bus_kv_err(rc, "begin");
         goto out;
     }
     rc = evs__record_get(b, txn, c->name, &old);
@@ -299,18 +300,18 @@ int evs_group_create(evs_bus *b, const evs_group_config *c) {
     if (rc != EVS_ENOTFOUND) goto out;
     evs__err_clear();
     if ((rc = evs__record_put(b, txn, &r))) goto out;
-    rc = mdb_txn_commit(txn);
+    rc = evs__kv_commit(txn);
     txn = NULL;
-    if (rc) rc = evs__bus_mdb_err(rc, "commit");
+    if (rc) rc = evs__bus_kv_err(rc, "commit");
 out:
-    if (txn) mdb_txn_abort(txn);
+    if (txn) evs__kv_abort(txn);
     evs__record_free(&r);
     return rc;
 }
 
 int evs_group_update(evs_bus *b, const evs_group_config *c) {
     int rc;
-    MDB_txn *txn = NULL;
+    evs__kv_txn *txn = NULL;
     evs__record r;
     evs__group_settings gs;
     int have = 0;
@@ -318,7 +319,7 @@ int evs_group_update(evs_bus *b, const evs_group_config *c) {
     if ((rc = evs__bus_check_name(c->name))) return rc;
     if ((rc = settings_from_config(c, &gs))) return rc;
     if (evs__bus_is_open(b, c->name)) return evs__err(EVS_ELOCKED, "group \"%s\" is open", c->name);
-    if ((rc = mdb_txn_begin(b->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__bus_begin_closed(b, c->name, &txn))) return rc;
     if ((rc = group_record_get(b, txn, c->name, &r))) goto out;
     have = 1;
     gs.skipped = r.group.skipped;
@@ -328,11 +329,11 @@ int evs_group_update(evs_bus *b, const evs_group_config *c) {
     snprintf(r.owner, sizeof r.owner, "%s", c->owner ? c->owner : "");
     if ((rc = evs__record_set_filter(&r, &c->filter, c->tag))) goto out;
     if ((rc = evs__record_put(b, txn, &r))) goto out;
-    rc = mdb_txn_commit(txn);
+    rc = evs__kv_commit(txn);
     txn = NULL;
-    if (rc) rc = evs__bus_mdb_err(rc, "commit");
+    if (rc) rc = evs__bus_kv_err(rc, "commit");
 out:
-    if (txn) mdb_txn_abort(txn);
+    if (txn) evs__kv_abort(txn);
     if (have) evs__record_free(&r);
     return rc;
 }
@@ -342,20 +343,20 @@ static int live_consumer_info(void *handle, evs_consumer_info *out);
 
 int evs_group_get(evs_bus *b, const char *name, evs_group_info *out) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     evs__record r;
     if (!b || !out) return evs__err(EVS_EINVAL, "group_get: NULL argument");
     if ((rc = evs__bus_check_name(name))) return rc;
     int found;
     if ((rc = info_if_open(b, name, out, &found)) || found) return rc;
     memset(out, 0, sizeof *out);
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
     if (!(rc = group_record_get(b, txn, name, &r))) {
         rc = evs__record_info(b, txn, &r, &out->info);
         info_fill(out, &r);
         evs__record_free(&r);
     }
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     return rc;
 }
 
@@ -595,12 +596,12 @@ static void parked_refresh(evs_group *g) {
 /* The earliest parked position of st (0: none), from the DLQ when not known. */
 static uint64_t parked_of(evs_group *g, gstream *st) {
     if (!st->parked_known) {
-        MDB_txn *txn;
+        evs__kv_txn *txn;
         uint64_t first = 0;
         /* a read transaction under mu: LMDB readers never wait for the writer */
-        if (mdb_txn_begin(g->bus->env, NULL, MDB_RDONLY, &txn) == 0) {
+        if (evs__kv_begin(g->bus->kv, NULL, EVS__KV_RDONLY, &txn) == 0) {
             if (evs__dlq_stream_first(g->bus, txn, g->rec.name, st->name, st->len, &first)) first = 0;
-            mdb_txn_abort(txn);
+            evs__kv_abort(txn);
             st->parked = first;
             st->parked_known = 1;
         }
@@ -831,7 +832,7 @@ static int describe(evs_store *s, uint64_t gpos, evs_dlq_entry *e) {
     return rc;
 }
 
-static int write_op(evs_group *g, MDB_txn *txn, pending_op *o) {
+static int write_op(evs_group *g, evs__kv_txn *txn, pending_op *o) {
     evs_bus *b = g->bus;
     const char *name = g->rec.name;
     evs_dlq_entry old;
@@ -871,7 +872,7 @@ static int commit(evs_group *g, int force) {
     int rc = EVS_OK;
     pending_op *ops = NULL;
     size_t nops = 0;
-    MDB_txn *txn = NULL;
+    evs__kv_txn *txn = NULL;
     evs__record snap;
     pthread_mutex_lock(&g->commit_mu);
     pthread_mutex_lock(&g->mu);
@@ -916,7 +917,7 @@ static int commit(evs_group *g, int force) {
 
     for (size_t i = 0; i < nops && !rc; i++)
         if (ops[i].op == OP_PARK) rc = describe(g->store, ops[i].e.position, &ops[i].e);
-    if (!rc && (rc = mdb_txn_begin(g->bus->env, NULL, 0, &txn))) rc = evs__bus_mdb_err(rc, "begin"), txn = NULL;
+    if (!rc && (rc = evs__kv_begin(g->bus->kv, g->lease, 0, &txn))) rc = evs__bus_kv_err(rc, "begin"), txn = NULL;
     int parked = 0;
     for (size_t i = 0; i < nops && !rc; i++) {
         rc = write_op(g, txn, &ops[i]);
@@ -927,11 +928,11 @@ static int commit(evs_group *g, int force) {
                                 evs__clock_now(g->clock), NULL);
     if (!rc) rc = evs__record_put(g->bus, txn, &snap);
     if (!rc) {
-        rc = mdb_txn_commit(txn);
+        rc = evs__kv_commit(txn);
         txn = NULL;
-        if (rc) rc = evs__bus_mdb_err(rc, "commit");
+        if (rc) rc = evs__bus_kv_err(rc, "commit");
     }
-    if (txn) mdb_txn_abort(txn);
+    if (txn) evs__kv_abort(txn);
 
     pthread_mutex_lock(&g->mu);
     for (size_t i = 0; i < nops; i++) {
@@ -985,7 +986,7 @@ static void refresh(evs_group *g) {
 
 int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_group **out) {
     int rc;
-    MDB_txn *txn = NULL;
+    evs__kv_txn *txn = NULL;
     evs_group *g = NULL;
     int claimed = 0, have_rec = 0, sync = 0;
     if (!out) return evs__err(EVS_EINVAL, "group_open: out is NULL");
@@ -998,13 +999,14 @@ int evs_group_open(evs_bus *b, const char *name, const evs_clock *clock, evs_gro
         rc = evs__err(EVS_ENOMEM, "out of memory");
         goto fail;
     }
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) {
-        rc = evs__bus_mdb_err(rc, "begin");
+    g->lease = evs__bus_lease(b, name);
+    if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) {
+        rc = evs__bus_kv_err(rc, "begin");
         txn = NULL;
         goto fail;
     }
     rc = group_record_get(b, txn, name, &g->rec);
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     txn = NULL;
     if (rc) goto fail;
     have_rec = 1;
@@ -1122,9 +1124,13 @@ int evs_group_resume(evs_group *g) {
 /* The live figures, after refresh. */
 static int live_info(evs_group *g, evs_group_info *out) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     memset(out, 0, sizeof *out);
     refresh(g);
+    /* commit_mu keeps commits out between the snapshot and the read of the DLQ, so the
+       depth read matches the parked count of the snapshot (on PostgreSQL the read's begin is a
+       round trip: a park and its commit fitted in between) */
+    pthread_mutex_lock(&g->commit_mu);
     pthread_mutex_lock(&g->mu);
     evs__record snap = g->rec; /* shallow, as in commit */
     snap.next = checkpoint_pos(g, 0);
@@ -1132,9 +1138,13 @@ static int live_info(evs_group *g, evs_group_info *out) {
     out->in_flight = g->n_inflight;
     out->buffered = g->n_unfinished + g->n_pending;
     pthread_mutex_unlock(&g->mu);
-    if ((rc = mdb_txn_begin(g->bus->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(g->bus->kv, NULL, EVS__KV_RDONLY, &txn))) {
+        pthread_mutex_unlock(&g->commit_mu);
+        return evs__bus_kv_err(rc, "begin");
+    }
     rc = evs__record_info(g->bus, txn, &snap, &out->info);
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
+    pthread_mutex_unlock(&g->commit_mu);
     info_fill(out, &snap);
     return rc;
 }
@@ -1170,15 +1180,15 @@ static int info_if_open(evs_bus *b, const char *name, evs_group_info *out, int *
 
 int evs_group_dlq_retry(evs_group *g, uint64_t position) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     evs_dlq_entry d;
     if (!g) return evs__err(EVS_EINVAL, "group_dlq_retry: group is NULL");
-    if ((rc = mdb_txn_begin(g->bus->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(g->bus->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
     rc = evs__dlq_get_txn(g->bus, txn, g->rec.name, position, &d);
     uint64_t earlier = 0;
     if (!rc && g->rec.group.per_stream_order)
         rc = evs__dlq_earlier_of_stream(g->bus, txn, g->rec.name, d.stream, position, &earlier);
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     if (rc) return rc;
     pthread_mutex_lock(&g->mu);
     if (earlier && !replaying(g, earlier)) {

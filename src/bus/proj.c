@@ -118,27 +118,27 @@ static int cache_get(evs_projection *p, const char *k, size_t n, pentry **out, c
     }
     /* load the committed row */
     uint8_t kb[PKEY_MAX];
-    MDB_txn *txn;
-    MDB_val key = {pkey(kb, p->c.rec.name, target_gen(p), k, n), kb}, v;
-    if ((rc = mdb_txn_begin(p->c.bus->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
-    rc = mdb_get(txn, p->c.bus->pstate, &key, &v);
+    evs__kv_txn *txn;
+    evs__kv_val key = {pkey(kb, p->c.rec.name, target_gen(p), k, n), kb}, v;
+    if ((rc = evs__kv_begin(p->c.bus->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
+    rc = evs__kv_get(txn, p->c.bus->pstate, &key, &v);
     const char *src = NULL;
     size_t slen = 0;
     char *copy = NULL;
     if (rc == 0) {
-        if (!(copy = malloc(v.mv_size + 1))) rc = evs__err(EVS_ENOMEM, "out of memory");
+        if (!(copy = malloc(v.size + 1))) rc = evs__err(EVS_ENOMEM, "out of memory");
         else {
-            memcpy(copy, v.mv_data, v.mv_size);
-            copy[v.mv_size] = 0;
+            memcpy(copy, v.data, v.size);
+            copy[v.size] = 0;
             src = copy;
-            slen = v.mv_size;
+            slen = v.size;
         }
-    } else if (rc == MDB_NOTFOUND) {
+    } else if (rc == EVS__KV_NOTFOUND) {
         rc = EVS_OK;
     } else {
-        rc = evs__bus_mdb_err(rc, "read state");
+        rc = evs__bus_kv_err(rc, "read state");
     }
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     if (rc) {
         free(copy);
         return rc;
@@ -244,7 +244,7 @@ static int proj_deliver(evs__consumer *c, const evs_event *ev, char *err, size_t
     return 0;
 }
 
-static int proj_flush(evs__consumer *c, MDB_txn *txn) {
+static int proj_flush(evs__consumer *c, evs__kv_txn *txn) {
     evs_projection *p = (evs_projection *)c;
     uint8_t kb[PKEY_MAX];
     int rc = EVS_OK;
@@ -261,8 +261,8 @@ static int proj_flush(evs__consumer *c, MDB_txn *txn) {
             }
             js = enc;
         }
-        MDB_val k = {pkey(kb, c->rec.name, target_gen(p), e->key, e->klen), kb}, v = {jl, js};
-        if ((rc = mdb_put(txn, c->bus->pstate, &k, &v, 0))) rc = evs__bus_mdb_err(rc, "write state");
+        evs__kv_val k = {pkey(kb, c->rec.name, target_gen(p), e->key, e->klen), kb}, v = {jl, js};
+        if ((rc = evs__kv_put(txn, c->bus->pstate, &k, &v, 0))) rc = evs__bus_kv_err(rc, "write state");
         free(enc);
     }
     if (rc) return rc;
@@ -272,7 +272,7 @@ static int proj_flush(evs__consumer *c, MDB_txn *txn) {
 
 static void proj_discard(evs__consumer *c) { cache_clear((evs_projection *)c); }
 
-static int delete_gen(evs_projection *p, MDB_txn *txn, uint64_t gen) {
+static int delete_gen(evs_projection *p, evs__kv_txn *txn, uint64_t gen) {
     return evs__pstate_delete_gen(p->c.bus, txn, p->c.rec.name, gen);
 }
 
@@ -283,8 +283,8 @@ static int proj_caught_up(evs__consumer *c) {
     int rc;
     /* commit the rebuild's pending rows first (state + cursor) */
     if ((rc = evs__consumer_commit(c, NULL))) return rc;
-    MDB_txn *txn;
-    if ((rc = mdb_txn_begin(c->bus->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
+    evs__kv_txn *txn;
+    if ((rc = evs__kv_begin(c->bus->kv, c->lease, 0, &txn))) return evs__bus_kv_err(rc, "begin");
     /* on any failure the record goes back exactly as it was: still rebuilding */
     uint64_t old = c->rec.generation, build = c->rec.build_gen, build_next = c->rec.build_next;
     if ((rc = delete_gen(p, txn, old))) goto fail;
@@ -294,9 +294,9 @@ static int proj_caught_up(evs__consumer *c) {
     c->rec.build_gen = 0;
     c->rec.build_next = 0;
     if ((rc = evs__record_put(c->bus, txn, &c->rec))) goto fail;
-    if ((rc = mdb_txn_commit(txn))) {
+    if ((rc = evs__kv_commit(txn))) {
         txn = NULL;
-        rc = evs__bus_mdb_err(rc, "commit");
+        rc = evs__bus_kv_err(rc, "commit");
         goto fail;
     }
     atomic_fetch_add(&c->bus->dlq_gen, 1);
@@ -304,7 +304,7 @@ static int proj_caught_up(evs__consumer *c) {
     evs__bus_notify_commit(c->bus);
     return EVS_OK;
 fail:
-    if (txn) mdb_txn_abort(txn);
+    if (txn) evs__kv_abort(txn);
     c->rec.generation = old;
     c->rec.build_gen = build;
     c->rec.build_next = build_next;
@@ -516,12 +516,12 @@ static int start_rebuild(evs_projection *p, uint64_t from, int forget_dlq) {
     evs__consumer *c = &p->c;
     if ((rc = evs__consumer_commit(c, NULL))) return rc;
     cache_clear(p);
-    MDB_txn *txn;
-    if ((rc = mdb_txn_begin(c->bus->env, NULL, 0, &txn))) return evs__bus_mdb_err(rc, "begin");
+    evs__kv_txn *txn;
+    if ((rc = evs__kv_begin(c->bus->kv, c->lease, 0, &txn))) return evs__bus_kv_err(rc, "begin");
     uint64_t gen = c->rec.generation + 1;
     /* a new rebuild parks afresh: what an abandoned one parked goes */
     if ((rc = delete_gen(p, txn, gen)) || (rc = evs__dlq_clear_txn(c->bus, txn, c->build_owner))) {
-        mdb_txn_abort(txn);
+        evs__kv_abort(txn);
         return rc;
     }
     uint64_t saved_gen = c->rec.build_gen, saved_from = c->rec.build_from, saved_bnext = c->rec.build_next,
@@ -533,8 +533,8 @@ static int start_rebuild(evs_projection *p, uint64_t from, int forget_dlq) {
     rc = evs__record_put(c->bus, txn, &c->rec);
     if (!rc && forget_dlq && !(rc = evs__bus_fault("proj_reset")))
         rc = evs__dlq_clear_txn(c->bus, txn, c->rec.name);
-    if (rc) mdb_txn_abort(txn);
-    else if ((rc = mdb_txn_commit(txn))) rc = evs__bus_mdb_err(rc, "commit");
+    if (rc) evs__kv_abort(txn);
+    else if ((rc = evs__kv_commit(txn))) rc = evs__bus_kv_err(rc, "commit");
     if (rc) {
         c->rec.build_gen = saved_gen;
         c->rec.build_from = saved_from;
@@ -578,7 +578,7 @@ int evs_proj_get_status(evs_projection *p, evs_proj_status *out) {
 }
 
 /* The active generation of a projection's record. */
-static int active_gen(evs_bus *b, MDB_txn *txn, const char *name, uint64_t *gen) {
+static int active_gen(evs_bus *b, evs__kv_txn *txn, const char *name, uint64_t *gen) {
     evs__record r;
     int rc = evs__record_get(b, txn, name, &r);
     if (rc) return rc;
@@ -590,78 +590,78 @@ static int active_gen(evs_bus *b, MDB_txn *txn, const char *name, uint64_t *gen)
 
 int evs_proj_get_state(evs_bus *b, const char *name, const char *partition, char **json, size_t *len) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     if (!b || !json) return evs__err(EVS_EINVAL, "proj_get_state: NULL argument");
     *json = NULL;
     if ((rc = evs__bus_check_name(name))) return rc;
     if (!partition) partition = "";
     size_t pl = strlen(partition);
     if (pl > EVS_MAX_STREAM_NAME) return evs__err(EVS_EINVAL, "partition name too long");
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
     uint64_t gen;
     if ((rc = active_gen(b, txn, name, &gen))) goto out;
     uint8_t kb[PKEY_MAX];
-    MDB_val k = {pkey(kb, name, gen, partition, pl), kb}, v;
-    rc = mdb_get(txn, b->pstate, &k, &v);
-    if (rc == MDB_NOTFOUND) {
+    evs__kv_val k = {pkey(kb, name, gen, partition, pl), kb}, v;
+    rc = evs__kv_get(txn, b->pstate, &k, &v);
+    if (rc == EVS__KV_NOTFOUND) {
         rc = evs__err(EVS_ENOTFOUND, "projection \"%s\": no state for partition \"%s\"", name, partition);
         goto out;
     }
     if (rc) {
-        rc = evs__bus_mdb_err(rc, "read state");
+        rc = evs__bus_kv_err(rc, "read state");
         goto out;
     }
-    if (!(*json = malloc(v.mv_size + 1))) {
+    if (!(*json = malloc(v.size + 1))) {
         rc = evs__err(EVS_ENOMEM, "out of memory");
         goto out;
     }
-    memcpy(*json, v.mv_data, v.mv_size);
-    (*json)[v.mv_size] = 0;
-    if (len) *len = v.mv_size;
+    memcpy(*json, v.data, v.size);
+    (*json)[v.size] = 0;
+    if (len) *len = v.size;
 out:
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     return rc;
 }
 
 int evs_proj_list_partitions(evs_bus *b, const char *name, const char *after, evs_partition_name *out, size_t max,
                              size_t *count) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     if (!b || !count || (!out && max)) return evs__err(EVS_EINVAL, "proj_list_partitions: NULL argument");
     *count = 0;
     if ((rc = evs__bus_check_name(name))) return rc;
     if (after && strlen(after) > EVS_MAX_STREAM_NAME) return evs__err(EVS_EINVAL, "partition name too long");
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
     uint64_t gen;
-    MDB_cursor *cur = NULL;
+    evs__kv_cursor *cur = NULL;
     if ((rc = active_gen(b, txn, name, &gen))) goto out;
-    if ((rc = mdb_cursor_open(txn, b->pstate, &cur))) {
-        rc = evs__bus_mdb_err(rc, "cursor");
+    if ((rc = evs__kv_cursor_open(txn, b->pstate, &cur))) {
+        rc = evs__bus_kv_err(rc, "cursor");
         goto out;
     }
     uint8_t kb[PKEY_MAX];
     size_t pl = pkey(kb, name, gen, "", 0);
     size_t al = after ? strlen(after) : 0;
-    MDB_val k = {pkey(kb, name, gen, after ? after : "", al), kb}, v;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    if (rc == 0 && after && k.mv_size == pl + al && memcmp((char *)k.mv_data + pl, after, al) == 0)
-        rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT);
-    for (; rc == 0 && *count < max; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < pl || memcmp(k.mv_data, kb, pl) != 0) break;
-        size_t n = k.mv_size - pl;
-        memcpy(out[*count].name, (char *)k.mv_data + pl, n);
+    evs__kv_val k = {pkey(kb, name, gen, after ? after : "", al), kb}, v;
+    rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE);
+    if (rc == 0 && after && k.size == pl + al && memcmp((char *)k.data + pl, after, al) == 0)
+        rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT);
+    for (; rc == 0 && *count < max; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size < pl || memcmp(k.data, kb, pl) != 0) break;
+        size_t n = k.size - pl;
+        memcpy(out[*count].name, (char *)k.data + pl, n);
         out[*count].name[n] = 0;
         (*count)++;
     }
-    rc = rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "list partitions");
+    rc = rc == 0 || rc == EVS__KV_NOTFOUND ? EVS_OK : evs__bus_kv_err(rc, "list partitions");
 out:
-    if (cur) mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+    if (cur) evs__kv_cursor_close(cur);
+    evs__kv_abort(txn);
     return rc;
 }
 
 /* The active generation and the position it reflects (the live checkpoint while rebuilding). */
-static int active_view(evs_bus *b, MDB_txn *txn, const char *name, uint64_t *gen, uint64_t *position) {
+static int active_view(evs_bus *b, evs__kv_txn *txn, const char *name, uint64_t *gen, uint64_t *position) {
     evs__record r;
     int rc = evs__record_get(b, txn, name, &r);
     if (rc) return rc;
@@ -675,41 +675,41 @@ static int active_view(evs_bus *b, MDB_txn *txn, const char *name, uint64_t *gen
 
 int evs_proj_position(evs_bus *b, const char *name, uint64_t *position) {
     int rc;
-    MDB_txn *txn;
+    evs__kv_txn *txn;
     uint64_t gen;
     if (!b || !position) return evs__err(EVS_EINVAL, "proj_position: NULL argument");
     if ((rc = evs__bus_check_name(name))) return rc;
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
     rc = active_view(b, txn, name, &gen, position);
-    mdb_txn_abort(txn);
+    evs__kv_abort(txn);
     return rc;
 }
 
 int evs_proj_scan(evs_bus *b, const char *name, evs_proj_scan_fn fn, void *ctx, uint64_t *position) {
     int rc;
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
+    evs__kv_txn *txn;
+    evs__kv_cursor *cur = NULL;
     if (!b || !fn) return evs__err(EVS_EINVAL, "proj_scan: NULL argument");
     if ((rc = evs__bus_check_name(name))) return rc;
-    if ((rc = mdb_txn_begin(b->env, NULL, MDB_RDONLY, &txn))) return evs__bus_mdb_err(rc, "begin");
+    if ((rc = evs__kv_begin(b->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__bus_kv_err(rc, "begin");
     uint64_t gen, pos;
     if ((rc = active_view(b, txn, name, &gen, &pos))) goto out;
     if (position) *position = pos;
-    if ((rc = mdb_cursor_open(txn, b->pstate, &cur))) {
-        rc = evs__bus_mdb_err(rc, "cursor");
+    if ((rc = evs__kv_cursor_open(txn, b->pstate, &cur))) {
+        rc = evs__bus_kv_err(rc, "cursor");
         goto out;
     }
     uint8_t kb[PKEY_MAX];
     size_t pl = pkey(kb, name, gen, "", 0);
-    MDB_val k = {pl, kb}, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < pl || memcmp(k.mv_data, kb, pl) != 0) break;
-        if (fn(ctx, (const char *)k.mv_data + pl, k.mv_size - pl, v.mv_data, v.mv_size)) break;
+    evs__kv_val k = {pl, kb}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size < pl || memcmp(k.data, kb, pl) != 0) break;
+        if (fn(ctx, (const char *)k.data + pl, k.size - pl, v.data, v.size)) break;
     }
-    rc = rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__bus_mdb_err(rc, "scan partitions");
+    rc = rc == 0 || rc == EVS__KV_NOTFOUND ? EVS_OK : evs__bus_kv_err(rc, "scan partitions");
 out:
-    if (cur) mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+    if (cur) evs__kv_cursor_close(cur);
+    evs__kv_abort(txn);
     return rc;
 }
 

@@ -28,6 +28,8 @@
  *                        position n sees every position below n.
  *   event_store_json     a view with event_data and metadata as jsonb, for
  *                        people querying the store with SQL.
+ *   evs_bus_kv           the consumer bus: records, DLQ, projection state
+ *                        (src/pg/pg_kv.h; src/bus/kv.h).
  *
  * evs_append(...) and, for a group commit's appends together,
  * evs_append_batch(...) are the only ways events are written; see their
@@ -328,6 +330,13 @@ static const migration MIGRATIONS[] = {
      "    FROM generate_series(1, v_m) AS g(k);\n"
      "END\n"
      "$f$;\n"},
+    /* the consumer bus's tables, one ordered key-value table (src/pg/pg_kv.h) */
+    {5, "table: evs_bus_kv (consumers, DLQ, projection state)",
+     "CREATE TABLE IF NOT EXISTS evs_bus_kv (\n"
+     "  db smallint NOT NULL,\n"
+     "  k bytea NOT NULL,\n"
+     "  v bytea NOT NULL,\n"
+     "  PRIMARY KEY (db, k));\n"},
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])

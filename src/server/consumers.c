@@ -44,6 +44,34 @@ void evs__copy_errmsg(char *buf, size_t cap, int rc) {
     snprintf(buf, cap, "%s", m && *m ? m : evs_strerror(rc));
 }
 
+/*
+ * A standby runner (another process on the database holds the projection's
+ * lease) tries to take it over: when the holder is gone, the projection
+ * resumes here from its last commit.  Called and returns with r->mu held;
+ * holds the runner (EVS_HOLD_RUNNER) while it opens, so no request sees a
+ * half-set handle.
+ */
+static void standby_try(evs__runner *r) {
+    r->holder = EVS_HOLD_RUNNER;
+    pthread_mutex_unlock(&r->mu);
+    evs_projection *p = NULL;
+    char err[512] = "";
+    int rc = evs_proj_open_stored_cfg(r->bs->bus, r->name, NULL, &r->bs->proj_cfg, &p);
+    if (rc) evs__copy_errmsg(err, sizeof err, rc);
+    else fprintf(stderr, "evstore serve: projection \"%s\": took it over (its lease was free)\n", r->name);
+    pthread_mutex_lock(&r->mu);
+    r->holder = EVS_HOLD_NONE;
+    if (!rc) {
+        r->p = p;
+        r->standby = 0;
+        r->error[0] = '\0';
+    } else {
+        if (rc != EVS_ELOCKED) r->standby = 0; /* something else is wrong: the error says what */
+        snprintf(r->error, sizeof r->error, "%s", err);
+    }
+    pthread_cond_broadcast(&r->cv);
+}
+
 static void *runner_main(void *arg) {
     evs__runner *r = arg;
     int64_t last_snap = 0;
@@ -56,6 +84,7 @@ static void *runner_main(void *arg) {
         if (r->idle || !r->p) {
             wait_ms(r, RUNNER_IDLE_MS);
             r->idle = 0;
+            if (!r->p && r->standby && !r->stop && r->holder == EVS_HOLD_NONE && !r->waiters) standby_try(r);
             continue;
         }
         evs_projection *p = r->p;
@@ -672,11 +701,22 @@ int evs__consumers_start(evs_store *store, const char *dir, unsigned idle_ms, ev
                 evs__copy_errmsg(err, sizeof err, orc);
                 fprintf(stderr, "evstore serve: projection \"%s\" is not run: %s\n", page[i].name, err);
             }
-            if (!evs__runner_new(bs, page[i].name, p, orc ? err : NULL)) {
+            evs__runner *r = evs__runner_new(bs, page[i].name, p, orc ? err : NULL);
+            if (!r) {
                 evs_proj_close(p);
                 snprintf(why, whycap, "serve: cannot start projection \"%s\"", page[i].name);
                 rc = EVS_EIO;
                 goto cleanup;
+            }
+            if (orc == EVS_ELOCKED) { /* another server runs it (PostgreSQL): this one stands by */
+                pthread_mutex_lock(&r->mu);
+                r->standby = 1;
+                pthread_mutex_unlock(&r->mu);
+                if (evs__runner_start_thread(r)) {
+                    snprintf(why, whycap, "serve: cannot start projection \"%s\"", page[i].name);
+                    rc = EVS_EIO;
+                    goto cleanup;
+                }
             }
         }
         if (n) snprintf(after, sizeof after, "%s", page[n - 1].name);

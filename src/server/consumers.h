@@ -121,6 +121,8 @@ struct evs__runner {
     int holder;                   /* EVS_HOLD_*: who uses p right now */
     int waiters;                  /* requests waiting for p */
     int idle;                     /* paused or failing: no poll until a request or a timeout */
+    int standby;                  /* p is NULL because another process holds the projection's lease
+                                     (PostgreSQL): the runner tries to open it every RUNNER_IDLE_MS */
     int stop;
     int have_snap;
     evs_proj_status snap;

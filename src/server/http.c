@@ -615,11 +615,7 @@ static enum MHD_Result check_query(evs__req *rq, const route_def *d, int *bad) {
 
 /* What a route needs that only the embedded engine runs (serve.c starts none of it on another), or NULL. */
 static const char *engine_gap(const route_def *d) {
-    if (d->flags & F_CONSUMERS) return "consumers and projections";
     switch (d->label) {
-    case EVS_R_SUBSCRIPTIONS:
-    case EVS_R_GROUPS:
-    case EVS_R_PROJECTIONS: return "consumers and projections";
     case EVS_R_COMMANDS:
     case EVS_R_AGGREGATES:
     case EVS_R_QUERIES: return "the application layer";

@@ -233,7 +233,16 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = EVS_EINVAL;
         goto cleanup;
     }
-    if (srv->engine) goto engine_core;
+    if (srv->engine) {
+        /* the consumers keep their state in the database (src/bus/kv.h): they run here too, each
+           projection in one server at a time (the others stand by for its lease) */
+        if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, (evs_event_map){0}, &srv->bus, why,
+                                 whycap)) {
+            ret = EVS_EIO;
+            goto cleanup;
+        }
+        goto engine_core;
+    }
     if ((rc = evs_schema_open(srv->store, &srv->schemas))) {
         snprintf(why, whycap, "serve: schema registry of %s: %s", cfg->dir, evs_errmsg());
         ret = rc;

@@ -8,6 +8,9 @@
 
 const char *evs__store_dir(const evs_store *s) { return s ? s->dir : NULL; }
 int evs__store_readonly(const evs_store *s) { return s && s->readonly; }
+void *evs__store_pg_engine(const evs_store *s) {
+    return s && s->engine && strcmp(s->engine->name, "postgresql") == 0 ? s->eng : NULL;
+}
 
 
 int evs__store_event_position(evs_store *s, const evs_uuid *id, uint64_t *gpos) {

@@ -23,6 +23,8 @@ const char *evs__store_dir(const evs_store *s);
 int evs__store_native_only(const evs_store *s, const char *what);
 /* The name of the store's engine ("postgresql"), or NULL for the embedded one. */
 const char *evs__store_engine_name(const evs_store *s);
+/* The PostgreSQL engine's handle (an evs_pg, src/pg) of a store on that engine, else NULL.  Owned by the store. */
+void *evs__store_pg_engine(const evs_store *s);
 /* 1 when the store was opened with EVS_OPEN_READONLY (another process may be writing it). */
 int evs__store_readonly(const evs_store *s);
 

@@ -8,7 +8,7 @@
 #include <pthread.h>
 
 #include "evstore_bus.h"
-#include "testutil.h"
+#include "conformance.h"
 
 #define WRITERS 4
 #define PER_WRITER 1500
@@ -181,15 +181,15 @@ static void test_cancel_wakes_poll(void) {
     evs_sub_close(sub);
 }
 
-int main(void) {
-    char *d = tu_tempdir("bus-conc");
+int main(int argc, char **argv) {
+    cf_init(argc, argv);
+    char *d = cf_fresh("bus-conc");
     store = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
     CHECK_RC(evs_bus_open(store, &bus), EVS_OK);
     test_exactly_once_in_order();
     test_cancel_wakes_poll();
     evs_bus_close(bus);
     evs_store_close(store);
-    tu_rmrf(d);
-    free(d);
+    cf_drop(d);
     return TEST_REPORT();
 }

@@ -6,7 +6,7 @@
  * that survives a reopen.
  */
 #include "evstore_bus.h"
-#include "testutil.h"
+#include "conformance.h"
 
 typedef struct fake_clock {
     int64_t now;
@@ -314,8 +314,9 @@ static void test_dlq_admin(const char *d) {
     free(f);
 }
 
-int main(void) {
-    char *d = tu_tempdir("bus-dlq");
+int main(int argc, char **argv) {
+    cf_init(argc, argv);
+    char *d = cf_fresh("bus-dlq");
     evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
     evs_bus *b;
     CHECK_RC(evs_bus_open(s, &b), EVS_OK);
@@ -326,7 +327,6 @@ int main(void) {
     evs_bus_close(b);
     evs_store_close(s);
     test_dlq_admin(d);
-    tu_rmrf(d);
-    free(d);
+    cf_drop(d);
     return TEST_REPORT();
 }

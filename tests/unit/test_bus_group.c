@@ -12,7 +12,7 @@
 #include <sys/wait.h>
 
 #include "evstore_bus.h"
-#include "testutil.h"
+#include "conformance.h"
 
 #define SEC 1000000000LL
 
@@ -36,7 +36,7 @@ typedef struct fixture {
 
 static void fx_open(fixture *f, const char *tag) {
     memset(f, 0, sizeof *f);
-    f->dir = tu_tempdir(tag);
+    f->dir = cf_fresh(tag);
     f->s = tu_open(f->dir, EVS_DURABILITY_NONE, 1 << 20);
     if (evs_bus_open(f->s, &f->b) != EVS_OK) {
         fprintf(stderr, "bus_open: %s\n", evs_errmsg());
@@ -51,8 +51,7 @@ static void fx_open(fixture *f, const char *tag) {
 static void fx_close(fixture *f) {
     evs_bus_close(f->b);
     evs_store_close(f->s);
-    tu_rmrf(f->dir);
-    free(f->dir);
+    cf_drop(f->dir);
 }
 
 static uint64_t append1(evs_store *s, const char *stream, const char *type) {
@@ -1291,7 +1290,8 @@ static void test_state_current_when_read(void) {
     fx_close(&f);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    cf_init(argc, argv);
     tu_verbose = getenv("EVS_VERBOSE") != NULL;
     test_records();
     test_one_at_a_time();

@@ -29,7 +29,7 @@
 #include <time.h>
 
 #include "evstore_bus.h"
-#include "testutil.h"
+#include "conformance.h"
 
 #define CONSUMERS 4
 #define STREAMS 16
@@ -339,9 +339,10 @@ static void run_group(run *r) {
     pthread_mutex_destroy(&r->mu);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
+    cf_init(argc, argv);
     tu_verbose = getenv("EVS_VERBOSE") != NULL;
-    char *d = tu_tempdir("grp-conc");
+    char *d = cf_fresh("grp-conc");
     store = tu_open(d, EVS_DURABILITY_NONE, 4 << 20);
     CHECK_RC(evs_bus_open(store, &bus), EVS_OK);
     static run rr, pin, tmo;
@@ -360,7 +361,6 @@ int main(void) {
     run_group(&tmo);
     evs_bus_close(bus);
     evs_store_close(store);
-    tu_rmrf(d);
-    free(d);
+    cf_drop(d);
     return TEST_REPORT();
 }

@@ -7,7 +7,7 @@
  * budget — each stopped with a clear error that parks the event.
  */
 #include "evstore_bus.h"
-#include "testutil.h"
+#include "conformance.h"
 
 static const char *counter_src =
     "return {\n"
@@ -236,18 +236,16 @@ static void test_ordered_pairs(const char *d) {
     evs_store_close(s);
 }
 
-int main(void) {
-    char *d = tu_tempdir("bus-lua");
+int main(int argc, char **argv) {
+    cf_init(argc, argv);
+    char *d = cf_fresh("bus-lua");
     test_counter(d);
-    tu_rmrf(d);
-    free(d);
-    d = tu_tempdir("bus-lua-sb");
+    cf_drop(d);
+    d = cf_fresh("bus-lua-sb");
     test_sandbox(d);
-    tu_rmrf(d);
-    free(d);
-    d = tu_tempdir("bus-lua-pairs");
+    cf_drop(d);
+    d = cf_fresh("bus-lua-pairs");
     test_ordered_pairs(d);
-    tu_rmrf(d);
-    free(d);
+    cf_drop(d);
     return TEST_REPORT();
 }

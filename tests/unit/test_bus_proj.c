@@ -15,7 +15,7 @@
 
 #include "bus/bus_testing.h"
 #include "evstore_bus.h"
-#include "testutil.h"
+#include "conformance.h"
 
 /*
  * State: {"h":H,"last":L,"n":N,"sum":S}.  h chains every applied position,
@@ -319,7 +319,7 @@ static void check_unreset(evs_store *s, evs_bus *b, evs_projection *p, uint64_t 
 }
 
 static void test_reset_atomic(void) {
-    char *d = tu_tempdir("bus-reset");
+    char *d = cf_fresh("bus-reset");
     evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
     evs_bus *b;
     CHECK_RC(evs_bus_open(s, &b), EVS_OK);
@@ -392,8 +392,7 @@ static void test_reset_atomic(void) {
     evs_proj_close(p);
     evs_bus_close(b);
     CHECK_RC(evs_store_close(s), EVS_OK);
-    tu_rmrf(d);
-    free(d);
+    cf_drop(d);
 }
 
 /*
@@ -515,7 +514,7 @@ static void child_project(const char *d, int ready) {
 }
 
 static void test_kill9(void) {
-    char *d = tu_tempdir("bus-kill9");
+    char *d = cf_fresh("bus-kill9");
     evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 4 << 20);
     for (int i = 0; i < KILL_EVENTS / 100; i++) {
         char stream[16], data[100][32];
@@ -599,8 +598,7 @@ static void test_kill9(void) {
     if (tu_failures) fprintf(stderr, "kill -9 test: seed %u, %d kills\n", seed, kills);
     evs_bus_close(b);
     evs_store_close(s);
-    tu_rmrf(d);
-    free(d);
+    cf_drop(d);
 }
 
 /* --------------------------------------------------------------- rebuild */
@@ -662,8 +660,9 @@ static void test_rebuild(evs_store *s, evs_bus *b) {
     evs_proj_close(p);
 }
 
-int main(void) {
-    char *d = tu_tempdir("bus-proj");
+int main(int argc, char **argv) {
+    cf_init(argc, argv);
+    char *d = cf_fresh("bus-proj");
     evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
     evs_bus *b;
     CHECK_RC(evs_bus_open(s, &b), EVS_OK);
@@ -674,8 +673,7 @@ int main(void) {
     test_reset_position_during_rebuild(s, b);
     evs_bus_close(b);
     evs_store_close(s);
-    tu_rmrf(d);
-    free(d);
+    cf_drop(d);
     test_reset_atomic();
     test_kill9();
     return TEST_REPORT();

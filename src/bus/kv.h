@@ -1,0 +1,110 @@
+/*
+ * kv.h — the small transactional key-value interface the consumer bus
+ * stores everything through: named tables of byte-string keys kept in
+ * byte order, read and written in transactions, walked with a cursor.
+ *
+ * Two implementations stand behind it (kv.c):
+ *   LMDB        DIR/consumers/ next to the log (the embedded engine): one
+ *               LMDB database per table, exactly what the bus used before
+ *               this interface existed;
+ *   PostgreSQL  the table evs_bus_kv (db, k, v) of the store's database
+ *               (src/pg/pg_kv.c), for a store opened on a postgresql:// URL.
+ *
+ * The calls mirror LMDB's so that the bus reads the same on either:
+ *   - a write transaction excludes every other write transaction (LMDB's
+ *     single writer; on PostgreSQL a transaction-scoped advisory lock), so
+ *     read-modify-write of a counter (dlq_streams) needs no more care;
+ *   - a read transaction sees one snapshot;
+ *   - what get and the cursor return stays valid until the transaction
+ *     ends (or, on LMDB, until the next write in it: the bus copies first);
+ *   - commit and abort end (and free) the transaction whatever they return.
+ *
+ * Results: EVS_OK, EVS__KV_NOTFOUND, EVS__KV_KEYEXIST (both positive, so
+ * never mistaken for an evs error code), or a negative EVS_E* with the
+ * message set.
+ *
+ * Leases (consumers running once across processes): evs__kv_lease_take
+ * gives the caller the right to run a consumer name.  On LMDB the caller's
+ * store directory lock already makes the process the only one, and there is
+ * no lease (*out = NULL).  On PostgreSQL the lease is a session advisory lock
+ * on a connection of its own; transactions begun with the lease run on that
+ * connection, so a holder whose session is gone (and whose lock another
+ * process may have taken since) cannot commit: the lease fences its writes.
+ *
+ * Thread rules: an evs__kv is used by any number of threads; a transaction
+ * and its cursors belong to one thread.  Transactions on one lease run one
+ * at a time (the lease's mutex, held from begin to commit/abort).
+ */
+#ifndef EVS_BUS_KV_H
+#define EVS_BUS_KV_H
+
+#include <stddef.h>
+
+#include "evstore.h"
+
+typedef struct evs__kv evs__kv;
+typedef struct evs__kv_txn evs__kv_txn;
+typedef struct evs__kv_cursor evs__kv_cursor;
+typedef struct evs__kv_lease evs__kv_lease;
+
+typedef struct evs__kv_val {
+    size_t size;
+    void *data;
+} evs__kv_val;
+
+/* The bus's tables (bus_internal.h describes their keys and values). */
+enum { EVS__KV_CONSUMERS, EVS__KV_DLQ, EVS__KV_DLQ_STREAMS, EVS__KV_PSTATE, EVS__KV_NDB };
+
+#define EVS__KV_NOTFOUND 1
+#define EVS__KV_KEYEXIST 2
+
+#define EVS__KV_RDONLY 1u      /* evs__kv_begin */
+#define EVS__KV_OWN_LEASE 2u   /* evs__kv_begin: the transaction drops the lease when it ends (or fails to begin) */
+#define EVS__KV_NOOVERWRITE 1u /* evs__kv_put: EVS__KV_KEYEXIST instead of replacing */
+
+/* Cursor moves. */
+enum { EVS__KV_FIRST, EVS__KV_SET_RANGE, EVS__KV_NEXT };
+
+/*
+ * Open the LMDB implementation in directory path (created by the caller);
+ * ro: read-only.  Ownership: *out is the caller's (evs__kv_close).
+ */
+int evs__kv_open_lmdb(const char *path, int ro, evs__kv **out);
+/*
+ * Open the PostgreSQL implementation on a store's engine handle (evs_pg,
+ * src/pg): its table exists already (the engine's migrations made it).
+ * Ownership: *out is the caller's (evs__kv_close).
+ */
+int evs__kv_open_pg(void *pg_engine, evs__kv **out);
+void evs__kv_close(evs__kv *kv);
+/* "lmdb" or "postgresql". */
+const char *evs__kv_kind(const evs__kv *kv);
+
+/* Begin a transaction (on lease's connection when lease is not NULL).  Ownership: *out until commit/abort. */
+int evs__kv_begin(evs__kv *kv, evs__kv_lease *lease, unsigned flags, evs__kv_txn **out);
+int evs__kv_commit(evs__kv_txn *txn);
+void evs__kv_abort(evs__kv_txn *txn); /* NULL: no-op */
+
+int evs__kv_get(evs__kv_txn *txn, int db, const evs__kv_val *k, evs__kv_val *v);
+int evs__kv_put(evs__kv_txn *txn, int db, const evs__kv_val *k, const evs__kv_val *v, unsigned flags);
+int evs__kv_del(evs__kv_txn *txn, int db, const evs__kv_val *k);
+
+/* Ownership: *out until evs__kv_cursor_close (before the transaction ends). */
+int evs__kv_cursor_open(evs__kv_txn *txn, int db, evs__kv_cursor **out);
+/*
+ * Move: FIRST (k, v out), SET_RANGE (the first key >= *k; k in and out),
+ * NEXT (the key after the current one, even when that one was deleted).
+ */
+int evs__kv_cursor_get(evs__kv_cursor *c, evs__kv_val *k, evs__kv_val *v, int op);
+/* Delete the current key; NEXT then moves to the key after it. */
+int evs__kv_cursor_del(evs__kv_cursor *c);
+void evs__kv_cursor_close(evs__kv_cursor *c);
+
+/*
+ * Take the lease on name: EVS_OK (*out the caller's, or NULL where no
+ * lease is needed), EVS_ELOCKED when another session holds it.
+ */
+int evs__kv_lease_take(evs__kv *kv, const char *name, evs__kv_lease **out);
+void evs__kv_lease_drop(evs__kv_lease *l); /* NULL: no-op */
+
+#endif
