@@ -72,6 +72,13 @@ static const char serve_help[] =
     "  --nats-stream NAME       the JetStream stream (default EVSTORE)\n"
     "  --nats-subject-prefix P  subjects P.STREAM_TYPE.EVENT_TYPE (default evs)\n"
     "  --nats-replicas N        replicas of the stream when the relay creates it (default 1)\n"
+    "  --nats-import NAME       also import JetStream stream NAME (other services'\n"
+    "                           messages) into the store, as `evstore nats import`\n"
+    "  --nats-import-to T       the target stream template (required with --nats-import)\n"
+    "  --nats-import-subject S  import only subject S of that stream\n"
+    "  --nats-import-dead-letter STREAM  where messages that cannot be imported go\n"
+    "                           (without it the importer stops at one, logs why, and\n"
+    "                           tries again every 30 s)\n"
     "  --auth                   every route but /health and the console's files needs an\n"
     "                           API key (Authorization: Bearer KEY; see evstore key).\n"
     "                           On by itself when DIR/keys.json holds a key that is not\n"
@@ -89,7 +96,9 @@ static const char serve_help[] =
     "                           access_log, app_dir, snapshot_every, snapshot_keep,\n"
     "                           command_retries, idempotency_window, query_timeout_ms,\n"
     "                           query_cache, group_idle_ms, saga_workers, nats,\n"
-    "                           nats_stream, nats_subject_prefix, nats_replicas); flags win\n"
+    "                           nats_stream, nats_subject_prefix, nats_replicas,\n"
+    "                           nats_import, nats_import_to, nats_import_subject,\n"
+    "                           nats_import_dead_letter); flags win\n"
     "                           query_cache, group_idle_ms, saga_workers, tls_cert,\n"
     "                           tls_key); flags win\n"
     "                           over the file\n"
@@ -114,6 +123,7 @@ typedef struct serve_opts {
     const char *access_log;
     const char *app_dir;
     const char *nats, *nats_stream, *nats_prefix;
+    const char *nats_import, *nats_import_to, *nats_import_subject, *nats_import_dlq;
     uint64_t nats_replicas;
     const char *tls_cert, *tls_key;
     uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms, saga_workers;
@@ -132,7 +142,8 @@ typedef struct serve_opts {
 enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
        OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_APPDIR, OPT_SNAPEVERY, OPT_SNAPKEEP, OPT_RETRIES, OPT_IDEM,
        OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_SAGA_WORKERS, OPT_NATS, OPT_NATS_STREAM, OPT_NATS_PREFIX,
-       OPT_NATS_REPLICAS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SEGMENT_SIZE, OPT_COUNT };
+       OPT_NATS_REPLICAS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SEGMENT_SIZE, OPT_NATS_IMPORT, OPT_NATS_IMPORT_TO,
+       OPT_NATS_IMPORT_SUBJECT, OPT_NATS_IMPORT_DLQ, OPT_COUNT };
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -168,6 +179,10 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--tls-cert", NULL, "tls_cert", 0, 0, offsetof(serve_opts, tls_cert)},
     {"--tls-key", NULL, "tls_key", 0, 0, offsetof(serve_opts, tls_key)},
     {"--segment-size", NULL, "segment_size", 65536, 1ull << 31, offsetof(serve_opts, segment_size)},
+    {"--nats-import", NULL, "nats_import", 0, 0, offsetof(serve_opts, nats_import)},
+    {"--nats-import-to", NULL, "nats_import_to", 0, 0, offsetof(serve_opts, nats_import_to)},
+    {"--nats-import-subject", NULL, "nats_import_subject", 0, 0, offsetof(serve_opts, nats_import_subject)},
+    {"--nats-import-dead-letter", NULL, "nats_import_dead_letter", 0, 0, offsetof(serve_opts, nats_import_dlq)},
 };
 
 /*
@@ -362,6 +377,22 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.nats.stream = o.nats_stream;
     cfg.nats.subject_prefix = o.nats_prefix;
     cfg.nats.replicas = (unsigned)o.nats_replicas;
+    if ((o.nats_import_to || o.nats_import_subject || o.nats_import_dlq) && !o.nats_import) {
+        code = evs__cli_usage("serve", "--nats-import-to, --nats-import-subject and --nats-import-dead-letter need "
+                                       "--nats-import STREAM");
+        goto cleanup;
+    }
+    if (o.nats_import && (!o.nats || !o.nats_import_to)) {
+        code = evs__cli_usage("serve", "--nats-import needs --nats URLS and --nats-import-to TEMPLATE");
+        goto cleanup;
+    }
+    if (o.nats_import) {
+        cfg.nats_import.nats.urls = o.nats;
+        cfg.nats_import.nats.stream = o.nats_import;
+        cfg.nats_import.target = o.nats_import_to;
+        cfg.nats_import.subject = o.nats_import_subject;
+        cfg.nats_import.dead_letter = o.nats_import_dlq;
+    }
     if (!o.tls_cert != !o.tls_key) {
         code = evs__cli_usage("serve", "--tls-cert and --tls-key go together (the certificate chain and its key, PEM)");
         goto cleanup;

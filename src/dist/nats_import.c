@@ -309,8 +309,9 @@ static int prepare(importer *im, natsMsg *m, uint64_t seq, int64_t ts, import_it
     }
     evs__sb_adds(&b, "}");
     if (b.oom || b.len >= sizeof it->meta) {
+        int code = b.oom ? EVS_ENOMEM : EVS_EINVAL;
         evs__sb_free(&b);
-        return evs__err(b.oom ? EVS_ENOMEM : EVS_EINVAL, "the subject or Nats-Msg-Id is too long for the metadata");
+        return evs__err(code, "the subject or Nats-Msg-Id is too long for the metadata");
     }
     memcpy(it->meta, b.p, b.len + 1);
     it->in = (evs_event_in){

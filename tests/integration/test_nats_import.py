@@ -33,6 +33,7 @@ Skipped (exit 77) only when nats-server is not installed.  Standard library only
 import base64
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -361,6 +362,29 @@ class NatsImportTest(unittest.TestCase):
                 "--consumer", "third", "--subject", "bad.json.>")
         self.assertEqual(r.code, 4, r)
         self.assertIn("sequence 9 (subject bad.json.Created): the body is not a JSON object", r.err)
+
+    def test_4_serve(self):
+        c = self.cluster
+        self.create_stream("SRVIMP", ["srv.>"], 3)
+        d = self.path("served")
+        errf = tempfile.TemporaryFile()
+        p = subprocess.Popen([BIN, "serve", "-d", d, "--listen", "127.0.0.1:0", "--nats", c.urls(alive_only=True),
+                              "--nats-import", "SRVIMP", "--nats-import-to", "dev-{2}"],
+                             stdout=subprocess.PIPE, stderr=errf)
+        try:
+            url = re.search(r"(http://127\.0\.0\.1:\d+)", p.stdout.readline().decode()).group(1)
+            publish(c, [("srv.%d.Measured" % (i % 2), json.dumps({"t": i}).encode(), {}) for i in range(20)])
+            self.wait_for("the server to import", lambda: len(run("read", "--url", url, "dev-1").lines()) == 10, 60 * SLOW)
+            self.assertEqual([e["data"]["t"] for e in run("read", "--url", url, "dev-0").lines()], list(range(0, 20, 2)))
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(TIMEOUT), 0)
+            errf.seek(0)
+            err = errf.read().decode()
+        self.assertIn("stopped cleanly", err)
+        r = run("serve", "-d", d, "--nats-import", "X")
+        self.assertEqual(r.code, 1, r)
+        self.assertIn("--nats-import needs --nats URLS and --nats-import-to TEMPLATE", r.err)
 
     def test_1_bad_options(self):
         urls = self.cluster.urls(alive_only=True)
