@@ -47,6 +47,12 @@ static const char nats_help[] =
     "                           cluster; any one that answers will do\n"
     "  --stream NAME            the JetStream stream (default EVSTORE)\n"
     "  --subject-prefix P       subjects are P.STREAM_TYPE.EVENT_TYPE (default evs)\n"
+    "  --subject-template T     publish: what follows the prefix, tokens of literal text\n"
+    "                           or {stream}, {stream_type}, {event_type} (default\n"
+    "                           {stream_type}.{event_type})\n"
+    "  --filter-stream-prefix P publish: only events of streams named P...\n"
+    "  --filter-stream-type T   publish: only events of streams of type T\n"
+    "  --filter-event-type A,B  publish: only events of these types\n"
     "  --replicas N             replicas of a stream publish creates (default 1, at most 5)\n"
     "  --window N               publishes in flight before waiting for their\n"
     "                           acknowledgements (default 256, at most 10000)\n"
@@ -120,6 +126,14 @@ int evs__cli_nats(int argc, char **argv) {
         } else if (evs__cli_is(&a, "--attempts", NULL)) {
             if ((code = evs__cli_value(&a, &v)) || (code = evs__cli_u64(&a, "--attempts", v, 1000000, &attempts)))
                 goto cleanup;
+        } else if (evs__cli_is(&a, "--subject-template", NULL)) {
+            if ((code = evs__cli_value(&a, &cfg.subject_template))) goto cleanup;
+        } else if (evs__cli_is(&a, "--filter-stream-prefix", NULL)) {
+            if ((code = evs__cli_value(&a, &cfg.filter_stream_prefix))) goto cleanup;
+        } else if (evs__cli_is(&a, "--filter-stream-type", NULL)) {
+            if ((code = evs__cli_value(&a, &cfg.filter_stream_type))) goto cleanup;
+        } else if (evs__cli_is(&a, "--filter-event-type", NULL)) {
+            if ((code = evs__cli_value(&a, &cfg.filter_event_types))) goto cleanup;
         } else if (evs__cli_is(&a, "--to", NULL)) {
             if ((code = evs__cli_value(&a, &imp.target))) goto cleanup;
         } else if (evs__cli_is(&a, "--subject", NULL)) {

@@ -62,6 +62,13 @@
  * in stream order, and answers redeliveries with idempotent re-appends, so
  * each message enters the store once (nats_import.c says how).
  *
+ * A relay with a filter (stream prefix, stream type, event types, as the
+ * store's $all filters) publishes only the matching events: sequence N is
+ * then the N-th matching event, and the checkpoint is the global position
+ * in the last message's Evs-Global-Position header (the store's event there
+ * must carry the message's id); the order and the no-gap rule hold as
+ * before.  The mirror needs an unfiltered stream (positions are kept).
+ *
  * Threads: a relay or mirror object is used by one thread at a time, except
  * evs__nats_relay_stats, which any thread may call while it runs.
  */
@@ -89,6 +96,11 @@ typedef struct evs_nats_config {
     unsigned window;            /* 0: EVS_NATS_DEFAULT_WINDOW */
     unsigned timeout_ms;        /* publish acks and API requests (0: default) */
     FILE *log;                  /* failures and recoveries, one line each; NULL: none */
+    /* The relay only (the mirror needs neither): */
+    const char *subject_template; /* after the prefix: {stream}, {stream_type}, {event_type} and
+                                     literal tokens; NULL: "{stream_type}.{event_type}" */
+    const char *filter_stream_prefix, *filter_stream_type; /* publish only matching events */
+    const char *filter_event_types; /* comma-separated: any of these */
 } evs_nats_config;
 
 /* Check cfg's settings without connecting: EVS_OK or EVS_EINVAL naming the bad one. */

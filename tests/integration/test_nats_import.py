@@ -386,6 +386,42 @@ class NatsImportTest(unittest.TestCase):
         self.assertEqual(r.code, 1, r)
         self.assertIn("--nats-import needs --nats URLS and --nats-import-to TEMPLATE", r.err)
 
+    # --------------------------------------- the relay's filter and subject template
+
+    def test_5_relay_filter_template(self):
+        c = self.cluster
+        urls = c.urls(alive_only=True)
+        d = self.path("flt")
+        for stream, etype in (("order-1", "Placed"), ("order-1", "Paid"), ("order-1", "Shipped"), ("cart-1", "Placed"),
+                              ("order-2", "Placed"), ("inv-1", "Paid")):
+            self.ok(run("append", "-d", d, stream, '{"event_type":"%s","data":{"s":"%s"}}' % (etype, stream)))
+        args = ["nats", "publish", "-d", d, "--nats", urls, "--stream", "FLT", "--subject-prefix", "flt",
+                "--subject-template", "{stream_type}.{stream}.{event_type}", "--filter-stream-prefix", "order-",
+                "--filter-event-type", "Placed,Paid"]
+        self.assertEqual(self.ok(run(*args)).obj()["published"], 6)  # read up to the head, published 3 of them
+        st = info(urls, "FLT")
+        self.assertEqual((st["messages"], st["last_seq"]), (3, 3))
+
+        def msg(seq):
+            r = js_request(c, "$JS.API.STREAM.MSG.GET.FLT", {"seq": seq})["message"]
+            h = base64.b64decode(r.get("hdrs", "")).decode()
+            gp = [l.split(":", 1)[1].strip() for l in h.split("\r\n") if l.startswith("Evs-Global-Position:")][0]
+            return r["subject"], int(gp)
+
+        self.assertEqual([msg(i) for i in (1, 2, 3)], [("flt.order.order-1.Placed", 1), ("flt.order.order-1.Paid", 2),
+                                                       ("flt.order.order-2.Placed", 5)])
+        self.ok(run("append", "-d", d, "order-3", '{"event_type":"Paid","data":{}}'))
+        self.ok(run("append", "-d", d, "cart-2", '{"event_type":"Paid","data":{}}'))
+        for _ in range(2):  # the second run finds nothing new: no message twice
+            self.assertEqual(self.ok(run(*args)).obj()["published"], 8)
+            st = info(urls, "FLT")
+            self.assertEqual((st["messages"], st["last_seq"]), (4, 4))
+        self.assertEqual(msg(4), ("flt.order.order-3.Paid", 7))
+        r = run("nats", "publish", "-d", d, "--nats", urls, "--stream", "FLT2", "--subject-prefix", "flt2",
+                "--subject-template", "{stream}.{nope}")
+        self.assertEqual(r.code, 4, r)
+        self.assertIn('token "{nope}" is neither literal text nor {stream}, {stream_type} or {event_type}', r.err)
+
     def test_1_bad_options(self):
         urls = self.cluster.urls(alive_only=True)
         d = self.path("opts")
