@@ -332,7 +332,8 @@ class NatsImportTest(unittest.TestCase):
             r = run(*args)
             self.assertEqual(r.code, 3, r)
             self.assertIn("sequence 3 (subject bad.acct-a.Deposited)", r.err)
-            self.assertIn("expected version 1", r.err)
+            self.assertIn('stream "acct-a" (Evs-Expected-Version): Concurrency conflict: expected version 1, '
+                          'actual version 2', r.err)
             self.assertEqual([e["data"]["n"] for e in self.stream_events(d, "acct-a")], [1, 2])
         # with a dead-letter stream: every bad message is reported there, the good ones go on
         r = self.ok(run(*args, "--dead-letter", "import-dlq"))
