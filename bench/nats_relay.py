@@ -15,7 +15,8 @@ Per round:
   - latency: `evstore serve --nats` running its relay live, LAT_EVENTS
     appends over HTTP at LAT_RATE a second, and a JetStream push consumer
     (deliver policy new, no acks) on a socket of its own that stamps each
-    message on receipt: latency = receipt - the moment the append was sent.
+    message on receipt: latency = receipt - the moment the append was sent;
+    beside it the append's own latency (HTTP round trip, fdatasync).
 Prints each round, then the medians of the rates, of the per-round ratios,
 and of the per-round p50/p99 latencies.
 
@@ -111,7 +112,7 @@ def latency_round(c, tmp, r):
 
         t = threading.Thread(target=consume, daemon=True)
         t.start()
-        sent = {}
+        sent, acked = {}, {}
         start = time.perf_counter()
         for k in range(LAT_EVENTS):
             due = start + k / LAT_RATE
@@ -121,12 +122,14 @@ def latency_round(c, tmp, r):
                 [{"event_type": "Placed", "data": {"k": k}}]).encode(), headers={"Content-Type": "application/json"})
             sent[k] = time.perf_counter()
             urllib.request.urlopen(req, timeout=30).read()
+            acked[k] = time.perf_counter()
         t.join(60)
         sock.close()
         lat = [(got[k] - sent[k]) * 1000 for k in sent if k in got]
         if len(lat) < LAT_EVENTS:
             raise AssertionError("latency round %d: %d of %d messages received" % (r + 1, len(lat), LAT_EVENTS))
-        return pct(lat, 50), pct(lat, 99)
+        app = [(acked[k] - sent[k]) * 1000 for k in sent]
+        return pct(lat, 50), pct(lat, 99), pct(app, 50), pct(app, 99)
     finally:
         p.terminate()
         p.wait(60)
@@ -159,19 +162,20 @@ def main():
             nc.close()
             imp = timed(["nats", "import", "-d", os.path.join(tmp, "imp%d" % r), "--nats", c.urls(), "--stream",
                          istream, "--to", "order-{2}"])
-            p50, p99 = latency_round(c, tmp, r)
-            rows.append((N / pub, N / mir, N / rd, N / imp, p50, p99))
+            p50, p99, a50, a99 = latency_round(c, tmp, r)
+            rows.append((N / pub, N / mir, N / rd, N / imp, p50, p99, a50, a99))
             print("round %d: publish %.0f ev/s, mirror %.0f ev/s, read $all %.0f ev/s, import %.0f ev/s, "
-                  "publish/read %.3f, import/publish %.2f; latency append -> consumer p50 %.1f ms p99 %.1f ms"
-                  % (r + 1, N / pub, N / mir, N / rd, N / imp, rd / pub, pub / imp, p50, p99), flush=True)
-        med = [statistics.median(x[i] for x in rows) for i in range(6)]
+                  "publish/read %.3f, import/publish %.2f; latency append -> consumer p50 %.1f ms p99 %.1f ms, "
+                  "the append alone (HTTP, fdatasync) p50 %.1f ms p99 %.1f ms"
+                  % (r + 1, N / pub, N / mir, N / rd, N / imp, rd / pub, pub / imp, p50, p99, a50, a99), flush=True)
+        med = [statistics.median(x[i] for x in rows) for i in range(8)]
         ratio = statistics.median(x[0] / x[2] for x in rows)
         iratio = statistics.median(x[3] / x[0] for x in rows)
         print("median of %d rounds, %d events of %d bytes: publish %.0f ev/s, mirror %.0f ev/s, read $all %.0f ev/s, "
               "import %.0f ev/s; publish/read ratio %.3f, import/publish ratio %.2f; latency (%d appends at %d/s "
-              "per round) p50 %.1f ms, p99 %.1f ms"
+              "per round) append -> consumer p50 %.1f ms, p99 %.1f ms; the append alone p50 %.1f ms, p99 %.1f ms"
               % (ROUNDS, N, len(line), med[0], med[1], med[2], med[3], ratio, iratio, LAT_EVENTS, LAT_RATE, med[4],
-                 med[5]))
+                 med[5], med[6], med[7]))
     finally:
         c.stop()
         subprocess.run(["rm", "-rf", tmp])
