@@ -117,6 +117,9 @@ typedef struct evs_nats_relay_stats {
     int connected;        /* 1 while the connection is up */
 } evs_nats_relay_stats;
 
+/* cfg's settings, the relay's subject template and filter too, without connecting. */
+int evs__nats_relay_check(const evs_nats_config *cfg);
+
 /*
  * Connect to the cluster and make sure the stream exists (created with
  * cfg->replicas when missing), and check that what it holds came from this

@@ -242,6 +242,16 @@ static int relay_options(evs_nats_relay *r, const evs_nats_config *cfg) {
     return EVS_OK;
 }
 
+int evs__nats_relay_check(const evs_nats_config *cfg) {
+    evs_nats_relay tmp;
+    memset(&tmp, 0, sizeof tmp);
+    int rc = evs__nats_config_check(cfg);
+    if (rc == EVS_OK) rc = relay_options(&tmp, cfg);
+    free(tmp.tpl);
+    free(tmp.fbuf);
+    return rc;
+}
+
 int evs__nats_relay_create(evs_store *s, const evs_nats_config *cfg, evs_nats_relay **out) {
     *out = NULL;
     if (!s) return evs__err(EVS_EINVAL, "NATS relay: no store");

@@ -93,7 +93,7 @@ static void *import_main(void *arg) {
 
 int evs__nats_host_start(evs__srv *srv, const evs__serve_config *cfg, char *why, size_t whycap) {
     if (!cfg->nats.urls) return EVS_OK;
-    int rc = evs__nats_config_check(&cfg->nats);
+    int rc = evs__nats_relay_check(&cfg->nats);
     if (rc == EVS_OK && cfg->nats_import.target) rc = evs__nats_import_check(&cfg->nats_import);
     if (rc) {
         snprintf(why, whycap, "serve: %s", evs_errmsg());

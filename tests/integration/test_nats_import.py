@@ -165,6 +165,14 @@ def publish(cluster, msgs, stream=None, chunk=200):
             done = js_request(cluster, "$JS.API.STREAM.INFO." + stream, {})["state"]["messages"] - base
 
 
+def msg_of(cluster, stream, seq):
+    """(subject, Evs-Global-Position) of message seq, read over the JetStream API."""
+    r = js_request(cluster, "$JS.API.STREAM.MSG.GET." + stream, {"seq": seq})["message"]
+    h = base64.b64decode(r.get("hdrs", "")).decode()
+    gp = [l.split(":", 1)[1].strip() for l in h.split("\r\n") if l.startswith("Evs-Global-Position:")][0]
+    return r["subject"], int(gp)
+
+
 def shop_msg(i):
     """Message i: the region decides the target stream (runs of 3), the id rule cycles."""
     region = REGIONS[(i // 3) % 3]
@@ -404,10 +412,7 @@ class NatsImportTest(unittest.TestCase):
         self.assertEqual((st["messages"], st["last_seq"]), (3, 3))
 
         def msg(seq):
-            r = js_request(c, "$JS.API.STREAM.MSG.GET.FLT", {"seq": seq})["message"]
-            h = base64.b64decode(r.get("hdrs", "")).decode()
-            gp = [l.split(":", 1)[1].strip() for l in h.split("\r\n") if l.startswith("Evs-Global-Position:")][0]
-            return r["subject"], int(gp)
+            return msg_of(c, "FLT", seq)
 
         self.assertEqual([msg(i) for i in (1, 2, 3)], [("flt.order.order-1.Placed", 1), ("flt.order.order-1.Paid", 2),
                                                        ("flt.order.order-2.Placed", 5)])
@@ -422,6 +427,26 @@ class NatsImportTest(unittest.TestCase):
                 "--subject-template", "{stream}.{nope}")
         self.assertEqual(r.code, 4, r)
         self.assertIn('token "{nope}" is neither literal text nor {stream}, {stream_type} or {event_type}', r.err)
+        r = run("serve", "-d", self.path("flt-srv"), "--listen", "127.0.0.1:0", "--nats", urls,
+                "--nats-subject-template", "{nope}")
+        self.assertEqual(r.code, 4, r)
+        self.assertIn("subject template", r.err)
+        # the server's relay with the same options
+        errf = tempfile.TemporaryFile()
+        p = subprocess.Popen([BIN, "serve", "-d", self.path("flt-srv"), "--listen", "127.0.0.1:0", "--nats", urls,
+                              "--nats-stream", "FLTS", "--nats-subject-prefix", "flts", "--nats-subject-template",
+                              "x.{event_type}", "--nats-filter-event-type", "Paid"],
+                             stdout=subprocess.PIPE, stderr=errf)
+        try:
+            url = re.search(r"(http://127\.0\.0\.1:\d+)", p.stdout.readline().decode()).group(1)
+            for i, etype in enumerate(["Placed", "Paid", "Placed", "Paid"]):
+                self.ok(run("append", "--url", url, "order-%d" % i, '{"event_type":"%s","data":{}}' % etype))
+            self.wait_for("the relay", lambda: (info(urls, "FLTS") or {}).get("messages") == 2, 60 * SLOW)
+        finally:
+            p.send_signal(signal.SIGTERM)
+            self.assertEqual(p.wait(TIMEOUT), 0)
+        self.assertEqual([m[0] for m in (msg_of(c, "FLTS", 1), msg_of(c, "FLTS", 2))], ["flts.x.Paid"] * 2)
+        self.assertEqual([msg_of(c, "FLTS", i)[1] for i in (1, 2)], [2, 4])
 
     def test_1_bad_options(self):
         urls = self.cluster.urls(alive_only=True)
