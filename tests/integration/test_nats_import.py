@@ -27,6 +27,12 @@ Checked:
     Evs-Correlation-Id, a '$' target stream: each named in its reason
     (dead letter) or in the error when it stops (exit 4); bad options
     (an unknown template key, a bad consumer name, missing --to).
+  - `serve --nats-import` imports as it follows the stream.
+  - the relay's filter and subject template (`nats publish` and `serve`):
+    only matching events, as sequences 1..N in global order, subjects from
+    the template, nothing twice on a rerun; a filtered publisher killed with
+    SIGKILL twice still leaves messages = last sequence = matching events,
+    message N being the N-th matching event.
 
 Skipped (exit 77) only when nats-server is not installed.  Standard library only.
 """
@@ -447,6 +453,32 @@ class NatsImportTest(unittest.TestCase):
             self.assertEqual(p.wait(TIMEOUT), 0)
         self.assertEqual([m[0] for m in (msg_of(c, "FLTS", 1), msg_of(c, "FLTS", 2))], ["flts.x.Paid"] * 2)
         self.assertEqual([msg_of(c, "FLTS", i)[1] for i in (1, 2)], [2, 4])
+
+    def test_6_filtered_relay_kills(self):
+        c = self.cluster
+        n, batch = (4000 if os.environ.get("EVS_SANITIZED") else 20000), 500
+        d = self.path("fltk")
+        line = '{"event_type":"Placed","data":{"pad":"%s"}}' % ("p" * 40)
+        for b in range(n // batch):  # batches alternate between order-B (published) and cart-B (not)
+            self.ok(run("append", "-d", d, ("order-%d" if b % 2 == 0 else "cart-%d") % b, stdin=(line + "\n") * batch))
+        gps = [b * batch + j + 1 for b in range(0, n // batch, 2) for j in range(batch)]
+        args = [BIN, "nats", "publish", "-d", d, "--nats", c.urls(), "--stream", "FLTK", "--subject-prefix", "fltk",
+                "--replicas", "3", "--window", "64", "--filter-stream-prefix", "order-"]
+        for upto in (len(gps) // 5, len(gps) // 2):
+            p = subprocess.Popen(args + ["--follow"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.wait_for("%d published" % upto, lambda: ((info(c.urls(alive_only=True), "FLTK") or {})
+                                                          .get("last_seq", 0) >= upto), 120 * SLOW, 0.02)
+            p.kill()
+            p.wait()
+            print("publisher killed at sequence %d of %d" % (info(c.urls(alive_only=True), "FLTK")["last_seq"], len(gps)),
+                  file=sys.stderr)
+        for _ in range(2):  # to the end, then a run with nothing to do
+            r = self.ok(run(*args[1:]))
+            self.assertEqual(r.obj()["published"], n)
+            st = info(c.urls(alive_only=True), "FLTK")
+            self.assertEqual((st["messages"], st["first_seq"], st["last_seq"]), (len(gps), 1, len(gps)))
+        for seq in sorted(set([1, len(gps)] + [1 + (k * 997) % len(gps) for k in range(30)])):
+            self.assertEqual(msg_of(c, "FLTK", seq)[1], gps[seq - 1], "sequence %d" % seq)
 
     def test_1_bad_options(self):
         urls = self.cluster.urls(alive_only=True)
