@@ -174,7 +174,13 @@ static int read_checkpoint(evs_nats_relay *r, uint64_t *pos, uint64_t *seqp) {
     }
     if ((rc = evs_read_all(r->store, gp, EVS_FORWARD, NULL, 1, &rd))) goto cleanup;
     if (evs_reader_next(rd, &ev) == EVS_OK && ev->global_position == gp) evs_uuid_format(&ev->event_id, ours);
-    if ((gp != last && !r->filtered) || strcmp(idtxt, ours) != 0) {
+    if (gp != last && !r->filtered) {
+        rc = evs__err(EVS_EINVAL, "NATS: stream %s, sequence %llu holds global position %llu: a relay with a filter "
+                                  "filled it (give the same --filter-* options) or another store did",
+                      r->st.stream, (unsigned long long)last, (unsigned long long)gp);
+        goto cleanup;
+    }
+    if (strcmp(idtxt, ours) != 0) {
         rc = evs__err(EVS_EINVAL, "NATS: stream %s, sequence %llu holds event %s at global position %llu, but the "
                                   "store has %s there: the stream holds another store's events",
                       r->st.stream, (unsigned long long)last, idtxt, (unsigned long long)gp, ours[0] ? ours : "nothing");
