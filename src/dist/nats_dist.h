@@ -166,6 +166,15 @@ int evs__nats_mirror(evs_store *s, const evs_nats_config *cfg, int follow, volat
 
 #define EVS_NATS_DEFAULT_CONSUMER "evstore-import"
 
+typedef struct evs_nats_import_stats {
+    uint64_t imported;          /* messages appended as new events */
+    uint64_t already;           /* appended before (a redelivery or a rerun): no-ops */
+    uint64_t duplicates;        /* a Nats-Msg-Id already imported with other content: skipped */
+    uint64_t rejected;          /* sent to the dead-letter stream */
+    uint64_t errors;            /* NATS failures recovered from (each rewinds the consumer) */
+    uint64_t last_seq;          /* the last stream sequence appended or rejected */
+} evs_nats_import_stats;
+
 typedef struct evs_nats_import_config {
     evs_nats_config nats;       /* urls, stream (the stream to read: required), timeout_ms, log */
     const char *subject;        /* the consumer's subject filter; NULL: all the stream's subjects */
@@ -175,16 +184,10 @@ typedef struct evs_nats_import_config {
     const char *dead_letter;    /* store stream for messages that cannot be imported; NULL: stop there */
     unsigned batch;             /* messages per fetch (0: EVS_NATS_DEFAULT_WINDOW) */
     unsigned ack_wait_ms;       /* the consumer's ack wait (0: 30000) */
+    /* Called from the importing thread after every batch with the run's counts so far; NULL: none. */
+    void (*progress)(void *arg, const evs_nats_import_stats *st);
+    void *progress_arg;
 } evs_nats_import_config;
-
-typedef struct evs_nats_import_stats {
-    uint64_t imported;          /* messages appended as new events */
-    uint64_t already;           /* appended before (a redelivery or a rerun): no-ops */
-    uint64_t duplicates;        /* a Nats-Msg-Id already imported with other content: skipped */
-    uint64_t rejected;          /* sent to the dead-letter stream */
-    uint64_t errors;            /* NATS failures recovered from (each rewinds the consumer) */
-    uint64_t last_seq;          /* the last stream sequence appended or rejected */
-} evs_nats_import_stats;
 
 /* Check cfg without connecting: EVS_OK, or EVS_EINVAL naming the bad setting. */
 int evs__nats_import_check(const evs_nats_import_config *cfg);

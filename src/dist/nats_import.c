@@ -698,6 +698,7 @@ int evs__nats_import(evs_store *s, const evs_nats_import_config *cfg, int follow
                 rc = import_list(&im, &list, &pending);
                 natsMsgList_Destroy(&list);
                 stats->last_seq = im.done;
+                if (cfg->progress) cfg->progress(cfg->progress_arg, stats);
                 if (rc == EVS_OK) {
                     if (failures) imp_log(&im, "NATS import: importing again (sequence %llu appended)",
                                           (unsigned long long)im.done);
@@ -727,6 +728,7 @@ int evs__nats_import(evs_store *s, const evs_nats_import_config *cfg, int follow
     rc = EVS_OK;
 cleanup:
     stats->last_seq = im.done;
+    if (cfg->progress) cfg->progress(cfg->progress_arg, stats);
     drop_sub(&im);
     jsCtx_Destroy(im.js);
     natsConnection_Destroy(im.nc);

@@ -31,7 +31,8 @@ struct evs__nats_host {
     pthread_t thread, ithread;
     int has_ithread;
     volatile sig_atomic_t stop;
-    pthread_mutex_t mu;           /* guards relay against the metrics */
+    pthread_mutex_t mu;           /* guards relay and the import counts against the metrics */
+    evs_nats_import_stats idone, irun; /* finished import runs' counts, the running one's */
     evs_nats_relay *relay;
     uint64_t errors_before;       /* failures of relays already destroyed */
 };
@@ -78,11 +79,28 @@ static void *host_main(void *arg) {
     return NULL;
 }
 
+/* The importer's progress callback (its thread): a copy for the metrics. */
+static void import_progress(void *arg, const evs_nats_import_stats *st) {
+    evs__nats_host *h = arg;
+    pthread_mutex_lock(&h->mu);
+    h->irun = *st;
+    pthread_mutex_unlock(&h->mu);
+}
+
 static void *import_main(void *arg) {
     evs__nats_host *h = arg;
     while (!h->stop) {
         evs_nats_import_stats st;
         int rc = evs__nats_import(h->srv->store, &h->icfg, 1, &h->stop, &st);
+        pthread_mutex_lock(&h->mu);
+        h->idone.imported += st.imported;
+        h->idone.already += st.already;
+        h->idone.duplicates += st.duplicates;
+        h->idone.rejected += st.rejected;
+        h->idone.errors += st.errors + (rc ? 1 : 0);
+        if (st.last_seq) h->idone.last_seq = st.last_seq;
+        memset(&h->irun, 0, sizeof h->irun);
+        pthread_mutex_unlock(&h->mu);
         if (h->stop) break;
         fprintf(stderr, "evstore serve: nats import: %s (%llu imported; trying again in 30 s)\n",
                 rc ? evs_errmsg() : "stopped", (unsigned long long)st.imported);
@@ -109,6 +127,8 @@ int evs__nats_host_start(evs__srv *srv, const evs__serve_config *cfg, char *why,
     h->cfg.log = stderr;
     h->icfg = cfg->nats_import;
     h->icfg.nats.log = stderr;
+    h->icfg.progress = import_progress;
+    h->icfg.progress_arg = h;
     pthread_mutex_init(&h->mu, NULL);
     if (pthread_create(&h->thread, NULL, host_main, h) != 0) {
         pthread_mutex_destroy(&h->mu);
@@ -155,5 +175,14 @@ void evs__nats_host_stats_get(evs__srv *srv, evs__nats_host_stats *out) {
         out->relay.head = evs_head(srv->store);
     }
     out->relay.errors += h->errors_before;
+    if (h->has_ithread) {
+        out->importing = 1;
+        out->import.imported = h->idone.imported + h->irun.imported;
+        out->import.already = h->idone.already + h->irun.already;
+        out->import.duplicates = h->idone.duplicates + h->irun.duplicates;
+        out->import.rejected = h->idone.rejected + h->irun.rejected;
+        out->import.errors = h->idone.errors + h->irun.errors;
+        out->import.last_seq = h->irun.last_seq ? h->irun.last_seq : h->idone.last_seq;
+    }
     pthread_mutex_unlock(&h->mu);
 }

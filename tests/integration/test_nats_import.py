@@ -49,6 +49,7 @@ import shutil
 import threading
 import time
 import unittest
+import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -391,6 +392,15 @@ class NatsImportTest(unittest.TestCase):
             publish(c, [("srv.%d.Measured" % (i % 2), json.dumps({"t": i}).encode(), {}) for i in range(20)])
             self.wait_for("the server to import", lambda: len(run("read", "--url", url, "dev-1").lines()) == 10, 60 * SLOW)
             self.assertEqual([e["data"]["t"] for e in run("read", "--url", url, "dev-0").lines()], list(range(0, 20, 2)))
+
+            def metrics():
+                body = urllib.request.urlopen(url + "/metrics", timeout=10).read().decode()
+                return dict(re.findall(r"^(evstore_nats_import_\w+) (\d+)$", body, re.M))
+
+            m = self.wait_for("the metrics", lambda: (lambda m: m if m.get("evstore_nats_import_last_sequence") == "20"
+                                                     else None)(metrics()), 30 * SLOW)
+            self.assertEqual((m["evstore_nats_import_imported_total"], m["evstore_nats_import_rejected_total"],
+                              m["evstore_nats_import_last_sequence"]), ("20", "0", "20"), m)
         finally:
             p.send_signal(signal.SIGTERM)
             self.assertEqual(p.wait(TIMEOUT), 0)
