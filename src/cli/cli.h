@@ -161,7 +161,7 @@ int evs__cli_serve(int argc, char **argv);
 int evs__cli_key(int argc, char **argv);
 int evs__cli_repair(int argc, char **argv);
 int evs__cli_scavenge(int argc, char **argv); /* cli_scavenge.c */
-/* `evstore nats publish|mirror|info` (cli_nats.c, over src/dist/). */
+/* `evstore nats publish|mirror|import|info` (cli_nats.c, over src/dist/). */
 int evs__cli_nats(int argc, char **argv);
 
 /*

@@ -1,10 +1,13 @@
 /*
- * cli_nats.c — `evstore nats publish | mirror | info`: the NATS JetStream
- * relay and mirror of src/dist/ as commands (docs/distribution.md).
+ * cli_nats.c — `evstore nats publish | mirror | import | info`: the NATS
+ * JetStream relay, mirror and importer of src/dist/ as commands
+ * (docs/distribution.md).
  *
  * publish opens the store read-only, so it runs beside `evstore serve` on
  * the same directory as well as alone; mirror owns its store (the only
- * writer, so positions stay the source's).
+ * writer, so positions stay the source's); import opens its store with the
+ * default durability (acknowledged = fdatasync'd), since it acks JetStream
+ * once an append returns.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +19,7 @@
 static const char nats_help[] =
     "Usage: evstore nats publish -d DIR --nats URLS [--follow] [OPTIONS]\n"
     "       evstore nats mirror -d DIR --nats URLS [--follow] [OPTIONS]\n"
+    "       evstore nats import -d DIR --nats URLS --stream NAME --to TEMPLATE [--follow] [OPTIONS]\n"
     "       evstore nats info --nats URLS [--stream NAME]\n"
     "\n"
     "Carry the store's events through a NATS JetStream stream (docs/distribution.md).\n"
@@ -27,6 +31,14 @@ static const char nats_help[] =
     "  mirror   rebuild a store in DIR (created if missing) from the stream: same\n"
     "           event ids, streams, positions, data and metadata; resumes from\n"
     "           its own head.  Without --follow it stops at the stream's end.\n"
+    "  import   append what other services publish to stream NAME into the store,\n"
+    "           each message once, in order, through a durable consumer; acks\n"
+    "           only what is durable.  Event id: Nats-Msg-Id (a UUID, or derived\n"
+    "           from it), else derived from (stream, sequence); event type:\n"
+    "           header Evs-Event-Type, else the subject's last token; header\n"
+    "           Evs-Expected-Version: a version, any, no_stream or exists.  A\n"
+    "           message that cannot be imported stops it (exit 3 or 4, naming\n"
+    "           the sequence) unless --dead-letter takes it.\n"
     "  info     the stream's messages, sequences, replicas and leader as JSON.\n"
     "\n"
     "Options:\n"
@@ -35,6 +47,12 @@ static const char nats_help[] =
     "                           cluster; any one that answers will do\n"
     "  --stream NAME            the JetStream stream (default EVSTORE)\n"
     "  --subject-prefix P       subjects are P.STREAM_TYPE.EVENT_TYPE (default evs)\n"
+    "  --subject-template T     publish: what follows the prefix, tokens of literal text\n"
+    "                           or {stream}, {stream_type}, {event_type} (default\n"
+    "                           {stream_type}.{event_type})\n"
+    "  --filter-stream-prefix P publish: only events of streams named P...\n"
+    "  --filter-stream-type T   publish: only events of streams of type T\n"
+    "  --filter-event-type A,B  publish: only events of these types\n"
     "  --replicas N             replicas of a stream publish creates (default 1, at most 5)\n"
     "  --window N               publishes in flight before waiting for their\n"
     "                           acknowledgements (default 256, at most 10000)\n"
@@ -42,6 +60,16 @@ static const char nats_help[] =
     "  --attempts N             publish without --follow: recoveries tried before\n"
     "                           giving up (default 30)\n"
     "  --follow                 keep going until SIGINT or SIGTERM\n"
+    "Import options:\n"
+    "  --to TEMPLATE            the store stream: text with {subject}, {N} or {-N} (subject\n"
+    "                           token N, from the end with -), {header:NAME}\n"
+    "  --subject S              import only subject S of the stream (wildcards allowed)\n"
+    "  --consumer NAME          the durable consumer (default evstore-import)\n"
+    "  --event-type TEMPLATE    the event type, instead of the header or last token\n"
+    "  --dead-letter STREAM     append messages that cannot be imported to STREAM\n"
+    "                           (event type ImportRejected) and go on\n"
+    "  --batch N                messages per fetch (default 256)\n"
+    "  --ack-wait-ms N          the consumer's ack wait (default 30000)\n"
     "  -h, --help               show this help\n";
 
 static volatile sig_atomic_t nats_stop;
@@ -55,6 +83,7 @@ int evs__cli_nats(int argc, char **argv) {
     evs__cli_args a;
     const char *sub = NULL, *opt_dir = NULL, *dir = NULL, *v = NULL;
     evs_nats_config cfg;
+    evs_nats_import_config imp;
     int follow = 0, code = EVS_CLI_OK, rc;
     uint64_t n = 0, attempts = 30;
     evs_store *store = NULL;
@@ -62,6 +91,7 @@ int evs__cli_nats(int argc, char **argv) {
     int used_nats = 0;
 
     memset(&cfg, 0, sizeof cfg);
+    memset(&imp, 0, sizeof imp);
     evs__cli_args_init(&a, "nats", argc, argv);
     int t;
     while ((t = evs__cli_args_next(&a)) != EVS_CLI_END) {
@@ -96,6 +126,32 @@ int evs__cli_nats(int argc, char **argv) {
         } else if (evs__cli_is(&a, "--attempts", NULL)) {
             if ((code = evs__cli_value(&a, &v)) || (code = evs__cli_u64(&a, "--attempts", v, 1000000, &attempts)))
                 goto cleanup;
+        } else if (evs__cli_is(&a, "--subject-template", NULL)) {
+            if ((code = evs__cli_value(&a, &cfg.subject_template))) goto cleanup;
+        } else if (evs__cli_is(&a, "--filter-stream-prefix", NULL)) {
+            if ((code = evs__cli_value(&a, &cfg.filter_stream_prefix))) goto cleanup;
+        } else if (evs__cli_is(&a, "--filter-stream-type", NULL)) {
+            if ((code = evs__cli_value(&a, &cfg.filter_stream_type))) goto cleanup;
+        } else if (evs__cli_is(&a, "--filter-event-type", NULL)) {
+            if ((code = evs__cli_value(&a, &cfg.filter_event_types))) goto cleanup;
+        } else if (evs__cli_is(&a, "--to", NULL)) {
+            if ((code = evs__cli_value(&a, &imp.target))) goto cleanup;
+        } else if (evs__cli_is(&a, "--subject", NULL)) {
+            if ((code = evs__cli_value(&a, &imp.subject))) goto cleanup;
+        } else if (evs__cli_is(&a, "--consumer", NULL)) {
+            if ((code = evs__cli_value(&a, &imp.consumer))) goto cleanup;
+        } else if (evs__cli_is(&a, "--event-type", NULL)) {
+            if ((code = evs__cli_value(&a, &imp.event_type))) goto cleanup;
+        } else if (evs__cli_is(&a, "--dead-letter", NULL)) {
+            if ((code = evs__cli_value(&a, &imp.dead_letter))) goto cleanup;
+        } else if (evs__cli_is(&a, "--batch", NULL)) {
+            if ((code = evs__cli_value(&a, &v)) || (code = evs__cli_u64(&a, "--batch", v, EVS_NATS_MAX_WINDOW, &n)))
+                goto cleanup;
+            imp.batch = (unsigned)n;
+        } else if (evs__cli_is(&a, "--ack-wait-ms", NULL)) {
+            if ((code = evs__cli_value(&a, &v)) || (code = evs__cli_u64(&a, "--ack-wait-ms", v, 3600000, &n)))
+                goto cleanup;
+            imp.ack_wait_ms = (unsigned)n;
         } else if (evs__cli_is(&a, "--follow", NULL)) {
             if ((code = evs__cli_flag(&a))) goto cleanup;
             follow = 1;
@@ -105,7 +161,7 @@ int evs__cli_nats(int argc, char **argv) {
         }
     }
     if (!sub) {
-        code = evs__cli_usage(a.cmd, "missing what to do: publish, mirror or info");
+        code = evs__cli_usage(a.cmd, "missing what to do: publish, mirror, import or info");
         goto cleanup;
     }
     if (!cfg.urls) {
@@ -168,8 +224,31 @@ int evs__cli_nats(int argc, char **argv) {
         }
         printf("{\"appended\":%llu,\"head\":%llu}\n", (unsigned long long)appended,
                (unsigned long long)evs_head(store));
+    } else if (strcmp(sub, "import") == 0) {
+        imp.nats = cfg;
+        if (!imp.target) {
+            code = evs__cli_usage(a.cmd, "import: missing --to TEMPLATE (the store stream)");
+            goto cleanup;
+        }
+        if (!cfg.stream) {
+            code = evs__cli_usage(a.cmd, "import: missing --stream NAME (the JetStream stream to read)");
+            goto cleanup;
+        }
+        if ((rc = evs__nats_import_check(&imp))) {
+            code = evs__cli_lib_fail(rc, NULL);
+            goto cleanup;
+        }
+        if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+        if ((code = evs__cli_open(dir, EVS_OPEN_CREATE, &store))) goto cleanup;
+        evs_nats_import_stats ist;
+        rc = evs__nats_import(store, &imp, follow, &nats_stop, &ist);
+        printf("{\"imported\":%llu,\"already\":%llu,\"duplicates\":%llu,\"rejected\":%llu,\"errors\":%llu,"
+               "\"last_seq\":%llu}\n",
+               (unsigned long long)ist.imported, (unsigned long long)ist.already, (unsigned long long)ist.duplicates,
+               (unsigned long long)ist.rejected, (unsigned long long)ist.errors, (unsigned long long)ist.last_seq);
+        if (rc) code = evs__cli_lib_fail(rc, NULL);
     } else {
-        code = evs__cli_usage(a.cmd, "unknown action \"%s\" (publish, mirror or info)", sub);
+        code = evs__cli_usage(a.cmd, "unknown action \"%s\" (publish, mirror, import or info)", sub);
     }
 cleanup:
     evs__nats_relay_destroy(relay);

@@ -72,6 +72,16 @@ static const char serve_help[] =
     "  --nats-stream NAME       the JetStream stream (default EVSTORE)\n"
     "  --nats-subject-prefix P  subjects P.STREAM_TYPE.EVENT_TYPE (default evs)\n"
     "  --nats-replicas N        replicas of the stream when the relay creates it (default 1)\n"
+    "  --nats-subject-template T, --nats-filter-stream-prefix P, --nats-filter-stream-type T,\n"
+    "  --nats-filter-event-type A,B  the relay's subjects and filter, as for\n"
+    "                           `evstore nats publish`\n"
+    "  --nats-import NAME       also import JetStream stream NAME (other services'\n"
+    "                           messages) into the store, as `evstore nats import`\n"
+    "  --nats-import-to T       the target stream template (required with --nats-import)\n"
+    "  --nats-import-subject S  import only subject S of that stream\n"
+    "  --nats-import-dead-letter STREAM  where messages that cannot be imported go\n"
+    "                           (without it the importer stops at one, logs why, and\n"
+    "                           tries again every 30 s)\n"
     "  --auth                   every route but /health and the console's files needs an\n"
     "                           API key (Authorization: Bearer KEY; see evstore key).\n"
     "                           On by itself when DIR/keys.json holds a key that is not\n"
@@ -89,7 +99,11 @@ static const char serve_help[] =
     "                           access_log, app_dir, snapshot_every, snapshot_keep,\n"
     "                           command_retries, idempotency_window, query_timeout_ms,\n"
     "                           query_cache, group_idle_ms, saga_workers, nats,\n"
-    "                           nats_stream, nats_subject_prefix, nats_replicas); flags win\n"
+    "                           nats_stream, nats_subject_prefix, nats_replicas,\n"
+    "                           nats_import, nats_import_to, nats_import_subject,\n"
+    "                           nats_import_dead_letter, nats_subject_template,\n"
+    "                           nats_filter_stream_prefix, nats_filter_stream_type,\n"
+    "                           nats_filter_event_type); flags win\n"
     "                           query_cache, group_idle_ms, saga_workers, tls_cert,\n"
     "                           tls_key); flags win\n"
     "                           over the file\n"
@@ -114,6 +128,8 @@ typedef struct serve_opts {
     const char *access_log;
     const char *app_dir;
     const char *nats, *nats_stream, *nats_prefix;
+    const char *nats_import, *nats_import_to, *nats_import_subject, *nats_import_dlq;
+    const char *nats_template, *nats_f_prefix, *nats_f_type, *nats_f_etypes;
     uint64_t nats_replicas;
     const char *tls_cert, *tls_key;
     uint64_t batch_ms, threads, max_body, max_conn, timeout_s, ws_frame, heartbeat_ms, group_idle_ms, saga_workers;
@@ -122,7 +138,7 @@ typedef struct serve_opts {
     const char *config;
     int auth, insecure;         /* --auth, --insecure */
     json_t *cfg;                /* keeps the config's strings alive */
-    unsigned set;               /* OPT_* bits given as flags (flags win) */
+    uint64_t set;               /* OPT_* bits given as flags (flags win) */
 } serve_opts;
 
 /*
@@ -132,7 +148,10 @@ typedef struct serve_opts {
 enum { OPT_DIR, OPT_LISTEN, OPT_DURABILITY, OPT_BATCH, OPT_THREADS, OPT_BODY, OPT_CONN, OPT_TIMEOUT,
        OPT_WSMSG, OPT_HEARTBEAT, OPT_ACCESS, OPT_APPDIR, OPT_SNAPEVERY, OPT_SNAPKEEP, OPT_RETRIES, OPT_IDEM,
        OPT_QUERYMS, OPT_QCACHE, OPT_GROUP_IDLE, OPT_SAGA_WORKERS, OPT_NATS, OPT_NATS_STREAM, OPT_NATS_PREFIX,
-       OPT_NATS_REPLICAS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SEGMENT_SIZE, OPT_COUNT };
+       OPT_NATS_REPLICAS, OPT_TLS_CERT, OPT_TLS_KEY, OPT_SEGMENT_SIZE, OPT_NATS_IMPORT, OPT_NATS_IMPORT_TO,
+       OPT_NATS_IMPORT_SUBJECT, OPT_NATS_IMPORT_DLQ, OPT_NATS_TEMPLATE, OPT_NATS_F_PREFIX, OPT_NATS_F_TYPE,
+       OPT_NATS_F_ETYPES, OPT_COUNT };
+_Static_assert(OPT_COUNT <= 64, "serve_opts.set holds one bit per option");
 
 typedef struct opt_def {
     const char *flag, *shrt, *key;
@@ -168,6 +187,14 @@ static const opt_def opt_defs[OPT_COUNT] = {
     {"--tls-cert", NULL, "tls_cert", 0, 0, offsetof(serve_opts, tls_cert)},
     {"--tls-key", NULL, "tls_key", 0, 0, offsetof(serve_opts, tls_key)},
     {"--segment-size", NULL, "segment_size", 65536, 1ull << 31, offsetof(serve_opts, segment_size)},
+    {"--nats-import", NULL, "nats_import", 0, 0, offsetof(serve_opts, nats_import)},
+    {"--nats-import-to", NULL, "nats_import_to", 0, 0, offsetof(serve_opts, nats_import_to)},
+    {"--nats-import-subject", NULL, "nats_import_subject", 0, 0, offsetof(serve_opts, nats_import_subject)},
+    {"--nats-import-dead-letter", NULL, "nats_import_dead_letter", 0, 0, offsetof(serve_opts, nats_import_dlq)},
+    {"--nats-subject-template", NULL, "nats_subject_template", 0, 0, offsetof(serve_opts, nats_template)},
+    {"--nats-filter-stream-prefix", NULL, "nats_filter_stream_prefix", 0, 0, offsetof(serve_opts, nats_f_prefix)},
+    {"--nats-filter-stream-type", NULL, "nats_filter_stream_type", 0, 0, offsetof(serve_opts, nats_f_type)},
+    {"--nats-filter-event-type", NULL, "nats_filter_event_type", 0, 0, offsetof(serve_opts, nats_f_etypes)},
 };
 
 /*
@@ -194,7 +221,7 @@ static int load_config(serve_opts *o) {
         while (i < OPT_COUNT && strcmp(opt_defs[i].key, key) != 0) i++;
         if (i == OPT_COUNT) return evs__cli_fail(EVS_CLI_USAGE, "config %s: unknown setting \"%s\"", o->config, key);
         const opt_def *d = &opt_defs[i];
-        if (o->set & (1u << i)) continue; /* the flag wins */
+        if (o->set & (1ull << i)) continue; /* the flag wins */
         if (!d->max) {
             if (!json_is_string(v) || !json_string_value(v)[0])
                 return evs__cli_fail(EVS_CLI_USAGE, "config %s: %s must be a non-empty string", o->config, key);
@@ -254,7 +281,7 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
         if (d->max) code = opt_num(&a, d->min, d->max, (uint64_t *)((char *)o + d->off));
         else code = evs__cli_value(&a, (const char **)((char *)o + d->off));
         if (code) return code;
-        o->set |= 1u << i;
+        o->set |= 1ull << i;
     }
     if (o->config && (code = load_config(o))) return code;
     /* -d or "dir" in the config, else $EVSTORE_DIR */
@@ -354,14 +381,36 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.app.query_cache_entries = (uint32_t)o.query_cache;
     cfg.group_idle_ms = (unsigned)o.group_idle_ms;
     cfg.saga_workers = (unsigned)o.saga_workers;
-    if (!o.nats && (o.nats_stream || o.nats_prefix || o.nats_replicas)) {
-        code = evs__cli_usage("serve", "--nats-stream, --nats-subject-prefix and --nats-replicas need --nats URLS");
+    if (!o.nats && (o.nats_stream || o.nats_prefix || o.nats_replicas || o.nats_template || o.nats_f_prefix ||
+                    o.nats_f_type || o.nats_f_etypes)) {
+        code = evs__cli_usage("serve", "--nats-stream, --nats-subject-prefix, --nats-replicas, --nats-subject-template "
+                                       "and --nats-filter-* need --nats URLS");
         goto cleanup;
     }
     cfg.nats.urls = o.nats;
     cfg.nats.stream = o.nats_stream;
     cfg.nats.subject_prefix = o.nats_prefix;
     cfg.nats.replicas = (unsigned)o.nats_replicas;
+    cfg.nats.subject_template = o.nats_template;
+    cfg.nats.filter_stream_prefix = o.nats_f_prefix;
+    cfg.nats.filter_stream_type = o.nats_f_type;
+    cfg.nats.filter_event_types = o.nats_f_etypes;
+    if ((o.nats_import_to || o.nats_import_subject || o.nats_import_dlq) && !o.nats_import) {
+        code = evs__cli_usage("serve", "--nats-import-to, --nats-import-subject and --nats-import-dead-letter need "
+                                       "--nats-import STREAM");
+        goto cleanup;
+    }
+    if (o.nats_import && (!o.nats || !o.nats_import_to)) {
+        code = evs__cli_usage("serve", "--nats-import needs --nats URLS and --nats-import-to TEMPLATE");
+        goto cleanup;
+    }
+    if (o.nats_import) {
+        cfg.nats_import.nats.urls = o.nats;
+        cfg.nats_import.nats.stream = o.nats_import;
+        cfg.nats_import.target = o.nats_import_to;
+        cfg.nats_import.subject = o.nats_import_subject;
+        cfg.nats_import.dead_letter = o.nats_import_dlq;
+    }
     if (!o.tls_cert != !o.tls_key) {
         code = evs__cli_usage("serve", "--tls-cert and --tls-key go together (the certificate chain and its key, PEM)");
         goto cleanup;

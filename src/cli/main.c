@@ -49,7 +49,7 @@ static const evs_cli_command evs_cli_commands[] = {
     {"saga", evs__cli_saga, "saga instances: list, show, pause, resume, retry, skip, compensate, abort"},
     {"forget-subject", evs__cli_forget_subject, "crypto-shredding: destroy a subject's key, its events read redacted"},
     {"export-subject", evs__cli_export_subject, "a subject's encrypted events, decrypted, as JSON lines (GDPR access)"},
-    {"nats", evs__cli_nats, "NATS JetStream: publish the log to a stream, mirror a store from one, info"},
+    {"nats", evs__cli_nats, "NATS JetStream: publish the log to a stream, mirror a store from one, import a stream, info"},
 };
 
 #define EVS_CLI_NCOMMANDS (sizeof evs_cli_commands / sizeof evs_cli_commands[0])

@@ -38,6 +38,37 @@
  * skipped after checking its event id.  recorded_at is the mirror's own
  * (the store sets it); occurred_at and everything else are the source's.
  *
+ * The importer reads a JetStream stream that other services publish to
+ * (plain messages, not the relay's) through a durable pull consumer and
+ * appends each message to a store stream named by a template:
+ *
+ *   target stream   --to TEMPLATE: literal text with {subject}, {N} / {-N}
+ *                   (subject token N, 1-based, or counted from the end) and
+ *                   {header:NAME}
+ *   event type      --event-type TEMPLATE, else the Evs-Event-Type header,
+ *                   else the subject's last token
+ *   event id        Nats-Msg-Id when it is a UUID, else a UUIDv8 derived
+ *                   from it; without one a UUIDv8 derived from (JetStream
+ *                   stream name, stream sequence)
+ *   data            the body, which must be a JSON object
+ *   metadata        {"source":"nats","nats_stream":..,"nats_seq":..,
+ *                   "nats_subject":..[,"nats_msg_id":..]}
+ *   occurred_at     when JetStream stored the message
+ *   optional        Evs-Expected-Version (a version, any, no_stream,
+ *                   exists), Evs-Stream-Type, Evs-Correlation-Id,
+ *                   Evs-Causation-Id
+ *
+ * It acknowledges (AckAll) only what the store has made durable, appends
+ * in stream order, and answers redeliveries with idempotent re-appends, so
+ * each message enters the store once (nats_import.c says how).
+ *
+ * A relay with a filter (stream prefix, stream type, event types, as the
+ * store's $all filters) publishes only the matching events: sequence N is
+ * then the N-th matching event, and the checkpoint is the global position
+ * in the last message's Evs-Global-Position header (the store's event there
+ * must carry the message's id); the order and the no-gap rule hold as
+ * before.  The mirror needs an unfiltered stream (positions are kept).
+ *
  * Threads: a relay or mirror object is used by one thread at a time, except
  * evs__nats_relay_stats, which any thread may call while it runs.
  */
@@ -65,6 +96,11 @@ typedef struct evs_nats_config {
     unsigned window;            /* 0: EVS_NATS_DEFAULT_WINDOW */
     unsigned timeout_ms;        /* publish acks and API requests (0: default) */
     FILE *log;                  /* failures and recoveries, one line each; NULL: none */
+    /* The relay only (the mirror needs neither): */
+    const char *subject_template; /* after the prefix: {stream}, {stream_type}, {event_type} and
+                                     literal tokens; NULL: "{stream_type}.{event_type}" */
+    const char *filter_stream_prefix, *filter_stream_type; /* publish only matching events */
+    const char *filter_event_types; /* comma-separated: any of these */
 } evs_nats_config;
 
 /* Check cfg's settings without connecting: EVS_OK or EVS_EINVAL naming the bad one. */
@@ -80,6 +116,9 @@ typedef struct evs_nats_relay_stats {
     uint64_t errors;      /* failed rounds (each followed by a recovery from JetStream) */
     int connected;        /* 1 while the connection is up */
 } evs_nats_relay_stats;
+
+/* cfg's settings, the relay's subject template and filter too, without connecting. */
+int evs__nats_relay_check(const evs_nats_config *cfg);
 
 /*
  * Connect to the cluster and make sure the stream exists (created with
@@ -122,6 +161,49 @@ void evs__nats_relay_destroy(evs_nats_relay *r);
  */
 int evs__nats_mirror(evs_store *s, const evs_nats_config *cfg, int follow, volatile sig_atomic_t *stop,
                      uint64_t *appended);
+
+/* --------------------------------------------------------------- importer */
+
+#define EVS_NATS_DEFAULT_CONSUMER "evstore-import"
+
+typedef struct evs_nats_import_stats {
+    uint64_t imported;          /* messages appended as new events */
+    uint64_t already;           /* appended before (a redelivery or a rerun): no-ops */
+    uint64_t duplicates;        /* a Nats-Msg-Id already imported with other content: skipped */
+    uint64_t rejected;          /* sent to the dead-letter stream */
+    uint64_t errors;            /* NATS failures recovered from (each rewinds the consumer) */
+    uint64_t last_seq;          /* the last stream sequence appended or rejected */
+} evs_nats_import_stats;
+
+typedef struct evs_nats_import_config {
+    evs_nats_config nats;       /* urls, stream (the stream to read: required), timeout_ms, log */
+    const char *subject;        /* the consumer's subject filter; NULL: all the stream's subjects */
+    const char *consumer;       /* the durable consumer (NULL: "evstore-import"); one per importer */
+    const char *target;         /* target stream template (required) */
+    const char *event_type;     /* event type template; NULL: Evs-Event-Type, else the last token */
+    const char *dead_letter;    /* store stream for messages that cannot be imported; NULL: stop there */
+    unsigned batch;             /* messages per fetch (0: EVS_NATS_DEFAULT_WINDOW) */
+    unsigned ack_wait_ms;       /* the consumer's ack wait (0: 30000) */
+    /* Called from the importing thread after every batch with the run's counts so far; NULL: none. */
+    void (*progress)(void *arg, const evs_nats_import_stats *st);
+    void *progress_arg;
+} evs_nats_import_config;
+
+/* Check cfg without connecting: EVS_OK, or EVS_EINVAL naming the bad setting. */
+int evs__nats_import_check(const evs_nats_import_config *cfg);
+
+/*
+ * Import into s (opened writable, default durability: the acks rely on
+ * appends being durable when they return).  follow = 0: until the consumer
+ * has nothing pending; 1: until *stop.  NATS failures are logged and
+ * recovered from (30 in a row end a one-shot run).  A message that cannot
+ * be imported stops the run with its code (EVS_EINVAL, EVS_EJSON,
+ * EVS_ECONFLICT, EVS_EDUPLICATE ...) and a message naming the stream,
+ * sequence, subject and reason, unless cfg->dead_letter takes it.
+ * *stats (may be NULL) is filled in either case.
+ */
+int evs__nats_import(evs_store *s, const evs_nats_import_config *cfg, int follow, volatile sig_atomic_t *stop,
+                     evs_nats_import_stats *stats);
 
 /* ------------------------------------------------------------------- info */
 

@@ -10,6 +10,14 @@
  * round; the next one starts from the stream's own last sequence, read
  * back from JetStream, so a publish that did land while its acknowledgement
  * was lost is not sent again, and one that did not is.
+ *
+ * With a filter the stream's sequence counts the matching events only
+ * (r->seq), and the checkpoint r->pos is the global position the last
+ * message carries; a round that finds nothing to publish still moves
+ * r->pos to where its read stopped (the next round would find nothing
+ * there either).  After a restart the read starts again from the last
+ * published event: the events skipped since are not published, so nothing
+ * is lost or doubled.
  */
 #include <pthread.h>
 #include <stdarg.h>
@@ -27,6 +35,12 @@ struct evs_nats_relay {
     natsConnection *nc;
     jsCtx *js;
     uint64_t pos;                 /* the checkpoint, as the running thread knows it */
+    uint64_t seq;                 /* the stream's last sequence (= pos without a filter) */
+    char *tpl;                    /* the subject template after the prefix */
+    char *fbuf;                   /* owns the filter's strings */
+    const char *ftypes[EVS_MAX_QUERY_TYPES];
+    evs_filter filter;
+    int filtered;
     int need_checkpoint;          /* read it back from JetStream before the next round */
     _Atomic uint64_t published, head, errors;
     /* Set by nats.c's thread when a publish is refused or times out. */
@@ -109,7 +123,7 @@ static int ensure_stream(evs_nats_relay *r) {
  * from another store, or a store replaced under a stream, is refused with
  * EVS_EINVAL rather than continued with a silent mix).
  */
-static int read_checkpoint(evs_nats_relay *r, uint64_t *pos) {
+static int read_checkpoint(evs_nats_relay *r, uint64_t *pos, uint64_t *seqp) {
     jsStreamInfo *si = NULL;
     natsMsg *m = NULL;
     evs_reader *rd = NULL;
@@ -119,10 +133,11 @@ static int read_checkpoint(evs_nats_relay *r, uint64_t *pos) {
     jsStreamInfo_Destroy(si);
     if (last == 0) {
         *pos = 0;
+        *seqp = 0;
         return EVS_OK;
     }
     uint64_t head = evs_head(r->store);
-    if (last > head) {
+    if (last > head && !r->filtered) {
         return evs__err(EVS_EINVAL, "NATS: stream %s ends at sequence %llu but the store's head is %llu: "
                                     "it holds another store's events",
                         r->st.stream, (unsigned long long)last, (unsigned long long)head);
@@ -151,18 +166,95 @@ static int read_checkpoint(evs_nats_relay *r, uint64_t *pos) {
     }
     const evs_event *ev = NULL;
     char ours[37] = "";
-    if ((rc = evs_read_all(r->store, last, EVS_FORWARD, NULL, 1, &rd))) goto cleanup;
-    if (evs_reader_next(rd, &ev) == EVS_OK && ev->global_position == last) evs_uuid_format(&ev->event_id, ours);
-    if (gp != last || strcmp(idtxt, ours) != 0) {
+    if (gp > head || gp < last) {
+        rc = evs__err(EVS_EINVAL, "NATS: stream %s, sequence %llu holds global position %llu, but the store's head is "
+                                  "%llu: the stream holds another store's events",
+                      r->st.stream, (unsigned long long)last, (unsigned long long)gp, (unsigned long long)head);
+        goto cleanup;
+    }
+    if ((rc = evs_read_all(r->store, gp, EVS_FORWARD, NULL, 1, &rd))) goto cleanup;
+    if (evs_reader_next(rd, &ev) == EVS_OK && ev->global_position == gp) evs_uuid_format(&ev->event_id, ours);
+    if (gp != last && !r->filtered) {
+        rc = evs__err(EVS_EINVAL, "NATS: stream %s, sequence %llu holds global position %llu: a relay with a filter "
+                                  "filled it (give the same --filter-* options) or another store did",
+                      r->st.stream, (unsigned long long)last, (unsigned long long)gp);
+        goto cleanup;
+    }
+    if (strcmp(idtxt, ours) != 0) {
         rc = evs__err(EVS_EINVAL, "NATS: stream %s, sequence %llu holds event %s at global position %llu, but the "
                                   "store has %s there: the stream holds another store's events",
                       r->st.stream, (unsigned long long)last, idtxt, (unsigned long long)gp, ours[0] ? ours : "nothing");
         goto cleanup;
     }
-    *pos = last;
+    *pos = gp;
+    *seqp = last;
 cleanup:
     evs_reader_close(rd);
     natsMsg_Destroy(m);
+    return rc;
+}
+
+/*
+ * The subject template and the filter, checked and copied.  A template is
+ * dot-separated tokens, each literal text or one of {stream}, {stream_type},
+ * {event_type} (whole tokens: an expanded name may not build several).
+ */
+static int relay_options(evs_nats_relay *r, const evs_nats_config *cfg) {
+    const char *tpl = cfg->subject_template ? cfg->subject_template : "{stream_type}.{event_type}";
+    size_t n = strlen(tpl);
+    if (n == 0 || n > 200 || tpl[0] == '.' || tpl[n - 1] == '.' || strstr(tpl, ".."))
+        return evs__err(EVS_EINVAL, "NATS: subject template \"%s\" is not tokens separated by single dots", tpl);
+    for (const char *t = tpl; *t;) {
+        size_t len = strcspn(t, ".");
+        int ok = 1;
+        if (*t == '{')
+            ok = (len == 8 && memcmp(t, "{stream}", 8) == 0) || (len == 13 && memcmp(t, "{stream_type}", 13) == 0) ||
+                 (len == 12 && memcmp(t, "{event_type}", 12) == 0);
+        for (size_t i = 0; ok && *t != '{' && i < len; i++)
+            ok = t[i] > ' ' && t[i] != '*' && t[i] != '>' && t[i] != '{' && t[i] != '}' && (unsigned char)t[i] < 0x7f;
+        if (!ok)
+            return evs__err(EVS_EINVAL, "NATS: subject template \"%s\": token \"%.*s\" is neither literal text nor "
+                                        "{stream}, {stream_type} or {event_type}", tpl, (int)len, t);
+        t += len;
+        if (*t == '.') t++;
+    }
+    if (!(r->tpl = strdup(tpl))) return evs__err(EVS_ENOMEM, "NATS relay: out of memory");
+    const char *sp = cfg->filter_stream_prefix, *st = cfg->filter_stream_type, *et = cfg->filter_event_types;
+    if (!sp && !st && !et) return EVS_OK;
+    size_t cap = (sp ? strlen(sp) : 0) + (st ? strlen(st) : 0) + (et ? strlen(et) : 0) + 3;
+    char *b = r->fbuf = malloc(cap);
+    if (!b) return evs__err(EVS_ENOMEM, "NATS relay: out of memory");
+    if (sp) {
+        if (!*sp) return evs__err(EVS_EINVAL, "NATS relay: the stream prefix filter is empty");
+        r->filter.stream_prefix = strcpy(b, sp);
+        b += strlen(sp) + 1;
+    }
+    if (st) {
+        if (!*st) return evs__err(EVS_EINVAL, "NATS relay: the stream type filter is empty");
+        r->filter.stream_type = strcpy(b, st);
+        b += strlen(st) + 1;
+    }
+    if (et) {
+        strcpy(b, et);
+        for (char *save = NULL, *tok = strtok_r(b, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            if (r->filter.n_event_types == EVS_MAX_QUERY_TYPES)
+                return evs__err(EVS_EINVAL, "NATS relay: more than %u event types in the filter", EVS_MAX_QUERY_TYPES);
+            r->ftypes[r->filter.n_event_types++] = tok;
+        }
+        if (!r->filter.n_event_types) return evs__err(EVS_EINVAL, "NATS relay: the event type filter is empty");
+        r->filter.event_types = r->ftypes;
+    }
+    r->filtered = 1;
+    return EVS_OK;
+}
+
+int evs__nats_relay_check(const evs_nats_config *cfg) {
+    evs_nats_relay tmp;
+    memset(&tmp, 0, sizeof tmp);
+    int rc = evs__nats_config_check(cfg);
+    if (rc == EVS_OK) rc = relay_options(&tmp, cfg);
+    free(tmp.tpl);
+    free(tmp.fbuf);
     return rc;
 }
 
@@ -175,6 +267,7 @@ int evs__nats_relay_create(evs_store *s, const evs_nats_config *cfg, evs_nats_re
     pthread_mutex_init(&r->mu, NULL);
     r->store = s;
     if ((rc = evs__nats_settings_init(cfg, &r->st))) goto fail;
+    if ((rc = relay_options(r, cfg))) goto fail;
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.PublishAsync.ErrHandler = on_pub_error;
@@ -182,7 +275,7 @@ int evs__nats_relay_create(evs_store *s, const evs_nats_config *cfg, evs_nats_re
     jo.PublishAsync.MaxPending = r->st.window;
     if ((rc = evs__nats_connect(&r->st, &jo, &r->nc, &r->js))) goto fail;
     if ((rc = ensure_stream(r))) goto fail;
-    if ((rc = read_checkpoint(r, &r->pos))) goto fail;
+    if ((rc = read_checkpoint(r, &r->pos, &r->seq))) goto fail;
     atomic_store(&r->published, r->pos);
     atomic_store(&r->head, evs_head(s));
     *out = r;
@@ -197,6 +290,8 @@ void evs__nats_relay_destroy(evs_nats_relay *r) {
     jsCtx_Destroy(r->js);
     natsConnection_Destroy(r->nc);
     evs__nats_settings_free(&r->st);
+    free(r->tpl);
+    free(r->fbuf);
     pthread_mutex_destroy(&r->mu);
     free(r);
 }
@@ -212,10 +307,20 @@ void evs__nats_relay_stats(evs_nats_relay *r, evs_nats_relay_stats *out) {
 
 /* One event as a message: subject, body = data, headers (nats_dist.h). */
 static natsStatus build_msg(evs_nats_relay *r, const evs_event *ev, natsMsg **out) {
-    char subj[600], st_tok[260], et_tok[260], num[32], id[37];
-    evs__nats_token(ev->stream_type, ev->stream_type_len, st_tok, sizeof st_tok);
-    evs__nats_token(ev->event_type, ev->event_type_len, et_tok, sizeof et_tok);
-    snprintf(subj, sizeof subj, "%s.%s.%s", r->st.prefix, st_tok, et_tok);
+    char subj[1200], tok[260], num[32], id[37];
+    size_t k = (size_t)snprintf(subj, sizeof subj, "%s", r->st.prefix);
+    for (const char *t = r->tpl; *t;) {
+        size_t len = strcspn(t, ".");
+        if (len == 8 && memcmp(t, "{stream}", 8) == 0) evs__nats_token(ev->stream, ev->stream_len, tok, sizeof tok);
+        else if (len == 13 && memcmp(t, "{stream_type}", 13) == 0)
+            evs__nats_token(ev->stream_type, ev->stream_type_len, tok, sizeof tok);
+        else if (len == 12 && memcmp(t, "{event_type}", 12) == 0)
+            evs__nats_token(ev->event_type, ev->event_type_len, tok, sizeof tok);
+        else snprintf(tok, sizeof tok, "%.*s", (int)len, t);
+        k += (size_t)snprintf(subj + k, sizeof subj - k, ".%s", tok); /* 201 + 4 x 260 bytes fit */
+        t += len;
+        if (*t == '.') t++;
+    }
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, subj, NULL, ev->data, (int)ev->data_len);
     evs_uuid_format(&ev->event_id, id);
@@ -270,8 +375,11 @@ static int publish_round(evs_nats_relay *r) {
     r->failed = 0;
     r->why[0] = '\0';
     pthread_mutex_unlock(&r->mu);
-    if ((rc = evs_read_all(r->store, next, EVS_FORWARD, NULL, r->st.window, &rd))) return rc;
+    uint64_t seq = r->seq, read_to = r->pos;
+    if ((rc = evs_read_all(r->store, next, EVS_FORWARD, r->filtered ? &r->filter : NULL, r->st.window, &rd)))
+        return rc;
     while ((rc = evs_reader_next(rd, &ev)) == EVS_OK) {
+        if (r->filtered) next = ev->global_position;
         if (ev->global_position != next) {
             rc = evs__err(EVS_ELOST, "NATS relay: the store has no event at global position %llu "
                                      "(next is %llu): sequence = global position cannot hold",
@@ -289,7 +397,7 @@ static int publish_round(evs_nats_relay *r) {
         jsPubOptions_Init(&po);
         po.MsgId = id;
         po.ExpectStream = r->st.stream;
-        po.ExpectLastSeq = next - 1; /* 0 (the first message) is not checked by the server */
+        po.ExpectLastSeq = seq; /* 0 (the first message) is not checked by the server */
         po.MaxWait = r->st.timeout_ms;
         s = js_PublishMsgAsync(r->js, &m, &po);
         natsMsg_Destroy(m); /* NULL when the library took it */
@@ -298,7 +406,9 @@ static int publish_round(evs_nats_relay *r) {
             break;
         }
         next++;
+        seq++;
     }
+    if (rc == EVS_DONE && r->filtered) read_to = evs_reader_position(rd) - 1;
     if (rc == EVS_ELOST) {
         uint64_t a = 0, b = 0;
         evs_reader_lost(rd, &a, &b);
@@ -322,7 +432,8 @@ static int publish_round(evs_nats_relay *r) {
     if (r->failed && (rc == EVS_DONE || rc == EVS_OK)) rc = evs__err(EVS_EIO, "NATS relay: %s", r->why);
     pthread_mutex_unlock(&r->mu);
     if (rc != EVS_DONE && rc != EVS_OK) return rc;
-    r->pos = next - 1;
+    r->pos = next - 1 > read_to ? next - 1 : read_to;
+    r->seq = seq;
     atomic_store(&r->published, r->pos);
     return EVS_OK;
 }
@@ -341,12 +452,13 @@ int evs__nats_relay_run(evs_nats_relay *r, int follow, volatile sig_atomic_t *st
     int rc = EVS_OK;
     while (!(stop && *stop)) {
         if (r->need_checkpoint) {
-            uint64_t pos = 0;
-            rc = read_checkpoint(r, &pos);
+            uint64_t pos = 0, seq = 0;
+            rc = read_checkpoint(r, &pos, &seq);
             if (rc == EVS_EINVAL) return rc;
             if (rc == EVS_OK) {
                 relay_log(r, "NATS relay: resuming after the stream's last sequence, %llu", (unsigned long long)pos);
                 r->pos = pos;
+                r->seq = seq;
                 atomic_store(&r->published, pos);
                 r->need_checkpoint = 0;
             }

@@ -298,6 +298,22 @@ static void nats_families(evs__srv *srv, evs__sb *b) {
     family(b, "evstore_nats_errors_total", "counter",
            "Failed relay rounds and connection attempts (each followed by a recovery).");
     sample(b, "evstore_nats_errors_total", st.relay.errors);
+    if (!st.importing) return;
+    /* the importer (serve --nats-import), over all its runs since the start */
+    family(b, "evstore_nats_import_imported_total", "counter", "Messages the NATS importer appended as new events.");
+    sample(b, "evstore_nats_import_imported_total", st.import.imported);
+    family(b, "evstore_nats_import_already_total", "counter", "Redelivered messages found stored already (no-ops).");
+    sample(b, "evstore_nats_import_already_total", st.import.already);
+    family(b, "evstore_nats_import_duplicates_total", "counter",
+           "Messages skipped: their Nats-Msg-Id was imported before with other content.");
+    sample(b, "evstore_nats_import_duplicates_total", st.import.duplicates);
+    family(b, "evstore_nats_import_rejected_total", "counter", "Messages sent to the dead-letter stream.");
+    sample(b, "evstore_nats_import_rejected_total", st.import.rejected);
+    family(b, "evstore_nats_import_errors_total", "counter",
+           "NATS failures the importer recovered from, and runs that stopped.");
+    sample(b, "evstore_nats_import_errors_total", st.import.errors);
+    family(b, "evstore_nats_import_last_sequence", "gauge", "The last JetStream stream sequence imported.");
+    sample(b, "evstore_nats_import_last_sequence", st.import.last_seq);
 }
 
 /* ------------------------------------------------------------------ sagas */

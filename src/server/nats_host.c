@@ -5,6 +5,15 @@
  * metrics say so.  A relay that stops on an error that retrying cannot fix
  * (the stream holds another store's events) is logged, destroyed and made
  * again a few seconds later, which also picks up an operator's fix.
+ *
+ * With --nats-import a second thread runs the importer (src/dist/
+ * nats_import.c) into the server's store, following the stream.  NATS
+ * trouble is retried inside it; a message it cannot import (and no
+ * dead-letter stream) ends the run: it is logged and retried every 30 s,
+ * so the same message meets an operator's fix (a dead-letter stream, a
+ * corrected stream) without a restart.  Its acks follow the server's
+ * durability: with --durability sync an append is fdatasync'd before JetStream
+ * hears of it.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -18,9 +27,12 @@
 struct evs__nats_host {
     evs__srv *srv;
     evs_nats_config cfg;          /* strings point into the serve config, alive for the run */
-    pthread_t thread;
+    evs_nats_import_config icfg;  /* the importer's (target NULL: none) */
+    pthread_t thread, ithread;
+    int has_ithread;
     volatile sig_atomic_t stop;
-    pthread_mutex_t mu;           /* guards relay against the metrics */
+    pthread_mutex_t mu;           /* guards relay and the import counts against the metrics */
+    evs_nats_import_stats idone, irun; /* finished import runs' counts, the running one's */
     evs_nats_relay *relay;
     uint64_t errors_before;       /* failures of relays already destroyed */
 };
@@ -67,9 +79,40 @@ static void *host_main(void *arg) {
     return NULL;
 }
 
+/* The importer's progress callback (its thread): a copy for the metrics. */
+static void import_progress(void *arg, const evs_nats_import_stats *st) {
+    evs__nats_host *h = arg;
+    pthread_mutex_lock(&h->mu);
+    h->irun = *st;
+    pthread_mutex_unlock(&h->mu);
+}
+
+static void *import_main(void *arg) {
+    evs__nats_host *h = arg;
+    while (!h->stop) {
+        evs_nats_import_stats st;
+        int rc = evs__nats_import(h->srv->store, &h->icfg, 1, &h->stop, &st);
+        pthread_mutex_lock(&h->mu);
+        h->idone.imported += st.imported;
+        h->idone.already += st.already;
+        h->idone.duplicates += st.duplicates;
+        h->idone.rejected += st.rejected;
+        h->idone.errors += st.errors + (rc ? 1 : 0);
+        if (st.last_seq) h->idone.last_seq = st.last_seq;
+        memset(&h->irun, 0, sizeof h->irun);
+        pthread_mutex_unlock(&h->mu);
+        if (h->stop) break;
+        fprintf(stderr, "evstore serve: nats import: %s (%llu imported; trying again in 30 s)\n",
+                rc ? evs_errmsg() : "stopped", (unsigned long long)st.imported);
+        host_sleep(h, 30000);
+    }
+    return NULL;
+}
+
 int evs__nats_host_start(evs__srv *srv, const evs__serve_config *cfg, char *why, size_t whycap) {
     if (!cfg->nats.urls) return EVS_OK;
-    int rc = evs__nats_config_check(&cfg->nats);
+    int rc = evs__nats_relay_check(&cfg->nats);
+    if (rc == EVS_OK && cfg->nats_import.target) rc = evs__nats_import_check(&cfg->nats_import);
     if (rc) {
         snprintf(why, whycap, "serve: %s", evs_errmsg());
         return rc;
@@ -82,12 +125,27 @@ int evs__nats_host_start(evs__srv *srv, const evs__serve_config *cfg, char *why,
     h->srv = srv;
     h->cfg = cfg->nats;
     h->cfg.log = stderr;
+    h->icfg = cfg->nats_import;
+    h->icfg.nats.log = stderr;
+    h->icfg.progress = import_progress;
+    h->icfg.progress_arg = h;
     pthread_mutex_init(&h->mu, NULL);
     if (pthread_create(&h->thread, NULL, host_main, h) != 0) {
         pthread_mutex_destroy(&h->mu);
         free(h);
         snprintf(why, whycap, "serve: cannot start the NATS relay thread");
         return EVS_EIO;
+    }
+    if (h->icfg.target) {
+        if (pthread_create(&h->ithread, NULL, import_main, h) != 0) {
+            h->stop = 1;
+            pthread_join(h->thread, NULL);
+            pthread_mutex_destroy(&h->mu);
+            free(h);
+            snprintf(why, whycap, "serve: cannot start the NATS importer thread");
+            return EVS_EIO;
+        }
+        h->has_ithread = 1;
     }
     srv->nats = h;
     return EVS_OK;
@@ -98,6 +156,7 @@ void evs__nats_host_stop(evs__srv *srv) {
     if (!h) return;
     h->stop = 1;
     pthread_join(h->thread, NULL);
+    if (h->has_ithread) pthread_join(h->ithread, NULL);
     pthread_mutex_destroy(&h->mu);
     free(h);
     srv->nats = NULL;
@@ -116,5 +175,14 @@ void evs__nats_host_stats_get(evs__srv *srv, evs__nats_host_stats *out) {
         out->relay.head = evs_head(srv->store);
     }
     out->relay.errors += h->errors_before;
+    if (h->has_ithread) {
+        out->importing = 1;
+        out->import.imported = h->idone.imported + h->irun.imported;
+        out->import.already = h->idone.already + h->irun.already;
+        out->import.duplicates = h->idone.duplicates + h->irun.duplicates;
+        out->import.rejected = h->idone.rejected + h->irun.rejected;
+        out->import.errors = h->idone.errors + h->irun.errors;
+        out->import.last_seq = h->irun.last_seq ? h->irun.last_seq : h->idone.last_seq;
+    }
     pthread_mutex_unlock(&h->mu);
 }

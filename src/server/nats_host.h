@@ -27,6 +27,8 @@ void evs__nats_host_stop(evs__srv *srv);
 typedef struct evs__nats_host_stats {
     evs_nats_relay_stats relay;
     int up;                       /* 1 when the relay is connected and its checkpoint was read */
+    int importing;                /* 1 with --nats-import: import holds its counts over all runs */
+    evs_nats_import_stats import;
 } evs__nats_host_stats;
 
 /* The relay's figures (zeros before it first connected).  Any thread. */

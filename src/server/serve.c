@@ -281,7 +281,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         goto cleanup;
     }
 engine_core:
-    if ((rc = evs__nats_host_start(srv, cfg, why, whycap))) { /* reads the store only */
+    if ((rc = evs__nats_host_start(srv, cfg, why, whycap))) { /* the relay reads the store; the importer appends */
         ret = rc;
         goto cleanup;
     }

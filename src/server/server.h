@@ -53,6 +53,7 @@ typedef struct evs__serve_config {
     evs_app_config app;           /* the application layer's settings */
     unsigned saga_workers;        /* saga engine worker threads (app_dir/sagas/, saga_host.c) */
     evs_nats_config nats;         /* the JetStream relay (nats_host.c); urls NULL: none */
+    evs_nats_import_config nats_import; /* the JetStream importer (nats_host.c); target NULL: none */
     int auth;                     /* --auth: every route but the open ones needs an API key */
     int insecure;                 /* --insecure: serve a non-loopback address without keys anyway */
     const char *tls_cert, *tls_key; /* PEM files: HTTPS and WSS (tls.c); NULL: plain HTTP.  Reloaded on SIGHUP. */
