@@ -41,6 +41,7 @@ struct evs_nats_relay {
     const char *ftypes[EVS_MAX_QUERY_TYPES];
     evs_filter filter;
     int filtered;
+    int need_stream;              /* make sure the stream exists before the next round */
     int need_checkpoint;          /* read it back from JetStream before the next round */
     _Atomic uint64_t published, head, errors;
     /* Set by nats.c's thread when a publish is refused or times out. */
@@ -258,6 +259,10 @@ int evs__nats_relay_check(const evs_nats_config *cfg) {
     return rc;
 }
 
+/* NATS errors that a later attempt may not meet (EVS_EIO: a timeout, a lost
+   connection, no leader yet; EVS_ENOTFOUND: a stream not visible yet). */
+static int retryable(int rc) { return rc == EVS_EIO || rc == EVS_ENOTFOUND; }
+
 int evs__nats_relay_create(evs_store *s, const evs_nats_config *cfg, evs_nats_relay **out) {
     *out = NULL;
     if (!s) return evs__err(EVS_EINVAL, "NATS relay: no store");
@@ -274,8 +279,22 @@ int evs__nats_relay_create(evs_store *s, const evs_nats_config *cfg, evs_nats_re
     jo.PublishAsync.ErrHandlerClosure = r;
     jo.PublishAsync.MaxPending = r->st.window;
     if ((rc = evs__nats_connect(&r->st, &jo, &r->nc, &r->js))) goto fail;
-    if ((rc = ensure_stream(r))) goto fail;
-    if ((rc = read_checkpoint(r, &r->pos, &r->seq))) goto fail;
+    /* A refusal (the stream takes other subjects, holds another store's
+       events) ends here.  NATS trouble once connected (a request timed out
+       while the cluster elects a leader, or is slow) does not: the run
+       retries it as it retries a failed round, so a relay started while a
+       node dies waits for the cluster instead of exiting. */
+    rc = ensure_stream(r);
+    if (rc == EVS_OK) rc = read_checkpoint(r, &r->pos, &r->seq);
+    if (retryable(rc)) {
+        relay_log(r, "%s (retrying when the relay runs)", evs_errmsg());
+        r->need_stream = 1;
+        r->need_checkpoint = 1;
+        atomic_fetch_add(&r->errors, 1);
+        evs__err_clear();
+    } else if (rc) {
+        goto fail;
+    }
     atomic_store(&r->published, r->pos);
     atomic_store(&r->head, evs_head(s));
     *out = r;
@@ -451,7 +470,12 @@ int evs__nats_relay_run(evs_nats_relay *r, int follow, volatile sig_atomic_t *st
     unsigned failures = 0;
     int rc = EVS_OK;
     while (!(stop && *stop)) {
-        if (r->need_checkpoint) {
+        if (r->need_stream) {
+            rc = ensure_stream(r);
+            if (rc == EVS_OK) r->need_stream = 0;
+            else if (!retryable(rc)) return rc;
+        }
+        if (rc == EVS_OK && r->need_checkpoint) {
             uint64_t pos = 0, seq = 0;
             rc = read_checkpoint(r, &pos, &seq);
             if (rc == EVS_EINVAL) return rc;

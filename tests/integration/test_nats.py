@@ -23,6 +23,9 @@ Checked:
     at the same position is recognised as the same event).
   - `evstore serve --nats` publishes what is appended through HTTP and
     reports it in /metrics (published position, lag 0, up 1).
+  - a publisher started while its stream cannot be made (two of three nodes
+    dead) keeps retrying instead of exiting, and publishes everything once
+    the nodes are back.
   - refusals: a stream filled by another store (exit 4, names both event
     ids), a mirror into a store holding other events (exit 3), a bad stream
     name (exit 4), no reachable server (exit 5), missing --nats (exit 1).
@@ -191,12 +194,18 @@ class NatsTest(unittest.TestCase):
         self.assertEqual(r.code, 0, r)
         return r
 
-    def wait_for(self, what, cond, timeout):
+    def wait_for(self, what, cond, timeout, alive=None, log="publish.log"):
+        """cond() true within timeout; alive: a process that must keep running meanwhile (its stderr in log)."""
         deadline = time.time() + timeout
         while time.time() < deadline:
             v = cond()
             if v:
                 return v
+            if alive is not None and alive.poll() is not None:
+                plog = self.path(log)
+                tail = open(plog, errors="replace").read()[-3000:] if os.path.exists(plog) else ""
+                self.fail("the publisher exited (status %s) while waiting for %s; its log ends with:\n%s"
+                          % (alive.returncode, what, tail))
             time.sleep(0.2)
         # what the publishers said is the first thing a reader of this failure needs
         plog = self.path("publish.log")
@@ -321,18 +330,18 @@ class NatsTest(unittest.TestCase):
 
         # first publisher: killed with SIGKILL mid-way
         p = self.publisher(src, urls, log)
-        self.wait_for("a first part to be published", lambda: last_seq() >= N_EVENTS // 10, 120 * SLOW)
+        self.wait_for("a first part to be published", lambda: last_seq() >= N_EVENTS // 10, 120 * SLOW, alive=p)
         p.kill()
         p.communicate()
         # the second: meanwhile the other half is appended and the stream's leader node is killed
         appender = threading.Thread(target=self.append_batches, args=(src, half, N_EVENTS - half))
         appender.start()
         p = self.publisher(src, urls, log)
-        self.wait_for("more to be published", lambda: last_seq() >= N_EVENTS // 4, 120 * SLOW)
+        self.wait_for("more to be published", lambda: last_seq() >= N_EVENTS // 4, 120 * SLOW, alive=p)
         leader = info(urls)["leader"]
         self.assertRegex(leader, r"^n\d$")
         c.kill(int(leader[1:]))
-        self.wait_for("publishing after the node's death", lambda: last_seq() >= N_EVENTS // 2, 180 * SLOW)
+        self.wait_for("publishing after the node's death", lambda: last_seq() >= N_EVENTS // 2, 180 * SLOW, alive=p)
         p.kill()
         p.communicate()
         appender.join()
@@ -340,7 +349,7 @@ class NatsTest(unittest.TestCase):
         self.assertEqual(head, N_EVENTS + len(exact))
         # the third runs to the end and stops cleanly on SIGTERM
         p = self.publisher(src, urls, log)
-        self.wait_for("everything to be published", lambda: last_seq() >= head, 300 * SLOW)
+        self.wait_for("everything to be published", lambda: last_seq() >= head, 300 * SLOW, alive=p)
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=TIMEOUT)
         self.assertEqual(p.returncode, 0)
@@ -381,6 +390,45 @@ class NatsTest(unittest.TestCase):
             self.assertEqual((r.obj()["idempotent"], r.obj()["first_global_position"]), (True, gp), r)
         self.ok(run("check", "-d", dst))
 
+    # ------------------------------------------- started while JetStream cannot answer
+
+    def test_4_started_without_quorum(self):
+        """
+        A publisher started while its stream cannot be made (two of the three
+        nodes dead: no room for 3 replicas, no quorum) does not exit: it
+        retries until the nodes are back, then creates the stream and
+        publishes everything.  (It used to exit on the first failed request
+        it made before publishing, which a slow cluster can fail too.)
+        """
+        c = self.cluster
+        for i in range(3):
+            if c.procs[i].poll() is not None:
+                c.start_node(i)
+        d = self.path("late")
+        self.ok(run("append", "-d", d, "late-1", *['{"event_type":"E","data":{"i":%d}}' % i for i in range(25)]))
+        c.kill(1)
+        c.kill(2)
+        with open(self.path("late.log"), "ab") as log:
+            p = subprocess.Popen([BIN, "nats", "publish", "-d", d, "--nats", c.urls(), "--stream", "LATE",
+                                  "--subject-prefix", "late", "--replicas", "3", "--timeout-ms", "1000",
+                                  "--attempts", "1000"], stdout=subprocess.PIPE, stderr=log)
+        try:
+            time.sleep(3 * SLOW)
+            self.assertIsNone(p.poll(), open(self.path("late.log"), errors="replace").read())
+            c.start_node(1)
+            c.start_node(2)
+            out, _ = p.communicate(timeout=180 * SLOW)
+        finally:
+            if p.poll() is None:
+                p.kill()
+                p.communicate()
+        with open(self.path("late.log"), errors="replace") as f:
+            plog = f.read()
+        self.assertEqual(p.returncode, 0, plog)
+        self.assertEqual(json.loads(out)["published"], 25)
+        st = info(c.urls(), "LATE")
+        self.assertEqual((st["messages"], st["first_seq"], st["last_seq"], st["replicas"]), (25, 1, 25, 3))
+        self.assertIn("retrying when the relay runs", plog)
 
 if __name__ == "__main__":
     if not NATS_SERVER:
