@@ -59,6 +59,18 @@ void evs__pg_put(evs_pg *pg, PGconn *c);
    turns out broken.  Ownership: *out (PQclear) on success. */
 int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const char *const *vals, const int *lens,
                   const int *fmts, int result_format, const char *what, PGresult **out);
+/*
+ * The same as a named prepared statement, for the queries a reader runs
+ * page after page: parsing and planning them was most of the server's work
+ * per page (bench_pg W4: a whole stream read 1.6-2x faster prepared).  stmt
+ * names the statement (EVS_PG_Q_*); sql must be the same text every time
+ * for one stmt.  Each connection prepares it the first time it runs it;
+ * PostgreSQL then keeps a generic plan when it costs no more than the plans
+ * for the values.
+ */
+enum { EVS_PG_Q_STREAM_FWD, EVS_PG_Q_STREAM_BWD, EVS_PG_Q_ALL_FWD, EVS_PG_Q_ALL_BWD, EVS_PG_NQ };
+int evs__pg_query_named(evs_pg *pg, int stmt, const char *sql, int n, const Oid *types, const char *const *vals,
+                        const int *lens, const int *fmts, int result_format, const char *what, PGresult **out);
 /* Raise the known head to h and wake waiters. */
 void evs__pg_note_head(evs_pg *pg, uint64_t h);
 /* An error from a failed query: EVS_EIO with libpq's message, prefixed with what. */

@@ -63,6 +63,7 @@ typedef struct pg_reader {
     int row, nrows, col0;    /* col0: 1 when column 0 is the head ($all) */
     evs_event ev;
     char *sql;
+    int stmt;                /* the named statement of sql (EVS_PG_Q_*), -1: unnamed */
     int nparams;             /* $1 position, $2 page size, then the filter's */
     char *vals[MAX_PARAMS];
     int lens[MAX_PARAMS], fmts[MAX_PARAMS];
@@ -108,7 +109,7 @@ static int add_text_array(pg_reader *r, const char *const *v, size_t n) {
 static int new_reader(evs_pg *pg, int all, int dir, size_t limit, pg_reader **out) {
     pg_reader *r = calloc(1, sizeof *r);
     if (!r) return evs__err(EVS_ENOMEM, "out of memory for a reader");
-    r->pg = pg, r->all = all, r->dir = dir, r->limit = limit;
+    r->pg = pg, r->all = all, r->dir = dir, r->limit = limit, r->stmt = -1;
     /* $1 and $2 are set before each page */
     int rc;
     if ((rc = add_text(r, EVS_PG_INT8, "0")) || (rc = add_text(r, EVS_PG_INT8, "0"))) {
@@ -133,8 +134,11 @@ static int fetch(pg_reader *r) {
     if (!r->vals[0] || !r->vals[1]) return evs__err(EVS_ENOMEM, "out of memory for a reader");
     PQclear(r->page);
     r->page = NULL;
-    int rc = evs__pg_query(r->pg, r->sql, r->nparams, r->types, (const char *const *)r->vals, r->lens, r->fmts, 1,
-                           "postgresql: read", &r->page);
+    int rc = r->stmt >= 0 ? evs__pg_query_named(r->pg, r->stmt, r->sql, r->nparams, r->types,
+                                                 (const char *const *)r->vals, r->lens, r->fmts, 1, "postgresql: read",
+                                                 &r->page)
+                          : evs__pg_query(r->pg, r->sql, r->nparams, r->types, (const char *const *)r->vals, r->lens,
+                                          r->fmts, 1, "postgresql: read", &r->page);
     if (rc) return rc;
     r->row = 0;
     r->nrows = PQntuples(r->page);
@@ -232,6 +236,7 @@ int evs__pg_read_stream(void *e, const char *stream, uint64_t from, int directio
         rc = evs__err(EVS_ENOMEM, "out of memory for a reader");
         goto fail;
     }
+    r->stmt = direction == EVS_FORWARD ? EVS_PG_Q_STREAM_FWD : EVS_PG_Q_STREAM_BWD;
     if (direction == EVS_FORWARD) {
         /* start at the first event the metadata shows rather than skip the hidden ones row by row */
         r->next = from ? from : 1;
@@ -318,6 +323,9 @@ int evs__pg_read_all(void *e, uint64_t from, int direction, const evs_filter *f,
              " FROM event_store e WHERE e.global_position %s $1 AND e.global_position <= h.global_position%s "
              "AND NOT " EVS_PG_HIDDEN " ORDER BY e.global_position%s LIMIT $2) e ON true WHERE h.id = 1",
              cmp, where, order);
+    /* without a filter the text is one of two: prepared once per connection.  A filter's plan depends on its
+       values (a rare event type takes its index, a common one the global order), so those keep a plan each */
+    if (!w) r->stmt = direction == EVS_FORWARD ? EVS_PG_Q_ALL_FWD : EVS_PG_Q_ALL_BWD;
     if (direction == EVS_FORWARD) r->next = from ? from : 1;
     else r->next = from;
     r->position = r->next;
