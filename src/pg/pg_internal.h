@@ -61,8 +61,8 @@ int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const ch
                   const int *fmts, int result_format, const char *what, PGresult **out);
 /*
  * The same as a named prepared statement, for the queries a reader runs
- * page after page: parsing and planning them was most of the server's work
- * per page (bench_pg W4: a whole stream read 1.6-2x faster prepared).  stmt
+ * page after page: planning alone was a quarter of the backend's samples in
+ * a stream read, and prepared a whole stream read ran ~2x as fast.  stmt
  * names the statement (EVS_PG_Q_*); sql must be the same text every time
  * for one stmt.  Each connection prepares it the first time it runs it;
  * PostgreSQL then keeps a generic plan when it costs no more than the plans
