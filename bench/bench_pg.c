@@ -22,7 +22,10 @@
  *       event per call, so its atomic 100-event append is a transaction of
  *       100 append_event calls, pipelined (one round trip, as kind to it as
  *       a client can be);
- *   W4  read one stream of BIG_EVENTS events forward, all of it.  The
+ *   W4  read one stream forward, all of it: as docs/benchmarks.md defines
+ *       W4, HUGE_EVENTS events written as that many one-event appends (the
+ *       seed's append_event once per event, evs_append of one event from
+ *       8 threads), and also a stream of BIG_EVENTS.  The
  *       seed's get_aggregate_events pages with LIMIT/OFFSET: page k makes
  *       PostgreSQL walk past k pages first, so a whole read is quadratic
  *       in the stream's length; evstore reads keyset pages;
@@ -307,9 +310,35 @@ static double measure_read(int seed, const char *url, evs_store *s, const char *
     return (double)total / dt;
 }
 
+/* big-2, W4 as defined: HUGE_EVENTS one-event appends, from LOADERS threads taking the next number */
+#define LOADERS 8
+static _Atomic long load_next;
+
+static void *load_main(void *arg) {
+    evs_store *s = arg;
+    char data[192];
+    long i;
+    while ((i = atomic_fetch_add(&load_next, 1)) <= HUGE_EVENTS) {
+        snprintf(data, sizeof data, "{\"client\":0,\"i\":%ld,\"note\":\"%0100d\"}", ALL_EVENTS + BIG_EVENTS + i, 0);
+        evs_event_in ev;
+        memset(&ev, 0, sizeof ev);
+        ev.event_type = "Moved";
+        ev.data = data;
+        ev.data_len = strlen(data);
+        evs_append_result res;
+        if (evs_append(s, "big-2", EVS_EXPECT_ANY, &ev, 1, &res, NULL)) {
+            fprintf(stderr, "bench_pg: loading: %s\n", evs_errmsg());
+            exit(1);
+        }
+    }
+    return NULL;
+}
+
 /* The events W4 and W5 read, the same in both databases: $all starts with ALL_EVENTS events in 100-event
-   appends over 100 streams, then the stream big-1 of BIG_EVENTS, then big-2 of HUGE_EVENTS. */
-static void load_read_data(const char *seed_url, evs_store *s) {
+   appends over 100 streams, then the stream big-1 of BIG_EVENTS in 100-event appends, then big-2 of
+   HUGE_EVENTS one-event appends.  Loading commits without waiting for the WAL flush (synchronous_commit
+   off for the loading sessions only): the rows are the same, the rounds run with it on. */
+static void load_read_data(const char *seed_url, const char *evs_url) {
     char q[1024];
     snprintf(q, sizeof q,
              "INSERT INTO event_store (id, aggregate_id, aggregate_type, event_type, event_data, metadata,"
@@ -318,23 +347,39 @@ static void load_read_data(const char *seed_url, evs_store *s) {
              " (g - 1) / 10000 * 100 + (g - 1) %% 100 + 1 FROM generate_series(1, %d) g ORDER BY g",
              ALL_EVENTS);
     sql_on(seed_url, q);
-    for (int b = 1; b <= 2; b++) {
-        snprintf(q, sizeof q,
-                 "INSERT INTO event_store (id, aggregate_id, aggregate_type, event_type, event_data, metadata,"
-                 " stream_position) SELECT gen_random_uuid(), 'big-%d', 'acct', 'Moved',"
-                 " jsonb_build_object('client', 0, 'i', g, 'note', repeat('0', 100)), '{}'::jsonb, g"
-                 " FROM generate_series(1, %d) g ORDER BY g",
-                 b, b == 1 ? BIG_EVENTS : HUGE_EVENTS);
-        sql_on(seed_url, q);
-    }
+    snprintf(q, sizeof q,
+             "INSERT INTO event_store (id, aggregate_id, aggregate_type, event_type, event_data, metadata,"
+             " stream_position) SELECT gen_random_uuid(), 'big-1', 'acct', 'Moved',"
+             " jsonb_build_object('client', 0, 'i', g, 'note', repeat('0', 100)), '{}'::jsonb, g"
+             " FROM generate_series(1, %d) g ORDER BY g",
+             BIG_EVENTS);
+    sql_on(seed_url, q);
+    /* the seed's own append function, once per event, each call its own transaction */
+    snprintf(q, sizeof q,
+             "CREATE PROCEDURE load_big(n integer) LANGUAGE plpgsql AS $$ BEGIN FOR g IN 1..n LOOP"
+             " PERFORM append_event('big-2', 'acct', 'Moved', jsonb_build_object('client', 0, 'i', %d + g,"
+             " 'note', repeat('0', 100)), '{}'::jsonb, NULL); COMMIT; END LOOP; END $$",
+             ALL_EVENTS + BIG_EVENTS);
+    sql_on(seed_url, q);
+    char url[700];
+    snprintf(url, sizeof url, "%s?options=-csynchronous_commit%%3Doff", seed_url);
+    snprintf(q, sizeof q, "CALL load_big(%d)", HUGE_EVENTS); /* alone: a COMMIT inside needs no transaction around */
+    sql_on(url, q);
+    sql_on(seed_url, "DROP PROCEDURE load_big");
     sql_on(seed_url, "VACUUM ANALYZE event_store");
+    snprintf(url, sizeof url, "%s?options=-csynchronous_commit%%3Doff", evs_url);
+    evs_store *s;
+    if (evs_store_create(&s) || evs_store_open(s, url, 0)) {
+        fprintf(stderr, "bench_pg: %s\n", evs_errmsg());
+        exit(1);
+    }
     static char data[100][192];
     evs_event_in ev[100];
     memset(ev, 0, sizeof ev);
-    for (int a = 0; a < (ALL_EVENTS + BIG_EVENTS + HUGE_EVENTS) / 100; a++) {
+    for (int a = 0; a < (ALL_EVENTS + BIG_EVENTS) / 100; a++) {
         char stream[32];
         if (a < ALL_EVENTS / 100) snprintf(stream, sizeof stream, "mix-%d", a % 100);
-        else snprintf(stream, sizeof stream, "big-%d", a < (ALL_EVENTS + BIG_EVENTS) / 100 ? 1 : 2);
+        else snprintf(stream, sizeof stream, "big-1");
         for (int k = 0; k < 100; k++) {
             snprintf(data[k], sizeof data[k], "{\"client\":0,\"i\":%d,\"note\":\"%0100d\"}", a * 100 + k + 1, 0);
             ev[k].event_type = "Moved";
@@ -347,6 +392,12 @@ static void load_read_data(const char *seed_url, evs_store *s) {
             exit(1);
         }
     }
+    pthread_t t[LOADERS];
+    atomic_store(&load_next, 1);
+    for (int i = 0; i < LOADERS; i++) pthread_create(&t[i], NULL, load_main, s);
+    for (int i = 0; i < LOADERS; i++) pthread_join(t[i], NULL);
+    evs_store_close(s);
+    sql_on(evs_url, "VACUUM ANALYZE event_store");
 }
 
 static int cmp_d(const void *a, const void *b) {
@@ -397,7 +448,9 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_pg: %s\n", evs_errmsg());
         return 1;
     }
-    load_read_data(seed_url, s);
+    double t_load = now_s();
+    load_read_data(seed_url, evs_url);
+    printf("bench_pg: loaded the read data in %.0f s\n", now_s() - t_load);
     printf("bench_pg: %d rounds of %.0f s; PostgreSQL on %s (synchronous_commit on, fsync on)\n", rounds, secs, base);
     static const char *const names[NW] = {"W1 (1 client)",      "W2 (8 clients)",       "W3 (100/append)",
                                           "W4 (10k stream)",    "W4 (100k stream)",     "W5 ($all, 20k)"};

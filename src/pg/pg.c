@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <libpq-events.h>
+
 #include "core/core.h"
 #include "pg/pg.h"
 #include "pg/pg_internal.h"
@@ -107,6 +109,19 @@ static void quiet(void *arg, const char *message) {
     (void)arg, (void)message;
 }
 
+/*
+ * Which named statements (evs__pg_query_named) a connection has prepared:
+ * a bit per statement, kept as the libpq instance data of this event
+ * procedure, i.e. with the connection itself.  It goes when the connection
+ * goes, so a new connection (even one libpq allocates at the same address)
+ * starts with none, and a reset connection forgets them as the server did.
+ */
+static int conn_event(PGEventId id, void *info, void *pass) {
+    (void)pass;
+    if (id == PGEVT_CONNRESET) PQsetInstanceData(((PGEventConnReset *)info)->conn, conn_event, NULL);
+    return 1;
+}
+
 static int connect_one(evs_pg *pg, PGconn **out) {
     *out = NULL;
     PGconn *c = PQconnectdb(pg->url);
@@ -122,6 +137,10 @@ static int connect_one(evs_pg *pg, PGconn **out) {
         return rc;
     }
     PQsetNoticeProcessor(c, quiet, NULL);
+    if (!PQregisterEventProc(c, conn_event, "evstore", NULL)) {
+        PQfinish(c);
+        return evs__err(EVS_ENOMEM, "postgresql: out of memory connecting");
+    }
     *out = c;
     return EVS_OK;
 }
@@ -181,19 +200,55 @@ void evs__pg_put(evs_pg *pg, PGconn *c) {
 }
 
 /*
+ * Run sql on c: unnamed (stmt < 0), or as the named statement stmt, which
+ * is prepared on c first if c has not prepared it yet.  The reply is
+ * PQexecParams' or PQexecPrepared's (a failed PQprepare's if that failed).
+ */
+static PGresult *exec_on(PGconn *c, int stmt, const char *sql, int n, const Oid *types, const char *const *vals,
+                         const int *lens, const int *fmts, int result_format) {
+    if (stmt < 0) return PQexecParams(c, sql, n, types, vals, lens, fmts, result_format);
+    char name[24];
+    snprintf(name, sizeof name, "evs_q%d", stmt);
+    uintptr_t have = (uintptr_t)PQinstanceData(c, conn_event), bit = (uintptr_t)1 << stmt;
+    if (!(have & bit)) {
+        PGresult *p = PQprepare(c, name, sql, n, types);
+        if (PQresultStatus(p) != PGRES_COMMAND_OK) return p;
+        PQclear(p);
+        PQsetInstanceData(c, conn_event, (void *)(have | bit));
+    }
+    PGresult *r = PQexecPrepared(c, name, n, vals, lens, fmts, result_format);
+    const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+    /* the statement is gone (26000: a DISCARD ALL by hand or by a pooler) or its cached plan no longer fits the
+       tables (0A000: a column changed type under it): forget it and prepare it again, once */
+    if (state && (!strcmp(state, "26000") || !strcmp(state, "0A000"))) {
+        PQclear(r);
+        char drop[40];
+        snprintf(drop, sizeof drop, "DEALLOCATE %s", name);
+        PQclear(PQexec(c, drop)); /* 26000 when it was gone already: nothing to undo */
+        PQsetInstanceData(c, conn_event, (void *)(have & ~bit));
+        PGresult *p = PQprepare(c, name, sql, n, types);
+        if (PQresultStatus(p) != PGRES_COMMAND_OK) return p;
+        PQclear(p);
+        PQsetInstanceData(c, conn_event, (void *)(have | bit));
+        r = PQexecPrepared(c, name, n, vals, lens, fmts, result_format);
+    }
+    return r;
+}
+
+/*
  * A query that changes nothing (a read): on a connection that turns out to
  * be broken (the server restarted since it was last used) it runs once more
  * on a fresh one, since running it twice is harmless.  Ownership: *out is
  * the caller's (PQclear) on success; on failure nothing is left.
  */
-int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const char *const *vals, const int *lens,
-                  const int *fmts, int result_format, const char *what, PGresult **out) {
+static int query(evs_pg *pg, int stmt, const char *sql, int n, const Oid *types, const char *const *vals,
+                 const int *lens, const int *fmts, int result_format, const char *what, PGresult **out) {
     *out = NULL;
     int rc = EVS_OK;
     for (int attempt = 0; attempt < 2; attempt++) {
         PGconn *c;
         if ((rc = evs__pg_get(pg, &c))) return rc;
-        PGresult *r = PQexecParams(c, sql, n, types, vals, lens, fmts, result_format);
+        PGresult *r = exec_on(c, stmt, sql, n, types, vals, lens, fmts, result_format);
         if (PQresultStatus(r) == PGRES_TUPLES_OK) {
             evs__pg_put(pg, c);
             *out = r;
@@ -206,6 +261,16 @@ int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const ch
         if (!broken) break;
     }
     return rc;
+}
+
+int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const char *const *vals, const int *lens,
+                  const int *fmts, int result_format, const char *what, PGresult **out) {
+    return query(pg, -1, sql, n, types, vals, lens, fmts, result_format, what, out);
+}
+
+int evs__pg_query_named(evs_pg *pg, int stmt, const char *sql, int n, const Oid *types, const char *const *vals,
+                        const int *lens, const int *fmts, int result_format, const char *what, PGresult **out) {
+    return query(pg, stmt, sql, n, types, vals, lens, fmts, result_format, what, out);
 }
 
 /* ------------------------------------------------------------- the head */

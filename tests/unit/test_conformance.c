@@ -491,6 +491,100 @@ static void test_stream_metadata(evs_store *s) {
     CHECK_INT(rep.events, evs_head(s));
 }
 
+/* Global positions an unfiltered $all read from `from` returns (forward, or backward down to `from`), in p. */
+static int all_positions(evs_store *s, uint64_t from, int dir, uint64_t *p, int max) {
+    evs_reader *rd;
+    int rc = evs_read_all(s, dir == EVS_FORWARD ? from : EVS_POSITION_END, dir, NULL, 0, &rd);
+    if (rc) return -rc;
+    const evs_event *e;
+    int n = 0;
+    while ((rc = evs_reader_next(rd, &e)) == EVS_OK && e->global_position >= from)
+        if (n < max) p[n++] = e->global_position;
+    evs_reader_close(rd);
+    return rc == EVS_DONE || rc == EVS_OK ? n : -rc;
+}
+
+/*
+ * What metadata hides, in reads that span several pages (the PostgreSQL
+ * engine reads 256 rows a page): two streams of 600 events in blocks of 50,
+ * interleaved in $all; max_count on one, truncate_before on the other.  Each
+ * read must start at the first event shown, skip exactly the hidden ones of
+ * every page and keep the order, in both directions.
+ */
+static void test_metadata_pages(evs_store *s) {
+    enum { LEN = 600, BLOCK = 50 };
+    const char *name[2] = {"mpage-a", "mpage-b"};
+    uint64_t g0 = evs_head(s), gpos[2][LEN + 1];
+    static evs_event_in ev[BLOCK];
+    char data[BLOCK][32];
+    for (int b = 0; b < 2 * LEN / BLOCK; b++) {
+        int k = b % 2, first = b / 2 * BLOCK + 1;
+        for (int i = 0; i < BLOCK; i++) {
+            snprintf(data[i], sizeof data[i], "{\"p\":%d}", first + i);
+            ev[i] = tu_event("E", data[i]);
+        }
+        evs_append_result r;
+        CHECK_RC(evs_append(s, name[k], EVS_EXPECT_ANY, ev, BLOCK, &r, NULL), EVS_OK);
+        for (int i = 0; i < BLOCK; i++) gpos[k][first + i] = r.first_global_position + (uint64_t)i;
+    }
+    const char *mc = "{\"max_count\":300}", *tb = "{\"truncate_before\":100}";
+    CHECK_RC(evs_stream_set_metadata(s, name[0], EVS_EXPECT_ANY, mc, strlen(mc), NULL), EVS_OK);
+    CHECK_RC(evs_stream_set_metadata(s, name[1], EVS_EXPECT_ANY, tb, strlen(tb), NULL), EVS_OK);
+    /* shown: mpage-a 301..600, mpage-b 100..600 */
+    static uint64_t p[2 * LEN];
+    int n = stream_positions(s, name[0], EVS_FORWARD, p, LEN), ok = 1;
+    CHECK_INT(n, 300);
+    for (int i = 0; i < n; i++) ok &= p[i] == (uint64_t)(301 + i);
+    n = stream_positions(s, name[0], EVS_BACKWARD, p, LEN);
+    CHECK_INT(n, 300);
+    for (int i = 0; i < n; i++) ok &= p[i] == (uint64_t)(600 - i);
+    n = stream_positions(s, name[1], EVS_FORWARD, p, LEN);
+    CHECK_INT(n, 501);
+    for (int i = 0; i < n; i++) ok &= p[i] == (uint64_t)(100 + i);
+    n = stream_positions(s, name[1], EVS_BACKWARD, p, LEN);
+    CHECK_INT(n, 501);
+    for (int i = 0; i < n; i++) ok &= p[i] == (uint64_t)(600 - i);
+    CHECK(ok);
+    /* a forward read from inside the shown part, with its data */
+    evs_reader *rd;
+    const evs_event *e;
+    CHECK_RC(evs_read_stream(s, name[0], 450, EVS_FORWARD, 0, &rd), EVS_OK);
+    n = 0;
+    while (evs_reader_next(rd, &e) == EVS_OK) {
+        snprintf(data[0], sizeof data[0], "{\"p\":%d}", 450 + n);
+        ok &= e->stream_position == (uint64_t)(450 + n) && e->data_len == strlen(data[0]) &&
+              !memcmp(e->data, data[0], e->data_len);
+        n++;
+    }
+    CHECK_INT(n, 151);
+    CHECK_INT(evs_reader_position(rd), 601);
+    evs_reader_close(rd);
+    CHECK(ok);
+    /* $all: every shown event once, in global order, in both directions */
+    static uint64_t want[2 * LEN];
+    int nw = 0;
+    for (int b = 0; b < 2 * LEN / BLOCK; b++) /* the order of the appends is the global order */
+        for (int k = b % 2, i = b / 2 * BLOCK + 1; i <= b / 2 * BLOCK + BLOCK; i++)
+            if (k == 0 ? i > 300 : i >= 100) want[nw++] = gpos[k][i];
+    CHECK_INT(nw, 801);
+    n = all_positions(s, g0 + 1, EVS_FORWARD, p, 2 * LEN);
+    CHECK(n >= nw); /* then the two $$ streams' events */
+    ok = n >= nw;
+    for (int i = 0; ok && i < nw; i++) ok &= p[i] == want[i];
+    CHECK(ok);
+    n = all_positions(s, g0 + 1, EVS_BACKWARD, p, 2 * LEN);
+    CHECK(n >= nw);
+    ok = n >= nw;
+    for (int i = 0; ok && i < nw; i++) ok &= p[n - 1 - i] == want[i];
+    CHECK(ok);
+    CHECK_INT(all_count(s, name[0]), 300);
+    CHECK_INT(all_count(s, name[1]), 501);
+    /* a soft delete hides the whole stream from $all too */
+    CHECK_RC(evs_stream_delete(s, name[1], EVS_EXPECT_ANY, 0), EVS_OK);
+    CHECK_INT(all_count(s, name[1]), 0);
+    CHECK_INT(stream_positions(s, name[1], EVS_FORWARD, p, LEN), -EVS_ENOTFOUND);
+}
+
 /* What only the embedded engine does yet answers EVS_ENOTSUP on the others, naming the operation. */
 static void test_engine_scope(evs_store *s) {
     evs_bus *bus = NULL;
@@ -591,6 +685,7 @@ int main(int argc, char **argv) {
     test_bad_input(s);
     test_wait_for(s);
     test_stream_metadata(s);
+    test_metadata_pages(s);
     test_engine_scope(s);
     /* reopen: everything is still there, the head too */
     uint64_t head = evs_head(s);
