@@ -703,6 +703,7 @@ void evs_schema_close(evs_schema_registry *r) {
 int evs_schema_open(evs_store *s, evs_schema_registry **out) {
     if (!out) return evs__err(EVS_EINVAL, "schema open: out is NULL");
     *out = NULL;
+    if (!s) return evs__err(EVS_ECLOSED, "schema open: the store is not open");
     void *pg = evs__store_pg_engine(s);
     const char *dir = evs__store_dir(s);
     if (!dir && !pg) return evs__err(EVS_ECLOSED, "schema open: the store is not open");
