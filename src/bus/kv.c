@@ -26,12 +26,22 @@
 _Static_assert(EVS__KV_NOTFOUND == EVS__PGKV_NOTFOUND && EVS__KV_KEYEXIST == EVS__PGKV_KEYEXIST,
                "pg_kv's result codes are the interface's");
 
-static const char *const DB_NAMES[EVS__KV_NDB] = {"consumers", "dlq", "dlq_streams", "pstate"};
+const evs__kv_layout evs__kv_bus_layout = {
+    .what = "consumers",
+    .ntables = EVS__KV_NDB,
+    .lmdb_names = {"consumers", "dlq", "dlq_streams", "pstate"},
+    .pg_db = {0, 1, 2, 3},
+    .lmdb_sync = EVS__KV_SYNC_NOMETA,
+    .lmdb_map_size = EVS_BUS_MAP_SIZE,
+    .lmdb_max_readers = 512,
+};
 
 struct evs__kv {
+    const evs__kv_layout *lo;
     void *pg;                     /* the PostgreSQL engine, NULL for LMDB */
     MDB_env *env;
-    MDB_dbi dbi[EVS__KV_NDB];
+    int ro;
+    MDB_dbi dbi[EVS__KV_MAX_TABLES];
 };
 
 struct evs__kv_txn {
@@ -55,35 +65,44 @@ struct evs__kv_lease {
 };
 
 /* LMDB status -> evs status with message (results NOTFOUND and KEYEXIST pass through). */
-static int mdb_rc(int rc, const char *what) {
+static int mdb_rc_of(const evs__kv_layout *lo, int rc, const char *what) {
     if (rc == 0) return EVS_OK;
     if (rc == MDB_NOTFOUND) return EVS__KV_NOTFOUND;
     if (rc == MDB_KEYEXIST) return EVS__KV_KEYEXIST;
-    if (rc == MDB_MAP_FULL) return evs__err(EVS_ELIMIT, "consumers: %s: the consumer map is full", what);
+    if (rc == MDB_MAP_FULL) return evs__err(EVS_ELIMIT, "%s: %s: the %s map is full", lo->what, what, lo->what);
     /* what LMDB says to a write in an environment opened read-only */
     if (rc == EACCES)
-        return evs__err(EVS_ECLOSED, "consumers: %s: open read-only (the store was opened read-only, or "
-                                     "its consumers/ directory is not writable)", what);
-    return evs__err(EVS_EIO, "consumers: %s: %s", what, mdb_strerror(rc));
+        return evs__err(EVS_ECLOSED, "%s: %s: open read-only (the store was opened read-only, or "
+                                     "its %s/ directory is not writable)", lo->what, what, lo->what);
+    return evs__err(EVS_EIO, "%s: %s: %s", lo->what, what, mdb_strerror(rc));
 }
+#define mdb_rc(rc, what) mdb_rc_of(kv->lo, (rc), (what))
 
 const char *evs__kv_kind(const evs__kv *kv) { return kv->pg ? "postgresql" : "lmdb"; }
 
 int evs__kv_open_lmdb(const char *path, int ro, evs__kv **out) {
+    return evs__kv_open_lmdb_as(&evs__kv_bus_layout, path, ro, out);
+}
+
+int evs__kv_open_lmdb_as(const evs__kv_layout *lo, const char *path, int ro, evs__kv **out) {
     int rc;
     MDB_txn *txn = NULL;
     evs__kv *kv = calloc(1, sizeof *kv);
     *out = NULL;
     if (!kv) return evs__err(EVS_ENOMEM, "out of memory");
+    kv->lo = lo;
+    kv->ro = ro;
     if ((rc = mdb_env_create(&kv->env))) {
         kv->env = NULL;
         rc = mdb_rc(rc, "create environment");
         goto fail;
     }
     mdb_env_set_maxdbs(kv->env, 8);
-    mdb_env_set_mapsize(kv->env, EVS_BUS_MAP_SIZE);
-    mdb_env_set_maxreaders(kv->env, 512);
-    if ((rc = mdb_env_open(kv->env, path, MDB_NOMETASYNC | MDB_NOTLS | (ro ? MDB_RDONLY : 0), 0644))) {
+    mdb_env_set_mapsize(kv->env, lo->lmdb_map_size);
+    if (lo->lmdb_max_readers) mdb_env_set_maxreaders(kv->env, lo->lmdb_max_readers);
+    unsigned sync = lo->lmdb_sync == EVS__KV_SYNC_NOMETA ? MDB_NOMETASYNC
+                    : lo->lmdb_sync == EVS__KV_SYNC_NONE ? MDB_NOSYNC : 0;
+    if ((rc = mdb_env_open(kv->env, path, sync | MDB_NOTLS | (ro ? MDB_RDONLY : 0), 0644))) {
         rc = mdb_rc(rc, path);
         goto fail;
     }
@@ -92,8 +111,8 @@ int evs__kv_open_lmdb(const char *path, int ro, evs__kv **out) {
         goto fail;
     }
     /* (a read-only transaction's commit keeps the handles, as a write's does) */
-    for (int i = 0; i < EVS__KV_NDB; i++)
-        if ((rc = mdb_dbi_open(txn, DB_NAMES[i], ro ? 0 : MDB_CREATE, &kv->dbi[i]))) {
+    for (int i = 0; i < lo->ntables; i++)
+        if (lo->lmdb_names[i] && (rc = mdb_dbi_open(txn, lo->lmdb_names[i], ro ? 0 : MDB_CREATE, &kv->dbi[i]))) {
             mdb_txn_abort(txn);
             rc = mdb_rc(rc, "open databases");
             goto fail;
@@ -107,13 +126,18 @@ int evs__kv_open_lmdb(const char *path, int ro, evs__kv **out) {
 fail:
     evs__kv_close(kv);
     /* a database missing from a read-only environment is "not found" to LMDB: not a result here */
-    return rc > 0 ? evs__err(EVS_EIO, "consumers: %s: a database is missing", path) : rc;
+    return rc > 0 ? evs__err(EVS_EIO, "%s: %s: a database is missing", lo->what, path) : rc;
 }
 
 int evs__kv_open_pg(void *pg_engine, evs__kv **out) {
+    return evs__kv_open_pg_as(&evs__kv_bus_layout, pg_engine, out);
+}
+
+int evs__kv_open_pg_as(const evs__kv_layout *lo, void *pg_engine, evs__kv **out) {
     evs__kv *kv = calloc(1, sizeof *kv);
     *out = NULL;
     if (!kv) return evs__err(EVS_ENOMEM, "out of memory");
+    kv->lo = lo;
     kv->pg = pg_engine;
     *out = kv;
     return EVS_OK;
@@ -121,6 +145,8 @@ int evs__kv_open_pg(void *pg_engine, evs__kv **out) {
 
 void evs__kv_close(evs__kv *kv) {
     if (!kv) return;
+    /* without sync, what the environment wrote reaches the disk here (a clean close loses nothing) */
+    if (kv->env && !kv->ro && kv->lo->lmdb_sync == EVS__KV_SYNC_NONE) mdb_env_sync(kv->env, 1);
     if (kv->env) mdb_env_close(kv->env);
     free(kv);
 }
@@ -150,7 +176,8 @@ int evs__kv_begin(evs__kv *kv, evs__kv_lease *lease, unsigned flags, evs__kv_txn
 }
 
 int evs__kv_commit(evs__kv_txn *t) {
-    int rc = t->kv->pg ? evs__pgkv_commit(t->pt) : mdb_rc(mdb_txn_commit(t->mt), "commit");
+    evs__kv *kv = t->kv;
+    int rc = kv->pg ? evs__pgkv_commit(t->pt) : mdb_rc(mdb_txn_commit(t->mt), "commit");
     evs__kv_lease_drop(t->owned);
     free(t);
     return rc;
@@ -164,43 +191,72 @@ void evs__kv_abort(evs__kv_txn *t) {
     free(t);
 }
 
+/* A table this environment lacks (PostgreSQL only, on LMDB) is a caller's error. */
+static int table_ok(const evs__kv *kv, int db) {
+    if (db >= 0 && db < kv->lo->ntables && (kv->pg || kv->lo->lmdb_names[db])) return EVS_OK;
+    return evs__err(EVS_EINVAL, "%s: table %d is not kept by the %s implementation", kv->lo->what, db,
+                    evs__kv_kind(kv));
+}
+
 int evs__kv_get(evs__kv_txn *t, int db, const evs__kv_val *k, evs__kv_val *v) {
-    if (t->kv->pg) {
+    evs__kv *kv = t->kv;
+    int rc = table_ok(kv, db);
+    if (rc) return rc;
+    if (kv->pg) {
         const void *p;
         size_t n;
-        int rc = evs__pgkv_get(t->pt, db, k->data, k->size, &p, &n);
+        rc = evs__pgkv_get(t->pt, kv->lo->pg_db[db], k->data, k->size, &p, &n);
         if (!rc) v->data = (void *)p, v->size = n;
         return rc;
     }
     MDB_val mk = {k->size, k->data}, mv;
-    int rc = mdb_rc(mdb_get(t->mt, t->kv->dbi[db], &mk, &mv), "read");
+    rc = mdb_rc(mdb_get(t->mt, kv->dbi[db], &mk, &mv), "read");
     if (!rc) v->data = mv.mv_data, v->size = mv.mv_size;
     return rc;
 }
 
 int evs__kv_put(evs__kv_txn *t, int db, const evs__kv_val *k, const evs__kv_val *v, unsigned flags) {
-    int noover = (flags & EVS__KV_NOOVERWRITE) != 0;
-    if (t->kv->pg) return evs__pgkv_put(t->pt, db, k->data, k->size, v->data, v->size, noover);
+    evs__kv *kv = t->kv;
+    int noover = (flags & EVS__KV_NOOVERWRITE) != 0, rc = table_ok(kv, db);
+    if (rc) return rc;
+    if (kv->pg) return evs__pgkv_put(t->pt, kv->lo->pg_db[db], k->data, k->size, v->data, v->size, noover);
     MDB_val mk = {k->size, k->data}, mv = {v->size, v->data};
-    return mdb_rc(mdb_put(t->mt, t->kv->dbi[db], &mk, &mv, noover ? MDB_NOOVERWRITE : 0), "write");
+    return mdb_rc(mdb_put(t->mt, kv->dbi[db], &mk, &mv, noover ? MDB_NOOVERWRITE : 0), "write");
 }
 
 int evs__kv_del(evs__kv_txn *t, int db, const evs__kv_val *k) {
-    if (t->kv->pg) return evs__pgkv_del(t->pt, db, k->data, k->size);
+    evs__kv *kv = t->kv;
+    int rc = table_ok(kv, db);
+    if (rc) return rc;
+    if (kv->pg) return evs__pgkv_del(t->pt, kv->lo->pg_db[db], k->data, k->size);
     MDB_val mk = {k->size, k->data};
-    return mdb_rc(mdb_del(t->mt, t->kv->dbi[db], &mk, NULL), "delete");
+    return mdb_rc(mdb_del(t->mt, kv->dbi[db], &mk, NULL), "delete");
+}
+
+int evs__kv_count(evs__kv_txn *t, int db, size_t *n) {
+    evs__kv *kv = t->kv;
+    int rc = table_ok(kv, db);
+    if (rc) return rc;
+    if (kv->pg) return evs__pgkv_count(t->pt, kv->lo->pg_db[db], n);
+    MDB_stat st;
+    if ((rc = mdb_rc(mdb_stat(t->mt, kv->dbi[db], &st), "count"))) return rc;
+    *n = st.ms_entries;
+    return EVS_OK;
 }
 
 /* ----------------------------------------------------------------- cursors */
 
 int evs__kv_cursor_open(evs__kv_txn *t, int db, evs__kv_cursor **out) {
-    evs__kv_cursor *c = calloc(1, sizeof *c);
+    evs__kv *kv = t->kv;
     *out = NULL;
+    int rc = table_ok(kv, db);
+    if (rc) return rc;
+    evs__kv_cursor *c = calloc(1, sizeof *c);
     if (!c) return evs__err(EVS_ENOMEM, "out of memory");
     c->txn = t;
-    c->db = db;
-    if (!t->kv->pg) {
-        int rc = mdb_rc(mdb_cursor_open(t->mt, t->kv->dbi[db], &c->mc), "cursor");
+    c->db = kv->pg ? kv->lo->pg_db[db] : db; /* PostgreSQL: the table's number in evs_bus_kv */
+    if (!kv->pg) {
+        rc = mdb_rc(mdb_cursor_open(t->mt, kv->dbi[db], &c->mc), "cursor");
         if (rc) {
             free(c);
             return rc;
@@ -227,7 +283,8 @@ static int pg_land(evs__kv_cursor *c, const void *rk, size_t rkl, const void *rv
 }
 
 int evs__kv_cursor_get(evs__kv_cursor *c, evs__kv_val *k, evs__kv_val *v, int op) {
-    if (!c->txn->kv->pg) {
+    evs__kv *kv = c->txn->kv;
+    if (!kv->pg) {
         MDB_val mk = {k->size, k->data}, mv;
         MDB_cursor_op mop = op == EVS__KV_FIRST ? MDB_FIRST : op == EVS__KV_SET_RANGE ? MDB_SET_RANGE : MDB_NEXT;
         int rc = mdb_rc(mdb_cursor_get(c->mc, &mk, &mv, mop), "cursor");
@@ -241,7 +298,7 @@ int evs__kv_cursor_get(evs__kv_cursor *c, evs__kv_val *k, evs__kv_val *v, int op
     case EVS__KV_FIRST: rc = evs__pgkv_seek(c->txn->pt, c->db, "", 0, 0, &rk, &rkl, &rv, &rvl); break;
     case EVS__KV_SET_RANGE: rc = evs__pgkv_seek(c->txn->pt, c->db, k->data, k->size, 0, &rk, &rkl, &rv, &rvl); break;
     default:
-        if (!c->positioned) return evs__err(EVS_EINVAL, "consumers: cursor: next without a position");
+        if (!c->positioned) return evs__err(EVS_EINVAL, "%s: cursor: next without a position", kv->lo->what);
         rc = evs__pgkv_seek(c->txn->pt, c->db, c->key, c->klen, 1, &rk, &rkl, &rv, &rvl);
         break;
     }
@@ -250,8 +307,9 @@ int evs__kv_cursor_get(evs__kv_cursor *c, evs__kv_val *k, evs__kv_val *v, int op
 }
 
 int evs__kv_cursor_del(evs__kv_cursor *c) {
-    if (!c->txn->kv->pg) return mdb_rc(mdb_cursor_del(c->mc, 0), "delete");
-    if (!c->positioned) return evs__err(EVS_EINVAL, "consumers: cursor: delete without a position");
+    evs__kv *kv = c->txn->kv;
+    if (!kv->pg) return mdb_rc(mdb_cursor_del(c->mc, 0), "delete");
+    if (!c->positioned) return evs__err(EVS_EINVAL, "%s: cursor: delete without a position", kv->lo->what);
     /* the key stays the cursor's position: NEXT finds what follows it */
     return evs__pgkv_del(c->txn->pt, c->db, c->key, c->klen);
 }

@@ -34,6 +34,15 @@
  * Thread rules: an evs__kv is used by any number of threads; a transaction
  * and its cursors belong to one thread.  Transactions on one lease run one
  * at a time (the lease's mutex, held from begin to commit/abort).
+ *
+ * Other users (the schema registry, the application layer) open the same
+ * interface on a layout of their own (evs__kv_layout): their LMDB
+ * environment's database names and durability, kept exactly as they were
+ * before they moved onto this interface, and the evs_bus_kv.db number of
+ * each table on PostgreSQL.  A table named NULL for LMDB exists on
+ * PostgreSQL only (what the embedded engine keeps in a file of its own).
+ * Every write transaction on PostgreSQL, whatever its layout, takes the
+ * same advisory lock: writers of all layouts run one at a time.
  */
 #ifndef EVS_BUS_KV_H
 #define EVS_BUS_KV_H
@@ -54,6 +63,36 @@ typedef struct evs__kv_val {
 
 /* The bus's tables (bus_internal.h describes their keys and values). */
 enum { EVS__KV_CONSUMERS, EVS__KV_DLQ, EVS__KV_DLQ_STREAMS, EVS__KV_PSTATE, EVS__KV_NDB };
+
+/* The most tables one layout may have. */
+#define EVS__KV_MAX_TABLES 8
+
+/* LMDB durability of a layout's environment (evs__kv_layout.lmdb_sync). */
+enum {
+    EVS__KV_SYNC_FULL,       /* every commit synced */
+    EVS__KV_SYNC_NOMETA,     /* MDB_NOMETASYNC: the data pages synced, the meta page not */
+    EVS__KV_SYNC_NONE        /* MDB_NOSYNC: synced only at close */
+};
+
+/*
+ * What an opener keeps: its tables (the db argument of get, put, del and
+ * cursor_open is an index into them), what LMDB calls them and how it
+ * syncs, and their number in evs_bus_kv on PostgreSQL (unique across all
+ * layouts: 0..3 the bus, 10..14 schemas, 20..23 the app layer).  A layout
+ * must outlive every evs__kv opened on it (a static const).
+ */
+typedef struct evs__kv_layout {
+    const char *what;                                /* subject of messages: "consumers", "schemas", "app" */
+    int ntables;
+    const char *lmdb_names[EVS__KV_MAX_TABLES];      /* NULL: PostgreSQL only */
+    short pg_db[EVS__KV_MAX_TABLES];
+    int lmdb_sync;                                   /* EVS__KV_SYNC_* */
+    size_t lmdb_map_size;
+    unsigned lmdb_max_readers;                       /* 0: LMDB's default */
+} evs__kv_layout;
+
+/* The bus's layout (what evs__kv_open_lmdb and evs__kv_open_pg open). */
+extern const evs__kv_layout evs__kv_bus_layout;
 
 #define EVS__KV_NOTFOUND 1
 #define EVS__KV_KEYEXIST 2
@@ -76,6 +115,10 @@ int evs__kv_open_lmdb(const char *path, int ro, evs__kv **out);
  * Ownership: *out is the caller's (evs__kv_close).
  */
 int evs__kv_open_pg(void *pg_engine, evs__kv **out);
+/* The same on another layout. */
+int evs__kv_open_lmdb_as(const evs__kv_layout *lo, const char *path, int ro, evs__kv **out);
+int evs__kv_open_pg_as(const evs__kv_layout *lo, void *pg_engine, evs__kv **out);
+/* Close (an environment opened EVS__KV_SYNC_NONE is synced first).  NULL: no-op. */
 void evs__kv_close(evs__kv *kv);
 /* "lmdb" or "postgresql". */
 const char *evs__kv_kind(const evs__kv *kv);
@@ -88,6 +131,8 @@ void evs__kv_abort(evs__kv_txn *txn); /* NULL: no-op */
 int evs__kv_get(evs__kv_txn *txn, int db, const evs__kv_val *k, evs__kv_val *v);
 int evs__kv_put(evs__kv_txn *txn, int db, const evs__kv_val *k, const evs__kv_val *v, unsigned flags);
 int evs__kv_del(evs__kv_txn *txn, int db, const evs__kv_val *k);
+/* The number of keys in table db. */
+int evs__kv_count(evs__kv_txn *txn, int db, size_t *n);
 
 /* Ownership: *out until evs__kv_cursor_close (before the transaction ends). */
 int evs__kv_cursor_open(evs__kv_txn *txn, int db, evs__kv_cursor **out);

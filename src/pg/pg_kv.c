@@ -186,6 +186,19 @@ int evs__pgkv_del(evs__pgkv_txn *t, int db, const void *k, size_t kl) {
     return strcmp(PQcmdTuples(r), "0") == 0 ? EVS__PGKV_NOTFOUND : EVS_OK;
 }
 
+int evs__pgkv_count(evs__pgkv_txn *t, int db, size_t *n) {
+    PGresult *r;
+    int rc = run(t, "SELECT count(*) FROM evs_bus_kv WHERE db = $1", db, 0, NULL, NULL, PGRES_TUPLES_OK,
+                 "postgresql: kv: count", &r);
+    if (rc) return rc;
+    /* binary result: int8, big-endian */
+    const uint8_t *p = (const uint8_t *)PQgetvalue(r, 0, 0);
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++) v = v << 8 | p[i];
+    *n = (size_t)v;
+    return EVS_OK;
+}
+
 static int page_row(evs__pgkv_txn *t, int row, const void **rk, size_t *rkl, const void **rv, size_t *rvl) {
     t->page_row = row;
     *rk = PQgetvalue(t->page, row, 0);

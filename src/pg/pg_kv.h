@@ -5,7 +5,7 @@
  * postgresql:// URL.  Nothing here knows the bus: tables are small numbers,
  * keys and values byte strings.
  *
- * The table (migration 3 in migrate.c):
+ * The table (migration 5 in migrate.c):
  *   evs_bus_kv (db smallint, k bytea, v bytea, PRIMARY KEY (db, k))
  * bytea compares bytewise, shorter first on a common prefix: LMDB's default
  * key order, so a range scan walks the same keys in the same order on both.
@@ -42,6 +42,8 @@ void evs__pgkv_abort(evs__pgkv_txn *t);
 int evs__pgkv_get(evs__pgkv_txn *t, int db, const void *k, size_t kl, const void **v, size_t *vl);
 int evs__pgkv_put(evs__pgkv_txn *t, int db, const void *k, size_t kl, const void *v, size_t vl, int nooverwrite);
 int evs__pgkv_del(evs__pgkv_txn *t, int db, const void *k, size_t kl);
+/* The number of rows of db. */
+int evs__pgkv_count(evs__pgkv_txn *t, int db, size_t *n);
 /* The first row of db with key >= k (after: > k). */
 int evs__pgkv_seek(evs__pgkv_txn *t, int db, const void *k, size_t kl, int after, const void **rk, size_t *rkl,
                    const void **rv, size_t *rvl);

@@ -1,13 +1,15 @@
 /*
  * registry.c — the schema registry: versions of each event type's schema,
  * compatibility modes, deprecation, validation policies, the append hook
- * and its counters, kept in DIR/schemas/.
+ * and its counters, kept through the kv interface (src/bus/kv.h): in
+ * DIR/schemas/ on the embedded engine, in evs_bus_kv on PostgreSQL.
  *
  * DIR/schemas/ is an LMDB environment of its own next to the log (why not a
  * reserved stream: docs/decisions.md).  Commits are synced: a registration
- * is durable when evs_schema_register returns.  Its databases, keys and
- * values (JSON objects written with jansson; rare writes, off the append
- * path):
+ * is durable when evs_schema_register returns.  On PostgreSQL the same
+ * tables are evs_bus_kv rows with db 10..13 (and 14, below), committed
+ * before the call returns.  Its databases, keys and values (JSON objects
+ * written with jansson; rare writes, off the append path):
  *
  *   versions   type 0x00 be32(version) -> {"schema": "<text as registered>",
  *              "registered_at": ns, "deprecated_at": ns (0: not deprecated),
@@ -18,6 +20,23 @@
  *               "deprecated": "warn" | "refuse" | "allow"}
  *   upcasters  type 0x00 be32(from) -> {"lang": "lua", "source": "...",
  *              "registered_at": ns}  (C upcasters are never stored)
+ *   meta       PostgreSQL only: "gen" -> be64, bumped by every write
+ *
+ * Sharing (PostgreSQL: several servers on one database).  Each server keeps
+ * the tables in memory as above, tagged with the generation they reflect.
+ * A write takes the kv write transaction (its advisory lock makes writers
+ * of every server run one at a time), compares the stored generation with
+ * its own and, when another server wrote since, reloads and checks again:
+ * version numbers, compatibility checks and upcaster slots are decided
+ * against what is committed, never against a stale copy, so two servers
+ * can never both register version N of a type.  Readers compare the
+ * generation before answering (the schema routes: a registration through
+ * one server is visible through every other at once); the append hook and
+ * upcasting compare it at most every EVS__SCHEMA_RECHECK_NS, so a
+ * registration made elsewhere is enforced here within that time (a query
+ * per 200 ms instead of one per append).  A reload keeps every type entry
+ * (their counters are this server's), swaps in their versions, policies and
+ * Lua upcasters, and keeps the C upcasters this process declared.
  *
  * Everything is loaded at open and kept in memory (table.h); the append
  * hook reads only memory, under the read lock.  A version never changes
@@ -43,6 +62,16 @@
 #include "store/store_access.h"
 
 #define EVS_SCHEMA_MAP_SIZE (1ull << 30)
+
+/* DIR/schemas/ as it always was (synced commits, LMDB's default readers); rows 10..14 on PostgreSQL. */
+static const evs__kv_layout schema_layout = {
+    .what = "schemas",
+    .ntables = EVS__SK_NTABLES,
+    .lmdb_names = {"versions", "types", "policies", "upcasters", NULL},
+    .pg_db = {10, 11, 12, 13, 14},
+    .lmdb_sync = EVS__KV_SYNC_FULL,
+    .lmdb_map_size = EVS_SCHEMA_MAP_SIZE,
+};
 
 static _Thread_local evs_schema_violation tl_violation;
 static _Thread_local int tl_have_violation;
@@ -201,28 +230,59 @@ static int policy_from_json(const json_t *j, evs_schema_policy *p) {
 
 /* ------------------------------------------------------------ durability */
 
-static int put_json(MDB_txn *txn, MDB_dbi dbi, const void *key, size_t klen, json_t *j) {
+static int put_json(evs__kv_txn *txn, int db, const void *key, size_t klen, json_t *j) {
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     if (!s) return evs__err(EVS_ENOMEM, "out of memory encoding a registry record");
-    MDB_val k = {klen, (void *)key}, v = {strlen(s), s};
-    int rc = mdb_put(txn, dbi, &k, &v, 0);
+    evs__kv_val k = {klen, (void *)key}, v = {strlen(s), s};
+    int rc = evs__kv_put(txn, db, &k, &v, 0);
     free(s);
-    return rc ? evs__schema_mdb_err(rc, "write") : EVS_OK;
+    return evs__schema_kv_err(rc, "write");
 }
 
-/* Run one write: begin, fn, commit (synced). */
-static int write_txn(evs_schema_registry *r, int (*fn)(evs_schema_registry *, MDB_txn *, void *), void *arg) {
-    if (r->readonly || !r->env) return evs__err(EVS_ECLOSED, "the schema registry is read-only (store opened read-only)");
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(r->env, NULL, 0, &txn);
-    if (rc) return evs__schema_mdb_err(rc, "begin");
-    if ((rc = fn(r, txn, arg))) {
-        mdb_txn_abort(txn);
-        return rc;
-    }
-    if ((rc = mdb_txn_commit(txn))) return evs__schema_mdb_err(rc, "commit");
+/* PostgreSQL: the stored generation (0 before the first write). */
+static int gen_read(evs__kv_txn *txn, uint64_t *gen) {
+    evs__kv_val k = {3, "gen"}, v;
+    int rc = evs__kv_get(txn, EVS__SK_META, &k, &v);
+    *gen = 0;
+    if (rc == EVS__KV_NOTFOUND) return EVS_OK;
+    if (rc) return evs__schema_kv_err(rc, "read the generation");
+    if (v.size != 8) return evs__err(EVS_ECORRUPT, "schemas: the generation row is %zu bytes, not 8", v.size);
+    *gen = evs__get64be(v.data);
     return EVS_OK;
+}
+
+static int reload(evs_schema_registry *r, evs__kv_txn *txn);
+
+int evs__schema_write(evs_schema_registry *r, int (*fn)(evs_schema_registry *, evs__kv_txn *, void *), void *arg) {
+    if (r->readonly || !r->kv) return evs__err(EVS_ECLOSED, "the schema registry is read-only (store opened read-only)");
+    evs__kv_txn *txn;
+    uint64_t gen = 0;
+    int rc = evs__kv_begin(r->kv, NULL, 0, &txn);
+    if (rc) return rc;
+    if (r->pg) {
+        /* under the writers' lock: what is stored now is what this write is checked against */
+        if ((rc = gen_read(txn, &gen))) goto fail;
+        if (gen != r->gen) {
+            if ((rc = reload(r, txn))) goto fail;
+            r->gen = gen;
+            evs__kv_abort(txn);
+            return EVS__SCHEMA_STALE;
+        }
+    }
+    if ((rc = fn(r, txn, arg))) goto fail;
+    if (r->pg) {
+        uint8_t b[8];
+        evs__put64be(b, gen + 1);
+        evs__kv_val k = {3, "gen"}, v = {8, b};
+        if ((rc = evs__schema_kv_err(evs__kv_put(txn, EVS__SK_META, &k, &v, 0), "write the generation"))) goto fail;
+    }
+    if ((rc = evs__kv_commit(txn))) return rc;
+    if (r->pg) r->gen = gen + 1;
+    return EVS_OK;
+fail:
+    evs__kv_abort(txn);
+    return rc;
 }
 
 static json_t *version_json(const evs__sversion *v) {
@@ -242,20 +302,20 @@ static int compile_version(evs__sversion *v, const char *type, uint32_t version)
     return v->broken ? EVS_OK : evs__err(EVS_ENOMEM, "out of memory");
 }
 
-static int load(evs_schema_registry *r, MDB_txn *txn) {
-    MDB_cursor *cur = NULL;
-    MDB_val k, v;
+static int load(evs_schema_registry *r, evs__kv_txn *txn) {
+    evs__kv_cursor *cur = NULL;
+    evs__kv_val k = {0, NULL}, v;
     int rc;
     /* versions, in key order: by type, then version */
-    if ((rc = mdb_cursor_open(txn, r->versions, &cur))) return evs__schema_mdb_err(rc, "cursor");
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        const uint8_t *kb = k.mv_data;
-        if (k.mv_size < 6 || kb[k.mv_size - 5] != 0 || memchr(kb, 0, k.mv_size - 5)) {
+    if ((rc = evs__kv_cursor_open(txn, EVS__SK_VERSIONS, &cur))) return rc;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_FIRST); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        const uint8_t *kb = k.data;
+        if (k.size < 6 || kb[k.size - 5] != 0 || memchr(kb, 0, k.size - 5)) {
             rc = evs__err(EVS_ECORRUPT, "schemas: malformed version key");
             goto out;
         }
         char name[EVS_MAX_TYPE_NAME + 1];
-        size_t nl = k.mv_size - 5;
+        size_t nl = k.size - 5;
         if (nl > EVS_MAX_TYPE_NAME) {
             rc = evs__err(EVS_ECORRUPT, "schemas: type name too long");
             goto out;
@@ -273,7 +333,7 @@ static int load(evs_schema_registry *r, MDB_txn *txn) {
             goto out;
         }
         json_error_t je;
-        json_t *j = json_loadb(v.mv_data, v.mv_size, 0, &je);
+        json_t *j = json_loadb(v.data, v.size, 0, &je);
         const char *text = json_string_value(json_object_get(j, "schema"));
         if (!text) {
             json_decref(j);
@@ -307,11 +367,11 @@ static int load(evs_schema_registry *r, MDB_txn *txn) {
         t->nv++;
         if ((rc = compile_version(sv, name, ver))) goto out;
     }
-    if (rc != MDB_NOTFOUND) {
-        rc = evs__schema_mdb_err(rc, "read versions");
+    if (rc != EVS__KV_NOTFOUND) {
+        rc = evs__schema_kv_err(rc, "read versions");
         goto out;
     }
-    mdb_cursor_close(cur);
+    evs__kv_cursor_close(cur);
     cur = NULL;
     /* implicit steps: the next version includes this one */
     for (size_t i = 0; i < r->nt; i++) {
@@ -322,13 +382,13 @@ static int load(evs_schema_registry *r, MDB_txn *txn) {
     }
     evs__err_clear();
     /* types */
-    if ((rc = mdb_cursor_open(txn, r->types, &cur))) return evs__schema_mdb_err(rc, "cursor");
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+    if ((rc = evs__kv_cursor_open(txn, EVS__SK_TYPES, &cur))) return rc;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_FIRST); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
         char name[EVS_MAX_TYPE_NAME + 1];
-        if (k.mv_size == 0 || k.mv_size > EVS_MAX_TYPE_NAME) continue;
-        memcpy(name, k.mv_data, k.mv_size);
-        name[k.mv_size] = 0;
-        json_t *j = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        if (k.size == 0 || k.size > EVS_MAX_TYPE_NAME) continue;
+        memcpy(name, k.data, k.size);
+        name[k.size] = 0;
+        json_t *j = json_loadb(v.data, v.size, 0, NULL);
         evs_schema_compat mode;
         int prc = evs_schema_compat_parse(json_string_value(json_object_get(j, "compat")), &mode);
         json_decref(j);
@@ -340,16 +400,16 @@ static int load(evs_schema_registry *r, MDB_txn *txn) {
         }
         t->compat = mode;
     }
-    mdb_cursor_close(cur);
+    evs__kv_cursor_close(cur);
     cur = NULL;
     /* policies */
-    if ((rc = mdb_cursor_open(txn, r->policies, &cur))) return evs__schema_mdb_err(rc, "cursor");
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size == 0 || k.mv_size > EVS_MAX_TYPE_NAME + 1) continue;
+    if ((rc = evs__kv_cursor_open(txn, EVS__SK_POLICIES, &cur))) return rc;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_FIRST); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size == 0 || k.size > EVS_MAX_TYPE_NAME + 1) continue;
         char name[EVS_MAX_TYPE_NAME + 2];
-        memcpy(name, k.mv_data, k.mv_size);
-        name[k.mv_size] = 0;
-        json_t *j = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        memcpy(name, k.data, k.size);
+        name[k.size] = 0;
+        json_t *j = json_loadb(v.data, v.size, 0, NULL);
         evs_schema_policy p;
         int prc = policy_from_json(j, &p);
         json_decref(j);
@@ -385,12 +445,153 @@ static int load(evs_schema_registry *r, MDB_txn *txn) {
             r->sp[r->nsp++].policy = p; /* keys come sorted, so the array is */
         }
     }
-    mdb_cursor_close(cur);
+    evs__kv_cursor_close(cur);
     cur = NULL;
     return evs__schema_load_upcasters(r, txn);
 out:
-    if (cur) mdb_cursor_close(cur);
+    evs__kv_cursor_close(cur);
     return rc;
+}
+
+/* ------------------------------------------------------ sharing (reload) */
+
+/* Insert type t (from a reload's tables) into r's sorted array.  Write lock held. */
+static int type_insert(evs_schema_registry *r, evs__stype *t) {
+    if (r->nt == r->capt) {
+        size_t ncap = r->capt ? r->capt * 2 : 16;
+        evs__stype **nt = realloc(r->t, ncap * sizeof *nt);
+        if (!nt) return evs__err(EVS_ENOMEM, "out of memory reloading schemas");
+        r->t = nt;
+        r->capt = ncap;
+    }
+    size_t at = 0;
+    while (at < r->nt && strcmp(r->t[at]->name, t->name) < 0) at++;
+    memmove(r->t + at + 1, r->t + at, (r->nt - at) * sizeof *r->t);
+    r->t[at] = t;
+    r->nt++;
+    return EVS_OK;
+}
+
+static void tables_free(evs_schema_registry *x) {
+    for (size_t i = 0; i < x->nt; i++)
+        if (x->t[i]) type_free(x->t[i]);
+    free(x->t);
+    for (size_t i = 0; i < x->nsp; i++) free(x->sp[i].name);
+    free(x->sp);
+}
+
+/*
+ * Load what txn sees into fresh tables and move it into r: every type entry
+ * of r stays (other threads' pointers and this server's counters), with the
+ * stored versions, compatibility, policy and Lua upcasters swapped in; the
+ * C upcasters this process declared stay where their step still exists.
+ * Write lock held (or opening); on failure r is unchanged.
+ */
+static int reload(evs_schema_registry *r, evs__kv_txn *txn) {
+    evs_schema_registry x;
+    memset(&x, 0, sizeof x);
+    x.def.validation = EVS_VALIDATION_ENFORCE;
+    x.def.deprecated = EVS_DEPRECATED_WARN;
+    int rc = load(&x, txn);
+    /* room for the new types first, so that the moves below cannot fail half-way */
+    size_t fresh = 0;
+    for (size_t i = 0; !rc && i < x.nt; i++) fresh += !evs__schema_find(r, x.t[i]->name);
+    if (!rc && r->nt + fresh > r->capt) {
+        evs__stype **nt = realloc(r->t, (r->nt + fresh) * sizeof *nt);
+        if (!nt) rc = evs__err(EVS_ENOMEM, "out of memory reloading schemas");
+        else r->t = nt, r->capt = r->nt + fresh;
+    }
+    if (rc) {
+        tables_free(&x);
+        return rc;
+    }
+    for (size_t i = 0; i < r->nt; i++) {
+        /* a type stored nowhere now (only a policy that was cleared, or nothing) */
+        if (!evs__schema_find(&x, r->t[i]->name)) {
+            r->t[i]->has_policy = 0;
+            r->t[i]->compat = EVS_COMPAT_BACKWARD;
+        }
+    }
+    for (size_t i = 0; i < x.nt; i++) {
+        evs__stype *nt = x.t[i], *old = evs__schema_find(r, nt->name);
+        if (!old) {
+            type_insert(r, nt); /* cannot fail: room was made */
+            x.t[i] = NULL;
+            continue;
+        }
+        for (size_t j = 0; j < old->capv && j < nt->capv; j++)
+            if (old->up[j] && old->up[j]->kind == EVS__UP_C && !nt->up[j] && j + 1 < nt->nv) {
+                nt->up[j] = old->up[j];
+                old->up[j] = NULL;
+            }
+        evs__sversion *v = old->v;
+        evs__upcaster **up = old->up;
+        size_t nv = old->nv, capv = old->capv;
+        old->v = nt->v, old->up = nt->up, old->nv = nt->nv, old->capv = nt->capv;
+        nt->v = v, nt->up = up, nt->nv = nv, nt->capv = capv; /* the old ones, freed with x */
+        old->compat = nt->compat;
+        old->has_policy = nt->has_policy;
+        old->policy = nt->policy;
+    }
+    evs__spolicy *sp = r->sp;
+    size_t nsp = r->nsp, capsp = r->capsp;
+    r->sp = x.sp, r->nsp = x.nsp, r->capsp = x.capsp;
+    x.sp = sp, x.nsp = nsp, x.capsp = capsp;
+    r->def = x.def;
+    tables_free(&x);
+    return EVS_OK;
+}
+
+/* PostgreSQL: bring the tables up to date when the stored generation moved.  Write lock held. */
+static int sync_locked(evs_schema_registry *r) {
+    evs__kv_txn *txn;
+    uint64_t gen;
+    int rc = evs__kv_begin(r->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return rc;
+    /* one snapshot: the generation and the tables read with it agree */
+    if (!(rc = gen_read(txn, &gen)) && gen != r->gen && !(rc = reload(r, txn))) r->gen = gen;
+    evs__kv_abort(txn);
+    if (!rc) atomic_store(&r->checked_ns, evs_now_ns());
+    return rc;
+}
+
+void evs__schema_wrlock_fresh(evs_schema_registry *r) {
+    pthread_rwlock_wrlock(&r->lock);
+    /* a failure here is the write's to meet (its transaction checks the generation again) */
+    if (r->pg && r->kv && sync_locked(r)) evs__err_clear();
+}
+
+void evs__schema_refresh(evs_schema_registry *r, int64_t max_age_ns) {
+    if (!r->pg || !r->kv) return;
+    int64_t now = evs_now_ns();
+    if (max_age_ns && now - atomic_load(&r->checked_ns) < max_age_ns) return;
+    if (max_age_ns) {
+        /* the append path does not queue behind a refresh another thread is doing */
+        if (pthread_mutex_trylock(&r->refresh_mu)) return;
+    } else {
+        pthread_mutex_lock(&r->refresh_mu);
+    }
+    evs__kv_txn *txn;
+    uint64_t gen;
+    int rc = evs__kv_begin(r->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (!rc) {
+        rc = gen_read(txn, &gen);
+        evs__kv_abort(txn);
+    }
+    if (!rc) {
+        pthread_rwlock_rdlock(&r->lock);
+        int same = gen == r->gen;
+        pthread_rwlock_unlock(&r->lock);
+        if (same) {
+            atomic_store(&r->checked_ns, now);
+        } else {
+            pthread_rwlock_wrlock(&r->lock);
+            rc = sync_locked(r);
+            pthread_rwlock_unlock(&r->lock);
+        }
+    }
+    pthread_mutex_unlock(&r->refresh_mu);
+    if (rc) evs__err_clear();
 }
 
 /* ------------------------------------------------------------- the hook */
@@ -421,6 +622,7 @@ static int hook(void *ctx, const char *stream, size_t stream_len, const char *st
                 size_t index) {
     evs_schema_registry *r = ctx;
     (void)stream, (void)stream_len;
+    evs__schema_refresh(r, EVS__SCHEMA_RECHECK_NS);
     pthread_rwlock_rdlock(&r->lock);
     evs__stype *t = evs__schema_find(r, ev->event_type);
     if (!t || t->nv == 0) {
@@ -492,7 +694,8 @@ void evs_schema_close(evs_schema_registry *r) {
     free(r->t);
     for (size_t i = 0; i < r->nsp; i++) free(r->sp[i].name);
     free(r->sp);
-    if (r->env) mdb_env_close(r->env);
+    evs__kv_close(r->kv);
+    pthread_mutex_destroy(&r->refresh_mu);
     pthread_rwlock_destroy(&r->lock);
     free(r);
 }
@@ -500,71 +703,56 @@ void evs_schema_close(evs_schema_registry *r) {
 int evs_schema_open(evs_store *s, evs_schema_registry **out) {
     if (!out) return evs__err(EVS_EINVAL, "schema open: out is NULL");
     *out = NULL;
-    if (evs__store_native_only(s, "the schema registry")) return EVS_ENOTSUP;
+    if (!s) return evs__err(EVS_ECLOSED, "schema open: the store is not open");
+    void *pg = evs__store_pg_engine(s);
     const char *dir = evs__store_dir(s);
-    if (!dir) return evs__err(EVS_ECLOSED, "schema open: the store is not open");
+    if (!dir && !pg) return evs__err(EVS_ECLOSED, "schema open: the store is not open");
     evs_schema_registry *r = calloc(1, sizeof *r);
     if (!r) return evs__err(EVS_ENOMEM, "out of memory opening the schema registry");
     r->store = s;
+    r->pg = pg != NULL;
     r->readonly = evs__store_readonly(s);
     r->def.validation = EVS_VALIDATION_ENFORCE;
     r->def.deprecated = EVS_DEPRECATED_WARN;
     pthread_rwlock_init(&r->lock, NULL);
+    pthread_mutex_init(&r->refresh_mu, NULL);
     int rc;
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/schemas", dir);
-    struct stat st;
-    if (r->readonly && stat(path, &st) != 0) {
-        *out = r; /* nothing registered yet: an empty registry */
-        return EVS_OK;
+    char path[PATH_MAX] = "postgresql";
+    evs__kv_txn *txn = NULL;
+    if (dir) {
+        snprintf(path, sizeof path, "%s/schemas", dir);
+        struct stat st;
+        if (r->readonly && stat(path, &st) != 0) {
+            *out = r; /* nothing registered yet: an empty registry */
+            return EVS_OK;
+        }
     }
     /* the hook first: it refuses a second registry on this store before LMDB opens the environment twice */
     if (!r->readonly) {
         if ((rc = evs__store_set_validator(s, hook, r))) goto fail;
         r->hooked = 1;
     }
-    if (!r->readonly && mkdir(path, 0755) != 0 && errno != EEXIST) {
-        rc = evs__err_errno(-errno, "cannot create %s", path);
-        goto fail;
+    if (pg) {
+        if ((rc = evs__kv_open_pg_as(&schema_layout, pg, &r->kv))) goto fail;
+    } else {
+        if (!r->readonly && mkdir(path, 0755) != 0 && errno != EEXIST) {
+            rc = evs__err_errno(-errno, "cannot create %s", path);
+            goto fail;
+        }
+        if ((rc = evs__kv_open_lmdb_as(&schema_layout, path, r->readonly, &r->kv))) goto fail;
     }
-    MDB_txn *txn = NULL;
-    if ((rc = mdb_env_create(&r->env))) {
-        r->env = NULL;
-        rc = evs__schema_mdb_err(rc, "create environment");
-        goto fail;
-    }
-    mdb_env_set_maxdbs(r->env, 8);
-    mdb_env_set_mapsize(r->env, EVS_SCHEMA_MAP_SIZE);
-    if ((rc = mdb_env_open(r->env, path, MDB_NOTLS | (r->readonly ? MDB_RDONLY : 0), 0644))) {
-        rc = evs__schema_mdb_err(rc, path);
-        goto fail;
-    }
-    if ((rc = mdb_txn_begin(r->env, NULL, r->readonly ? MDB_RDONLY : 0, &txn))) {
-        rc = evs__schema_mdb_err(rc, "begin");
-        goto fail;
-    }
-    unsigned create = r->readonly ? 0 : MDB_CREATE;
-    if ((rc = mdb_dbi_open(txn, "versions", create, &r->versions)) || (rc = mdb_dbi_open(txn, "types", create, &r->types)) ||
-        (rc = mdb_dbi_open(txn, "policies", create, &r->policies)) ||
-        (rc = mdb_dbi_open(txn, "upcasters", create, &r->upcasters))) {
-        mdb_txn_abort(txn);
-        rc = rc == MDB_NOTFOUND ? evs__err(EVS_ECORRUPT, "%s is not a schema registry", path)
-                                : evs__schema_mdb_err(rc, "open databases");
-        goto fail;
-    }
+    if ((rc = evs__kv_begin(r->kv, NULL, EVS__KV_RDONLY, &txn))) goto fail;
+    if (pg && (rc = gen_read(txn, &r->gen))) goto fail;
     if ((rc = load(r, txn))) {
-        mdb_txn_abort(txn);
         evs__err_prefix(rc, "%s: ", path);
         goto fail;
     }
-    if (r->readonly) mdb_txn_abort(txn);
-    else if ((rc = mdb_txn_commit(txn))) {
-        rc = evs__schema_mdb_err(rc, "commit");
-        goto fail;
-    }
+    evs__kv_abort(txn);
+    atomic_store(&r->checked_ns, evs_now_ns());
     *out = r;
     return EVS_OK;
 fail:
+    evs__kv_abort(txn);
     evs_schema_close(r);
     return rc;
 }
@@ -577,15 +765,17 @@ typedef struct reg_op {
     const evs__sversion *v;
 } reg_op;
 
-static int reg_write(evs_schema_registry *r, MDB_txn *txn, void *arg) {
+static int reg_write(evs_schema_registry *r, evs__kv_txn *txn, void *arg) {
     reg_op *op = arg;
     uint8_t key[EVS_MAX_TYPE_NAME + 5];
     size_t kl = evs__schema_key(key, op->type, op->version);
-    MDB_val k = {kl, key}, v;
-    if (mdb_get(txn, r->versions, &k, &v) == 0)
-        return evs__err(EVS_ECONFLICT, "%s version %u is already registered", op->type, op->version);
+    evs__kv_val k = {kl, key}, v;
+    (void)r;
+    int rc = evs__kv_get(txn, EVS__SK_VERSIONS, &k, &v);
+    if (rc == EVS_OK) return evs__err(EVS_ECONFLICT, "%s version %u is already registered", op->type, op->version);
+    if (rc != EVS__KV_NOTFOUND) return evs__schema_kv_err(rc, "read a version");
     json_t *j = version_json(op->v);
-    return put_json(txn, r->versions, key, kl, j);
+    return put_json(txn, EVS__SK_VERSIONS, key, kl, j);
 }
 
 /* Check def against the registry (write lock held): the compiled schema in *js, the version in *ver. */
@@ -655,6 +845,7 @@ int evs_schema_check(evs_schema_registry *r, const evs_schema_def *def, evs_sche
     if (!r) return evs__err(EVS_EINVAL, "schema check: registry is NULL");
     evs_json_schema *js;
     uint32_t ver;
+    evs__schema_refresh(r, EVS__SCHEMA_RECHECK_NS);
     pthread_rwlock_rdlock(&r->lock);
     int rc = check_def(r, def, &js, &ver, why);
     pthread_rwlock_unlock(&r->lock);
@@ -662,12 +853,11 @@ int evs_schema_check(evs_schema_registry *r, const evs_schema_def *def, evs_sche
     return rc;
 }
 
-int evs_schema_register(evs_schema_registry *r, const evs_schema_def *def, uint32_t *version, evs_schema_violation *why) {
-    if (!r) return evs__err(EVS_EINVAL, "schema register: registry is NULL");
-    if (r->readonly || !r->env) return evs__err(EVS_ECLOSED, "the schema registry is read-only (store opened read-only)");
+static int register_once(evs_schema_registry *r, const evs_schema_def *def, uint32_t *version,
+                         evs_schema_violation *why) {
     evs_json_schema *js;
     uint32_t ver;
-    pthread_rwlock_wrlock(&r->lock);
+    evs__schema_wrlock_fresh(r);
     int rc = check_def(r, def, &js, &ver, why);
     if (rc) goto out;
     evs__sversion nv;
@@ -686,7 +876,7 @@ int evs_schema_register(evs_schema_registry *r, const evs_schema_def *def, uint3
     memcpy(nv.text, def->schema, def->schema_len);
     nv.text[def->schema_len] = 0;
     reg_op op = {def->event_type, ver, &nv};
-    if ((rc = write_txn(r, reg_write, &op))) {
+    if ((rc = evs__schema_write(r, reg_write, &op))) {
         version_free(&nv);
         goto out;
     }
@@ -702,14 +892,32 @@ out:
     return rc;
 }
 
+int evs_schema_register(evs_schema_registry *r, const evs_schema_def *def, uint32_t *version, evs_schema_violation *why) {
+    if (!r) return evs__err(EVS_EINVAL, "schema register: registry is NULL");
+    if (r->readonly || !r->kv) return evs__err(EVS_ECLOSED, "the schema registry is read-only (store opened read-only)");
+    EVS__SCHEMA_RETRY(register_once(r, def, version, why));
+}
+
 typedef struct compat_op {
     const char *type;
     evs_schema_compat mode;
 } compat_op;
 
-static int compat_write(evs_schema_registry *r, MDB_txn *txn, void *arg) {
+static int compat_write(evs_schema_registry *r, evs__kv_txn *txn, void *arg) {
     compat_op *op = arg;
-    return put_json(txn, r->types, op->type, strlen(op->type), json_pack("{s:s}", "compat", evs_schema_compat_name(op->mode)));
+    (void)r;
+    return put_json(txn, EVS__SK_TYPES, op->type, strlen(op->type), json_pack("{s:s}", "compat", evs_schema_compat_name(op->mode)));
+}
+
+static int compat_once(evs_schema_registry *r, const char *event_type, evs_schema_compat mode) {
+    int rc = EVS_OK;
+    evs__schema_wrlock_fresh(r);
+    compat_op op = {event_type, mode};
+    evs__stype *t = type_get(r, event_type);
+    if (!t) rc = evs__err(EVS_ENOMEM, "out of memory");
+    else if (!(rc = evs__schema_write(r, compat_write, &op))) t->compat = mode;
+    pthread_rwlock_unlock(&r->lock);
+    return rc;
 }
 
 int evs_schema_set_compat(evs_schema_registry *r, const char *event_type, evs_schema_compat mode) {
@@ -718,13 +926,7 @@ int evs_schema_set_compat(evs_schema_registry *r, const char *event_type, evs_sc
     if (rc) return rc;
     if (mode < EVS_COMPAT_BACKWARD || mode > EVS_COMPAT_NONE)
         return evs__err(EVS_EINVAL, "unknown compatibility mode %d", (int)mode);
-    pthread_rwlock_wrlock(&r->lock);
-    compat_op op = {event_type, mode};
-    evs__stype *t = type_get(r, event_type);
-    if (!t) rc = evs__err(EVS_ENOMEM, "out of memory");
-    else if (!(rc = write_txn(r, compat_write, &op))) t->compat = mode;
-    pthread_rwlock_unlock(&r->lock);
-    return rc;
+    EVS__SCHEMA_RETRY(compat_once(r, event_type, mode));
 }
 
 typedef struct dep_op {
@@ -733,18 +935,17 @@ typedef struct dep_op {
     evs__sversion copy;
 } dep_op;
 
-static int dep_write(evs_schema_registry *r, MDB_txn *txn, void *arg) {
+static int dep_write(evs_schema_registry *r, evs__kv_txn *txn, void *arg) {
     dep_op *op = arg;
     uint8_t key[EVS_MAX_TYPE_NAME + 5];
     size_t kl = evs__schema_key(key, op->type, op->version);
-    return put_json(txn, r->versions, key, kl, version_json(&op->copy));
+    (void)r;
+    return put_json(txn, EVS__SK_VERSIONS, key, kl, version_json(&op->copy));
 }
 
-int evs_schema_deprecate(evs_schema_registry *r, const char *event_type, uint32_t version, int deprecated) {
-    if (!r) return evs__err(EVS_EINVAL, "schema deprecate: registry is NULL");
-    int rc = check_name("event type", event_type);
-    if (rc) return rc;
-    pthread_rwlock_wrlock(&r->lock);
+static int deprecate_once(evs_schema_registry *r, const char *event_type, uint32_t version, int deprecated) {
+    int rc = EVS_OK;
+    evs__schema_wrlock_fresh(r);
     evs__stype *t = evs__schema_find(r, event_type);
     if (!t || version == 0 || version > t->nv) {
         rc = evs__err(EVS_ENOTFOUND, "%s has no schema version %u", event_type, version);
@@ -755,12 +956,19 @@ int evs_schema_deprecate(evs_schema_registry *r, const char *event_type, uint32_
     dep_op op = {event_type, version, *v};
     op.copy.deprecated = deprecated != 0;
     op.copy.deprecated_at = deprecated ? evs_now_ns() : 0;
-    if ((rc = write_txn(r, dep_write, &op))) goto out;
+    if ((rc = evs__schema_write(r, dep_write, &op))) goto out;
     v->deprecated = op.copy.deprecated;
     v->deprecated_at = op.copy.deprecated_at;
 out:
     pthread_rwlock_unlock(&r->lock);
     return rc;
+}
+
+int evs_schema_deprecate(evs_schema_registry *r, const char *event_type, uint32_t version, int deprecated) {
+    if (!r) return evs__err(EVS_EINVAL, "schema deprecate: registry is NULL");
+    int rc = check_name("event type", event_type);
+    if (rc) return rc;
+    EVS__SCHEMA_RETRY(deprecate_once(r, event_type, version, deprecated));
 }
 
 /* ----------------------------------------------------------------- reads */
@@ -787,6 +995,7 @@ int evs_schema_get(evs_schema_registry *r, const char *event_type, uint32_t vers
     if (!r || !event_type) return evs__err(EVS_EINVAL, "schema get: registry and event type are required");
     if (text) *text = NULL;
     int rc = EVS_OK;
+    evs__schema_refresh(r, 0);
     pthread_rwlock_rdlock(&r->lock);
     const evs__stype *t = evs__schema_find(r, event_type);
     if (!t || t->nv == 0) {
@@ -818,6 +1027,7 @@ int evs_schema_list(evs_schema_registry *r, const char *after_type, uint32_t aft
                     size_t max, size_t *count) {
     if (!r || !count || (max && !out)) return evs__err(EVS_EINVAL, "schema list: registry, out and count are required");
     *count = 0;
+    evs__schema_refresh(r, 0);
     pthread_rwlock_rdlock(&r->lock);
     for (size_t i = 0; i < r->nt && *count < max; i++) {
         const evs__stype *t = r->t[i];
@@ -838,6 +1048,7 @@ int evs_schema_validate(evs_schema_registry *r, const char *event_type, uint32_t
     evs_json_error jerr;
     if (evs__json_validate_object(data, len, &jerr)) return evs__err(EVS_EJSON, "data: %s", jerr.msg);
     if (!version) version = 1;
+    evs__schema_refresh(r, EVS__SCHEMA_RECHECK_NS);
     pthread_rwlock_rdlock(&r->lock);
     const evs__stype *t = evs__schema_find(r, event_type);
     int rc;
@@ -861,13 +1072,14 @@ typedef struct pol_op {
     const evs_schema_policy *p;   /* NULL: delete */
 } pol_op;
 
-static int pol_write(evs_schema_registry *r, MDB_txn *txn, void *arg) {
+static int pol_write(evs_schema_registry *r, evs__kv_txn *txn, void *arg) {
     pol_op *op = arg;
-    if (op->p) return put_json(txn, r->policies, op->key, strlen(op->key), policy_json(op->p));
-    MDB_val k = {strlen(op->key), op->key};
-    int rc = mdb_del(txn, r->policies, &k, NULL);
-    if (rc == MDB_NOTFOUND) return evs__err(EVS_ENOTFOUND, "no policy is set for \"%s\"", op->key + 1);
-    return rc ? evs__schema_mdb_err(rc, "delete policy") : EVS_OK;
+    (void)r;
+    if (op->p) return put_json(txn, EVS__SK_POLICIES, op->key, strlen(op->key), policy_json(op->p));
+    evs__kv_val k = {strlen(op->key), op->key};
+    int rc = evs__kv_del(txn, EVS__SK_POLICIES, &k);
+    if (rc == EVS__KV_NOTFOUND) return evs__err(EVS_ENOTFOUND, "no policy is set for \"%s\"", op->key + 1);
+    return evs__schema_kv_err(rc, "delete policy");
 }
 
 static int policy_args(evs_policy_scope scope, const char *name, pol_op *op) {
@@ -883,6 +1095,9 @@ static int policy_args(evs_policy_scope scope, const char *name, pol_op *op) {
     return EVS_OK;
 }
 
+static int set_policy_once(evs_schema_registry *r, evs_policy_scope scope, const char *name,
+                           const evs_schema_policy *p, pol_op *opp);
+
 int evs_schema_set_policy(evs_schema_registry *r, evs_policy_scope scope, const char *name, const evs_schema_policy *p) {
     if (!r || !p) return evs__err(EVS_EINVAL, "schema set policy: registry and policy are required");
     if ((unsigned)p->validation > EVS_VALIDATION_OFF || (unsigned)p->deprecated > EVS_DEPRECATED_ALLOW)
@@ -890,7 +1105,14 @@ int evs_schema_set_policy(evs_schema_registry *r, evs_policy_scope scope, const 
     pol_op op = {.p = p};
     int rc = policy_args(scope, name, &op);
     if (rc) return rc;
-    pthread_rwlock_wrlock(&r->lock);
+    EVS__SCHEMA_RETRY(set_policy_once(r, scope, name, p, &op));
+}
+
+static int set_policy_once(evs_schema_registry *r, evs_policy_scope scope, const char *name,
+                           const evs_schema_policy *p, pol_op *opp) {
+    pol_op op = *opp;
+    int rc = EVS_OK;
+    evs__schema_wrlock_fresh(r);
     /* room first, so that memory follows what was committed */
     evs__stype *t = scope == EVS_POLICY_EVENT_TYPE ? type_get(r, name) : NULL;
     if (scope == EVS_POLICY_EVENT_TYPE && !t) rc = evs__err(EVS_ENOMEM, "out of memory");
@@ -902,7 +1124,7 @@ int evs_schema_set_policy(evs_schema_registry *r, evs_policy_scope scope, const 
     }
     char *dup = !rc && scope == EVS_POLICY_STREAM_TYPE ? strdup(name) : NULL;
     if (!rc && scope == EVS_POLICY_STREAM_TYPE && !dup) rc = evs__err(EVS_ENOMEM, "out of memory");
-    if (!rc) rc = write_txn(r, pol_write, &op);
+    if (!rc) rc = evs__schema_write(r, pol_write, &op);
     if (!rc) {
         if (scope == EVS_POLICY_DEFAULT) {
             r->def = *p;
@@ -929,14 +1151,21 @@ int evs_schema_set_policy(evs_schema_registry *r, evs_policy_scope scope, const 
     return rc;
 }
 
+static int clear_policy_once(evs_schema_registry *r, evs_policy_scope scope, const char *name, pol_op *op);
+
 int evs_schema_clear_policy(evs_schema_registry *r, evs_policy_scope scope, const char *name) {
     if (!r) return evs__err(EVS_EINVAL, "schema clear policy: registry is NULL");
     if (scope == EVS_POLICY_DEFAULT) return evs__err(EVS_EINVAL, "the default policy cannot be cleared, only set");
     pol_op op = {.p = NULL};
     int rc = policy_args(scope, name, &op);
     if (rc) return rc;
-    pthread_rwlock_wrlock(&r->lock);
-    if (!(rc = write_txn(r, pol_write, &op))) {
+    EVS__SCHEMA_RETRY(clear_policy_once(r, scope, name, &op));
+}
+
+static int clear_policy_once(evs_schema_registry *r, evs_policy_scope scope, const char *name, pol_op *op) {
+    int rc;
+    evs__schema_wrlock_fresh(r);
+    if (!(rc = evs__schema_write(r, pol_write, op))) {
         if (scope == EVS_POLICY_EVENT_TYPE) {
             evs__stype *t = evs__schema_find(r, name);
             if (t) t->has_policy = 0;
@@ -959,6 +1188,7 @@ int evs_schema_get_policy(evs_schema_registry *r, evs_policy_scope scope, const 
     pol_op op;
     int rc = policy_args(scope, name, &op);
     if (rc) return rc;
+    evs__schema_refresh(r, 0);
     pthread_rwlock_rdlock(&r->lock);
     if (scope == EVS_POLICY_DEFAULT) {
         *out = r->def;
@@ -978,6 +1208,7 @@ int evs_schema_get_policy(evs_schema_registry *r, evs_policy_scope scope, const 
 int evs_schema_resolve_policy(evs_schema_registry *r, const char *event_type, const char *stream_type,
                               evs_schema_policy *out) {
     if (!r || !event_type || !out) return evs__err(EVS_EINVAL, "schema resolve policy: registry, type and out are required");
+    evs__schema_refresh(r, EVS__SCHEMA_RECHECK_NS);
     pthread_rwlock_rdlock(&r->lock);
     *out = resolve(r, evs__schema_find(r, event_type), stream_type, stream_type ? strlen(stream_type) : 0);
     pthread_rwlock_unlock(&r->lock);
@@ -989,6 +1220,7 @@ int evs_schema_resolve_policy(evs_schema_registry *r, const char *event_type, co
 int evs_schema_stats(evs_schema_registry *r, const char *after, evs_schema_type_stats *out, size_t max, size_t *count) {
     if (!r || !count || (max && !out)) return evs__err(EVS_EINVAL, "schema stats: registry, out and count are required");
     *count = 0;
+    evs__schema_refresh(r, 0);
     pthread_rwlock_rdlock(&r->lock);
     for (size_t i = 0; i < r->nt && *count < max; i++) {
         evs__stype *t = r->t[i];

@@ -1,7 +1,7 @@
 /*
  * table.c — lookups in the registry's in-memory tables (table.h) that
  * both the registry (registry.c) and upcasting (upcast.c) use: finding a
- * type, a version row's key, counting a failure, LMDB errors.
+ * type, a version row's key, counting a failure, kv results as errors.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,9 +10,15 @@
 #include "core/core.h"
 #include "schema/table.h"
 
-int evs__schema_mdb_err(int rc, const char *what) {
-    if (rc == MDB_MAP_FULL) return evs__err(EVS_ELIMIT, "schemas: %s: the registry's map is full", what);
-    return evs__err(EVS_EIO, "schemas: %s: %s", what, mdb_strerror(rc));
+int evs__schema_kv_err(int rc, const char *what) {
+    if (rc <= 0) return rc; /* an evs code, its message set by kv */
+    return evs__err(EVS_EIO, "schemas: %s: unexpected result %d", what, rc);
+}
+
+int evs__schema_retry_done(int rc) {
+    if (rc == EVS__SCHEMA_STALE)
+        return evs__err(EVS_ECONFLICT, "schemas: the registry kept changing on other servers; try again");
+    return rc;
 }
 
 size_t evs__schema_key(uint8_t *buf, const char *type, uint32_t version) {

@@ -14,10 +14,10 @@
 #ifndef EVS_SCHEMA_TABLE_H
 #define EVS_SCHEMA_TABLE_H
 
-#include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "bus/kv.h"
 #include "bus/lua_sandbox.h"
 #include "evstore_schema.h"
 #include "schema/jschema.h"
@@ -64,10 +64,16 @@ typedef struct evs__spolicy {
     evs_schema_policy policy;
 } evs__spolicy;
 
+/* The registry's tables (registry.c describes them); META is on PostgreSQL only. */
+enum { EVS__SK_VERSIONS, EVS__SK_TYPES, EVS__SK_POLICIES, EVS__SK_UPCASTERS, EVS__SK_META, EVS__SK_NTABLES };
+
 struct evs_schema_registry {
     evs_store *store;
-    MDB_env *env;                 /* NULL: a read-only registry of a store that has none */
-    MDB_dbi versions, types, policies, upcasters;
+    evs__kv *kv;                  /* NULL: a read-only registry of a store that has none */
+    int pg;                       /* kept in PostgreSQL: other servers may change it (registry.c, "Sharing") */
+    uint64_t gen;                 /* PostgreSQL: the generation the tables reflect (write lock) */
+    _Atomic int64_t checked_ns;   /* PostgreSQL: when the generation was last compared */
+    pthread_mutex_t refresh_mu;   /* one refresh at a time */
     int readonly;
     int hooked;
     pthread_rwlock_t lock;
@@ -83,15 +89,42 @@ struct evs_schema_registry {
 evs__stype *evs__schema_find(const evs_schema_registry *r, const char *name);
 /* Count a failure and keep its message as the type's last one. */
 void evs__schema_note(evs__stype *t, _Atomic uint64_t *counter, const char *msg);
-/* LMDB error as an evs code with context. */
-int evs__schema_mdb_err(int rc, const char *what);
+/* A kv result that is not an evs code (NOTFOUND, KEYEXIST where not expected) as one. */
+int evs__schema_kv_err(int rc, const char *what);
 /* Key of a (type, version) row: type 0x00 be32(version); returns its length. */
 size_t evs__schema_key(uint8_t *buf, const char *type, uint32_t version);
 /* upcast.c */
 /* Free an upcaster (Lua state included).  NULL: no-op. */
 void evs__upcaster_free(evs__upcaster *u);
-/* Load the Lua upcasters stored in DIR/schemas/ (open, write lock not needed yet). */
-int evs__schema_load_upcasters(evs_schema_registry *r, MDB_txn *txn);
+/* Load the Lua upcasters stored in the registry (into r's types: open, or a reload's fresh tables). */
+int evs__schema_load_upcasters(evs_schema_registry *r, evs__kv_txn *txn);
+/*
+ * PostgreSQL: reload the tables when another server changed them, unless
+ * they were compared less than max_age_ns ago.  No lock held.  A failure
+ * keeps the tables as they are (errors are the next write's to report).
+ */
+void evs__schema_refresh(evs_schema_registry *r, int64_t max_age_ns);
+/* The max_age_ns of the append hook and upcasting: a change on another server is in force here within it. */
+#define EVS__SCHEMA_RECHECK_NS (200ll * 1000000ll)
+/* Take the write lock with the tables brought up to date (PostgreSQL: another server may have written). */
+void evs__schema_wrlock_fresh(evs_schema_registry *r);
+/*
+ * Run one write transaction: begin, fn, commit (synced).  On PostgreSQL a
+ * registry that another server changed since this one loaded it answers
+ * EVS__SCHEMA_STALE (positive) and reloads: the caller checks again.
+ * Write lock held.
+ */
+#define EVS__SCHEMA_STALE 3
+int evs__schema_write(evs_schema_registry *r, int (*fn)(evs_schema_registry *, evs__kv_txn *, void *), void *arg);
+/* Retry call while it answers EVS__SCHEMA_STALE (a bounded number of times). */
+int evs__schema_retry_done(int rc);
+#define EVS__SCHEMA_RETRY(call)                                                                                         \
+    do {                                                                                                                \
+        int rc_, n_ = 0;                                                                                                \
+        while ((rc_ = (call)) == EVS__SCHEMA_STALE && ++n_ < 100) {                                                     \
+        }                                                                                                               \
+        return evs__schema_retry_done(rc_);                                                                             \
+    } while (0)
 
 
 #endif

@@ -22,8 +22,8 @@
  * consumers of evstore_bus.h and evstore_app.h (the same function behind a
  * generic hook, so src/bus and src/app need not know about schemas).
  *
- * Lua upcasters are stored in DIR/schemas/ (registry.c has the layout) and
- * compiled at open, each into its own sandbox with a mutex: calls are
+ * Lua upcasters are stored in the registry (DIR/schemas/, or PostgreSQL;
+ * registry.c has the layout) and compiled at open (and at a reload), each into its own sandbox with a mutex: calls are
  * serialised per upcaster, which is fine off the append path.
  */
 #include <jansson.h>
@@ -86,15 +86,16 @@ fail:
     return rc;
 }
 
-int evs__schema_load_upcasters(evs_schema_registry *r, MDB_txn *txn) {
-    MDB_cursor *cur;
-    MDB_val k, v;
-    int rc = mdb_cursor_open(txn, r->upcasters, &cur);
-    if (rc) return evs__schema_mdb_err(rc, "cursor");
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        const uint8_t *kb = k.mv_data;
-        size_t nl = k.mv_size - 5;
-        if (k.mv_size < 6 || nl > EVS_MAX_TYPE_NAME || kb[nl] != 0) {
+int evs__schema_load_upcasters(evs_schema_registry *r, evs__kv_txn *txn) {
+    evs__kv_cursor *cur;
+    evs__kv_val k = {0, NULL}, v;
+    int rc = evs__kv_cursor_open(txn, EVS__SK_UPCASTERS, &cur);
+    if (rc) return rc;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_FIRST); rc == 0;
+         rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        const uint8_t *kb = k.data;
+        size_t nl = k.size - 5;
+        if (k.size < 6 || nl > EVS_MAX_TYPE_NAME || kb[nl] != 0) {
             rc = evs__err(EVS_ECORRUPT, "schemas: malformed upcaster key");
             goto out;
         }
@@ -107,7 +108,7 @@ int evs__schema_load_upcasters(evs_schema_registry *r, MDB_txn *txn) {
             rc = evs__err(EVS_ECORRUPT, "schemas: upcaster of %s from version %u has no versions to join", name, from);
             goto out;
         }
-        json_t *j = json_loadb(v.mv_data, v.mv_size, 0, NULL);
+        json_t *j = json_loadb(v.data, v.size, 0, NULL);
         json_t *src = json_object_get(j, "source");
         if (!json_is_string(src)) {
             json_decref(j);
@@ -120,9 +121,9 @@ int evs__schema_load_upcasters(evs_schema_registry *r, MDB_txn *txn) {
         if (rc) goto out;
         t->up[from - 1] = u;
     }
-    rc = rc == MDB_NOTFOUND ? EVS_OK : evs__schema_mdb_err(rc, "read upcasters");
+    rc = rc == EVS__KV_NOTFOUND ? EVS_OK : evs__schema_kv_err(rc, "read upcasters");
 out:
-    mdb_cursor_close(cur);
+    evs__kv_cursor_close(cur);
     return rc;
 }
 
@@ -150,7 +151,7 @@ int evs_schema_add_upcaster(evs_schema_registry *r, const char *event_type, uint
     u->kind = EVS__UP_C;
     u->fn = fn;
     u->ctx = ctx;
-    pthread_rwlock_wrlock(&r->lock);
+    evs__schema_wrlock_fresh(r);
     evs__stype *t;
     int rc = step_free(r, event_type, from, &t);
     if (!rc) t->up[from - 1] = u;
@@ -166,35 +167,40 @@ typedef struct up_op {
     size_t len;
 } up_op;
 
-static int up_write(MDB_env *env, MDB_dbi dbi, up_op *op) {
-    if (!env) return evs__err(EVS_ECLOSED, "the schema registry is read-only (store opened read-only)");
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(env, NULL, 0, &txn);
-    if (rc) return evs__schema_mdb_err(rc, "begin");
+static int up_write(evs_schema_registry *r, evs__kv_txn *txn, void *arg) {
+    up_op *op = arg;
     uint8_t key[EVS_MAX_TYPE_NAME + 5];
-    MDB_val k = {evs__schema_key(key, op->type, op->from), key};
+    evs__kv_val k = {evs__schema_key(key, op->type, op->from), key};
+    int rc;
+    (void)r;
     if (op->src) {
         json_t *j = json_pack("{s:s, s:s%, s:I}", "lang", "lua", "source", op->src, op->len, "registered_at",
                               (json_int_t)evs_now_ns());
         char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
         json_decref(j);
-        if (!s) {
-            mdb_txn_abort(txn);
-            return evs__err(EVS_ENOMEM, "out of memory");
-        }
-        MDB_val v = {strlen(s), s};
-        rc = mdb_put(txn, dbi, &k, &v, 0);
+        if (!s) return evs__err(EVS_ENOMEM, "out of memory");
+        evs__kv_val v = {strlen(s), s};
+        rc = evs__kv_put(txn, EVS__SK_UPCASTERS, &k, &v, 0);
         free(s);
     } else {
-        rc = mdb_del(txn, dbi, &k, NULL);
-        if (rc == MDB_NOTFOUND) rc = 0;
+        rc = evs__kv_del(txn, EVS__SK_UPCASTERS, &k);
+        if (rc == EVS__KV_NOTFOUND) rc = 0;
     }
-    if (rc) {
-        mdb_txn_abort(txn);
-        return evs__schema_mdb_err(rc, "write upcaster");
-    }
-    if ((rc = mdb_txn_commit(txn))) return evs__schema_mdb_err(rc, "commit");
-    return EVS_OK;
+    return evs__schema_kv_err(rc, "write upcaster");
+}
+
+static int add_lua_once(evs_schema_registry *r, const char *event_type, uint32_t from, const char *src, size_t len) {
+    evs__schema_wrlock_fresh(r);
+    evs__stype *t;
+    evs__upcaster *u = NULL;
+    int rc = step_free(r, event_type, from, &t);
+    if (!rc) rc = lua_new(event_type, from, src, len, &u);
+    up_op op = {event_type, from, src, len};
+    if (!rc) rc = evs__schema_write(r, up_write, &op);
+    if (!rc) t->up[from - 1] = u;
+    else evs__upcaster_free(u);
+    pthread_rwlock_unlock(&r->lock);
+    return rc;
 }
 
 int evs_schema_add_lua_upcaster(evs_schema_registry *r, const char *event_type, uint32_t from, const char *src, size_t len) {
@@ -202,23 +208,12 @@ int evs_schema_add_lua_upcaster(evs_schema_registry *r, const char *event_type, 
     if (len > EVS_SCHEMA_MAX_UPCASTER_BYTES)
         return evs__err(EVS_ELIMIT, "upcaster source is %zu bytes, at most %u", len, EVS_SCHEMA_MAX_UPCASTER_BYTES);
     if (!evs__utf8_valid(src, len, NULL)) return evs__err(EVS_EINVAL, "upcaster source is not valid UTF-8");
-    if (r->readonly || !r->env) return evs__err(EVS_ECLOSED, "the schema registry is read-only (store opened read-only)");
-    pthread_rwlock_wrlock(&r->lock);
-    evs__stype *t;
-    evs__upcaster *u = NULL;
-    int rc = step_free(r, event_type, from, &t);
-    if (!rc) rc = lua_new(event_type, from, src, len, &u);
-    up_op op = {event_type, from, src, len};
-    if (!rc) rc = up_write(r->env, r->upcasters, &op);
-    if (!rc) t->up[from - 1] = u;
-    else evs__upcaster_free(u);
-    pthread_rwlock_unlock(&r->lock);
-    return rc;
+    if (r->readonly || !r->kv) return evs__err(EVS_ECLOSED, "the schema registry is read-only (store opened read-only)");
+    EVS__SCHEMA_RETRY(add_lua_once(r, event_type, from, src, len));
 }
 
-int evs_schema_remove_upcaster(evs_schema_registry *r, const char *event_type, uint32_t from) {
-    if (!r || !event_type) return evs__err(EVS_EINVAL, "upcaster: registry and event type are required");
-    pthread_rwlock_wrlock(&r->lock);
+static int remove_once(evs_schema_registry *r, const char *event_type, uint32_t from) {
+    evs__schema_wrlock_fresh(r);
     int rc = EVS_OK;
     evs__stype *t = evs__schema_find(r, event_type);
     evs__upcaster *u = t && from >= 1 && from < t->nv ? t->up[from - 1] : NULL;
@@ -227,7 +222,7 @@ int evs_schema_remove_upcaster(evs_schema_registry *r, const char *event_type, u
     } else {
         if (u->kind == EVS__UP_LUA) {
             up_op op = {event_type, from, NULL, 0};
-            rc = r->readonly ? evs__err(EVS_ECLOSED, "the schema registry is read-only") : up_write(r->env, r->upcasters, &op);
+            rc = r->readonly ? evs__err(EVS_ECLOSED, "the schema registry is read-only") : evs__schema_write(r, up_write, &op);
         }
         if (!rc) {
             t->up[from - 1] = NULL;
@@ -236,6 +231,11 @@ int evs_schema_remove_upcaster(evs_schema_registry *r, const char *event_type, u
     }
     pthread_rwlock_unlock(&r->lock);
     return rc;
+}
+
+int evs_schema_remove_upcaster(evs_schema_registry *r, const char *event_type, uint32_t from) {
+    if (!r || !event_type) return evs__err(EVS_EINVAL, "upcaster: registry and event type are required");
+    EVS__SCHEMA_RETRY(remove_once(r, event_type, from));
 }
 
 /* ------------------------------------------------------------ upcasting */
@@ -287,6 +287,7 @@ int evs_schema_upcast(evs_schema_registry *r, const evs_event *in, evs_event *ou
     memcpy(type, in->event_type, in->event_type_len);
     type[in->event_type_len] = 0;
     int rc = EVS_OK;
+    evs__schema_refresh(r, EVS__SCHEMA_RECHECK_NS);
     pthread_rwlock_rdlock(&r->lock);
     evs__stype *t = evs__schema_find(r, type);
     uint32_t from = in->event_version ? in->event_version : 1;

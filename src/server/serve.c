@@ -212,13 +212,10 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     }
     const char *rep = evs_store_recovery_report(srv->store);
     if (rep && *rep) fprintf(stderr, "evstore serve: recovery: %s\n", rep);
-    /* Always, before anything can append (consumers, the app, requests):
-       every append through this server is checked by the registry, and
-       the schema routes need it even on a store that has no schemas yet
-       (DIR/schemas/ is created then; types without schemas cost one lookup). */
     /* Another storage engine (store/engine.h) runs the store's core (appends, reads, live
-       subscriptions): the subsystems that keep files next to the embedded log do not start,
-       and their routes answer 501 (http.c) */
+       subscriptions), the schema registry and the consumers; the subsystems that keep files
+       next to the embedded log (keys, the app layer, sagas) do not start, and their routes
+       answer 501 (http.c) */
     srv->engine = evs__store_engine_name(srv->store);
     if (srv->engine && (cfg->auth || cfg->app_dir)) {
         snprintf(why, whycap, "serve: %s is not supported by the %s storage engine yet",
@@ -233,20 +230,26 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = EVS_EINVAL;
         goto cleanup;
     }
+    /* Always, before anything can append (consumers, the app, requests):
+       every append through this server is checked by the registry, and
+       the schema routes need it even on a store that has no schemas yet
+       (DIR/schemas/ is created then; types without schemas cost one lookup).
+       On another engine its tables are in the database, shared by every
+       server on it (src/schema/registry.c, "Sharing"). */
+    if ((rc = evs_schema_open(srv->store, &srv->schemas))) {
+        snprintf(why, whycap, "serve: schema registry of %s: %s", srv->dir, evs_errmsg());
+        ret = rc;
+        goto cleanup;
+    }
     if (srv->engine) {
         /* the consumers keep their state in the database (src/bus/kv.h): they run here too, each
            projection in one server at a time (the others stand by for its lease) */
-        if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, (evs_event_map){0}, &srv->bus, why,
-                                 whycap)) {
+        if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, evs_schema_upcast_map(srv->schemas),
+                                 &srv->bus, why, whycap)) {
             ret = EVS_EIO;
             goto cleanup;
         }
         goto engine_core;
-    }
-    if ((rc = evs_schema_open(srv->store, &srv->schemas))) {
-        snprintf(why, whycap, "serve: schema registry of %s: %s", cfg->dir, evs_errmsg());
-        ret = rc;
-        goto cleanup;
     }
 
     /* API keys: DIR/keys.secret is made on first use; auth is on with --auth, or by itself when the

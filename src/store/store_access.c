@@ -28,8 +28,8 @@ int evs__store_event_position(evs_store *s, const evs_uuid *id, uint64_t *gpos) 
 }
 
 int evs__store_set_validator(evs_store *s, evs__append_validator fn, void *ctx) {
-    if (s && s->engine) return evs__engine_unsupported(s->engine, "an append validator (schemas)");
-    if (!s || !s->dir) return evs__err(EVS_ECLOSED, "set validator: the store is not open");
+    /* an engine's appends pass it too (store_engine.c), after the engine-independent checks */
+    if (!s || (!s->dir && !s->engine)) return evs__err(EVS_ECLOSED, "set validator: the store is not open");
     if (fn && s->validator && (s->validator != fn || s->validator_ctx != ctx))
         return evs__err(EVS_ECONFLICT, "set validator: the store already has one (a schema registry is open on it)");
     s->validator = fn;

@@ -48,6 +48,13 @@ int evs__store_engine_append(evs_store *s, const char *stream, int64_t expected,
     const uint64_t lims[4] = {s->lim_event_bytes, s->lim_events, s->lim_append_bytes, s->lim_stream_name};
     evs__engine_append *a;
     if ((rc = evs__engine_append_prepare(lims, stream, expected, events, n, &a))) return rc;
+    /* the schema registry's hook, per event with its defaults applied, as the embedded prepare calls it */
+    for (size_t i = 0; s->validator && i < n; i++)
+        if ((rc = s->validator(s->validator_ctx, a->stream, a->stream_len, a->stypes[i], strlen(a->stypes[i]),
+                               &a->ev[i], i))) {
+            evs__engine_append_free(a);
+            return rc;
+        }
     rc = cond ? s->engine->append_if(s->eng, a, cond, res) : s->engine->append(s->eng, a, res);
     if (!rc && generated_ids) memcpy(generated_ids, a->ids, n * sizeof *a->ids);
     evs__engine_append_free(a);

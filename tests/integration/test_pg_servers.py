@@ -9,8 +9,12 @@ a clean 409 naming the actual version (never a 500, never a unique
 violation), and every acknowledged event is stored once; an SSE subscriber on
 each server, started before the writers, sees every event of both servers
 exactly once and in global order 1..N; the streams' positions are gapless;
-the routes of subsystems the engine does not run answer 501 naming them; the
-URL's password appears nowhere in what the servers print or answer.
+the schema registry is one for both servers (a schema registered through one
+validates appends through the other at once, versions registered through
+both are numbered once each, a deprecation and a policy set on one are in
+force on the other, and the CLI sees them); the routes of subsystems the
+engine does not run answer 501 naming them; the URL's password appears
+nowhere in what the servers print or answer.
 
 Standard library only.  Exit 77 (skipped) without a cluster.
 """
@@ -142,12 +146,48 @@ class TwoServersTest(unittest.TestCase):
         r = subprocess.run([BIN, "sub", "list", "-d", self.url], capture_output=True, text=True, timeout=TIMEOUT)
         self.assertEqual(r.returncode, 0, r.stderr)
         self.assertEqual(r.stdout, "")
-        # what the engine does not do yet fails clearly, and the message masks the password
+        # the schema registry too (the servers' registrations, test_schemas_shared_by_both_servers)
         r = subprocess.run([BIN, "schema", "list", "-d", self.url], capture_output=True, text=True, timeout=TIMEOUT)
-        self.assertNotEqual(r.returncode, 0)
-        self.assertIn("the schema registry is not supported by the postgresql storage engine", r.stderr)
-        self.assertIn("evs:****@", r.stderr)
+        self.assertEqual(r.returncode, 0, r.stderr)
         self.assertNotIn(PASSWORD, r.stdout + r.stderr)
+        # what the engine does not do yet fails clearly, and the message masks the password
+        r = subprocess.run([BIN, "aggregate", "list", "-d", self.url], capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertNotEqual(r.returncode, 0)
+        self.assertIn("not supported by the postgresql storage engine", r.stderr)
+        self.assertNotIn(PASSWORD, r.stdout + r.stderr)
+
+    def test_schemas_shared_by_both_servers(self):
+        schema = {"type": "object", "required": ["sku"], "properties": {"sku": {"type": "string"}}}
+        st, _, body = self.a.request("PUT", "/schemas/PgPriced", schema)
+        self.assertEqual(st, 201, body)
+        # B knows it at once, and refuses an append it does not validate; A's counters are its own
+        st, _, body = self.b.get("/schemas/PgPriced")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["latest"], 1)
+        st, _, body = self.b.request("POST", "/streams/priced-1", [ev("PgPriced", {"sku": 5})])
+        self.assertEqual(st, 422, body)
+        self.assertEqual(body["detail"]["pointer"], "/sku", body)
+        st, _, body = self.b.request("POST", "/streams/priced-1", [ev("PgPriced", {"sku": "a"})])
+        self.assertIn(st, (200, 201), body)
+        st, _, body = self.a.request("POST", "/streams/priced-1", [ev("PgPriced", {"nope": 1})])
+        self.assertEqual(st, 422, body)
+        # versions registered through both servers in turn are numbered once each
+        v2 = dict(schema, title="the next version")
+        st, _, body = self.b.request("PUT", "/schemas/PgPriced", v2)
+        self.assertEqual(st, 201, body)
+        st, _, body = self.a.request("PUT", "/schemas/PgPriced", v2)
+        self.assertEqual(st, 201, body)
+        st, _, body = self.a.get("/schemas/PgPriced")
+        self.assertEqual(body["latest"], 3, body)
+        # a deprecation on B is seen on A
+        st, _, body = self.b.request("POST", "/schemas/PgPriced/1/deprecate")
+        self.assertEqual(st, 200, body)
+        st, _, body = self.a.get("/schemas/PgPriced/1")
+        self.assertTrue(body["deprecated"], body)
+        # the CLI opens the same registry
+        r = subprocess.run([BIN, "schema", "list", "-d", self.url], capture_output=True, text=True, timeout=TIMEOUT)
+        self.assertEqual(r.returncode, 0, r.stderr)
+        self.assertIn("PgPriced", r.stdout)
 
     def test_metadata_and_deletes_agree_on_both_servers(self):
         # written through one server, in force at once on the other: the database holds it, no cache
@@ -175,8 +215,10 @@ class TwoServersTest(unittest.TestCase):
         st, _, body = self.b.get("/subscriptions")
         self.assertEqual(st, 200, body)  # the consumers run on PostgreSQL too (test_pg_bus_servers.py)
         st, _, body = self.b.get("/schemas")
+        self.assertEqual(st, 200, body)  # the registry runs on PostgreSQL too (above)
+        st, _, body = self.b.get("/commands")
         self.assertEqual(st, 501, body)
-        self.assertIn("the schema registry is not supported by the postgresql storage engine", body["error"])
+        self.assertIn("the application layer is not supported by the postgresql storage engine", body["error"])
         st, _, info = self.a.get("/info")
         self.assertEqual(st, 200)
         self.assertNotIn(PASSWORD, json.dumps(info))

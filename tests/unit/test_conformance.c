@@ -10,6 +10,7 @@
 #include <pthread.h>
 
 #include "conformance.h"
+#include "evstore_app.h"
 #include "evstore_bus.h"
 #include "evstore_schema.h"
 
@@ -591,10 +592,28 @@ static void test_engine_scope(evs_store *s) {
     evs_schema_registry *reg = NULL;
     /* the consumer bus runs on both (its suites are tests/unit/test_bus_*.c) */
     CHECK_RC(evs_bus_open(s, &bus), EVS_OK);
-    evs_bus_close(bus);
-    if (!cf_pg) return;
-    CHECK_RC(evs_schema_open(s, &reg), EVS_ENOTSUP);
+    /* the schema registry too (tests/unit/test_schema_registry.c): its hook refuses an invalid append */
+    CHECK_RC(evs_schema_open(s, &reg), EVS_OK);
+    const char *sch = "{\"required\":[\"sku\"]}";
+    evs_schema_def d = {"ScopeChecked", 0, sch, strlen(sch), NULL};
+    uint32_t ver = 0;
+    CHECK_RC(evs_schema_register(reg, &d, &ver, NULL), EVS_OK);
+    CHECK_INT(ver, 1);
+    evs_append_result r;
+    CHECK_RC(append1(s, "scope-1", EVS_EXPECT_ANY, "ScopeChecked", "{}", &r), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "required property \"sku\" is missing");
+    CHECK_RC(append1(s, "scope-1", EVS_EXPECT_ANY, "ScopeChecked", "{\"sku\":\"a\"}", &r), EVS_OK);
+    evs_schema_close(reg);
+    if (!cf_pg) {
+        evs_bus_close(bus);
+        return;
+    }
+    /* not yet on PostgreSQL: the application layer */
+    evs_app *app = NULL;
+    CHECK_RC(evs_app_open(s, bus, NULL, &app), EVS_ENOTSUP);
+    CHECK(app == NULL);
     CHECK_STR(evs_strerror(EVS_ENOTSUP), "not supported by this storage engine");
+    evs_bus_close(bus);
 }
 
 /* PostgreSQL only: a schema newer than this build is refused, never downgraded; the current one opens as is. */
