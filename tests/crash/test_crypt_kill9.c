@@ -25,6 +25,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -142,6 +143,8 @@ static void verify(const char *dir, uint32_t next) {
         if (rc) continue;
         const evs_event *ev;
         int seen = 0;
+        static unsigned char hit[MAXSUBJ];
+        memset(hit, 0, sizeof hit);
         while ((rc = evs_reader_next(r, &ev)) == EVS_OK) {
             if (ev->stream[0] == '$') continue;
             unsigned who = 0;
@@ -173,12 +176,22 @@ static void verify(const char *dir, uint32_t next) {
                 CHECK(0);
             }
             seen++;
+            hit[who] = 1;
         }
         CHECK_RC(rc, EVS_DONE);
         evs_reader_close(r);
         int acked = 0;
         for (uint32_t i = 0; i < next; i++) acked += state[i] != 0;
         CHECK(seen >= acked);
+        if (seen < acked) { /* say which acknowledged events are missing, and where they were acknowledged */
+            int shown = 0;
+            for (uint32_t i = 0; i < next && shown < 5; i++)
+                if (state[i] && !hit[i]) {
+                    fprintf(stderr, "%s: cust:%u (state %d) acknowledged at %llu is missing\n", pass ? "stream" : "$all",
+                            i, state[i], (unsigned long long)gpos_of[i]);
+                    shown++;
+                }
+        }
     }
     evs_check_report rep;
     CHECK_RC(evs_store_check(s, &rep), EVS_OK);
