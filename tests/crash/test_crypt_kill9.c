@@ -180,18 +180,20 @@ static void verify(const char *dir, uint32_t next) {
         }
         CHECK_RC(rc, EVS_DONE);
         evs_reader_close(r);
-        int acked = 0;
-        for (uint32_t i = 0; i < next; i++) acked += state[i] != 0;
-        CHECK(seen >= acked);
-        if (seen < acked) { /* say which acknowledged events are missing, and where they were acknowledged */
-            int shown = 0;
-            for (uint32_t i = 0; i < next && shown < 5; i++)
-                if (state[i] && !hit[i]) {
-                    fprintf(stderr, "%s: cust:%u (state %d) acknowledged at %llu is missing\n", pass ? "stream" : "$all",
-                            i, state[i], (unsigned long long)gpos_of[i]);
-                    shown++;
-                }
+        /* acknowledged: the appends the child reported.  A subject it forgot without having reported its
+           append (killed between the append and the report, then picked as a victim by the next child) has
+           a key, yet its append may not have finished: its event may be missing, and that is no loss */
+        int acked = 0, missing = 0;
+        for (uint32_t i = 0; i < next; i++) {
+            if (!state[i] || !gpos_of[i]) continue;
+            acked++;
+            if (hit[i]) continue;
+            if (missing++ < 5) /* say which, and where they were acknowledged */
+                fprintf(stderr, "%s: cust:%u (state %d) acknowledged at %llu is missing\n", pass ? "stream" : "$all", i,
+                        state[i], (unsigned long long)gpos_of[i]);
         }
+        CHECK_INT(missing, 0);
+        CHECK(seen >= acked);
     }
     evs_check_report rep;
     CHECK_RC(evs_store_check(s, &rep), EVS_OK);
