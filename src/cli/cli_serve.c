@@ -22,6 +22,7 @@
 #include "cli/cli.h"
 #include "server/server.h"
 
+
 static const char serve_help[] =
     "Usage: evstore serve [-d DIR] [--listen ADDR:PORT] [--durability sync|batch|none] [--config FILE] [OPTIONS]\n"
     "\n"
@@ -248,6 +249,12 @@ static int opt_num(evs__cli_args *a, uint64_t min, uint64_t max, uint64_t *out) 
     return EVS_CLI_OK;
 }
 
+/* A setting that needs another: either may come from the config file, so the message names the file too. */
+static int needs_other(const serve_opts *o, const char *what) {
+    if (o->config) return evs__cli_usage("serve", "%s (settings from the command line and --config %s)", what, o->config);
+    return evs__cli_usage("serve", "%s", what);
+}
+
 static int parse_opts(int argc, char **argv, serve_opts *o) {
     evs__cli_args a;
     evs__cli_args_init(&a, "serve", argc, argv);
@@ -383,8 +390,8 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.saga_workers = (unsigned)o.saga_workers;
     if (!o.nats && (o.nats_stream || o.nats_prefix || o.nats_replicas || o.nats_template || o.nats_f_prefix ||
                     o.nats_f_type || o.nats_f_etypes)) {
-        code = evs__cli_usage("serve", "--nats-stream, --nats-subject-prefix, --nats-replicas, --nats-subject-template "
-                                       "and --nats-filter-* need --nats URLS");
+        code = needs_other(&o, "--nats-stream, --nats-subject-prefix, --nats-replicas, --nats-subject-template and "
+                                "--nats-filter-* need --nats URLS");
         goto cleanup;
     }
     cfg.nats.urls = o.nats;
@@ -396,12 +403,12 @@ int evs__cli_serve(int argc, char **argv) {
     cfg.nats.filter_stream_type = o.nats_f_type;
     cfg.nats.filter_event_types = o.nats_f_etypes;
     if ((o.nats_import_to || o.nats_import_subject || o.nats_import_dlq) && !o.nats_import) {
-        code = evs__cli_usage("serve", "--nats-import-to, --nats-import-subject and --nats-import-dead-letter need "
-                                       "--nats-import STREAM");
+        code = needs_other(&o, "--nats-import-to, --nats-import-subject and --nats-import-dead-letter need "
+                                "--nats-import STREAM");
         goto cleanup;
     }
     if (o.nats_import && (!o.nats || !o.nats_import_to)) {
-        code = evs__cli_usage("serve", "--nats-import needs --nats URLS and --nats-import-to TEMPLATE");
+        code = needs_other(&o, "--nats-import needs --nats URLS and --nats-import-to TEMPLATE");
         goto cleanup;
     }
     if (o.nats_import) {
