@@ -10,6 +10,8 @@
  * "Key-B64"; the reader looks for both names.
  */
 #include <sodium.h>
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -265,3 +267,14 @@ cleanup:
 }
 
 void evs__nats_library_close(void) { nats_Close(); }
+
+void evs__nats_log(const evs__nats_settings *st, const char *fmt, ...) {
+    if (!st->log) return;
+    va_list ap;
+    va_start(ap, fmt);
+    char line[900];
+    vsnprintf(line, sizeof line, fmt, ap);
+    va_end(ap);
+    fprintf(st->log, "evstore: %s\n", line);
+    fflush(st->log);
+}

@@ -88,18 +88,6 @@ typedef struct importer {
     volatile sig_atomic_t *stop;
 } importer;
 
-static void imp_log(importer *im, const char *fmt, ...) EVS_PRINTF(2, 3);
-static void imp_log(importer *im, const char *fmt, ...) {
-    if (!im->st.log) return;
-    va_list ap;
-    va_start(ap, fmt);
-    char line[900];
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    fprintf(im->st.log, "evstore: %s\n", line);
-    fflush(im->st.log);
-}
-
 /* --------------------------------------------------------------- templates */
 
 /* The subject's token k (1-based; negative counts from the end) into out[cap].  0 when there is none. */
@@ -386,7 +374,7 @@ static int reject(importer *im, natsMsg *m, uint64_t seq, const char *target, in
     evs__sb_free(&b);
     if (out) return out;
     im->stats->rejected++;
-    imp_log(im, "NATS import: stream %s, sequence %llu (subject %s) went to dead-letter stream %s: %s", im->st.stream,
+    evs__nats_log(&im->st, "NATS import: stream %s, sequence %llu (subject %s) went to dead-letter stream %s: %s", im->st.stream,
             (unsigned long long)seq, subj, im->cfg->dead_letter, why);
     return EVS_OK;
 }
@@ -404,7 +392,7 @@ static int append_one(importer *im, import_item *it) {
         /* the producer's idempotency key, seen before with other content or
            elsewhere: the message JetStream's duplicate window would drop */
         im->stats->duplicates++;
-        imp_log(im, "NATS import: stream %s, sequence %llu skipped: %s", im->st.stream, (unsigned long long)it->seq,
+        evs__nats_log(&im->st, "NATS import: stream %s, sequence %llu skipped: %s", im->st.stream, (unsigned long long)it->seq,
                 evs_errmsg());
         return EVS_OK;
     }
@@ -529,7 +517,7 @@ static int open_consumer(importer *im) {
             im->next_dseq = ci->Delivered.Consumer + 1;
             rc = bind_sub(im);
         } else {
-            imp_log(im, "NATS import: consumer %s has %lld unacknowledged deliveries: starting again after sequence %llu",
+            evs__nats_log(&im->st, "NATS import: consumer %s has %lld unacknowledged deliveries: starting again after sequence %llu",
                     im->consumer, (long long)ci->NumAckPending, (unsigned long long)im->done);
             rc = rewind_consumer(im);
         }
@@ -563,7 +551,7 @@ static int import_list(importer *im, natsMsgList *list, uint64_t *pending) {
         *pending = md->NumPending;
         jsMsgMetaData_Destroy(md);
         if (dseq != im->next_dseq) {
-            imp_log(im, "NATS import: delivery %llu (sequence %llu) where %llu was due: rewinding to sequence %llu",
+            evs__nats_log(&im->st, "NATS import: delivery %llu (sequence %llu) where %llu was due: rewinding to sequence %llu",
                     (unsigned long long)dseq, (unsigned long long)seq, (unsigned long long)im->next_dseq,
                     (unsigned long long)im->done + 1);
             rewind = 1;
@@ -660,9 +648,17 @@ int evs__nats_import(evs_store *s, const evs_nats_import_config *cfg, int follow
         goto cleanup;
     }
     if ((rc = evs__nats_connect(&im.st, NULL, &im.nc, &im.js))) goto cleanup;
+    /* A stream that does not exist is refused here; NATS trouble (a timed-out request while the cluster
+       elects a leader) is not: the loop below retries it as it retries any later failure, as the relay does */
     jsStreamInfo *si = NULL;
-    if ((rc = evs__nats_stream_info(im.js, im.st.stream, &si))) goto cleanup;
+    rc = evs__nats_stream_info(im.js, im.st.stream, &si);
     jsStreamInfo_Destroy(si);
+    if (rc == EVS_EIO) {
+        evs__nats_log(&im.st, "%s (retrying when the importer runs)", evs_errmsg());
+        evs__err_clear();
+        rc = EVS_OK;
+    }
+    if (rc) goto cleanup;
     unsigned failures = 0;
     int opened = 0;
     while (!(stop && *stop)) {
@@ -700,7 +696,7 @@ int evs__nats_import(evs_store *s, const evs_nats_import_config *cfg, int follow
                 stats->last_seq = im.done;
                 if (cfg->progress) cfg->progress(cfg->progress_arg, stats);
                 if (rc == EVS_OK) {
-                    if (failures) imp_log(&im, "NATS import: importing again (sequence %llu appended)",
+                    if (failures) evs__nats_log(&im.st, "NATS import: importing again (sequence %llu appended)",
                                           (unsigned long long)im.done);
                     failures = 0;
                     if (!follow && pending == 0) break;
@@ -721,7 +717,7 @@ int evs__nats_import(evs_store *s, const evs_nats_import_config *cfg, int follow
         stats->errors++;
         drop_sub(&im);
         if (++failures > IMPORT_ATTEMPTS && !follow) goto cleanup;
-        imp_log(&im, "%s (rewinding to sequence %llu in 1 s)", evs_errmsg(), (unsigned long long)im.done + 1);
+        evs__nats_log(&im.st, "%s (rewinding to sequence %llu in 1 s)", evs_errmsg(), (unsigned long long)im.done + 1);
         pause_1s(stop);
         rc = EVS_OK;
     }

@@ -27,6 +27,9 @@ typedef struct evs__nats_settings {
  */
 int evs__nats_settings_init(const evs_nats_config *cfg, evs__nats_settings *out);
 void evs__nats_settings_free(evs__nats_settings *st);
+/* One line "evstore: ..." to st->log (none when NULL), written and flushed at once: the server's other
+   threads log too. */
+void evs__nats_log(const evs__nats_settings *st, const char *fmt, ...) EVS_PRINTF(2, 3);
 
 /*
  * Connect to any of the servers (nats.c reconnects to the others for ever

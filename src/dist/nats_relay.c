@@ -66,19 +66,6 @@ static void on_pub_error(jsCtx *js, jsPubAckErr *pae, void *closure) {
     pthread_mutex_unlock(&r->mu);
 }
 
-static void relay_log(evs_nats_relay *r, const char *fmt, ...) EVS_PRINTF(2, 3);
-static void relay_log(evs_nats_relay *r, const char *fmt, ...) {
-    if (!r->st.log) return;
-    va_list ap;
-    va_start(ap, fmt);
-    char line[700];
-    vsnprintf(line, sizeof line, fmt, ap);
-    va_end(ap);
-    /* one write per line: the server's other threads log too */
-    fprintf(r->st.log, "evstore: %s\n", line);
-    fflush(r->st.log);
-}
-
 /* Create the stream when missing; refuse one that does not take our subjects. */
 static int ensure_stream(evs_nats_relay *r) {
     jsStreamInfo *si = NULL;
@@ -287,7 +274,7 @@ int evs__nats_relay_create(evs_store *s, const evs_nats_config *cfg, evs_nats_re
     rc = ensure_stream(r);
     if (rc == EVS_OK) rc = read_checkpoint(r, &r->pos, &r->seq);
     if (retryable(rc)) {
-        relay_log(r, "%s (retrying when the relay runs)", evs_errmsg());
+        evs__nats_log(&r->st, "%s (retrying when the relay runs)", evs_errmsg());
         r->need_stream = 1;
         r->need_checkpoint = 1;
         atomic_fetch_add(&r->errors, 1);
@@ -480,7 +467,7 @@ int evs__nats_relay_run(evs_nats_relay *r, int follow, volatile sig_atomic_t *st
             rc = read_checkpoint(r, &pos, &seq);
             if (rc == EVS_EINVAL) return rc;
             if (rc == EVS_OK) {
-                relay_log(r, "NATS relay: resuming after the stream's last sequence, %llu", (unsigned long long)pos);
+                evs__nats_log(&r->st, "NATS relay: resuming after the stream's last sequence, %llu", (unsigned long long)pos);
                 r->pos = pos;
                 r->seq = seq;
                 atomic_store(&r->published, pos);
@@ -497,7 +484,7 @@ int evs__nats_relay_run(evs_nats_relay *r, int follow, volatile sig_atomic_t *st
             }
             rc = publish_round(r);
             if (rc == EVS_OK) {
-                if (failures) relay_log(r, "NATS relay: publishing again (global position %llu acknowledged)", (unsigned long long)r->pos);
+                if (failures) evs__nats_log(&r->st, "NATS relay: publishing again (global position %llu acknowledged)", (unsigned long long)r->pos);
                 failures = 0;
                 continue;
             }
@@ -505,7 +492,7 @@ int evs__nats_relay_run(evs_nats_relay *r, int follow, volatile sig_atomic_t *st
         }
         atomic_fetch_add(&r->errors, 1);
         failures++;
-        relay_log(r, "%s (retrying in %u ms from the stream's last sequence)", evs_errmsg(), retry_ms);
+        evs__nats_log(&r->st, "%s (retrying in %u ms from the stream's last sequence)", evs_errmsg(), retry_ms);
         if (!follow && failures > attempts) return rc;
         r->need_checkpoint = 1;
         pause_ms(retry_ms, stop);
