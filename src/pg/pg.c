@@ -145,9 +145,14 @@ static int connect_one(evs_pg *pg, PGconn **out) {
     return EVS_OK;
 }
 
-int evs__pg_get(evs_pg *pg, PGconn **out) {
+/* Take a connection; try: only while fewer than half the pool's connections are in use, never waiting. */
+static int pool_get(evs_pg *pg, int try, PGconn **out) {
     *out = NULL;
     pthread_mutex_lock(&pg->mu);
+    if (try && (pg->closing || pg->total - pg->nidle >= EVS_PG_POOL_MAX / 2)) {
+        pthread_mutex_unlock(&pg->mu);
+        return 1;
+    }
     while (!pg->nidle && pg->total >= EVS_PG_POOL_MAX && !pg->closing) pthread_cond_wait(&pg->pool_cv, &pg->mu);
     if (pg->closing) {
         pthread_mutex_unlock(&pg->mu);
@@ -177,6 +182,10 @@ int evs__pg_get(evs_pg *pg, PGconn **out) {
     return rc;
 }
 
+int evs__pg_get(evs_pg *pg, PGconn **out) { return pool_get(pg, 0, out); }
+
+int evs__pg_try_get(evs_pg *pg, PGconn **out) { return pool_get(pg, 1, out); }
+
 void evs__pg_put(evs_pg *pg, PGconn *c) {
     if (!c) return;
     int broken = PQstatus(c) != CONNECTION_OK || PQtransactionStatus(c) != PQTRANS_IDLE;
@@ -199,6 +208,17 @@ void evs__pg_put(evs_pg *pg, PGconn *c) {
     pthread_mutex_unlock(&pg->mu);
 }
 
+/* Prepare the named statement stmt on c unless c has.  NULL when prepared, else PQprepare's failed reply. */
+static PGresult *prepare_once(PGconn *c, int stmt, const char *name, const char *sql, int n, const Oid *types) {
+    uintptr_t have = (uintptr_t)PQinstanceData(c, conn_event), bit = (uintptr_t)1 << stmt;
+    if (have & bit) return NULL;
+    PGresult *p = PQprepare(c, name, sql, n, types);
+    if (PQresultStatus(p) != PGRES_COMMAND_OK) return p;
+    PQclear(p);
+    PQsetInstanceData(c, conn_event, (void *)(have | bit));
+    return NULL;
+}
+
 /*
  * Run sql on c: unnamed (stmt < 0), or as the named statement stmt, which
  * is prepared on c first if c has not prepared it yet.  The reply is
@@ -209,13 +229,8 @@ static PGresult *exec_on(PGconn *c, int stmt, const char *sql, int n, const Oid 
     if (stmt < 0) return PQexecParams(c, sql, n, types, vals, lens, fmts, result_format);
     char name[24];
     snprintf(name, sizeof name, "evs_q%d", stmt);
-    uintptr_t have = (uintptr_t)PQinstanceData(c, conn_event), bit = (uintptr_t)1 << stmt;
-    if (!(have & bit)) {
-        PGresult *p = PQprepare(c, name, sql, n, types);
-        if (PQresultStatus(p) != PGRES_COMMAND_OK) return p;
-        PQclear(p);
-        PQsetInstanceData(c, conn_event, (void *)(have | bit));
-    }
+    PGresult *p = prepare_once(c, stmt, name, sql, n, types);
+    if (p) return p;
     PGresult *r = PQexecPrepared(c, name, n, vals, lens, fmts, result_format);
     const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
     /* the statement is gone (26000: a DISCARD ALL by hand or by a pooler) or its cached plan no longer fits the
@@ -225,14 +240,24 @@ static PGresult *exec_on(PGconn *c, int stmt, const char *sql, int n, const Oid 
         char drop[40];
         snprintf(drop, sizeof drop, "DEALLOCATE %s", name);
         PQclear(PQexec(c, drop)); /* 26000 when it was gone already: nothing to undo */
-        PQsetInstanceData(c, conn_event, (void *)(have & ~bit));
-        PGresult *p = PQprepare(c, name, sql, n, types);
-        if (PQresultStatus(p) != PGRES_COMMAND_OK) return p;
-        PQclear(p);
-        PQsetInstanceData(c, conn_event, (void *)(have | bit));
+        uintptr_t have = (uintptr_t)PQinstanceData(c, conn_event);
+        PQsetInstanceData(c, conn_event, (void *)(have & ~((uintptr_t)1 << stmt)));
+        if ((p = prepare_once(c, stmt, name, sql, n, types))) return p;
         r = PQexecPrepared(c, name, n, vals, lens, fmts, result_format);
     }
     return r;
+}
+
+int evs__pg_send_named(PGconn *c, int stmt, const char *sql, int n, const Oid *types, const char *const *vals,
+                       const int *lens, const int *fmts, int result_format) {
+    char name[24];
+    snprintf(name, sizeof name, "evs_q%d", stmt);
+    PGresult *p = prepare_once(c, stmt, name, sql, n, types);
+    if (p) {
+        PQclear(p);
+        return 0;
+    }
+    return PQsendQueryPrepared(c, name, n, vals, lens, fmts, result_format);
 }
 
 /*

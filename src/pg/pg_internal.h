@@ -53,6 +53,14 @@ typedef struct evs_pg {
 
 /* Take a connection from the pool (connecting if none is idle). */
 int evs__pg_get(evs_pg *pg, PGconn **out);
+/*
+ * The same without waiting, for work that is only worth doing with
+ * connections to spare (a reader's read-ahead, pg_read.c): 1 (no message)
+ * when half the pool or more is in use, so read-ahead never takes the
+ * connections that appends and other readers wait for; else as
+ * evs__pg_get.
+ */
+int evs__pg_try_get(evs_pg *pg, PGconn **out);
 /* Return it; a broken connection (bad status, or an error in flight) is closed instead. */
 void evs__pg_put(evs_pg *pg, PGconn *c);
 /* Run a read-only query (PQexecParams' arguments), once more on a fresh connection when the first
@@ -68,9 +76,16 @@ int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const ch
  * PostgreSQL then keeps a generic plan when it costs no more than the plans
  * for the values.
  */
-enum { EVS_PG_Q_STREAM_FWD, EVS_PG_Q_STREAM_BWD, EVS_PG_Q_ALL_FWD, EVS_PG_Q_ALL_BWD, EVS_PG_NQ };
+enum { EVS_PG_Q_STREAM_RANGE, EVS_PG_Q_STREAM_BWD, EVS_PG_Q_ALL_FWD, EVS_PG_Q_ALL_BWD, EVS_PG_NQ };
 int evs__pg_query_named(evs_pg *pg, int stmt, const char *sql, int n, const Oid *types, const char *const *vals,
                         const int *lens, const int *fmts, int result_format, const char *what, PGresult **out);
+/*
+ * Send the named statement stmt on c without waiting for its reply
+ * (PQsendQueryPrepared; prepared on c first, as above): 1 sent, 0 not
+ * (the caller reads PQerrorMessage or simply runs the query another way).
+ */
+int evs__pg_send_named(PGconn *c, int stmt, const char *sql, int n, const Oid *types, const char *const *vals,
+                       const int *lens, const int *fmts, int result_format);
 /* Raise the known head to h and wake waiters. */
 void evs__pg_note_head(evs_pg *pg, uint64_t h);
 /* An error from a failed query: EVS_EIO with libpq's message, prefixed with what. */

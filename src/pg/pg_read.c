@@ -24,6 +24,9 @@
 
 #define PAGE 256
 #define MAX_PARAMS 12
+/* Read-ahead: range pages in flight at most, and the length (in pages) from which a stream read uses it. */
+#define AHEAD 2
+#define AHEAD_MIN_PAGES 4
 
 /* The event columns, in the order row_event decodes them. */
 #define EVENT_COLS                                                                                                   \
@@ -65,14 +68,34 @@ typedef struct pg_reader {
     char *sql;
     int stmt;                /* the named statement of sql (EVS_PG_Q_*), -1: unnamed */
     int nparams;             /* $1 position, $2 page size, then the filter's */
+    /* a forward stream read (fetch_range): pages are ranges of positions up to ra_end, the version the
+       stream had at open (the read ends there, as on the embedded engine); a long one has up to AHEAD
+       ranges in flight, each on a connection of its own */
+    int ranges;              /* 1: this reader reads ranges */
+    int ahead;               /* 1: ... and reads them ahead */
+    uint64_t ra_end;         /* the last position it reads */
+    uint64_t ra_cons;        /* the first position of the next range to hand out */
+    int ra_n;                /* ranges in flight: ra_cons, ra_cons + PAGE, ... */
+    PGconn *ra_conn[AHEAD];
     char *vals[MAX_PARAMS];
     int lens[MAX_PARAMS], fmts[MAX_PARAMS];
     Oid types[MAX_PARAMS];
 } pg_reader;
 
+/* Wait out the ranges in flight and give their connections back. */
+static void ahead_drop(pg_reader *r) {
+    for (int i = 0; i < r->ra_n; i++) {
+        PGresult *x;
+        while ((x = PQgetResult(r->ra_conn[i]))) PQclear(x);
+        evs__pg_put(r->pg, r->ra_conn[i]);
+    }
+    r->ra_n = 0;
+}
+
 void evs__pg_reader_close(void *p) {
     pg_reader *r = p;
     if (!r) return;
+    ahead_drop(r);
     PQclear(r->page);
     for (int i = 0; i < r->nparams; i++) free(r->vals[i]);
     free(r->sql);
@@ -120,21 +143,103 @@ static int new_reader(evs_pg *pg, int all, int dir, size_t limit, pg_reader **ou
     return EVS_OK;
 }
 
-/* Run the reader's query for the page starting at r->next. */
-static int fetch(pg_reader *r) {
-    char from[24], size[24];
-    size_t want = PAGE;
-    if (r->limit && r->limit - r->returned < want) want = r->limit - r->returned;
-    snprintf(from, sizeof from, "%llu", (unsigned long long)(r->next > INT64_MAX ? INT64_MAX : r->next));
-    snprintf(size, sizeof size, "%zu", want);
+/*
+ * Forward stream reads.  A stream's positions have no gaps and what its
+ * metadata hides is always a prefix, so the pages of a read up to the
+ * version seen at open are known ranges of positions, and a page that
+ * shows nothing is not the end (the metadata came to hide it during the
+ * read).  A long read (W4, an aggregate's load, a catch-up) reads them
+ * ahead: one backend answering one page at a time left the client and the
+ * second core idle, and the backend's work per row (index, heap, send)
+ * cannot be cut much; so the reader sends the next AHEAD ranges at once,
+ * each on a connection of its own, and the backends fill them while the
+ * caller consumes the page in hand.  Connections come only from the pool's
+ * spare half (evs__pg_try_get); without one a range is read when needed.
+ */
+static const char RANGE_SQL[] =
+    "SELECT " EVENT_COLS " FROM event_store e WHERE e.aggregate_id = $3 AND e.stream_position >= $1 AND "
+    "e.stream_position < $1 + $2 AND e.stream_position >= " STREAM_FROM " AND e.recorded_at >= " STREAM_AGE
+    " ORDER BY e.stream_position LIMIT $2";
+
+/* Set $1 = from and $2 = size. */
+static int set_page(pg_reader *r, uint64_t from, size_t size) {
+    char a[24], b[24];
+    snprintf(a, sizeof a, "%llu", (unsigned long long)(from > INT64_MAX ? INT64_MAX : from));
+    snprintf(b, sizeof b, "%zu", size);
     free(r->vals[0]);
     free(r->vals[1]);
-    r->vals[0] = strdup(from);
-    r->vals[1] = strdup(size);
+    r->vals[0] = strdup(a);
+    r->vals[1] = strdup(b);
     if (!r->vals[0] || !r->vals[1]) return evs__err(EVS_ENOMEM, "out of memory for a reader");
+    return EVS_OK;
+}
+
+/* The positions of the range at from: a page, less at the end. */
+static size_t range_len(const pg_reader *r, uint64_t from) {
+    return from > r->ra_end ? 0 : r->ra_end - from + 1 < PAGE ? (size_t)(r->ra_end - from + 1) : PAGE;
+}
+
+/* Send the ranges after those in flight, while there are ranges to read and connections to spare. */
+static void ahead_fill(pg_reader *r) {
+    while (r->ahead && r->ra_n < AHEAD) {
+        uint64_t from = r->ra_cons + (uint64_t)r->ra_n * PAGE;
+        size_t len = range_len(r, from);
+        PGconn *c;
+        if (!len || set_page(r, from, len) || evs__pg_try_get(r->pg, &c)) return;
+        if (!evs__pg_send_named(c, EVS_PG_Q_STREAM_RANGE, RANGE_SQL, r->nparams, r->types,
+                                (const char *const *)r->vals, r->lens, r->fmts, 1)) {
+            evs__pg_put(r->pg, c); /* its error goes with it; the range is read when needed */
+            return;
+        }
+        r->ra_conn[r->ra_n++] = c;
+    }
+}
+
+/* The page of the range at r->ra_cons (there is one): from the first connection in flight, or read now. */
+static int fetch_range(pg_reader *r) {
     PQclear(r->page);
     r->page = NULL;
-    int rc = r->stmt >= 0 ? evs__pg_query_named(r->pg, r->stmt, r->sql, r->nparams, r->types,
+    size_t len = range_len(r, r->ra_cons);
+    if (!r->ra_n) ahead_fill(r);
+    if (r->ra_n) {
+        PGconn *c = r->ra_conn[0];
+        PGresult *x, *got = PQgetResult(c);
+        while ((x = PQgetResult(c))) PQclear(x);
+        evs__pg_put(r->pg, c);
+        memmove(r->ra_conn, r->ra_conn + 1, (size_t)--r->ra_n * sizeof r->ra_conn[0]);
+        if (PQresultStatus(got) == PGRES_TUPLES_OK) r->page = got;
+        else PQclear(got); /* a broken connection, a statement to prepare again: the query below handles both */
+    }
+    if (!r->page) {
+        /* no more positions than the limit leaves (a range in flight has no limit: ahead reads have none) */
+        if (r->limit && r->limit - r->returned < len) len = r->limit - r->returned;
+        int rc = set_page(r, r->ra_cons, len);
+        if (!rc)
+            rc = evs__pg_query_named(r->pg, EVS_PG_Q_STREAM_RANGE, RANGE_SQL, r->nparams, r->types,
+                                     (const char *const *)r->vals, r->lens, r->fmts, 1, "postgresql: read", &r->page);
+        if (rc) {
+            ahead_drop(r);
+            return rc;
+        }
+    }
+    r->ra_cons += len;
+    ahead_fill(r); /* the backends work on the next ranges while the caller consumes this one */
+    r->row = 0;
+    r->nrows = PQntuples(r->page);
+    r->last_page = r->ra_cons > r->ra_end;
+    return EVS_OK;
+}
+
+/* Run the reader's query for the page starting at r->next. */
+static int fetch(pg_reader *r) {
+    if (r->ranges) return fetch_range(r);
+    size_t want = PAGE;
+    if (r->limit && r->limit - r->returned < want) want = r->limit - r->returned;
+    int rc = set_page(r, r->next, want);
+    if (rc) return rc;
+    PQclear(r->page);
+    r->page = NULL;
+    rc = r->stmt >= 0 ? evs__pg_query_named(r->pg, r->stmt, r->sql, r->nparams, r->types,
                                                  (const char *const *)r->vals, r->lens, r->fmts, 1, "postgresql: read",
                                                  &r->page)
                           : evs__pg_query(r->pg, r->sql, r->nparams, r->types, (const char *const *)r->vals, r->lens,
@@ -182,12 +287,14 @@ int evs__pg_reader_next(void *p, const evs_event **ev) {
     pg_reader *r = p;
     *ev = NULL;
     if (r->limit && r->returned >= r->limit) return EVS_DONE;
-    if (r->row >= r->nrows) {
+    while (r->row >= r->nrows) {
         if (r->page && r->last_page) return EVS_DONE;
+        if (r->ranges && r->ra_cons > r->ra_end) return EVS_DONE;
         if (r->dir == EVS_BACKWARD && r->next == 0) return EVS_DONE;
         int rc = fetch(r);
         if (rc) return rc;
-        if (r->nrows == 0) {
+        /* a range with nothing shown is not the end: the metadata came to hide it during the read */
+        if (r->nrows == 0 && !r->ranges) {
             /* everything up to the page's head was examined (an $all read) */
             if (r->all && r->dir == EVS_FORWARD && !PQgetisnull(r->page, 0, 0)) {
                 uint64_t h = evs__pg_be64(PQgetvalue(r->page, 0, 0));
@@ -224,19 +331,16 @@ int evs__pg_read_stream(void *e, const char *stream, uint64_t from, int directio
     if (dstate) return evs__err(EVS_ENOTFOUND, "stream \"%s\" not found (%s)", stream, dstate == 2 ? "hard-deleted" : "deleted");
     if ((rc = new_reader(pg, 0, direction, limit, &r))) return rc;
     if ((rc = add_text(r, EVS_PG_TEXT, stream))) goto fail;
-    /* what the stream's metadata hides is left out by the query (max_age needs the time of the page) */
-    const char *sql = direction == EVS_FORWARD
-                          ? "SELECT " EVENT_COLS " FROM event_store e WHERE e.aggregate_id = $3 AND e.stream_position >= "
-                            "$1 AND e.stream_position >= " STREAM_FROM " AND e.recorded_at >= " STREAM_AGE
-                            " ORDER BY e.stream_position LIMIT $2"
-                          : "SELECT " EVENT_COLS " FROM event_store e WHERE e.aggregate_id = $3 AND e.stream_position <= "
-                            "$1 AND e.stream_position >= " STREAM_FROM " AND e.recorded_at >= " STREAM_AGE
-                            " ORDER BY e.stream_position DESC LIMIT $2";
-    if (!(r->sql = strdup(sql))) {
+    /* what the stream's metadata hides is left out by the query (max_age needs the time of the page);
+       forward reads run RANGE_SQL */
+    if (direction == EVS_BACKWARD &&
+        !(r->sql = strdup("SELECT " EVENT_COLS " FROM event_store e WHERE e.aggregate_id = $3 AND "
+                          "e.stream_position <= $1 AND e.stream_position >= " STREAM_FROM " AND e.recorded_at >= "
+                          STREAM_AGE " ORDER BY e.stream_position DESC LIMIT $2"))) {
         rc = evs__err(EVS_ENOMEM, "out of memory for a reader");
         goto fail;
     }
-    r->stmt = direction == EVS_FORWARD ? EVS_PG_Q_STREAM_FWD : EVS_PG_Q_STREAM_BWD;
+    r->stmt = EVS_PG_Q_STREAM_BWD;
     if (direction == EVS_FORWARD) {
         /* start at the first event the metadata shows rather than skip the hidden ones row by row */
         r->next = from ? from : 1;
@@ -244,6 +348,12 @@ int evs__pg_read_stream(void *e, const char *stream, uint64_t from, int directio
         if (hide.max_count >= 0 && info.version > (uint64_t)hide.max_count &&
             r->next < info.version - (uint64_t)hide.max_count + 1)
             r->next = info.version - (uint64_t)hide.max_count + 1;
+        /* the read ends at the version now; a long one (and no small limit) reads ahead */
+        r->ranges = 1;
+        r->ra_end = info.version;
+        r->ra_cons = r->next;
+        r->ahead = r->next <= info.version && info.version - r->next + 1 >= (uint64_t)AHEAD_MIN_PAGES * PAGE &&
+                   (!limit || limit >= (size_t)AHEAD_MIN_PAGES * PAGE);
     } else {
         r->next = from > info.version ? info.version : from;
     }

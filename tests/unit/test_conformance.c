@@ -586,6 +586,117 @@ static void test_metadata_pages(evs_store *s) {
     CHECK_INT(stream_positions(s, name[1], EVS_FORWARD, p, LEN), -EVS_ENOTFOUND);
 }
 
+/*
+ * Long stream reads (thousands of events, many pages; the PostgreSQL
+ * engine reads them ahead on spare connections): every event once, in
+ * order, with its data, with and without a limit, from inside the stream;
+ * events appended while a read runs; metadata that comes to hide a prefix
+ * while a read runs; and many long reads held open at once leave appends
+ * and other reads working.
+ */
+static int long_check(evs_reader *rd, uint64_t first, uint64_t last) {
+    const evs_event *e;
+    char want[32];
+    uint64_t at = first;
+    int ok = 1, rc;
+    while ((rc = evs_reader_next(rd, &e)) == EVS_OK) {
+        snprintf(want, sizeof want, "{\"p\":%llu}", (unsigned long long)at);
+        ok &= e->stream_position == at && e->data_len == strlen(want) && !memcmp(e->data, want, e->data_len);
+        at++;
+    }
+    return ok && rc == EVS_DONE && at == last + 1;
+}
+
+static void long_append(evs_store *s, const char *stream, int from, int n) {
+    static evs_event_in ev[100];
+    static char data[100][32];
+    for (int done = 0; done < n;) {
+        int k = n - done < 100 ? n - done : 100;
+        for (int i = 0; i < k; i++) {
+            snprintf(data[i], sizeof data[i], "{\"p\":%d}", from + done + i);
+            ev[i] = tu_event("Long", data[i]);
+        }
+        evs_append_result r;
+        CHECK_RC(evs_append(s, stream, from + done - 1, ev, (size_t)k, &r, NULL), EVS_OK);
+        done += k;
+    }
+}
+
+static void test_long_reads(evs_store *s) {
+    enum { LEN = 3000, HELD = 40 };
+    long_append(s, "long-1", 1, LEN);
+    evs_reader *rd;
+    CHECK_RC(evs_read_stream(s, "long-1", 1, EVS_FORWARD, 0, &rd), EVS_OK);
+    CHECK(long_check(rd, 1, LEN));
+    CHECK_INT(evs_reader_position(rd), LEN + 1);
+    evs_reader_close(rd);
+    CHECK_RC(evs_read_stream(s, "long-1", 1, EVS_FORWARD, 1500, &rd), EVS_OK);
+    CHECK(long_check(rd, 1, 1500));
+    evs_reader_close(rd);
+    CHECK_RC(evs_read_stream(s, "long-1", 700, EVS_FORWARD, 0, &rd), EVS_OK);
+    CHECK(long_check(rd, 700, LEN));
+    evs_reader_close(rd);
+    /* a reader closed in the middle of a long read */
+    const evs_event *e;
+    CHECK_RC(evs_read_stream(s, "long-1", 1, EVS_FORWARD, 0, &rd), EVS_OK);
+    for (int i = 0; i < 300; i++) CHECK_RC(evs_reader_next(rd, &e), EVS_OK);
+    evs_reader_close(rd);
+
+    /* a read ends at the version the stream had when it began, whatever is appended meanwhile */
+    long_append(s, "long-2", 1, 1200);
+    CHECK_RC(evs_read_stream(s, "long-2", 1, EVS_FORWARD, 0, &rd), EVS_OK);
+    CHECK_RC(evs_reader_next(rd, &e), EVS_OK);
+    CHECK_INT(e->stream_position, 1);
+    long_append(s, "long-2", 1201, 700);
+    uint64_t at = 2;
+    int ok = 1, rc;
+    while ((rc = evs_reader_next(rd, &e)) == EVS_OK) ok &= e->stream_position == at++;
+    CHECK_RC(rc, EVS_DONE);
+    CHECK(ok);
+    CHECK_INT(at, 1201);
+    evs_reader_close(rd);
+
+    /* a prefix hidden while the read runs: what follows comes in order, once, up to the end */
+    long_append(s, "long-3", 1, 2000);
+    CHECK_RC(evs_read_stream(s, "long-3", 1, EVS_FORWARD, 0, &rd), EVS_OK);
+    for (int i = 0; i < 10; i++) CHECK_RC(evs_reader_next(rd, &e), EVS_OK);
+    const char *tb = "{\"truncate_before\":1500}";
+    CHECK_RC(evs_stream_set_metadata(s, "long-3", EVS_EXPECT_ANY, tb, strlen(tb), NULL), EVS_OK);
+    uint64_t prev = 10, first_after = 0;
+    ok = 1;
+    while ((rc = evs_reader_next(rd, &e)) == EVS_OK) {
+        ok &= e->stream_position > prev;
+        prev = e->stream_position;
+        if (prev >= 1500 && !first_after) first_after = prev;
+    }
+    CHECK_RC(rc, EVS_DONE);
+    CHECK(ok);
+    CHECK_INT(prev, 2000);
+    CHECK_INT(first_after, 1500);
+    evs_reader_close(rd);
+    CHECK_RC(evs_read_stream(s, "long-3", 1, EVS_FORWARD, 0, &rd), EVS_OK);
+    CHECK_RC(evs_reader_next(rd, &e), EVS_OK);
+    CHECK_INT(e->stream_position, 1500);
+    evs_reader_close(rd);
+
+    /* many long reads held open in the middle: appends and other reads still run */
+    static evs_reader *held[HELD];
+    for (int i = 0; i < HELD; i++) {
+        CHECK_RC(evs_read_stream(s, "long-1", 1, EVS_FORWARD, 0, &held[i]), EVS_OK);
+        for (int k = 0; k < 300; k++) CHECK_RC(evs_reader_next(held[i], &e), EVS_OK);
+    }
+    long_append(s, "long-1", LEN + 1, 10);
+    CHECK_RC(evs_read_stream(s, "long-1", 1, EVS_FORWARD, 0, &rd), EVS_OK);
+    CHECK(long_check(rd, 1, LEN + 10));
+    evs_reader_close(rd);
+    ok = 1;
+    for (int i = 0; i < HELD; i++) {
+        ok &= long_check(held[i], 301, LEN);
+        evs_reader_close(held[i]);
+    }
+    CHECK(ok);
+}
+
 /* What only the embedded engine does yet answers EVS_ENOTSUP on the others, naming the operation. */
 static void test_engine_scope(evs_store *s) {
     evs_bus *bus = NULL;
@@ -705,6 +816,7 @@ int main(int argc, char **argv) {
     test_wait_for(s);
     test_stream_metadata(s);
     test_metadata_pages(s);
+    test_long_reads(s);
     test_engine_scope(s);
     /* reopen: everything is still there, the head too */
     uint64_t head = evs_head(s);
