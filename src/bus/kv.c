@@ -97,7 +97,7 @@ int evs__kv_open_lmdb_as(const evs__kv_layout *lo, const char *path, int ro, evs
         rc = mdb_rc(rc, "create environment");
         goto fail;
     }
-    mdb_env_set_maxdbs(kv->env, 8);
+    mdb_env_set_maxdbs(kv->env, EVS__KV_MAX_TABLES); /* a limit of this process, not stored in the environment */
     mdb_env_set_mapsize(kv->env, lo->lmdb_map_size);
     if (lo->lmdb_max_readers) mdb_env_set_maxreaders(kv->env, lo->lmdb_max_readers);
     unsigned sync = lo->lmdb_sync == EVS__KV_SYNC_NOMETA ? MDB_NOMETASYNC
@@ -145,8 +145,9 @@ int evs__kv_open_pg_as(const evs__kv_layout *lo, void *pg_engine, evs__kv **out)
 
 void evs__kv_close(evs__kv *kv) {
     if (!kv) return;
-    /* without sync, what the environment wrote reaches the disk here (a clean close loses nothing) */
-    if (kv->env && !kv->ro && kv->lo->lmdb_sync == EVS__KV_SYNC_NONE) mdb_env_sync(kv->env, 1);
+    /* without sync (or without the meta page's), what the environment wrote reaches the disk here: a clean
+       close loses nothing */
+    if (kv->env && !kv->ro && kv->lo->lmdb_sync != EVS__KV_SYNC_FULL) mdb_env_sync(kv->env, 1);
     if (kv->env) mdb_env_close(kv->env);
     free(kv);
 }
@@ -328,7 +329,8 @@ int evs__kv_lease_take(evs__kv *kv, const char *name, evs__kv_lease **out) {
     if (!kv->pg) return EVS_OK;
     evs__kv_lease *l = calloc(1, sizeof *l);
     if (!l) return evs__err(EVS_ENOMEM, "out of memory");
-    int rc = evs__pgkv_lease_take(kv->pg, name, &l->pl);
+    /* the bus's names as they always were; another layout's in a space of its own (any name is a consumer's) */
+    int rc = evs__pgkv_lease_take(kv->pg, kv->lo == &evs__kv_bus_layout ? "bus" : kv->lo->what, name, &l->pl);
     if (rc) {
         free(l);
         return rc;

@@ -30,6 +30,7 @@ struct evs__pgkv_lease {
     PGconn *conn;
     pthread_mutex_t mu;           /* held by the transaction running on conn */
     char name[256];
+    char who[64];                 /* in messages: "consumer", or the space's name */
 };
 
 struct evs__pgkv_txn {
@@ -93,8 +94,8 @@ int evs__pgkv_begin(void *engine, evs__pgkv_lease *lease, int rdonly, evs__pgkv_
         if (PQstatus(t->conn) != CONNECTION_OK) {
             pthread_mutex_unlock(&lease->mu);
             free(t);
-            return evs__err(EVS_ELOCKED, "consumer \"%s\" lost its lease: its PostgreSQL session ended (another "
-                                         "process may run it now); close and open it again", lease->name);
+            return evs__err(EVS_ELOCKED, "%s \"%s\" lost its lease: its PostgreSQL session ended (another "
+                                         "process may run it now); close and open it again", lease->who, lease->name);
         }
     } else if ((rc = evs__pg_get(t->pg, &t->conn))) {
         free(t);
@@ -234,13 +235,14 @@ int evs__pgkv_seek(evs__pgkv_txn *t, int db, const void *k, size_t kl, int after
 
 /* ----------------------------------------------------------------- leases */
 
-int evs__pgkv_lease_take(void *engine, const char *name, evs__pgkv_lease **out) {
+int evs__pgkv_lease_take(void *engine, const char *space, const char *name, evs__pgkv_lease **out) {
     evs_pg *pg = engine;
     int rc = EVS_OK;
     *out = NULL;
     evs__pgkv_lease *l = calloc(1, sizeof *l);
     if (!l) return evs__err(EVS_ENOMEM, "out of memory");
     snprintf(l->name, sizeof l->name, "%s", name);
+    snprintf(l->who, sizeof l->who, "%s", strcmp(space, "bus") == 0 ? "consumer" : space);
     pthread_mutex_init(&l->mu, NULL);
     if (!(l->conn = PQconnectdb(pg->url))) {
         rc = evs__err(EVS_ENOMEM, "postgresql: out of memory connecting");
@@ -251,16 +253,16 @@ int evs__pgkv_lease_take(void *engine, const char *name, evs__pgkv_lease **out) 
         goto fail;
     }
     PQsetNoticeProcessor(l->conn, quiet, NULL);
-    char key[300];
-    snprintf(key, sizeof key, "evs_bus:%s", name);
+    char key[400];
+    snprintf(key, sizeof key, "evs_%s:%s", space, name);
     const char *vals[1] = {key};
     PGresult *r = PQexecParams(l->conn, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", 1, NULL, vals, NULL,
                                NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         rc = evs__pg_err(l->conn, r, "postgresql: consumers: take a lease");
     } else if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
-        rc = evs__err(EVS_ELOCKED, "consumer \"%s\" is open in another process on this database (it holds the "
-                                   "lease)", name);
+        rc = evs__err(EVS_ELOCKED, "%s \"%s\" is open in another process on this database (it holds the "
+                                   "lease)", l->who, name);
     }
     PQclear(r);
     if (rc) goto fail;
