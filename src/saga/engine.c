@@ -412,6 +412,7 @@ int evs_saga_get_engine_stats(evs_saga_engine *e, evs_saga_engine_stats *out) {
     out->position = e->position;
     out->queued = (uint32_t)e->q_len;
     out->running = (uint32_t)evs__smap_count(e->claims);
+    out->holding = (uint32_t)atomic_load(&e->holding);
     pthread_mutex_unlock(&e->mu);
     out->head = evs_head(e->store);
     int rc = evs__cat_timers_pending(e, &out->timers_pending);
