@@ -106,8 +106,6 @@ static void *dispatcher_main(void *arg) {
             rc = evs__cat_lease(e);
             if (rc == EVS_OK) rc = requeue_once(e);
             if (rc == EVS_OK) {
-                fprintf(stderr, "evstore: sagas: this process holds the saga lease now (node %s, position %llu)\n",
-                        e->node, (unsigned long long)e->position);
                 pthread_mutex_lock(&e->mu);
                 pthread_cond_broadcast(&e->timer_cv);
                 pthread_cond_broadcast(&e->work_cv);
