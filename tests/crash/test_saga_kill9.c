@@ -145,9 +145,26 @@ static int carrier(void *ctx, const evs_event *ev, char *err, size_t cap) {
     return rc ? 1 : 0;
 }
 
+/* The carrier: opened here, waiting for it while another process runs it (PostgreSQL: one holder of its lease). */
 static void *carrier_main(void *arg) {
-    evs_subscription *s = arg;
-    while (!atomic_load(&carrier_stop)) evs_sub_poll(s, 20, 0, NULL);
+    evs_bus *bus = arg;
+    evs_sub_config sc;
+    evs_sub_config_init(&sc);
+    static const char *const created[] = {"ShipmentCreated"};
+    sc.name = "carrier";
+    sc.filter.event_types = created;
+    sc.filter.n_event_types = 1;
+    sc.checkpoint_every = 50;
+    sc.checkpoint_ms = 20;
+    evs_subscription *s = NULL;
+    while (!atomic_load(&carrier_stop)) {
+        int rc = evs_sub_open(bus, &sc, carrier, NULL, &s);
+        if (rc == EVS_OK) break;
+        if (rc != EVS_ELOCKED) die("carrier");
+        usleep(50000);
+    }
+    while (s && !atomic_load(&carrier_stop)) evs_sub_poll(s, 20, 0, NULL);
+    evs_sub_close(s);
     return NULL;
 }
 
@@ -246,18 +263,8 @@ static void child(const char *where, const int (*ranges)[2], int nr, int upto, i
     lw.fd = fd;
     pthread_t lwt;
     if (cf_pg) pthread_create(&lwt, NULL, lease_watch_main, &lw);
-    evs_sub_config sc;
-    evs_sub_config_init(&sc);
-    static const char *const created[] = {"ShipmentCreated"};
-    sc.name = "carrier";
-    sc.filter.event_types = created;
-    sc.filter.n_event_types = 1;
-    sc.checkpoint_every = 50;
-    sc.checkpoint_ms = 20;
-    evs_subscription *sub;
-    if (evs_sub_open(bus, &sc, carrier, NULL, &sub)) die("carrier");
     pthread_t th;
-    pthread_create(&th, NULL, carrier_main, sub);
+    pthread_create(&th, NULL, carrier_main, bus);
     static const char *const stock[][2] = {{"tea", "1000000"}, {"mug", "1000000"}, {"cup", "1000000"}, {"pot", "1000000"},
                                            {"rare", "12"}};
     for (int i = 0; i < 5; i++) {
@@ -292,9 +299,7 @@ static void child(const char *where, const int (*ranges)[2], int nr, int upto, i
     if (evs_saga_engine_wait_idle(e, 60000)) die("idle");
     while (!settled_all(e, upto) && now_ms() < deadline) usleep(20000);
     atomic_store(&carrier_stop, 1);
-    evs_sub_cancel(sub);
     pthread_join(th, NULL);
-    evs_sub_close(sub);
     evs_saga_engine_close(e);
     evs_app_close(app);
     evs_bus_close(bus);
