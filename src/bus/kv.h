@@ -143,6 +143,13 @@ int evs__kv_cursor_open(evs__kv_txn *txn, int db, evs__kv_cursor **out);
  * NEXT (the key after the current one, even when that one was deleted).
  */
 int evs__kv_cursor_get(evs__kv_cursor *c, evs__kv_val *k, evs__kv_val *v, int op);
+/*
+ * Bound the cursor: keys >= *end (byte order) are past its end, and a move
+ * that would land on one answers EVS__KV_NOTFOUND.  On PostgreSQL the bound
+ * is part of the scan, so a walk over one key prefix fetches no row beyond
+ * it.  Set before the first move; end is copied.
+ */
+int evs__kv_cursor_bound(evs__kv_cursor *c, const evs__kv_val *end);
 /* Delete the current key; NEXT then moves to the key after it. */
 int evs__kv_cursor_del(evs__kv_cursor *c);
 void evs__kv_cursor_close(evs__kv_cursor *c);

@@ -47,6 +47,9 @@ int evs__pgkv_count(evs__pgkv_txn *t, int db, size_t *n);
 /* The first row of db with key >= k (after: > k). */
 int evs__pgkv_seek(evs__pgkv_txn *t, int db, const void *k, size_t kl, int after, const void **rk, size_t *rkl,
                    const void **rv, size_t *rvl);
+/* The same below end (keys < end; end NULL: no bound): a walk over one prefix fetches nothing past it. */
+int evs__pgkv_seek_below(evs__pgkv_txn *t, int db, const void *k, size_t kl, int after, const void *end, size_t el,
+                         const void **rk, size_t *rkl, const void **rv, size_t *rvl);
 
 /*
  * The lease on name in a space of names ("bus": the consumers, whose keys
