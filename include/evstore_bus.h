@@ -470,7 +470,9 @@ int evs_proj_scan(evs_bus *b, const char *name, evs_proj_scan_fn fn, void *ctx, 
 /*
  * Wait until the committed state of projection `name` reflects `position`
  * (a consistency token: the last global position of a command's events).
- * Wakes at each consumer commit of the bus; timeout_ms -1: forever, 0: just
+ * Wakes at each consumer commit of the bus; on PostgreSQL, where the
+ * projection may run in another process on the same database, it also reads
+ * the position again every few milliseconds.  timeout_ms -1: forever, 0: just
  * check.  EVS_OK, or EVS_ETIMEDOUT naming both positions; *reached (may be
  * NULL) receives the projection's position either way.  Any thread.  The
  * wait ends no sooner than the projection commits: its checkpoint_every /
@@ -478,7 +480,11 @@ int evs_proj_scan(evs_bus *b, const char *name, evs_proj_scan_fn fn, void *ctx, 
  */
 int evs_proj_wait(evs_bus *b, const char *name, uint64_t position, int timeout_ms, uint64_t *reached);
 
-/* Bumped by every consumer commit of the bus (cheap change detection for caches). */
+/*
+ * Bumped by every consumer commit of the bus (cheap change detection for
+ * caches).  It counts this handle's commits only: on PostgreSQL a consumer
+ * running in another process moves nothing here.
+ */
 uint64_t evs_bus_commit_generation(evs_bus *b);
 
 typedef struct evs_partition_name {

@@ -52,9 +52,17 @@
  * leases.  Any append of a worker that lost its lease fails on the version.
  *
  * Timers (step deadlines, retry times, the saga deadline) are in the saga's
- * events, so they survive any crash; an index in DIR/sagas/ (LMDB, derived
- * from the log and caught up on open) orders them, and they fire after a
+ * events, so they survive any crash; an index derived from the log and
+ * caught up on open orders them (DIR/sagas/, LMDB, on the embedded engine;
+ * tables of the store's database on PostgreSQL), and they fire after a
  * restart (late, never lost).  The same index answers listings and stats.
+ *
+ * PostgreSQL.  Engines of several processes may open one database: the one
+ * holding the saga lease runs the dispatcher, the timers and the workers;
+ * the others stand by (listings, stats, get and show work; operator
+ * actions are refused with EVS_ELOCKED) and one takes over when the
+ * holder's session ends — it closed, or died.  Sagas are started by events
+ * and answered by events, appended through any process.
  *
  * Thread rules.  An evs_saga_engine is thread-safe.  Register definitions
  * before evs_saga_engine_start (or between evs_saga_engine_run calls).
@@ -230,7 +238,8 @@ typedef struct evs_saga_config {
     const evs_clock *clock;         /* NULL: real time; borrowed for the engine's life, must be thread-safe */
     evs_lua_limits lua_limits;      /* sandbox of Lua definitions (zero: defaults) */
     int read_only;                  /* look only, beside the process that runs the engine: DIR/sagas/ is
-                                       opened read-only (EVS_ENOTFOUND when it does not exist), app may be
+                                       opened read-only (EVS_ENOTFOUND when it does not exist; on
+                                       PostgreSQL when no engine ever ran on the database), app may be
                                        NULL; listings, stats, get and show work, everything else is
                                        refused (EVS_EINVAL) */
 } evs_saga_config;
@@ -238,8 +247,9 @@ typedef struct evs_saga_config {
 void evs_saga_config_init(evs_saga_config *c);
 
 /*
- * Open the saga engine of an open store and its app: DIR/sagas/ (created),
- * caught up with the log by the first run or start.  c may be NULL.
+ * Open the saga engine of an open store and its app: its index (DIR/sagas/,
+ * created; or the database's tables), caught up with the log by the first
+ * run or start (on PostgreSQL: by the process holding the saga lease).  c may be NULL.
  * Ownership: *out is the caller's, released with evs_saga_engine_close
  * before the app; on failure *out is NULL.  One engine per store.
  */
@@ -456,6 +466,9 @@ typedef struct evs_saga_engine_stats {
     uint64_t errors;                /* store or index errors (the run is retried) */
     uint32_t queued;                /* instances waiting for a worker */
     uint32_t running;               /* instances a worker holds */
+    uint32_t holding;               /* 1: this process runs the sagas (always on the embedded engine, unless
+                                       read-only); 0 on PostgreSQL while another process holds the saga lease
+                                       (this one stands by; position is then the holder's committed one) */
     char last_error[512];
 } evs_saga_engine_stats;
 

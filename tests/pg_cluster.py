@@ -6,6 +6,8 @@
     pg_cluster.py stop STATE    pg_ctl stop (immediate) and remove the cluster
     pg_cluster.py url STATE     print the URL of the running cluster
     pg_cluster.py restart STATE pg_ctl restart -m fast (same port): the database restarted under load
+    pg_cluster.py fresh STATE NAME  (re)create database NAME, empty, and print its URL (for a
+                                program that takes a store's location, as examples/shop's do)
 
 CTest runs `start` and `stop` as the setup and cleanup of the fixture
 "pg_cluster" (CMakeLists.txt); the tests that require it read the URL from
@@ -100,7 +102,20 @@ def restart(state):
                    check=True, stdout=subprocess.DEVNULL, cwd=st["root"])
 
 
+def fresh(state, name):
+    st = json.load(open(state))
+    if not name.replace("_", "").isalnum():
+        sys.exit(f"pg_cluster: fresh: {name!r} is not a plain database name")
+    psql = [os.path.join(st["bindir"], "psql"), st["url"], "-q", "-v", "ON_ERROR_STOP=1"]
+    subprocess.run(psql + ["-c", f"DROP DATABASE IF EXISTS {name} WITH (FORCE)", "-c", f"CREATE DATABASE {name}"],
+                   check=True, stdout=subprocess.DEVNULL)
+    print(st["url"].rsplit("/", 1)[0] + "/" + name)
+
+
 def main():
+    if len(sys.argv) == 4 and sys.argv[1] == "fresh":
+        fresh(os.path.abspath(sys.argv[2]), sys.argv[3])
+        return
     if len(sys.argv) != 3 or sys.argv[1] not in ("start", "stop", "url", "restart"):
         sys.exit(__doc__)
     cmd, state = sys.argv[1], os.path.abspath(sys.argv[2])

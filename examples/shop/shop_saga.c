@@ -1,7 +1,8 @@
 /*
  * shop_saga.c — the shop's order saga (order_saga.lua) run in-process:
  *
- *     shop_saga DATA_DIR [SCRIPTS_DIR]      (DATA_DIR: a new directory)
+ *     shop_saga DATA_DIR [SCRIPTS_DIR]      (DATA_DIR: a new directory, or the
+ *                                           postgresql:// URL of an empty database)
  *
  * Registers the shop's aggregates and the order saga of SCRIPTS_DIR
  * (default: this file's directory, as compiled), starts the saga engine,

@@ -8,8 +8,9 @@
  * global position must equal the snapshot's: a snapshot that does not
  * describe this log is refused, and the aggregate is folded from events.
  *
- * Snapshot rows (database "snapshots" of DIR/app/), key stream 0x00
- * be64(version), value:
+ * Snapshot rows (table "snapshots" of the app's kv: DIR/app/, or evs_bus_kv
+ * on PostgreSQL, where every server on the database reads what any of them
+ * wrote), key stream 0x00 be64(version), value:
  *
  *   offset size
  *        0    4  format (1)
@@ -21,7 +22,9 @@
  *       48    -  the state, JSON text
  *
  * A put keeps the newest snapshot_keep rows of the stream and deletes the
- * rest in the same transaction.
+ * rest in the same transaction.  Every read of a stream's rows is one walk
+ * forward over its key prefix, bounded (kv.h's cursor bound) so that on
+ * PostgreSQL it fetches that stream's rows and no other's.
  *
  * Background snapshots.  A command that moved an aggregate snapshot_every
  * events past its last snapshot hands its loaded state (pre-append) to the
@@ -55,34 +58,78 @@ static int usable(const evs__agg *g, const uint8_t *v, size_t n) {
            memcmp(v + 8, g->code_hash, EVS__HASH_BYTES) == 0;
 }
 
+/* One snapshot row of a stream: its version (from the key) and its value (a view into the transaction). */
+typedef struct snap_row {
+    uint64_t version;
+    const uint8_t *v;
+    size_t n;
+} snap_row;
+
 /*
- * Walk the stream's snapshots from the newest: 1 with *l filled from the
- * first usable one, 0 when none, < 0 on error.
+ * The rows of stream with version < below, oldest first (one bounded walk
+ * of the stream's key prefix).  The views stay valid until the transaction
+ * ends or, on LMDB, writes.  Ownership: *rows is the caller's (free).
+ */
+static int snap_rows(evs__kv_txn *txn, const char *stream, size_t sl, uint64_t below, snap_row **rows, size_t *n) {
+    uint8_t kb[EVS_MAX_STREAM_NAME + 9], eb[EVS_MAX_STREAM_NAME + 9];
+    evs__kv_cursor *cur = NULL;
+    snap_row *r = NULL;
+    size_t cap = 0;
+    *rows = NULL;
+    *n = 0;
+    evs__kv_val end = {snap_key(eb, stream, sl, below), eb};
+    int rc = evs__kv_cursor_open(txn, EVS__AK_SNAPSHOTS, &cur);
+    if (!rc) rc = evs__kv_cursor_bound(cur, &end);
+    if (rc) goto out;
+    evs__kv_val k = {snap_key(kb, stream, sl, 0), kb}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_SET_RANGE); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size != sl + 9 || memcmp(k.data, stream, sl + 1) != 0) continue; /* (the bound ends the prefix) */
+        if (*n == cap) {
+            size_t nc = cap ? cap * 2 : 8;
+            snap_row *nr = realloc(r, nc * sizeof *nr);
+            if (!nr) {
+                rc = evs__err(EVS_ENOMEM, "out of memory");
+                goto out;
+            }
+            r = nr;
+            cap = nc;
+        }
+        r[*n].version = evs__get64be((const uint8_t *)k.data + sl + 1);
+        r[*n].v = v.data;
+        r[(*n)++].n = v.size;
+    }
+    if (rc == EVS__KV_NOTFOUND) rc = EVS_OK;
+out:
+    evs__kv_cursor_close(cur);
+    if (rc) {
+        free(r);
+        *n = 0;
+        return evs__app_kv_err(rc, "read snapshots");
+    }
+    *rows = r;
+    return EVS_OK;
+}
+
+/*
+ * The stream's snapshots from the newest (with upto, the newest at or
+ * before that version): 1 with *l filled from the first usable one, 0 when
+ * none, < 0 on error.
  */
 static int find_snapshot(evs_app *a, evs__agg *g, const char *stream, evs__loaded *l, char *err, size_t cap) {
-    size_t sl = strlen(stream);
-    uint8_t kb[EVS_MAX_STREAM_NAME + 9];
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    int rc = mdb_txn_begin(a->env, NULL, MDB_RDONLY, &txn), found = 0;
-    if (rc) return evs__app_mdb_err(rc, "begin");
-    if ((rc = mdb_cursor_open(txn, a->snapshots, &cur))) {
-        rc = evs__app_mdb_err(rc, "cursor");
-        goto out;
-    }
-    /* the newest row below the key: with upto, the newest at or before that version */
-    MDB_val k = {snap_key(kb, stream, sl, l->upto ? l->upto + 1 : UINT64_MAX), kb}, v;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    rc = mdb_cursor_get(cur, &k, &v, rc == 0 ? MDB_PREV : MDB_LAST);
-    for (; rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
-        if (k.mv_size != sl + 9 || memcmp(k.mv_data, kb, sl + 1) != 0) break;
-        if (!usable(g, v.mv_data, v.mv_size)) {
+    evs__kv_txn *txn;
+    snap_row *rows = NULL;
+    size_t n = 0;
+    int rc = evs__kv_begin(a->kv, NULL, EVS__KV_RDONLY, &txn), found = 0;
+    if (rc) return evs__app_kv_err(rc, "begin");
+    if ((rc = snap_rows(txn, stream, strlen(stream), l->upto ? l->upto + 1 : UINT64_MAX, &rows, &n))) goto out;
+    for (size_t i = n; i-- > 0;) {
+        if (!usable(g, rows[i].v, rows[i].n)) {
             l->snapshots_ignored++;
             continue;
         }
-        const uint8_t *p = v.mv_data;
+        const uint8_t *p = rows[i].v;
         void *st = NULL;
-        if (g->def.decode(g->def.ctx, (const char *)p + SNAP_HEADER, v.mv_size - SNAP_HEADER, &st, err, cap)) {
+        if (g->def.decode(g->def.ctx, (const char *)p + SNAP_HEADER, rows[i].n - SNAP_HEADER, &st, err, cap)) {
             /* a row we wrote ourselves that no longer decodes: skip it, fold from events */
             l->snapshots_ignored++;
             continue;
@@ -93,10 +140,10 @@ static int find_snapshot(evs_app *a, evs__agg *g, const char *stream, evs__loade
         found = 1;
         break;
     }
-    rc = rc == 0 || rc == MDB_NOTFOUND ? found : evs__app_mdb_err(rc, "read snapshot");
+    rc = found;
 out:
-    if (cur) mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+    free(rows);
+    evs__kv_abort(txn);
     return rc;
 }
 
@@ -207,21 +254,12 @@ int evs__agg_store_snapshot(evs_app *a, evs__agg *g, const char *stream, const e
     size_t jl = 0;
     if (g->def.encode(g->def.ctx, l->state, &json, &jl) || !json)
         return evs__err(EVS_EINVAL, "%s: encoding the state at version %llu failed", stream, (unsigned long long)l->version);
-    size_t sl = strlen(stream);
-    uint8_t kb[EVS_MAX_STREAM_NAME + 9];
-    MDB_val k = {snap_key(kb, stream, sl, l->version), kb}, v = {SNAP_HEADER + jl, NULL};
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    int rc = mdb_txn_begin(a->env, NULL, 0, &txn);
-    if (rc) {
+    size_t sl = strlen(stream), vl = SNAP_HEADER + jl;
+    uint8_t kb[EVS_MAX_STREAM_NAME + 9], *p = malloc(vl);
+    if (!p) {
         free(json);
-        return evs__app_mdb_err(rc, "begin");
+        return evs__err(EVS_ENOMEM, "out of memory");
     }
-    if ((rc = mdb_put(txn, a->snapshots, &k, &v, MDB_RESERVE))) {
-        rc = evs__app_mdb_err(rc, "write snapshot");
-        goto fail;
-    }
-    uint8_t *p = v.mv_data;
     evs__put32(p, SNAP_FORMAT);
     evs__put32(p + 4, g->schema);
     memcpy(p + 8, g->code_hash, EVS__HASH_BYTES);
@@ -229,37 +267,27 @@ int evs__agg_store_snapshot(evs_app *a, evs__agg *g, const char *stream, const e
     evs__put64(p + 32, l->gpos);
     evs__put64(p + 40, (uint64_t)evs_now_ns());
     memcpy(p + SNAP_HEADER, json, jl);
-    /* keep the newest snapshot_keep of the stream */
-    if ((rc = mdb_cursor_open(txn, a->snapshots, &cur))) {
-        rc = evs__app_mdb_err(rc, "cursor");
-        goto fail;
-    }
-    k.mv_size = snap_key(kb, stream, sl, UINT64_MAX);
-    k.mv_data = kb;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    rc = mdb_cursor_get(cur, &k, &v, rc == 0 ? MDB_PREV : MDB_LAST);
-    uint32_t seen = 0;
-    while (rc == 0 && k.mv_size == sl + 9 && memcmp(k.mv_data, kb, sl + 1) == 0) {
-        if (++seen > a->cfg.snapshot_keep && (rc = mdb_cursor_del(cur, 0))) break;
-        rc = mdb_cursor_get(cur, &k, &v, MDB_PREV);
-    }
-    if (rc && rc != MDB_NOTFOUND) {
-        rc = evs__app_mdb_err(rc, "prune snapshots");
-        goto fail;
-    }
-    mdb_cursor_close(cur);
-    cur = NULL;
-    if ((rc = mdb_txn_commit(txn))) {
-        free(json);
-        return evs__app_mdb_err(rc, "commit snapshot");
-    }
     free(json);
-    return EVS_OK;
-fail:
-    if (cur) mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
-    free(json);
-    return rc;
+    evs__kv_val k = {snap_key(kb, stream, sl, l->version), kb}, v = {vl, p};
+    evs__kv_txn *txn = NULL;
+    snap_row *rows = NULL;
+    size_t n = 0;
+    int rc = evs__kv_begin(a->kv, NULL, 0, &txn);
+    if (rc) goto out;
+    if ((rc = evs__kv_put(txn, EVS__AK_SNAPSHOTS, &k, &v, 0))) goto out;
+    /* keep the newest snapshot_keep of the stream (the versions are copies: deleting moves no view) */
+    if ((rc = snap_rows(txn, stream, sl, UINT64_MAX, &rows, &n))) goto out;
+    for (size_t i = 0; n > a->cfg.snapshot_keep && i < n - a->cfg.snapshot_keep; i++) {
+        k.size = snap_key(kb, stream, sl, rows[i].version);
+        if ((rc = evs__kv_del(txn, EVS__AK_SNAPSHOTS, &k)) && rc != EVS__KV_NOTFOUND) goto out;
+    }
+    rc = evs__kv_commit(txn);
+    txn = NULL;
+out:
+    evs__kv_abort(txn);
+    free(rows);
+    free(p);
+    return rc ? evs__err_prefix(evs__app_kv_err(rc, "write snapshot"), "%s: ", stream) : EVS_OK;
 }
 
 static void note_create(evs_app *a, int64_t t0) {
@@ -436,32 +464,24 @@ int evs_aggregate_snapshots(evs_app *a, const char *type, const char *id, evs_sn
     *count = 0;
     int rc = evs__agg_lookup(a, type, id, &g, stream);
     if (rc) return rc;
-    size_t sl = strlen(stream);
-    uint8_t kb[EVS_MAX_STREAM_NAME + 9];
-    MDB_txn *txn;
-    MDB_cursor *cur = NULL;
-    if ((rc = mdb_txn_begin(a->env, NULL, MDB_RDONLY, &txn))) return evs__app_mdb_err(rc, "begin");
-    if ((rc = mdb_cursor_open(txn, a->snapshots, &cur))) {
-        mdb_txn_abort(txn);
-        return evs__app_mdb_err(rc, "cursor");
+    evs__kv_txn *txn;
+    snap_row *rows = NULL;
+    size_t n = 0;
+    if ((rc = evs__kv_begin(a->kv, NULL, EVS__KV_RDONLY, &txn))) return evs__app_kv_err(rc, "begin");
+    if (!(rc = snap_rows(txn, stream, strlen(stream), UINT64_MAX, &rows, &n))) {
+        for (size_t i = n; i-- > 0 && *count < max;) { /* the newest first */
+            if (rows[i].n < SNAP_HEADER) continue;
+            const uint8_t *p = rows[i].v;
+            evs_snapshot_info *o = &out[(*count)++];
+            o->schema_version = evs__get32(p + 4);
+            memcpy(o->code_hash, p + 8, EVS__HASH_BYTES);
+            o->version = evs__get64(p + 24);
+            o->global_position = evs__get64(p + 32);
+            o->created_at = (int64_t)evs__get64(p + 40);
+            o->usable = usable(g, p, rows[i].n);
+        }
     }
-    MDB_val k = {snap_key(kb, stream, sl, UINT64_MAX), kb}, v;
-    rc = mdb_cursor_get(cur, &k, &v, MDB_SET_RANGE);
-    rc = mdb_cursor_get(cur, &k, &v, rc == 0 ? MDB_PREV : MDB_LAST);
-    for (; rc == 0 && *count < max; rc = mdb_cursor_get(cur, &k, &v, MDB_PREV)) {
-        if (k.mv_size != sl + 9 || memcmp(k.mv_data, kb, sl + 1) != 0) break;
-        if (v.mv_size < SNAP_HEADER) continue;
-        const uint8_t *p = v.mv_data;
-        evs_snapshot_info *o = &out[(*count)++];
-        o->schema_version = evs__get32(p + 4);
-        memcpy(o->code_hash, p + 8, EVS__HASH_BYTES);
-        o->version = evs__get64(p + 24);
-        o->global_position = evs__get64(p + 32);
-        o->created_at = (int64_t)evs__get64(p + 40);
-        o->usable = usable(g, p, v.mv_size);
-    }
-    rc = rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__app_mdb_err(rc, "list snapshots");
-    mdb_cursor_close(cur);
-    mdb_txn_abort(txn);
+    free(rows);
+    evs__kv_abort(txn);
     return rc;
 }

@@ -1,12 +1,21 @@
 /*
- * app.c — the application layer's handle: DIR/app/ (an LMDB environment of
- * its own, next to DIR/consumers/), the registries of aggregate types,
- * command handlers and queries, and the counters behind evs_app_get_stats.
+ * app.c — the application layer's handle: its key-value tables (snapshots,
+ * results of commands without events; app_internal.h), the registries of
+ * aggregate types, command handlers and queries, and the counters behind
+ * evs_app_get_stats.
  *
- * Why an environment of its own: snapshots are written by a background
- * thread and pruned (keep K), results expire; neither belongs in the log
- * (which never forgets and whose global positions consumers follow), and a
- * separate LMDB writer keeps snapshot writes off the consumers' commits.
+ * The tables go through the kv interface (src/bus/kv.h), on the layout
+ * below: on the embedded engine DIR/app/, an LMDB environment of its own
+ * next to DIR/consumers/, with the names, map size and durability it always
+ * had, so existing stores open unchanged; on PostgreSQL rows 20..23 of
+ * evs_bus_kv, shared by every server on the database (a snapshot one server
+ * wrote serves the others; a rejection recorded by one answers a retry sent
+ * to another).
+ *
+ * Why tables of their own: snapshots are written by a background thread
+ * and pruned (keep K), results expire; neither belongs in the log (which
+ * never forgets and whose global positions consumers follow), and on LMDB a
+ * separate writer keeps snapshot writes off the consumers' commits.
  */
 #include <errno.h>
 #include <sodium.h>
@@ -19,6 +28,17 @@
 #include "store/store_access.h"
 
 #define EVS_APP_MAP_SIZE (16ull * 1024 * 1024 * 1024)
+
+/* DIR/app/ as it always was (MDB_NOSYNC, 16 GiB map, 512 readers); rows 20..23 of evs_bus_kv on PostgreSQL. */
+static const evs__kv_layout app_layout = {
+    .what = "app",
+    .ntables = EVS__AK_NTABLES,
+    .lmdb_names = {"snapshots", "results", "results_t", NULL},
+    .pg_db = {20, 21, 22, 23},
+    .lmdb_sync = EVS__KV_SYNC_NONE,
+    .lmdb_map_size = EVS_APP_MAP_SIZE,
+    .lmdb_max_readers = 512,
+};
 
 void evs_app_config_init(evs_app_config *c) {
     memset(c, 0, sizeof *c);
@@ -49,12 +69,12 @@ static void handler_free(evs__handler *h) {
 int evs_app_open(evs_store *s, evs_bus *bus, const evs_app_config *c, evs_app **out) {
     int rc;
     char path[4096];
-    MDB_txn *txn = NULL;
     if (!out) return evs__err(EVS_EINVAL, "app_open: out is NULL");
     *out = NULL;
-    if (evs__store_native_only(s, "applications (aggregates and commands)")) return EVS_ENOTSUP;
+    if (!s) return evs__err(EVS_ECLOSED, "app_open: the store is not open");
+    void *pg = evs__store_pg_engine(s);
     const char *dir = evs__store_dir(s);
-    if (!dir) return evs__err(EVS_ECLOSED, "app_open: the store is not open");
+    if (!dir && !pg) return evs__err(EVS_ECLOSED, "app_open: the store is not open");
     if (sodium_init() < 0) return evs__err(EVS_EIO, "app_open: libsodium failed to initialise");
     evs_app_config cfg;
     if (c) cfg = *c;
@@ -64,9 +84,11 @@ int evs_app_open(evs_store *s, evs_bus *bus, const evs_app_config *c, evs_app **
         return evs__err(EVS_ELIMIT, "app: max_retries %u exceeds %u", cfg.max_retries, EVS_APP_MAX_RETRIES);
     if (cfg.idempotency_window_ns <= 0) return evs__err(EVS_EINVAL, "app: idempotency window must be positive");
     if (cfg.query_timeout_ms < 0) return evs__err(EVS_EINVAL, "app: query timeout must not be negative");
-    if ((size_t)snprintf(path, sizeof path, "%s/app", dir) >= sizeof path)
-        return evs__err(EVS_EINVAL, "app_open: store path too long");
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) return evs__err_errno(-errno, "cannot create %s", path);
+    if (dir) {
+        if ((size_t)snprintf(path, sizeof path, "%s/app", dir) >= sizeof path)
+            return evs__err(EVS_EINVAL, "app_open: store path too long");
+        if (mkdir(path, 0755) != 0 && errno != EEXIST) return evs__err_errno(-errno, "cannot create %s", path);
+    }
     evs_app *a = calloc(1, sizeof *a);
     if (!a) return evs__err(EVS_ENOMEM, "out of memory");
     a->store = s;
@@ -78,33 +100,10 @@ int evs_app_open(evs_store *s, evs_bus *bus, const evs_app_config *c, evs_app **
     pthread_cond_init(&a->snap_idle_cv, NULL);
     pthread_mutex_init(&a->qc_mu, NULL);
     pthread_mutex_init(&a->put_mu, NULL);
-    if ((rc = mdb_env_create(&a->env))) {
-        a->env = NULL;
-        rc = evs__app_mdb_err(rc, "create environment");
-        goto fail;
-    }
-    mdb_env_set_maxdbs(a->env, 8);
-    mdb_env_set_mapsize(a->env, EVS_APP_MAP_SIZE);
-    mdb_env_set_maxreaders(a->env, 512);
-    if ((rc = mdb_env_open(a->env, path, MDB_NOSYNC | MDB_NOTLS, 0644))) {
-        rc = evs__app_mdb_err(rc, path);
-        goto fail;
-    }
-    if ((rc = mdb_txn_begin(a->env, NULL, 0, &txn))) {
-        rc = evs__app_mdb_err(rc, "begin");
-        goto fail;
-    }
-    if ((rc = mdb_dbi_open(txn, "snapshots", MDB_CREATE, &a->snapshots)) ||
-        (rc = mdb_dbi_open(txn, "results", MDB_CREATE, &a->results)) ||
-        (rc = mdb_dbi_open(txn, "results_t", MDB_CREATE, &a->results_t))) {
-        mdb_txn_abort(txn);
-        rc = evs__app_mdb_err(rc, "open databases");
-        goto fail;
-    }
-    if ((rc = mdb_txn_commit(txn))) {
-        rc = evs__app_mdb_err(rc, "commit");
-        goto fail;
-    }
+    a->pg = pg != NULL;
+    if (pg) rc = evs__kv_open_pg_as(&app_layout, pg, &a->kv);
+    else rc = evs__kv_open_lmdb_as(&app_layout, path, 0, &a->kv);
+    if (rc) goto fail;
     if ((rc = evs__results_prune(a, evs_now_ns()))) goto fail;
     if ((rc = evs__snap_start(a))) goto fail;
     *out = a;
@@ -117,10 +116,7 @@ fail:
 void evs_app_close(evs_app *a) {
     if (!a) return;
     evs__snap_stop(a);
-    if (a->env) {
-        mdb_env_sync(a->env, 1);
-        mdb_env_close(a->env);
-    }
+    evs__kv_close(a->kv); /* LMDB: synced first (the environment runs without sync) */
     for (size_t i = 0; i < a->n_handlers; i++) handler_free(a->handlers[i]);
     for (size_t i = 0; i < a->n_aggs; i++) agg_free(a->aggs[i]);
     for (size_t i = 0; i < a->n_queries; i++) evs__query_free(a->queries[i]);

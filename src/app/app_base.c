@@ -1,6 +1,6 @@
 /*
  * app_base.c — what every part of the application layer shares and which
- * depends on none of them: LMDB error mapping, the hash behind command and
+ * depends on none of them: kv error mapping, the hash behind command and
  * event ids, lookups in the registries, and aggregate stream names.
  *
  * It sits at the bottom of src/app/ so the parts above it (decisions and
@@ -14,9 +14,10 @@
 
 #include "app/app_internal.h"
 
-int evs__app_mdb_err(int rc, const char *what) {
-    if (rc == MDB_MAP_FULL) return evs__err(EVS_ELIMIT, "app: %s: the app map is full", what);
-    return evs__err(EVS_EIO, "app: %s: %s", what, mdb_strerror(rc));
+int evs__app_kv_err(int rc, const char *what) {
+    /* kv.h's calls set their message with the code; a result code where the caller wanted none is a bug */
+    if (rc <= 0) return rc;
+    return evs__err(EVS_EIO, "app: %s: unexpected %s", what, rc == EVS__KV_NOTFOUND ? "not found" : "key exists");
 }
 
 void evs__app_note_max(_Atomic uint64_t *slot, uint64_t v) {

@@ -2,7 +2,7 @@
  * app_internal.h — shared internals of the application layer (src/app/),
  * which sits on the store and the bus and under the server and the CLI.
  *
- *   app.c        the handle, DIR/app/ (LMDB), registries, stats
+ *   app.c        the handle, its key-value tables (below), registries, stats
  *   aggregate.c  load = snapshot + tail, the snapshot store, the background
  *                snapshot thread
  *   agg_lua.c    Lua aggregates: the bus's sandbox behind evs_aggregate_def
@@ -11,28 +11,37 @@
  *   query.c      the query bus: named queries over projection state, waits
  *                for min_position, the result cache
  *   appdir.c     application directories, aggregate scripts kept in the
- *                store (DIR/app/aggregates.json), the registry as JSON
+ *                store (DIR/app/aggregates.json, or the "aggregates" table
+ *                on PostgreSQL), the registry as JSON
  *
- * LMDB databases of DIR/app/ (opened MDB_NOSYNC: everything here is either
- * derived from the log — snapshots — or a cache of it — results of accepted
- * commands live in the log as the events themselves; see command.c):
+ * Tables, kept through the kv interface (src/bus/kv.h, layout evs__app_layout
+ * in app.c): on the embedded engine the LMDB environment DIR/app/, opened
+ * MDB_NOSYNC as it always was (everything here is either derived from the
+ * log — snapshots — or a cache of it — results of accepted commands live in
+ * the log as the events themselves; see command.c); on PostgreSQL rows of
+ * evs_bus_kv with db 20..23, shared by every server on the database:
  *   snapshots  stream 0x00 be64(version) -> snapshot header + state JSON
  *   results    command id                -> result JSON (results without events)
  *   results_t  be64(recorded ns) command id -> "" (pruning by age and count)
+ *   aggregates PostgreSQL only: type -> {"source", "updated_at"} (the kept
+ *              scripts; the embedded engine keeps them in a file, appdir.c)
  */
 #ifndef EVS_APP_INTERNAL_H
 #define EVS_APP_INTERNAL_H
 
-#include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "bus/kv.h"
 #include "core/core.h"
 #include "evstore.h"
 #include "evstore_app.h"
 #include "evstore_bus.h"
 
 #define EVS__HASH_BYTES 16
+
+/* The app layer's kv tables (the db argument of kv.h's calls). */
+enum { EVS__AK_SNAPSHOTS, EVS__AK_RESULTS, EVS__AK_RESULTS_T, EVS__AK_STORED, EVS__AK_NTABLES };
 
 /* Where a registered aggregate type came from (evs_app_describe's "origin"). */
 enum { EVS__ORIGIN_LIBRARY = 0, EVS__ORIGIN_APP_DIR = 1, EVS__ORIGIN_STORED = 2 };
@@ -93,8 +102,8 @@ struct evs_app {
     evs_store *store;
     evs_bus *bus;
     evs_app_config cfg;
-    MDB_env *env;
-    MDB_dbi snapshots, results, results_t;
+    evs__kv *kv;                  /* DIR/app/ (LMDB) or the PostgreSQL database: the tables above */
+    int pg;                       /* the store is on PostgreSQL (another process may run the projections) */
 
     pthread_rwlock_t reg_lock;    /* guards the registries */
     evs__agg **aggs;
@@ -132,8 +141,8 @@ struct evs_app {
 
 /* ----------------------------------------------------------- app_base.c */
 
-/* LMDB status -> evs status with message. */
-int evs__app_mdb_err(int rc, const char *what);
+/* A kv.h result -> evs status with message (kv errors already carry theirs). */
+int evs__app_kv_err(int rc, const char *what);
 /* Atomic max. */
 void evs__app_note_max(_Atomic uint64_t *slot, uint64_t v);
 /* BLAKE2b-128 of the concatenation of two byte strings. */

@@ -20,6 +20,13 @@
  * not be written changes nothing.  Puts are serialised by put_mu; scripts
  * are few and at most 1 MiB each, so rewriting the file is cheap next to
  * the fsyncs.
+ *
+ * On PostgreSQL there is no directory: each kept script is a row of the
+ * app's "aggregates" table (evs_bus_kv db 23, key the type, value the same
+ * {"source", "updated_at"} object), written in a committed transaction
+ * before it becomes visible, as the file is.  Every server on the database
+ * loads the rows at start (evs_app_load_stored); a put through one server
+ * reaches another at its next start.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -282,7 +289,13 @@ static int stored_paths(evs_app *a, char *dir, size_t dcap, char *path, size_t p
     return EVS_OK;
 }
 
-/* The kept scripts: *root an object {"format", "aggregates"} (a fresh one when there is no file). */
+/* Check one kept script's entry ({"source": "...", ...}); where names the file or table for the message. */
+static int stored_entry_ok(const char *where, const char *name, json_t *v) {
+    if (json_is_string(json_object_get(v, "source"))) return EVS_OK;
+    return evs__err(EVS_ECORRUPT, "%s: aggregate \"%s\" has no source", where, name);
+}
+
+/* The kept scripts from a file: *root an object {"format", "aggregates"} (a fresh one when there is no file). */
 static int stored_read(const char *path, json_t **root) {
     char *text = NULL;
     size_t len = 0;
@@ -306,10 +319,57 @@ static int stored_read(const char *path, json_t **root) {
     const char *k;
     json_t *v;
     json_object_foreach(aggs, k, v) {
-        if (!json_is_string(json_object_get(v, "source"))) {
+        if ((rc = stored_entry_ok(path, k, v))) {
             json_decref(r);
-            return evs__err(EVS_ECORRUPT, "%s: aggregate \"%s\" has no source", path, k);
+            return rc;
         }
+    }
+    *root = r;
+    return EVS_OK;
+}
+
+/* The kept scripts from the "aggregates" table (PostgreSQL), as stored_read gives them. */
+static int stored_read_kv(evs_app *a, json_t **root) {
+    static const char *where = "postgresql: the app's kept aggregate scripts";
+    evs__kv_txn *txn;
+    evs__kv_cursor *cur = NULL;
+    json_t *r = json_pack("{s:i,s:{}}", "format", STORED_FORMAT, "aggregates");
+    *root = NULL;
+    if (!r) return evs__err(EVS_ENOMEM, "out of memory");
+    int rc = evs__kv_begin(a->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) {
+        json_decref(r);
+        return evs__app_kv_err(rc, "begin");
+    }
+    json_t *aggs = json_object_get(r, "aggregates");
+    if ((rc = evs__kv_cursor_open(txn, EVS__AK_STORED, &cur))) goto out;
+    evs__kv_val k = {0, NULL}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_FIRST); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        char name[EVS_APP_MAX_NAME + 1];
+        if (k.size > EVS_APP_MAX_NAME) {
+            rc = evs__err(EVS_ECORRUPT, "%s: a type name of %zu bytes", where, k.size);
+            break;
+        }
+        memcpy(name, k.data, k.size);
+        name[k.size] = 0;
+        json_t *e = json_loadb(v.data, v.size, 0, NULL);
+        if (!e || !json_is_object(e)) {
+            json_decref(e);
+            rc = evs__err(EVS_ECORRUPT, "%s: aggregate \"%s\" is not a JSON object", where, name);
+            break;
+        }
+        if ((rc = stored_entry_ok(where, name, e)) || json_object_set_new(aggs, name, e)) {
+            if (!rc) rc = evs__err(EVS_ENOMEM, "out of memory");
+            break;
+        }
+    }
+    if (rc == EVS__KV_NOTFOUND) rc = EVS_OK;
+out:
+    evs__kv_cursor_close(cur);
+    evs__kv_abort(txn);
+    if (rc) {
+        json_decref(r);
+        return evs__app_kv_err(rc, "read kept aggregate scripts");
     }
     *root = r;
     return EVS_OK;
@@ -324,18 +384,48 @@ static int stored_write(const char *dir, const char *path, json_t *root) {
     return rc;
 }
 
-int evs_app_put_lua_aggregate(evs_app *a, const char *name, const char *src, size_t len, int *what) {
+/* Make the kept script of name what root says (its entry, or none): the row of name (PostgreSQL). */
+static int stored_write_kv(evs_app *a, json_t *root, const char *name) {
+    json_t *e = json_object_get(json_object_get(root, "aggregates"), name);
+    char *text = e ? json_dumps(e, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (e && !text) return evs__err(EVS_ENOMEM, "out of memory");
+    evs__kv_txn *txn = NULL;
+    evs__kv_val k = {strlen(name), (void *)name}, v = {text ? strlen(text) : 0, text};
+    int rc = evs__kv_begin(a->kv, NULL, 0, &txn);
+    if (!rc) rc = e ? evs__kv_put(txn, EVS__AK_STORED, &k, &v, 0) : evs__kv_del(txn, EVS__AK_STORED, &k);
+    if (rc == EVS__KV_NOTFOUND) rc = EVS_OK; /* nothing to delete */
+    if (!rc) rc = evs__kv_commit(txn);
+    else evs__kv_abort(txn);
+    free(text);
+    return rc ? evs__app_kv_err(rc, "write a kept aggregate script") : EVS_OK;
+}
+
+/* The kept scripts (*root as stored_read gives them), wherever the store keeps them. */
+static int stored_load(evs_app *a, json_t **root) {
     char dir[4200], path[4300];
+    if (a->pg) return stored_read_kv(a, root);
+    int rc = stored_paths(a, dir, sizeof dir, path, sizeof path);
+    return rc ? rc : stored_read(path, root);
+}
+
+/* Keep what root says of name: the whole file rewritten (embedded), or that one row (PostgreSQL). */
+static int stored_save(evs_app *a, json_t *root, const char *name) {
+    char dir[4200], path[4300];
+    if (a->pg) return stored_write_kv(a, root, name);
+    int rc = stored_paths(a, dir, sizeof dir, path, sizeof path);
+    return rc ? rc : stored_write(dir, path, root);
+}
+
+int evs_app_put_lua_aggregate(evs_app *a, const char *name, const char *src, size_t len, int *what) {
     json_t *root = NULL, *before = NULL;
     int rc, w = 0;
     if (what) *what = 0;
     if (!a || !name || !src) return evs__err(EVS_EINVAL, "app_put_lua_aggregate: NULL argument");
-    if ((rc = stored_paths(a, dir, sizeof dir, path, sizeof path))) return rc;
     pthread_mutex_lock(&a->put_mu);
     /* checked first: a script that would be refused is never written */
     if ((rc = evs__app_add_lua(a, name, src, len, EVS__ORIGIN_STORED, NULL, EVS__LUA_CHECK, &w))) goto out;
     if (w == EVS_PUT_UNCHANGED) goto out;
-    if ((rc = stored_read(path, &root))) goto out;
+    if ((rc = stored_load(a, &root))) goto out;
     json_t *aggs = json_object_get(root, "aggregates");
     json_t *old = json_object_get(aggs, name);
     if (old) before = json_incref(old);
@@ -344,7 +434,7 @@ int evs_app_put_lua_aggregate(evs_app *a, const char *name, const char *src, siz
         rc = evs__err(EVS_ENOMEM, "out of memory");
         goto out;
     }
-    if ((rc = stored_write(dir, path, root))) goto out;
+    if ((rc = stored_save(a, root, name))) goto out;
     if ((rc = evs__app_add_lua(a, name, src, len, EVS__ORIGIN_STORED, NULL, EVS__LUA_PUT, &w))) {
         /* refused after all (a program registered a conflicting type meanwhile): the file as it was */
         int saved = rc;
@@ -352,7 +442,7 @@ int evs_app_put_lua_aggregate(evs_app *a, const char *name, const char *src, siz
         snprintf(msg, sizeof msg, "%s", evs_errmsg());
         if (before) json_object_set(aggs, name, before);
         else json_object_del(aggs, name);
-        stored_write(dir, path, root);
+        stored_save(a, root, name);
         rc = evs__err(saved, "%s", msg);
     }
 out:
@@ -364,14 +454,12 @@ out:
 }
 
 int evs_app_load_stored(evs_app *a, char *report, size_t cap) {
-    char dir[4200], path[4300];
     json_t *root = NULL;
+    int rc;
     if (report && cap) report[0] = 0;
     if (!a) return evs__err(EVS_EINVAL, "app_load_stored: app is NULL");
-    int rc = stored_paths(a, dir, sizeof dir, path, sizeof path);
-    if (rc) return rc;
     pthread_mutex_lock(&a->put_mu);
-    if ((rc = stored_read(path, &root))) goto out;
+    if ((rc = stored_load(a, &root))) goto out;
     const char *name;
     json_t *v;
     json_object_foreach(json_object_get(root, "aggregates"), name, v) {

@@ -7,14 +7,18 @@
  * of an answer reflects the same projection position, which the answer
  * states.  With min_position the query first waits (evs_proj_wait, woken by
  * consumer commits) until the projection has passed it, at most the
- * configured cap.
+ * configured cap.  On PostgreSQL the projection may run in another server
+ * on the same database (its lease is there); evs_proj_wait then also reads
+ * the position from the database every few milliseconds.
  *
  * Cache.  Answers are kept by (query, parameters) with the position they
  * reflect and the bus's commit generation when they were computed.  A hit
- * needs the projection to be at the same position: when no consumer has
- * committed since (same generation) that is certain without a read;
- * otherwise the projection's position is read and compared.  So no answer
- * is served once the projection has moved.  Replacement is round-robin.
+ * needs the projection to be at the same position: on the embedded engine,
+ * when no consumer has committed since (same generation) that is certain
+ * without a read; otherwise, and always on PostgreSQL (where another
+ * process's commits move no generation here), the projection's position is
+ * read and compared.  So no answer is served once the projection has
+ * moved.  Replacement is round-robin.
  */
 #include <errno.h>
 #include <jansson.h>
@@ -275,7 +279,7 @@ static int cache_get(evs_app *a, const char *key, const char *proj, evs_query_re
         }
     if (e) {
         uint64_t pos = e->position;
-        int valid = e->gen == gen;
+        int valid = e->gen == gen && !a->pg;
         if (!valid) {
             /* something committed: is this projection still where the answer was computed? */
             char pname[EVS_BUS_MAX_NAME + 1];

@@ -1,7 +1,8 @@
 /*
  * results.c — the results of commands that appended nothing (rejected, or
- * accepted with no events), kept in DIR/app/ so a re-sent command id gets
- * the same answer within the idempotency window.  Commands that appended
+ * accepted with no events), kept in the app's tables (DIR/app/, or the
+ * database on PostgreSQL, where every server on it sees them) so a re-sent
+ * command id gets the same answer within the idempotency window.  Commands that appended
  * events need no row: their deterministic event ids are the record (see
  * command.c).  "results" maps a command id to its result as JSON;
  * "results_t" orders them by time (8-byte big-endian ns + id) for pruning.
@@ -36,28 +37,29 @@ int evs__results_put(evs_app *a, const char *type, const evs_command_result *res
     if (!s) return evs__err(EVS_ENOMEM, "out of memory");
     size_t n = strlen(res->command_id);
     uint8_t kb[8 + EVS_APP_MAX_ID];
-    MDB_val k = {n, (void *)res->command_id}, v = {strlen(s), s}, tk = {rt_key(kb, now, res->command_id, n), kb},
-            tv = {0, ""};
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(a->env, NULL, 0, &txn);
-    if (!rc && !(rc = mdb_put(txn, a->results, &k, &v, 0)) && !(rc = mdb_put(txn, a->results_t, &tk, &tv, 0)))
-        rc = mdb_txn_commit(txn);
-    else if (txn && rc)
-        mdb_txn_abort(txn);
+    evs__kv_val k = {n, (void *)res->command_id}, v = {strlen(s), s}, tk = {rt_key(kb, now, res->command_id, n), kb},
+                tv = {0, ""};
+    evs__kv_txn *txn = NULL;
+    int rc = evs__kv_begin(a->kv, NULL, 0, &txn);
+    if (!rc && !(rc = evs__kv_put(txn, EVS__AK_RESULTS, &k, &v, 0)) &&
+        !(rc = evs__kv_put(txn, EVS__AK_RESULTS_T, &tk, &tv, 0)))
+        rc = evs__kv_commit(txn);
+    else
+        evs__kv_abort(txn); /* NULL when begin failed */
     free(s);
-    return rc ? evs__app_mdb_err(rc, "write command result") : EVS_OK;
+    return rc ? evs__app_kv_err(rc, "write command result") : EVS_OK;
 }
 
 int evs__results_get(evs_app *a, const char *cmd_id, const char *type, const char *stream, evs_command_result *res) {
-    MDB_txn *txn;
-    int rc = mdb_txn_begin(a->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__app_mdb_err(rc, "begin");
-    MDB_val k = {strlen(cmd_id), (void *)cmd_id}, v;
-    rc = mdb_get(txn, a->results, &k, &v);
-    json_t *o = rc == 0 ? json_loadb(v.mv_data, v.mv_size, 0, NULL) : NULL;
-    mdb_txn_abort(txn);
-    if (rc == MDB_NOTFOUND) return 0;
-    if (rc) return evs__app_mdb_err(rc, "read command result");
+    evs__kv_txn *txn;
+    int rc = evs__kv_begin(a->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return evs__app_kv_err(rc, "begin");
+    evs__kv_val k = {strlen(cmd_id), (void *)cmd_id}, v;
+    rc = evs__kv_get(txn, EVS__AK_RESULTS, &k, &v);
+    json_t *o = rc == 0 ? json_loadb(v.data, v.size, 0, NULL) : NULL;
+    evs__kv_abort(txn);
+    if (rc == EVS__KV_NOTFOUND) return 0;
+    if (rc) return evs__app_kv_err(rc, "read command result");
     if (!o) return 0;
     int found = 0;
     int64_t at = (int64_t)json_integer_value(json_object_get(o, "at"));
@@ -84,36 +86,36 @@ int evs__results_get(evs_app *a, const char *cmd_id, const char *type, const cha
 }
 
 int evs__results_prune(evs_app *a, int64_t now) {
-    MDB_txn *txn;
-    MDB_cursor *cur;
-    MDB_stat st;
-    int rc = mdb_txn_begin(a->env, NULL, 0, &txn);
-    if (rc) return evs__app_mdb_err(rc, "begin");
-    if ((rc = mdb_stat(txn, a->results_t, &st)) || (rc = mdb_cursor_open(txn, a->results_t, &cur))) {
-        mdb_txn_abort(txn);
-        return evs__app_mdb_err(rc, "prune results");
-    }
-    uint64_t left = st.ms_entries;
-    MDB_val k, v;
-    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 8) continue;
-        int64_t at = (int64_t)evs__get64be(k.mv_data);
+    evs__kv_txn *txn;
+    evs__kv_cursor *cur = NULL;
+    size_t left;
+    int rc = evs__kv_begin(a->kv, NULL, 0, &txn);
+    if (rc) return evs__app_kv_err(rc, "begin");
+    if ((rc = evs__kv_count(txn, EVS__AK_RESULTS_T, &left)) || (rc = evs__kv_cursor_open(txn, EVS__AK_RESULTS_T, &cur)))
+        goto out;
+    evs__kv_val k = {0, NULL}, v;
+    for (rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_FIRST); rc == 0; rc = evs__kv_cursor_get(cur, &k, &v, EVS__KV_NEXT)) {
+        if (k.size < 8) continue;
+        int64_t at = (int64_t)evs__get64be(k.data);
         if (now - at <= a->cfg.idempotency_window_ns && left <= a->cfg.idempotency_max) break;
-        MDB_val rk = {k.mv_size - 8, (uint8_t *)k.mv_data + 8}, rv;
+        evs__kv_val rk = {k.size - 8, (uint8_t *)k.data + 8}, rv;
         /* the row may have been replaced by a later result of the same id */
-        if (mdb_get(txn, a->results, &rk, &rv) == 0) {
-            json_t *o = json_loadb(rv.mv_data, rv.mv_size, 0, NULL);
-            if (o && (int64_t)json_integer_value(json_object_get(o, "at")) == at) mdb_del(txn, a->results, &rk, NULL);
+        if ((rc = evs__kv_get(txn, EVS__AK_RESULTS, &rk, &rv)) == 0) {
+            json_t *o = json_loadb(rv.data, rv.size, 0, NULL);
+            if (o && (int64_t)json_integer_value(json_object_get(o, "at")) == at)
+                rc = evs__kv_del(txn, EVS__AK_RESULTS, &rk);
             json_decref(o);
         }
-        if ((rc = mdb_cursor_del(cur, 0))) break;
+        if (rc && rc != EVS__KV_NOTFOUND) break;
+        if ((rc = evs__kv_cursor_del(cur))) break;
         left--;
     }
-    mdb_cursor_close(cur);
-    if (rc && rc != MDB_NOTFOUND) {
-        mdb_txn_abort(txn);
-        return evs__app_mdb_err(rc, "prune results");
+    if (rc == EVS__KV_NOTFOUND) rc = EVS_OK;
+out:
+    evs__kv_cursor_close(cur);
+    if (rc) {
+        evs__kv_abort(txn);
+        return evs__app_kv_err(rc, "prune results");
     }
-    if ((rc = mdb_txn_commit(txn))) return evs__app_mdb_err(rc, "commit");
-    return EVS_OK;
+    return evs__kv_commit(txn);
 }

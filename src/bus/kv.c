@@ -58,6 +58,9 @@ struct evs__kv_cursor {
     void *key;                    /* PostgreSQL: a copy of the current key */
     size_t klen;
     int positioned;
+    void *end;                    /* evs__kv_cursor_bound: keys >= end are past the cursor's end */
+    size_t elen;
+    int bounded;
 };
 
 struct evs__kv_lease {
@@ -97,7 +100,7 @@ int evs__kv_open_lmdb_as(const evs__kv_layout *lo, const char *path, int ro, evs
         rc = mdb_rc(rc, "create environment");
         goto fail;
     }
-    mdb_env_set_maxdbs(kv->env, 8);
+    mdb_env_set_maxdbs(kv->env, EVS__KV_MAX_TABLES); /* a limit of this process, not stored in the environment */
     mdb_env_set_mapsize(kv->env, lo->lmdb_map_size);
     if (lo->lmdb_max_readers) mdb_env_set_maxreaders(kv->env, lo->lmdb_max_readers);
     unsigned sync = lo->lmdb_sync == EVS__KV_SYNC_NOMETA ? MDB_NOMETASYNC
@@ -145,8 +148,9 @@ int evs__kv_open_pg_as(const evs__kv_layout *lo, void *pg_engine, evs__kv **out)
 
 void evs__kv_close(evs__kv *kv) {
     if (!kv) return;
-    /* without sync, what the environment wrote reaches the disk here (a clean close loses nothing) */
-    if (kv->env && !kv->ro && kv->lo->lmdb_sync == EVS__KV_SYNC_NONE) mdb_env_sync(kv->env, 1);
+    /* without sync (or without the meta page's), what the environment wrote reaches the disk here: a clean
+       close loses nothing */
+    if (kv->env && !kv->ro && kv->lo->lmdb_sync != EVS__KV_SYNC_FULL) mdb_env_sync(kv->env, 1);
     if (kv->env) mdb_env_close(kv->env);
     free(kv);
 }
@@ -282,24 +286,48 @@ static int pg_land(evs__kv_cursor *c, const void *rk, size_t rkl, const void *rv
     return EVS_OK;
 }
 
+int evs__kv_cursor_bound(evs__kv_cursor *c, const evs__kv_val *end) {
+    void *e = malloc(end->size ? end->size : 1);
+    if (!e) return evs__err(EVS_ENOMEM, "out of memory");
+    memcpy(e, end->size ? end->data : "", end->size);
+    free(c->end);
+    c->end = e;
+    c->elen = end->size;
+    c->bounded = 1;
+    return EVS_OK;
+}
+
+/* Is key k at or past the cursor's bound?  (LMDB's default order: bytewise, the shorter first on a common prefix.) */
+static int past_bound(const evs__kv_cursor *c, const void *k, size_t kl) {
+    if (!c->bounded) return 0;
+    size_t n = kl < c->elen ? kl : c->elen;
+    int d = n ? memcmp(k, c->end, n) : 0;
+    return d > 0 || (d == 0 && kl >= c->elen);
+}
+
 int evs__kv_cursor_get(evs__kv_cursor *c, evs__kv_val *k, evs__kv_val *v, int op) {
     evs__kv *kv = c->txn->kv;
     if (!kv->pg) {
         MDB_val mk = {k->size, k->data}, mv;
         MDB_cursor_op mop = op == EVS__KV_FIRST ? MDB_FIRST : op == EVS__KV_SET_RANGE ? MDB_SET_RANGE : MDB_NEXT;
         int rc = mdb_rc(mdb_cursor_get(c->mc, &mk, &mv, mop), "cursor");
+        if (!rc && past_bound(c, mk.mv_data, mk.mv_size)) rc = EVS__KV_NOTFOUND;
         if (!rc) k->data = mk.mv_data, k->size = mk.mv_size, v->data = mv.mv_data, v->size = mv.mv_size;
         return rc;
     }
-    const void *rk, *rv;
+    const void *rk, *rv, *end = c->bounded ? c->end : NULL;
     size_t rkl, rvl;
     int rc;
     switch (op) {
-    case EVS__KV_FIRST: rc = evs__pgkv_seek(c->txn->pt, c->db, "", 0, 0, &rk, &rkl, &rv, &rvl); break;
-    case EVS__KV_SET_RANGE: rc = evs__pgkv_seek(c->txn->pt, c->db, k->data, k->size, 0, &rk, &rkl, &rv, &rvl); break;
+    case EVS__KV_FIRST:
+        rc = evs__pgkv_seek_below(c->txn->pt, c->db, "", 0, 0, end, c->elen, &rk, &rkl, &rv, &rvl);
+        break;
+    case EVS__KV_SET_RANGE:
+        rc = evs__pgkv_seek_below(c->txn->pt, c->db, k->data, k->size, 0, end, c->elen, &rk, &rkl, &rv, &rvl);
+        break;
     default:
         if (!c->positioned) return evs__err(EVS_EINVAL, "%s: cursor: next without a position", kv->lo->what);
-        rc = evs__pgkv_seek(c->txn->pt, c->db, c->key, c->klen, 1, &rk, &rkl, &rv, &rvl);
+        rc = evs__pgkv_seek_below(c->txn->pt, c->db, c->key, c->klen, 1, end, c->elen, &rk, &rkl, &rv, &rvl);
         break;
     }
     if (rc) return rc;
@@ -318,6 +346,7 @@ void evs__kv_cursor_close(evs__kv_cursor *c) {
     if (!c) return;
     if (c->mc) mdb_cursor_close(c->mc);
     free(c->key);
+    free(c->end);
     free(c);
 }
 
@@ -328,7 +357,8 @@ int evs__kv_lease_take(evs__kv *kv, const char *name, evs__kv_lease **out) {
     if (!kv->pg) return EVS_OK;
     evs__kv_lease *l = calloc(1, sizeof *l);
     if (!l) return evs__err(EVS_ENOMEM, "out of memory");
-    int rc = evs__pgkv_lease_take(kv->pg, name, &l->pl);
+    /* the bus's names as they always were; another layout's in a space of its own (any name is a consumer's) */
+    int rc = evs__pgkv_lease_take(kv->pg, kv->lo == &evs__kv_bus_layout ? "bus" : kv->lo->what, name, &l->pl);
     if (rc) {
         free(l);
         return rc;

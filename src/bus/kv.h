@@ -23,8 +23,9 @@
  * never mistaken for an evs error code), or a negative EVS_E* with the
  * message set.
  *
- * Leases (consumers running once across processes): evs__kv_lease_take
- * gives the caller the right to run a consumer name.  On LMDB the caller's
+ * Leases (consumers, or the saga engine, running once across processes):
+ * evs__kv_lease_take gives the caller the right to run a name (a consumer's
+ * on the bus's layout; names of another layout are a space of their own).  On LMDB the caller's
  * store directory lock already makes the process the only one, and there is
  * no lease (*out = NULL).  On PostgreSQL the lease is a session advisory lock
  * on a connection of its own; transactions begun with the lease run on that
@@ -35,7 +36,7 @@
  * and its cursors belong to one thread.  Transactions on one lease run one
  * at a time (the lease's mutex, held from begin to commit/abort).
  *
- * Other users (the schema registry, the application layer) open the same
+ * Other users (the schema registry, the application layer, the saga index) open the same
  * interface on a layout of their own (evs__kv_layout): their LMDB
  * environment's database names and durability, kept exactly as they were
  * before they moved onto this interface, and the evs_bus_kv.db number of
@@ -64,8 +65,8 @@ typedef struct evs__kv_val {
 /* The bus's tables (bus_internal.h describes their keys and values). */
 enum { EVS__KV_CONSUMERS, EVS__KV_DLQ, EVS__KV_DLQ_STREAMS, EVS__KV_PSTATE, EVS__KV_NDB };
 
-/* The most tables one layout may have. */
-#define EVS__KV_MAX_TABLES 8
+/* The most tables one layout may have (the saga index has 9). */
+#define EVS__KV_MAX_TABLES 12
 
 /* LMDB durability of a layout's environment (evs__kv_layout.lmdb_sync). */
 enum {
@@ -78,11 +79,12 @@ enum {
  * What an opener keeps: its tables (the db argument of get, put, del and
  * cursor_open is an index into them), what LMDB calls them and how it
  * syncs, and their number in evs_bus_kv on PostgreSQL (unique across all
- * layouts: 0..3 the bus, 10..14 schemas, 20..23 the app layer).  A layout
+ * layouts: 0..3 the bus, 10..14 schemas, 20..23 the app layer, 30..39 the
+ * saga index: 30..38 used).  A layout
  * must outlive every evs__kv opened on it (a static const).
  */
 typedef struct evs__kv_layout {
-    const char *what;                                /* subject of messages: "consumers", "schemas", "app" */
+    const char *what;                                /* subject of messages: "consumers", "schemas", "app", "sagas" */
     int ntables;
     const char *lmdb_names[EVS__KV_MAX_TABLES];      /* NULL: PostgreSQL only */
     short pg_db[EVS__KV_MAX_TABLES];
@@ -118,7 +120,7 @@ int evs__kv_open_pg(void *pg_engine, evs__kv **out);
 /* The same on another layout. */
 int evs__kv_open_lmdb_as(const evs__kv_layout *lo, const char *path, int ro, evs__kv **out);
 int evs__kv_open_pg_as(const evs__kv_layout *lo, void *pg_engine, evs__kv **out);
-/* Close (an environment opened EVS__KV_SYNC_NONE is synced first).  NULL: no-op. */
+/* Close (an environment not opened EVS__KV_SYNC_FULL is synced first).  NULL: no-op. */
 void evs__kv_close(evs__kv *kv);
 /* "lmdb" or "postgresql". */
 const char *evs__kv_kind(const evs__kv *kv);
@@ -141,6 +143,13 @@ int evs__kv_cursor_open(evs__kv_txn *txn, int db, evs__kv_cursor **out);
  * NEXT (the key after the current one, even when that one was deleted).
  */
 int evs__kv_cursor_get(evs__kv_cursor *c, evs__kv_val *k, evs__kv_val *v, int op);
+/*
+ * Bound the cursor: keys >= *end (byte order) are past its end, and a move
+ * that would land on one answers EVS__KV_NOTFOUND.  On PostgreSQL the bound
+ * is part of the scan, so a walk over one key prefix fetches no row beyond
+ * it.  Set before the first move; end is copied.
+ */
+int evs__kv_cursor_bound(evs__kv_cursor *c, const evs__kv_val *end);
 /* Delete the current key; NEXT then moves to the key after it. */
 int evs__kv_cursor_del(evs__kv_cursor *c);
 void evs__kv_cursor_close(evs__kv_cursor *c);

@@ -29,6 +29,14 @@
 #include "core/json.h"
 
 #define EVS_PROJ_CACHE_MAX 4096
+/* evs_proj_wait on PostgreSQL: how often the position is read again (a commit in this process wakes it at once) */
+#define EVS_PROJ_WAIT_POLL_MS 5
+
+static void timespec_add_ms(struct timespec *t, int ms) {
+    t->tv_sec += ms / 1000;
+    t->tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (t->tv_nsec >= 1000000000L) t->tv_sec++, t->tv_nsec -= 1000000000L;
+}
 
 typedef struct pentry {
     char *key;                    /* NULL: empty slot */
@@ -717,13 +725,12 @@ int evs_proj_wait(evs_bus *b, const char *name, uint64_t position, int timeout_m
     int rc;
     uint64_t pos = 0;
     if (!b) return evs__err(EVS_EINVAL, "proj_wait: bus is NULL");
+    /* PostgreSQL: the projection may run in another process (its lease is elsewhere), whose commits
+       wake nobody here; the position is read again at least every EVS_PROJ_WAIT_POLL_MS */
+    int remote = strcmp(evs__kv_kind(b->kv), "postgresql") == 0;
     struct timespec dl;
     clock_gettime(CLOCK_MONOTONIC, &dl);
-    if (timeout_ms > 0) {
-        dl.tv_sec += timeout_ms / 1000;
-        dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-        if (dl.tv_nsec >= 1000000000L) dl.tv_sec++, dl.tv_nsec -= 1000000000L;
-    }
+    if (timeout_ms > 0) timespec_add_ms(&dl, timeout_ms);
     for (;;) {
         /* read the generation before the position: a commit in between wakes the wait below */
         pthread_mutex_lock(&b->commit_mu);
@@ -733,14 +740,24 @@ int evs_proj_wait(evs_bus *b, const char *name, uint64_t position, int timeout_m
         if (reached) *reached = pos;
         if (pos >= position) return EVS_OK;
         if (timeout_ms == 0) break;
+        struct timespec until = dl;
+        int poll = 0;
+        if (remote) {
+            clock_gettime(CLOCK_MONOTONIC, &until);
+            timespec_add_ms(&until, EVS_PROJ_WAIT_POLL_MS);
+            if (timeout_ms < 0 || until.tv_sec < dl.tv_sec || (until.tv_sec == dl.tv_sec && until.tv_nsec < dl.tv_nsec))
+                poll = 1;
+            else
+                until = dl;
+        }
         pthread_mutex_lock(&b->commit_mu);
         int w = 0;
         while (b->commit_gen == gen && w == 0) {
-            if (timeout_ms < 0) w = pthread_cond_wait(&b->commit_cv, &b->commit_mu);
-            else w = pthread_cond_timedwait(&b->commit_cv, &b->commit_mu, &dl);
+            if (timeout_ms < 0 && !poll) w = pthread_cond_wait(&b->commit_cv, &b->commit_mu);
+            else w = pthread_cond_timedwait(&b->commit_cv, &b->commit_mu, &until);
         }
         pthread_mutex_unlock(&b->commit_mu);
-        if (w) break;
+        if (w && !poll) break;
     }
     return evs__err(EVS_ETIMEDOUT, "projection \"%s\" is at position %llu, not yet at %llu after %d ms", name,
                     (unsigned long long)pos, (unsigned long long)position, timeout_ms);

@@ -30,6 +30,7 @@ struct evs__pgkv_lease {
     PGconn *conn;
     pthread_mutex_t mu;           /* held by the transaction running on conn */
     char name[256];
+    char who[64];                 /* in messages: "consumer", or the space's name */
 };
 
 struct evs__pgkv_txn {
@@ -39,10 +40,13 @@ struct evs__pgkv_txn {
     PGresult **res;               /* kept until the end: returned values point into them */
     size_t nres, capres;
     uint64_t writes;              /* puts and deletes so far */
-    /* the page of the last seek */
+    /* the page of the last seek, and the bound it was fetched under */
     PGresult *page;
     int page_db, page_row;
     uint64_t page_writes;
+    void *page_end;
+    size_t page_el;
+    int page_bounded;
 };
 
 static void quiet(void *arg, const char *message) {
@@ -75,6 +79,7 @@ static int exec_cmd(PGconn *c, const char *sql, const char *what) {
 static void finish(evs__pgkv_txn *t) {
     for (size_t i = 0; i < t->nres; i++) PQclear(t->res[i]);
     free(t->res);
+    free(t->page_end);
     if (t->lease) pthread_mutex_unlock(&t->lease->mu);
     else evs__pg_put(t->pg, t->conn);
     free(t);
@@ -93,8 +98,8 @@ int evs__pgkv_begin(void *engine, evs__pgkv_lease *lease, int rdonly, evs__pgkv_
         if (PQstatus(t->conn) != CONNECTION_OK) {
             pthread_mutex_unlock(&lease->mu);
             free(t);
-            return evs__err(EVS_ELOCKED, "consumer \"%s\" lost its lease: its PostgreSQL session ended (another "
-                                         "process may run it now); close and open it again", lease->name);
+            return evs__err(EVS_ELOCKED, "%s \"%s\" lost its lease: its PostgreSQL session ended (another "
+                                         "process may run it now); close and open it again", lease->who, lease->name);
         }
     } else if ((rc = evs__pg_get(t->pg, &t->conn))) {
         free(t);
@@ -137,6 +142,7 @@ static int run(evs__pgkv_txn *t, const char *sql, int db, int n, const void *con
     char dbs[8];
     const char *vals[4];
     int lens[4], fmts[4] = {0, 1, 1, 1};
+    if (n > 3) return evs__err(EVS_EINVAL, "%s: %d parameters, at most 3", what, n);
     snprintf(dbs, sizeof dbs, "%d", db);
     vals[0] = dbs;
     lens[0] = 0;
@@ -210,22 +216,44 @@ static int page_row(evs__pgkv_txn *t, int row, const void **rk, size_t *rkl, con
 
 int evs__pgkv_seek(evs__pgkv_txn *t, int db, const void *k, size_t kl, int after, const void **rk, size_t *rkl,
                    const void **rv, size_t *rvl) {
+    return evs__pgkv_seek_below(t, db, k, kl, after, NULL, 0, rk, rkl, rv, rvl);
+}
+
+/* Was the last page fetched under this bound (end NULL: none)? */
+static int same_bound(const evs__pgkv_txn *t, const void *end, size_t el) {
+    if (!end) return !t->page_bounded;
+    return t->page_bounded && t->page_el == el && (el == 0 || memcmp(t->page_end, end, el) == 0);
+}
+
+int evs__pgkv_seek_below(evs__pgkv_txn *t, int db, const void *k, size_t kl, int after, const void *end, size_t el,
+                         const void **rk, size_t *rkl, const void **rv, size_t *rvl) {
     /* the next row after the one the page gave last: the page knows it, unless something was written since */
-    if (t->page && after && t->page_db == db && t->page_writes == t->writes) {
+    if (t->page && after && t->page_db == db && t->page_writes == t->writes && same_bound(t, end, el)) {
         int cur = t->page_row, n = PQntuples(t->page);
         if ((size_t)PQgetlength(t->page, cur, 0) == kl && memcmp(PQgetvalue(t->page, cur, 0), k, kl) == 0) {
             if (cur + 1 < n) return page_row(t, cur + 1, rk, rkl, rv, rvl);
-            if (n < EVS_PGKV_PAGE) return EVS__PGKV_NOTFOUND; /* the page reached the end of db */
+            if (n < EVS_PGKV_PAGE) return EVS__PGKV_NOTFOUND; /* the page reached the end of db (or the bound) */
         }
     }
+    static const char *const sql[2][2] = {
+        {"SELECT k, v FROM evs_bus_kv WHERE db = $1 AND k >= $2 ORDER BY k LIMIT " EVS_PGKV_PAGE_SQL,
+         "SELECT k, v FROM evs_bus_kv WHERE db = $1 AND k > $2 ORDER BY k LIMIT " EVS_PGKV_PAGE_SQL},
+        {"SELECT k, v FROM evs_bus_kv WHERE db = $1 AND k >= $2 AND k < $3 ORDER BY k LIMIT " EVS_PGKV_PAGE_SQL,
+         "SELECT k, v FROM evs_bus_kv WHERE db = $1 AND k > $2 AND k < $3 ORDER BY k LIMIT " EVS_PGKV_PAGE_SQL}};
     PGresult *r;
-    int rc = run(t,
-                 after ? "SELECT k, v FROM evs_bus_kv WHERE db = $1 AND k > $2 ORDER BY k LIMIT " EVS_PGKV_PAGE_SQL
-                       : "SELECT k, v FROM evs_bus_kv WHERE db = $1 AND k >= $2 ORDER BY k LIMIT " EVS_PGKV_PAGE_SQL,
-                 db, 1, (const void *[]){k}, (size_t[]){kl}, PGRES_TUPLES_OK, "postgresql: consumers: scan", &r);
+    int rc = run(t, sql[end != NULL][after != 0], db, end ? 2 : 1, (const void *[]){k, end}, (size_t[]){kl, el},
+                 PGRES_TUPLES_OK, "postgresql: kv: scan", &r);
     if (rc) return rc;
     t->page = NULL;
     if (PQntuples(r) == 0) return EVS__PGKV_NOTFOUND;
+    if (end && el > t->page_el) {
+        void *ne = realloc(t->page_end, el);
+        if (!ne) return evs__err(EVS_ENOMEM, "out of memory");
+        t->page_end = ne;
+    }
+    if (end && el) memcpy(t->page_end, end, el);
+    t->page_el = end ? el : 0;
+    t->page_bounded = end != NULL;
     t->page = r;
     t->page_db = db;
     t->page_writes = t->writes;
@@ -234,13 +262,14 @@ int evs__pgkv_seek(evs__pgkv_txn *t, int db, const void *k, size_t kl, int after
 
 /* ----------------------------------------------------------------- leases */
 
-int evs__pgkv_lease_take(void *engine, const char *name, evs__pgkv_lease **out) {
+int evs__pgkv_lease_take(void *engine, const char *space, const char *name, evs__pgkv_lease **out) {
     evs_pg *pg = engine;
     int rc = EVS_OK;
     *out = NULL;
     evs__pgkv_lease *l = calloc(1, sizeof *l);
     if (!l) return evs__err(EVS_ENOMEM, "out of memory");
     snprintf(l->name, sizeof l->name, "%s", name);
+    snprintf(l->who, sizeof l->who, "%s", strcmp(space, "bus") == 0 ? "consumer" : space);
     pthread_mutex_init(&l->mu, NULL);
     if (!(l->conn = PQconnectdb(pg->url))) {
         rc = evs__err(EVS_ENOMEM, "postgresql: out of memory connecting");
@@ -251,16 +280,16 @@ int evs__pgkv_lease_take(void *engine, const char *name, evs__pgkv_lease **out) 
         goto fail;
     }
     PQsetNoticeProcessor(l->conn, quiet, NULL);
-    char key[300];
-    snprintf(key, sizeof key, "evs_bus:%s", name);
+    char key[400];
+    snprintf(key, sizeof key, "evs_%s:%s", space, name);
     const char *vals[1] = {key};
     PGresult *r = PQexecParams(l->conn, "SELECT pg_try_advisory_lock(hashtextextended($1, 0))", 1, NULL, vals, NULL,
                                NULL, 0);
     if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
         rc = evs__pg_err(l->conn, r, "postgresql: consumers: take a lease");
     } else if (strcmp(PQgetvalue(r, 0, 0), "t") != 0) {
-        rc = evs__err(EVS_ELOCKED, "consumer \"%s\" is open in another process on this database (it holds the "
-                                   "lease)", name);
+        rc = evs__err(EVS_ELOCKED, "%s \"%s\" is open in another process on this database (it holds the "
+                                   "lease)", l->who, name);
     }
     PQclear(r);
     if (rc) goto fail;

@@ -47,14 +47,20 @@ int evs__pgkv_count(evs__pgkv_txn *t, int db, size_t *n);
 /* The first row of db with key >= k (after: > k). */
 int evs__pgkv_seek(evs__pgkv_txn *t, int db, const void *k, size_t kl, int after, const void **rk, size_t *rkl,
                    const void **rv, size_t *rvl);
+/* The same below end (keys < end; end NULL: no bound): a walk over one prefix fetches nothing past it. */
+int evs__pgkv_seek_below(evs__pgkv_txn *t, int db, const void *k, size_t kl, int after, const void *end, size_t el,
+                         const void **rk, size_t *rkl, const void **rv, size_t *rvl);
 
 /*
- * The lease on name: a session advisory lock (on a hash of "evs_bus:" name)
- * held by a connection of its own.  EVS_ELOCKED when another session holds
- * it.  It ends with evs__pgkv_lease_drop, or when the holder's connection
- * closes (the process exits or is killed).  Ownership: *out the caller's.
+ * The lease on name in a space of names ("bus": the consumers, whose keys
+ * are "evs_bus:" name; "sagas": the saga engine's): a session advisory lock
+ * (on a hash of "evs_" space ":" name) held by a connection of its own.
+ * EVS_ELOCKED when another session holds it.  It ends with
+ * evs__pgkv_lease_drop, or when the holder's connection closes (the process
+ * exits or is killed).  Messages call the holder a consumer in space "bus",
+ * else by the space's name.  Ownership: *out the caller's.
  */
-int evs__pgkv_lease_take(void *engine, const char *name, evs__pgkv_lease **out);
+int evs__pgkv_lease_take(void *engine, const char *space, const char *name, evs__pgkv_lease **out);
 void evs__pgkv_lease_drop(evs__pgkv_lease *l);
 
 #endif

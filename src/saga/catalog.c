@@ -1,18 +1,29 @@
 /*
- * catalog.c — DIR/sagas/, an LMDB environment of the saga layer, and the
- * dispatcher that keeps it: one reader of the log (filtered to the saga
- * event types, the starting event types and the answer types of the
- * registered definitions) whose checkpoint is committed in the same
- * transaction as everything it derives, so after any crash the index
- * describes exactly the events below the checkpoint (invariant 1).
+ * catalog.c — the saga index of a store and the dispatcher that keeps it:
+ * one reader of the log (filtered to the saga event types, the starting
+ * event types and the answer types of the registered definitions) whose
+ * checkpoint is committed in the same transaction as everything it derives,
+ * so after any crash the index describes exactly the events below the
+ * checkpoint (invariant 1).
  *
  * Everything here is derived from the log; the saga streams are the truth.
- * The environment is opened MDB_NOMETASYNC: a commit syncs its data, the
- * meta page is synced by the next commit, so a power cut may undo the last
- * commit (never corrupt the environment); the dispatcher then reads those
- * events again.
+ * The index is kept through the key-value interface of src/bus/kv.h, on
+ * the saga layout below:
+ *   embedded    DIR/sagas/, an LMDB environment exactly as before that
+ *               interface (the same database names; MDB_NOMETASYNC: a
+ *               commit syncs its data, the meta page is synced by the next
+ *               commit or at close, so a power cut may undo the last commit,
+ *               never corrupt the environment, and the dispatcher then reads
+ *               those events again);
+ *   PostgreSQL  rows 30..38 of evs_bus_kv in the store's database, shared
+ *               by every process on it.  One process at a time holds the
+ *               saga lease (evs__cat_lease) and runs the dispatcher, the
+ *               timers and the workers; its dispatcher's transactions run on
+ *               the lease, so a holder whose session ended cannot commit
+ *               over its successor.  The others read the index (listings,
+ *               stats) and stand by.
  *
- * Databases (keys are byte strings; T = saga type, I = instance id):
+ * Tables (keys are byte strings; T = saga type, I = instance id):
  *   meta      "checkpoint" -> be64 next global position; "node" -> node id
  *   inst      T 0x00 I              -> the state without data (state.c codec)
  *   by_state  T 0x00 st be64(updated) I -> ""   listing by type, state, age
@@ -35,6 +46,20 @@
 #define MAP_SIZE (16ull * 1024 * 1024 * 1024)
 #define KEY_MAX (8 + EVS_SAGA_MAX_NAME + 1 + 1 + 8 + EVS_SAGA_MAX_ID + 16)
 
+/* DIR/sagas/ as it always was; rows 30..38 on PostgreSQL. */
+static const evs__kv_layout saga_layout = {
+    .what = "sagas",
+    .ntables = EVS__CAT_NTABLES,
+    .lmdb_names = {"meta", "inst", "by_state", "timers", "corr", "starts", "ready", "counts", "hist"},
+    .pg_db = {30, 31, 32, 33, 34, 35, 36, 37, 38},
+    .lmdb_sync = EVS__KV_SYNC_NOMETA,
+    .lmdb_map_size = MAP_SIZE,
+    .lmdb_max_readers = 512,
+};
+
+/* the session advisory lock's name of the saga lease (pg_kv.c) */
+#define LEASE_NAME "sagas"
+
 enum { C_STARTED, C_COMPLETED, C_COMPENSATED, C_FAILED, C_COMP_FAILED, C_TIMERS, C_STEP_FAIL, C_COMP_FAIL, C_STATE0 };
 #define N_COUNTS (C_STATE0 + EVS_SAGA_STATES)
 
@@ -46,9 +71,11 @@ typedef struct cat_hist {
     uint64_t count, sum_ns, b[EVS_SAGA_BUCKETS + 1];
 } cat_hist;
 
-int evs__cat_mdb_err(int rc, const char *what) {
-    if (rc == MDB_MAP_FULL) return evs__err(EVS_ELIMIT, "sagas: %s: the index map is full", what);
-    return evs__err(EVS_EIO, "sagas: %s: %s", what, mdb_strerror(rc));
+/* A result of the kv interface where none but OK was expected: an error with its message. */
+static int kv_err(int rc, const char *what) {
+    if (rc == EVS__KV_NOTFOUND || rc == EVS__KV_KEYEXIST)
+        return evs__err(EVS_EIO, "sagas: %s: %s", what, rc == EVS__KV_NOTFOUND ? "not found" : "exists");
+    return rc;
 }
 
 /* ------------------------------------------------------------------- keys */
@@ -94,154 +121,218 @@ static int split_ti(const uint8_t *p, size_t n, char type[EVS_SAGA_MAX_NAME + 1]
     return 0;
 }
 
-/* ------------------------------------------------------------------- open */
+static int get_key(evs__kv_txn *txn, int db, const void *k, size_t n, evs__kv_val *v) {
+    evs__kv_val kv = {n, (void *)k};
+    return evs__kv_get(txn, db, &kv, v);
+}
 
-/*
- * Beside the process that runs the engine (a server): the environment
- * read-only, its databases as that process made them, nothing written.
- * The position is the index's checkpoint at open (stats only).
- */
-static int cat_open_read_only(evs_saga_engine *e, const char *path) {
-    MDB_txn *txn;
-    int rc = mdb_env_open(e->env, path, MDB_RDONLY | MDB_NOTLS, 0644);
-    if (rc) return evs__cat_mdb_err(rc, path);
-    if ((rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn))) return evs__cat_mdb_err(rc, "begin");
-    struct {
-        const char *name;
-        MDB_dbi *dbi;
-    } dbs[] = {{"meta", &e->meta},     {"inst", &e->inst},   {"by_state", &e->by_state},
-               {"timers", &e->timers}, {"corr", &e->corr},   {"starts", &e->starts},
-               {"ready", &e->ready},   {"counts", &e->counts}, {"hist", &e->hist}};
-    for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++)
-        if ((rc = mdb_dbi_open(txn, dbs[i].name, 0, dbs[i].dbi))) {
-            mdb_txn_abort(txn);
-            if (rc == MDB_NOTFOUND) return evs__err(EVS_ENOTFOUND, "%s: the saga index is not complete", path);
-            return evs__cat_mdb_err(rc, "open databases");
-        }
-    MDB_val k = {10, "checkpoint"}, v;
-    if (mdb_get(txn, e->meta, &k, &v) == 0 && v.mv_size == 8) e->position = evs__get64be(v.mv_data);
-    e->read_pos = e->position;
-    /* a read-only transaction's handles stay valid after it ends (commit, not abort) */
-    if ((rc = mdb_txn_commit(txn))) return evs__cat_mdb_err(rc, "commit");
+static int del_key(evs__kv_txn *txn, int db, const void *k, size_t n) {
+    evs__kv_val kv = {n, (void *)k};
+    int rc = evs__kv_del(txn, db, &kv);
+    return rc == EVS__KV_NOTFOUND ? 0 : rc;
+}
+
+static int put_key(evs__kv_txn *txn, int db, const void *k, size_t n, const void *v, size_t vn) {
+    evs__kv_val kv = {n, (void *)k}, vv = {vn, (void *)v};
+    return evs__kv_put(txn, db, &kv, &vv, 0);
+}
+
+/* The committed checkpoint: EVS_OK, EVS__KV_NOTFOUND before the first, or an error. */
+static int read_checkpoint(evs__kv_txn *txn, uint64_t *pos) {
+    evs__kv_val v;
+    int rc = get_key(txn, EVS__CAT_META, "checkpoint", 10, &v);
+    if (rc) return rc;
+    if (v.size != 8) return evs__err(EVS_ECORRUPT, "sagas: the checkpoint is %zu bytes, not 8", v.size);
+    *pos = evs__get64be(v.data);
     return EVS_OK;
 }
 
+/* ------------------------------------------------------------------- open */
+
 int evs__cat_open(evs_saga_engine *e) {
-    char path[4200];
+    char path[4200] = "postgresql";
     int rc;
-    MDB_txn *txn = NULL;
-    snprintf(path, sizeof path, "%s/sagas", e->dir);
-    if (e->cfg.read_only) {
-        struct stat st;
-        char data[4300];
-        snprintf(data, sizeof data, "%s/data.mdb", path);
-        if (stat(data, &st) != 0) return evs__err(EVS_ENOTFOUND, "%s has no saga index (no saga engine ran on it)", e->dir);
-    } else if (mkdir(path, 0755) != 0 && errno != EEXIST) {
-        return evs__err_errno(-errno, "cannot create %s", path);
-    }
-    if ((rc = mdb_env_create(&e->env))) {
-        e->env = NULL;
-        return evs__cat_mdb_err(rc, "create environment");
-    }
-    mdb_env_set_maxdbs(e->env, 12);
-    mdb_env_set_mapsize(e->env, MAP_SIZE);
-    mdb_env_set_maxreaders(e->env, 512);
-    if (e->cfg.read_only) return cat_open_read_only(e, path);
-    if ((rc = mdb_env_open(e->env, path, MDB_NOMETASYNC | MDB_NOTLS, 0644))) return evs__cat_mdb_err(rc, path);
-    if ((rc = mdb_txn_begin(e->env, NULL, 0, &txn))) return evs__cat_mdb_err(rc, "begin");
-    struct {
-        const char *name;
-        MDB_dbi *dbi;
-    } dbs[] = {{"meta", &e->meta},     {"inst", &e->inst},   {"by_state", &e->by_state},
-               {"timers", &e->timers}, {"corr", &e->corr},   {"starts", &e->starts},
-               {"ready", &e->ready},   {"counts", &e->counts}, {"hist", &e->hist}};
-    for (size_t i = 0; i < sizeof dbs / sizeof dbs[0]; i++)
-        if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi))) {
-            mdb_txn_abort(txn);
-            return evs__cat_mdb_err(rc, "open databases");
-        }
-    MDB_val k = {10, "checkpoint"}, v;
-    rc = mdb_get(txn, e->meta, &k, &v);
-    if (rc == 0 && v.mv_size == 8) {
-        e->position = evs__get64be(v.mv_data);
+    evs__kv_txn *txn = NULL;
+    void *pg = evs__store_pg_engine(e->store);
+    if (pg) {
+        e->pg = 1;
+        if ((rc = evs__kv_open_pg_as(&saga_layout, pg, &e->kv))) return rc;
     } else {
+        const char *dir = evs__store_dir(e->store);
+        if (!dir) return evs__err(EVS_ECLOSED, "saga_engine_open: the store is not open");
+        snprintf(path, sizeof path, "%s/sagas", dir);
+        if (e->cfg.read_only) {
+            struct stat st;
+            char data[4300];
+            snprintf(data, sizeof data, "%s/data.mdb", path);
+            if (stat(data, &st) != 0)
+                return evs__err(EVS_ENOTFOUND, "%s has no saga index (no saga engine ran on it)", dir);
+        } else if (mkdir(path, 0755) != 0 && errno != EEXIST) {
+            return evs__err_errno(-errno, "cannot create %s", path);
+        }
+        if ((rc = evs__kv_open_lmdb_as(&saga_layout, path, e->cfg.read_only, &e->kv))) return rc;
+        atomic_store(&e->holding, 1); /* the store's directory lock makes this process the only one */
+    }
+    if (e->cfg.read_only) {
+        /* beside the process that runs the engine: nothing written; the position is the checkpoint at open (stats) */
+        if ((rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn))) return rc;
+        rc = read_checkpoint(txn, &e->position);
+        evs__kv_abort(txn);
+        if (rc == EVS__KV_NOTFOUND && pg)
+            return evs__err(EVS_ENOTFOUND, "the database has no saga index (no saga engine ran on it)");
+        if (rc == EVS__KV_NOTFOUND) rc = EVS_OK;
+        e->read_pos = e->position;
+        atomic_store(&e->holding, 0);
+        return rc;
+    }
+    /* on PostgreSQL another process may make the first checkpoint and node id at the same time: writers are
+       serialized (kv.h), and the second finds what the first wrote */
+    if ((rc = evs__kv_begin(e->kv, NULL, 0, &txn))) return rc;
+    rc = read_checkpoint(txn, &e->position);
+    if (rc == EVS__KV_NOTFOUND) {
         uint64_t from = e->cfg.from;
         if (from == EVS_SUB_FROM_NOW) from = evs_head(e->store) + 1;
         if (from == 0) from = 1;
         uint8_t b[8];
         evs__put64be(b, from);
-        v.mv_size = 8;
-        v.mv_data = b;
-        if ((rc = mdb_put(txn, e->meta, &k, &v, 0))) {
-            mdb_txn_abort(txn);
-            return evs__cat_mdb_err(rc, "write checkpoint");
-        }
+        if ((rc = put_key(txn, EVS__CAT_META, "checkpoint", 10, b, 8))) goto fail;
         e->position = from;
+    } else if (rc) {
+        goto fail;
     }
     e->read_pos = e->position;
     if (e->cfg.node_id && *e->cfg.node_id) {
         snprintf(e->node, sizeof e->node, "%s", e->cfg.node_id);
     } else {
-        MDB_val nk = {4, "node"}, nv;
-        if (mdb_get(txn, e->meta, &nk, &nv) == 0 && nv.mv_size > 0 && nv.mv_size <= EVS__NODE_MAX) {
-            memcpy(e->node, nv.mv_data, nv.mv_size);
-            e->node[nv.mv_size] = 0;
-        } else {
+        /* the node of the index, not of a process: a process that takes over (a restart, or on PostgreSQL the
+           next holder of the saga lease) continues the instances its predecessor had leased at once */
+        evs__kv_val nv;
+        rc = get_key(txn, EVS__CAT_META, "node", 4, &nv);
+        if (rc == 0 && nv.size > 0 && nv.size <= EVS__NODE_MAX) {
+            memcpy(e->node, nv.data, nv.size);
+            e->node[nv.size] = 0;
+        } else if (rc == 0 || rc == EVS__KV_NOTFOUND) {
             evs_uuid u;
             evs_uuid_v7(&u);
             evs_uuid_format(&u, e->node);
-            nv.mv_size = strlen(e->node);
-            nv.mv_data = e->node;
-            if ((rc = mdb_put(txn, e->meta, &nk, &nv, 0))) {
-                mdb_txn_abort(txn);
-                return evs__cat_mdb_err(rc, "write node id");
-            }
+            if ((rc = put_key(txn, EVS__CAT_META, "node", 4, e->node, strlen(e->node)))) goto fail;
+        } else {
+            goto fail;
         }
     }
-    if ((rc = mdb_txn_commit(txn))) return evs__cat_mdb_err(rc, "commit");
-    return EVS_OK;
+    return evs__kv_commit(txn);
+fail:
+    evs__kv_abort(txn);
+    return kv_err(rc, "open the index");
 }
 
 void evs__cat_close(evs_saga_engine *e) {
-    if (!e->env) return;
+    if (!e->kv) return;
     if (e->disp_txn) evs__cat_commit(e);
-    if (!e->cfg.read_only) mdb_env_sync(e->env, 1);
-    mdb_env_close(e->env);
-    e->env = NULL;
+    evs__kv_lease_drop(e->lease);
+    e->lease = NULL;
+    evs__kv_close(e->kv);
+    e->kv = NULL;
+}
+
+/* ------------------------------------------------------------------ lease */
+
+int evs__cat_lease(evs_saga_engine *e) {
+    if (atomic_load(&e->holding)) return EVS_OK;
+    evs__kv_lease *l = NULL;
+    evs__kv_txn *txn = NULL;
+    uint64_t pos = 0;
+    int rc = evs__kv_lease_take(e->kv, LEASE_NAME, &l);
+    if (rc == EVS_ELOCKED)
+        return evs__err(EVS_ELOCKED, "sagas run in another process on this database (it holds the saga lease)");
+    if (rc) return rc;
+    /* what the previous holder committed (its open transaction ended with its session) */
+    if ((rc = evs__kv_begin(e->kv, l, EVS__KV_RDONLY, &txn))) goto fail;
+    rc = read_checkpoint(txn, &pos);
+    evs__kv_abort(txn);
+    if (rc) {
+        rc = kv_err(rc, "read the checkpoint");
+        goto fail;
+    }
+    pthread_mutex_lock(&e->disp_mu);
+    e->lease = l;
+    e->read_pos = pos;
+    e->requeued = 0;
+    pthread_mutex_unlock(&e->disp_mu);
+    pthread_mutex_lock(&e->mu);
+    e->position = pos;
+    atomic_store(&e->holding, 1);
+    pthread_mutex_unlock(&e->mu);
+    return EVS_OK;
+fail:
+    evs__kv_lease_drop(l);
+    return rc;
+}
+
+int evs__cat_lease_check(evs_saga_engine *e) {
+    if (!e->pg || !atomic_load(&e->holding)) return EVS_OK;
+    pthread_mutex_lock(&e->disp_mu);
+    evs__kv_txn *txn = NULL;
+    int rc = e->disp_txn ? EVS_OK : evs__kv_begin(e->kv, e->lease, EVS__KV_RDONLY, &txn);
+    evs__kv_abort(txn);
+    if (rc) {
+        /* the session is gone, and the lease with it: stand by (what is queued waits for the next holding) */
+        char why[400];
+        snprintf(why, sizeof why, "%s", evs_errmsg());
+        if (e->disp_txn) evs__kv_abort(e->disp_txn);
+        e->disp_txn = NULL;
+        e->disp_events = 0;
+        evs__kv_lease_drop(e->lease);
+        e->lease = NULL;
+        atomic_store(&e->holding, 0);
+        pthread_mutex_unlock(&e->disp_mu);
+        return evs__err(rc < 0 ? rc : EVS_EIO, "sagas: lost the saga lease (%s); standing by", why);
+    }
+    pthread_mutex_unlock(&e->disp_mu);
+    return EVS_OK;
+}
+
+int evs__cat_checkpoint(evs_saga_engine *e, uint64_t *pos) {
+    evs__kv_txn *txn;
+    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return rc;
+    rc = read_checkpoint(txn, pos);
+    evs__kv_abort(txn);
+    if (rc == EVS__KV_NOTFOUND) *pos = 0, rc = EVS_OK;
+    return rc;
 }
 
 /* ------------------------------------------------------------- counters */
 
-static int counts_get(evs_saga_engine *e, MDB_txn *txn, const char *type, cat_counts *c) {
-    MDB_val k = {strlen(type), (void *)type}, v;
+static int counts_get(evs__kv_txn *txn, const char *type, cat_counts *c) {
+    evs__kv_val v;
     memset(c, 0, sizeof *c);
-    int rc = mdb_get(txn, e->counts, &k, &v);
-    if (rc == MDB_NOTFOUND) return 0;
+    int rc = get_key(txn, EVS__CAT_COUNTS, type, strlen(type), &v);
+    if (rc == EVS__KV_NOTFOUND) return 0;
     if (rc) return rc;
-    for (size_t i = 0; i < N_COUNTS && (i + 1) * 8 <= v.mv_size; i++) c->v[i] = evs__get64((const uint8_t *)v.mv_data + i * 8);
+    for (size_t i = 0; i < N_COUNTS && (i + 1) * 8 <= v.size; i++) c->v[i] = evs__get64((const uint8_t *)v.data + i * 8);
     return 0;
 }
 
-static int counts_put(evs_saga_engine *e, MDB_txn *txn, const char *type, const cat_counts *c) {
+static int counts_put(evs__kv_txn *txn, const char *type, const cat_counts *c) {
     uint8_t b[N_COUNTS * 8];
     for (size_t i = 0; i < N_COUNTS; i++) evs__put64(b + i * 8, c->v[i]);
-    MDB_val k = {strlen(type), (void *)type}, v = {sizeof b, b};
-    return mdb_put(txn, e->counts, &k, &v, 0);
+    return put_key(txn, EVS__CAT_COUNTS, type, strlen(type), b, sizeof b);
 }
 
-static int hist_add(evs_saga_engine *e, MDB_txn *txn, const char *type, const char *step, int64_t ns) {
+static int hist_add(evs__kv_txn *txn, const char *type, const char *step, int64_t ns) {
     static const uint64_t bounds[EVS_SAGA_BUCKETS] = EVS_SAGA_BOUNDS_MS;
     uint8_t kb[EVS_SAGA_MAX_NAME + 1 + EVS_SAGA_MAX_STEP_NAME];
     size_t tl = strlen(type), sl = strlen(step);
     memcpy(kb, type, tl);
     kb[tl] = 0;
     memcpy(kb + tl + 1, step, sl);
-    MDB_val k = {tl + 1 + sl, kb}, v;
+    evs__kv_val v;
     cat_hist h;
     memset(&h, 0, sizeof h);
-    int rc = mdb_get(txn, e->hist, &k, &v);
-    if (rc == 0 && v.mv_size == sizeof h) memcpy(&h, v.mv_data, sizeof h);
-    else if (rc && rc != MDB_NOTFOUND) return rc;
+    int rc = get_key(txn, EVS__CAT_HIST, kb, tl + 1 + sl, &v);
+    if (rc == 0 && v.size == sizeof h) memcpy(&h, v.data, sizeof h);
+    else if (rc && rc != EVS__KV_NOTFOUND) return rc;
     if (ns < 0) ns = 0;
     uint64_t ms = (uint64_t)ns / 1000000;
     size_t i = 0;
@@ -249,9 +340,7 @@ static int hist_add(evs_saga_engine *e, MDB_txn *txn, const char *type, const ch
     h.b[i]++;
     h.count++;
     h.sum_ns += (uint64_t)ns;
-    v.mv_size = sizeof h;
-    v.mv_data = &h;
-    return mdb_put(txn, e->hist, &k, &v, 0);
+    return put_key(txn, EVS__CAT_HIST, kb, tl + 1 + sl, &h, sizeof h);
 }
 
 /* ------------------------------------------------------------- dispatch */
@@ -278,32 +367,21 @@ static void jobs_add(jobs *j, int kind, const char *type, const char *id, uint64
     b->trigger_pos = pos;
 }
 
-static int del_key(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t n) {
-    MDB_val kv = {n, (void *)k};
-    int rc = mdb_del(txn, dbi, &kv, NULL);
-    return rc == MDB_NOTFOUND ? 0 : rc;
-}
-
-static int put_key(MDB_txn *txn, MDB_dbi dbi, const void *k, size_t n, const void *v, size_t vn) {
-    MDB_val kv = {n, (void *)k}, vv = {vn, (void *)v};
-    return mdb_put(txn, dbi, &kv, &vv, 0);
-}
-
 /* Remove the pending starts of an instance (it started; any others were duplicates): one prefix. */
-static int drop_starts(evs_saga_engine *e, MDB_txn *txn, const char *type, const char *id) {
+static int drop_starts(evs__kv_txn *txn, const char *type, const char *id) {
     uint8_t want[KEY_MAX];
     size_t wn = key_ti(want, type, id);
     want[wn++] = 0;
-    MDB_cursor *c;
-    MDB_val k = {wn, want}, v;
-    int rc = mdb_cursor_open(txn, e->starts, &c);
+    evs__kv_cursor *c;
+    evs__kv_val k = {wn, want}, v;
+    int rc = evs__kv_cursor_open(txn, EVS__CAT_STARTS, &c);
     if (rc) return rc;
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size != wn + 8 || memcmp(k.mv_data, want, wn) != 0) break;
-        if ((rc = mdb_cursor_del(c, 0))) break;
+    for (rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_SET_RANGE); rc == 0; rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_NEXT)) {
+        if (k.size != wn + 8 || memcmp(k.data, want, wn) != 0) break;
+        if ((rc = evs__kv_cursor_del(c))) break;
     }
-    mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND ? 0 : rc;
+    evs__kv_cursor_close(c);
+    return rc == EVS__KV_NOTFOUND ? 0 : rc;
 }
 
 static int is_entered(int st) {
@@ -320,25 +398,25 @@ static int entered_slot(int st) {
     }
 }
 
-static int apply_saga(evs_saga_engine *e, MDB_txn *txn, const evs_event *ev, const char *type, const char *id, jobs *j) {
+static int apply_saga(evs_saga_engine *e, evs__kv_txn *txn, const evs_event *ev, const char *type, const char *id, jobs *j) {
     uint8_t k[KEY_MAX], k2[KEY_MAX];
     size_t kn = key_ti(k, type, id), k2n;
-    MDB_val kv = {kn, k}, vv;
+    evs__kv_val vv;
     evs__saga *S = NULL;
     char err[512], etype[EVS_MAX_TYPE_NAME + 1];
     snprintf(etype, sizeof etype, "%.*s", (int)ev->event_type_len, ev->event_type);
     int started = strcmp(etype, EVS__EV_STARTED) == 0;
-    int rc = mdb_get(txn, e->inst, &kv, &vv);
+    int rc = get_key(txn, EVS__CAT_INST, k, kn, &vv);
     if (rc == 0) {
-        if ((rc = evs__saga_decode(vv.mv_data, vv.mv_size, &S))) return rc;
+        if ((rc = evs__saga_decode(vv.data, vv.size, &S))) return rc;
         if (started) {
             evs__engine_note_error(e, "saga-%s-%s: a second SagaStarted at position %llu is ignored", type, id,
                                    (unsigned long long)ev->global_position);
             evs__saga_free(S);
             return EVS_OK;
         }
-    } else if (rc != MDB_NOTFOUND) {
-        return evs__cat_mdb_err(rc, "read instance");
+    } else if (rc != EVS__KV_NOTFOUND) {
+        return kv_err(rc, "read an instance");
     } else if (!started) {
         evs__engine_note_error(e, "saga-%s-%s: %s at position %llu before SagaStarted is ignored", type, id, etype,
                                (unsigned long long)ev->global_position);
@@ -376,7 +454,7 @@ static int apply_saga(evs_saga_engine *e, MDB_txn *txn, const evs_event *ev, con
         goto out;
     }
     cat_counts c;
-    if ((rc = counts_get(e, txn, type, &c))) goto mdb;
+    if ((rc = counts_get(txn, type, &c))) goto kv;
     if (is_new) c.v[C_STARTED]++;
     else c.v[C_STATE0 + old_status]--;
     c.v[C_STATE0 + S->status]++;
@@ -384,45 +462,45 @@ static int apply_saga(evs_saga_engine *e, MDB_txn *txn, const evs_event *ev, con
     c.v[C_STEP_FAIL] += S->step_failures - old_sf;
     c.v[C_COMP_FAIL] += S->comp_failures - old_cf;
     /* listing by state and age */
-    if (old_state_n && (rc = del_key(txn, e->by_state, old_state_key, old_state_n))) goto mdb;
+    if (old_state_n && (rc = del_key(txn, EVS__CAT_BY_STATE, old_state_key, old_state_n))) goto kv;
     k2n = key_state(k2, S);
-    if ((rc = put_key(txn, e->by_state, k2, k2n, "", 0))) goto mdb;
+    if ((rc = put_key(txn, EVS__CAT_BY_STATE, k2, k2n, "", 0))) goto kv;
     /* the timer */
     int64_t due = evs__saga_next_due(S);
     if (due != old_due) {
         if (old_due) {
-            if ((rc = del_key(txn, e->timers, k2, key_timer(k2, old_due, type, id)))) goto mdb;
+            if ((rc = del_key(txn, EVS__CAT_TIMERS, k2, key_timer(k2, old_due, type, id)))) goto kv;
             c.v[C_TIMERS]--;
         }
         if (due) {
-            if ((rc = put_key(txn, e->timers, k2, key_timer(k2, due, type, id), "", 0))) goto mdb;
+            if ((rc = put_key(txn, EVS__CAT_TIMERS, k2, key_timer(k2, due, type, id), "", 0))) goto kv;
             c.v[C_TIMERS]++;
             j->timers = 1;
         }
     }
-    if ((rc = counts_put(e, txn, type, &c))) goto mdb;
+    if ((rc = counts_put(txn, type, &c))) goto kv;
     /* work left for after a crash */
-    if (evs__saga_has_work(S)) rc = put_key(txn, e->ready, k, kn, "", 0);
-    else rc = del_key(txn, e->ready, k, kn);
-    if (rc) goto mdb;
+    if (evs__saga_has_work(S)) rc = put_key(txn, EVS__CAT_READY, k, kn, "", 0);
+    else rc = del_key(txn, EVS__CAT_READY, k, kn);
+    if (rc) goto kv;
     /* routing of answers */
     k2n = key_corr(k2, &S->corr, type, id);
-    if (started && (rc = put_key(txn, e->corr, k2, k2n, "", 0))) goto mdb;
-    if (evs_saga_status_terminal(S->status) && (rc = del_key(txn, e->corr, k2, k2n))) goto mdb;
-    if (started && (rc = drop_starts(e, txn, type, id))) goto mdb;
+    if (started && (rc = put_key(txn, EVS__CAT_CORR, k2, k2n, "", 0))) goto kv;
+    if (evs_saga_status_terminal(S->status) && (rc = del_key(txn, EVS__CAT_CORR, k2, k2n))) goto kv;
+    if (started && (rc = drop_starts(txn, type, id))) goto kv;
     /* step durations */
     for (uint32_t i = 0; was_done && i < S->n_steps; i++)
-        if (!was_done[i] && S->steps[i].st == EVS__ST_DONE && (rc = hist_add(e, txn, type, S->names[i], S->updated_at - began[i])))
-            goto mdb;
+        if (!was_done[i] && S->steps[i].st == EVS__ST_DONE && (rc = hist_add(txn, type, S->names[i], S->updated_at - began[i])))
+            goto kv;
     char *enc;
     size_t en;
     if ((rc = evs__saga_encode(S, &enc, &en))) goto out;
-    rc = put_key(txn, e->inst, k, kn, enc, en);
+    rc = put_key(txn, EVS__CAT_INST, k, kn, enc, en);
     free(enc);
-    if (rc) goto mdb;
+    if (rc) goto kv;
     goto out;
-mdb:
-    rc = evs__cat_mdb_err(rc, "index a saga event");
+kv:
+    rc = kv_err(rc, "index a saga event");
 out:
     free(was_done);
     free(began);
@@ -430,7 +508,7 @@ out:
     return rc;
 }
 
-static int apply_start(evs_saga_engine *e, MDB_txn *txn, evs__def *d, const evs_event *ev, jobs *j) {
+static int apply_start(evs_saga_engine *e, evs__kv_txn *txn, evs__def *d, const evs_event *ev, jobs *j) {
     char id[EVS_SAGA_MAX_ID + 1], err[256];
     if (evs__def_key(d, ev, id, sizeof id, err, sizeof err) < 0) {
         atomic_fetch_add(&e->st_bad_starts, 1);
@@ -439,37 +517,37 @@ static int apply_start(evs_saga_engine *e, MDB_txn *txn, evs__def *d, const evs_
         return EVS_OK;
     }
     uint8_t k[KEY_MAX];
-    MDB_val kv = {key_ti(k, d->name, id), k}, vv;
-    int rc = mdb_get(txn, e->inst, &kv, &vv);
+    size_t sn = key_ti(k, d->name, id);
+    evs__kv_val vv;
+    int rc = get_key(txn, EVS__CAT_INST, k, sn, &vv);
     if (rc == 0) {
         atomic_fetch_add(&e->st_dup_starts, 1);
         return EVS_OK;
     }
-    if (rc != MDB_NOTFOUND) return evs__cat_mdb_err(rc, "read instance");
-    size_t sn = kv.mv_size;
+    if (rc != EVS__KV_NOTFOUND) return kv_err(rc, "read an instance");
     k[sn++] = 0;
     evs__put64be(k + sn, ev->global_position);
-    if ((rc = put_key(txn, e->starts, k, sn + 8, "", 0))) return evs__cat_mdb_err(rc, "write a pending start");
+    if ((rc = put_key(txn, EVS__CAT_STARTS, k, sn + 8, "", 0))) return kv_err(rc, "write a pending start");
     jobs_add(j, EVS__JOB_START, d->name, id, ev->global_position);
     return EVS_OK;
 }
 
-static int apply_answer(evs_saga_engine *e, MDB_txn *txn, const evs_event *ev, jobs *j) {
-    MDB_cursor *c;
-    MDB_val k = {16, (void *)ev->correlation_id.b}, v;
-    int rc = mdb_cursor_open(txn, e->corr, &c);
-    if (rc) return evs__cat_mdb_err(rc, "cursor");
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_SET_RANGE); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 17 || memcmp(k.mv_data, ev->correlation_id.b, 16) != 0) break;
+static int apply_answer(evs__kv_txn *txn, const evs_event *ev, jobs *j) {
+    evs__kv_cursor *c;
+    evs__kv_val k = {16, (void *)ev->correlation_id.b}, v;
+    int rc = evs__kv_cursor_open(txn, EVS__CAT_CORR, &c);
+    if (rc) return rc;
+    for (rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_SET_RANGE); rc == 0; rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_NEXT)) {
+        if (k.size < 17 || memcmp(k.data, ev->correlation_id.b, 16) != 0) break;
         char type[EVS_SAGA_MAX_NAME + 1], id[EVS_SAGA_MAX_ID + 1];
-        if (split_ti((const uint8_t *)k.mv_data + 16, k.mv_size - 16, type, id)) continue;
+        if (split_ti((const uint8_t *)k.data + 16, k.size - 16, type, id)) continue;
         uint8_t rk[KEY_MAX];
         size_t rn = key_ti(rk, type, id);
-        if ((rc = put_key(txn, e->ready, rk, rn, "", 0))) break;
+        if ((rc = put_key(txn, EVS__CAT_READY, rk, rn, "", 0))) break;
         jobs_add(j, EVS__JOB_RUN, type, id, 0);
     }
-    mdb_cursor_close(c);
-    return rc == MDB_NOTFOUND || rc == 0 ? EVS_OK : evs__cat_mdb_err(rc, "route an answer");
+    evs__kv_cursor_close(c);
+    return rc == EVS__KV_NOTFOUND || rc == 0 ? EVS_OK : kv_err(rc, "route an answer");
 }
 
 /* The event types the dispatcher reads (registry read-locked by the caller). */
@@ -514,7 +592,7 @@ static int is_answer_type(evs_saga_engine *e, const char *t, size_t n) {
     return 0;
 }
 
-static int apply(evs_saga_engine *e, MDB_txn *txn, const evs_event *ev, jobs *j) {
+static int apply(evs_saga_engine *e, evs__kv_txn *txn, const evs_event *ev, jobs *j) {
     char type[EVS_SAGA_MAX_NAME + 1], id[EVS_SAGA_MAX_ID + 1];
     int rc = EVS_OK;
     if (evs__saga_split(ev->stream, ev->stream_len, type, id) == 0) {
@@ -528,7 +606,7 @@ static int apply(evs_saga_engine *e, MDB_txn *txn, const evs_event *ev, jobs *j)
         if (evs__types_has(&e->defs[i]->start_on, ev->event_type, ev->event_type_len))
             rc = apply_start(e, txn, e->defs[i], ev, j);
     if (!rc && ev->has_correlation_id && is_answer_type(e, ev->event_type, ev->event_type_len))
-        rc = apply_answer(e, txn, ev, j);
+        rc = apply_answer(txn, ev, j);
     return rc;
 }
 
@@ -549,11 +627,14 @@ static int commit_locked(evs_saga_engine *e) {
     if (e->disp_txn) {
         uint8_t b[8];
         evs__put64be(b, e->read_pos);
-        if ((rc = put_key(e->disp_txn, e->meta, "checkpoint", 10, b, 8)) || (rc = mdb_txn_commit(e->disp_txn))) {
-            if (rc && e->disp_txn) mdb_txn_abort(e->disp_txn);
-            e->disp_txn = NULL;
+        evs__kv_txn *t = e->disp_txn;
+        e->disp_txn = NULL;
+        if ((rc = put_key(t, EVS__CAT_META, "checkpoint", 10, b, 8))) evs__kv_abort(t);
+        else rc = evs__kv_commit(t); /* (ends the transaction whatever it returns) */
+        if (rc) {
+            e->disp_events = 0;
             e->read_pos = e->position; /* read again from what is committed */
-            return evs__cat_mdb_err(rc, "commit the index");
+            return kv_err(rc, "commit the index");
         }
         e->disp_txn = NULL;
         e->disp_events = 0;
@@ -607,9 +688,9 @@ int evs__cat_dispatch(evs_saga_engine *e, int wait_ms, size_t *n) {
         if (rc == EVS_ELOST) continue; /* a repaired gap: nothing there to index */
         if (rc != EVS_OK) break;
         if (!e->disp_txn) {
-            if ((rc = mdb_txn_begin(e->env, NULL, 0, &e->disp_txn))) {
+            /* on the lease (PostgreSQL): a holder whose session ended cannot begin */
+            if ((rc = evs__kv_begin(e->kv, e->lease, 0, &e->disp_txn))) {
                 e->disp_txn = NULL;
-                rc = evs__cat_mdb_err(rc, "begin");
                 break;
             }
             e->disp_t0 = evs__mono_ns();
@@ -620,7 +701,7 @@ int evs__cat_dispatch(evs_saga_engine *e, int wait_ms, size_t *n) {
     }
     if (rc != EVS_DONE) {
         /* drop what this transaction did; read again from the committed checkpoint */
-        if (e->disp_txn) mdb_txn_abort(e->disp_txn);
+        evs__kv_abort(e->disp_txn);
         e->disp_txn = NULL;
         e->disp_events = 0;
         e->read_pos = e->position;
@@ -645,69 +726,69 @@ unlock:
 /* ------------------------------------------------------------- requeue */
 
 int evs__cat_requeue(evs_saga_engine *e) {
-    MDB_txn *txn;
-    MDB_cursor *c;
-    MDB_val k, v;
-    int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__cat_mdb_err(rc, "begin");
+    evs__kv_txn *txn;
+    evs__kv_cursor *c;
+    evs__kv_val k = {0, NULL}, v;
+    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return rc;
     char type[EVS_SAGA_MAX_NAME + 1], id[EVS_SAGA_MAX_ID + 1];
-    if (!(rc = mdb_cursor_open(txn, e->starts, &c))) {
-        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
-            if (k.mv_size > 9 && !split_ti(k.mv_data, k.mv_size - 9, type, id))
-                evs__engine_enqueue(e, EVS__JOB_START, type, id, evs__get64be((const uint8_t *)k.mv_data + k.mv_size - 8), 0);
-        mdb_cursor_close(c);
+    if (!(rc = evs__kv_cursor_open(txn, EVS__CAT_STARTS, &c))) {
+        for (rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_FIRST); rc == 0; rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_NEXT))
+            if (k.size > 9 && !split_ti(k.data, k.size - 9, type, id))
+                evs__engine_enqueue(e, EVS__JOB_START, type, id, evs__get64be((const uint8_t *)k.data + k.size - 8), 0);
+        evs__kv_cursor_close(c);
     }
-    if ((rc == 0 || rc == MDB_NOTFOUND) && !(rc = mdb_cursor_open(txn, e->ready, &c))) {
-        for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT))
-            if (!split_ti(k.mv_data, k.mv_size, type, id)) evs__engine_enqueue(e, EVS__JOB_RUN, type, id, 0, 0);
-        mdb_cursor_close(c);
+    if ((rc == 0 || rc == EVS__KV_NOTFOUND) && !(rc = evs__kv_cursor_open(txn, EVS__CAT_READY, &c))) {
+        for (rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_FIRST); rc == 0; rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_NEXT))
+            if (!split_ti(k.data, k.size, type, id)) evs__engine_enqueue(e, EVS__JOB_RUN, type, id, 0, 0);
+        evs__kv_cursor_close(c);
     }
-    mdb_txn_abort(txn);
-    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__cat_mdb_err(rc, "requeue");
+    evs__kv_abort(txn);
+    return rc == 0 || rc == EVS__KV_NOTFOUND ? EVS_OK : kv_err(rc, "requeue");
 }
 
 /* --------------------------------------------------------------- timers */
 
 int evs__cat_fire(evs_saga_engine *e, int64_t now, int64_t *next, size_t *fired) {
-    MDB_txn *txn;
-    MDB_cursor *c;
-    MDB_val k, v;
+    evs__kv_txn *txn;
+    evs__kv_cursor *c;
+    evs__kv_val k = {0, NULL}, v;
     *next = 0;
     *fired = 0;
-    int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__cat_mdb_err(rc, "begin");
-    if ((rc = mdb_cursor_open(txn, e->timers, &c))) {
-        mdb_txn_abort(txn);
-        return evs__cat_mdb_err(rc, "cursor");
+    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return rc;
+    if ((rc = evs__kv_cursor_open(txn, EVS__CAT_TIMERS, &c))) {
+        evs__kv_abort(txn);
+        return kv_err(rc, "cursor");
     }
     /* due timers stay in the index until their instance records a transition: the scan is short */
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        if (k.mv_size < 10) continue;
-        int64_t due = (int64_t)evs__get64be(k.mv_data);
+    for (rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_FIRST); rc == 0; rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_NEXT)) {
+        if (k.size < 10) continue;
+        int64_t due = (int64_t)evs__get64be(k.data);
         if (due > now) {
             *next = due;
             break;
         }
         char type[EVS_SAGA_MAX_NAME + 1], id[EVS_SAGA_MAX_ID + 1];
-        if (split_ti((const uint8_t *)k.mv_data + 8, k.mv_size - 8, type, id)) continue;
+        if (split_ti((const uint8_t *)k.data + 8, k.size - 8, type, id)) continue;
         if (!evs__engine_find_def(e, type)) continue; /* no definition: nobody can act on it */
         evs__engine_enqueue(e, EVS__JOB_RUN, type, id, 0, due);
         (*fired)++;
     }
-    mdb_cursor_close(c);
-    mdb_txn_abort(txn);
-    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__cat_mdb_err(rc, "fire timers");
+    evs__kv_cursor_close(c);
+    evs__kv_abort(txn);
+    return rc == 0 || rc == EVS__KV_NOTFOUND ? EVS_OK : kv_err(rc, "fire timers");
 }
 
 int evs__cat_timers_pending(evs_saga_engine *e, uint64_t *n) {
-    MDB_txn *txn;
-    MDB_stat st;
-    int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__cat_mdb_err(rc, "begin");
-    rc = mdb_stat(txn, e->timers, &st);
-    mdb_txn_abort(txn);
-    if (rc) return evs__cat_mdb_err(rc, "stat");
-    *n = st.ms_entries;
+    evs__kv_txn *txn;
+    size_t count = 0;
+    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return rc;
+    rc = evs__kv_count(txn, EVS__CAT_TIMERS, &count);
+    evs__kv_abort(txn);
+    if (rc) return kv_err(rc, "count timers");
+    *n = count;
     return EVS_OK;
 }
 
@@ -763,26 +844,26 @@ int evs__cat_list(evs_saga_engine *e, const evs_saga_query *q, evs_saga_info *ou
         if (q->status >= 0) start[sn++] = (uint8_t)q->status;
     }
     int64_t now = evs__engine_now(e), cutoff = q->stuck_ns > 0 ? now - q->stuck_ns : 0;
-    MDB_txn *txn;
-    MDB_cursor *c;
-    MDB_val k, v;
-    int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__cat_mdb_err(rc, "begin");
-    if ((rc = mdb_cursor_open(txn, e->by_state, &c))) {
-        mdb_txn_abort(txn);
-        return evs__cat_mdb_err(rc, "cursor");
+    evs__kv_txn *txn;
+    evs__kv_cursor *c;
+    evs__kv_val k = {0, NULL}, v;
+    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return rc;
+    if ((rc = evs__kv_cursor_open(txn, EVS__CAT_BY_STATE, &c))) {
+        evs__kv_abort(txn);
+        return kv_err(rc, "cursor");
     }
-    k.mv_size = sn;
-    k.mv_data = start;
-    rc = sn ? mdb_cursor_get(c, &k, &v, MDB_SET_RANGE) : mdb_cursor_get(c, &k, &v, MDB_FIRST);
-    if (rc == 0 && after && k.mv_size == sn && memcmp(k.mv_data, start, sn) == 0) rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+    k.size = sn;
+    k.data = start;
+    rc = sn ? evs__kv_cursor_get(c, &k, &v, EVS__KV_SET_RANGE) : evs__kv_cursor_get(c, &k, &v, EVS__KV_FIRST);
+    if (rc == 0 && after && k.size == sn && memcmp(k.data, start, sn) == 0) rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_NEXT);
     uint8_t last[KEY_MAX];
     size_t lastn = 0;
     int more = 0;
-    for (; rc == 0; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        const uint8_t *p = k.mv_data;
-        const uint8_t *z = memchr(p, 0, k.mv_size);
-        if (!z || k.mv_size < (size_t)(z - p) + 10) continue;
+    for (; rc == 0; rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_NEXT)) {
+        const uint8_t *p = k.data;
+        const uint8_t *z = memchr(p, 0, k.size);
+        if (!z || k.size < (size_t)(z - p) + 10) continue;
         size_t tl = (size_t)(z - p);
         if (q->type && (tl != strlen(q->type) || memcmp(p, q->type, tl) != 0)) break;
         int st = z[1];
@@ -802,23 +883,24 @@ int evs__cat_list(evs_saga_engine *e, const evs_saga_query *q, evs_saga_info *ou
         char type[EVS_SAGA_MAX_NAME + 1], id[EVS_SAGA_MAX_ID + 1];
         memcpy(type, p, tl);
         type[tl] = 0;
-        size_t il = k.mv_size - tl - 10;
+        size_t il = k.size - tl - 10;
         if (il > EVS_SAGA_MAX_ID) continue;
         memcpy(id, z + 10, il);
         id[il] = 0;
         uint8_t ik[KEY_MAX];
-        MDB_val ikv = {key_ti(ik, type, id), ik}, iv;
+        evs__kv_val iv;
         evs__saga *S = NULL;
-        if (mdb_get(txn, e->inst, &ikv, &iv) != 0 || evs__saga_decode(iv.mv_data, iv.mv_size, &S)) continue;
+        if (get_key(txn, EVS__CAT_INST, ik, key_ti(ik, type, id), &iv) != 0 || evs__saga_decode(iv.data, iv.size, &S))
+            continue;
         evs__saga_info(S, &out[*count]);
         evs__saga_free(S);
         (*count)++;
-        memcpy(last, k.mv_data, k.mv_size);
-        lastn = k.mv_size;
+        memcpy(last, k.data, k.size);
+        lastn = k.size;
     }
-    mdb_cursor_close(c);
-    mdb_txn_abort(txn);
-    if (rc && rc != MDB_NOTFOUND) return evs__cat_mdb_err(rc, "list");
+    evs__kv_cursor_close(c);
+    evs__kv_abort(txn);
+    if (rc && rc != EVS__KV_NOTFOUND) return kv_err(rc, "list");
     if (more && next_cursor) hex(last, lastn, next_cursor, EVS_SAGA_CURSOR_MAX);
     return EVS_OK;
 }
@@ -826,15 +908,15 @@ int evs__cat_list(evs_saga_engine *e, const evs_saga_query *q, evs_saga_info *ou
 /* ---------------------------------------------------------------- stats */
 
 int evs__cat_type_stats(evs_saga_engine *e, evs_saga_type_stats *out, size_t max, size_t *count) {
-    MDB_txn *txn;
-    MDB_cursor *c;
-    MDB_val k, v;
+    evs__kv_txn *txn;
+    evs__kv_cursor *c;
+    evs__kv_val k = {0, NULL}, v;
     *count = 0;
-    int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__cat_mdb_err(rc, "begin");
-    if ((rc = mdb_cursor_open(txn, e->counts, &c))) {
-        mdb_txn_abort(txn);
-        return evs__cat_mdb_err(rc, "cursor");
+    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return rc;
+    if ((rc = evs__kv_cursor_open(txn, EVS__CAT_COUNTS, &c))) {
+        evs__kv_abort(txn);
+        return kv_err(rc, "cursor");
     }
     /* types with counters, merged in name order with registered types that have none yet */
     pthread_rwlock_rdlock(&e->reg_lock);
@@ -848,13 +930,13 @@ int evs__cat_type_stats(evs_saga_engine *e, evs_saga_type_stats *out, size_t max
             names[j2 - 1] = t;
         }
     size_t di = 0;
-    rc = mdb_cursor_get(c, &k, &v, MDB_FIRST);
+    rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_FIRST);
     while (*count < max && (rc == 0 || (names && di < nd))) {
         char t[EVS_SAGA_MAX_NAME + 1] = "";
-        int have = rc == 0 && k.mv_size <= EVS_SAGA_MAX_NAME;
+        int have = rc == 0 && k.size <= EVS_SAGA_MAX_NAME;
         if (have) {
-            memcpy(t, k.mv_data, k.mv_size);
-            t[k.mv_size] = 0;
+            memcpy(t, k.data, k.size);
+            t[k.size] = 0;
         }
         evs_saga_type_stats *o = &out[*count];
         memset(o, 0, sizeof *o);
@@ -869,8 +951,8 @@ int evs__cat_type_stats(evs_saga_engine *e, evs_saga_type_stats *out, size_t max
         snprintf(o->type, sizeof o->type, "%s", t);
         cat_counts cc;
         memset(&cc, 0, sizeof cc);
-        for (size_t i = 0; i < N_COUNTS && (i + 1) * 8 <= v.mv_size; i++)
-            cc.v[i] = evs__get64((const uint8_t *)v.mv_data + i * 8);
+        for (size_t i = 0; i < N_COUNTS && (i + 1) * 8 <= v.size; i++)
+            cc.v[i] = evs__get64((const uint8_t *)v.data + i * 8);
         o->started = cc.v[C_STARTED];
         o->completed = cc.v[C_COMPLETED];
         o->compensated = cc.v[C_COMPENSATED];
@@ -881,43 +963,43 @@ int evs__cat_type_stats(evs_saga_engine *e, evs_saga_type_stats *out, size_t max
         o->compensation_failures = cc.v[C_COMP_FAIL];
         for (int s = 0; s < EVS_SAGA_STATES; s++) o->by_state[s] = cc.v[C_STATE0 + s];
         (*count)++;
-        rc = mdb_cursor_get(c, &k, &v, MDB_NEXT);
+        rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_NEXT);
     }
     pthread_rwlock_unlock(&e->reg_lock);
     free(names);
-    mdb_cursor_close(c);
-    mdb_txn_abort(txn);
-    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__cat_mdb_err(rc, "stats");
+    evs__kv_cursor_close(c);
+    evs__kv_abort(txn);
+    return rc == 0 || rc == EVS__KV_NOTFOUND ? EVS_OK : kv_err(rc, "stats");
 }
 
 int evs__cat_step_stats(evs_saga_engine *e, evs_saga_step_stats *out, size_t max, size_t *count) {
-    MDB_txn *txn;
-    MDB_cursor *c;
-    MDB_val k, v;
+    evs__kv_txn *txn;
+    evs__kv_cursor *c;
+    evs__kv_val k = {0, NULL}, v;
     *count = 0;
-    int rc = mdb_txn_begin(e->env, NULL, MDB_RDONLY, &txn);
-    if (rc) return evs__cat_mdb_err(rc, "begin");
-    if ((rc = mdb_cursor_open(txn, e->hist, &c))) {
-        mdb_txn_abort(txn);
-        return evs__cat_mdb_err(rc, "cursor");
+    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn);
+    if (rc) return rc;
+    if ((rc = evs__kv_cursor_open(txn, EVS__CAT_HIST, &c))) {
+        evs__kv_abort(txn);
+        return kv_err(rc, "cursor");
     }
-    for (rc = mdb_cursor_get(c, &k, &v, MDB_FIRST); rc == 0 && *count < max; rc = mdb_cursor_get(c, &k, &v, MDB_NEXT)) {
-        const uint8_t *z = memchr(k.mv_data, 0, k.mv_size);
-        if (!z || v.mv_size != sizeof(cat_hist)) continue;
-        size_t tl = (size_t)(z - (const uint8_t *)k.mv_data), sl = k.mv_size - tl - 1;
+    for (rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_FIRST); rc == 0 && *count < max; rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_NEXT)) {
+        const uint8_t *z = memchr(k.data, 0, k.size);
+        if (!z || v.size != sizeof(cat_hist)) continue;
+        size_t tl = (size_t)(z - (const uint8_t *)k.data), sl = k.size - tl - 1;
         if (tl > EVS_SAGA_MAX_NAME || sl > EVS_SAGA_MAX_STEP_NAME) continue;
         evs_saga_step_stats *o = &out[*count];
         memset(o, 0, sizeof *o);
-        memcpy(o->type, k.mv_data, tl);
+        memcpy(o->type, k.data, tl);
         memcpy(o->step, z + 1, sl);
         cat_hist h;
-        memcpy(&h, v.mv_data, sizeof h);
+        memcpy(&h, v.data, sizeof h);
         memcpy(o->hist, h.b, sizeof o->hist);
         o->count = h.count;
         o->sum_ns = h.sum_ns;
         (*count)++;
     }
-    mdb_cursor_close(c);
-    mdb_txn_abort(txn);
-    return rc == 0 || rc == MDB_NOTFOUND ? EVS_OK : evs__cat_mdb_err(rc, "step stats");
+    evs__kv_cursor_close(c);
+    evs__kv_abort(txn);
+    return rc == 0 || rc == EVS__KV_NOTFOUND ? EVS_OK : kv_err(rc, "step stats");
 }

@@ -8,6 +8,15 @@
  * Timers: the timer thread queues the instances whose timer is due (each
  * due once), then sleeps until the next due, a delayed run, or the
  * dispatcher indexing a new timer, and at least once a second.
+ *
+ * On PostgreSQL several processes open engines on one database; the one
+ * holding the saga lease (catalog.c) runs them (invariant 5).  The others'
+ * dispatcher threads stand by, trying the lease every STANDBY_MS, and their
+ * timer threads and workers do nothing; when the holder's session ends (it
+ * closed, or died) one of them takes the lease, reads the checkpoint and
+ * queues the index's pending work, as a restart does on the embedded
+ * engine.  The holder checks its lease's session every CHECK_MS while idle,
+ * so that one cut off stops running the sagas.
  */
 #include <errno.h>
 #include <stdarg.h>
@@ -18,6 +27,9 @@
 
 #include "saga/saga_internal.h"
 #include "store/store_access.h"
+
+#define STANDBY_MS 250
+#define CHECK_MS 1000
 
 void evs_saga_config_init(evs_saga_config *c) {
     if (!c) return;
@@ -67,20 +79,60 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
+static int requeue_once(evs_saga_engine *e);
+
+/* Sleep ms, or less when the engine stops. */
+static void nap(evs_saga_engine *e, int ms) {
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    int64_t ns = dl.tv_nsec + (int64_t)ms * 1000000;
+    dl.tv_sec += (time_t)(ns / 1000000000);
+    dl.tv_nsec = (long)(ns % 1000000000);
+    pthread_mutex_lock(&e->mu);
+    if (!e->stop) pthread_cond_timedwait(&e->idle_cv, &e->mu, &dl);
+    pthread_mutex_unlock(&e->mu);
+}
+
 static void *dispatcher_main(void *arg) {
     evs_saga_engine *e = arg;
+    int64_t checked = evs__mono_ns();
     for (;;) {
         pthread_mutex_lock(&e->mu);
         int stop = e->stop;
         pthread_mutex_unlock(&e->mu);
         if (stop) break;
-        size_t n;
-        int rc = evs__cat_dispatch(e, 50, &n);
+        int rc;
+        if (!atomic_load(&e->holding)) { /* PostgreSQL: stand by until the lease is free */
+            rc = evs__cat_lease(e);
+            if (rc == EVS_OK) rc = requeue_once(e);
+            if (rc == EVS_OK) {
+                pthread_mutex_lock(&e->mu);
+                pthread_cond_broadcast(&e->timer_cv);
+                pthread_cond_broadcast(&e->work_cv);
+                pthread_mutex_unlock(&e->mu);
+                checked = evs__mono_ns();
+            } else {
+                if (rc != EVS_ELOCKED) {
+                    atomic_fetch_add(&e->st_errors, 1);
+                    evs__engine_note_error(e, "dispatcher: %s", evs_errmsg());
+                }
+                nap(e, STANDBY_MS);
+            }
+            continue;
+        }
+        size_t n = 0;
+        rc = evs__cat_dispatch(e, 50, &n);
         if (rc) {
             atomic_fetch_add(&e->st_errors, 1);
             evs__engine_note_error(e, "dispatcher: %s", evs_errmsg());
-            struct timespec ts = {0, 100000000};
-            nanosleep(&ts, NULL);
+            if (e->pg && evs__cat_lease_check(e)) evs__engine_note_error(e, "dispatcher: %s", evs_errmsg());
+            nap(e, 100);
+        } else if (e->pg && !n && evs__mono_ns() - checked > CHECK_MS * 1000000ll) {
+            checked = evs__mono_ns();
+            if (evs__cat_lease_check(e)) {
+                atomic_fetch_add(&e->st_errors, 1);
+                evs__engine_note_error(e, "dispatcher: %s", evs_errmsg());
+            }
         }
     }
     if (evs__cat_commit(e)) evs__engine_note_error(e, "dispatcher: %s", evs_errmsg()); /* on its own thread */
@@ -95,7 +147,8 @@ static void *timer_main(void *arg) {
         pthread_mutex_unlock(&e->mu);
         int64_t now = evs__engine_now(e), next = 0;
         size_t fired;
-        if (evs__cat_fire(e, now, &next, &fired)) {
+        /* a process standing by (PostgreSQL) fires nothing: the holder does */
+        if (atomic_load(&e->holding) && evs__cat_fire(e, now, &next, &fired)) {
             atomic_fetch_add(&e->st_errors, 1);
             evs__engine_note_error(e, "timers: %s", evs_errmsg());
         }
@@ -129,9 +182,6 @@ int evs_saga_engine_open(evs_store *s, evs_app *app, const evs_saga_config *c, e
     *out = NULL;
     if (!s || (!app && !(c && c->read_only)))
         return evs__err(EVS_EINVAL, "saga_engine_open: the store and the app are required");
-    if (evs__store_native_only(s, "sagas")) return EVS_ENOTSUP;
-    const char *dir = evs__store_dir(s);
-    if (!dir) return evs__err(EVS_ECLOSED, "saga_engine_open: the store is not open");
     evs_saga_config cfg;
     if (c) cfg = *c;
     else evs_saga_config_init(&cfg);
@@ -147,7 +197,6 @@ int evs_saga_engine_open(evs_store *s, evs_app *app, const evs_saga_config *c, e
     e->cfg = cfg;
     e->cfg.node_id = NULL; /* copied into e->node */
     e->clock = cfg.clock;
-    snprintf(e->dir, sizeof e->dir, "%s", dir);
     pthread_rwlock_init(&e->reg_lock, NULL);
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->disp_mu, NULL);
@@ -230,6 +279,14 @@ int evs_saga_register_lua(evs_saga_engine *e, const char *name, const char *src,
     return rc ? rc : add_def(e, d);
 }
 
+int evs__engine_hold(evs_saga_engine *e) {
+    if (atomic_load(&e->holding)) return EVS_OK;
+    if (e->started) /* the dispatcher thread takes the lease when it is free */
+        return evs__err(EVS_ELOCKED, "sagas run in another process on this database (it holds the saga lease): "
+                                     "act through that process");
+    return evs__cat_lease(e);
+}
+
 static int requeue_once(evs_saga_engine *e) {
     if (e->requeued) return EVS_OK;
     int rc = evs__cat_requeue(e);
@@ -241,7 +298,8 @@ int evs_saga_engine_start(evs_saga_engine *e) {
     if (!e) return evs__err(EVS_EINVAL, "saga_engine_start: engine is NULL");
     if (e->started) return evs__err(EVS_EINVAL, "saga_engine_start: already started");
     if (e->cfg.read_only) return evs__err(EVS_EINVAL, "saga_engine_start: the engine is read-only");
-    int rc = requeue_once(e);
+    /* on PostgreSQL the dispatcher thread takes the lease (now, or when its holder is gone) and then requeues */
+    int rc = e->pg ? EVS_OK : requeue_once(e);
     if (rc) return rc;
     uint32_t n = e->cfg.workers ? e->cfg.workers : 1;
     e->workers = calloc(n, sizeof *e->workers);
@@ -279,7 +337,8 @@ int evs_saga_engine_run(evs_saga_engine *e, size_t *done) {
     if (!e) return evs__err(EVS_EINVAL, "saga_engine_run: engine is NULL");
     if (e->started) return evs__err(EVS_EINVAL, "saga_engine_run: the engine's threads are running");
     if (e->cfg.read_only) return evs__err(EVS_EINVAL, "saga_engine_run: the engine is read-only");
-    int rc = requeue_once(e);
+    int rc = evs__engine_hold(e);
+    if (!rc) rc = requeue_once(e);
     if (rc) return rc;
     size_t total = 0;
     for (int round = 0; round < 1000; round++) {
@@ -351,10 +410,14 @@ int evs_saga_get_engine_stats(evs_saga_engine *e, evs_saga_engine_stats *out) {
     out->position = e->position;
     out->queued = (uint32_t)e->q_len;
     out->running = (uint32_t)evs__smap_count(e->claims);
+    out->holding = (uint32_t)atomic_load(&e->holding);
     pthread_mutex_unlock(&e->mu);
     out->head = evs_head(e->store);
     int rc = evs__cat_timers_pending(e, &out->timers_pending);
     if (rc) return rc;
+    /* standing by (PostgreSQL): the holder's committed position */
+    if (e->pg && !atomic_load(&e->holding) && !e->cfg.read_only && (rc = evs__cat_checkpoint(e, &out->position)))
+        return rc;
     out->timers_fired = atomic_load(&e->st_fired);
     for (int i = 0; i <= EVS_SAGA_LATE_BUCKETS; i++) out->late_hist[i] = atomic_load(&e->st_late[i]);
     out->late_max_ns = atomic_load(&e->st_late_max);

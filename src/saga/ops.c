@@ -371,6 +371,8 @@ static int operate(evs_saga_engine *e, const char *type, const char *id, evs__op
     if (e->cfg.read_only) return evs__err(EVS_EINVAL, "saga_%s: the engine is read-only", what);
     int rc = check_names(type, id);
     if (rc) return rc;
+    /* the claim below keeps the workers of this process off the instance, not those of another (invariant 5) */
+    if ((rc = evs__engine_hold(e))) return evs__err_prefix(rc, "saga_%s: ", what);
     if (!evs__engine_find_def(e, type)) return evs__err(EVS_ENOTFOUND, "no saga type %s is registered", type);
     if (a->reason && strlen(a->reason) > 1000) return evs__err(EVS_EINVAL, "saga_%s: the reason is longer than 1000 bytes", what);
     if (!evs__engine_claim_wait(e, type, id, OP_WAIT_MS))

@@ -281,6 +281,7 @@ int64_t evs__queue_pop_delayed_locked(evs_saga_engine *e, int64_t now) {
 }
 
 evs__job *evs__queue_pop_locked(evs_saga_engine *e) {
+    if (!atomic_load(&e->holding)) return NULL; /* standing by (PostgreSQL): the queue waits for the lease */
     while (e->q_head) {
         evs__job *j = e->q_head;
         e->q_head = j->next;

@@ -9,9 +9,11 @@
  *              sandboxes per type
  *   state.c    an instance's state as the fold of its stream, the
  *              transition events, the binary form the index keeps
- *   catalog.c  DIR/sagas/ (LMDB): the dispatcher's checkpoint and the index
- *              derived from the log (instances, states, timers,
- *              correlation ids, pending starts, counters, histograms)
+ *   catalog.c  the index (src/bus/kv.h: DIR/sagas/ on LMDB, rows of the
+ *              store's database on PostgreSQL): the dispatcher's
+ *              checkpoint and what it derives from the log (instances,
+ *              states, timers, correlation ids, pending starts, counters,
+ *              histograms); on PostgreSQL the saga lease
  *   queue.c    the work queue, the claims that keep one instance on one
  *              thread, timers fired once per due, delayed runs, the clock
  *   engine.c   the handle, the registry, the dispatcher, timer and worker
@@ -23,7 +25,10 @@
  * Invariants (numbered where the code relies on them):
  *   1. An instance's state is the fold of its stream; the index is a fold of
  *      the same events (state.c is the one fold), committed with the
- *      dispatcher's checkpoint in one LMDB transaction.
+ *      dispatcher's checkpoint in one transaction.
+ *   5. The dispatcher, the timers and the workers run in one process at a
+ *      time: on the embedded engine the store's directory lock sees to it,
+ *      on PostgreSQL the saga lease (catalog.c; `holding`).
  *   2. The command id of an effect is a function of (type, id, step, phase,
  *      effect, attempt), and the attempt that runs next is a function of
  *      the recorded state: a re-run sends the same ids.
@@ -38,10 +43,10 @@
 #define EVS_SAGA_INTERNAL_H
 
 #include <jansson.h>
-#include <lmdb.h>
 #include <pthread.h>
 #include <stdatomic.h>
 
+#include "bus/kv.h"
 #include "core/core.h"
 #include "core/sb.h"
 #include "evstore.h"
@@ -280,11 +285,12 @@ struct evs_saga_engine {
     evs_saga_config cfg;
     const evs_clock *clock;
     char node[EVS__NODE_MAX + 1];
-    char dir[4096];
 
-    /* DIR/sagas/ (catalog.c) */
-    MDB_env *env;
-    MDB_dbi meta, inst, by_state, timers, corr, starts, ready, counts, hist;
+    /* the index (catalog.c) */
+    evs__kv *kv;
+    int pg;                       /* on PostgreSQL: shared with other processes, the lease decides who runs */
+    evs__kv_lease *lease;         /* PostgreSQL: the saga lease while held (guarded by disp_mu) */
+    _Atomic int holding;          /* this process runs the sagas (always on the embedded engine, unless read-only) */
 
     /* registry */
     pthread_rwlock_t reg_lock;
@@ -308,7 +314,7 @@ struct evs_saga_engine {
     uint64_t position;            /* next global position the index has committed (guarded by mu for readers) */
     pthread_mutex_t disp_mu;      /* one dispatcher pass at a time; guards the fields below */
     uint64_t read_pos;            /* next global position to read (>= position) */
-    MDB_txn *disp_txn;            /* open over several pages (catalog.c), NULL between commits */
+    evs__kv_txn *disp_txn;        /* open over several pages (catalog.c), NULL between commits */
     int64_t disp_t0;              /* when it began (monotonic) */
     size_t disp_events;
     int disp_timers;              /* it indexed a timer: wake the timer thread at its commit */
@@ -359,6 +365,13 @@ int evs__engine_claim_wait(evs_saga_engine *e, const char *type, const char *id,
 /* Release; 1 when someone asked for another run meanwhile. */
 int evs__engine_release(evs_saga_engine *e, const char *type, const char *id);
 void evs__engine_note_error(evs_saga_engine *e, const char *fmt, ...) EVS_PRINTF(2, 3);
+/*
+ * Make sure this process runs the sagas before acting on them: held
+ * already, or (PostgreSQL, no threads started: evs_saga_engine_run and the
+ * operator's actions of a caller that drives the engine itself) the lease
+ * taken now.  EVS_ELOCKED when another process holds it.
+ */
+int evs__engine_hold(evs_saga_engine *e);
 int64_t evs__engine_now(evs_saga_engine *e);
 
 /* worker.c */
@@ -392,7 +405,11 @@ int evs__worker_operate(evs_saga_engine *e, const char *type, const char *id, ev
 int evs__worker_compensate(evs_saga_engine *e, evs__def *d, evs__saga *S, evs__batch *b, const char *reason,
                            const char *by);
 
-/* catalog.c */
+/* catalog.c: the index's tables (the saga layout's order) */
+enum {
+    EVS__CAT_META, EVS__CAT_INST, EVS__CAT_BY_STATE, EVS__CAT_TIMERS, EVS__CAT_CORR, EVS__CAT_STARTS, EVS__CAT_READY,
+    EVS__CAT_COUNTS, EVS__CAT_HIST, EVS__CAT_NTABLES
+};
 int evs__cat_open(evs_saga_engine *e);
 void evs__cat_close(evs_saga_engine *e);
 /*
@@ -417,6 +434,19 @@ int evs__cat_list(evs_saga_engine *e, const evs_saga_query *q, evs_saga_info *ou
 int evs__cat_type_stats(evs_saga_engine *e, evs_saga_type_stats *out, size_t max, size_t *count);
 int evs__cat_step_stats(evs_saga_engine *e, evs_saga_step_stats *out, size_t max, size_t *count);
 int evs__cat_timers_pending(evs_saga_engine *e, uint64_t *n);
-int evs__cat_mdb_err(int rc, const char *what);
+/*
+ * PostgreSQL: take the saga lease when no other process holds it (EVS_OK,
+ * or EVS_ELOCKED with the message set); the checkpoint is read again, the
+ * queue is to be filled again (requeued = 0).  Held already, or on the
+ * embedded engine: EVS_OK.
+ */
+int evs__cat_lease(evs_saga_engine *e);
+/*
+ * PostgreSQL: check that the lease's session is alive (one round trip); if
+ * not, drop the lease and stand by (holding = 0) and return the error.
+ */
+int evs__cat_lease_check(evs_saga_engine *e);
+/* The committed checkpoint (0 before the first). */
+int evs__cat_checkpoint(evs_saga_engine *e, uint64_t *pos);
 
 #endif

@@ -616,10 +616,6 @@ static enum MHD_Result check_query(evs__req *rq, const route_def *d, int *bad) {
 /* What a route needs that only the embedded engine runs (serve.c starts none of it on another), or NULL. */
 static const char *engine_gap(const route_def *d) {
     switch (d->label) {
-    case EVS_R_COMMANDS:
-    case EVS_R_AGGREGATES:
-    case EVS_R_QUERIES: return "the application layer";
-    case EVS_R_SAGAS: return "sagas";
     case EVS_R_KEYS: return "API keys";
     default: return NULL;
     }

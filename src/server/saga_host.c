@@ -8,7 +8,13 @@
  * in the app directory, or a saga index in the store (instances an earlier
  * run left, which an operator may still want to see and steer even when
  * this run was started without their definitions).  A store that never had
- * sagas gets no DIR/sagas/ and no saga command handler.
+ * sagas gets no DIR/sagas/ (no index rows in its database) and no saga
+ * command handler.
+ *
+ * On PostgreSQL every server on the database opens the engine; the one
+ * holding the saga lease runs the sagas, the others stand by (evstore_saga.h)
+ * and take over when it is gone.  Starting sagas and answering them works
+ * through any server: both are appends.
  */
 #include <stdio.h>
 #include <string.h>
@@ -23,6 +29,17 @@ static int exists(const char *path, int dir) {
     return stat(path, &st) == 0 && (!dir || S_ISDIR(st.st_mode));
 }
 
+/* The store has a saga index (an engine ran on it before): a read-only look finds one. */
+static int has_index(evs__srv *srv) {
+    evs_saga_config c;
+    evs_saga_config_init(&c);
+    c.read_only = 1;
+    evs_saga_engine *e = NULL;
+    int rc = evs_saga_engine_open(srv->store, NULL, &c, &e);
+    evs_saga_engine_close(e);
+    return rc == EVS_OK;
+}
+
 int evs__sagas_start(evs__srv *srv, const evs__serve_config *cfg, char *why, size_t whycap) {
     char path[4200];
     int want = 0;
@@ -30,8 +47,12 @@ int evs__sagas_start(evs__srv *srv, const evs__serve_config *cfg, char *why, siz
         snprintf(path, sizeof path, "%s/sagas", cfg->app_dir);
         want = exists(path, 1);
     }
-    snprintf(path, sizeof path, "%s/sagas/data.mdb", cfg->dir);
-    want |= exists(path, 0);
+    if (srv->engine) {
+        want = want || has_index(srv);
+    } else {
+        snprintf(path, sizeof path, "%s/sagas/data.mdb", cfg->dir);
+        want |= exists(path, 0);
+    }
     if (!want) return EVS_OK;
     evs_saga_config sc;
     evs_saga_config_init(&sc);
@@ -50,8 +71,9 @@ int evs__sagas_start(evs__srv *srv, const evs__serve_config *cfg, char *why, siz
         snprintf(why, whycap, "serve: saga engine: %s", evs_errmsg());
         return rc;
     }
-    fprintf(stderr, "evstore serve: sagas: %zu type%s from the app directory, %u worker%s\n", n, n == 1 ? "" : "s",
-            sc.workers, sc.workers == 1 ? "" : "s");
+    fprintf(stderr, "evstore serve: sagas: %zu type%s from the app directory, %u worker%s%s\n", n, n == 1 ? "" : "s",
+            sc.workers, sc.workers == 1 ? "" : "s",
+            srv->engine ? " (run by the server holding the saga lease; the others stand by)" : "");
     return EVS_OK;
 }
 

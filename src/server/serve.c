@@ -213,13 +213,13 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     const char *rep = evs_store_recovery_report(srv->store);
     if (rep && *rep) fprintf(stderr, "evstore serve: recovery: %s\n", rep);
     /* Another storage engine (store/engine.h) runs the store's core (appends, reads, live
-       subscriptions), the schema registry and the consumers; the subsystems that keep files
-       next to the embedded log (keys, the app layer, sagas) do not start, and their routes
-       answer 501 (http.c) */
+       subscriptions), the schema registry, the consumers, the application layer and the sagas
+       (their tables in the database; the sagas run in the server holding the saga lease); API
+       keys, which keep a file next to the embedded log, do not start, and their routes answer
+       501 (http.c) */
     srv->engine = evs__store_engine_name(srv->store);
-    if (srv->engine && (cfg->auth || cfg->app_dir)) {
-        snprintf(why, whycap, "serve: %s is not supported by the %s storage engine yet",
-                 cfg->auth ? "--auth (API keys)" : "--app-dir (the application layer)", srv->engine);
+    if (srv->engine && cfg->auth) {
+        snprintf(why, whycap, "serve: --auth (API keys) is not supported by the %s storage engine yet", srv->engine);
         ret = EVS_ENOTSUP;
         goto cleanup;
     }
@@ -243,13 +243,14 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     }
     if (srv->engine) {
         /* the consumers keep their state in the database (src/bus/kv.h): they run here too, each
-           projection in one server at a time (the others stand by for its lease) */
+           projection in one server at a time (the others stand by for its lease); the app layer
+           after them, its snapshots and results in the database too (src/app/app.c) */
         if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, evs_schema_upcast_map(srv->schemas),
                                  &srv->bus, why, whycap)) {
             ret = EVS_EIO;
             goto cleanup;
         }
-        goto engine_core;
+        goto app;
     }
 
     /* API keys: DIR/keys.secret is made on first use; auth is on with --auth, or by itself when the
@@ -275,6 +276,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = EVS_EIO;
         goto cleanup;
     }
+app:
     if ((rc = evs__app_start(srv, cfg, why, whycap))) { /* after the consumers: queries read their state */
         ret = rc;
         goto cleanup;
@@ -283,7 +285,6 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = rc;
         goto cleanup;
     }
-engine_core:
     if ((rc = evs__nats_host_start(srv, cfg, why, whycap))) { /* the relay reads the store; the importer appends */
         ret = rc;
         goto cleanup;

@@ -36,6 +36,15 @@
  *   5. money captured only for completed orders (and exactly once for each).
  * EVS_SAGA_ORDERS / EVS_SAGA_KILLS change the sizes (make soak: more);
  * EVS_SEED repeats a run.
+ *
+ * With the argument "postgresql" (tests/conformance.h; registered as
+ * crash_saga_kill9_pg) the store is a database and two children run on it
+ * at once, both placing orders: the one holding the saga lease runs the
+ * sagas, the other stands by.  The parent kills the holder (SIGKILL) a
+ * random 100..700 ms after it reported taking the lease, while it runs
+ * sagas, and starts a new child; the standby must take over and finish
+ * what the dead one left.  The same checks follow (fewer orders and kills
+ * by default: each takeover costs a lease wait and a new process).
  */
 #include <jansson.h>
 #include <poll.h>
@@ -47,8 +56,8 @@
 
 #include "evstore_app.h"
 #include "evstore_bus.h"
+#include "conformance.h"
 #include "evstore_saga.h"
-#include "testutil.h"
 
 #ifndef SHOP_SCRIPTS
 #define SHOP_SCRIPTS "examples/shop"
@@ -136,9 +145,26 @@ static int carrier(void *ctx, const evs_event *ev, char *err, size_t cap) {
     return rc ? 1 : 0;
 }
 
+/* The carrier: opened here, waiting for it while another process runs it (PostgreSQL: one holder of its lease). */
 static void *carrier_main(void *arg) {
-    evs_subscription *s = arg;
-    while (!atomic_load(&carrier_stop)) evs_sub_poll(s, 20, 0, NULL);
+    evs_bus *bus = arg;
+    evs_sub_config sc;
+    evs_sub_config_init(&sc);
+    static const char *const created[] = {"ShipmentCreated"};
+    sc.name = "carrier";
+    sc.filter.event_types = created;
+    sc.filter.n_event_types = 1;
+    sc.checkpoint_every = 50;
+    sc.checkpoint_ms = 20;
+    evs_subscription *s = NULL;
+    while (!atomic_load(&carrier_stop)) {
+        int rc = evs_sub_open(bus, &sc, carrier, NULL, &s);
+        if (rc == EVS_OK) break;
+        if (rc != EVS_ELOCKED) die("carrier");
+        usleep(50000);
+    }
+    while (s && !atomic_load(&carrier_stop)) evs_sub_poll(s, 20, 0, NULL);
+    evs_sub_close(s);
     return NULL;
 }
 
@@ -190,11 +216,27 @@ static int settled_all(evs_saga_engine *e, int upto) {
     return 1;
 }
 
-static void child(const char *dir, int from, int to, int fd, int last) {
+/* Reports -1 on the pipe once the engine holds the saga lease (PostgreSQL: the parent kills the holder). */
+typedef struct lease_watch {
+    evs_saga_engine *e;
+    int fd;
+} lease_watch;
+
+static void *lease_watch_main(void *arg) {
+    lease_watch *w = arg;
+    evs_saga_engine_stats es;
+    while (evs_saga_get_engine_stats(w->e, &es) || !es.holding) usleep(5000);
+    int32_t m = -1;
+    if (write(w->fd, &m, sizeof m) != sizeof m) _exit(3);
+    return NULL;
+}
+
+/* Place orders [ranges[k][0], ranges[k][1]) in turn, reporting each; the last child waits for all up to upto. */
+static void child(const char *where, const int (*ranges)[2], int nr, int upto, int fd, int last) {
     evs_store *s;
     evs_bus *bus;
     if (evs_store_create(&s) || evs_store_set_durability(s, EVS_DURABILITY_NONE, 0) ||
-        evs_store_open(s, dir, EVS_OPEN_CREATE) || evs_bus_open(s, &bus) || evs_app_open(s, bus, NULL, &app))
+        evs_store_open(s, where, EVS_OPEN_CREATE) || evs_bus_open(s, &bus) || evs_app_open(s, bus, NULL, &app))
         die("open");
     static const char *const aggs[] = {"order", "inventory", "payment", "shipment"};
     for (int i = 0; i < 4; i++) {
@@ -216,18 +258,13 @@ static void child(const char *dir, int from, int to, int fd, int last) {
     if (evs_saga_register_lua(e, "order", src, n, "{\"ship_timeout\":1,\"retry_delay\":0.02}")) die("saga");
     free(src);
     if (evs_saga_engine_start(e)) die("start");
-    evs_sub_config sc;
-    evs_sub_config_init(&sc);
-    static const char *const created[] = {"ShipmentCreated"};
-    sc.name = "carrier";
-    sc.filter.event_types = created;
-    sc.filter.n_event_types = 1;
-    sc.checkpoint_every = 50;
-    sc.checkpoint_ms = 20;
-    evs_subscription *sub;
-    if (evs_sub_open(bus, &sc, carrier, NULL, &sub)) die("carrier");
+    static lease_watch lw;
+    lw.e = e;
+    lw.fd = fd;
+    pthread_t lwt;
+    if (cf_pg) pthread_create(&lwt, NULL, lease_watch_main, &lw);
     pthread_t th;
-    pthread_create(&th, NULL, carrier_main, sub);
+    pthread_create(&th, NULL, carrier_main, bus);
     static const char *const stock[][2] = {{"tea", "1000000"}, {"mug", "1000000"}, {"cup", "1000000"}, {"pot", "1000000"},
                                            {"rare", "12"}};
     for (int i = 0; i < 5; i++) {
@@ -237,17 +274,18 @@ static void child(const char *dir, int from, int to, int fd, int last) {
                  stock[i][0], stock[i][0], stock[i][1]);
         cmd(json);
     }
-    for (int i = from; i < to; i++) {
-        place(i);
-        int32_t m = i;
-        if (write(fd, &m, sizeof m) != sizeof m) _exit(3);
-    }
+    for (int k = 0; k < nr; k++)
+        for (int i = ranges[k][0]; i < ranges[k][1]; i++) {
+            place(i);
+            int32_t m = i;
+            if (write(fd, &m, sizeof m) != sizeof m) _exit(3);
+        }
     if (!last) {
         for (;;) pause(); /* the sagas run on; the parent kills us */
     }
     /* the last child: wait until everything settled, resume what needs an operator, wait again */
     int64_t deadline = now_ms() + 240000;
-    while (!settled_all(e, to - 1) && now_ms() < deadline) usleep(20000);
+    while (!settled_all(e, upto) && now_ms() < deadline) usleep(20000);
     evs_saga_info stuck[256];
     evs_saga_query q = {"order", EVS_SAGA_COMPENSATION_FAILED, 0, NULL, 256};
     for (;;) {
@@ -259,11 +297,9 @@ static void child(const char *dir, int from, int to, int fd, int last) {
         if (n < 256) break;
     }
     if (evs_saga_engine_wait_idle(e, 60000)) die("idle");
-    while (!settled_all(e, to - 1) && now_ms() < deadline) usleep(20000);
+    while (!settled_all(e, upto) && now_ms() < deadline) usleep(20000);
     atomic_store(&carrier_stop, 1);
-    evs_sub_cancel(sub);
     pthread_join(th, NULL);
-    evs_sub_close(sub);
     evs_saga_engine_close(e);
     evs_app_close(app);
     evs_bus_close(bus);
@@ -281,7 +317,8 @@ static int run_child(const char *dir, int from, int to, int delay_ms, int *next)
     if (pid < 0) exit(2);
     if (pid == 0) {
         close(pfd[0]);
-        child(dir, from, to, pfd[1], delay_ms == 0);
+        const int range[1][2] = {{from, to}};
+        child(dir, range, 1, to - 1, pfd[1], delay_ms == 0);
     }
     close(pfd[1]);
     int killed = 0;
@@ -311,6 +348,135 @@ static int run_child(const char *dir, int from, int to, int delay_ms, int *next)
         return -1;
     }
     return killed;
+}
+
+/* ------------------------------------------------- PostgreSQL: two at once */
+
+typedef struct kid {
+    pid_t pid;
+    int fd;
+    int from, to, next;           /* its range, the first order it did not report */
+    int64_t kill_at;              /* once it holds the lease: when it is killed (0: not holding) */
+} kid;
+
+static int todo[4096][2], n_todo; /* ranges still to place: what killed children left, then new ones */
+static int unassigned = 1;
+static const char *pg_where;      /* the database's URL */
+
+static void kid_start(kid *k, int share) {
+    int pfd[2];
+    if (n_todo) {
+        n_todo--;
+        k->from = todo[n_todo][0], k->to = todo[n_todo][1];
+    } else {
+        k->from = unassigned;
+        k->to = unassigned + share > n_orders + 1 ? n_orders + 1 : unassigned + share;
+        unassigned = k->to;
+    }
+    k->next = k->from;
+    k->kill_at = 0;
+    if (pipe(pfd) != 0) exit(2);
+    k->pid = fork();
+    if (k->pid < 0) exit(2);
+    if (k->pid == 0) {
+        close(pfd[0]);
+        const int range[1][2] = {{k->from, k->to}};
+        child(pg_where, range, 1, 0, pfd[1], 0);
+    }
+    close(pfd[1]);
+    k->fd = pfd[0];
+}
+
+/* Read what kid k reported; 0 at its end (EOF). */
+static int kid_read(kid *k, uint64_t *rs) {
+    int32_t m;
+    ssize_t n = read(k->fd, &m, sizeof m);
+    if (n != sizeof m) return 0;
+    if (m == -1 && !k->kill_at) {
+        *rs = mix(*rs);
+        k->kill_at = now_ms() + 100 + (int64_t)(*rs % 601);
+    } else if (m == k->next) {
+        k->next = m + 1;
+    }
+    return 1;
+}
+
+/* SIGKILL kid k, read the rest of what it reported, and put back what it did not place. */
+static void kid_kill(kid *k, uint64_t *rs) {
+    kill(k->pid, SIGKILL);
+    while (kid_read(k, rs)) {
+    }
+    close(k->fd);
+    int st;
+    while (waitpid(k->pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (k->next < k->to && n_todo < 4096) {
+        todo[n_todo][0] = k->next, todo[n_todo][1] = k->to;
+        n_todo++;
+    }
+    k->pid = 0;
+}
+
+/* Kill the lease holder min_kills times, two children always running; then one last child finishes. */
+static void run_pg(const char *where, int min_kills, uint64_t rs, int *kills) {
+    int share = n_orders / (min_kills + 2) + 1;
+    kid k[2];
+    memset(k, 0, sizeof k);
+    pg_where = where;
+    kid_start(&k[0], share);
+    kid_start(&k[1], share);
+    int64_t give_up = now_ms() + 600000;
+    while (*kills < min_kills) {
+        struct pollfd pf[2] = {{k[0].fd, POLLIN, 0}, {k[1].fd, POLLIN, 0}};
+        int64_t wait = 50;
+        for (int i = 0; i < 2; i++)
+            if (k[i].kill_at && k[i].kill_at - now_ms() < wait) wait = k[i].kill_at - now_ms();
+        int pr = poll(pf, 2, wait > 0 ? (int)wait : 0);
+        if (pr < 0 && errno != EINTR) exit(2);
+        for (int i = 0; i < 2; i++)
+            if (pr > 0 && (pf[i].revents & (POLLIN | POLLHUP)) && !kid_read(&k[i], &rs)) {
+                fprintf(stderr, "a child ended by itself (pid %d)\n", (int)k[i].pid);
+                exit(2);
+            }
+        for (int i = 0; i < 2; i++)
+            if (k[i].kill_at && now_ms() >= k[i].kill_at) {
+                CHECK(!k[1 - i].kill_at); /* one holder at a time */
+                kid_kill(&k[i], &rs);
+                (*kills)++;
+                kid_start(&k[i], share);
+            }
+        if (now_ms() > give_up) {
+            fprintf(stderr, "no child took the saga lease for too long\n");
+            exit(2);
+        }
+    }
+    /* the last: kill both, then one child places everything left and waits for every saga */
+    for (int i = 0; i < 2; i++) {
+        int held = k[i].kill_at != 0;
+        kid_kill(&k[i], &rs);
+        *kills += held;
+    }
+    static int ranges[4097][2];
+    int nr = 0;
+    for (int i = 0; i < n_todo; i++) ranges[nr][0] = todo[i][0], ranges[nr][1] = todo[i][1], nr++;
+    if (unassigned <= n_orders) ranges[nr][0] = unassigned, ranges[nr][1] = n_orders + 1, nr++;
+    int pfd[2];
+    if (pipe(pfd) != 0) exit(2);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        child(pg_where, (const int(*)[2])ranges, nr, n_orders, pfd[1], 1);
+    }
+    close(pfd[1]);
+    int32_t m;
+    while (read(pfd[0], &m, sizeof m) == sizeof m) {
+    }
+    close(pfd[0]);
+    int st;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+    }
+    if (!(WIFEXITED(st) && WEXITSTATUS(st) == 0)) fprintf(stderr, "the last child failed: status %d\n", st);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
 }
 
 /* ------------------------------------------------------------ the checks */
@@ -356,36 +522,44 @@ static int order_no(const char *stream, size_t n, const char *prefix) {
 
 static int64_t jint(json_t *o, const char *k) { return (int64_t)json_integer_value(json_object_get(o, k)); }
 
-int main(void) {
+int main(int argc, char **argv) {
+    cf_init(argc, argv);
     const char *sd = getenv("EVS_SEED"), *no = getenv("EVS_SAGA_ORDERS"), *nk = getenv("EVS_SAGA_KILLS");
     int soak = getenv("EVS_SOAK") != NULL;
     tu_verbose = getenv("EVS_VERBOSE") != NULL;
     seed = sd ? strtoull(sd, NULL, 10) : (uint64_t)time(NULL) * 2654435761u + 1;
-    n_orders = no ? atoi(no) : soak ? 4000 : 1000;
-    int min_kills = nk ? atoi(nk) : soak ? 300 : 50;
-    printf("seed %llu, %d orders, at least %d kills\n", (unsigned long long)seed, n_orders, min_kills);
-    char *d = tu_tempdir("sagakill");
+    n_orders = no ? atoi(no) : soak ? 4000 : cf_pg ? 300 : 1000;
+    int min_kills = nk ? atoi(nk) : soak ? 300 : cf_pg ? 12 : 50;
+    printf("engine %s, seed %llu, %d orders, at least %d kills\n", cf_engine(), (unsigned long long)seed, n_orders,
+           min_kills);
+    char *d = cf_fresh("sagakill");
     uint64_t rs = seed | 1;
     int from = 1, kills = 0;
     int64_t t0 = now_ms();
-    /* min_kills children are killed after 50..600 ms (while starting, placing orders, running sagas,
-       firing timers); each gets an equal share of the orders, what it did not place passes on */
-    int share = n_orders / min_kills + 1;
-    for (int cycle = 0; cycle < min_kills; cycle++) {
-        rs = mix(rs);
-        int delay = 50 + (int)(rs % 551);
-        int to = from + share > n_orders + 1 ? n_orders + 1 : from + share;
+    if (cf_pg) {
+        run_pg(d, min_kills, rs, &kills);
+        printf("%d kills of the lease holder, %.1f s\n", kills, (double)(now_ms() - t0) / 1000);
+        CHECK(kills >= min_kills);
+    } else {
+        /* min_kills children are killed after 50..600 ms (while starting, placing orders, running sagas,
+           firing timers); each gets an equal share of the orders, what it did not place passes on */
+        int share = n_orders / min_kills + 1;
+        for (int cycle = 0; cycle < min_kills; cycle++) {
+            rs = mix(rs);
+            int delay = 50 + (int)(rs % 551);
+            int to = from + share > n_orders + 1 ? n_orders + 1 : from + share;
+            int next;
+            int r = run_child(d, from, to, delay, &next);
+            if (r < 0) break;
+            kills += r;
+            from = next;
+        }
+        printf("%d kills, %d orders placed under kills, %.1f s\n", kills, from - 1, (double)(now_ms() - t0) / 1000);
         int next;
-        int r = run_child(d, from, to, delay, &next);
-        if (r < 0) break;
-        kills += r;
-        from = next;
+        CHECK_INT(run_child(d, from, n_orders + 1, 0, &next), 0);
+        CHECK_INT(next, n_orders + 1);
+        CHECK(kills >= min_kills);
     }
-    printf("%d kills, %d orders placed under kills, %.1f s\n", kills, from - 1, (double)(now_ms() - t0) / 1000);
-    int next;
-    CHECK_INT(run_child(d, from, n_orders + 1, 0, &next), 0);
-    CHECK_INT(next, n_orders + 1);
-    CHECK(kills >= min_kills);
     printf("settled after %.1f s\n", (double)(now_ms() - t0) / 1000);
 
     /* everything from the log */
@@ -580,7 +754,6 @@ int main(void) {
     for (int i = 0; i <= n_orders; i++) free(o[i].e);
     free(o);
     evs_store_close(s);
-    tu_rmrf(d);
-    free(d);
+    cf_drop(d);
     return TEST_REPORT();
 }

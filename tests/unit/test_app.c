@@ -7,11 +7,20 @@
  * aggregates and their sandbox, snapshot correctness for random N/K and
  * after an evolve-code change, and the query bus (filters, sort, paging,
  * min_position, the cache never serving a moved projection).
+ *
+ * One suite for both storage engines (tests/conformance.h): no argument runs
+ * it on fresh directories, "postgresql" on fresh databases (app_pg), where
+ * it also runs two app handles on one database as two servers would
+ * (test_two_servers).  What only the embedded engine has (DIR/app/ as
+ * files) is skipped there, saying so.
  */
 #include <jansson.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #include "app/app_access.h"
 #include "app_counter.h"
+#include "conformance.h"
 #include "evstore_app.h"
 #include "testutil.h"
 
@@ -307,11 +316,10 @@ static void same_state(evs_app *a, const char *id, const char *want, evs_load_in
     free(without);
 }
 
-static void test_snapshots(const char *d) {
+static void test_snapshots(void) {
     unsigned seed = 12345;
     for (int round = 0; round < 6; round++) {
-        char sub[4096];
-        snprintf(sub, sizeof sub, "%s/snap%d", d, round);
+        char *sub = cf_fresh("app-snap");
         evs_store *s = tu_open(sub, EVS_DURABILITY_NONE, 1 << 20);
         evs_app_config cfg;
         evs_app_config_init(&cfg);
@@ -374,6 +382,7 @@ static void test_snapshots(const char *d) {
         tc_v2 = 0;
         free(ns);
         evs_store_close(s);
+        cf_drop(sub);
     }
 }
 
@@ -445,9 +454,7 @@ static const char *account_lua =
     "  },\n"
     "}\n";
 
-static void test_lua(const char *d) {
-    char sub[4096];
-    snprintf(sub, sizeof sub, "%s/lua", d);
+static void test_lua(const char *sub) {
     evs_store *s = tu_open(sub, EVS_DURABILITY_NONE, 1 << 20);
     evs_app_config cfg;
     evs_app_config_init(&cfg);
@@ -541,9 +548,7 @@ static const char *totals_lua =
     "  handlers = { Added = function(s, e) s.sum = s.sum + e.data.n; s.n = s.n + 1; s.big = s.sum >= 100 end },\n"
     "}\n";
 
-static void test_queries(const char *d) {
-    char sub[4096];
-    snprintf(sub, sizeof sub, "%s/query", d);
+static void test_queries(const char *sub) {
     evs_store *s = tu_open(sub, EVS_DURABILITY_NONE, 1 << 20);
     evs_bus *b;
     CHECK_RC(evs_bus_open(s, &b), EVS_OK);
@@ -701,18 +706,218 @@ static void test_causation_and_lookup(const char *d) {
     evs_store_close(s);
 }
 
-int main(void) {
-    char *d = tu_tempdir("app");
-    char sub[4096];
-    snprintf(sub, sizeof sub, "%s/cmd", d);
-    test_commands(sub);
-    snprintf(sub, sizeof sub, "%s/causation", d);
-    test_causation_and_lookup(sub);
-    test_snapshots(d);
-    test_foreign_snapshot(d);
-    test_lua(d);
-    test_queries(d);
-    tu_rmrf(d);
-    free(d);
+/* ------------------------------------------------- two servers, one database */
+
+/* The events of a stream, read from the database. */
+static size_t stream_len(evs_store *s, const char *stream) {
+    evs_reader *rd;
+    const evs_event *ev;
+    size_t n = 0;
+    if (evs_read_stream(s, stream, 1, EVS_FORWARD, 0, &rd) != EVS_OK) return 0;
+    while (evs_reader_next(rd, &ev) == EVS_OK) n++;
+    evs_reader_close(rd);
+    return n;
+}
+
+typedef struct waiter {
+    evs_app *a;
+    uint64_t min;
+    int rc;
+    evs_query_result res;
+    char err[512];
+} waiter;
+
+static void *wait_query(void *arg) {
+    waiter *w = arg;
+    evs_query_params qp;
+    memset(&qp, 0, sizeof qp);
+    qp.partition = "counter-w";
+    qp.min_position = w->min;
+    qp.timeout_ms = -1; /* the app's cap */
+    w->rc = evs_app_query(w->a, "totals", &qp, &w->res);
+    if (w->rc) snprintf(w->err, sizeof w->err, "%s", evs_errmsg());
+    return NULL;
+}
+
+/*
+ * PostgreSQL: two store handles on one database, each with its bus and app,
+ * as two servers have.  A command through A retried through B answers A's
+ * result and appends nothing (accepted: its events are the record;
+ * rejected: the results table is shared); a query through B with the
+ * position of A's command waits for the projection, which runs in A (its
+ * lease is A's), and B's cache never serves an answer A's projection has
+ * moved past; a snapshot written through A serves B; a script kept through
+ * A is loaded by an app opened later on B's store.
+ */
+static void test_two_servers(const char *url) {
+    evs_store *s1 = tu_open(url, EVS_DURABILITY_NONE, 0), *s2 = tu_open(url, EVS_DURABILITY_NONE, 0);
+    evs_bus *b1, *b2;
+    CHECK_RC(evs_bus_open(s1, &b1), EVS_OK);
+    CHECK_RC(evs_bus_open(s2, &b2), EVS_OK);
+    evs_app_config cfg;
+    evs_app_config_init(&cfg);
+    cfg.query_timeout_ms = 60000; /* the wait below ends when the projection passes, long before */
+    evs_app *A = open_app(s1, b1, &cfg, "v1"), *B = open_app(s2, b2, &cfg, "v1");
+    static const char *const fields[] = {"sum", "n", "big"};
+    evs_query_def q = {"totals", "totals", fields, 3, 10, 10};
+    CHECK_RC(evs_app_register_query(A, &q), EVS_OK);
+    CHECK_RC(evs_app_register_query(B, &q), EVS_OK);
+    evs_proj_config pc;
+    evs_proj_config_init(&pc);
+    pc.checkpoint_every = 1;
+    evs_projection *p, *p2 = NULL;
+    CHECK_RC(evs_proj_open_lua(b1, "totals", totals_lua, strlen(totals_lua), NULL, &pc, &p), EVS_OK);
+    CHECK_RC(evs_proj_open_lua(b2, "totals", totals_lua, strlen(totals_lua), NULL, &pc, &p2), EVS_ELOCKED);
+
+    /* accepted through A, retried through B: A's result, nothing appended */
+    evs_command_result r = {0}, r2 = {0};
+    const char *cmd = "{\"command_id\":\"two-1\",\"command_type\":\"Add\",\"aggregate_id\":\"w\",\"data\":{\"n\":7}}";
+    CHECK_RC(run(A, cmd, &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    CHECK_INT(r.idempotent, 0);
+    CHECK_RC(run(B, cmd, &r2), EVS_OK);
+    CHECK_INT(r2.outcome, EVS_CMD_ACCEPTED);
+    CHECK_INT(r2.idempotent, 1);
+    CHECK_INT(r2.first_position, r.first_position);
+    CHECK_INT(r2.last_position, r.last_position);
+    CHECK_INT(r2.version, r.version);
+    CHECK_INT(r2.n_events, r.n_events);
+    if (r.n_events == 1 && r2.n_events == 1) CHECK(memcmp(&r.event_ids[0], &r2.event_ids[0], 16) == 0);
+    CHECK_INT(stream_len(s1, "counter-w"), 1);
+    /* the same id for another aggregate through B: refused, not answered with A's result */
+    CHECK_RC(run(B, "{\"command_id\":\"two-1\",\"command_type\":\"Add\",\"aggregate_id\":\"v\",\"data\":{\"n\":7}}", &r2),
+             EVS_OK);
+    CHECK_INT(r2.outcome, EVS_CMD_INVALID);
+    CHECK_CONTAINS(r2.reason, "already used");
+    /* rejected through A, retried through B: the recorded rejection */
+    const char *rej = "{\"command_id\":\"two-rej\",\"command_type\":\"Add\",\"aggregate_id\":\"w\",\"data\":{\"n\":0}}";
+    CHECK_RC(run(A, rej, &r2), EVS_OK);
+    CHECK_INT(r2.outcome, EVS_CMD_REJECTED);
+    CHECK_INT(r2.idempotent, 0);
+    CHECK_RC(run(B, rej, &r2), EVS_OK);
+    CHECK_INT(r2.outcome, EVS_CMD_REJECTED);
+    CHECK_INT(r2.idempotent, 1);
+    CHECK_STR(r2.reason, "n must be at least 1");
+    CHECK_INT(stream_len(s1, "counter-w"), 1);
+    evs_command_result_free(&r2);
+
+    /* read-your-writes through B while the projection runs in A: nobody has run it yet ... */
+    evs_query_params qp;
+    evs_query_result res;
+    memset(&qp, 0, sizeof qp);
+    qp.partition = "counter-w";
+    qp.min_position = r.last_position;
+    qp.timeout_ms = 0;
+    CHECK_RC(evs_app_query(B, "totals", &qp, &res), EVS_ETIMEDOUT);
+    /* ... then B waits, and A's projection commits (a commit B's bus is never told of) */
+    waiter w;
+    memset(&w, 0, sizeof w);
+    w.a = B;
+    w.min = r.last_position;
+    pthread_t th;
+    CHECK_INT(pthread_create(&th, NULL, wait_query, &w), 0);
+    evs_app_stats st;
+    do {
+        usleep(1000);
+        evs_app_get_stats(B, &st);
+    } while (st.query_waits < 2); /* the query is in its wait (or about to be) */
+    size_t n;
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    pthread_join(th, NULL);
+    if (w.rc) fprintf(stderr, "the wait through B: %s\n", w.err);
+    CHECK_RC(w.rc, EVS_OK);
+    CHECK(w.res.position >= r.last_position);
+    if (w.res.json) CHECK_CONTAINS(w.res.json, "{\"key\":\"counter-w\",\"state\":{\"big\":false,\"n\":1,\"sum\":7}}");
+    evs_query_result_free(&w.res);
+    evs_command_result_free(&r);
+
+    /* B's cache: a hit while nothing moved, never once A's projection moved */
+    memset(&qp, 0, sizeof qp);
+    qp.sort = "sum";
+    CHECK_RC(evs_app_query(B, "totals", &qp, &res), EVS_OK);
+    uint64_t pos0 = res.position;
+    evs_query_result_free(&res);
+    CHECK_RC(evs_app_query(B, "totals", &qp, &res), EVS_OK);
+    CHECK_INT(res.cached, 1);
+    evs_query_result_free(&res);
+    CHECK_RC(run(A, "{\"command_type\":\"Add\",\"aggregate_id\":\"w\",\"data\":{\"n\":5}}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    evs_command_result_free(&r);
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_app_query(B, "totals", &qp, &res), EVS_OK);
+    CHECK_INT(res.cached, 0);
+    CHECK(res.position > pos0);
+    if (res.json) CHECK_CONTAINS(res.json, "\"sum\":12");
+    evs_query_result_free(&res);
+
+    /* a snapshot written through A serves B */
+    uint64_t v = 0;
+    CHECK_RC(evs_aggregate_snapshot(A, "counter", "w", &v), EVS_OK);
+    CHECK_INT(v, 2);
+    evs_snapshot_info si[4];
+    size_t cnt = 0;
+    CHECK_RC(evs_aggregate_snapshots(B, "counter", "w", si, 4, &cnt), EVS_OK);
+    CHECK_INT(cnt, 1);
+    if (cnt == 1) {
+        CHECK_INT(si[0].version, 2);
+        CHECK(si[0].usable);
+    }
+    char *js = NULL;
+    evs_load_info info;
+    CHECK_RC(evs_aggregate_load_json(B, "counter", "w", 0, &js, NULL, &info), EVS_OK);
+    CHECK_INT(info.snapshot_version, 2);
+    CHECK_INT(info.events_applied, 0);
+    free(js);
+
+    /* a script kept through A is loaded by an app opened later on B's store */
+    int what = 0;
+    CHECK_RC(evs_app_put_lua_aggregate(A, "account", account_lua, strlen(account_lua), &what), EVS_OK);
+    CHECK_INT(what, EVS_PUT_CREATED);
+    evs_app *C = open_app(s2, b2, &cfg, NULL);
+    char report[1024];
+    CHECK_RC(evs_app_load_stored(C, report, sizeof report), EVS_OK);
+    CHECK_STR(report, "");
+    CHECK_RC(run(C, "{\"command_type\":\"Open\",\"aggregate_id\":\"a9\",\"data\":{\"owner\":\"bo\"}}", &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_ACCEPTED);
+    evs_command_result_free(&r);
+    char *desc = NULL;
+    CHECK_RC(evs_app_describe(C, "account", &desc, NULL), EVS_OK);
+    if (desc) CHECK_CONTAINS(desc, "\"origin\":\"stored\"");
+    free(desc);
+    evs_app_close(C);
+
+    evs_proj_close(p);
+    evs_app_close(A);
+    evs_app_close(B);
+    evs_bus_close(b1);
+    evs_bus_close(b2);
+    evs_store_close(s1);
+    evs_store_close(s2);
+}
+
+/* Run test(where) on a fresh store location. */
+static void fresh(const char *tag, void (*test)(const char *)) {
+    char *w = cf_fresh(tag);
+    test(w);
+    cf_drop(w);
+}
+
+int main(int argc, char **argv) {
+    cf_init(argc, argv);
+    fresh("app-cmd", test_commands);
+    fresh("app-causation", test_causation_and_lookup);
+    test_snapshots();
+    if (cf_pg) {
+        printf("skipped on postgresql: test_foreign_snapshot (it replaces the log under DIR/app/, files only the "
+               "embedded engine has)\n");
+    } else {
+        char *d = tu_tempdir("app");
+        test_foreign_snapshot(d);
+        tu_rmrf(d);
+        free(d);
+    }
+    fresh("app-lua", test_lua);
+    fresh("app-query", test_queries);
+    if (cf_pg) fresh("app-two", test_two_servers);
     return TEST_REPORT();
 }

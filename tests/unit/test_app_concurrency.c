@@ -9,11 +9,15 @@
  *     versions are exactly 1..10,000,
  *   - the state loaded through snapshots (written concurrently by the
  *     background thread) equals the sequential fold of the stream.
- * Runs under TSan (the name contains "concurrency").
+ * Runs under TSan (the name contains "concurrency").  An optional engine
+ * argument (tests/conformance.h): "postgresql" runs it on a fresh database
+ * (app_concurrency_pg), with 2,000 commands (each attempt is a few round
+ * trips there).
  */
 #include <pthread.h>
 
 #include "app_counter.h"
+#include "conformance.h"
 #include "evstore_app.h"
 #include "testutil.h"
 
@@ -22,6 +26,7 @@
 #define DUP_EVERY 25
 
 static evs_app *app;
+static int commands = COMMANDS; /* of them this run sends */
 static uint64_t version_of[COMMANDS + 1]; /* by n: the version its result reported */
 static _Atomic int idem_hits, conflicts_left, errors;
 static problems probs;
@@ -61,15 +66,17 @@ static void send(int n) {
 
 static void *worker(void *arg) {
     int t = (int)(intptr_t)arg;
-    for (int n = 1; n <= COMMANDS; n++) {
+    for (int n = 1; n <= commands; n++) {
         if (n % THREADS == t) send(n);
         else if (n % DUP_EVERY == 0 && (n + 1) % THREADS == t) send(n); /* the same id from another thread */
     }
     return NULL;
 }
 
-int main(void) {
-    char *d = tu_tempdir("appconc");
+int main(int argc, char **argv) {
+    cf_init(argc, argv);
+    if (cf_pg) commands = 2000;
+    char *d = cf_fresh("appconc");
     evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 22);
     evs_app_config cfg;
     evs_app_config_init(&cfg);
@@ -87,7 +94,7 @@ int main(void) {
     CHECK_INT(probs.count, 0);
     CHECK(idem_hits > 0);
 
-    /* the stream: 10,000 events, each n once, each at the version its command reported */
+    /* the stream: one event per command, each n once, each at the version its command reported */
     static long long order[COMMANDS];
     static char seen[COMMANDS + 1];
     evs_reader *r;
@@ -97,25 +104,25 @@ int main(void) {
     CHECK_RC(evs_read_stream(s, "counter-hot", 1, EVS_FORWARD, 0, &r), EVS_OK);
     while (evs_reader_next(r, &ev) == EVS_OK) {
         long long n = tc_field(ev->data, ev->data_len, "n");
-        if (count >= COMMANDS || n < 1 || n > COMMANDS || seen[n]++ || version_of[n] != ev->stream_position) bad++;
+        if (count >= (size_t)commands || n < 1 || n > commands || seen[n]++ || version_of[n] != ev->stream_position) bad++;
         else order[count] = n;
         count++;
     }
     evs_reader_close(r);
-    CHECK_INT(count, COMMANDS);
+    CHECK_INT(count, commands);
     CHECK_INT(bad, 0);
 
     /* loaded through snapshots == the sequential fold of the stream */
     CHECK_RC(evs_app_flush(app), EVS_OK);
     char want[256], *got = NULL;
-    tc_fold_json(order, count < COMMANDS ? count : COMMANDS, want, sizeof want);
+    tc_fold_json(order, count < (size_t)commands ? count : (size_t)commands, want, sizeof want);
     evs_load_info info;
     CHECK_RC(evs_aggregate_load_json(app, "counter", "hot", 0, &got, NULL, &info), EVS_OK);
     if (got) CHECK_STR(got, want);
     free(got);
     CHECK(info.snapshot_version > 0);
     long long sum = 0;
-    for (int n = 1; n <= COMMANDS; n++) sum += n;
+    for (int n = 1; n <= commands; n++) sum += n;
     char sums[64];
     snprintf(sums, sizeof sums, "\"sum\":%lld", sum);
     CHECK_CONTAINS(want, sums);
@@ -127,7 +134,6 @@ int main(void) {
            idem_hits, (unsigned long long)st.snapshots_created, (unsigned long long)st.snapshots_dropped);
     evs_app_close(app);
     evs_store_close(s);
-    tu_rmrf(d);
-    free(d);
+    cf_drop(d);
     return TEST_REPORT();
 }

@@ -6,16 +6,14 @@
  * run's commands already went out), compensation failures, the operator's
  * actions, leases held by another node, restarts with timers due, the index
  * (listing, stuck, paging, stats), Lua definitions, and bad input.
+ *
+ * On either storage engine (tests/conformance.h): no argument or
+ * "embedded", or "postgresql" (each test on a database of its own).
  */
+#include "conformance.h"
 #include "saga_fixture.h"
 
 static const char *const N3[] = {"s0", "s1", "s2"};
-
-static char *sub(const char *d, const char *name) {
-    char *p = malloc(4096);
-    snprintf(p, 4096, "%s/%s", d, name);
-    return p;
-}
 
 /* ------------------------------------------------------------- happy path */
 
@@ -924,9 +922,10 @@ static void test_definition_changed(const char *d) {
     sf_close(&f);
 }
 
-int main(void) {
+int main(int argc, char **argv) {
     tu_verbose = getenv("EVS_VERBOSE") != NULL;
-    char *d = tu_tempdir("saga");
+    cf_init(argc, argv);
+    printf("engine: %s\n", cf_engine());
     struct {
         const char *name;
         void (*fn)(const char *);
@@ -951,13 +950,11 @@ int main(void) {
     const char *only = getenv("EVS_ONLY");
     for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
         if (only && !strstr(only, tests[i].name)) continue;
-        char *p = sub(d, tests[i].name);
+        char *p = cf_fresh(tests[i].name);
         int before = tu_failures;
         tests[i].fn(p);
         if (tu_failures != before) fprintf(stderr, "  ^ in %s\n", tests[i].name);
-        free(p);
+        cf_drop(p);
     }
-    tu_rmrf(d);
-    free(d);
     return TEST_REPORT();
 }

@@ -476,8 +476,7 @@ static void test_upcasting(void) {
     CHECK_MEM(state, sl, "{\"amount\":13,\"versions\":\"1>3 2>3 3>3 \"}");
     free(state);
 
-    /* an aggregate folds upcasted events (the application layer runs on the embedded engine only, yet) */
-    if (!cf_pg) {
+    /* an aggregate folds upcasted events */
     evs_app_config ac;
     evs_app_config_init(&ac);
     ac.snapshot_every = 0;
@@ -500,7 +499,6 @@ static void test_upcasting(void) {
     CHECK_MEM(aj, al, "{\"eur\":6,\"n\":3,\"usd\":7}");
     free(aj);
     evs_app_close(app);
-    }
 
     /* a C step on another type, and errors that name the step */
     CHECK_RC(reg_schema("Refunded", "{\"required\":[\"cents\"],\"properties\":{\"cents\":{\"type\":\"integer\"}}}", NULL,
