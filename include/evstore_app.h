@@ -19,7 +19,8 @@
  * code hash differs from the registered type is never applied: the
  * aggregate is rebuilt from events (and snapshotted anew).  Automatic
  * snapshots are written by a background thread: a command never waits for
- * one.  They live in DIR/app/, an LMDB environment next to the log.
+ * one.  They live in DIR/app/, an LMDB environment next to the log (on a
+ * PostgreSQL store: in its database, shared by every process on it).
  *
  * Commands.  {command_id, command_type, aggregate_id | target, data,
  * metadata, expected_version?}.  A handler per command type: an aggregate
@@ -38,14 +39,17 @@
  * a crash between the append and anything else, and also when two copies
  * race (the store refuses the second append of the same ids).  Results
  * without events (rejected, accepted with no events) are kept in DIR/app/
+ * (PostgreSQL: the database, so a retry through another server finds them)
  * for the idempotency window (default 1 h), at most idempotency_max of them.
  * Accepted commands stay deduplicated as long as their events exist.
  *
  * Queries.  Named queries over a projection's committed state (one item
  * per partition) with field filters, sorting and paging.  A query with
  * min_position waits (bounded) until the projection has passed it, so a
- * client reads its own writes; every answer says which position it
- * reflects.  Results are cached until the projection moves.
+ * client reads its own writes (on PostgreSQL also when the projection runs
+ * in another process: the wait reads its position from the database); every
+ * answer says which position it reflects.  Results are cached until the
+ * projection moves.
  *
  * Thread rules.  An evs_app is thread-safe: any number of threads may run
  * commands, loads and queries concurrently.  Register aggregates, handlers
@@ -91,8 +95,9 @@ typedef struct evs_app_config {
 void evs_app_config_init(evs_app_config *c);
 
 /*
- * Open the application layer of an open store: DIR/app/ (created), the
- * background snapshot thread.  bus may be NULL (then queries are refused);
+ * Open the application layer of an open store: DIR/app/ (created; on a
+ * PostgreSQL store its tables in the database), the background snapshot
+ * thread.  bus may be NULL (then queries are refused);
  * c may be NULL (defaults).  Ownership: *out is the caller's, released with
  * evs_app_close before the bus and the store; on failure *out is NULL.
  */
@@ -408,8 +413,9 @@ int evs_app_load_dir(evs_app *a, const char *dir);
 
 /*
  * Aggregate scripts kept in the store: DIR/app/aggregates.json, written
- * with fsync and replaced atomically, so a script registered this way
- * survives restarts (a server's PUT /aggregates/{type}).
+ * with fsync and replaced atomically (on PostgreSQL a committed row per
+ * type), so a script registered this way survives restarts (a server's PUT
+ * /aggregates/{type}).
  *
  * evs_app_put_lua_aggregate registers the Lua type `name`, or replaces the
  * script of a type that was put before; *what (may be NULL) receives
