@@ -179,10 +179,11 @@ int evs_store_set_index_map_size(evs_store *s, uint64_t bytes);
  * Open (and with EVS_OPEN_CREATE create) the store in directory dir, or,
  * when dir is a "postgresql://" (or "postgres://") URL, the store in that
  * PostgreSQL database (src/pg; its schema is created or upgraded here).
- * The same calls work on both engines; what the PostgreSQL engine does not
- * do yet (consumers, projections, schemas, apps, sagas, encrypted
- * streams, repair, backup) fails with EVS_ENOTSUP
- * naming the operation.
+ * The same calls work on both engines (consumers, projections, schemas,
+ * the application layer and sagas included); what the PostgreSQL engine
+ * does not do (encrypted streams, scavenge, repair, backup: the last three
+ * work on the embedded log's files) fails with EVS_ENOTSUP naming the
+ * operation.
  * Recovery runs here: a torn or corrupt tail record is truncated and the
  * index catches up with the log; see evs_store_recovery_report.  A second
  * writer on the same directory fails with EVS_ELOCKED.
