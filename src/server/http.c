@@ -620,7 +620,6 @@ static const char *engine_gap(const route_def *d) {
     case EVS_R_AGGREGATES:
     case EVS_R_QUERIES: return "the application layer";
     case EVS_R_SAGAS: return "sagas";
-    case EVS_R_KEYS: return "API keys";
     default: return NULL;
     }
 }

@@ -213,20 +213,31 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     const char *rep = evs_store_recovery_report(srv->store);
     if (rep && *rep) fprintf(stderr, "evstore serve: recovery: %s\n", rep);
     /* Another storage engine (store/engine.h) runs the store's core (appends, reads, live
-       subscriptions), the schema registry and the consumers; the subsystems that keep files
-       next to the embedded log (keys, the app layer, sagas) do not start, and their routes
+       subscriptions), the schema registry, the consumers and API keys; the subsystems that keep
+       files next to the embedded log (the app layer, sagas) do not start, and their routes
        answer 501 (http.c) */
     srv->engine = evs__store_engine_name(srv->store);
-    if (srv->engine && (cfg->auth || cfg->app_dir)) {
+    if (srv->engine && cfg->app_dir) {
         snprintf(why, whycap, "serve: %s is not supported by the %s storage engine yet",
-                 cfg->auth ? "--auth (API keys)" : "--app-dir (the application layer)", srv->engine);
+                 "--app-dir (the application layer)", srv->engine);
         ret = EVS_ENOTSUP;
         goto cleanup;
     }
-    if (srv->engine && !cfg->insecure && !is_loopback(&cfg->addr)) {
-        snprintf(why, whycap, "serve: refusing to listen on %s without authentication (API keys are not "
-                              "supported by the %s storage engine yet); give --insecure to serve it open anyway",
-                 cfg->listen, srv->engine);
+    /* API keys: the secret is made on first use (DIR/keys.secret; on another engine in its
+       database, shared by every server on it); auth is on with --auth, or by itself when the
+       store has keys (a store whose keys were made is never served open by accident) */
+    if ((rc = evs__keys_open_store(srv->store, 1, &srv->keys))) {
+        snprintf(why, whycap, "serve: API keys of %s: %s", srv->dir, evs_errmsg());
+        ret = rc == EVS_ENOMEM ? rc : EVS_EIO; /* exit 5, whatever is wrong with the files */
+        goto cleanup;
+    }
+    srv->auth = cfg->auth || evs__keys_active(srv->keys) > 0;
+    if (!srv->auth && !cfg->insecure && !is_loopback(&cfg->addr)) {
+        snprintf(why, whycap,
+                 "serve: refusing to listen on %s without authentication: anyone who can reach it could read "
+                 "and write every stream.  Create a key (evstore key create --role admin -d %s) and give --auth, "
+                 "or give --insecure to serve it open anyway",
+                 cfg->listen, srv->dir);
         ret = EVS_EINVAL;
         goto cleanup;
     }
@@ -250,24 +261,6 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
             goto cleanup;
         }
         goto engine_core;
-    }
-
-    /* API keys: DIR/keys.secret is made on first use; auth is on with --auth, or by itself when the
-       store has keys (a store whose keys were made is never served open by accident) */
-    if ((rc = evs__keys_open(cfg->dir, 1, &srv->keys))) {
-        snprintf(why, whycap, "serve: API keys of %s: %s", cfg->dir, evs_errmsg());
-        ret = rc == EVS_ENOMEM ? rc : EVS_EIO; /* exit 5, whatever is wrong with the files */
-        goto cleanup;
-    }
-    srv->auth = cfg->auth || evs__keys_active(srv->keys) > 0;
-    if (!srv->auth && !cfg->insecure && !is_loopback(&cfg->addr)) {
-        snprintf(why, whycap,
-                 "serve: refusing to listen on %s without authentication: anyone who can reach it could read "
-                 "and write every stream.  Create a key (evstore key create --role admin -d %s) and give --auth, "
-                 "or give --insecure to serve it open anyway",
-                 cfg->listen, cfg->dir);
-        ret = EVS_EINVAL;
-        goto cleanup;
     }
 
     if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, evs_schema_upcast_map(srv->schemas),
