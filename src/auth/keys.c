@@ -573,7 +573,13 @@ static int keystore_new(const char *dir, evs__keystore **out) {
         free(ks);
         return evs__err(EVS_ENOMEM, "out of memory");
     }
-    pthread_rwlock_init(&ks->lock, NULL);
+    /* writers first: glibc's default lets a steady stream of verifying threads hold the read lock
+       forever, and a reload (a revocation) would wait behind them */
+    pthread_rwlockattr_t ra;
+    pthread_rwlockattr_init(&ra);
+    pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+    pthread_rwlock_init(&ks->lock, &ra);
+    pthread_rwlockattr_destroy(&ra);
     pthread_mutex_init(&ks->sync_mu, NULL);
     *out = ks;
     return EVS_OK;

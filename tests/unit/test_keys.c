@@ -16,6 +16,8 @@
  * EVS_WRAP: crypto_verify_32
  */
 #include <jansson.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -398,10 +400,77 @@ static void test_bad_store(void) {
     cf_drop(where);
 }
 
+/* Verifiers on one keystore while keys change through it and through another (the server's request threads
+   while an admin route and another server or the CLI change keys): every answer is OK until the key is
+   revoked and REVOKED after, never anything else. */
+typedef struct verifier {
+    evs__keystore *ks;
+    const char *key;
+    _Atomic int *stop;
+    int ok, revoked, other;
+} verifier;
+
+static void *verify_loop(void *arg) {
+    verifier *v = arg;
+    while (!atomic_load(v->stop)) {
+        evs__principal *p = NULL;
+        int r = evs__keys_verify(v->ks, v->key, &p);
+        if (r == EVS_AUTH_OK && p && strcmp(p->role, "reader") == 0) v->ok++;
+        else if (r == EVS_AUTH_REVOKED && !p) v->revoked++;
+        else v->other++;
+        evs__principal_unref(p);
+    }
+    return NULL;
+}
+
+static void test_threads(void) {
+    char *where = cf_fresh("keythreads");
+    evs_store *s;
+    evs__keystore *ks = open_server(where, &s), *ks2;
+    CHECK_RC(evs__keys_open(where, 0, &ks2), EVS_OK);
+    char key[EVS_KEY_TEXT_MAX], other[EVS_KEY_TEXT_MAX];
+    json_t *info = NULL;
+    CHECK_RC(evs__keys_create(ks, "reader", NULL, 0, NULL, key, sizeof key, &info), EVS_OK);
+    char id[16];
+    snprintf(id, sizeof id, "%s", json_string_value(json_object_get(info, "id")));
+    json_decref(info);
+    _Atomic int stop = 0;
+    verifier v[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        v[i] = (verifier){ks, key, &stop, 0, 0, 0};
+        CHECK(pthread_create(&th[i], NULL, verify_loop, &v[i]) == 0);
+    }
+    for (int i = 0; i < 6; i++) { /* changes through both keystores while the verifiers run */
+        CHECK_RC(evs__keys_create(i % 2 ? ks : ks2, "writer", NULL, 0, NULL, other, sizeof other, NULL), EVS_OK);
+        json_decref(evs__keys_list(ks));
+        wait_recheck();
+    }
+    CHECK_RC(evs__keys_revoke(ks2, id), EVS_OK);
+    wait_recheck();
+    wait_recheck();
+    atomic_store(&stop, 1);
+    int ok = 0, revoked = 0, bad = 0;
+    for (int i = 0; i < 4; i++) {
+        pthread_join(th[i], NULL);
+        ok += v[i].ok, revoked += v[i].revoked, bad += v[i].other;
+    }
+    CHECK_INT(bad, 0);
+    CHECK(ok > 0);
+    CHECK(revoked > 0);
+    evs__principal *p = NULL;
+    CHECK_INT(evs__keys_verify(ks, key, &p), EVS_AUTH_REVOKED);
+    CHECK_INT(evs__keys_active(ks), 6);
+    evs__keys_close(ks2);
+    close_server(ks, s);
+    cf_drop(where);
+}
+
 int main(int argc, char **argv) {
     cf_init(argc, argv);
     test_create_verify_revoke();
     test_grants();
     test_bad_store();
+    test_threads();
     return TEST_REPORT();
 }
