@@ -31,7 +31,7 @@
 /* Every call of crypto_verify_32 from the library comes here first. */
 int __real_crypto_verify_32(const unsigned char *x, const unsigned char *y);
 int __wrap_crypto_verify_32(const unsigned char *x, const unsigned char *y);
-static int verify_calls;
+static _Atomic int verify_calls; /* atomic: test_threads verifies from several threads */
 int __wrap_crypto_verify_32(const unsigned char *x, const unsigned char *y) {
     verify_calls++;
     return __real_crypto_verify_32(x, y);
