@@ -2,7 +2,8 @@
  * keys.h — API keys of a store: who may call `evstore serve` and what each
  * key may do.  The server (src/server/auth.c) asks this module to verify the
  * key of every request; the CLI (`evstore key ...`) creates, lists and
- * revokes keys in DIR directly.  Above the store, below server and CLI.
+ * revokes keys in the store directly.  Above the bus (whose kv interface
+ * keeps the keys of a PostgreSQL store), below server and CLI.
  *
  * A key is shown once, at creation, as
  *     evs_<id>_<secret>
@@ -10,20 +11,31 @@
  * not secret) and <secret> is 32 random bytes in base64url without padding
  * (43 characters).  Only a hash of the secret is stored: BLAKE2b-256
  * (crypto_generichash) keyed with the store's own random server secret
- * DIR/keys.secret (32 bytes, mode 0600).  Why a fast keyed hash and not
- * Argon2id: docs/decisions.md ("API keys: a keyed BLAKE2b, not Argon2id").
- * Hashes are compared with crypto_verify_32 (constant time); an unknown id
- * costs the same hash and compare against a dummy.
+ * (32 bytes).  Why a fast keyed hash and not Argon2id: docs/decisions.md
+ * ("API keys: a keyed BLAKE2b, not Argon2id").  Hashes are compared with
+ * crypto_verify_32 (constant time); an unknown id costs the same hash and
+ * compare against a dummy.
  *
- * DIR/keys.json (written whole: temporary file, fsync, rename, fsync of DIR):
+ * The keys, as a document:
  *   {"format": 1, "keys": [{"id": "0a1b2c3d4e5f", "name": "ci", "role": "writer",
  *     "grants": ["append:order-*:OrderPlaced,OrderPaid"], "hash": "<64 hex>",
  *     "created_at": "2026-12-05T05:30:00Z", "revoked_at": null}]}
  * Revoked keys stay listed (with revoked_at) and never verify again.
- * Changes take DIR/keys.lock (flock) and re-read the file first, so a CLI and
- * a server changing keys at once lose nothing; a keystore re-reads the file
- * when it changed on disk (evs__keys_verify checks), so a key created or
- * revoked by the CLI counts for a running server from its next request.
+ *
+ * Where (keys.c):
+ *   embedded store, directory DIR: the document is DIR/keys.json (written
+ *     whole: temporary file, fsync, rename, fsync of DIR), the secret
+ *     DIR/keys.secret (mode 0600).  Changes take DIR/keys.lock (flock) and
+ *     re-read the file first, so a CLI and a server changing keys at once
+ *     lose nothing; a keystore re-reads the file when it changed on disk
+ *     (evs__keys_verify checks), so a key created or revoked by the CLI
+ *     counts for a running server from its next request.
+ *   PostgreSQL store: the document, the secret and a generation are rows
+ *     of evs_bus_kv (db 40 and 41), shared by every server on the database.
+ *     A change runs in one kv write transaction (re-read, write, bump the
+ *     generation); list and active compare the generation first, verify at
+ *     most every EVS__KEYS_RECHECK_NS, so a key created or revoked through
+ *     any server or the CLI counts on every server within that time.
  *
  * Permissions: read, append, subscribe, admin (admin implies the others),
  * each granted on streams and optionally event types:
@@ -57,6 +69,8 @@ enum { EVS_PERM_READ = 1, EVS_PERM_APPEND = 2, EVS_PERM_SUBSCRIBE = 4, EVS_PERM_
 #define EVS_KEY_MAX_GRANTS 16
 #define EVS_KEY_MAX_NAME 64
 #define EVS_KEY_MAX_TYPES_TEXT 511 /* a grant's "A,B,C" */
+/* PostgreSQL: how stale the keys a verify answers from may be (the generation is compared at most this often) */
+#define EVS__KEYS_RECHECK_NS (200 * 1000000LL)
 
 typedef struct evs__grant {
     unsigned perms;                        /* EVS_PERM_*; admin implies the others */
@@ -99,14 +113,24 @@ int evs__grant_parse(const char *text, evs__grant *g);
 typedef struct evs__keystore evs__keystore;
 
 /*
- * Open DIR's keys: read DIR/keys.secret (created, mode 0600, when missing
- * and create is set) and DIR/keys.json (none yet: no keys).  A damaged or
- * wrongly sized secret, a secret readable by others, or a keys.json that is
- * not what this module writes is an error naming the file and the fault
- * (EVS_EFORMAT, EVS_EJSON), and nothing is changed.
+ * Open the keys at where: a store directory (read DIR/keys.secret, created,
+ * mode 0600, when missing and create is set, and DIR/keys.json, none yet:
+ * no keys), or a postgresql:// URL (a store of the keystore's own is opened
+ * on it, read-only unless create is set, and closed with the keystore; as
+ * evs__keys_open_store then).  A damaged or wrongly sized secret, a secret
+ * readable by others, or a document that is not what this module writes is
+ * an error naming the file or row and the fault (EVS_EFORMAT, EVS_EJSON),
+ * and nothing is changed.  No secret and create not set: EVS_ENOTFOUND.
  * Ownership: *out is the caller's; release with evs__keys_close.
  */
-int evs__keys_open(const char *dir, int create, evs__keystore **out);
+int evs__keys_open(const char *where, int create, evs__keystore **out);
+/*
+ * Open the keys of an open store: its directory's files on the embedded
+ * engine, its database's rows on PostgreSQL (the secret is made there, in
+ * a write transaction, when missing and create is set).  s must outlive
+ * the keystore.  Ownership: *out is the caller's (evs__keys_close).
+ */
+int evs__keys_open_store(evs_store *s, int create, evs__keystore **out);
 void evs__keys_close(evs__keystore *ks);
 
 /*
@@ -129,8 +153,9 @@ enum { EVS_AUTH_OK, EVS_AUTH_MALFORMED, EVS_AUTH_UNKNOWN, EVS_AUTH_REVOKED };
 /*
  * Verify a presented key text: EVS_AUTH_OK with *who (a reference, the
  * caller's to evs__principal_unref), else one of the reasons.  Re-reads
- * keys.json first if it changed on disk.  Timing: the hash and the
- * constant-time compare run whether or not the id is known.
+ * the keys first if they changed (keys.json on disk; on PostgreSQL the
+ * generation, compared at most every EVS__KEYS_RECHECK_NS).  Timing: the
+ * hash and the constant-time compare run whether or not the id is known.
  */
 int evs__keys_verify(evs__keystore *ks, const char *presented, evs__principal **who);
 

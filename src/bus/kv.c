@@ -237,6 +237,26 @@ int evs__kv_del(evs__kv_txn *t, int db, const evs__kv_val *k) {
     return mdb_rc(mdb_del(t->mt, kv->dbi[db], &mk, NULL), "delete");
 }
 
+int evs__kv_gen_get(evs__kv_txn *t, int db, const char *name, uint64_t *gen) {
+    evs__kv_val k = {strlen(name), (void *)name}, v;
+    *gen = 0;
+    int rc = evs__kv_get(t, db, &k, &v);
+    if (rc == EVS__KV_NOTFOUND) return EVS_OK;
+    if (rc) return rc;
+    if (v.size != 8)
+        return evs__err(EVS_ECORRUPT, "%s: the generation row \"%s\" is %zu bytes, not 8", t->kv->lo->what, name,
+                        v.size);
+    *gen = evs__get64be(v.data);
+    return EVS_OK;
+}
+
+int evs__kv_gen_put(evs__kv_txn *t, int db, const char *name, uint64_t gen) {
+    uint8_t b[8];
+    evs__put64be(b, gen);
+    evs__kv_val k = {strlen(name), (void *)name}, v = {8, b};
+    return evs__kv_put(t, db, &k, &v, 0);
+}
+
 int evs__kv_count(evs__kv_txn *t, int db, size_t *n) {
     evs__kv *kv = t->kv;
     int rc = table_ok(kv, db);

@@ -49,6 +49,7 @@
 #define EVS_BUS_KV_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "evstore.h"
 
@@ -80,7 +81,8 @@ enum {
  * cursor_open is an index into them), what LMDB calls them and how it
  * syncs, and their number in evs_bus_kv on PostgreSQL (unique across all
  * layouts: 0..3 the bus, 10..14 schemas, 20..23 the app layer, 30..39 the
- * saga index: 30..38 used).  A layout
+ * saga index (30..38 used), 40..44 API keys (src/auth/keys.c uses 40 and
+ * 41)).  A layout
  * must outlive every evs__kv opened on it (a static const).
  */
 typedef struct evs__kv_layout {
@@ -135,6 +137,15 @@ int evs__kv_put(evs__kv_txn *txn, int db, const evs__kv_val *k, const evs__kv_va
 int evs__kv_del(evs__kv_txn *txn, int db, const evs__kv_val *k);
 /* The number of keys in table db. */
 int evs__kv_count(evs__kv_txn *txn, int db, size_t *n);
+
+/*
+ * A generation counter (be64) at key name of table db: what a layer shared
+ * by several servers bumps with every write and compares to know whether
+ * its copy in memory is stale (the schema registry, API keys).  get: 0 when
+ * there is none yet; EVS_ECORRUPT when the row is not 8 bytes.
+ */
+int evs__kv_gen_get(evs__kv_txn *txn, int db, const char *name, uint64_t *gen);
+int evs__kv_gen_put(evs__kv_txn *txn, int db, const char *name, uint64_t gen);
 
 /* Ownership: *out until evs__kv_cursor_close (before the transaction ends). */
 int evs__kv_cursor_open(evs__kv_txn *txn, int db, evs__kv_cursor **out);

@@ -1,8 +1,9 @@
 /*
  * cli_key.c — `evstore key create|list|revoke`: the API keys of a store
- * (src/auth/keys.h), in DIR directly (-d; a running server sees the change
- * from its next request) or through a running server's /keys routes (--url,
- * with an admin key in EVSTORE_API_KEY).
+ * (src/auth/keys.h), in DIR or a PostgreSQL store's database directly (-d;
+ * running servers see the change from their next request, on PostgreSQL
+ * within EVS__KEYS_RECHECK_NS) or through a running server's /keys routes
+ * (--url, with an admin key in EVSTORE_API_KEY).
  *
  * create prints the key's record with its text as one JSON line; the text
  * is shown this once and never again (only its hash is stored).
@@ -23,8 +24,9 @@ static const char key_help[] =
     "       evstore key revoke ID (-d DIR | --url URL)\n"
     "\n"
     "API keys for `evstore serve --auth`.  A key is shown once, by create, as\n"
-    "evs_<id>_<secret>; only a hash of it is kept (DIR/keys.json).  Clients send it\n"
-    "as Authorization: Bearer KEY (the evstore command: EVSTORE_API_KEY).\n"
+    "evs_<id>_<secret>; only a hash of it is kept (DIR/keys.json; on PostgreSQL in\n"
+    "the database, shared by every server on it).  Clients send it as\n"
+    "Authorization: Bearer KEY (the evstore command: EVSTORE_API_KEY).\n"
     "\n"
     "Roles: admin (everything), writer (read, append, subscribe on $all), reader\n"
     "(read, subscribe on $all), none (only the grants).  A grant adds a permission:\n"
@@ -34,8 +36,9 @@ static const char key_help[] =
     "e.g. --role none --grant append:order-* --grant read+subscribe:order-*:OrderPlaced\n"
     "\n"
     "Options:\n"
-    "  -d, --dir DIR    the store directory (default: $EVSTORE_DIR); a running\n"
-    "                   server on it sees the change from its next request\n"
+    "  -d, --dir DIR    the store directory or postgresql:// URL (default:\n"
+    "                   $EVSTORE_DIR); running servers on it see the change from\n"
+    "                   their next request (on PostgreSQL within 0.2 s)\n"
     "  --url URL        a running server (default: $EVSTORE_URL); needs an admin key\n"
     "                   in EVSTORE_API_KEY when the server has auth on\n"
     "  --role ROLE      admin, writer, reader or none (create)\n"
@@ -44,7 +47,7 @@ static const char key_help[] =
     "  -h, --help       show this help\n"
     "\n"
     "Exit status: 0 done, 1 usage (or a key refused by the server), 2 no such key,\n"
-    "4 a bad role or grant, 5 the key files could not be read or written.\n";
+    "4 a bad role or grant, 5 the keys could not be read or written.\n";
 
 typedef struct key_args {
     const char *act, *id, *role, *name, *dir, *url;

@@ -242,14 +242,7 @@ static int put_json(evs__kv_txn *txn, int db, const void *key, size_t klen, json
 
 /* PostgreSQL: the stored generation (0 before the first write). */
 static int gen_read(evs__kv_txn *txn, uint64_t *gen) {
-    evs__kv_val k = {3, "gen"}, v;
-    int rc = evs__kv_get(txn, EVS__SK_META, &k, &v);
-    *gen = 0;
-    if (rc == EVS__KV_NOTFOUND) return EVS_OK;
-    if (rc) return evs__schema_kv_err(rc, "read the generation");
-    if (v.size != 8) return evs__err(EVS_ECORRUPT, "schemas: the generation row is %zu bytes, not 8", v.size);
-    *gen = evs__get64be(v.data);
-    return EVS_OK;
+    return evs__schema_kv_err(evs__kv_gen_get(txn, EVS__SK_META, "gen", gen), "read the generation");
 }
 
 static int reload(evs_schema_registry *r, evs__kv_txn *txn);
@@ -272,10 +265,8 @@ int evs__schema_write(evs_schema_registry *r, int (*fn)(evs_schema_registry *, e
     }
     if ((rc = fn(r, txn, arg))) goto fail;
     if (r->pg) {
-        uint8_t b[8];
-        evs__put64be(b, gen + 1);
-        evs__kv_val k = {3, "gen"}, v = {8, b};
-        if ((rc = evs__schema_kv_err(evs__kv_put(txn, EVS__SK_META, &k, &v, 0), "write the generation"))) goto fail;
+        if ((rc = evs__schema_kv_err(evs__kv_gen_put(txn, EVS__SK_META, "gen", gen + 1), "write the generation")))
+            goto fail;
     }
     if ((rc = evs__kv_commit(txn))) return rc;
     if (r->pg) r->gen = gen + 1;

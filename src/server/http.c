@@ -613,14 +613,6 @@ static enum MHD_Result check_query(evs__req *rq, const route_def *d, int *bad) {
 
 /* ------------------------------------------------------------- first call */
 
-/* What a route needs that only the embedded engine runs (serve.c starts none of it on another), or NULL. */
-static const char *engine_gap(const route_def *d) {
-    switch (d->label) {
-    case EVS_R_KEYS: return "API keys";
-    default: return NULL;
-    }
-}
-
 /* Everything that can be refused before a body is read; picks the row. */
 static enum MHD_Result first_call(evs__req *rq, const route_def **row) {
     evs__srv *srv = rq->srv;
@@ -648,8 +640,6 @@ static enum MHD_Result first_call(evs__req *rq, const route_def **row) {
     if (!d) REFUSE(EVS_HTTP_METHOD_NOT_ALLOWED, NULL, "method not allowed on %.200s", url);
     if (atomic_load(&srv->shutting) && !(d->flags & F_STOPPING))
         REFUSE(EVS_HTTP_UNAVAILABLE, NULL, "the server is shutting down");
-    const char *gap = srv->engine ? engine_gap(d) : NULL;
-    if (gap) REFUSE(EVS_HTTP_NOT_IMPLEMENTED, NULL, "%s is not supported by the %s storage engine yet", gap, srv->engine);
     if ((d->flags & F_CONSUMERS) && !srv->bus) REFUSE(EVS_HTTP_UNAVAILABLE, NULL, "consumers are not available");
     /* who: the key is checked before anything about the request is (only the route's existence is public) */
     enum MHD_Result mr;

@@ -212,21 +212,26 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     }
     const char *rep = evs_store_recovery_report(srv->store);
     if (rep && *rep) fprintf(stderr, "evstore serve: recovery: %s\n", rep);
-    /* Another storage engine (store/engine.h) runs the store's core (appends, reads, live
-       subscriptions), the schema registry, the consumers, the application layer and the sagas
-       (their tables in the database; the sagas run in the server holding the saga lease); API
-       keys, which keep a file next to the embedded log, do not start, and their routes answer
-       501 (http.c) */
+    /* Another storage engine (store/engine.h) runs all of what follows too: the store's core,
+       API keys, the schema registry, the consumers, the application layer and the sagas keep
+       their state in its database, shared by every server on it (each projection and the sagas
+       run in one server at a time, the others standing by for the lease) */
     srv->engine = evs__store_engine_name(srv->store);
-    if (srv->engine && cfg->auth) {
-        snprintf(why, whycap, "serve: --auth (API keys) is not supported by the %s storage engine yet", srv->engine);
-        ret = EVS_ENOTSUP;
+    /* API keys: the secret is made on first use (DIR/keys.secret; on another engine in its
+       database, shared by every server on it); auth is on with --auth, or by itself when the
+       store has keys (a store whose keys were made is never served open by accident) */
+    if ((rc = evs__keys_open_store(srv->store, 1, &srv->keys))) {
+        snprintf(why, whycap, "serve: API keys of %s: %s", srv->dir, evs_errmsg());
+        ret = rc == EVS_ENOMEM ? rc : EVS_EIO; /* exit 5, whatever is wrong with the files */
         goto cleanup;
     }
-    if (srv->engine && !cfg->insecure && !is_loopback(&cfg->addr)) {
-        snprintf(why, whycap, "serve: refusing to listen on %s without authentication (API keys are not "
-                              "supported by the %s storage engine yet); give --insecure to serve it open anyway",
-                 cfg->listen, srv->engine);
+    srv->auth = cfg->auth || evs__keys_active(srv->keys) > 0;
+    if (!srv->auth && !cfg->insecure && !is_loopback(&cfg->addr)) {
+        snprintf(why, whycap,
+                 "serve: refusing to listen on %s without authentication: anyone who can reach it could read "
+                 "and write every stream.  Create a key (evstore key create --role admin -d %s) and give --auth, "
+                 "or give --insecure to serve it open anyway",
+                 cfg->listen, srv->dir);
         ret = EVS_EINVAL;
         goto cleanup;
     }
@@ -241,42 +246,11 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = rc;
         goto cleanup;
     }
-    if (srv->engine) {
-        /* the consumers keep their state in the database (src/bus/kv.h): they run here too, each
-           projection in one server at a time (the others stand by for its lease); the app layer
-           after them, its snapshots and results in the database too (src/app/app.c) */
-        if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, evs_schema_upcast_map(srv->schemas),
-                                 &srv->bus, why, whycap)) {
-            ret = EVS_EIO;
-            goto cleanup;
-        }
-        goto app;
-    }
-
-    /* API keys: DIR/keys.secret is made on first use; auth is on with --auth, or by itself when the
-       store has keys (a store whose keys were made is never served open by accident) */
-    if ((rc = evs__keys_open(cfg->dir, 1, &srv->keys))) {
-        snprintf(why, whycap, "serve: API keys of %s: %s", cfg->dir, evs_errmsg());
-        ret = rc == EVS_ENOMEM ? rc : EVS_EIO; /* exit 5, whatever is wrong with the files */
-        goto cleanup;
-    }
-    srv->auth = cfg->auth || evs__keys_active(srv->keys) > 0;
-    if (!srv->auth && !cfg->insecure && !is_loopback(&cfg->addr)) {
-        snprintf(why, whycap,
-                 "serve: refusing to listen on %s without authentication: anyone who can reach it could read "
-                 "and write every stream.  Create a key (evstore key create --role admin -d %s) and give --auth, "
-                 "or give --insecure to serve it open anyway",
-                 cfg->listen, cfg->dir);
-        ret = EVS_EINVAL;
-        goto cleanup;
-    }
-
     if (evs__consumers_start(srv->store, srv->dir, cfg->group_idle_ms, evs_schema_upcast_map(srv->schemas),
                              &srv->bus, why, whycap)) { /* before any request: projections resume first */
         ret = EVS_EIO;
         goto cleanup;
     }
-app:
     if ((rc = evs__app_start(srv, cfg, why, whycap))) { /* after the consumers: queries read their state */
         ret = rc;
         goto cleanup;

@@ -17,8 +17,17 @@ both (`--app-dir` with the shop's aggregates and queries): a command sent to
 one server and re-sent with its command id to the other answers the first
 result and appends nothing, a rejection too, and a query with the command's
 position through either server waits for the projection wherever it runs;
-the routes of subsystems the engine does not run answer 501 naming them; the
-URL's password appears nowhere in what the servers print or answer.
+sagas answer on both; what the engine does not do (repair, an encrypted
+stream) fails naming itself (501 over HTTP); the URL's password appears
+nowhere in what the servers print or answer.
+
+API keys (a second pair of servers, with --auth, on a database of their
+own): a key created through server A's /keys works on B, and one created by
+the CLI on the URL works on both; revoked through A (or by the CLI), it is
+refused by B once the bound (EVS__KEYS_RECHECK_NS, 0.2 s) has passed, with
+nothing telling B; a wrong key gets the same status, header and message on
+B as on an embedded server; a store with keys turns auth on by itself; a
+non-loopback address is refused without auth and served with it.
 
 Standard library only.  Exit 77 (skipped) without a cluster.
 """
@@ -27,9 +36,11 @@ import os
 import re
 import shutil
 import subprocess
+import signal
 import sys
 import tempfile
 import threading
+import time
 import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,6 +50,7 @@ PASSWORD = "hunter2-very-secret"
 WRITES = 60  # appends per writer
 SHOP = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "examples", "shop")
 LUA = {"Content-Type": "text/x-lua"}
+RECHECK = 0.2  # EVS__KEYS_RECHECK_NS (src/auth/keys.h): a server's keys are at most this stale
 
 
 def cluster():
@@ -293,6 +305,131 @@ class TwoServersTest(unittest.TestCase):
         self.assertEqual(st, 200)
         self.assertNotIn(PASSWORD, json.dumps(info))
         self.assertIn("evs:****@127.0.0.1", info["data_dir"])
+
+
+def cli(*args):
+    e = {k: v for k, v in os.environ.items() if k not in ("EVSTORE_API_KEY", "EVSTORE_URL", "EVSTORE_DIR")}
+    return subprocess.run([BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT, env=e)
+
+
+def bearer(key):
+    return {"Authorization": "Bearer " + key}
+
+
+class AuthServersTest(unittest.TestCase):
+    """Two `serve --auth` processes on one database: the keys and the secret are the database's."""
+
+    @classmethod
+    def setUpClass(cls):
+        st = cluster()
+        cls.db = "evs_itauth_%d" % os.getpid()
+        TwoServersTest.psql = os.path.join(st["bindir"], "psql")
+        TwoServersTest.sql("CREATE DATABASE %s" % cls.db)
+        cls.url = "postgresql://evs:%s@127.0.0.1:%d/%s" % (PASSWORD, st["port"], cls.db)
+        # the first admin key, made by the CLI in the database before any server runs
+        p = cli("key", "create", "--role", "admin", "--name", "boot", "-d", cls.url)
+        assert p.returncode == 0, p.stderr
+        assert PASSWORD.encode() not in p.stdout + p.stderr
+        cls.admin = json.loads(p.stdout)["key"]
+        cls.a = Server(cls.url, "--auth").start()
+        cls.b = Server(cls.url).start()  # no --auth: the keys in the database turn it on
+
+    @classmethod
+    def tearDownClass(cls):
+        codes = [cls.a.stop(), cls.b.stop()]
+        TwoServersTest.sql("DROP DATABASE %s WITH (FORCE)" % cls.db)
+        for srv in (cls.a, cls.b):
+            assert PASSWORD not in srv.err, srv.err
+            assert cls.admin not in srv.err, srv.err
+        assert codes == [0, 0], (codes, cls.a.err, cls.b.err)
+
+    def status(self, srv, key, path="/all"):
+        st, hdrs, body = srv.get(path, headers=bearer(key))
+        return st, body
+
+    def test_keys_shared_and_revocation_reaches_the_other_server(self):
+        self.assertIn("evstore_auth_enabled 1", self.b.get("/metrics", headers=bearer(self.admin))[2])
+        self.assertEqual(self.b.get("/all")[0], 401)
+        # made through A's admin route: verifies on B (within the bound, as any change does)
+        st, _, rec = self.a.post("/keys", {"role": "writer", "name": "via-a"}, headers=bearer(self.admin))
+        self.assertEqual(st, 201, rec)
+        key, kid = rec["key"], rec["id"]
+        time.sleep(RECHECK + 0.1)
+        self.assertEqual(self.b.post("/streams/auth-1", [ev("E", {"i": 1})], headers=bearer(key))[0], 201)
+        self.assertEqual(self.a.get("/streams/auth-1", headers=bearer(key))[0], 200)
+        # the CLI on the URL lists it (no hash, no key text)
+        p = cli("key", "list", "-d", self.url)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        listed = {json.loads(l)["id"]: json.loads(l) for l in p.stdout.decode().splitlines()}
+        self.assertEqual(listed[kid]["name"], "via-a")
+        self.assertNotIn("hash", listed[kid])
+        self.assertNotIn(key[17:], p.stdout.decode())
+        # revoked through A: A refuses at once; B, told nothing, once the bound has passed
+        st, _, body = self.a.request("DELETE", "/keys/" + kid, headers=bearer(self.admin))
+        self.assertEqual(st, 200, body)
+        self.assertEqual(self.status(self.a, key)[0], 401)
+        time.sleep(RECHECK + 0.1)
+        st, body = self.status(self.b, key)
+        self.assertEqual(st, 401, body)
+        self.assertIn("revoked", body["error"])
+
+        # made by the CLI on the URL: verifies on both; revoked by the CLI: refused by both
+        p = cli("key", "create", "--role", "none", "--grant", "read:auth-*", "-d", self.url)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        rec = json.loads(p.stdout)
+        time.sleep(RECHECK + 0.1)
+        for srv in (self.a, self.b):
+            self.assertEqual(self.status(srv, rec["key"], "/streams/auth-1")[0], 200)
+            self.assertEqual(self.status(srv, rec["key"], "/streams/other-1")[0], 403)  # its grant, not more
+        p = cli("key", "revoke", rec["id"], "-d", self.url)
+        self.assertEqual(p.returncode, 0, p.stderr)
+        time.sleep(RECHECK + 0.1)
+        for srv in (self.a, self.b):
+            self.assertEqual(self.status(srv, rec["key"], "/streams/auth-1")[0], 401)
+        p = cli("key", "revoke", "abcdefabcdef", "-d", self.url)
+        self.assertEqual(p.returncode, 2, p.stderr)
+        self.assertIn(b"no key abcdefabcdef in the database", p.stderr)
+
+    def test_wrong_key_answered_as_on_embedded(self):
+        tmp = tempfile.mkdtemp(prefix="evs-pgauth-")
+        try:
+            emb = Server(tmp, "--auth").start()
+            try:
+                wrong = "evs_000000000000_" + "A" * 43
+                for k in (wrong, self.admin[:-1] + ("B" if self.admin[-1] == "A" else "A"), "not-a-key"):
+                    want = emb.get("/all", headers=bearer(k))
+                    got = self.b.get("/all", headers=bearer(k))
+                    self.assertEqual(got[0], 401, got)
+                    self.assertEqual(got[0], want[0])
+                    self.assertEqual(got[1].get("www-authenticate"), want[1].get("www-authenticate"))
+                    self.assertEqual(got[2]["error"], want[2]["error"])
+            finally:
+                self.assertEqual(emb.stop(), 0, emb.err)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def test_non_loopback_needs_auth(self):
+        st = cluster()
+        db = "evs_itauth_open_%d" % os.getpid()
+        TwoServersTest.sql("CREATE DATABASE %s" % db)
+        url = "postgresql://evs:%s@127.0.0.1:%d/%s" % (PASSWORD, st["port"], db)
+        try:
+            p = subprocess.run([BIN, "serve", "-d", url, "--listen", "0.0.0.0:0"], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=TIMEOUT)
+            self.assertEqual(p.returncode, 4, p.stderr)
+            self.assertIn(b"refusing to listen on 0.0.0.0:0 without authentication", p.stderr)
+            self.assertNotIn(PASSWORD.encode(), p.stderr)
+            proc = subprocess.Popen([BIN, "serve", "-d", url, "--listen", "0.0.0.0:0", "--auth"],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            line = proc.stdout.readline().decode()
+            self.assertIn("listening on http://0.0.0.0:", line)
+            self.assertIn("auth on", line)
+            proc.send_signal(signal.SIGTERM)
+            self.assertEqual(proc.wait(TIMEOUT), 0)
+            proc.stdout.close()
+            proc.stderr.close()
+        finally:
+            TwoServersTest.sql("DROP DATABASE %s WITH (FORCE)" % db)
 
 
 if __name__ == "__main__":
