@@ -677,7 +677,15 @@ static int engine_key_get(evs_store *s, evs__keystore *ks, const char *subject, 
         }
     }
     pthread_rwlock_wrlock(&ks->lock);
-    rc = cache_put(ks, subject, n, *state, *state == EVS_SUBJECT_LIVE ? key : NULL, gen);
+    /* a forget through this handle may have finished while the row was read: forgetting is final, so a live
+       row read before it never replaces the forgotten entry (the embedded path has mu for this) */
+    ks_entry *e = cache_find(ks, subject, n, subj_hash(KS_KEY, subject, n));
+    if (e && e->state == EVS_SUBJECT_FORGOTTEN) {
+        *state = EVS_SUBJECT_FORGOTTEN;
+        sodium_memzero(key, EVS_DATA_KEY_BYTES);
+    } else {
+        rc = cache_put(ks, subject, n, *state, *state == EVS_SUBJECT_LIVE ? key : NULL, gen);
+    }
     pthread_rwlock_unlock(&ks->lock);
 out:
     sodium_memzero(row, sizeof row);
