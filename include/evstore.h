@@ -180,8 +180,9 @@ int evs_store_set_index_map_size(evs_store *s, uint64_t bytes);
  * when dir is a "postgresql://" (or "postgres://") URL, the store in that
  * PostgreSQL database (src/pg; its schema is created or upgraded here).
  * The same calls work on both engines (consumers, projections, schemas,
- * the application layer and sagas included); what the PostgreSQL engine
- * does not do (encrypted streams, scavenge, repair, backup: the last three
+ * the application layer, sagas and encrypted streams included: subject
+ * keys in the database, the master key still from evs_store_use_master_key);
+ * what the PostgreSQL engine does not do (scavenge, repair, backup: they
  * work on the embedded log's files) fails with EVS_ENOTSUP naming the
  * operation.
  * Recovery runs here: a torn or corrupt tail record is truncated and the

@@ -13,7 +13,9 @@
  * data is encrypted after validation (schemas see plaintext) with
  * XChaCha20-Poly1305; the nonce is derived from the key, the event id and
  * the plaintext, so an idempotent retry stores the same bytes.  Data keys
- * live in DIR/subject-keys/, each wrapped by the master key.
+ * live in DIR/subject-keys/ (on PostgreSQL: the table evs_subject_keys,
+ * shared by every server on the database), each wrapped by the master key,
+ * which is never stored with them.
  *
  * Readers (evs_reader_next, and so every read path above it) return the
  * plaintext.  Forgetting a subject destroys its key for good: its events

@@ -30,6 +30,8 @@
  *                        people querying the store with SQL.
  *   evs_bus_kv           the consumer bus: records, DLQ, projection state
  *                        (src/pg/pg_kv.h; src/bus/kv.h).
+ *   evs_subject_keys     crypto-shredding: each subject's wrapped data key,
+ *   evs_subject_master   and the check of the master key (src/pg/pg_keys.c).
  *
  * evs_append(...) and, for a group commit's appends together,
  * evs_append_batch(...) are the only ways events are written; see their
@@ -337,6 +339,91 @@ static const migration MIGRATIONS[] = {
      "  k bytea NOT NULL,\n"
      "  v bytea NOT NULL,\n"
      "  PRIMARY KEY (db, k));\n"},
+    /*
+     * Crypto-shredding (pg_keys.c; the embedded engine's is DIR/subject-keys/,
+     * src/store/keystore.c).  evs_subject_keys: one row per subject, its data
+     * key wrapped by the master key (nonce || XChaCha20-Poly1305 of the key,
+     * the same bytes as a key file's); a forget sets wrapped to NULL for
+     * good and keeps the row, so the subject stays forgotten: a later append
+     * under it is refused, never given a fresh key.  evs_subject_master: the
+     * check that proves which master key made the keys (never the key).
+     * event_stream_metadata.encrypt: the "$encrypt" value in force, so the
+     * stream row's trigger refuses events that are not sealed envelopes in
+     * an encrypted stream: a server that has not yet seen the metadata
+     * another server wrote cannot store plaintext there (it is told EV002,
+     * reads the metadata, seals and retries).
+     */
+    {6, "crypto-shredding: evs_subject_keys, evs_subject_master, encrypted streams refuse plaintext",
+     "ALTER TABLE event_stream_metadata ADD COLUMN encrypt text;\n"
+     "CREATE TABLE evs_subject_keys (\n"
+     "  subject text COLLATE \"C\" PRIMARY KEY,\n"
+     "  wrapped bytea,\n"
+     "  created_at timestamptz NOT NULL DEFAULT clock_timestamp(),\n"
+     "  forgotten_at timestamptz,\n"
+     "  CHECK ((wrapped IS NULL) = (forgotten_at IS NOT NULL)));\n"
+     "CREATE TABLE evs_subject_master (\n"
+     "  id integer PRIMARY KEY CHECK (id = 1),\n"
+     "  check_blob bytea NOT NULL,\n"
+     "  created_at timestamptz NOT NULL DEFAULT clock_timestamp());\n"
+     /* the subject's key, stored first if p_wrapped is given and the subject has no row: one key per subject
+        however many servers create it at once (the loser's INSERT waits for the winner, then reads its row) */
+     "CREATE FUNCTION evs_subject_key(p_subject text, p_wrapped bytea)\n"
+     "  RETURNS TABLE (o_state integer, o_wrapped bytea) LANGUAGE plpgsql AS $f$\n"
+     "BEGIN\n"
+     "  IF p_wrapped IS NOT NULL THEN\n"
+     "    INSERT INTO evs_subject_keys (subject, wrapped) VALUES (p_subject, p_wrapped) ON CONFLICT (subject) DO NOTHING;\n"
+     "    IF FOUND THEN RETURN QUERY SELECT 1, p_wrapped; RETURN; END IF;\n"
+     "  END IF;\n"
+     "  RETURN QUERY SELECT CASE WHEN k.wrapped IS NULL THEN 2 ELSE 1 END, k.wrapped\n"
+     "    FROM evs_subject_keys k WHERE k.subject = p_subject;\n"
+     "END\n"
+     "$f$;\n"
+     /* forget: the wrapped key dropped for good, every server told (NOTIFY at commit); false: no such subject */
+     "CREATE FUNCTION evs_forget_subject(p_subject text) RETURNS boolean LANGUAGE plpgsql AS $f$\n"
+     "BEGIN\n"
+     "  UPDATE evs_subject_keys SET wrapped = NULL, forgotten_at = clock_timestamp()\n"
+     "    WHERE subject = p_subject AND wrapped IS NOT NULL;\n"
+     "  IF FOUND THEN PERFORM pg_notify('" EVS_PG_KEYS_CHANNEL "', p_subject); RETURN true; END IF;\n"
+     "  RETURN EXISTS (SELECT 1 FROM evs_subject_keys k WHERE k.subject = p_subject);\n"
+     "END\n"
+     "$f$;\n"
+     "CREATE FUNCTION evs_subject_master_check(p_check bytea) RETURNS bytea LANGUAGE plpgsql AS $f$\n"
+     "BEGIN\n"
+     "  IF p_check IS NOT NULL THEN\n"
+     "    INSERT INTO evs_subject_master (id, check_blob) VALUES (1, p_check) ON CONFLICT (id) DO NOTHING;\n"
+     "  END IF;\n"
+     "  RETURN (SELECT m.check_blob FROM evs_subject_master m WHERE m.id = 1);\n"
+     "END\n"
+     "$f$;\n"
+     /* the stream row's trigger (migration 3) also refuses plaintext in an encrypted stream: one probe of
+        event_stream_metadata as before; only an encrypted stream's new events are looked at.  A BEFORE INSERT
+        for a stream that exists is followed by the ON CONFLICT's BEFORE UPDATE, which knows the old version */
+     "CREATE OR REPLACE FUNCTION evs_refuse_tombstoned() RETURNS trigger LANGUAGE plpgsql AS $f$\n"
+     "DECLARE v_tomb boolean; v_enc text; v_from bigint := 0; v_bad bigint;\n"
+     "BEGIN\n"
+     "  SELECT m.tombstone, m.encrypt INTO v_tomb, v_enc FROM event_stream_metadata m\n"
+     "    WHERE m.aggregate_id = NEW.aggregate_id;\n"
+     "  IF NOT FOUND THEN RETURN NEW; END IF;\n"
+     "  IF v_tomb THEN\n"
+     "    RAISE EXCEPTION USING ERRCODE = '" EVS_PG_SQLSTATE_DELETED "',\n"
+     "      MESSAGE = format('stream \"%s\" is hard-deleted (tombstone): it can never be written again', NEW.aggregate_id);\n"
+     "  END IF;\n"
+     "  IF v_enc IS NULL THEN RETURN NEW; END IF;\n"
+     "  IF TG_OP = 'UPDATE' THEN v_from := OLD.version;\n"
+     "  ELSIF EXISTS (SELECT 1 FROM event_streams s WHERE s.aggregate_id = NEW.aggregate_id) THEN RETURN NEW;\n"
+     "  END IF;\n"
+     "  SELECT e.stream_position INTO v_bad FROM event_store e\n"
+     "    WHERE e.aggregate_id = NEW.aggregate_id AND e.stream_position > v_from AND e.stream_position <= NEW.version\n"
+     "      AND substring(e.event_data FROM 1 FOR 17) <> decode('7b2224656e63223a22786332307031222c', 'hex')\n"
+     "    LIMIT 1;\n"
+     "  IF FOUND THEN\n"
+     "    RAISE EXCEPTION USING ERRCODE = '" EVS_PG_SQLSTATE_PLAINTEXT "',\n"
+     "      MESSAGE = format('stream \"%s\" is encrypted (\"$encrypt\": \"%s\" in its metadata) and its event at "
+     "position %s is not sealed', NEW.aggregate_id, v_enc, v_bad);\n"
+     "  END IF;\n"
+     "  RETURN NEW;\n"
+     "END\n"
+     "$f$;\n"},
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])

@@ -94,6 +94,8 @@ int evs__pg_err(PGconn *c, const PGresult *r, const char *what) {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     if (state && !strcmp(state, EVS_PG_SQLSTATE_DELETED)) /* the schema's own refusal: its message as is */
         return evs__err(EVS_EDELETED, "%s", PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
+    if (state && !strcmp(state, EVS_PG_SQLSTATE_PLAINTEXT)) /* store_engine.c reads the metadata and seals */
+        return evs__err(EVS_EKEY, "%s", PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY));
     const char *m = r ? PQresultErrorMessage(r) : NULL;
     if (!m || !*m) m = c ? PQerrorMessage(c) : "no connection";
     size_t n = strlen(m);
@@ -320,11 +322,12 @@ static int read_head(PGconn *c, uint64_t *h) {
     return rc;
 }
 
-/* Connect, LISTEN, then read the head: in that order nothing committed in between is missed. */
+/* Connect, LISTEN, then read the head: in that order nothing committed in between is missed.  A forget
+   notified while no one listened is not missed either: the key generation moves (cached keys are dropped). */
 static PGconn *listen_connect(evs_pg *pg) {
     PGconn *c;
     if (connect_one(pg, &c)) return NULL;
-    PGresult *r = PQexec(c, "LISTEN " EVS_PG_CHANNEL);
+    PGresult *r = PQexec(c, "LISTEN " EVS_PG_CHANNEL "; LISTEN " EVS_PG_KEYS_CHANNEL);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     uint64_t h;
@@ -332,6 +335,7 @@ static PGconn *listen_connect(evs_pg *pg) {
         PQfinish(c);
         return NULL;
     }
+    atomic_fetch_add(&pg->keys_gen, 1);
     evs__pg_note_head(pg, h);
     return c;
 }
@@ -362,8 +366,12 @@ static void *listener_main(void *arg) {
         PGnotify *nt;
         uint64_t top = 0;
         while ((nt = PQnotifies(c))) {
-            uint64_t h = strtoull(nt->extra, NULL, 10);
-            if (h > top) top = h;
+            if (!strcmp(nt->relname, EVS_PG_KEYS_CHANNEL)) {
+                atomic_fetch_add(&pg->keys_gen, 1); /* a subject was forgotten: keystore.c drops cached keys */
+            } else {
+                uint64_t h = strtoull(nt->extra, NULL, 10);
+                if (h > top) top = h;
+            }
             PQfreemem(nt);
         }
         if (top) evs__pg_note_head(pg, top);
@@ -888,6 +896,10 @@ static const evs_engine PG_ENGINE = {
     .meta_get = evs__pg_meta_get,
     .meta_set = evs__pg_meta_set,
     .check = evs__pg_check,
+    .key_get = evs__pg_key_get,
+    .key_forget = evs__pg_key_forget,
+    .key_master = evs__pg_key_master,
+    .key_generation = evs__pg_key_generation,
 };
 
 const evs_engine *evs__pg_engine(void) { return &PG_ENGINE; }

@@ -25,6 +25,10 @@
 #define EVS_PG_GATHER_US 1000
 /* The SQLSTATE the schema raises for a write to a hard-deleted stream (migrate.c): EVS_EDELETED. */
 #define EVS_PG_SQLSTATE_DELETED "EV001"
+/* The SQLSTATE the schema raises for an unsealed event in an encrypted stream (migrate.c 6): EVS_EKEY. */
+#define EVS_PG_SQLSTATE_PLAINTEXT "EV002"
+/* The channel a forget notifies with the subject (migrate.c 6): every server drops its cached keys. */
+#define EVS_PG_KEYS_CHANNEL "evs_keys"
 /* The channel evs_append() notifies with the new head (decimal text). */
 #define EVS_PG_CHANNEL "evs_events"
 
@@ -46,6 +50,7 @@ typedef struct evs_pg {
     pthread_cond_t gather_cv;     /* an append queued, under mu */
     size_t q_len, last_batch;     /* queued now; size of the last batch */
     _Atomic uint64_t st_appends, st_events, st_batches; /* since open (evs_store_get_stats) */
+    _Atomic uint64_t keys_gen;   /* raised by the listener on each forget and reconnect (pg_keys.c) */
     pthread_t listener;
     int listener_started;
     int wake[2];                 /* a pipe: close wakes the listener's poll */
@@ -135,6 +140,13 @@ int evs__pg_meta_after_conflict(evs_pg *pg, const evs__engine_append *a, evs_app
     "OR (m.max_count IS NOT NULL AND e.stream_position + m.max_count <= s.version) "                             \
     "OR (m.max_age IS NOT NULL AND e.recorded_at < statement_timestamp() - m.max_age * interval '1 second')) "    \
     "OFFSET 0)"
+
+/* Subject keys of crypto-shredding (pg_keys.c): the engine table's key_* (store/engine.h). */
+int evs__pg_key_get(void *e, const char *subject, size_t n, const uint8_t *create, size_t create_len, int *state,
+                    uint8_t *out, size_t cap, size_t *out_len);
+int evs__pg_key_forget(void *e, const char *subject, size_t n);
+int evs__pg_key_master(void *e, const uint8_t *check, size_t len, uint8_t *out, size_t cap, size_t *out_len);
+uint64_t evs__pg_key_generation(void *e);
 
 /* evs_store_check on this engine (pg_check.c). */
 int evs__pg_check(void *e, evs_check_report *rep);

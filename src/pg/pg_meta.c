@@ -191,15 +191,20 @@ int evs__pg_meta_set(void *e, const evs__meta_write *mw, int64_t expected, uint6
     snprintf(age, sizeof age, "%lld", (long long)mw->m.max_age);
     snprintf(cnt, sizeof cnt, "%lld", (long long)mw->m.max_count);
     snprintf(trunc, sizeof trunc, "%llu", (unsigned long long)mw->m.truncate_before);
-    const char *vals[7] = {target, mw->json, mv, mw->m.max_age >= 0 ? age : NULL, mw->m.max_count >= 0 ? cnt : NULL,
-                           trunc, mw->m.tombstone ? "t" : "f"};
-    int lens[7] = {0, (int)mw->json_len, 0, 0, 0, 0, 0}, fmts[7] = {0, 1, 0, 0, 0, 0, 0};
+    char enc[300]; /* "tag:" and a prefix of at most EVS_MAX_SUBJECT bytes */
+    snprintf(enc, sizeof enc, "%.*s", (int)mw->encrypt_len, mw->encrypt ? mw->encrypt : "");
+    const char *vals[8] = {target, mw->json, mv, mw->m.max_age >= 0 ? age : NULL, mw->m.max_count >= 0 ? cnt : NULL,
+                           trunc, mw->m.tombstone ? "t" : "f", mw->encrypt ? enc : NULL};
+    int lens[8] = {0, (int)mw->json_len, 0, 0, 0, 0, 0, 0}, fmts[8] = {0, 1, 0, 0, 0, 0, 0, 0};
+    /* encrypt: the trigger on event_streams refuses unsealed events in the stream from this commit on */
     if ((rc = run(c,
-                  "INSERT INTO event_stream_metadata AS m VALUES ($1, $2::bytea, $3::bigint, $4::bigint, $5::bigint, "
-                  "$6::bigint, $7::boolean) ON CONFLICT (aggregate_id) DO UPDATE SET metadata = EXCLUDED.metadata, "
-                  "meta_version = EXCLUDED.meta_version, max_age = EXCLUDED.max_age, max_count = EXCLUDED.max_count, "
-                  "truncate_before = EXCLUDED.truncate_before, tombstone = EXCLUDED.tombstone",
-                  7, vals, lens, fmts, "postgresql: metadata: store the object", NULL))) {
+                  "INSERT INTO event_stream_metadata AS m (aggregate_id, metadata, meta_version, max_age, max_count, "
+                  "truncate_before, tombstone, encrypt) VALUES ($1, $2::bytea, $3::bigint, $4::bigint, $5::bigint, "
+                  "$6::bigint, $7::boolean, $8::text) ON CONFLICT (aggregate_id) DO UPDATE SET metadata = "
+                  "EXCLUDED.metadata, meta_version = EXCLUDED.meta_version, max_age = EXCLUDED.max_age, max_count = "
+                  "EXCLUDED.max_count, truncate_before = EXCLUDED.truncate_before, tombstone = EXCLUDED.tombstone, "
+                  "encrypt = EXCLUDED.encrypt",
+                  8, vals, lens, fmts, "postgresql: metadata: store the object", NULL))) {
         rc = rollback(c, rc);
         goto out;
     }

@@ -51,6 +51,47 @@ int evs__crypt_check_mode(evs_json_span v) {
     return EVS_OK;
 }
 
+int evs__crypt_mode_of(const char *json, size_t len, char *prefix, size_t cap, size_t *prefix_len) {
+    int mode = 0;
+    char m[EVS_MAX_SUBJECT + 8];
+    if (!json || len <= 10 || !memmem(json, len, "\"$encrypt\"", 10)) return 0;
+    evs_json_iter it;
+    evs_json_span k, v;
+    evs__json_iter_init(&it, evs__json_root(json, len));
+    while (evs__json_iter_member(&it, &k, &v)) {
+        long n;
+        if (!evs__json_string_eq(k, "$encrypt") || (n = evs__json_string_decode(v, m, sizeof m)) < 0) continue;
+        if (!strcmp(m, "stream")) mode = 1;
+        else if (!strncmp(m, "tag:", 4) && (size_t)n - 4 < cap) {
+            mode = 2;
+            memcpy(prefix, m + 4, (size_t)n - 3);
+            *prefix_len = (size_t)n - 4;
+        }
+    }
+    return mode;
+}
+
+int evs__crypt_engine_mode(evs_store *s, const char *stream, size_t len, int force, char *prefix, size_t cap,
+                           size_t *prefix_len) {
+    int mode = force ? KS_MODE_STALE : evs__ks_mode_get(s, stream, len, prefix, cap, prefix_len);
+    if (mode >= 0) return mode;
+    if (mode == KS_MODE_ABSENT) return 0; /* optimistic: the engine refuses plaintext where it must not go */
+    char *json = NULL;
+    size_t jl = 0;
+    int rc = evs_stream_get_metadata(s, stream, &json, &jl, NULL, NULL);
+    if (rc == EVS_ENOTFOUND) {
+        evs__err_clear();
+        mode = 0;
+    } else if (rc) {
+        return rc;
+    } else {
+        mode = evs__crypt_mode_of(json, jl, prefix, cap, prefix_len);
+    }
+    free(json);
+    evs__ks_mode_put(s, stream, len, mode, prefix, mode == 2 ? *prefix_len : 0);
+    return mode;
+}
+
 /* ------------------------------------------------------------ seal */
 
 static void make_nonce(const uint8_t key[EVS_DATA_KEY_BYTES], const evs_uuid *id, const char *data, size_t len,
@@ -140,7 +181,10 @@ int evs__crypt_seal_append(evs_store *s, const char *stream, size_t slen, evs_ev
                             "encrypted data)", i + 1);
     char prefix[EVS_MAX_SUBJECT + 1];
     size_t plen = 0;
-    int mode = stream[0] == '$' ? 0 : evs__meta_encrypt(s, stream, slen, prefix, sizeof prefix, &plen);
+    int mode = stream[0] == '$' ? 0
+               : s->engine ? evs__crypt_engine_mode(s, stream, slen, 0, prefix, sizeof prefix, &plen)
+                           : evs__meta_encrypt(s, stream, slen, prefix, sizeof prefix, &plen);
+    if (mode < 0) return mode;
     if (!mode) return EVS_OK;
     if (!(seal->env = calloc(n, sizeof *seal->env))) return evs__err(EVS_ENOMEM, "out of memory encrypting");
     seal->n = n;
@@ -245,6 +289,10 @@ int evs__crypt_open_event(evs_store *s, evs__crypt_rd *rd, evs_event *ev) {
     rd->subject_len = (size_t)sn;
     uint8_t key[EVS_DATA_KEY_BYTES];
     int state, rc = evs__key_get(s, rd->subject, (size_t)sn, 0, key, &state);
+    if (rc == EVS_ENOTFOUND && s->engine)
+        return evs__err(EVS_EKEY, "event at global position %llu (stream \"%.*s\"): subject \"%s\" has no key in "
+                        "the %s engine's subject keys", (unsigned long long)ev->global_position, (int)ev->stream_len,
+                        ev->stream, rd->subject, s->engine->name);
     if (rc == EVS_ENOTFOUND)
         return evs__err(EVS_EKEY, "event at global position %llu (stream \"%.*s\"): subject \"%s\" has no key in "
                         "%s/" EVS_KEYSTORE_DIR " (a restored store needs its keys: restore --keys-from LIVE_DIR)",
@@ -303,8 +351,8 @@ void evs__crypt_rd_free(evs__crypt_rd *rd) {
 /* ------------------------------------------------------------ API */
 
 static int subject_arg(evs_store *s, const char *subject, const char *what, size_t *n) {
-    if (s && s->engine) return evs__store_native_only(s, what); /* keys live in the store's directory */
-    if (!s || !s->dir) return evs__err(EVS_ECLOSED, "%s: the store is not open", what);
+    if (s && s->engine && !s->engine->key_get) return evs__store_native_only(s, what);
+    if (!s || (!s->dir && !s->engine)) return evs__err(EVS_ECLOSED, "%s: the store is not open", what);
     if (!subject) return evs__err(EVS_EINVAL, "%s: subject is NULL", what);
     *n = strnlen(subject, EVS_MAX_SUBJECT + 1);
     if (*n == 0 || *n > EVS_MAX_SUBJECT)

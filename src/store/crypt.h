@@ -37,6 +37,17 @@ int evs__key_get(evs_store *s, const char *subject, size_t n, int create, uint8_
                  int *state);
 /* Replace the subject's key file by a tombstone (crash-safe).  EVS_ENOTFOUND when it has none. */
 int evs__key_forget(evs_store *s, const char *subject, size_t n);
+/*
+ * The "$encrypt" mode of a stream on another engine, as cached (keystore.c,
+ * for crypt.c): 0 none, 1 stream, 2 tag (prefix, NUL-terminated, into
+ * prefix; *plen), KS_MODE_ABSENT when never cached, KS_MODE_STALE when
+ * cached too long ago to be used.  mode_put caches an answer read from the
+ * engine (out of memory: not cached).
+ */
+#define KS_MODE_ABSENT (-1)
+#define KS_MODE_STALE (-2)
+int evs__ks_mode_get(evs_store *s, const char *stream, size_t n, char *prefix, size_t cap, size_t *plen);
+void evs__ks_mode_put(evs_store *s, const char *stream, size_t n, int mode, const char *prefix, size_t plen);
 
 /* ---- data (crypt.c) */
 
@@ -82,5 +93,16 @@ int evs__append_reserved(evs_store *s, const char *stream, const evs_event_in *e
 
 /* The "$encrypt" mode of a stream from its metadata (meta.c): 0 none, 1 stream, 2 tag (prefix into buf). */
 int evs__meta_encrypt(evs_store *s, const char *stream, size_t len, char *prefix, size_t cap, size_t *prefix_len);
+/* The same from a metadata object (crypt.c): 0 none, 1 stream, 2 tag (prefix, NUL-terminated, into buf). */
+int evs__crypt_mode_of(const char *json, size_t len, char *prefix, size_t cap, size_t *prefix_len);
+/*
+ * The "$encrypt" mode of a stream on another engine (crypt.c): the cached
+ * answer while fresh; a stream never seen is taken as plaintext without
+ * asking (the engine refuses unsealed events in an encrypted stream with
+ * EVS_EKEY, and the caller asks again with force); a stale entry or force:
+ * the metadata read again.  The mode, or an error < 0.
+ */
+int evs__crypt_engine_mode(evs_store *s, const char *stream, size_t len, int force, char *prefix, size_t cap,
+                           size_t *prefix_len);
 
 #endif

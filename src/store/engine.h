@@ -56,6 +56,8 @@ typedef struct evs__meta_write {
     evs_stream_metadata m;
     int has_target_expected;      /* a delete: the stream's own version must match */
     int64_t target_expected;
+    const char *encrypt;          /* the "$encrypt" value in force ("stream", "tag:PREFIX"), NULL when none */
+    size_t encrypt_len;
 } evs__meta_write;
 
 /* Settings an engine honours, copied from the store handle at open. */
@@ -100,6 +102,21 @@ typedef struct evs_engine {
     int (*meta_set)(void *e, const evs__meta_write *mw, int64_t expected, uint64_t *version_out);
     /* evs_store_check: the engine's own invariants, EVS_ECORRUPT naming the first broken one.  NULL: none. */
     int (*check)(void *e, evs_check_report *rep);
+    /* The subject keys of crypto-shredding (src/store/keystore.c wraps and unwraps; the engine only keeps
+       bytes).  key_get: the subject's row, *state EVS_SUBJECT_NONE, _LIVE (its wrapped key into out, cap
+       bytes, *out_len) or _FORGOTTEN.  With create (a wrapped key, create_len bytes), a subject that has no
+       row gets that one, atomically: whoever creates it first wins everywhere, and the others are answered
+       with the winner's key; a forgotten subject stays forgotten.  key_forget: drop the wrapped key for good
+       (the row stays, forgotten) and tell every handle on the same store; EVS_ENOTFOUND when the subject has
+       no row.  key_master: the check of the master key (opaque bytes), stored first when check is given and
+       there is none yet; *out_len 0 when there is none.  key_generation: a number that changes whenever a
+       cached key may have been forgotten elsewhere (a forget by another handle, a lost notification
+       channel): the key store drops its cached keys then.  All NULL: encrypted streams not supported. */
+    int (*key_get)(void *e, const char *subject, size_t n, const uint8_t *create, size_t create_len, int *state,
+                   uint8_t *out, size_t cap, size_t *out_len);
+    int (*key_forget)(void *e, const char *subject, size_t n);
+    int (*key_master)(void *e, const uint8_t *check, size_t len, uint8_t *out, size_t cap, size_t *out_len);
+    uint64_t (*key_generation)(void *e);
 } evs_engine;
 
 /* The engine that handles `where` (a URL scheme it knows), or NULL for a directory. */

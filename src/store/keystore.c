@@ -36,6 +36,19 @@
  * reader and appender.  Only the store's writer process writes key files
  * (the store's LOCK); a read-only open reads them and keeps what it read
  * until it is closed.
+ *
+ * ANOTHER ENGINE (store/engine.h key_*, e.g. src/pg/pg_keys.c).  The same
+ * bytes, kept by the engine instead of files: a key row holds nonce ||
+ * wrapped key (72 bytes, the same additional data), the master check is
+ * the MASTER file's 48 bytes.  The master key still comes only from the
+ * caller (evs_store_use_master_key), never from the engine.  Creation is
+ * the engine's (one key per subject whichever handle creates it first);
+ * several processes share the keys, so the cache cannot keep a live key for
+ * ever: a live entry is used while the engine's key generation is the one
+ * it was read under (the engine raises it when any handle forgets a
+ * subject) and for at most KS_ENGINE_TTL_NS besides; a forgotten entry is
+ * kept (forgetting is final).  The same table caches each stream's
+ * "$encrypt" mode for crypt.c (kind KS_MODE), with the same age limit.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -62,13 +75,24 @@
 #define NONCE_LEN crypto_aead_xchacha20poly1305_ietf_NPUBBYTES
 #define TAG_LEN crypto_aead_xchacha20poly1305_ietf_ABYTES
 #define KS_DIR_MAX (PATH_MAX - 48) /* the store refuses directories longer than PATH_MAX - 64 */
+#define ROW_LEN (NONCE_LEN + EVS_DATA_KEY_BYTES + TAG_LEN) /* an engine's key row: nonce || wrapped key */
+/* How long a cached live key (or stream mode) of another engine is used without asking the engine again:
+   the bound on using a key another process forgot when its notification was lost (pg_keys.c) */
+#define KS_ENGINE_TTL_NS 1000000000LL
+
+enum { KS_KEY = 0, KS_MODE = 1 }; /* what a cache entry holds: a subject's key, or a stream's "$encrypt" mode */
 
 typedef struct ks_entry {
-    char *subject;
+    char *subject;                /* or the stream name (KS_MODE) */
     size_t len;
     uint64_t hash;
-    int state;
+    int kind;
+    int state;                    /* KS_MODE: the mode, 0 none, 1 stream, 2 tag */
     uint8_t key[EVS_DATA_KEY_BYTES];
+    int64_t at;                   /* another engine: when it was read (monotonic ns) */
+    uint64_t gen;                 /* ... and under which key generation */
+    char *prefix;                 /* KS_MODE 2: the tag prefix */
+    size_t plen;
 } ks_entry;
 
 struct evs__keystore {
@@ -133,7 +157,7 @@ int evs_store_set_master_key(evs_store *s, const uint8_t key[EVS_MASTER_KEY_BYTE
     evs__keystore *ks;
     int rc;
     if (!s || !key) return evs__err(EVS_EINVAL, "set_master_key: NULL argument");
-    if (s->dir) return evs__err(EVS_EINVAL, "set_master_key: the store is already open");
+    if (s->dir || s->engine) return evs__err(EVS_EINVAL, "set_master_key: the store is already open");
     if ((rc = ks_get(s, &ks))) return rc;
     memcpy(ks->master, key, EVS_MASTER_KEY_BYTES);
     ks->has_master = 1;
@@ -251,6 +275,15 @@ static void key_name(const char *subject, size_t n, char name[40]) {
     memcpy(name + 32, ".key", 5);
 }
 
+/* The bytes of a MASTER file for our master key: magic, nonce, the tag of the empty message. */
+static void master_check_make(const evs__keystore *ks, uint8_t f[MASTER_FILE_LEN]) {
+    memcpy(f, MASTER_MAGIC, 8);
+    randombytes_buf(f + 8, NONCE_LEN);
+    unsigned long long cl;
+    crypto_aead_xchacha20poly1305_ietf_encrypt(f + 32, &cl, NULL, 0, (const uint8_t *)MASTER_AD, strlen(MASTER_AD),
+                                               NULL, f + 8, ks->master);
+}
+
 /* mkdir DIR/subject-keys (0700) and the MASTER file, once.  Caller holds mu. */
 static int ensure_dir(evs_store *s, evs__keystore *ks) {
     if (ks->dir_made) return EVS_OK;
@@ -266,13 +299,47 @@ static int ensure_dir(evs_store *s, evs__keystore *ks) {
     struct stat st;
     if (stat(path, &st) != 0) {
         uint8_t f[MASTER_FILE_LEN];
-        memcpy(f, MASTER_MAGIC, 8);
-        randombytes_buf(f + 8, NONCE_LEN);
-        unsigned long long cl;
-        crypto_aead_xchacha20poly1305_ietf_encrypt(f + 32, &cl, NULL, 0, (const uint8_t *)MASTER_AD,
-                                                   strlen(MASTER_AD), NULL, f + 8, ks->master);
+        master_check_make(ks, f);
         if ((rc = write_atomic(dir, "MASTER", f, sizeof f))) return rc;
     }
+    ks->dir_made = 1;
+    return EVS_OK;
+}
+
+/* Does f (a MASTER file's bytes, n of them) verify with our master key?  EVS_OK, EVS_ECORRUPT or EVS_EKEY. */
+static int master_check_verify(evs__keystore *ks, const uint8_t *f, size_t n, const char *where) {
+    if (n != MASTER_FILE_LEN || memcmp(f, MASTER_MAGIC, 8))
+        return evs__err(EVS_ECORRUPT, "key store %s is malformed (%zu bytes)", where, n);
+    if (crypto_aead_xchacha20poly1305_ietf_decrypt(NULL, NULL, NULL, f + 32, TAG_LEN, (const uint8_t *)MASTER_AD,
+                                                   strlen(MASTER_AD), f + 8, ks->master))
+        return evs__err(EVS_EKEY, "the master key from %s is not the one of this store's key store (%s does not "
+                        "verify with it); nothing was changed", ks->source, where);
+    return EVS_OK;
+}
+
+#define ENGINE_MASTER_WHERE "the database's evs_subject_master"
+
+/* Another engine: check (or, first of all, store) the master check.  Caller holds mu. */
+static int ensure_engine_master(evs_store *s, evs__keystore *ks) {
+    if (ks->dir_made) return EVS_OK;
+    uint8_t f[MASTER_FILE_LEN], got[MASTER_FILE_LEN + 1];
+    size_t n;
+    master_check_make(ks, f);
+    int rc = s->engine->key_master(s->eng, f, sizeof f, got, sizeof got, &n);
+    /* another server may have stored its check first: ours must verify with what is there */
+    if (!rc) rc = master_check_verify(ks, got, n, ENGINE_MASTER_WHERE);
+    if (!rc) ks->dir_made = 1;
+    return rc;
+}
+
+/* evs__keystore_open on another engine: the master key, if given, must verify with the check stored. */
+static int keystore_open_engine(evs_store *s, evs__keystore *ks) {
+    uint8_t got[MASTER_FILE_LEN + 1];
+    size_t n;
+    if (!s->engine->key_get) return EVS_OK; /* no encrypted streams there: crypt.c says so when asked */
+    int rc = s->engine->key_master(s->eng, NULL, 0, got, sizeof got, &n);
+    if (rc || !n || !ks->has_master) return rc;
+    if ((rc = master_check_verify(ks, got, n, ENGINE_MASTER_WHERE))) return rc;
     ks->dir_made = 1;
     return EVS_OK;
 }
@@ -281,6 +348,10 @@ int evs__keystore_open(evs_store *s) {
     evs__keystore *ks;
     int rc;
     if ((rc = ks_get(s, &ks))) return rc;
+    if (s->engine) {
+        ks->dir_made = 0;
+        return keystore_open_engine(s, ks);
+    }
     ks->dir_made = 0;
     char dir[KS_DIR_MAX], path[KS_DIR_MAX + 300];
     ks_dir(s, dir, sizeof dir);
@@ -303,10 +374,7 @@ int evs__keystore_open(evs_store *s) {
     if (n != MASTER_FILE_LEN || memcmp(f, MASTER_MAGIC, 8))
         return evs__err(EVS_ECORRUPT, "key store file %s is malformed (%zd bytes)", path, n);
     if (!ks->has_master) return EVS_OK; /* opens; encrypted data is refused later, event by event */
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(NULL, NULL, NULL, f + 32, TAG_LEN, (const uint8_t *)MASTER_AD,
-                                                   strlen(MASTER_AD), f + 8, ks->master))
-        return evs__err(EVS_EKEY, "the master key from %s is not the one of this store's key store (%s does not "
-                        "verify with it); nothing was changed", ks->source, path);
+    if ((rc = master_check_verify(ks, f, (size_t)n, path))) return rc;
     ks->dir_made = 1;
     return EVS_OK;
 }
@@ -319,6 +387,7 @@ void evs__keystore_close(evs_store *s) {
         if (ks->slots[i]) {
             sodium_memzero(ks->slots[i]->key, EVS_DATA_KEY_BYTES);
             free(ks->slots[i]->subject);
+            free(ks->slots[i]->prefix);
             free(ks->slots[i]);
         }
     free(ks->slots);
@@ -339,32 +408,36 @@ void evs__keystore_free(evs_store *s) {
 
 /* ------------------------------------------------------------ cache */
 
-static uint64_t subj_hash(const char *p, size_t n) {
-    uint64_t h = 1469598103934665603ull; /* FNV-1a: the table's, not a secret */
+static uint64_t subj_hash(int kind, const char *p, size_t n) {
+    uint64_t h = 1469598103934665603ull ^ (uint64_t)kind; /* FNV-1a: the table's, not a secret */
     for (size_t i = 0; i < n; i++) h = (h ^ (unsigned char)p[i]) * 1099511628211ull;
     return h;
 }
 
 /* Caller holds lock (either way). */
-static ks_entry *cache_find(evs__keystore *ks, const char *subject, size_t n, uint64_t h) {
+static ks_entry *cache_find_kind(evs__keystore *ks, int kind, const char *subject, size_t n, uint64_t h) {
     if (!ks->nslots) return NULL;
     size_t mask = ks->nslots - 1;
     for (size_t i = h & mask;; i = (i + 1) & mask) {
         ks_entry *e = ks->slots[i];
         if (!e) return NULL;
-        if (e->hash == h && e->len == n && !memcmp(e->subject, subject, n)) return e;
+        if (e->hash == h && e->kind == kind && e->len == n && !memcmp(e->subject, subject, n)) return e;
     }
 }
 
-/* Insert or update; caller holds lock for writing. */
-static int cache_put(evs__keystore *ks, const char *subject, size_t n, int state, const uint8_t *key) {
-    uint64_t h = subj_hash(subject, n);
-    ks_entry *e = cache_find(ks, subject, n, h);
+static ks_entry *cache_find(evs__keystore *ks, const char *subject, size_t n, uint64_t h) {
+    return cache_find_kind(ks, KS_KEY, subject, n, h);
+}
+
+/* Insert or update an entry of kind; caller holds lock for writing.  The entry, or NULL (out of memory). */
+static ks_entry *cache_put_kind(evs__keystore *ks, int kind, const char *subject, size_t n) {
+    uint64_t h = subj_hash(kind, subject, n);
+    ks_entry *e = cache_find_kind(ks, kind, subject, n, h);
     if (!e) {
         if ((ks->count + 1) * 2 > ks->nslots) {
             size_t ns = ks->nslots ? ks->nslots * 2 : 64;
             ks_entry **sl = calloc(ns, sizeof *sl);
-            if (!sl) return evs__err(EVS_ENOMEM, "out of memory caching subject keys");
+            if (!sl) return NULL;
             for (size_t i = 0; i < ks->nslots; i++)
                 if (ks->slots[i]) {
                     size_t j = ks->slots[i]->hash & (ns - 1);
@@ -377,21 +450,84 @@ static int cache_put(evs__keystore *ks, const char *subject, size_t n, int state
         }
         if (!(e = calloc(1, sizeof *e)) || !(e->subject = malloc(n + 1))) {
             free(e);
-            return evs__err(EVS_ENOMEM, "out of memory caching subject keys");
+            return NULL;
         }
         memcpy(e->subject, subject, n);
         e->subject[n] = 0;
         e->len = n;
         e->hash = h;
+        e->kind = kind;
         size_t j = h & (ks->nslots - 1);
         while (ks->slots[j]) j = (j + 1) & (ks->nslots - 1);
         ks->slots[j] = e;
         ks->count++;
     }
+    return e;
+}
+
+/* A subject's key into the cache; caller holds lock for writing.  gen: the engine's key generation it was read
+   under (0 on the embedded engine). */
+static int cache_put(evs__keystore *ks, const char *subject, size_t n, int state, const uint8_t *key, uint64_t gen) {
+    ks_entry *e = cache_put_kind(ks, KS_KEY, subject, n);
+    if (!e) return evs__err(EVS_ENOMEM, "out of memory caching subject keys");
     e->state = state;
+    e->at = evs__mono_ns();
+    e->gen = gen;
     if (key) memcpy(e->key, key, EVS_DATA_KEY_BYTES);
     else sodium_memzero(e->key, EVS_DATA_KEY_BYTES);
     return EVS_OK;
+}
+
+/* May a cached entry be used?  Embedded: always.  Another engine: a forgotten key always (forgetting is
+   final); a live key or a mode while the key generation is unchanged and the entry is young enough. */
+static int cache_fresh(const evs_store *s, const ks_entry *e, uint64_t gen, int64_t now) {
+    if (!s->engine) return 1;
+    if (e->kind == KS_KEY && e->state == EVS_SUBJECT_FORGOTTEN) return 1;
+    return (e->kind == KS_MODE || e->gen == gen) && now - e->at <= KS_ENGINE_TTL_NS;
+}
+
+int evs__ks_mode_get(evs_store *s, const char *stream, size_t n, char *prefix, size_t cap, size_t *plen) {
+    evs__keystore *ks;
+    if (ks_get(s, &ks)) return evs__err_clear(), -1;
+    int mode = KS_MODE_ABSENT;
+    pthread_rwlock_rdlock(&ks->lock);
+    ks_entry *e = cache_find_kind(ks, KS_MODE, stream, n, subj_hash(KS_MODE, stream, n));
+    if (e && !cache_fresh(s, e, 0, evs__mono_ns())) mode = KS_MODE_STALE;
+    else if (e && (e->state != 2 || e->plen < cap)) {
+        mode = e->state;
+        if (mode == 2) {
+            memcpy(prefix, e->prefix, e->plen + 1);
+            *plen = e->plen;
+        }
+    }
+    pthread_rwlock_unlock(&ks->lock);
+    return mode;
+}
+
+void evs__ks_mode_put(evs_store *s, const char *stream, size_t n, int mode, const char *prefix, size_t plen) {
+    evs__keystore *ks;
+    if (ks_get(s, &ks)) {
+        evs__err_clear(); /* not cached: asked again next time */
+        return;
+    }
+    char *p = NULL;
+    if (mode == 2 && (p = malloc(plen + 1))) {
+        memcpy(p, prefix, plen);
+        p[plen] = 0;
+    }
+    if (mode == 2 && !p) return;
+    pthread_rwlock_wrlock(&ks->lock);
+    ks_entry *e = cache_put_kind(ks, KS_MODE, stream, n);
+    if (e) {
+        free(e->prefix);
+        e->prefix = p;
+        e->plen = p ? plen : 0;
+        e->state = mode;
+        e->at = evs__mono_ns();
+        p = NULL;
+    }
+    pthread_rwlock_unlock(&ks->lock);
+    free(p);
 }
 
 /* ------------------------------------------------------------ key files */
@@ -401,6 +537,28 @@ static void key_ad(const char *subject, size_t n, uint8_t *ad, size_t *adlen) {
     memcpy(ad, KEY_AD, k);
     memcpy(ad + k, subject, n);
     *adlen = k + n;
+}
+
+/* Wrap key for subject: a fresh nonce, and the key sealed under the master key (wrapped: 48 bytes). */
+static void wrap(const evs__keystore *ks, const char *subject, size_t n, const uint8_t key[EVS_DATA_KEY_BYTES],
+                 uint8_t nonce[NONCE_LEN], uint8_t *wrapped) {
+    uint8_t ad[64 + EVS_MAX_SUBJECT];
+    size_t adlen;
+    unsigned long long cl;
+    key_ad(subject, n, ad, &adlen);
+    randombytes_buf(nonce, NONCE_LEN);
+    crypto_aead_xchacha20poly1305_ietf_encrypt(wrapped, &cl, key, EVS_DATA_KEY_BYTES, ad, adlen, NULL, nonce,
+                                               ks->master);
+}
+
+/* The reverse: 0, or -1 when it does not verify (another master key, another subject, altered bytes). */
+static int unwrap(const evs__keystore *ks, const char *subject, size_t n, const uint8_t *nonce, const uint8_t *wrapped,
+                  uint8_t key[EVS_DATA_KEY_BYTES]) {
+    uint8_t ad[64 + EVS_MAX_SUBJECT];
+    size_t adlen;
+    key_ad(subject, n, ad, &adlen);
+    return crypto_aead_xchacha20poly1305_ietf_decrypt(key, NULL, NULL, wrapped, EVS_DATA_KEY_BYTES + TAG_LEN, ad, adlen,
+                                                      nonce, ks->master);
 }
 
 /*
@@ -429,11 +587,7 @@ static int key_load(evs_store *s, evs__keystore *ks, const char *subject, size_t
         return evs__err(EVS_EKEY, "subject \"%.*s\" is encrypted and no master key is configured "
                         "(--master-key-file FILE or EVSTORE_MASTER_KEY)", (int)n, subject);
     }
-    uint8_t ad[64 + EVS_MAX_SUBJECT];
-    size_t adlen;
-    key_ad(subject, n, ad, &adlen);
-    if (crypto_aead_xchacha20poly1305_ietf_decrypt(key, NULL, NULL, f + 44, EVS_DATA_KEY_BYTES + TAG_LEN, ad, adlen,
-                                                   f + 20, ks->master))
+    if (unwrap(ks, subject, n, f + 20, f + 44, key))
         return evs__err(EVS_EKEY, "key file %s of subject \"%.*s\" does not unwrap with the master key from %s "
                         "(wrong master key, or the file was altered)", path, (int)n, subject, ks->source);
     return EVS_OK;
@@ -451,15 +605,7 @@ static int key_write(evs_store *s, evs__keystore *ks, const char *subject, size_
     f[8] = (uint8_t)state;
     evs__put16(f + 10, (uint16_t)n);
     evs__put64(f + 12, (uint64_t)evs_now_ns());
-    if (state == EVS_SUBJECT_LIVE) {
-        uint8_t ad[64 + EVS_MAX_SUBJECT];
-        size_t adlen;
-        unsigned long long cl;
-        key_ad(subject, n, ad, &adlen);
-        randombytes_buf(f + 20, NONCE_LEN);
-        crypto_aead_xchacha20poly1305_ietf_encrypt(f + 44, &cl, key, EVS_DATA_KEY_BYTES, ad, adlen, NULL, f + 20,
-                                                   ks->master);
-    }
+    if (state == EVS_SUBJECT_LIVE) wrap(ks, subject, n, key, f + 20, f + 44);
     memcpy(f + KEY_HDR, subject, n);
     evs__put32(f + KEY_HDR + n, evs__crc32c(0, f, KEY_HDR + n));
     int rc = write_atomic(dir, name, f, KEY_HDR + n + 4);
@@ -473,20 +619,99 @@ static int subject_ok(const char *subject, size_t n) {
     return EVS_OK;
 }
 
+static int no_master_err(const char *subject, size_t n) {
+    return evs__err(EVS_EKEY, "subject \"%.*s\": encrypting needs a master key (--master-key-file FILE or "
+                    "EVSTORE_MASTER_KEY)", (int)n, subject);
+}
+
+/*
+ * evs__key_get on another engine, past the cache: the engine's row, created
+ * there when asked and allowed (the engine decides atomically which key
+ * wins, so what comes back may be another handle's), unwrapped here.  gen:
+ * the key generation read before asking, kept with the cached entry.
+ */
+static int engine_key_get(evs_store *s, evs__keystore *ks, const char *subject, size_t n, int create,
+                          uint8_t key[EVS_DATA_KEY_BYTES], int *state, uint64_t gen) {
+    const evs_engine *eng = s->engine;
+    if (!eng->key_get) return evs__engine_unsupported(eng, "an encrypted stream (\"$encrypt\" in its metadata)");
+    uint8_t row[ROW_LEN + 1], mine[ROW_LEN];
+    size_t rl = 0;
+    int rc;
+    if (create && ks->has_master && !s->readonly) {
+        pthread_mutex_lock(&ks->mu);
+        rc = ensure_engine_master(s, ks);
+        pthread_mutex_unlock(&ks->mu);
+        if (!rc) {
+            randombytes_buf(key, EVS_DATA_KEY_BYTES);
+            wrap(ks, subject, n, key, mine, mine + NONCE_LEN);
+            rc = eng->key_get(s->eng, subject, n, mine, ROW_LEN, state, row, sizeof row, &rl);
+        }
+        sodium_memzero(mine, sizeof mine);
+    } else {
+        rc = eng->key_get(s->eng, subject, n, NULL, 0, state, row, sizeof row, &rl);
+        if (!rc && *state == EVS_SUBJECT_NONE && create)
+            rc = !ks->has_master ? no_master_err(subject, n)
+                                 : evs__err(EVS_ECLOSED, "subject \"%.*s\": the store is open read-only", (int)n, subject);
+    }
+    if (rc) goto out;
+    if (*state == EVS_SUBJECT_NONE) {
+        rc = evs__err(EVS_ENOTFOUND, "subject \"%.*s\" has no key", (int)n, subject);
+        goto out;
+    }
+    if (*state == EVS_SUBJECT_LIVE) {
+        if (rl != ROW_LEN) {
+            rc = evs__err(EVS_ECORRUPT, "the key of subject \"%.*s\" in the %s engine is %zu bytes, not %u (damaged)",
+                          (int)n, subject, eng->name, rl, (unsigned)ROW_LEN);
+            goto out;
+        }
+        if (!ks->has_master) {
+            rc = evs__err(EVS_EKEY, "subject \"%.*s\" is encrypted and no master key is configured "
+                          "(--master-key-file FILE or EVSTORE_MASTER_KEY)", (int)n, subject);
+            goto out;
+        }
+        if (unwrap(ks, subject, n, row, row + NONCE_LEN, key)) {
+            rc = evs__err(EVS_EKEY, "the key of subject \"%.*s\" in the %s engine does not unwrap with the master "
+                          "key from %s (wrong master key, or the row was altered)", (int)n, subject, eng->name,
+                          ks->source);
+            goto out;
+        }
+    }
+    pthread_rwlock_wrlock(&ks->lock);
+    /* a forget through this handle may have finished while the row was read: forgetting is final, so a live
+       row read before it never replaces the forgotten entry (the embedded path has mu for this) */
+    ks_entry *e = cache_find(ks, subject, n, subj_hash(KS_KEY, subject, n));
+    if (e && e->state == EVS_SUBJECT_FORGOTTEN) {
+        *state = EVS_SUBJECT_FORGOTTEN;
+        sodium_memzero(key, EVS_DATA_KEY_BYTES);
+    } else {
+        rc = cache_put(ks, subject, n, *state, *state == EVS_SUBJECT_LIVE ? key : NULL, gen);
+    }
+    pthread_rwlock_unlock(&ks->lock);
+out:
+    sodium_memzero(row, sizeof row);
+    return rc;
+}
+
 int evs__key_get(evs_store *s, const char *subject, size_t n, int create, uint8_t key[EVS_DATA_KEY_BYTES],
                  int *state) {
     evs__keystore *ks;
     int rc;
     if ((rc = subject_ok(subject, n)) || (rc = ks_get(s, &ks))) return rc;
-    uint64_t h = subj_hash(subject, n);
+    uint64_t h = subj_hash(KS_KEY, subject, n);
+    /* another engine: the generation before the cache and the engine are read, so a forget that lands in
+       between leaves the entry stale */
+    uint64_t gen = s->engine && s->engine->key_generation ? s->engine->key_generation(s->eng) : 0;
+    int64_t now = s->engine ? evs__mono_ns() : 0;
     pthread_rwlock_rdlock(&ks->lock);
     ks_entry *e = cache_find(ks, subject, n, h);
+    if (e && !cache_fresh(s, e, gen, now)) e = NULL;
     if (e) {
         *state = e->state;
         if (e->state == EVS_SUBJECT_LIVE) memcpy(key, e->key, EVS_DATA_KEY_BYTES);
     }
     pthread_rwlock_unlock(&ks->lock);
     if (e) return EVS_OK;
+    if (s->engine) return engine_key_get(s, ks, subject, n, create, key, state, gen);
     /* not cached: the file, under mu so that two appenders do not both create it */
     pthread_mutex_lock(&ks->mu);
     pthread_rwlock_rdlock(&ks->lock);
@@ -500,8 +725,7 @@ int evs__key_get(evs_store *s, const char *subject, size_t n, int create, uint8_
     rc = key_load(s, ks, subject, n, 1, state, key);
     if (rc == EVS_ENOTFOUND && create) {
         if (!ks->has_master) {
-            rc = evs__err(EVS_EKEY, "subject \"%.*s\": encrypting needs a master key (--master-key-file FILE or "
-                          "EVSTORE_MASTER_KEY)", (int)n, subject);
+            rc = no_master_err(subject, n);
             goto out;
         }
         if (s->readonly) {
@@ -517,7 +741,7 @@ int evs__key_get(evs_store *s, const char *subject, size_t n, int create, uint8_
     }
     if (rc) goto out;
     pthread_rwlock_wrlock(&ks->lock);
-    rc = cache_put(ks, subject, n, *state, *state == EVS_SUBJECT_LIVE ? key : NULL);
+    rc = cache_put(ks, subject, n, *state, *state == EVS_SUBJECT_LIVE ? key : NULL, 0);
     pthread_rwlock_unlock(&ks->lock);
 out:
     pthread_mutex_unlock(&ks->mu);
@@ -530,6 +754,15 @@ int evs__key_forget(evs_store *s, const char *subject, size_t n) {
     uint8_t key[EVS_DATA_KEY_BYTES];
     if ((rc = subject_ok(subject, n)) || (rc = ks_get(s, &ks))) return rc;
     if (s->readonly) return evs__err(EVS_ECLOSED, "forget: the store is open read-only");
+    if (s->engine) {
+        /* the engine drops the wrapped key for good and tells the other handles (key_generation) */
+        if (!s->engine->key_forget) return evs__engine_unsupported(s->engine, "forgetting a subject");
+        if ((rc = s->engine->key_forget(s->eng, subject, n))) return rc;
+        pthread_rwlock_wrlock(&ks->lock);
+        rc = cache_put(ks, subject, n, EVS_SUBJECT_FORGOTTEN, NULL, 0);
+        pthread_rwlock_unlock(&ks->lock);
+        return rc;
+    }
     pthread_mutex_lock(&ks->mu);
     rc = key_load(s, ks, subject, n, 0, &state, key);
     sodium_memzero(key, sizeof key);
@@ -539,7 +772,7 @@ int evs__key_forget(evs_store *s, const char *subject, size_t n) {
     if (!rc && state == EVS_SUBJECT_LIVE) rc = key_write(s, ks, subject, n, EVS_SUBJECT_FORGOTTEN, NULL);
     if (!rc) {
         pthread_rwlock_wrlock(&ks->lock);
-        rc = cache_put(ks, subject, n, EVS_SUBJECT_FORGOTTEN, NULL);
+        rc = cache_put(ks, subject, n, EVS_SUBJECT_FORGOTTEN, NULL, 0);
         pthread_rwlock_unlock(&ks->lock);
     }
     pthread_mutex_unlock(&ks->mu);
@@ -552,6 +785,9 @@ int evs_subject_keys_copy(const char *from_dir, const char *to_dir, size_t *copi
     char src[KS_DIR_MAX], dst[KS_DIR_MAX], path[KS_DIR_MAX + 300];
     if (copied) *copied = 0;
     if (!from_dir || !to_dir) return evs__err(EVS_EINVAL, "keys copy: NULL directory");
+    const evs_engine *eng = evs__engine_for(from_dir) ? evs__engine_for(from_dir) : evs__engine_for(to_dir);
+    if (eng) /* its keys are rows of the same database as its events: a restore of the database carries them */
+        return evs__engine_unsupported(eng, "copying subject keys between store directories");
     if (strlen(from_dir) > PATH_MAX - 64 || strlen(to_dir) > PATH_MAX - 64)
         return evs__err(EVS_EINVAL, "keys copy: directory path is too long");
     snprintf(src, sizeof src, "%s/" EVS_KEYSTORE_DIR, from_dir);

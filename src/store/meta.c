@@ -370,26 +370,27 @@ static int engine_meta(evs_store *s, int write, const char *what) {
     return EVS_OK;
 }
 
-/* Does the object have the top-level key `key`? */
-static int has_key(const char *json, size_t len, const char *key) {
-    evs_json_iter it;
-    evs_json_span k, v;
-    evs__json_iter_init(&it, evs__json_root(json, len));
-    while (evs__json_iter_member(&it, &k, &v))
-        if (evs__json_string_eq(k, key)) return 1;
-    return 0;
-}
-
 /* Store mw as stream's metadata at metadata version `expected`, on whichever engine the store has. */
 static int store_meta(evs_store *s, const char *stream, size_t slen, int64_t expected, evs__meta_write *mw,
                       uint64_t *version_out) {
     if (!s->engine) return write_meta(s, stream, slen, expected, mw, version_out);
-    /* the subject keys of "$encrypt" live in a store directory (crypt.c) */
-    if (has_key(mw->json, mw->json_len, "$encrypt"))
+    /* "$encrypt" goes to the engine as well, which refuses unsealed events in the stream from then on */
+    char prefix[EVS_MAX_SUBJECT + 1], enc[EVS_MAX_SUBJECT + 8];
+    size_t plen = 0;
+    int mode = evs__crypt_mode_of(mw->json, mw->json_len, prefix, sizeof prefix, &plen);
+    if (mode && !s->engine->key_get)
         return evs__engine_unsupported(s->engine, "an encrypted stream (\"$encrypt\" in its metadata)");
+    if (mode) {
+        snprintf(enc, sizeof enc, "%s%s", mode == 1 ? "stream" : "tag:", mode == 1 ? "" : prefix);
+        mw->encrypt = enc;
+        mw->encrypt_len = strlen(enc);
+    }
     mw->target = stream;
     mw->target_len = slen;
-    return s->engine->meta_set(s->eng, mw, expected, version_out);
+    int rc = s->engine->meta_set(s->eng, mw, expected, version_out);
+    /* this handle's own appends see it at once (other handles within their cache's age, or by the refusal) */
+    if (!rc) evs__ks_mode_put(s, stream, slen, mode, prefix, plen);
+    return rc;
 }
 
 int evs_stream_set_metadata(evs_store *s, const char *stream, int64_t expected, const char *json, size_t len,
@@ -543,24 +544,9 @@ cleanup:
 int evs__meta_encrypt(evs_store *s, const char *stream, size_t len, char *prefix, size_t cap, size_t *prefix_len) {
     if (!atomic_load(&s->meta_count)) return 0;
     int mode = 0;
-    char m[EVS_MAX_SUBJECT + 8];
     pthread_rwlock_rdlock(&s->meta_lock);
     struct evs__meta_entry *e = find(s, stream, len);
-    if (e && e->json_len > 10 && memmem(e->json, e->json_len, "\"$encrypt\"", 10)) {
-        evs_json_iter it;
-        evs_json_span k, v;
-        evs__json_iter_init(&it, evs__json_root(e->json, e->json_len));
-        while (evs__json_iter_member(&it, &k, &v)) {
-            long n;
-            if (!evs__json_string_eq(k, "$encrypt") || (n = evs__json_string_decode(v, m, sizeof m)) < 0) continue;
-            if (!strcmp(m, "stream")) mode = 1;
-            else if (!strncmp(m, "tag:", 4) && (size_t)n - 4 < cap) {
-                mode = 2;
-                memcpy(prefix, m + 4, (size_t)n - 3);
-                *prefix_len = (size_t)n - 4;
-            }
-        }
-    }
+    if (e) mode = evs__crypt_mode_of(e->json, e->json_len, prefix, cap, prefix_len);
     pthread_rwlock_unlock(&s->meta_lock);
     return mode;
 }

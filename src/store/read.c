@@ -87,13 +87,14 @@ struct evs_reader {
 };
 
 /* Wrap another engine's reader (store_engine.c).  Ownership: *out owns impl. */
-int evs__reader_wrap(const evs_engine *engine, void *impl, evs_reader **out) {
+int evs__reader_wrap(evs_store *s, void *impl, evs_reader **out) {
     evs_reader *r = calloc(1, sizeof *r);
     if (!r) {
-        engine->reader_close(impl);
+        s->engine->reader_close(impl);
         return evs__err(EVS_ENOMEM, "out of memory for a reader");
     }
-    r->engine = engine;
+    r->s = s;
+    r->engine = s->engine;
     r->impl = impl;
     *out = r;
     return EVS_OK;
@@ -101,7 +102,22 @@ int evs__reader_wrap(const evs_engine *engine, void *impl, evs_reader **out) {
 
 static void evs__reader_engine_close(evs_reader *r) {
     r->engine->reader_close(r->impl);
+    evs__crypt_rd_free(&r->crd);
     free(r);
+}
+
+/* The next event of another engine's reader, through crypt.c's read hook: a copy of it in r->ev, its data
+   decrypted or redacted (the engine's event stays as the engine keeps it). */
+static int engine_next(evs_reader *r, const evs_event **ev) {
+    int rc = r->engine->reader_next(r->impl, ev);
+    if (rc != EVS_OK || !*ev) return rc;
+    r->ev = **ev;
+    if ((rc = evs__crypt_open_event(r->s, &r->crd, &r->ev))) {
+        *ev = NULL;
+        return rc;
+    }
+    *ev = &r->ev;
+    return EVS_OK;
 }
 
 /* Called with the index's remap lock held (see index.h). */
@@ -790,7 +806,7 @@ static int reader_renew(evs_reader *r) {
 }
 
 int evs_reader_next(evs_reader *r, const evs_event **ev) {
-    if (r && r->engine && ev) return r->engine->reader_next(r->impl, ev);
+    if (r && r->engine && ev) return engine_next(r, ev);
     if (!r || !ev) return evs__err(EVS_EINVAL, "reader_next: NULL argument");
     *ev = NULL;
     if (r->limit && r->returned >= r->limit) return EVS_DONE;

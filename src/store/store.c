@@ -1115,6 +1115,7 @@ int evs__append_meta(evs_store *s, const char *meta_stream, int64_t expected, co
 }
 
 int evs__append_reserved(evs_store *s, const char *stream, const evs_event_in *ev, evs_append_result *res) {
+    if (s && s->engine) return evs__store_engine_append_reserved(s, stream, ev, res);
     return append_impl(s, stream, EVS_EXPECT_ANY, NULL, ev, 1, res, NULL, NULL, 1);
 }
 

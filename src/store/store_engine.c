@@ -8,11 +8,19 @@
  * embedded store's directory (consumers, schemas, apps, sagas, backup)
  * therefore sees no directory and asks evs__store_native_only, which
  * answers EVS_ENOTSUP naming the subsystem.
+ *
+ * Encrypted streams (crypt.c): an append is sealed here after validation,
+ * as the embedded engine seals it, with the stream's "$encrypt" mode as
+ * this handle last saw it.  Another handle may have made the stream
+ * encrypted since; the engine then refuses the unsealed events (EVS_EKEY)
+ * and the append is sealed with the metadata read afresh and sent again.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
+#include "store/crypt.h"
 #include "store/store_access.h"
 #include "store/store_internal.h"
 
@@ -27,12 +35,33 @@ int evs__store_engine_open(evs_store *s, const char *url, unsigned flags) {
     s->readonly = (flags & EVS_OPEN_READONLY) != 0;
     s->engine = e;
     s->eng = h;
+    /* the master key, when given, must be the one the engine's subject keys were made with */
+    if ((rc = evs__keystore_open(s))) {
+        char msg[1024];
+        snprintf(msg, sizeof msg, "%s", evs_errmsg());
+        e->close(h);
+        s->engine = NULL;
+        s->eng = NULL;
+        return evs__err(rc, "%s", msg);
+    }
     return EVS_OK;
 }
 
 int evs__store_engine_close(evs_store *s) {
     int rc = s->engine->close(s->eng);
+    evs__keystore_free(s);
     free(s);
+    return rc;
+}
+
+int evs__store_engine_append_reserved(evs_store *s, const char *stream, const evs_event_in *ev, evs_append_result *res) {
+    if (s->readonly) return evs__err(EVS_ECLOSED, "append: the store is open read-only");
+    const uint64_t lims[4] = {s->lim_event_bytes, s->lim_events, s->lim_append_bytes, s->lim_stream_name};
+    evs__engine_append *a;
+    int rc = evs__engine_append_prepare_reserved(lims, stream, EVS_EXPECT_ANY, ev, 1, &a);
+    if (rc) return rc;
+    rc = s->engine->append(s->eng, a, res);
+    evs__engine_append_free(a);
     return rc;
 }
 
@@ -55,8 +84,28 @@ int evs__store_engine_append(evs_store *s, const char *stream, int64_t expected,
             evs__engine_append_free(a);
             return rc;
         }
-    rc = cond ? s->engine->append_if(s->eng, a, cond, res) : s->engine->append(s->eng, a, res);
+    /* a->ev is the prepared copy of the events: sealing points its data at envelopes that seal owns */
+    evs__crypt_seal seal = {0};
+    evs_event_in *ev = (evs_event_in *)a->ev;
+    for (int attempt = 0;; attempt++) {
+        if ((rc = evs__crypt_seal_append(s, a->stream, a->stream_len, ev, n, a->ids, &seal))) break;
+        rc = cond ? s->engine->append_if(s->eng, a, cond, res) : s->engine->append(s->eng, a, res);
+        /* refused as plaintext in an encrypted stream: read its metadata again, once; still plaintext there
+           (its "$encrypt" went again in between) leaves the refusal as the answer */
+        if (rc != EVS_EKEY || seal.env || attempt) break;
+        char prefix[EVS_MAX_SUBJECT + 1], msg[512];
+        size_t plen;
+        snprintf(msg, sizeof msg, "%s", evs_errmsg());
+        int mode = evs__crypt_engine_mode(s, a->stream, a->stream_len, 1, prefix, sizeof prefix, &plen);
+        if (mode <= 0) {
+            if (mode == 0) evs__err(rc, "%s", msg);
+            else rc = mode;
+            break;
+        }
+        memset(res, 0, sizeof *res);
+    }
     if (!rc && generated_ids) memcpy(generated_ids, a->ids, n * sizeof *a->ids);
+    evs__crypt_seal_free(&seal);
     evs__engine_append_free(a);
     return rc;
 }
@@ -78,7 +127,7 @@ int evs__store_engine_read(evs_store *s, const char *stream, uint64_t from, int 
         rc = s->engine->read_all(s->eng, from, direction, f, limit, &impl);
     }
     if (rc) return rc;
-    return evs__reader_wrap(s->engine, impl, out);
+    return evs__reader_wrap(s, impl, out);
 }
 
 int evs__store_engine_info(evs_store *s, const char *stream, evs_stream_info *out) {

@@ -170,8 +170,12 @@ int evs__store_engine_read(evs_store *s, const char *stream, uint64_t from, int 
                            size_t limit, evs_reader **out);
 int evs__store_engine_info(evs_store *s, const char *stream, evs_stream_info *out);
 int evs__store_engine_stats(evs_store *s, evs_store_stats *out);
-/* An evs_reader around an engine's reader (read.c).  Ownership: *out owns impl (closed on failure too). */
-int evs__reader_wrap(const evs_engine *engine, void *impl, evs_reader **out);
+/* An evs_reader of s around its engine's reader (read.c): its events pass crypt.c's read hook.  Ownership:
+   *out owns impl (closed on failure too). */
+int evs__reader_wrap(evs_store *s, void *impl, evs_reader **out);
+/* evs__append_reserved on the engine: one event to a "$" stream of the store's own ("$subjects"). */
+int evs__store_engine_append_reserved(evs_store *s, const char *stream, const evs_event_in *ev,
+                                      evs_append_result *res);
 
 /* Validate a stream name; message names the problem. */
 int evs__check_stream_name(const evs_store *s, const char *stream, size_t *len_out);

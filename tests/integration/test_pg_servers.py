@@ -17,9 +17,12 @@ both (`--app-dir` with the shop's aggregates and queries): a command sent to
 one server and re-sent with its command id to the other answers the first
 result and appends nothing, a rejection too, and a query with the command's
 position through either server waits for the projection wherever it runs;
-sagas answer on both; what the engine does not do (repair, an encrypted
-stream) fails naming itself (501 over HTTP); the URL's password appears
-nowhere in what the servers print or answer.
+sagas answer on both; an encrypted stream ("$encrypt" set through one server) is sealed in the
+database whichever server appends, reads as plaintext on both, and once its
+subject is forgotten through one server the other reads it redacted and
+refuses appends under it; what the engine does not do (repair) fails naming
+itself; the URL's password appears nowhere in what the servers print or
+answer.
 
 API keys (a second pair of servers, with --auth, on a database of their
 own): a key created through server A's /keys works on B, and one created by
@@ -76,8 +79,14 @@ class TwoServersTest(unittest.TestCase):
             if name.endswith(".lua") or name == "queries.json":
                 shutil.copy(os.path.join(SHOP, name), cls.app)
         app = ("--app-dir", cls.app, "--query-timeout-ms", "60000")
-        cls.a = Server(cls.url, "--heartbeat-ms", "200", *app).start()
-        cls.b = Server(cls.url, "--heartbeat-ms", "200", *app).start()
+        # one master key for both servers (encrypted streams); it stays out of the database
+        cls.keyfile = os.path.join(tempfile.mkdtemp(prefix="evs-pg-key-"), "master.key")
+        with open(cls.keyfile, "w") as f:
+            f.write("5a" * 32 + "\n")
+        os.chmod(cls.keyfile, 0o600)
+        key = ("--master-key-file", cls.keyfile)
+        cls.a = Server(cls.url, "--heartbeat-ms", "200", *app, *key).start()
+        cls.b = Server(cls.url, "--heartbeat-ms", "200", *app, *key).start()
 
     @classmethod
     def sql(cls, q):
@@ -85,6 +94,14 @@ class TwoServersTest(unittest.TestCase):
         subprocess.run([cls.psql, "-q", "-v", "ON_ERROR_STOP=1", "-d",
                         "postgresql://evs@127.0.0.1:%d/postgres" % st["port"], "-c", q],
                        check=True, stdout=subprocess.DEVNULL)
+
+    @classmethod
+    def sql_value(cls, q):
+        st = cluster()
+        out = subprocess.run([cls.psql, "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d",
+                              "postgresql://evs@127.0.0.1:%d/%s" % (st["port"], cls.db), "-c", q],
+                             check=True, stdout=subprocess.PIPE, text=True)
+        return out.stdout.strip()
 
     @classmethod
     def tearDownClass(cls):
@@ -245,6 +262,40 @@ class TwoServersTest(unittest.TestCase):
         st, _, body = self.a.get("/streams/meta-srv-1")
         self.assertEqual(st, 404, body)
 
+    def test_encrypted_stream_across_servers(self):
+        # "$encrypt" set through B, the events appended through A: sealed in the database, plaintext on both
+        st, _, body = self.b.request("PUT", "/streams/pg-secret/metadata?expected=any", {"$encrypt": "stream"})
+        self.assertEqual(st, 200, body)
+        for srv, word in ((self.a, "SECRET-A"), (self.b, "SECRET-B")):
+            st, _, body = srv.request("POST", "/streams/pg-secret", [ev("Noted", {"w": word})])
+            self.assertIn(st, (200, 201), body)
+        self.assertEqual(self.sql_value("SELECT count(*) FROM event_store WHERE aggregate_id = 'pg-secret' "
+                                        "AND position('SECRET' IN convert_from(event_data, 'UTF8')) > 0"), "0")
+        self.assertEqual(self.sql_value("SELECT count(*) FROM evs_subject_keys WHERE subject = 'pg-secret'"), "1")
+        for srv in (self.a, self.b):
+            st, _, body = srv.get("/streams/pg-secret")
+            self.assertEqual(st, 200, body)
+            self.assertEqual([e["data"]["w"] for e in body["events"]], ["SECRET-A", "SECRET-B"])
+        st, _, body = self.b.get("/admin/subjects/pg-secret/export")
+        self.assertEqual(st, 200, body)
+        self.assertEqual(body["count"], 2)
+        # forgotten through A: B reads the events redacted once A's notification reached it (milliseconds)
+        st, _, body = self.a.post("/admin/subjects/pg-secret/forget", None)
+        self.assertEqual(st, 200, body)
+        deadline = time.time() + 30
+        while True:
+            st, _, body = self.b.get("/streams/pg-secret")
+            self.assertEqual(st, 200, body)
+            if all(e.get("$redacted") for e in body["events"]) or time.time() > deadline:
+                break
+            time.sleep(0.01)
+        self.assertEqual([(e["data"], e.get("$redacted")) for e in body["events"]], [(None, True), (None, True)])
+        st, _, body = self.b.request("POST", "/streams/pg-secret", [ev("Noted", {"w": "again"})])
+        self.assertEqual(st, 422, body)
+        self.assertIn("forgotten", body["error"])
+        st, _, body = self.b.get("/admin/subjects/pg-secret/export")
+        self.assertEqual(st, 410, body)
+
     def test_commands_idempotent_and_queries_across_servers(self):
         with open(os.path.join(SHOP, "projections", "order_summary.lua")) as f:
             st, _, body = self.a.request("PUT", "/projections/order_summary", f.read(), headers=LUA)
@@ -284,7 +335,7 @@ class TwoServersTest(unittest.TestCase):
             self.assertEqual([(i["key"], i["state"]["customer"], i["state"]["total"]) for i in q["items"]],
                              [("order-pg1", "ada", "7.00")])
 
-    def test_unsupported_routes_answer_501_and_password_is_masked(self):
+    def test_routes_of_every_subsystem_and_password_is_masked(self):
         st, _, body = self.b.get("/subscriptions")
         self.assertEqual(st, 200, body)  # the consumers run on PostgreSQL too (test_pg_bus_servers.py)
         st, _, body = self.b.get("/schemas")
@@ -294,13 +345,10 @@ class TwoServersTest(unittest.TestCase):
         self.assertEqual(sorted(q["name"] for q in body["queries"]), ["orders", "stock"])
         st, _, body = self.b.get("/sagas")
         self.assertEqual(st, 200, body)  # sagas too (test_saga.c, crash_saga_kill9_pg)
-        # encrypted streams are not (their keys live in a store directory): 501, nothing stored
-        st, _, body = self.b.request("PUT", "/streams/pg-secret/metadata?expected=any", {"$encrypt": "stream"})
+        # scavenge works on the embedded log's segments: 501 naming it, nothing removed
+        st, _, body = self.b.request("POST", "/admin/scavenge")
         self.assertEqual(st, 501, body)
-        self.assertIn("an encrypted stream", body["error"])
-        self.assertIn("not supported by the postgresql storage engine", body["error"])
-        st, _, body = self.b.get("/streams/pg-secret/metadata")
-        self.assertNotEqual(st, 200, body)
+        self.assertIn("scavenge is not supported by the postgresql storage engine", body["error"])
         st, _, info = self.a.get("/info")
         self.assertEqual(st, 200)
         self.assertNotIn(PASSWORD, json.dumps(info))

@@ -22,9 +22,22 @@
  *     "$redacted":true at unchanged positions; other subjects unaffected;
  *     appends under the subject refused; export refused; the audit event is
  *     in "$subjects"; it survives reopening, also without the master key;
- *   - export: exactly the subject's events, decrypted, in global order.
+ *   - export: exactly the subject's events, decrypted, in global order;
+ *   - two handles on one store (PostgreSQL: two servers on one database):
+ *     metadata set through A encrypts B's appends at once (the database
+ *     refuses B's plaintext, B seals and retries); each reads the other's
+ *     events; first appends for the same subjects through both at once end
+ *     with one key per subject (a third handle decrypts all of them); a
+ *     forget through B redacts A's reads (the delay is printed, not
+ *     asserted) and A's appends under the subject are refused.
+ *
+ * One suite for every storage engine (tests/conformance.h): no argument
+ * runs on the embedded engine, "postgresql" on a fresh database per case.
+ * What is about files (the log's bytes, key files) is checked in the
+ * database's rows on PostgreSQL instead.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,8 +46,9 @@
 
 #include "evstore_bus.h"
 #include "evstore_crypt.h"
+#include "conformance.h"
+#include "core/core.h"
 #include "store/crypt.h"
-#include "testutil.h"
 
 #define SETMETA(s, stream, json) evs_stream_set_metadata(s, stream, EVS_EXPECT_ANY, json, strlen(json), NULL)
 
@@ -69,8 +83,27 @@ static int append1(evs_store *s, const char *stream, const char *data, const cha
     return evs_append(s, stream, EVS_EXPECT_ANY, &e, 1, &r, NULL);
 }
 
-/* The whole log of dir as one buffer (segments concatenated). */
+/* One value of a query on the PostgreSQL store at url, into out ("" on failure, printed). */
+static void pg_value(const char *url, const char *sql, const char *param, char *out, size_t cap) {
+    PGconn *c = PQconnectdb(url);
+    const char *vals[1] = {param};
+    PGresult *r = PQexecParams(c, sql, param ? 1 : 0, NULL, vals, NULL, NULL, 0);
+    out[0] = 0;
+    if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0) snprintf(out, cap, "%s", PQgetvalue(r, 0, 0));
+    else if (PQresultStatus(r) != PGRES_TUPLES_OK && PQresultStatus(r) != PGRES_COMMAND_OK)
+        fprintf(stderr, "%s: %s", sql, PQerrorMessage(c));
+    PQclear(r);
+    PQfinish(c);
+}
+
+/* Does the stored data hold needle: the log's bytes (embedded), the rows of event_store (PostgreSQL). */
 static int log_contains(const char *dir, const char *needle) {
+    if (cf_pg) {
+        char got[32];
+        pg_value(dir, "SELECT count(*) FROM event_store WHERE position(convert_to($1, 'UTF8') IN event_data) > 0",
+                 needle, got, sizeof got);
+        return strcmp(got, "0") != 0;
+    }
     char path[8192];
     int found = 0;
     for (int i = 1; i < 50 && !found; i++) {
@@ -150,8 +183,8 @@ static void test_master_key_parse(void) {
 }
 
 static void test_key_files(const char *base) {
-    char path[8192], dir[2048];
-    snprintf(dir, sizeof dir, "%s/mk", base);
+    char path[8192];
+    char *dir = cf_fresh("mk");
     evs_store *s = NULL;
     CHECK_RC(evs_store_create(&s), EVS_OK);
     snprintf(path, sizeof path, "%s/missing.key", base);
@@ -196,11 +229,12 @@ static void test_key_files(const char *base) {
     CHECK_CONTAINS(evs_errmsg(), "EVSTORE_MASTER_KEY");
     evs_store_close(s);
     unsetenv("EVSTORE_MASTER_KEY");
+    cf_drop(dir);
 }
 
-static void test_roundtrip_and_retry(const char *base) {
-    char dir[2048], got[2048];
-    snprintf(dir, sizeof dir, "%s/rt", base);
+static void test_roundtrip_and_retry(void) {
+    char got[2048];
+    char *dir = cf_fresh("rt");
     evs_store *s = open_with(dir, HEX1, NULL);
     CHECK(s != NULL);
     if (!s) return;
@@ -274,9 +308,12 @@ static void test_roundtrip_and_retry(const char *base) {
     evs_reader *r;
     const evs_event *ev;
     CHECK_RC(evs_read_stream(s, "order-1", 1, EVS_FORWARD, 0, &r), EVS_OK);
-    /* the envelope as stored: from the log bytes */
+    /* the envelope as stored: from the log bytes (or the row) */
     char env[1024] = "";
-    {
+    if (cf_pg) {
+        pg_value(dir, "SELECT convert_from(event_data, 'UTF8') FROM event_store WHERE aggregate_id = $1", "order-1",
+                 env, sizeof env);
+    } else {
         char path[8192];
         snprintf(path, sizeof path, "%s/log/00000001.seg", dir);
         FILE *f = fopen(path, "rb");
@@ -313,18 +350,27 @@ static void test_roundtrip_and_retry(const char *base) {
     evs_reader_close(r);
     evs_store_close(s);
 
-    /* a damaged key file: named, never a wrong key */
-    char kdir[8192];
-    snprintf(kdir, sizeof kdir, "%s/subject-keys", dir);
-    CHECK(access(kdir, F_OK) == 0);
-    struct stat st;
-    CHECK_RC(stat(kdir, &st), 0);
-    CHECK_INT(st.st_mode & 0777, 0700);
+    /* the keys: a directory only the owner reads, or one row per subject holding no key in the clear */
+    if (cf_pg) {
+        pg_value(dir, "SELECT string_agg(subject || ':' || length(wrapped), ',' ORDER BY subject) FROM evs_subject_keys",
+                 NULL, got, sizeof got);
+        CHECK_STR(got, "customer:42:72,customer:7:72,order-1:72");
+        pg_value(dir, "SELECT length(check_blob) FROM evs_subject_master", NULL, got, sizeof got);
+        CHECK_STR(got, "48");
+    } else {
+        char kdir[8192];
+        snprintf(kdir, sizeof kdir, "%s/subject-keys", dir);
+        CHECK(access(kdir, F_OK) == 0);
+        struct stat st;
+        CHECK_RC(stat(kdir, &st), 0);
+        CHECK_INT(st.st_mode & 0777, 0700);
+    }
+    cf_drop(dir);
 }
 
-static void test_forget(const char *base) {
-    char dir[2048], got[2048];
-    snprintf(dir, sizeof dir, "%s/fg", base);
+static void test_forget(void) {
+    char got[2048];
+    char *dir = cf_fresh("fg");
     evs_store *s = open_with(dir, HEX1, NULL);
     if (!s) return;
     evs_bus *bus = NULL;
@@ -433,8 +479,24 @@ static void test_forget(const char *base) {
     evs_check_report rep;
     CHECK_RC(evs_store_check(s, &rep), EVS_OK);
     evs_store_close(s);
-    /* a damaged key file is named */
-    {
+    /* a damaged key row: a wrong master key or altered bytes, never garbage */
+    if (cf_pg) {
+        char done[32];
+        pg_value(dir, "WITH u AS (UPDATE evs_subject_keys SET wrapped = set_byte(wrapped, 40, get_byte(wrapped, 40) # 1) "
+                      "WHERE wrapped IS NOT NULL RETURNING 1) SELECT count(*) FROM u", NULL, done, sizeof done);
+        CHECK_STR(done, "1");
+        s = open_with(dir, HEX1, NULL);
+        if (!s) return;
+        summary(s, "shop", NULL, EVS_FORWARD, got, sizeof got);
+        CHECK_CONTAINS(got, "2:R|");
+        CHECK_CONTAINS(got, "does not unwrap");
+        CHECK_CONTAINS(got, "customer:7");
+        evs_store_close(s);
+        /* the forgotten subject's row holds no key at all */
+        pg_value(dir, "SELECT coalesce(length(wrapped), -1) || ',' || (forgotten_at IS NOT NULL) FROM evs_subject_keys "
+                      "WHERE subject = $1", "customer:42", got, sizeof got);
+        CHECK_STR(got, "-1,true");
+    } else {
         char path[8192];
         snprintf(path, sizeof path, "%s/subject-keys", dir);
         char cmd[8300];
@@ -448,14 +510,149 @@ static void test_forget(const char *base) {
         CHECK_CONTAINS(got, ".key");
         evs_store_close(s);
     }
+    cf_drop(dir);
 }
 
-int main(void) {
+/* ------------------------------------------------------------ two handles on one store */
+
+typedef struct racer {
+    evs_store *s;
+    const char *stream;
+    int round;
+    pthread_barrier_t *go;
+    int failed;
+} racer;
+
+/* First appends for subjects customer:0.. of one round, racing the other handle's for the same subjects. */
+static void *race_main(void *arg) {
+    racer *x = arg;
+    pthread_barrier_wait(x->go);
+    for (int i = 0; i < 20; i++) {
+        char tag[32], data[64];
+        snprintf(tag, sizeof tag, "customer:%d", x->round * 20 + i);
+        snprintf(data, sizeof data, "{\"by\":\"%s\",\"i\":%d}", x->stream, i);
+        if (append1(x->s, x->stream, data, tag, NULL)) {
+            fprintf(stderr, "race append %s %s: %s\n", x->stream, tag, evs_errmsg());
+            x->failed++;
+        }
+    }
+    return NULL;
+}
+
+/* Read stream through s: how many events, how many redacted, and whether all others parse as plaintext. */
+static int read_counts(evs_store *s, const char *stream, int *total, int *redacted) {
+    evs_reader *r;
+    const evs_event *ev;
+    int rc = evs_read_stream(s, stream, 1, EVS_FORWARD, 0, &r);
+    *total = *redacted = 0;
+    if (rc) return rc;
+    while ((rc = evs_reader_next(r, &ev)) == EVS_OK) {
+        (*total)++;
+        if (ev->redacted) (*redacted)++;
+        else if (ev->data_len < 2 || ev->data[0] != '{' || memmem(ev->data, ev->data_len, "$enc", 4)) rc = EVS_ECORRUPT;
+        if (rc) break;
+    }
+    evs_reader_close(r);
+    return rc == EVS_DONE ? EVS_OK : rc;
+}
+
+static void test_two_handles(void) {
+    if (!cf_pg) {
+        /* one writer per directory (its LOCK): two handles on one store are the PostgreSQL engine's case */
+        printf("two handles: skipped on the embedded engine (a store directory has one writer)\n");
+        return;
+    }
+    char got[4096];
+    char *url = cf_fresh("two");
+    evs_store *a = open_with(url, HEX1, NULL), *b = open_with(url, HEX1, NULL);
+    CHECK(a && b);
+    if (!a || !b) return;
+    /* B appends before it has seen A's metadata: the database refuses the plaintext, B seals and retries */
+    CHECK_RC(append1(b, "acct", "{\"before\":\"PLAIN-BEFORE\"}", NULL, NULL), EVS_OK);
+    CHECK_RC(SETMETA(a, "acct", "{\"$encrypt\":\"stream\"}"), EVS_OK);
+    CHECK_RC(SETMETA(a, "people", "{\"$encrypt\":\"tag:customer:\"}"), EVS_OK);
+    CHECK_RC(append1(b, "acct", "{\"n\":\"SECRET-B\"}", NULL, NULL), EVS_OK);
+    CHECK_RC(append1(a, "acct", "{\"n\":\"SECRET-A\"}", NULL, NULL), EVS_OK);
+    CHECK(!log_contains(url, "SECRET"));
+    CHECK(log_contains(url, "PLAIN-BEFORE")); /* what was written before the metadata stays as it was */
+    summary(a, "acct", NULL, EVS_FORWARD, got, sizeof got);
+    CHECK_STR(got, "1:{\"before\":\"PLAIN-BEFORE\"}|4:{\"n\":\"SECRET-B\"}|5:{\"n\":\"SECRET-A\"}|");
+    summary(b, "acct", NULL, EVS_FORWARD, got, sizeof got);
+    CHECK_STR(got, "1:{\"before\":\"PLAIN-BEFORE\"}|4:{\"n\":\"SECRET-B\"}|5:{\"n\":\"SECRET-A\"}|");
+
+    /* first appends for the same subjects through A and B at once: one key each, whoever won */
+    for (int round = 0; round < 5; round++) {
+        pthread_barrier_t go;
+        pthread_barrier_init(&go, NULL, 2);
+        racer ra = {a, "people", round, &go, 0}, rb = {b, "people", round, &go, 0};
+        pthread_t ta, tb;
+        pthread_create(&ta, NULL, race_main, &ra);
+        pthread_create(&tb, NULL, race_main, &rb);
+        pthread_join(ta, NULL);
+        pthread_join(tb, NULL);
+        pthread_barrier_destroy(&go);
+        CHECK_INT(ra.failed + rb.failed, 0);
+    }
+    pg_value(url, "SELECT count(*) || ',' || count(DISTINCT subject) FROM evs_subject_keys WHERE subject LIKE 'customer:%'",
+             NULL, got, sizeof got);
+    CHECK_STR(got, "100,100");
+    {
+        /* a third handle, with nothing cached, decrypts every event either handle wrote */
+        evs_store *c = open_with(url, HEX1, NULL);
+        int total, red;
+        CHECK_RC(read_counts(c, "people", &total, &red), EVS_OK);
+        CHECK_INT(total, 200);
+        CHECK_INT(red, 0);
+        evs_store_close(c);
+    }
+
+    /* forget through B; A had the key cached.  A's reads turn redacted once B's notification arrives */
+    int total, red;
+    CHECK_RC(read_counts(a, "acct", &total, &red), EVS_OK);
+    CHECK_INT(red, 0);
+    evs_append_result audit;
+    int64_t t0 = evs__mono_ns();
+    CHECK_RC(evs_subject_forget(b, "acct", &audit), EVS_OK);
+    int64_t waited = 0;
+    for (;;) {
+        CHECK_RC(read_counts(a, "acct", &total, &red), EVS_OK);
+        waited = evs__mono_ns() - t0;
+        if (red == 2 || waited > 30000000000LL) break;
+        usleep(1000);
+    }
+    printf("two handles: a forget through B reached A's reads after %.1f ms\n", (double)waited / 1e6);
+    CHECK_INT(total, 3);
+    CHECK_INT(red, 2); /* the event written before "$encrypt" is plaintext and stays readable */
+    CHECK_INT(evs_subject_state(a, "acct"), EVS_SUBJECT_FORGOTTEN);
+    CHECK_RC(append1(a, "acct", "{\"n\":\"AFTER\"}", NULL, NULL), EVS_EKEY);
+    CHECK_CONTAINS(evs_errmsg(), "forgotten");
+    CHECK_RC(evs_subject_export(a, "acct", collect_cb, &(collect){0}, NULL), EVS_EDELETED);
+    evs_store_close(a);
+    evs_store_close(b);
+    /* a handle opened afterwards: still forgotten, no fresh key for the subject */
+    a = open_with(url, HEX1, NULL);
+    CHECK_RC(append1(a, "acct", "{\"n\":\"AFTER\"}", NULL, NULL), EVS_EKEY);
+    pg_value(url, "SELECT count(*) FROM evs_subject_keys WHERE subject = 'acct' AND wrapped IS NULL", NULL, got,
+             sizeof got);
+    CHECK_STR(got, "1");
+    evs_store_close(a);
+    /* another master key cannot open it: the check row verifies only with the one that made the keys */
+    int rc;
+    CHECK(open_with(url, HEX2, &rc) == NULL);
+    CHECK_RC(rc, EVS_EKEY);
+    CHECK_CONTAINS(evs_errmsg(), "evs_subject_master");
+    cf_drop(url);
+}
+
+int main(int argc, char **argv) {
+    cf_init(argc, argv);
+    printf("engine: %s\n", cf_engine());
     char *base = tu_tempdir("crypt");
     test_master_key_parse();
     test_key_files(base);
-    test_roundtrip_and_retry(base);
-    test_forget(base);
+    test_roundtrip_and_retry();
+    test_forget();
+    test_two_handles();
     tu_rmrf(base);
     free(base);
     return TEST_REPORT();
