@@ -877,7 +877,8 @@ static void zero_start(evs_log *log, uint64_t window) {
         free(z);
         return;
     }
-    zero_publish(log);
+    /* Nothing is zeroed until the first flush publishes where the writer
+       is: an open that never appends writes nothing. */
 }
 
 /* Stop and join the zero thread (no zero write is in flight afterwards). */

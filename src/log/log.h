@@ -69,7 +69,7 @@ typedef struct evs_log_config {
 } evs_log_config;
 
 /* What the store asks for when it syncs every commit (EVS_DURABILITY_SYNC). */
-#define EVS_LOG_ZERO_AHEAD (8ull << 20)
+#define EVS_LOG_ZERO_AHEAD (2ull << 20)
 
 typedef struct evs_log_recovery {
     evs_lsn end;               /* where the next frame will go */
