@@ -61,7 +61,15 @@ typedef struct evs_log_config {
        that verifies was written whole, so it is never cut as a torn tail). */
     evs_payload_check check;
     void *check_arg;
+    /* Bytes after the writer's end that a background thread keeps written
+       with real zeros and synced, so that appends overwrite instead of
+       converting unwritten extents (ZERO-AHEAD in log.c).  0: off.  Only
+       for a writable log; its calls go through io like every other. */
+    uint64_t zero_ahead;
 } evs_log_config;
+
+/* What the store asks for when it syncs every commit (EVS_DURABILITY_SYNC). */
+#define EVS_LOG_ZERO_AHEAD (2ull << 20)
 
 typedef struct evs_log_recovery {
     evs_lsn end;               /* where the next frame will go */
@@ -87,6 +95,19 @@ typedef struct evs_log_recovery {
  */
 int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint64_t from_gpos,
                   evs_log **out, evs_log_recovery *rec);
+
+/*
+ * Zero-ahead, for tests and benchmarks: wait until the zero thread has
+ * nothing left to do (or has stopped after a failure), then report what it
+ * did.  done: zeros written and synced up to there.  EVS_DONE when the log
+ * runs without zero-ahead.
+ */
+typedef struct evs_log_zero_stats {
+    uint64_t bytes, writes;
+    int failed;                /* the -errno that stopped it, 0 while it runs */
+    evs_lsn done;
+} evs_log_zero_stats;
+int evs__log_zero_settle(evs_log *log, evs_log_zero_stats *out);
 
 /* Flush buffered frames (no sync), unmap, close.  NULL is a no-op. */
 void evs__log_close(evs_log *log);

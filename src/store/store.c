@@ -91,6 +91,7 @@ int evs_store_create(evs_store **out) {
     s->durability = EVS_DURABILITY_SYNC;
     s->batch_ms = 10;
     s->segment_size = 64u << 20;
+    s->zero_ahead = EVS_LOG_ZERO_AHEAD;
     s->map_size = (uint64_t)64 << 30;
     s->lim_event_bytes = EVS_MAX_EVENT_BYTES;
     s->lim_events = EVS_MAX_EVENTS_PER_APPEND;
@@ -164,6 +165,15 @@ int evs__store_set_io(evs_store *s, const evs_io *io) {
     int rc = not_open(s, "set io");
     if (rc) return rc;
     s->io = io;
+    return EVS_OK;
+}
+
+/* Test hook (declared in store/store_testing.h). */
+int evs__store_set_zero_ahead(evs_store *s, uint64_t bytes);
+int evs__store_set_zero_ahead(evs_store *s, uint64_t bytes) {
+    int rc = not_open(s, "set zero-ahead");
+    if (rc) return rc;
+    s->zero_ahead = bytes;
     return EVS_OK;
 }
 
@@ -1397,6 +1407,8 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     evs_log_config cfg = {.io = s->io,
                           .segment_size = s->segment_size,
                           .readonly = s->readonly,
+                          /* only a commit that fdatasyncs pays for unwritten extents (ZERO-AHEAD in log.c) */
+                          .zero_ahead = s->durability == EVS_DURABILITY_SYNC ? s->zero_ahead : 0,
                           .from_is_durable = clean && !rebuild,
                           .from_is_floor = !s->readonly && !rebuild,
                           /* a record the index could not take fails open before recovery writes */

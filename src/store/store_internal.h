@@ -21,6 +21,7 @@ struct evs_store {
     evs_durability durability;
     unsigned batch_ms;
     uint64_t segment_size;
+    uint64_t zero_ahead;          /* bytes the log keeps zeroed ahead in sync durability (log.h) */
     uint64_t map_size;
     uint64_t lim_event_bytes, lim_events, lim_append_bytes, lim_stream_name;
     const evs_io *io;

@@ -12,6 +12,14 @@
 int evs__store_set_io(evs_store *s, const evs_io *io);
 
 /*
+ * Before evs_store_open: bytes the log keeps zeroed ahead of the writer in
+ * sync durability (default EVS_LOG_ZERO_AHEAD; 0: off).  Tests that count
+ * or fail the Nth call of an operation turn it off, since the zero thread's
+ * calls go through the same table.
+ */
+int evs__store_set_zero_ahead(evs_store *s, uint64_t bytes);
+
+/*
  * Abandon an open store as a killed process would: stop the writer and free
  * everything WITHOUT syncing the log or the index and without writing the
  * clean-close flag.  For crash simulations (io_fault.h's evs__fault_crash).
