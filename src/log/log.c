@@ -783,6 +783,8 @@ static int zero_next(const log_zero *z, uint32_t *no, uint64_t *lo, uint64_t *hi
 static void *zero_main(void *arg) {
     evs_log *log = arg;
     log_zero *z = log->z;
+    /* named, so `top -H` shows it and the tests' sync-failing shim can leave its syncs alone */
+    pthread_setname_np(pthread_self(), "evs-zero");
     const evs_io *io = log->io;
     int fd = -1;
     uint32_t fd_no = 0;
