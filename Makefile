@@ -3,7 +3,8 @@
 #               over HTTP (prints the address)
 #   make test   install what the tests need too, build everything, and pass every test
 #               (plain, ASan+UBSan, the concurrency tests under TSan, and a
-#               short libFuzzer run of every fuzz target, built with clang)
+#               short libFuzzer run of every fuzz target, built with clang);
+#               first it compiles everything once in Release (-O3), running nothing
 # Also: make demo (the CLI tour), make shop (the shop's order saga), make build, make bench, make soak,
 #       make install PREFIX=/usr/local
 
@@ -31,7 +32,7 @@ BENCH_PKGS := redis-server libhiredis-dev wrk
 # cmake's progress lines are enough: no "Entering directory" from the makes it runs
 MAKEFLAGS += --no-print-directory
 
-.PHONY: all deps deps-test deps-fuzz bench-deps configure build build-asan build-tsan run demo shop test test-plain test-asan test-tsan \
+.PHONY: all deps deps-test deps-fuzz bench-deps configure build build-asan build-tsan build-rel run demo shop test test-plain test-asan test-tsan \
         test-fuzz bench soak install clean fuzz
 
 all: build
@@ -71,6 +72,13 @@ build-tsan: deps
 	@[ -f $(BUILD)-tsan/Makefile ] || $(CMAKE) -S . -B $(BUILD)-tsan -DCMAKE_BUILD_TYPE=Debug -DEVS_SANITIZE=thread
 	@$(CMAKE) --build $(BUILD)-tsan -j $(JOBS)
 
+# Everything compiled once at -O3 (Release), nothing run: GCC inlines more there and
+# warns about what -O2 does not see (-Wmaybe-uninitialized, -Wformat-truncation), and
+# warnings are errors: a Release build cannot break unnoticed (docs/testing.md).
+build-rel: deps
+	@[ -f $(BUILD)-rel/Makefile ] || $(CMAKE) -S . -B $(BUILD)-rel -DCMAKE_BUILD_TYPE=Release
+	@$(CMAKE) --build $(BUILD)-rel -j $(JOBS)
+
 # The server on ./data; it prints its address (default http://127.0.0.1:2113).
 # Builds the program only: the tests and benchmarks are for make build / make test.
 run: configure
@@ -96,7 +104,7 @@ test-tsan: deps-test build-tsan
 	cd $(BUILD)-tsan && TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:suppressions=$(CURDIR)/tests/tsan.supp EVS_SANITIZED=1 \
 	  ctest --output-on-failure -j $(JOBS) -L concurrency
 
-test: test-plain test-asan test-tsan test-fuzz
+test: build-rel test-plain test-asan test-tsan test-fuzz
 
 bench-deps:
 	$(call install_missing,$(BUILD_PKGS) $(BENCH_PKGS))
@@ -127,4 +135,4 @@ install: build
 	$(CMAKE) --install $(BUILD) --prefix $(PREFIX)
 
 clean:
-	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-fuzz
+	rm -rf $(BUILD) $(BUILD)-asan $(BUILD)-tsan $(BUILD)-rel $(BUILD)-fuzz

@@ -63,7 +63,10 @@ static void sh(const char *fmt, const char *a, const char *b) {
 /* du -sb / du -sB1 of dir: apparent (1) or real (0) bytes. */
 static double du(const char *dir, int apparent) {
     char cmd[4200];
-    snprintf(cmd, sizeof cmd, "du -s%s '%s'", apparent ? "b" : "B1", dir);
+    if (snprintf(cmd, sizeof cmd, "du -s%s '%s'", apparent ? "b" : "B1", dir) >= (int)sizeof cmd) {
+        fprintf(stderr, "bench_backup: path too long: %s\n", dir);
+        exit(1);
+    }
     FILE *p = popen(cmd, "r");
     double v = 0;
     if (p) {

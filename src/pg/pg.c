@@ -330,7 +330,7 @@ static PGconn *listen_connect(evs_pg *pg) {
     PGresult *r = PQexec(c, "LISTEN " EVS_PG_CHANNEL "; LISTEN " EVS_PG_KEYS_CHANNEL);
     int ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
-    uint64_t h;
+    uint64_t h = 0;
     if (!ok || read_head(c, &h)) {
         PQfinish(c);
         return NULL;

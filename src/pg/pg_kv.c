@@ -139,6 +139,7 @@ void evs__pgkv_abort(evs__pgkv_txn *t) {
 /* Run sql with ($1 db, $2..: the byte strings) in binary; *out kept by t. */
 static int run(evs__pgkv_txn *t, const char *sql, int db, int n, const void *const *p, const size_t *l,
                ExecStatusType want, const char *what, PGresult **out) {
+    *out = NULL; /* written first: GCC -O3 cannot tell that evs__err() returns non-zero */
     char dbs[8];
     const char *vals[4];
     int lens[4], fmts[4] = {0, 1, 1, 1};

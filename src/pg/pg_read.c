@@ -130,6 +130,7 @@ static int add_text_array(pg_reader *r, const char *const *v, size_t n) {
 }
 
 static int new_reader(evs_pg *pg, int all, int dir, size_t limit, pg_reader **out) {
+    *out = NULL; /* written first: GCC -O3 cannot tell that evs__err() returns non-zero */
     pg_reader *r = calloc(1, sizeof *r);
     if (!r) return evs__err(EVS_ENOMEM, "out of memory for a reader");
     r->pg = pg, r->all = all, r->dir = dir, r->limit = limit, r->stmt = -1;
@@ -324,8 +325,8 @@ int evs__pg_read_stream(void *e, const char *stream, uint64_t from, int directio
     evs_pg *pg = e;
     pg_reader *r;
     evs_stream_info info;
-    evs_stream_metadata hide;
-    int dstate;
+    evs_stream_metadata hide = {0};
+    int dstate = 0;
     int rc = stream_row(pg, stream, &info, &hide, &dstate);
     if (rc) return rc;
     if (dstate) return evs__err(EVS_ENOTFOUND, "stream \"%s\" not found (%s)", stream, dstate == 2 ? "hard-deleted" : "deleted");
@@ -492,8 +493,8 @@ static int stream_row(evs_pg *pg, const char *stream, evs_stream_info *out, evs_
 }
 
 int evs__pg_stream_info(void *e, const char *stream, evs_stream_info *out) {
-    evs_stream_metadata hide;
-    int dstate;
+    evs_stream_metadata hide = {0};
+    int dstate = 0;
     int rc = stream_row(e, stream, out, &hide, &dstate);
     if (!rc && dstate) {
         memset(out, 0, sizeof *out);

@@ -384,7 +384,7 @@ static int bracket(tr *t) {
             goto out;
         }
         if (t->p[t->i] == ']') break;
-        uint32_t a, z;
+        uint32_t a = 0, z = 0;
         int k = class_atom(t, &c, &a);
         if (k < 0) goto out;
         if (k == 1 && t->i + 1 < t->n && t->p[t->i] == '-' && t->p[t->i + 1] != ']') {

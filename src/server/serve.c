@@ -263,13 +263,18 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = rc;
         goto cleanup;
     }
+    /* The command runners, then the WebSocket hub, then the notifier: the hub's thread takes the
+       runners' results (srv->cmds), and the notifier kicks the hub (srv->ws) as soon as the head
+       moves, so each starts after what it calls into (a notifier started first raced the hub's
+       start: TSan, it_pg_servers).  A runner kicks the hub only after a command, which only the
+       hub hands it.  The cleanup below stops them in the reverse order. */
     if (evs__cmdpool_start(srv, srv->threads < EVS_CMDPOOL_MAX_THREADS ? srv->threads : EVS_CMDPOOL_MAX_THREADS,
                            evs__ws_kick)) {
         snprintf(why, whycap, "serve: cannot start the command threads");
         ret = EVS_EIO;
         goto cleanup;
     }
-    if (evs__sse_start(srv) || evs__notifier_start(srv) || evs__ws_start(srv)) {
+    if (evs__ws_start(srv) || evs__sse_start(srv) || evs__notifier_start(srv)) {
         snprintf(why, whycap, "serve: cannot start the live-stream threads");
         ret = EVS_EIO;
         goto cleanup;
@@ -359,9 +364,11 @@ cleanup:
         if (!srv->engine) serve_file_remove(cfg->dir);
     }
     evs__tls_free(); /* after the daemon: no handshake can ask for a certificate any more */
+    evs__sse_free(srv);     /* after the notifier and the daemon, its only users */
+    evs__ws_stop(srv);      /* its thread takes the runners' results: it ends first (done at 3 unless
+                               a start failed) */
     evs__cmdpool_stop(srv); /* before the hub goes: a runner that finishes kicks it */
     evs__ws_free(srv);
-    evs__sse_free(srv);
     evs__scavenge_job_stop();      /* rewrites the store's segments: before it closes */
     evs__nats_host_stop(srv);      /* reads the store: before it closes */
     evs__sagas_stop(srv);          /* its workers send commands: before the app */

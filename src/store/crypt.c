@@ -351,6 +351,7 @@ void evs__crypt_rd_free(evs__crypt_rd *rd) {
 /* ------------------------------------------------------------ API */
 
 static int subject_arg(evs_store *s, const char *subject, const char *what, size_t *n) {
+    *n = 0; /* written first: GCC -O3 cannot tell that evs__err() returns non-zero */
     if (s && s->engine && !s->engine->key_get) return evs__store_native_only(s, what);
     if (!s || (!s->dir && !s->engine)) return evs__err(EVS_ECLOSED, "%s: the store is not open", what);
     if (!subject) return evs__err(EVS_EINVAL, "%s: subject is NULL", what);

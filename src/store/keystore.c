@@ -140,10 +140,18 @@ int evs_master_key_parse(const char *text, size_t len, uint8_t key[EVS_MASTER_KE
 }
 
 static int ks_get(evs_store *s, evs__keystore **out) {
+    /* the codes are returned as constants, not through evs__err: the callers' optimiser then sees that
+       *out is set whenever EVS_OK comes back (GCC -O3 -Wmaybe-uninitialized) */
     if (!s->ks) {
-        if (sodium_init() < 0) return evs__err(EVS_EIO, "libsodium could not be initialised");
+        if (sodium_init() < 0) {
+            evs__err(EVS_EIO, "libsodium could not be initialised");
+            return EVS_EIO;
+        }
         evs__keystore *ks = calloc(1, sizeof *ks);
-        if (!ks) return evs__err(EVS_ENOMEM, "out of memory for the key store");
+        if (!ks) {
+            evs__err(EVS_ENOMEM, "out of memory for the key store");
+            return EVS_ENOMEM;
+        }
         pthread_mutex_init(&ks->mu, NULL);
         pthread_rwlock_init(&ks->lock, NULL);
         ks->inited = 1;

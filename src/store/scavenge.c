@@ -333,6 +333,7 @@ typedef struct sid_cache {
 } sid_cache;
 
 static int stream_id(evs_store *s, MDB_txn *txn, sid_cache *sc, const char *name, size_t len, uint64_t *id) {
+    *id = 0; /* written first: GCC -O3 cannot tell that evs__err() returns non-zero */
     if (sc->len == len && !memcmp(sc->name, name, len)) {
         *id = sc->id;
         return EVS_OK;

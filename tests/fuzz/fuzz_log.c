@@ -110,6 +110,7 @@ static void copy_tree(const char *from, const char *to) {
         } else if (strcmp(de->d_name, "LOCK") != 0) {
             size_t n;
             uint8_t *p = read_file(a, &n);
+            FUZZ_ASSERT(p, "read %s", a);
             write_file(b, p, n);
             free(p);
         }

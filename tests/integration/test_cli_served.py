@@ -330,6 +330,17 @@ class HelpTest(Base):
                 self.assertRegex(h, r"(?m)^  %s\b" % a, (c, a))
                 self.assertIn(a, line, (c, a))
 
+    def test_serve_config_names_every_setting_once(self):
+        # the --config entry lists the file's keys: exactly the options that take a value, in snake_case
+        h = self.ok(run("serve", "--help")).out
+        m = re.search(r"(?ms)^  --config FILE .*?\((.*?)\); flags win\s+over the file\n  -h, --help", h)
+        self.assertIsNotNone(m, h)
+        keys = [k.strip() for k in m.group(1).split(",")]
+        self.assertEqual(len(keys), len(set(keys)), keys)
+        flags = set(re.findall(r"(?m)^  (?:-\w, )?--([a-z-]+)", h)) | set(re.findall(r", --([a-z-]+)", h))
+        self.assertEqual(set(keys), {f.replace("-", "_") for f in flags}
+                         - {"config", "help", "auth", "insecure", "print_routes"})
+
     def test_serve_config_that_does_not_exist(self):
         tmp = tempfile.mkdtemp(prefix="evs-cfg-")
         try:

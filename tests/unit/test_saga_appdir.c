@@ -28,7 +28,10 @@ static const char go_lua[] =
 
 static void put_file(const char *dir, const char *name, const char *text) {
     char path[4200];
-    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (snprintf(path, sizeof path, "%s/%s", dir, name) >= (int)sizeof path) {
+        fprintf(stderr, "path too long: %s/%s\n", dir, name);
+        exit(2);
+    }
     FILE *f = fopen(path, "w");
     if (!f || fputs(text, f) < 0 || fclose(f)) {
         fprintf(stderr, "cannot write %s\n", path);
