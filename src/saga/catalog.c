@@ -78,6 +78,17 @@ static int kv_err(int rc, const char *what) {
     return rc;
 }
 
+/* A read transaction with a cursor on table db.  Ownership: both the caller's (cursor_close, then abort). */
+static int read_cursor(evs_saga_engine *e, int db, evs__kv_txn **txn, evs__kv_cursor **c) {
+    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, txn);
+    if (rc) return rc;
+    if ((rc = evs__kv_cursor_open(*txn, db, c))) {
+        evs__kv_abort(*txn);
+        return kv_err(rc, "cursor");
+    }
+    return EVS_OK;
+}
+
 /* ------------------------------------------------------------------- keys */
 
 static size_t key_ti(uint8_t *k, const char *type, const char *id) {
@@ -755,12 +766,8 @@ int evs__cat_fire(evs_saga_engine *e, int64_t now, int64_t *next, size_t *fired)
     evs__kv_val k = {0, NULL}, v;
     *next = 0;
     *fired = 0;
-    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn);
+    int rc = read_cursor(e, EVS__CAT_TIMERS, &txn, &c);
     if (rc) return rc;
-    if ((rc = evs__kv_cursor_open(txn, EVS__CAT_TIMERS, &c))) {
-        evs__kv_abort(txn);
-        return kv_err(rc, "cursor");
-    }
     /* due timers stay in the index until their instance records a transition: the scan is short */
     for (rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_FIRST); rc == 0; rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_NEXT)) {
         if (k.size < 10) continue;
@@ -847,12 +854,8 @@ int evs__cat_list(evs_saga_engine *e, const evs_saga_query *q, evs_saga_info *ou
     evs__kv_txn *txn;
     evs__kv_cursor *c;
     evs__kv_val k = {0, NULL}, v;
-    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn);
+    int rc = read_cursor(e, EVS__CAT_BY_STATE, &txn, &c);
     if (rc) return rc;
-    if ((rc = evs__kv_cursor_open(txn, EVS__CAT_BY_STATE, &c))) {
-        evs__kv_abort(txn);
-        return kv_err(rc, "cursor");
-    }
     k.size = sn;
     k.data = start;
     rc = sn ? evs__kv_cursor_get(c, &k, &v, EVS__KV_SET_RANGE) : evs__kv_cursor_get(c, &k, &v, EVS__KV_FIRST);
@@ -912,12 +915,8 @@ int evs__cat_type_stats(evs_saga_engine *e, evs_saga_type_stats *out, size_t max
     evs__kv_cursor *c;
     evs__kv_val k = {0, NULL}, v;
     *count = 0;
-    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn);
+    int rc = read_cursor(e, EVS__CAT_COUNTS, &txn, &c);
     if (rc) return rc;
-    if ((rc = evs__kv_cursor_open(txn, EVS__CAT_COUNTS, &c))) {
-        evs__kv_abort(txn);
-        return kv_err(rc, "cursor");
-    }
     /* types with counters, merged in name order with registered types that have none yet */
     pthread_rwlock_rdlock(&e->reg_lock);
     size_t nd = e->n_defs;
@@ -977,12 +976,8 @@ int evs__cat_step_stats(evs_saga_engine *e, evs_saga_step_stats *out, size_t max
     evs__kv_cursor *c;
     evs__kv_val k = {0, NULL}, v;
     *count = 0;
-    int rc = evs__kv_begin(e->kv, NULL, EVS__KV_RDONLY, &txn);
+    int rc = read_cursor(e, EVS__CAT_HIST, &txn, &c);
     if (rc) return rc;
-    if ((rc = evs__kv_cursor_open(txn, EVS__CAT_HIST, &c))) {
-        evs__kv_abort(txn);
-        return kv_err(rc, "cursor");
-    }
     for (rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_FIRST); rc == 0 && *count < max; rc = evs__kv_cursor_get(c, &k, &v, EVS__KV_NEXT)) {
         const uint8_t *z = memchr(k.data, 0, k.size);
         if (!z || v.size != sizeof(cat_hist)) continue;
