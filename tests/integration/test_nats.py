@@ -71,32 +71,86 @@ def free_ports(n):
             s.close()
 
 
+def listen_ports(n):
+    """
+    n ports for servers that the tests kill and start again on the same port.
+    Taken below the kernel's ephemeral range: a port from bind(0) goes back
+    into that range when its node is killed, and under a parallel `ctest`
+    another test's outgoing connection can take it as its local port before
+    the node restarts, which then cannot bind and never comes back (seen in
+    CI: a publisher waiting 720 s for a cluster one node short).
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low = int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    rng = __import__("random").SystemRandom()
+    ports = []
+    while len(ports) < n:
+        port = rng.randrange(10000, max(low, 10001))
+        if port in ports:
+            continue
+        s = socket.socket()
+        try:
+            s.bind(("127.0.0.1", port))
+            ports.append(port)
+        except OSError:
+            pass
+        finally:
+            s.close()
+    return ports
+
+
 class Cluster:
     """Three nats-server processes with JetStream, routed to each other."""
 
     def __init__(self, root, n=3):
         self.root = root
-        ports = free_ports(2 * n)
+        ports = listen_ports(2 * n)
         self.client = ports[:n]
         self.route = ports[n:]
         self.procs = [None] * n
         self.logs = [os.path.join(root, "n%d.log" % i) for i in range(n)]
 
-    def start_node(self, i):
+    def start_node(self, i, wait=True):
+        """
+        Start node i (again); with wait, return once it listens, and fail
+        with its log if it exited instead (a port taken meanwhile), rather
+        than leave a test waiting for a cluster that cannot form.
+        """
         routes = ",".join("nats://127.0.0.1:%d" % p for p in self.route)
+        before = self.readies(i)
         with open(self.logs[i], "ab") as log:
             self.procs[i] = subprocess.Popen(
                 [NATS_SERVER, "-js", "-n", "n%d" % i, "-a", "127.0.0.1", "-p", str(self.client[i]),
                  "-sd", os.path.join(self.root, "js%d" % i), "--cluster_name", "evs",
                  "-cluster", "nats://127.0.0.1:%d" % self.route[i], "-routes", routes],
                 stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while wait and self.readies(i) == before:
+            if self.procs[i].poll() is not None or time.time() > deadline:
+                raise AssertionError("nats-server n%d %s; its log ends with:\n%s" % (
+                    i, "exited" if self.procs[i].poll() is not None else "did not get ready within 60 s",
+                    open(self.logs[i], errors="replace").read()[-3000:]))
+            time.sleep(0.05)
+
+    def readies(self, i):
+        """How often node i has said it is ready (its log is appended to across restarts)."""
+        if not os.path.exists(self.logs[i]):
+            return 0
+        with open(self.logs[i], errors="replace") as f:
+            return f.read().count("Server is ready")
 
     def start(self):
         for i in range(len(self.procs)):
-            self.start_node(i)
+            self.start_node(i, wait=False)  # each waits for the others' routes
         deadline = time.time() + 60
         while time.time() < deadline:
-            logs = [open(l, errors="replace").read() for l in self.logs]
+            logs = []
+            for l in self.logs:
+                with open(l, errors="replace") as f:
+                    logs.append(f.read())
             if all(re.search(r"metadata leader", t) for t in logs):
                 return self
             for p in self.procs:
@@ -207,14 +261,19 @@ class NatsTest(unittest.TestCase):
                 self.fail("the publisher exited (status %s) while waiting for %s; its log ends with:\n%s"
                           % (alive.returncode, what, tail))
             time.sleep(0.2)
-        # what the publishers said is the first thing a reader of this failure needs
-        plog = self.path("publish.log")
-        tail = open(plog, errors="replace").read()[-3000:] if os.path.exists(plog) else ""
+        self.fail("timed out after %d s waiting for %s; %s" % (timeout, what, self.logs_for_failure("publish.log")))
+
+    def logs_for_failure(self, log):
+        """What the publishers and the nodes said last: the first thing a reader of a timeout needs."""
+        def tail(path, n):
+            if not os.path.exists(path):
+                return ""
+            with open(path, errors="replace") as f:
+                return f.read()[-n:]
         nodes = "".join("\n--- %s (%s):\n%s" % (os.path.basename(l), "alive" if p and p.poll() is None else "dead",
-                                                   open(l, errors="replace").read()[-1500:])
+                                                   tail(l, 1500))
                         for l, p in zip(self.cluster.logs, self.cluster.procs))
-        self.fail("timed out after %d s waiting for %s; last info error: %s\nthe publishers' log ends with:\n%s%s"
-                  % (timeout, what, LAST_INFO_ERROR[0], tail, nodes))
+        return "last info error: %s\nthe publishers' log ends with:\n%s%s" % (LAST_INFO_ERROR[0], tail(self.path(log), 3000), nodes)
 
     # -------------------------------------------------------------- refusals
 
@@ -417,7 +476,13 @@ class NatsTest(unittest.TestCase):
             self.assertIsNone(p.poll(), open(self.path("late.log"), errors="replace").read())
             c.start_node(1)
             c.start_node(2)
-            out, _ = p.communicate(timeout=180 * SLOW)
+            try:
+                out, _ = p.communicate(timeout=180 * SLOW)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.communicate()
+                self.fail("the publisher did not finish within %d s of the nodes' return; %s"
+                          % (180 * SLOW, self.logs_for_failure("late.log")))
         finally:
             if p.poll() is None:
                 p.kill()
