@@ -39,7 +39,9 @@
  * rate and the ratio of the round; the summary gives medians over the
  * rounds and the ratios evstore/seed of the medians.  EVS_BENCH_QUICK=1:
  * 3 rounds of 1 s, else 5 of 3 s (a read repeats until the time is up,
- * at least once).  Exit 77 without a cluster.
+ * at least once).  EVS_BENCH_ONLY="W1,W2" runs only the workloads named
+ * (and loads the read data only for W4/W5); EVS_BENCH_ROUNDS=N (at most
+ * 16) sets the number of rounds.  Exit 77 without a cluster.
  */
 #include <libpq-fe.h>
 #include <pthread.h>
@@ -432,6 +434,8 @@ int main(int argc, char **argv) {
     }
     int quick = getenv("EVS_BENCH_QUICK") && atoi(getenv("EVS_BENCH_QUICK"));
     int rounds = quick ? 3 : 5;
+    if (getenv("EVS_BENCH_ROUNDS") && atoi(getenv("EVS_BENCH_ROUNDS")) > 0) rounds = atoi(getenv("EVS_BENCH_ROUNDS"));
+    if (rounds > 16) rounds = 16; /* the per-round arrays */
     secs = quick ? 1.0 : 3.0;
     char seed_db[64], evs_db[64], seed_url[600], evs_url[600], q[128];
     snprintf(seed_db, sizeof seed_db, "bench_seed_%d", (int)getpid());
@@ -448,9 +452,16 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_pg: %s\n", evs_errmsg());
         return 1;
     }
-    double t_load = now_s();
-    load_read_data(seed_url, evs_url);
-    printf("bench_pg: loaded the read data in %.0f s\n", now_s() - t_load);
+    /* EVS_BENCH_ONLY="W1,W2": only those workloads (the read data is loaded only when a read runs) */
+    const char *only = getenv("EVS_BENCH_ONLY");
+    int run_w[NW];
+    static const char *const tags[NW] = {"W1", "W2", "W3", "W4", "W4", "W5"};
+    for (int j = 0; j < NW; j++) run_w[j] = !only || !*only || strstr(only, tags[j]) != NULL;
+    if (run_w[3] || run_w[4] || run_w[5]) {
+        double t_load = now_s();
+        load_read_data(seed_url, evs_url);
+        printf("bench_pg: loaded the read data in %.0f s\n", now_s() - t_load);
+    }
     printf("bench_pg: %d rounds of %.0f s; PostgreSQL on %s (synchronous_commit on, fsync on)\n", rounds, secs, base);
     static const char *const names[NW] = {"W1 (1 client)",      "W2 (8 clients)",       "W3 (100/append)",
                                           "W4 (10k stream)",    "W4 (100k stream)",     "W5 ($all, 20k)"};
@@ -462,6 +473,7 @@ int main(int argc, char **argv) {
     memset(per_commit, 0, sizeof per_commit);
     for (int k = 0; k < rounds; k++) {
         for (int j = 0; j < NW; j++) {
+            if (!run_w[j]) continue;
             for (int seed = 1; seed >= 0; seed--) {
                 double rate, ev_rate;
                 if (j < 3) {
@@ -497,6 +509,7 @@ int main(int argc, char **argv) {
     static const char *const targets[NW] = {"", "target >= 2x", "", "target >= 20x", "target >= 20x", ""};
     printf("\nmedians over %d rounds (ratio of the medians; median and range of the per-round ratios):\n", rounds);
     for (int j = 0; j < NW; j++) {
+        if (!run_w[j]) continue;
         double lo = ratio[j][0], hi = ratio[j][0];
         for (int k = 1; k < rounds; k++) lo = ratio[j][k] < lo ? ratio[j][k] : lo, hi = ratio[j][k] > hi ? ratio[j][k] : hi;
         double ms = median(w[j][1], rounds), me = median(w[j][0], rounds);
