@@ -111,6 +111,13 @@
  * space, as without zero-ahead.  A failure of the thread's own calls only
  * stops zeroing; it never fails an append.
  *
+ * FLUSH THREAD (evs__log_flush_begin/end).  The writer may hand one flush at
+ * a time to a second thread and do work that does not touch the log (the
+ * store's index entries of the same batch) while it writes and syncs; the
+ * writer touches nothing of the log until it has collected the outcome, so
+ * the log still has exactly one writer at any moment.  The flush is the
+ * same call, with the same failure rules; only the thread differs.
+ *
  * READERS.  Every segment is mapped read-only at its full size once it
  * exists.  Segment pointers live in a large array indexed by segment number,
  * reserved with mmap so untouched entries cost no memory; the writer fills an
@@ -231,6 +238,7 @@ struct evs_log {
 
     uint64_t seg_serial;        /* segments made or loaded so far (evs_seg.serial) */
     log_zero *z;                /* NULL: no zero-ahead */
+    struct log_flusher *fl;     /* NULL until the first evs__log_flush_begin */
 };
 
 /* Zeros to write from: tail cuts, scrubs, repair and zero-ahead chunks. */
@@ -957,6 +965,93 @@ fail:
     return log_fail(log, rc);
 }
 
+/*
+ * The flush thread (evs__log_flush_begin).  One request at a time: the
+ * writer posts it (state 1) and waits for state 2 in evs__log_flush_end;
+ * between the two the thread owns the log's write side, which the writer
+ * leaves alone meanwhile.  Its error message travels back in msg (messages
+ * are per thread).
+ */
+typedef struct log_flusher {
+    pthread_t th;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int state; /* 0 idle, 1 flush requested, 2 flushed (rc, msg) */
+    int stop, sync, rc;
+    char msg[512];
+} log_flusher;
+
+static void *flush_main(void *arg) {
+    evs_log *log = arg;
+    log_flusher *f = log->fl;
+    pthread_setname_np(pthread_self(), "evs-flush");
+    pthread_mutex_lock(&f->mu);
+    for (;;) {
+        while (f->state != 1 && !f->stop) pthread_cond_wait(&f->cv, &f->mu);
+        if (f->state != 1) break;
+        int sync = f->sync;
+        pthread_mutex_unlock(&f->mu);
+        int rc = evs__log_flush(log, sync);
+        pthread_mutex_lock(&f->mu);
+        f->rc = rc;
+        if (rc) snprintf(f->msg, sizeof f->msg, "%s", evs_errmsg());
+        f->state = 2;
+        pthread_cond_broadcast(&f->cv);
+    }
+    pthread_mutex_unlock(&f->mu);
+    return NULL;
+}
+
+int evs__log_flush_begin(evs_log *log, int sync) {
+    if (!log->fl) {
+        log_flusher *f = calloc(1, sizeof *f);
+        if (!f) return 0;
+        pthread_mutex_init(&f->mu, NULL);
+        pthread_cond_init(&f->cv, NULL);
+        log->fl = f;
+        if (pthread_create(&f->th, NULL, flush_main, log) != 0) {
+            log->fl = NULL;
+            pthread_cond_destroy(&f->cv);
+            pthread_mutex_destroy(&f->mu);
+            free(f);
+            return 0;
+        }
+    }
+    log_flusher *f = log->fl;
+    pthread_mutex_lock(&f->mu);
+    f->sync = sync;
+    f->state = 1;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    return 1;
+}
+
+int evs__log_flush_end(evs_log *log) {
+    log_flusher *f = log->fl;
+    pthread_mutex_lock(&f->mu);
+    while (f->state != 2) pthread_cond_wait(&f->cv, &f->mu);
+    f->state = 0;
+    int rc = f->rc;
+    if (rc) evs__err(rc, "%s", f->msg);
+    pthread_mutex_unlock(&f->mu);
+    return rc;
+}
+
+/* Stop and join the flush thread (no flush is in flight: every begin was ended). */
+static void flusher_stop(evs_log *log) {
+    log_flusher *f = log->fl;
+    if (!f) return;
+    pthread_mutex_lock(&f->mu);
+    f->stop = 1;
+    pthread_cond_broadcast(&f->cv);
+    pthread_mutex_unlock(&f->mu);
+    pthread_join(f->th, NULL);
+    pthread_cond_destroy(&f->cv);
+    pthread_mutex_destroy(&f->mu);
+    free(f);
+    log->fl = NULL;
+}
+
 int evs__log_sync(evs_log *log) {
     if (EVS_UNLIKELY(log->failed)) return log_failed_err(log);
     return log_sync_written(log);
@@ -973,6 +1068,7 @@ void evs__log_usage(const evs_log *log, uint64_t *segments, uint64_t *bytes) {
 
 static void log_free(evs_log *log) {
     if (!log) return;
+    flusher_stop(log); /* before the zero thread: a flush publishes to it */
     zero_stop(log);
     if (log->slots) {
         uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);

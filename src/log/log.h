@@ -152,6 +152,20 @@ void evs__log_rewind(evs_log *log, const evs_log_mark *m);
 int evs__log_flush(evs_log *log, int sync);
 
 /*
+ * Writer: the same flush (write, then fdatasync) run by the log's flush
+ * thread while the caller goes on with work that does not touch the log
+ * (the store's index entries for the same batch), so the two overlap.
+ * evs__log_flush_begin returns 1 when the flush was handed over, 0 when it
+ * was not (the thread could not be started): the caller then calls
+ * evs__log_flush itself.  After a 1, the caller must call
+ * evs__log_flush_end, which waits and returns what evs__log_flush would
+ * have returned (with its message), before it calls anything else on the
+ * log.  The thread starts at the first hand-over and stops at close.
+ */
+int evs__log_flush_begin(evs_log *log, int sync);
+int evs__log_flush_end(evs_log *log);
+
+/*
  * Writer: enter the sticky failed state on behalf of the caller (a failure
  * outside the log after frames were buffered): nothing buffered is ever
  * written, and later appends return EVS_EFAILED.

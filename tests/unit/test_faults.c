@@ -45,7 +45,8 @@
 
 #define SEGSZ (64 * 1024)
 #define NSTREAMS 12
-#define MAXN 4
+#define MAXN 80  /* events per append at most (the crash trials: 4, or now and then a big one) */
+#define BIGN 72  /* at least EVS_OVERLAP_EVENTS (store.c): indexed while the flush thread syncs */
 
 /* ------------------------------------------------------------ helpers */
 
@@ -111,7 +112,8 @@ static size_t event_data(char *buf, size_t cap, int k, uint64_t spos, unsigned i
  * (SIZE_MAX: derived from the position).
  */
 static int append_n(evs_store *s, int k, uint64_t *version, unsigned n, size_t pad, acks *out) {
-    static _Thread_local char data[MAXN][8192];
+    char (*data)[8192] = malloc((size_t)n * sizeof *data);
+    if (!data) exit(2);
     evs_event_in ev[MAXN];
     evs_uuid ids[MAXN];
     for (unsigned i = 0; i < n; i++) {
@@ -136,6 +138,7 @@ static int append_n(evs_store *s, int k, uint64_t *version, unsigned n, size_t p
         acks_add(out, &a);
         *version = r.last_stream_position;
     }
+    free(data);
     return rc;
 }
 
@@ -357,6 +360,69 @@ static void test_fsync_failure(void) {
 }
 
 /*
+ * 1a. The same with big appends: their frames are written and synced by the
+ * log's flush thread while the index entries are put.  A failing fdatasync
+ * there fails the append the same way (the message travels back from the
+ * thread), nothing is acknowledged or synced again, and the store reopens
+ * with every acknowledged event.
+ */
+/* A thread of this process is named name (/proc/self/task/N/comm). */
+static int have_thread(const char *name) {
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *e;
+    int found = 0;
+    while (d && !found && (e = readdir(d))) {
+        char path[300], comm[32] = "";
+        snprintf(path, sizeof path, "/proc/self/task/%s/comm", e->d_name);
+        FILE *f = fopen(path, "r");
+        if (!f) continue;
+        if (fgets(comm, sizeof comm, f)) comm[strcspn(comm, "\n")] = 0;
+        fclose(f);
+        found = strcmp(comm, name) == 0;
+    }
+    if (d) closedir(d);
+    return found;
+}
+
+static void test_fsync_failure_big(void) {
+    char *dir = tu_tempdir("faults-fsync-big");
+    evs_fault *f;
+    CHECK_INT(evs__fault_create(&f), 0);
+    evs_store *s = open_store(dir, f, 1, 0);
+    CHECK(s != NULL);
+    if (!s) return;
+    acks l = {0};
+    uint64_t ver[NSTREAMS] = {0};
+    CHECK(!have_thread("evs-flush")); /* started by the first big append, not before */
+    for (int i = 0; i < 12; i++) CHECK_RC(append_n(s, i % 3, &ver[i % 3], i % 2 ? BIGN : 2, 100, &l), EVS_OK);
+    CHECK(have_thread("evs-flush"));
+    uint64_t head = evs_head(s);
+    uint64_t syncs = evs__fault_count(f, EVS_FOP_FDATASYNC);
+    evs__fault_fail(f, EVS_FOP_FDATASYNC, 1, 0, EIO);
+    int rc = append_n(s, 0, &ver[0], MAXN, 100, &l);
+    CHECK(rc == -EIO || rc == EVS_EIO);
+    CHECK_CONTAINS(evs_errmsg(), "fdatasync");
+    CHECK_CONTAINS(evs_errmsg(), strerror(EIO));
+    CHECK_INT(evs__fault_count(f, EVS_FOP_FDATASYNC), syncs + 1);
+    CHECK_INT(evs_head(s), head);
+    uint64_t writes = evs__fault_count(f, EVS_FOP_PWRITE);
+    CHECK_RC(append_n(s, 1, &ver[1], BIGN, 100, &l), EVS_EFAILED);
+    CHECK_RC(append_n(s, 2, &ver[2], 1, 100, &l), EVS_EFAILED);
+    CHECK_INT(evs__fault_count(f, EVS_FOP_PWRITE), writes);
+    CHECK_INT(evs__fault_count(f, EVS_FOP_FDATASYNC), syncs + 1);
+    CHECK_RC(evs_store_close(s), EVS_EFAILED);
+    evs__fault_destroy(f);
+    uint64_t head2 = 0;
+    reopen_verify(dir, &l, "fdatasync failure, big appends: after reopen", NULL, &head2);
+    CHECK(head2 == head || head2 == head + MAXN);
+    printf("fdatasync failure on the flush thread: %llu events acknowledged, %llu after reopen\n",
+           (unsigned long long)head, (unsigned long long)head2);
+    free(l.a);
+    tu_rmrf(dir);
+    free(dir);
+}
+
+/*
  * 1b. In batch and none durability an append is acknowledged before any
  * fdatasync, and the close's sync is the one that makes the last appends
  * durable: when it fails, evs_store_close says so (EVS_EIO naming the
@@ -544,7 +610,9 @@ static void *crash_appender(void *arg) {
     uint64_t ver[NSTREAMS] = {0};
     for (int a = 0; a < 60; a++) {
         int k = ct->t + 3 * (int)(rnd(&ct->seed) % (NSTREAMS / 3)); /* thread t owns streams k % 3 == t */
-        unsigned n = 1 + (unsigned)(rnd(&ct->seed) % MAXN);
+        /* one in eight a big append, whose index entries are put while the flush thread writes and syncs */
+        unsigned n = rnd(&ct->seed) % 8 == 0 ? BIGN + (unsigned)(rnd(&ct->seed) % (MAXN - BIGN + 1))
+                                             : 1 + (unsigned)(rnd(&ct->seed) % 4);
         int rc = append_n(ct->run->s, k, &ver[k], n, SIZE_MAX, &ct->l);
         ct->last_rc = rc;
         if (rc != EVS_OK) {
@@ -643,6 +711,7 @@ int main(void) {
     int seeds = e ? atoi(e) : 120;
     if (seeds < 1) seeds = 1;
     test_fsync_failure();
+    test_fsync_failure_big();
     test_close_trivial();
     test_close_sync_failure(EVS_DURABILITY_NONE, 1);
     test_close_sync_failure(EVS_DURABILITY_BATCH, 1);

@@ -425,6 +425,61 @@ static void test_commit_map_full(void) {
     free(dir);
 }
 
+/*
+ * Big appends in sync durability put their index entries while the log's
+ * flush thread writes and syncs their frames (store.c, EVS_OVERLAP_EVENTS).
+ * When the map fills there (a put, with no room kept ahead) or in the commit
+ * after it, the frames are already durable: the batch is indexed again in a
+ * grown map, acknowledged, and readable at once.
+ */
+static void test_overlapped_map_full(void) {
+    char *dir = tu_tempdir("ixmapoverlap");
+    evs_store *s = tu_open(dir, EVS_DURABILITY_SYNC, 0);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK_RC(fill(s, 10, 10, 2, "a"), EVS_OK);
+    CHECK_RC(evs__store_set_index_faults(s, 0, 1), EVS_OK);
+    CHECK_RC(fill(s, 1, 100, 1, "b"), EVS_OK); /* its commit fails once */
+    CHECK_RC(evs_store_writable(s, NULL, 0), EVS_OK);
+    CHECK_INT(evs_head(s), 200);
+    CHECK_INT(stream_events(s, "s-0"), 150);
+    uint64_t size0 = index_file_size(dir);
+    CHECK_RC(evs__store_set_index_faults(s, 1, 0), EVS_OK);
+    evs_reader *snap; /* held open: the pages it sees cannot be reused, so the map must grow */
+    const evs_event *e;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, NULL, 0, &snap), EVS_OK);
+    CHECK_RC(evs_reader_next(snap, &e), EVS_OK);
+    int batches = getenv("EVS_SANITIZED") ? 150 : 400;
+    CHECK_RC(fill(s, batches, 100, 4, "c"), EVS_OK);
+    CHECK_RC(evs_store_writable(s, NULL, 0), EVS_OK);
+    uint64_t head = 200 + (uint64_t)batches * 100;
+    CHECK_INT(evs_head(s), head);
+    CHECK(index_file_size(dir) >= 2 * size0);
+    int bad = 0;
+    CHECK_INT(drain(snap, 0, &bad) + 1, 200);
+    evs_reader_close(snap);
+    evs_reader *r;
+    CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, NULL, 0, &r), EVS_OK);
+    CHECK_INT(drain(r, 0, &bad), head);
+    evs_reader_close(r);
+    CHECK_INT(bad, 0);
+    evs_check_report rep;
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    CHECK_INT(rep.events, head);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    s = tu_open(dir, EVS_DURABILITY_SYNC, 0);
+    CHECK(s != NULL);
+    if (!s) return;
+    CHECK_INT(evs_head(s), head);
+    CHECK_INT(stream_events(s, "s-1"), (uint64_t)batches / 4 * 100 + 50);
+    CHECK_RC(evs_store_check(s, &rep), EVS_OK);
+    CHECK_RC(evs_store_close(s), EVS_OK);
+    printf("overlapped flush, map full: %llu events, index %llu -> %llu bytes\n", (unsigned long long)head,
+           (unsigned long long)size0, (unsigned long long)index_file_size(dir));
+    tu_rmrf(dir);
+    free(dir);
+}
+
 typedef struct app_arg {
     evs_store *s;
     int t, appends;
@@ -620,6 +675,7 @@ int main(void) {
     test_old_sparse_file_shrinks();
     test_lookups_during_growth();
     test_commit_map_full();
+    test_overlapped_map_full();
     test_growth_by_map_full();
     test_map_full_at_limit();
     test_large_events();
