@@ -776,6 +776,7 @@ retry:
         mdb_txn_abort(txn);
         goto done;
     }
+    rc = EVS_OK; /* a request refused in the loop (a conflict, say) left its code here: it is that request's alone */
     evs_lsn log_end = evs__log_end(s->log);
     int64_t t_sync = evs__mono_ns();
     /* A big last request: hand the write and fdatasync to the log's flush
