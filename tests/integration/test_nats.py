@@ -174,6 +174,18 @@ class Cluster:
                 p.wait()
 
 
+def catches(pid, sig):
+    """Process pid has a handler installed for sig (the SigCgt mask of /proc/PID/status)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (int(sig) - 1) & 1)
+    except OSError:
+        pass
+    return False
+
+
 def nats_get_msg(port, stream, seq):
     """
     Message `seq` of `stream`, read over the NATS protocol itself (a JetStream
@@ -409,6 +421,9 @@ class NatsTest(unittest.TestCase):
         # the third runs to the end and stops cleanly on SIGTERM
         p = self.publisher(src, urls, log)
         self.wait_for("everything to be published", lambda: last_seq() >= head, 300 * SLOW, alive=p)
+        # the earlier publishers may have published everything already: then this one is only starting,
+        # and a SIGTERM before it installed its handler would kill it instead of stopping it
+        self.wait_for("the publisher to handle SIGTERM", lambda: catches(p.pid, signal.SIGTERM), 60 * SLOW, alive=p)
         p.send_signal(signal.SIGTERM)
         out, _ = p.communicate(timeout=TIMEOUT)
         self.assertEqual(p.returncode, 0)
