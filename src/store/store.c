@@ -193,6 +193,10 @@ int evs__store_set_index_faults(evs_store *s, int no_reserve, int fail_commits) 
     return EVS_OK;
 }
 
+/* Test hook (declared in store/store_testing.h). */
+uint64_t evs__store_reindexed(evs_store *s);
+uint64_t evs__store_reindexed(evs_store *s) { return s ? atomic_load(&s->t_reindexed) : 0; }
+
 /* ----------------------------------------------------------- validation */
 
 int evs__name_ok(const char *what, const char *p, size_t n, size_t max) {
@@ -819,8 +823,10 @@ retry:
            needs pages the puts did not), or in the puts made during the
            flush: the log already holds the batch, so grow the map and
            index the batch again. */
-        while (rc && evs__index_was_full() && (rc = evs__index_grow(&s->ix)) == EVS_OK)
+        while (rc && evs__index_was_full() && (rc = evs__index_grow(&s->ix)) == EVS_OK) {
             rc = reindex_batch(s, batch, next);
+            atomic_fetch_add(&s->t_reindexed, 1);
+        }
         /* otherwise the log holds the batch; the index catches up at the next open */
         if (rc) set_failed(s, rc);
     }

@@ -69,6 +69,7 @@ struct evs_store {
     /* test hooks (store_testing.h): no room kept ahead of a batch; index
        commits of appends still to fail with MDB_MAP_FULL */
     int t_no_reserve, t_fail_commits;
+    _Atomic uint64_t t_reindexed; /* batches indexed again after their frames were durable */
 
     /* the append validator (store_access.h), NULL when none; set while no append is in flight */
     int (*validator)(void *ctx, const char *stream, size_t stream_len, const char *stream_type, size_t stream_type_len,

@@ -39,6 +39,13 @@ void evs__store_abandon(evs_store *s);
 int evs__store_set_index_faults(evs_store *s, int no_reserve, int fail_commits);
 
 /*
+ * How many times a batch was indexed again in a grown map after its frames
+ * had become durable (the map filled in the commit, or in the puts made
+ * while the flush thread synced).  Lets a test tell that it reached that path.
+ */
+uint64_t evs__store_reindexed(evs_store *s);
+
+/*
  * The clock max_age compares recorded_at with (meta.c): now(ctx) in ns since
  * the epoch, NULL for the wall clock.  Call while no reader is open.
  */
