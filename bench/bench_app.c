@@ -130,8 +130,10 @@ static void *client_main(void *arg) {
     return NULL;
 }
 
-/* One run: events/s, and the run's p95 latency in ms. */
-static double run(int nclients, int raw, double *p95) {
+/* One run: events/s, and the run's p95 latency in ms and appends per group commit. */
+static double run(int nclients, int raw, double *p95, double *per_commit) {
+    evs_store_stats st0, st1;
+    if (evs_store_get_stats(store, &st0)) die("stats");
     client cl[8];
     pthread_t th[8];
     pthread_barrier_init(&bar, NULL, (unsigned)nclients + 1);
@@ -155,19 +157,22 @@ static double run(int nclients, int raw, double *p95) {
     qsort(all, (size_t)nl, sizeof *all, cmp_i);
     *p95 = nl ? (double)all[(size_t)((double)nl * 0.95)] / 1e6 : 0;
     free(all);
+    if (evs_store_get_stats(store, &st1)) die("stats");
+    *per_commit = st1.batches > st0.batches ? (double)(st1.appends - st0.appends) / (double)(st1.batches - st0.batches) : 0;
     pthread_barrier_destroy(&bar);
     return (double)ops / secs;
 }
 
 static void throughput(int rounds) {
     for (int clients = 1; clients <= 8; clients += 7) {
-        double ratio[16], raw_r[16], cmd_r[16], p95c[16], p95r[16];
+        double ratio[16], raw_r[16], cmd_r[16], p95c[16], p95r[16], pcr, pcc;
         for (int i = 0; i < rounds; i++) {
-            raw_r[i] = run(clients, 1, &p95r[i]);
-            cmd_r[i] = run(clients, 0, &p95c[i]);
+            raw_r[i] = run(clients, 1, &p95r[i], &pcr);
+            cmd_r[i] = run(clients, 0, &p95c[i], &pcc);
             ratio[i] = cmd_r[i] / raw_r[i];
-            printf("  C%d round %d/%d: raw appends %.0f/s (p95 %.2f ms), commands %.0f/s (p95 %.2f ms); %.2fx\n", clients,
-                   i + 1, rounds, raw_r[i], p95r[i], cmd_r[i], p95c[i], ratio[i]);
+            printf("  C%d round %d/%d: raw appends %.0f/s (p95 %.2f ms, %.1f per commit), commands %.0f/s (p95 %.2f ms, "
+                   "%.1f per commit); %.2fx\n",
+                   clients, i + 1, rounds, raw_r[i], p95r[i], pcr, cmd_r[i], p95c[i], pcc, ratio[i]);
         }
         double mr = median(ratio, rounds), mc = median(cmd_r, rounds), ma = median(raw_r, rounds);
         double mp = median(p95c, rounds), mpr = median(p95r, rounds);

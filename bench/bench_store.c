@@ -71,6 +71,8 @@
  *                      override the counts and sizes
  *   EVS_BENCH_ONLY     e.g. "W1,W4": run only these workloads
  *   EVS_BENCH_KEEP=1   keep the W6 store and reuse it on the next run
+ *   EVS_BENCH_ZERO_AHEAD=BYTES  the log's zero-ahead window in sync durability
+ *                      (default EVS_LOG_ZERO_AHEAD; 0: off), to weigh it
  *
  * Exit status: 0 when every workload ran (targets missed are reported, not
  * failed), 1 on an error from the store.
@@ -94,6 +96,7 @@
 
 #include "core/core.h"
 #include "evstore.h"
+#include "store/store_testing.h"
 
 /* ------------------------------------------------------------ settings */
 
@@ -418,6 +421,8 @@ static evs_store *store_open(const char *dir, evs_durability d) {
     int rc = evs_store_create(&s);
     if (rc) die("create store", rc);
     if ((rc = evs_store_set_durability(s, d, d == EVS_DURABILITY_BATCH ? 10 : 0))) die("set durability", rc);
+    const char *za = getenv("EVS_BENCH_ZERO_AHEAD");
+    if (za && *za && (rc = evs__store_set_zero_ahead(s, strtoull(za, NULL, 10)))) die("set zero-ahead", rc);
     if ((rc = evs_store_open(s, dir, EVS_OPEN_CREATE))) die(dir, rc);
     return s;
 }
