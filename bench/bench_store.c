@@ -422,7 +422,15 @@ static evs_store *store_open(const char *dir, evs_durability d) {
     if (rc) die("create store", rc);
     if ((rc = evs_store_set_durability(s, d, d == EVS_DURABILITY_BATCH ? 10 : 0))) die("set durability", rc);
     const char *za = getenv("EVS_BENCH_ZERO_AHEAD");
-    if (za && *za && (rc = evs__store_set_zero_ahead(s, strtoull(za, NULL, 10)))) die("set zero-ahead", rc);
+    if (za && *za) {
+        char *end;
+        unsigned long long bytes = strtoull(za, &end, 10);
+        if (*end || *za == '-') {
+            fprintf(stderr, "bench_store: EVS_BENCH_ZERO_AHEAD=%s is not a byte count (0 turns zero-ahead off)\n", za);
+            exit(1);
+        }
+        if ((rc = evs__store_set_zero_ahead(s, bytes))) die("set zero-ahead", rc);
+    }
     if ((rc = evs_store_open(s, dir, EVS_OPEN_CREATE))) die(dir, rc);
     return s;
 }

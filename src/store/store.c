@@ -825,7 +825,7 @@ retry:
            index the batch again. */
         while (rc && evs__index_was_full() && (rc = evs__index_grow(&s->ix)) == EVS_OK) {
             rc = reindex_batch(s, batch, next);
-            atomic_fetch_add(&s->t_reindexed, 1);
+            if (!rc) atomic_fetch_add(&s->t_reindexed, 1);
         }
         /* otherwise the log holds the batch; the index catches up at the next open */
         if (rc) set_failed(s, rc);
