@@ -16,7 +16,9 @@
  *       run by its own thread (checkpoint_every 1): p50 / p99 of the wait.
  *
  * Environment: EVS_BENCH_DIR (default /tmp), EVS_BENCH_QUICK=1 (shorter
- * runs), EVS_BENCH_ROUNDS (default 5), EVS_BENCH_SECONDS per run (default 2).
+ * runs), EVS_BENCH_ROUNDS (default 5), EVS_BENCH_SECONDS per run (default 2),
+ * EVS_BENCH_STATE_CACHE (the app's state_cache_entries; 0: commands load
+ * every aggregate from snapshot and log).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -131,9 +133,10 @@ static void *client_main(void *arg) {
 }
 
 /* One run: events/s, and the run's p95 latency in ms and appends per group commit. */
-static double run(int nclients, int raw, double *p95, double *per_commit) {
+static double run(int nclients, int raw, double *p95, double *per_commit, double *hit) {
     evs_store_stats st0, st1;
-    if (evs_store_get_stats(store, &st0)) die("stats");
+    evs_app_stats a0, a1;
+    if (evs_store_get_stats(store, &st0) || evs_app_get_stats(app, &a0)) die("stats");
     client cl[8];
     pthread_t th[8];
     pthread_barrier_init(&bar, NULL, (unsigned)nclients + 1);
@@ -157,7 +160,9 @@ static double run(int nclients, int raw, double *p95, double *per_commit) {
     qsort(all, (size_t)nl, sizeof *all, cmp_i);
     *p95 = nl ? (double)all[(size_t)((double)nl * 0.95)] / 1e6 : 0;
     free(all);
-    if (evs_store_get_stats(store, &st1)) die("stats");
+    if (evs_store_get_stats(store, &st1) || evs_app_get_stats(app, &a1)) die("stats");
+    uint64_t hits = a1.state_cache_hits - a0.state_cache_hits, looks = hits + a1.state_cache_misses - a0.state_cache_misses;
+    *hit = looks ? (double)hits / (double)looks : 0;
     *per_commit = st1.batches > st0.batches ? (double)(st1.appends - st0.appends) / (double)(st1.batches - st0.batches) : 0;
     pthread_barrier_destroy(&bar);
     return (double)ops / secs;
@@ -165,14 +170,14 @@ static double run(int nclients, int raw, double *p95, double *per_commit) {
 
 static void throughput(int rounds) {
     for (int clients = 1; clients <= 8; clients += 7) {
-        double ratio[16], raw_r[16], cmd_r[16], p95c[16], p95r[16], pcr, pcc;
+        double ratio[16], raw_r[16], cmd_r[16], p95c[16], p95r[16], pcr, pcc, hit;
         for (int i = 0; i < rounds; i++) {
-            raw_r[i] = run(clients, 1, &p95r[i], &pcr);
-            cmd_r[i] = run(clients, 0, &p95c[i], &pcc);
+            raw_r[i] = run(clients, 1, &p95r[i], &pcr, &hit);
+            cmd_r[i] = run(clients, 0, &p95c[i], &pcc, &hit);
             ratio[i] = cmd_r[i] / raw_r[i];
             printf("  C%d round %d/%d: raw appends %.0f/s (p95 %.2f ms, %.1f per commit), commands %.0f/s (p95 %.2f ms, "
-                   "%.1f per commit); %.2fx\n",
-                   clients, i + 1, rounds, raw_r[i], p95r[i], pcr, cmd_r[i], p95c[i], pcc, ratio[i]);
+                   "%.1f per commit, %.0f%% from cached states); %.2fx\n",
+                   clients, i + 1, rounds, raw_r[i], p95r[i], pcr, cmd_r[i], p95c[i], pcc, 100 * hit, ratio[i]);
         }
         double mr = median(ratio, rounds), mc = median(cmd_r, rounds), ma = median(raw_r, rounds);
         double mp = median(p95c, rounds), mpr = median(p95r, rounds);
@@ -301,8 +306,21 @@ int main(void) {
     char sub[4200];
     snprintf(sub, sizeof sub, "%s/c", dir);
     store = tu_open(sub, EVS_DURABILITY_SYNC, 0);
-    if (evs_app_open(store, NULL, NULL, &app) || tc_register(app, "v1")) die("open");
-    printf("bench_app: %d rounds of %.1f s per side, %d aggregates, durability sync\n", rounds, seconds, AGGS);
+    evs_app_config cfg;
+    evs_app_config_init(&cfg);
+    const char *sc = getenv("EVS_BENCH_STATE_CACHE");
+    if (sc && *sc) {
+        char *end;
+        unsigned long v = strtoul(sc, &end, 10);
+        if (*end || v > UINT32_MAX) {
+            fprintf(stderr, "bench_app: EVS_BENCH_STATE_CACHE=%s is not a number of entries\n", sc);
+            return 2;
+        }
+        cfg.state_cache_entries = (uint32_t)v;
+    }
+    if (evs_app_open(store, NULL, &cfg, &app) || tc_register(app, "v1")) die("open");
+    printf("bench_app: %d rounds of %.1f s per side, %d aggregates, durability sync, state cache %u entries\n", rounds,
+           seconds, AGGS, cfg.state_cache_entries);
     throughput(rounds);
     evs_app_close(app);
     evs_store_close(store);

@@ -90,6 +90,11 @@ typedef struct evs_app_config {
     evs_event_map map;              /* what evolve sees, e.g. upcasted events (evstore_schema.h);
                                        change code_version when what it does changes, so that
                                        snapshots folded through the old map are not used */
+    uint32_t state_cache_entries;   /* folded states of C aggregates kept between commands, the
+                                       least recently used dropped first (default 16384; 0: none).
+                                       A command starts from its aggregate's cached state and reads
+                                       only the events after it (checked against the log as a
+                                       snapshot is).  Memory: entries x the size of a state. */
 } evs_app_config;
 
 void evs_app_config_init(evs_app_config *c);
@@ -143,7 +148,9 @@ int evs_decision_reject(evs_decision *d, const char *reason);
  *   evolve    fold one stored event into state, in place
  *   decide    read state (at `version`) and the command; emit events or
  *             reject through d; return 0, or nonzero for a failure (not a
- *             rejection) described in err
+ *             rejection) described in err.  It must not change the state:
+ *             the state goes back to the state cache afterwards
+ *             (evs_app_config.state_cache_entries)
  *   encode    state -> JSON text (malloc'd); NULL: no snapshots
  *   decode    JSON text -> a new state
  * evolve/init/decode return 0, or nonzero for a failure described in err.
@@ -470,6 +477,9 @@ typedef struct evs_app_stats {
     uint64_t snapshots_ignored;            /* not applied: other schema or code */
     uint64_t snapshots_dropped;            /* background queue full: left for a later command */
     uint64_t queries, query_cache_hits, query_cache_misses, query_waits, query_timeouts;
+    uint64_t state_cache_hits;             /* commands that started from a cached state */
+    uint64_t state_cache_misses;           /* ... that loaded from snapshot and log (C aggregates) */
+    uint64_t state_cache_entries;          /* states cached now */
 } evs_app_stats;
 
 int evs_app_get_stats(evs_app *a, evs_app_stats *out);

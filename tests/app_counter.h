@@ -4,7 +4,9 @@
  *
  * The state folds in an order-sensitive checksum (h), so a state built from
  * a snapshot plus the wrong tail, a lost update or a reordering shows.
- * Commands: Add {n: integer >= 1} (rejected otherwise), Noop (no events).
+ * Commands: Add {n: integer >= 1} (rejected otherwise), Noop (no events),
+ * Peek (rejected with the state decide was given as its reason: what a
+ * command saw, e.g. from the state cache).
  * tc_code_version picks the evolve code: "v1" folds h = h*31 + n + version,
  * "v2" h = h*37 + n; a snapshot made by one must never be applied by the
  * other.
@@ -60,8 +62,15 @@ static int tc_evolve(void *ctx, void *state, const evs_event *ev, char *err, siz
 
 static int tc_decide(void *ctx, const void *state, uint64_t version, const evs_command *cmd, evs_decision *d, char *err,
                      size_t cap) {
-    (void)ctx, (void)state, (void)version;
+    (void)ctx, (void)version;
     if (strcmp(cmd->command_type, "Noop") == 0) return 0;
+    if (strcmp(cmd->command_type, "Peek") == 0) { /* rejects with the state it was given, as tc_encode writes it */
+        const tc_state *s = state;
+        char buf[160];
+        snprintf(buf, sizeof buf, "{\"count\":%lld,\"sum\":%lld,\"h\":%llu,\"version\":%llu}", s->count, s->sum, s->h,
+                 s->version);
+        return evs_decision_reject(d, buf) ? 1 : 0;
+    }
     if (strcmp(cmd->command_type, "Add") != 0 && strcmp(cmd->command_type, "Bump") != 0) {
         snprintf(err, cap, "counter cannot handle %s", cmd->command_type);
         return 1;
@@ -121,7 +130,9 @@ static inline int tc_register(evs_app *a, const char *code_version) {
     evs_command_handler h = {"Add", EVS_HANDLER_AGGREGATE, "counter", fields, 1};
     if ((rc = evs_app_register_handler(a, &h))) return rc;
     evs_command_handler h2 = {"Noop", EVS_HANDLER_AGGREGATE, "counter", NULL, 0};
-    return evs_app_register_handler(a, &h2);
+    if ((rc = evs_app_register_handler(a, &h2))) return rc;
+    evs_command_handler h3 = {"Peek", EVS_HANDLER_AGGREGATE, "counter", NULL, 0};
+    return evs_app_register_handler(a, &h3);
 }
 
 /* The state the sequential fold of Added events with these n gives, encoded as tc_encode does. */

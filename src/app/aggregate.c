@@ -215,6 +215,20 @@ int evs__agg_load_upto(evs_app *a, evs__agg *g, const char *stream, unsigned fla
     memset(out, 0, sizeof *out);
     out->upto = upto;
     err[0] = 0;
+    if ((flags & EVS__LOAD_CACHED) && !upto && !(flags & (EVS_LOAD_NO_SNAPSHOT | EVS__LOAD_INITIAL)) && a->scache) {
+        if (evs__scache_take(a->scache, g, stream, out)) {
+            rc = evs__agg_catch_up(a, g, stream, out, err, cap);
+            if (rc == EVS_OK) {
+                atomic_fetch_add(&a->st_sc_hit, 1);
+                return EVS_OK;
+            }
+            /* the log moved under the state (a deleted stream) or evolve failed: fold as without a cache */
+            g->def.free_state(g->def.ctx, out->state);
+            memset(out, 0, sizeof *out);
+            err[0] = 0;
+        }
+        atomic_fetch_add(&a->st_sc_miss, 1);
+    }
     if (!(flags & EVS_LOAD_NO_SNAPSHOT) && g->def.decode) {
         int64_t t0 = evs__mono_ns();
         if ((have = find_snapshot(a, g, stream, out, err, cap)) < 0) return have;
@@ -243,6 +257,12 @@ int evs__agg_load_upto(evs_app *a, evs__agg *g, const char *stream, unsigned fla
         out->state = NULL;
     }
     return rc;
+}
+
+void evs__agg_release(evs_app *a, evs__agg *g, const char *stream, evs__loaded *l) {
+    if (a->scache) evs__scache_put(a->scache, g, stream, l);
+    else if (l->state) g->def.free_state(g->def.ctx, l->state);
+    l->state = NULL;
 }
 
 /* ------------------------------------------------------------- storing */

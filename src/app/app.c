@@ -49,6 +49,7 @@ void evs_app_config_init(evs_app_config *c) {
     c->idempotency_max = 100000;
     c->query_timeout_ms = 5000;
     c->query_cache_entries = 256;
+    c->state_cache_entries = 16384;
 }
 
 static void agg_free(evs__agg *g) {
@@ -104,6 +105,7 @@ int evs_app_open(evs_store *s, evs_bus *bus, const evs_app_config *c, evs_app **
     if (pg) rc = evs__kv_open_pg_as(&app_layout, pg, &a->kv);
     else rc = evs__kv_open_lmdb_as(&app_layout, path, 0, &a->kv);
     if (rc) goto fail;
+    if ((rc = evs__scache_new(cfg.state_cache_entries, &a->scache))) goto fail;
     if ((rc = evs__results_prune(a, evs_now_ns()))) goto fail;
     if ((rc = evs__snap_start(a))) goto fail;
     *out = a;
@@ -117,6 +119,7 @@ void evs_app_close(evs_app *a) {
     if (!a) return;
     evs__snap_stop(a);
     evs__kv_close(a->kv); /* LMDB: synced first (the environment runs without sync) */
+    evs__scache_free(a->scache); /* before the types whose free_state it calls */
     for (size_t i = 0; i < a->n_handlers; i++) handler_free(a->handlers[i]);
     for (size_t i = 0; i < a->n_aggs; i++) agg_free(a->aggs[i]);
     for (size_t i = 0; i < a->n_queries; i++) evs__query_free(a->queries[i]);
@@ -431,6 +434,9 @@ int evs_app_get_stats(evs_app *a, evs_app_stats *o) {
     o->snapshots_dropped = atomic_load(&a->st_snap_dropped);
     o->queries = atomic_load(&a->st_queries);
     o->query_cache_hits = atomic_load(&a->st_qc_hit);
+    o->state_cache_hits = atomic_load(&a->st_sc_hit);
+    o->state_cache_misses = atomic_load(&a->st_sc_miss);
+    o->state_cache_entries = evs__scache_count(a->scache);
     o->query_cache_misses = atomic_load(&a->st_qc_miss);
     o->query_waits = atomic_load(&a->st_q_waits);
     o->query_timeouts = atomic_load(&a->st_q_timeouts);

@@ -5,6 +5,7 @@
  *   app.c        the handle, its key-value tables (below), registries, stats
  *   aggregate.c  load = snapshot + tail, the snapshot store, the background
  *                snapshot thread
+ *   state_cache.c  folded C aggregate states kept between commands
  *   agg_lua.c    Lua aggregates: the bus's sandbox behind evs_aggregate_def
  *   command.c    the command bus: validation, idempotency, decide/append
  *                with retries, results
@@ -79,6 +80,7 @@ typedef struct evs__handler {
 
 typedef struct evs__query evs__query;
 typedef struct evs__qcache evs__qcache;
+typedef struct evs__scache evs__scache;
 
 typedef struct evs__loaded {
     void *state;
@@ -130,6 +132,8 @@ struct evs_app {
     pthread_mutex_t qc_mu;
     evs__qcache *qcache;
 
+    evs__scache *scache;          /* folded states between commands (state_cache.c); NULL: off */
+
     /* stats */
     _Atomic uint64_t st_cmd[EVS_CMD_OUTCOMES], st_idem, st_invalid, st_unknown, st_retries;
     _Atomic uint64_t st_hist[EVS_CMD_BUCKETS + 1], st_dur_ns;
@@ -137,6 +141,7 @@ struct evs_app {
     _Atomic uint64_t st_snap_created, st_snap_create_ns, st_snap_create_max;
     _Atomic uint64_t st_snap_ignored, st_snap_dropped;
     _Atomic uint64_t st_queries, st_qc_hit, st_qc_miss, st_q_waits, st_q_timeouts;
+    _Atomic uint64_t st_sc_hit, st_sc_miss;
 };
 
 /* ----------------------------------------------------------- app_base.c */
@@ -173,6 +178,23 @@ enum { EVS__LUA_ADD = 0, EVS__LUA_CHECK = 1, EVS__LUA_PUT = 2 };
 int evs__app_add_lua(evs_app *a, const char *name, const char *src, size_t len, int origin, const char *file,
                      int mode, int *what);
 
+/* ------------------------------------------------------- state_cache.c */
+
+/* A cache of cap entries (0: *out = NULL, no cache).  Ownership: the caller's, evs__scache_free. */
+int evs__scache_new(size_t cap, evs__scache **out);
+/* Frees the cached states (their types must still be alive). */
+void evs__scache_free(evs__scache *c);
+/*
+ * Check out the cached state of stream if it is g's: 1 with *out filled
+ * (out->state then the caller's), 0 when none (also for a NULL cache or a
+ * Lua type).  The state is the fold up to out->version, not yet checked
+ * against the log: the caller catches up from it as from a snapshot.
+ */
+int evs__scache_take(evs__scache *c, evs__agg *g, const char *stream, evs__loaded *out);
+/* Give a state back (or free it when it cannot be kept); l->state is NULL after. */
+void evs__scache_put(evs__scache *c, evs__agg *g, const char *stream, evs__loaded *l);
+size_t evs__scache_count(evs__scache *c);
+
 /* ---------------------------------------------------------- aggregate.c */
 
 
@@ -186,9 +208,12 @@ int evs__app_add_lua(evs_app *a, const char *name, const char *src, size_t len, 
 int evs__agg_load(evs_app *a, evs__agg *g, const char *stream, unsigned flags, evs__loaded *out, char *err,
                   size_t cap);
 #define EVS__LOAD_INITIAL 0x80000000u /* evs__agg_load_upto: the initial state, no event folded */
+#define EVS__LOAD_CACHED 0x40000000u  /* evs__agg_load: start from the state cache when it has the stream */
 /* As evs__agg_load, the state at stream version upto (0: the latest): older snapshots, fewer events. */
 int evs__agg_load_upto(evs_app *a, evs__agg *g, const char *stream, unsigned flags, uint64_t upto,
                        evs__loaded *out, char *err, size_t cap);
+/* Done with a loaded state: back to the state cache, or freed.  l->state is NULL after. */
+void evs__agg_release(evs_app *a, evs__agg *g, const char *stream, evs__loaded *l);
 /* A registered type and its stream "{type}-{id}"; EVS_ENOTFOUND for an unknown type. */
 int evs__agg_lookup(evs_app *a, const char *type, const char *id, evs__agg **g, char stream[EVS_MAX_STREAM_NAME + 1]);
 /*

@@ -292,7 +292,7 @@ static int run_aggregate(evs_app *a, cmdctx *x, evs_command_result *res) {
     snprintf(res->stream, sizeof res->stream, "%s", x->stream);
     for (uint32_t attempt = 0;; attempt++) {
         evs__loaded l;
-        rc = evs__agg_load(a, g, x->stream, 0, &l, err, sizeof err);
+        rc = evs__agg_load(a, g, x->stream, EVS__LOAD_CACHED, &l, err, sizeof err);
         if (rc == EVS_EINVAL) {
             res->outcome = EVS_CMD_FAILED;
             snprintf(res->reason, sizeof res->reason, "%s", evs_errmsg());
@@ -305,7 +305,7 @@ static int run_aggregate(evs_app *a, cmdctx *x, evs_command_result *res) {
             res->version = l.version;
             snprintf(res->reason, sizeof res->reason, "%s: expected version %lld, actual version %llu", x->stream,
                      (long long)x->cmd->expected_version, (unsigned long long)l.version);
-            g->def.free_state(g->def.ctx, l.state);
+            evs__agg_release(a, g, x->stream, &l);
             break;
         }
         evs__decision_reset(&d);
@@ -314,14 +314,14 @@ static int run_aggregate(evs_app *a, cmdctx *x, evs_command_result *res) {
         if (drc || d.error[0]) {
             res->outcome = EVS_CMD_FAILED;
             reasonf(res, "%s: decide failed: %s", x->stream, d.error[0] ? d.error : err[0] ? err : "no reason given");
-            g->def.free_state(g->def.ctx, l.state);
+            evs__agg_release(a, g, x->stream, &l);
             break;
         }
         if (d.rejected || d.n == 0) {
             res->outcome = d.rejected ? EVS_CMD_REJECTED : EVS_CMD_ACCEPTED;
             res->version = l.version;
             snprintf(res->reason, sizeof res->reason, "%s", d.rejected ? d.reason : "");
-            g->def.free_state(g->def.ctx, l.state);
+            evs__agg_release(a, g, x->stream, &l);
             rc = evs__results_put(a, x->h->type, res);
             break;
         }
@@ -332,10 +332,10 @@ static int run_aggregate(evs_app *a, cmdctx *x, evs_command_result *res) {
             uint32_t every = a->cfg.snapshot_every;
             if (every && g->def.encode && ar.last_stream_position - l.snapshot_version >= every)
                 evs__agg_queue_snapshot(a, g, x->stream, &l);
-            else g->def.free_state(g->def.ctx, l.state);
+            else evs__agg_release(a, g, x->stream, &l);
             break;
         }
-        g->def.free_state(g->def.ctx, l.state);
+        evs__agg_release(a, g, x->stream, &l);
         if (rc == EVS_EDUPLICATE || rc == EVS_ECONFLICT) {
             int r2 = raced(a, x, res);
             if (r2 < 0) {

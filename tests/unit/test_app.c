@@ -249,7 +249,7 @@ static void test_commands(const char *d) {
     evs_command_type_stats ts[8];
     size_t nts;
     CHECK_RC(evs_app_command_stats(a, ts, 8, &nts), EVS_OK);
-    CHECK_INT(nts, 3);
+    CHECK_INT(nts, 4); /* Add, Noop, Peek (app_counter.h) and the append handler */
     CHECK_STR(ts[0].command_type, "Add");
     CHECK(ts[0].outcomes[EVS_CMD_REJECTED] >= 3);
     evs_app_close(a);
@@ -383,6 +383,104 @@ static void test_snapshots(void) {
         free(ns);
         evs_store_close(s);
         cf_drop(sub);
+    }
+}
+
+/* What a Peek command on counter-{id} saw (the state decide was given), into out. */
+static void peek(evs_app *a, const char *id, char *out, size_t cap) {
+    evs_command c;
+    evs_command_init(&c);
+    c.command_type = "Peek";
+    c.aggregate_id = id;
+    evs_command_result r;
+    out[0] = 0;
+    CHECK_RC(evs_app_execute(a, &c, &r), EVS_OK);
+    CHECK_INT(r.outcome, EVS_CMD_REJECTED);
+    snprintf(out, cap, "%s", r.reason);
+    evs_command_result_free(&r);
+}
+
+/* The state a command sees equals the fold of the log, read without snapshot or cache. */
+static void peek_is_fold(evs_app *a, const char *id) {
+    char saw[512], *fold = NULL;
+    peek(a, id, saw, sizeof saw);
+    CHECK_RC(evs_aggregate_load_json(a, "counter", id, EVS_LOAD_NO_SNAPSHOT, &fold, NULL, NULL), EVS_OK);
+    if (fold) CHECK_STR(saw, fold);
+    free(fold);
+}
+
+/*
+ * The state cache: commands start from the state the previous command on
+ * the aggregate left, and still see every event of the log — events written
+ * by another writer (another server, a raw append), a stream deleted and
+ * written again, states evicted from a full cache.  The same commands with
+ * the cache off see the same states.
+ */
+static void test_state_cache(const char *d) {
+    for (int on = 1; on >= 0; on--) {
+        char sub[4200];
+        snprintf(sub, sizeof sub, "%s%s", d, on ? "" : "-off");
+        char *w = cf_fresh(sub);
+        evs_store *s = tu_open(w, EVS_DURABILITY_NONE, 1 << 20);
+        evs_app_config cfg;
+        evs_app_config_init(&cfg);
+        cfg.state_cache_entries = on ? 2 : 0;
+        cfg.snapshot_every = 0; /* the cache alone */
+        evs_app *a = open_app(s, NULL, &cfg, "v1");
+        add(a, "a", 5);
+        add(a, "a", 6);
+        add(a, "a", 7);
+        char want[256], saw[512];
+        long long ns[] = {5, 6, 7, 11};
+        tc_fold_json(ns, 3, want, sizeof want);
+        peek(a, "a", saw, sizeof saw);
+        CHECK_STR(saw, want);
+        evs_app_stats st;
+        CHECK_RC(evs_app_get_stats(a, &st), EVS_OK);
+        if (on) {
+            CHECK_INT(st.state_cache_hits, 2); /* the third Add and the Peek (a state at version 0 is not kept) */
+            CHECK_INT(st.state_cache_entries, 1);
+        } else {
+            CHECK_INT(st.state_cache_hits, 0);
+            CHECK_INT(st.state_cache_entries, 0);
+        }
+
+        /* another writer appends behind the cache's back */
+        evs_event_in in;
+        memset(&in, 0, sizeof in);
+        in.event_type = "Added";
+        in.data = "{\"n\":11}";
+        in.data_len = strlen(in.data);
+        evs_append_result ar;
+        CHECK_RC(evs_append(s, "counter-a", 3, &in, 1, &ar, NULL), EVS_OK);
+        tc_fold_json(ns, 4, want, sizeof want);
+        peek(a, "a", saw, sizeof saw);
+        CHECK_STR(saw, want);
+        add(a, "a", 1);
+        peek_is_fold(a, "a");
+
+        /* deleted and written again: the new stream's fold, not the cached state */
+        CHECK_RC(evs_stream_delete(s, "counter-a", 5, 0), EVS_OK);
+        add(a, "a", 2);
+        add(a, "a", 3);
+        peek(a, "a", saw, sizeof saw);
+        CHECK_CONTAINS(saw, "\"count\":2,\"sum\":5,");
+        peek_is_fold(a, "a");
+
+        /* more aggregates than entries: evicted states are folded again */
+        for (int round = 0; round < 3; round++)
+            for (int i = 0; i < 4; i++) {
+                char id[8];
+                snprintf(id, sizeof id, "e%d", i);
+                add(a, id, 1 + i + round);
+                peek_is_fold(a, id);
+            }
+        CHECK_RC(evs_app_get_stats(a, &st), EVS_OK);
+        CHECK(st.state_cache_entries <= cfg.state_cache_entries);
+        if (on) CHECK(st.state_cache_misses >= 12);
+        evs_app_close(a);
+        evs_store_close(s);
+        cf_drop(w);
     }
 }
 
@@ -907,6 +1005,7 @@ int main(int argc, char **argv) {
     fresh("app-cmd", test_commands);
     fresh("app-causation", test_causation_and_lookup);
     test_snapshots();
+    test_state_cache("app-cache");
     if (cf_pg) {
         printf("skipped on postgresql: test_foreign_snapshot (it replaces the log under DIR/app/, files only the "
                "embedded engine has)\n");
