@@ -274,6 +274,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         ret = EVS_EIO;
         goto cleanup;
     }
+    srv->live_opened = evs__notifier_poke;
     if (evs__ws_start(srv) || evs__sse_start(srv) || evs__notifier_start(srv)) {
         snprintf(why, whycap, "serve: cannot start the live-stream threads");
         ret = EVS_EIO;
@@ -363,6 +364,7 @@ cleanup:
         MHD_stop_daemon(srv->daemon);
         if (!srv->engine) serve_file_remove(cfg->dir);
     }
+    evs__notifier_free(srv); /* after the daemon: no stream can open and poke it */
     evs__tls_free(); /* after the daemon: no handshake can ask for a certificate any more */
     evs__sse_free(srv);     /* after the notifier and the daemon, its only users */
     evs__ws_stop(srv);      /* its thread takes the runners' results: it ends first (done at 3 unless

@@ -275,6 +275,7 @@ enum MHD_Result evs__route_subscribe(evs__req *rq) {
     hub->head = sub;
     pthread_mutex_unlock(&hub->mu);
     atomic_fetch_add(&hub->count, 1);
+    if (srv->live_opened) srv->live_opened(srv); /* counted first: the notifier follows the head from now */
     /* from here the response owns sub (sse_free) */
     return evs__respond_queue(rq, EVS_HTTP_OK, resp);
 fail:

@@ -69,6 +69,12 @@ typedef struct evs__srv {
     pthread_t notifier;           /* notifier.c */
     int notifier_started;
     _Atomic int notifier_stop;
+    pthread_mutex_t notifier_mu;  /* notifier.c: its sleep while no live stream is open */
+    pthread_cond_t notifier_cv;
+    int notifier_inited, notifier_poked;
+    /* A live stream opened (an SSE subscriber, a WebSocket client): sse.c and ws.c call it,
+       serve.c sets it to evs__notifier_poke before the daemon starts. */
+    void (*live_opened)(struct evs__srv *srv);
 
     struct evs__sse_hub *sse;     /* live SSE subscribers (sse.c) */
     struct evs__ws_hub *ws;       /* the WebSocket thread and its clients (ws.c) */

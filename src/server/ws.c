@@ -1130,6 +1130,7 @@ static void ws_upgraded(void *cls, struct MHD_Connection *c, void *con_cls, cons
     hub->pending = cl;
     pthread_mutex_unlock(&hub->mu);
     atomic_fetch_add(&hub->count, 1);
+    if (hub->srv->live_opened) hub->srv->live_opened(hub->srv); /* counted first: the notifier follows the head */
     uint64_t one = 1;
     if (write(hub->efd, &one, sizeof one) < 0) { /* the tick adopts it anyway */
     }
