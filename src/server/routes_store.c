@@ -6,7 +6,10 @@
  * The append path never builds a DOM: the body is validated once by the
  * strict validator (which gives line and column for a 400), then each event
  * object is parsed by evs__event_from_json into spans of the body, and the
- * store receives data and metadata byte for byte.  Reads render events
+ * store receives data and metadata byte for byte.  An append waits for
+ * its group commit with its connection suspended, not in its worker
+ * (append_submit): the worker serves its other connections meanwhile.
+ * Reads render events
  * straight into the page buffer (evs__sb_event: no allocation per event),
  * copying stored data and metadata verbatim.
  *
@@ -26,6 +29,7 @@
 #include "server/routes_store.h"
 #include "server/sse.h"
 #include "server/ws.h"
+#include "store/store_access.h"
 
 #define PAGE_MAX 10000u                      /* events or streams per read page */
 #define PAGE_DEFAULT 100u
@@ -84,7 +88,153 @@ static int is_envelope(evs_json_span root) {
     return 0;
 }
 
+/*
+ * The answer to an append's outcome: 201 (200 for an idempotent retry) with
+ * positions and ids, 409 for a conflict or a failed condition (cond_after:
+ * the condition's `after`), else the error's status (the message is the
+ * thread's, evs_errmsg).
+ */
+static enum MHD_Result append_answer(evs__req *rq, const char *stream, int64_t expected, uint64_t cond_after, size_t n,
+                                     int rc, const evs_append_result *res, const evs_uuid *ids) {
+    evs__srv *srv = rq->srv;
+    evs__sb out = {0};
+    enum MHD_Result mr;
+    if (rc == EVS_ECONFLICT) {
+        char et[32];
+        expected_text(expected, et);
+        evs__sb_adds(&out, "{\"error\":");
+        char msg[160];
+        snprintf(msg, sizeof msg, "Concurrency conflict: expected version %s, actual version %llu", et,
+                 (unsigned long long)res->actual_version);
+        evs__sb_json_str(&out, msg, strlen(msg));
+        evs__sb_printf(&out, ",\"actual_version\":%llu,\"detail\":{\"stream\":",
+                       (unsigned long long)res->actual_version);
+        evs__sb_json_str(&out, stream, strlen(stream));
+        evs__sb_adds(&out, ",\"expected_version\":");
+        if (expected >= 0) evs__sb_printf(&out, "%lld", (long long)expected);
+        else evs__sb_json_str(&out, et, strlen(et));
+        evs__sb_adds(&out, "}}\n");
+        size_t blen;
+        char *p = evs__sb_take(&out, &blen);
+        mr = p ? evs__respond(rq, EVS_HTTP_CONFLICT, p, blen, NULL) : MHD_NO;
+        goto out;
+    }
+    if (rc == EVS_ECONDITION) {
+        evs__sb_adds(&out, "{\"error\":");
+        evs__sb_json_str(&out, evs_errmsg(), strlen(evs_errmsg()));
+        evs__sb_printf(&out, ",\"condition_position\":%llu,\"detail\":{\"code\":\"ECONDITION\",\"stream\":",
+                       (unsigned long long)res->condition_position);
+        evs__sb_json_str(&out, stream, strlen(stream));
+        evs__sb_printf(&out, ",\"after\":%llu}}\n", (unsigned long long)cond_after);
+        size_t blen;
+        char *p = evs__sb_take(&out, &blen);
+        mr = p ? evs__respond(rq, EVS_HTTP_CONFLICT, p, blen, NULL) : MHD_NO;
+        goto out;
+    }
+    if (rc) {
+        char ctx[300];
+        snprintf(ctx, sizeof ctx, "append to \"%s\"", stream);
+        mr = evs__respond_append_failed(rq, rc, ctx);
+        goto out;
+    }
+    if (!res->idempotent) evs__count_add(&srv->m.events_appended, n);
+    evs__sb_adds(&out, "{\"stream\":");
+    evs__sb_json_str(&out, stream, strlen(stream));
+    evs__sb_printf(&out,
+                   ",\"version\":%llu,\"first_stream_position\":%llu,\"last_stream_position\":%llu"
+                   ",\"first_global_position\":%llu,\"last_global_position\":%llu,\"idempotent\":%s"
+                   ",\"recorded_at\":",
+                   (unsigned long long)res->last_stream_position,
+                   (unsigned long long)res->first_stream_position,
+                   (unsigned long long)res->last_stream_position,
+                   (unsigned long long)res->first_global_position,
+                   (unsigned long long)res->last_global_position, res->idempotent ? "true" : "false");
+    evs__sb_json_time(&out, res->recorded_at);
+    evs__sb_adds(&out, ",\"event_ids\":[");
+    for (size_t i = 0; i < n; i++) {
+        char u[37];
+        evs_uuid_format(&ids[i], u);
+        evs__sb_printf(&out, "%s\"%s\"", i ? "," : "", u);
+    }
+    evs__sb_adds(&out, "]}\n");
+    size_t blen;
+    char *p = evs__sb_take(&out, &blen);
+    if (!p) {
+        mr = evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+        goto out;
+    }
+    mr = evs__respond(rq, res->idempotent ? EVS_HTTP_OK : EVS_HTTP_CREATED, p, blen, NULL);
+out:
+    evs__sb_free(&out);
+    return mr;
+}
+
+/*
+ * An append answered without holding this worker (evs__store_append_async):
+ * the connection is suspended while the append waits for its group commit,
+ * and the worker goes on with its other connections.  The leader of the
+ * batch fills the job and resumes the connection; libmicrohttpd then calls
+ * the route again, which answers from the job.  From the resume on only the
+ * request's thread touches the job, and the request's completion frees it.
+ */
+typedef struct append_job {
+    _Atomic int done;
+    int rc;
+    evs_append_result res;
+    char msg[512];
+    struct MHD_Connection *conn;
+    int64_t expected, t0;
+    size_t n;
+    evs_uuid ids[];
+} append_job;
+
+static void append_job_done(void *arg, int rc, const evs_append_result *res, const evs_uuid *ids, size_t n,
+                            const char *msg) {
+    append_job *job = arg;
+    job->rc = rc;
+    job->res = *res;
+    if (n == job->n) memcpy(job->ids, ids, n * sizeof *ids);
+    snprintf(job->msg, sizeof job->msg, "%s", msg);
+    struct MHD_Connection *c = job->conn;
+    atomic_store_explicit(&job->done, 1, memory_order_release);
+    MHD_resume_connection(c); /* the request, and job with it, may be gone from here on */
+}
+
+/* The resumed append: its answer. */
+static enum MHD_Result append_resumed(evs__req *rq, append_job *job) {
+    evs__count_append_latency(&rq->srv->m, evs__mono_ns() - job->t0);
+    evs__schema_forget(); /* a refusal was answered at submission: none belongs to this outcome */
+    if (job->rc) evs__err(job->rc, "%s", job->msg);
+    return append_answer(rq, rq->stream, job->expected, 0, job->n, job->rc, &job->res, job->ids);
+}
+
+static enum MHD_Result append_submit(evs__req *rq, const char *stream, int64_t expected, const evs_event_in *ins,
+                                     size_t n) {
+    append_job *job = calloc(1, sizeof *job + n * sizeof(evs_uuid));
+    if (!job) return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+    job->conn = rq->c;
+    job->expected = expected;
+    job->n = n;
+    rq->state = job;
+    rq->state_free = free;
+    evs__schema_forget(); /* a refusal reported below is this append's */
+    job->t0 = evs__mono_ns();
+    MHD_suspend_connection(rq->c); /* before the submit: its callback may resume it at once */
+    int rc = evs__store_append_async(rq->srv->store, stream, expected, ins, n, append_job_done, job);
+    if (rc == EVS_OK) return MHD_YES;
+    /* refused at once (a schema, a limit, a closed store): no callback comes */
+    rq->state = NULL;
+    rq->state_free = NULL;
+    MHD_resume_connection(rq->c);
+    free(job);
+    evs_append_result none;
+    memset(&none, 0, sizeof none);
+    return append_answer(rq, stream, expected, 0, n, rc, &none, NULL);
+}
+
 enum MHD_Result evs__route_append(evs__req *rq) {
+    append_job *job = rq->state;
+    if (job) return atomic_load_explicit(&job->done, memory_order_acquire) ? append_resumed(rq, job) : MHD_YES;
     evs__srv *srv = rq->srv;
     const char *stream = rq->stream, *body = rq->body.p ? rq->body.p : "";
     size_t len = rq->body.len;
@@ -221,77 +371,17 @@ enum MHD_Result evs__route_append(evs__req *rq) {
         goto cleanup;
     }
 
+    if (!have_cond && !srv->engine) {
+        mr = append_submit(rq, stream, expected, ins, n);
+        goto cleanup;
+    }
     evs_append_result res;
     memset(&res, 0, sizeof res);
     evs__schema_forget(); /* a refusal reported below is this append's */
     int64_t t0 = evs__mono_ns();
     int rc = evs_append_if(srv->store, stream, expected, have_cond ? &cp.cond : NULL, ins, n, &res, ids);
     evs__count_append_latency(&srv->m, evs__mono_ns() - t0);
-    if (rc == EVS_ECONFLICT) {
-        char et[32];
-        expected_text(expected, et);
-        evs__sb_adds(&out, "{\"error\":");
-        char msg[160];
-        snprintf(msg, sizeof msg, "Concurrency conflict: expected version %s, actual version %llu", et,
-                 (unsigned long long)res.actual_version);
-        evs__sb_json_str(&out, msg, strlen(msg));
-        evs__sb_printf(&out, ",\"actual_version\":%llu,\"detail\":{\"stream\":",
-                       (unsigned long long)res.actual_version);
-        evs__sb_json_str(&out, stream, strlen(stream));
-        evs__sb_adds(&out, ",\"expected_version\":");
-        if (expected >= 0) evs__sb_printf(&out, "%lld", (long long)expected);
-        else evs__sb_json_str(&out, et, strlen(et));
-        evs__sb_adds(&out, "}}\n");
-        size_t blen;
-        char *p = evs__sb_take(&out, &blen);
-        mr = p ? evs__respond(rq, EVS_HTTP_CONFLICT, p, blen, NULL) : MHD_NO;
-        goto cleanup;
-    }
-    if (rc == EVS_ECONDITION) {
-        evs__sb_adds(&out, "{\"error\":");
-        evs__sb_json_str(&out, evs_errmsg(), strlen(evs_errmsg()));
-        evs__sb_printf(&out, ",\"condition_position\":%llu,\"detail\":{\"code\":\"ECONDITION\",\"stream\":",
-                       (unsigned long long)res.condition_position);
-        evs__sb_json_str(&out, stream, strlen(stream));
-        evs__sb_printf(&out, ",\"after\":%llu}}\n", (unsigned long long)cp.cond.after);
-        size_t blen;
-        char *p = evs__sb_take(&out, &blen);
-        mr = p ? evs__respond(rq, EVS_HTTP_CONFLICT, p, blen, NULL) : MHD_NO;
-        goto cleanup;
-    }
-    if (rc) {
-        char ctx[300];
-        snprintf(ctx, sizeof ctx, "append to \"%s\"", stream);
-        mr = evs__respond_append_failed(rq, rc, ctx);
-        goto cleanup;
-    }
-    if (!res.idempotent) evs__count_add(&srv->m.events_appended, n);
-    evs__sb_adds(&out, "{\"stream\":");
-    evs__sb_json_str(&out, stream, strlen(stream));
-    evs__sb_printf(&out,
-                   ",\"version\":%llu,\"first_stream_position\":%llu,\"last_stream_position\":%llu"
-                   ",\"first_global_position\":%llu,\"last_global_position\":%llu,\"idempotent\":%s"
-                   ",\"recorded_at\":",
-                   (unsigned long long)res.last_stream_position,
-                   (unsigned long long)res.first_stream_position,
-                   (unsigned long long)res.last_stream_position,
-                   (unsigned long long)res.first_global_position,
-                   (unsigned long long)res.last_global_position, res.idempotent ? "true" : "false");
-    evs__sb_json_time(&out, res.recorded_at);
-    evs__sb_adds(&out, ",\"event_ids\":[");
-    for (size_t i = 0; i < n; i++) {
-        char u[37];
-        evs_uuid_format(&ids[i], u);
-        evs__sb_printf(&out, "%s\"%s\"", i ? "," : "", u);
-    }
-    evs__sb_adds(&out, "]}\n");
-    size_t blen;
-    char *p = evs__sb_take(&out, &blen);
-    if (!p) {
-        mr = evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
-        goto cleanup;
-    }
-    mr = evs__respond(rq, res.idempotent ? EVS_HTTP_OK : EVS_HTTP_CREATED, p, blen, NULL);
+    mr = append_answer(rq, stream, expected, have_cond ? cp.cond.after : 0, n, rc, &res, ids);
 
 cleanup:
     evs__condition_parsed_free(&cp);

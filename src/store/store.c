@@ -55,6 +55,7 @@
 #include "core/json.h"
 #include "log/record.h"
 #include "store/crypt.h"
+#include "store/store_access.h"
 #include "store/store_internal.h"
 
 #define EVS_BATCH_MAX_REQS 4096
@@ -83,6 +84,8 @@ struct evs_append_req {
     int (*excl)(void *arg);   /* evs__store_exclusive: run alone in the writer's place, no frame */
     void *excl_arg;
     _Atomic uint32_t state;   /* REQ_*: its caller sleeps on it (futex) until done or asked to lead */
+    void (*done)(evs_append_req *r); /* asynchronous (evs__store_append_async): nobody sleeps on it; the
+                                        leader calls this once the batch is done, and r is gone after */
     evs_append_result res;
     char msg[512];
     evs_append_req *next;
@@ -911,6 +914,11 @@ done:
  * progress (s->inflight counts callers between entry and return of
  * evs_append) waits for the rest, at most a fraction of the last
  * fdatasync's duration, and the last one to queue wakes it.
+ *
+ * Asynchronous requests (evs__store_append_async) queue the same way but
+ * nobody sleeps on them: the leader calls their callback instead of posting
+ * DONE, and never hands the lead to one; when only they remain after a
+ * batch, the committer thread leads them (committer_main).
  */
 enum { REQ_QUEUED = 0, REQ_SLEEPING = 1, REQ_DONE = 2, REQ_LEAD = 3 };
 
@@ -950,8 +958,28 @@ static int64_t gather_budget(evs_store *s) {
     return b < 20000 ? 20000 : b > 500000 ? 500000 : b;
 }
 
+/* The batch's members are done: wake each caller, or finish each asynchronous append. */
+static void batch_done(evs_append_req *batch) {
+    for (evs_append_req *r = batch, *nx; r; r = nx) {
+        nx = r->next; /* r may be gone once its caller sees DONE */
+        if (r->done) r->done(r);
+        else req_post(r, REQ_DONE);
+    }
+}
+
+/* The first queued request whose caller sleeps on it (mu held): who can take the lead over. */
+static evs_append_req *first_waiter(evs_store *s) {
+    for (evs_append_req *q = s->q_head; q; q = q->next)
+        if (!q->done) return q;
+    return NULL;
+}
+
+/* Set on the committer's thread (committer_main). */
+static _Thread_local int tl_committer;
+
 /* Called with s->mu held by the thread that leads; returns with it released. */
 static void lead(evs_store *s) {
+again:
     if (s->durability == EVS_DURABILITY_SYNC && !s->closing && s->q_len < (size_t)atomic_load(&s->inflight)) {
         int64_t deadline = evs__mono_ns() + gather_budget(s);
         for (;;) {
@@ -987,18 +1015,40 @@ static void lead(evs_store *s) {
     if (batch->excl) batch->rc = batch->excl(batch->excl_arg);
     else process_batch(s, batch);
     pthread_mutex_lock(&s->mu);
-    evs_append_req *next_leader = s->q_head;
-    if (!next_leader) {
+    evs_append_req *next_leader = first_waiter(s);
+    int more = s->q_head != NULL;
+    if (!more) {
         s->leading = 0;
         if (s->closing) pthread_cond_broadcast(&s->idle_cv);
     }
     if (atomic_load_explicit(&s->head_waiters, memory_order_relaxed)) pthread_cond_broadcast(&s->head_cv);
     pthread_mutex_unlock(&s->mu);
     if (next_leader) req_post(next_leader, REQ_LEAD); /* s->leading stays 1: handed over */
-    for (evs_append_req *r = batch, *nx; r; r = nx) {
-        nx = r->next; /* r may be gone once its caller sees DONE */
-        req_post(r, REQ_DONE);
+    batch_done(batch);
+    if (more && !next_leader) {
+        /* only asynchronous appends wait, and nobody sleeps on them: the committer leads
+           them (s->leading stays 1), so that this thread's caller is not held */
+        pthread_mutex_lock(&s->mu);
+        if (tl_committer) goto again;
+        s->committer_lead = 1;
+        pthread_cond_signal(&s->committer_cv);
+        pthread_mutex_unlock(&s->mu);
     }
+}
+
+static void *committer_main(void *arg) {
+    evs_store *s = arg;
+    tl_committer = 1;
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->committer_lead && !s->committer_stop) pthread_cond_wait(&s->committer_cv, &s->mu);
+        if (!s->committer_lead) break; /* stopped, with nothing handed over */
+        s->committer_lead = 0;
+        lead(s);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return NULL;
 }
 
 /* Queue r and return once it is done, leading batches when asked.  Called with s->mu held; returns without. */
@@ -1074,32 +1124,26 @@ static void quiesce(evs_store *s) {
     pthread_cond_broadcast(&s->syncer_cv);
     pthread_cond_broadcast(&s->head_cv);
     while (s->q_head || s->leading) pthread_cond_wait(&s->idle_cv, &s->mu);
+    s->committer_stop = 1;
+    pthread_cond_signal(&s->committer_cv);
     pthread_mutex_unlock(&s->mu);
     if (s->syncer_started) pthread_join(s->syncer, NULL);
     s->syncer_started = 0;
+    if (s->committer_started) pthread_join(s->committer, NULL);
+    s->committer_started = 0;
 }
 
-static int append_impl(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
-                       const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids,
-                       const evs__meta_write *mw, int reserved) {
+/* An append's arguments, checked before anything is prepared; *slen gets the stream name's length. */
+static int check_append(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
+                        const evs_event_in *events, size_t n, const evs__meta_write *mw, int reserved, size_t *slen) {
     int rc;
-    size_t slen, total;
-    prepared p;
-    uint8_t *payload = NULL;
-    size_t plen = 0;
-    evs_append_req r;
-    evs__crypt_seal seal = {0};
-    memset(&p, 0, sizeof p);
-    memset(&r, 0, sizeof r);
     if (!s || !s->dir) return evs__err(EVS_ECLOSED, "append: the store is not open");
     if (s->readonly) return evs__err(EVS_ECLOSED, "append: the store is open read-only");
-    if (!res) return evs__err(EVS_EINVAL, "append: result pointer is NULL");
-    memset(res, 0, sizeof *res);
     if (mw || reserved) {
         /* the reserved "$$<stream>" metadata stream: only meta.c writes it (and "$subjects", crypt.c) */
-        slen = strlen(stream);
-        if ((rc = evs__name_ok("metadata stream name", stream, slen, EVS_MAX_STREAM_NAME))) return rc;
-    } else if ((rc = evs__check_stream_name(s, stream, &slen))) {
+        *slen = strlen(stream);
+        if ((rc = evs__name_ok("metadata stream name", stream, *slen, EVS_MAX_STREAM_NAME))) return rc;
+    } else if ((rc = evs__check_stream_name(s, stream, slen))) {
         return rc;
     }
     if (expected < EVS_EXPECT_EXISTS)
@@ -1110,31 +1154,63 @@ static int append_impl(evs_store *s, const char *stream, int64_t expected, const
         return evs__err(EVS_ELIMIT, "an append of %zu events exceeds the limit of %llu", n,
                         (unsigned long long)s->lim_events);
     if (cond && (rc = evs__condition_validate(cond))) return rc;
+    return EVS_OK;
+}
+
+/*
+ * Prepare an append (defaults, ids, the validator), seal it (crypt.c) and
+ * encode its record into r (payload, ids and the rest; r->stream is left to
+ * the caller).  Ownership: *p, r->payload and *seal are the caller's to
+ * free, whatever the result.
+ */
+static int encode_append(evs_store *s, const char *stream, size_t slen, const evs_event_in *events, size_t n,
+                         const evs__meta_write *mw, prepared *p, evs__crypt_seal *seal, evs_append_req *r) {
+    size_t total;
+    size_t plen = 0;
+    int rc = prepare(s, stream, slen, events, n, p, &total);
+    if (!rc && !mw) rc = evs__crypt_seal_append(s, stream, slen, p->ev, n, p->ids, seal);
+    if (!rc)
+        rc = evs__record_encode(stream, slen, p->ev, p->ids, p->stypes, p->stype_lens, (const char *const *)p->tags,
+                                p->tag_lens, n, &r->payload, &plen);
+    if (rc) return rc;
+    r->stream_len = slen;
+    r->len = plen;
+    r->count = (uint32_t)n;
+    r->ids = p->ids;
+    r->ids_given = p->ids_given;
+    r->mw = mw;
+    return EVS_OK;
+}
+
+/* s->mu held: refuse a new append when the store closes or failed (message set), else 0. */
+static int refuse_locked(evs_store *s) {
+    if (s->closing) return evs__err(EVS_ECLOSED, "append: the store is closing");
+    if (atomic_load(&s->failed))
+        return evs__err(EVS_EFAILED, "store refuses writes after an earlier failure (%s); reopen it", failed_msg(s));
+    return EVS_OK;
+}
+
+static int append_impl(evs_store *s, const char *stream, int64_t expected, const evs_append_condition *cond,
+                       const evs_event_in *events, size_t n, evs_append_result *res, evs_uuid *generated_ids,
+                       const evs__meta_write *mw, int reserved) {
+    int rc;
+    size_t slen;
+    prepared p;
+    evs_append_req r;
+    evs__crypt_seal seal = {0};
+    memset(&p, 0, sizeof p);
+    memset(&r, 0, sizeof r);
+    if (!res) return evs__err(EVS_EINVAL, "append: result pointer is NULL");
+    memset(res, 0, sizeof *res);
+    if ((rc = check_append(s, stream, expected, cond, events, n, mw, reserved, &slen))) return rc;
     atomic_fetch_add(&s->inflight, 1);
-    if ((rc = prepare(s, stream, slen, events, n, &p, &total))) goto out;
-    if (!mw && (rc = evs__crypt_seal_append(s, stream, slen, p.ev, n, p.ids, &seal))) goto out;
-    if ((rc = evs__record_encode(stream, slen, p.ev, p.ids, p.stypes, p.stype_lens, (const char *const *)p.tags,
-                                 p.tag_lens, n, &payload, &plen)))
-        goto out;
+    if ((rc = encode_append(s, stream, slen, events, n, mw, &p, &seal, &r))) goto out;
     r.stream = stream;
-    r.stream_len = slen;
     r.expected = expected;
     r.cond = cond;
-    r.payload = payload;
-    r.len = plen;
-    r.count = (uint32_t)n;
-    r.ids = p.ids;
-    r.ids_given = p.ids_given;
-    r.mw = mw;
     pthread_mutex_lock(&s->mu);
-    if (s->closing) {
+    if ((rc = refuse_locked(s))) {
         pthread_mutex_unlock(&s->mu);
-        rc = evs__err(EVS_ECLOSED, "append: the store is closing");
-        goto out;
-    }
-    if (atomic_load(&s->failed)) {
-        pthread_mutex_unlock(&s->mu);
-        rc = evs__err(EVS_EFAILED, "store refuses writes after an earlier failure (%s); reopen it", failed_msg(s));
         goto out;
     }
     submit(s, &r);
@@ -1146,9 +1222,87 @@ out:
     /* a gathering leader may be waiting for this append */
     atomic_fetch_sub(&s->inflight, 1);
     if (atomic_load(&s->gathering)) gather_poke(s);
-    free(payload);
+    free(r.payload);
     prepared_free(&p, n);
     evs__crypt_seal_free(&seal);
+    return rc;
+}
+
+/* An asynchronous append (evs__store_append_async): what its request points at lives here until done. */
+typedef struct async_append {
+    evs_append_req r;             /* first: r->done gets &r */
+    evs_store *s;
+    prepared p;
+    size_t n;
+    evs__crypt_seal seal;
+    evs__append_done_fn cb;
+    void *arg;
+    char stream[];
+} async_append;
+
+static void async_free(async_append *a) {
+    free(a->r.payload);
+    prepared_free(&a->p, a->n);
+    evs__crypt_seal_free(&a->seal);
+    free(a);
+}
+
+/* The leader finished the batch holding it (no lock held): answer, then forget it. */
+static void async_done(evs_append_req *r) {
+    async_append *a = (async_append *)r;
+    evs_store *s = a->s;
+    a->cb(a->arg, r->rc, &r->res, a->p.ids, a->n, r->rc ? r->msg : "");
+    atomic_fetch_sub(&s->inflight, 1);
+    if (atomic_load(&s->gathering)) gather_poke(s);
+    async_free(a);
+}
+
+int evs__store_append_async(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events, size_t n,
+                            evs__append_done_fn cb, void *arg) {
+    size_t slen;
+    int rc;
+    if (!cb) return evs__err(EVS_EINVAL, "append_async: no callback");
+    if (s && s->engine) return evs__err(EVS_ENOTSUP, "append_async: the embedded engine only");
+    if ((rc = check_append(s, stream, expected, NULL, events, n, NULL, 0, &slen))) return rc;
+    async_append *a = calloc(1, sizeof *a + slen + 1);
+    if (!a) return evs__err(EVS_ENOMEM, "out of memory");
+    memcpy(a->stream, stream, slen);
+    a->s = s;
+    a->n = n;
+    a->cb = cb;
+    a->arg = arg;
+    atomic_fetch_add(&s->inflight, 1);
+    if ((rc = encode_append(s, stream, slen, events, n, NULL, &a->p, &a->seal, &a->r))) goto fail;
+    a->r.stream = a->stream;
+    a->r.expected = expected;
+    a->r.done = async_done;
+    pthread_mutex_lock(&s->mu);
+    if (!(rc = refuse_locked(s)) && !s->committer_started) {
+        if (pthread_create(&s->committer, NULL, committer_main, s) == 0) s->committer_started = 1;
+        else rc = evs__err(EVS_ENOMEM, "append_async: cannot start the committer thread");
+    }
+    if (rc) {
+        pthread_mutex_unlock(&s->mu);
+        goto fail;
+    }
+    /* queued, it belongs to the leader: the callback may run (and a be gone) before this returns */
+    atomic_store_explicit(&a->r.state, REQ_QUEUED, memory_order_relaxed);
+    if (s->q_tail) s->q_tail->next = &a->r;
+    else s->q_head = &a->r;
+    s->q_tail = &a->r;
+    s->q_len++;
+    if (!s->leading) {
+        s->leading = 1;
+        lead(s); /* nobody leads: this thread does, as evs_append's would */
+        return EVS_OK;
+    }
+    if (atomic_load(&s->gathering) && s->q_len >= (size_t)atomic_load(&s->inflight)) gather_poke(s);
+    pthread_mutex_unlock(&s->mu);
+    return EVS_OK;
+fail:
+    atomic_fetch_sub(&s->inflight, 1);
+    if (atomic_load(&s->gathering)) gather_poke(s);
+    async_free(a);
     return rc;
 }
 
@@ -1376,6 +1530,7 @@ int evs__store_teardown(evs_store *s, int clean) {
     evs__meta_free(s);
     evs__keystore_close(s);
     pthread_cond_destroy(&s->syncer_cv);
+    pthread_cond_destroy(&s->committer_cv);
     pthread_cond_destroy(&s->idle_cv);
     pthread_cond_destroy(&s->head_cv);
     free(s->dir);
@@ -1412,12 +1567,14 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     if (!(s->dir = strdup(dir))) return evs__err(EVS_ENOMEM, "out of memory");
     s->report[0] = 0;
     s->closing = 0;
+    s->committer_stop = s->committer_lead = 0;
     atomic_store(&s->failed, 0);
     pthread_mutex_init(&s->mu, NULL);
     pthread_rwlock_init(&s->meta_lock, NULL);
     pthread_mutex_init(&s->scav_mu, NULL);
     memset(&s->scav_stats, 0, sizeof s->scav_stats);
     pthread_cond_init(&s->syncer_cv, NULL);
+    pthread_cond_init(&s->committer_cv, NULL);
     pthread_cond_init(&s->idle_cv, NULL);
     pthread_cond_init(&s->head_cv, NULL);
     if (!s->readonly && (rc = evs__store_lock_dir(s))) goto fail;

@@ -35,6 +35,31 @@ int evs__store_readonly(const evs_store *s);
 int evs__store_event_position(evs_store *s, const evs_uuid *id, uint64_t *gpos);
 
 /*
+ * An asynchronous append: the outcome of evs__store_append_async.  rc and
+ * res are evs_append's; ids are the events' ids (given or generated), n of
+ * them; msg is the error's message when rc != EVS_OK, else "".  Called
+ * once, on the thread that led the batch holding the append (possibly the
+ * caller's, before evs__store_append_async returns), with no lock of the
+ * store held; res, ids and msg are valid during the call only.  Keep it
+ * short: the batch's other members wait for it.
+ */
+typedef void (*evs__append_done_fn)(void *arg, int rc, const evs_append_result *res, const evs_uuid *ids, size_t n,
+                                    const char *msg);
+
+/*
+ * evs_append without waiting: the append is checked, prepared (the
+ * validator runs here) and queued for the group commit, and cb is called
+ * once its batch is durable (or failed).  No condition, no metadata write.
+ * EVS_OK: queued, cb will be called exactly once (the store's close waits
+ * for it).  Any other code: refused at once, nothing queued, cb never
+ * called, the message set.  The embedded engine only (EVS_ENOTSUP on
+ * another).  Used by the server, so that an HTTP worker goes on with its
+ * other connections while its append waits for the fdatasync.
+ */
+int evs__store_append_async(evs_store *s, const char *stream, int64_t expected, const evs_event_in *events, size_t n,
+                            evs__append_done_fn cb, void *arg);
+
+/*
  * The append validator: a hook the store calls for every event of an
  * append, on the appending thread, before anything is encoded or queued
  * (the prepare step), so a refusal stores nothing.  The store knows

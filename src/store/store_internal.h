@@ -59,6 +59,11 @@ struct evs_store {
     _Atomic int64_t sync_ewma_ns; /* recent fdatasync duration, for the gathering budget */
     pthread_t syncer;             /* batch durability only */
     int syncer_started;
+    /* the committer (store.c): leads when only asynchronous appends wait, whose callers
+       do not sleep on them; started by the first one */
+    pthread_t committer;
+    pthread_cond_t committer_cv;
+    int committer_started, committer_lead, committer_stop; /* under mu */
     /* owned by whoever leads (handed over under mu) */
     _Atomic int failed;           /* sticky: first write/sync failure code */
     char failed_msg[512];         /* written once, then failed_msg_ready (release) */
