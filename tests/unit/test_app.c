@@ -418,7 +418,7 @@ static void peek_is_fold(evs_app *a, const char *id) {
  */
 static void test_state_cache(const char *d) {
     for (int on = 1; on >= 0; on--) {
-        char sub[4200];
+        char sub[64]; /* a tag, not a path (cf_fresh makes the place) */
         snprintf(sub, sizeof sub, "%s%s", d, on ? "" : "-off");
         char *w = cf_fresh(sub);
         evs_store *s = tu_open(w, EVS_DURABILITY_NONE, 1 << 20);
