@@ -183,6 +183,7 @@ typedef struct append_job {
     evs_append_result res;
     char msg[512];
     struct MHD_Connection *conn;
+    evs__srv *srv;
     int64_t expected, t0;
     size_t n;
     evs_uuid ids[];
@@ -196,8 +197,10 @@ static void append_job_done(void *arg, int rc, const evs_append_result *res, con
     if (n == job->n) memcpy(job->ids, ids, n * sizeof *ids);
     snprintf(job->msg, sizeof job->msg, "%s", msg);
     struct MHD_Connection *c = job->conn;
+    evs__srv *srv = job->srv;
     atomic_store_explicit(&job->done, 1, memory_order_release);
     MHD_resume_connection(c); /* the request, and job with it, may be gone from here on */
+    atomic_fetch_sub(&srv->appends_waiting, 1);
 }
 
 /* The resumed append: its answer. */
@@ -213,19 +216,23 @@ static enum MHD_Result append_submit(evs__req *rq, const char *stream, int64_t e
     append_job *job = calloc(1, sizeof *job + n * sizeof(evs_uuid));
     if (!job) return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
     job->conn = rq->c;
+    job->srv = rq->srv;
     job->expected = expected;
     job->n = n;
     rq->state = job;
     rq->state_free = free;
     evs__schema_forget(); /* a refusal reported below is this append's */
     job->t0 = evs__mono_ns();
-    MHD_suspend_connection(rq->c); /* before the submit: its callback may resume it at once */
+    /* counted and suspended before the submit: its callback may resume it at once */
+    atomic_fetch_add(&rq->srv->appends_waiting, 1);
+    MHD_suspend_connection(rq->c);
     int rc = evs__store_append_async(rq->srv->store, stream, expected, ins, n, append_job_done, job);
     if (rc == EVS_OK) return MHD_YES;
     /* refused at once (a schema, a limit, a closed store): no callback comes */
     rq->state = NULL;
     rq->state_free = NULL;
     MHD_resume_connection(rq->c);
+    atomic_fetch_sub(&rq->srv->appends_waiting, 1);
     free(job);
     evs_append_result none;
     memset(&none, 0, sizeof none);

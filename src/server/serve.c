@@ -361,6 +361,9 @@ cleanup:
     evs__notifier_stop(srv);
     if (srv->daemon) {
         evs__sse_wake_all(srv); /* the daemon must not stop with suspended connections */
+        /* nor with an append waiting for its group commit: the store always calls back (a failed
+           batch answers its members), so this ends; libmicrohttpd would abort otherwise */
+        while (atomic_load(&srv->appends_waiting) > 0) sleep_ms(1);
         MHD_stop_daemon(srv->daemon);
         if (!srv->engine) serve_file_remove(cfg->dir);
     }

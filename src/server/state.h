@@ -63,6 +63,8 @@ typedef struct evs__srv {
     _Atomic int shutting;         /* 1: new requests get 503, live streams end (serve.c) */
     _Atomic long active;          /* requests between first call and completion (http.c) */
     _Atomic long connections;     /* open HTTP connections, upgraded ones until upgrade (http.c) */
+    _Atomic long appends_waiting; /* appends whose connection is suspended until their group commit
+                                     calls back (routes_store.c); the daemon must not stop before 0 */
 
     evs__counters m;              /* counters.c, counted by respond.c and the routes */
 

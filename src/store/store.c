@@ -1014,24 +1014,33 @@ again:
     pthread_mutex_unlock(&s->mu);
     if (batch->excl) batch->rc = batch->excl(batch->excl_arg);
     else process_batch(s, batch);
+    int callbacks = 0; /* asynchronous members: their callbacks run below, after the lock */
+    for (evs_append_req *r = batch; r && !callbacks; r = r->next) callbacks = r->done != NULL;
     pthread_mutex_lock(&s->mu);
     evs_append_req *next_leader = first_waiter(s);
-    int more = s->q_head != NULL;
-    if (!more) {
+    int lead_on = 0;
+    if (!s->q_head) {
         s->leading = 0;
         if (s->closing) pthread_cond_broadcast(&s->idle_cv);
+    } else if (!next_leader) {
+        /* only asynchronous appends wait, and nobody sleeps on them: the committer leads them
+           (s->leading stays 1), so that this thread's caller is not held, while the callbacks
+           below run */
+        if (tl_committer) lead_on = 1;
+        else {
+            s->committer_lead = 1;
+            pthread_cond_signal(&s->committer_cv);
+        }
     }
+    if (callbacks) s->finishing++; /* close waits for them (quiesce) */
     if (atomic_load_explicit(&s->head_waiters, memory_order_relaxed)) pthread_cond_broadcast(&s->head_cv);
     pthread_mutex_unlock(&s->mu);
     if (next_leader) req_post(next_leader, REQ_LEAD); /* s->leading stays 1: handed over */
     batch_done(batch);
-    if (more && !next_leader) {
-        /* only asynchronous appends wait, and nobody sleeps on them: the committer leads
-           them (s->leading stays 1), so that this thread's caller is not held */
+    if (callbacks || lead_on) {
         pthread_mutex_lock(&s->mu);
-        if (tl_committer) goto again;
-        s->committer_lead = 1;
-        pthread_cond_signal(&s->committer_cv);
+        if (callbacks && --s->finishing == 0 && s->closing) pthread_cond_broadcast(&s->idle_cv);
+        if (lead_on) goto again;
         pthread_mutex_unlock(&s->mu);
     }
 }
@@ -1123,7 +1132,7 @@ static void quiesce(evs_store *s) {
     s->closing = 1;
     pthread_cond_broadcast(&s->syncer_cv);
     pthread_cond_broadcast(&s->head_cv);
-    while (s->q_head || s->leading) pthread_cond_wait(&s->idle_cv, &s->mu);
+    while (s->q_head || s->leading || s->finishing) pthread_cond_wait(&s->idle_cv, &s->mu);
     s->committer_stop = 1;
     pthread_cond_signal(&s->committer_cv);
     pthread_mutex_unlock(&s->mu);
@@ -1568,6 +1577,7 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags) {
     s->report[0] = 0;
     s->closing = 0;
     s->committer_stop = s->committer_lead = 0;
+    s->finishing = 0;
     atomic_store(&s->failed, 0);
     pthread_mutex_init(&s->mu, NULL);
     pthread_rwlock_init(&s->meta_lock, NULL);

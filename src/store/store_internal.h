@@ -64,6 +64,7 @@ struct evs_store {
     pthread_t committer;
     pthread_cond_t committer_cv;
     int committer_started, committer_lead, committer_stop; /* under mu */
+    int finishing;                /* mu: batches whose asynchronous callbacks still run (close waits) */
     /* owned by whoever leads (handed over under mu) */
     _Atomic int failed;           /* sticky: first write/sync failure code */
     char failed_msg[512];         /* written once, then failed_msg_ready (release) */

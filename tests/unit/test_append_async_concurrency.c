@@ -16,12 +16,15 @@
  *              callback never called).
  *   close      appends submitted right before evs_store_close: close waits
  *              until each has its answer, and after a reopen exactly the
- *              acknowledged ones are there.
+ *              acknowledged ones are there; and close called while the
+ *              callbacks of several threads' appends still run (led by a
+ *              submitter or by the committer): it returns after the last.
  *
  * Runs under TSan ("concurrency" in the name).
  */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <time.h>
 
 #include "store/store_access.h"
 #include "testutil.h"
@@ -235,6 +238,73 @@ static void test_close(const char *dir) {
     CHECK_RC(evs_store_close(s), EVS_OK);
 }
 
+/*
+ * Close while callbacks run: the callbacks hold until close has begun, then
+ * take a while; close must return only after every one of them (the store
+ * is gone after it).  Callbacks run on a submitting thread that led its
+ * batch, or on the committer.  Close is called once every submitting thread
+ * has either returned or is itself running callbacks (its own append is
+ * queued by then), so no submit can reach a closed store.
+ */
+#define RACE_THREADS 6
+static _Atomic int race_closing, race_called, race_round;
+static _Atomic int race_returned[RACE_THREADS], race_inside[RACE_THREADS];
+static pthread_t race_th[RACE_THREADS];
+static _Thread_local int race_me = -1; /* a submitting thread's index */
+static evs_store *race_store;
+
+static void race_done(void *arg, int rc, const evs_append_result *res, const evs_uuid *ids, size_t n,
+                      const char *msg) {
+    (void)arg, (void)res, (void)ids, (void)n, (void)msg;
+    if (race_me >= 0) atomic_store(&race_inside[race_me], 1);
+    while (!atomic_load(&race_closing)) sched_yield();
+    struct timespec ts = {0, 20 * 1000000L}; /* the window close must not step through */
+    nanosleep(&ts, NULL);
+    if (rc == EVS_OK) atomic_fetch_add(&race_called, 1);
+    else fprintf(stderr, "race append: %s\n", msg);
+}
+
+static void *race_main(void *arg) {
+    long i = (long)arg;
+    race_me = (int)i;
+    char stream[48];
+    snprintf(stream, sizeof stream, "race-%d-%ld", atomic_load(&race_round), i);
+    evs_event_in ev = tu_event("Raced", "{\"r\":1}");
+    int rc = evs__store_append_async(race_store, stream, EVS_EXPECT_NO_STREAM, &ev, 1, race_done, NULL);
+    if (rc) fprintf(stderr, "race submit %ld: %s\n", i, evs_errmsg());
+    atomic_store(&race_returned[i], rc == EVS_OK ? 1 : 2);
+    return NULL;
+}
+
+static int race_all_queued(void) {
+    for (int i = 0; i < RACE_THREADS; i++)
+        if (!atomic_load(&race_returned[i]) && !atomic_load(&race_inside[i])) return 0;
+    return 1;
+}
+
+static void test_close_race(const char *dir) {
+    for (int round = 0; round < 5; round++) {
+        race_store = tu_open(dir, EVS_DURABILITY_SYNC, 1 << 20);
+        atomic_store(&race_round, round);
+        atomic_store(&race_closing, 0);
+        atomic_store(&race_called, 0);
+        for (int i = 0; i < RACE_THREADS; i++) {
+            atomic_store(&race_returned[i], 0);
+            atomic_store(&race_inside[i], 0);
+        }
+        for (long i = 0; i < RACE_THREADS; i++) pthread_create(&race_th[i], NULL, race_main, (void *)i);
+        while (!race_all_queued()) sched_yield();
+        atomic_store(&race_closing, 1);
+        CHECK_RC(evs_store_close(race_store), EVS_OK);
+        CHECK_INT(atomic_load(&race_called), RACE_THREADS); /* every callback done before close returned */
+        for (int i = 0; i < RACE_THREADS; i++) pthread_join(race_th[i], NULL);
+        for (int i = 0; i < RACE_THREADS; i++) CHECK_INT(atomic_load(&race_returned[i]), 1);
+        race_store = tu_open(dir, EVS_DURABILITY_SYNC, 1 << 20);
+        CHECK_INT(evs_head(race_store), (uint64_t)RACE_THREADS * (uint64_t)(round + 1));
+        CHECK_RC(evs_store_close(race_store), EVS_OK);
+    }
+}
+
 int main(void) {
     char *d = tu_tempdir("async-mixed");
     test_mixed(d);
@@ -246,6 +316,10 @@ int main(void) {
     free(d);
     d = tu_tempdir("async-close");
     test_close(d);
+    tu_rmrf(d);
+    free(d);
+    d = tu_tempdir("async-close-race");
+    test_close_race(d);
     tu_rmrf(d);
     free(d);
     return TEST_REPORT();
