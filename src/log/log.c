@@ -1561,6 +1561,31 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
         goto fail;
     }
     evs_lsn found;
+    /* Read-only beside a writer (another process holds the store and appends): what it wrote
+       while this walk ran, and a frame it is writing right now, look like "valid records after
+       damage".  Walk on from where this walk stopped; damage is what stays put (50 tries ~1 ms
+       apart without progress).  A writable open is alone: the store's lock. */
+    for (int stuck = 0; log->readonly && !st.held_end && stuck < 50 && log_durable_after(log, st.good_end, &found);) {
+        log_scan more;
+        log_walk(log, st.good_end, st.expected, 0, st.good_end, st.expected, cfg ? cfg->check : NULL,
+                 cfg ? cfg->check_arg : NULL, &more);
+        if (more.good_end == st.good_end) {
+            stuck++;
+            struct timespec ms = {0, 1000000L};
+            nanosleep(&ms, NULL);
+            continue;
+        }
+        stuck = 0;
+        more.frames += st.frames;
+        more.passed = st.passed;
+        st = more;
+    }
+    if (st.held_end) {
+        rc = evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu32 ": %s (global positions %" PRIu64 "..%" PRIu64
+                      "); the log is damaged", EVS_LSN_SEG(st.bad_at), EVS_LSN_OFF(st.bad_at), st.why, st.expected,
+                      st.held_end - 1);
+        goto fail;
+    }
     if (log_durable_after(log, st.good_end, &found)) {
         uint32_t no = EVS_LSN_SEG(st.good_end);
         uint64_t off = EVS_LSN_OFF(st.good_end);
