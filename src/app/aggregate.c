@@ -215,7 +215,9 @@ int evs__agg_load_upto(evs_app *a, evs__agg *g, const char *stream, unsigned fla
     memset(out, 0, sizeof *out);
     out->upto = upto;
     err[0] = 0;
-    if ((flags & EVS__LOAD_CACHED) && !upto && !(flags & (EVS_LOAD_NO_SNAPSHOT | EVS__LOAD_INITIAL)) && a->scache) {
+    /* (Lua types are never cached, state_cache.c: neither a hit nor a miss) */
+    if ((flags & EVS__LOAD_CACHED) && !upto && !(flags & (EVS_LOAD_NO_SNAPSHOT | EVS__LOAD_INITIAL)) && a->scache &&
+        !g->lua) {
         if (evs__scache_take(a->scache, g, stream, out)) {
             rc = evs__agg_catch_up(a, g, stream, out, err, cap);
             if (rc == EVS_OK) {
