@@ -1563,22 +1563,27 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
     evs_lsn found;
     /* Read-only beside a writer (another process holds the store and appends): what it wrote
        while this walk ran, and a frame it is writing right now, look like "valid records after
-       damage".  Walk on from where this walk stopped; damage is what stays put (50 tries ~1 ms
-       apart without progress).  A writable open is alone: the store's lock. */
-    for (int stuck = 0; log->readonly && !st.held_end && stuck < 50 && log_durable_after(log, st.good_end, &found);) {
+       damage".  So walk again from where this walk stopped: if it gets further, the stop was the
+       writer's end at that moment, which is where this reader's view ends.  Damage is what stays
+       put (100 tries ~2 ms apart).  Each answer is taken from the last look, never from a second
+       look after it: the writer may append between two.  Walking on after the first progress
+       would chase a busy writer for ever.  A writable open is alone: the store's lock. */
+    int after = log_durable_after(log, st.good_end, &found);
+    for (int stuck = 0; log->readonly && after && !st.held_end && stuck < 100;) {
         log_scan more;
         log_walk(log, st.good_end, st.expected, 0, st.good_end, st.expected, cfg ? cfg->check : NULL,
                  cfg ? cfg->check_arg : NULL, &more);
-        if (more.good_end == st.good_end) {
-            stuck++;
-            struct timespec ms = {0, 1000000L};
-            nanosleep(&ms, NULL);
-            continue;
+        if (more.good_end != st.good_end) {
+            more.frames += st.frames;
+            more.passed = st.passed;
+            st = more;
+            after = 0;
+            break;
         }
-        stuck = 0;
-        more.frames += st.frames;
-        more.passed = st.passed;
-        st = more;
+        stuck++;
+        struct timespec ms = {0, 2000000L};
+        nanosleep(&ms, NULL);
+        after = log_durable_after(log, st.good_end, &found);
     }
     if (st.held_end) {
         rc = evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu32 ": %s (global positions %" PRIu64 "..%" PRIu64
@@ -1586,7 +1591,7 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
                       st.held_end - 1);
         goto fail;
     }
-    if (log_durable_after(log, st.good_end, &found)) {
+    if (after) {
         uint32_t no = EVS_LSN_SEG(st.good_end);
         uint64_t off = EVS_LSN_OFF(st.good_end);
         /* Name the first bad frame: where the walk stopped (a gap right

@@ -9,6 +9,12 @@
  * (generated from the global position, so nothing is shared but the log).
  * A checker thread runs evs__log_check and evs__log_usage meanwhile.  No
  * timing is asserted: readers simply run until they have seen the end.
+ *
+ * A second part opens the log read-only, again and again, while a writer
+ * appends and syncs into a large segment, as `evstore info` or a NATS
+ * publisher does beside another process that holds the store: every open
+ * must succeed.  Frames that land while an open looks for data after its
+ * walk's end once made such an open call the log damaged in the middle.
  */
 #include <inttypes.h>
 #include <pthread.h>
@@ -18,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <dirent.h>
 
@@ -133,6 +140,61 @@ static void rm_rf(const char *path) {
     }
 }
 
+/* ---------------------------------------------- read-only opens beside a writer */
+
+#define RO_SEG (64u * 1024 * 1024)
+#define RO_OPENS 40
+#define RO_MAX_FRAMES 20000 /* a cap, so a slow (sanitized) reader does not walk an ever longer log */
+
+static const char *g_ro_dir;
+static _Atomic int g_ro_stop;
+
+static void *ro_writer(void *arg) {
+    evs_log *log = arg;
+    uint8_t buf[2048];
+    uint64_t gpos = evs__log_next_gpos(log);
+    while (!atomic_load_explicit(&g_ro_stop, memory_order_acquire) && gpos <= RO_MAX_FRAMES) {
+        uint32_t len = 200 + (uint32_t)(mix64(gpos) % 1800);
+        gen_payload(gpos, buf, len);
+        CHECK_RC(evs__log_append(log, buf, len, gpos, 1, NULL), EVS_OK);
+        CHECK_RC(evs__log_flush(log, 1), EVS_OK);
+        gpos++;
+        struct timespec pace = {0, 100000L};
+        nanosleep(&pace, NULL);
+    }
+    return NULL;
+}
+
+static void readonly_opens(const char *base) {
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s/evs-test-logro-XXXXXX", base);
+    if (!mkdtemp(dir)) FAILF("mkdtemp");
+    g_ro_dir = dir;
+    evs_log_config wcfg = {.io = NULL, .segment_size = RO_SEG, .readonly = 0};
+    evs_log_recovery rec;
+    evs_log *w;
+    CHECK_RC(evs__log_open(dir, &wcfg, 0, 0, &w, &rec), EVS_OK);
+    pthread_t th;
+    pthread_create(&th, NULL, ro_writer, w);
+    evs_log_config rcfg = {.io = NULL, .segment_size = RO_SEG, .readonly = 1};
+    uint64_t last = 1;
+    for (int i = 0; i < RO_OPENS; i++) {
+        evs_log *r;
+        int rc = evs__log_open(g_ro_dir, &rcfg, 0, 0, &r, &rec);
+        if (rc) FAILF("read-only open %d beside the writer: %s", i, evs_errmsg());
+        uint64_t next = evs__log_next_gpos(r);
+        if (next < last) FAILF("read-only open %d: log ends at %" PRIu64 ", before the %" PRIu64 " seen earlier", i, next, last);
+        last = next;
+        evs__log_close(r);
+    }
+    atomic_store_explicit(&g_ro_stop, 1, memory_order_release);
+    pthread_join(th, NULL);
+    uint64_t written = evs__log_next_gpos(w) - 1;
+    evs__log_close(w);
+    rm_rf(dir);
+    printf("ok read-only opens beside a writer (%d opens, %" PRIu64 " frames written meanwhile)\n", RO_OPENS, written);
+}
+
 int main(void) {
     char dir[256];
     const char *base = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
@@ -177,5 +239,6 @@ int main(void) {
     free(buf);
     rm_rf(dir);
     printf("ok log concurrency (%d frames, %d readers, %" PRIu64 " segments)\n", NFRAMES, NREADERS, res.segments);
+    readonly_opens(base);
     return 0;
 }
