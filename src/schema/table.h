@@ -1,7 +1,9 @@
 /*
  * table.h — the schema registry's in-memory state, shared by registry.c
  * (versions, policies, the append hook, stats, DIR/schemas/), upcast.c
- * (upcasters, upcasting on read) and table.c (the lookups both use).
+ * (declaring upcasters, upcasting on read), upcaster.c (compiling, loading
+ * and freeing upcasters) and table.c (the lookups they share).  One way
+ * only: upcast.c -> registry.c -> upcaster.c -> table.c.
  * Not part of the public API.
  *
  * Locking: one read-write lock.  The append hook and upcasting take it for
@@ -93,9 +95,12 @@ void evs__schema_note(evs__stype *t, _Atomic uint64_t *counter, const char *msg)
 int evs__schema_kv_err(int rc, const char *what);
 /* Key of a (type, version) row: type 0x00 be32(version); returns its length. */
 size_t evs__schema_key(uint8_t *buf, const char *type, uint32_t version);
-/* upcast.c */
+/* upcaster.c */
 /* Free an upcaster (Lua state included).  NULL: no-op. */
 void evs__upcaster_free(evs__upcaster *u);
+/* Compile a Lua upcaster (the script must return a function).  On success *out is the caller's,
+   freed with evs__upcaster_free; on failure *out is NULL and the error names the type and step. */
+int evs__upcaster_lua_new(const char *type, uint32_t from, const char *src, size_t len, evs__upcaster **out);
 /* Load the Lua upcasters stored in the registry (into r's types: open, or a reload's fresh tables). */
 int evs__schema_load_upcasters(evs_schema_registry *r, evs__kv_txn *txn);
 /*
