@@ -39,7 +39,7 @@
 #include "auth/keys.h"
 #include "bus/kv.h"
 #include "core/core.h"
-#include "store/engine.h"
+#include "store/store_engine.h"
 #include "store/store_access.h"
 
 #define KEYS_FILE "keys.json"

@@ -53,7 +53,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "store/engine.h"
+#include "store/store_engine.h"
 #include "backup/backup_internal.h"
 #include "core/core.h"
 

@@ -15,7 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "store/engine.h"
+#include "engine/engine.h"
 #include "cli/cli.h"
 #include "evstore_crypt.h"
 #include "core/json.h"

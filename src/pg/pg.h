@@ -1,12 +1,12 @@
 /*
  * pg.h — the PostgreSQL storage engine (src/pg), as the store layer sees
- * it: one table of operations (store/engine.h).  evs_store_open selects it
+ * it: one table of operations (engine/engine.h).  evs_store_open selects it
  * for a "postgresql://" or "postgres://" URL.
  */
 #ifndef EVS_PG_H
 #define EVS_PG_H
 
-#include "store/engine.h"
+#include "engine/engine.h"
 
 /* The engine's table.  Static storage; never freed. */
 const evs_engine *evs__pg_engine(void);

@@ -13,7 +13,7 @@
 #include <stdint.h>
 
 #include "evstore.h"
-#include "store/engine.h"
+#include "engine/engine.h"
 
 /* Connections kept per engine: appenders beyond this wait for one to come back. */
 #define EVS_PG_POOL_MAX 32
@@ -141,7 +141,7 @@ int evs__pg_meta_after_conflict(evs_pg *pg, const evs__engine_append *a, evs_app
     "OR (m.max_age IS NOT NULL AND e.recorded_at < statement_timestamp() - m.max_age * interval '1 second')) "    \
     "OFFSET 0)"
 
-/* Subject keys of crypto-shredding (pg_keys.c): the engine table's key_* (store/engine.h). */
+/* Subject keys of crypto-shredding (pg_keys.c): the engine table's key_* (engine/engine.h). */
 int evs__pg_key_get(void *e, const char *subject, size_t n, const uint8_t *create, size_t create_len, int *state,
                     uint8_t *out, size_t cap, size_t *out_len);
 int evs__pg_key_forget(void *e, const char *subject, size_t n);

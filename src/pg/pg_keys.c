@@ -1,7 +1,7 @@
 /*
  * pg_keys.c — the subject keys of crypto-shredding on the PostgreSQL
  * engine: the engine table's key_get, key_forget, key_master and
- * key_generation (store/engine.h).  src/store/keystore.c does everything
+ * key_generation (engine/engine.h).  src/store/keystore.c does everything
  * cryptographic (it wraps and unwraps keys with the master key, which never
  * reaches the database); this file only keeps the wrapped bytes in the
  * tables of migration 6 (migrate.c): evs_subject_keys and

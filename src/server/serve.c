@@ -40,7 +40,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "store/engine.h"
+#include "engine/engine.h"
 #include "store/store_access.h"
 #include "auth/keys.h"
 #include "core/core.h"
@@ -212,7 +212,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     }
     const char *rep = evs_store_recovery_report(srv->store);
     if (rep && *rep) fprintf(stderr, "evstore serve: recovery: %s\n", rep);
-    /* Another storage engine (store/engine.h) runs all of what follows too: the store's core,
+    /* Another storage engine (engine/engine.h) runs all of what follows too: the store's core,
        API keys, the schema registry, the consumers, the application layer and the sagas keep
        their state in its database, shared by every server on it (each projection and the sagas
        run in one server at a time, the others standing by for the lease) */

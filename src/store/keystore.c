@@ -37,7 +37,7 @@
  * (the store's LOCK); a read-only open reads them and keeps what it read
  * until it is closed.
  *
- * ANOTHER ENGINE (store/engine.h key_*, e.g. src/pg/pg_keys.c).  The same
+ * ANOTHER ENGINE (engine/engine.h key_*, e.g. src/pg/pg_keys.c).  The same
  * bytes, kept by the engine instead of files: a key row holds nonce ||
  * wrapped key (72 bytes, the same additional data), the master check is
  * the MASTER file's 48 bytes.  The master key still comes only from the

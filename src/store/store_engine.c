@@ -1,6 +1,6 @@
 /*
  * store_engine.c — the store handle's side of the engine boundary
- * (engine.h): opening a store on an engine, and the few public calls that
+ * (engine/engine.h): which engine a URL names, opening a store on an engine, and the few public calls that
  * need more than a one-line dispatch (appends are checked here first,
  * readers are wrapped so evs_reader stays one opaque type).
  *
@@ -20,9 +20,16 @@
 #include <string.h>
 
 #include "core/core.h"
+#include "pg/pg.h"
 #include "store/crypt.h"
 #include "store/store_access.h"
 #include "store/store_internal.h"
+
+const evs_engine *evs__engine_for(const char *where) {
+    if (!where) return NULL;
+    if (!strncmp(where, "postgresql://", 13) || !strncmp(where, "postgres://", 11)) return evs__pg_engine();
+    return NULL;
+}
 
 int evs__store_engine_open(evs_store *s, const char *url, unsigned flags) {
     const evs_engine *e = evs__engine_for(url);

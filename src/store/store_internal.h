@@ -12,7 +12,8 @@
 #include "index/index.h"
 #include "io/io.h"
 #include "log/log.h"
-#include "store/engine.h"
+#include "engine/engine.h"
+#include "store/store_engine.h"
 
 typedef struct evs_append_req evs_append_req;
 
@@ -143,7 +144,7 @@ int evs__filter_check(const evs_filter *f);
 #define EVS_META_PREFIX "$$"
 #define EVS_META_EVENT_TYPE "$metadata"
 
-/* evs__meta_write (a metadata write in flight) is in store/engine.h: engines store it too. */
+/* evs__meta_write (a metadata write in flight) is in engine/engine.h: engines store it too. */
 
 /* Load the cache from the "$$" streams (at open). */
 int evs__meta_load(evs_store *s);
@@ -187,10 +188,5 @@ int evs__store_engine_append_reserved(evs_store *s, const char *stream, const ev
 
 /* Validate a stream name; message names the problem. */
 int evs__check_stream_name(const evs_store *s, const char *stream, size_t *len_out);
-/* A name of 1..max bytes of UTF-8 without control characters; else EINVAL/ELIMIT naming `what`. */
-int evs__name_ok(const char *what, const char *p, size_t n, size_t max);
-/* Event i's tags checked and rendered as the JSON array stored ("[\"a\",\"b\"]", NUL-terminated, caller frees),
-   *out NULL when it has none. */
-int evs__build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_len);
 
 #endif

@@ -11,9 +11,13 @@
  * table, otherwise on into the embedded code.  This is the same shape as
  * the I/O table of src/io: callers never know which one they have.
  *
- * What an engine receives is already checked.  The store layer (engine.c)
- * validates an append once for every non-embedded engine — names, JSON,
- * limits, ids — applies the defaults (generated ids, stream type, event
+ * This room (src/engine) sits below the store and every engine: the store
+ * includes the engines (store_engine.c picks one by URL) and the engines
+ * include only this table and its helpers, never the store.
+ *
+ * What an engine receives is already checked.  engine.c validates an
+ * append once for every non-embedded engine — names, JSON, limits, ids —
+ * applies the defaults (generated ids, stream type, event
  * version, occurred_at) and renders tags as JSON, so an engine only stores
  * and reads.  Operations an engine does not implement are NULL in its
  * table; the store answers them with EVS_ENOTSUP naming the operation
@@ -23,8 +27,8 @@
  * once (the public store is thread-safe); an engine reader belongs to one
  * thread at a time, as evs_reader does.
  */
-#ifndef EVS_STORE_ENGINE_H
-#define EVS_STORE_ENGINE_H
+#ifndef EVS_ENGINE_ENGINE_H
+#define EVS_ENGINE_ENGINE_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -119,8 +123,11 @@ typedef struct evs_engine {
     uint64_t (*key_generation)(void *e);
 } evs_engine;
 
-/* The engine that handles `where` (a URL scheme it knows), or NULL for a directory. */
-const evs_engine *evs__engine_for(const char *where);
+/* A name of 1..max bytes of UTF-8 without control characters; else EINVAL/ELIMIT naming `what`. */
+int evs__name_ok(const char *what, const char *p, size_t n, size_t max);
+/* Event i's tags checked and rendered as the JSON array stored ("[\"a\",\"b\"]", NUL-terminated).
+   Ownership: *out is the caller's (free); NULL when the event has no tags. */
+int evs__build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_len);
 
 /*
  * Check an append for a non-embedded engine and apply the defaults: the

@@ -1,8 +1,10 @@
 /*
  * engine.c — the engine-neutral half of the storage-engine boundary
- * (engine.h): which engine a URL names, the append checks every
- * non-embedded engine relies on, and the EVS_ENOTSUP answer for what an
- * engine does not do yet.
+ * (engine.h): the name and tag checks both engines apply, the append
+ * checks every non-embedded engine relies on, and the EVS_ENOTSUP answer
+ * for what an engine does not do yet.  Which engine a URL names is the
+ * store's choice (src/store/store_engine.c): this room sits below both the
+ * store and the engines, so neither includes the other's way up.
  *
  * The checks repeat the embedded engine's rules and messages (store.c's
  * prepare step) so that a bad append fails the same way on both engines;
@@ -14,14 +16,52 @@
 
 #include "core/core.h"
 #include "core/json.h"
-#include "pg/pg.h"
-#include "store/engine.h"
-#include "store/store_internal.h"
+#include "engine/engine.h"
 
-const evs_engine *evs__engine_for(const char *where) {
-    if (!where) return NULL;
-    if (!strncmp(where, "postgresql://", 13) || !strncmp(where, "postgres://", 11)) return evs__pg_engine();
-    return NULL;
+/* ----------------------------------------------------------- validation shared by every engine */
+
+int evs__name_ok(const char *what, const char *p, size_t n, size_t max) {
+    if (n == 0) return evs__err(EVS_EINVAL, "%s is empty", what);
+    if (n > max) return evs__err(EVS_ELIMIT, "%s is %zu bytes, the limit is %zu", what, n, max);
+    size_t bad;
+    if (!evs__utf8_valid(p, n, &bad)) return evs__err(EVS_EINVAL, "%s is not valid UTF-8 (byte %zu)", what, bad + 1);
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f)
+            return evs__err(EVS_EINVAL, "%s contains control character 0x%02x at byte %zu", what,
+                            (unsigned char)p[i], i + 1);
+    return EVS_OK;
+}
+
+int evs__build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_len) {
+    *out = NULL;
+    *out_len = 0;
+    if (e->ntags == 0) return EVS_OK;
+    if (!e->tags) return evs__err(EVS_EINVAL, "event %zu: tags is NULL but ntags is %zu", i + 1, e->ntags);
+    if (e->ntags > EVS_MAX_TAGS)
+        return evs__err(EVS_ELIMIT, "event %zu: %zu tags, the limit is %u", i + 1, e->ntags, EVS_MAX_TAGS);
+    size_t cap = 2;
+    for (size_t t = 0; t < e->ntags; t++) {
+        char what[64];
+        snprintf(what, sizeof what, "event %zu: tag %zu", i + 1, t + 1);
+        if (!e->tags[t]) return evs__err(EVS_EINVAL, "%s is NULL", what);
+        size_t n = strnlen(e->tags[t], EVS_MAX_TAG_BYTES + 1);
+        int rc = evs__name_ok(what, e->tags[t], n, EVS_MAX_TAG_BYTES);
+        if (rc) return rc;
+        cap += evs__json_escape(e->tags[t], n, NULL, 0) + 1;
+    }
+    char *buf = malloc(cap + 1);
+    if (!buf) return evs__err(EVS_ENOMEM, "out of memory for tags");
+    size_t w = 0;
+    buf[w++] = '[';
+    for (size_t t = 0; t < e->ntags; t++) {
+        if (t) buf[w++] = ',';
+        w += evs__json_escape(e->tags[t], strlen(e->tags[t]), buf + w, cap + 1 - w);
+    }
+    buf[w++] = ']';
+    buf[w] = '\0';
+    *out = buf;
+    *out_len = w;
+    return EVS_OK;
 }
 
 int evs__engine_unsupported(const evs_engine *eng, const char *operation) {
