@@ -102,6 +102,24 @@ const char *evs__engine_mask_url(const char *url, char *buf, size_t cap) {
 
 static int uuid_cmp(const void *a, const void *b) { return memcmp(a, b, sizeof(evs_uuid)); }
 
+int evs__ids_unique(const evs_uuid *ids, size_t n) {
+    if (n < 2) return EVS_OK;
+    /* sort a copy, compare neighbours */
+    evs_uuid *sorted = malloc(n * sizeof *sorted);
+    if (!sorted) return evs__err(EVS_ENOMEM, "out of memory checking event ids");
+    memcpy(sorted, ids, n * sizeof *sorted);
+    qsort(sorted, n, sizeof *sorted, uuid_cmp);
+    for (size_t i = 1; i < n; i++)
+        if (!memcmp(&sorted[i - 1], &sorted[i], 16)) {
+            char b[37];
+            evs_uuid_format(&sorted[i], b);
+            free(sorted);
+            return evs__err(EVS_EINVAL, "the append holds event_id %s more than once", b);
+        }
+    free(sorted);
+    return EVS_OK;
+}
+
 void evs__engine_append_free(evs__engine_append *a) {
     if (!a) return;
     for (size_t i = 0; i < a->n; i++) {
@@ -217,24 +235,7 @@ static int prepare(const uint64_t lims[4], const char *stream, int64_t expected,
         if (!ev[i].event_version) ev[i].event_version = 1;
         if (!ev[i].metadata) ev[i].metadata = "{}", ev[i].metadata_len = 2;
     }
-    if (n > 1) { /* the same id twice in one append can never be stored */
-        evs_uuid *sorted = malloc(n * sizeof *sorted);
-        if (!sorted) {
-            rc = evs__err(EVS_ENOMEM, "out of memory checking event ids");
-            goto fail;
-        }
-        memcpy(sorted, ids, n * sizeof *sorted);
-        qsort(sorted, n, sizeof *sorted, uuid_cmp);
-        for (size_t i = 1; i < n; i++)
-            if (!memcmp(&sorted[i - 1], &sorted[i], 16)) {
-                char b[37];
-                evs_uuid_format(&sorted[i], b);
-                free(sorted);
-                rc = evs__err(EVS_EINVAL, "the append holds event_id %s more than once", b);
-                goto fail;
-            }
-        free(sorted);
-    }
+    if ((rc = evs__ids_unique(ids, n))) goto fail;
     *out = a;
     return EVS_OK;
 fail:

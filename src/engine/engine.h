@@ -123,6 +123,8 @@ typedef struct evs_engine {
     uint64_t (*key_generation)(void *e);
 } evs_engine;
 
+/* EVS_EINVAL naming the first event id that appears twice among ids[0..n), else EVS_OK. */
+int evs__ids_unique(const evs_uuid *ids, size_t n);
 /* A name of 1..max bytes of UTF-8 without control characters; else EINVAL/ELIMIT naming `what`. */
 int evs__name_ok(const char *what, const char *p, size_t n, size_t max);
 /* Event i's tags checked and rendered as the JSON array stored ("[\"a\",\"b\"]", NUL-terminated).

@@ -239,7 +239,6 @@ static void prepared_free(prepared *p, size_t n) {
     free(p->ev);
 }
 
-static int uuid_cmp(const void *a, const void *b) { return memcmp(a, b, sizeof(evs_uuid)); }
 
 static int prepare(evs_store *s, const char *stream, size_t slen, const evs_event_in *events, size_t n,
                    prepared *p, size_t *total_out) {
@@ -307,21 +306,8 @@ static int prepare(evs_store *s, const char *stream, size_t slen, const evs_even
             (rc = s->validator(s->validator_ctx, stream, slen, p->stypes[i], p->stype_lens[i], c, i)))
             return rc;
     }
-    /* the same id twice in one append can never be stored: sort a copy, compare neighbours */
-    if (n > 1) {
-        evs_uuid *sorted = malloc(n * sizeof *sorted);
-        if (!sorted) return evs__err(EVS_ENOMEM, "out of memory checking event ids");
-        memcpy(sorted, p->ids, n * sizeof *sorted);
-        qsort(sorted, n, sizeof *sorted, uuid_cmp);
-        for (size_t i = 1; i < n; i++)
-            if (!memcmp(&sorted[i - 1], &sorted[i], 16)) {
-                char b[37];
-                evs_uuid_format(&sorted[i], b);
-                free(sorted);
-                return evs__err(EVS_EINVAL, "the append holds event_id %s more than once", b);
-            }
-        free(sorted);
-    }
+    /* the same id twice in one append can never be stored */
+    if ((rc = evs__ids_unique(p->ids, n))) return rc;
     *total_out = (size_t)total;
     return EVS_OK;
 }
