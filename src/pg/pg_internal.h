@@ -56,6 +56,9 @@ typedef struct evs_pg {
     int wake[2];                 /* a pipe: close wakes the listener's poll */
 } evs_pg;
 
+/* ---- pg_conn.c */
+/* A new connection to pg's URL, set up as every connection of the engine is.  Ownership: *out (PQfinish). */
+int evs__pg_connect_one(evs_pg *pg, PGconn **out);
 /* Take a connection from the pool (connecting if none is idle). */
 int evs__pg_get(evs_pg *pg, PGconn **out);
 /*
@@ -96,6 +99,10 @@ void evs__pg_note_head(evs_pg *pg, uint64_t h);
 /* An error from a failed query: EVS_EIO with libpq's message, prefixed with what. */
 int evs__pg_err(PGconn *c, const PGresult *r, const char *what);
 
+/* ---- pg_append.c */
+/* An append through the group commit: queued with the appends that arrive while another batch runs.
+   A conflict is answered as the SQL function answered it (pg.c then asks pg_meta.c about deletes). */
+int evs__pg_append_grouped(evs_pg *pg, const evs__engine_append *a, evs_append_result *res);
 /*
  * Append a on connection c inside the caller's open transaction, without
  * group commit (pg_cond.c), filling res as evs_append() answered.
