@@ -1379,8 +1379,14 @@ static int log_cut_tail(evs_log *log, const log_scan *st, evs_log_recovery *rec)
         snprintf(what, sizeof what, "%s: expected %" PRIu64 ", found %" PRIu64, st->why, st->want, st->found);
     else
         snprintf(what, sizeof what, "%s", st->why ? st->why : "bytes after the last frame that form no frame");
-    int k = snprintf(rec->report, sizeof rec->report, SEGFMT " offset %" PRIu64 ": %s a torn tail of %" PRIu64
-                     " bytes (%s)", eno, eoff, log->readonly ? "read-only, not cutting" : "cut", dropped, what);
+    /* Read-only, the bytes after the valid end may also be what the process holding the store
+       writes right now: say so rather than call them torn. */
+    int k = log->readonly
+                ? snprintf(rec->report, sizeof rec->report, SEGFMT " offset %" PRIu64 ": read-only, %" PRIu64
+                           " bytes after the last valid frame left as they are (%s: a torn tail, or an append "
+                           "the process holding the store is writing now)", eno, eoff, dropped, what)
+                : snprintf(rec->report, sizeof rec->report, SEGFMT " offset %" PRIu64 ": cut a torn tail of %" PRIu64
+                           " bytes (%s)", eno, eoff, dropped, what);
     if (removing && k > 0 && (size_t)k < sizeof rec->report)
         k += snprintf(rec->report + k, sizeof rec->report - (size_t)k, "; %s %" PRIu32 " later segment%s",
                       log->readonly ? "would remove" : "removed", removing, removing == 1 ? "" : "s");
@@ -1562,28 +1568,30 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
     }
     evs_lsn found;
     /* Read-only beside a writer (another process holds the store and appends): what it wrote
-       while this walk ran, and a frame it is writing right now, look like "valid records after
-       damage".  So walk again from where this walk stopped: if it gets further, the stop was the
-       writer's end at that moment, which is where this reader's view ends.  Damage is what stays
-       put (100 tries ~2 ms apart).  Each answer is taken from the last look, never from a second
-       look after it: the writer may append between two.  Walking on after the first progress
-       would chase a busy writer for ever.  A writable open is alone: the store's lock. */
+       while this walk ran looks like "valid records after damage".  But the frame found carries
+       synced_to beyond the stop, so the writer had written and synced the bytes at the stop
+       before it wrote that frame: a walk taken now gets past the stop unless they are damaged.
+       If it does, the stop was the writer's end at that moment, which is where this reader's
+       view ends (walking on would chase a busy writer).  Three walks ~1 ms apart, in case the
+       writer's stores reach this CPU late.  The answer is the last look, never a fresh look
+       after it: the writer may append between two.  A writable open is alone: the store's lock. */
     int after = log_durable_after(log, st.good_end, &found);
-    for (int stuck = 0; log->readonly && after && !st.held_end && stuck < 100;) {
+    for (int tries = 0; log->readonly && after && tries < 3; tries++) {
+        if (tries) {
+            struct timespec ms = {0, 1000000L};
+            nanosleep(&ms, NULL);
+        }
         log_scan more;
         log_walk(log, st.good_end, st.expected, 0, st.good_end, st.expected, cfg ? cfg->check : NULL,
                  cfg ? cfg->check_arg : NULL, &more);
-        if (more.good_end != st.good_end) {
+        if (more.good_end != st.good_end || more.held_end) {
+            /* further on, or a frame written since whose payload the check refuses (reported below) */
             more.frames += st.frames;
             more.passed = st.passed;
             st = more;
             after = 0;
             break;
         }
-        stuck++;
-        struct timespec ms = {0, 2000000L};
-        nanosleep(&ms, NULL);
-        after = log_durable_after(log, st.good_end, &found);
     }
     if (st.held_end) {
         rc = evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu32 ": %s (global positions %" PRIu64 "..%" PRIu64

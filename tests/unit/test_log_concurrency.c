@@ -142,57 +142,115 @@ static void rm_rf(const char *path) {
 
 /* ---------------------------------------------- read-only opens beside a writer */
 
-#define RO_SEG (64u * 1024 * 1024)
+#define RO_SEG (8u * 1024 * 1024) /* a few segments: rollover and the segment made ahead happen meanwhile */
 #define RO_OPENS 40
-#define RO_MAX_FRAMES 20000 /* a cap, so a slow (sanitized) reader does not walk an ever longer log */
+#define RO_MAX_FRAMES 30000 /* a cap, so a slow (sanitized) reader does not walk an ever longer log */
 
-static const char *g_ro_dir;
 static _Atomic int g_ro_stop;
+static _Atomic int g_ro_done;
+static _Atomic uint64_t g_ro_written;
+#define RO_PREFILL 10000 /* frames before the opens start: past the first segment (~1.1 KB each) */
 
 static void *ro_writer(void *arg) {
     evs_log *log = arg;
     uint8_t buf[2048];
-    uint64_t gpos = evs__log_next_gpos(log);
-    while (!atomic_load_explicit(&g_ro_stop, memory_order_acquire) && gpos <= RO_MAX_FRAMES) {
+    uint64_t gpos = evs__log_next_gpos(log), last = gpos + RO_MAX_FRAMES;
+    while (!atomic_load_explicit(&g_ro_stop, memory_order_acquire) && gpos < last) {
         uint32_t len = 200 + (uint32_t)(mix64(gpos) % 1800);
         gen_payload(gpos, buf, len);
         CHECK_RC(evs__log_append(log, buf, len, gpos, 1, NULL), EVS_OK);
         CHECK_RC(evs__log_flush(log, 1), EVS_OK);
         gpos++;
+        atomic_fetch_add_explicit(&g_ro_written, 1, memory_order_relaxed);
         struct timespec pace = {0, 100000L};
         nanosleep(&pace, NULL);
     }
+    atomic_store_explicit(&g_ro_done, 1, memory_order_release);
     return NULL;
 }
 
+static void ro_start(pthread_t *th, evs_log *w) {
+    atomic_store(&g_ro_stop, 0);
+    atomic_store(&g_ro_done, 0);
+    pthread_create(th, NULL, ro_writer, w);
+}
+
+static void ro_stop(pthread_t th) {
+    atomic_store_explicit(&g_ro_stop, 1, memory_order_release);
+    pthread_join(th, NULL);
+}
+
+static void flip_byte(const char *path, off_t at) {
+    FILE *f = fopen(path, "r+b");
+    if (!f) FAILF("open %s", path);
+    int c;
+    if (fseeko(f, at, SEEK_SET) || (c = fgetc(f)) == EOF || fseeko(f, at, SEEK_SET) || fputc(c ^ 0x5a, f) == EOF)
+        FAILF("flip a byte of %s", path);
+    fclose(f);
+}
+
+/*
+ * Read-only opens while a writer appends and syncs, as `evstore info` or
+ * a NATS publisher beside the process that holds the store: every open
+ * succeeds and sees no less than the one before, whether it walks from the
+ * start or from where the last one ended (an index checkpoint's start).
+ * Then a byte of a frame the writer finished long ago is flipped: a
+ * read-only open beside the same writer must still call that damage.
+ */
 static void readonly_opens(const char *base) {
-    char dir[256];
+    char dir[256], seg1[300];
     snprintf(dir, sizeof dir, "%s/evs-test-logro-XXXXXX", base);
     if (!mkdtemp(dir)) FAILF("mkdtemp");
-    g_ro_dir = dir;
+    snprintf(seg1, sizeof seg1, "%s/log/00000001.seg", dir);
     evs_log_config wcfg = {.io = NULL, .segment_size = RO_SEG, .readonly = 0};
+    evs_log_config rcfg = {.io = NULL, .segment_size = RO_SEG, .readonly = 1};
     evs_log_recovery rec;
     evs_log *w;
     CHECK_RC(evs__log_open(dir, &wcfg, 0, 0, &w, &rec), EVS_OK);
     pthread_t th;
-    pthread_create(&th, NULL, ro_writer, w);
-    evs_log_config rcfg = {.io = NULL, .segment_size = RO_SEG, .readonly = 1};
-    uint64_t last = 1;
-    for (int i = 0; i < RO_OPENS; i++) {
-        evs_log *r;
-        int rc = evs__log_open(g_ro_dir, &rcfg, 0, 0, &r, &rec);
-        if (rc) FAILF("read-only open %d beside the writer: %s", i, evs_errmsg());
-        uint64_t next = evs__log_next_gpos(r);
-        if (next < last) FAILF("read-only open %d: log ends at %" PRIu64 ", before the %" PRIu64 " seen earlier", i, next, last);
-        last = next;
-        evs__log_close(r);
+    ro_start(&th, w);
+    while (atomic_load_explicit(&g_ro_written, memory_order_relaxed) < RO_PREFILL &&
+           !atomic_load_explicit(&g_ro_done, memory_order_acquire)) {
+        struct timespec ms = {0, 1000000L};
+        nanosleep(&ms, NULL);
     }
-    atomic_store_explicit(&g_ro_stop, 1, memory_order_release);
-    pthread_join(th, NULL);
+    uint64_t last = 1;
+    evs_lsn last_end = 0;
+    int opens = 0, beside = 0;
+    for (; opens < RO_OPENS; opens++) {
+        evs_log *r;
+        int from_last = (opens & 1) && last_end;
+        int rc = evs__log_open(dir, &rcfg, from_last ? last_end : 0, from_last ? last : 0, &r, &rec);
+        if (rc) FAILF("read-only open %d beside the writer (from %s): %s", opens, from_last ? "the last end" : "the start",
+                      evs_errmsg());
+        uint64_t next = evs__log_next_gpos(r);
+        if (next < last) FAILF("read-only open %d: log ends at %" PRIu64 ", before the %" PRIu64 " seen earlier", opens, next, last);
+        last = next;
+        last_end = evs__log_end(r);
+        evs__log_close(r);
+        if (atomic_load_explicit(&g_ro_done, memory_order_acquire)) break; /* the writer stopped: nothing more to race */
+        beside++;
+    }
+    ro_stop(th);
     uint64_t written = evs__log_next_gpos(w) - 1;
+    evs_lsn wend = evs__log_end(w);
+
+    /* Damage inside segment 1, well before the writer's end. */
+    uint64_t s1_end = EVS_LSN_SEG(wend) > 1 ? RO_SEG / 2 : EVS_LSN_OFF(wend);
+    if (s1_end < 64 * 1024) FAILF("the writer wrote only %" PRIu64 " bytes", s1_end);
+    flip_byte(seg1, (off_t)(s1_end / 2));
+    ro_start(&th, w);
+    evs_log *r = NULL;
+    int rc = evs__log_open(dir, &rcfg, 0, 0, &r, &rec);
+    ro_stop(th);
+    if (rc != EVS_ECORRUPT) FAILF("read-only open of a damaged log beside a writer: got %s (%d), wanted EVS_ECORRUPT; %s",
+                                  evs_errname(rc), rc, rc ? evs_errmsg() : "it opened");
+    if (!strstr(evs_errmsg(), "damaged")) FAILF("the refusal does not say the log is damaged: %s", evs_errmsg());
     evs__log_close(w);
     rm_rf(dir);
-    printf("ok read-only opens beside a writer (%d opens, %" PRIu64 " frames written meanwhile)\n", RO_OPENS, written);
+    printf("ok read-only opens beside a writer (%d opens, %d of them while it wrote, %" PRIu64
+           " frames, %u segments; damage still reported)\n",
+           opens, beside, written, EVS_LSN_SEG(wend));
 }
 
 int main(void) {
