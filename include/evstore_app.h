@@ -152,7 +152,8 @@ int evs_decision_reject(evs_decision *d, const char *reason);
  *             the state goes back to the state cache afterwards
  *             (evs_app_config.state_cache_entries)
  *   encode    state -> JSON text (malloc'd); NULL: no snapshots
- *   decode    JSON text -> a new state
+ *   decode    JSON text -> a new state; the text is len bytes, not
+ *             NUL-terminated (it may be read straight from the snapshot's page)
  * evolve/init/decode return 0, or nonzero for a failure described in err.
  * They must be deterministic: a state from a snapshot plus the tail must
  * equal the state folded from all events.

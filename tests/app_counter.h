@@ -99,8 +99,13 @@ static int tc_decode(void *ctx, const char *json, size_t len, void **state, char
     if (!s) return 1;
     s->count = tc_field(json, len, "count");
     s->sum = tc_field(json, len, "sum");
-    const char *h = strstr(json, "\"h\":");
-    s->h = h ? strtoull(h + 4, NULL, 10) : 0;
+    /* json is len bytes, not NUL-terminated: never strstr it (a snapshot at the end of the mapped file
+       made that read past the mapping, SIGBUS under ASan) */
+    for (size_t i = 0; i + 4 <= len; i++)
+        if (memcmp(json + i, "\"h\":", 4) == 0) {
+            s->h = strtoull(json + i + 4, NULL, 10);
+            break;
+        }
     s->version = (unsigned long long)tc_field(json, len, "version");
     *state = s;
     return 0;
