@@ -123,7 +123,8 @@ typedef struct evs_engine {
     uint64_t (*key_generation)(void *e);
 } evs_engine;
 
-/* EVS_EINVAL naming the first event id that appears twice among ids[0..n), else EVS_OK. */
+/* EVS_EINVAL naming the first event id that appears twice among ids[0..n), EVS_ENOMEM when the
+   sorted copy cannot be allocated, else EVS_OK. */
 int evs__ids_unique(const evs_uuid *ids, size_t n);
 /* A name of 1..max bytes of UTF-8 without control characters; else EINVAL/ELIMIT naming `what`. */
 int evs__name_ok(const char *what, const char *p, size_t n, size_t max);

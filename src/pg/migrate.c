@@ -227,7 +227,7 @@ static const migration MIGRATIONS[] = {
      "CREATE TRIGGER event_streams_tombstone BEFORE INSERT OR UPDATE ON event_streams\n"
      "  FOR EACH ROW EXECUTE FUNCTION evs_refuse_tombstoned();\n"},
     /*
-     * evs_append_batch: a group commit's appends in one call (pg.c,
+     * evs_append_batch: a group commit's appends in one call (pg_append.c,
      * run_batch).  Append a (1 .. cardinality(p_sidx)) goes to stream
      * p_snames[p_sidx[a]] with expected version p_expected[a] and carries
      * p_count[a] events; the event arrays hold every append's events one

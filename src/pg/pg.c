@@ -20,7 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-
 #include "core/core.h"
 #include "pg/pg.h"
 #include "pg/pg_internal.h"

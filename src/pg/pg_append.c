@@ -22,7 +22,6 @@
 #include <string.h>
 #include <time.h>
 
-
 #include "core/core.h"
 #include "pg/pg_internal.h"
 

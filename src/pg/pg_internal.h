@@ -43,7 +43,7 @@ typedef struct evs_pg {
     _Atomic uint64_t head;
     pthread_cond_t head_cv;      /* broadcast when head grows, under mu */
     int closing;
-    /* group commit (pg.c): appenders queue; one at a time leads a batch */
+    /* group commit (pg_append.c): appenders queue; one at a time leads a batch */
     struct pg_req *q_head, *q_tail;
     int leading;
     pthread_cond_t done_cv;       /* a batch finished, under mu */

@@ -3,7 +3,7 @@
  * on the PostgreSQL engine's connections.
  *
  * A transaction holds one connection from begin to commit/abort: a pool
- * connection (pg.c's evs__pg_get/put), or the lease's own.  Every result it
+ * connection (pg_conn.c's evs__pg_get/put), or the lease's own.  Every result it
  * reads is kept until it ends, which is what keeps returned values valid
  * (binary results: libpq's value pointers are the bytes themselves).
  *

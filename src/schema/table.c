@@ -1,7 +1,8 @@
 /*
  * table.c — lookups in the registry's in-memory tables (table.h) that
- * both the registry (registry.c) and upcasting (upcast.c) use: finding a
- * type, a version row's key, counting a failure, kv results as errors.
+ * the registry (registry.c), upcasting (upcast.c) and the upcaster
+ * objects (upcaster.c) share: finding a type, a version row's key,
+ * counting a failure, kv results as errors.
  */
 #include <stdio.h>
 #include <stdlib.h>

@@ -239,7 +239,6 @@ static void prepared_free(prepared *p, size_t n) {
     free(p->ev);
 }
 
-
 static int prepare(evs_store *s, const char *stream, size_t slen, const evs_event_in *events, size_t n,
                    prepared *p, size_t *total_out) {
     int rc;

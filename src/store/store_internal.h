@@ -12,8 +12,7 @@
 #include "index/index.h"
 #include "io/io.h"
 #include "log/log.h"
-#include "engine/engine.h"
-#include "store/store_engine.h"
+#include "store/store_engine.h" /* and engine/engine.h through it */
 
 typedef struct evs_append_req evs_append_req;
 

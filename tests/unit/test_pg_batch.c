@@ -1,5 +1,5 @@
 /*
- * test_pg_batch.c — the PostgreSQL engine's group commit (src/pg/pg.c,
+ * test_pg_batch.c — the PostgreSQL engine's group commit (src/pg/pg_append.c,
  * run_batch; the SQL function evs_append_batch in src/pg/migrate.c), with
  * batches made on purpose: a second connection holds the head row, so the
  * first append waits inside PostgreSQL while the others queue behind it;

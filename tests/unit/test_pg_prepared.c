@@ -1,6 +1,6 @@
 /*
  * test_pg_prepared.c — the PostgreSQL engine's named statements taken away
- * from under it (src/pg/pg.c, exec_on).  Two ways it happens in the field:
+ * from under it (src/pg/pg_conn.c, exec_on).  Two ways it happens in the field:
  *
  *   discard   a connection pooler (pgbouncer's server_reset_query) or an
  *             operator runs DISCARD ALL on the engine's connections: the
