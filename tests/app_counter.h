@@ -28,13 +28,25 @@ typedef struct tc_state {
 
 static int tc_v2;
 
-static long long tc_field(const char *p, size_t n, const char *name) {
+/* p is n bytes, not NUL-terminated: the number is copied before strtoll reads it. */
+static const char *tc_number(const char *p, size_t n, const char *name, char num[24]) {
     char key[32];
     snprintf(key, sizeof key, "\"%s\":", name);
     size_t kl = strlen(key);
+    num[0] = 0;
     for (size_t i = 0; i + kl <= n; i++)
-        if (memcmp(p + i, key, kl) == 0) return strtoll(p + i + kl, NULL, 10);
-    return 0;
+        if (memcmp(p + i, key, kl) == 0) {
+            size_t k = n - i - kl < 23 ? n - i - kl : 23;
+            memcpy(num, p + i + kl, k);
+            num[k] = 0;
+            break;
+        }
+    return num;
+}
+
+static long long tc_field(const char *p, size_t n, const char *name) {
+    char num[24];
+    return strtoll(tc_number(p, n, name, num), NULL, 10);
 }
 
 static int tc_init(void *ctx, void **state, char *err, size_t cap) {
@@ -101,11 +113,8 @@ static int tc_decode(void *ctx, const char *json, size_t len, void **state, char
     s->sum = tc_field(json, len, "sum");
     /* json is len bytes, not NUL-terminated: never strstr it (a snapshot at the end of the mapped file
        made that read past the mapping, SIGBUS under ASan) */
-    for (size_t i = 0; i + 4 <= len; i++)
-        if (memcmp(json + i, "\"h\":", 4) == 0) {
-            s->h = strtoull(json + i + 4, NULL, 10);
-            break;
-        }
+    char num[24];
+    s->h = strtoull(tc_number(json, len, "h", num), NULL, 10);
     s->version = (unsigned long long)tc_field(json, len, "version");
     *state = s;
     return 0;

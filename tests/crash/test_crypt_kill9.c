@@ -148,9 +148,13 @@ static void verify(const char *dir, uint32_t next) {
         while ((rc = evs_reader_next(r, &ev)) == EVS_OK) {
             if (ev->stream[0] == '$') continue;
             unsigned who = 0;
+            /* ev's fields are ranges (into the log mapping, or a decryption buffer), not C strings:
+               sscanf reads to a NUL, so scan a terminated copy */
+            char b[160];
             if (ev->redacted) {
                 /* which subject: its tag */
-                if (sscanf(ev->tags, "[\"cust:%u\"]", &who) != 1 || who >= MAXSUBJ) {
+                snprintf(b, sizeof b, "%.*s", (int)ev->tags_len, ev->tags ? ev->tags : "");
+                if (sscanf(b, "[\"cust:%u\"]", &who) != 1 || who >= MAXSUBJ) {
                     CHECK(0);
                     continue;
                 }
@@ -159,7 +163,8 @@ static void verify(const char *dir, uint32_t next) {
                     CHECK(0);
                 }
             } else {
-                if (sscanf(ev->data, "{\"who\":\"cust:%u\"}", &who) != 1 || who >= MAXSUBJ) {
+                snprintf(b, sizeof b, "%.*s", (int)ev->data_len, ev->data);
+                if (sscanf(b, "{\"who\":\"cust:%u\"}", &who) != 1 || who >= MAXSUBJ) {
                     fprintf(stderr, "garbage data at %llu: %.*s\n", (unsigned long long)ev->global_position,
                             (int)ev->data_len, ev->data);
                     CHECK(0);

@@ -111,7 +111,9 @@ static void read_pass(const char *tag) {
         if (ev->stream[0] == '$') continue;
         int who = -1;
         if (ev->redacted) continue;
-        if (sscanf(ev->data, "{\"who\":\"cust:%d\"", &who) != 1 || who < 0 || who >= NSUBJ) {
+        char b[160]; /* ev->data is a range, not a C string: sscanf a terminated copy */
+        snprintf(b, sizeof b, "%.*s", (int)ev->data_len, ev->data);
+        if (sscanf(b, "{\"who\":\"cust:%d\"", &who) != 1 || who < 0 || who >= NSUBJ) {
             fprintf(stderr, "garbage at %llu: %.*s\n", (unsigned long long)ev->global_position, (int)ev->data_len,
                     ev->data);
             atomic_fetch_add(&errors, 1);
@@ -173,12 +175,17 @@ int main(int argc, char **argv) {
         if (ev->stream[0] == '$') continue;
         seen++;
         int who = -1;
+        char b[160]; /* tags and data are ranges, not C strings: sscanf a terminated copy */
+        if (ev->redacted)
+            snprintf(b, sizeof b, "%.*s", (int)ev->tags_len, ev->tags ? ev->tags : "");
+        else
+            snprintf(b, sizeof b, "%.*s", (int)ev->data_len, ev->data);
         if (ev->redacted) {
             redacted++;
-            if (sscanf(ev->tags, "[\"cust:%d\"]", &who) != 1 || who < 0 || who >= NSUBJ || !forget_done[who] ||
+            if (sscanf(b, "[\"cust:%d\"]", &who) != 1 || who < 0 || who >= NSUBJ || !forget_done[who] ||
                 ev->stream[0] != 'p')
                 bad++;
-        } else if (sscanf(ev->data, "{\"who\":\"cust:%d\"", &who) != 1 || who < 0 || who >= NSUBJ ||
+        } else if (sscanf(b, "{\"who\":\"cust:%d\"", &who) != 1 || who < 0 || who >= NSUBJ ||
                    (forget_done[who] && ev->stream[0] == 'p')) {
             bad++;
         }

@@ -183,7 +183,9 @@ static void test_as_of_and_what_if(const char *d) {
     char types[N_EVENTS + 1] = {0};
     CHECK_RC(evs_read_all(s, 1, EVS_FORWARD, NULL, 0, &rd), EVS_OK);
     while (evs_reader_next(rd, &ev) == EVS_OK) {
-        amounts[ev->global_position] = strtoll(ev->data + 10, NULL, 10);
+        char num[64]; /* ev->data is a range, not a C string */
+        snprintf(num, sizeof num, "%.*s", (int)ev->data_len, ev->data);
+        amounts[ev->global_position] = strtoll(num + 10, NULL, 10);
         types[ev->global_position] = ev->event_type[0];
         total += amounts[ev->global_position];
     }
