@@ -64,6 +64,11 @@ int evs__build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_len
     return EVS_OK;
 }
 
+size_t evs__default_stream_type_len(const char *stream, size_t n) {
+    const char *dash = memchr(stream, '-', n);
+    return (dash && dash > stream) ? (size_t)(dash - stream) : n;
+}
+
 int evs__engine_unsupported(const evs_engine *eng, const char *operation) {
     return evs__err(EVS_ENOTSUP, "%s is not supported by the %s storage engine yet", operation,
                     eng ? eng->name : "selected");
@@ -182,9 +187,8 @@ static int prepare(const uint64_t lims[4], const char *stream, int64_t expected,
             tl = strnlen(e->stream_type, EVS_MAX_TYPE_NAME + 1);
             if ((rc = evs__name_ok(what, e->stream_type, tl, EVS_MAX_TYPE_NAME))) goto fail;
             st = e->stream_type;
-        } else { /* the name before its first '-' */
-            const char *dash = memchr(stream, '-', slen);
-            tl = (dash && dash > stream) ? (size_t)(dash - stream) : slen;
+        } else {
+            tl = evs__default_stream_type_len(stream, slen);
             st = stream;
         }
         if (!(stypes[i] = strndup(st, tl))) {

@@ -126,6 +126,8 @@ typedef struct evs_engine {
 /* EVS_EINVAL naming the first event id that appears twice among ids[0..n), EVS_ENOMEM when the
    sorted copy cannot be allocated, else EVS_OK. */
 int evs__ids_unique(const evs_uuid *ids, size_t n);
+/* Length of a stream's default stream type: its name before the first '-' (all of it when none). */
+size_t evs__default_stream_type_len(const char *stream, size_t n);
 /* A name of 1..max bytes of UTF-8 without control characters; else EINVAL/ELIMIT naming `what`. */
 int evs__name_ok(const char *what, const char *p, size_t n, size_t max);
 /* Event i's tags checked and rendered as the JSON array stored ("[\"a\",\"b\"]", NUL-terminated).

@@ -1559,13 +1559,6 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
         goto fail;
     }
 
-    if (st.held_end) {
-        /* a frame that verifies was written whole: not a torn tail to cut */
-        rc = evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu32 ": %s (global positions %" PRIu64 "..%" PRIu64
-                      "); the log is damaged", EVS_LSN_SEG(st.bad_at), EVS_LSN_OFF(st.bad_at), st.why, st.expected,
-                      st.held_end - 1);
-        goto fail;
-    }
     evs_lsn found;
     /* Read-only beside a writer (another process holds the store and appends): what it wrote
        while this walk ran looks like "valid records after damage".  But the frame found carries
@@ -1575,7 +1568,7 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
        view ends (walking on would chase a busy writer).  Three walks ~1 ms apart, in case the
        writer's stores reach this CPU late.  The answer is the last look, never a fresh look
        after it: the writer may append between two.  A writable open is alone: the store's lock. */
-    int after = log_durable_after(log, st.good_end, &found);
+    int after = !st.held_end && log_durable_after(log, st.good_end, &found);
     for (int tries = 0; log->readonly && after && tries < 3; tries++) {
         if (tries) {
             struct timespec ms = {0, 1000000L};
@@ -1594,6 +1587,7 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
         }
     }
     if (st.held_end) {
+        /* a frame that verifies was written whole: not a torn tail to cut */
         rc = evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu32 ": %s (global positions %" PRIu64 "..%" PRIu64
                       "); the log is damaged", EVS_LSN_SEG(st.bad_at), EVS_LSN_OFF(st.bad_at), st.why, st.expected,
                       st.held_end - 1);

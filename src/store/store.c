@@ -212,12 +212,6 @@ int evs__check_stream_name(const evs_store *s, const char *stream, size_t *len_o
     return EVS_OK;
 }
 
-/* The default stream type: the name before its first '-'. */
-static size_t default_stream_type_len(const char *stream, size_t n) {
-    const char *dash = memchr(stream, '-', n);
-    return (dash && dash > stream) ? (size_t)(dash - stream) : n;
-}
-
 typedef struct prepared {
     evs_uuid *ids;
     const char **stypes;
@@ -270,7 +264,7 @@ static int prepare(evs_store *s, const char *stream, size_t slen, const evs_even
             p->stype_lens[i] = tl;
         } else {
             p->stypes[i] = stream;
-            p->stype_lens[i] = default_stream_type_len(stream, slen);
+            p->stype_lens[i] = evs__default_stream_type_len(stream, slen);
         }
         if (!e->data) return evs__err(EVS_EINVAL, "event %zu: data is missing (it must be a JSON object)", i + 1);
         evs_json_error jerr;

@@ -1,8 +1,9 @@
 /*
  * store_engine.c — the store handle's side of the engine boundary
- * (engine/engine.h): which engine a URL names, opening a store on an engine, and the few public calls that
- * need more than a one-line dispatch (appends are checked here first,
- * readers are wrapped so evs_reader stays one opaque type).
+ * (engine/engine.h): which engine a URL names, opening a store on an
+ * engine, and the few public calls that need more than a one-line
+ * dispatch (appends are checked here first, readers are wrapped so
+ * evs_reader stays one opaque type).
  *
  * A store on an engine keeps s->dir NULL: every subsystem that needs the
  * embedded store's directory (consumers, schemas, apps, sagas, backup)
