@@ -284,7 +284,9 @@ int evs__cli_open(const char *dir, unsigned flags, evs_store **out) {
         goto cleanup;
     }
     const char *rep = evs_store_recovery_report(s);
-    if (rep && rep[0]) fprintf(stderr, "evstore: %s: recovery: %s\n", dir, rep);
+    /* a read-only open repairs nothing: what it found is a note (often a writer's append in progress) */
+    if (rep && rep[0])
+        fprintf(stderr, "evstore: %s: %s: %s\n", dir, (flags & EVS_OPEN_READONLY) ? "note" : "recovery", rep);
     *out = s;
     s = NULL;
 cleanup:

@@ -1021,7 +1021,15 @@ class TestCheck(CliTest):
         with open(seg, "r+b") as f:  # a frame header and half a payload, never finished
             f.seek(used)
             f.write(b"\x40\x00\x00\x00" + b"\x5a" * 60)
+        before = open(seg, "rb").read()
+        # a read-only command leaves the bytes alone and says so as a note, not as a recovery it did not make
+        r = self.ok(run("info", "-d", self.store))
+        self.assertIn(": note: ", r.err)
+        self.assertIn("read-only, ", r.err)
+        self.assertNotIn("recovery", r.err)
+        self.assertEqual(open(seg, "rb").read(), before, "a read-only open changed the log")
         r = self.ok(self.append("order-9", ev("AfterCrash")))
+        self.assertIn(": recovery: ", r.err)
         self.assertIn("cut a torn tail", r.err)
         self.assertEqual(r.obj()["first_global_position"], 101)
         self.assertEqual(self.ok(run("check", "-d", self.store)).obj()["errors"], 0)
