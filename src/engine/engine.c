@@ -6,9 +6,10 @@
  * store's choice (src/store/store_engine.c): this room sits below both the
  * store and the engines, so neither includes the other's way up.
  *
- * The checks repeat the embedded engine's rules and messages (store.c's
- * prepare step) so that a bad append fails the same way on both engines;
- * the conformance suite (tests/unit/test_conformance.c) holds them to it.
+ * One event's checks are one function, evs__event_check, which the
+ * embedded engine's prepare step (store.c) calls too, so that a bad event
+ * fails the same way on both engines; the conformance suite
+ * (tests/unit/test_conformance.c) holds the append-wide checks to it.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -138,6 +139,48 @@ void evs__engine_append_free(evs__engine_append *a) {
     free(a);
 }
 
+int evs__event_check(const evs__event_limits *lim, const char *stream, size_t slen, const evs_event_in *e,
+                     size_t i, const char **st, size_t *stl, char **tags, size_t *tags_len, uint64_t *total) {
+    int rc;
+    char what[96];
+    *tags = NULL;
+    *tags_len = 0;
+    if (!e->event_type) return evs__err(EVS_EINVAL, "event %zu: event_type is missing", i + 1);
+    snprintf(what, sizeof what, "event %zu: event_type", i + 1);
+    if ((rc = evs__name_ok(what, e->event_type, strnlen(e->event_type, EVS_MAX_TYPE_NAME + 1), EVS_MAX_TYPE_NAME)))
+        return rc;
+    if (e->stream_type) {
+        snprintf(what, sizeof what, "event %zu: stream_type", i + 1);
+        *stl = strnlen(e->stream_type, EVS_MAX_TYPE_NAME + 1);
+        if ((rc = evs__name_ok(what, e->stream_type, *stl, EVS_MAX_TYPE_NAME))) return rc;
+        *st = e->stream_type;
+    } else {
+        *st = stream;
+        *stl = evs__default_stream_type_len(stream, slen);
+    }
+    if (!e->data) return evs__err(EVS_EINVAL, "event %zu: data is missing (it must be a JSON object)", i + 1);
+    evs_json_error jerr;
+    if (evs__json_validate_object(e->data, e->data_len, &jerr))
+        return evs__err(EVS_EJSON, "event %zu: data: %s", i + 1, jerr.msg);
+    if (e->metadata && evs__json_validate_object(e->metadata, e->metadata_len, &jerr))
+        return evs__err(EVS_EJSON, "event %zu: metadata: %s", i + 1, jerr.msg);
+    if (e->event_version > INT32_MAX)
+        return evs__err(EVS_EINVAL, "event %zu: event_version %u is out of range 1..%d", i + 1, e->event_version,
+                        INT32_MAX);
+    if ((rc = evs__build_tags(e, i, tags, tags_len))) return rc;
+    uint64_t size = e->data_len + (e->metadata ? e->metadata_len : 2) + strlen(e->event_type) + *stl + *tags_len;
+    if (size > lim->event_bytes)
+        return evs__err(EVS_ELIMIT, "event %zu is %llu bytes, the limit is %llu", i + 1, (unsigned long long)size,
+                        (unsigned long long)lim->event_bytes);
+    *total += size + lim->overhead;
+    if (*total > lim->append_bytes)
+        return evs__err(EVS_ELIMIT, "the append exceeds %llu bytes at event %zu", (unsigned long long)lim->append_bytes,
+                        i + 1);
+    if (e->event_id && evs_uuid_is_nil(e->event_id))
+        return evs__err(EVS_EINVAL, "event %zu: event_id must not be the nil UUID", i + 1);
+    return EVS_OK;
+}
+
 static int prepare(const uint64_t lims[4], const char *stream, int64_t expected, const evs_event_in *events,
                    size_t n, int reserved, evs__engine_append **out) {
     int rc;
@@ -169,72 +212,19 @@ static int prepare(const uint64_t lims[4], const char *stream, int64_t expected,
     }
     int64_t now = evs_now_ns();
     uint64_t total = 0;
+    const evs__event_limits lim = {lims[0], lims[2], 0};
     for (size_t i = 0; i < n; i++) {
         const evs_event_in *e = &events[i];
-        char what[96];
         ev[i] = *e;
-        if (!e->event_type) {
-            rc = evs__err(EVS_EINVAL, "event %zu: event_type is missing", i + 1);
-            goto fail;
-        }
-        snprintf(what, sizeof what, "event %zu: event_type", i + 1);
-        if ((rc = evs__name_ok(what, e->event_type, strnlen(e->event_type, EVS_MAX_TYPE_NAME + 1), EVS_MAX_TYPE_NAME)))
-            goto fail;
-        size_t tl;
         const char *st;
-        if (e->stream_type) {
-            snprintf(what, sizeof what, "event %zu: stream_type", i + 1);
-            tl = strnlen(e->stream_type, EVS_MAX_TYPE_NAME + 1);
-            if ((rc = evs__name_ok(what, e->stream_type, tl, EVS_MAX_TYPE_NAME))) goto fail;
-            st = e->stream_type;
-        } else {
-            tl = evs__default_stream_type_len(stream, slen);
-            st = stream;
-        }
+        size_t tl, tlen;
+        if ((rc = evs__event_check(&lim, stream, slen, e, i, &st, &tl, &tags[i], &tlen, &total))) goto fail;
         if (!(stypes[i] = strndup(st, tl))) {
             rc = evs__err(EVS_ENOMEM, "out of memory preparing %zu events", n);
             goto fail;
         }
-        if (!e->data) {
-            rc = evs__err(EVS_EINVAL, "event %zu: data is missing (it must be a JSON object)", i + 1);
-            goto fail;
-        }
-        evs_json_error jerr;
-        if (evs__json_validate_object(e->data, e->data_len, &jerr)) {
-            rc = evs__err(EVS_EJSON, "event %zu: data: %s", i + 1, jerr.msg);
-            goto fail;
-        }
-        if (e->metadata && evs__json_validate_object(e->metadata, e->metadata_len, &jerr)) {
-            rc = evs__err(EVS_EJSON, "event %zu: metadata: %s", i + 1, jerr.msg);
-            goto fail;
-        }
-        if (e->event_version > INT32_MAX) {
-            rc = evs__err(EVS_EINVAL, "event %zu: event_version %u is out of range 1..%d", i + 1, e->event_version,
-                          INT32_MAX);
-            goto fail;
-        }
-        size_t tlen;
-        if ((rc = evs__build_tags(e, i, &tags[i], &tlen))) goto fail;
-        uint64_t size = e->data_len + (e->metadata ? e->metadata_len : 2) + strlen(e->event_type) + tl + tlen;
-        if (size > lims[0]) {
-            rc = evs__err(EVS_ELIMIT, "event %zu is %llu bytes, the limit is %llu", i + 1, (unsigned long long)size,
-                          (unsigned long long)lims[0]);
-            goto fail;
-        }
-        total += size;
-        if (total > lims[2]) {
-            rc = evs__err(EVS_ELIMIT, "the append exceeds %llu bytes at event %zu", (unsigned long long)lims[2], i + 1);
-            goto fail;
-        }
-        if (e->event_id) {
-            if (evs_uuid_is_nil(e->event_id)) {
-                rc = evs__err(EVS_EINVAL, "event %zu: event_id must not be the nil UUID", i + 1);
-                goto fail;
-            }
-            ids[i] = *e->event_id;
-        } else {
-            evs_uuid_v7(&ids[i]);
-        }
+        if (e->event_id) ids[i] = *e->event_id;
+        else evs_uuid_v7(&ids[i]);
         if (!ev[i].occurred_at) ev[i].occurred_at = now;
         if (!ev[i].event_version) ev[i].event_version = 1;
         if (!ev[i].metadata) ev[i].metadata = "{}", ev[i].metadata_len = 2;

@@ -134,6 +134,21 @@ int evs__name_ok(const char *what, const char *p, size_t n, size_t max);
    Ownership: *out is the caller's (free); NULL when the event has no tags. */
 int evs__build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_len);
 
+/* What one event of an append may weigh, in the bytes the limits count. */
+typedef struct evs__event_limits {
+    uint64_t event_bytes;  /* one event: data, metadata, event type, stream type, tags */
+    uint64_t append_bytes; /* the whole append */
+    uint64_t overhead;     /* added to the append's total per event (the embedded log's record header) */
+} evs__event_limits;
+
+/* Event i's own checks, the same on every engine and in the same order, so a bad event fails with the
+   same message wherever it goes: event_type, stream_type (st and stl: the event's, or the default from
+   the stream name; pointers into e or stream, no copy), data and metadata as JSON objects,
+   event_version, tags, its size and the append's running *total against lim, a nil event_id.
+   Ownership: *tags is the caller's (free), also on failure; NULL when the event has none. */
+int evs__event_check(const evs__event_limits *lim, const char *stream, size_t slen, const evs_event_in *e,
+                     size_t i, const char **st, size_t *stl, char **tags, size_t *tags_len, uint64_t *total);
+
 /*
  * Check an append for a non-embedded engine and apply the defaults: the
  * same rules, limits and messages as the embedded engine's.  lims: the

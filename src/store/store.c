@@ -247,47 +247,15 @@ static int prepare(evs_store *s, const char *stream, size_t slen, const evs_even
         return evs__err(EVS_ENOMEM, "out of memory preparing %zu events", n);
     int64_t now = evs_now_ns();
     uint64_t total = 0;
+    const evs__event_limits lim = {s->lim_event_bytes, s->lim_append_bytes, EVS_REC_EVENT_HEADER};
     for (size_t i = 0; i < n; i++) {
         const evs_event_in *e = &events[i];
         evs_event_in *c = &p->ev[i];
         *c = *e;
-        char what[96];
-        if (!e->event_type) return evs__err(EVS_EINVAL, "event %zu: event_type is missing", i + 1);
-        snprintf(what, sizeof what, "event %zu: event_type", i + 1);
-        if ((rc = evs__name_ok(what, e->event_type, strnlen(e->event_type, EVS_MAX_TYPE_NAME + 1), EVS_MAX_TYPE_NAME)))
+        if ((rc = evs__event_check(&lim, stream, slen, e, i, &p->stypes[i], &p->stype_lens[i], &p->tags[i],
+                                   &p->tag_lens[i], &total)))
             return rc;
-        if (e->stream_type) {
-            snprintf(what, sizeof what, "event %zu: stream_type", i + 1);
-            size_t tl = strnlen(e->stream_type, EVS_MAX_TYPE_NAME + 1);
-            if ((rc = evs__name_ok(what, e->stream_type, tl, EVS_MAX_TYPE_NAME))) return rc;
-            p->stypes[i] = e->stream_type;
-            p->stype_lens[i] = tl;
-        } else {
-            p->stypes[i] = stream;
-            p->stype_lens[i] = evs__default_stream_type_len(stream, slen);
-        }
-        if (!e->data) return evs__err(EVS_EINVAL, "event %zu: data is missing (it must be a JSON object)", i + 1);
-        evs_json_error jerr;
-        if (evs__json_validate_object(e->data, e->data_len, &jerr))
-            return evs__err(EVS_EJSON, "event %zu: data: %s", i + 1, jerr.msg);
-        if (e->metadata && evs__json_validate_object(e->metadata, e->metadata_len, &jerr))
-            return evs__err(EVS_EJSON, "event %zu: metadata: %s", i + 1, jerr.msg);
-        if (e->event_version > INT32_MAX)
-            return evs__err(EVS_EINVAL, "event %zu: event_version %u is out of range 1..%d", i + 1, e->event_version,
-                            INT32_MAX);
-        if ((rc = evs__build_tags(e, i, &p->tags[i], &p->tag_lens[i]))) return rc;
-        uint64_t size = e->data_len + (e->metadata ? e->metadata_len : 2) + strlen(e->event_type) +
-                        p->stype_lens[i] + p->tag_lens[i];
-        if (size > s->lim_event_bytes)
-            return evs__err(EVS_ELIMIT, "event %zu is %llu bytes, the limit is %llu", i + 1,
-                            (unsigned long long)size, (unsigned long long)s->lim_event_bytes);
-        total += size + EVS_REC_EVENT_HEADER;
-        if (total > s->lim_append_bytes)
-            return evs__err(EVS_ELIMIT, "the append exceeds %llu bytes at event %zu",
-                            (unsigned long long)s->lim_append_bytes, i + 1);
         if (e->event_id) {
-            if (evs_uuid_is_nil(e->event_id))
-                return evs__err(EVS_EINVAL, "event %zu: event_id must not be the nil UUID", i + 1);
             p->ids[i] = *e->event_id;
             p->ids_given = 1;
         } else {
