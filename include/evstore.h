@@ -193,7 +193,9 @@ int evs_store_open(evs_store *s, const char *dir, unsigned flags);
 
 /*
  * What the last open repaired, as one human-readable line, or "" when the
- * log was clean.  Owned by the store.
+ * log was clean.  A read-only open repairs nothing: its line says what it
+ * found and left as it was (bytes after the last valid frame are often an
+ * append the process holding the store is writing).  Owned by the store.
  */
 const char *evs_store_recovery_report(const evs_store *s);
 

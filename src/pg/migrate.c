@@ -450,10 +450,12 @@ static const migration MIGRATIONS[] = {
      * call ("custom plans") until it judges a plan without them no dearer;
      * the INSERT ... SELECT of the append functions never got there, so
      * every append paid the planner: 15 % of the backend's CPU in a profile
-     * of one-event appends, and 0.31 against 0.22 ms a call without the
+     * of one-event appends, and 0.28 against 0.18 ms a call without the
      * WAL flush (docs/benchmarks.md).  Each statement has one good plan
      * whatever the arrays hold (index lookups; migration 7 keeps them so
-     * on young tables), so the generic plan is always the right one.
+     * on young tables), so the generic plan is always the right one.  A
+     * later migration that re-creates one of these functions must set both
+     * settings again: CREATE OR REPLACE drops a function's SET clauses.
      */
     {8, "append functions plan once per session",
      "ALTER FUNCTION evs_append(text, bigint, uuid[], text[], text[], integer[], bytea[], bytea[], text[], uuid[],\n"
