@@ -738,14 +738,14 @@ static void test_pg_schema_version(const char *where) {
     PGconn *c = PQconnectdb(where);
     PGresult *r = PQexec(c, "SELECT max(version) FROM event_store_migrations");
     CHECK_INT(PQresultStatus(r), PGRES_TUPLES_OK);
-    CHECK_STR(PQgetvalue(r, 0, 0), "8");
+    CHECK_STR(PQgetvalue(r, 0, 0), "9");
     PQclear(r);
     /* a database of an earlier release (schema 3: no evs_append_batch, no bus table, no subject keys) is
        upgraded in place by an open; the bus table is empty here (the conformance cases open no consumer) */
     r = PQexec(c, "BEGIN; DROP FUNCTION evs_append_batch; DROP TABLE evs_bus_kv; DROP TABLE evs_subject_keys; "
                   "DROP TABLE evs_subject_master; DROP FUNCTION evs_subject_key; DROP FUNCTION evs_forget_subject; "
                   "DROP FUNCTION evs_subject_master_check; ALTER TABLE event_stream_metadata DROP COLUMN encrypt; "
-                  "DELETE FROM event_store_migrations WHERE version IN (4, 5, 6, 7, 8); COMMIT");
+                  "DELETE FROM event_store_migrations WHERE version IN (4, 5, 6, 7, 8, 9); COMMIT");
     CHECK_INT(PQresultStatus(r), PGRES_COMMAND_OK);
     PQclear(r);
     evs_store *s = NULL;
@@ -759,7 +759,7 @@ static void test_pg_schema_version(const char *where) {
                   "(SELECT count(*) FROM pg_proc WHERE proname IN ('evs_append', 'evs_append_batch', "
                   "'evs_refuse_tombstoned') AND proconfig = '{enable_seqscan=off,plan_cache_mode=force_generic_plan}')");
     CHECK_INT(PQresultStatus(r), PGRES_TUPLES_OK);
-    CHECK_STR(PQgetvalue(r, 0, 0), "8");
+    CHECK_STR(PQgetvalue(r, 0, 0), "9");
     CHECK_STR(PQgetvalue(r, 0, 1), "1");
     CHECK_STR(PQgetvalue(r, 0, 2), "1");
     CHECK_STR(PQgetvalue(r, 0, 3), "1");
@@ -769,7 +769,7 @@ static void test_pg_schema_version(const char *where) {
     PQclear(r);
     CHECK_RC(evs_store_create(&s), EVS_OK);
     CHECK_RC(evs_store_open(s, where, EVS_OPEN_CREATE), EVS_EFORMAT);
-    CHECK_CONTAINS(evs_errmsg(), "schema is version 99, this build knows up to 8");
+    CHECK_CONTAINS(evs_errmsg(), "schema is version 99, this build knows up to 9");
     evs_store_close(s);
     r = PQexec(c, "DELETE FROM event_store_migrations WHERE version = 99");
     PQclear(r);

@@ -26,7 +26,9 @@
  *                the trigger is gone, it is stored.
  *
  * After each: $all reads 1..head without a gap, every acknowledged event
- * sits where its append's answer says, no unique violation is ever seen,
+ * sits where its append's answer says with every field it was sent (type,
+ * data, metadata, stream type, version, time, tags, causation and
+ * correlation ids: each differs between an append's events), no unique violation is ever seen,
  * and the rows' xmin says how many transactions wrote the batch: one for
  * the first two scenarios (else the fallback would hide a wrong answer of
  * the batch function behind correct one-by-one results), one per stored
@@ -54,6 +56,15 @@ typedef struct job {
 static char url[600];
 static atomic_int entered;
 
+/* Event k of every job carries these (so that a retry with copied ids repeats its original exactly), each
+   field different from the next event's, so that a batch row taking one event's field from another's is seen:
+   the third event has no tags, causation or correlation (NULLs in the batch's arrays). */
+static const char *const EV_STYPE[3] = {"kind-a", "kind-b", "kind-c"};
+static const char *const EV_META[3] = {"{\"m\":1}", "{\"m\":[2]}", "{\"m\":\"three\"}"};
+static const char *const EV_TAGS[2][2] = {{"t-a", NULL}, {"t-b", "u-2"}};
+static const char *const EV_TAGS_JSON[3] = {"[\"t-a\"]", "[\"t-b\",\"u-2\"]", NULL};
+static evs_uuid ev_caus[2], ev_corr[2];
+
 /* A job of n events of the given types; fresh ids (a scenario may copy ids from another job). */
 static void job_set(job *j, evs_store *s, const char *stream, int64_t expected, size_t n, const char *const *types) {
     memset(j, 0, sizeof *j);
@@ -62,9 +73,39 @@ static void job_set(job *j, evs_store *s, const char *stream, int64_t expected, 
     j->expected = expected;
     j->n = n;
     for (size_t i = 0; i < n; i++) {
-        j->ev[i] = tu_event(types ? types[i] : "Noted", "{\"k\":1}");
+        j->ev[i] = tu_event(types ? types[i] : "Noted", i == 1 ? "{\"k\":[1,2]}" : "{\"k\":1}");
+        j->ev[i].stream_type = EV_STYPE[i];
+        j->ev[i].metadata = EV_META[i];
+        j->ev[i].metadata_len = strlen(EV_META[i]);
+        j->ev[i].event_version = (uint32_t)i + 2;
+        j->ev[i].occurred_at = 1700000000000000000LL + (int64_t)i * 1000;
+        if (i < 2) {
+            j->ev[i].tags = EV_TAGS[i];
+            j->ev[i].ntags = i + 1;
+            j->ev[i].causation_id = &ev_caus[i];
+            j->ev[i].correlation_id = &ev_corr[i];
+        }
         evs_uuid_v7(&j->ids[i]);
         j->ev[i].event_id = &j->ids[i];
+    }
+}
+
+/* Every field of a stored event is the one its append sent as event k. */
+static void check_fields(const evs_event *ev, const job *j, size_t k) {
+    const evs_event_in *in = &j->ev[k];
+    CHECK_MEM(ev->event_type, ev->event_type_len, in->event_type);
+    CHECK_MEM(ev->data, ev->data_len, in->data);
+    CHECK_MEM(ev->metadata, ev->metadata_len, EV_META[k]);
+    CHECK_MEM(ev->stream_type, ev->stream_type_len, EV_STYPE[k]);
+    CHECK_INT(ev->event_version, k + 2);
+    CHECK_INT(ev->occurred_at, in->occurred_at);
+    if (EV_TAGS_JSON[k]) CHECK_MEM(ev->tags, ev->tags_len, EV_TAGS_JSON[k]);
+    else CHECK(ev->tags == NULL);
+    CHECK_INT(ev->has_causation_id, k < 2);
+    CHECK_INT(ev->has_correlation_id, k < 2);
+    if (k < 2) {
+        CHECK(!memcmp(ev->causation_id.b, ev_caus[k].b, 16));
+        CHECK(!memcmp(ev->correlation_id.b, ev_corr[k].b, 16));
     }
 }
 
@@ -164,6 +205,7 @@ static void check_log(evs_store *s, job *jobs, int n) {
                     CHECK_INT(ev->global_position, jobs[i].res.first_global_position + k);
                     CHECK_INT(ev->stream_position, jobs[i].res.first_stream_position + k);
                     CHECK_MEM(ev->stream, ev->stream_len, jobs[i].stream);
+                    check_fields(ev, &jobs[i], k);
                 }
         }
     }
@@ -334,6 +376,7 @@ int main(void) {
     char *argv[] = {"test_pg_batch", "postgresql", NULL};
     cf_init(2, argv);
     printf("engine: %s\n", cf_engine());
+    for (int k = 0; k < 2; k++) evs_uuid_v7(&ev_caus[k]), evs_uuid_v7(&ev_corr[k]);
     char *where = cf_fresh("batch");
     snprintf(url, sizeof url, "%s", where);
     evs_store *s = cf_open(where);
