@@ -72,8 +72,8 @@ typedef struct migration {
     "  v_m integer := cardinality(p_sidx);\n" \
     "  v_ns integer := cardinality(p_snames);\n" \
     "  v_head bigint; v_last timestamptz; v_now timestamptz; v_g bigint; v_v bigint;\n" \
-    /* per stream: version before the batch, version as the appends so far left it, the first and last global \
-    position the batch gives it, the stream type of its first event (for a new stream's row) */ \
+    /* per stream: version before the batch, version as the appends so far left it, the first and */ \
+    /* last global position the batch gives it, the stream type of its first event (a new stream's row) */ \
     "  v_old bigint[]; v_ver bigint[];\n" \
     "  v_sfirst bigint[] := array_fill(NULL::bigint, ARRAY[v_ns]);\n" \
     "  v_slast bigint[] := array_fill(NULL::bigint, ARRAY[v_ns]);\n" \
@@ -489,10 +489,10 @@ static const migration MIGRATIONS[] = {
      * evs_append_batch reads its events' rows by index from the arrays
      * instead of unnest()ing eleven arrays together.  unnest of several
      * arrays is a ROWS FROM of eleven function scans, each with its own
-     * tuplestore of at least 16 KB: a batch's INSERT set up ~180 KB of
-     * executor memory and gave it back at its end, and glibc handed the
-     * top of the heap back to the kernel and took it again at every call
-     * (brk: 8-15 % of the backend's samples).  The arrays are plpgsql
+     * tuplestore, whose tuple array alone is 16 KB: a batch's INSERT set
+     * up over 176 KB of executor memory and gave it back at its end, and
+     * glibc handed the top of the heap back to the kernel and took it
+     * again at every call (brk: 8-15 % of the backend's samples).  The arrays are plpgsql
      * arguments, expanded once per call, so p_data[i] is a direct lookup.
      * Measured with pgbench, batches of 8 one-event appends without the WAL
      * flush: 0.73 -> 0.48 ms a call (docs/benchmarks.md).  CREATE OR

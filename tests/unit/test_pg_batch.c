@@ -28,8 +28,8 @@
  * After each: $all reads 1..head without a gap, every acknowledged event
  * sits where its append's answer says with every field it was sent (type,
  * data, metadata, stream type, version, time, tags, causation and
- * correlation ids: each differs between an append's events), no unique violation is ever seen,
- * and the rows' xmin says how many transactions wrote the batch: one for
+ * correlation ids: each differs between an append's events), no unique
+ * violation is ever seen, and the rows' xmin says how many transactions wrote the batch: one for
  * the first two scenarios (else the fallback would hide a wrong answer of
  * the batch function behind correct one-by-one results), one per stored
  * append for the third.  Runs on the cluster of the "pg_cluster" fixture; exit 77 without.
