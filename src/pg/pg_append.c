@@ -92,8 +92,10 @@ static void req_set(pg_req *q, int rc) {
     if (rc) snprintf(q->msg, sizeof q->msg, "%s", evs_errmsg());
 }
 
-static PGresult *req_exec(PGconn *c, pg_req *q) {
-    return PQexecParams(c, APPEND_SQL, 12, APPEND_TYPES, q->vals, q->lens, q->fmts, 1);
+/* in_tx: inside the caller's transaction block, where the statement is not prepared (see evs__pg_exec_named) */
+static PGresult *req_exec(PGconn *c, pg_req *q, int in_tx) {
+    if (in_tx) return PQexecParams(c, APPEND_SQL, 12, APPEND_TYPES, q->vals, q->lens, q->fmts, 1);
+    return evs__pg_exec_named(c, EVS_PG_Q_APPEND, APPEND_SQL, 12, APPEND_TYPES, q->vals, q->lens, q->fmts, 1);
 }
 
 static int result_ok(const PGresult *r) {
@@ -152,7 +154,7 @@ static int exec_failed(PGconn *c, const PGresult *r, const char *what) {
 
 /* One append in a transaction of its own. */
 static void run_one(evs_pg *pg, PGconn *c, pg_req *q) {
-    PGresult *r = req_exec(c, q);
+    PGresult *r = req_exec(c, q, 0);
     if (result_ok(r)) req_outcome(pg, q, r, 0);
     else req_set(q, exec_failed(c, r, "postgresql: append"));
     PQclear(r);
@@ -256,7 +258,7 @@ static void run_batch(evs_pg *pg, pg_req *list, size_t n) {
         lens[k] = (int)b[k].len;
         fmts[k] = 1;
     }
-    r = PQexecParams(c, BATCH_SQL, BATCH_PARAMS, BATCH_TYPES, vals, lens, fmts, 1);
+    r = evs__pg_exec_named(c, EVS_PG_Q_BATCH, BATCH_SQL, BATCH_PARAMS, BATCH_TYPES, vals, lens, fmts, 1);
     if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == (int)n && PQnfields(r) == 6) {
         int row = 0;
         for (pg_req *q = list; q; q = q->next) req_outcome(pg, q, r, row++);
@@ -348,7 +350,7 @@ int evs__pg_append_in_tx(evs_pg *pg, PGconn *c, const evs__engine_append *a, evs
     *status = 3;
     int rc = req_encode(&q);
     if (!rc) {
-        PGresult *r = req_exec(c, &q);
+        PGresult *r = req_exec(c, &q, 1);
         if (result_ok(r)) {
             *status = req_answer(pg, &q, r, 0, 0);
             rc = q.rc;

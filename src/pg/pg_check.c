@@ -7,7 +7,8 @@
  * run from 1 to the head row's without a gap or a duplicate; every stream
  * row (event_streams) agrees with its events (version, first and last
  * global position, stream positions 1..version); every event belongs to a
- * stream row; every stored metadata object's version is its "$$" stream's.
+ * stream row; every stored metadata object's version is its "$$" stream's;
+ * the row of every stream with a tombstone or "$encrypt" is guarded.
  * Damage can only come from outside evstore (SQL run by hand, a restore of
  * part of the tables); the report names the first place that is wrong.
  */
@@ -48,6 +49,11 @@ static const check_step STEPS[] = {
      "m.meta_version, coalesce(s.version, 0)) FROM event_stream_metadata m LEFT JOIN event_streams s "
      "ON s.aggregate_id = '$$' || m.aggregate_id WHERE s.version IS DISTINCT FROM m.meta_version "
      "ORDER BY m.aggregate_id LIMIT 1"},
+    /* an unguarded row would let appends past the database's own check (migration 10) */
+    {"SELECT format('stream \"%s\": its metadata has %s, but its row is not marked guarded (the database would "
+     "not check appends to it)', s.aggregate_id, CASE WHEN m.tombstone THEN 'a tombstone' ELSE '\"$encrypt\"' END) "
+     "FROM event_streams s JOIN event_stream_metadata m USING (aggregate_id) "
+     "WHERE (m.tombstone OR m.encrypt IS NOT NULL) AND NOT s.guarded ORDER BY s.aggregate_id LIMIT 1"},
 };
 
 #define NSTEPS (sizeof STEPS / sizeof STEPS[0])

@@ -230,6 +230,11 @@ static PGresult *exec_on(PGconn *c, int stmt, const char *sql, int n, const Oid 
     return r;
 }
 
+PGresult *evs__pg_exec_named(PGconn *c, int stmt, const char *sql, int n, const Oid *types, const char *const *vals,
+                             const int *lens, const int *fmts, int result_format) {
+    return exec_on(c, stmt, sql, n, types, vals, lens, fmts, result_format);
+}
+
 int evs__pg_send_named(PGconn *c, int stmt, const char *sql, int n, const Oid *types, const char *const *vals,
                        const int *lens, const int *fmts, int result_format) {
     char name[24];

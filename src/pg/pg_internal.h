@@ -84,9 +84,19 @@ int evs__pg_query(evs_pg *pg, const char *sql, int n, const Oid *types, const ch
  * PostgreSQL then keeps a generic plan when it costs no more than the plans
  * for the values.
  */
-enum { EVS_PG_Q_STREAM_RANGE, EVS_PG_Q_STREAM_BWD, EVS_PG_Q_ALL_FWD, EVS_PG_Q_ALL_BWD, EVS_PG_NQ };
+enum { EVS_PG_Q_STREAM_RANGE, EVS_PG_Q_STREAM_BWD, EVS_PG_Q_ALL_FWD, EVS_PG_Q_ALL_BWD, EVS_PG_Q_APPEND,
+       EVS_PG_Q_BATCH, EVS_PG_NQ };
 int evs__pg_query_named(evs_pg *pg, int stmt, const char *sql, int n, const Oid *types, const char *const *vals,
                         const int *lens, const int *fmts, int result_format, const char *what, PGresult **out);
+/*
+ * Run the named statement stmt on c once, outside a transaction block (a
+ * statement PostgreSQL lost is prepared again, which an aborted
+ * transaction would refuse): the appends, whose parse and plan were ~7 %
+ * of the backend's time in a group commit.  Ownership: the reply is the
+ * caller's (PQclear).
+ */
+PGresult *evs__pg_exec_named(PGconn *c, int stmt, const char *sql, int n, const Oid *types, const char *const *vals,
+                             const int *lens, const int *fmts, int result_format);
 /*
  * Send the named statement stmt on c without waiting for its reply
  * (PQsendQueryPrepared; prepared on c first, as above): 1 sent, 0 not

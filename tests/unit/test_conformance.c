@@ -738,14 +738,24 @@ static void test_pg_schema_version(const char *where) {
     PGconn *c = PQconnectdb(where);
     PGresult *r = PQexec(c, "SELECT max(version) FROM event_store_migrations");
     CHECK_INT(PQresultStatus(r), PGRES_TUPLES_OK);
-    CHECK_STR(PQgetvalue(r, 0, 0), "9");
+    CHECK_STR(PQgetvalue(r, 0, 0), "10");
     PQclear(r);
-    /* a database of an earlier release (schema 3: no evs_append_batch, no bus table, no subject keys) is
-       upgraded in place by an open; the bus table is empty here (the conformance cases open no consumer) */
+    /* the hard delete of test_stream_metadata marked its stream's row guarded (the metadata's trigger) */
+    r = PQexec(c, "SELECT guarded FROM event_streams WHERE aggregate_id = 'meta-4'");
+    CHECK_INT(PQntuples(r), 1);
+    if (PQntuples(r) == 1) CHECK_STR(PQgetvalue(r, 0, 0), "t");
+    PQclear(r);
+    /* a database of an earlier release (schema 3: no evs_append_batch, no bus table, no subject keys, no
+       guarded stream rows, one trigger on them) is upgraded in place by an open; the bus table is empty here
+       (the conformance cases open no consumer) */
     r = PQexec(c, "BEGIN; DROP FUNCTION evs_append_batch; DROP TABLE evs_bus_kv; DROP TABLE evs_subject_keys; "
                   "DROP TABLE evs_subject_master; DROP FUNCTION evs_subject_key; DROP FUNCTION evs_forget_subject; "
                   "DROP FUNCTION evs_subject_master_check; ALTER TABLE event_stream_metadata DROP COLUMN encrypt; "
-                  "DELETE FROM event_store_migrations WHERE version IN (4, 5, 6, 7, 8, 9); COMMIT");
+                  "DROP TRIGGER event_stream_metadata_guard ON event_stream_metadata; DROP FUNCTION evs_guard_stream; "
+                  "DROP TRIGGER event_streams_guarded ON event_streams; DROP TRIGGER event_streams_tombstone ON "
+                  "event_streams; CREATE TRIGGER event_streams_tombstone BEFORE INSERT OR UPDATE ON event_streams "
+                  "FOR EACH ROW EXECUTE FUNCTION evs_refuse_tombstoned(); ALTER TABLE event_streams DROP COLUMN "
+                  "guarded; DELETE FROM event_store_migrations WHERE version IN (4, 5, 6, 7, 8, 9, 10); COMMIT");
     CHECK_INT(PQresultStatus(r), PGRES_COMMAND_OK);
     PQclear(r);
     evs_store *s = NULL;
@@ -757,19 +767,32 @@ static void test_pg_schema_version(const char *where) {
                   "(SELECT count(*) FROM pg_tables WHERE tablename = 'evs_bus_kv'), "
                   "(SELECT count(*) FROM pg_tables WHERE tablename = 'evs_subject_keys'), "
                   "(SELECT count(*) FROM pg_proc WHERE proname IN ('evs_append', 'evs_append_batch', "
-                  "'evs_refuse_tombstoned') AND proconfig = '{enable_seqscan=off,plan_cache_mode=force_generic_plan}')");
+                  "'evs_refuse_tombstoned') AND proconfig = '{enable_seqscan=off,plan_cache_mode=force_generic_plan}'), "
+                  "(SELECT string_agg(tgname || ':' || (pg_get_triggerdef(oid) LIKE '%WHEN%'), ',' ORDER BY tgname) "
+                  "FROM pg_trigger WHERE NOT tgisinternal AND tgname LIKE 'event_stream%'), "
+                  "(SELECT string_agg(aggregate_id, ',' ORDER BY aggregate_id) FROM event_streams WHERE guarded), "
+                  "(SELECT count(*) FROM event_streams s JOIN event_stream_metadata m USING (aggregate_id) "
+                  "WHERE s.guarded <> (m.tombstone OR m.encrypt IS NOT NULL)), "
+                  "(SELECT count(*) FROM event_stream_metadata)");
     CHECK_INT(PQresultStatus(r), PGRES_TUPLES_OK);
-    CHECK_STR(PQgetvalue(r, 0, 0), "9");
+    CHECK_STR(PQgetvalue(r, 0, 0), "10");
     CHECK_STR(PQgetvalue(r, 0, 1), "1");
     CHECK_STR(PQgetvalue(r, 0, 2), "1");
     CHECK_STR(PQgetvalue(r, 0, 3), "1");
     CHECK_STR(PQgetvalue(r, 0, 4), "3");
+    /* the upgrade marks the rows of streams with a tombstone (meta-4) and only those (the others' metadata
+       sets limits); a stream row's update runs the check only WHEN it is guarded */
+    CHECK_STR(PQgetvalue(r, 0, 5), "event_stream_metadata_guard:false,event_streams_guarded:true,"
+                                   "event_streams_tombstone:false");
+    CHECK_STR(PQgetvalue(r, 0, 6), "meta-4");
+    CHECK_STR(PQgetvalue(r, 0, 7), "0");
+    CHECK(atoi(PQgetvalue(r, 0, 8)) > 1);
     PQclear(r);
     r = PQexec(c, "INSERT INTO event_store_migrations (version, description) VALUES (99, 'from the future')");
     PQclear(r);
     CHECK_RC(evs_store_create(&s), EVS_OK);
     CHECK_RC(evs_store_open(s, where, EVS_OPEN_CREATE), EVS_EFORMAT);
-    CHECK_CONTAINS(evs_errmsg(), "schema is version 99, this build knows up to 9");
+    CHECK_CONTAINS(evs_errmsg(), "schema is version 99, this build knows up to 10");
     evs_store_close(s);
     r = PQexec(c, "DELETE FROM event_store_migrations WHERE version = 99");
     PQclear(r);
@@ -842,6 +865,9 @@ static void test_pg_check(const char *where) {
          "global position 4: expected 3 after 2 (a gap)"},
         {"UPDATE event_store_head SET global_position = global_position + 5",
          "UPDATE event_store_head SET global_position = global_position - 5", "head row says"},
+        {"UPDATE event_streams SET guarded = false WHERE aggregate_id = 'meta-4'",
+         "UPDATE event_streams SET guarded = true WHERE aggregate_id = 'meta-4'",
+         "stream \"meta-4\": its metadata has a tombstone, but its row is not marked guarded"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         PGresult *r = PQexec(c, cases[i].damage);

@@ -596,6 +596,11 @@ static void test_two_handles(void) {
     pg_value(url, "SELECT count(*) || ',' || count(DISTINCT subject) FROM evs_subject_keys WHERE subject LIKE 'customer:%'",
              NULL, got, sizeof got);
     CHECK_STR(got, "100,100");
+    /* both streams' rows are guarded: acct's by its metadata written after its first event, people's by the
+       database's check when its row was made (its metadata came first) */
+    pg_value(url, "SELECT string_agg(aggregate_id || ':' || guarded, ',' ORDER BY aggregate_id) FROM event_streams "
+             "WHERE aggregate_id IN ('acct', 'people')", NULL, got, sizeof got);
+    CHECK_STR(got, "acct:true,people:true");
     {
         /* a third handle, with nothing cached, decrypts every event either handle wrote */
         evs_store *c = open_with(url, HEX1, NULL);

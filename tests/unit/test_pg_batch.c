@@ -24,6 +24,10 @@
  *                message; its first event is not stored either), every
  *                other append commits with its own outcome; retried after
  *                the trigger is gone, it is stored.
+ *   guarded      a tombstone and "$encrypt" written through another handle
+ *                on streams that exist: the batch updates their rows, and
+ *                the database, which checks only rows its metadata trigger
+ *                marked, still refuses both; the plain appends commit.
  *
  * After each: $all reads 1..head without a gap, every acknowledged event
  * sits where its append's answer says with every field it was sent (type,
@@ -38,6 +42,7 @@
 #include <stdatomic.h>
 
 #include "conformance.h"
+#include "evstore_crypt.h"
 
 #define MAXJOBS 10
 
@@ -372,6 +377,79 @@ static void test_abort_fallback(evs_store *s) {
     PQfinish(c);
 }
 
+/*
+ * Metadata another handle (another server) wrote after the streams began:
+ * a tombstone on one, "$encrypt" on another, and this handle has not read
+ * either.  The batch updates existing streams' rows, and the database
+ * checks only rows marked guarded (migration 10): the metadata's own
+ * trigger must have marked both, so the database refuses both appends
+ * inside the batch (which rolls back; each append then runs alone) while
+ * the plain appends beside them commit.  This handle has no master key, so
+ * after the refusal of its plaintext it cannot seal: EVS_EKEY.
+ */
+static void test_guarded(evs_store *s) {
+    PGconn *c = PQconnectdb(url);
+    static const char *const names[5] = {"grd-1", "grd-2", "grd-3", "grd-4", "grd-5"};
+    static const char *const dead_secret[2] = {"grd-dead", "grd-secret"};
+    job pre;
+    for (int i = 0; i < 7; i++) {
+        job_set(&pre, s, i < 5 ? names[i] : dead_secret[i - 5], EVS_EXPECT_NO_STREAM, 1, NULL);
+        job_run(&pre);
+        CHECK_RC(pre.rc, EVS_OK);
+    }
+    CHECK_INT(sql_long(c, "SELECT count(*) FROM event_streams WHERE guarded"), 0);
+    evs_store *b = NULL;
+    uint8_t key[32];
+    CHECK_RC(evs_master_key_parse("00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff", 64, key), EVS_OK);
+    CHECK_RC(evs_store_create(&b), EVS_OK);
+    CHECK_RC(evs_store_set_master_key(b, key), EVS_OK);
+    CHECK_RC(evs_store_open(b, url, EVS_OPEN_CREATE), EVS_OK);
+    CHECK_RC(evs_stream_delete(b, "grd-dead", EVS_EXPECT_ANY, 1), EVS_OK);
+    const char *enc = "{\"$encrypt\":\"stream\"}";
+    CHECK_RC(evs_stream_set_metadata(b, "grd-secret", EVS_EXPECT_ANY, enc, strlen(enc), NULL), EVS_OK);
+    CHECK_RC(evs_store_close(b), EVS_OK);
+    CHECK_INT(sql_long(c, "SELECT count(*) FROM event_streams WHERE guarded AND aggregate_id IN ('grd-dead', "
+                          "'grd-secret')"), 2);
+    CHECK_INT(sql_long(c, "SELECT count(*) FROM event_streams WHERE guarded"), 2);
+    uint64_t h0 = evs_head(s);
+    job jobs[8];
+    job_set(&jobs[0], s, "lead-4", EVS_EXPECT_ANY, 1, NULL);
+    job_set(&jobs[1], s, "grd-dead", EVS_EXPECT_ANY, 1, NULL);
+    job_set(&jobs[2], s, "grd-secret", EVS_EXPECT_ANY, 1, NULL);
+    for (int i = 0; i < 5; i++) job_set(&jobs[3 + i], s, names[i], EVS_EXPECT_ANY, 2, NULL);
+    run_blocked(s, jobs, 8);
+    CHECK_RC(jobs[0].rc, EVS_OK);
+    CHECK_RC(jobs[1].rc, EVS_EDELETED);
+    CHECK_CONTAINS(jobs[1].msg, "hard-deleted");
+    CHECK_RC(jobs[2].rc, EVS_EKEY);
+    for (int i = 3; i < 8; i++) {
+        CHECK_RC(jobs[i].rc, EVS_OK);
+        CHECK_INT(jobs[i].res.first_stream_position, 2);
+    }
+    CHECK_INT(evs_head(s), h0 + 11);
+    CHECK_INT(sql_long(c, "SELECT count(*) FROM event_store WHERE aggregate_id IN ('grd-dead', 'grd-secret')"), 2);
+    /* refused inside the batch: it rolled back, and the five plain appends stored one transaction each */
+    CHECK_INT(txns_after(jobs[0].res.first_global_position), 5);
+    /* $all hides the hard-deleted stream's event, so check_log does not apply: each stored event by its id */
+    char q0[120];
+    snprintf(q0, sizeof q0, "SELECT count(*) FROM event_store WHERE global_position > %llu", (unsigned long long)h0);
+    CHECK_INT(sql_long(c, q0), 11);
+    for (int i = 0; i < 8; i++) {
+        if (jobs[i].rc != EVS_OK) continue;
+        for (size_t k = 0; k < jobs[i].n; k++) {
+            char id[37], q[300];
+            evs_uuid_format(&jobs[i].ids[k], id);
+            snprintf(q, sizeof q, "SELECT count(*) FROM event_store WHERE event_id = '%s' AND aggregate_id = '%s' AND "
+                     "global_position = %llu AND stream_position = %llu", id, jobs[i].stream,
+                     (unsigned long long)(jobs[i].res.first_global_position + k),
+                     (unsigned long long)(jobs[i].res.first_stream_position + k));
+            CHECK_INT(sql_long(c, q), 1);
+        }
+    }
+    CHECK_INT(sql_long(c, "SELECT max(global_position) FROM event_store"), h0 + 11);
+    PQfinish(c);
+}
+
 int main(void) {
     char *argv[] = {"test_pg_batch", "postgresql", NULL};
     cf_init(2, argv);
@@ -383,6 +461,7 @@ int main(void) {
     test_outcomes(s);
     test_retries(s);
     test_abort_fallback(s);
+    test_guarded(s);
     CHECK_RC(evs_store_close(s), EVS_OK);
     cf_drop(where);
     return TEST_REPORT();
