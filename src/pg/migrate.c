@@ -56,6 +56,126 @@ typedef struct migration {
 } migration;
 
 /*
+ * evs_append's text in parts, for the same reason as evs_append_batch's
+ * below: the signature, variables, idempotent path and expected-version
+ * check; the event INSERT; the stream row (migration 2's upsert, 10's
+ * update, then an insert only for a new stream); the head row (2's own
+ * statement; 10 moves it inside the event INSERT); the NOTIFY and answer.
+ */
+#define EVS_APPEND_HEAD \
+    "evs_append(p_stream text, p_expected bigint, p_ids uuid[], p_stypes text[], p_types text[],\n" \
+    "    p_versions integer[], p_data bytea[], p_meta bytea[], p_tags text[], p_causation uuid[],\n" \
+    "    p_correlation uuid[], p_occurred timestamptz[])\n" \
+    "  RETURNS TABLE (status integer, first_stream_position bigint, first_global_position bigint,\n" \
+    "                 recorded_at timestamptz, actual bigint, detail text)\n" \
+    "  LANGUAGE plpgsql AS $f$\n" \
+    "#variable_conflict use_column\n" \
+    "DECLARE\n" \
+    "  v_n integer := cardinality(p_ids);\n" \
+    "  v_head bigint; v_last timestamptz; v_now timestamptz; v_version bigint;\n" \
+    "  v_found integer := 0; v_g0 bigint; v_sp0 bigint; v_rec timestamptz; e record; k integer; v_what text;\n" \
+    "BEGIN\n" \
+    "  SELECT h.global_position, h.recorded_at INTO v_head, v_last FROM event_store_head h WHERE h.id = 1 FOR UPDATE;\n" \
+    "  SELECT s.version INTO v_version FROM event_streams s WHERE s.aggregate_id = p_stream;\n" \
+    "  v_version := coalesce(v_version, 0);\n" \
+    "  IF EXISTS (SELECT 1 FROM event_store x WHERE x.event_id = ANY (p_ids)) THEN\n" \
+    "    FOR k IN 1 .. v_n LOOP\n" \
+    "      SELECT * INTO e FROM event_store x WHERE x.event_id = p_ids[k];\n" \
+    "      CONTINUE WHEN NOT FOUND;\n" \
+    "      IF k = 1 THEN v_g0 := e.global_position; v_sp0 := e.stream_position; v_rec := e.recorded_at; END IF;\n" \
+    "      IF k = 1 OR (v_found = k - 1 AND e.aggregate_id = p_stream AND e.stream_position = v_sp0 + k - 1\n" \
+    "                   AND e.global_position = v_g0 + k - 1) THEN\n" \
+    "        IF e.aggregate_id <> p_stream THEN\n" \
+    "          RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n" \
+    "            'event %s: event_id %s is already stored in another stream (global position %s)',\n" \
+    "            k, p_ids[k], e.global_position);\n" \
+    "          RETURN;\n" \
+    "        END IF;\n" \
+    "        v_found := v_found + 1;\n" \
+    "        CONTINUE;\n" \
+    "      END IF;\n" \
+    "      RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n" \
+    "        'event %s: event_id %s is already stored at stream position %s (global %s), which this append does not repeat',\n" \
+    "        k, p_ids[k], e.stream_position, e.global_position);\n" \
+    "      RETURN;\n" \
+    "    END LOOP;\n" \
+    "    IF v_found <> v_n THEN\n" \
+    "      RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n" \
+    "        'event %s: event_id %s is new but earlier events of this append are already stored; an idempotent retry must repeat the original append exactly',\n" \
+    "        v_found + 1, p_ids[v_found + 1]);\n" \
+    "      RETURN;\n" \
+    "    END IF;\n" \
+    "    IF NOT (p_expected = -1 OR p_expected = -2 OR (p_expected >= 0 AND p_expected + 1 = v_sp0)) THEN\n" \
+    "      RETURN QUERY SELECT 2, 0::bigint, 0::bigint, NULL::timestamptz, v_version, NULL::text;\n" \
+    "      RETURN;\n" \
+    "    END IF;\n" \
+    "    FOR k IN 1 .. v_n LOOP\n" \
+    "      SELECT * INTO e FROM event_store x WHERE x.event_id = p_ids[k];\n" \
+    "      v_what := CASE\n" \
+    "        WHEN e.event_type <> p_types[k] THEN 'event_type'\n" \
+    "        WHEN e.event_data <> p_data[k] THEN 'data'\n" \
+    "        WHEN e.metadata <> p_meta[k] THEN 'metadata'\n" \
+    "        WHEN e.stream_type <> p_stypes[k] THEN 'stream_type'\n" \
+    "        WHEN e.tags IS DISTINCT FROM (CASE WHEN p_tags[k] IS NULL THEN NULL\n" \
+    "             ELSE ARRAY(SELECT jsonb_array_elements_text(p_tags[k]::jsonb)) END) THEN 'tags'\n" \
+    "        WHEN e.causation_id IS DISTINCT FROM p_causation[k] THEN 'causation_id'\n" \
+    "        WHEN e.correlation_id IS DISTINCT FROM p_correlation[k] THEN 'correlation_id'\n" \
+    "        WHEN e.event_version <> p_versions[k] THEN 'event_version'\n" \
+    "        END;\n" \
+    "      IF v_what IS NOT NULL THEN\n" \
+    "        RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n" \
+    "          'event %s: event_id %s is already stored (global position %s, stream position %s) with other %s; a retry must repeat the stored event exactly, and a new event needs a new event_id',\n" \
+    "          k, p_ids[k], e.global_position, e.stream_position, v_what);\n" \
+    "        RETURN;\n" \
+    "      END IF;\n" \
+    "    END LOOP;\n" \
+    "    RETURN QUERY SELECT 1, v_sp0, v_g0, v_rec, v_version, NULL::text;\n" \
+    "    RETURN;\n" \
+    "  END IF;\n" \
+    "  IF NOT (p_expected = -1 OR (p_expected = -2 AND v_version > 0) OR p_expected = v_version) THEN\n" \
+    "    RETURN QUERY SELECT 2, 0::bigint, 0::bigint, NULL::timestamptz, v_version, NULL::text;\n" \
+    "    RETURN;\n" \
+    "  END IF;\n" \
+    /* recorded_at never goes backwards, even when the clock does */ \
+    "  v_now := greatest(clock_timestamp(), v_last);\n"
+
+#define EVS_APPEND_EVENTS \
+    "  INSERT INTO event_store (global_position, event_id, aggregate_id, stream_type, stream_position, event_type,\n" \
+    "      event_version, event_data, metadata, tags, causation_id, correlation_id, occurred_at, recorded_at)\n" \
+    "    SELECT v_head + i, p_ids[i], p_stream, p_stypes[i], v_version + i, p_types[i], p_versions[i], p_data[i],\n" \
+    "           p_meta[i], CASE WHEN p_tags[i] IS NULL THEN NULL\n" \
+    "                      ELSE ARRAY(SELECT jsonb_array_elements_text(p_tags[i]::jsonb)) END,\n" \
+    "           p_causation[i], p_correlation[i], p_occurred[i], v_now\n" \
+    "    FROM generate_series(1, v_n) AS i;\n"
+
+#define EVS_APPEND_STREAM_V2 \
+    "  INSERT INTO event_streams AS s VALUES (p_stream, p_stypes[1], v_version + v_n, v_head + 1, v_head + v_n, v_now, v_now)\n" \
+    "    ON CONFLICT (aggregate_id) DO UPDATE SET version = EXCLUDED.version,\n" \
+    "      last_global_position = EXCLUDED.last_global_position, updated_at = EXCLUDED.updated_at;\n"
+
+#define EVS_APPEND_HEADROW_V2 \
+    "  UPDATE event_store_head SET global_position = v_head + v_n, recorded_at = v_now WHERE id = 1;\n"
+
+/* the stream's row: an update (whose trigger runs only for a guarded row), an insert only for a new stream */
+#define EVS_APPEND_STREAM_V10 \
+    "  UPDATE event_streams AS s SET version = v_version + v_n, last_global_position = v_head + v_n, updated_at = v_now\n" \
+    "    WHERE s.aggregate_id = p_stream;\n" \
+    "  IF NOT FOUND THEN\n" \
+    "    INSERT INTO event_streams AS s VALUES (p_stream, p_stypes[1], v_version + v_n, v_head + 1, v_head + v_n, v_now, v_now)\n" \
+    "      ON CONFLICT (aggregate_id) DO UPDATE SET version = EXCLUDED.version,\n" \
+    "        last_global_position = EXCLUDED.last_global_position, updated_at = EXCLUDED.updated_at;\n" \
+    "  END IF;\n"
+
+#define EVS_APPEND_HEADROW_V10 \
+    "  WITH h AS (UPDATE event_store_head SET global_position = v_head + v_n, recorded_at = v_now WHERE id = 1)\n"
+
+#define EVS_APPEND_TAIL \
+    "  PERFORM pg_notify('" EVS_PG_CHANNEL "', (v_head + v_n)::text);\n" \
+    "  RETURN QUERY SELECT 0, v_version + 1, v_head + 1, v_now, v_version, NULL::text;\n" \
+    "END\n" \
+    "$f$;\n"
+
+/*
  * evs_append_batch's text in parts, so that a migration that re-creates it
  * replaces only what changes and keeps the rest word for word (migration
  * 4's text is unchanged by the split, as is 9's).  In order: the
@@ -326,96 +446,7 @@ static const migration MIGRATIONS[] = {
      * delivered at commit, in the same order.
      */
     {2, "function evs_append",
-     "CREATE FUNCTION evs_append(p_stream text, p_expected bigint, p_ids uuid[], p_stypes text[], p_types text[],\n"
-     "    p_versions integer[], p_data bytea[], p_meta bytea[], p_tags text[], p_causation uuid[],\n"
-     "    p_correlation uuid[], p_occurred timestamptz[])\n"
-     "  RETURNS TABLE (status integer, first_stream_position bigint, first_global_position bigint,\n"
-     "                 recorded_at timestamptz, actual bigint, detail text)\n"
-     "  LANGUAGE plpgsql AS $f$\n"
-     "#variable_conflict use_column\n"
-     "DECLARE\n"
-     "  v_n integer := cardinality(p_ids);\n"
-     "  v_head bigint; v_last timestamptz; v_now timestamptz; v_version bigint;\n"
-     "  v_found integer := 0; v_g0 bigint; v_sp0 bigint; v_rec timestamptz; e record; k integer; v_what text;\n"
-     "BEGIN\n"
-     "  SELECT h.global_position, h.recorded_at INTO v_head, v_last FROM event_store_head h WHERE h.id = 1 FOR UPDATE;\n"
-     "  SELECT s.version INTO v_version FROM event_streams s WHERE s.aggregate_id = p_stream;\n"
-     "  v_version := coalesce(v_version, 0);\n"
-     "  IF EXISTS (SELECT 1 FROM event_store x WHERE x.event_id = ANY (p_ids)) THEN\n"
-     "    FOR k IN 1 .. v_n LOOP\n"
-     "      SELECT * INTO e FROM event_store x WHERE x.event_id = p_ids[k];\n"
-     "      CONTINUE WHEN NOT FOUND;\n"
-     "      IF k = 1 THEN v_g0 := e.global_position; v_sp0 := e.stream_position; v_rec := e.recorded_at; END IF;\n"
-     "      IF k = 1 OR (v_found = k - 1 AND e.aggregate_id = p_stream AND e.stream_position = v_sp0 + k - 1\n"
-     "                   AND e.global_position = v_g0 + k - 1) THEN\n"
-     "        IF e.aggregate_id <> p_stream THEN\n"
-     "          RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n"
-     "            'event %s: event_id %s is already stored in another stream (global position %s)',\n"
-     "            k, p_ids[k], e.global_position);\n"
-     "          RETURN;\n"
-     "        END IF;\n"
-     "        v_found := v_found + 1;\n"
-     "        CONTINUE;\n"
-     "      END IF;\n"
-     "      RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n"
-     "        'event %s: event_id %s is already stored at stream position %s (global %s), which this append does not repeat',\n"
-     "        k, p_ids[k], e.stream_position, e.global_position);\n"
-     "      RETURN;\n"
-     "    END LOOP;\n"
-     "    IF v_found <> v_n THEN\n"
-     "      RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n"
-     "        'event %s: event_id %s is new but earlier events of this append are already stored; an idempotent retry must repeat the original append exactly',\n"
-     "        v_found + 1, p_ids[v_found + 1]);\n"
-     "      RETURN;\n"
-     "    END IF;\n"
-     "    IF NOT (p_expected = -1 OR p_expected = -2 OR (p_expected >= 0 AND p_expected + 1 = v_sp0)) THEN\n"
-     "      RETURN QUERY SELECT 2, 0::bigint, 0::bigint, NULL::timestamptz, v_version, NULL::text;\n"
-     "      RETURN;\n"
-     "    END IF;\n"
-     "    FOR k IN 1 .. v_n LOOP\n"
-     "      SELECT * INTO e FROM event_store x WHERE x.event_id = p_ids[k];\n"
-     "      v_what := CASE\n"
-     "        WHEN e.event_type <> p_types[k] THEN 'event_type'\n"
-     "        WHEN e.event_data <> p_data[k] THEN 'data'\n"
-     "        WHEN e.metadata <> p_meta[k] THEN 'metadata'\n"
-     "        WHEN e.stream_type <> p_stypes[k] THEN 'stream_type'\n"
-     "        WHEN e.tags IS DISTINCT FROM (CASE WHEN p_tags[k] IS NULL THEN NULL\n"
-     "             ELSE ARRAY(SELECT jsonb_array_elements_text(p_tags[k]::jsonb)) END) THEN 'tags'\n"
-     "        WHEN e.causation_id IS DISTINCT FROM p_causation[k] THEN 'causation_id'\n"
-     "        WHEN e.correlation_id IS DISTINCT FROM p_correlation[k] THEN 'correlation_id'\n"
-     "        WHEN e.event_version <> p_versions[k] THEN 'event_version'\n"
-     "        END;\n"
-     "      IF v_what IS NOT NULL THEN\n"
-     "        RETURN QUERY SELECT 3, 0::bigint, 0::bigint, NULL::timestamptz, v_version, format(\n"
-     "          'event %s: event_id %s is already stored (global position %s, stream position %s) with other %s; a retry must repeat the stored event exactly, and a new event needs a new event_id',\n"
-     "          k, p_ids[k], e.global_position, e.stream_position, v_what);\n"
-     "        RETURN;\n"
-     "      END IF;\n"
-     "    END LOOP;\n"
-     "    RETURN QUERY SELECT 1, v_sp0, v_g0, v_rec, v_version, NULL::text;\n"
-     "    RETURN;\n"
-     "  END IF;\n"
-     "  IF NOT (p_expected = -1 OR (p_expected = -2 AND v_version > 0) OR p_expected = v_version) THEN\n"
-     "    RETURN QUERY SELECT 2, 0::bigint, 0::bigint, NULL::timestamptz, v_version, NULL::text;\n"
-     "    RETURN;\n"
-     "  END IF;\n"
-     /* recorded_at never goes backwards, even when the clock does */
-     "  v_now := greatest(clock_timestamp(), v_last);\n"
-     "  INSERT INTO event_store (global_position, event_id, aggregate_id, stream_type, stream_position, event_type,\n"
-     "      event_version, event_data, metadata, tags, causation_id, correlation_id, occurred_at, recorded_at)\n"
-     "    SELECT v_head + i, p_ids[i], p_stream, p_stypes[i], v_version + i, p_types[i], p_versions[i], p_data[i],\n"
-     "           p_meta[i], CASE WHEN p_tags[i] IS NULL THEN NULL\n"
-     "                      ELSE ARRAY(SELECT jsonb_array_elements_text(p_tags[i]::jsonb)) END,\n"
-     "           p_causation[i], p_correlation[i], p_occurred[i], v_now\n"
-     "    FROM generate_series(1, v_n) AS i;\n"
-     "  INSERT INTO event_streams AS s VALUES (p_stream, p_stypes[1], v_version + v_n, v_head + 1, v_head + v_n, v_now, v_now)\n"
-     "    ON CONFLICT (aggregate_id) DO UPDATE SET version = EXCLUDED.version,\n"
-     "      last_global_position = EXCLUDED.last_global_position, updated_at = EXCLUDED.updated_at;\n"
-     "  UPDATE event_store_head SET global_position = v_head + v_n, recorded_at = v_now WHERE id = 1;\n"
-     "  PERFORM pg_notify('" EVS_PG_CHANNEL "', (v_head + v_n)::text);\n"
-     "  RETURN QUERY SELECT 0, v_version + 1, v_head + 1, v_now, v_version, NULL::text;\n"
-     "END\n"
-     "$f$;\n"},
+     "CREATE FUNCTION " EVS_APPEND_HEAD EVS_APPEND_EVENTS EVS_APPEND_STREAM_V2 EVS_APPEND_HEADROW_V2 EVS_APPEND_TAIL},
     /*
      * Stream metadata (pg_meta.c): the object in force per stream, kept in
      * the same transaction as its "$metadata" event in the stream "$$"+name
@@ -611,13 +642,15 @@ static const migration MIGRATIONS[] = {
      * the new ones, reads the streams' versions and looks for stored ids in
      * one statement, moves the head row with its event INSERT, and answers
      * with RETURN NEXT: four statements where it ran seven (the C side now
-     * also prepares its call once per connection, pg_append.c).
+     * also prepares its call once per connection, pg_append.c).  evs_append
+     * likewise updates its stream's row, inserts it only for a new stream,
+     * and moves the head row inside its event INSERT.
      * Measured with pgbench, batches of 8 one-event appends without the
      * WAL flush: 0.51 -> 0.42 ms a call on a quiet machine; bench_pg W2
      * ~+20 % (docs/benchmarks.md).  The functions re-created here get
      * migrations 7 and 8's settings again.
      */
-    {10, "appends fire the stream row's trigger only for guarded streams; the batch runs four statements",
+    {10, "appends fire the stream row's trigger only for guarded streams; fewer statements per append and batch",
      /* the old trigger goes first: it would refuse the marking of a hard-deleted stream's row */
      "ALTER TABLE event_streams ADD COLUMN guarded boolean NOT NULL DEFAULT false;\n"
      "DROP TRIGGER event_streams_tombstone ON event_streams;\n"
@@ -639,6 +672,10 @@ static const migration MIGRATIONS[] = {
      "$f$;\n"
      "CREATE TRIGGER event_stream_metadata_guard AFTER INSERT OR UPDATE ON event_stream_metadata\n"
      "  FOR EACH ROW EXECUTE FUNCTION evs_guard_stream();\n"
+     "CREATE OR REPLACE FUNCTION " EVS_APPEND_HEAD EVS_APPEND_HEADROW_V10 EVS_APPEND_EVENTS EVS_APPEND_STREAM_V10
+     EVS_APPEND_TAIL
+     "ALTER FUNCTION evs_append(text, bigint, uuid[], text[], text[], integer[], bytea[], bytea[], text[], uuid[],\n"
+     "    uuid[], timestamptz[]) SET enable_seqscan = off SET plan_cache_mode = force_generic_plan;\n"
      "CREATE OR REPLACE FUNCTION " EVS_BATCH_SIG EVS_BATCH_VARS_V10 EVS_BATCH_ARRAYS EVS_BATCH_IDS_V10
      EVS_BATCH_ONE_BY_ONE EVS_BATCH_LOOP_V10 EVS_BATCH_CHECK EVS_BATCH_FIRST_V10 EVS_BATCH_LOOP_END
      EVS_BATCH_INSERT_V10 EVS_BATCH_ROWS_V9 EVS_BATCH_TAIL_V10
