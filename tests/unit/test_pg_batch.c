@@ -447,6 +447,14 @@ static void test_guarded(evs_store *s) {
         }
     }
     CHECK_INT(sql_long(c, "SELECT max(global_position) FROM event_store"), h0 + 11);
+    /* "$encrypt" taken away: the row is no longer guarded; the tombstone's stays */
+    CHECK_RC(evs_store_create(&b), EVS_OK);
+    CHECK_RC(evs_store_set_master_key(b, key), EVS_OK);
+    CHECK_RC(evs_store_open(b, url, EVS_OPEN_CREATE), EVS_OK);
+    CHECK_RC(evs_stream_set_metadata(b, "grd-secret", EVS_EXPECT_ANY, "{}", 2, NULL), EVS_OK);
+    CHECK_RC(evs_store_close(b), EVS_OK);
+    CHECK_INT(sql_long(c, "SELECT count(*) FROM event_streams WHERE guarded AND aggregate_id = 'grd-dead'"), 1);
+    CHECK_INT(sql_long(c, "SELECT count(*) FROM event_streams WHERE guarded"), 1);
     PQfinish(c);
 }
 
