@@ -113,7 +113,6 @@ static int pg_close(void *e) {
     if (pg->wake[1] >= 0) close(pg->wake[1]);
     pthread_cond_destroy(&pg->head_cv);
     pthread_cond_destroy(&pg->pool_cv);
-    pthread_cond_destroy(&pg->done_cv);
     pthread_cond_destroy(&pg->gather_cv);
     pthread_mutex_destroy(&pg->mu);
     free(pg->url);
@@ -132,7 +131,6 @@ static int pg_open(const char *url, const evs__engine_settings *set, void **out)
     pthread_condattr_t ga;
     pthread_condattr_init(&ga);
     pthread_condattr_setclock(&ga, CLOCK_MONOTONIC);
-    pthread_cond_init(&pg->done_cv, NULL);
     pthread_cond_init(&pg->gather_cv, &ga);
     pthread_condattr_destroy(&ga);
     pthread_condattr_t ca;

@@ -46,8 +46,7 @@ typedef struct evs_pg {
     /* group commit (pg_append.c): appenders queue; one at a time leads a batch */
     struct pg_req *q_head, *q_tail;
     int leading;
-    pthread_cond_t done_cv;       /* a batch finished, under mu */
-    pthread_cond_t gather_cv;     /* an append queued, under mu */
+    pthread_cond_t gather_cv;     /* the queue reached the last batch's size, under mu */
     size_t q_len, last_batch;     /* queued now; size of the last batch */
     _Atomic uint64_t st_appends, st_events, st_batches; /* since open (evs_store_get_stats) */
     _Atomic uint64_t keys_gen;   /* raised by the listener on each forget and reconnect (pg_keys.c) */
