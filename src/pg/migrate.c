@@ -391,6 +391,19 @@ typedef struct migration {
     "END\n" \
     "$f$;\n"
 
+/*
+ * The append functions' ALTER FUNCTION heads, and the settings every
+ * function of the write path carries (migrations 7 and 8; CREATE OR
+ * REPLACE drops them, so a migration that re-creates one sets them again).
+ */
+#define EVS_ALTER_APPEND \
+    "ALTER FUNCTION evs_append(text, bigint, uuid[], text[], text[], integer[], bytea[], bytea[], text[], uuid[],\n" \
+    "    uuid[], timestamptz[])"
+#define EVS_ALTER_BATCH \
+    "ALTER FUNCTION evs_append_batch(text[], integer[], bigint[], integer[], integer[], uuid[], text[], text[],\n" \
+    "    integer[], bytea[], bytea[], text[], uuid[], uuid[], timestamptz[])"
+#define EVS_PLAN_ONCE "SET enable_seqscan = off SET plan_cache_mode = force_generic_plan"
+
 static const migration MIGRATIONS[] = {
     {1, "tables: event_store, event_streams, event_store_head",
      "CREATE TABLE event_store (\n"
@@ -583,10 +596,8 @@ static const migration MIGRATIONS[] = {
      * stream's positions), so a sequential scan is never the better plan.
      */
     {7, "appends plan index lookups on young tables",
-     "ALTER FUNCTION evs_append(text, bigint, uuid[], text[], text[], integer[], bytea[], bytea[], text[], uuid[],\n"
-     "    uuid[], timestamptz[]) SET enable_seqscan = off;\n"
-     "ALTER FUNCTION evs_append_batch(text[], integer[], bigint[], integer[], integer[], uuid[], text[], text[],\n"
-     "    integer[], bytea[], bytea[], text[], uuid[], uuid[], timestamptz[]) SET enable_seqscan = off;\n"
+     EVS_ALTER_APPEND " SET enable_seqscan = off;\n"
+     EVS_ALTER_BATCH " SET enable_seqscan = off;\n"
      "ALTER FUNCTION evs_refuse_tombstoned() SET enable_seqscan = off;\n"},
     /*
      * The write path's statements are planned once per session, not once
@@ -602,10 +613,8 @@ static const migration MIGRATIONS[] = {
      * settings again: CREATE OR REPLACE drops a function's SET clauses.
      */
     {8, "append functions plan once per session",
-     "ALTER FUNCTION evs_append(text, bigint, uuid[], text[], text[], integer[], bytea[], bytea[], text[], uuid[],\n"
-     "    uuid[], timestamptz[]) SET plan_cache_mode = force_generic_plan;\n"
-     "ALTER FUNCTION evs_append_batch(text[], integer[], bigint[], integer[], integer[], uuid[], text[], text[],\n"
-     "    integer[], bytea[], bytea[], text[], uuid[], uuid[], timestamptz[]) SET plan_cache_mode = force_generic_plan;\n"
+     EVS_ALTER_APPEND " SET plan_cache_mode = force_generic_plan;\n"
+     EVS_ALTER_BATCH " SET plan_cache_mode = force_generic_plan;\n"
      "ALTER FUNCTION evs_refuse_tombstoned() SET plan_cache_mode = force_generic_plan;\n"},
     /*
      * evs_append_batch reads its events' rows by index from the arrays
@@ -623,9 +632,8 @@ static const migration MIGRATIONS[] = {
      */
     {9, "evs_append_batch inserts its rows by index, not through unnest",
      "CREATE OR REPLACE FUNCTION " EVS_BATCH_V4_UPTO_ROWS EVS_BATCH_ROWS_V9 EVS_BATCH_TAIL_V4
-     "ALTER FUNCTION evs_append_batch(text[], integer[], bigint[], integer[], integer[], uuid[], text[], text[],\n"
-     "    integer[], bytea[], bytea[], text[], uuid[], uuid[], timestamptz[])\n"
-     "  SET enable_seqscan = off SET plan_cache_mode = force_generic_plan;\n"},
+     EVS_ALTER_BATCH "\n"
+     "  " EVS_PLAN_ONCE ";\n"},
     /*
      * A group commit costs fewer statements and no trigger calls.
      * Migration 3's trigger ran for every stream row an append wrote, twice
@@ -657,14 +665,14 @@ static const migration MIGRATIONS[] = {
      "UPDATE event_streams s SET guarded = true FROM event_stream_metadata m\n"
      "  WHERE m.aggregate_id = s.aggregate_id AND (m.tombstone OR m.encrypt IS NOT NULL);\n"
      EVS_REFUSE_HEAD "  NEW.guarded := true;\n" EVS_REFUSE_TAIL
-     "ALTER FUNCTION evs_refuse_tombstoned() SET enable_seqscan = off SET plan_cache_mode = force_generic_plan;\n"
+     "ALTER FUNCTION evs_refuse_tombstoned() " EVS_PLAN_ONCE ";\n"
      "CREATE TRIGGER event_streams_tombstone BEFORE INSERT ON event_streams\n"
      "  FOR EACH ROW EXECUTE FUNCTION evs_refuse_tombstoned();\n"
      "CREATE TRIGGER event_streams_guarded BEFORE UPDATE ON event_streams\n"
      "  FOR EACH ROW WHEN (NEW.guarded AND NEW.version IS DISTINCT FROM OLD.version)\n"
      "  EXECUTE FUNCTION evs_refuse_tombstoned();\n"
      "CREATE FUNCTION evs_guard_stream() RETURNS trigger LANGUAGE plpgsql\n"
-     "  SET enable_seqscan = off SET plan_cache_mode = force_generic_plan AS $f$\n"
+     "  " EVS_PLAN_ONCE " AS $f$\n"
      "BEGIN\n"
      "  UPDATE event_streams s SET guarded = (NEW.tombstone OR NEW.encrypt IS NOT NULL)\n"
      "    WHERE s.aggregate_id = NEW.aggregate_id AND s.guarded <> (NEW.tombstone OR NEW.encrypt IS NOT NULL);\n"
@@ -675,14 +683,12 @@ static const migration MIGRATIONS[] = {
      "  FOR EACH ROW EXECUTE FUNCTION evs_guard_stream();\n"
      "CREATE OR REPLACE FUNCTION " EVS_APPEND_HEAD EVS_APPEND_HEADROW_V10 EVS_APPEND_EVENTS EVS_APPEND_STREAM_V10
      EVS_APPEND_TAIL
-     "ALTER FUNCTION evs_append(text, bigint, uuid[], text[], text[], integer[], bytea[], bytea[], text[], uuid[],\n"
-     "    uuid[], timestamptz[]) SET enable_seqscan = off SET plan_cache_mode = force_generic_plan;\n"
+     EVS_ALTER_APPEND " " EVS_PLAN_ONCE ";\n"
      "CREATE OR REPLACE FUNCTION " EVS_BATCH_SIG EVS_BATCH_VARS_V10 EVS_BATCH_ARRAYS EVS_BATCH_IDS_V10
      EVS_BATCH_ONE_BY_ONE EVS_BATCH_LOOP_V10 EVS_BATCH_CHECK EVS_BATCH_FIRST_V10 EVS_BATCH_LOOP_END
      EVS_BATCH_INSERT_V10 EVS_BATCH_ROWS_V9 EVS_BATCH_TAIL_V10
-     "ALTER FUNCTION evs_append_batch(text[], integer[], bigint[], integer[], integer[], uuid[], text[], text[],\n"
-     "    integer[], bytea[], bytea[], text[], uuid[], uuid[], timestamptz[])\n"
-     "  SET enable_seqscan = off SET plan_cache_mode = force_generic_plan;\n"},
+     EVS_ALTER_BATCH "\n"
+     "  " EVS_PLAN_ONCE ";\n"},
 };
 
 #define NMIGRATIONS (sizeof MIGRATIONS / sizeof MIGRATIONS[0])

@@ -90,7 +90,7 @@ int evs__pg_query_named(evs_pg *pg, int stmt, const char *sql, int n, const Oid 
 /*
  * Run the named statement stmt on c once, outside a transaction block (a
  * statement PostgreSQL lost is prepared again, which an aborted
- * transaction would refuse): the appends, whose parse and plan were ~7 %
+ * transaction would refuse): the appends, whose parse and plan were ~5 %
  * of the backend's time in a group commit.  Ownership: the reply is the
  * caller's (PQclear).
  */
