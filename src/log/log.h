@@ -209,6 +209,14 @@ struct evs_frame {
 int evs__log_read(evs_log *log, evs_lsn at, evs_lsn limit, evs_frame *out);
 /* The same for a reader pinned at generation gen (see "segment versions" below). */
 int evs__log_read_at(evs_log *log, uint64_t gen, evs_lsn at, evs_lsn limit, evs_frame *out);
+/*
+ * A hint, never an access: start loading the first bytes of the frame at
+ * `at` into the CPU's cache, so that a reader that knows where its next
+ * frames are (a stream read, from the index) waits for memory once per
+ * batch instead of once per frame.  Does nothing for a location the
+ * segment does not hold; cannot fault.
+ */
+void evs__log_prefetch(const evs_log *log, uint64_t gen, evs_lsn at);
 
 /*
  * Verify every frame from the start to the end.  Calls cb for each valid

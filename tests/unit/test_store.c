@@ -347,6 +347,76 @@ static int drain(evs_reader *rd, uint64_t *pos, int max) {
     return n;
 }
 
+/*
+ * A stream longer than the distance its reader's cursor runs ahead, its
+ * events spread through the log between other streams' and some several
+ * to a record: every window of it, either way, with and without a limit,
+ * before and after a reopen, returns exactly its events in order.
+ */
+static void check_window(evs_store *s, uint64_t from, int way, size_t limit, uint64_t len) {
+    evs_reader *rd;
+    const evs_event *e;
+    CHECK_RC(evs_read_stream(s, "long-1", from, way, limit, &rd), EVS_OK);
+    uint64_t want = from == EVS_POSITION_END ? len : from, n = 0;
+    int rc;
+    while ((rc = evs_reader_next(rd, &e)) == EVS_OK) {
+        char data[32];
+        int m = snprintf(data, sizeof data, "{\"n\":%llu}", (unsigned long long)want);
+        CHECK_INT(e->stream_position, want);
+        CHECK_INT(e->data_len, (size_t)m);
+        if (e->data_len == (size_t)m) CHECK(memcmp(e->data, data, (size_t)m) == 0);
+        if (e->stream_position != want) break;
+        n++;
+        want += way == EVS_FORWARD ? 1 : (uint64_t)-1;
+    }
+    CHECK_RC(rc, EVS_DONE);
+    uint64_t avail = way == EVS_FORWARD ? (from > len ? 0 : len - from + 1) : (from == EVS_POSITION_END ? len : from);
+    CHECK_INT(n, limit && limit < avail ? limit : avail);
+    CHECK_INT(evs_reader_position(rd), want);
+    evs_reader_close(rd);
+}
+
+static void test_long_stream_windows(void) {
+    char *d = tu_tempdir("store_long");
+    /* 64 KiB segments: the stream spans several */
+    evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 64 * 1024);
+    uint64_t len = 0;
+    for (int i = 0; len < 600; i++) {
+        evs_event_in ev[5];
+        char data[5][32];
+        int k = i % 7 == 3 ? 5 : 1; /* now and then several to a record */
+        for (int j = 0; j < k; j++) {
+            snprintf(data[j], sizeof data[j], "{\"n\":%llu}", (unsigned long long)(len + 1 + (uint64_t)j));
+            ev[j] = tu_event("Step", data[j]);
+        }
+        evs_append_result r;
+        CHECK_RC(evs_append(s, "long-1", EVS_EXPECT_ANY, ev, (size_t)k, &r, NULL), EVS_OK);
+        len += (uint64_t)k;
+        for (int j = 0; j < 1 + i % 3; j++) {
+            char other[32];
+            snprintf(other, sizeof other, "other-%d", (i + j) % 4);
+            evs_event_in o = tu_event("Noise", "{\"x\":1}");
+            CHECK_RC(evs_append(s, other, EVS_EXPECT_ANY, &o, 1, &r, NULL), EVS_OK);
+        }
+    }
+    for (int pass = 0; pass < 2; pass++) {
+        const uint64_t froms[] = {1, 2, 15, 16, 17, 33, 300, len - 3, len, len + 1};
+        const size_t limits[] = {0, 1, 15, 16, 17, 40};
+        for (size_t f = 0; f < sizeof froms / sizeof *froms; f++)
+            for (size_t l = 0; l < sizeof limits / sizeof *limits; l++) {
+                check_window(s, froms[f], EVS_FORWARD, limits[l], len);
+                if (froms[f] <= len) check_window(s, froms[f], EVS_BACKWARD, limits[l], len);
+            }
+        check_window(s, EVS_POSITION_END, EVS_BACKWARD, 0, len);
+        check_window(s, EVS_POSITION_END, EVS_BACKWARD, 20, len);
+        evs_store_close(s);
+        s = tu_open(d, EVS_DURABILITY_NONE, 64 * 1024);
+    }
+    evs_store_close(s);
+    tu_rmrf(d);
+    free(d);
+}
+
 static void test_reads(evs_store *s) {
     evs_reader *rd;
     uint64_t pos[64];
@@ -811,5 +881,6 @@ int main(void) {
     test_limits_and_settings();
     test_reopen_lock_readonly();
     test_tag_causation_filter();
+    test_long_stream_windows();
     return TEST_REPORT();
 }
