@@ -31,6 +31,7 @@ enum { RD_STREAM, RD_SCAN, RD_INDEX };
 
 /* How far a stream read's cursor runs ahead of the reader (stream_fill). */
 #define STREAM_AHEAD 16u
+_Static_assert((STREAM_AHEAD & (STREAM_AHEAD - 1)) == 0, "the ring's indices wrap by unsigned overflow");
 
 typedef struct dupcur {
     MDB_cursor *c;
@@ -47,7 +48,10 @@ struct evs_reader {
        returned, next_spos first (stream_fill); emptied by any seek */
     struct stream_ent { uint64_t spos; evs_lsn lsn; uint32_t idx; } ring[STREAM_AHEAD];
     unsigned ring_head, ring_n;
-    int ring_run;             /* cur stands on the last entry in ring: stream_fill may go on from it */
+    int ring_run;             /* cur stands on run_spos, the last entry taken: stream_fill may go on from it */
+    int run_lost;             /* that entry is a lost position */
+    uint64_t run_spos;
+    evs_lsn run_lsn;          /* and its frame */
     int kind, dir, started, exhausted;
     size_t limit, returned;
     evs_lsn end;
@@ -461,35 +465,53 @@ static int stream_fill(evs_reader *r) {
     if (r->limit && r->limit - r->returned < left) left = r->limit - r->returned;
     unsigned cap = left < STREAM_AHEAD ? (unsigned)left : STREAM_AHEAD;
     MDB_val k, v;
-    if (r->ring_n == 0 && !r->ring_run) {
-        uint8_t kb[16];
-        evs__put64be(kb, r->sid);
-        evs__put64be(kb + 8, r->next_spos);
-        k.mv_size = 16;
-        k.mv_data = kb;
-        int rc = mdb_cursor_get(r->cur, &k, &v, MDB_SET_KEY);
-        if (rc) return rc;
-        if (v.mv_size != 12) return MDB_NOTFOUND;
-        r->ring_head = 0;
-        r->ring[0] = (struct stream_ent){r->next_spos, evs__get64(v.mv_data), evs__get32((uint8_t *)v.mv_data + 8)};
-        r->ring_n = 1;
-        r->ring_run = 1;
-    }
-    while (r->ring_run && r->ring_n < cap) {
-        const struct stream_ent *last = &r->ring[(r->ring_head + r->ring_n - 1) % STREAM_AHEAD];
-        uint64_t want = fwd ? last->spos + 1 : last->spos - 1;
-        if (last->idx == EVS_IX_LOST || mdb_cursor_get(r->cur, &k, &v, fwd ? MDB_NEXT : MDB_PREV) ||
-            k.mv_size != 16 || evs__get64be(k.mv_data) != r->sid || evs__get64be((uint8_t *)k.mv_data + 8) != want ||
-            v.mv_size != 12) {
-            r->ring_run = 0;
-            break;
+    for (;;) {
+        if (r->ring_n == 0 && !r->ring_run) {
+            uint8_t kb[16];
+            evs__put64be(kb, r->sid);
+            evs__put64be(kb + 8, r->next_spos);
+            k.mv_size = 16;
+            k.mv_data = kb;
+            int rc = mdb_cursor_get(r->cur, &k, &v, MDB_SET_KEY);
+            if (rc) return rc;
+            if (v.mv_size != 12) return MDB_NOTFOUND;
+            r->ring_head = 0;
+            r->ring[0] = (struct stream_ent){r->next_spos, evs__get64(v.mv_data), evs__get32((uint8_t *)v.mv_data + 8)};
+            r->ring_n = 1;
+            r->ring_run = 1;
+            r->run_spos = r->next_spos;
+            r->run_lsn = r->ring[0].lsn;
+            r->run_lost = r->ring[0].idx == EVS_IX_LOST;
         }
-        struct stream_ent *e = &r->ring[(r->ring_head + r->ring_n) % STREAM_AHEAD];
-        *e = (struct stream_ent){want, evs__get64(v.mv_data), evs__get32((uint8_t *)v.mv_data + 8)};
-        r->ring_n++;
-        if (e->idx != EVS_IX_LOST) evs__log_prefetch(r->s->log, r->lgen, e->lsn);
+        while (r->ring_run && r->ring_n < cap) {
+            /* a lost entry ends the run: lost_run walks the rest from the cursor */
+            if (r->run_lost) {
+                r->ring_run = 0;
+                break;
+            }
+            uint64_t want = fwd ? r->run_spos + 1 : r->run_spos - 1;
+            int rc = mdb_cursor_get(r->cur, &k, &v, fwd ? MDB_NEXT : MDB_PREV);
+            if (!rc && (k.mv_size != 16 || evs__get64be(k.mv_data) != r->sid ||
+                        evs__get64be((uint8_t *)k.mv_data + 8) != want || v.mv_size != 12))
+                rc = MDB_NOTFOUND;
+            if (rc) {
+                r->ring_run = 0;
+                /* nothing left to return: what the reader's own step met */
+                if (r->ring_n == 0) return rc;
+                break;
+            }
+            struct stream_ent *e = &r->ring[(r->ring_head + r->ring_n) % STREAM_AHEAD];
+            *e = (struct stream_ent){want, evs__get64(v.mv_data), evs__get32((uint8_t *)v.mv_data + 8)};
+            r->ring_n++;
+            r->run_spos = want;
+            r->run_lost = e->idx == EVS_IX_LOST;
+            /* events of one record share a frame: ask once */
+            if (!r->run_lost && e->lsn != r->run_lsn) evs__log_prefetch(r->s->log, r->lgen, e->lsn);
+            r->run_lsn = e->lsn;
+        }
+        if (r->ring_n) return 0;
+        /* the run ended on a lost entry the reader has passed: seek */
     }
-    return 0;
 }
 
 static int next_stream(evs_reader *r, const evs_event **ev) {
@@ -497,7 +519,7 @@ static int next_stream(evs_reader *r, const evs_event **ev) {
     if (!r->started) r->ring_n = 0, r->ring_run = 0;
     r->started = 1;
     int rc = stream_fill(r);
-    if (rc == 0 && r->ring[r->ring_head].spos != r->next_spos) rc = MDB_NOTFOUND;
+    if (rc == 0 && r->ring[r->ring_head].spos != r->next_spos) rc = MDB_NOTFOUND; /* not expected: fill seeks next_spos */
     if (rc) {
         r->ring_n = 0, r->ring_run = 0;
         if (rc == MDB_NOTFOUND && r->s->nlost) return lost_hole(r);
@@ -509,13 +531,9 @@ static int next_stream(evs_reader *r, const evs_event **ev) {
     r->ring_head = (r->ring_head + 1) % STREAM_AHEAD;
     r->ring_n--;
     if (e.idx == EVS_IX_LOST) {
-        /* lost_run walks the run from the cursor: put it back on this entry */
-        uint8_t kb[16];
-        evs__put64be(kb, r->sid);
-        evs__put64be(kb + 8, e.spos);
-        MDB_val k = {16, kb}, v;
+        /* the run stopped on this entry (stream_fill), so the cursor stands
+           on it, where lost_run starts walking */
         r->ring_n = 0, r->ring_run = 0;
-        if ((rc = mdb_cursor_get(r->cur, &k, &v, MDB_SET_KEY))) return evs__index_err(rc, "stream cursor");
         return lost_run(r, e.lsn);
     }
     if ((rc = load_frame(r, e.lsn, 1))) return rc;
