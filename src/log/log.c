@@ -417,10 +417,9 @@ int evs__log_read_at(evs_log *log, uint64_t gen, evs_lsn at, evs_lsn limit, evs_
 void evs__log_prefetch(const evs_log *log, uint64_t gen, evs_lsn at) {
     const evs_seg *sg = seg_version(log, EVS_LSN_SEG(at), gen);
     uint64_t off = EVS_LSN_OFF(at);
-    if (!sg || off >= sg->avail) return;
-    uint64_t n = sg->avail - off < PREFETCH_BYTES ? sg->avail - off : PREFETCH_BYTES;
+    if (!sg || off + PREFETCH_BYTES > sg->avail) return;
     /* the header and the start of the payload: most events are a few hundred bytes */
-    for (uint64_t i = 0; i < n; i += 64) __builtin_prefetch(sg->map + off + i);
+    for (uint64_t i = 0; i < PREFETCH_BYTES; i += 64) __builtin_prefetch(sg->map + off + i);
 }
 
 /* ------------------------------------------------------------ segments */
