@@ -142,22 +142,50 @@ class Cluster:
         with open(self.logs[i], errors="replace") as f:
             return f.read().count("Server is ready")
 
-    def start(self):
+    def start(self, attempts=3):
+        """
+        Start the three nodes and wait until each has seen a metadata leader.
+        A cluster that has not formed within 60 s is started again, on new
+        ports and empty directories (seen once in a full run on a loaded
+        machine: no leader within 60 s); the failures' logs are kept beside
+        and shown if every attempt fails.
+        """
+        failures = []
+        for attempt in range(attempts):
+            why = self._form()
+            if why is None:
+                return self
+            failures.append("attempt %d: %s" % (attempt + 1, why))
+            self.stop()
+            old = os.path.join(self.root, "failed%d" % attempt)
+            os.makedirs(old)
+            for i in range(len(self.procs)):
+                for path in (self.logs[i], os.path.join(self.root, "js%d" % i)):
+                    if os.path.exists(path):
+                        os.rename(path, os.path.join(old, os.path.basename(path)))
+            ports = listen_ports(2 * len(self.procs))
+            self.client = ports[:len(self.procs)]
+            self.route = ports[len(self.procs):]
+        raise AssertionError("\n\n".join(failures))
+
+    def _form(self):
+        """None once every node has seen a metadata leader, else why not (with the nodes' logs)."""
         for i in range(len(self.procs)):
             self.start_node(i, wait=False)  # each waits for the others' routes
         deadline = time.time() + 60
-        while time.time() < deadline:
+        while True:
             logs = []
             for l in self.logs:
                 with open(l, errors="replace") as f:
                     logs.append(f.read())
             if all(re.search(r"metadata leader", t) for t in logs):
-                return self
-            for p in self.procs:
-                if p.poll() is not None:
-                    raise AssertionError("nats-server exited: %s" % "\n".join(logs))
+                return None
+            exited = [i for i, p in enumerate(self.procs) if p.poll() is not None]
+            if exited or time.time() > deadline:
+                what = "nats-server n%s exited" % ",".join(map(str, exited)) if exited else \
+                    "the NATS cluster elected no metadata leader within 60 s"
+                return what + "".join("\n--- n%d log ends with:\n%s" % (i, t[-2000:]) for i, t in enumerate(logs))
             time.sleep(0.1)
-        raise AssertionError("the NATS cluster elected no metadata leader within 60 s")
 
     def urls(self, alive_only=False):
         return ",".join("nats://127.0.0.1:%d" % p for i, p in enumerate(self.client)
