@@ -214,7 +214,7 @@ int evs__log_read_at(evs_log *log, uint64_t gen, evs_lsn at, evs_lsn limit, evs_
  * `at` into the CPU's cache, so that a reader that knows where its next
  * frames are (a stream read, from the index) waits for memory once per
  * batch instead of once per frame.  Does nothing for a location the
- * segment does not hold; cannot fault.
+ * segment does not hold, nor within 512 bytes of its end; cannot fault.
  */
 void evs__log_prefetch(const evs_log *log, uint64_t gen, evs_lsn at);
 

@@ -459,59 +459,54 @@ static int lost_hole(evs_reader *r) {
  * that does not continue the stream stops the run, and the reader seeks
  * that position itself when it gets there, as it always did.
  */
+/* Take the entry (spos, v) the cursor stands on into the ring. */
+static void ring_push(evs_reader *r, uint64_t spos, const MDB_val *v) {
+    struct stream_ent *e = &r->ring[(r->ring_head + r->ring_n++) % STREAM_AHEAD];
+    *e = (struct stream_ent){spos, evs__get64(v->mv_data), evs__get32((uint8_t *)v->mv_data + 8)};
+    r->run_spos = spos;
+    r->run_lost = e->idx == EVS_IX_LOST;
+    /* events of one record share a frame: ask once */
+    if (!r->run_lost && e->lsn != r->run_lsn) evs__log_prefetch(r->s->log, r->lgen, e->lsn);
+    r->run_lsn = e->lsn;
+}
+
+/* Returns 0 with at least one entry in the ring, or what the cursor met. */
 static int stream_fill(evs_reader *r) {
     int fwd = r->dir == EVS_FORWARD;
     uint64_t left = fwd ? r->version - r->next_spos + 1 : r->next_spos;
     if (r->limit && r->limit - r->returned < left) left = r->limit - r->returned;
     unsigned cap = left < STREAM_AHEAD ? (unsigned)left : STREAM_AHEAD;
     MDB_val k, v;
-    for (;;) {
-        if (r->ring_n == 0 && !r->ring_run) {
-            uint8_t kb[16];
-            evs__put64be(kb, r->sid);
-            evs__put64be(kb + 8, r->next_spos);
-            k.mv_size = 16;
-            k.mv_data = kb;
-            int rc = mdb_cursor_get(r->cur, &k, &v, MDB_SET_KEY);
-            if (rc) return rc;
-            if (v.mv_size != 12) return MDB_NOTFOUND;
-            r->ring_head = 0;
-            r->ring[0] = (struct stream_ent){r->next_spos, evs__get64(v.mv_data), evs__get32((uint8_t *)v.mv_data + 8)};
-            r->ring_n = 1;
-            r->ring_run = 1;
-            r->run_spos = r->next_spos;
-            r->run_lsn = r->ring[0].lsn;
-            r->run_lost = r->ring[0].idx == EVS_IX_LOST;
-        }
-        while (r->ring_run && r->ring_n < cap) {
-            /* a lost entry ends the run: lost_run walks the rest from the cursor */
-            if (r->run_lost) {
-                r->ring_run = 0;
-                break;
-            }
-            uint64_t want = fwd ? r->run_spos + 1 : r->run_spos - 1;
-            int rc = mdb_cursor_get(r->cur, &k, &v, fwd ? MDB_NEXT : MDB_PREV);
-            if (!rc && (k.mv_size != 16 || evs__get64be(k.mv_data) != r->sid ||
-                        evs__get64be((uint8_t *)k.mv_data + 8) != want || v.mv_size != 12))
-                rc = MDB_NOTFOUND;
-            if (rc) {
-                r->ring_run = 0;
-                /* nothing left to return: what the reader's own step met */
-                if (r->ring_n == 0) return rc;
-                break;
-            }
-            struct stream_ent *e = &r->ring[(r->ring_head + r->ring_n) % STREAM_AHEAD];
-            *e = (struct stream_ent){want, evs__get64(v.mv_data), evs__get32((uint8_t *)v.mv_data + 8)};
-            r->ring_n++;
-            r->run_spos = want;
-            r->run_lost = e->idx == EVS_IX_LOST;
-            /* events of one record share a frame: ask once */
-            if (!r->run_lost && e->lsn != r->run_lsn) evs__log_prefetch(r->s->log, r->lgen, e->lsn);
-            r->run_lsn = e->lsn;
-        }
-        if (r->ring_n) return 0;
-        /* the run ended on a lost entry the reader has passed: seek */
+    if (r->ring_n == 0 && !r->ring_run) {
+        uint8_t kb[16];
+        evs__put64be(kb, r->sid);
+        evs__put64be(kb + 8, r->next_spos);
+        k.mv_size = 16;
+        k.mv_data = kb;
+        int rc = mdb_cursor_get(r->cur, &k, &v, MDB_SET_KEY);
+        if (rc) return rc;
+        if (v.mv_size != 12) return MDB_NOTFOUND;
+        r->ring_head = 0;
+        r->ring_run = 1;
+        ring_push(r, r->next_spos, &v);
     }
+    /* a lost entry ends the run: lost_run walks the rest from the cursor,
+       and the reader seeks again after it (started = 0) */
+    while (r->ring_run && !r->run_lost && r->ring_n < cap) {
+        uint64_t want = fwd ? r->run_spos + 1 : r->run_spos - 1;
+        int rc = mdb_cursor_get(r->cur, &k, &v, fwd ? MDB_NEXT : MDB_PREV);
+        if (!rc && (k.mv_size != 16 || evs__get64be(k.mv_data) != r->sid ||
+                    evs__get64be((uint8_t *)k.mv_data + 8) != want || v.mv_size != 12))
+            rc = MDB_NOTFOUND;
+        if (rc) {
+            r->ring_run = 0;
+            /* nothing left to return: what the reader's own step met */
+            if (r->ring_n == 0) return rc;
+            break;
+        }
+        ring_push(r, want, &v);
+    }
+    return 0;
 }
 
 static int next_stream(evs_reader *r, const evs_event **ev) {
@@ -519,7 +514,8 @@ static int next_stream(evs_reader *r, const evs_event **ev) {
     if (!r->started) r->ring_n = 0, r->ring_run = 0;
     r->started = 1;
     int rc = stream_fill(r);
-    if (rc == 0 && r->ring[r->ring_head].spos != r->next_spos) rc = MDB_NOTFOUND; /* not expected: fill seeks next_spos */
+    /* cannot fail: the ring starts at next_spos and only grows by the next position */
+    if (rc == 0 && (r->ring_n == 0 || r->ring[r->ring_head].spos != r->next_spos)) rc = MDB_NOTFOUND;
     if (rc) {
         r->ring_n = 0, r->ring_run = 0;
         if (rc == MDB_NOTFOUND && r->s->nlost) return lost_hole(r);
@@ -530,12 +526,9 @@ static int next_stream(evs_reader *r, const evs_event **ev) {
     struct stream_ent e = r->ring[r->ring_head];
     r->ring_head = (r->ring_head + 1) % STREAM_AHEAD;
     r->ring_n--;
-    if (e.idx == EVS_IX_LOST) {
-        /* the run stopped on this entry (stream_fill), so the cursor stands
-           on it, where lost_run starts walking */
-        r->ring_n = 0, r->ring_run = 0;
-        return lost_run(r, e.lsn);
-    }
+    /* the run stopped on a lost entry (stream_fill), so the cursor stands
+       on it, where lost_run starts walking */
+    if (e.idx == EVS_IX_LOST) return lost_run(r, e.lsn);
     if ((rc = load_frame(r, e.lsn, 1))) return rc;
     if (e.idx >= r->fr.count) return evs__err(EVS_EINDEX, "index points past the events of a record");
     if ((rc = decode(r, e.idx))) return rc;
