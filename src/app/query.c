@@ -265,7 +265,15 @@ static char *cache_key(const char *name, const evs_query_params *p, size_t limit
     return s;
 }
 
-static int cache_get(evs_app *a, const char *key, const char *proj, evs_query_result *res) {
+/*
+ * A cached answer, if it is still the projection's.  seen: a position the
+ * caller has already seen the projection reach (0: none).  The commit
+ * generation moves only after a projection's commit is visible, so a
+ * caller that waited for min_position can see the new position while the
+ * generation still vouches for an older answer: an answer computed below
+ * seen is never served.
+ */
+static int cache_get(evs_app *a, const char *key, const char *proj, uint64_t seen, evs_query_result *res) {
     if (!a->cfg.query_cache_entries) return 0;
     uint64_t gen = evs_bus_commit_generation(a->bus);
     int hit = 0;
@@ -280,7 +288,8 @@ static int cache_get(evs_app *a, const char *key, const char *proj, evs_query_re
     if (e) {
         uint64_t pos = e->position;
         int valid = e->gen == gen && !a->pg;
-        if (!valid) {
+        if (pos < seen) valid = 0;
+        else if (!valid) {
             /* something committed: is this projection still where the answer was computed? */
             char pname[EVS_BUS_MAX_NAME + 1];
             snprintf(pname, sizeof pname, "%s", proj);
@@ -374,10 +383,10 @@ int evs_app_query(evs_app *a, const char *name, const evs_query_params *p, evs_q
         return evs__err(EVS_ELIMIT, "query \"%s\": limit %zu exceeds %u", name, limit, qc.max_limit);
     atomic_fetch_add(&a->st_queries, 1);
     int rc;
+    uint64_t reached = 0;
     if (p->min_position) {
         int cap = a->cfg.query_timeout_ms;
         int t = p->timeout_ms < 0 || p->timeout_ms > cap ? cap : p->timeout_ms;
-        uint64_t reached;
         atomic_fetch_add(&a->st_q_waits, 1);
         if ((rc = evs_proj_wait(a->bus, qc.projection, p->min_position, t, &reached))) {
             if (rc == EVS_ETIMEDOUT) atomic_fetch_add(&a->st_q_timeouts, 1);
@@ -386,7 +395,7 @@ int evs_app_query(evs_app *a, const char *name, const evs_query_params *p, evs_q
     }
     char *key = cache_key(qc.name, p, limit);
     if (!key) return evs__err(EVS_ENOMEM, "out of memory");
-    if (cache_get(a, key, qc.projection, res)) {
+    if (cache_get(a, key, qc.projection, reached, res)) {
         atomic_fetch_add(&a->st_qc_hit, 1);
         free(key);
         return EVS_OK;
