@@ -10,6 +10,9 @@ For each client count (8 and 64) and each of --rounds rounds, in turn:
               appends (bench/http_append.lua), --seconds after a 1 s warm-up.
 The ratio of a round is HTTP / in-process; the figure is the median of the
 rounds' ratios, so a burst of load from other processes hits both sides.
+Each side also reports its appends per group commit (bench_store's figure;
+the server's evstore_appends_total and evstore_commit_batches_total over
+the timed run): how well the commits batch is what separates the two.
 wrk, the server and the in-process appenders all share the machine's cores.
 
 Needs wrk (Debian: wrk).  Exit status 0 when every run ran, 1 otherwise.
@@ -25,6 +28,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -40,11 +44,24 @@ def inprocess(build, threads, seconds, data_dir):
                EVS_BENCH_RUNS="1", EVS_BENCH_SECONDS=str(seconds), EVS_BENCH_W1_OPS="1", EVS_BENCH_BASE_OPS="1", EVS_BENCH_NO_REDIS="1",
                EVS_BENCH_W2_OPS="5000000")
     out = subprocess.run([os.path.join(build, "bench_store")], env=env, capture_output=True, text=True, timeout=300)
-    m = re.search(r"^W2 \d+ threads, 1 event, sync: ([\d,]+) appends/s", out.stdout, re.M)
+    m = re.search(r"^W2 \d+ threads, 1 event, sync: ([\d,]+) appends/s.*?; ([\d.]+) per commit", out.stdout, re.M)
     if out.returncode or not m:
         sys.stderr.write(out.stdout[-2000:] + out.stderr[-2000:])
         raise RuntimeError("bench_store failed")
-    return float(m.group(1).replace(",", ""))
+    return float(m.group(1).replace(",", "")), float(m.group(2))
+
+
+def commit_counts(url):
+    """(appends, group commits) from the server's /metrics."""
+    with urllib.request.urlopen(url + "/metrics", timeout=10) as r:
+        text = r.read().decode()
+    got = {}
+    for name in ("evstore_appends_total", "evstore_commit_batches_total"):
+        m = re.search(r"^" + name + r" (\d+)$", text, re.M)
+        if not m:
+            raise RuntimeError(f"/metrics has no {name}")
+        got[name] = int(m.group(1))
+    return got["evstore_appends_total"], got["evstore_commit_batches_total"]
 
 
 def over_http(build, conns, seconds, data_dir):
@@ -68,6 +85,7 @@ def over_http(build, conns, seconds, data_dir):
         url = f"http://127.0.0.1:{port}"
         script = os.path.join(HERE, "http_append.lua")
         subprocess.run(["wrk", "-t2", f"-c{conns}", "-d1s", "-s", script, url], capture_output=True, timeout=60)
+        a0, b0 = commit_counts(url)
         out = subprocess.run(["wrk", "-t2", f"-c{conns}", f"-d{seconds}s", "-s", script, url],
                              capture_output=True, text=True, timeout=120)
         m = re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)
@@ -76,7 +94,8 @@ def over_http(build, conns, seconds, data_dir):
         bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out.stdout)
         if bad:
             raise RuntimeError(f"{bad.group(1)} appends were not answered 201:\n{out.stdout}")
-        return float(m.group(1))
+        a1, b1 = commit_counts(url)
+        return float(m.group(1)), (a1 - a0) / max(1, b1 - b0)
     finally:
         srv.send_signal(signal.SIGTERM)
         try:
@@ -105,19 +124,23 @@ def main():
           f"one-event appends to 10,000 streams")
     for r in range(args.rounds):
         for c in clients:
-            a = inprocess(args.build, c, args.seconds, data_dir)
-            h = over_http(args.build, c, args.seconds, data_dir)
-            res[c].append((a, h))
-            print(f"  round {r + 1}/{args.rounds}, {c} clients: in-process {a:,.0f} appends/s, HTTP {h:,.0f} appends/s, "
-                  f"{h / a:.2f}x", flush=True)
+            a, abatch = inprocess(args.build, c, args.seconds, data_dir)
+            h, hbatch = over_http(args.build, c, args.seconds, data_dir)
+            res[c].append((a, h, abatch, hbatch))
+            print(f"  round {r + 1}/{args.rounds}, {c} clients: in-process {a:,.0f} appends/s ({abatch:.1f} per commit), "
+                  f"HTTP {h:,.0f} appends/s ({hbatch:.1f} per commit), {h / a:.2f}x", flush=True)
     print()
-    print("| clients | in-process W2 (median) | HTTP append (median) | HTTP / in-process (median of rounds) | target |")
-    print("|---|---|---|---|---|")
+    print("| clients | in-process W2 (median) | HTTP append (median) | HTTP / in-process (median of rounds) | target |"
+          " appends per commit, in-process / HTTP |")
+    print("|---|---|---|---|---|---|")
     for c in clients:
-        a = statistics.median(x for x, _ in res[c])
-        h = statistics.median(y for _, y in res[c])
-        q = statistics.median(y / x for x, y in res[c])
-        print(f"| {c} | {a:,.0f} appends/s | {h:,.0f} appends/s | {q:.2f}x | >= 0.7x ({'met' if q >= 0.7 else 'NOT met'}) |")
+        a = statistics.median(x[0] for x in res[c])
+        h = statistics.median(x[1] for x in res[c])
+        q = statistics.median(x[1] / x[0] for x in res[c])
+        ab = statistics.median(x[2] for x in res[c])
+        hb = statistics.median(x[3] for x in res[c])
+        print(f"| {c} | {a:,.0f} appends/s | {h:,.0f} appends/s | {q:.2f}x | >= 0.7x ({'met' if q >= 0.7 else 'NOT met'}) |"
+              f" {ab:.1f} / {hb:.1f} |")
     return 0
 
 
