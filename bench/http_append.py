@@ -5,7 +5,8 @@ For each client count (8 and 64) and each of --rounds rounds, in turn:
   in-process  bench_store's W2 with that many threads (one-event appends,
               durability sync, exact expected versions), one run of
               --seconds;
-  HTTP        `evstore serve --durability sync` on a fresh store, wrk with
+  HTTP        `evstore serve --durability sync` on a fresh store (its default
+              worker threads unless --threads is given), wrk with
               that many connections (2 wrk threads) POSTing one-event
               appends (bench/http_append.lua), --seconds after a 1 s warm-up.
 The ratio of a round is HTTP / in-process; the figure is the median of the
@@ -64,13 +65,12 @@ def commit_counts(url):
     return got["evstore_appends_total"], got["evstore_commit_batches_total"]
 
 
-def over_http(build, conns, seconds, data_dir):
+def over_http(build, conns, seconds, data_dir, threads):
     os.makedirs(data_dir, exist_ok=True)
     store = tempfile.mkdtemp(prefix="http-append-", dir=data_dir)
     port = free_port()
-    threads = min(64, max(16, conns))
     srv = subprocess.Popen([os.path.join(build, "evstore"), "serve", "-d", store, "--listen", f"127.0.0.1:{port}",
-                            "--durability", "sync", "--threads", str(threads)],
+                            "--durability", "sync"] + (["--threads", str(threads)] if threads else []),
                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 20
@@ -112,6 +112,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--seconds", type=int, default=4)
     ap.add_argument("--clients", default="8,64")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="the server's --threads (default: the server's own default, as a user runs it)")
     args = ap.parse_args()
     if not shutil.which("wrk"):
         print("http_append: wrk is not installed (Debian: apt-get install wrk); skipped")
@@ -125,7 +127,7 @@ def main():
     for r in range(args.rounds):
         for c in clients:
             a, abatch = inprocess(args.build, c, args.seconds, data_dir)
-            h, hbatch = over_http(args.build, c, args.seconds, data_dir)
+            h, hbatch = over_http(args.build, c, args.seconds, data_dir, args.threads)
             res[c].append((a, h, abatch, hbatch))
             print(f"  round {r + 1}/{args.rounds}, {c} clients: in-process {a:,.0f} appends/s ({abatch:.1f} per commit), "
                   f"HTTP {h:,.0f} appends/s ({hbatch:.1f} per commit), {h / a:.2f}x", flush=True)
