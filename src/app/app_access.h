@@ -1,7 +1,7 @@
 /*
  * app_access.h — what the layers above the application layer (the sagas in
- * src/saga/) may ask of the command bus beyond the public API.  Not part of
- * the public API.
+ * src/saga/, the server) may ask of the command bus beyond the public API.
+ * Not part of the public API.
  */
 #ifndef EVS_APP_ACCESS_H
 #define EVS_APP_ACCESS_H
@@ -35,5 +35,22 @@ int evs__app_slurp(const char *path, size_t max, char **buf, size_t *len);
  */
 int evs__app_list_lua(const char *dir, char ***names, size_t *n);
 void evs__app_names_free(char **names, size_t n);
+
+/*
+ * Has the projection behind query `name` passed `position`, or does it
+ * within wait_ms (0: just look)?  1 when it has (or when the query or
+ * projection cannot be found: evs_app_query then says so), 0 when a query
+ * with that min_position would still wait.  The server waits this long on
+ * a worker, which most reads of one's own writes need, and runs the
+ * queries that would wait longer on a thread of their own.
+ */
+int evs__app_query_reached(evs_app *a, const char *name, uint64_t position, int wait_ms);
+
+/*
+ * End every min_position wait, now and later: evs_app_query answers
+ * EVS_ECLOSED within QUERY_WAIT_SLICE_MS (query.c) instead of waiting on.
+ * The server calls it as it shuts down, so that no request outlives it.
+ */
+void evs__app_interrupt(evs_app *a);
 
 #endif

@@ -141,6 +141,7 @@ struct evs_app {
     _Atomic uint64_t st_snap_created, st_snap_create_ns, st_snap_create_max;
     _Atomic uint64_t st_snap_ignored, st_snap_dropped;
     _Atomic uint64_t st_queries, st_qc_hit, st_qc_miss, st_q_waits, st_q_timeouts;
+    _Atomic int interrupted;      /* evs__app_interrupt: min_position waits end (query.c) */
     _Atomic uint64_t st_sc_hit, st_sc_miss;
 };
 

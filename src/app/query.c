@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/app_access.h"
 #include "app/app_internal.h"
 
 struct evs__query {
@@ -355,6 +356,53 @@ static void cache_put(evs_app *a, const char *key, const char *proj, const evs_q
     free(j);
 }
 
+/* How long a min_position wait sleeps before it looks at a->interrupted again. */
+#define QUERY_WAIT_SLICE_MS 100
+
+/*
+ * evs_proj_wait for up to timeout_ms, in slices, so that evs__app_interrupt
+ * ends it within QUERY_WAIT_SLICE_MS (EVS_ECLOSED; a position already
+ * passed is still EVS_OK); the projection's commits wake it as before.  The
+ * same outcome and message as one evs_proj_wait otherwise.
+ */
+static int wait_position(evs_app *a, const char *proj, uint64_t position, int timeout_ms, uint64_t *reached) {
+    int64_t end = evs__mono_ns() + (int64_t)timeout_ms * 1000000;
+    for (;;) {
+        int stop = atomic_load(&a->interrupted);
+        int64_t left = end - evs__mono_ns();
+        int slice = stop || left <= 0 ? 0
+                    : left >= (int64_t)QUERY_WAIT_SLICE_MS * 1000000 ? QUERY_WAIT_SLICE_MS
+                                                                      : (int)((left + 999999) / 1000000);
+        int rc = evs_proj_wait(a->bus, proj, position, slice, reached);
+        if (rc != EVS_ETIMEDOUT) return rc; /* there, or an error */
+        if (stop)
+            return evs__err(EVS_ECLOSED, "projection \"%s\": the wait for position %llu ended: the application layer "
+                                         "is stopping", proj, (unsigned long long)position);
+        if (slice == 0 || evs__mono_ns() >= end)
+            return evs__err(EVS_ETIMEDOUT, "projection \"%s\" is at position %llu, not yet at %llu after %d ms", proj,
+                            (unsigned long long)*reached, (unsigned long long)position, timeout_ms);
+    }
+}
+
+/* (app_access.h) */
+void evs__app_interrupt(evs_app *a) {
+    if (a) atomic_store(&a->interrupted, 1);
+}
+
+/* (app_access.h) */
+int evs__app_query_reached(evs_app *a, const char *name, uint64_t position, int wait_ms) {
+    char proj[EVS_BUS_MAX_NAME + 1];
+    if (!a || !a->bus || !name) return 1;
+    pthread_rwlock_rdlock(&a->reg_lock);
+    evs__query *q = evs__app_find_query(a, name);
+    if (q) snprintf(proj, sizeof proj, "%s", q->projection);
+    pthread_rwlock_unlock(&a->reg_lock);
+    if (!q || atomic_load(&a->interrupted)) return 1; /* evs_app_query answers at once */
+    int rc = evs_proj_wait(a->bus, proj, position, wait_ms < 0 ? 0 : wait_ms, NULL);
+    evs__err_clear();
+    return rc != EVS_ETIMEDOUT;
+}
+
 int evs_app_query(evs_app *a, const char *name, const evs_query_params *p, evs_query_result *res) {
     evs_query_params none;
     if (!a || !name || !res) return evs__err(EVS_EINVAL, "app_query: NULL argument");
@@ -388,7 +436,7 @@ int evs_app_query(evs_app *a, const char *name, const evs_query_params *p, evs_q
         int cap = a->cfg.query_timeout_ms;
         int t = p->timeout_ms < 0 || p->timeout_ms > cap ? cap : p->timeout_ms;
         atomic_fetch_add(&a->st_q_waits, 1);
-        if ((rc = evs_proj_wait(a->bus, qc.projection, p->min_position, t, &reached))) {
+        if ((rc = wait_position(a, qc.projection, p->min_position, t, &reached))) {
             if (rc == EVS_ETIMEDOUT) atomic_fetch_add(&a->st_q_timeouts, 1);
             return rc;
         }

@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "app/app_access.h"
 #include "evstore_schema.h"
 #include "server/app_host.h"
 #include "server/consumers.h"
@@ -42,6 +43,8 @@ int evs__app_start(evs__srv *srv, const evs__serve_config *cfg, char *why, size_
     }
     return EVS_OK;
 }
+
+void evs__app_host_interrupt(evs__srv *srv) { evs__app_interrupt(srv->app); }
 
 void evs__app_stop(evs__srv *srv) {
     evs_app_close(srv->app);

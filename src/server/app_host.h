@@ -20,6 +20,10 @@
  * EVS_OK, or a failure with why[] filled.
  */
 int evs__app_start(evs__srv *srv, const evs__serve_config *cfg, char *why, size_t whycap);
+/* Shutting down: queries waiting for min_position end with EVS_ECLOSED
+   within 100 ms (evs__app_interrupt), so their connections can be answered
+   before the daemon stops.  NULL app: no-op. */
+void evs__app_host_interrupt(evs__srv *srv);
 /* Close srv->app (finishes queued snapshots).  NULL app: no-op. */
 void evs__app_stop(evs__srv *srv);
 

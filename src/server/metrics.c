@@ -203,7 +203,8 @@ static void summary(evs__sb *b, const char *name, const char *help, uint64_t sum
     evs__sb_printf(b, "%s_sum %.9f\n%s_count %llu\n", name, (double)sum_ns / 1e9, name, (unsigned long long)count);
 }
 
-static void app_families(evs_app *a, evs__sb *b) {
+static void app_families(evs__srv *srv, evs__sb *b) {
+    evs_app *a = srv->app;
     evs_app_stats st;
     if (evs_app_get_stats(a, &st)) return;
     family(b, "evstore_commands_total", "counter", "Commands handled, by outcome.");
@@ -279,6 +280,9 @@ static void app_families(evs_app *a, evs__sb *b) {
     sample(b, "evstore_query_waits_total", st.query_waits);
     family(b, "evstore_query_timeouts_total", "counter", "Queries whose projection did not reach min_position in time.");
     sample(b, "evstore_query_timeouts_total", st.query_timeouts);
+    family(b, "evstore_queries_waiting", "gauge",
+           "Queries waiting for min_position now, each off the HTTP workers (routes_app.c).");
+    evs__sb_printf(b, "evstore_queries_waiting %ld\n", atomic_load(&srv->query_waits));
 }
 
 /* ------------------------------------------------------------------- nats */
@@ -594,7 +598,7 @@ enum MHD_Result evs__route_metrics(evs__req *rq) {
     evs__sb_printf(&b, "evstore_live_deliveries_total{protocol=\"ws\"} %llu\n",
                    (unsigned long long)evs__count_load(&m->deliveries_ws));
     if (srv->bus) consumer_families(srv->bus, &b);
-    if (srv->app) app_families(srv->app, &b);
+    if (srv->app) app_families(srv, &b);
     if (srv->sagas) saga_families(srv->sagas, &b);
     if (srv->schemas) schema_families(srv->schemas, &b);
     if (srv->nats) nats_families(srv, &b);

@@ -18,11 +18,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/app_access.h"
+#include "server/consumers.h"
 #include "server/query.h"
 #include "server/routes_app.h"
 #include "server/routes_proj.h"
 
 #define POSITION_HEADER "Evstore-Position"
+#define EVS_QUERY_MAX_WAITS 1024 /* queries waiting for min_position at once */
+/* How long a query's min_position wait may hold its worker: a projection
+   usually passes a command's position within it, and a thread for the wait
+   would cost more (docs/decisions.md). */
+#define QUERY_INLINE_WAIT_MS 2
 
 /* -------------------------------------------------------------- answers */
 
@@ -254,7 +261,121 @@ static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *k
     return MHD_YES;
 }
 
+/* The answer to a query that ran. */
+static enum MHD_Result query_answer(evs__req *rq, int rc, evs_query_result *res) {
+    if (rc) return evs__respond_lib(rq, rc, NULL);
+    evs__sb body = {0};
+    evs__sb_add(&body, res->json, res->len);
+    evs__sb_adds(&body, "\n");
+    /* position 0 (nothing applied yet) is still a position: say it */
+    return answer(rq, EVS_HTTP_OK, &body, 1, res->position, res->cached ? "hit" : "miss");
+}
+
+/*
+ * A query that waits for min_position (rq->state).  The wait runs on a
+ * thread of its own with the connection suspended, as a group long-poll
+ * does: on a worker it would hold back every other connection of that
+ * worker, appends included, for up to the query timeout.  The thread fills
+ * the job and sets done before it resumes the connection; from then on
+ * only the request's thread touches it, and the request's completion
+ * frees it.  Everything the query reads is the job's own.
+ */
+typedef struct query_job {
+    _Atomic int done;
+    int rc;
+    char msg[512];
+    evs_query_result res;
+    evs_query_params p;
+    filters fs;
+    char *name, *partition, *sort;
+    struct MHD_Connection *conn;
+    evs__srv *srv;
+} query_job;
+
+static void query_job_free(void *arg) {
+    query_job *job = arg;
+    evs_query_result_free(&job->res);
+    for (size_t i = 0; i < job->fs.nown; i++) free(job->fs.own[i]);
+    free(job->name);
+    free(job->partition);
+    free(job->sort);
+    free(job);
+}
+
+static void *query_main(void *arg) {
+    query_job *job = arg;
+    job->rc = evs_app_query(job->srv->app, job->name, &job->p, &job->res);
+    if (job->rc) evs__copy_errmsg(job->msg, sizeof job->msg, job->rc);
+    struct MHD_Connection *c = job->conn;
+    evs__srv *srv = job->srv;
+    atomic_store_explicit(&job->done, 1, memory_order_release);
+    MHD_resume_connection(c); /* the request, and job with it, may be gone from here on */
+    atomic_fetch_sub(&srv->query_waits, 1);
+    return NULL;
+}
+
+/* The resumed query: its answer. */
+static enum MHD_Result query_resumed(evs__req *rq, query_job *job) {
+    if (job->rc) evs__err(job->rc, "%s", job->msg);
+    return query_answer(rq, job->rc, &job->res);
+}
+
+/*
+ * Start the waiting query; the parameters, filters, partition and sort
+ * move into the job (*fs emptied, *partition and *sort set to NULL) when
+ * it starts, and stay the caller's when it answers at once (an error).
+ */
+static enum MHD_Result query_submit(evs__req *rq, const evs_query_params *p, filters *fs, char **partition,
+                                    char **sort) {
+    evs__srv *srv = rq->srv;
+    query_job *job = calloc(1, sizeof *job);
+    char *name = job ? strdup(rq->name) : NULL;
+    if (!name) {
+        free(job);
+        return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
+    }
+    if (atomic_fetch_add(&srv->query_waits, 1) >= EVS_QUERY_MAX_WAITS) {
+        atomic_fetch_sub(&srv->query_waits, 1);
+        free(name);
+        free(job);
+        return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL,
+                                  "%d queries are waiting for min_position already; try again", EVS_QUERY_MAX_WAITS);
+    }
+    job->name = name;
+    job->fs = *fs;
+    job->p = *p;
+    job->p.filters = job->fs.f;
+    job->p.partition = job->partition = *partition;
+    job->p.sort = job->sort = *sort;
+    job->conn = rq->c;
+    job->srv = srv;
+    pthread_attr_t a;
+    pthread_t t;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&a, 256 << 10);
+    rq->state = job;
+    rq->state_free = query_job_free;
+    MHD_suspend_connection(rq->c);
+    int rc = pthread_create(&t, &a, query_main, job);
+    pthread_attr_destroy(&a);
+    if (rc) {
+        rq->state = NULL;
+        rq->state_free = NULL;
+        MHD_resume_connection(rq->c);
+        atomic_fetch_sub(&srv->query_waits, 1);
+        free(job->name);
+        free(job); /* what it held is still the caller's */
+        return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "cannot start a thread for the query's wait");
+    }
+    fs->nown = 0;
+    *partition = *sort = NULL;
+    return MHD_YES;
+}
+
 enum MHD_Result evs__route_query(evs__req *rq) {
+    query_job *job = rq->state;
+    if (job) return atomic_load_explicit(&job->done, memory_order_acquire) ? query_resumed(rq, job) : MHD_YES;
     enum MHD_Result mr = MHD_NO;
     evs_query_params p;
     memset(&p, 0, sizeof p);
@@ -289,18 +410,16 @@ enum MHD_Result evs__route_query(evs__req *rq) {
     p.limit = (size_t)limit;
     p.min_position = minpos;
     p.timeout_ms = tmo == UINT64_MAX ? -1 : (int)tmo;
-    evs_query_result res;
-    int rc = evs_app_query(rq->srv->app, rq->name, &p, &res);
-    if (rc) {
-        mr = evs__respond_lib(rq, rc, NULL);
+    /* a query that would wait longer than QUERY_INLINE_WAIT_MS does so off the worker */
+    if (minpos && tmo > QUERY_INLINE_WAIT_MS &&
+        !evs__app_query_reached(rq->srv->app, rq->name, minpos, QUERY_INLINE_WAIT_MS)) {
+        mr = query_submit(rq, &p, &fs, &partition, &sort);
         goto out;
     }
-    evs__sb body = {0};
-    evs__sb_add(&body, res.json, res.len);
-    evs__sb_adds(&body, "\n");
-    /* position 0 (nothing applied yet) is still a position: say it */
-    mr = answer(rq, EVS_HTTP_OK, &body, 1, res.position, res.cached ? "hit" : "miss");
-    evs_query_result_free(&res);
+    evs_query_result res;
+    int rc = evs_app_query(rq->srv->app, rq->name, &p, &res);
+    mr = query_answer(rq, rc, &res);
+    if (!rc) evs_query_result_free(&res);
 out:
     for (size_t i = 0; i < fs.nown; i++) free(fs.own[i]);
     free(partition);

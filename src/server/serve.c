@@ -348,6 +348,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     evs__sse_wake_all(srv);
     evs__ws_stop(srv);
     evs__consumers_quiesce(srv->bus); /* group long-polls end */
+    evs__app_host_interrupt(srv);     /* and queries waiting for min_position */
     /* 4: in-flight requests and the SSE goodbyes, bounded */
     for (int i = 0; i < 1000 && (atomic_load(&srv->active) > 0 || evs__sse_count(srv) > 0); i++) {
         if (i % 10 == 0) evs__sse_wake_all(srv);
@@ -364,6 +365,9 @@ cleanup:
         /* nor with an append waiting for its group commit: the store always calls back (a failed
            batch answers its members), so this ends; libmicrohttpd would abort otherwise */
         while (atomic_load(&srv->appends_waiting) > 0) sleep_ms(1);
+        /* nor with a query waiting for min_position: interrupted above, it ends within 100 ms */
+        evs__app_host_interrupt(srv);
+        while (atomic_load(&srv->query_waits) > 0) sleep_ms(1);
         MHD_stop_daemon(srv->daemon);
         if (!srv->engine) serve_file_remove(cfg->dir);
     }

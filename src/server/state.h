@@ -65,6 +65,8 @@ typedef struct evs__srv {
     _Atomic long connections;     /* open HTTP connections, upgraded ones until upgrade (http.c) */
     _Atomic long appends_waiting; /* appends whose connection is suspended until their group commit
                                      calls back (routes_store.c); the daemon must not stop before 0 */
+    _Atomic long query_waits;     /* queries whose connection is suspended while they wait for
+                                     min_position (routes_app.c); the daemon must not stop before 0 */
 
     evs__counters m;              /* counters.c, counted by respond.c and the routes */
 

@@ -780,6 +780,74 @@ class AppLifecycleTest(AppBase):
         with open(path) as f:
             self.assertEqual(f.read(), "{]")
 
+    def waiting(self):
+        st, _, m = self.srv.get("/metrics")
+        return int(re.search(r"^evstore_queries_waiting (\d+)$", m, re.M).group(1))
+
+    def query_bg(self, path, out):
+        """GET path on a thread of its own; (status, body) goes into out."""
+        def run():
+            st, _, b = self.srv.get(path)
+            out.append((st, b))
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
+    def test_waiting_queries_hold_no_worker(self):
+        """Queries waiting for min_position do not hold the HTTP workers: with two workers and eight
+        waiting queries, an append and the command they wait for still run, and all eight see it."""
+        appdir = make_app_dir(self.tmp)
+        self.srv = Server(self.data, "--app-dir", appdir, "--threads", "2", "--query-timeout-ms", "60000").start()
+        try:
+            self.put_proj("tallies", TALLIES_PROJ)
+            first = self.accepted("Tally", {"aggregate_id": "w0", "data": {"k": 1}})["last_position"]
+            # already answerable: answered on the worker, waits for nothing
+            _, b = self.query("/queries/tallies?min_position=%d" % first)
+            self.assertGreaterEqual(b["position"], first)
+            self.assertEqual(self.waiting(), 0)
+            out = []
+            ts = [self.query_bg("/queries/tallies?partition=tally-w1&min_position=%d&timeout_ms=60000" % (first + 1),
+                                out) for _ in range(8)]
+            wait_until(lambda: self.waiting() == 8, what="eight queries waiting")
+            st, _, b = self.srv.post("/streams/other-1", {"event_type": "Noted", "data": {"n": 1}})
+            self.assertEqual(st, 201, b)
+            pos = self.accepted("Tally", {"aggregate_id": "w1", "data": {"k": 7}})["last_position"]
+            for t in ts:
+                t.join(TIMEOUT)
+            self.assertEqual(len(out), 8)
+            for st, b in out:
+                self.assertEqual(st, 200, b)
+                self.assertGreaterEqual(b["position"], pos)
+                self.assertEqual([i["state"]["n"] for i in b["items"]], [7])
+            self.assertEqual(self.waiting(), 0)
+            st, _, m = self.srv.get("/metrics")
+            check_prometheus_text(self, m)
+        finally:
+            self.assertEqual(self.srv.stop(), 0, self.srv.err)
+
+    def test_shutdown_ends_waiting_queries(self):
+        """A query waiting for a position that never comes is answered 503 when the server stops."""
+        appdir = make_app_dir(self.tmp)
+        self.srv = Server(self.data, "--app-dir", appdir, "--query-timeout-ms", "60000").start()
+        out = []
+        try:
+            self.put_proj("tallies", TALLIES_PROJ)
+            self.accepted("Tally", {"aggregate_id": "s0", "data": {"k": 1}})
+            waits = lambda: int(re.search(r"^evstore_query_waits_total (\d+)$", self.srv.get("/metrics")[2],
+                                          re.M).group(1))
+            before = waits()
+            t = self.query_bg("/queries/tallies?min_position=1000000&timeout_ms=60000", out)
+            wait_until(lambda: waits() == before + 1, what="the query waiting")
+        finally:
+            code = self.srv.stop()
+        t.join(TIMEOUT)
+        self.assertEqual(code, 0, self.srv.err)
+        self.assertEqual(len(out), 1)
+        st, b = out[0]
+        self.assertEqual(st, 503, b)
+        self.assertEqual(b["detail"]["code"], "ECLOSED")
+        self.assertIn("stopping", b["error"])
+
     def test_sigterm_with_websocket_commands_in_flight(self):
         appdir = make_app_dir(self.tmp)
         self.srv = Server(self.data, "--app-dir", appdir).start()

@@ -646,6 +646,23 @@ static const char *totals_lua =
     "  handlers = { Added = function(s, e) s.sum = s.sum + e.data.n; s.n = s.n + 1; s.big = s.sum >= 100 end },\n"
     "}\n";
 
+/* A query on a thread of its own, as the server runs one that waits. */
+typedef struct qwait {
+    evs_app *a;
+    const evs_query_params *qp;
+    int rc;
+    char msg[256];
+} qwait;
+
+static void *query_waiter(void *arg) {
+    qwait *w = arg;
+    evs_query_result res;
+    w->rc = evs_app_query(w->a, "totals", w->qp, &res);
+    snprintf(w->msg, sizeof w->msg, "%s", evs_errmsg());
+    if (w->rc == EVS_OK) evs_query_result_free(&res);
+    return NULL;
+}
+
 static void test_queries(const char *sub) {
     evs_store *s = tu_open(sub, EVS_DURABILITY_NONE, 1 << 20);
     evs_bus *b;
@@ -726,6 +743,16 @@ static void test_queries(const char *sub) {
     qp.timeout_ms = 50;
     CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_ETIMEDOUT); /* nobody polls the projection */
     CHECK_CONTAINS(evs_errmsg(), "is at position 4, not yet at 5");
+    /* a wait longer than one slice (query.c) times out as one wait, naming the whole timeout */
+    qp.timeout_ms = 250;
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_ETIMEDOUT);
+    CHECK_CONTAINS(evs_errmsg(), "is at position 4, not yet at 5 after 250 ms");
+    qp.timeout_ms = 50;
+    /* what the server asks before it answers a query on its worker */
+    CHECK_INT(evs__app_query_reached(a, "totals", 5, 0), 0);
+    CHECK_INT(evs__app_query_reached(a, "totals", 4, 0), 1);
+    CHECK_INT(evs__app_query_reached(a, "nope", 5, 0), 1);  /* the query itself says what is wrong */
+    CHECK_INT(evs__app_query_reached(a, "ghost", 5, 0), 1);
     CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
     qp.partition = "counter-c";
     CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_OK);
@@ -748,7 +775,24 @@ static void test_queries(const char *sub) {
     evs_app_get_stats(a, &st);
     CHECK_INT(st.query_cache_hits, 1);
     CHECK(st.query_cache_misses >= 5);
-    CHECK_INT(st.query_timeouts, 1);
+    CHECK_INT(st.query_timeouts, 2);
+    /* interrupted (a server stopping): a wait ends with EVS_ECLOSED, one that is already there does not */
+    qp.min_position = 1000;
+    qp.timeout_ms = 60000;
+    qwait w = {a, &qp, -1, ""};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, query_waiter, &w) == 0);
+    usleep(50 * 1000);
+    evs__app_interrupt(a);
+    pthread_join(t, NULL);
+    CHECK_RC(w.rc, EVS_ECLOSED);
+    CHECK_CONTAINS(w.msg, "the wait for position 1000 ended: the application layer is stopping");
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_ECLOSED);
+    CHECK_INT(evs__app_query_reached(a, "totals", 1000, 0), 1);
+    qp.min_position = 5;
+    CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_OK);
+    CHECK_INT(res.position, 5);
+    evs_query_result_free(&res);
     evs_proj_close(p);
     evs_app_close(a);
     evs_bus_close(b);
