@@ -411,7 +411,7 @@ enum MHD_Result evs__route_query(evs__req *rq) {
     p.min_position = minpos;
     p.timeout_ms = tmo == UINT64_MAX ? -1 : (int)tmo;
     /* a query that would wait longer than QUERY_INLINE_WAIT_MS does so off the worker */
-    if (minpos && tmo > QUERY_INLINE_WAIT_MS &&
+    if (minpos && (tmo < cap ? tmo : cap) > QUERY_INLINE_WAIT_MS &&
         !evs__app_query_reached(rq->srv->app, rq->name, minpos, QUERY_INLINE_WAIT_MS)) {
         mr = query_submit(rq, &p, &fs, &partition, &sort);
         goto out;

@@ -804,14 +804,16 @@ class AppLifecycleTest(AppBase):
             # already answerable: answered on the worker, waits for nothing
             _, b = self.query("/queries/tallies?min_position=%d" % first)
             self.assertGreaterEqual(b["position"], first)
-            self.assertEqual(self.waiting(), 0)
+            wait_until(lambda: self.waiting() == 0, what="no query waiting")
             out = []
-            ts = [self.query_bg("/queries/tallies?partition=tally-w1&min_position=%d&timeout_ms=60000" % (first + 1),
+            # first + 1 is the append below, which the projection skips; first + 2 the command
+            ts = [self.query_bg("/queries/tallies?partition=tally-w1&min_position=%d&timeout_ms=60000" % (first + 2),
                                 out) for _ in range(8)]
             wait_until(lambda: self.waiting() == 8, what="eight queries waiting")
             st, _, b = self.srv.post("/streams/other-1", {"event_type": "Noted", "data": {"n": 1}})
             self.assertEqual(st, 201, b)
             pos = self.accepted("Tally", {"aggregate_id": "w1", "data": {"k": 7}})["last_position"]
+            self.assertEqual(pos, first + 2)
             for t in ts:
                 t.join(TIMEOUT)
             self.assertEqual(len(out), 8)
@@ -819,7 +821,7 @@ class AppLifecycleTest(AppBase):
                 self.assertEqual(st, 200, b)
                 self.assertGreaterEqual(b["position"], pos)
                 self.assertEqual([i["state"]["n"] for i in b["items"]], [7])
-            self.assertEqual(self.waiting(), 0)
+            wait_until(lambda: self.waiting() == 0, what="no query waiting")  # counted down after the answer
             st, _, m = self.srv.get("/metrics")
             check_prometheus_text(self, m)
         finally:
@@ -829,7 +831,7 @@ class AppLifecycleTest(AppBase):
         """A query waiting for a position that never comes is answered 503 when the server stops."""
         appdir = make_app_dir(self.tmp)
         self.srv = Server(self.data, "--app-dir", appdir, "--query-timeout-ms", "60000").start()
-        out = []
+        out, t = [], None
         try:
             self.put_proj("tallies", TALLIES_PROJ)
             self.accepted("Tally", {"aggregate_id": "s0", "data": {"k": 1}})
@@ -840,6 +842,7 @@ class AppLifecycleTest(AppBase):
             wait_until(lambda: waits() == before + 1, what="the query waiting")
         finally:
             code = self.srv.stop()
+        self.assertIsNotNone(t)
         t.join(TIMEOUT)
         self.assertEqual(code, 0, self.srv.err)
         self.assertEqual(len(out), 1)
