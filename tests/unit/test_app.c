@@ -646,20 +646,24 @@ static const char *totals_lua =
     "  handlers = { Added = function(s, e) s.sum = s.sum + e.data.n; s.n = s.n + 1; s.big = s.sum >= 100 end },\n"
     "}\n";
 
-/* A query on a thread of its own, as the server runs one that waits. */
-typedef struct qwait {
+/* A query on a thread of its own (min_position w->min, the app's timeout), as the server runs one that waits. */
+typedef struct waiter {
     evs_app *a;
-    const evs_query_params *qp;
+    uint64_t min;
     int rc;
-    char msg[256];
-} qwait;
-
-static void *query_waiter(void *arg) {
-    qwait *w = arg;
     evs_query_result res;
-    w->rc = evs_app_query(w->a, "totals", w->qp, &res);
-    snprintf(w->msg, sizeof w->msg, "%s", evs_errmsg());
-    if (w->rc == EVS_OK) evs_query_result_free(&res);
+    char err[512];
+} waiter;
+
+static void *wait_query(void *arg) {
+    waiter *w = arg;
+    evs_query_params qp;
+    memset(&qp, 0, sizeof qp);
+    qp.partition = "counter-w";
+    qp.min_position = w->min;
+    qp.timeout_ms = -1; /* the app's cap */
+    w->rc = evs_app_query(w->a, "totals", &qp, &w->res);
+    if (w->rc) snprintf(w->err, sizeof w->err, "%s", evs_errmsg());
     return NULL;
 }
 
@@ -777,16 +781,18 @@ static void test_queries(const char *sub) {
     CHECK(st.query_cache_misses >= 5);
     CHECK_INT(st.query_timeouts, 2);
     /* interrupted (a server stopping): a wait ends with EVS_ECLOSED, one that is already there does not */
-    qp.min_position = 1000;
-    qp.timeout_ms = 60000;
-    qwait w = {a, &qp, -1, ""};
+    waiter w;
+    memset(&w, 0, sizeof w);
+    w.a = a;
+    w.min = 1000;
     pthread_t t;
-    CHECK(pthread_create(&t, NULL, query_waiter, &w) == 0);
+    CHECK(pthread_create(&t, NULL, wait_query, &w) == 0);
     usleep(50 * 1000);
     evs__app_interrupt(a);
     pthread_join(t, NULL);
-    CHECK_RC(w.rc, EVS_ECLOSED);
-    CHECK_CONTAINS(w.msg, "the wait for position 1000 ended: the application layer is stopping");
+    CHECK_RC(w.rc, EVS_ECLOSED); /* not ETIMEDOUT after the app's 5 s */
+    CHECK_CONTAINS(w.err, "the wait for position 1000 ended: the application layer is stopping");
+    qp.min_position = 1000;
     CHECK_RC(evs_app_query(a, "totals", &qp, &res), EVS_ECLOSED);
     CHECK_INT(evs__app_query_reached(a, "totals", 1000, 0), 1);
     qp.min_position = 5;
@@ -859,26 +865,6 @@ static size_t stream_len(evs_store *s, const char *stream) {
     while (evs_reader_next(rd, &ev) == EVS_OK) n++;
     evs_reader_close(rd);
     return n;
-}
-
-typedef struct waiter {
-    evs_app *a;
-    uint64_t min;
-    int rc;
-    evs_query_result res;
-    char err[512];
-} waiter;
-
-static void *wait_query(void *arg) {
-    waiter *w = arg;
-    evs_query_params qp;
-    memset(&qp, 0, sizeof qp);
-    qp.partition = "counter-w";
-    qp.min_position = w->min;
-    qp.timeout_ms = -1; /* the app's cap */
-    w->rc = evs_app_query(w->a, "totals", &qp, &w->res);
-    if (w->rc) snprintf(w->err, sizeof w->err, "%s", evs_errmsg());
-    return NULL;
 }
 
 /*
