@@ -281,7 +281,7 @@ static void app_families(evs__srv *srv, evs__sb *b) {
     family(b, "evstore_query_timeouts_total", "counter", "Queries whose projection did not reach min_position in time.");
     sample(b, "evstore_query_timeouts_total", st.query_timeouts);
     family(b, "evstore_queries_waiting", "gauge",
-           "Queries waiting for min_position now, each off the HTTP workers (routes_app.c).");
+           "Queries waiting for min_position now on a thread of their own (past 2 ms on an HTTP worker).");
     evs__sb_printf(b, "evstore_queries_waiting %ld\n", atomic_load(&srv->query_waits));
 }
 

@@ -13,6 +13,7 @@
  */
 #include <arpa/inet.h>
 #include <netinet/in.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -200,4 +201,23 @@ enum MHD_Result evs__respond_code(evs__req *rq, int rc, const char *context, con
 
 enum MHD_Result evs__respond_lib(evs__req *rq, int rc, const char *context) {
     return evs__respond_code(rq, rc, context, NULL);
+}
+
+int evs__req_run_suspended(evs__req *rq, void *state, void (*state_free)(void *), void *(*fn)(void *)) {
+    pthread_attr_t a;
+    pthread_t t;
+    pthread_attr_init(&a);
+    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&a, 256 << 10);
+    rq->state = state;
+    rq->state_free = state_free;
+    /* suspended before the thread starts: it may resume the connection at once */
+    MHD_suspend_connection(rq->c);
+    int rc = pthread_create(&t, &a, fn, state);
+    pthread_attr_destroy(&a);
+    if (rc == 0) return 0;
+    rq->state = NULL;
+    rq->state_free = NULL;
+    MHD_resume_connection(rq->c);
+    return -1;
 }

@@ -71,6 +71,16 @@ typedef struct evs__req {
 } evs__req;
 
 /*
+ * Answer later, off the worker: rq's state becomes `state` (released by
+ * state_free at completion), its connection is suspended, and fn(state)
+ * runs on a detached thread of its own, which must resume the connection
+ * once the answer is in state; libmicrohttpd then calls the route again.
+ * 0, or -1 when no thread could start: the connection is resumed and
+ * rq->state cleared, so state is still the caller's to free and answer.
+ */
+int evs__req_run_suspended(evs__req *rq, void *state, void (*state_free)(void *), void *(*fn)(void *));
+
+/*
  * Queue r with status: adds Connection: close while shutting down (not to
  * an upgrade) and Allow to a 405, counts, logs, and destroys r.
  */

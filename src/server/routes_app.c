@@ -25,7 +25,7 @@
 #include "server/routes_proj.h"
 
 #define POSITION_HEADER "Evstore-Position"
-#define EVS_QUERY_MAX_WAITS 1024 /* queries waiting for min_position at once */
+#define QUERY_MAX_WAITS 1024 /* queries waiting for min_position at once */
 /* How long a query's min_position wait may hold its worker: a projection
    usually passes a command's position within it, and a thread for the wait
    would cost more (docs/decisions.md). */
@@ -334,12 +334,12 @@ static enum MHD_Result query_submit(evs__req *rq, const evs_query_params *p, fil
         free(job);
         return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL, "out of memory");
     }
-    if (atomic_fetch_add(&srv->query_waits, 1) >= EVS_QUERY_MAX_WAITS) {
+    if (atomic_fetch_add(&srv->query_waits, 1) >= QUERY_MAX_WAITS) {
         atomic_fetch_sub(&srv->query_waits, 1);
         free(name);
         free(job);
         return evs__respond_error(rq, EVS_HTTP_UNAVAILABLE, NULL,
-                                  "%d queries are waiting for min_position already; try again", EVS_QUERY_MAX_WAITS);
+                                  "%d queries are waiting for min_position already; try again", QUERY_MAX_WAITS);
     }
     job->name = name;
     job->fs = *fs;
@@ -349,20 +349,7 @@ static enum MHD_Result query_submit(evs__req *rq, const evs_query_params *p, fil
     job->p.sort = job->sort = *sort;
     job->conn = rq->c;
     job->srv = srv;
-    pthread_attr_t a;
-    pthread_t t;
-    pthread_attr_init(&a);
-    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&a, 256 << 10);
-    rq->state = job;
-    rq->state_free = query_job_free;
-    MHD_suspend_connection(rq->c);
-    int rc = pthread_create(&t, &a, query_main, job);
-    pthread_attr_destroy(&a);
-    if (rc) {
-        rq->state = NULL;
-        rq->state_free = NULL;
-        MHD_resume_connection(rq->c);
+    if (evs__req_run_suspended(rq, job, query_job_free, query_main)) {
         atomic_fetch_sub(&srv->query_waits, 1);
         free(job->name);
         free(job); /* what it held is still the caller's */

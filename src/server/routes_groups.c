@@ -274,20 +274,8 @@ enum MHD_Result evs__route_group_next(evs__req *rq) {
     job->conn = rq->c;
     job->bs = bs;
     snprintf(job->consumer, sizeof job->consumer, "%s", consumer);
-    pthread_attr_t a;
-    pthread_t t;
-    pthread_attr_init(&a);
-    pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
-    pthread_attr_setstacksize(&a, 256 << 10);
     atomic_store(&job->state, JOB_RUNNING);
-    rq->state = job;
-    rq->state_free = poll_job_free;
-    MHD_suspend_connection(rq->c);
-    rc = pthread_create(&t, &a, poll_main, job);
-    pthread_attr_destroy(&a);
-    if (rc) {
-        rq->state = NULL;
-        MHD_resume_connection(rq->c);
+    if (evs__req_run_suspended(rq, job, poll_job_free, poll_main)) {
         evs__member_release(job->gh, job->m);
         job->m = NULL;
         atomic_fetch_sub(&bs->polls, 1);

@@ -365,8 +365,7 @@ cleanup:
         /* nor with an append waiting for its group commit: the store always calls back (a failed
            batch answers its members), so this ends; libmicrohttpd would abort otherwise */
         while (atomic_load(&srv->appends_waiting) > 0) sleep_ms(1);
-        /* nor with a query waiting for min_position: interrupted above, it ends within 100 ms */
-        evs__app_host_interrupt(srv);
+        /* nor with a query waiting for min_position: interrupted at 3, it ends within 100 ms */
         while (atomic_load(&srv->query_waits) > 0) sleep_ms(1);
         MHD_stop_daemon(srv->daemon);
         if (!srv->engine) serve_file_remove(cfg->dir);

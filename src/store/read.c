@@ -459,6 +459,7 @@ static int lost_hole(evs_reader *r) {
  * that does not continue the stream stops the run, and the reader seeks
  * that position itself when it gets there, as it always did.
  */
+
 /* Take the entry (spos, v) the cursor stands on into the ring. */
 static void ring_push(evs_reader *r, uint64_t spos, const MDB_val *v) {
     struct stream_ent *e = &r->ring[(r->ring_head + r->ring_n++) % STREAM_AHEAD];
