@@ -315,31 +315,86 @@ static inline int seg_data_ends(const evs_seg *sg, uint64_t off) {
 }
 
 /*
+ * Zero scans.  Invariants 3 and 4 make an open look at every byte after the
+ * data: the rest of the last segment and any segment made ahead, 64 MiB of
+ * zeros on a young store.  Those pages are never touched through the
+ * mapping otherwise, and the first touch of a page of a fresh mapping costs
+ * this paravirtualised machine ~1.5 us, more than copying it: so ranges of
+ * at least ZSCAN_MIN bytes are read with pread, ZSCAN_CHUNK at a time, and
+ * compared with memcmp (docs/decisions.md, "Zero scans read the file").
+ * Short ranges, a failed read or a failed allocation use the mapping: the
+ * answer is the same, only slower.
+ */
+#define ZSCAN_MIN (64u << 10)
+#define ZSCAN_CHUNK (256u << 10)
+
+/* Are the n bytes at p all zero? */
+static inline int bytes_zero(const uint8_t *p, size_t n) { return n == 0 || (p[0] == 0 && !memcmp(p, p + 1, n - 1)); }
+
+/* End (exclusive, 8-aligned) of the last non-zero 8-byte word of the n bytes at p (n a multiple of 8), or 0. */
+static size_t bytes_last_nonzero(const uint8_t *p, size_t n) {
+    while (n >= 4096 && bytes_zero(p + n - 4096, 4096)) n -= 4096;
+    while (n >= 8 && evs__get64(p + n - 8) == 0) n -= 8;
+    return n;
+}
+
+/* A buffer for a pread scan of [from, to), or NULL: scan the mapping. */
+static uint8_t *zscan_buf(const evs_seg *sg, uint64_t from, uint64_t to) {
+    if (to - from < ZSCAN_MIN || sg->fd < 0) return NULL;
+    return malloc(ZSCAN_CHUNK);
+}
+
+/* Read [at, at + n) of sg into buf; 0, or -1 (short or failed: use the mapping). */
+static int zscan_read(const evs_log *log, const evs_seg *sg, uint8_t *buf, uint64_t at, size_t n) {
+    ssize_t r = log->io->pread(log->io->ctx, sg->fd, buf, n, (off_t)at);
+    return r == (ssize_t)n ? 0 : -1;
+}
+
+/*
  * Invariant 3: is every byte from off (8-aligned) to the end of the segment
  * zero?  Only then is a zero payload_len really the end of the segment's
  * data; otherwise a frame header was zeroed and data follows it.
  */
-static int seg_zero_from(const evs_seg *sg, uint64_t off) {
-    const uint8_t *p = sg->map + off, *e = sg->map + sg->avail;
-    while (p + 64 <= e) {
-        uint64_t acc = 0;
-        for (int i = 0; i < 64; i += 8) acc |= evs__get64(p + i);
-        if (acc) return 0;
-        p += 64;
+static int seg_zero_from(const evs_log *log, const evs_seg *sg, uint64_t off) {
+    uint64_t end = sg->avail;
+    if (off >= end) return 1;
+    uint8_t *buf = zscan_buf(sg, off, end);
+    if (buf) {
+        for (; off < end; off += ZSCAN_CHUNK) {
+            size_t n = end - off < ZSCAN_CHUNK ? (size_t)(end - off) : ZSCAN_CHUNK;
+            if (zscan_read(log, sg, buf, off, n)) break;
+            if (!bytes_zero(buf, n)) {
+                free(buf);
+                return 0;
+            }
+        }
+        free(buf);
+        if (off >= end) return 1;
     }
-    for (; p < e; p += 8)
-        if (evs__get64(p)) return 0;
-    return 1;
+    return bytes_zero(sg->map + off, (size_t)(end - off));
 }
 
 /* End (exclusive, 8-aligned) of the last non-zero byte in [from, avail), or from if none. */
-static uint64_t seg_last_nonzero(const evs_seg *sg, uint64_t from) {
-    uint64_t off = sg->avail;
-    while (off > from) {
-        if (evs__get64(sg->map + off - 8) != 0) return off;
-        off -= 8;
+static uint64_t seg_last_nonzero(const evs_log *log, const evs_seg *sg, uint64_t from) {
+    uint64_t end = sg->avail;
+    if (from >= end) return from;
+    uint8_t *buf = zscan_buf(sg, from, end);
+    if (buf) {
+        while (end > from) {
+            size_t n = end - from < ZSCAN_CHUNK ? (size_t)(end - from) : ZSCAN_CHUNK;
+            if (zscan_read(log, sg, buf, end - n, n)) break;
+            size_t nz = bytes_last_nonzero(buf, n);
+            if (nz) {
+                free(buf);
+                return end - n + nz;
+            }
+            end -= n;
+        }
+        free(buf);
+        if (end <= from) return from;
     }
-    return from;
+    size_t nz = bytes_last_nonzero(sg->map + from, (size_t)(end - from));
+    return from + nz;
 }
 
 /* ------------------------------------------------------------ reading */
@@ -375,7 +430,7 @@ int evs__log_read_at(evs_log *log, uint64_t gen, evs_lsn at, evs_lsn limit, evs_
            segment also means the writer is done with this one. */
         evs_lsn nxt = EVS_LSN(no + 1, SEG_HDR);
         const evs_seg *nx = seg_version(log, no + 1, gen);
-        if (EVS_UNLIKELY(nxt >= limit || !nx || !seg_zero_from(sg, off)))
+        if (EVS_UNLIKELY(nxt >= limit || !nx || !seg_zero_from(log, sg, off)))
             return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": zero bytes where a frame should be", no, off);
         sg = nx;
         no++;
@@ -1182,6 +1237,9 @@ typedef struct log_scan {
     uint64_t held_end;     /* a sound frame whose payload was refused: the position after its own... */
     evs_lsn bad_next;      /* ...and the location after it */
     char why_buf[96];      /* `why` when the payload check refused the frame */
+    int zero_after;        /* it stopped at its segment's data end, and every byte after that read
+                              zero, there and in the next segment if any: the zero scans after
+                              the walk need not read them again */
 } log_scan;
 
 /*
@@ -1207,7 +1265,7 @@ static void log_walk(const evs_log *log, evs_lsn pos, uint64_t expected, int ado
         uint64_t off = EVS_LSN_OFF(pos);
         const evs_seg *sg = slot_get(log, no);
         if (seg_data_ends(sg, off)) {
-            if (!seg_zero_from(sg, off)) {
+            if (!seg_zero_from(log, sg, off)) {
                 st->why = log_zero_msg;
                 st->bad_at = pos;
                 break;
@@ -1215,11 +1273,12 @@ static void log_walk(const evs_log *log, evs_lsn pos, uint64_t expected, int ado
             /* Cross when the next segment holds anything: if its first
                frame header was zeroed, the walk stops right there. */
             const evs_seg *nx = slot_get(log, no + 1);
-            if (nx && (!seg_data_ends(nx, SEG_HDR) || !seg_zero_from(nx, SEG_HDR))) {
+            if (nx && (!seg_data_ends(nx, SEG_HDR) || !seg_zero_from(log, nx, SEG_HDR))) {
                 crossed = pos;
                 pos = EVS_LSN(no + 1, SEG_HDR);
                 continue;
             }
+            st->zero_after = 1;
             break;
         }
         frame_info fi;
@@ -1261,12 +1320,15 @@ static void log_walk(const evs_log *log, evs_lsn pos, uint64_t expected, int ado
  * Invariant 4: is there, anywhere from good_end on, a frame that verifies
  * and was written after data beyond good_end had been synced?
  */
-static int log_durable_after(const evs_log *log, evs_lsn good_end, evs_lsn *found) {
+static int log_durable_after(const evs_log *log, evs_lsn good_end, int zero_after, evs_lsn *found) {
     uint32_t n = atomic_load_explicit(&log->nseg, memory_order_relaxed);
-    for (uint32_t no = EVS_LSN_SEG(good_end); no <= n; no++) {
+    /* zero_after (log_scan): nothing after good_end in its segment and the next */
+    for (uint32_t no = EVS_LSN_SEG(good_end) + (zero_after ? 2 : 0); no <= n; no++) {
         const evs_seg *sg = slot_get(log, no);
         uint64_t off = no == EVS_LSN_SEG(good_end) ? EVS_LSN_OFF(good_end) : SEG_HDR;
-        for (; off + FRAME_HDR <= sg->avail; off += 8) {
+        /* no frame starts where every byte to the end is zero: look below the last non-zero word only */
+        uint64_t lim = seg_last_nonzero(log, sg, off);
+        for (; off < lim && off + FRAME_HDR <= sg->avail; off += 8) {
             const uint8_t *p = sg->map + off;
             /* Cheap filters first: almost every offset fails one of them. */
             uint32_t len = evs__get32(p);
@@ -1355,7 +1417,7 @@ static int log_cut_tail(evs_log *log, const log_scan *st, evs_log_recovery *rec)
     uint32_t eno = EVS_LSN_SEG(st->good_end);
     uint64_t eoff = EVS_LSN_OFF(st->good_end);
     evs_seg *es = slot_get(log, eno);
-    uint64_t nz = seg_last_nonzero(es, eoff);
+    uint64_t nz = st->zero_after ? eoff : seg_last_nonzero(log, es, eoff);
     /* A file cut short may end in a partial word past avail: cut that too. */
     if (es->fsize > nz) nz = es->fsize > es->avail ? es->fsize : nz;
     uint64_t dropped = nz - eoff;
@@ -1365,12 +1427,13 @@ static int log_cut_tail(evs_log *log, const log_scan *st, evs_log_recovery *rec)
     uint32_t keep = eno;
     if (n > eno) {
         evs_seg *sg = slot_get(log, eno + 1);
-        if (sg->avail == sg->size && seg_last_nonzero(sg, SEG_HDR) == SEG_HDR) keep = eno + 1;
+        if (sg->avail == sg->size && (st->zero_after || seg_last_nonzero(log, sg, SEG_HDR) == SEG_HDR))
+            keep = eno + 1;
     }
     uint32_t removed_with_data = 0;
     for (uint32_t no = keep + 1; no <= n; no++) {
         evs_seg *sg = slot_get(log, no);
-        uint64_t snz = seg_last_nonzero(sg, SEG_HDR);
+        uint64_t snz = seg_last_nonzero(log, sg, SEG_HDR);
         dropped += snz - SEG_HDR;
         if (snz > SEG_HDR || sg->avail < sg->size) removed_with_data++;
     }
@@ -1579,7 +1642,7 @@ int evs__log_open(const char *dir, const evs_log_config *cfg, evs_lsn from, uint
        view ends (walking on would chase a busy writer).  Three walks ~1 ms apart, in case the
        writer's stores reach this CPU late.  The answer is the last look, never a fresh look
        after it: the writer may append between two.  A writable open is alone: the store's lock. */
-    int after = !st.held_end && log_durable_after(log, st.good_end, &found);
+    int after = !st.held_end && log_durable_after(log, st.good_end, st.zero_after, &found);
     for (int tries = 0; log->readonly && after && tries < 3; tries++) {
         if (tries) {
             struct timespec ms = {0, 1000000L};
@@ -1719,7 +1782,7 @@ int evs__log_check_at(evs_log *log, uint64_t gen, evs_lsn upto, evs_frame_cb cb,
             if (evs__get32(sg->map + off) == 0) {
                 /* The end of this segment's data if all the rest is zero
                    (invariant 3); in the end's segment, below the end, never. */
-                if (no < eno && seg_zero_from(sg, off)) break;
+                if (no < eno && seg_zero_from(log, sg, off)) break;
                 check_error(out, no, off, "%s", log_zero_msg, 0, 0);
                 off = check_resync(sg, off, lim, expected);
                 resynced = 1;
@@ -1837,7 +1900,7 @@ int evs__log_damage_scan(evs_log *log, evs_payload_check check, void *arg, evs_l
                had been synced (open calls this damage in the middle): a hole,
                e.g. a segment's frames all zeroed.  Otherwise it is the end. */
             evs_lsn later;
-            if (!log_durable_after(log, st.good_end, &later)) break;
+            if (!log_durable_after(log, st.good_end, st.zero_after, &later)) break;
             st.why = log_zero_msg;
             st.bad_at = st.good_end;
             hole = 1;
@@ -1867,7 +1930,7 @@ int evs__log_damage_scan(evs_log *log, evs_payload_check check, void *arg, evs_l
         evs_lsn from = st.why == log_gap_msg || hole ? st.bad_at : st.held_end ? st.bad_next : st.bad_at + 8;
         evs_lsn r = repair_resync(log, from, expected, &fi);
         evs_lsn ev;
-        d->synced_beyond = log_durable_after(log, st.good_end, &ev);
+        d->synced_beyond = log_durable_after(log, st.good_end, 0, &ev);
         if (!r) break; /* the tail */
         d->resume = r;
         d->resume_gpos = fi.gpos;
@@ -2035,7 +2098,7 @@ int evs__log_seg_frames(evs_log *log, uint32_t no, evs_frame_cb cb, void *arg) {
         if (rc) return rc;
         off += fi.size;
     }
-    if (!seg_zero_from(sg, off))
+    if (!seg_zero_from(log, sg, off))
         return evs__err(EVS_ECORRUPT, SEGFMT " offset %" PRIu64 ": %s", no, off, log_zero_msg);
     return EVS_OK;
 }

@@ -231,10 +231,12 @@ static const char *fresh_dir(const char *name) {
 
 /* Zero-ahead window for writable opens: main runs most tests a second time with it on. */
 static uint64_t g_zero_ahead;
+/* Segment size of open_log (test_zero_scan_big uses bigger segments than SEG). */
+static uint64_t g_seg = SEG;
 
 static int open_log(const char *dir, const evs_io *io, int readonly, evs_lsn from, uint64_t from_gpos, evs_log **out,
                     evs_log_recovery *rec) {
-    evs_log_config cfg = {.io = io, .segment_size = SEG, .readonly = readonly, .zero_ahead = g_zero_ahead};
+    evs_log_config cfg = {.io = io, .segment_size = g_seg, .readonly = readonly, .zero_ahead = g_zero_ahead};
     return evs__log_open(dir, &cfg, from, from_gpos, out, rec);
 }
 
@@ -1229,6 +1231,87 @@ static int all_zero(const char *path, uint64_t lo, uint64_t hi) {
 /* The space after the writer's end is written with zeros and synced ahead
    of it (not left unwritten), reads as zero, and changes nothing that open,
    read or check see; the writer runs into it and past it. */
+/* Segment files in dir/log. */
+static int count_segments(const char *dir) {
+    char p[600];
+    snprintf(p, sizeof p, "%s/log", dir);
+    DIR *d = opendir(p);
+    CHECK(d != NULL);
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) n += strstr(e->d_name, ".seg") != NULL && !strstr(e->d_name, ".tmp");
+    closedir(d);
+    return n;
+}
+
+/*
+ * The zero scans of a tail long enough to be read with pread (ZSCAN_MIN,
+ * ZSCAN_CHUNK in log.c), and the same scans through the mapping when every
+ * pread after the segment headers fails: one non-zero byte anywhere after
+ * the data, on either side of a chunk boundary counted from the data or
+ * from the segment's end, is found, reported by a read-only open, cut by a
+ * writable one, and gone after that.
+ */
+static void test_zero_scan_big(void) {
+    const uint64_t big = 2u << 20, chunk = 256u << 10;
+    uint64_t saved = g_seg;
+    g_seg = big;
+    const char *dir = fresh_dir("zscan");
+    model m;
+    build_log(dir, &m, 8, 3000, 31);
+    const mframe *last = &m.f[m.n - 1];
+    CHECK_EQ(EVS_LSN_SEG(last->at), 1);
+    uint64_t data_end = EVS_LSN_OFF(frame_end(last));
+    char p[600];
+    seg_path(p, sizeof p, dir, 1);
+    snapshot orig;
+    snap_take(&orig, dir);
+    const uint64_t at[] = {data_end + 8,         data_end + 4096 + 3,  data_end + 65536 + 5, data_end + chunk - 1,
+                           data_end + chunk,     big - chunk - 1,      big - chunk,          big - 8,
+                           big - 1};
+    evs_fault *fa;
+    CHECK_OK(evs__fault_create(&fa));
+    for (size_t i = 0; i < sizeof at / sizeof at[0]; i++) {
+        for (int faults = 0; faults < 2; faults++) {
+            set_ctx("non-zero byte at offset %" PRIu64 " of a %" PRIu64 "-byte segment, %s", at[i], big,
+                    faults ? "every scan through the mapping" : "scans with pread");
+            snap_restore(&orig, dir);
+            file_flip(p, (off_t)at[i], 0xA5);
+            uint64_t want = (at[i] & ~7ull) + 8 - data_end;
+            const evs_io *io = NULL;
+            int nseg = count_segments(dir);
+            for (int readonly = 1; readonly >= 0; readonly--) {
+                if (faults) {
+                    evs__fault_reset(fa);
+                    evs__fault_fail(fa, EVS_FOP_PREAD, (uint64_t)nseg + 1, 1, EIO);
+                    io = evs__fault_io(fa);
+                }
+                evs_log *log;
+                evs_log_recovery rec;
+                CHECK_OK(open_log(dir, io, readonly, 0, 0, &log, &rec));
+                CHECK_EQ(rec.end, frame_end(last));
+                CHECK_EQ(rec.dropped_bytes, want);
+                CHECK_CONTAINS(rec.report, readonly ? "read-only" : "cut a torn tail");
+                verify_log(log, &m, m.n);
+                evs__log_close(log);
+                /* the scans did try pread, and fell back to the mapping */
+                if (faults) CHECK(evs__fault_count(fa, EVS_FOP_PREAD) > (uint64_t)nseg);
+            }
+            evs_log *log;
+            evs_log_recovery rec;
+            CHECK_OK(open_log(dir, NULL, 0, 0, 0, &log, &rec));
+            CHECK_EQ(rec.dropped_bytes, 0);
+            CHECK_EQ(rec.report[0], 0);
+            verify_log(log, &m, m.n);
+            evs__log_close(log);
+            CHECK(all_zero(p, data_end, big));
+        }
+    }
+    evs__fault_destroy(fa);
+    snap_free(&orig);
+    model_free(&m);
+    g_seg = saved;
+}
+
 static void test_zero_ahead(void) {
     const char *dir = fresh_dir("zero_ahead");
     set_ctx("zero-ahead");
@@ -1394,6 +1477,7 @@ int main(void) {
         {"bad_segments", test_bad_segments},
         {"from", test_from},
         {"ahead", test_ahead},
+        {"zero_scan_big", test_zero_scan_big},
         {"zero_ahead", test_zero_ahead},
         {"zero_ahead_faults", test_zero_ahead_faults},
     };
