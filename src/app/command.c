@@ -635,7 +635,13 @@ int evs_app_execute_json(evs_app *a, const char *command_type, const char *json,
             (!strcmp(k, "expected_version") && !json_is_null(v) &&
              !(json_is_integer(v) && json_integer_value(v) >= 0))) {
             res->outcome = EVS_CMD_INVALID;
-            snprintf(res->reason, sizeof res->reason, "command member \"%s\" has the wrong type (%s)", k, jtype_name(v));
+            if (json_is_integer(v)) /* only expected_version refuses an integer: a negative one */
+                snprintf(res->reason, sizeof res->reason,
+                         "command member \"%s\" is %lld; it must be an aggregate version (0 for a new one) or null",
+                         k, (long long)json_integer_value(v));
+            else
+                snprintf(res->reason, sizeof res->reason, "command member \"%s\" has the wrong type (%s)", k,
+                         jtype_name(v));
             fieldf(res, "%s", k);
             goto done;
         }
