@@ -4,7 +4,8 @@
  *   PUT    /streams/S/metadata?expected=   replace it (body: a JSON object)
  *   DELETE /streams/S?hard=&expected=      soft delete, or a tombstone with hard=true
  * The store does the work (src/store/meta.c); errors go through the one
- * error->status map (respond.c): 404 unknown stream, 409 version conflict,
+ * error->status map (respond.c): 404 unknown stream, 409 version conflict
+ * (with actual_version, as an append's),
  * 410 a hard-deleted stream, 400/422 bad metadata.
  */
 #include <stdio.h>
@@ -26,6 +27,32 @@ static int query_expected(evs__req *rq, int64_t *out, enum MHD_Result *mr) {
         return -1;
     }
     return 0;
+}
+
+/*
+ * A concurrency conflict, answered as an append's is: the library's message
+ * and actual_version, the version the stream (meta = 0) or its metadata
+ * (meta = 1) has now, read after the refusal.  It may have moved on since;
+ * a retry with it is judged anew.
+ */
+static enum MHD_Result conflict(evs__req *rq, const char *context, int meta) {
+    char msg[600];
+    snprintf(msg, sizeof msg, "%s: %s", context, evs_errmsg());
+    uint64_t actual = 0;
+    if (meta) {
+        if (evs_stream_get_metadata(rq->srv->store, rq->stream, NULL, NULL, &actual, NULL)) actual = 0;
+    } else {
+        evs_stream_info info;
+        if (evs_stream_get_info(rq->srv->store, rq->stream, &info) == EVS_OK) actual = info.version;
+    }
+    evs__sb out = {0};
+    evs__sb_adds(&out, "{\"error\":");
+    evs__sb_json_str(&out, msg, strlen(msg));
+    evs__sb_printf(&out, ",\"actual_version\":%llu,\"detail\":{\"code\":\"ECONFLICT\",\"stream\":",
+                   (unsigned long long)actual);
+    evs__sb_json_str(&out, rq->stream, strlen(rq->stream));
+    evs__sb_adds(&out, "}}\n");
+    return evs__respond_sb(rq, EVS_HTTP_CONFLICT, &out);
 }
 
 static void answer_head(evs__sb *b, const char *stream, uint64_t version) {
@@ -57,6 +84,7 @@ enum MHD_Result evs__route_stream_meta_put(evs__req *rq) {
     if (evs__req_json_valid(rq, &mr)) return mr;
     uint64_t version = 0;
     int rc = evs_stream_set_metadata(rq->srv->store, rq->stream, expected, body, rq->body.len, &version);
+    if (rc == EVS_ECONFLICT) return conflict(rq, "set stream metadata", 1);
     if (rc) return evs__respond_lib(rq, rc, "set stream metadata");
     evs__sb out = {0};
     answer_head(&out, rq->stream, version);
@@ -74,6 +102,7 @@ enum MHD_Result evs__route_stream_delete(evs__req *rq) {
     else if (h && strcmp(h, "false"))
         return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter hard=%.40s is not true or false", h);
     int rc = evs_stream_delete(rq->srv->store, rq->stream, expected, hard);
+    if (rc == EVS_ECONFLICT) return conflict(rq, "delete stream", 0);
     if (rc) return evs__respond_lib(rq, rc, "delete stream");
     evs__sb out = {0};
     evs__sb_adds(&out, "{\"stream\":");
