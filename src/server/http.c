@@ -472,6 +472,31 @@ static enum MHD_Result saga_param(evs__req *rq, const char *seg, size_t n, int *
     return MHD_YES;
 }
 
+/*
+ * A position, DLQ entry, schema version or key id segment, kept raw for the
+ * route to parse.  One that does not fit is refused here: cutting it would
+ * turn "000...0002xyz" (leading zeros are digits) into a number it is not.
+ */
+static enum MHD_Result id_param(evs__req *rq, const route_def *d, const char *ps, size_t pn, const char *seg,
+                                size_t n, int *bad) {
+    *bad = 1;
+    if (n >= sizeof rq->id) {
+        /* worded as the routes' own refusals of a segment that fits */
+        const char *what = "DLQ entry", *is = "a global position (1, 2, ...)";
+        if (seg_is(ps, pn, "{pos}")) what = "position", is = "a stream position (1, 2, ...)";
+        else if (seg_is(ps, pn, "{version}")) what = "version", is = "a schema version";
+        else if (strncmp(d->path, "/keys/", 6) == 0) what = "key", is = "a key id";
+        char dt[64];
+        snprintf(dt, sizeof dt, "{\"length\":%zu,\"limit\":%zu}", n, sizeof rq->id - 1);
+        REFUSE(EVS_HTTP_BAD_REQUEST, dt, "%s \"%.20s...\" is not %s: %zu characters, the limit is %zu", what, seg, is,
+               n, sizeof rq->id - 1);
+    }
+    memcpy(rq->id, seg, n);
+    rq->id[n] = '\0';
+    *bad = 0;
+    return MHD_YES;
+}
+
 /* Every parameter of the row's path, in path order; *bad when one was refused. */
 static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, int *bad) {
     const char *at = d->path, *ps;
@@ -503,11 +528,9 @@ static enum MHD_Result params(evs__req *rq, const route_def *d, const path *p, i
             mr = app_param(rq, "event type", EVS_MAX_TYPE_NAME, p->seg[i], p->len[i], rq->part, sizeof rq->part, bad);
         } else if (seg_is(ps, pn, "{aggregate}")) {
             mr = app_param(rq, "aggregate id", EVS_APP_MAX_ID, p->seg[i], p->len[i], rq->part, sizeof rq->part, bad);
-        } else { /* {pos}, {id}: raw; longer than the buffer is no number anyway */
-            size_t il = p->len[i] < sizeof rq->id ? p->len[i] : sizeof rq->id - 1;
-            memcpy(rq->id, p->seg[i], il);
-            rq->id[il] = '\0';
-        }
+        } else if (seg_is(ps, pn, "{pos}") || seg_is(ps, pn, "{id}") || seg_is(ps, pn, "{version}")) {
+            mr = id_param(rq, d, ps, pn, p->seg[i], p->len[i], bad);
+        } /* {file}: the console reads its path itself */
     }
     return mr;
 }

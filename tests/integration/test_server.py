@@ -406,6 +406,10 @@ class ServerTest(unittest.TestCase):
         self.assertError(s.get("/streams?limit=-1"), 400, "limit")
         for p in ("0", "-1", "abc", "99999999999999999999999", "1e3"):
             self.assertError(s.get("/streams/num-1/" + p), 400, "position")
+        # a long segment is not cut to a number: its first 31 characters are "0...01"
+        b = self.assertError(s.get("/streams/num-1/" + "0" * 30 + "1xyz"), 400, "not a stream position")
+        self.assertEqual(b["detail"], {"length": 34, "limit": 31})
+        self.assertEqual(s.get("/streams/num-1/" + "0" * 30 + "1")[0], 200)
         self.assertError(s.get("/all?direction=sideways"), 400, "direction")
 
     def test_methods_and_routes(self):

@@ -453,6 +453,8 @@ class ProjectionTest(SharedServer):
         self.assertEqual((b["position"], b["event"]["global_position"], b["event"]["data"]),
                          (bad, bad, {"id": "p1"}))
         self.assertError(s.get("/subscriptions/dlqp/dlq/%d" % (bad + 1)), 404, "no DLQ entry")
+        # a long segment whose first 31 characters are the entry's position is no position
+        self.assertError(s.get("/subscriptions/dlqp/dlq/%031dxx" % bad), 400, "not a global position")
         # a retry with the script still broken: 422, the entry stays, attempts counted
         b = self.assertError(s.request("POST", "/subscriptions/dlqp/dlq/%d/retry" % bad), 422, "poison p1")
         self.assertEqual((b["detail"]["position"], b["detail"]["attempts"]), (bad, 2))
