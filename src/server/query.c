@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "auth/keys.h"
 #include "core/json.h"
@@ -66,6 +67,25 @@ long evs__pct_decode(const char *in, size_t n, char *out, size_t cap, char *why,
 
 const char *evs__query(evs__req *rq, const char *key) {
     return MHD_lookup_connection_value(rq->c, MHD_GET_ARGUMENT_KIND, key);
+}
+
+typedef struct header_count {
+    const char *name;
+    unsigned n;
+} header_count;
+
+static enum MHD_Result count_header(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    header_count *hc = cls;
+    (void)kind;
+    (void)value;
+    if (strcasecmp(key, hc->name) == 0) hc->n++;
+    return MHD_YES;
+}
+
+unsigned evs__header_count(evs__req *rq, const char *name) {
+    header_count hc = {name, 0};
+    MHD_get_connection_values(rq->c, MHD_HEADER_KIND, count_header, &hc);
+    return hc.n;
 }
 
 int evs__query_text(evs__req *rq, const char *key, size_t maxlen, char **out, enum MHD_Result *mr) {

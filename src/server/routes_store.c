@@ -260,6 +260,12 @@ enum MHD_Result evs__route_append(evs__req *rq) {
     int64_t expected = EVS_EXPECT_ANY, eq = 0;
     const char *hv = MHD_lookup_connection_value(rq->c, MHD_HEADER_KIND, "Expected-Version");
     const char *qv = evs__query(rq, "expected");
+    /* like a repeated ?expected=: which one was meant is anyone's guess, even when they are equal */
+    if (hv && evs__header_count(rq, "Expected-Version") > 1) {
+        mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
+                                "header Expected-Version is given more than once");
+        goto cleanup;
+    }
     if (hv && evs__parse_expected(hv, &expected)) {
         mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                 "Expected-Version \"%.40s\" is not any, no-stream, exists or a version "

@@ -282,6 +282,13 @@ class ServerTest(unittest.TestCase):
             if bad:
                 self.assertError(s.post("/streams/exp-1", ev(), {"Expected-Version": bad}), 400)
         self.assertError(s.post("/streams/exp-1?expected=1", ev(), {"Expected-Version": "2"}), 400, "disagree")
+        # a repeated header is refused like a repeated ?expected=, whether or not the values agree
+        body = json.dumps(ev())
+        for a, b in (("0", "7"), ("4", "4")):
+            st, txt = s.raw(("POST /streams/exp-1 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                             "Expected-Version: %s\r\nexpected-version: %s\r\nContent-Length: %d\r\n"
+                             "Connection: close\r\n\r\n%s" % (a, b, len(body), body)).encode())
+            self.assertError((st, {}, json.loads(txt)), 400, "Expected-Version", "more than once")
         self.assertEqual(s.head(), head)
 
     # ---------------------------------------------------------- bad input
