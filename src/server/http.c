@@ -358,15 +358,30 @@ static int label_of(const path *p) {
         return evs__respond_error(rq, __VA_ARGS__);     \
     } while (0)
 
+/* Decode a raw segment into out (cap bytes; "" when it does not fit).  Length, or -1 with why. */
+static long decode_seg(const char *seg, size_t n, char *out, size_t cap, char *why, size_t whycap) {
+    char *tmp = malloc(n + 1);
+    if (!tmp) {
+        snprintf(why, whycap, "cannot be decoded: out of memory");
+        return -1;
+    }
+    long len = evs__pct_decode(seg, n, tmp, n + 1, why, whycap);
+    if (len >= 0 && (size_t)len < cap) memcpy(out, tmp, (size_t)len + 1);
+    else if (len >= 0) out[0] = '\0';
+    free(tmp);
+    return len;
+}
+
 /*
  * A stream name segment: the rules beyond decoding are the store's,
  * checked here so that GET and POST answer alike.
  */
 static enum MHD_Result stream_param(evs__req *rq, const char *seg, size_t n, int *bad) {
     char why[96];
-    char tmp[4 * (EVS_MAX_STREAM_NAME + 1)];
+    char *tmp = rq->stream;
     *bad = 1;
-    long len = evs__pct_decode(seg, n, tmp, sizeof tmp, why, sizeof why);
+    /* decoded whole, so that an over-long name gets the 422 with its length, however long */
+    long len = decode_seg(seg, n, tmp, sizeof rq->stream, why, sizeof why);
     if (len < 0) REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "stream name %s", why);
     if ((size_t)len > EVS_MAX_STREAM_NAME) {
         char d[64];
@@ -384,23 +399,8 @@ static enum MHD_Result stream_param(evs__req *rq, const char *seg, size_t n, int
                    i + 1);
     }
     if (tmp[0] == '$') REFUSE(EVS_HTTP_UNPROCESSABLE, NULL, "stream names starting with '$' are reserved");
-    memcpy(rq->stream, tmp, (size_t)len + 1);
     *bad = 0;
     return MHD_YES;
-}
-
-/* Decode a raw segment into out (cap bytes; "" when it does not fit).  Length, or -1 with why. */
-static long decode_seg(const char *seg, size_t n, char *out, size_t cap, char *why, size_t whycap) {
-    char *tmp = malloc(n + 1);
-    if (!tmp) {
-        snprintf(why, whycap, "cannot be decoded: out of memory");
-        return -1;
-    }
-    long len = evs__pct_decode(seg, n, tmp, n + 1, why, whycap);
-    if (len >= 0 && (size_t)len < cap) memcpy(out, tmp, (size_t)len + 1);
-    else if (len >= 0) out[0] = '\0';
-    free(tmp);
-    return len;
 }
 
 /* A consumer's name segment: 1..EVS_BUS_MAX_NAME bytes of UTF-8 without control characters. */

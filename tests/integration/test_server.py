@@ -335,7 +335,10 @@ class ServerTest(unittest.TestCase):
         b = self.assertError(s.post("/streams/inv-1", [ev(), ev(tags=["x" * 256])]), 422)
         self.assertIn("event 2:", b["error"])
         self.assertEqual(b["detail"]["event"], 2)
-        self.assertError(s.post("/streams/" + "n" * 256, ev()), 422, "256 bytes")
+        for n in (256, 1024, 5000):  # however long: 422 with the length, never a 400 about a buffer
+            b = self.assertError(s.post("/streams/" + "n" * n, ev()), 422, "%d bytes" % n, "limit is 255")
+            self.assertEqual(b["detail"], {"length": n, "limit": 255})
+            self.assertError(s.get("/streams/" + "n" * n), 422, "%d bytes" % n)
         self.assertEqual(s.head(), head)
         self.assertError(s.get("/streams/inv-1"), 404)
 
