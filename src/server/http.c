@@ -65,7 +65,8 @@ enum { B_NONE, B_APPEND, B_SOURCE, B_JSON, B_JSON_OPT, B_COMMAND, B_SCHEMA, B_DA
 enum {
     F_LIVE = 1,      /* a live stream: not an in-flight request for shutdown's wait */
     F_STOPPING = 2,  /* answered while shutting down too (/health says so itself) */
-    F_CONSUMERS = 4  /* needs the consumers (serve.c always starts them) */
+    F_CONSUMERS = 4, /* needs the consumers (serve.c always starts them) */
+    F_FREE_QUERY = 8 /* takes other parameters too (a query's field filters): each still once, with a value */
 };
 
 typedef struct route_def {
@@ -167,7 +168,8 @@ static const route_def routes[] = {
     {"/commands/{command}", EVS_M_POST, EVS_R_COMMANDS, B_COMMAND, 0, "", AP_ALL, evs__route_command},
     {"/queries", R, EVS_R_QUERIES, B_NONE, 0, "", RD_ALL, evs__route_query_list},
     /* a query's fields are its own parameters: evs__route_query checks them against the definition */
-    {"/queries/{query}", R, EVS_R_QUERIES, B_NONE, 0, NULL, RD_ALL, evs__route_query},
+    {"/queries/{query}", R, EVS_R_QUERIES, B_NONE, F_FREE_QUERY,
+     "sort,desc,offset,limit,partition,min_position,timeout_ms", RD_ALL, evs__route_query},
     {"/aggregates", R, EVS_R_AGGREGATES, B_NONE, 0, "", RD_ANY, evs__route_aggregate_list},
     {"/aggregates/{type}", R, EVS_R_AGGREGATES, B_NONE, 0, "", RD_ANY, evs__route_aggregate_type},
     {"/aggregates/{type}", EVS_M_PUT | EVS_M_POST, EVS_R_AGGREGATES, B_SOURCE, 0, "", ADMIN, evs__route_aggregate_put},
@@ -548,14 +550,18 @@ static int media_is(const char *ct, const char *type) {
 
 /* ------------------------------------------------------------ query */
 
+#define MAX_QUERY_ARGS 64
+
 typedef struct query_check {
     const char *known;               /* the row's list */
+    int any;                         /* F_FREE_QUERY: names not in the list are taken too */
     char bad[80];                    /* the first parameter refused */
     int why;                         /* Q_UNKNOWN, Q_TWICE, Q_NO_VALUE */
-    char seen[512];                  /* ",name," of the known ones met so far */
+    const char *seen[MAX_QUERY_ARGS]; /* the names met so far */
+    size_t nseen;
 } query_check;
 
-enum { Q_OK, Q_UNKNOWN, Q_TWICE, Q_NO_VALUE };
+enum { Q_OK, Q_UNKNOWN, Q_TWICE, Q_NO_VALUE, Q_MANY };
 
 /* name is in the comma-separated list. */
 static int listed(const char *list, const char *name) {
@@ -574,18 +580,17 @@ static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char 
     (void)kind;
     if (q->why) return MHD_NO;
     int why = Q_OK;
-    char mark[80];
-    snprintf(mark, sizeof mark, ",%.70s,", key);
-    if (!listed(q->known, key)) why = Q_UNKNOWN;
-    else if (strstr(q->seen, mark)) why = Q_TWICE;
-    else if (!value) why = Q_NO_VALUE;
+    if (!q->any && !listed(q->known, key)) why = Q_UNKNOWN;
+    for (size_t i = 0; !why && i < q->nseen; i++)
+        if (strcmp(q->seen[i], key) == 0) why = Q_TWICE;
+    if (!why && !value) why = Q_NO_VALUE;
+    if (!why && q->nseen == MAX_QUERY_ARGS) why = Q_MANY; /* more than any route takes */
     if (why) {
         q->why = why;
         snprintf(q->bad, sizeof q->bad, "%.60s%s", key, strlen(key) > 60 ? "..." : "");
         return MHD_NO;
     }
-    size_t l = strlen(q->seen);
-    snprintf(q->seen + l, sizeof q->seen - l, "%s", l ? mark + 1 : mark);
+    q->seen[q->nseen++] = key;
     return MHD_YES;
 }
 
@@ -598,6 +603,7 @@ static enum MHD_Result check_query(evs__req *rq, const route_def *d, int *bad) {
     query_check q;
     memset(&q, 0, sizeof q);
     q.known = d->query;
+    q.any = (d->flags & F_FREE_QUERY) != 0;
     *bad = 0;
     if (!d->query) return MHD_YES; /* the route checks its parameters itself */
     MHD_get_connection_values(rq->c, MHD_GET_ARGUMENT_KIND, query_arg, &q);
@@ -624,6 +630,8 @@ static enum MHD_Result check_query(evs__req *rq, const route_def *d, int *bad) {
                                 listed("type,tag", q.bad) ? " (give a comma-separated list once)" : "");
     else if (q.why == Q_NO_VALUE)
         mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, detail, "parameter %s has no value (%s=...)", q.bad, q.bad);
+    else if (q.why == Q_MANY)
+        mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, detail, "too many parameters (at most %d)", MAX_QUERY_ARGS);
     else if (!d->query[0])
         mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, detail, "unknown parameter %s: %s %s takes no parameters",
                                 q.bad, rq->method_name, d->path);

@@ -211,6 +211,48 @@ static int bool_param(evs__req *rq, const char *key, int *out, enum MHD_Result *
     return 0;
 }
 
+/* A limit this large is no query's: checked without asking the registry. */
+#define QUERY_LIMIT_CAP 1000000u
+
+/* Query `name`'s max_limit as evs_app_describe says it; 0 when there is no such query. */
+static uint64_t query_max_limit(evs_app *a, const char *name) {
+    char *js = NULL;
+    uint64_t max = 0;
+    if (evs_app_describe(a, NULL, &js, NULL)) return 0;
+    json_t *o = json_loads(js, 0, NULL), *q;
+    size_t i;
+    free(js);
+    json_array_foreach(json_object_get(o, "queries"), i, q) {
+        const char *n = json_string_value(json_object_get(q, "name"));
+        json_int_t m = json_integer_value(json_object_get(q, "max_limit"));
+        if (n && strcmp(n, name) == 0 && m > 0) max = (uint64_t)m;
+    }
+    json_decref(o);
+    return max;
+}
+
+/*
+ * limit: 1.. the query's max_limit.  A bad one is refused with the query's
+ * own range (looked up only then: a good one costs no lookup, and one over
+ * the maximum is the library's 413); an unknown query is a 404 first.
+ */
+static int limit_param(evs__req *rq, uint64_t *out, enum MHD_Result *mr) {
+    const char *v = evs__query(rq, "limit");
+    uint64_t n;
+    if (!v) return 0;
+    if (evs__parse_u64(v, QUERY_LIMIT_CAP, &n) == 0 && n >= 1) {
+        *out = n;
+        return 0;
+    }
+    uint64_t max = query_max_limit(rq->srv->app, rq->name);
+    if (!max) {
+        *mr = evs__respond_error(rq, EVS_HTTP_NOT_FOUND, "{\"code\":\"ENOTFOUND\"}", "no query named \"%s\"",
+                                 rq->name);
+        return -1;
+    }
+    return evs__query_u64(rq, "limit", 1, max, out, mr);
+}
+
 static const char *const reserved[] = {"sort", "desc", "offset", "limit", "partition", "min_position", "timeout_ms"};
 
 typedef struct filters {
@@ -252,6 +294,12 @@ static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *k
         snprintf(fs->why, sizeof fs->why, "a field filter needs a field name (FIELD=VALUE)");
         return MHD_NO;
     }
+    /* the same field spelt twice ("st%61tus" and "status"): http.c saw two names */
+    for (size_t i = 0; i < fs->n; i++)
+        if (strcmp(fs->f[i].field, k) == 0) {
+            snprintf(fs->why, sizeof fs->why, "parameter %.64s is given more than once", k);
+            return MHD_NO;
+        }
     char *v = decoded(value ? value : "", fs->why, sizeof fs->why, "value of");
     if (!v) return MHD_NO;
     fs->own[fs->nown++] = v;
@@ -375,7 +423,7 @@ enum MHD_Result evs__route_query(evs__req *rq) {
     if (evs__query_text(rq, "partition", EVS_MAX_STREAM_NAME, &partition, &mr) ||
         evs__query_text(rq, "sort", 1024, &sort, &mr) || bool_param(rq, "desc", &desc, &mr) ||
         evs__query_u64(rq, "offset", 0, 1000000000, &offset, &mr) ||
-        evs__query_u64(rq, "limit", 1, 1000000, &limit, &mr) ||
+        limit_param(rq, &limit, &mr) ||
         evs__query_u64(rq, "min_position", 1, UINT64_MAX - 1, &minpos, &mr) ||
         evs__query_u64(rq, "timeout_ms", 0, cap, &tmo, &mr))
         goto out;

@@ -481,6 +481,18 @@ class AppServerTest(AppBase):
         for bad in ("limit=0", "limit=x", "offset=-1", "min_position=0", "min_position=1.5", "timeout_ms=3001",
                     "desc=maybe", "sort=", "=5", "n=%ZZ"):
             self.assertError(s.get("/queries/tallies?" + bad), 400)
+        # every parameter, a field filter too, once and with a value (no wait silently skipped)
+        for bad, name, why in (("limit=1&limit=2", "limit", "more than once"),
+                               ("sort=n&sort=count", "sort", "more than once"),
+                               ("n=1&n=2", "n", "more than once"), ("n=1&%6e=2", "n", "more than once"),
+                               ("min_position", "min_position", "no value"), ("limit", "limit", "no value"),
+                               ("n", "n", "no value")):
+            self.assertError(s.get("/queries/tallies?" + bad), 400, "parameter " + name, why)
+        # a bad limit is refused with the query's own range
+        for bad in ("0", "x", "99999999"):
+            b = self.assertError(s.get("/queries/tallies?limit=" + bad), 400, "expected 1..100)")
+            self.assertEqual((b["detail"]["min"], b["detail"]["max"]), (1, 100))
+        self.assertError(s.get("/queries/nope?limit=0"), 404, 'no query named "nope"')
         # min_position the projection does not reach in time: 504 after about the timeout
         t0 = time.time()
         b = self.assertError(s.get("/queries/tallies?min_position=%d&timeout_ms=200" % (s.head() + 1000)), 504)
