@@ -373,7 +373,7 @@ typedef struct evs_lua_limits {
  *
  *     return {
  *       filter = { event_types = {"OrderPlaced"}, stream_prefix = "order-",
- *                  stream_type = "order" },            -- optional
+ *                  stream_type = "order" },            -- optional; no other keys
  *       partition = "stream" | "none" | function(e) return key end,
  *       init = function() return { count = 0 } end,    -- or a table
  *       handlers = {

@@ -35,6 +35,28 @@ void evs__lua_decl_free(evs__lua_decl *d) {
     memset(d, 0, sizeof *d);
 }
 
+/*
+ * Only the filter's known keys: a misspelt one ("event_type") would
+ * otherwise be ignored and the projection would see every event.  lua_next
+ * is raw, so no metamethod of the script's runs here.
+ */
+static int filter_keys(lua_State *L, int f, char *err, size_t cap) {
+    lua_pushnil(L);
+    while (lua_next(L, f)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : NULL;
+        if (!k || (strcmp(k, "event_types") && strcmp(k, "stream_prefix") && strcmp(k, "stream_type"))) {
+            if (k) snprintf(err, cap, "filter has an unknown key '%.64s' (known: event_types, stream_prefix, "
+                                      "stream_type)", k);
+            else snprintf(err, cap, "filter keys must be event_types, stream_prefix or stream_type, not a %s",
+                          luaL_typename(L, -2));
+            lua_pop(L, 2);
+            return -1;
+        }
+        lua_pop(L, 1);
+    }
+    return 0;
+}
+
 static int read_decl(evs__lua *x, evs__lua_decl *d, char *err, size_t cap) {
     lua_State *L = x->L;
     int t = lua_gettop(L);
@@ -68,6 +90,7 @@ static int read_decl(evs__lua *x, evs__lua_decl *d, char *err, size_t cap) {
     evs__sandbox_rawfield(L, t, "filter");
     if (lua_istable(L, -1)) {
         int f = lua_gettop(L);
+        if (filter_keys(L, f, err, cap)) return EVS_EINVAL;
         evs__sandbox_rawfield(L, f, "event_types");
         if (lua_istable(L, -1)) {
             size_t n = (size_t)lua_rawlen(L, -1);

@@ -293,6 +293,8 @@ class ProjectionTest(SharedServer):
             ("io.open('/etc/passwd') return {}", ""),
             ("require('os') return {}", ""),
             ("while true do end", ""),
+            # a misspelt filter key: refused, not a projection of every event
+            ("return {filter={event_type='A'}, handlers={}}", "unknown key 'event_type'"),
         ]
         for src, needle in cases:
             b = self.assertError(self.put_lua("bad", src), 422, needle)

@@ -154,6 +154,9 @@ static void test_sandbox(const char *d) {
         {"this is not lua", "does not compile"},
         {"while true do end", "instruction budget"},
         {"return { handlers = {}, partition = 'weird' }", "'partition' must be"},
+        /* a misspelt filter key would have meant every event */
+        {"return { handlers = {}, filter = { event_type = 'A' } }", "unknown key 'event_type'"},
+        {"return { handlers = {}, filter = { stream_prefix = 'a-', 'A' } }", "not a number"},
         {"\x1bLua", "does not compile"},
         /* metatables are not consulted: this __index used to raise outside any protected call and abort */
         {"return setmetatable({}, {__index = function(t, k) error('no ' .. k) end})", "'handlers' table"},
