@@ -39,12 +39,9 @@ static void *job_main(void *arg) {
     return NULL;
 }
 
-static void status_json(evs__sb *b, evs_store *s) {
-    evs_scavenge_stats st;
-    memset(&st, 0, sizeof st);
-    (void)evs_scavenge_get_stats(s, &st);
-    const evs_scavenge_progress *p = &st.last;
-    int running = st.running || __atomic_load_n(&job.active, __ATOMIC_ACQUIRE);
+/* The status of the run in stp->last, with the totals of stp. */
+static void stats_json(evs__sb *b, const evs_scavenge_stats *stp, int running) {
+    const evs_scavenge_progress *p = &stp->last;
     evs__sb_printf(b, "\"running\":%s,\"dry_run\":%s,\"cancelled\":%s,\"segments_done\":%u,\"segments_total\":%u,"
                    "\"segments_rewritten\":%u,\"bytes_examined\":%llu,\"bytes_reclaimed\":%llu,"
                    "\"records_removed\":%llu,\"events_removed\":%llu,\"totals\":{\"runs\":%llu,"
@@ -52,9 +49,9 @@ static void status_json(evs__sb *b, evs_store *s) {
                    running ? "true" : "false", p->dry_run ? "true" : "false", p->cancelled ? "true" : "false",
                    p->segments_done, p->segments_total, p->segments_rewritten, (unsigned long long)p->bytes_examined,
                    (unsigned long long)p->bytes_reclaimed, (unsigned long long)p->records_removed,
-                   (unsigned long long)p->events_removed, (unsigned long long)st.runs,
-                   (unsigned long long)st.bytes_reclaimed, (unsigned long long)st.segments_rewritten,
-                   (unsigned long long)st.events_removed);
+                   (unsigned long long)p->events_removed, (unsigned long long)stp->runs,
+                   (unsigned long long)stp->bytes_reclaimed, (unsigned long long)stp->segments_rewritten,
+                   (unsigned long long)stp->events_removed);
     pthread_mutex_lock(&job.mu);
     if (job.last_rc) {
         evs__sb_adds(b, ",\"error\":");
@@ -63,16 +60,39 @@ static void status_json(evs__sb *b, evs_store *s) {
     pthread_mutex_unlock(&job.mu);
 }
 
+static void status_json(evs__sb *b, evs_store *s) {
+    evs_scavenge_stats st;
+    memset(&st, 0, sizeof st);
+    (void)evs_scavenge_get_stats(s, &st);
+    stats_json(b, &st, st.running || __atomic_load_n(&job.active, __ATOMIC_ACQUIRE));
+}
+
+/*
+ * rate: MB/s as digits with an optional fraction ("20", "2.5"), like the
+ * other numbers in queries strict: no sign, exponent, hex or spaces, which
+ * strtod alone would take.  0, or -1 when it is none.
+ */
+static int parse_rate(const char *v, double *mb) {
+    const char *p = v;
+    size_t whole = 0, frac = 0;
+    while (*p >= '0' && *p <= '9') p++, whole++;
+    if (*p == '.')
+        for (p++; *p >= '0' && *p <= '9'; p++) frac++;
+    if (!whole || *p || (p[-1] == '.' && !frac)) return -1;
+    *mb = strtod(v, NULL);
+    return *mb > 0 && *mb <= 1e6 ? 0 : -1;
+}
+
 enum MHD_Result evs__route_scavenge_start(evs__req *rq) {
     evs_scavenge_options o;
     memset(&o, 0, sizeof o);
     const char *rate = evs__query(rq, "rate"), *dry = evs__query(rq, "dry_run");
     if (rate) {
-        char *end;
-        double mb = strtod(rate, &end);
-        if (end == rate || *end || !(mb > 0) || mb > 1e6)
+        double mb;
+        if (parse_rate(rate, &mb))
             return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
-                                      "parameter rate=%.40s is not a number of MB/s above 0", rate);
+                                      "parameter rate=%.40s is not a number of MB/s above 0 (at most 1000000, "
+                                      "digits with an optional fraction: 20, 2.5)", rate);
         o.rate_bytes_per_sec = (uint64_t)(mb * 1e6) ? (uint64_t)(mb * 1e6) : 1;
     }
     if (dry && strcmp(dry, "true") && strcmp(dry, "false"))
@@ -105,9 +125,13 @@ enum MHD_Result evs__route_scavenge_start(evs__req *rq) {
     }
     job.started = 1;
     pthread_mutex_unlock(&job.start_mu);
+    /* the run just started, not the stats of the last one, which the job
+       replaces only once evs_scavenge begins: nothing done yet, its dry_run */
+    memset(&st.last, 0, sizeof st.last);
+    st.last.dry_run = (o.flags & EVS_SCAVENGE_DRY_RUN) != 0;
     evs__sb out = {0};
     evs__sb_adds(&out, "{\"started\":true,");
-    status_json(&out, rq->srv->store);
+    stats_json(&out, &st, 1);
     evs__sb_adds(&out, "}");
     return evs__respond_sb(rq, EVS_HTTP_OK, &out);
 }

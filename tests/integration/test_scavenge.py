@@ -109,24 +109,30 @@ class ScavengeTest(unittest.TestCase):
         # admin only; bad input starts nothing
         st, _, b = self.req("POST", "/admin/scavenge", key=self.writer)
         self.assertEqual(st, 403, b)
-        st, _, b = self.req("POST", "/admin/scavenge?rate=fast")
-        self.assertEqual(st, 400, b)
-        self.assertIn("rate", b["error"])
+        # rate is strict decimal with an optional fraction: what strtod would take besides is refused
+        for bad in ("fast", "0x10", "+5", "1e3", " 5", "0", "0.0", "-1", "2.", ".5", "1000001", "inf", "nan"):
+            st, _, b = self.req("POST", "/admin/scavenge?rate=" + bad.replace(" ", "%20"))
+            self.assertEqual(st, 400, (bad, b))
+            self.assertIn("rate", b["error"])
         self.assertEqual(self.status()["totals"]["runs"], 0)
 
         # dry run: finds space, changes nothing
         bytes0 = self.metric("evstore_log_bytes")
         st, _, b = self.req("POST", "/admin/scavenge?dry_run=true")
         self.assertEqual(st, 200, b)
+        self.assertTrue(b["started"] and b["running"] and b["dry_run"], b)
         d = self.wait_done()
         self.assertTrue(d["dry_run"])
         self.assertGreater(d["bytes_reclaimed"], 0)
         self.assertEqual(self.metric("evstore_log_bytes"), bytes0)
 
         # the real run, rate-limited, with appends going on
-        st, _, b = self.req("POST", "/admin/scavenge?rate=20")
+        st, _, b = self.req("POST", "/admin/scavenge?rate=20.5")
         self.assertEqual(st, 200, b)
-        self.assertTrue(b["started"])
+        # the answer is about this run, not the dry run before it
+        self.assertTrue(b["started"] and b["running"], b)
+        self.assertFalse(b["dry_run"], b)
+        self.assertEqual((b["segments_done"], b["bytes_reclaimed"], b["totals"]["runs"]), (0, 0, 1), b)
         self.append("keep-3", 20)
         d = self.wait_done()
         self.assertNotIn("error", d)
