@@ -190,7 +190,10 @@ int evs__sub_settings_parse(json_t *o, const char *name, evs__sub_settings_in *s
     if (evs__settings_str(j, o, "owner", 255, &c->owner) || evs__settings_str(j, o, "tag", EVS_MAX_TAG_BYTES, &c->tag) ||
         evs__settings_str(j, o, "stream", EVS_MAX_STREAM_NAME, &c->stream))
         return -1;
-    if (c->stream && c->stream[0] == '$') return evs__settings_fail(j, "stream", "stream: names starting with '$' are reserved");
+    /* "$all" is how a record shows no stream: a record's settings put back mean the same */
+    if (c->stream && strcmp(c->stream, "$all") == 0) c->stream = NULL;
+    if (c->stream && c->stream[0] == '$')
+        return evs__settings_fail(j, "stream", "stream: names starting with '$' are reserved (\"$all\": every stream)");
     if (jfilter(j, o, &sj->jf)) return -1;
     c->filter = sj->jf.f;
     if (jfrom(j, o, &c->from)) return -1;

@@ -224,6 +224,15 @@ class QueryTest(unittest.TestCase):
         self.assertEqual(st, 200, b)
         self.assertEqual((b["checkpoint"], b["filter"]["event_types"]), (head, ["C"]))
         self.assertError(s.request("PUT", "/subscriptions/one", body={"stream": "sr-2"}), 422, "reads")
+        # a record's own settings put back: "$all" is every stream, as the record shows it
+        rec = s.get("/subscriptions/later")[2]
+        st, _, b = s.request("PUT", "/subscriptions/later", body={k: rec[k] for k in ("stream", "filter")})
+        self.assertEqual(st, 200, b)
+        self.assertEqual((b["stream"], b["filter"], b["checkpoint"]), ("$all", rec["filter"], head))
+        st, _, b = s.request("PUT", "/subscriptions/everything", body={"stream": "$all"})
+        self.assertEqual((st, b["stream"]), (201, "$all"), b)
+        self.assertError(s.request("PUT", "/subscriptions/bad", body={"stream": "$x"}), 422, "reserved")
+        self.assertError(s.request("PUT", "/subscriptions/one", body={"stream": "$all"}), 422, "reads")
         # bad settings: 422 naming the field; another kind's name: 409
         b = self.assertError(s.request("PUT", "/subscriptions/bad", body={"frm": 1}), 422, "frm")
         self.assertEqual(b["detail"]["field"], "frm")
