@@ -333,10 +333,20 @@ int evs__live_filter_match(const evs__live_filter *lf, const evs_event *ev) {
 
 /* ---------------------------------------------------------------- bodies */
 
-int evs__req_json(evs__req *rq, json_t **root, enum MHD_Result *mr) {
+int evs__req_json(evs__req *rq, json_t **root, enum MHD_Result *mr) { return evs__req_json_flags(rq, 0, root, mr); }
+
+int evs__req_json_flags(evs__req *rq, size_t flags, json_t **root, enum MHD_Result *mr) {
     json_error_t je;
-    *root = json_loadb(rq->body.p ? rq->body.p : "", rq->body.len, JSON_REJECT_DUPLICATES, &je);
+    *root = json_loadb(rq->body.p ? rq->body.p : "", rq->body.len, JSON_REJECT_DUPLICATES | flags, &je);
     if (*root) return 0;
+    if (json_error_code(&je) == json_error_null_character) { /* well-formed: not a 400, and no jansson flag named */
+        char d[96];
+        snprintf(d, sizeof d, "{\"line\":%d,\"column\":%d,\"offset\":%d}", je.line, je.column, je.position);
+        *mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, d,
+                                 "line %d, column %d: a string contains \\u0000 (NUL), which this body may not hold",
+                                 je.line, je.column);
+        return -1;
+    }
     *mr = evs__respond_malformed(rq, je.line, je.column, je.position,
                                  "malformed JSON: line %d, column %d: %s", je.line, je.column, je.text);
     return -1;

@@ -96,6 +96,12 @@ int evs__live_filter_match(const evs__live_filter *lf, const evs_event *ev);
  */
 int evs__req_json(evs__req *rq, json_t **root, enum MHD_Result *mr);
 /*
+ * As evs__req_json with jansson flags added: JSON_ALLOW_NUL where the
+ * route checks strings for NUL itself (a Lua source).  Without it, a
+ * "\u0000" in a string (valid JSON that C strings cannot carry) is a 422.
+ */
+int evs__req_json_flags(evs__req *rq, size_t flags, json_t **root, enum MHD_Result *mr);
+/*
  * The request body checked as strict JSON where it lies (no DOM: it is
  * passed on as bytes): 0, or -1 after a 400 naming line and column.
  */

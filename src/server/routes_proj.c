@@ -29,7 +29,8 @@ int evs__req_source(evs__req *rq, json_t **root, const char **src, size_t *n, en
     *src = body;
     *n = rq->body.len;
     if (rq->body_kind == EVS_BODY_JSON) {
-        if (evs__req_json(rq, root, mr)) return -1;
+        /* NUL taken here, to be refused below as for a text/x-lua body */
+        if (evs__req_json_flags(rq, JSON_ALLOW_NUL, root, mr)) return -1;
         json_t *s = json_is_object(*root) ? json_object_get(*root, "source") : NULL;
         if (!json_is_string(s) || json_object_size(*root) != 1) {
             *mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, NULL,

@@ -584,6 +584,14 @@ class AppServerTest(AppBase):
         self.assertError(s.request("PUT", "/aggregates/wallet", body=WALLET_V2,
                                    headers={"Content-Type": "application/xml"}), 415, "a Lua script takes")
         self.assertError(s.request("PUT", "/aggregates/wallet", body="return {}\0", headers=LUA), 422, "NUL")
+        # the same source as JSON ("\u0000" is valid JSON): the same 422, not a 400 about the parser
+        self.assertError(s.request("PUT", "/aggregates/wallet", body={"source": "return {}\0"}), 422,
+                         "the Lua source contains a NUL byte")
+        # a body no NUL can go into: 422 where it is, naming no parser flag
+        b = self.assertError(s.post("/commands/Deposit", {"aggregate_id": "w\0", "data": {"cents": 1}}), 422,
+                             "\\u0000", "line 1, column")
+        self.assertNotIn("JSON_", b["error"])
+        self.assertEqual(set(b["detail"]), {"line", "column", "offset"})
         st, body = s.raw(b"PUT /aggregates/wallet HTTP/1.1\r\nHost: x\r\nContent-Type: text/x-lua\r\n"
                          b"Content-Length: 1048577\r\n\r\n", read_all=False)
         self.assertEqual(st, 413, body)  # refused from Content-Length, before the body

@@ -338,6 +338,8 @@ class ProjectionTest(SharedServer):
         self.assertEqual(set(b["detail"]), {"line", "column", "offset"})
         self.assertError(s.request("PUT", "/projections/x", body='{"src": "x"}', headers=JSON), 422, "source")
         self.assertError(s.request("PUT", "/projections/x", body=b"return {}\x00", headers=LUA), 422, "NUL")
+        self.assertError(s.request("POST", "/projections/x", body={"source": "a\0b"}), 422,
+                         "the Lua source contains a NUL byte")
         self.assertError(s.request("PUT", "/projections/x", body=b"return {} -- \xff", headers=LUA), 422, "UTF-8")
         self.assertError(s.get("/projections/x"), 404)
 
