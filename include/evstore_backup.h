@@ -72,6 +72,7 @@ typedef struct evs_restore_opts {
     uint64_t to_position;
     int has_time;              /* keep only appends recorded at or before to_time_ns */
     int64_t to_time_ns;
+    const char *keys_from;     /* NULL, or a live store whose subject keys the restored store gets */
 } evs_restore_opts;
 
 typedef struct evs_restore_report {
@@ -79,6 +80,7 @@ typedef struct evs_restore_report {
     uint64_t head;             /* the restored store's head */
     uint64_t dropped_events;   /* backup_head - head */
     uint64_t consumers_removed;/* consumers whose checkpoint lay beyond the restored head */
+    uint64_t key_files;        /* key files copied from keys_from */
     char notes[1024];          /* what was left out and why, "" when nothing */
 } evs_restore_report;
 
@@ -89,9 +91,17 @@ typedef struct evs_restore_report {
  * cut store gets its index rebuilt from the log, loses the derived
  * app/data.mdb and sagas/data.mdb (rebuilt by their layers; the definitions
  * beside them are kept), and loses the consumers whose
- * checkpoint lies beyond its head (named in rep->notes).  dir must not exist
- * or be empty; on failure what was written into it is removed.  The backup
- * is read only; every block copied is checked against the manifest.
+ * checkpoint lies beyond its head (named in rep->notes).  With
+ * o->keys_from, the subject keys of that live store are copied in
+ * (evs_subject_keys_copy) before the store is renamed into place.
+ *
+ * dir must not exist or be empty.  The store is built in a directory
+ * beside it (DIR's parent/.NAME.restoring-PID, same filesystem), made
+ * durable and renamed onto dir, so dir is never seen half restored: after
+ * a failure, a crash or a kill it is as it was (absent or empty) and the
+ * restore can simply be run again; that run removes what an interrupted
+ * one left beside dir.  dir must therefore not be a mount point.  The
+ * backup is read only; every block copied is checked against the manifest.
  */
 int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, evs_restore_report *rep);
 

@@ -16,11 +16,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <limits.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "backup/backup_internal.h"
 #include "core/core.h"
+#include "evstore_crypt.h"
 #include "evstore_bus.h"
 #include "log/record.h"
 
@@ -108,31 +111,138 @@ static int trim_consumers(evs_store *s, evs_restore_report *r) {
     return rc;
 }
 
+/* ------------------------------------------------ the temporary sibling */
+
+/*
+ * WHY A TEMPORARY SIBLING.  A store is a directory with a log/ in it, so a
+ * restore written straight into DIR looks like a store (a damaged one) from
+ * its first file on, and a rerun finds DIR not empty.  So the store is built
+ * in PARENT/.BASE.restoring-PID, on DIR's filesystem, made durable, and
+ * renamed onto DIR: rename(2) replaces an empty directory (or creates DIR)
+ * atomically, so a crash at any point leaves DIR as it was or complete.
+ * The sibling carries RESTORE_MARKER from its creation, locked (flock) for
+ * as long as its restore runs: a later restore into DIR removes a sibling
+ * only when its name matches and its marker is there and not locked (or
+ * it is empty), so neither a running restore nor anything it did not make
+ * is removed.
+ */
+#define RESTORE_MARKER ".evstore-restoring"
+#define RESTORE_INFIX ".restoring-"
+#define RESTORE_BASE_MAX 200 /* of DIR's name in the sibling's, so that it fits NAME_MAX */
+
+/* The test hook of the crash tests (tests/integration/test_backup.py): _exit right after step n. */
+static void crash_point(int n) {
+    const char *at = getenv("EVS_RESTORE_CRASH_AT");
+    if (at && atoi(at) == n) _exit(86);
+}
+
+/* dir split into its parent (created when missing, as restore always did) and its last name. */
+static int split_target(const char *dir, char *parent, size_t pcap, char *base, size_t bcap) {
+    char p[BK_PATH], real[PATH_MAX];
+    if ((size_t)snprintf(p, sizeof p, "%s", dir) >= sizeof p) return evs__err(EVS_EINVAL, "restore: path too long: %s", dir);
+    for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--) p[n - 1] = 0;
+    if (realpath(p, real)) snprintf(p, sizeof p, "%s", real); /* "." or a name through a symlink: the real one */
+    char *slash = strrchr(p, '/');
+    const char *b = slash ? slash + 1 : p;
+    if (!*b || !strcmp(b, ".") || !strcmp(b, ".."))
+        return evs__err(EVS_EINVAL, "restore: %s does not name a directory to restore into", dir);
+    snprintf(base, bcap, "%s", b);
+    if (!slash) snprintf(parent, pcap, ".");
+    else if (slash == p) snprintf(parent, pcap, "/");
+    else snprintf(parent, pcap, "%.*s", (int)(slash - p), p);
+    int rc = evs__bk_mkdir_all(parent);
+    return rc ? evs__err_prefix(rc, "restore: ") : EVS_OK;
+}
+
+/* Remove the siblings interrupted restores into base left in parent (see above). */
+static void remove_stale(const char *parent, const char *base) {
+    char prefix[RESTORE_BASE_MAX + 32];
+    snprintf(prefix, sizeof prefix, ".%.*s" RESTORE_INFIX, RESTORE_BASE_MAX, base);
+    size_t pl = strlen(prefix);
+    DIR *d = opendir(parent);
+    if (!d) return;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *tail = e->d_name + pl;
+        if (strncmp(e->d_name, prefix, pl) || !*tail || strspn(tail, "0123456789") != strlen(tail)) continue;
+        char sib[BK_PATH], mark[BK_PATH + 32];
+        struct stat st;
+        if ((size_t)snprintf(sib, sizeof sib, "%s/%s", parent, e->d_name) >= sizeof sib) continue;
+        if (lstat(sib, &st) || !S_ISDIR(st.st_mode)) continue;
+        snprintf(mark, sizeof mark, "%s/" RESTORE_MARKER, sib);
+        int fd = open(mark, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0) {
+            rmdir(sib); /* killed before its marker was made: empty, or not ours and then kept */
+            continue;
+        }
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0) {
+            evs__bk_rm_contents(sib);
+            rmdir(sib);
+        }
+        close(fd);
+    }
+    closedir(d);
+}
+
+/* The sibling, with its marker created and locked (*mark_fd) before anything else. */
+static int make_sibling(const char *parent, const char *base, char *tmp, size_t cap, int *mark_fd) {
+    char mark[BK_PATH + 32];
+    if ((size_t)snprintf(tmp, cap, "%s/.%.*s" RESTORE_INFIX "%ld", parent, RESTORE_BASE_MAX, base, (long)getpid()) >= cap)
+        return evs__err(EVS_EINVAL, "restore: path too long: %s/%s", parent, base);
+    if (mkdir(tmp, 0755)) return evs__err_errno(-errno, "restore: cannot create %s", tmp);
+    snprintf(mark, sizeof mark, "%s/" RESTORE_MARKER, tmp);
+    int fd = open(mark, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 || flock(fd, LOCK_EX)) {
+        int rc = evs__err_errno(-errno, "restore: cannot create %s", mark);
+        if (fd >= 0) close(fd);
+        unlink(mark);
+        rmdir(tmp);
+        return rc;
+    }
+    *mark_fd = fd;
+    int rc = evs__bk_fsync_dir(tmp);
+    if (!rc) rc = evs__bk_fsync_dir(parent);
+    return rc;
+}
+
 int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, evs_restore_report *rep) {
     evs_restore_report r;
     evs_restore_opts none;
     evs__bk_manifest m;
-    char src[BK_PATH];
-    int rc, made = 0;
+    char src[BK_PATH], parent[BK_PATH], base[256], tmp[BK_PATH], mark[BK_PATH + 32];
+    int rc, made = 0, mark_fd = -1;
+    struct stat dst;
     evs_store *s = NULL;
     memset(&r, 0, sizeof r);
     memset(&none, 0, sizeof none);
     if (!o) o = &none;
     if (!backup || !dir) return evs__err(EVS_EINVAL, "restore: NULL directory");
     if ((rc = evs__bk_open_backup(backup, &m))) return rc;
-    int empty = evs__bk_dir_empty(dir), existed = access(dir, F_OK) == 0;
+    int empty = evs__bk_dir_empty(dir);
     if (empty <= 0) {
-        evs__bk_list_free(&m.files);
-        return empty < 0 ? empty
-                         : evs__err(EVS_EINVAL, "restore: %s is not empty; restore creates a new store and never "
-                                    "writes over one (choose a new directory)", dir);
+        rc = empty < 0 ? empty
+                       : evs__err(EVS_EINVAL, "restore: %s is not empty; restore creates a new store and never "
+                                  "writes over one (choose a new directory)", dir);
+        goto cleanup;
     }
-    if ((rc = evs__bk_mkdir_all(dir))) {
-        evs__err_prefix(rc, "restore: ");
-        evs__bk_list_free(&m.files);
-        return rc;
+    if ((rc = split_target(dir, parent, sizeof parent, base, sizeof base))) goto cleanup;
+    int existed = stat(dir, &dst) == 0;
+    if (existed) {
+        struct stat pst;
+        if (!S_ISDIR(dst.st_mode)) {
+            rc = evs__err(EVS_EINVAL, "restore: %s is not a directory", dir);
+            goto cleanup;
+        }
+        if (stat(parent, &pst) == 0 && pst.st_dev != dst.st_dev) {
+            rc = evs__err(EVS_EINVAL, "restore: %s is a mount point; the store is renamed into place from a "
+                          "directory beside it, so restore into a new directory below it", dir);
+            goto cleanup;
+        }
     }
+    remove_stale(parent, base);
+    if ((rc = make_sibling(parent, base, tmp, sizeof tmp, &mark_fd))) goto cleanup;
     made = 1;
+    crash_point(1);
     r.backup_head = m.head;
     evs_lsn cut;
     if ((rc = find_cut(backup, &m, o, &cut, &r.head))) goto cleanup;
@@ -157,36 +267,65 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
             note(&r, "%s left out: derived, partly from events after the cut; its layer rebuilds it", f->path);
             continue;
         }
-        rc = evs__bk_copy_into(src, dir, f->path, limit, f, &got, NULL, NULL);
+        rc = evs__bk_copy_into(src, tmp, f->path, limit, f, &got, NULL, NULL);
         free(got.crc);
         if (rc) goto cleanup;
     }
-    char ld[BK_PATH];
-    snprintf(ld, sizeof ld, "%s/log", dir);
-    if ((rc = evs__bk_mkdir_p1(ld)) || (rc = evs__bk_sync_dest(dir)) || (rc = evs__bk_fsync_dir(ld)) || (rc = evs__bk_fsync_dir(dir))) goto cleanup;
+    char ld[BK_PATH + 8];
+    snprintf(ld, sizeof ld, "%s/log", tmp);
+    if ((rc = evs__bk_mkdir_p1(ld)) || (rc = evs__bk_sync_dest(tmp))) goto cleanup;
+    crash_point(2);
 
     /* open it: recovery checks the log against the index (or rebuilds the index of a cut log) */
-    if ((rc = evs_store_create(&s)) || (rc = evs_store_open(s, dir, 0))) goto cleanup;
+    if ((rc = evs_store_create(&s)) || (rc = evs_store_open(s, tmp, 0))) goto cleanup;
     if (evs_head(s) != r.head) {
         rc = evs__err(EVS_ECORRUPT, "restore: the restored store's head is %" PRIu64 ", expected %" PRIu64,
                       evs_head(s), r.head);
         goto cleanup;
     }
-    char cd[BK_PATH];
+    char cd[BK_PATH + 16];
     struct stat st;
-    snprintf(cd, sizeof cd, "%s/consumers", dir);
+    snprintf(cd, sizeof cd, "%s/consumers", tmp);
     if (cutting && stat(cd, &st) == 0 && (rc = trim_consumers(s, &r))) goto cleanup;
     rc = evs_store_close(s);
     s = NULL;
+    if (rc) goto cleanup;
+    size_t nkeys = 0;
+    if (o->keys_from && (rc = evs_subject_keys_copy(o->keys_from, tmp, &nkeys))) goto cleanup;
+    r.key_files = nkeys;
     r.dropped_events = r.backup_head - r.head;
+
+    /* durable, then into place: DIR is as it was (absent or empty) or complete */
+    if (existed && chmod(tmp, dst.st_mode & 07777)) {
+        rc = evs__err_errno(-errno, "restore: cannot set the mode of %s", tmp);
+        goto cleanup;
+    }
+    if ((rc = evs__bk_sync_dest(tmp)) || (rc = evs__bk_fsync_dir(ld)) || (rc = evs__bk_fsync_dir(tmp))) goto cleanup;
+    crash_point(3);
+    if (rename(tmp, dir)) {
+        rc = errno == ENOTEMPTY || errno == EEXIST
+                 ? evs__err(EVS_EINVAL, "restore: %s is not empty (written to while the restore ran); restore "
+                            "never writes over a store", dir)
+                 : evs__err_errno(-errno, "restore: cannot rename %s to %s", tmp, dir);
+        goto cleanup;
+    }
+    made = 0;
+    if ((rc = evs__bk_fsync_dir(parent))) goto cleanup;
+    crash_point(4);
+    /* the marker goes last: removed before the rename, a crash in between would leave a sibling no
+       rerun may remove; left in the complete store by a crash here, it is a file nothing reads
+       (and a backup skips, as every name starting with a dot) */
+    snprintf(mark, sizeof mark, "%s/" RESTORE_MARKER, dir);
+    if (unlink(mark) == 0) rc = evs__bk_fsync_dir(dir);
 cleanup:
     if (s) evs_store_close(s);
-    if (rc && made) {
+    if (made) { /* DIR was never touched */
         int keep = rc;
-        evs__bk_rm_contents(dir);
-        if (!existed) rmdir(dir); /* an empty directory given to us stays */
+        evs__bk_rm_contents(tmp);
+        rmdir(tmp);
         rc = keep;
     }
+    if (mark_fd >= 0) close(mark_fd);
     evs__bk_list_free(&m.files);
     if (rep) *rep = r;
     return rc;

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "cli/cli.h"
-#include "evstore_crypt.h"
 #include "cli/cli_backup.h"
 #include "evstore_backup.h"
 
@@ -52,7 +51,11 @@ static const char evs_restore_help[] =
     "notes).  Every block copied is checked against the backup's\n"
     "manifest.  Prints a JSON report: backup_head, head, dropped_events.\n"
     "\n"
-    "DIR must not exist or be empty: restore never writes over a store.\n"
+    "DIR must not exist or be empty: restore never writes over a store.  The\n"
+    "store is built beside DIR (.DIR.restoring-PID) and renamed onto it when\n"
+    "complete and durable, so an interrupted restore leaves DIR as it was: run\n"
+    "it again (that run removes what the interrupted one left).  DIR must not\n"
+    "be a mount point.\n"
     "\n"
     "Options:\n"
     "  --to-position P   cut after global position P\n"
@@ -156,18 +159,15 @@ int evs__cli_restore(int argc, char **argv) {
     }
     if (!backup || !dir) return evs__cli_usage(a.cmd, "expected BACKUP and DIR");
     if (o.has_position && o.has_time) return evs__cli_usage(a.cmd, "give --to-position or --to-time, not both");
+    o.keys_from = keys_from;
     evs_restore_report r;
     evs__cli_clear_error();
     int rc = evs_restore(backup, dir, &o, &r);
     if (rc) return evs__cli_lib_fail(rc, "restore %s into %s", backup, dir);
-    size_t nkeys = 0;
-    if (keys_from && (rc = evs_subject_keys_copy(keys_from, dir, &nkeys)))
-        return evs__cli_lib_fail(rc, "restore %s into %s: the store is restored, its keys are not (run "
-                                 "`evstore restore` again into an empty directory)", backup, dir);
     printf("{\"ok\":true,\"backup_head\":%llu,\"head\":%llu,\"dropped_events\":%llu,\"consumers_removed\":%llu",
            (unsigned long long)r.backup_head, (unsigned long long)r.head, (unsigned long long)r.dropped_events,
            (unsigned long long)r.consumers_removed);
-    if (keys_from) printf(",\"key_files\":%zu", nkeys);
+    if (keys_from) printf(",\"key_files\":%llu", (unsigned long long)r.key_files);
     if (r.notes[0]) {
         fputs(",\"notes\":", stdout);
         evs__cli_json_str(stdout, r.notes, strlen(r.notes));

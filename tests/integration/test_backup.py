@@ -61,9 +61,11 @@ SLOW = 4 if os.environ.get("EVS_SANITIZED") else 1
 TIMEOUT = 60 * SLOW
 
 
-def run(*args, cwd=None):
+def run(*args, cwd=None, env=None, stdin=None):
+    """env: variables added to the environment; stdin: text fed to the command."""
     p = subprocess.run([BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, timeout=TIMEOUT,
-                       cwd=cwd)
+                       cwd=cwd, env=dict(os.environ, **env) if env else None,
+                       input=stdin.encode() if stdin is not None else None)
     return p.returncode, p.stdout.decode(), p.stderr.decode()
 
 
@@ -312,6 +314,68 @@ class BackupUnderLoad(unittest.TestCase):
         self.assertEqual(code, 2)
         self.assertIn("no store at", err)
         self.assertEqual(listing(bk), bk_before)
+
+
+class Interrupted(unittest.TestCase):
+    """Restores and backups cut short: what they leave, and that running them again is all it takes."""
+
+    CRASHED = 86  # the exit status of the EVS_RESTORE_CRASH_AT test hook (src/backup/restore.c)
+
+    def setUp(self):
+        self.tmp = tempfile.mkdtemp(prefix="evs-it-interrupted-")
+        self.data = os.path.join(self.tmp, "data")
+        self.bk = os.path.join(self.tmp, "bk")
+        events = "".join(json.dumps({"event_type": "T", "data": {"i": i}}) + "\n" for i in range(50))
+        for k in range(3):
+            code, out, err = run("append", "-d", self.data, "s%d" % k, stdin=events)
+            self.assertEqual(code, 0, err)
+        self.head = run_json("backup", "-d", self.data, self.bk)["head"]
+        self.assertEqual(self.head, 150)
+
+    def tearDown(self):
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+    def siblings(self, name):
+        return sorted(n for n in os.listdir(self.tmp) if n.startswith("." + name + ".restoring-"))
+
+    def assert_restored(self, r):
+        chk = run_json("check", "-d", r)
+        self.assertEqual((chk["ok"], chk["events"]), (True, self.head))
+
+    def test_interrupted_restore_leaves_no_store_and_reruns(self):
+        # a kill at each step before the rename: DIR stays absent (or empty), nothing there opens as a store
+        for step in (1, 2, 3):
+            for existing in (False, True):
+                with self.subTest(step=step, existing=existing):
+                    name = "r%d%s" % (step, "e" if existing else "")
+                    r = os.path.join(self.tmp, name)
+                    if existing:
+                        os.makedirs(r)
+                    code, out, err = run("restore", self.bk, r, env={"EVS_RESTORE_CRASH_AT": str(step)})
+                    self.assertEqual(code, self.CRASHED, err)
+                    self.assertEqual(os.listdir(r) if existing else os.path.exists(r), [] if existing else False)
+                    self.assertNotEqual(run("info", "-d", r)[0], 0)
+                    self.assertEqual(len(self.siblings(name)), 1)
+                    # the rerun removes what the killed one left beside DIR, and only that
+                    decoy = os.path.join(self.tmp, "." + name + ".restoring-1")
+                    os.makedirs(decoy)
+                    with open(os.path.join(decoy, "keep.txt"), "w") as f:
+                        f.write("not a restore's")
+                    rr = run_json("restore", self.bk, r)
+                    self.assertEqual(rr["head"], self.head)
+                    self.assert_restored(r)
+                    self.assertEqual(self.siblings(name), [os.path.basename(decoy)])
+                    self.assertEqual(slurp(os.path.join(decoy, "keep.txt"), "r"), "not a restore's")
+                    self.assertNotIn(".evstore-restoring", os.listdir(r))
+        # a kill after the rename: the store is complete, so a rerun is refused as for any store
+        r = os.path.join(self.tmp, "r4")
+        code, out, err = run("restore", self.bk, r, env={"EVS_RESTORE_CRASH_AT": "4"})
+        self.assertEqual(code, self.CRASHED, err)
+        self.assert_restored(r)
+        self.assertEqual(self.siblings("r4"), [])
+        code, out, err = run("restore", self.bk, r)
+        self.assertEqual(code, 4, err)
+        self.assertIn("is not empty", err)
 
 
 class OperationsDoc(unittest.TestCase):
