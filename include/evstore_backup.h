@@ -59,7 +59,9 @@ typedef struct evs_backup_report {
  * segments already there and unchanged in the store are kept; the rest is
  * copied again).  flags: EVS_BACKUP_*.  The report (may be NULL) says what
  * was done.  On failure dest holds EVS_BACKUP_PARTIAL and is refused by
- * restore and verify until a backup into it succeeds; the store is never
+ * restore and verify until a backup into it succeeds (a dest holding it and
+ * no manifest, left by a first backup, is backed up into from the start,
+ * over what is there); the store is never
  * changed.  Errors: EVS_EINVAL (dest is not empty and holds no backup, or a
  * backup of another store), EVS_ENOTFOUND (dir is not a store), EVS_EIO,
  * EVS_ECORRUPT (the store's first segment is damaged).

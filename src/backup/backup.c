@@ -162,15 +162,26 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
         return evs__err(EVS_EINVAL, "backup: %s is in the middle of a repair (run evstore repair first)", dir);
     if ((rc = evs__bk_store_id(dir, m.store_id))) return rc;
 
-    /* the destination: absent, empty, or a backup of this store */
+    /* the destination: absent, empty, a backup of this store, or what a first backup into it left */
     int empty = evs__bk_dir_empty(dest);
     if (empty < 0) return empty;
+    snprintf(partial, sizeof partial, "%s/" EVS_BACKUP_PARTIAL, dest);
     if (!empty) {
         rc = evs__bk_manifest_read(dest, &old);
-        if (rc == EVS_ENOTFOUND)
+        if (rc == EVS_ENOTFOUND && access(partial, F_OK) == 0) {
+            /* an interrupted first backup (a directory that was not empty without a manifest is
+               refused, so it began empty): taken again from the start over what it wrote; every
+               file is replaced through a rename and the new manifest lists only the new files */
+            evs__err_clear();
+            empty = 1;
+        } else if (rc == EVS_ENOTFOUND) {
             return evs__err(EVS_EINVAL, "backup: %s is not empty and holds no backup (no %s); nothing was written",
                             dest, EVS_BACKUP_MANIFEST);
-        if (rc) return rc;
+        } else if (rc) {
+            return rc;
+        }
+    }
+    if (!empty) {
         have_old = 1;
         if (strcmp(old.store_id, m.store_id)) {
             rc = evs__err(EVS_EINVAL, "backup: %s holds a backup of another store (store id %s, this one is %s); "
@@ -194,7 +205,6 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
             goto cleanup;
         }
     }
-    snprintf(partial, sizeof partial, "%s/" EVS_BACKUP_PARTIAL, dest);
     int pfd = open(partial, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (pfd < 0) {
         rc = evs__err_errno(-errno, "backup: cannot write %s", partial);

@@ -23,6 +23,8 @@ static const char evs_backup_help[] =
     "DEST must not exist, be empty, or hold a backup of the same store: that\n"
     "backup is updated (incremental: sealed segments already there are kept,\n"
     "the newest segment, the index and the consumers' state are copied again).\n"
+    "A DEST an interrupted backup left (backup.partial) takes a rerun: a first\n"
+    "backup is taken again from the start, an update is done again.\n"
     "Prints a JSON report: head, files copied/linked/reused, bytes read and\n"
     "written, apparent_bytes (ls -l) and real_bytes (du: holes not counted).\n"
     "\n"

@@ -377,6 +377,27 @@ class Interrupted(unittest.TestCase):
         self.assertEqual(code, 4, err)
         self.assertIn("is not empty", err)
 
+    def test_rerun_after_interrupted_first_backup(self):
+        # what a first backup killed half-way leaves: the marker and some of its files, no manifest
+        bk2 = os.path.join(self.tmp, "bk2")
+        os.makedirs(os.path.join(bk2, "log"))
+        os.makedirs(os.path.join(bk2, "index"))
+        for rel, data in (("backup.partial", b""), ("index/data.mdb", b"\1" * 5000),
+                          ("log/00000001.seg", b"\2" * 7000), ("log/00000001.seg.tmp", b"\3" * 100)):
+            with open(os.path.join(bk2, rel), "wb") as f:
+                f.write(data)
+        code, out, err = run("backup", "--incremental", "-d", self.data, bk2)
+        self.assertEqual(code, 4, err)
+        self.assertIn("holds no backup to update", err)
+        b = run_json("backup", "-d", self.data, bk2)
+        self.assertEqual((b["head"], b["incremental"]), (self.head, False))
+        self.assertFalse(os.path.exists(os.path.join(bk2, "backup.partial")))
+        v = run_json("verify-backup", bk2)
+        self.assertEqual((v["ok"], v["events"]), (True, self.head))
+        r = os.path.join(self.tmp, "r")
+        run_json("restore", bk2, r)
+        self.assert_restored(r)
+
 
 class OperationsDoc(unittest.TestCase):
     """Every sh block of docs/operations.md, in order, in one bash -e script."""
