@@ -82,7 +82,7 @@ typedef struct evs_restore_report {
     uint64_t head;             /* the restored store's head */
     uint64_t dropped_events;   /* backup_head - head */
     uint64_t consumers_removed;/* consumers whose checkpoint lay beyond the restored head */
-    uint64_t key_files;        /* key files copied from keys_from */
+    uint64_t key_files;        /* key files copied from keys_from (0: none, or it has no key store) */
     char notes[1024];          /* what was left out and why, "" when nothing */
 } evs_restore_report;
 
@@ -95,7 +95,9 @@ typedef struct evs_restore_report {
  * beside them are kept), and loses the consumers whose
  * checkpoint lies beyond its head (named in rep->notes).  With
  * o->keys_from, the subject keys of that live store are copied in
- * (evs_subject_keys_copy) before the store is renamed into place.
+ * (evs_subject_keys_copy) before the store is renamed into place; a store
+ * without a key store gives none.  keys_from is checked before anything is
+ * written: EVS_ENOTFOUND when it is not a store.
  *
  * dir must not exist or be empty.  The store is built in a directory
  * beside it (DIR's parent/.NAME.restoring-PID, same filesystem), made

@@ -6,6 +6,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cli/cli.h"
 #include "cli/cli_backup.h"
@@ -64,11 +65,13 @@ static const char evs_restore_help[] =
     "  --to-time T       cut after the appends recorded at or before T\n"
     "  --keys-from LIVE  copy the subject keys of encrypted streams from the live\n"
     "                    store LIVE (backups never hold keys: subjects forgotten\n"
-    "                    since the backup stay forgotten)\n"
+    "                    since the backup stay forgotten); checked before anything\n"
+    "                    is written; a store without a key store gives 0 keys\n"
     "  -h, --help        show this help\n"
     "\n"
-    "Exit status: 0 done, 1 usage, 2 no backup at BACKUP, 4 DIR is not empty or\n"
-    "BACKUP is incomplete, 5 the backup is damaged or an I/O error.\n";
+    "Exit status: 0 done, 1 usage (also: no store at LIVE), 2 no backup at\n"
+    "BACKUP, 4 DIR is not empty or BACKUP is incomplete, 5 the backup is\n"
+    "damaged or an I/O error.\n";
 
 static const char evs_verify_help[] =
     "Usage: evstore verify-backup BACKUP\n"
@@ -161,6 +164,13 @@ int evs__cli_restore(int argc, char **argv) {
     }
     if (!backup || !dir) return evs__cli_usage(a.cmd, "expected BACKUP and DIR");
     if (o.has_position && o.has_time) return evs__cli_usage(a.cmd, "give --to-position or --to-time, not both");
+    /* a misspelt LIVE is a bad argument: refused (exit 1) before anything runs; evs_restore checks it
+       again before writing, for the library's callers */
+    char live_log[4200];
+    struct stat st;
+    snprintf(live_log, sizeof live_log, "%s/log", keys_from ? keys_from : "");
+    if (keys_from && (stat(live_log, &st) || !S_ISDIR(st.st_mode)))
+        return evs__cli_usage(a.cmd, "--keys-from %s: no store there (no %s)", keys_from, live_log);
     o.keys_from = keys_from;
     evs_restore_report r;
     evs__cli_clear_error();

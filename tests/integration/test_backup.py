@@ -398,6 +398,22 @@ class Interrupted(unittest.TestCase):
         run_json("restore", bk2, r)
         self.assert_restored(r)
 
+    def test_keys_from_checked_before_anything_is_written(self):
+        r = os.path.join(self.tmp, "r")
+        notastore = os.path.join(self.tmp, "notastore")
+        os.makedirs(notastore)
+        for live in (os.path.join(self.tmp, "typo"), notastore):
+            code, out, err = run("restore", self.bk, r, "--keys-from", live)
+            self.assertEqual(code, 1, err)
+            self.assertIn("--keys-from %s: no store there" % live, err)
+            self.assertFalse(os.path.exists(r))
+            self.assertEqual(self.siblings("r"), [])
+        # a store that never encrypted anything has no key store: no keys to copy, not an error
+        self.assertFalse(os.path.exists(os.path.join(self.data, "subject-keys")))
+        rr = run_json("restore", self.bk, r, "--keys-from", self.data)
+        self.assertEqual((rr["head"], rr["key_files"]), (self.head, 0))
+        self.assert_restored(r)
+
 
 class OperationsDoc(unittest.TestCase):
     """Every sh block of docs/operations.md, in order, in one bash -e script."""

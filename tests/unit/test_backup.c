@@ -261,6 +261,20 @@ int main(void) {
     CHECK_INT(rr.dropped_events, 0);
     check_restored(rdir, orig, r2.head);
 
+    /* ---- the key source is checked before anything is written; one without a key store gives 0 keys */
+    evs_restore_opts ko;
+    memset(&ko, 0, sizeof ko);
+    snprintf(path, sizeof path, "%s/no-such-store", tmp);
+    ko.keys_from = path;
+    snprintf(rdir, sizeof rdir, "%s/with-keys", tmp);
+    CHECK_RC(evs_restore(dest, rdir, &ko, &rr), EVS_ENOTFOUND);
+    CHECK_CONTAINS(evs_errmsg(), "no store at");
+    CHECK(access(rdir, F_OK) != 0);
+    ko.keys_from = store;
+    CHECK_RC(evs_restore(dest, rdir, &ko, &rr), EVS_OK);
+    CHECK_INT(rr.key_files, 0);
+    check_restored(rdir, orig, r2.head);
+
     /* ---- restore to a position in the middle of a 3-event append: dropped whole */
     uint64_t mid = 0, mid_first = 0;
     for (size_t i = 0; i < nacks; i++)
