@@ -164,7 +164,8 @@ typedef struct evs_sub_config {
     const char *tag;               /* only events carrying this tag; NULL: any */
     uint64_t from;                 /* first position when the subscription is new:
                                       EVS_SUB_FROM_START, EVS_SUB_FROM_NOW or a
-                                      global (stream: stream) position */
+                                      global (stream: stream) position, at most
+                                      one past the last event (else EVS_EINVAL) */
     uint32_t page_size;            /* events per read, 1..EVS_BUS_MAX_PAGE (default 1000) */
     uint32_t checkpoint_every;     /* write the checkpoint every N events (default 1000) */
     uint32_t checkpoint_ms;        /* ... or every T ms (default 1000) */
@@ -207,7 +208,12 @@ int evs_sub_checkpoint(evs_subscription *sub);
 /* Pause / resume (resume also clears status "error"); persisted. */
 int evs_sub_pause(evs_subscription *sub);
 int evs_sub_resume(evs_subscription *sub);
-/* Continue from this position next (EVS_SUB_FROM_START / _NOW allowed); persisted. */
+/*
+ * Continue from this position next (EVS_SUB_FROM_START / _NOW allowed); persisted.
+ * A position beyond one past the last event (the head, or a stream
+ * subscription's stream version) is EVS_EINVAL naming both, and changes nothing:
+ * the subscription would skip every event appended up to there.
+ */
 int evs_sub_reset(evs_subscription *sub, uint64_t position);
 /* Write the checkpoint and release the handle.  NULL: no-op. */
 void evs_sub_close(evs_subscription *sub);
@@ -261,7 +267,8 @@ int evs_bus_check(evs_bus *b, evs_bus_check_report *rep);
 /*
  * Set the status / the next position of a consumer that is not open
  * (EVS_ELOCKED if it is).  The position may be EVS_SUB_FROM_START or
- * EVS_SUB_FROM_NOW.  On a projection it moves the checkpoint and keeps the
+ * EVS_SUB_FROM_NOW; past one past the last event (as evs_sub_reset) it is
+ * EVS_EINVAL, checked before EVS_ELOCKED, and nothing changes.  On a projection it moves the checkpoint and keeps the
  * state and the DLQ as they are, except in the middle of a rebuild: the
  * rebuild then starts over from the position (its state and DLQ so far are
  * dropped), so the swap replaces the live DLQ entries from that position on
@@ -414,7 +421,8 @@ int evs_proj_resume(evs_projection *p);
 void evs_proj_close(evs_projection *p);
 
 /*
- * Start a rebuild: replay from `from` (0: the beginning) into a fresh copy
+ * Start a rebuild: replay from `from` (0: the beginning, EVS_SUB_FROM_NOW:
+ * the head + 1; past the head + 1 EVS_EINVAL, nothing changed) into a fresh copy
  * of the state while queries keep reading the current one; polls drive the
  * rebuild, and when it reaches the head the copy replaces the current state
  * in one transaction.  Survives restarts (the rebuild resumes).
@@ -694,7 +702,8 @@ typedef struct evs_group_config {
     evs_filter filter;             /* as evs_read_all; since/until are ignored */
     const char *tag;               /* only events carrying this tag; NULL: any */
     uint64_t from;                 /* first global position of a new group:
-                                      EVS_SUB_FROM_START, EVS_SUB_FROM_NOW or a position */
+                                      EVS_SUB_FROM_START, EVS_SUB_FROM_NOW or a position
+                                      up to the head + 1 (else EVS_EINVAL) */
     evs_group_strategy strategy;
     int64_t ack_timeout_ns;        /* redeliver an unacked delivery after this (default 30 s) */
     uint32_t max_in_flight;        /* unacked deliveries per consumer, 1..EVS_GROUP_MAX_IN_FLIGHT (default 10) */

@@ -46,6 +46,38 @@ int evs__bus_check_name(const char *name) {
     return EVS_OK;
 }
 
+/*
+ * Past head + 1 a consumer would silently skip every event appended up to
+ * the position it was given, and a projection would claim positions it
+ * never saw (a query waiting for one would pass at once).  The head may grow
+ * after this check; positions only grow, so what was valid stays valid.
+ */
+int evs__bus_start_next(evs_store *s, const char *stream, uint64_t from, uint64_t *next) {
+    uint64_t end;
+    if (stream && *stream) {
+        evs_stream_info si;
+        int rc = evs_stream_get_info(s, stream, &si);
+        if (rc == EVS_ENOTFOUND) si.version = 0, rc = EVS_OK, evs__err_clear();
+        if (rc) return rc;
+        end = si.version;
+    } else {
+        end = evs_head(s);
+    }
+    if (from == EVS_SUB_FROM_NOW) *next = end + 1;
+    else if (from == EVS_SUB_FROM_START) *next = 1;
+    else if (from > end + 1 && stream && *stream)
+        return evs__err(EVS_EINVAL,
+                        "position %llu lies past the end of stream \"%s\" (version %llu): at most %llu, just after its "
+                        "last event",
+                        (unsigned long long)from, stream, (unsigned long long)end, (unsigned long long)end + 1);
+    else if (from > end + 1)
+        return evs__err(EVS_EINVAL,
+                        "position %llu lies past the store's head %llu: at most %llu, just after the last event",
+                        (unsigned long long)from, (unsigned long long)end, (unsigned long long)end + 1);
+    else *next = from;
+    return EVS_OK;
+}
+
 int (*evs__bus_fault_hook)(const char *point);
 
 int evs__bus_fault(const char *point) {
@@ -751,8 +783,16 @@ static int modify_closed(evs_bus *b, const char *name, int status, int set_pos, 
     int rc;
     evs__kv_txn *txn;
     evs__record r;
+    uint64_t next = 0;
     if (!b) return evs__err(EVS_EINVAL, "NULL bus");
     if ((rc = evs__bus_check_name(name))) return rc;
+    if (set_pos) {
+        /* before the open check: a caller that closes the consumer to move it
+           learns first that the position is refused, and closes nothing */
+        evs_consumer_info ci;
+        if ((rc = evs_consumer_get(b, name, &ci)) || (rc = evs__bus_start_next(b->store, ci.stream, pos, &next)))
+            return rc;
+    }
     if (evs__bus_is_open(b, name)) return evs__err(EVS_ELOCKED, "consumer \"%s\" is open", name);
     if ((rc = evs__bus_begin_closed(b, name, &txn))) return rc;
     if ((rc = evs__record_get(b, txn, name, &r))) {
@@ -765,7 +805,6 @@ static int modify_closed(evs_bus *b, const char *name, int status, int set_pos, 
     }
     int restarted = 0;
     if (set_pos) {
-        uint64_t next = pos == EVS_SUB_FROM_NOW ? evs_head(b->store) + 1 : pos ? pos : 1;
         if (r.kind == EVS__KIND_PROJ && r.build_gen) rc = restart_build(b, txn, &r, next), restarted = 1;
         else r.next = next;
     }

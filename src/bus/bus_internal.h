@@ -119,6 +119,14 @@ void evs__bus_fmt(char *buf, size_t cap, const char *fmt, ...) EVS_PRINTF(3, 4);
 int evs__bus_check_name(const char *name);
 
 /*
+ * The next position a consumer reading stream (NULL or "": $all) starts at,
+ * for a requested `from`: EVS_SUB_FROM_START is 1, EVS_SUB_FROM_NOW one past
+ * what is stored (the stream's version + 1, or the head + 1).  A position
+ * beyond that is EVS_EINVAL naming both.
+ */
+int evs__bus_start_next(evs_store *s, const char *stream, uint64_t from, uint64_t *next);
+
+/*
  * A test's fault point inside a multi-step write (bus_testing.h): EVS_OK,
  * or EVS_EIO when the test hook fails the write at `point` (the caller then
  * aborts its transaction, as for any I/O error).

@@ -83,19 +83,7 @@ int evs__consumer_init(evs__consumer *c, evs_bus *b, int kind, const char *name,
         c->rec.kind = kind;
         c->rec.created_at = evs_now_ns();
         snprintf(c->rec.stream, sizeof c->rec.stream, "%s", stream ? stream : "");
-        if (from == EVS_SUB_FROM_NOW) {
-            if (stream && *stream) {
-                evs_stream_info si;
-                rc = evs_stream_get_info(b->store, stream, &si);
-                if (rc == EVS_ENOTFOUND) si.version = 0, rc = EVS_OK;
-                if (rc) goto fail;
-                c->rec.next = si.version + 1;
-            } else {
-                c->rec.next = evs_head(b->store) + 1;
-            }
-        } else {
-            c->rec.next = from ? from : 1;
-        }
+        if ((rc = evs__bus_start_next(b->store, stream, from, &c->rec.next))) goto fail;
         evs__err_clear();
     } else if (rc) {
         goto fail;

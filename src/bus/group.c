@@ -285,7 +285,7 @@ int evs_group_create(evs_bus *b, const evs_group_config *c) {
     snprintf(r.owner, sizeof r.owner, "%s", c->owner ? c->owner : "");
     r.created_at = evs_now_ns();
     r.max_retries = r.group.retry.max_retries;
-    r.next = c->from == EVS_SUB_FROM_NOW ? evs_head(b->store) + 1 : c->from ? c->from : 1;
+    if ((rc = evs__bus_start_next(b->store, NULL, c->from, &r.next))) goto out;
     if ((rc = evs__record_set_filter(&r, &c->filter, c->tag))) goto out;
     if ((rc = evs__kv_begin(b->kv, NULL, 0, &txn))) {
         rc = evs__bus_kv_err(rc, "begin");

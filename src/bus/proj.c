@@ -522,6 +522,7 @@ void evs_proj_close(evs_projection *p) {
 static int start_rebuild(evs_projection *p, uint64_t from, int forget_dlq) {
     int rc;
     evs__consumer *c = &p->c;
+    if ((rc = evs__bus_start_next(c->store, NULL, from, &from))) return rc;
     if ((rc = evs__consumer_commit(c, NULL))) return rc;
     cache_clear(p);
     evs__kv_txn *txn;
@@ -536,7 +537,7 @@ static int start_rebuild(evs_projection *p, uint64_t from, int forget_dlq) {
              saved_next = c->rec.next;
     if (!c->rec.build_gen) c->rec.build_next = c->rec.next;
     c->rec.build_gen = gen;
-    c->rec.build_from = from ? from : 1;
+    c->rec.build_from = from;
     c->rec.next = c->rec.build_from;
     rc = evs__record_put(c->bus, txn, &c->rec);
     if (!rc && forget_dlq && !(rc = evs__bus_fault("proj_reset")))

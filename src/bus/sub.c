@@ -94,18 +94,10 @@ int evs_sub_resume(evs_subscription *sub) {
 int evs_sub_reset(evs_subscription *sub, uint64_t position) {
     if (!sub) return evs__err(EVS_EINVAL, "sub_reset: subscription is NULL");
     evs__consumer *c = &sub->c;
-    if (position == EVS_SUB_FROM_NOW) {
-        if (c->rec.stream[0]) {
-            evs_stream_info si;
-            int rc = evs_stream_get_info(c->store, c->rec.stream, &si);
-            if (rc == EVS_ENOTFOUND) si.version = 0;
-            else if (rc) return rc;
-            position = si.version + 1;
-        } else {
-            position = evs_head(c->store) + 1;
-        }
-    }
-    c->rec.next = position ? position : 1;
+    uint64_t next;
+    int rc = evs__bus_start_next(c->store, c->rec.stream, position, &next);
+    if (rc) return rc;
+    c->rec.next = next;
     c->record_dirty = 1;
     return evs__consumer_commit(c, NULL);
 }

@@ -315,7 +315,10 @@ static int need(const char *cmd, const bus_args *o, int n, const char *what) {
 static int parse_pos(const char *cmd, const char *text, uint64_t *out) {
     evs__cli_args a;
     evs__cli_args_init(&a, cmd, 0, NULL);
-    return evs__cli_u64(&a, "POSITION", text, UINT64_MAX, out);
+    /* as the server's ?to=: UINT64_MAX is the library's "now", which a number must not mean */
+    int code = evs__cli_u64(&a, "POSITION", text, UINT64_MAX - 1, out);
+    if (!code && *out == 0) code = evs__cli_usage(cmd, "POSITION 0: positions start at 1");
+    return code;
 }
 
 /* The action's name is known and its arguments are all there; settings only for create.  Exit code. */
@@ -355,8 +358,9 @@ static const char sub_help[] =
     "                       then starts where `from` says\n"
     "  pause NAME           stop it (persisted)\n"
     "  resume NAME          continue it (also clears status \"error\")\n"
-    "  reset NAME POSITION  continue at POSITION; a projection in the middle of a\n"
-    "                       rebuild restarts the rebuild from there\n"
+    "  reset NAME POSITION  continue at POSITION (1 .. head + 1: one past the last\n"
+    "                       event, or a stream subscription's stream); a projection\n"
+    "                       in the middle of a rebuild restarts the rebuild from there\n"
     "  delete NAME          the record, its DLQ and any projection state\n"
     "\n"
     "Options:\n"
@@ -373,8 +377,9 @@ static const char sub_help[] =
     "  -h, --help           show this help\n"
     "\n"
     "Exit status: 0 ok, 1 usage, 2 no such consumer, 3 the name is taken by another\n"
-    "kind (create) or the consumer is open, 4 invalid settings, 5 I/O error, the store\n"
-    "is held by another process (use --url), or the server is unreachable.\n";
+    "kind (create) or the consumer is open, 4 invalid settings or a position past the\n"
+    "head + 1 (reset, --from), 5 I/O error, the store is held by another process (use\n"
+    "--url), or the server is unreachable.\n";
 
 /* The settings object of a create: the flags', or {} (every default). */
 static json_t *create_settings(bus_args *o) {

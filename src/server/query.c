@@ -135,8 +135,8 @@ int evs__query_u64(evs__req *rq, const char *key, uint64_t min, uint64_t max, ui
 
 int evs__query_position(evs__req *rq, const char *key, uint64_t *out, enum MHD_Result *mr) {
     const char *v = evs__query(rq, key);
-    if (v && strcmp(v, "now") == 0) {
-        *out = evs_head(rq->srv->store) + 1;
+    if (v && strcmp(v, "now") == 0) { /* the library resolves it: a stream subscription's now is its stream's */
+        *out = EVS_SUB_FROM_NOW;
         return 0;
     }
     return evs__query_u64(rq, key, 1, UINT64_MAX - 1, out, mr);

@@ -38,7 +38,7 @@ unsigned evs__header_count(evs__req *rq, const char *name);
 int evs__query_text(evs__req *rq, const char *key, size_t maxlen, char **out, enum MHD_Result *mr);
 /* A strict number in min..max; absent leaves *out alone. */
 int evs__query_u64(evs__req *rq, const char *key, uint64_t min, uint64_t max, uint64_t *out, enum MHD_Result *mr);
-/* A global position (1, 2, ...) or "now" (the head + 1); absent leaves *out alone. */
+/* A position (1, 2, ...) or "now" (EVS_SUB_FROM_NOW, which the library resolves per consumer); absent leaves *out alone. */
 int evs__query_position(evs__req *rq, const char *key, uint64_t *out, enum MHD_Result *mr);
 /* direction=forward (the default) or backward: EVS_FORWARD or EVS_BACKWARD in *dir. */
 int evs__query_direction(evs__req *rq, int *dir, enum MHD_Result *mr);

@@ -144,8 +144,12 @@ static enum MHD_Result action(evs__req *rq, int op) {
             if (gh && gh->g) rc = op == ACT_PAUSE ? evs_group_pause(gh->g) : evs_group_resume(gh->g);
             else rc = evs_consumer_set_status(rq->srv->bus->bus, info.name, op == ACT_PAUSE ? EVS_CONSUMER_PAUSED : EVS_CONSUMER_ACTIVE);
         } else {
-            if (gh) evs__group_retire(gh);
+            /* a refused position is refused before the group is closed: its consumers stay connected */
             rc = evs_consumer_set_position(rq->srv->bus->bus, info.name, pos);
+            if (rc == EVS_ELOCKED && gh) {
+                evs__group_retire(gh);
+                rc = evs_consumer_set_position(rq->srv->bus->bus, info.name, pos);
+            }
         }
         if (rc) mr = evs__respond_lib(rq, rc, what);
         pthread_mutex_unlock(&rq->srv->bus->admin_mu);

@@ -256,6 +256,19 @@ enum MHD_Result evs__route_subscribe(evs__req *rq) {
         }
         if (start == 0) start = 1;
     }
+    /* past head + 1 the stream would stay silent until the log grew there, skipping what came before */
+    uint64_t head = evs_head(srv->store);
+    if (start > head + 1) {
+        if (lei && *lei)
+            mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, NULL,
+                                    "Last-Event-ID %llu lies past the store's head %llu", (unsigned long long)start - 1,
+                                    (unsigned long long)head);
+        else
+            mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, NULL,
+                                    "from=%llu lies past the store's head %llu: at most %llu, just after the last event",
+                                    (unsigned long long)start, (unsigned long long)head, (unsigned long long)head + 1);
+        goto fail;
+    }
     atomic_store(&sub->next, start);
     atomic_store(&sub->last_write_ns, evs__mono_ns());
     evs__sb_adds(&sub->pend, "retry: 1000\n\n");

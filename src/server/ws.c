@@ -249,7 +249,14 @@ static void on_subscribe(ws_client *cl, const evs__ws_msg *msg) {
         lf->who = evs__principal_ref(cl->who);
         lf->who_perm = EVS_PERM_SUBSCRIBE;
     }
-    if (from_now) start = evs_head(srv->store) + 1;
+    uint64_t head = evs_head(srv->store);
+    if (from_now) start = head + 1;
+    if (start > head + 1) { /* it would stay silent until the log grew there, skipping what came before */
+        send_error(cl, NULL, "from %llu lies past the store's head %llu: at most %llu, just after the last event",
+                   (unsigned long long)start, (unsigned long long)head, (unsigned long long)head + 1);
+        evs__live_filter_free(lf);
+        return;
+    }
     cl->upcast = upcast && srv->schemas;
     if (!(cl->chain = chain_get(cl->hub, lf, cl->upcast))) {
         send_error(cl, NULL, "out of memory");

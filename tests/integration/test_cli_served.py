@@ -10,7 +10,9 @@ prints; commands that write are refused with exit 5 and a message that
 names the server's --url (from DIR/SERVE), and a stale DIR/SERVE is not
 believed; `group create|show|list|consumers|delete` and `sub create` act
 alike locally and over --url (same JSON, same exit codes, same words for
-bad settings); `dlq list` of an unknown name exits 2 either way; --limit 0
+bad settings); `sub reset` refuses 0 and a position past head + 1 alike
+locally and over --url, changing nothing; `dlq list` of an unknown name
+exits 2 either way; --limit 0
 is refused by every command; read and tail filter by --tag and
 --causation; every command's help lists its options and exit statuses and
 `evstore --help` lists every command; `serve --config` of a missing file
@@ -269,6 +271,24 @@ class ConsumerCommandTest(Base):
         for r in self.both("projection", "create", "later", script):
             self.fails(r, 3, "is a subscription")
         self.assertEqual(self.ok(run("sub", "show", "later", "-d", self.local)).obj()["checkpoint"], 2)
+
+    def test_sub_reset_refuses_what_is_not_a_start(self):
+        for r in self.both("append", "s-1", ev("A"), ev("B")):
+            self.ok(r)
+        for r in self.both("sub", "create", "s3"):
+            self.ok(r)
+        for pos, code, why in (("1000", 4, "position 1000 lies past the store's head 2: at most 3"),
+                               ("0", 1, "POSITION 0: positions start at 1"),
+                               ("18446744073709551615", 1, "number too large")):
+            for r in self.both("sub", "reset", "s3", pos):
+                self.fails(r, code, why)
+            for r in self.both("sub", "show", "s3"):
+                self.assertEqual(self.ok(r).obj()["checkpoint"], 0)
+        self.assertEqual(self.ok(run("check", "-d", self.local)).obj()["errors"], 0)
+        # head + 1 is "after everything stored"; what is printed is what is stored
+        self.assertEqual(self.ok(run("sub", "reset", "s3", "3", "-d", self.local)).obj(), {"name": "s3", "next": 3})
+        self.assertEqual(self.ok(run("sub", "show", "s3", "-d", self.local)).obj()["checkpoint"], 2)
+        self.assertEqual(self.ok(run("sub", "reset", "s3", "3", "--url", self.srv.url)).obj()["checkpoint"], 2)
 
     def test_limit_zero_is_refused_everywhere(self):
         self.ok(run("append", "l-1", ev("A"), "-d", self.local))

@@ -141,6 +141,10 @@ class BusBase(unittest.TestCase):
             self.assertIn(n, body["error"])
         return body
 
+    def refused_past_head(self, resp, pos):
+        """A start past head + 1 (it would skip what is appended up to there): 422 naming both."""
+        return self.assertError(resp, 422, "position %d lies past the store's head %d" % (pos, self.srv.head()))
+
 
 class SharedServer(BusBase):
     """One server (durability batch) for the whole class; each test uses names of its own."""
@@ -280,6 +284,29 @@ class ProjectionTest(SharedServer):
         self.assertError(s.request("POST", "/projections/ctl/reset?to=0"), 400, "to")
         self.assertError(s.request("POST", "/projections/ctl/rebuild?from=-1"), 400, "from")
         self.assertError(s.request("POST", "/projections/ctl/reset?to=x"), 400, "to")
+
+    def test_positions_past_the_head_are_refused_and_change_nothing(self):
+        s = self.srv
+        self.assertEqual(self.put_lua("far", failing_script("far-"))[0], 201)
+        self.append("far-1", [{"event_type": "Good", "data": {}}] * 2)
+        self.append("far-2", {"event_type": "Poison", "data": {"id": "p"}})
+        wait_until(lambda: self.status("far")["dlq_depth"] == 1, what="parked")
+        before, state = self.caught_up("far"), self.state("far")
+        past = s.head() + 2
+        for path in ("/projections/far/rebuild?from=%d", "/projections/far/reset?to=%d",
+                     "/subscriptions/far/reset?to=%d"):
+            self.refused_past_head(s.request("POST", path % past), past)
+        after = self.status("far")
+        for k in ("checkpoint", "generation", "rebuild", "dlq_depth", "processed", "status"):
+            self.assertEqual(after[k], before[k], k)
+        self.assertEqual(self.state("far"), state)
+        # what comes next is applied, not skipped
+        self.append("far-1", {"event_type": "Good", "data": {}})
+        self.caught_up("far")
+        self.assertEqual(self.state("far")["ok"], state["ok"] + 1)
+        # head + 1 is "after everything stored": accepted
+        st, _, b = s.request("POST", "/projections/far/rebuild?from=%d" % (s.head() + 1))
+        self.assertEqual(st, 200, b)
 
     # ----------------------------------------------------------- bad input
 
@@ -531,6 +558,31 @@ class ProjectionTest(SharedServer):
         st, _, b = s.request("DELETE", "/subscriptions/recp")
         self.assertEqual((st, b["kind"]), (200, "projection"))
         self.assertError(s.get("/subscriptions/recp"), 404)
+
+    def test_subscription_start_past_the_head_is_refused(self):
+        s = self.srv
+        self.append("farsub-1", [{"event_type": "A", "data": {}}] * 2)
+        head = s.head()
+        past = head + 2
+        self.refused_past_head(s.request("PUT", "/subscriptions/farsub", body={"from": past}), past)
+        self.assertError(s.get("/subscriptions/farsub"), 404)
+        self.refused_past_head(s.request("PUT", "/groups/fargrp", body={"from": past}), past)
+        self.assertError(s.get("/groups/fargrp"), 404)
+        st, _, b = s.request("PUT", "/subscriptions/farsub", body={"from": head + 1})
+        self.assertEqual((st, b["checkpoint"]), (201, head))
+        st, _, b = s.request("POST", "/subscriptions/farsub/reset?to=1")
+        self.assertEqual((st, b["checkpoint"]), (200, 0))
+        self.refused_past_head(s.request("POST", "/subscriptions/farsub/reset?to=%d" % past), past)
+        self.assertEqual(s.get("/subscriptions/farsub")[2]["checkpoint"], 0)
+        # a stream subscription counts in its stream's positions: now is its version + 1
+        b = self.assertError(s.request("PUT", "/subscriptions/farstr", body={"stream": "farsub-1", "from": 4}), 422,
+                             "position 4 lies past the end of stream \"farsub-1\" (version 2)")
+        st, _, b = s.request("PUT", "/subscriptions/farstr", body={"stream": "farsub-1", "from": 1})
+        self.assertEqual(st, 201, b)
+        st, _, b = s.request("POST", "/subscriptions/farstr/reset?to=now")
+        self.assertEqual((st, b["checkpoint"]), (200, 2))
+        self.assertError(s.request("POST", "/subscriptions/farstr/reset?to=4"), 422, "farsub-1")
+        self.assertEqual(s.get("/subscriptions/farstr")[2]["checkpoint"], 2)
 
     # ------------------------------------------------------------ metrics
 
@@ -839,6 +891,24 @@ class GroupTest(SharedServer):
         self.assertEqual((st, b), (200, {"deleted": "prd", "kind": "group"}))
         self.assertError(s.get("/groups/prd"), 404)
         self.assertError(s.request("POST", "/groups/prd/next?consumer=c"), 404)
+
+    def test_reset_past_the_head_is_refused_and_keeps_the_group_open(self):
+        s = self.srv
+        self.group("gfar", filter={"stream_prefix": "gfar-"})
+        self.append("gfar-1", {"event_type": "A", "data": {}})
+        d = self.next("gfar", "c")["delivery"]
+        self.assertEqual(self.answer("gfar", "ack", "c", d)[0], 200)
+        before = s.get("/groups/gfar")[2]
+        past = s.head() + 2
+        self.refused_past_head(s.request("POST", "/groups/gfar/reset?to=%d" % past), past)
+        after = s.get("/groups/gfar")[2]
+        for k in ("checkpoint", "open", "status"):
+            self.assertEqual(after[k], before[k], k)
+        self.assertTrue(after["open"])
+        self.assertEqual([c["name"] for c in after["consumers"]], ["c"])
+        # the consumer was not released, and gets what comes next
+        pos = self.append("gfar-1", {"event_type": "A", "data": {}})["first_global_position"]
+        self.assertEqual(self.next("gfar", "c")["delivery"]["position"], pos)
 
     def test_metrics_group_series(self):
         self.group("gm", filter={"stream_prefix": "gm-"})

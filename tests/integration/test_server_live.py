@@ -6,7 +6,8 @@ test_server_live.py -- live streams at their edges, against the real
 Checked: the SSE `shutdown` event names one resume point two ways (its id,
 which EventSource sends back as Last-Event-ID, and `next` for from=) and a
 reconnect with either misses and repeats nothing, filtered events included;
-/subscribe without from starts at the head, with from=1 at the start; SSE
+/subscribe without from starts at the head, with from=1 at the start, and
+a start past head + 1 is refused (SSE 422, WebSocket an error message); SSE
 clients that hang up leave /metrics at once (no event, no heartbeat needed)
 and the server prints nothing about them; a WebSocket client that sends and
 never reads is not read from once its replies are queued (its own sends
@@ -86,6 +87,29 @@ class LiveEdgeTest(unittest.TestCase):
         self.assertEqual([g for g, _ in whole.events(3)], [1, 2, 3])
         live.close()
         whole.close()
+
+    def test_a_start_past_the_head_is_refused(self):
+        # it would stay silent until the log grew there, then skip everything before it
+        s = self.srv
+        s.post("/streams/p-1", [ev("A", {"i": 0}), ev("A", {"i": 1})])
+        for path, headers, what in (("/subscribe?from=4", {}, "from=4 lies past the store's head 2: at most 3"),
+                                    ("/subscribe", {"Last-Event-ID": "3"}, "Last-Event-ID 3 lies past the store's head 2")):
+            st, _, b = s.get(path, headers=headers)
+            self.assertEqual(st, 422, b)
+            self.assertIn(what, b["error"])
+        w = WSClient(s.port)
+        w.send({"op": "subscribe", "from": 4})
+        m = w.recv()
+        self.assertEqual(m["op"], "error", m)
+        self.assertIn("from 4 lies past the store's head 2: at most 3", m["error"])
+        # not subscribed: the next subscribe is taken, and head + 1 is "from now"
+        w.send({"op": "subscribe", "from": 3})
+        self.assertEqual(w.recv(), {"op": "subscribed", "from": 3, "head": 2})
+        w.close()
+        sub = SSEReader(s.port, "/subscribe?from=3")
+        s.post("/streams/p-1", ev("A", {"i": 2}))
+        self.assertEqual([g for g, _ in sub.events(1)], [3])
+        sub.close()
 
     def test_sse_clients_that_hang_up_leave_at_once_quietly(self):
         s = self.srv

@@ -660,6 +660,50 @@ static void test_rebuild(evs_store *s, evs_bus *b) {
     evs_proj_close(p);
 }
 
+/* A rebuild or reset from past head + 1 is refused and changes nothing: state, checkpoint and DLQ stay. */
+static void test_rebuild_past_head(evs_store *s, evs_bus *b) {
+    evs_proj_config c;
+    evs_proj_config_init(&c);
+    c.name = "far";
+    c.apply = fold;
+    const char *pfx = "far-";
+    c.filter.stream_prefix = pfx;
+    evs_projection *p;
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    append_v(s, "far-a", "Deposited", 5);
+    append_v(s, "far-a", "Poison", 0);
+    size_t n;
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_proj_checkpoint(p), EVS_OK);
+    uint64_t h = evs_head(s), depth = 0;
+    char want[96];
+    snprintf(want, sizeof want, "position %llu lies past the store's head %llu", (unsigned long long)h + 2,
+             (unsigned long long)h);
+    CHECK_RC(evs_proj_rebuild(p, h + 2), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), want);
+    CHECK_RC(evs_proj_reset(p, h + 2), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), want);
+    evs_proj_status stt;
+    CHECK_RC(evs_proj_get_status(p, &stt), EVS_OK);
+    CHECK_INT(stt.rebuilding, 0);
+    CHECK_INT(stt.info.checkpoint, h);
+    CHECK_INT(stt.generation, 0);
+    check_state(b, "far", "far-a", 1, 5);
+    CHECK_RC(evs_dlq_depth(b, "far", &depth), EVS_OK);
+    CHECK_INT(depth, 1);
+    evs_proj_close(p);
+    CHECK_RC(evs_consumer_set_position(b, "far", h + 2), EVS_EINVAL);
+    CHECK_RC(evs_consumer_get(b, "far", &stt.info), EVS_OK);
+    CHECK_INT(stt.info.checkpoint, h);
+    /* what comes next is applied, not skipped */
+    CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
+    append_v(s, "far-a", "Deposited", 7);
+    CHECK_RC(evs_proj_poll(p, 0, 0, &n), EVS_OK);
+    CHECK_RC(evs_proj_checkpoint(p), EVS_OK);
+    check_state(b, "far", "far-a", 2, 12);
+    evs_proj_close(p);
+}
+
 int main(int argc, char **argv) {
     cf_init(argc, argv);
     char *d = cf_fresh("bus-proj");
@@ -671,6 +715,7 @@ int main(int argc, char **argv) {
     test_rebuild(s, b);
     test_rebuild_dlq(s, b);
     test_reset_position_during_rebuild(s, b);
+    test_rebuild_past_head(s, b);
     evs_bus_close(b);
     evs_store_close(s);
     cf_drop(d);

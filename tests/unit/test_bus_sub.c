@@ -217,6 +217,76 @@ static void test_pause_reset(evs_store *s, evs_bus *b) {
     free(sn);
 }
 
+/* The next position a record of name holds (checkpoint + 1). */
+static uint64_t next_of(evs_bus *b, const char *name) {
+    evs_consumer_info info;
+    CHECK_RC(evs_consumer_get(b, name, &info), EVS_OK);
+    return info.checkpoint + 1;
+}
+
+/*
+ * A start past head + 1 (a stream subscription: past its stream's version
+ * + 1) is refused, naming the position and the head, and changes nothing:
+ * it would skip every event appended up to there.  head + 1 is "after
+ * everything stored"; EVS_SUB_FROM_NOW resolves to it, per stream.
+ */
+static void test_position_past_head(evs_store *s, evs_bus *b) {
+    append_n(s, "far-1", "A", 2);
+    uint64_t h = evs_head(s);
+    char want[96];
+    snprintf(want, sizeof want, "lies past the store's head %llu", (unsigned long long)h);
+    evs_sub_config c;
+    evs_sub_config_init(&c);
+    c.name = "far";
+    c.from = h + 2;
+    evs_subscription *sub;
+    evs_consumer_info info;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), want);
+    CHECK_RC(evs_consumer_get(b, "far", &info), EVS_ENOTFOUND);
+    evs_group_config g;
+    evs_group_config_init(&g);
+    g.name = "far-group";
+    g.from = h + 2;
+    CHECK_RC(evs_group_create(b, &g), EVS_EINVAL);
+    CHECK_RC(evs_consumer_get(b, "far-group", &info), EVS_ENOTFOUND);
+    c.from = h; /* the last event */
+    seen *sn = calloc(1, sizeof *sn);
+    CHECK_RC(evs_sub_open(b, &c, record_handler, sn, &sub), EVS_OK);
+    CHECK_RC(evs_sub_reset(sub, h + 2), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), want);
+    CHECK_RC(evs_sub_reset(sub, UINT64_MAX - 1), EVS_EINVAL);
+    size_t n;
+    CHECK_RC(evs_sub_poll(sub, 0, 0, &n), EVS_OK);
+    CHECK_INT(n, 1); /* still at h */
+    CHECK_INT(sn->pos[0], h);
+    CHECK_RC(evs_sub_reset(sub, h + 1), EVS_OK);
+    evs_sub_close(sub);
+    CHECK_INT(next_of(b, "far"), h + 1);
+    CHECK_RC(evs_consumer_set_position(b, "far", h + 2), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), want);
+    CHECK_INT(next_of(b, "far"), h + 1);
+    /* a stream subscription counts in its stream's positions */
+    evs_sub_config_init(&c);
+    c.name = "far-stream";
+    c.stream = "far-1";
+    c.from = 4;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "past the end of stream \"far-1\" (version 2)");
+    c.from = 3;
+    CHECK_RC(evs_sub_open(b, &c, record_handler, NULL, &sub), EVS_OK);
+    evs_sub_close(sub);
+    append_n(s, "far-2", "A", 3); /* the head moves, the stream does not */
+    CHECK_RC(evs_consumer_set_position(b, "far-stream", 1), EVS_OK);
+    CHECK_RC(evs_consumer_set_position(b, "far-stream", EVS_SUB_FROM_NOW), EVS_OK);
+    CHECK_INT(next_of(b, "far-stream"), 3);
+    CHECK_RC(evs_consumer_set_position(b, "far-stream", 4), EVS_EINVAL);
+    CHECK_INT(next_of(b, "far-stream"), 3);
+    CHECK_RC(evs_consumer_delete(b, "far"), EVS_OK);
+    CHECK_RC(evs_consumer_delete(b, "far-stream"), EVS_OK);
+    free(sn);
+}
+
 static void test_restart_resumes(const char *d) {
     evs_store *s = tu_open(d, EVS_DURABILITY_NONE, 1 << 20);
     evs_bus *b;
@@ -379,6 +449,7 @@ int main(int argc, char **argv) {
     test_catchup_then_live(s, b);
     test_filters(s, b);
     test_pause_reset(s, b);
+    test_position_past_head(s, b);
     test_bad_args(b);
     evs_bus_close(b);
     evs_store_close(s);
