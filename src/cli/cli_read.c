@@ -51,7 +51,7 @@ static const char evs_read_help[] =
     "  --tag T1,T2            the event carries one of these tags\n"
     "  --tag-match any|all    with --tag: any of them (default) or all of them\n"
     "  --since TIME           recorded at or after TIME (RFC 3339 or ns since the epoch)\n"
-    "  --until TIME           recorded before TIME\n"
+    "  --until TIME           recorded before TIME (both after 1970-01-01T00:00:00Z)\n"
     "  -h, --help             show this help\n"
     "\n"
     "Works while another process (a server) holds the store.\n"
@@ -80,7 +80,7 @@ static const char evs_tail_help[] =
     "  --tag T1,T2            the event carries one of these tags\n"
     "  --tag-match any|all    with --tag: any of them (default) or all of them\n"
     "  --since TIME           recorded at or after TIME (RFC 3339 or ns since the epoch)\n"
-    "  --until TIME           recorded before TIME\n"
+    "  --until TIME           recorded before TIME (both after 1970-01-01T00:00:00Z)\n"
     "  -h, --help             show this help\n"
     "\n"
     "tail starts at position 1 (the whole log, then live); `GET /subscribe` without\n"
@@ -219,6 +219,8 @@ static int evs_cli_filter_opt(evs__cli_args *a, evs_cli_filter *cf, int *handled
         evs__cli_clear_error();
         if (evs_time_parse(v, strlen(v), &ns) != EVS_OK)
             return evs__cli_usage(a->cmd, "%s %s: not a time: %s", flag, v, evs_errmsg());
+        /* 0 is the filter's "unbounded": --until 0 would silently read everything */
+        if (ns <= 0) return evs__cli_usage(a->cmd, "%s %s: must be after 1970-01-01T00:00:00Z", flag, v);
         if (since)
             cf->f.since = ns;
         else

@@ -263,6 +263,28 @@ static int query_tags(evs__req *rq, evs__live_filter *lf, enum MHD_Result *mr) {
     return 0;
 }
 
+/*
+ * since= / until= (text; NULL: absent) into *ns.  A time at or before the
+ * epoch is refused: 0 is the filter's "unbounded", so until=0 would
+ * silently return everything (and a negative time the library refuses).
+ */
+static int query_time(evs__req *rq, const char *key, const char *text, int64_t *ns, enum MHD_Result *mr) {
+    if (!text) return 0;
+    char d[40];
+    snprintf(d, sizeof d, "{\"parameter\":\"%s\"}", key);
+    if (evs_time_parse(text, strlen(text), ns)) {
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, d, "parameter %s is not an RFC 3339 time or a count of ns",
+                                 key);
+        return -1;
+    }
+    if (*ns <= 0) {
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, d, "parameter %s=%.40s must be after 1970-01-01T00:00:00Z",
+                                 key, text);
+        return -1;
+    }
+    return 0;
+}
+
 int evs__query_filter(evs__req *rq, int allow_stream, evs__live_filter *lf, enum MHD_Result *mr) {
     char *corr = NULL, *caus = NULL, *since = NULL, *until = NULL;
     int rc = -1;
@@ -299,14 +321,11 @@ int evs__query_filter(evs__req *rq, int allow_stream, evs__live_filter *lf, enum
         }
         lf->has_causation = 1;
     }
-    if (since && evs_time_parse(since, strlen(since), &lf->since)) {
-        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
-                                 "parameter since is not an RFC 3339 time or a count of ns");
+    if (query_time(rq, "since", since, &lf->since, mr) || query_time(rq, "until", until, &lf->until, mr))
         goto cleanup;
-    }
-    if (until && evs_time_parse(until, strlen(until), &lf->until)) {
-        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
-                                 "parameter until is not an RFC 3339 time or a count of ns");
+    if (since && until && lf->until <= lf->since) {
+        *mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter until=%.40s must be after since=%.40s",
+                                 until, since);
         goto cleanup;
     }
     char why[128];

@@ -688,6 +688,10 @@ class TestReadFilters(CliTest):
         self.fails(self.read("$all", "--correlation", "xyz"), 1, "--correlation xyz", "not a UUID")
         self.fails(self.read("$all", "--since", "yesterday"), 1, "--since yesterday", "not a time")
         self.fails(self.read("$all", "--until", "2024-13-45T00:00:00Z"), 1, "--until")
+        # 0 is the filter's "unbounded": --until 0 used to read every event while --until 1 read none
+        for flag, v in (("--until", "0"), ("--since", "0"), ("--until", "1970-01-01T00:00:00Z"),
+                        ("--since", "1969-12-31T23:59:59Z")):
+            self.fails(self.read("$all", flag, v), 1, "%s %s: must be after 1970-01-01T00:00:00Z" % (flag, v))
         self.fails(self.read("$all", "--type", ""), 1, "--type", "empty")
         self.fails(self.read("$all", "--type", "A,,B"), 1, "--type A,,B", "empty")
         self.fails(self.read("$all", "--type", "A,"), 1, "empty")
@@ -817,6 +821,7 @@ class TestTail(CliTest):
         self.fails(run("tail", "-d", self.store, "--from", "x"), 1, "--from x: not a number")
         self.fails(run("tail", "-d", self.store, "--backward"), 1, "unknown option --backward")
         self.fails(run("tail", "-d", self.store, "--correlation", "nope"), 1, "--correlation nope")
+        self.fails(run("tail", "-d", self.store, "--until", "0"), 1, "--until 0: must be after 1970-01-01")
 
     def test_tail_missing_store(self):
         r = run("tail", "-d", os.path.join(self.tmp, "nope"))

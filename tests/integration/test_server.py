@@ -486,6 +486,19 @@ class ServerTest(unittest.TestCase):
         self.assertError(s.get("/all?since=yesterday"), 400, "since")
         self.assertError(s.get("/all?type=,"), 400, "type")
 
+    def test_time_filters_at_or_before_the_epoch_are_refused(self):
+        # 0 is the filter's "unbounded": until=0 used to return every event while until=1 returned none
+        s = self.srv
+        s.post("/streams/epoch-1", ev("E"))
+        for route in ("/all", "/subscribe"):
+            for qs in ("until=0", "since=0", "until=1970-01-01T00:00:00Z", "since=1969-12-31T23:59:59Z"):
+                b = self.assertError(s.get("%s?%s" % (route, qs)), 400, "parameter %s must be after 1970-01-01" % qs)
+                self.assertEqual(b["detail"], {"parameter": qs[:5]})
+            self.assertError(s.get(route + "?since=2030-01-01T00:00:00Z&until=2020-01-01T00:00:00Z"), 400,
+                             "until=2020-01-01T00:00:00Z must be after since=2030-01-01T00:00:00Z")
+        st, _, b = s.get("/all?until=1")
+        self.assertEqual((st, b["events"]), (200, []))
+
     def test_health_info(self):
         s = self.srv
         st, _, b = s.get("/health")
