@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/bus_internal.h"
 #include "bus/settings.h"
 #include "cli/cli.h"
 #include "cli/cli_bus.h"
@@ -570,8 +571,9 @@ static const char proj_help[] =
     "Lua projections (read models; see docs/http-api.md for the script's shape).\n"
     "\n"
     "Actions:\n"
-    "  create NAME FILE.lua   store the script (checked first); replaces an existing\n"
-    "                       one, keeping its state and checkpoint with --url\n"
+    "  create NAME FILE.lua   store the script (checked first: one that does not load\n"
+    "                       changes nothing); replaces an existing one, keeping its\n"
+    "                       state and checkpoint with --url (locally they start over)\n"
     "  run NAME [--follow]  apply new events here (--follow: until interrupted);\n"
     "                       local only: a server runs every stored projection itself\n"
     "  status NAME          its record, plus running/generation/rebuild with --url\n"
@@ -602,6 +604,23 @@ static const char proj_help[] =
     "Exit status: 0 ok, 1 usage, 2 no such projection, partition or FILE, 3 the name\n"
     "is taken by another kind, 4 the script does not load, 5 I/O error, the store is\n"
     "held by another process (use --url), or the server is unreachable.\n";
+
+/*
+ * Load the script as evs_proj_open_lua would (the same sandbox and default
+ * limits), touching nothing: a local create replaces a projection by
+ * deleting it first, so a script that does not load must be refused before
+ * the delete, or the old state, checkpoint and DLQ are lost for nothing.
+ */
+static int proj_script_check(const char *name, const char *src, size_t len) {
+    evs__lua *L = NULL;
+    evs__lua_decl decl;
+    memset(&decl, 0, sizeof decl);
+    int rc = evs__lua_new(src, len, NULL, &L, &decl);
+    if (rc) return evs__err_prefix(rc, "projection \"%s\": ", name);
+    evs__lua_decl_free(&decl);
+    evs__lua_free(L);
+    return EVS_OK;
+}
 
 static volatile sig_atomic_t proj_stop;
 static void on_sigint(int sig) {
@@ -673,6 +692,7 @@ int evs__cli_projection(int argc, char **argv) {
                                                    "name", name, name, i.kind);
             goto out;
         }
+        if ((rc = proj_script_check(name, src, srclen))) goto done;
         if (exists && (rc = evs_consumer_delete(b, name))) goto done;
         if (!(rc = evs_proj_open_lua(b, name, src, srclen, NULL, NULL, &p)))
             printf("{\"created\":\"%s\",\"replaced\":%s}\n", name, exists ? "true" : "false");

@@ -290,6 +290,30 @@ class ConsumerCommandTest(Base):
         self.assertEqual(self.ok(run("sub", "show", "s3", "-d", self.local)).obj()["checkpoint"], 2)
         self.assertEqual(self.ok(run("sub", "reset", "s3", "3", "--url", self.srv.url)).obj()["checkpoint"], 2)
 
+    def test_projection_create_refuses_a_bad_script_before_replacing(self):
+        script = os.path.join(ROOT, "examples", "readme", "order-totals.lua")
+        bad = os.path.join(self.tmp, "bad.lua")
+        with open(bad, "w") as f:
+            f.write("return {\n")
+        d = self.local
+        self.ok(run("append", "order-1", ev("OrderPlaced", {"total": "5"}), ev("OrderPlaced", {"total": "x"}), "-d", d))
+        self.ok(run("projection", "create", "tot", script, "-d", d))
+        self.ok(run("projection", "run", "tot", "-d", d))
+
+        def kept():
+            return (self.ok(run("projection", "state", "tot", "-d", d)).out,
+                    self.ok(run("projection", "status", "tot", "-d", d)).obj()["checkpoint"],
+                    self.ok(run("dlq", "list", "tot", "-d", d)).out)
+
+        before = kept()
+        self.assertEqual((json.loads(before[0]), before[1], len(before[2].splitlines())), ({"orders": 1, "total": 5}, 2, 1))
+        # refused with the script's error, locally (it used to delete the projection first) and over --url
+        self.ok(run("projection", "create", "tot", script, "--url", self.srv.url))
+        for r in self.both("projection", "create", "tot", bad):
+            self.fails(r, 4, "script does not compile")
+        self.assertEqual(kept(), before)
+        self.assertEqual(self.ok(run("projection", "status", "tot", "--url", self.srv.url)).obj()["name"], "tot")
+
     def test_limit_zero_is_refused_everywhere(self):
         self.ok(run("append", "l-1", ev("A"), "-d", self.local))
         for args in (["read", "l-1"], ["read", "$all"], ["streams"], ["dlq", "list", "x"], ["group", "list"],
