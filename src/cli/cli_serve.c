@@ -266,14 +266,19 @@ static int parse_opts(int argc, char **argv, serve_opts *o) {
             return -1;
         }
         if (evs__cli_is(&a, "--print-routes", NULL)) {
+            if ((code = evs__cli_flag(&a))) return code;
             evs__serve_print_routes(stdout);
             return -1;
         }
         if (evs__cli_is(&a, "--auth", NULL)) {
+            /* a switch: "--auth=no" must not turn it on */
+            if ((code = evs__cli_flag(&a))) return code;
             o->auth = 1;
             continue;
         }
         if (evs__cli_is(&a, "--insecure", NULL)) {
+            /* a switch: "--insecure=no" must not turn it on */
+            if ((code = evs__cli_flag(&a))) return code;
             o->insecure = 1;
             continue;
         }

@@ -477,6 +477,15 @@ class AuthStartupTest(unittest.TestCase):
             proc.stdout.close()
             proc.stderr.close()
 
+    def test_switches_take_no_value(self):
+        # "--insecure=no" used to turn insecure mode on (and "--auth=no" auth): a usage error, no server
+        for flag in ("--insecure=no", "--auth=no", "--auth=", "--print-routes=yes"):
+            p = subprocess.run([BIN, "serve", "-d", self.dir, "--listen", "0.0.0.0:0", flag], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=TIMEOUT)
+            self.assertEqual(p.returncode, 1, (flag, p.stderr))
+            self.assertIn(b"%s takes no value" % flag.split("=")[0].encode(), p.stderr)
+            self.assertEqual(p.stdout, b"", flag)
+
     def test_loopback_is_open_by_default_and_keys_turn_auth_on(self):
         s = Server(self.dir).start()
         try:
