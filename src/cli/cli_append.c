@@ -50,6 +50,7 @@ static const char evs_append_help[] =
     "  --condition JSON     append only if no event matching the query was stored after\n"
     "                       position P (a DCB condition; exit status 3 when one was):\n"
     "                         {\"after\": P, \"query\": [{\"types\": [...], \"tags\": [...]}]}\n"
+    "                       (once: the query's items are OR'd)\n"
     "  -h, --help           show this help\n"
     "\n"
     "Prints one JSON line: stream, first/last stream and global positions,\n"
@@ -237,6 +238,13 @@ int evs__cli_append(int argc, char **argv) {
             if ((code = evs__cli_value(&a, &v))) goto cleanup;
             if ((code = evs_cli_parse_expected(&a, v, &expected))) goto cleanup;
         } else if (evs__cli_is(&a, "--condition", NULL)) {
+            /* one condition per append (a query with several items says "any of"):
+               a second one would silently replace the first */
+            if (condition) {
+                code = evs__cli_usage(a.cmd, "--condition given twice (one condition per append; put several "
+                                             "items in its query instead)");
+                goto cleanup;
+            }
             if ((code = evs__cli_value(&a, &condition))) goto cleanup;
             evs_json_error je;
             const char *where;

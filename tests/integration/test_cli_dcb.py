@@ -7,7 +7,7 @@ test_cli_dcb.py -- `evstore append --condition` and `evstore read --tag
 Checked: a condition that holds stores (exit 0), one that does not is exit
 status 3 with the first matching position in the message and nothing
 stored, a malformed condition is a usage error (exit 1) naming the
-member; reads by tag with any and all.
+member, as is a second --condition; reads by tag with any and all.
 
 Standard library only.  Prints "N passed, M failed" as its last line.
 """
@@ -60,6 +60,13 @@ class CliDcbTest(unittest.TestCase):
         rc, out, err = self.run_cli("append", *target, "seat-3", "--condition", '{"query":[{"tgs":[]}]}', SEAT)
         self.assertEqual(rc, 1, (out, err))
         self.assertIn("tgs", err)
+        # a second --condition is refused before anything is stored (it used to replace the first, after the
+        # append a leak made a sanitizer build exit 1, and a retry stored the event twice)
+        holds = json.dumps({"after": second, "query": [{"tags": ["seat:1"]}]})
+        rc, out, err = self.run_cli("append", *target, "seat-4", "--condition", holds, "--condition", holds, SEAT)
+        self.assertEqual((rc, out), (1, ""), err)
+        self.assertIn("--condition given twice", err)
+        self.assertEqual(self.run_cli("read", *target, "seat-4")[0], 2)
         rc, out, err = self.run_cli("read", *target, "$all", "--tag", "seat:1,x", "--tag-match", "all")
         self.assertEqual(rc, 0, err)
         self.assertEqual([json.loads(line)["global_position"] for line in out.splitlines()], [second])
