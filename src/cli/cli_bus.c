@@ -287,6 +287,28 @@ static void print_group(const evs_group_info *gi) {
     print_sb(&b);
 }
 
+/* A consumer's record as the server answers a change to it (a group with its settings).  Library status. */
+static int print_consumer(evs_bus *b, const char *name) {
+    evs_consumer_info i;
+    int rc = evs_consumer_get(b, name, &i);
+    if (rc) return rc;
+    if (strcmp(i.kind, "group") == 0) {
+        evs_group_info gi;
+        if ((rc = evs_group_get(b, name, &gi))) return rc;
+        print_group(&gi);
+    } else {
+        print_info(&i);
+    }
+    return EVS_OK;
+}
+
+/* What a delete prints, as the server's DELETE answers. */
+static void print_deleted(const char *name, const char *kind) {
+    fputs("{\"deleted\":", stdout);
+    evs__cli_json_str(stdout, name, strlen(name));
+    printf(",\"kind\":\"%s\"}\n", kind);
+}
+
 static void print_entry(const evs_dlq_entry *e) {
     printf("{\"position\":%llu,\"stream\":", (unsigned long long)e->position);
     evs__cli_json_str(stdout, e->stream, strlen(e->stream));
@@ -453,12 +475,13 @@ int evs__cli_sub(int argc, char **argv) {
         code = sub_create_local(&o, b, o.pos[1]);
     } else if (strcmp(act, "pause") == 0 || strcmp(act, "resume") == 0) {
         rc = evs_consumer_set_status(b, o.pos[1], act[0] == 'p' ? EVS_CONSUMER_PAUSED : EVS_CONSUMER_ACTIVE);
-        if (!rc) printf("{\"name\":\"%s\",\"status\":\"%s\"}\n", o.pos[1], act[0] == 'p' ? "paused" : "active");
+        if (!rc) rc = print_consumer(b, o.pos[1]);
     } else if (strcmp(act, "reset") == 0) {
-        if (!(rc = evs_consumer_set_position(b, o.pos[1], pos)))
-            printf("{\"name\":\"%s\",\"next\":%llu}\n", o.pos[1], (unsigned long long)pos);
+        if (!(rc = evs_consumer_set_position(b, o.pos[1], pos))) rc = print_consumer(b, o.pos[1]);
     } else {
-        if (!(rc = evs_consumer_delete(b, o.pos[1]))) printf("{\"deleted\":\"%s\"}\n", o.pos[1]);
+        evs_consumer_info i;
+        if (!(rc = evs_consumer_get(b, o.pos[1], &i)) && !(rc = evs_consumer_delete(b, o.pos[1])))
+            print_deleted(o.pos[1], i.kind);
     }
     if (rc) code = evs__cli_lib_fail(rc, "sub %s", act);
 out:
@@ -694,8 +717,7 @@ int evs__cli_projection(int argc, char **argv) {
         }
         if ((rc = proj_script_check(name, src, srclen))) goto done;
         if (exists && (rc = evs_consumer_delete(b, name))) goto done;
-        if (!(rc = evs_proj_open_lua(b, name, src, srclen, NULL, NULL, &p)))
-            printf("{\"created\":\"%s\",\"replaced\":%s}\n", name, exists ? "true" : "false");
+        if (!(rc = evs_proj_open_lua(b, name, src, srclen, NULL, NULL, &p))) rc = print_consumer(b, name);
     } else if (strcmp(act, "run") == 0 || strcmp(act, "rebuild") == 0) {
         if ((rc = evs_proj_open_stored(b, name, NULL, &p))) goto done;
         int rebuild = act[1] == 'e';
@@ -716,7 +738,11 @@ int evs__cli_projection(int argc, char **argv) {
             if (proj_stop || (!o.follow && n == 0)) break;
         }
         if (rebuild) fputc('\n', stderr);
-        if (!rc) printf("{\"name\":\"%s\",\"applied\":%zu}\n", name, total);
+        if (!rc) {
+            fputs("{\"name\":", stdout);
+            evs__cli_json_str(stdout, name, strlen(name));
+            printf(",\"applied\":%zu}\n", total);
+        }
     } else if (strcmp(act, "status") == 0) {
         evs_consumer_info i;
         if (!(rc = evs_consumer_get(b, name, &i))) print_info(&i);
@@ -740,7 +766,7 @@ int evs__cli_projection(int argc, char **argv) {
             left -= n;
         } while (n && left);
     } else {
-        if (!(rc = evs_consumer_delete(b, name))) printf("{\"deleted\":\"%s\"}\n", name);
+        if (!(rc = evs_consumer_delete(b, name))) print_deleted(name, "projection");
     }
 done:
     if (rc) code = evs__cli_lib_fail(rc, "projection %s %s", act, name);
@@ -861,11 +887,7 @@ int evs__cli_group(int argc, char **argv) {
     } else if (strcmp(act, "consumers") == 0) {
         /* nothing: no server holds the store (we do), so no consumer is connected */
     } else {
-        if (!(rc = evs_consumer_delete(b, name))) {
-            fputs("{\"deleted\":", stdout);
-            evs__cli_json_str(stdout, name, strlen(name));
-            fputs(",\"kind\":\"group\"}\n", stdout);
-        }
+        if (!(rc = evs_consumer_delete(b, name))) print_deleted(name, "group");
     }
     if (rc) code = evs__cli_lib_fail(rc, "group %s", act);
 out:

@@ -10,9 +10,11 @@ prints; commands that write are refused with exit 5 and a message that
 names the server's --url (from DIR/SERVE), and a stale DIR/SERVE is not
 believed; `group create|show|list|consumers|delete` and `sub create` act
 alike locally and over --url (same JSON, same exit codes, same words for
-bad settings); `sub reset` refuses 0 and a position past head + 1 alike
-locally and over --url, changing nothing; `dlq list` of an unknown name
-exits 2 either way; --limit 0
+bad settings), and so do `sub pause|resume|reset|delete` and `projection
+create|delete` (the record, valid JSON whatever the name); `sub reset`
+refuses 0 and a position past head + 1 alike locally and over --url,
+changing nothing; a local `projection create` of a script that does not
+load changes nothing; `dlq list` of an unknown name exits 2 either way; --limit 0
 is refused by every command; read and tail filter by --tag and
 --causation; every command's help lists its options and exit statuses and
 `evstore --help` lists every command; `serve --config` of a missing file
@@ -189,20 +191,28 @@ class ConsumerCommandTest(Base):
         """The same command on the local store and through the server."""
         return run(*args, "-d", self.local), run(*args, "--url", self.srv.url)
 
+    LIVE = ("lag_ms", "open", "consumers", "in_flight", "buffered")
+
+    def agree(self, lo, re_, *live):
+        """
+        Both succeeded and printed the same record, field for field, but the
+        live figures only a server has (and `live`); the local record.
+        """
+        a, b = self.ok(lo).obj(), self.ok(re_).obj()
+        for k in a:
+            if k not in self.LIVE + live:
+                self.assertEqual(a[k], b[k], k)
+        return a
+
     def test_group_commands_local_and_remote_agree(self):
         for r in self.both("append", "g-1", ev("A", {"i": 1})):
             self.ok(r)
         lo, re_ = self.both("group", "create", "billing", "--strategy", "pinned", "--ack-timeout-ms", "1500",
                             "--settings", '{"max_in_flight":3,"retry":{"max_retries":5}}', "--type", "A,B")
-        a, b = self.ok(lo).obj(), self.ok(re_).obj()
-        for g in (a, b):
-            self.assertEqual((g["kind"], g["strategy"], g["ack_timeout_ms"], g["max_in_flight"],
-                              g["retry"]["max_retries"], g["filter"]["event_types"]),
-                             ("group", "pinned", 1500, 3, 5, ["A", "B"]))
-        # the same record, field for field, but the live figures only a server has
-        for k in a:
-            if k not in ("lag_ms", "open", "consumers", "in_flight", "buffered"):
-                self.assertEqual(a[k], b[k], k)
+        a = self.agree(lo, re_)
+        self.assertEqual((a["kind"], a["strategy"], a["ack_timeout_ms"], a["max_in_flight"],
+                          a["retry"]["max_retries"], a["filter"]["event_types"]),
+                         ("group", "pinned", 1500, 3, 5, ["A", "B"]))
         # flags win over --settings, whatever their order
         lo, re_ = self.both("group", "create", "billing", "--max-in-flight", "7", "--settings", '{"max_in_flight":2}')
         self.assertEqual(self.ok(lo).obj()["max_in_flight"], 7)
@@ -286,9 +296,30 @@ class ConsumerCommandTest(Base):
                 self.assertEqual(self.ok(r).obj()["checkpoint"], 0)
         self.assertEqual(self.ok(run("check", "-d", self.local)).obj()["errors"], 0)
         # head + 1 is "after everything stored"; what is printed is what is stored
-        self.assertEqual(self.ok(run("sub", "reset", "s3", "3", "-d", self.local)).obj(), {"name": "s3", "next": 3})
+        self.assertEqual(self.ok(run("sub", "reset", "s3", "3", "-d", self.local)).obj()["checkpoint"], 2)
         self.assertEqual(self.ok(run("sub", "show", "s3", "-d", self.local)).obj()["checkpoint"], 2)
         self.assertEqual(self.ok(run("sub", "reset", "s3", "3", "--url", self.srv.url)).obj()["checkpoint"], 2)
+
+    def test_changes_print_the_record_as_json_locally_and_remote(self):
+        # a name that needs escaping: the local forms printed it raw (invalid JSON), and
+        # printed less than the server (pause/resume/reset/create: the record; delete: the kind)
+        name = 'we"ird\\x'
+        for r in self.both("append", "order-1", ev("OrderPlaced", {"total": "5"})):
+            self.ok(r)
+        self.agree(*self.both("sub", "create", name))
+        for act, status in (("pause", "paused"), ("resume", "active")):
+            self.assertEqual((self.agree(*self.both("sub", act, name)))["status"], status)
+        self.assertEqual(self.agree(*self.both("sub", "reset", name, "2"))["checkpoint"], 1)
+        for r in self.both("sub", "delete", name):
+            self.assertEqual(self.ok(r).obj(), {"deleted": name, "kind": "subscription"})
+        script = os.path.join(ROOT, "examples", "readme", "order-totals.lua")
+        # the server's runner may have applied the event already
+        got = self.agree(*self.both("projection", "create", name, script), "checkpoint", "processed", "lag_events",
+                         "last_processed_at")
+        self.assertEqual((got["name"], got["kind"]), (name, "projection"))
+        self.assertEqual(self.ok(run("projection", "run", name, "-d", self.local)).obj(), {"name": name, "applied": 1})
+        for r in self.both("projection", "delete", name):
+            self.assertEqual(self.ok(r).obj(), {"deleted": name, "kind": "projection"})
 
     def test_projection_create_refuses_a_bad_script_before_replacing(self):
         script = os.path.join(ROOT, "examples", "readme", "order-totals.lua")
