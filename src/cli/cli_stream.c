@@ -174,5 +174,6 @@ int evs__cli_stream(int argc, char **argv) {
     }
     if (hard && op != OP_DELETE) return evs__cli_usage(a.cmd, "--hard goes with `delete` only");
     if ((code = evs__cli_target(&a, opt_dir, opt_url, &dir, &url))) return code;
+    if ((code = evs__cli_stream_len(stream))) return code;
     return url ? remote(url, op, stream, json, expected, hard) : local(dir, op, stream, json, expected, hard);
 }

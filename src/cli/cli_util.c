@@ -89,9 +89,20 @@ int evs__cli_unknown(const evs__cli_args *a) {
     return evs__cli_usage(a->cmd, "unknown option %s", a->arg);
 }
 
+/* How the store directory was given on the line ("-d" or "--dir"), for a message about its value. */
+static const char *dir_flag(const evs__cli_args *a) {
+    const char *flag = "-d";
+    for (int i = 0; i < a->argc && strcmp(a->argv[i], "--") != 0; i++) {
+        const char *s = a->argv[i];
+        if (strncmp(s, "-d", 2) == 0) flag = "-d";
+        else if (strcmp(s, "--dir") == 0 || strncmp(s, "--dir=", 6) == 0) flag = "--dir";
+    }
+    return flag;
+}
+
 int evs__cli_dir(const evs__cli_args *a, const char *opt_dir, const char **dir) {
     if (opt_dir) {
-        if (!opt_dir[0]) return evs__cli_usage(a->cmd, "-d: the store directory name is empty");
+        if (!opt_dir[0]) return evs__cli_usage(a->cmd, "%s: the store directory name is empty", dir_flag(a));
         *dir = opt_dir;
         return EVS_CLI_OK;
     }
@@ -145,6 +156,13 @@ int evs__cli_u64(const evs__cli_args *a, const char *name, const char *text, uin
                               (unsigned long long)max);
     default: return evs__cli_usage(a->cmd, "%s %s: not a number", name, text);
     }
+}
+
+int evs__cli_stream_len(const char *stream) {
+    size_t n = strlen(stream);
+    if (n > EVS_MAX_STREAM_NAME)
+        return evs__cli_fail(EVS_CLI_INVALID, "stream name is %zu bytes, the limit is %u", n, EVS_MAX_STREAM_NAME);
+    return EVS_CLI_OK;
 }
 
 /* --------------------------------------------------------------- errors */

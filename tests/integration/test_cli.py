@@ -212,7 +212,8 @@ class TestGlobal(CliTest):
         for c in ("read x", "info", "streams", "check", "tail", "append s-1"):
             r = run(*c.split(), stdin=ev("A"))
             self.fails(r, 1, "-d DIR", "EVSTORE_DIR")
-        self.fails(run("info", "-d", ""), 1, "empty")
+        self.fails(run("info", "-d", ""), 1, "-d: the store directory name is empty")
+        self.fails(run("read", "--dir=", "x"), 1, "--dir: the store directory name is empty")
 
     def test_dir_from_environment(self):
         env = {"EVSTORE_DIR": self.store}
@@ -511,6 +512,14 @@ class TestAppend(CliTest):
         for name, needle in cases:
             r = run("append", "-d", self.store, name, ev("A"))
             self.assert_rejected(r, 4, "stream", needle)
+
+    def test_overlong_stream_name_gives_its_length(self):
+        # the library measures up to the limit only: the message said 257 bytes for any longer name
+        self.prepare()
+        name = "s" * 5000
+        for args in (["append", name, ev("A")], ["read", name], ["info", name], ["stream", "meta", "get", name],
+                     ["stream", "delete", name]):
+            self.assert_rejected(run(*args, "-d", self.store), 4, "stream name is 5000 bytes, the limit is 255")
 
     def test_bad_event_does_not_create_store(self):
         fresh = os.path.join(self.tmp, "fresh")
