@@ -99,7 +99,7 @@ int evs__cli_backup(int argc, char **argv) {
             dest = a.arg;
         } else if (evs__cli_is(&a, "--help", "-h")) {
             fputs(evs_backup_help, stdout);
-            return EVS_CLI_OK;
+            return evs__cli_finish_output(EVS_CLI_OK);
         } else if (evs__cli_is(&a, "--dir", "-d")) {
             if ((code = evs__cli_value(&a, &opt_dir))) return code;
         } else if (evs__cli_is(&a, "--incremental", NULL)) {
@@ -146,7 +146,7 @@ int evs__cli_restore(int argc, char **argv) {
             else return evs__cli_usage(a.cmd, "unexpected argument \"%s\"", a.arg);
         } else if (evs__cli_is(&a, "--help", "-h")) {
             fputs(evs_restore_help, stdout);
-            return EVS_CLI_OK;
+            return evs__cli_finish_output(EVS_CLI_OK);
         } else if (evs__cli_is(&a, "--to-position", NULL)) {
             if ((code = evs__cli_value(&a, &val))) return code;
             if ((code = evs__cli_u64(&a, "--to-position", val, UINT64_MAX - 1, &o.to_position))) return code;
@@ -199,7 +199,7 @@ int evs__cli_verify_backup(int argc, char **argv) {
             backup = a.arg;
         } else if (evs__cli_is(&a, "--help", "-h")) {
             fputs(evs_verify_help, stdout);
-            return EVS_CLI_OK;
+            return evs__cli_finish_output(EVS_CLI_OK);
         } else {
             return evs__cli_unknown(&a);
         }

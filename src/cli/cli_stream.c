@@ -139,7 +139,7 @@ int evs__cli_stream(int argc, char **argv) {
             pos[npos++] = a.arg;
         } else if (evs__cli_is(&a, "--help", "-h")) {
             fputs(evs_stream_help, stdout);
-            return EVS_CLI_OK;
+            return evs__cli_finish_output(EVS_CLI_OK);
         } else if (evs__cli_is(&a, "--dir", "-d")) {
             if ((code = evs__cli_value(&a, &opt_dir))) return code;
         } else if (evs__cli_is(&a, "--url", NULL)) {

@@ -183,6 +183,18 @@ class TestGlobal(CliTest):
             r = self.ok(run("help", c))
             self.assertTrue(r.out.startswith("Usage: evstore %s" % c), r)
 
+    @unittest.skipUnless(os.path.exists("/dev/full"), "needs /dev/full")
+    def test_help_that_cannot_be_written_is_an_io_error(self):
+        # every command listed in `evstore --help` (stream and the backup commands used to exit 0)
+        top = self.ok(run("--help")).out
+        commands = re.findall(r"(?m)^  ([a-z-]+) ", top.split("Commands:\n", 1)[1].split("\n\n", 1)[0])
+        self.assertIn("verify-backup", commands)
+        for args in [[]] + [[c] for c in commands]:
+            with open("/dev/full", "w") as full:
+                p = subprocess.run([BIN] + args + ["--help"], stdout=full, stderr=subprocess.PIPE, timeout=TIMEOUT)
+            self.assertEqual(p.returncode, 5, (args, p.stderr))
+            self.assertIn(b"evstore: writing to stdout", p.stderr, args)
+
     def test_append_help_does_not_read_stdin_or_create(self):
         r = self.ok(run("append", "-d", self.store, "s-1", "--help"))
         self.assertIn("--expected", r.out)
