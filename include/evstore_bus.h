@@ -404,6 +404,15 @@ typedef struct evs_lua_limits {
 int evs_proj_open_lua(evs_bus *b, const char *name, const char *source, size_t source_len,
                       const evs_lua_limits *limits, const evs_proj_config *cfg, evs_projection **out);
 
+/*
+ * Load a Lua projection script as evs_proj_open_lua does (the same sandbox
+ * and limits; limits may be NULL) and drop it, storing and changing nothing:
+ * EVS_OK, or the error evs_proj_open_lua would give for it, prefixed with
+ * the projection's name.  For a caller that must refuse a bad script before
+ * it removes the projection the script replaces.
+ */
+int evs_proj_check_lua(const char *name, const char *source, size_t source_len, const evs_lua_limits *limits);
+
 /* Open a stored Lua projection by name, with its stored source. */
 int evs_proj_open_stored(evs_bus *b, const char *name, const evs_lua_limits *limits, evs_projection **out);
 /* As evs_proj_open_stored, with a config as evs_proj_open_lua takes it (its map, e.g. upcasting; may be NULL). */

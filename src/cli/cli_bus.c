@@ -26,7 +26,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bus/bus_internal.h"
 #include "bus/settings.h"
 #include "cli/cli.h"
 #include "cli/cli_bus.h"
@@ -628,23 +627,6 @@ static const char proj_help[] =
     "is taken by another kind, 4 the script does not load, 5 I/O error, the store is\n"
     "held by another process (use --url), or the server is unreachable.\n";
 
-/*
- * Load the script as evs_proj_open_lua would (the same sandbox and default
- * limits), touching nothing: a local create replaces a projection by
- * deleting it first, so a script that does not load must be refused before
- * the delete, or the old state, checkpoint and DLQ are lost for nothing.
- */
-static int proj_script_check(const char *name, const char *src, size_t len) {
-    evs__lua *L = NULL;
-    evs__lua_decl decl;
-    memset(&decl, 0, sizeof decl);
-    int rc = evs__lua_new(src, len, NULL, &L, &decl);
-    if (rc) return evs__err_prefix(rc, "projection \"%s\": ", name);
-    evs__lua_decl_free(&decl);
-    evs__lua_free(L);
-    return EVS_OK;
-}
-
 static volatile sig_atomic_t proj_stop;
 static void on_sigint(int sig) {
     (void)sig;
@@ -715,7 +697,8 @@ int evs__cli_projection(int argc, char **argv) {
                                                    "name", name, name, i.kind);
             goto out;
         }
-        if ((rc = proj_script_check(name, src, srclen))) goto done;
+        /* a script that does not load is refused before the delete: the old state, checkpoint and DLQ stay */
+        if ((rc = evs_proj_check_lua(name, src, srclen, NULL))) goto done;
         if (exists && (rc = evs_consumer_delete(b, name))) goto done;
         if (!(rc = evs_proj_open_lua(b, name, src, srclen, NULL, NULL, &p))) rc = print_consumer(b, name);
     } else if (strcmp(act, "run") == 0 || strcmp(act, "rebuild") == 0) {

@@ -164,7 +164,15 @@ static void test_sandbox(const char *d) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         CHECK_RC(evs_proj_open_lua(b, "bad", bad[i][0], strlen(bad[i][0]), NULL, NULL, &p), EVS_EINVAL);
         CHECK_CONTAINS(evs_errmsg(), bad[i][1]);
+        /* the check alone refuses it the same way, and stores nothing */
+        CHECK_RC(evs_proj_check_lua("bad", bad[i][0], strlen(bad[i][0]), NULL), EVS_EINVAL);
+        CHECK_CONTAINS(evs_errmsg(), bad[i][1]);
+        CHECK_CONTAINS(evs_errmsg(), "projection \"bad\": ");
     }
+    evs_consumer_info gone;
+    CHECK_RC(evs_consumer_get(b, "bad", &gone), EVS_ENOTFOUND);
+    CHECK_RC(evs_proj_check_lua("good", counter_src, strlen(counter_src), NULL), EVS_OK);
+    CHECK_RC(evs_consumer_get(b, "good", &gone), EVS_ENOTFOUND);
     /* handlers behind a metatable that raises or loops: the lookups are raw, nothing aborts */
     const char *meta = "return { partition = 'none', handlers = setmetatable({ Known = function(s, e) s.k = 1 end }, "
                        "{ __index = function() while true do end end }) }";
