@@ -31,12 +31,20 @@
 #include "cli/cli_bus.h"
 #include "evstore_bus.h"
 
+/* The options only some actions take: which were given, for check_action. */
+enum { BUS_AFTER = 1u << 0, BUS_LIMIT = 1u << 1, BUS_FOLLOW = 1u << 2, BUS_AS_OF = 1u << 3, BUS_SPEC = 1u << 4 };
+static const char *const bus_opt_names[] = {"--after", "--limit", "--follow", "--as-of", "--spec"};
+
+/* The most positionals any action takes, action word included (projection compare NAME A B). */
+#define BUS_MAX_POS 4
+
 typedef struct bus_args {
     const char *cmd;
-    const char *pos[4];
+    const char *pos[BUS_MAX_POS + 1]; /* one more than any action takes, to name it in the message */
     int npos;
     const char *dir, *url;
     uint64_t after, limit;
+    unsigned given; /* BUS_* */
     int have_limit;
     int follow;
     int help;
@@ -178,8 +186,9 @@ static int parse(const char *cmd, int argc, char **argv, bus_args *o) {
     evs__cli_args_init(&a, cmd, argc, argv);
     while ((t = evs__cli_args_next(&a)) != EVS_CLI_END) {
         if (t == EVS_CLI_POSITIONAL) {
-            if (o->npos == 4) return evs__cli_usage(cmd, "unexpected argument \"%s\"", a.arg);
-            o->pos[o->npos++] = a.arg;
+            /* the first one past the table's longest is kept, so check_action names it with the action */
+            if (o->npos < BUS_MAX_POS + 1) o->pos[o->npos] = a.arg;
+            o->npos++;
         } else if (evs__cli_is(&a, "--help", "-h")) {
             o->help = 1;
             return EVS_CLI_OK;
@@ -190,18 +199,23 @@ static int parse(const char *cmd, int argc, char **argv, bus_args *o) {
         } else if (evs__cli_is(&a, "--after", NULL)) {
             if ((code = evs__cli_value(&a, &v)) || (code = evs__cli_u64(&a, "--after", v, UINT64_MAX, &o->after)))
                 return code;
+            o->given |= BUS_AFTER;
         } else if (evs__cli_is(&a, "--limit", "-n")) {
             if ((code = evs__cli_value(&a, &v)) || (code = evs__cli_u64(&a, "--limit", v, 100000, &o->limit)))
                 return code;
             if (o->limit == 0) return evs__cli_usage(cmd, "--limit 0: at least 1 (leave it out for the default)");
             o->have_limit = 1;
+            o->given |= BUS_LIMIT;
         } else if (evs__cli_is(&a, "--follow", "-f")) {
             if ((code = evs__cli_flag(&a))) return code;
             o->follow = 1;
+            o->given |= BUS_FOLLOW;
         } else if (evs__cli_is(&a, "--as-of", NULL)) {
             if ((code = evs__cli_value(&a, &o->as_of))) return code;
+            o->given |= BUS_AS_OF;
         } else if (evs__cli_is(&a, "--spec", NULL)) {
             if ((code = evs__cli_value(&a, &o->spec))) return code;
+            o->given |= BUS_SPEC;
         } else {
             if ((code = settings_opt(&a, o, &handled))) return code;
             if (!handled) return evs__cli_unknown(&a);
@@ -323,17 +337,6 @@ static void print_entry(const evs_dlq_entry *e) {
     printf("}\n");
 }
 
-static int one_of(const char *s, const char *const *list) {
-    for (; *list; list++)
-        if (strcmp(s, *list) == 0) return 1;
-    return 0;
-}
-
-static int need(const char *cmd, const bus_args *o, int n, const char *what) {
-    if (o->npos < n) return evs__cli_usage(cmd, "missing %s", what);
-    return EVS_CLI_OK;
-}
-
 static int parse_pos(const char *cmd, const char *text, uint64_t *out) {
     evs__cli_args a;
     evs__cli_args_init(&a, cmd, 0, NULL);
@@ -343,11 +346,59 @@ static int parse_pos(const char *cmd, const char *text, uint64_t *out) {
     return code;
 }
 
-/* The action's name is known and its arguments are all there; settings only for create.  Exit code. */
-static int check_action(const bus_args *o, const char *const *acts, const char *act) {
-    if (!one_of(act, acts)) return evs__cli_usage(o->cmd, "unknown action \"%s\"", act);
-    if (o->set_flag && strcmp(act, "create") != 0)
+/*
+ * One action of a command: the arguments after the action word as the help
+ * names them (the first min required, "[...]" marks the optional rest), the
+ * options of bus_opt_names it takes, and whether it takes the settings flags.
+ */
+typedef struct bus_action {
+    const char *name;
+    int min;
+    const char *args[BUS_MAX_POS];
+    unsigned opts;
+    int settings;
+} bus_action;
+
+/*
+ * The one check of a command's line against its action table, so that an
+ * argument or option the action does not use is refused with its name
+ * instead of being ignored.  *act is the action's entry.  Exit code.
+ */
+static int check_action(const bus_args *o, const bus_action *acts, const bus_action **act) {
+    char list[256] = "";
+    int any_settings = 0;
+    for (const bus_action *x = acts; x->name; x++) {
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%s", list[0] ? ", " : "", x->name);
+        any_settings |= x->settings;
+    }
+    if (o->npos < 1) return evs__cli_usage(o->cmd, "missing action (%s)", list);
+    const bus_action *x = acts;
+    while (x->name && strcmp(x->name, o->pos[0]) != 0) x++;
+    if (!x->name) return evs__cli_usage(o->cmd, "unknown action \"%s\" (%s)", o->pos[0], list);
+    int max = 0;
+    while (max < BUS_MAX_POS && x->args[max]) max++;
+    int n = o->npos - 1;
+    if (n < x->min) return evs__cli_usage(o->cmd, "%s %s: missing %s", o->cmd, x->name, x->args[n]);
+    if (n > max) {
+        char usage[128] = "";
+        for (int i = 0; i < max; i++)
+            snprintf(usage + strlen(usage), sizeof usage - strlen(usage), "%s%s%s%s", i ? " " : "",
+                     i >= x->min ? "[" : "", x->args[i], i >= x->min ? "]" : "");
+        if (max == 0)
+            return evs__cli_usage(o->cmd, "%s %s takes no arguments; unexpected argument \"%s\"", o->cmd, x->name,
+                                  o->pos[1]);
+        return evs__cli_usage(o->cmd, "%s %s takes %s%s; unexpected argument \"%s\"", o->cmd, x->name,
+                              max == 1 && x->min == 1 ? "one " : "", usage, o->pos[max + 1]);
+    }
+    if (o->set_flag && !x->settings) {
+        if (!any_settings)
+            return evs__cli_usage(o->cmd, "%s is no option of %s", o->set_flag, o->cmd);
         return evs__cli_usage(o->cmd, "%s applies to %s create only", o->set_flag, o->cmd);
+    }
+    for (size_t i = 0; i < sizeof bus_opt_names / sizeof bus_opt_names[0]; i++)
+        if ((o->given & ~x->opts) & (1u << i))
+            return evs__cli_usage(o->cmd, "%s does not apply to %s %s", bus_opt_names[i], o->cmd, x->name);
+    *act = x;
     return EVS_CLI_OK;
 }
 
@@ -441,15 +492,16 @@ int evs__cli_sub(int argc, char **argv) {
     evs_bus *b = NULL;
     int none = 0, code, rc = EVS_OK;
     if (begin("sub", sub_help, argc, argv, &o, &code)) return code;
-    static const char *const acts[] = {"list", "show", "create", "pause", "resume", "reset", "delete", NULL};
-    if ((code = need("sub", &o, 1, "action (list, show, create, pause, resume, reset, delete)"))) goto out;
-    const char *act = o.pos[0];
-    if ((code = check_action(&o, acts, act))) goto out;
-    if (strcmp(act, "list") && (code = need("sub", &o, 2, "NAME"))) goto out;
+    static const bus_action acts[] = {
+        {"list", 0, {NULL}, 0, 0},           {"show", 1, {"NAME"}, 0, 0},
+        {"create", 1, {"NAME"}, 0, 1},       {"pause", 1, {"NAME"}, 0, 0},
+        {"resume", 1, {"NAME"}, 0, 0},       {"reset", 2, {"NAME", "POSITION"}, 0, 0},
+        {"delete", 1, {"NAME"}, 0, 0},       {NULL, 0, {NULL}, 0, 0}};
+    const bus_action *x;
+    if ((code = check_action(&o, acts, &x))) goto out;
+    const char *act = x->name;
     uint64_t pos = 0;
-    if (strcmp(act, "reset") == 0 &&
-        ((code = need("sub", &o, 3, "POSITION")) || (code = parse_pos("sub", o.pos[2], &pos))))
-        goto out;
+    if (strcmp(act, "reset") == 0 && (code = parse_pos("sub", o.pos[2], &pos))) goto out;
     if (o.url) {
         code = evs__cli_sub_remote(o.url, act, o.npos > 1 ? o.pos[1] : NULL, o.npos > 2 ? o.pos[2] : NULL,
                                    strcmp(act, "create") == 0 ? create_settings(&o) : NULL);
@@ -523,15 +575,15 @@ int evs__cli_dlq(int argc, char **argv) {
     evs_bus *b = NULL;
     int none = 0, code, rc = EVS_OK;
     if (begin("dlq", dlq_help, argc, argv, &o, &code)) return code;
-    static const char *const acts[] = {"list", "show", "discard", "purge", "retry", NULL};
-    if ((code = need("dlq", &o, 2, "action and NAME"))) goto out;
-    const char *act = o.pos[0], *name = o.pos[1];
-    if ((code = check_action(&o, acts, act))) goto out;
+    static const bus_action acts[] = {
+        {"list", 1, {"NAME"}, BUS_AFTER | BUS_LIMIT, 0}, {"show", 2, {"NAME", "POSITION"}, 0, 0},
+        {"discard", 2, {"NAME", "POSITION"}, 0, 0},     {"purge", 1, {"NAME"}, 0, 0},
+        {"retry", 1, {"NAME", "POSITION"}, 0, 0},       {NULL, 0, {NULL}, 0, 0}};
+    const bus_action *x;
+    if ((code = check_action(&o, acts, &x))) goto out;
+    const char *act = x->name, *name = o.pos[1];
     uint64_t pos = 0;
-    if ((strcmp(act, "show") == 0 || strcmp(act, "discard") == 0) &&
-        ((code = need("dlq", &o, 3, "POSITION")) || (code = parse_pos("dlq", o.pos[2], &pos))))
-        goto out;
-    if (strcmp(act, "retry") == 0 && o.npos > 2 && (code = parse_pos("dlq", o.pos[2], &pos))) goto out;
+    if (o.npos > 2 && (code = parse_pos("dlq", o.pos[2], &pos))) goto out;
     if (o.url) {
         code = evs__cli_dlq_remote(o.url, act, name, pos, o.after, o.limit);
         goto out;
@@ -641,22 +693,22 @@ int evs__cli_projection(int argc, char **argv) {
     char *src = NULL;
     int none = 0, code, rc = EVS_OK;
     if (begin("projection", proj_help, argc, argv, &o, &code)) return code;
-    static const char *const acts[] = {"create",  "run",     "status",  "state", "partitions",
-                                       "rebuild", "delete",  "what-if", "compare", NULL};
-    const char *act = NULL, *name = NULL;
-    if ((code = need("projection", &o, 2, "action and NAME"))) goto out;
-    act = o.pos[0], name = o.pos[1];
-    if (!one_of(act, acts)) {
-        code = evs__cli_usage("projection", "unknown action \"%s\"", act);
-        goto out;
-    }
-    if (o.set_flag) {
-        code = evs__cli_usage("projection", "%s is no option of projection (the script says its filter)", o.set_flag);
-        goto out;
-    }
+    static const bus_action acts[] = {
+        {"create", 2, {"NAME", "FILE.lua"}, 0, 0},
+        {"run", 1, {"NAME"}, BUS_FOLLOW, 0},
+        {"status", 1, {"NAME"}, 0, 0},
+        {"state", 1, {"NAME", "PARTITION"}, BUS_AS_OF, 0},
+        {"what-if", 1, {"NAME"}, BUS_AS_OF | BUS_SPEC, 0},
+        {"compare", 3, {"NAME", "A", "B"}, 0, 0},
+        {"partitions", 1, {"NAME"}, BUS_AFTER | BUS_LIMIT, 0},
+        {"rebuild", 1, {"NAME"}, 0, 0},
+        {"delete", 1, {"NAME"}, 0, 0},
+        {NULL, 0, {NULL}, 0, 0}};
+    const bus_action *x;
+    if ((code = check_action(&o, acts, &x))) goto out;
+    const char *act = x->name, *name = o.pos[1];
     size_t srclen = 0;
     if (strcmp(act, "create") == 0) {
-        if ((code = need("projection", &o, 3, "FILE.lua"))) goto out;
         if (!(src = evs__cli_read_file(o.pos[2], 16u << 20, &srclen))) {
             code = evs__cli_fail(EVS_CLI_NOTFOUND, "projection create: cannot read %s (missing or over 16 MiB)",
                                  o.pos[2]);
@@ -664,18 +716,6 @@ int evs__cli_projection(int argc, char **argv) {
         }
     }
     int replay = strcmp(act, "what-if") == 0 || strcmp(act, "compare") == 0 || (strcmp(act, "state") == 0 && o.as_of);
-    if (o.as_of && strcmp(act, "state") != 0 && strcmp(act, "what-if") != 0) {
-        code = evs__cli_usage("projection", "--as-of is an option of state and what-if");
-        goto out;
-    }
-    if (o.spec && strcmp(act, "what-if") != 0) {
-        code = evs__cli_usage("projection", "--spec is an option of what-if");
-        goto out;
-    }
-    if (strcmp(act, "compare") == 0 && o.npos != 4) {
-        code = evs__cli_usage("projection", "compare takes NAME A B (each a position, head, a time, live or a what-if)");
-        goto out;
-    }
     if (replay) {
         code = evs__cli_projection_replay(o.dir, o.url, act, name, o.npos > 2 ? o.pos[2] : NULL,
                                           o.npos > 3 ? o.pos[3] : NULL, o.as_of, o.spec);
@@ -825,15 +865,12 @@ int evs__cli_group(int argc, char **argv) {
     evs_bus *b = NULL;
     int none = 0, code, rc = EVS_OK;
     if (begin("group", group_help, argc, argv, &o, &code)) return code;
-    static const char *const acts[] = {"create", "show", "list", "delete", "consumers", NULL};
-    if ((code = need("group", &o, 1, "action (create, show, list, delete, consumers)"))) goto out;
-    const char *act = o.pos[0], *name = o.npos > 1 ? o.pos[1] : NULL;
-    if ((code = check_action(&o, acts, act))) goto out;
-    if (strcmp(act, "list") != 0 && (code = need("group", &o, 2, "NAME"))) goto out;
-    if (o.npos > 2) {
-        code = evs__cli_usage("group", "unexpected argument \"%s\"", o.pos[2]);
-        goto out;
-    }
+    static const bus_action acts[] = {
+        {"create", 1, {"NAME"}, 0, 1},   {"show", 1, {"NAME"}, 0, 0},    {"list", 0, {NULL}, BUS_LIMIT, 0},
+        {"delete", 1, {"NAME"}, 0, 0},   {"consumers", 1, {"NAME"}, 0, 0}, {NULL, 0, {NULL}, 0, 0}};
+    const bus_action *x;
+    if ((code = check_action(&o, acts, &x))) goto out;
+    const char *act = x->name, *name = o.npos > 1 ? o.pos[1] : NULL;
     if (o.url) {
         code = evs__cli_group_remote(o.url, act, name, strcmp(act, "create") == 0 ? create_settings(&o) : NULL,
                                      o.have_limit ? o.limit : UINT64_MAX);

@@ -99,6 +99,7 @@ typedef struct evs_cli_filter {
     evs_uuid correlation;
     evs_uuid causation;
     const char *first_flag;    /* the first filter flag given, for messages */
+    int tag_match_given;       /* --tag-match: meaningless without --tag */
 } evs_cli_filter;
 
 static void evs_cli_filter_free(evs_cli_filter *cf) {
@@ -203,6 +204,7 @@ static int evs_cli_filter_opt(evs__cli_args *a, evs_cli_filter *cf, int *handled
         if (strcmp(v, "any") && strcmp(v, "all"))
             return evs__cli_usage(a->cmd, "--tag-match %s: use any or all", v);
         cf->f.tag_match = strcmp(v, "all") == 0 ? EVS_TAGS_ALL : EVS_TAGS_ANY;
+        cf->tag_match_given = 1;
     } else if (evs__cli_is(a, "--causation", NULL)) {
         if ((code = evs__cli_value(a, &v))) return code;
         if (evs_uuid_parse(v, strlen(v), &cf->causation) != EVS_OK)
@@ -234,6 +236,13 @@ static int evs_cli_filter_opt(evs__cli_args *a, evs_cli_filter *cf, int *handled
                                         "--causation", "--tag", "--tag-match", "--since", "--until"};
     for (size_t i = 0; !cf->first_flag && i < sizeof flags / sizeof flags[0]; i++)
         if (evs__cli_is(a, flags[i], NULL)) cf->first_flag = flags[i];
+    return EVS_CLI_OK;
+}
+
+/* The filter flags that only make sense together, once all are read.  Exit code. */
+static int evs_cli_filter_check(const evs__cli_args *a, const evs_cli_filter *cf) {
+    /* a lone --tag-match would filter nothing, which the user did not ask for */
+    if (cf->tag_match_given && !cf->f.n_tags) return evs__cli_usage(a->cmd, "--tag-match needs --tag");
     return EVS_CLI_OK;
 }
 
@@ -317,6 +326,7 @@ int evs__cli_read(int argc, char **argv) {
             }
         }
     }
+    if ((code = evs_cli_filter_check(&a, &cf))) goto cleanup;
     if ((code = evs__cli_target(&a, opt_dir, opt_url, &dir, &url))) goto cleanup;
     if (!stream) {
         code = evs__cli_usage(a.cmd, "missing STREAM (a stream name, or '$all' for every event)");
@@ -412,6 +422,7 @@ int evs__cli_tail(int argc, char **argv) {
             }
         }
     }
+    if ((code = evs_cli_filter_check(&a, &cf))) goto cleanup;
     if ((code = evs__cli_target(&a, opt_dir, opt_url, &dir, &url))) goto cleanup;
 
     /* No SA_RESTART needed: nothing here blocks in a system call that the

@@ -128,7 +128,7 @@ int evs__cli_stream(int argc, char **argv) {
     evs__cli_args a;
     const char *opt_dir = NULL, *opt_url = NULL, *dir = NULL, *url = NULL;
     const char *pos[4] = {0};
-    int npos = 0, hard = 0, code;
+    int npos = 0, hard = 0, have_expected = 0, code;
     int64_t expected = EVS_EXPECT_ANY;
     evs__cli_args_init(&a, "stream", argc, argv);
     int t;
@@ -147,6 +147,7 @@ int evs__cli_stream(int argc, char **argv) {
         } else if (evs__cli_is(&a, "--expected", NULL)) {
             if ((code = evs__cli_value(&a, &v))) return code;
             if ((code = parse_expected(&a, v, &expected))) return code;
+            have_expected = 1;
         } else if (evs__cli_is(&a, "--hard", NULL)) {
             if ((code = evs__cli_flag(&a))) return code;
             hard = 1;
@@ -173,6 +174,8 @@ int evs__cli_stream(int argc, char **argv) {
         return evs__cli_usage(a.cmd, "expected `meta get`, `meta set` or `delete`");
     }
     if (hard && op != OP_DELETE) return evs__cli_usage(a.cmd, "--hard goes with `delete` only");
+    /* a get has no version to compare: taking --expected would promise a check that never happens */
+    if (have_expected && op == OP_GET) return evs__cli_usage(a.cmd, "--expected does not apply to stream meta get");
     if ((code = evs__cli_target(&a, opt_dir, opt_url, &dir, &url))) return code;
     if ((code = evs__cli_stream_len(stream))) return code;
     return url ? remote(url, op, stream, json, expected, hard) : local(dir, op, stream, json, expected, hard);

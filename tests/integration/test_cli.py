@@ -1073,6 +1073,53 @@ class TestCheck(CliTest):
 
 
 # ---------------------------------------------------------------------------
+class TestStrayArguments(CliTest):
+    """An argument or option the action does not use is a usage error naming it, never ignored."""
+
+    def refused(self, args, needle):
+        """Exit 1 naming what is wrong, locally and (before any server is asked) with --url; the store unchanged."""
+        before = self.snapshot()
+        self.fails(run(*args, "-d", self.store), 1, needle)
+        self.fails(run(*args, "--url", "http://127.0.0.1:1"), 1, needle)
+        self.assertEqual(self.snapshot(), before)
+
+    def test_extra_positionals(self):
+        self.ok(self.append("s1", ev("A")))
+        for args, needle in (
+                (["sub", "list", "extra"], 'sub list takes no arguments; unexpected argument "extra"'),
+                (["sub", "show", "a", "b", "c"], 'sub show takes one NAME; unexpected argument "b"'),
+                (["sub", "reset", "a", "1", "2"], 'sub reset takes NAME POSITION; unexpected argument "2"'),
+                (["dlq", "list", "s3", "x", "y"], 'dlq list takes one NAME; unexpected argument "x"'),
+                (["dlq", "retry", "s3", "1", "2"], 'dlq retry takes NAME [POSITION]; unexpected argument "2"'),
+                (["group", "list", "g"], 'group list takes no arguments; unexpected argument "g"'),
+                (["projection", "status", "p", "q"], 'projection status takes one NAME; unexpected argument "q"'),
+                (["projection", "compare", "p", "1", "2", "3", "4", "5"],
+                 'projection compare takes NAME A B; unexpected argument "3"'),
+                (["sub", "reset", "a"], "sub reset: missing POSITION"),
+                (["projection", "compare", "p", "1"], "projection compare: missing B")):
+            with self.subTest(args=args):
+                self.refused(args, needle)
+
+    def test_options_that_do_not_apply(self):
+        self.ok(self.append("s1", ev("A")))
+        for args, needle in (
+                (["group", "show", "g1", "--limit", "3"], "--limit does not apply to group show"),
+                (["sub", "list", "--after", "3"], "--after does not apply to sub list"),
+                (["dlq", "show", "s", "1", "--limit", "3"], "--limit does not apply to dlq show"),
+                (["projection", "run", "p", "--limit", "3"], "--limit does not apply to projection run"),
+                (["projection", "status", "p", "--follow"], "--follow does not apply to projection status"),
+                (["projection", "status", "p", "--as-of", "1"], "--as-of does not apply to projection status"),
+                (["sub", "show", "x", "--owner", "o"], "--owner applies to sub create only"),
+                (["stream", "meta", "get", "X", "--expected", "5"], "--expected does not apply to stream meta get"),
+                (["read", "$all", "--tag-match", "all"], "--tag-match needs --tag"),
+                (["tail", "--tag-match", "any"], "--tag-match needs --tag")):
+            with self.subTest(args=args):
+                self.refused(args, needle)
+        # with --tag it filters as before
+        self.assertEqual(self.ok(self.read("$all", "--tag", "t", "--tag-match", "all")).lines(), [])
+
+
+# ---------------------------------------------------------------------------
 class TestCloseFailure(CliTest):
     """A command whose store does not close cleanly (its final sync fails) exits 5 and says so.
 
