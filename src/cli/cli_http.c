@@ -95,6 +95,14 @@ int evs__cli_http_open(const char *cmd, const char *url, evs__cli_http **out) {
                               url[0] ? url : "\"\"");
     if (strpbrk(url, "?# \t\r\n"))
         return evs__cli_usage(cmd, "--url %s: the URL must not hold a query, a fragment or blanks", url);
+    /* Parsed as libcurl will: a malformed URL ("http://[::1", a port past
+       65535) is the user's to fix (exit 1), not an unreachable server (5). */
+    CURLU *u = curl_url();
+    if (!u) return evs__cli_fail(EVS_CLI_IO, "%s: out of memory", url);
+    CURLUcode uc = curl_url_set(u, CURLUPART_URL, url, 0);
+    curl_url_cleanup(u);
+    if (uc != CURLUE_OK)
+        return evs__cli_usage(cmd, "--url %s: %s (expected http://HOST:PORT)", url, curl_url_strerror(uc));
     while (n > 0 && url[n - 1] == '/') n--;
 
     /* Once per process; the CLI has one thread and one connection. */

@@ -342,6 +342,10 @@ int evs__cli_read(int argc, char **argv) {
         goto cleanup;
     }
     if (url) {
+        /* The server keeps UINT64_MAX for its own "end" and refuses it; every
+           position that high is past the head, so the one below reads the
+           same (nothing forward, from the last event backward), as -d does. */
+        if (have_from && from == UINT64_MAX) from = UINT64_MAX - 1;
         code = evs__cli_remote_read(url, stream, have_from ? from : 0, limit, backward, &cf.f);
         goto cleanup;
     }

@@ -359,6 +359,15 @@ class UrlTest(unittest.TestCase):
         self.fails(run("read", "--url", self.url, "x", "--type", "A"), 1, "--type filters only '$all'")
         self.fails(run("read", "--url", self.url, "x", "--from", "0"), 1, "--from 0")
 
+    def test_read_from_the_largest_position(self):
+        # the server keeps 2^64-1 for itself; the CLI reads it as -d does (past the head), exit 0
+        self.ok(self.append("top-1", ev("A")))
+        top = str(2**64 - 1)
+        for target in ("top-1", "$all"):
+            self.assertEqual(self.same("read", target, "--from", top).out, "")
+            r = self.same("read", target, "--from", top, "--backward", "--limit", "1")
+            self.assertEqual(len(r.lines()), 1)
+
     # ----------------------------------------------------- streams, info
 
     def test_streams_same_output_and_paging(self):
@@ -512,6 +521,10 @@ class UrlTest(unittest.TestCase):
         self.ok(run("info", "--url", self.url, env={"EVSTORE_DIR": "/nonexistent"}))
         for bad in ("localhost:2113", "ftp://h/", "http://", "http://h/?x=1", ""):
             self.fails(run("info", "--url", bad), 1, "--url")
+        # a URL libcurl cannot parse is the user's to fix (1), not an unreachable server (5)
+        for bad, why in (("http://[::1", "IPv6"), ("http://h:99999", "Port"), ("http://h:x", "Port")):
+            for c in (["info"], ["read", "$all"], ["tail"], ["sub", "list"]):
+                self.fails(run(*c, "--url", bad), 1, "--url " + bad, why)
 
 
 # ---------------------------------------------------------------------------
