@@ -4,6 +4,7 @@
  * They work on directories, so they run while `evstore serve` (or another
  * program) holds the store: the backup copies a consistent point of it.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -114,10 +115,16 @@ int evs__cli_backup(int argc, char **argv) {
     }
     if ((code = evs__cli_dir(&a, opt_dir, &dir))) return code;
     if (!dest) return evs__cli_usage(a.cmd, "missing DEST, the backup directory");
+    if (!dest[0]) return evs__cli_usage(a.cmd, "DEST: the backup directory name is empty");
     evs_backup_report r;
     evs__cli_clear_error();
     int rc = evs_backup(dir, dest, flags, &r);
-    if (rc) return evs__cli_lib_fail(rc, "backup %s to %s", dir, dest);
+    if (rc) {
+        code = evs__cli_lib_fail(rc, "backup %s to %s", dir, dest);
+        /* 2 is "no store at DIR" (EVS_ENOTFOUND); an OS ENOENT is a path
+           under DEST that cannot be made: an I/O error, 5 */
+        return rc == -ENOENT ? EVS_CLI_IO : code;
+    }
     char ts[40];
     evs_time_format(r.time_ns, ts);
     printf("{\"ok\":true,\"head\":%llu,\"incremental\":%s,\"previous_head\":%llu,\"time\":\"%s\","

@@ -398,6 +398,18 @@ class Interrupted(unittest.TestCase):
         run_json("restore", bk2, r)
         self.assert_restored(r)
 
+    def test_dest_that_cannot_be_made_is_not_no_store(self):
+        # backup --help: 2 is "no store at DIR" only; a bad DEST is a usage error (1) or an I/O error (5)
+        for dest, want, needle in (("", 1, "DEST: the backup directory name is empty"),
+                                   ("/proc/nope/x", 5, "cannot create directory /proc/nope"),
+                                   (os.path.join(self.tmp, "bk", "backup.json", "x"), 5, "backup.json")):
+            code, out, err = run("backup", "-d", self.data, dest)
+            self.assertEqual((code, out), (want, ""), err)
+            self.assertIn(needle, err)
+        code, out, err = run("backup", "-d", os.path.join(self.tmp, "none"), os.path.join(self.tmp, "bk2"))
+        self.assertEqual(code, 2, err)
+        self.assertIn("no store at", err)
+
     def test_keys_from_checked_before_anything_is_written(self):
         r = os.path.join(self.tmp, "r")
         notastore = os.path.join(self.tmp, "notastore")
