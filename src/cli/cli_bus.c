@@ -615,7 +615,13 @@ int evs__cli_dlq(int argc, char **argv) {
         if (!(rc = evs_dlq_purge(b, name, &removed))) printf("{\"purged\":%llu}\n", (unsigned long long)removed);
     } else {
         evs_projection *p;
-        if (!(rc = evs_proj_open_stored(b, name, NULL, &p))) {
+        rc = evs_proj_open_stored(b, name, NULL, &p);
+        if (rc == EVS_EINVAL) {
+            /* not a stored Lua projection: "cannot retry here" (3) as the help says, not invalid input */
+            code = evs__cli_fail(EVS_CLI_CONFLICT, "dlq retry %s: %s; locally only stored Lua projections retry, "
+                                                   "through a server (--url) every consumer does", name, evs_errmsg());
+            rc = EVS_OK;
+        } else if (!rc) {
             size_t ok = 0, bad = 0;
             if (pos) {
                 rc = evs_proj_dlq_retry(p, pos);

@@ -244,6 +244,13 @@ class ConsumerCommandTest(Base):
         self.fails(run("group", "show", "x", "--strategy", "pinned", "-d", self.local), 1, "create only")
         self.fails(run("group", "frob", "-d", self.local), 1, "unknown action")
 
+    def test_dlq_retry_of_a_subscription_locally_exits_3(self):
+        # dlq --help: 3 when the consumer cannot retry here (locally only stored Lua projections do)
+        self.ok(run("append", "-d", self.local, "m-1", ev("A")))
+        self.ok(run("sub", "create", "mail", "-d", self.local))
+        self.fails(run("dlq", "retry", "mail", "-d", self.local), 3, "not a Lua projection", "--url")
+        self.fails(run("dlq", "retry", "nope", "-d", self.local), 2, "not found")
+
     def test_group_consumers_over_http(self):
         s = self.srv
         self.ok(run("group", "create", "work", "--url", s.url))
@@ -415,6 +422,13 @@ class HelpTest(Base):
         flags = set(re.findall(r"(?m)^  (?:-\w, )?--([a-z-]+)", h)) | set(re.findall(r", --([a-z-]+)", h))
         self.assertEqual(set(keys), {f.replace("-", "_") for f in flags}
                          - {"config", "help", "auth", "insecure", "print_routes"})
+
+    def test_serve_store_that_does_not_open_exits_5(self):
+        # serve --help: 5 when the store could not be opened; 4 is --listen/TLS, 2 is no status of serve
+        for d, needle in (("/etc/passwd", "is not a directory"), ("/proc/sys", "/proc/sys")):
+            self.fails(run("serve", "-d", d, "--listen", "127.0.0.1:0"), 5, "opening " + d, needle)
+        self.fails(run("serve", "-d", "/nonexistent-evs", "--master-key-file", "/nonexistent-evs/key",
+                       "--listen", "127.0.0.1:0"), 5, "master key file")
 
     def test_serve_config_that_does_not_exist(self):
         tmp = tempfile.mkdtemp(prefix="evs-cfg-")
