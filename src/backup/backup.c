@@ -139,6 +139,44 @@ static uint32_t last_segment(const char *logdir) {
     return hi;
 }
 
+/*
+ * The absolute path `path` will have once created: realpath of its deepest
+ * existing ancestor, then the components that do not exist yet (no links
+ * among them, so "." and ".." are taken lexically, as mkdir -p meets them).
+ * 0 when even that cannot be resolved.
+ */
+static int resolve_to_be(const char *path, char out[PATH_MAX]) {
+    char p[PATH_MAX];
+    if (realpath(path, out)) return 1;
+    if ((size_t)snprintf(p, sizeof p, "%s", path) >= sizeof p) return 0;
+    char *rest = NULL;
+    for (;;) {
+        char *slash = strrchr(p, '/');
+        if (rest) rest[-1] = '/';
+        if (!slash) {
+            rest = p;
+            if (!realpath(".", out)) return 0;
+            break;
+        }
+        *slash = 0;
+        rest = slash + 1;
+        if (realpath(slash == p ? "/" : p, out)) break;
+    }
+    char *save = NULL;
+    for (char *c = strtok_r(rest, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+        size_t n = strlen(out);
+        if (!strcmp(c, ".")) continue;
+        if (!strcmp(c, "..")) {
+            char *up = strrchr(out, '/');
+            if (up) up[up == out ? 1 : 0] = 0;
+            continue;
+        }
+        if (n + 1 + strlen(c) >= PATH_MAX) return 0;
+        snprintf(out + n, PATH_MAX - n, "%s%s", out[n - 1] == '/' ? "" : "/", c);
+    }
+    return 1;
+}
+
 /* ------------------------------------------------------------------- backup */
 
 int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_report *rep) {
@@ -181,6 +219,16 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
             return rc;
         }
     }
+    {
+        /* a backup inside the store would copy itself as part of the store's state; checked
+           before dest or its parents are created, so a refusal leaves nothing behind */
+        char rd[PATH_MAX], rb[PATH_MAX];
+        if (realpath(dir, rd) && resolve_to_be(dest, rb) && !strncmp(rb, rd, strlen(rd)) &&
+            (rb[strlen(rd)] == '/' || rb[strlen(rd)] == 0)) {
+            rc = evs__err(EVS_EINVAL, "backup: %s lies inside the store %s; choose a directory outside it", dest, dir);
+            goto cleanup;
+        }
+    }
     if (!empty) {
         have_old = 1;
         if (strcmp(old.store_id, m.store_id)) {
@@ -194,16 +242,6 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
         return evs__err(EVS_EINVAL, "backup --incremental: %s holds no backup to update", dest);
     } else if ((rc = evs__bk_mkdir_all(dest))) {
         return evs__err_prefix(rc, "backup: ");
-    }
-    {
-        /* a backup inside the store would copy itself as part of the store's state */
-        char rd[PATH_MAX], rb[PATH_MAX];
-        if (realpath(dir, rd) && realpath(dest, rb) && !strncmp(rb, rd, strlen(rd)) &&
-            (rb[strlen(rd)] == '/' || rb[strlen(rd)] == 0)) {
-            if (!have_old) rmdir(dest);
-            rc = evs__err(EVS_EINVAL, "backup: %s lies inside the store %s; choose a directory outside it", dest, dir);
-            goto cleanup;
-        }
     }
     int pfd = open(partial, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
     if (pfd < 0) {

@@ -9,10 +9,14 @@
  * default durability (acknowledged = fdatasync'd), since it acks JetStream
  * once an append returns.
  */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include "backup/backup_internal.h"
 #include "cli/cli.h"
 #include "dist/nats_dist.h"
 
@@ -31,6 +35,8 @@ static const char nats_help[] =
     "  mirror   rebuild a store in DIR (created if missing) from the stream: same\n"
     "           event ids, streams, positions, data and metadata; resumes from\n"
     "           its own head.  Without --follow it stops at the stream's end.\n"
+    "           A run that fails having stored nothing (mirror or import)\n"
+    "           removes the store it created in DIR.\n"
     "  import   append what other services publish to stream NAME into the store,\n"
     "           each message once, in order, through a durable consumer; acks\n"
     "           only what is durable.  Event id: Nats-Msg-Id (a UUID, or derived\n"
@@ -74,6 +80,13 @@ static const char nats_help[] =
 
 static volatile sig_atomic_t nats_stop;
 
+/* 2: DIR is absent, 1: it is an empty directory, 0: it holds something (kept whatever happens). */
+static int dir_fresh(const char *dir) {
+    struct stat st;
+    if (stat(dir, &st) != 0) return errno == ENOENT ? 2 : 0;
+    return evs__bk_dir_empty(dir) == 1;
+}
+
 static void nats_signal(int sig) {
     (void)sig;
     nats_stop = 1;
@@ -88,7 +101,7 @@ int evs__cli_nats(int argc, char **argv) {
     uint64_t n = 0, attempts = 30;
     evs_store *store = NULL;
     evs_nats_relay *relay = NULL;
-    int used_nats = 0;
+    int used_nats = 0, fresh = 0;
 
     memset(&cfg, 0, sizeof cfg);
     memset(&imp, 0, sizeof imp);
@@ -209,6 +222,7 @@ int evs__cli_nats(int argc, char **argv) {
                (unsigned long long)st.head, (unsigned long long)st.errors);
     } else if (strcmp(sub, "mirror") == 0) {
         if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+        fresh = dir_fresh(dir);
         if ((rc = evs_store_create(&store)) || (rc = evs_store_set_durability(store, EVS_DURABILITY_BATCH, 10)) ||
             (rc = evs_store_open(store, dir, EVS_OPEN_CREATE))) {
             code = evs__cli_lib_fail(rc, "%s", dir);
@@ -239,6 +253,7 @@ int evs__cli_nats(int argc, char **argv) {
             goto cleanup;
         }
         if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
+        fresh = dir_fresh(dir);
         if ((code = evs__cli_open(dir, EVS_OPEN_CREATE, &store))) goto cleanup;
         evs_nats_import_stats ist;
         rc = evs__nats_import(store, &imp, follow, &nats_stop, &ist);
@@ -252,7 +267,17 @@ int evs__cli_nats(int argc, char **argv) {
     }
 cleanup:
     evs__nats_relay_destroy(relay);
-    if (store) code = evs__cli_close(store, dir, code);
+    if (store) {
+        /* a store this run created and a failed run left empty (NATS unreachable, no such
+           stream, ...) is removed again, with DIR itself when the run made it: a failed
+           command leaves no new files or directories behind */
+        int drop = fresh && code != EVS_CLI_OK && evs_head(store) == 0;
+        code = evs__cli_close(store, dir, code);
+        if (drop) {
+            evs__bk_rm_contents(dir);
+            if (fresh == 2) rmdir(dir);
+        }
+    }
     if (used_nats) evs__nats_library_close();
     return evs__cli_finish_output(code);
 }

@@ -410,6 +410,17 @@ class Interrupted(unittest.TestCase):
         self.assertEqual(code, 2, err)
         self.assertIn("no store at", err)
 
+    def test_backup_inside_the_store_refused_creating_nothing(self):
+        def tree():
+            return sorted((b, sorted(ds), sorted(fs)) for b, ds, fs in os.walk(self.data))
+        before = tree()
+        for dest in ("a/b", "a", "log/x/y", "./x/../a/b"):
+            with self.subTest(dest=dest):
+                code, out, err = run("backup", "-d", self.data, os.path.join(self.data, dest))
+                self.assertEqual(code, 4, err)
+                self.assertIn("lies inside the store", err)
+                self.assertEqual(tree(), before)
+
     def test_keys_from_checked_before_anything_is_written(self):
         r = os.path.join(self.tmp, "r")
         notastore = os.path.join(self.tmp, "notastore")

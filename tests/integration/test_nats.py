@@ -28,7 +28,8 @@ Checked:
     the nodes are back.
   - refusals: a stream filled by another store (exit 4, names both event
     ids), a mirror into a store holding other events (exit 3), a bad stream
-    name (exit 4), no reachable server (exit 5), missing --nats (exit 1).
+    name (exit 4), no reachable server (exit 5, and a mirror or import
+    leaves no store behind), missing --nats (exit 1).
 
 Skipped (exit 77, which CTest reports as skipped) only when nats-server is
 not installed; `make test` installs it.  Standard library only.
@@ -342,6 +343,15 @@ class NatsTest(unittest.TestCase):
         r = run("nats", "publish", "-d", a, "--nats", "nats://127.0.0.1:%d" % dead)
         self.assertEqual(r.code, 5, r)
         self.assertIn("cannot connect to nats://127.0.0.1:%d" % dead, r.err, r)
+        # a mirror or import that cannot connect leaves no store behind: neither a new DIR nor files in an empty one
+        empty = self.path("ref-empty")
+        os.makedirs(empty)
+        for action in (["mirror"], ["import", "--to", "x-{-1}", "--stream", "REF"]):
+            for d in (self.path("ref-new"), empty):
+                with self.subTest(action=action[0], dir=d):
+                    r = run("nats", *action, "-d", d, "--nats", "nats://127.0.0.1:%d" % dead)
+                    self.assertEqual(r.code, 5, r)
+                    self.assertEqual(os.listdir(d) if d == empty else os.path.exists(d), [] if d == empty else False)
         r = run("nats", "publish", "-d", a)
         self.assertEqual(r.code, 1, r)
         self.assertIn("--nats", r.err, r)
