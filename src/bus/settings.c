@@ -40,6 +40,17 @@ int evs__settings_str(evs__settings_err *j, json_t *o, const char *key, size_t m
     return 0;
 }
 
+/* A setting a record shows as null when it is unset (owner): null means unset, as leaving it out
+   does, so a record's own settings can be put back as they were read. */
+static int settings_str_or_null(evs__settings_err *j, json_t *o, const char *key, size_t max, const char **out) {
+    json_t *v = json_object_get(o, key);
+    if (json_is_null(v)) return 0;
+    if (v && (!json_is_string(v) || !json_string_length(v) || json_string_length(v) > max ||
+              strlen(json_string_value(v)) != json_string_length(v)))
+        return evs__settings_fail(j, key, "%s must be a string of 1..%zu bytes, or null", key, max);
+    return evs__settings_str(j, o, key, max, out);
+}
+
 int evs__settings_keys(evs__settings_err *j, json_t *o, const char *where, const char *const *keys) {
     const char *k;
     json_t *v;
@@ -110,7 +121,7 @@ int evs__group_settings_parse(json_t *o, const char *name, evs__group_settings_i
     if (evs__settings_keys(j, o, "the settings", top)) return -1;
     const char *s = NULL;
     long long v;
-    if (evs__settings_str(j, o, "owner", 255, &c->owner) || evs__settings_str(j, o, "tag", EVS_MAX_TAG_BYTES, &c->tag)) return -1;
+    if (settings_str_or_null(j, o, "owner", 255, &c->owner) || evs__settings_str(j, o, "tag", EVS_MAX_TAG_BYTES, &c->tag)) return -1;
     if (jfilter(j, o, &g->jf)) return -1;
     c->filter = g->jf.f;
     if (jfrom(j, o, &c->from)) return -1;
@@ -187,7 +198,7 @@ int evs__sub_settings_parse(json_t *o, const char *name, evs__sub_settings_in *s
     c->name = name;
     if (!json_is_object(o)) return evs__settings_fail(j, "", "expected a JSON object of subscription settings");
     if (evs__settings_keys(j, o, "the settings", top)) return -1;
-    if (evs__settings_str(j, o, "owner", 255, &c->owner) || evs__settings_str(j, o, "tag", EVS_MAX_TAG_BYTES, &c->tag) ||
+    if (settings_str_or_null(j, o, "owner", 255, &c->owner) || evs__settings_str(j, o, "tag", EVS_MAX_TAG_BYTES, &c->tag) ||
         evs__settings_str(j, o, "stream", EVS_MAX_STREAM_NAME, &c->stream))
         return -1;
     /* "$all" is how a record shows no stream: a record's settings put back mean the same */

@@ -204,6 +204,15 @@ class QueryTest(unittest.TestCase):
                          "or no body at all")
         self.assertError(s.get("/groups/typed"), 404)
 
+    def assert_settings_put_back(self, path, keys):
+        def record(b):  # lag_ms is the age of the oldest unread event: it grows by itself
+            return {k: v for k, v in b.items() if k != "lag_ms"}
+        rec = self.srv.get(path)[2]
+        st, _, b = self.srv.request("PUT", path, body={k: rec[k] for k in keys})
+        self.assertEqual(st, 200, b)
+        self.assertEqual(record(b), record(rec))
+        self.assertEqual(record(self.srv.get(path)[2]), record(rec))
+
     def test_put_subscription_record(self):
         s = self.srv
         s.post("/streams/sr-1", ev())
@@ -229,6 +238,14 @@ class QueryTest(unittest.TestCase):
         st, _, b = s.request("PUT", "/subscriptions/later", body={k: rec[k] for k in ("stream", "filter")})
         self.assertEqual(st, 200, b)
         self.assertEqual((b["stream"], b["filter"], b["checkpoint"]), ("$all", rec["filter"], head))
+        # a record's settings put back unchanged, "owner": null included: 200, nothing changed
+        for name in ("mailer", "later", "one"):
+            self.assert_settings_put_back("/subscriptions/" + name, ("owner", "stream", "filter"))
+        s.request("PUT", "/groups/put-back", body={"strategy": "pinned", "filter": {"stream_prefix": "sr-"}})
+        self.assert_settings_put_back("/groups/put-back", ("owner", "filter", "strategy", "ack_timeout_ms",
+                                                           "max_in_flight", "buffer_size", "retry", "on_failure",
+                                                           "per_stream_order", "dlq_max_count", "dlq_max_age_ms",
+                                                           "checkpoint_every", "checkpoint_ms"))
         st, _, b = s.request("PUT", "/subscriptions/everything", body={"stream": "$all"})
         self.assertEqual((st, b["stream"]), (201, "$all"), b)
         self.assertError(s.request("PUT", "/subscriptions/bad", body={"stream": "$x"}), 422, "reserved")
