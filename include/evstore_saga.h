@@ -233,7 +233,8 @@ typedef struct evs_saga_config {
     const char *node_id;            /* lease owner (NULL: one generated once and kept in DIR/sagas/) */
     int64_t lease_ns;               /* default 30 s */
     uint64_t from;                  /* first global position whose starting events count, for a new
-                                       DIR/sagas/: EVS_SUB_FROM_NOW (default), EVS_SUB_FROM_START or a position */
+                                       DIR/sagas/: EVS_SUB_FROM_NOW (default), EVS_SUB_FROM_START or a position
+                                       of at most the head + 1 (past it: EVS_EINVAL, nothing created) */
     uint32_t page_size;             /* events the dispatcher reads at once (default 1000) */
     const evs_clock *clock;         /* NULL: real time; borrowed for the engine's life, must be thread-safe */
     evs_lua_limits lua_limits;      /* sandbox of Lua definitions (zero: defaults) */

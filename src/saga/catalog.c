@@ -40,6 +40,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "bus/bus_internal.h"
 #include "saga/saga_internal.h"
 #include "store/store_access.h"
 
@@ -160,6 +161,13 @@ static int read_checkpoint(evs__kv_txn *txn, uint64_t *pos) {
 
 /* ------------------------------------------------------------------- open */
 
+/* Where a new index starts: cfg.from taken as the consumer bus takes a start; a position past
+   the head + 1 is refused, or the engine would skip every starting event appended up to there. */
+static int start_position(evs_saga_engine *e, uint64_t *first) {
+    int rc = evs__bus_start_next(e->store, NULL, e->cfg.from, first);
+    return rc ? evs__err_prefix(rc, "sagas: from: ") : EVS_OK;
+}
+
 int evs__cat_open(evs_saga_engine *e) {
     char path[4200] = "postgresql";
     int rc;
@@ -172,12 +180,15 @@ int evs__cat_open(evs_saga_engine *e) {
         const char *dir = evs__store_dir(e->store);
         if (!dir) return evs__err(EVS_ECLOSED, "saga_engine_open: the store is not open");
         snprintf(path, sizeof path, "%s/sagas", dir);
+        struct stat st;
+        char data[4300];
+        snprintf(data, sizeof data, "%s/data.mdb", path);
+        int fresh = stat(data, &st) != 0;
+        uint64_t first;
         if (e->cfg.read_only) {
-            struct stat st;
-            char data[4300];
-            snprintf(data, sizeof data, "%s/data.mdb", path);
-            if (stat(data, &st) != 0)
-                return evs__err(EVS_ENOTFOUND, "%s has no saga index (no saga engine ran on it)", dir);
+            if (fresh) return evs__err(EVS_ENOTFOUND, "%s has no saga index (no saga engine ran on it)", dir);
+        } else if (fresh && (rc = start_position(e, &first))) {
+            return rc; /* before DIR/sagas/ is made: a refused open leaves nothing behind */
         } else if (mkdir(path, 0755) != 0 && errno != EEXIST) {
             return evs__err_errno(-errno, "cannot create %s", path);
         }
@@ -201,9 +212,11 @@ int evs__cat_open(evs_saga_engine *e) {
     if ((rc = evs__kv_begin(e->kv, NULL, 0, &txn))) return rc;
     rc = read_checkpoint(txn, &e->position);
     if (rc == EVS__KV_NOTFOUND) {
-        uint64_t from = e->cfg.from;
-        if (from == EVS_SUB_FROM_NOW) from = evs_head(e->store) + 1;
-        if (from == 0) from = 1;
+        uint64_t from;
+        if ((rc = start_position(e, &from))) {
+            evs__kv_abort(txn);
+            return rc;
+        }
         uint8_t b[8];
         evs__put64be(b, from);
         if ((rc = put_key(txn, EVS__CAT_META, "checkpoint", 10, b, 8))) goto fail;

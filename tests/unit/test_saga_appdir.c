@@ -84,15 +84,20 @@ typedef struct world {
     evs_saga_engine *e;
 } world;
 
-static void world_open(world *w, const char *dir) {
+/* The store in dir, its app and an engine whose new index starts at `from`; want: the engine's open. */
+static void world_open_from(world *w, const char *dir, uint64_t from, int want) {
     memset(w, 0, sizeof *w);
     w->dir = strdup(dir);
     w->s = tu_open(dir, EVS_DURABILITY_NONE, 0);
     CHECK_RC(evs_app_open(w->s, NULL, NULL, &w->app), EVS_OK);
     evs_saga_config c;
     evs_saga_config_init(&c);
-    c.from = EVS_SUB_FROM_START;
-    CHECK_RC(evs_saga_engine_open(w->s, w->app, &c, &w->e), EVS_OK);
+    c.from = from;
+    CHECK_RC(evs_saga_engine_open(w->s, w->app, &c, &w->e), want);
+}
+
+static void world_open(world *w, const char *dir) {
+    world_open_from(w, dir, EVS_SUB_FROM_START, EVS_OK);
 }
 
 static void world_close(world *w) {
@@ -272,9 +277,43 @@ static void test_read_only(void) {
     free(data);
 }
 
+/* A start past the head + 1 is refused as the consumer bus refuses it, before DIR/sagas/ is made:
+   the engine would skip every starting event appended up to there. */
+static void test_from_past_head(void) {
+    char *data = tu_tempdir("saga-from");
+    evs_store *s = tu_open(data, EVS_DURABILITY_NONE, 0);
+    go(s, "job-a");
+    go(s, "job-b");
+    evs_store_close(s);
+    char sagas[4200];
+    struct stat st;
+    snprintf(sagas, sizeof sagas, "%s/sagas", data);
+    world w;
+    world_open_from(&w, data, 4, EVS_EINVAL);
+    CHECK_CONTAINS(evs_errmsg(), "position 4 lies past the store's head 2: at most 3, just after the last event");
+    CHECK(stat(sagas, &st) != 0);
+    world_close(&w);
+    /* head + 1 starts with the next event; once the index exists, from no longer counts */
+    char *app = make_app_dir(NULL);
+    size_t n;
+    world_open_from(&w, data, 3, EVS_OK);
+    CHECK_RC(evs_saga_load_dir(w.e, app, &n), EVS_OK);
+    go(w.s, "job-c");
+    CHECK_RC(evs_saga_engine_run(w.e, NULL), EVS_OK);
+    evs_saga_info in;
+    CHECK_RC(evs_saga_get(w.e, "go", "b", &in), EVS_ENOTFOUND);
+    CHECK_RC(evs_saga_get(w.e, "go", "c", &in), EVS_OK);
+    world_close(&w);
+    world_open_from(&w, data, 99, EVS_OK);
+    world_close(&w);
+    free(app);
+    free(data);
+}
+
 int main(void) {
     test_duration();
     test_load_dir();
     test_read_only();
+    test_from_past_head();
     return TEST_REPORT();
 }
