@@ -35,6 +35,7 @@
 #include <stdatomic.h>
 
 #include "bus/kv.h"
+#include "bus/start.h"
 #include "core/core.h"
 #include "evstore.h"
 #include "evstore_bus.h"
@@ -117,14 +118,6 @@ void evs__bus_fmt(char *buf, size_t cap, const char *fmt, ...) EVS_PRINTF(3, 4);
 
 /* Validate a consumer name. */
 int evs__bus_check_name(const char *name);
-
-/*
- * The next position a consumer reading stream (NULL or "": $all) starts at,
- * for a requested `from`: EVS_SUB_FROM_START is 1, EVS_SUB_FROM_NOW one past
- * what is stored (the stream's version + 1, or the head + 1).  A position
- * beyond that is EVS_EINVAL naming both.
- */
-int evs__bus_start_next(evs_store *s, const char *stream, uint64_t from, uint64_t *next);
 
 /*
  * A test's fault point inside a multi-step write (bus_testing.h): EVS_OK,

@@ -40,7 +40,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "bus/bus_internal.h"
+#include "bus/start.h"
 #include "saga/saga_internal.h"
 #include "store/store_access.h"
 
