@@ -85,13 +85,6 @@ int evs__cli_target(const evs__cli_args *a, const char *opt_dir, const char *opt
 int evs__cli_u64(const evs__cli_args *a, const char *name, const char *text, uint64_t max,
                  uint64_t *out);
 
-/*
- * A STREAM argument longer than a store takes: "stream name is N bytes, the
- * limit is 255" with its real length (the library stops measuring past the
- * limit) and EVS_CLI_INVALID; else EVS_CLI_OK.  The library checks the rest.
- */
-int evs__cli_stream_len(const char *stream);
-
 /* --------------------------------------------------------------- errors */
 
 /* Map a library status to the command's exit status. */

@@ -222,7 +222,6 @@ int evs__cli_info(int argc, char **argv) {
         }
     }
     if ((code = evs__cli_target(&a, opt_dir, opt_url, &dir, &url))) goto cleanup;
-    if (stream && (code = evs__cli_stream_len(stream))) goto cleanup;
     if (url) {
         code = evs__cli_remote_info(url, stream);
         goto cleanup;

@@ -267,7 +267,6 @@ int evs__cli_append(int argc, char **argv) {
         code = evs__cli_usage(a.cmd, "missing STREAM");
         goto cleanup;
     }
-    if ((code = evs__cli_stream_len(stream))) goto cleanup;
 
     if (n == 0) {
         free(srcs);

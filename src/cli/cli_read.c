@@ -332,7 +332,6 @@ int evs__cli_read(int argc, char **argv) {
         code = evs__cli_usage(a.cmd, "missing STREAM (a stream name, or '$all' for every event)");
         goto cleanup;
     }
-    if ((code = evs__cli_stream_len(stream))) goto cleanup;
     int all = strcmp(stream, "$all") == 0;
     if (!all && cf.first_flag) {
         code = evs__cli_usage(a.cmd,

@@ -177,6 +177,5 @@ int evs__cli_stream(int argc, char **argv) {
     /* a get has no version to compare: taking --expected would promise a check that never happens */
     if (have_expected && op == OP_GET) return evs__cli_usage(a.cmd, "--expected does not apply to stream meta get");
     if ((code = evs__cli_target(&a, opt_dir, opt_url, &dir, &url))) return code;
-    if ((code = evs__cli_stream_len(stream))) return code;
     return url ? remote(url, op, stream, json, expected, hard) : local(dir, op, stream, json, expected, hard);
 }

@@ -158,13 +158,6 @@ int evs__cli_u64(const evs__cli_args *a, const char *name, const char *text, uin
     }
 }
 
-int evs__cli_stream_len(const char *stream) {
-    size_t n = strlen(stream);
-    if (n > EVS_MAX_STREAM_NAME)
-        return evs__cli_fail(EVS_CLI_INVALID, "stream name is %zu bytes, the limit is %u", n, EVS_MAX_STREAM_NAME);
-    return EVS_CLI_OK;
-}
-
 /* --------------------------------------------------------------- errors */
 
 int evs__cli_exit_code(int status) {

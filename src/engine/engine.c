@@ -45,7 +45,7 @@ int evs__build_tags(const evs_event_in *e, size_t i, char **out, size_t *out_len
         char what[64];
         snprintf(what, sizeof what, "event %zu: tag %zu", i + 1, t + 1);
         if (!e->tags[t]) return evs__err(EVS_EINVAL, "%s is NULL", what);
-        size_t n = strnlen(e->tags[t], EVS_MAX_TAG_BYTES + 1);
+        size_t n = strlen(e->tags[t]);
         int rc = evs__name_ok(what, e->tags[t], n, EVS_MAX_TAG_BYTES);
         if (rc) return rc;
         cap += evs__json_escape(e->tags[t], n, NULL, 0) + 1;
@@ -147,11 +147,11 @@ int evs__event_check(const evs__event_limits *lim, const char *stream, size_t sl
     *tags_len = 0;
     if (!e->event_type) return evs__err(EVS_EINVAL, "event %zu: event_type is missing", i + 1);
     snprintf(what, sizeof what, "event %zu: event_type", i + 1);
-    if ((rc = evs__name_ok(what, e->event_type, strnlen(e->event_type, EVS_MAX_TYPE_NAME + 1), EVS_MAX_TYPE_NAME)))
+    if ((rc = evs__name_ok(what, e->event_type, strlen(e->event_type), EVS_MAX_TYPE_NAME)))
         return rc;
     if (e->stream_type) {
         snprintf(what, sizeof what, "event %zu: stream_type", i + 1);
-        *stl = strnlen(e->stream_type, EVS_MAX_TYPE_NAME + 1);
+        *stl = strlen(e->stream_type);
         if ((rc = evs__name_ok(what, e->stream_type, *stl, EVS_MAX_TYPE_NAME))) return rc;
         *st = e->stream_type;
     } else {
@@ -186,7 +186,7 @@ static int prepare(const uint64_t lims[4], const char *stream, int64_t expected,
     int rc;
     *out = NULL;
     if (!stream) return evs__err(EVS_EINVAL, "stream name is NULL");
-    size_t slen = strnlen(stream, EVS_MAX_STREAM_NAME + 2);
+    size_t slen = strlen(stream); /* whole: a refusal names the real length */
     if ((rc = evs__name_ok("stream name", stream, slen, lims[3]))) return rc;
     if (stream[0] == '$' && !reserved)
         return evs__err(EVS_EINVAL, "stream name \"%s\": names starting with '$' are reserved", stream);

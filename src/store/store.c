@@ -204,7 +204,7 @@ uint64_t evs__store_reindexed(evs_store *s) { return s ? atomic_load(&s->t_reind
 
 int evs__check_stream_name(const evs_store *s, const char *stream, size_t *len_out) {
     if (!stream) return evs__err(EVS_EINVAL, "stream name is NULL");
-    size_t n = strnlen(stream, EVS_MAX_STREAM_NAME + 2);
+    size_t n = strlen(stream); /* whole: a refusal names the real length */
     int rc = evs__name_ok("stream name", stream, n, s ? s->lim_stream_name : EVS_MAX_STREAM_NAME);
     if (rc) return rc;
     if (stream[0] == '$') return evs__err(EVS_EINVAL, "stream name \"%s\": names starting with '$' are reserved", stream);

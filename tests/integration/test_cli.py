@@ -526,7 +526,7 @@ class TestAppend(CliTest):
             self.assert_rejected(r, 4, "stream", needle)
 
     def test_overlong_stream_name_gives_its_length(self):
-        # the library measures up to the limit only: the message said 257 bytes for any longer name
+        # the library measured up to the limit only: the message said 257 bytes for any longer name
         self.prepare()
         name = "s" * 5000
         for args in (["append", name, ev("A")], ["read", name], ["info", name], ["stream", "meta", "get", name],
