@@ -6,7 +6,8 @@
  * on its futex word; the first one becomes the leader, waits (at most half
  * the recent fdatasync time) until every client is queued, writes 512 bytes
  * per request with one pwrite into the baseline file, fdatasyncs, hands the
- * lead to the next queued request and wakes its members one futex each.
+ * lead to the next queued request and wakes its members one futex each
+ * (only those already asleep).
  * That is the shape of the store's group commit (docs/decisions.md "Group
  * commit") without validation, encoding, the index or the reads: what is
  * left is the disk and the wake-ups.  So G8/G1 and G64/G1 bound what W2/W1
@@ -21,7 +22,7 @@
 #include <linux/futex.h>
 #include <sys/syscall.h>
 
-enum { CF_WAIT = 0, CF_DONE = 1, CF_LEAD = 2 };
+enum { CF_WAIT = 0, CF_DONE = 1, CF_LEAD = 2, CF_SLEEPING = 3 };
 
 typedef struct cf_req {
     _Atomic uint32_t state;
@@ -57,6 +58,11 @@ static void cf_futex_wait(_Atomic uint32_t *w, uint32_t v, int64_t timeout_ns) {
 
 static void cf_futex_wake(_Atomic uint32_t *w) { syscall(SYS_futex, w, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0); }
 
+/* Post st to r, waking its owner only if it sleeps (as the store's req_post does). */
+static void cf_post(cf_req *r, uint32_t st) {
+    if (atomic_exchange(&r->state, st) == CF_SLEEPING) cf_futex_wake(&r->state);
+}
+
 /* Lead one commit of everything queued (the caller's own request among it).  Called with sh->mu held; returns with it released. */
 static void cf_lead(cf_shared *sh) {
     static _Thread_local char buf[512 * 64];
@@ -90,14 +96,10 @@ static void cf_lead(cf_shared *sh) {
     sh->leading = next != NULL;
     pthread_mutex_unlock(&sh->mu);
     /* the lead first, so the next commit starts while this batch wakes */
-    if (next) {
-        atomic_store(&next->state, CF_LEAD);
-        cf_futex_wake(&next->state);
-    }
+    if (next) cf_post(next, CF_LEAD);
     for (cf_req *m = batch; m;) {
         cf_req *nx = m->next; /* read before m's owner may reuse it */
-        atomic_store(&m->state, CF_DONE);
-        cf_futex_wake(&m->state);
+        cf_post(m, CF_DONE);
         m = nx;
     }
 }
@@ -122,8 +124,10 @@ static void cf_append(cf_shared *sh) {
     }
     for (;;) {
         uint32_t st = atomic_load(&r.state);
-        if (st == CF_WAIT) {
-            cf_futex_wait(&r.state, CF_WAIT, 0);
+        if (st == CF_WAIT || st == CF_SLEEPING) {
+            /* announce the sleep, so that a post before it costs no system call */
+            if (st == CF_WAIT && !atomic_compare_exchange_weak(&r.state, &st, CF_SLEEPING)) continue;
+            cf_futex_wait(&r.state, CF_SLEEPING, 0);
             continue;
         }
         if (st == CF_DONE) return;
