@@ -645,7 +645,7 @@ static void print_run(const char *label, int i, int n, const run_result *r, cons
     if (batch > 1) printf(" (%s events/s)", fmt_n(a, sizeof a, r->rate * batch));
     printf(", p50 %s, p99 %s, p99.9 %s, %ld ops", fmt_ms(b, sizeof b, r->p50), fmt_ms(c, sizeof c, r->p99),
            fmt_ms(d, sizeof d, r->p999), r->ops);
-    if (r->per_batch > 0) printf(", %.2f appends per group commit", r->per_batch);
+    if (r->per_batch > 0) printf(", %.2f %s per group commit", r->per_batch, unit);
     if (r->conflicts) printf(", %ld conflicts", r->conflicts);
     printf("\n");
     fflush(stdout);
