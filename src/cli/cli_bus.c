@@ -593,8 +593,9 @@ int evs__cli_dlq(int argc, char **argv) {
     evs__cli_clear_error();
     /* an unknown name is not an empty queue: 2, as over --url */
     char what[160];
+    evs_consumer_info info;
     snprintf(what, sizeof what, "dlq %s", act);
-    if ((code = check_kind(b, what, name, NULL, NULL))) goto out;
+    if ((code = check_kind(b, what, name, NULL, &info))) goto out;
     if (strcmp(act, "list") == 0) {
         evs_dlq_entry page[64];
         uint64_t after = o.after, left = o.limit;
@@ -613,15 +614,15 @@ int evs__cli_dlq(int argc, char **argv) {
     } else if (strcmp(act, "purge") == 0) {
         uint64_t removed;
         if (!(rc = evs_dlq_purge(b, name, &removed))) printf("{\"purged\":%llu}\n", (unsigned long long)removed);
+    } else if (strcmp(info.kind, "projection") != 0) {
+        /* "cannot retry here" (3) as the help says: the record's kind decides, not an error code */
+        code = evs__cli_fail(EVS_CLI_CONFLICT, "dlq retry %s: \"%s\" is a %s, not a Lua projection; locally only "
+                                               "stored Lua projections retry, through a server (--url) every "
+                                               "consumer does", name, name, info.kind);
     } else {
         evs_projection *p;
         rc = evs_proj_open_stored(b, name, NULL, &p);
-        if (rc == EVS_EINVAL) {
-            /* not a stored Lua projection: "cannot retry here" (3) as the help says, not invalid input */
-            code = evs__cli_fail(EVS_CLI_CONFLICT, "dlq retry %s: %s; locally only stored Lua projections retry, "
-                                                   "through a server (--url) every consumer does", name, evs_errmsg());
-            rc = EVS_OK;
-        } else if (!rc) {
+        if (!rc) {
             size_t ok = 0, bad = 0;
             if (pos) {
                 rc = evs_proj_dlq_retry(p, pos);
