@@ -55,6 +55,14 @@ static int fold(void *ctx, const evs_event *ev, const char *state, size_t len, c
     return 0;
 }
 
+/* A config of the fold projection over the streams starting with prefix. */
+static void fold_config(evs_proj_config *c, const char *name, const char *prefix) {
+    evs_proj_config_init(c);
+    c->name = name;
+    c->apply = fold;
+    c->filter.stream_prefix = prefix;
+}
+
 static int by_first_letter(void *ctx, const evs_event *ev, char *buf, size_t cap) {
     (void)ctx, (void)cap;
     buf[0] = ev->stream[0];
@@ -152,13 +160,9 @@ static void test_partitions_and_queries(evs_store *s, evs_bus *b) {
 
 static void test_failure_parks(evs_store *s, evs_bus *b) {
     evs_proj_config c;
-    evs_proj_config_init(&c);
-    c.name = "poisoned";
-    c.apply = fold;
+    fold_config(&c, "poisoned", "cust-");
     c.per_stream_order = 1;
     c.checkpoint_every = 1000;
-    const char *pfx = "cust-";
-    c.filter.stream_prefix = pfx;
     evs_projection *p;
     CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
     append_v(s, "cust-1", "Deposited", 1);
@@ -208,12 +212,8 @@ static void dlq_positions(evs_bus *b, const char *name, uint64_t *out, size_t ma
 
 static void test_rebuild_dlq(evs_store *s, evs_bus *b) {
     evs_proj_config c;
-    evs_proj_config_init(&c);
-    c.name = "redo";
-    c.apply = fold;
+    fold_config(&c, "redo", "redo-");
     c.per_stream_order = 1;
-    const char *pfx = "redo-";
-    c.filter.stream_prefix = pfx;
     evs_projection *p;
     CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
     if (!p) return;
@@ -292,11 +292,7 @@ static int die_at_reset(const char *point) {
 
 static evs_projection *open_resettable(evs_bus *b) {
     evs_proj_config c;
-    evs_proj_config_init(&c);
-    c.name = "resettable";
-    c.apply = fold;
-    const char *pfx = "rst-";
-    c.filter.stream_prefix = pfx;
+    fold_config(&c, "resettable", "rst-");
     evs_projection *p = NULL;
     CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
     return p;
@@ -356,10 +352,7 @@ static void test_reset_atomic(void) {
         evs_projection *cp = NULL;
         if (evs_store_create(&cs) || evs_store_open(cs, d, 0) || evs_bus_open(cs, &cb)) _exit(3);
         evs_proj_config c;
-        evs_proj_config_init(&c);
-        c.name = "resettable";
-        c.apply = fold;
-        c.filter.stream_prefix = "rst-";
+        fold_config(&c, "resettable", "rst-");
         if (evs_proj_open(cb, &c, &cp)) _exit(4);
         evs__bus_fault_hook = die_at_reset;
         evs_proj_reset(cp, 0);
@@ -404,11 +397,7 @@ static void test_reset_atomic(void) {
  */
 static void test_reset_position_during_rebuild(evs_store *s, evs_bus *b) {
     evs_proj_config c;
-    evs_proj_config_init(&c);
-    c.name = "lowered";
-    c.apply = fold;
-    const char *pfx = "low-";
-    c.filter.stream_prefix = pfx;
+    fold_config(&c, "lowered", "low-");
     evs_projection *p;
     CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
     if (!p) return;
@@ -479,13 +468,9 @@ static void test_reset_position_during_rebuild(evs_store *s, evs_bus *b) {
 
 static evs_projection *open_fold(evs_bus *b, const char *name, uint32_t every) {
     evs_proj_config c;
-    evs_proj_config_init(&c);
-    c.name = name;
-    c.apply = fold;
+    fold_config(&c, name, "k-");
     c.checkpoint_every = every;
     c.page_size = 97;
-    const char *pfx = "k-";
-    c.filter.stream_prefix = pfx;
     evs_projection *p = NULL;
     if (evs_proj_open(b, &c, &p) != EVS_OK) {
         fprintf(stderr, "open %s: %s\n", name, evs_errmsg());
@@ -605,13 +590,9 @@ static void test_kill9(void) {
 
 static void test_rebuild(evs_store *s, evs_bus *b) {
     evs_proj_config c;
-    evs_proj_config_init(&c);
-    c.name = "rebuilt";
-    c.apply = fold;
+    fold_config(&c, "rebuilt", "r-");
     c.page_size = 10;
     c.checkpoint_every = 25;
-    const char *pfx = "r-";
-    c.filter.stream_prefix = pfx;
     evs_projection *p;
     CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
     for (int i = 0; i < 200; i++) append_v(s, i % 2 ? "r-a" : "r-b", "Deposited", 1);
@@ -663,11 +644,7 @@ static void test_rebuild(evs_store *s, evs_bus *b) {
 /* A rebuild or reset from past head + 1 is refused and changes nothing: state, checkpoint and DLQ stay. */
 static void test_rebuild_past_head(evs_store *s, evs_bus *b) {
     evs_proj_config c;
-    evs_proj_config_init(&c);
-    c.name = "far";
-    c.apply = fold;
-    const char *pfx = "far-";
-    c.filter.stream_prefix = pfx;
+    fold_config(&c, "far", "far-");
     evs_projection *p;
     CHECK_RC(evs_proj_open(b, &c, &p), EVS_OK);
     append_v(s, "far-a", "Deposited", 5);
