@@ -86,15 +86,10 @@ int evs__cli_scavenge(int argc, char **argv) {
     }
     evs_scavenge_options o;
     memset(&o, 0, sizeof o);
-    if (rate) {
-        char *end;
-        double mb = strtod(rate, &end);
-        if (end == rate || *end || !(mb > 0) || mb > 1e6) {
-            code = evs__cli_fail(EVS_CLI_INVALID, "scavenge: --rate \"%s\" is not a number of MB/s above 0", rate);
-            goto cleanup;
-        }
-        o.rate_bytes_per_sec = (uint64_t)(mb * 1e6);
-        if (!o.rate_bytes_per_sec) o.rate_bytes_per_sec = 1;
+    if (rate && evs__parse_rate_mb(rate, &o.rate_bytes_per_sec)) {
+        code = evs__cli_fail(EVS_CLI_INVALID, "scavenge: --rate \"%s\" is not a number of MB/s above 0 (at most "
+                                              "1000000, digits with an optional fraction: 20, 2.5)", rate);
+        goto cleanup;
     }
     if ((code = evs__cli_dir(&a, opt_dir, &dir))) goto cleanup;
     if ((code = evs__cli_open(dir, 0, &store))) goto cleanup;

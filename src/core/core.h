@@ -84,6 +84,12 @@ int evs__parse_u64(const char *s, uint64_t max, uint64_t *out);
  * -2 negative, -3 too large.  *out is left alone on failure.
  */
 int evs__parse_duration_ns(const char *s, int64_t *out);
+/*
+ * A rate in MB/s (10^6 bytes): digits with an optional fraction ("20",
+ * "2.5"), above 0 and at most 1,000,000; no sign, exponent, hex or spaces.
+ * 0 with *bytes_per_sec (at least 1); -1 otherwise, *bytes_per_sec alone.
+ */
+int evs__parse_rate_mb(const char *s, uint64_t *bytes_per_sec);
 
 /*
  * Validate UTF-8 (RFC 3629: no overlongs, no surrogates, <= U+10FFFF).

@@ -5,6 +5,7 @@
  * an overflow is refused, never clamped, so each caller can say precisely
  * what was wrong.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
@@ -46,4 +47,19 @@ int evs__parse_duration_ns(const char *s, int64_t *out) {
             return 0;
         }
     return -1;
+}
+
+int evs__parse_rate_mb(const char *s, uint64_t *bytes_per_sec) {
+    if (!s) return -1;
+    const char *p = s;
+    size_t whole = 0, frac = 0;
+    while (*p >= '0' && *p <= '9') p++, whole++;
+    if (*p == '.')
+        for (p++; *p >= '0' && *p <= '9'; p++) frac++;
+    if (!whole || *p || (p[-1] == '.' && !frac)) return -1;
+    double mb = strtod(s, NULL); /* only digits and one point reach it */
+    if (!(mb > 0) || mb > 1e6) return -1;
+    uint64_t b = (uint64_t)(mb * 1e6);
+    *bytes_per_sec = b ? b : 1;
+    return 0;
 }

@@ -67,34 +67,14 @@ static void status_json(evs__sb *b, evs_store *s) {
     stats_json(b, &st, st.running || __atomic_load_n(&job.active, __ATOMIC_ACQUIRE));
 }
 
-/*
- * rate: MB/s as digits with an optional fraction ("20", "2.5"), like the
- * other numbers in queries strict: no sign, exponent, hex or spaces, which
- * strtod alone would take.  0, or -1 when it is none.
- */
-static int parse_rate(const char *v, double *mb) {
-    const char *p = v;
-    size_t whole = 0, frac = 0;
-    while (*p >= '0' && *p <= '9') p++, whole++;
-    if (*p == '.')
-        for (p++; *p >= '0' && *p <= '9'; p++) frac++;
-    if (!whole || *p || (p[-1] == '.' && !frac)) return -1;
-    *mb = strtod(v, NULL);
-    return *mb > 0 && *mb <= 1e6 ? 0 : -1;
-}
-
 enum MHD_Result evs__route_scavenge_start(evs__req *rq) {
     evs_scavenge_options o;
     memset(&o, 0, sizeof o);
     const char *rate = evs__query(rq, "rate"), *dry = evs__query(rq, "dry_run");
-    if (rate) {
-        double mb;
-        if (parse_rate(rate, &mb))
-            return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
-                                      "parameter rate=%.40s is not a number of MB/s above 0 (at most 1000000, "
-                                      "digits with an optional fraction: 20, 2.5)", rate);
-        o.rate_bytes_per_sec = (uint64_t)(mb * 1e6) ? (uint64_t)(mb * 1e6) : 1;
-    }
+    if (rate && evs__parse_rate_mb(rate, &o.rate_bytes_per_sec))
+        return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
+                                  "parameter rate=%.40s is not a number of MB/s above 0 (at most 1000000, "
+                                  "digits with an optional fraction: 20, 2.5)", rate);
     if (dry && strcmp(dry, "true") && strcmp(dry, "false"))
         return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter dry_run=%.40s is not true or false", dry);
     if (dry && !strcmp(dry, "true")) o.flags = EVS_SCAVENGE_DRY_RUN;

@@ -161,6 +161,12 @@ class ScavengeTest(unittest.TestCase):
         p = cli("scavenge", "-d", self.dir, "--rate", "-3")
         self.assertEqual(p.returncode, 4, p.stderr)
         self.assertIn(b"--rate", p.stderr)
+        # the same strict rule as the server's rate=: no exponent, hex, spaces or bare point
+        for bad in ("1e3", "0x10", " 5", "2.", ".5", "0", "1000001"):
+            p = cli("scavenge", "-d", self.dir, "--rate", bad)
+            self.assertEqual(p.returncode, 4, (bad, p.stderr))
+            self.assertIn(b"--rate", p.stderr)
+            self.assertIn(b"digits with an optional fraction", p.stderr)
         p = cli("scavenge", "-d", self.dir, "--dry-run")
         self.assertEqual(p.returncode, 0, p.stderr)
         out = json.loads(p.stdout)
