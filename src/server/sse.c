@@ -43,6 +43,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bus/start.h"
 #include "evstore_schema.h"
 #include "server/auth.h"
 #include "server/query.h"
@@ -232,41 +233,39 @@ enum MHD_Result evs__route_subscribe(evs__req *rq) {
         goto fail;
     }
     if (upv) sub->up = srv->schemas;
-    /* Start: Last-Event-ID (a reconnecting EventSource) wins over from=. */
+    /* Start: Last-Event-ID (a reconnecting EventSource) wins over from=.  The bus says where that is
+       and refuses a start past head + 1 (evs__bus_start_next: one rule, one message); the prefix says
+       which of the two asked for it. */
     uint64_t start;
+    char said[64];
     const char *lei = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Last-Event-ID");
     const char *from = evs__query(rq, "from");
     if (lei && *lei) {
         uint64_t id;
-        if (evs__parse_u64(lei, UINT64_MAX - 1, &id)) {
+        /* at most UINT64_MAX - 2: id + 1 must stay a position, not EVS_SUB_FROM_NOW */
+        if (evs__parse_u64(lei, UINT64_MAX - 2, &id)) {
             mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                     "Last-Event-ID \"%.40s\" is not a global position", lei);
             goto fail;
         }
         start = id + 1;
+        snprintf(said, sizeof said, "Last-Event-ID %llu", (unsigned long long)id);
     } else if (!from || strcmp(from, "now") == 0) {
-        start = evs_head(srv->store) + 1;
+        start = EVS_SUB_FROM_NOW;
+        said[0] = 0;
     } else {
-        int rc = evs__parse_u64(from, UINT64_MAX - 1, &start);
+        int rc = evs__parse_u64(from, UINT64_MAX - 1, &start); /* 0 is EVS_SUB_FROM_START: 1 */
         if (rc) {
             mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL,
                                     "parameter from=%.40s is not \"now\" or a global position%s", from,
                                     rc == -2 ? " (negative)" : rc == -3 ? " (too large)" : "");
             goto fail;
         }
-        if (start == 0) start = 1;
+        snprintf(said, sizeof said, "parameter from=%llu", (unsigned long long)start);
     }
-    /* past head + 1 the stream would stay silent until the log grew there, skipping what came before */
-    uint64_t head = evs_head(srv->store);
-    if (start > head + 1) {
-        if (lei && *lei)
-            mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, NULL,
-                                    "Last-Event-ID %llu lies past the store's head %llu", (unsigned long long)start - 1,
-                                    (unsigned long long)head);
-        else
-            mr = evs__respond_error(rq, EVS_HTTP_UNPROCESSABLE, NULL,
-                                    "from=%llu lies past the store's head %llu: at most %llu, just after the last event",
-                                    (unsigned long long)start, (unsigned long long)head, (unsigned long long)head + 1);
+    int brc = evs__bus_start_next(srv->store, NULL, start, &start);
+    if (brc) {
+        mr = evs__respond_lib(rq, brc, said[0] ? said : NULL);
         goto fail;
     }
     atomic_store(&sub->next, start);

@@ -82,6 +82,7 @@
 #include <unistd.h>
 #include <wslay/wslay.h>
 
+#include "bus/start.h"
 #include "core/event_json.h"
 #include "evstore_schema.h"
 #include "server/auth.h"
@@ -249,11 +250,10 @@ static void on_subscribe(ws_client *cl, const evs__ws_msg *msg) {
         lf->who = evs__principal_ref(cl->who);
         lf->who_perm = EVS_PERM_SUBSCRIBE;
     }
-    uint64_t head = evs_head(srv->store);
-    if (from_now) start = head + 1;
-    if (start > head + 1) { /* it would stay silent until the log grew there, skipping what came before */
-        send_error(cl, NULL, "from %llu lies past the store's head %llu: at most %llu, just after the last event",
-                   (unsigned long long)start, (unsigned long long)head, (unsigned long long)head + 1);
+    /* past head + 1 it would stay silent until the log grew there, skipping what came before: the
+       bus's rule and message, as for SSE and every consumer */
+    if (evs__bus_start_next(srv->store, NULL, from_now ? EVS_SUB_FROM_NOW : start, &start)) {
+        send_error(cl, NULL, "from: %s", evs_errmsg());
         evs__live_filter_free(lf);
         return;
     }

@@ -92,16 +92,24 @@ class LiveEdgeTest(unittest.TestCase):
         # it would stay silent until the log grew there, then skip everything before it
         s = self.srv
         s.post("/streams/p-1", [ev("A", {"i": 0}), ev("A", {"i": 1})])
-        for path, headers, what in (("/subscribe?from=4", {}, "from=4 lies past the store's head 2: at most 3"),
-                                    ("/subscribe", {"Last-Event-ID": "3"}, "Last-Event-ID 3 lies past the store's head 2")):
+        # the bus's message (evs__bus_start_next), prefixed with what asked for the start
+        for path, headers, what in (("/subscribe?from=4", {},
+                                     "parameter from=4: position 4 lies past the store's head 2: at most 3"),
+                                    ("/subscribe", {"Last-Event-ID": "3"},
+                                     "Last-Event-ID 3: position 4 lies past the store's head 2: at most 3")):
             st, _, b = s.get(path, headers=headers)
             self.assertEqual(st, 422, b)
             self.assertIn(what, b["error"])
+        # the largest id whose successor is still a position: one more would read as "now", so it is
+        # not a global position at all (it used to become a start past the head)
+        st, _, b = s.get("/subscribe", headers={"Last-Event-ID": "18446744073709551614"})
+        self.assertEqual(st, 400, b)
+        self.assertIn("Last-Event-ID \"18446744073709551614\" is not a global position", b["error"])
         w = WSClient(s.port)
         w.send({"op": "subscribe", "from": 4})
         m = w.recv()
         self.assertEqual(m["op"], "error", m)
-        self.assertIn("from 4 lies past the store's head 2: at most 3", m["error"])
+        self.assertIn("from: position 4 lies past the store's head 2: at most 3", m["error"])
         # not subscribed: the next subscribe is taken, and head + 1 is "from now"
         w.send({"op": "subscribe", "from": 3})
         self.assertEqual(w.recv(), {"op": "subscribed", "from": 3, "head": 2})
