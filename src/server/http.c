@@ -360,16 +360,24 @@ static int label_of(const path *p) {
         return evs__respond_error(rq, __VA_ARGS__);     \
     } while (0)
 
-/* Decode a raw segment into out (cap bytes; "" when it does not fit).  Length, or -1 with why. */
+/*
+ * Decode a raw segment into out (cap bytes; "" when it does not fit).  Length, or -1 with why.
+ * Every name on the way in (an append's stream, too) fits: decoded straight into out, no copy.
+ * Only a refusal decodes the segment again, whole, into a buffer of its own: an over-long name
+ * is then a length however long (a 422 naming it), and what else is wrong with it is found as
+ * if there were no limit (a malformed escape past the limit is still that, a 400).
+ */
 static long decode_seg(const char *seg, size_t n, char *out, size_t cap, char *why, size_t whycap) {
+    long len = evs__pct_decode(seg, n, out, cap, why, whycap);
+    if (len >= 0) return len;
+    out[0] = '\0';
+    if (n < cap) return -1; /* the decoded name is never longer than the raw one: refused for itself */
     char *tmp = malloc(n + 1);
     if (!tmp) {
         snprintf(why, whycap, "cannot be decoded: out of memory");
         return -1;
     }
-    long len = evs__pct_decode(seg, n, tmp, n + 1, why, whycap);
-    if (len >= 0 && (size_t)len < cap) memcpy(out, tmp, (size_t)len + 1);
-    else if (len >= 0) out[0] = '\0';
+    len = evs__pct_decode(seg, n, tmp, n + 1, why, whycap);
     free(tmp);
     return len;
 }
@@ -382,7 +390,7 @@ static enum MHD_Result stream_param(evs__req *rq, const char *seg, size_t n, int
     char why[96];
     char *tmp = rq->stream;
     *bad = 1;
-    /* decoded whole, so that an over-long name gets the 422 with its length, however long */
+    /* an over-long name gets the 422 with its length, however long (decode_seg) */
     long len = decode_seg(seg, n, tmp, sizeof rq->stream, why, sizeof why);
     if (len < 0) REFUSE(EVS_HTTP_BAD_REQUEST, NULL, "stream name %s", why);
     if ((size_t)len > EVS_MAX_STREAM_NAME) {
