@@ -477,7 +477,8 @@ typedef struct evs_stream_metadata {
  * expected (EVS_EXPECT_ANY/NO_STREAM/EXISTS or a version).  EVS_EJSON or
  * EVS_EINVAL naming the key for bad input, EVS_ECONFLICT, EVS_EDELETED for a
  * hard-deleted stream; nothing is stored on error.  *version_out (may be
- * NULL) receives the new metadata version.  The stream need not exist.
+ * NULL) receives the new metadata version, or on EVS_ECONFLICT the actual
+ * one the write was refused against.  The stream need not exist.
  */
 int evs_stream_set_metadata(evs_store *s, const char *stream, int64_t expected, const char *json, size_t len,
                             uint64_t *version_out);

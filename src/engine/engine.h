@@ -100,7 +100,9 @@ typedef struct evs_engine {
        in force (*json malloc'd and the caller's, NULL when there is none), its version, its parsed form
        (none: max_age/max_count -1) and the stream's own version (0: no events).  meta_set: store mw at
        metadata version `expected` (EVS_ECONFLICT naming it); a delete (mw->has_target_expected) also
-       needs the stream's version to match; a hard-deleted stream answers EVS_EDELETED.  NULL: none. */
+       needs the stream's version to match; a hard-deleted stream answers EVS_EDELETED.  *version_out
+       (may be NULL): the new metadata version, or on EVS_ECONFLICT the actual version refused against
+       (the metadata's, or for a delete's the stream's).  NULL: none. */
     int (*meta_get)(void *e, const char *stream, char **json, size_t *len, uint64_t *meta_version,
                     evs_stream_metadata *m, uint64_t *stream_version);
     int (*meta_set)(void *e, const evs__meta_write *mw, int64_t expected, uint64_t *version_out);

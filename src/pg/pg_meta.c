@@ -168,6 +168,7 @@ int evs__pg_meta_set(void *e, const evs__meta_write *mw, int64_t expected, uint6
         goto out;
     }
     if (conflict) {
+        if (version_out) *version_out = res.actual_version;
         rc = rollback(c, evs__err(EVS_ECONFLICT, "stream \"%s\": expected metadata version %lld, actual %llu", target,
                                   (long long)expected, (unsigned long long)res.actual_version));
         goto out;
@@ -181,6 +182,7 @@ int evs__pg_meta_set(void *e, const evs__meta_write *mw, int64_t expected, uint6
         int ok = te == EVS_EXPECT_ANY || (te == EVS_EXPECT_EXISTS && v > 0) ||
                  (te == EVS_EXPECT_NO_STREAM && dstate == 1) || (te >= 0 && (uint64_t)te == v);
         if (!ok) {
+            if (version_out) *version_out = v;
             rc = rollback(c, evs__err(EVS_ECONFLICT, "Concurrency conflict: stream \"%s\": expected version %lld, "
                                       "actual version %llu", target, (long long)te, (unsigned long long)v));
             goto out;

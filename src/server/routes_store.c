@@ -88,6 +88,23 @@ static int is_envelope(evs_json_span root) {
     return 0;
 }
 
+enum MHD_Result evs__respond_conflict(evs__req *rq, const char *msg, const char *stream, int64_t expected,
+                                      uint64_t actual) {
+    char et[32];
+    expected_text(expected, et);
+    evs__sb out = {0};
+    evs__sb_adds(&out, "{\"error\":");
+    evs__sb_json_str(&out, msg, strlen(msg));
+    evs__sb_printf(&out, ",\"actual_version\":%llu,\"detail\":{\"code\":\"ECONFLICT\",\"stream\":",
+                   (unsigned long long)actual);
+    evs__sb_json_str(&out, stream, strlen(stream));
+    evs__sb_adds(&out, ",\"expected_version\":");
+    if (expected >= 0) evs__sb_printf(&out, "%lld", (long long)expected);
+    else evs__sb_json_str(&out, et, strlen(et));
+    evs__sb_adds(&out, "}}\n");
+    return evs__respond_sb(rq, EVS_HTTP_CONFLICT, &out);
+}
+
 /*
  * The answer to an append's outcome: 201 (200 for an idempotent retry) with
  * positions and ids, 409 for a conflict or a failed condition (cond_after:
@@ -100,23 +117,11 @@ static enum MHD_Result append_answer(evs__req *rq, const char *stream, int64_t e
     evs__sb out = {0};
     enum MHD_Result mr;
     if (rc == EVS_ECONFLICT) {
-        char et[32];
+        char et[32], msg[160];
         expected_text(expected, et);
-        evs__sb_adds(&out, "{\"error\":");
-        char msg[160];
         snprintf(msg, sizeof msg, "Concurrency conflict: expected version %s, actual version %llu", et,
                  (unsigned long long)res->actual_version);
-        evs__sb_json_str(&out, msg, strlen(msg));
-        evs__sb_printf(&out, ",\"actual_version\":%llu,\"detail\":{\"stream\":",
-                       (unsigned long long)res->actual_version);
-        evs__sb_json_str(&out, stream, strlen(stream));
-        evs__sb_adds(&out, ",\"expected_version\":");
-        if (expected >= 0) evs__sb_printf(&out, "%lld", (long long)expected);
-        else evs__sb_json_str(&out, et, strlen(et));
-        evs__sb_adds(&out, "}}\n");
-        size_t blen;
-        char *p = evs__sb_take(&out, &blen);
-        mr = p ? evs__respond(rq, EVS_HTTP_CONFLICT, p, blen, NULL) : MHD_NO;
+        mr = evs__respond_conflict(rq, msg, stream, expected, res->actual_version);
         goto out;
     }
     if (rc == EVS_ECONDITION) {

@@ -15,6 +15,7 @@
 #include "core/json.h"
 #include "server/query.h"
 #include "server/routes_store.h"
+#include "store/store_access.h"
 
 /* ?expected= (default any); 0, or an answer was queued into *mr. */
 static int query_expected(evs__req *rq, int64_t *out, enum MHD_Result *mr) {
@@ -30,29 +31,15 @@ static int query_expected(evs__req *rq, int64_t *out, enum MHD_Result *mr) {
 }
 
 /*
- * A concurrency conflict, answered as an append's is: the library's message
- * and actual_version, the version the stream (meta = 0) or its metadata
- * (meta = 1) has now, read after the refusal.  It may have moved on since;
- * a retry with it is judged anew.
+ * A concurrency conflict, answered as an append's is (evs__respond_conflict):
+ * the library's message and actual_version, the version the stream (a
+ * delete) or its metadata (a write) had when the library refused, as the
+ * message says.  It may have moved on since; a retry with it is judged anew.
  */
-static enum MHD_Result conflict(evs__req *rq, const char *context, int meta) {
+static enum MHD_Result conflict(evs__req *rq, const char *context, int64_t expected, uint64_t actual) {
     char msg[600];
     snprintf(msg, sizeof msg, "%s: %s", context, evs_errmsg());
-    uint64_t actual = 0;
-    if (meta) {
-        if (evs_stream_get_metadata(rq->srv->store, rq->stream, NULL, NULL, &actual, NULL)) actual = 0;
-    } else {
-        evs_stream_info info;
-        if (evs_stream_get_info(rq->srv->store, rq->stream, &info) == EVS_OK) actual = info.version;
-    }
-    evs__sb out = {0};
-    evs__sb_adds(&out, "{\"error\":");
-    evs__sb_json_str(&out, msg, strlen(msg));
-    evs__sb_printf(&out, ",\"actual_version\":%llu,\"detail\":{\"code\":\"ECONFLICT\",\"stream\":",
-                   (unsigned long long)actual);
-    evs__sb_json_str(&out, rq->stream, strlen(rq->stream));
-    evs__sb_adds(&out, "}}\n");
-    return evs__respond_sb(rq, EVS_HTTP_CONFLICT, &out);
+    return evs__respond_conflict(rq, msg, rq->stream, expected, actual);
 }
 
 static void answer_head(evs__sb *b, const char *stream, uint64_t version) {
@@ -84,7 +71,7 @@ enum MHD_Result evs__route_stream_meta_put(evs__req *rq) {
     if (evs__req_json_valid(rq, &mr)) return mr;
     uint64_t version = 0;
     int rc = evs_stream_set_metadata(rq->srv->store, rq->stream, expected, body, rq->body.len, &version);
-    if (rc == EVS_ECONFLICT) return conflict(rq, "set stream metadata", 1);
+    if (rc == EVS_ECONFLICT) return conflict(rq, "set stream metadata", expected, version);
     if (rc) return evs__respond_lib(rq, rc, "set stream metadata");
     evs__sb out = {0};
     answer_head(&out, rq->stream, version);
@@ -101,8 +88,9 @@ enum MHD_Result evs__route_stream_delete(evs__req *rq) {
     if (h && !strcmp(h, "true")) hard = 1;
     else if (h && strcmp(h, "false"))
         return evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter hard=%.40s is not true or false", h);
-    int rc = evs_stream_delete(rq->srv->store, rq->stream, expected, hard);
-    if (rc == EVS_ECONFLICT) return conflict(rq, "delete stream", 0);
+    uint64_t actual = 0;
+    int rc = evs__stream_delete(rq->srv->store, rq->stream, expected, hard, &actual);
+    if (rc == EVS_ECONFLICT) return conflict(rq, "delete stream", expected, actual);
     if (rc) return evs__respond_lib(rq, rc, "delete stream");
     evs__sb out = {0};
     evs__sb_adds(&out, "{\"stream\":");

@@ -28,6 +28,7 @@
 #include "core/json.h"
 #include "core/sb.h"
 #include "store/crypt.h"
+#include "store/store_access.h"
 #include "store/store_internal.h"
 #include "store/store_testing.h"
 
@@ -356,6 +357,9 @@ static int write_meta(evs_store *s, const char *stream, size_t slen, int64_t exp
     mw->target_len = slen;
     evs_append_result res;
     int rc = evs__append_meta(s, name, expected, mw, &res);
+    /* a refusal's actual version (the metadata's, or for a delete the stream's) goes to the caller as
+       the message has it: read again later it could be another */
+    if (rc == EVS_ECONFLICT && version_out) *version_out = res.actual_version;
     if (rc == EVS_ECONFLICT && !mw->has_target_expected)
         return evs__err(EVS_ECONFLICT, "stream \"%s\": expected metadata version %lld, actual %llu", stream,
                         (long long)expected, (unsigned long long)res.actual_version);
@@ -481,6 +485,10 @@ int evs_stream_get_metadata(evs_store *s, const char *stream, char **json_out, s
 }
 
 int evs_stream_delete(evs_store *s, const char *stream, int64_t expected, int hard) {
+    return evs__stream_delete(s, stream, expected, hard, NULL);
+}
+
+int evs__stream_delete(evs_store *s, const char *stream, int64_t expected, int hard, uint64_t *actual_out) {
     int rc;
     size_t slen;
     if (s && s->engine) rc = engine_meta(s, 1, "delete");
@@ -534,7 +542,9 @@ int evs_stream_delete(evs_store *s, const char *stream, int64_t expected, int ha
     mw.json_len = b.len;
     mw.has_target_expected = 1;
     mw.target_expected = expected;
-    rc = store_meta(s, stream, slen, EVS_EXPECT_ANY, &mw, NULL);
+    uint64_t actual = 0;
+    rc = store_meta(s, stream, slen, EVS_EXPECT_ANY, &mw, &actual);
+    if (rc == EVS_ECONFLICT && actual_out) *actual_out = actual;
 cleanup:
     evs__sb_free(&b);
     free(old);

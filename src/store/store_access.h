@@ -29,6 +29,13 @@ void *evs__store_pg_engine(const evs_store *s);
 int evs__store_readonly(const evs_store *s);
 
 /*
+ * evs_stream_delete, and on EVS_ECONFLICT *actual_out (may be NULL) the
+ * stream's version the refusal was judged against (the server's 409 names
+ * it without reading the stream again).
+ */
+int evs__stream_delete(evs_store *s, const char *stream, int64_t expected, int hard, uint64_t *actual_out);
+
+/*
  * The global position of a stored event id: EVS_OK, EVS_ENOTFOUND, or an
  * index error.  Sees every acknowledged append.
  */

@@ -266,6 +266,8 @@ class ServerTest(unittest.TestCase):
         body = self.assertError(s.post("/streams/exp-1", ev(), {"Expected-Version": "no-stream"}), 409)
         self.assertEqual(body["error"], "Concurrency conflict: expected version 0, actual version 1")
         self.assertEqual(body["actual_version"], 1)
+        # the shape a metadata write's or delete's 409 has too (evs__respond_conflict)
+        self.assertEqual(body["detail"], {"code": "ECONFLICT", "stream": "exp-1", "expected_version": 0})
         body = self.assertError(s.post("/streams/exp-1?expected=5", ev()), 409)
         self.assertEqual(body["error"], "Concurrency conflict: expected version 5, actual version 1")
         st, _, b = s.post("/streams/exp-1?expected=1", ev())

@@ -12,6 +12,7 @@
  *   5. everything survives a reopen.
  */
 #include "evstore_bus.h"
+#include "store/store_access.h"
 #include "store/store_testing.h"
 #include "testutil.h"
 
@@ -81,9 +82,13 @@ static void test_roundtrip(evs_store *s) {
     free(j);
     /* the expected metadata version is checked */
     const char *d2 = "{\"truncate_before\": 2}";
+    v = 99;
     CHECK_RC(evs_stream_set_metadata(s, "meta-1", EVS_EXPECT_NO_STREAM, d2, strlen(d2), &v), EVS_ECONFLICT);
     CHECK_CONTAINS(evs_errmsg(), "expected metadata version 0, actual 1");
+    CHECK_INT(v, 1); /* the actual version the refusal names, for the server's 409 */
+    v = 99;
     CHECK_RC(evs_stream_set_metadata(s, "meta-1", 0, d2, strlen(d2), &v), EVS_ECONFLICT);
+    CHECK_INT(v, 1);
     /* bad input: nothing changes */
     const char *bad[] = {"{\"max_count\": -1}", "{\"max_age\": 1.5}", "{\"truncate_before\": \"x\"}",
                          "{\"max_count\": 3,", "[1]", "{\"$tombstone\": true}"};
@@ -225,6 +230,10 @@ static void test_soft_delete(evs_store *s) {
     /* expected version checked */
     CHECK_RC(evs_stream_delete(s, "del-1", 2, 0), EVS_ECONFLICT);
     CHECK_CONTAINS(evs_errmsg(), "expected version 2, actual version 3");
+    /* the server's variant hands back the stream's version the refusal names */
+    uint64_t actual = 0;
+    CHECK_RC(evs__stream_delete(s, "del-1", EVS_EXPECT_NO_STREAM, 0, &actual), EVS_ECONFLICT);
+    CHECK_INT(actual, 3);
     CHECK_RC(evs_stream_delete(s, "del-1", 3, 0), EVS_OK);
     CHECK_INT(read_spos(s, "del-1", p, 16, &rc), -1);
     CHECK_RC(rc, EVS_ENOTFOUND);
