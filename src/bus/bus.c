@@ -788,10 +788,13 @@ static int modify_closed(evs_bus *b, const char *name, int status, int set_pos, 
     if ((rc = evs__bus_check_name(name))) return rc;
     if (set_pos) {
         /* before the open check: a caller that closes the consumer to move it
-           learns first that the position is refused, and closes nothing */
-        evs_consumer_info ci;
-        if ((rc = evs_consumer_get(b, name, &ci)) || (rc = evs__bus_start_next(b->store, ci.stream, pos, &next)))
-            return rc;
+           learns first that the position is refused, and closes nothing.  Only
+           the record's stream is needed (it never changes while open), so the
+           record itself, not evs_consumer_get's view (DLQ walk, lag) */
+        if ((rc = evs__record_read(b, name, &r))) return rc;
+        rc = evs__bus_start_next(b->store, r.stream, pos, &next);
+        evs__record_free(&r);
+        if (rc) return rc;
     }
     if (evs__bus_is_open(b, name)) return evs__err(EVS_ELOCKED, "consumer \"%s\" is open", name);
     if ((rc = evs__bus_begin_closed(b, name, &txn))) return rc;

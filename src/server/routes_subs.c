@@ -144,7 +144,10 @@ static enum MHD_Result action(evs__req *rq, int op) {
             if (gh && gh->g) rc = op == ACT_PAUSE ? evs_group_pause(gh->g) : evs_group_resume(gh->g);
             else rc = evs_consumer_set_status(rq->srv->bus->bus, info.name, op == ACT_PAUSE ? EVS_CONSUMER_PAUSED : EVS_CONSUMER_ACTIVE);
         } else {
-            /* a refused position is refused before the group is closed: its consumers stay connected */
+            /* a refused position is refused before the group is closed: its consumers stay connected.
+               So two calls: the first checks the position before the open check (modify_closed) and
+               answers EVS_ELOCKED only for a position it accepts; the second moves the closed group.
+               (test_reset_past_the_head_is_refused_and_keeps_the_group_open) */
             rc = evs_consumer_set_position(rq->srv->bus->bus, info.name, pos);
             if (rc == EVS_ELOCKED && gh) {
                 evs__group_retire(gh);
