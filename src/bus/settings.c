@@ -30,25 +30,27 @@ int evs__settings_int(evs__settings_err *j, json_t *o, const char *key, long lon
     return 0;
 }
 
-int evs__settings_str(evs__settings_err *j, json_t *o, const char *key, size_t max, const char **out) {
+/* evs__settings_str, whose refusal adds `also` (what else the value may be) */
+static int settings_str_also(evs__settings_err *j, json_t *o, const char *key, size_t max, const char **out,
+                             const char *also) {
     json_t *v = json_object_get(o, key);
     if (!v) return 0;
     if (!json_is_string(v) || !json_string_length(v) || json_string_length(v) > max ||
         strlen(json_string_value(v)) != json_string_length(v))
-        return evs__settings_fail(j, key, "%s must be a string of 1..%zu bytes", key, max);
+        return evs__settings_fail(j, key, "%s must be a string of 1..%zu bytes%s", key, max, also);
     *out = json_string_value(v);
     return 0;
+}
+
+int evs__settings_str(evs__settings_err *j, json_t *o, const char *key, size_t max, const char **out) {
+    return settings_str_also(j, o, key, max, out, "");
 }
 
 /* A setting a record shows as null when it is unset (owner): null means unset, as leaving it out
    does, so a record's own settings can be put back as they were read. */
 static int settings_str_or_null(evs__settings_err *j, json_t *o, const char *key, size_t max, const char **out) {
-    json_t *v = json_object_get(o, key);
-    if (json_is_null(v)) return 0;
-    if (v && (!json_is_string(v) || !json_string_length(v) || json_string_length(v) > max ||
-              strlen(json_string_value(v)) != json_string_length(v)))
-        return evs__settings_fail(j, key, "%s must be a string of 1..%zu bytes, or null", key, max);
-    return evs__settings_str(j, o, key, max, out);
+    if (json_is_null(json_object_get(o, key))) return 0;
+    return settings_str_also(j, o, key, max, out, ", or null");
 }
 
 int evs__settings_keys(evs__settings_err *j, json_t *o, const char *where, const char *const *keys) {
