@@ -172,6 +172,8 @@ int evs__cat_open(evs_saga_engine *e) {
     char path[4200] = "postgresql";
     int rc;
     evs__kv_txn *txn = NULL;
+    uint64_t first = 0;
+    int have_first = 0; /* a fresh LMDB index learns its start before DIR/sagas/ is made: once */
     void *pg = evs__store_pg_engine(e->store);
     if (pg) {
         e->pg = 1;
@@ -184,7 +186,6 @@ int evs__cat_open(evs_saga_engine *e) {
         char data[4300];
         snprintf(data, sizeof data, "%s/data.mdb", path);
         int fresh = stat(data, &st) != 0;
-        uint64_t first;
         if (e->cfg.read_only) {
             if (fresh) return evs__err(EVS_ENOTFOUND, "%s has no saga index (no saga engine ran on it)", dir);
         } else if (fresh && (rc = start_position(e, &first))) {
@@ -192,6 +193,7 @@ int evs__cat_open(evs_saga_engine *e) {
         } else if (mkdir(path, 0755) != 0 && errno != EEXIST) {
             return evs__err_errno(-errno, "cannot create %s", path);
         }
+        have_first = fresh && !e->cfg.read_only;
         if ((rc = evs__kv_open_lmdb_as(&saga_layout, path, e->cfg.read_only, &e->kv))) return rc;
         atomic_store(&e->holding, 1); /* the store's directory lock makes this process the only one */
     }
@@ -212,15 +214,14 @@ int evs__cat_open(evs_saga_engine *e) {
     if ((rc = evs__kv_begin(e->kv, NULL, 0, &txn))) return rc;
     rc = read_checkpoint(txn, &e->position);
     if (rc == EVS__KV_NOTFOUND) {
-        uint64_t from;
-        if ((rc = start_position(e, &from))) {
+        if (!have_first && (rc = start_position(e, &first))) {
             evs__kv_abort(txn);
             return rc;
         }
         uint8_t b[8];
-        evs__put64be(b, from);
+        evs__put64be(b, first);
         if ((rc = put_key(txn, EVS__CAT_META, "checkpoint", 10, b, 8))) goto fail;
-        e->position = from;
+        e->position = first;
     } else if (rc) {
         goto fail;
     }
