@@ -419,10 +419,13 @@ int evs_proj_open(evs_bus *b, const evs_proj_config *cfg, evs_projection **out) 
 
 int evs_proj_check_lua(const char *name, const char *source, size_t source_len, const evs_lua_limits *limits) {
     if (!name || !source) return evs__err(EVS_EINVAL, "proj_check_lua: name and source are required");
+    /* the name first, as evs_proj_open_lua checks it: a script fine under a bad name is still refused */
+    int rc = evs__bus_check_name(name);
+    if (rc) return rc;
     evs__lua *L = NULL;
     evs__lua_decl decl;
     memset(&decl, 0, sizeof decl);
-    int rc = evs__lua_new(source, source_len, limits, &L, &decl);
+    rc = evs__lua_new(source, source_len, limits, &L, &decl);
     if (rc) return evs__err_prefix(rc, "projection \"%s\": ", name);
     evs__lua_decl_free(&decl);
     evs__lua_free(L);

@@ -172,7 +172,19 @@ static void test_sandbox(const char *d) {
     evs_consumer_info gone;
     CHECK_RC(evs_consumer_get(b, "bad", &gone), EVS_ENOTFOUND);
     CHECK_RC(evs_proj_check_lua("good", counter_src, strlen(counter_src), NULL), EVS_OK);
-    CHECK_RC(evs_consumer_get(b, "good", &gone), EVS_ENOTFOUND);
+    /* a good script under a bad name: the check refuses it as evs_proj_open_lua does, with its message */
+    char longname[EVS_BUS_MAX_NAME + 2];
+    memset(longname, 'n', sizeof longname - 1);
+    longname[sizeof longname - 1] = 0;
+    const char *badnames[] = {"", "a\x01b", "\xff", longname};
+    for (size_t i = 0; i < sizeof badnames / sizeof badnames[0]; i++) {
+        char want[256];
+        CHECK_RC(evs_proj_open_lua(b, badnames[i], counter_src, strlen(counter_src), NULL, NULL, &p), EVS_EINVAL);
+        snprintf(want, sizeof want, "%s", evs_errmsg());
+        CHECK_CONTAINS(want, "consumer name");
+        CHECK_RC(evs_proj_check_lua(badnames[i], counter_src, strlen(counter_src), NULL), EVS_EINVAL);
+        CHECK_STR(evs_errmsg(), want);
+    }
     /* handlers behind a metatable that raises or loops: the lookups are raw, nothing aborts */
     const char *meta = "return { partition = 'none', handlers = setmetatable({ Known = function(s, e) s.k = 1 end }, "
                        "{ __index = function() while true do end end }) }";
