@@ -201,7 +201,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
     if (!rc && cfg->segment_size) rc = evs_store_set_segment_size(srv->store, cfg->segment_size);
     if (rc) {
         snprintf(why, whycap, "serve: %s", evs_errmsg());
-        ret = rc == EVS_ENOMEM ? rc : EVS_EIO; /* exit 5, as a store that does not open (below) */
+        ret = EVS_EIO; /* exit 5, as a store that does not open (below) */
         goto cleanup;
     }
     rc = evs_store_open(srv->store, cfg->dir, EVS_OPEN_CREATE);
@@ -209,7 +209,7 @@ int evs__serve(const evs__serve_config *cfg, char *why, size_t whycap) {
         snprintf(why, whycap, "opening %s: %s", srv->dir, evs_errmsg());
         /* exit 5 ("the store could not be opened", serve --help) whatever the cause:
            4 is for --listen/TLS, and serve has no 2 */
-        ret = rc == EVS_ENOMEM ? rc : EVS_EIO;
+        ret = EVS_EIO;
         goto cleanup;
     }
     const char *rep = evs_store_recovery_report(srv->store);
