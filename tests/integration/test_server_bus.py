@@ -173,6 +173,14 @@ class ProjectionTest(SharedServer):
 
     TMP_PREFIX = "evs-bus-"
 
+    def parked(self, name, goods, poison_id):
+        """Projection `name` (failing_script) over `goods` Good events in name-1, then one Poison in name-2,
+        waited for until it is parked."""
+        self.assertEqual(self.put_lua(name, failing_script(name + "-"))[0], 201)
+        self.append(name + "-1", [{"event_type": "Good", "data": {}}] * goods)
+        self.append(name + "-2", {"event_type": "Poison", "data": {"id": poison_id}})
+        wait_until(lambda: self.status(name)["dlq_depth"] == 1, what="parked")
+
     # ------------------------------------------------------- lifecycle
 
     def test_create_get_list_replace_delete(self):
@@ -287,10 +295,7 @@ class ProjectionTest(SharedServer):
 
     def test_positions_past_the_head_are_refused_and_change_nothing(self):
         s = self.srv
-        self.assertEqual(self.put_lua("far", failing_script("far-"))[0], 201)
-        self.append("far-1", [{"event_type": "Good", "data": {}}] * 2)
-        self.append("far-2", {"event_type": "Poison", "data": {"id": "p"}})
-        wait_until(lambda: self.status("far")["dlq_depth"] == 1, what="parked")
+        self.parked("far", 2, "p")
         before, state = self.caught_up("far"), self.state("far")
         past = s.head() + 2
         for path in ("/projections/far/rebuild?from=%d", "/projections/far/reset?to=%d",
@@ -588,10 +593,7 @@ class ProjectionTest(SharedServer):
 
     def test_metrics_per_consumer_series(self):
         s = self.srv
-        self.assertEqual(self.put_lua("met", failing_script("met-"))[0], 201)
-        self.append("met-1", [{"event_type": "Good", "data": {}}] * 3)
-        self.append("met-2", {"event_type": "Poison", "data": {"id": "m"}})
-        wait_until(lambda: self.status("met")["dlq_depth"] == 1, what="parked")
+        self.parked("met", 3, "m")
         self.caught_up("met")
         st, h, text = s.get("/metrics")
         self.assertEqual(st, 200)
@@ -732,6 +734,13 @@ class GroupTest(SharedServer):
                             ({"filter": {"correlation_id": "nope"}}, "correlation_id"), ([1], "")):
             b = self.assertError(s.request("PUT", "/groups/gbad", body=body), 422)
             self.assertEqual(b["detail"]["field"], field, body)
+        # owner: a string, or null (unset, as a record shows it)
+        for owner in (5, "", "o" * 256):
+            b = self.assertError(s.request("PUT", "/groups/gbad", body={"owner": owner}), 422,
+                                 "owner must be a string of 1..255 bytes, or null")
+            self.assertEqual(b["detail"]["field"], "owner", owner)
+        st, _, b = s.request("PUT", "/groups/gset", body={"owner": None})  # a PUT is the whole settings
+        self.assertEqual((st, b["owner"]), (200, None), b)
         b = self.assertError(s.request("PUT", "/groups/gbad", body='{"strategy":', headers=JSON), 400,
                              "malformed JSON")
         self.assertEqual(b["detail"]["line"], 1)
