@@ -583,6 +583,8 @@ static int listed(const char *list, const char *name) {
     return 0;
 }
 
+int evs__query_listed(const evs__req *rq, const char *key) { return listed(rq->params, key); }
+
 static enum MHD_Result query_arg(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
     query_check *q = cls;
     (void)kind;
@@ -698,6 +700,7 @@ static enum MHD_Result first_call(evs__req *rq, const route_def **row) {
         rq->answered = 1;
         return evs__auth_forbid(rq, EVS_NEED_PERM(d->need), rq->stream, strlen(rq->stream), NULL, 0);
     }
+    rq->params = d->query;
     mr = check_query(rq, d, &bad);
     if (bad) return mr;
 

@@ -29,6 +29,8 @@ long evs__pct_decode(const char *in, size_t n, char *out, size_t cap, char *why,
 
 /* The raw (still percent-encoded) query argument, or NULL. */
 const char *evs__query(evs__req *rq, const char *key);
+/* Is key one of the parameters rq's route lists (the route table's row, http.c)? */
+int evs__query_listed(const evs__req *rq, const char *key);
 /* How many times the request carries header `name` (case-insensitive). */
 unsigned evs__header_count(evs__req *rq, const char *name);
 /*

@@ -64,6 +64,7 @@ typedef struct evs__req {
     char name[EVS_BUS_MAX_NAME + 1];      /* /projections|subscriptions|groups/{name} */
     char part[EVS_MAX_STREAM_NAME + 1];   /* .../state/{partition}, .../consumers/{consumer} */
     char id[32];                          /* /streams/S/{position}, .../dlq/{position}, raw */
+    const char *params;                   /* its route's query parameters, comma-separated (http.c's table) */
     struct evs__principal *who;           /* the verified key (auth.c); NULL: auth off or an open route */
     /* a route's own state across calls (a group long-poll), released at completion */
     void *state;

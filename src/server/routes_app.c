@@ -253,9 +253,8 @@ static int limit_param(evs__req *rq, uint64_t *out, enum MHD_Result *mr) {
     return evs__query_u64(rq, "limit", 1, max, out, mr);
 }
 
-static const char *const reserved[] = {"sort", "desc", "offset", "limit", "partition", "min_position", "timeout_ms"};
-
 typedef struct filters {
+    evs__req *rq;                  /* its route's own parameters (sort, limit, ...) are no filters */
     evs_query_filter f[EVS_APP_MAX_QUERY_FILTERS];
     char *own[2 * EVS_APP_MAX_QUERY_FILTERS];
     size_t n, nown;
@@ -277,12 +276,11 @@ static char *decoded(const char *raw, char *why, size_t cap, const char *what) {
     return buf;
 }
 
-/* Every parameter that is not one of `reserved` filters a field; stops at the first bad one. */
+/* Every parameter the route table does not list for /queries/{query} filters a field; stops at the first bad one. */
 static enum MHD_Result collect(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
     filters *fs = cls;
     (void)kind;
-    for (size_t i = 0; i < sizeof reserved / sizeof reserved[0]; i++)
-        if (strcmp(key, reserved[i]) == 0) return MHD_YES;
+    if (evs__query_listed(fs->rq, key)) return MHD_YES;
     if (fs->n == EVS_APP_MAX_QUERY_FILTERS) {
         snprintf(fs->why, sizeof fs->why, "at most %u field filters", EVS_APP_MAX_QUERY_FILTERS);
         return MHD_NO;
@@ -431,6 +429,7 @@ enum MHD_Result evs__route_query(evs__req *rq) {
         mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "parameter sort names no field");
         goto out;
     }
+    fs.rq = rq;
     MHD_get_connection_values(rq->c, MHD_GET_ARGUMENT_KIND, collect, &fs);
     if (fs.why[0]) {
         mr = evs__respond_error(rq, EVS_HTTP_BAD_REQUEST, NULL, "%s", fs.why);

@@ -493,6 +493,9 @@ class AppServerTest(AppBase):
             b = self.assertError(s.get("/queries/tallies?limit=" + bad), 400, "expected 1..100)")
             self.assertEqual((b["detail"]["min"], b["detail"]["max"]), (1, 100))
         self.assertError(s.get("/queries/nope?limit=0"), 404, 'no query named "nope"')
+        # a query's field filters are free names, but not without end
+        self.assertError(s.get("/queries/tallies?" + "&".join("f%d=1" % i for i in range(65))), 400,
+                         "too many parameters (at most 64)")
         # min_position the projection does not reach in time: 504 after about the timeout
         t0 = time.time()
         b = self.assertError(s.get("/queries/tallies?min_position=%d&timeout_ms=200" % (s.head() + 1000)), 504)
