@@ -56,9 +56,10 @@ int64_t evs__bk_mtime_ns(const struct stat *st);
 int evs__bk_fsync_dir(const char *path);
 /* syncfs of dir's filesystem: everything written there durable (before a manifest). */
 int evs__bk_sync_dest(const char *dir);
+/* mkdir path / mkdir -p path; EVS_EIO naming the path and the OS's reason when it cannot be made. */
 int evs__bk_mkdir_p1(const char *path);
 int evs__bk_mkdir_all(const char *path);
-/* Create every directory of rel's parent path under root. */
+/* Create every directory of rel's parent path under root (EVS_EIO as above). */
 int evs__bk_mkdirs_for(const char *root, const char *rel);
 /*
  * Read src's first `limit` bytes into dst_tmp (NULL: read and checksum

@@ -86,8 +86,16 @@ int evs__bk_sync_dest(const char *dir) {
     return rc;
 }
 
+/*
+ * A directory of a destination (a backup's DEST or below it, a restore's
+ * parent or sibling) that cannot be made is an I/O error, EVS_EIO, whatever
+ * the OS said: a raw -ENOENT would read as "not found" to every caller (the
+ * CLI's exit 2, "no store" / "no backup"), though it is the destination
+ * that is wrong.  The message keeps the path and the OS's reason.
+ */
 int evs__bk_mkdir_p1(const char *path) {
-    if (mkdir(path, 0755) != 0 && errno != EEXIST) return evs__err_errno(-errno, "cannot create directory %s", path);
+    if (mkdir(path, 0755) != 0 && errno != EEXIST)
+        return evs__err(EVS_EIO, "cannot create directory %s: %s", path, strerror(errno));
     return EVS_OK;
 }
 

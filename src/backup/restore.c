@@ -191,11 +191,11 @@ static int make_sibling(const char *parent, const char *base, char *tmp, size_t 
     char mark[BK_PATH + 32];
     if ((size_t)snprintf(tmp, cap, "%s/.%.*s" RESTORE_INFIX "%ld", parent, RESTORE_BASE_MAX, base, (long)getpid()) >= cap)
         return evs__err(EVS_EINVAL, "restore: path too long: %s/%s", parent, base);
-    if (mkdir(tmp, 0755)) return evs__err_errno(-errno, "restore: cannot create %s", tmp);
+    if (mkdir(tmp, 0755)) return evs__err(EVS_EIO, "restore: cannot create directory %s: %s", tmp, strerror(errno));
     snprintf(mark, sizeof mark, "%s/" RESTORE_MARKER, tmp);
     int fd = open(mark, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
     if (fd < 0 || flock(fd, LOCK_EX)) {
-        int rc = evs__err_errno(-errno, "restore: cannot create %s", mark);
+        int rc = evs__err(EVS_EIO, "restore: cannot create %s: %s", mark, strerror(errno));
         if (fd >= 0) close(fd);
         unlink(mark);
         rmdir(tmp);

@@ -4,7 +4,6 @@
  * They work on directories, so they run while `evstore serve` (or another
  * program) holds the store: the backup copies a consistent point of it.
  */
-#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -39,7 +38,8 @@ static const char evs_backup_help[] =
     "  -h, --help        show this help\n"
     "\n"
     "Exit status: 0 done, 1 usage, 2 no store at DIR, 4 DEST is not empty and\n"
-    "holds no backup of this store (nothing is written), 5 I/O error.\n";
+    "holds no backup of this store (nothing is written), 5 I/O error (also:\n"
+    "DEST cannot be created).\n";
 
 static const char evs_restore_help[] =
     "Usage: evstore restore BACKUP DIR [--to-position P | --to-time T]\n"
@@ -72,7 +72,7 @@ static const char evs_restore_help[] =
     "\n"
     "Exit status: 0 done, 1 usage (also: no store at LIVE), 2 no backup at\n"
     "BACKUP, 4 DIR is not empty or BACKUP is incomplete, 5 the backup is\n"
-    "damaged or an I/O error.\n";
+    "damaged or an I/O error (also: DIR's parent cannot be created).\n";
 
 static const char evs_verify_help[] =
     "Usage: evstore verify-backup BACKUP\n"
@@ -119,12 +119,7 @@ int evs__cli_backup(int argc, char **argv) {
     evs_backup_report r;
     evs__cli_clear_error();
     int rc = evs_backup(dir, dest, flags, &r);
-    if (rc) {
-        code = evs__cli_lib_fail(rc, "backup %s to %s", dir, dest);
-        /* 2 is "no store at DIR" (EVS_ENOTFOUND); an OS ENOENT is a path
-           under DEST that cannot be made: an I/O error, 5 */
-        return rc == -ENOENT ? EVS_CLI_IO : code;
-    }
+    if (rc) return evs__cli_lib_fail(rc, "backup %s to %s", dir, dest);
     char ts[40];
     evs_time_format(r.time_ns, ts);
     printf("{\"ok\":true,\"head\":%llu,\"incremental\":%s,\"previous_head\":%llu,\"time\":\"%s\","

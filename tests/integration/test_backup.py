@@ -398,6 +398,15 @@ class Interrupted(unittest.TestCase):
         run_json("restore", bk2, r)
         self.assert_restored(r)
 
+    def test_restore_parent_that_cannot_be_made_is_an_io_error(self):
+        # exit 2 is "no backup at BACKUP"; a DIR whose parent cannot be made is 5, naming it
+        for d, needle in (("/proc/nope/x", "cannot create directory /proc/nope"),
+                          (os.path.join(self.bk, "backup.json", "x"), os.path.join(self.bk, "backup.json"))):
+            code, out, err = run("restore", self.bk, d)
+            self.assertEqual((code, out), (5, ""), err)
+            self.assertIn(needle, err)
+        self.assertEqual(run_json("verify-backup", self.bk)["ok"], True)
+
     def test_dest_that_cannot_be_made_is_not_no_store(self):
         # backup --help: 2 is "no store at DIR" only; a bad DEST is a usage error (1) or an I/O error (5)
         for dest, want, needle in (("", 1, "DEST: the backup directory name is empty"),

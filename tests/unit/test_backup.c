@@ -21,7 +21,8 @@
  *   - bad input: a non-empty destination that is no backup, a restore into
  *     a non-empty directory, an incremental backup without a backup, a
  *     backup of another store, an incomplete backup — each refused with a
- *     message naming it, nothing changed.
+ *     message naming it, nothing changed; a destination that cannot be
+ *     created is EVS_EIO naming it.
  */
 #include <fcntl.h>
 #include <signal.h>
@@ -364,6 +365,12 @@ int main(void) {
     CHECK_RC(evs_restore(dest, other, NULL, NULL), EVS_EINVAL);
     CHECK_CONTAINS(evs_errmsg(), "is not empty");
     CHECK_INT(count_entries(other), 2);
+    /* a destination that cannot be made (mkdir under /proc: ENOENT) is an I/O error naming it and
+       the OS's reason, not "not found", which is the store's or the backup's */
+    CHECK_RC(evs_backup(store, "/proc/nope/x", 0, NULL), EVS_EIO);
+    CHECK_CONTAINS(evs_errmsg(), "cannot create directory /proc/nope: No such file or directory");
+    CHECK_RC(evs_restore(dest, "/proc/nope/x", NULL, NULL), EVS_EIO);
+    CHECK_CONTAINS(evs_errmsg(), "cannot create directory /proc/nope: No such file or directory");
     snprintf(path, sizeof path, "%s/empty", tmp);
     CHECK_RC(evs_backup(store, path, EVS_BACKUP_INCREMENTAL, NULL), EVS_EINVAL);
     CHECK_CONTAINS(evs_errmsg(), "holds no backup to update");
