@@ -138,12 +138,23 @@ static void crash_point(int n) {
     if (at && atoi(at) == n) _exit(86);
 }
 
-/* dir split into its parent (created when missing, as restore always did) and its last name. */
-static int split_target(const char *dir, char *parent, size_t pcap, char *base, size_t bcap) {
+/*
+ * dir resolved (realpath, when it exists) and split into its parent
+ * (created when missing, as restore always did) and its last name; target
+ * gets parent/base, the path every later step uses.  dir as typed may be
+ * ".", "x/." or a symlink to the empty directory: rename(2) onto those
+ * fails (EBUSY, ENOTDIR) or would replace the link itself, while the real
+ * path names the directory they lead to.
+ */
+static int split_target(const char *dir, char *parent, size_t pcap, char *base, size_t bcap, char *target,
+                        size_t tcap) {
     char p[BK_PATH], real[PATH_MAX];
+    struct stat st;
     if ((size_t)snprintf(p, sizeof p, "%s", dir) >= sizeof p) return evs__err(EVS_EINVAL, "restore: path too long: %s", dir);
     for (size_t n = strlen(p); n > 1 && p[n - 1] == '/'; n--) p[n - 1] = 0;
-    if (realpath(p, real)) snprintf(p, sizeof p, "%s", real); /* "." or a name through a symlink: the real one */
+    if (realpath(p, real)) snprintf(p, sizeof p, "%s", real);
+    else if (lstat(p, &st) == 0) /* a symlink to nothing: the rename would replace the link */
+        return evs__err(EVS_EINVAL, "restore: %s is a symbolic link to a directory that does not exist", dir);
     char *slash = strrchr(p, '/');
     const char *b = slash ? slash + 1 : p;
     if (!*b || !strcmp(b, ".") || !strcmp(b, ".."))
@@ -152,6 +163,8 @@ static int split_target(const char *dir, char *parent, size_t pcap, char *base, 
     if (!slash) snprintf(parent, pcap, ".");
     else if (slash == p) snprintf(parent, pcap, "/");
     else snprintf(parent, pcap, "%.*s", (int)(slash - p), p);
+    if ((size_t)snprintf(target, tcap, "%s/%s", strcmp(parent, "/") ? parent : "", base) >= tcap)
+        return evs__err(EVS_EINVAL, "restore: path too long: %s", dir);
     int rc = evs__bk_mkdir_all(parent);
     return rc ? evs__err_prefix(rc, "restore: ") : EVS_OK;
 }
@@ -232,7 +245,7 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
     evs_restore_report r;
     evs_restore_opts none;
     evs__bk_manifest m;
-    char src[BK_PATH], parent[BK_PATH], base[256], tmp[BK_PATH], mark[BK_PATH + 32];
+    char src[BK_PATH], parent[BK_PATH], base[256], target[BK_PATH], tmp[BK_PATH], mark[BK_PATH + 32];
     int rc, made = 0, mark_fd = -1, has_keys = 0;
     struct stat dst;
     evs_store *s = NULL;
@@ -249,8 +262,9 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
                                   "writes over one (choose a new directory)", dir);
         goto cleanup;
     }
-    if ((rc = split_target(dir, parent, sizeof parent, base, sizeof base))) goto cleanup;
-    int existed = stat(dir, &dst) == 0;
+    if ((rc = split_target(dir, parent, sizeof parent, base, sizeof base, target, sizeof target))) goto cleanup;
+    /* from here on target, not dir: "." or a symlink as typed is not what the rename replaces */
+    int existed = stat(target, &dst) == 0;
     if (existed) {
         struct stat pst;
         if (!S_ISDIR(dst.st_mode)) {
@@ -326,11 +340,11 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
     }
     if ((rc = evs__bk_sync_dest(tmp)) || (rc = evs__bk_fsync_dir(ld)) || (rc = evs__bk_fsync_dir(tmp))) goto cleanup;
     crash_point(3);
-    if (rename(tmp, dir)) {
+    if (rename(tmp, target)) {
         rc = errno == ENOTEMPTY || errno == EEXIST
                  ? evs__err(EVS_EINVAL, "restore: %s is not empty (written to while the restore ran); restore "
                             "never writes over a store", dir)
-                 : evs__err_errno(-errno, "restore: cannot rename %s to %s", tmp, dir);
+                 : evs__err_errno(-errno, "restore: cannot rename %s to %s", tmp, target);
         goto cleanup;
     }
     made = 0;
@@ -339,8 +353,8 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
     /* the marker goes last: removed before the rename, a crash in between would leave a sibling no
        rerun may remove; left in the complete store by a crash here, it is a file nothing reads
        (and a backup skips, as every name starting with a dot) */
-    snprintf(mark, sizeof mark, "%s/" RESTORE_MARKER, dir);
-    if (unlink(mark) == 0) rc = evs__bk_fsync_dir(dir);
+    snprintf(mark, sizeof mark, "%s/" RESTORE_MARKER, target);
+    if (unlink(mark) == 0) rc = evs__bk_fsync_dir(target);
 cleanup:
     if (s) evs_store_close(s);
     if (made) { /* DIR was never touched */

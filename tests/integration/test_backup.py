@@ -398,6 +398,43 @@ class Interrupted(unittest.TestCase):
         run_json("restore", bk2, r)
         self.assert_restored(r)
 
+    def test_restore_into_dot_dot_slash_and_symlink(self):
+        # DIR as typed may name the empty directory indirectly: ".", "x/.", "x/", a symlink to it
+        e1 = os.path.join(self.tmp, "e1")
+        os.makedirs(e1)
+        os.chmod(e1, 0o750)
+        code, out, err = run("restore", self.bk, ".", cwd=e1)
+        self.assertEqual(code, 0, err)
+        self.assert_restored(e1)
+        self.assertEqual(os.stat(e1).st_mode & 0o7777, 0o750)  # the mode is kept
+        self.assertNotIn(".evstore-restoring", os.listdir(e1))
+        for name, typed in (("e2", "e2/."), ("e3", "e3/")):
+            os.makedirs(os.path.join(self.tmp, name))
+            code, out, err = run("restore", self.bk, typed, cwd=self.tmp)
+            self.assertEqual(code, 0, err)
+            self.assert_restored(os.path.join(self.tmp, name))
+            self.assertNotIn(".evstore-restoring", os.listdir(os.path.join(self.tmp, name)))
+        e4, link = os.path.join(self.tmp, "e4"), os.path.join(self.tmp, "link")
+        os.makedirs(e4)
+        os.symlink("e4", link)
+        code, out, err = run("restore", self.bk, link)
+        self.assertEqual(code, 0, err)
+        self.assertTrue(os.path.islink(link))  # the link stays, and leads to the restored store
+        self.assertEqual(os.readlink(link), "e4")
+        self.assert_restored(link)
+        self.assert_restored(e4)
+        for name in ("e1", "e2", "e3", "e4", "link"):
+            self.assertEqual(self.siblings(name), [])
+        # a link to nothing: refused, the link kept, nothing made
+        dangling = os.path.join(self.tmp, "dangling")
+        os.symlink("nowhere", dangling)
+        code, out, err = run("restore", self.bk, dangling)
+        self.assertEqual(code, 4, err)
+        self.assertIn("symbolic link to a directory that does not exist", err)
+        self.assertTrue(os.path.islink(dangling))
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "nowhere")))
+        self.assertEqual(self.siblings("dangling") + self.siblings("nowhere"), [])
+
     def test_restore_parent_that_cannot_be_made_is_an_io_error(self):
         # exit 2 is "no backup at BACKUP"; a DIR whose parent cannot be made is 5, naming it
         for d, needle in (("/proc/nope/x", "cannot create directory /proc/nope"),
