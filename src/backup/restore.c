@@ -199,25 +199,29 @@ static void remove_stale(const char *parent, const char *base) {
     closedir(d);
 }
 
-/* The sibling, with its marker created and locked (*mark_fd) before anything else. */
+/*
+ * The sibling, with its marker created and locked (*mark_fd) before
+ * anything else.  On failure nothing of it is left: the caller cleans up
+ * only after a success.
+ */
 static int make_sibling(const char *parent, const char *base, char *tmp, size_t cap, int *mark_fd) {
     char mark[BK_PATH + 32];
     if ((size_t)snprintf(tmp, cap, "%s/.%.*s" RESTORE_INFIX "%ld", parent, RESTORE_BASE_MAX, base, (long)getpid()) >= cap)
         return evs__err(EVS_EINVAL, "restore: path too long: %s/%s", parent, base);
     if (mkdir(tmp, 0755)) return evs__err(EVS_EIO, "restore: cannot create directory %s: %s", tmp, strerror(errno));
     snprintf(mark, sizeof mark, "%s/" RESTORE_MARKER, tmp);
-    int fd = open(mark, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (fd < 0 || flock(fd, LOCK_EX)) {
-        int rc = evs__err(EVS_EIO, "restore: cannot create %s: %s", mark, strerror(errno));
+    int rc = EVS_OK, fd = open(mark, O_RDONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 || flock(fd, LOCK_EX)) rc = evs__err(EVS_EIO, "restore: cannot create %s: %s", mark, strerror(errno));
+    if (!rc) rc = evs__bk_fsync_dir(tmp);
+    if (!rc) rc = evs__bk_fsync_dir(parent);
+    if (rc) {
         if (fd >= 0) close(fd);
         unlink(mark);
         rmdir(tmp);
         return rc;
     }
     *mark_fd = fd;
-    int rc = evs__bk_fsync_dir(tmp);
-    if (!rc) rc = evs__bk_fsync_dir(parent);
-    return rc;
+    return EVS_OK;
 }
 
 /*
