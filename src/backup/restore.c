@@ -267,14 +267,11 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
         goto cleanup;
     }
     if ((rc = split_target(dir, parent, sizeof parent, base, sizeof base, target, sizeof target))) goto cleanup;
-    /* from here on target, not dir: "." or a symlink as typed is not what the rename replaces */
+    /* from here on target, not dir: "." or a symlink as typed is not what the rename replaces.
+       target is a directory when it exists: evs__bk_dir_empty refused anything else */
     int existed = stat(target, &dst) == 0;
     if (existed) {
         struct stat pst;
-        if (!S_ISDIR(dst.st_mode)) {
-            rc = evs__err(EVS_EINVAL, "restore: %s is not a directory", dir);
-            goto cleanup;
-        }
         if (stat(parent, &pst) == 0 && pst.st_dev != dst.st_dev) {
             rc = evs__err(EVS_EINVAL, "restore: %s is a mount point; the store is renamed into place from a "
                           "directory beside it, so restore into a new directory below it", dir);
@@ -315,7 +312,9 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
     }
     char ld[BK_PATH + 8];
     snprintf(ld, sizeof ld, "%s/log", tmp);
-    if ((rc = evs__bk_mkdir_p1(ld)) || (rc = evs__bk_sync_dest(tmp))) goto cleanup;
+    /* no sync here: until the rename the sibling is hidden and a crash discards it; the sync
+       before the rename makes all of it durable */
+    if ((rc = evs__bk_mkdir_p1(ld))) goto cleanup;
     crash_point(2);
 
     /* open it: recovery checks the log against the index (or rebuilds the index of a cut log) */
