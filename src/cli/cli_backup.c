@@ -74,8 +74,9 @@ static const char evs_restore_help[] =
     "  -h, --help        show this help\n"
     "\n"
     "Exit status: 0 done, 1 usage (also: no store at LIVE), 2 no backup at\n"
-    "BACKUP, 4 DIR is not empty or BACKUP is incomplete, 5 the backup is\n"
-    "damaged or an I/O error (also: DIR's parent cannot be created).\n";
+    "BACKUP, 4 DIR is not empty, is a mount point or does not name a\n"
+    "directory, or BACKUP is incomplete, 5 the backup is damaged or an I/O\n"
+    "error (also: DIR's parent cannot be created).\n";
 
 static const char evs_verify_help[] =
     "Usage: evstore verify-backup BACKUP\n"

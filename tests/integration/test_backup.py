@@ -434,6 +434,12 @@ class Interrupted(unittest.TestCase):
         self.assertTrue(os.path.islink(dangling))
         self.assertFalse(os.path.exists(os.path.join(self.tmp, "nowhere")))
         self.assertEqual(self.siblings("dangling") + self.siblings("nowhere"), [])
+        # a DIR that names no directory (restore --help: exit 4), nothing made
+        for typed in ("missing/.", "missing/.."):
+            code, out, err = run("restore", self.bk, typed, cwd=self.tmp)
+            self.assertEqual(code, 4, err)
+            self.assertIn("does not name a directory to restore into", err)
+        self.assertFalse(os.path.exists(os.path.join(self.tmp, "missing")))
 
     def test_restore_parent_that_cannot_be_made_is_an_io_error(self):
         # exit 2 is "no backup at BACKUP"; a DIR whose parent cannot be made is 5, naming it
