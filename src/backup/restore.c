@@ -225,23 +225,18 @@ static int make_sibling(const char *parent, const char *base, char *tmp, size_t 
 }
 
 /*
- * Where --keys-from's keys come from, checked before anything is written:
- * it must be a store; one without a key store has no keys to copy (*has = 0).
+ * --keys-from must name a store, checked before anything is written (its
+ * keys are copied by evs_subject_keys_copy at the end, from the key store as
+ * it is then).
  */
-static int keys_source(const char *live, int *has) {
+static int keys_source(const char *live) {
     char p[BK_PATH];
     struct stat st;
-    *has = 0;
     if (evs__engine_for(live))
         return evs__engine_unsupported(evs__engine_for(live), "copying subject keys between store directories");
     snprintf(p, sizeof p, "%s/log", live);
     if (stat(live, &st) || !S_ISDIR(st.st_mode) || stat(p, &st))
         return evs__err(EVS_ENOTFOUND, "restore: no store at %s to copy keys from (no %s)", live, p);
-    snprintf(p, sizeof p, "%s/" EVS_KEYSTORE_DIR, live);
-    DIR *d = opendir(p);
-    if (!d) return errno == ENOENT ? EVS_OK : evs__err_errno(-errno, "restore: cannot open the key store %s", p);
-    closedir(d);
-    *has = 1;
     return EVS_OK;
 }
 
@@ -250,7 +245,7 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
     evs_restore_opts none;
     evs__bk_manifest m;
     char src[BK_PATH], parent[BK_PATH], base[256], target[BK_PATH], tmp[BK_PATH], mark[BK_PATH + 32];
-    int rc, made = 0, mark_fd = -1, has_keys = 0;
+    int rc, made = 0, mark_fd = -1;
     struct stat dst;
     evs_store *s = NULL;
     memset(&r, 0, sizeof r);
@@ -258,7 +253,7 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
     if (!o) o = &none;
     if (!backup || !dir) return evs__err(EVS_EINVAL, "restore: NULL directory");
     if ((rc = evs__bk_open_backup(backup, &m))) return rc;
-    if (o->keys_from && (rc = keys_source(o->keys_from, &has_keys))) goto cleanup;
+    if (o->keys_from && (rc = keys_source(o->keys_from))) goto cleanup;
     int empty = evs__bk_dir_empty(dir);
     if (empty <= 0) {
         rc = empty < 0 ? empty
@@ -332,7 +327,13 @@ int evs_restore(const char *backup, const char *dir, const evs_restore_opts *o, 
     s = NULL;
     if (rc) goto cleanup;
     size_t nkeys = 0;
-    if (has_keys && (rc = evs_subject_keys_copy(o->keys_from, tmp, &nkeys))) goto cleanup;
+    if (o->keys_from && (rc = evs_subject_keys_copy(o->keys_from, tmp, &nkeys))) {
+        /* tmp is there (ours), so EVS_ENOTFOUND is "keys_from has no key store" as it is now: no keys */
+        if (rc != EVS_ENOTFOUND) goto cleanup;
+        evs__err_clear();
+        rc = EVS_OK;
+        nkeys = 0;
+    }
     r.key_files = nkeys;
     r.dropped_events = r.backup_head - r.head;
 
