@@ -177,6 +177,20 @@ static int resolve_to_be(const char *path, char out[PATH_MAX]) {
     return 1;
 }
 
+/* EVS_OK when dest holds nothing but the partial marker; else EVS_EIO naming what is left. */
+static int only_marker(const char *dest) {
+    DIR *d = opendir(dest);
+    if (!d) return evs__err_errno(-errno, "backup: cannot open %s", dest);
+    int rc = EVS_OK;
+    struct dirent *e;
+    while (!rc && (e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..") && strcmp(e->d_name, EVS_BACKUP_PARTIAL))
+            rc = evs__err(EVS_EIO, "backup: cannot remove %s/%s, left by the interrupted backup into %s; remove "
+                          "it and run the backup again", dest, e->d_name, dest);
+    closedir(d);
+    return rc;
+}
+
 /* ------------------------------------------------------------------- backup */
 
 int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_report *rep) {
@@ -184,7 +198,7 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
     evs_backup_report r;
     evs__bk_manifest m, old;
     char path[BK_PATH], dpath[BK_PATH], partial[BK_PATH];
-    int rc, have_old = 0, marked = 0, swap_lock = -1;
+    int rc, have_old = 0, marked = 0, swap_lock = -1, retake = 0;
     struct stat st;
     memset(&r, 0, sizeof r);
     memset(&m, 0, sizeof m);
@@ -208,10 +222,11 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
         rc = evs__bk_manifest_read(dest, &old);
         if (rc == EVS_ENOTFOUND && access(partial, F_OK) == 0) {
             /* an interrupted first backup (a directory that was not empty without a manifest is
-               refused, so it began empty): taken again from the start over what it wrote; every
-               file is replaced through a rename and the new manifest lists only the new files */
+               refused, so it began empty): taken again from the start, what it wrote removed
+               first (below), so nothing of it (nor of another store) survives into the backup */
             evs__err_clear();
             empty = 1;
+            retake = 1;
         } else if (rc == EVS_ENOTFOUND) {
             return evs__err(EVS_EINVAL, "backup: %s is not empty and holds no backup (no %s); nothing was written",
                             dest, EVS_BACKUP_MANIFEST);
@@ -228,6 +243,13 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
             rc = evs__err(EVS_EINVAL, "backup: %s lies inside the store %s; choose a directory outside it", dest, dir);
             goto cleanup;
         }
+        /* a retake empties DEST: never with the store below it */
+        if (retake && realpath(dir, rd) && realpath(dest, rb) && !strncmp(rd, rb, strlen(rb)) &&
+            (rd[strlen(rb)] == '/' || rd[strlen(rb)] == 0 || !strcmp(rb, "/"))) {
+            rc = evs__err(EVS_EINVAL, "backup: the store %s lies inside %s, an interrupted backup that a rerun "
+                          "would empty; choose another directory", dir, dest);
+            goto cleanup;
+        }
     }
     if (!empty) {
         have_old = 1;
@@ -240,6 +262,10 @@ int evs_backup(const char *dir, const char *dest, unsigned flags, evs_backup_rep
         r.previous_head = old.head;
     } else if (flags & EVS_BACKUP_INCREMENTAL) {
         return evs__err(EVS_EINVAL, "backup --incremental: %s holds no backup to update", dest);
+    } else if (retake) {
+        /* the marker stays while the rest goes: a crash meanwhile leaves a DEST a rerun takes again */
+        evs__bk_rm_contents_but(dest, EVS_BACKUP_PARTIAL);
+        if ((rc = only_marker(dest))) goto cleanup;
     } else if ((rc = evs__bk_mkdir_all(dest))) {
         return evs__err_prefix(rc, "backup: ");
     }

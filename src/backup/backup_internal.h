@@ -88,5 +88,7 @@ int evs__bk_store_id(const char *dir, char out[17]);
 int evs__bk_dir_empty(const char *dir);
 /* Remove everything below dir (not dir itself). */
 void evs__bk_rm_contents(const char *dir);
+/* The same, keeping dir's entry named keep (NULL: none). */
+void evs__bk_rm_contents_but(const char *dir, const char *keep);
 
 #endif

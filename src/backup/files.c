@@ -491,12 +491,15 @@ int evs__bk_dir_empty(const char *dir) {
 }
 
 /* Remove everything below dir (not dir itself). */
-void evs__bk_rm_contents(const char *dir) {
+void evs__bk_rm_contents(const char *dir) { evs__bk_rm_contents_but(dir, NULL); }
+
+/* The same, keeping dir's entry named keep (NULL: none). */
+void evs__bk_rm_contents_but(const char *dir, const char *keep) {
     DIR *d = opendir(dir);
     if (!d) return;
     struct dirent *e;
     while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || (keep && !strcmp(e->d_name, keep))) continue;
         char p[BK_PATH];
         if ((size_t)snprintf(p, sizeof p, "%s/%s", dir, e->d_name) >= sizeof p) continue;
         struct stat st;

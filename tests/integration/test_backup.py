@@ -398,6 +398,35 @@ class Interrupted(unittest.TestCase):
         run_json("restore", bk2, r)
         self.assert_restored(r)
 
+    def test_retaken_first_backup_keeps_nothing_that_was_there(self):
+        # a partial first backup holding files of another store: the retake starts from an empty DEST
+        bk2 = os.path.join(self.tmp, "bk2")
+        os.makedirs(os.path.join(bk2, "log"))
+        os.makedirs(os.path.join(bk2, "consumers", "old"))
+        for rel in ("backup.partial", "log/00000009.seg", "consumers/old/data.mdb", "stray.txt"):
+            with open(os.path.join(bk2, rel), "wb") as f:
+                f.write(b"\7" * 3000)
+        code, out, err = run("backup", "-d", self.data, bk2)
+        self.assertEqual(code, 0, err)
+        self.assertEqual(json.loads(out)["head"], self.head)
+        for rel in ("log/00000009.seg", "consumers/old", "stray.txt", "backup.partial"):
+            self.assertFalse(os.path.exists(os.path.join(bk2, rel)), rel)
+        v = run_json("verify-backup", bk2)
+        self.assertEqual((v["ok"], v["events"]), (True, self.head))
+        r = os.path.join(self.tmp, "r")
+        run_json("restore", bk2, r)
+        self.assert_restored(r)
+        self.assertEqual(sorted(os.listdir(os.path.join(r, "log"))), ["00000001.seg"])
+        # never with the store inside the partial DEST: refused, the store untouched
+        outer = os.path.join(self.tmp, "outer")
+        os.makedirs(outer)
+        open(os.path.join(outer, "backup.partial"), "w").close()
+        shutil.move(self.data, os.path.join(outer, "data"))
+        code, out, err = run("backup", "-d", os.path.join(outer, "data"), outer)
+        self.assertEqual(code, 4, err)
+        self.assertIn("lies inside %s" % outer, err)
+        self.assert_restored(os.path.join(outer, "data"))
+
     def test_restore_into_dot_dot_slash_and_symlink(self):
         # DIR as typed may name the empty directory indirectly: ".", "x/.", "x/", a symlink to it
         e1 = os.path.join(self.tmp, "e1")
