@@ -1201,9 +1201,10 @@ static void test_ahead(void) {
 static int range_unwritten(const char *path, uint64_t lo, uint64_t hi) {
     int fd = open(path, O_RDONLY);
     CHECK(fd >= 0);
-    struct {
+    /* the extents follow the header (its flexible fm_extents), in storage big enough for 256 */
+    union {
         struct fiemap fm;
-        struct fiemap_extent ext[256];
+        char room[sizeof(struct fiemap) + 256 * sizeof(struct fiemap_extent)];
     } q;
     memset(&q, 0, sizeof q);
     q.fm.fm_start = lo;
@@ -1215,7 +1216,7 @@ static int range_unwritten(const char *path, uint64_t lo, uint64_t hi) {
     if (rc != 0) return -1;
     if (q.fm.fm_mapped_extents == 0) return -1; /* nothing allocated: not a preallocating filesystem */
     for (uint32_t i = 0; i < q.fm.fm_mapped_extents; i++)
-        if (q.ext[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) return 1;
+        if (q.fm.fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) return 1;
     return 0;
 }
 
